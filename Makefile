@@ -1,0 +1,33 @@
+# Avatar Forge: `make install`, then `make run` (the stack on :8000) or `make test`.
+SHELL := /bin/bash
+# uv from PATH, else the copy `make install` puts in .tools/ (installed from PyPI).
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+
+.PHONY: install run demo test lint format compose-check clean
+
+install:
+	@if ! command -v uv >/dev/null 2>&1 && [ ! -x .tools/bin/uv ]; then \
+		echo "uv not found: installing it from PyPI into .tools/"; \
+		python3 -m venv .tools && .tools/bin/pip install --quiet uv; \
+	fi
+	$(UV) sync --frozen
+
+run:
+	$(UV) run --frozen python -m avatar_devstack
+
+demo:
+	$(UV) run --frozen python -m avatar_devstack --demo
+
+lint:
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+format:
+	$(UV) run --frozen ruff check --fix .
+	$(UV) run --frozen ruff format .
+
+test: lint
+	$(UV) run --frozen pytest
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache

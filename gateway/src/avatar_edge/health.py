@@ -1,0 +1,87 @@
+"""`GET /api/health`: the aggregate state of the backend, its services and upstreams.
+
+Every check runs concurrently and is bounded by `health_timeout_s`, so the answer comes in
+well under two seconds even when everything is down. Each service reports the upstreams it
+speaks to (`/upstreamz`); an upstream whose service does not answer counts as unhealthy.
+The result is reused for `health_cache_s` seconds, and concurrent callers share one run.
+"""
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from avatar_edge.settings import EdgeSettings
+from avatar_shared.health import HEALTHY, UNHEALTHY, Status, bounded, probe_url
+
+# The upstream names API.md's health document always carries.
+CONTRACT_UPSTREAMS = ("llm", "tts", "gen3d", "style")
+
+
+async def _redis_status(redis: Redis) -> Status:
+    try:
+        await redis.ping()
+    except (RedisError, OSError):
+        return UNHEALTHY
+    return HEALTHY
+
+
+async def _upstreams_of(client: httpx.AsyncClient, base_url: str) -> dict[str, Status]:
+    try:
+        response = await client.get(f"{base_url}/upstreamz")
+        response.raise_for_status()
+        return dict(response.json()["data"])
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return {}
+
+
+async def _bounded_upstreams(
+    client: httpx.AsyncClient, base_url: str, timeout_s: float
+) -> dict[str, Status]:
+    try:
+        return await asyncio.wait_for(_upstreams_of(client, base_url), timeout_s)
+    except TimeoutError:
+        return {}
+
+
+async def check_everything(
+    settings: EdgeSettings, client: httpx.AsyncClient, redis: Redis
+) -> dict[str, Any]:
+    services = settings.service_urls()
+    timeout = settings.health_timeout_s
+    alive = [bounded(probe_url(client, f"{url}/healthz"), timeout) for url in services.values()]
+    upstreams = [_bounded_upstreams(client, url, timeout) for url in services.values()]
+    redis_status, *results = await asyncio.gather(
+        bounded(_redis_status(redis), timeout), *alive, *upstreams
+    )
+    service_status = dict(zip(services, results[: len(services)], strict=True))
+    reported: dict[str, Status] = {}
+    for upstream_report in results[len(services) :]:
+        reported.update(upstream_report)
+    everything_up = redis_status == HEALTHY and all(s == HEALTHY for s in service_status.values())
+    return {
+        "backend": HEALTHY if everything_up else UNHEALTHY,
+        **{name: reported.get(name, UNHEALTHY) for name in CONTRACT_UPSTREAMS},
+        "redis": redis_status,
+        "services": service_status,
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+
+
+class HealthCache:
+    def __init__(self, ttl_s: float) -> None:
+        self._ttl_s = ttl_s
+        self._lock = asyncio.Lock()
+        self._expires = 0.0
+        self._value: dict[str, Any] | None = None
+
+    async def get(self, settings: EdgeSettings, client: httpx.AsyncClient, redis: Redis) -> dict:
+        async with self._lock:
+            if self._value is None or time.monotonic() >= self._expires:
+                self._value = await check_everything(settings, client, redis)
+                self._expires = time.monotonic() + self._ttl_s
+            return self._value

@@ -1,0 +1,40 @@
+"""Request and response models of the TTS endpoints, as API.md states them."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TtsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1)
+    voice_id: str = "default"
+    text_lang: str = "ko"
+    prompt_lang: str = "ko"
+    streaming_mode: int = Field(0, ge=0, le=3)
+    return_binary: bool = False
+    media_type: Literal["wav", "ogg", "aac", "raw"] = "wav"
+
+
+class SpeechFile(BaseModel):
+    audio_url: str
+    file_id: str
+    duration: float
+    file_size: int
+    format: str
+    voice_id: str
+    created_at: str
+    cached: bool
+
+
+class Voice(BaseModel):
+    id: str
+    name: str
+    language: str
+    description: str
+
+
+class VoiceList(BaseModel):
+    voices: list[Voice]
+    default_voice_id: str

@@ -1,0 +1,1 @@
+"""Avatar Forge's common package: what every service shares, written once."""

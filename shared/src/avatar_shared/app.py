@@ -1,0 +1,70 @@
+"""The service app factory: one place that wires what every service shares.
+
+A service calls `create_service_app` with its name, settings, routers and upstream checks and
+gets a FastAPI app with JSON logs and request ids, the error envelope, the Redis pool and an
+HTTP client opened and closed in the lifespan, and the health probes.
+"""
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import httpx
+from fastapi import APIRouter, FastAPI
+
+from avatar_shared.errors import install_error_handlers
+from avatar_shared.health import UpstreamCheck, health_router
+from avatar_shared.logs import RequestContextMiddleware, configure_logging
+from avatar_shared.redis_pool import open_redis
+from avatar_shared.settings import SharedSettings
+
+# Health probes and internal calls must fail fast rather than hold a request open.
+HEALTH_TIMEOUT_S = 1.5
+INTERNAL_HTTP_TIMEOUT = httpx.Timeout(5.0, connect=1.0)
+
+ExtraLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def open_http_client(timeout: httpx.Timeout = INTERNAL_HTTP_TIMEOUT) -> httpx.AsyncClient:
+    """One pooled client per process; `trust_env=False` keeps proxy variables out of loopback."""
+    return httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False)
+
+
+def create_service_app(
+    *,
+    service: str,
+    title: str,
+    settings: SharedSettings,
+    routers: Sequence[APIRouter],
+    upstream_checks: Mapping[str, UpstreamCheck] | None = None,
+    extra_lifespan: ExtraLifespan | None = None,
+    description: str = "",
+    own_docs: bool = True,
+) -> FastAPI:
+    """`own_docs=False` leaves /openapi.json, /docs and /redoc to the caller (the edge)."""
+    configure_logging(service, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.redis = open_redis(settings.redis_url, settings.redis_timeout_s)
+        app.state.http = open_http_client()
+        try:
+            if extra_lifespan is None:
+                yield
+            else:
+                async with extra_lifespan(app):
+                    yield
+        finally:
+            await app.state.http.aclose()
+            await app.state.redis.aclose()
+
+    docs_urls = {} if own_docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}
+    app = FastAPI(
+        title=title, description=description, version="0.1.0", lifespan=lifespan, **docs_urls
+    )
+    app.add_middleware(RequestContextMiddleware)
+    install_error_handlers(app)
+    app.include_router(health_router(service, upstream_checks or {}, HEALTH_TIMEOUT_S))
+    for router in routers:
+        app.include_router(router)
+    return app

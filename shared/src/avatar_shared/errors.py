@@ -1,0 +1,164 @@
+"""The error envelope of API.md and the one exception hierarchy that maps onto it.
+
+Every failure a client can see leaves a service as
+`{"success": false, "error": {"code": "snake_case", "message": "human text"}}` with a fitting
+status. Routes raise `AppError` subclasses; the handlers below turn those, FastAPI's validation
+errors, Starlette's 404/405, upstream (httpx) and Redis failures, and anything unhandled into
+that envelope. No stack trace ever reaches a client: unhandled errors are logged, not echoed.
+"""
+
+import logging
+from typing import Any, NoReturn
+
+import httpx
+import redis.exceptions
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from avatar_shared.envelope import ErrorBody, ErrorEnvelope
+
+logger = logging.getLogger("avatar.errors")
+
+
+class AppError(Exception):
+    status_code = 500
+    code = "internal_error"
+    message = "Internal server error."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        self.message = message or self.message
+        self.code = code or self.code
+        super().__init__(self.message)
+
+
+class BadRequest(AppError):
+    status_code, code, message = 400, "bad_request", "The request is malformed."
+
+
+class Unauthorized(AppError):
+    status_code, code, message = 401, "unauthorized", "Login required."
+
+
+class Forbidden(AppError):
+    status_code, code, message = 403, "forbidden", "Not allowed."
+
+
+class NotFound(AppError):
+    status_code, code, message = 404, "not_found", "Not found."
+
+
+class Conflict(AppError):
+    status_code, code, message = 409, "conflict", "Conflicts with the current state."
+
+
+class NotImplementedYet(AppError):
+    status_code, code, message = 501, "not_implemented", "This endpoint is not built yet."
+
+
+class UpstreamError(AppError):
+    status_code, code, message = 502, "upstream_error", "An upstream server failed."
+
+
+class ServiceUnavailable(AppError):
+    status_code, code, message = 503, "service_unavailable", "A required server is unavailable."
+
+
+class UpstreamTimeout(AppError):
+    status_code, code, message = 504, "upstream_timeout", "An upstream server timed out."
+
+
+# Codes for statuses that Starlette raises itself (routing, method checks).
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+def error_response(
+    status_code: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = ErrorEnvelope(error=ErrorBody(code=code, message=message))
+    return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)
+
+
+def _describe_validation(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for err in errors[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+async def _app_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return error_response(exc.status_code, exc.code, exc.message)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(err.get("type") == "json_invalid" for err in errors):
+        return error_response(400, "invalid_json", "The request body is not valid JSON.")
+    return error_response(422, "validation_error", _describe_validation(errors))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
+        # Starlette's own routing errors: say which request missed.
+        message = f"{message}: {request.method} {request.url.path}"
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+async def _redis_error(_: Request, exc: Exception) -> JSONResponse:
+    logger.warning("redis unavailable: %s", exc)
+    return error_response(503, "redis_unavailable", "The data store is unavailable; try again.")
+
+
+async def _upstream_timeout(_: Request, exc: Exception) -> JSONResponse:
+    logger.warning("upstream timeout: %r", exc)
+    return error_response(504, "upstream_timeout", "An upstream server did not answer in time.")
+
+
+async def _upstream_unreachable(_: Request, exc: Exception) -> JSONResponse:
+    logger.warning("upstream unreachable: %r", exc)
+    return error_response(503, "upstream_unavailable", "An upstream server is unreachable.")
+
+
+async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "Internal server error.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(redis.exceptions.ConnectionError, _redis_error)
+    app.add_exception_handler(redis.exceptions.TimeoutError, _redis_error)
+    app.add_exception_handler(httpx.TimeoutException, _upstream_timeout)
+    app.add_exception_handler(httpx.TransportError, _upstream_unreachable)
+    app.add_exception_handler(Exception, _unhandled)
+
+
+# For `responses=` in route declarations, so the OpenAPI document shows the envelope.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorEnvelope, "description": "Client error"},
+    "5XX": {"model": ErrorEnvelope, "description": "Server or upstream error"},
+}
+
+
+def not_built(endpoint: str) -> NoReturn:
+    """For endpoints a later issue builds: 501 in the envelope, saying so."""
+    raise NotImplementedYet(f"{endpoint} is not built yet.")

@@ -1,0 +1,57 @@
+"""`python -m avatar_devstack [--demo]`: run the whole stack in the foreground (`make run`).
+
+Ctrl-C (or SIGTERM) stops every child cleanly. A child that dies is reported by name and the
+rest of the stack is stopped, so a broken stack never looks healthy.
+"""
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from avatar_devstack.settings import StackSettings
+from avatar_devstack.stack import Ports, Stack
+from avatar_devstack.supervisor import ChildFailed
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, _: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="avatar_devstack", description=__doc__)
+    parser.add_argument(
+        "--demo", action="store_true", help="also start the upstream emulators and use them"
+    )
+    args = parser.parse_args()
+    settings = StackSettings()
+    stack = Stack(Ports.from_settings(settings, args.demo), settings, Path(settings.data_dir))
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        stack.start()
+        print(f"Avatar Forge is running on {stack.gateway_url}  (Ctrl-C stops it)", flush=True)
+        while not (dead := stack.supervisor.dead()):
+            time.sleep(0.5)
+        for child in dead:
+            print(f"{child.name} died (exit code {child.process.returncode})", file=sys.stderr)
+        return 1
+    except ChildFailed as exc:
+        print(f"could not start the stack: {exc}", file=sys.stderr)
+        return 1
+    except _Stop as stop:
+        print(f"\n{stop}: stopping", file=sys.stderr)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

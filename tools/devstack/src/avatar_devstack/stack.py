@@ -1,0 +1,218 @@
+"""The whole stack on one machine: Redis, the five services, the edge, Traefik, and (for demos
+and tests) the upstream emulators. `make run`, `make demo` and the end-to-end tests all start
+it through `Stack`, so they exercise the same wiring.
+"""
+
+import os
+import shutil
+import socket
+import string
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from avatar_devstack.settings import StackSettings
+from avatar_devstack.supervisor import Supervisor
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
+GATEWAY_CONFIG_DIR = REPO_ROOT / "gateway" / "traefik"
+
+# uvicorn factory of each app, in start order (the edge last: it reads the others).
+APPS = {
+    "chat": "avatar_chat.app:create_app",
+    "tts": "avatar_tts.app:create_app",
+    "characters": "avatar_characters.app:create_app",
+    "gen3d": "avatar_gen3d.app:create_app",
+    "auth": "avatar_auth.app:create_app",
+    "edge": "avatar_edge.app:create_app",
+}
+# The emulators listen where the real upstreams do by default.
+EMULATOR_DEFAULT_PORTS = {"ollama": 11434, "openai": 8002, "gpt-sovits": 9880}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_of(url: str) -> int:
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme in ("https", "rediss") else 80)
+
+
+@dataclass(frozen=True)
+class Ports:
+    gateway: int
+    redis: int
+    apps: dict[str, int]
+    emulators: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: StackSettings, emulators: bool) -> "Ports":
+        urls = {**settings.service_urls(), "edge": settings.edge_url}
+        return cls(
+            gateway=settings.gateway_port,
+            redis=port_of(settings.redis_url),
+            apps={name: port_of(urls[name]) for name in APPS},
+            emulators=dict(EMULATOR_DEFAULT_PORTS) if emulators else {},
+        )
+
+    @classmethod
+    def free(cls, emulators: bool) -> "Ports":
+        return cls(
+            gateway=free_port(),
+            redis=free_port(),
+            apps={name: free_port() for name in APPS},
+            emulators={name: free_port() for name in EMULATOR_DEFAULT_PORTS} if emulators else {},
+        )
+
+
+def _local(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> dict[str, str]:
+    """The environment every child gets: where everything else listens."""
+    env = dict(base)
+    env.update(
+        REDIS_URL=f"redis://127.0.0.1:{ports.redis}/0",
+        GATEWAY_PORT=str(ports.gateway),
+        GATEWAY_CONFIG_DIR=str(GATEWAY_CONFIG_DIR),
+        GATEWAY_LOG_LEVEL=settings.gateway_log_level,
+        FRONTEND_ORIGINS=settings.frontend_origins,
+        MAX_REQUEST_BODY_BYTES=str(settings.max_request_body_bytes),
+    )
+    for name, port in ports.apps.items():
+        env[f"{name.upper()}_URL"] = _local(port)
+        env[f"{name.upper()}_URLS"] = _local(port)  # Traefik's load-balancer list
+    if ports.emulators:
+        env.update(
+            OLLAMA_BASE_URL=_local(ports.emulators["ollama"]),
+            VLLM_BASE_URL=_local(ports.emulators["openai"]),
+            TTS_BASE_URL=_local(ports.emulators["gpt-sovits"]),
+        )
+    return env
+
+
+def render_static_config(env: dict[str, str], out_dir: Path) -> Path:
+    """Traefik's static file cannot read the environment itself: fill its ${NAME}s here."""
+    template = string.Template((GATEWAY_CONFIG_DIR / "traefik.yml").read_text())
+    out = out_dir / "traefik.yml"
+    out.write_text(template.substitute(env))
+    return out
+
+
+def find_binary(name: str) -> str:
+    """From PATH, else next to this interpreter (where PyPI packages install their binaries)."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if not found:
+        raise FileNotFoundError(f"{name} not found: run `make install` first")
+    return found
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Stack:
+    def __init__(
+        self,
+        ports: Ports,
+        settings: StackSettings,
+        data_dir: Path,
+        log_dir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.ports = ports
+        self.data_dir = data_dir
+        self.env = stack_env(ports, settings, {**os.environ, **(extra_env or {})})
+        self.supervisor = Supervisor(log_dir)
+
+    @property
+    def gateway_url(self) -> str:
+        return _local(self.ports.gateway)
+
+    def app_url(self, name: str) -> str:
+        return _local(self.ports.apps[name])
+
+    def emulator_url(self, name: str) -> str:
+        return _local(self.ports.emulators[name])
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.start_redis()
+            # Start the independent processes together, then wait for each: a faster start.
+            waits = [
+                self._start_emulator(name, port) for name, port in self.ports.emulators.items()
+            ]
+            waits += [self._start_app(name) for name in APPS]
+            for wait in waits:
+                wait()
+            self._start_traefik()
+        except BaseException:
+            self.supervisor.stop_all()
+            raise
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+
+    def start_redis(self) -> None:
+        redis_dir = self.data_dir / "redis"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            find_binary("redis-server"),
+            "--port", str(self.ports.redis),
+            "--bind", "127.0.0.1",
+            "--dir", str(redis_dir),
+            "--save", "60 1",
+            "--appendonly", "no",
+        ]  # fmt: skip
+        child = self.supervisor.start("redis", argv, self.env)
+        self.supervisor.wait_ready(child, lambda: _port_open(self.ports.redis))
+
+    def stop_redis(self) -> None:
+        for child in list(self.supervisor.children):
+            if child.name == "redis":
+                self.supervisor.stop(child)
+                self.supervisor.children.remove(child)
+
+    def _start_app(self, name: str) -> Callable[[], None]:
+        port = self.ports.apps[name]
+        argv = [
+            sys.executable, "-m", "uvicorn", "--factory", APPS[name],
+            "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+        ]  # fmt: skip
+        child = self.supervisor.start(name, argv, self.env)
+        return lambda: self.supervisor.wait_ready(
+            child, lambda: _http_ok(f"{_local(port)}/healthz")
+        )
+
+    def _start_emulator(self, name: str, port: int) -> Callable[[], None]:
+        argv = [sys.executable, "-m", "avatar_emulators", name, "--port", str(port)]
+        child = self.supervisor.start(f"emulator-{name}", argv, self.env)
+        return lambda: self.supervisor.wait_ready(child, lambda: _port_open(port))
+
+    def _start_traefik(self) -> None:
+        run_dir = self.data_dir / "run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = render_static_config(self.env, run_dir)
+        argv = [find_binary("traefik"), f"--configFile={config}"]
+        child = self.supervisor.start("traefik", argv, self.env)
+        self.supervisor.wait_ready(child, lambda: _http_ok(f"{self.gateway_url}/ping"))
