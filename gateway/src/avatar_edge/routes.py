@@ -3,6 +3,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from avatar_edge.openapi_source import TITLE
+from avatar_shared.errors import error_response
 
 router = APIRouter(include_in_schema=False)
 
@@ -33,3 +34,11 @@ async def swagger_ui() -> HTMLResponse:
 @router.get("/redoc")
 async def redoc() -> HTMLResponse:
     return get_redoc_html(openapi_url="/api/openapi.json", title=f"{TITLE} - ReDoc")
+
+
+@router.api_route("/_errors/{status}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+async def gateway_error(status: int) -> JSONResponse:
+    """Traefik's errors middleware fetches this to replace its plain-text error pages."""
+    if status == 413:
+        return error_response(413, "payload_too_large", "The request body is too large.")
+    return error_response(404, "not_found", "No such error page.")

@@ -11,6 +11,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import httpx
 from fastapi import APIRouter, FastAPI
 
+from avatar_shared.body_limit import BodySizeLimitMiddleware
 from avatar_shared.errors import install_error_handlers
 from avatar_shared.health import UpstreamCheck, health_router
 from avatar_shared.logs import RequestContextMiddleware, configure_logging
@@ -39,8 +40,11 @@ def create_service_app(
     extra_lifespan: ExtraLifespan | None = None,
     description: str = "",
     own_docs: bool = True,
+    streams_responses: bool = False,
 ) -> FastAPI:
-    """`own_docs=False` leaves /openapi.json, /docs and /redoc to the caller (the edge)."""
+    """`own_docs=False` leaves /openapi.json, /docs and /redoc to the caller (the edge).
+    `streams_responses=True` makes the service limit request bodies itself (see body_limit).
+    """
     configure_logging(service, settings.log_level)
 
     @asynccontextmanager
@@ -62,6 +66,8 @@ def create_service_app(
     app = FastAPI(
         title=title, description=description, version="0.1.0", lifespan=lifespan, **docs_urls
     )
+    if streams_responses:
+        app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(health_router(service, upstream_checks or {}, HEALTH_TIMEOUT_S))

@@ -14,5 +14,6 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
         description="Role-play conversations with characters over Ollama or vLLM.",
         settings=settings,
         routers=[router],
+        streams_responses=True,
         upstream_checks={"llm": llm_check(settings)},
     )

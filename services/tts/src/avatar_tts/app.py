@@ -14,5 +14,6 @@ def create_app(settings: TtsSettings | None = None) -> FastAPI:
         description="Speech in a character's voice over GPT-SoVITS; per-user audio files.",
         settings=settings,
         routers=[router],
+        streams_responses=True,
         upstream_checks={"tts": gpt_sovits_check(settings)},
     )

@@ -122,7 +122,7 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
@@ -185,7 +185,7 @@ class Stack:
             "--appendonly", "no",
         ]  # fmt: skip
         child = self.supervisor.start("redis", argv, self.env)
-        self.supervisor.wait_ready(child, lambda: _port_open(self.ports.redis))
+        self.supervisor.wait_ready(child, lambda: port_open(self.ports.redis))
 
     def stop_redis(self) -> None:
         for child in list(self.supervisor.children):
@@ -207,7 +207,7 @@ class Stack:
     def _start_emulator(self, name: str, port: int) -> Callable[[], None]:
         argv = [sys.executable, "-m", "avatar_emulators", name, "--port", str(port)]
         child = self.supervisor.start(f"emulator-{name}", argv, self.env)
-        return lambda: self.supervisor.wait_ready(child, lambda: _port_open(port))
+        return lambda: self.supervisor.wait_ready(child, lambda: port_open(port))
 
     def _start_traefik(self) -> None:
         run_dir = self.data_dir / "run"

@@ -1,0 +1,168 @@
+"""The behaviour every service inherits from create_service_app: the error envelope, request
+ids, the body limit for streaming services, and the health probes, over a real Redis."""
+
+import asyncio
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel
+
+from avatar_devstack.stack import free_port
+from avatar_shared.app import create_service_app
+from avatar_shared.errors import Conflict
+from avatar_shared.health import DISABLED, HEALTHY, UNHEALTHY, Status, probe_url
+from avatar_shared.settings import SharedSettings
+
+router = APIRouter()
+JSON_TYPE = {"content-type": "application/json"}
+
+
+class Item(BaseModel):
+    name: str
+    count: int
+
+
+@router.post("/items")
+async def create_item(item: Item) -> dict:
+    return {"success": True, "data": item.model_dump()}
+
+
+@router.get("/conflict")
+async def conflict() -> None:
+    raise Conflict("That name is taken.", code="name_taken")
+
+
+@router.get("/crash")
+async def crash() -> None:
+    raise RuntimeError("secret internals: password=hunter2")
+
+
+@router.get("/slow-upstream")
+async def slow_upstream() -> None:
+    raise httpx.ReadTimeout("upstream took too long")
+
+
+@router.get("/down-upstream")
+async def down_upstream() -> None:
+    raise httpx.ConnectError("connection refused")
+
+
+async def _always(status: Status) -> Status:
+    return status
+
+
+def make_app(redis_url: str, **kwargs: object) -> FastAPI:
+    never_answers = f"http://127.0.0.1:{free_port()}"
+    return create_service_app(
+        service="probe",
+        title="probe",
+        settings=SharedSettings(redis_url=redis_url, max_request_body_bytes=1000),
+        routers=[router],
+        upstream_checks={
+            "up": lambda client: _always(HEALTHY),
+            "down": lambda client: probe_url(client, never_answers),
+            "hangs": lambda client: asyncio.sleep(60),
+            "unset": lambda client: probe_url(client, ""),
+        },
+        **kwargs,
+    )
+
+
+def assert_envelope(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    return body
+
+
+async def test_success_passes_through(app_client, redis_url):
+    async with app_client(make_app(redis_url)) as client:
+        response = await client.post("/items", json={"name": "a", "count": 2})
+    assert response.json() == {"success": True, "data": {"name": "a", "count": 2}}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "code"),
+    [
+        ("POST", "/items", {"json": {"name": "a", "count": "many"}}, 422, "validation_error"),
+        ("POST", "/items", {"json": {"name": "a"}}, 422, "validation_error"),
+        ("POST", "/items", {"content": b"{x", "headers": JSON_TYPE}, 400, "invalid_json"),
+        ("GET", "/no-such-path", {}, 404, "not_found"),
+        ("DELETE", "/items", {}, 405, "method_not_allowed"),
+        ("GET", "/conflict", {}, 409, "name_taken"),
+        ("GET", "/slow-upstream", {}, 504, "upstream_timeout"),
+        ("GET", "/down-upstream", {}, 503, "upstream_unavailable"),
+    ],
+)  # fmt: skip
+async def test_failures_become_the_envelope(
+    app_client, redis_url, method, path, kwargs, status, code
+):
+    async with app_client(make_app(redis_url)) as client:
+        response = await client.request(method, path, **kwargs)
+    assert_envelope(response, status, code)
+
+
+async def test_validation_message_names_the_field(app_client, redis_url):
+    async with app_client(make_app(redis_url)) as client:
+        response = await client.post("/items", json={"name": "a", "count": "many"})
+    assert "count" in response.json()["error"]["message"]
+
+
+async def test_unhandled_error_hides_its_details(app_client, redis_url):
+    async with app_client(make_app(redis_url)) as client:
+        response = await client.get("/crash")
+    body = assert_envelope(response, 500, "internal_error")
+    assert "hunter2" not in response.text and "Traceback" not in response.text
+    assert body["error"]["message"] == "Internal server error."
+
+
+async def test_request_id_is_kept_or_made(app_client, redis_url):
+    async with app_client(make_app(redis_url)) as client:
+        kept = await client.get("/conflict", headers={"X-Request-ID": "abc-123"})
+        made = await client.get("/conflict")
+        unsafe = await client.get("/conflict", headers={"X-Request-ID": "bad id\twith tab"})
+    assert kept.headers["X-Request-ID"] == "abc-123"
+    assert len(made.headers["X-Request-ID"]) == 32
+    assert unsafe.headers["X-Request-ID"] != "bad id\twith tab"
+
+
+async def test_streaming_services_refuse_large_bodies(app_client, redis_url):
+    async with app_client(make_app(redis_url, streams_responses=True)) as client:
+        declared = await client.post("/items", content=b"x" * 1001)
+
+        async def chunks():
+            for _ in range(5):
+                yield b" " * 300
+
+        chunked = await client.post(
+            "/items", content=chunks(), headers={"content-type": "application/json"}
+        )
+        small = await client.post("/items", json={"name": "a", "count": 1})
+    assert_envelope(declared, 413, "payload_too_large")
+    assert_envelope(chunked, 413, "payload_too_large")
+    assert small.status_code == 200
+
+
+async def test_health_probes(app_client, redis_url):
+    async with app_client(make_app(redis_url)) as client:
+        alive = await client.get("/healthz")
+        ready = await client.get("/readyz")
+        upstreams = await client.get("/upstreamz")
+    assert alive.json()["data"]["status"] == "alive"
+    assert ready.status_code == 200
+    assert upstreams.json()["data"] == {
+        "up": HEALTHY,
+        "down": UNHEALTHY,
+        "hangs": UNHEALTHY,
+        "unset": DISABLED,
+    }
+
+
+async def test_readyz_fails_fast_without_redis(app_client):
+    app = make_app(f"redis://127.0.0.1:{free_port()}/0")
+    async with app_client(app) as client:
+        response = await asyncio.wait_for(client.get("/readyz"), timeout=5)
+    assert_envelope(response, 503, "not_ready")

@@ -1,0 +1,96 @@
+"""The pytest fixtures every test module shares (loaded by the root conftest.py).
+
+- `redis_url`: a real redis-server on a free port with its own data dir, once per session;
+  each test gets a flushed database.
+- `app_client`: an httpx.AsyncClient speaking to a service app in-process over ASGITransport,
+  with the app's lifespan run (ASGITransport alone does not run it).
+- `stack`: the real stack (Redis, Traefik, edge, five services, upstream emulators) on free
+  ports, once per session, for end-to-end tests through the gateway.
+"""
+
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from avatar_devstack.settings import StackSettings
+from avatar_devstack.stack import Ports, Stack, find_binary, free_port, port_open
+from avatar_devstack.supervisor import Supervisor
+
+AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="avatar-redis-") as data_dir:
+        supervisor = Supervisor(Path(data_dir))
+        argv = [
+            find_binary("redis-server"),
+            "--port", str(port), "--bind", "127.0.0.1", "--dir", data_dir,
+            "--save", "", "--appendonly", "no",
+        ]  # fmt: skip
+        child = supervisor.start("redis", argv, {})
+        try:
+            supervisor.wait_ready(child, lambda: port_open(port))
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            supervisor.stop_all()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url, decode_responses=True)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def app_client(redis: Redis) -> AppClient:
+    """`async with app_client(create_app(settings)) as client:` (settings must carry redis_url)."""
+
+    @asynccontextmanager
+    async def open_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+        async with app.router.lifespan_context(app):
+            # raise_app_exceptions=False: clients see the 500 envelope, as over the network.
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                yield client
+
+    return open_client
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    with tempfile.TemporaryDirectory(prefix="avatar-stack-") as tmp:
+        tmp_path = Path(tmp)
+        (tmp_path / "logs").mkdir()
+        extra_env = {
+            "HEALTH_CACHE_S": "0.5",
+            "ASSETS_DIR": str(tmp_path / "assets"),
+            "GATEWAY_LOG_LEVEL": "WARN",
+        }
+        stack = Stack(
+            Ports.free(emulators=True),
+            StackSettings(),
+            data_dir=tmp_path / "data",
+            log_dir=tmp_path / "logs",
+            extra_env=extra_env,
+        )
+        stack.start()
+        try:
+            yield stack
+        finally:
+            stack.stop()
+
+
+@pytest.fixture
+async def gateway(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.gateway_url, trust_env=False) as client:
+        yield client
