@@ -1,0 +1,81 @@
+"""The edge on its own, with every service down: it must still answer, fast and honestly."""
+
+import asyncio
+import time
+
+import pytest
+from fastapi import FastAPI
+
+from avatar_devstack.stack import free_port, port_of
+from avatar_edge.app import create_app
+from avatar_edge.settings import EdgeSettings
+from avatar_emulators.server import serve_in_thread
+
+
+def nowhere() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def lonely_edge(redis_url: str) -> EdgeSettings:
+    return EdgeSettings(
+        redis_url=redis_url,
+        chat_url=nowhere(),
+        tts_url=nowhere(),
+        characters_url=nowhere(),
+        gen3d_url=nowhere(),
+        auth_url=nowhere(),
+        health_cache_s=60,
+    )
+
+
+async def test_root_is_plain_text(app_client, redis_url):
+    async with app_client(create_app(lonely_edge(redis_url))) as client:
+        response = await client.get("/")
+    assert response.text == "Avatar Forge Backend Running"
+    assert response.headers["content-type"].startswith("text/plain")
+
+
+async def test_health_with_everything_down_is_fast_and_unhealthy(app_client, redis_url):
+    async with app_client(create_app(lonely_edge(redis_url))) as client:
+        started = time.perf_counter()
+        response = await asyncio.wait_for(client.get("/api/health"), timeout=5)
+        elapsed = time.perf_counter() - started
+    data = response.json()["data"]
+    assert response.status_code == 200
+    assert elapsed < 2
+    assert data["redis"] == "healthy"
+    for key in ("backend", "llm", "tts", "gen3d", "style"):
+        assert data[key] == "unhealthy", key
+    assert set(data["services"].values()) == {"unhealthy"}
+    assert data["timestamp"].endswith("Z")
+
+
+def alive_app() -> FastAPI:
+    app = FastAPI()
+    app.get("/healthz")(lambda: {"success": True, "data": {"status": "alive"}})
+    return app
+
+
+@pytest.mark.parametrize(("cache_s", "chat_after"), [(60, "unhealthy"), (0, "healthy")])
+async def test_health_result_is_cached(app_client, redis_url, cache_s, chat_after):
+    settings = lonely_edge(redis_url).model_copy(update={"health_cache_s": cache_s})
+    async with app_client(create_app(settings)) as client:
+        before = (await client.get("/api/health")).json()["data"]
+        with serve_in_thread(alive_app(), port=port_of(settings.chat_url)):
+            after = (await client.get("/api/health")).json()["data"]
+    assert before["services"]["chat"] == "unhealthy"
+    assert after["services"]["chat"] == chat_after
+
+
+async def test_openapi_with_services_down_is_still_a_document(app_client, redis_url):
+    async with app_client(create_app(lonely_edge(redis_url))) as client:
+        response = await client.get("/api/openapi.json")
+    assert response.status_code == 200
+    assert response.json()["paths"] == {}
+
+
+async def test_unknown_path_gets_the_envelope(app_client, redis_url):
+    async with app_client(create_app(lonely_edge(redis_url))) as client:
+        response = await client.get("/no/such/thing")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"

@@ -1,0 +1,376 @@
+"""OpenAI-compatible (vLLM-like) server emulator: for tests and `make demo` only, never production.
+
+Follows the public OpenAI Chat Completions API reference and vLLM's OpenAI-compatible server docs:
+``POST /v1/chat/completions`` answers a ``chat.completion`` object with ``usage``; with
+``stream: true`` it sends Server-Sent Events ``data: {chat.completion.chunk}``: first a chunk with
+the assistant role, then one content delta per token, then a chunk with ``finish_reason``, then a
+usage chunk (``choices: []``) only when ``stream_options.include_usage`` is true, then
+``data: [DONE]``. ``GET /v1/models`` lists the models, ``GET /health`` is 200 with an empty body.
+Errors are ``{"error": {"message", "type", "param", "code"}}`` with vLLM's type names
+("NotFoundError", "BadRequestError", ...). With ``api_key`` set, ``/v1`` routes require
+``Authorization: Bearer <key>`` (401 otherwise); with ``path_prefix`` (e.g. "/vllm") every route is
+also served under that prefix.
+
+Token rule (shared with the Ollama emulator, see ``avatar_emulators.replies``): ``count_tokens``
+counts whitespace-separated words; a prompt costs ``count_tokens(content) + 4`` per message; one
+content delta is one token, so ``completion_tokens`` is the number of content deltas. Like vLLM,
+a prompt plus ``max_tokens`` longer than ``max_model_len`` is rejected with 400 (no truncation).
+
+Test hooks: ``app.state.recorder`` (a ``PromptRecorder``) and ``GET``/``DELETE /_emulator/prompts``.
+Failure injection: the model ``emulator-error-midstream`` streams a few deltas, then
+``data: {"error": {...}}`` and ``data: [DONE]`` (a 500 when not streaming);
+``OpenAICompatConfig.fail_status`` makes every completion request fail with that status.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from avatar_emulators.replies import (
+    ERROR_MIDSTREAM_AFTER_TOKENS,
+    ERROR_MIDSTREAM_MESSAGE,
+    ERROR_MIDSTREAM_MODEL,
+    ChatEmulatorConfig,
+    Message,
+    PromptRecord,
+    PromptRecorder,
+    build_reply,
+    count_prompt_tokens,
+    count_tokens,
+    limit_tokens,
+    split_reply,
+    validate_messages,
+    wait_before_token,
+    wait_for_whole_reply,
+)
+
+__all__ = [
+    "OpenAICompatConfig",
+    "PromptRecord",
+    "PromptRecorder",
+    "count_tokens",
+    "create_app",
+]
+
+_ERROR_TYPES = {
+    400: "BadRequestError",
+    401: "AuthenticationError",
+    404: "NotFoundError",
+    429: "RateLimitError",
+    500: "InternalServerError",
+    503: "ServiceUnavailableError",
+}
+
+
+@dataclass
+class OpenAICompatConfig(ChatEmulatorConfig):
+    """Settings of the OpenAI-compatible emulator."""
+
+    api_key: str | None = None  # when set, /v1 routes need "Authorization: Bearer <api_key>"
+    path_prefix: str = ""  # e.g. "/vllm": routes are served at the root and under the prefix
+    max_model_len: int = 8192  # like vLLM's --max-model-len
+    owned_by: str = "vllm"
+
+
+class OpenAIError(Exception):
+    """An error answered in the OpenAI/vLLM shape."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        error_type = _ERROR_TYPES.get(self.status, "InternalServerError")
+        return {
+            "error": {
+                "message": self.message,
+                "type": error_type,
+                "param": None,
+                "code": self.status,
+            }
+        }
+
+
+@dataclass
+class CompletionRequest:
+    """The parts of a chat completion body the emulator acts on."""
+
+    model: str
+    messages: list[Message]
+    stream: bool
+    include_usage: bool
+    max_tokens: int | None
+    temperature: float | None
+    options: dict[str, Any]
+
+
+def _optional_positive_int(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise OpenAIError(400, f"{name} must be an integer of at least 1, got {value!r}.")
+    return value
+
+
+def _include_usage(body: dict[str, Any], stream: bool) -> bool:
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not stream:
+        # vLLM rejects stream_options on non-streaming requests.
+        raise OpenAIError(400, "Stream options can only be defined when `stream=True`.")
+    if not isinstance(options, dict):
+        raise OpenAIError(400, "stream_options must be an object")
+    return bool(options.get("include_usage", False))
+
+
+def _parse_request(body: Any) -> CompletionRequest:
+    if not isinstance(body, dict):
+        raise OpenAIError(400, "request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise OpenAIError(400, "model is required")
+    try:
+        messages = validate_messages(body.get("messages"))
+    except ValueError as exc:
+        raise OpenAIError(400, str(exc)) from exc
+    if not messages:
+        raise OpenAIError(400, "messages must contain at least one message")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise OpenAIError(400, "stream must be a boolean")
+    temperature = body.get("temperature")
+    if temperature is not None and (
+        isinstance(temperature, bool) or not isinstance(temperature, int | float)
+    ):
+        raise OpenAIError(400, "temperature must be a number")
+    # max_completion_tokens is the newer spelling of max_tokens and wins when both are given.
+    max_tokens = _optional_positive_int(body, "max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = _optional_positive_int(body, "max_tokens")
+    return CompletionRequest(
+        model=model,
+        messages=messages,
+        stream=stream,
+        include_usage=_include_usage(body, stream),
+        max_tokens=max_tokens,
+        temperature=None if temperature is None else float(temperature),
+        options={k: v for k, v in body.items() if k not in ("model", "messages", "stream")},
+    )
+
+
+def _check_context(prompt_tokens: int, max_tokens: int | None, max_model_len: int) -> None:
+    requested = prompt_tokens + (max_tokens or 0)
+    if requested > max_model_len:
+        raise OpenAIError(
+            400,
+            f"This model's maximum context length is {max_model_len} tokens. However, you "
+            f"requested {requested} tokens ({prompt_tokens} in the messages, "
+            f"{max_tokens or 0} in the completion). Please reduce the length of the messages "
+            "or completion.",
+        )
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+@dataclass
+class _Completion:
+    """Everything needed to answer one request, streamed or not."""
+
+    id: str
+    created: int
+    model: str
+    tokens: list[str]
+    finish_reason: str
+    prompt_tokens: int
+    include_usage: bool
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        chunk: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+        if self.include_usage:
+            chunk["usage"] = None  # OpenAI: every chunk but the last carries a null usage
+        return chunk
+
+    def usage_chunk(self) -> dict[str, Any]:
+        return {
+            **self.chunk({}),
+            "choices": [],
+            "usage": _usage(self.prompt_tokens, len(self.tokens)),
+        }
+
+    def whole(self) -> dict[str, Any]:
+        message = {"role": "assistant", "content": "".join(self.tokens)}
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": self.finish_reason,
+                }
+            ],
+            "usage": _usage(self.prompt_tokens, len(self.tokens)),
+        }
+
+
+def _sse(data: dict[str, Any] | str) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data: {payload}\n\n".encode()
+
+
+async def _stream(config: OpenAICompatConfig, completion: _Completion) -> AsyncIterator[bytes]:
+    """SSE events: role chunk, content deltas, finish chunk, optional usage chunk, [DONE]."""
+    yield _sse(completion.chunk({"role": "assistant", "content": ""}))
+    for index, token in enumerate(completion.tokens):
+        await wait_before_token(index, config.first_token_latency_s, config.tokens_per_second)
+        if completion.model == ERROR_MIDSTREAM_MODEL and index == ERROR_MIDSTREAM_AFTER_TOKENS:
+            # The 200 status is already sent; vLLM reports late errors as an event, then [DONE].
+            yield _sse(OpenAIError(500, ERROR_MIDSTREAM_MESSAGE).body())
+            yield _sse("[DONE]")
+            return
+        yield _sse(completion.chunk({"content": token}))
+    yield _sse(completion.chunk({}, completion.finish_reason))
+    if completion.include_usage:
+        yield _sse(completion.usage_chunk())
+    yield _sse("[DONE]")
+
+
+def _normalise_prefix(prefix: str) -> str:
+    stripped = prefix.strip("/")
+    return f"/{stripped}" if stripped else ""
+
+
+def create_app(config: OpenAICompatConfig | None = None) -> FastAPI:
+    """Build the OpenAI-compatible emulator; `app.state.recorder` holds the prompts it received."""
+    config = config or OpenAICompatConfig()
+    app = FastAPI(title="OpenAI-compatible (vLLM) emulator")
+    app.state.config = config
+    app.state.recorder = config.recorder
+    router = _build_router(config)
+    app.include_router(router)
+    prefix = _normalise_prefix(config.path_prefix)
+    if prefix:
+        app.include_router(router, prefix=prefix)
+
+    @app.exception_handler(OpenAIError)
+    async def openai_error(_request: Request, exc: OpenAIError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    return app
+
+
+def _build_router(config: OpenAICompatConfig) -> APIRouter:
+    router = APIRouter()
+    started = int(time.time())
+
+    async def check_api_key(request: Request) -> None:
+        if config.api_key is None:
+            return
+        if request.headers.get("authorization") != f"Bearer {config.api_key}":
+            raise OpenAIError(401, "Unauthorized: missing or invalid API key")
+
+    def require_model(name: str) -> None:
+        if name not in config.models and name != ERROR_MIDSTREAM_MODEL:
+            raise OpenAIError(404, f"The model `{name}` does not exist.")
+
+    @router.get("/health")
+    async def health() -> Response:
+        return Response(status_code=200)
+
+    @router.get("/v1/models", dependencies=[Depends(check_api_key)])
+    async def models() -> dict[str, Any]:
+        data = [
+            {"id": m, "object": "model", "created": started, "owned_by": config.owned_by}
+            for m in config.models
+        ]
+        return {"object": "list", "data": data}
+
+    @router.post("/v1/chat/completions", dependencies=[Depends(check_api_key)])
+    async def chat_completions(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError as exc:
+            raise OpenAIError(400, f"invalid JSON body: {exc}") from exc
+        req = _parse_request(body)
+        require_model(req.model)
+        prompt_tokens = count_prompt_tokens(req.messages)
+        _check_context(prompt_tokens, req.max_tokens, config.max_model_len)
+        config.recorder.record(_prompt_record(req, prompt_tokens))
+        if config.fail_status is not None:
+            raise OpenAIError(config.fail_status, "emulator: injected failure (fail_status)")
+        completion = _new_completion(req, prompt_tokens)
+        if req.stream:
+            return StreamingResponse(_stream(config, completion), media_type="text/event-stream")
+        if req.model == ERROR_MIDSTREAM_MODEL:
+            raise OpenAIError(500, ERROR_MIDSTREAM_MESSAGE)
+        await wait_for_whole_reply(
+            len(completion.tokens), config.first_token_latency_s, config.tokens_per_second
+        )
+        return JSONResponse(completion.whole())
+
+    @router.get("/_emulator/prompts")
+    async def list_prompts() -> list[dict[str, Any]]:
+        return [p.to_dict() for p in config.recorder.prompts]
+
+    @router.delete("/_emulator/prompts")
+    async def clear_prompts() -> Response:
+        config.recorder.clear()
+        return Response(status_code=204)
+
+    return router
+
+
+def _prompt_record(req: CompletionRequest, prompt_tokens: int) -> PromptRecord:
+    # vLLM never truncates the conversation, so what was received is what was used.
+    return PromptRecord(
+        model=req.model,
+        messages_received=req.messages,
+        messages_used=req.messages,
+        dropped=0,
+        prompt_tokens=prompt_tokens,
+        options=req.options,
+        stream=req.stream,
+    )
+
+
+def _new_completion(req: CompletionRequest, prompt_tokens: int) -> _Completion:
+    tokens, cut = limit_tokens(
+        split_reply(build_reply(req.messages, req.model, req.temperature)), req.max_tokens
+    )
+    return _Completion(
+        id=f"chatcmpl-{uuid.uuid4().hex}",
+        created=int(time.time()),
+        model=req.model,
+        tokens=tokens,
+        finish_reason="length" if cut else "stop",
+        prompt_tokens=prompt_tokens,
+        include_usage=req.include_usage,
+    )

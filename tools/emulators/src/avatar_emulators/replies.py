@@ -1,0 +1,193 @@
+"""Shared pieces of the LLM emulators (Ollama, OpenAI-compatible): for tests and `make demo` only.
+
+Token rule (fixed, used by every emulator and by tests):
+    * ``count_tokens(text)`` is the number of whitespace-separated words in ``text``.
+    * A chat prompt costs ``count_tokens(content) + MESSAGE_OVERHEAD_TOKENS`` per message; the
+      overhead stands for the role/template markers a real chat template adds.
+    * A reply is streamed one word per token, so ``eval_count`` / ``completion_tokens`` always equal
+      ``count_tokens(reply)``.
+
+Replies are deterministic: they depend only on the model name, the messages and the temperature,
+so tests can assert on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+MESSAGE_OVERHEAD_TOKENS = 4
+DEFAULT_MODELS: tuple[str, ...] = ("gemma-3-27b-it", "dolphin-2.9-8b")
+# A model name every LLM emulator accepts: it streams a few tokens, then reports an error in-band.
+ERROR_MIDSTREAM_MODEL = "emulator-error-midstream"
+ERROR_MIDSTREAM_AFTER_TOKENS = 3
+ERROR_MIDSTREAM_MESSAGE = "emulator: injected failure in the middle of the stream"
+
+Message = dict[str, Any]
+
+
+def count_tokens(text: str) -> int:
+    """Count tokens with the emulators' fixed rule: one token per whitespace-separated word."""
+    return len(text.split())
+
+
+def message_text(message: Message) -> str:
+    """Text of a message; OpenAI allows a list of content parts, of which only text counts."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def count_prompt_tokens(messages: Sequence[Message]) -> int:
+    """Prompt size under the token rule: words of every message plus a per-message overhead."""
+    return sum(count_tokens(message_text(m)) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+
+
+def validate_messages(raw: Any) -> list[Message]:
+    """Check the shape of a chat `messages` array; raises ValueError with a client-facing text."""
+    if not isinstance(raw, list):
+        raise ValueError("messages must be an array")
+    for index, message in enumerate(raw):
+        if not isinstance(message, dict):
+            raise ValueError(f"messages[{index}] must be an object")
+        if not isinstance(message.get("role"), str):
+            raise ValueError(f"messages[{index}].role must be a string")
+        if message.get("content") is not None and not isinstance(message["content"], str | list):
+            raise ValueError(f"messages[{index}].content must be a string or an array")
+    return raw
+
+
+def fit_to_context(messages: Sequence[Message], num_ctx: int) -> tuple[list[Message], int]:
+    """Drop the oldest non-system messages until the prompt fits in `num_ctx` tokens.
+
+    Mirrors Ollama's silent truncation: system messages and the last message are always kept,
+    even if the prompt still does not fit. Returns the kept messages and how many were dropped.
+    """
+    kept = list(messages)
+    dropped = 0
+    while count_prompt_tokens(kept) > num_ctx:
+        oldest = next((i for i, m in enumerate(kept[:-1]) if m.get("role") != "system"), None)
+        if oldest is None:
+            break
+        del kept[oldest]
+        dropped += 1
+    return kept, dropped
+
+
+def _first_words(text: str, limit: int) -> str:
+    words = text.split()
+    suffix = " ..." if len(words) > limit else ""
+    return " ".join(words[:limit]) + suffix
+
+
+def build_reply(messages: Sequence[Message], model: str, temperature: float | None) -> str:
+    """A deterministic, several-sentence reply that visibly depends on the input."""
+    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+    user_text = message_text(last_user) if last_user else ""
+    system = next((m for m in messages if m.get("role") == "system"), None)
+    persona = _first_words(message_text(system), 8) if system else ""
+    last_words = user_text.split()[-6:]
+
+    sentences = [
+        f"This reply comes from the Avatar Forge emulator for model {model}, "
+        "not from a real language model.",
+        f'You said: "{_first_words(user_text, 24)}".' if user_text else "You said nothing yet.",
+        f'Read backwards, your last words are: "{" ".join(reversed(last_words))}".'
+        if last_words
+        else "There are no words to read backwards.",
+        f'I am playing the persona that begins "{persona}".'
+        if persona
+        else "No system prompt was given, so I have no persona.",
+        f"The conversation has {len(messages)} messages and the requested temperature is "
+        f"{'the default' if temperature is None else temperature}.",
+        "Use this text only for tests and demos.",
+    ]
+    # Normalise whitespace so that joining the streamed tokens reproduces the reply exactly.
+    return " ".join(" ".join(sentences).split())
+
+
+def split_reply(reply: str) -> list[str]:
+    """Split a reply into stream tokens (one per word, each but the first with a leading space)."""
+    words = reply.split()
+    return [word if i == 0 else f" {word}" for i, word in enumerate(words)]
+
+
+def limit_tokens(tokens: list[str], max_tokens: int | None) -> tuple[list[str], bool]:
+    """Cap the reply at `max_tokens` (None or <= 0 means no cap); also says whether it was cut."""
+    if max_tokens is None or max_tokens <= 0 or len(tokens) <= max_tokens:
+        return tokens, False
+    return tokens[:max_tokens], True
+
+
+async def wait_before_token(
+    index: int, first_token_latency_s: float, tokens_per_second: float
+) -> None:
+    """Simulate generation speed: a latency before the first token, then a fixed token rate."""
+    if index == 0:
+        delay = first_token_latency_s
+    else:
+        delay = 1.0 / tokens_per_second if tokens_per_second > 0 else 0.0
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def wait_for_whole_reply(
+    n_tokens: int, first_token_latency_s: float, tokens_per_second: float
+) -> None:
+    """Non-streaming answers take as long as streaming them would have."""
+    delay = first_token_latency_s
+    if tokens_per_second > 0:
+        delay += max(n_tokens - 1, 0) / tokens_per_second
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+@dataclass
+class PromptRecord:
+    """One chat request as an emulator saw it, for tests to assert on."""
+
+    model: str
+    messages_received: list[Message]
+    messages_used: list[Message]
+    dropped: int
+    prompt_tokens: int
+    options: dict[str, Any]
+    stream: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class PromptRecorder:
+    """Keeps every prompt an emulator received (in memory, in arrival order)."""
+
+    prompts: list[PromptRecord] = field(default_factory=list)
+
+    def record(self, prompt: PromptRecord) -> None:
+        self.prompts.append(prompt)
+
+    def clear(self) -> None:
+        self.prompts.clear()
+
+
+@dataclass
+class ChatEmulatorConfig:
+    """Settings shared by the LLM emulators."""
+
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    first_token_latency_s: float = 0.0
+    tokens_per_second: float = 0.0  # 0 = no delay between tokens
+    # When set, every inference request fails with this HTTP status (failure injection).
+    fail_status: int | None = None
+    recorder: PromptRecorder = field(default_factory=PromptRecorder)

@@ -1,0 +1,189 @@
+"""Behaviour of the Ollama emulator as an HTTP client sees it (real uvicorn server)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from avatar_emulators.ollama import OllamaConfig, create_app
+from avatar_emulators.replies import MESSAGE_OVERHEAD_TOKENS, count_tokens
+from avatar_emulators.server import serve_in_thread
+
+MODEL = "gemma-3-27b-it"
+PERSONA = "You are Captain Mira, a cheerful starship pilot."
+
+
+@pytest.fixture(scope="module")
+def app_and_url() -> Iterator[tuple[Any, str]]:
+    app = create_app()
+    with serve_in_thread(app) as url:
+        yield app, url
+
+
+@pytest.fixture
+def url(app_and_url: tuple[Any, str]) -> str:
+    app_and_url[0].state.recorder.clear()
+    return app_and_url[1]
+
+
+def chat_body(text: str, **extra: Any) -> dict[str, Any]:
+    messages = [{"role": "system", "content": PERSONA}, {"role": "user", "content": text}]
+    return {"model": MODEL, "messages": messages, **extra}
+
+
+async def stream_lines(url: str, body: dict[str, Any]) -> tuple[httpx.Response, list[dict]]:
+    async with httpx.AsyncClient(base_url=url) as client:
+        async with client.stream("POST", "/api/chat", json=body) as response:
+            lines = [json.loads(line) async for line in response.aiter_lines() if line]
+    return response, lines
+
+
+async def test_stream_is_default_and_final_line_counts_tokens(url: str) -> None:
+    response, lines = await stream_lines(url, chat_body("Tell me about the nebula ahead"))
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    chunks, final = lines[:-1], lines[-1]
+    assert len(chunks) > 10
+    assert all(c["done"] is False and c["message"]["role"] == "assistant" for c in chunks)
+    assert all(c["model"] == MODEL and c["created_at"].endswith("Z") for c in chunks)
+    reply = "".join(c["message"]["content"] for c in chunks)
+    assert "emulator" in reply
+    assert "Tell me about the nebula ahead" in reply
+    assert "Captain Mira" in reply
+    assert final["done"] is True
+    assert final["done_reason"] == "stop"
+    assert final["eval_count"] == len(chunks) == count_tokens(reply)
+    expected_prompt = count_tokens(PERSONA) + 6 + 2 * MESSAGE_OVERHEAD_TOKENS
+    assert final["prompt_eval_count"] == expected_prompt
+    for key in ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration"):
+        assert isinstance(final[key], int) and final[key] > 0
+
+
+async def test_non_streaming_answer_matches_streamed_text(url: str) -> None:
+    body = chat_body("Say hi", stream=False, options={"temperature": 0.2})
+    async with httpx.AsyncClient(base_url=url) as client:
+        response = await client.post("/api/chat", json=body)
+    _, lines = await stream_lines(url, chat_body("Say hi", options={"temperature": 0.2}))
+
+    data = response.json()
+    assert response.status_code == 200
+    assert data["done"] is True
+    assert data["message"]["content"] == "".join(c["message"]["content"] for c in lines[:-1])
+    assert "0.2" in data["message"]["content"]
+    assert data["eval_count"] == count_tokens(data["message"]["content"])
+
+
+async def test_num_predict_caps_reply(url: str) -> None:
+    _, lines = await stream_lines(url, chat_body("Hello", options={"num_predict": 5}))
+
+    assert len(lines) == 6
+    assert lines[-1]["eval_count"] == 5
+    assert lines[-1]["done_reason"] == "length"
+
+
+async def test_num_ctx_drops_oldest_non_system_messages(app_and_url: tuple[Any, str]) -> None:
+    app, url = app_and_url
+    app.state.recorder.clear()
+    history = [{"role": "system", "content": PERSONA}]
+    for i in range(6):
+        history.append({"role": "user", "content": f"old question number {i} " + "word " * 10})
+        history.append({"role": "assistant", "content": f"old answer number {i}"})
+    history.append({"role": "user", "content": "latest question"})
+    body = {"model": MODEL, "messages": history, "stream": False, "options": {"num_ctx": 60}}
+
+    async with httpx.AsyncClient(base_url=url) as client:
+        response = await client.post("/api/chat", json=body)
+        over_http = (await client.get("/_emulator/prompts")).json()
+        cleared = await client.delete("/_emulator/prompts")
+        after_clear = (await client.get("/_emulator/prompts")).json()
+
+    assert response.status_code == 200
+    assert response.json()["prompt_eval_count"] <= 60
+    assert over_http[-1]["dropped"] > 0
+    assert over_http[-1]["messages_received"] == history
+    used = over_http[-1]["messages_used"]
+    assert used[0] == history[0] and used[-1] == history[-1]
+    assert len(used) == len(history) - over_http[-1]["dropped"]
+    assert over_http[-1]["prompt_tokens"] == response.json()["prompt_eval_count"]
+    assert over_http[-1]["options"] == {"num_ctx": 60}
+    assert over_http[-1]["stream"] is False
+    assert cleared.status_code == 204 and after_clear == []
+    assert app.state.recorder.prompts == []
+
+
+async def test_recorder_object_holds_prompt(app_and_url: tuple[Any, str]) -> None:
+    app, url = app_and_url
+    app.state.recorder.clear()
+    await stream_lines(url, chat_body("Recorded?"))
+
+    (record,) = app.state.recorder.prompts
+    assert record.model == MODEL
+    assert record.dropped == 0
+    assert record.stream is True
+    assert record.messages_used[-1]["content"] == "Recorded?"
+
+
+async def test_unknown_model_and_bad_body(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url) as client:
+        unknown = await client.post("/api/chat", json={"model": "nope", "messages": []})
+        show_unknown = await client.post("/api/show", json={"model": "nope"})
+        not_json = await client.post("/api/chat", content=b"{not json")
+        bad_messages = await client.post("/api/chat", json={"model": MODEL, "messages": "hi"})
+        no_model = await client.post("/api/chat", json={"messages": []})
+
+    assert unknown.status_code == 404
+    assert unknown.json() == {"error": "model 'nope' not found"}
+    assert show_unknown.status_code == 404
+    assert show_unknown.json() == {"error": "model 'nope' not found"}
+    for response in (not_json, bad_messages, no_model):
+        assert response.status_code == 400
+        assert isinstance(response.json()["error"], str)
+
+
+async def test_metadata_endpoints(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url) as client:
+        root = await client.get("/")
+        version = await client.get("/api/version")
+        tags = await client.get("/api/tags")
+        show = await client.post("/api/show", json={"model": f"{MODEL}:latest"})
+
+    assert root.text == "Ollama is running"
+    assert isinstance(version.json()["version"], str)
+    names = [m["name"] for m in tags.json()["models"]]
+    assert names == ["gemma-3-27b-it:latest", "dolphin-2.9-8b:latest"]
+    first = tags.json()["models"][0]
+    assert {"model", "modified_at", "size", "digest", "details"} <= first.keys()
+    assert show.status_code == 200 and "details" in show.json()
+
+
+async def test_error_midstream_model_sends_error_line(url: str) -> None:
+    body = {"model": "emulator-error-midstream", "messages": [{"role": "user", "content": "x"}]}
+    response, lines = await stream_lines(url, body)
+
+    assert response.status_code == 200
+    assert lines[0]["done"] is False
+    assert "error" in lines[-1]
+    assert all("error" not in line for line in lines[:-1])
+
+
+async def test_fail_status_and_latency() -> None:
+    failing = create_app(OllamaConfig(fail_status=503))
+    slow = create_app(OllamaConfig(first_token_latency_s=0.2, tokens_per_second=200))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=failing), base_url="http://e"
+    ) as c:
+        failed = await c.post("/api/chat", json=chat_body("hi"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=slow), base_url="http://e") as c:
+        started = time.monotonic()
+        answered = await c.post("/api/chat", json=chat_body("hi", stream=False))
+        elapsed = time.monotonic() - started
+
+    assert failed.status_code == 503 and "error" in failed.json()
+    n_tokens = answered.json()["eval_count"]
+    assert elapsed >= 0.2 + (n_tokens - 1) / 200 - 0.02

@@ -1,0 +1,165 @@
+"""Behaviour of the OpenAI-compatible (vLLM) emulator as an HTTP client sees it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from avatar_emulators.openai_compat import OpenAICompatConfig, create_app
+from avatar_emulators.replies import count_prompt_tokens, count_tokens
+from avatar_emulators.server import serve_in_thread
+
+MODEL = "dolphin-2.9-8b"
+KEY = "sk-emulator"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+MESSAGES = [
+    {"role": "system", "content": "You are Sir Reginald, a pompous butler."},
+    {"role": "user", "content": "Where is the silver teapot?"},
+]
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    config = OpenAICompatConfig(api_key=KEY, path_prefix="/vllm", max_model_len=200)
+    with serve_in_thread(create_app(config)) as base_url:
+        yield base_url
+
+
+async def sse_events(url: str, body: dict[str, Any], path: str = "/v1") -> list[Any]:
+    """POST a streaming request; returns decoded `data:` payloads ("[DONE]" kept as a string)."""
+    async with httpx.AsyncClient(base_url=url, headers=AUTH) as client:
+        async with client.stream("POST", f"{path}/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            payloads = [
+                line.removeprefix("data: ")
+                async for line in response.aiter_lines()
+                if line.startswith("data: ")
+            ]
+    return [p if p == "[DONE]" else json.loads(p) for p in payloads]
+
+
+async def test_stream_without_usage(url: str) -> None:
+    events = await sse_events(url, {"model": MODEL, "messages": MESSAGES, "stream": True})
+
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert all(c["object"] == "chat.completion.chunk" and c["model"] == MODEL for c in chunks)
+    assert len({c["id"] for c in chunks}) == 1
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
+    assert all("usage" not in c or c["usage"] is None for c in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert "emulator" in text and "silver teapot?" in text and "Sir Reginald" in text
+
+
+async def test_stream_with_usage_under_prefix(url: str) -> None:
+    body = {
+        "model": MODEL,
+        "messages": MESSAGES,
+        "stream": True,
+        "max_tokens": 7,
+        "stream_options": {"include_usage": True},
+    }
+    events = await sse_events(url, body, path="/vllm/v1")
+
+    assert events[-1] == "[DONE]"
+    usage_chunk, finish_chunk = events[-2], events[-3]
+    assert usage_chunk["choices"] == []
+    assert usage_chunk["usage"] == {
+        "prompt_tokens": count_prompt_tokens(MESSAGES),
+        "completion_tokens": 7,
+        "total_tokens": count_prompt_tokens(MESSAGES) + 7,
+    }
+    assert finish_chunk["choices"][0]["finish_reason"] == "length"
+    content_chunks = [e for e in events[1:-3]]
+    assert len(content_chunks) == 7
+
+
+async def test_non_streaming_completion(url: str) -> None:
+    body = {"model": MODEL, "messages": MESSAGES, "temperature": 0.9}
+    async with httpx.AsyncClient(base_url=url, headers=AUTH) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+
+    data = response.json()
+    assert response.status_code == 200
+    assert data["object"] == "chat.completion"
+    content = data["choices"][0]["message"]["content"]
+    assert data["choices"][0]["finish_reason"] == "stop"
+    assert "0.9" in content
+    assert data["usage"]["completion_tokens"] == count_tokens(content)
+    assert data["usage"]["total_tokens"] == data["usage"]["prompt_tokens"] + count_tokens(content)
+
+
+async def test_auth_models_and_health(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url) as client:
+        no_key = await client.get("/v1/models")
+        wrong_key = await client.get("/v1/models", headers={"Authorization": "Bearer nope"})
+        models = await client.get("/vllm/v1/models", headers=AUTH)
+        health = await client.get("/health")
+        prefixed_health = await client.get("/vllm/health")
+
+    for response in (no_key, wrong_key):
+        assert response.status_code == 401
+        assert response.json()["error"]["type"] == "AuthenticationError"
+    assert models.json()["object"] == "list"
+    assert [m["id"] for m in models.json()["data"]] == ["gemma-3-27b-it", MODEL]
+    assert {"object": "model", "owned_by": "vllm"}.items() <= models.json()["data"][0].items()
+    assert health.status_code == 200 and health.content == b""
+    assert prefixed_health.status_code == 200
+
+
+async def test_error_shapes(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url, headers=AUTH) as client:
+        unknown = await client.post(
+            "/v1/chat/completions", json={"model": "gpt-9", "messages": MESSAGES}
+        )
+        no_messages = await client.post("/v1/chat/completions", json={"model": MODEL})
+        usage_without_stream = await client.post(
+            "/v1/chat/completions",
+            json={"model": MODEL, "messages": MESSAGES, "stream_options": {"include_usage": True}},
+        )
+        too_long = await client.post(
+            "/v1/chat/completions", json={"model": MODEL, "messages": MESSAGES, "max_tokens": 500}
+        )
+
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["type"] == "NotFoundError"
+    assert unknown.json()["error"]["code"] == 404
+    assert "gpt-9" in unknown.json()["error"]["message"]
+    for response in (no_messages, usage_without_stream, too_long):
+        assert response.status_code == 400
+        assert response.json()["error"]["type"] == "BadRequestError"
+    assert "maximum context length is 200" in too_long.json()["error"]["message"]
+
+
+async def test_recorded_prompts_and_midstream_error(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url) as client:
+        await client.delete("/_emulator/prompts")
+    body = {"model": "emulator-error-midstream", "messages": MESSAGES, "stream": True}
+    events = await sse_events(url, body)
+    async with httpx.AsyncClient(base_url=url) as client:
+        prompts = (await client.get("/_emulator/prompts")).json()
+
+    assert events[-1] == "[DONE]"
+    assert events[-2]["error"]["type"] == "InternalServerError"
+    assert prompts[0]["model"] == "emulator-error-midstream"
+    assert prompts[0]["messages_received"] == MESSAGES
+    assert prompts[0]["stream"] is True
+
+
+async def test_fail_status_injection() -> None:
+    app = create_app(OpenAICompatConfig(fail_status=429))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://e") as client:
+        response = await client.post(
+            "/v1/chat/completions", json={"model": MODEL, "messages": MESSAGES}
+        )
+
+    assert response.status_code == 429
+    assert response.json()["error"]["type"] == "RateLimitError"
