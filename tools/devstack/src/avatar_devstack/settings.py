@@ -8,6 +8,9 @@ class StackSettings(SharedSettings, PeerUrls):
 
     edge_url: str = Field("http://127.0.0.1:8010", description="Base URL of the edge app.")
     gateway_port: int = Field(8000, description="Port of the Traefik gateway (the public entry).")
+    gateway_healthcheck_interval: str = Field(
+        "5s", description="How often Traefik checks each replica's /healthz."
+    )
     gateway_log_level: str = Field("WARN", description="Traefik's own log level.")
     frontend_origins: str = Field(
         "http://localhost:3000",

@@ -84,6 +84,7 @@ def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> di
         GATEWAY_PORT=str(ports.gateway),
         GATEWAY_CONFIG_DIR=str(GATEWAY_CONFIG_DIR),
         GATEWAY_LOG_LEVEL=settings.gateway_log_level,
+        GATEWAY_HEALTHCHECK_INTERVAL=settings.gateway_healthcheck_interval,
         FRONTEND_ORIGINS=settings.frontend_origins,
         MAX_REQUEST_BODY_BYTES=str(settings.max_request_body_bytes),
     )
@@ -137,11 +138,12 @@ class Stack:
         settings: StackSettings,
         data_dir: Path,
         log_dir: Path | None = None,
-        extra_env: dict[str, str] | None = None,
+        env_overrides: dict[str, str] | None = None,
     ) -> None:
+        """`env_overrides` win over the wiring (tests point a router elsewhere with them)."""
         self.ports = ports
         self.data_dir = data_dir
-        self.env = stack_env(ports, settings, {**os.environ, **(extra_env or {})})
+        self.env = {**stack_env(ports, settings, dict(os.environ)), **(env_overrides or {})}
         self.supervisor = Supervisor(log_dir)
 
     @property
@@ -165,7 +167,7 @@ class Stack:
             waits += [self._start_app(name) for name in APPS]
             for wait in waits:
                 wait()
-            self._start_traefik()
+            self.start_gateway()
         except BaseException:
             self.supervisor.stop_all()
             raise
@@ -209,7 +211,7 @@ class Stack:
         child = self.supervisor.start(f"emulator-{name}", argv, self.env)
         return lambda: self.supervisor.wait_ready(child, lambda: port_open(port))
 
-    def _start_traefik(self) -> None:
+    def start_gateway(self) -> None:
         run_dir = self.data_dir / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
         config = render_static_config(self.env, run_dir)

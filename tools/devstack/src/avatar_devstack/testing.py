@@ -71,17 +71,18 @@ def stack() -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="avatar-stack-") as tmp:
         tmp_path = Path(tmp)
         (tmp_path / "logs").mkdir()
-        extra_env = {
+        overrides = {
             "HEALTH_CACHE_S": "0.5",
             "ASSETS_DIR": str(tmp_path / "assets"),
             "GATEWAY_LOG_LEVEL": "WARN",
+            "MAX_REQUEST_BODY_BYTES": "65536",
         }
         stack = Stack(
             Ports.free(emulators=True),
             StackSettings(),
             data_dir=tmp_path / "data",
             log_dir=tmp_path / "logs",
-            extra_env=extra_env,
+            env_overrides=overrides,
         )
         stack.start()
         try:

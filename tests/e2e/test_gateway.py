@@ -1,0 +1,145 @@
+"""End to end through the real Traefik gateway, with every service, Redis and the upstream
+emulators running as separate processes on free ports (the `stack` fixture)."""
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from tests.contract import contract_endpoints, normalise
+
+FRONTEND = "http://localhost:3000"
+JSON_TYPE = {"content-type": "application/json"}
+
+
+async def test_root_answers_plain_text(gateway):
+    response = await gateway.get("/")
+    assert response.status_code == 200
+    assert response.text == "Avatar Forge Backend Running"
+
+
+async def test_openapi_lists_every_contract_endpoint(gateway):
+    document = (await gateway.get("/api/openapi.json")).json()
+    served = {
+        (method.upper(), normalise(path))
+        for path, item in document["paths"].items()
+        for method in item
+    }
+    edge_own = {("GET", p) for p in ("/", "/api/health", "/api/openapi.json", "/docs", "/redoc")}
+    missing = contract_endpoints() - edge_own - served
+    assert not missing
+    assert document["openapi"].startswith("3.")
+    assert "ErrorEnvelope" in document["components"]["schemas"]
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_doc_pages_load_the_merged_document(gateway, page):
+    response = await gateway.get(page)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "/api/openapi.json" in response.text
+
+
+async def test_health_sees_emulated_upstreams(gateway):
+    started = time.perf_counter()
+    response = await gateway.get("/api/health")
+    assert time.perf_counter() - started < 2
+    data = response.json()["data"]
+    assert data["backend"] == "healthy"
+    assert data["llm"] == "healthy"
+    assert data["tts"] == "healthy"
+    # No 3D or style server is configured in the stack.
+    assert data["gen3d"] == "disabled" and data["style"] == "disabled"
+    assert data["redis"] == "healthy"
+    assert data["services"] == dict.fromkeys(
+        ["chat", "tts", "characters", "gen3d", "auth"], "healthy"
+    )
+
+
+async def test_credentialed_preflight_from_the_frontend_is_allowed(gateway):
+    response = await gateway.options(
+        "/api/chat",
+        headers={
+            "Origin": FRONTEND,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == FRONTEND
+    assert response.headers["access-control-allow-credentials"] == "true"
+    assert "POST" in response.headers["access-control-allow-methods"]
+
+
+async def test_preflight_from_another_origin_gets_no_cors_headers(gateway):
+    response = await gateway.options(
+        "/api/chat",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_simple_request_from_the_frontend_carries_cors_headers(gateway):
+    response = await gateway.get("/api/health", headers={"Origin": FRONTEND})
+    assert response.headers["access-control-allow-origin"] == FRONTEND
+    assert "X-Request-ID" in response.headers["access-control-expose-headers"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "code"),
+    [
+        ("POST", "/api/chat", {"content": b"{oops", "headers": JSON_TYPE}, 400, "invalid_json"),
+        ("POST", "/api/characters", {"json": {"name": 5}}, 422, "validation_error"),
+        ("PUT", "/api/chat/models", {}, 405, "method_not_allowed"),
+        ("GET", "/api/no-such-service", {}, 404, "not_found"),
+        ("GET", "/api/chatroom", {}, 404, "not_found"),
+        ("POST", "/api/tts", {"json": {"text": "안녕"}}, 501, "not_implemented"),
+    ],
+)  # fmt: skip
+async def test_errors_through_the_gateway_use_the_envelope(
+    gateway, method, path, kwargs, status, code
+):
+    response = await gateway.request(method, path, **kwargs)
+    assert response.status_code == status, response.text
+    assert response.json() == {"success": False, "error": response.json()["error"]}
+    assert response.json()["error"]["code"] == code
+
+
+@pytest.mark.parametrize("path", ["/api/characters", "/api/chat"])
+async def test_oversized_bodies_are_refused_in_the_envelope(stack, gateway, path):
+    # The test stack sets a small limit: a client sending far more than the gateway reads
+    # sees the connection closed before it can read the 413, as with any HTTP server.
+    too_big = b"x" * (int(stack.env["MAX_REQUEST_BODY_BYTES"]) + 1)
+    response = await gateway.post(path, content=too_big, headers={"content-type": "text/plain"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_request_id_travels_through_the_gateway(gateway):
+    response = await gateway.get("/api/chat/models", headers={"X-Request-ID": "trace-42"})
+    assert response.headers["X-Request-ID"] == "trace-42"
+
+
+async def test_redis_outage_is_reported_and_recovered_without_restarts(stack, gateway):
+    ready_urls = [f"{stack.app_url(name)}/readyz" for name in stack.ports.apps]
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as direct:
+        stack.stop_redis()
+        try:
+            await asyncio.sleep(0.6)  # let the edge's 0.5 s health cache expire
+            started = time.perf_counter()
+            health = (await gateway.get("/api/health")).json()["data"]
+            assert time.perf_counter() - started < 2
+            assert health["redis"] == "unhealthy" and health["backend"] == "unhealthy"
+            down = await asyncio.gather(*(direct.get(url) for url in ready_urls))
+            assert [r.status_code for r in down] == [503] * len(ready_urls)
+        finally:
+            stack.start_redis()
+        for _ in range(50):
+            up = await asyncio.gather(*(direct.get(url) for url in ready_urls))
+            if all(r.status_code == 200 for r in up):
+                break
+            await asyncio.sleep(0.2)
+        assert [r.status_code for r in up] == [200] * len(ready_urls)
+    await asyncio.sleep(0.6)
+    assert (await gateway.get("/api/health")).json()["data"]["redis"] == "healthy"
