@@ -1,0 +1,76 @@
+"""`make run`'s runner as a user meets it: it starts the stack and prints the URL, Ctrl-C stops
+every child, and a child that dies is reported by name."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from avatar_devstack.stack import APPS, free_port, port_open
+
+STARTUP_LIMIT_S = 20
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, int]]]:
+    ports = {name: free_port() for name in [*APPS, "gateway", "redis"]}
+    env = {
+        **os.environ,
+        "GATEWAY_PORT": str(ports["gateway"]),
+        "REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
+        "DATA_DIR": str(tmp_path),
+        **{f"{name.upper()}_URL": f"http://127.0.0.1:{ports[name]}" for name in APPS},
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "avatar_devstack"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_root(ports["gateway"], process)
+        yield process, ports
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _wait_for_root(port: int, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + STARTUP_LIMIT_S
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/", trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"GET / did not answer within {STARTUP_LIMIT_S}s")
+
+
+def test_ctrl_c_stops_every_child(runner):
+    process, ports = runner
+    process.send_signal(signal.SIGINT)
+    stdout, _ = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert f"running on http://127.0.0.1:{ports['gateway']}" in stdout
+    assert [name for name, port in ports.items() if port_open(port)] == []
+
+
+def test_a_dead_child_is_named(runner):
+    process, ports = runner
+    pattern = f"avatar_chat.app:create_app --host 127.0.0.1 --port {ports['chat']}"
+    subprocess.run(["pkill", "-KILL", "-f", pattern], check=True)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 1
+    assert "chat died" in stderr
+    # The rest of the stack goes down with it rather than looking healthy.
+    assert not port_open(ports["gateway"])
