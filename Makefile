@@ -3,7 +3,7 @@ SHELL := /bin/bash
 # uv from PATH, else the copy `make install` puts in .tools/ (installed from PyPI).
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: install run demo test lint format compose-check clean
+.PHONY: install run demo test lint format config-docs clean
 
 install:
 	@if ! command -v uv >/dev/null 2>&1 && [ ! -x .tools/bin/uv ]; then \
@@ -28,6 +28,10 @@ format:
 
 test: lint
 	$(UV) run --frozen pytest
+
+# Rewrite .env.example and README's configuration table from the settings classes.
+config-docs:
+	$(UV) run --frozen python -m avatar_devstack.config_docs
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

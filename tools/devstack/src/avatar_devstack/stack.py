@@ -30,6 +30,7 @@ APPS = {
     "auth": "avatar_auth.app:create_app",
     "edge": "avatar_edge.app:create_app",
 }
+TRAEFIK_NO_ROUTE = "404 page not found\n"
 # The emulators listen where the real upstreams do by default.
 EMULATOR_DEFAULT_PORTS = {"ollama": 11434, "openai": 8002, "gpt-sovits": 9880}
 
@@ -217,4 +218,13 @@ class Stack:
         config = render_static_config(self.env, run_dir)
         argv = [find_binary("traefik"), f"--configFile={config}"]
         child = self.supervisor.start("traefik", argv, self.env)
-        self.supervisor.wait_ready(child, lambda: _http_ok(f"{self.gateway_url}/ping"))
+        self.supervisor.wait_ready(child, self._gateway_routes_loaded)
+
+    def _gateway_routes_loaded(self) -> bool:
+        """Traefik answers /ping before its file provider has loaded the routers; until then
+        every path gets its own plain 404, which no router of ours produces for `/`."""
+        try:
+            response = httpx.get(f"{self.gateway_url}/", timeout=1.0, trust_env=False)
+        except httpx.HTTPError:
+            return False
+        return response.text != TRAEFIK_NO_ROUTE
