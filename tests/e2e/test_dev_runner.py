@@ -4,16 +4,20 @@ every child, and a child that dies is reported by name."""
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
-from avatar_devstack.stack import APPS, free_port, port_open
+from avatar_devstack.settings import StackSettings
+from avatar_devstack.stack import APPS, Ports, Stack, free_port, port_open
+from avatar_devstack.supervisor import ChildFailed
 
 STARTUP_LIMIT_S = 20
 
@@ -80,3 +84,14 @@ def test_a_dead_child_is_named(runner):
     assert "chat died" in stderr
     # The rest of the stack goes down with it rather than looking healthy.
     assert not port_open(ports["gateway"])
+
+
+def test_a_busy_port_is_refused_before_anything_starts(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stack = Stack(replace(Ports.free(emulators=False), gateway=port), StackSettings(), tmp_path)
+        with pytest.raises(ChildFailed, match=f"port\\(s\\) {port} already in use"):
+            stack.start()
+    assert stack.supervisor.children == []

@@ -49,7 +49,9 @@ def main() -> int:
         print(f"\n{stop}: stopping", file=sys.stderr)
         return 0
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
+        # A second Ctrl-C (or a SIGTERM forwarded by make or uv) must not cut the cleanup short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from avatar_devstack.settings import StackSettings
-from avatar_devstack.supervisor import Supervisor
+from avatar_devstack.supervisor import ChildFailed, Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 GATEWAY_CONFIG_DIR = REPO_ROOT / "gateway" / "traefik"
@@ -158,6 +158,10 @@ class Stack:
         return _local(self.ports.emulators[name])
 
     def start(self) -> None:
+        busy = [str(port) for port in self._all_ports() if port_open(port)]
+        if busy:
+            # Readiness is judged by answering ports: a leftover process would fool it.
+            raise ChildFailed(f"port(s) {', '.join(busy)} already in use (another stack running?)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.start_redis()
@@ -175,6 +179,10 @@ class Stack:
 
     def stop(self) -> None:
         self.supervisor.stop_all()
+
+    def _all_ports(self) -> list[int]:
+        p = self.ports
+        return [p.gateway, p.redis, *p.apps.values(), *p.emulators.values()]
 
     def start_redis(self) -> None:
         redis_dir = self.data_dir / "redis"
