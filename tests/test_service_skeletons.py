@@ -29,10 +29,6 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
 
 # (service, method, path, request keyword arguments) of each endpoint not built yet.
 NOT_BUILT = [
-    ("chat", "POST", "/api/chat", {"json": {"messages": [{"role": "user", "content": "hi"}]}}),
-    ("chat", "GET", "/api/chat/models", {}),
-    ("chat", "GET", "/api/chat/sessions/4b0e6f4e-52a4-4d5e-9f57-4f3b5f0f3a11", {}),
-    ("chat", "DELETE", "/api/chat/sessions/4b0e6f4e-52a4-4d5e-9f57-4f3b5f0f3a11", {}),
     ("tts", "POST", "/api/tts", {"json": {"text": "안녕하세요"}}),
     ("tts", "GET", "/api/tts/voices", {}),
     ("tts", "GET", "/mnt/user_assets/anonymous/audio/x.wav", {}),

@@ -53,6 +53,12 @@ class Conflict(AppError):
     status_code, code, message = 409, "conflict", "Conflicts with the current state."
 
 
+class ValidationFailed(AppError):
+    """A rule that depends on settings (limits), checked after the model parsed."""
+
+    status_code, code, message = 422, "validation_error", "The request is invalid."
+
+
 class NotImplementedYet(AppError):
     status_code, code, message = 501, "not_implemented", "This endpoint is not built yet."
 

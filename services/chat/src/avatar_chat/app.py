@@ -1,6 +1,14 @@
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
+from avatar_chat.characters import CharacterDirectory
+from avatar_chat.clients import make_llm_client, open_llm_http
+from avatar_chat.conversation import ChatDeps
+from avatar_chat.models import ModelCatalog
 from avatar_chat.routes import router
+from avatar_chat.sessions import SessionStore
 from avatar_chat.settings import ChatSettings
 from avatar_chat.upstreams import llm_check
 from avatar_shared.app import create_service_app
@@ -8,12 +16,31 @@ from avatar_shared.app import create_service_app
 
 def create_app(settings: ChatSettings | None = None) -> FastAPI:
     settings = settings or ChatSettings()
+
+    @asynccontextmanager
+    async def chat_state(app: FastAPI) -> AsyncIterator[None]:
+        async with open_llm_http(settings) as llm_http:
+            llm = make_llm_client(settings, llm_http)
+            app.state.chat = ChatDeps(
+                settings=settings,
+                llm=llm,
+                sessions=SessionStore(app.state.redis, settings.session_ttl_s),
+                characters=CharacterDirectory(
+                    app.state.http, settings.characters_url, settings.character_cache_s
+                ),
+            )
+            app.state.model_catalog = ModelCatalog(
+                llm, settings.default_model, settings.models_cache_s
+            )
+            yield
+
     return create_service_app(
         service="chat",
         title="Avatar Forge chat",
         description="Role-play conversations with characters over Ollama or vLLM.",
         settings=settings,
         routers=[router],
-        streams_responses=True,
         upstream_checks={"llm": llm_check(settings)},
+        extra_lifespan=chat_state,
+        streams_responses=True,
     )

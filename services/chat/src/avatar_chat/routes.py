@@ -1,28 +1,50 @@
-from fastapi import APIRouter
+from uuid import UUID
 
-from avatar_chat.schemas import ChatReply, ChatRequest, ModelList
-from avatar_shared.envelope import Envelope
-from avatar_shared.errors import ERROR_RESPONSES, not_built
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from avatar_chat.conversation import open_stream, reply_once
+from avatar_chat.deps import Catalog, Chat
+from avatar_chat.schemas import (
+    SSE_RESPONSE,
+    ChatReply,
+    ChatRequest,
+    Deleted,
+    ModelList,
+    SessionHistory,
+)
+from avatar_shared.envelope import Envelope, ok
+from avatar_shared.errors import ERROR_RESPONSES
 from avatar_shared.identity import UserId
 
 router = APIRouter(prefix="/api/chat", tags=["chat"], responses=ERROR_RESPONSES)
 
+# Proxies must pass events on at once rather than collect them.
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
-@router.post("", response_model=Envelope[ChatReply])
-async def chat(body: ChatRequest, user_id: UserId) -> Envelope[ChatReply]:
-    not_built("POST /api/chat")
+
+@router.post("", response_model=Envelope[ChatReply], responses=SSE_RESPONSE)
+async def chat(
+    body: ChatRequest, user_id: UserId, deps: Chat
+) -> Envelope[ChatReply] | StreamingResponse:
+    if body.stream:
+        events = await open_stream(body, user_id, deps)
+        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    return ok(await reply_once(body, user_id, deps))
 
 
 @router.get("/models", response_model=Envelope[ModelList])
-async def list_models() -> Envelope[ModelList]:
-    not_built("GET /api/chat/models")
+async def list_models(catalog: Catalog) -> Envelope[ModelList]:
+    return ok(ModelList(models=await catalog.models()))
 
 
-@router.get("/sessions/{session_id}")
-async def get_session(session_id: str, user_id: UserId) -> Envelope[dict]:
-    not_built("GET /api/chat/sessions/{session_id}")
+@router.get("/sessions/{session_id}", response_model=Envelope[SessionHistory])
+async def get_session(session_id: UUID, user_id: UserId, deps: Chat) -> Envelope[SessionHistory]:
+    history = await deps.sessions.history(str(session_id), user_id)
+    return ok(SessionHistory.model_validate(history))
 
 
-@router.delete("/sessions/{session_id}")
-async def delete_session(session_id: str, user_id: UserId) -> Envelope[dict]:
-    not_built("DELETE /api/chat/sessions/{session_id}")
+@router.delete("/sessions/{session_id}", response_model=Envelope[Deleted])
+async def delete_session(session_id: UUID, user_id: UserId, deps: Chat) -> Envelope[Deleted]:
+    await deps.sessions.delete(str(session_id), user_id)
+    return ok(Deleted(session_id=str(session_id), deleted=True))

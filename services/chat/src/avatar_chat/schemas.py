@@ -1,41 +1,50 @@
-"""Request and response models of the chat endpoints, as API.md states them.
+"""Request and response models of the chat endpoints, as API.md states them. Limits that
+depend on settings (message count and lengths) are checked in `conversation.check_limits`."""
 
-Field-level limits (message counts and lengths) arrive with the chat issue; the shapes and
-defaults here are already the contract's.
-"""
+from typing import Any, Literal
+from uuid import UUID
 
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # A client-sent "system" role is refused: the server builds the system prompt.
     role: Literal["user", "assistant"]
-    content: str
+    content: str = Field(min_length=1)
 
 
 class Scenario(BaseModel):
-    opponent: str | None = None
-    situation: str | None = None
-    background: str | None = None
+    model_config = ConfigDict(extra="forbid")
+
+    opponent: str | None = Field(None, max_length=2000)
+    situation: str | None = Field(None, max_length=2000)
+    background: str | None = Field(None, max_length=2000)
 
 
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     messages: list[ChatMessage] = Field(min_length=1)
-    persona: str | None = None
-    character_id: str | None = None
+    persona: str | None = Field(None, max_length=8000)
+    character_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     scenario: Scenario | None = None
-    session_id: str | None = None
+    session_id: UUID | None = None
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(512, ge=1, le=4096)
-    model: str | None = None
+    model: str | None = Field(None, min_length=1, max_length=200)
     tts_enabled: bool = True
     tts_mode: Literal["realtime", "delayed", "on_click"] = "realtime"
-    tts_delay_ms: int = Field(0, ge=0)
+    tts_delay_ms: int = Field(0, ge=0, le=60_000)
     tts_streaming_mode: int = Field(0, ge=0, le=3)
-    stream: bool = False
+    stream: bool = Field(False, description="Answer text/event-stream: delta events, then done.")
+
+    @model_validator(mode="after")
+    def _last_message_is_the_users(self) -> "ChatRequest":
+        if self.messages[-1].role != "user":
+            raise ValueError("the last message must come from the user")
+        return self
 
 
 class Usage(BaseModel):
@@ -58,3 +67,34 @@ class ModelInfo(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelInfo]
+
+
+class StoredMessage(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str
+    at: str
+
+
+class SessionHistory(BaseModel):
+    session_id: str
+    model: str | None
+    created_at: str | None
+    updated_at: str | None
+    usage: Usage
+    messages: list[StoredMessage]
+
+
+class Deleted(BaseModel):
+    session_id: str
+    deleted: bool
+
+
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": 'With `stream: true`: `event: delta` (data `{"content"}`) as text '
+        "arrives, then one `event: done` whose data is the non-streaming `data` object; "
+        "a failure after the first delta ends the stream with `event: error` "
+        '(data `{"code", "message"}`).',
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}

@@ -18,3 +18,26 @@ class ChatSettings(SharedSettings, PeerUrls):
     default_model: str = Field(
         "gemma-3-27b-it", description="Model used when a request names none."
     )
+    llm_connect_timeout_s: float = Field(3.0, gt=0, description="Connect timeout to the LLM.")
+    llm_read_timeout_s: float = Field(
+        60.0, gt=0, description="Longest wait for the next bytes from the LLM."
+    )
+    llm_total_timeout_s: float = Field(
+        180.0, gt=0, description="Longest a whole LLM call (or stream) may take."
+    )
+    llm_num_ctx: int = Field(8192, gt=0, description="Context window sent to Ollama as num_ctx.")
+    llm_keep_alive: str = Field("5m", description="How long Ollama keeps the model loaded.")
+    max_messages: int = Field(200, gt=0, description="Most messages one chat request may carry.")
+    max_message_chars: int = Field(8000, gt=0, description="Longest single message, in characters.")
+    max_total_chars: int = Field(
+        100_000, gt=0, description="Longest conversation one request may carry, in characters."
+    )
+    session_ttl_s: int = Field(
+        7 * 24 * 3600, gt=0, description="A chat session idle this long is forgotten."
+    )
+    models_cache_s: float = Field(30.0, ge=0, description="How long the model list is reused.")
+    character_cache_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long a character fetched from the characters service is reused.",
+    )

@@ -140,9 +140,12 @@ class Stack:
         data_dir: Path,
         log_dir: Path | None = None,
         env_overrides: dict[str, str] | None = None,
+        emulator_args: dict[str, list[str]] | None = None,
     ) -> None:
-        """`env_overrides` win over the wiring (tests point a router elsewhere with them)."""
+        """`env_overrides` win over the wiring (tests point a router elsewhere with them);
+        `emulator_args` are extra command-line flags per emulator (latency, token rate)."""
         self.ports = ports
+        self.emulator_args = emulator_args or {}
         self.data_dir = data_dir
         self.env = {**stack_env(ports, settings, dict(os.environ)), **(env_overrides or {})}
         self.supervisor = Supervisor(log_dir)
@@ -217,6 +220,7 @@ class Stack:
 
     def _start_emulator(self, name: str, port: int) -> Callable[[], None]:
         argv = [sys.executable, "-m", "avatar_emulators", name, "--port", str(port)]
+        argv += self.emulator_args.get(name, [])
         child = self.supervisor.start(f"emulator-{name}", argv, self.env)
         return lambda: self.supervisor.wait_ready(child, lambda: port_open(port))
 

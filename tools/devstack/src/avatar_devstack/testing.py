@@ -83,6 +83,8 @@ def stack() -> Iterator[Stack]:
             data_dir=tmp_path / "data",
             log_dir=tmp_path / "logs",
             env_overrides=overrides,
+            # A visible token rate, so tests can tell streamed from buffered replies.
+            emulator_args={name: ["--tokens-per-second", "100"] for name in ("ollama", "openai")},
         )
         stack.start()
         try:

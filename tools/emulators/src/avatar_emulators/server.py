@@ -13,8 +13,11 @@ from fastapi import FastAPI
 
 
 @contextmanager
-def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+def serve_in_thread(
+    app: FastAPI, host: str = "127.0.0.1", port: int = 0, lifespan: str = "off"
+) -> Iterator[str]:
     """Serve `app` over real HTTP until the block exits; yields the base URL.
+    `lifespan="on"` runs the app's lifespan in the server's own event loop (for our services).
 
     The socket is bound here (port 0 = any free port) so the URL is known before uvicorn starts
     and no other process can take the port in between.
@@ -23,7 +26,9 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Ite
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan=lifespan, timeout_graceful_shutdown=1
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -1,0 +1,27 @@
+"""LLM clients behind one interface; `make_llm_client` picks one by `LLM_SERVICE`."""
+
+import httpx
+
+from avatar_chat.clients.base import LlmClient, LlmReply, LlmRequest
+from avatar_chat.clients.ollama import OllamaClient
+from avatar_chat.clients.openai_compat import OpenAICompatClient
+from avatar_chat.settings import ChatSettings
+
+__all__ = ["LlmClient", "LlmReply", "LlmRequest", "make_llm_client", "open_llm_http"]
+
+
+def open_llm_http(settings: ChatSettings) -> httpx.AsyncClient:
+    """One pooled client per process for every LLM call."""
+    timeout = httpx.Timeout(
+        connect=settings.llm_connect_timeout_s,
+        read=settings.llm_read_timeout_s,
+        write=settings.llm_read_timeout_s,
+        pool=settings.llm_connect_timeout_s,
+    )
+    return httpx.AsyncClient(timeout=timeout, trust_env=False)
+
+
+def make_llm_client(settings: ChatSettings, http: httpx.AsyncClient) -> LlmClient:
+    if settings.llm_service == "vllm":
+        return OpenAICompatClient(http, settings)
+    return OllamaClient(http, settings)

@@ -1,0 +1,138 @@
+"""What every LLM client shares: the request and reply types, the interface, and the
+translation of transport and HTTP failures into the service's errors."""
+
+import asyncio
+import json
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from avatar_chat.errors import LlmError, LlmTimeout, LlmUnavailable, ModelNotFound
+from avatar_chat.settings import ChatSettings
+
+
+@dataclass(frozen=True)
+class LlmRequest:
+    model: str
+    messages: list[dict[str, str]]  # the system message first
+    temperature: float
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class LlmReply:
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class LlmClient(ABC):
+    def __init__(self, http: httpx.AsyncClient, settings: ChatSettings) -> None:
+        self.http = http
+        self.settings = settings
+
+    @abstractmethod
+    async def complete(self, request: LlmRequest) -> LlmReply: ...
+
+    @abstractmethod
+    def stream(self, request: LlmRequest) -> AsyncIterator[str | LlmReply]:
+        """Text deltas as the model produces them, then one LlmReply with the whole reply."""
+
+    @abstractmethod
+    async def model_names(self) -> list[str]: ...
+
+    async def _post_json(self, url: str, payload: dict[str, Any], model: str) -> dict[str, Any]:
+        """One whole request/response exchange, bounded by the total timeout."""
+        with upstream_errors():
+            async with asyncio.timeout(self.settings.llm_total_timeout_s):
+                response = await self.http.post(url, json=payload, headers=self._headers())
+        await check_status(response, model)
+        return _json_object(response)
+
+    async def _get_json(self, url: str) -> dict[str, Any]:
+        with upstream_errors():
+            response = await self.http.get(url, headers=self._headers())
+        await check_status(response, None)
+        return _json_object(response)
+
+    async def _stream_lines(
+        self, url: str, payload: dict[str, Any], model: str
+    ) -> AsyncIterator[str]:
+        """The response body line by line. The total timeout is checked between lines (an
+        asyncio.timeout cannot span the yields of a generator); each wait is bounded by the
+        read timeout. Closing the generator closes the upstream request."""
+        deadline = asyncio.get_running_loop().time() + self.settings.llm_total_timeout_s
+        with upstream_errors():
+            async with self.http.stream(
+                "POST", url, json=payload, headers=self._headers()
+            ) as response:
+                await check_status(response, model)
+                async for line in response.aiter_lines():
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise LlmTimeout()
+                    if line.strip():
+                        yield line
+
+    def _headers(self) -> dict[str, str]:
+        return {}
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise malformed("response (not JSON)") from exc
+    if not isinstance(body, dict):
+        raise malformed("response (not a JSON object)")
+    return body
+
+
+@contextmanager
+def upstream_errors(model: str | None = None) -> Iterator[None]:
+    """Turn transport failures into 503/504 and the server's HTTP errors into 404/502."""
+    try:
+        yield
+    except (httpx.TimeoutException, TimeoutError) as exc:
+        raise LlmTimeout() from exc
+    except httpx.TransportError as exc:
+        raise LlmUnavailable() from exc
+
+
+async def check_status(response: httpx.Response, model: str | None) -> None:
+    """Raise for an error status, with the upstream's own message (read from a stream too)."""
+    if response.status_code < 400:
+        return
+    await response.aread()
+    message = upstream_message(response)
+    if response.status_code == 404 and model:
+        raise ModelNotFound(model)
+    raise LlmError(f"The language model server answered {response.status_code}: {message}")
+
+
+def upstream_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase
+    return upstream_text(body)
+
+
+def upstream_text(body: object) -> str:
+    """Ollama says {"error": "..."}; OpenAI-compatible servers {"error": {"message": ...}}
+    (older vLLM a flat {"message": ...}); anything else is quoted, shortened."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and "message" in error:
+        return str(error["message"])
+    if error:
+        return str(error)
+    if isinstance(body, dict) and "message" in body:
+        return str(body["message"])
+    return json.dumps(body)[:200]
+
+
+def malformed(what: str) -> LlmError:
+    return LlmError(f"The language model server sent a malformed {what}.")

@@ -1,0 +1,90 @@
+"""Ollama's native chat API: POST /api/chat (JSON, or NDJSON when streaming), GET /api/tags."""
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from avatar_chat.clients.base import LlmClient, LlmReply, LlmRequest, malformed
+from avatar_chat.errors import LlmError
+
+
+class OllamaClient(LlmClient):
+    @property
+    def _base(self) -> str:
+        return self.settings.ollama_base_url.rstrip("/")
+
+    def _payload(self, request: LlmRequest, stream: bool) -> dict[str, Any]:
+        return {
+            "model": request.model,
+            "messages": request.messages,
+            "stream": stream,
+            "keep_alive": self.settings.llm_keep_alive,
+            # num_ctx is sent explicitly: Ollama's default differs between versions, and it
+            # silently drops the oldest messages past it.
+            "options": {
+                "temperature": request.temperature,
+                "num_predict": request.max_tokens,
+                "num_ctx": self.settings.llm_num_ctx,
+            },
+        }
+
+    async def complete(self, request: LlmRequest) -> LlmReply:
+        body = await self._post_json(
+            f"{self._base}/api/chat", self._payload(request, stream=False), request.model
+        )
+        content = _content(body)
+        if content is None:
+            raise malformed("reply (no message content)")
+        return LlmReply(content, _count(body, "prompt_eval_count"), _count(body, "eval_count"))
+
+    async def stream(self, request: LlmRequest) -> AsyncIterator[str | LlmReply]:
+        parts: list[str] = []
+        lines = self._stream_lines(
+            f"{self._base}/api/chat", self._payload(request, stream=True), request.model
+        )
+        async for line in lines:
+            chunk = _parse_line(line)
+            if "error" in chunk:  # Ollama reports failures mid-stream in-band, with status 200
+                raise LlmError(f"The language model server failed: {chunk['error']}")
+            text = _content(chunk)
+            if text:
+                parts.append(text)
+                yield text
+            if chunk.get("done"):
+                prompt, completion = _count(chunk, "prompt_eval_count"), _count(chunk, "eval_count")
+                yield LlmReply("".join(parts), prompt, completion)
+                return
+        raise LlmError("The language model server ended the stream before it was done.")
+
+    async def model_names(self) -> list[str]:
+        body = await self._get_json(f"{self._base}/api/tags")
+        models = body.get("models")
+        if not isinstance(models, list):
+            raise malformed("model list")
+        return [_without_latest(m["name"]) for m in models if isinstance(m, dict) and "name" in m]
+
+
+def _parse_line(line: str) -> dict[str, Any]:
+    try:
+        chunk = json.loads(line)
+    except ValueError as exc:
+        raise malformed("stream line") from exc
+    if not isinstance(chunk, dict):
+        raise malformed("stream line")
+    return chunk
+
+
+def _content(body: dict[str, Any]) -> str | None:
+    message = body.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else None
+
+
+def _count(body: dict[str, Any], key: str) -> int:
+    value = body.get(key, 0)
+    return value if isinstance(value, int) else 0
+
+
+def _without_latest(name: str) -> str:
+    # Ollama lists "gemma3:latest" for a model pulled as "gemma3"; either name works in calls.
+    return name.removesuffix(":latest")

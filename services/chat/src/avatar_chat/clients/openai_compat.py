@@ -1,0 +1,96 @@
+"""OpenAI-compatible servers such as vLLM: POST /v1/chat/completions (JSON, or SSE chunks
+ending `data: [DONE]` when streaming), GET /v1/models. The base URL may carry a path prefix."""
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from avatar_chat.clients.base import LlmClient, LlmReply, LlmRequest, malformed, upstream_text
+from avatar_chat.errors import LlmError
+
+
+class OpenAICompatClient(LlmClient):
+    @property
+    def _base(self) -> str:
+        return self.settings.vllm_base_url.rstrip("/")
+
+    def _headers(self) -> dict[str, str]:
+        key = self.settings.vllm_api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _payload(self, request: LlmRequest, stream: bool) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": request.model,
+            "messages": request.messages,
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+            "stream": stream,
+        }
+        if stream:  # usage arrives in a last chunk only when asked for
+            payload["stream_options"] = {"include_usage": True}
+        return payload
+
+    async def complete(self, request: LlmRequest) -> LlmReply:
+        body = await self._post_json(
+            f"{self._base}/v1/chat/completions", self._payload(request, False), request.model
+        )
+        try:
+            content = body["choices"][0]["message"]["content"]
+            usage = body["usage"]
+            reply = LlmReply(content, usage["prompt_tokens"], usage["completion_tokens"])
+        except (KeyError, IndexError, TypeError) as exc:
+            raise malformed("reply") from exc
+        if not isinstance(reply.content, str):
+            raise malformed("reply (no message content)")
+        return reply
+
+    async def stream(self, request: LlmRequest) -> AsyncIterator[str | LlmReply]:
+        parts: list[str] = []
+        usage: dict[str, Any] = {}
+        lines = self._stream_lines(
+            f"{self._base}/v1/chat/completions", self._payload(request, True), request.model
+        )
+        async for line in lines:
+            if not line.startswith("data:"):
+                continue  # SSE comments and other fields carry nothing for us
+            data = line.removeprefix("data:").strip()
+            if data == "[DONE]":
+                yield LlmReply(
+                    "".join(parts), usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+                )
+                return
+            chunk = _parse_chunk(data)
+            if "error" in chunk:
+                raise LlmError(f"The language model server failed: {upstream_text(chunk)}")
+            usage = chunk.get("usage") or usage
+            text = _delta_text(chunk)
+            if text:
+                parts.append(text)
+                yield text
+        raise LlmError("The language model server ended the stream before [DONE].")
+
+    async def model_names(self) -> list[str]:
+        body = await self._get_json(f"{self._base}/v1/models")
+        models = body.get("data")
+        if not isinstance(models, list):
+            raise malformed("model list")
+        return [m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+
+def _parse_chunk(data: str) -> dict[str, Any]:
+    try:
+        chunk = json.loads(data)
+    except ValueError as exc:
+        raise malformed("stream chunk") from exc
+    if not isinstance(chunk, dict):
+        raise malformed("stream chunk")
+    return chunk
+
+
+def _delta_text(chunk: dict[str, Any]) -> str:
+    choices = chunk.get("choices")
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        return ""
+    delta = choices[0].get("delta")
+    text = delta.get("content") if isinstance(delta, dict) else None
+    return text if isinstance(text, str) else ""

@@ -1,0 +1,135 @@
+"""One chat turn: check the request, build the prompt, ask the LLM, record the turn.
+
+The same preparation serves the JSON and the streamed answer. Context summarization and the
+concurrent-session limit (a later issue) plug in at `prepare`, between the session check and
+the LLM call: that is where the prompt is final and nothing has been stored yet.
+"""
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from avatar_chat.characters import CharacterDirectory
+from avatar_chat.clients import LlmClient, LlmReply, LlmRequest
+from avatar_chat.persona import build_system_prompt
+from avatar_chat.schemas import ChatReply, ChatRequest, Usage
+from avatar_chat.sessions import SessionStore
+from avatar_chat.settings import ChatSettings
+from avatar_shared.errors import AppError, ValidationFailed
+
+
+@dataclass(frozen=True)
+class ChatDeps:
+    settings: ChatSettings
+    llm: LlmClient
+    sessions: SessionStore
+    characters: CharacterDirectory
+
+
+@dataclass(frozen=True)
+class PreparedTurn:
+    session_id: str
+    llm_request: LlmRequest
+    user_message: str
+    voice_id: str | None
+
+
+def check_limits(body: ChatRequest, settings: ChatSettings) -> None:
+    if len(body.messages) > settings.max_messages:
+        raise ValidationFailed(f"messages: at most {settings.max_messages} messages are allowed")
+    for index, message in enumerate(body.messages):
+        if len(message.content) > settings.max_message_chars:
+            raise ValidationFailed(
+                f"messages.{index}.content: at most {settings.max_message_chars} characters"
+            )
+    if sum(len(m.content) for m in body.messages) > settings.max_total_chars:
+        raise ValidationFailed(
+            f"messages: at most {settings.max_total_chars} characters in all are allowed"
+        )
+
+
+async def prepare(body: ChatRequest, user_id: str, deps: ChatDeps) -> PreparedTurn:
+    check_limits(body, deps.settings)
+    persona, voice_id = body.persona, None
+    if body.character_id:
+        character = await deps.characters.get(body.character_id)
+        persona, voice_id = persona or character.persona, character.voice_id
+    if not persona:
+        raise ValidationFailed("persona: give a persona or a character_id")
+    session_id = str(body.session_id or uuid.uuid4())
+    await deps.sessions.check_owner(session_id, user_id)
+    system = {"role": "system", "content": build_system_prompt(persona, body.scenario)}
+    messages = [system, *({"role": m.role, "content": m.content} for m in body.messages)]
+    llm_request = LlmRequest(
+        model=body.model or deps.settings.default_model,
+        messages=messages,
+        temperature=body.temperature,
+        max_tokens=body.max_tokens,
+    )
+    return PreparedTurn(session_id, llm_request, body.messages[-1].content, voice_id)
+
+
+async def finish(turn: PreparedTurn, reply: LlmReply, user_id: str, deps: ChatDeps) -> ChatReply:
+    await deps.sessions.record_turn(
+        turn.session_id,
+        user_id,
+        [
+            {"role": "user", "content": turn.user_message},
+            {"role": "assistant", "content": reply.content},
+        ],
+        turn.llm_request.model,
+        reply.prompt_tokens,
+        reply.completion_tokens,
+    )
+    return ChatReply(
+        content=reply.content,
+        usage=Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens),
+        session_id=turn.session_id,
+        audio_url=None,  # speech is wired in by the TTS issue
+        context_summarized=False,
+    )
+
+
+async def reply_once(body: ChatRequest, user_id: str, deps: ChatDeps) -> ChatReply:
+    turn = await prepare(body, user_id, deps)
+    return await finish(turn, await deps.llm.complete(turn.llm_request), user_id, deps)
+
+
+def sse(event: str, data: object) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+async def open_stream(body: ChatRequest, user_id: str, deps: ChatDeps) -> AsyncIterator[bytes]:
+    """Starts the LLM stream and waits for its first item before returning, so a request that
+    fails up front (bad input, LLM down, unknown model) gets an ordinary error response."""
+    turn = await prepare(body, user_id, deps)
+    upstream = deps.llm.stream(turn.llm_request)
+    first = await anext(upstream)
+    return _events(turn, first, upstream, user_id, deps)
+
+
+async def _events(
+    turn: PreparedTurn,
+    first: str | LlmReply,
+    upstream: AsyncIterator[str | LlmReply],
+    user_id: str,
+    deps: ChatDeps,
+) -> AsyncIterator[bytes]:
+    item = first
+    try:
+        while isinstance(item, str):
+            yield sse("delta", {"content": item})
+            item = await anext(upstream)
+        reply = await finish(turn, item, user_id, deps)
+        yield sse("done", reply.model_dump())
+    except AppError as exc:
+        yield sse("error", {"code": exc.code, "message": exc.message})
+    except RedisError:
+        yield sse("error", {"code": "redis_unavailable", "message": "The reply was not saved."})
+    except StopAsyncIteration:
+        yield sse("error", {"code": "llm_error", "message": "The reply ended unexpectedly."})
+    finally:
+        await upstream.aclose()  # on disconnect too: closes the upstream request

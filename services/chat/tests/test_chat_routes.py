@@ -1,0 +1,143 @@
+"""POST /api/chat and the session endpoints, against both LLM backends' emulators."""
+
+import json
+import uuid
+
+import pytest
+
+from avatar_emulators.replies import count_prompt_tokens, count_tokens
+
+PERSONA = "밝고 명랑한 10대 소녀 캐릭터. 반말을 사용하며 귀엽게 말함."
+SCENARIO = {
+    "opponent": "헤르미온느 그레인저",
+    "situation": "호그와트 도서관",
+    "background": "마법 세계",
+}
+
+
+def ask(text: str, **extra) -> dict:
+    return {"messages": [{"role": "user", "content": text}], "persona": PERSONA, **extra}
+
+
+async def test_reply_carries_the_llms_text_and_counts(chat, backend):
+    response = await chat.post("/api/chat", json=ask("안녕하세요! 오늘 날씨 어때?"))
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    prompt = backend.recorder.prompts[-1]
+    assert "안녕하세요!" in data["content"]  # the emulator quotes what it was told
+    assert data["usage"] == {
+        "prompt_tokens": count_prompt_tokens(prompt.messages_used),
+        "completion_tokens": count_tokens(data["content"]),
+    }
+    assert uuid.UUID(data["session_id"]).version == 4
+    assert data["audio_url"] is None and data["context_summarized"] is False
+
+
+async def test_system_message_holds_persona_scenario_and_rules(chat, backend):
+    await chat.post("/api/chat", json=ask("hi", scenario=SCENARIO, temperature=1.1))
+    prompt = backend.recorder.prompts[-1]
+    system = prompt.messages_received[0]
+    assert system["role"] == "system"
+    for text in (PERSONA, *SCENARIO.values()):
+        assert text in system["content"]
+    assert "never" in system["content"].lower() and "AI" in system["content"]
+    assert [m["role"] for m in prompt.messages_received] == ["system", "user"]
+    assert prompt.model == "gemma-3-27b-it"
+
+
+async def test_session_history_grows_turn_by_turn(chat):
+    first = (await chat.post("/api/chat", json=ask("첫 번째"))).json()["data"]
+    session_id = first["session_id"]
+    conversation = [
+        {"role": "user", "content": "첫 번째"},
+        {"role": "assistant", "content": first["content"]},
+        {"role": "user", "content": "두 번째"},
+    ]
+    body = {"messages": conversation, "persona": PERSONA, "session_id": session_id}
+    second = (await chat.post("/api/chat", json=body)).json()["data"]
+    assert second["session_id"] == session_id
+
+    history = (await chat.get(f"/api/chat/sessions/{session_id}")).json()["data"]
+    assert [(m["role"], m["content"]) for m in history["messages"]] == [
+        ("user", "첫 번째"),
+        ("assistant", first["content"]),
+        ("user", "두 번째"),
+        ("assistant", second["content"]),
+    ]
+    assert history["usage"] == {
+        "prompt_tokens": first["usage"]["prompt_tokens"] + second["usage"]["prompt_tokens"],
+        "completion_tokens": first["usage"]["completion_tokens"]
+        + second["usage"]["completion_tokens"],
+    }
+    assert history["model"] == "gemma-3-27b-it"
+
+
+async def test_deleted_session_is_gone(chat, redis):
+    session_id = (await chat.post("/api/chat", json=ask("hi"))).json()["data"]["session_id"]
+    deleted = await chat.delete(f"/api/chat/sessions/{session_id}")
+    assert deleted.json()["data"] == {"session_id": session_id, "deleted": True}
+    assert (await chat.get(f"/api/chat/sessions/{session_id}")).status_code == 404
+    assert (await chat.delete(f"/api/chat/sessions/{session_id}")).status_code == 404
+    assert await redis.keys("chat:*") == []
+
+
+async def test_unknown_session_is_404(chat):
+    response = await chat.get(f"/api/chat/sessions/{uuid.uuid4()}")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "session_not_found"
+
+
+def _msgs(*roles: str) -> list[dict]:
+    return [{"role": r, "content": "x"} for r in roles]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"messages": [], "persona": PERSONA},
+        {"messages": _msgs("user", "assistant"), "persona": PERSONA},
+        {"messages": _msgs("system", "user"), "persona": PERSONA},
+        {"messages": [{"role": "user", "content": ""}], "persona": PERSONA},
+        ask("hi", temperature=2.5),
+        ask("hi", max_tokens=0),
+        ask("hi", max_tokens=4097),
+        ask("hi", session_id="not-a-uuid"),
+        ask("hi", tts_mode="sometimes"),
+        ask("hi", tts_streaming_mode=4),
+        ask("hi", character_id="../../etc"),
+        ask("hi", unknown_field=1),
+        {"messages": _msgs("user")},  # neither persona nor character_id
+        {"messages": _msgs(*["user"] * 201), "persona": PERSONA},
+        ask("x" * 8001),
+        {"messages": [{"role": "user", "content": "x" * 8000}] * 13, "persona": PERSONA},
+    ],
+)
+async def test_bad_requests_get_422_and_change_nothing(chat, backend, redis, body):
+    response = await chat.post("/api/chat", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "validation_error"
+    assert backend.recorder.prompts == []
+    assert await redis.keys("*") == []
+
+
+async def test_streamed_deltas_add_up_to_the_done_event(chat):
+    async with chat.stream("POST", "/api/chat", json=ask("스트리밍 해줘", stream=True)) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = await read_events(response)
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "done" and set(kinds[:-1]) == {"delta"} and len(kinds) > 3
+    done = events[-1][1]
+    assert "".join(data["content"] for _, data in events[:-1]) == done["content"]
+    assert set(done) == {"content", "usage", "session_id", "audio_url", "context_summarized"}
+    history = (await chat.get(f"/api/chat/sessions/{done['session_id']}")).json()["data"]
+    assert history["messages"][-1]["content"] == done["content"]
+
+
+async def read_events(response) -> list[tuple[str, dict]]:
+    events, kind = [], None
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            kind = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            events.append((kind, json.loads(line.removeprefix("data: "))))
+    return events

@@ -1,0 +1,145 @@
+"""Each way the LLM server can fail gets its own status within the configured timeout, and
+the chat service keeps serving afterwards."""
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+
+from avatar_characters.app import create_app as characters_app
+from avatar_characters.settings import CharactersSettings
+from avatar_chat.app import create_app
+from avatar_chat.settings import ChatSettings
+from avatar_devstack.stack import free_port
+from avatar_emulators.replies import ERROR_MIDSTREAM_MODEL
+from avatar_emulators.server import serve_in_thread
+
+from .conftest import emulated_llm
+from .test_chat_routes import ask, read_events
+
+FAST_TIMEOUTS = {"llm_connect_timeout_s": 0.5, "llm_read_timeout_s": 0.5}
+
+
+def chat_settings(redis_url: str, **llm: object) -> ChatSettings:
+    return ChatSettings(
+        redis_url=redis_url, characters_url=f"http://127.0.0.1:{free_port()}", **llm
+    )
+
+
+async def test_connection_refused_is_503(app_client, redis_url, backend_name):
+    dead = f"http://127.0.0.1:{free_port()}"
+    key = "ollama_base_url" if backend_name == "ollama" else "vllm_base_url"
+    settings = chat_settings(redis_url, llm_service=backend_name, **{key: dead})
+    async with app_client(create_app(settings)) as chat:
+        response = await chat.post("/api/chat", json=ask("hi"))
+        models = await chat.get("/api/chat/models")
+    assert (response.status_code, response.json()["error"]["code"]) == (503, "llm_unavailable")
+    assert (models.status_code, models.json()["error"]["code"]) == (503, "llm_unavailable")
+
+
+async def test_slow_llm_is_504_within_the_timeout(app_client, redis_url, backend_name):
+    with emulated_llm(backend_name, first_token_latency_s=5) as backend:
+        settings = chat_settings(redis_url, **backend.settings, **FAST_TIMEOUTS)
+        async with app_client(create_app(settings)) as chat:
+            started = time.perf_counter()
+            response = await chat.post("/api/chat", json=ask("hi"))
+            elapsed = time.perf_counter() - started
+            streamed = await chat.post("/api/chat", json=ask("hi", stream=True))
+    assert (response.status_code, response.json()["error"]["code"]) == (504, "llm_timeout")
+    assert elapsed < 2
+    assert streamed.status_code == 504
+
+
+async def test_unknown_model_is_404_naming_it(chat):
+    response = await chat.post("/api/chat", json=ask("hi", model="no-such-model"))
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "model_not_found" and "no-such-model" in error["message"]
+
+
+async def test_upstream_500_is_502_with_its_message(app_client, redis_url, backend_name):
+    with emulated_llm(backend_name, fail_status=500) as backend:
+        settings = chat_settings(redis_url, **backend.settings)
+        async with app_client(create_app(settings)) as chat:
+            response = await chat.post("/api/chat", json=ask("hi"))
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "llm_error" and "500" in error["message"]
+
+
+def garbage_server() -> FastAPI:
+    app = FastAPI()
+    for path in ("/api/chat", "/v1/chat/completions"):
+        app.post(path)(lambda: PlainTextResponse("<html>definitely not json</html>"))
+    return app
+
+
+async def test_malformed_upstream_body_is_502(app_client, redis_url, backend_name):
+    with serve_in_thread(garbage_server()) as url:
+        key = "ollama_base_url" if backend_name == "ollama" else "vllm_base_url"
+        settings = chat_settings(redis_url, llm_service=backend_name, **{key: url})
+        async with app_client(create_app(settings)) as chat:
+            response = await chat.post("/api/chat", json=ask("hi"))
+            streamed = await chat.post("/api/chat", json=ask("hi", stream=True))
+    assert (response.status_code, response.json()["error"]["code"]) == (502, "llm_error")
+    assert streamed.status_code == 502
+
+
+async def test_failure_mid_stream_ends_with_an_error_event(chat, redis):
+    body = ask("hi", stream=True, model=ERROR_MIDSTREAM_MODEL)
+    async with chat.stream("POST", "/api/chat", json=body) as response:
+        assert response.status_code == 200
+        events = await read_events(response)
+    assert events[0][0] == "delta"
+    kind, error = events[-1]
+    assert kind == "error" and error["code"] == "llm_error" and error["message"]
+    assert await redis.keys("chat:*") == []  # the broken turn is not stored
+    # ...and the service keeps serving.
+    assert (await chat.post("/api/chat", json=ask("again"))).status_code == 200
+
+
+async def test_first_delta_arrives_before_generation_ends(redis_url, backend_name):
+    # Over real HTTP: httpx's ASGITransport would collect the whole stream first.
+    with emulated_llm(backend_name, tokens_per_second=40) as backend:
+        app = create_app(chat_settings(redis_url, **backend.settings))
+        with serve_in_thread(app, lifespan="on") as url:
+            chat = httpx.AsyncClient(base_url=url, trust_env=False)
+            started = time.perf_counter()
+            arrivals = []
+            async with chat.stream("POST", "/api/chat", json=ask("천천히", stream=True)) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("event: "):
+                        arrivals.append((line, time.perf_counter() - started))
+            await chat.aclose()
+    assert arrivals[-1][0] == "event: done"
+    assert arrivals[0][1] < arrivals[-1][1] / 3
+
+
+async def test_characters_service_without_the_endpoint_gives_503(app_client, redis_url, backend):
+    characters = characters_app(CharactersSettings(redis_url=redis_url))
+    with serve_in_thread(characters) as characters_url:
+        settings = ChatSettings(
+            redis_url=redis_url, characters_url=characters_url, **backend.settings
+        )
+        async with app_client(create_app(settings)) as chat:
+            response = await chat.post("/api/chat", json=ask("hi", character_id="hermione"))
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "characters_unavailable"
+    assert backend.recorder.prompts == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_characters_service_down_gives_503(chat, backend, stream):
+    body = {**ask("hi", character_id="hermione", stream=stream), "persona": None}
+    response = await asyncio.wait_for(chat.post("/api/chat", json=body), timeout=5)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "characters_unavailable"
+
+
+async def test_model_list_marks_the_default_first(chat):
+    models = (await chat.get("/api/chat/models")).json()["data"]["models"]
+    assert models[0] == {"id": "gemma-3-27b-it", "name": "Gemma 3 27B IT (Default)"}
+    assert {"id": "dolphin-2.9-8b", "name": "Dolphin 2.9 8B"} in models

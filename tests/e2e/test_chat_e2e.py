@@ -1,0 +1,43 @@
+"""Chat through the real gateway, chat service process, Redis and the Ollama emulator."""
+
+import json
+import time
+
+PERSONA = "차분하고 친절한 사서. 존댓말을 쓴다."
+
+
+def ask(text: str, **extra) -> dict:
+    return {"messages": [{"role": "user", "content": text}], "persona": PERSONA, **extra}
+
+
+async def test_chat_turn_through_the_gateway(gateway):
+    response = await gateway.post("/api/chat", json=ask("도서관은 몇 시에 닫아요?"))
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert "도서관은" in data["content"] and data["usage"]["completion_tokens"] > 0
+    history = await gateway.get(f"/api/chat/sessions/{data['session_id']}")
+    assert [m["role"] for m in history.json()["data"]["messages"]] == ["user", "assistant"]
+
+
+async def test_stream_through_the_gateway_is_not_buffered(gateway):
+    started = time.perf_counter()
+    arrivals, deltas, done = [], [], None
+    async with gateway.stream("POST", "/api/chat", json=ask("천천히 말해줘", stream=True)) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                arrivals.append(time.perf_counter() - started)
+                data = json.loads(line.removeprefix("data: "))
+                if "session_id" in data:
+                    done = data
+                else:
+                    deltas.append(data["content"])
+    assert done is not None and "".join(deltas) == done["content"]
+    # The emulator produces 100 tokens/s: the whole reply takes well over half a second.
+    assert arrivals[-1] > 0.4
+    assert arrivals[0] < arrivals[-1] / 3
+
+
+async def test_models_through_the_gateway(gateway):
+    models = (await gateway.get("/api/chat/models")).json()["data"]["models"]
+    assert models[0]["name"].endswith("(Default)")
