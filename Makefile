@@ -3,12 +3,12 @@ SHELL := /bin/bash
 # uv from PATH, else the copy `make install` puts in .tools/ (installed from PyPI).
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: install run demo test lint format config-docs clean
+.PHONY: install run demo test lint format bench config-docs clean
 
 install:
 	@if ! command -v uv >/dev/null 2>&1 && [ ! -x .tools/bin/uv ]; then \
 		echo "uv not found: installing it from PyPI into .tools/"; \
-		python3 -m venv .tools && .tools/bin/pip install --quiet uv; \
+		python3 -m pip install --quiet --target .tools uv; \
 	fi
 	$(UV) sync --frozen
 
@@ -28,6 +28,10 @@ format:
 
 test: lint
 	$(UV) run --frozen pytest
+
+# Chat-path overhead: gateway + chat service versus the LLM emulator directly.
+bench:
+	$(UV) run --frozen python bench/chat_overhead.py
 
 # Rewrite .env.example and README's configuration table from the settings classes.
 config-docs:

@@ -62,3 +62,37 @@ def test_colliding_schemas_are_renamed_and_references_follow():
     assert schemas["Gen3dItem"]["extra"] == ref("Gen3dItem")
     assert body_ref(merged["paths"]["/api/chat"]).endswith("/Item")
     assert body_ref(merged["paths"]["/api/generate"]).endswith("/Gen3dItem")
+
+
+def test_a_schema_pointing_at_a_renamed_one_is_renamed_too():
+    item_a = {"type": "object", "properties": {"a": {"type": "string"}}}
+    item_b = {"type": "object", "properties": {"b": {"type": "string"}}}
+    wrap = {"type": "object", "properties": {"item": ref("Item")}}
+    merged = merge_openapi(
+        {
+            "chat": doc({"/api/chat": post("Wrap")}, {"Item": item_a, "Wrap": wrap}),
+            "gen3d": doc({"/api/generate": post("Wrap")}, {"Item": item_b, "Wrap": dict(wrap)}),
+        },
+        title="T",
+        description="D",
+    )
+    schemas = merged["components"]["schemas"]
+    assert schemas["Wrap"]["properties"]["item"] == ref("Item")
+    assert schemas["Gen3dWrap"]["properties"]["item"] == ref("Gen3dItem")
+    assert body_ref(merged["paths"]["/api/chat"]).endswith("/Wrap")
+    assert body_ref(merged["paths"]["/api/generate"]).endswith("/Gen3dWrap")
+
+
+def test_a_new_name_never_takes_one_the_service_already_uses():
+    merged = merge_openapi(
+        {
+            "other": doc({}, {"Item": {"type": "string"}}),
+            "chat": doc({}, {"Item": {"type": "integer"}, "ChatItem": {"type": "boolean"}}),
+        },
+        title="T",
+        description="D",
+    )
+    schemas = merged["components"]["schemas"]
+    assert schemas["Item"] == {"type": "string"}
+    assert schemas["ChatItem"] == {"type": "boolean"}
+    assert schemas["ChatItem2"] == {"type": "integer"}

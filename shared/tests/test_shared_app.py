@@ -43,6 +43,17 @@ async def slow_upstream() -> None:
     raise httpx.ReadTimeout("upstream took too long")
 
 
+@router.get("/broken-upstream")
+async def broken_upstream() -> None:
+    raise httpx.RemoteProtocolError("peer closed connection without sending complete message")
+
+
+@router.get("/upstream-500")
+async def upstream_500() -> None:
+    request = httpx.Request("GET", "http://upstream/")
+    httpx.Response(500, request=request).raise_for_status()
+
+
 @router.get("/down-upstream")
 async def down_upstream() -> None:
     raise httpx.ConnectError("connection refused")
@@ -95,6 +106,8 @@ async def test_success_passes_through(app_client, redis_url):
         ("GET", "/conflict", {}, 409, "name_taken"),
         ("GET", "/slow-upstream", {}, 504, "upstream_timeout"),
         ("GET", "/down-upstream", {}, 503, "upstream_unavailable"),
+        ("GET", "/broken-upstream", {}, 502, "upstream_error"),
+        ("GET", "/upstream-500", {}, 502, "upstream_error"),
     ],
 )  # fmt: skip
 async def test_failures_become_the_envelope(
@@ -124,9 +137,11 @@ async def test_request_id_is_kept_or_made(app_client, redis_url):
         kept = await client.get("/conflict", headers={"X-Request-ID": "abc-123"})
         made = await client.get("/conflict")
         unsafe = await client.get("/conflict", headers={"X-Request-ID": "bad id\twith tab"})
+        undecodable = await client.get("/conflict", headers=[(b"X-Request-ID", b"\xff\xfe")])
     assert kept.headers["X-Request-ID"] == "abc-123"
     assert len(made.headers["X-Request-ID"]) == 32
     assert unsafe.headers["X-Request-ID"] != "bad id\twith tab"
+    assert undecodable.status_code == 409 and len(undecodable.headers["X-Request-ID"]) == 32
 
 
 async def test_streaming_services_refuse_large_bodies(app_client, redis_url):

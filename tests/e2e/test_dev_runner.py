@@ -75,6 +75,16 @@ def test_ctrl_c_stops_every_child(runner):
     assert [name for name, port in ports.items() if port_open(port)] == []
 
 
+def test_children_do_not_outlive_a_killed_runner(runner):
+    process, ports = runner
+    process.kill()  # no chance to clean up
+    process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(port_open(p) for p in ports.values()):
+        time.sleep(0.2)
+    assert [name for name, port in ports.items() if port_open(port)] == []
+
+
 def test_a_dead_child_is_named(runner):
     process, ports = runner
     pattern = f"avatar_chat.app:create_app --host 127.0.0.1 --port {ports['chat']}"

@@ -32,6 +32,11 @@ def replica(name: str) -> FastAPI:
     async def whoami(service: str) -> dict:
         return {"replica": name}
 
+    @app.get("/api/{service}/hang")
+    async def hang(service: str) -> dict:
+        await asyncio.sleep(30)
+        return {}
+
     @app.get("/api/{service}/stream")
     async def stream(service: str) -> StreamingResponse:
         async def events() -> AsyncIterator[bytes]:
@@ -58,6 +63,8 @@ def replicas() -> Iterator[tuple[Stack, dict[str, ExitStack]]]:
             env_overrides={
                 "CHAT_URLS": servers,
                 "TTS_URLS": servers,
+                "CHARACTERS_URLS": urls[0],
+                "GATEWAY_RESPONSE_TIMEOUT": "1s",
                 "GATEWAY_HEALTHCHECK_INTERVAL": "300ms",
             },
         )
@@ -98,3 +105,12 @@ async def test_replicas_share_the_load_and_a_dead_one_is_skipped(replicas):
         answers = [await client.get("/api/chat/whoami") for _ in range(6)]
     assert [r.status_code for r in answers] == [200] * 6
     assert {r.json()["replica"] for r in answers} == {"a"}
+
+
+async def test_a_hung_service_gets_a_gateway_timeout(replicas):
+    stack, _ = replicas
+    async with httpx.AsyncClient(base_url=stack.gateway_url, trust_env=False) as client:
+        started = time.perf_counter()
+        response = await client.get("/api/characters/hang")
+    assert response.status_code == 504
+    assert time.perf_counter() - started < 5

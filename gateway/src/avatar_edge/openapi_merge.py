@@ -1,9 +1,10 @@
 """Merge the services' OpenAPI documents into the one the gateway serves.
 
-Paths are unique per service (each owns its prefix). Component schemas are shared by name: an
-identical schema is kept once; a different schema under a taken name is renamed with the
-service's name in front, and every `$ref` to it inside that service's document is rewritten,
-so nothing is overwritten.
+Paths are unique per service (each owns its prefix). Component schemas are shared by name:
+a schema identical to the one already merged under its name is kept once; any other is
+renamed with its service's name in front, and every `$ref` to it inside that service's
+document is rewritten, so nothing is overwritten. "Identical" is judged after rewriting, so
+a schema that refers to a renamed one is itself renamed.
 """
 
 import copy
@@ -28,9 +29,24 @@ def _rewrite_refs(node: Any, renames: Mapping[str, str]) -> Any:
     return node
 
 
-def _unique_name(service: str, name: str, taken: Mapping[str, Any]) -> str:
-    candidate = f"{service.capitalize()}{name}"
-    suffix = 2
+def _renames_for(service: str, own: Mapping[str, Any], merged: Mapping[str, Any]) -> dict[str, str]:
+    """Which of `own` schemas must take a new name; repeated until no rename causes another."""
+    renames: dict[str, str] = {}
+    taken = set(merged) | set(own)
+    changed = True
+    while changed:
+        changed = False
+        for name, schema in own.items():
+            clash = name in merged and merged[name] != _rewrite_refs(schema, renames)
+            if name not in renames and clash:
+                renames[name] = _unique_name(service, name, taken)
+                taken.add(renames[name])
+                changed = True
+    return renames
+
+
+def _unique_name(service: str, name: str, taken: set[str]) -> str:
+    candidate, suffix = f"{service.capitalize()}{name}", 2
     while candidate in taken:
         candidate, suffix = f"{service.capitalize()}{name}{suffix}", suffix + 1
     return candidate
@@ -44,13 +60,9 @@ def merge_openapi(
     schemas: dict[str, Any] = {}
     tags: list[dict[str, Any]] = []
     for service, doc in docs.items():
-        own_schemas = doc.get("components", {}).get("schemas", {})
-        renames = {
-            name: _unique_name(service, name, schemas)
-            for name, schema in own_schemas.items()
-            if name in schemas and schemas[name] != schema
-        }
-        for name, schema in own_schemas.items():
+        own = doc.get("components", {}).get("schemas", {})
+        renames = _renames_for(service, own, schemas)
+        for name, schema in own.items():
             schemas[renames.get(name, name)] = _rewrite_refs(copy.deepcopy(schema), renames)
         for path, item in doc.get("paths", {}).items():
             paths[path] = _rewrite_refs(copy.deepcopy(item), renames)

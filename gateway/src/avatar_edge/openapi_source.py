@@ -1,12 +1,11 @@
-"""Fetches each service's OpenAPI document and serves the merged one, cached.
+"""Builds the merged OpenAPI document from each service's own (plus the edge's routes).
 
-A service that does not answer is left out of that one answer (and logged) rather than
-failing the whole document; the next request tries it again.
+A service that does not answer within FETCH_TIMEOUT_S is left out (and logged) rather than
+failing the whole document; such an incomplete document is kept only briefly.
 """
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import httpx
@@ -15,7 +14,8 @@ from avatar_edge.openapi_merge import merge_openapi
 from avatar_edge.settings import EdgeSettings
 
 logger = logging.getLogger("avatar.edge.openapi")
-
+FETCH_TIMEOUT_S = 2.0
+INCOMPLETE_CACHE_S = 5.0  # soon enough for a late service to show up
 TITLE = "Avatar Forge API"
 DESCRIPTION = (
     "Every external endpoint of the Avatar Forge backend, merged from the chat, tts, "
@@ -26,7 +26,7 @@ DESCRIPTION = (
 
 async def _fetch(client: httpx.AsyncClient, service: str, url: str) -> dict[str, Any] | None:
     try:
-        response = await client.get(f"{url}/openapi.json")
+        response = await client.get(f"{url}/openapi.json", timeout=FETCH_TIMEOUT_S)
         response.raise_for_status()
         return response.json()
     except (httpx.HTTPError, ValueError) as exc:
@@ -34,28 +34,14 @@ async def _fetch(client: httpx.AsyncClient, service: str, url: str) -> dict[str,
         return None
 
 
-class MergedOpenApi:
-    def __init__(self, ttl_s: float) -> None:
-        self._ttl_s = ttl_s
-        self._lock = asyncio.Lock()
-        self._expires = 0.0
-        self._value: dict[str, Any] | None = None
-
-    async def get(self, settings: EdgeSettings, client: httpx.AsyncClient) -> dict[str, Any]:
-        async with self._lock:
-            if self._value is None or time.monotonic() >= self._expires:
-                self._value, complete = await self._build(settings, client)
-                # An incomplete document is served but not kept, so a late service shows up.
-                self._expires = time.monotonic() + (self._ttl_s if complete else 0)
-            return self._value
-
-    @staticmethod
-    async def _build(
-        settings: EdgeSettings, client: httpx.AsyncClient
-    ) -> tuple[dict[str, Any], bool]:
-        services = settings.service_urls()
-        fetched = await asyncio.gather(*(_fetch(client, s, u) for s, u in services.items()))
-        docs = {s: d for s, d in zip(services, fetched, strict=True) if d is not None}
-        merged = merge_openapi(docs, title=TITLE, description=DESCRIPTION)
-        merged["servers"] = [{"url": "/"}]
-        return merged, len(docs) == len(services)
+async def build_document(
+    settings: EdgeSettings, client: httpx.AsyncClient, edge_doc: dict[str, Any]
+) -> tuple[dict[str, Any], float]:
+    """The merged document and how long to keep it."""
+    services = settings.service_urls()
+    fetched = await asyncio.gather(*(_fetch(client, s, u) for s, u in services.items()))
+    docs = {s: d for s, d in zip(services, fetched, strict=True) if d is not None}
+    merged = merge_openapi({"edge": edge_doc, **docs}, title=TITLE, description=DESCRIPTION)
+    merged["servers"] = [{"url": "/"}]
+    complete = len(docs) == len(services)
+    return merged, settings.openapi_cache_s if complete else INCOMPLETE_CACHE_S

@@ -5,7 +5,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from avatar_edge.openapi_source import TITLE
 from avatar_shared.errors import error_response
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(tags=["system"])
 
 
 @router.get("/", response_class=PlainTextResponse)
@@ -13,17 +13,14 @@ async def root() -> str:
     return "Avatar Forge Backend Running"
 
 
-@router.get("/api/health")
+@router.get("/api/health", summary="State of the backend, its services and upstreams")
 async def health(request: Request) -> JSONResponse:
-    state = request.app.state
-    data = await state.health_cache.get(state.settings, state.http, state.redis)
-    return JSONResponse({"success": True, "data": data})
+    return JSONResponse({"success": True, "data": await request.app.state.health.get()})
 
 
-@router.get("/api/openapi.json")
+@router.get("/api/openapi.json", summary="This document")
 async def openapi(request: Request) -> JSONResponse:
-    state = request.app.state
-    return JSONResponse(await state.merged_openapi.get(state.settings, state.http))
+    return JSONResponse(await request.app.state.openapi.get())
 
 
 @router.get("/docs")
@@ -36,7 +33,9 @@ async def redoc() -> HTMLResponse:
     return get_redoc_html(openapi_url="/api/openapi.json", title=f"{TITLE} - ReDoc")
 
 
-@router.api_route("/_errors/{status}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@router.api_route(
+    "/_errors/{status}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+)
 async def gateway_error(status: int) -> JSONResponse:
     """Traefik's errors middleware fetches this to replace its plain-text error pages."""
     if status == 413:

@@ -142,6 +142,12 @@ async def _upstream_unreachable(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "upstream_unavailable", "An upstream server is unreachable.")
 
 
+async def _upstream_broken(_: Request, exc: Exception) -> JSONResponse:
+    # It answered, but badly: a broken connection mid-answer or an error status.
+    logger.warning("upstream failed: %r", exc)
+    return error_response(502, "upstream_error", "An upstream server failed.")
+
+
 async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", "Internal server error.")
@@ -154,7 +160,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(redis.exceptions.ConnectionError, _redis_error)
     app.add_exception_handler(redis.exceptions.TimeoutError, _redis_error)
     app.add_exception_handler(httpx.TimeoutException, _upstream_timeout)
-    app.add_exception_handler(httpx.TransportError, _upstream_unreachable)
+    app.add_exception_handler(httpx.ConnectError, _upstream_unreachable)
+    app.add_exception_handler(httpx.TransportError, _upstream_broken)
+    app.add_exception_handler(httpx.HTTPStatusError, _upstream_broken)
     app.add_exception_handler(Exception, _unhandled)
 
 

@@ -74,7 +74,9 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER.lower().encode(), b"").decode()
+        # latin-1 decodes any byte string: a malformed header is then rejected by the pattern.
+        raw = dict(scope["headers"]).get(REQUEST_ID_HEADER.lower().encode(), b"")
+        incoming = raw.decode("latin-1")
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         user_token = user_id_var.set(None)

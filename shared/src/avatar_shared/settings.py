@@ -22,9 +22,6 @@ class SharedSettings(BaseSettings):
     max_request_body_bytes: int = Field(
         10 * 1024 * 1024, gt=0, description="Larger request bodies are refused with 413."
     )
-    auth_required: bool = Field(
-        False, description="When true, write endpoints answer 401 to anonymous callers."
-    )
 
 
 class PeerUrls(BaseSettings):

@@ -32,8 +32,8 @@ def main() -> int:
     args = parser.parse_args()
     settings = StackSettings()
     stack = Stack(Ports.from_settings(settings, args.demo), settings, Path(settings.data_dir))
-    signal.signal(signal.SIGINT, _raise_stop)
-    signal.signal(signal.SIGTERM, _raise_stop)
+    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: terminal closed
+        signal.signal(stop_signal, _raise_stop)
     try:
         stack.start()
         print(f"Avatar Forge is running on {stack.gateway_url}  (Ctrl-C stops it)", flush=True)
@@ -50,8 +50,8 @@ def main() -> int:
         return 0
     finally:
         # A second Ctrl-C (or a SIGTERM forwarded by make or uv) must not cut the cleanup short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop_signal, signal.SIG_IGN)
         stack.stop()
 
 

@@ -11,6 +11,9 @@ class StackSettings(SharedSettings, PeerUrls):
     gateway_healthcheck_interval: str = Field(
         "5s", description="How often Traefik checks each replica's /healthz."
     )
+    gateway_response_timeout: str = Field(
+        "30s", description="Longest the gateway waits for a service's answer (not chat/tts)."
+    )
     gateway_log_level: str = Field("WARN", description="Traefik's own log level.")
     frontend_origins: str = Field(
         "http://localhost:3000",

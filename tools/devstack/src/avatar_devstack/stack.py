@@ -86,6 +86,7 @@ def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> di
         GATEWAY_CONFIG_DIR=str(GATEWAY_CONFIG_DIR),
         GATEWAY_LOG_LEVEL=settings.gateway_log_level,
         GATEWAY_HEALTHCHECK_INTERVAL=settings.gateway_healthcheck_interval,
+        GATEWAY_RESPONSE_TIMEOUT=settings.gateway_response_timeout,
         FRONTEND_ORIGINS=settings.frontend_origins,
         MAX_REQUEST_BODY_BYTES=str(settings.max_request_body_bytes),
     )

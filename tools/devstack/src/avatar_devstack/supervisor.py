@@ -2,17 +2,28 @@
 
 Each child runs in its own process group so stopping it also stops anything it spawned
 (uvicorn workers, for instance), and a terminal's Ctrl-C reaches only this supervisor,
-which then stops the children in reverse order of start.
+which then stops the children. On Linux each child also gets SIGTERM if the supervisor dies
+without cleaning up (even by SIGKILL), so no stack outlives its runner.
 """
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ChildFailed(RuntimeError):
@@ -43,6 +54,7 @@ class Supervisor:
                 stdout=output,
                 stderr=subprocess.STDOUT if output else None,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             if output:
@@ -75,9 +87,18 @@ class Supervisor:
                 self._signal(child, signal.SIGKILL)
                 child.process.wait()
 
-    def stop_all(self) -> None:
-        for child in reversed(self.children):
-            self.stop(child)
+    def stop_all(self, grace_s: float = 5) -> None:
+        """All at once: SIGTERM to every child, then SIGKILL to any still there at the end."""
+        running = [c for c in self.children if c.process.poll() is None]
+        for child in running:
+            self._signal(child, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for child in running:
+            try:
+                child.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._signal(child, signal.SIGKILL)
+                child.process.wait()
         self.children.clear()
 
     @staticmethod

@@ -93,13 +93,15 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
 
 @contextmanager
 def upstream_errors(model: str | None = None) -> Iterator[None]:
-    """Turn transport failures into 503/504 and the server's HTTP errors into 404/502."""
+    """Unreachable -> 503, too slow -> 504, broken off mid-answer -> 502."""
     try:
         yield
     except (httpx.TimeoutException, TimeoutError) as exc:
         raise LlmTimeout() from exc
-    except httpx.TransportError as exc:
+    except httpx.ConnectError as exc:
         raise LlmUnavailable() from exc
+    except httpx.TransportError as exc:  # it answered, then broke off
+        raise LlmError("The language model server broke off its answer.") from exc
 
 
 async def check_status(response: httpx.Response, model: str | None) -> None:
