@@ -57,8 +57,10 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Our access log replaces uvicorn's, which would log each request a second time.
+    # Our access log replaces uvicorn's, which would log each request a second time, and
+    # httpx's line per outgoing request would double the log volume on every proxied call.
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -30,10 +30,28 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Appends one turn atomically and in one round trip; refuses (returns 0) when another user
+# owns the session. KEYS: meta, messages. ARGV: user, model, now, prompt tokens, completion
+# tokens, ttl, then the messages as JSON.
+RECORD_TURN = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[1] then return 0 end
+if not owner then redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'created_at', ARGV[3]) end
+redis.call('HSET', KEYS[1], 'model', ARGV[2], 'updated_at', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'prompt_tokens', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'completion_tokens', ARGV[5])
+redis.call('RPUSH', KEYS[2], unpack(ARGV, 7))
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return 1
+"""
+
+
 class SessionStore:
     def __init__(self, redis: Redis, ttl_s: int) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
+        self._record_turn = redis.register_script(RECORD_TURN)
 
     async def check_owner(self, session_id: str, user_id: str) -> None:
         """Passes for a new session id or one of the caller's; 404 for anyone else's."""
@@ -50,20 +68,21 @@ class SessionStore:
         prompt_tokens: int,
         completion_tokens: int,
     ) -> None:
-        meta, messages = _meta_key(session_id), _messages_key(session_id)
         now = _now()
-        # HSETNX makes creation atomic: of two first requests, one creates, both append.
-        if not await self.redis.hsetnx(meta, "owner", user_id):
-            await self.check_owner(session_id, user_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(meta, "created_at", now)
-            pipe.hset(meta, mapping={"model": model, "updated_at": now})
-            pipe.hincrby(meta, "prompt_tokens", prompt_tokens)
-            pipe.hincrby(meta, "completion_tokens", completion_tokens)
-            pipe.rpush(messages, *(json.dumps({**m, "at": now}) for m in exchanged))
-            pipe.expire(meta, self.ttl_s)
-            pipe.expire(messages, self.ttl_s)
-            await pipe.execute()
+        recorded = await self._record_turn(
+            keys=[_meta_key(session_id), _messages_key(session_id)],
+            args=[
+                user_id,
+                model,
+                now,
+                prompt_tokens,
+                completion_tokens,
+                self.ttl_s,
+                *(json.dumps({**m, "at": now}, ensure_ascii=False) for m in exchanged),
+            ],
+        )
+        if not recorded:
+            raise SessionNotFound(session_id)
 
     async def history(self, session_id: str, user_id: str) -> dict[str, Any]:
         meta = await self.redis.hgetall(_meta_key(session_id))

@@ -1,0 +1,32 @@
+"""Session ownership, straight against the store and a real Redis (the HTTP layer has only
+the anonymous user until the auth service exists)."""
+
+import pytest
+
+from avatar_chat.errors import SessionNotFound
+from avatar_chat.sessions import SessionStore
+
+TURN = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+
+
+async def test_another_users_session_is_invisible_and_untouched(redis):
+    store = SessionStore(redis, ttl_s=60)
+    await store.record_turn("s1", "alice", TURN, "m", 10, 2)
+    for attempt in (
+        store.check_owner("s1", "bob"),
+        store.history("s1", "bob"),
+        store.delete("s1", "bob"),
+        store.record_turn("s1", "bob", TURN, "m", 1, 1),
+    ):
+        with pytest.raises(SessionNotFound):
+            await attempt
+    history = await store.history("s1", "alice")
+    assert len(history["messages"]) == 2
+    assert history["usage"] == {"prompt_tokens": 10, "completion_tokens": 2}
+
+
+async def test_sessions_expire_when_idle(redis):
+    store = SessionStore(redis, ttl_s=60)
+    await store.record_turn("s2", "alice", TURN, "m", 1, 1)
+    assert 0 < await redis.ttl("chat:session:s2") <= 60
+    assert 0 < await redis.ttl("chat:session:s2:messages") <= 60
