@@ -143,3 +143,21 @@ async def test_model_list_marks_the_default_first(chat):
     models = (await chat.get("/api/chat/models")).json()["data"]["models"]
     assert models[0] == {"id": "gemma-3-27b-it", "name": "Gemma 3 27B IT (Default)"}
     assert {"id": "dolphin-2.9-8b", "name": "Dolphin 2.9 8B"} in models
+
+
+async def test_a_client_that_leaves_stops_the_upstream(redis_url, redis, backend_name):
+    with emulated_llm(backend_name, tokens_per_second=20) as backend:
+        app = create_app(chat_settings(redis_url, **backend.settings))
+        with serve_in_thread(app, lifespan="on") as url:
+            async with httpx.AsyncClient(base_url=url, trust_env=False) as chat:
+                body = ask("길게 말해줘", stream=True)
+                async with chat.stream("POST", "/api/chat", json=body) as response:
+                    async for line in response.aiter_lines():
+                        if line.startswith("event: delta"):
+                            break  # leave after the first delta
+            await asyncio.sleep(1.0)
+            sent = backend.recorder.prompts[-1].tokens_sent
+            await asyncio.sleep(1.0)
+            assert backend.recorder.prompts[-1].tokens_sent == sent  # nothing more generated
+    assert sent < 40  # of a reply of well over 50 tokens at 20/s
+    assert await redis.keys("chat:*") == []

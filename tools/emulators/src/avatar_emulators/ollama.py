@@ -269,7 +269,7 @@ def create_app(config: OllamaConfig | None = None) -> FastAPI:
             raise OllamaError(config.fail_status, "emulator: injected failure (fail_status)")
         if not req.messages:
             return _load_response(req, started)
-        return await _answer(config, req, used, prompt_tokens, started)
+        return await _answer(config, req, used, prompt_tokens, started, config.recorder.prompts[-1])
 
     @app.get("/_emulator/prompts")
     async def list_prompts() -> list[dict[str, Any]]:
@@ -310,14 +310,21 @@ def _load_response(req: ChatRequest, started: int) -> Response:
 
 
 async def _answer(
-    config: OllamaConfig, req: ChatRequest, used: list[Message], prompt_tokens: int, started: int
+    config: OllamaConfig,
+    req: ChatRequest,
+    used: list[Message],
+    prompt_tokens: int,
+    started: int,
+    record: PromptRecord,
 ) -> Response:
     """Generate the reply and send it as an NDJSON stream or as one JSON object."""
     reply = split_reply(build_reply(used, req.model, req.temperature))
     tokens, cut = limit_tokens(reply, req.num_predict)
     done_reason = "length" if cut else "stop"
     if req.stream:
-        stream = _stream_chat(config, req.model, tokens, done_reason, prompt_tokens, started)
+        stream = _stream_chat(
+            config, req.model, tokens, done_reason, prompt_tokens, started, record
+        )
         return StreamingResponse(stream, media_type="application/x-ndjson")
     if req.model == ERROR_MIDSTREAM_MODEL:
         raise OllamaError(500, ERROR_MIDSTREAM_MESSAGE)
@@ -335,6 +342,7 @@ async def _stream_chat(
     done_reason: str,
     prompt_tokens: int,
     started: int,
+    record: PromptRecord,
 ) -> AsyncIterator[bytes]:
     """NDJSON lines: one chunk per token, then the statistics line (or an in-band error)."""
     for index, token in enumerate(tokens):
@@ -344,4 +352,5 @@ async def _stream_chat(
             yield _ndjson({"error": ERROR_MIDSTREAM_MESSAGE})
             return
         yield _ndjson(_chunk(model, token))
+        record.tokens_sent += 1
     yield _ndjson(_final(model, "", done_reason, prompt_tokens, len(tokens), started))

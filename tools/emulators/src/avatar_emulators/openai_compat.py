@@ -246,7 +246,9 @@ def _sse(data: dict[str, Any] | str) -> bytes:
     return f"data: {payload}\n\n".encode()
 
 
-async def _stream(config: OpenAICompatConfig, completion: _Completion) -> AsyncIterator[bytes]:
+async def _stream(
+    config: OpenAICompatConfig, completion: _Completion, record: PromptRecord
+) -> AsyncIterator[bytes]:
     """SSE events: role chunk, content deltas, finish chunk, optional usage chunk, [DONE]."""
     yield _sse(completion.chunk({"role": "assistant", "content": ""}))
     for index, token in enumerate(completion.tokens):
@@ -257,6 +259,7 @@ async def _stream(config: OpenAICompatConfig, completion: _Completion) -> AsyncI
             yield _sse("[DONE]")
             return
         yield _sse(completion.chunk({"content": token}))
+        record.tokens_sent += 1
     yield _sse(completion.chunk({}, completion.finish_reason))
     if completion.include_usage:
         yield _sse(completion.usage_chunk())
@@ -328,7 +331,8 @@ def _build_router(config: OpenAICompatConfig) -> APIRouter:
             raise OpenAIError(config.fail_status, "emulator: injected failure (fail_status)")
         completion = _new_completion(req, prompt_tokens)
         if req.stream:
-            return StreamingResponse(_stream(config, completion), media_type="text/event-stream")
+            stream = _stream(config, completion, config.recorder.prompts[-1])
+            return StreamingResponse(stream, media_type="text/event-stream")
         if req.model == ERROR_MIDSTREAM_MODEL:
             raise OpenAIError(500, ERROR_MIDSTREAM_MESSAGE)
         await wait_for_whole_reply(

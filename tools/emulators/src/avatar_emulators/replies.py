@@ -163,6 +163,9 @@ class PromptRecord:
     prompt_tokens: int
     options: dict[str, Any]
     stream: bool
+    # Content tokens actually sent when streaming: a reader that went away stops the count,
+    # which lets tests see that a client's disconnect reached the emulator.
+    tokens_sent: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
