@@ -59,8 +59,11 @@ async def prepare(body: ChatRequest, user_id: str, deps: ChatDeps) -> PreparedTu
         persona, voice_id = persona or character.persona, character.voice_id
     if not persona:
         raise ValidationFailed("persona: give a persona or a character_id")
-    session_id = str(body.session_id or uuid.uuid4())
-    await deps.sessions.check_owner(session_id, user_id)
+    if body.session_id:
+        session_id = str(body.session_id)
+        await deps.sessions.check_owner(session_id, user_id)
+    else:
+        session_id = str(uuid.uuid4())  # new: nobody can own it yet
     system = {"role": "system", "content": build_system_prompt(persona, body.scenario)}
     messages = [system, *({"role": m.role, "content": m.content} for m in body.messages)]
     llm_request = LlmRequest(
