@@ -11,6 +11,7 @@ from tests.contract import contract_endpoints, normalise
 
 FRONTEND = "http://localhost:3000"
 JSON_TYPE = {"content-type": "application/json"}
+MINIMAL = {"name": "n", "persona": "p"}
 
 
 async def test_root_answers_plain_text(gateway):
@@ -90,6 +91,7 @@ async def test_simple_request_from_the_frontend_carries_cors_headers(gateway):
     [
         ("POST", "/api/chat", {"content": b"{oops", "headers": JSON_TYPE}, 400, "invalid_json"),
         ("POST", "/api/characters", {"json": {"name": 5}}, 422, "validation_error"),
+        ("PUT", "/api/characters/hermione", {"json": MINIMAL}, 403, "preset_read_only"),
         ("PUT", "/api/chat/models", {}, 405, "method_not_allowed"),
         ("GET", "/api/no-such-service", {}, 404, "not_found"),
         ("GET", "/api/chatroom", {}, 404, "not_found"),

@@ -1,38 +1,152 @@
-from fastapi import APIRouter
+from typing import Annotated, Literal
 
-from avatar_characters.schemas import Character, CharacterIn, CharacterList
-from avatar_shared.envelope import Envelope
-from avatar_shared.errors import ERROR_RESPONSES, not_built
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.datastructures import UploadFile
+
+from avatar_characters.cards import MAX_CARD_BYTES, CardTooLarge
+from avatar_characters.deps import CharactersDep
+from avatar_characters.listing import matches, page
+from avatar_characters.schemas import (
+    Character,
+    CharacterFields,
+    CharacterPage,
+    CharacterPatch,
+    Deleted,
+)
+from avatar_shared.envelope import Envelope, ok
+from avatar_shared.errors import ERROR_RESPONSES, AppError, BadRequest
 from avatar_shared.identity import UserId
 
 router = APIRouter(prefix="/api/characters", tags=["characters"], responses=ERROR_RESPONSES)
 
 
-@router.get("/presets", response_model=Envelope[CharacterList])
-async def list_presets() -> Envelope[CharacterList]:
-    not_built("GET /api/characters/presets")
+class UnsupportedCardUpload(AppError):
+    status_code, code = 415, "unsupported_media_type"
+    message = "Send the card as multipart/form-data (field 'file') or as an application/json body."
 
 
-@router.get("", response_model=Envelope[CharacterList])
-async def list_own(user_id: UserId) -> Envelope[CharacterList]:
-    not_built("GET /api/characters")
+class ListQuery:
+    """`category`, `tag`, `q` (name/description search), then a page of `limit` after `cursor`."""
+
+    def __init__(
+        self,
+        category: Annotated[str | None, Query(max_length=50)] = None,
+        tag: Annotated[str | None, Query(max_length=30)] = None,
+        q: Annotated[str | None, Query(max_length=100)] = None,
+        cursor: Annotated[str | None, Query(max_length=100)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> None:
+        self.category, self.tag, self.q, self.cursor, self.limit = category, tag, q, cursor, limit
+
+    def apply(self, characters: list[Character]) -> CharacterPage:
+        selected = [c for c in characters if matches(c, self.category, self.tag, self.q)]
+        chunk, next_cursor = page(selected, self.cursor, self.limit)
+        return CharacterPage(characters=chunk, next_cursor=next_cursor)
+
+
+Listing = Annotated[ListQuery, Depends()]
+
+
+@router.get("/presets", response_model=Envelope[CharacterPage])
+async def list_presets(chars: CharactersDep, listing: Listing) -> Envelope[CharacterPage]:
+    return ok(listing.apply(chars.presets.all()))
+
+
+@router.get("", response_model=Envelope[CharacterPage], summary="The caller's own characters")
+async def list_own(
+    chars: CharactersDep, listing: Listing, user_id: UserId
+) -> Envelope[CharacterPage]:
+    own = [Character.model_validate(c) for c in await chars.store.list_owned(user_id)]
+    return ok(listing.apply(own))
 
 
 @router.post("", response_model=Envelope[Character], status_code=201)
-async def create(body: CharacterIn, user_id: UserId) -> Envelope[Character]:
-    not_built("POST /api/characters")
+async def create(
+    body: CharacterFields, chars: CharactersDep, user_id: UserId
+) -> Envelope[Character]:
+    return ok(await chars.create(user_id, body))
+
+
+@router.post(
+    "/import",
+    response_model=Envelope[Character],
+    status_code=201,
+    summary="Create a character from a Character Card V2/V3 (PNG or JSON)",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "required": ["file"],
+                    }
+                },
+                "application/json": {"schema": {"type": "object"}},
+            }
+        }
+    },
+)
+async def import_card(
+    request: Request, chars: CharactersDep, user_id: UserId
+) -> Envelope[Character]:
+    return ok(await chars.import_card(user_id, await _card_bytes(request)))
+
+
+async def _card_bytes(request: Request) -> bytes:
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json"):
+        raw = await request.body()
+    elif content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=5)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise BadRequest("The form has no 'file' field with the card.", code="missing_file")
+        raw = await upload.read(MAX_CARD_BYTES + 1)
+    else:
+        raise UnsupportedCardUpload()
+    if len(raw) > MAX_CARD_BYTES:
+        raise CardTooLarge(f"The card is larger than {MAX_CARD_BYTES} bytes.")
+    return raw
 
 
 @router.get("/{character_id}", response_model=Envelope[Character])
-async def get_one(character_id: str, user_id: UserId) -> Envelope[Character]:
-    not_built("GET /api/characters/{character_id}")
+async def get_one(character_id: str, chars: CharactersDep) -> Envelope[Character]:
+    return ok(await chars.get(character_id))
 
 
-@router.put("/{character_id}", response_model=Envelope[Character])
-async def replace(character_id: str, body: CharacterIn, user_id: UserId) -> Envelope[Character]:
-    not_built("PUT /api/characters/{character_id}")
+@router.get(
+    "/{character_id}/export",
+    summary="The character as a Character Card V3 (JSON) or a PNG with chara and ccv3 chunks",
+    responses={200: {"content": {"application/json": {}, "image/png": {}}}},
+)
+async def export(
+    character_id: str, chars: CharactersDep, format: Literal["json", "png"] = "json"
+) -> Response:
+    body = await chars.export(character_id, as_png=format == "png")
+    media_type = "image/png" if format == "png" else "application/json"
+    filename = f"{character_id}.{'png' if format == 'png' else 'json'}"
+    disposition = f'attachment; filename="{filename}"'
+    return Response(body, media_type=media_type, headers={"Content-Disposition": disposition})
 
 
-@router.delete("/{character_id}")
-async def delete(character_id: str, user_id: UserId) -> Envelope[dict]:
-    not_built("DELETE /api/characters/{character_id}")
+@router.put(
+    "/{character_id}", response_model=Envelope[Character], summary="Replace every editable field"
+)
+async def replace(
+    character_id: str, body: CharacterFields, chars: CharactersDep, user_id: UserId
+) -> Envelope[Character]:
+    return ok(await chars.replace(character_id, user_id, body))
+
+
+@router.patch("/{character_id}", response_model=Envelope[Character], summary="Change some fields")
+async def patch(
+    character_id: str, body: CharacterPatch, chars: CharactersDep, user_id: UserId
+) -> Envelope[Character]:
+    return ok(await chars.patch(character_id, user_id, body))
+
+
+@router.delete("/{character_id}", response_model=Envelope[Deleted])
+async def delete(character_id: str, chars: CharactersDep, user_id: UserId) -> Envelope[Deleted]:
+    await chars.delete(character_id, user_id)
+    return ok(Deleted(id=character_id, deleted=True))

@@ -1,0 +1,219 @@
+"""Character Card V2 and V3 (the role-play ecosystem's exchange format), as JSON or in PNG.
+
+Specs: character-card-spec-v2 (`spec: chara_card_v2`, the card as base64 JSON in a PNG tEXt
+chunk named `chara`) and character-card-spec-v3 (`spec: chara_card_v3`, chunk `ccv3`; a V3
+reader prefers `ccv3` when both are present). Pure functions: bytes in, bytes or dicts out.
+"""
+
+import base64
+import binascii
+import copy
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from avatar_shared.errors import AppError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_CARD_BYTES = 10 * 1024 * 1024
+MAX_PIXELS = 4096 * 4096  # a card portrait; anything larger is refused before decoding
+V2, V3 = "chara_card_v2", "chara_card_v3"
+# Our fields hold at most this much (API limits); the raw card keeps the full text.
+LIMITS = {"name": 100, "persona": 8000, "description": 2000, "sample_dialogue": 4000}
+
+
+class BadCard(AppError):
+    status_code, code, message = 422, "invalid_card", "The character card is invalid."
+
+
+class CardTooLarge(AppError):
+    status_code, code, message = 413, "card_too_large", "The character card is too large."
+
+
+@dataclass(frozen=True)
+class ImportedCard:
+    fields: dict[str, Any]  # our editable fields, ready for CharacterIn
+    card: dict[str, Any]  # the whole card as received, kept for a lossless export
+
+
+# --- PNG chunks ---------------------------------------------------------------------------
+
+
+def _chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    if not png.startswith(PNG_SIGNATURE):
+        raise BadCard("The file is neither a PNG image nor a JSON card.")
+    chunks, offset = [], len(PNG_SIGNATURE)
+    while offset + 12 <= len(png):
+        (length,) = struct.unpack(">I", png[offset : offset + 4])
+        kind = png[offset + 4 : offset + 8]
+        data = png[offset + 8 : offset + 8 + length]
+        if len(data) != length:
+            raise BadCard("The PNG file is truncated.")
+        chunks.append((kind, data))
+        offset += 12 + length
+        if kind == b"IEND":
+            return chunks
+    raise BadCard("The PNG file is truncated (no IEND chunk).")
+
+
+def _check_dimensions(chunks: list[tuple[bytes, bytes]]) -> None:
+    if not chunks or chunks[0][0] != b"IHDR" or len(chunks[0][1]) < 8:
+        raise BadCard("The PNG file has no valid header chunk.")
+    width, height = struct.unpack(">II", chunks[0][1][:8])
+    if width * height > MAX_PIXELS:
+        raise CardTooLarge(f"The image is {width}x{height}; at most {MAX_PIXELS} pixels.")
+
+
+def _text_chunks(chunks: list[tuple[bytes, bytes]]) -> dict[str, bytes]:
+    texts = {}
+    for kind, data in chunks:
+        if kind == b"tEXt" and b"\0" in data:
+            keyword, text = data.split(b"\0", 1)
+            texts[keyword.decode("latin-1").lower()] = text
+    return texts
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def png_with_cards(png: bytes, cards: dict[str, dict[str, Any]]) -> bytes:
+    """`png` with its card chunks replaced by `cards` (keyword -> card), before IEND."""
+    kept = [
+        (kind, data)
+        for kind, data in _chunks(png)
+        if not (kind == b"tEXt" and data.split(b"\0", 1)[0].lower() in (b"chara", b"ccv3"))
+    ]
+    encoded = [
+        (b"tEXt", keyword.encode() + b"\0" + base64.b64encode(json.dumps(card).encode()))
+        for keyword, card in cards.items()
+    ]
+    body = kept[:-1] + encoded + kept[-1:]
+    return PNG_SIGNATURE + b"".join(_chunk(kind, data) for kind, data in body)
+
+
+def placeholder_png(seed: str, size: int = 256) -> bytes:
+    """A plain square in a colour derived from `seed`: the portrait of a card with none."""
+    digest = zlib.crc32(seed.encode())
+    pixel = bytes(((digest >> 16) & 0xFF, (digest >> 8) & 0xFF, digest & 0xFF))
+    rows = b"".join(b"\0" + pixel * size for _ in range(size))
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (
+        PNG_SIGNATURE
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(rows, 9))
+        + _chunk(b"IEND", b"")
+    )
+
+
+# --- reading a card -----------------------------------------------------------------------
+
+
+def card_from_png(png: bytes) -> dict[str, Any]:
+    chunks = _chunks(png)
+    _check_dimensions(chunks)
+    texts = _text_chunks(chunks)
+    encoded = texts.get("ccv3") or texts.get("chara")
+    if encoded is None:
+        raise BadCard("The PNG image carries no character card (no 'chara' or 'ccv3' chunk).")
+    try:
+        return _as_object(json.loads(base64.b64decode(encoded, validate=True)))
+    except (binascii.Error, ValueError) as exc:
+        raise BadCard("The card chunk is not valid base64-encoded JSON.") from exc
+
+
+def card_from_json(raw: bytes) -> dict[str, Any]:
+    try:
+        return _as_object(json.loads(raw))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadCard("The card is not valid JSON.") from exc
+
+
+def _as_object(card: object) -> dict[str, Any]:
+    if not isinstance(card, dict):
+        raise BadCard("The card is not a JSON object.")
+    return card
+
+
+def read_card(raw: bytes) -> dict[str, Any]:
+    if len(raw) > MAX_CARD_BYTES:
+        raise CardTooLarge(f"The card is larger than {MAX_CARD_BYTES} bytes.")
+    return card_from_png(raw) if raw.startswith(PNG_SIGNATURE) else card_from_json(raw)
+
+
+def _text(data: dict[str, Any], key: str) -> str:
+    value = data.get(key, "")
+    if not isinstance(value, str):
+        raise BadCard(f"The card's '{key}' is not text.")
+    return value.strip()
+
+
+def import_card(card: dict[str, Any]) -> ImportedCard:
+    """Map a V2/V3 card onto our fields; the card itself is kept whole."""
+    if card.get("spec") not in (V2, V3):
+        raise BadCard(f"Unsupported card spec {card.get('spec')!r}: expected {V2} or {V3}.")
+    data = card.get("data")
+    if not isinstance(data, dict):
+        raise BadCard("The card has no 'data' object.")
+    name = _text(data, "name")
+    persona = "\n\n".join(p for p in (_text(data, "description"), _text(data, "personality")) if p)
+    if not name or not persona:
+        raise BadCard("The card needs a name and a description or personality.")
+    for field, value in (("name", name), ("persona", persona)):
+        if len(value) > LIMITS[field]:
+            raise BadCard(f"The card's {field} is longer than {LIMITS[field]} characters.")
+    tags = data.get("tags", [])
+    if not isinstance(tags, list):
+        raise BadCard("The card's 'tags' is not a list.")
+    fields = {
+        "name": name,
+        "persona": persona,
+        "description": _text(data, "creator_notes")[: LIMITS["description"]],
+        "sample_dialogue": _text(data, "mes_example")[: LIMITS["sample_dialogue"]],
+        "tags": [t.strip()[:30] for t in tags if isinstance(t, str) and t.strip()][:20],
+        "scenario": _text(data, "scenario"),
+        "first_message": _text(data, "first_mes"),
+    }
+    return ImportedCard(fields, copy.deepcopy(card))
+
+
+# --- writing a card -----------------------------------------------------------------------
+
+
+def export_card(character: dict[str, Any], spec: str = V3) -> dict[str, Any]:
+    """A card for `character`: its imported card with our current fields written over the
+    ones they came from (only where the user changed them), or a new card."""
+    card = copy.deepcopy(character.get("card") or {})
+    data = card.setdefault("data", {})
+    imported = character.get("imported_fields") or {}
+    ours = {
+        "name": ("name",),
+        "persona": ("description", "personality"),
+        "description": ("creator_notes",),
+        "sample_dialogue": ("mes_example",),
+        "scenario": ("scenario",),
+        "first_message": ("first_mes",),
+    }
+    for field, card_keys in ours.items():
+        value = character.get(field) or ""
+        if field not in imported or imported[field] != value:
+            data[card_keys[0]] = value
+            for other in card_keys[1:]:
+                data[other] = ""  # persona now lives in description alone
+    if imported.get("tags") != character.get("tags"):
+        data["tags"] = list(character.get("tags") or [])
+    for key, empty in (("personality", ""), ("scenario", ""), ("first_mes", ""),
+                       ("mes_example", ""), ("creator_notes", ""), ("system_prompt", ""),
+                       ("post_history_instructions", ""), ("alternate_greetings", []),
+                       ("tags", []), ("creator", ""), ("character_version", ""),
+                       ("extensions", {})):  # fmt: skip
+        data.setdefault(key, copy.deepcopy(empty))
+    if spec == V3:
+        data.setdefault("group_only_greetings", [])
+        card.update(spec=V3, spec_version="3.0")
+    else:
+        card.update(spec=V2, spec_version="2.0")
+    return card

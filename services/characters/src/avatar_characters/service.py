@@ -1,0 +1,103 @@
+"""The characters domain: presets and user characters behind one set of operations."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from avatar_characters.cards import (
+    PNG_SIGNATURE,
+    V2,
+    V3,
+    export_card,
+    import_card,
+    placeholder_png,
+    png_with_cards,
+    read_card,
+)
+from avatar_characters.presets import PresetCatalog
+from avatar_characters.schemas import Character, CharacterFields, CharacterPatch
+from avatar_characters.store import CharacterNotFound, CharacterStore
+from avatar_characters.voices import VoiceDirectory
+from avatar_shared.errors import Forbidden, ValidationFailed
+
+
+class PresetReadOnly(Forbidden):
+    code, message = "preset_read_only", "Preset characters cannot be changed or deleted."
+
+
+@dataclass(frozen=True)
+class Characters:
+    presets: PresetCatalog
+    store: CharacterStore
+    voices: VoiceDirectory
+    images_dir: Path | None
+
+    async def get(self, character_id: str) -> Character:
+        preset = self.presets.get(character_id)
+        if preset is not None:
+            return preset
+        stored = await self.store.get(character_id)
+        if stored is None:
+            raise CharacterNotFound(character_id)
+        return Character.model_validate(stored)
+
+    async def get_stored(self, character_id: str) -> dict[str, Any]:
+        """The full stored record (with its raw card) of a user character, or a preset's."""
+        preset = self.presets.get(character_id)
+        if preset is not None:
+            return preset.model_dump()
+        stored = await self.store.get(character_id)
+        if stored is None:
+            raise CharacterNotFound(character_id)
+        return stored
+
+    async def create(self, user_id: str, fields: CharacterFields) -> Character:
+        await self.voices.check(fields.voice_id)
+        return Character.model_validate(await self.store.create(user_id, fields.model_dump()))
+
+    async def replace(self, character_id: str, user_id: str, fields: CharacterFields) -> Character:
+        return await self._update(character_id, user_id, fields.model_dump())
+
+    async def patch(self, character_id: str, user_id: str, patch: CharacterPatch) -> Character:
+        changes = patch.model_dump(exclude_unset=True)
+        nulls = [f for f, v in changes.items() if v is None and f != "image_url"]
+        if nulls:
+            raise ValidationFailed(f"{nulls[0]}: may be left out, but not set to null")
+        return await self._update(character_id, user_id, changes)
+
+    async def _update(self, character_id: str, user_id: str, changes: dict[str, Any]) -> Character:
+        if self.presets.get(character_id) is not None:
+            raise PresetReadOnly()
+        if "voice_id" in changes:
+            await self.voices.check(changes["voice_id"])
+        return Character.model_validate(await self.store.update(character_id, user_id, changes))
+
+    async def delete(self, character_id: str, user_id: str) -> None:
+        if self.presets.get(character_id) is not None:
+            raise PresetReadOnly()
+        await self.store.delete(character_id, user_id)
+
+    async def import_card(self, user_id: str, raw: bytes) -> Character:
+        imported = import_card(read_card(raw))
+        fields = CharacterFields.model_validate(imported.fields)
+        record = {**fields.model_dump(), "card": imported.card, "imported_fields": imported.fields}
+        return Character.model_validate(await self.store.create(user_id, record))
+
+    async def export(self, character_id: str, as_png: bool) -> bytes:
+        character = await self.get_stored(character_id)
+        if not as_png:
+            return json.dumps(export_card(character, V3), ensure_ascii=False).encode()
+        portrait = self._portrait(character.get("image_url")) or placeholder_png(character_id)
+        cards = {"chara": export_card(character, V2), "ccv3": export_card(character, V3)}
+        return png_with_cards(portrait, cards)
+
+    def _portrait(self, image_url: str | None) -> bytes | None:
+        """The character's own image when it is a local PNG under IMAGES_DIR."""
+        if not (self.images_dir and image_url and image_url.startswith("/images/")):
+            return None
+        path = (self.images_dir / image_url.removeprefix("/images/")).resolve()
+        if not path.is_relative_to(self.images_dir.resolve()) or not path.is_file():
+            return None
+        data = path.read_bytes()
+        return data if data.startswith(PNG_SIGNATURE) else None
