@@ -129,7 +129,7 @@ def card_from_json(raw: bytes) -> dict[str, Any]:
     try:
         return _as_object(json.loads(raw))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadCard("The card is not valid JSON.") from exc
+        raise BadCard("The file is neither a PNG image nor a valid JSON card.") from exc
 
 
 def _as_object(card: object) -> dict[str, Any]:

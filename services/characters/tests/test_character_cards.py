@@ -1,0 +1,163 @@
+"""Character Card V2/V3 import and export, with a real card from the ecosystem."""
+
+import base64
+import json
+import struct
+import zlib
+
+import pytest
+
+from avatar_characters.cards import MAX_CARD_BYTES, placeholder_png, png_with_cards
+from avatar_devstack.stack import REPO_ROOT
+
+from .conftest import as_user
+
+SERAPHINA = REPO_ROOT.parent / "shared" / "testdata" / "cards" / "default_Seraphina.png"
+ALICE = as_user("alice")
+
+
+def png_chunks(png: bytes) -> dict[str, dict]:
+    """Card chunks of a PNG, decoded; written independently of the code under test."""
+    found, offset = {}, 8
+    while offset < len(png):
+        (length,) = struct.unpack(">I", png[offset : offset + 4])
+        kind, data = png[offset + 4 : offset + 8], png[offset + 8 : offset + 8 + length]
+        if kind == b"tEXt":
+            keyword, text = data.split(b"\0", 1)
+            found[keyword.decode()] = json.loads(base64.b64decode(text))
+        offset += 12 + length
+    return found
+
+
+def original_seraphina() -> dict:
+    return png_chunks(SERAPHINA.read_bytes())["chara"]
+
+
+async def upload(client, name: str, content: bytes, **headers):
+    files = {"file": (name, content, "application/octet-stream")}
+    return await client.post("/api/characters/import", files=files, headers=headers or ALICE)
+
+
+async def test_import_a_real_v2_png_card(characters):
+    response = await upload(characters, "seraphina.png", SERAPHINA.read_bytes())
+    assert response.status_code == 201, response.text
+    character = response.json()["data"]
+    data = original_seraphina()["data"]
+    assert character["name"] == "Seraphina"
+    assert character["persona"] == data["description"].strip()  # personality is empty
+    assert character["description"] == data["creator_notes"].strip()
+    assert character["first_message"] == data["first_mes"].strip()
+    assert character["tags"] == data["tags"][:20]
+    assert character["owner"] == "alice" and character["is_preset"] is False
+
+
+async def test_export_keeps_every_field_of_the_imported_card(characters):
+    character = (await upload(characters, "s.png", SERAPHINA.read_bytes())).json()["data"]
+    exported = await characters.get(f"/api/characters/{character['id']}/export")
+    assert exported.headers["content-type"].startswith("application/json")
+    card = exported.json()
+    assert card["spec"] == "chara_card_v3" and card["spec_version"] == "3.0"
+    original = original_seraphina()
+    for key, value in original["data"].items():
+        assert card["data"][key] == value, key  # lorebook, greetings, extensions included
+    assert card["data"]["group_only_greetings"] == []
+    for key in set(original) - {"spec", "spec_version", "data"}:
+        assert card[key] == original[key], key
+
+
+async def test_round_trip_through_our_own_export_is_stable(characters):
+    first = (await upload(characters, "s.png", SERAPHINA.read_bytes())).json()["data"]
+    card_1 = (await characters.get(f"/api/characters/{first['id']}/export")).json()
+    second = await characters.post("/api/characters/import", json=card_1, headers=ALICE)
+    assert second.status_code == 201
+    card_2 = (await characters.get(f"/api/characters/{second.json()['data']['id']}/export")).json()
+    assert card_2 == card_1
+
+
+async def test_edits_show_in_the_export(characters):
+    character = (await upload(characters, "s.png", SERAPHINA.read_bytes())).json()["data"]
+    path = f"/api/characters/{character['id']}"
+    await characters.patch(path, json={"name": "Sera", "persona": "새 페르소나"}, headers=ALICE)
+    data = (await characters.get(f"{path}/export")).json()["data"]
+    assert data["name"] == "Sera" and data["description"] == "새 페르소나"
+    assert data["personality"] == ""
+    assert data["character_book"] == original_seraphina()["data"]["character_book"]
+
+
+async def test_png_export_carries_both_chunks(characters):
+    response = await characters.get("/api/characters/hermione/export?format=png")
+    assert response.headers["content-type"] == "image/png"
+    chunks = png_chunks(response.content)
+    assert chunks["chara"]["spec"] == "chara_card_v2"
+    assert chunks["ccv3"]["spec"] == "chara_card_v3"
+    assert chunks["ccv3"]["data"]["name"] == "헤르미온느 그레인저"
+    reimported = await upload(characters, "h.png", response.content)
+    assert reimported.json()["data"]["name"] == "헤르미온느 그레인저"
+
+
+async def test_ccv3_is_preferred_over_chara(characters):
+    v2 = {
+        "spec": "chara_card_v2",
+        "spec_version": "2.0",
+        "data": {"name": "Old", "description": "v2"},
+    }
+    v3 = {
+        "spec": "chara_card_v3",
+        "spec_version": "3.0",
+        "data": {"name": "New", "description": "v3"},
+    }
+    png = png_with_cards(placeholder_png("x", 8), {"chara": v2, "ccv3": v3})
+    assert (await upload(characters, "c.png", png)).json()["data"]["name"] == "New"
+
+
+def _huge_png() -> bytes:
+    png = bytearray(placeholder_png("x", 8))
+    png[16:24] = struct.pack(">II", 100_000, 100_000)  # IHDR width and height
+    return bytes(png)
+
+
+def _png_with_text(keyword: bytes, text: bytes) -> bytes:
+    base = placeholder_png("x", 8)
+    chunk_data = keyword + b"\0" + text
+    chunk = struct.pack(">I", len(chunk_data)) + b"tEXt" + chunk_data
+    chunk += struct.pack(">I", zlib.crc32(b"tEXt" + chunk_data) & 0xFFFFFFFF)
+    return base[:-12] + chunk + base[-12:]
+
+
+WRONG_SPEC = {"spec": "chara_card_v9", "data": {}}
+NO_PERSONA = {"spec": "chara_card_v2", "data": {"name": "n"}}
+
+
+def _b64(obj: object) -> bytes:
+    return base64.b64encode(json.dumps(obj).encode())
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "code", "says"),
+    [
+        (b"GIF89a not a card", 422, "invalid_card", "neither a PNG"),
+        (placeholder_png("x", 8), 422, "invalid_card", "no character card"),
+        (_png_with_text(b"chara", b"%%%not base64%%%"), 422, "invalid_card", "base64"),
+        (_png_with_text(b"chara", base64.b64encode(b"{not json")), 422, "invalid_card", "JSON"),
+        (_png_with_text(b"chara", _b64(WRONG_SPEC)), 422, "invalid_card", "Unsupported"),
+        (_png_with_text(b"chara", _b64(NO_PERSONA)), 422, "invalid_card", "description"),
+        (placeholder_png("x", 8)[:40], 422, "invalid_card", "truncated"),
+        (_huge_png(), 413, "card_too_large", "pixels"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * MAX_CARD_BYTES, 413, "card_too_large", "larger"),
+    ],
+)  # fmt: skip
+async def test_bad_cards_are_refused_with_a_reason(characters, redis, content, status, code, says):
+    response = await upload(characters, "card.png", content)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and says in error["message"]
+    assert await redis.keys("characters:*") == []
+
+
+async def test_an_upload_needs_a_file_field_and_a_known_type(characters):
+    no_file = await characters.post("/api/characters/import", files={"other": ("a", b"x")})
+    assert (no_file.status_code, no_file.json()["error"]["code"]) == (400, "missing_file")
+    wrong_type = await characters.post(
+        "/api/characters/import", content=b"x", headers={"content-type": "text/plain"}
+    )
+    assert wrong_type.status_code == 415

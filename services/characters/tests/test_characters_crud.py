@@ -1,0 +1,163 @@
+"""Presets, user characters and their owners, validation and listing."""
+
+import json
+import os
+
+import pytest
+
+from avatar_characters.app import create_app
+from avatar_characters.presets import PresetError
+from avatar_characters.settings import CharactersSettings
+
+from .conftest import as_user
+
+ALICE, BOB = as_user("alice"), as_user("bob")
+NEW = {"name": "나만의 캐릭터", "persona": "조용하고 다정한 도서관 사서.", "tags": ["태그1"]}
+
+
+async def test_presets_are_complete_and_distinct(characters):
+    presets = (await characters.get("/api/characters/presets")).json()["data"]["characters"]
+    assert len(presets) >= 6
+    assert len({p["voice_id"] for p in presets}) == len(presets)
+    hermione = next(p for p in presets if p["id"] == "hermione")
+    assert hermione["name"] == "헤르미온느 그레인저" and hermione["category"] == "소설"
+    assert hermione["tags"] == ["해리포터", "마법사", "똑똑함"]
+    assert hermione["image_url"] == "/images/characters/hermione.jpg"
+    for preset in presets:
+        assert preset["is_preset"] is True and preset["sample_dialogue"] and preset["persona"]
+
+
+async def test_presets_follow_the_file_without_a_restart(characters, presets_file):
+    data = json.loads(presets_file.read_text())
+    data["characters"][0]["name"] = "헤르미온느 (개정판)"
+    presets_file.write_text(json.dumps(data, ensure_ascii=False))
+    os.utime(presets_file, ns=(1, 1))  # a new mtime, whatever the clock's resolution
+    changed = (await characters.get("/api/characters/hermione")).json()["data"]
+    assert changed["name"] == "헤르미온느 (개정판)"
+
+    presets_file.write_text("{ broken")
+    os.utime(presets_file, ns=(2, 2))
+    kept = await characters.get("/api/characters/hermione")
+    assert kept.status_code == 200 and kept.json()["data"]["name"] == "헤르미온느 (개정판)"
+
+
+def test_a_broken_presets_file_stops_start_up(tmp_path, redis_url):
+    broken = tmp_path / "characters.json"
+    broken.write_text('{"characters": [{"id": "x"}]}')
+    with pytest.raises(PresetError, match="cannot load presets"):
+        create_app(CharactersSettings(redis_url=redis_url, characters_file=str(broken)))
+
+
+async def test_create_read_update_delete(characters, redis):
+    created = await characters.post("/api/characters", json=NEW, headers=ALICE)
+    assert created.status_code == 201
+    character = created.json()["data"]
+    assert character["id"].startswith("usr_") and character["owner"] == "alice"
+    assert character["is_preset"] is False and character["created_at"]
+    path = f"/api/characters/{character['id']}"
+
+    assert (await characters.get(path)).json()["data"]["name"] == NEW["name"]
+    replaced = await characters.put(path, json={**NEW, "name": "새 이름"}, headers=ALICE)
+    assert replaced.json()["data"]["name"] == "새 이름"
+    assert replaced.json()["data"]["tags"] == NEW["tags"]
+    patched = await characters.patch(path, json={"category": "커스텀"}, headers=ALICE)
+    assert patched.json()["data"]["category"] == "커스텀"
+    assert patched.json()["data"]["name"] == "새 이름"
+
+    assert (await characters.delete(path, headers=ALICE)).json()["data"]["deleted"] is True
+    assert (await characters.get(path)).status_code == 404
+    assert await redis.keys("characters:*") == []
+
+
+async def test_only_the_owner_may_change_a_character(characters):
+    character = (await characters.post("/api/characters", json=NEW, headers=ALICE)).json()["data"]
+    path = f"/api/characters/{character['id']}"
+    for response in (
+        await characters.put(path, json=NEW, headers=BOB),
+        await characters.patch(path, json={"name": "x"}, headers=BOB),
+        await characters.delete(path, headers=BOB),
+    ):
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "not_owner"
+    assert (await characters.get(path)).json()["data"]["name"] == NEW["name"]
+    assert (await characters.get("/api/characters", headers=BOB)).json()["data"]["characters"] == []
+
+
+@pytest.mark.parametrize("method", ["put", "patch", "delete"])
+async def test_presets_are_read_only(characters, method):
+    kwargs = {} if method == "delete" else {"json": NEW}
+    response = await getattr(characters, method)("/api/characters/hermione", **kwargs)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "preset_read_only"
+
+
+async def test_missing_characters_are_404(characters):
+    for response in (
+        await characters.get("/api/characters/usr_0000000000000000"),
+        await characters.put("/api/characters/usr_0000000000000000", json=NEW),
+        await characters.delete("/api/characters/usr_0000000000000000"),
+    ):
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "character_not_found"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"persona": "p"},
+        {"name": "", "persona": "p"},
+        {"name": "n" * 101, "persona": "p"},
+        {"name": "n", "persona": ""},
+        {"name": "n", "persona": "p" * 8001},
+        {**NEW, "description": "d" * 2001},
+        {**NEW, "sample_dialogue": "s" * 4001},
+        {**NEW, "tags": ["t"] * 21},
+        {**NEW, "tags": ["t" * 31]},
+        {**NEW, "category": "c" * 51},
+        {**NEW, "voice_id": "Not A Slug!"},
+        {**NEW, "image_url": "javascript:alert(1)"},
+        {**NEW, "image_url": "//evil.example/x.png"},
+        {**NEW, "is_preset": True},
+        {**NEW, "owner": "bob"},
+    ],
+)
+async def test_bad_characters_get_422_and_store_nothing(characters, redis, body):
+    response = await characters.post("/api/characters", json=body, headers=ALICE)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "validation_error"
+    assert await redis.keys("characters:*") == []
+
+
+async def test_patch_refuses_null_for_required_fields(characters):
+    character = (await characters.post("/api/characters", json=NEW)).json()["data"]
+    response = await characters.patch(f"/api/characters/{character['id']}", json={"name": None})
+    assert response.status_code == 422
+
+
+async def test_listing_filters_and_pages_newest_first(characters):
+    for index in range(5):
+        body = {**NEW, "name": f"캐릭터 {index}", "category": "짝수" if index % 2 == 0 else "홀수"}
+        await characters.post("/api/characters", json=body, headers=ALICE)
+    first = (await characters.get("/api/characters?limit=2", headers=ALICE)).json()["data"]
+    assert [c["name"] for c in first["characters"]] == ["캐릭터 4", "캐릭터 3"]
+    second = await characters.get(
+        f"/api/characters?limit=2&cursor={first['next_cursor']}", headers=ALICE
+    )
+    assert [c["name"] for c in second.json()["data"]["characters"]] == ["캐릭터 2", "캐릭터 1"]
+    even = (await characters.get("/api/characters?category=짝수", headers=ALICE)).json()["data"]
+    assert [c["name"] for c in even["characters"]] == ["캐릭터 4", "캐릭터 2", "캐릭터 0"]
+    assert even["next_cursor"] is None
+
+    presets = characters.get
+    assert [
+        c["id"]
+        for c in (await presets("/api/characters/presets?tag=해리포터")).json()["data"][
+            "characters"
+        ]
+    ] == ["hermione"]
+    assert [
+        c["id"]
+        for c in (await presets("/api/characters/presets?q=셜록")).json()["data"]["characters"]
+    ] == ["sherlock"]
+    assert (await presets("/api/characters/presets?limit=201")).status_code == 422
+    assert (await presets("/api/characters/presets?cursor=garbage!")).status_code == 422
