@@ -29,9 +29,10 @@ format:
 test: lint
 	$(UV) run --frozen pytest
 
-# Chat-path overhead: gateway + chat service versus the LLM emulator directly.
+# Latency benchmarks, each against a baseline measured in the same run (see bench/).
 bench:
 	$(UV) run --frozen python bench/chat_overhead.py
+	$(UV) run --frozen python bench/characters_read.py
 
 # Rewrite .env.example and README's configuration table from the settings classes.
 config-docs:

@@ -3,6 +3,8 @@
 import json
 import time
 
+import httpx
+
 PERSONA = "차분하고 친절한 사서. 존댓말을 쓴다."
 
 
@@ -41,3 +43,22 @@ async def test_stream_through_the_gateway_is_not_buffered(gateway):
 async def test_models_through_the_gateway(gateway):
     models = (await gateway.get("/api/chat/models")).json()["data"]["models"]
     assert models[0]["name"].endswith("(Default)")
+
+
+async def test_preset_character_through_the_gateway(stack, gateway):
+    body = {"messages": [{"role": "user", "content": "도서관 가자"}], "character_id": "hermione"}
+    response = await gateway.post("/api/chat", json=body)
+    assert response.status_code == 200, response.text
+    async with httpx.AsyncClient(trust_env=False) as direct:
+        prompts = (await direct.get(f"{stack.emulator_url('ollama')}/_emulator/prompts")).json()
+    system = prompts[-1]["messages_received"][0]
+    assert system["role"] == "system" and "헤르미온느 그레인저" in system["content"]
+
+
+async def test_character_crud_through_the_gateway(gateway):
+    created = await gateway.post("/api/characters", json={"name": "게이트웨이", "persona": "p"})
+    assert created.status_code == 201
+    path = f"/api/characters/{created.json()['data']['id']}"
+    assert (await gateway.get(path)).json()["data"]["name"] == "게이트웨이"
+    assert (await gateway.delete(path)).status_code == 200
+    assert (await gateway.get(path)).status_code == 404

@@ -118,17 +118,26 @@ async def test_first_delta_arrives_before_generation_ends(redis_url, backend_nam
     assert arrivals[0][1] < arrivals[-1][1] / 3
 
 
-async def test_characters_service_without_the_endpoint_gives_503(app_client, redis_url, backend):
+async def test_character_id_brings_the_persona_from_the_characters_service(redis_url, backend):
     characters = characters_app(CharactersSettings(redis_url=redis_url))
-    with serve_in_thread(characters) as characters_url:
+    with serve_in_thread(characters, lifespan="on") as characters_url:
         settings = ChatSettings(
             redis_url=redis_url, characters_url=characters_url, **backend.settings
         )
-        async with app_client(create_app(settings)) as chat:
-            response = await chat.post("/api/chat", json=ask("hi", character_id="hermione"))
-    assert response.status_code == 503
-    assert response.json()["error"]["code"] == "characters_unavailable"
-    assert backend.recorder.prompts == []
+        app = create_app(settings)
+        with serve_in_thread(app, lifespan="on") as chat_url:
+            async with httpx.AsyncClient(base_url=chat_url, trust_env=False) as chat:
+                body = {
+                    "messages": [{"role": "user", "content": "안녕"}],
+                    "character_id": "hermione",
+                }
+                found = await chat.post("/api/chat", json=body)
+                missing = await chat.post("/api/chat", json={**body, "character_id": "nobody"})
+    assert found.status_code == 200, found.text
+    system = backend.recorder.prompts[-1].messages_received[0]["content"]
+    assert "헤르미온느 그레인저" in system and "그리핀도르" in system
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "character_not_found"
 
 
 @pytest.mark.parametrize("stream", [False, True])
