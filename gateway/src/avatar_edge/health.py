@@ -7,7 +7,6 @@ The edge reuses a result for `health_cache_s` seconds (see app.py).
 """
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ from redis.exceptions import RedisError
 
 from avatar_edge.settings import EdgeSettings
 from avatar_shared.health import HEALTHY, UNHEALTHY, Status, bounded, probe_url
+from avatar_shared.timestamps import utc_now
 
 # The upstream names API.md's health document always carries.
 CONTRACT_UPSTREAMS = ("llm", "tts", "gen3d", "style")
@@ -67,5 +67,5 @@ async def check_everything(
         **{name: reported.get(name, UNHEALTHY) for name in CONTRACT_UPSTREAMS},
         "redis": redis_status,
         "services": service_status,
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "timestamp": utc_now(),
     }

@@ -8,12 +8,12 @@ scored by creation time, so listing is newest first. Reading one character is on
 import json
 import secrets
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 
 from avatar_shared.errors import Forbidden, NotFound
+from avatar_shared.timestamps import utc_now
 
 USER_ID_PREFIX = "usr_"  # presets may not use it, so the two kinds of id never collide
 
@@ -37,16 +37,12 @@ def _owned(user_id: str) -> str:
     return f"characters:owner:{user_id}"
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class CharacterStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
     async def create(self, user_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-        now = _now()
+        now = utc_now()
         character = {
             **fields,
             "id": USER_ID_PREFIX + secrets.token_hex(8),
@@ -76,7 +72,7 @@ class CharacterStore:
         return character
 
     async def update(self, character_id: str, user_id: str, changes: dict[str, Any]) -> dict:
-        character = {**await self.owned(character_id, user_id), **changes, "updated_at": _now()}
+        character = {**await self.owned(character_id, user_id), **changes, "updated_at": utc_now()}
         # XX: only while it still exists, so an update racing a delete cannot revive it.
         stored = await self.redis.set(
             _item(character_id), json.dumps(character, ensure_ascii=False), xx=True

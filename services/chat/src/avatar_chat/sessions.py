@@ -10,12 +10,12 @@ Another user's session is reported as missing, never as forbidden: ids are not d
 """
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 
 from avatar_chat.errors import SessionNotFound
+from avatar_shared.timestamps import utc_now
 
 
 def _meta_key(session_id: str) -> str:
@@ -24,10 +24,6 @@ def _meta_key(session_id: str) -> str:
 
 def _messages_key(session_id: str) -> str:
     return f"chat:session:{session_id}:messages"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # Appends one turn atomically and in one round trip; refuses (returns 0) when another user
@@ -68,7 +64,7 @@ class SessionStore:
         prompt_tokens: int,
         completion_tokens: int,
     ) -> None:
-        now = _now()
+        now = utc_now()
         recorded = await self._record_turn(
             keys=[_meta_key(session_id), _messages_key(session_id)],
             args=[

@@ -82,12 +82,17 @@ class LlmClient(ABC):
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:
+    return json_object(response.content, "response")
+
+
+def json_object(text: str | bytes, what: str) -> dict[str, Any]:
+    """`text` parsed as a JSON object, or a 502 naming `what` was malformed."""
     try:
-        body = response.json()
+        body = json.loads(text)
     except ValueError as exc:
-        raise malformed("response (not JSON)") from exc
+        raise malformed(f"{what} (not JSON)") from exc
     if not isinstance(body, dict):
-        raise malformed("response (not a JSON object)")
+        raise malformed(f"{what} (not a JSON object)")
     return body
 
 

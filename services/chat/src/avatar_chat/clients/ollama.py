@@ -1,10 +1,9 @@
 """Ollama's native chat API: POST /api/chat (JSON, or NDJSON when streaming), GET /api/tags."""
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from avatar_chat.clients.base import LlmClient, LlmReply, LlmRequest, malformed
+from avatar_chat.clients.base import LlmClient, LlmReply, LlmRequest, json_object, malformed
 from avatar_chat.errors import LlmError
 
 
@@ -43,7 +42,7 @@ class OllamaClient(LlmClient):
             f"{self._base}/api/chat", self._payload(request, stream=True), request.model
         )
         async for line in lines:
-            chunk = _parse_line(line)
+            chunk = json_object(line, "stream line")
             if "error" in chunk:  # Ollama reports failures mid-stream in-band, with status 200
                 raise LlmError(f"The language model server failed: {chunk['error']}")
             text = _content(chunk)
@@ -62,16 +61,6 @@ class OllamaClient(LlmClient):
         if not isinstance(models, list):
             raise malformed("model list")
         return [_without_latest(m["name"]) for m in models if isinstance(m, dict) and "name" in m]
-
-
-def _parse_line(line: str) -> dict[str, Any]:
-    try:
-        chunk = json.loads(line)
-    except ValueError as exc:
-        raise malformed("stream line") from exc
-    if not isinstance(chunk, dict):
-        raise malformed("stream line")
-    return chunk
 
 
 def _content(body: dict[str, Any]) -> str | None:

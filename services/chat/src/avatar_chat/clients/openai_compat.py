@@ -1,11 +1,17 @@
 """OpenAI-compatible servers such as vLLM: POST /v1/chat/completions (JSON, or SSE chunks
 ending `data: [DONE]` when streaming), GET /v1/models. The base URL may carry a path prefix."""
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from avatar_chat.clients.base import LlmClient, LlmReply, LlmRequest, malformed, upstream_text
+from avatar_chat.clients.base import (
+    LlmClient,
+    LlmReply,
+    LlmRequest,
+    json_object,
+    malformed,
+    upstream_text,
+)
 from avatar_chat.errors import LlmError
 
 
@@ -59,7 +65,7 @@ class OpenAICompatClient(LlmClient):
                     "".join(parts), usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
                 )
                 return
-            chunk = _parse_chunk(data)
+            chunk = json_object(data, "stream chunk")
             if "error" in chunk:
                 raise LlmError(f"The language model server failed: {upstream_text(chunk)}")
             usage = chunk.get("usage") or usage
@@ -75,16 +81,6 @@ class OpenAICompatClient(LlmClient):
         if not isinstance(models, list):
             raise malformed("model list")
         return [m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)]
-
-
-def _parse_chunk(data: str) -> dict[str, Any]:
-    try:
-        chunk = json.loads(data)
-    except ValueError as exc:
-        raise malformed("stream chunk") from exc
-    if not isinstance(chunk, dict):
-        raise malformed("stream chunk")
-    return chunk
 
 
 def _delta_text(chunk: dict[str, Any]) -> str:
