@@ -29,6 +29,21 @@ def png_chunks(png: bytes) -> dict[str, dict]:
     return found
 
 
+def assert_keeps(original: object, exported: object, where: str = "card") -> None:
+    """Everything in `original` is in `exported` unchanged (V3 may add fields, never drop)."""
+    if isinstance(original, dict):
+        assert isinstance(exported, dict), where
+        for key, value in original.items():
+            assert key in exported, f"{where}.{key} was dropped"
+            assert_keeps(value, exported[key], f"{where}.{key}")
+    elif isinstance(original, list):
+        assert isinstance(exported, list) and len(exported) == len(original), where
+        for index, (a, b) in enumerate(zip(original, exported, strict=True)):
+            assert_keeps(a, b, f"{where}[{index}]")
+    else:
+        assert exported == original, where
+
+
 def original_seraphina() -> dict:
     return png_chunks(SERAPHINA.read_bytes())["chara"]
 
@@ -58,11 +73,12 @@ async def test_export_keeps_every_field_of_the_imported_card(characters):
     card = exported.json()
     assert card["spec"] == "chara_card_v3" and card["spec_version"] == "3.0"
     original = original_seraphina()
-    for key, value in original["data"].items():
-        assert card["data"][key] == value, key  # lorebook, greetings, extensions included
+    assert_keeps(original["data"], card["data"])  # lorebook, greetings, extensions included
+    assert_keeps({k: v for k, v in original.items() if k not in ("spec", "spec_version")}, card)
+    # What V3 requires and V2 lacks is added.
     assert card["data"]["group_only_greetings"] == []
-    for key in set(original) - {"spec", "spec_version", "data"}:
-        assert card[key] == original[key], key
+    assert all(e["use_regex"] is False for e in card["data"]["character_book"]["entries"])
+    assert isinstance(card["data"]["modification_date"], int)
 
 
 async def test_round_trip_through_our_own_export_is_stable(characters):
@@ -81,7 +97,7 @@ async def test_edits_show_in_the_export(characters):
     data = (await characters.get(f"{path}/export")).json()["data"]
     assert data["name"] == "Sera" and data["description"] == "새 페르소나"
     assert data["personality"] == ""
-    assert data["character_book"] == original_seraphina()["data"]["character_book"]
+    assert_keeps(original_seraphina()["data"]["character_book"], data["character_book"])
 
 
 async def test_png_export_carries_both_chunks(characters):
@@ -161,3 +177,50 @@ async def test_an_upload_needs_a_file_field_and_a_known_type(characters):
         "/api/characters/import", content=b"x", headers={"content-type": "text/plain"}
     )
     assert wrong_type.status_code == 415
+
+
+def v3_card(**data: object) -> dict:
+    return {
+        "spec": "chara_card_v3",
+        "spec_version": "3.0",
+        "data": {"name": "Aria", "description": "A wandering bard.", **data},
+    }
+
+
+async def test_a_v3_card_keeps_its_v3_fields(characters):
+    card = v3_card(
+        nickname="Ari",
+        assets=[{"type": "icon", "uri": "ccdefault:", "name": "main", "ext": "png"}],
+        creator_notes_multilingual={"ko": "떠돌이 음유시인"},
+        group_only_greetings=["Hello, everyone!"],
+        source=["https://example.com/aria"],
+    )
+    created = await characters.post("/api/characters/import", json=card, headers=ALICE)
+    assert created.status_code == 201, created.text
+    exported = await characters.get(f"/api/characters/{created.json()['data']['id']}/export")
+    assert_keeps(card["data"], exported.json()["data"])
+
+
+async def test_long_and_null_card_fields_are_accepted(characters):
+    card = v3_card(first_mes="인사말 " * 2000, scenario="장면 " * 3000, creator_notes=None)
+    created = await characters.post("/api/characters/import", json=card, headers=ALICE)
+    assert created.status_code == 201, created.text
+    character = created.json()["data"]
+    assert 3990 < len(character["first_message"]) <= 4000 and character["description"] == ""
+    exported = await characters.get(f"/api/characters/{character['id']}/export")
+    assert exported.json()["data"]["first_mes"] == card["data"]["first_mes"]  # kept whole
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "JSON"),
+        (b'{"spec": "chara_card_v2", "data": ', "JSON"),
+        (json.dumps(v3_card(name="n" * 101)).encode(), "name is longer"),
+    ],
+)
+async def test_bad_json_cards_are_refused(characters, redis, content, says):
+    response = await upload(characters, "card.json", content)
+    assert response.status_code == 422, response.text
+    assert says in response.json()["error"]["message"]
+    assert await redis.keys("characters:*") == []

@@ -1,5 +1,6 @@
 """Presets, user characters and their owners, validation and listing."""
 
+import asyncio
 import json
 import os
 
@@ -161,3 +162,54 @@ async def test_listing_filters_and_pages_newest_first(characters):
     ] == ["sherlock"]
     assert (await presets("/api/characters/presets?limit=201")).status_code == 422
     assert (await presets("/api/characters/presets?cursor=garbage!")).status_code == 422
+
+
+async def test_presets_are_not_re_read_while_the_mtime_stands(characters, presets_file):
+    before = presets_file.stat().st_mtime_ns
+    data = json.loads(presets_file.read_text())
+    data["characters"][0]["name"] = "바뀐 이름"
+    presets_file.write_text(json.dumps(data, ensure_ascii=False))
+    os.utime(presets_file, ns=(before, before))
+    name = (await characters.get("/api/characters/hermione")).json()["data"]["name"]
+    assert name == "헤르미온느 그레인저"
+
+
+async def test_put_without_card_fields_keeps_them(characters):
+    body = {**NEW, "scenario": "비 오는 밤", "first_message": "어서 오세요"}
+    character = (await characters.post("/api/characters", json=body)).json()["data"]
+    replaced = await characters.put(f"/api/characters/{character['id']}", json=NEW)
+    assert replaced.json()["data"]["scenario"] == "비 오는 밤"
+    assert replaced.json()["data"]["first_message"] == "어서 오세요"
+
+
+async def test_patch_obeys_the_same_limits_and_404s(characters):
+    character = (await characters.post("/api/characters", json=NEW)).json()["data"]
+    too_long = await characters.patch(
+        f"/api/characters/{character['id']}", json={"name": "n" * 101}
+    )
+    assert too_long.status_code == 422
+    missing = await characters.patch("/api/characters/usr_0000000000000000", json={"name": "x"})
+    assert missing.status_code == 404
+
+
+async def test_concurrent_patches_keep_every_change(characters):
+    character = (await characters.post("/api/characters", json=NEW)).json()["data"]
+    path = f"/api/characters/{character['id']}"
+    changes = [{"name": "새 이름"}, {"category": "새 분류"}, {"description": "새 설명"}]
+    await asyncio.gather(*(characters.patch(path, json=change) for change in changes))
+    final = (await characters.get(path)).json()["data"]
+    assert (final["name"], final["category"], final["description"]) == (
+        "새 이름",
+        "새 분류",
+        "새 설명",
+    )
+
+
+async def test_pages_do_not_shift_when_characters_are_added(characters):
+    for index in range(3):
+        await characters.post("/api/characters", json={**NEW, "name": f"c{index}"})
+    first = (await characters.get("/api/characters?limit=2")).json()["data"]
+    await characters.post("/api/characters", json={**NEW, "name": "newer"})
+    second = (await characters.get(f"/api/characters?limit=2&cursor={first['next_cursor']}")).json()
+    names = [c["name"] for c in first["characters"] + second["data"]["characters"]]
+    assert names == ["c2", "c1", "c0"]

@@ -170,3 +170,26 @@ async def test_a_client_that_leaves_stops_the_upstream(redis_url, redis, backend
             assert backend.recorder.prompts[-1].tokens_sent == sent  # nothing more generated
     assert sent < 40  # of a reply of well over 50 tokens at 20/s
     assert await redis.keys("chat:*") == []
+
+
+def odd_usage_server() -> FastAPI:
+    """An OpenAI-compatible server whose usage counts are not integers."""
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def completions() -> dict:
+        return {
+            "choices": [{"message": {"role": "assistant", "content": "hi"}}],
+            "usage": {"prompt_tokens": 1.5, "completion_tokens": "two"},
+        }
+
+    return app
+
+
+async def test_non_integer_usage_is_a_502_and_stores_nothing(app_client, redis_url, redis):
+    with serve_in_thread(odd_usage_server()) as url:
+        settings = chat_settings(redis_url, llm_service="vllm", vllm_base_url=url)
+        async with app_client(create_app(settings)) as chat:
+            response = await chat.post("/api/chat", json=ask("hi"))
+    assert (response.status_code, response.json()["error"]["code"]) == (502, "llm_error")
+    assert await redis.keys("chat:*") == []

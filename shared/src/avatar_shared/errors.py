@@ -95,7 +95,8 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)
 
 
-def _describe_validation(errors: list[dict[str, Any]]) -> str:
+def describe_errors(errors: list[Any]) -> str:
+    """Pydantic's errors as one short line: `field: problem; ...`."""
     parts = []
     for err in errors[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
@@ -114,7 +115,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     errors = list(exc.errors())
     if any(err.get("type") == "json_invalid" for err in errors):
         return error_response(400, "invalid_json", "The request body is not valid JSON.")
-    return error_response(422, "validation_error", _describe_validation(errors))
+    return error_response(422, "validation_error", describe_errors(errors))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -12,16 +12,16 @@ import json
 import struct
 import zlib
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from avatar_characters.schemas import MAX_TAG_CHARS, MAX_TAGS, max_length
 from avatar_shared.errors import AppError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_CARD_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096  # a card portrait; anything larger is refused before decoding
 V2, V3 = "chara_card_v2", "chara_card_v3"
-# Our fields hold at most this much (API limits); the raw card keeps the full text.
-LIMITS = {"name": 100, "persona": 8000, "description": 2000, "sample_dialogue": 4000}
 
 
 class BadCard(AppError):
@@ -121,14 +121,14 @@ def card_from_png(png: bytes) -> dict[str, Any]:
         raise BadCard("The PNG image carries no character card (no 'chara' or 'ccv3' chunk).")
     try:
         return _as_object(json.loads(base64.b64decode(encoded, validate=True)))
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, RecursionError) as exc:
         raise BadCard("The card chunk is not valid base64-encoded JSON.") from exc
 
 
 def card_from_json(raw: bytes) -> dict[str, Any]:
     try:
         return _as_object(json.loads(raw))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadCard("The file is neither a PNG image nor a valid JSON card.") from exc
 
 
@@ -145,7 +145,7 @@ def read_card(raw: bytes) -> dict[str, Any]:
 
 
 def _text(data: dict[str, Any], key: str) -> str:
-    value = data.get(key, "")
+    value = data.get(key) or ""  # cards in the wild carry null for empty fields
     if not isinstance(value, str):
         raise BadCard(f"The card's '{key}' is not text.")
     return value.strip()
@@ -163,19 +163,25 @@ def import_card(card: dict[str, Any]) -> ImportedCard:
     if not name or not persona:
         raise BadCard("The card needs a name and a description or personality.")
     for field, value in (("name", name), ("persona", persona)):
-        if len(value) > LIMITS[field]:
-            raise BadCard(f"The card's {field} is longer than {LIMITS[field]} characters.")
-    tags = data.get("tags", [])
+        if len(value) > max_length(field):
+            raise BadCard(f"The card's {field} is longer than {max_length(field)} characters.")
+    tags = data.get("tags") or []
     if not isinstance(tags, list):
         raise BadCard("The card's 'tags' is not a list.")
+    # Display fields are cut to our limits; the stored card keeps the full text for export.
+    longer = {
+        "description": _text(data, "creator_notes"),
+        "sample_dialogue": _text(data, "mes_example"),
+        "scenario": _text(data, "scenario"),
+        "first_message": _text(data, "first_mes"),
+    }
     fields = {
         "name": name,
         "persona": persona,
-        "description": _text(data, "creator_notes")[: LIMITS["description"]],
-        "sample_dialogue": _text(data, "mes_example")[: LIMITS["sample_dialogue"]],
-        "tags": [t.strip()[:30] for t in tags if isinstance(t, str) and t.strip()][:20],
-        "scenario": _text(data, "scenario"),
-        "first_message": _text(data, "first_mes"),
+        **{field: text[: max_length(field)] for field, text in longer.items()},
+        "tags": [t.strip()[:MAX_TAG_CHARS] for t in tags if isinstance(t, str) and t.strip()][
+            :MAX_TAGS
+        ],
     }
     return ImportedCard(fields, copy.deepcopy(card))
 
@@ -212,8 +218,21 @@ def export_card(character: dict[str, Any], spec: str = V3) -> dict[str, Any]:
                        ("extensions", {})):  # fmt: skip
         data.setdefault(key, copy.deepcopy(empty))
     if spec == V3:
-        data.setdefault("group_only_greetings", [])
+        _complete_for_v3(data, character.get("updated_at"))
         card.update(spec=V3, spec_version="3.0")
     else:
         card.update(spec=V2, spec_version="2.0")
     return card
+
+
+def _complete_for_v3(data: dict[str, Any], updated_at: str | None) -> None:
+    """Add what V3 requires and V2 lacks; nothing already there changes."""
+    data.setdefault("group_only_greetings", [])
+    book = data.get("character_book")
+    for entry in book.get("entries") or [] if isinstance(book, dict) else []:
+        if isinstance(entry, dict):
+            entry.setdefault("use_regex", False)
+            entry.setdefault("extensions", {})
+    if updated_at:  # V3: exporters should set it, in Unix seconds
+        stamp = datetime.fromisoformat(updated_at.replace("Z", "+00:00"))
+        data["modification_date"] = int(stamp.timestamp())

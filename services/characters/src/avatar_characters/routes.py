@@ -1,11 +1,13 @@
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.datastructures import UploadFile
 
-from avatar_characters.cards import MAX_CARD_BYTES, CardTooLarge
+from avatar_characters.cards import MAX_CARD_BYTES
 from avatar_characters.deps import CharactersDep
-from avatar_characters.listing import matches, page
+from avatar_characters.listing import SortKey, matches, page
 from avatar_characters.schemas import (
     Character,
     CharacterFields,
@@ -38,9 +40,11 @@ class ListQuery:
     ) -> None:
         self.category, self.tag, self.q, self.cursor, self.limit = category, tag, q, cursor, limit
 
-    def apply(self, characters: list[Character]) -> CharacterPage:
+    def apply(
+        self, characters: list[Character], key: Callable[[Character], SortKey]
+    ) -> CharacterPage:
         selected = [c for c in characters if matches(c, self.category, self.tag, self.q)]
-        chunk, next_cursor = page(selected, self.cursor, self.limit)
+        chunk, next_cursor = page(sorted(selected, key=key), key, self.cursor, self.limit)
         return CharacterPage(characters=chunk, next_cursor=next_cursor)
 
 
@@ -49,7 +53,9 @@ Listing = Annotated[ListQuery, Depends()]
 
 @router.get("/presets", response_model=Envelope[CharacterPage])
 async def list_presets(chars: CharactersDep, listing: Listing) -> Envelope[CharacterPage]:
-    return ok(listing.apply(chars.presets.all()))
+    presets = chars.presets.all()
+    position = {preset.id: index for index, preset in enumerate(presets)}
+    return ok(listing.apply(presets, lambda c: (position[c.id],)))  # the file's order
 
 
 @router.get("", response_model=Envelope[CharacterPage], summary="The caller's own characters")
@@ -57,7 +63,12 @@ async def list_own(
     chars: CharactersDep, listing: Listing, user_id: UserId
 ) -> Envelope[CharacterPage]:
     own = [Character.model_validate(c) for c in await chars.store.list_owned(user_id)]
-    return ok(listing.apply(own))
+    return ok(listing.apply(own, newest_first))
+
+
+def newest_first(character: Character) -> SortKey:
+    created = datetime.fromisoformat((character.created_at or "").replace("Z", "+00:00"))
+    return (-created.timestamp(), character.id)
 
 
 @router.post("", response_model=Envelope[Character], status_code=201)
@@ -102,11 +113,9 @@ async def _card_bytes(request: Request) -> bytes:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise BadRequest("The form has no 'file' field with the card.", code="missing_file")
-        raw = await upload.read(MAX_CARD_BYTES + 1)
+        raw = await upload.read(MAX_CARD_BYTES + 1)  # enough for read_card to see it is too big
     else:
         raise UnsupportedCardUpload()
-    if len(raw) > MAX_CARD_BYTES:
-        raise CardTooLarge(f"The card is larger than {MAX_CARD_BYTES} bytes.")
     return raw
 
 

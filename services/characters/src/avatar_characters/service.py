@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from avatar_characters.cards import (
     PNG_SIGNATURE,
     V2,
@@ -16,10 +18,15 @@ from avatar_characters.cards import (
     read_card,
 )
 from avatar_characters.presets import PresetCatalog
-from avatar_characters.schemas import Character, CharacterFields, CharacterPatch
+from avatar_characters.schemas import (
+    CARD_ONLY_FIELDS,
+    Character,
+    CharacterFields,
+    CharacterPatch,
+)
 from avatar_characters.store import CharacterNotFound, CharacterStore
 from avatar_characters.voices import VoiceDirectory
-from avatar_shared.errors import Forbidden, ValidationFailed
+from avatar_shared.errors import Forbidden, ValidationFailed, describe_errors
 
 
 class PresetReadOnly(Forbidden):
@@ -34,16 +41,10 @@ class Characters:
     images_dir: Path | None
 
     async def get(self, character_id: str) -> Character:
-        preset = self.presets.get(character_id)
-        if preset is not None:
-            return preset
-        stored = await self.store.get(character_id)
-        if stored is None:
-            raise CharacterNotFound(character_id)
-        return Character.model_validate(stored)
+        return Character.model_validate(await self.get_stored(character_id))
 
     async def get_stored(self, character_id: str) -> dict[str, Any]:
-        """The full stored record (with its raw card) of a user character, or a preset's."""
+        """The full record (a user character's includes its raw card)."""
         preset = self.presets.get(character_id)
         if preset is not None:
             return preset.model_dump()
@@ -57,21 +58,28 @@ class Characters:
         return Character.model_validate(await self.store.create(user_id, fields.model_dump()))
 
     async def replace(self, character_id: str, user_id: str, fields: CharacterFields) -> Character:
-        return await self._update(character_id, user_id, fields.model_dump())
+        # Card-kept fields are not in API.md: a frontend's PUT leaves them out and keeps them.
+        keep = {f for f in CARD_ONLY_FIELDS if f not in fields.model_fields_set}
+        return await self._update(character_id, user_id, fields.model_dump(exclude=keep))
 
     async def patch(self, character_id: str, user_id: str, patch: CharacterPatch) -> Character:
-        changes = patch.model_dump(exclude_unset=True)
-        nulls = [f for f, v in changes.items() if v is None and f != "image_url"]
-        if nulls:
-            raise ValidationFailed(f"{nulls[0]}: may be left out, but not set to null")
-        return await self._update(character_id, user_id, changes)
+        return await self._update(character_id, user_id, patch.model_dump(exclude_unset=True))
 
     async def _update(self, character_id: str, user_id: str, changes: dict[str, Any]) -> Character:
         if self.presets.get(character_id) is not None:
             raise PresetReadOnly()
         if "voice_id" in changes:
             await self.voices.check(changes["voice_id"])
-        return Character.model_validate(await self.store.update(character_id, user_id, changes))
+
+        def apply(current: dict[str, Any]) -> dict[str, Any]:
+            editable = {f: current.get(f) for f in CharacterFields.model_fields}
+            try:  # the result is validated whole, so PATCH obeys the same limits as POST
+                merged = CharacterFields.model_validate({**editable, **changes})
+            except ValidationError as exc:
+                raise ValidationFailed(describe_errors(exc.errors())) from exc
+            return merged.model_dump()
+
+        return Character.model_validate(await self.store.update(character_id, user_id, apply))
 
     async def delete(self, character_id: str, user_id: str) -> None:
         if self.presets.get(character_id) is not None:
@@ -81,7 +89,10 @@ class Characters:
     async def import_card(self, user_id: str, raw: bytes) -> Character:
         imported = import_card(read_card(raw))
         fields = CharacterFields.model_validate(imported.fields)
-        record = {**fields.model_dump(), "card": imported.card, "imported_fields": imported.fields}
+        # What the card's fields became here (after trimming), so that the export can tell
+        # which ones the user has changed since.
+        as_imported = fields.model_dump(include=set(imported.fields))
+        record = {**fields.model_dump(), "card": imported.card, "imported_fields": as_imported}
         return Character.model_validate(await self.store.create(user_id, record))
 
     async def export(self, character_id: str, as_png: bool) -> bytes:

@@ -8,9 +8,11 @@ scored by creation time, so listing is newest first. Reading one character is on
 import json
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from avatar_shared.errors import Forbidden, NotFound
 from avatar_shared.timestamps import utc_now
@@ -64,22 +66,39 @@ class CharacterStore:
         return json.loads(raw) if raw else None
 
     async def owned(self, character_id: str, user_id: str) -> dict[str, Any]:
-        character = await self.get(character_id)
+        return self._owned_by(await self.get(character_id), character_id, user_id)
+
+    @staticmethod
+    def _owned_by(
+        character: dict[str, Any] | None, character_id: str, user_id: str
+    ) -> dict[str, Any]:
         if character is None:
             raise CharacterNotFound(character_id)
         if character["owner"] != user_id:
             raise NotYourCharacter()
         return character
 
-    async def update(self, character_id: str, user_id: str, changes: dict[str, Any]) -> dict:
-        character = {**await self.owned(character_id, user_id), **changes, "updated_at": utc_now()}
-        # XX: only while it still exists, so an update racing a delete cannot revive it.
-        stored = await self.redis.set(
-            _item(character_id), json.dumps(character, ensure_ascii=False), xx=True
-        )
-        if not stored:
-            raise CharacterNotFound(character_id)
-        return character
+    async def update(
+        self, character_id: str, user_id: str, apply: Callable[[dict], dict]
+    ) -> dict[str, Any]:
+        """Read, change with `apply`, write back; retried if another write came in between
+        (optimistic WATCH), so concurrent updates never lose one another's changes."""
+        key = _item(character_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    current = self._owned_by(
+                        json.loads(raw) if raw else None, character_id, user_id
+                    )
+                    updated = {**current, **apply(current), "updated_at": utc_now()}
+                    pipe.multi()
+                    pipe.set(key, json.dumps(updated, ensure_ascii=False))
+                    await pipe.execute()
+                    return updated
+                except WatchError:
+                    continue
 
     async def delete(self, character_id: str, user_id: str) -> None:
         await self.owned(character_id, user_id)

@@ -132,7 +132,5 @@ async def _events(
         yield sse("error", {"code": exc.code, "message": exc.message})
     except RedisError:
         yield sse("error", {"code": "redis_unavailable", "message": "The reply was not saved."})
-    except StopAsyncIteration:
-        yield sse("error", {"code": "llm_error", "message": "The reply ended unexpectedly."})
     finally:
         await upstream.aclose()  # on disconnect too: closes the upstream request

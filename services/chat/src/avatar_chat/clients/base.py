@@ -97,7 +97,7 @@ def json_object(text: str | bytes, what: str) -> dict[str, Any]:
 
 
 @contextmanager
-def upstream_errors(model: str | None = None) -> Iterator[None]:
+def upstream_errors() -> Iterator[None]:
     """Unreachable -> 503, too slow -> 504, broken off mid-answer -> 502."""
     try:
         yield
@@ -139,6 +139,15 @@ def upstream_text(body: object) -> str:
     if isinstance(body, dict) and "message" in body:
         return str(body["message"])
     return json.dumps(body)[:200]
+
+
+def token_count(body: dict[str, Any], key: str) -> int:
+    """A usage count from the server: missing means 0, anything but an integer is malformed
+    (it would otherwise poison the session's running totals)."""
+    value = body.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise malformed(f"usage ({key})")
+    return value
 
 
 def malformed(what: str) -> LlmError:

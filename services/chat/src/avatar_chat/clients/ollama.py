@@ -3,7 +3,14 @@
 from collections.abc import AsyncIterator
 from typing import Any
 
-from avatar_chat.clients.base import LlmClient, LlmReply, LlmRequest, json_object, malformed
+from avatar_chat.clients.base import (
+    LlmClient,
+    LlmReply,
+    LlmRequest,
+    json_object,
+    malformed,
+    token_count,
+)
 from avatar_chat.errors import LlmError
 
 
@@ -34,7 +41,9 @@ class OllamaClient(LlmClient):
         content = _content(body)
         if content is None:
             raise malformed("reply (no message content)")
-        return LlmReply(content, _count(body, "prompt_eval_count"), _count(body, "eval_count"))
+        return LlmReply(
+            content, token_count(body, "prompt_eval_count"), token_count(body, "eval_count")
+        )
 
     async def stream(self, request: LlmRequest) -> AsyncIterator[str | LlmReply]:
         parts: list[str] = []
@@ -50,7 +59,10 @@ class OllamaClient(LlmClient):
                 parts.append(text)
                 yield text
             if chunk.get("done"):
-                prompt, completion = _count(chunk, "prompt_eval_count"), _count(chunk, "eval_count")
+                prompt, completion = (
+                    token_count(chunk, "prompt_eval_count"),
+                    token_count(chunk, "eval_count"),
+                )
                 yield LlmReply("".join(parts), prompt, completion)
                 return
         raise LlmError("The language model server ended the stream before it was done.")
@@ -60,18 +72,17 @@ class OllamaClient(LlmClient):
         models = body.get("models")
         if not isinstance(models, list):
             raise malformed("model list")
-        return [_without_latest(m["name"]) for m in models if isinstance(m, dict) and "name" in m]
+        return [
+            _without_latest(m["name"])
+            for m in models
+            if isinstance(m, dict) and isinstance(m.get("name"), str)
+        ]
 
 
 def _content(body: dict[str, Any]) -> str | None:
     message = body.get("message")
     content = message.get("content") if isinstance(message, dict) else None
     return content if isinstance(content, str) else None
-
-
-def _count(body: dict[str, Any], key: str) -> int:
-    value = body.get(key, 0)
-    return value if isinstance(value, int) else 0
 
 
 def _without_latest(name: str) -> str:

@@ -10,6 +10,7 @@ from avatar_chat.clients.base import (
     LlmRequest,
     json_object,
     malformed,
+    token_count,
     upstream_text,
 )
 from avatar_chat.errors import LlmError
@@ -42,17 +43,15 @@ class OpenAICompatClient(LlmClient):
         )
         try:
             content = body["choices"][0]["message"]["content"]
-            usage = body["usage"]
-            reply = LlmReply(content, usage["prompt_tokens"], usage["completion_tokens"])
         except (KeyError, IndexError, TypeError) as exc:
             raise malformed("reply") from exc
-        if not isinstance(reply.content, str):
+        if not isinstance(content, str):
             raise malformed("reply (no message content)")
-        return reply
+        return _reply(content, body.get("usage"))
 
     async def stream(self, request: LlmRequest) -> AsyncIterator[str | LlmReply]:
         parts: list[str] = []
-        usage: dict[str, Any] = {}
+        usage: object = None
         lines = self._stream_lines(
             f"{self._base}/v1/chat/completions", self._payload(request, True), request.model
         )
@@ -61,14 +60,12 @@ class OpenAICompatClient(LlmClient):
                 continue  # SSE comments and other fields carry nothing for us
             data = line.removeprefix("data:").strip()
             if data == "[DONE]":
-                yield LlmReply(
-                    "".join(parts), usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-                )
+                yield _reply("".join(parts), usage)
                 return
             chunk = json_object(data, "stream chunk")
             if "error" in chunk:
                 raise LlmError(f"The language model server failed: {upstream_text(chunk)}")
-            usage = chunk.get("usage") or usage
+            usage = chunk.get("usage") or usage  # the last chunk carries it, when asked for
             text = _delta_text(chunk)
             if text:
                 parts.append(text)
@@ -81,6 +78,15 @@ class OpenAICompatClient(LlmClient):
         if not isinstance(models, list):
             raise malformed("model list")
         return [m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+
+def _reply(content: str, usage: object) -> LlmReply:
+    usage = {} if usage is None else usage  # a server that reports none: counts of 0
+    if not isinstance(usage, dict):
+        raise malformed("reply (usage)")
+    return LlmReply(
+        content, token_count(usage, "prompt_tokens"), token_count(usage, "completion_tokens")
+    )
 
 
 def _delta_text(chunk: dict[str, Any]) -> str:
