@@ -55,7 +55,8 @@ class LlmClient(ABC):
 
     async def _get_json(self, url: str) -> dict[str, Any]:
         with upstream_errors():
-            response = await self.http.get(url, headers=self._headers())
+            async with asyncio.timeout(self.settings.llm_total_timeout_s):
+                response = await self.http.get(url, headers=self._headers())
         await check_status(response, None)
         return _json_object(response)
 
