@@ -4,8 +4,12 @@ import json
 import uuid
 
 import pytest
+from fastapi import Request
 
+from avatar_chat.app import create_app
+from avatar_chat.settings import ChatSettings
 from avatar_emulators.replies import count_prompt_tokens, count_tokens
+from avatar_shared.identity import current_user_id
 
 PERSONA = "밝고 명랑한 10대 소녀 캐릭터. 반말을 사용하며 귀엽게 말함."
 SCENARIO = {
@@ -141,3 +145,29 @@ async def read_events(response) -> list[tuple[str, dict]]:
         elif line.startswith("data: "):
             events.append((kind, json.loads(line.removeprefix("data: "))))
     return events
+
+
+async def test_another_users_session_is_404_over_http(app_client, redis_url, backend):
+    app = create_app(ChatSettings(redis_url=redis_url, **backend.settings))
+
+    async def user_from_header(request: Request) -> str:
+        return request.headers.get("X-Test-User", "anonymous")
+
+    app.dependency_overrides[current_user_id] = user_from_header
+    alice, bob = {"X-Test-User": "alice"}, {"X-Test-User": "bob"}
+    async with app_client(app) as chat:
+        session_id = (await chat.post("/api/chat", json=ask("hi"), headers=alice)).json()["data"][
+            "session_id"
+        ]
+        asked = len(backend.recorder.prompts)
+        hijack = await chat.post(
+            "/api/chat", json=ask("me too", session_id=session_id), headers=bob
+        )
+        peek = await chat.get(f"/api/chat/sessions/{session_id}", headers=bob)
+        erase = await chat.delete(f"/api/chat/sessions/{session_id}", headers=bob)
+        own = await chat.get(f"/api/chat/sessions/{session_id}", headers=alice)
+    for response in (hijack, peek, erase):
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "session_not_found"
+    assert len(backend.recorder.prompts) == asked  # bob's turn never reached the LLM
+    assert len(own.json()["data"]["messages"]) == 2
