@@ -41,13 +41,19 @@ class Characters:
     images_dir: Path | None
 
     async def get(self, character_id: str) -> Character:
-        return Character.model_validate(await self.get_stored(character_id))
+        preset = self.presets.get(character_id)  # the hot path: no Redis, no copying
+        if preset is not None:
+            return preset
+        return Character.model_validate(await self._user_character(character_id))
 
     async def get_stored(self, character_id: str) -> dict[str, Any]:
         """The full record (a user character's includes its raw card)."""
         preset = self.presets.get(character_id)
         if preset is not None:
             return preset.model_dump()
+        return await self._user_character(character_id)
+
+    async def _user_character(self, character_id: str) -> dict[str, Any]:
         stored = await self.store.get(character_id)
         if stored is None:
             raise CharacterNotFound(character_id)
