@@ -1,19 +1,14 @@
-"""Preset characters from a JSON file, re-read only when the file's mtime changes.
-
-A broken file never takes the presets away: the last good copy keeps being served and the
-error is logged. With no good copy at all (start-up) the service refuses to start.
-"""
+"""Preset characters from a JSON file, re-read only when the file's mtime changes (see
+avatar_shared.reloading_file: a broken file keeps the last good presets)."""
 
 import json
-import logging
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from avatar_characters.schemas import Character, CharacterFields
 from avatar_characters.store import USER_ID_PREFIX
-
-logger = logging.getLogger("avatar.characters.presets")
+from avatar_shared.reloading_file import ReloadingFile
 
 
 class PresetError(RuntimeError):
@@ -37,28 +32,10 @@ def load_presets(path: Path) -> dict[str, Character]:
 
 class PresetCatalog:
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._mtime_ns = path.stat().st_mtime_ns if path.exists() else 0
-        self._presets = load_presets(path)  # at start-up a broken file is fatal
-
-    def _refresh(self) -> None:
-        try:
-            mtime_ns = self.path.stat().st_mtime_ns
-        except OSError:
-            return  # a file being replaced: keep serving what we have
-        if mtime_ns == self._mtime_ns:
-            return
-        self._mtime_ns = mtime_ns  # a broken version is not re-read on every request
-        try:
-            self._presets = load_presets(self.path)
-            logger.info("presets reloaded", extra={"fields": {"count": len(self._presets)}})
-        except PresetError as exc:
-            logger.error("presets file is broken; serving the last good copy: %s", exc)
+        self._file = ReloadingFile(path, load_presets)  # at start-up a broken file is fatal
 
     def all(self) -> list[Character]:
-        self._refresh()
-        return list(self._presets.values())
+        return list(self._file.get().values())
 
     def get(self, preset_id: str) -> Character | None:
-        self._refresh()
-        return self._presets.get(preset_id)
+        return self._file.get().get(preset_id)
