@@ -30,7 +30,6 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
 # (service, method, path, request keyword arguments) of each endpoint not built yet.
 NOT_BUILT = [
     ("tts", "POST", "/api/tts", {"json": {"text": "안녕하세요"}}),
-    ("tts", "GET", "/api/tts/voices", {}),
     ("tts", "GET", "/mnt/user_assets/anonymous/audio/x.wav", {}),
     ("gen3d", "POST", "/api/generate", {"files": {"image": ("a.png", io.BytesIO(PNG))}}),
     ("gen3d", "GET", "/api/generate/status/4b0e6f4e-52a4-4d5e-9f57-4f3b5f0f3a11", {}),

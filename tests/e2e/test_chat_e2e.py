@@ -62,3 +62,15 @@ async def test_character_crud_through_the_gateway(gateway):
     assert (await gateway.get(path)).json()["data"]["name"] == "게이트웨이"
     assert (await gateway.delete(path)).status_code == 200
     assert (await gateway.get(path)).status_code == 404
+
+
+async def test_a_character_voice_must_exist_in_the_tts_service(gateway):
+    unknown = await gateway.post(
+        "/api/characters", json={"name": "n", "persona": "p", "voice_id": "no_such_voice"}
+    )
+    assert unknown.status_code == 422
+    assert "no_such_voice" in unknown.json()["error"]["message"]
+    known = await gateway.post(
+        "/api/characters", json={"name": "n", "persona": "p", "voice_id": "luna"}
+    )
+    assert known.status_code == 201

@@ -1,13 +1,24 @@
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from avatar_shared.app import create_service_app
 from avatar_tts.routes import router
 from avatar_tts.settings import TtsSettings
 from avatar_tts.upstreams import gpt_sovits_check
+from avatar_tts.voices import voices_file
 
 
 def create_app(settings: TtsSettings | None = None) -> FastAPI:
     settings = settings or TtsSettings()
+    voices = voices_file(settings.voices_path)  # a broken voices file stops start-up here
+
+    @asynccontextmanager
+    async def tts_state(app: FastAPI) -> AsyncIterator[None]:
+        app.state.voices = voices
+        yield
+
     return create_service_app(
         service="tts",
         title="Avatar Forge tts",
@@ -15,5 +26,6 @@ def create_app(settings: TtsSettings | None = None) -> FastAPI:
         settings=settings,
         routers=[router],
         streams_responses=True,
+        extra_lifespan=tts_state,
         upstream_checks={"tts": gpt_sovits_check(settings)},
     )

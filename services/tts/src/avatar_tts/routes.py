@@ -1,6 +1,6 @@
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from avatar_shared.envelope import Envelope
+from avatar_shared.envelope import Envelope, ok
 from avatar_shared.errors import ERROR_RESPONSES, not_built
 from avatar_shared.identity import UserId
 from avatar_tts.schemas import SpeechFile, TtsRequest, VoiceList
@@ -14,8 +14,8 @@ async def synthesize(body: TtsRequest, user_id: UserId) -> Envelope[SpeechFile]:
 
 
 @router.get("/api/tts/voices", response_model=Envelope[VoiceList])
-async def list_voices() -> Envelope[VoiceList]:
-    not_built("GET /api/tts/voices")
+async def list_voices(request: Request) -> Envelope[VoiceList]:
+    return ok(request.app.state.voices.get().public())
 
 
 @router.get("/mnt/user_assets/{asset_path:path}", summary="Serve a stored audio file")

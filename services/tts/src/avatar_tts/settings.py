@@ -1,9 +1,20 @@
+from pathlib import Path
+
 from pydantic import Field
 
 from avatar_shared.settings import SharedSettings
+
+SHIPPED_VOICES = Path(__file__).parent / "data" / "voices.json"
 
 
 class TtsSettings(SharedSettings):
     tts_base_url: str = Field("http://localhost:9880", description="GPT-SoVITS api_v2 server.")
     tts_api_path: str = Field("/tts", description="Path of GPT-SoVITS's synthesis endpoint.")
     assets_dir: str = Field("var/user_assets", description="Where per-user audio files are stored.")
+    voices_file: str = Field(
+        "", description="Voices file; empty means the voices.json shipped with the service."
+    )
+
+    @property
+    def voices_path(self) -> Path:
+        return Path(self.voices_file) if self.voices_file else SHIPPED_VOICES
