@@ -28,6 +28,19 @@ def contract_endpoints() -> set[tuple[str, str]]:
 
 
 def normalise(path: str) -> str:
-    """`/a/{id}`, `/a/<id>` and `/a/...` all become `/a/{}`."""
-    path = re.sub(r"\{[^}]+\}|<[^>]+>|\.\.\.$", "{}", path.split("?")[0])
+    """`/a/{id}` and `/a/<id>` become `/a/{}`; API.md's `/a/...` (anything below) `/a/*`."""
+    path = re.sub(r"\{[^}]+\}|<[^>]+>", "{}", path.split("?")[0])
+    path = re.sub(r"\.\.\.$", "*", path)
     return path.rstrip("/") or "/"
+
+
+def missing_from(served: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Contract endpoints no served path covers (a `*` path is covered by any below it)."""
+
+    def covered(method: str, path: str) -> bool:
+        if path.endswith("/*"):
+            prefix = path[:-1]
+            return any(m == method and p.startswith(prefix) for m, p in served)
+        return (method, path) in served
+
+    return {(m, p) for m, p in contract_endpoints() if not covered(m, p)}

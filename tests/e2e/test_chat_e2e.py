@@ -74,3 +74,13 @@ async def test_a_character_voice_must_exist_in_the_tts_service(gateway):
         "/api/characters", json={"name": "n", "persona": "p", "voice_id": "luna"}
     )
     assert known.status_code == 201
+
+
+async def test_speech_through_the_gateway(gateway):
+    made = await gateway.post(
+        "/api/tts", json={"text": "안녕하세요, 반갑습니다!", "voice_id": "luna"}
+    )
+    assert made.status_code == 200, made.text
+    audio = await gateway.get(made.json()["data"]["audio_url"])
+    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
+    assert audio.content[:4] == b"RIFF" and len(audio.content) == made.json()["data"]["file_size"]

@@ -1,11 +1,15 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 
-from avatar_shared.app import create_service_app
+from avatar_shared.app import create_service_app, open_http_client
+from avatar_tts.engines import GptSovitsEngine
 from avatar_tts.routes import router
 from avatar_tts.settings import TtsSettings
+from avatar_tts.speech import SpeechService
 from avatar_tts.upstreams import gpt_sovits_check
 from avatar_tts.voices import voices_file
 
@@ -17,7 +21,13 @@ def create_app(settings: TtsSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def tts_state(app: FastAPI) -> AsyncIterator[None]:
         app.state.voices = voices
-        yield
+        timeout = httpx.Timeout(settings.tts_timeout_s, connect=3.0)
+        async with open_http_client(timeout) as tts_http:
+            engine = GptSovitsEngine(tts_http, settings)
+            app.state.speech = SpeechService(
+                app.state.redis, engine, Path(settings.assets_dir), settings.tts_timeout_s
+            )
+            yield
 
     return create_service_app(
         service="tts",

@@ -1,16 +1,51 @@
-from fastapi import APIRouter, Request
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, Response
 
 from avatar_shared.envelope import Envelope, ok
-from avatar_shared.errors import ERROR_RESPONSES, not_built
+from avatar_shared.errors import ERROR_RESPONSES, NotFound
 from avatar_shared.identity import UserId
+from avatar_tts.audio import CONTENT_TYPES
+from avatar_tts.engines import Synthesis
+from avatar_tts.errors import VoiceNotFound
 from avatar_tts.schemas import SpeechFile, TtsRequest, VoiceList
+from avatar_tts.speech import SpeechService
 
 router = APIRouter(tags=["tts"], responses=ERROR_RESPONSES)
 
+# Names this service gives out; anything else (`..`, encoded dots, slashes) is not a file.
+SAFE_USER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SAFE_FILE = re.compile(r"^[A-Za-z0-9_-]{8,64}\.(wav|ogg|aac|raw)$")
 
-@router.post("/api/tts", response_model=Envelope[SpeechFile])
-async def synthesize(body: TtsRequest, user_id: UserId) -> Envelope[SpeechFile]:
-    not_built("POST /api/tts")
+
+def _speech(request: Request) -> SpeechService:
+    return request.app.state.speech
+
+
+Speech = Annotated[SpeechService, Depends(_speech)]
+
+
+@router.post(
+    "/api/tts",
+    response_model=Envelope[SpeechFile],
+    responses={200: {"content": {t: {} for t in CONTENT_TYPES.values()}}},
+)
+async def synthesize(
+    body: TtsRequest, user_id: UserId, request: Request, speech: Speech
+) -> Envelope[SpeechFile] | Response:
+    voice = request.app.state.voices.get().find(body.voice_id)
+    if voice is None:
+        raise VoiceNotFound(body.voice_id)
+    job = Synthesis(
+        body.text, voice, body.text_lang, body.prompt_lang, body.media_type, body.streaming_mode
+    )
+    stored = await speech.speak(user_id, job)
+    if body.return_binary:
+        path = speech.user_folder(user_id) / f"{stored.file_id}.{stored.format}"
+        return FileResponse(path, media_type=CONTENT_TYPES[stored.format])
+    return ok(stored)
 
 
 @router.get("/api/tts/voices", response_model=Envelope[VoiceList])
@@ -18,6 +53,12 @@ async def list_voices(request: Request) -> Envelope[VoiceList]:
     return ok(request.app.state.voices.get().public())
 
 
-@router.get("/mnt/user_assets/{asset_path:path}", summary="Serve a stored audio file")
-async def user_asset(asset_path: str, user_id: UserId) -> None:
-    not_built("GET /mnt/user_assets/...")
+@router.get("/mnt/user_assets/{user_id}/audio/{file_name}", summary="A stored audio file")
+async def user_asset(user_id: str, file_name: str, speech: Speech) -> FileResponse:
+    path = speech.user_folder(user_id) / file_name
+    if not (SAFE_USER.match(user_id) and SAFE_FILE.match(file_name) and path.is_file()):
+        raise NotFound("No such audio file.")
+    extension = file_name.rsplit(".", 1)[1]
+    # File ids are never reused, so the content behind a URL never changes.
+    headers = {"Cache-Control": "private, max-age=31536000, immutable"}
+    return FileResponse(path, media_type=CONTENT_TYPES[extension], headers=headers)

@@ -4,14 +4,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The language codes GPT-SoVITS api_v2 accepts.
+Language = Literal[
+    "auto", "auto_yue", "en", "zh", "ja", "yue", "ko", "all_zh", "all_ja", "all_yue", "all_ko"
+]
+
 
 class TtsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    text: str = Field(min_length=1)
-    voice_id: str = "default"
-    text_lang: str = "ko"
-    prompt_lang: str = "ko"
+    text: str = Field(min_length=1, max_length=1000)
+    voice_id: str = Field("default", min_length=1, max_length=64)
+    text_lang: Language = "ko"
+    prompt_lang: Language = "ko"
     streaming_mode: int = Field(0, ge=0, le=3)
     return_binary: bool = False
     media_type: Literal["wav", "ogg", "aac", "raw"] = "wav"

@@ -15,6 +15,10 @@ class TtsSettings(SharedSettings):
         "", description="Voices file; empty means the voices.json shipped with the service."
     )
 
+    tts_timeout_s: float = Field(
+        60.0, gt=0, description="Longest wait for the speech server's next bytes."
+    )
+
     @property
     def voices_path(self) -> Path:
         return Path(self.voices_file) if self.voices_file else SHIPPED_VOICES

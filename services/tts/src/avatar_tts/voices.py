@@ -40,6 +40,9 @@ class VoicesFile(BaseModel):
     default_voice_id: str
     voices: list[VoiceEntry] = Field(min_length=1)
 
+    def find(self, voice_id: str) -> VoiceEntry | None:
+        return next((v for v in self.voices if v.id == voice_id), None)
+
     def public(self) -> VoiceList:
         return VoiceList(
             voices=[Voice(**v.model_dump(include=set(Voice.model_fields))) for v in self.voices],

@@ -1,0 +1,42 @@
+"""Audio file facts: content types, duration and size (read with mutagen), and the repair
+of a streamed WAV, whose header GPT-SoVITS writes before it knows the length."""
+
+import struct
+from pathlib import Path
+
+import mutagen
+
+CONTENT_TYPES = {"wav": "audio/wav", "ogg": "audio/ogg", "aac": "audio/aac", "raw": "audio/L16"}
+# `raw` is headerless 16-bit mono PCM; GPT-SoVITS v1/v2 speak at 32 kHz.
+RAW_BYTES_PER_SECOND = 32_000 * 2
+
+
+def duration_s(path: Path, media_type: str) -> float:
+    if media_type == "raw":
+        return round(path.stat().st_size / RAW_BYTES_PER_SECOND, 3)
+    try:
+        info = mutagen.File(path)
+    except mutagen.MutagenError:
+        info = None
+    length = getattr(getattr(info, "info", None), "length", None)
+    return round(float(length), 3) if length else 0.0
+
+
+def fix_streamed_wav(path: Path) -> None:
+    """Write the real RIFF and data sizes into a WAV whose header claimed 0 (or too much)."""
+    with path.open("r+b") as wav:
+        head = wav.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        size = path.stat().st_size
+        offset = 12
+        while offset + 8 <= size:
+            wav.seek(offset)
+            chunk_id, chunk_size = struct.unpack("<4sI", wav.read(8))
+            if chunk_id == b"data":
+                wav.seek(offset + 4)
+                wav.write(struct.pack("<I", size - offset - 8))
+                wav.seek(4)
+                wav.write(struct.pack("<I", size - 8))
+                return
+            offset += 8 + chunk_size + (chunk_size & 1)

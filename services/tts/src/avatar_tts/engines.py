@@ -1,0 +1,79 @@
+"""Speech engines behind one interface. `gpt-sovits` speaks to GPT-SoVITS api_v2 over HTTP
+(`POST {TTS_BASE_URL}{TTS_API_PATH}`) and yields the audio as it streams in."""
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from avatar_tts.errors import TtsError, TtsRejected, TtsTimeout, TtsUnavailable
+from avatar_tts.settings import TtsSettings
+from avatar_tts.voices import VoiceEntry
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    text: str
+    voice: VoiceEntry
+    text_lang: str
+    prompt_lang: str
+    media_type: str
+    streaming_mode: int
+
+
+class SpeechEngine(ABC):
+    @abstractmethod
+    def speak(self, job: Synthesis) -> AsyncIterator[bytes]:
+        """The encoded audio, in chunks as the engine produces them."""
+
+    @abstractmethod
+    def sound_parameters(self, job: Synthesis) -> dict[str, Any]:
+        """Everything that changes the sound: the cache key is made from it."""
+
+
+class GptSovitsEngine(SpeechEngine):
+    def __init__(self, http: httpx.AsyncClient, settings: TtsSettings) -> None:
+        self.http = http
+        self.url = f"{settings.tts_base_url.rstrip('/')}{settings.tts_api_path}"
+
+    def sound_parameters(self, job: Synthesis) -> dict[str, Any]:
+        if job.voice.gpt_sovits is None:
+            raise TtsError(f"Voice '{job.voice.id}' has no GPT-SoVITS settings.")
+        voice = job.voice.gpt_sovits.model_dump(exclude_none=True)
+        voice["prompt_lang"] = job.prompt_lang or voice["prompt_lang"]
+        return {
+            **voice,
+            "text": job.text,
+            "text_lang": job.text_lang,
+            "media_type": job.media_type,
+            "streaming_mode": job.streaming_mode,
+        }
+
+    async def speak(self, job: Synthesis) -> AsyncIterator[bytes]:
+        payload = self.sound_parameters(job)
+        try:
+            async with self.http.stream("POST", self.url, json=payload) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _failure(response)
+                async for chunk in response.aiter_bytes():
+                    yield chunk
+        except httpx.ConnectError as exc:
+            raise TtsUnavailable() from exc
+        except httpx.TimeoutException as exc:
+            raise TtsTimeout() from exc
+        except httpx.TransportError as exc:
+            raise TtsError("The speech server broke off its answer.") from exc
+
+
+def _failure(response: httpx.Response) -> Exception:
+    try:
+        message = str(json.loads(response.content).get("message", ""))
+    except (ValueError, AttributeError):
+        message = response.text[:200]
+    if response.status_code == 400:  # api_v2's answer to parameters it cannot use
+        return TtsRejected(f"The speech server refused the request: {message}")
+    return TtsError(f"The speech server answered {response.status_code}: {message}")

@@ -1,0 +1,169 @@
+"""Synthesis with a cache: the same text in the same voice with the same settings is made
+once, across replicas, and then served from disk.
+
+Redis keys:
+- `tts:cache:{key}`: hash of the canonical file (path, format, duration, size) for a cache
+  key (a hash of every parameter that changes the sound).
+- `tts:lock:{key}`: held while one replica synthesizes; others wait for its result.
+- `tts:user:{user_id}:{key}`: the file id that user already has for that key.
+Files: `{ASSETS_DIR}/{user_id}/audio/{file_id}.{ext}`, written atomically. A second user
+gets the same content under their own path (a hard link), so no URL reveals another user.
+"""
+
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from avatar_shared.timestamps import utc_now
+from avatar_tts.audio import duration_s, fix_streamed_wav
+from avatar_tts.engines import SpeechEngine, Synthesis
+from avatar_tts.errors import TtsTimeout
+from avatar_tts.schemas import SpeechFile
+
+LOCK_MS = 120_000  # longer than any synthesis; a crashed holder's lock expires
+WAIT_POLL_S = 0.05
+
+
+def cache_key(parameters: dict[str, Any]) -> str:
+    normalised = {**parameters, "text": " ".join(str(parameters.get("text", "")).split())}
+    return hashlib.sha256(json.dumps(normalised, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredAudio:
+    path: Path
+    media_type: str
+    duration: float
+    size: int
+
+
+class SpeechService:
+    def __init__(self, redis: Redis, engine: SpeechEngine, assets_dir: Path, wait_s: float) -> None:
+        self.redis = redis
+        self.engine = engine
+        self.assets_dir = assets_dir
+        self.wait_s = wait_s
+
+    async def speak(self, user_id: str, job: Synthesis) -> SpeechFile:
+        key = cache_key(self.engine.sound_parameters(job))
+        audio = await self._cached(key)
+        made_here = False
+        if audio is None:
+            audio, made_here = await self._synthesize_once(key, user_id, job)
+        return await self._file_for(user_id, key, audio, job.voice.id, cached=not made_here)
+
+    async def _cached(self, key: str) -> StoredAudio | None:
+        entry = await self.redis.hgetall(f"tts:cache:{key}")
+        if not entry or not await asyncio.to_thread(Path(entry["path"]).exists):
+            return None  # evicted from disk: make it again
+        return StoredAudio(
+            Path(entry["path"]), entry["format"], float(entry["duration"]), int(entry["size"])
+        )
+
+    async def _synthesize_once(
+        self, key: str, user_id: str, job: Synthesis
+    ) -> tuple[StoredAudio, bool]:
+        """Single flight across replicas: one holder synthesizes, the others wait for it.
+        Also says whether this call made the audio (else it came from the cache)."""
+        lock, token = f"tts:lock:{key}", secrets.token_hex(8)
+        deadline = asyncio.get_running_loop().time() + self.wait_s
+        while not await self.redis.set(lock, token, nx=True, px=LOCK_MS):
+            await asyncio.sleep(WAIT_POLL_S)
+            if (cached := await self._cached(key)) is not None:
+                return cached, False
+            if asyncio.get_running_loop().time() > deadline:
+                raise TtsTimeout("Another request is still making this speech; try again.")
+        try:
+            if (cached := await self._cached(key)) is not None:
+                return cached, False  # the previous holder finished just before our turn
+            stored = await self._write(user_id, job.media_type, self.engine.speak(job))
+            await self.redis.hset(
+                f"tts:cache:{key}",
+                mapping={
+                    "path": str(stored.path),
+                    "format": stored.media_type,
+                    "duration": stored.duration,
+                    "size": stored.size,
+                },
+            )
+            return stored, True
+        finally:
+            if await self.redis.get(lock) == token:
+                await self.redis.delete(lock)
+
+    async def _write(
+        self, user_id: str, media_type: str, chunks: AsyncIterator[bytes]
+    ) -> StoredAudio:
+        folder = self.user_folder(user_id)
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        final = folder / f"{new_file_id()}.{media_type}"
+        descriptor, temp_name = tempfile.mkstemp(dir=folder, suffix=".part")
+        temp = Path(temp_name)
+        try:
+            with os.fdopen(descriptor, "wb") as out:
+                async for chunk in chunks:
+                    out.write(chunk)
+            return await asyncio.to_thread(_finish, temp, final, media_type)
+        except BaseException:
+            await asyncio.to_thread(temp.unlink, missing_ok=True)
+            raise
+
+    async def _file_for(
+        self, user_id: str, key: str, audio: StoredAudio, voice_id: str, cached: bool
+    ) -> SpeechFile:
+        """The caller's own file for this audio: the one it has, else a link to the cache's."""
+        mapping = f"tts:user:{user_id}:{key}"
+        own = audio.path if audio.path.parent == self.user_folder(user_id) else None
+        if own is None:
+            known = await self.redis.get(mapping)
+            folder = self.user_folder(user_id)
+            candidate = folder / f"{known}.{audio.media_type}" if known else None
+            if candidate and await asyncio.to_thread(candidate.exists):
+                own = candidate
+            else:
+                own = await asyncio.to_thread(_link, audio, folder)
+        await self.redis.set(mapping, own.stem)
+        return SpeechFile(
+            audio_url=f"/mnt/user_assets/{user_id}/audio/{own.name}",
+            file_id=own.stem,
+            duration=audio.duration,
+            file_size=audio.size,
+            format=audio.media_type,
+            voice_id=voice_id,
+            created_at=utc_now(),
+            cached=cached,
+        )
+
+    def user_folder(self, user_id: str) -> Path:
+        return self.assets_dir / user_id / "audio"
+
+
+def new_file_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def _finish(temp: Path, final: Path, media_type: str) -> StoredAudio:
+    if media_type == "wav":
+        fix_streamed_wav(temp)
+    temp.replace(final)  # atomic: a reader sees the whole file or none
+    return StoredAudio(final, media_type, duration_s(final, media_type), final.stat().st_size)
+
+
+def _link(audio: StoredAudio, folder: Path) -> Path:
+    """The same content under another user's folder, with its own file id."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{new_file_id()}.{audio.media_type}"
+    try:
+        os.link(audio.path, target)
+    except OSError:  # another file system: a copy serves as well
+        target.write_bytes(audio.path.read_bytes())
+    return target

@@ -1,0 +1,180 @@
+"""POST /api/tts and the audio file route, against the GPT-SoVITS emulator over real HTTP,
+a real Redis and a real assets folder."""
+
+import asyncio
+import io
+import wave
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import mutagen
+import pytest
+from fastapi import Request
+
+from avatar_devstack.stack import free_port
+from avatar_emulators import gpt_sovits
+from avatar_emulators.server import serve_in_thread
+from avatar_shared.identity import current_user_id
+from avatar_tts.app import create_app
+from avatar_tts.settings import TtsSettings
+
+SHORT, LONG = "안녕하세요.", "안녕하세요. 오늘은 날씨가 정말 좋네요. 같이 산책하러 갈까요?"
+
+
+@pytest.fixture
+def emulator() -> Iterator[tuple[str, gpt_sovits.GptSovitsConfig]]:
+    config = gpt_sovits.GptSovitsConfig(latency_s=0.2, languages=("ko", "en", "auto"))
+    with serve_in_thread(gpt_sovits.create_app(config)) as url:
+        yield url, config
+
+
+def make_app(redis_url: str, assets: Path, tts_base_url: str):
+    app = create_app(
+        TtsSettings(redis_url=redis_url, assets_dir=str(assets), tts_base_url=tts_base_url)
+    )
+
+    async def user_from_header(request: Request) -> str:
+        return request.headers.get("X-Test-User", "anonymous")
+
+    app.dependency_overrides[current_user_id] = user_from_header
+    return app
+
+
+@pytest.fixture
+async def tts(app_client, redis_url, tmp_path, emulator) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(make_app(redis_url, tmp_path, emulator[0])) as client:
+        yield client
+
+
+def synth_count(emulator) -> int:
+    return len([r for r in emulator[1].recorder.requests if r.status == 200])
+
+
+def stored(tmp_path: Path, audio_url: str) -> Path:
+    return tmp_path / audio_url.removeprefix("/mnt/user_assets/")
+
+
+async def test_speech_is_stored_as_valid_audio(tts, tmp_path):
+    short = (await tts.post("/api/tts", json={"text": SHORT})).json()["data"]
+    long = (await tts.post("/api/tts", json={"text": LONG})).json()["data"]
+    assert short["audio_url"].startswith("/mnt/user_assets/anonymous/audio/")
+    assert short["format"] == "wav" and short["voice_id"] == "default"
+    assert short["cached"] is False and short["created_at"].endswith("Z")
+    path = stored(tmp_path, short["audio_url"])
+    with wave.open(str(path)) as audio:
+        assert (audio.getframerate(), audio.getnchannels(), audio.getsampwidth()) == (32000, 1, 2)
+    assert short["file_size"] == path.stat().st_size
+    assert 0 < short["duration"] < long["duration"]
+    assert mutagen.File(stored(tmp_path, long["audio_url"])).info.length == pytest.approx(
+        long["duration"], abs=0.01
+    )
+
+
+@pytest.mark.parametrize(("media_type", "streaming_mode"), [("ogg", 0), ("wav", 1), ("raw", 0)])
+async def test_other_formats_and_streamed_wav_have_a_duration(tts, media_type, streaming_mode):
+    body = {"text": LONG, "media_type": media_type, "streaming_mode": streaming_mode}
+    data = (await tts.post("/api/tts", json=body)).json()["data"]
+    assert data["format"] == media_type and data["audio_url"].endswith(f".{media_type}")
+    assert data["duration"] > 1
+
+
+async def test_a_repeat_is_a_cache_hit(tts, emulator):
+    first = (await tts.post("/api/tts", json={"text": SHORT})).json()["data"]
+    again = (await tts.post("/api/tts", json={"text": f"  {SHORT}  "})).json()["data"]
+    assert synth_count(emulator) == 1
+    assert again["cached"] is True and again["file_id"] == first["file_id"]
+    other_voice = (await tts.post("/api/tts", json={"text": SHORT, "voice_id": "luna"})).json()
+    assert other_voice["data"]["cached"] is False and synth_count(emulator) == 2
+
+
+async def test_another_user_gets_the_cached_audio_under_their_own_path(tts, tmp_path, emulator):
+    alice = await tts.post("/api/tts", json={"text": SHORT}, headers={"X-Test-User": "alice"})
+    bob = await tts.post("/api/tts", json={"text": SHORT}, headers={"X-Test-User": "bob"})
+    a, b = alice.json()["data"], bob.json()["data"]
+    assert b["cached"] is True and synth_count(emulator) == 1
+    assert (
+        b["audio_url"].startswith("/mnt/user_assets/bob/audio/") and "alice" not in b["audio_url"]
+    )
+    assert (
+        stored(tmp_path, a["audio_url"]).read_bytes()
+        == stored(tmp_path, b["audio_url"]).read_bytes()
+    )
+
+
+async def test_identical_requests_at_once_synthesize_once(tts, emulator):
+    responses = await asyncio.gather(
+        *(tts.post("/api/tts", json={"text": LONG}) for _ in range(10))
+    )
+    assert [r.status_code for r in responses] == [200] * 10
+    assert synth_count(emulator) == 1
+    assert sum(not r.json()["data"]["cached"] for r in responses) == 1
+
+
+async def test_return_binary_answers_the_audio_itself(tts):
+    response = await tts.post("/api/tts", json={"text": SHORT, "return_binary": True})
+    assert response.headers["content-type"] == "audio/wav"
+    with wave.open(io.BytesIO(response.content)) as audio:
+        assert audio.getnframes() > 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"text": "   "}, 422, "validation_error"),
+        ({"text": "가" * 1001}, 422, "validation_error"),
+        ({"text": SHORT, "text_lang": "xx"}, 422, "validation_error"),
+        ({"text": SHORT, "prompt_lang": "kr"}, 422, "validation_error"),
+        ({"text": SHORT, "media_type": "mp3"}, 422, "validation_error"),
+        ({"text": SHORT, "streaming_mode": 4}, 422, "validation_error"),
+        ({"text": SHORT, "voice": "x"}, 422, "validation_error"),
+        ({"text": SHORT, "voice_id": "nobody"}, 404, "voice_not_found"),
+        ({"text": SHORT, "text_lang": "ja"}, 422, "tts_rejected"),  # the server's own 400
+        ({"text": SHORT, "media_type": "aac"}, 422, "tts_rejected"),
+    ],
+)
+async def test_bad_requests_store_nothing(tts, tmp_path, redis, body, status, code):
+    response = await tts.post("/api/tts", json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert list(tmp_path.rglob("*.*")) == []
+    assert await redis.keys("tts:*") == []
+
+
+async def test_speech_server_failures(app_client, redis_url, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with app_client(make_app(redis_url, tmp_path, dead)) as tts:
+        refused = await tts.post("/api/tts", json={"text": SHORT})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (503, "tts_unavailable")
+    config = gpt_sovits.GptSovitsConfig(fail_status=500)
+    with serve_in_thread(gpt_sovits.create_app(config)) as url:
+        async with app_client(make_app(redis_url, tmp_path, url)) as tts:
+            failed = await tts.post("/api/tts", json={"text": SHORT})
+    assert (failed.status_code, failed.json()["error"]["code"]) == (502, "tts_error")
+    assert list(tmp_path.rglob("*.*")) == []
+
+
+async def test_stored_audio_is_served_with_ranges(tts):
+    data = (await tts.post("/api/tts", json={"text": LONG})).json()["data"]
+    whole = await tts.get(data["audio_url"])
+    assert whole.status_code == 200 and whole.headers["content-type"] == "audio/wav"
+    assert "immutable" in whole.headers["cache-control"] and whole.headers["etag"]
+    assert len(whole.content) == data["file_size"]
+    part = await tts.get(data["audio_url"], headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206 and part.content == whole.content[:100]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/mnt/user_assets/anonymous/audio/../audio/x.wav",
+        "/mnt/user_assets/anonymous/audio/%2e%2e%2f%2e%2e%2fsecret.wav",
+        "/mnt/user_assets/%2Fetc/audio/passwd.wav",
+        "/mnt/user_assets/anonymous/audio/doesnotexist1234.wav",
+        "/mnt/user_assets/anonymous/audio/x.py",
+    ],
+)
+async def test_anything_but_a_stored_file_is_404(tts, path):
+    response = await tts.get(path)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
