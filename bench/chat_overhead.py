@@ -41,7 +41,7 @@ def first_chunk(http: httpx.AsyncClient, url: str, body: dict) -> Call:
 async def measure(stack: Stack, requests: int) -> list[str]:
     system = {"role": "system", "content": build_system_prompt(PERSONA)}
     direct_body = {"model": MODEL, "messages": [system, USER], "stream": False}
-    chat_body = {"messages": [USER], "persona": PERSONA, "model": MODEL}
+    chat_body = {"messages": [USER], "persona": PERSONA, "model": MODEL, "tts_enabled": False}
     direct_url = f"{stack.emulator_url('ollama')}/api/chat"
     via_url = f"{stack.gateway_url}/api/chat"
     lines = []

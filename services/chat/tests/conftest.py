@@ -65,9 +65,12 @@ def backend(backend_name: str) -> Iterator[Backend]:
 
 @pytest.fixture
 async def chat(app_client, redis_url: str, backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
-    """The chat app wired to the emulator; characters service: nobody listens there."""
+    """The chat app wired to the emulator; at the characters and tts URLs nobody listens."""
     settings = ChatSettings(
-        redis_url=redis_url, characters_url=f"http://127.0.0.1:{free_port()}", **backend.settings
+        redis_url=redis_url,
+        characters_url=f"http://127.0.0.1:{free_port()}",
+        tts_url=f"http://127.0.0.1:{free_port()}",
+        **backend.settings,
     )
     async with app_client(create_app(settings)) as client:
         yield client

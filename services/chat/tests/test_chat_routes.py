@@ -132,7 +132,14 @@ async def test_streamed_deltas_add_up_to_the_done_event(chat):
     assert kinds[-1] == "done" and set(kinds[:-1]) == {"delta"} and len(kinds) > 3
     done = events[-1][1]
     assert "".join(data["content"] for _, data in events[:-1]) == done["content"]
-    assert set(done) == {"content", "usage", "session_id", "audio_url", "context_summarized"}
+    assert set(done) == {
+        "content",
+        "usage",
+        "session_id",
+        "audio_url",
+        "context_summarized",
+        "tts_error",
+    }
     history = (await chat.get(f"/api/chat/sessions/{done['session_id']}")).json()["data"]
     assert history["messages"][-1]["content"] == done["content"]
 

@@ -10,6 +10,7 @@ from avatar_chat.models import ModelCatalog
 from avatar_chat.routes import router
 from avatar_chat.sessions import SessionStore
 from avatar_chat.settings import ChatSettings
+from avatar_chat.speech import SpeechClient
 from avatar_chat.upstreams import llm_check
 from avatar_shared.app import create_service_app
 
@@ -28,6 +29,7 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
                 characters=CharacterDirectory(
                     app.state.http, settings.characters_url, settings.character_cache_s
                 ),
+                speech=SpeechClient(app.state.http, settings.tts_url, settings.tts_timeout_s),
             )
             app.state.model_catalog = ModelCatalog(
                 llm, settings.default_model, settings.models_cache_s

@@ -18,6 +18,7 @@ from avatar_chat.persona import build_system_prompt
 from avatar_chat.schemas import ChatReply, ChatRequest, Usage
 from avatar_chat.sessions import SessionStore
 from avatar_chat.settings import ChatSettings
+from avatar_chat.speech import SpeechClient, SpeechFailed
 from avatar_shared.errors import AppError, ValidationFailed
 
 
@@ -27,6 +28,7 @@ class ChatDeps:
     llm: LlmClient
     sessions: SessionStore
     characters: CharacterDirectory
+    speech: SpeechClient
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class PreparedTurn:
     llm_request: LlmRequest
     user_message: str
     voice_id: str | None
+    body: ChatRequest
 
 
 def check_limits(body: ChatRequest, settings: ChatSettings) -> None:
@@ -72,7 +75,7 @@ async def prepare(body: ChatRequest, user_id: str, deps: ChatDeps) -> PreparedTu
         temperature=body.temperature,
         max_tokens=body.max_tokens,
     )
-    return PreparedTurn(session_id, llm_request, body.messages[-1].content, voice_id)
+    return PreparedTurn(session_id, llm_request, body.messages[-1].content, voice_id, body)
 
 
 async def finish(turn: PreparedTurn, reply: LlmReply, user_id: str, deps: ChatDeps) -> ChatReply:
@@ -87,13 +90,33 @@ async def finish(turn: PreparedTurn, reply: LlmReply, user_id: str, deps: ChatDe
         reply.prompt_tokens,
         reply.completion_tokens,
     )
+    audio_url, tts_error = await voice_reply(turn, reply.content, user_id, deps.speech)
     return ChatReply(
         content=reply.content,
         usage=Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens),
         session_id=turn.session_id,
-        audio_url=None,  # speech is wired in by the TTS issue
+        audio_url=audio_url,
         context_summarized=False,
+        tts_error=tts_error,
     )
+
+
+async def voice_reply(
+    turn: PreparedTurn, text: str, user_id: str, speech: SpeechClient
+) -> tuple[str | None, str | None]:
+    """(audio_url, tts_error) for the reply, as its tts_mode asks."""
+    body = turn.body
+    if not body.tts_enabled or body.tts_mode == "on_click":
+        return None, None  # on_click: the client calls /api/tts itself
+    if body.tts_mode == "delayed":
+        url = speech.speak_later(
+            text, turn.voice_id, body.tts_streaming_mode, user_id, body.tts_delay_ms
+        )
+        return url, None
+    try:
+        return await speech.speak(text, turn.voice_id, body.tts_streaming_mode), None
+    except SpeechFailed as exc:
+        return None, str(exc)
 
 
 async def reply_once(body: ChatRequest, user_id: str, deps: ChatDeps) -> ChatReply:

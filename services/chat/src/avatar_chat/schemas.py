@@ -58,6 +58,9 @@ class ChatReply(BaseModel):
     session_id: str
     audio_url: str | None
     context_summarized: bool
+    tts_error: str | None = Field(
+        None, description="Why no speech was made, when speech was asked for and failed."
+    )
 
 
 class ModelInfo(BaseModel):

@@ -35,6 +35,9 @@ class ChatSettings(SharedSettings, PeerUrls):
     session_ttl_s: int = Field(
         7 * 24 * 3600, gt=0, description="A chat session idle this long is forgotten."
     )
+    tts_timeout_s: float = Field(
+        60.0, gt=0, description="Longest wait for the tts service to speak a reply."
+    )
     models_cache_s: float = Field(30.0, ge=0, description="How long the model list is reused.")
     character_cache_s: float = Field(
         30.0,

@@ -41,7 +41,7 @@ async def synthesize(
     job = Synthesis(
         body.text, voice, body.text_lang, body.prompt_lang, body.media_type, body.streaming_mode
     )
-    stored = await speech.speak(user_id, job)
+    stored = await speech.speak(user_id, job, body.file_id)
     if body.return_binary:
         path = speech.user_folder(user_id) / f"{stored.file_id}.{stored.format}"
         return FileResponse(path, media_type=CONTENT_TYPES[stored.format])

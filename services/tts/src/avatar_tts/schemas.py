@@ -20,6 +20,12 @@ class TtsRequest(BaseModel):
     streaming_mode: int = Field(0, ge=0, le=3)
     return_binary: bool = False
     media_type: Literal["wav", "ogg", "aac", "raw"] = "wav"
+    file_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{16,64}$",
+        description="Store the audio under this id (beyond API.md: lets the chat service "
+        "hand out an audio_url before the speech exists, for tts_mode=delayed).",
+    )
 
 
 class SpeechFile(BaseModel):

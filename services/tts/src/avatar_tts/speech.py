@@ -53,13 +53,13 @@ class SpeechService:
         self.assets_dir = assets_dir
         self.wait_s = wait_s
 
-    async def speak(self, user_id: str, job: Synthesis) -> SpeechFile:
+    async def speak(self, user_id: str, job: Synthesis, file_id: str | None = None) -> SpeechFile:
         key = cache_key(self.engine.sound_parameters(job))
         audio = await self._cached(key)
         made_here = False
         if audio is None:
             audio, made_here = await self._synthesize_once(key, user_id, job)
-        return await self._file_for(user_id, key, audio, job.voice.id, cached=not made_here)
+        return await self._file_for(user_id, key, audio, job.voice.id, not made_here, file_id)
 
     async def _cached(self, key: str) -> StoredAudio | None:
         entry = await self.redis.hgetall(f"tts:cache:{key}")
@@ -118,12 +118,21 @@ class SpeechService:
             raise
 
     async def _file_for(
-        self, user_id: str, key: str, audio: StoredAudio, voice_id: str, cached: bool
+        self,
+        user_id: str,
+        key: str,
+        audio: StoredAudio,
+        voice_id: str,
+        cached: bool,
+        file_id: str | None,
     ) -> SpeechFile:
-        """The caller's own file for this audio: the one it has, else a link to the cache's."""
+        """The caller's own file for this audio: under the id asked for, else the one the
+        caller already has, else a new link to the cache's file."""
         mapping = f"tts:user:{user_id}:{key}"
         own = audio.path if audio.path.parent == self.user_folder(user_id) else None
-        if own is None:
+        if file_id is not None:
+            own = await asyncio.to_thread(_link, audio, self.user_folder(user_id), file_id)
+        elif own is None:
             known = await self.redis.get(mapping)
             folder = self.user_folder(user_id)
             candidate = folder / f"{known}.{audio.media_type}" if known else None
@@ -158,10 +167,12 @@ def _finish(temp: Path, final: Path, media_type: str) -> StoredAudio:
     return StoredAudio(final, media_type, duration_s(final, media_type), final.stat().st_size)
 
 
-def _link(audio: StoredAudio, folder: Path) -> Path:
+def _link(audio: StoredAudio, folder: Path, file_id: str | None = None) -> Path:
     """The same content under another user's folder, with its own file id."""
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{new_file_id()}.{audio.media_type}"
+    target = folder / f"{file_id or new_file_id()}.{audio.media_type}"
+    if target == audio.path or target.exists():
+        return target
     try:
         os.link(audio.path, target)
     except OSError:  # another file system: a copy serves as well

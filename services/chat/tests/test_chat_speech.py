@@ -1,0 +1,77 @@
+"""Speech in chat: the chat service asks the real tts service (over HTTP), which speaks
+through the GPT-SoVITS emulator."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from avatar_chat.app import create_app
+from avatar_chat.settings import ChatSettings
+from avatar_devstack.stack import free_port
+from avatar_emulators import gpt_sovits
+from avatar_emulators.server import serve_in_thread
+from avatar_tts.app import create_app as tts_app
+from avatar_tts.settings import TtsSettings
+
+from .test_chat_routes import ask
+
+
+@pytest.fixture
+def tts_url(redis_url, tmp_path):
+    with serve_in_thread(gpt_sovits.create_app()) as sovits:
+        settings = TtsSettings(redis_url=redis_url, assets_dir=str(tmp_path), tts_base_url=sovits)
+        with serve_in_thread(tts_app(settings), lifespan="on") as url:
+            yield url
+
+
+@pytest.fixture
+async def chat(app_client, redis_url, backend, tts_url) -> AsyncIterator[httpx.AsyncClient]:
+    settings = ChatSettings(redis_url=redis_url, tts_url=tts_url, **backend.settings)
+    async with app_client(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture
+async def tts(tts_url) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=tts_url, trust_env=False) as client:
+        yield client
+
+
+async def test_realtime_speech_comes_with_the_reply(chat, tts):
+    data = (await chat.post("/api/chat", json=ask("안녕", tts_mode="realtime"))).json()["data"]
+    assert data["audio_url"].startswith("/mnt/user_assets/anonymous/audio/")
+    assert data["tts_error"] is None
+    audio = await tts.get(data["audio_url"])
+    assert audio.status_code == 200 and audio.content[:4] == b"RIFF"
+
+
+@pytest.mark.parametrize("extra", [{"tts_mode": "on_click"}, {"tts_enabled": False}])
+async def test_no_speech_when_not_asked(chat, extra):
+    data = (await chat.post("/api/chat", json=ask("안녕", **extra))).json()["data"]
+    assert data["audio_url"] is None and data["tts_error"] is None
+
+
+async def test_delayed_speech_appears_at_its_url_later(chat, tts):
+    body = ask("안녕", tts_mode="delayed", tts_delay_ms=500)
+    data = (await chat.post("/api/chat", json=body)).json()["data"]
+    assert data["audio_url"].endswith(".wav")
+    assert (await tts.get(data["audio_url"])).status_code == 404  # not yet
+    for _ in range(40):
+        await asyncio.sleep(0.1)
+        if (await tts.get(data["audio_url"])).status_code == 200:
+            break
+    assert (await tts.get(data["audio_url"])).content[:4] == b"RIFF"
+
+
+async def test_a_speech_failure_never_fails_the_chat(app_client, redis_url, backend):
+    settings = ChatSettings(
+        redis_url=redis_url, tts_url=f"http://127.0.0.1:{free_port()}", **backend.settings
+    )
+    async with app_client(create_app(settings)) as chat:
+        response = await chat.post("/api/chat", json=ask("안녕"))
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert data["content"] and data["audio_url"] is None
+    assert "unreachable" in data["tts_error"]
