@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from avatar_shared.app import create_service_app, open_http_client
 from avatar_tts.engines import GptSovitsEngine
+from avatar_tts.local_engine import LocalEngine
 from avatar_tts.routes import router
 from avatar_tts.settings import TtsSettings
 from avatar_tts.speech import SpeechService
@@ -23,9 +24,13 @@ def create_app(settings: TtsSettings | None = None) -> FastAPI:
         app.state.voices = voices
         timeout = httpx.Timeout(settings.tts_timeout_s, connect=3.0)
         async with open_http_client(timeout) as tts_http:
-            engine = GptSovitsEngine(tts_http, settings)
+            engines = {"gpt-sovits": GptSovitsEngine(tts_http, settings), "local": LocalEngine()}
             app.state.speech = SpeechService(
-                app.state.redis, engine, Path(settings.assets_dir), settings.tts_timeout_s
+                app.state.redis,
+                engines,
+                settings.tts_engine,
+                Path(settings.assets_dir),
+                settings.tts_timeout_s,
             )
             yield
 

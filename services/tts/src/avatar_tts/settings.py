@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -8,6 +9,9 @@ SHIPPED_VOICES = Path(__file__).parent / "data" / "voices.json"
 
 
 class TtsSettings(SharedSettings):
+    tts_engine: Literal["gpt-sovits", "local"] = Field(
+        "gpt-sovits", description="Engine for voices that name none: gpt-sovits or local."
+    )
     tts_base_url: str = Field("http://localhost:9880", description="GPT-SoVITS api_v2 server.")
     tts_api_path: str = Field("/tts", description="Path of GPT-SoVITS's synthesis endpoint.")
     assets_dir: str = Field("var/user_assets", description="Where per-user audio files are stored.")

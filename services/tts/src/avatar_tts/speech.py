@@ -16,7 +16,7 @@ import json
 import os
 import secrets
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,18 +47,27 @@ class StoredAudio:
 
 
 class SpeechService:
-    def __init__(self, redis: Redis, engine: SpeechEngine, assets_dir: Path, wait_s: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        engines: Mapping[str, SpeechEngine],
+        default_engine: str,
+        assets_dir: Path,
+        wait_s: float,
+    ) -> None:
         self.redis = redis
-        self.engine = engine
+        self.engines = engines
+        self.default_engine = default_engine
         self.assets_dir = assets_dir
         self.wait_s = wait_s
 
     async def speak(self, user_id: str, job: Synthesis, file_id: str | None = None) -> SpeechFile:
-        key = cache_key(self.engine.sound_parameters(job))
+        engine = self.engines[job.voice.engine or self.default_engine]
+        key = cache_key(engine.sound_parameters(job))
         audio = await self._cached(key)
         made_here = False
         if audio is None:
-            audio, made_here = await self._synthesize_once(key, user_id, job)
+            audio, made_here = await self._synthesize_once(key, user_id, job, engine)
         return await self._file_for(user_id, key, audio, job.voice.id, not made_here, file_id)
 
     async def _cached(self, key: str) -> StoredAudio | None:
@@ -70,7 +79,7 @@ class SpeechService:
         )
 
     async def _synthesize_once(
-        self, key: str, user_id: str, job: Synthesis
+        self, key: str, user_id: str, job: Synthesis, engine: SpeechEngine
     ) -> tuple[StoredAudio, bool]:
         """Single flight across replicas: one holder synthesizes, the others wait for it.
         Also says whether this call made the audio (else it came from the cache)."""
@@ -85,7 +94,7 @@ class SpeechService:
         try:
             if (cached := await self._cached(key)) is not None:
                 return cached, False  # the previous holder finished just before our turn
-            stored = await self._write(user_id, job.media_type, self.engine.speak(job))
+            stored = await self._write(user_id, job.media_type, engine.speak(job))
             await self.redis.hset(
                 f"tts:cache:{key}",
                 mapping={

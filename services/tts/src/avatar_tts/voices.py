@@ -5,6 +5,7 @@ Reloaded when its mtime changes, like the character presets (avatar_shared.reloa
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,10 +29,22 @@ class GptSovitsVoice(BaseModel):
     text_split_method: str | None = None
 
 
+class LocalVoice(BaseModel):
+    """espeak-ng settings: its voice name (a language code such as "ko"), speed, pitch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    voice: str | None = None
+    rate: int = Field(175, ge=80, le=450)
+    pitch: int = Field(50, ge=0, le=99)
+
+
 class VoiceEntry(Voice):
     model_config = ConfigDict(extra="forbid")
 
+    engine: Literal["gpt-sovits", "local"] | None = None  # None: TTS_ENGINE decides
     gpt_sovits: GptSovitsVoice | None = None
+    local: LocalVoice | None = None
 
 
 class VoicesFile(BaseModel):

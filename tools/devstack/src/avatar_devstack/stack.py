@@ -93,6 +93,9 @@ def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> di
     for name, port in ports.apps.items():
         env[f"{name.upper()}_URL"] = _local(port)
         env[f"{name.upper()}_URLS"] = _local(port)  # Traefik's load-balancer list
+    if not ports.emulators:
+        # No GPU server in sight: speak with the local engine unless told otherwise.
+        env.setdefault("TTS_ENGINE", "local")
     if ports.emulators:
         env.update(
             OLLAMA_BASE_URL=_local(ports.emulators["ollama"]),
