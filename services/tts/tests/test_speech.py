@@ -178,3 +178,24 @@ async def test_anything_but_a_stored_file_is_404(tts, path):
     response = await tts.get(path)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_streamed_binary_arrives_before_synthesis_ends_and_is_kept(redis_url, tmp_path):
+    config = gpt_sovits.GptSovitsConfig(chunk_delay_s=0.15)
+    with serve_in_thread(gpt_sovits.create_app(config)) as sovits:
+        app = make_app(redis_url, tmp_path, sovits)
+        with serve_in_thread(app, lifespan="on") as url:
+            async with httpx.AsyncClient(base_url=url, trust_env=False) as tts:
+                body = {"text": LONG, "return_binary": True, "streaming_mode": 1}
+                arrivals, audio = [], b""
+                started = asyncio.get_running_loop().time()
+                async with tts.stream("POST", "/api/tts", json=body) as response:
+                    assert response.headers["content-type"] == "audio/wav"
+                    async for chunk in response.aiter_bytes():
+                        arrivals.append(asyncio.get_running_loop().time() - started)
+                        audio += chunk
+                again = (await tts.post("/api/tts", json={**body, "return_binary": False})).json()
+    assert audio[:4] == b"RIFF" and len(arrivals) > 2
+    assert arrivals[0] < arrivals[-1] / 2  # the first bytes long before the last
+    assert again["data"]["cached"] is True
+    assert len([r for r in config.recorder.requests if r.status == 200]) == 1

@@ -1,8 +1,9 @@
 import re
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from avatar_shared.envelope import Envelope, ok
 from avatar_shared.errors import ERROR_RESPONSES, NotFound
@@ -41,11 +42,28 @@ async def synthesize(
     job = Synthesis(
         body.text, voice, body.text_lang, body.prompt_lang, body.media_type, body.streaming_mode
     )
+    if body.return_binary and body.streaming_mode > 0:
+        audio = await speech.speak_streaming(user_id, job)
+        if audio is not None:
+            return await stream_audio(audio, CONTENT_TYPES[body.media_type])
     stored = await speech.speak(user_id, job, body.file_id)
     if body.return_binary:
         path = speech.user_folder(user_id) / f"{stored.file_id}.{stored.format}"
         return FileResponse(path, media_type=CONTENT_TYPES[stored.format])
     return ok(stored)
+
+
+async def stream_audio(audio: AsyncIterator[bytes], media_type: str) -> StreamingResponse:
+    """Waits for the first bytes before answering, so a failure up front is an ordinary
+    error response rather than a broken stream."""
+    first = await anext(audio)
+
+    async def rest() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in audio:
+            yield chunk
+
+    return StreamingResponse(rest(), media_type=media_type)
 
 
 @router.get("/api/tts/voices", response_model=Envelope[VoiceList])

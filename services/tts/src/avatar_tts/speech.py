@@ -78,14 +78,32 @@ class SpeechService:
             Path(entry["path"]), entry["format"], float(entry["duration"]), int(entry["size"])
         )
 
+    async def speak_streaming(self, user_id: str, job: Synthesis) -> AsyncIterator[bytes] | None:
+        """The audio as the engine produces it, stored and cached on the way, when this call
+        is the one to make it; None when it is cached or being made (then use `speak`)."""
+        engine = self.engines[job.voice.engine or self.default_engine]
+        key = cache_key(engine.sound_parameters(job))
+        if await self._cached(key) is not None or (token := await self._try_lock(key)) is None:
+            return None
+
+        async def stream() -> AsyncIterator[bytes]:
+            result: list[StoredAudio] = []
+            try:
+                async for chunk in self._produce(key, user_id, job, engine, result):
+                    yield chunk
+                await self._file_for(user_id, key, result[0], job.voice.id, False, None)
+            finally:
+                await self._release(key, token)
+
+        return stream()
+
     async def _synthesize_once(
         self, key: str, user_id: str, job: Synthesis, engine: SpeechEngine
     ) -> tuple[StoredAudio, bool]:
         """Single flight across replicas: one holder synthesizes, the others wait for it.
         Also says whether this call made the audio (else it came from the cache)."""
-        lock, token = f"tts:lock:{key}", secrets.token_hex(8)
         deadline = asyncio.get_running_loop().time() + self.wait_s
-        while not await self.redis.set(lock, token, nx=True, px=LOCK_MS):
+        while (token := await self._try_lock(key)) is None:
             await asyncio.sleep(WAIT_POLL_S)
             if (cached := await self._cached(key)) is not None:
                 return cached, False
@@ -94,37 +112,57 @@ class SpeechService:
         try:
             if (cached := await self._cached(key)) is not None:
                 return cached, False  # the previous holder finished just before our turn
-            stored = await self._write(user_id, job.media_type, engine.speak(job))
-            await self.redis.hset(
-                f"tts:cache:{key}",
-                mapping={
-                    "path": str(stored.path),
-                    "format": stored.media_type,
-                    "duration": stored.duration,
-                    "size": stored.size,
-                },
-            )
-            return stored, True
+            result: list[StoredAudio] = []
+            async for _ in self._produce(key, user_id, job, engine, result):
+                pass
+            return result[0], True
         finally:
-            if await self.redis.get(lock) == token:
-                await self.redis.delete(lock)
+            await self._release(key, token)
 
-    async def _write(
-        self, user_id: str, media_type: str, chunks: AsyncIterator[bytes]
-    ) -> StoredAudio:
+    async def _try_lock(self, key: str) -> str | None:
+        token = secrets.token_hex(8)
+        return (
+            token if await self.redis.set(f"tts:lock:{key}", token, nx=True, px=LOCK_MS) else None
+        )
+
+    async def _release(self, key: str, token: str) -> None:
+        if await self.redis.get(f"tts:lock:{key}") == token:
+            await self.redis.delete(f"tts:lock:{key}")
+
+    async def _produce(
+        self,
+        key: str,
+        user_id: str,
+        job: Synthesis,
+        engine: SpeechEngine,
+        result: list[StoredAudio],
+    ) -> AsyncIterator[bytes]:
+        """Synthesize into a new file and cache it, passing each chunk on as it arrives;
+        the stored audio ends up in `result`. The caller holds the lock."""
         folder = self.user_folder(user_id)
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-        final = folder / f"{new_file_id()}.{media_type}"
+        final = folder / f"{new_file_id()}.{job.media_type}"
         descriptor, temp_name = tempfile.mkstemp(dir=folder, suffix=".part")
         temp = Path(temp_name)
         try:
             with os.fdopen(descriptor, "wb") as out:
-                async for chunk in chunks:
+                async for chunk in engine.speak(job):
                     out.write(chunk)
-            return await asyncio.to_thread(_finish, temp, final, media_type)
+                    yield chunk
+            stored = await asyncio.to_thread(_finish, temp, final, job.media_type)
         except BaseException:
             await asyncio.to_thread(temp.unlink, missing_ok=True)
             raise
+        await self.redis.hset(
+            f"tts:cache:{key}",
+            mapping={
+                "path": str(stored.path),
+                "format": stored.media_type,
+                "duration": stored.duration,
+                "size": stored.size,
+            },
+        )
+        result.append(stored)
 
     async def _file_for(
         self,
