@@ -24,7 +24,8 @@ async def test_chat_turn_through_the_gateway(gateway):
 async def test_stream_through_the_gateway_is_not_buffered(gateway):
     started = time.perf_counter()
     arrivals, deltas, done = [], [], None
-    async with gateway.stream("POST", "/api/chat", json=ask("천천히 말해줘", stream=True)) as r:
+    body = ask("천천히 말해줘", stream=True, tts_enabled=False)
+    async with gateway.stream("POST", "/api/chat", json=body) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         async for line in r.aiter_lines():
             if line.startswith("data: "):

@@ -125,7 +125,8 @@ async def test_bad_requests_get_422_and_change_nothing(chat, backend, redis, bod
 
 
 async def test_streamed_deltas_add_up_to_the_done_event(chat):
-    async with chat.stream("POST", "/api/chat", json=ask("스트리밍 해줘", stream=True)) as response:
+    body = ask("스트리밍 해줘", stream=True, tts_enabled=False)  # speech: test_chat_speech
+    async with chat.stream("POST", "/api/chat", json=body) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         events = await read_events(response)
     kinds = [kind for kind, _ in events]
@@ -139,6 +140,7 @@ async def test_streamed_deltas_add_up_to_the_done_event(chat):
         "audio_url",
         "context_summarized",
         "tts_error",
+        "audio_urls",
     }
     history = (await chat.get(f"/api/chat/sessions/{done['session_id']}")).json()["data"]
     assert history["messages"][-1]["content"] == done["content"]

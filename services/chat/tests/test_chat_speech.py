@@ -15,7 +15,7 @@ from avatar_emulators.server import serve_in_thread
 from avatar_tts.app import create_app as tts_app
 from avatar_tts.settings import TtsSettings
 
-from .test_chat_routes import ask
+from .test_chat_routes import ask, read_events
 
 
 @pytest.fixture
@@ -75,3 +75,31 @@ async def test_a_speech_failure_never_fails_the_chat(app_client, redis_url, back
     data = response.json()["data"]
     assert data["content"] and data["audio_url"] is None
     assert "unreachable" in data["tts_error"]
+
+
+async def test_a_streamed_reply_is_spoken_sentence_by_sentence(chat, tts):
+    body = ask("이야기 해줘", stream=True, tts_mode="realtime")
+    async with chat.stream("POST", "/api/chat", json=body) as response:
+        events = await read_events(response)
+    audio = [data for kind, data in events if kind == "audio"]
+    done = events[-1][1]
+    assert events[-1][0] == "done" and len(audio) >= 3
+    assert [a["index"] for a in audio] == list(range(len(audio)))
+    assert " ".join(a["text"] for a in audio).split() == done["content"].split()
+    assert done["audio_urls"] == [a["audio_url"] for a in audio]
+    assert done["audio_url"] is None
+    for event in audio:
+        assert (await tts.get(event["audio_url"])).content[:4] == b"RIFF"
+
+
+async def test_sentence_speech_failures_do_not_break_the_stream(app_client, redis_url, backend):
+    settings = ChatSettings(
+        redis_url=redis_url, tts_url=f"http://127.0.0.1:{free_port()}", **backend.settings
+    )
+    async with app_client(create_app(settings)) as chat:
+        body = ask("이야기 해줘", stream=True, tts_mode="realtime")
+        async with chat.stream("POST", "/api/chat", json=body) as response:
+            events = await read_events(response)
+    audio = [data for kind, data in events if kind == "audio"]
+    assert events[-1][0] == "done" and audio
+    assert all(a["audio_url"] is None and "unreachable" in a["tts_error"] for a in audio)

@@ -18,7 +18,7 @@ from avatar_chat.persona import build_system_prompt
 from avatar_chat.schemas import ChatReply, ChatRequest, Usage
 from avatar_chat.sessions import SessionStore
 from avatar_chat.settings import ChatSettings
-from avatar_chat.speech import SpeechClient, SpeechFailed
+from avatar_chat.speech import SentenceSpeaker, SpeechClient, SpeechFailed
 from avatar_shared.errors import AppError, ValidationFailed
 
 
@@ -78,7 +78,9 @@ async def prepare(body: ChatRequest, user_id: str, deps: ChatDeps) -> PreparedTu
     return PreparedTurn(session_id, llm_request, body.messages[-1].content, voice_id, body)
 
 
-async def finish(turn: PreparedTurn, reply: LlmReply, user_id: str, deps: ChatDeps) -> ChatReply:
+async def finish(
+    turn: PreparedTurn, reply: LlmReply, user_id: str, deps: ChatDeps, speak: bool = True
+) -> ChatReply:
     await deps.sessions.record_turn(
         turn.session_id,
         user_id,
@@ -90,7 +92,9 @@ async def finish(turn: PreparedTurn, reply: LlmReply, user_id: str, deps: ChatDe
         reply.prompt_tokens,
         reply.completion_tokens,
     )
-    audio_url, tts_error = await voice_reply(turn, reply.content, user_id, deps.speech)
+    audio_url, tts_error = None, None
+    if speak:
+        audio_url, tts_error = await voice_reply(turn, reply.content, user_id, deps.speech)
     return ChatReply(
         content=reply.content,
         usage=Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens),
@@ -144,16 +148,32 @@ async def _events(
     user_id: str,
     deps: ChatDeps,
 ) -> AsyncIterator[bytes]:
+    body = turn.body
+    speaker = None
+    if body.tts_enabled and body.tts_mode == "realtime":  # speech follows the text, per sentence
+        speaker = SentenceSpeaker(deps.speech, turn.voice_id, body.tts_streaming_mode)
     item = first
     try:
         while isinstance(item, str):
             yield sse("delta", {"content": item})
+            if speaker:
+                speaker.feed(item)
+                for event in speaker.ready():
+                    yield sse("audio", event)
             item = await anext(upstream)
-        reply = await finish(turn, item, user_id, deps)
+        if speaker:
+            speaker.finish()
+            async for event in speaker.rest():
+                yield sse("audio", event)
+        reply = await finish(turn, item, user_id, deps, speak=speaker is None)
+        if speaker:
+            reply.audio_urls = speaker.urls
         yield sse("done", reply.model_dump())
     except AppError as exc:
         yield sse("error", {"code": exc.code, "message": exc.message})
     except RedisError:
         yield sse("error", {"code": "redis_unavailable", "message": "The reply was not saved."})
     finally:
+        if speaker:
+            speaker.cancel()
         await upstream.aclose()  # on disconnect too: closes the upstream request

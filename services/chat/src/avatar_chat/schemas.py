@@ -61,6 +61,9 @@ class ChatReply(BaseModel):
     tts_error: str | None = Field(
         None, description="Why no speech was made, when speech was asked for and failed."
     )
+    audio_urls: list[str] | None = Field(
+        None, description="Streamed replies with realtime speech: each sentence's audio, in order."
+    )
 
 
 class ModelInfo(BaseModel):
