@@ -33,6 +33,7 @@ test: lint
 bench:
 	$(UV) run --frozen python bench/chat_overhead.py
 	$(UV) run --frozen python bench/characters_read.py
+	$(UV) run --frozen python bench/tts_speech.py
 
 # Rewrite .env.example and README's configuration table from the settings classes.
 config-docs:

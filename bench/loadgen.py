@@ -18,7 +18,9 @@ Call = Callable[[], Awaitable[float]]
 
 
 @contextmanager
-def bench_stack(emulators: bool) -> Iterator[Stack]:
+def bench_stack(
+    emulators: bool, emulator_args: dict[str, list[str]] | None = None
+) -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="avatar-bench-") as tmp:
         stack = Stack(
             Ports.free(emulators=emulators),
@@ -26,6 +28,7 @@ def bench_stack(emulators: bool) -> Iterator[Stack]:
             data_dir=Path(tmp),
             log_dir=Path(tmp),
             env_overrides={"GATEWAY_LOG_LEVEL": "ERROR"},
+            emulator_args=emulator_args,
         )
         stack.start()
         try:

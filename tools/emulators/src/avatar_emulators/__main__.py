@@ -36,6 +36,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--chunk-delay", type=float, default=0.0, metavar="S", help="gpt-sovits stream pacing"
     )
+    parser.add_argument(
+        "--real-time-factor",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="gpt-sovits: seconds of synthesis per second of audio",
+    )
     return parser.parse_args(argv)
 
 
@@ -46,6 +53,7 @@ def build_app(args: argparse.Namespace) -> FastAPI:
             gpt_sovits.GptSovitsConfig(
                 latency_s=args.first_token_latency,
                 chunk_delay_s=args.chunk_delay,
+                real_time_factor=args.real_time_factor,
                 fail_status=args.fail_status,
             )
         )

@@ -105,6 +105,9 @@ class GptSovitsConfig:
     latency_s: float = 0.0  # delay before the first byte of audio
     stream_chunk_s: float = 0.25  # audio length of one streamed chunk
     chunk_delay_s: float = 0.0  # delay between streamed chunks
+    # Seconds of work per second of audio (a GPU server is around 0.1-0.5): the whole file
+    # waits this share of its duration; a stream waits it per chunk.
+    real_time_factor: float = 0.0
     version: str = "v2"
     languages: tuple[str, ...] = V2_LANGUAGES
     fail_status: int | None = None
@@ -277,20 +280,23 @@ async def _stream_audio(
         yield encode_wav(pcm[:0], config.sample_rate)
         media_type = "raw"
     step = max(1, round(config.stream_chunk_s * config.sample_rate))
+    pause = max(config.chunk_delay_s, config.real_time_factor * config.stream_chunk_s)
     for index, start in enumerate(range(0, len(pcm), step)):
-        if index and config.chunk_delay_s > 0:
-            await asyncio.sleep(config.chunk_delay_s)
+        if pause > 0 and (index or config.real_time_factor):
+            await asyncio.sleep(pause)
         # ogg chunks are each a complete file, as api_v2 packs every chunk on its own.
         yield encode(pcm[start : start + step], config.sample_rate, media_type)
 
 
-def _tts_response(params: dict[str, Any], config: GptSovitsConfig) -> Response:
+async def _tts_response(params: dict[str, Any], config: GptSovitsConfig) -> Response:
     pcm = synthesize(params["text"], params["speed_factor"], config)
     media_type = params["media_type"]
     if params["streaming_mode"]:
         return StreamingResponse(
             _stream_audio(pcm, media_type, config), media_type=f"audio/{media_type}"
         )
+    if config.real_time_factor > 0:
+        await asyncio.sleep(config.real_time_factor * len(pcm) / config.sample_rate)
     return Response(encode(pcm, config.sample_rate, media_type), media_type=f"audio/{media_type}")
 
 
@@ -346,4 +352,4 @@ async def _handle_tts(raw: dict[str, Any], config: GptSovitsConfig) -> Response:
     if config.fail_status is not None:
         body = {"message": "tts failed", "Exception": "emulator: injected failure (fail_status)"}
         return JSONResponse(body, status_code=config.fail_status)
-    return _tts_response(params, config)
+    return await _tts_response(params, config)
