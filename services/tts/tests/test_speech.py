@@ -199,3 +199,37 @@ async def test_streamed_binary_arrives_before_synthesis_ends_and_is_kept(redis_u
     assert arrivals[0] < arrivals[-1] / 2  # the first bytes long before the last
     assert again["data"]["cached"] is True
     assert len([r for r in config.recorder.requests if r.status == 200]) == 1
+
+
+async def test_least_recently_used_audio_goes_when_the_folder_is_full(
+    app_client, redis_url, tmp_path, emulator, redis
+):
+    settings = TtsSettings(
+        redis_url=redis_url,
+        assets_dir=str(tmp_path),
+        tts_base_url=emulator[0],
+        assets_max_bytes=400_000,  # room for two of these files, not three
+    )
+    texts = [f"{LONG} {n}번째" for n in range(3)]
+    async with app_client(create_app(settings)) as tts:
+        made = [(await tts.post("/api/tts", json={"text": t})).json()["data"] for t in texts]
+        first_again = (await tts.post("/api/tts", json={"text": texts[0]})).json()["data"]
+    assert all(140_000 < m["file_size"] < 200_000 for m in made)
+    assert not stored(tmp_path, made[0]["audio_url"]).exists()  # the oldest went first
+    assert stored(tmp_path, made[2]["audio_url"]).exists()
+    assert first_again["cached"] is False  # evicted audio is made again
+    assert int(await redis.get("tts:bytes")) <= 400_000
+
+
+async def test_old_audio_expires(app_client, redis_url, tmp_path, emulator):
+    settings = TtsSettings(
+        redis_url=redis_url,
+        assets_dir=str(tmp_path),
+        tts_base_url=emulator[0],
+        assets_max_age_s=0.5,
+    )
+    async with app_client(create_app(settings)) as tts:
+        old = (await tts.post("/api/tts", json={"text": SHORT})).json()["data"]
+        await asyncio.sleep(0.7)
+        await tts.post("/api/tts", json={"text": LONG})
+    assert not stored(tmp_path, old["audio_url"]).exists()

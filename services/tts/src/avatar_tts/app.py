@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from avatar_shared.app import create_service_app, open_http_client
 from avatar_tts.engines import GptSovitsEngine
 from avatar_tts.local_engine import LocalEngine
+from avatar_tts.retention import Retention
 from avatar_tts.routes import router
 from avatar_tts.settings import TtsSettings
 from avatar_tts.speech import SpeechService
@@ -31,6 +32,7 @@ def create_app(settings: TtsSettings | None = None) -> FastAPI:
                 settings.tts_engine,
                 Path(settings.assets_dir),
                 settings.tts_timeout_s,
+                Retention(app.state.redis, settings.assets_max_bytes, settings.assets_max_age_s),
             )
             yield
 

@@ -76,6 +76,7 @@ async def user_asset(user_id: str, file_name: str, speech: Speech) -> FileRespon
     path = speech.user_folder(user_id) / file_name
     if not (SAFE_USER.match(user_id) and SAFE_FILE.match(file_name) and path.is_file()):
         raise NotFound("No such audio file.")
+    await speech.retention.used(path)
     extension = file_name.rsplit(".", 1)[1]
     # File ids are never reused, so the content behind a URL never changes.
     headers = {"Cache-Control": "private, max-age=31536000, immutable"}

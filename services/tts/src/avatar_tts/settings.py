@@ -15,6 +15,12 @@ class TtsSettings(SharedSettings):
     tts_base_url: str = Field("http://localhost:9880", description="GPT-SoVITS api_v2 server.")
     tts_api_path: str = Field("/tts", description="Path of GPT-SoVITS's synthesis endpoint.")
     assets_dir: str = Field("var/user_assets", description="Where per-user audio files are stored.")
+    assets_max_bytes: int = Field(
+        2 * 1024**3, gt=0, description="Audio kept on disk at most; least recently used goes first."
+    )
+    assets_max_age_s: float = Field(
+        30 * 24 * 3600, gt=0, description="Audio unused this long is deleted."
+    )
     voices_file: str = Field(
         "", description="Voices file; empty means the voices.json shipped with the service."
     )

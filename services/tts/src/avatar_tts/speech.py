@@ -27,6 +27,7 @@ from avatar_shared.timestamps import utc_now
 from avatar_tts.audio import duration_s, fix_streamed_wav
 from avatar_tts.engines import SpeechEngine, Synthesis
 from avatar_tts.errors import TtsTimeout
+from avatar_tts.retention import Retention
 from avatar_tts.schemas import SpeechFile
 
 LOCK_MS = 120_000  # longer than any synthesis; a crashed holder's lock expires
@@ -54,7 +55,9 @@ class SpeechService:
         default_engine: str,
         assets_dir: Path,
         wait_s: float,
+        retention: Retention,
     ) -> None:
+        self.retention = retention
         self.redis = redis
         self.engines = engines
         self.default_engine = default_engine
@@ -162,6 +165,7 @@ class SpeechService:
                 "size": stored.size,
             },
         )
+        await self.retention.kept(stored.path, stored.size)
         result.append(stored)
 
     async def _file_for(
@@ -188,6 +192,7 @@ class SpeechService:
             else:
                 own = await asyncio.to_thread(_link, audio, folder)
         await self.redis.set(mapping, own.stem)
+        await self.retention.kept(own, audio.size)
         return SpeechFile(
             audio_url=f"/mnt/user_assets/{user_id}/audio/{own.name}",
             file_id=own.stem,
