@@ -27,9 +27,16 @@ class AppError(Exception):
     code = "internal_error"
     message = "Internal server error."
 
-    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.message = message or self.message
         self.code = code or self.code
+        self.headers = headers  # e.g. Retry-After on a 503 or 429
         super().__init__(self.message)
 
 
@@ -107,7 +114,7 @@ def describe_errors(errors: list[Any]) -> str:
 
 async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return error_response(exc.status_code, exc.code, exc.message)
+    return error_response(exc.status_code, exc.code, exc.message, headers=exc.headers)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -3,6 +3,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from avatar_chat.admission import Admission
 from avatar_chat.characters import CharacterDirectory
 from avatar_chat.clients import make_llm_client, open_llm_http
 from avatar_chat.conversation import ChatDeps
@@ -30,6 +31,9 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
                     app.state.http, settings.characters_url, settings.character_cache_s
                 ),
                 speech=SpeechClient(app.state.http, settings.tts_url, settings.tts_timeout_s),
+                admission=Admission(
+                    app.state.redis, settings.max_concurrent_users, settings.active_session_idle_s
+                ),
             )
             app.state.model_catalog = ModelCatalog(
                 llm, settings.default_model, settings.models_cache_s

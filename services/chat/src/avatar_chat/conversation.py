@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
+from avatar_chat.admission import Admission
 from avatar_chat.characters import CharacterDirectory
 from avatar_chat.clients import LlmClient, LlmReply, LlmRequest
 from avatar_chat.persona import build_system_prompt
@@ -29,6 +30,7 @@ class ChatDeps:
     sessions: SessionStore
     characters: CharacterDirectory
     speech: SpeechClient
+    admission: Admission
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ async def prepare(body: ChatRequest, user_id: str, deps: ChatDeps) -> PreparedTu
         await deps.sessions.check_owner(session_id, user_id)
     else:
         session_id = str(uuid.uuid4())  # new: nobody can own it yet
+    await deps.admission.admit(session_id)
     system = {"role": "system", "content": build_system_prompt(persona, body.scenario)}
     messages = [system, *({"role": m.role, "content": m.content} for m in body.messages)]
     llm_request = LlmRequest(
@@ -125,7 +128,21 @@ async def voice_reply(
 
 async def reply_once(body: ChatRequest, user_id: str, deps: ChatDeps) -> ChatReply:
     turn = await prepare(body, user_id, deps)
-    return await finish(turn, await deps.llm.complete(turn.llm_request), user_id, deps)
+    try:
+        return await finish(turn, await deps.llm.complete(turn.llm_request), user_id, deps)
+    except BaseException:
+        await _release_if_new(turn, deps)
+        raise
+
+
+async def _release_if_new(turn: PreparedTurn, deps: ChatDeps) -> None:
+    """A new session whose first turn failed does not exist: its place in the limit goes
+    back at once, so an LLM outage cannot fill the limit with phantom sessions."""
+    if turn.body.session_id is None:
+        try:
+            await deps.admission.release(turn.session_id)
+        except RedisError:
+            pass  # it expires after ACTIVE_SESSION_IDLE_S anyway
 
 
 def sse(event: str, data: object) -> bytes:
@@ -137,7 +154,11 @@ async def open_stream(body: ChatRequest, user_id: str, deps: ChatDeps) -> AsyncI
     fails up front (bad input, LLM down, unknown model) gets an ordinary error response."""
     turn = await prepare(body, user_id, deps)
     upstream = deps.llm.stream(turn.llm_request)
-    first = await anext(upstream)
+    try:
+        first = await anext(upstream)
+    except BaseException:
+        await _release_if_new(turn, deps)
+        raise
     return _events(turn, first, upstream, user_id, deps)
 
 
@@ -152,7 +173,7 @@ async def _events(
     speaker = None
     if body.tts_enabled and body.tts_mode == "realtime":  # speech follows the text, per sentence
         speaker = SentenceSpeaker(deps.speech, turn.voice_id, body.tts_streaming_mode)
-    item = first
+    item, completed = first, False
     try:
         while isinstance(item, str):
             yield sse("delta", {"content": item})
@@ -169,6 +190,7 @@ async def _events(
         if speaker:
             reply.audio_urls = speaker.urls
         yield sse("done", reply.model_dump())
+        completed = True
     except AppError as exc:
         yield sse("error", {"code": exc.code, "message": exc.message})
     except RedisError:
@@ -177,3 +199,5 @@ async def _events(
         if speaker:
             speaker.cancel()
         await upstream.aclose()  # on disconnect too: closes the upstream request
+        if not completed:
+            await _release_if_new(turn, deps)

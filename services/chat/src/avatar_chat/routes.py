@@ -47,4 +47,5 @@ async def get_session(session_id: UUID, user_id: UserId, deps: Chat) -> Envelope
 @router.delete("/sessions/{session_id}", response_model=Envelope[Deleted])
 async def delete_session(session_id: UUID, user_id: UserId, deps: Chat) -> Envelope[Deleted]:
     await deps.sessions.delete(str(session_id), user_id)
+    await deps.admission.release(str(session_id))  # its place goes to the next user
     return ok(Deleted(session_id=str(session_id), deleted=True))

@@ -38,6 +38,12 @@ class ChatSettings(SharedSettings, PeerUrls):
     tts_timeout_s: float = Field(
         60.0, gt=0, description="Longest wait for the tts service to speak a reply."
     )
+    max_concurrent_users: int = Field(
+        20, gt=0, description="Most chat sessions active at once, across every replica."
+    )
+    active_session_idle_s: int = Field(
+        300, gt=0, description="A session idle this long no longer counts as active."
+    )
     models_cache_s: float = Field(30.0, ge=0, description="How long the model list is reused.")
     character_cache_s: float = Field(
         30.0,

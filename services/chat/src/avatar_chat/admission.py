@@ -1,0 +1,69 @@
+"""The concurrent-user limit: at most MAX_CONCURRENT_USERS chat sessions active at once,
+shared by every replica through one Redis sorted set (`chat:active`: session id -> last
+seen, Unix seconds).
+
+Admission is one Lua script, so it is atomic across replicas: it forgets sessions idle for
+ACTIVE_SESSION_IDLE_S, lets an active session through (refreshing it), and admits a new one
+only while there is room. Redis unreachable: refused (fail closed), so a broken limiter can
+never let the GPU be overrun; it recovers by itself when Redis returns.
+"""
+
+import math
+import time
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from avatar_shared.errors import ServiceUnavailable
+
+ACTIVE = "chat:active"
+
+# KEYS[1] active set; ARGV: session, now, idle seconds, limit.
+# Returns {1} when admitted, else {0, last-seen of the oldest active session}.
+ADMIT = """
+local now, idle, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - idle)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[1])
+  return {1}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, oldest[2]}
+"""
+
+
+class TooManyUsers(ServiceUnavailable):
+    code = "too_many_users"
+
+
+class LimiterUnavailable(ServiceUnavailable):
+    code = "limiter_unavailable"
+    message = "The chat is not taking new requests right now (its limiter is unavailable)."
+
+
+class Admission:
+    def __init__(self, redis: Redis, limit: int, idle_s: int) -> None:
+        self.redis = redis
+        self.limit = limit
+        self.idle_s = idle_s
+        self._admit = redis.register_script(ADMIT)
+
+    async def admit(self, session_id: str) -> None:
+        now = time.time()
+        try:
+            result = await self._admit(
+                keys=[ACTIVE], args=[session_id, now, self.idle_s, self.limit]
+            )
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailable() from exc
+        if result[0] == 1:
+            return
+        retry_after = max(1, math.ceil(float(result[1]) + self.idle_s - now))
+        raise TooManyUsers(
+            f"{self.limit} chat sessions are active, the most at once; "
+            f"try again in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    async def release(self, session_id: str) -> None:
+        await self.redis.zrem(ACTIVE, session_id)
