@@ -6,6 +6,7 @@ from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.stack import free_port
 
+from .conftest import emulated_llm
 from .test_chat_routes import ask
 
 
@@ -75,3 +76,20 @@ async def test_without_redis_the_limiter_fails_closed(app_client, backend):
         response = await asyncio.wait_for(new_session(chat), timeout=10)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "limiter_unavailable"
+
+
+async def test_llm_calls_beyond_the_cap_wait_briefly_then_get_busy(app_client, redis_url):
+    with emulated_llm("ollama", first_token_latency_s=0.6) as slow:
+        for wait_s, expected in ((0.2, [200, 503]), (3.0, [200, 200])):
+            settings = ChatSettings(
+                redis_url=redis_url,
+                tts_url=f"http://127.0.0.1:{free_port()}",
+                llm_max_in_flight=1,
+                llm_queue_wait_s=wait_s,
+                **slow.settings,
+            )
+            async with app_client(create_app(settings)) as chat:
+                responses = await asyncio.gather(new_session(chat), new_session(chat))
+            assert sorted(r.status_code for r in responses) == expected
+            busy = [r for r in responses if r.status_code == 503]
+            assert all(r.json()["error"]["code"] == "llm_busy" for r in busy)

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from avatar_chat.admission import Admission
 from avatar_chat.characters import CharacterDirectory
 from avatar_chat.clients import LlmClient, LlmReply, LlmRequest
+from avatar_chat.gate import LlmGate
 from avatar_chat.persona import build_system_prompt
 from avatar_chat.schemas import ChatReply, ChatRequest, Usage
 from avatar_chat.sessions import SessionStore
@@ -31,6 +32,7 @@ class ChatDeps:
     characters: CharacterDirectory
     speech: SpeechClient
     admission: Admission
+    gate: LlmGate
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,12 @@ async def voice_reply(
 async def reply_once(body: ChatRequest, user_id: str, deps: ChatDeps) -> ChatReply:
     turn = await prepare(body, user_id, deps)
     try:
-        return await finish(turn, await deps.llm.complete(turn.llm_request), user_id, deps)
+        await deps.gate.enter()
+        try:
+            reply = await deps.llm.complete(turn.llm_request)
+        finally:
+            deps.gate.leave()
+        return await finish(turn, reply, user_id, deps)
     except BaseException:
         await _release_if_new(turn, deps)
         raise
@@ -153,13 +160,19 @@ async def open_stream(body: ChatRequest, user_id: str, deps: ChatDeps) -> AsyncI
     """Starts the LLM stream and waits for its first item before returning, so a request that
     fails up front (bad input, LLM down, unknown model) gets an ordinary error response."""
     turn = await prepare(body, user_id, deps)
+    try:
+        await deps.gate.enter()
+    except BaseException:
+        await _release_if_new(turn, deps)
+        raise
     upstream = deps.llm.stream(turn.llm_request)
     try:
         first = await anext(upstream)
     except BaseException:
+        deps.gate.leave()
         await _release_if_new(turn, deps)
         raise
-    return _events(turn, first, upstream, user_id, deps)
+    return _events(turn, first, upstream, user_id, deps)  # it leaves the gate when done
 
 
 async def _events(
@@ -199,5 +212,6 @@ async def _events(
         if speaker:
             speaker.cancel()
         await upstream.aclose()  # on disconnect too: closes the upstream request
+        deps.gate.leave()
         if not completed:
             await _release_if_new(turn, deps)

@@ -38,6 +38,12 @@ class ChatSettings(SharedSettings, PeerUrls):
     tts_timeout_s: float = Field(
         60.0, gt=0, description="Longest wait for the tts service to speak a reply."
     )
+    llm_max_in_flight: int = Field(
+        8, gt=0, description="LLM calls one chat replica runs at once; more wait in line."
+    )
+    llm_queue_wait_s: float = Field(
+        10.0, gt=0, description="Longest a call waits in line before 503 llm_busy."
+    )
     max_concurrent_users: int = Field(
         20, gt=0, description="Most chat sessions active at once, across every replica."
     )
