@@ -27,7 +27,12 @@ def bench_stack(
             StackSettings(),
             data_dir=Path(tmp),
             log_dir=Path(tmp),
-            env_overrides={"GATEWAY_LOG_LEVEL": "ERROR"},
+            # One load generator opens many sessions: the limits would measure themselves.
+            env_overrides={
+                "GATEWAY_LOG_LEVEL": "ERROR",
+                "CHAT_RATE_PER_MIN": "1000000",
+                "MAX_CONCURRENT_USERS": "1000000",
+            },
             emulator_args=emulator_args,
         )
         stack.start()

@@ -70,6 +70,7 @@ async def chat(app_client, redis_url: str, backend: Backend) -> AsyncIterator[ht
         redis_url=redis_url,
         characters_url=f"http://127.0.0.1:{free_port()}",
         tts_url=f"http://127.0.0.1:{free_port()}",
+        chat_rate_per_min=10_000,  # the rate limit has its own test
         **backend.settings,
     )
     async with app_client(create_app(settings)) as client:

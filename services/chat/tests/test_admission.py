@@ -2,9 +2,12 @@
 
 import asyncio
 
+from fastapi import Request
+
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.stack import free_port
+from avatar_shared.identity import current_user_id
 
 from .conftest import emulated_llm
 from .test_chat_routes import ask
@@ -16,6 +19,7 @@ def limited(redis_url: str, backend, limit: int, idle_s: int = 300) -> ChatSetti
         tts_url=f"http://127.0.0.1:{free_port()}",
         max_concurrent_users=limit,
         active_session_idle_s=idle_s,
+        chat_rate_per_min=10_000,
         **backend.settings,
     )
 
@@ -93,3 +97,29 @@ async def test_llm_calls_beyond_the_cap_wait_briefly_then_get_busy(app_client, r
             assert sorted(r.status_code for r in responses) == expected
             busy = [r for r in responses if r.status_code == 503]
             assert all(r.json()["error"]["code"] == "llm_busy" for r in busy)
+
+
+async def test_each_user_has_a_request_rate(app_client, redis_url, backend):
+    settings = limited(redis_url, backend, 20).model_copy(update={"chat_rate_per_min": 3})
+    app = create_app(settings)
+
+    async def user_from_header(request: Request) -> str:
+        return request.headers.get("X-Test-User", "anonymous")
+
+    app.dependency_overrides[current_user_id] = user_from_header
+    alice, bob = {"X-Test-User": "alice"}, {"X-Test-User": "bob"}
+    async with app_client(app) as chat:
+        invalid = [
+            await chat.post("/api/chat", json={"messages": []}, headers=alice) for _ in range(5)
+        ]
+        allowed = [
+            await chat.post("/api/chat", json=ask("hi", tts_enabled=False), headers=alice)
+            for _ in range(3)
+        ]
+        refused = await chat.post("/api/chat", json=ask("hi", tts_enabled=False), headers=alice)
+        other = await chat.post("/api/chat", json=ask("hi", tts_enabled=False), headers=bob)
+    assert {r.status_code for r in invalid} == {422}  # bad requests do not count
+    assert [r.status_code for r in allowed] == [200, 200, 200]
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert other.status_code == 200

@@ -82,7 +82,7 @@ async def test_deleted_session_is_gone(chat, redis):
     assert deleted.json()["data"] == {"session_id": session_id, "deleted": True}
     assert (await chat.get(f"/api/chat/sessions/{session_id}")).status_code == 404
     assert (await chat.delete(f"/api/chat/sessions/{session_id}")).status_code == 404
-    assert await redis.keys("chat:*") == []
+    assert await redis.keys("chat:session*") == []
 
 
 async def test_unknown_session_is_404(chat):

@@ -96,7 +96,7 @@ async def test_failure_mid_stream_ends_with_an_error_event(chat, redis):
     assert events[0][0] == "delta"
     kind, error = events[-1]
     assert kind == "error" and error["code"] == "llm_error" and error["message"]
-    assert await redis.keys("chat:*") == []  # the broken turn is not stored
+    assert await redis.keys("chat:session*") == []  # the broken turn is not stored
     # ...and the service keeps serving.
     assert (await chat.post("/api/chat", json=ask("again"))).status_code == 200
 
@@ -169,7 +169,7 @@ async def test_a_client_that_leaves_stops_the_upstream(redis_url, redis, backend
             await asyncio.sleep(1.0)
             assert backend.recorder.prompts[-1].tokens_sent == sent  # nothing more generated
     assert sent < 40  # of a reply of well over 50 tokens at 20/s
-    assert await redis.keys("chat:*") == []
+    assert await redis.keys("chat:session*") == []
 
 
 def odd_usage_server() -> FastAPI:
@@ -192,4 +192,4 @@ async def test_non_integer_usage_is_a_502_and_stores_nothing(app_client, redis_u
         async with app_client(create_app(settings)) as chat:
             response = await chat.post("/api/chat", json=ask("hi"))
     assert (response.status_code, response.json()["error"]["code"]) == (502, "llm_error")
-    assert await redis.keys("chat:*") == []
+    assert await redis.keys("chat:session*") == []

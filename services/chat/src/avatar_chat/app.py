@@ -9,6 +9,7 @@ from avatar_chat.clients import make_llm_client, open_llm_http
 from avatar_chat.conversation import ChatDeps
 from avatar_chat.gate import LlmGate
 from avatar_chat.models import ModelCatalog
+from avatar_chat.rate_limit import ChatRateLimit
 from avatar_chat.routes import router
 from avatar_chat.sessions import SessionStore
 from avatar_chat.settings import ChatSettings
@@ -36,6 +37,7 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
                     app.state.redis, settings.max_concurrent_users, settings.active_session_idle_s
                 ),
                 gate=LlmGate(settings.llm_max_in_flight, settings.llm_queue_wait_s),
+                rate_limit=ChatRateLimit(settings.redis_url, settings.chat_rate_per_min),
             )
             app.state.model_catalog = ModelCatalog(
                 llm, settings.default_model, settings.models_cache_s

@@ -17,6 +17,7 @@ from avatar_chat.characters import CharacterDirectory
 from avatar_chat.clients import LlmClient, LlmReply, LlmRequest
 from avatar_chat.gate import LlmGate
 from avatar_chat.persona import build_system_prompt
+from avatar_chat.rate_limit import ChatRateLimit
 from avatar_chat.schemas import ChatReply, ChatRequest, Usage
 from avatar_chat.sessions import SessionStore
 from avatar_chat.settings import ChatSettings
@@ -33,6 +34,7 @@ class ChatDeps:
     speech: SpeechClient
     admission: Admission
     gate: LlmGate
+    rate_limit: ChatRateLimit
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ def check_limits(body: ChatRequest, settings: ChatSettings) -> None:
         )
 
 
-async def prepare(body: ChatRequest, user_id: str, deps: ChatDeps) -> PreparedTurn:
+async def prepare(body: ChatRequest, user_id: str, rate_key: str, deps: ChatDeps) -> PreparedTurn:
     check_limits(body, deps.settings)
     persona, voice_id = body.persona, None
     if body.character_id:
@@ -71,6 +73,7 @@ async def prepare(body: ChatRequest, user_id: str, deps: ChatDeps) -> PreparedTu
         await deps.sessions.check_owner(session_id, user_id)
     else:
         session_id = str(uuid.uuid4())  # new: nobody can own it yet
+    await deps.rate_limit.check(rate_key)  # only well-formed requests count
     await deps.admission.admit(session_id)
     system = {"role": "system", "content": build_system_prompt(persona, body.scenario)}
     messages = [system, *({"role": m.role, "content": m.content} for m in body.messages)]
@@ -128,8 +131,8 @@ async def voice_reply(
         return None, str(exc)
 
 
-async def reply_once(body: ChatRequest, user_id: str, deps: ChatDeps) -> ChatReply:
-    turn = await prepare(body, user_id, deps)
+async def reply_once(body: ChatRequest, user_id: str, rate_key: str, deps: ChatDeps) -> ChatReply:
+    turn = await prepare(body, user_id, rate_key, deps)
     try:
         await deps.gate.enter()
         try:
@@ -156,10 +159,12 @@ def sse(event: str, data: object) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-async def open_stream(body: ChatRequest, user_id: str, deps: ChatDeps) -> AsyncIterator[bytes]:
+async def open_stream(
+    body: ChatRequest, user_id: str, rate_key: str, deps: ChatDeps
+) -> AsyncIterator[bytes]:
     """Starts the LLM stream and waits for its first item before returning, so a request that
     fails up front (bad input, LLM down, unknown model) gets an ordinary error response."""
-    turn = await prepare(body, user_id, deps)
+    turn = await prepare(body, user_id, rate_key, deps)
     try:
         await deps.gate.enter()
     except BaseException:

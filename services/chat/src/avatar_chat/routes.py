@@ -1,10 +1,11 @@
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from avatar_chat.conversation import open_stream, reply_once
 from avatar_chat.deps import Catalog, Chat
+from avatar_chat.rate_limit import rate_key
 from avatar_chat.schemas import (
     SSE_RESPONSE,
     ChatReply,
@@ -25,12 +26,13 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 @router.post("", response_model=Envelope[ChatReply], responses=SSE_RESPONSE)
 async def chat(
-    body: ChatRequest, user_id: UserId, deps: Chat
+    body: ChatRequest, user_id: UserId, deps: Chat, request: Request
 ) -> Envelope[ChatReply] | StreamingResponse:
+    key = rate_key(user_id, request)
     if body.stream:
-        events = await open_stream(body, user_id, deps)
+        events = await open_stream(body, user_id, key, deps)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    return ok(await reply_once(body, user_id, deps))
+    return ok(await reply_once(body, user_id, key, deps))
 
 
 @router.get("/models", response_model=Envelope[ModelList])

@@ -44,6 +44,9 @@ class ChatSettings(SharedSettings, PeerUrls):
     llm_queue_wait_s: float = Field(
         10.0, gt=0, description="Longest a call waits in line before 503 llm_busy."
     )
+    chat_rate_per_min: int = Field(
+        30, gt=0, description="Chat requests one user (or anonymous address) may make a minute."
+    )
     max_concurrent_users: int = Field(
         20, gt=0, description="Most chat sessions active at once, across every replica."
     )

@@ -76,6 +76,9 @@ def stack() -> Iterator[Stack]:
             "ASSETS_DIR": str(tmp_path / "assets"),
             "GATEWAY_LOG_LEVEL": "WARN",
             "MAX_REQUEST_BODY_BYTES": "65536",
+            # The suite is one client making many sessions: the limits have their own tests.
+            "CHAT_RATE_PER_MIN": "100000",
+            "MAX_CONCURRENT_USERS": "100000",
         }
         stack = Stack(
             Ports.free(emulators=True),

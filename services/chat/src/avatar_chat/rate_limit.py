@@ -1,0 +1,57 @@
+"""A per-user request rate for the chat path (CHAT_RATE_PER_MIN), so one user cannot take
+the GPU from everyone else. Built on the `limits` package (moving window, in Redis, shared
+by every replica). The key is the user id; anonymous callers are told apart by the client
+address that the gateway reports, never by a header the client could set.
+"""
+
+import math
+import time
+
+from fastapi import Request
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
+
+from avatar_chat.admission import LimiterUnavailable
+from avatar_shared.errors import AppError
+from avatar_shared.identity import ANONYMOUS
+
+
+class RateLimited(AppError):
+    status_code, code = 429, "rate_limited"
+
+
+def rate_key(user_id: str, request: Request) -> str:
+    if user_id != ANONYMOUS:
+        return user_id
+    # uvicorn takes the client address from the gateway's X-Forwarded-For (trusted from the
+    # gateway's address only), so a client cannot pick it.
+    return f"ip:{request.client.host if request.client else '-'}"
+
+
+class ChatRateLimit:
+    def __init__(self, redis_url: str, per_minute: int) -> None:
+        self.storage = RedisStorage(
+            "async+" + redis_url,
+            implementation="redispy",
+            wrap_exceptions=True,
+            key_prefix="chat:rate",
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+        )
+        self.item = RateLimitItemPerMinute(per_minute)
+        self.limiter = MovingWindowRateLimiter(self.storage)
+
+    async def check(self, key: str) -> None:
+        try:
+            if await self.limiter.hit(self.item, key):
+                return
+            stats = await self.limiter.get_window_stats(self.item, key)
+        except StorageError as exc:
+            raise LimiterUnavailable() from exc
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise RateLimited(
+            f"At most {self.item.amount} chat requests a minute; try again in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
