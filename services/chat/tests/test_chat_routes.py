@@ -139,6 +139,7 @@ async def test_streamed_deltas_add_up_to_the_done_event(chat):
         "session_id",
         "audio_url",
         "context_summarized",
+        "context_truncated",
         "tts_error",
         "audio_urls",
     }

@@ -4,19 +4,24 @@ the anonymous user until the auth service exists)."""
 import pytest
 
 from avatar_chat.errors import SessionNotFound
-from avatar_chat.sessions import SessionStore
+from avatar_chat.sessions import SessionStore, TurnRecord
 
-TURN = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+EXCHANGED = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+
+
+def turn(prompt_tokens: int, completion_tokens: int) -> TurnRecord:
+    return TurnRecord(EXCHANGED, "m", prompt_tokens, completion_tokens, 0, None)
 
 
 async def test_another_users_session_is_invisible_and_untouched(redis):
     store = SessionStore(redis, ttl_s=60)
-    await store.record_turn("s1", "alice", TURN, "m", 10, 2)
+    await store.record_turn("s1", "alice", turn(10, 2))
     for attempt in (
         store.check_owner("s1", "bob"),
+        store.load("s1", "bob"),
         store.history("s1", "bob"),
         store.delete("s1", "bob"),
-        store.record_turn("s1", "bob", TURN, "m", 1, 1),
+        store.record_turn("s1", "bob", turn(1, 1)),
     ):
         with pytest.raises(SessionNotFound):
             await attempt
@@ -27,6 +32,6 @@ async def test_another_users_session_is_invisible_and_untouched(redis):
 
 async def test_sessions_expire_when_idle(redis):
     store = SessionStore(redis, ttl_s=60)
-    await store.record_turn("s2", "alice", TURN, "m", 1, 1)
+    await store.record_turn("s2", "alice", turn(1, 1))
     assert 0 < await redis.ttl("chat:session:s2") <= 60
     assert 0 < await redis.ttl("chat:session:s2:messages") <= 60

@@ -1,27 +1,31 @@
-"""One chat turn: check the request, build the prompt, ask the LLM, record the turn.
+"""One chat turn: check the request, fit the conversation into the context window, ask the
+LLM, record the turn.
 
-The same preparation serves the JSON and the streamed answer. Context summarization and the
-concurrent-session limit (a later issue) plug in at `prepare`, between the session check and
-the LLM call: that is where the prompt is final and nothing has been stored yet.
+The same preparation serves the JSON and the streamed answer. Everything that can refuse a
+request (validation, ownership, the rate and session limits) runs before the first LLM call,
+and nothing is stored before the reply succeeded.
 """
 
 import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from redis.exceptions import RedisError
 
 from avatar_chat.admission import Admission
 from avatar_chat.characters import CharacterDirectory
 from avatar_chat.clients import LlmClient, LlmReply, LlmRequest
+from avatar_chat.context import Context, ContextPlanner, with_summary
 from avatar_chat.gate import LlmGate
 from avatar_chat.persona import build_system_prompt
 from avatar_chat.rate_limit import ChatRateLimit
 from avatar_chat.schemas import ChatReply, ChatRequest, Usage
-from avatar_chat.sessions import SessionStore
+from avatar_chat.sessions import SessionState, SessionStore, TurnRecord
 from avatar_chat.settings import ChatSettings
 from avatar_chat.speech import SentenceSpeaker, SpeechClient, SpeechFailed
+from avatar_chat.tokens import TokenEstimator, learn_chars_per_token
+from avatar_chat.windows import ContextWindows
 from avatar_shared.errors import AppError, ValidationFailed
 
 
@@ -35,6 +39,8 @@ class ChatDeps:
     admission: Admission
     gate: LlmGate
     rate_limit: ChatRateLimit
+    windows: ContextWindows
+    context: ContextPlanner
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class PreparedTurn:
     user_message: str
     voice_id: str | None
     body: ChatRequest
+    context: Context
 
 
 def check_limits(body: ChatRequest, settings: ChatSettings) -> None:
@@ -70,36 +77,58 @@ async def prepare(body: ChatRequest, user_id: str, rate_key: str, deps: ChatDeps
         raise ValidationFailed("persona: give a persona or a character_id")
     if body.session_id:
         session_id = str(body.session_id)
-        await deps.sessions.check_owner(session_id, user_id)
+        state = await deps.sessions.load(session_id, user_id)
     else:
-        session_id = str(uuid.uuid4())  # new: nobody can own it yet
-    await deps.rate_limit.check(rate_key)  # only well-formed requests count
-    await deps.admission.admit(session_id)
-    system = {"role": "system", "content": build_system_prompt(persona, body.scenario)}
-    messages = [system, *({"role": m.role, "content": m.content} for m in body.messages)]
-    llm_request = LlmRequest(
-        model=body.model or deps.settings.default_model,
-        messages=messages,
+        session_id, state = str(uuid.uuid4()), SessionState()  # new: nobody can own it yet
+    model = body.model or deps.settings.default_model
+    system = build_system_prompt(persona, body.scenario)
+    turns = [{"role": m.role, "content": m.content} for m in body.messages]
+    request = LlmRequest(
+        model=model,
+        messages=[with_summary(system, None), *turns],
         temperature=body.temperature,
         max_tokens=body.max_tokens,
+        context_tokens=await deps.windows.tokens(model),
     )
-    return PreparedTurn(session_id, llm_request, body.messages[-1].content, voice_id, body)
+    check_room(request, TokenEstimator(state.chars_per_token(model)))
+    await deps.rate_limit.check(rate_key)  # only well-formed requests count
+    await deps.admission.admit(session_id)
+    try:
+        context = await deps.context.fit(session_id, state, system, turns, request)
+    except BaseException:
+        await _release_if_new(session_id, body, deps)
+        raise
+    request = replace(request, messages=context.messages)
+    return PreparedTurn(session_id, request, turns[-1]["content"], voice_id, body, context)
+
+
+def check_room(request: LlmRequest, estimate: TokenEstimator) -> None:
+    """The system message, the new message and the reply must fit the window at all: no
+    summary can make room for them."""
+    needed = estimate.messages([request.messages[0], request.messages[-1]]) + request.max_tokens
+    if needed > request.context_tokens:
+        raise ValidationFailed(
+            f"max_tokens: the persona, the last message and max_tokens ({request.max_tokens}) "
+            f"need about {needed} tokens, more than the model's context window of "
+            f"{request.context_tokens}"
+        )
 
 
 async def finish(
     turn: PreparedTurn, reply: LlmReply, user_id: str, deps: ChatDeps, speak: bool = True
 ) -> ChatReply:
-    await deps.sessions.record_turn(
-        turn.session_id,
-        user_id,
-        [
+    record = TurnRecord(
+        exchanged=[
             {"role": "user", "content": turn.user_message},
             {"role": "assistant", "content": reply.content},
         ],
-        turn.llm_request.model,
-        reply.prompt_tokens,
-        reply.completion_tokens,
+        model=turn.llm_request.model,
+        prompt_tokens=reply.prompt_tokens,
+        completion_tokens=reply.completion_tokens,
+        summary_covered=turn.context.covered,
+        chars_per_token=learn_chars_per_token(turn.llm_request.messages, reply.prompt_tokens),
     )
+    await deps.sessions.record_turn(turn.session_id, user_id, record)
     audio_url, tts_error = None, None
     if speak:
         audio_url, tts_error = await voice_reply(turn, reply.content, user_id, deps.speech)
@@ -108,7 +137,8 @@ async def finish(
         usage=Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens),
         session_id=turn.session_id,
         audio_url=audio_url,
-        context_summarized=False,
+        context_summarized=turn.context.summarized,
+        context_truncated=turn.context.truncated,
         tts_error=tts_error,
     )
 
@@ -141,16 +171,16 @@ async def reply_once(body: ChatRequest, user_id: str, rate_key: str, deps: ChatD
             deps.gate.leave()
         return await finish(turn, reply, user_id, deps)
     except BaseException:
-        await _release_if_new(turn, deps)
+        await _release_if_new(turn.session_id, body, deps)
         raise
 
 
-async def _release_if_new(turn: PreparedTurn, deps: ChatDeps) -> None:
+async def _release_if_new(session_id: str, body: ChatRequest, deps: ChatDeps) -> None:
     """A new session whose first turn failed does not exist: its place in the limit goes
     back at once, so an LLM outage cannot fill the limit with phantom sessions."""
-    if turn.body.session_id is None:
+    if body.session_id is None:
         try:
-            await deps.admission.release(turn.session_id)
+            await deps.admission.release(session_id)
         except RedisError:
             pass  # it expires after ACTIVE_SESSION_IDLE_S anyway
 
@@ -168,14 +198,14 @@ async def open_stream(
     try:
         await deps.gate.enter()
     except BaseException:
-        await _release_if_new(turn, deps)
+        await _release_if_new(turn.session_id, body, deps)
         raise
     upstream = deps.llm.stream(turn.llm_request)
     try:
         first = await anext(upstream)
     except BaseException:
         deps.gate.leave()
-        await _release_if_new(turn, deps)
+        await _release_if_new(turn.session_id, body, deps)
         raise
     return _events(turn, first, upstream, user_id, deps)  # it leaves the gate when done
 
@@ -219,4 +249,4 @@ async def _events(
         await upstream.aclose()  # on disconnect too: closes the upstream request
         deps.gate.leave()
         if not completed:
-            await _release_if_new(turn, deps)
+            await _release_if_new(turn.session_id, body, deps)

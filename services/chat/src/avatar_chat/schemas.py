@@ -58,6 +58,11 @@ class ChatReply(BaseModel):
     session_id: str
     audio_url: str | None
     context_summarized: bool
+    context_truncated: bool = Field(
+        False,
+        description="The oldest turns were left out because they did not fit the context "
+        "window and could not be summarized this time.",
+    )
     tts_error: str | None = Field(
         None, description="Why no speech was made, when speech was asked for and failed."
     )
@@ -81,6 +86,14 @@ class StoredMessage(BaseModel):
     at: str
 
 
+class SessionSummary(BaseModel):
+    content: str
+    covered_turns: int = Field(
+        description="It stands for the first this-many messages of the conversation."
+    )
+    created_at: str
+
+
 class SessionHistory(BaseModel):
     session_id: str
     model: str | None
@@ -88,6 +101,10 @@ class SessionHistory(BaseModel):
     updated_at: str | None
     usage: Usage
     messages: list[StoredMessage]
+    last_prompt_tokens: int = Field(description="The LLM's own count of the last prompt sent.")
+    summary: SessionSummary | None = Field(
+        description="The summary of older turns the last reply was given, if any."
+    )
 
 
 class Deleted(BaseModel):

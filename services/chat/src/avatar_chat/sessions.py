@@ -1,20 +1,25 @@
 """Chat sessions in Redis, owned by the chat service.
 
-Keys (both expire after `SESSION_TTL_S` without use):
+Keys (all expire after `SESSION_TTL_S` without use):
 - `chat:session:{id}`: hash of owner, model, created_at, updated_at, prompt_tokens,
-  completion_tokens (the LLM's own counts, summed over the session).
+  completion_tokens (the LLM's own counts, summed over the session), last_prompt_tokens,
+  summary_covered (messages folded into the summary the last turn used), and
+  `chars_per_token:{model}` (learned from the LLM's counts, see `tokens`).
 - `chat:session:{id}:messages`: list of JSON messages {role, content, at}, oldest first.
+- `chat:session:{id}:summaries`: the summary cache (see `summaries`).
 
 A session is written only after a reply succeeded, so a failed request leaves no trace.
 Another user's session is reported as missing, never as forbidden: ids are not disclosed.
 """
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 
 from avatar_chat.errors import SessionNotFound
+from avatar_chat.summaries import Summary, parse_summaries, summaries_key
 from avatar_shared.timestamps import utc_now
 
 
@@ -27,20 +32,50 @@ def _messages_key(session_id: str) -> str:
 
 
 # Appends one turn atomically and in one round trip; refuses (returns 0) when another user
-# owns the session. KEYS: meta, messages. ARGV: user, model, now, prompt tokens, completion
-# tokens, ttl, then the messages as JSON.
+# owns the session. KEYS: meta, messages, summaries. ARGV: user, model, now, prompt tokens,
+# completion tokens, ttl, summary_covered, chars-per-token field, its value ('' when none was
+# learned), then the messages as JSON.
 RECORD_TURN = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[1] then return 0 end
 if not owner then redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'created_at', ARGV[3]) end
-redis.call('HSET', KEYS[1], 'model', ARGV[2], 'updated_at', ARGV[3])
+redis.call('HSET', KEYS[1], 'model', ARGV[2], 'updated_at', ARGV[3],
+  'last_prompt_tokens', ARGV[4], 'summary_covered', ARGV[7])
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], ARGV[8], ARGV[9]) end
 redis.call('HINCRBY', KEYS[1], 'prompt_tokens', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'completion_tokens', ARGV[5])
-redis.call('RPUSH', KEYS[2], unpack(ARGV, 7))
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('RPUSH', KEYS[2], unpack(ARGV, 10))
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
 return 1
 """
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """What planning a turn needs from the stored session."""
+
+    meta: dict[str, str] = field(default_factory=dict)
+    summaries: dict[int, Summary] = field(default_factory=dict)
+
+    def chars_per_token(self, model: str) -> float | None:
+        value = self.meta.get(_chars_per_token_field(model))
+        return float(value) if value else None
+
+
+@dataclass(frozen=True)
+class TurnRecord:
+    """One finished turn, as `record_turn` stores it."""
+
+    exchanged: list[dict[str, str]]
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    summary_covered: int
+    chars_per_token: float | None
+
+
+def _chars_per_token_field(model: str) -> str:
+    return f"chars_per_token:{model}"
 
 
 class SessionStore:
@@ -49,42 +84,51 @@ class SessionStore:
         self.ttl_s = ttl_s
         self._record_turn = redis.register_script(RECORD_TURN)
 
+    async def load(self, session_id: str, user_id: str) -> SessionState:
+        """The caller's session in one round trip; empty for a new id; 404 for anyone else's."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(_meta_key(session_id))
+            pipe.hgetall(summaries_key(session_id))
+            meta, summaries = await pipe.execute()
+        if meta.get("owner", user_id) != user_id:
+            raise SessionNotFound(session_id)
+        return SessionState(meta, parse_summaries(summaries))
+
     async def check_owner(self, session_id: str, user_id: str) -> None:
         """Passes for a new session id or one of the caller's; 404 for anyone else's."""
         owner = await self.redis.hget(_meta_key(session_id), "owner")
         if owner is not None and owner != user_id:
             raise SessionNotFound(session_id)
 
-    async def record_turn(
-        self,
-        session_id: str,
-        user_id: str,
-        exchanged: list[dict[str, str]],
-        model: str,
-        prompt_tokens: int,
-        completion_tokens: int,
-    ) -> None:
+    async def record_turn(self, session_id: str, user_id: str, turn: TurnRecord) -> None:
         now = utc_now()
         recorded = await self._record_turn(
-            keys=[_meta_key(session_id), _messages_key(session_id)],
+            keys=[_meta_key(session_id), _messages_key(session_id), summaries_key(session_id)],
             args=[
                 user_id,
-                model,
+                turn.model,
                 now,
-                prompt_tokens,
-                completion_tokens,
+                turn.prompt_tokens,
+                turn.completion_tokens,
                 self.ttl_s,
-                *(json.dumps({**m, "at": now}, ensure_ascii=False) for m in exchanged),
+                turn.summary_covered,
+                _chars_per_token_field(turn.model),
+                "" if turn.chars_per_token is None else f"{turn.chars_per_token:.4f}",
+                *(json.dumps({**m, "at": now}, ensure_ascii=False) for m in turn.exchanged),
             ],
         )
         if not recorded:
             raise SessionNotFound(session_id)
 
     async def history(self, session_id: str, user_id: str) -> dict[str, Any]:
-        meta = await self.redis.hgetall(_meta_key(session_id))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(_meta_key(session_id))
+            pipe.lrange(_messages_key(session_id), 0, -1)
+            pipe.hgetall(summaries_key(session_id))
+            meta, raw, summaries = await pipe.execute()
         if not meta or meta.get("owner") != user_id:
             raise SessionNotFound(session_id)
-        raw = await self.redis.lrange(_messages_key(session_id), 0, -1)
+        summary = parse_summaries(summaries).get(int(meta.get("summary_covered", 0)))
         return {
             "session_id": session_id,
             "model": meta.get("model"),
@@ -95,9 +139,17 @@ class SessionStore:
                 "completion_tokens": int(meta.get("completion_tokens", 0)),
             },
             "messages": [json.loads(item) for item in raw],
+            "last_prompt_tokens": int(meta.get("last_prompt_tokens", 0)),
+            "summary": summary
+            and {
+                "content": summary.content,
+                "covered_turns": summary.covered,
+                "created_at": summary.at,
+            },
         }
 
     async def delete(self, session_id: str, user_id: str) -> None:
         await self.check_owner(session_id, user_id)
-        if not await self.redis.delete(_meta_key(session_id), _messages_key(session_id)):
+        keys = _meta_key(session_id), _messages_key(session_id), summaries_key(session_id)
+        if not await self.redis.delete(*keys):
             raise SessionNotFound(session_id)

@@ -25,7 +25,30 @@ class ChatSettings(SharedSettings, PeerUrls):
     llm_total_timeout_s: float = Field(
         180.0, gt=0, description="Longest a whole LLM call (or stream) may take."
     )
-    llm_num_ctx: int = Field(8192, gt=0, description="Context window sent to Ollama as num_ctx.")
+    llm_context_tokens: int = Field(
+        8192,
+        ge=256,
+        description="The model's context window in tokens, also sent to Ollama as num_ctx; "
+        "a smaller trained length reported by the server wins.",
+    )
+    summary_trigger_ratio: float = Field(
+        0.8,
+        gt=0.1,
+        le=1,
+        description="Older turns are summarized when a prompt plus max_tokens would reach "
+        "this share of the context window.",
+    )
+    keep_recent_turns: int = Field(
+        16, ge=2, description="Most recent messages kept verbatim when older ones are summarized."
+    )
+    summary_max_tokens: int = Field(
+        512, ge=32, description="Length budget of the summary of older turns, in tokens."
+    )
+    summary_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Longest a request spends summarizing before it drops the oldest turns.",
+    )
     llm_keep_alive: str = Field("5m", description="How long Ollama keeps the model loaded.")
     max_messages: int = Field(200, gt=0, description="Most messages one chat request may carry.")
     max_message_chars: int = Field(8000, gt=0, description="Longest single message, in characters.")

@@ -63,6 +63,7 @@ class OllamaConfig(ChatEmulatorConfig):
     """Settings of the Ollama emulator (models, speed, failure injection, recorder)."""
 
     default_num_ctx: int = 4096  # what Ollama uses when options.num_ctx is absent
+    context_length: int = 131072  # the trained length /api/show reports (as gemma3 does)
     version: str = "0.9.0"
 
 
@@ -253,7 +254,7 @@ def create_app(config: OllamaConfig | None = None) -> FastAPI:
             "details": _model_details(),
             "model_info": {
                 "general.architecture": "emulator",
-                "emulator.context_length": config.default_num_ctx,
+                "emulator.context_length": config.context_length,
             },
             "capabilities": ["completion"],
             "modified_at": started_at,

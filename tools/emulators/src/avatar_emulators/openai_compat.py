@@ -311,7 +311,15 @@ def _build_router(config: OpenAICompatConfig) -> APIRouter:
     @router.get("/v1/models", dependencies=[Depends(check_api_key)])
     async def models() -> dict[str, Any]:
         data = [
-            {"id": m, "object": "model", "created": started, "owned_by": config.owned_by}
+            {
+                "id": m,
+                "object": "model",
+                "created": started,
+                "owned_by": config.owned_by,
+                "root": m,
+                "parent": None,
+                "max_model_len": config.max_model_len,  # vLLM lists it; OpenAI does not
+            }
             for m in config.models
         ]
         return {"object": "list", "data": data}

@@ -21,6 +21,7 @@ class LlmRequest:
     messages: list[dict[str, str]]  # the system message first
     temperature: float
     max_tokens: int
+    context_tokens: int  # the window planned for: sent to Ollama as num_ctx
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ class LlmClient(ABC):
 
     @abstractmethod
     async def model_names(self) -> list[str]: ...
+
+    @abstractmethod
+    async def trained_context(self, model: str) -> int | None:
+        """The model's context length as the server reports it, or None when it does not."""
 
     async def _post_json(self, url: str, payload: dict[str, Any], model: str) -> dict[str, Any]:
         """One whole request/response exchange, bounded by the total timeout."""
@@ -140,6 +145,10 @@ def upstream_text(body: object) -> str:
     if isinstance(body, dict) and "message" in body:
         return str(body["message"])
     return json.dumps(body)[:200]
+
+
+def positive_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def token_count(body: dict[str, Any], key: str) -> int:

@@ -9,6 +9,7 @@ from avatar_chat.clients.base import (
     LlmRequest,
     json_object,
     malformed,
+    positive_int,
     token_count,
 )
 from avatar_chat.errors import LlmError
@@ -30,7 +31,7 @@ class OllamaClient(LlmClient):
             "options": {
                 "temperature": request.temperature,
                 "num_predict": request.max_tokens,
-                "num_ctx": self.settings.llm_num_ctx,
+                "num_ctx": request.context_tokens,
             },
         }
 
@@ -77,6 +78,14 @@ class OllamaClient(LlmClient):
             for m in models
             if isinstance(m, dict) and isinstance(m.get("name"), str)
         ]
+
+    async def trained_context(self, model: str) -> int | None:
+        # /api/show reports the trained length as model_info["<architecture>.context_length"].
+        body = await self._post_json(f"{self._base}/api/show", {"model": model}, model)
+        info = body.get("model_info")
+        if not isinstance(info, dict):
+            return None
+        return positive_int(info.get(f"{info.get('general.architecture')}.context_length"))
 
 
 def _content(body: dict[str, Any]) -> str | None:

@@ -10,6 +10,7 @@ from avatar_chat.clients.base import (
     LlmRequest,
     json_object,
     malformed,
+    positive_int,
     token_count,
     upstream_text,
 )
@@ -78,6 +79,15 @@ class OpenAICompatClient(LlmClient):
         if not isinstance(models, list):
             raise malformed("model list")
         return [m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+    async def trained_context(self, model: str) -> int | None:
+        # vLLM lists each model's max_model_len; other servers may not.
+        body = await self._get_json(f"{self._base}/v1/models")
+        models = body.get("data")
+        for entry in models if isinstance(models, list) else []:
+            if isinstance(entry, dict) and entry.get("id") == model:
+                return positive_int(entry.get("max_model_len"))
+        return None
 
 
 def _reply(content: str, usage: object) -> LlmReply:

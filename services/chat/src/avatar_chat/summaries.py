@@ -1,0 +1,103 @@
+"""The summary cache: summaries of a session's older messages, in Redis.
+
+Key `chat:session:{id}:summaries` (a hash that expires with the session): the field is how
+many messages, from the start of the conversation, the summary covers; the value is JSON
+{digest, content, at}, where digest identifies exactly those messages. A summary is used only
+when its digest matches the conversation the client sent, so an edited or deleted early message
+makes every summary past it stale, and the conversation is summarized again from the longest
+prefix that still matches. Each summary extends the one before it, so no message is summarized
+twice while the conversation only grows.
+"""
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
+
+# Older summaries are kept only to survive edits a little way back; beyond that, a rebuild.
+KEPT_SUMMARIES = 6
+
+
+def summaries_key(session_id: str) -> str:
+    return f"chat:session:{session_id}:summaries"
+
+
+@dataclass(frozen=True)
+class Summary:
+    covered: int  # the first `covered` messages of the conversation
+    digest: str
+    content: str
+    at: str
+
+
+def prefix_digests(messages: Sequence[dict[str, str]]) -> list[str]:
+    """digests[n] identifies exactly messages[:n]; digests[0] is the empty conversation."""
+    running = hashlib.sha256()
+    digests = [running.hexdigest()]
+    for message in messages:
+        running.update(json.dumps([message["role"], message["content"]]).encode() + b"\n")
+        digests.append(running.hexdigest())
+    return digests
+
+
+def parse_summaries(raw: dict[str, str]) -> dict[int, Summary]:
+    """The hash as read from Redis; an unreadable entry is skipped (it will be remade)."""
+    summaries = {}
+    for field, value in raw.items():
+        try:
+            fields = json.loads(value)
+            summaries[int(field)] = Summary(
+                int(field), str(fields["digest"]), str(fields["content"]), str(fields["at"])
+            )
+        except (ValueError, TypeError, KeyError):
+            continue
+    return summaries
+
+
+def best_match(summaries: dict[int, Summary], digests: list[str]) -> Summary | None:
+    """The summary covering the longest prefix of this conversation, if any still matches."""
+    matching = [s for n, s in summaries.items() if n < len(digests) and digests[n] == s.digest]
+    return max(matching, key=lambda s: s.covered, default=None)
+
+
+class SummaryStore:
+    def __init__(self, redis: Redis, ttl_s: int, lock_s: float) -> None:
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self.lock_s = lock_s
+
+    async def load(self, session_id: str) -> dict[int, Summary]:
+        return parse_summaries(await self.redis.hgetall(summaries_key(session_id)))
+
+    async def save(
+        self, session_id: str, summary: Summary, known: dict[int, Summary], base: int
+    ) -> None:
+        """Stores `summary` (which extends the one covering `base` messages) and drops what
+        it replaces: summaries past `base` (stale after an edit) and the oldest beyond
+        KEPT_SUMMARIES."""
+        stale = [n for n in known if n > base]
+        current = sorted([n for n in known if n <= base] + [summary.covered])
+        stale += current[:-KEPT_SUMMARIES]
+        value = {k: v for k, v in asdict(summary).items() if k != "covered"}
+        key = summaries_key(session_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if stale:
+                pipe.hdel(key, *map(str, stale))
+            pipe.hset(key, str(summary.covered), json.dumps(value, ensure_ascii=False))
+            pipe.expire(key, self.ttl_s)
+            await pipe.execute()
+        known.update({summary.covered: summary})
+        for n in stale:
+            known.pop(n, None)
+
+    def lock(self, session_id: str) -> Lock:
+        """Held while a session is summarized, so two of its requests never both summarize.
+        It expires on its own if its holder dies."""
+        return self.redis.lock(
+            f"chat:session:{session_id}:summary-lock",
+            timeout=self.lock_s,
+            blocking_timeout=self.lock_s,
+        )
