@@ -78,16 +78,13 @@ class ContextPlanner:
         if estimate.messages([with_summary(system, None), *turns]) < budget:
             return Context([with_summary(system, None), *turns], False, False, 0)
         digests = prefix_digests(turns)
-        summary = best_match(state.summaries, digests)
+        summary = best_match(state.summaries, digests)  # from the cache, if one still matches
+        start, aged = (summary.covered if summary else 0), self._aged(turns)
+        with_cached = [with_summary(system, summary), *turns[start:]]
         summarized = False
-        aged = self._aged(turns)
-        start = summary.covered if summary else 0
-        if (
-            aged > start
-            and estimate.messages([with_summary(system, summary), *turns[start:]]) >= budget
-        ):
+        if aged > start and estimate.messages(with_cached) >= budget:
             summary, summarized = await self._summarize(
-                session_id, turns, digests, aged, request, estimate
+                session_id, summary, turns, digests, aged, request, estimate
             )
         return self._assemble(system, summary, turns, budget, estimate, summarized)
 
@@ -119,29 +116,29 @@ class ContextPlanner:
     async def _summarize(
         self,
         session_id: str,
+        summary: Summary | None,
         turns: list[Message],
         digests: list[str],
         aged: int,
         request: LlmRequest,
         estimate: TokenEstimator,
     ) -> tuple[Summary | None, bool]:
-        """Extends the cached summary to cover `aged` turns, under the session's lock.
-        Returns the longest matching summary there is afterwards and whether this request
-        made one; a failure is logged and keeps whatever progress was stored."""
-        summary, made = None, False
+        """Extends `summary` to cover `aged` turns, under the session's lock. Returns the
+        longest matching summary there is afterwards and whether this request made one; a
+        failure is logged and keeps whatever progress was made."""
+        made = False
         try:
             async with asyncio.timeout(self.settings.summary_timeout_s):
                 async with self.store.lock(session_id):
                     known = await self.store.load(session_id)  # the last holder may have done it
-                    summary = best_match(known, digests)
+                    summary = best_match(known, digests) or summary
                     while (summary.covered if summary else 0) < aged:
                         block = self._next_block(summary, turns, aged, request, estimate)
                         content = await self._ask(summary, block, request)
                         start = summary.covered if summary else 0
                         end = start + len(block)
-                        summary = Summary(end, digests[end], content, utc_now())
+                        summary, made = Summary(end, digests[end], content, utc_now()), True
                         await self.store.save(session_id, summary, known, base=start)
-                        made = True
         except (AppError, TimeoutError, RedisError, LockError, CannotSummarize) as exc:
             why = str(exc) or type(exc).__name__  # a timeout says nothing by itself
             log.warning("summarizing session %s failed, dropping old turns: %s", session_id, why)

@@ -69,17 +69,8 @@ def check_limits(body: ChatRequest, settings: ChatSettings) -> None:
 
 async def prepare(body: ChatRequest, user_id: str, rate_key: str, deps: ChatDeps) -> PreparedTurn:
     check_limits(body, deps.settings)
-    persona, voice_id = body.persona, None
-    if body.character_id:
-        character = await deps.characters.get(body.character_id)
-        persona, voice_id = persona or character.persona, character.voice_id
-    if not persona:
-        raise ValidationFailed("persona: give a persona or a character_id")
-    if body.session_id:
-        session_id = str(body.session_id)
-        state = await deps.sessions.load(session_id, user_id)
-    else:
-        session_id, state = str(uuid.uuid4()), SessionState()  # new: nobody can own it yet
+    persona, voice_id = await _persona(body, deps)
+    session_id, state = await _session(body, user_id, deps)
     model = body.model or deps.settings.default_model
     system = build_system_prompt(persona, body.scenario)
     turns = [{"role": m.role, "content": m.content} for m in body.messages]
@@ -100,6 +91,24 @@ async def prepare(body: ChatRequest, user_id: str, rate_key: str, deps: ChatDeps
         raise
     request = replace(request, messages=context.messages)
     return PreparedTurn(session_id, request, turns[-1]["content"], voice_id, body, context)
+
+
+async def _persona(body: ChatRequest, deps: ChatDeps) -> tuple[str, str | None]:
+    """The persona to play and the voice to speak it with."""
+    persona, voice_id = body.persona, None
+    if body.character_id:
+        character = await deps.characters.get(body.character_id)
+        persona, voice_id = persona or character.persona, character.voice_id
+    if not persona:
+        raise ValidationFailed("persona: give a persona or a character_id")
+    return persona, voice_id
+
+
+async def _session(body: ChatRequest, user_id: str, deps: ChatDeps) -> tuple[str, SessionState]:
+    if body.session_id is None:
+        return str(uuid.uuid4()), SessionState()  # new: nobody can own it yet
+    session_id = str(body.session_id)
+    return session_id, await deps.sessions.load(session_id, user_id)
 
 
 def check_room(request: LlmRequest, estimate: TokenEstimator) -> None:
