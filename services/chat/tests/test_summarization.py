@@ -15,6 +15,7 @@ from avatar_devstack.stack import free_port
 from avatar_emulators.replies import PromptRecord, PromptRecorder, count_prompt_tokens
 
 from .conftest import emulated_llm
+from .test_chat_routes import read_events
 
 WINDOW = 1200
 KEEP = 16
@@ -174,16 +175,34 @@ async def test_a_failed_summary_drops_old_turns_and_is_retried_next_time(app_cli
     assert recovered["context_summarized"] is True and recovered["context_truncated"] is False
 
 
+def long_history(talk: "Conversation", exchanges: int) -> None:
+    """The client's own long history, new to the server, ending with the user's turn."""
+    for i in range(exchanges):
+        talk.turns += [
+            {"role": "user", "content": user_line(i)},
+            {"role": "assistant", "content": f"Noted, number {i}, a fine choice " * 4},
+        ]
+    talk.turns.append({"role": "user", "content": user_line(exchanges)})
+
+
+async def test_a_streamed_reply_reports_its_summary_in_the_done_event(app_client, redis_url):
+    with emulated_llm("ollama") as backend:
+        async with app_client(create_app(settings_for(redis_url, backend))) as chat:
+            talk = Conversation(chat, backend.recorder)
+            long_history(talk, 20)
+            async with chat.stream("POST", "/api/chat", json=talk.body() | {"stream": True}) as r:
+                events = await read_events(r)
+
+    assert [kind for kind, _ in events][-1] == "done"
+    assert events[-1][1]["context_summarized"] is True
+    assert any(is_summary_call(record) for record in backend.recorder.prompts)
+
+
 async def test_two_requests_of_one_session_at_once_summarize_once(app_client, redis_url):
     with emulated_llm("ollama", first_token_latency_s=0.2) as backend:
         async with app_client(create_app(settings_for(redis_url, backend))) as chat:
             talk = Conversation(chat, backend.recorder)
-            for i in range(20):  # the client's own long history, new to the server
-                talk.turns += [
-                    {"role": "user", "content": user_line(i)},
-                    {"role": "assistant", "content": f"Noted, number {i}, a fine choice " * 4},
-                ]
-            talk.turns.append({"role": "user", "content": user_line(20)})
+            long_history(talk, 20)
             first, second = await asyncio.gather(
                 chat.post("/api/chat", json=talk.body()), chat.post("/api/chat", json=talk.body())
             )
