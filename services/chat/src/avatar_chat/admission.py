@@ -1,6 +1,6 @@
 """The concurrent-user limit: at most MAX_CONCURRENT_USERS chat sessions active at once,
 shared by every replica through one Redis sorted set (`chat:active`: session id -> last
-seen, Unix seconds).
+seen, Unix seconds by Redis's clock).
 
 Admission is one Lua script, so it is atomic across replicas: it forgets sessions idle for
 ACTIVE_SESSION_IDLE_S, lets an active session through (refreshing it), and admits a new one
@@ -9,7 +9,6 @@ never let the GPU be overrun; it recovers by itself when Redis returns.
 """
 
 import math
-import time
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -18,17 +17,20 @@ from avatar_shared.errors import ServiceUnavailable
 
 ACTIVE = "chat:active"
 
-# KEYS[1] active set; ARGV: session, now, idle seconds, limit.
-# Returns {1} when admitted, else {0, last-seen of the oldest active session}.
+# KEYS[1] active set; ARGV: session, idle seconds, limit. The time is Redis's own, so every
+# replica reads one clock: no replica can see a session admitted "in its future".
+# Returns {1} when admitted, else {0, seconds until the oldest active session expires}.
 ADMIT = """
-local now, idle, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local idle, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - idle)
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[1])
   return {1}
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, oldest[2]}
+return {0, tostring(tonumber(oldest[2]) + idle - now)}
 """
 
 
@@ -49,16 +51,13 @@ class Admission:
         self._admit = redis.register_script(ADMIT)
 
     async def admit(self, session_id: str) -> None:
-        now = time.time()
         try:
-            result = await self._admit(
-                keys=[ACTIVE], args=[session_id, now, self.idle_s, self.limit]
-            )
+            result = await self._admit(keys=[ACTIVE], args=[session_id, self.idle_s, self.limit])
         except (RedisError, OSError) as exc:
             raise LimiterUnavailable() from exc
         if result[0] == 1:
             return
-        retry_after = max(1, math.ceil(float(result[1]) + self.idle_s - now))
+        retry_after = max(1, math.ceil(float(result[1])))
         raise TooManyUsers(
             f"{self.limit} chat sessions are active, the most at once; "
             f"try again in {retry_after} s.",
