@@ -19,11 +19,16 @@ Call = Callable[[], Awaitable[float]]
 
 @contextmanager
 def bench_stack(
-    emulators: bool, emulator_args: dict[str, list[str]] | None = None
+    emulators: bool,
+    emulator_args: dict[str, list[str]] | None = None,
+    ports: Ports | None = None,
+    env: dict[str, str] | None = None,
+    app_env: dict[str, dict[str, str]] | None = None,
 ) -> Iterator[Stack]:
+    """`env` adds to (or overrides) the environment below; `app_env` is per app."""
     with tempfile.TemporaryDirectory(prefix="avatar-bench-") as tmp:
         stack = Stack(
-            Ports.free(emulators=emulators),
+            ports or Ports.free(emulators=emulators),
             StackSettings(),
             data_dir=Path(tmp),
             log_dir=Path(tmp),
@@ -32,8 +37,10 @@ def bench_stack(
                 "GATEWAY_LOG_LEVEL": "ERROR",
                 "CHAT_RATE_PER_MIN": "1000000",
                 "MAX_CONCURRENT_USERS": "1000000",
+                **(env or {}),
             },
             emulator_args=emulator_args,
+            app_env=app_env,
         )
         stack.start()
         try:

@@ -52,6 +52,11 @@ class Ports:
     redis: int
     apps: dict[str, int]
     emulators: dict[str, int] = field(default_factory=dict)
+    # Ports of further replicas of an app, beyond its first one in `apps`.
+    replicas: dict[str, list[int]] = field(default_factory=dict)
+
+    def app_ports(self, name: str) -> list[int]:
+        return [self.apps[name], *self.replicas.get(name, [])]
 
     @classmethod
     def from_settings(cls, settings: StackSettings, emulators: bool) -> "Ports":
@@ -64,12 +69,17 @@ class Ports:
         )
 
     @classmethod
-    def free(cls, emulators: bool) -> "Ports":
+    def free(cls, emulators: bool, replicas: dict[str, int] | None = None) -> "Ports":
+        """`replicas` says how many processes of an app to run (default one each)."""
         return cls(
             gateway=free_port(),
             redis=free_port(),
             apps={name: free_port() for name in APPS},
             emulators={name: free_port() for name in EMULATOR_DEFAULT_PORTS} if emulators else {},
+            replicas={
+                name: [free_port() for _ in range(count - 1)]
+                for name, count in (replicas or {}).items()
+            },
         )
 
 
@@ -92,7 +102,8 @@ def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> di
     )
     for name, port in ports.apps.items():
         env[f"{name.upper()}_URL"] = _local(port)
-        env[f"{name.upper()}_URLS"] = _local(port)  # Traefik's load-balancer list
+        # Traefik's load-balancer list: every replica.
+        env[f"{name.upper()}_URLS"] = ",".join(_local(p) for p in ports.app_ports(name))
     if not ports.emulators:
         # No GPU server in sight: speak with the local engine unless told otherwise.
         env.setdefault("TTS_ENGINE", "local")
@@ -145,11 +156,14 @@ class Stack:
         log_dir: Path | None = None,
         env_overrides: dict[str, str] | None = None,
         emulator_args: dict[str, list[str]] | None = None,
+        app_env: dict[str, dict[str, str]] | None = None,
     ) -> None:
         """`env_overrides` win over the wiring (tests point a router elsewhere with them);
-        `emulator_args` are extra command-line flags per emulator (latency, token rate)."""
+        `emulator_args` are extra command-line flags per emulator (latency, token rate);
+        `app_env` is extra environment for one app's processes only (benchmarks)."""
         self.ports = ports
         self.emulator_args = emulator_args or {}
+        self.app_env = app_env or {}
         self.data_dir = data_dir
         self.env = {**stack_env(ports, settings, dict(os.environ)), **(env_overrides or {})}
         self.supervisor = Supervisor(log_dir)
@@ -160,6 +174,10 @@ class Stack:
 
     def app_url(self, name: str) -> str:
         return _local(self.ports.apps[name])
+
+    def app_urls(self, name: str) -> list[str]:
+        """Every replica of the app, the first one (`app_url`) first."""
+        return [_local(port) for port in self.ports.app_ports(name)]
 
     def emulator_url(self, name: str) -> str:
         return _local(self.ports.emulators[name])
@@ -176,7 +194,11 @@ class Stack:
             waits = [
                 self._start_emulator(name, port) for name, port in self.ports.emulators.items()
             ]
-            waits += [self._start_app(name) for name in APPS]
+            waits += [
+                self._start_app(name, port, replica)
+                for name in APPS
+                for replica, port in enumerate(self.ports.app_ports(name), start=1)
+            ]
             for wait in waits:
                 wait()
             self.start_gateway()
@@ -189,7 +211,8 @@ class Stack:
 
     def _all_ports(self) -> list[int]:
         p = self.ports
-        return [p.gateway, p.redis, *p.apps.values(), *p.emulators.values()]
+        apps = [port for name in p.apps for port in p.app_ports(name)]
+        return [p.gateway, p.redis, *apps, *p.emulators.values()]
 
     def start_redis(self) -> None:
         redis_dir = self.data_dir / "redis"
@@ -211,13 +234,15 @@ class Stack:
                 self.supervisor.stop(child)
                 self.supervisor.children.remove(child)
 
-    def _start_app(self, name: str) -> Callable[[], None]:
-        port = self.ports.apps[name]
+    def _start_app(self, name: str, port: int, replica: int) -> Callable[[], None]:
+        """Replica 1 is named after the app (`chat`), later ones `chat-2`, `chat-3`..."""
         argv = [
             sys.executable, "-m", "uvicorn", "--factory", APPS[name],
             "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
         ]  # fmt: skip
-        child = self.supervisor.start(name, argv, self.env)
+        child_name = name if replica == 1 else f"{name}-{replica}"
+        env = {**self.env, **self.app_env.get(name, {})}
+        child = self.supervisor.start(child_name, argv, env)
         return lambda: self.supervisor.wait_ready(
             child, lambda: _http_ok(f"{_local(port)}/healthz")
         )

@@ -1,0 +1,148 @@
+"""The concurrent-user limit through the real gateway and two chat replicas sharing one Redis:
+a burst of new sessions admits exactly MAX_CONCURRENT_USERS across both replicas and refuses
+the rest with 503 too_many_users and Retry-After; admitted sessions keep working; a place
+freed by DELETE or by idle expiry goes to a new session."""
+
+import asyncio
+import json
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from avatar_devstack.settings import StackSettings
+from avatar_devstack.stack import Ports, Stack
+
+LIMIT = 20
+BURST = 200
+IDLE_S = 5  # long enough for the whole burst to be decided on two cores, short to wait out
+NEW = {"messages": [{"role": "user", "content": "hi"}], "persona": "p", "tts_enabled": False}
+
+
+@pytest.fixture(scope="module")
+def limited() -> Iterator[Stack]:
+    with tempfile.TemporaryDirectory(prefix="avatar-limit-") as tmp:
+        stack = Stack(
+            Ports.free(emulators=True, replicas={"chat": 2}),
+            StackSettings(),
+            data_dir=Path(tmp) / "data",
+            log_dir=Path(tmp),
+            env_overrides={
+                "MAX_CONCURRENT_USERS": str(LIMIT),
+                "ACTIVE_SESSION_IDLE_S": str(IDLE_S),
+                "CHAT_RATE_PER_MIN": "100000",  # one client address sends the whole burst
+                "LLM_QUEUE_WAIT_S": "60",  # admitted requests may queue for the LLM
+                "GATEWAY_LOG_LEVEL": "WARN",
+            },
+        )
+        stack.start()
+        try:
+            yield stack
+        finally:
+            stack.stop()
+
+
+@pytest.fixture
+async def client(limited: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the gateway, with no session active beforehand."""
+    redis = Redis.from_url(limited.env["REDIS_URL"])
+    await redis.delete("chat:active")
+    await redis.aclose()
+    limits = httpx.Limits(max_connections=BURST, max_keepalive_connections=BURST)
+    async with httpx.AsyncClient(
+        base_url=limited.gateway_url, trust_env=False, limits=limits, timeout=120
+    ) as client:
+        yield client
+
+
+def chat_statuses(log: Path) -> dict[str, int]:
+    """Request id -> status of each POST /api/chat in one replica's access log."""
+    statuses = {}
+    for line in log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # not one of our JSON lines
+        if entry.get("message") == "request" and entry.get("path") == "/api/chat":
+            statuses[entry["request_id"]] = entry["status"]
+    return statuses
+
+
+async def served_by_replica(stack: Stack, request_ids: set[str]) -> dict[str, dict[str, int]]:
+    """Which replica answered which request: each writes its access line just after answering."""
+    log_dir = stack.supervisor.log_dir
+    assert log_dir is not None
+    deadline = time.monotonic() + 5
+    while True:
+        served = {name: chat_statuses(log_dir / f"{name}.log") for name in ("chat", "chat-2")}
+        seen = {rid for statuses in served.values() for rid in statuses}
+        if request_ids <= seen or time.monotonic() > deadline:
+            return {
+                name: {rid: s for rid, s in statuses.items() if rid in request_ids}
+                for name, statuses in served.items()
+            }
+        await asyncio.sleep(0.1)
+
+
+async def new_session(client: httpx.AsyncClient, request_id: str | None = None):
+    headers = {"X-Request-ID": request_id} if request_id else {}
+    return await client.post("/api/chat", json=NEW, headers=headers)
+
+
+def assert_too_many_users(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "too_many_users"
+    # Until the oldest session expires, by Redis's one clock: never more than IDLE_S.
+    assert 1 <= int(response.headers["Retry-After"]) <= IDLE_S
+
+
+async def test_a_burst_admits_exactly_the_limit_across_two_replicas(limited, client):
+    ids = [f"burst-{i}" for i in range(BURST)]
+    started = time.monotonic()
+    responses = await asyncio.gather(*(new_session(client, rid) for rid in ids))
+    elapsed = time.monotonic() - started
+    # Past IDLE_S the first sessions could expire mid-burst and rightly free their places.
+    assert elapsed < IDLE_S, f"the burst took {elapsed:.1f}s: raise IDLE_S"
+
+    admitted = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code != 200]
+    assert len(admitted) == LIMIT
+    assert len(refused) == BURST - LIMIT
+    for response in refused:
+        assert_too_many_users(response)
+    assert len({r.json()["data"]["session_id"] for r in admitted}) == LIMIT
+
+    # Both replicas answered part of the burst, and their admissions add up to the limit.
+    served = await served_by_replica(limited, set(ids))
+    assert all(served.values()), {name: len(statuses) for name, statuses in served.items()}
+    assert sum(len(statuses) for statuses in served.values()) == BURST
+    assert sum(list(s.values()).count(200) for s in served.values()) == LIMIT
+
+    # An admitted session keeps working; a new one is still refused.
+    session_id = admitted[0].json()["data"]["session_id"]
+    again = await client.post("/api/chat", json={**NEW, "session_id": session_id})
+    assert again.status_code == 200, again.text
+    assert again.json()["data"]["session_id"] == session_id
+    assert_too_many_users(await new_session(client))
+
+
+async def test_a_released_or_idle_place_goes_to_a_new_session(client):
+    responses = await asyncio.gather(*(new_session(client) for _ in range(LIMIT)))
+    assert [r.status_code for r in responses] == [200] * LIMIT
+    assert_too_many_users(await new_session(client))
+
+    released = responses[0].json()["data"]["session_id"]
+    deleted = await client.delete(f"/api/chat/sessions/{released}")
+    assert deleted.status_code == 200, deleted.text
+    replacement = await new_session(client)
+    assert replacement.status_code == 200, replacement.text
+    assert_too_many_users(await new_session(client))
+
+    await asyncio.sleep(IDLE_S + 1)  # nothing keeps any session alive
+    after_idle = await asyncio.gather(*(new_session(client) for _ in range(LIMIT)))
+    assert [r.status_code for r in after_idle] == [200] * LIMIT
+    assert_too_many_users(await new_session(client))
