@@ -1,5 +1,8 @@
 """The pieces of context fitting on their own: token estimates and the summary cache."""
 
+from avatar_chat.clients import make_llm_client, open_llm_http
+from avatar_chat.context import assemble, whole_sentences
+from avatar_chat.settings import ChatSettings
 from avatar_chat.summaries import (
     KEPT_SUMMARIES,
     Summary,
@@ -8,24 +11,38 @@ from avatar_chat.summaries import (
     prefix_digests,
     summaries_key,
 )
-from avatar_chat.tokens import TokenEstimator, default_tokens, learn_chars_per_token
+from avatar_chat.tokens import TokenEstimator, default_tokens, learn_calibration
+from avatar_chat.windows import ContextWindows
+from avatar_devstack.stack import free_port
+
+from .conftest import emulated_llm
 
 KOREAN = "안녕하세요, 오늘 도서관에서 만나서 반가워요!"
 ENGLISH = "Hello, it is nice to meet you in the library today!"
 
 
 def test_the_default_estimate_is_conservative_for_korean_and_english():
-    assert default_tokens(KOREAN) >= len([c for c in KOREAN if "가" <= c <= "힣"])
+    hangul = len([c for c in KOREAN if "가" <= c <= "힣"])
+    assert default_tokens(KOREAN) == hangul + -(-(len(KOREAN) - hangul) // 3)
     assert len(ENGLISH) / 4 < default_tokens(ENGLISH) < len(ENGLISH) / 2
 
 
-def test_a_learned_ratio_replaces_the_default_and_miscounts_are_ignored():
+def test_calibration_scales_the_default_and_miscounts_are_ignored():
     messages = [{"role": "user", "content": ENGLISH * 10}]
-    ratio = learn_chars_per_token(messages, counted=4 + 110)
-    assert ratio is not None and abs(ratio - len(ENGLISH) * 10 / 110) < 1e-9
-    assert TokenEstimator(ratio).text(ENGLISH * 10) in (110, 111)
-    assert learn_chars_per_token(messages, counted=0) is None  # a server that reports none
-    assert learn_chars_per_token(messages, counted=5) is None  # a partial (cached) count
+    default = default_tokens(ENGLISH * 10)
+    calibration = learn_calibration(messages, counted=4 + default * 3 // 4)
+    assert calibration is not None and abs(calibration - 0.75) < 0.01
+    assert abs(TokenEstimator(calibration).text(ENGLISH * 10) - default * 0.75) <= 2
+    assert learn_calibration(messages, counted=0) is None  # a server that reports none
+    assert learn_calibration(messages, counted=4 + default // 10) is None  # a partial count
+
+
+def test_learning_from_english_text_keeps_korean_estimates_script_aware():
+    # A tokenizer at four English characters a token: the English rules teach 0.75.
+    rules = {"role": "system", "content": ENGLISH * 20}
+    calibration = learn_calibration([rules], counted=4 + len(rules["content"]) // 4)
+    korean = KOREAN * 100
+    assert TokenEstimator(calibration).text(korean) > len(korean) / 2
 
 
 def conversation(n: int) -> list[dict[str, str]]:
@@ -36,11 +53,11 @@ def test_a_summary_matches_only_the_exact_turns_it_covers():
     turns = conversation(10)
     digests = prefix_digests(turns)
     cached = {n: Summary(n, digests[n], f"s{n}", "t") for n in (4, 8)}
-    assert best_match(cached, digests).covered == 8
+    assert best_match(cached, digests, limit=8).covered == 8
     edited = [*turns[:6], {"role": "assistant", "content": "changed"}, *turns[7:]]
-    assert best_match(cached, prefix_digests(edited)).covered == 4
-    assert best_match(cached, prefix_digests(turns[:6])).covered == 4  # shorter than 8
-    assert best_match(cached, prefix_digests([{"role": "user", "content": "x"}])) is None
+    assert best_match(cached, prefix_digests(edited), limit=8).covered == 4
+    assert best_match(cached, digests, limit=6).covered == 4  # the client went back
+    assert best_match(cached, prefix_digests([{"role": "user", "content": "x"}]), 1) is None
 
 
 async def test_saving_drops_stale_and_surplus_summaries(redis):
@@ -55,3 +72,42 @@ async def test_saving_drops_stale_and_surplus_summaries(redis):
     await store.save("s", Summary(10, "other", "s10'", "t"), known, base=8)
     assert sorted(await store.load("s")) == [6, 8, 10]
     assert 0 < await redis.ttl(summaries_key("s")) <= 60
+
+
+def test_cuts_fall_before_a_users_turn_and_the_summary_goes_last():
+    turns = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": "word " * 40} for i in range(9)
+    ]
+    estimate = TokenEstimator()
+    per_turn = estimate.messages(turns[:1])
+    context = assemble("system", None, turns, 4 * per_turn, estimate, False)
+    assert context.truncated and context.messages[1]["role"] == "user"
+    assert context.messages[1:] == turns[-3:]  # four would not fit, and three start with a user
+
+    summary = Summary(6, "d", "long summary " * 200, "t")
+    squeezed = assemble("system", summary, turns, 2 * per_turn, estimate, False)
+    assert squeezed.messages == [{"role": "system", "content": "system"}, turns[-1]]
+    assert squeezed.truncated and squeezed.covered == 0
+
+
+def test_a_summary_cut_short_by_max_tokens_keeps_its_whole_sentences():
+    assert whole_sentences("민지는 책을 좋아한다. 다음 주에 도서관에서") == "민지는 책을 좋아한다."
+    assert whole_sentences("Anna likes maps. She will come back!") == (
+        "Anna likes maps. She will come back!"
+    )
+
+
+async def test_the_window_is_the_setting_when_the_server_cannot_say():
+    settings = ChatSettings(ollama_base_url=f"http://127.0.0.1:{free_port()}")  # nobody there
+    async with open_llm_http(settings) as http:
+        windows = ContextWindows(make_llm_client(settings, http), 3000, retry_s=30)
+        assert await windows.tokens("gemma-3-27b-it") == 3000
+
+
+async def test_the_smaller_of_the_setting_and_the_trained_length_wins():
+    with emulated_llm("ollama", context_length=2048) as backend:
+        settings = ChatSettings(**backend.settings)
+        async with open_llm_http(settings) as http:
+            llm = make_llm_client(settings, http)
+            assert await ContextWindows(llm, 8192, retry_s=30).tokens("gemma-3-27b-it") == 2048
+            assert await ContextWindows(llm, 1024, retry_s=30).tokens("gemma-3-27b-it") == 1024

@@ -141,7 +141,8 @@ async def test_editing_an_early_turn_makes_the_summary_stale(app_client, redis_u
             talk = Conversation(chat, backend.recorder)
             for i in range(30):
                 await talk.say(user_line(i))
-            old_summary = talk.calls[-1][-1].messages_received[0]["content"]
+            old_system = talk.calls[-1][-1].messages_received[0]["content"]
+            old_summary = old_system.split("# What happened so far\n")[1]
             assert any(r["context_summarized"] for r in talk.replies)
             talk.turns[2] = {"role": "user", "content": "Turn 2: actually I prefer poetry"}
             edited = await talk.say("Did you note my change of mind?")
@@ -151,27 +152,45 @@ async def test_editing_an_early_turn_makes_the_summary_stale(app_client, redis_u
     rebuilt = [line for r in summary_calls for line in transcript(r)]
     assert rebuilt[0] == as_line(talk.turns[0])  # from the start: no prefix still matched
     assert "User: Turn 2: actually I prefer poetry" in rebuilt
-    assert talk.calls[-1][-1].messages_received[0]["content"] != old_summary
+    assert old_summary not in talk.calls[-1][-1].messages_received[0]["content"]
+
+
+async def test_a_client_that_goes_back_still_gets_its_recent_turns_verbatim(app_client, redis_url):
+    with emulated_llm("ollama") as backend:
+        async with app_client(create_app(settings_for(redis_url, backend))) as chat:
+            talk = Conversation(chat, backend.recorder)
+            for i in range(30):
+                await talk.say(user_line(i))
+            went_back = talk.turns[:45]  # turn 22 of 30: newer summaries exist
+            talk.turns = list(went_back)
+            await talk.resend()
+
+    sent = talk.calls[-1][-1].messages_received[1:]
+    assert len(sent) >= KEEP and sent == went_back[-len(sent) :]
 
 
 async def test_a_failed_summary_drops_old_turns_and_is_retried_next_time(app_client, redis_url):
-    # The model takes 0.5 s to answer; summarizing may take only 0.2 s at first.
-    with emulated_llm("ollama", first_token_latency_s=0.5) as backend:
-        impatient = settings_for(redis_url, backend, summary_timeout_s=0.2)
+    # The model takes 0.3 s to answer; summarizing may take only 0.1 s at first.
+    with emulated_llm("ollama", first_token_latency_s=0.3) as backend:
+        impatient = settings_for(redis_url, backend, summary_timeout_s=0.1)
         async with app_client(create_app(impatient)) as chat:
             talk = Conversation(chat, backend.recorder)
-            for i in range(14):  # long enough that a summary is due on the last turn
+            for i in range(20):  # summaries are due from turn 12 on, and all fail
                 await talk.say(user_line(i))
-            failed = talk.replies[-1]
         async with app_client(create_app(settings_for(redis_url, backend))) as chat:
             talk.chat = chat
-            recovered = await talk.say(user_line(14))
+            recovered = await talk.say(user_line(20))
 
-    assert failed["context_summarized"] is False and failed["context_truncated"] is True
-    assert failed["content"]  # the chat itself did not fail
-    cut_call = talk.calls[13][-1]
-    assert count_prompt_tokens(cut_call.messages_received) + 40 <= WINDOW
-    assert cut_call.messages_received[-1]["content"] == user_line(13)
+    failed = talk.replies[:20]
+    assert not any(reply["context_summarized"] for reply in failed)
+    assert all(reply["content"] for reply in failed)  # the chat itself never failed
+    truncated = [i for i, reply in enumerate(failed) if reply["context_truncated"]]
+    assert truncated and truncated == list(range(truncated[0], 20))  # once over, always over
+    for i in truncated:
+        sent = talk.calls[i][-1].messages_received
+        assert count_prompt_tokens(sent) + 40 <= WINDOW
+        assert sent[1]["role"] == "user" and sent[-1]["content"] == user_line(i)
+        assert len(sent) - 1 < 2 * i + 1  # the oldest turns were left out
     assert recovered["context_summarized"] is True and recovered["context_truncated"] is False
 
 

@@ -8,10 +8,16 @@ whenever one still matches the conversation; a new one extends the longest match
 only the newly aged turns, in as many LLM calls as the window needs. Summarizing must never
 fail the chat: when it cannot be done, the oldest turns that do not fit are dropped instead
 and the reply says so; the summary is tried again on the next request.
+
+The trigger ratio leaves room for the conversation to grow between summaries; what is sent
+is only cut when it would not fit the window itself (less a small headroom, as estimates are
+not exact). Cuts fall before a user's turn, as some chat templates (Gemma's on vLLM) insist
+on user and assistant turns alternating.
 """
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 
 from redis.exceptions import LockError, RedisError
@@ -38,6 +44,8 @@ likes, dislikes and preferences. Drop small talk. Write plain prose in the langu
 conversation is written in, in at most {words} words, and answer with the summary only."""
 SPEAKERS = {"user": "User", "assistant": "Character"}
 SUMMARY_TEMPERATURE = 0.3  # faithful rather than creative
+HEADROOM = 0.05  # of the window, kept free for estimation error
+SENTENCE_END = re.compile(r"[.!?。！？…][\"')\]」』]*\s*$")
 MIN_BLOCK_TOKENS = 64  # below this, a summary call could not take even one short turn
 
 
@@ -72,21 +80,24 @@ class ContextPlanner:
         turns: list[Message],
         request: LlmRequest,
     ) -> Context:
-        estimate = TokenEstimator(state.chars_per_token(request.model))
-        budget = int(request.context_tokens * self.settings.summary_trigger_ratio)
-        budget -= request.max_tokens
-        if estimate.messages([with_summary(system, None), *turns]) < budget:
+        estimate = TokenEstimator(state.calibration(request.model))
+        window = request.context_tokens
+        trigger = int(window * self.settings.summary_trigger_ratio) - request.max_tokens
+        if estimate.messages([with_summary(system, None), *turns]) < trigger:
             return Context([with_summary(system, None), *turns], False, False, 0)
-        digests = prefix_digests(turns)
-        summary = best_match(state.summaries, digests)  # from the cache, if one still matches
-        start, aged = (summary.covered if summary else 0), self._aged(turns)
-        with_cached = [with_summary(system, summary), *turns[start:]]
+        digests, aged = prefix_digests(turns), self._aged(turns)
+        summary = best_match(state.summaries, digests, aged)  # from the cache, if one matches
+        start = summary.covered if summary else 0
         summarized = False
-        if aged > start and estimate.messages(with_cached) >= budget:
+        if (
+            aged > start
+            and estimate.messages([with_summary(system, summary), *turns[start:]]) >= trigger
+        ):
             summary, summarized = await self._summarize(
                 session_id, summary, turns, digests, aged, request, estimate
             )
-        return self._assemble(system, summary, turns, budget, estimate, summarized)
+        limit = int(window * (1 - HEADROOM)) - request.max_tokens
+        return assemble(system, summary, turns, limit, estimate, summarized)
 
     def _aged(self, turns: list[Message]) -> int:
         """How many turns are old enough to summarize: all but the most recent
@@ -95,23 +106,6 @@ class ContextPlanner:
         while cut > 0 and turns[cut]["role"] != "user":
             cut -= 1
         return max(cut, 0)
-
-    @staticmethod
-    def _assemble(
-        system: str,
-        summary: Summary | None,
-        turns: list[Message],
-        budget: int,
-        estimate: TokenEstimator,
-        summarized: bool,
-    ) -> Context:
-        """The summary and the turns after it, less the oldest of those that do not fit."""
-        covered = summary.covered if summary else 0
-        head, kept = with_summary(system, summary), turns[covered:]
-        dropped = 0
-        while len(kept) - dropped > 1 and estimate.messages([head, *kept[dropped:]]) >= budget:
-            dropped += 1
-        return Context([head, *kept[dropped:]], summarized, dropped > 0, covered)
 
     async def _summarize(
         self,
@@ -131,7 +125,7 @@ class ContextPlanner:
             async with asyncio.timeout(self.settings.summary_timeout_s):
                 async with self.store.lock(session_id):
                     known = await self.store.load(session_id)  # the last holder may have done it
-                    summary = best_match(known, digests) or summary
+                    summary = best_match(known, digests, aged) or summary
                     while (summary.covered if summary else 0) < aged:
                         block = self._next_block(summary, turns, aged, request, estimate)
                         content = await self._ask(summary, block, request)
@@ -145,7 +139,7 @@ class ContextPlanner:
         return summary, made
 
     def _instructions(self) -> Message:
-        words = self.settings.summary_max_tokens // 2
+        words = self.settings.summary_max_tokens // 3  # Korean costs 2-3 tokens a word
         return {"role": "system", "content": SUMMARY_INSTRUCTIONS.format(words=words)}
 
     def _next_block(
@@ -157,7 +151,8 @@ class ContextPlanner:
         estimate: TokenEstimator,
     ) -> list[str]:
         """Transcript lines of the next aged turns, as many as one summary call can take
-        within the trigger share of the window (a single turn too long for it is clipped)."""
+        within the trigger share of the window, ending before a user's turn (a single turn
+        too long for a call is clipped)."""
         fixed = [
             self._instructions(),
             {"role": "user", "content": summary.content if summary else ""},
@@ -166,8 +161,9 @@ class ContextPlanner:
         room -= self.settings.summary_max_tokens + estimate.messages(fixed)
         if room < MIN_BLOCK_TOKENS:
             raise CannotSummarize(f"{request.context_tokens}-token window is too small")
+        start = summary.covered if summary else 0
         lines: list[str] = []
-        for turn in turns[(summary.covered if summary else 0) : aged]:
+        for turn in turns[start:aged]:
             line = f"{SPEAKERS[turn['role']]}: {turn['content']}"
             cost = estimate.text(line) + 1  # the line break
             if not lines and cost > room:
@@ -176,6 +172,8 @@ class ContextPlanner:
                 break
             lines.append(line)
             room -= cost
+        while len(lines) > 1 and turns[start + len(lines)]["role"] != "user":
+            lines.pop()
         return lines
 
     async def _ask(self, summary: Summary | None, block: list[str], request: LlmRequest) -> str:
@@ -193,9 +191,46 @@ class ContextPlanner:
             reply = await self.llm.complete(summary_request)
         finally:
             self.gate.leave()
-        if not reply.content.strip():
+        content = whole_sentences(reply.content.strip())
+        if not content:
             raise CannotSummarize("the model answered an empty summary")
-        return reply.content.strip()
+        return content
+
+
+def assemble(
+    system: str,
+    summary: Summary | None,
+    turns: list[Message],
+    limit: int,
+    estimate: TokenEstimator,
+    summarized: bool,
+) -> Context:
+    """The summary and the turns after it, less the oldest of those that do not fit within
+    `limit` tokens (cut before a user's turn); last of all, the summary itself."""
+    covered = summary.covered if summary else 0
+    head, kept = with_summary(system, summary), turns[covered:]
+    start = 0
+    while start < len(kept) - 1 and estimate.messages([head, *kept[start:]]) >= limit:
+        start = next_user_turn(kept, start + 1)
+    without_summary = summary is not None and estimate.messages([head, *kept[start:]]) >= limit
+    if without_summary:
+        head, covered = with_summary(system, None), 0
+    return Context([head, *kept[start:]], summarized, start > 0 or without_summary, covered)
+
+
+def next_user_turn(turns: list[Message], index: int) -> int:
+    """The first user's turn at or after `index`; the last turn (the user's) at the latest."""
+    while index < len(turns) - 1 and turns[index]["role"] != "user":
+        index += 1
+    return index
+
+
+def whole_sentences(text: str) -> str:
+    """`text` without a last sentence cut short (a summary that ran into max_tokens)."""
+    if SENTENCE_END.search(text):
+        return text
+    ends = [m.end() for m in re.finditer(r"[.!?。！？…]", text)]
+    return text[: ends[-1]] if ends else text
 
 
 class CannotSummarize(Exception):

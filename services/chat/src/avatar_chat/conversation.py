@@ -3,7 +3,8 @@ LLM, record the turn.
 
 The same preparation serves the JSON and the streamed answer. Everything that can refuse a
 request (validation, ownership, the rate and session limits) runs before the first LLM call,
-and nothing is stored before the reply succeeded.
+and no turn is stored before the reply succeeded. (Summaries made on the way are cached at
+once: they hold for that conversation whatever becomes of the reply.)
 """
 
 import json
@@ -24,7 +25,7 @@ from avatar_chat.schemas import ChatReply, ChatRequest, Usage
 from avatar_chat.sessions import SessionState, SessionStore, TurnRecord
 from avatar_chat.settings import ChatSettings
 from avatar_chat.speech import SentenceSpeaker, SpeechClient, SpeechFailed
-from avatar_chat.tokens import TokenEstimator, learn_chars_per_token
+from avatar_chat.tokens import TokenEstimator, learn_calibration
 from avatar_chat.windows import ContextWindows
 from avatar_shared.errors import AppError, ValidationFailed
 
@@ -81,7 +82,7 @@ async def prepare(body: ChatRequest, user_id: str, rate_key: str, deps: ChatDeps
         max_tokens=body.max_tokens,
         context_tokens=await deps.windows.tokens(model),
     )
-    check_room(request, TokenEstimator(state.chars_per_token(model)))
+    check_room(request, TokenEstimator(state.calibration(model)))
     await deps.rate_limit.check(rate_key)  # only well-formed requests count
     await deps.admission.admit(session_id)
     try:
@@ -135,7 +136,7 @@ async def finish(
         prompt_tokens=reply.prompt_tokens,
         completion_tokens=reply.completion_tokens,
         summary_covered=turn.context.covered,
-        chars_per_token=learn_chars_per_token(turn.llm_request.messages, reply.prompt_tokens),
+        calibration=learn_calibration(turn.llm_request.messages, reply.prompt_tokens),
     )
     await deps.sessions.record_turn(turn.session_id, user_id, record)
     audio_url, tts_error = None, None
@@ -186,12 +187,14 @@ async def reply_once(body: ChatRequest, user_id: str, rate_key: str, deps: ChatD
 
 async def _release_if_new(session_id: str, body: ChatRequest, deps: ChatDeps) -> None:
     """A new session whose first turn failed does not exist: its place in the limit goes
-    back at once, so an LLM outage cannot fill the limit with phantom sessions."""
+    back at once, so an LLM outage cannot fill the limit with phantom sessions, and any
+    summary it made goes too."""
     if body.session_id is None:
         try:
             await deps.admission.release(session_id)
+            await deps.context.store.forget(session_id)
         except RedisError:
-            pass  # it expires after ACTIVE_SESSION_IDLE_S anyway
+            pass  # both expire by themselves
 
 
 def sse(event: str, data: object) -> bytes:

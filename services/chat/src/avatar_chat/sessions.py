@@ -4,11 +4,12 @@ Keys (all expire after `SESSION_TTL_S` without use):
 - `chat:session:{id}`: hash of owner, model, created_at, updated_at, prompt_tokens,
   completion_tokens (the LLM's own counts, summed over the session), last_prompt_tokens,
   summary_covered (messages folded into the summary the last turn used), and
-  `chars_per_token:{model}` (learned from the LLM's counts, see `tokens`).
+  `calibration:{model}` (learned from the LLM's counts, see `tokens`).
 - `chat:session:{id}:messages`: list of JSON messages {role, content, at}, oldest first.
 - `chat:session:{id}:summaries`: the summary cache (see `summaries`).
 
-A session is written only after a reply succeeded, so a failed request leaves no trace.
+Turns are written only after a reply succeeded, so a failed request leaves none. (Summaries
+are cached as soon as they are made; a new session whose first reply failed drops its own.)
 Another user's session is reported as missing, never as forbidden: ids are not disclosed.
 """
 
@@ -33,7 +34,7 @@ def _messages_key(session_id: str) -> str:
 
 # Appends one turn atomically and in one round trip; refuses (returns 0) when another user
 # owns the session. KEYS: meta, messages, summaries. ARGV: user, model, now, prompt tokens,
-# completion tokens, ttl, summary_covered, chars-per-token field, its value ('' when none was
+# completion tokens, ttl, summary_covered, calibration field, its value ('' when none was
 # learned), then the messages as JSON.
 RECORD_TURN = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
@@ -57,8 +58,8 @@ class SessionState:
     meta: dict[str, str] = field(default_factory=dict)
     summaries: dict[int, Summary] = field(default_factory=dict)
 
-    def chars_per_token(self, model: str) -> float | None:
-        value = self.meta.get(_chars_per_token_field(model))
+    def calibration(self, model: str) -> float | None:
+        value = self.meta.get(_calibration_field(model))
         return float(value) if value else None
 
 
@@ -71,11 +72,11 @@ class TurnRecord:
     prompt_tokens: int
     completion_tokens: int
     summary_covered: int
-    chars_per_token: float | None
+    calibration: float | None
 
 
-def _chars_per_token_field(model: str) -> str:
-    return f"chars_per_token:{model}"
+def _calibration_field(model: str) -> str:
+    return f"calibration:{model}"
 
 
 class SessionStore:
@@ -112,8 +113,8 @@ class SessionStore:
                 turn.completion_tokens,
                 self.ttl_s,
                 turn.summary_covered,
-                _chars_per_token_field(turn.model),
-                "" if turn.chars_per_token is None else f"{turn.chars_per_token:.4f}",
+                _calibration_field(turn.model),
+                "" if turn.calibration is None else f"{turn.calibration:.4f}",
                 *(json.dumps({**m, "at": now}, ensure_ascii=False) for m in turn.exchanged),
             ],
         )

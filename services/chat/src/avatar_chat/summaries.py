@@ -57,9 +57,11 @@ def parse_summaries(raw: dict[str, str]) -> dict[int, Summary]:
     return summaries
 
 
-def best_match(summaries: dict[int, Summary], digests: list[str]) -> Summary | None:
-    """The summary covering the longest prefix of this conversation, if any still matches."""
-    matching = [s for n, s in summaries.items() if n < len(digests) and digests[n] == s.digest]
+def best_match(summaries: dict[int, Summary], digests: list[str], limit: int) -> Summary | None:
+    """The summary covering the longest prefix of this conversation, of at most `limit`
+    turns (a client that went back must still get its recent turns verbatim), if any still
+    matches."""
+    matching = [s for n, s in summaries.items() if n <= limit and digests[n] == s.digest]
     return max(matching, key=lambda s: s.covered, default=None)
 
 
@@ -92,6 +94,9 @@ class SummaryStore:
         known.update({summary.covered: summary})
         for n in stale:
             known.pop(n, None)
+
+    async def forget(self, session_id: str) -> None:
+        await self.redis.delete(summaries_key(session_id))
 
     def lock(self, session_id: str) -> Lock:
         """Held while a session is summarized, so two of its requests never both summarize.

@@ -1,9 +1,11 @@
 """Token estimates for planning a prompt before the LLM has counted it.
 
 The LLM's own count (`prompt_eval_count` / `usage.prompt_tokens`) is the truth for what was
-sent. From it each session learns its characters per token, per model; before the first count
-a conservative default is used: one token per Hangul or CJK character (what Korean costs in
-common tokenizers, at worst) and one per three other characters (English costs about four).
+sent. The default estimate is conservative and depends on the script: one token per Hangul or
+CJK character (what Korean costs in common tokenizers, at worst) and one per three other
+characters (English costs about four). From each count a session learns, per model, how the
+model's tokenizer compares with that default, its calibration; the estimate stays
+script-aware, so a prompt of English role-play rules cannot teach it to undercount Korean.
 """
 
 import re
@@ -11,9 +13,10 @@ from collections.abc import Sequence
 
 # Chat templates wrap each message in role markers; a few tokens per message, at most.
 MESSAGE_OVERHEAD_TOKENS = 4
-# A learned ratio outside these bounds is a miscount (a server reporting only the uncached part
-# of the prompt, say), not a property of the language.
-MIN_CHARS_PER_TOKEN, MAX_CHARS_PER_TOKEN = 0.5, 6.0
+# A calibration outside these bounds is a miscount, not a tokenizer: a server that reports
+# only the uncached part of the prompt, say. No tokenizer is cheaper than a quarter of the
+# default or dearer than twice it.
+MIN_CALIBRATION, MAX_CALIBRATION = 0.25, 2.0
 _WIDE = re.compile(
     r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]"
 )
@@ -25,23 +28,22 @@ def default_tokens(text: str) -> int:
 
 
 class TokenEstimator:
-    def __init__(self, chars_per_token: float | None = None) -> None:
-        self.chars_per_token = chars_per_token  # None: not learned yet
+    def __init__(self, calibration: float | None = None) -> None:
+        self.calibration = calibration or 1.0  # None: nothing learned yet, the default
 
     def text(self, text: str) -> int:
-        if self.chars_per_token is None:
-            return default_tokens(text)
-        return int(len(text) / self.chars_per_token) + 1
+        return int(default_tokens(text) * self.calibration) + 1
 
     def messages(self, messages: Sequence[dict[str, str]]) -> int:
         return sum(self.text(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in messages)
 
 
-def learn_chars_per_token(messages: Sequence[dict[str, str]], counted: int) -> float | None:
-    """Characters per token of a prompt the LLM counted as `counted` tokens; None when the
-    count cannot be trusted (a server that reports none, or a partial one)."""
+def learn_calibration(messages: Sequence[dict[str, str]], counted: int) -> float | None:
+    """How the LLM's count of a prompt compares with the default estimate of it; None when
+    the count cannot be trusted (none reported, or far outside what a tokenizer does)."""
     text_tokens = counted - MESSAGE_OVERHEAD_TOKENS * len(messages)
-    if counted <= 0 or text_tokens <= 0:
+    estimated = sum(default_tokens(m["content"]) for m in messages)
+    if text_tokens <= 0 or estimated <= 0:
         return None
-    ratio = sum(len(m["content"]) for m in messages) / text_tokens
-    return ratio if MIN_CHARS_PER_TOKEN <= ratio <= MAX_CHARS_PER_TOKEN else None
+    ratio = text_tokens / estimated
+    return ratio if MIN_CALIBRATION <= ratio <= MAX_CALIBRATION else None
