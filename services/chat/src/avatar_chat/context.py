@@ -88,11 +88,9 @@ class ContextPlanner:
         digests, aged = prefix_digests(turns), self._aged(turns)
         summary = best_match(state.summaries, digests, aged)  # from the cache, if one matches
         start = summary.covered if summary else 0
+        with_cached = [with_summary(system, summary), *turns[start:]]
         summarized = False
-        if (
-            aged > start
-            and estimate.messages([with_summary(system, summary), *turns[start:]]) >= trigger
-        ):
+        if aged > start and estimate.messages(with_cached) >= trigger:
             summary, summarized = await self._summarize(
                 session_id, summary, turns, digests, aged, request, estimate
             )
@@ -135,7 +133,7 @@ class ContextPlanner:
                         await self.store.save(session_id, summary, known, base=start)
         except (AppError, TimeoutError, RedisError, LockError, CannotSummarize) as exc:
             why = str(exc) or type(exc).__name__  # a timeout says nothing by itself
-            log.warning("summarizing session %s failed, dropping old turns: %s", session_id, why)
+            log.warning("summarizing session %s failed (retried next time): %s", session_id, why)
         return summary, made
 
     def _instructions(self) -> Message:
