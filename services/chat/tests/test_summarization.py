@@ -94,6 +94,13 @@ class Conversation:
         }
 
 
+async def conversation_of(length: int, chat: Any, recorder: PromptRecorder) -> Conversation:
+    talk = Conversation(chat, recorder)
+    for i in range(length):
+        await talk.say(user_line(i))
+    return talk
+
+
 async def test_a_long_conversation_stays_in_the_window_and_each_turn_is_summarized_once(
     app_client, redis_url
 ):
@@ -138,9 +145,7 @@ async def test_a_long_conversation_stays_in_the_window_and_each_turn_is_summariz
 async def test_editing_an_early_turn_makes_the_summary_stale(app_client, redis_url):
     with emulated_llm("ollama") as backend:
         async with app_client(create_app(settings_for(redis_url, backend))) as chat:
-            talk = Conversation(chat, backend.recorder)
-            for i in range(30):
-                await talk.say(user_line(i))
+            talk = await conversation_of(30, chat, backend.recorder)
             old_system = talk.calls[-1][-1].messages_received[0]["content"]
             old_summary = old_system.split("# What happened so far\n")[1]
             assert any(r["context_summarized"] for r in talk.replies)
@@ -158,9 +163,7 @@ async def test_editing_an_early_turn_makes_the_summary_stale(app_client, redis_u
 async def test_a_client_that_goes_back_still_gets_its_recent_turns_verbatim(app_client, redis_url):
     with emulated_llm("ollama") as backend:
         async with app_client(create_app(settings_for(redis_url, backend))) as chat:
-            talk = Conversation(chat, backend.recorder)
-            for i in range(30):
-                await talk.say(user_line(i))
+            talk = await conversation_of(30, chat, backend.recorder)
             went_back = talk.turns[:45]  # turn 22 of 30: newer summaries exist
             talk.turns = list(went_back)
             await talk.resend()
