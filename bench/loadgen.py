@@ -42,11 +42,8 @@ def bench_stack(
             emulator_args=emulator_args,
             app_env=app_env,
         )
-        stack.start()
-        try:
+        with stack:
             yield stack
-        finally:
-            stack.stop()
 
 
 def client() -> httpx.AsyncClient:

@@ -39,11 +39,8 @@ def limited() -> Iterator[Stack]:
                 "GATEWAY_LOG_LEVEL": "WARN",
             },
         )
-        stack.start()
-        try:
+        with stack:
             yield stack
-        finally:
-            stack.stop()
 
 
 @pytest.fixture

@@ -209,6 +209,13 @@ class Stack:
     def stop(self) -> None:
         self.supervisor.stop_all()
 
+    def __enter__(self) -> "Stack":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def _all_ports(self) -> list[int]:
         p = self.ports
         apps = [port for name in p.apps for port in p.app_ports(name)]

@@ -89,11 +89,8 @@ def stack() -> Iterator[Stack]:
             # A visible token rate, so tests can tell streamed from buffered replies.
             emulator_args={name: ["--tokens-per-second", "100"] for name in ("ollama", "openai")},
         )
-        stack.start()
-        try:
+        with stack:
             yield stack
-        finally:
-            stack.stop()
 
 
 @pytest.fixture
