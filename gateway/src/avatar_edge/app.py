@@ -5,7 +5,7 @@ Traefik also sends it every path no service claims, so unknown paths get the err
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypedDict
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -14,30 +14,36 @@ from avatar_edge.health import check_everything
 from avatar_edge.openapi_source import build_document
 from avatar_edge.routes import router
 from avatar_edge.settings import EdgeSettings
-from avatar_edge.ttl_cache import TtlCache
-from avatar_shared.app import create_service_app
+from avatar_shared.app import BaseState, create_service_app
+from avatar_shared.ttl_cache import TtlCache
+
+
+class EdgeState(TypedDict):
+    health: TtlCache[dict[str, Any]]
+    openapi: TtlCache[dict[str, Any]]
 
 
 def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     settings = settings or EdgeSettings()
+    edge_doc = get_openapi(title="edge", version="0.1.0", routes=router.routes)
 
     @asynccontextmanager
-    async def caches(app: FastAPI) -> AsyncIterator[None]:
-        http, redis = app.state.http, app.state.redis
-        edge_doc = get_openapi(title="edge", version="0.1.0", routes=app.routes)
+    async def edge_state(base: BaseState) -> AsyncIterator[EdgeState]:
+        http, redis = base["http"], base["redis"]
 
         async def health() -> tuple[dict[str, Any], float]:
             return await check_everything(settings, http, redis), settings.health_cache_s
 
-        app.state.health = TtlCache(health)
-        app.state.openapi = TtlCache(lambda: build_document(settings, http, edge_doc))
-        yield
+        yield EdgeState(
+            health=TtlCache(health),
+            openapi=TtlCache(lambda: build_document(settings, http, edge_doc)),
+        )
 
     return create_service_app(
         service="edge",
         title="Avatar Forge edge",
         settings=settings,
         routers=[router],
-        extra_lifespan=caches,
+        state=edge_state,
         own_docs=False,
     )

@@ -15,12 +15,12 @@ async def root() -> str:
 
 @router.get("/api/health", summary="State of the backend, its services and upstreams")
 async def health(request: Request) -> JSONResponse:
-    return JSONResponse({"success": True, "data": await request.app.state.health.get()})
+    return JSONResponse({"success": True, "data": await request.state.health.get()})
 
 
 @router.get("/api/openapi.json", summary="This document")
 async def openapi(request: Request) -> JSONResponse:
-    return JSONResponse(await request.app.state.openapi.get())
+    return JSONResponse(await request.state.openapi.get())
 
 
 @router.get("/docs")

@@ -3,13 +3,20 @@
 A service calls `create_service_app` with its name, settings, routers and upstream checks and
 gets a FastAPI app with JSON logs and request ids, the error envelope, the Redis pool and an
 HTTP client opened and closed in the lifespan, and the health probes.
+
+Lifespan state is typed: the lifespan yields `BaseState` (settings, redis, http) merged with
+what the service's own `state` factory yields (its TypedDict of resources, built from the base
+state). Starlette hands that dict to every request as `request.state`, where the service's
+`deps.py` reads it; nothing is kept on `app.state`.
 """
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypedDict
 
 import httpx
 from fastapi import APIRouter, FastAPI
+from redis.asyncio import Redis
 
 from avatar_shared.body_limit import BodySizeLimitMiddleware
 from avatar_shared.errors import install_error_handlers
@@ -23,7 +30,17 @@ from avatar_shared.settings import SharedSettings
 HEALTH_TIMEOUT_S = 1.0
 INTERNAL_HTTP_TIMEOUT = httpx.Timeout(5.0, connect=1.0)
 
-ExtraLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+class BaseState(TypedDict):
+    """What every service's lifespan provides."""
+
+    settings: SharedSettings
+    redis: Redis
+    http: httpx.AsyncClient  # for peers and health probes; upstreams may have their own
+
+
+# A service's own resources, opened from the base state and closed when the app stops.
+ServiceState = Callable[[BaseState], AbstractAsyncContextManager[Mapping[str, Any]]]
 
 
 def open_http_client(timeout: httpx.Timeout = INTERNAL_HTTP_TIMEOUT) -> httpx.AsyncClient:
@@ -38,7 +55,7 @@ def create_service_app(
     settings: SharedSettings,
     routers: Sequence[APIRouter],
     upstream_checks: Mapping[str, UpstreamCheck] | None = None,
-    extra_lifespan: ExtraLifespan | None = None,
+    state: ServiceState | None = None,
     description: str = "",
     own_docs: bool = True,
     streams_responses: bool = False,
@@ -49,19 +66,15 @@ def create_service_app(
     configure_logging(service, settings.log_level)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.settings = settings
-        app.state.redis = open_redis(settings.redis_url, settings.redis_timeout_s)
-        app.state.http = open_http_client()
-        try:
-            if extra_lifespan is None:
-                yield
-            else:
-                async with extra_lifespan(app):
-                    yield
-        finally:
-            await app.state.http.aclose()
-            await app.state.redis.aclose()
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        redis = open_redis(settings.redis_url, settings.redis_timeout_s)
+        async with redis, open_http_client() as http:
+            base = BaseState(settings=settings, redis=redis, http=http)
+            if state is None:
+                yield dict(base)
+                return
+            async with state(base) as own:
+                yield {**base, **own}
 
     docs_urls = {} if own_docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}
     app = FastAPI(

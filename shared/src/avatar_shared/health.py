@@ -68,7 +68,7 @@ def health_router(
 
     @router.get("/upstreamz")
     async def upstreamz(request: Request) -> dict[str, object]:
-        client: httpx.AsyncClient = request.app.state.http
+        client: httpx.AsyncClient = request.state.http
         names = list(upstream_checks)
         results = await asyncio.gather(
             *(bounded(upstream_checks[name](client), timeout_s) for name in names)

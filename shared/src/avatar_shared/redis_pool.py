@@ -25,7 +25,7 @@ def open_redis(url: str, timeout_s: float) -> Redis:
 
 
 def get_redis(request: Request) -> Redis:
-    return request.app.state.redis
+    return request.state.redis
 
 
 RedisDep = Annotated[Redis, Depends(get_redis)]

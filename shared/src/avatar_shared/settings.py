@@ -5,8 +5,10 @@ file in the working directory fills the gaps, and the environment always wins. E
 subclasses `SharedSettings` with its own variables only; `.env.example` documents them all.
 """
 
-from pydantic import Field
+from pydantic import Field, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from avatar_shared.registry import SERVICES
 
 
 class SharedSettings(BaseSettings):
@@ -24,24 +26,27 @@ class SharedSettings(BaseSettings):
     )
 
 
-class PeerUrls(BaseSettings):
-    """Where the other services listen, for services that call them over HTTP."""
-
+class _PeerUrlsBase(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
-    chat_url: str = Field("http://127.0.0.1:8011", description="Base URL of the chat service.")
-    tts_url: str = Field("http://127.0.0.1:8012", description="Base URL of the tts service.")
-    characters_url: str = Field(
-        "http://127.0.0.1:8013", description="Base URL of the characters service."
-    )
-    gen3d_url: str = Field("http://127.0.0.1:8014", description="Base URL of the gen3d service.")
-    auth_url: str = Field("http://127.0.0.1:8015", description="Base URL of the auth service.")
-
     def service_urls(self) -> dict[str, str]:
-        return {
-            "chat": self.chat_url,
-            "tts": self.tts_url,
-            "characters": self.characters_url,
-            "gen3d": self.gen3d_url,
-            "auth": self.auth_url,
-        }
+        """Each service's base URL, by name."""
+        return {spec.name: getattr(self, f"{spec.name}_url") for spec in SERVICES}
+
+
+# Where the other services listen, for services that call them over HTTP: one `<name>_url`
+# field per service of the registry, defaulting to its port under `make run`.
+PeerUrls = create_model(
+    "PeerUrls",
+    __base__=_PeerUrlsBase,
+    **{
+        f"{spec.name}_url": (
+            str,
+            Field(
+                f"http://127.0.0.1:{spec.port}",
+                description=f"Base URL of the {spec.name} service.",
+            ),
+        )
+        for spec in SERVICES
+    },
+)

@@ -15,21 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from avatar_characters.errors import BadCard, CardTooLarge
 from avatar_characters.schemas import MAX_TAG_CHARS, MAX_TAGS, max_length
-from avatar_shared.errors import AppError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_CARD_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096  # a card portrait; anything larger is refused before decoding
 V2, V3 = "chara_card_v2", "chara_card_v3"
-
-
-class BadCard(AppError):
-    status_code, code, message = 422, "invalid_card", "The character card is invalid."
-
-
-class CardTooLarge(AppError):
-    status_code, code, message = 413, "card_too_large", "The character card is too large."
 
 
 @dataclass(frozen=True)

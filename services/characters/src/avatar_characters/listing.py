@@ -4,9 +4,12 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from avatar_characters.schemas import Character
+from fastapi import Query
+
+from avatar_characters.schemas import Character, CharacterPage
 from avatar_shared.errors import ValidationFailed
 
 
@@ -52,3 +55,29 @@ def page(
     chunk = items[:limit]
     more = len(items) > limit
     return chunk, encode_cursor(key(chunk[-1])) if more else None
+
+
+def newest_first(character: Character) -> SortKey:
+    created = datetime.fromisoformat((character.created_at or "").replace("Z", "+00:00"))
+    return (-created.timestamp(), character.id)
+
+
+class ListQuery:
+    """`category`, `tag`, `q` (name/description search), then a page of `limit` after `cursor`."""
+
+    def __init__(
+        self,
+        category: Annotated[str | None, Query(max_length=50)] = None,
+        tag: Annotated[str | None, Query(max_length=30)] = None,
+        q: Annotated[str | None, Query(max_length=100)] = None,
+        cursor: Annotated[str | None, Query(max_length=100)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> None:
+        self.category, self.tag, self.q, self.cursor, self.limit = category, tag, q, cursor, limit
+
+    def apply(
+        self, characters: list[Character], key: Callable[[Character], SortKey]
+    ) -> CharacterPage:
+        selected = [c for c in characters if matches(c, self.category, self.tag, self.q)]
+        chunk, next_cursor = page(sorted(selected, key=key), key, self.cursor, self.limit)
+        return CharacterPage(characters=chunk, next_cursor=next_cursor)

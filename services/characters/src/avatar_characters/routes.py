@@ -1,13 +1,11 @@
-from collections.abc import Callable
-from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from starlette.datastructures import UploadFile
 
 from avatar_characters.cards import MAX_CARD_BYTES
-from avatar_characters.deps import CharactersDep
-from avatar_characters.listing import SortKey, matches, page
+from avatar_characters.deps import CharactersDep, Listing
+from avatar_characters.errors import MissingCardFile, UnsupportedCardUpload
 from avatar_characters.schemas import (
     Character,
     CharacterFields,
@@ -16,59 +14,22 @@ from avatar_characters.schemas import (
     Deleted,
 )
 from avatar_shared.envelope import Envelope, ok
-from avatar_shared.errors import ERROR_RESPONSES, AppError, BadRequest
+from avatar_shared.errors import ERROR_RESPONSES
 from avatar_shared.identity import UserId
 
 router = APIRouter(prefix="/api/characters", tags=["characters"], responses=ERROR_RESPONSES)
 
 
-class UnsupportedCardUpload(AppError):
-    status_code, code = 415, "unsupported_media_type"
-    message = "Send the card as multipart/form-data (field 'file') or as an application/json body."
-
-
-class ListQuery:
-    """`category`, `tag`, `q` (name/description search), then a page of `limit` after `cursor`."""
-
-    def __init__(
-        self,
-        category: Annotated[str | None, Query(max_length=50)] = None,
-        tag: Annotated[str | None, Query(max_length=30)] = None,
-        q: Annotated[str | None, Query(max_length=100)] = None,
-        cursor: Annotated[str | None, Query(max_length=100)] = None,
-        limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    ) -> None:
-        self.category, self.tag, self.q, self.cursor, self.limit = category, tag, q, cursor, limit
-
-    def apply(
-        self, characters: list[Character], key: Callable[[Character], SortKey]
-    ) -> CharacterPage:
-        selected = [c for c in characters if matches(c, self.category, self.tag, self.q)]
-        chunk, next_cursor = page(sorted(selected, key=key), key, self.cursor, self.limit)
-        return CharacterPage(characters=chunk, next_cursor=next_cursor)
-
-
-Listing = Annotated[ListQuery, Depends()]
-
-
 @router.get("/presets", response_model=Envelope[CharacterPage])
 async def list_presets(chars: CharactersDep, listing: Listing) -> Envelope[CharacterPage]:
-    presets = chars.presets.all()
-    position = {preset.id: index for index, preset in enumerate(presets)}
-    return ok(listing.apply(presets, lambda c: (position[c.id],)))  # the file's order
+    return ok(chars.list_presets(listing))
 
 
 @router.get("", response_model=Envelope[CharacterPage], summary="The caller's own characters")
 async def list_own(
     chars: CharactersDep, listing: Listing, user_id: UserId
 ) -> Envelope[CharacterPage]:
-    own = [Character.model_validate(c) for c in await chars.store.list_owned(user_id)]
-    return ok(listing.apply(own, newest_first))
-
-
-def newest_first(character: Character) -> SortKey:
-    created = datetime.fromisoformat((character.created_at or "").replace("Z", "+00:00"))
-    return (-created.timestamp(), character.id)
+    return ok(await chars.list_own(user_id, listing))
 
 
 @router.post("", response_model=Envelope[Character], status_code=201)
@@ -107,16 +68,14 @@ async def import_card(
 async def _card_bytes(request: Request) -> bytes:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
-        raw = await request.body()
-    elif content_type.startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=5)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise BadRequest("The form has no 'file' field with the card.", code="missing_file")
-        raw = await upload.read(MAX_CARD_BYTES + 1)  # enough for read_card to see it is too big
-    else:
+        return await request.body()
+    if not content_type.startswith("multipart/form-data"):
         raise UnsupportedCardUpload()
-    return raw
+    form = await request.form(max_files=1, max_fields=5)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise MissingCardFile()
+    return await upload.read(MAX_CARD_BYTES + 1)  # enough for read_card to see it is too big
 
 
 @router.get("/{character_id}", response_model=Envelope[Character])

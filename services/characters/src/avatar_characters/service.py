@@ -1,7 +1,6 @@
 """The characters domain: presets and user characters behind one set of operations."""
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,28 +16,42 @@ from avatar_characters.cards import (
     png_with_cards,
     read_card,
 )
+from avatar_characters.errors import CharacterNotFound, PresetReadOnly
+from avatar_characters.listing import ListQuery, newest_first
+from avatar_characters.peers.tts import VoiceDirectory
 from avatar_characters.presets import PresetCatalog
 from avatar_characters.schemas import (
     CARD_ONLY_FIELDS,
     Character,
     CharacterFields,
+    CharacterPage,
     CharacterPatch,
 )
-from avatar_characters.store import CharacterNotFound, CharacterStore
-from avatar_characters.voices import VoiceDirectory
-from avatar_shared.errors import Forbidden, ValidationFailed, describe_errors
+from avatar_characters.store import CharacterStore
+from avatar_shared.errors import ValidationFailed, describe_errors
 
 
-class PresetReadOnly(Forbidden):
-    code, message = "preset_read_only", "Preset characters cannot be changed or deleted."
+class CharacterService:
+    def __init__(
+        self,
+        presets: PresetCatalog,
+        store: CharacterStore,
+        voices: VoiceDirectory,
+        images_dir: Path | None,
+    ) -> None:
+        self.presets = presets
+        self.store = store
+        self.voices = voices
+        self.images_dir = images_dir
 
+    def list_presets(self, listing: ListQuery) -> CharacterPage:
+        presets = self.presets.all()
+        position = {preset.id: index for index, preset in enumerate(presets)}
+        return listing.apply(presets, lambda c: (position[c.id],))  # the file's order
 
-@dataclass(frozen=True)
-class Characters:
-    presets: PresetCatalog
-    store: CharacterStore
-    voices: VoiceDirectory
-    images_dir: Path | None
+    async def list_own(self, user_id: str, listing: ListQuery) -> CharacterPage:
+        own = [Character.model_validate(c) for c in await self.store.list_owned(user_id)]
+        return listing.apply(own, newest_first)
 
     async def get(self, character_id: str) -> Character:
         preset = self.presets.get(character_id)  # the hot path: no Redis, no copying

@@ -14,21 +14,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from avatar_shared.errors import Forbidden, NotFound
+from avatar_characters.errors import CharacterNotFound, NotYourCharacter
 from avatar_shared.timestamps import utc_now
 
 USER_ID_PREFIX = "usr_"  # presets may not use it, so the two kinds of id never collide
-
-
-class CharacterNotFound(NotFound):
-    code = "character_not_found"
-
-    def __init__(self, character_id: str) -> None:
-        super().__init__(f"Character '{character_id}' does not exist.")
-
-
-class NotYourCharacter(Forbidden):
-    code, message = "not_owner", "Only the user who made this character may change it."
 
 
 def _item(character_id: str) -> str:

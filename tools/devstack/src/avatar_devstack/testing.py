@@ -9,14 +9,16 @@
 """
 
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from avatar_devstack.settings import StackSettings
 from avatar_devstack.stack import Ports, Stack, find_binary, free_port, port_open
@@ -57,13 +59,25 @@ def app_client(redis: Redis) -> AppClient:
 
     @asynccontextmanager
     async def open_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-        async with app.router.lifespan_context(app):
+        async with app.router.lifespan_context(app) as state:
             # raise_app_exceptions=False: clients see the 500 envelope, as over the network.
-            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            transport = httpx.ASGITransport(
+                app=with_lifespan_state(app, state or {}), raise_app_exceptions=False
+            )
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 yield client
 
     return open_client
+
+
+def with_lifespan_state(app: ASGIApp, state: Mapping[str, Any]) -> ASGIApp:
+    """What an ASGI server does with the state a lifespan yields: a shallow copy of it in
+    every request's scope (ASGITransport runs no lifespan, so it does not)."""
+
+    async def app_with_state(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, "state": dict(state)}, receive, send)
+
+    return app_with_state
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,74 @@
+"""The one list of the apps that make up Avatar Forge: the five services and the edge.
+
+The dev runner, the settings docs, the peer URLs (`settings.PeerUrls`) and the tests are all
+derived from it; a test checks the gateway's `dynamic.yml` and `deploy/compose.yml` against
+it. Factories and settings classes are named by import path, so this package (which every
+service depends on) imports none of them.
+"""
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    name: str  # also the env prefix: CHAT_URL, CHAT_URLS
+    package: str  # the Python package, avatar_<name>
+    project: str  # the distribution in its pyproject.toml
+    folder: str  # where it lives in the repository
+    settings_class: str  # module:Class
+    port: int  # its port under `make run`
+    prefixes: tuple[str, ...]  # the public path prefixes the gateway routes to it
+
+    @property
+    def factory(self) -> str:
+        """uvicorn's `--factory` argument."""
+        return f"{self.package}.app:create_app"
+
+    @property
+    def env_prefix(self) -> str:
+        return self.name.upper()
+
+
+def _service(name: str, settings: str, port: int, *prefixes: str) -> AppSpec:
+    return AppSpec(
+        name=name,
+        package=f"avatar_{name}",
+        project=f"avatar-{name}",
+        folder=f"services/{name}",
+        settings_class=f"avatar_{name}.settings:{settings}",
+        port=port,
+        prefixes=prefixes,
+    )
+
+
+SERVICES: tuple[AppSpec, ...] = (
+    _service("chat", "ChatSettings", 8011, "/api/chat"),
+    _service("tts", "TtsSettings", 8012, "/api/tts", "/mnt/user_assets"),
+    _service("characters", "CharactersSettings", 8013, "/api/characters"),
+    _service("gen3d", "Gen3dSettings", 8014, "/api/generate"),
+    _service("auth", "AuthSettings", 8015, "/api/auth"),
+)
+# The gateway's own app: /, the docs, the aggregate health, and every path no service claims.
+EDGE = AppSpec(
+    name="edge",
+    package="avatar_edge",
+    project="avatar-edge",
+    folder="gateway",
+    settings_class="avatar_edge.settings:EdgeSettings",
+    port=8010,
+    prefixes=("/",),
+)
+# In start order: the edge last, as it reads the others.
+APPS: tuple[AppSpec, ...] = (*SERVICES, EDGE)
+
+
+def app_spec(name: str) -> AppSpec:
+    return next(spec for spec in APPS if spec.name == name)
+
+
+def load(reference: str) -> Any:
+    """The object a `module:attribute` reference names."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)

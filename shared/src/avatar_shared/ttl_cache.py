@@ -1,0 +1,55 @@
+"""Values computed on demand and reused until they expire.
+
+- `TtlCache`: one value (the model list, the merged OpenAPI document); concurrent callers
+  wait for one computation instead of each starting their own.
+- `KeyedTtlCache`: a value per key (a character, a model's context window), at most
+  `max_entries` of them, least recently used dropped first, so keys a client makes up cannot
+  grow it without bound.
+
+`compute` returns the value and how many seconds it stays valid (0: not reused; a failure
+raises and caches nothing).
+"""
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+Compute = Callable[[], Awaitable[tuple[T, float]]]
+
+
+class TtlCache(Generic[T]):
+    def __init__(self, compute: Compute[T]) -> None:
+        self._compute = compute
+        self._lock = asyncio.Lock()
+        self._expires = float("-inf")
+        self._value: T
+
+    async def get(self) -> T:
+        async with self._lock:
+            if time.monotonic() >= self._expires:
+                self._value, ttl_s = await self._compute()
+                self._expires = time.monotonic() + ttl_s
+            return self._value
+
+
+class KeyedTtlCache(Generic[K, T]):
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[K, tuple[T, float]] = OrderedDict()
+
+    async def get(self, key: K, compute: Compute[T]) -> T:
+        entry = self._entries.get(key)
+        if entry is not None and time.monotonic() < entry[1]:
+            self._entries.move_to_end(key)
+            return entry[0]
+        value, ttl_s = await compute()
+        self._entries[key] = (value, time.monotonic() + ttl_s)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return value
