@@ -1,4 +1,4 @@
-"""The TTS service's errors, each with the status and code of the envelope."""
+"""Every error of the tts service, each with the status and code of the envelope."""
 
 from avatar_shared.errors import (
     AppError,
@@ -32,3 +32,7 @@ class TtsTimeout(UpstreamTimeout):
 
 class TtsError(UpstreamError):
     code, message = "tts_error", "The speech server failed."
+
+
+class AudioNotFound(NotFound):
+    message = "No such audio file."

@@ -1,37 +1,15 @@
-"""Speech engines behind one interface. `gpt-sovits` speaks to GPT-SoVITS api_v2 over HTTP
-(`POST {TTS_BASE_URL}{TTS_API_PATH}`) and yields the audio as it streams in."""
+"""GPT-SoVITS api_v2: `POST {TTS_BASE_URL}{TTS_API_PATH}`, the audio yielded as it streams in."""
 
 import json
-from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from avatar_shared.health import Status, UpstreamCheck, probe_url
+from avatar_tts.engines.base import SpeechEngine, Synthesis
 from avatar_tts.errors import TtsError, TtsRejected, TtsTimeout, TtsUnavailable
 from avatar_tts.settings import TtsSettings
-from avatar_tts.voices import VoiceEntry
-
-
-@dataclass(frozen=True)
-class Synthesis:
-    text: str
-    voice: VoiceEntry
-    text_lang: str
-    prompt_lang: str
-    media_type: str
-    streaming_mode: int
-
-
-class SpeechEngine(ABC):
-    @abstractmethod
-    def speak(self, job: Synthesis) -> AsyncIterator[bytes]:
-        """The encoded audio, in chunks as the engine produces them."""
-
-    @abstractmethod
-    def sound_parameters(self, job: Synthesis) -> dict[str, Any]:
-        """Everything that changes the sound: the cache key is made from it."""
 
 
 class GptSovitsEngine(SpeechEngine):
@@ -77,3 +55,13 @@ def _failure(response: httpx.Response) -> Exception:
     if response.status_code == 400:  # api_v2's answer to parameters it cannot use
         return TtsRejected(f"The speech server refused the request: {message}")
     return TtsError(f"The speech server answered {response.status_code}: {message}")
+
+
+def gpt_sovits_check(settings: TtsSettings) -> UpstreamCheck:
+    """For /upstreamz. api_v2 has no health endpoint: any answer from /tts (400 for a bare GET)
+    means it is up."""
+
+    async def check(client: httpx.AsyncClient) -> Status:
+        return await probe_url(client, f"{settings.tts_base_url}{settings.tts_api_path}")
+
+    return check

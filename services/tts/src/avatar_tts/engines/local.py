@@ -15,7 +15,7 @@ import espeakng_loader
 import numpy as np
 import soundfile
 
-from avatar_tts.engines import SpeechEngine, Synthesis
+from avatar_tts.engines.base import SpeechEngine, Synthesis
 from avatar_tts.errors import TtsError, TtsRejected
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_Synth returns when the text is spoken

@@ -1,0 +1,165 @@
+"""Speech with a cache: the same text in the same voice with the same settings is made once,
+across replicas (`store`), written to disk (`files`), and then served from there; the folder
+is kept within its limits by `retention`."""
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from avatar_shared.locks import LockTimeout
+from avatar_shared.reloading_file import ReloadingFile
+from avatar_shared.timestamps import utc_now
+from avatar_tts.engines import SpeechEngine, Synthesis
+from avatar_tts.errors import AudioNotFound, TtsTimeout, VoiceNotFound
+from avatar_tts.files import AudioFolder, StoredAudio, audio_url
+from avatar_tts.retention import Retention
+from avatar_tts.schemas import SpeechFile, TtsRequest, VoiceList
+from avatar_tts.store import SpeechStore, cache_key
+from avatar_tts.voices import VoicesFile
+
+
+class SpeechService:
+    def __init__(
+        self,
+        voices: ReloadingFile[VoicesFile],
+        engines: Mapping[str, SpeechEngine],
+        default_engine: str,
+        store: SpeechStore,
+        folder: AudioFolder,
+        retention: Retention,
+        wait_s: float,
+    ) -> None:
+        self.voices = voices
+        self.engines = engines
+        self.default_engine = default_engine
+        self.store = store
+        self.folder = folder
+        self.retention = retention
+        self.wait_s = wait_s  # longest wait for another request making the same speech
+
+    def voice_list(self) -> VoiceList:
+        return self.voices.get().public()
+
+    def synthesis(self, body: TtsRequest) -> Synthesis:
+        voice = self.voices.get().find(body.voice_id)
+        if voice is None:
+            raise VoiceNotFound(body.voice_id)
+        return Synthesis(
+            body.text, voice, body.text_lang, body.prompt_lang, body.media_type, body.streaming_mode
+        )
+
+    async def speak(self, user_id: str, job: Synthesis, file_id: str | None = None) -> SpeechFile:
+        engine, key = self._engine_and_key(job)
+        audio, made_here = await self.store.cached(key), False
+        if audio is None:
+            audio, made_here = await self._synthesize_once(key, user_id, job, engine)
+        return await self._file_for(user_id, key, audio, job.voice.id, not made_here, file_id)
+
+    async def speak_streaming(self, user_id: str, job: Synthesis) -> AsyncIterator[bytes] | None:
+        """The audio as the engine produces it, stored and cached on the way, when this call
+        is the one to make it; None when it is cached or being made (then use `speak`)."""
+        engine, key = self._engine_and_key(job)
+        if await self.store.cached(key) is not None:
+            return None
+        making = AsyncExitStack()
+        try:
+            await making.enter_async_context(self.store.making(key, wait_s=0))
+        except LockTimeout:
+            return None
+
+        async def stream() -> AsyncIterator[bytes]:
+            async with making:  # released when the stream ends, however it ends
+                result: list[StoredAudio] = []
+                async for chunk in self._produce(key, user_id, job, engine, result):
+                    yield chunk
+                await self._file_for(user_id, key, result[0], job.voice.id, False, None)
+
+        return stream()
+
+    async def user_file(self, user_id: str, file_name: str) -> Path:
+        """A stored file, for download; counts as a use."""
+        path = await asyncio.to_thread(self.folder.existing, user_id, file_name)
+        if path is None:
+            raise AudioNotFound()
+        await self.retention.used(path)
+        return path
+
+    def path_of(self, user_id: str, speech: SpeechFile) -> Path:
+        return self.folder.of(user_id) / f"{speech.file_id}.{speech.format}"
+
+    def _engine_and_key(self, job: Synthesis) -> tuple[SpeechEngine, str]:
+        engine = self.engines[job.voice.engine or self.default_engine]
+        return engine, cache_key(engine.sound_parameters(job))
+
+    async def _synthesize_once(
+        self, key: str, user_id: str, job: Synthesis, engine: SpeechEngine
+    ) -> tuple[StoredAudio, bool]:
+        """Single flight across replicas: one holder synthesizes, the others wait for it.
+        Also says whether this call made the audio (else it came from the cache)."""
+        try:
+            async with self.store.making(key, wait_s=self.wait_s):
+                if (cached := await self.store.cached(key)) is not None:
+                    return cached, False  # the previous holder made it while we waited
+                result: list[StoredAudio] = []
+                async for _ in self._produce(key, user_id, job, engine, result):
+                    pass
+                return result[0], True
+        except LockTimeout as exc:
+            raise TtsTimeout("Another request is still making this speech; try again.") from exc
+
+    async def _produce(
+        self,
+        key: str,
+        user_id: str,
+        job: Synthesis,
+        engine: SpeechEngine,
+        result: list[StoredAudio],
+    ) -> AsyncIterator[bytes]:
+        """Synthesize into a new file and cache it, passing each chunk on as it arrives;
+        the stored audio ends up in `result`. The caller holds the key's lock."""
+        async with self.folder.new_file(user_id, job.media_type) as out:
+            async for chunk in engine.speak(job):
+                out.write(chunk)
+                yield chunk
+        assert out.stored is not None  # set when the block ends without an error
+        await self.store.remember(key, out.stored)
+        await self.retention.kept(out.stored.path, out.stored.size)
+        result.append(out.stored)
+
+    async def _file_for(
+        self,
+        user_id: str,
+        key: str,
+        audio: StoredAudio,
+        voice_id: str,
+        cached: bool,
+        file_id: str | None,
+    ) -> SpeechFile:
+        own = await self._own_file(user_id, key, audio, file_id)
+        await self.store.set_users_file_id(user_id, key, own.stem)
+        await self.retention.kept(own, audio.size)
+        return SpeechFile(
+            audio_url=audio_url(user_id, own),
+            file_id=own.stem,
+            duration=audio.duration,
+            file_size=audio.size,
+            format=audio.media_type,
+            voice_id=voice_id,
+            created_at=utc_now(),
+            cached=cached,
+        )
+
+    async def _own_file(
+        self, user_id: str, key: str, audio: StoredAudio, file_id: str | None
+    ) -> Path:
+        """The caller's own file for this audio: under the id asked for, else the one made
+        for the caller or already given to them, else a new link to the cache's file."""
+        if file_id is not None:
+            return await self.folder.own_copy(audio, user_id, file_id)
+        if audio.path.parent == self.folder.of(user_id):
+            return audio.path
+        known = await self.store.users_file_id(user_id, key)
+        name = f"{known}.{audio.media_type}" if known else ""
+        existing = await asyncio.to_thread(self.folder.existing, user_id, name) if known else None
+        return existing or await self.folder.own_copy(audio, user_id, None)

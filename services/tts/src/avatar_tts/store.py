@@ -1,0 +1,61 @@
+"""The speech cache in Redis, owned by the tts service.
+
+Keys:
+- `tts:cache:{key}`: hash of the canonical file (path, format, duration, size) for a cache
+  key (a hash of every parameter that changes the sound). A file evicted from disk makes its
+  entry a miss.
+- `tts:lock:{key}`: held while one replica synthesizes; the others wait for its result.
+- `tts:user:{user_id}:{key}`: the file id that user already has for that key.
+(`retention` keeps `tts:files` and `tts:bytes`.)
+"""
+
+import asyncio
+import hashlib
+import json
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from avatar_shared.locks import redis_lock
+from avatar_tts.files import StoredAudio
+
+LOCK_S = 120  # longer than any synthesis; a crashed holder's lock expires
+
+
+def cache_key(parameters: dict[str, Any]) -> str:
+    normalised = {**parameters, "text": " ".join(str(parameters.get("text", "")).split())}
+    return hashlib.sha256(json.dumps(normalised, sort_keys=True).encode()).hexdigest()
+
+
+class SpeechStore:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def cached(self, key: str) -> StoredAudio | None:
+        entry = await self.redis.hgetall(f"tts:cache:{key}")
+        if not entry or not await asyncio.to_thread(Path(entry["path"]).exists):
+            return None  # evicted from disk: make it again
+        return StoredAudio(
+            Path(entry["path"]), entry["format"], float(entry["duration"]), int(entry["size"])
+        )
+
+    async def remember(self, key: str, audio: StoredAudio) -> None:
+        mapping = {
+            "path": str(audio.path),
+            "format": audio.media_type,
+            "duration": audio.duration,
+            "size": audio.size,
+        }
+        await self.redis.hset(f"tts:cache:{key}", mapping=mapping)
+
+    async def users_file_id(self, user_id: str, key: str) -> str | None:
+        return await self.redis.get(f"tts:user:{user_id}:{key}")
+
+    async def set_users_file_id(self, user_id: str, key: str, file_id: str) -> None:
+        await self.redis.set(f"tts:user:{user_id}:{key}", file_id)
+
+    def making(self, key: str, wait_s: float) -> AbstractAsyncContextManager[None]:
+        """Held while this key's speech is made, across replicas (`wait_s=0`: no waiting)."""
+        return redis_lock(self.redis, f"tts:lock:{key}", expire_s=LOCK_S, wait_s=wait_s)
