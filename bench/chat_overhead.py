@@ -14,7 +14,7 @@ import time
 import httpx
 from loadgen import Call, bench_stack, client, row, run_load, timed
 
-from avatar_chat.persona import build_system_prompt
+from avatar_chat.context.persona import build_system_prompt
 from avatar_devstack.stack import Stack
 
 PERSONA = "밝고 명랑한 10대 소녀 캐릭터. 반말을 사용하며 귀엽게 말함."

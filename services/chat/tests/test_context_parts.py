@@ -1,9 +1,7 @@
 """The pieces of context fitting on their own: token estimates and the summary cache."""
 
-from avatar_chat.clients import make_llm_client, open_llm_http
-from avatar_chat.context import assemble, whole_sentences
-from avatar_chat.settings import ChatSettings
-from avatar_chat.summaries import (
+from avatar_chat.context.planner import assemble, whole_sentences
+from avatar_chat.context.summaries import (
     KEPT_SUMMARIES,
     Summary,
     SummaryStore,
@@ -11,8 +9,10 @@ from avatar_chat.summaries import (
     prefix_digests,
     summaries_key,
 )
-from avatar_chat.tokens import TokenEstimator, default_tokens, learn_calibration
-from avatar_chat.windows import ContextWindows
+from avatar_chat.context.tokens import TokenEstimator, default_tokens, learn_calibration
+from avatar_chat.llm import make_llm_client, open_llm_http
+from avatar_chat.llm.windows import ContextWindows
+from avatar_chat.settings import ChatSettings
 from avatar_devstack.stack import free_port
 
 from .conftest import emulated_llm

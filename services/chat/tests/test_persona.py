@@ -1,4 +1,4 @@
-from avatar_chat.persona import build_system_prompt
+from avatar_chat.context.persona import build_system_prompt
 from avatar_chat.schemas import Scenario
 
 PERSONA = "밝고 명랑한 10대 소녀 캐릭터. 반말을 사용하며 귀엽게 말함."

@@ -1,4 +1,4 @@
-from avatar_chat.sentences import SentenceSplitter
+from avatar_chat.speech.sentences import SentenceSplitter
 
 
 def split_streamed(text: str, piece: int = 3) -> list[str]:

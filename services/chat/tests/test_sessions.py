@@ -4,7 +4,7 @@ the anonymous user until the auth service exists)."""
 import pytest
 
 from avatar_chat.errors import SessionNotFound
-from avatar_chat.sessions import SessionStore, TurnRecord
+from avatar_chat.store import SessionStore, TurnRecord
 
 EXCHANGED = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from avatar_chat.app import create_app
-from avatar_chat.context import SUMMARY_INSTRUCTIONS
+from avatar_chat.context.planner import SUMMARY_INSTRUCTIONS
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.stack import free_port
 from avatar_emulators.replies import PromptRecord, PromptRecorder, count_prompt_tokens

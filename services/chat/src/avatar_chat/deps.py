@@ -1,20 +1,22 @@
-"""What the routes need, as `Annotated` dependencies built from the app's lifespan state."""
+"""What the routes need, as `Annotated` dependencies read from the lifespan state."""
 
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from avatar_chat.conversation import ChatDeps
-from avatar_chat.models import ModelCatalog
+from avatar_chat.limits.rate import rate_key
+from avatar_chat.service import ChatService
+from avatar_chat.turn import Caller
+from avatar_shared.identity import UserId
 
 
-def _chat_deps(request: Request) -> ChatDeps:
-    return request.app.state.chat
+def _chat(request: Request) -> ChatService:
+    return request.state.chat
 
 
-def _catalog(request: Request) -> ModelCatalog:
-    return request.app.state.model_catalog
+def _caller(user_id: UserId, request: Request) -> Caller:
+    return Caller(user_id, rate_key(user_id, request))
 
 
-Chat = Annotated[ChatDeps, Depends(_chat_deps)]
-Catalog = Annotated[ModelCatalog, Depends(_catalog)]
+ChatDep = Annotated[ChatService, Depends(_chat)]
+CallerDep = Annotated[Caller, Depends(_caller)]

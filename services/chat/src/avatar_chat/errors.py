@@ -1,6 +1,13 @@
-"""The chat service's errors, each with the status and code API.md's envelope carries."""
+"""Every error of the chat service, each with the status and code API.md's envelope carries.
+(A peer service that fails answers `PeerUnavailable`, code `<service>_unavailable`.)"""
 
-from avatar_shared.errors import NotFound, ServiceUnavailable, UpstreamError, UpstreamTimeout
+from avatar_shared.errors import (
+    AppError,
+    NotFound,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 
 class LlmUnavailable(ServiceUnavailable):
@@ -13,6 +20,10 @@ class LlmTimeout(UpstreamTimeout):
 
 class LlmError(UpstreamError):
     code, message = "llm_error", "The language model server failed."
+
+
+class LlmBusy(ServiceUnavailable):
+    code, message = "llm_busy", "The language model is busy; try again in a moment."
 
 
 class ModelNotFound(NotFound):
@@ -29,12 +40,21 @@ class CharacterNotFound(NotFound):
         super().__init__(f"Character '{character_id}' does not exist.")
 
 
-class CharactersUnavailable(ServiceUnavailable):
-    code, message = "characters_unavailable", "The characters service is unavailable."
-
-
 class SessionNotFound(NotFound):
     code = "session_not_found"
 
     def __init__(self, session_id: str) -> None:
         super().__init__(f"Chat session '{session_id}' does not exist.")
+
+
+class TooManyUsers(ServiceUnavailable):
+    code = "too_many_users"
+
+
+class LimiterUnavailable(ServiceUnavailable):
+    code = "limiter_unavailable"
+    message = "The chat is not taking new requests right now (its limiter is unavailable)."
+
+
+class RateLimited(AppError):
+    status_code, code = 429, "rate_limited"

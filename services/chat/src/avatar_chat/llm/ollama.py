@@ -3,7 +3,8 @@
 from collections.abc import AsyncIterator
 from typing import Any
 
-from avatar_chat.clients.base import (
+from avatar_chat.errors import LlmError
+from avatar_chat.llm.base import (
     LlmClient,
     LlmReply,
     LlmRequest,
@@ -12,7 +13,6 @@ from avatar_chat.clients.base import (
     positive_int,
     token_count,
 )
-from avatar_chat.errors import LlmError
 
 
 class OllamaClient(LlmClient):

@@ -20,14 +20,14 @@ import logging
 import re
 from dataclasses import dataclass
 
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import RedisError
 
-from avatar_chat.clients import LlmClient, LlmRequest
-from avatar_chat.gate import LlmGate
-from avatar_chat.sessions import SessionState
+from avatar_chat.context.summaries import Summary, SummaryStore, best_match, prefix_digests
+from avatar_chat.context.tokens import TokenEstimator
+from avatar_chat.limits.gate import LlmGate
+from avatar_chat.llm import LlmClient, LlmRequest
 from avatar_chat.settings import ChatSettings
-from avatar_chat.summaries import Summary, SummaryStore, best_match, prefix_digests
-from avatar_chat.tokens import TokenEstimator
+from avatar_chat.store import SessionState
 from avatar_shared.errors import AppError
 from avatar_shared.timestamps import utc_now
 
@@ -131,7 +131,7 @@ class ContextPlanner:
                         end = start + len(block)
                         summary, made = Summary(end, digests[end], content, utc_now()), True
                         await self.store.save(session_id, summary, known, base=start)
-        except (AppError, TimeoutError, RedisError, LockError, CannotSummarize) as exc:
+        except (AppError, TimeoutError, RedisError, CannotSummarize) as exc:
             why = str(exc) or type(exc).__name__  # a timeout says nothing by itself
             log.warning("summarizing session %s failed (retried next time): %s", session_id, why)
         return summary, made
@@ -184,11 +184,8 @@ class ContextPlanner:
             max_tokens=self.settings.summary_max_tokens,
             context_tokens=request.context_tokens,
         )
-        await self.gate.enter()
-        try:
+        async with self.gate.slot():
             reply = await self.llm.complete(summary_request)
-        finally:
-            self.gate.leave()
         content = whole_sentences(reply.content.strip())
         if not content:
             raise CannotSummarize("the model answered an empty summary")

@@ -4,7 +4,8 @@ ending `data: [DONE]` when streaming), GET /v1/models. The base URL may carry a 
 from collections.abc import AsyncIterator
 from typing import Any
 
-from avatar_chat.clients.base import (
+from avatar_chat.errors import LlmError
+from avatar_chat.llm.base import (
     LlmClient,
     LlmReply,
     LlmRequest,
@@ -14,7 +15,6 @@ from avatar_chat.clients.base import (
     token_count,
     upstream_text,
 )
-from avatar_chat.errors import LlmError
 
 
 class OpenAICompatClient(LlmClient):

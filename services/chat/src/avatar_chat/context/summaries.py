@@ -12,10 +12,12 @@ twice while the conversation only grows.
 import hashlib
 import json
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 
 from redis.asyncio import Redis
-from redis.asyncio.lock import Lock
+
+from avatar_shared.locks import redis_lock
 
 # Older summaries are kept only to survive edits a little way back; beyond that, a rebuild.
 KEPT_SUMMARIES = 6
@@ -98,11 +100,12 @@ class SummaryStore:
     async def forget(self, session_id: str) -> None:
         await self.redis.delete(summaries_key(session_id))
 
-    def lock(self, session_id: str) -> Lock:
+    def lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
         """Held while a session is summarized, so two of its requests never both summarize.
         It expires on its own if its holder dies."""
-        return self.redis.lock(
+        return redis_lock(
+            self.redis,
             f"chat:session:{session_id}:summary-lock",
-            timeout=self.lock_s,
-            blocking_timeout=self.lock_s,
+            expire_s=self.lock_s,
+            wait_s=self.lock_s,
         )

@@ -13,13 +13,8 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
-from avatar_chat.admission import LimiterUnavailable
-from avatar_shared.errors import AppError
+from avatar_chat.errors import LimiterUnavailable, RateLimited
 from avatar_shared.identity import ANONYMOUS
-
-
-class RateLimited(AppError):
-    status_code, code = 429, "rate_limited"
 
 
 def rate_key(user_id: str, request: Request) -> str:

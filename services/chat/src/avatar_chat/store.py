@@ -19,8 +19,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from avatar_chat.context.summaries import Summary, parse_summaries, summaries_key
 from avatar_chat.errors import SessionNotFound
-from avatar_chat.summaries import Summary, parse_summaries, summaries_key
 from avatar_shared.timestamps import utc_now
 
 

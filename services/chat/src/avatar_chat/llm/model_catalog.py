@@ -1,10 +1,10 @@
 """The model list of `GET /api/chat/models`, from the LLM server, cached briefly."""
 
 import re
-import time
 
-from avatar_chat.clients import LlmClient
+from avatar_chat.llm.base import LlmClient
 from avatar_chat.schemas import ModelInfo
+from avatar_shared.ttl_cache import TtlCache
 
 
 def display_name(model_id: str) -> str:
@@ -31,11 +31,10 @@ class ModelCatalog:
         self.llm = llm
         self.default_model = default_model
         self.ttl_s = ttl_s
-        self._expires = 0.0
-        self._models: list[ModelInfo] = []
+        self._models = TtlCache(self._fetch)
 
     async def models(self) -> list[ModelInfo]:
-        if time.monotonic() >= self._expires:
-            self._models = catalog(await self.llm.model_names(), self.default_model)
-            self._expires = time.monotonic() + self.ttl_s
-        return self._models
+        return await self._models.get()
+
+    async def _fetch(self) -> tuple[list[ModelInfo], float]:
+        return catalog(await self.llm.model_names(), self.default_model), self.ttl_s

@@ -9,11 +9,13 @@ never let the GPU be overrun; it recovers by itself when Redis returns.
 """
 
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from avatar_shared.errors import ServiceUnavailable
+from avatar_chat.errors import LimiterUnavailable, TooManyUsers
 
 ACTIVE = "chat:active"
 
@@ -32,15 +34,6 @@ end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {0, tostring(tonumber(oldest[2]) + idle - now)}
 """
-
-
-class TooManyUsers(ServiceUnavailable):
-    code = "too_many_users"
-
-
-class LimiterUnavailable(ServiceUnavailable):
-    code = "limiter_unavailable"
-    message = "The chat is not taking new requests right now (its limiter is unavailable)."
 
 
 class Admission:
@@ -63,6 +56,20 @@ class Admission:
             f"try again in {retry_after} s.",
             headers={"Retry-After": str(retry_after)},
         )
+
+    @asynccontextmanager
+    async def provisional(self, session_id: str, new: bool) -> AsyncIterator[None]:
+        """Admitted for the block, and kept after it. A new session whose turn fails in the
+        block does not exist: its place goes back at once, so an LLM outage cannot fill the
+        limit with phantom sessions."""
+        await self.admit(session_id)
+        try:
+            yield
+        except BaseException:
+            if new:
+                with suppress(RedisError):  # else it expires by itself
+                    await self.release(session_id)
+            raise
 
     async def release(self, session_id: str) -> None:
         await self.redis.zrem(ACTIVE, session_id)

@@ -3,11 +3,10 @@ length when the LLM server reports a smaller one (Ollama's /api/show, vLLM's max
 
 import asyncio
 import logging
-import time
-from collections import OrderedDict
 
-from avatar_chat.clients import LlmClient
+from avatar_chat.llm.base import LlmClient
 from avatar_shared.errors import AppError
+from avatar_shared.ttl_cache import KeyedTtlCache
 
 log = logging.getLogger(__name__)
 
@@ -22,24 +21,17 @@ class ContextWindows:
         self.llm = llm
         self.configured = configured
         self.retry_s = retry_s  # a failed lookup is retried after this long
-        # model -> (tokens, valid until), least recently asked first
-        self._known: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._known: KeyedTtlCache[str, int] = KeyedTtlCache(MAX_MODELS)
 
     async def tokens(self, model: str) -> int:
-        known = self._known.get(model)
-        if known and time.monotonic() < known[1]:
-            self._known.move_to_end(model)
-            return known[0]
-        valid_until = float("inf")  # a model's trained length does not change
+        return await self._known.get(model, lambda: self._lookup(model))
+
+    async def _lookup(self, model: str) -> tuple[int, float]:
+        """The window and how long it holds: for good, as a trained length does not change."""
         try:
             async with asyncio.timeout(LOOKUP_TIMEOUT_S):
                 trained = await self.llm.trained_context(model)
         except (AppError, TimeoutError) as exc:
             log.warning("context length of %s unknown, using %d: %s", model, self.configured, exc)
-            trained, valid_until = None, time.monotonic() + self.retry_s
-        tokens = min(self.configured, trained or self.configured)
-        self._known[model] = (tokens, valid_until)
-        self._known.move_to_end(model)
-        if len(self._known) > MAX_MODELS:
-            self._known.popitem(last=False)
-        return tokens
+            return self.configured, self.retry_s
+        return min(self.configured, trained or self.configured), float("inf")

@@ -1,10 +1,12 @@
-"""LLM clients behind one interface; `make_llm_client` picks one by `LLM_SERVICE`."""
+"""The language model server: Ollama or an OpenAI-compatible server (vLLM) behind one client
+interface (`make_llm_client` picks one by `LLM_SERVICE`), the model catalog, each model's
+context window, and the health check."""
 
 import httpx
 
-from avatar_chat.clients.base import LlmClient, LlmReply, LlmRequest
-from avatar_chat.clients.ollama import OllamaClient
-from avatar_chat.clients.openai_compat import OpenAICompatClient
+from avatar_chat.llm.base import LlmClient, LlmReply, LlmRequest
+from avatar_chat.llm.ollama import OllamaClient
+from avatar_chat.llm.openai_compat import OpenAICompatClient
 from avatar_chat.settings import ChatSettings
 
 __all__ = ["LlmClient", "LlmReply", "LlmRequest", "make_llm_client", "open_llm_http"]

@@ -2,12 +2,10 @@
 piling onto the GPU; a call that cannot start within LLM_QUEUE_WAIT_S gets 503 llm_busy."""
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from avatar_shared.errors import ServiceUnavailable
-
-
-class LlmBusy(ServiceUnavailable):
-    code, message = "llm_busy", "The language model is busy; try again in a moment."
+from avatar_chat.errors import LlmBusy
 
 
 class LlmGate:
@@ -15,11 +13,14 @@ class LlmGate:
         self._slots = asyncio.Semaphore(max_in_flight)
         self.wait_s = wait_s
 
-    async def enter(self) -> None:
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One LLM call's place, held for the block."""
         try:
             await asyncio.wait_for(self._slots.acquire(), self.wait_s)
         except TimeoutError as exc:
             raise LlmBusy(headers={"Retry-After": "1"}) from exc
-
-    def leave(self) -> None:
-        self._slots.release()
+        try:
+            yield
+        finally:
+            self._slots.release()

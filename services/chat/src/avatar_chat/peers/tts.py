@@ -1,0 +1,41 @@
+"""The tts service: speech of a reply (`POST /api/tts`), and where its audio files live."""
+
+import secrets
+
+import httpx
+
+from avatar_shared.peers import PeerClient, PeerUnavailable
+
+# The longest text tts takes in one request (its TtsRequest.text): longer replies are cut.
+MAX_TEXT_CHARS = 1000
+
+
+def audio_url(user_id: str, file_id: str) -> str:
+    """Where tts serves the WAV it stores under `file_id` for that user."""
+    return f"/mnt/user_assets/{user_id}/audio/{file_id}.wav"
+
+
+def new_file_id() -> str:
+    """An id in the form tts accepts as `file_id` (16 to 64 URL-safe characters)."""
+    return secrets.token_urlsafe(16)
+
+
+class TtsClient:
+    def __init__(self, http: httpx.AsyncClient, tts_url: str, timeout_s: float) -> None:
+        self.peer = PeerClient(http, "tts", tts_url, timeout_s=timeout_s)
+
+    async def speak(
+        self, text: str, voice_id: str | None, streaming_mode: int, file_id: str | None = None
+    ) -> str:
+        """The audio_url of `text` spoken in `voice_id` (the default voice when None);
+        `PeerError` when tts cannot."""
+        body: dict[str, object] = {"text": text[:MAX_TEXT_CHARS], "streaming_mode": streaming_mode}
+        if voice_id:
+            body["voice_id"] = voice_id
+        if file_id:
+            body["file_id"] = file_id
+        data = await self.peer.post("/api/tts", body)
+        url = data.get("audio_url") if isinstance(data, dict) else None
+        if not isinstance(url, str):
+            raise PeerUnavailable("tts", "sent a malformed answer")
+        return url

@@ -1,0 +1,73 @@
+"""Speaks a streamed reply sentence by sentence, so the first audio starts long before the
+reply is finished."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from avatar_chat.peers.tts import TtsClient
+from avatar_chat.speech.sentences import SentenceSplitter
+from avatar_shared.peers import PeerError
+
+
+class SentenceSpeaker:
+    """Speaks a streamed reply sentence by sentence: each sentence goes to the tts service as
+    soon as it is complete (at most `parallel` at once), and the results come back in order."""
+
+    def __init__(
+        self, tts: TtsClient, voice_id: str | None, streaming_mode: int, parallel: int = 2
+    ) -> None:
+        self.tts = tts
+        self.voice_id = voice_id
+        self.streaming_mode = streaming_mode
+        self.splitter = SentenceSplitter()
+        self.slots = asyncio.Semaphore(parallel)
+        self.pending: list[tuple[str, asyncio.Task[tuple[str | None, str | None]]]] = []
+        self.sent = 0
+        self.urls: list[str] = []
+
+    def feed(self, text: str) -> None:
+        for sentence in self.splitter.feed(text):
+            self._start(sentence)
+
+    def finish(self) -> None:
+        for sentence in self.splitter.flush():
+            self._start(sentence)
+
+    def ready(self) -> list[dict[str, object]]:
+        """`audio` events whose turn has come and whose speech is done."""
+        events = []
+        while self.sent < len(self.pending) and self.pending[self.sent][1].done():
+            events.append(self._event(self.pending[self.sent][1].result()))
+        return events
+
+    async def rest(self) -> AsyncIterator[dict[str, object]]:
+        while self.sent < len(self.pending):
+            yield self._event(await self.pending[self.sent][1])
+
+    def cancel(self) -> None:
+        for _, task in self.pending[self.sent :]:
+            task.cancel()
+
+    def _start(self, sentence: str) -> None:
+        self.pending.append((sentence, asyncio.create_task(self._speak(sentence))))
+
+    async def _speak(self, sentence: str) -> tuple[str | None, str | None]:
+        async with self.slots:
+            try:
+                return await self.tts.speak(sentence, self.voice_id, self.streaming_mode), None
+            except PeerError as exc:
+                return None, str(exc)
+
+    def _event(self, outcome: tuple[str | None, str | None]) -> dict[str, object]:
+        url, error = outcome
+        event: dict[str, object] = {
+            "index": self.sent,
+            "text": self.pending[self.sent][0],
+            "audio_url": url,
+        }
+        if error:
+            event["tts_error"] = error
+        if url:
+            self.urls.append(url)
+        self.sent += 1
+        return event
