@@ -6,25 +6,9 @@ import io
 import pytest
 from fastapi import FastAPI
 
-from avatar_auth.app import create_app as auth_app
-from avatar_auth.settings import AuthSettings
-from avatar_characters.app import create_app as characters_app
-from avatar_characters.settings import CharactersSettings
-from avatar_chat.app import create_app as chat_app
-from avatar_chat.settings import ChatSettings
-from avatar_gen3d.app import create_app as gen3d_app
-from avatar_gen3d.settings import Gen3dSettings
-from avatar_tts.app import create_app as tts_app
-from avatar_tts.settings import TtsSettings
+from avatar_shared.registry import SERVICES, app_spec, load
 from tests.contract import missing_from, normalise
 
-SERVICES = {
-    "chat": (chat_app, ChatSettings),
-    "tts": (tts_app, TtsSettings),
-    "characters": (characters_app, CharactersSettings),
-    "gen3d": (gen3d_app, Gen3dSettings),
-    "auth": (auth_app, AuthSettings),
-}
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
 
 # (service, method, path, request keyword arguments) of each endpoint not built yet.
@@ -39,8 +23,8 @@ NOT_BUILT = [
 
 
 def make(service: str, redis_url: str) -> FastAPI:
-    factory, settings_class = SERVICES[service]
-    return factory(settings_class(redis_url=redis_url))
+    spec = app_spec(service)
+    return load(spec.factory)(load(spec.settings_class)(redis_url=redis_url))
 
 
 @pytest.mark.parametrize(("service", "method", "path", "kwargs"), NOT_BUILT)
@@ -54,7 +38,7 @@ async def test_unbuilt_endpoints_answer_501(app_client, redis_url, service, meth
     assert error["message"].split()[0] == method
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", [spec.name for spec in SERVICES])
 async def test_health_pair_with_real_redis(app_client, redis_url, service):
     async with app_client(make(service, redis_url)) as client:
         alive = await client.get("/healthz")
@@ -65,8 +49,8 @@ async def test_health_pair_with_real_redis(app_client, redis_url, service):
 
 def test_services_together_cover_every_contract_endpoint(redis_url):
     served = set()
-    for service in SERVICES:
-        for path, item in make(service, redis_url).openapi()["paths"].items():
+    for spec in SERVICES:
+        for path, item in make(spec.name, redis_url).openapi()["paths"].items():
             served |= {(method.upper(), normalise(path)) for method in item}
     edge_paths = {("GET", p) for p in ("/", "/api/health", "/api/openapi.json", "/docs", "/redoc")}
     assert missing_from(served) == edge_paths

@@ -66,10 +66,9 @@ async def _always(status: Status) -> Status:
 def make_app(redis_url: str, **kwargs: object) -> FastAPI:
     never_answers = f"http://127.0.0.1:{free_port()}"
     return create_service_app(
-        service="probe",
-        title="probe",
-        settings=SharedSettings(redis_url=redis_url, max_request_body_bytes=1000),
-        routers=[router],
+        "probe",
+        SharedSettings(redis_url=redis_url, max_request_body_bytes=1000),
+        router,
         upstream_checks={
             "up": lambda client: _always(HEALTHY),
             "down": lambda client: probe_url(client, never_answers),

@@ -16,21 +16,22 @@ import httpx
 import pytest
 
 from avatar_devstack.settings import StackSettings
-from avatar_devstack.stack import APPS, Ports, Stack, free_port, port_open
+from avatar_devstack.stack import Ports, Stack, free_port, port_open
 from avatar_devstack.supervisor import ChildFailed
+from avatar_shared.registry import APPS_BY_NAME
 
 STARTUP_LIMIT_S = 20
 
 
 @pytest.fixture
 def runner(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, int]]]:
-    ports = {name: free_port() for name in [*APPS, "gateway", "redis"]}
+    ports = {name: free_port() for name in [*APPS_BY_NAME, "gateway", "redis"]}
     env = {
         **os.environ,
         "GATEWAY_PORT": str(ports["gateway"]),
         "REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
         "DATA_DIR": str(tmp_path),
-        **{f"{name.upper()}_URL": f"http://127.0.0.1:{ports[name]}" for name in APPS},
+        **{f"{name.upper()}_URL": f"http://127.0.0.1:{ports[name]}" for name in APPS_BY_NAME},
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "avatar_devstack"],

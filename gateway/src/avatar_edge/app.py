@@ -4,7 +4,6 @@ Traefik also sends it every path no service claims, so unknown paths get the err
 """
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, TypedDict
 
 from fastapi import FastAPI
@@ -27,7 +26,6 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     settings = settings or EdgeSettings()
     edge_doc = get_openapi(title="edge", version="0.1.0", routes=router.routes)
 
-    @asynccontextmanager
     async def edge_state(base: BaseState) -> AsyncIterator[EdgeState]:
         http, redis = base["http"], base["redis"]
 
@@ -39,11 +37,4 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             openapi=TtlCache(lambda: build_document(settings, http, edge_doc)),
         )
 
-    return create_service_app(
-        service="edge",
-        title="Avatar Forge edge",
-        settings=settings,
-        routers=[router],
-        state=edge_state,
-        own_docs=False,
-    )
+    return create_service_app("edge", settings, router, state=edge_state, own_docs=False)

@@ -11,7 +11,8 @@ import pytest
 from fastapi import Request
 
 from avatar_characters.app import create_app
-from avatar_characters.settings import SHIPPED_PRESETS, CharactersSettings
+from avatar_characters.presets import SHIPPED_PRESETS
+from avatar_characters.settings import CharactersSettings
 from avatar_devstack.stack import free_port
 from avatar_shared.identity import current_user_id
 

@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from avatar_characters.settings import SHIPPED_PRESETS
+from avatar_characters.presets import SHIPPED_PRESETS
 from avatar_tts.app import create_app
-from avatar_tts.settings import SHIPPED_VOICES, TtsSettings
-from avatar_tts.voices import VoicesFileError
+from avatar_tts.settings import TtsSettings
+from avatar_tts.voices import SHIPPED_VOICES, VoicesFileError
 
 
 @pytest.fixture

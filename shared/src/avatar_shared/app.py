@@ -1,6 +1,6 @@
 """The service app factory: one place that wires what every service shares.
 
-A service calls `create_service_app` with its name, settings, routers and upstream checks and
+A service calls `create_service_app` with its name, settings, router and upstream checks and
 gets a FastAPI app with JSON logs and request ids, the error envelope, the Redis pool and an
 HTTP client opened and closed in the lifespan, and the health probes.
 
@@ -10,8 +10,8 @@ state). Starlette hands that dict to every request as `request.state`, where the
 `deps.py` reads it; nothing is kept on `app.state`.
 """
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, TypedDict
 
 import httpx
@@ -23,6 +23,7 @@ from avatar_shared.errors import install_error_handlers
 from avatar_shared.health import UpstreamCheck, health_router
 from avatar_shared.logs import RequestContextMiddleware, configure_logging
 from avatar_shared.redis_pool import open_redis
+from avatar_shared.registry import APPS_BY_NAME
 from avatar_shared.settings import SharedSettings
 
 # Health probes and internal calls must fail fast rather than hold a request open. The edge
@@ -39,8 +40,9 @@ class BaseState(TypedDict):
     http: httpx.AsyncClient  # for peers and health probes; upstreams may have their own
 
 
-# A service's own resources, opened from the base state and closed when the app stops.
-ServiceState = Callable[[BaseState], AbstractAsyncContextManager[Mapping[str, Any]]]
+# A service's own resources: an async generator that opens them from the base state, yields
+# the service's TypedDict of them, and closes them when the app stops.
+ServiceState = Callable[[BaseState], AsyncIterator[Mapping[str, Any]]]
 
 
 def open_http_client(timeout: httpx.Timeout = INTERNAL_HTTP_TIMEOUT) -> httpx.AsyncClient:
@@ -49,18 +51,19 @@ def open_http_client(timeout: httpx.Timeout = INTERNAL_HTTP_TIMEOUT) -> httpx.As
 
 
 def create_service_app(
-    *,
     service: str,
-    title: str,
     settings: SharedSettings,
-    routers: Sequence[APIRouter],
-    upstream_checks: Mapping[str, UpstreamCheck] | None = None,
+    router: APIRouter,
+    *,
     state: ServiceState | None = None,
-    description: str = "",
+    upstream_checks: Mapping[str, UpstreamCheck] | None = None,
     own_docs: bool = True,
     streams_responses: bool = False,
 ) -> FastAPI:
-    """`own_docs=False` leaves /openapi.json, /docs and /redoc to the caller (the edge).
+    """`service` names the app; one of the registry's gets its description in its OpenAPI
+    document (a test's own app gets none).
+    `state` opens the service's own resources (see ServiceState).
+    `own_docs=False` leaves /openapi.json, /docs and /redoc to the caller (the edge).
     `streams_responses=True` makes the service limit request bodies itself (see body_limit).
     """
     configure_logging(service, settings.log_level)
@@ -73,18 +76,21 @@ def create_service_app(
             if state is None:
                 yield dict(base)
                 return
-            async with state(base) as own:
+            async with asynccontextmanager(state)(base) as own:
                 yield {**base, **own}
 
     docs_urls = {} if own_docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}
     app = FastAPI(
-        title=title, description=description, version="0.1.0", lifespan=lifespan, **docs_urls
+        title=f"Avatar Forge {service}",
+        description=spec.description if (spec := APPS_BY_NAME.get(service)) else "",
+        version="0.1.0",
+        lifespan=lifespan,
+        **docs_urls,
     )
     if streams_responses:
         app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(health_router(service, upstream_checks or {}, HEALTH_TIMEOUT_S))
-    for router in routers:
-        app.include_router(router)
+    app.include_router(router)
     return app

@@ -56,6 +56,15 @@ class NotFound(AppError):
     status_code, code, message = 404, "not_found", "Not found."
 
 
+class NamedNotFound(NotFound):
+    """Something the client named by id does not exist: "<What> '<id>' does not exist."."""
+
+    what, hint = "Item", ""  # hint: where to find the ones that exist
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{self.what} '{name}' does not exist{self.hint}.")
+
+
 class Conflict(AppError):
     status_code, code, message = 409, "conflict", "Conflicts with the current state."
 
@@ -80,6 +89,28 @@ class ServiceUnavailable(AppError):
 
 class UpstreamTimeout(AppError):
     status_code, code, message = 504, "upstream_timeout", "An upstream server timed out."
+
+
+def upstream_errors(
+    prefix: str, server: str
+) -> tuple[type[ServiceUnavailable], type[UpstreamTimeout], type[UpstreamError]]:
+    """The three ways an upstream server fails, as a service's own error classes: unreachable
+    (503 `<prefix>_unavailable`), too slow (504 `<prefix>_timeout`) and failed: an error
+    answer, a broken-off or malformed one (502 `<prefix>_error`). `server` names it for
+    people ("The speech server")."""
+    name = prefix.capitalize()
+
+    def error_class(base: type[AppError], suffix: str, kind: str, says: str) -> type:
+        attributes = {"code": f"{prefix}_{kind}", "message": f"{server} {says}."}
+        return type(
+            f"{name}{suffix}", (base,), {"__module__": "avatar_shared.errors", **attributes}
+        )
+
+    return (
+        error_class(ServiceUnavailable, "Unavailable", "unavailable", "is unreachable"),
+        error_class(UpstreamTimeout, "Timeout", "timeout", "did not answer in time"),
+        error_class(UpstreamError, "Error", "error", "failed"),
+    )
 
 
 # Codes for statuses that Starlette raises itself (routing, method checks).

@@ -10,24 +10,27 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from avatar_shared.registry import SERVICES
 
+# Each setting's meaning is the docstring under it (the settings docs are made from them).
+SETTINGS_CONFIG = SettingsConfigDict(
+    env_file=".env", extra="ignore", frozen=True, use_attribute_docstrings=True
+)
+
 
 class SharedSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SETTINGS_CONFIG
 
-    redis_url: str = Field(
-        "redis://localhost:6379/0", description="Redis server shared by every service."
-    )
-    redis_timeout_s: float = Field(
-        1.0, gt=0, description="Connect and command timeout for Redis calls."
-    )
-    log_level: str = Field("INFO", description="Log level of the JSON logs.")
-    max_request_body_bytes: int = Field(
-        10 * 1024 * 1024, gt=0, description="Larger request bodies are refused with 413."
-    )
+    redis_url: str = "redis://localhost:6379/0"
+    """Redis server shared by every service."""
+    redis_timeout_s: float = Field(1.0, gt=0)
+    """Connect and command timeout for Redis calls."""
+    log_level: str = "INFO"
+    """Log level of the JSON logs."""
+    max_request_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    """Larger request bodies are refused with 413."""
 
 
 class _PeerUrlsBase(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SETTINGS_CONFIG
 
     def service_urls(self) -> dict[str, str]:
         """Each service's base URL, by name."""

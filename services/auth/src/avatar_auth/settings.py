@@ -1,9 +1,6 @@
-from pydantic import Field
-
 from avatar_shared.settings import SharedSettings
 
 
 class AuthSettings(SharedSettings):
-    frontend_url: str = Field(
-        "http://localhost:3000", description="Where sign-in and logout redirect back to."
-    )
+    frontend_url: str = "http://localhost:3000"
+    """Where sign-in and logout redirect back to."""

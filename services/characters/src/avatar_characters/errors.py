@@ -1,13 +1,10 @@
 """Every error of the characters service, each with the status and code of the envelope."""
 
-from avatar_shared.errors import AppError, BadRequest, Forbidden, NotFound
+from avatar_shared.errors import AppError, BadRequest, Forbidden, NamedNotFound
 
 
-class CharacterNotFound(NotFound):
-    code = "character_not_found"
-
-    def __init__(self, character_id: str) -> None:
-        super().__init__(f"Character '{character_id}' does not exist.")
+class CharacterNotFound(NamedNotFound):
+    code, what = "character_not_found", "Character"
 
 
 class NotYourCharacter(Forbidden):

@@ -10,6 +10,8 @@ from avatar_characters.schemas import Character, CharacterFields
 from avatar_characters.store import USER_ID_PREFIX
 from avatar_shared.reloading_file import ReloadingFile
 
+SHIPPED_PRESETS = Path(__file__).parent / "data" / "characters.json"
+
 
 class PresetError(RuntimeError):
     pass
@@ -31,8 +33,11 @@ def load_presets(path: Path) -> dict[str, Character]:
 
 
 class PresetCatalog:
-    def __init__(self, path: Path) -> None:
-        self._file = ReloadingFile(path, load_presets)  # at start-up a broken file is fatal
+    def __init__(self, configured: str) -> None:
+        """The presets file CHARACTERS_FILE names, else the one shipped with the service; at
+        start-up a broken file is fatal."""
+        path = Path(configured) if configured else SHIPPED_PRESETS
+        self._file = ReloadingFile(path, load_presets)
 
     def all(self) -> list[Character]:
         return list(self._file.get().values())

@@ -4,7 +4,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydantic import ValidationError
+from redis.asyncio import Redis
 
 from avatar_characters.cards import (
     PNG_SIGNATURE,
@@ -27,6 +29,7 @@ from avatar_characters.schemas import (
     CharacterPage,
     CharacterPatch,
 )
+from avatar_characters.settings import CharactersSettings
 from avatar_characters.store import CharacterStore
 from avatar_shared.errors import ValidationFailed, describe_errors
 
@@ -34,15 +37,15 @@ from avatar_shared.errors import ValidationFailed, describe_errors
 class CharacterService:
     def __init__(
         self,
+        settings: CharactersSettings,
+        redis: Redis,
+        http: httpx.AsyncClient,
         presets: PresetCatalog,
-        store: CharacterStore,
-        voices: VoiceDirectory,
-        images_dir: Path | None,
     ) -> None:
         self.presets = presets
-        self.store = store
-        self.voices = voices
-        self.images_dir = images_dir
+        self.store = CharacterStore(redis)
+        self.voices = VoiceDirectory(http, settings.tts_url, settings.voices_cache_s)
+        self.images_dir = Path(settings.images_dir) if settings.images_dir else None
 
     def list_presets(self, listing: ListQuery) -> CharacterPage:
         presets = self.presets.all()

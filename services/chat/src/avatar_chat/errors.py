@@ -1,29 +1,24 @@
 """Every error of the chat service, each with the status and code API.md's envelope carries.
-(A peer service that fails answers `PeerUnavailable`, code `<service>_unavailable`.)"""
+
+A peer service's failures are the shared `PeerUnavailable` (503 `<service>_unavailable`), and
+its refusals are relayed as it gave them (an unknown `character_id`: the characters service's
+404 `character_not_found`).
+"""
 
 from avatar_shared.errors import (
     AppError,
+    NamedNotFound,
     NotFound,
     ServiceUnavailable,
-    UpstreamError,
-    UpstreamTimeout,
+    upstream_errors,
 )
 
-
-class LlmUnavailable(ServiceUnavailable):
-    code, message = "llm_unavailable", "The language model server is unreachable."
+# --- the LLM server -----------------------------------------------------------------------
 
 
-class LlmTimeout(UpstreamTimeout):
-    code, message = "llm_timeout", "The language model server did not answer in time."
-
-
-class LlmError(UpstreamError):
-    code, message = "llm_error", "The language model server failed."
-
-
-class LlmBusy(ServiceUnavailable):
-    code, message = "llm_busy", "The language model is busy; try again in a moment."
+# Unreachable (503), too slow (504: LLM_READ_TIMEOUT_S between bytes, LLM_TOTAL_TIMEOUT_S in
+# all), failed (502: an error answer, broken off, or malformed).
+LlmUnavailable, LlmTimeout, LlmError = upstream_errors("llm", "The language model server")
 
 
 class ModelNotFound(NotFound):
@@ -33,28 +28,33 @@ class ModelNotFound(NotFound):
         super().__init__(f"Model '{model}' is not available on the language model server.")
 
 
-class CharacterNotFound(NotFound):
-    code = "character_not_found"
-
-    def __init__(self, character_id: str) -> None:
-        super().__init__(f"Character '{character_id}' does not exist.")
+# --- the limits ---------------------------------------------------------------------------
 
 
-class SessionNotFound(NotFound):
-    code = "session_not_found"
-
-    def __init__(self, session_id: str) -> None:
-        super().__init__(f"Chat session '{session_id}' does not exist.")
+# Past CHAT_RATE_PER_MIN for this user or anonymous address.
+class RateLimited(AppError):
+    status_code, code = 429, "rate_limited"
 
 
+# MAX_CONCURRENT_USERS sessions are active and this one is new.
 class TooManyUsers(ServiceUnavailable):
     code = "too_many_users"
 
 
+# No LLM slot of this replica came free within LLM_QUEUE_WAIT_S.
+class LlmBusy(ServiceUnavailable):
+    code, message = "llm_busy", "The language model is busy; try again in a moment."
+
+
+# Redis is unreachable: the limits fail closed.
 class LimiterUnavailable(ServiceUnavailable):
     code = "limiter_unavailable"
     message = "The chat is not taking new requests right now (its limiter is unavailable)."
 
 
-class RateLimited(AppError):
-    status_code, code = 429, "rate_limited"
+# --- sessions -----------------------------------------------------------------------------
+
+
+# Unknown, expired, or another user's (ids are not disclosed).
+class SessionNotFound(NamedNotFound):
+    code, what = "session_not_found", "Chat session"

@@ -1,5 +1,5 @@
 """Request and response models of the chat endpoints, as API.md states them. Limits that
-depend on settings (message count and lengths) are checked in `conversation.check_limits`."""
+depend on settings (message count and lengths) are checked in `turn.check_limits`."""
 
 from typing import Any, Literal
 from uuid import UUID

@@ -17,18 +17,22 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager, suppress
 from dataclasses import replace
 
+import httpx
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from avatar_chat.context.persona import build_system_prompt
 from avatar_chat.context.planner import ContextPlanner, with_summary
+from avatar_chat.context.summaries import SummaryStore
 from avatar_chat.context.tokens import TokenEstimator
 from avatar_chat.limits.admission import Admission
 from avatar_chat.limits.gate import LlmGate
 from avatar_chat.limits.rate import ChatRateLimit
-from avatar_chat.llm import LlmClient, LlmReply, LlmRequest
+from avatar_chat.llm import LlmReply, LlmRequest, make_llm_client
 from avatar_chat.llm.model_catalog import ModelCatalog
 from avatar_chat.llm.windows import ContextWindows
 from avatar_chat.peers.characters import CharacterDirectory
+from avatar_chat.peers.tts import TtsClient
 from avatar_chat.schemas import ChatReply, ChatRequest, ModelInfo, SessionHistory, Usage
 from avatar_chat.settings import ChatSettings
 from avatar_chat.speech.voicing import ReplyVoice
@@ -40,30 +44,28 @@ from avatar_shared.errors import AppError, ValidationFailed
 class ChatService:
     def __init__(
         self,
-        *,
         settings: ChatSettings,
-        llm: LlmClient,
-        sessions: SessionStore,
-        characters: CharacterDirectory,
-        voice: ReplyVoice,
-        rate: ChatRateLimit,
-        admission: Admission,
-        gate: LlmGate,
-        windows: ContextWindows,
-        context: ContextPlanner,
-        catalog: ModelCatalog,
+        redis: Redis,
+        http: httpx.AsyncClient,
+        llm_http: httpx.AsyncClient,
     ) -> None:
+        """`http` reaches the peer services, `llm_http` the LLM server (its own timeouts)."""
         self.settings = settings
-        self.llm = llm
-        self.sessions = sessions
-        self.characters = characters
-        self.voice = voice
-        self.rate = rate
-        self.admission = admission
-        self.gate = gate
-        self.windows = windows
-        self.context = context
-        self.catalog = catalog
+        self.llm = llm = make_llm_client(settings, llm_http)
+        self.sessions = SessionStore(redis, settings.session_ttl_s)
+        self.characters = CharacterDirectory(
+            http, settings.characters_url, settings.character_cache_s
+        )
+        self.voice = ReplyVoice(TtsClient(http, settings.tts_url, settings.tts_timeout_s))
+        self.rate = ChatRateLimit(settings.redis_url, settings.chat_rate_per_min)
+        self.admission = Admission(
+            redis, settings.max_concurrent_users, settings.active_session_idle_s
+        )
+        self.gate = LlmGate(settings.llm_max_in_flight, settings.llm_queue_wait_s)
+        self.windows = ContextWindows(llm, settings.llm_context_tokens, settings.models_cache_s)
+        summaries = SummaryStore(redis, settings.session_ttl_s, settings.summary_timeout_s + 5)
+        self.context = ContextPlanner(llm, self.gate, summaries, settings)
+        self.catalog = ModelCatalog(llm, settings.default_model, settings.models_cache_s)
 
     async def reply(self, body: ChatRequest, caller: Caller) -> ChatReply:
         async with self._admitted(body, caller) as turn:

@@ -6,79 +6,57 @@ from avatar_shared.settings import PeerUrls, SharedSettings
 
 
 class ChatSettings(SharedSettings, PeerUrls):
-    llm_service: Literal["ollama", "vllm"] = Field(
-        "ollama", description="Which LLM server to speak to: ollama or vllm (OpenAI-compatible)."
-    )
-    ollama_base_url: str = Field("http://localhost:11434", description="Ollama server.")
-    vllm_base_url: str = Field(
-        "http://localhost:8002",
-        description="OpenAI-compatible server; may carry a path prefix such as /vllm.",
-    )
-    vllm_api_key: str = Field("", description="Bearer token for the OpenAI-compatible server.")
-    default_model: str = Field(
-        "gemma-3-27b-it", description="Model used when a request names none."
-    )
-    llm_connect_timeout_s: float = Field(3.0, gt=0, description="Connect timeout to the LLM.")
-    llm_read_timeout_s: float = Field(
-        60.0, gt=0, description="Longest wait for the next bytes from the LLM."
-    )
-    llm_total_timeout_s: float = Field(
-        180.0, gt=0, description="Longest a whole LLM call (or stream) may take."
-    )
-    llm_context_tokens: int = Field(
-        8192,
-        ge=256,
-        description="The model's context window in tokens, also sent to Ollama as num_ctx; "
-        "a smaller trained length reported by the server wins.",
-    )
-    summary_trigger_ratio: float = Field(
-        0.8,
-        gt=0.1,
-        le=1,
-        description="Older turns are summarized when a prompt plus max_tokens would reach "
-        "this share of the context window.",
-    )
-    keep_recent_turns: int = Field(
-        16, ge=2, description="Most recent messages kept verbatim when older ones are summarized."
-    )
-    summary_max_tokens: int = Field(
-        512, ge=32, description="Length budget of the summary of older turns, in tokens."
-    )
-    summary_timeout_s: float = Field(
-        60.0,
-        gt=0,
-        description="Longest a request spends summarizing before it drops the oldest turns.",
-    )
-    llm_keep_alive: str = Field("5m", description="How long Ollama keeps the model loaded.")
-    max_messages: int = Field(200, gt=0, description="Most messages one chat request may carry.")
-    max_message_chars: int = Field(8000, gt=0, description="Longest single message, in characters.")
-    max_total_chars: int = Field(
-        100_000, gt=0, description="Longest conversation one request may carry, in characters."
-    )
-    session_ttl_s: int = Field(
-        7 * 24 * 3600, gt=0, description="A chat session idle this long is forgotten."
-    )
-    tts_timeout_s: float = Field(
-        60.0, gt=0, description="Longest wait for the tts service to speak a reply."
-    )
-    llm_max_in_flight: int = Field(
-        8, gt=0, description="LLM calls one chat replica runs at once; more wait in line."
-    )
-    llm_queue_wait_s: float = Field(
-        10.0, gt=0, description="Longest a call waits in line before 503 llm_busy."
-    )
-    chat_rate_per_min: int = Field(
-        30, gt=0, description="Chat requests one user (or anonymous address) may make a minute."
-    )
-    max_concurrent_users: int = Field(
-        20, gt=0, description="Most chat sessions active at once, across every replica."
-    )
-    active_session_idle_s: int = Field(
-        300, gt=0, description="A session idle this long no longer counts as active."
-    )
-    models_cache_s: float = Field(30.0, ge=0, description="How long the model list is reused.")
-    character_cache_s: float = Field(
-        30.0,
-        ge=0,
-        description="How long a character fetched from the characters service is reused.",
-    )
+    llm_service: Literal["ollama", "vllm"] = "ollama"
+    """Which LLM server to speak to: ollama or vllm (OpenAI-compatible)."""
+    ollama_base_url: str = "http://localhost:11434"
+    """Ollama server."""
+    vllm_base_url: str = "http://localhost:8002"
+    """OpenAI-compatible server; may carry a path prefix such as /vllm."""
+    vllm_api_key: str = ""
+    """Bearer token for the OpenAI-compatible server."""
+    default_model: str = "gemma-3-27b-it"
+    """Model used when a request names none."""
+    llm_connect_timeout_s: float = Field(3.0, gt=0)
+    """Connect timeout to the LLM."""
+    llm_read_timeout_s: float = Field(60.0, gt=0)
+    """Longest wait for the next bytes from the LLM."""
+    llm_total_timeout_s: float = Field(180.0, gt=0)
+    """Longest a whole LLM call (or stream) may take."""
+    llm_context_tokens: int = Field(8192, ge=256)
+    """The model's context window in tokens, also sent to Ollama as num_ctx; a smaller trained
+    length reported by the server wins."""
+    summary_trigger_ratio: float = Field(0.8, gt=0.1, le=1)
+    """Older turns are summarized when a prompt plus max_tokens would reach this share of the
+    context window."""
+    keep_recent_turns: int = Field(16, ge=2)
+    """Most recent messages kept verbatim when older ones are summarized."""
+    summary_max_tokens: int = Field(512, ge=32)
+    """Length budget of the summary of older turns, in tokens."""
+    summary_timeout_s: float = Field(60.0, gt=0)
+    """Longest a request spends summarizing before it drops the oldest turns."""
+    llm_keep_alive: str = "5m"
+    """How long Ollama keeps the model loaded."""
+    max_messages: int = Field(200, gt=0)
+    """Most messages one chat request may carry."""
+    max_message_chars: int = Field(8000, gt=0)
+    """Longest single message, in characters."""
+    max_total_chars: int = Field(100_000, gt=0)
+    """Longest conversation one request may carry, in characters."""
+    session_ttl_s: int = Field(7 * 24 * 3600, gt=0)
+    """A chat session idle this long is forgotten."""
+    tts_timeout_s: float = Field(60.0, gt=0)
+    """Longest wait for the tts service to speak a reply."""
+    llm_max_in_flight: int = Field(8, gt=0)
+    """LLM calls one chat replica runs at once; more wait in line."""
+    llm_queue_wait_s: float = Field(10.0, gt=0)
+    """Longest a call waits in line before 503 llm_busy."""
+    chat_rate_per_min: int = Field(30, gt=0)
+    """Chat requests one user (or anonymous address) may make a minute."""
+    max_concurrent_users: int = Field(20, gt=0)
+    """Most chat sessions active at once, across every replica."""
+    active_session_idle_s: int = Field(300, gt=0)
+    """A session idle this long no longer counts as active."""
+    models_cache_s: float = Field(30.0, ge=0)
+    """How long the model list is reused."""
+    character_cache_s: float = Field(30.0, ge=0)
+    """How long a character fetched from the characters service is reused."""

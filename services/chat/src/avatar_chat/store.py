@@ -4,9 +4,9 @@ Keys (all expire after `SESSION_TTL_S` without use):
 - `chat:session:{id}`: hash of owner, model, created_at, updated_at, prompt_tokens,
   completion_tokens (the LLM's own counts, summed over the session), last_prompt_tokens,
   summary_covered (messages folded into the summary the last turn used), and
-  `calibration:{model}` (learned from the LLM's counts, see `tokens`).
+  `calibration:{model}` (learned from the LLM's counts, see `context.tokens`).
 - `chat:session:{id}:messages`: list of JSON messages {role, content, at}, oldest first.
-- `chat:session:{id}:summaries`: the summary cache (see `summaries`).
+- `chat:session:{id}:summaries`: the summary cache (see `context.summaries`).
 
 Turns are written only after a reply succeeded, so a failed request leaves none. (Summaries
 are cached as soon as they are made; a new session whose first reply failed drops its own.)

@@ -2,9 +2,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 
+from avatar_gen3d.deps import Gen3dDep
 from avatar_gen3d.schemas import JobAccepted, JobStatus
-from avatar_shared.envelope import Envelope
-from avatar_shared.errors import ERROR_RESPONSES, not_built
+from avatar_shared.envelope import Envelope, ok
+from avatar_shared.errors import ERROR_RESPONSES
 from avatar_shared.identity import UserId
 
 router = APIRouter(prefix="/api/generate", tags=["gen3d"], responses=ERROR_RESPONSES)
@@ -14,11 +15,12 @@ router = APIRouter(prefix="/api/generate", tags=["gen3d"], responses=ERROR_RESPO
 async def generate(
     image: Annotated[UploadFile, File(description="PNG or JPEG picture")],
     user_id: UserId,
+    gen3d: Gen3dDep,
     options: Annotated[str | None, Form(description="JSON object of options")] = None,
 ) -> Envelope[JobAccepted]:
-    not_built("POST /api/generate")
+    return ok(await gen3d.submit(user_id, image, options))
 
 
 @router.get("/status/{job_id}", response_model=Envelope[JobStatus])
-async def job_status(job_id: str, user_id: UserId) -> Envelope[JobStatus]:
-    not_built("GET /api/generate/status/{job_id}")
+async def job_status(job_id: str, user_id: UserId, gen3d: Gen3dDep) -> Envelope[JobStatus]:
+    return ok(await gen3d.status(job_id, user_id))

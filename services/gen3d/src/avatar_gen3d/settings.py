@@ -1,12 +1,8 @@
-from pydantic import Field
-
 from avatar_shared.settings import SharedSettings
 
 
 class Gen3dSettings(SharedSettings):
-    gen3d_base_url: str = Field(
-        "", description="Image-to-3D server; empty means not configured (health: disabled)."
-    )
-    style_base_url: str = Field(
-        "", description="Image style server; empty means not configured (health: disabled)."
-    )
+    gen3d_base_url: str = ""
+    """Image-to-3D server; empty means not configured (health: disabled)."""
+    style_base_url: str = ""
+    """Image style server; empty means not configured (health: disabled)."""

@@ -1,38 +1,22 @@
 """Every error of the tts service, each with the status and code of the envelope."""
 
-from avatar_shared.errors import (
-    AppError,
-    NotFound,
-    ServiceUnavailable,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from avatar_shared.errors import AppError, NamedNotFound, NotFound, upstream_errors
 
 
-class VoiceNotFound(NotFound):
-    code = "voice_not_found"
-
-    def __init__(self, voice_id: str) -> None:
-        super().__init__(f"Voice '{voice_id}' does not exist; see GET /api/tts/voices.")
+class VoiceNotFound(NamedNotFound):
+    code, what, hint = "voice_not_found", "Voice", "; see GET /api/tts/voices"
 
 
+# Not a file this service gave out, or one evicted since.
+class AudioNotFound(NotFound):
+    message = "No such audio file."
+
+
+# The speech server refused these parameters (its 400): the request must change.
 class TtsRejected(AppError):
-    """The speech server refused these parameters (its 400): the request must change."""
-
     status_code, code, message = 422, "tts_rejected", "The speech server refused the request."
 
 
-class TtsUnavailable(ServiceUnavailable):
-    code, message = "tts_unavailable", "The speech server is unreachable."
-
-
-class TtsTimeout(UpstreamTimeout):
-    code, message = "tts_timeout", "The speech server did not answer in time."
-
-
-class TtsError(UpstreamError):
-    code, message = "tts_error", "The speech server failed."
-
-
-class AudioNotFound(NotFound):
-    message = "No such audio file."
+# Unreachable (503), too slow (504: no next bytes within TTS_TIMEOUT_S, or another request
+# still making the same speech), failed (502: an error answer or broken off).
+TtsUnavailable, TtsTimeout, TtsError = upstream_errors("tts", "The speech server")

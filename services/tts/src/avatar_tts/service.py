@@ -3,18 +3,22 @@ across replicas (`store`), written to disk (`files`), and then served from there
 is kept within its limits by `retention`."""
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
+
+import httpx
+from redis.asyncio import Redis
 
 from avatar_shared.locks import LockTimeout
 from avatar_shared.reloading_file import ReloadingFile
 from avatar_shared.timestamps import utc_now
-from avatar_tts.engines import SpeechEngine, Synthesis
+from avatar_tts.engines import SpeechEngine, Synthesis, make_engines
 from avatar_tts.errors import AudioNotFound, TtsTimeout, VoiceNotFound
 from avatar_tts.files import AudioFolder, StoredAudio, audio_url
 from avatar_tts.retention import Retention
 from avatar_tts.schemas import SpeechFile, TtsRequest, VoiceList
+from avatar_tts.settings import TtsSettings
 from avatar_tts.store import SpeechStore, cache_key
 from avatar_tts.voices import VoicesFile
 
@@ -22,21 +26,19 @@ from avatar_tts.voices import VoicesFile
 class SpeechService:
     def __init__(
         self,
+        settings: TtsSettings,
+        redis: Redis,
+        engine_http: httpx.AsyncClient,
         voices: ReloadingFile[VoicesFile],
-        engines: Mapping[str, SpeechEngine],
-        default_engine: str,
-        store: SpeechStore,
-        folder: AudioFolder,
-        retention: Retention,
-        wait_s: float,
     ) -> None:
+        """`engine_http` reaches GPT-SoVITS (with the engine's own timeouts)."""
         self.voices = voices
-        self.engines = engines
-        self.default_engine = default_engine
-        self.store = store
-        self.folder = folder
-        self.retention = retention
-        self.wait_s = wait_s  # longest wait for another request making the same speech
+        self.engines = make_engines(settings, engine_http)
+        self.default_engine = settings.tts_engine
+        self.store = SpeechStore(redis)
+        self.folder = AudioFolder(Path(settings.assets_dir))
+        self.retention = Retention(redis, settings.assets_max_bytes, settings.assets_max_age_s)
+        self.wait_s = settings.tts_timeout_s  # longest wait for another request's same speech
 
     def voice_list(self) -> VoiceList:
         return self.voices.get().public()

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from avatar_shared.reloading_file import ReloadingFile
 from avatar_tts.schemas import Voice, VoiceList
 
+SHIPPED_VOICES = Path(__file__).parent / "data" / "voices.json"
+
 
 class GptSovitsVoice(BaseModel):
     """What GPT-SoVITS api_v2 needs to speak in this voice (never returned by the API)."""
@@ -78,5 +80,6 @@ def load_voices(path: Path) -> VoicesFile:
     return voices
 
 
-def voices_file(path: Path) -> ReloadingFile[VoicesFile]:
-    return ReloadingFile(path, load_voices)
+def voices_file(configured: str) -> ReloadingFile[VoicesFile]:
+    """The voices file VOICES_FILE names, else the one shipped with the service."""
+    return ReloadingFile(Path(configured) if configured else SHIPPED_VOICES, load_voices)

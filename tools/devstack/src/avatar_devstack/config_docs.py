@@ -8,22 +8,13 @@ from dataclasses import dataclass, field
 
 from pydantic_settings import BaseSettings
 
-from avatar_auth.settings import AuthSettings
-from avatar_characters.settings import CharactersSettings
-from avatar_chat.settings import ChatSettings
 from avatar_devstack.settings import StackSettings
 from avatar_devstack.stack import REPO_ROOT
-from avatar_edge.settings import EdgeSettings
-from avatar_gen3d.settings import Gen3dSettings
-from avatar_tts.settings import TtsSettings
+from avatar_shared.registry import APPS, load
 
+# Who reads each variable: every app of the registry, and the dev runner.
 READERS: dict[str, type[BaseSettings]] = {
-    "chat": ChatSettings,
-    "tts": TtsSettings,
-    "characters": CharactersSettings,
-    "gen3d": Gen3dSettings,
-    "auth": AuthSettings,
-    "edge": EdgeSettings,
+    **{spec.name: load(spec.settings_class) for spec in APPS},
     "make run (gateway)": StackSettings,
 }
 # Read by Traefik's dynamic config (a Go template), not by a settings class.
@@ -47,7 +38,11 @@ def collect() -> list[Variable]:
     for reader, settings_class in READERS.items():
         for name, info in settings_class.model_fields.items():
             var = found.setdefault(
-                name.upper(), Variable(name.upper(), _text(info.default), info.description or "")
+                name.upper(),
+                # A docstring that wraps holds line breaks: one line here.
+                Variable(
+                    name.upper(), _text(info.default), " ".join((info.description or "").split())
+                ),
             )
             var.readers.append(reader)
     for name, (default, meaning) in GATEWAY_ONLY.items():

@@ -17,19 +17,11 @@ import httpx
 
 from avatar_devstack.settings import StackSettings
 from avatar_devstack.supervisor import ChildFailed, Supervisor
+from avatar_shared.registry import APPS, APPS_BY_NAME, app_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 GATEWAY_CONFIG_DIR = REPO_ROOT / "gateway" / "traefik"
 
-# uvicorn factory of each app, in start order (the edge last: it reads the others).
-APPS = {
-    "chat": "avatar_chat.app:create_app",
-    "tts": "avatar_tts.app:create_app",
-    "characters": "avatar_characters.app:create_app",
-    "gen3d": "avatar_gen3d.app:create_app",
-    "auth": "avatar_auth.app:create_app",
-    "edge": "avatar_edge.app:create_app",
-}
 TRAEFIK_NO_ROUTE = "404 page not found\n"
 # The emulators listen where the real upstreams do by default.
 EMULATOR_DEFAULT_PORTS = {"ollama": 11434, "openai": 8002, "gpt-sovits": 9880}
@@ -64,7 +56,7 @@ class Ports:
         return cls(
             gateway=settings.gateway_port,
             redis=port_of(settings.redis_url),
-            apps={name: port_of(urls[name]) for name in APPS},
+            apps={spec.name: port_of(urls[spec.name]) for spec in APPS},
             emulators=dict(EMULATOR_DEFAULT_PORTS) if emulators else {},
         )
 
@@ -74,7 +66,7 @@ class Ports:
         return cls(
             gateway=free_port(),
             redis=free_port(),
-            apps={name: free_port() for name in APPS},
+            apps={spec.name: free_port() for spec in APPS},
             emulators={name: free_port() for name in EMULATOR_DEFAULT_PORTS} if emulators else {},
             replicas={
                 name: [free_port() for _ in range(count - 1)]
@@ -196,7 +188,7 @@ class Stack:
             ]
             waits += [
                 self._start_app(name, port, replica)
-                for name in APPS
+                for name in APPS_BY_NAME
                 for replica, port in enumerate(self.ports.app_ports(name), start=1)
             ]
             for wait in waits:
@@ -244,7 +236,7 @@ class Stack:
     def _start_app(self, name: str, port: int, replica: int) -> Callable[[], None]:
         """Replica 1 is named after the app (`chat`), later ones `chat-2`, `chat-3`..."""
         argv = [
-            sys.executable, "-m", "uvicorn", "--factory", APPS[name],
+            sys.executable, "-m", "uvicorn", "--factory", app_spec(name).factory,
             "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
         ]  # fmt: skip
         child_name = name if replica == 1 else f"{name}-{replica}"

@@ -2,7 +2,6 @@
 translation of transport and HTTP failures into the service's errors."""
 
 import asyncio
-import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -12,6 +11,7 @@ from typing import Any
 import httpx
 
 from avatar_chat.errors import LlmError, LlmTimeout, LlmUnavailable, ModelNotFound
+from avatar_chat.llm.wire import json_object, malformed, upstream_message
 from avatar_chat.settings import ChatSettings
 
 
@@ -65,6 +65,13 @@ class LlmClient(ABC):
         await check_status(response, None)
         return _json_object(response)
 
+    async def _model_entries(self, url: str, key: str) -> list[dict[str, Any]]:
+        """The model objects the server lists under `key` (no list there: a 502)."""
+        models = (await self._get_json(url)).get(key)
+        if not isinstance(models, list):
+            raise malformed("model list")
+        return [model for model in models if isinstance(model, dict)]
+
     async def _stream_lines(
         self, url: str, payload: dict[str, Any], model: str
     ) -> AsyncIterator[str]:
@@ -91,17 +98,6 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
     return json_object(response.content, "response")
 
 
-def json_object(text: str | bytes, what: str) -> dict[str, Any]:
-    """`text` parsed as a JSON object, or a 502 naming `what` was malformed."""
-    try:
-        body = json.loads(text)
-    except ValueError as exc:
-        raise malformed(f"{what} (not JSON)") from exc
-    if not isinstance(body, dict):
-        raise malformed(f"{what} (not a JSON object)")
-    return body
-
-
 @contextmanager
 def upstream_errors() -> Iterator[None]:
     """Unreachable -> 503, too slow -> 504, broken off mid-answer -> 502."""
@@ -124,41 +120,3 @@ async def check_status(response: httpx.Response, model: str | None) -> None:
     if response.status_code == 404 and model:
         raise ModelNotFound(model)
     raise LlmError(f"The language model server answered {response.status_code}: {message}")
-
-
-def upstream_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200] or response.reason_phrase
-    return upstream_text(body)
-
-
-def upstream_text(body: object) -> str:
-    """Ollama says {"error": "..."}; OpenAI-compatible servers {"error": {"message": ...}}
-    (older vLLM a flat {"message": ...}); anything else is quoted, shortened."""
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and "message" in error:
-        return str(error["message"])
-    if error:
-        return str(error)
-    if isinstance(body, dict) and "message" in body:
-        return str(body["message"])
-    return json.dumps(body)[:200]
-
-
-def positive_int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def token_count(body: dict[str, Any], key: str) -> int:
-    """A usage count from the server: missing means 0, anything but an integer is malformed
-    (it would otherwise poison the session's running totals)."""
-    value = body.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise malformed(f"usage ({key})")
-    return value
-
-
-def malformed(what: str) -> LlmError:
-    return LlmError(f"The language model server sent a malformed {what}.")

@@ -4,15 +4,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from avatar_chat.errors import LlmError
-from avatar_chat.llm.base import (
-    LlmClient,
-    LlmReply,
-    LlmRequest,
-    json_object,
-    malformed,
-    positive_int,
-    token_count,
-)
+from avatar_chat.llm.base import LlmClient, LlmReply, LlmRequest
+from avatar_chat.llm.wire import json_object, malformed, positive_int, token_count
 
 
 class OllamaClient(LlmClient):
@@ -69,15 +62,8 @@ class OllamaClient(LlmClient):
         raise LlmError("The language model server ended the stream before it was done.")
 
     async def model_names(self) -> list[str]:
-        body = await self._get_json(f"{self._base}/api/tags")
-        models = body.get("models")
-        if not isinstance(models, list):
-            raise malformed("model list")
-        return [
-            _without_latest(m["name"])
-            for m in models
-            if isinstance(m, dict) and isinstance(m.get("name"), str)
-        ]
+        models = await self._model_entries(f"{self._base}/api/tags", "models")
+        return [_without_latest(m["name"]) for m in models if isinstance(m.get("name"), str)]
 
     async def trained_context(self, model: str) -> int | None:
         # /api/show reports the trained length as model_info["<architecture>.context_length"].

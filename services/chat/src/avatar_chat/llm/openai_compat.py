@@ -5,16 +5,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from avatar_chat.errors import LlmError
-from avatar_chat.llm.base import (
-    LlmClient,
-    LlmReply,
-    LlmRequest,
-    json_object,
-    malformed,
-    positive_int,
-    token_count,
-    upstream_text,
-)
+from avatar_chat.llm.base import LlmClient, LlmReply, LlmRequest
+from avatar_chat.llm.wire import json_object, malformed, positive_int, token_count, upstream_text
 
 
 class OpenAICompatClient(LlmClient):
@@ -74,11 +66,8 @@ class OpenAICompatClient(LlmClient):
         raise LlmError("The language model server ended the stream before [DONE].")
 
     async def model_names(self) -> list[str]:
-        body = await self._get_json(f"{self._base}/v1/models")
-        models = body.get("data")
-        if not isinstance(models, list):
-            raise malformed("model list")
-        return [m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        models = await self._model_entries(f"{self._base}/v1/models", "data")
+        return [m["id"] for m in models if isinstance(m.get("id"), str)]
 
     async def trained_context(self, model: str) -> int | None:
         # vLLM lists each model's max_model_len; other servers may not.

@@ -6,7 +6,6 @@ from urllib.parse import quote
 
 import httpx
 
-from avatar_chat.errors import CharacterNotFound
 from avatar_shared.peers import PeerClient, PeerRejected, PeerUnavailable
 from avatar_shared.ttl_cache import KeyedTtlCache
 
@@ -35,7 +34,7 @@ class CharacterDirectory:
             data = await self.peer.get(f"/api/characters/{quote(character_id, safe='')}")
         except PeerRejected as exc:
             if exc.status_code == 404:
-                raise CharacterNotFound(character_id) from exc
+                raise  # its own 404 character_not_found, relayed as it is
             raise PeerUnavailable("characters", f"refused the request: {exc.message}") from exc
         try:
             profile = CharacterProfile(data["id"], data["persona"], data.get("voice_id"))

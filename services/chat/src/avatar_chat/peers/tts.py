@@ -4,7 +4,7 @@ import secrets
 
 import httpx
 
-from avatar_shared.peers import PeerClient, PeerUnavailable
+from avatar_shared.peers import PeerClient, PeerError, PeerRejected, PeerUnavailable
 
 # The longest text tts takes in one request (its TtsRequest.text): longer replies are cut.
 MAX_TEXT_CHARS = 1000
@@ -18,6 +18,13 @@ def audio_url(user_id: str, file_id: str) -> str:
 def new_file_id() -> str:
     """An id in the form tts accepts as `file_id` (16 to 64 URL-safe characters)."""
     return secrets.token_urlsafe(16)
+
+
+def failure_text(exc: PeerError) -> str:
+    """Why there is no speech, for a reply's `tts_error`."""
+    if isinstance(exc, PeerRejected):
+        return f"The tts service refused the request: {exc.message}"
+    return exc.message
 
 
 class TtsClient:

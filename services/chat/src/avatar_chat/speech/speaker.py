@@ -4,7 +4,7 @@ reply is finished."""
 import asyncio
 from collections.abc import AsyncIterator
 
-from avatar_chat.peers.tts import TtsClient
+from avatar_chat.peers.tts import TtsClient, failure_text
 from avatar_chat.speech.sentences import SentenceSplitter
 from avatar_shared.peers import PeerError
 
@@ -56,7 +56,7 @@ class SentenceSpeaker:
             try:
                 return await self.tts.speak(sentence, self.voice_id, self.streaming_mode), None
             except PeerError as exc:
-                return None, str(exc)
+                return None, failure_text(exc)
 
     def _event(self, outcome: tuple[str | None, str | None]) -> dict[str, object]:
         url, error = outcome

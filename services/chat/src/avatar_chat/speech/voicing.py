@@ -5,7 +5,7 @@ client calls /api/tts itself). A streamed reply with realtime speech is spoken b
 import asyncio
 import logging
 
-from avatar_chat.peers.tts import TtsClient, audio_url, new_file_id
+from avatar_chat.peers.tts import TtsClient, audio_url, failure_text, new_file_id
 from avatar_chat.schemas import ChatRequest
 from avatar_chat.speech.speaker import SentenceSpeaker
 from avatar_shared.peers import PeerError
@@ -29,7 +29,7 @@ class ReplyVoice:
         try:
             return await self.tts.speak(text, voice_id, body.tts_streaming_mode), None
         except PeerError as exc:
-            return None, str(exc)
+            return None, failure_text(exc)
 
     def speaker(self, body: ChatRequest, voice_id: str | None) -> SentenceSpeaker | None:
         """For a streamed reply: speech that follows the text, per sentence (realtime only)."""

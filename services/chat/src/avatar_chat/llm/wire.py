@@ -1,0 +1,58 @@
+"""Reading what an LLM server sends: JSON bodies, its error messages and usage counts; any
+malformed part is a 502 `llm_error` naming it."""
+
+import json
+from typing import Any
+
+import httpx
+
+from avatar_chat.errors import LlmError
+
+
+def json_object(text: str | bytes, what: str) -> dict[str, Any]:
+    """`text` parsed as a JSON object, or a 502 naming `what` was malformed."""
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise malformed(f"{what} (not JSON)") from exc
+    if not isinstance(body, dict):
+        raise malformed(f"{what} (not a JSON object)")
+    return body
+
+
+def upstream_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase
+    return upstream_text(body)
+
+
+def upstream_text(body: object) -> str:
+    """Ollama says {"error": "..."}; OpenAI-compatible servers {"error": {"message": ...}}
+    (older vLLM a flat {"message": ...}); anything else is quoted, shortened."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and "message" in error:
+        return str(error["message"])
+    if error:
+        return str(error)
+    if isinstance(body, dict) and "message" in body:
+        return str(body["message"])
+    return json.dumps(body)[:200]
+
+
+def positive_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def token_count(body: dict[str, Any], key: str) -> int:
+    """A usage count from the server: missing means 0, anything but an integer is malformed
+    (it would otherwise poison the session's running totals)."""
+    value = body.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise malformed(f"usage ({key})")
+    return value
+
+
+def malformed(what: str) -> LlmError:
+    return LlmError(f"The language model server sent a malformed {what}.")

@@ -1,0 +1,83 @@
+"""Summarization at its edges: streamed replies, concurrent requests of one session, the
+model's own window, and replies that cannot fit at all."""
+
+import asyncio
+
+import pytest
+
+from avatar_chat.app import create_app
+from avatar_emulators.replies import count_prompt_tokens
+
+from .conftest import emulated_llm
+from .summarizing import (
+    PERSONA,
+    Conversation,
+    is_summary_call,
+    long_history,
+    settings_for,
+    transcript,
+    user_line,
+)
+from .test_chat_routes import read_events
+
+
+async def test_a_streamed_reply_reports_its_summary_in_the_done_event(app_client, redis_url):
+    with emulated_llm("ollama") as backend:
+        async with app_client(create_app(settings_for(redis_url, backend))) as chat:
+            talk = Conversation(chat, backend.recorder)
+            long_history(talk, 20)
+            async with chat.stream("POST", "/api/chat", json=talk.body() | {"stream": True}) as r:
+                events = await read_events(r)
+
+    assert [kind for kind, _ in events][-1] == "done"
+    assert events[-1][1]["context_summarized"] is True
+    assert any(is_summary_call(record) for record in backend.recorder.prompts)
+
+
+async def test_two_requests_of_one_session_at_once_summarize_once(app_client, redis_url):
+    with emulated_llm("ollama", first_token_latency_s=0.2) as backend:
+        async with app_client(create_app(settings_for(redis_url, backend))) as chat:
+            talk = Conversation(chat, backend.recorder)
+            long_history(talk, 20)
+            first, second = await asyncio.gather(
+                chat.post("/api/chat", json=talk.body()), chat.post("/api/chat", json=talk.body())
+            )
+
+    flags = sorted(r.json()["data"]["context_summarized"] for r in (first, second))
+    assert flags == [False, True]
+    summarized = [
+        line for r in backend.recorder.prompts if is_summary_call(r) for line in transcript(r)
+    ]
+    assert len(summarized) == len(set(summarized)) > 0  # no turn was summarized twice
+
+
+@pytest.mark.parametrize("backend_name", ["ollama", "vllm"])
+async def test_a_smaller_trained_length_wins_over_the_setting(app_client, redis_url, backend_name):
+    trained = {"context_length": 900} if backend_name == "ollama" else {"max_model_len": 900}
+    with emulated_llm(backend_name, **trained) as backend:
+        settings = settings_for(redis_url, backend, llm_context_tokens=8192)
+        async with app_client(create_app(settings)) as chat:
+            talk = Conversation(chat, backend.recorder)
+            for i in range(16):
+                await talk.say(user_line(i))
+
+    assert any(reply["context_summarized"] for reply in talk.replies)
+    for record in backend.recorder.prompts:
+        assert count_prompt_tokens(record.messages_received) + 64 <= 900
+        if backend_name == "ollama":
+            assert record.options["num_ctx"] == 900
+
+
+async def test_a_reply_that_cannot_fit_the_window_is_refused_up_front(app_client, redis_url):
+    with emulated_llm("ollama") as backend:
+        async with app_client(create_app(settings_for(redis_url, backend))) as chat:
+            body = {
+                "messages": [{"role": "user", "content": "hello"}],
+                "persona": PERSONA,
+                "max_tokens": 2000,
+            }
+            response = await chat.post("/api/chat", json=body)
+
+    assert response.status_code == 422
+    assert "context window of 1200" in response.json()["error"]["message"]
+    assert backend.recorder.prompts == []

@@ -1,0 +1,163 @@
+"""The shared pieces services build on, each against real parts: a peer service served over
+real HTTP, a real Redis for the lock."""
+
+import asyncio
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from avatar_devstack.stack import free_port
+from avatar_emulators.server import serve_in_thread
+from avatar_shared.errors import upstream_errors
+from avatar_shared.locks import LockTimeout, redis_lock
+from avatar_shared.peers import PeerClient, PeerRejected, PeerUnavailable
+from avatar_shared.ttl_cache import KeyedTtlCache, TtlCache
+
+
+def peer_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/ok")
+    async def ok() -> dict:
+        return {"success": True, "data": {"id": "hermione"}}
+
+    @app.get("/missing")
+    async def missing() -> JSONResponse:
+        body = {"success": False, "error": {"code": "thing_not_found", "message": "No thing."}}
+        return JSONResponse(body, status_code=404)
+
+    @app.get("/broken")
+    async def broken() -> PlainTextResponse:
+        return PlainTextResponse("database on fire", status_code=500)
+
+    @app.get("/not-an-envelope")
+    async def not_an_envelope() -> dict:
+        return {"id": "hermione"}
+
+    @app.get("/slow")
+    async def slow() -> dict:
+        await asyncio.sleep(5)
+        return {"success": True, "data": None}
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def peer_url():
+    with serve_in_thread(peer_app()) as url:
+        yield url
+
+
+async def call(url: str, path: str, timeout_s: float = 2.0) -> object:
+    async with httpx.AsyncClient(trust_env=False) as http:
+        return await PeerClient(http, "things", url, timeout_s=timeout_s).get(path)
+
+
+async def test_a_peer_answer_is_unwrapped(peer_url):
+    assert await call(peer_url, "/ok") == {"id": "hermione"}
+
+
+async def test_a_peer_refusal_keeps_its_status_code_and_message(peer_url):
+    with pytest.raises(PeerRejected) as refused:
+        await call(peer_url, "/missing")
+    error = refused.value
+    assert (error.status_code, error.code, error.message) == (404, "thing_not_found", "No thing.")
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [("/broken", "answered 500: database on fire"), ("/not-an-envelope", "malformed answer")],
+)
+async def test_a_failing_peer_is_a_503_naming_it(peer_url, path, says):
+    with pytest.raises(PeerUnavailable) as failed:
+        await call(peer_url, path)
+    assert (failed.value.status_code, failed.value.code) == (503, "things_unavailable")
+    assert says in failed.value.message and "things service" in failed.value.message
+
+
+async def test_an_unreachable_or_slow_peer_fails_within_the_timeout(peer_url):
+    with pytest.raises(PeerUnavailable, match="unreachable"):
+        await call(f"http://127.0.0.1:{free_port()}", "/ok")
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(PeerUnavailable, match="did not answer in time"):
+        await call(peer_url, "/slow", timeout_s=0.3)
+    assert asyncio.get_running_loop().time() - started < 2
+
+
+async def test_a_lock_is_held_for_its_block_only(redis):
+    async with redis_lock(redis, "test:lock", expire_s=10, wait_s=0):
+        with pytest.raises(LockTimeout):
+            async with redis_lock(redis, "test:lock", expire_s=10, wait_s=0.2):
+                pass
+    async with redis_lock(redis, "test:lock", expire_s=10, wait_s=0):
+        assert await redis.exists("test:lock")
+    assert not await redis.exists("test:lock")
+
+
+async def test_a_waiter_gets_the_lock_when_the_holder_leaves(redis):
+    order = []
+
+    async def holder() -> None:
+        async with redis_lock(redis, "test:lock", expire_s=10, wait_s=0):
+            await asyncio.sleep(0.3)
+            order.append("holder done")
+
+    task = asyncio.create_task(holder())
+    await asyncio.sleep(0.05)
+    async with redis_lock(redis, "test:lock", expire_s=10, wait_s=5):
+        order.append("waiter in")
+    await task
+    assert order == ["holder done", "waiter in"]
+
+
+async def test_a_dead_holders_lock_expires(redis):
+    lock = redis.lock("test:lock", timeout=0.3)
+    assert await lock.acquire(blocking=False)  # and never released, as by a crashed replica
+    async with redis_lock(redis, "test:lock", expire_s=10, wait_s=2):
+        pass
+
+
+async def test_a_cached_value_is_computed_once_for_concurrent_callers():
+    calls = []
+
+    async def compute() -> tuple[int, float]:
+        calls.append(1)
+        await asyncio.sleep(0.05)
+        return len(calls), 60.0
+
+    cache = TtlCache(compute)
+    assert await asyncio.gather(*(cache.get() for _ in range(5))) == [1] * 5
+    assert len(calls) == 1
+
+
+async def test_a_keyed_cache_stays_within_its_size_and_expires_entries():
+    computed: list[str] = []
+    cache: KeyedTtlCache[str, str] = KeyedTtlCache(max_entries=2)
+
+    async def get(key: str, ttl_s: float = 60.0) -> str:
+        async def compute() -> tuple[str, float]:
+            computed.append(key)
+            return key.upper(), ttl_s
+
+        return await cache.get(key, compute)
+
+    assert [await get("a"), await get("b"), await get("a")] == ["A", "B", "A"]
+    await get("c")  # evicts b, the least recently used
+    await get("a")
+    await get("b")
+    assert computed == ["a", "b", "c", "b"]
+    await get("z", ttl_s=0)
+    await get("z", ttl_s=0)
+    assert computed[-2:] == ["z", "z"]  # expired at once: computed again
+
+
+def test_upstream_errors_carry_the_statuses_and_codes_of_the_envelope():
+    unavailable, timeout, failed = upstream_errors("llm", "The language model server")
+    assert [(e.status_code, e.code) for e in (unavailable, timeout, failed)] == [
+        (503, "llm_unavailable"),
+        (504, "llm_timeout"),
+        (502, "llm_error"),
+    ]
+    assert unavailable().message == "The language model server is unreachable."

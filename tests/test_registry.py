@@ -1,0 +1,39 @@
+"""The registry of apps (avatar_shared.registry) is the one list of them: the gateway's
+routes and default addresses (gateway/traefik/dynamic.yml, a Go template read by Traefik)
+must say what it says, and each service must serve its own paths only."""
+
+import re
+
+import pytest
+
+from avatar_devstack.stack import GATEWAY_CONFIG_DIR
+from avatar_shared.registry import APPS, SERVICES, load
+
+DYNAMIC = (GATEWAY_CONFIG_DIR / "dynamic.yml").read_text()
+
+
+def routed_prefixes() -> dict[str, set[str]]:
+    """Each router's name and the path prefixes its rule matches."""
+    routers = re.findall(r"^    ([\w-]+):\n      rule: \"(.*)\"$", DYNAMIC, re.M)
+    return {
+        name: {path.rstrip("/") or "/" for path in re.findall(r"`([^`]*)`", rule)}
+        for name, rule in routers
+    }
+
+
+def test_the_gateway_routes_each_app_its_prefixes_and_no_more():
+    assert routed_prefixes() == {spec.name: set(spec.prefixes) for spec in APPS}
+
+
+def test_the_gateway_default_addresses_are_the_registry_ports():
+    (pairs,) = re.findall(r"\$defaults := dict (.*?) \}\}", DYNAMIC)
+    defaults = dict(re.findall(r'"(\w+)" "(\d+)"', pairs))
+    assert defaults == {spec.env_prefix: str(spec.port) for spec in APPS}
+
+
+@pytest.mark.parametrize("spec", SERVICES, ids=lambda spec: spec.name)
+def test_each_service_serves_only_below_its_prefixes(spec, redis_url):
+    app = load(spec.factory)(load(spec.settings_class)(redis_url=redis_url))
+    paths = list(app.openapi()["paths"])
+    assert paths
+    assert [p for p in paths if not p.startswith(spec.prefixes)] == []
