@@ -132,6 +132,22 @@ async def test_a_cached_value_is_computed_once_for_concurrent_callers():
     assert len(calls) == 1
 
 
+async def test_concurrent_callers_share_one_failure_and_the_next_call_tries_again():
+    calls = []
+
+    async def compute() -> tuple[int, float]:
+        calls.append(1)
+        await asyncio.sleep(0.05)
+        if len(calls) == 1:
+            raise ConnectionError("the server is down")
+        return len(calls), 60.0
+
+    cache = TtlCache(compute)
+    results = await asyncio.gather(*(cache.get() for _ in range(5)), return_exceptions=True)
+    assert [type(r) for r in results] == [ConnectionError] * 5 and len(calls) == 1
+    assert await cache.get() == 2
+
+
 async def test_a_keyed_cache_stays_within_its_size_and_expires_entries():
     computed: list[str] = []
     cache: KeyedTtlCache[str, str] = KeyedTtlCache(max_entries=2)

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from avatar_edge.settings import EdgeSettings
 from avatar_shared.health import HEALTHY, UNHEALTHY, Status, bounded, probe_url
+from avatar_shared.peers import PeerClient, PeerError
 from avatar_shared.timestamps import utc_now
 
 # The upstream names API.md's health document always carries.
@@ -29,22 +30,16 @@ async def _redis_status(redis: Redis) -> Status:
     return HEALTHY
 
 
-async def _upstreams_of(client: httpx.AsyncClient, base_url: str) -> dict[str, Status]:
-    try:
-        response = await client.get(f"{base_url}/upstreamz")
-        response.raise_for_status()
-        return dict(response.json()["data"])
-    except (httpx.HTTPError, ValueError, KeyError, TypeError):
-        return {}
-
-
-async def _bounded_upstreams(
-    client: httpx.AsyncClient, base_url: str, timeout_s: float
+async def _upstreams_of(
+    client: httpx.AsyncClient, service: str, base_url: str, timeout_s: float
 ) -> dict[str, Status]:
+    """What the service reports of its upstreams; nothing when it cannot say in time, so
+    its upstreams count as unhealthy."""
     try:
-        return await asyncio.wait_for(_upstreams_of(client, base_url), timeout_s)
-    except TimeoutError:
-        return {}  # the service did not report: its upstreams count as unhealthy
+        async with asyncio.timeout(timeout_s):  # the whole exchange, not each read
+            return dict(await PeerClient(client, service, base_url).get("/upstreamz"))
+    except (PeerError, TimeoutError, ValueError, TypeError):
+        return {}
 
 
 async def check_everything(
@@ -53,7 +48,7 @@ async def check_everything(
     services = settings.service_urls()
     timeout = settings.health_timeout_s
     alive = [bounded(probe_url(client, f"{url}/healthz"), timeout) for url in services.values()]
-    upstreams = [_bounded_upstreams(client, url, timeout) for url in services.values()]
+    upstreams = [_upstreams_of(client, name, url, timeout) for name, url in services.items()]
     redis_status, *results = await asyncio.gather(
         bounded(_redis_status(redis), timeout), *alive, *upstreams
     )

@@ -1,7 +1,8 @@
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
+from avatar_edge.deps import HealthDep, OpenApiDep
 from avatar_edge.openapi_source import TITLE
 from avatar_shared.errors import error_response
 
@@ -14,13 +15,13 @@ async def root() -> str:
 
 
 @router.get("/api/health", summary="State of the backend, its services and upstreams")
-async def health(request: Request) -> JSONResponse:
-    return JSONResponse({"success": True, "data": await request.state.health.get()})
+async def health(health: HealthDep) -> JSONResponse:
+    return JSONResponse({"success": True, "data": await health.get()})
 
 
 @router.get("/api/openapi.json", summary="This document")
-async def openapi(request: Request) -> JSONResponse:
-    return JSONResponse(await request.state.openapi.get())
+async def openapi(document: OpenApiDep) -> JSONResponse:
+    return JSONResponse(await document.get())
 
 
 @router.get("/docs")

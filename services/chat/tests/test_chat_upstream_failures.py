@@ -2,6 +2,8 @@
 the chat service keeps serving afterwards."""
 
 import asyncio
+import contextlib
+import json
 import time
 
 import httpx
@@ -14,6 +16,7 @@ from avatar_characters.settings import CharactersSettings
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.stack import free_port
+from avatar_devstack.testing import with_lifespan_state
 from avatar_emulators.replies import ERROR_MIDSTREAM_MODEL
 from avatar_emulators.server import serve_in_thread
 
@@ -193,3 +196,51 @@ async def test_non_integer_usage_is_a_502_and_stores_nothing(app_client, redis_u
             response = await chat.post("/api/chat", json=ask("hi"))
     assert (response.status_code, response.json()["error"]["code"]) == (502, "llm_error")
     assert await redis.keys("chat:session*") == []
+
+
+async def call_and_leave_at_once(app: FastAPI, body: dict) -> None:
+    """An ASGI 2.4 server's view of a client that is gone before the response starts: its
+    first `send` raises OSError."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/chat",
+        "raw_path": b"/api/chat",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+    }
+    request = {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
+    messages = iter([request])
+
+    async def receive() -> dict:
+        return next(messages, {"type": "http.disconnect"})
+
+    async def send(message: dict) -> None:
+        raise OSError("the client is gone")
+
+    with contextlib.suppress(Exception):
+        await app(scope, receive, send)
+
+
+async def test_a_client_gone_before_the_first_byte_leaves_no_llm_slot_taken(
+    app_client, redis_url, backend
+):
+    """The events never run, so they cannot release anything; the slot and the admission
+    are context managers, which are released when the abandoned stream is finalized."""
+    settings = chat_settings(
+        redis_url, llm_max_in_flight=1, llm_queue_wait_s=0.5, **backend.settings
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app) as state:
+        await call_and_leave_at_once(with_lifespan_state(app, state), ask("hi", stream=True))
+        await asyncio.sleep(0.2)  # what the stream held is released in the background
+        transport = httpx.ASGITransport(app=with_lifespan_state(app, state))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as chat:
+            response = await chat.post("/api/chat", json=ask("and now?"))
+    assert response.status_code == 200, response.text  # not 503 llm_busy: the slot is free

@@ -4,7 +4,7 @@ A service calls `create_service_app` with its name, settings, router and upstrea
 gets a FastAPI app with JSON logs and request ids, the error envelope, the Redis pool and an
 HTTP client opened and closed in the lifespan, and the health probes.
 
-Lifespan state is typed: the lifespan yields `BaseState` (settings, redis, http) merged with
+Lifespan state is typed: the lifespan yields `BaseState` (redis, http) merged with
 what the service's own `state` factory yields (its TypedDict of resources, built from the base
 state). Starlette hands that dict to every request as `request.state`, where the service's
 `deps.py` reads it; nothing is kept on `app.state`.
@@ -35,7 +35,6 @@ INTERNAL_HTTP_TIMEOUT = httpx.Timeout(5.0, connect=1.0)
 class BaseState(TypedDict):
     """What every service's lifespan provides."""
 
-    settings: SharedSettings
     redis: Redis
     http: httpx.AsyncClient  # for peers and health probes; upstreams may have their own
 
@@ -72,7 +71,7 @@ def create_service_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         redis = open_redis(settings.redis_url, settings.redis_timeout_s)
         async with redis, open_http_client() as http:
-            base = BaseState(settings=settings, redis=redis, http=http)
+            base = BaseState(redis=redis, http=http)
             if state is None:
                 yield dict(base)
                 return

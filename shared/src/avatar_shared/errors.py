@@ -8,6 +8,7 @@ that envelope. No stack trace ever reaches a client: unhandled errors are logged
 """
 
 import logging
+import sys
 from typing import Any, NoReturn
 
 import httpx
@@ -99,12 +100,12 @@ def upstream_errors(
     answer, a broken-off or malformed one (502 `<prefix>_error`). `server` names it for
     people ("The speech server")."""
     name = prefix.capitalize()
+    module = sys._getframe(1).f_globals.get("__name__", __name__)  # the caller's, as namedtuple
 
     def error_class(base: type[AppError], suffix: str, kind: str, says: str) -> type:
-        attributes = {"code": f"{prefix}_{kind}", "message": f"{server} {says}."}
-        return type(
-            f"{name}{suffix}", (base,), {"__module__": "avatar_shared.errors", **attributes}
-        )
+        code, message = f"{prefix}_{kind}", f"{server} {says}."
+        attributes = {"code": code, "message": message, "__module__": module}
+        return type(f"{name}{suffix}", (base,), attributes)
 
     return (
         error_class(ServiceUnavailable, "Unavailable", "unavailable", "is unreachable"),

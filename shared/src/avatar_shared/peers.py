@@ -25,7 +25,8 @@ class PeerError(AppError):
 
 class PeerUnavailable(PeerError, ServiceUnavailable):
     def __init__(self, service: str, why: str) -> None:
-        super().__init__(service, f"The {service} service {why}.", code=f"{service}_unavailable")
+        message = f"The {service} service {why.rstrip('.')}."
+        super().__init__(service, message, code=f"{service}_unavailable")
 
 
 class PeerRejected(PeerError):

@@ -1,7 +1,7 @@
 """Values computed on demand and reused until they expire.
 
 - `TtlCache`: one value (the model list, the merged OpenAPI document); concurrent callers
-  wait for one computation instead of each starting their own.
+  share one computation, its value or its failure, instead of each starting their own.
 - `KeyedTtlCache`: a value per key (a character, a model's context window), at most
   `max_entries` of them, least recently used dropped first, so keys a client makes up cannot
   grow it without bound.
@@ -25,16 +25,27 @@ Compute = Callable[[], Awaitable[tuple[T, float]]]
 class TtlCache(Generic[T]):
     def __init__(self, compute: Compute[T]) -> None:
         self._compute = compute
-        self._lock = asyncio.Lock()
         self._expires = float("-inf")
         self._value: T
+        self._computing: asyncio.Task[T] | None = None
 
     async def get(self) -> T:
-        async with self._lock:
-            if time.monotonic() >= self._expires:
-                self._value, ttl_s = await self._compute()
-                self._expires = time.monotonic() + ttl_s
+        if time.monotonic() < self._expires:
             return self._value
+        if self._computing is None:
+            self._computing = asyncio.create_task(self._refresh())
+            # A failure no caller is left to await must not be reported as unretrieved.
+            self._computing.add_done_callback(lambda task: task.cancelled() or task.exception())
+        # Shielded: a caller that gives up does not cancel the others' computation.
+        return await asyncio.shield(self._computing)
+
+    async def _refresh(self) -> T:
+        try:
+            value, ttl_s = await self._compute()
+            self._value, self._expires = value, time.monotonic() + ttl_s
+            return value
+        finally:
+            self._computing = None
 
 
 class KeyedTtlCache(Generic[K, T]):

@@ -33,7 +33,7 @@ class CharacterFields(BaseModel):
     sample_dialogue: str = Field("", max_length=4000)
     image_url: str | None = Field(None, max_length=2000)
     # Kept from an imported Character Card (its scenario and first message). Not in API.md:
-    # a PUT that leaves them out keeps their values (see Characters.replace).
+    # a PUT that leaves them out keeps their values (see CharacterService.replace).
     scenario: str = Field("", max_length=4000)
     first_message: str = Field("", max_length=4000)
 

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from avatar_chat.context.persona import build_system_prompt
-from avatar_chat.context.planner import ContextPlanner, with_summary
+from avatar_chat.context.planner import Context, ContextPlanner, with_summary
 from avatar_chat.context.summaries import SummaryStore
 from avatar_chat.context.tokens import TokenEstimator
 from avatar_chat.limits.admission import Admission
@@ -63,8 +63,8 @@ class ChatService:
         )
         self.gate = LlmGate(settings.llm_max_in_flight, settings.llm_queue_wait_s)
         self.windows = ContextWindows(llm, settings.llm_context_tokens, settings.models_cache_s)
-        summaries = SummaryStore(redis, settings.session_ttl_s, settings.summary_timeout_s + 5)
-        self.context = ContextPlanner(llm, self.gate, summaries, settings)
+        self.summaries = SummaryStore(redis, settings.session_ttl_s, settings.summary_timeout_s + 5)
+        self.context = ContextPlanner(llm, self.gate, self.summaries, settings)
         self.catalog = ModelCatalog(llm, settings.default_model, settings.models_cache_s)
 
     async def reply(self, body: ChatRequest, caller: Caller) -> ChatReply:
@@ -114,7 +114,8 @@ class ChatService:
             context_tokens=await self.windows.tokens(model),
         )
         check_room(request, TokenEstimator(state.calibration(model)))
-        return Turn(body, session_id, is_new, voice_id, request), state
+        turn = Turn(body, session_id, is_new, voice_id, request, Context.as_sent(request.messages))
+        return turn, state
 
     async def _persona(self, body: ChatRequest) -> tuple[str, str | None]:
         """The persona to play and the voice to speak it with."""
@@ -146,7 +147,7 @@ class ChatService:
             except BaseException:
                 if turn.is_new:
                     with suppress(RedisError):  # else they expire by themselves
-                        await self.context.store.forget(turn.session_id)
+                        await self.summaries.forget(turn.session_id)
                 raise
 
     async def _finish(self, turn: Turn, reply: LlmReply, user_id: str, speak: bool) -> ChatReply:
@@ -156,7 +157,6 @@ class ChatService:
             audio_url, tts_error = await self.voice.speak(
                 turn.body, turn.voice_id, reply.content, user_id
             )
-        assert turn.context is not None  # fitted when admitted
         return ChatReply(
             content=reply.content,
             usage=Usage(

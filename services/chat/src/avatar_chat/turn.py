@@ -25,8 +25,8 @@ class Turn:
     session_id: str
     is_new: bool  # no session_id was sent: this turn starts the session
     voice_id: str | None
-    llm_request: LlmRequest  # what the LLM gets, once the context fits the window
-    context: Context | None = None
+    llm_request: LlmRequest  # what the LLM gets
+    context: Context  # how the conversation was fitted into the window (at first: as sent)
 
     def record(self, reply: LlmReply) -> TurnRecord:
         """The finished turn, as the session stores it."""
@@ -39,7 +39,7 @@ class Turn:
             model=self.llm_request.model,
             prompt_tokens=reply.prompt_tokens,
             completion_tokens=reply.completion_tokens,
-            summary_covered=self.context.covered if self.context else 0,
+            summary_covered=self.context.covered,
             calibration=learn_calibration(messages, reply.prompt_tokens),
         )
 

@@ -1,4 +1,5 @@
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response, StreamingResponse
@@ -39,9 +40,10 @@ async def stream_audio(audio: AsyncIterator[bytes], media_type: str) -> Streamin
     first = await anext(audio)
 
     async def rest() -> AsyncIterator[bytes]:
-        yield first
-        async for chunk in audio:
-            yield chunk
+        async with aclosing(audio):  # a client that leaves ends the synthesis too
+            yield first
+            async for chunk in audio:
+                yield chunk
 
     return StreamingResponse(rest(), media_type=media_type)
 

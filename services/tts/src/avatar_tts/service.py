@@ -4,7 +4,7 @@ is kept within its limits by `retention`."""
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, aclosing
 from pathlib import Path
 
 import httpx
@@ -73,8 +73,9 @@ class SpeechService:
         async def stream() -> AsyncIterator[bytes]:
             async with making:  # released when the stream ends, however it ends
                 result: list[StoredAudio] = []
-                async for chunk in self._produce(key, user_id, job, engine, result):
-                    yield chunk
+                async with aclosing(self._produce(key, user_id, job, engine, result)) as audio:
+                    async for chunk in audio:
+                        yield chunk
                 await self._file_for(user_id, key, result[0], job.voice.id, False, None)
 
         return stream()
@@ -104,8 +105,9 @@ class SpeechService:
                 if (cached := await self.store.cached(key)) is not None:
                     return cached, False  # the previous holder made it while we waited
                 result: list[StoredAudio] = []
-                async for _ in self._produce(key, user_id, job, engine, result):
-                    pass
+                async with aclosing(self._produce(key, user_id, job, engine, result)) as audio:
+                    async for _ in audio:
+                        pass
                 return result[0], True
         except LockTimeout as exc:
             raise TtsTimeout("Another request is still making this speech; try again.") from exc
@@ -161,7 +163,8 @@ class SpeechService:
             return await self.folder.own_copy(audio, user_id, file_id)
         if audio.path.parent == self.folder.of(user_id):
             return audio.path
-        known = await self.store.users_file_id(user_id, key)
-        name = f"{known}.{audio.media_type}" if known else ""
-        existing = await asyncio.to_thread(self.folder.existing, user_id, name) if known else None
-        return existing or await self.folder.own_copy(audio, user_id, None)
+        if known := await self.store.users_file_id(user_id, key):
+            name = f"{known}.{audio.media_type}"
+            if existing := await asyncio.to_thread(self.folder.existing, user_id, name):
+                return existing
+        return await self.folder.own_copy(audio, user_id, None)

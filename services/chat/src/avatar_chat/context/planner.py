@@ -56,6 +56,11 @@ class Context:
     truncated: bool  # turns were dropped because they did not fit
     covered: int  # turns folded into the summary used (0: none)
 
+    @classmethod
+    def as_sent(cls, messages: list[Message]) -> "Context":
+        """The conversation whole, as the client sent it: no summary, nothing dropped."""
+        return cls(messages, summarized=False, truncated=False, covered=0)
+
 
 def with_summary(system: str, summary: Summary | None) -> Message:
     if summary is None:
@@ -84,7 +89,7 @@ class ContextPlanner:
         window = request.context_tokens
         trigger = int(window * self.settings.summary_trigger_ratio) - request.max_tokens
         if estimate.messages([with_summary(system, None), *turns]) < trigger:
-            return Context([with_summary(system, None), *turns], False, False, 0)
+            return Context.as_sent([with_summary(system, None), *turns])
         digests, aged = prefix_digests(turns), self._aged(turns)
         summary = best_match(state.summaries, digests, aged)  # from the cache, if one matches
         start = summary.covered if summary else 0

@@ -52,14 +52,14 @@ class LlmClient(ABC):
 
     async def _post_json(self, url: str, payload: dict[str, Any], model: str) -> dict[str, Any]:
         """One whole request/response exchange, bounded by the total timeout."""
-        with upstream_errors():
+        with llm_failures():
             async with asyncio.timeout(self.settings.llm_total_timeout_s):
                 response = await self.http.post(url, json=payload, headers=self._headers())
         await check_status(response, model)
         return _json_object(response)
 
     async def _get_json(self, url: str) -> dict[str, Any]:
-        with upstream_errors():
+        with llm_failures():
             async with asyncio.timeout(self.settings.llm_total_timeout_s):
                 response = await self.http.get(url, headers=self._headers())
         await check_status(response, None)
@@ -79,7 +79,7 @@ class LlmClient(ABC):
         asyncio.timeout cannot span the yields of a generator); each wait is bounded by the
         read timeout. Closing the generator closes the upstream request."""
         deadline = asyncio.get_running_loop().time() + self.settings.llm_total_timeout_s
-        with upstream_errors():
+        with llm_failures():
             async with self.http.stream(
                 "POST", url, json=payload, headers=self._headers()
             ) as response:
@@ -99,7 +99,7 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
 
 
 @contextmanager
-def upstream_errors() -> Iterator[None]:
+def llm_failures() -> Iterator[None]:
     """Unreachable -> 503, too slow -> 504, broken off mid-answer -> 502."""
     try:
         yield

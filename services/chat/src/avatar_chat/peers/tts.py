@@ -23,7 +23,7 @@ def new_file_id() -> str:
 def failure_text(exc: PeerError) -> str:
     """Why there is no speech, for a reply's `tts_error`."""
     if isinstance(exc, PeerRejected):
-        return f"The tts service refused the request: {exc.message}"
+        return f"The tts service answered {exc.status_code}: {exc.message}"
     return exc.message
 
 
