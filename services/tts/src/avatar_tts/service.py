@@ -22,6 +22,8 @@ from avatar_tts.settings import TtsSettings
 from avatar_tts.store import SpeechStore, cache_key
 from avatar_tts.voices import VoicesFile
 
+WAIT_POLL_S = 0.05  # how often a request waiting for another's speech looks in the cache
+
 
 class SpeechService:
     def __init__(
@@ -98,19 +100,32 @@ class SpeechService:
     async def _synthesize_once(
         self, key: str, user_id: str, job: Synthesis, engine: SpeechEngine
     ) -> tuple[StoredAudio, bool]:
-        """Single flight across replicas: one holder synthesizes, the others wait for it.
-        Also says whether this call made the audio (else it came from the cache)."""
-        try:
-            async with self.store.making(key, wait_s=self.wait_s):
-                if (cached := await self.store.cached(key)) is not None:
-                    return cached, False  # the previous holder made it while we waited
-                result: list[StoredAudio] = []
-                async with aclosing(self._produce(key, user_id, job, engine, result)) as audio:
-                    async for _ in audio:
-                        pass
-                return result[0], True
-        except LockTimeout as exc:
-            raise TtsTimeout("Another request is still making this speech; try again.") from exc
+        """Single flight across replicas: one holder synthesizes; the others watch the cache
+        and take its result as soon as it lands there. Also says whether this call made the
+        audio (else it came from the cache)."""
+        deadline = asyncio.get_running_loop().time() + self.wait_s
+        while True:
+            try:
+                async with self.store.making(key, wait_s=0):
+                    return await self._make_unless_cached(key, user_id, job, engine)
+            except LockTimeout:
+                pass  # another request is making it
+            if (cached := await self.store.cached(key)) is not None:
+                return cached, False
+            if asyncio.get_running_loop().time() > deadline:
+                raise TtsTimeout("Another request is still making this speech; try again.")
+            await asyncio.sleep(WAIT_POLL_S)
+
+    async def _make_unless_cached(
+        self, key: str, user_id: str, job: Synthesis, engine: SpeechEngine
+    ) -> tuple[StoredAudio, bool]:
+        if (cached := await self.store.cached(key)) is not None:
+            return cached, False  # the previous holder finished just before our turn
+        result: list[StoredAudio] = []
+        async with aclosing(self._produce(key, user_id, job, engine, result)) as audio:
+            async for _ in audio:
+                pass
+        return result[0], True
 
     async def _produce(
         self,
