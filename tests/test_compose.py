@@ -33,6 +33,6 @@ def test_every_app_is_built_from_its_own_package(compose, spec):
 
 def test_the_gateway_balances_every_app_and_apps_find_every_service(compose):
     gateway_env = compose["services"]["gateway"]["environment"]
-    assert {f"{spec.env_prefix}_URLS" for spec in APPS} <= set(gateway_env)
+    assert {f"{spec.name.upper()}_URLS" for spec in APPS} <= set(gateway_env)
     app_env = compose["services"]["chat"]["environment"]
-    assert {f"{spec.env_prefix}_URL" for spec in SERVICES} <= set(app_env)
+    assert {f"{spec.name.upper()}_URL" for spec in SERVICES} <= set(app_env)

@@ -28,7 +28,7 @@ def test_the_gateway_routes_each_app_its_prefixes_and_no_more():
 def test_the_gateway_default_addresses_are_the_registry_ports():
     (pairs,) = re.findall(r"\$defaults := dict (.*?) \}\}", DYNAMIC)
     defaults = dict(re.findall(r'"(\w+)" "(\d+)"', pairs))
-    assert defaults == {spec.env_prefix: str(spec.port) for spec in APPS}
+    assert defaults == {spec.name.upper(): str(spec.port) for spec in APPS}
 
 
 @pytest.mark.parametrize("spec", SERVICES, ids=lambda spec: spec.name)

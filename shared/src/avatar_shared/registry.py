@@ -27,10 +27,6 @@ class AppSpec:
         """uvicorn's `--factory` argument."""
         return f"{self.package}.app:create_app"
 
-    @property
-    def env_prefix(self) -> str:
-        return self.name.upper()
-
 
 def _service(
     name: str, settings: str, port: int, prefixes: tuple[str, ...], description: str
@@ -82,8 +78,6 @@ EDGE = AppSpec(
 )
 # In start order: the edge last, as it reads the others.
 APPS: tuple[AppSpec, ...] = (*SERVICES, EDGE)
-
-
 APPS_BY_NAME = {spec.name: spec for spec in APPS}
 
 
