@@ -11,6 +11,12 @@ install:
 		python3 -m pip install --quiet --target .tools uv; \
 	fi
 	$(UV) sync --frozen
+	@# The demo OpenID provider (make demo, the sign-in tests) runs on Node; make run needs none.
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tools/oidc-provider --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "node/npm not found: make run works, but make demo's sign-in and make test need Node 20+"; \
+	fi
 
 run:
 	$(UV) run --frozen python -m avatar_devstack

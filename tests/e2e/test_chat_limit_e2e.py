@@ -90,6 +90,12 @@ async def new_session(client: httpx.AsyncClient, request_id: str | None = None):
     return await client.post("/api/chat", json=NEW, headers=headers)
 
 
+def owner_of(response: httpx.Response) -> dict[str, str]:
+    """Requests sent together without a cookie are each a visitor of their own: a session is
+    its owner's, the one holding the anonymous cookie that its first response set."""
+    return {"Cookie": f"anon_id={response.cookies['anon_id']}"}
+
+
 def assert_too_many_users(response: httpx.Response) -> None:
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "too_many_users"
@@ -121,7 +127,9 @@ async def test_a_burst_admits_exactly_the_limit_across_two_replicas(limited, cli
 
     # An admitted session keeps working; a new one is still refused.
     session_id = admitted[0].json()["data"]["session_id"]
-    again = await client.post("/api/chat", json={**NEW, "session_id": session_id})
+    again = await client.post(
+        "/api/chat", json={**NEW, "session_id": session_id}, headers=owner_of(admitted[0])
+    )
     assert again.status_code == 200, again.text
     assert again.json()["data"]["session_id"] == session_id
     assert_too_many_users(await new_session(client))
@@ -133,7 +141,7 @@ async def test_a_released_or_idle_place_goes_to_a_new_session(client):
     assert_too_many_users(await new_session(client))
 
     released = responses[0].json()["data"]["session_id"]
-    deleted = await client.delete(f"/api/chat/sessions/{released}")
+    deleted = await client.delete(f"/api/chat/sessions/{released}", headers=owner_of(responses[0]))
     assert deleted.status_code == 200, deleted.text
     replacement = await new_session(client)
     assert replacement.status_code == 200, replacement.text

@@ -1,6 +1,6 @@
 """Characters service fixtures: the app over a real Redis, with the caller's identity taken
-from an `X-Test-User` header through the shared identity dependency (the auth service will
-put a verified JWT there)."""
+from an `X-Test-User` header in place of the shared identity dependency (real tokens and
+anonymous cookies are tested end to end, tests/e2e/test_identity.py)."""
 
 import shutil
 from collections.abc import AsyncIterator
@@ -8,13 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import Request
 
 from avatar_characters.app import create_app
 from avatar_characters.presets import SHIPPED_PRESETS
 from avatar_characters.settings import CharactersSettings
 from avatar_devstack.stack import free_port
-from avatar_shared.identity import current_user_id
+from avatar_devstack.testing import as_user, identity_from_test_header  # noqa: F401 (re-exported)
+from avatar_shared.identity import current_identity
 
 
 @pytest.fixture
@@ -33,13 +33,6 @@ async def characters(app_client, redis_url, presets_file) -> AsyncIterator[httpx
     )
     app = create_app(settings)
 
-    async def user_from_header(request: Request) -> str:
-        return request.headers.get("X-Test-User", "anonymous")
-
-    app.dependency_overrides[current_user_id] = user_from_header
+    app.dependency_overrides[current_identity] = identity_from_test_header
     async with app_client(app) as client:
         yield client
-
-
-def as_user(name: str) -> dict[str, str]:
-    return {"X-Test-User": name}

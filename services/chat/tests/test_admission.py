@@ -2,12 +2,11 @@
 
 import asyncio
 
-from fastapi import Request
-
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.stack import free_port
-from avatar_shared.identity import current_user_id
+from avatar_devstack.testing import identity_from_test_header
+from avatar_shared.identity import current_identity
 
 from .conftest import emulated_llm
 from .test_chat_routes import ask
@@ -103,10 +102,7 @@ async def test_each_user_has_a_request_rate(app_client, redis_url, backend):
     settings = limited(redis_url, backend, 20).model_copy(update={"chat_rate_per_min": 3})
     app = create_app(settings)
 
-    async def user_from_header(request: Request) -> str:
-        return request.headers.get("X-Test-User", "anonymous")
-
-    app.dependency_overrides[current_user_id] = user_from_header
+    app.dependency_overrides[current_identity] = identity_from_test_header
     alice, bob = {"X-Test-User": "alice"}, {"X-Test-User": "bob"}
     async with app_client(app) as chat:
         invalid = [

@@ -4,12 +4,12 @@ import json
 import uuid
 
 import pytest
-from fastapi import Request
 
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
+from avatar_devstack.testing import identity_from_test_header
 from avatar_emulators.replies import count_prompt_tokens, count_tokens
-from avatar_shared.identity import current_user_id
+from avatar_shared.identity import current_identity
 
 PERSONA = "밝고 명랑한 10대 소녀 캐릭터. 반말을 사용하며 귀엽게 말함."
 SCENARIO = {
@@ -160,10 +160,7 @@ async def read_events(response) -> list[tuple[str, dict]]:
 async def test_another_users_session_is_404_over_http(app_client, redis_url, backend):
     app = create_app(ChatSettings(redis_url=redis_url, **backend.settings))
 
-    async def user_from_header(request: Request) -> str:
-        return request.headers.get("X-Test-User", "anonymous")
-
-    app.dependency_overrides[current_user_id] = user_from_header
+    app.dependency_overrides[current_identity] = identity_from_test_header
     alice, bob = {"X-Test-User": "alice"}, {"X-Test-User": "bob"}
     async with app_client(app) as chat:
         session_id = (await chat.post("/api/chat", json=ask("hi"), headers=alice)).json()["data"][

@@ -39,12 +39,20 @@ async def tts(tts_url) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+def same_browser(chat: httpx.AsyncClient) -> dict[str, str]:
+    """The anonymous cookie the chat service gave this client, for its calls to tts."""
+    return {"Cookie": f"anon_id={chat.cookies['anon_id']}"}
+
+
 async def test_realtime_speech_comes_with_the_reply(chat, tts):
     data = (await chat.post("/api/chat", json=ask("안녕", tts_mode="realtime"))).json()["data"]
-    assert data["audio_url"].startswith("/mnt/user_assets/anonymous/audio/")
+    owner = chat.cookies["anon_id"].split(".")[0]
+    assert data["audio_url"].startswith(f"/mnt/user_assets/{owner}/audio/")
     assert data["tts_error"] is None
-    audio = await tts.get(data["audio_url"])
+    audio = await tts.get(data["audio_url"], headers=same_browser(chat))
     assert audio.status_code == 200 and audio.content[:4] == b"RIFF"
+    # Another browser (no cookie: a fresh anonymous id) is not served it.
+    assert (await tts.get(data["audio_url"])).status_code == 404
 
 
 @pytest.mark.parametrize("extra", [{"tts_mode": "on_click"}, {"tts_enabled": False}])
@@ -57,12 +65,13 @@ async def test_delayed_speech_appears_at_its_url_later(chat, tts):
     body = ask("안녕", tts_mode="delayed", tts_delay_ms=500)
     data = (await chat.post("/api/chat", json=body)).json()["data"]
     assert data["audio_url"].endswith(".wav")
-    assert (await tts.get(data["audio_url"])).status_code == 404  # not yet
+    mine = same_browser(chat)
+    assert (await tts.get(data["audio_url"], headers=mine)).status_code == 404  # not yet
     for _ in range(40):
         await asyncio.sleep(0.1)
-        if (await tts.get(data["audio_url"])).status_code == 200:
+        if (await tts.get(data["audio_url"], headers=mine)).status_code == 200:
             break
-    assert (await tts.get(data["audio_url"])).content[:4] == b"RIFF"
+    assert (await tts.get(data["audio_url"], headers=mine)).content[:4] == b"RIFF"
 
 
 async def test_a_speech_failure_never_fails_the_chat(app_client, redis_url, backend):
@@ -89,7 +98,9 @@ async def test_a_streamed_reply_is_spoken_sentence_by_sentence(chat, tts):
     assert done["audio_urls"] == [a["audio_url"] for a in audio]
     assert done["audio_url"] is None
     for event in audio:
-        assert (await tts.get(event["audio_url"])).content[:4] == b"RIFF"
+        assert (await tts.get(event["audio_url"], headers=same_browser(chat))).content[
+            :4
+        ] == b"RIFF"
 
 
 async def test_sentence_speech_failures_do_not_break_the_stream(app_client, redis_url, backend):

@@ -97,7 +97,9 @@ async def test_a_failed_summary_drops_old_turns_and_is_retried_next_time(app_cli
             talk = Conversation(chat, backend.recorder)
             for i in range(20):  # summaries are due from turn 12 on, and all fail
                 await talk.say(user_line(i))
+            browser_cookies = chat.cookies  # the same user comes back to the restarted service
         async with app_client(create_app(settings_for(redis_url, backend))) as chat:
+            chat.cookies.update(browser_cookies)
             talk.chat = chat
             recovered = await talk.say(user_line(20))
 

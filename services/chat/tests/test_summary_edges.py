@@ -6,6 +6,7 @@ import asyncio
 import pytest
 
 from avatar_chat.app import create_app
+from avatar_devstack.testing import returning_visitor
 from avatar_emulators.replies import count_prompt_tokens
 
 from .conftest import emulated_llm
@@ -37,6 +38,7 @@ async def test_a_streamed_reply_reports_its_summary_in_the_done_event(app_client
 async def test_two_requests_of_one_session_at_once_summarize_once(app_client, redis_url):
     with emulated_llm("ollama", first_token_latency_s=0.2) as backend:
         async with app_client(create_app(settings_for(redis_url, backend))) as chat:
+            returning_visitor(chat)  # both requests come from one known browser
             talk = Conversation(chat, backend.recorder)
             long_history(talk, 20)
             first, second = await asyncio.gather(

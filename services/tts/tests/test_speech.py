@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import mutagen
 import pytest
-from fastapi import Request
 
 from avatar_devstack.stack import free_port
+from avatar_devstack.testing import identity_from_test_header
 from avatar_emulators import gpt_sovits
 from avatar_emulators.server import serve_in_thread
-from avatar_shared.identity import current_user_id
+from avatar_shared.identity import current_identity
 from avatar_tts.app import create_app
 from avatar_tts.settings import TtsSettings
 
@@ -34,10 +34,7 @@ def make_app(redis_url: str, assets: Path, tts_base_url: str):
         TtsSettings(redis_url=redis_url, assets_dir=str(assets), tts_base_url=tts_base_url)
     )
 
-    async def user_from_header(request: Request) -> str:
-        return request.headers.get("X-Test-User", "anonymous")
-
-    app.dependency_overrides[current_user_id] = user_from_header
+    app.dependency_overrides[current_identity] = identity_from_test_header
     return app
 
 

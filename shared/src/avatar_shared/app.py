@@ -12,7 +12,8 @@ state). Starlette hands that dict to every request as `request.state`, where the
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, TypedDict
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any, NotRequired, TypedDict
 
 import httpx
 from fastapi import APIRouter, FastAPI
@@ -21,10 +22,12 @@ from redis.asyncio import Redis
 from avatar_shared.body_limit import BodySizeLimitMiddleware
 from avatar_shared.errors import install_error_handlers
 from avatar_shared.health import UpstreamCheck, health_router
+from avatar_shared.identity import IdentityCookieMiddleware, IdentityResolver
 from avatar_shared.logs import RequestContextMiddleware, configure_logging
 from avatar_shared.redis_pool import open_redis
 from avatar_shared.registry import APPS_BY_NAME
-from avatar_shared.settings import SharedSettings
+from avatar_shared.settings import ServiceSettings, SharedSettings
+from avatar_shared.tokens import RemoteJwks, TokenVerifier
 
 # Health probes and internal calls must fail fast rather than hold a request open. The edge
 # bounds its call to /upstreamz by HEALTH_TIMEOUT_S (1.5 s by default): this stays below it.
@@ -37,6 +40,8 @@ class BaseState(TypedDict):
 
     redis: Redis
     http: httpx.AsyncClient  # for peers and health probes; upstreams may have their own
+    # Who is calling (services only, not the edge); verifies with auth's published keys.
+    identity: NotRequired[IdentityResolver]
 
 
 # A service's own resources: an async generator that opens them from the base state, yields
@@ -45,8 +50,21 @@ ServiceState = Callable[[BaseState], AsyncIterator[Mapping[str, Any]]]
 
 
 def open_http_client(timeout: httpx.Timeout = INTERNAL_HTTP_TIMEOUT) -> httpx.AsyncClient:
-    """One pooled client per process; `trust_env=False` keeps proxy variables out of loopback."""
-    return httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False)
+    """One pooled client per process; `trust_env=False` keeps proxy variables out of loopback.
+    It keeps no cookies: a client shared by every request must never carry one caller's
+    cookie into another caller's call (credentials go per call, see PeerClient.post)."""
+    no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    return httpx.AsyncClient(
+        timeout=timeout, trust_env=False, follow_redirects=False, cookies=no_cookies
+    )
+
+
+def remote_identity(
+    settings: ServiceSettings, redis: Redis, http: httpx.AsyncClient
+) -> IdentityResolver:
+    keys = RemoteJwks(http, settings.auth_url, settings.jwks_refresh_floor_s)
+    verifier = TokenVerifier(keys, settings.token_issuer, settings.token_audience)
+    return IdentityResolver(settings, verifier, redis)
 
 
 def create_service_app(
@@ -72,6 +90,8 @@ def create_service_app(
         redis = open_redis(settings.redis_url, settings.redis_timeout_s)
         async with redis, open_http_client() as http:
             base = BaseState(redis=redis, http=http)
+            if isinstance(settings, ServiceSettings):
+                base["identity"] = remote_identity(settings, redis, http)
             if state is None:
                 yield dict(base)
                 return
@@ -88,6 +108,7 @@ def create_service_app(
     )
     if streams_responses:
         app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(IdentityCookieMiddleware)
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(health_router(service, upstream_checks or {}, HEALTH_TIMEOUT_S))

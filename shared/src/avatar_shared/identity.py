@@ -1,25 +1,214 @@
 """The one identity dependency: who is calling.
 
-Every service resolves the caller through `current_user_id` (route signatures use the
-`UserId` alias). Until the auth service exists every caller is "anonymous"; JWT verification
-(cookie `access_token` or `Authorization: Bearer`) plugs in here and nowhere else. Headers a
-client could set freely (X-User-Id and the like) are never trusted.
+Every service resolves the caller through `current_identity` (route signatures use the
+`UserId` or `CallerIdentity` aliases); nothing else reads credentials.
+
+- A signed-in caller carries an access token (`Authorization: Bearer`, else the `access_token`
+  cookie), an RS256 JWT of the auth service (see tokens.py). A token that is invalid, expired,
+  revoked, for another audience or issuer, or signed by an unknown key is 401: never silently
+  anonymous. Revocation costs one Redis EXISTS per signed-in request (none for anonymous
+  ones): logout must hold on every replica at once, which a local cache would delay.
+- Everyone else is an anonymous user of their own: an id minted by the first service they
+  call, signed with HMAC-SHA256 under ANON_ID_SECRET and kept in the HttpOnly `anon_id`
+  cookie. Any service checks it locally (no call to auth per request). A missing or
+  tampered cookie gets a fresh id: an anonymous id grants nothing but its own data.
+- A client-settable header (X-User-Id and the like) is never trusted.
+- Writes (unsafe methods) that carry our cookies from a foreign `Origin` are refused (403):
+  form and multipart posts need no CORS preflight, so CORS alone would not stop them.
 """
 
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
 from typing import Annotated
 
 from fastapi import Depends, Request
+from redis.asyncio import Redis
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from avatar_shared.errors import Forbidden, ServiceUnavailable, Unauthorized
 from avatar_shared.logs import user_id_var
+from avatar_shared.settings import ServiceSettings
+from avatar_shared.tokens import KeysUnavailable, TokenInvalid, TokenVerifier, revoked_key
 
-ANONYMOUS = "anonymous"
+ACCESS_COOKIE = "access_token"
+ANON_COOKIE = "anon_id"
+ANON_PREFIX = "anon-"
+ANON_COOKIE_MAX_AGE_S = 365 * 24 * 3600
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_SET_COOKIES = "identity_set_cookies"  # request-state key read by IdentityCookieMiddleware
 
 
-async def current_user_id(request: Request) -> str:
-    user_id = ANONYMOUS
-    request.state.user_id = user_id
-    user_id_var.set(user_id)
-    return user_id
+class InvalidToken(Unauthorized):
+    code, message = "invalid_token", "The access token is invalid or expired; sign in again."
+
+
+class TokenRevoked(Unauthorized):
+    code, message = "token_revoked", "This access token was signed out; sign in again."
+
+
+class LoginRequired(Unauthorized):
+    code, message = "login_required", "Sign in to do this."
+
+
+class CrossOriginRefused(Forbidden):
+    code, message = "cross_origin_refused", "Writes from another site's page are not accepted."
+
+
+class AuthUnavailable(ServiceUnavailable):
+    code, message = "auth_unavailable", "The auth service is unreachable; try again shortly."
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: str
+    signed_in: bool
+    # How a service calls a peer on this caller's behalf (the peer verifies it again).
+    forward_headers: dict[str, str] = field(default_factory=dict)
+    new_anonymous: bool = False  # minted by this request: no cookie came in
+
+
+def cookie_header(name: str, value: str, max_age: int, secure: bool) -> str:
+    """A Set-Cookie value: HttpOnly, SameSite=Lax, Path=/ (max_age 0 deletes it)."""
+    cookie: SimpleCookie = SimpleCookie()
+    cookie[name] = value
+    morsel = cookie[name]
+    morsel.update({"path": "/", "max-age": str(max_age), "httponly": True, "samesite": "Lax"})
+    morsel["secure"] = secure
+    return morsel.OutputString()
+
+
+class AnonymousIds:
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+
+    def _signature(self, anon_id: str) -> str:
+        digest = hmac.new(self.secret, anon_id.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def mint(self) -> tuple[str, str]:
+        """A new anonymous id and its cookie value."""
+        anon_id = ANON_PREFIX + secrets.token_urlsafe(16)
+        return anon_id, f"{anon_id}.{self._signature(anon_id)}"
+
+    def verify(self, cookie_value: str) -> str | None:
+        anon_id, _, signature = cookie_value.partition(".")
+        if not anon_id.startswith(ANON_PREFIX):
+            return None
+        return anon_id if hmac.compare_digest(signature, self._signature(anon_id)) else None
+
+
+class IdentityResolver:
+    def __init__(self, settings: ServiceSettings, verifier: TokenVerifier, redis: Redis) -> None:
+        self.verifier, self.redis = verifier, redis
+        self.anonymous = AnonymousIds(settings.anon_id_secret.get_secret_value().encode())
+        self.allowed_origins = settings.allowed_origins
+        self.secure = settings.secure_cookies
+        self.auth_required = settings.auth_required
+
+    async def resolve(self, request: Request) -> Identity:
+        writes = request.method not in SAFE_METHODS
+        if writes:
+            self.check_origin(request)
+        token = self.token_of(request)
+        if token is not None:
+            return await self._signed_in(request, token)
+        if writes and self.auth_required:
+            raise LoginRequired()
+        return self._anonymous(request)
+
+    def check_origin(self, request: Request) -> None:
+        origin = request.headers.get("origin")
+        has_ours = ACCESS_COOKIE in request.cookies or ANON_COOKIE in request.cookies
+        if has_ours and origin is not None and origin.rstrip("/") not in self.allowed_origins:
+            raise CrossOriginRefused()
+
+    @staticmethod
+    def token_of(request: Request) -> str | None:
+        authorization = request.headers.get("authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise InvalidToken("Authorization must be 'Bearer <access token>'.")
+            return token.strip()
+        return request.cookies.get(ACCESS_COOKIE)
+
+    async def _signed_in(self, request: Request, token: str) -> Identity:
+        try:
+            claims = await self.verifier.verify(token)
+        except KeysUnavailable as exc:
+            raise AuthUnavailable() from exc
+        except TokenInvalid as exc:
+            self._drop_stale_cookie(request, token)
+            raise InvalidToken() from exc
+        if await self.redis.exists(revoked_key(claims.jti)):
+            self._drop_stale_cookie(request, token)
+            raise TokenRevoked()
+        return Identity(claims.sub, True, {"Authorization": f"Bearer {token}"})
+
+    def _drop_stale_cookie(self, request: Request, token: str) -> None:
+        """A browser whose cookie went bad gets it deleted with the 401, so its next request
+        proceeds as anonymous rather than failing until someone clears cookies."""
+        if request.cookies.get(ACCESS_COOKIE) == token:
+            set_cookie(request, cookie_header(ACCESS_COOKIE, "", 0, self.secure))
+
+    def _anonymous(self, request: Request) -> Identity:
+        cookie = request.cookies.get(ANON_COOKIE)
+        anon_id = self.anonymous.verify(cookie) if cookie else None
+        if anon_id is not None:
+            return Identity(anon_id, False, {"Cookie": f"{ANON_COOKIE}={cookie}"})
+        anon_id, cookie = self.anonymous.mint()
+        set_cookie(request, cookie_header(ANON_COOKIE, cookie, ANON_COOKIE_MAX_AGE_S, self.secure))
+        return Identity(anon_id, False, {"Cookie": f"{ANON_COOKIE}={cookie}"}, new_anonymous=True)
+
+
+def set_cookie(request: Request, header: str) -> None:
+    """Adds a Set-Cookie to this request's response, whatever response the route returns
+    (FileResponse and streams included) and whether it succeeds or fails."""
+    cookies = getattr(request.state, _SET_COOKIES, None)
+    if cookies is None:
+        cookies = []
+        setattr(request.state, _SET_COOKIES, cookies)
+    cookies.append(header)
+
+
+class IdentityCookieMiddleware:
+    """Pure ASGI: writes the cookies `set_cookie` queued into the response's headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cookies(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                for header in scope.get("state", {}).get(_SET_COOKIES, ()):
+                    MutableHeaders(scope=message).append("set-cookie", header)
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookies)
+
+
+async def current_identity(request: Request) -> Identity:
+    resolver: IdentityResolver = request.state.identity
+    identity = await resolver.resolve(request)
+    request.state.user_id = identity.user_id
+    user_id_var.set(identity.user_id)
+    return identity
+
+
+CallerIdentity = Annotated[Identity, Depends(current_identity)]
+
+
+async def current_user_id(identity: CallerIdentity) -> str:
+    return identity.user_id
 
 
 UserId = Annotated[str, Depends(current_user_id)]

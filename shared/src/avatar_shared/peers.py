@@ -49,8 +49,11 @@ class PeerClient:
         """The `data` of the envelope of `GET {base_url}{path}`."""
         return await self._call("GET", path)
 
-    async def post(self, path: str, body: dict[str, Any]) -> Any:
-        return await self._call("POST", path, json=body)
+    async def post(
+        self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> Any:
+        """`headers` carry the caller's credentials when acting on a user's behalf."""
+        return await self._call("POST", path, json=body, headers=headers)
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

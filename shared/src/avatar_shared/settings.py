@@ -5,7 +5,10 @@ file in the working directory fills the gaps, and the environment always wins. E
 subclasses `SharedSettings` with its own variables only; `.env.example` documents them all.
 """
 
-from pydantic import Field, create_model
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from avatar_shared.registry import SERVICES
@@ -53,3 +56,35 @@ PeerUrls = create_model(
         for spec in SERVICES
     },
 )
+
+
+class ServiceSettings(SharedSettings, PeerUrls):
+    """What the five services (not the edge) share: where the others listen and who calls."""
+
+    env: Literal["development", "production"] = "development"
+    """production: auth refuses to start without configured signing keys."""
+    public_base_url: str = "http://localhost:8000"
+    """The gateway as browsers see it: https makes cookies Secure; its origin may write."""
+    frontend_origins: str = "http://localhost:3000"
+    """Comma-separated origins allowed to call with credentials (CORS) and to write."""
+    anon_id_secret: SecretStr = Field(min_length=32)
+    """Key that signs anonymous ids (shared by every service; no default: `make run` makes one)."""
+    auth_required: bool = False
+    """true: anonymous callers get 401 on every write."""
+    token_issuer: str = "avatar-forge-auth"
+    """`iss` of the access tokens auth signs."""
+    token_audience: str = "avatar-forge"
+    """`aud` of the access tokens auth signs."""
+    jwks_refresh_floor_s: float = Field(10.0, ge=0)
+    """Shortest gap between two fetches of auth's public keys for an unknown key id."""
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        """Origins whose pages may send writes with our cookies (the gateway's own included)."""
+        origins = {o.strip().rstrip("/") for o in self.frontend_origins.split(",") if o.strip()}
+        parts = urlsplit(self.public_base_url)
+        return frozenset({*origins, f"{parts.scheme}://{parts.netloc}"})
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_base_url.startswith("https://")

@@ -1,27 +1,59 @@
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
 
 from avatar_auth.deps import AuthDep
 from avatar_auth.schemas import User
 from avatar_shared.errors import ERROR_RESPONSES
+from avatar_shared.identity import CallerIdentity
+from avatar_shared.tokens import JWKS_PATH
 
 router = APIRouter(prefix="/api/auth", tags=["auth"], responses=ERROR_RESPONSES)
+REDIRECT = {302: {"description": "Redirect"}}
 
 
-@router.get("/google/login", summary="Redirect to Google's sign-in")
-async def google_login(auth: AuthDep) -> None:
-    await auth.login()
+@router.get(
+    "/google/login",
+    summary="Redirect to the provider's sign-in",
+    status_code=302,
+    responses=REDIRECT,
+)
+async def google_login(
+    auth: AuthDep,
+    next_path: Annotated[
+        str | None, Query(alias="next", description="A path on the frontend to return to")
+    ] = None,
+) -> Response:
+    return await auth.login(next_path)
 
 
-@router.get("/google/callback", summary="Complete Google sign-in; set the access_token cookie")
-async def google_callback(auth: AuthDep) -> None:
-    await auth.callback()
+@router.get(
+    "/google/callback",
+    summary="Complete sign-in: set the access_token cookie, redirect to the frontend",
+    status_code=302,
+    responses=REDIRECT,
+)
+async def google_callback(request: Request, auth: AuthDep) -> Response:
+    return await auth.callback(request)
 
 
-@router.get("/me", response_model=User)
-async def me(auth: AuthDep) -> User:
-    return await auth.me()
+@router.get("/me", response_model=User, summary="The signed-in user (401 when not signed in)")
+async def me(auth: AuthDep, identity: CallerIdentity) -> User:
+    return await auth.me(identity)
 
 
-@router.post("/logout", summary="Delete the access_token cookie and redirect to the frontend")
-async def logout(auth: AuthDep) -> None:
-    await auth.logout()
+@router.post(
+    "/logout",
+    summary="Sign out: revoke the token, delete the cookie, redirect to the frontend",
+    status_code=303,
+    responses={303: {"description": "Redirect"}},
+)
+async def logout(request: Request, auth: AuthDep) -> Response:
+    return await auth.logout(request)
+
+
+@router.get(JWKS_PATH.removeprefix("/api/auth"), summary="Public keys that verify access tokens")
+async def jwks(auth: AuthDep) -> JSONResponse:
+    body: dict[str, Any] = auth.jwks()
+    return JSONResponse(body, headers={"Cache-Control": "public, max-age=300"})

@@ -1,22 +1,114 @@
-"""Sign-in with Google (OIDC), the users, and the JWTs every service verifies.
+"""Sign-in with an OpenID provider, the users, and the access tokens every service verifies."""
 
-Not built yet (the auth issue builds it): each operation answers 501 and says which endpoint
-is missing.
-"""
+import logging
+from urllib.parse import urlencode, urlsplit
 
+from fastapi import Request
+from fastapi.responses import RedirectResponse
+from redis.asyncio import Redis
+from starlette.responses import Response
+
+from avatar_auth.errors import InvalidNext, NotSignedIn, SignInDisabled
+from avatar_auth.provider import STATE_COOKIE, OpenIdProvider, SignInFailed
 from avatar_auth.schemas import User
-from avatar_shared.errors import not_built
+from avatar_auth.settings import AuthSettings
+from avatar_auth.store import UserStore
+from avatar_shared.identity import (
+    ACCESS_COOKIE,
+    Identity,
+    IdentityResolver,
+    InvalidToken,
+    cookie_header,
+)
+from avatar_shared.tokens import SigningKeys, TokenInvalid
+
+logger = logging.getLogger("avatar.auth")
+
+PROVIDER = "google"  # the one provider API.md names; the demo provider stands in for it
+
+
+def checked_next(next_path: str | None) -> str | None:
+    """A path on the frontend's own site, or InvalidNext: never another origin (`//evil`,
+    `/\\evil`, `https://evil`), so sign-in cannot be made into an open redirect."""
+    if next_path is None:
+        return None
+    parts = urlsplit(next_path)
+    unsafe = parts.scheme or parts.netloc or "\\" in next_path or next_path.startswith("//")
+    if unsafe or not next_path.startswith("/") or not next_path.isprintable():
+        raise InvalidNext()
+    return next_path
 
 
 class AuthService:
-    async def login(self) -> None:
-        not_built("GET /api/auth/google/login")
+    def __init__(
+        self,
+        settings: AuthSettings,
+        redis: Redis,
+        keys: SigningKeys,
+        identity: IdentityResolver,
+    ) -> None:
+        self.settings, self.keys, self.identity = settings, keys, identity
+        self.users = UserStore(redis)
+        self.provider = OpenIdProvider(settings, redis) if settings.sign_in_enabled else None
+        self.frontend = settings.frontend_url.rstrip("/")
+        self.secure = settings.secure_cookies
 
-    async def callback(self) -> None:
-        not_built("GET /api/auth/google/callback")
+    async def login(self, next_path: str | None) -> Response:
+        next_path = checked_next(next_path)
+        if self.provider is None:
+            raise SignInDisabled()
+        url, state = await self.provider.start(next_path)
+        response = RedirectResponse(url, status_code=302)
+        binding = cookie_header(STATE_COOKIE, state, self.settings.login_timeout_s, self.secure)
+        response.headers.append("set-cookie", binding)
+        return response
 
-    async def me(self) -> User:
-        not_built("GET /api/auth/me")
+    async def callback(self, request: Request) -> Response:
+        if self.provider is None:
+            raise SignInDisabled()
+        try:
+            account = await self.provider.finish(request, request.cookies.get(STATE_COOKIE))
+        except SignInFailed as failure:
+            logger.warning("sign-in failed", extra={"fields": {"reason": str(failure)}})
+            response = self._to_frontend("/auth/callback", {"error": failure.code})
+            response.headers.append("set-cookie", cookie_header(STATE_COOKIE, "", 0, self.secure))
+            return response
+        user = await self.users.signed_in(PROVIDER, account.sub, account.profile)
+        token, _ = self.keys.issue(user["id"])
+        logger.info("signed in", extra={"fields": {"signed_in_user": user["id"]}})
+        query = {"next": account.next_path} if account.next_path else {}
+        response = self._to_frontend("/auth/callback", query)
+        response.headers.append("set-cookie", cookie_header(STATE_COOKIE, "", 0, self.secure))
+        cookie = cookie_header(ACCESS_COOKIE, token, self.settings.token_lifetime_s, self.secure)
+        response.headers.append("set-cookie", cookie)
+        return response
 
-    async def logout(self) -> None:
-        not_built("POST /api/auth/logout")
+    async def me(self, identity: Identity) -> User:
+        user = await self.users.get(identity.user_id) if identity.signed_in else None
+        if user is None:
+            raise NotSignedIn()
+        return User.model_validate(user)
+
+    async def logout(self, request: Request) -> Response:
+        """Always ends in the redirect: a token that is already bad is simply dropped."""
+        self.identity.check_origin(request)
+        try:
+            token = self.identity.token_of(request)
+        except InvalidToken:
+            token = None
+        if token:
+            try:
+                claims = await self.identity.verifier.verify(token)
+                await self.users.revoke(claims.jti, claims.exp)
+            except TokenInvalid:
+                pass
+        response = self._to_frontend("/", {}, status_code=303)
+        response.headers.append("set-cookie", cookie_header(ACCESS_COOKIE, "", 0, self.secure))
+        return response
+
+    def jwks(self) -> dict:
+        return self.keys.public_jwks()
+
+    def _to_frontend(self, path: str, query: dict[str, str], status_code: int = 302) -> Response:
+        url = self.frontend + path + (f"?{urlencode(query)}" if query else "")
+        return RedirectResponse(url, status_code=status_code)

@@ -1,9 +1,9 @@
 from pydantic import Field
 
-from avatar_shared.settings import PeerUrls, SharedSettings
+from avatar_shared.settings import ServiceSettings
 
 
-class CharactersSettings(SharedSettings, PeerUrls):
+class CharactersSettings(ServiceSettings):
     characters_file: str = ""
     """Presets file; empty means the characters.json shipped with the service."""
     images_dir: str = ""

@@ -7,15 +7,15 @@ from fastapi import Depends, Request
 from avatar_chat.limits.rate import rate_key
 from avatar_chat.service import ChatService
 from avatar_chat.turn import Caller
-from avatar_shared.identity import UserId
+from avatar_shared.identity import CallerIdentity
 
 
 def _chat(request: Request) -> ChatService:
     return request.state.chat
 
 
-def _caller(user_id: UserId, request: Request) -> Caller:
-    return Caller(user_id, rate_key(user_id, request))
+def _caller(identity: CallerIdentity, request: Request) -> Caller:
+    return Caller(identity, rate_key(identity, request))
 
 
 ChatDep = Annotated[ChatService, Depends(_chat)]

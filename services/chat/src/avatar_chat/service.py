@@ -39,6 +39,7 @@ from avatar_chat.speech.voicing import ReplyVoice
 from avatar_chat.store import SessionState, SessionStore
 from avatar_chat.turn import Caller, Turn, check_limits, check_room, sse
 from avatar_shared.errors import AppError, ValidationFailed
+from avatar_shared.identity import Identity
 
 
 class ChatService:
@@ -71,7 +72,7 @@ class ChatService:
         async with self._admitted(body, caller) as turn:
             async with self.gate.slot():
                 reply = await self.llm.complete(turn.llm_request)
-            return await self._finish(turn, reply, caller.user_id, speak=True)
+            return await self._finish(turn, reply, caller.identity, speak=True)
 
     async def stream(self, body: ChatRequest, caller: Caller) -> AsyncIterator[bytes]:
         """Starts the LLM stream and waits for its first item before returning, so a request
@@ -82,7 +83,7 @@ class ChatService:
             await held.enter_async_context(self.gate.slot())
             upstream = await held.enter_async_context(aclosing(self.llm.stream(turn.llm_request)))
             first = await anext(upstream)
-            return self._events(turn, first, upstream, caller.user_id, held.pop_all())
+            return self._events(turn, first, upstream, caller.identity, held.pop_all())
 
     async def models(self) -> list[ModelInfo]:
         return await self.catalog.models()
@@ -150,12 +151,14 @@ class ChatService:
                         await self.summaries.forget(turn.session_id)
                 raise
 
-    async def _finish(self, turn: Turn, reply: LlmReply, user_id: str, speak: bool) -> ChatReply:
-        await self.sessions.record_turn(turn.session_id, user_id, turn.record(reply))
+    async def _finish(
+        self, turn: Turn, reply: LlmReply, caller: Identity, speak: bool
+    ) -> ChatReply:
+        await self.sessions.record_turn(turn.session_id, caller.user_id, turn.record(reply))
         audio_url, tts_error = None, None
         if speak:
             audio_url, tts_error = await self.voice.speak(
-                turn.body, turn.voice_id, reply.content, user_id
+                turn.body, turn.voice_id, reply.content, caller
             )
         return ChatReply(
             content=reply.content,
@@ -176,7 +179,7 @@ class ChatService:
         turn: Turn,
         first: str | LlmReply,
         upstream: AsyncIterator[str | LlmReply],
-        user_id: str,
+        caller: Identity,
         held: AsyncExitStack,
     ) -> AsyncIterator[bytes]:
         """The SSE events of a started stream. A failure after the first delta ends it with
@@ -185,7 +188,7 @@ class ChatService:
         session's place back."""
         try:
             async with held:
-                events = self._turn_events(turn, first, upstream, user_id)
+                events = self._turn_events(turn, first, upstream, caller)
                 async with aclosing(events):
                     async for event in events:
                         yield event
@@ -199,9 +202,9 @@ class ChatService:
         turn: Turn,
         item: str | LlmReply,
         upstream: AsyncIterator[str | LlmReply],
-        user_id: str,
+        caller: Identity,
     ) -> AsyncIterator[bytes]:
-        speaker = self.voice.speaker(turn.body, turn.voice_id)
+        speaker = self.voice.speaker(turn.body, turn.voice_id, caller)
         try:
             while isinstance(item, str):
                 yield sse("delta", {"content": item})
@@ -214,7 +217,7 @@ class ChatService:
                 speaker.finish()
                 async for event in speaker.rest():
                     yield sse("audio", event)
-            reply = await self._finish(turn, item, user_id, speak=speaker is None)
+            reply = await self._finish(turn, item, caller, speak=speaker is None)
             if speaker:
                 reply.audio_urls = speaker.urls
             yield sse("done", reply.model_dump())

@@ -2,10 +2,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from avatar_shared.settings import PeerUrls, SharedSettings
+from avatar_shared.settings import ServiceSettings
 
 
-class ChatSettings(SharedSettings, PeerUrls):
+class ChatSettings(ServiceSettings):
     llm_service: Literal["ollama", "vllm"] = "ollama"
     """Which LLM server to speak to: ollama or vllm (OpenAI-compatible)."""
     ollama_base_url: str = "http://localhost:11434"

@@ -11,12 +11,17 @@ from avatar_chat.schemas import ChatRequest
 from avatar_chat.settings import ChatSettings
 from avatar_chat.store import TurnRecord
 from avatar_shared.errors import ValidationFailed
+from avatar_shared.identity import Identity
 
 
 @dataclass(frozen=True)
 class Caller:
-    user_id: str
-    rate_key: str  # whose request budget this uses: the user, or an anonymous address
+    identity: Identity
+    rate_key: str  # whose request budget this uses (see limits.rate.rate_key)
+
+    @property
+    def user_id(self) -> str:
+        return self.identity.user_id
 
 
 @dataclass(frozen=True)

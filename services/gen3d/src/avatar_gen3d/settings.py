@@ -1,7 +1,7 @@
-from avatar_shared.settings import SharedSettings
+from avatar_shared.settings import ServiceSettings
 
 
-class Gen3dSettings(SharedSettings):
+class Gen3dSettings(ServiceSettings):
     gen3d_base_url: str = ""
     """Image-to-3D server; empty means not configured (health: disabled)."""
     style_base_url: str = ""

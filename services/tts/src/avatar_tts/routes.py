@@ -9,6 +9,7 @@ from avatar_shared.errors import ERROR_RESPONSES
 from avatar_shared.identity import UserId
 from avatar_tts.audio import CONTENT_TYPES
 from avatar_tts.deps import SpeechDep
+from avatar_tts.errors import AudioNotFound
 from avatar_tts.schemas import SpeechFile, TtsRequest, VoiceList
 
 router = APIRouter(tags=["tts"], responses=ERROR_RESPONSES)
@@ -53,8 +54,15 @@ async def list_voices(speech: SpeechDep) -> Envelope[VoiceList]:
     return ok(speech.voice_list())
 
 
-@router.get("/mnt/user_assets/{user_id}/audio/{file_name}", summary="A stored audio file")
-async def user_asset(user_id: str, file_name: str, speech: SpeechDep) -> FileResponse:
+@router.get(
+    "/mnt/user_assets/{user_id}/audio/{file_name}",
+    summary="A stored audio file (its owner's only: 404 to everyone else)",
+)
+async def user_asset(
+    user_id: str, file_name: str, speech: SpeechDep, caller: UserId
+) -> FileResponse:
+    if user_id != caller:
+        raise AudioNotFound()  # not 403: another user's file ids are not confirmed either
     path = await speech.user_file(user_id, file_name)
     extension = file_name.rsplit(".", 1)[1]
     # File ids are never reused, so the content behind a URL never changes.

@@ -2,10 +2,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from avatar_shared.settings import SharedSettings
+from avatar_shared.settings import ServiceSettings
 
 
-class TtsSettings(SharedSettings):
+class TtsSettings(ServiceSettings):
     tts_engine: Literal["gpt-sovits", "local"] = "gpt-sovits"
     """Engine for voices that name none: gpt-sovits or local."""
     tts_base_url: str = "http://localhost:9880"

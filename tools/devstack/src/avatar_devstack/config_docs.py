@@ -6,6 +6,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
 from avatar_devstack.settings import StackSettings
@@ -41,7 +42,9 @@ def collect() -> list[Variable]:
                 name.upper(),
                 # A docstring that wraps holds line breaks: one line here.
                 Variable(
-                    name.upper(), _text(info.default), " ".join((info.description or "").split())
+                    name.upper(),
+                    "" if info.is_required() else _text(info.default),
+                    " ".join((info.description or "").split()),
                 ),
             )
             var.readers.append(reader)
@@ -51,6 +54,8 @@ def collect() -> list[Variable]:
 
 
 def _text(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 

@@ -17,5 +17,9 @@ class StackSettings(SharedSettings, PeerUrls):
     """Traefik's own log level."""
     frontend_origins: str = "http://localhost:3000"
     """Comma-separated origins allowed to call with credentials (CORS)."""
+    public_base_url: str = ""
+    """The gateway as browsers see it; empty: http://localhost:<gateway_port>."""
+    oidc_provider_port: int = 9000
+    """Port of the demo OpenID provider that `make demo` starts."""
     data_dir: str = "var"
     """Where `make run` keeps Redis data and runtime files."""

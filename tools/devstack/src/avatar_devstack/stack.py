@@ -4,6 +4,7 @@ it through `Stack`, so they exercise the same wiring.
 """
 
 import os
+import secrets
 import shutil
 import socket
 import string
@@ -15,12 +16,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from avatar_devstack.secrets import DEMO_CLIENT_ID, dev_secrets
 from avatar_devstack.settings import StackSettings
 from avatar_devstack.supervisor import ChildFailed, Supervisor
 from avatar_shared.registry import APPS, APPS_BY_NAME, app_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 GATEWAY_CONFIG_DIR = REPO_ROOT / "gateway" / "traefik"
+OIDC_PROVIDER_DIR = REPO_ROOT / "tools" / "oidc-provider"
 
 TRAEFIK_NO_ROUTE = "404 page not found\n"
 # The emulators listen where the real upstreams do by default.
@@ -46,6 +49,7 @@ class Ports:
     emulators: dict[str, int] = field(default_factory=dict)
     # Ports of further replicas of an app, beyond its first one in `apps`.
     replicas: dict[str, list[int]] = field(default_factory=dict)
+    oidc_provider: int | None = None  # the demo OpenID provider, with the emulators
 
     def app_ports(self, name: str) -> list[int]:
         return [self.apps[name], *self.replicas.get(name, [])]
@@ -58,6 +62,7 @@ class Ports:
             redis=port_of(settings.redis_url),
             apps={spec.name: port_of(urls[spec.name]) for spec in APPS},
             emulators=dict(EMULATOR_DEFAULT_PORTS) if emulators else {},
+            oidc_provider=settings.oidc_provider_port if emulators else None,
         )
 
     @classmethod
@@ -72,6 +77,7 @@ class Ports:
                 name: [free_port() for _ in range(count - 1)]
                 for name, count in (replicas or {}).items()
             },
+            oidc_provider=free_port() if emulators else None,
         )
 
 
@@ -91,6 +97,7 @@ def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> di
         GATEWAY_RESPONSE_TIMEOUT=settings.gateway_response_timeout,
         FRONTEND_ORIGINS=settings.frontend_origins,
         MAX_REQUEST_BODY_BYTES=str(settings.max_request_body_bytes),
+        PUBLIC_BASE_URL=settings.public_base_url or f"http://localhost:{ports.gateway}",
     )
     for name, port in ports.apps.items():
         env[f"{name.upper()}_URL"] = _local(port)
@@ -104,6 +111,12 @@ def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> di
             OLLAMA_BASE_URL=_local(ports.emulators["ollama"]),
             VLLM_BASE_URL=_local(ports.emulators["openai"]),
             TTS_BASE_URL=_local(ports.emulators["gpt-sovits"]),
+        )
+    if ports.oidc_provider:
+        env.update(
+            OIDC_DISCOVERY_URL=f"{_local(ports.oidc_provider)}/.well-known/openid-configuration",
+            GOOGLE_CLIENT_ID=DEMO_CLIENT_ID,
+            GOOGLE_CLIENT_SECRET=secrets.token_urlsafe(24),  # this run's only
         )
     return env
 
@@ -149,15 +162,19 @@ class Stack:
         env_overrides: dict[str, str] | None = None,
         emulator_args: dict[str, list[str]] | None = None,
         app_env: dict[str, dict[str, str]] | None = None,
+        oidc_args: list[str] | None = None,
     ) -> None:
         """`env_overrides` win over the wiring (tests point a router elsewhere with them);
         `emulator_args` are extra command-line flags per emulator (latency, token rate);
-        `app_env` is extra environment for one app's processes only (benchmarks)."""
+        `app_env` is extra environment for one app's processes only (benchmarks);
+        `oidc_args` are extra flags for the demo OpenID provider (a second client)."""
         self.ports = ports
         self.emulator_args = emulator_args or {}
         self.app_env = app_env or {}
+        self.oidc_args = oidc_args or []
         self.data_dir = data_dir
-        self.env = {**stack_env(ports, settings, dict(os.environ)), **(env_overrides or {})}
+        env = stack_env(ports, settings, dict(os.environ))
+        self.env = {**env, **dev_secrets(data_dir / "run"), **(env_overrides or {})}
         self.supervisor = Supervisor(log_dir)
 
     @property
@@ -186,6 +203,8 @@ class Stack:
             waits = [
                 self._start_emulator(name, port) for name, port in self.ports.emulators.items()
             ]
+            if self.ports.oidc_provider:
+                waits.append(self._start_oidc_provider(self.ports.oidc_provider))
             waits += [
                 self._start_app(name, port, replica)
                 for name in APPS_BY_NAME
@@ -211,7 +230,7 @@ class Stack:
     def _all_ports(self) -> list[int]:
         p = self.ports
         apps = [port for name in p.apps for port in p.app_ports(name)]
-        return [p.gateway, p.redis, *apps, *p.emulators.values()]
+        return [p.gateway, p.redis, *apps, *p.emulators.values(), *filter(None, [p.oidc_provider])]
 
     def start_redis(self) -> None:
         redis_dir = self.data_dir / "redis"
@@ -251,6 +270,21 @@ class Stack:
         argv += self.emulator_args.get(name, [])
         child = self.supervisor.start(f"emulator-{name}", argv, self.env)
         return lambda: self.supervisor.wait_ready(child, lambda: port_open(port))
+
+    def _start_oidc_provider(self, port: int) -> Callable[[], None]:
+        """The demo OpenID provider (node); `make install` installs its package."""
+        if not (OIDC_PROVIDER_DIR / "node_modules").is_dir():
+            raise ChildFailed("the demo OpenID provider is not installed: run `make install`")
+        argv = [
+            find_binary("node"), str(OIDC_PROVIDER_DIR / "server.mjs"), "--port", str(port),
+            "--client-id", self.env["GOOGLE_CLIENT_ID"],
+            "--client-secret", self.env["GOOGLE_CLIENT_SECRET"],
+            "--redirect-uri", self.env["PUBLIC_BASE_URL"] + "/api/auth/google/callback",
+            *self.oidc_args,
+        ]  # fmt: skip
+        child = self.supervisor.start("oidc-provider", argv, self.env)
+        discovery = self.env["OIDC_DISCOVERY_URL"]
+        return lambda: self.supervisor.wait_ready(child, lambda: _http_ok(discovery))
 
     def start_gateway(self) -> None:
         run_dir = self.data_dir / "run"

@@ -8,6 +8,8 @@
   ports, once per session, for end-to-end tests through the gateway.
 """
 
+import os
+import secrets
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -16,13 +18,43 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from redis.asyncio import Redis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from avatar_devstack.settings import StackSettings
 from avatar_devstack.stack import Ports, Stack, find_binary, free_port, port_open
 from avatar_devstack.supervisor import Supervisor
+from avatar_shared.identity import ANON_COOKIE, AnonymousIds, Identity
+
+# Every service signs anonymous ids with a key that has no default: the suite makes one for
+# the settings its tests build (a stack started by a fixture gets its own, see Stack).
+os.environ.setdefault("ANON_ID_SECRET", secrets.token_urlsafe(32))
+
+OTHER_OIDC_CLIENT = ("another-app", secrets.token_urlsafe(16))
+
+TEST_USER_HEADER = "X-Test-User"
+
+
+async def identity_from_test_header(request: Request) -> Identity:
+    """For in-process tests of one service's own rules: stands in for `current_identity`
+    (`app.dependency_overrides[current_identity] = identity_from_test_header`) so a test can
+    speak as several users at once. Real identities (tokens, anonymous cookies) are tested
+    end to end through the stack, where auth runs."""
+    return Identity(request.headers.get(TEST_USER_HEADER, "anonymous"), signed_in=True)
+
+
+def as_user(name: str) -> dict[str, str]:
+    return {TEST_USER_HEADER: name}
+
+
+def returning_visitor(client: httpx.AsyncClient) -> str:
+    """Gives `client` the anonymous cookie of an earlier visit (signed with the suite's
+    ANON_ID_SECRET), as a browser has before it sends requests in parallel; its id."""
+    anon_id, cookie = AnonymousIds(os.environ["ANON_ID_SECRET"].encode()).mint()
+    client.cookies.set(ANON_COOKIE, cookie)
+    return anon_id
+
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -102,6 +134,8 @@ def stack() -> Iterator[Stack]:
             env_overrides=overrides,
             # A visible token rate, so tests can tell streamed from buffered replies.
             emulator_args={name: ["--tokens-per-second", "100"] for name in ("ollama", "openai")},
+            # A second client at the provider, for ID tokens meant for another app.
+            oidc_args=["--client", f"{OTHER_OIDC_CLIENT[0]}:{OTHER_OIDC_CLIENT[1]}"],
         )
         with stack:
             yield stack

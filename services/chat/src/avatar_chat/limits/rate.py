@@ -1,7 +1,8 @@
 """A per-user request rate for the chat path (CHAT_RATE_PER_MIN), so one user cannot take
 the GPU from everyone else. Built on the `limits` package (moving window, in Redis, shared
-by every replica). The key is the user id; anonymous callers are told apart by the client
-address that the gateway reports, never by a header the client could set.
+by every replica). The key is the user id, anonymous ids included; a caller who brought no
+anonymous id (a fresh one was just minted) is counted by the client address the gateway
+reports, so dropping the cookie on every request does not buy a fresh budget each time.
 """
 
 import math
@@ -14,12 +15,12 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from avatar_chat.errors import LimiterUnavailable, RateLimited
-from avatar_shared.identity import ANONYMOUS
+from avatar_shared.identity import Identity
 
 
-def rate_key(user_id: str, request: Request) -> str:
-    if user_id != ANONYMOUS:
-        return user_id
+def rate_key(identity: Identity, request: Request) -> str:
+    if not identity.new_anonymous:
+        return identity.user_id
     # uvicorn takes the client address from the gateway's X-Forwarded-For (trusted from the
     # gateway's address only), so a client cannot pick it.
     return f"ip:{request.client.host if request.client else '-'}"

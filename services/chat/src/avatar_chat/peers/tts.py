@@ -4,6 +4,7 @@ import secrets
 
 import httpx
 
+from avatar_shared.identity import Identity
 from avatar_shared.peers import PeerClient, PeerError, PeerRejected, PeerUnavailable
 
 # The longest text tts takes in one request (its TtsRequest.text): longer replies are cut.
@@ -32,16 +33,22 @@ class TtsClient:
         self.peer = PeerClient(http, "tts", tts_url, timeout_s=timeout_s)
 
     async def speak(
-        self, text: str, voice_id: str | None, streaming_mode: int, file_id: str | None = None
+        self,
+        caller: Identity,
+        text: str,
+        voice_id: str | None,
+        streaming_mode: int,
+        file_id: str | None = None,
     ) -> str:
-        """The audio_url of `text` spoken in `voice_id` (the default voice when None);
-        `PeerError` when tts cannot."""
+        """The audio_url of `text` spoken in `voice_id` (the default voice when None), stored
+        as the caller's (tts checks the forwarded credentials again); `PeerError` when tts
+        cannot."""
         body: dict[str, object] = {"text": text[:MAX_TEXT_CHARS], "streaming_mode": streaming_mode}
         if voice_id:
             body["voice_id"] = voice_id
         if file_id:
             body["file_id"] = file_id
-        data = await self.peer.post("/api/tts", body)
+        data = await self.peer.post("/api/tts", body, headers=caller.forward_headers)
         url = data.get("audio_url") if isinstance(data, dict) else None
         if not isinstance(url, str):
             raise PeerUnavailable("tts", "sent a malformed answer")

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from avatar_chat.peers.tts import TtsClient, failure_text
 from avatar_chat.speech.sentences import SentenceSplitter
+from avatar_shared.identity import Identity
 from avatar_shared.peers import PeerError
 
 
@@ -14,9 +15,15 @@ class SentenceSpeaker:
     soon as it is complete (at most `parallel` at once), and the results come back in order."""
 
     def __init__(
-        self, tts: TtsClient, voice_id: str | None, streaming_mode: int, parallel: int = 2
+        self,
+        tts: TtsClient,
+        caller: Identity,
+        voice_id: str | None,
+        streaming_mode: int,
+        parallel: int = 2,
     ) -> None:
         self.tts = tts
+        self.caller = caller
         self.voice_id = voice_id
         self.streaming_mode = streaming_mode
         self.splitter = SentenceSplitter()
@@ -54,7 +61,9 @@ class SentenceSpeaker:
     async def _speak(self, sentence: str) -> tuple[str | None, str | None]:
         async with self.slots:
             try:
-                return await self.tts.speak(sentence, self.voice_id, self.streaming_mode), None
+                return await self.tts.speak(
+                    self.caller, sentence, self.voice_id, self.streaming_mode
+                ), None
             except PeerError as exc:
                 return None, failure_text(exc)
 

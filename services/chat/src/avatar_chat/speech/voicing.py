@@ -8,6 +8,7 @@ import logging
 from avatar_chat.peers.tts import TtsClient, audio_url, failure_text, new_file_id
 from avatar_chat.schemas import ChatRequest
 from avatar_chat.speech.speaker import SentenceSpeaker
+from avatar_shared.identity import Identity
 from avatar_shared.peers import PeerError
 
 logger = logging.getLogger("avatar.chat.speech")
@@ -19,36 +20,40 @@ class ReplyVoice:
         self._pending: set[asyncio.Task[None]] = set()  # keeps background tasks alive
 
     async def speak(
-        self, body: ChatRequest, voice_id: str | None, text: str, user_id: str
+        self, body: ChatRequest, voice_id: str | None, text: str, caller: Identity
     ) -> tuple[str | None, str | None]:
         """(audio_url, tts_error) for a whole reply."""
         if not body.tts_enabled or body.tts_mode == "on_click":
             return None, None
         if body.tts_mode == "delayed":
-            return self._speak_later(text, voice_id, body, user_id), None
+            return self._speak_later(text, voice_id, body, caller), None
         try:
-            return await self.tts.speak(text, voice_id, body.tts_streaming_mode), None
+            return await self.tts.speak(caller, text, voice_id, body.tts_streaming_mode), None
         except PeerError as exc:
             return None, failure_text(exc)
 
-    def speaker(self, body: ChatRequest, voice_id: str | None) -> SentenceSpeaker | None:
+    def speaker(
+        self, body: ChatRequest, voice_id: str | None, caller: Identity
+    ) -> SentenceSpeaker | None:
         """For a streamed reply: speech that follows the text, per sentence (realtime only)."""
         if body.tts_enabled and body.tts_mode == "realtime":
-            return SentenceSpeaker(self.tts, voice_id, body.tts_streaming_mode)
+            return SentenceSpeaker(self.tts, caller, voice_id, body.tts_streaming_mode)
         return None
 
-    def _speak_later(self, text: str, voice_id: str | None, body: ChatRequest, user_id: str) -> str:
+    def _speak_later(
+        self, text: str, voice_id: str | None, body: ChatRequest, caller: Identity
+    ) -> str:
         """The URL now, the audio after `tts_delay_ms` (until then the URL answers 404)."""
         file_id = new_file_id()
 
         async def later() -> None:
             await asyncio.sleep(body.tts_delay_ms / 1000)
             try:
-                await self.tts.speak(text, voice_id, body.tts_streaming_mode, file_id)
+                await self.tts.speak(caller, text, voice_id, body.tts_streaming_mode, file_id)
             except PeerError as exc:
                 logger.warning("delayed speech failed: %s", exc)
 
         task = asyncio.create_task(later())
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
-        return audio_url(user_id, file_id)
+        return audio_url(caller.user_id, file_id)

@@ -1,0 +1,147 @@
+"""The OpenID provider (Google, or the demo provider), spoken to with authlib's Starlette client.
+
+Authorization code flow with PKCE (S256), `state` and `nonce`. What a started sign-in must
+remember (state, nonce, PKCE verifier, `next`) lives in Redis, so any auth replica can finish
+a sign-in another started. The browser that started it is bound to it by an HttpOnly cookie
+holding its `state`: authlib accepts a callback only when the browser's own session marks
+that state (RFC 6749 §10.12, login CSRF), and that session is rebuilt from the cookie alone.
+
+authlib speaks HTTP through httpx2 (its maintained successor of httpx; with plain httpx it
+warns that support is going), so provider failures arrive as httpx2 errors.
+"""
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+from authlib.common.errors import AuthlibBaseError
+from authlib.integrations.base_client import OAuthError
+from authlib.integrations.starlette_client import OAuth
+from joserfc.errors import JoseError
+from redis.asyncio import Redis
+from starlette.requests import Request
+
+from avatar_auth.errors import ProviderUnavailable
+from avatar_auth.settings import AuthSettings
+
+logger = logging.getLogger("avatar.auth")
+
+CLIENT_NAME = "google"
+STATE_COOKIE = "auth_login_state"
+# A provider's own error code is passed on to the frontend only when it looks like one.
+_OAUTH_ERROR_CODE = re.compile(r"^[a-z_]{1,40}$")
+
+
+class SignInFailed(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Account:
+    """A provider account whose sign-in just completed."""
+
+    sub: str
+    profile: dict[str, Any]  # email, email_verified, username, picture
+    next_path: str | None
+
+
+class RedisStateCache:
+    """The cache interface authlib's Starlette integration uses for sign-in state."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def get(self, key: str) -> str | None:
+        return await self.redis.get(f"auth:login:{key}")
+
+    async def set(self, key: str, value: str, expires: int) -> None:
+        await self.redis.set(f"auth:login:{key}", value, ex=expires)
+
+    async def delete(self, key: str) -> None:
+        await self.redis.delete(f"auth:login:{key}")
+
+
+class OpenIdProvider:
+    def __init__(self, settings: AuthSettings, redis: Redis) -> None:
+        self.redirect_uri = settings.redirect_uri
+        oauth = OAuth(cache=RedisStateCache(redis))
+        self.client = oauth.register(
+            CLIENT_NAME,
+            client_id=settings.google_client_id,
+            client_secret=settings.google_client_secret.get_secret_value(),
+            server_metadata_url=settings.oidc_discovery_url,
+            client_kwargs={
+                "scope": "openid email profile",
+                "code_challenge_method": "S256",
+                "timeout": settings.oidc_timeout_s,
+                "trust_env": False,
+            },
+        )
+        self.client.framework.expires_in = settings.login_timeout_s
+
+    async def start(self, next_path: str | None) -> tuple[str, str]:
+        """The provider URL to send the browser to, and the state to bind it with."""
+        try:
+            started = await self.client.create_authorization_url(self.redirect_uri)
+        except (httpx2.HTTPError, ValueError, KeyError) as exc:
+            logger.warning("sign-in not started: provider unavailable: %s", exc)
+            raise ProviderUnavailable() from exc
+        url, state = started.pop("url"), started["state"]
+        data = {**started, "redirect_uri": self.redirect_uri, "next": next_path}
+        data.pop("state")
+        await self.client.framework.set_state_data(None, state, data)
+        return url, state
+
+    async def finish(self, request: Request, bound_state: str | None) -> Account:
+        """The account of a callback, or `SignInFailed` with the code the frontend gets."""
+        if error := request.query_params.get("error"):
+            code = error if _OAUTH_ERROR_CODE.match(error) else "provider_error"
+            raise SignInFailed(code, request.query_params.get("error_description", ""))
+        state = request.query_params.get("state", "")
+        session = _browser_session(bound_state)
+        data = await self.client.framework.get_state_data(session, state)
+        if not data:
+            raise SignInFailed("state_mismatch", "state not started by this browser, or expired")
+        request.scope["session"] = session
+        userinfo = await self._exchange(request)
+        if userinfo.get("email_verified") is not True:
+            raise SignInFailed("email_not_verified", f"sub {userinfo.get('sub')}")
+        return Account(str(userinfo["sub"]), _profile(userinfo), data.get("next"))
+
+    async def _exchange(self, request: Request) -> dict[str, Any]:
+        """Code for tokens (authlib clears the state: a callback works once), then the ID
+        token checked: signature by the provider's keys, issuer, audience, expiry, nonce."""
+        try:
+            token = await self.client.authorize_access_token(request)
+        except httpx2.HTTPError as exc:
+            raise SignInFailed("provider_unavailable", str(exc)) from exc
+        except OAuthError as exc:
+            raise SignInFailed("token_exchange_failed", str(exc)) from exc
+        except (AuthlibBaseError, JoseError, ValueError, KeyError) as exc:
+            raise SignInFailed("invalid_id_token", repr(exc)) from exc
+        userinfo = token.get("userinfo")
+        if not userinfo or not userinfo.get("sub"):
+            raise SignInFailed("invalid_id_token", "no ID token in the token response")
+        return dict(userinfo)
+
+
+def _browser_session(bound_state: str | None) -> dict[str, Any]:
+    """The session authlib checks: it marks only the state this browser's cookie holds."""
+    if not bound_state:
+        return {}
+    return {f"_state_{CLIENT_NAME}_{bound_state}": {"bound": True}}
+
+
+def _profile(userinfo: dict[str, Any]) -> dict[str, Any]:
+    email = str(userinfo.get("email") or "")
+    username = userinfo.get("name") or userinfo.get("preferred_username") or email.split("@")[0]
+    return {
+        "email": email,
+        "email_verified": True,
+        "username": str(username or "user"),
+        "picture": userinfo.get("picture"),
+    }
