@@ -1,0 +1,114 @@
+"""Who owns what, end to end through the gateway: two signed-in users (real sign-ins at the
+demo OpenID provider) and two anonymous browsers are four strangers to each other across
+characters, chat sessions and audio files."""
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.oidc_browser import FRONTEND, browser, sign_in
+
+CARD = {
+    "spec": "chara_card_v2",
+    "spec_version": "2.0",
+    "data": {"name": "Imported", "description": "d", "first_mes": "hi", "mes_example": ""},
+}
+SPOKEN = {
+    "messages": [{"role": "user", "content": "안녕하세요"}],
+    "persona": "p",
+    "tts_enabled": True,
+    "tts_mode": "realtime",
+}
+
+
+@pytest.fixture
+async def people(stack) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
+    clients = {name: browser(stack) for name in ("ann", "ben", "anon-1", "anon-2")}
+    try:
+        for name in ("ann", "ben"):
+            await sign_in(clients[name], f"{name}-{id(clients)}")
+        yield clients
+    finally:
+        for client in clients.values():
+            await client.aclose()
+
+
+async def test_characters_are_changed_only_by_their_owner(people):
+    for owner, client in people.items():
+        made = await client.post("/api/characters", json={"name": owner, "persona": "p"})
+        assert made.status_code == 201, made.text
+        character_id = made.json()["data"]["id"]
+        for stranger, other in people.items():
+            if stranger == owner:
+                continue
+            own_list = (await other.get("/api/characters")).json()["data"]
+            assert character_id not in {c["id"] for c in own_list["characters"]}
+            changed = await other.put(
+                f"/api/characters/{character_id}", json={"name": "mine now", "persona": "x"}
+            )
+            deleted = await other.delete(f"/api/characters/{character_id}")
+            assert changed.status_code == deleted.status_code == 403, (owner, stranger)
+        kept = (await client.get(f"/api/characters/{character_id}")).json()["data"]
+        assert kept["name"] == owner
+
+
+async def test_chat_sessions_and_audio_are_their_owners_only(people):
+    for owner, client in people.items():
+        reply = await client.post("/api/chat", json=SPOKEN)
+        assert reply.status_code == 200, reply.text
+        data = reply.json()["data"]
+        session, audio = data["session_id"], data["audio_url"]
+        assert audio and (await client.get(audio)).status_code == 200
+        assert (await client.get(f"/api/chat/sessions/{session}")).status_code == 200
+        for stranger, other in people.items():
+            if stranger == owner:
+                continue
+            history = await other.get(f"/api/chat/sessions/{session}")
+            carry_on = await other.post("/api/chat", json={**SPOKEN, "session_id": session})
+            heard = await other.get(audio)
+            assert [history.status_code, carry_on.status_code, heard.status_code] == [404] * 3
+
+
+async def test_a_header_naming_a_user_is_not_trusted(people):
+    ann = people["ann"]
+    mine = (await ann.post("/api/characters", json={"name": "n", "persona": "p"})).json()["data"]
+    me = (await ann.get("/api/auth/me")).json()["id"]
+    intruder = people["anon-1"]
+    for header in ("X-User-Id", "X-Forwarded-User", "X-Auth-Request-User"):
+        response = await intruder.delete(f"/api/characters/{mine['id']}", headers={header: me})
+        assert response.status_code == 403
+
+
+async def own_count(client: httpx.AsyncClient) -> int:
+    return len((await client.get("/api/characters")).json()["data"]["characters"])
+
+
+async def test_a_cross_site_multipart_import_is_refused_and_stores_nothing(people):
+    ann = people["ann"]
+    before = await own_count(ann)
+    upload = {"file": ("card.json", json.dumps(CARD).encode(), "application/json")}
+    refused = await ann.post(
+        "/api/characters/import", files=upload, headers={"Origin": "https://evil.example"}
+    )
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "cross_origin_refused"
+    assert await own_count(ann) == before
+    allowed = await ann.post("/api/characters/import", files=upload, headers={"Origin": FRONTEND})
+    assert allowed.status_code == 201, allowed.text
+
+
+async def test_the_oauth_code_is_never_logged(stack):
+    async with browser(stack) as client:
+        done = await sign_in(client, "logged")
+    assert done.status_code == 302
+    lines = [
+        line
+        for path in Path(stack.supervisor.log_dir).glob("*.log")  # noqa: ASYNC240 (a test)
+        for line in path.read_text(errors="replace").splitlines()
+    ]
+    callbacks = [line for line in lines if "callback" in line]
+    assert callbacks, "the auth service logs the callback request (by path)"
+    assert not any("code=" in line for line in callbacks)
