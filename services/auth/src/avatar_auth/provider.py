@@ -116,7 +116,9 @@ class OpenIdProvider:
         """Code for tokens (authlib clears the state: a callback works once), then the ID
         token checked: signature by the provider's keys, issuer, audience, expiry, nonce."""
         try:
-            token = await self.client.authorize_access_token(request)
+            token = await self.client.authorize_access_token(
+                request, claims_options=await self._id_token_rules()
+            )
         except httpx2.HTTPError as exc:
             raise SignInFailed("provider_unavailable", str(exc)) from exc
         except OAuthError as exc:
@@ -127,6 +129,16 @@ class OpenIdProvider:
         if not userinfo or not userinfo.get("sub"):
             raise SignInFailed("invalid_id_token", "no ID token in the token response")
         return dict(userinfo)
+
+
+    async def _id_token_rules(self) -> dict[str, Any]:
+        """The ID token must be the provider's and for us. authlib checks `aud` only through
+        `azp` unless told; told, it checks both before the nonce."""
+        metadata = await self.client.load_server_metadata()
+        return {
+            "iss": {"essential": True, "values": [metadata["issuer"]]},
+            "aud": {"essential": True, "values": [self.client.client_id]},
+        }
 
 
 def _browser_session(bound_state: str | None) -> dict[str, Any]:
