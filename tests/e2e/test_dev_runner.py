@@ -106,3 +106,17 @@ def test_a_busy_port_is_refused_before_anything_starts(tmp_path):
         with pytest.raises(ChildFailed, match=f"port\\(s\\) {port} already in use"):
             stack.start()
     assert stack.supervisor.children == []
+
+
+def test_without_a_provider_sign_in_is_disabled_and_says_so(runner, tmp_path):
+    _, ports = runner
+    gateway = f"http://127.0.0.1:{ports['gateway']}"
+    health = httpx.get(f"{gateway}/api/health", trust_env=False).json()["data"]
+    assert health["sign_in"] == "disabled"
+    login = httpx.get(f"{gateway}/api/auth/google/login", trust_env=False)
+    assert login.status_code == 503 and login.json()["error"]["code"] == "sign_in_disabled"
+    # Anonymous use works, and the dev signing key was made in the run folder, private.
+    made = httpx.post(f"{gateway}/api/characters", json={"name": "n", "persona": "p"})
+    assert made.status_code == 201 and "anon_id=" in made.headers["set-cookie"]
+    keys = tmp_path / "run" / "auth-signing-keys.json"
+    assert keys.stat().st_mode & 0o777 == 0o600

@@ -50,6 +50,7 @@ async def test_health_sees_emulated_upstreams(gateway):
     assert data["tts"] == "healthy"
     # No 3D or style server is configured in the stack.
     assert data["gen3d"] == "disabled" and data["style"] == "disabled"
+    assert data["sign_in"] == "healthy"  # the demo OpenID provider
     assert data["redis"] == "healthy"
     assert data["services"] == dict.fromkeys(
         ["chat", "tts", "characters", "gen3d", "auth"], "healthy"

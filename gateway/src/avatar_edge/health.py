@@ -18,8 +18,10 @@ from avatar_shared.health import HEALTHY, UNHEALTHY, Status, bounded, probe_url
 from avatar_shared.peers import PeerClient, PeerError
 from avatar_shared.timestamps import utc_now
 
-# The upstream names API.md's health document always carries.
+# The upstream names API.md's health document always carries, and ours beyond it: sign_in
+# ("disabled" when no OpenID provider is configured, as under a plain `make run`).
 CONTRACT_UPSTREAMS = ("llm", "tts", "gen3d", "style")
+OUR_UPSTREAMS = ("sign_in",)
 
 
 async def _redis_status(redis: Redis) -> Status:
@@ -59,7 +61,7 @@ async def check_everything(
     everything_up = redis_status == HEALTHY and all(s == HEALTHY for s in service_status.values())
     return {
         "backend": HEALTHY if everything_up else UNHEALTHY,
-        **{name: reported.get(name, UNHEALTHY) for name in CONTRACT_UPSTREAMS},
+        **{name: reported.get(name, UNHEALTHY) for name in CONTRACT_UPSTREAMS + OUR_UPSTREAMS},
         "redis": redis_status,
         "services": service_status,
         "timestamp": utc_now(),

@@ -130,7 +130,6 @@ class OpenIdProvider:
             raise SignInFailed("invalid_id_token", "no ID token in the token response")
         return dict(userinfo)
 
-
     async def _id_token_rules(self) -> dict[str, Any]:
         """The ID token must be the provider's and for us. authlib checks `aud` only through
         `azp` unless told; told, it checks both before the nonce."""
