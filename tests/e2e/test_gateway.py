@@ -122,8 +122,13 @@ async def test_request_id_travels_through_the_gateway(gateway):
     assert response.headers["X-Request-ID"] == "trace-42"
 
 
+QUIET_CHAT = {"messages": [{"role": "user", "content": "hi"}], "persona": "p", "tts_enabled": False}
+
+
 async def test_redis_outage_is_reported_and_recovered_without_restarts(stack, gateway):
     ready_urls = [f"{stack.app_url(name)}/readyz" for name in stack.ports.apps]
+    # Pooled connections (the rate limiter's too) are open when Redis goes away.
+    assert (await gateway.post("/api/chat", json=QUIET_CHAT)).status_code == 200
     async with httpx.AsyncClient(trust_env=False, timeout=5) as direct:
         stack.stop_redis()
         try:
@@ -144,3 +149,6 @@ async def test_redis_outage_is_reported_and_recovered_without_restarts(stack, ga
         assert [r.status_code for r in up] == [200] * len(ready_urls)
     await asyncio.sleep(0.6)
     assert (await gateway.get("/api/health")).json()["data"]["redis"] == "healthy"
+    # The first chat after the outage works: dead pooled connections are retried once.
+    after = await gateway.post("/api/chat", json=QUIET_CHAT)
+    assert after.status_code == 200, after.text

@@ -64,23 +64,26 @@ class AuthService:
         return response
 
     async def callback(self, request: Request) -> Response:
+        """Back at the frontend's callback page either way; the sign-in state cookie is
+        spent either way."""
         if self.provider is None:
             raise SignInDisabled()
         try:
             account = await self.provider.finish(request, request.cookies.get(STATE_COOKIE))
         except SignInFailed as failure:
             logger.warning("sign-in failed", extra={"fields": {"reason": str(failure)}})
-            response = self._to_frontend("/auth/callback", {"error": failure.code})
-            response.headers.append("set-cookie", cookie_header(STATE_COOKIE, "", 0, self.secure))
-            return response
+            return self._back_from_sign_in({"error": failure.code})
         user = await self.users.signed_in(PROVIDER, account.sub, account.profile)
         token, _ = self.keys.issue(user["id"])
         logger.info("signed in", extra={"fields": {"signed_in_user": user["id"]}})
-        query = {"next": account.next_path} if account.next_path else {}
-        response = self._to_frontend("/auth/callback", query)
-        response.headers.append("set-cookie", cookie_header(STATE_COOKIE, "", 0, self.secure))
+        response = self._back_from_sign_in({"next": account.next_path} if account.next_path else {})
         cookie = cookie_header(ACCESS_COOKIE, token, self.settings.token_lifetime_s, self.secure)
         response.headers.append("set-cookie", cookie)
+        return response
+
+    def _back_from_sign_in(self, query: dict[str, str]) -> Response:
+        response = self._to_frontend("/auth/callback", query)
+        response.headers.append("set-cookie", cookie_header(STATE_COOKIE, "", 0, self.secure))
         return response
 
     async def me(self, identity: Identity) -> User:

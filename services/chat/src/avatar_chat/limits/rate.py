@@ -16,6 +16,7 @@ from limits.errors import StorageError
 
 from avatar_chat.errors import LimiterUnavailable, RateLimited
 from avatar_shared.identity import Identity
+from avatar_shared.redis_pool import connection_options
 
 
 def rate_key(identity: Identity, request: Request) -> str:
@@ -33,8 +34,7 @@ class ChatRateLimit:
             implementation="redispy",
             wrap_exceptions=True,
             key_prefix="chat:rate",
-            socket_timeout=1.0,
-            socket_connect_timeout=1.0,
+            **connection_options(1.0),
         )
         self.item = RateLimitItemPerMinute(per_minute)
         self.limiter = MovingWindowRateLimiter(self.storage)
