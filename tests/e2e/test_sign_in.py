@@ -70,14 +70,22 @@ async def test_an_unverified_email_is_refused_and_nothing_is_issued(stack):
         assert (await client.get("/api/auth/me")).status_code == 401
 
 
-async def test_a_provider_error_reaches_the_frontend_as_its_code(stack):
+@pytest.mark.parametrize(
+    ("error", "own_state", "expected"),
+    [
+        ("access_denied", True, "access_denied"),
+        ("<script>", True, "provider_error"),  # not an OAuth code: not passed on
+        ("access_denied", False, "state_mismatch"),  # not this browser's sign-in
+    ],
+)
+async def test_a_provider_error_reaches_the_frontend_as_a_code(stack, error, own_state, expected):
     async with browser(stack) as client:
         await client.get("/api/auth/google/login")
-        state = client.cookies["auth_login_state"]
+        state = client.cookies["auth_login_state"] if own_state else "someone-elses"
         response = await client.get(
-            "/api/auth/google/callback", params={"error": "access_denied", "state": state}
+            "/api/auth/google/callback", params={"error": error, "state": state}
         )
-    assert response.headers["location"] == f"{FRONTEND}/auth/callback?error=access_denied"
+    assert response.headers["location"] == f"{FRONTEND}/auth/callback?error={expected}"
 
 
 @pytest.mark.parametrize("next_path", ["//evil.example/x", "https://evil.example/", "/\\evil"])

@@ -1,6 +1,7 @@
 """The shared identity dependency, in a small service of its own that verifies tokens with the
 public keys of a real auth service (served over HTTP in a thread, keys from a file)."""
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -17,6 +18,7 @@ from joserfc.jwk import RSAKey
 
 from avatar_auth.app import create_app as auth_app
 from avatar_auth.settings import AuthSettings
+from avatar_auth.store import UserStore
 from avatar_devstack.stack import free_port
 from avatar_emulators.server import serve_in_thread
 from avatar_shared.app import create_service_app
@@ -178,6 +180,17 @@ async def test_rotation_the_previous_key_verifies_and_a_new_kid_is_fetched(
                 assert response.json()["user_id"] == user
 
 
+async def test_concurrent_first_requests_wait_for_one_key_fetch(
+    app_client, redis_url, auth_url, signer
+):
+    token, _ = signer.issue("user-10")
+    async with app_client(probe_app(redis_url, auth_url, jwks_refresh_floor_s=10)) as probe:
+        responses = await asyncio.gather(
+            *(probe.get("/who", headers=bearer(token)) for _ in range(5))
+        )
+    assert [r.status_code for r in responses] == [200] * 5
+
+
 async def test_tokens_need_auth_reachable_once(app_client, redis_url, signer):
     nobody = f"http://127.0.0.1:{free_port()}"
     token, _ = signer.issue("user-9")
@@ -205,6 +218,17 @@ async def test_anonymous_ids_cannot_be_chosen_or_forged(probe):
     probe.cookies.set("anon_id", value.replace(mine, "anon-victim"))
     forged = await probe.get("/who", headers={"X-User-Id": "anon-victim"})
     assert forged.json()["user_id"] not in ("anon-victim", mine)
+
+
+async def test_a_cookie_in_any_characters_is_just_not_an_id(probe):
+    raw = "anon_id=anon-x.\u00e9\u00e9".encode()  # bytes a client may send, not ASCII
+    response = await probe.get("/who", headers=[(b"cookie", raw)])
+    assert response.status_code == 200 and response.json()["user_id"] != "anon-x"
+
+
+async def test_a_revocation_outlives_the_token_by_the_clock_leeway(redis):
+    await UserStore(redis).revoke("j-9", int(time.time()) + 5)
+    assert await redis.ttl("auth:revoked:j-9") > 30
 
 
 async def test_writes_with_our_cookies_from_a_foreign_page_are_refused(probe):

@@ -99,7 +99,9 @@ class AnonymousIds:
         anon_id, _, signature = cookie_value.partition(".")
         if not anon_id.startswith(ANON_PREFIX):
             return None
-        return anon_id if hmac.compare_digest(signature, self._signature(anon_id)) else None
+        # Bytes: compare_digest refuses str with non-ASCII, which a client may send.
+        expected = self._signature(anon_id).encode()
+        return anon_id if hmac.compare_digest(signature.encode(), expected) else None
 
 
 class IdentityResolver:

@@ -58,6 +58,14 @@ PeerUrls = create_model(
 )
 
 
+def origin_of(url: str) -> str:
+    """An origin as browsers send it: scheme://host[:port], the default port left out."""
+    parts = urlsplit(url.strip())
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    port = f":{parts.port}" if parts.port and parts.port != default else ""
+    return f"{parts.scheme}://{parts.hostname}{port}"
+
+
 class ServiceSettings(SharedSettings, PeerUrls):
     """What the five services (not the edge) share: where the others listen and who calls."""
 
@@ -81,9 +89,8 @@ class ServiceSettings(SharedSettings, PeerUrls):
     @property
     def allowed_origins(self) -> frozenset[str]:
         """Origins whose pages may send writes with our cookies (the gateway's own included)."""
-        origins = {o.strip().rstrip("/") for o in self.frontend_origins.split(",") if o.strip()}
-        parts = urlsplit(self.public_base_url)
-        return frozenset({*origins, f"{parts.scheme}://{parts.netloc}"})
+        urls = [*self.frontend_origins.split(","), self.public_base_url]
+        return frozenset(origin_of(url) for url in urls if url.strip())
 
     @property
     def secure_cookies(self) -> bool:

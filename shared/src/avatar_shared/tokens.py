@@ -10,6 +10,7 @@ recommended in favour of the newer "Ed25519" name, which older verifiers do not 
 RSA verification costs about 30 µs here, signing only happens at sign-in.
 """
 
+import asyncio
 import json
 import time
 import uuid
@@ -24,6 +25,8 @@ from joserfc.jwk import KeySet, RSAKey
 
 ALGORITHM = "RS256"
 JWKS_PATH = "/api/auth/.well-known/jwks.json"
+LEEWAY_S = 30  # clock skew allowed on exp; a revocation outlives exp by as much
+JWKS_MAX_AGE_S = 300  # fetched keys are fetched again after this, so a published key is seen
 
 
 def revoked_key(jti: str) -> str:
@@ -101,21 +104,34 @@ class LocalKeys:
 
 
 class RemoteJwks:
-    """Every other service: auth's JWKS, cached; fetched again for an unknown `kid` at most
-    once per `refresh_floor_s`, so tokens with made-up kids cannot hammer auth."""
+    """Every other service: auth's JWKS, cached for JWKS_MAX_AGE_S; fetched again at once
+    for an unknown `kid`, but at most once per `refresh_floor_s`, so tokens with made-up
+    kids cannot hammer auth. One fetch at a time: concurrent requests wait for it rather
+    than judge a new key by the old set.
+
+    Rotation: publish the new key second in auth's set, wait JWKS_MAX_AGE_S (every service
+    has it then), then move it first so it signs; drop the old key a token lifetime later."""
 
     def __init__(self, http: httpx.AsyncClient, auth_url: str, refresh_floor_s: float) -> None:
         self.http, self.url, self.refresh_floor_s = http, auth_url + JWKS_PATH, refresh_floor_s
         self.keys: KeySet | None = None
         self.fetched_at = float("-inf")
+        self.fetching = asyncio.Lock()
 
     async def key_set(self, kid: str) -> KeySet:
-        known = self.keys is not None and any(key.kid == kid for key in self.keys.keys)
-        if not known and time.monotonic() - self.fetched_at >= self.refresh_floor_s:
-            await self._fetch()
+        if not self._fresh_with(kid):
+            async with self.fetching:
+                since = time.monotonic() - self.fetched_at
+                if not self._fresh_with(kid) and since >= self.refresh_floor_s:
+                    await self._fetch()
         if self.keys is None:
             raise KeysUnavailable("no signing keys fetched yet")
         return self.keys
+
+    def _fresh_with(self, kid: str) -> bool:
+        if self.keys is None or time.monotonic() - self.fetched_at > JWKS_MAX_AGE_S:
+            return False
+        return any(key.kid == kid for key in self.keys.keys)
 
     async def _fetch(self) -> None:
         self.fetched_at = time.monotonic()
@@ -131,7 +147,7 @@ class TokenVerifier:
     def __init__(self, keys: PublicKeys, issuer: str, audience: str) -> None:
         self.keys = keys
         self.claims = jwt.JWTClaimsRegistry(
-            leeway=30,
+            leeway=LEEWAY_S,
             iss={"essential": True, "value": issuer},
             aud={"essential": True, "value": audience},
             sub={"essential": True},

@@ -11,7 +11,6 @@ warns that support is going), so provider failures arrive as httpx2 errors.
 """
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +29,15 @@ logger = logging.getLogger("avatar.auth")
 
 CLIENT_NAME = "google"
 STATE_COOKIE = "auth_login_state"
-# A provider's own error code is passed on to the frontend only when it looks like one.
-_OAUTH_ERROR_CODE = re.compile(r"^[a-z_]{1,40}$")
+# The provider's own error codes (RFC 6749 §4.1.2.1, OpenID Connect Core §3.1.2.6) that are
+# passed on to the frontend as they are; any other becomes `provider_error`.
+PROVIDER_ERRORS = frozenset(
+    {
+        "access_denied", "invalid_request", "unauthorized_client", "unsupported_response_type",
+        "invalid_scope", "server_error", "temporarily_unavailable", "interaction_required",
+        "login_required", "account_selection_required", "consent_required",
+    }
+)  # fmt: skip
 
 
 class SignInFailed(Exception):
@@ -87,7 +93,8 @@ class OpenIdProvider:
         """The provider URL to send the browser to, and the state to bind it with."""
         try:
             started = await self.client.create_authorization_url(self.redirect_uri)
-        except (httpx2.HTTPError, ValueError, KeyError) as exc:
+        except (httpx2.HTTPError, ValueError, KeyError, RuntimeError) as exc:
+            # RuntimeError: authlib's word for a discovery document it cannot use.
             logger.warning("sign-in not started: provider unavailable: %s", exc)
             raise ProviderUnavailable() from exc
         url, state = started.pop("url"), started["state"]
@@ -98,14 +105,15 @@ class OpenIdProvider:
 
     async def finish(self, request: Request, bound_state: str | None) -> Account:
         """The account of a callback, or `SignInFailed` with the code the frontend gets."""
-        if error := request.query_params.get("error"):
-            code = error if _OAUTH_ERROR_CODE.match(error) else "provider_error"
-            raise SignInFailed(code, request.query_params.get("error_description", ""))
         state = request.query_params.get("state", "")
         session = _browser_session(bound_state)
         data = await self.client.framework.get_state_data(session, state)
         if not data:
             raise SignInFailed("state_mismatch", "state not started by this browser, or expired")
+        if error := request.query_params.get("error"):
+            await self.client.framework.clear_state_data(session, state)
+            code = error if error in PROVIDER_ERRORS else "provider_error"
+            raise SignInFailed(code, request.query_params.get("error_description", ""))
         request.scope["session"] = session
         userinfo = await self._exchange(request)
         if userinfo.get("email_verified") is not True:
@@ -123,6 +131,8 @@ class OpenIdProvider:
             raise SignInFailed("provider_unavailable", str(exc)) from exc
         except OAuthError as exc:
             raise SignInFailed("token_exchange_failed", str(exc)) from exc
+        except RuntimeError as exc:  # e.g. discovery without jwks_uri
+            raise SignInFailed("provider_unavailable", str(exc)) from exc
         except (AuthlibBaseError, JoseError, ValueError, KeyError) as exc:
             raise SignInFailed("invalid_id_token", repr(exc)) from exc
         userinfo = token.get("userinfo")

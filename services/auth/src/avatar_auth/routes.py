@@ -4,6 +4,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from avatar_auth.deps import AuthDep
+from avatar_auth.errors import SIGN_IN_FAILURES
 from avatar_auth.schemas import User
 from avatar_shared.errors import ERROR_RESPONSES
 from avatar_shared.identity import CallerIdentity
@@ -31,6 +32,9 @@ async def google_login(
 @router.get(
     "/google/callback",
     summary="Complete sign-in: set the access_token cookie, redirect to the frontend",
+    description="A failed sign-in redirects to `{FRONTEND_URL}/auth/callback?error=<code>`: "
+    + "; ".join(f"`{code}`: {why}" for code, why in SIGN_IN_FAILURES.items())
+    + "; or the provider's own OAuth error code (e.g. `access_denied`).",
     status_code=302,
     responses=REDIRECT,
 )

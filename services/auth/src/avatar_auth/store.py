@@ -14,7 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from avatar_shared.timestamps import utc_now
-from avatar_shared.tokens import revoked_key
+from avatar_shared.tokens import LEEWAY_S, revoked_key
 
 
 def _user_key(user_id: str) -> str:
@@ -47,6 +47,7 @@ class UserStore:
         return json.loads(raw) if raw else None
 
     async def revoke(self, jti: str, expires_at: int) -> None:
-        """Until the token would expire anyway; after that it fails verification by itself."""
-        if expires_at > time.time():
-            await self.redis.set(revoked_key(jti), "1", exat=expires_at)
+        """Until the token would stop verifying anyway (its expiry plus the clock leeway)."""
+        until = expires_at + LEEWAY_S
+        if until > time.time():
+            await self.redis.set(revoked_key(jti), "1", exat=until)

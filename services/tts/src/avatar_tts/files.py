@@ -54,8 +54,11 @@ class AudioFolder:
         """The user's file of that name, if the name is one this service gives out."""
         if not (SAFE_USER.match(user_id) and SAFE_FILE.match(file_name)):
             return None
-        path = self.of(user_id) / file_name
-        return path if path.is_file() else None
+        path = (self.of(user_id) / file_name).resolve()
+        # Checked after resolving symlinks: a link placed in a user's folder (by anyone with
+        # disk access) cannot make this serve a file from outside that folder.
+        inside = path.is_relative_to(self.of(user_id).resolve())
+        return path if inside and path.is_file() else None
 
     @asynccontextmanager
     async def new_file(self, user_id: str, media_type: str) -> AsyncIterator[AudioWriter]:
