@@ -212,6 +212,13 @@ async def test_an_anonymous_caller_gets_an_id_of_its_own_that_sticks(probe):
     assert not _set_cookies(again)  # nothing new to set
 
 
+async def test_cookies_are_secure_when_the_site_is_https(app_client, redis_url, auth_url):
+    https = probe_app(redis_url, auth_url, public_base_url="https://avatar.example")
+    async with app_client(https) as probe:
+        cookie = (await probe.get("/who")).headers["set-cookie"]
+    assert "Secure" in cookie.split("; ")
+
+
 async def test_anonymous_ids_cannot_be_chosen_or_forged(probe):
     mine = (await probe.get("/who")).json()["user_id"]
     value = probe.cookies["anon_id"]
