@@ -22,7 +22,8 @@ import httpx
 from loadgen import bench_stack, row, run_load, timed
 from redis.asyncio import Redis
 
-from avatar_devstack.stack import Ports, Stack
+from avatar_devstack.ports import Ports
+from avatar_devstack.stack import Stack
 
 BURST = 200
 LIMIT = 20

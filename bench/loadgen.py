@@ -11,8 +11,9 @@ from typing import Any
 
 import httpx
 
+from avatar_devstack.ports import Ports
 from avatar_devstack.settings import StackSettings
-from avatar_devstack.stack import Ports, Stack
+from avatar_devstack.stack import Stack
 
 Call = Callable[[], Awaitable[float]]
 

@@ -6,7 +6,7 @@ import time
 import pytest
 from fastapi import FastAPI
 
-from avatar_devstack.stack import free_port, port_of
+from avatar_devstack.ports import free_port, port_of
 from avatar_edge.app import create_app
 from avatar_edge.settings import EdgeSettings
 from avatar_emulators.server import serve_in_thread

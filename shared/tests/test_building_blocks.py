@@ -8,7 +8,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from avatar_devstack.stack import free_port
+from avatar_devstack.ports import free_port
 from avatar_emulators.server import serve_in_thread
 from avatar_shared.errors import upstream_errors
 from avatar_shared.locks import LockTimeout, redis_lock

@@ -8,7 +8,7 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
-from avatar_devstack.stack import free_port
+from avatar_devstack.ports import free_port
 from avatar_shared.app import create_service_app
 from avatar_shared.errors import Conflict
 from avatar_shared.health import DISABLED, HEALTHY, UNHEALTHY, Status, probe_url

@@ -14,8 +14,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from avatar_devstack.ports import Ports
 from avatar_devstack.settings import StackSettings
-from avatar_devstack.stack import Ports, Stack
+from avatar_devstack.stack import Stack
 
 LIMIT = 20
 BURST = 200

@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from avatar_devstack.ports import Ports, free_port, port_open
 from avatar_devstack.settings import StackSettings
-from avatar_devstack.stack import Ports, Stack, free_port, port_open
+from avatar_devstack.stack import Stack
 from avatar_devstack.supervisor import ChildFailed
 from avatar_shared.registry import APPS_BY_NAME
 

@@ -14,8 +14,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
+from avatar_devstack.ports import Ports
 from avatar_devstack.settings import StackSettings
-from avatar_devstack.stack import Ports, Stack
+from avatar_devstack.stack import Stack
 from avatar_emulators.server import serve_in_thread
 
 EVENT_GAP_S = 1.0

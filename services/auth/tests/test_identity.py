@@ -19,7 +19,7 @@ from joserfc.jwk import RSAKey
 from avatar_auth.app import create_app as auth_app
 from avatar_auth.settings import AuthSettings
 from avatar_auth.store import UserStore
-from avatar_devstack.stack import free_port
+from avatar_devstack.ports import free_port
 from avatar_emulators.server import serve_in_thread
 from avatar_shared.app import create_service_app
 from avatar_shared.identity import CallerIdentity

@@ -12,7 +12,7 @@ import pytest
 from avatar_characters.app import create_app
 from avatar_characters.presets import SHIPPED_PRESETS
 from avatar_characters.settings import CharactersSettings
-from avatar_devstack.stack import free_port
+from avatar_devstack.ports import free_port
 from avatar_devstack.testing import as_user, identity_from_test_header  # noqa: F401 (re-exported)
 from avatar_shared.identity import current_identity
 

@@ -11,7 +11,7 @@ import pytest
 
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
-from avatar_devstack.stack import free_port
+from avatar_devstack.ports import free_port
 from avatar_emulators import ollama, openai_compat
 from avatar_emulators.replies import ChatEmulatorConfig, PromptRecorder
 from avatar_emulators.server import serve_in_thread

@@ -7,7 +7,7 @@ from typing import Any
 
 from avatar_chat.context.planner import SUMMARY_INSTRUCTIONS
 from avatar_chat.settings import ChatSettings
-from avatar_devstack.stack import free_port
+from avatar_devstack.ports import free_port
 from avatar_emulators.replies import PromptRecord, PromptRecorder
 
 WINDOW = 1200

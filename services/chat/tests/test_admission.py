@@ -4,7 +4,7 @@ import asyncio
 
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
-from avatar_devstack.stack import free_port
+from avatar_devstack.ports import free_port
 from avatar_devstack.testing import identity_from_test_header
 from avatar_shared.identity import current_identity
 

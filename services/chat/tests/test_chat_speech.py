@@ -9,7 +9,7 @@ import pytest
 
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
-from avatar_devstack.stack import free_port
+from avatar_devstack.ports import free_port
 from avatar_emulators import gpt_sovits
 from avatar_emulators.server import serve_in_thread
 from avatar_tts.app import create_app as tts_app

@@ -15,7 +15,7 @@ from avatar_characters.app import create_app as characters_app
 from avatar_characters.settings import CharactersSettings
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
-from avatar_devstack.stack import free_port
+from avatar_devstack.ports import free_port
 from avatar_devstack.testing import with_lifespan_state
 from avatar_emulators.replies import ERROR_MIDSTREAM_MODEL
 from avatar_emulators.server import serve_in_thread

@@ -13,7 +13,7 @@ from avatar_chat.context.tokens import TokenEstimator, default_tokens, learn_cal
 from avatar_chat.llm import make_llm_client, open_llm_http
 from avatar_chat.llm.windows import ContextWindows
 from avatar_chat.settings import ChatSettings
-from avatar_devstack.stack import free_port
+from avatar_devstack.ports import free_port
 
 from .conftest import emulated_llm
 

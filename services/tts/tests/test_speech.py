@@ -11,7 +11,7 @@ import httpx
 import mutagen
 import pytest
 
-from avatar_devstack.stack import free_port
+from avatar_devstack.ports import free_port
 from avatar_devstack.testing import identity_from_test_header
 from avatar_emulators import gpt_sovits
 from avatar_emulators.server import serve_in_thread

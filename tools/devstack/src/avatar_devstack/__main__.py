@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from avatar_devstack.ports import Ports
 from avatar_devstack.settings import StackSettings
-from avatar_devstack.stack import Ports, Stack
+from avatar_devstack.stack import Stack
 from avatar_devstack.supervisor import ChildFailed
 
 

@@ -6,83 +6,24 @@ it through `Stack`, so they exercise the same wiring.
 import os
 import secrets
 import shutil
-import socket
 import string
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 
+from avatar_devstack.ports import Ports, local_url, port_open
 from avatar_devstack.secrets import DEMO_CLIENT_ID, dev_secrets
 from avatar_devstack.settings import StackSettings
 from avatar_devstack.supervisor import ChildFailed, Supervisor
-from avatar_shared.registry import APPS, APPS_BY_NAME, app_spec
+from avatar_shared.registry import APPS_BY_NAME, app_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 GATEWAY_CONFIG_DIR = REPO_ROOT / "gateway" / "traefik"
 OIDC_PROVIDER_DIR = REPO_ROOT / "tools" / "oidc-provider"
 
 TRAEFIK_NO_ROUTE = "404 page not found\n"
-# The emulators listen where the real upstreams do by default.
-EMULATOR_DEFAULT_PORTS = {"ollama": 11434, "openai": 8002, "gpt-sovits": 9880}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_of(url: str) -> int:
-    parts = urlsplit(url)
-    return parts.port or (443 if parts.scheme in ("https", "rediss") else 80)
-
-
-@dataclass(frozen=True)
-class Ports:
-    gateway: int
-    redis: int
-    apps: dict[str, int]
-    emulators: dict[str, int] = field(default_factory=dict)
-    # Ports of further replicas of an app, beyond its first one in `apps`.
-    replicas: dict[str, list[int]] = field(default_factory=dict)
-    oidc_provider: int | None = None  # the demo OpenID provider, with the emulators
-
-    def app_ports(self, name: str) -> list[int]:
-        return [self.apps[name], *self.replicas.get(name, [])]
-
-    @classmethod
-    def from_settings(cls, settings: StackSettings, emulators: bool) -> "Ports":
-        urls = {**settings.service_urls(), "edge": settings.edge_url}
-        return cls(
-            gateway=settings.gateway_port,
-            redis=port_of(settings.redis_url),
-            apps={spec.name: port_of(urls[spec.name]) for spec in APPS},
-            emulators=dict(EMULATOR_DEFAULT_PORTS) if emulators else {},
-            oidc_provider=settings.oidc_provider_port if emulators else None,
-        )
-
-    @classmethod
-    def free(cls, emulators: bool, replicas: dict[str, int] | None = None) -> "Ports":
-        """`replicas` says how many processes of an app to run (default one each)."""
-        return cls(
-            gateway=free_port(),
-            redis=free_port(),
-            apps={spec.name: free_port() for spec in APPS},
-            emulators={name: free_port() for name in EMULATOR_DEFAULT_PORTS} if emulators else {},
-            replicas={
-                name: [free_port() for _ in range(count - 1)]
-                for name, count in (replicas or {}).items()
-            },
-            oidc_provider=free_port() if emulators else None,
-        )
-
-
-def _local(port: int) -> str:
-    return f"http://127.0.0.1:{port}"
 
 
 def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> dict[str, str]:
@@ -100,21 +41,21 @@ def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> di
         PUBLIC_BASE_URL=settings.public_base_url or f"http://localhost:{ports.gateway}",
     )
     for name, port in ports.apps.items():
-        env[f"{name.upper()}_URL"] = _local(port)
+        env[f"{name.upper()}_URL"] = local_url(port)
         # Traefik's load-balancer list: every replica.
-        env[f"{name.upper()}_URLS"] = ",".join(_local(p) for p in ports.app_ports(name))
+        env[f"{name.upper()}_URLS"] = ",".join(local_url(p) for p in ports.app_ports(name))
     if not ports.emulators:
         # No GPU server in sight: speak with the local engine unless told otherwise.
         env.setdefault("TTS_ENGINE", "local")
     if ports.emulators:
         env.update(
-            OLLAMA_BASE_URL=_local(ports.emulators["ollama"]),
-            VLLM_BASE_URL=_local(ports.emulators["openai"]),
-            TTS_BASE_URL=_local(ports.emulators["gpt-sovits"]),
+            OLLAMA_BASE_URL=local_url(ports.emulators["ollama"]),
+            VLLM_BASE_URL=local_url(ports.emulators["openai"]),
+            TTS_BASE_URL=local_url(ports.emulators["gpt-sovits"]),
         )
     if ports.oidc_provider:
         env.update(
-            OIDC_DISCOVERY_URL=f"{_local(ports.oidc_provider)}/.well-known/openid-configuration",
+            OIDC_DISCOVERY_URL=f"{local_url(ports.oidc_provider)}/.well-known/openid-configuration",
             GOOGLE_CLIENT_ID=DEMO_CLIENT_ID,
             GOOGLE_CLIENT_SECRET=secrets.token_urlsafe(24),  # this run's only
         )
@@ -141,14 +82,6 @@ def _http_ok(url: str) -> bool:
     try:
         return httpx.get(url, timeout=1.0, trust_env=False).status_code == 200
     except httpx.HTTPError:
-        return False
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
         return False
 
 
@@ -179,17 +112,17 @@ class Stack:
 
     @property
     def gateway_url(self) -> str:
-        return _local(self.ports.gateway)
+        return local_url(self.ports.gateway)
 
     def app_url(self, name: str) -> str:
-        return _local(self.ports.apps[name])
+        return local_url(self.ports.apps[name])
 
     def app_urls(self, name: str) -> list[str]:
         """Every replica of the app, the first one (`app_url`) first."""
-        return [_local(port) for port in self.ports.app_ports(name)]
+        return [local_url(port) for port in self.ports.app_ports(name)]
 
     def emulator_url(self, name: str) -> str:
-        return _local(self.ports.emulators[name])
+        return local_url(self.ports.emulators[name])
 
     def start(self) -> None:
         busy = [str(port) for port in self._all_ports() if port_open(port)]
@@ -262,7 +195,7 @@ class Stack:
         env = {**self.env, **self.app_env.get(name, {})}
         child = self.supervisor.start(child_name, argv, env)
         return lambda: self.supervisor.wait_ready(
-            child, lambda: _http_ok(f"{_local(port)}/healthz")
+            child, lambda: _http_ok(f"{local_url(port)}/healthz")
         )
 
     def _start_emulator(self, name: str, port: int) -> Callable[[], None]:

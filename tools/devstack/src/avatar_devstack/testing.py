@@ -22,8 +22,9 @@ from fastapi import FastAPI, Request
 from redis.asyncio import Redis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from avatar_devstack.ports import Ports, free_port, port_open
 from avatar_devstack.settings import StackSettings
-from avatar_devstack.stack import Ports, Stack, find_binary, free_port, port_open
+from avatar_devstack.stack import Stack, find_binary
 from avatar_devstack.supervisor import Supervisor
 from avatar_shared.identity import ANON_COOKIE, AnonymousIds, Identity
 
