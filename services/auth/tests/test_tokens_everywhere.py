@@ -1,5 +1,5 @@
-"""The shared identity dependency, in a small service of its own that verifies tokens with the
-public keys of a real auth service (served over HTTP in a thread, keys from a file)."""
+"""Access tokens, as any service other than auth verifies them: every forged kind refused,
+revocation, key rotation, and auth out of reach."""
 
 import asyncio
 import base64
@@ -7,73 +7,17 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import APIRouter
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from avatar_auth.app import create_app as auth_app
-from avatar_auth.settings import AuthSettings
 from avatar_auth.store import UserStore
 from avatar_devstack.ports import free_port
-from avatar_emulators.server import serve_in_thread
-from avatar_shared.app import create_service_app
-from avatar_shared.identity import CallerIdentity
-from avatar_shared.settings import ServiceSettings
 from avatar_shared.tokens import SigningKeys, generate_key, read_key_set, write_key_set
 
-FRONTEND = "http://localhost:3000"
-ISSUER, AUDIENCE = "avatar-forge-auth", "avatar-forge"
-
-probe_routes = APIRouter()
-
-
-@probe_routes.get("/who")
-@probe_routes.post("/who")
-async def who(identity: CallerIdentity) -> dict[str, object]:
-    return {"user_id": identity.user_id, "signed_in": identity.signed_in}
-
-
-def start_auth(redis_url: str, keys_file: Path, port: int = 0):
-    settings = AuthSettings(redis_url=redis_url, signing_keys_file=str(keys_file))
-    return serve_in_thread(auth_app(settings), port=port, lifespan="on")
-
-
-@pytest.fixture
-def keys_file(tmp_path: Path) -> Path:
-    path = tmp_path / "keys.json"
-    write_key_set(path, [generate_key()])
-    return path
-
-
-@pytest.fixture
-def signer(keys_file: Path) -> SigningKeys:
-    return SigningKeys(read_key_set(keys_file), ISSUER, AUDIENCE, lifetime_s=3600)
-
-
-@pytest.fixture
-def auth_url(redis_url, keys_file) -> Iterator[str]:
-    with start_auth(redis_url, keys_file) as url:
-        yield url
-
-
-def probe_app(redis_url: str, auth_url: str, **settings: object):
-    config = ServiceSettings(redis_url=redis_url, auth_url=auth_url, **settings)
-    return create_service_app("probe", config, probe_routes)
-
-
-@pytest.fixture
-async def probe(app_client, redis_url, auth_url) -> AsyncIterator[httpx.AsyncClient]:
-    async with app_client(probe_app(redis_url, auth_url, jwks_refresh_floor_s=0)) as client:
-        yield client
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from .conftest import AUDIENCE, ISSUER, bearer, probe_app, set_cookies, start_auth
 
 
 def signed(claims: dict, key: RSAKey, header: dict | None = None) -> str:
@@ -149,7 +93,7 @@ async def test_a_bad_cookie_token_is_refused_and_deleted(probe, signer):
     probe.cookies.set("access_token", forged_tokens(signer)["expired"])
     response = await probe.get("/who")
     assert response.status_code == 401
-    assert any(c.startswith("access_token=") and "Max-Age=0" in c for c in _set_cookies(response))
+    assert any(c.startswith("access_token=") and "Max-Age=0" in c for c in set_cookies(response))
 
 
 async def test_a_signed_out_token_is_refused(probe, auth_url, signer, redis_url):
@@ -199,55 +143,6 @@ async def test_tokens_need_auth_reachable_once(app_client, redis_url, signer):
     assert response.status_code == 503 and response.json()["error"]["code"] == "auth_unavailable"
 
 
-def _set_cookies(response: httpx.Response) -> list[str]:
-    return response.headers.get_list("set-cookie")
-
-
-async def test_an_anonymous_caller_gets_an_id_of_its_own_that_sticks(probe):
-    first = await probe.get("/who")
-    cookie = next(c for c in _set_cookies(first) if c.startswith("anon_id="))
-    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
-    again = await probe.get("/who")
-    assert first.json() == again.json() and first.json()["signed_in"] is False
-    assert not _set_cookies(again)  # nothing new to set
-
-
-async def test_cookies_are_secure_when_the_site_is_https(app_client, redis_url, auth_url):
-    https = probe_app(redis_url, auth_url, public_base_url="https://avatar.example")
-    async with app_client(https) as probe:
-        cookie = (await probe.get("/who")).headers["set-cookie"]
-    assert "Secure" in cookie.split("; ")
-
-
-async def test_anonymous_ids_cannot_be_chosen_or_forged(probe):
-    mine = (await probe.get("/who")).json()["user_id"]
-    value = probe.cookies["anon_id"]
-    probe.cookies.set("anon_id", value.replace(mine, "anon-victim"))
-    forged = await probe.get("/who", headers={"X-User-Id": "anon-victim"})
-    assert forged.json()["user_id"] not in ("anon-victim", mine)
-
-
-async def test_a_cookie_in_any_characters_is_just_not_an_id(probe):
-    raw = "anon_id=anon-x.\u00e9\u00e9".encode()  # bytes a client may send, not ASCII
-    response = await probe.get("/who", headers=[(b"cookie", raw)])
-    assert response.status_code == 200 and response.json()["user_id"] != "anon-x"
-
-
 async def test_a_revocation_outlives_the_token_by_the_clock_leeway(redis):
     await UserStore(redis).revoke("j-9", int(time.time()) + 5)
     assert await redis.ttl("auth:revoked:j-9") > 30
-
-
-async def test_writes_with_our_cookies_from_a_foreign_page_are_refused(probe):
-    await probe.get("/who")  # has an anonymous cookie now
-    evil = await probe.post("/who", headers={"Origin": "https://evil.example"})
-    assert evil.status_code == 403 and evil.json()["error"]["code"] == "cross_origin_refused"
-    assert (await probe.post("/who", headers={"Origin": FRONTEND})).status_code == 200
-    assert (await probe.post("/who")).status_code == 200  # not a browser: no Origin
-
-
-async def test_auth_required_refuses_anonymous_writes_only(app_client, redis_url, auth_url):
-    async with app_client(probe_app(redis_url, auth_url, auth_required=True)) as probe:
-        assert (await probe.get("/who")).status_code == 200
-        refused = await probe.post("/who")
-    assert refused.status_code == 401 and refused.json()["error"]["code"] == "login_required"

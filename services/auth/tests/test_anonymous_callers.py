@@ -1,0 +1,49 @@
+"""Anonymous callers, cookie flags, cross-site writes and AUTH_REQUIRED, as every service
+sees them through the shared identity dependency."""
+
+from .conftest import FRONTEND, probe_app, set_cookies
+
+
+async def test_an_anonymous_caller_gets_an_id_of_its_own_that_sticks(probe):
+    first = await probe.get("/who")
+    cookie = next(c for c in set_cookies(first) if c.startswith("anon_id="))
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
+    again = await probe.get("/who")
+    assert first.json() == again.json() and first.json()["signed_in"] is False
+    assert not set_cookies(again)  # nothing new to set
+
+
+async def test_cookies_are_secure_when_the_site_is_https(app_client, redis_url, auth_url):
+    https = probe_app(redis_url, auth_url, public_base_url="https://avatar.example")
+    async with app_client(https) as probe:
+        cookie = (await probe.get("/who")).headers["set-cookie"]
+    assert "Secure" in cookie.split("; ")
+
+
+async def test_anonymous_ids_cannot_be_chosen_or_forged(probe):
+    mine = (await probe.get("/who")).json()["user_id"]
+    value = probe.cookies["anon_id"]
+    probe.cookies.set("anon_id", value.replace(mine, "anon-victim"))
+    forged = await probe.get("/who", headers={"X-User-Id": "anon-victim"})
+    assert forged.json()["user_id"] not in ("anon-victim", mine)
+
+
+async def test_a_cookie_in_any_characters_is_just_not_an_id(probe):
+    raw = "anon_id=anon-x.\u00e9\u00e9".encode()  # bytes a client may send, not ASCII
+    response = await probe.get("/who", headers=[(b"cookie", raw)])
+    assert response.status_code == 200 and response.json()["user_id"] != "anon-x"
+
+
+async def test_writes_with_our_cookies_from_a_foreign_page_are_refused(probe):
+    await probe.get("/who")  # has an anonymous cookie now
+    evil = await probe.post("/who", headers={"Origin": "https://evil.example"})
+    assert evil.status_code == 403 and evil.json()["error"]["code"] == "cross_origin_refused"
+    assert (await probe.post("/who", headers={"Origin": FRONTEND})).status_code == 200
+    assert (await probe.post("/who")).status_code == 200  # not a browser: no Origin
+
+
+async def test_auth_required_refuses_anonymous_writes_only(app_client, redis_url, auth_url):
+    async with app_client(probe_app(redis_url, auth_url, auth_required=True)) as probe:
+        assert (await probe.get("/who")).status_code == 200
+        refused = await probe.post("/who")
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "login_required"
