@@ -4,26 +4,36 @@ from typing import TypedDict
 from fastapi import FastAPI
 
 from avatar_gen3d.backends.health import reachable_check
+from avatar_gen3d.jobs import open_queue
 from avatar_gen3d.routes import router
 from avatar_gen3d.service import Gen3dService
 from avatar_gen3d.settings import Gen3dSettings
 from avatar_shared.app import BaseState, create_service_app
+from avatar_shared.body_limit import BodySizeLimitMiddleware
 
 
 class Gen3dState(TypedDict):
     gen3d: Gen3dService
 
 
-async def gen3d_state(_: BaseState) -> AsyncIterator[Gen3dState]:
-    yield Gen3dState(gen3d=Gen3dService())
-
-
 def create_app(settings: Gen3dSettings | None = None) -> FastAPI:
     settings = settings or Gen3dSettings()
+
+    async def gen3d_state(base: BaseState) -> AsyncIterator[Gen3dState]:
+        queue = open_queue(settings)
+        await queue.connect()
+        try:
+            yield Gen3dState(gen3d=Gen3dService(settings, base["redis"], queue))
+        finally:
+            await queue.disconnect()
+
     upstream_checks = {
         "gen3d": reachable_check(settings.gen3d_base_url),
         "style": reachable_check(settings.style_base_url),
     }
-    return create_service_app(
+    app = create_service_app(
         "gen3d", settings, router, state=gen3d_state, upstream_checks=upstream_checks
     )
+    # Uploads are refused as they stream in, at MAX_UPLOAD_BYTES, never read whole first.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    return app

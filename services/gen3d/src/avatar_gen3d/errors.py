@@ -1,5 +1,47 @@
-"""Every error of the gen3d service, each with the status and code of the envelope.
+"""Every error of the gen3d service, each with the status and code of the envelope."""
 
-None of its own yet: until the gen3d issue builds the jobs, each endpoint answers the shared
-501 `not_implemented`.
-"""
+from avatar_shared.errors import AppError, NamedNotFound, ValidationFailed
+
+
+class UnsupportedImage(AppError):
+    status_code, code = 415, "unsupported_image"
+    message = "image must be a PNG, JPEG or WebP picture; this file is none of them."
+
+
+class ImageTooLarge(ValidationFailed):
+    code = "image_too_large"
+
+    def __init__(self, max_pixels: int, size: tuple[int, int] | None = None) -> None:
+        has = f"is {size[0]}x{size[1]} pixels" if size else "has far too many pixels"
+        super().__init__(f"image {has}; at most {max_pixels} pixels in all.")
+
+
+class CorruptImage(ValidationFailed):
+    code, message = "corrupt_image", "image could not be decoded: the file is damaged."
+
+
+class InvalidOptions(ValidationFailed):
+    code = "invalid_options"
+
+
+class JobNotFound(NamedNotFound):
+    code, what = "job_not_found", "Job"
+
+
+class ResultNotFound(NamedNotFound):
+    code, what, hint = "result_not_found", "Result of job", " (yet: see its status)"
+
+
+class TooManyJobs(AppError):
+    status_code, code = 429, "too_many_jobs"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"At most {limit} jobs of yours may wait or run at once; try again when one ends.",
+            headers={"Retry-After": "30"},
+        )
+
+
+class BadInput(Exception):
+    """A job whose input cannot work: failed at once, never retried. The message is for
+    people (it becomes the job's `error`)."""

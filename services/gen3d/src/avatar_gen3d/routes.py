@@ -1,26 +1,60 @@
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import FileResponse
 
 from avatar_gen3d.deps import Gen3dDep
+from avatar_gen3d.files import RESULT_FILES
 from avatar_gen3d.schemas import JobAccepted, JobStatus
 from avatar_shared.envelope import Envelope, ok
-from avatar_shared.errors import ERROR_RESPONSES
+from avatar_shared.errors import ERROR_RESPONSES, not_built
 from avatar_shared.identity import UserId
 
 router = APIRouter(prefix="/api/generate", tags=["gen3d"], responses=ERROR_RESPONSES)
 
 
-@router.post("", response_model=Envelope[JobAccepted], status_code=202)
+@router.post(
+    "",
+    response_model=Envelope[JobAccepted],
+    status_code=202,
+    summary="Start making a 3D model of a picture (answers at once; a worker does the work)",
+)
 async def generate(
-    image: Annotated[UploadFile, File(description="PNG or JPEG picture")],
+    image: Annotated[UploadFile, File(description="A PNG, JPEG or WebP picture")],
     user_id: UserId,
     gen3d: Gen3dDep,
-    options: Annotated[str | None, Form(description="JSON object of options")] = None,
+    options: Annotated[
+        str | None,
+        Form(description="JSON object: backend, resolution (64-512), texture, seed"),
+    ] = None,
 ) -> Envelope[JobAccepted]:
-    return ok(await gen3d.submit(user_id, image, options))
+    return ok(await gen3d.submit(user_id, await image.read(), options))
 
 
 @router.get("/status/{job_id}", response_model=Envelope[JobStatus])
 async def job_status(job_id: str, user_id: UserId, gen3d: Gen3dDep) -> Envelope[JobStatus]:
     return ok(await gen3d.status(job_id, user_id))
+
+
+@router.get(
+    "/result/{job_id}.{kind}",
+    summary="The finished model (.glb) or its preview (.png); its owner's only",
+    responses={200: {"content": {media: {} for _, media in RESULT_FILES.values()}}},
+)
+async def result(
+    job_id: str, kind: Literal["glb", "png"], user_id: UserId, gen3d: Gen3dDep
+) -> FileResponse:
+    path = await gen3d.result(job_id, user_id, kind)
+    # A job's result never changes once written: cacheable, but only by this browser.
+    headers = {"Cache-Control": "private, max-age=86400"}
+    return FileResponse(path, media_type=RESULT_FILES[kind][1], headers=headers)
+
+
+@router.get("/jobs", summary="The caller's jobs, newest first (not built yet: 501)")
+async def list_jobs(user_id: UserId) -> None:
+    not_built("GET /api/generate/jobs")
+
+
+@router.delete("/{job_id}", summary="Cancel a queued or running job (not built yet: 501)")
+async def cancel(job_id: str, user_id: UserId) -> None:
+    not_built("DELETE /api/generate/{job_id}")

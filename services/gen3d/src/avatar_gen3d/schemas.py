@@ -1,14 +1,27 @@
-"""The job objects of API.md's 3D generation endpoints."""
+"""The job objects of API.md's 3D generation endpoints, and the options of a job."""
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
+
+Backend = Literal["relief"]  # hunyuan3d joins when its backend is built
+
+
+class Gen3dOptions(BaseModel):
+    """The `options` form field of `POST /api/generate` (a JSON object)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Backend | None = Field(None, description="Default: the server's GEN3D_BACKEND.")
+    resolution: int = Field(256, ge=64, le=512, description="Mesh grid cells on the long side.")
+    texture: bool = Field(True, description="The picture as the model's texture.")
+    seed: int = Field(1234, ge=0, le=2**31 - 1, description="For generative backends.")
 
 
 class JobAccepted(BaseModel):
     job_id: str
     status_url: str
-    estimated_time: int
+    estimated_time: int = Field(description="Seconds until the result, estimated.")
 
 
 class JobStatus(BaseModel):

@@ -1,18 +1,95 @@
-"""3D generation: an uploaded picture becomes a job, a worker turns it into a GLB.
+"""3D generation: an uploaded picture becomes a job in the queue, a worker makes it a GLB."""
 
-Not built yet (the gen3d issue builds it): each operation answers 501 and says which
-endpoint is missing.
-"""
+import asyncio
+import uuid
+from pathlib import Path
 
-from fastapi import UploadFile
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from saq import Queue
 
-from avatar_gen3d.schemas import JobAccepted, JobStatus
-from avatar_shared.errors import not_built
+from avatar_gen3d.errors import InvalidOptions, JobNotFound, ResultNotFound, TooManyJobs
+from avatar_gen3d.files import JobFolder
+from avatar_gen3d.images import as_png, checked_picture
+from avatar_gen3d.jobs import FINAL, FUNCTION, STATUS_OF, JobBook, job_settings, progress_of
+from avatar_gen3d.schemas import Gen3dOptions, JobAccepted, JobStatus
+from avatar_gen3d.settings import Gen3dSettings
+
+
+def parse_options(raw: str | None) -> Gen3dOptions:
+    if raw is None or not raw.strip():
+        return Gen3dOptions()
+    try:
+        return Gen3dOptions.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidOptions(f"options: {problems}") from exc
 
 
 class Gen3dService:
-    async def submit(self, user_id: str, image: UploadFile, options: str | None) -> JobAccepted:
-        not_built("POST /api/generate")
+    def __init__(self, settings: Gen3dSettings, redis: Redis, queue: Queue) -> None:
+        self.settings, self.queue = settings, queue
+        self.book = JobBook(redis, settings.job_ttl_s)
+
+    async def submit(self, user_id: str, image: bytes, options_json: str | None) -> JobAccepted:
+        options = parse_options(options_json)
+        picture = await asyncio.to_thread(checked_picture, image, self.settings.max_image_pixels)
+        await self._check_room(user_id)
+        job_id = str(uuid.uuid4())
+        folder = JobFolder(self.settings.assets_dir, user_id, job_id)
+        await asyncio.to_thread(folder.write, "input.png", await asyncio.to_thread(as_png, picture))
+        await self.book.add(job_id, user_id)
+        kwargs = {"user_id": user_id, "job_id": job_id, "options": options.model_dump()}
+        await self.queue.enqueue(FUNCTION, key=job_id, **job_settings(self.settings), **kwargs)
+        backend = options.backend or self.settings.gen3d_backend
+        return JobAccepted(
+            job_id=job_id,
+            status_url=f"/api/generate/status/{job_id}",
+            estimated_time=await self._estimate(backend),
+        )
 
     async def status(self, job_id: str, user_id: str) -> JobStatus:
-        not_built("GET /api/generate/status/{job_id}")
+        await self._owned(job_id, user_id)
+        job = await self.queue.job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        progress = progress_of(job)
+        completed = STATUS_OF[job.status] == "completed"
+        return JobStatus(
+            job_id=job_id,
+            status=STATUS_OF[job.status],
+            progress=progress.percent,
+            current_step=progress.step if job.status not in FINAL else None,
+            result_url=f"/api/generate/result/{job_id}.glb" if completed else None,
+            error=progress.error,
+        )
+
+    async def result(self, job_id: str, user_id: str, kind: str) -> Path:
+        await self._owned(job_id, user_id)
+        path = JobFolder(self.settings.assets_dir, user_id, job_id).result(kind)
+        if not await asyncio.to_thread(path.is_file):
+            raise ResultNotFound(job_id)
+        return path
+
+    async def _owned(self, job_id: str, user_id: str) -> None:
+        """404, not 403, to others: job ids are not confirmed to strangers."""
+        if await self.book.owner(job_id) != user_id:
+            raise JobNotFound(job_id)
+
+    async def _check_room(self, user_id: str) -> None:
+        """The user's unfinished jobs, pruned of any that ended without saying so."""
+        active = await self.book.active(user_id)
+        for job_id, job in zip(active, await self.queue.jobs(active), strict=True):
+            if job is None or job.status in FINAL:
+                await self.book.finished(job_id, user_id)
+                active.discard(job_id)
+        if len(active) >= self.settings.max_queued_jobs_per_user:
+            raise TooManyJobs(self.settings.max_queued_jobs_per_user)
+
+    async def _estimate(self, backend: str) -> int:
+        """Seconds: the jobs ahead and this one, at the backend's recent pace, one at a time
+        per worker slot (a worker count is not known here: one is assumed)."""
+        ahead = await self.queue.count("queued") + await self.queue.count("active")
+        return max(1, round(await self.book.typical_duration(backend) * (ahead + 1)))

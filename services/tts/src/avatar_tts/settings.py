@@ -13,7 +13,7 @@ class TtsSettings(ServiceSettings):
     tts_api_path: str = "/tts"
     """Path of GPT-SoVITS's synthesis endpoint."""
     assets_dir: str = "var/user_assets"
-    """Where per-user audio files are stored."""
+    """Where per-user files are stored (audio in `<user>/audio/`, 3D jobs in `<user>/3d/`)."""
     assets_max_bytes: int = Field(2 * 1024**3, gt=0)
     """Audio kept on disk at most; least recently used goes first."""
     assets_max_age_s: float = Field(30 * 24 * 3600, gt=0)

@@ -96,15 +96,18 @@ class Stack:
         emulator_args: dict[str, list[str]] | None = None,
         app_env: dict[str, dict[str, str]] | None = None,
         oidc_args: list[str] | None = None,
+        gen3d_workers: int = 1,
     ) -> None:
         """`env_overrides` win over the wiring (tests point a router elsewhere with them);
         `emulator_args` are extra command-line flags per emulator (latency, token rate);
         `app_env` is extra environment for one app's processes only (benchmarks);
-        `oidc_args` are extra flags for the demo OpenID provider (a second client)."""
+        `oidc_args` are extra flags for the demo OpenID provider (a second client);
+        `gen3d_workers` is how many 3D queue workers to run."""
         self.ports = ports
         self.emulator_args = emulator_args or {}
         self.app_env = app_env or {}
         self.oidc_args = oidc_args or []
+        self.gen3d_workers = gen3d_workers
         self.data_dir = data_dir
         env = stack_env(ports, settings, dict(os.environ))
         self.env = {**env, **dev_secrets(data_dir / "run"), **(env_overrides or {})}
@@ -145,6 +148,8 @@ class Stack:
             ]
             for wait in waits:
                 wait()
+            for number in range(1, self.gen3d_workers + 1):
+                self._start_gen3d_worker(number)
             self.start_gateway()
         except BaseException:
             self.supervisor.stop_all()
@@ -197,6 +202,12 @@ class Stack:
         return lambda: self.supervisor.wait_ready(
             child, lambda: _http_ok(f"{local_url(port)}/healthz")
         )
+
+    def _start_gen3d_worker(self, number: int) -> None:
+        """A worker of the 3D job queue: not an app (no port), it takes jobs from Redis."""
+        argv = [sys.executable, "-m", "avatar_gen3d.worker"]
+        env = {**self.env, **self.app_env.get("gen3d", {})}
+        self.supervisor.start(f"gen3d-worker-{number}", argv, env)
 
     def _start_emulator(self, name: str, port: int) -> Callable[[], None]:
         argv = [sys.executable, "-m", "avatar_emulators", name, "--port", str(port)]

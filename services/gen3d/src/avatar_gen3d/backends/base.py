@@ -1,0 +1,34 @@
+"""What a 3D backend is to the worker: a picture and options in, a GLB and a preview out,
+reporting progress as it goes."""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from PIL import Image
+
+from avatar_gen3d.schemas import Gen3dOptions
+
+# The steps a user sees, in order, with the progress each starts at.
+ANALYZING = (5, "이미지 분석 중...")
+REMOVING_BACKGROUND = (20, "배경 제거 중...")
+MESHING = (40, "3D 메쉬 생성 중...")
+TEXTURING = (70, "텍스처 적용 중...")
+SAVING = (90, "GLB 파일 저장 중...")
+
+Report = Callable[[tuple[int, str]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Model:
+    glb: bytes
+    preview_png: bytes
+
+
+class Backend(Protocol):
+    name: str
+
+    async def generate(self, picture: Image.Image, options: Gen3dOptions, report: Report) -> Model:
+        """Raises BadInput for a picture it cannot use (never retried); any other error is
+        taken as transient and retried."""
+        ...

@@ -1,0 +1,98 @@
+"""The job queue (saq, in Redis) as the API and the workers both use it.
+
+saq keeps each job (status, attempts, heartbeat, our progress in `meta`) under its own keys
+and sweeps jobs whose worker stopped sending heartbeats: retried while attempts remain,
+else failed. Its per-job defaults (10 s timeout, 1 attempt, 600 s ttl) are wrong for 3D
+work, so every job is enqueued with the settings' values.
+
+Our own keys:
+- `gen3d:owner:{job_id}`: the user who submitted it (kept as long as the job).
+- `gen3d:active:{user_id}`: set of the user's jobs not finished yet (the per-user cap).
+- `gen3d:durations:{backend}`: the last 20 durations (s), for `estimated_time`.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from saq import Job, Queue
+from saq.job import Status
+
+from avatar_gen3d.settings import Gen3dSettings
+
+QUEUE_NAME = "gen3d"
+FUNCTION = "generate"
+DEFAULT_DURATION_S = 30.0  # a guess until a backend has finished jobs
+FINAL = {Status.COMPLETE, Status.FAILED, Status.ABORTED}
+STATUS_OF = {
+    Status.NEW: "queued",
+    Status.QUEUED: "queued",
+    Status.ACTIVE: "processing",
+    Status.ABORTING: "processing",
+    Status.COMPLETE: "completed",
+    Status.FAILED: "failed",
+    Status.ABORTED: "failed",
+}
+LOST = "작업이 중단되었습니다. 다시 시도해 주세요."  # the worker died and no attempts were left
+
+
+def open_queue(settings: Gen3dSettings) -> Queue:
+    return Queue.from_url(settings.redis_url, name=QUEUE_NAME)
+
+
+def job_settings(settings: Gen3dSettings) -> dict[str, Any]:
+    return {
+        "timeout": settings.job_timeout_s,
+        "heartbeat": settings.job_heartbeat_s,
+        "retries": settings.job_retries,
+        "ttl": settings.job_ttl_s,
+        "retry_delay": 2.0,
+        "retry_backoff": True,
+    }
+
+
+@dataclass(frozen=True)
+class Progress:
+    percent: int
+    step: str | None
+    error: str | None
+
+
+def progress_of(job: Job) -> Progress:
+    meta = job.meta or {}
+    error = meta.get("error") or (LOST if job.status in (Status.FAILED, Status.ABORTED) else None)
+    percent = 100 if job.status == Status.COMPLETE else int(meta.get("progress", 0))
+    return Progress(percent, meta.get("step"), error if job.status in FINAL else None)
+
+
+class JobBook:
+    """Who owns which job, who has how many running, and how long jobs take."""
+
+    def __init__(self, redis: Redis, ttl_s: int) -> None:
+        self.redis, self.ttl_s = redis, ttl_s
+
+    async def add(self, job_id: str, user_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(f"gen3d:owner:{job_id}", user_id, ex=self.ttl_s)
+            pipe.sadd(f"gen3d:active:{user_id}", job_id)
+            pipe.expire(f"gen3d:active:{user_id}", self.ttl_s)
+            await pipe.execute()
+
+    async def owner(self, job_id: str) -> str | None:
+        return await self.redis.get(f"gen3d:owner:{job_id}")
+
+    async def active(self, user_id: str) -> set[str]:
+        return set(await self.redis.smembers(f"gen3d:active:{user_id}"))
+
+    async def finished(self, job_id: str, user_id: str) -> None:
+        await self.redis.srem(f"gen3d:active:{user_id}", job_id)
+
+    async def took(self, backend: str, seconds: float) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(f"gen3d:durations:{backend}", round(seconds, 2))
+            pipe.ltrim(f"gen3d:durations:{backend}", 0, 19)
+            await pipe.execute()
+
+    async def typical_duration(self, backend: str) -> float:
+        recent = [float(d) for d in await self.redis.lrange(f"gen3d:durations:{backend}", 0, -1)]
+        return sum(recent) / len(recent) if recent else DEFAULT_DURATION_S

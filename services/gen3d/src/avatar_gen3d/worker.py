@@ -1,0 +1,135 @@
+"""`python -m avatar_gen3d.worker`: a worker process of the 3D job queue (`make run` starts
+one; more scale horizontally, each taking jobs from the same Redis queue).
+
+A job reads its input, runs the backend, and writes `model.glb` and `preview.png`, reporting
+`progress` and `current_step` as it goes. Those reports double as heartbeats; between them a
+ticker keeps sending heartbeats, so only a worker that died (or hung) goes silent, and saq's
+sweep then hands its job to another attempt. Bad input fails at once; anything else is
+retried with backoff until the job's attempts run out.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from PIL import Image
+from redis.asyncio import Redis
+from saq import Job, Queue, Worker
+
+from avatar_gen3d.backends.base import Backend
+from avatar_gen3d.backends.relief import ReliefBackend
+from avatar_gen3d.errors import BadInput
+from avatar_gen3d.files import JobFolder
+from avatar_gen3d.jobs import FUNCTION, JobBook, open_queue
+from avatar_gen3d.schemas import Gen3dOptions
+from avatar_gen3d.settings import Gen3dSettings
+from avatar_shared.logs import configure_logging
+from avatar_shared.redis_pool import open_redis
+
+logger = logging.getLogger("avatar.gen3d.worker")
+BACKENDS: dict[str, Backend] = {"relief": ReliefBackend()}
+FAILED_TO_MAKE = "3D 모델을 만들지 못했습니다: {}"
+
+
+async def generate(ctx: dict[str, Any], *, user_id: str, job_id: str, options: dict) -> str:
+    job: Job = ctx["job"]
+    settings: Gen3dSettings = ctx["settings"]
+    book: JobBook = ctx["book"]
+    chosen = Gen3dOptions.model_validate(options)
+    backend = BACKENDS[chosen.backend or settings.gen3d_backend]
+    folder = JobFolder(settings.assets_dir, user_id, job_id)
+    started = time.monotonic()
+    try:
+        async with heartbeats(job, settings.job_heartbeat_s / 3):
+            model = await backend.generate(await read_input(folder), chosen, reporter(job))
+            await asyncio.to_thread(folder.write, "model.glb", model.glb)
+            await asyncio.to_thread(folder.write, "preview.png", model.preview_png)
+    except BadInput as exc:
+        job.retries = 0  # nothing another attempt could change
+        await fail(job, book, user_id, str(exc))
+        raise
+    except Exception as exc:
+        if job.attempts >= job.retries:  # the last attempt: say why it ended
+            await fail(job, book, user_id, FAILED_TO_MAKE.format(type(exc).__name__))
+        raise
+    await job.update(meta={"progress": 100, "step": None})
+    await book.took(backend.name, time.monotonic() - started)
+    await book.finished(job_id, user_id)
+    return job_id
+
+
+async def read_input(folder: JobFolder) -> Image.Image:
+    try:
+        picture = await asyncio.to_thread(Image.open, folder.input)
+        await asyncio.to_thread(picture.load)
+    except (OSError, ValueError) as exc:
+        raise BadInput("입력 이미지를 읽을 수 없습니다.") from exc
+    return picture
+
+
+def reporter(job: Job):
+    async def report(stage: tuple[int, str]) -> None:
+        percent, step = stage
+        await job.update(meta={"progress": percent, "step": step})
+
+    return report
+
+
+async def fail(job: Job, book: JobBook, user_id: str, message: str) -> None:
+    await job.update(meta={**(job.meta or {}), "error": message})
+    await book.finished(job.key, user_id)
+
+
+@contextlib.asynccontextmanager
+async def heartbeats(job: Job, every_s: float) -> AsyncIterator[None]:
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            await job.update()
+
+    ticker = asyncio.create_task(tick())
+    try:
+        yield
+    finally:
+        ticker.cancel()
+
+
+def sweep_every_s(settings: Gen3dSettings) -> int:
+    """How often jobs whose worker went silent are looked for: every few seconds, not
+    saq's 60."""
+    return max(2, settings.job_heartbeat_s // 2)
+
+
+def build_worker(settings: Gen3dSettings, redis: Redis, queue: Queue) -> Worker:
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["settings"], ctx["book"] = settings, JobBook(redis, settings.job_ttl_s)
+
+    return Worker(
+        queue,
+        functions=[(FUNCTION, generate)],
+        concurrency=settings.worker_concurrency,
+        startup=startup,
+        timers={"sweep": sweep_every_s(settings)},
+    )
+
+
+async def run() -> None:
+    settings = Gen3dSettings()
+    configure_logging("gen3d-worker", settings.log_level)
+    queue = open_queue(settings)
+    async with open_redis(settings.redis_url, settings.redis_timeout_s) as redis:
+        await queue.connect()
+        # saq sweeps once as it starts, at the moment its first dequeue has moved a job to
+        # the active list but not yet marked it active, and then aborts and retries that
+        # healthy job (tobymao/saq#277). Sweeping here first, before any dequeue, takes
+        # the sweep lock for one period, so that start-up sweep finds nothing to do.
+        await queue.sweep(sweep_every_s(settings))
+        logger.info("gen3d worker starting")
+        await build_worker(settings, redis, queue).start()  # until SIGINT/SIGTERM (saq's)
+
+
+if __name__ == "__main__":
+    asyncio.run(run())

@@ -1,0 +1,132 @@
+"""What `POST /api/generate` accepts and refuses. A refusal says what was wrong and leaves
+nothing behind: no file, no job."""
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from avatar_gen3d.app import create_app
+
+from .conftest import picture
+
+
+async def post(client, data: bytes, name: str = "a.png", options: str | None = None, **kw):
+    files = {"image": (name, data, "image/png")}
+    form = {"options": options} if options is not None else {}
+    return await client.post("/api/generate", files=files, data=form, **kw)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims a huge picture (a decompression bomb's shape)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 1024)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def files_in(folder: str) -> list[Path]:
+    return sorted(Path(folder).rglob("*")) if Path(folder).exists() else []
+
+
+async def assert_nothing_kept(redis, settings) -> None:
+    assert files_in(settings.assets_dir) == []
+    assert await redis.keys("gen3d:*") == [] and await redis.keys("saq:*gen3d*") == []
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+async def test_a_picture_is_accepted_at_once(gen3d, settings, fmt):
+    response = await post(gen3d, picture(fmt=fmt), name="whatever.bin")
+    assert response.status_code == 202, response.text
+    data = response.json()["data"]
+    assert data["status_url"] == f"/api/generate/status/{data['job_id']}"
+    assert data["estimated_time"] >= 1
+    status = (await gen3d.get(data["status_url"])).json()["data"]
+    assert status["status"] == "queued" and status["progress"] == 0  # no worker here
+    stored = [path for path in files_in(settings.assets_dir) if path.name == "input.png"]
+    assert len(stored) == 1 and Image.open(stored[0]).format == "PNG"
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "status", "code"),
+    [
+        (b"just some text, not a picture", "cat.png", 415, "unsupported_image"),
+        (b"GIF89a" + b"\0" * 64, "cat.gif", 415, "unsupported_image"),
+        (png_claiming(100_000, 100_000), "bomb.png", 422, "image_too_large"),
+        (png_claiming(5000, 5000), "big.png", 422, "image_too_large"),
+        (picture()[:300], "cut.png", 422, "corrupt_image"),
+    ],
+)
+async def test_bad_pictures_are_refused_and_nothing_kept(
+    gen3d, redis, settings, data, name, status, code
+):
+    response = await post(gen3d, data, name)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    await assert_nothing_kept(redis, settings)
+
+
+@pytest.mark.parametrize(
+    "options",
+    ['{"resolution": 10}', '{"colour": "red"}', "not json", '{"backend": "magic"}', "[1]"],
+)
+async def test_bad_options_are_refused(gen3d, redis, settings, options):
+    response = await post(gen3d, picture(), options=options)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_options" and error["message"].startswith("options")
+    await assert_nothing_kept(redis, settings)
+
+
+async def test_a_huge_upload_is_refused_without_being_read_whole(app_client, settings, redis):
+    small = settings.model_copy(update={"max_upload_bytes": 1024 * 1024})
+    sent = 0
+
+    async def fifty_megabytes():
+        nonlocal sent
+        yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+        for _ in range(50):
+            sent += 1024 * 1024
+            yield b"\0" * (1024 * 1024)
+        yield b"\r\n--b--\r\n"
+
+    async with app_client(create_app(small)) as gen3d:
+        response = await gen3d.post(
+            "/api/generate",
+            content=fifty_megabytes(),
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert sent <= 3 * 1024 * 1024  # refused as it streamed in
+    await assert_nothing_kept(redis, small)
+
+
+async def test_each_user_has_a_limit_of_unfinished_jobs(gen3d, settings):
+    limit = settings.max_queued_jobs_per_user
+    accepted = [await post(gen3d, picture()) for _ in range(limit)]
+    assert [r.status_code for r in accepted] == [202] * limit
+    refused = await post(gen3d, picture())
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_jobs"
+    assert refused.headers["Retry-After"]
+    assert json.loads(refused.text)["success"] is False
+
+
+async def test_a_job_is_its_owners_only(gen3d, app_client, settings):
+    job = (await post(gen3d, picture())).json()["data"]
+    async with app_client(create_app(settings)) as stranger:  # another browser
+        for path in (job["status_url"], f"/api/generate/result/{job['job_id']}.glb"):
+            response = await stranger.get(path)
+            assert (
+                response.status_code == 404 and response.json()["error"]["code"] == "job_not_found"
+            )
