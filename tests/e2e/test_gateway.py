@@ -48,8 +48,8 @@ async def test_health_sees_emulated_upstreams(gateway):
     assert data["backend"] == "healthy"
     assert data["llm"] == "healthy"
     assert data["tts"] == "healthy"
-    # No 3D or style server is configured in the stack.
-    assert data["gen3d"] == "disabled" and data["style"] == "disabled"
+    # The Hunyuan3D-2 emulator stands in for the 3D server; no style server is configured.
+    assert data["gen3d"] == "healthy" and data["style"] == "disabled"
     assert data["sign_in"] == "healthy"  # the demo OpenID provider
     assert data["redis"] == "healthy"
     assert data["services"] == dict.fromkeys(
@@ -95,7 +95,8 @@ async def test_simple_request_from_the_frontend_carries_cors_headers(gateway):
         ("PUT", "/api/chat/models", {}, 405, "method_not_allowed"),
         ("GET", "/api/no-such-service", {}, 404, "not_found"),
         ("GET", "/api/chatroom", {}, 404, "not_found"),
-        ("GET", "/api/generate/status/x", {}, 501, "not_implemented"),
+        ("GET", "/api/generate/status/x", {}, 404, "job_not_found"),
+        ("GET", "/api/generate/jobs", {}, 501, "not_implemented"),
     ],
 )  # fmt: skip
 async def test_errors_through_the_gateway_use_the_envelope(

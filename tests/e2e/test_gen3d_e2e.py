@@ -5,6 +5,8 @@ the owner downloads it."""
 import asyncio
 import io
 import json
+import os
+import signal
 import time
 
 import httpx
@@ -73,3 +75,21 @@ async def test_a_picture_becomes_a_textured_glb_for_its_owner_only(stack, gatewa
     async with httpx.AsyncClient(base_url=stack.gateway_url, trust_env=False) as stranger:
         for path in (job["status_url"], final["result_url"]):
             assert (await stranger.get(path)).status_code == 404
+
+
+async def test_a_worker_killed_mid_job_leaves_no_job_stuck(stack, gateway):
+    job = await submit(gateway, backend="hunyuan3d")  # the emulator takes 3 s per model
+    deadline = time.monotonic() + 20
+    while (await gateway.get(job["status_url"])).json()["data"]["progress"] < 40:
+        assert time.monotonic() < deadline, "the job never reached the 3D server"
+        await asyncio.sleep(0.05)
+    worker = next(c for c in stack.supervisor.children if c.name.startswith("gen3d-worker"))
+    os.killpg(worker.process.pid, signal.SIGKILL)  # mid-job, no chance to clean up
+    worker.process.wait()
+    stack.supervisor.children.remove(worker)
+    stack.start_gen3d_worker(len(stack.supervisor.children) + 1)
+
+    final = (await follow(gateway, job["status_url"], limit_s=60))[-1]
+    assert final["status"] == "completed", final
+    glb = await gateway.get(final["result_url"])
+    assert trimesh.load(io.BytesIO(glb.content), file_type="glb").geometry

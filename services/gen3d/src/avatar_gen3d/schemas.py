@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Backend = Literal["relief"]  # hunyuan3d joins when its backend is built
+Backend = Literal["relief", "hunyuan3d"]
 
 
 class Gen3dOptions(BaseModel):

@@ -1,12 +1,11 @@
-from typing import Literal
-
 from pydantic import Field
 
+from avatar_gen3d.schemas import Backend
 from avatar_shared.settings import ServiceSettings
 
 
 class Gen3dSettings(ServiceSettings):
-    gen3d_backend: Literal["relief", "hunyuan3d"] = "relief"
+    gen3d_backend: Backend = "relief"
     """Backend for jobs that name none: relief (CPU, built in) or hunyuan3d (GPU server)."""
     gen3d_base_url: str = ""
     """Hunyuan3D-2 api_server; empty means not configured (health: disabled)."""
@@ -20,6 +19,8 @@ class Gen3dSettings(ServiceSettings):
     """Pictures with more pixels are refused with 422 before they are decoded."""
     max_queued_jobs_per_user: int = Field(3, ge=1)
     """Jobs one user may have queued or running at once (429 beyond)."""
+    hunyuan_deadline_s: float = Field(480.0, gt=0)
+    """Longest wait for Hunyuan3D-2's result (it never reports a failure by itself)."""
     job_timeout_s: int = Field(600, gt=0)
     """Longest one attempt of a job may run."""
     job_retries: int = Field(3, ge=1)

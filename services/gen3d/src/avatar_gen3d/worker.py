@@ -15,23 +15,25 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 from PIL import Image
 from redis.asyncio import Redis
 from saq import Job, Queue, Worker
 
-from avatar_gen3d.backends.base import Backend
+from avatar_gen3d.backends.base import Backend, BackendFailed
+from avatar_gen3d.backends.hunyuan3d import Hunyuan3DBackend
 from avatar_gen3d.backends.relief import ReliefBackend
 from avatar_gen3d.errors import BadInput
 from avatar_gen3d.files import JobFolder
 from avatar_gen3d.jobs import FUNCTION, JobBook, open_queue
 from avatar_gen3d.schemas import Gen3dOptions
 from avatar_gen3d.settings import Gen3dSettings
+from avatar_shared.app import open_http_client
 from avatar_shared.logs import configure_logging
 from avatar_shared.redis_pool import open_redis
 
 logger = logging.getLogger("avatar.gen3d.worker")
-BACKENDS: dict[str, Backend] = {"relief": ReliefBackend()}
-FAILED_TO_MAKE = "3D 모델을 만들지 못했습니다: {}"
+FAILED_TO_MAKE = "3D 모델을 만들지 못했습니다."
 
 
 async def generate(ctx: dict[str, Any], *, user_id: str, job_id: str, options: dict) -> str:
@@ -39,7 +41,7 @@ async def generate(ctx: dict[str, Any], *, user_id: str, job_id: str, options: d
     settings: Gen3dSettings = ctx["settings"]
     book: JobBook = ctx["book"]
     chosen = Gen3dOptions.model_validate(options)
-    backend = BACKENDS[chosen.backend or settings.gen3d_backend]
+    backend: Backend = ctx["backends"][chosen.backend or settings.gen3d_backend]
     folder = JobFolder(settings.assets_dir, user_id, job_id)
     started = time.monotonic()
     try:
@@ -53,7 +55,8 @@ async def generate(ctx: dict[str, Any], *, user_id: str, job_id: str, options: d
         raise
     except Exception as exc:
         if job.attempts >= job.retries:  # the last attempt: say why it ended
-            await fail(job, book, user_id, FAILED_TO_MAKE.format(type(exc).__name__))
+            why = str(exc) if isinstance(exc, BackendFailed) else FAILED_TO_MAKE
+            await fail(job, book, user_id, why)
         raise
     await job.update(meta={"progress": 100, "step": None})
     await book.took(backend.name, time.monotonic() - started)
@@ -103,9 +106,20 @@ def sweep_every_s(settings: Gen3dSettings) -> int:
     return max(2, settings.job_heartbeat_s // 2)
 
 
-def build_worker(settings: Gen3dSettings, redis: Redis, queue: Queue) -> Worker:
+def build_worker(
+    settings: Gen3dSettings, redis: Redis, queue: Queue, http: httpx.AsyncClient
+) -> Worker:
+    book = JobBook(redis, settings.job_ttl_s)
+    hunyuan = Hunyuan3DBackend(
+        http,
+        settings.gen3d_base_url,
+        settings.hunyuan_deadline_s,
+        typical_s=lambda: book.typical_duration("hunyuan3d"),
+    )
+
     async def startup(ctx: dict[str, Any]) -> None:
-        ctx["settings"], ctx["book"] = settings, JobBook(redis, settings.job_ttl_s)
+        ctx["settings"], ctx["book"] = settings, book
+        ctx["backends"] = {"relief": ReliefBackend(), "hunyuan3d": hunyuan}
 
     return Worker(
         queue,
@@ -120,7 +134,11 @@ async def run() -> None:
     settings = Gen3dSettings()
     configure_logging("gen3d-worker", settings.log_level)
     queue = open_queue(settings)
-    async with open_redis(settings.redis_url, settings.redis_timeout_s) as redis:
+    upstream = httpx.Timeout(30.0, connect=3.0)
+    async with (
+        open_redis(settings.redis_url, settings.redis_timeout_s) as redis,
+        open_http_client(upstream) as http,
+    ):
         await queue.connect()
         # saq sweeps once as it starts, at the moment its first dequeue has moved a job to
         # the active list but not yet marked it active, and then aborts and retries that
@@ -128,7 +146,7 @@ async def run() -> None:
         # the sweep lock for one period, so that start-up sweep finds nothing to do.
         await queue.sweep(sweep_every_s(settings))
         logger.info("gen3d worker starting")
-        await build_worker(settings, redis, queue).start()  # until SIGINT/SIGTERM (saq's)
+        await build_worker(settings, redis, queue, http).start()  # until SIGINT/SIGTERM
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from avatar_devstack.settings import StackSettings
 from avatar_shared.registry import APPS
 
 # The emulators listen where the real upstreams do by default.
-EMULATOR_DEFAULT_PORTS = {"ollama": 11434, "openai": 8002, "gpt-sovits": 9880}
+EMULATOR_DEFAULT_PORTS = {"ollama": 11434, "openai": 8002, "gpt-sovits": 9880, "hunyuan3d": 8081}
 
 
 def free_port() -> int:

@@ -52,6 +52,7 @@ def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> di
             OLLAMA_BASE_URL=local_url(ports.emulators["ollama"]),
             VLLM_BASE_URL=local_url(ports.emulators["openai"]),
             TTS_BASE_URL=local_url(ports.emulators["gpt-sovits"]),
+            GEN3D_BASE_URL=local_url(ports.emulators["hunyuan3d"]),
         )
     if ports.oidc_provider:
         env.update(
@@ -149,7 +150,7 @@ class Stack:
             for wait in waits:
                 wait()
             for number in range(1, self.gen3d_workers + 1):
-                self._start_gen3d_worker(number)
+                self.start_gen3d_worker(number)
             self.start_gateway()
         except BaseException:
             self.supervisor.stop_all()
@@ -203,7 +204,7 @@ class Stack:
             child, lambda: _http_ok(f"{local_url(port)}/healthz")
         )
 
-    def _start_gen3d_worker(self, number: int) -> None:
+    def start_gen3d_worker(self, number: int) -> None:
         """A worker of the 3D job queue: not an app (no port), it takes jobs from Redis."""
         argv = [sys.executable, "-m", "avatar_gen3d.worker"]
         env = {**self.env, **self.app_env.get("gen3d", {})}

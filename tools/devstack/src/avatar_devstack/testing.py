@@ -126,6 +126,8 @@ def stack() -> Iterator[Stack]:
             # The suite is one client making many sessions: the limits have their own tests.
             "CHAT_RATE_PER_MIN": "100000",
             "MAX_CONCURRENT_USERS": "100000",
+            # A dead gen3d worker is noticed within seconds, not the default 20.
+            "JOB_HEARTBEAT_S": "2",
         }
         stack = Stack(
             Ports.free(emulators=True),
@@ -134,7 +136,10 @@ def stack() -> Iterator[Stack]:
             log_dir=tmp_path / "logs",
             env_overrides=overrides,
             # A visible token rate, so tests can tell streamed from buffered replies.
-            emulator_args={name: ["--tokens-per-second", "100"] for name in ("ollama", "openai")},
+            emulator_args={
+                **{name: ["--tokens-per-second", "100"] for name in ("ollama", "openai")},
+                "hunyuan3d": ["--first-token-latency", "3"],  # time to kill a worker mid-job
+            },
             # A second client at the provider, for ID tokens meant for another app.
             oidc_args=["--client", f"{OTHER_OIDC_CLIENT[0]}:{OTHER_OIDC_CLIENT[1]}"],
         )

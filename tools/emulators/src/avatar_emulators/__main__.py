@@ -1,7 +1,8 @@
-"""Command line: ``python -m avatar_emulators {ollama|openai|gpt-sovits} --port N [...]``.
+"""Command line: ``python -m avatar_emulators {ollama|openai|gpt-sovits|hunyuan3d} --port N``.
 
 Runs one emulator with uvicorn (for tests and `make demo` only). For gpt-sovits,
-``--first-token-latency`` is the delay before the first audio byte.
+``--first-token-latency`` is the delay before the first audio byte; for hunyuan3d, how long
+one generation takes.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from avatar_emulators import gpt_sovits, ollama, openai_compat
+from avatar_emulators import gpt_sovits, hunyuan3d, ollama, openai_compat
 
-KINDS = ("ollama", "openai", "gpt-sovits")
+KINDS = ("ollama", "openai", "gpt-sovits", "hunyuan3d")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -48,6 +49,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def build_app(args: argparse.Namespace) -> FastAPI:
     """Turn the command-line options into the chosen emulator's config and app."""
+    if args.kind == "hunyuan3d":
+        config = hunyuan3d.Hunyuan3DConfig(
+            latency_s=args.first_token_latency, fail=args.fail_status is not None
+        )
+        return hunyuan3d.create_app(config)
     if args.kind == "gpt-sovits":
         return gpt_sovits.create_app(
             gpt_sovits.GptSovitsConfig(

@@ -16,6 +16,12 @@ MESHING = (40, "3D 메쉬 생성 중...")
 TEXTURING = (70, "텍스처 적용 중...")
 SAVING = (90, "GLB 파일 저장 중...")
 
+
+class BackendFailed(Exception):
+    """A failure another attempt may not meet (the server down, slow or wrong); the message
+    is for people and becomes the job's `error` when no attempts are left."""
+
+
 Report = Callable[[tuple[int, str]], Awaitable[None]]
 
 

@@ -1,0 +1,106 @@
+"""The `hunyuan3d` backend: Tencent Hunyuan3D-2's `api_server.py` on the GPU box.
+
+`POST /send` starts a generation and answers `{uid}`; `GET /status/{uid}` answers
+`{"status": "processing"}` until `{"status": "completed", "model_base64"}`. The server has
+no failed state (an exception in its thread leaves the job "processing" forever) and reports
+no progress, so this backend keeps its own deadline and estimates progress from the time
+elapsed against recent durations. Its errors elsewhere are 404 `{"text", "error_code": 1}`.
+"""
+
+import asyncio
+import base64
+import binascii
+import io
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+import trimesh
+from PIL import Image
+
+from avatar_gen3d.backends.base import ANALYZING, MESHING, SAVING, BackendFailed, Model, Report
+from avatar_gen3d.schemas import Gen3dOptions
+
+UNREACHABLE = "3D 생성 서버에 연결할 수 없습니다."
+NO_RESULT = "3D 생성 서버가 제한 시간 안에 결과를 주지 않았습니다."
+BAD_RESULT = "3D 생성 서버가 잘못된 모델을 보냈습니다."
+
+
+class Hunyuan3DBackend:
+    name = "hunyuan3d"
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        deadline_s: float,
+        typical_s: Callable[[], Awaitable[float]],
+        poll_s: float = 1.0,
+    ) -> None:
+        self.http, self.base_url = http, base_url.rstrip("/")
+        self.deadline_s, self.typical_s, self.poll_s = deadline_s, typical_s, poll_s
+
+    async def generate(self, picture: Image.Image, options: Gen3dOptions, report: Report) -> Model:
+        await report(ANALYZING)
+        png = io.BytesIO()
+        picture.convert("RGBA").save(png, format="PNG")
+        uid = await self._send(png.getvalue(), options)
+        await report(MESHING)
+        glb = await self._wait_for(uid, report)
+        await report(SAVING)
+        preview = io.BytesIO()
+        thumbnail = picture.copy()
+        thumbnail.thumbnail((512, 512))
+        thumbnail.save(preview, format="PNG")
+        return Model(glb=glb, preview_png=preview.getvalue())
+
+    async def _send(self, png: bytes, options: Gen3dOptions) -> str:
+        body = {
+            "image": base64.b64encode(png).decode(),
+            "seed": options.seed,
+            "octree_resolution": options.resolution,
+            "num_inference_steps": 5,
+            "guidance_scale": 5.0,
+            "texture": options.texture,
+            "face_count": 40000,
+            "type": "glb",
+        }
+        answer = await self._call("POST", "/send", json=body)
+        uid = answer.get("uid")
+        if not isinstance(uid, str):
+            raise BackendFailed(BAD_RESULT)
+        return uid
+
+    async def _wait_for(self, uid: str, report: Report) -> bytes:
+        started = time.monotonic()
+        typical = max(1.0, await self.typical_s())
+        while (elapsed := time.monotonic() - started) < self.deadline_s:
+            answer = await self._call("GET", f"/status/{uid}")
+            if answer.get("status") == "completed":
+                return self._model(answer.get("model_base64"))
+            # No progress from the server: 40 % to 85 % by time against recent jobs.
+            estimate = 40 + min(45, int(45 * elapsed / typical))
+            await report((estimate, MESHING[1]))
+            await asyncio.sleep(self.poll_s)
+        raise BackendFailed(NO_RESULT)
+
+    @staticmethod
+    def _model(model_base64: object) -> bytes:
+        try:
+            glb = base64.b64decode(str(model_base64), validate=True)
+            trimesh.load(io.BytesIO(glb), file_type="glb")
+        except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+            raise BackendFailed(BAD_RESULT) from exc
+        return glb
+
+    async def _call(self, method: str, path: str, **kwargs: object) -> dict:
+        try:
+            response = await self.http.request(method, self.base_url + path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise BackendFailed(UNREACHABLE) from exc
+        if response.status_code != 200:  # its errors: 404 {"text", "error_code": 1}
+            raise BackendFailed(f"3D 생성 서버 오류 ({response.status_code}).")
+        try:
+            return dict(response.json())
+        except (ValueError, TypeError) as exc:
+            raise BackendFailed(BAD_RESULT) from exc
