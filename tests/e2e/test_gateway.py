@@ -96,7 +96,7 @@ async def test_simple_request_from_the_frontend_carries_cors_headers(gateway):
         ("GET", "/api/no-such-service", {}, 404, "not_found"),
         ("GET", "/api/chatroom", {}, 404, "not_found"),
         ("GET", "/api/generate/status/x", {}, 404, "job_not_found"),
-        ("GET", "/api/generate/jobs", {}, 501, "not_implemented"),
+        ("DELETE", "/api/generate/x", {}, 404, "job_not_found"),
     ],
 )  # fmt: skip
 async def test_errors_through_the_gateway_use_the_envelope(

@@ -93,3 +93,22 @@ async def test_a_worker_killed_mid_job_leaves_no_job_stuck(stack, gateway):
     assert final["status"] == "completed", final
     glb = await gateway.get(final["result_url"])
     assert trimesh.load(io.BytesIO(glb.content), file_type="glb").geometry
+
+
+async def test_a_running_job_is_cancelled_and_its_worker_stops(gateway):
+    job = await submit(gateway, backend="hunyuan3d")  # the emulator takes 3 s per model
+    deadline = time.monotonic() + 20
+    while (await gateway.get(job["status_url"])).json()["data"]["status"] != "processing":
+        assert time.monotonic() < deadline, "the job never started"
+        await asyncio.sleep(0.05)
+    cancelled = await gateway.delete(f"/api/generate/{job['job_id']}")
+    assert cancelled.status_code == 200, cancelled.text
+    await asyncio.sleep(4)  # past the time the model would have taken
+    final = (await gateway.get(job["status_url"])).json()["data"]
+    assert (final["status"], final["error"], final["result_url"]) == (
+        "failed",
+        "취소되었습니다.",
+        None,
+    )
+    result = await gateway.get(f"/api/generate/result/{job['job_id']}.glb")
+    assert result.status_code == 404  # the worker stopped: no model was written

@@ -9,7 +9,7 @@ that envelope. No stack trace ever reaches a client: unhandled errors are logged
 
 import logging
 import sys
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 import redis.exceptions
@@ -74,10 +74,6 @@ class ValidationFailed(AppError):
     """A rule that depends on settings (limits), checked after the model parsed."""
 
     status_code, code, message = 422, "validation_error", "The request is invalid."
-
-
-class NotImplementedYet(AppError):
-    status_code, code, message = 501, "not_implemented", "This endpoint is not built yet."
 
 
 class UpstreamError(AppError):
@@ -211,8 +207,3 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     "4XX": {"model": ErrorEnvelope, "description": "Client error"},
     "5XX": {"model": ErrorEnvelope, "description": "Server or upstream error"},
 }
-
-
-def not_built(endpoint: str) -> NoReturn:
-    """For endpoints a later issue builds: 501 in the envelope, saying so."""
-    raise NotImplementedYet(f"{endpoint} is not built yet.")

@@ -3,7 +3,7 @@ from typing import TypedDict
 
 from fastapi import FastAPI
 
-from avatar_gen3d.backends.health import reachable_check
+from avatar_gen3d.backends.health import gen3d_check, reachable_check
 from avatar_gen3d.jobs import open_queue
 from avatar_gen3d.routes import router
 from avatar_gen3d.service import Gen3dService
@@ -18,9 +18,9 @@ class Gen3dState(TypedDict):
 
 def create_app(settings: Gen3dSettings | None = None) -> FastAPI:
     settings = settings or Gen3dSettings()
+    queue = open_queue(settings)
 
     async def gen3d_state(base: BaseState) -> AsyncIterator[Gen3dState]:
-        queue = open_queue(settings)
         await queue.connect()
         try:
             yield Gen3dState(gen3d=Gen3dService(settings, base["redis"], queue))
@@ -28,7 +28,7 @@ def create_app(settings: Gen3dSettings | None = None) -> FastAPI:
             await queue.disconnect()
 
     upstream_checks = {
-        "gen3d": reachable_check(settings.gen3d_base_url),
+        "gen3d": gen3d_check(settings, queue),
         "style": reachable_check(settings.style_base_url),
     }
     app = create_service_app(

@@ -1,6 +1,6 @@
 """Every error of the gen3d service, each with the status and code of the envelope."""
 
-from avatar_shared.errors import AppError, NamedNotFound, ValidationFailed
+from avatar_shared.errors import AppError, Conflict, NamedNotFound, ValidationFailed
 
 
 class UnsupportedImage(AppError):
@@ -30,6 +30,17 @@ class JobNotFound(NamedNotFound):
 
 class ResultNotFound(NamedNotFound):
     code, what, hint = "result_not_found", "Result of job", " (yet: see its status)"
+
+
+class JobFinished(Conflict):
+    code = "job_finished"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Job '{job_id}' has already finished: there is nothing to cancel.")
+
+
+class InvalidCursor(ValidationFailed):
+    code, message = "invalid_cursor", "cursor: pass the next_cursor of the previous page."
 
 
 class TooManyJobs(AppError):

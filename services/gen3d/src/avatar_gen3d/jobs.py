@@ -8,9 +8,12 @@ work, so every job is enqueued with the settings' values.
 Our own keys:
 - `gen3d:owner:{job_id}`: the user who submitted it (kept as long as the job).
 - `gen3d:active:{user_id}`: set of the user's jobs not finished yet (the per-user cap).
+- `gen3d:jobs:{user_id}`: sorted set of all the user's jobs by submission time (the listing).
+- `gen3d:cancelled:{job_id}`: set when its owner cancelled it.
 - `gen3d:durations:{backend}`: the last 20 durations (s), for `estimated_time`.
 """
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +37,7 @@ STATUS_OF = {
     Status.ABORTED: "failed",
 }
 LOST = "작업이 중단되었습니다. 다시 시도해 주세요."  # the worker died and no attempts were left
+CANCELLED = "취소되었습니다."
 
 
 def open_queue(settings: Gen3dSettings) -> Queue:
@@ -76,7 +80,29 @@ class JobBook:
             pipe.set(f"gen3d:owner:{job_id}", user_id, ex=self.ttl_s)
             pipe.sadd(f"gen3d:active:{user_id}", job_id)
             pipe.expire(f"gen3d:active:{user_id}", self.ttl_s)
+            pipe.zadd(f"gen3d:jobs:{user_id}", {job_id: time.time()})
+            pipe.expire(f"gen3d:jobs:{user_id}", self.ttl_s)
             await pipe.execute()
+
+    async def page(self, user_id: str, before: float | None, limit: int) -> list[tuple[str, float]]:
+        """The user's jobs submitted before `before` (a timestamp), newest first."""
+        top = f"({before}" if before is not None else "+inf"
+        return await self.redis.zrevrangebyscore(
+            f"gen3d:jobs:{user_id}", top, "-inf", start=0, num=limit, withscores=True
+        )
+
+    async def forget(self, job_id: str, user_id: str) -> None:
+        """A job whose record expired leaves the listing too."""
+        await self.redis.zrem(f"gen3d:jobs:{user_id}", job_id)
+
+    async def cancel(self, job_id: str) -> None:
+        await self.redis.set(f"gen3d:cancelled:{job_id}", "1", ex=self.ttl_s)
+
+    async def cancelled(self, job_ids: list[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        marks = await self.redis.mget([f"gen3d:cancelled:{job_id}" for job_id in job_ids])
+        return {job_id for job_id, mark in zip(job_ids, marks, strict=True) if mark}
 
     async def owner(self, job_id: str) -> str | None:
         return await self.redis.get(f"gen3d:owner:{job_id}")

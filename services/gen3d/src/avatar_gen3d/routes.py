@@ -1,13 +1,13 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 
 from avatar_gen3d.deps import Gen3dDep
 from avatar_gen3d.files import RESULT_FILES
-from avatar_gen3d.schemas import JobAccepted, JobStatus
+from avatar_gen3d.schemas import JobAccepted, JobPage, JobStatus
 from avatar_shared.envelope import Envelope, ok
-from avatar_shared.errors import ERROR_RESPONSES, not_built
+from avatar_shared.errors import ERROR_RESPONSES
 from avatar_shared.identity import UserId
 
 router = APIRouter(prefix="/api/generate", tags=["gen3d"], responses=ERROR_RESPONSES)
@@ -50,11 +50,20 @@ async def result(
     return FileResponse(path, media_type=RESULT_FILES[kind][1], headers=headers)
 
 
-@router.get("/jobs", summary="The caller's jobs, newest first (not built yet: 501)")
-async def list_jobs(user_id: UserId) -> None:
-    not_built("GET /api/generate/jobs")
+@router.get("/jobs", response_model=Envelope[JobPage], summary="The caller's jobs, newest first")
+async def list_jobs(
+    user_id: UserId,
+    gen3d: Gen3dDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> Envelope[JobPage]:
+    return ok(await gen3d.jobs(user_id, cursor, limit))
 
 
-@router.delete("/{job_id}", summary="Cancel a queued or running job (not built yet: 501)")
-async def cancel(job_id: str, user_id: UserId) -> None:
-    not_built("DELETE /api/generate/{job_id}")
+@router.delete(
+    "/{job_id}",
+    response_model=Envelope[JobStatus],
+    summary="Cancel a queued or running job (409 when it has already finished)",
+)
+async def cancel(job_id: str, user_id: UserId, gen3d: Gen3dDep) -> Envelope[JobStatus]:
+    return ok(await gen3d.cancel(job_id, user_id))

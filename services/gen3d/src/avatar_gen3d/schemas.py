@@ -31,3 +31,8 @@ class JobStatus(BaseModel):
     current_step: str | None
     result_url: str | None
     error: str | None
+
+
+class JobPage(BaseModel):
+    jobs: list[JobStatus]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")

@@ -6,13 +6,28 @@ from pathlib import Path
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
-from saq import Queue
+from saq import Job, Queue
 
-from avatar_gen3d.errors import InvalidOptions, JobNotFound, ResultNotFound, TooManyJobs
+from avatar_gen3d.errors import (
+    InvalidCursor,
+    InvalidOptions,
+    JobFinished,
+    JobNotFound,
+    ResultNotFound,
+    TooManyJobs,
+)
 from avatar_gen3d.files import JobFolder
 from avatar_gen3d.images import as_png, checked_picture
-from avatar_gen3d.jobs import FINAL, FUNCTION, STATUS_OF, JobBook, job_settings, progress_of
-from avatar_gen3d.schemas import Gen3dOptions, JobAccepted, JobStatus
+from avatar_gen3d.jobs import (
+    CANCELLED,
+    FINAL,
+    FUNCTION,
+    STATUS_OF,
+    JobBook,
+    job_settings,
+    progress_of,
+)
+from avatar_gen3d.schemas import Gen3dOptions, JobAccepted, JobPage, JobStatus
 from avatar_gen3d.settings import Gen3dSettings
 
 
@@ -26,6 +41,21 @@ def parse_options(raw: str | None) -> Gen3dOptions:
             f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors()
         )
         raise InvalidOptions(f"options: {problems}") from exc
+
+
+def status_of(job: Job, cancelled: bool) -> JobStatus:
+    """API.md's status object of a saq job; a cancelled job is `failed`, saying so."""
+    progress = progress_of(job)
+    status = "failed" if cancelled else STATUS_OF[job.status]
+    finished = cancelled or job.status in FINAL
+    return JobStatus(
+        job_id=job.key,
+        status=status,
+        progress=progress.percent,
+        current_step=None if finished else progress.step,
+        result_url=f"/api/generate/result/{job.key}.glb" if status == "completed" else None,
+        error=CANCELLED if cancelled else progress.error,
+    )
 
 
 class Gen3dService:
@@ -55,16 +85,37 @@ class Gen3dService:
         job = await self.queue.job(job_id)
         if job is None:
             raise JobNotFound(job_id)
-        progress = progress_of(job)
-        completed = STATUS_OF[job.status] == "completed"
-        return JobStatus(
-            job_id=job_id,
-            status=STATUS_OF[job.status],
-            progress=progress.percent,
-            current_step=progress.step if job.status not in FINAL else None,
-            result_url=f"/api/generate/result/{job_id}.glb" if completed else None,
-            error=progress.error,
-        )
+        return status_of(job, cancelled=bool(await self.book.cancelled([job_id])))
+
+    async def jobs(self, user_id: str, cursor: str | None, limit: int) -> JobPage:
+        """Newest first; the cursor is the submission time of the page's last job."""
+        try:
+            before = float(cursor) if cursor is not None else None
+        except ValueError as exc:
+            raise InvalidCursor() from exc
+        listed = await self.book.page(user_id, before, limit + 1)
+        ids = [job_id for job_id, _ in listed[:limit]]
+        cancelled = await self.book.cancelled(ids)
+        page = []
+        for job_id, job in zip(ids, await self.queue.jobs(ids), strict=True):
+            if job is None:  # its record expired (JOB_TTL_S)
+                await self.book.forget(job_id, user_id)
+                continue
+            page.append(status_of(job, cancelled=job_id in cancelled))
+        more = len(listed) > limit
+        return JobPage(jobs=page, next_cursor=repr(listed[limit - 1][1]) if more else None)
+
+    async def cancel(self, job_id: str, user_id: str) -> JobStatus:
+        """A queued job leaves the queue; a running one is stopped by its worker within about
+        a second. Either way it ends as `failed` with the error "취소되었습니다."."""
+        await self._owned(job_id, user_id)
+        job = await self.queue.job(job_id)
+        if job is None or job.status in FINAL:
+            raise JobFinished(job_id)
+        await self.book.cancel(job_id)
+        await self.queue.abort(job, error="cancelled")
+        await self.book.finished(job_id, user_id)
+        return status_of(job, cancelled=True)
 
     async def result(self, job_id: str, user_id: str, kind: str) -> Path:
         await self._owned(job_id, user_id)

@@ -1,0 +1,56 @@
+"""The caller's jobs: listed newest first a page at a time, and cancelled while they wait
+(no worker runs here, so every job stays queued)."""
+
+import pytest
+
+from avatar_gen3d.app import create_app
+
+from .conftest import picture
+
+
+async def submit(client) -> str:
+    response = await client.post("/api/generate", files={"image": ("a.png", picture())})
+    assert response.status_code == 202, response.text
+    return response.json()["data"]["job_id"]
+
+
+@pytest.fixture
+async def roomy(app_client, settings):
+    async with app_client(
+        create_app(settings.model_copy(update={"max_queued_jobs_per_user": 5}))
+    ) as c:
+        yield c
+
+
+async def test_jobs_are_listed_newest_first_a_page_at_a_time(roomy, app_client, settings):
+    made = [await submit(roomy) for _ in range(3)]
+    first = (await roomy.get("/api/generate/jobs", params={"limit": 2})).json()["data"]
+    assert [j["job_id"] for j in first["jobs"]] == made[::-1][:2]
+    assert all(j["status"] == "queued" for j in first["jobs"])
+    rest = await roomy.get(
+        "/api/generate/jobs", params={"limit": 2, "cursor": first["next_cursor"]}
+    )
+    assert [j["job_id"] for j in rest.json()["data"]["jobs"]] == [made[0]]
+    assert rest.json()["data"]["next_cursor"] is None
+    async with app_client(create_app(settings)) as stranger:
+        assert (await stranger.get("/api/generate/jobs")).json()["data"]["jobs"] == []
+
+
+async def test_a_bad_cursor_is_refused(roomy):
+    response = await roomy.get("/api/generate/jobs", params={"cursor": "yesterday"})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_cursor"
+
+
+async def test_a_waiting_job_is_cancelled_once_and_frees_its_place(gen3d, app_client, settings):
+    jobs = [await submit(gen3d) for _ in range(settings.max_queued_jobs_per_user)]
+    async with app_client(create_app(settings)) as stranger:
+        assert (await stranger.delete(f"/api/generate/{jobs[0]}")).status_code == 404
+    cancelled = await gen3d.delete(f"/api/generate/{jobs[0]}")
+    assert cancelled.status_code == 200
+    status = (await gen3d.get(f"/api/generate/status/{jobs[0]}")).json()["data"]
+    assert (status["status"], status["error"]) == ("failed", "취소되었습니다.")
+    again = await gen3d.delete(f"/api/generate/{jobs[0]}")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
+    assert (
+        await gen3d.post("/api/generate", files={"image": ("a.png", picture())})
+    ).status_code == 202
