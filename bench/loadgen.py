@@ -25,6 +25,7 @@ def bench_stack(
     ports: Ports | None = None,
     env: dict[str, str] | None = None,
     app_env: dict[str, dict[str, str]] | None = None,
+    gen3d_workers: int = 1,
 ) -> Iterator[Stack]:
     """`env` adds to (or overrides) the environment below; `app_env` is per app."""
     with tempfile.TemporaryDirectory(prefix="avatar-bench-") as tmp:
@@ -42,6 +43,7 @@ def bench_stack(
             },
             emulator_args=emulator_args,
             app_env=app_env,
+            gen3d_workers=gen3d_workers,
         )
         with stack:
             yield stack

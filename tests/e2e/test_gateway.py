@@ -50,6 +50,7 @@ async def test_health_sees_emulated_upstreams(gateway):
     assert data["tts"] == "healthy"
     # The Hunyuan3D-2 emulator stands in for the 3D server; no style server is configured.
     assert data["gen3d"] == "healthy" and data["style"] == "disabled"
+    assert data["gen3d_queue"]["workers"] >= 1 and data["gen3d_queue"]["queued"] >= 0
     assert data["sign_in"] == "healthy"  # the demo OpenID provider
     assert data["redis"] == "healthy"
     assert data["services"] == dict.fromkeys(

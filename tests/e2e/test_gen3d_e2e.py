@@ -87,7 +87,7 @@ async def test_a_worker_killed_mid_job_leaves_no_job_stuck(stack, gateway):
     os.killpg(worker.process.pid, signal.SIGKILL)  # mid-job, no chance to clean up
     worker.process.wait()
     stack.supervisor.children.remove(worker)
-    stack.start_gen3d_worker(len(stack.supervisor.children) + 1)
+    stack.start_gen3d_workers(1)
 
     final = (await follow(gateway, job["status_url"], limit_s=60))[-1]
     assert final["status"] == "completed", final

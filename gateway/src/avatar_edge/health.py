@@ -44,6 +44,17 @@ async def _upstreams_of(
         return {}
 
 
+async def _gen3d_queue(
+    client: httpx.AsyncClient, base_url: str, timeout_s: float
+) -> dict[str, int] | None:
+    """How much 3D work waits (gen3d's own count); None when gen3d cannot say in time."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return dict(await PeerClient(client, "gen3d", base_url).get("/api/generate/queue"))
+    except (PeerError, TimeoutError, ValueError, TypeError):
+        return None
+
+
 async def check_everything(
     settings: EdgeSettings, client: httpx.AsyncClient, redis: Redis
 ) -> dict[str, Any]:
@@ -51,8 +62,9 @@ async def check_everything(
     timeout = settings.health_timeout_s
     alive = [bounded(probe_url(client, f"{url}/healthz"), timeout) for url in services.values()]
     upstreams = [_upstreams_of(client, name, url, timeout) for name, url in services.items()]
-    redis_status, *results = await asyncio.gather(
-        bounded(_redis_status(redis), timeout), *alive, *upstreams
+    gen3d_queue = _gen3d_queue(client, services["gen3d"], timeout)
+    redis_status, queue, *results = await asyncio.gather(
+        bounded(_redis_status(redis), timeout), gen3d_queue, *alive, *upstreams
     )
     service_status = dict(zip(services, results[: len(services)], strict=True))
     reported: dict[str, Status] = {}
@@ -63,6 +75,7 @@ async def check_everything(
         "backend": HEALTHY if everything_up else UNHEALTHY,
         **{name: reported.get(name, UNHEALTHY) for name in CONTRACT_UPSTREAMS + OUR_UPSTREAMS},
         "redis": redis_status,
+        "gen3d_queue": queue,
         "services": service_status,
         "timestamp": utc_now(),
     }

@@ -5,7 +5,7 @@ from fastapi.responses import FileResponse
 
 from avatar_gen3d.deps import Gen3dDep
 from avatar_gen3d.files import RESULT_FILES
-from avatar_gen3d.schemas import JobAccepted, JobPage, JobStatus
+from avatar_gen3d.schemas import JobAccepted, JobPage, JobStatus, QueueDepth
 from avatar_shared.envelope import Envelope, ok
 from avatar_shared.errors import ERROR_RESPONSES
 from avatar_shared.identity import UserId
@@ -29,6 +29,15 @@ async def generate(
     ] = None,
 ) -> Envelope[JobAccepted]:
     return ok(await gen3d.submit(user_id, await image.read(), options))
+
+
+@router.get(
+    "/queue",
+    response_model=Envelope[QueueDepth],
+    summary="How much 3D work waits and how many workers take it (also in /api/health)",
+)
+async def queue_depth(gen3d: Gen3dDep) -> Envelope[QueueDepth]:
+    return ok(await gen3d.queue_depth())
 
 
 @router.get("/status/{job_id}", response_model=Envelope[JobStatus])

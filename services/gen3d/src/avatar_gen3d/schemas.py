@@ -36,3 +36,9 @@ class JobStatus(BaseModel):
 class JobPage(BaseModel):
     jobs: list[JobStatus]
     next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
+
+
+class QueueDepth(BaseModel):
+    queued: int = Field(description="Jobs waiting for a worker.")
+    running: int
+    workers: int = Field(description="Workers that reported in the last ~11 s.")

@@ -27,7 +27,7 @@ from avatar_gen3d.jobs import (
     job_settings,
     progress_of,
 )
-from avatar_gen3d.schemas import Gen3dOptions, JobAccepted, JobPage, JobStatus
+from avatar_gen3d.schemas import Gen3dOptions, JobAccepted, JobPage, JobStatus, QueueDepth
 from avatar_gen3d.settings import Gen3dSettings
 
 
@@ -123,6 +123,12 @@ class Gen3dService:
         if not await asyncio.to_thread(path.is_file):
             raise ResultNotFound(job_id)
         return path
+
+    async def queue_depth(self) -> QueueDepth:
+        info = await self.queue.info()
+        return QueueDepth(
+            queued=info["queued"], running=info["active"], workers=len(info["workers"])
+        )
 
     async def _owned(self, job_id: str, user_id: str) -> None:
         """404, not 403, to others: job ids are not confirmed to strangers."""

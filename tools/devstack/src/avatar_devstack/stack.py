@@ -149,8 +149,7 @@ class Stack:
             ]
             for wait in waits:
                 wait()
-            for number in range(1, self.gen3d_workers + 1):
-                self.start_gen3d_worker(number)
+            self.start_gen3d_workers(self.gen3d_workers)
             self.start_gateway()
         except BaseException:
             self.supervisor.stop_all()
@@ -204,11 +203,26 @@ class Stack:
             child, lambda: _http_ok(f"{local_url(port)}/healthz")
         )
 
-    def start_gen3d_worker(self, number: int) -> None:
-        """A worker of the 3D job queue: not an app (no port), it takes jobs from Redis."""
+    def start_gen3d_workers(self, count: int) -> None:
+        """Workers of the 3D job queue: not apps (no port), they take jobs from Redis. Started
+        together; ready once gen3d counts `count` more workers than before."""
         argv = [sys.executable, "-m", "avatar_gen3d.worker"]
         env = {**self.env, **self.app_env.get("gen3d", {})}
-        self.supervisor.start(f"gen3d-worker-{number}", argv, env)
+        expected = max(0, self._gen3d_workers()) + count
+        first = sum(c.name.startswith("gen3d-worker") for c in self.supervisor.children) + 1
+        children = [
+            self.supervisor.start(f"gen3d-worker-{number}", argv, env)
+            for number in range(first, first + count)
+        ]
+        for child in children:
+            self.supervisor.wait_ready(child, lambda: self._gen3d_workers() >= expected)
+
+    def _gen3d_workers(self) -> int:
+        try:
+            answer = httpx.get(f"{self.app_url('gen3d')}/api/generate/queue", trust_env=False)
+            return int(answer.json()["data"]["workers"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return -1
 
     def _start_emulator(self, name: str, port: int) -> Callable[[], None]:
         argv = [sys.executable, "-m", "avatar_emulators", name, "--port", str(port)]
