@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 import yaml
 
-from avatar_devstack.stack import REPO_ROOT
+from avatar_devstack.environment import REPO_ROOT
 from avatar_shared.registry import APPS, SERVICES
 
 SCHEMA = REPO_ROOT.parent / "shared" / "schemas" / "compose-spec.json"

@@ -2,7 +2,7 @@
 settings classes define it (regenerate both with `make config-docs`)."""
 
 from avatar_devstack.config_docs import collect, env_example, readme_with_table
-from avatar_devstack.stack import REPO_ROOT
+from avatar_devstack.environment import REPO_ROOT
 
 
 def test_env_example_matches_the_settings_classes():

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from avatar_devstack.stack import GATEWAY_CONFIG_DIR
+from avatar_devstack.environment import GATEWAY_CONFIG_DIR
 from avatar_shared.registry import APPS, SERVICES, load
 
 DYNAMIC = (GATEWAY_CONFIG_DIR / "dynamic.yml").read_text()

@@ -8,7 +8,7 @@ import zlib
 import pytest
 
 from avatar_characters.cards import MAX_CARD_BYTES, placeholder_png, png_with_cards
-from avatar_devstack.stack import REPO_ROOT
+from avatar_devstack.environment import REPO_ROOT
 
 from .conftest import as_user
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
+from avatar_devstack.environment import REPO_ROOT
 from avatar_devstack.settings import StackSettings
-from avatar_devstack.stack import REPO_ROOT
 from avatar_shared.registry import APPS, load
 
 # Who reads each variable: every app of the registry, and the dev runner.

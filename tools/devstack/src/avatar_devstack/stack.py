@@ -4,7 +4,6 @@ it through `Stack`, so they exercise the same wiring.
 """
 
 import os
-import secrets
 import shutil
 import string
 import sys
@@ -13,54 +12,14 @@ from pathlib import Path
 
 import httpx
 
+from avatar_devstack.environment import GATEWAY_CONFIG_DIR, OIDC_PROVIDER_DIR, stack_env
 from avatar_devstack.ports import Ports, local_url, port_open
-from avatar_devstack.secrets import DEMO_CLIENT_ID, dev_secrets
+from avatar_devstack.secrets import dev_secrets
 from avatar_devstack.settings import StackSettings
 from avatar_devstack.supervisor import ChildFailed, Supervisor
 from avatar_shared.registry import APPS_BY_NAME, app_spec
 
-REPO_ROOT = Path(__file__).resolve().parents[4]
-GATEWAY_CONFIG_DIR = REPO_ROOT / "gateway" / "traefik"
-OIDC_PROVIDER_DIR = REPO_ROOT / "tools" / "oidc-provider"
-
 TRAEFIK_NO_ROUTE = "404 page not found\n"
-
-
-def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> dict[str, str]:
-    """The environment every child gets: where everything else listens."""
-    env = dict(base)
-    env.update(
-        REDIS_URL=f"redis://127.0.0.1:{ports.redis}/0",
-        GATEWAY_PORT=str(ports.gateway),
-        GATEWAY_CONFIG_DIR=str(GATEWAY_CONFIG_DIR),
-        GATEWAY_LOG_LEVEL=settings.gateway_log_level,
-        GATEWAY_HEALTHCHECK_INTERVAL=settings.gateway_healthcheck_interval,
-        GATEWAY_RESPONSE_TIMEOUT=settings.gateway_response_timeout,
-        FRONTEND_ORIGINS=settings.frontend_origins,
-        MAX_REQUEST_BODY_BYTES=str(settings.max_request_body_bytes),
-        PUBLIC_BASE_URL=settings.public_base_url or f"http://localhost:{ports.gateway}",
-    )
-    for name, port in ports.apps.items():
-        env[f"{name.upper()}_URL"] = local_url(port)
-        # Traefik's load-balancer list: every replica.
-        env[f"{name.upper()}_URLS"] = ",".join(local_url(p) for p in ports.app_ports(name))
-    if not ports.emulators:
-        # No GPU server in sight: speak with the local engine unless told otherwise.
-        env.setdefault("TTS_ENGINE", "local")
-    if ports.emulators:
-        env.update(
-            OLLAMA_BASE_URL=local_url(ports.emulators["ollama"]),
-            VLLM_BASE_URL=local_url(ports.emulators["openai"]),
-            TTS_BASE_URL=local_url(ports.emulators["gpt-sovits"]),
-            GEN3D_BASE_URL=local_url(ports.emulators["hunyuan3d"]),
-        )
-    if ports.oidc_provider:
-        env.update(
-            OIDC_DISCOVERY_URL=f"{local_url(ports.oidc_provider)}/.well-known/openid-configuration",
-            GOOGLE_CLIENT_ID=DEMO_CLIENT_ID,
-            GOOGLE_CLIENT_SECRET=secrets.token_urlsafe(24),  # this run's only
-        )
-    return env
 
 
 def render_static_config(env: dict[str, str], out_dir: Path) -> Path:
