@@ -36,8 +36,9 @@ async def test_jobs_are_listed_newest_first_a_page_at_a_time(roomy, app_client, 
         assert (await stranger.get("/api/generate/jobs")).json()["data"]["jobs"] == []
 
 
-async def test_a_bad_cursor_is_refused(roomy):
-    response = await roomy.get("/api/generate/jobs", params={"cursor": "yesterday"})
+@pytest.mark.parametrize("cursor", ["yesterday", "nan", "inf"])
+async def test_a_bad_cursor_is_refused(roomy, cursor):
+    response = await roomy.get("/api/generate/jobs", params={"cursor": cursor})
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_cursor"
 
 

@@ -9,6 +9,7 @@ import trimesh
 from PIL import Image
 
 from avatar_gen3d.backends.relief import ReliefBackend, foreground
+from avatar_gen3d.errors import BadInput
 from avatar_gen3d.schemas import Gen3dOptions
 
 from .conftest import SERAPHINA, picture
@@ -58,3 +59,13 @@ async def test_without_texture_the_model_is_plain():
     mesh, _, _ = await make(picture(), texture=False, resolution=64)
     assert getattr(mesh.visual.material, "baseColorTexture", None) is None
     assert np.isfinite(mesh.vertices).all()
+
+
+async def test_a_picture_of_thin_lines_only_is_bad_input_not_an_empty_model():
+    lines = Image.new("RGBA", (200, 200), (0, 0, 0, 0))
+    for x in range(0, 200, 10):
+        lines.putpixel((x, 100), (255, 0, 0, 255))
+    out = io.BytesIO()
+    lines.save(out, format="PNG")
+    with pytest.raises(BadInput):
+        await make(out.getvalue())

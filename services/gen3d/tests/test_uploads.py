@@ -1,6 +1,7 @@
 """What `POST /api/generate` accepts and refuses. A refusal says what was wrong and leaves
 nothing behind: no file, no job."""
 
+import asyncio
 import json
 import struct
 import zlib
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from avatar_devstack.testing import returning_visitor
 from avatar_gen3d.app import create_app
 
 from .conftest import picture
@@ -65,6 +67,11 @@ async def test_a_picture_is_accepted_at_once(gen3d, settings, fmt):
         (png_claiming(100_000, 100_000), "bomb.png", 422, "image_too_large"),
         (png_claiming(5000, 5000), "big.png", 422, "image_too_large"),
         (picture()[:300], "cut.png", 422, "corrupt_image"),
+        (picture()[:20], "header.png", 422, "corrupt_image"),  # cut inside its header
+        (picture(fmt="JPEG")[:400], "cut.jpg", 422, "corrupt_image"),
+        (picture(fmt="WEBP")[:100], "cut.webp", 422, "corrupt_image"),
+        (picture((8, 8)), "tiny.png", 422, "unusable_image"),
+        (picture((400, 12)), "strip.png", 422, "unusable_image"),
     ],
 )
 async def test_bad_pictures_are_refused_and_nothing_kept(
@@ -130,3 +137,24 @@ async def test_a_job_is_its_owners_only(gen3d, app_client, settings):
             assert (
                 response.status_code == 404 and response.json()["error"]["code"] == "job_not_found"
             )
+
+
+async def test_parallel_submissions_cannot_pass_the_cap_together(gen3d, settings):
+    returning_visitor(gen3d)  # one browser, known from before: all ten are the same user
+    files = {"image": ("a.png", picture())}
+    responses = await asyncio.gather(*(gen3d.post("/api/generate", files=files) for _ in range(10)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [202] * settings.max_queued_jobs_per_user + [429] * (
+        10 - settings.max_queued_jobs_per_user
+    )
+
+
+async def test_a_full_queue_refuses_everyone(app_client, settings):
+    small = settings.model_copy(update={"max_waiting_jobs": 2})
+    for _ in range(2):
+        async with app_client(create_app(small)) as someone:  # two different visitors
+            assert (await post(someone, picture())).status_code == 202
+    async with app_client(create_app(small)) as newcomer:
+        refused = await post(newcomer, picture())
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_full"
+    assert refused.headers["Retry-After"]

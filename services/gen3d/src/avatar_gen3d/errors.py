@@ -16,6 +16,25 @@ class ImageTooLarge(ValidationFailed):
         super().__init__(f"image {has}; at most {max_pixels} pixels in all.")
 
 
+class UnusableImage(ValidationFailed):
+    code = "unusable_image"
+
+    def __init__(self, width: int, height: int) -> None:
+        super().__init__(
+            f"image is {width}x{height} pixels: at least 16 on each side and at most 20 times "
+            "as long as it is wide are needed to make a model of it."
+        )
+
+
+class QueueFull(AppError):
+    status_code, code = 503, "queue_full"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Too much 3D work is waiting; try again shortly.", headers={"Retry-After": "60"}
+        )
+
+
 class CorruptImage(ValidationFailed):
     code, message = "corrupt_image", "image could not be decoded: the file is damaged."
 
@@ -51,6 +70,10 @@ class TooManyJobs(AppError):
             f"At most {limit} jobs of yours may wait or run at once; try again when one ends.",
             headers={"Retry-After": "30"},
         )
+
+
+class JobCancelled(Exception):
+    """Its owner cancelled it: the worker stops at its next report, writes nothing."""
 
 
 class BadInput(Exception):

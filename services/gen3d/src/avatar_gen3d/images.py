@@ -3,13 +3,16 @@ the declared type; size in pixels is checked from the header before any decoding
 decompression bomb costs nothing."""
 
 import io
+import struct
 import warnings
 
 from PIL import Image, UnidentifiedImageError
 
-from avatar_gen3d.errors import CorruptImage, ImageTooLarge, UnsupportedImage
+from avatar_gen3d.errors import CorruptImage, ImageTooLarge, UnsupportedImage, UnusableImage
 
 FORMATS = ("PNG", "JPEG", "WEBP")
+MIN_SIDE = 16  # pixels: anything smaller has no subject to model
+MAX_ASPECT = 20  # a strip thinner than this has no shape either
 
 
 def checked_picture(data: bytes, max_pixels: int) -> Image.Image:
@@ -22,9 +25,13 @@ def checked_picture(data: bytes, max_pixels: int) -> Image.Image:
         raise UnsupportedImage() from exc
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise ImageTooLarge(max_pixels) from exc
+    except (OSError, ValueError, SyntaxError, struct.error) as exc:  # cut off in its header
+        raise CorruptImage() from exc
     width, height = picture.size
     if width * height > max_pixels:
         raise ImageTooLarge(max_pixels, (width, height))
+    if min(width, height) < MIN_SIDE or max(width, height) > MAX_ASPECT * min(width, height):
+        raise UnusableImage(width, height)
     try:
         picture.load()
     except (OSError, ValueError, SyntaxError) as exc:

@@ -7,7 +7,8 @@ work, so every job is enqueued with the settings' values.
 
 Our own keys:
 - `gen3d:owner:{job_id}`: the user who submitted it (kept as long as the job).
-- `gen3d:active:{user_id}`: set of the user's jobs not finished yet (the per-user cap).
+- `gen3d:active:{user_id}`: sorted set of the user's jobs not finished yet, by the time
+  their place was taken (the per-user cap).
 - `gen3d:jobs:{user_id}`: sorted set of all the user's jobs by submission time (the listing).
 - `gen3d:cancelled:{job_id}`: set when its owner cancelled it.
 - `gen3d:durations:{backend}`: the last 20 durations (s), for `estimated_time`.
@@ -69,17 +70,36 @@ def progress_of(job: Job) -> Progress:
     return Progress(percent, meta.get("step"), error if job.status in FINAL else None)
 
 
+_CLAIM = """
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if redis.call('ZCARD', KEYS[1]) > tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 0
+end
+return 1
+"""
+# A place taken this long ago whose job is not in the queue belongs to a submission that
+# died halfway; younger ones may be submissions still storing their picture.
+CLAIM_GRACE_S = 60
+
+
 class JobBook:
     """Who owns which job, who has how many running, and how long jobs take."""
 
     def __init__(self, redis: Redis, ttl_s: int) -> None:
         self.redis, self.ttl_s = redis, ttl_s
 
+    async def claim(self, job_id: str, user_id: str, cap: int) -> bool:
+        """A place among the user's unfinished jobs, if fewer than `cap` are taken; one
+        script, so parallel submissions cannot all slip under the cap."""
+        key = f"gen3d:active:{user_id}"
+        claimed = await self.redis.eval(_CLAIM, 1, key, job_id, cap, self.ttl_s, time.time())
+        return bool(claimed)
+
     async def add(self, job_id: str, user_id: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(f"gen3d:owner:{job_id}", user_id, ex=self.ttl_s)
-            pipe.sadd(f"gen3d:active:{user_id}", job_id)
-            pipe.expire(f"gen3d:active:{user_id}", self.ttl_s)
             pipe.zadd(f"gen3d:jobs:{user_id}", {job_id: time.time()})
             pipe.expire(f"gen3d:jobs:{user_id}", self.ttl_s)
             await pipe.execute()
@@ -107,11 +127,12 @@ class JobBook:
     async def owner(self, job_id: str) -> str | None:
         return await self.redis.get(f"gen3d:owner:{job_id}")
 
-    async def active(self, user_id: str) -> set[str]:
-        return set(await self.redis.smembers(f"gen3d:active:{user_id}"))
+    async def active(self, user_id: str) -> list[tuple[str, float]]:
+        """The user's places, each with the time it was taken."""
+        return await self.redis.zrange(f"gen3d:active:{user_id}", 0, -1, withscores=True)
 
     async def finished(self, job_id: str, user_id: str) -> None:
-        await self.redis.srem(f"gen3d:active:{user_id}", job_id)
+        await self.redis.zrem(f"gen3d:active:{user_id}", job_id)
 
     async def took(self, backend: str, seconds: float) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -1,6 +1,9 @@
 """3D generation: an uploaded picture becomes a job in the queue, a worker makes it a GLB."""
 
 import asyncio
+import math
+import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from avatar_gen3d.errors import (
     InvalidOptions,
     JobFinished,
     JobNotFound,
+    QueueFull,
     ResultNotFound,
     TooManyJobs,
 )
@@ -20,6 +24,7 @@ from avatar_gen3d.files import JobFolder
 from avatar_gen3d.images import as_png, checked_picture
 from avatar_gen3d.jobs import (
     CANCELLED,
+    CLAIM_GRACE_S,
     FINAL,
     FUNCTION,
     STATUS_OF,
@@ -64,21 +69,30 @@ class Gen3dService:
         self.book = JobBook(redis, settings.job_ttl_s)
 
     async def submit(self, user_id: str, image: bytes, options_json: str | None) -> JobAccepted:
+        """Room is taken before the picture is decoded (decoding costs memory), and given
+        back if anything after fails: a refused upload leaves nothing behind."""
         options = parse_options(options_json)
-        picture = await asyncio.to_thread(checked_picture, image, self.settings.max_image_pixels)
-        await self._check_room(user_id)
-        job_id = str(uuid.uuid4())
+        job_id = await self._take_room(user_id)
         folder = JobFolder(self.settings.assets_dir, user_id, job_id)
-        await asyncio.to_thread(folder.write, "input.png", await asyncio.to_thread(as_png, picture))
-        await self.book.add(job_id, user_id)
-        kwargs = {"user_id": user_id, "job_id": job_id, "options": options.model_dump()}
-        await self.queue.enqueue(FUNCTION, key=job_id, **job_settings(self.settings), **kwargs)
+        try:
+            await asyncio.to_thread(self._store_input, image, folder)
+            await self.book.add(job_id, user_id)
+            kwargs = {"user_id": user_id, "job_id": job_id, "options": options.model_dump()}
+            await self.queue.enqueue(FUNCTION, key=job_id, **job_settings(self.settings), **kwargs)
+        except BaseException:
+            await self.book.finished(job_id, user_id)
+            await asyncio.to_thread(shutil.rmtree, folder.path, True)
+            raise
         backend = options.backend or self.settings.gen3d_backend
         return JobAccepted(
             job_id=job_id,
             status_url=f"/api/generate/status/{job_id}",
             estimated_time=await self._estimate(backend),
         )
+
+    def _store_input(self, image: bytes, folder: JobFolder) -> None:
+        """Checks the upload by decoding it and keeps it as PNG (in a thread: CPU work)."""
+        folder.write("input.png", as_png(checked_picture(image, self.settings.max_image_pixels)))
 
     async def status(self, job_id: str, user_id: str) -> JobStatus:
         await self._owned(job_id, user_id)
@@ -93,6 +107,8 @@ class Gen3dService:
             before = float(cursor) if cursor is not None else None
         except ValueError as exc:
             raise InvalidCursor() from exc
+        if before is not None and not math.isfinite(before):
+            raise InvalidCursor()
         listed = await self.book.page(user_id, before, limit + 1)
         ids = [job_id for job_id, _ in listed[:limit]]
         cancelled = await self.book.cancelled(ids)
@@ -110,7 +126,7 @@ class Gen3dService:
         a second. Either way it ends as `failed` with the error "취소되었습니다."."""
         await self._owned(job_id, user_id)
         job = await self.queue.job(job_id)
-        if job is None or job.status in FINAL:
+        if job is None or job.status in FINAL or await self.book.cancelled([job_id]):
             raise JobFinished(job_id)
         await self.book.cancel(job_id)
         await self.queue.abort(job, error="cancelled")
@@ -135,15 +151,21 @@ class Gen3dService:
         if await self.book.owner(job_id) != user_id:
             raise JobNotFound(job_id)
 
-    async def _check_room(self, user_id: str) -> None:
-        """The user's unfinished jobs, pruned of any that ended without saying so."""
-        active = await self.book.active(user_id)
-        for job_id, job in zip(active, await self.queue.jobs(active), strict=True):
-            if job is None or job.status in FINAL:
+    async def _take_room(self, user_id: str) -> str:
+        """A new job id with its place among the user's unfinished jobs, or 429; 503 when
+        the whole queue is full (anonymous ids are free to make: this bounds them all)."""
+        if await self.queue.count("queued") >= self.settings.max_waiting_jobs:
+            raise QueueFull()
+        places = await self.book.active(user_id)
+        jobs = await self.queue.jobs([job_id for job_id, _ in places])
+        for (job_id, taken_at), job in zip(places, jobs, strict=True):
+            lost = job is None and time.time() - taken_at > CLAIM_GRACE_S
+            if lost or (job is not None and job.status in FINAL):  # ended without saying so
                 await self.book.finished(job_id, user_id)
-                active.discard(job_id)
-        if len(active) >= self.settings.max_queued_jobs_per_user:
+        job_id = str(uuid.uuid4())
+        if not await self.book.claim(job_id, user_id, self.settings.max_queued_jobs_per_user):
             raise TooManyJobs(self.settings.max_queued_jobs_per_user)
+        return job_id
 
     async def _estimate(self, backend: str) -> int:
         """Seconds: the jobs ahead and this one, at the backend's recent pace, one at a time

@@ -19,6 +19,8 @@ class Gen3dSettings(ServiceSettings):
     """Pictures with more pixels are refused with 422 before they are decoded."""
     max_queued_jobs_per_user: int = Field(3, ge=1)
     """Jobs one user may have queued or running at once (429 beyond)."""
+    max_waiting_jobs: int = Field(200, ge=1)
+    """Jobs waiting in the whole queue at most (503 beyond): bounds all callers together."""
     hunyuan_deadline_s: float = Field(480.0, gt=0)
     """Longest wait for Hunyuan3D-2's result (it never reports a failure by itself)."""
     job_timeout_s: int = Field(600, gt=0)

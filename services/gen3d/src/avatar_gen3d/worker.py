@@ -23,7 +23,7 @@ from saq import Job, Queue, Worker
 from avatar_gen3d.backends.base import Backend, BackendFailed
 from avatar_gen3d.backends.hunyuan3d import Hunyuan3DBackend
 from avatar_gen3d.backends.relief import ReliefBackend
-from avatar_gen3d.errors import BadInput
+from avatar_gen3d.errors import BadInput, JobCancelled
 from avatar_gen3d.files import JobFolder
 from avatar_gen3d.jobs import FUNCTION, JobBook, open_queue
 from avatar_gen3d.schemas import Gen3dOptions
@@ -44,11 +44,17 @@ async def generate(ctx: dict[str, Any], *, user_id: str, job_id: str, options: d
     backend: Backend = ctx["backends"][chosen.backend or settings.gen3d_backend]
     folder = JobFolder(settings.assets_dir, user_id, job_id)
     started = time.monotonic()
+    report = reporter(job, book)
     try:
         async with heartbeats(job, settings.job_heartbeat_s / 3):
-            model = await backend.generate(await read_input(folder), chosen, reporter(job))
+            model = await backend.generate(await read_input(folder), chosen, report)
+            await report((100, "GLB 파일 저장 중..."))  # a cancel that came meanwhile wins
             await asyncio.to_thread(folder.write, "model.glb", model.glb)
             await asyncio.to_thread(folder.write, "preview.png", model.preview_png)
+    except JobCancelled:
+        job.retries = 0  # its owner has the answer already ("취소되었습니다.")
+        await book.finished(job_id, user_id)
+        raise
     except BadInput as exc:
         job.retries = 0  # nothing another attempt could change
         await fail(job, book, user_id, str(exc))
@@ -73,10 +79,17 @@ async def read_input(folder: JobFolder) -> Image.Image:
     return picture
 
 
-def reporter(job: Job):
+def reporter(job: Job, book: JobBook):
+    """Progress for the job's status, and a heartbeat; it never goes back (a retried job
+    starts its steps again from where the last attempt got). Each report also looks for a
+    cancel: its owner's word, kept apart from saq's record that this very update rewrites."""
+
     async def report(stage: tuple[int, str]) -> None:
+        if await book.cancelled([job.key]):
+            raise JobCancelled()
         percent, step = stage
-        await job.update(meta={"progress": percent, "step": step})
+        reached = int((job.meta or {}).get("progress", 0))
+        await job.update(meta={"progress": max(percent, reached), "step": step})
 
     return report
 

@@ -164,17 +164,21 @@ class Stack:
 
     def start_gen3d_workers(self, count: int) -> None:
         """Workers of the 3D job queue: not apps (no port), they take jobs from Redis. Started
-        together; ready once gen3d counts `count` more workers than before."""
+        together; ready once gen3d counts as many workers as are running (a worker killed
+        just before may still be counted for ~11 s: then this may return a little early)."""
         argv = [sys.executable, "-m", "avatar_gen3d.worker"]
         env = {**self.env, **self.app_env.get("gen3d", {})}
-        expected = max(0, self._gen3d_workers()) + count
-        first = sum(c.name.startswith("gen3d-worker") for c in self.supervisor.children) + 1
+        first = len(self._worker_children()) + 1
         children = [
             self.supervisor.start(f"gen3d-worker-{number}", argv, env)
             for number in range(first, first + count)
         ]
+        running = len(self._worker_children())
         for child in children:
-            self.supervisor.wait_ready(child, lambda: self._gen3d_workers() >= expected)
+            self.supervisor.wait_ready(child, lambda: self._gen3d_workers() >= running)
+
+    def _worker_children(self) -> list:
+        return [c for c in self.supervisor.children if c.name.startswith("gen3d-worker")]
 
     def _gen3d_workers(self) -> int:
         try:

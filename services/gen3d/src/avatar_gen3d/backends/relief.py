@@ -26,6 +26,7 @@ from avatar_gen3d.backends.base import (
     Model,
     Report,
 )
+from avatar_gen3d.errors import BadInput
 from avatar_gen3d.schemas import Gen3dOptions
 
 BACKGROUND_DISTANCE = 48  # RGB distance from the border colour that counts as subject
@@ -84,13 +85,15 @@ def build_mesh(heights: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nd
     front = np.stack([xs * scale, (rows - 1 - ys) * scale, heights], axis=-1).reshape(-1, 3)
     back = front.copy()
     back[:, 2] = -THICKNESS
-    uv = np.stack([xs / (cols - 1), 1 - ys / (rows - 1)], axis=-1).reshape(-1, 2)
+    uv = np.stack([xs / max(cols - 1, 1), 1 - ys / max(rows - 1, 1)], axis=-1).reshape(-1, 2)
 
     index = np.arange(rows * cols).reshape(rows, cols)
     a, b = index[:-1, :-1], index[:-1, 1:]
     c, d = index[1:, :-1], index[1:, 1:]
     inside = without_pinches(mask[:-1, :-1] & mask[:-1, 1:] & mask[1:, :-1] & mask[1:, 1:])
     a, b, c, d = a[inside], b[inside], c[inside], d[inside]
+    if len(a) == 0:
+        raise BadInput("그림에서 모델로 만들 형체를 찾지 못했습니다.")  # e.g. only thin lines
     front_faces = np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
     n = rows * cols
     back_faces = front_faces[:, ::-1] + n
