@@ -230,3 +230,14 @@ async def test_old_audio_expires(app_client, redis_url, tmp_path, emulator):
         await asyncio.sleep(0.7)
         await tts.post("/api/tts", json={"text": LONG})
     assert not stored(tmp_path, old["audio_url"]).exists()
+
+
+async def test_a_chosen_file_id_is_never_reused(tts, tmp_path, emulator):
+    file_id = "chosen-id-0123456789"
+    first = (await tts.post("/api/tts", json={"text": SHORT, "file_id": file_id})).json()
+    before = stored(tmp_path, first["data"]["audio_url"]).read_bytes()
+    made = synth_count(emulator)
+    again = await tts.post("/api/tts", json={"text": LONG, "file_id": file_id})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "file_id_taken"
+    assert stored(tmp_path, first["data"]["audio_url"]).read_bytes() == before
+    assert synth_count(emulator) == made  # refused before any synthesis

@@ -1,6 +1,6 @@
 """Every error of the tts service, each with the status and code of the envelope."""
 
-from avatar_shared.errors import AppError, NamedNotFound, NotFound, upstream_errors
+from avatar_shared.errors import AppError, Conflict, NamedNotFound, NotFound, upstream_errors
 
 
 class VoiceNotFound(NamedNotFound):
@@ -10,6 +10,15 @@ class VoiceNotFound(NamedNotFound):
 # Not a file this service gave out, or one evicted since.
 class AudioNotFound(NotFound):
     message = "No such audio file."
+
+
+class FileIdTaken(Conflict):
+    """A URL of ours never changes what it serves (it is cached as immutable)."""
+
+    code = "file_id_taken"
+
+    def __init__(self, file_id: str) -> None:
+        super().__init__(f"file_id '{file_id}' is already in use; ids are never reused.")
 
 
 # The speech server refused these parameters (its 400): the request must change.

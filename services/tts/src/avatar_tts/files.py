@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from avatar_tts.audio import duration_s, fix_streamed_wav
+from avatar_tts.errors import FileIdTaken
 
 # Names this service gives out; anything else (`..`, encoded dots, slashes) is not a file.
 SAFE_USER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -76,6 +77,9 @@ class AudioFolder:
             await asyncio.to_thread(writer.temp.unlink, missing_ok=True)
             raise
 
+    def taken(self, user_id: str, file_id: str) -> bool:
+        return any(self.of(user_id).glob(f"{file_id}.*"))
+
     async def own_copy(self, audio: StoredAudio, user_id: str, file_id: str | None) -> Path:
         """`audio` under the user's folder: named `file_id`, or a new id."""
         return await asyncio.to_thread(_link, audio, self.of(user_id), file_id)
@@ -100,12 +104,16 @@ def _finish(writer: AudioWriter) -> StoredAudio:
 
 
 def _link(audio: StoredAudio, folder: Path, file_id: str | None) -> Path:
+    """A new name for the audio; a `file_id` the caller chose must be new too."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{file_id or new_file_id()}.{audio.media_type}"
-    if target == audio.path or target.exists():
+    if target == audio.path:
         return target
     try:
         os.link(audio.path, target)
-    except OSError:  # another file system: a copy serves as well
-        target.write_bytes(audio.path.read_bytes())
+    except FileExistsError as exc:
+        raise FileIdTaken(file_id or target.stem) from exc
+    except OSError:  # another file system: a copy serves as well, made exclusively
+        with open(target, "xb") as out:
+            out.write(audio.path.read_bytes())
     return target

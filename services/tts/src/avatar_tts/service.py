@@ -14,7 +14,7 @@ from avatar_shared.locks import LockTimeout
 from avatar_shared.reloading_file import ReloadingFile
 from avatar_shared.timestamps import utc_now
 from avatar_tts.engines import SpeechEngine, Synthesis, make_engines
-from avatar_tts.errors import AudioNotFound, TtsTimeout, VoiceNotFound
+from avatar_tts.errors import AudioNotFound, FileIdTaken, TtsTimeout, VoiceNotFound
 from avatar_tts.files import AudioFolder, StoredAudio, audio_url
 from avatar_tts.retention import Retention
 from avatar_tts.schemas import SpeechFile, TtsRequest, VoiceList
@@ -54,6 +54,8 @@ class SpeechService:
         )
 
     async def speak(self, user_id: str, job: Synthesis, file_id: str | None = None) -> SpeechFile:
+        if file_id is not None and await asyncio.to_thread(self.folder.taken, user_id, file_id):
+            raise FileIdTaken(file_id)  # before any synthesis: nothing to make
         engine, key = self._engine_and_key(job)
         audio, made_here = await self.store.cached(key), False
         if audio is None:
