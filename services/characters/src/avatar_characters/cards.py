@@ -21,6 +21,10 @@ from avatar_characters.schemas import MAX_TAG_CHARS, MAX_TAGS, max_length
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_CARD_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096  # a card portrait; anything larger is refused before decoding
+MAX_CHUNKS = 1024  # real cards have a handful; many tiny ones only cost memory
+MAX_DEPTH = 32  # nesting of the card's JSON: deeper breaks copying it (RecursionError)
+# Fields of the V2/V3 specs that other code walks, with the JSON type each must have.
+LIST_FIELDS = ("tags", "alternate_greetings", "group_only_greetings")
 V2, V3 = "chara_card_v2", "chara_card_v3"
 
 
@@ -44,6 +48,8 @@ def _chunks(png: bytes) -> list[tuple[bytes, bytes]]:
         if len(data) != length:
             raise BadCard("The PNG file is truncated.")
         chunks.append((kind, data))
+        if len(chunks) > MAX_CHUNKS:
+            raise BadCard(f"The PNG file has more than {MAX_CHUNKS} chunks.")
         offset += 12 + length
         if kind == b"IEND":
             return chunks
@@ -127,7 +133,37 @@ def card_from_json(raw: bytes) -> dict[str, Any]:
 def _as_object(card: object) -> dict[str, Any]:
     if not isinstance(card, dict):
         raise BadCard("The card is not a JSON object.")
+    _check_depth(card)
+    _check_types(card.get("data"))
     return card
+
+
+def _check_depth(value: object) -> None:
+    """Without recursion: the point is that the card may be too deep to recurse into."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise BadCard(f"The card is nested deeper than {MAX_DEPTH} levels.")
+        if isinstance(item, dict | list):
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+
+
+def _check_types(data: object) -> None:
+    if not isinstance(data, dict):
+        return  # import_card says what is missing
+    for key in LIST_FIELDS:
+        if data.get(key) is not None and not isinstance(data[key], list):
+            raise BadCard(f"The card's '{key}' is not a list.")
+    if data.get("extensions") is not None and not isinstance(data["extensions"], dict):
+        raise BadCard("The card's 'extensions' is not an object.")
+    book = data.get("character_book")
+    if book is None:
+        return
+    entries = book.get("entries") if isinstance(book, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise BadCard("The card's 'character_book' needs 'entries', a list of objects.")
 
 
 def read_card(raw: bytes) -> dict[str, Any]:
