@@ -114,6 +114,7 @@ def test_without_a_provider_sign_in_is_disabled_and_says_so(runner, tmp_path):
     gateway = f"http://127.0.0.1:{ports['gateway']}"
     health = httpx.get(f"{gateway}/api/health", trust_env=False).json()["data"]
     assert health["sign_in"] == "disabled"
+    assert health["tts"] == "healthy"  # the local engine speaks: no GPT-SoVITS needed
     login = httpx.get(f"{gateway}/api/auth/google/login", trust_env=False)
     assert login.status_code == 503 and login.json()["error"]["code"] == "sign_in_disabled"
     # Anonymous use works, and the dev signing key was made in the run folder, private.

@@ -5,7 +5,7 @@ import httpx
 from fastapi import FastAPI
 
 from avatar_shared.app import BaseState, create_service_app, open_http_client
-from avatar_tts.engines.gpt_sovits import gpt_sovits_check
+from avatar_tts.engines.health import default_voice_check
 from avatar_tts.routes import router
 from avatar_tts.service import SpeechService
 from avatar_tts.settings import TtsSettings
@@ -26,7 +26,7 @@ def create_app(settings: TtsSettings | None = None) -> FastAPI:
         async with open_http_client(engine_timeout) as engine_http:
             yield TtsState(speech=SpeechService(settings, base["redis"], engine_http, voices))
 
-    checks = {"tts": gpt_sovits_check(settings)}
+    checks = {"tts": default_voice_check(settings, voices)}
     return create_service_app(
         "tts", settings, router, state=tts_state, upstream_checks=checks, streams_responses=True
     )
