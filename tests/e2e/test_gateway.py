@@ -154,3 +154,21 @@ async def test_redis_outage_is_reported_and_recovered_without_restarts(stack, ga
     # The first chat after the outage works: dead pooled connections are retried once.
     after = await gateway.post("/api/chat", json=QUIET_CHAT)
     assert after.status_code == 200, after.text
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/upstreamz", "/ping"])
+async def test_health_probes_are_not_public(gateway, path):
+    response = await gateway.get(path)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("path", ["/", "/api/health", "/api/tts/voices", "/no/such/path"])
+async def test_every_response_carries_the_security_headers(gateway, path):
+    headers = (await gateway.get(path)).headers
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["referrer-policy"] == "strict-origin-when-cross-origin"
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert "server" not in headers  # no uvicorn banner
+    assert "strict-transport-security" not in headers  # http here: HSTS only for https
