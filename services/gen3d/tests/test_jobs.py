@@ -55,3 +55,12 @@ async def test_a_waiting_job_is_cancelled_once_and_frees_its_place(gen3d, app_cl
     assert (
         await gen3d.post("/api/generate", files={"image": ("a.png", picture())})
     ).status_code == 202
+
+
+async def test_the_estimate_counts_the_jobs_ahead(roomy):
+    estimates = []
+    for _ in range(3):
+        response = await roomy.post("/api/generate", files={"image": ("a.png", picture())})
+        estimates.append(response.json()["data"]["estimated_time"])
+    # No finished job yet: 30 s a job (the guess), one worker assumed, each job behind the last.
+    assert estimates == [30, 60, 90]

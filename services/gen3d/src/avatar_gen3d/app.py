@@ -1,7 +1,9 @@
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from typing import TypedDict
 
 from fastapi import FastAPI
+from redis.exceptions import RedisError
 
 from avatar_gen3d.backends.health import gen3d_check, reachable_check
 from avatar_gen3d.jobs import open_queue
@@ -25,7 +27,8 @@ def create_app(settings: Gen3dSettings | None = None) -> FastAPI:
         try:
             yield Gen3dState(gen3d=Gen3dService(settings, base["redis"], queue))
         finally:
-            await queue.disconnect()
+            with suppress(RedisError, OSError):  # stopping while Redis is gone is fine
+                await queue.disconnect()
 
     upstream_checks = {
         "gen3d": gen3d_check(settings, queue),

@@ -168,7 +168,9 @@ class Gen3dService:
         return job_id
 
     async def _estimate(self, backend: str) -> int:
-        """Seconds: the jobs ahead and this one, at the backend's recent pace, one at a time
-        per worker slot (a worker count is not known here: one is assumed)."""
-        ahead = await self.queue.count("queued") + await self.queue.count("active")
-        return max(1, round(await self.book.typical_duration(backend) * (ahead + 1)))
+        """Seconds: the jobs ahead and this one (already queued), at the backend's recent
+        pace, one at a time per worker."""
+        waiting = await self.queue.count("queued") + await self.queue.count("active")
+        workers = max(1, len((await self.queue.info())["workers"]))
+        rounds = max(1, -(-waiting // workers))  # ceil: this job's round included
+        return max(1, round(await self.book.typical_duration(backend) * rounds))
