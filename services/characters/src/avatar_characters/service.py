@@ -8,19 +8,11 @@ import httpx
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from avatar_characters.cards import (
-    PNG_SIGNATURE,
-    V2,
-    V3,
-    export_card,
-    import_card,
-    placeholder_png,
-    png_with_cards,
-    read_card,
-)
+from avatar_characters.cards import V2, V3, export_card, import_card, read_card
 from avatar_characters.errors import CharacterNotFound, PresetReadOnly
 from avatar_characters.listing import ListQuery, newest_first
 from avatar_characters.peers.tts import VoiceDirectory
+from avatar_characters.png import PNG_SIGNATURE, placeholder_png, png_with_cards
 from avatar_characters.presets import PresetCatalog
 from avatar_characters.schemas import (
     CARD_ONLY_FIELDS,

@@ -1,0 +1,52 @@
+"""Card imports that must be refused before they cost anything or break an export later:
+deep nesting, wrongly typed spec fields, PNGs of countless chunks, broken JSON."""
+
+import json
+import struct
+import zlib
+
+import pytest
+
+from avatar_characters.png import placeholder_png
+
+from .test_character_cards import upload, v3_card
+
+
+def deeply_nested(levels: int) -> dict:
+    value: dict = {}
+    for _ in range(levels):
+        value = {"x": value}
+    return value
+
+
+def many_chunks(count: int) -> bytes:
+    """A PNG of `count` empty ancillary chunks (each costs a list entry, nothing shown)."""
+    base = placeholder_png("x", 8)
+    empty = struct.pack(">I", 0) + b"abCd" + struct.pack(">I", zlib.crc32(b"abCd"))
+    return base[:-12] + empty * count + base[-12:]
+
+
+async def test_a_png_of_many_tiny_chunks_is_refused(characters, redis):
+    response = await upload(characters, "card.png", many_chunks(100_000))
+    assert response.status_code == 422 and "chunks" in response.json()["error"]["message"]
+    assert await redis.keys("characters:*") == []
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "JSON"),
+        (b'{"spec": "chara_card_v2", "data": ', "JSON"),
+        (json.dumps(v3_card(name="n" * 101)).encode(), "name is longer"),
+        # Parsed fine, but deep enough to break copying it (was a 500).
+        (json.dumps(v3_card(extensions=deeply_nested(600))).encode(), "nested deeper"),
+        # Imported, then every export failed (was a 500).
+        (json.dumps(v3_card(character_book={"entries": 5})).encode(), "character_book"),
+        (json.dumps(v3_card(tags="a,b")).encode(), "'tags' is not a list"),
+    ],
+)
+async def test_bad_json_cards_are_refused(characters, redis, content, says):
+    response = await upload(characters, "card.json", content)
+    assert response.status_code == 422, response.text
+    assert says in response.json()["error"]["message"]
+    assert await redis.keys("characters:*") == []
