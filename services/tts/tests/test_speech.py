@@ -241,3 +241,12 @@ async def test_a_chosen_file_id_is_never_reused(tts, tmp_path, emulator):
     assert again.status_code == 409 and again.json()["error"]["code"] == "file_id_taken"
     assert stored(tmp_path, first["data"]["audio_url"]).read_bytes() == before
     assert synth_count(emulator) == made  # refused before any synthesis
+
+
+async def test_cache_and_user_entries_expire_with_their_files(tts, redis):
+    await tts.post("/api/tts", json={"text": SHORT})
+    keys = await redis.keys("tts:cache:*") + await redis.keys("tts:user:*")
+    assert len(keys) == 2
+    max_age = int(TtsSettings.model_fields["assets_max_age_s"].default)
+    for key in keys:
+        assert 0 < await redis.ttl(key) <= max_age  # no entry outlives the audio it names

@@ -3,6 +3,7 @@ across replicas (`store`), written to disk (`files`), and then served from there
 is kept within its limits by `retention`."""
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, aclosing
 from pathlib import Path
@@ -37,7 +38,7 @@ class SpeechService:
         self.voices = voices
         self.engines = make_engines(settings, engine_http)
         self.default_engine = settings.tts_engine
-        self.store = SpeechStore(redis)
+        self.store = SpeechStore(redis, ttl_s=max(1, math.ceil(settings.assets_max_age_s)))
         self.folder = AudioFolder(Path(settings.assets_dir))
         self.retention = Retention(redis, settings.assets_max_bytes, settings.assets_max_age_s)
         self.wait_s = settings.tts_timeout_s  # longest wait for another request's same speech

@@ -6,6 +6,8 @@ Keys:
   entry a miss.
 - `tts:lock:{key}`: held while one replica synthesizes; the others wait for its result.
 - `tts:user:{user_id}:{key}`: the file id that user already has for that key.
+The cache and user keys live as long as the files they name may (ASSETS_MAX_AGE_S since
+their last use), so Redis does not keep entries for audio long deleted.
 (`retention` keeps `tts:files` and `tts:bytes`.)
 """
 
@@ -30,11 +32,15 @@ def cache_key(parameters: dict[str, Any]) -> str:
 
 
 class SpeechStore:
-    def __init__(self, redis: Redis) -> None:
-        self.redis = redis
+    def __init__(self, redis: Redis, ttl_s: int) -> None:
+        self.redis, self.ttl_s = redis, ttl_s
 
     async def cached(self, key: str) -> StoredAudio | None:
-        entry = await self.redis.hgetall(f"tts:cache:{key}")
+        """The entry, if its file is still there; a hit keeps it for another ttl."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(f"tts:cache:{key}")
+            pipe.expire(f"tts:cache:{key}", self.ttl_s)
+            entry, _ = await pipe.execute()
         if not entry or not await asyncio.to_thread(Path(entry["path"]).exists):
             return None  # evicted from disk: make it again
         return StoredAudio(
@@ -48,13 +54,16 @@ class SpeechStore:
             "duration": audio.duration,
             "size": audio.size,
         }
-        await self.redis.hset(f"tts:cache:{key}", mapping=mapping)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(f"tts:cache:{key}", mapping=mapping)
+            pipe.expire(f"tts:cache:{key}", self.ttl_s)
+            await pipe.execute()
 
     async def users_file_id(self, user_id: str, key: str) -> str | None:
-        return await self.redis.get(f"tts:user:{user_id}:{key}")
+        return await self.redis.getex(f"tts:user:{user_id}:{key}", ex=self.ttl_s)
 
     async def set_users_file_id(self, user_id: str, key: str, file_id: str) -> None:
-        await self.redis.set(f"tts:user:{user_id}:{key}", file_id)
+        await self.redis.set(f"tts:user:{user_id}:{key}", file_id, ex=self.ttl_s)
 
     def making(self, key: str, wait_s: float) -> AbstractAsyncContextManager[None]:
         """Held while this key's speech is made, across replicas (`wait_s=0`: no waiting)."""
