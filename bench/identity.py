@@ -28,7 +28,7 @@ ISSUER, AUDIENCE = "avatar-forge-auth", "avatar-forge"
 
 def micro(samples: int) -> list[str]:
     keys = read_key_set(Path(os.environ["SIGNING_KEYS_FILE"]))
-    token, _ = SigningKeys(keys, ISSUER, AUDIENCE, 3600).issue("bench-user")
+    token = SigningKeys(keys, ISSUER, AUDIENCE, 3600).issue("bench-user")
     verifier = TokenVerifier(LocalKeys(keys), ISSUER, AUDIENCE)
     anonymous = AnonymousIds(os.environ["ANON_ID_SECRET"].encode())
     _, cookie = anonymous.mint()
@@ -71,7 +71,7 @@ async def commands_per_request(redis: Redis, http: httpx.AsyncClient, url: str, 
 
 async def through_gateway(stack, requests: int) -> list[str]:
     keys = read_key_set(Path(stack.env["SIGNING_KEYS_FILE"]))
-    token, _ = SigningKeys(keys, ISSUER, AUDIENCE, 3600).issue("bench-user")
+    token = SigningKeys(keys, ISSUER, AUDIENCE, 3600).issue("bench-user")
     _, cookie = AnonymousIds(stack.env["ANON_ID_SECRET"].encode()).mint()
     url = f"{stack.gateway_url}/api/characters?limit=1"
     redis = Redis.from_url(stack.env["REDIS_URL"])

@@ -39,7 +39,7 @@ def good_claims(**changes) -> dict:
 
 
 async def test_a_valid_token_is_its_user_by_header_or_cookie(probe, signer):
-    token, _ = signer.issue("user-7")
+    token = signer.issue("user-7")
     by_header = await probe.get("/who", headers=bearer(token))
     probe.cookies.set("access_token", token)
     by_cookie = await probe.get("/who")
@@ -97,7 +97,7 @@ async def test_a_bad_cookie_token_is_refused_and_deleted(probe, signer):
 
 
 async def test_a_signed_out_token_is_refused(probe, auth_url, signer, redis_url):
-    token, _ = signer.issue("user-8")
+    token = signer.issue("user-8")
     async with httpx.AsyncClient(base_url=auth_url, trust_env=False) as browser:
         browser.cookies.set("access_token", token)
         await browser.post("/api/auth/logout")
@@ -108,10 +108,10 @@ async def test_a_signed_out_token_is_refused(probe, auth_url, signer, redis_url)
 async def test_rotation_the_previous_key_verifies_and_a_new_kid_is_fetched(
     app_client, redis_url, tmp_path, keys_file, signer
 ):
-    old_token, _ = signer.issue("user-old")
+    old_token = signer.issue("user-old")
     rotated = tmp_path / "rotated.json"
     write_key_set(rotated, [generate_key(), *signer.keys.keys])  # new key first, old kept
-    new_token, _ = SigningKeys(read_key_set(rotated), ISSUER, AUDIENCE, 3600).issue("user-new")
+    new_token = SigningKeys(read_key_set(rotated), ISSUER, AUDIENCE, 3600).issue("user-new")
     port = free_port()
     auth_url = f"http://127.0.0.1:{port}"
     async with app_client(probe_app(redis_url, auth_url, jwks_refresh_floor_s=0)) as probe:
@@ -127,7 +127,7 @@ async def test_rotation_the_previous_key_verifies_and_a_new_kid_is_fetched(
 async def test_concurrent_first_requests_wait_for_one_key_fetch(
     app_client, redis_url, auth_url, signer
 ):
-    token, _ = signer.issue("user-10")
+    token = signer.issue("user-10")
     async with app_client(probe_app(redis_url, auth_url, jwks_refresh_floor_s=10)) as probe:
         responses = await asyncio.gather(
             *(probe.get("/who", headers=bearer(token)) for _ in range(5))
@@ -137,7 +137,7 @@ async def test_concurrent_first_requests_wait_for_one_key_fetch(
 
 async def test_tokens_need_auth_reachable_once(app_client, redis_url, signer):
     nobody = f"http://127.0.0.1:{free_port()}"
-    token, _ = signer.issue("user-9")
+    token = signer.issue("user-9")
     async with app_client(probe_app(redis_url, nobody)) as probe:
         response = await probe.get("/who", headers=bearer(token))
     assert response.status_code == 503 and response.json()["error"]["code"] == "auth_unavailable"

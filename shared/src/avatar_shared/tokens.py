@@ -75,13 +75,14 @@ class SigningKeys:
         self.keys = keys
         self.issuer, self.audience, self.lifetime_s = issuer, audience, lifetime_s
 
-    def issue(self, user_id: str) -> tuple[str, Claims]:
+    def issue(self, user_id: str) -> str:
         now = int(time.time())
-        claims = Claims(sub=user_id, jti=uuid.uuid4().hex, exp=now + self.lifetime_s)
-        payload = {"iss": self.issuer, "aud": self.audience, "iat": now, **claims.__dict__}
+        payload = {
+            "iss": self.issuer, "aud": self.audience, "sub": user_id,
+            "iat": now, "exp": now + self.lifetime_s, "jti": uuid.uuid4().hex,
+        }  # fmt: skip
         key = self.keys.keys[0]
-        token = jwt.encode({"alg": ALGORITHM, "kid": key.kid}, payload, key, [ALGORITHM])
-        return token, claims
+        return jwt.encode({"alg": ALGORITHM, "kid": key.kid}, payload, key, [ALGORITHM])
 
     def public_jwks(self) -> dict[str, Any]:
         return self.keys.as_dict(private=False)

@@ -74,7 +74,7 @@ class AuthService:
             logger.warning("sign-in failed", extra={"fields": {"reason": str(failure)}})
             return self._back_from_sign_in({"error": failure.code})
         user = await self.users.signed_in(PROVIDER, account.sub, account.profile)
-        token, _ = self.keys.issue(user["id"])
+        token = self.keys.issue(user["id"])
         logger.info("signed in", extra={"fields": {"signed_in_user": user["id"]}})
         response = self._back_from_sign_in({"next": account.next_path} if account.next_path else {})
         cookie = cookie_header(ACCESS_COOKIE, token, self.settings.token_lifetime_s, self.secure)

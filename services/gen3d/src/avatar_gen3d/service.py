@@ -170,7 +170,7 @@ class Gen3dService:
     async def _estimate(self, backend: str) -> int:
         """Seconds: the jobs ahead and this one (already queued), at the backend's recent
         pace, one at a time per worker."""
-        waiting = await self.queue.count("queued") + await self.queue.count("active")
-        workers = max(1, len((await self.queue.info())["workers"]))
-        rounds = max(1, -(-waiting // workers))  # ceil: this job's round included
+        info = await self.queue.info()  # counts and workers in one read
+        waiting = info["queued"] + info["active"]
+        rounds = max(1, -(-waiting // max(1, len(info["workers"]))))  # ceil: this job's round
         return max(1, round(await self.book.typical_duration(backend) * rounds))
