@@ -1,41 +1,57 @@
-"""The concurrent-user limit: exactly MAX_CONCURRENT_USERS sessions active, atomically."""
+"""Admission: exactly MAX_CONCURRENT_USERS sessions active, atomically, at most
+MAX_SESSIONS_PER_USER of them one user's, and a request rate per user counted only for
+admitted requests."""
 
 import asyncio
 
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.ports import free_port
-from avatar_devstack.testing import identity_from_test_header
+from avatar_devstack.testing import as_user, identity_from_test_header
 from avatar_shared.identity import current_identity
 
 from .conftest import emulated_llm
 from .test_chat_routes import ask
 
 
-def limited(redis_url: str, backend, limit: int, idle_s: int = 300) -> ChatSettings:
+def limited(redis_url: str, backend, limit: int, idle_s: int = 300, **extra) -> ChatSettings:
     return ChatSettings(
         redis_url=redis_url,
         tts_url=f"http://127.0.0.1:{free_port()}",
         max_concurrent_users=limit,
         active_session_idle_s=idle_s,
-        chat_rate_per_min=10_000,
+        chat_rate_per_min=extra.pop("chat_rate_per_min", 10_000),
+        **extra,
         **backend.settings,
     )
 
 
-async def new_session(chat, **extra):
-    return await chat.post("/api/chat", json=ask("hi", tts_enabled=False, **extra))
+def with_test_users(settings: ChatSettings):
+    """The app, where `as_user(name)` speaks as that user (else all are "anonymous")."""
+    app = create_app(settings)
+    app.dependency_overrides[current_identity] = identity_from_test_header
+    return app
+
+
+users = iter(f"user-{n}" for n in range(1_000_000))
+
+
+async def new_session(chat, user: str | None = None, **extra):
+    """A new session, by default of a user never seen before."""
+    headers = as_user(user or next(users))
+    return await chat.post("/api/chat", json=ask("hi", tts_enabled=False, **extra), headers=headers)
 
 
 async def test_past_the_limit_new_sessions_wait_and_active_ones_go_on(
     app_client, redis_url, backend
 ):
-    async with app_client(create_app(limited(redis_url, backend, 3))) as chat:
-        admitted = [(await new_session(chat)).json()["data"]["session_id"] for _ in range(3)]
+    async with app_client(with_test_users(limited(redis_url, backend, 3))) as chat:
+        owners = ["ann", "ben", "cid"]
+        admitted = [(await new_session(chat, who)).json()["data"]["session_id"] for who in owners]
         refused = await new_session(chat)
         refused_stream = await new_session(chat, stream=True)
-        again = await new_session(chat, session_id=admitted[0])
-        await chat.delete(f"/api/chat/sessions/{admitted[1]}")
+        again = await new_session(chat, "ann", session_id=admitted[0])
+        await chat.delete(f"/api/chat/sessions/{admitted[1]}", headers=as_user("ben"))
         after_release = await new_session(chat)
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "too_many_users"
@@ -48,7 +64,7 @@ async def test_past_the_limit_new_sessions_wait_and_active_ones_go_on(
 
 
 async def test_idle_sessions_stop_counting(app_client, redis_url, backend):
-    async with app_client(create_app(limited(redis_url, backend, 1, idle_s=1))) as chat:
+    async with app_client(with_test_users(limited(redis_url, backend, 1, idle_s=1))) as chat:
         assert (await new_session(chat)).status_code == 200
         assert (await new_session(chat)).status_code == 503
         await asyncio.sleep(1.2)
@@ -56,7 +72,7 @@ async def test_idle_sessions_stop_counting(app_client, redis_url, backend):
 
 
 async def test_a_burst_admits_exactly_the_limit(app_client, redis_url, backend):
-    async with app_client(create_app(limited(redis_url, backend, 10))) as chat:
+    async with app_client(with_test_users(limited(redis_url, backend, 10))) as chat:
         responses = await asyncio.gather(*(new_session(chat) for _ in range(50)))
     statuses = [r.status_code for r in responses]
     assert statuses.count(200) == 10 and statuses.count(503) == 40
@@ -67,7 +83,7 @@ async def test_a_failed_first_turn_gives_its_place_back(app_client, redis_url, b
         update={"ollama_base_url": f"http://127.0.0.1:{free_port()}",
                 "vllm_base_url": f"http://127.0.0.1:{free_port()}"}
     )  # fmt: skip
-    async with app_client(create_app(settings)) as chat:
+    async with app_client(with_test_users(settings)) as chat:
         first, second = await new_session(chat), await new_session(chat)
     assert [first.status_code, second.status_code] == [503, 503]
     assert [r.json()["error"]["code"] for r in (first, second)] == ["llm_unavailable"] * 2
@@ -75,7 +91,7 @@ async def test_a_failed_first_turn_gives_its_place_back(app_client, redis_url, b
 
 async def test_without_redis_the_limiter_fails_closed(app_client, backend):
     settings = ChatSettings(redis_url=f"redis://127.0.0.1:{free_port()}/0", **backend.settings)
-    async with app_client(create_app(settings)) as chat:
+    async with app_client(with_test_users(settings)) as chat:
         response = await asyncio.wait_for(new_session(chat), timeout=10)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "limiter_unavailable"
@@ -91,7 +107,7 @@ async def test_llm_calls_beyond_the_cap_wait_briefly_then_get_busy(app_client, r
                 llm_queue_wait_s=wait_s,
                 **slow.settings,
             )
-            async with app_client(create_app(settings)) as chat:
+            async with app_client(with_test_users(settings)) as chat:
                 responses = await asyncio.gather(new_session(chat), new_session(chat))
             assert sorted(r.status_code for r in responses) == expected
             busy = [r for r in responses if r.status_code == 503]
@@ -99,23 +115,78 @@ async def test_llm_calls_beyond_the_cap_wait_briefly_then_get_busy(app_client, r
 
 
 async def test_each_user_has_a_request_rate(app_client, redis_url, backend):
-    settings = limited(redis_url, backend, 20).model_copy(update={"chat_rate_per_min": 3})
-    app = create_app(settings)
-
-    app.dependency_overrides[current_identity] = identity_from_test_header
-    alice, bob = {"X-Test-User": "alice"}, {"X-Test-User": "bob"}
-    async with app_client(app) as chat:
+    settings = limited(redis_url, backend, 20, chat_rate_per_min=3)
+    async with app_client(with_test_users(settings)) as chat:
         invalid = [
-            await chat.post("/api/chat", json={"messages": []}, headers=alice) for _ in range(5)
-        ]
-        allowed = [
-            await chat.post("/api/chat", json=ask("hi", tts_enabled=False), headers=alice)
-            for _ in range(3)
-        ]
-        refused = await chat.post("/api/chat", json=ask("hi", tts_enabled=False), headers=alice)
-        other = await chat.post("/api/chat", json=ask("hi", tts_enabled=False), headers=bob)
+            await chat.post("/api/chat", json=body, headers=as_user("alice"))
+            for body in ({"messages": []}, {"messages": ask("hi")["messages"]}) * 3
+        ]  # no messages; neither persona nor character_id
+        allowed = [await new_session(chat, "alice") for _ in range(3)]
+        refused = await new_session(chat, "alice")
+        other = await new_session(chat, "bob")
     assert {r.status_code for r in invalid} == {422}  # bad requests do not count
     assert [r.status_code for r in allowed] == [200, 200, 200]
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert "3 chat requests a minute" in refused.json()["error"]["message"]
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     assert other.status_code == 200
+
+
+async def test_one_user_cannot_take_every_place(app_client, redis_url, backend):
+    settings = limited(redis_url, backend, 4, max_sessions_per_user=2)
+    async with app_client(with_test_users(settings)) as chat:
+        hers = [(await new_session(chat, "mallory")).json()["data"] for _ in range(5)]
+        others = [await new_session(chat, who) for who in ("alice", "bob")]
+        # Her oldest sessions were replaced, not deleted: coming back takes a place again.
+        back = await new_session(chat, "mallory", session_id=hers[0]["session_id"])
+        full = await new_session(chat, "carol")
+    assert all(reply["session_id"] for reply in hers)
+    assert [r.status_code for r in others] == [200, 200]
+    assert back.status_code == 200
+    assert full.status_code == 503 and full.json()["error"]["code"] == "too_many_users"
+
+
+async def test_a_refused_request_costs_no_rate(app_client, redis_url, backend):
+    settings = limited(redis_url, backend, 1, chat_rate_per_min=2)
+    async with app_client(with_test_users(settings)) as chat:
+        first = await new_session(chat, "alice")
+        refused = [await new_session(chat, "bob") for _ in range(4)]
+        await chat.delete(
+            f"/api/chat/sessions/{first.json()['data']['session_id']}", headers=as_user("alice")
+        )
+        admitted = [await new_session(chat, "bob") for _ in range(2)]
+    assert first.status_code == 200
+    assert {r.json()["error"]["code"] for r in refused} == {"too_many_users"}
+    assert admitted[0].status_code == 200  # the four refusals did not use bob's budget
+    assert admitted[1].status_code == 503  # his one session holds the single place
+
+
+async def test_a_limited_request_asks_nothing_of_the_other_services(app_client, redis_url, backend):
+    # Nobody listens at characters_url: a request that reaches the fetch gets 503.
+    settings = limited(redis_url, backend, 20, chat_rate_per_min=2).model_copy(
+        update={"characters_url": f"http://127.0.0.1:{free_port()}"}
+    )
+    body = {**ask("hi", tts_enabled=False), "persona": None, "character_id": "hermione"}
+    async with app_client(with_test_users(settings)) as chat:
+        responses = [
+            await chat.post("/api/chat", json=body, headers=as_user("a")) for _ in range(4)
+        ]
+    codes = [r.json()["error"]["code"] for r in responses]
+    assert codes == ["characters_unavailable"] * 2 + ["rate_limited"] * 2
+
+
+async def test_only_offered_models_are_accepted(app_client, redis_url, backend_name):
+    server_has = ["gemma-3-27b-it", "dolphin-2.9-8b", "huge-model-405b"]
+    with emulated_llm(backend_name, models=server_has) as backend:
+        settings = limited(redis_url, backend, 20, offered_models="dolphin-2.9-8b")
+        async with app_client(with_test_users(settings)) as chat:
+            listed = (await chat.get("/api/chat/models")).json()["data"]["models"]
+            offered = await new_session(chat, model="dolphin-2.9-8b")
+            default = await new_session(chat)
+            backend.recorder.clear()
+            refused = [await new_session(chat, model=m) for m in ("huge-model-405b", "made-up")]
+    assert [m["id"] for m in listed] == ["gemma-3-27b-it", "dolphin-2.9-8b"]
+    assert offered.status_code == 200 and default.status_code == 200
+    assert [r.status_code for r in refused] == [404, 404]
+    assert {r.json()["error"]["code"] for r in refused} == {"model_not_found"}
+    assert backend.recorder.prompts == []  # neither reached the LLM server

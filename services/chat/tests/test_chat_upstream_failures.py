@@ -17,7 +17,7 @@ from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.ports import free_port
 from avatar_devstack.testing import with_lifespan_state
-from avatar_emulators.replies import ERROR_MIDSTREAM_MODEL
+from avatar_emulators.replies import DEFAULT_MODELS, ERROR_MIDSTREAM_MODEL
 from avatar_emulators.server import serve_in_thread
 
 from .conftest import emulated_llm
@@ -91,17 +91,22 @@ async def test_malformed_upstream_body_is_502(app_client, redis_url, backend_nam
     assert streamed.status_code == 502
 
 
-async def test_failure_mid_stream_ends_with_an_error_event(chat, redis):
-    body = ask("hi", stream=True, model=ERROR_MIDSTREAM_MODEL)
-    async with chat.stream("POST", "/api/chat", json=body) as response:
-        assert response.status_code == 200
-        events = await read_events(response)
+async def test_failure_mid_stream_ends_with_an_error_event(
+    app_client, redis_url, redis, backend_name
+):
+    # The emulator fails this model's stream part way; the server lists it like any other.
+    with emulated_llm(backend_name, models=[*DEFAULT_MODELS, ERROR_MIDSTREAM_MODEL]) as backend:
+        async with app_client(create_app(chat_settings(redis_url, **backend.settings))) as chat:
+            body = ask("hi", stream=True, model=ERROR_MIDSTREAM_MODEL)
+            async with chat.stream("POST", "/api/chat", json=body) as response:
+                assert response.status_code == 200
+                events = await read_events(response)
+            assert await redis.keys("chat:session*") == []  # the broken turn is not stored
+            again = await chat.post("/api/chat", json=ask("again"))
     assert events[0][0] == "delta"
     kind, error = events[-1]
     assert kind == "error" and error["code"] == "llm_error" and error["message"]
-    assert await redis.keys("chat:session*") == []  # the broken turn is not stored
-    # ...and the service keeps serving.
-    assert (await chat.post("/api/chat", json=ask("again"))).status_code == 200
+    assert again.status_code == 200  # ...and the service keeps serving.
 
 
 async def test_first_delta_arrives_before_generation_ends(redis_url, backend_name):

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from avatar_chat.limits.rate import rate_key
+from avatar_chat.limits.admission import caller_key
 from avatar_chat.service import ChatService
 from avatar_chat.turn import Caller
 from avatar_shared.identity import CallerIdentity
@@ -15,7 +15,7 @@ def _chat(request: Request) -> ChatService:
 
 
 def _caller(identity: CallerIdentity, request: Request) -> Caller:
-    return Caller(identity, rate_key(identity, request))
+    return Caller(identity, caller_key(identity, request))
 
 
 ChatDep = Annotated[ChatService, Depends(_chat)]

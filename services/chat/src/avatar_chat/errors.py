@@ -6,7 +6,6 @@ its refusals are relayed as it gave them (an unknown `character_id`: the charact
 """
 
 from avatar_shared.errors import (
-    AppError,
     NamedNotFound,
     NotFound,
     ServiceUnavailable,
@@ -29,11 +28,8 @@ class ModelNotFound(NotFound):
 
 
 # --- the limits ---------------------------------------------------------------------------
-
-
-# Past CHAT_RATE_PER_MIN for this user or anonymous address.
-class RateLimited(AppError):
-    status_code, code = 429, "rate_limited"
+# (Past CHAT_RATE_PER_MIN, or Redis unreachable: the shared `rate_limited` and
+# `limiter_unavailable` of avatar_shared.rate.)
 
 
 # MAX_CONCURRENT_USERS sessions are active and this one is new.
@@ -44,12 +40,6 @@ class TooManyUsers(ServiceUnavailable):
 # No LLM slot of this replica came free within LLM_QUEUE_WAIT_S.
 class LlmBusy(ServiceUnavailable):
     code, message = "llm_busy", "The language model is busy; try again in a moment."
-
-
-# Redis is unreachable: the limits fail closed.
-class LimiterUnavailable(ServiceUnavailable):
-    code = "limiter_unavailable"
-    message = "The chat is not taking new requests right now (its limiter is unavailable)."
 
 
 # --- sessions -----------------------------------------------------------------------------

@@ -43,6 +43,6 @@ async def get_session(session_id: UUID, user_id: UserId, chat: ChatDep) -> Envel
 
 
 @router.delete("/sessions/{session_id}", response_model=Envelope[Deleted])
-async def delete_session(session_id: UUID, user_id: UserId, chat: ChatDep) -> Envelope[Deleted]:
-    await chat.delete_session(str(session_id), user_id)
+async def delete_session(session_id: UUID, caller: CallerDep, chat: ChatDep) -> Envelope[Deleted]:
+    await chat.delete_session(str(session_id), caller)
     return ok(Deleted(session_id=str(session_id), deleted=True))

@@ -1,10 +1,11 @@
 """The chat domain: a conversation turn, its session, and the model list.
 
 A turn of `POST /api/chat` goes through these phases, each one call from `ChatService`:
-1. plan: check the request, the persona (characters service), the session and the window,
-   with nothing spent or stored yet;
-2. admit: the caller's request rate, then the concurrent-user limit (a new session's place is
-   provisional until its first turn succeeds);
+1. check the request's sizes, then admit it (the caller's rate, the concurrent-session limit
+   and the caller's share of it: one atomic step; a new session's place is provisional until
+   its first turn succeeds). Nothing else is spent on a request that is refused;
+2. plan: the model (offered ones only), the persona (characters service), the session and
+   the window;
 3. fit the conversation into the window, summarizing older turns if due;
 4. ask the LLM, in one of this replica's in-flight slots;
 5. record the turn, then voice the reply.
@@ -27,7 +28,6 @@ from avatar_chat.context.summaries import SummaryStore
 from avatar_chat.context.tokens import TokenEstimator
 from avatar_chat.limits.admission import Admission
 from avatar_chat.limits.gate import LlmGate
-from avatar_chat.limits.rate import ChatRateLimit
 from avatar_chat.llm import LlmReply, LlmRequest, make_llm_client
 from avatar_chat.llm.model_catalog import ModelCatalog
 from avatar_chat.llm.windows import ContextWindows
@@ -58,15 +58,20 @@ class ChatService:
             http, settings.characters_url, settings.character_cache_s
         )
         self.voice = ReplyVoice(TtsClient(http, settings.tts_url, settings.tts_timeout_s))
-        self.rate = ChatRateLimit(settings.redis_url, settings.chat_rate_per_min)
         self.admission = Admission(
-            redis, settings.max_concurrent_users, settings.active_session_idle_s
+            redis,
+            settings.max_concurrent_users,
+            settings.active_session_idle_s,
+            settings.max_sessions_per_user,
+            settings.chat_rate_per_min,
         )
         self.gate = LlmGate(settings.llm_max_in_flight, settings.llm_queue_wait_s)
         self.windows = ContextWindows(llm, settings.llm_context_tokens, settings.models_cache_s)
         self.summaries = SummaryStore(redis, settings.session_ttl_s, settings.summary_timeout_s + 5)
         self.context = ContextPlanner(llm, self.gate, self.summaries, settings)
-        self.catalog = ModelCatalog(llm, settings.default_model, settings.models_cache_s)
+        self.catalog = ModelCatalog(
+            llm, settings.default_model, settings.offered_models, settings.models_cache_s
+        )
 
     async def reply(self, body: ChatRequest, caller: Caller) -> ChatReply:
         async with self._admitted(body, caller) as turn:
@@ -91,20 +96,20 @@ class ChatService:
     async def history(self, session_id: str, user_id: str) -> SessionHistory:
         return SessionHistory.model_validate(await self.sessions.history(session_id, user_id))
 
-    async def delete_session(self, session_id: str, user_id: str) -> None:
-        await self.sessions.delete(session_id, user_id)
-        await self.admission.release(session_id)  # its place goes to the next user
+    async def delete_session(self, session_id: str, caller: Caller) -> None:
+        await self.sessions.delete(session_id, caller.user_id)
+        await self.admission.release(session_id, caller.key)  # its place goes to the next user
 
     # --- the phases of a turn -----------------------------------------------------------
 
-    async def _plan(self, body: ChatRequest, caller: Caller) -> tuple[Turn, SessionState]:
-        check_limits(body, self.settings)
+    async def _plan(
+        self, body: ChatRequest, session_id: str, caller: Caller
+    ) -> tuple[Turn, SessionState]:
+        model = await self.catalog.require(body.model or self.settings.default_model)
         persona, voice_id = await self._persona(body)
         is_new = body.session_id is None
-        session_id = str(uuid.uuid4()) if is_new else str(body.session_id)
         # A new id has no owner yet; anyone else's session is reported as missing.
         state = SessionState() if is_new else await self.sessions.load(session_id, caller.user_id)
-        model = body.model or self.settings.default_model
         system = build_system_prompt(persona, body.scenario)
         turns = [{"role": m.role, "content": m.content} for m in body.messages]
         request = LlmRequest(
@@ -125,17 +130,19 @@ class ChatService:
             character = await self.characters.get(body.character_id)
             persona, voice_id = persona or character.persona, character.voice_id
         if not persona:
-            raise ValidationFailed("persona: give a persona or a character_id")
+            raise ValidationFailed(f"character_id: character '{body.character_id}' has no persona")
         return persona, voice_id
 
     @asynccontextmanager
     async def _admitted(self, body: ChatRequest, caller: Caller) -> AsyncIterator[Turn]:
-        """A planned, admitted turn whose conversation fits the window. If the block fails,
+        """An admitted, planned turn whose conversation fits the window. If the block fails,
         a new session leaves nothing behind: neither its place in the limit nor a summary."""
-        turn, state = await self._plan(body, caller)
-        await self.rate.check(caller.rate_key)  # only well-formed requests count
-        async with self.admission.provisional(turn.session_id, new=turn.is_new):
+        check_limits(body, self.settings)  # only well-formed requests count
+        is_new = body.session_id is None
+        session_id = str(uuid.uuid4()) if is_new else str(body.session_id)
+        async with self.admission.provisional(session_id, caller.key):
             try:
+                turn, state = await self._plan(body, session_id, caller)
                 system, *turns = turn.llm_request.messages
                 context = await self.context.fit(
                     turn.session_id, state, system["content"], turns, turn.llm_request
@@ -146,9 +153,9 @@ class ChatService:
                     llm_request=replace(turn.llm_request, messages=context.messages),
                 )
             except BaseException:
-                if turn.is_new:
+                if is_new:
                     with suppress(RedisError):  # else they expire by themselves
-                        await self.summaries.forget(turn.session_id)
+                        await self.summaries.forget(session_id)
                 raise
 
     async def _finish(

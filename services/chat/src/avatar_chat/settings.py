@@ -16,6 +16,10 @@ class ChatSettings(ServiceSettings):
     """Bearer token for the OpenAI-compatible server."""
     default_model: str = "gemma-3-27b-it"
     """Model used when a request names none."""
+    offered_models: str = ""
+    """Comma-separated models clients may choose besides the default (empty: every model the
+    LLM server has). Others answer 404 model_not_found, so no client can make the server load
+    a model of its choosing."""
     llm_connect_timeout_s: float = Field(3.0, gt=0)
     """Connect timeout to the LLM."""
     llm_read_timeout_s: float = Field(60.0, gt=0)
@@ -54,6 +58,9 @@ class ChatSettings(ServiceSettings):
     """Chat requests one user (or anonymous address) may make a minute."""
     max_concurrent_users: int = Field(20, gt=0)
     """Most chat sessions active at once, across every replica."""
+    max_sessions_per_user: int = Field(3, gt=0)
+    """Most of those one user (or anonymous address) holds; their next new session takes the
+    place of their least recently used one."""
     active_session_idle_s: int = Field(300, gt=0)
     """A session idle this long no longer counts as active."""
     models_cache_s: float = Field(30.0, ge=0)

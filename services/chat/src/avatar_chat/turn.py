@@ -17,7 +17,7 @@ from avatar_shared.identity import Identity
 @dataclass(frozen=True)
 class Caller:
     identity: Identity
-    rate_key: str  # whose request budget this uses (see limits.rate.rate_key)
+    key: str  # whose rate and session share this uses (see limits.admission.caller_key)
 
     @property
     def user_id(self) -> str:
@@ -50,6 +50,8 @@ class Turn:
 
 
 def check_limits(body: ChatRequest, settings: ChatSettings) -> None:
+    if not body.persona and not body.character_id:
+        raise ValidationFailed("persona: give a persona or a character_id")
     if len(body.messages) > settings.max_messages:
         raise ValidationFailed(f"messages: at most {settings.max_messages} messages are allowed")
     for index, message in enumerate(body.messages):

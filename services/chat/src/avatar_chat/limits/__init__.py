@@ -1,3 +1,3 @@
-"""What keeps the GPU from being overrun: the per-user request rate (`rate`), the
-concurrent-user limit across replicas (`admission`) and this replica's cap on LLM calls in
-flight (`gate`)."""
+"""What keeps the GPU from being overrun: admission across replicas (`admission`: the
+per-user request rate, the concurrent-session limit and each user's share of it) and this
+replica's cap on LLM calls in flight (`gate`)."""

@@ -1,56 +1,114 @@
-"""The concurrent-user limit: at most MAX_CONCURRENT_USERS chat sessions active at once,
-shared by every replica through one Redis sorted set (`chat:active`: session id -> last
-seen, Unix seconds by Redis's clock).
+"""Admission to the chat: one atomic step, shared by every replica, that decides whether a
+request may go on to the LLM. In order:
 
-Admission is one Lua script, so it is atomic across replicas: it forgets sessions idle for
-ACTIVE_SESSION_IDLE_S, lets an active session through (refreshing it), and admits a new one
-only while there is room. Redis unreachable: refused (fail closed), so a broken limiter can
-never let the GPU be overrun; it recovers by itself when Redis returns.
+1. the caller's request rate (CHAT_RATE_PER_MIN, a moving minute);
+2. the concurrent-session limit: at most MAX_CONCURRENT_USERS sessions active at once
+   (`chat:active`: session id -> last seen). A session idle ACTIVE_SESSION_IDLE_S stops
+   counting; an active one goes on; a new one needs room;
+3. the caller's own share of it: at most MAX_SESSIONS_PER_USER active sessions
+   (`chat:active-of:{caller}`). A caller's new session past that takes the place of their
+   least recently used one, so one client cannot fill the limit for everyone else.
+
+The rate is counted only for an admitted request: a request refused for want of room costs
+the caller nothing. The whole step is one Lua script, with Redis's own clock, so it is exact
+under a burst from many replicas. Redis unreachable: refused (fail closed), so a broken
+limiter can never let the GPU be overrun; it recovers by itself when Redis returns.
+
+The caller is the user id, anonymous ids included; a caller who brought no anonymous id (a
+fresh one was just minted) is counted by the client address the gateway reports, so dropping
+the cookie on every request buys neither a fresh rate budget nor a fresh set of sessions.
 """
 
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
+from fastapi import Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from avatar_chat.errors import LimiterUnavailable, TooManyUsers
+from avatar_chat.errors import TooManyUsers
+from avatar_shared.identity import Identity
+from avatar_shared.rate import RATE_FUNCTIONS, LimiterUnavailable, nonce, rate_limited
 
 ACTIVE = "chat:active"
+RATE_WINDOW_S = 60
 
-# KEYS[1] active set; ARGV: session, idle seconds, limit. The time is Redis's own, so every
-# replica reads one clock: no replica can see a session admitted "in its future".
-# Returns {1} when admitted, else {0, seconds until the oldest active session expires}.
-ADMIT = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local idle, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - idle)
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[1])
-  return {1}
+# KEYS: the active set, the caller's sessions, the caller's rate window.
+# ARGV: session, idle seconds, limit, per-caller cap, rate limit, rate window, nonce.
+# Returns {'admitted', 1 if the session was added now else 0}, {'rate', wait} or {'full', wait}.
+ADMIT = (
+    RATE_FUNCTIONS
+    + """
+local active, mine, rate = KEYS[1], KEYS[2], KEYS[3]
+local session, idle, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local cap, per_window, window = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local now = redis_now()
+local wait = rate_wait(rate, per_window, window, now)
+if wait > 0 then
+  return {'rate', tostring(wait)}
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, tostring(tonumber(oldest[2]) + idle - now)}
+redis.call('ZREMRANGEBYSCORE', active, '-inf', now - idle)
+redis.call('ZREMRANGEBYSCORE', mine, '-inf', now - idle)
+local added = 0
+if redis.call('ZSCORE', active, session) then
+  -- XX: only a session this caller added is theirs to replace later.
+  redis.call('ZADD', mine, 'XX', now, session)
+else
+  if redis.call('ZCARD', mine) >= cap then
+    local replaced = redis.call('ZRANGE', mine, 0, 0)[1]
+    redis.call('ZREM', active, replaced)
+    redis.call('ZREM', mine, replaced)
+  end
+  if redis.call('ZCARD', active) >= limit then
+    local oldest = redis.call('ZRANGE', active, 0, 0, 'WITHSCORES')
+    return {'full', tostring(tonumber(oldest[2]) + idle - now)}
+  end
+  redis.call('ZADD', mine, now, session)
+  redis.call('EXPIRE', mine, idle)
+  added = 1
+end
+redis.call('ZADD', active, now, session)
+rate_count(rate, window, now, ARGV[7])
+return {'admitted', added}
 """
+)
+
+
+def caller_key(identity: Identity, request: Request) -> str:
+    if not identity.new_anonymous:
+        return identity.user_id
+    # uvicorn takes the client address from the gateway's X-Forwarded-For (trusted from the
+    # gateway's address only), so a client cannot pick it.
+    return f"ip:{request.client.host if request.client else '-'}"
 
 
 class Admission:
-    def __init__(self, redis: Redis, limit: int, idle_s: int) -> None:
+    def __init__(
+        self, redis: Redis, limit: int, idle_s: int, per_caller: int, rate_per_min: int
+    ) -> None:
         self.redis = redis
-        self.limit = limit
-        self.idle_s = idle_s
+        self.limit, self.idle_s, self.per_caller = limit, idle_s, per_caller
+        self.rate_per_min = rate_per_min
         self._admit = redis.register_script(ADMIT)
 
-    async def admit(self, session_id: str) -> None:
+    async def admit(self, session_id: str, caller: str) -> bool:
+        """Admits the request, counting it against the caller's rate; True when its session
+        was added to the active ones now (and so is this request's to give back)."""
+        keys = [ACTIVE, sessions_of(caller), f"chat:rate:{caller}"]
+        args = [session_id, self.idle_s, self.limit, self.per_caller]
         try:
-            result = await self._admit(keys=[ACTIVE], args=[session_id, self.idle_s, self.limit])
+            result = await self._admit(
+                keys=keys, args=[*args, self.rate_per_min, RATE_WINDOW_S, nonce()]
+            )
         except (RedisError, OSError) as exc:
             raise LimiterUnavailable() from exc
-        if result[0] == 1:
-            return
-        retry_after = max(1, math.ceil(float(result[1])))
+        outcome, detail = result  # the shared pool decodes replies to str
+        if outcome == "admitted":
+            return int(detail) == 1
+        if outcome == "rate":
+            raise rate_limited(float(detail), self.rate_per_min, "chat requests", "a minute")
+        retry_after = max(1, math.ceil(float(detail)))
         raise TooManyUsers(
             f"{self.limit} chat sessions are active, the most at once; "
             f"try again in {retry_after} s.",
@@ -58,18 +116,24 @@ class Admission:
         )
 
     @asynccontextmanager
-    async def provisional(self, session_id: str, new: bool) -> AsyncIterator[None]:
-        """Admitted for the block, and kept after it. A new session whose turn fails in the
-        block does not exist: its place goes back at once, so an LLM outage cannot fill the
-        limit with phantom sessions."""
-        await self.admit(session_id)
+    async def provisional(self, session_id: str, caller: str) -> AsyncIterator[None]:
+        """Admitted for the block, and kept after it. A session added by this request whose
+        turn fails in the block does not exist: its place goes back at once, so an LLM outage
+        (or a client naming session ids it does not own) cannot fill the limit."""
+        added = await self.admit(session_id, caller)
         try:
             yield
         except BaseException:
-            if new:
+            if added:
                 with suppress(RedisError):  # else it expires by itself
-                    await self.release(session_id)
+                    await self.release(session_id, caller)
             raise
 
-    async def release(self, session_id: str) -> None:
-        await self.redis.zrem(ACTIVE, session_id)
+    async def release(self, session_id: str, caller: str) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(ACTIVE, session_id).zrem(sessions_of(caller), session_id)
+            await pipe.execute()
+
+
+def sessions_of(caller: str) -> str:
+    return f"chat:active-of:{caller}"

@@ -1,7 +1,10 @@
-"""The model list of `GET /api/chat/models`, from the LLM server, cached briefly."""
+"""The models clients may choose: those the LLM server has (cached briefly), narrowed to
+OFFERED_MODELS when it is set. The list of `GET /api/chat/models`, and the check every chat
+request's `model` passes before anything is asked of the LLM."""
 
 import re
 
+from avatar_chat.errors import ModelNotFound
 from avatar_chat.llm.base import LlmClient
 from avatar_chat.schemas import ModelInfo
 from avatar_shared.ttl_cache import TtlCache
@@ -27,14 +30,26 @@ def catalog(names: list[str], default_model: str) -> list[ModelInfo]:
 
 
 class ModelCatalog:
-    def __init__(self, llm: LlmClient, default_model: str, ttl_s: float) -> None:
+    def __init__(self, llm: LlmClient, default_model: str, offered: str, ttl_s: float) -> None:
         self.llm = llm
         self.default_model = default_model
+        names = {name.strip() for name in offered.split(",") if name.strip()}
+        self.offered = names | {default_model} if names else None  # None: all the server has
         self.ttl_s = ttl_s
         self._models = TtlCache(self._fetch)
 
     async def models(self) -> list[ModelInfo]:
         return await self._models.get()
 
+    async def require(self, model: str) -> str:
+        """`model` when clients may choose it, else 404 model_not_found."""
+        # Ollama reads a name without a tag as `:latest`, and lists it without (see ollama.py).
+        if model.removesuffix(":latest") not in {m.id for m in await self.models()}:
+            raise ModelNotFound(model)
+        return model
+
     async def _fetch(self) -> tuple[list[ModelInfo], float]:
-        return catalog(await self.llm.model_names(), self.default_model), self.ttl_s
+        names = await self.llm.model_names()
+        if self.offered is not None:
+            names = [name for name in names if name in self.offered]
+        return catalog(names, self.default_model), self.ttl_s

@@ -1,0 +1,102 @@
+"""Per-caller request rates, counted in Redis so every replica shares them.
+
+A rate is a moving window: at most `limit` hits in any `window_s` seconds. Each caller's hits
+are one sorted set (member: a random nonce, score: the time by Redis's own clock), trimmed on
+every check and expiring with the window, so a key holds at most `limit` entries and idle
+callers leave nothing behind. A refused hit is not counted.
+
+The Lua functions below are shared: `RateLimit` runs them alone, and a service that must
+count a hit only when another check passes too (chat's admission) runs them inside its own
+script, so the two decisions are one atomic step.
+"""
+
+import math
+import secrets
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from avatar_shared.errors import AppError, ServiceUnavailable
+
+# rate_wait(key, limit, window, now): seconds until a hit is allowed, 0 when it is now.
+# rate_count(key, window, now, nonce): counts a hit.
+RATE_FUNCTIONS = """
+local function rate_wait(key, limit, window, now)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if redis.call('ZCARD', key) < limit then
+    return 0
+  end
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  return tonumber(oldest[2]) + window - now
+end
+local function rate_count(key, window, now, nonce)
+  redis.call('ZADD', key, now, nonce)
+  redis.call('PEXPIRE', key, math.ceil(window * 1000))
+end
+local function redis_now()
+  local clock = redis.call('TIME')
+  return tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+end
+"""
+
+# KEYS[1] the caller's window; ARGV: limit, window seconds, nonce. Returns the wait (0: counted).
+HIT = (
+    RATE_FUNCTIONS
+    + """
+local now = redis_now()
+local wait = rate_wait(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now)
+if wait == 0 then
+  rate_count(KEYS[1], tonumber(ARGV[2]), now, ARGV[3])
+end
+return tostring(wait)
+"""
+)
+
+
+class RateLimited(AppError):
+    status_code, code = 429, "rate_limited"
+
+
+# Redis is unreachable: the limits fail closed.
+class LimiterUnavailable(ServiceUnavailable):
+    code = "limiter_unavailable"
+    message = "Requests cannot be counted right now (the limiter is unavailable); try again soon."
+
+
+def nonce() -> str:
+    """A hit's member in the window: unique, so two hits in one microsecond are both counted."""
+    return secrets.token_hex(8)
+
+
+def rate_limited(wait_s: float, limit: int, what: str, per: str) -> RateLimited:
+    retry_after = max(1, math.ceil(wait_s))
+    return RateLimited(
+        f"At most {limit} {what} {per}; try again in {retry_after} s.",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+class RateLimit:
+    """At most `limit` hits per caller in `window_s` seconds; `what` names them in the 429
+    message ("voice requests"), `per` the window ("a minute")."""
+
+    def __init__(
+        self, redis: Redis, prefix: str, limit: int, window_s: int, what: str, per: str
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.limit = limit
+        self.window_s = window_s
+        self.what, self.per = what, per
+        self._hit = redis.register_script(HIT)
+
+    async def hit(self, caller: str) -> None:
+        """Counts one hit for `caller`, or raises 429 `rate_limited` with Retry-After."""
+        try:
+            wait = await self._hit(
+                keys=[f"{self.prefix}:{caller}"], args=[self.limit, self.window_s, nonce()]
+            )
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailable() from exc
+        if float(wait) > 0:
+            raise rate_limited(float(wait), self.limit, self.what, self.per)
