@@ -24,15 +24,20 @@ def presets_file(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-async def characters(app_client, redis_url, presets_file) -> AsyncIterator[httpx.AsyncClient]:
+def characters_app(redis_url: str, presets_file: Path, **overrides):
+    """The characters app, where `as_user(name)` speaks as that user."""
     settings = CharactersSettings(
         redis_url=redis_url,
         characters_file=str(presets_file),
         tts_url=f"http://127.0.0.1:{free_port()}",  # no TTS service: any voice slug goes
+        **{"character_writes_per_min": 10_000, **overrides},  # the rate has its own test
     )
     app = create_app(settings)
-
     app.dependency_overrides[current_identity] = identity_from_test_header
-    async with app_client(app) as client:
+    return app
+
+
+@pytest.fixture
+async def characters(app_client, redis_url, presets_file) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(characters_app(redis_url, presets_file)) as client:
         yield client

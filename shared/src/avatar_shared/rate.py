@@ -1,7 +1,8 @@
 """Per-caller request rates, counted in Redis so every replica shares them.
 
 A rate is a moving window: at most `limit` hits in any `window_s` seconds. Each caller's hits
-are one sorted set (member: a random nonce, score: the time by Redis's own clock), trimmed on
+are one sorted set, `rate:{name}:{caller}` (member: a random nonce, score: the time by
+Redis's own clock), trimmed on
 every check and expiring with the window, so a key holds at most `limit` entries and idle
 callers leave nothing behind. A refused hit is not counted.
 
@@ -13,10 +14,12 @@ script, so the two decisions are one atomic step.
 import math
 import secrets
 
+from fastapi import Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from avatar_shared.errors import AppError, ServiceUnavailable
+from avatar_shared.identity import Identity
 
 # rate_wait(key, limit, window, now): seconds until a hit is allowed, 0 when it is now.
 # rate_count(key, window, now, nonce): counts a hit.
@@ -63,6 +66,21 @@ class LimiterUnavailable(ServiceUnavailable):
     message = "Requests cannot be counted right now (the limiter is unavailable); try again soon."
 
 
+def caller_key(identity: Identity, request: Request) -> str:
+    """Whose budget a request uses: the user id, anonymous ids included. A caller who brought
+    no anonymous id (a fresh one was just minted) is counted by the client address, so
+    dropping the cookie on every request does not buy a fresh budget each time."""
+    if not identity.new_anonymous:
+        return identity.user_id
+    # uvicorn takes the client address from the gateway's X-Forwarded-For (trusted from the
+    # gateway's address only), so a client cannot pick it.
+    return f"ip:{request.client.host if request.client else '-'}"
+
+
+def window_key(name: str, caller: str) -> str:
+    return f"rate:{name}:{caller}"
+
+
 def nonce() -> str:
     """A hit's member in the window: unique, so two hits in one microsecond are both counted."""
     return secrets.token_hex(8)
@@ -81,10 +99,10 @@ class RateLimit:
     message ("voice requests"), `per` the window ("a minute")."""
 
     def __init__(
-        self, redis: Redis, prefix: str, limit: int, window_s: int, what: str, per: str
+        self, redis: Redis, name: str, limit: int, window_s: int, what: str, per: str
     ) -> None:
         self.redis = redis
-        self.prefix = prefix
+        self.name = name
         self.limit = limit
         self.window_s = window_s
         self.what, self.per = what, per
@@ -94,7 +112,7 @@ class RateLimit:
         """Counts one hit for `caller`, or raises 429 `rate_limited` with Retry-After."""
         try:
             wait = await self._hit(
-                keys=[f"{self.prefix}:{caller}"], args=[self.limit, self.window_s, nonce()]
+                keys=[window_key(self.name, caller)], args=[self.limit, self.window_s, nonce()]
             )
         except (RedisError, OSError) as exc:
             raise LimiterUnavailable() from exc

@@ -6,11 +6,21 @@ from fastapi import Depends, Request
 
 from avatar_characters.listing import ListQuery
 from avatar_characters.service import CharacterService
+from avatar_shared.identity import CallerIdentity
+from avatar_shared.rate import caller_key
 
 
 def _characters(request: Request) -> CharacterService:
     return request.state.characters
 
 
+async def _writer(identity: CallerIdentity, request: Request) -> str:
+    """The caller of a write, once the write is counted against their rate."""
+    await _characters(request).writes.hit(caller_key(identity, request))
+    return identity.user_id
+
+
 CharactersDep = Annotated[CharacterService, Depends(_characters)]
 Listing = Annotated[ListQuery, Depends()]
+# The user id of a write's caller, after CHARACTER_WRITES_PER_MIN allowed it.
+WriterId = Annotated[str, Depends(_writer)]

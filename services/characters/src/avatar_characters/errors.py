@@ -30,3 +30,7 @@ class UnsupportedCardUpload(AppError):
 
 class MissingCardFile(BadRequest):
     code, message = "missing_file", "The form has no 'file' field with the card."
+
+
+class QuotaExceeded(AppError):
+    status_code, code = 409, "quota_exceeded"

@@ -4,12 +4,12 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Query
 
 from avatar_characters.schemas import Character, CharacterPage
+from avatar_characters.store import PageKey
 from avatar_shared.errors import ValidationFailed
 
 
@@ -57,11 +57,6 @@ def page(
     return chunk, encode_cursor(key(chunk[-1])) if more else None
 
 
-def newest_first(character: Character) -> SortKey:
-    created = datetime.fromisoformat((character.created_at or "").replace("Z", "+00:00"))
-    return (-created.timestamp(), character.id)
-
-
 class ListQuery:
     """`category`, `tag`, `q` (name/description search), then a page of `limit` after `cursor`."""
 
@@ -75,9 +70,29 @@ class ListQuery:
     ) -> None:
         self.category, self.tag, self.q, self.cursor, self.limit = category, tag, q, cursor, limit
 
+    def keeps(self, character: Character) -> bool:
+        return matches(character, self.category, self.tag, self.q)
+
     def apply(
         self, characters: list[Character], key: Callable[[Character], SortKey]
     ) -> CharacterPage:
-        selected = [c for c in characters if matches(c, self.category, self.tag, self.q)]
+        """A page of an in-memory listing (the presets)."""
+        selected = [c for c in characters if self.keeps(c)]
         chunk, next_cursor = page(sorted(selected, key=key), key, self.cursor, self.limit)
         return CharacterPage(characters=chunk, next_cursor=next_cursor)
+
+    def after(self) -> PageKey | None:
+        """Where a page of a stored listing starts: the key its cursor carries."""
+        if not self.cursor:
+            return None
+        key = decode_cursor(self.cursor)
+        match key:
+            case (int() | float() as score, str() as character_id):
+                return float(score), character_id
+        raise ValidationFailed("cursor: not a cursor of this listing")
+
+
+def stored_page(characters: list[Character], last: PageKey | None) -> CharacterPage:
+    return CharacterPage(
+        characters=characters, next_cursor=encode_cursor(last) if last is not None else None
+    )

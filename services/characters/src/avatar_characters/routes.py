@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.datastructures import UploadFile
 
 from avatar_characters.cards import MAX_CARD_BYTES
-from avatar_characters.deps import CharactersDep, Listing
+from avatar_characters.deps import CharactersDep, Listing, WriterId
 from avatar_characters.errors import MissingCardFile, UnsupportedCardUpload
 from avatar_characters.schemas import (
     Character,
@@ -34,7 +34,7 @@ async def list_own(
 
 @router.post("", response_model=Envelope[Character], status_code=201)
 async def create(
-    body: CharacterFields, chars: CharactersDep, user_id: UserId
+    body: CharacterFields, chars: CharactersDep, user_id: WriterId
 ) -> Envelope[Character]:
     return ok(await chars.create(user_id, body))
 
@@ -60,7 +60,7 @@ async def create(
     },
 )
 async def import_card(
-    request: Request, chars: CharactersDep, user_id: UserId
+    request: Request, chars: CharactersDep, user_id: WriterId
 ) -> Envelope[Character]:
     return ok(await chars.import_card(user_id, await _card_bytes(request)))
 
@@ -102,19 +102,19 @@ async def export(
     "/{character_id}", response_model=Envelope[Character], summary="Replace every editable field"
 )
 async def replace(
-    character_id: str, body: CharacterFields, chars: CharactersDep, user_id: UserId
+    character_id: str, body: CharacterFields, chars: CharactersDep, user_id: WriterId
 ) -> Envelope[Character]:
     return ok(await chars.replace(character_id, user_id, body))
 
 
 @router.patch("/{character_id}", response_model=Envelope[Character], summary="Change some fields")
 async def patch(
-    character_id: str, body: CharacterPatch, chars: CharactersDep, user_id: UserId
+    character_id: str, body: CharacterPatch, chars: CharactersDep, user_id: WriterId
 ) -> Envelope[Character]:
     return ok(await chars.patch(character_id, user_id, body))
 
 
 @router.delete("/{character_id}", response_model=Envelope[Deleted])
-async def delete(character_id: str, chars: CharactersDep, user_id: UserId) -> Envelope[Deleted]:
+async def delete(character_id: str, chars: CharactersDep, user_id: WriterId) -> Envelope[Deleted]:
     await chars.delete(character_id, user_id)
     return ok(Deleted(id=character_id, deleted=True))

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from avatar_characters.cards import V2, V3, export_card, import_card, read_card
 from avatar_characters.errors import CharacterNotFound, PresetReadOnly
-from avatar_characters.listing import ListQuery, newest_first
+from avatar_characters.listing import ListQuery, stored_page
 from avatar_characters.peers.tts import VoiceDirectory
 from avatar_characters.png import PNG_SIGNATURE, placeholder_png, png_with_cards
 from avatar_characters.presets import PresetCatalog
@@ -24,6 +24,7 @@ from avatar_characters.schemas import (
 from avatar_characters.settings import CharactersSettings
 from avatar_characters.store import CharacterStore
 from avatar_shared.errors import ValidationFailed, describe_errors
+from avatar_shared.rate import RateLimit
 
 
 class CharacterService:
@@ -35,7 +36,17 @@ class CharacterService:
         presets: PresetCatalog,
     ) -> None:
         self.presets = presets
-        self.store = CharacterStore(redis)
+        self.store = CharacterStore(
+            redis, settings.max_characters_per_user, settings.max_character_bytes_per_user
+        )
+        self.writes = RateLimit(
+            redis,
+            "character-writes",
+            settings.character_writes_per_min,
+            60,
+            "character writes",
+            "a minute",
+        )
         self.voices = VoiceDirectory(http, settings.tts_url, settings.voices_cache_s)
         self.images_dir = Path(settings.images_dir) if settings.images_dir else None
 
@@ -45,8 +56,13 @@ class CharacterService:
         return listing.apply(presets, lambda c: (position[c.id],))  # the file's order
 
     async def list_own(self, user_id: str, listing: ListQuery) -> CharacterPage:
-        own = [Character.model_validate(c) for c in await self.store.list_owned(user_id)]
-        return listing.apply(own, newest_first)
+        records, last = await self.store.page_owned(
+            user_id,
+            listing.after(),
+            listing.limit,
+            lambda record: listing.keeps(Character.model_validate(record)),
+        )
+        return stored_page([Character.model_validate(r) for r in records], last)
 
     async def get(self, character_id: str) -> Character:
         preset = self.presets.get(character_id)  # the hot path: no Redis, no copying
@@ -54,12 +70,15 @@ class CharacterService:
             return preset
         return Character.model_validate(await self._user_character(character_id))
 
-    async def get_stored(self, character_id: str) -> dict[str, Any]:
-        """The full record (a user character's includes its raw card)."""
+    async def get_with_card(self, character_id: str) -> dict[str, Any]:
+        """The full record, with the raw card a user character was imported from."""
         preset = self.presets.get(character_id)
         if preset is not None:
             return preset.model_dump()
-        return await self._user_character(character_id)
+        return {
+            **await self._user_character(character_id),
+            "card": await self.store.card(character_id),
+        }
 
     async def _user_character(self, character_id: str) -> dict[str, Any]:
         stored = await self.store.get(character_id)
@@ -106,11 +125,11 @@ class CharacterService:
         # What the card's fields became here (after trimming), so that the export can tell
         # which ones the user has changed since.
         as_imported = fields.model_dump(include=set(imported.fields))
-        record = {**fields.model_dump(), "card": imported.card, "imported_fields": as_imported}
-        return Character.model_validate(await self.store.create(user_id, record))
+        record = {**fields.model_dump(), "imported_fields": as_imported}
+        return Character.model_validate(await self.store.create(user_id, record, imported.card))
 
     async def export(self, character_id: str, as_png: bool) -> bytes:
-        character = await self.get_stored(character_id)
+        character = await self.get_with_card(character_id)
         if not as_png:
             return json.dumps(export_card(character, V3), ensure_ascii=False).encode()
         portrait = self._portrait(character.get("image_url")) or placeholder_png(character_id)

@@ -10,3 +10,10 @@ class CharactersSettings(ServiceSettings):
     """Folder behind /images/ for card export portraits; empty: placeholders."""
     voices_cache_s: float = Field(60.0, ge=0)
     """How long the TTS service's voice list is reused."""
+    max_characters_per_user: int = Field(100, gt=0)
+    """Most characters one user may keep; past it a create or import is 409 quota_exceeded."""
+    max_character_bytes_per_user: int = Field(50_000_000, gt=0)
+    """Most bytes one user's characters and imported cards may take in Redis."""
+    character_writes_per_min: int = Field(20, gt=0)
+    """Character writes (create, import, change, delete) one user (or anonymous address)
+    may make a minute, else 429 rate_limited."""

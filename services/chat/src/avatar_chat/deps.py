@@ -4,10 +4,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from avatar_chat.limits.admission import caller_key
 from avatar_chat.service import ChatService
 from avatar_chat.turn import Caller
 from avatar_shared.identity import CallerIdentity
+from avatar_shared.rate import caller_key
 
 
 def _chat(request: Request) -> ChatService:

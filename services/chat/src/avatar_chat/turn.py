@@ -17,7 +17,7 @@ from avatar_shared.identity import Identity
 @dataclass(frozen=True)
 class Caller:
     identity: Identity
-    key: str  # whose rate and session share this uses (see limits.admission.caller_key)
+    key: str  # whose rate and session share this uses (see avatar_shared.rate.caller_key)
 
     @property
     def user_id(self) -> str:

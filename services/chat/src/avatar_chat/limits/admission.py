@@ -14,22 +14,25 @@ the caller nothing. The whole step is one Lua script, with Redis's own clock, so
 under a burst from many replicas. Redis unreachable: refused (fail closed), so a broken
 limiter can never let the GPU be overrun; it recovers by itself when Redis returns.
 
-The caller is the user id, anonymous ids included; a caller who brought no anonymous id (a
-fresh one was just minted) is counted by the client address the gateway reports, so dropping
-the cookie on every request buys neither a fresh rate budget nor a fresh set of sessions.
+The caller is `avatar_shared.rate.caller_key`: dropping the anonymous cookie on every request
+buys neither a fresh rate budget nor a fresh set of sessions.
 """
 
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
-from fastapi import Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from avatar_chat.errors import TooManyUsers
-from avatar_shared.identity import Identity
-from avatar_shared.rate import RATE_FUNCTIONS, LimiterUnavailable, nonce, rate_limited
+from avatar_shared.rate import (
+    RATE_FUNCTIONS,
+    LimiterUnavailable,
+    nonce,
+    rate_limited,
+    window_key,
+)
 
 ACTIVE = "chat:active"
 RATE_WINDOW_S = 60
@@ -75,14 +78,6 @@ return {'admitted', added}
 )
 
 
-def caller_key(identity: Identity, request: Request) -> str:
-    if not identity.new_anonymous:
-        return identity.user_id
-    # uvicorn takes the client address from the gateway's X-Forwarded-For (trusted from the
-    # gateway's address only), so a client cannot pick it.
-    return f"ip:{request.client.host if request.client else '-'}"
-
-
 class Admission:
     def __init__(
         self, redis: Redis, limit: int, idle_s: int, per_caller: int, rate_per_min: int
@@ -95,7 +90,7 @@ class Admission:
     async def admit(self, session_id: str, caller: str) -> bool:
         """Admits the request, counting it against the caller's rate; True when its session
         was added to the active ones now (and so is this request's to give back)."""
-        keys = [ACTIVE, sessions_of(caller), f"chat:rate:{caller}"]
+        keys = [ACTIVE, sessions_of(caller), window_key("chat", caller)]
         args = [session_id, self.idle_s, self.limit, self.per_caller]
         try:
             result = await self._admit(
