@@ -12,7 +12,7 @@ import mutagen
 import pytest
 
 from avatar_devstack.ports import free_port
-from avatar_devstack.testing import identity_from_test_header
+from avatar_devstack.testing import as_user, identity_from_test_header, returning_visitor
 from avatar_emulators import gpt_sovits
 from avatar_emulators.server import serve_in_thread
 from avatar_shared.identity import current_identity
@@ -209,6 +209,7 @@ async def test_least_recently_used_audio_goes_when_the_folder_is_full(
     )
     texts = [f"{LONG} {n}번째" for n in range(3)]
     async with app_client(create_app(settings)) as tts:
+        returning_visitor(tts)
         made = [(await tts.post("/api/tts", json={"text": t})).json()["data"] for t in texts]
         first_again = (await tts.post("/api/tts", json={"text": texts[0]})).json()["data"]
     assert all(140_000 < m["file_size"] < 200_000 for m in made)
@@ -216,6 +217,94 @@ async def test_least_recently_used_audio_goes_when_the_folder_is_full(
     assert stored(tmp_path, made[2]["audio_url"]).exists()
     assert first_again["cached"] is False  # evicted audio is made again
     assert int(await redis.get("tts:bytes")) <= 400_000
+
+
+@pytest.mark.parametrize("stranger_has_a_cookie", [True, False])
+async def test_one_callers_audio_does_not_push_out_anothers(
+    app_client, redis_url, tmp_path, emulator, stranger_has_a_cookie
+):
+    settings = TtsSettings(
+        redis_url=redis_url,
+        assets_dir=str(tmp_path),
+        tts_base_url=emulator[0],
+        assets_max_bytes=700_000,  # room for four of these files
+    )
+    async with (
+        app_client(create_app(settings)) as victim,
+        app_client(create_app(settings)) as flood,
+    ):
+        returning_visitor(victim)
+        kept = (await victim.post("/api/tts", json={"text": f"{LONG} 내 것"})).json()["data"]
+        flooded = []
+        for n in range(8):
+            if not stranger_has_a_cookie:
+                flood.cookies.clear()  # a new anonymous id every time: counted by address
+            made = await flood.post("/api/tts", json={"text": f"{LONG} {n}"})
+            flooded.append(made.json()["data"])
+    assert stored(tmp_path, kept["audio_url"]).exists()
+    # The flood pushed out its own: its newest are kept, its older ones went.
+    assert [stored(tmp_path, f["audio_url"]).exists() for f in flooded][-2:] == [True, True]
+    assert not any(stored(tmp_path, f["audio_url"]).exists() for f in flooded[1:5])
+
+
+async def test_a_caller_over_their_share_gives_back_their_own_oldest(
+    app_client, redis_url, tmp_path, emulator
+):
+    settings = TtsSettings(
+        redis_url=redis_url,
+        assets_dir=str(tmp_path),
+        tts_base_url=emulator[0],
+        assets_max_bytes_per_user=400_000,  # two of these files; the folder has room
+    )
+    async with app_client(create_app(settings)) as tts:
+        returning_visitor(tts)
+        made = [
+            (await tts.post("/api/tts", json={"text": f"{LONG} {n}"})).json()["data"]
+            for n in range(3)
+        ]
+    assert [stored(tmp_path, m["audio_url"]).exists() for m in made] == [False, True, True]
+
+
+async def test_speech_has_a_rate_per_caller(app_client, redis_url, tmp_path, emulator):
+    settings = TtsSettings(
+        redis_url=redis_url,
+        assets_dir=str(tmp_path),
+        tts_base_url=emulator[0],
+        tts_rate_per_min=3,
+    )
+    app = create_app(settings)
+    app.dependency_overrides[current_identity] = identity_from_test_header
+    async with app_client(app) as tts:
+        alice = [
+            await tts.post("/api/tts", json={"text": SHORT}, headers=as_user("alice"))
+            for _ in range(4)
+        ]
+        bob = await tts.post("/api/tts", json={"text": SHORT}, headers=as_user("bob"))
+    assert [r.status_code for r in alice] == [200, 200, 200, 429]
+    assert alice[3].json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(alice[3].headers["Retry-After"]) <= 60
+    assert bob.status_code == 200
+
+
+async def test_syntheses_beyond_the_cap_wait_briefly_then_get_busy(app_client, redis_url, tmp_path):
+    config = gpt_sovits.GptSovitsConfig(latency_s=0.6)
+    with serve_in_thread(gpt_sovits.create_app(config)) as sovits:
+        for wait_s, expected in ((0.2, [200, 503]), (3.0, [200, 200])):
+            settings = TtsSettings(
+                redis_url=redis_url,
+                assets_dir=str(tmp_path),
+                tts_base_url=sovits,
+                tts_max_in_flight=1,
+                tts_queue_wait_s=wait_s,
+            )
+            async with app_client(create_app(settings)) as tts:
+                texts = [f"{SHORT} {wait_s} {n}" for n in range(2)]  # two different speeches
+                responses = await asyncio.gather(
+                    *(tts.post("/api/tts", json={"text": t}) for t in texts)
+                )
+            assert sorted(r.status_code for r in responses) == expected
+            busy = [r for r in responses if r.status_code == 503]
+            assert all(r.json()["error"]["code"] == "tts_busy" for r in busy)
 
 
 async def test_old_audio_expires(app_client, redis_url, tmp_path, emulator):

@@ -13,13 +13,15 @@ script, so the two decisions are one atomic step.
 
 import math
 import secrets
+from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from avatar_shared.errors import AppError, ServiceUnavailable
-from avatar_shared.identity import Identity
+from avatar_shared.identity import CallerIdentity, Identity
 
 # rate_wait(key, limit, window, now): seconds until a hit is allowed, 0 when it is now.
 # rate_count(key, window, now, nonce): counts a hit.
@@ -75,6 +77,23 @@ def caller_key(identity: Identity, request: Request) -> str:
     # uvicorn takes the client address from the gateway's X-Forwarded-For (trusted from the
     # gateway's address only), so a client cannot pick it.
     return f"ip:{request.client.host if request.client else '-'}"
+
+
+@dataclass(frozen=True)
+class Caller:
+    identity: Identity
+    key: str  # whose budgets (rates, shares) this request uses: `caller_key`
+
+    @property
+    def user_id(self) -> str:
+        return self.identity.user_id
+
+
+def _caller(identity: CallerIdentity, request: Request) -> Caller:
+    return Caller(identity, caller_key(identity, request))
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
 
 
 def window_key(name: str, caller: str) -> str:

@@ -6,18 +6,17 @@ from fastapi import Depends, Request
 
 from avatar_characters.listing import ListQuery
 from avatar_characters.service import CharacterService
-from avatar_shared.identity import CallerIdentity
-from avatar_shared.rate import caller_key
+from avatar_shared.rate import CallerDep
 
 
 def _characters(request: Request) -> CharacterService:
     return request.state.characters
 
 
-async def _writer(identity: CallerIdentity, request: Request) -> str:
+async def _writer(caller: CallerDep, request: Request) -> str:
     """The caller of a write, once the write is counted against their rate."""
-    await _characters(request).writes.hit(caller_key(identity, request))
-    return identity.user_id
+    await _characters(request).writes.hit(caller.key)
+    return caller.user_id
 
 
 CharactersDep = Annotated[CharacterService, Depends(_characters)]

@@ -3,7 +3,7 @@ from uuid import UUID
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from avatar_chat.deps import CallerDep, ChatDep
+from avatar_chat.deps import ChatDep
 from avatar_chat.schemas import (
     SSE_RESPONSE,
     ChatReply,
@@ -15,6 +15,7 @@ from avatar_chat.schemas import (
 from avatar_shared.envelope import Envelope, ok
 from avatar_shared.errors import ERROR_RESPONSES
 from avatar_shared.identity import UserId
+from avatar_shared.rate import CallerDep
 
 router = APIRouter(prefix="/api/chat", tags=["chat"], responses=ERROR_RESPONSES)
 

@@ -26,8 +26,8 @@ from avatar_chat.context.persona import build_system_prompt
 from avatar_chat.context.planner import Context, ContextPlanner, with_summary
 from avatar_chat.context.summaries import SummaryStore
 from avatar_chat.context.tokens import TokenEstimator
+from avatar_chat.errors import LlmBusy
 from avatar_chat.limits.admission import Admission
-from avatar_chat.limits.gate import LlmGate
 from avatar_chat.llm import LlmReply, LlmRequest, make_llm_client
 from avatar_chat.llm.model_catalog import ModelCatalog
 from avatar_chat.llm.windows import ContextWindows
@@ -37,9 +37,11 @@ from avatar_chat.schemas import ChatReply, ChatRequest, ModelInfo, SessionHistor
 from avatar_chat.settings import ChatSettings
 from avatar_chat.speech.voicing import ReplyVoice
 from avatar_chat.store import SessionState, SessionStore
-from avatar_chat.turn import Caller, Turn, check_limits, check_room, sse
+from avatar_chat.turn import Turn, check_limits, check_room, sse
 from avatar_shared.errors import AppError, ValidationFailed
+from avatar_shared.gate import Gate
 from avatar_shared.identity import Identity
+from avatar_shared.rate import Caller
 
 
 class ChatService:
@@ -65,7 +67,7 @@ class ChatService:
             settings.max_sessions_per_user,
             settings.chat_rate_per_min,
         )
-        self.gate = LlmGate(settings.llm_max_in_flight, settings.llm_queue_wait_s)
+        self.gate = Gate(settings.llm_max_in_flight, settings.llm_queue_wait_s, LlmBusy)
         self.windows = ContextWindows(llm, settings.llm_context_tokens, settings.models_cache_s)
         self.summaries = SummaryStore(redis, settings.session_ttl_s, settings.summary_timeout_s + 5)
         self.context = ContextPlanner(llm, self.gate, self.summaries, settings)

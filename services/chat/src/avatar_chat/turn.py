@@ -11,17 +11,6 @@ from avatar_chat.schemas import ChatRequest
 from avatar_chat.settings import ChatSettings
 from avatar_chat.store import TurnRecord
 from avatar_shared.errors import ValidationFailed
-from avatar_shared.identity import Identity
-
-
-@dataclass(frozen=True)
-class Caller:
-    identity: Identity
-    key: str  # whose rate and session share this uses (see avatar_shared.rate.caller_key)
-
-    @property
-    def user_id(self) -> str:
-        return self.identity.user_id
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from avatar_shared.rate import Caller, CallerDep
 from avatar_tts.service import SpeechService
 
 
@@ -11,4 +12,12 @@ def _speech(request: Request) -> SpeechService:
     return request.state.speech
 
 
+async def _speaker(caller: CallerDep, request: Request) -> Caller:
+    """The caller of a speech request, once it is counted against their rate."""
+    await _speech(request).rate.hit(caller.key)
+    return caller
+
+
 SpeechDep = Annotated[SpeechService, Depends(_speech)]
+# The caller of `POST /api/tts`, after TTS_RATE_PER_MIN allowed the request.
+SpeakerDep = Annotated[Caller, Depends(_speaker)]

@@ -1,6 +1,13 @@
 """Every error of the tts service, each with the status and code of the envelope."""
 
-from avatar_shared.errors import AppError, Conflict, NamedNotFound, NotFound, upstream_errors
+from avatar_shared.errors import (
+    AppError,
+    Conflict,
+    NamedNotFound,
+    NotFound,
+    ServiceUnavailable,
+    upstream_errors,
+)
 
 
 class VoiceNotFound(NamedNotFound):
@@ -29,3 +36,8 @@ class TtsRejected(AppError):
 # Unreachable (503), too slow (504: no next bytes within TTS_TIMEOUT_S, or another request
 # still making the same speech), failed (502: an error answer or broken off).
 TtsUnavailable, TtsTimeout, TtsError = upstream_errors("tts", "The speech server")
+
+
+# No synthesis slot of this replica came free within TTS_QUEUE_WAIT_S.
+class TtsBusy(ServiceUnavailable):
+    code, message = "tts_busy", "The speech server is busy; try again in a moment."

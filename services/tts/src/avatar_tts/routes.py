@@ -8,7 +8,7 @@ from avatar_shared.envelope import Envelope, ok
 from avatar_shared.errors import ERROR_RESPONSES
 from avatar_shared.identity import UserId
 from avatar_tts.audio import CONTENT_TYPES
-from avatar_tts.deps import SpeechDep
+from avatar_tts.deps import SpeakerDep, SpeechDep
 from avatar_tts.errors import AudioNotFound
 from avatar_tts.schemas import SpeechFile, TtsRequest, VoiceList
 
@@ -21,16 +21,16 @@ router = APIRouter(tags=["tts"], responses=ERROR_RESPONSES)
     responses={200: {"content": {t: {} for t in CONTENT_TYPES.values()}}},
 )
 async def synthesize(
-    body: TtsRequest, user_id: UserId, speech: SpeechDep
+    body: TtsRequest, caller: SpeakerDep, speech: SpeechDep
 ) -> Envelope[SpeechFile] | Response:
     job = speech.synthesis(body)
     if body.return_binary and body.streaming_mode > 0:
-        audio = await speech.speak_streaming(user_id, job)
+        audio = await speech.speak_streaming(caller, job)
         if audio is not None:
             return await stream_audio(audio, CONTENT_TYPES[body.media_type])
-    stored = await speech.speak(user_id, job, body.file_id)
+    stored = await speech.speak(caller, job, body.file_id)
     if body.return_binary:
-        path = speech.path_of(user_id, stored)
+        path = speech.path_of(caller.user_id, stored)
         return FileResponse(path, media_type=CONTENT_TYPES[stored.format])
     return ok(stored)
 

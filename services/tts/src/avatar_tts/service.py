@@ -11,11 +11,13 @@ from pathlib import Path
 import httpx
 from redis.asyncio import Redis
 
+from avatar_shared.gate import Gate
 from avatar_shared.locks import LockTimeout
+from avatar_shared.rate import Caller, RateLimit
 from avatar_shared.reloading_file import ReloadingFile
 from avatar_shared.timestamps import utc_now
 from avatar_tts.engines import SpeechEngine, Synthesis, make_engines
-from avatar_tts.errors import AudioNotFound, FileIdTaken, TtsTimeout, VoiceNotFound
+from avatar_tts.errors import AudioNotFound, FileIdTaken, TtsBusy, TtsTimeout, VoiceNotFound
 from avatar_tts.files import AudioFolder, StoredAudio, audio_url
 from avatar_tts.retention import Retention
 from avatar_tts.schemas import SpeechFile, TtsRequest, VoiceList
@@ -40,7 +42,16 @@ class SpeechService:
         self.default_engine = settings.tts_engine
         self.store = SpeechStore(redis, ttl_s=max(1, math.ceil(settings.assets_max_age_s)))
         self.folder = AudioFolder(Path(settings.assets_dir))
-        self.retention = Retention(redis, settings.assets_max_bytes, settings.assets_max_age_s)
+        self.retention = Retention(
+            redis,
+            settings.assets_max_bytes,
+            settings.assets_max_bytes_per_user,
+            settings.assets_max_age_s,
+        )
+        self.rate = RateLimit(
+            redis, "tts", settings.tts_rate_per_min, 60, "speech requests", "a minute"
+        )
+        self.gate = Gate(settings.tts_max_in_flight, settings.tts_queue_wait_s, TtsBusy)
         self.wait_s = settings.tts_timeout_s  # longest wait for another request's same speech
 
     def voice_list(self) -> VoiceList:
@@ -54,16 +65,18 @@ class SpeechService:
             body.text, voice, body.text_lang, body.prompt_lang, body.media_type, body.streaming_mode
         )
 
-    async def speak(self, user_id: str, job: Synthesis, file_id: str | None = None) -> SpeechFile:
-        if file_id is not None and await asyncio.to_thread(self.folder.taken, user_id, file_id):
+    async def speak(self, caller: Caller, job: Synthesis, file_id: str | None = None) -> SpeechFile:
+        if file_id is not None and await asyncio.to_thread(
+            self.folder.taken, caller.user_id, file_id
+        ):
             raise FileIdTaken(file_id)  # before any synthesis: nothing to make
         engine, key = self._engine_and_key(job)
         audio, made_here = await self.store.cached(key), False
         if audio is None:
-            audio, made_here = await self._synthesize_once(key, user_id, job, engine)
-        return await self._file_for(user_id, key, audio, job.voice.id, not made_here, file_id)
+            audio, made_here = await self._synthesize_once(key, caller, job, engine)
+        return await self._file_for(caller, key, audio, job.voice.id, not made_here, file_id)
 
-    async def speak_streaming(self, user_id: str, job: Synthesis) -> AsyncIterator[bytes] | None:
+    async def speak_streaming(self, caller: Caller, job: Synthesis) -> AsyncIterator[bytes] | None:
         """The audio as the engine produces it, stored and cached on the way, when this call
         is the one to make it; None when it is cached or being made (then use `speak`)."""
         engine, key = self._engine_and_key(job)
@@ -78,10 +91,10 @@ class SpeechService:
         async def stream() -> AsyncIterator[bytes]:
             async with making:  # released when the stream ends, however it ends
                 result: list[StoredAudio] = []
-                async with aclosing(self._produce(key, user_id, job, engine, result)) as audio:
+                async with aclosing(self._produce(key, caller, job, engine, result)) as audio:
                     async for chunk in audio:
                         yield chunk
-                await self._file_for(user_id, key, result[0], job.voice.id, False, None)
+                await self._file_for(caller, key, result[0], job.voice.id, False, None)
 
         return stream()
 
@@ -101,7 +114,7 @@ class SpeechService:
         return engine, cache_key(engine.sound_parameters(job))
 
     async def _synthesize_once(
-        self, key: str, user_id: str, job: Synthesis, engine: SpeechEngine
+        self, key: str, caller: Caller, job: Synthesis, engine: SpeechEngine
     ) -> tuple[StoredAudio, bool]:
         """Single flight across replicas: one holder synthesizes; the others watch the cache
         and take its result as soon as it lands there. Also says whether this call made the
@@ -110,7 +123,7 @@ class SpeechService:
         while True:
             try:
                 async with self.store.making(key, wait_s=0):
-                    return await self._make_unless_cached(key, user_id, job, engine)
+                    return await self._make_unless_cached(key, caller, job, engine)
             except LockTimeout:
                 pass  # another request is making it
             if (cached := await self.store.cached(key)) is not None:
@@ -120,12 +133,12 @@ class SpeechService:
             await asyncio.sleep(WAIT_POLL_S)
 
     async def _make_unless_cached(
-        self, key: str, user_id: str, job: Synthesis, engine: SpeechEngine
+        self, key: str, caller: Caller, job: Synthesis, engine: SpeechEngine
     ) -> tuple[StoredAudio, bool]:
         if (cached := await self.store.cached(key)) is not None:
             return cached, False  # the previous holder finished just before our turn
         result: list[StoredAudio] = []
-        async with aclosing(self._produce(key, user_id, job, engine, result)) as audio:
+        async with aclosing(self._produce(key, caller, job, engine, result)) as audio:
             async for _ in audio:
                 pass
         return result[0], True
@@ -133,36 +146,37 @@ class SpeechService:
     async def _produce(
         self,
         key: str,
-        user_id: str,
+        caller: Caller,
         job: Synthesis,
         engine: SpeechEngine,
         result: list[StoredAudio],
     ) -> AsyncIterator[bytes]:
         """Synthesize into a new file and cache it, passing each chunk on as it arrives;
-        the stored audio ends up in `result`. The caller holds the key's lock."""
-        async with self.folder.new_file(user_id, job.media_type) as out:
+        the stored audio ends up in `result`. The caller holds the key's lock; the engine
+        gets one of this replica's slots."""
+        async with self.gate.slot(), self.folder.new_file(caller.user_id, job.media_type) as out:
             async for chunk in engine.speak(job):
                 out.write(chunk)
                 yield chunk
         assert out.stored is not None  # set when the block ends without an error
         await self.store.remember(key, out.stored)
-        await self.retention.kept(out.stored.path, out.stored.size)
+        await self.retention.kept(out.stored.path, out.stored.size, caller.key)
         result.append(out.stored)
 
     async def _file_for(
         self,
-        user_id: str,
+        caller: Caller,
         key: str,
         audio: StoredAudio,
         voice_id: str,
         cached: bool,
         file_id: str | None,
     ) -> SpeechFile:
-        own = await self._own_file(user_id, key, audio, file_id)
-        await self.store.set_users_file_id(user_id, key, own.stem)
-        await self.retention.kept(own, audio.size)
+        own = await self._own_file(caller.user_id, key, audio, file_id)
+        await self.store.set_users_file_id(caller.user_id, key, own.stem)
+        await self.retention.kept(own, audio.size, caller.key)
         return SpeechFile(
-            audio_url=audio_url(user_id, own),
+            audio_url=audio_url(caller.user_id, own),
             file_id=own.stem,
             duration=audio.duration,
             file_size=audio.size,

@@ -15,7 +15,10 @@ class TtsSettings(ServiceSettings):
     assets_dir: str = "var/user_assets"
     """Where per-user files are stored (audio in `<user>/audio/`, 3D jobs in `<user>/3d/`)."""
     assets_max_bytes: int = Field(2 * 1024**3, gt=0)
-    """Audio kept on disk at most; least recently used goes first."""
+    """Audio kept on disk at most; past it the largest holder's least recently used goes."""
+    assets_max_bytes_per_user: int = Field(100 * 1024**2, gt=0)
+    """Audio one user (or anonymous address) holds at most; past it their own least recently
+    used goes."""
     assets_max_age_s: float = Field(30 * 24 * 3600, gt=0)
     """Audio unused this long is deleted."""
     voices_file: str = ""
@@ -23,3 +26,10 @@ class TtsSettings(ServiceSettings):
 
     tts_timeout_s: float = Field(60.0, gt=0)
     """Longest wait for the speech server's next bytes."""
+    tts_rate_per_min: int = Field(120, gt=0)
+    """Speech requests one user (or anonymous address) may make a minute (chat's spoken
+    sentences included), else 429 rate_limited."""
+    tts_max_in_flight: int = Field(4, gt=0)
+    """Syntheses one tts replica runs at once; more wait in line."""
+    tts_queue_wait_s: float = Field(10.0, gt=0)
+    """Longest a synthesis waits in line before 503 tts_busy."""

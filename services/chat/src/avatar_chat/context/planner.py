@@ -24,11 +24,11 @@ from redis.exceptions import RedisError
 
 from avatar_chat.context.summaries import Summary, SummaryStore, best_match, prefix_digests
 from avatar_chat.context.tokens import TokenEstimator
-from avatar_chat.limits.gate import LlmGate
 from avatar_chat.llm import LlmClient, LlmRequest
 from avatar_chat.settings import ChatSettings
 from avatar_chat.store import SessionState
 from avatar_shared.errors import AppError
+from avatar_shared.gate import Gate
 from avatar_shared.timestamps import utc_now
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def with_summary(system: str, summary: Summary | None) -> Message:
 
 class ContextPlanner:
     def __init__(
-        self, llm: LlmClient, gate: LlmGate, store: SummaryStore, settings: ChatSettings
+        self, llm: LlmClient, gate: Gate, store: SummaryStore, settings: ChatSettings
     ) -> None:
         self.llm = llm
         self.gate = gate
