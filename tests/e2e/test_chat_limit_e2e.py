@@ -35,7 +35,9 @@ def limited() -> Iterator[Stack]:
             env_overrides={
                 "MAX_CONCURRENT_USERS": str(LIMIT),
                 "ACTIVE_SESSION_IDLE_S": str(IDLE_S),
-                "CHAT_RATE_PER_MIN": "100000",  # one client address sends the whole burst
+                # One client address sends the whole burst: its own rate and share are no limit.
+                "CHAT_RATE_PER_MIN": "100000",
+                "MAX_SESSIONS_PER_USER": "100000",
                 "LLM_QUEUE_WAIT_S": "60",  # admitted requests may queue for the LLM
                 "GATEWAY_LOG_LEVEL": "WARN",
             },
@@ -48,7 +50,7 @@ def limited() -> Iterator[Stack]:
 async def client(limited: Stack) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the gateway, with no session active beforehand."""
     redis = Redis.from_url(limited.env["REDIS_URL"])
-    await redis.delete("chat:active")
+    await redis.delete("chat:active", *await redis.keys("chat:active-of:*"))
     await redis.aclose()
     limits = httpx.Limits(max_connections=BURST, max_keepalive_connections=BURST)
     async with httpx.AsyncClient(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from avatar_devstack.ports import Ports, free_port, port_open
 from avatar_devstack.settings import StackSettings
@@ -122,3 +123,12 @@ def test_without_a_provider_sign_in_is_disabled_and_says_so(runner, tmp_path):
     assert made.status_code == 201 and "anon_id=" in made.headers["set-cookie"]
     keys = tmp_path / "run" / "auth-signing-keys.json"
     assert keys.stat().st_mode & 0o777 == 0o600
+
+
+def test_redis_refuses_writes_when_full_rather_than_evict(runner):
+    # Characters live only in Redis: under memory pressure they must not be dropped silently.
+    _, ports = runner
+    with redis.Redis(port=ports["redis"], decode_responses=True) as client:
+        settings = client.config_get("maxmemory*")
+    assert settings["maxmemory-policy"] == "noeviction"
+    assert int(settings["maxmemory"]) == 1024**3

@@ -131,9 +131,13 @@ async def test_redis_outage_is_reported_and_recovered_without_restarts(stack, ga
     ready_urls = [f"{stack.app_url(name)}/readyz" for name in stack.ports.apps]
     # Pooled connections (the rate limiter's too) are open when Redis goes away.
     assert (await gateway.post("/api/chat", json=QUIET_CHAT)).status_code == 200
+    speech = (await gateway.post("/api/tts", json={"text": "정전 전에 만든 소리"})).json()["data"]
     async with httpx.AsyncClient(trust_env=False, timeout=5) as direct:
         stack.stop_redis()
         try:
+            # Audio on disk is served to its owner without Redis.
+            audio = await gateway.get(speech["audio_url"])
+            assert audio.status_code == 200 and len(audio.content) == speech["file_size"]
             await asyncio.sleep(0.6)  # let the edge's 0.5 s health cache expire
             started = time.perf_counter()
             health = (await gateway.get("/api/health")).json()["data"]

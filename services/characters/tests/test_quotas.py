@@ -103,3 +103,20 @@ async def test_writes_have_a_rate_per_user(app_client, redis_url, presets_file):
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     assert reads.status_code == 200 and len(reads.json()["data"]["characters"]) == 3
     assert others.status_code == 201
+
+
+async def test_a_full_redis_refuses_writes_and_keeps_what_it_has(
+    app_client, redis_url, redis, presets_file
+):
+    async with app_client(characters_app(redis_url, presets_file)) as characters:
+        kept = (await characters.post("/api/characters", json=NEW, headers=ALICE)).json()["data"]
+        used = int((await redis.info("memory"))["used_memory"])
+        await redis.config_set("maxmemory-policy", "noeviction")  # as the stack runs it
+        await redis.config_set("maxmemory", used)
+        try:
+            refused = await characters.post("/api/characters", json=NEW, headers=BOB)
+            read = await characters.get(f"/api/characters/{kept['id']}")
+        finally:
+            await redis.config_set("maxmemory", 0)
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "storage_full"
+    assert read.status_code == 200 and read.json()["data"] == kept

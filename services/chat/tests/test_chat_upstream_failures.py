@@ -16,8 +16,8 @@ from avatar_characters.settings import CharactersSettings
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.ports import free_port
-from avatar_devstack.testing import with_lifespan_state
-from avatar_emulators.replies import DEFAULT_MODELS, ERROR_MIDSTREAM_MODEL
+from avatar_devstack.testing import logged, with_lifespan_state
+from avatar_emulators.replies import DEFAULT_MODELS, ERROR_MIDSTREAM_MESSAGE, ERROR_MIDSTREAM_MODEL
 from avatar_emulators.server import serve_in_thread
 
 from .conftest import emulated_llm
@@ -63,14 +63,18 @@ async def test_unknown_model_is_404_naming_it(chat):
     assert error["code"] == "model_not_found" and "no-such-model" in error["message"]
 
 
-async def test_upstream_500_is_502_with_its_message(app_client, redis_url, backend_name):
-    with emulated_llm(backend_name, fail_status=500) as backend:
+async def test_upstream_500_is_502_with_its_text_in_the_log_only(
+    app_client, redis_url, backend_name
+):
+    with emulated_llm(backend_name, fail_status=500) as backend, logged("avatar") as records:
         settings = chat_settings(redis_url, **backend.settings)
         async with app_client(create_app(settings)) as chat:
             response = await chat.post("/api/chat", json=ask("hi"))
     assert response.status_code == 502
     error = response.json()["error"]
     assert error["code"] == "llm_error" and "500" in error["message"]
+    assert "injected failure" not in error["message"]  # the server's own text...
+    assert any("injected failure" in r.getMessage() for r in records)  # ...is logged
 
 
 def garbage_server() -> FastAPI:
@@ -106,6 +110,7 @@ async def test_failure_mid_stream_ends_with_an_error_event(
     assert events[0][0] == "delta"
     kind, error = events[-1]
     assert kind == "error" and error["code"] == "llm_error" and error["message"]
+    assert ERROR_MIDSTREAM_MESSAGE not in error["message"]
     assert again.status_code == 200  # ...and the service keeps serving.
 
 

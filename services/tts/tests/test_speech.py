@@ -3,6 +3,8 @@ a real Redis and a real assets folder."""
 
 import asyncio
 import io
+import os
+import time
 import wave
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,7 +14,7 @@ import mutagen
 import pytest
 
 from avatar_devstack.ports import free_port
-from avatar_devstack.testing import as_user, identity_from_test_header, returning_visitor
+from avatar_devstack.testing import as_user, identity_from_test_header, logged, returning_visitor
 from avatar_emulators import gpt_sovits
 from avatar_emulators.server import serve_in_thread
 from avatar_shared.identity import current_identity
@@ -149,6 +151,16 @@ async def test_speech_server_failures(app_client, redis_url, tmp_path):
             failed = await tts.post("/api/tts", json={"text": SHORT})
     assert (failed.status_code, failed.json()["error"]["code"]) == (502, "tts_error")
     assert list(tmp_path.rglob("*.*")) == []
+
+
+async def test_the_speech_servers_own_texts_stay_in_the_log(tts):
+    # GPT-SoVITS's 400 texts name its checks (and, for other errors, its internals).
+    with logged("avatar") as records:
+        refused = await tts.post("/api/tts", json={"text": SHORT, "text_lang": "ja"})
+    error = refused.json()["error"]
+    assert error["code"] == "tts_rejected" and "text_lang" in error["message"]
+    assert "not supported" not in error["message"]
+    assert any("not supported" in r.getMessage() for r in records)
 
 
 async def test_stored_audio_is_served_with_ranges(tts):
@@ -339,3 +351,27 @@ async def test_cache_and_user_entries_expire_with_their_files(tts, redis):
     max_age = int(TtsSettings.model_fields["assets_max_age_s"].default)
     for key in keys:
         assert 0 < await redis.ttl(key) <= max_age  # no entry outlives the audio it names
+
+
+async def test_after_redis_lost_its_data_old_audio_is_still_kept_in_bounds(
+    app_client, redis_url, redis, tmp_path, emulator
+):
+    settings = TtsSettings(redis_url=redis_url, assets_dir=str(tmp_path), tts_base_url=emulator[0])
+    async with app_client(create_app(settings)) as tts:
+        returning_visitor(tts)
+        old = [
+            (await tts.post("/api/tts", json={"text": f"{LONG} {n}"})).json()["data"]
+            for n in range(2)
+        ]
+    await redis.flushdb()  # Redis lost everything; the files are still on disk
+    folder = stored(tmp_path, old[0]["audio_url"]).parent
+    stale, fresh = folder / "dead.part", folder / "writing.part"
+    stale.write_bytes(b"half"), fresh.write_bytes(b"half")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    full = settings.model_copy(update={"assets_max_bytes": 400_000})  # two files, not three
+    async with app_client(create_app(full)) as tts:  # the service starts again
+        returning_visitor(tts)
+        await tts.post("/api/tts", json={"text": f"{LONG} new"})
+    assert not stored(tmp_path, old[0]["audio_url"]).exists()  # the oldest went first
+    assert stored(tmp_path, old[1]["audio_url"]).exists()
+    assert not stale.exists() and fresh.exists()  # another replica may be writing that one

@@ -168,6 +168,17 @@ async def _redis_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "redis_unavailable", "The data store is unavailable; try again.")
 
 
+async def _redis_refused(request: Request, exc: Exception) -> JSONResponse:
+    """Redis answered with an error. Out of memory (maxmemory with `noeviction`, inside a
+    script too) is a full store, not a bug: the write did not happen, reads still work."""
+    if "OOM" in str(exc):
+        logger.error("redis is out of memory: %s", exc)
+        return error_response(
+            503, "storage_full", "The data store is full; nothing was stored. Try again later."
+        )
+    return await _unhandled(request, exc)
+
+
 async def _upstream_timeout(_: Request, exc: Exception) -> JSONResponse:
     logger.warning("upstream timeout: %r", exc)
     return error_response(504, "upstream_timeout", "An upstream server did not answer in time.")
@@ -195,6 +206,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(redis.exceptions.ConnectionError, _redis_error)
     app.add_exception_handler(redis.exceptions.TimeoutError, _redis_error)
+    app.add_exception_handler(redis.exceptions.ResponseError, _redis_refused)
     app.add_exception_handler(httpx.TimeoutException, _upstream_timeout)
     app.add_exception_handler(httpx.ConnectError, _upstream_unreachable)
     app.add_exception_handler(httpx.TransportError, _upstream_broken)

@@ -1,6 +1,7 @@
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from avatar_chat.deps import ChatDep
@@ -39,8 +40,14 @@ async def list_models(chat: ChatDep) -> Envelope[ModelList]:
 
 
 @router.get("/sessions/{session_id}", response_model=Envelope[SessionHistory])
-async def get_session(session_id: UUID, user_id: UserId, chat: ChatDep) -> Envelope[SessionHistory]:
-    return ok(await chat.history(str(session_id), user_id))
+async def get_session(
+    session_id: UUID,
+    user_id: UserId,
+    chat: ChatDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 100,
+    before: Annotated[int | None, Query(ge=0, description="From `next_before`.")] = None,
+) -> Envelope[SessionHistory]:
+    return ok(await chat.history(str(session_id), user_id, limit, before))
 
 
 @router.delete("/sessions/{session_id}", response_model=Envelope[Deleted])

@@ -100,7 +100,15 @@ class SessionHistory(BaseModel):
     created_at: str | None
     updated_at: str | None
     usage: Usage
-    messages: list[StoredMessage]
+    message_count: int = Field(description="Messages recorded in the session, in all.")
+    messages: list[StoredMessage] = Field(
+        description="A page of them, oldest first: by default the latest. Only the last "
+        "MAX_STORED_MESSAGES are kept."
+    )
+    first_message: int = Field(description="The number of the page's first message (from 0).")
+    next_before: int | None = Field(
+        description="Pass as `before` for the page of older messages; null on the oldest kept."
+    )
     last_prompt_tokens: int = Field(description="The LLM's own count of the last prompt sent.")
     summary: SessionSummary | None = Field(
         description="The summary of older turns the last reply was given, if any."

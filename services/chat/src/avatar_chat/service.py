@@ -55,7 +55,7 @@ class ChatService:
         """`http` reaches the peer services, `llm_http` the LLM server (its own timeouts)."""
         self.settings = settings
         self.llm = llm = make_llm_client(settings, llm_http)
-        self.sessions = SessionStore(redis, settings.session_ttl_s)
+        self.sessions = SessionStore(redis, settings.session_ttl_s, settings.max_stored_messages)
         self.characters = CharacterDirectory(
             http, settings.characters_url, settings.character_cache_s
         )
@@ -95,8 +95,11 @@ class ChatService:
     async def models(self) -> list[ModelInfo]:
         return await self.catalog.models()
 
-    async def history(self, session_id: str, user_id: str) -> SessionHistory:
-        return SessionHistory.model_validate(await self.sessions.history(session_id, user_id))
+    async def history(
+        self, session_id: str, user_id: str, limit: int, before: int | None
+    ) -> SessionHistory:
+        page = await self.sessions.history(session_id, user_id, limit, before)
+        return SessionHistory.model_validate(page)
 
     async def delete_session(self, session_id: str, caller: Caller) -> None:
         await self.sessions.delete(session_id, caller.user_id)

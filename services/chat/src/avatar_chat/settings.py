@@ -48,6 +48,9 @@ class ChatSettings(ServiceSettings):
     """Longest conversation one request may carry, in characters."""
     session_ttl_s: int = Field(7 * 24 * 3600, gt=0)
     """A chat session idle this long is forgotten."""
+    max_stored_messages: int = Field(1000, ge=2)
+    """Most messages a session keeps as its history; older ones are dropped (the client
+    sends the conversation itself, so replies do not depend on them)."""
     tts_timeout_s: float = Field(60.0, gt=0)
     """Longest wait for the tts service to speak a reply."""
     llm_max_in_flight: int = Field(8, gt=0)

@@ -3,9 +3,12 @@
 Keys (all expire after `SESSION_TTL_S` without use):
 - `chat:session:{id}`: hash of owner, model, created_at, updated_at, prompt_tokens,
   completion_tokens (the LLM's own counts, summed over the session), last_prompt_tokens,
-  summary_covered (messages folded into the summary the last turn used), and
-  `calibration:{model}` (learned from the LLM's counts, see `context.tokens`).
-- `chat:session:{id}:messages`: list of JSON messages {role, content, at}, oldest first.
+  summary_covered (messages folded into the summary the last turn used), message_count
+  (messages ever recorded), and `calibration:{model}` (learned from the LLM's counts, see
+  `context.tokens`).
+- `chat:session:{id}:messages`: list of JSON messages {role, content, at}, oldest first: the
+  last MAX_STORED_MESSAGES of them (the client sends the conversation itself; the list is
+  its history to show, read a page at a time).
 - `chat:session:{id}:summaries`: the summary cache (see `context.summaries`).
 
 Turns are written only after a reply succeeded, so a failed request leaves none. (Summaries
@@ -35,7 +38,7 @@ def _messages_key(session_id: str) -> str:
 # Appends one turn atomically and in one round trip; refuses (returns 0) when another user
 # owns the session. KEYS: meta, messages, summaries. ARGV: user, model, now, prompt tokens,
 # completion tokens, ttl, summary_covered, calibration field, its value ('' when none was
-# learned), then the messages as JSON.
+# learned), messages kept at most, then the messages as JSON.
 RECORD_TURN = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[1] then return 0 end
@@ -45,7 +48,9 @@ redis.call('HSET', KEYS[1], 'model', ARGV[2], 'updated_at', ARGV[3],
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], ARGV[8], ARGV[9]) end
 redis.call('HINCRBY', KEYS[1], 'prompt_tokens', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'completion_tokens', ARGV[5])
-redis.call('RPUSH', KEYS[2], unpack(ARGV, 10))
+redis.call('HINCRBY', KEYS[1], 'message_count', #ARGV - 10)
+redis.call('RPUSH', KEYS[2], unpack(ARGV, 11))
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[10]), -1)
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
 return 1
 """
@@ -80,9 +85,10 @@ def _calibration_field(model: str) -> str:
 
 
 class SessionStore:
-    def __init__(self, redis: Redis, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, ttl_s: int, max_messages: int = 1000) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
+        self.max_messages = max_messages
         self._record_turn = redis.register_script(RECORD_TURN)
 
     async def load(self, session_id: str, user_id: str) -> SessionState:
@@ -115,20 +121,36 @@ class SessionStore:
                 turn.summary_covered,
                 _calibration_field(turn.model),
                 "" if turn.calibration is None else f"{turn.calibration:.4f}",
+                self.max_messages,
                 *(json.dumps({**m, "at": now}, ensure_ascii=False) for m in turn.exchanged),
             ],
         )
         if not recorded:
             raise SessionNotFound(session_id)
 
-    async def history(self, session_id: str, user_id: str) -> dict[str, Any]:
+    async def history(
+        self, session_id: str, user_id: str, limit: int, before: int | None
+    ) -> dict[str, Any]:
+        """The session with a page of its messages: the `limit` before message number
+        `before` (counted from the session's first, 0-based; None: the latest)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(_meta_key(session_id))
-            pipe.lrange(_messages_key(session_id), 0, -1)
+            pipe.llen(_messages_key(session_id))
             pipe.hgetall(summaries_key(session_id))
-            meta, raw, summaries = await pipe.execute()
+            meta, kept, summaries = await pipe.execute()
         if not meta or meta.get("owner") != user_id:
             raise SessionNotFound(session_id)
+        count = int(meta.get("message_count", kept))
+        first_kept = count - kept  # older messages were dropped
+        end = count if before is None else max(first_kept, min(before, count))
+        start = max(first_kept, end - limit)
+        raw = (
+            await self.redis.lrange(
+                _messages_key(session_id), start - first_kept, end - first_kept - 1
+            )
+            if end > start
+            else []
+        )
         summary = parse_summaries(summaries).get(int(meta.get("summary_covered", 0)))
         return {
             "session_id": session_id,
@@ -139,7 +161,10 @@ class SessionStore:
                 "prompt_tokens": int(meta.get("prompt_tokens", 0)),
                 "completion_tokens": int(meta.get("completion_tokens", 0)),
             },
+            "message_count": count,
             "messages": [json.loads(item) for item in raw],
+            "first_message": start,
+            "next_before": start if start > first_kept else None,
             "last_prompt_tokens": int(meta.get("last_prompt_tokens", 0)),
             "summary": summary
             and {

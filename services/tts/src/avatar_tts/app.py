@@ -24,7 +24,9 @@ def create_app(settings: TtsSettings | None = None) -> FastAPI:
 
     async def tts_state(base: BaseState) -> AsyncIterator[TtsState]:
         async with open_http_client(engine_timeout) as engine_http:
-            yield TtsState(speech=SpeechService(settings, base["redis"], engine_http, voices))
+            speech = SpeechService(settings, base["redis"], engine_http, voices)
+            await speech.recover()
+            yield TtsState(speech=speech)
 
     checks = {"tts": default_voice_check(settings, voices)}
     return create_service_app(

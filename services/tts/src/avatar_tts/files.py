@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -76,6 +77,26 @@ class AudioFolder:
         except BaseException:
             await asyncio.to_thread(writer.temp.unlink, missing_ok=True)
             raise
+
+    def audio_files(self) -> list[tuple[Path, str, int, float]]:
+        """Every audio file on disk: its path, owner, size and last change (for rebuilding
+        the retention index when Redis lost it)."""
+        found = []
+        for path in self.root.glob("*/audio/*"):
+            if SAFE_USER.match(path.parent.parent.name) and SAFE_FILE.match(path.name):
+                stat = path.stat()
+                found.append((path, path.parent.parent.name, stat.st_size, stat.st_mtime))
+        return found
+
+    def remove_stale_parts(self, older_than_s: float) -> int:
+        """Half-written files left by a process that died mid-synthesis. Younger ones may be
+        another replica's work in progress."""
+        removed, cutoff = 0, time.time() - older_than_s
+        for path in self.root.glob("*/audio/*.part"):
+            if path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def taken(self, user_id: str, file_id: str) -> bool:
         return any(self.of(user_id).glob(f"{file_id}.*"))

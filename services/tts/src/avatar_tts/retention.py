@@ -79,6 +79,21 @@ class Retention:
         else:
             await self.used(path)
 
+    async def restore(self, files: list[tuple[Path, str, int, float]]) -> int:
+        """Indexes files found on disk (path, holder, size, last use) when Redis has no
+        index at all (it lost its data): else they would never be evicted. Returns how many."""
+        if await self.redis.exists(FILES):
+            return 0
+        for start in range(0, len(files), 500):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for path, holder, size, last_use in files[start : start + 500]:
+                    keys = [FILES, TOTAL, HOLDER_OF, USAGE, held(holder)]
+                    await self._keep(
+                        keys=keys, args=[str(path), size, holder, last_use], client=pipe
+                    )
+                await pipe.execute()
+        return len(files)
+
     async def used(self, path: Path) -> None:
         entry = await self.redis.hget(HOLDER_OF, str(path))
         if entry is None:

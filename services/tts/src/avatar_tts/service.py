@@ -3,6 +3,7 @@ across replicas (`store`), written to disk (`files`), and then served from there
 is kept within its limits by `retention`."""
 
 import asyncio
+import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, aclosing
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import httpx
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from avatar_shared.gate import Gate
 from avatar_shared.locks import LockTimeout
@@ -22,8 +24,10 @@ from avatar_tts.files import AudioFolder, StoredAudio, audio_url
 from avatar_tts.retention import Retention
 from avatar_tts.schemas import SpeechFile, TtsRequest, VoiceList
 from avatar_tts.settings import TtsSettings
-from avatar_tts.store import SpeechStore, cache_key
+from avatar_tts.store import LOCK_S, SpeechStore, cache_key
 from avatar_tts.voices import VoicesFile
+
+log = logging.getLogger("avatar.tts")
 
 WAIT_POLL_S = 0.05  # how often a request waiting for another's speech looks in the cache
 
@@ -99,12 +103,32 @@ class SpeechService:
         return stream()
 
     async def user_file(self, user_id: str, file_name: str) -> Path:
-        """A stored file, for download; counts as a use."""
+        """A stored file, for download; counts as a use when Redis can take note (the file
+        is served either way: it is on disk)."""
         path = await asyncio.to_thread(self.folder.existing, user_id, file_name)
         if path is None:
             raise AudioNotFound()
-        await self.retention.used(path)
+        try:
+            await self.retention.used(path)
+        except RedisError as exc:
+            log.warning("use of %s not noted (Redis unavailable): %s", path.name, exc)
         return path
+
+    async def recover(self) -> None:
+        """At start: half-written files of a process that died are removed, and the
+        retention index is rebuilt from the folder if Redis lost it. Best effort: a Redis
+        that is down now does not stop the service from starting."""
+        removed = await asyncio.to_thread(self.folder.remove_stale_parts, LOCK_S)
+        try:
+            files = await asyncio.to_thread(self.folder.audio_files)
+            restored = await self.retention.restore(files)
+        except RedisError as exc:
+            log.warning("retention index not checked (Redis unavailable): %s", exc)
+            restored = 0
+        if removed or restored:
+            log.info(
+                "recovered: %d stale partial files removed, %d files indexed", removed, restored
+            )
 
     def path_of(self, user_id: str, speech: SpeechFile) -> Path:
         return self.folder.of(user_id) / f"{speech.file_id}.{speech.format}"

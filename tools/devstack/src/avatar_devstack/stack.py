@@ -69,6 +69,7 @@ class Stack:
         self.oidc_args = oidc_args or []
         self.gen3d_workers = gen3d_workers
         self.data_dir = data_dir
+        self.redis_maxmemory = settings.redis_maxmemory
         env = stack_env(ports, settings, dict(os.environ))
         self.env = {**env, **dev_secrets(data_dir / "run"), **(env_overrides or {})}
         self.supervisor = Supervisor(log_dir)
@@ -139,6 +140,8 @@ class Stack:
             "--dir", str(redis_dir),
             "--save", "60 1",
             "--appendonly", "no",
+            "--maxmemory", self.redis_maxmemory,
+            "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
         child = self.supervisor.start("redis", argv, self.env)
         self.supervisor.wait_ready(child, lambda: port_open(self.ports.redis))

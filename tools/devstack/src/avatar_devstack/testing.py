@@ -8,11 +8,12 @@
   ports, once per session, for end-to-end tests through the gateway.
 """
 
+import logging
 import os
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,21 @@ def returning_visitor(client: httpx.AsyncClient) -> str:
     anon_id, cookie = AnonymousIds(os.environ["ANON_ID_SECRET"].encode()).mint()
     client.cookies.set(ANON_COOKIE, cookie)
     return anon_id
+
+
+@contextmanager
+def logged(logger_name: str) -> Iterator[list[logging.LogRecord]]:
+    """The records logged to `logger_name` (or below it) in the block. Each service's app
+    replaces the root logger's handlers with its own, so pytest's caplog cannot see them."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
 
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from avatar_chat.errors import LlmError, LlmTimeout, LlmUnavailable, ModelNotFound
-from avatar_chat.llm.wire import json_object, malformed, upstream_message
+from avatar_chat.llm.wire import failed, json_object, malformed, upstream_message
 from avatar_chat.settings import ChatSettings
 
 
@@ -112,11 +112,10 @@ def llm_failures() -> Iterator[None]:
 
 
 async def check_status(response: httpx.Response, model: str | None) -> None:
-    """Raise for an error status, with the upstream's own message (read from a stream too)."""
+    """Raise for an error status (its body, read from a stream too, goes to the log)."""
     if response.status_code < 400:
         return
     await response.aread()
-    message = upstream_message(response)
     if response.status_code == 404 and model:
         raise ModelNotFound(model)
-    raise LlmError(f"The language model server answered {response.status_code}: {message}")
+    raise failed(upstream_message(response), response.status_code)

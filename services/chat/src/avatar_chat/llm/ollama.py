@@ -5,7 +5,7 @@ from typing import Any
 
 from avatar_chat.errors import LlmError
 from avatar_chat.llm.base import LlmClient, LlmReply, LlmRequest
-from avatar_chat.llm.wire import json_object, malformed, positive_int, token_count
+from avatar_chat.llm.wire import failed, json_object, malformed, positive_int, token_count
 
 
 class OllamaClient(LlmClient):
@@ -47,7 +47,7 @@ class OllamaClient(LlmClient):
         async for line in lines:
             chunk = json_object(line, "stream line")
             if "error" in chunk:  # Ollama reports failures mid-stream in-band, with status 200
-                raise LlmError(f"The language model server failed: {chunk['error']}")
+                raise failed(chunk)
             text = _content(chunk)
             if text:
                 parts.append(text)

@@ -6,7 +6,7 @@ from typing import Any
 
 from avatar_chat.errors import LlmError
 from avatar_chat.llm.base import LlmClient, LlmReply, LlmRequest
-from avatar_chat.llm.wire import json_object, malformed, positive_int, token_count, upstream_text
+from avatar_chat.llm.wire import failed, json_object, malformed, positive_int, token_count
 
 
 class OpenAICompatClient(LlmClient):
@@ -57,7 +57,7 @@ class OpenAICompatClient(LlmClient):
                 return
             chunk = json_object(data, "stream chunk")
             if "error" in chunk:
-                raise LlmError(f"The language model server failed: {upstream_text(chunk)}")
+                raise failed(chunk)
             usage = chunk.get("usage") or usage  # the last chunk carries it, when asked for
             text = _delta_text(chunk)
             if text:

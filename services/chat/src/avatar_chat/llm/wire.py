@@ -1,7 +1,11 @@
 """Reading what an LLM server sends: JSON bodies, its error messages and usage counts; any
-malformed part is a 502 `llm_error` naming it."""
+malformed part is a 502 `llm_error` naming it.
+
+The server's own error texts are logged, never passed to clients: they can name models,
+paths and internals of the GPU box. The client gets the code and a message of ours."""
 
 import json
+import logging
 from typing import Any
 
 import httpx
@@ -18,6 +22,19 @@ def json_object(text: str | bytes, what: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise malformed(f"{what} (not a JSON object)")
     return body
+
+
+log = logging.getLogger("avatar.llm")
+
+
+def failed(says: object, status: int | None = None) -> LlmError:
+    """A 502 for a failure the server reported (`says`: its text or its error object); what
+    it said goes to the log."""
+    text = says if isinstance(says, str) else upstream_text(says)
+    log.warning("language model server failed (status %s): %s", status or "200", text[:500])
+    if status is None:
+        return LlmError("The language model server failed while answering.")
+    return LlmError(f"The language model server answered {status}.")
 
 
 def upstream_message(response: httpx.Response) -> str:

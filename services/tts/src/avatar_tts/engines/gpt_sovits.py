@@ -1,6 +1,7 @@
 """GPT-SoVITS api_v2: `POST {TTS_BASE_URL}{TTS_API_PATH}`, the audio yielded as it streams in."""
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,6 +11,8 @@ from avatar_shared.health import Status, UpstreamCheck, probe_url
 from avatar_tts.engines.base import SpeechEngine, Synthesis
 from avatar_tts.errors import TtsError, TtsRejected, TtsTimeout, TtsUnavailable
 from avatar_tts.settings import TtsSettings
+
+log = logging.getLogger("avatar.tts")
 
 
 class GptSovitsEngine(SpeechEngine):
@@ -48,13 +51,19 @@ class GptSovitsEngine(SpeechEngine):
 
 
 def _failure(response: httpx.Response) -> Exception:
+    """What the server said goes to the log, never to the client: it can name paths and
+    models of the GPU box."""
     try:
         message = str(json.loads(response.content).get("message", ""))
     except (ValueError, AttributeError):
         message = response.text[:200]
+    log.warning("speech server answered %d: %s", response.status_code, message[:500])
     if response.status_code == 400:  # api_v2's answer to parameters it cannot use
-        return TtsRejected(f"The speech server refused the request: {message}")
-    return TtsError(f"The speech server answered {response.status_code}: {message}")
+        return TtsRejected(
+            "The speech server cannot make speech with these parameters (text_lang, "
+            "prompt_lang, media_type, streaming_mode)."
+        )
+    return TtsError(f"The speech server answered {response.status_code}.")
 
 
 def gpt_sovits_check(settings: TtsSettings) -> UpstreamCheck:
