@@ -8,10 +8,11 @@ from typing import Any, TypedDict
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
 
 from avatar_edge.health import check_everything
 from avatar_edge.openapi_source import build_document
-from avatar_edge.routes import router
+from avatar_edge.routes import DOCS_ASSETS_DIR, DOCS_ASSETS_PATH, router
 from avatar_edge.settings import EdgeSettings
 from avatar_shared.app import BaseState, create_service_app
 from avatar_shared.ttl_cache import TtlCache
@@ -37,4 +38,6 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             openapi=TtlCache(lambda: build_document(settings, http, edge_doc)),
         )
 
-    return create_service_app("edge", settings, router, state=edge_state, own_docs=False)
+    app = create_service_app("edge", settings, router, state=edge_state, own_docs=False)
+    app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=str(DOCS_ASSETS_DIR)), name="docs-assets")
+    return app

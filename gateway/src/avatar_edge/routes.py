@@ -1,3 +1,5 @@
+from importlib import resources
+
 from fastapi import APIRouter
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
@@ -7,6 +9,11 @@ from avatar_edge.openapi_source import TITLE
 from avatar_shared.errors import error_response
 
 router = APIRouter(tags=["system"])
+
+# Swagger UI's and ReDoc's scripts and styles, served from the fastapi-offline wheel (which
+# ships them) rather than from a CDN: the docs must work on a GPU LAN without internet.
+DOCS_ASSETS_PATH = "/docs-assets"
+DOCS_ASSETS_DIR = resources.files("fastapi_offline") / "static"
 
 
 @router.get("/", response_class=PlainTextResponse)
@@ -24,14 +31,26 @@ async def openapi(document: OpenApiDep) -> JSONResponse:
     return JSONResponse(await document.get())
 
 
-@router.get("/docs")
+@router.get("/docs", response_class=HTMLResponse, summary="Swagger UI of the whole API")
 async def swagger_ui() -> HTMLResponse:
-    return get_swagger_ui_html(openapi_url="/api/openapi.json", title=f"{TITLE} - Swagger UI")
+    return get_swagger_ui_html(
+        openapi_url="/api/openapi.json",
+        title=f"{TITLE} - Swagger UI",
+        swagger_js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+        swagger_css_url=f"{DOCS_ASSETS_PATH}/swagger-ui.css",
+        swagger_favicon_url=f"{DOCS_ASSETS_PATH}/favicon.png",
+    )
 
 
-@router.get("/redoc")
+@router.get("/redoc", response_class=HTMLResponse, summary="ReDoc of the whole API")
 async def redoc() -> HTMLResponse:
-    return get_redoc_html(openapi_url="/api/openapi.json", title=f"{TITLE} - ReDoc")
+    return get_redoc_html(
+        openapi_url="/api/openapi.json",
+        title=f"{TITLE} - ReDoc",
+        redoc_js_url=f"{DOCS_ASSETS_PATH}/redoc.standalone.js",
+        redoc_favicon_url=f"{DOCS_ASSETS_PATH}/favicon.png",
+        with_google_fonts=False,
+    )
 
 
 @router.api_route(

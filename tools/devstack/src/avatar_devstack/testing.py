@@ -6,6 +6,7 @@
   with the app's lifespan run (ASGITransport alone does not run it).
 - `stack`: the real stack (Redis, Traefik, edge, five services, upstream emulators) on free
   ports, once per session, for end-to-end tests through the gateway.
+- `browser`: headless Chromium (Debian's, driven by selenium) without internet access.
 """
 
 import logging
@@ -21,6 +22,8 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from redis.asyncio import Redis
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service as ChromeService
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from avatar_devstack.ports import Ports, free_port, port_open
@@ -161,6 +164,32 @@ def stack() -> Iterator[Stack]:
         )
         with stack:
             yield stack
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[webdriver.Chrome]:
+    """Debian's headless Chromium, driven by selenium, with no internet: every host name but
+    loopback fails to resolve, as on the GPU LAN, so a page that needs a CDN shows it."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        raise RuntimeError(
+            "the browser tests need Debian's chromium and chromium-driver: "
+            "apt-get install chromium chromium-driver (.ci/run installs them)"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=ChromeService(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
 
 
 @pytest.fixture
