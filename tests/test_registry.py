@@ -21,8 +21,8 @@ def routed_prefixes() -> dict[str, set[str]]:
     }
 
 
-# The one router that is no app's: it keeps the apps' health probes from the public.
-PROBES = {"internal-probes": {"/healthz", "/readyz", "/upstreamz", "/ping"}}
+# The one router that is no app's: it keeps the apps' probes and metrics from the public.
+PROBES = {"internal-probes": {"/healthz", "/readyz", "/upstreamz", "/ping", "/metrics"}}
 
 
 def test_the_gateway_routes_each_app_its_prefixes_and_no_more():

@@ -7,6 +7,7 @@ import time
 import httpx
 import pytest
 
+from avatar_devstack.testing import metric
 from tests.contract import missing_from, normalise
 
 FRONTEND = "http://localhost:3000"
@@ -160,7 +161,7 @@ async def test_redis_outage_is_reported_and_recovered_without_restarts(stack, ga
     assert after.status_code == 200, after.text
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/upstreamz", "/ping"])
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/upstreamz", "/ping", "/metrics"])
 async def test_health_probes_are_not_public(gateway, path):
     response = await gateway.get(path)
     assert response.status_code == 404
@@ -176,3 +177,14 @@ async def test_every_response_carries_the_security_headers(gateway, path):
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
     assert "server" not in headers  # no uvicorn banner
     assert "strict-transport-security" not in headers  # http here: HSTS only for https
+
+
+async def test_metrics_are_on_internal_ports_only(stack, gateway):
+    await gateway.get("/api/characters/presets")
+    async with httpx.AsyncClient(trust_env=False) as direct:
+        traefik = (await direct.get(f"http://127.0.0.1:{stack.ports.gateway_metrics}/metrics")).text
+        gen3d = (await direct.get(f"{stack.app_url('gen3d')}/metrics")).text
+    assert metric(traefik, "traefik_entrypoint_requests_total", entrypoint="web") > 0
+    assert metric(traefik, "traefik_service_requests_total", service="characters@file") > 0
+    assert 'avatar_gen3d_queue_jobs{state="queued"}' in gen3d
+    assert (await gateway.get("/metrics")).status_code == 404  # not through the public entry

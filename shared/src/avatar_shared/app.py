@@ -24,6 +24,7 @@ from avatar_shared.errors import install_error_handlers
 from avatar_shared.health import UpstreamCheck, health_router
 from avatar_shared.identity import IdentityCookieMiddleware, IdentityResolver
 from avatar_shared.logs import RequestContextMiddleware, configure_logging
+from avatar_shared.metrics import Scrape, metrics_router
 from avatar_shared.redis_pool import open_redis
 from avatar_shared.registry import APPS_BY_NAME
 from avatar_shared.settings import ServiceSettings, SharedSettings
@@ -76,12 +77,14 @@ def create_service_app(
     upstream_checks: Mapping[str, UpstreamCheck] | None = None,
     own_docs: bool = True,
     streams_responses: bool = False,
+    scrape: Scrape | None = None,
 ) -> FastAPI:
     """`service` names the app; one of the registry's gets its description in its OpenAPI
     document (a test's own app gets none).
     `state` opens the service's own resources (see ServiceState).
     `own_docs=False` leaves /openapi.json, /docs and /redoc to the caller (the edge).
     `streams_responses=True` makes the service limit request bodies itself (see body_limit).
+    `scrape` brings the service's own gauges up to date before /metrics answers.
     """
     configure_logging(service, settings.log_level)
 
@@ -109,8 +112,9 @@ def create_service_app(
     if streams_responses:
         app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(IdentityCookieMiddleware)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, service=service)
     install_error_handlers(app)
     app.include_router(health_router(service, upstream_checks or {}, HEALTH_TIMEOUT_S))
+    app.include_router(metrics_router(scrape))
     app.include_router(router)
     return app

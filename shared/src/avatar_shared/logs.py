@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from avatar_shared.metrics import observe_request
+
 REQUEST_ID_HEADER = "X-Request-ID"
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 user_id_var: ContextVar[str | None] = ContextVar("user_id", default=None)
@@ -67,10 +69,12 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 
 
 class RequestContextMiddleware:
-    """Pure ASGI (not BaseHTTPMiddleware) so streamed responses pass through untouched."""
+    """Request ids, the access log and the request metrics, in one place. Pure ASGI (not
+    BaseHTTPMiddleware) so streamed responses pass through untouched."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
+        self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,6 +99,8 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            observe_request(self.service, scope, status, seconds)
             access_logger.info(
                 "request",
                 extra={
@@ -102,7 +108,7 @@ class RequestContextMiddleware:
                         "method": scope["method"],
                         "path": scope["path"],
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                        "duration_ms": round(seconds * 1000, 1),
                     }
                 },
             )

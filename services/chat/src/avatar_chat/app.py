@@ -1,7 +1,7 @@
 from collections.abc import AsyncIterator
 from typing import TypedDict
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from avatar_chat.llm import open_llm_http
 from avatar_chat.llm.health import llm_check
@@ -9,6 +9,7 @@ from avatar_chat.routes import router
 from avatar_chat.service import ChatService
 from avatar_chat.settings import ChatSettings
 from avatar_shared.app import BaseState, create_service_app
+from avatar_shared.metrics import CHAT_ACTIVE_SESSIONS
 
 
 class ChatState(TypedDict):
@@ -22,7 +23,17 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
         async with open_llm_http(settings) as llm_http:
             yield ChatState(chat=ChatService(settings, base["redis"], base["http"], llm_http))
 
+    async def scrape(request: Request) -> None:
+        chat: ChatService = request.state.chat
+        CHAT_ACTIVE_SESSIONS.set(await chat.admission.active())
+
     checks = {"llm": llm_check(settings)}
     return create_service_app(
-        "chat", settings, router, state=chat_state, upstream_checks=checks, streams_responses=True
+        "chat",
+        settings,
+        router,
+        state=chat_state,
+        upstream_checks=checks,
+        streams_responses=True,
+        scrape=scrape,
     )

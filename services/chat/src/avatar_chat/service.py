@@ -41,6 +41,7 @@ from avatar_chat.turn import Turn, check_limits, check_room, sse
 from avatar_shared.errors import AppError, ValidationFailed
 from avatar_shared.gate import Gate
 from avatar_shared.identity import Identity
+from avatar_shared.metrics import LLM_TOKENS
 from avatar_shared.rate import Caller
 
 
@@ -167,6 +168,9 @@ class ChatService:
         self, turn: Turn, reply: LlmReply, caller: Identity, speak: bool
     ) -> ChatReply:
         await self.sessions.record_turn(turn.session_id, caller.user_id, turn.record(reply))
+        model = turn.llm_request.model
+        LLM_TOKENS.labels(model, "prompt").inc(reply.prompt_tokens)
+        LLM_TOKENS.labels(model, "completion").inc(reply.completion_tokens)
         audio_url, tts_error = None, None
         if speak:
             audio_url, tts_error = await self.voice.speak(

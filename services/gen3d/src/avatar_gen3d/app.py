@@ -2,7 +2,7 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import TypedDict
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from redis.exceptions import RedisError
 
 from avatar_gen3d.backends.health import gen3d_check, reachable_check
@@ -12,6 +12,7 @@ from avatar_gen3d.service import Gen3dService
 from avatar_gen3d.settings import Gen3dSettings
 from avatar_shared.app import BaseState, create_service_app
 from avatar_shared.body_limit import BodySizeLimitMiddleware
+from avatar_shared.metrics import GEN3D_QUEUE
 
 
 class Gen3dState(TypedDict):
@@ -34,8 +35,20 @@ def create_app(settings: Gen3dSettings | None = None) -> FastAPI:
         "gen3d": gen3d_check(settings, queue),
         "style": reachable_check(settings.style_base_url),
     }
+
+    async def scrape(request: Request) -> None:
+        gen3d: Gen3dService = request.state.gen3d
+        depth = await gen3d.queue_depth()
+        GEN3D_QUEUE.labels("queued").set(depth.queued)
+        GEN3D_QUEUE.labels("running").set(depth.running)
+
     app = create_service_app(
-        "gen3d", settings, router, state=gen3d_state, upstream_checks=upstream_checks
+        "gen3d",
+        settings,
+        router,
+        state=gen3d_state,
+        upstream_checks=upstream_checks,
+        scrape=scrape,
     )
     # Uploads are refused as they stream in, at MAX_UPLOAD_BYTES, never read whole first.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from avatar_shared.gate import Gate
 from avatar_shared.locks import LockTimeout
+from avatar_shared.metrics import TTS_CACHE, upstream_call
 from avatar_shared.rate import Caller, RateLimit
 from avatar_shared.reloading_file import ReloadingFile
 from avatar_shared.timestamps import utc_now
@@ -78,6 +79,7 @@ class SpeechService:
         audio, made_here = await self.store.cached(key), False
         if audio is None:
             audio, made_here = await self._synthesize_once(key, caller, job, engine)
+        TTS_CACHE.labels("made" if made_here else "hit").inc()
         return await self._file_for(caller, key, audio, job.voice.id, not made_here, file_id)
 
     async def speak_streaming(self, caller: Caller, job: Synthesis) -> AsyncIterator[bytes] | None:
@@ -179,9 +181,10 @@ class SpeechService:
         the stored audio ends up in `result`. The caller holds the key's lock; the engine
         gets one of this replica's slots."""
         async with self.gate.slot(), self.folder.new_file(caller.user_id, job.media_type) as out:
-            async for chunk in engine.speak(job):
-                out.write(chunk)
-                yield chunk
+            with upstream_call("tts"):
+                async for chunk in engine.speak(job):
+                    out.write(chunk)
+                    yield chunk
         assert out.stored is not None  # set when the block ends without an error
         await self.store.remember(key, out.stored)
         await self.retention.kept(out.stored.path, out.stored.size, caller.key)

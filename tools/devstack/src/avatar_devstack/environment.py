@@ -19,6 +19,7 @@ def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> di
     env.update(
         REDIS_URL=f"redis://127.0.0.1:{ports.redis}/0",
         GATEWAY_PORT=str(ports.gateway),
+        GATEWAY_METRICS_ADDRESS=f"127.0.0.1:{ports.gateway_metrics}",
         GATEWAY_CONFIG_DIR=str(GATEWAY_CONFIG_DIR),
         GATEWAY_LOG_LEVEL=settings.gateway_log_level,
         GATEWAY_HEALTHCHECK_INTERVAL=settings.gateway_healthcheck_interval,

@@ -25,6 +25,7 @@ def port_of(url: str) -> int:
 @dataclass(frozen=True)
 class Ports:
     gateway: int
+    gateway_metrics: int  # Traefik's own metrics, on loopback only
     redis: int
     apps: dict[str, int]
     emulators: dict[str, int] = field(default_factory=dict)
@@ -40,6 +41,7 @@ class Ports:
         urls = {**settings.service_urls(), "edge": settings.edge_url}
         return cls(
             gateway=settings.gateway_port,
+            gateway_metrics=settings.gateway_metrics_port,
             redis=port_of(settings.redis_url),
             apps={spec.name: port_of(urls[spec.name]) for spec in APPS},
             emulators=dict(EMULATOR_DEFAULT_PORTS) if emulators else {},
@@ -51,6 +53,7 @@ class Ports:
         """`replicas` says how many processes of an app to run (default one each)."""
         return cls(
             gateway=free_port(),
+            gateway_metrics=free_port(),
             redis=free_port(),
             apps={spec.name: free_port() for spec in APPS},
             emulators={name: free_port() for name in EMULATOR_DEFAULT_PORTS} if emulators else {},

@@ -9,6 +9,8 @@ class StackSettings(SharedSettings, PeerUrls):
     """Base URL of the edge app."""
     gateway_port: int = 8000
     """Port of the Traefik gateway (the public entry)."""
+    gateway_metrics_port: int = 8090
+    """Port of Traefik's Prometheus metrics (loopback only; not the public entry)."""
     gateway_healthcheck_interval: str = "5s"
     """How often Traefik checks each replica's /healthz."""
     gateway_response_timeout: str = "30s"

@@ -128,7 +128,8 @@ class Stack:
     def _all_ports(self) -> list[int]:
         p = self.ports
         apps = [port for name in p.apps for port in p.app_ports(name)]
-        return [p.gateway, p.redis, *apps, *p.emulators.values(), *filter(None, [p.oidc_provider])]
+        extras = [*p.emulators.values(), *filter(None, [p.oidc_provider])]
+        return [p.gateway, p.gateway_metrics, p.redis, *apps, *extras]
 
     def start_redis(self) -> None:
         redis_dir = self.data_dir / "redis"

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as ChromeService
@@ -74,6 +75,15 @@ def logged(logger_name: str) -> Iterator[list[logging.LogRecord]]:
         yield records
     finally:
         logger.removeHandler(handler)
+
+
+def metric(exposition: str, name: str, **labels: str) -> float:
+    """A sample's value in a Prometheus text exposition (0 when the series is absent)."""
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
 
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]

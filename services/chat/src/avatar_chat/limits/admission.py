@@ -19,6 +19,7 @@ buys neither a fresh rate budget nor a fresh set of sessions.
 """
 
 import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
@@ -123,6 +124,10 @@ class Admission:
                 with suppress(RedisError):  # else it expires by itself
                     await self.release(session_id, caller)
             raise
+
+    async def active(self) -> int:
+        """Sessions that count now (those idle too long are trimmed at the next admission)."""
+        return await self.redis.zcount(ACTIVE, f"({time.time() - self.idle_s}", "+inf")
 
     async def release(self, session_id: str, caller: str) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -13,6 +13,7 @@ import httpx
 from avatar_chat.errors import LlmError, LlmTimeout, LlmUnavailable, ModelNotFound
 from avatar_chat.llm.wire import failed, json_object, malformed, upstream_message
 from avatar_chat.settings import ChatSettings
+from avatar_shared.metrics import upstream_call
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,12 @@ class LlmClient(ABC):
 
     async def _post_json(self, url: str, payload: dict[str, Any], model: str) -> dict[str, Any]:
         """One whole request/response exchange, bounded by the total timeout."""
-        with llm_failures():
-            async with asyncio.timeout(self.settings.llm_total_timeout_s):
-                response = await self.http.post(url, json=payload, headers=self._headers())
-        await check_status(response, model)
-        return _json_object(response)
+        with upstream_call("llm"):
+            with llm_failures():
+                async with asyncio.timeout(self.settings.llm_total_timeout_s):
+                    response = await self.http.post(url, json=payload, headers=self._headers())
+            await check_status(response, model)
+            return _json_object(response)
 
     async def _get_json(self, url: str) -> dict[str, Any]:
         with llm_failures():
@@ -79,7 +81,7 @@ class LlmClient(ABC):
         asyncio.timeout cannot span the yields of a generator); each wait is bounded by the
         read timeout. Closing the generator closes the upstream request."""
         deadline = asyncio.get_running_loop().time() + self.settings.llm_total_timeout_s
-        with llm_failures():
+        with upstream_call("llm"), llm_failures():
             async with self.http.stream(
                 "POST", url, json=payload, headers=self._headers()
             ) as response:
