@@ -3,7 +3,7 @@ SHELL := /bin/bash
 # uv from PATH, else the copy `make install` puts in .tools/ (installed from PyPI).
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: install run demo test lint format bench config-docs clean
+.PHONY: install run demo test test-fuzz lint format bench config-docs clean
 
 install:
 	@if ! command -v uv >/dev/null 2>&1 && [ ! -x .tools/bin/uv ]; then \
@@ -34,6 +34,11 @@ format:
 
 test: lint
 	$(UV) run --frozen pytest
+
+# The long contract fuzz: schemathesis, >= 2,000 generated requests through the gateway.
+test-fuzz:
+	CONTRACT_FUZZ_EXAMPLES=60 CONTRACT_FUZZ_MIN_CASES=2000 \
+		$(UV) run --frozen pytest tests/e2e/test_contract_fuzz.py -s
 
 # Latency benchmarks, each against a baseline measured in the same run (see bench/).
 bench:

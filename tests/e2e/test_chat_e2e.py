@@ -69,7 +69,7 @@ async def test_a_character_voice_must_exist_in_the_tts_service(gateway):
     unknown = await gateway.post(
         "/api/characters", json={"name": "n", "persona": "p", "voice_id": "no_such_voice"}
     )
-    assert unknown.status_code == 422
+    assert unknown.status_code == 409 and unknown.json()["error"]["code"] == "unknown_voice"
     assert "no_such_voice" in unknown.json()["error"]["message"]
     known = await gateway.post(
         "/api/characters", json={"name": "n", "persona": "p", "voice_id": "luna"}

@@ -177,6 +177,10 @@ async def test_bad_cards_are_refused_with_a_reason(characters, redis, content, s
 async def test_an_upload_needs_a_file_field_and_a_known_type(characters):
     no_file = await characters.post("/api/characters/import", files={"other": ("a", b"x")})
     assert (no_file.status_code, no_file.json()["error"]["code"]) == (400, "missing_file")
+    extra = await characters.post(
+        "/api/characters/import", files={"file": ("a.json", b"{}")}, data={"other": "x"}
+    )
+    assert extra.status_code == 422 and "other" in extra.json()["error"]["message"]
     wrong_type = await characters.post(
         "/api/characters/import", content=b"x", headers={"content-type": "text/plain"}
     )

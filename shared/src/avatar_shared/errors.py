@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from avatar_shared.envelope import ErrorBody, ErrorEnvelope
 
@@ -157,10 +158,25 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    headers = exc.headers
     if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
         # Starlette's own routing errors: say which request missed.
         message = f"{message}: {request.method} {request.url.path}"
-    return error_response(exc.status_code, code, message, headers=exc.headers)
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+    return error_response(exc.status_code, code, message, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this path. (Starlette's 405 names only the first
+    matching route's, though GET and DELETE of one path are often two routes.)"""
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        methods = getattr(route, "methods", None)
+        if match is not Match.NONE and methods:
+            allowed |= methods
+    return sorted(allowed)
 
 
 async def _redis_error(_: Request, exc: Exception) -> JSONResponse:

@@ -1,29 +1,38 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from avatar_auth.deps import AuthDep
 from avatar_auth.errors import SIGN_IN_FAILURES
 from avatar_auth.schemas import User
+from avatar_auth.service import NEXT_PATH
 from avatar_shared.errors import ERROR_RESPONSES
 from avatar_shared.identity import CallerIdentity
 from avatar_shared.tokens import JWKS_PATH
 
 router = APIRouter(prefix="/api/auth", tags=["auth"], responses=ERROR_RESPONSES)
-REDIRECT = {302: {"description": "Redirect"}}
+LOCATION = {"Location": {"description": "Where to go next", "schema": {"type": "string"}}}
+REDIRECT = {302: {"description": "Redirect (no body)", "headers": LOCATION}}
 
 
 @router.get(
     "/google/login",
     summary="Redirect to the provider's sign-in",
     status_code=302,
+    response_class=RedirectResponse,
     responses=REDIRECT,
 )
 async def google_login(
     auth: AuthDep,
     next_path: Annotated[
-        str | None, Query(alias="next", description="A path on the frontend to return to")
+        str | None,
+        # The pattern is checked by the service, whose refusal says what `next` may be.
+        Query(
+            alias="next",
+            json_schema_extra={"pattern": NEXT_PATH},
+            description="A path on the frontend to return to",
+        ),
     ] = None,
 ) -> Response:
     return await auth.login(next_path)
@@ -36,6 +45,7 @@ async def google_login(
     + "; ".join(f"`{code}`: {why}" for code, why in SIGN_IN_FAILURES.items())
     + "; or the provider's own OAuth error code (e.g. `access_denied`).",
     status_code=302,
+    response_class=RedirectResponse,
     responses=REDIRECT,
 )
 async def google_callback(request: Request, auth: AuthDep) -> Response:
@@ -51,7 +61,8 @@ async def me(auth: AuthDep, identity: CallerIdentity) -> User:
     "/logout",
     summary="Sign out: revoke the token, delete the cookie, redirect to the frontend",
     status_code=303,
-    responses={303: {"description": "Redirect"}},
+    response_class=RedirectResponse,
+    responses={303: {"description": "Redirect (no body)", "headers": LOCATION}},
 )
 async def logout(request: Request, auth: AuthDep) -> Response:
     return await auth.logout(request)

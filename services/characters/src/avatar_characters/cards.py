@@ -16,12 +16,51 @@ from typing import Any
 from avatar_characters.errors import BadCard, CardTooLarge
 from avatar_characters.png import PNG_SIGNATURE, check_dimensions, chunks_of, text_chunks
 from avatar_characters.schemas import MAX_TAG_CHARS, MAX_TAGS, max_length
+from avatar_shared.json_types import SOME_TEXT
 
 MAX_CARD_BYTES = 10 * 1024 * 1024
 MAX_DEPTH = 32  # nesting of the card's JSON: deeper breaks copying it (RecursionError)
 # Fields of the V2/V3 specs that other code walks, with the JSON type each must have.
 LIST_FIELDS = ("tags", "alternate_greetings", "group_only_greetings")
 V2, V3 = "chara_card_v2", "chara_card_v3"
+
+
+_TEXT = {"type": ["string", "null"]}
+_LIST = {"type": ["array", "null"]}
+_SOME_TEXT = {"type": "string", "pattern": SOME_TEXT}
+# What `read_card` accepts as JSON, for the OpenAPI document. (Two rules it cannot say: the
+# persona, description and personality joined, is at most 8000 characters; nesting is at
+# most MAX_DEPTH levels.) Fields beyond these are kept whole for export.
+CARD_SCHEMA = {
+    "type": "object",
+    "description": "A Character Card V2 or V3 (character-card-spec-v2/v3). Its description "
+    "and personality, joined, become the persona: at most 8000 characters.",
+    "required": ["spec", "data"],
+    "properties": {
+        "spec": {"enum": [V2, V3]},
+        "data": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {**_SOME_TEXT, "maxLength": max_length("name")},
+                "description": {**_TEXT, "maxLength": max_length("persona")},
+                "personality": {**_TEXT, "maxLength": max_length("persona")},
+                **{key: _TEXT for key in ("creator_notes", "mes_example", "scenario", "first_mes")},
+                **{key: _LIST for key in LIST_FIELDS},
+                "extensions": {"type": ["object", "null"]},
+                "character_book": {
+                    "type": ["object", "null"],
+                    "required": ["entries"],
+                    "properties": {"entries": {"type": "array", "items": {"type": "object"}}},
+                },
+            },
+            "anyOf": [
+                {"required": ["description"], "properties": {"description": _SOME_TEXT}},
+                {"required": ["personality"], "properties": {"personality": _SOME_TEXT}},
+            ],
+        },
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -96,7 +135,9 @@ def read_card(raw: bytes) -> dict[str, Any]:
 
 
 def _text(data: dict[str, Any], key: str) -> str:
-    value = data.get(key) or ""  # cards in the wild carry null for empty fields
+    value = data.get(key)
+    if value is None:  # cards in the wild carry null for empty fields
+        return ""
     if not isinstance(value, str):
         raise BadCard(f"The card's '{key}' is not text.")
     return value.strip()

@@ -4,8 +4,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from avatar_characters.listing import ListQuery
+from avatar_characters.listing import ListQuery, own_cursor, preset_cursor
 from avatar_characters.service import CharacterService
+from avatar_characters.store import PageKey
 from avatar_shared.rate import CallerDep
 
 
@@ -21,5 +22,7 @@ async def _writer(caller: CallerDep, request: Request) -> str:
 
 CharactersDep = Annotated[CharacterService, Depends(_characters)]
 Listing = Annotated[ListQuery, Depends()]
+PresetCursor = Annotated[int | None, Depends(preset_cursor)]
+OwnCursor = Annotated[PageKey | None, Depends(own_cursor)]
 # The user id of a write's caller, after CHARACTER_WRITES_PER_MIN allowed it.
 WriterId = Annotated[str, Depends(_writer)]

@@ -1,10 +1,19 @@
 """Every error of the characters service, each with the status and code of the envelope."""
 
-from avatar_shared.errors import AppError, BadRequest, Forbidden, NamedNotFound
+from avatar_shared.errors import AppError, BadRequest, Conflict, Forbidden, NamedNotFound
 
 
 class CharacterNotFound(NamedNotFound):
     code, what = "character_not_found", "Character"
+
+
+# A well-formed voice_id the tts service does not have: the request is fine, the voice list
+# (the server's state) does not allow it. Not 404: the character asked for may well exist.
+class UnknownVoice(Conflict):
+    code = "unknown_voice"
+
+    def __init__(self, voice_id: str) -> None:
+        super().__init__(f"voice_id: there is no voice '{voice_id}'; see GET /api/tts/voices.")
 
 
 class NotYourCharacter(Forbidden):
@@ -34,3 +43,10 @@ class MissingCardFile(BadRequest):
 
 class QuotaExceeded(AppError):
     status_code, code = 409, "quota_exceeded"
+
+
+class UnknownFormFields(AppError):
+    status_code, code = 422, "validation_error"
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"The form has fields this endpoint does not take: {', '.join(names)}.")

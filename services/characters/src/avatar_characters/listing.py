@@ -1,16 +1,23 @@
-"""Filters and cursor pagination shared by the preset and user-character listings."""
+"""Filters and cursor pagination of the preset and user-character listings.
 
-import base64
-import binascii
-import json
+Cursors are keyset positions, written out plainly so the OpenAPI document can say exactly
+which strings are cursors (a pattern): any string of that form is a position, whether or not
+an item sits there, and a page starts just after it. Items added or removed meanwhile never
+shift a page.
+- presets: the position in the presets file of the page's last item (`12`);
+- a user's characters: its creation score and id (`1795562062.7026203:usr_…`), newest first.
+"""
+
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Query
 
 from avatar_characters.schemas import Character, CharacterPage
 from avatar_characters.store import PageKey
-from avatar_shared.errors import ValidationFailed
+
+PRESET_CURSOR = r"^[0-9]{1,6}$"
+OWN_CURSOR = r"^[0-9]{1,12}(\.[0-9]{1,17})?:[A-Za-z0-9_-]{1,64}$"
 
 
 def matches(character: Character, category: str | None, tag: str | None, q: str | None) -> bool:
@@ -24,75 +31,54 @@ def matches(character: Character, category: str | None, tag: str | None, q: str 
     return True
 
 
-SortKey = tuple[Any, ...]
+def preset_cursor(
+    cursor: Annotated[
+        str | None, Query(pattern=PRESET_CURSOR, description="next_cursor of the previous page")
+    ] = None,
+) -> int | None:
+    return int(cursor) if cursor is not None else None
 
 
-def encode_cursor(key: SortKey) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
+def own_cursor(
+    cursor: Annotated[
+        str | None, Query(pattern=OWN_CURSOR, description="next_cursor of the previous page")
+    ] = None,
+) -> PageKey | None:
+    if cursor is None:
+        return None
+    score, character_id = cursor.split(":", 1)
+    return float(score), character_id
 
 
-def decode_cursor(cursor: str) -> SortKey:
-    try:
-        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if isinstance(key, list) and key:
-            return tuple(key)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise ValidationFailed("cursor: not a cursor this API gave out")
-
-
-def page(
-    items: list[Character], key: Callable[[Character], SortKey], cursor: str | None, limit: int
-) -> tuple[list[Character], str | None]:
-    """Keyset pagination: `items` are in ascending `key` order, and a cursor is the key of
-    the last item sent, so items added or removed meanwhile never shift a page."""
-    if cursor:
-        after = decode_cursor(cursor)
-        try:
-            items = [item for item in items if key(item) > after]
-        except TypeError as exc:  # a cursor from another listing
-            raise ValidationFailed("cursor: not a cursor of this listing") from exc
-    chunk = items[:limit]
-    more = len(items) > limit
-    return chunk, encode_cursor(key(chunk[-1])) if more else None
+def own_cursor_of(key: PageKey) -> str:
+    return f"{key[0]!r}:{key[1]}"
 
 
 class ListQuery:
-    """`category`, `tag`, `q` (name/description search), then a page of `limit` after `cursor`."""
+    """`category`, `tag`, `q` (name/description search) and a page of `limit`."""
 
     def __init__(
         self,
         category: Annotated[str | None, Query(max_length=50)] = None,
         tag: Annotated[str | None, Query(max_length=30)] = None,
         q: Annotated[str | None, Query(max_length=100)] = None,
-        cursor: Annotated[str | None, Query(max_length=100)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> None:
-        self.category, self.tag, self.q, self.cursor, self.limit = category, tag, q, cursor, limit
+        self.category, self.tag, self.q, self.limit = category, tag, q, limit
 
     def keeps(self, character: Character) -> bool:
         return matches(character, self.category, self.tag, self.q)
 
-    def apply(
-        self, characters: list[Character], key: Callable[[Character], SortKey]
+    def presets_page(
+        self, presets: list[Character], position: Callable[[Character], int], after: int | None
     ) -> CharacterPage:
-        """A page of an in-memory listing (the presets)."""
-        selected = [c for c in characters if self.keeps(c)]
-        chunk, next_cursor = page(sorted(selected, key=key), key, self.cursor, self.limit)
+        """A page of the presets (in memory, in the file's order)."""
+        selected = [c for c in presets if self.keeps(c) and (after is None or position(c) > after)]
+        chunk, more = selected[: self.limit], len(selected) > self.limit
+        next_cursor = str(position(chunk[-1])) if more else None
         return CharacterPage(characters=chunk, next_cursor=next_cursor)
-
-    def after(self) -> PageKey | None:
-        """Where a page of a stored listing starts: the key its cursor carries."""
-        if not self.cursor:
-            return None
-        key = decode_cursor(self.cursor)
-        match key:
-            case (int() | float() as score, str() as character_id):
-                return float(score), character_id
-        raise ValidationFailed("cursor: not a cursor of this listing")
 
 
 def stored_page(characters: list[Character], last: PageKey | None) -> CharacterPage:
-    return CharacterPage(
-        characters=characters, next_cursor=encode_cursor(last) if last is not None else None
-    )
+    next_cursor = own_cursor_of(last) if last is not None else None
+    return CharacterPage(characters=characters, next_cursor=next_cursor)

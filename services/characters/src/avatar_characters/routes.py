@@ -3,9 +3,9 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from starlette.datastructures import UploadFile
 
-from avatar_characters.cards import MAX_CARD_BYTES
-from avatar_characters.deps import CharactersDep, Listing, WriterId
-from avatar_characters.errors import MissingCardFile, UnsupportedCardUpload
+from avatar_characters.cards import CARD_SCHEMA, MAX_CARD_BYTES
+from avatar_characters.deps import CharactersDep, Listing, OwnCursor, PresetCursor, WriterId
+from avatar_characters.errors import MissingCardFile, UnknownFormFields, UnsupportedCardUpload
 from avatar_characters.schemas import (
     Character,
     CharacterFields,
@@ -21,15 +21,17 @@ router = APIRouter(prefix="/api/characters", tags=["characters"], responses=ERRO
 
 
 @router.get("/presets", response_model=Envelope[CharacterPage])
-async def list_presets(chars: CharactersDep, listing: Listing) -> Envelope[CharacterPage]:
-    return ok(chars.list_presets(listing))
+async def list_presets(
+    chars: CharactersDep, listing: Listing, after: PresetCursor
+) -> Envelope[CharacterPage]:
+    return ok(chars.list_presets(listing, after))
 
 
 @router.get("", response_model=Envelope[CharacterPage], summary="The caller's own characters")
 async def list_own(
-    chars: CharactersDep, listing: Listing, user_id: UserId
+    chars: CharactersDep, listing: Listing, after: OwnCursor, user_id: UserId
 ) -> Envelope[CharacterPage]:
-    return ok(await chars.list_own(user_id, listing))
+    return ok(await chars.list_own(user_id, listing, after))
 
 
 @router.post("", response_model=Envelope[Character], status_code=201)
@@ -46,16 +48,24 @@ async def create(
     summary="Create a character from a Character Card V2/V3 (PNG or JSON)",
     openapi_extra={
         "requestBody": {
+            "required": True,
             "content": {
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
-                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "properties": {
+                            "file": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "A PNG with a chara/ccv3 chunk, or a JSON card",
+                            }
+                        },
                         "required": ["file"],
+                        "additionalProperties": False,
                     }
                 },
-                "application/json": {"schema": {"type": "object"}},
-            }
+                "application/json": {"schema": CARD_SCHEMA},
+            },
         }
     },
 )
@@ -75,6 +85,8 @@ async def _card_bytes(request: Request) -> bytes:
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise MissingCardFile()
+    if unknown := set(form) - {"file"}:
+        raise UnknownFormFields(sorted(unknown))
     return await upload.read(MAX_CARD_BYTES + 1)  # enough for read_card to see it is too big
 
 

@@ -1,22 +1,23 @@
 """The character object of API.md, and the limits every write must respect."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic.fields import FieldInfo
+
+from avatar_shared.json_types import SOME_TEXT
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 MAX_TAGS, MAX_TAG_CHARS = 20, 30
-Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS)]
+Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS, pattern=SOME_TEXT)]
 
 
-def _check_image_url(value: str | None) -> str | None:
-    if value is None or value == "":
-        return None
-    if value.startswith(("http://", "https://")) and len(value) > len("https://"):
-        return value
-    if value.startswith("/") and not value.startswith("//"):
-        return value
-    raise ValueError("must be an http(s) URL or a site-relative path starting with /")
+# An http(s) URL or a site-relative path; empty clears it.
+IMAGE_URL = r"^(|https?://.+|/([^/].*)?)$"
+
+
+def _empty_is_none(value: str | None) -> str | None:
+    return value or None
 
 
 class CharacterFields(BaseModel):
@@ -24,20 +25,20 @@ class CharacterFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str = Field(min_length=1, max_length=100)
-    persona: str = Field(min_length=1, max_length=8000)
+    name: str = Field(min_length=1, max_length=100, pattern=SOME_TEXT)
+    persona: str = Field(min_length=1, max_length=8000, pattern=SOME_TEXT)
     voice_id: str = Field("default", pattern=SLUG)
     description: str = Field("", max_length=2000)
     category: str = Field("", max_length=50)
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     sample_dialogue: str = Field("", max_length=4000)
-    image_url: str | None = Field(None, max_length=2000)
+    image_url: str | None = Field(None, max_length=2000, pattern=IMAGE_URL)
     # Kept from an imported Character Card (its scenario and first message). Not in API.md:
     # a PUT that leaves them out keeps their values (see CharacterService.replace).
     scenario: str = Field("", max_length=4000)
     first_message: str = Field("", max_length=4000)
 
-    _image_url = field_validator("image_url")(_check_image_url)
+    _image_url = field_validator("image_url")(_empty_is_none)
 
 
 CARD_ONLY_FIELDS = ("scenario", "first_message")
@@ -52,22 +53,20 @@ def max_length(field: str) -> int:
     )
 
 
-class CharacterPatch(BaseModel):
-    """Any subset of the editable fields. Only the types are checked here: the character
-    that results is validated as a whole by CharacterFields, where the limits live."""
+def _patch_field(field: FieldInfo) -> tuple[Any, None]:
+    """The field with the same type and limits, but optional (null only where the type
+    allows it: `image_url`, where it means "none")."""
+    return Annotated[field.annotation, *field.metadata], None
 
-    model_config = ConfigDict(extra="forbid")
 
-    name: str | None = None
-    persona: str | None = None
-    voice_id: str | None = None
-    description: str | None = None
-    category: str | None = None
-    tags: list[str] | None = None
-    sample_dialogue: str | None = None
-    image_url: str | None = None
-    scenario: str | None = None
-    first_message: str | None = None
+# Any subset of the editable fields, each with the limits of CharacterFields; the character
+# that results is validated whole again (see CharacterService).
+CharacterPatch = create_model(
+    "CharacterPatch",
+    __config__=ConfigDict(extra="forbid", str_strip_whitespace=True),
+    __validators__={"_image_url": field_validator("image_url")(_empty_is_none)},
+    **{name: _patch_field(f) for name, f in CharacterFields.model_fields.items()},
+)
 
 
 class Character(CharacterFields):

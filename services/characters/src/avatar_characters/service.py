@@ -22,7 +22,7 @@ from avatar_characters.schemas import (
     CharacterPatch,
 )
 from avatar_characters.settings import CharactersSettings
-from avatar_characters.store import CharacterStore
+from avatar_characters.store import CharacterStore, PageKey
 from avatar_shared.errors import ValidationFailed, describe_errors
 from avatar_shared.rate import RateLimit
 
@@ -50,15 +50,17 @@ class CharacterService:
         self.voices = VoiceDirectory(http, settings.tts_url, settings.voices_cache_s)
         self.images_dir = Path(settings.images_dir) if settings.images_dir else None
 
-    def list_presets(self, listing: ListQuery) -> CharacterPage:
+    def list_presets(self, listing: ListQuery, after: int | None) -> CharacterPage:
         presets = self.presets.all()
         position = {preset.id: index for index, preset in enumerate(presets)}
-        return listing.apply(presets, lambda c: (position[c.id],))  # the file's order
+        return listing.presets_page(presets, lambda c: position[c.id], after)
 
-    async def list_own(self, user_id: str, listing: ListQuery) -> CharacterPage:
+    async def list_own(
+        self, user_id: str, listing: ListQuery, after: PageKey | None
+    ) -> CharacterPage:
         records, last = await self.store.page_owned(
             user_id,
-            listing.after(),
+            after,
             listing.limit,
             lambda record: listing.keeps(Character.model_validate(record)),
         )

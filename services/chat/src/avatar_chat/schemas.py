@@ -4,7 +4,16 @@ depend on settings (message count and lengths) are checked in `turn.check_limits
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    model_validator,
+)
+
+from avatar_shared.json_types import JsonInt
 
 
 class ChatMessage(BaseModel):
@@ -24,21 +33,34 @@ class Scenario(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # A persona, or a character whose persona is used: one of the two must be given.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["persona"], "properties": {"persona": {"type": "string"}}},
+                {"required": ["character_id"], "properties": {"character_id": {"type": "string"}}},
+            ]
+        },
+    )
 
-    messages: list[ChatMessage] = Field(min_length=1)
-    persona: str | None = Field(None, max_length=8000)
+    messages: list[ChatMessage] = Field(
+        min_length=1, description="The conversation so far; the last message is the user's."
+    )
+    persona: str | None = Field(None, min_length=1, max_length=8000)
     character_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     scenario: Scenario | None = None
     session_id: UUID | None = None
-    temperature: float = Field(0.7, ge=0, le=2)
-    max_tokens: int = Field(512, ge=1, le=4096)
+    temperature: StrictFloat = Field(0.7, ge=0, le=2)
+    max_tokens: JsonInt = Field(512, ge=1, le=4096)
     model: str | None = Field(None, min_length=1, max_length=200)
-    tts_enabled: bool = True
+    tts_enabled: StrictBool = True
     tts_mode: Literal["realtime", "delayed", "on_click"] = "realtime"
-    tts_delay_ms: int = Field(0, ge=0, le=60_000)
-    tts_streaming_mode: int = Field(0, ge=0, le=3)
-    stream: bool = Field(False, description="Answer text/event-stream: delta events, then done.")
+    tts_delay_ms: JsonInt = Field(0, ge=0, le=60_000)
+    tts_streaming_mode: JsonInt = Field(0, ge=0, le=3)
+    stream: StrictBool = Field(
+        False, description="Answer text/event-stream: delta events, then done."
+    )
 
     @model_validator(mode="after")
     def _last_message_is_the_users(self) -> "ChatRequest":
@@ -120,12 +142,43 @@ class Deleted(BaseModel):
     deleted: bool
 
 
+def _sse_event(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """One kind of event of the stream: its name, and its data (JSON text) described."""
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": name},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": data,
+            },
+        },
+    }
+
+
+def _texts(*names: str) -> dict[str, Any]:
+    return {"type": "object", "required": list(names), "properties": {n: {} for n in names}}
+
+
+# Each event of a streamed reply (`stream: true`), as the text/event-stream item schema.
+SSE_EVENT: dict[str, Any] = {
+    "oneOf": [
+        _sse_event("delta", _texts("content")),
+        _sse_event("audio", _texts("index", "text", "audio_url")),
+        _sse_event("done", _texts("content", "usage", "session_id")),
+        _sse_event("error", _texts("code", "message")),
+    ]
+}
+
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": 'With `stream: true`: `event: delta` (data `{"content"}`) as text '
-        "arrives, then one `event: done` whose data is the non-streaming `data` object; "
-        "a failure after the first delta ends the stream with `event: error` "
+        "arrives, `event: audio` (data `{index, text, audio_url}`) per spoken sentence with "
+        "realtime speech, then one `event: done` whose data is the non-streaming `data` "
+        "object; a failure after the first delta ends the stream with `event: error` "
         '(data `{"code", "message"}`).',
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": SSE_EVENT, "itemSchema": SSE_EVENT}},
     }
 }

@@ -58,10 +58,6 @@ class JobFinished(Conflict):
         super().__init__(f"Job '{job_id}' has already finished: there is nothing to cancel.")
 
 
-class InvalidCursor(ValidationFailed):
-    code, message = "invalid_cursor", "cursor: pass the next_cursor of the previous page."
-
-
 class TooManyJobs(AppError):
     status_code, code = 429, "too_many_jobs"
 

@@ -10,6 +10,9 @@ from avatar_shared.envelope import Envelope, ok
 from avatar_shared.errors import ERROR_RESPONSES
 from avatar_shared.identity import UserId
 
+# A cursor is a submission time in Unix seconds: any such number is a position in the list.
+JOBS_CURSOR = r"^[0-9]{1,12}(\.[0-9]{1,17})?$"
+
 router = APIRouter(prefix="/api/generate", tags=["gen3d"], responses=ERROR_RESPONSES)
 
 
@@ -25,7 +28,11 @@ async def generate(
     gen3d: Gen3dDep,
     options: Annotated[
         str | None,
-        Form(description="JSON object: backend, resolution (64-512), texture, seed"),
+        Form(
+            description="A JSON object (the Gen3dOptions schema): backend, resolution "
+            "(64-512), texture, seed",
+            json_schema_extra={"format": "gen3d-options"},
+        ),
     ] = None,
 ) -> Envelope[JobAccepted]:
     return ok(await gen3d.submit(user_id, await image.read(), options))
@@ -64,9 +71,11 @@ async def list_jobs(
     user_id: UserId,
     gen3d: Gen3dDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        str | None, Query(pattern=JOBS_CURSOR, description="next_cursor of the previous page")
+    ] = None,
 ) -> Envelope[JobPage]:
-    return ok(await gen3d.jobs(user_id, cursor, limit))
+    return ok(await gen3d.jobs(user_id, float(cursor) if cursor else None, limit))
 
 
 @router.delete(

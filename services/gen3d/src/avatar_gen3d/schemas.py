@@ -2,7 +2,9 @@
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from avatar_shared.json_types import JsonInt
 
 Backend = Literal["relief", "hunyuan3d"]
 
@@ -13,9 +15,9 @@ class Gen3dOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: Backend | None = Field(None, description="Default: the server's GEN3D_BACKEND.")
-    resolution: int = Field(256, ge=64, le=512, description="Mesh grid cells on the long side.")
-    texture: bool = Field(True, description="The picture as the model's texture.")
-    seed: int = Field(1234, ge=0, le=2**31 - 1, description="For generative backends.")
+    resolution: JsonInt = Field(256, ge=64, le=512, description="Mesh grid cells on the long side.")
+    texture: StrictBool = Field(True, description="The picture as the model's texture.")
+    seed: JsonInt = Field(1234, ge=0, le=2**31 - 1, description="For generative backends.")
 
 
 class JobAccepted(BaseModel):

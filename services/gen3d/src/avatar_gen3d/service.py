@@ -1,7 +1,6 @@
 """3D generation: an uploaded picture becomes a job in the queue, a worker makes it a GLB."""
 
 import asyncio
-import math
 import shutil
 import time
 import uuid
@@ -12,7 +11,6 @@ from redis.asyncio import Redis
 from saq import Job, Queue
 
 from avatar_gen3d.errors import (
-    InvalidCursor,
     InvalidOptions,
     JobFinished,
     JobNotFound,
@@ -37,7 +35,8 @@ from avatar_gen3d.settings import Gen3dSettings
 
 
 def parse_options(raw: str | None) -> Gen3dOptions:
-    if raw is None or not raw.strip():
+    """The options field: a JSON object; empty, absent or JSON `null`: the defaults."""
+    if raw is None or not raw.strip() or raw.strip() == "null":
         return Gen3dOptions()
     try:
         return Gen3dOptions.model_validate_json(raw)
@@ -101,14 +100,9 @@ class Gen3dService:
             raise JobNotFound(job_id)
         return status_of(job, cancelled=bool(await self.book.cancelled([job_id])))
 
-    async def jobs(self, user_id: str, cursor: str | None, limit: int) -> JobPage:
-        """Newest first; the cursor is the submission time of the page's last job."""
-        try:
-            before = float(cursor) if cursor is not None else None
-        except ValueError as exc:
-            raise InvalidCursor() from exc
-        if before is not None and not math.isfinite(before):
-            raise InvalidCursor()
+    async def jobs(self, user_id: str, before: float | None, limit: int) -> JobPage:
+        """Newest first, from just before `before` (the cursor: the submission time of the
+        previous page's last job)."""
         listed = await self.book.page(user_id, before, limit + 1)
         ids = [job_id for job_id, _ in listed[:limit]]
         cancelled = await self.book.cancelled(ids)

@@ -2,7 +2,9 @@
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from avatar_shared.json_types import SOME_TEXT, JsonInt
 
 # The language codes GPT-SoVITS api_v2 accepts.
 Language = Literal[
@@ -13,12 +15,12 @@ Language = Literal[
 class TtsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    text: str = Field(min_length=1, max_length=1000)
-    voice_id: str = Field("default", min_length=1, max_length=64)
+    text: str = Field(min_length=1, max_length=1000, pattern=SOME_TEXT)
+    voice_id: str = Field("default", min_length=1, max_length=64, pattern=SOME_TEXT)
     text_lang: Language = "ko"
     prompt_lang: Language = "ko"
-    streaming_mode: int = Field(0, ge=0, le=3)
-    return_binary: bool = False
+    streaming_mode: JsonInt = Field(0, ge=0, le=3)
+    return_binary: StrictBool = False
     media_type: Literal["wav", "ogg", "aac", "raw"] = "wav"
     file_id: str | None = Field(
         None,

@@ -9,8 +9,8 @@ request is HTTP 400 ``{"message": "..."}`` with api_v2's texts and in api_v2's c
 Audio rule (fixed, so tests can assert on it): a quiet 220 Hz tone, 16-bit mono at
 ``GptSovitsConfig.sample_rate`` (32 kHz like the v2 models), lasting
 ``max(min_duration_s, len(text) * seconds_per_char) / speed_factor`` seconds. ``media_type``:
-``wav`` (default), ``ogg`` (Vorbis), ``raw`` (bare little-endian PCM); ``aac`` is refused with 400
-because the emulator does not encode AAC. ``streaming_mode`` 1-3 (or ``true``) stream the audio
+``wav`` (default), ``ogg`` (Vorbis), ``aac`` (ADTS, as api_v2's ffmpeg packs it), ``raw`` (bare
+little-endian PCM). ``streaming_mode`` 1-3 (or ``true``) stream the audio
 in ``stream_chunk_s`` pieces, ``chunk_delay_s`` apart; for wav, like api_v2, the stream starts
 with a WAV header that claims 0 frames, followed by raw PCM. Deviation: malformed field values are
 400 ``{"message"}`` here rather than FastAPI's 422, and reference audio files are never opened.
@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import av
 import numpy as np
 import soundfile
 from fastapi import FastAPI, Request
@@ -219,8 +220,6 @@ def check_tts_params(params: dict[str, Any], config: GptSovitsConfig) -> None:
     media_type = params["media_type"]
     if media_type not in MEDIA_TYPES:
         raise TtsError(f"media_type: {media_type} is not supported")
-    if media_type == "aac":
-        raise TtsError("media_type: aac is not supported by the emulator (it does not encode aac)")
     if params["text_split_method"] not in TEXT_SPLIT_METHODS:
         raise TtsError(f"text_split_method:{params['text_split_method']} is not supported")
     if params["streaming_mode"] not in (0, 1, 2, 3):
@@ -263,11 +262,24 @@ def encode_ogg(pcm: np.ndarray, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
+def encode_aac(pcm: np.ndarray, sample_rate: int) -> bytes:
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="adts") as container:
+        stream = container.add_stream("aac", rate=sample_rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = sample_rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return buffer.getvalue()
+
+
 def encode(pcm: np.ndarray, sample_rate: int, media_type: str) -> bytes:
     if media_type == "wav":
         return encode_wav(pcm, sample_rate)
     if media_type == "ogg":
         return encode_ogg(pcm, sample_rate)
+    if media_type == "aac":
+        return encode_aac(pcm, sample_rate)
     return pcm.tobytes()
 
 

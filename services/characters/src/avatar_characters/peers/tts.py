@@ -4,7 +4,7 @@ slug is accepted, so a tts outage never blocks editing characters."""
 
 import httpx
 
-from avatar_shared.errors import ValidationFailed
+from avatar_characters.errors import UnknownVoice
 from avatar_shared.peers import PeerClient, PeerError
 from avatar_shared.ttl_cache import TtlCache
 
@@ -20,7 +20,7 @@ class VoiceDirectory:
     async def check(self, voice_id: str) -> None:
         known = await self._voices.get()
         if known is not None and voice_id not in known:
-            raise ValidationFailed(f"voice_id: unknown voice '{voice_id}'")
+            raise UnknownVoice(voice_id)
 
     async def _fetch(self) -> tuple[set[str] | None, float]:
         try:
