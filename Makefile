@@ -48,6 +48,7 @@ bench:
 	$(UV) run --frozen python bench/chat_limits.py
 	$(UV) run --frozen python bench/identity.py
 	$(UV) run --frozen python bench/gen3d.py
+	$(UV) run --frozen python bench/soak.py
 
 # Rewrite .env.example and README's configuration table from the settings classes.
 config-docs:

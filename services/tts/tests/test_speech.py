@@ -4,6 +4,7 @@ a real Redis and a real assets folder."""
 import asyncio
 import io
 import os
+import subprocess
 import time
 import wave
 from collections.abc import AsyncIterator, Iterator
@@ -14,7 +15,13 @@ import mutagen
 import pytest
 
 from avatar_devstack.ports import free_port
-from avatar_devstack.testing import as_user, identity_from_test_header, logged, returning_visitor
+from avatar_devstack.testing import (
+    as_user,
+    identity_from_test_header,
+    logged,
+    returning_visitor,
+    silent_server,
+)
 from avatar_emulators import gpt_sovits
 from avatar_emulators.server import serve_in_thread
 from avatar_shared.identity import current_identity
@@ -376,3 +383,55 @@ async def test_after_redis_lost_its_data_old_audio_is_still_kept_in_bounds(
     assert not stored(tmp_path, old[0]["audio_url"]).exists()  # the oldest went first
     assert stored(tmp_path, old[1]["audio_url"]).exists()
     assert not stale.exists() and fresh.exists()  # another replica may be writing that one
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB file system of its own (tmpfs; mounting needs root, as on the CI machines)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+async def test_a_full_disk_is_503_and_keeps_what_is_stored(
+    app_client, redis_url, small_disk, emulator
+):
+    settings = TtsSettings(
+        redis_url=redis_url, assets_dir=str(small_disk), tts_base_url=emulator[0]
+    )
+    async with app_client(create_app(settings)) as tts:
+        returning_visitor(tts)
+        kept = (await tts.post("/api/tts", json={"text": LONG})).json()["data"]
+        before = stored(small_disk, kept["audio_url"]).read_bytes()
+        filler = small_disk / "filler"
+        filler.write_bytes(b"\0" * (1024**2 - 300_000))  # room for one of these files, not two
+        refused = [await tts.post("/api/tts", json={"text": f"{LONG} {n}"}) for n in range(2)]
+        again = await tts.get(kept["audio_url"])
+        filler.unlink()
+        after = await tts.post("/api/tts", json={"text": f"{LONG} 다시"})
+    assert refused[0].status_code == 200  # the last room there was
+    assert refused[1].status_code == 503
+    assert refused[1].json()["error"]["code"] == "storage_full"
+    assert list(small_disk.rglob("*.part")) == []  # the half-written file was removed
+    assert again.status_code == 200 and again.content == before
+    assert after.status_code == 200  # room again: speech again
+
+
+async def test_a_speech_server_that_never_answers_is_504_within_the_timeout(
+    app_client, redis_url, tmp_path
+):
+    with silent_server() as hung:
+        settings = TtsSettings(
+            redis_url=redis_url, assets_dir=str(tmp_path), tts_base_url=hung, tts_timeout_s=0.5
+        )
+        async with app_client(create_app(settings)) as tts:
+            started = time.perf_counter()
+            response = await tts.post("/api/tts", json={"text": SHORT})
+            elapsed = time.perf_counter() - started
+    assert (response.status_code, response.json()["error"]["code"]) == (504, "tts_timeout")
+    assert elapsed < 3
+    assert list(tmp_path.rglob("*.*")) == []  # nothing half-written left

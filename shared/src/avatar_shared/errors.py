@@ -7,6 +7,7 @@ errors, Starlette's 404/405, upstream (httpx) and Redis failures, and anything u
 that envelope. No stack trace ever reaches a client: unhandled errors are logged, not echoed.
 """
 
+import errno
 import logging
 import sys
 from typing import Any
@@ -189,10 +190,23 @@ async def _redis_refused(request: Request, exc: Exception) -> JSONResponse:
     script too) is a full store, not a bug: the write did not happen, reads still work."""
     if "OOM" in str(exc):
         logger.error("redis is out of memory: %s", exc)
-        return error_response(
-            503, "storage_full", "The data store is full; nothing was stored. Try again later."
-        )
+        return _storage_full()
     return await _unhandled(request, exc)
+
+
+async def _os_error(request: Request, exc: Exception) -> JSONResponse:
+    """A full disk (or quota) is a full store too: the file was not kept (writers remove
+    what they had begun), and what is stored already is untouched."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        logger.error("disk full: %s", exc)
+        return _storage_full()
+    return await _unhandled(request, exc)
+
+
+def _storage_full() -> JSONResponse:
+    return error_response(
+        503, "storage_full", "The data store is full; nothing was stored. Try again later."
+    )
 
 
 async def _upstream_timeout(_: Request, exc: Exception) -> JSONResponse:
@@ -223,6 +237,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(redis.exceptions.ConnectionError, _redis_error)
     app.add_exception_handler(redis.exceptions.TimeoutError, _redis_error)
     app.add_exception_handler(redis.exceptions.ResponseError, _redis_refused)
+    app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(httpx.TimeoutException, _upstream_timeout)
     app.add_exception_handler(httpx.ConnectError, _upstream_unreachable)
     app.add_exception_handler(httpx.TransportError, _upstream_broken)

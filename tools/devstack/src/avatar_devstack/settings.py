@@ -11,7 +11,7 @@ class StackSettings(SharedSettings, PeerUrls):
     """Port of the Traefik gateway (the public entry)."""
     gateway_metrics_port: int = 8090
     """Port of Traefik's Prometheus metrics (loopback only; not the public entry)."""
-    gateway_healthcheck_interval: str = "5s"
+    gateway_healthcheck_interval: str = "1s"
     """How often Traefik checks each replica's /healthz."""
     gateway_response_timeout: str = "30s"
     """Longest the gateway waits for a service's answer (not chat/tts)."""

@@ -139,19 +139,30 @@ class Stack:
             "--port", str(self.ports.redis),
             "--bind", "127.0.0.1",
             "--dir", str(redis_dir),
+            # Every write is in the append-only file within a second: a crash (kill -9) of
+            # Redis loses at most the last second, and user characters live only here.
             "--save", "60 1",
-            "--appendonly", "no",
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
             "--maxmemory", self.redis_maxmemory,
             "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
         child = self.supervisor.start("redis", argv, self.env)
         self.supervisor.wait_ready(child, lambda: port_open(self.ports.redis))
 
-    def stop_redis(self) -> None:
+    def stop_redis(self, crash: bool = False) -> None:
+        self.stop_child("redis", crash)
+
+    def stop_child(self, name: str, crash: bool = False) -> None:
+        """Stops one child (`chat-2`, `emulator-ollama`): gracefully, or killed at once
+        (SIGKILL, as a crash or an OOM kill would) when `crash`."""
         for child in list(self.supervisor.children):
-            if child.name == "redis":
-                self.supervisor.stop(child)
+            if child.name == name:
+                self.supervisor.stop(child, grace_s=0 if crash else 5)
                 self.supervisor.children.remove(child)
+
+    def start_emulator(self, name: str) -> None:
+        self._start_emulator(name, self.ports.emulators[name])()
 
     def _start_app(self, name: str, port: int, replica: int) -> Callable[[], None]:
         """Replica 1 is named after the app (`chat`), later ones `chat-2`, `chat-3`..."""
@@ -203,9 +214,11 @@ class Stack:
             raise ChildFailed("the demo OpenID provider is not installed: run `make install`")
         argv = [
             find_binary("node"), str(OIDC_PROVIDER_DIR / "server.mjs"), "--port", str(port),
-            "--client-id", self.env["GOOGLE_CLIENT_ID"],
-            "--client-secret", self.env["GOOGLE_CLIENT_SECRET"],
-            "--redirect-uri", self.env["PUBLIC_BASE_URL"] + "/api/auth/google/callback",
+            # `--name=value`: a generated secret may start with "-", which node's parseArgs
+            # would otherwise read as an option of its own.
+            f"--client-id={self.env['GOOGLE_CLIENT_ID']}",
+            f"--client-secret={self.env['GOOGLE_CLIENT_SECRET']}",
+            f"--redirect-uri={self.env['PUBLIC_BASE_URL']}/api/auth/google/callback",
             *self.oidc_args,
         ]  # fmt: skip
         child = self.supervisor.start("oidc-provider", argv, self.env)

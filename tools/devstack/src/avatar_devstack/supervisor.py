@@ -79,8 +79,9 @@ class Supervisor:
         return [c for c in self.children if c.process.poll() is not None]
 
     def stop(self, child: Child, grace_s: float = 5) -> None:
+        """SIGTERM, then SIGKILL after `grace_s` (0: at once, as a crash would)."""
         if child.process.poll() is None:
-            self._signal(child, signal.SIGTERM)
+            self._signal(child, signal.SIGTERM if grace_s else signal.SIGKILL)
             try:
                 child.process.wait(grace_s)
             except subprocess.TimeoutExpired:
