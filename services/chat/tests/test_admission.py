@@ -190,3 +190,16 @@ async def test_only_offered_models_are_accepted(app_client, redis_url, backend_n
     assert [r.status_code for r in refused] == [404, 404]
     assert {r.json()["error"]["code"] for r in refused} == {"model_not_found"}
     assert backend.recorder.prompts == []  # neither reached the LLM server
+
+
+async def test_a_users_share_holds_while_their_sessions_stay_in_use(app_client, redis_url, backend):
+    settings = limited(redis_url, backend, 2, idle_s=2, max_sessions_per_user=1)
+    async with app_client(with_test_users(settings)) as chat:
+        first = (await new_session(chat, "alice")).json()["data"]["session_id"]
+        for _ in range(3):  # in use for longer than the idle time, never idle that long
+            await asyncio.sleep(0.9)
+            assert (await new_session(chat, "alice", session_id=first)).status_code == 200
+        second = await new_session(chat, "alice")  # her second: it takes her first's place
+        other = await new_session(chat, "bob")
+    assert second.status_code == 200
+    assert other.status_code == 200  # alice holds one place of the two, not both

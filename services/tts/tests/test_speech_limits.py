@@ -223,3 +223,25 @@ async def test_a_speech_server_that_never_answers_is_504_within_the_timeout(
     assert (response.status_code, response.json()["error"]["code"]) == (504, "tts_timeout")
     assert elapsed < 3
     assert list(tmp_path.rglob("*.*")) == []  # nothing half-written left
+
+
+async def test_an_index_of_an_older_version_is_rebuilt_at_start(
+    app_client, redis_url, redis, tmp_path, emulator
+):
+    settings = TtsSettings(redis_url=redis_url, assets_dir=str(tmp_path), tts_base_url=emulator[0])
+    async with app_client(create_app(settings)) as tts:
+        returning_visitor(tts)
+        old = [
+            (await tts.post("/api/tts", json={"text": f"{LONG} {n}"})).json()["data"]
+            for n in range(2)
+        ]
+    # What the previous version kept: files and a total, no holders (and a stale total).
+    await redis.delete("tts:holder-of", "tts:usage", *await redis.keys("tts:held:*"))
+    await redis.set("tts:bytes", 10_000_000)
+    full = settings.model_copy(update={"assets_max_bytes": 400_000})  # two files, not three
+    async with app_client(create_app(full)) as tts:
+        returning_visitor(tts)
+        new = (await tts.post("/api/tts", json={"text": f"{LONG} new"})).json()["data"]
+    assert not stored(tmp_path, old[0]["audio_url"]).exists()  # the oldest went
+    assert stored(tmp_path, old[1]["audio_url"]).exists()
+    assert stored(tmp_path, new["audio_url"]).exists()  # not evicted by a stale total

@@ -188,8 +188,8 @@ async def _redis_error(_: Request, exc: Exception) -> JSONResponse:
 async def _redis_refused(request: Request, exc: Exception) -> JSONResponse:
     """Redis answered with an error. Out of memory (maxmemory with `noeviction`, inside a
     script too) is a full store, not a bug: the write did not happen, reads still work."""
-    if "OOM" in str(exc):
-        logger.error("redis is out of memory: %s", exc)
+    if "OOM" in str(exc) or "MISCONF" in str(exc):  # out of memory, or its disk is full
+        logger.error("redis refuses writes: %s", exc)
         return _storage_full()
     return await _unhandled(request, exc)
 

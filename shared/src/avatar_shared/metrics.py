@@ -32,6 +32,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from redis.exceptions import RedisError
 
 # Seconds: from a cached read (ms) to a long LLM stream or a synthesis (a minute or more).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -104,7 +105,10 @@ def metrics_router(scrape: Scrape | None) -> APIRouter:
     @router.get("/metrics")
     async def metrics(request: Request) -> Response:
         if scrape is not None:
-            await scrape(request)
+            try:
+                await scrape(request)
+            except (RedisError, OSError):  # Redis down: the gauges keep their last values
+                pass
         return Response(generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)
 
     return router

@@ -77,10 +77,9 @@ class CharacterService:
         preset = self.presets.get(character_id)
         if preset is not None:
             return preset.model_dump()
-        return {
-            **await self._user_character(character_id),
-            "card": await self.store.card(character_id),
-        }
+        stored = await self._user_character(character_id)
+        # Characters imported before cards had their own key keep theirs in the record.
+        return {**stored, "card": await self.store.card(character_id) or stored.get("card")}
 
     async def _user_character(self, character_id: str) -> dict[str, Any]:
         stored = await self.store.get(character_id)

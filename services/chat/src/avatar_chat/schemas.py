@@ -38,7 +38,10 @@ class ChatRequest(BaseModel):
         extra="forbid",
         json_schema_extra={
             "anyOf": [
-                {"required": ["persona"], "properties": {"persona": {"type": "string"}}},
+                {
+                    "required": ["persona"],
+                    "properties": {"persona": {"type": "string", "minLength": 1}},
+                },
                 {"required": ["character_id"], "properties": {"character_id": {"type": "string"}}},
             ]
         },
@@ -47,7 +50,8 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(
         min_length=1, description="The conversation so far; the last message is the user's."
     )
-    persona: str | None = Field(None, min_length=1, max_length=8000)
+    # Empty counts as absent: the character's persona is used (as API.md says).
+    persona: str | None = Field(None, max_length=8000)
     character_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     scenario: Scenario | None = None
     session_id: UUID | None = None

@@ -1,11 +1,11 @@
 """The chat domain: a conversation turn, its session, and the model list.
 
 A turn of `POST /api/chat` goes through these phases, each one call from `ChatService`:
-1. check the request's sizes, then admit it (the caller's rate, the concurrent-session limit
-   and the caller's share of it: one atomic step; a new session's place is provisional until
-   its first turn succeeds). Nothing else is spent on a request that is refused;
-2. plan: the model (offered ones only), the persona (characters service), the session and
-   the window;
+1. check the request's sizes and its model (offered ones only, from a cached list), then
+   admit it (the caller's rate, the concurrent-session limit and the caller's share of it:
+   one atomic step; a new session's place is provisional until its first turn succeeds).
+   Nothing else is spent on a request that is refused;
+2. plan: the persona (characters service), the session and the window;
 3. fit the conversation into the window, summarizing older turns if due;
 4. ask the LLM, in one of this replica's in-flight slots;
 5. record the turn, then voice the reply.
@@ -111,7 +111,7 @@ class ChatService:
     async def _plan(
         self, body: ChatRequest, session_id: str, caller: Caller
     ) -> tuple[Turn, SessionState]:
-        model = await self.catalog.require(body.model or self.settings.default_model)
+        model = body.model or self.settings.default_model
         persona, voice_id = await self._persona(body)
         is_new = body.session_id is None
         # A new id has no owner yet; anyone else's session is reported as missing.
@@ -144,6 +144,8 @@ class ChatService:
         """An admitted, planned turn whose conversation fits the window. If the block fails,
         a new session leaves nothing behind: neither its place in the limit nor a summary."""
         check_limits(body, self.settings)  # only well-formed requests count
+        # A cached list: a model the server lacks costs the caller neither rate nor session.
+        await self.catalog.require(body.model or self.settings.default_model)
         is_new = body.session_id is None
         session_id = str(uuid.uuid4()) if is_new else str(body.session_id)
         async with self.admission.provisional(session_id, caller.key):
@@ -169,8 +171,8 @@ class ChatService:
     ) -> ChatReply:
         await self.sessions.record_turn(turn.session_id, caller.user_id, turn.record(reply))
         model = turn.llm_request.model
-        LLM_TOKENS.labels(model, "prompt").inc(reply.prompt_tokens)
-        LLM_TOKENS.labels(model, "completion").inc(reply.completion_tokens)
+        LLM_TOKENS.labels(model, "prompt").inc(max(0, reply.prompt_tokens))
+        LLM_TOKENS.labels(model, "completion").inc(max(0, reply.completion_tokens))
         audio_url, tts_error = None, None
         if speak:
             audio_url, tts_error = await self.voice.speak(

@@ -13,7 +13,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -84,8 +84,9 @@ class AudioFolder:
         found = []
         for path in self.root.glob("*/audio/*"):
             if SAFE_USER.match(path.parent.parent.name) and SAFE_FILE.match(path.name):
-                stat = path.stat()
-                found.append((path, path.parent.parent.name, stat.st_size, stat.st_mtime))
+                with suppress(FileNotFoundError):  # another replica evicted it meanwhile
+                    stat = path.stat()
+                    found.append((path, path.parent.parent.name, stat.st_size, stat.st_mtime))
         return found
 
     def remove_stale_parts(self, older_than_s: float) -> int:
@@ -93,9 +94,10 @@ class AudioFolder:
         another replica's work in progress."""
         removed, cutoff = 0, time.time() - older_than_s
         for path in self.root.glob("*/audio/*.part"):
-            if path.stat().st_mtime < cutoff:
-                path.unlink(missing_ok=True)
-                removed += 1
+            with suppress(FileNotFoundError):  # another replica finished it meanwhile
+                if path.stat().st_mtime < cutoff:
+                    path.unlink(missing_ok=True)
+                    removed += 1
         return removed
 
     def taken(self, user_id: str, file_id: str) -> bool:

@@ -79,11 +79,15 @@ class Retention:
         else:
             await self.used(path)
 
-    async def restore(self, files: list[tuple[Path, str, int, float]]) -> int:
-        """Indexes files found on disk (path, holder, size, last use) when Redis has no
-        index at all (it lost its data): else they would never be evicted. Returns how many."""
-        if await self.redis.exists(FILES):
-            return 0
+    async def lost(self) -> bool:
+        """Redis has no index of the files (it lost its data, or holds only the index of
+        an older version, which did not know holders): it must be rebuilt from the disk."""
+        return not await self.redis.exists(HOLDER_OF)
+
+    async def rebuild(self, files: list[tuple[Path, str, int, float]]) -> None:
+        """Indexes the files found on disk (path, holder, size, last use), so they are
+        evicted in turn like any other."""
+        await self.redis.delete(FILES, TOTAL, USAGE)
         for start in range(0, len(files), 500):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for path, holder, size, last_use in files[start : start + 500]:
@@ -92,7 +96,6 @@ class Retention:
                         keys=keys, args=[str(path), size, holder, last_use], client=pipe
                     )
                 await pipe.execute()
-        return len(files)
 
     async def used(self, path: Path) -> None:
         entry = await self.redis.hget(HOLDER_OF, str(path))

@@ -121,12 +121,14 @@ class SpeechService:
         retention index is rebuilt from the folder if Redis lost it. Best effort: a Redis
         that is down now does not stop the service from starting."""
         removed = await asyncio.to_thread(self.folder.remove_stale_parts, LOCK_S)
+        restored = 0
         try:
-            files = await asyncio.to_thread(self.folder.audio_files)
-            restored = await self.retention.restore(files)
+            if await self.retention.lost():
+                files = await asyncio.to_thread(self.folder.audio_files)
+                await self.retention.rebuild(files)
+                restored = len(files)
         except RedisError as exc:
             log.warning("retention index not checked (Redis unavailable): %s", exc)
-            restored = 0
         if removed or restored:
             log.info(
                 "recovered: %d stale partial files removed, %d files indexed", removed, restored
@@ -186,8 +188,12 @@ class SpeechService:
                     out.write(chunk)
                     yield chunk
         assert out.stored is not None  # set when the block ends without an error
-        await self.store.remember(key, out.stored)
-        await self.retention.kept(out.stored.path, out.stored.size, caller.key)
+        try:
+            await self.retention.kept(out.stored.path, out.stored.size, caller.key)
+            await self.store.remember(key, out.stored)
+        except BaseException:  # not indexed, so never evicted: it must not stay
+            await asyncio.to_thread(out.stored.path.unlink, True)
+            raise
         result.append(out.stored)
 
     async def _file_for(

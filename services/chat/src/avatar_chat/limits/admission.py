@@ -69,9 +69,9 @@ else
     return {'full', tostring(tonumber(oldest[2]) + idle - now)}
   end
   redis.call('ZADD', mine, now, session)
-  redis.call('EXPIRE', mine, idle)
   added = 1
 end
+redis.call('EXPIRE', mine, idle)  -- lives while any of the caller's sessions is in use
 redis.call('ZADD', active, now, session)
 rate_count(rate, window, now, ARGV[7])
 return {'admitted', added}

@@ -43,8 +43,9 @@ class ModelCatalog:
 
     async def require(self, model: str) -> str:
         """`model` when clients may choose it, else 404 model_not_found."""
-        # Ollama reads a name without a tag as `:latest`, and lists it without (see ollama.py).
-        if model.removesuffix(":latest") not in {m.id for m in await self.models()}:
+        # Ollama reads a name without a tag as `:latest` (and ollama.py lists it without).
+        offered = {m.id.removesuffix(":latest") for m in await self.models()}
+        if model.removesuffix(":latest") not in offered:
             raise ModelNotFound(model)
         return model
 
