@@ -9,11 +9,11 @@ from avatar_shared.ttl_cache import TtlCache
 Document = TtlCache[dict[str, Any]]
 
 
-def _health(request: Request) -> Document:
+async def _health(request: Request) -> Document:
     return request.state.health
 
 
-def _openapi(request: Request) -> Document:
+async def _openapi(request: Request) -> Document:
     return request.state.openapi
 
 

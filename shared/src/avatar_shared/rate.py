@@ -89,7 +89,7 @@ class Caller:
         return self.identity.user_id
 
 
-def _caller(identity: CallerIdentity, request: Request) -> Caller:
+async def _caller(identity: CallerIdentity, request: Request) -> Caller:
     return Caller(identity, caller_key(identity, request))
 
 

@@ -28,7 +28,7 @@ def open_redis(url: str, timeout_s: float) -> Redis:
     return Redis.from_url(url, decode_responses=True, **connection_options(timeout_s))
 
 
-def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> Redis:
     return request.state.redis
 
 

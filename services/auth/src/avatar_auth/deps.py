@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 from avatar_auth.service import AuthService
 
 
-def _auth(request: Request) -> AuthService:
+async def _auth(request: Request) -> AuthService:
     return request.state.auth
 
 

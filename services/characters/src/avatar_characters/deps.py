@@ -4,24 +4,24 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from avatar_characters.listing import ListQuery, own_cursor, preset_cursor
+from avatar_characters.listing import ListQuery, list_query, own_cursor, preset_cursor
 from avatar_characters.service import CharacterService
 from avatar_characters.store import PageKey
 from avatar_shared.rate import CallerDep
 
 
-def _characters(request: Request) -> CharacterService:
+async def _characters(request: Request) -> CharacterService:
     return request.state.characters
 
 
 async def _writer(caller: CallerDep, request: Request) -> str:
     """The caller of a write, once the write is counted against their rate."""
-    await _characters(request).writes.hit(caller.key)
+    await (await _characters(request)).writes.hit(caller.key)
     return caller.user_id
 
 
 CharactersDep = Annotated[CharacterService, Depends(_characters)]
-Listing = Annotated[ListQuery, Depends()]
+Listing = Annotated[ListQuery, Depends(list_query)]
 PresetCursor = Annotated[int | None, Depends(preset_cursor)]
 OwnCursor = Annotated[PageKey | None, Depends(own_cursor)]
 # The user id of a write's caller, after CHARACTER_WRITES_PER_MIN allowed it.

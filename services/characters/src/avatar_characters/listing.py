@@ -31,7 +31,7 @@ def matches(character: Character, category: str | None, tag: str | None, q: str 
     return True
 
 
-def preset_cursor(
+async def preset_cursor(
     cursor: Annotated[
         str | None, Query(pattern=PRESET_CURSOR, description="next_cursor of the previous page")
     ] = None,
@@ -39,7 +39,7 @@ def preset_cursor(
     return int(cursor) if cursor is not None else None
 
 
-def own_cursor(
+async def own_cursor(
     cursor: Annotated[
         str | None, Query(pattern=OWN_CURSOR, description="next_cursor of the previous page")
     ] = None,
@@ -57,13 +57,7 @@ def own_cursor_of(key: PageKey) -> str:
 class ListQuery:
     """`category`, `tag`, `q` (name/description search) and a page of `limit`."""
 
-    def __init__(
-        self,
-        category: Annotated[str | None, Query(max_length=50)] = None,
-        tag: Annotated[str | None, Query(max_length=30)] = None,
-        q: Annotated[str | None, Query(max_length=100)] = None,
-        limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    ) -> None:
+    def __init__(self, category: str | None, tag: str | None, q: str | None, limit: int) -> None:
         self.category, self.tag, self.q, self.limit = category, tag, q, limit
 
     def keeps(self, character: Character) -> bool:
@@ -77,6 +71,15 @@ class ListQuery:
         chunk, more = selected[: self.limit], len(selected) > self.limit
         next_cursor = str(position(chunk[-1])) if more else None
         return CharacterPage(characters=chunk, next_cursor=next_cursor)
+
+
+async def list_query(
+    category: Annotated[str | None, Query(max_length=50)] = None,
+    tag: Annotated[str | None, Query(max_length=30)] = None,
+    q: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> ListQuery:
+    return ListQuery(category, tag, q, limit)
 
 
 def stored_page(characters: list[Character], last: PageKey | None) -> CharacterPage:

@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 from avatar_chat.service import ChatService
 
 
-def _chat(request: Request) -> ChatService:
+async def _chat(request: Request) -> ChatService:
     return request.state.chat
 
 

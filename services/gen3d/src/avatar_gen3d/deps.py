@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 from avatar_gen3d.service import Gen3dService
 
 
-def _gen3d(request: Request) -> Gen3dService:
+async def _gen3d(request: Request) -> Gen3dService:
     return request.state.gen3d
 
 

@@ -8,13 +8,13 @@ from avatar_shared.rate import Caller, CallerDep
 from avatar_tts.service import SpeechService
 
 
-def _speech(request: Request) -> SpeechService:
+async def _speech(request: Request) -> SpeechService:
     return request.state.speech
 
 
 async def _speaker(caller: CallerDep, request: Request) -> Caller:
     """The caller of a speech request, once it is counted against their rate."""
-    await _speech(request).rate.hit(caller.key)
+    await (await _speech(request)).rate.hit(caller.key)
     return caller
 
 
