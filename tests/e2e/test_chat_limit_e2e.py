@@ -5,7 +5,6 @@ freed by DELETE or by idle expiry goes to a new session."""
 
 import asyncio
 import json
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,9 +13,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from avatar_devstack.ports import Ports
-from avatar_devstack.settings import StackSettings
 from avatar_devstack.stack import Stack
+from avatar_devstack.testing import own_stack
 
 LIMIT = 20
 BURST = 200
@@ -26,24 +24,16 @@ NEW = {"messages": [{"role": "user", "content": "hi"}], "persona": "p", "tts_ena
 
 @pytest.fixture(scope="module")
 def limited() -> Iterator[Stack]:
-    with tempfile.TemporaryDirectory(prefix="avatar-limit-") as tmp:
-        stack = Stack(
-            Ports.free(emulators=True, replicas={"chat": 2}),
-            StackSettings(),
-            data_dir=Path(tmp) / "data",
-            log_dir=Path(tmp),
-            env_overrides={
-                "MAX_CONCURRENT_USERS": str(LIMIT),
-                "ACTIVE_SESSION_IDLE_S": str(IDLE_S),
-                # One client address sends the whole burst: its own rate and share are no limit.
-                "CHAT_RATE_PER_MIN": "100000",
-                "MAX_SESSIONS_PER_USER": "100000",
-                "LLM_QUEUE_WAIT_S": "60",  # admitted requests may queue for the LLM
-                "GATEWAY_LOG_LEVEL": "WARN",
-            },
-        )
-        with stack:
-            yield stack
+    env = {
+        "MAX_CONCURRENT_USERS": str(LIMIT),
+        "ACTIVE_SESSION_IDLE_S": str(IDLE_S),
+        # One client address sends the whole burst: its own rate and share are no limit.
+        "CHAT_RATE_PER_MIN": "100000",
+        "MAX_SESSIONS_PER_USER": "100000",
+        "LLM_QUEUE_WAIT_S": "60",  # admitted requests may queue for the LLM
+    }
+    with own_stack("limit", env, replicas={"chat": 2}) as stack:
+        yield stack
 
 
 @pytest.fixture

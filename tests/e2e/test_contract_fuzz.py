@@ -13,16 +13,13 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from avatar_devstack.environment import REPO_ROOT
-from avatar_devstack.ports import Ports
-from avatar_devstack.settings import StackSettings
 from avatar_devstack.stack import Stack
+from avatar_devstack.testing import own_stack
 
 EXAMPLES = int(os.environ.get("CONTRACT_FUZZ_EXAMPLES", "5"))
 MIN_CASES = int(os.environ.get("CONTRACT_FUZZ_MIN_CASES", "200"))
@@ -32,16 +29,8 @@ SEED = os.environ.get("CONTRACT_FUZZ_SEED", "20261124")
 @pytest.fixture(scope="module")
 def demo() -> Iterator[Stack]:
     """The demo stack on its own (the fuzzer makes many characters, sessions and 3D jobs)."""
-    with tempfile.TemporaryDirectory(prefix="avatar-fuzz-") as tmp:
-        stack = Stack(
-            Ports.free(emulators=True),
-            StackSettings(),
-            data_dir=Path(tmp) / "data",
-            log_dir=Path(tmp),
-            env_overrides={"ASSETS_DIR": str(Path(tmp) / "assets"), "GATEWAY_LOG_LEVEL": "WARN"},
-        )
-        with stack:
-            yield stack
+    with own_stack("fuzz", {}) as stack:
+        yield stack
 
 
 def test_the_api_does_what_its_openapi_document_says(demo):

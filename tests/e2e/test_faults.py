@@ -4,18 +4,15 @@ loses nothing stored. (The LLM killed mid-stream, an upstream that never answers
 disk are in the services' own suites.)"""
 
 import asyncio
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from avatar_devstack.ports import Ports
-from avatar_devstack.settings import StackSettings
 from avatar_devstack.stack import Stack
+from avatar_devstack.testing import own_stack
 
 PERSONA = "밝고 명랑한 캐릭터."
 CHAT = {"messages": [{"role": "user", "content": "안녕"}], "persona": PERSONA, "tts_enabled": False}
@@ -24,23 +21,16 @@ CHAT = {"messages": [{"role": "user", "content": "안녕"}], "persona": PERSONA,
 @pytest.fixture(scope="module")
 def faulty() -> Iterator[Stack]:
     """Two chat replicas behind the gateway, limits out of the way (one client is the load)."""
-    with tempfile.TemporaryDirectory(prefix="avatar-faults-") as tmp:
-        stack = Stack(
-            Ports.free(emulators=True, replicas={"chat": 2}),
-            StackSettings(),
-            data_dir=Path(tmp) / "data",
-            log_dir=Path(tmp),
-            env_overrides={
-                "CHAT_RATE_PER_MIN": "1000000",
-                "MAX_CONCURRENT_USERS": "1000000",
-                "MAX_SESSIONS_PER_USER": "1000000",
-                "CHARACTER_WRITES_PER_MIN": "1000000",
-                "MAX_CHARACTERS_PER_USER": "1000000",
-                "GATEWAY_LOG_LEVEL": "ERROR",
-            },
-        )
-        with stack:
-            yield stack
+    env = {
+        "CHAT_RATE_PER_MIN": "1000000",
+        "MAX_CONCURRENT_USERS": "1000000",
+        "MAX_SESSIONS_PER_USER": "1000000",
+        "CHARACTER_WRITES_PER_MIN": "1000000",
+        "MAX_CHARACTERS_PER_USER": "1000000",
+        "GATEWAY_LOG_LEVEL": "ERROR",
+    }
+    with own_stack("faults", env, replicas={"chat": 2}) as stack:
+        yield stack
 
 
 def outcome(response: httpx.Response) -> tuple[int, str]:

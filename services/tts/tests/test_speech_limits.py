@@ -149,25 +149,25 @@ async def test_old_audio_expires(app_client, redis_url, tmp_path, emulator):
     assert not stored(tmp_path, old["audio_url"]).exists()
 
 
+async def speak_as_one_visitor(app_client, settings: TtsSettings, texts: list[str]) -> list:
+    """A start of the service, in which one returning visitor has `texts` spoken."""
+    async with app_client(create_app(settings)) as tts:
+        returning_visitor(tts)
+        return [(await tts.post("/api/tts", json={"text": t})).json()["data"] for t in texts]
+
+
 async def test_after_redis_lost_its_data_old_audio_is_still_kept_in_bounds(
     app_client, redis_url, redis, tmp_path, emulator
 ):
     settings = TtsSettings(redis_url=redis_url, assets_dir=str(tmp_path), tts_base_url=emulator[0])
-    async with app_client(create_app(settings)) as tts:
-        returning_visitor(tts)
-        old = [
-            (await tts.post("/api/tts", json={"text": f"{LONG} {n}"})).json()["data"]
-            for n in range(2)
-        ]
+    old = await speak_as_one_visitor(app_client, settings, [f"{LONG} {n}" for n in range(2)])
     await redis.flushdb()  # Redis lost everything; the files are still on disk
     folder = stored(tmp_path, old[0]["audio_url"]).parent
     stale, fresh = folder / "dead.part", folder / "writing.part"
     stale.write_bytes(b"half"), fresh.write_bytes(b"half")
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
     full = settings.model_copy(update={"assets_max_bytes": 400_000})  # two files, not three
-    async with app_client(create_app(full)) as tts:  # the service starts again
-        returning_visitor(tts)
-        await tts.post("/api/tts", json={"text": f"{LONG} new"})
+    await speak_as_one_visitor(app_client, full, [f"{LONG} new"])  # the service starts again
     assert not stored(tmp_path, old[0]["audio_url"]).exists()  # the oldest went first
     assert stored(tmp_path, old[1]["audio_url"]).exists()
     assert not stale.exists() and fresh.exists()  # another replica may be writing that one
@@ -229,19 +229,12 @@ async def test_an_index_of_an_older_version_is_rebuilt_at_start(
     app_client, redis_url, redis, tmp_path, emulator
 ):
     settings = TtsSettings(redis_url=redis_url, assets_dir=str(tmp_path), tts_base_url=emulator[0])
-    async with app_client(create_app(settings)) as tts:
-        returning_visitor(tts)
-        old = [
-            (await tts.post("/api/tts", json={"text": f"{LONG} {n}"})).json()["data"]
-            for n in range(2)
-        ]
+    old = await speak_as_one_visitor(app_client, settings, [f"{LONG} {n}" for n in range(2)])
     # What the previous version kept: files and a total, no holders (and a stale total).
     await redis.delete("tts:holder-of", "tts:usage", *await redis.keys("tts:held:*"))
     await redis.set("tts:bytes", 10_000_000)
     full = settings.model_copy(update={"assets_max_bytes": 400_000})  # two files, not three
-    async with app_client(create_app(full)) as tts:
-        returning_visitor(tts)
-        new = (await tts.post("/api/tts", json={"text": f"{LONG} new"})).json()["data"]
+    (new,) = await speak_as_one_visitor(app_client, full, [f"{LONG} new"])
     assert not stored(tmp_path, old[0]["audio_url"]).exists()  # the oldest went
     assert stored(tmp_path, old[1]["audio_url"]).exists()
     assert stored(tmp_path, new["audio_url"]).exists()  # not evicted by a stale total

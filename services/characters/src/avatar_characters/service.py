@@ -58,13 +58,12 @@ class CharacterService:
     async def list_own(
         self, user_id: str, listing: ListQuery, after: PageKey | None
     ) -> CharacterPage:
-        records, last = await self.store.page_owned(
-            user_id,
-            after,
-            listing.limit,
-            lambda record: listing.keeps(Character.model_validate(record)),
-        )
-        return stored_page([Character.model_validate(r) for r in records], last)
+        def select(record: dict[str, Any]) -> Character | None:
+            character = Character.model_validate(record)
+            return character if listing.keeps(character) else None
+
+        characters, last = await self.store.page_owned(user_id, after, listing.limit, select)
+        return stored_page(characters, last)
 
     async def get(self, character_id: str) -> Character:
         preset = self.presets.get(character_id)  # the hot path: no Redis, no copying

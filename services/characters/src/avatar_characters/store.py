@@ -16,7 +16,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
@@ -69,7 +69,8 @@ def _bytes(user_id: str) -> str:
     return f"characters:bytes:{user_id}"
 
 
-PageKey = tuple[float, str]  # (creation score, id): where a page of a listing ends
+PageKey = tuple[float, str]
+T = TypeVar("T")  # (creation score, id): where a page of a listing ends
 
 
 class CharacterStore:
@@ -169,13 +170,18 @@ class CharacterStore:
         await self._delete(keys=keys, args=[character_id])
 
     async def page_owned(
-        self, user_id: str, after: PageKey | None, limit: int, keep: Callable[[dict], bool]
-    ) -> tuple[list[dict[str, Any]], PageKey | None]:
-        """Up to `limit` of the user's characters that `keep` accepts, newest first, from
-        just after `after`; and the key to go on from when there may be more. Reads the
+        self,
+        user_id: str,
+        after: PageKey | None,
+        limit: int,
+        select: Callable[[dict[str, Any]], T | None],
+    ) -> tuple[list[T], PageKey | None]:
+        """Up to `limit` of the user's characters as `select` makes them of each record
+        (None: left out), newest first, from just after `after`; and the key to go on from
+        when there may be more. Reads the
         owner set in batches (the first one the page's size, each next one twice as large),
         so a page costs about what it holds, not what the user has."""
-        found: list[dict[str, Any]] = []
+        found: list[T] = []
         last: PageKey | None = None  # the key of found[-1]
         top, offset, size = ("+inf" if after is None else after[0]), 0, limit + 1
         while True:
@@ -187,7 +193,7 @@ class CharacterStore:
             fresh = [(i, s) for i, s in batch if after is None or (s, i) < after]
             raws = await self.redis.mget([_item(i) for i, _ in fresh]) if fresh else []
             for (character_id, score), raw in zip(fresh, raws, strict=True):
-                if raw is None or not keep(character := json.loads(raw)):
+                if raw is None or (character := select(json.loads(raw))) is None:
                     continue  # deleted meanwhile, or filtered out
                 if len(found) == limit:
                     return found, last

@@ -168,6 +168,27 @@ def with_lifespan_state(app: ASGIApp, state: Mapping[str, Any]) -> ASGIApp:
     return app_with_state
 
 
+@contextmanager
+def own_stack(name: str, env: dict[str, str], replicas: dict[str, int] | None = None):
+    """A whole stack with the emulators for one test module, when the shared `stack` will
+    not do (other limits, several replicas, or faults that must not reach other tests).
+    Its data, logs and assets live in a folder of its own, gone afterwards."""
+    with tempfile.TemporaryDirectory(prefix=f"avatar-{name}-") as tmp:
+        stack = Stack(
+            Ports.free(emulators=True, replicas=replicas),
+            StackSettings(),
+            data_dir=Path(tmp) / "data",
+            log_dir=Path(tmp),
+            env_overrides={
+                "ASSETS_DIR": str(Path(tmp) / "assets"),
+                "GATEWAY_LOG_LEVEL": "WARN",
+                **env,
+            },
+        )
+        with stack:
+            yield stack
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="avatar-stack-") as tmp:

@@ -39,18 +39,23 @@ class ModelCatalog:
         self._models = TtlCache(self._fetch)
 
     async def models(self) -> list[ModelInfo]:
-        return await self._models.get()
+        return (await self._models.get())[0]
 
     async def require(self, model: str) -> str:
         """`model` when clients may choose it, else 404 model_not_found."""
-        # Ollama reads a name without a tag as `:latest` (and ollama.py lists it without).
-        offered = {m.id.removesuffix(":latest") for m in await self.models()}
-        if model.removesuffix(":latest") not in offered:
+        if _untagged(model) not in (await self._models.get())[1]:
             raise ModelNotFound(model)
         return model
 
-    async def _fetch(self) -> tuple[list[ModelInfo], float]:
+    async def _fetch(self) -> tuple[tuple[list[ModelInfo], frozenset[str]], float]:
+        """The list, and the names it accepts (made once per refresh, not per request)."""
         names = await self.llm.model_names()
         if self.offered is not None:
             names = [name for name in names if name in self.offered]
-        return catalog(names, self.default_model), self.ttl_s
+        models = catalog(names, self.default_model)
+        return (models, frozenset(_untagged(m.id) for m in models)), self.ttl_s
+
+
+def _untagged(model: str) -> str:
+    # Ollama reads a name without a tag as `:latest` (and ollama.py lists it without).
+    return model.removesuffix(":latest")
