@@ -1,10 +1,17 @@
-"""Overhead of the chat path: gateway + chat service versus calling the LLM emulator directly,
-measured in the same run with the emulator answering instantly.
+"""The chat path (issue 14): the gateway + chat service against calling the LLM emulator
+directly, and against the edge's `GET /` through the same gateway, all in the same run, with
+the emulator answering at once. Once with one chat replica, once with two.
 
-    make bench            (or: uv run python bench/chat_overhead.py --requests 400)
+    make bench            (or: uv run python bench/chat_overhead.py --seconds 5)
 
-Prints p50/p99 latency per path at 1 and 32 concurrent clients, the overhead (via - direct)
-and their ratio, then the time to the first streamed delta both ways.
+Each client is a returning visitor (its own anonymous cookie) opening a new session per
+request, so every request goes through admission (rate, concurrent sessions, the caller's
+share), the in-flight cap (LLM_MAX_IN_FLIGHT, 8: 32 clients queue for it) and records its
+turn; the run checks that every answered request left its session in Redis. The limits are
+raised, not removed: one load generator must not measure the refusals.
+
+Targets: c=1 p50 of chat minus the direct call <= 1.5 ms, for the whole reply and for the
+first streamed delta; c=32 chat throughput >= 35% of `GET /`. Idle RSS <= 80 MB per service.
 """
 
 import argparse
@@ -12,17 +19,57 @@ import asyncio
 import time
 
 import httpx
-from loadgen import Call, bench_stack, client, row, run_load, timed
+from loadgen import RawClient, bench_stack, percentile, rss_by_service, throughput
+from redis.asyncio import Redis
 
 from avatar_chat.context.persona import build_system_prompt
+from avatar_devstack.ports import Ports
 from avatar_devstack.stack import Stack
 
 PERSONA = "밝고 명랑한 10대 소녀 캐릭터. 반말을 사용하며 귀엽게 말함."
 USER = {"role": "user", "content": "안녕! 오늘 뭐 했어?"}
 MODEL = "gemma-3-27b-it"
+CHAT = {"messages": [USER], "persona": PERSONA, "model": MODEL, "tts_enabled": False}
+DIRECT = {
+    "model": MODEL,
+    "messages": [{"role": "system", "content": build_system_prompt(PERSONA)}, USER],
+    "stream": False,
+}
+TARGET_OVERHEAD_MS, TARGET_SHARE, TARGET_IDLE_MB = 1.5, 0.35, 80
 
 
-def first_chunk(http: httpx.AsyncClient, url: str, body: dict) -> Call:
+class Paths:
+    """The three requests of the table, each a fresh keep-alive client per call of `clients`."""
+
+    def __init__(self, stack: Stack, cookies: list[str]) -> None:
+        self.stack, self.cookies = stack, cookies
+
+    def direct(self, count: int) -> list[RawClient]:
+        url = f"{self.stack.emulator_url('ollama')}/api/chat"
+        return [RawClient(url, "POST", DIRECT) for _ in range(count)]
+
+    def home(self, count: int) -> list[RawClient]:
+        url = f"{self.stack.gateway_url}/"
+        return [RawClient(url, "GET", cookie=cookie) for cookie in self.cookies[:count]]
+
+    def chat(self, count: int) -> list[RawClient]:
+        url = f"{self.stack.gateway_url}/api/chat"
+        return [RawClient(url, "POST", CHAT, cookie=cookie) for cookie in self.cookies[:count]]
+
+
+async def visitor_cookie(http: httpx.AsyncClient, gateway: str) -> str:
+    """A returning visitor's cookie: what its first chat request was given."""
+    response = await http.post(f"{gateway}/api/chat", json=CHAT)
+    response.raise_for_status()
+    return "; ".join(f"{name}={value}" for name, value in response.cookies.items())
+
+
+async def load(clients: list[RawClient], seconds: float) -> tuple[float, list[float]]:
+    await throughput(clients, 1.0)  # warm-up: connections, caches
+    return await throughput(clients, seconds)
+
+
+def first_delta(http: httpx.AsyncClient, url: str, body: dict):
     """Time until the first content-bearing line of a stream (NDJSON or SSE)."""
 
     async def call() -> float:
@@ -38,49 +85,115 @@ def first_chunk(http: httpx.AsyncClient, url: str, body: dict) -> Call:
     return call
 
 
-async def measure(stack: Stack, requests: int) -> list[str]:
-    system = {"role": "system", "content": build_system_prompt(PERSONA)}
-    direct_body = {"model": MODEL, "messages": [system, USER], "stream": False}
-    chat_body = {"messages": [USER], "persona": PERSONA, "model": MODEL, "tts_enabled": False}
-    direct_url = f"{stack.emulator_url('ollama')}/api/chat"
-    via_url = f"{stack.gateway_url}/api/chat"
-    lines = []
-    async with client() as http:
-        for clients in (1, 32):
-            direct = timed(http, "POST", direct_url, direct_body)
-            via = timed(http, "POST", via_url, chat_body)
-            await run_load(via, 20, clients)  # warm-up
-            await run_load(direct, 20, clients)
-            base = await run_load(direct, requests, clients)
-            lines.append(
-                row(
-                    "chat round trip",
-                    clients,
-                    base,
-                    await run_load(via, requests, clients),
-                    "emulator",
-                )
-            )
-        base = await run_load(
-            first_chunk(http, direct_url, {**direct_body, "stream": True}), requests // 2, 1
+async def first_deltas(stack: Stack, cookie: str, requests: int) -> tuple[list[float], list[float]]:
+    headers = {"Cookie": cookie}
+    async with httpx.AsyncClient(trust_env=False, timeout=30, headers=headers) as http:
+        direct = first_delta(
+            http, f"{stack.emulator_url('ollama')}/api/chat", {**DIRECT, "stream": True}
         )
-        via_first = await run_load(
-            first_chunk(http, via_url, {**chat_body, "stream": True}), requests // 2, 1
+        via = first_delta(http, f"{stack.gateway_url}/api/chat", {**CHAT, "stream": True})
+        samples: dict[str, list[float]] = {"direct": [], "via": []}
+        for _ in range(requests):  # interleaved: both see the same machine
+            samples["direct"].append(await direct())
+            samples["via"].append(await via())
+        return samples["direct"], samples["via"]
+
+
+async def sessions_recorded(stack: Stack) -> int:
+    async with Redis.from_url(stack.env["REDIS_URL"]) as redis:
+        keys = [key async for key in redis.scan_iter("chat:session:*", count=1000)]
+    return sum(1 for key in keys if key.count(b":") == 2)  # the session hashes only
+
+
+async def peak_rss(stack: Stack, names: list[str], until: asyncio.Task) -> dict[str, int]:
+    peak: dict[str, int] = {}
+    while not until.done():
+        for name, kib in rss_by_service(stack).items():
+            if name in names:
+                peak[name] = max(peak.get(name, 0), kib)
+        await asyncio.sleep(0.5)
+    return peak
+
+
+def ms(samples: list[float], q: int) -> float:
+    return percentile(samples, q) * 1000
+
+
+async def measure(stack: Stack, seconds: float, replicas: int) -> list[str]:
+    idle = rss_by_service(stack)
+    async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
+        cookies = [await visitor_cookie(http, stack.gateway_url) for _ in range(32)]
+    paths = Paths(stack, cookies)
+    named = {"direct": paths.direct, "home": paths.home, "chat": paths.chat}
+    before = await sessions_recorded(stack)
+    single = {name: await load(make(1), seconds) for name, make in named.items()}
+    loaded = {name: await load(make(32), seconds) for name, make in named.items() if name != "chat"}
+    chat_run = asyncio.create_task(load(paths.chat(32), seconds))
+    peak = await peak_rss(stack, [n for n in idle if n.split("-")[0] == "chat"], chat_run)
+    loaded["chat"] = await chat_run
+    # Every answered chat request, warm-ups included, started a session of its own.
+    recorded = await sessions_recorded(stack) - before
+    first = await first_deltas(stack, cookies[0], 200)
+    return report(replicas, single, loaded, first, idle, peak, recorded)
+
+
+LABELS = {
+    "direct": "the LLM emulator called directly",
+    "home": "GET / through the gateway",
+    "chat": "POST /api/chat through the gateway",
+}
+
+
+def report(replicas, single, loaded, first, idle, peak, recorded) -> list[str]:
+    lines = [
+        f"chat path, {replicas} chat replica(s); ms and requests/s, measured side by side",
+        f"{'request':<38}{'c=1 p50':>9}{'c=1 p99':>9}{'c=32 req/s':>12}{'c=32 p50':>10}"
+        f"{'c=32 p99':>10}",
+    ]
+    for name, label in LABELS.items():
+        (_, one), (rate, many) = single[name], loaded[name]
+        lines.append(
+            f"{label:<38}{ms(one, 50):9.2f}{ms(one, 99):9.2f}{rate:12.0f}"
+            f"{ms(many, 50):10.2f}{ms(many, 99):10.2f}"
         )
-        lines.append(row("first delta", 1, base, via_first, "emulator"))
+    direct_first, via_first = first
+    lines.append(
+        f"{'first streamed delta, direct / chat':<38}{ms(direct_first, 50):9.2f}"
+        f"{ms(direct_first, 99):9.2f}  / {ms(via_first, 50):.2f} p50, {ms(via_first, 99):.2f} p99"
+    )
+    overhead = ms(single["chat"][1], 50) - ms(single["direct"][1], 50)
+    first_overhead = ms(via_first, 50) - ms(direct_first, 50)
+    share = loaded["chat"][0] / loaded["home"][0]
+    lines += [
+        _verdict("c=1 overhead p50, chat - direct", overhead, "ms", overhead <= TARGET_OVERHEAD_MS,
+                 f"<= {TARGET_OVERHEAD_MS}"),
+        _verdict("first delta overhead p50", first_overhead, "ms",
+                 first_overhead <= TARGET_OVERHEAD_MS, f"<= {TARGET_OVERHEAD_MS}"),
+        _verdict("c=32 chat / GET / throughput", share * 100, "%", share >= TARGET_SHARE,
+                 f">= {TARGET_SHARE * 100:.0f}"),
+        f"turns recorded: {recorded} new sessions in Redis for "
+        f"{len(single['chat'][1]) + len(loaded['chat'][1])} measured chat requests (and warm-ups)",
+        "idle RSS MB: " + ", ".join(f"{n} {kib / 1024:.0f}" for n, kib in idle.items())
+        + f" (target <= {TARGET_IDLE_MB} each: "
+        + ("met" if max(idle.values()) <= TARGET_IDLE_MB * 1024 else "NOT met") + ")",
+        "chat RSS MB under c=32: " + ", ".join(f"{n} {kib / 1024:.0f}" for n, kib in peak.items()),
+    ]  # fmt: skip
     return lines
+
+
+def _verdict(what: str, value: float, unit: str, met: bool, target: str) -> str:
+    return f"{what:<38}{value:9.2f} {unit:<3} target {target}: {'met' if met else 'NOT met'}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=400, help="requests per measurement")
+    parser.add_argument("--seconds", type=float, default=5, help="per measurement")
     args = parser.parse_args()
-    with bench_stack(emulators=True) as stack:
-        lines = asyncio.run(measure(stack, args.requests))
-    print(
-        f"chat path: gateway + chat (measured) vs the LLM emulator directly; ms; n={args.requests}"
-    )
-    print("\n".join(lines))
+    for replicas in (1, 2):
+        ports = Ports.free(emulators=True, replicas={"chat": replicas})
+        with bench_stack(emulators=True, ports=ports) as stack:
+            lines = asyncio.run(measure(stack, args.seconds, replicas))
+        print("\n".join(lines), end="\n\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """What the benchmarks share: a stack on free ports, a closed-loop load, percentiles."""
 
 import asyncio
+import json
 import statistics
 import tempfile
 import time
@@ -49,6 +50,19 @@ def bench_stack(
             yield stack
 
 
+def rss_by_service(stack: Stack) -> dict[str, int]:
+    """Resident memory (KiB) of each running service process, replicas and workers apart."""
+    memory = {}
+    for child in stack.supervisor.children:
+        if child.name.startswith(("emulator", "redis", "gateway", "oidc")):
+            continue
+        status = Path(f"/proc/{child.process.pid}/status").read_text()
+        memory[child.name] = int(
+            next(ln for ln in status.splitlines() if ln.startswith("VmRSS")).split()[1]
+        )
+    return memory
+
+
 def client() -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     return httpx.AsyncClient(trust_env=False, limits=limits, timeout=30)
@@ -90,3 +104,71 @@ def row(label: str, clients: int, base: list[float], measured: list[float], base
         f"measured p50 {m50:7.2f} p99 {m99:7.2f} | difference p50 {m50 - b50:6.2f} "
         f"p99 {m99 - b99:6.2f} ms | ratio p50 {m50 / b50:5.2f}x p99 {m99 / b99:5.2f}x"
     )
+
+
+# --- throughput: a lean HTTP/1.1 client, so the load generator costs little next to the stack
+
+
+class RawClient:
+    """One keep-alive connection sending a fixed request: what wrk does, in a few lines. It
+    parses only the status, Content-Length or chunked framing, and the first Set-Cookie."""
+
+    def __init__(self, url: str, method: str, body: Any = None, cookie: str | None = None):
+        parts = httpx.URL(url)
+        self.host, self.port = parts.host, parts.port or 80
+        payload = b"" if body is None else json.dumps(body).encode()
+        head = [f"{method} {parts.raw_path.decode()} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        if body is not None:
+            head += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
+        if cookie:
+            head.append(f"Cookie: {cookie}")
+        self.request = ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+        self.reader: asyncio.StreamReader | None = None
+
+    async def send(self) -> tuple[int, bytes]:
+        """(status, body) of one request on this client's connection."""
+        if self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(self.request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        lower = head.lower()
+        if b"transfer-encoding: chunked" in lower:
+            return status, await self._chunked()
+        length = int(lower.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+        return status, await self.reader.readexactly(length)
+
+    async def _chunked(self) -> bytes:
+        assert self.reader is not None
+        body = bytearray()
+        while size := int((await self.reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16):
+            body += await self.reader.readexactly(size + 2)
+        await self.reader.readuntil(b"\r\n")  # the end of the last (empty) chunk
+        return bytes(body)
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.writer.close()
+            self.reader = None  # a later send connects again
+
+
+async def throughput(clients: list[RawClient], seconds: float) -> tuple[float, list[float]]:
+    """Every client sends back to back for `seconds`: (requests per second, latencies in s).
+    Any answer but 2xx stops the run: a refusal would measure the limits, not the path."""
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def one(raw: RawClient) -> None:
+        while (started := time.perf_counter()) < deadline:
+            status, body = await raw.send()
+            if not 200 <= status < 300:
+                raise RuntimeError(f"{status} during the load: {body[:300]!r}")
+            samples.append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    try:
+        await asyncio.gather(*(one(raw) for raw in clients))
+    finally:
+        for raw in clients:
+            raw.close()
+    return len(samples) / (time.perf_counter() - began), samples

@@ -16,10 +16,9 @@ import asyncio
 import random
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import httpx
-from loadgen import bench_stack, percentile
+from loadgen import bench_stack, percentile, rss_by_service
 
 from avatar_devstack.environment import REPO_ROOT
 from avatar_devstack.stack import Stack
@@ -117,19 +116,6 @@ class User:
 
 def _json(response: httpx.Response) -> bool:
     return response.headers.get("content-type", "").startswith("application/json")
-
-
-def rss_by_service(stack: Stack) -> dict[str, int]:
-    """Resident memory (KiB) of each running service process, replicas and workers apart."""
-    memory = {}
-    for child in stack.supervisor.children:
-        if child.name.startswith(("emulator", "redis", "gateway", "oidc")):
-            continue
-        status = Path(f"/proc/{child.process.pid}/status").read_text()
-        memory[child.name] = int(
-            next(ln for ln in status.splitlines() if ln.startswith("VmRSS")).split()[1]
-        )
-    return memory
 
 
 async def warm_up_3d(stack: Stack) -> None:

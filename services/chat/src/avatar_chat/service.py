@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager, suppress
 from dataclasses import replace
 
+import aiohttp
 import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -51,7 +52,7 @@ class ChatService:
         settings: ChatSettings,
         redis: Redis,
         http: httpx.AsyncClient,
-        llm_http: httpx.AsyncClient,
+        llm_http: aiohttp.ClientSession,
     ) -> None:
         """`http` reaches the peer services, `llm_http` the LLM server (its own timeouts)."""
         self.settings = settings

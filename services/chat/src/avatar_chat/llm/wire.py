@@ -8,8 +8,6 @@ import json
 import logging
 from typing import Any
 
-import httpx
-
 from avatar_chat.errors import LlmError
 
 
@@ -37,12 +35,11 @@ def failed(says: object, status: int | None = None) -> LlmError:
     return LlmError(f"The language model server answered {status}.")
 
 
-def upstream_message(response: httpx.Response) -> str:
+def upstream_message(body: bytes) -> str:
     try:
-        body = response.json()
+        return upstream_text(json.loads(body))
     except ValueError:
-        return response.text[:200] or response.reason_phrase
-    return upstream_text(body)
+        return body[:200].decode(errors="replace") or "(no body)"
 
 
 def upstream_text(body: object) -> str:
