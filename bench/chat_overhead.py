@@ -3,6 +3,7 @@ directly, and against the edge's `GET /` through the same gateway, all in the sa
 the emulator answering at once. Once with one chat replica, once with two.
 
     make bench            (or: uv run python bench/chat_overhead.py --seconds 5)
+    uv run python bench/chat_overhead.py --profile chat.svg    (py-spy's flame graph too)
 
 Each client is a returning visitor (its own anonymous cookie) opening a new session per
 request, so every request goes through admission (rate, concurrent sessions, the caller's
@@ -17,9 +18,10 @@ first streamed delta; c=32 chat throughput >= 35% of `GET /`. Idle RSS <= 80 MB 
 import argparse
 import asyncio
 import time
+from pathlib import Path
 
 import httpx
-from loadgen import RawClient, bench_stack, percentile, rss_by_service, throughput
+from loadgen import RawClient, bench_stack, cpu_seconds, percentile, rss_by_service, throughput
 from redis.asyncio import Redis
 
 from avatar_chat.context.persona import build_system_prompt
@@ -67,6 +69,18 @@ async def visitor_cookie(http: httpx.AsyncClient, gateway: str) -> str:
 async def load(clients: list[RawClient], seconds: float) -> tuple[float, list[float]]:
     await throughput(clients, 1.0)  # warm-up: connections, caches
     return await throughput(clients, seconds)
+
+
+async def costed(
+    stack: Stack, clients: list[RawClient], seconds: float
+) -> tuple[tuple[float, list[float]], dict[str, float]]:
+    """A load and the CPU each process spent per request on it (microseconds)."""
+    await throughput(clients, 1.0)  # warm-up
+    before = cpu_seconds(stack)
+    rate, samples = await throughput(clients, seconds)
+    after = cpu_seconds(stack)
+    spent = {name: (after[name] - before[name]) * 1e6 / len(samples) for name in after}
+    return (rate, samples), {name: us for name, us in spent.items() if us >= 5}
 
 
 def first_delta(http: httpx.AsyncClient, url: str, body: dict):
@@ -119,22 +133,49 @@ def ms(samples: list[float], q: int) -> float:
     return percentile(samples, q) * 1000
 
 
-async def measure(stack: Stack, seconds: float, replicas: int) -> list[str]:
+async def flame_graph(stack: Stack, svg: Path, seconds: float) -> None:
+    """py-spy samples the (first) chat replica under the c=32 load into a flame graph."""
+    pid = next(c.process.pid for c in stack.supervisor.children if c.name == "chat")
+    argv = ["py-spy", "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200"]
+    spy = await asyncio.create_subprocess_exec(
+        *argv, "-o", str(svg), stdout=asyncio.subprocess.DEVNULL
+    )
+    await spy.wait()
+
+
+async def measure(
+    stack: Stack, seconds: float, replicas: int, profile: Path | None = None
+) -> list[str]:
     idle = rss_by_service(stack)
+    private = rss_by_service(stack, "RssAnon")
     async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
         cookies = [await visitor_cookie(http, stack.gateway_url) for _ in range(32)]
     paths = Paths(stack, cookies)
     named = {"direct": paths.direct, "home": paths.home, "chat": paths.chat}
     before = await sessions_recorded(stack)
     single = {name: await load(make(1), seconds) for name, make in named.items()}
-    loaded = {name: await load(make(32), seconds) for name, make in named.items() if name != "chat"}
-    chat_run = asyncio.create_task(load(paths.chat(32), seconds))
+    loaded, cpu = {}, {}
+    for name in ("direct", "home"):
+        loaded[name], cpu[name] = await costed(stack, named[name](32), seconds)
+    chat_run = asyncio.create_task(costed(stack, paths.chat(32), seconds))
+    if profile:
+        await asyncio.sleep(1.5)  # past the warm-up
+        await flame_graph(stack, profile, seconds - 1)
     peak = await peak_rss(stack, [n for n in idle if n.split("-")[0] == "chat"], chat_run)
-    loaded["chat"] = await chat_run
+    loaded["chat"], cpu["chat"] = await chat_run
     # Every answered chat request, warm-ups included, started a session of its own.
     recorded = await sessions_recorded(stack) - before
     first = await first_deltas(stack, cookies[0], 200)
-    return report(replicas, single, loaded, first, idle, peak, recorded)
+    return [
+        *report(replicas, single, loaded, first, idle, peak, recorded),
+        "idle private (anonymous) memory MB: "
+        + ", ".join(f"{n} {kib / 1024:.0f}" for n, kib in private.items()),
+        *(
+            f"CPU us per request at c=32, {LABELS[name]}: "
+            + ", ".join(f"{process} {us:.0f}" for process, us in sorted(spent.items()))
+            for name, spent in cpu.items()
+        ),
+    ]
 
 
 LABELS = {
@@ -188,11 +229,15 @@ def _verdict(what: str, value: float, unit: str, met: bool, target: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5, help="per measurement")
+    parser.add_argument(
+        "--profile", type=Path, metavar="SVG", help="py-spy flame graph of chat under c=32"
+    )
     args = parser.parse_args()
     for replicas in (1, 2):
         ports = Ports.free(emulators=True, replicas={"chat": replicas})
         with bench_stack(emulators=True, ports=ports) as stack:
-            lines = asyncio.run(measure(stack, args.seconds, replicas))
+            profile = args.profile if replicas == 1 else None
+            lines = asyncio.run(measure(stack, args.seconds, replicas, profile))
         print("\n".join(lines), end="\n\n", flush=True)
 
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -50,17 +51,32 @@ def bench_stack(
             yield stack
 
 
-def rss_by_service(stack: Stack) -> dict[str, int]:
-    """Resident memory (KiB) of each running service process, replicas and workers apart."""
+def rss_by_service(stack: Stack, field: str = "VmRSS") -> dict[str, int]:
+    """Resident memory (KiB) of each running service process, replicas and workers apart.
+    `field="RssAnon"`: only its private part (RSS also counts the pages of shared libraries,
+    which every service maps from the same files)."""
     memory = {}
     for child in stack.supervisor.children:
         if child.name.startswith(("emulator", "redis", "gateway", "oidc")):
             continue
         status = Path(f"/proc/{child.process.pid}/status").read_text()
         memory[child.name] = int(
-            next(ln for ln in status.splitlines() if ln.startswith("VmRSS")).split()[1]
+            next(ln for ln in status.splitlines() if ln.startswith(field)).split()[1]
         )
     return memory
+
+
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU time (user + system) each process of the stack has used so far, this load
+    generator's own process included (as `load generator`)."""
+    pids = {child.name: child.process.pid for child in stack.supervisor.children}
+    pids["load generator"] = os.getpid()
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for name, pid in pids.items():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used[name] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return used
 
 
 def client() -> httpx.AsyncClient:
