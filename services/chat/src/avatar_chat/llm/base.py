@@ -98,7 +98,7 @@ class LlmClient(ABC):
                     if asyncio.get_running_loop().time() > deadline:
                         raise LlmTimeout()
                     if line.strip():
-                        yield line.decode()
+                        yield line.decode(errors="replace")  # as httpx's lines were
 
     def _headers(self) -> dict[str, str]:
         return {}
@@ -124,8 +124,7 @@ def llm_failures() -> Iterator[None]:
         raise LlmTimeout() from exc
     except aiohttp.ClientConnectorError as exc:
         raise LlmUnavailable() from exc
-    except (aiohttp.ClientError, ValueError) as exc:  # it answered, then broke off (or a line
-        # past aiohttp's line limit)
+    except aiohttp.ClientError as exc:  # it answered, then broke off
         raise LlmError("The language model server broke off its answer.") from exc
 
 
