@@ -41,7 +41,7 @@ TARGET_OVERHEAD_MS, TARGET_SHARE, TARGET_IDLE_MB = 1.5, 0.35, 80
 
 
 class Paths:
-    """The three requests of the table, each a fresh keep-alive client per call of `clients`."""
+    """The three requests of the table: each method gives `count` keep-alive clients."""
 
     def __init__(self, stack: Stack, cookies: list[str]) -> None:
         self.stack, self.cookies = stack, cookies
@@ -66,16 +66,11 @@ async def visitor_cookie(http: httpx.AsyncClient, gateway: str) -> str:
     return "; ".join(f"{name}={value}" for name, value in response.cookies.items())
 
 
-async def load(clients: list[RawClient], seconds: float) -> tuple[float, list[float]]:
-    await throughput(clients, 1.0)  # warm-up: connections, caches
-    return await throughput(clients, seconds)
-
-
 async def costed(
     stack: Stack, clients: list[RawClient], seconds: float
 ) -> tuple[tuple[float, list[float]], dict[str, float]]:
     """A load and the CPU each process spent per request on it (microseconds)."""
-    await throughput(clients, 1.0)  # warm-up
+    await throughput(clients, 1.0)  # warm-up: connections, caches
     before = cpu_seconds(stack)
     rate, samples = await throughput(clients, seconds)
     after = cpu_seconds(stack)
@@ -135,6 +130,7 @@ def ms(samples: list[float], q: int) -> float:
 
 async def flame_graph(stack: Stack, svg: Path, seconds: float) -> None:
     """py-spy samples the (first) chat replica under the c=32 load into a flame graph."""
+    await asyncio.sleep(1.5)  # past the load's warm-up
     pid = next(c.process.pid for c in stack.supervisor.children if c.name == "chat")
     argv = ["py-spy", "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200"]
     spy = await asyncio.create_subprocess_exec(
@@ -153,15 +149,14 @@ async def measure(
     paths = Paths(stack, cookies)
     named = {"direct": paths.direct, "home": paths.home, "chat": paths.chat}
     before = await sessions_recorded(stack)
-    single = {name: await load(make(1), seconds) for name, make in named.items()}
+    single = {name: (await costed(stack, make(1), seconds))[0] for name, make in named.items()}
     loaded, cpu = {}, {}
     for name in ("direct", "home"):
         loaded[name], cpu[name] = await costed(stack, named[name](32), seconds)
     chat_run = asyncio.create_task(costed(stack, paths.chat(32), seconds))
-    if profile:
-        await asyncio.sleep(1.5)  # past the warm-up
-        await flame_graph(stack, profile, seconds - 1)
-    peak = await peak_rss(stack, [n for n in idle if n.split("-")[0] == "chat"], chat_run)
+    watch = peak_rss(stack, [n for n in idle if n.split("-")[0] == "chat"], chat_run)
+    profiled = flame_graph(stack, profile, seconds - 1) if profile else asyncio.sleep(0)
+    peak, _ = await asyncio.gather(watch, profiled)
     loaded["chat"], cpu["chat"] = await chat_run
     # Every answered chat request, warm-ups included, started a session of its own.
     recorded = await sessions_recorded(stack) - before
