@@ -1,5 +1,5 @@
 """The registry of apps (avatar_shared.registry) is the one list of them: the gateway's
-routes and default addresses (gateway/traefik/dynamic.yml, a Go template read by Traefik)
+routes and default addresses (gateway/traefik/dynamic/, Go templates read by Traefik)
 must say what it says, and each service must serve its own paths only."""
 
 import re
@@ -8,16 +8,14 @@ import pytest
 
 from avatar_devstack.environment import GATEWAY_CONFIG_DIR
 from avatar_shared.registry import APPS, SERVICES, load
-
-DYNAMIC = (GATEWAY_CONFIG_DIR / "dynamic.yml").read_text()
+from tests.gateway_routes import NATIVE_ROUTERS
 
 
 def routed_prefixes() -> dict[str, set[str]]:
     """Each router's name and the path prefixes its rule matches."""
-    routers = re.findall(r"^    ([\w-]+):\n      rule: \"(.*)\"$", DYNAMIC, re.M)
     return {
-        name: {path.rstrip("/") or "/" for path in re.findall(r"`([^`]*)`", rule)}
-        for name, rule in routers
+        name: {path.rstrip("/") or "/" for path in re.findall(r"`([^`]*)`", router["rule"])}
+        for name, router in NATIVE_ROUTERS.items()
     }
 
 
@@ -31,7 +29,8 @@ def test_the_gateway_routes_each_app_its_prefixes_and_no_more():
 
 
 def test_the_gateway_default_addresses_are_the_registry_ports():
-    (pairs,) = re.findall(r"\$defaults := dict (.*?) \}\}", DYNAMIC)
+    services = (GATEWAY_CONFIG_DIR / "dynamic" / "services.yml").read_text()
+    (pairs,) = re.findall(r"\$defaults := dict (.*?) \}\}", services)
     defaults = dict(re.findall(r'"(\w+)" "(\d+)"', pairs))
     assert defaults == {spec.name.upper(): str(spec.port) for spec in APPS}
 

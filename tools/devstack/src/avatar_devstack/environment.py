@@ -1,6 +1,7 @@
 """Where the project's parts are on disk, and the environment every process of a local stack
 gets: where everything else listens."""
 
+import json
 import secrets
 from pathlib import Path
 
@@ -20,7 +21,10 @@ def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> di
         REDIS_URL=f"redis://127.0.0.1:{ports.redis}/0",
         GATEWAY_PORT=str(ports.gateway),
         GATEWAY_METRICS_ADDRESS=f"127.0.0.1:{ports.gateway_metrics}",
-        GATEWAY_CONFIG_DIR=str(GATEWAY_CONFIG_DIR),
+        # Every file of dynamic/ (routers, services and rules): the routes are ours here.
+        GATEWAY_PROVIDERS=json.dumps(
+            {"file": {"directory": str(GATEWAY_CONFIG_DIR / "dynamic"), "watch": False}}
+        ),
         GATEWAY_LOG_LEVEL=settings.gateway_log_level,
         GATEWAY_HEALTHCHECK_INTERVAL=settings.gateway_healthcheck_interval,
         GATEWAY_RESPONSE_TIMEOUT=settings.gateway_response_timeout,
