@@ -3,7 +3,7 @@ SHELL := /bin/bash
 # uv from PATH, else the copy `make install` puts in .tools/ (installed from PyPI).
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: install run demo test test-fuzz lint format bench config-docs clean
+.PHONY: install run demo test test-fuzz lint format bench config-docs deploy-secrets clean
 
 install:
 	@if ! command -v uv >/dev/null 2>&1 && [ ! -x .tools/bin/uv ]; then \
@@ -53,6 +53,10 @@ bench:
 # Rewrite .env.example and README's configuration table from the settings classes.
 config-docs:
 	$(UV) run --frozen python -m avatar_devstack.config_docs
+
+# The key files deploy/compose.yml and the Kubernetes Secret read (deploy/secrets/, git-ignored).
+deploy-secrets:
+	$(UV) run --frozen python -m avatar_devstack.deploy_secrets
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -8,7 +8,7 @@ import pytest
 
 from avatar_devstack.environment import GATEWAY_CONFIG_DIR
 from avatar_shared.registry import APPS, SERVICES, load
-from tests.gateway_routes import NATIVE_ROUTERS
+from tests.deploy.expected import NATIVE_ROUTERS
 
 
 def routed_prefixes() -> dict[str, set[str]]:

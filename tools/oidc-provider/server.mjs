@@ -5,11 +5,14 @@
 //   node server.mjs --port 9000 --client-id demo --client-secret s3cret \
 //     --redirect-uri http://localhost:8000/api/auth/google/callback [--redirect-uri ...] \
 //     [--client other:secret2]   (a second client, for tests of tokens meant for another app)
+//     [--issuer http://oidc.localhost:9000]   (its public URL, when not http://host:port)
+//     [--client-secret-file /run/secrets/google_client_secret]   (instead of --client-secret)
 //
 // Accounts: the login name is the account id (`sub`); the email is `<login>@example.com`,
 // verified unless the login starts with "unverified". Two RS256 signing keys (kids
 // "demo-key-1" and "demo-key-2") are published; tokens are signed with the first.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import Provider from 'oidc-provider';
@@ -20,12 +23,17 @@ const { values: args } = parseArgs({
     host: { type: 'string', default: '127.0.0.1' },
     'client-id': { type: 'string', default: 'avatar-forge-demo' },
     'client-secret': { type: 'string' },
+    'client-secret-file': { type: 'string' },
+    issuer: { type: 'string' },
     'redirect-uri': { type: 'string', multiple: true, default: [] },
     client: { type: 'string', multiple: true, default: [] },
   },
 });
+if (args['client-secret-file']) {
+  args['client-secret'] = readFileSync(args['client-secret-file'], 'utf8').trim();
+}
 if (!args['client-secret']) {
-  console.error('--client-secret is required');
+  console.error('--client-secret (or a non-empty --client-secret-file) is required');
   process.exit(2);
 }
 
@@ -44,7 +52,7 @@ const client = (clientId, secret) => ({
 });
 const others = args.client.map((pair) => client(...pair.split(':', 2)));
 
-const issuer = `http://${args.host}:${args.port}`;
+const issuer = args.issuer ?? `http://${args.host}:${args.port}`;
 const provider = new Provider(issuer, {
   clients: [client(args['client-id'], args['client-secret']), ...others],
   jwks: { keys: [signingKey('demo-key-1'), signingKey('demo-key-2')] },

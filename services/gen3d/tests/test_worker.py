@@ -2,12 +2,13 @@
 its place back; bad input fails at once, for people to read, and is not retried."""
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from avatar_gen3d.files import JobFolder
 from avatar_gen3d.jobs import JobBook, open_queue
-from avatar_gen3d.worker import build_worker
+from avatar_gen3d.worker import alive, build_worker
 from avatar_shared.app import open_http_client
 
 from .conftest import picture
@@ -63,3 +64,15 @@ async def test_bad_input_fails_at_once_and_is_not_retried(gen3d, settings, redis
     job = await open_queue(settings).job(job_id)
     assert job.attempts == 1  # no second attempt
     assert await JobBook(redis, settings.job_ttl_s).active(user) == []
+
+
+async def test_alive_while_a_worker_of_this_host_reports(settings, redis):
+    host = socket.gethostname()
+    assert not await alive(settings, host)  # none started yet
+    async with running_worker(settings, redis):
+        for _ in range(100):  # saq lists a worker once its first report is in
+            if await alive(settings, host):
+                break
+            await asyncio.sleep(0.05)
+        assert await alive(settings, host)
+        assert not await alive(settings, f"{host}-another-container")

@@ -1,10 +1,13 @@
 """Settings base shared by every service.
 
 Every value comes from an environment variable (upper-case field name); an optional `.env`
-file in the working directory fills the gaps, and the environment always wins. Each service
-subclasses `SharedSettings` with its own variables only; `.env.example` documents them all.
+file in the working directory fills the gaps, then a file named after the variable in
+/run/secrets (where Docker secrets and a mounted Kubernetes Secret appear, so keys need not
+sit in the environment); the environment always wins. Each service subclasses
+`SharedSettings` with its own variables only; `.env.example` documents them all.
 """
 
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -14,8 +17,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from avatar_shared.registry import SERVICES
 
 # Each setting's meaning is the docstring under it (the settings docs are made from them).
+SECRETS_DIR = Path("/run/secrets")
 SETTINGS_CONFIG = SettingsConfigDict(
-    env_file=".env", extra="ignore", frozen=True, use_attribute_docstrings=True
+    env_file=".env",
+    # Only where it exists: pydantic-settings warns about a missing folder (`make run`).
+    secrets_dir=SECRETS_DIR if SECRETS_DIR.is_dir() else None,
+    extra="ignore",
+    frozen=True,
+    use_attribute_docstrings=True,
 )
 
 

@@ -6,11 +6,18 @@ A job reads its input, runs the backend, and writes `model.glb` and `preview.png
 ticker keeps sending heartbeats, so only a worker that died (or hung) goes silent, and saq's
 sweep then hands its job to another attempt. Bad input fails at once; anything else is
 retried with backoff until the job's attempts run out.
+
+`python -m avatar_gen3d.worker --alive` is a container's health check: it exits 0 while a
+worker of this host (container, pod) is listed by the queue, that is, keeps reporting to
+Redis (saq refreshes the listing every 10 s; it lapses a minute after the last report).
 """
 
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -136,6 +143,9 @@ def build_worker(
 
     return Worker(
         queue,
+        # Named after its host, so `--alive` finds its own container's worker (no ":" in it:
+        # saq reads the id back as the text after the last one).
+        id=f"{os.getpid()}@{socket.gethostname()}",
         functions=[(FUNCTION, generate)],
         concurrency=settings.worker_concurrency,
         startup=startup,
@@ -162,5 +172,18 @@ async def run() -> None:
         await build_worker(settings, redis, queue, http).start()  # until SIGINT/SIGTERM
 
 
+async def alive(settings: Gen3dSettings, host: str) -> bool:
+    """Whether the queue lists a worker of `host` (the --alive health check)."""
+    queue = open_queue(settings)
+    await queue.connect()
+    try:
+        workers = (await queue.info())["workers"]
+    finally:
+        await queue.disconnect()
+    return any(worker_id.endswith(f"@{host}") for worker_id in workers)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--alive"]:
+        sys.exit(0 if asyncio.run(alive(Gen3dSettings(), socket.gethostname())) else 1)
     asyncio.run(run())

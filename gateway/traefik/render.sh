@@ -1,0 +1,18 @@
+#!/bin/sh
+# The gateway's entry point in its image (deploy/gateway.Dockerfile): fills traefik.yml's
+# ${NAME} placeholders from the environment, as the dev runner does under `make run`, then
+# runs Traefik with the result.
+set -eu
+config_dir="${GATEWAY_CONFIG_DIR:-/etc/traefik}"
+rendered="${GATEWAY_RENDERED_CONFIG:-/tmp/traefik.yml}"
+cp "$config_dir/traefik.yml" "$rendered"
+for name in $(grep -o '\${[A-Z_]*}' "$config_dir/traefik.yml" | tr -d '${}' | sort -u); do
+  if ! value=$(printenv "$name"); then
+    echo "gateway: $name is not set (traefik.yml needs it)" >&2
+    exit 1
+  fi
+  # The value goes into sed's replacement: escape its own special characters first.
+  escaped=$(printf '%s' "$value" | sed 's/[\\|&]/\\&/g')
+  sed -i "s|\${$name}|$escaped|g" "$rendered"
+done
+exec traefik --configFile="$rendered"

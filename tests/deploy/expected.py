@@ -1,0 +1,61 @@
+"""What every deployment (make run, compose, Kubernetes) must say, read from the one sources:
+the gateway's routers and rules (gateway/traefik/dynamic/), the registry of apps and their
+settings classes."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from avatar_devstack.deploy_secrets import MAKERS
+from avatar_devstack.environment import GATEWAY_CONFIG_DIR, REPO_ROOT
+from avatar_shared.registry import AppSpec, load
+
+DEPLOY_DIR = REPO_ROOT / "deploy"
+DYNAMIC_DIR = GATEWAY_CONFIG_DIR / "dynamic"
+
+NATIVE_ROUTERS: dict[str, dict] = yaml.safe_load((DYNAMIC_DIR / "routers.yml").read_text())["http"][
+    "routers"
+]
+
+
+def _section_names(template: str, section: str) -> set[str]:
+    """The names declared in one `http:` section of a Go-template file (not plain YAML)."""
+    (body,) = re.findall(rf"^  {section}:\n(.*?)(?=^  \w|\Z)", template, re.S | re.M)
+    return set(re.findall(r"^    ([\w-]+):$", body, re.M))
+
+
+_RULES = (DYNAMIC_DIR / "rules.yml").read_text()
+RULE_MIDDLEWARES = _section_names(_RULES, "middlewares")
+RULE_TRANSPORTS = _section_names(_RULES, "serversTransports")
+
+# The apps whose answers wait on a GPU upstream: their transport allows a long wait.
+(_slow,) = re.findall(r"\$slow := list (.*?) \}\}", (DYNAMIC_DIR / "services.yml").read_text())
+SLOW_APPS = {name.lower() for name in re.findall(r'"(\w+)"', _slow)}
+
+
+def transport_of(app: str) -> str:
+    return "upstream-bound" if app in SLOW_APPS else "quick"
+
+
+def keys_read_by(spec: AppSpec) -> set[str]:
+    """The key files (deploy/secrets, the Kubernetes Secret) an app needs: one per secret
+    setting of its settings class, and auth's signing keys."""
+    fields = set(load(spec.settings_class).model_fields)
+    keys = {name for name in MAKERS if name in fields}
+    if "signing_keys_file" in fields:
+        keys.add("auth_signing_keys")
+    return keys
+
+
+# No environment of any container may carry one of these: they are files under /run/secrets.
+SECRET_VARIABLES = {name.upper() for name in MAKERS}
+
+
+def without_provider(name: str) -> str:
+    """`cors@file` -> `cors`: a rule's name as the native routers spell it."""
+    return name.removesuffix("@file")
+
+
+def dockerfiles() -> list[Path]:
+    return sorted(DEPLOY_DIR.rglob("*Dockerfile"))

@@ -1,0 +1,216 @@
+"""deploy/compose.yml: valid Compose (checked against the Compose Specification's schema, as
+`docker compose config` would, since no Docker engine runs here), every app built from its
+own package and routed by labels that say what make run's routers say, health-gated,
+scalable, with its keys as files and Redis durable."""
+
+import json
+import re
+
+import jsonschema
+import pytest
+import yaml
+
+from avatar_devstack.environment import REPO_ROOT
+from avatar_shared.registry import APPS
+from tests.deploy.expected import (
+    DEPLOY_DIR,
+    NATIVE_ROUTERS,
+    RULE_MIDDLEWARES,
+    RULE_TRANSPORTS,
+    SECRET_VARIABLES,
+    keys_read_by,
+    transport_of,
+    without_provider,
+)
+
+SCHEMA = REPO_ROOT.parent / "shared" / "schemas" / "compose-spec.json"
+COMPOSE = yaml.safe_load((DEPLOY_DIR / "compose.yml").read_text())
+SERVICES: dict[str, dict] = COMPOSE["services"]
+# Where the GPU upstreams answer by default: the `demo` emulators and the `gpu` containers.
+UPSTREAM_VARIABLES = ["OLLAMA_BASE_URL", "TTS_BASE_URL", "GEN3D_BASE_URL"]
+
+
+def label_routers() -> dict[str, dict]:
+    """Every app's Traefik router labels, as the native routers.yml spells a router."""
+    routers: dict[str, dict] = {}
+    for service in SERVICES.values():
+        for key, value in service.get("labels", {}).items():
+            if match := re.fullmatch(r"traefik\.http\.routers\.([\w-]+)\.(.+)", key):
+                routers.setdefault(match[1], {})[match[2]] = value
+    return {
+        name: {
+            "rule": labels["rule"],
+            "service": labels["service"],
+            "middlewares": [without_provider(m) for m in labels["middlewares"].split(",")],
+            **({"priority": int(labels["priority"])} if "priority" in labels else {}),
+            **(
+                {"observability": {"accessLogs": labels["observability.accesslogs"] == "true"}}
+                if "observability.accesslogs" in labels
+                else {}
+            ),
+        }
+        for name, labels in routers.items()
+    }
+
+
+def image_has_healthcheck(service: dict) -> bool:
+    build = service.get("build")
+    if not build:
+        return False
+    dockerfile = DEPLOY_DIR / build["context"] / build["dockerfile"]
+    return bool(re.search(r"^HEALTHCHECK ", dockerfile.read_text(), re.M))
+
+
+def test_compose_file_follows_the_spec():
+    jsonschema.Draft7Validator(json.loads(SCHEMA.read_text())).validate(COMPOSE)
+
+
+@pytest.mark.parametrize("spec", APPS, ids=lambda spec: spec.name)
+def test_every_app_is_built_from_its_own_package(spec):
+    build = SERVICES[spec.name]["build"]
+    assert build["dockerfile"] == "deploy/Dockerfile"
+    assert build["args"] == {"PACKAGE": spec.project, "FOLDER": spec.folder, "APP": spec.factory}
+    pyproject = (REPO_ROOT / spec.folder / "pyproject.toml").read_text()
+    assert f'name = "{spec.project}"' in pyproject
+
+
+def test_the_gen3d_workers_run_gen3d_s_image_on_its_own():
+    worker, gen3d = SERVICES["gen3d-worker"], SERVICES["gen3d"]
+    assert (worker["image"], worker["build"]) == (gen3d["image"], gen3d["build"])
+    assert worker["command"] == ["python", "-m", "avatar_gen3d.worker"]
+    assert "labels" not in worker  # no route: it takes jobs from Redis
+
+
+def test_the_labels_route_what_make_run_routes():
+    assert label_routers() == NATIVE_ROUTERS
+
+
+@pytest.mark.parametrize("spec", APPS, ids=lambda spec: spec.name)
+def test_each_app_is_balanced_health_checked_with_its_transport(spec):
+    labels = SERVICES[spec.name]["labels"]
+    prefix = f"traefik.http.services.{spec.name}.loadbalancer"
+    assert labels["traefik.enable"] == "true"
+    assert labels[f"{prefix}.server.port"] == "8000"
+    assert labels[f"{prefix}.healthcheck.path"] == "/healthz"
+    assert labels[f"{prefix}.serverstransport"] == f"{transport_of(spec.name)}@file"
+
+
+def test_labels_name_only_rules_the_shared_file_defines():
+    used = {m for router in label_routers().values() for m in router["middlewares"]}
+    assert used <= RULE_MIDDLEWARES
+    transports = {
+        without_provider(value)
+        for service in SERVICES.values()
+        for key, value in service.get("labels", {}).items()
+        if key.endswith(".serverstransport")
+    }
+    assert transports <= RULE_TRANSPORTS
+
+
+def test_the_gateway_reads_labels_and_the_shared_rules_only():
+    providers = yaml.safe_load(SERVICES["gateway"]["environment"]["GATEWAY_PROVIDERS"])
+    assert providers["file"] == {"filename": "/etc/traefik/dynamic/rules.yml"}
+    docker = providers["docker"]
+    assert docker["exposedByDefault"] is False  # a container is routed only when it says so
+    assert docker["network"] == COMPOSE["networks"]["backend"]["name"]
+    # The Docker API through the proxy, on a network of its own: no app reaches it.
+    host = re.fullmatch(r"tcp://([\w-]+):\d+", docker["endpoint"])[1]
+    assert COMPOSE["networks"][host]["internal"] is True
+    on_it = {name for name, service in SERVICES.items() if host in service.get("networks", [])}
+    assert on_it == {"gateway", host}
+    assert all("docker.sock" not in v for v in SERVICES["gateway"].get("volumes", []))
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_service_has_a_healthcheck(name):
+    service = SERVICES[name]
+    assert "healthcheck" in service or image_has_healthcheck(service)
+    assert not service.get("healthcheck", {}).get("disable")
+
+
+def test_start_waits_for_health():
+    for spec in APPS:
+        assert SERVICES[spec.name]["depends_on"]["redis"] == {"condition": "service_healthy"}
+    assert SERVICES["gateway"]["depends_on"]["edge"] == {"condition": "service_healthy"}
+
+
+def test_only_the_gateway_is_reachable_from_the_host():
+    published = {name for name, service in SERVICES.items() if service.get("ports")}
+    # The demo OpenID provider as well: browsers sign in on its own pages (demo profile).
+    assert published == {"gateway", "oidc-provider"}
+    assert SERVICES["oidc-provider"]["profiles"] == ["demo"]
+
+
+@pytest.mark.parametrize("name", [*(spec.name for spec in APPS), "gen3d-worker"])
+def test_apps_can_scale_and_redeploy_alone(name):
+    service = SERVICES[name]
+    # --scale: no fixed name or host port; --no-deps redeploy: an image of its own name.
+    assert "container_name" not in service and "ports" not in service
+    assert service["image"].startswith(f"avatar-forge/{name.removesuffix('-worker')}:")
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_no_key_is_in_any_environment(name):
+    environment = SERVICES[name].get("environment", {})
+    assert not SECRET_VARIABLES & set(environment)
+
+
+@pytest.mark.parametrize("spec", APPS, ids=lambda spec: spec.name)
+def test_each_app_gets_the_key_files_it_reads_and_no_others(spec):
+    assert set(SERVICES[spec.name].get("secrets", [])) == keys_read_by(spec)
+    declared = COMPOSE["secrets"]
+    assert all(declared[key]["file"] == f"./secrets/{key}" for key in keys_read_by(spec))
+
+
+def test_auth_reads_its_signing_keys_from_the_secret():
+    assert SERVICES["auth"]["environment"]["SIGNING_KEYS_FILE"] == "/run/secrets/auth_signing_keys"
+
+
+def test_apps_believe_forwarded_addresses_from_the_gateway_network_only():
+    subnet = COMPOSE["networks"]["backend"]["ipam"]["config"][0]["subnet"]
+    for spec in APPS:
+        assert SERVICES[spec.name]["environment"]["FORWARDED_ALLOW_IPS"] == subnet
+        assert SERVICES[spec.name]["networks"] == ["backend"]
+
+
+def test_redis_keeps_every_write_within_a_second_and_never_evicts():
+    redis = SERVICES["redis"]
+    flags = dict(zip(redis["command"][1::2], redis["command"][2::2], strict=True))
+    assert flags["--appendonly"] == "yes" and flags["--appendfsync"] == "everysec"
+    assert flags["--maxmemory-policy"] == "noeviction"
+    assert "redis-data:/data" in redis["volumes"] and "redis-data" in COMPOSE["volumes"]
+    assert "ports" not in redis
+
+
+def test_user_assets_are_shared_only_by_the_services_that_own_them():
+    mounting = {
+        name
+        for name, service in SERVICES.items()
+        if any(v.startswith("user-assets:") for v in service.get("volumes", []))
+    }
+    assert mounting == {"tts", "gen3d", "gen3d-worker"}
+    dockerfile = (DEPLOY_DIR / "Dockerfile").read_text()
+    assert "ASSETS_DIR=/data/user_assets" in dockerfile  # where the volume is mounted
+
+
+@pytest.mark.parametrize("profile", ["demo", "gpu"])
+def test_each_upstream_profile_answers_at_the_apps_default_addresses(profile):
+    answering = set()
+    for name, service in SERVICES.items():
+        if profile in service.get("profiles", []):
+            answering.add(name)
+            networks = service["networks"]
+            if isinstance(networks, dict):
+                answering |= set(networks["backend"].get("aliases", []))
+    environment = SERVICES["chat"]["environment"]
+    for variable in UPSTREAM_VARIABLES:
+        host = re.search(r"http://([\w-]+):", environment[variable])[1]
+        assert host in answering, f"{variable}: nothing answers at {host} under --profile {profile}"
+
+
+def test_the_gpu_profile_reserves_a_gpu_for_each_upstream():
+    gpu = [s for s in SERVICES.values() if "gpu" in s.get("profiles", [])]
+    assert len(gpu) == 3
+    for service in gpu:
+        (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]

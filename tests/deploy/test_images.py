@@ -1,0 +1,182 @@
+"""The images (deploy/*Dockerfile): lint-clean (hadolint), running as a user of their own with
+a health check, built from a context that leaves keys and user data out; and the gateway
+image's entry point, run here with the real Traefik."""
+
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from docker.utils.build import exclude_paths
+
+from avatar_devstack.ports import free_port
+from avatar_devstack.stack import find_binary
+from avatar_shared.registry import APPS
+from tests.deploy.expected import DEPLOY_DIR, DYNAMIC_DIR, dockerfiles
+
+REPO_ROOT = DEPLOY_DIR.parent
+RENDER = DYNAMIC_DIR.parent / "render.sh"
+
+
+def final_stage(dockerfile: Path) -> str:
+    return dockerfile.read_text().rsplit("\nFROM ", 1)[-1]
+
+
+@pytest.mark.parametrize("dockerfile", dockerfiles(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_hadolint_finds_nothing(dockerfile):
+    linted = subprocess.run(
+        [find_binary("hadolint"), str(dockerfile)], capture_output=True, text=True, check=False
+    )
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+@pytest.mark.parametrize("dockerfile", dockerfiles(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_each_image_runs_as_a_numeric_non_root_user_and_checks_its_health(dockerfile):
+    stage = final_stage(dockerfile)
+    users = [line.split()[1] for line in stage.splitlines() if line.startswith("USER ")]
+    assert users, "runs as root"
+    uid = users[-1].split(":")[0]
+    # Numeric: Kubernetes' runAsNonRoot can only verify a number.
+    assert uid.isdigit() and int(uid) != 0
+    assert "\nHEALTHCHECK " in stage
+
+
+def test_the_app_image_trusts_forwarded_headers_only_as_configured():
+    dockerfile = (DEPLOY_DIR / "Dockerfile").read_text()
+    assert "--proxy-headers" in dockerfile
+    assert "FORWARDED_ALLOW_IPS=127.0.0.1" in dockerfile  # compose and k8s set the network
+
+
+def build_context(root: Path) -> set[str]:
+    """The files `docker build` sends from `root`, by the repository's .dockerignore."""
+    lines = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return {path for path in exclude_paths(str(root), patterns) if (root / path).is_file()}
+
+
+def test_the_build_context_leaves_out_keys_user_data_and_history(tmp_path):
+    files = {
+        ".env": "OPENAI_KEY=sk-...",
+        "var/redis/appendonlydir/appendonly.aof.1.incr.aof": "",
+        "var/user_assets/ip:1/audio/a.mp3": "",
+        "var/run/auth-signing-keys.json": "{}",
+        "deploy/secrets/anon_id_secret": "k",
+        ".git/config": "",
+        "services/chat/.env": "",
+        "services/chat/tests/test_x.py": "",
+        "services/chat/src/avatar_chat/app.py": "",
+        "tools/oidc-provider/node_modules/x/index.js": "",
+        "tools/oidc-provider/server.mjs": "",
+        "tools/devstack/src/avatar_devstack/secrets.py": "",
+        "pyproject.toml": "",
+        "uv.lock": "",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert build_context(tmp_path) == {
+        "services/chat/src/avatar_chat/app.py",
+        "tools/oidc-provider/server.mjs",
+        "pyproject.toml",
+        "uv.lock",
+    }
+
+
+def test_the_build_context_holds_what_every_image_copies():
+    sent = build_context(REPO_ROOT)
+    for spec in APPS:
+        assert f"{spec.folder}/pyproject.toml" in sent
+    assert {"pyproject.toml", "uv.lock", "shared/pyproject.toml"} <= sent
+    assert {"gateway/traefik/traefik.yml", "gateway/traefik/render.sh"} <= sent
+    assert "tools/oidc-provider/package-lock.json" in sent
+    assert not any(path.startswith(("var/", ".git/", "deploy/secrets/")) for path in sent)
+
+
+def gateway_env(providers: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "PATH": str(Path(find_binary("traefik")).parent) + ":/usr/bin:/bin",
+        "GATEWAY_CONFIG_DIR": str(DYNAMIC_DIR.parent),
+        "GATEWAY_RENDERED_CONFIG": str(tmp_path / "traefik.yml"),
+        "GATEWAY_PORT": str(free_port()),
+        "GATEWAY_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+        "GATEWAY_LOG_LEVEL": "INFO",
+        "GATEWAY_PROVIDERS": providers.replace("/etc/traefik", str(DYNAMIC_DIR.parent)),
+        "POD_NAMESPACE": "avatar-forge",
+    }
+
+
+def compose_providers() -> str:
+    compose = yaml.safe_load((DEPLOY_DIR / "compose.yml").read_text())
+    return compose["services"]["gateway"]["environment"]["GATEWAY_PROVIDERS"]
+
+
+def kubernetes_providers() -> str:
+    gateway = yaml.safe_load_all((DEPLOY_DIR / "k8s" / "base" / "gateway.yaml").read_text())
+    (deployment,) = [doc for doc in gateway if doc["kind"] == "Deployment"]
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    return env["GATEWAY_PROVIDERS"].replace("$(POD_NAMESPACE)", "avatar-forge")
+
+
+@pytest.mark.parametrize(
+    "providers", [compose_providers, kubernetes_providers], ids=["compose", "kubernetes"]
+)
+def test_the_gateway_image_entry_point_starts_traefik_with_the_environment_s_providers(
+    providers, tmp_path
+):
+    """Outside Docker and a cluster their providers find nothing, but Traefik reads the
+    rendered static file (an unknown key or a leftover placeholder would stop it) and
+    answers /ping on the internal entry point, which the images' health checks call."""
+    env = gateway_env(providers(), tmp_path)
+    # The Docker API and the cluster are not here: point them at closed ports.
+    env["GATEWAY_PROVIDERS"] = (
+        env["GATEWAY_PROVIDERS"]
+        .replace("tcp://docker-api:2375", f"tcp://127.0.0.1:{free_port()}")
+        .replace(
+            '"kubernetesCRD": {',
+            f'"kubernetesCRD": {{"endpoint": "http://127.0.0.1:{free_port()}", ',
+        )
+    )
+    child = subprocess.Popen(
+        ["sh", str(RENDER)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        ping = f"http://{env['GATEWAY_METRICS_ADDRESS']}/ping"
+        answer = None
+        for _ in range(100):
+            try:
+                answer = httpx.get(ping, timeout=1.0, trust_env=False)
+                break
+            except httpx.TransportError:
+                assert child.poll() is None, child.stdout.read()
+                time.sleep(0.1)
+        assert answer is not None and (answer.status_code, answer.text) == (200, "OK")
+        rendered = (tmp_path / "traefik.yml").read_text()
+        assert "${" not in rendered
+        healthcheck = subprocess.run(
+            [find_binary("traefik"), "healthcheck", f"--configFile={tmp_path / 'traefik.yml'}"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert healthcheck.returncode == 0, healthcheck.stdout + healthcheck.stderr
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+
+
+def test_the_gateway_entry_point_names_a_missing_setting(tmp_path):
+    env = gateway_env(compose_providers(), tmp_path)
+    del env["GATEWAY_PROVIDERS"]
+    result = subprocess.run(
+        ["sh", str(RENDER)], env=env, capture_output=True, text=True, timeout=10, check=False
+    )
+    assert result.returncode == 1
+    assert "GATEWAY_PROVIDERS is not set" in result.stderr
+
+
+def test_the_images_run_the_python_the_project_pins():
+    pinned = (REPO_ROOT / ".python-version").read_text().strip()
+    assert f"PYTHON_IMAGE=python:{pinned}-slim" in (DEPLOY_DIR / "Dockerfile").read_text()

@@ -1,0 +1,212 @@
+"""deploy/k8s: each overlay renders (`kubectl kustomize`), every object is valid against the
+Kubernetes schemas (kubernetes-validate, strict), and the manifests say what the rest of the
+project says: one Deployment, Service and PodDisruptionBudget per app, probes, measured
+resources, autoscaling where load grows, make run's routes, and keys only from the Secret."""
+
+import re
+import subprocess
+from functools import cache
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from avatar_devstack.stack import find_binary
+from avatar_shared.registry import APPS
+from tests.deploy.expected import (
+    DEPLOY_DIR,
+    NATIVE_ROUTERS,
+    RULE_MIDDLEWARES,
+    RULE_TRANSPORTS,
+    SECRET_VARIABLES,
+    keys_read_by,
+    transport_of,
+    without_provider,
+)
+
+OVERLAYS = ["dev", "prod"]
+KUBERNETES_VERSION = "1.33.0"  # the oldest release the manifests are checked against
+AUTOSCALED = {"chat", "tts", "gen3d-worker"}
+# Kinds kubernetes-validate has no schema for (custom resources): checked below instead.
+CUSTOM_KINDS = {"IngressRoute"}
+
+
+@cache
+def rendered(overlay: str) -> tuple[dict, ...]:
+    out = subprocess.run(
+        [find_binary("kubectl"), "kustomize", str(DEPLOY_DIR / "k8s" / "overlays" / overlay)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return tuple(yaml.safe_load_all(out.stdout))
+
+
+def objects(overlay: str, kind: str) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in rendered(overlay) if o["kind"] == kind}
+
+
+def container(deployment: dict) -> dict:
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def config(overlay: str) -> dict[str, str]:
+    (config_map,) = objects(overlay, "ConfigMap").values()
+    return config_map["data"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_is_valid_against_the_kubernetes_schemas(overlay):
+    for obj in rendered(overlay):
+        if obj["kind"] in CUSTOM_KINDS:
+            continue
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_app_has_a_deployment_a_service_and_a_disruption_budget(overlay):
+    names = {spec.name for spec in APPS}
+    assert set(objects(overlay, "Deployment")) == names | {"gen3d-worker", "gateway"}
+    assert names | {"gateway"} <= set(objects(overlay, "Service"))
+    assert set(objects(overlay, "PodDisruptionBudget")) >= names | {"gen3d-worker", "gateway"}
+    for name, budget in objects(overlay, "PodDisruptionBudget").items():
+        assert budget["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": name}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("spec", APPS, ids=lambda spec: spec.name)
+def test_each_app_is_probed_limited_and_locked_down(overlay, spec):
+    deployment = objects(overlay, "Deployment")[spec.name]
+    pod = deployment["spec"]["template"]["spec"]
+    app = container(deployment)
+    assert app["image"].endswith(f"avatar-forge/{spec.name}") or f"/{spec.name}:" in app["image"]
+    assert app["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert app["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert {"name": "http", "containerPort": 8000} in app["ports"]
+    service = objects(overlay, "Service")[spec.name]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    resources = app["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"]) and "memory" in resources["limits"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert app["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gen3d_workers_run_gen3d_s_image_and_prove_they_are_alive(overlay):
+    deployments = objects(overlay, "Deployment")
+    worker = container(deployments["gen3d-worker"])
+    assert worker["image"] == container(deployments["gen3d"])["image"]
+    assert worker["livenessProbe"]["exec"]["command"][-1] == "--alive"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_what_load_grows_is_autoscaled(overlay):
+    autoscalers = objects(overlay, "HorizontalPodAutoscaler")
+    assert set(autoscalers) == AUTOSCALED
+    for name, autoscaler in autoscalers.items():
+        assert autoscaler["spec"]["scaleTargetRef"]["name"] == name
+        assert "replicas" not in objects(overlay, "Deployment")[name]["spec"]  # the HPA's
+
+
+def test_production_keeps_two_replicas_of_every_service():
+    for name, deployment in objects("prod", "Deployment").items():
+        if name in AUTOSCALED:
+            minimum = objects("prod", "HorizontalPodAutoscaler")[name]["spec"]["minReplicas"]
+            assert minimum >= (1 if name == "gen3d-worker" else 2)
+        else:
+            assert deployment["spec"]["replicas"] >= 2, name
+
+
+def ingress_routers(overlay: str) -> dict[str, dict]:
+    """The IngressRoute's routes as routers.yml spells routers, by their service's name
+    (the edge has two: its catch-all and the probes' 404)."""
+    (route,) = objects(overlay, "IngressRoute").values()
+    routers = {}
+    for rule in route["spec"]["routes"]:
+        (service,) = rule["services"]
+        name = service["name"]
+        if "not-routed@file" in [m["name"] for m in rule["middlewares"]]:
+            name = "internal-probes"
+        routers[name] = {
+            "rule": rule["match"],
+            "service": service["name"],
+            "middlewares": [without_provider(m["name"]) for m in rule["middlewares"]],
+            **({"priority": rule["priority"]} if "priority" in rule else {}),
+            **({"observability": rule["observability"]} if "observability" in rule else {}),
+        }
+    return routers
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ingress_routes_what_make_run_routes(overlay):
+    assert ingress_routers(overlay) == NATIVE_ROUTERS
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ingress_names_only_the_shared_rules_and_each_app_s_transport(overlay):
+    (route,) = objects(overlay, "IngressRoute").values()
+    for rule in route["spec"]["routes"]:
+        assert {without_provider(m["name"]) for m in rule["middlewares"]} <= RULE_MIDDLEWARES
+        (service,) = rule["services"]
+        transport = without_provider(service["serversTransport"])
+        assert transport in RULE_TRANSPORTS and transport == transport_of(service["name"])
+        assert service["name"] in objects(overlay, "Service")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_reads_its_own_namespace_only(overlay):
+    kinds = {obj["kind"] for obj in rendered(overlay)}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
+    env = {
+        e["name"]: e.get("value")
+        for e in container(objects(overlay, "Deployment")["gateway"])["env"]
+    }
+    providers = yaml.safe_load(env["GATEWAY_PROVIDERS"])
+    assert providers["file"] == {"filename": "/etc/traefik/dynamic/rules.yml"}
+    assert providers["kubernetesCRD"]["namespaces"] == ["$(POD_NAMESPACE)"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_keys_come_only_from_the_secret_each_app_mounting_what_it_reads(overlay):
+    assert objects(overlay, "Secret") == {}  # made from deploy/secrets, never in git
+    assert not SECRET_VARIABLES & set(config(overlay))
+    deployments = objects(overlay, "Deployment")
+    for spec in APPS:
+        volumes = deployments[spec.name]["spec"]["template"]["spec"].get("volumes", [])
+        mounted = {
+            item["key"]
+            for volume in volumes
+            if "secret" in volume
+            for item in volume["secret"]["items"]
+        }
+        assert mounted == keys_read_by(spec), spec.name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_apps_believe_forwarded_addresses_from_the_pod_network_behind_a_policy(overlay):
+    assert re.fullmatch(r"[\d.]+/\d+", config(overlay)["FORWARDED_ALLOW_IPS"])
+    (policy,) = [
+        p for p in objects(overlay, "NetworkPolicy").values()
+        if p["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/component": "app"}
+    ]  # fmt: skip
+    allowed = [peer["podSelector"]["matchLabels"] for peer in policy["spec"]["ingress"][0]["from"]]
+    assert allowed == [
+        {"app.kubernetes.io/component": "gateway"},
+        {"app.kubernetes.io/component": "app"},
+    ]
+
+
+def test_dev_runs_a_durable_redis_in_the_cluster():
+    redis = container(objects("dev", "StatefulSet")["redis"])
+    flags = dict(zip(redis["args"][::2], redis["args"][1::2], strict=True))
+    assert flags["--appendonly"] == "yes" and flags["--appendfsync"] == "everysec"
+    assert flags["--maxmemory-policy"] == "noeviction"
+    assert config("dev")["REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_prod_speaks_to_a_managed_redis():
+    assert "StatefulSet" not in {obj["kind"] for obj in rendered("prod")}
+    assert config("prod")["REDIS_URL"].startswith(("redis://", "rediss://"))
+    gateway = objects("prod", "Service")["gateway"]["spec"]
+    # The callers' own addresses reach the gateway (anonymous limits key on them).
+    assert (gateway["type"], gateway["externalTrafficPolicy"]) == ("LoadBalancer", "Local")
