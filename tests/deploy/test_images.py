@@ -3,21 +3,28 @@ a health check, built from a context that leaves keys and user data out; and the
 image's entry point, run here with the real Traefik."""
 
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from docker.utils.build import exclude_paths
 
 from avatar_devstack.ports import free_port
 from avatar_devstack.stack import find_binary
+from avatar_devstack.supervisor import Supervisor
 from avatar_shared.registry import APPS
-from tests.deploy.expected import DEPLOY_DIR, DYNAMIC_DIR, dockerfiles
+from tests.deploy.expected import DEPLOY_DIR, dockerfiles
+from tests.deploy.gateway import (
+    RENDER,
+    Gateway,
+    compose_gateway_environment,
+    entry_point_env,
+    kubernetes_gateway_environment,
+    providers_of,
+    start_entry_point,
+)
 
 REPO_ROOT = DEPLOY_DIR.parent
-RENDER = DYNAMIC_DIR.parent / "render.sh"
 
 
 def final_stage(dockerfile: Path) -> str:
@@ -94,85 +101,53 @@ def test_the_build_context_holds_what_every_image_copies():
     assert not any(path.startswith(("var/", ".git/", "deploy/secrets/")) for path in sent)
 
 
-def gateway_env(providers: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        "PATH": str(Path(find_binary("traefik")).parent) + ":/usr/bin:/bin",
-        "GATEWAY_CONFIG_DIR": str(DYNAMIC_DIR.parent),
-        "GATEWAY_RENDERED_CONFIG": str(tmp_path / "traefik.yml"),
-        "GATEWAY_PORT": str(free_port()),
-        "GATEWAY_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
-        "GATEWAY_LOG_LEVEL": "INFO",
-        "GATEWAY_PROVIDERS": providers.replace("/etc/traefik", str(DYNAMIC_DIR.parent)),
-        "POD_NAMESPACE": "avatar-forge",
-    }
-
-
-def compose_providers() -> str:
-    compose = yaml.safe_load((DEPLOY_DIR / "compose.yml").read_text())
-    return compose["services"]["gateway"]["environment"]["GATEWAY_PROVIDERS"]
-
-
-def kubernetes_providers() -> str:
-    gateway = yaml.safe_load_all((DEPLOY_DIR / "k8s" / "base" / "gateway.yaml").read_text())
-    (deployment,) = [doc for doc in gateway if doc["kind"] == "Deployment"]
-    env = {
-        e["name"]: e.get("value")
-        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-    }
-    return env["GATEWAY_PROVIDERS"].replace("$(POD_NAMESPACE)", "avatar-forge")
+def ping_answers(gateway: Gateway) -> bool:
+    try:
+        answer = httpx.get(f"{gateway.metrics_url}/ping", timeout=1.0, trust_env=False)
+    except httpx.TransportError:
+        return False
+    return (answer.status_code, answer.text) == (200, "OK")
 
 
 @pytest.mark.parametrize(
-    "providers", [compose_providers, kubernetes_providers], ids=["compose", "kubernetes"]
+    "environment",
+    [compose_gateway_environment, kubernetes_gateway_environment],
+    ids=["compose", "kubernetes"],
 )
 def test_the_gateway_image_entry_point_starts_traefik_with_the_environment_s_providers(
-    providers, tmp_path
+    environment, tmp_path
 ):
     """Outside Docker and a cluster their providers find nothing, but Traefik reads the
     rendered static file (an unknown key or a leftover placeholder would stop it) and
     answers /ping on the internal entry point, which the images' health checks call."""
-    env = gateway_env(providers(), tmp_path)
-    # The Docker API and the cluster are not here: point them at closed ports.
-    env["GATEWAY_PROVIDERS"] = (
-        env["GATEWAY_PROVIDERS"]
-        .replace("tcp://docker-api:2375", f"tcp://127.0.0.1:{free_port()}")
-        .replace(
-            '"kubernetesCRD": {',
-            f'"kubernetesCRD": {{"endpoint": "http://127.0.0.1:{free_port()}", ',
-        )
-    )
-    child = subprocess.Popen(
-        ["sh", str(RENDER)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    providers = providers_of(environment())
+    # The Docker API and the cluster are not here: their endpoints are closed ports.
+    if "docker" in providers:
+        providers["docker"]["endpoint"] = f"tcp://127.0.0.1:{free_port()}"
+    if "kubernetesCRD" in providers:
+        providers["kubernetesCRD"]["endpoint"] = f"http://127.0.0.1:{free_port()}"
+    gateway = entry_point_env(providers, tmp_path, {})
+    supervisor = Supervisor(tmp_path)
     try:
-        ping = f"http://{env['GATEWAY_METRICS_ADDRESS']}/ping"
-        answer = None
-        for _ in range(100):
-            try:
-                answer = httpx.get(ping, timeout=1.0, trust_env=False)
-                break
-            except httpx.TransportError:
-                assert child.poll() is None, child.stdout.read()
-                time.sleep(0.1)
-        assert answer is not None and (answer.status_code, answer.text) == (200, "OK")
-        rendered = (tmp_path / "traefik.yml").read_text()
-        assert "${" not in rendered
+        supervisor.wait_ready(start_entry_point(supervisor, gateway), lambda: ping_answers(gateway))
+        rendered = tmp_path / "traefik.yml"
+        assert "${" not in rendered.read_text()
         healthcheck = subprocess.run(
-            [find_binary("traefik"), "healthcheck", f"--configFile={tmp_path / 'traefik.yml'}"],
+            [find_binary("traefik"), "healthcheck", f"--configFile={rendered}"],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert healthcheck.returncode == 0, healthcheck.stdout + healthcheck.stderr
     finally:
-        child.terminate()
-        child.wait(timeout=10)
+        supervisor.stop_all()
 
 
 def test_the_gateway_entry_point_names_a_missing_setting(tmp_path):
-    env = gateway_env(compose_providers(), tmp_path)
-    del env["GATEWAY_PROVIDERS"]
+    gateway = entry_point_env(providers_of(compose_gateway_environment()), tmp_path, {})
+    del gateway.env["GATEWAY_PROVIDERS"]
     result = subprocess.run(
-        ["sh", str(RENDER)], env=env, capture_output=True, text=True, timeout=10, check=False
-    )
+        ["sh", str(RENDER)], env=gateway.env, capture_output=True, text=True, timeout=10,
+        check=False,
+    )  # fmt: skip
     assert result.returncode == 1
     assert "GATEWAY_PROVIDERS is not set" in result.stderr
 
