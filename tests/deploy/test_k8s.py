@@ -78,7 +78,8 @@ def test_each_app_is_probed_limited_and_locked_down(overlay, spec):
     deployment = objects(overlay, "Deployment")[spec.name]
     pod = deployment["spec"]["template"]["spec"]
     app = container(deployment)
-    assert app["image"].endswith(f"avatar-forge/{spec.name}") or f"/{spec.name}:" in app["image"]
+    untagged = re.sub(r":[\w.-]+$", "", app["image"])
+    assert untagged.endswith(f"avatar-forge/{spec.name}")
     assert app["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert app["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert {"name": "http", "containerPort": 8000} in app["ports"]
