@@ -10,7 +10,10 @@ ARG HUNYUAN3D_REF=main
 RUN apt-get update \
     && apt-get install -y --no-install-recommends git libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*
-RUN useradd --create-home --uid 10001 hunyuan
+# Its weights cache is its own, so a named volume mounted there starts out writable by it.
+RUN useradd --create-home --uid 10001 hunyuan \
+    && mkdir -p /home/hunyuan/.cache/huggingface \
+    && chown -R hunyuan:hunyuan /home/hunyuan/.cache
 WORKDIR /opt/hunyuan3d
 RUN git clone https://github.com/Tencent/Hunyuan3D-2.git . \
     && git checkout "${HUNYUAN3D_REF}" \

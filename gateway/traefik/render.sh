@@ -7,10 +7,12 @@ config_dir="${GATEWAY_CONFIG_DIR:-/etc/traefik}"
 rendered="${GATEWAY_RENDERED_CONFIG:-/tmp/traefik.yml}"
 cp "$config_dir/traefik.yml" "$rendered"
 for name in $(grep -o '\${[A-Z_]*}' "$config_dir/traefik.yml" | tr -d '${}' | sort -u); do
-  if ! value=$(printenv "$name"); then
+  # $name is [A-Z_]* (the grep above), so eval reads that variable and nothing else.
+  if eval "[ -z \"\${$name+set}\" ]"; then
     echo "gateway: $name is not set (traefik.yml needs it)" >&2
     exit 1
   fi
+  eval "value=\${$name}"
   # The value goes into sed's replacement: escape its own special characters first.
   escaped=$(printf '%s' "$value" | sed 's/[\\|&]/\\&/g')
   sed -i "s|\${$name}|$escaped|g" "$rendered"

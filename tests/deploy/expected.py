@@ -57,5 +57,10 @@ def without_provider(name: str) -> str:
     return name.removesuffix("@file")
 
 
+def compose_default(value: str) -> str:
+    """A compose value with its `${NAME:-default}`s at their defaults (nothing set)."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+
+
 def dockerfiles() -> list[Path]:
     return sorted(DEPLOY_DIR.rglob("*Dockerfile"))

@@ -5,6 +5,7 @@ scalable, with its keys as files and Redis durable."""
 
 import json
 import re
+from ipaddress import ip_address, ip_network
 
 import jsonschema
 import pytest
@@ -18,6 +19,7 @@ from tests.deploy.expected import (
     RULE_MIDDLEWARES,
     RULE_TRANSPORTS,
     SECRET_VARIABLES,
+    compose_default,
     keys_read_by,
     transport_of,
     without_provider,
@@ -166,11 +168,28 @@ def test_auth_reads_its_signing_keys_from_the_secret():
     assert SERVICES["auth"]["environment"]["SIGNING_KEYS_FILE"] == "/run/secrets/auth_signing_keys"
 
 
-def test_apps_believe_forwarded_addresses_from_the_gateway_network_only():
+def test_apps_believe_forwarded_addresses_from_the_gateway_alone():
+    gateway = SERVICES["gateway"]["networks"]["backend"]["ipv4_address"]
     subnet = COMPOSE["networks"]["backend"]["ipam"]["config"][0]["subnet"]
+    assert ip_address(compose_default(gateway)) in ip_network(compose_default(subnet))
     for spec in APPS:
-        assert SERVICES[spec.name]["environment"]["FORWARDED_ALLOW_IPS"] == subnet
+        assert SERVICES[spec.name]["environment"]["FORWARDED_ALLOW_IPS"] == gateway
         assert SERVICES[spec.name]["networks"] == ["backend"]
+
+
+@pytest.mark.parametrize("name", [*(spec.name for spec in APPS), "gen3d-worker"])
+def test_apps_read_deploy_env_never_make_run_s(name):
+    """The repository's .env is make run's (var/ paths, loopback addresses)."""
+    (env_file,) = SERVICES[name]["env_file"]
+    assert (DEPLOY_DIR / env_file["path"]).resolve() == DEPLOY_DIR / ".env"
+    assert SERVICES[name]["environment"]["ASSETS_DIR"] == "/data/user_assets"
+
+
+@pytest.mark.parametrize("name", ["chat", "tts", "gen3d-worker"])
+def test_replica_counts_are_settings_that_outlast_the_next_up(name):
+    replicas = SERVICES[name]["deploy"]["replicas"]
+    variable = re.fullmatch(r"\$\{(\w+)_REPLICAS:-1\}", replicas)[1]
+    assert variable == name.upper().replace("-", "_")
 
 
 def test_redis_keeps_every_write_within_a_second_and_never_evicts():

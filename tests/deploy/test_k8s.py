@@ -15,6 +15,7 @@ from avatar_devstack.stack import find_binary
 from avatar_shared.registry import APPS
 from tests.deploy.expected import (
     DEPLOY_DIR,
+    DYNAMIC_DIR,
     NATIVE_ROUTERS,
     RULE_MIDDLEWARES,
     RULE_TRANSPORTS,
@@ -95,9 +96,38 @@ def test_each_app_is_probed_limited_and_locked_down(overlay, spec):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_gen3d_workers_run_gen3d_s_image_and_prove_they_are_alive(overlay):
     deployments = objects(overlay, "Deployment")
+    pod = deployments["gen3d-worker"]["spec"]["template"]["spec"]
     worker = container(deployments["gen3d-worker"])
     assert worker["image"] == container(deployments["gen3d"])["image"]
     assert worker["livenessProbe"]["exec"]["command"][-1] == "--alive"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert worker["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_pod_gets_service_link_variables(overlay):
+    """Kubernetes would set <SERVICE>_PORT=tcp://... for every Service of the namespace: the
+    Service `gateway` alone would replace the gateway's GATEWAY_PORT."""
+    workloads = [
+        *objects(overlay, "Deployment").values(),
+        *objects(overlay, "StatefulSet").values(),
+    ]
+    for workload in workloads:
+        assert workload["spec"]["template"]["spec"]["enableServiceLinks"] is False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_states_every_setting_its_static_file_needs(overlay):
+    placeholders = set(re.findall(r"\$\{(\w+)\}", (DYNAMIC_DIR.parent / "traefik.yml").read_text()))
+    gateway = container(objects(overlay, "Deployment")["gateway"])
+    assert placeholders <= {e["name"] for e in gateway["env"]}
+
+
+def test_users_files_are_shared_across_nodes_in_prod_and_on_one_node_in_dev():
+    prod = objects("prod", "PersistentVolumeClaim")["user-assets"]["spec"]
+    assert prod["accessModes"] == ["ReadWriteMany"] and prod["storageClassName"]
+    dev = objects("dev", "PersistentVolumeClaim")["user-assets"]["spec"]
+    assert dev["accessModes"] == ["ReadWriteOnce"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -30,3 +30,12 @@ def test_services_read_their_keys_from_the_files(tmp_path, monkeypatch):
     auth = AuthSettings(_secrets_dir=folder, signing_keys_file=str(folder / "auth_signing_keys"))
     secret = (folder / "google_client_secret").read_text()
     assert auth.google_client_secret.get_secret_value() == secret
+
+
+def test_an_empty_variable_hides_no_key_file(tmp_path, monkeypatch):
+    """`ANON_ID_SECRET=` copied from .env.example must not shadow the mounted key."""
+    folder = tmp_path / "secrets"
+    make_deploy_secrets(folder)
+    monkeypatch.setenv("ANON_ID_SECRET", "")
+    chat = ChatSettings(_secrets_dir=folder)
+    assert chat.anon_id_secret.get_secret_value() == (folder / "anon_id_secret").read_text()

@@ -7,7 +7,6 @@ stops, a new one that starts and becomes healthy, and the shared rules are teste
 end, with no Docker engine on this machine.
 """
 
-import re
 import secrets
 import socket
 import tempfile
@@ -27,7 +26,7 @@ from avatar_devstack.testing import metric
 from avatar_emulators.docker_engine import create_app as docker_engine
 from avatar_emulators.server import serve_in_thread
 from avatar_shared.registry import app_spec
-from tests.deploy.expected import DEPLOY_DIR
+from tests.deploy.expected import DEPLOY_DIR, compose_default
 from tests.deploy.gateway import (
     compose_gateway_environment,
     entry_point_env,
@@ -39,11 +38,6 @@ COMPOSE = yaml.safe_load((DEPLOY_DIR / "compose.yml").read_text())
 PROJECT = COMPOSE["name"]
 NETWORK = COMPOSE["networks"]["backend"]["name"]
 SESSION_ROUTE = "/api/chat/sessions/{session_id}"
-
-
-def interpolate(value: str) -> str:
-    """Compose's `${NAME:-default}` with nothing set: the default."""
-    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
 
 
 def free_on_every_address(count: int) -> int:
@@ -81,7 +75,7 @@ class ComposeProject:
         child = self.supervisor.start(name, argv, self.env)
         self.supervisor.wait_ready(child, lambda: _answers(f"http://{address}:{self.port}"))
         labels = {
-            interpolate(key): interpolate(value)
+            compose_default(key): compose_default(value)
             for key, value in COMPOSE["services"][service]["labels"].items()
         }
         # The one change: compose's containers all listen on 8000, these on `port`.
@@ -132,7 +126,7 @@ def start_gateway(supervisor: Supervisor, docker_url: str, edge: str, run_dir: P
     environment = compose_gateway_environment()
     providers = providers_of(environment)
     providers["docker"]["endpoint"] = docker_url.replace("http://", "tcp://")
-    settings = {name: interpolate(str(value)) for name, value in environment.items()}
+    settings = {name: compose_default(str(value)) for name, value in environment.items()}
     gateway = entry_point_env(providers, run_dir, {**settings, "EDGE_URL": edge})
     child = start_entry_point(supervisor, gateway)
     supervisor.wait_ready(child, lambda: _routes_loaded(gateway.url))

@@ -3,8 +3,9 @@
 Every value comes from an environment variable (upper-case field name); an optional `.env`
 file in the working directory fills the gaps, then a file named after the variable in
 /run/secrets (where Docker secrets and a mounted Kubernetes Secret appear, so keys need not
-sit in the environment); the environment always wins. Each service subclasses
-`SharedSettings` with its own variables only; `.env.example` documents them all.
+sit in the environment); the environment always wins, but an empty variable counts as unset.
+Each service subclasses `SharedSettings` with its own variables only; `.env.example`
+documents them all.
 """
 
 from pathlib import Path
@@ -20,6 +21,9 @@ from avatar_shared.registry import SERVICES
 SECRETS_DIR = Path("/run/secrets")
 SETTINGS_CONFIG = SettingsConfigDict(
     env_file=".env",
+    # An empty variable is an unset one: a line copied from .env.example (`ANON_ID_SECRET=`)
+    # neither hides a key file nor replaces a default.
+    env_ignore_empty=True,
     # Only where it exists: pydantic-settings warns about a missing folder (`make run`).
     secrets_dir=SECRETS_DIR if SECRETS_DIR.is_dir() else None,
     extra="ignore",
