@@ -3,7 +3,7 @@ SHELL := /bin/bash
 # uv from PATH, else the copy `make install` puts in .tools/ (installed from PyPI).
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: install run demo test test-fuzz lint format bench config-docs deploy-secrets clean
+.PHONY: install run demo test test-fuzz lint format bench config-docs deploy-secrets vendor clean
 
 install:
 	@if ! command -v uv >/dev/null 2>&1 && [ ! -x .tools/bin/uv ]; then \
@@ -14,6 +14,7 @@ install:
 	@# The demo OpenID provider (make demo, the sign-in tests) runs on Node; make run needs none.
 	@if command -v npm >/dev/null 2>&1; then \
 		npm ci --prefix tools/oidc-provider --no-audit --no-fund --loglevel=error; \
+		npm ci --prefix tools/playground-vendor --no-audit --no-fund --loglevel=error; \
 	else \
 		echo "node/npm not found: make run works, but make demo's sign-in and make test need Node 20+"; \
 	fi
@@ -53,6 +54,15 @@ bench:
 # Rewrite .env.example and README's configuration table from the settings classes.
 config-docs:
 	$(UV) run --frozen python -m avatar_devstack.config_docs
+
+# The playground's browser libraries, from npm at the versions tools/playground-vendor's lock
+# pins, into the edge's static files (committed: the page needs no npm and no CDN). A test
+# checks the copies are the lock's.
+PLAYGROUND_VENDOR := gateway/src/avatar_edge/playground/vendor
+vendor:
+	npm ci --prefix tools/playground-vendor --no-audit --no-fund --loglevel=error
+	cp tools/playground-vendor/node_modules/@google/model-viewer/dist/model-viewer.min.js $(PLAYGROUND_VENDOR)/
+	cp tools/playground-vendor/node_modules/@google/model-viewer/LICENSE $(PLAYGROUND_VENDOR)/model-viewer.LICENSE
 
 # The key files deploy/compose.yml and the Kubernetes Secret read (deploy/secrets/, git-ignored).
 deploy-secrets:

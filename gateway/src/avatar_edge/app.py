@@ -1,4 +1,5 @@
-"""The edge: the gateway's own small app for /, the merged docs and the aggregate health.
+"""The edge: the gateway's own small app for /, the merged docs, the aggregate health and the
+playground page.
 
 Traefik also sends it every path no service claims, so unknown paths get the error envelope.
 """
@@ -12,7 +13,13 @@ from fastapi.staticfiles import StaticFiles
 
 from avatar_edge.health import check_everything
 from avatar_edge.openapi_source import build_document
-from avatar_edge.routes import DOCS_ASSETS_DIR, DOCS_ASSETS_PATH, router
+from avatar_edge.routes import (
+    DOCS_ASSETS_DIR,
+    DOCS_ASSETS_PATH,
+    PLAYGROUND_DIR,
+    PLAYGROUND_PATH,
+    router,
+)
 from avatar_edge.settings import EdgeSettings
 from avatar_shared.app import BaseState, create_service_app
 from avatar_shared.ttl_cache import TtlCache
@@ -40,4 +47,6 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
 
     app = create_service_app("edge", settings, router, state=edge_state, own_docs=False)
     app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=str(DOCS_ASSETS_DIR)), name="docs-assets")
+    playground = StaticFiles(directory=str(PLAYGROUND_DIR), html=True)
+    app.mount(PLAYGROUND_PATH, playground, name="playground")
     return app

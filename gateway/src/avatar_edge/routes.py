@@ -1,8 +1,9 @@
 from importlib import resources
+from urllib.parse import urlencode
 
 from fastapi import APIRouter
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 
 from avatar_edge.deps import HealthDep, OpenApiDep
 from avatar_edge.openapi_source import TITLE
@@ -14,6 +15,9 @@ router = APIRouter(tags=["system"])
 # ships them) rather than from a CDN: the docs must work on a GPU LAN without internet.
 DOCS_ASSETS_PATH = "/docs-assets"
 DOCS_ASSETS_DIR = resources.files("fastapi_offline") / "static"
+# The playground page: plain files (HTML, an ES module, the vendored model-viewer).
+PLAYGROUND_PATH = "/playground"
+PLAYGROUND_DIR = resources.files("avatar_edge") / "playground"
 
 
 @router.get("/", response_class=PlainTextResponse)
@@ -51,6 +55,15 @@ async def redoc() -> HTMLResponse:
         redoc_favicon_url=f"{DOCS_ASSETS_PATH}/favicon.png",
         with_google_fonts=False,
     )
+
+
+@router.get("/auth/callback", include_in_schema=False)
+async def back_from_sign_in(error: str | None = None) -> RedirectResponse:
+    """Where auth sends the browser after sign-in when the gateway is the frontend (FRONTEND_URL
+    under `make demo`): to the playground, with the failure if any. Never to a place the query
+    names, so this is no open redirect."""
+    query = f"?{urlencode({'sign_in_error': error})}" if error else ""
+    return RedirectResponse(f"{PLAYGROUND_PATH}/{query}", status_code=302)
 
 
 @router.api_route(

@@ -52,4 +52,7 @@ def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> di
             GOOGLE_CLIENT_ID=DEMO_CLIENT_ID,
             GOOGLE_CLIENT_SECRET=secrets.token_urlsafe(24),  # this run's only
         )
+        # No frontend in a demo: sign-in comes back to the gateway, whose /auth/callback
+        # leads to the playground.
+        env.setdefault("FRONTEND_URL", env["PUBLIC_BASE_URL"])
     return env

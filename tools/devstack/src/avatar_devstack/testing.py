@@ -204,6 +204,8 @@ def stack() -> Iterator[Stack]:
             "MAX_CONCURRENT_USERS": "100000",
             # A dead gen3d worker is noticed within seconds, not the default 20.
             "JOB_HEARTBEAT_S": "2",
+            # The sign-in tests' frontend (tests/e2e/oidc_browser.FRONTEND), not the gateway.
+            "FRONTEND_URL": "http://localhost:3000",
         }
         stack = Stack(
             Ports.free(emulators=True),
@@ -239,6 +241,10 @@ def browser() -> Iterator[webdriver.Chrome]:
     options.binary_location = str(CHROMIUM)
     for flag in (
         "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
+        # The playground plays speech as it arrives, without a click first.
+        "--autoplay-policy=no-user-gesture-required",
+        # WebGL on the CPU (model-viewer in the playground): there is no GPU here.
+        "--enable-unsafe-swiftshader",
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
     ):  # fmt: skip
         options.add_argument(flag)

@@ -1,0 +1,49 @@
+"""The playground's files as the edge serves them: the page and its module, model-viewer as
+the lock pins it (vendored, never from a CDN), and the way back from sign-in."""
+
+import json
+import re
+
+from avatar_devstack.environment import REPO_ROOT
+from avatar_edge.app import create_app
+from avatar_edge.routes import PLAYGROUND_DIR
+from avatar_edge.settings import EdgeSettings
+
+VENDOR_PACKAGE = REPO_ROOT / "tools" / "playground-vendor"
+
+
+async def test_the_page_and_its_files_are_served(app_client, redis_url):
+    async with app_client(create_app(EdgeSettings(redis_url=redis_url))) as client:
+        page = await client.get("/playground/")
+        script = await client.get("/playground/playground.js")
+        viewer = await client.get("/playground/vendor/model-viewer.min.js")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<script type="module" src="/playground/playground.js">' in page.text
+    assert script.headers["content-type"].startswith(("text/javascript", "application/javascript"))
+    assert viewer.status_code == 200 and "customElements" in viewer.text
+
+
+def test_the_page_loads_nothing_from_another_host():
+    for name in ("index.html", "playground.js", "playground.css"):
+        text = (PLAYGROUND_DIR / name).read_text()
+        assert not re.search(r"(src|href)=\"(https?:)?//", text), name
+        assert not re.search(r"""(fetch|import)\(\s*["'`](https?:)?//""", text), name
+
+
+def test_the_vendored_model_viewer_is_the_package_the_lock_pins():
+    """`make vendor` copies it from npm; `make install` installs the lock, so both agree."""
+    lock = json.loads((VENDOR_PACKAGE / "package-lock.json").read_text())
+    pinned = lock["packages"]["node_modules/@google/model-viewer"]
+    installed = VENDOR_PACKAGE / "node_modules" / "@google" / "model-viewer"
+    assert json.loads((installed / "package.json").read_text())["version"] == pinned["version"]
+    vendored = (PLAYGROUND_DIR / "vendor" / "model-viewer.min.js").read_bytes()
+    assert vendored == (installed / "dist" / "model-viewer.min.js").read_bytes()
+    assert (PLAYGROUND_DIR / "vendor" / "model-viewer.LICENSE").is_file()
+
+
+async def test_sign_in_comes_back_to_the_playground_and_never_elsewhere(app_client, redis_url):
+    async with app_client(create_app(EdgeSettings(redis_url=redis_url))) as client:
+        done = await client.get("/auth/callback", params={"next": "//evil.example/"})
+        failed = await client.get("/auth/callback", params={"error": "access_denied"})
+    assert (done.status_code, done.headers["location"]) == (302, "/playground/")
+    assert failed.headers["location"] == "/playground/?sign_in_error=access_denied"

@@ -1,0 +1,198 @@
+"""The playground (/playground/) in a real browser: Debian's headless Chromium, no internet,
+against the demo stack through the gateway. A chat turn streams into the page and its first
+spoken sentence gets a playable <audio>; a Character Card dropped in appears in the list; a
+3D job reaches 100% and model-viewer (vendored, not from a CDN) loads the GLB; a refusal is
+shown in words with its Retry-After; the labels switch between Korean and English. A
+screenshot of each step goes to var/test-artifacts/playground/."""
+
+import base64
+import io
+import json
+import re
+from collections.abc import Callable
+
+import pytest
+from PIL import Image
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from avatar_devstack.environment import REPO_ROOT
+from avatar_devstack.stack import Stack
+from avatar_devstack.testing import own_stack
+
+ARTIFACTS = REPO_ROOT / "var" / "test-artifacts" / "playground"
+CARD = REPO_ROOT.parent / "shared" / "testdata" / "cards" / "default_Seraphina.png"
+WAIT_S = 30
+HANGUL = re.compile(r"[\uac00-\ud7a3]")
+
+
+def screenshot(browser: WebDriver, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def until(browser: WebDriver, condition: Callable[[WebDriver], object], timeout: float = WAIT_S):
+    return WebDriverWait(browser, timeout, poll_frequency=0.1).until(condition)
+
+
+def open_playground(browser: WebDriver, stack: Stack) -> None:
+    # At the public address: the services take writes from that origin's pages only.
+    browser.get(f"{stack.env['PUBLIC_BASE_URL']}/playground/")
+    until(browser, lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+    assert browser.find_elements(By.CSS_SELECTOR, "#preset-list li")  # presets listed
+
+
+def say(browser: WebDriver, text: str) -> None:
+    browser.find_element(By.ID, "chat-input").send_keys(text)
+    browser.find_element(By.ID, "chat-send").click()
+
+
+@pytest.fixture
+def playground(stack, browser) -> WebDriver:
+    open_playground(browser, stack)
+    return browser
+
+
+def test_a_chat_turn_streams_in_and_its_first_sentence_gets_a_playable_audio(playground):
+    Select(playground.find_element(By.ID, "tts-mode")).select_by_value("realtime")
+    say(playground, "안녕! 오늘 뭐 하고 지냈어?")
+    reply = until(playground, lambda b: b.find_element(By.CSS_SELECTOR, "#messages li.assistant"))
+    until(playground, lambda b: reply.get_attribute("data-done") == "true")
+    # The text came in pieces (each a `delta` event), not all at once at the end.
+    assert int(reply.get_attribute("data-deltas")) > 1
+    assert reply.text.strip()
+    first = until(playground, lambda b: b.find_element(By.CSS_SELECTOR, "#speech audio"))
+    assert "/mnt/user_assets/" in first.get_attribute("src")
+    # Playable: the browser fetched and decoded it (HAVE_ENOUGH_DATA), with a duration.
+    until(playground, lambda b: b.execute_script("return arguments[0].readyState", first) >= 4)
+    assert playground.execute_script("return arguments[0].error", first) is None
+    assert playground.execute_script("return arguments[0].duration", first) > 0
+    screenshot(playground, "1-chat")
+
+
+def seraphina_card() -> dict:
+    """SillyTavern's Seraphina card (a V2 card in a PNG's `chara` chunk), as its JSON: the
+    shared test stack takes bodies of 64 KiB at most, the PNG is 530 KB."""
+    return json.loads(base64.b64decode(Image.open(CARD).text["chara"]))
+
+
+def own_count(browser: WebDriver) -> int:
+    return len(browser.find_elements(By.CSS_SELECTOR, "#own-list li"))
+
+
+def test_character_cards_chosen_or_dropped_in_appear_in_the_list(playground, tmp_path):
+    card = seraphina_card()
+    card_file = tmp_path / "seraphina.json"
+    card_file.write_text(json.dumps(card))
+    before = own_count(playground)
+    playground.find_element(By.ID, "card-file").send_keys(str(card_file))
+    until(playground, lambda b: own_count(b) == before + 1)
+    assert card["data"]["name"] in playground.find_element(By.ID, "own-list").text
+    assert card["data"]["name"] in playground.find_element(By.ID, "notice").text
+
+    card["data"]["name"] = "Seraphina dropped in"
+    drop = """
+        const [text, zone] = arguments;
+        const files = new DataTransfer();
+        files.items.add(new File([text], "dropped.json", {type: "application/json"}));
+        const options = {dataTransfer: files, bubbles: true, cancelable: true};
+        zone.dispatchEvent(new DragEvent("drop", options));
+    """
+    playground.execute_script(drop, json.dumps(card), playground.find_element(By.ID, "drop-zone"))
+    until(playground, lambda b: "Seraphina dropped in" in b.find_element(By.ID, "own-list").text)
+    assert own_count(playground) == before + 2
+    screenshot(playground, "2-card-import")
+
+
+def test_a_3d_job_reaches_100_and_model_viewer_loads_it(playground, tmp_path):
+    picture = tmp_path / "avatar.png"
+    image = Image.new("RGB", (256, 256), "white")
+    for x in range(64, 192):
+        for y in range(48, 208):
+            image.putpixel((x, y), (200, 90, 60))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    picture.write_bytes(buffer.getvalue())
+    playground.find_element(By.ID, "gen3d-file").send_keys(str(picture))
+    # The GPU backend (the emulated Hunyuan3D-2, 3 s a model here): steps long enough to see.
+    Select(playground.find_element(By.ID, "gen3d-backend")).select_by_value("hunyuan3d")
+    playground.find_element(By.CSS_SELECTOR, "#gen3d-form button").click()
+    steps = set()
+
+    def finished(browser: WebDriver) -> bool:
+        steps.add(browser.find_element(By.ID, "gen3d-step").text)
+        return browser.find_element(By.ID, "viewer").get_attribute("data-loaded") == "true"
+
+    until(playground, finished, timeout=90)
+    assert playground.find_element(By.ID, "gen3d-progress").get_attribute("value") == "100"
+    assert any(HANGUL.search(step) for step in steps), steps  # current_step, in Korean
+    viewer = playground.find_element(By.ID, "viewer")
+    assert viewer.get_attribute("src").endswith(".glb")
+    assert playground.execute_script("return arguments[0].loaded", viewer) is True
+    screenshot(playground, "3-3d")
+
+
+def test_labels_switch_between_korean_and_english(playground):
+    send = playground.find_element(By.ID, "chat-send")
+    start = send.text
+    playground.find_element(By.ID, "language").click()
+    switched = send.text
+    playground.find_element(By.ID, "language").click()
+    assert {start, switched} == {"보내기", "Send"}
+    assert send.text == start
+    assert playground.find_element(By.ID, "who").get_attribute("data-state") == "anonymous"
+    screenshot(playground, "4-labels")
+
+
+def test_a_refusal_is_shown_in_words_with_its_retry_after(browser):
+    with own_stack("playground-limits", {"CHAT_RATE_PER_MIN": "1"}) as limited:
+        open_playground(browser, limited)
+        say(browser, "첫 번째")
+        until(browser, lambda b: b.find_element(By.CSS_SELECTOR, "#messages li[data-done]"))
+        say(browser, "두 번째")
+        notice = until(browser, lambda b: b.find_element(By.ID, "notice"))
+        until(browser, lambda b: notice.get_attribute("data-code") == "rate_limited")
+        retry = re.search(
+            r"(\d+)", notice.text.split(".")[-2] if "." in notice.text else notice.text
+        )
+        assert retry and 1 <= int(retry[1]) <= 60, notice.text
+        screenshot(browser, "5-refusal")
+
+
+def through_the_provider(browser: WebDriver, login: str) -> None:
+    """The demo provider's own pages: its login form, then its consent form, until the
+    browser is back on the playground."""
+    for _ in range(6):
+        until(
+            browser,
+            lambda b: (
+                "/playground/" in b.current_url
+                or b.find_elements(By.CSS_SELECTOR, "form button[type=submit]")
+            ),
+        )
+        if "/playground/" in browser.current_url:
+            return
+        if fields := browser.find_elements(By.NAME, "login"):
+            fields[0].send_keys(login)
+            browser.find_element(By.NAME, "password").send_keys("any")
+        browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    raise AssertionError(f"sign-in did not come back: {browser.current_url}")
+
+
+def test_sign_in_through_the_demo_provider_and_out(browser):
+    """Under `make demo` the gateway is the frontend: sign-in comes back to the playground."""
+    with own_stack("playground-sign-in", {}) as demo:
+        open_playground(browser, demo)
+        who = browser.find_element(By.ID, "who")
+        assert who.get_attribute("data-state") == "anonymous"
+        browser.find_element(By.ID, "sign-in").click()
+        through_the_provider(browser, "mina")
+        until(browser, lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+        who = browser.find_element(By.ID, "who")
+        assert who.get_attribute("data-state") == "signed-in"
+        assert "mina@example.com" in who.text
+        screenshot(browser, "6-signed-in")
+        browser.find_element(By.ID, "sign-out").click()
+        until(browser, lambda b: who.get_attribute("data-state") == "anonymous")
+        assert browser.find_element(By.ID, "sign-in").is_displayed()
