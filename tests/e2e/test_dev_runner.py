@@ -16,6 +16,7 @@ import httpx
 import pytest
 import redis
 
+from avatar_devstack.environment import stack_env
 from avatar_devstack.ports import Ports, free_port, port_open
 from avatar_devstack.settings import StackSettings
 from avatar_devstack.stack import Stack
@@ -132,3 +133,18 @@ def test_redis_refuses_writes_when_full_rather_than_evict(runner):
         settings = client.config_get("maxmemory*")
     assert settings["maxmemory-policy"] == "noeviction"
     assert int(settings["maxmemory"]) == 1024**3
+
+
+def test_a_demo_s_sign_in_comes_back_to_the_gateway_unless_a_frontend_is_set(tmp_path, monkeypatch):
+    """make demo has no frontend: FRONTEND_URL defaults to the gateway (its /auth/callback
+    leads to the playground), but one set in the environment or in .env is kept."""
+    monkeypatch.chdir(tmp_path)  # a folder with no .env
+    ports = Ports.free(emulators=True)
+    demo = stack_env(ports, StackSettings(), {})
+    assert demo["FRONTEND_URL"] == demo["PUBLIC_BASE_URL"]
+    assert stack_env(ports, StackSettings(), {"FRONTEND_URL": "http://app"})["FRONTEND_URL"] == (
+        "http://app"
+    )
+    (tmp_path / ".env").write_text("FRONTEND_URL=http://app-from-dotenv\n")
+    assert "FRONTEND_URL" not in stack_env(ports, StackSettings(), {})  # auth reads .env's
+    assert "FRONTEND_URL" not in stack_env(Ports.free(emulators=False), StackSettings(), {})

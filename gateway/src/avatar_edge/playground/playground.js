@@ -14,7 +14,8 @@ const LABELS = {
     retryAfter: "초 후에 다시 시도하세요.", play: "듣기", pickCharacter: "먼저 캐릭터를 고르세요.",
     uploading: "올리는 중...", failed: "실패:", switchLanguage: "English", backend: "만드는 곳",
     backendDefault: "서버 기본값", backendRelief: "CPU (부조)", backendHunyuan: "GPU (Hunyuan3D-2)",
-    done3d: "완성!",
+    done3d: "완성!", signInFailed: "로그인하지 못했습니다", speechFailed: "음성을 만들지 못했습니다:",
+    speechLate: "음성 파일이 아직 없습니다.", cutOff: "응답이 중간에 끊겼습니다.",
   },
   en: {
     playground: "Playground", signIn: "Sign in", signOut: "Sign out", anonymous: "Anonymous",
@@ -28,7 +29,8 @@ const LABELS = {
     retryAfter: "s until you can try again.", play: "Play", pickCharacter: "Choose a character first.",
     uploading: "Uploading...", failed: "Failed:", switchLanguage: "한국어", backend: "Made by",
     backendDefault: "Server default", backendRelief: "CPU (relief)", backendHunyuan: "GPU (Hunyuan3D-2)",
-    done3d: "Done!",
+    done3d: "Done!", signInFailed: "Sign-in failed", speechFailed: "No speech for a sentence:",
+    speechLate: "The speech file has not appeared.", cutOff: "The reply was cut off.",
   },
 };
 
@@ -40,8 +42,11 @@ const state = {
   sessionId: null,
   messages: [], // the conversation sent with each turn (the server keeps the history too)
   speaking: Promise.resolve(), // sentences play one after another
+  conversation: 0, // counts conversations: what an older one still sends is dropped
+  turn: null, // the AbortController of the reply being streamed
 };
 const t = (key) => LABELS[state.language][key];
+const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
 
 // --- the API -----------------------------------------------------------------------------
 
@@ -78,6 +83,7 @@ function notify(text, error) {
   if (error?.retryAfter) words += ` ${error.retryAfter}${t("retryAfter")}`;
   notice.textContent = words;
   notice.dataset.code = error?.code ?? "";
+  notice.dataset.retryAfter = error?.retryAfter ?? "";
   notice.hidden = false;
 }
 
@@ -124,6 +130,9 @@ async function loadWho() {
 $("sign-out").addEventListener("click", async () => {
   // The answer is a redirect to the frontend; the cookie is gone either way.
   await fetch("/api/auth/logout", { method: "POST", credentials: "same-origin", redirect: "manual" });
+  // Another caller now: their own characters and conversations, not the last user's.
+  state.character = null;
+  startSession();
   await loadWho();
   loadCharacters();
 });
@@ -153,12 +162,24 @@ function characterItem(character) {
   return item;
 }
 
+// Every page of a listing (each answers next_cursor until the last).
+async function everyCharacter(path) {
+  const characters = [];
+  let cursor = null;
+  do {
+    const page = await api(cursor ? `${path}?cursor=${encodeURIComponent(cursor)}` : path);
+    characters.push(...page.characters);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return characters;
+}
+
 async function loadCharacters() {
   try {
-    const [own, presets] = await Promise.all([api("/api/characters"), api("/api/characters/presets")]);
-    $("own-list").replaceChildren(...own.characters.map(characterItem));
-    $("preset-list").replaceChildren(...presets.characters.map(characterItem));
-    if (!state.character && presets.characters.length) chooseCharacter(presets.characters[0]);
+    const [own, presets] = await Promise.all([everyCharacter("/api/characters"), everyCharacter("/api/characters/presets")]);
+    $("own-list").replaceChildren(...own.map(characterItem));
+    $("preset-list").replaceChildren(...presets.map(characterItem));
+    if (!state.character && presets.length) chooseCharacter(presets[0]);
   } catch (error) {
     notify(t("failed"), error);
   }
@@ -220,6 +241,9 @@ $("create-form").addEventListener("submit", async (event) => {
 // --- chat ----------------------------------------------------------------------------
 
 function startSession() {
+  state.turn?.abort();
+  state.conversation += 1;
+  state.speaking = Promise.resolve();
   state.sessionId = null;
   state.messages = [];
   $("messages").replaceChildren();
@@ -242,7 +266,8 @@ function addMessage(role, text) {
   return item;
 }
 
-// Each spoken sentence gets its own player and starts when the one before has ended.
+// Each spoken sentence gets its own player and starts when the one before is over (ended,
+// failed, or paused by the user); a new conversation starts a new line of them.
 function speak(audioUrl, text) {
   const audio = document.createElement("audio");
   audio.controls = true;
@@ -250,20 +275,43 @@ function speak(audioUrl, text) {
   audio.src = audioUrl;
   audio.title = text || "";
   $("speech").append(audio);
-  state.speaking = state.speaking.then(() => new Promise((done) => {
-    audio.addEventListener("ended", done, { once: true });
-    audio.addEventListener("error", done, { once: true });
-    audio.play().catch(done); // a browser may refuse sound before the user has clicked
-  }));
+  const conversation = state.conversation;
+  state.speaking = state.speaking.then(() => {
+    if (conversation !== state.conversation) return undefined;
+    return new Promise((done) => {
+      for (const over of ["ended", "error", "pause", "emptied"]) {
+        audio.addEventListener(over, done, { once: true });
+      }
+      audio.play().catch(done); // a browser may refuse sound before the user has clicked
+    });
+  });
 }
 
-// Delayed speech: the file appears at audio_url after the delay; try again until it does.
-function speakLater(audioUrl, delayMs, attempts = 20) {
-  setTimeout(async () => {
-    const found = await fetch(audioUrl, { credentials: "same-origin" }).catch(() => null);
-    if (found?.ok) speak(audioUrl);
-    else if (attempts > 1) speakLater(audioUrl, 500, attempts - 1);
-  }, delayMs);
+// Delayed speech: the file appears at audio_url after the delay (and its synthesis); look
+// for it (one byte of it) every second for a minute.
+async function speakLater(audioUrl, delayMs) {
+  const conversation = state.conversation;
+  await sleep(delayMs);
+  for (let attempt = 0; attempt < 60 && conversation === state.conversation; attempt += 1) {
+    const found = await fetch(audioUrl, { credentials: "same-origin", headers: { Range: "bytes=0-0" } })
+      .catch(() => null);
+    if (found?.ok) return speak(audioUrl);
+    await sleep(1000);
+  }
+  if (conversation === state.conversation) notify(t("speechLate"));
+}
+
+// /api/tts takes 1,000 characters at most: longer replies are spoken in sentence-long parts.
+function speechParts(text, limit = 1000) {
+  const parts = [];
+  for (const sentence of text.match(/[^.!?。！？\n]+[.!?。！？]*\s*/g) ?? [text]) {
+    for (let start = 0; start < sentence.length; start += limit) {
+      const piece = sentence.slice(start, start + limit);
+      if (parts.length && parts.at(-1).length + piece.length <= limit) parts[parts.length - 1] += piece;
+      else parts.push(piece);
+    }
+  }
+  return parts.map((part) => part.trim()).filter(Boolean);
 }
 
 function playButton(item, text) {
@@ -272,8 +320,10 @@ function playButton(item, text) {
   button.textContent = t("play");
   button.addEventListener("click", async () => {
     try {
-      const made = await postJson("/api/tts", { text, voice_id: state.voiceId });
-      speak(made.audio_url, text);
+      for (const part of speechParts(text)) {
+        const made = await postJson("/api/tts", { text: part, voice_id: state.voiceId });
+        speak(made.audio_url, part);
+      }
     } catch (error) {
       notify(t("failed"), error);
     }
@@ -284,25 +334,42 @@ function playButton(item, text) {
 // The events of a text/event-stream body, as {event, data} objects, as they arrive.
 async function* serverSentEvents(response) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value;
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      const event = { event: "message", data: "" };
-      for (const line of block.split("\n")) {
-        const colon = line.indexOf(":");
-        const field = line.slice(0, colon), value = line.slice(colon + 1).replace(/^ /, "");
-        if (field === "event") event.event = value;
-        else if (field === "data") event.data += value;
+  let buffer = "", carry = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      // Lines may end in \r\n, \n or \r: one \n here (a \r at a chunk's end waits for
+      // the next chunk, which may begin with its \n).
+      let chunk = carry + value;
+      carry = chunk.endsWith("\r") ? "\r" : "";
+      if (carry) chunk = chunk.slice(0, -1);
+      buffer += chunk.replace(/\r\n?/g, "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const event = parseEvent(block);
+        if (event) yield event;
       }
-      yield { event: event.event, data: JSON.parse(event.data) };
     }
+  } finally {
+    reader.cancel().catch(() => {}); // a consumer that stops early stops the download too
   }
+}
+
+function parseEvent(block) {
+  let name = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith(":")) continue; // a comment (keep-alive)
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+    if (field === "event") name = value;
+    else if (field === "data") data.push(value);
+  }
+  return data.length ? { event: name, data: JSON.parse(data.join("\n")) } : null;
 }
 
 async function sendTurn(text) {
@@ -316,8 +383,10 @@ async function sendTurn(text) {
     tts_enabled: mode !== "off", tts_mode: mode === "off" ? "realtime" : mode, tts_delay_ms: 1000,
     ...(state.sessionId ? { session_id: state.sessionId } : {}),
   };
+  const turn = new AbortController(); // a new conversation abandons this one
+  state.turn = turn;
   const response = await fetch("/api/chat", {
-    method: "POST", credentials: "same-origin",
+    method: "POST", credentials: "same-origin", signal: turn.signal,
     headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
     body: JSON.stringify(body),
   });
@@ -327,13 +396,16 @@ async function sendTurn(text) {
       reply.textContent += data.content;
       reply.dataset.deltas = String(Number(reply.dataset.deltas) + 1);
     } else if (event === "audio") {
-      speak(data.audio_url, data.text);
+      if (data.audio_url) speak(data.audio_url, data.text);
+      else notify(`${t("speechFailed")} ${data.tts_error?.message ?? data.text}`);
     } else if (event === "done") {
-      finishTurn(reply, data, mode);
+      if (!turn.signal.aborted) finishTurn(reply, data, mode);
+      return;
     } else if (event === "error") {
       throw new ApiError(502, data.code, data.message, null);
     }
   }
+  throw new ApiError(502, "cut_off", t("cutOff"), null); // the stream ended without `done`
 }
 
 function finishTurn(reply, data, mode) {
@@ -354,19 +426,20 @@ $("chat-form").addEventListener("submit", async (event) => {
   if (!text) return;
   input.value = "";
   $("chat-send").disabled = true;
+  const conversation = state.conversation;
   try {
     await sendTurn(text);
   } catch (error) {
-    state.messages.pop(); // the turn did not happen: do not send it again
-    notify(t("failed"), error);
+    if (conversation === state.conversation) {
+      state.messages.pop(); // the turn did not happen: do not send it again
+      notify(t("failed"), error);
+    }
   } finally {
     $("chat-send").disabled = false;
   }
 });
 
 // --- 3D ------------------------------------------------------------------------------
-
-const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
 
 async function follow(jobId) {
   const progress = $("gen3d-progress"), step = $("gen3d-step");
@@ -413,8 +486,10 @@ $("gen3d-form").addEventListener("submit", async (event) => {
 // --- start ---------------------------------------------------------------------------
 
 applyLanguage();
+// Our own words for a failed sign-in; the code only when it looks like one (an error code of
+// auth or of OAuth), so a crafted link cannot put its own text on this page.
 const signInError = new URLSearchParams(location.search).get("sign_in_error");
-if (signInError) notify(t("failed"), new ApiError(401, signInError, signInError, null));
+if (signInError) notify(/^[a-z_]{1,40}$/.test(signInError) ? `${t("signInFailed")} (${signInError})` : t("signInFailed"));
 await loadWho();
 await Promise.all([loadCharacters(), loadVoices()]);
 document.body.dataset.ready = "true";

@@ -5,6 +5,8 @@ import json
 import secrets
 from pathlib import Path
 
+from dotenv import dotenv_values
+
 from avatar_devstack.ports import Ports, local_url
 from avatar_devstack.secrets import DEMO_CLIENT_ID
 from avatar_devstack.settings import StackSettings
@@ -52,7 +54,8 @@ def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> di
             GOOGLE_CLIENT_ID=DEMO_CLIENT_ID,
             GOOGLE_CLIENT_SECRET=secrets.token_urlsafe(24),  # this run's only
         )
-        # No frontend in a demo: sign-in comes back to the gateway, whose /auth/callback
-        # leads to the playground.
-        env.setdefault("FRONTEND_URL", env["PUBLIC_BASE_URL"])
+        # No frontend in a demo unless one is configured (environment or .env, as auth reads
+        # it): sign-in comes back to the gateway, whose /auth/callback leads to the playground.
+        if not (env.get("FRONTEND_URL") or dotenv_values(".env").get("FRONTEND_URL")):
+            env["FRONTEND_URL"] = env["PUBLIC_BASE_URL"]
     return env
