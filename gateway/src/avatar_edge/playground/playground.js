@@ -37,6 +37,8 @@ const LABELS = {
 const $ = (id) => document.getElementById(id);
 const state = {
   language: localStorage.getItem("playground.language") || (navigator.language.startsWith("ko") ? "ko" : "en"),
+  user: null, // /api/auth/me's answer, or null when anonymous
+  signInEnabled: false, // /api/health's sign_in is not "disabled"
   character: null, // the chosen character object
   voiceId: "default",
   sessionId: null,
