@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -35,7 +36,13 @@ def screenshot(browser: WebDriver, name: str) -> None:
 
 
 def until(browser: WebDriver, condition: Callable[[WebDriver], object], timeout: float = WAIT_S):
-    return WebDriverWait(browser, timeout, poll_frequency=0.1).until(condition)
+    try:
+        return WebDriverWait(browser, timeout, poll_frequency=0.1).until(condition)
+    except TimeoutException:
+        # What the page said meanwhile, and how it looked: the reason is usually there.
+        screenshot(browser, "timed-out")
+        notice = browser.execute_script("return document.getElementById('notice')?.textContent")
+        raise AssertionError(f"timed out at {browser.current_url}; notice: {notice!r}") from None
 
 
 def open_playground(browser: WebDriver, stack: Stack) -> None:
@@ -46,8 +53,12 @@ def open_playground(browser: WebDriver, stack: Stack) -> None:
 
 
 def say(browser: WebDriver, text: str) -> None:
+    # The button is off while a reply streams, and a moment after it is done.
+    send = until(
+        browser, lambda b: (button := b.find_element(By.ID, "chat-send")).is_enabled() and button
+    )
     browser.find_element(By.ID, "chat-input").send_keys(text)
-    browser.find_element(By.ID, "chat-send").click()
+    send.click()
 
 
 @pytest.fixture
@@ -190,8 +201,12 @@ def test_a_refusal_is_shown_in_words_with_its_retry_after(browser):
         retry = int(notice.get_attribute("data-retry-after"))  # the answer's Retry-After
         assert 1 <= retry <= 60
         # Said in words after the server's message, in the page's language.
-        said = (f"{retry}s until you can try again.", f"{retry}초 후에 다시 시도하세요.")
+        said = (f"(Retry-After: {retry}s)", f"(다시 시도까지: {retry}s)")
         assert notice.text.endswith(said), notice.text
+        # The refused turn is marked unsent, its text back in the box, no empty reply left.
+        assert browser.find_element(By.CSS_SELECTOR, "#messages li.unsent").text == "두 번째"
+        assert browser.find_element(By.ID, "chat-input").get_attribute("value") == "두 번째"
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#messages li.assistant")) == 1
         screenshot(browser, "5-refusal")
 
 

@@ -11,7 +11,7 @@ const LABELS = {
     ttsOnClick: "클릭할 때", ttsOff: "끄기", newSession: "새 대화", send: "보내기",
     avatar3d: "3D 아바타", make3d: "만들기", choose: "선택", export: "내보내기",
     imported: "가져왔습니다:", created: "만들었습니다:", summarized: "이전 대화를 요약했습니다.",
-    retryAfter: "초 후에 다시 시도하세요.", play: "듣기", pickCharacter: "먼저 캐릭터를 고르세요.",
+    retryAfter: "다시 시도까지", play: "듣기", pickCharacter: "먼저 캐릭터를 고르세요.",
     uploading: "올리는 중...", failed: "실패:", switchLanguage: "English", backend: "만드는 곳",
     backendDefault: "서버 기본값", backendRelief: "CPU (부조)", backendHunyuan: "GPU (Hunyuan3D-2)",
     done3d: "완성!", signInFailed: "로그인하지 못했습니다", speechFailed: "음성을 만들지 못했습니다:",
@@ -26,7 +26,7 @@ const LABELS = {
     ttsOnClick: "On click", ttsOff: "Off", newSession: "New conversation", send: "Send",
     avatar3d: "3D avatar", make3d: "Make", choose: "Choose", export: "Export",
     imported: "Imported:", created: "Created:", summarized: "Older turns were summarized.",
-    retryAfter: "s until you can try again.", play: "Play", pickCharacter: "Choose a character first.",
+    retryAfter: "Retry-After", play: "Play", pickCharacter: "Choose a character first.",
     uploading: "Uploading...", failed: "Failed:", switchLanguage: "한국어", backend: "Made by",
     backendDefault: "Server default", backendRelief: "CPU (relief)", backendHunyuan: "GPU (Hunyuan3D-2)",
     done3d: "Done!", signInFailed: "Sign-in failed", speechFailed: "No speech for a sentence:",
@@ -82,7 +82,7 @@ const postJson = (path, body) => api(path, {
 function notify(text, error) {
   const notice = $("notice");
   let words = error ? `${text} ${error.message}` : text;
-  if (error?.retryAfter) words += ` ${error.retryAfter}${t("retryAfter")}`;
+  if (error?.retryAfter) words += ` (${t("retryAfter")}: ${error.retryAfter}s)`;
   notice.textContent = words;
   notice.dataset.code = error?.code ?? "";
   notice.dataset.retryAfter = error?.retryAfter ?? "";
@@ -410,6 +410,13 @@ async function sendTurn(text) {
   throw new ApiError(502, "cut_off", t("cutOff"), null); // the stream ended without `done`
 }
 
+function unsent(text) {
+  const [asked, reply] = [...$("messages").children].slice(-2);
+  asked.classList.add("unsent");
+  if (!reply.textContent) reply.remove();
+  if (!$("chat-input").value) $("chat-input").value = text;
+}
+
 function finishTurn(reply, data, mode) {
   reply.textContent = data.content;
   reply.dataset.done = "true";
@@ -433,7 +440,9 @@ $("chat-form").addEventListener("submit", async (event) => {
     await sendTurn(text);
   } catch (error) {
     if (conversation === state.conversation) {
-      state.messages.pop(); // the turn did not happen: do not send it again
+      // The turn did not happen: not sent again, its text back in the box to try again.
+      state.messages.pop();
+      unsent(text);
       notify(t("failed"), error);
     }
   } finally {
