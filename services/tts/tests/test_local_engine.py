@@ -1,5 +1,7 @@
 """The local engine (espeak-ng from the espeakng-loader wheel): real speech, no GPU."""
 
+import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -42,3 +44,29 @@ async def test_formats_the_local_engine_cannot_make(tts):
     response = await tts.post("/api/tts", json={"text": "안녕", "media_type": "raw"})
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "tts_rejected"
+
+
+# Two apps' engines in one process (the tests make an app per test; a replica could hold
+# two), each speaking from its own thread, as asyncio.to_thread does.
+TWO_ENGINES_AT_ONCE = """
+import threading
+from avatar_tts.engines.local import LocalEngine
+params = {"text": "안녕하세요. 오늘은 날씨가 정말 좋네요.", "voice": "ko", "rate": 175,
+          "pitch": 50, "media_type": "wav"}
+def speak(engine):
+    for _ in range(100):
+        assert engine._encode(params)[:4] == b"RIFF"
+threads = [threading.Thread(target=speak, args=(LocalEngine(),)) for _ in range(2)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+"""
+
+
+def test_two_engines_speaking_at_once_do_not_crash_the_process():
+    """espeak-ng's state is global: with an instance per engine this segfaulted."""
+    done = subprocess.run(
+        [sys.executable, "-c", TWO_ENGINES_AT_ONCE], capture_output=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]

@@ -64,10 +64,22 @@ class Espeak:
             return b"".join(self._chunks)
 
 
-class LocalEngine(SpeechEngine):
-    def __init__(self) -> None:
-        self._espeak: Espeak | None = None  # started on first use: most runs never need it
+_espeak: Espeak | None = None
+_espeak_start = threading.Lock()
 
+
+def espeak() -> Espeak:
+    """The process's one espeak-ng, started on first use (most runs never need it), shared by
+    every engine and app of the process: the library's state is global, and two instances
+    synthesizing at once (each behind its own lock) crash the process in espeak_Synth."""
+    global _espeak
+    with _espeak_start:
+        if _espeak is None:
+            _espeak = Espeak()
+        return _espeak
+
+
+class LocalEngine(SpeechEngine):
     def sound_parameters(self, job: Synthesis) -> dict[str, Any]:
         local = job.voice.local
         return {
@@ -87,10 +99,9 @@ class LocalEngine(SpeechEngine):
         yield audio
 
     def _encode(self, params: dict[str, Any]) -> bytes:
-        if self._espeak is None:
-            self._espeak = Espeak()
-        pcm = self._espeak.pcm(params["text"], params["voice"], params["rate"], params["pitch"])
-        rate, out = self._espeak.sample_rate, io.BytesIO()
+        engine = espeak()
+        pcm = engine.pcm(params["text"], params["voice"], params["rate"], params["pitch"])
+        rate, out = engine.sample_rate, io.BytesIO()
         if params["media_type"] == "ogg":
             samples = np.frombuffer(pcm, dtype=np.int16)
             soundfile.write(out, samples, rate, format="OGG", subtype="VORBIS")
