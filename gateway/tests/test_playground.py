@@ -14,9 +14,11 @@ VENDOR_PACKAGE = REPO_ROOT / "tools" / "playground-vendor"
 
 async def test_the_page_and_its_files_are_served(app_client, redis_url):
     async with app_client(create_app(EdgeSettings(redis_url=redis_url))) as client:
+        bare = await client.get("/playground")
         page = await client.get("/playground/")
         script = await client.get("/playground/playground.js")
         viewer = await client.get("/playground/vendor/model-viewer.min.js")
+    assert bare.status_code == 307 and bare.headers["location"].endswith("/playground/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert '<script type="module" src="/playground/playground.js">' in page.text
     assert script.headers["content-type"].startswith(("text/javascript", "application/javascript"))
