@@ -26,13 +26,18 @@ from avatar_tts.settings import TtsSettings
 from .conftest import LONG, SHORT, stored
 
 
+def speech_settings(redis_url: str, folder, upstream: str, **limits) -> TtsSettings:
+    """The tts service over this Redis, storing in `folder`, speaking through `upstream`."""
+    return TtsSettings(redis_url=redis_url, assets_dir=str(folder), tts_base_url=upstream, **limits)
+
+
 async def test_least_recently_used_audio_goes_when_the_folder_is_full(
     app_client, redis_url, tmp_path, emulator, redis
 ):
-    settings = TtsSettings(
-        redis_url=redis_url,
-        assets_dir=str(tmp_path),
-        tts_base_url=emulator[0],
+    settings = speech_settings(
+        redis_url,
+        tmp_path,
+        emulator[0],
         assets_max_bytes=400_000,  # room for two of these files, not three
     )
     texts = [f"{LONG} {n}번째" for n in range(3)]
@@ -51,10 +56,10 @@ async def test_least_recently_used_audio_goes_when_the_folder_is_full(
 async def test_one_callers_audio_does_not_push_out_anothers(
     app_client, redis_url, tmp_path, emulator, stranger_has_a_cookie
 ):
-    settings = TtsSettings(
-        redis_url=redis_url,
-        assets_dir=str(tmp_path),
-        tts_base_url=emulator[0],
+    settings = speech_settings(
+        redis_url,
+        tmp_path,
+        emulator[0],
         assets_max_bytes=700_000,  # room for four of these files
     )
     async with (
@@ -78,10 +83,10 @@ async def test_one_callers_audio_does_not_push_out_anothers(
 async def test_a_caller_over_their_share_gives_back_their_own_oldest(
     app_client, redis_url, tmp_path, emulator
 ):
-    settings = TtsSettings(
-        redis_url=redis_url,
-        assets_dir=str(tmp_path),
-        tts_base_url=emulator[0],
+    settings = speech_settings(
+        redis_url,
+        tmp_path,
+        emulator[0],
         assets_max_bytes_per_user=400_000,  # two of these files; the folder has room
     )
     async with app_client(create_app(settings)) as tts:
@@ -94,12 +99,7 @@ async def test_a_caller_over_their_share_gives_back_their_own_oldest(
 
 
 async def test_speech_has_a_rate_per_caller(app_client, redis_url, tmp_path, emulator):
-    settings = TtsSettings(
-        redis_url=redis_url,
-        assets_dir=str(tmp_path),
-        tts_base_url=emulator[0],
-        tts_rate_per_min=3,
-    )
+    settings = speech_settings(redis_url, tmp_path, emulator[0], tts_rate_per_min=3)
     app = create_app(settings)
     app.dependency_overrides[current_identity] = identity_from_test_header
     async with app_client(app) as tts:
@@ -118,10 +118,10 @@ async def test_syntheses_beyond_the_cap_wait_briefly_then_get_busy(app_client, r
     config = gpt_sovits.GptSovitsConfig(latency_s=0.6)
     with serve_in_thread(gpt_sovits.create_app(config)) as sovits:
         for wait_s, expected in ((0.2, [200, 503]), (3.0, [200, 200])):
-            settings = TtsSettings(
-                redis_url=redis_url,
-                assets_dir=str(tmp_path),
-                tts_base_url=sovits,
+            settings = speech_settings(
+                redis_url,
+                tmp_path,
+                sovits,
                 tts_max_in_flight=1,
                 tts_queue_wait_s=wait_s,
             )
@@ -136,12 +136,7 @@ async def test_syntheses_beyond_the_cap_wait_briefly_then_get_busy(app_client, r
 
 
 async def test_old_audio_expires(app_client, redis_url, tmp_path, emulator):
-    settings = TtsSettings(
-        redis_url=redis_url,
-        assets_dir=str(tmp_path),
-        tts_base_url=emulator[0],
-        assets_max_age_s=0.5,
-    )
+    settings = speech_settings(redis_url, tmp_path, emulator[0], assets_max_age_s=0.5)
     async with app_client(create_app(settings)) as tts:
         old = (await tts.post("/api/tts", json={"text": SHORT})).json()["data"]
         await asyncio.sleep(0.7)
@@ -159,7 +154,7 @@ async def speak_as_one_visitor(app_client, settings: TtsSettings, texts: list[st
 async def test_after_redis_lost_its_data_old_audio_is_still_kept_in_bounds(
     app_client, redis_url, redis, tmp_path, emulator
 ):
-    settings = TtsSettings(redis_url=redis_url, assets_dir=str(tmp_path), tts_base_url=emulator[0])
+    settings = speech_settings(redis_url, tmp_path, emulator[0])
     old = await speak_as_one_visitor(app_client, settings, [f"{LONG} {n}" for n in range(2)])
     await redis.flushdb()  # Redis lost everything; the files are still on disk
     folder = stored(tmp_path, old[0]["audio_url"]).parent
@@ -188,9 +183,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 async def test_a_full_disk_is_503_and_keeps_what_is_stored(
     app_client, redis_url, small_disk, emulator
 ):
-    settings = TtsSettings(
-        redis_url=redis_url, assets_dir=str(small_disk), tts_base_url=emulator[0]
-    )
+    settings = speech_settings(redis_url, small_disk, emulator[0])
     async with app_client(create_app(settings)) as tts:
         returning_visitor(tts)
         kept = (await tts.post("/api/tts", json={"text": LONG})).json()["data"]
@@ -213,9 +206,7 @@ async def test_a_speech_server_that_never_answers_is_504_within_the_timeout(
     app_client, redis_url, tmp_path
 ):
     with silent_server() as hung:
-        settings = TtsSettings(
-            redis_url=redis_url, assets_dir=str(tmp_path), tts_base_url=hung, tts_timeout_s=0.5
-        )
+        settings = speech_settings(redis_url, tmp_path, hung, tts_timeout_s=0.5)
         async with app_client(create_app(settings)) as tts:
             started = time.perf_counter()
             response = await tts.post("/api/tts", json={"text": SHORT})
@@ -228,7 +219,7 @@ async def test_a_speech_server_that_never_answers_is_504_within_the_timeout(
 async def test_an_index_of_an_older_version_is_rebuilt_at_start(
     app_client, redis_url, redis, tmp_path, emulator
 ):
-    settings = TtsSettings(redis_url=redis_url, assets_dir=str(tmp_path), tts_base_url=emulator[0])
+    settings = speech_settings(redis_url, tmp_path, emulator[0])
     old = await speak_as_one_visitor(app_client, settings, [f"{LONG} {n}" for n in range(2)])
     # What the previous version kept: files and a total, no holders (and a stale total).
     await redis.delete("tts:holder-of", "tts:usage", *await redis.keys("tts:held:*"))
