@@ -59,10 +59,17 @@ config-docs:
 # pins, into the edge's static files (committed: the page needs no npm and no CDN). A test
 # checks the copies are the lock's.
 PLAYGROUND_VENDOR := gateway/src/avatar_edge/playground/vendor
+DRACO_FILES := draco_decoder.js draco_decoder.wasm draco_wasm_wrapper.js
+BASIS_FILES := basis_transcoder.js basis_transcoder.wasm
 vendor:
 	npm ci --prefix tools/playground-vendor --no-audit --no-fund --loglevel=error
 	cp tools/playground-vendor/node_modules/@google/model-viewer/dist/model-viewer.min.js $(PLAYGROUND_VENDOR)/
 	cp tools/playground-vendor/node_modules/@google/model-viewer/LICENSE $(PLAYGROUND_VENDOR)/model-viewer.LICENSE
+	@# model-viewer's decoders for Draco- and KTX2-compressed models (else fetched from Google's CDN)
+	mkdir -p $(PLAYGROUND_VENDOR)/draco $(PLAYGROUND_VENDOR)/basis
+	cp $(addprefix tools/playground-vendor/node_modules/three/examples/jsm/libs/draco/gltf/,$(DRACO_FILES)) $(PLAYGROUND_VENDOR)/draco/
+	cp $(addprefix tools/playground-vendor/node_modules/three/examples/jsm/libs/basis/,$(BASIS_FILES)) $(PLAYGROUND_VENDOR)/basis/
+	cp tools/playground-vendor/node_modules/three/LICENSE $(PLAYGROUND_VENDOR)/three.LICENSE
 
 # The key files deploy/compose.yml and the Kubernetes Secret read (deploy/secrets/, git-ignored).
 deploy-secrets:

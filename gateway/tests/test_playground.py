@@ -44,6 +44,27 @@ def test_the_vendored_model_viewer_is_the_package_the_lock_pins():
     assert (PLAYGROUND_DIR / "vendor" / "model-viewer.LICENSE").is_file()
 
 
+def test_model_viewer_s_decoders_are_the_locked_three_s_and_the_page_uses_them():
+    """Its Draco and KTX2 decoders would come from Google's CDN: the page points it at
+    these copies of the files of the `three` the lock pins."""
+    libs = VENDOR_PACKAGE / "node_modules" / "three" / "examples" / "jsm" / "libs"
+    copies = {
+        "draco": (
+            libs / "draco" / "gltf",
+            ["draco_decoder.js", "draco_decoder.wasm", "draco_wasm_wrapper.js"],
+        ),
+        "basis": (libs / "basis", ["basis_transcoder.js", "basis_transcoder.wasm"]),
+    }
+    for folder, (source, names) in copies.items():
+        for name in names:
+            vendored = (PLAYGROUND_DIR / "vendor" / folder / name).read_bytes()
+            assert vendored == (source / name).read_bytes(), name
+    script = (PLAYGROUND_DIR / "playground.js").read_text()
+    assert 'dracoDecoderLocation = "/playground/vendor/draco/"' in script
+    assert 'ktx2TranscoderLocation = "/playground/vendor/basis/"' in script
+    assert 'lottieLoaderLocation = "/playground/vendor/no-lottie.js"' in script
+
+
 async def test_sign_in_comes_back_to_the_playground_and_never_elsewhere(app_client, redis_url):
     async with app_client(create_app(EdgeSettings(redis_url=redis_url))) as client:
         done = await client.get("/auth/callback", params={"next": "//evil.example/"})

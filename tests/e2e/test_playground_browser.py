@@ -175,6 +175,13 @@ def test_a_3d_job_reaches_100_and_model_viewer_loads_it(playground, tmp_path):
     viewer = playground.find_element(By.ID, "viewer")
     assert viewer.get_attribute("src").endswith(".glb")
     assert playground.execute_script("return arguments[0].loaded", viewer) is True
+    # Its decoders are this origin's copies, not Google's CDN (the LAN may have no internet).
+    locations = playground.execute_script(
+        "const viewer = customElements.get('model-viewer');"
+        "return [viewer.dracoDecoderLocation, viewer.ktx2TranscoderLocation,"
+        " viewer.lottieLoaderLocation]"
+    )
+    assert all(location.startswith("/playground/vendor/") for location in locations), locations
     screenshot(playground, "3-3d")
 
 

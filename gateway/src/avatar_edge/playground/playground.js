@@ -467,6 +467,13 @@ async function follow(jobId) {
   }
 }
 
+// model-viewer would fetch its decoders from CDNs: point it at the copies shipped with the
+// page (`make vendor`), so nothing leaves this origin on a LAN without internet.
+const ModelViewer = customElements.get("model-viewer");
+ModelViewer.dracoDecoderLocation = "/playground/vendor/draco/";
+ModelViewer.ktx2TranscoderLocation = "/playground/vendor/basis/";
+ModelViewer.lottieLoaderLocation = "/playground/vendor/no-lottie.js";
+
 const viewer = $("viewer");
 viewer.addEventListener("load", () => { viewer.dataset.loaded = "true"; });
 viewer.addEventListener("error", () => notify(t("failed"), new ApiError(0, "model", "GLB", null)));
