@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from avatar_devstack.ports import free_port
-from avatar_devstack.stack import TRAEFIK_NO_ROUTE, find_binary
+from avatar_devstack.stack import find_binary, routes_loaded
 from avatar_devstack.supervisor import Child, Supervisor
 from avatar_devstack.testing import metric
 from avatar_emulators.docker_engine import create_app as docker_engine
@@ -129,15 +129,8 @@ def start_gateway(supervisor: Supervisor, docker_url: str, edge: str, run_dir: P
     settings = {name: compose_default(str(value)) for name, value in environment.items()}
     gateway = entry_point_env(providers, run_dir, {**settings, "EDGE_URL": edge})
     child = start_entry_point(supervisor, gateway)
-    supervisor.wait_ready(child, lambda: _routes_loaded(gateway.url))
+    supervisor.wait_ready(child, lambda: routes_loaded(gateway.url))
     return gateway.url
-
-
-def _routes_loaded(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/", timeout=1.0).text != TRAEFIK_NO_ROUTE
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="module")

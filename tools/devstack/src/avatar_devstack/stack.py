@@ -38,6 +38,16 @@ def find_binary(name: str) -> str:
     return found
 
 
+def routes_loaded(gateway_url: str) -> bool:
+    """Traefik answers /ping before its providers have loaded the routers; until then every
+    path gets its own plain 404, which no router of ours produces for `/`."""
+    try:
+        response = httpx.get(f"{gateway_url}/", timeout=1.0, trust_env=False)
+    except httpx.HTTPError:
+        return False
+    return response.text != TRAEFIK_NO_ROUTE
+
+
 def _http_ok(url: str) -> bool:
     try:
         return httpx.get(url, timeout=1.0, trust_env=False).status_code == 200
@@ -234,10 +244,4 @@ class Stack:
         self.supervisor.wait_ready(child, self._gateway_routes_loaded)
 
     def _gateway_routes_loaded(self) -> bool:
-        """Traefik answers /ping before its file provider has loaded the routers; until then
-        every path gets its own plain 404, which no router of ours produces for `/`."""
-        try:
-            response = httpx.get(f"{self.gateway_url}/", timeout=1.0, trust_env=False)
-        except httpx.HTTPError:
-            return False
-        return response.text != TRAEFIK_NO_ROUTE
+        return routes_loaded(self.gateway_url)
