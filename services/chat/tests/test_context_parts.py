@@ -1,8 +1,9 @@
 """The pieces of context fitting on their own: token estimates and the summary cache."""
 
-from avatar_chat.context.planner import assemble, whole_sentences
+from avatar_chat.context.planner import Conversation, assemble, whole_sentences
 from avatar_chat.context.summaries import (
     KEPT_SUMMARIES,
+    NO_SUMMARY,
     Summary,
     SummaryStore,
     best_match,
@@ -57,7 +58,7 @@ def test_a_summary_matches_only_the_exact_turns_it_covers():
     edited = [*turns[:6], {"role": "assistant", "content": "changed"}, *turns[7:]]
     assert best_match(cached, prefix_digests(edited), limit=8).covered == 4
     assert best_match(cached, digests, limit=6).covered == 4  # the client went back
-    assert best_match(cached, prefix_digests([{"role": "user", "content": "x"}]), 1) is None
+    assert best_match(cached, prefix_digests([{"role": "user", "content": "x"}]), 1) is NO_SUMMARY
 
 
 async def test_saving_drops_stale_and_surplus_summaries(redis):
@@ -80,12 +81,13 @@ def test_cuts_fall_before_a_users_turn_and_the_summary_goes_last():
     ]
     estimate = TokenEstimator()
     per_turn = estimate.messages(turns[:1])
-    context = assemble("system", None, turns, 4 * per_turn, estimate, False)
+    talk = Conversation("s", "system", turns, "m", max_tokens=1, window=9999, estimate=estimate)
+    context = assemble(talk, NO_SUMMARY, 4 * per_turn, False)
     assert context.truncated and context.messages[1]["role"] == "user"
     assert context.messages[1:] == turns[-3:]  # four would not fit, and three start with a user
 
     summary = Summary(6, "d", "long summary " * 200, "t")
-    squeezed = assemble("system", summary, turns, 2 * per_turn, estimate, False)
+    squeezed = assemble(talk, summary, 2 * per_turn, False)
     assert squeezed.messages == [{"role": "system", "content": "system"}, turns[-1]]
     assert squeezed.truncated and squeezed.covered == 0
 

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from avatar_chat.deps import ChatDep
+from avatar_chat.flows import reply_turn, stream_turn
 from avatar_chat.schemas import (
     SSE_RESPONSE,
     ChatReply,
@@ -17,11 +18,9 @@ from avatar_shared.envelope import Envelope, ok
 from avatar_shared.errors import ERROR_RESPONSES
 from avatar_shared.identity import UserId
 from avatar_shared.rate import CallerDep
+from avatar_shared.streaming import SSE_HEADERS
 
 router = APIRouter(prefix="/api/chat", tags=["chat"], responses=ERROR_RESPONSES)
-
-# Proxies must pass events on at once rather than collect them.
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @router.post("", response_model=Envelope[ChatReply], responses=SSE_RESPONSE)
@@ -29,9 +28,9 @@ async def chat(
     body: ChatRequest, chat: ChatDep, caller: CallerDep
 ) -> Envelope[ChatReply] | StreamingResponse:
     if body.stream:
-        events = await chat.stream(body, caller)
+        events = await stream_turn(chat, body, caller)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    return ok(await chat.reply(body, caller))
+    return ok(await reply_turn(chat, body, caller))
 
 
 @router.get("/models", response_model=Envelope[ModelList])

@@ -1,5 +1,5 @@
-"""Request and response models of the chat endpoints, as API.md states them. Limits that
-depend on settings (message count and lengths) are checked in `turn.check_limits`."""
+"""Request and response models of the chat endpoints, as API.md states them, and the checks
+of the limits that depend on settings (message count and lengths: `check_limits`)."""
 
 from typing import Any, Literal
 from uuid import UUID
@@ -13,6 +13,8 @@ from pydantic import (
     model_validator,
 )
 
+from avatar_chat.settings import ChatSettings
+from avatar_shared.errors import ValidationFailed
 from avatar_shared.json_types import JsonInt
 
 
@@ -71,6 +73,22 @@ class ChatRequest(BaseModel):
         if self.messages[-1].role != "user":
             raise ValueError("the last message must come from the user")
         return self
+
+
+def check_limits(body: ChatRequest, settings: ChatSettings) -> None:
+    if not body.persona and not body.character_id:
+        raise ValidationFailed("persona: give a persona or a character_id")
+    if len(body.messages) > settings.max_messages:
+        raise ValidationFailed(f"messages: at most {settings.max_messages} messages are allowed")
+    for index, message in enumerate(body.messages):
+        if len(message.content) > settings.max_message_chars:
+            raise ValidationFailed(
+                f"messages.{index}.content: at most {settings.max_message_chars} characters"
+            )
+    if sum(len(m.content) for m in body.messages) > settings.max_total_chars:
+        raise ValidationFailed(
+            f"messages: at most {settings.max_total_chars} characters in all are allowed"
+        )
 
 
 class Usage(BaseModel):
@@ -166,11 +184,22 @@ def _texts(*names: str) -> dict[str, Any]:
     return {"type": "object", "required": list(names), "properties": {n: {} for n in names}}
 
 
+# A spoken sentence: `tts_error` says why it has no audio (then audio_url is null).
+_AUDIO_EVENT = {
+    **_texts("index", "text", "audio_url"),
+    "properties": {
+        "index": {"type": "integer"},
+        "text": {"type": "string"},
+        "audio_url": {"type": ["string", "null"]},
+        "tts_error": {"type": "string"},
+    },
+}
+
 # Each event of a streamed reply (`stream: true`), as the text/event-stream item schema.
 SSE_EVENT: dict[str, Any] = {
     "oneOf": [
         _sse_event("delta", _texts("content")),
-        _sse_event("audio", _texts("index", "text", "audio_url")),
+        _sse_event("audio", _AUDIO_EVENT),
         _sse_event("done", _texts("content", "usage", "session_id")),
         _sse_event("error", _texts("code", "message")),
     ]
@@ -179,9 +208,10 @@ SSE_EVENT: dict[str, Any] = {
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": 'With `stream: true`: `event: delta` (data `{"content"}`) as text '
-        "arrives, `event: audio` (data `{index, text, audio_url}`) per spoken sentence with "
-        "realtime speech, then one `event: done` whose data is the non-streaming `data` "
-        "object; a failure after the first delta ends the stream with `event: error` "
+        "arrives, `event: audio` (data `{index, text, audio_url}`, and `tts_error` "
+        "when the sentence could not be spoken) per sentence with realtime speech, then one "
+        "`event: done` whose data is the non-streaming `data` object; a failure after the "
+        "first delta ends the stream with `event: error` "
         '(data `{"code", "message"}`).',
         "content": {"text/event-stream": {"schema": SSE_EVENT, "itemSchema": SSE_EVENT}},
     }

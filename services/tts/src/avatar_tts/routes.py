@@ -1,6 +1,3 @@
-from collections.abc import AsyncIterator
-from contextlib import aclosing
-
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
@@ -27,26 +24,12 @@ async def synthesize(
     if body.return_binary and body.streaming_mode > 0:
         audio = await speech.speak_streaming(caller, job)
         if audio is not None:
-            return await stream_audio(audio, CONTENT_TYPES[body.media_type])
+            return StreamingResponse(audio, media_type=CONTENT_TYPES[body.media_type])
     stored = await speech.speak(caller, job, body.file_id)
     if body.return_binary:
         path = speech.path_of(caller.user_id, stored)
         return FileResponse(path, media_type=CONTENT_TYPES[stored.format])
     return ok(stored)
-
-
-async def stream_audio(audio: AsyncIterator[bytes], media_type: str) -> StreamingResponse:
-    """Waits for the first bytes before answering, so a failure up front is an ordinary
-    error response rather than a broken stream."""
-    first = await anext(audio)
-
-    async def rest() -> AsyncIterator[bytes]:
-        async with aclosing(audio):  # a client that leaves ends the synthesis too
-            yield first
-            async for chunk in audio:
-                yield chunk
-
-    return StreamingResponse(rest(), media_type=media_type)
 
 
 @router.get("/api/tts/voices", response_model=Envelope[VoiceList])

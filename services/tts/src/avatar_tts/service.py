@@ -5,8 +5,8 @@ is kept within its limits by `retention`."""
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, aclosing
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 
 import httpx
@@ -18,6 +18,7 @@ from avatar_shared.locks import LockTimeout
 from avatar_shared.metrics import TTS_CACHE, upstream_call
 from avatar_shared.rate import Caller, RateLimit
 from avatar_shared.reloading_file import ReloadingFile
+from avatar_shared.streaming import primed
 from avatar_shared.timestamps import utc_now
 from avatar_tts.engines import SpeechEngine, Synthesis, make_engines
 from avatar_tts.errors import AudioNotFound, FileIdTaken, TtsBusy, TtsTimeout, VoiceNotFound
@@ -84,25 +85,26 @@ class SpeechService:
 
     async def speak_streaming(self, caller: Caller, job: Synthesis) -> AsyncIterator[bytes] | None:
         """The audio as the engine produces it, stored and cached on the way, when this call
-        is the one to make it; None when it is cached or being made (then use `speak`)."""
+        is the one to make it; None when it is cached or being made (then use `speak`). It
+        has started when it is returned, so a failure up front is an ordinary error response;
+        a client that leaves ends the synthesis too."""
         engine, key = self._engine_and_key(job)
         if await self.store.cached(key) is not None:
             return None
-        making = AsyncExitStack()
         try:
-            await making.enter_async_context(self.store.making(key, wait_s=0))
-        except LockTimeout:
+            return await primed(self._stream_made_here(key, caller, job, engine))
+        except LockTimeout:  # another request is making it
             return None
 
-        async def stream() -> AsyncIterator[bytes]:
-            async with making:  # released when the stream ends, however it ends
-                result: list[StoredAudio] = []
-                async with aclosing(self._produce(key, caller, job, engine, result)) as audio:
-                    async for chunk in audio:
-                        yield chunk
-                await self._file_for(caller, key, result[0], job.voice.id, False, None)
-
-        return stream()
+    async def _stream_made_here(
+        self, key: str, caller: Caller, job: Synthesis, engine: SpeechEngine
+    ) -> AsyncGenerator[bytes, None]:
+        async with self.store.making(key, wait_s=0):  # held until the stream ends, however
+            result: list[StoredAudio] = []
+            async with aclosing(self._produce(key, caller, job, engine, result)) as audio:
+                async for chunk in audio:
+                    yield chunk
+            await self._file_for(caller, key, result[0], job.voice.id, False, None)
 
     async def user_file(self, user_id: str, file_name: str) -> Path:
         """A stored file, for download; counts as a use when Redis can take note (the file

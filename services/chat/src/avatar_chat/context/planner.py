@@ -22,12 +22,17 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from avatar_chat.context.summaries import Summary, SummaryStore, best_match, prefix_digests
+from avatar_chat.context.summaries import (
+    NO_SUMMARY,
+    Summary,
+    SummaryStore,
+    best_match,
+    prefix_digests,
+)
 from avatar_chat.context.tokens import TokenEstimator
 from avatar_chat.llm import LlmClient, LlmRequest
 from avatar_chat.settings import ChatSettings
-from avatar_chat.store import SessionState
-from avatar_shared.errors import AppError
+from avatar_shared.errors import AppError, ValidationFailed
 from avatar_shared.gate import Gate
 from avatar_shared.timestamps import utc_now
 
@@ -50,20 +55,28 @@ MIN_BLOCK_TOKENS = 64  # below this, a summary call could not take even one shor
 
 
 @dataclass(frozen=True)
+class Conversation:
+    """One turn's conversation, as the planner takes it."""
+
+    session_id: str
+    system: str  # the system prompt, before any summary is added to it
+    turns: list[Message]  # as the client sent them, the new user's turn last
+    model: str
+    max_tokens: int  # kept free for the reply
+    window: int  # the model's context window, in tokens
+    estimate: TokenEstimator  # calibrated for this session and model
+
+
+@dataclass(frozen=True)
 class Context:
     messages: list[Message]  # what the LLM gets, the system message first
     summarized: bool  # this request made (part of) the summary it uses
     truncated: bool  # turns were dropped because they did not fit
     covered: int  # turns folded into the summary used (0: none)
 
-    @classmethod
-    def as_sent(cls, messages: list[Message]) -> "Context":
-        """The conversation whole, as the client sent it: no summary, nothing dropped."""
-        return cls(messages, summarized=False, truncated=False, covered=0)
 
-
-def with_summary(system: str, summary: Summary | None) -> Message:
-    if summary is None:
+def with_summary(system: str, summary: Summary) -> Message:
+    if not summary.exists:
         return {"role": "system", "content": system}
     return {"role": "system", "content": f"{system}\n\n# What happened so far\n{summary.content}"}
 
@@ -77,30 +90,22 @@ class ContextPlanner:
         self.store = store
         self.settings = settings
 
-    async def fit(
-        self,
-        session_id: str,
-        state: SessionState,
-        system: str,
-        turns: list[Message],
-        request: LlmRequest,
-    ) -> Context:
-        estimate = TokenEstimator(state.calibration(request.model))
-        window = request.context_tokens
-        trigger = int(window * self.settings.summary_trigger_ratio) - request.max_tokens
-        if estimate.messages([with_summary(system, None), *turns]) < trigger:
-            return Context.as_sent([with_summary(system, None), *turns])
-        digests, aged = prefix_digests(turns), self._aged(turns)
-        summary = best_match(state.summaries, digests, aged)  # from the cache, if one matches
-        start = summary.covered if summary else 0
-        with_cached = [with_summary(system, summary), *turns[start:]]
+    async def fit(self, talk: Conversation, cached: dict[int, Summary]) -> Context:
+        """The messages to send: the conversation whole while it is short, else with its
+        older turns summarized (`cached`: the session's summaries as loaded)."""
+        check_room(talk)
+        trigger = int(talk.window * self.settings.summary_trigger_ratio) - talk.max_tokens
+        whole = [with_summary(talk.system, NO_SUMMARY), *talk.turns]
+        if talk.estimate.messages(whole) < trigger:
+            return Context(whole, summarized=False, truncated=False, covered=0)
+        digests, aged = prefix_digests(talk.turns), self._aged(talk.turns)
+        summary = best_match(cached, digests, aged)
+        with_cached = [with_summary(talk.system, summary), *talk.turns[summary.covered :]]
         summarized = False
-        if aged > start and estimate.messages(with_cached) >= trigger:
-            summary, summarized = await self._summarize(
-                session_id, summary, turns, digests, aged, request, estimate
-            )
-        limit = int(window * (1 - HEADROOM)) - request.max_tokens
-        return assemble(system, summary, turns, limit, estimate, summarized)
+        if aged > summary.covered and talk.estimate.messages(with_cached) >= trigger:
+            summary, summarized = await self._summarize(talk, summary, digests, aged)
+        limit = int(talk.window * (1 - HEADROOM)) - talk.max_tokens
+        return assemble(talk, summary, limit, summarized)
 
     def _aged(self, turns: list[Message]) -> int:
         """How many turns are old enough to summarize: all but the most recent
@@ -111,83 +116,68 @@ class ContextPlanner:
         return max(cut, 0)
 
     async def _summarize(
-        self,
-        session_id: str,
-        summary: Summary | None,
-        turns: list[Message],
-        digests: list[str],
-        aged: int,
-        request: LlmRequest,
-        estimate: TokenEstimator,
-    ) -> tuple[Summary | None, bool]:
+        self, talk: Conversation, summary: Summary, digests: list[str], aged: int
+    ) -> tuple[Summary, bool]:
         """Extends `summary` to cover `aged` turns, under the session's lock. Returns the
         longest matching summary there is afterwards and whether this request made one; a
         failure is logged and keeps whatever progress was made."""
         made = False
         try:
             async with asyncio.timeout(self.settings.summary_timeout_s):
-                async with self.store.lock(session_id):
-                    known = await self.store.load(session_id)  # the last holder may have done it
-                    summary = best_match(known, digests, aged) or summary
-                    while (summary.covered if summary else 0) < aged:
-                        block = self._next_block(summary, turns, aged, request, estimate)
-                        content = await self._ask(summary, block, request)
-                        start = summary.covered if summary else 0
-                        end = start + len(block)
+                async with self.store.lock(talk.session_id):
+                    known = await self.store.load(talk.session_id)  # the last holder's work
+                    found = best_match(known, digests, aged)
+                    summary = found if found.exists else summary
+                    while summary.covered < aged:
+                        block = self._next_block(talk, summary, aged)
+                        content = await self._ask(talk, summary, block)
+                        start, end = summary.covered, summary.covered + len(block)
                         summary, made = Summary(end, digests[end], content, utc_now()), True
-                        await self.store.save(session_id, summary, known, base=start)
+                        await self.store.save(talk.session_id, summary, known, base=start)
         except (AppError, TimeoutError, RedisError, CannotSummarize) as exc:
             why = str(exc) or type(exc).__name__  # a timeout says nothing by itself
-            log.warning("summarizing session %s failed (retried next time): %s", session_id, why)
+            log.warning(
+                "summarizing session %s failed (retried next time): %s", talk.session_id, why
+            )
         return summary, made
 
     def _instructions(self) -> Message:
         words = self.settings.summary_max_tokens // 3  # Korean costs 2-3 tokens a word
         return {"role": "system", "content": SUMMARY_INSTRUCTIONS.format(words=words)}
 
-    def _next_block(
-        self,
-        summary: Summary | None,
-        turns: list[Message],
-        aged: int,
-        request: LlmRequest,
-        estimate: TokenEstimator,
-    ) -> list[str]:
+    def _next_block(self, talk: Conversation, summary: Summary, aged: int) -> list[str]:
         """Transcript lines of the next aged turns, as many as one summary call can take
         within the trigger share of the window, ending before a user's turn (a single turn
         too long for a call is clipped)."""
-        fixed = [
-            self._instructions(),
-            {"role": "user", "content": summary.content if summary else ""},
-        ]
-        room = int(request.context_tokens * self.settings.summary_trigger_ratio)
-        room -= self.settings.summary_max_tokens + estimate.messages(fixed)
+        fixed = [self._instructions(), {"role": "user", "content": summary.content}]
+        room = int(talk.window * self.settings.summary_trigger_ratio)
+        room -= self.settings.summary_max_tokens + talk.estimate.messages(fixed)
         if room < MIN_BLOCK_TOKENS:
-            raise CannotSummarize(f"{request.context_tokens}-token window is too small")
-        start = summary.covered if summary else 0
+            raise CannotSummarize(f"{talk.window}-token window is too small")
+        start = summary.covered
         lines: list[str] = []
-        for turn in turns[start:aged]:
+        for turn in talk.turns[start:aged]:
             line = f"{SPEAKERS[turn['role']]}: {turn['content']}"
-            cost = estimate.text(line) + 1  # the line break
+            cost = talk.estimate.text(line) + 1  # the line break
             if not lines and cost > room:
-                line = clip(line, room, estimate)
+                line = clip(line, room, talk.estimate)
             elif cost > room:
                 break
             lines.append(line)
             room -= cost
-        while len(lines) > 1 and turns[start + len(lines)]["role"] != "user":
+        while len(lines) > 1 and talk.turns[start + len(lines)]["role"] != "user":
             lines.pop()
         return lines
 
-    async def _ask(self, summary: Summary | None, block: list[str], request: LlmRequest) -> str:
-        earlier = f"Summary so far:\n{summary.content}\n\n" if summary else ""
+    async def _ask(self, talk: Conversation, summary: Summary, block: list[str]) -> str:
+        earlier = f"Summary so far:\n{summary.content}\n\n" if summary.exists else ""
         prompt = earlier + "New part of the conversation:\n" + "\n".join(block)
         summary_request = LlmRequest(
-            model=request.model,
+            model=talk.model,
             messages=[self._instructions(), {"role": "user", "content": prompt}],
             temperature=SUMMARY_TEMPERATURE,
             max_tokens=self.settings.summary_max_tokens,
-            context_tokens=request.context_tokens,
+            context_tokens=talk.window,
         )
         async with self.gate.slot():
             reply = await self.llm.complete(summary_request)
@@ -197,24 +187,30 @@ class ContextPlanner:
         return content
 
 
-def assemble(
-    system: str,
-    summary: Summary | None,
-    turns: list[Message],
-    limit: int,
-    estimate: TokenEstimator,
-    summarized: bool,
-) -> Context:
+def check_room(talk: Conversation) -> None:
+    """The system message, the new message and the reply must fit the window at all: no
+    summary can make room for them."""
+    first_and_last = [with_summary(talk.system, NO_SUMMARY), talk.turns[-1]]
+    needed = talk.estimate.messages(first_and_last) + talk.max_tokens
+    if needed > talk.window:
+        raise ValidationFailed(
+            f"max_tokens: the persona, the last message and max_tokens ({talk.max_tokens}) "
+            f"need about {needed} tokens, more than the model's context window of "
+            f"{talk.window}"
+        )
+
+
+def assemble(talk: Conversation, summary: Summary, limit: int, summarized: bool) -> Context:
     """The summary and the turns after it, less the oldest of those that do not fit within
     `limit` tokens (cut before a user's turn); last of all, the summary itself."""
-    covered = summary.covered if summary else 0
-    head, kept = with_summary(system, summary), turns[covered:]
+    covered, estimate = summary.covered, talk.estimate
+    head, kept = with_summary(talk.system, summary), talk.turns[covered:]
     start = 0
     while start < len(kept) - 1 and estimate.messages([head, *kept[start:]]) >= limit:
         start = next_user_turn(kept, start + 1)
-    without_summary = summary is not None and estimate.messages([head, *kept[start:]]) >= limit
+    without_summary = summary.exists and estimate.messages([head, *kept[start:]]) >= limit
     if without_summary:
-        head, covered = with_summary(system, None), 0
+        head, covered = with_summary(talk.system, NO_SUMMARY), 0
     return Context([head, *kept[start:]], summarized, start > 0 or without_summary, covered)
 
 

@@ -34,6 +34,13 @@ class Summary:
     content: str
     at: str
 
+    @property
+    def exists(self) -> bool:
+        return self.covered > 0
+
+
+NO_SUMMARY = Summary(covered=0, digest="", content="", at="")  # covers nothing
+
 
 def prefix_digests(messages: Sequence[dict[str, str]]) -> list[str]:
     """digests[n] identifies exactly messages[:n]; digests[0] is the empty conversation."""
@@ -59,12 +66,12 @@ def parse_summaries(raw: dict[str, str]) -> dict[int, Summary]:
     return summaries
 
 
-def best_match(summaries: dict[int, Summary], digests: list[str], limit: int) -> Summary | None:
+def best_match(summaries: dict[int, Summary], digests: list[str], limit: int) -> Summary:
     """The summary covering the longest prefix of this conversation, of at most `limit`
-    turns (a client that went back must still get its recent turns verbatim), if any still
-    matches."""
+    turns (a client that went back must still get its recent turns verbatim); NO_SUMMARY
+    when none still matches."""
     matching = [s for n, s in summaries.items() if n <= limit and digests[n] == s.digest]
-    return max(matching, key=lambda s: s.covered, default=None)
+    return max(matching, key=lambda s: s.covered, default=NO_SUMMARY)
 
 
 class SummaryStore:

@@ -1,5 +1,8 @@
 """What every LLM client shares: the request and reply types, the interface, the HTTP
-session, and the translation of transport and HTTP failures into the service's errors.
+session, the exchange and the streaming loop, and the translation of transport and HTTP
+failures into the service's errors. A provider gives only what differs: its URLs, the request
+body (`payload`), and how to read a whole reply (`parse_reply`) and a streamed line
+(`parse_line`).
 
 The LLM call is the hottest call of the service, so it goes through aiohttp rather than
 httpx (the peers' client): measured against the LLM emulator at 32 concurrent calls, httpx
@@ -8,8 +11,8 @@ request), aiohttp 0.12 ms."""
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,17 +40,58 @@ class LlmReply:
     completion_tokens: int
 
 
+@dataclass(frozen=True)
+class StreamPiece:
+    """What one line of a streamed answer says."""
+
+    text: str = ""
+    counts: tuple[int, int] | None = None  # (prompt, completion) tokens, where it reports them
+    done: bool = False  # the server's end of the answer
+
+
 class LlmClient(ABC):
+    unfinished = "The language model server ended the stream before it was done."
+
     def __init__(self, http: aiohttp.ClientSession, settings: ChatSettings) -> None:
         self.http = http
         self.settings = settings
 
+    @property
     @abstractmethod
-    async def complete(self, request: LlmRequest) -> LlmReply: ...
+    def chat_url(self) -> str: ...
 
     @abstractmethod
-    def stream(self, request: LlmRequest) -> AsyncIterator[str | LlmReply]:
-        """Text deltas as the model produces them, then one LlmReply with the whole reply."""
+    def payload(self, request: LlmRequest, stream: bool) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def parse_reply(self, body: dict[str, Any]) -> LlmReply:
+        """The whole reply of a non-streamed answer."""
+
+    @abstractmethod
+    def parse_line(self, line: str) -> StreamPiece:
+        """One line of a streamed answer (an error the server reports in it raises)."""
+
+    async def complete(self, request: LlmRequest) -> LlmReply:
+        payload = self.payload(request, stream=False)
+        return self.parse_reply(await self._post_json(self.chat_url, payload, request.model))
+
+    async def stream(self, request: LlmRequest) -> AsyncIterator[str | LlmReply]:
+        """Text deltas as the model produces them, then one LlmReply with the whole reply.
+        Closing the stream closes the upstream request."""
+        parts: list[str] = []
+        counts = (0, 0)  # a server that reports none: counts of 0
+        lines = self._stream_lines(self.chat_url, self.payload(request, True), request.model)
+        async with aclosing(lines):
+            async for line in lines:
+                piece = self.parse_line(line)
+                if piece.text:
+                    parts.append(piece.text)
+                    yield piece.text
+                counts = piece.counts or counts
+                if piece.done:
+                    yield LlmReply("".join(parts), *counts)
+                    return
+        raise LlmError(self.unfinished)
 
     @abstractmethod
     async def model_names(self) -> list[str]: ...
@@ -85,7 +129,7 @@ class LlmClient(ABC):
 
     async def _stream_lines(
         self, url: str, payload: dict[str, Any], model: str
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """The response body line by line. The total timeout is checked between lines (an
         asyncio.timeout cannot span the yields of a generator); each wait is bounded by the
         read timeout. Closing the generator closes the upstream request."""

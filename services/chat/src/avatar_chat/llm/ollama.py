@@ -1,10 +1,8 @@
 """Ollama's native chat API: POST /api/chat (JSON, or NDJSON when streaming), GET /api/tags."""
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-from avatar_chat.errors import LlmError
-from avatar_chat.llm.base import LlmClient, LlmReply, LlmRequest
+from avatar_chat.llm.base import LlmClient, LlmReply, LlmRequest, StreamPiece
 from avatar_chat.llm.wire import failed, json_object, malformed, positive_int, token_count
 
 
@@ -13,7 +11,11 @@ class OllamaClient(LlmClient):
     def _base(self) -> str:
         return self.settings.ollama_base_url.rstrip("/")
 
-    def _payload(self, request: LlmRequest, stream: bool) -> dict[str, Any]:
+    @property
+    def chat_url(self) -> str:
+        return f"{self._base}/api/chat"
+
+    def payload(self, request: LlmRequest, stream: bool) -> dict[str, Any]:
         return {
             "model": request.model,
             "messages": request.messages,
@@ -28,38 +30,18 @@ class OllamaClient(LlmClient):
             },
         }
 
-    async def complete(self, request: LlmRequest) -> LlmReply:
-        body = await self._post_json(
-            f"{self._base}/api/chat", self._payload(request, stream=False), request.model
-        )
+    def parse_reply(self, body: dict[str, Any]) -> LlmReply:
         content = _content(body)
         if content is None:
             raise malformed("reply (no message content)")
-        return LlmReply(
-            content, token_count(body, "prompt_eval_count"), token_count(body, "eval_count")
-        )
+        return LlmReply(content, *_counts(body))
 
-    async def stream(self, request: LlmRequest) -> AsyncIterator[str | LlmReply]:
-        parts: list[str] = []
-        lines = self._stream_lines(
-            f"{self._base}/api/chat", self._payload(request, stream=True), request.model
-        )
-        async for line in lines:
-            chunk = json_object(line, "stream line")
-            if "error" in chunk:  # Ollama reports failures mid-stream in-band, with status 200
-                raise failed(chunk)
-            text = _content(chunk)
-            if text:
-                parts.append(text)
-                yield text
-            if chunk.get("done"):
-                prompt, completion = (
-                    token_count(chunk, "prompt_eval_count"),
-                    token_count(chunk, "eval_count"),
-                )
-                yield LlmReply("".join(parts), prompt, completion)
-                return
-        raise LlmError("The language model server ended the stream before it was done.")
+    def parse_line(self, line: str) -> StreamPiece:
+        chunk = json_object(line, "stream line")
+        if "error" in chunk:  # Ollama reports failures mid-stream in-band, with status 200
+            raise failed(chunk)
+        done = bool(chunk.get("done"))
+        return StreamPiece(_content(chunk) or "", _counts(chunk) if done else None, done)
 
     async def model_names(self) -> list[str]:
         models = await self._model_entries(f"{self._base}/api/tags", "models")
@@ -78,6 +60,10 @@ def _content(body: dict[str, Any]) -> str | None:
     message = body.get("message")
     content = message.get("content") if isinstance(message, dict) else None
     return content if isinstance(content, str) else None
+
+
+def _counts(body: dict[str, Any]) -> tuple[int, int]:
+    return token_count(body, "prompt_eval_count"), token_count(body, "eval_count")
 
 
 def _without_latest(name: str) -> str:

@@ -1,24 +1,28 @@
 """OpenAI-compatible servers such as vLLM: POST /v1/chat/completions (JSON, or SSE chunks
 ending `data: [DONE]` when streaming), GET /v1/models. The base URL may carry a path prefix."""
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-from avatar_chat.errors import LlmError
-from avatar_chat.llm.base import LlmClient, LlmReply, LlmRequest
+from avatar_chat.llm.base import LlmClient, LlmReply, LlmRequest, StreamPiece
 from avatar_chat.llm.wire import failed, json_object, malformed, positive_int, token_count
 
 
 class OpenAICompatClient(LlmClient):
+    unfinished = "The language model server ended the stream before [DONE]."
+
     @property
     def _base(self) -> str:
         return self.settings.vllm_base_url.rstrip("/")
+
+    @property
+    def chat_url(self) -> str:
+        return f"{self._base}/v1/chat/completions"
 
     def _headers(self) -> dict[str, str]:
         key = self.settings.vllm_api_key
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    def _payload(self, request: LlmRequest, stream: bool) -> dict[str, Any]:
+    def payload(self, request: LlmRequest, stream: bool) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "model": request.model,
             "messages": request.messages,
@@ -30,40 +34,26 @@ class OpenAICompatClient(LlmClient):
             payload["stream_options"] = {"include_usage": True}
         return payload
 
-    async def complete(self, request: LlmRequest) -> LlmReply:
-        body = await self._post_json(
-            f"{self._base}/v1/chat/completions", self._payload(request, False), request.model
-        )
+    def parse_reply(self, body: dict[str, Any]) -> LlmReply:
         try:
             content = body["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as exc:
             raise malformed("reply") from exc
         if not isinstance(content, str):
             raise malformed("reply (no message content)")
-        return _reply(content, body.get("usage"))
+        return LlmReply(content, *_counts(body.get("usage")))
 
-    async def stream(self, request: LlmRequest) -> AsyncIterator[str | LlmReply]:
-        parts: list[str] = []
-        usage: object = None
-        lines = self._stream_lines(
-            f"{self._base}/v1/chat/completions", self._payload(request, True), request.model
-        )
-        async for line in lines:
-            if not line.startswith("data:"):
-                continue  # SSE comments and other fields carry nothing for us
-            data = line.removeprefix("data:").strip()
-            if data == "[DONE]":
-                yield _reply("".join(parts), usage)
-                return
-            chunk = json_object(data, "stream chunk")
-            if "error" in chunk:
-                raise failed(chunk)
-            usage = chunk.get("usage") or usage  # the last chunk carries it, when asked for
-            text = _delta_text(chunk)
-            if text:
-                parts.append(text)
-                yield text
-        raise LlmError("The language model server ended the stream before [DONE].")
+    def parse_line(self, line: str) -> StreamPiece:
+        if not line.startswith("data:"):
+            return StreamPiece()  # SSE comments and other fields carry nothing for us
+        data = line.removeprefix("data:").strip()
+        if data == "[DONE]":
+            return StreamPiece(done=True)
+        chunk = json_object(data, "stream chunk")
+        if "error" in chunk:
+            raise failed(chunk)
+        usage = chunk.get("usage")  # the last chunk carries it, when asked for
+        return StreamPiece(_delta_text(chunk), _counts(usage) if usage else None)
 
     async def model_names(self) -> list[str]:
         models = await self._model_entries(f"{self._base}/v1/models", "data")
@@ -79,13 +69,11 @@ class OpenAICompatClient(LlmClient):
         return None
 
 
-def _reply(content: str, usage: object) -> LlmReply:
+def _counts(usage: object) -> tuple[int, int]:
     usage = {} if usage is None else usage  # a server that reports none: counts of 0
     if not isinstance(usage, dict):
         raise malformed("reply (usage)")
-    return LlmReply(
-        content, token_count(usage, "prompt_tokens"), token_count(usage, "completion_tokens")
-    )
+    return token_count(usage, "prompt_tokens"), token_count(usage, "completion_tokens")
 
 
 def _delta_text(chunk: dict[str, Any]) -> str:

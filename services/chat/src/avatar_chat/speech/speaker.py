@@ -20,8 +20,10 @@ class SentenceSpeaker:
         caller: Identity,
         voice_id: str | None,
         streaming_mode: int,
+        speaks: bool = True,
         parallel: int = 2,
     ) -> None:
+        self.speaks = speaks  # False: the reply is not spoken as it streams
         self.tts = tts
         self.caller = caller
         self.voice_id = voice_id
@@ -32,22 +34,23 @@ class SentenceSpeaker:
         self.sent = 0
         self.urls: list[str] = []
 
-    def feed(self, text: str) -> None:
+    def said(self, text: str) -> list[dict[str, object]]:
+        """Takes the next text of the reply; returns the `audio` events whose turn has come
+        and whose speech is done."""
+        if not self.speaks:
+            return []
         for sentence in self.splitter.feed(text):
             self._start(sentence)
-
-    def finish(self) -> None:
-        for sentence in self.splitter.flush():
-            self._start(sentence)
-
-    def ready(self) -> list[dict[str, object]]:
-        """`audio` events whose turn has come and whose speech is done."""
         events = []
         while self.sent < len(self.pending) and self.pending[self.sent][1].done():
             events.append(self._event(self.pending[self.sent][1].result()))
         return events
 
     async def rest(self) -> AsyncIterator[dict[str, object]]:
+        """The reply is complete: the `audio` events of every sentence not yet delivered."""
+        if self.speaks:
+            for sentence in self.splitter.flush():
+                self._start(sentence)
         while self.sent < len(self.pending):
             yield self._event(await self.pending[self.sent][1])
 

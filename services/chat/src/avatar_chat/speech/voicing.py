@@ -4,6 +4,8 @@ client calls /api/tts itself). A streamed reply with realtime speech is spoken b
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from avatar_chat.peers.tts import TtsClient, audio_url, failure_text, new_file_id
 from avatar_chat.schemas import ChatRequest
@@ -32,13 +34,21 @@ class ReplyVoice:
         except PeerError as exc:
             return None, failure_text(exc)
 
-    def speaker(
+    @asynccontextmanager
+    async def speaker(
         self, body: ChatRequest, voice_id: str | None, caller: Identity
-    ) -> SentenceSpeaker | None:
-        """For a streamed reply: speech that follows the text, per sentence (realtime only)."""
-        if body.tts_enabled and body.tts_mode == "realtime":
-            return SentenceSpeaker(self.tts, caller, voice_id, body.tts_streaming_mode)
-        return None
+    ) -> AsyncIterator[SentenceSpeaker]:
+        """For a streamed reply: speech that follows the text, per sentence (with realtime
+        speech; else a speaker that says nothing). What it has not delivered when the block
+        ends is cancelled."""
+        realtime = body.tts_enabled and body.tts_mode == "realtime"
+        speaker = SentenceSpeaker(
+            self.tts, caller, voice_id, body.tts_streaming_mode, speaks=realtime
+        )
+        try:
+            yield speaker
+        finally:
+            speaker.cancel()
 
     def _speak_later(
         self, text: str, voice_id: str | None, body: ChatRequest, caller: Identity

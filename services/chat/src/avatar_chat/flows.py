@@ -1,0 +1,186 @@
+"""A chat turn (`POST /api/chat`), top to bottom, in the order it happens:
+
+1. check the request's sizes and its model (offered ones only, from a cached list);
+2. admit it: the caller's rate, the concurrent-session limit and the caller's share of it, in
+   one atomic step. A new session's place is provisional until its turn succeeds; nothing
+   else is spent on a request that is refused;
+3. load the session and the character, and plan the prompt: the conversation fitted into
+   the model's window, older turns summarized when due;
+4. generate in one of this replica's LLM slots (a streamed reply is spoken per sentence as
+   it comes);
+5. record the turn, and speak a whole reply;
+6. release: leaving the blocks gives back the slot, and a failed new session's place and
+   summaries.
+
+No turn is stored before the reply succeeded. (Summaries made on the way are cached at once:
+they hold for that conversation whatever becomes of the reply.)
+"""
+
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing, asynccontextmanager, suppress
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from avatar_chat.context.persona import build_system_prompt
+from avatar_chat.context.planner import Context, Conversation
+from avatar_chat.context.tokens import TokenEstimator, learn_calibration
+from avatar_chat.llm import LlmReply, LlmRequest
+from avatar_chat.schemas import ChatReply, ChatRequest, Usage, check_limits
+from avatar_chat.service import ChatService
+from avatar_chat.store import SessionState, TurnRecord
+from avatar_shared.errors import AppError
+from avatar_shared.rate import Caller
+from avatar_shared.streaming import primed, sse
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A planned turn: what the LLM gets, and what it came from."""
+
+    body: ChatRequest
+    session_id: str
+    voice_id: str | None
+    llm_request: LlmRequest
+    context: Context  # how the conversation was fitted into the window
+
+    def record(self, reply: LlmReply) -> TurnRecord:
+        """The finished turn, as the session stores it."""
+        return TurnRecord(
+            exchanged=[
+                {"role": "user", "content": self.body.messages[-1].content},
+                {"role": "assistant", "content": reply.content},
+            ],
+            model=self.llm_request.model,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+            summary_covered=self.context.covered,
+            calibration=learn_calibration(self.llm_request.messages, reply.prompt_tokens),
+        )
+
+    def answer(self, reply: LlmReply, audio_url: str | None, tts_error: str | None) -> ChatReply:
+        return ChatReply(
+            content=reply.content,
+            usage=Usage(
+                prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens
+            ),
+            session_id=self.session_id,
+            audio_url=audio_url,
+            context_summarized=self.context.summarized,
+            context_truncated=self.context.truncated,
+            tts_error=tts_error,
+        )
+
+
+async def reply_turn(chat: ChatService, body: ChatRequest, caller: Caller) -> ChatReply:
+    session_id, is_new = await _checked(chat, body)
+    async with (
+        chat.admission.provisional(session_id, caller.key),
+        _undone_on_failure(chat, session_id, is_new),
+    ):
+        turn = await _planned(chat, body, session_id, is_new, caller)
+        async with chat.gate.slot():
+            reply = await chat.llm.complete(turn.llm_request)
+        await chat.record(session_id, caller.user_id, turn.record(reply))
+        speech = await chat.voice.speak(body, turn.voice_id, reply.content, caller.identity)
+    return turn.answer(reply, *speech)
+
+
+async def stream_turn(chat: ChatService, body: ChatRequest, caller: Caller) -> AsyncIterator[bytes]:
+    """The SSE events of a streamed turn, once its first one is ready: a request that fails
+    up front (bad input, LLM down, unknown model) gets an ordinary error response; a failure
+    after that ends the stream with an `error` event. However the stream ends (a client's
+    disconnect included), the upstream request is closed and what the turn held released."""
+    return _error_event_on_failure(await primed(_stream_events(chat, body, caller)))
+
+
+async def _stream_events(
+    chat: ChatService, body: ChatRequest, caller: Caller
+) -> AsyncGenerator[bytes, None]:
+    session_id, is_new = await _checked(chat, body)
+    async with (
+        chat.admission.provisional(session_id, caller.key),
+        _undone_on_failure(chat, session_id, is_new),
+    ):
+        turn = await _planned(chat, body, session_id, is_new, caller)
+        async with (
+            chat.gate.slot(),
+            aclosing(chat.llm.stream(turn.llm_request)) as upstream,
+            chat.voice.speaker(body, turn.voice_id, caller.identity) as speaker,
+        ):
+            async for item in upstream:
+                if isinstance(item, LlmReply):  # the last item: the whole reply
+                    reply = item
+                    break
+                yield sse("delta", {"content": item})
+                for event in speaker.said(item):
+                    yield sse("audio", event)
+            async for event in speaker.rest():
+                yield sse("audio", event)
+        await chat.record(session_id, caller.user_id, turn.record(reply))
+        speech = (None, None)
+        if not speaker.speaks:  # delayed speech: the URL its audio will have
+            speech = await chat.voice.speak(body, turn.voice_id, reply.content, caller.identity)
+    done = turn.answer(reply, *speech)
+    if speaker.speaks:
+        done.audio_urls = speaker.urls
+    yield sse("done", done.model_dump())
+
+
+async def _checked(chat: ChatService, body: ChatRequest) -> tuple[str, bool]:
+    """The session id of a well-formed turn for an offered model, and whether it is new. (A
+    cached model list: a model the server lacks costs the caller neither rate nor session.)"""
+    check_limits(body, chat.settings)
+    await chat.catalog.require(body.model or chat.settings.default_model)
+    if body.session_id is None:
+        return str(uuid.uuid4()), True
+    return str(body.session_id), False
+
+
+async def _planned(
+    chat: ChatService, body: ChatRequest, session_id: str, is_new: bool, caller: Caller
+) -> Turn:
+    """The character and the session loaded, and the conversation fitted into the window."""
+    model = body.model or chat.settings.default_model
+    persona, voice_id = await chat.persona(body)
+    # A new id has no owner yet; anyone else's session is reported as missing.
+    state = SessionState() if is_new else await chat.sessions.load(session_id, caller.user_id)
+    window = await chat.windows.tokens(model)
+    talk = Conversation(
+        session_id=session_id,
+        system=build_system_prompt(persona, body.scenario),
+        turns=[{"role": m.role, "content": m.content} for m in body.messages],
+        model=model,
+        max_tokens=body.max_tokens,
+        window=window,
+        estimate=TokenEstimator(state.calibration(model)),
+    )
+    context = await chat.context.fit(talk, state.summaries)
+    request = LlmRequest(model, context.messages, body.temperature, body.max_tokens, window)
+    return Turn(body, session_id, voice_id, request, context)
+
+
+@asynccontextmanager
+async def _undone_on_failure(
+    chat: ChatService, session_id: str, is_new: bool
+) -> AsyncIterator[None]:
+    """A new session whose turn fails leaves no summary behind."""
+    try:
+        yield
+    except BaseException:
+        if is_new:
+            with suppress(RedisError):  # else they expire by themselves
+                await chat.summaries.forget(session_id)
+        raise
+
+
+async def _error_event_on_failure(events: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    try:
+        async with aclosing(events):
+            async for event in events:
+                yield event
+    except AppError as exc:
+        yield sse("error", {"code": exc.code, "message": exc.message})
+    except RedisError:
+        yield sse("error", {"code": "redis_unavailable", "message": "The reply was not saved."})
