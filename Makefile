@@ -51,7 +51,7 @@ bench:
 	$(UV) run --frozen python bench/gen3d.py
 	$(UV) run --frozen python bench/soak.py
 
-# Rewrite .env.example and README's configuration table from the settings classes.
+# Rewrite .env.example and docs/configuration.md from the settings classes.
 config-docs:
 	$(UV) run --frozen python -m avatar_devstack.config_docs
 

@@ -1,7 +1,7 @@
-"""Every setting is documented, in `.env.example` and in README's table, exactly as the
-settings classes define it (regenerate both with `make config-docs`)."""
+"""Every setting is documented, in `.env.example` and in `docs/configuration.md`, exactly as
+the settings classes define it (regenerate both with `make config-docs`)."""
 
-from avatar_devstack.config_docs import collect, env_example, readme_with_table
+from avatar_devstack.config_docs import CONFIGURATION_PAGE, collect, configuration_page, env_example
 from avatar_devstack.environment import REPO_ROOT
 
 
@@ -9,9 +9,8 @@ def test_env_example_matches_the_settings_classes():
     assert (REPO_ROOT / ".env.example").read_text() == env_example(collect())
 
 
-def test_readme_table_matches_the_settings_classes():
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert readme == readme_with_table(readme, collect())
+def test_configuration_page_matches_the_settings_classes():
+    assert CONFIGURATION_PAGE.read_text() == configuration_page(collect())
 
 
 def test_every_variable_has_a_meaning():

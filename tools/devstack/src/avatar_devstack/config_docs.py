@@ -1,8 +1,7 @@
-"""Renders `.env.example` and README's configuration table from the settings classes, so the
+"""Renders `.env.example` and `docs/configuration.md` from the settings classes, so the
 documentation cannot drift from the code: a test compares them, `make config-docs` rewrites.
 """
 
-import re
 import sys
 from dataclasses import dataclass, field
 
@@ -23,7 +22,7 @@ GATEWAY_ONLY = {
     "CHAT_URLS": ("the CHAT_URL of make run", "Comma-separated replicas the gateway balances "
                   "across (likewise TTS_URLS, CHARACTERS_URLS, GEN3D_URLS, AUTH_URLS, EDGE_URLS)."),
 }  # fmt: skip
-TABLE_START, TABLE_END = "<!-- config-table:start -->", "<!-- config-table:end -->"
+CONFIGURATION_PAGE = REPO_ROOT / "docs" / "configuration.md"
 
 
 @dataclass
@@ -71,7 +70,7 @@ def env_example(variables: list[Variable]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def readme_table(variables: list[Variable]) -> str:
+def config_table(variables: list[Variable]) -> str:
     rows = ["| Variable | Default | Read by | Meaning |", "|---|---|---|---|"]
     for var in variables:
         readers = "all services" if len(var.readers) >= 6 else ", ".join(var.readers)
@@ -80,18 +79,29 @@ def readme_table(variables: list[Variable]) -> str:
     return "\n".join(rows)
 
 
-def readme_with_table(readme: str, variables: list[Variable]) -> str:
-    block = f"{TABLE_START}\n{readme_table(variables)}\n{TABLE_END}"
-    pattern = re.compile(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), re.S)
-    return pattern.sub(lambda _: block, readme)
+def configuration_page(variables: list[Variable]) -> str:
+    """The whole of docs/configuration.md: a short introduction, then the table."""
+    intro = [
+        "# Configuration",
+        "",
+        "<!-- Generated from the settings classes by `make config-docs`; do not edit by hand. -->",
+        "",
+        "Every variable is read from the environment, which overrides an optional `.env` file (see",
+        "`.env.example`). Each service reads only its own settings class.",
+        "",
+        "The same variables, each with its default and meaning, are in",
+        "[`.env.example`](../.env.example), which `make config-docs` writes along with this page.",
+        "Where each environment (`make run`, compose, Kubernetes) keeps its settings and keys:",
+        "[Configuration per environment](operations.md#configuration-per-environment).",
+    ]
+    return "\n".join([*intro, "", config_table(variables)]) + "\n"
 
 
 def main() -> int:
     variables = collect()
     (REPO_ROOT / ".env.example").write_text(env_example(variables))
-    readme = REPO_ROOT / "README.md"
-    readme.write_text(readme_with_table(readme.read_text(), variables))
-    print("wrote .env.example and README.md's configuration table", file=sys.stderr)
+    CONFIGURATION_PAGE.write_text(configuration_page(variables))
+    print("wrote .env.example and docs/configuration.md", file=sys.stderr)
     return 0
 
 
