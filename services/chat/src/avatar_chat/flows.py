@@ -119,7 +119,7 @@ async def _stream_events(
             async for event in speaker.rest():
                 yield sse("audio", event)
         await chat.record(session_id, caller.user_id, turn.record(reply))
-        speech = (None, None)
+        speech: tuple[str | None, str | None] = (None, None)
         if not speaker.speaks:  # delayed speech: the URL its audio will have
             speech = await chat.voice.speak(body, turn.voice_id, reply.content, caller.identity)
     done = turn.answer(reply, *speech)
