@@ -1,12 +1,12 @@
 """The registry of apps (avatar_shared.registry) is the one list of them: the gateway's
-routes and default addresses (gateway/traefik/dynamic/) must say what it says, each
+routes and default addresses (rendered from it by `make routes`) must say what it says, each
 service must serve its own paths only, and limit request bodies itself when it streams."""
 
 import re
 
 import pytest
 
-from avatar_devstack.environment import GATEWAY_CONFIG_DIR
+from avatar_devstack.routes import services_yml
 from avatar_shared.body_limit import BodySizeLimitMiddleware
 from avatar_shared.registry import APPS, SERVICES, load
 from tests.deploy.expected import NATIVE_ROUTERS
@@ -29,11 +29,10 @@ def test_the_gateway_routes_each_app_its_prefixes_and_no_more():
     assert routed_prefixes() == expected | PROBES
 
 
-def test_the_gateway_default_addresses_are_the_registry_ports():
-    services = (GATEWAY_CONFIG_DIR / "dynamic" / "services.yml").read_text()
-    (pairs,) = re.findall(r"\$defaults := dict (.*?) \}\}", services)
-    defaults = dict(re.findall(r'"(\w+)" "(\d+)"', pairs))
-    assert defaults == {spec.name.upper(): str(spec.port) for spec in APPS}
+@pytest.mark.parametrize("spec", APPS, ids=lambda spec: spec.name)
+def test_the_gateway_default_address_is_the_registry_port(spec):
+    replicas = f'(env "{spec.name.upper()}_URLS" | default "http://127.0.0.1:{spec.port}")'
+    assert replicas in services_yml()
 
 
 def service_app(spec, redis_url, **settings):
