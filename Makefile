@@ -3,7 +3,7 @@ SHELL := /bin/bash
 # uv from PATH, else the copy `make install` puts in .tools/ (installed from PyPI).
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: install run demo test test-fuzz lint format bench config-docs deploy-secrets vendor clean
+.PHONY: install run demo test test-fuzz lint format bench config-docs routes deploy-secrets vendor clean
 
 install:
 	@if ! command -v uv >/dev/null 2>&1 && [ ! -x .tools/bin/uv ]; then \
@@ -54,6 +54,11 @@ bench:
 # Rewrite .env.example and docs/configuration.md from the settings classes.
 config-docs:
 	$(UV) run --frozen python -m avatar_devstack.config_docs
+
+# Rewrite the gateway's routes (make run's routers.yml and services.yml, compose's labels, the
+# Kubernetes IngressRoute) from the registry of apps (avatar_shared.registry).
+routes:
+	$(UV) run --frozen python -m avatar_devstack.routes
 
 # The playground's browser libraries, from npm at the versions tools/playground-vendor's lock
 # pins, into the edge's static files (committed: the page needs no npm and no CDN). A test

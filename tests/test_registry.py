@@ -1,12 +1,13 @@
 """The registry of apps (avatar_shared.registry) is the one list of them: the gateway's
-routes and default addresses (gateway/traefik/dynamic/, Go templates read by Traefik)
-must say what it says, and each service must serve its own paths only."""
+routes and default addresses (rendered from it by `make routes`) must say what it says, each
+service must serve its own paths only, and limit request bodies itself when it streams."""
 
 import re
 
 import pytest
 
-from avatar_devstack.environment import GATEWAY_CONFIG_DIR
+from avatar_devstack.routes import services_yml
+from avatar_shared.body_limit import BodySizeLimitMiddleware
 from avatar_shared.registry import APPS, SERVICES, load
 from tests.deploy.expected import NATIVE_ROUTERS
 
@@ -24,20 +25,33 @@ PROBES = {"internal-probes": {"/healthz", "/readyz", "/upstreamz", "/ping", "/me
 
 
 def test_the_gateway_routes_each_app_its_prefixes_and_no_more():
-    expected = {spec.name: set(spec.prefixes) for spec in APPS}
+    expected = {spec.name: {p.rstrip("/") or "/" for p in spec.prefixes} for spec in APPS}
     assert routed_prefixes() == expected | PROBES
 
 
-def test_the_gateway_default_addresses_are_the_registry_ports():
-    services = (GATEWAY_CONFIG_DIR / "dynamic" / "services.yml").read_text()
-    (pairs,) = re.findall(r"\$defaults := dict (.*?) \}\}", services)
-    defaults = dict(re.findall(r'"(\w+)" "(\d+)"', pairs))
-    assert defaults == {spec.name.upper(): str(spec.port) for spec in APPS}
+@pytest.mark.parametrize("spec", APPS, ids=lambda spec: spec.name)
+def test_the_gateway_default_address_is_the_registry_port(spec):
+    replicas = f'(env "{spec.name.upper()}_URLS" | default "http://127.0.0.1:{spec.port}")'
+    assert replicas in services_yml()
+
+
+def service_app(spec, redis_url, **settings):
+    return load(spec.factory)(load(spec.settings_class)(redis_url=redis_url, **settings))
 
 
 @pytest.mark.parametrize("spec", SERVICES, ids=lambda spec: spec.name)
 def test_each_service_serves_only_below_its_prefixes(spec, redis_url):
-    app = load(spec.factory)(load(spec.settings_class)(redis_url=redis_url))
-    paths = list(app.openapi()["paths"])
+    paths = list(service_app(spec, redis_url).openapi()["paths"])
     assert paths
     assert [p for p in paths if not p.startswith(spec.prefixes)] == []
+
+
+@pytest.mark.parametrize("spec", SERVICES, ids=lambda spec: spec.name)
+def test_a_service_limits_request_bodies_itself_when_it_streams(spec, redis_url):
+    """The gateway buffers (and so limits) the requests of the others only. (gen3d limits its
+    uploads itself as well, at MAX_UPLOAD_BYTES: not this limit.)"""
+    app = service_app(spec, redis_url, max_request_body_bytes=12345)
+    limits = {
+        m.kwargs["max_bytes"] for m in app.user_middleware if m.cls is BodySizeLimitMiddleware
+    }
+    assert (12345 in limits) == spec.streams

@@ -1,6 +1,6 @@
 """What every deployment (make run, compose, Kubernetes) must say, read from the one sources:
-the gateway's routers and rules (gateway/traefik/dynamic/), the registry of apps and their
-settings classes."""
+the gateway's rules (gateway/traefik/dynamic/rules.yml), the registry of apps, their settings
+classes and the routes rendered from the registry (avatar_devstack.routes)."""
 
 import re
 from pathlib import Path
@@ -9,7 +9,8 @@ import yaml
 
 from avatar_devstack.deploy_secrets import MAKERS
 from avatar_devstack.environment import GATEWAY_CONFIG_DIR, REPO_ROOT
-from avatar_shared.registry import AppSpec, load
+from avatar_devstack.routes import transport
+from avatar_shared.registry import AppSpec, app_spec, load
 
 DEPLOY_DIR = REPO_ROOT / "deploy"
 DYNAMIC_DIR = GATEWAY_CONFIG_DIR / "dynamic"
@@ -29,13 +30,10 @@ _RULES = (DYNAMIC_DIR / "rules.yml").read_text()
 RULE_MIDDLEWARES = _section_names(_RULES, "middlewares")
 RULE_TRANSPORTS = _section_names(_RULES, "serversTransports")
 
-# The apps whose answers wait on a GPU upstream: their transport allows a long wait.
-(_slow,) = re.findall(r"\$slow := list (.*?) \}\}", (DYNAMIC_DIR / "services.yml").read_text())
-SLOW_APPS = {name.lower() for name in re.findall(r'"(\w+)"', _slow)}
-
 
 def transport_of(app: str) -> str:
-    return "upstream-bound" if app in SLOW_APPS else "quick"
+    """The app's serversTransport, as the routes' renderer picks it from the registry."""
+    return transport(app_spec(app))
 
 
 def keys_read_by(spec: AppSpec) -> set[str]:

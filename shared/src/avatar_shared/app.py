@@ -76,14 +76,16 @@ def create_service_app(
     state: ServiceState | None = None,
     upstream_checks: Mapping[str, UpstreamCheck] | None = None,
     own_docs: bool = True,
-    streams_responses: bool = False,
+    streams_responses: bool | None = None,
     scrape: Scrape | None = None,
 ) -> FastAPI:
     """`service` names the app; one of the registry's gets its description in its OpenAPI
     document (a test's own app gets none).
     `state` opens the service's own resources (see ServiceState).
     `own_docs=False` leaves /openapi.json, /docs and /redoc to the caller (the edge).
-    `streams_responses=True` makes the service limit request bodies itself (see body_limit).
+    `streams_responses=True` makes the service limit request bodies itself (see body_limit);
+    by default, an app of the registry does when its spec `streams` (the gateway does not
+    buffer its requests then), and any other app does not.
     `scrape` brings the service's own gauges up to date before /metrics answers.
 
     Every dependency of the services is `async def`, even when it awaits nothing: FastAPI
@@ -105,10 +107,13 @@ def create_service_app(
             async with asynccontextmanager(state)(base) as own:
                 yield {**base, **own}
 
+    spec = APPS_BY_NAME.get(service)
+    if streams_responses is None:
+        streams_responses = spec is not None and spec.streams
     docs_urls = {} if own_docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}
     app = FastAPI(
         title=f"Avatar Forge {service}",
-        description=spec.description if (spec := APPS_BY_NAME.get(service)) else "",
+        description=spec.description if spec else "",
         version="0.1.0",
         lifespan=lifespan,
         **docs_urls,

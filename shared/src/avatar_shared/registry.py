@@ -1,9 +1,9 @@
 """The one list of the apps that make up Avatar Forge: the five services and the edge.
 
-The dev runner, the settings docs, the peer URLs (`settings.PeerUrls`) and the tests are all
-derived from it; a test checks the gateway's `dynamic.yml` and `deploy/compose.yml` against
-it. Factories and settings classes are named by import path, so this package (which every
-service depends on) imports none of them.
+The dev runner, the settings docs, the peer URLs (`settings.PeerUrls`), the gateway's routes in
+every environment (rendered by `make routes`, see avatar_devstack.routes) and the tests are
+all derived from it. Factories and settings classes are named by import path, so this
+package (which every service depends on) imports none of them.
 """
 
 import importlib
@@ -19,8 +19,19 @@ class AppSpec:
     folder: str  # where it lives in the repository
     settings_class: str  # module:Class
     port: int  # its port under `make run`
-    prefixes: tuple[str, ...]  # the public path prefixes the gateway routes to it
+    # The public paths the gateway routes to it: `/api/chat` is that path and every path
+    # below it; one ending in `/` is only the paths below it (the path itself is no one's).
+    prefixes: tuple[str, ...]
     description: str  # what it does, for its OpenAPI document
+    # It streams its responses (SSE, audio): the gateway cannot buffer its requests to limit
+    # their size, so the app limits request bodies itself (see avatar_shared.body_limit).
+    streams: bool = False
+    # Its answers wait on a GPU upstream (an LLM, speech): the gateway waits longer for them.
+    # Not gen3d: its GPU work is a background job, and a request only queues it.
+    gpu_bound: bool = False
+    # The gateway logs its requests. Not auth's: the sign-in callback's query holds the OAuth
+    # code (auth logs those requests itself, by path without the query).
+    access_logs: bool = True
 
     @property
     def factory(self) -> str:
@@ -29,7 +40,15 @@ class AppSpec:
 
 
 def _service(
-    name: str, settings: str, port: int, prefixes: tuple[str, ...], description: str
+    name: str,
+    settings: str,
+    port: int,
+    prefixes: tuple[str, ...],
+    description: str,
+    *,
+    streams: bool = False,
+    gpu_bound: bool = False,
+    access_logs: bool = True,
 ) -> AppSpec:
     return AppSpec(
         name=name,
@@ -40,6 +59,9 @@ def _service(
         port=port,
         prefixes=prefixes,
         description=description,
+        streams=streams,
+        gpu_bound=gpu_bound,
+        access_logs=access_logs,
     )
 
 
@@ -47,10 +69,12 @@ SERVICES: tuple[AppSpec, ...] = (
     _service(
         "chat", "ChatSettings", 8011, ("/api/chat",),
         "Role-play conversations with characters over Ollama or vLLM.",
+        streams=True, gpu_bound=True,
     ),
     _service(
-        "tts", "TtsSettings", 8012, ("/api/tts", "/mnt/user_assets"),
+        "tts", "TtsSettings", 8012, ("/api/tts", "/mnt/user_assets/"),
         "Speech in a character's voice over GPT-SoVITS; per-user audio files.",
+        streams=True, gpu_bound=True,
     ),
     _service(
         "characters", "CharactersSettings", 8013, ("/api/characters",),
@@ -61,8 +85,9 @@ SERVICES: tuple[AppSpec, ...] = (
         "Turns a picture into a 3D avatar (GLB) in a background job.",
     ),
     _service(
-        "auth", "AuthSettings", 8015, ("/api/auth",),
+        "auth", "AuthSettings", 8015, ("/api/auth/",),
         "Google sign-in; issues the JWT every service verifies.",
+        access_logs=False,
     ),
 )  # fmt: skip
 # The gateway's own app: /, the docs, the aggregate health, and every path no service claims.

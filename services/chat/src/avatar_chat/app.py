@@ -34,6 +34,5 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
         router,
         state=chat_state,
         upstream_checks=checks,
-        streams_responses=True,
         scrape=scrape,
     )

@@ -29,6 +29,4 @@ def create_app(settings: TtsSettings | None = None) -> FastAPI:
             yield TtsState(speech=speech)
 
     checks = {"tts": default_voice_check(settings, voices)}
-    return create_service_app(
-        "tts", settings, router, state=tts_state, upstream_checks=checks, streams_responses=True
-    )
+    return create_service_app("tts", settings, router, state=tts_state, upstream_checks=checks)
