@@ -3,7 +3,7 @@ SHELL := /bin/bash
 # uv from PATH, else the copy `make install` puts in .tools/ (installed from PyPI).
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: install run demo test test-fuzz lint format bench config-docs routes deploy-secrets vendor clean
+.PHONY: install run demo test test-unit test-fuzz lint format bench config-docs routes deploy-secrets vendor clean
 
 install:
 	@if ! command -v uv >/dev/null 2>&1 && [ ! -x .tools/bin/uv ]; then \
@@ -35,6 +35,11 @@ format:
 
 test: lint
 	$(UV) run --frozen pytest
+
+# The fast loop: no stack, no Traefik, no browser (tests marked `stack` left out, see the root
+# conftest.py); a real Redis still starts. `make test` (what CI runs) runs everything.
+test-unit:
+	$(UV) run --frozen pytest -m "not stack"
 
 # The long contract fuzz: schemathesis, >= 2,000 generated requests through the gateway.
 test-fuzz:

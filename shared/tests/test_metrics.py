@@ -14,11 +14,11 @@ from avatar_characters.settings import CharactersSettings
 from avatar_chat.app import create_app as chat_app
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.ports import free_port, port_open
-from avatar_devstack.testing import metric, returning_visitor
 from avatar_emulators import gpt_sovits, ollama
 from avatar_emulators.server import serve_in_thread
 from avatar_tts.app import create_app as tts_app
 from avatar_tts.settings import TtsSettings
+from tests.helpers import metric, returning_visitor
 
 NOWHERE = f"http://127.0.0.1:{free_port()}"
 

@@ -109,6 +109,7 @@ def ping_answers(gateway: Gateway) -> bool:
     return (answer.status_code, answer.text) == (200, "OK")
 
 
+@pytest.mark.stack  # starts Traefik: left out of make test-unit
 @pytest.mark.parametrize(
     "environment",
     [compose_gateway_environment, kubernetes_gateway_environment],

@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from avatar_devstack.stack import Stack
-from avatar_devstack.testing import own_stack
+from tests.helpers import own_stack
 
 LIMIT = 20
 BURST = 200

@@ -22,7 +22,6 @@ import yaml
 from avatar_devstack.ports import free_port
 from avatar_devstack.stack import find_binary, routes_loaded
 from avatar_devstack.supervisor import Child, Supervisor
-from avatar_devstack.testing import metric
 from avatar_emulators.docker_engine import create_app as docker_engine
 from avatar_emulators.server import serve_in_thread
 from avatar_shared.registry import app_spec
@@ -33,6 +32,7 @@ from tests.deploy.gateway import (
     providers_of,
     start_entry_point,
 )
+from tests.helpers import metric
 
 COMPOSE = yaml.safe_load((DEPLOY_DIR / "compose.yml").read_text())
 PROJECT = COMPOSE["name"]

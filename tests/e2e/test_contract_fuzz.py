@@ -19,7 +19,7 @@ import pytest
 
 from avatar_devstack.environment import REPO_ROOT
 from avatar_devstack.stack import Stack
-from avatar_devstack.testing import own_stack
+from tests.helpers import own_stack
 
 EXAMPLES = int(os.environ.get("CONTRACT_FUZZ_EXAMPLES", "5"))
 MIN_CASES = int(os.environ.get("CONTRACT_FUZZ_MIN_CASES", "200"))

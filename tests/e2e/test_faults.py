@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from avatar_devstack.stack import Stack
-from avatar_devstack.testing import own_stack
+from tests.helpers import own_stack
 
 PERSONA = "밝고 명랑한 캐릭터."
 CHAT = {"messages": [{"role": "user", "content": "안녕"}], "persona": PERSONA, "tts_enabled": False}

@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
-from avatar_devstack.testing import metric
 from tests.contract import missing_from, normalise
+from tests.helpers import metric
 
 FRONTEND = "http://localhost:3000"
 JSON_TYPE = {"content-type": "application/json"}

@@ -22,7 +22,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from avatar_devstack.environment import REPO_ROOT
 from avatar_devstack.stack import Stack
-from avatar_devstack.testing import own_stack
+from tests.helpers import own_stack
 
 ARTIFACTS = REPO_ROOT / "var" / "test-artifacts" / "playground"
 CARD = REPO_ROOT.parent / "shared" / "testdata" / "cards" / "default_Seraphina.png"

@@ -1,7 +1,7 @@
 """Anonymous callers, cookie flags, cross-site writes and AUTH_REQUIRED, as every service
 sees them through the shared identity dependency."""
 
-from .conftest import FRONTEND, probe_app, set_cookies
+from .helpers import FRONTEND, probe_app, set_cookies
 
 
 async def test_an_anonymous_caller_gets_an_id_of_its_own_that_sticks(probe):

@@ -17,7 +17,7 @@ from avatar_auth.store import UserStore
 from avatar_devstack.ports import free_port
 from avatar_shared.tokens import SigningKeys, generate_key, read_key_set, write_key_set
 
-from .conftest import AUDIENCE, ISSUER, bearer, probe_app, set_cookies, start_auth
+from .helpers import AUDIENCE, ISSUER, bearer, probe_app, set_cookies, start_auth
 
 
 def signed(claims: dict, key: RSAKey, header: dict | None = None) -> str:

@@ -10,8 +10,7 @@ import pytest
 from avatar_characters.cards import MAX_CARD_BYTES
 from avatar_characters.png import placeholder_png, png_with_cards
 from avatar_devstack.environment import REPO_ROOT
-
-from .conftest import as_user
+from tests.helpers import as_user
 
 SERAPHINA = REPO_ROOT.parent / "shared" / "testdata" / "cards" / "default_Seraphina.png"
 ALICE = as_user("alice")

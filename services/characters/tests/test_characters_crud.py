@@ -9,8 +9,7 @@ import pytest
 from avatar_characters.app import create_app
 from avatar_characters.presets import PresetError
 from avatar_characters.settings import CharactersSettings
-
-from .conftest import as_user
+from tests.helpers import as_user
 
 ALICE, BOB = as_user("alice"), as_user("bob")
 NEW = {"name": "나만의 캐릭터", "persona": "조용하고 다정한 도서관 사서.", "tags": ["태그1"]}

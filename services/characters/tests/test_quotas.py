@@ -3,7 +3,9 @@
 
 import json
 
-from .conftest import as_user, characters_app
+from tests.helpers import as_user
+
+from .helpers import characters_app
 from .test_character_cards import original_seraphina, upload
 
 ALICE, BOB = as_user("alice"), as_user("bob")

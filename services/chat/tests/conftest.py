@@ -2,9 +2,6 @@
 served over real HTTP, once per backend (the suite runs for Ollama and for vLLM)."""
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
@@ -12,44 +9,8 @@ import pytest
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.ports import free_port
-from avatar_emulators import ollama, openai_compat
-from avatar_emulators.replies import ChatEmulatorConfig, PromptRecorder
-from avatar_emulators.server import serve_in_thread
 
-VLLM_KEY = "test-key"
-VLLM_PREFIX = "/vllm"
-
-
-@dataclass
-class Backend:
-    name: str
-    recorder: PromptRecorder
-    settings: dict[str, Any]
-
-
-@contextmanager
-def emulated_llm(name: str, **config: Any) -> Iterator[Backend]:
-    """An LLM emulator on a free port and the chat settings that point at it. vLLM runs with
-    an API key and a path prefix, so both are always exercised."""
-    if name == "ollama":
-        emulator: ChatEmulatorConfig = ollama.OllamaConfig(**config)
-        app = ollama.create_app(emulator)
-    else:
-        emulator = openai_compat.OpenAICompatConfig(
-            api_key=VLLM_KEY, path_prefix=VLLM_PREFIX, **config
-        )
-        app = openai_compat.create_app(emulator)
-    with serve_in_thread(app) as url:
-        settings = (
-            {"llm_service": "ollama", "ollama_base_url": url}
-            if name == "ollama"
-            else {
-                "llm_service": "vllm",
-                "vllm_base_url": url + VLLM_PREFIX,
-                "vllm_api_key": VLLM_KEY,
-            }
-        )
-        yield Backend(name, emulator.recorder, settings)
+from .helpers import Backend, emulated_llm
 
 
 @pytest.fixture(params=["ollama", "vllm"])

@@ -7,10 +7,10 @@ import asyncio
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.ports import free_port
-from avatar_devstack.testing import as_user, identity_from_test_header
 from avatar_shared.identity import current_identity
+from tests.helpers import as_user, identity_from_test_header
 
-from .conftest import emulated_llm
+from .helpers import emulated_llm
 from .test_chat_routes import ask
 
 

@@ -11,7 +11,7 @@ import time
 
 from avatar_chat.app import create_app
 from avatar_devstack.ports import free_port, port_open
-from avatar_devstack.testing import silent_server
+from tests.helpers import silent_server
 
 from .test_chat_routes import ask
 from .test_chat_upstream_failures import FAST_TIMEOUTS, chat_settings

@@ -7,9 +7,9 @@ import pytest
 
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
-from avatar_devstack.testing import identity_from_test_header
 from avatar_emulators.replies import count_prompt_tokens, count_tokens
 from avatar_shared.identity import current_identity
+from tests.helpers import identity_from_test_header
 
 PERSONA = "밝고 명랑한 10대 소녀 캐릭터. 반말을 사용하며 귀엽게 말함."
 SCENARIO = {

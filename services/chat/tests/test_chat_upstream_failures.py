@@ -16,11 +16,11 @@ from avatar_characters.settings import CharactersSettings
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.ports import free_port
-from avatar_devstack.testing import logged, with_lifespan_state
 from avatar_emulators.replies import DEFAULT_MODELS, ERROR_MIDSTREAM_MESSAGE, ERROR_MIDSTREAM_MODEL
 from avatar_emulators.server import serve_in_thread
+from tests.helpers import logged, with_lifespan_state
 
-from .conftest import emulated_llm
+from .helpers import emulated_llm
 from .test_chat_routes import ask, read_events
 
 FAST_TIMEOUTS = {"llm_connect_timeout_s": 0.5, "llm_read_timeout_s": 0.5}

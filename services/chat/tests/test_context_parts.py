@@ -16,7 +16,7 @@ from avatar_chat.llm.windows import ContextWindows
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.ports import free_port
 
-from .conftest import emulated_llm
+from .helpers import emulated_llm
 
 KOREAN = "안녕하세요, 오늘 도서관에서 만나서 반가워요!"
 ENGLISH = "Hello, it is nice to meet you in the library today!"

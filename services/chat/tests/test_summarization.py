@@ -4,7 +4,7 @@ emulator records every prompt it receives and counts its tokens by its own rule.
 from avatar_chat.app import create_app
 from avatar_emulators.replies import count_prompt_tokens
 
-from .conftest import emulated_llm
+from .helpers import emulated_llm
 from .summarizing import (
     KEEP,
     WINDOW,

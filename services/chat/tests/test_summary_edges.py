@@ -6,10 +6,10 @@ import asyncio
 import pytest
 
 from avatar_chat.app import create_app
-from avatar_devstack.testing import returning_visitor
 from avatar_emulators.replies import count_prompt_tokens
+from tests.helpers import returning_visitor
 
-from .conftest import emulated_llm
+from .helpers import emulated_llm
 from .summarizing import (
     PERSONA,
     Conversation,

@@ -15,7 +15,7 @@ from avatar_gen3d.backends.base import BackendFailed
 from avatar_gen3d.backends.hunyuan3d import NO_RESULT, UNREACHABLE, Hunyuan3DBackend
 from avatar_gen3d.schemas import Gen3dOptions
 
-from .conftest import picture
+from .helpers import picture
 
 
 async def typical() -> float:

@@ -5,7 +5,7 @@ import pytest
 
 from avatar_gen3d.app import create_app
 
-from .conftest import picture
+from .helpers import picture
 
 
 async def submit(client) -> str:

@@ -12,7 +12,7 @@ from avatar_gen3d.backends.relief import ReliefBackend, foreground
 from avatar_gen3d.errors import BadInput
 from avatar_gen3d.schemas import Gen3dOptions
 
-from .conftest import SERAPHINA, picture
+from .helpers import SERAPHINA, picture
 
 
 async def make(data: bytes, **options) -> tuple[trimesh.Trimesh, list[str], bytes]:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from avatar_devstack.testing import returning_visitor
 from avatar_gen3d.app import create_app
+from tests.helpers import returning_visitor
 
-from .conftest import picture
+from .helpers import picture
 
 
 async def post(client, data: bytes, name: str = "a.png", options: str | None = None, **kw):

@@ -11,7 +11,7 @@ from avatar_gen3d.jobs import JobBook, open_queue
 from avatar_gen3d.worker import alive, build_worker
 from avatar_shared.app import open_http_client
 
-from .conftest import picture
+from .helpers import picture
 
 
 @asynccontextmanager

@@ -12,17 +12,17 @@ import mutagen
 import pytest
 
 from avatar_devstack.ports import free_port
-from avatar_devstack.testing import (
-    identity_from_test_header,
-    logged,
-)
 from avatar_emulators import gpt_sovits
 from avatar_emulators.server import serve_in_thread
 from avatar_shared.identity import current_identity
 from avatar_tts.app import create_app
 from avatar_tts.settings import TtsSettings
+from tests.helpers import (
+    identity_from_test_header,
+    logged,
+)
 
-from .conftest import LONG, SHORT, stored
+from .helpers import LONG, SHORT, stored
 
 
 def make_app(redis_url: str, assets: Path, tts_base_url: str):

@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from avatar_devstack.testing import (
-    as_user,
-    identity_from_test_header,
-    returning_visitor,
-    silent_server,
-)
 from avatar_emulators import gpt_sovits
 from avatar_emulators.server import serve_in_thread
 from avatar_shared.identity import current_identity
 from avatar_tts.app import create_app
 from avatar_tts.settings import TtsSettings
+from tests.helpers import (
+    as_user,
+    identity_from_test_header,
+    returning_visitor,
+    silent_server,
+)
 
-from .conftest import LONG, SHORT, stored
+from .helpers import LONG, SHORT, stored
 
 
 def speech_settings(redis_url: str, folder, upstream: str, **limits) -> TtsSettings:

@@ -7,110 +7,35 @@
 - `stack`: the real stack (Redis, Traefik, edge, five services, upstream emulators) on free
   ports, once per session, for end-to-end tests through the gateway.
 - `browser`: headless Chromium (Debian's, driven by selenium) without internet access.
+
+Fixtures only: the plain helpers tests share (`as_user`, `metric`, `own_stack`...) are in the
+repository's tests/helpers.py, which this module imports from (pytest's `pythonpath = ["."]`
+puts the checkout on sys.path before the root conftest.py loads it).
 """
 
-import logging
 import os
 import secrets
-import socket
 import tempfile
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
-from prometheus_client.parser import text_string_to_metric_families
+from fastapi import FastAPI
 from redis.asyncio import Redis
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as ChromeService
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from avatar_devstack.ports import Ports, free_port, port_open
 from avatar_devstack.settings import StackSettings
 from avatar_devstack.stack import Stack, find_binary
 from avatar_devstack.supervisor import Supervisor
-from avatar_shared.identity import ANON_COOKIE, AnonymousIds, Identity
+from tests.helpers import OTHER_OIDC_CLIENT, with_lifespan_state
 
 # Every service signs anonymous ids with a key that has no default: the suite makes one for
 # the settings its tests build (a stack started by a fixture gets its own, see Stack).
 os.environ.setdefault("ANON_ID_SECRET", secrets.token_urlsafe(32))
-
-OTHER_OIDC_CLIENT = ("another-app", secrets.token_urlsafe(16))
-
-TEST_USER_HEADER = "X-Test-User"
-
-
-async def identity_from_test_header(request: Request) -> Identity:
-    """For in-process tests of one service's own rules: stands in for `current_identity`
-    (`app.dependency_overrides[current_identity] = identity_from_test_header`) so a test can
-    speak as several users at once. Real identities (tokens, anonymous cookies) are tested
-    end to end through the stack, where auth runs."""
-    return Identity(request.headers.get(TEST_USER_HEADER, "anonymous"), signed_in=True)
-
-
-def as_user(name: str) -> dict[str, str]:
-    return {TEST_USER_HEADER: name}
-
-
-def returning_visitor(client: httpx.AsyncClient) -> str:
-    """Gives `client` the anonymous cookie of an earlier visit (signed with the suite's
-    ANON_ID_SECRET), as a browser has before it sends requests in parallel; its id."""
-    anon_id, cookie = AnonymousIds(os.environ["ANON_ID_SECRET"].encode()).mint()
-    client.cookies.set(ANON_COOKIE, cookie)
-    return anon_id
-
-
-@contextmanager
-def logged(logger_name: str) -> Iterator[list[logging.LogRecord]]:
-    """The records logged to `logger_name` (or below it) in the block. Each service's app
-    replaces the root logger's handlers with its own, so pytest's caplog cannot see them."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger(logger_name)
-    logger.addHandler(handler)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-
-
-def metric(exposition: str, name: str, **labels: str) -> float:
-    """A sample's value in a Prometheus text exposition (0 when the series is absent)."""
-    for family in text_string_to_metric_families(exposition):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
-
-
-@contextmanager
-def silent_server() -> Iterator[str]:
-    """A hung upstream: it accepts connections and never answers a byte. Its URL."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.1)
-    held: list[socket.socket] = []
-    stopping = threading.Event()
-
-    def accept() -> None:
-        while not stopping.is_set():
-            with suppress(TimeoutError):
-                held.append(listener.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stopping.set()
-        thread.join()
-        for connection in [*held, listener]:
-            connection.close()
-
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -156,37 +81,6 @@ def app_client(redis: Redis) -> AppClient:
                 yield client
 
     return open_client
-
-
-def with_lifespan_state(app: ASGIApp, state: Mapping[str, Any]) -> ASGIApp:
-    """What an ASGI server does with the state a lifespan yields: a shallow copy of it in
-    every request's scope (ASGITransport runs no lifespan, so it does not)."""
-
-    async def app_with_state(scope: Scope, receive: Receive, send: Send) -> None:
-        await app({**scope, "state": dict(state)}, receive, send)
-
-    return app_with_state
-
-
-@contextmanager
-def own_stack(name: str, env: dict[str, str], replicas: dict[str, int] | None = None):
-    """A whole stack with the emulators for one test module, when the shared `stack` will
-    not do (other limits, several replicas, or faults that must not reach other tests).
-    Its data, logs and assets live in a folder of its own, gone afterwards."""
-    with tempfile.TemporaryDirectory(prefix=f"avatar-{name}-") as tmp:
-        stack = Stack(
-            Ports.free(emulators=True, replicas=replicas),
-            StackSettings(),
-            data_dir=Path(tmp) / "data",
-            log_dir=Path(tmp),
-            env_overrides={
-                "ASSETS_DIR": str(Path(tmp) / "assets"),
-                "GATEWAY_LOG_LEVEL": "WARN",
-                **env,
-            },
-        )
-        with stack:
-            yield stack
 
 
 @pytest.fixture(scope="session")

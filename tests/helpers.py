@@ -1,0 +1,133 @@
+"""Plain helpers shared by tests in more than one directory: functions, context managers and
+constants, never fixtures (the fixtures are in avatar_devstack.testing, loaded by the root
+conftest.py, and in each directory's conftest.py).
+
+Where a helper lives: one used by a single service's tests goes in that service's
+`tests/helpers.py` (`from .helpers import ...`); one used across directories goes here
+(`from tests.helpers import ...`). Conftest modules hold fixtures and hooks only, and import
+the helpers they need from these modules; no test imports from a conftest.
+"""
+
+import logging
+import os
+import secrets
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import Request
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from avatar_devstack.ports import Ports
+from avatar_devstack.settings import StackSettings
+from avatar_devstack.stack import Stack
+from avatar_shared.identity import ANON_COOKIE, AnonymousIds, Identity
+
+OTHER_OIDC_CLIENT = ("another-app", secrets.token_urlsafe(16))
+
+TEST_USER_HEADER = "X-Test-User"
+
+
+async def identity_from_test_header(request: Request) -> Identity:
+    """For in-process tests of one service's own rules: stands in for `current_identity`
+    (`app.dependency_overrides[current_identity] = identity_from_test_header`) so a test can
+    speak as several users at once. Real identities (tokens, anonymous cookies) are tested
+    end to end through the stack, where auth runs."""
+    return Identity(request.headers.get(TEST_USER_HEADER, "anonymous"), signed_in=True)
+
+
+def as_user(name: str) -> dict[str, str]:
+    return {TEST_USER_HEADER: name}
+
+
+def returning_visitor(client: httpx.AsyncClient) -> str:
+    """Gives `client` the anonymous cookie of an earlier visit (signed with the suite's
+    ANON_ID_SECRET), as a browser has before it sends requests in parallel; its id."""
+    anon_id, cookie = AnonymousIds(os.environ["ANON_ID_SECRET"].encode()).mint()
+    client.cookies.set(ANON_COOKIE, cookie)
+    return anon_id
+
+
+@contextmanager
+def logged(logger_name: str) -> Iterator[list[logging.LogRecord]]:
+    """The records logged to `logger_name` (or below it) in the block. Each service's app
+    replaces the root logger's handlers with its own, so pytest's caplog cannot see them."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+def metric(exposition: str, name: str, **labels: str) -> float:
+    """A sample's value in a Prometheus text exposition (0 when the series is absent)."""
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """A hung upstream: it accepts connections and never answers a byte. Its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    held: list[socket.socket] = []
+    stopping = threading.Event()
+
+    def accept() -> None:
+        while not stopping.is_set():
+            with suppress(TimeoutError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stopping.set()
+        thread.join()
+        for connection in [*held, listener]:
+            connection.close()
+
+
+def with_lifespan_state(app: ASGIApp, state: Mapping[str, Any]) -> ASGIApp:
+    """What an ASGI server does with the state a lifespan yields: a shallow copy of it in
+    every request's scope (ASGITransport runs no lifespan, so it does not)."""
+
+    async def app_with_state(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, "state": dict(state)}, receive, send)
+
+    return app_with_state
+
+
+@contextmanager
+def own_stack(name: str, env: dict[str, str], replicas: dict[str, int] | None = None):
+    """A whole stack with the emulators for one test module, when the shared `stack` will
+    not do (other limits, several replicas, or faults that must not reach other tests).
+    Its data, logs and assets live in a folder of its own, gone afterwards."""
+    with tempfile.TemporaryDirectory(prefix=f"avatar-{name}-") as tmp:
+        stack = Stack(
+            Ports.free(emulators=True, replicas=replicas),
+            StackSettings(),
+            data_dir=Path(tmp) / "data",
+            log_dir=Path(tmp),
+            env_overrides={
+                "ASSETS_DIR": str(Path(tmp) / "assets"),
+                "GATEWAY_LOG_LEVEL": "WARN",
+                **env,
+            },
+        )
+        with stack:
+            yield stack
