@@ -185,11 +185,20 @@ def test_a_3d_job_reaches_100_and_model_viewer_loads_it(playground, tmp_path):
     screenshot(playground, "3-3d")
 
 
+# The labels the page left empty (i18n.js is their only source: the HTML has no words).
+EMPTY_LABELS = """
+    return [...document.querySelectorAll("[data-i18n]")]
+        .filter((element) => !element.textContent.trim()).map((element) => element.dataset.i18n);
+"""
+
+
 def test_labels_switch_between_korean_and_english(playground):
     send = playground.find_element(By.ID, "chat-send")
     start = send.text
+    assert playground.execute_script(EMPTY_LABELS) == []
     playground.find_element(By.ID, "language").click()
     switched = send.text
+    assert playground.execute_script(EMPTY_LABELS) == []
     playground.find_element(By.ID, "language").click()
     assert {start, switched} == {"보내기", "Send"}
     assert send.text == start
