@@ -1,9 +1,9 @@
 """The playground (/playground/) in a real browser: Debian's headless Chromium, no internet,
 against the demo stack through the gateway. A chat turn streams into the page and its first
 spoken sentence gets a playable <audio>; a Character Card dropped in appears in the list; a
-3D job reaches 100% and model-viewer (vendored, not from a CDN) loads the GLB; a refusal is
-shown in words with its Retry-After; the labels switch between Korean and English. A
-screenshot of each step goes to var/test-artifacts/playground/."""
+3D job reaches 100% and model-viewer (vendored, not from a CDN) loads the GLB; refusals (a
+turn's, a sentence's speech) are shown in words; the labels switch between Korean and English.
+A screenshot of each step goes to var/test-artifacts/playground/."""
 
 import base64
 import io
@@ -206,13 +206,20 @@ def test_labels_switch_between_korean_and_english(playground):
     screenshot(playground, "4-labels")
 
 
-def test_a_refusal_is_shown_in_words_with_its_retry_after(browser):
-    with own_stack("playground-limits", {"CHAT_RATE_PER_MIN": "1"}) as limited:
+def test_refusals_are_shown_in_words(browser):
+    """One spoken sentence a minute: the reply's later sentences get tts's refusal (the audio
+    event's tts_error, a string) and the page says it. One turn a minute: the second turn's
+    refusal is said with its Retry-After."""
+    limits = {"CHAT_RATE_PER_MIN": "1", "TTS_RATE_PER_MIN": "1"}
+    with own_stack("playground-limits", limits) as limited:
         open_playground(browser, limited)
+        Select(browser.find_element(By.ID, "tts-mode")).select_by_value("realtime")
         say(browser, "첫 번째")
         until(browser, lambda b: b.find_element(By.CSS_SELECTOR, "#messages li[data-done]"))
+        notice = browser.find_element(By.ID, "notice")
+        assert "The tts service answered 429" in notice.text, notice.text
+        screenshot(browser, "5-speech-refused")
         say(browser, "두 번째")
-        notice = until(browser, lambda b: b.find_element(By.ID, "notice"))
         until(browser, lambda b: notice.get_attribute("data-code") == "rate_limited")
         retry = int(notice.get_attribute("data-retry-after"))  # the answer's Retry-After
         assert 1 <= retry <= 60
@@ -223,7 +230,7 @@ def test_a_refusal_is_shown_in_words_with_its_retry_after(browser):
         assert browser.find_element(By.CSS_SELECTOR, "#messages li.unsent").text == "두 번째"
         assert browser.find_element(By.ID, "chat-input").get_attribute("value") == "두 번째"
         assert len(browser.find_elements(By.CSS_SELECTOR, "#messages li.assistant")) == 1
-        screenshot(browser, "5-refusal")
+        screenshot(browser, "5-turn-refused")
 
 
 def through_the_provider(browser: WebDriver, login: str) -> None:

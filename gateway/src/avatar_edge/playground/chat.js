@@ -76,8 +76,9 @@ async function sendTurn(talk, text) {
       reply.textContent += data.content;
       reply.dataset.deltas = String(Number(reply.dataset.deltas) + 1);
     } else if (event === "audio") {
+      // No audio_url: tts_error is why, in words (a string).
       if (data.audio_url) talk.speak(data.audio_url, data.text);
-      else notify(`${t("speechFailed")} ${data.tts_error?.message ?? data.text}`);
+      else notify(`${t("speechFailed")} ${data.tts_error ?? data.text}`);
     } else if (event === "done") {
       if (!talk.over) finishTurn(talk, reply, data, mode);
       return;
