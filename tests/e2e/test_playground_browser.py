@@ -1,9 +1,10 @@
 """The playground (/playground/) in a real browser: Debian's headless Chromium, no internet,
 against the demo stack through the gateway. A chat turn streams into the page and its first
 spoken sentence gets a playable <audio>; a Character Card dropped in appears in the list; a
-3D job reaches 100% and model-viewer (vendored, not from a CDN) loads the GLB; refusals (a
-turn's, a sentence's speech) are shown in words; the labels switch between Korean and English.
-A screenshot of each step goes to var/test-artifacts/playground/."""
+3D job reaches 100% and model-viewer (vendored, not from a CDN) loads the GLB, and a newer job
+takes the progress bar over; refusals (a turn's, a sentence's speech) are shown in words; the
+labels switch between Korean and English. A screenshot of each step goes to
+var/test-artifacts/playground/."""
 
 import base64
 import io
@@ -148,26 +149,37 @@ def test_character_cards_chosen_or_dropped_in_appear_in_the_list(playground, tmp
     screenshot(playground, "2-card-import")
 
 
-def test_a_3d_job_reaches_100_and_model_viewer_loads_it(playground, tmp_path):
-    picture = tmp_path / "avatar.png"
+def avatar_picture(path: Path) -> Path:
     image = Image.new("RGB", (256, 256), "white")
     for x in range(64, 192):
         for y in range(48, 208):
             image.putpixel((x, y), (200, 90, 60))
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
-    picture.write_bytes(buffer.getvalue())
-    playground.find_element(By.ID, "gen3d-file").send_keys(str(picture))
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def make_3d(browser: WebDriver, picture: Path) -> None:
+    browser.find_element(By.ID, "gen3d-file").send_keys(str(picture))
     # The GPU backend (the emulated Hunyuan3D-2, 3 s a model here): steps long enough to see.
-    Select(playground.find_element(By.ID, "gen3d-backend")).select_by_value("hunyuan3d")
-    playground.find_element(By.CSS_SELECTOR, "#gen3d-form button").click()
+    Select(browser.find_element(By.ID, "gen3d-backend")).select_by_value("hunyuan3d")
+    browser.find_element(By.CSS_SELECTOR, "#gen3d-form button").click()
+
+
+def viewer_loaded(browser: WebDriver) -> bool:
+    return browser.find_element(By.ID, "viewer").get_attribute("data-loaded") == "true"
+
+
+def test_a_3d_job_reaches_100_and_model_viewer_loads_it(playground, tmp_path):
+    make_3d(playground, avatar_picture(tmp_path / "avatar.png"))
     steps = set()  # what the page showed while the job was under way (the job's own words)
 
     def finished(browser: WebDriver) -> bool:
         progress = int(browser.find_element(By.ID, "gen3d-progress").get_attribute("value"))
         if 0 < progress < 100:
             steps.add(browser.find_element(By.ID, "gen3d-step").text)
-        return browser.find_element(By.ID, "viewer").get_attribute("data-loaded") == "true"
+        return viewer_loaded(browser)
 
     until(playground, finished, timeout=90)
     assert playground.find_element(By.ID, "gen3d-progress").get_attribute("value") == "100"
@@ -183,6 +195,29 @@ def test_a_3d_job_reaches_100_and_model_viewer_loads_it(playground, tmp_path):
     )
     assert all(location.startswith("/playground/vendor/") for location in locations), locations
     screenshot(playground, "3-3d")
+
+
+# The job status URLs the page asked for (each poll of /api/generate/status/<job>), with
+# when (the page's clock).
+STATUS_POLLS = """
+    return performance.getEntriesByType("resource")
+        .filter((entry) => entry.name.includes("/api/generate/status/"))
+        .map((entry) => [entry.name, entry.startTime]);
+"""
+
+
+def test_a_newer_3d_job_takes_the_progress_bar_over(playground, tmp_path):
+    """The first job is no longer followed once a second is submitted: one bar, one job."""
+    picture = avatar_picture(tmp_path / "avatar.png")
+    make_3d(playground, picture)
+    until(playground, lambda b: b.execute_script(STATUS_POLLS))  # the first is being followed
+    first = {url for url, _ in playground.execute_script(STATUS_POLLS)}
+    submitted = playground.execute_script("return performance.now()")
+    make_3d(playground, picture)
+    until(playground, viewer_loaded, timeout=90)
+    later = {url for url, start in playground.execute_script(STATUS_POLLS) if start > submitted}
+    assert later and not later & first, (first, later)
+    assert playground.find_element(By.ID, "gen3d-progress").get_attribute("value") == "100"
 
 
 # The labels the page left empty (i18n.js is their only source: the HTML has no words).

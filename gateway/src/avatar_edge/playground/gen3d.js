@@ -7,6 +7,10 @@ import { $, notify, sleep } from "./page.js";
 
 const POLL_MS = 500;
 
+// The submission the progress bar follows: a new one stops the last one's polling, so two
+// jobs never fight over the bar.
+let current = new AbortController();
+
 // model-viewer would fetch its decoders from CDNs: point it at the copies shipped with the
 // page (`make vendor`), so nothing leaves this origin on a LAN without internet.
 export function configureViewer() {
@@ -19,11 +23,11 @@ export function configureViewer() {
 export const viewerLoaded = () => { $("viewer").dataset.loaded = "true"; };
 export const viewerFailed = () => notify(t("failed"), new ApiError(0, "model", "GLB", null));
 
-// The job's progress and step on the page until it is done.
-async function follow(jobId) {
+// The job's progress and step on the page until it is done (or `signal` says stop).
+async function follow(jobId, signal) {
   const progress = $("gen3d-progress"), step = $("gen3d-step");
   for (;;) {
-    const job = await api(`/api/generate/status/${jobId}`);
+    const job = await api(`/api/generate/status/${jobId}`, { signal });
     progress.value = job.progress;
     step.textContent = job.current_step || "";
     if (job.status === "completed") {
@@ -31,7 +35,7 @@ async function follow(jobId) {
       return job;
     }
     if (job.status === "failed") throw new ApiError(502, "failed", job.error, null);
-    await sleep(POLL_MS);
+    await sleep(POLL_MS, signal);
   }
 }
 
@@ -39,6 +43,9 @@ export async function submitJob(event) {
   event.preventDefault();
   const file = $("gen3d-file").files[0];
   if (!file) return;
+  current.abort();
+  current = new AbortController();
+  const { signal } = current;
   const form = new FormData();
   form.append("image", file);
   const backend = $("gen3d-backend").value;
@@ -50,11 +57,11 @@ export async function submitJob(event) {
   viewer.hidden = true;
   delete viewer.dataset.loaded;
   try {
-    const accepted = await api("/api/generate", { method: "POST", body: form });
-    const job = await follow(accepted.job_id);
+    const accepted = await api("/api/generate", { method: "POST", body: form, signal });
+    const job = await follow(accepted.job_id, signal);
     viewer.hidden = false;
     viewer.src = job.result_url;
   } catch (error) {
-    notify(t("failed"), error);
+    if (!signal.aborted) notify(t("failed"), error); // else a newer job has the bar
   }
 }
