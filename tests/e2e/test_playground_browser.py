@@ -3,8 +3,8 @@ against the demo stack through the gateway. A chat turn streams into the page an
 spoken sentence gets a playable <audio>; a Character Card dropped in appears in the list; a
 3D job reaches 100% and model-viewer (vendored, not from a CDN) loads the GLB, and a newer job
 takes the progress bar over; refusals (a turn's, a sentence's speech) are shown in words; the
-labels switch between Korean and English. A screenshot of each step goes to
-var/test-artifacts/playground/."""
+labels switch between Korean and English; the speech limit is the served OpenAPI document's.
+A screenshot of each step goes to var/test-artifacts/playground/."""
 
 import base64
 import io
@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -266,6 +267,54 @@ def test_refusals_are_shown_in_words(browser):
         assert browser.find_element(By.ID, "chat-input").get_attribute("value") == "두 번째"
         assert len(browser.find_elements(By.CSS_SELECTOR, "#messages li.assistant")) == 1
         screenshot(browser, "5-turn-refused")
+
+
+# Before the page's own scripts: its fetch of the OpenAPI document answers `doc`'s
+# /api/tts text maxLength as arguments[0] says (or a 503 when that is null).
+DOCUMENT_SAYS = """
+    const realFetch = window.fetch;
+    window.fetch = async (input, init) => {
+        const response = await realFetch(input, init);
+        if (String(input) !== "/api/openapi.json") return response;
+        if (LIMIT === null) return new Response("{}", {status: 503});
+        const doc = await response.json();
+        const ref = doc.paths["/api/tts"].post.requestBody.content["application/json"].schema.$ref;
+        doc.components.schemas[ref.split("/").at(-1)].properties.text.maxLength = LIMIT;
+        return Response.json(doc);
+    };
+"""
+# The page's speech limit, and the parts it would send /api/tts for a long reply.
+SPEECH = """
+    const done = arguments[arguments.length - 1];
+    import("/playground/speech.js").then((speech) => done([
+        speech.speechLimit(),
+        speech.speechParts("Hello there, this is one sentence. ".repeat(40)),
+    ]));
+"""
+
+
+def speech_limit_when(browser: WebDriver, stack: Stack, limit: int | None) -> list:
+    script = DOCUMENT_SAYS.replace("LIMIT", json.dumps(limit))
+    added = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": script})
+    try:
+        open_playground(browser, stack)
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", added)
+    return browser.execute_async_script(SPEECH)
+
+
+def test_the_speech_limit_is_the_served_documents(stack, browser):
+    document = httpx.get(f"{stack.gateway_url}/api/openapi.json", trust_env=False).json()
+    served = document["components"]["schemas"]["TtsRequest"]["properties"]["text"]["maxLength"]
+    open_playground(browser, stack)
+    limit, parts = browser.execute_async_script(SPEECH)
+    assert limit == served
+    assert len(parts) == 2 and all(len(part) <= limit for part in parts)
+    limit, parts = speech_limit_when(browser, stack, 80)
+    assert limit == 80
+    assert len(parts) == 20 and all(len(part) <= limit for part in parts)
+    # No document: the page still speaks, in parts of the limit tts had when it was written.
+    assert speech_limit_when(browser, stack, None)[0] == 1000
 
 
 def through_the_provider(browser: WebDriver, login: str) -> None:

@@ -21,7 +21,7 @@ export async function api(path, options = {}) {
   const response = await fetch(path, { credentials: "same-origin", ...options });
   if (!response.ok) throw await failure(response);
   const body = await response.json();
-  return body.data ?? body; // /api/auth/me answers the bare user
+  return body.data ?? body; // /api/auth/me and /api/openapi.json answer without the envelope
 }
 
 export const postJson = (path, body) => api(path, {

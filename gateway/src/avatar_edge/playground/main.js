@@ -7,6 +7,7 @@ import { newSession, submitTurn } from "./chat.js";
 import { configureViewer, submitJob, viewerFailed, viewerLoaded } from "./gen3d.js";
 import { applyLabels, switchLanguage } from "./i18n.js";
 import { $ } from "./page.js";
+import { loadSpeechLimit } from "./speech.js";
 
 function relabel() {
   switchLanguage();
@@ -38,11 +39,11 @@ function init() {
   $("viewer").addEventListener("error", viewerFailed);
 }
 
-// What the page shows first: who is here, the characters, the voices.
+// What the page shows first: who is here, the characters, the voices, the speech limit.
 async function start() {
   showSignInError();
   await loadWho();
-  await Promise.all([loadCharacters(), loadVoices()]);
+  await Promise.all([loadCharacters(), loadVoices(), loadSpeechLimit()]);
   document.body.dataset.ready = "true";
 }
 

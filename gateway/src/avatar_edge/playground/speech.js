@@ -1,7 +1,24 @@
-// Speech on request (/api/tts): a reply cut to fit one request.
+// Speech on request (/api/tts): how much text one request takes, and a reply cut to fit.
 
-// /api/tts takes 1,000 characters at most.
-const limit = 1000;
+import { api } from "./api.js";
+
+// Only when the served OpenAPI document cannot be read: tts's limit when this was written.
+const FALLBACK_LIMIT = 1000;
+let limit = FALLBACK_LIMIT;
+
+export const speechLimit = () => limit;
+
+// The longest `text` /api/tts takes, as the merged OpenAPI document states it (the JSON
+// body's schema, followed through its $ref): the page follows the server when it changes.
+export async function loadSpeechLimit() {
+  try {
+    const doc = await api("/api/openapi.json");
+    let schema = doc.paths["/api/tts"].post.requestBody.content["application/json"].schema;
+    if (schema.$ref) schema = schema.$ref.split("/").slice(1).reduce((node, key) => node[key], doc);
+    const max = schema.properties.text.maxLength;
+    if (Number.isInteger(max) && max > 0) limit = max;
+  } catch { /* no document (or not this shape): the fallback */ }
+}
 
 // Longer texts are spoken in parts: whole sentences, as many as fit, cut only when one alone
 // is too long.
