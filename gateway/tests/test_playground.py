@@ -1,4 +1,4 @@
-"""The playground's files as the edge serves them: the page and its module, model-viewer as
+"""The playground's files as the edge serves them: the page and its ES modules, model-viewer as
 the lock pins it (vendored, never from a CDN), and the way back from sign-in."""
 
 import json
@@ -10,26 +10,45 @@ from avatar_edge.routes import PLAYGROUND_DIR
 from avatar_edge.settings import EdgeSettings
 
 VENDOR_PACKAGE = REPO_ROOT / "tools" / "playground-vendor"
+# The page's own files (not vendor/): its HTML, its style, its ES modules.
+OWN_FILES = sorted(p for p in PLAYGROUND_DIR.iterdir() if p.suffix in (".html", ".css", ".js"))
+MODULES = [p.name for p in OWN_FILES if p.suffix == ".js"]
+HANGUL = re.compile(r"[\uac00-\ud7a3]")
+JAVASCRIPT = ("text/javascript", "application/javascript")  # a browser runs modules only as these
 
 
 async def test_the_page_and_its_files_are_served(app_client, redis_url):
     async with app_client(create_app(EdgeSettings(redis_url=redis_url))) as client:
         bare = await client.get("/playground")
         page = await client.get("/playground/")
-        script = await client.get("/playground/playground.js")
+        scripts = {name: await client.get(f"/playground/{name}") for name in MODULES}
         viewer = await client.get("/playground/vendor/model-viewer.min.js")
     assert bare.status_code == 307 and bare.headers["location"].endswith("/playground/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert '<script type="module" src="/playground/playground.js">' in page.text
-    assert script.headers["content-type"].startswith(("text/javascript", "application/javascript"))
+    assert '<script type="module" src="/playground/main.js">' in page.text
+    assert {"main.js", "api.js", "sse.js", "i18n.js", "chat.js", "gen3d.js"} <= set(scripts)
+    for name, script in scripts.items():
+        assert script.status_code == 200, name
+        assert script.headers["content-type"].startswith(JAVASCRIPT), name
     assert viewer.status_code == 200 and "customElements" in viewer.text
 
 
 def test_the_page_loads_nothing_from_another_host():
-    for name in ("index.html", "playground.js", "playground.css"):
-        text = (PLAYGROUND_DIR / name).read_text()
-        assert not re.search(r"(src|href)=\"(https?:)?//", text), name
-        assert not re.search(r"""(fetch|import|url)\(\s*["'`]?(https?:)?//""", text), name
+    for path in OWN_FILES:
+        text = path.read_text()
+        assert not re.search(r"(src|href)=\"(https?:)?//", text), path.name
+        assert not re.search(r"""(fetch|import|url)\(\s*["'`]?(https?:)?//""", text), path.name
+        assert not re.search(r"""from\s*["'`](https?:)?//""", text), path.name
+
+
+def test_the_labels_have_one_source():
+    """i18n.js holds every word in both languages; the HTML only names them."""
+    page = (PLAYGROUND_DIR / "index.html").read_text()
+    assert not HANGUL.search(page)
+    keys = re.findall(r'data-i18n="(\w+)"', page)
+    labels = (PLAYGROUND_DIR / "i18n.js").read_text()
+    for key in keys:
+        assert len(re.findall(rf"\b{key}:", labels)) == 2, key  # in Korean and in English
 
 
 def test_the_vendored_model_viewer_is_the_package_the_lock_pins():
@@ -59,7 +78,7 @@ def test_model_viewer_s_decoders_are_the_locked_three_s_and_the_page_uses_them()
         for name in names:
             vendored = (PLAYGROUND_DIR / "vendor" / folder / name).read_bytes()
             assert vendored == (source / name).read_bytes(), name
-    script = (PLAYGROUND_DIR / "playground.js").read_text()
+    script = (PLAYGROUND_DIR / "gen3d.js").read_text()
     assert 'dracoDecoderLocation = "/playground/vendor/draco/"' in script
     assert 'ktx2TranscoderLocation = "/playground/vendor/basis/"' in script
     assert 'lottieLoaderLocation = "/playground/vendor/no-lottie.js"' in script

@@ -1,9 +1,10 @@
 """The playground (/playground/) in a real browser: Debian's headless Chromium, no internet,
 against the demo stack through the gateway. A chat turn streams into the page and its first
 spoken sentence gets a playable <audio>; a Character Card dropped in appears in the list; a
-3D job reaches 100% and model-viewer (vendored, not from a CDN) loads the GLB; a refusal is
-shown in words with its Retry-After; the labels switch between Korean and English. A
-screenshot of each step goes to var/test-artifacts/playground/."""
+3D job reaches 100% and model-viewer (vendored, not from a CDN) loads the GLB, and a newer job
+takes the progress bar over; refusals (a turn's, a sentence's speech) are shown in words; the
+labels switch between Korean and English; the speech limit is the served OpenAPI document's.
+A screenshot of each step goes to var/test-artifacts/playground/."""
 
 import base64
 import io
@@ -12,6 +13,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -148,26 +150,37 @@ def test_character_cards_chosen_or_dropped_in_appear_in_the_list(playground, tmp
     screenshot(playground, "2-card-import")
 
 
-def test_a_3d_job_reaches_100_and_model_viewer_loads_it(playground, tmp_path):
-    picture = tmp_path / "avatar.png"
+def avatar_picture(path: Path) -> Path:
     image = Image.new("RGB", (256, 256), "white")
     for x in range(64, 192):
         for y in range(48, 208):
             image.putpixel((x, y), (200, 90, 60))
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
-    picture.write_bytes(buffer.getvalue())
-    playground.find_element(By.ID, "gen3d-file").send_keys(str(picture))
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def make_3d(browser: WebDriver, picture: Path) -> None:
+    browser.find_element(By.ID, "gen3d-file").send_keys(str(picture))
     # The GPU backend (the emulated Hunyuan3D-2, 3 s a model here): steps long enough to see.
-    Select(playground.find_element(By.ID, "gen3d-backend")).select_by_value("hunyuan3d")
-    playground.find_element(By.CSS_SELECTOR, "#gen3d-form button").click()
+    Select(browser.find_element(By.ID, "gen3d-backend")).select_by_value("hunyuan3d")
+    browser.find_element(By.CSS_SELECTOR, "#gen3d-form button").click()
+
+
+def viewer_loaded(browser: WebDriver) -> bool:
+    return browser.find_element(By.ID, "viewer").get_attribute("data-loaded") == "true"
+
+
+def test_a_3d_job_reaches_100_and_model_viewer_loads_it(playground, tmp_path):
+    make_3d(playground, avatar_picture(tmp_path / "avatar.png"))
     steps = set()  # what the page showed while the job was under way (the job's own words)
 
     def finished(browser: WebDriver) -> bool:
         progress = int(browser.find_element(By.ID, "gen3d-progress").get_attribute("value"))
         if 0 < progress < 100:
             steps.add(browser.find_element(By.ID, "gen3d-step").text)
-        return browser.find_element(By.ID, "viewer").get_attribute("data-loaded") == "true"
+        return viewer_loaded(browser)
 
     until(playground, finished, timeout=90)
     assert playground.find_element(By.ID, "gen3d-progress").get_attribute("value") == "100"
@@ -185,11 +198,43 @@ def test_a_3d_job_reaches_100_and_model_viewer_loads_it(playground, tmp_path):
     screenshot(playground, "3-3d")
 
 
+# The job status URLs the page asked for (each poll of /api/generate/status/<job>), with
+# when (the page's clock).
+STATUS_POLLS = """
+    return performance.getEntriesByType("resource")
+        .filter((entry) => entry.name.includes("/api/generate/status/"))
+        .map((entry) => [entry.name, entry.startTime]);
+"""
+
+
+def test_a_newer_3d_job_takes_the_progress_bar_over(playground, tmp_path):
+    """The first job is no longer followed once a second is submitted: one bar, one job."""
+    picture = avatar_picture(tmp_path / "avatar.png")
+    make_3d(playground, picture)
+    until(playground, lambda b: b.execute_script(STATUS_POLLS))  # the first is being followed
+    first = {url for url, _ in playground.execute_script(STATUS_POLLS)}
+    submitted = playground.execute_script("return performance.now()")
+    make_3d(playground, picture)
+    until(playground, viewer_loaded, timeout=90)
+    later = {url for url, start in playground.execute_script(STATUS_POLLS) if start > submitted}
+    assert later and not later & first, (first, later)
+    assert playground.find_element(By.ID, "gen3d-progress").get_attribute("value") == "100"
+
+
+# The labels the page left empty (i18n.js is their only source: the HTML has no words).
+EMPTY_LABELS = """
+    return [...document.querySelectorAll("[data-i18n]")]
+        .filter((element) => !element.textContent.trim()).map((element) => element.dataset.i18n);
+"""
+
+
 def test_labels_switch_between_korean_and_english(playground):
     send = playground.find_element(By.ID, "chat-send")
     start = send.text
+    assert playground.execute_script(EMPTY_LABELS) == []
     playground.find_element(By.ID, "language").click()
     switched = send.text
+    assert playground.execute_script(EMPTY_LABELS) == []
     playground.find_element(By.ID, "language").click()
     assert {start, switched} == {"보내기", "Send"}
     assert send.text == start
@@ -197,13 +242,20 @@ def test_labels_switch_between_korean_and_english(playground):
     screenshot(playground, "4-labels")
 
 
-def test_a_refusal_is_shown_in_words_with_its_retry_after(browser):
-    with own_stack("playground-limits", {"CHAT_RATE_PER_MIN": "1"}) as limited:
+def test_refusals_are_shown_in_words(browser):
+    """One spoken sentence a minute: the reply's later sentences get tts's refusal (the audio
+    event's tts_error, a string) and the page says it. One turn a minute: the second turn's
+    refusal is said with its Retry-After."""
+    limits = {"CHAT_RATE_PER_MIN": "1", "TTS_RATE_PER_MIN": "1"}
+    with own_stack("playground-limits", limits) as limited:
         open_playground(browser, limited)
+        Select(browser.find_element(By.ID, "tts-mode")).select_by_value("realtime")
         say(browser, "첫 번째")
         until(browser, lambda b: b.find_element(By.CSS_SELECTOR, "#messages li[data-done]"))
+        notice = browser.find_element(By.ID, "notice")
+        assert "The tts service answered 429" in notice.text, notice.text
+        screenshot(browser, "5-speech-refused")
         say(browser, "두 번째")
-        notice = until(browser, lambda b: b.find_element(By.ID, "notice"))
         until(browser, lambda b: notice.get_attribute("data-code") == "rate_limited")
         retry = int(notice.get_attribute("data-retry-after"))  # the answer's Retry-After
         assert 1 <= retry <= 60
@@ -214,7 +266,55 @@ def test_a_refusal_is_shown_in_words_with_its_retry_after(browser):
         assert browser.find_element(By.CSS_SELECTOR, "#messages li.unsent").text == "두 번째"
         assert browser.find_element(By.ID, "chat-input").get_attribute("value") == "두 번째"
         assert len(browser.find_elements(By.CSS_SELECTOR, "#messages li.assistant")) == 1
-        screenshot(browser, "5-refusal")
+        screenshot(browser, "5-turn-refused")
+
+
+# Before the page's own scripts: its fetch of the OpenAPI document answers `doc`'s
+# /api/tts text maxLength as arguments[0] says (or a 503 when that is null).
+DOCUMENT_SAYS = """
+    const realFetch = window.fetch;
+    window.fetch = async (input, init) => {
+        const response = await realFetch(input, init);
+        if (String(input) !== "/api/openapi.json") return response;
+        if (LIMIT === null) return new Response("{}", {status: 503});
+        const doc = await response.json();
+        const ref = doc.paths["/api/tts"].post.requestBody.content["application/json"].schema.$ref;
+        doc.components.schemas[ref.split("/").at(-1)].properties.text.maxLength = LIMIT;
+        return Response.json(doc);
+    };
+"""
+# The page's speech limit, and the parts it would send /api/tts for a long reply.
+SPEECH = """
+    const done = arguments[arguments.length - 1];
+    import("/playground/speech.js").then((speech) => done([
+        speech.speechLimit(),
+        speech.speechParts("Hello there, this is one sentence. ".repeat(40)),
+    ]));
+"""
+
+
+def speech_limit_when(browser: WebDriver, stack: Stack, limit: int | None) -> list:
+    script = DOCUMENT_SAYS.replace("LIMIT", json.dumps(limit))
+    added = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": script})
+    try:
+        open_playground(browser, stack)
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", added)
+    return browser.execute_async_script(SPEECH)
+
+
+def test_the_speech_limit_is_the_served_documents(stack, browser):
+    document = httpx.get(f"{stack.gateway_url}/api/openapi.json", trust_env=False).json()
+    served = document["components"]["schemas"]["TtsRequest"]["properties"]["text"]["maxLength"]
+    open_playground(browser, stack)
+    limit, parts = browser.execute_async_script(SPEECH)
+    assert limit == served
+    assert len(parts) == 2 and all(len(part) <= limit for part in parts)
+    limit, parts = speech_limit_when(browser, stack, 80)
+    assert limit == 80
+    assert len(parts) == 20 and all(len(part) <= limit for part in parts)
+    # No document: the page still speaks, in parts of the limit tts had when it was written.
+    assert speech_limit_when(browser, stack, None)[0] == 1000
 
 
 def through_the_provider(browser: WebDriver, login: str) -> None:

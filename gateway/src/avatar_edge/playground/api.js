@@ -1,0 +1,29 @@
+// The public API on this same origin, with the caller's cookies (as the frontend does).
+
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfter) {
+    super(message);
+    Object.assign(this, { status, code, retryAfter });
+  }
+}
+
+// The error envelope of a refused request as an ApiError (or its status line when the body
+// is not the envelope).
+export async function failure(response) {
+  let code = "http_" + response.status, message = response.statusText;
+  try {
+    ({ code, message } = (await response.json()).error);
+  } catch { /* not the envelope: keep the status line */ }
+  return new ApiError(response.status, code, message, response.headers.get("Retry-After"));
+}
+
+export async function api(path, options = {}) {
+  const response = await fetch(path, { credentials: "same-origin", ...options });
+  if (!response.ok) throw await failure(response);
+  const body = await response.json();
+  return body.data ?? body; // /api/auth/me and /api/openapi.json answer without the envelope
+}
+
+export const postJson = (path, body) => api(path, {
+  method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+});

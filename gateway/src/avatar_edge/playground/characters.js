@@ -1,0 +1,116 @@
+// The caller's characters and the presets: listed, chosen, imported from a Character Card,
+// created from the form.
+
+import { api, postJson } from "./api.js";
+import { talkWith } from "./chat.js";
+import { t } from "./i18n.js";
+import { $, notify } from "./page.js";
+
+let chosen = null; // the character chosen in the lists
+
+function characterItem(character) {
+  const item = document.createElement("li");
+  item.dataset.id = character.id;
+  item.classList.toggle("selected", chosen?.id === character.id);
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = character.name;
+  const choose = document.createElement("button");
+  choose.type = "button";
+  choose.textContent = t("choose");
+  choose.addEventListener("click", () => chooseCharacter(character));
+  item.append(name, choose);
+  for (const format of ["json", "png"]) {
+    const link = document.createElement("a");
+    link.href = `/api/characters/${encodeURIComponent(character.id)}/export?format=${format}`;
+    link.textContent = format.toUpperCase();
+    link.title = t("export");
+    link.download = "";
+    item.append(link);
+  }
+  return item;
+}
+
+// Every page of a listing (each answers next_cursor until the last).
+async function everyCharacter(path) {
+  const characters = [];
+  let cursor = null;
+  do {
+    const page = await api(cursor ? `${path}?cursor=${encodeURIComponent(cursor)}` : path);
+    characters.push(...page.characters);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return characters;
+}
+
+// The lists, drawn again (in the page's language); the first preset is chosen if none is.
+export async function loadCharacters() {
+  try {
+    const [own, presets] = await Promise.all([everyCharacter("/api/characters"), everyCharacter("/api/characters/presets")]);
+    $("own-list").replaceChildren(...own.map(characterItem));
+    $("preset-list").replaceChildren(...presets.map(characterItem));
+    if (!chosen && presets.length) chooseCharacter(presets[0]);
+  } catch (error) {
+    notify(t("failed"), error);
+  }
+}
+
+export async function loadVoices() {
+  const { voices, default_voice_id: fallback } = await api("/api/tts/voices").catch(() => ({ voices: [] }));
+  $("voice-select").replaceChildren(...voices.map((voice) => new Option(voice.name, voice.id, voice.id === fallback)));
+}
+
+// Choosing a character (or none) starts a new conversation with it.
+export function chooseCharacter(character) {
+  chosen = character;
+  for (const item of document.querySelectorAll(".character-list li")) {
+    item.classList.toggle("selected", item.dataset.id === character?.id);
+  }
+  talkWith(character);
+}
+
+async function importCard(file) {
+  const form = new FormData();
+  form.append("file", file);
+  try {
+    const character = await api("/api/characters/import", { method: "POST", body: form });
+    notify(`${t("imported")} ${character.name}`);
+    await loadCharacters();
+  } catch (error) {
+    notify(t("failed"), error);
+  }
+}
+
+export function cardChosen(event) {
+  if (event.target.files[0]) importCard(event.target.files[0]);
+  event.target.value = "";
+}
+
+// The drop zone's listeners, by event type.
+export const cardDrop = {
+  dragover(event) {
+    event.preventDefault();
+    event.currentTarget.classList.add("over");
+  },
+  dragleave(event) {
+    event.currentTarget.classList.remove("over");
+  },
+  drop(event) {
+    event.preventDefault();
+    event.currentTarget.classList.remove("over");
+    if (event.dataTransfer.files[0]) importCard(event.dataTransfer.files[0]);
+  },
+};
+
+export async function createCharacter(event) {
+  event.preventDefault();
+  const fields = Object.fromEntries(new FormData(event.target));
+  try {
+    const character = await postJson("/api/characters", fields);
+    notify(`${t("created")} ${character.name}`);
+    event.target.reset();
+    await loadCharacters();
+  } catch (error) {
+    notify(t("failed"), error);
+  }
+}

@@ -1,0 +1,54 @@
+// Every word the page shows, in Korean and English: the one source of its labels. The HTML
+// only names them (data-i18n="key") and applyLabels() fills them in.
+
+const LABELS = {
+  ko: {
+    playground: "플레이그라운드", signIn: "로그인", signOut: "로그아웃", anonymous: "익명 사용자",
+    signedInAs: "로그인:", characters: "캐릭터", dropCard: "캐릭터 카드(PNG 또는 JSON)를 여기에 놓거나",
+    chooseCard: "파일 선택", mine: "내 캐릭터", presets: "기본 캐릭터", create: "새 캐릭터 만들기",
+    name: "이름", persona: "페르소나", voice: "목소리", createButton: "만들기", chat: "채팅",
+    talkingWith: "대화 상대", ttsMode: "음성", ttsRealtime: "실시간", ttsDelayed: "지연",
+    ttsOnClick: "클릭할 때", ttsOff: "끄기", newSession: "새 대화", send: "보내기",
+    avatar3d: "3D 아바타", make3d: "만들기", choose: "선택", export: "내보내기",
+    imported: "가져왔습니다:", created: "만들었습니다:", summarized: "이전 대화를 요약했습니다.",
+    retryAfter: "다시 시도까지", play: "듣기", pickCharacter: "먼저 캐릭터를 고르세요.",
+    uploading: "올리는 중...", failed: "실패:", switchLanguage: "English", backend: "만드는 곳",
+    backendDefault: "서버 기본값", backendRelief: "CPU (부조)", backendHunyuan: "GPU (Hunyuan3D-2)",
+    done3d: "완성!", signInFailed: "로그인하지 못했습니다", speechFailed: "음성을 만들지 못했습니다:",
+    speechLate: "음성 파일이 아직 없습니다.", cutOff: "응답이 중간에 끊겼습니다.",
+  },
+  en: {
+    playground: "Playground", signIn: "Sign in", signOut: "Sign out", anonymous: "Anonymous",
+    signedInAs: "Signed in:", characters: "Characters", dropCard: "Drop a Character Card (PNG or JSON) here, or",
+    chooseCard: "choose a file", mine: "My characters", presets: "Presets", create: "Create a character",
+    name: "Name", persona: "Persona", voice: "Voice", createButton: "Create", chat: "Chat",
+    talkingWith: "Talking with", ttsMode: "Speech", ttsRealtime: "Realtime", ttsDelayed: "Delayed",
+    ttsOnClick: "On click", ttsOff: "Off", newSession: "New conversation", send: "Send",
+    avatar3d: "3D avatar", make3d: "Make", choose: "Choose", export: "Export",
+    imported: "Imported:", created: "Created:", summarized: "Older turns were summarized.",
+    retryAfter: "Retry-After", play: "Play", pickCharacter: "Choose a character first.",
+    uploading: "Uploading...", failed: "Failed:", switchLanguage: "한국어", backend: "Made by",
+    backendDefault: "Server default", backendRelief: "CPU (relief)", backendHunyuan: "GPU (Hunyuan3D-2)",
+    done3d: "Done!", signInFailed: "Sign-in failed", speechFailed: "No speech for a sentence:",
+    speechLate: "The speech file has not appeared.", cutOff: "The reply was cut off.",
+  },
+};
+
+const STORED = "playground.language";
+// The visitor's last choice, else the browser's language.
+let language = localStorage.getItem(STORED) || (navigator.language.startsWith("ko") ? "ko" : "en");
+
+export const t = (key) => LABELS[language][key];
+
+export function applyLabels() {
+  document.documentElement.lang = language;
+  for (const element of document.querySelectorAll("[data-i18n]")) {
+    element.textContent = t(element.dataset.i18n);
+  }
+}
+
+export function switchLanguage() {
+  language = language === "ko" ? "en" : "ko";
+  localStorage.setItem(STORED, language);
+  applyLabels();
+}
