@@ -10,26 +10,21 @@ the helpers they need from these modules; no test imports from a conftest.
 
 import logging
 import os
-import secrets
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
 
 import httpx
 from fastapi import Request
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from avatar_devstack.ports import Ports
 from avatar_devstack.settings import StackSettings
 from avatar_devstack.stack import Stack
 from avatar_shared.identity import ANON_COOKIE, AnonymousIds, Identity
-
-OTHER_OIDC_CLIENT = ("another-app", secrets.token_urlsafe(16))
 
 TEST_USER_HEADER = "X-Test-User"
 
@@ -100,16 +95,6 @@ def silent_server() -> Iterator[str]:
         thread.join()
         for connection in [*held, listener]:
             connection.close()
-
-
-def with_lifespan_state(app: ASGIApp, state: Mapping[str, Any]) -> ASGIApp:
-    """What an ASGI server does with the state a lifespan yields: a shallow copy of it in
-    every request's scope (ASGITransport runs no lifespan, so it does not)."""
-
-    async def app_with_state(scope: Scope, receive: Receive, send: Send) -> None:
-        await app({**scope, "state": dict(state)}, receive, send)
-
-    return app_with_state
 
 
 @contextmanager

@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse, Response
 
 from avatar_auth.app import create_app as auth_app
 from avatar_auth.settings import AuthSettings
+from avatar_devstack.testing import OTHER_OIDC_CLIENT
 from avatar_emulators.server import serve_in_thread
 from tests.e2e.oidc_browser import FRONTEND, browser, walk
-from tests.helpers import OTHER_OIDC_CLIENT
 
 CALLBACK = "/api/auth/google/callback"
 

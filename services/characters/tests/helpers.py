@@ -4,13 +4,20 @@ A helper used by one service's tests lives in its tests/helpers.py; one shared a
 directories (`as_user`, `identity_from_test_header`) in the top-level tests/helpers.py.
 Tests never import from a conftest."""
 
+import base64
+import json
+import struct
 from pathlib import Path
 
 from avatar_characters.app import create_app
 from avatar_characters.settings import CharactersSettings
+from avatar_devstack.environment import REPO_ROOT
 from avatar_devstack.ports import free_port
 from avatar_shared.identity import current_identity
-from tests.helpers import identity_from_test_header
+from tests.helpers import as_user, identity_from_test_header
+
+SERAPHINA = REPO_ROOT.parent / "shared" / "testdata" / "cards" / "default_Seraphina.png"
+ALICE = as_user("alice")
 
 
 def characters_app(redis_url: str, presets_file: Path, **overrides):
@@ -24,3 +31,33 @@ def characters_app(redis_url: str, presets_file: Path, **overrides):
     app = create_app(settings)
     app.dependency_overrides[current_identity] = identity_from_test_header
     return app
+
+
+def original_seraphina() -> dict:
+    return png_chunks(SERAPHINA.read_bytes())["chara"]
+
+
+async def upload(client, name: str, content: bytes, **headers):
+    files = {"file": (name, content, "application/octet-stream")}
+    return await client.post("/api/characters/import", files=files, headers=headers or ALICE)
+
+
+def v3_card(**data: object) -> dict:
+    return {
+        "spec": "chara_card_v3",
+        "spec_version": "3.0",
+        "data": {"name": "Aria", "description": "A wandering bard.", **data},
+    }
+
+
+def png_chunks(png: bytes) -> dict[str, dict]:
+    """Card chunks of a PNG, decoded; written independently of the code under test."""
+    found, offset = {}, 8
+    while offset < len(png):
+        (length,) = struct.unpack(">I", png[offset : offset + 4])
+        kind, data = png[offset + 4 : offset + 8], png[offset + 8 : offset + 8 + length]
+        if kind == b"tEXt":
+            keyword, text = data.split(b"\0", 1)
+            found[keyword.decode()] = json.loads(base64.b64decode(text))
+        offset += 12 + length
+    return found

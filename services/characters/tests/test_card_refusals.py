@@ -9,7 +9,7 @@ import pytest
 
 from avatar_characters.png import placeholder_png
 
-from .test_character_cards import upload, v3_card
+from .helpers import upload, v3_card
 
 
 def deeply_nested(levels: int) -> dict:

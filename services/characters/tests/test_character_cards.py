@@ -9,24 +9,8 @@ import pytest
 
 from avatar_characters.cards import MAX_CARD_BYTES
 from avatar_characters.png import placeholder_png, png_with_cards
-from avatar_devstack.environment import REPO_ROOT
-from tests.helpers import as_user
 
-SERAPHINA = REPO_ROOT.parent / "shared" / "testdata" / "cards" / "default_Seraphina.png"
-ALICE = as_user("alice")
-
-
-def png_chunks(png: bytes) -> dict[str, dict]:
-    """Card chunks of a PNG, decoded; written independently of the code under test."""
-    found, offset = {}, 8
-    while offset < len(png):
-        (length,) = struct.unpack(">I", png[offset : offset + 4])
-        kind, data = png[offset + 4 : offset + 8], png[offset + 8 : offset + 8 + length]
-        if kind == b"tEXt":
-            keyword, text = data.split(b"\0", 1)
-            found[keyword.decode()] = json.loads(base64.b64decode(text))
-        offset += 12 + length
-    return found
+from .helpers import ALICE, SERAPHINA, original_seraphina, png_chunks, upload, v3_card
 
 
 def assert_keeps(original: object, exported: object, where: str = "card") -> None:
@@ -42,15 +26,6 @@ def assert_keeps(original: object, exported: object, where: str = "card") -> Non
             assert_keeps(a, b, f"{where}[{index}]")
     else:
         assert exported == original, where
-
-
-def original_seraphina() -> dict:
-    return png_chunks(SERAPHINA.read_bytes())["chara"]
-
-
-async def upload(client, name: str, content: bytes, **headers):
-    files = {"file": (name, content, "application/octet-stream")}
-    return await client.post("/api/characters/import", files=files, headers=headers or ALICE)
 
 
 async def test_import_a_real_v2_png_card(characters):
@@ -184,14 +159,6 @@ async def test_an_upload_needs_a_file_field_and_a_known_type(characters):
         "/api/characters/import", content=b"x", headers={"content-type": "text/plain"}
     )
     assert wrong_type.status_code == 415
-
-
-def v3_card(**data: object) -> dict:
-    return {
-        "spec": "chara_card_v3",
-        "spec_version": "3.0",
-        "data": {"name": "Aria", "description": "A wandering bard.", **data},
-    }
 
 
 async def test_a_v3_card_keeps_its_v3_fields(characters):

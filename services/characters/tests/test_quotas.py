@@ -5,8 +5,7 @@ import json
 
 from tests.helpers import as_user
 
-from .helpers import characters_app
-from .test_character_cards import original_seraphina, upload
+from .helpers import characters_app, original_seraphina, upload
 
 ALICE, BOB = as_user("alice"), as_user("bob")
 NEW = {"name": "나만의 캐릭터", "persona": "차분한 사서."}

@@ -5,14 +5,19 @@ A helper used by one service's tests lives in its tests/helpers.py (summarizing.
 summarization tests' own); one shared across directories in the top-level tests/helpers.py.
 Tests never import from a conftest."""
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from avatar_chat.settings import ChatSettings
+from avatar_devstack.ports import free_port
 from avatar_emulators import ollama, openai_compat
 from avatar_emulators.replies import ChatEmulatorConfig, PromptRecorder
 from avatar_emulators.server import serve_in_thread
+
+PERSONA = "밝고 명랑한 10대 소녀 캐릭터. 반말을 사용하며 귀엽게 말함."
 
 VLLM_KEY = "test-key"
 VLLM_PREFIX = "/vllm"
@@ -48,3 +53,26 @@ def emulated_llm(name: str, **config: Any) -> Iterator[Backend]:
             }
         )
         yield Backend(name, emulator.recorder, settings)
+
+
+def ask(text: str, **extra) -> dict:
+    return {"messages": [{"role": "user", "content": text}], "persona": PERSONA, **extra}
+
+
+async def read_events(response) -> list[tuple[str, dict]]:
+    events, kind = [], None
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            kind = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            events.append((kind, json.loads(line.removeprefix("data: "))))
+    return events
+
+
+FAST_TIMEOUTS = {"llm_connect_timeout_s": 0.5, "llm_read_timeout_s": 0.5}
+
+
+def chat_settings(redis_url: str, **llm: object) -> ChatSettings:
+    return ChatSettings(
+        redis_url=redis_url, characters_url=f"http://127.0.0.1:{free_port()}", **llm
+    )

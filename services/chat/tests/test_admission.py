@@ -10,8 +10,7 @@ from avatar_devstack.ports import free_port
 from avatar_shared.identity import current_identity
 from tests.helpers import as_user, identity_from_test_header
 
-from .helpers import emulated_llm
-from .test_chat_routes import ask
+from .helpers import ask, emulated_llm
 
 
 def limited(redis_url: str, backend, limit: int, idle_s: int = 300, **extra) -> ChatSettings:

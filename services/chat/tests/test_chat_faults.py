@@ -13,8 +13,7 @@ from avatar_chat.app import create_app
 from avatar_devstack.ports import free_port, port_open
 from tests.helpers import silent_server
 
-from .test_chat_routes import ask
-from .test_chat_upstream_failures import FAST_TIMEOUTS, chat_settings
+from .helpers import FAST_TIMEOUTS, ask, chat_settings
 
 
 async def test_an_llm_that_never_answers_is_504_within_the_timeout(

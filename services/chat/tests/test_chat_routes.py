@@ -1,6 +1,5 @@
 """POST /api/chat and the session endpoints, against both LLM backends' emulators."""
 
-import json
 import uuid
 
 import pytest
@@ -11,16 +10,13 @@ from avatar_emulators.replies import count_prompt_tokens, count_tokens
 from avatar_shared.identity import current_identity
 from tests.helpers import identity_from_test_header
 
-PERSONA = "밝고 명랑한 10대 소녀 캐릭터. 반말을 사용하며 귀엽게 말함."
+from .helpers import PERSONA, ask, read_events
+
 SCENARIO = {
     "opponent": "헤르미온느 그레인저",
     "situation": "호그와트 도서관",
     "background": "마법 세계",
 }
-
-
-def ask(text: str, **extra) -> dict:
-    return {"messages": [{"role": "user", "content": text}], "persona": PERSONA, **extra}
 
 
 async def test_reply_carries_the_llms_text_and_counts(chat, backend):
@@ -145,16 +141,6 @@ async def test_streamed_deltas_add_up_to_the_done_event(chat):
     }
     history = (await chat.get(f"/api/chat/sessions/{done['session_id']}")).json()["data"]
     assert history["messages"][-1]["content"] == done["content"]
-
-
-async def read_events(response) -> list[tuple[str, dict]]:
-    events, kind = [], None
-    async for line in response.aiter_lines():
-        if line.startswith("event: "):
-            kind = line.removeprefix("event: ")
-        elif line.startswith("data: "):
-            events.append((kind, json.loads(line.removeprefix("data: "))))
-    return events
 
 
 async def test_another_users_session_is_404_over_http(app_client, redis_url, backend):

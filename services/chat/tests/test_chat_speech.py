@@ -15,7 +15,7 @@ from avatar_emulators.server import serve_in_thread
 from avatar_tts.app import create_app as tts_app
 from avatar_tts.settings import TtsSettings
 
-from .test_chat_routes import ask, read_events
+from .helpers import ask, read_events
 
 
 @pytest.fixture

@@ -16,20 +16,12 @@ from avatar_characters.settings import CharactersSettings
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.ports import free_port
+from avatar_devstack.testing import with_lifespan_state
 from avatar_emulators.replies import DEFAULT_MODELS, ERROR_MIDSTREAM_MESSAGE, ERROR_MIDSTREAM_MODEL
 from avatar_emulators.server import serve_in_thread
-from tests.helpers import logged, with_lifespan_state
+from tests.helpers import logged
 
-from .helpers import emulated_llm
-from .test_chat_routes import ask, read_events
-
-FAST_TIMEOUTS = {"llm_connect_timeout_s": 0.5, "llm_read_timeout_s": 0.5}
-
-
-def chat_settings(redis_url: str, **llm: object) -> ChatSettings:
-    return ChatSettings(
-        redis_url=redis_url, characters_url=f"http://127.0.0.1:{free_port()}", **llm
-    )
+from .helpers import FAST_TIMEOUTS, ask, chat_settings, emulated_llm, read_events
 
 
 async def test_connection_refused_is_503(app_client, redis_url, backend_name):

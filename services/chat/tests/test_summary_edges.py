@@ -9,7 +9,7 @@ from avatar_chat.app import create_app
 from avatar_emulators.replies import count_prompt_tokens
 from tests.helpers import returning_visitor
 
-from .helpers import emulated_llm
+from .helpers import emulated_llm, read_events
 from .summarizing import (
     PERSONA,
     Conversation,
@@ -19,7 +19,6 @@ from .summarizing import (
     transcript,
     user_line,
 )
-from .test_chat_routes import read_events
 
 
 async def test_a_streamed_reply_reports_its_summary_in_the_done_event(app_client, redis_url):

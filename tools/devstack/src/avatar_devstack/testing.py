@@ -8,17 +8,18 @@
   ports, once per session, for end-to-end tests through the gateway.
 - `browser`: headless Chromium (Debian's, driven by selenium) without internet access.
 
-Fixtures only: the plain helpers tests share (`as_user`, `metric`, `own_stack`...) are in the
-repository's tests/helpers.py, which this module imports from (pytest's `pythonpath = ["."]`
-puts the checkout on sys.path before the root conftest.py loads it).
+Fixtures, and what they are made with (`with_lifespan_state`, `OTHER_OIDC_CLIENT`): the
+plain helpers tests share (`as_user`, `metric`, `own_stack`...) are in the repository's
+tests/helpers.py.
 """
 
 import os
 import secrets
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,16 +27,19 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as ChromeService
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from avatar_devstack.ports import Ports, free_port, port_open
 from avatar_devstack.settings import StackSettings
 from avatar_devstack.stack import Stack, find_binary
 from avatar_devstack.supervisor import Supervisor
-from tests.helpers import OTHER_OIDC_CLIENT, with_lifespan_state
 
 # Every service signs anonymous ids with a key that has no default: the suite makes one for
 # the settings its tests build (a stack started by a fixture gets its own, see Stack).
 os.environ.setdefault("ANON_ID_SECRET", secrets.token_urlsafe(32))
+
+# The second OpenID client the stack's demo provider knows (for cross-client attacks).
+OTHER_OIDC_CLIENT = ("another-app", secrets.token_urlsafe(16))
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -153,3 +157,13 @@ def browser() -> Iterator[webdriver.Chrome]:
 async def gateway(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.gateway_url, trust_env=False) as client:
         yield client
+
+
+def with_lifespan_state(app: ASGIApp, state: Mapping[str, Any]) -> ASGIApp:
+    """What an ASGI server does with the state a lifespan yields: a shallow copy of it in
+    every request's scope (ASGITransport runs no lifespan, so it does not)."""
+
+    async def app_with_state(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, "state": dict(state)}, receive, send)
+
+    return app_with_state
