@@ -14,7 +14,7 @@ they hold for that conversation whatever becomes of the reply.)
 """
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager, suppress
 from dataclasses import replace
 
@@ -222,7 +222,7 @@ class ChatService:
         item: str | LlmReply,
         upstream: AsyncIterator[str | LlmReply],
         caller: Identity,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         speaker = self.voice.speaker(turn.body, turn.voice_id, caller)
         try:
             while isinstance(item, str):

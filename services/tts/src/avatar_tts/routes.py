@@ -1,4 +1,4 @@
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 
 from fastapi import APIRouter
@@ -35,7 +35,7 @@ async def synthesize(
     return ok(stored)
 
 
-async def stream_audio(audio: AsyncIterator[bytes], media_type: str) -> StreamingResponse:
+async def stream_audio(audio: AsyncGenerator[bytes, None], media_type: str) -> StreamingResponse:
     """Waits for the first bytes before answering, so a failure up front is an ordinary
     error response rather than a broken stream."""
     first = await anext(audio)

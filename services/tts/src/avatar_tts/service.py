@@ -5,7 +5,7 @@ is kept within its limits by `retention`."""
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack, aclosing
 from pathlib import Path
 
@@ -82,7 +82,9 @@ class SpeechService:
         TTS_CACHE.labels("made" if made_here else "hit").inc()
         return await self._file_for(caller, key, audio, job.voice.id, not made_here, file_id)
 
-    async def speak_streaming(self, caller: Caller, job: Synthesis) -> AsyncIterator[bytes] | None:
+    async def speak_streaming(
+        self, caller: Caller, job: Synthesis
+    ) -> AsyncGenerator[bytes, None] | None:
         """The audio as the engine produces it, stored and cached on the way, when this call
         is the one to make it; None when it is cached or being made (then use `speak`)."""
         engine, key = self._engine_and_key(job)
@@ -94,7 +96,7 @@ class SpeechService:
         except LockTimeout:
             return None
 
-        async def stream() -> AsyncIterator[bytes]:
+        async def stream() -> AsyncGenerator[bytes, None]:
             async with making:  # released when the stream ends, however it ends
                 result: list[StoredAudio] = []
                 async with aclosing(self._produce(key, caller, job, engine, result)) as audio:
@@ -178,7 +180,7 @@ class SpeechService:
         job: Synthesis,
         engine: SpeechEngine,
         result: list[StoredAudio],
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Synthesize into a new file and cache it, passing each chunk on as it arrives;
         the stored audio ends up in `result`. The caller holds the key's lock; the engine
         gets one of this replica's slots."""

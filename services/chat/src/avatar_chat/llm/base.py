@@ -8,7 +8,7 @@ request), aiohttp 0.12 ms."""
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +46,7 @@ class LlmClient(ABC):
     async def complete(self, request: LlmRequest) -> LlmReply: ...
 
     @abstractmethod
-    def stream(self, request: LlmRequest) -> AsyncIterator[str | LlmReply]:
+    def stream(self, request: LlmRequest) -> AsyncGenerator[str | LlmReply, None]:
         """Text deltas as the model produces them, then one LlmReply with the whole reply."""
 
     @abstractmethod

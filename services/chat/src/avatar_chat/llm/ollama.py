@@ -1,6 +1,6 @@
 """Ollama's native chat API: POST /api/chat (JSON, or NDJSON when streaming), GET /api/tags."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from avatar_chat.errors import LlmError
@@ -39,7 +39,7 @@ class OllamaClient(LlmClient):
             content, token_count(body, "prompt_eval_count"), token_count(body, "eval_count")
         )
 
-    async def stream(self, request: LlmRequest) -> AsyncIterator[str | LlmReply]:
+    async def stream(self, request: LlmRequest) -> AsyncGenerator[str | LlmReply, None]:
         parts: list[str] = []
         lines = self._stream_lines(
             f"{self._base}/api/chat", self._payload(request, stream=True), request.model

@@ -1,7 +1,7 @@
 """OpenAI-compatible servers such as vLLM: POST /v1/chat/completions (JSON, or SSE chunks
 ending `data: [DONE]` when streaming), GET /v1/models. The base URL may carry a path prefix."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from avatar_chat.errors import LlmError
@@ -42,7 +42,7 @@ class OpenAICompatClient(LlmClient):
             raise malformed("reply (no message content)")
         return _reply(content, body.get("usage"))
 
-    async def stream(self, request: LlmRequest) -> AsyncIterator[str | LlmReply]:
+    async def stream(self, request: LlmRequest) -> AsyncGenerator[str | LlmReply, None]:
         parts: list[str] = []
         usage: object = None
         lines = self._stream_lines(
