@@ -28,6 +28,7 @@ demo:
 lint:
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy  # what it checks, and how strictly: [tool.mypy] in pyproject.toml
 
 format:
 	$(UV) run --frozen ruff check --fix .

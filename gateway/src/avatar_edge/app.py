@@ -5,12 +5,13 @@ Traefik also sends it every path no service claims, so unknown paths get the err
 """
 
 from collections.abc import AsyncIterator
-from typing import Any, TypedDict
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
+from avatar_edge.deps import EdgeState
 from avatar_edge.health import check_everything
 from avatar_edge.openapi_source import build_document
 from avatar_edge.routes import (
@@ -21,13 +22,9 @@ from avatar_edge.routes import (
     router,
 )
 from avatar_edge.settings import EdgeSettings
-from avatar_shared.app import BaseState, create_service_app
+from avatar_shared.app import create_service_app
+from avatar_shared.state import BaseState
 from avatar_shared.ttl_cache import TtlCache
-
-
-class EdgeState(TypedDict):
-    health: TtlCache[dict[str, Any]]
-    openapi: TtlCache[dict[str, Any]]
 
 
 def create_app(settings: EdgeSettings | None = None) -> FastAPI:

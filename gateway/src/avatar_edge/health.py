@@ -26,7 +26,7 @@ OUR_UPSTREAMS = ("sign_in",)
 
 async def _redis_status(redis: Redis) -> Status:
     try:
-        await redis.ping()
+        await redis.ping()  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
     except (RedisError, OSError):
         return UNHEALTHY
     return HEALTHY
@@ -63,12 +63,15 @@ async def check_everything(
     alive = [bounded(probe_url(client, f"{url}/healthz"), timeout) for url in services.values()]
     upstreams = [_upstreams_of(client, name, url, timeout) for name, url in services.items()]
     gen3d_queue = _gen3d_queue(client, services["gen3d"], timeout)
-    redis_status, queue, *results = await asyncio.gather(
-        bounded(_redis_status(redis), timeout), gen3d_queue, *alive, *upstreams
+    redis_status, queue, alive_status, upstream_reports = await asyncio.gather(
+        bounded(_redis_status(redis), timeout),
+        gen3d_queue,
+        asyncio.gather(*alive),
+        asyncio.gather(*upstreams),
     )
-    service_status = dict(zip(services, results[: len(services)], strict=True))
+    service_status = dict(zip(services, alive_status, strict=True))
     reported: dict[str, Status] = {}
-    for upstream_report in results[len(services) :]:
+    for upstream_report in upstream_reports:
         reported.update(upstream_report)
     everything_up = redis_status == HEALTHY and all(s == HEALTHY for s in service_status.values())
     return {

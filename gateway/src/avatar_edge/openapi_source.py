@@ -28,7 +28,8 @@ async def _fetch(client: httpx.AsyncClient, service: str, url: str) -> dict[str,
     try:
         response = await client.get(f"{url}/openapi.json", timeout=FETCH_TIMEOUT_S)
         response.raise_for_status()
-        return response.json()
+        document: dict[str, Any] = response.json()
+        return document
     except (httpx.HTTPError, ValueError) as exc:
         logger.warning("openapi of %s unavailable: %r", service, exc)
         return None

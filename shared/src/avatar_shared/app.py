@@ -7,13 +7,13 @@ HTTP client opened and closed in the lifespan, and the health probes.
 Lifespan state is typed: the lifespan yields `BaseState` (redis, http) merged with
 what the service's own `state` factory yields (its TypedDict of resources, built from the base
 state). Starlette hands that dict to every request as `request.state`, where the service's
-`deps.py` reads it; nothing is kept on `app.state`.
+`deps.py` reads it through `avatar_shared.state.lifespan_state`; nothing is kept on `app.state`.
 """
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any, NotRequired, TypedDict
+from typing import Any
 
 import httpx
 from fastapi import APIRouter, FastAPI
@@ -28,21 +28,13 @@ from avatar_shared.metrics import Scrape, metrics_router
 from avatar_shared.redis_pool import open_redis
 from avatar_shared.registry import APPS_BY_NAME
 from avatar_shared.settings import ServiceSettings, SharedSettings
+from avatar_shared.state import BaseState
 from avatar_shared.tokens import RemoteJwks, TokenVerifier
 
 # Health probes and internal calls must fail fast rather than hold a request open. The edge
 # bounds its call to /upstreamz by HEALTH_TIMEOUT_S (1.5 s by default): this stays below it.
 HEALTH_TIMEOUT_S = 1.0
 INTERNAL_HTTP_TIMEOUT = httpx.Timeout(5.0, connect=1.0)
-
-
-class BaseState(TypedDict):
-    """What every service's lifespan provides."""
-
-    redis: Redis
-    http: httpx.AsyncClient  # for peers and health probes; upstreams may have their own
-    # Who is calling (services only, not the edge); verifies with auth's published keys.
-    identity: NotRequired[IdentityResolver]
 
 
 # A service's own resources: an async generator that opens them from the base state, yields
@@ -110,7 +102,9 @@ def create_service_app(
     spec = APPS_BY_NAME.get(service)
     if streams_responses is None:
         streams_responses = spec is not None and spec.streams
-    docs_urls = {} if own_docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}
+    docs_urls: dict[str, Any] = (
+        {} if own_docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}
+    )
     app = FastAPI(
         title=f"Avatar Forge {service}",
         description=spec.description if spec else "",

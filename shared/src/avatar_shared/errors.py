@@ -10,6 +10,7 @@ that envelope. No stack trace ever reaches a client: unhandled errors are logged
 import errno
 import logging
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -126,7 +127,7 @@ _HTTP_CODES = {
 
 
 def error_response(
-    status_code: int, code: str, message: str, headers: dict[str, str] | None = None
+    status_code: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     body = ErrorEnvelope(error=ErrorBody(code=code, message=message))
     return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)

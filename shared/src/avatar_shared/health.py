@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from avatar_shared.errors import error_response
 from avatar_shared.redis_pool import RedisDep
+from avatar_shared.state import BaseState, lifespan_state
 
 Status = Literal["healthy", "unhealthy", "disabled"]
 UpstreamCheck = Callable[[httpx.AsyncClient], Awaitable[Status]]
@@ -61,14 +62,15 @@ def health_router(
     @router.get("/readyz")
     async def readyz(redis: RedisDep) -> JSONResponse:
         try:
-            await asyncio.wait_for(redis.ping(), timeout_s)
+            # redis-py types async commands as "Awaitable[T] | T"
+            await asyncio.wait_for(redis.ping(), timeout_s)  # type: ignore[arg-type]
         except (RedisError, TimeoutError, OSError):
             return error_response(503, "not_ready", f"{service}: Redis is unreachable.")
         return JSONResponse({"success": True, "data": {"service": service, "status": "ready"}})
 
     @router.get("/upstreamz")
     async def upstreamz(request: Request) -> dict[str, object]:
-        client: httpx.AsyncClient = request.state.http
+        client = lifespan_state(request, BaseState)["http"]
         names = list(upstream_checks)
         results = await asyncio.gather(
             *(bounded(upstream_checks[name](client), timeout_s) for name in names)

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from avatar_shared.errors import Forbidden, ServiceUnavailable, Unauthorized
 from avatar_shared.logs import user_id_var
 from avatar_shared.settings import ServiceSettings
+from avatar_shared.state import BaseState, lifespan_state
 from avatar_shared.tokens import KeysUnavailable, TokenInvalid, TokenVerifier, revoked_key
 
 ACCESS_COOKIE = "access_token"
@@ -74,10 +75,11 @@ class Identity:
 
 def cookie_header(name: str, value: str, max_age: int, secure: bool) -> str:
     """A Set-Cookie value: HttpOnly, SameSite=Lax, Path=/ (max_age 0 deletes it)."""
-    cookie: SimpleCookie = SimpleCookie()
+    cookie = SimpleCookie()
     cookie[name] = value
     morsel = cookie[name]
-    morsel.update({"path": "/", "max-age": str(max_age), "httponly": True, "samesite": "Lax"})
+    morsel.update({"path": "/", "max-age": str(max_age), "samesite": "Lax"})
+    morsel["httponly"] = True  # a flag: typeshed types Morsel's values as str
     morsel["secure"] = secure
     return morsel.OutputString()
 
@@ -199,7 +201,7 @@ class IdentityCookieMiddleware:
 
 
 async def current_identity(request: Request) -> Identity:
-    resolver: IdentityResolver = request.state.identity
+    resolver = lifespan_state(request, BaseState)["identity"]
     identity = await resolver.resolve(request)
     request.state.user_id = identity.user_id
     user_id_var.set(identity.user_id)

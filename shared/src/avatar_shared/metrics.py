@@ -33,6 +33,7 @@ from prometheus_client import (
     multiprocess,
 )
 from redis.exceptions import RedisError
+from starlette.types import Scope
 
 # Seconds: from a cached read (ms) to a long LLM stream or a synthesis (a minute or more).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -76,7 +77,7 @@ GEN3D_QUEUE = Gauge(
 Scrape = Callable[[Request], Awaitable[None]]
 
 
-def observe_request(service: str, scope: dict, status: int, seconds: float) -> None:
+def observe_request(service: str, scope: Scope, status: int, seconds: float) -> None:
     route = getattr(scope.get("route"), "path", None) or "unmatched"
     method = scope["method"]
     HTTP_REQUESTS.labels(service, method, route, str(status)).inc()

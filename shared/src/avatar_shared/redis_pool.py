@@ -11,6 +11,8 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from avatar_shared.state import BaseState, lifespan_state
+
 
 def connection_options(timeout_s: float) -> dict[str, Any]:
     """For every Redis client of ours (the pool below, the rate limiter's own)."""
@@ -29,7 +31,7 @@ def open_redis(url: str, timeout_s: float) -> Redis:
 
 
 async def get_redis(request: Request) -> Redis:
-    return request.state.redis
+    return lifespan_state(request, BaseState)["redis"]
 
 
 RedisDep = Annotated[Redis, Depends(get_redis)]

@@ -9,7 +9,7 @@ documents them all.
 """
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, create_model
@@ -55,20 +55,30 @@ class _PeerUrlsBase(BaseSettings):
 
 # Where the other services listen, for services that call them over HTTP: one `<name>_url`
 # field per service of the registry, defaulting to its port under `make run`.
-PeerUrls = create_model(
-    "PeerUrls",
-    __base__=_PeerUrlsBase,
-    **{
-        f"{spec.name}_url": (
-            str,
-            Field(
-                f"http://127.0.0.1:{spec.port}",
-                description=f"Base URL of the {spec.name} service.",
-            ),
-        )
-        for spec in SERVICES
-    },
-)
+if TYPE_CHECKING:  # the fields create_model makes, as the type checker cannot see them
+
+    class PeerUrls(_PeerUrlsBase):
+        chat_url: str
+        tts_url: str
+        characters_url: str
+        gen3d_url: str
+        auth_url: str
+
+else:
+    PeerUrls = create_model(
+        "PeerUrls",
+        __base__=_PeerUrlsBase,
+        **{
+            f"{spec.name}_url": (
+                str,
+                Field(
+                    f"http://127.0.0.1:{spec.port}",
+                    description=f"Base URL of the {spec.name} service.",
+                ),
+            )
+            for spec in SERVICES
+        },
+    )
 
 
 def origin_of(url: str) -> str:

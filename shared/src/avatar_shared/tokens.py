@@ -51,7 +51,7 @@ def write_key_set(path: Path, keys: list[RSAKey]) -> None:
     """A private JWK Set file, readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
-    path.write_text(json.dumps(KeySet(keys).as_dict(private=True)))
+    path.write_text(json.dumps(KeySet([*keys]).as_dict(private=True)))
 
 
 def read_key_set(path: Path) -> KeySet:
@@ -85,7 +85,7 @@ class SigningKeys:
         return jwt.encode({"alg": ALGORITHM, "kid": key.kid}, payload, key, [ALGORITHM])
 
     def public_jwks(self) -> dict[str, Any]:
-        return self.keys.as_dict(private=False)
+        return dict(self.keys.as_dict(private=False))  # joserfc's TypedDict, as a plain dict
 
 
 class PublicKeys(Protocol):

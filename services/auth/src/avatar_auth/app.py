@@ -1,22 +1,18 @@
 from collections.abc import AsyncIterator
-from typing import TypedDict
 
 import httpx
 from fastapi import FastAPI
 
+from avatar_auth.deps import AuthState
 from avatar_auth.keys import signing_keys
 from avatar_auth.routes import router
 from avatar_auth.service import AuthService
 from avatar_auth.settings import AuthSettings
-from avatar_shared.app import BaseState, create_service_app
+from avatar_shared.app import create_service_app
 from avatar_shared.health import DISABLED, Status, probe_url
 from avatar_shared.identity import IdentityResolver
+from avatar_shared.state import BaseState
 from avatar_shared.tokens import LocalKeys, TokenVerifier
-
-
-class AuthState(TypedDict):
-    auth: AuthService
-    identity: IdentityResolver  # auth verifies with the keys it holds, not over HTTP
 
 
 def create_app(settings: AuthSettings | None = None) -> FastAPI:

@@ -62,7 +62,8 @@ class RedisStateCache:
         self.redis = redis
 
     async def get(self, key: str) -> str | None:
-        return await self.redis.get(f"auth:login:{key}")
+        value: str | None = await self.redis.get(f"auth:login:{key}")
+        return value
 
     async def set(self, key: str, value: str, expires: int) -> None:
         await self.redis.set(f"auth:login:{key}", value, ex=expires)

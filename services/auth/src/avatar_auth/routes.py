@@ -13,7 +13,9 @@ from avatar_shared.tokens import JWKS_PATH
 
 router = APIRouter(prefix="/api/auth", tags=["auth"], responses=ERROR_RESPONSES)
 LOCATION = {"Location": {"description": "Where to go next", "schema": {"type": "string"}}}
-REDIRECT = {302: {"description": "Redirect (no body)", "headers": LOCATION}}
+REDIRECT: dict[int | str, dict[str, Any]] = {
+    302: {"description": "Redirect (no body)", "headers": LOCATION}
+}
 
 
 @router.get(

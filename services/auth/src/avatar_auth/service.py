@@ -2,6 +2,7 @@
 
 import logging
 import re
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import Request
@@ -113,7 +114,7 @@ class AuthService:
         response.headers.append("set-cookie", cookie_header(ACCESS_COOKIE, "", 0, self.secure))
         return response
 
-    def jwks(self) -> dict:
+    def jwks(self) -> dict[str, Any]:
         return self.keys.public_jwks()
 
     def _to_frontend(self, path: str, query: dict[str, str], status_code: int = 302) -> Response:

@@ -1,17 +1,14 @@
 from collections.abc import AsyncIterator
-from typing import TypedDict
 
 from fastapi import FastAPI
 
+from avatar_characters.deps import CharactersState
 from avatar_characters.presets import PresetCatalog
 from avatar_characters.routes import router
 from avatar_characters.service import CharacterService
 from avatar_characters.settings import CharactersSettings
-from avatar_shared.app import BaseState, create_service_app
-
-
-class CharactersState(TypedDict):
-    characters: CharacterService
+from avatar_shared.app import create_service_app
+from avatar_shared.state import BaseState
 
 
 def create_app(settings: CharactersSettings | None = None) -> FastAPI:

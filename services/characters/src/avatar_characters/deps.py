@@ -1,6 +1,6 @@
 """What the routes need, as `Annotated` dependencies read from the lifespan state."""
 
-from typing import Annotated
+from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
 
@@ -8,10 +8,17 @@ from avatar_characters.listing import ListQuery, list_query, own_cursor, preset_
 from avatar_characters.service import CharacterService
 from avatar_characters.store import PageKey
 from avatar_shared.rate import CallerDep
+from avatar_shared.state import lifespan_state
+
+
+class CharactersState(TypedDict):
+    """What the characters lifespan adds to the base state (see app.py)."""
+
+    characters: CharacterService
 
 
 async def _characters(request: Request) -> CharacterService:
-    return request.state.characters
+    return lifespan_state(request, CharactersState)["characters"]
 
 
 async def _writer(caller: CallerDep, request: Request) -> str:

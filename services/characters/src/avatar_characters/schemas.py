@@ -1,6 +1,6 @@
 """The character object of API.md, and the limits every write must respect."""
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic.fields import FieldInfo
@@ -46,11 +46,12 @@ CARD_ONLY_FIELDS = ("scenario", "first_message")
 
 def max_length(field: str) -> int:
     """A text field's limit, read from CharacterFields: the one place limits are set."""
-    return next(
+    limit: int = next(
         m.max_length
         for m in CharacterFields.model_fields[field].metadata
         if hasattr(m, "max_length")
     )
+    return limit
 
 
 def _patch_field(field: FieldInfo) -> tuple[Any, None]:
@@ -61,12 +62,17 @@ def _patch_field(field: FieldInfo) -> tuple[Any, None]:
 
 # Any subset of the editable fields, each with the limits of CharacterFields; the character
 # that results is validated whole again (see CharacterService).
-CharacterPatch = create_model(
-    "CharacterPatch",
-    __config__=ConfigDict(extra="forbid", str_strip_whitespace=True),
-    __validators__={"_image_url": field_validator("image_url")(_empty_is_none)},
-    **{name: _patch_field(f) for name, f in CharacterFields.model_fields.items()},
-)
+if TYPE_CHECKING:  # what create_model makes, as the type checker cannot see its fields
+
+    class CharacterPatch(BaseModel): ...
+
+else:
+    CharacterPatch = create_model(
+        "CharacterPatch",
+        __config__=ConfigDict(extra="forbid", str_strip_whitespace=True),
+        __validators__={"_image_url": field_validator("image_url")(_empty_is_none)},
+        **{name: _patch_field(f) for name, f in CharacterFields.model_fields.items()},
+    )
 
 
 class Character(CharacterFields):

@@ -137,7 +137,7 @@ class CharacterStore:
         return character
 
     async def update(
-        self, character_id: str, user_id: str, apply: Callable[[dict], dict]
+        self, character_id: str, user_id: str, apply: Callable[[dict[str, Any]], dict[str, Any]]
     ) -> dict[str, Any]:
         """Read, change with `apply`, write back; retried if another write came in between
         (optimistic WATCH), so concurrent updates never lose one another's changes."""

@@ -1,19 +1,16 @@
 from collections.abc import AsyncIterator
-from typing import TypedDict
 
 from fastapi import FastAPI, Request
 
+from avatar_chat.deps import ChatState
 from avatar_chat.llm import open_llm_http
 from avatar_chat.llm.health import llm_check
 from avatar_chat.routes import router
 from avatar_chat.service import ChatService
 from avatar_chat.settings import ChatSettings
-from avatar_shared.app import BaseState, create_service_app
+from avatar_shared.app import create_service_app
 from avatar_shared.metrics import CHAT_ACTIVE_SESSIONS
-
-
-class ChatState(TypedDict):
-    chat: ChatService
+from avatar_shared.state import BaseState, lifespan_state
 
 
 def create_app(settings: ChatSettings | None = None) -> FastAPI:
@@ -24,7 +21,7 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
             yield ChatState(chat=ChatService(settings, base["redis"], base["http"], llm_http))
 
     async def scrape(request: Request) -> None:
-        chat: ChatService = request.state.chat
+        chat = lifespan_state(request, ChatState)["chat"]
         CHAT_ACTIVE_SESSIONS.set(await chat.admission.active())
 
     checks = {"llm": llm_check(settings)}

@@ -103,7 +103,7 @@ class SessionStore:
 
     async def check_owner(self, session_id: str, user_id: str) -> None:
         """Passes for a new session id or one of the caller's; 404 for anyone else's."""
-        owner = await self.redis.hget(_meta_key(session_id), "owner")
+        owner = await self.redis.hget(_meta_key(session_id), "owner")  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
         if owner is not None and owner != user_id:
             raise SessionNotFound(session_id)
 
@@ -145,7 +145,7 @@ class SessionStore:
         end = count if before is None else max(first_kept, min(before, count))
         start = max(first_kept, end - limit)
         raw = (
-            await self.redis.lrange(
+            await self.redis.lrange(  # type: ignore[misc]  # redis-py: "Awaitable[T] | T"
                 _messages_key(session_id), start - first_kept, end - first_kept - 1
             )
             if end > start

@@ -1,22 +1,19 @@
 from collections.abc import AsyncIterator
 from contextlib import suppress
-from typing import TypedDict
 
 from fastapi import FastAPI, Request
 from redis.exceptions import RedisError
 
 from avatar_gen3d.backends.health import gen3d_check, reachable_check
+from avatar_gen3d.deps import Gen3dState
 from avatar_gen3d.jobs import open_queue
 from avatar_gen3d.routes import router
 from avatar_gen3d.service import Gen3dService
 from avatar_gen3d.settings import Gen3dSettings
-from avatar_shared.app import BaseState, create_service_app
+from avatar_shared.app import create_service_app
 from avatar_shared.body_limit import BodySizeLimitMiddleware
 from avatar_shared.metrics import GEN3D_QUEUE
-
-
-class Gen3dState(TypedDict):
-    gen3d: Gen3dService
+from avatar_shared.state import BaseState, lifespan_state
 
 
 def create_app(settings: Gen3dSettings | None = None) -> FastAPI:
@@ -37,7 +34,7 @@ def create_app(settings: Gen3dSettings | None = None) -> FastAPI:
     }
 
     async def scrape(request: Request) -> None:
-        gen3d: Gen3dService = request.state.gen3d
+        gen3d = lifespan_state(request, Gen3dState)["gen3d"]
         depth = await gen3d.queue_depth()
         GEN3D_QUEUE.labels("queued").set(depth.queued)
         GEN3D_QUEUE.labels("running").set(depth.running)

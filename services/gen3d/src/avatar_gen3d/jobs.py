@@ -22,13 +22,14 @@ from redis.asyncio import Redis
 from saq import Job, Queue
 from saq.job import Status
 
+from avatar_gen3d.schemas import JobState
 from avatar_gen3d.settings import Gen3dSettings
 
 QUEUE_NAME = "gen3d"
 FUNCTION = "generate"
 DEFAULT_DURATION_S = 30.0  # a guess until a backend has finished jobs
 FINAL = {Status.COMPLETE, Status.FAILED, Status.ABORTED}
-STATUS_OF = {
+STATUS_OF: dict[Status, JobState] = {
     Status.NEW: "queued",
     Status.QUEUED: "queued",
     Status.ACTIVE: "processing",
@@ -94,7 +95,10 @@ class JobBook:
         """A place among the user's unfinished jobs, if fewer than `cap` are taken; one
         script, so parallel submissions cannot all slip under the cap."""
         key = f"gen3d:active:{user_id}"
-        claimed = await self.redis.eval(_CLAIM, 1, key, job_id, cap, self.ttl_s, time.time())
+        # redis-py types async commands as "Awaitable[T] | T"
+        claimed = await self.redis.eval(  # type: ignore[misc]
+            _CLAIM, 1, key, job_id, cap, self.ttl_s, time.time()
+        )
         return bool(claimed)
 
     async def add(self, job_id: str, user_id: str) -> None:
@@ -107,9 +111,10 @@ class JobBook:
     async def page(self, user_id: str, before: float | None, limit: int) -> list[tuple[str, float]]:
         """The user's jobs submitted before `before` (a timestamp), newest first."""
         top = f"({before}" if before is not None else "+inf"
-        return await self.redis.zrevrangebyscore(
+        jobs: list[tuple[str, float]] = await self.redis.zrevrangebyscore(
             f"gen3d:jobs:{user_id}", top, "-inf", start=0, num=limit, withscores=True
         )
+        return jobs
 
     async def forget(self, job_id: str, user_id: str) -> None:
         """A job whose record expired leaves the listing too."""
@@ -125,11 +130,15 @@ class JobBook:
         return {job_id for job_id, mark in zip(job_ids, marks, strict=True) if mark}
 
     async def owner(self, job_id: str) -> str | None:
-        return await self.redis.get(f"gen3d:owner:{job_id}")
+        owner: str | None = await self.redis.get(f"gen3d:owner:{job_id}")
+        return owner
 
     async def active(self, user_id: str) -> list[tuple[str, float]]:
         """The user's places, each with the time it was taken."""
-        return await self.redis.zrange(f"gen3d:active:{user_id}", 0, -1, withscores=True)
+        places: list[tuple[str, float]] = await self.redis.zrange(
+            f"gen3d:active:{user_id}", 0, -1, withscores=True
+        )
+        return places
 
     async def finished(self, job_id: str, user_id: str) -> None:
         await self.redis.zrem(f"gen3d:active:{user_id}", job_id)
@@ -141,5 +150,6 @@ class JobBook:
             await pipe.execute()
 
     async def typical_duration(self, backend: str) -> float:
-        recent = [float(d) for d in await self.redis.lrange(f"gen3d:durations:{backend}", 0, -1)]
+        key = f"gen3d:durations:{backend}"
+        recent = [float(d) for d in await self.redis.lrange(key, 0, -1)]  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
         return sum(recent) / len(recent) if recent else DEFAULT_DURATION_S

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from avatar_shared.json_types import JsonInt
 
 Backend = Literal["relief", "hunyuan3d"]
+JobState = Literal["queued", "processing", "completed", "failed"]
 
 
 class Gen3dOptions(BaseModel):
@@ -28,7 +29,7 @@ class JobAccepted(BaseModel):
 
 class JobStatus(BaseModel):
     job_id: str
-    status: Literal["queued", "processing", "completed", "failed"]
+    status: JobState
     progress: int
     current_step: str | None
     result_url: str | None

@@ -30,7 +30,14 @@ from avatar_gen3d.jobs import (
     job_settings,
     progress_of,
 )
-from avatar_gen3d.schemas import Gen3dOptions, JobAccepted, JobPage, JobStatus, QueueDepth
+from avatar_gen3d.schemas import (
+    Gen3dOptions,
+    JobAccepted,
+    JobPage,
+    JobState,
+    JobStatus,
+    QueueDepth,
+)
 from avatar_gen3d.settings import Gen3dSettings
 
 
@@ -50,7 +57,7 @@ def parse_options(raw: str | None) -> Gen3dOptions:
 def status_of(job: Job, cancelled: bool) -> JobStatus:
     """API.md's status object of a saq job; a cancelled job is `failed`, saying so."""
     progress = progress_of(job)
-    status = "failed" if cancelled else STATUS_OF[job.status]
+    status: JobState = "failed" if cancelled else STATUS_OF[job.status]
     finished = cancelled or job.status in FINAL
     return JobStatus(
         job_id=job.key,

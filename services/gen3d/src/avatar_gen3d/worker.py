@@ -19,7 +19,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -43,7 +43,9 @@ logger = logging.getLogger("avatar.gen3d.worker")
 FAILED_TO_MAKE = "3D 모델을 만들지 못했습니다."
 
 
-async def generate(ctx: dict[str, Any], *, user_id: str, job_id: str, options: dict) -> str:
+async def generate(
+    ctx: dict[str, Any], *, user_id: str, job_id: str, options: dict[str, Any]
+) -> str:
     job: Job = ctx["job"]
     settings: Gen3dSettings = ctx["settings"]
     book: JobBook = ctx["book"]
@@ -86,7 +88,7 @@ async def read_input(folder: JobFolder) -> Image.Image:
     return picture
 
 
-def reporter(job: Job, book: JobBook):
+def reporter(job: Job, book: JobBook) -> Callable[[tuple[int, str]], Awaitable[None]]:
     """Progress for the job's status, and a heartbeat; it never goes back (a retried job
     starts its steps again from where the last attempt got). Each report also looks for a
     cancel: its owner's word, kept apart from saq's record that this very update rewrites."""
@@ -128,7 +130,7 @@ def sweep_every_s(settings: Gen3dSettings) -> int:
 
 def build_worker(
     settings: Gen3dSettings, redis: Redis, queue: Queue, http: httpx.AsyncClient
-) -> Worker:
+) -> Worker[Any]:
     book = JobBook(redis, settings.job_ttl_s)
     hunyuan = Hunyuan3DBackend(
         http,
@@ -149,7 +151,8 @@ def build_worker(
         functions=[(FUNCTION, generate)],
         concurrency=settings.worker_concurrency,
         startup=startup,
-        timers={"sweep": sweep_every_s(settings)},
+        # saq's PartialTimersDict (total=False) still requires the keys it inherits
+        timers={"sweep": sweep_every_s(settings)},  # type: ignore[arg-type]
     )
 
 

@@ -1,19 +1,16 @@
 from collections.abc import AsyncIterator
-from typing import TypedDict
 
 import httpx
 from fastapi import FastAPI
 
-from avatar_shared.app import BaseState, create_service_app, open_http_client
+from avatar_shared.app import create_service_app, open_http_client
+from avatar_shared.state import BaseState
+from avatar_tts.deps import TtsState
 from avatar_tts.engines.health import default_voice_check
 from avatar_tts.routes import router
 from avatar_tts.service import SpeechService
 from avatar_tts.settings import TtsSettings
 from avatar_tts.voices import voices_file
-
-
-class TtsState(TypedDict):
-    speech: SpeechService
 
 
 def create_app(settings: TtsSettings | None = None) -> FastAPI:

@@ -1,15 +1,22 @@
 """What the routes need, as `Annotated` dependencies read from the lifespan state."""
 
-from typing import Annotated
+from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
 
 from avatar_shared.rate import Caller, CallerDep
+from avatar_shared.state import lifespan_state
 from avatar_tts.service import SpeechService
 
 
+class TtsState(TypedDict):
+    """What the tts lifespan adds to the base state (see app.py)."""
+
+    speech: SpeechService
+
+
 async def _speech(request: Request) -> SpeechService:
-    return request.state.speech
+    return lifespan_state(request, TtsState)["speech"]
 
 
 async def _speaker(caller: CallerDep, request: Request) -> Caller:

@@ -98,7 +98,7 @@ class Retention:
                 await pipe.execute()
 
     async def used(self, path: Path) -> None:
-        entry = await self.redis.hget(HOLDER_OF, str(path))
+        entry = await self.redis.hget(HOLDER_OF, str(path))  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
         if entry is None:
             return  # not (or no longer) kept
         now = time.time()
@@ -117,15 +117,17 @@ class Retention:
     async def _next_victim(self, holder: str) -> tuple[str, str] | None:
         """The next file to evict and its holder, or None when all is within the limits."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zscore(USAGE, holder).get(TOTAL)
-            pipe.zrevrange(USAGE, 0, 0, withscores=True).zrange(FILES, 0, 0, withscores=True)
+            pipe.zscore(USAGE, holder)
+            pipe.get(TOTAL)
+            pipe.zrevrange(USAGE, 0, 0, withscores=True)
+            pipe.zrange(FILES, 0, 0, withscores=True)
             holders_bytes, total, largest, oldest = await pipe.execute()
         if (holders_bytes or 0) > self.max_bytes_per_holder:
             return await self._oldest_of(holder)
         if int(total or 0) > self.max_bytes and largest:
             return await self._oldest_of(largest[0][0])
         if oldest and oldest[0][1] < time.time() - self.max_age_s:
-            entry = await self.redis.hget(HOLDER_OF, oldest[0][0])
+            entry = await self.redis.hget(HOLDER_OF, oldest[0][0])  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
             return oldest[0][0], entry.split(" ", 1)[1] if entry else ""
         return None
 

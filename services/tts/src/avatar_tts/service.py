@@ -5,7 +5,7 @@ is kept within its limits by `retention`."""
 import asyncio
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from pathlib import Path
 
@@ -83,7 +83,9 @@ class SpeechService:
         TTS_CACHE.labels("made" if made_here else "hit").inc()
         return await self._file_for(caller, key, audio, job.voice.id, not made_here, file_id)
 
-    async def speak_streaming(self, caller: Caller, job: Synthesis) -> AsyncIterator[bytes] | None:
+    async def speak_streaming(
+        self, caller: Caller, job: Synthesis
+    ) -> AsyncGenerator[bytes, None] | None:
         """The audio as the engine produces it, stored and cached on the way, when this call
         is the one to make it; None when it is cached or being made (then use `speak`). It
         has started when it is returned, so a failure up front is an ordinary error response;
@@ -180,7 +182,7 @@ class SpeechService:
         job: Synthesis,
         engine: SpeechEngine,
         result: list[StoredAudio],
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Synthesize into a new file and cache it, passing each chunk on as it arrives;
         the stored audio ends up in `result`. The caller holds the key's lock; the engine
         gets one of this replica's slots."""

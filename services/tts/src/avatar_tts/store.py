@@ -60,7 +60,8 @@ class SpeechStore:
             await pipe.execute()
 
     async def users_file_id(self, user_id: str, key: str) -> str | None:
-        return await self.redis.getex(f"tts:user:{user_id}:{key}", ex=self.ttl_s)
+        file_id: str | None = await self.redis.getex(f"tts:user:{user_id}:{key}", ex=self.ttl_s)
+        return file_id
 
     async def set_users_file_id(self, user_id: str, key: str, file_id: str) -> None:
         await self.redis.set(f"tts:user:{user_id}:{key}", file_id, ex=self.ttl_s)

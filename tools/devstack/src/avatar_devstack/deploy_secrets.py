@@ -25,7 +25,10 @@ def _key_set(path: Path) -> None:
 
 
 def _text(value: str) -> Callable[[Path], None]:
-    return lambda path: path.write_text(value)
+    def write(path: Path) -> None:
+        path.write_text(value)
+
+    return write
 
 
 # Each file is named after the setting it fills (pydantic-settings reads it by that name), but

@@ -190,8 +190,8 @@ def create_app() -> FastAPI:
     @app.get("/containers/json")
     @app.get("/v{version}/containers/json")
     async def list_containers(every: str = Query("", alias="all")) -> list[dict]:
-        every = every.lower() in ("1", "true")
-        return [c.summary() for c in containers.values() if every or c.status == "running"]
+        show_all = every.lower() in ("1", "true")
+        return [c.summary() for c in containers.values() if show_all or c.status == "running"]
 
     @app.get("/containers/{container_id}/json")
     @app.get("/v{version}/containers/{container_id}/json")

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import uvicorn
 from fastapi import FastAPI
@@ -14,7 +15,10 @@ from fastapi import FastAPI
 
 @contextmanager
 def serve_in_thread(
-    app: FastAPI, host: str = "127.0.0.1", port: int = 0, lifespan: str = "off"
+    app: FastAPI,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    lifespan: Literal["auto", "on", "off"] = "off",
 ) -> Iterator[str]:
     """Serve `app` over real HTTP until the block exits; yields the base URL.
     `lifespan="on"` runs the app's lifespan in the server's own event loop (for our services).

@@ -81,7 +81,8 @@ class SummaryStore:
         self.lock_s = lock_s
 
     async def load(self, session_id: str) -> dict[int, Summary]:
-        return parse_summaries(await self.redis.hgetall(summaries_key(session_id)))
+        key = summaries_key(session_id)
+        return parse_summaries(await self.redis.hgetall(key))  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
 
     async def save(
         self, session_id: str, summary: Summary, known: dict[int, Summary], base: int

@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager, suppress
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.typing import EncodableT
 
 from avatar_chat.errors import TooManyUsers
 from avatar_shared.rate import (
@@ -92,7 +93,7 @@ class Admission:
         """Admits the request, counting it against the caller's rate; True when its session
         was added to the active ones now (and so is this request's to give back)."""
         keys = [ACTIVE, sessions_of(caller), window_key("chat", caller)]
-        args = [session_id, self.idle_s, self.limit, self.per_caller]
+        args: list[EncodableT] = [session_id, self.idle_s, self.limit, self.per_caller]
         try:
             result = await self._admit(
                 keys=keys, args=[*args, self.rate_per_min, RATE_WINDOW_S, nonce()]
@@ -127,11 +128,13 @@ class Admission:
 
     async def active(self) -> int:
         """Sessions that count now (those idle too long are trimmed at the next admission)."""
-        return await self.redis.zcount(ACTIVE, f"({time.time() - self.idle_s}", "+inf")
+        active: int = await self.redis.zcount(ACTIVE, f"({time.time() - self.idle_s}", "+inf")
+        return active
 
     async def release(self, session_id: str, caller: str) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrem(ACTIVE, session_id).zrem(sessions_of(caller), session_id)
+            pipe.zrem(ACTIVE, session_id)
+            pipe.zrem(sessions_of(caller), session_id)
             await pipe.execute()
 
 

@@ -11,7 +11,7 @@ request), aiohttp 0.12 ms."""
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -75,7 +75,7 @@ class LlmClient(ABC):
         payload = self.payload(request, stream=False)
         return self.parse_reply(await self._post_json(self.chat_url, payload, request.model))
 
-    async def stream(self, request: LlmRequest) -> AsyncIterator[str | LlmReply]:
+    async def stream(self, request: LlmRequest) -> AsyncGenerator[str | LlmReply, None]:
         """Text deltas as the model produces them, then one LlmReply with the whole reply.
         Closing the stream closes the upstream request."""
         parts: list[str] = []

@@ -13,6 +13,7 @@ import binascii
 import io
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import trimesh
@@ -93,7 +94,7 @@ class Hunyuan3DBackend:
             raise BackendFailed(BAD_RESULT) from exc
         return glb
 
-    async def _call(self, method: str, path: str, **kwargs: object) -> dict:
+    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = await self.http.request(method, self.base_url + path, **kwargs)
         except httpx.HTTPError as exc:

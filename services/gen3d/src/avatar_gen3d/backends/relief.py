@@ -12,6 +12,7 @@ model weights.
 
 import asyncio
 import io
+from typing import cast
 
 import numpy as np
 import trimesh
@@ -109,7 +110,9 @@ def build_mesh(heights: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nd
     return vertices, faces, np.concatenate([uv, uv])
 
 
-def textured_glb(picture: Image.Image, mesh_parts: tuple, texture: bool) -> bytes:
+def textured_glb(
+    picture: Image.Image, mesh_parts: tuple[np.ndarray, np.ndarray, np.ndarray], texture: bool
+) -> bytes:
     vertices, faces, uv = mesh_parts
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
     used = np.unique(faces)  # the order remove_unreferenced_vertices keeps
@@ -119,7 +122,7 @@ def textured_glb(picture: Image.Image, mesh_parts: tuple, texture: bool) -> byte
         baseColorFactor=None if texture else [200, 200, 200, 255],
     )
     mesh.visual = trimesh.visual.TextureVisuals(uv=uv[used], material=material)
-    return mesh.export(file_type="glb")
+    return cast(bytes, mesh.export(file_type="glb"))  # GLB is binary: bytes, never str or dict
 
 
 def cut_out_png(small: Image.Image, mask: np.ndarray) -> bytes:
