@@ -8,12 +8,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from avatar_chat.errors import LlmError, LlmTimeout, LlmUnavailable
 from avatar_devstack.ports import free_port
 from avatar_emulators.server import serve_in_thread
-from avatar_shared.errors import upstream_errors
+from avatar_shared.errors import ServiceUnavailable, UpstreamError, UpstreamTimeout
 from avatar_shared.locks import LockTimeout, redis_lock
 from avatar_shared.peers import PeerClient, PeerRejected, PeerUnavailable
 from avatar_shared.ttl_cache import KeyedTtlCache, TtlCache
+from avatar_tts.errors import TtsError, TtsTimeout, TtsUnavailable
 
 
 def peer_app() -> FastAPI:
@@ -169,11 +171,22 @@ async def test_a_keyed_cache_stays_within_its_size_and_expires_entries():
     assert computed[-2:] == ["z", "z"]  # expired at once: computed again
 
 
-def test_upstream_errors_carry_the_statuses_and_codes_of_the_envelope():
-    unavailable, timeout, failed = upstream_errors("llm", "The language model server")
-    assert [(e.status_code, e.code) for e in (unavailable, timeout, failed)] == [
-        (503, "llm_unavailable"),
-        (504, "llm_timeout"),
-        (502, "llm_error"),
+@pytest.mark.parametrize(
+    ("errors", "prefix", "server"),
+    [
+        ((LlmUnavailable, LlmTimeout, LlmError), "llm", "The language model server"),
+        ((TtsUnavailable, TtsTimeout, TtsError), "tts", "The speech server"),
+    ],
+)
+def test_an_upstreams_errors_carry_the_statuses_and_codes_of_the_envelope(errors, prefix, server):
+    unavailable, timeout, failed = errors
+    assert [(e.status_code, e.code) for e in errors] == [
+        (503, f"{prefix}_unavailable"),
+        (504, f"{prefix}_timeout"),
+        (502, f"{prefix}_error"),
     ]
-    assert unavailable().message == "The language model server is unreachable."
+    assert issubclass(unavailable, ServiceUnavailable)
+    assert issubclass(timeout, UpstreamTimeout) and issubclass(failed, UpstreamError)
+    assert unavailable().message == f"{server} is unreachable."
+    assert timeout().message == f"{server} did not answer in time."
+    assert failed().message == f"{server} failed."

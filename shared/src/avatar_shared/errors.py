@@ -9,7 +9,6 @@ that envelope. No stack trace ever reaches a client: unhandled errors are logged
 
 import errno
 import logging
-import sys
 from typing import Any
 
 import httpx
@@ -88,28 +87,6 @@ class ServiceUnavailable(AppError):
 
 class UpstreamTimeout(AppError):
     status_code, code, message = 504, "upstream_timeout", "An upstream server timed out."
-
-
-def upstream_errors(
-    prefix: str, server: str
-) -> tuple[type[ServiceUnavailable], type[UpstreamTimeout], type[UpstreamError]]:
-    """The three ways an upstream server fails, as a service's own error classes: unreachable
-    (503 `<prefix>_unavailable`), too slow (504 `<prefix>_timeout`) and failed: an error
-    answer, a broken-off or malformed one (502 `<prefix>_error`). `server` names it for
-    people ("The speech server")."""
-    name = prefix.capitalize()
-    module = sys._getframe(1).f_globals.get("__name__", __name__)  # the caller's, as namedtuple
-
-    def error_class(base: type[AppError], suffix: str, kind: str, says: str) -> type:
-        code, message = f"{prefix}_{kind}", f"{server} {says}."
-        attributes = {"code": code, "message": message, "__module__": module}
-        return type(f"{name}{suffix}", (base,), attributes)
-
-    return (
-        error_class(ServiceUnavailable, "Unavailable", "unavailable", "is unreachable"),
-        error_class(UpstreamTimeout, "Timeout", "timeout", "did not answer in time"),
-        error_class(UpstreamError, "Error", "error", "failed"),
-    )
 
 
 # Codes for statuses that Starlette raises itself (routing, method checks).

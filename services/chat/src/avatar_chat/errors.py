@@ -9,15 +9,26 @@ from avatar_shared.errors import (
     NamedNotFound,
     NotFound,
     ServiceUnavailable,
-    upstream_errors,
+    UpstreamError,
+    UpstreamTimeout,
 )
 
 # --- the LLM server -----------------------------------------------------------------------
 
 
-# Unreachable (503), too slow (504: LLM_READ_TIMEOUT_S between bytes, LLM_TOTAL_TIMEOUT_S in
-# all), failed (502: an error answer, broken off, or malformed).
-LlmUnavailable, LlmTimeout, LlmError = upstream_errors("llm", "The language model server")
+# Unreachable.
+class LlmUnavailable(ServiceUnavailable):
+    code, message = "llm_unavailable", "The language model server is unreachable."
+
+
+# Too slow: LLM_READ_TIMEOUT_S between bytes, LLM_TOTAL_TIMEOUT_S in all.
+class LlmTimeout(UpstreamTimeout):
+    code, message = "llm_timeout", "The language model server did not answer in time."
+
+
+# Failed: an error answer, broken off, or malformed.
+class LlmError(UpstreamError):
+    code, message = "llm_error", "The language model server failed."
 
 
 class ModelNotFound(NotFound):
