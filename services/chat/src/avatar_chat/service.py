@@ -32,6 +32,7 @@ from avatar_chat.limits.admission import Admission
 from avatar_chat.llm import LlmReply, LlmRequest, make_llm_client
 from avatar_chat.llm.model_catalog import ModelCatalog
 from avatar_chat.llm.windows import ContextWindows
+from avatar_chat.metrics import LLM_TOKENS
 from avatar_chat.peers.characters import CharacterDirectory
 from avatar_chat.peers.tts import TtsClient
 from avatar_chat.schemas import ChatReply, ChatRequest, ModelInfo, SessionHistory, Usage
@@ -42,7 +43,6 @@ from avatar_chat.turn import Turn, check_limits, check_room, sse
 from avatar_shared.errors import AppError, ValidationFailed
 from avatar_shared.gate import Gate
 from avatar_shared.identity import Identity
-from avatar_shared.metrics import LLM_TOKENS
 from avatar_shared.rate import Caller
 
 
