@@ -11,7 +11,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from avatar_chat.errors import LlmError, LlmTimeout, LlmUnavailable
 from avatar_devstack.ports import free_port
 from avatar_emulators.server import serve_in_thread
-from avatar_shared.errors import ServiceUnavailable, UpstreamError, UpstreamTimeout
+from avatar_shared.envelope import ErrorEnvelope
+from avatar_shared.errors import (
+    JSON_BODY,
+    NamedNotFound,
+    NotFound,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+    error_responses,
+)
 from avatar_shared.locks import LockTimeout, redis_lock
 from avatar_shared.peers import PeerClient, PeerRejected, PeerUnavailable
 from avatar_shared.ttl_cache import KeyedTtlCache, TtlCache
@@ -190,3 +199,22 @@ def test_an_upstreams_errors_carry_the_statuses_and_codes_of_the_envelope(errors
     assert unavailable().message == f"{server} is unreachable."
     assert timeout().message == f"{server} did not answer in time."
     assert failed().message == f"{server} failed."
+
+
+class ThingNotFound(NamedNotFound):
+    code, what = "thing_not_found", "Thing"
+
+
+def test_error_responses_list_each_status_once_with_its_codes():
+    responses = error_responses(
+        JSON_BODY, NotFound, ThingNotFound, PeerUnavailable("things", "is unreachable")
+    )
+    assert list(responses) == [400, 404, 413, 422, 503]
+    assert all(r["model"] is ErrorEnvelope for r in responses.values())
+    assert responses[404]["description"] == (
+        "- `not_found`: Not found.\n- `thing_not_found`: Thing '…' does not exist."
+    )
+    assert responses[503]["description"] == (
+        "- `things_unavailable`: The things service is unreachable."
+    )
+    assert error_responses(JSON_BODY, JSON_BODY) == error_responses(JSON_BODY)

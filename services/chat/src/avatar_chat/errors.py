@@ -32,7 +32,7 @@ class LlmError(UpstreamError):
 
 
 class ModelNotFound(NotFound):
-    code = "model_not_found"
+    code, message = "model_not_found", "Model '…' is not available on the language model server."
 
     def __init__(self, model: str) -> None:
         super().__init__(f"Model '{model}' is not available on the language model server.")
@@ -46,6 +46,7 @@ class ModelNotFound(NotFound):
 # MAX_CONCURRENT_USERS sessions are active and this one is new.
 class TooManyUsers(ServiceUnavailable):
     code = "too_many_users"
+    message = "As many chat sessions are active as may be at once; try again after Retry-After s."
 
 
 # No LLM slot of this replica came free within LLM_QUEUE_WAIT_S.

@@ -23,7 +23,7 @@ class AudioNotFound(NotFound):
 class FileIdTaken(Conflict):
     """A URL of ours never changes what it serves (it is cached as immutable)."""
 
-    code = "file_id_taken"
+    code, message = "file_id_taken", "file_id '…' is already in use; ids are never reused."
 
     def __init__(self, file_id: str) -> None:
         super().__init__(f"file_id '{file_id}' is already in use; ids are never reused.")
