@@ -2,6 +2,7 @@
 real HTTP, a real Redis for the lock."""
 
 import asyncio
+import re
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from avatar_shared.errors import (
     error_responses,
 )
 from avatar_shared.locks import LockTimeout, redis_lock
+from avatar_shared.pages import INDEX, TIME, TIME_AND_ID, Page
 from avatar_shared.peers import PeerClient, PeerRejected, PeerUnavailable
 from avatar_shared.ttl_cache import KeyedTtlCache, TtlCache
 from avatar_tts.errors import TtsError, TtsTimeout, TtsUnavailable
@@ -218,3 +220,30 @@ def test_error_responses_list_each_status_once_with_its_codes():
         "- `things_unavailable`: The things service is unreachable."
     )
     assert error_responses(JSON_BODY, JSON_BODY) == error_responses(JSON_BODY)
+
+
+def test_a_page_is_cut_from_one_more_item_than_it_holds():
+    numbered = [("a", 1), ("b", 2), ("c", 3)]
+    assert Page.of(numbered, 2) == Page(["a", "b"], 2)  # the extra one: there is more
+    assert Page.of(numbered, 3) == Page(["a", "b", "c"], None)
+    assert Page.of([], 3) == Page([], None)
+    read = []
+
+    def lazily():
+        for item in numbered:
+            read.append(item)
+            yield item
+
+    Page.of(lazily(), 1)
+    assert len(read) == 2  # nothing past the extra one is read
+
+
+@pytest.mark.parametrize(
+    ("cursor", "position"),
+    [(INDEX, 12), (TIME, 1795562062.7026203), (TIME_AND_ID, (1795562062.7026203, "usr_1f"))],
+)
+def test_a_cursor_reads_back_the_position_it_wrote(cursor, position):
+    written = cursor.next_of(Page(["item"], position))
+    assert re.fullmatch(cursor.pattern, written)
+    assert cursor.read(written) == position
+    assert cursor.next_of(Page(["item"])) is None

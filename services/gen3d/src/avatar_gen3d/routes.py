@@ -1,6 +1,6 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 
 from avatar_gen3d.deps import Gen3dDep
@@ -28,9 +28,7 @@ from avatar_shared.errors import (
     error_responses,
 )
 from avatar_shared.identity import CALLER_ERRORS, WRITER_ERRORS, UserId
-
-# A cursor is a submission time in Unix seconds: any such number is a position in the list.
-JOBS_CURSOR = r"^[0-9]{1,12}(\.[0-9]{1,17})?$"
+from avatar_shared.pages import TIME
 
 router = APIRouter(prefix="/api/generate", tags=["gen3d"], responses=error_responses(COMMON))
 
@@ -111,11 +109,10 @@ async def list_jobs(
     user_id: UserId,
     gen3d: Gen3dDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[
-        str | None, Query(pattern=JOBS_CURSOR, description="next_cursor of the previous page")
-    ] = None,
+    # A cursor is a submission time: any such number is a position in the list.
+    after: Annotated[float | None, Depends(TIME.query())] = None,
 ) -> Envelope[JobPage]:
-    return ok(await gen3d.jobs(user_id, float(cursor) if cursor else None, limit))
+    return ok(await gen3d.jobs(user_id, after, limit))
 
 
 @router.delete(
