@@ -260,6 +260,7 @@ def install_error_handlers(app: FastAPI) -> None:
 # What can be named as an error a route answers: an AppError class, or an instance where the
 # code or status is made at runtime (a peer's errors: `PeerUnavailable("characters", ...)`).
 Answerable = type[AppError] | AppError
+Errors = Answerable | Iterable["Errors"]  # one, or a group of them (groups may nest)
 Responses = dict[int | str, dict[str, Any]]
 
 # What any route can answer: a failure of ours (logged, never echoed). Declared on each
@@ -276,7 +277,7 @@ STORE: tuple[Answerable, ...] = (RedisUnavailable,)
 STORE_WRITES: tuple[Answerable, ...] = (RedisUnavailable, StorageFull)
 
 
-def error_responses(*errors: Answerable | Iterable[Answerable]) -> Responses:
+def error_responses(*errors: Errors) -> Responses:
     """The `responses=` of a route (or a router) that can answer `errors` (each an error, or
     a group of them such as `JSON_BODY`): per status, the envelope as the body and, as the
     description, each code with what it means. Errors of one status are listed together."""
@@ -292,7 +293,7 @@ def error_responses(*errors: Answerable | Iterable[Answerable]) -> Responses:
     }
 
 
-def _each(errors: Iterable[Answerable | Iterable[Answerable]]) -> Iterable[Answerable]:
+def _each(errors: Iterable[Errors]) -> Iterable[Answerable]:
     for error in errors:
         if isinstance(error, AppError) or isinstance(error, type):
             yield error
