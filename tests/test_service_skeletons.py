@@ -29,3 +29,16 @@ def test_services_together_cover_every_contract_endpoint(redis_url):
     edge_paths = {("GET", p) for p in ("/", "/api/health", "/api/openapi.json", "/docs", "/redoc")}
     assert missing_from(served) == edge_paths
     assert not any(path in ("/healthz", "/readyz", "/upstreamz") for _, path in served)
+
+
+@pytest.mark.parametrize("service", [spec.name for spec in SERVICES])
+def test_every_operation_lists_its_error_statuses_with_the_envelope(redis_url, service):
+    for path, item in make(service, redis_url).openapi()["paths"].items():
+        for method, operation in item.items():
+            errors = {s: r for s, r in operation["responses"].items() if s[0] in "45"}
+            where = f"{method.upper()} {path}"
+            assert "500" in errors and not {"4XX", "5XX"} & set(errors), where
+            for status, response in errors.items():
+                schema = response["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorEnvelope"}, where
+                assert response["description"].startswith("- `"), (where, status)

@@ -2,18 +2,31 @@
 real HTTP, a real Redis for the lock."""
 
 import asyncio
+import re
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from avatar_chat.errors import LlmError, LlmTimeout, LlmUnavailable
 from avatar_devstack.ports import free_port
 from avatar_emulators.server import serve_in_thread
-from avatar_shared.errors import upstream_errors
+from avatar_shared.envelope import ErrorEnvelope
+from avatar_shared.errors import (
+    JSON_BODY,
+    NamedNotFound,
+    NotFound,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+    error_responses,
+)
 from avatar_shared.locks import LockTimeout, redis_lock
+from avatar_shared.pages import INDEX, TIME, TIME_AND_ID, Page
 from avatar_shared.peers import PeerClient, PeerRejected, PeerUnavailable
 from avatar_shared.ttl_cache import KeyedTtlCache, TtlCache
+from avatar_tts.errors import TtsError, TtsTimeout, TtsUnavailable
 
 
 def peer_app() -> FastAPI:
@@ -169,11 +182,68 @@ async def test_a_keyed_cache_stays_within_its_size_and_expires_entries():
     assert computed[-2:] == ["z", "z"]  # expired at once: computed again
 
 
-def test_upstream_errors_carry_the_statuses_and_codes_of_the_envelope():
-    unavailable, timeout, failed = upstream_errors("llm", "The language model server")
-    assert [(e.status_code, e.code) for e in (unavailable, timeout, failed)] == [
-        (503, "llm_unavailable"),
-        (504, "llm_timeout"),
-        (502, "llm_error"),
+@pytest.mark.parametrize(
+    ("errors", "prefix", "server"),
+    [
+        ((LlmUnavailable, LlmTimeout, LlmError), "llm", "The language model server"),
+        ((TtsUnavailable, TtsTimeout, TtsError), "tts", "The speech server"),
+    ],
+)
+def test_an_upstreams_errors_carry_the_statuses_and_codes_of_the_envelope(errors, prefix, server):
+    unavailable, timeout, failed = errors
+    assert [(e.status_code, e.code) for e in errors] == [
+        (503, f"{prefix}_unavailable"),
+        (504, f"{prefix}_timeout"),
+        (502, f"{prefix}_error"),
     ]
-    assert unavailable().message == "The language model server is unreachable."
+    assert issubclass(unavailable, ServiceUnavailable)
+    assert issubclass(timeout, UpstreamTimeout) and issubclass(failed, UpstreamError)
+    assert unavailable().message == f"{server} is unreachable."
+    assert timeout().message == f"{server} did not answer in time."
+    assert failed().message == f"{server} failed."
+
+
+class ThingNotFound(NamedNotFound):
+    code, what = "thing_not_found", "Thing"
+
+
+def test_error_responses_list_each_status_once_with_its_codes():
+    responses = error_responses(
+        JSON_BODY, NotFound, ThingNotFound, PeerUnavailable("things", "is unreachable")
+    )
+    assert list(responses) == [400, 404, 413, 422, 503]
+    assert all(r["model"] is ErrorEnvelope for r in responses.values())
+    assert responses[404]["description"] == (
+        "- `not_found`: Not found.\n- `thing_not_found`: Thing '…' does not exist."
+    )
+    assert responses[503]["description"] == (
+        "- `things_unavailable`: The things service is unreachable."
+    )
+    assert error_responses(JSON_BODY, JSON_BODY) == error_responses(JSON_BODY)
+
+
+def test_a_page_is_cut_from_one_more_item_than_it_holds():
+    numbered = [("a", 1), ("b", 2), ("c", 3)]
+    assert Page.of(numbered, 2) == Page(["a", "b"], 2)  # the extra one: there is more
+    assert Page.of(numbered, 3) == Page(["a", "b", "c"], None)
+    assert Page.of([], 3) == Page([], None)
+    read = []
+
+    def lazily():
+        for item in numbered:
+            read.append(item)
+            yield item
+
+    Page.of(lazily(), 1)
+    assert len(read) == 2  # nothing past the extra one is read
+
+
+@pytest.mark.parametrize(
+    ("cursor", "position"),
+    [(INDEX, 12), (TIME, 1795562062.7026203), (TIME_AND_ID, (1795562062.7026203, "usr_1f"))],
+)
+def test_a_cursor_reads_back_the_position_it_wrote(cursor, position):
+    written = cursor.next_of(Page(["item"], position))
+    assert re.fullmatch(cursor.pattern, written)
+    assert cursor.read(written) == position
+    assert cursor.next_of(Page(["item"])) is None

@@ -6,9 +6,10 @@ reply ends. The streaming routers therefore skip it and these services enforce t
 `MAX_REQUEST_BODY_BYTES` themselves, as the request arrives.
 """
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from avatar_shared.errors import error_response
+from avatar_shared.errors import PayloadTooLarge, error_response
 
 
 class BodySizeLimitMiddleware:
@@ -22,7 +23,7 @@ class BodySizeLimitMiddleware:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            response = error_response(413, "payload_too_large", self._message())
+            response = self._too_large()
             await response(scope, receive, send)
             return
         received = 0
@@ -38,9 +39,7 @@ class BodySizeLimitMiddleware:
             received += len(message.get("body", b""))
             if received > self.max_bytes:
                 rejected = True
-                await error_response(413, "payload_too_large", self._message())(
-                    scope, receive, send
-                )
+                await self._too_large()(scope, receive, send)
                 return {"type": "http.disconnect"}
             return message
 
@@ -50,5 +49,6 @@ class BodySizeLimitMiddleware:
 
         await self.app(scope, counting_receive, guarded_send)
 
-    def _message(self) -> str:
-        return f"The request body is larger than {self.max_bytes} bytes."
+    def _too_large(self) -> Response:
+        message = f"The request body is larger than {self.max_bytes} bytes."
+        return error_response(PayloadTooLarge.status_code, PayloadTooLarge.code, message)

@@ -5,12 +5,14 @@ Every failure a client can see leaves a service as
 status. Routes raise `AppError` subclasses; the handlers below turn those, FastAPI's validation
 errors, Starlette's 404/405, upstream (httpx) and Redis failures, and anything unhandled into
 that envelope. No stack trace ever reaches a client: unhandled errors are logged, not echoed.
+
+Each route declares the errors it can answer (`error_responses`), so the OpenAPI document lists
+them per operation, status by status, with their codes and messages.
 """
 
 import errno
 import logging
-import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -43,6 +45,11 @@ class AppError(Exception):
         self.headers = headers  # e.g. Retry-After on a 503 or 429
         super().__init__(self.message)
 
+    @classmethod
+    def described(cls) -> str:
+        """What the OpenAPI document says it means: its message (see NamedNotFound)."""
+        return cls.message
+
 
 class BadRequest(AppError):
     status_code, code, message = 400, "bad_request", "The request is malformed."
@@ -68,6 +75,10 @@ class NamedNotFound(NotFound):
     def __init__(self, name: str) -> None:
         super().__init__(f"{self.what} '{name}' does not exist{self.hint}.")
 
+    @classmethod
+    def described(cls) -> str:
+        return f"{cls.what} '…' does not exist{cls.hint}."
+
 
 class Conflict(AppError):
     status_code, code, message = 409, "conflict", "Conflicts with the current state."
@@ -91,26 +102,24 @@ class UpstreamTimeout(AppError):
     status_code, code, message = 504, "upstream_timeout", "An upstream server timed out."
 
 
-def upstream_errors(
-    prefix: str, server: str
-) -> tuple[type[ServiceUnavailable], type[UpstreamTimeout], type[UpstreamError]]:
-    """The three ways an upstream server fails, as a service's own error classes: unreachable
-    (503 `<prefix>_unavailable`), too slow (504 `<prefix>_timeout`) and failed: an error
-    answer, a broken-off or malformed one (502 `<prefix>_error`). `server` names it for
-    people ("The speech server")."""
-    name = prefix.capitalize()
-    module = sys._getframe(1).f_globals.get("__name__", __name__)  # the caller's, as namedtuple
+# What the handlers and middleware below answer themselves (named here for the document).
 
-    def error_class(base: type[AppError], suffix: str, kind: str, says: str) -> type:
-        code, message = f"{prefix}_{kind}", f"{server} {says}."
-        attributes = {"code": code, "message": message, "__module__": module}
-        return type(f"{name}{suffix}", (base,), attributes)
 
-    return (
-        error_class(ServiceUnavailable, "Unavailable", "unavailable", "is unreachable"),
-        error_class(UpstreamTimeout, "Timeout", "timeout", "did not answer in time"),
-        error_class(UpstreamError, "Error", "error", "failed"),
-    )
+class InvalidJson(BadRequest):
+    code, message = "invalid_json", "The request body is not valid JSON."
+
+
+class PayloadTooLarge(AppError):
+    status_code, code, message = 413, "payload_too_large", "The request body is too large."
+
+
+class RedisUnavailable(ServiceUnavailable):
+    code, message = "redis_unavailable", "The data store is unavailable; try again."
+
+
+class StorageFull(ServiceUnavailable):
+    code = "storage_full"
+    message = "The data store is full; nothing was stored. Try again later."
 
 
 # Codes for statuses that Starlette raises itself (routing, method checks).
@@ -133,6 +142,10 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)
 
 
+def _answer(error: AppError) -> JSONResponse:
+    return error_response(error.status_code, error.code, error.message, headers=error.headers)
+
+
 def describe_errors(errors: list[Any]) -> str:
     """Pydantic's errors as one short line: `field: problem; ...`."""
     parts = []
@@ -145,15 +158,15 @@ def describe_errors(errors: list[Any]) -> str:
 
 async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return error_response(exc.status_code, exc.code, exc.message, headers=exc.headers)
+    return _answer(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
     if any(err.get("type") == "json_invalid" for err in errors):
-        return error_response(400, "invalid_json", "The request body is not valid JSON.")
-    return error_response(422, "validation_error", describe_errors(errors))
+        return _answer(InvalidJson())
+    return _answer(ValidationFailed(describe_errors(errors)))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -183,7 +196,7 @@ def _allowed_methods(request: Request) -> list[str]:
 
 async def _redis_error(_: Request, exc: Exception) -> JSONResponse:
     logger.warning("redis unavailable: %s", exc)
-    return error_response(503, "redis_unavailable", "The data store is unavailable; try again.")
+    return _answer(RedisUnavailable())
 
 
 async def _redis_refused(request: Request, exc: Exception) -> JSONResponse:
@@ -205,9 +218,7 @@ async def _os_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _storage_full() -> JSONResponse:
-    return error_response(
-        503, "storage_full", "The data store is full; nothing was stored. Try again later."
-    )
+    return _answer(StorageFull())
 
 
 async def _upstream_timeout(_: Request, exc: Exception) -> JSONResponse:
@@ -228,7 +239,7 @@ async def _upstream_broken(_: Request, exc: Exception) -> JSONResponse:
 
 async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=exc)
-    return error_response(500, "internal_error", "Internal server error.")
+    return _answer(AppError())
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -246,8 +257,45 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unhandled)
 
 
-# For `responses=` in route declarations, so the OpenAPI document shows the envelope.
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    "4XX": {"model": ErrorEnvelope, "description": "Client error"},
-    "5XX": {"model": ErrorEnvelope, "description": "Server or upstream error"},
-}
+# What can be named as an error a route answers: an AppError class, or an instance where the
+# code or status is made at runtime (a peer's errors: `PeerUnavailable("characters", ...)`).
+Answerable = type[AppError] | AppError
+Errors = Answerable | Iterable["Errors"]  # one, or a group of them (groups may nest)
+Responses = dict[int | str, dict[str, Any]]
+
+# What any route can answer: a failure of ours (logged, never echoed). Declared on each
+# router; every other status is declared by the routes themselves.
+COMMON: tuple[Answerable, ...] = (AppError,)
+# A route with parameters (path, query, form or body) answers 422 when they do not validate.
+PARAMETERS: tuple[Answerable, ...] = (ValidationFailed,)
+# A route that takes a JSON body: not JSON (400), too large (413), not valid (422).
+JSON_BODY: tuple[Answerable, ...] = (InvalidJson, PayloadTooLarge, ValidationFailed)
+# A route that takes a multipart/form-data body: a form that cannot be read is Starlette's 400.
+FORM_BODY: tuple[Answerable, ...] = (BadRequest, PayloadTooLarge, ValidationFailed)
+# A route that reads Redis; one that writes there (or to disk) can find it full too.
+STORE: tuple[Answerable, ...] = (RedisUnavailable,)
+STORE_WRITES: tuple[Answerable, ...] = (RedisUnavailable, StorageFull)
+
+
+def error_responses(*errors: Errors) -> Responses:
+    """The `responses=` of a route (or a router) that can answer `errors` (each an error, or
+    a group of them such as `JSON_BODY`): per status, the envelope as the body and, as the
+    description, each code with what it means. Errors of one status are listed together."""
+    lines: dict[int, list[str]] = {}
+    for error in _each(errors):
+        message = error.message if isinstance(error, AppError) else error.described()
+        line = f"- `{error.code}`: {message}"
+        if line not in lines.setdefault(error.status_code, []):
+            lines[error.status_code].append(line)
+    return {
+        status: {"model": ErrorEnvelope, "description": "\n".join(listed)}
+        for status, listed in sorted(lines.items())
+    }
+
+
+def _each(errors: Iterable[Errors]) -> Iterable[Answerable]:
+    for error in errors:
+        if isinstance(error, AppError) or isinstance(error, type):
+            yield error
+        else:
+            yield from _each(error)

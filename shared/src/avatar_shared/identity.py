@@ -30,7 +30,13 @@ from redis.asyncio import Redis
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from avatar_shared.errors import Forbidden, ServiceUnavailable, Unauthorized
+from avatar_shared.errors import (
+    Answerable,
+    Forbidden,
+    RedisUnavailable,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from avatar_shared.logs import user_id_var
 from avatar_shared.settings import ServiceSettings
 from avatar_shared.state import BaseState, lifespan_state
@@ -62,6 +68,18 @@ class CrossOriginRefused(Forbidden):
 
 class AuthUnavailable(ServiceUnavailable):
     code, message = "auth_unavailable", "The auth service is unreachable; try again shortly."
+
+
+# What resolving the caller can answer (for `error_responses`): on any route that asks who
+# calls, a bad token (a revoked one is looked up in Redis); on a write, a refused origin, and
+# a missing sign-in when AUTH_REQUIRED is set.
+CALLER_ERRORS: tuple[Answerable, ...] = (
+    InvalidToken,
+    TokenRevoked,
+    AuthUnavailable,
+    RedisUnavailable,
+)
+WRITER_ERRORS: tuple[Answerable, ...] = (*CALLER_ERRORS, LoginRequired, CrossOriginRefused)
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,12 @@ What is measured, with prometheus-client:
 - every request: `avatar_http_requests_total` and `avatar_http_request_duration_seconds`, by
   service, method, route template (never the raw path: ids would make a series each) and
   status, recorded where the access log is written;
-- the GPU upstreams: `avatar_upstream_duration_seconds` by upstream (llm, tts) and outcome;
-- the LLM's tokens (`avatar_llm_tokens_total`), the speech cache (`avatar_tts_cache_total`);
-- gauges read when scraped, which each service supplies (`Scrape`): active chat sessions,
-  gen3d queue depth.
+- the GPU upstreams: `avatar_upstream_duration_seconds` by upstream (llm, tts) and outcome.
+
+A service's own metrics live in that service's `metrics` module and are served here with
+these: the LLM's tokens and the active chat sessions (avatar_chat), the speech cache
+(avatar_tts), the 3D queue's depth (avatar_gen3d). Gauges are read when scraped: each service
+brings its own up to date first (`Scrape`).
 
 Multiprocess-safe: with PROMETHEUS_MULTIPROC_DIR set (several worker processes behind one
 port), values are kept in that folder and /metrics merges every process's (prometheus-client's
@@ -27,7 +29,6 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -54,23 +55,6 @@ UPSTREAM_LATENCY = Histogram(
     "Time a call to a GPU upstream took, by its outcome (ok, or the error code).",
     ["upstream", "outcome"],
     buckets=BUCKETS,
-)
-LLM_TOKENS = Counter(
-    "avatar_llm_tokens_total", "Tokens the LLM server reported, by kind.", ["model", "kind"]
-)
-TTS_CACHE = Counter(
-    "avatar_tts_cache_total", "Speech requests by how they were served.", ["result"]
-)
-CHAT_ACTIVE_SESSIONS = Gauge(
-    "avatar_chat_active_sessions",
-    "Chat sessions counted by the concurrent-user limit.",
-    multiprocess_mode="mostrecent",
-)
-GEN3D_QUEUE = Gauge(
-    "avatar_gen3d_queue_jobs",
-    "3D jobs in the queue, by state.",
-    ["state"],
-    multiprocess_mode="mostrecent",
 )
 
 # A service's gauges, brought up to date before each scrape.

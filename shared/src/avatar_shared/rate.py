@@ -20,7 +20,7 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from avatar_shared.errors import AppError, ServiceUnavailable
+from avatar_shared.errors import Answerable, AppError, ServiceUnavailable
 from avatar_shared.identity import CallerIdentity, Identity
 
 # rate_wait(key, limit, window, now): seconds until a hit is allowed, 0 when it is now.
@@ -60,12 +60,17 @@ return tostring(wait)
 
 class RateLimited(AppError):
     status_code, code = 429, "rate_limited"
+    message = "Too many requests of this kind; try again after Retry-After seconds."
 
 
 # Redis is unreachable: the limits fail closed.
 class LimiterUnavailable(ServiceUnavailable):
     code = "limiter_unavailable"
     message = "Requests cannot be counted right now (the limiter is unavailable); try again soon."
+
+
+# What a rate (or chat's admission) can answer, for `error_responses`.
+RATE_ERRORS: tuple[Answerable, ...] = (RateLimited, LimiterUnavailable)
 
 
 def caller_key(identity: Identity, request: Request) -> str:

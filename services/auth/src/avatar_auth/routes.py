@@ -4,14 +4,20 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from avatar_auth.deps import AuthDep
-from avatar_auth.errors import SIGN_IN_FAILURES
+from avatar_auth.errors import (
+    SIGN_IN_FAILURES,
+    InvalidNext,
+    NotSignedIn,
+    ProviderUnavailable,
+    SignInDisabled,
+)
 from avatar_auth.schemas import User
 from avatar_auth.service import NEXT_PATH
-from avatar_shared.errors import ERROR_RESPONSES
-from avatar_shared.identity import CallerIdentity
+from avatar_shared.errors import COMMON, STORE, error_responses
+from avatar_shared.identity import CALLER_ERRORS, CallerIdentity, CrossOriginRefused
 from avatar_shared.tokens import JWKS_PATH
 
-router = APIRouter(prefix="/api/auth", tags=["auth"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/api/auth", tags=["auth"], responses=error_responses(COMMON))
 LOCATION = {"Location": {"description": "Where to go next", "schema": {"type": "string"}}}
 REDIRECT: dict[int | str, dict[str, Any]] = {
     302: {"description": "Redirect (no body)", "headers": LOCATION}
@@ -23,7 +29,10 @@ REDIRECT: dict[int | str, dict[str, Any]] = {
     summary="Redirect to the provider's sign-in",
     status_code=302,
     response_class=RedirectResponse,
-    responses=REDIRECT,
+    responses={
+        **REDIRECT,
+        **error_responses(InvalidNext, SignInDisabled, ProviderUnavailable, STORE),
+    },
 )
 async def google_login(
     auth: AuthDep,
@@ -48,13 +57,18 @@ async def google_login(
     + "; or the provider's own OAuth error code (e.g. `access_denied`).",
     status_code=302,
     response_class=RedirectResponse,
-    responses=REDIRECT,
+    responses={**REDIRECT, **error_responses(SignInDisabled, STORE)},
 )
 async def google_callback(request: Request, auth: AuthDep) -> Response:
     return await auth.callback(request)
 
 
-@router.get("/me", response_model=User, summary="The signed-in user (401 when not signed in)")
+@router.get(
+    "/me",
+    response_model=User,
+    summary="The signed-in user (401 when not signed in)",
+    responses=error_responses(NotSignedIn, CALLER_ERRORS),
+)
 async def me(auth: AuthDep, identity: CallerIdentity) -> User:
     return await auth.me(identity)
 
@@ -64,7 +78,10 @@ async def me(auth: AuthDep, identity: CallerIdentity) -> User:
     summary="Sign out: revoke the token, delete the cookie, redirect to the frontend",
     status_code=303,
     response_class=RedirectResponse,
-    responses={303: {"description": "Redirect (no body)", "headers": LOCATION}},
+    responses={
+        303: {"description": "Redirect (no body)", "headers": LOCATION},
+        **error_responses(CrossOriginRefused, STORE),
+    },
 )
 async def logout(request: Request, auth: AuthDep) -> Response:
     return await auth.logout(request)

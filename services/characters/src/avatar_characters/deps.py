@@ -4,9 +4,10 @@ from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
 
-from avatar_characters.listing import ListQuery, list_query, own_cursor, preset_cursor
+from avatar_characters.listing import ListQuery, list_query
 from avatar_characters.service import CharacterService
 from avatar_characters.store import PageKey
+from avatar_shared.pages import INDEX, TIME_AND_ID
 from avatar_shared.rate import CallerDep
 from avatar_shared.state import lifespan_state
 
@@ -29,7 +30,9 @@ async def _writer(caller: CallerDep, request: Request) -> str:
 
 CharactersDep = Annotated[CharacterService, Depends(_characters)]
 Listing = Annotated[ListQuery, Depends(list_query)]
-PresetCursor = Annotated[int | None, Depends(preset_cursor)]
-OwnCursor = Annotated[PageKey | None, Depends(own_cursor)]
+# Cursors are keyset positions (avatar_shared.pages): a preset's place in the presets file; a
+# user character's creation time and id.
+PresetCursor = Annotated[int | None, Depends(INDEX.query())]
+OwnCursor = Annotated[PageKey | None, Depends(TIME_AND_ID.query())]
 # The user id of a write's caller, after CHARACTER_WRITES_PER_MIN allowed it.
 WriterId = Annotated[str, Depends(_writer)]

@@ -10,7 +10,7 @@ class CharacterNotFound(NamedNotFound):
 # A well-formed voice_id the tts service does not have: the request is fine, the voice list
 # (the server's state) does not allow it. Not 404: the character asked for may well exist.
 class UnknownVoice(Conflict):
-    code = "unknown_voice"
+    code, message = "unknown_voice", "voice_id: there is no such voice; see GET /api/tts/voices."
 
     def __init__(self, voice_id: str) -> None:
         super().__init__(f"voice_id: there is no voice '{voice_id}'; see GET /api/tts/voices.")
@@ -43,10 +43,12 @@ class MissingCardFile(BadRequest):
 
 class QuotaExceeded(AppError):
     status_code, code = 409, "quota_exceeded"
+    message = "You keep as many characters (or bytes of them) as one user may; delete one first."
 
 
 class UnknownFormFields(AppError):
     status_code, code = 422, "validation_error"
+    message = "The form has fields this endpoint does not take."
 
     def __init__(self, names: list[str]) -> None:
         super().__init__(f"The form has fields this endpoint does not take: {', '.join(names)}.")

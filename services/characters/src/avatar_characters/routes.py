@@ -5,7 +5,18 @@ from starlette.datastructures import UploadFile
 
 from avatar_characters.cards import CARD_SCHEMA, MAX_CARD_BYTES
 from avatar_characters.deps import CharactersDep, Listing, OwnCursor, PresetCursor, WriterId
-from avatar_characters.errors import MissingCardFile, UnknownFormFields, UnsupportedCardUpload
+from avatar_characters.errors import (
+    BadCard,
+    CardTooLarge,
+    CharacterNotFound,
+    MissingCardFile,
+    NotYourCharacter,
+    PresetReadOnly,
+    QuotaExceeded,
+    UnknownFormFields,
+    UnknownVoice,
+    UnsupportedCardUpload,
+)
 from avatar_characters.schemas import (
     Character,
     CharacterFields,
@@ -14,27 +25,58 @@ from avatar_characters.schemas import (
     Deleted,
 )
 from avatar_shared.envelope import Envelope, ok
-from avatar_shared.errors import ERROR_RESPONSES
-from avatar_shared.identity import UserId
+from avatar_shared.errors import (
+    COMMON,
+    FORM_BODY,
+    JSON_BODY,
+    PARAMETERS,
+    STORE,
+    STORE_WRITES,
+    error_responses,
+)
+from avatar_shared.identity import CALLER_ERRORS, WRITER_ERRORS, UserId
+from avatar_shared.rate import RATE_ERRORS
 
-router = APIRouter(prefix="/api/characters", tags=["characters"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/api/characters", tags=["characters"], responses=error_responses(COMMON))
+
+# Every write is the caller's, counted against their rate.
+WRITE_ERRORS = (WRITER_ERRORS, RATE_ERRORS, STORE_WRITES)
+# A change to a character that exists: the caller's own, not a preset.
+CHANGE_ERRORS = (CharacterNotFound, NotYourCharacter, PresetReadOnly)
+# A card import takes JSON or a form (the route reads the body itself).
+CARD_ERRORS = (
+    FORM_BODY,
+    (MissingCardFile, CardTooLarge, UnsupportedCardUpload, BadCard, UnknownFormFields),
+)
 
 
-@router.get("/presets", response_model=Envelope[CharacterPage])
+@router.get(
+    "/presets", response_model=Envelope[CharacterPage], responses=error_responses(PARAMETERS)
+)
 async def list_presets(
     chars: CharactersDep, listing: Listing, after: PresetCursor
 ) -> Envelope[CharacterPage]:
     return ok(chars.list_presets(listing, after))
 
 
-@router.get("", response_model=Envelope[CharacterPage], summary="The caller's own characters")
+@router.get(
+    "",
+    response_model=Envelope[CharacterPage],
+    summary="The caller's own characters",
+    responses=error_responses(PARAMETERS, CALLER_ERRORS),
+)
 async def list_own(
     chars: CharactersDep, listing: Listing, after: OwnCursor, user_id: UserId
 ) -> Envelope[CharacterPage]:
     return ok(await chars.list_own(user_id, listing, after))
 
 
-@router.post("", response_model=Envelope[Character], status_code=201)
+@router.post(
+    "",
+    response_model=Envelope[Character],
+    status_code=201,
+    responses=error_responses(JSON_BODY, WRITE_ERRORS, UnknownVoice, QuotaExceeded),
+)
 async def create(
     body: CharacterFields, chars: CharactersDep, user_id: WriterId
 ) -> Envelope[Character]:
@@ -46,6 +88,7 @@ async def create(
     response_model=Envelope[Character],
     status_code=201,
     summary="Create a character from a Character Card V2/V3 (PNG or JSON)",
+    responses=error_responses(CARD_ERRORS, WRITE_ERRORS, QuotaExceeded),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -90,7 +133,11 @@ async def _card_bytes(request: Request) -> bytes:
     return await upload.read(MAX_CARD_BYTES + 1)  # enough for read_card to see it is too big
 
 
-@router.get("/{character_id}", response_model=Envelope[Character])
+@router.get(
+    "/{character_id}",
+    response_model=Envelope[Character],
+    responses=error_responses(PARAMETERS, CharacterNotFound, STORE),
+)
 async def get_one(character_id: str, chars: CharactersDep) -> Envelope[Character]:
     return ok(await chars.get(character_id))
 
@@ -98,7 +145,10 @@ async def get_one(character_id: str, chars: CharactersDep) -> Envelope[Character
 @router.get(
     "/{character_id}/export",
     summary="The character as a Character Card V3 (JSON) or a PNG with chara and ccv3 chunks",
-    responses={200: {"content": {"application/json": {}, "image/png": {}}}},
+    responses={
+        200: {"content": {"application/json": {}, "image/png": {}}},
+        **error_responses(PARAMETERS, CharacterNotFound, STORE),
+    },
 )
 async def export(
     character_id: str, chars: CharactersDep, format: Literal["json", "png"] = "json"
@@ -111,7 +161,10 @@ async def export(
 
 
 @router.put(
-    "/{character_id}", response_model=Envelope[Character], summary="Replace every editable field"
+    "/{character_id}",
+    response_model=Envelope[Character],
+    summary="Replace every editable field",
+    responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, UnknownVoice, QuotaExceeded),
 )
 async def replace(
     character_id: str, body: CharacterFields, chars: CharactersDep, user_id: WriterId
@@ -119,14 +172,23 @@ async def replace(
     return ok(await chars.replace(character_id, user_id, body))
 
 
-@router.patch("/{character_id}", response_model=Envelope[Character], summary="Change some fields")
+@router.patch(
+    "/{character_id}",
+    response_model=Envelope[Character],
+    summary="Change some fields",
+    responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, UnknownVoice, QuotaExceeded),
+)
 async def patch(
     character_id: str, body: CharacterPatch, chars: CharactersDep, user_id: WriterId
 ) -> Envelope[Character]:
     return ok(await chars.patch(character_id, user_id, body))
 
 
-@router.delete("/{character_id}", response_model=Envelope[Deleted])
+@router.delete(
+    "/{character_id}",
+    response_model=Envelope[Deleted],
+    responses=error_responses(PARAMETERS, WRITE_ERRORS, CHANGE_ERRORS),
+)
 async def delete(character_id: str, chars: CharactersDep, user_id: WriterId) -> Envelope[Deleted]:
     await chars.delete(character_id, user_id)
     return ok(Deleted(id=character_id, deleted=True))

@@ -51,9 +51,7 @@ class CharacterService:
         self.images_dir = Path(settings.images_dir) if settings.images_dir else None
 
     def list_presets(self, listing: ListQuery, after: int | None) -> CharacterPage:
-        presets = self.presets.all()
-        position = {preset.id: index for index, preset in enumerate(presets)}
-        return listing.presets_page(presets, lambda c: position[c.id], after)
+        return listing.presets_page(self.presets.all(), after)
 
     async def list_own(
         self, user_id: str, listing: ListQuery, after: PageKey | None
@@ -62,8 +60,7 @@ class CharacterService:
             character = Character.model_validate(record)
             return character if listing.keeps(character) else None
 
-        characters, last = await self.store.page_owned(user_id, after, listing.limit, select)
-        return stored_page(characters, last)
+        return stored_page(await self.store.page_owned(user_id, after, listing.limit, select))
 
     async def get(self, character_id: str) -> Character:
         preset = self.presets.get(character_id)  # the hot path: no Redis, no copying

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from avatar_characters.errors import CharacterNotFound, NotYourCharacter, QuotaExceeded
+from avatar_shared.pages import Page
 from avatar_shared.timestamps import utc_now
 
 USER_ID_PREFIX = "usr_"  # presets may not use it, so the two kinds of id never collide
@@ -175,14 +176,13 @@ class CharacterStore:
         after: PageKey | None,
         limit: int,
         select: Callable[[dict[str, Any]], T | None],
-    ) -> tuple[list[T], PageKey | None]:
-        """Up to `limit` of the user's characters as `select` makes them of each record
-        (None: left out), newest first, from just after `after`; and the key to go on from
-        when there may be more. Reads the
-        owner set in batches (the first one the page's size, each next one twice as large),
-        so a page costs about what it holds, not what the user has."""
-        found: list[T] = []
-        last: PageKey | None = None  # the key of found[-1]
+    ) -> Page[T, PageKey]:
+        """A page of `limit` of the user's characters as `select` makes them of each record
+        (None: left out), newest first, from just after `after`. Reads the owner set in
+        batches (the first one the page's size and one more, each next one twice as large)
+        until one more than the page is found, so a page costs about what it holds, not what
+        the user has."""
+        found: list[tuple[T, PageKey]] = []
         top, offset, size = ("+inf" if after is None else after[0]), 0, limit + 1
         while True:
             batch = await self.redis.zrevrangebyscore(
@@ -195,10 +195,9 @@ class CharacterStore:
             for (character_id, score), raw in zip(fresh, raws, strict=True):
                 if raw is None or (character := select(json.loads(raw))) is None:
                     continue  # deleted meanwhile, or filtered out
-                if len(found) == limit:
-                    return found, last
-                found.append(character)
-                last = (score, character_id)
+                found.append((character, (score, character_id)))
+                if len(found) > limit:
+                    return Page.of(found, limit)
             if len(batch) < size:
-                return found, None
+                return Page.of(found, limit)
             size = min(size * 2, MAX_BATCH)

@@ -5,11 +5,11 @@ from fastapi import FastAPI, Request
 from avatar_chat.deps import ChatState
 from avatar_chat.llm import open_llm_http
 from avatar_chat.llm.health import llm_check
+from avatar_chat.metrics import CHAT_ACTIVE_SESSIONS
 from avatar_chat.routes import router
 from avatar_chat.service import ChatService
 from avatar_chat.settings import ChatSettings
 from avatar_shared.app import create_service_app
-from avatar_shared.metrics import CHAT_ACTIVE_SESSIONS
 from avatar_shared.state import BaseState, lifespan_state
 
 

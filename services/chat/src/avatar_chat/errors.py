@@ -9,19 +9,30 @@ from avatar_shared.errors import (
     NamedNotFound,
     NotFound,
     ServiceUnavailable,
-    upstream_errors,
+    UpstreamError,
+    UpstreamTimeout,
 )
 
 # --- the LLM server -----------------------------------------------------------------------
 
 
-# Unreachable (503), too slow (504: LLM_READ_TIMEOUT_S between bytes, LLM_TOTAL_TIMEOUT_S in
-# all), failed (502: an error answer, broken off, or malformed).
-LlmUnavailable, LlmTimeout, LlmError = upstream_errors("llm", "The language model server")
+# Unreachable.
+class LlmUnavailable(ServiceUnavailable):
+    code, message = "llm_unavailable", "The language model server is unreachable."
+
+
+# Too slow: LLM_READ_TIMEOUT_S between bytes, LLM_TOTAL_TIMEOUT_S in all.
+class LlmTimeout(UpstreamTimeout):
+    code, message = "llm_timeout", "The language model server did not answer in time."
+
+
+# Failed: an error answer, broken off, or malformed.
+class LlmError(UpstreamError):
+    code, message = "llm_error", "The language model server failed."
 
 
 class ModelNotFound(NotFound):
-    code = "model_not_found"
+    code, message = "model_not_found", "Model '…' is not available on the language model server."
 
     def __init__(self, model: str) -> None:
         super().__init__(f"Model '{model}' is not available on the language model server.")
@@ -35,6 +46,7 @@ class ModelNotFound(NotFound):
 # MAX_CONCURRENT_USERS sessions are active and this one is new.
 class TooManyUsers(ServiceUnavailable):
     code = "too_many_users"
+    message = "As many chat sessions are active as may be at once; try again after Retry-After s."
 
 
 # No LLM slot of this replica came free within LLM_QUEUE_WAIT_S.

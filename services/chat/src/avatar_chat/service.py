@@ -12,6 +12,7 @@ from avatar_chat.limits.admission import Admission
 from avatar_chat.llm import make_llm_client
 from avatar_chat.llm.model_catalog import ModelCatalog
 from avatar_chat.llm.windows import ContextWindows
+from avatar_chat.metrics import LLM_TOKENS
 from avatar_chat.peers.characters import CharacterDirectory
 from avatar_chat.peers.tts import TtsClient
 from avatar_chat.schemas import ChatRequest, ModelInfo, SessionHistory
@@ -20,7 +21,6 @@ from avatar_chat.speech.voicing import ReplyVoice
 from avatar_chat.store import SessionStore, TurnRecord
 from avatar_shared.errors import ValidationFailed
 from avatar_shared.gate import Gate
-from avatar_shared.metrics import LLM_TOKENS
 from avatar_shared.rate import Caller
 
 

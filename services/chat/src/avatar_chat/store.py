@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from avatar_chat.context.summaries import Summary, parse_summaries, summaries_key
 from avatar_chat.errors import SessionNotFound
+from avatar_shared.pages import Page
 from avatar_shared.timestamps import utc_now
 
 
@@ -132,7 +133,8 @@ class SessionStore:
         self, session_id: str, user_id: str, limit: int, before: int | None
     ) -> dict[str, Any]:
         """The session with a page of its messages: the `limit` before message number
-        `before` (counted from the session's first, 0-based; None: the latest)."""
+        `before` (counted from the session's first, 0-based; None: the latest). Messages are
+        numbered: a number is a message's position, newest first (avatar_shared.pages)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(_meta_key(session_id))
             pipe.llen(_messages_key(session_id))
@@ -143,14 +145,18 @@ class SessionStore:
         count = int(meta.get("message_count", kept))
         first_kept = count - kept  # older messages were dropped
         end = count if before is None else max(first_kept, min(before, count))
-        start = max(first_kept, end - limit)
+        read_from = max(first_kept, end - limit - 1)  # one more: is there an older page?
         raw = (
             await self.redis.lrange(  # type: ignore[misc]  # redis-py: "Awaitable[T] | T"
-                _messages_key(session_id), start - first_kept, end - first_kept - 1
+                _messages_key(session_id), read_from - first_kept, end - first_kept - 1
             )
-            if end > start
+            if end > read_from
             else []
         )
+        # Not strict: a turn recorded meanwhile may have trimmed the list.
+        numbered = zip(reversed(raw), range(end - 1, read_from - 1, -1), strict=False)
+        page = Page.of(numbered, limit)  # newest first
+        start = max(first_kept, end - limit)
         summary = parse_summaries(summaries).get(int(meta.get("summary_covered", 0)))
         return {
             "session_id": session_id,
@@ -162,9 +168,9 @@ class SessionStore:
                 "completion_tokens": int(meta.get("completion_tokens", 0)),
             },
             "message_count": count,
-            "messages": [json.loads(item) for item in raw],
+            "messages": [json.loads(item) for item in reversed(page.items)],
             "first_message": start,
-            "next_before": start if start > first_kept else None,
+            "next_before": page.next,
             "last_prompt_tokens": int(meta.get("last_prompt_tokens", 0)),
             "summary": summary
             and {

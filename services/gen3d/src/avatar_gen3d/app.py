@@ -7,12 +7,12 @@ from redis.exceptions import RedisError
 from avatar_gen3d.backends.health import gen3d_check, reachable_check
 from avatar_gen3d.deps import Gen3dState
 from avatar_gen3d.jobs import open_queue
+from avatar_gen3d.metrics import GEN3D_QUEUE
 from avatar_gen3d.routes import router
 from avatar_gen3d.service import Gen3dService
 from avatar_gen3d.settings import Gen3dSettings
 from avatar_shared.app import create_service_app
 from avatar_shared.body_limit import BodySizeLimitMiddleware
-from avatar_shared.metrics import GEN3D_QUEUE
 from avatar_shared.state import BaseState, lifespan_state
 
 

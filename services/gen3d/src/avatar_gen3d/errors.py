@@ -9,7 +9,7 @@ class UnsupportedImage(AppError):
 
 
 class ImageTooLarge(ValidationFailed):
-    code = "image_too_large"
+    code, message = "image_too_large", "image has more pixels than MAX_IMAGE_PIXELS."
 
     def __init__(self, max_pixels: int, size: tuple[int, int] | None = None) -> None:
         has = f"is {size[0]}x{size[1]} pixels" if size else "has far too many pixels"
@@ -18,6 +18,7 @@ class ImageTooLarge(ValidationFailed):
 
 class UnusableImage(ValidationFailed):
     code = "unusable_image"
+    message = "image is too small or too narrow to make a model of it."
 
     def __init__(self, width: int, height: int) -> None:
         super().__init__(
@@ -28,11 +29,10 @@ class UnusableImage(ValidationFailed):
 
 class QueueFull(AppError):
     status_code, code = 503, "queue_full"
+    message = "Too much 3D work is waiting; try again shortly."
 
     def __init__(self) -> None:
-        super().__init__(
-            "Too much 3D work is waiting; try again shortly.", headers={"Retry-After": "60"}
-        )
+        super().__init__(headers={"Retry-After": "60"})
 
 
 class CorruptImage(ValidationFailed):
@@ -40,7 +40,7 @@ class CorruptImage(ValidationFailed):
 
 
 class InvalidOptions(ValidationFailed):
-    code = "invalid_options"
+    code, message = "invalid_options", "options is not a JSON object of the Gen3dOptions schema."
 
 
 class JobNotFound(NamedNotFound):
@@ -53,6 +53,7 @@ class ResultNotFound(NamedNotFound):
 
 class JobFinished(Conflict):
     code = "job_finished"
+    message = "Job '…' has already finished: there is nothing to cancel."
 
     def __init__(self, job_id: str) -> None:
         super().__init__(f"Job '{job_id}' has already finished: there is nothing to cancel.")
@@ -60,6 +61,7 @@ class JobFinished(Conflict):
 
 class TooManyJobs(AppError):
     status_code, code = 429, "too_many_jobs"
+    message = "As many jobs of yours wait or run as may at once; try again when one ends."
 
     def __init__(self, limit: int) -> None:
         super().__init__(

@@ -109,7 +109,8 @@ class JobBook:
             await pipe.execute()
 
     async def page(self, user_id: str, before: float | None, limit: int) -> list[tuple[str, float]]:
-        """The user's jobs submitted before `before` (a timestamp), newest first."""
+        """The user's jobs submitted before `before` (a timestamp), newest first, each with
+        its submission time (its position in the listing, see avatar_shared.pages)."""
         top = f"({before}" if before is not None else "+inf"
         jobs: list[tuple[str, float]] = await self.redis.zrevrangebyscore(
             f"gen3d:jobs:{user_id}", top, "-inf", start=0, num=limit, withscores=True

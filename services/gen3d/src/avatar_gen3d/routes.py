@@ -1,19 +1,43 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 
 from avatar_gen3d.deps import Gen3dDep
+from avatar_gen3d.errors import (
+    CorruptImage,
+    ImageTooLarge,
+    InvalidOptions,
+    JobFinished,
+    JobNotFound,
+    QueueFull,
+    ResultNotFound,
+    TooManyJobs,
+    UnsupportedImage,
+    UnusableImage,
+)
 from avatar_gen3d.files import RESULT_FILES
 from avatar_gen3d.schemas import JobAccepted, JobPage, JobStatus, QueueDepth
 from avatar_shared.envelope import Envelope, ok
-from avatar_shared.errors import ERROR_RESPONSES
-from avatar_shared.identity import UserId
+from avatar_shared.errors import (
+    COMMON,
+    FORM_BODY,
+    PARAMETERS,
+    STORE,
+    STORE_WRITES,
+    error_responses,
+)
+from avatar_shared.identity import CALLER_ERRORS, WRITER_ERRORS, UserId
+from avatar_shared.pages import TIME
 
-# A cursor is a submission time in Unix seconds: any such number is a position in the list.
-JOBS_CURSOR = r"^[0-9]{1,12}(\.[0-9]{1,17})?$"
+router = APIRouter(prefix="/api/generate", tags=["gen3d"], responses=error_responses(COMMON))
 
-router = APIRouter(prefix="/api/generate", tags=["gen3d"], responses=ERROR_RESPONSES)
+# What an upload can answer: the picture and options checked, room in the queue and in the
+# caller's share of it.
+UPLOAD_ERRORS = (
+    (UnsupportedImage, ImageTooLarge, UnusableImage, CorruptImage, InvalidOptions),
+    (TooManyJobs, QueueFull),
+)
 
 
 @router.post(
@@ -21,6 +45,7 @@ router = APIRouter(prefix="/api/generate", tags=["gen3d"], responses=ERROR_RESPO
     response_model=Envelope[JobAccepted],
     status_code=202,
     summary="Start making a 3D model of a picture (answers at once; a worker does the work)",
+    responses=error_responses(FORM_BODY, WRITER_ERRORS, UPLOAD_ERRORS, STORE_WRITES),
 )
 async def generate(
     image: Annotated[UploadFile, File(description="A PNG, JPEG or WebP picture")],
@@ -42,12 +67,17 @@ async def generate(
     "/queue",
     response_model=Envelope[QueueDepth],
     summary="How much 3D work waits and how many workers take it (also in /api/health)",
+    responses=error_responses(STORE),
 )
 async def queue_depth(gen3d: Gen3dDep) -> Envelope[QueueDepth]:
     return ok(await gen3d.queue_depth())
 
 
-@router.get("/status/{job_id}", response_model=Envelope[JobStatus])
+@router.get(
+    "/status/{job_id}",
+    response_model=Envelope[JobStatus],
+    responses=error_responses(PARAMETERS, CALLER_ERRORS, JobNotFound),
+)
 async def job_status(job_id: str, user_id: UserId, gen3d: Gen3dDep) -> Envelope[JobStatus]:
     return ok(await gen3d.status(job_id, user_id))
 
@@ -55,7 +85,10 @@ async def job_status(job_id: str, user_id: UserId, gen3d: Gen3dDep) -> Envelope[
 @router.get(
     "/result/{job_id}.{kind}",
     summary="The finished model (.glb) or its preview (.png); its owner's only",
-    responses={200: {"content": {media: {} for _, media in RESULT_FILES.values()}}},
+    responses={
+        200: {"content": {media: {} for _, media in RESULT_FILES.values()}},
+        **error_responses(PARAMETERS, CALLER_ERRORS, JobNotFound, ResultNotFound),
+    },
 )
 async def result(
     job_id: str, kind: Literal["glb", "png"], user_id: UserId, gen3d: Gen3dDep
@@ -66,22 +99,27 @@ async def result(
     return FileResponse(path, media_type=RESULT_FILES[kind][1], headers=headers)
 
 
-@router.get("/jobs", response_model=Envelope[JobPage], summary="The caller's jobs, newest first")
+@router.get(
+    "/jobs",
+    response_model=Envelope[JobPage],
+    summary="The caller's jobs, newest first",
+    responses=error_responses(PARAMETERS, CALLER_ERRORS),
+)
 async def list_jobs(
     user_id: UserId,
     gen3d: Gen3dDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[
-        str | None, Query(pattern=JOBS_CURSOR, description="next_cursor of the previous page")
-    ] = None,
+    # A cursor is a submission time: any such number is a position in the list.
+    after: Annotated[float | None, Depends(TIME.query())] = None,
 ) -> Envelope[JobPage]:
-    return ok(await gen3d.jobs(user_id, float(cursor) if cursor else None, limit))
+    return ok(await gen3d.jobs(user_id, after, limit))
 
 
 @router.delete(
     "/{job_id}",
     response_model=Envelope[JobStatus],
     summary="Cancel a queued or running job (409 when it has already finished)",
+    responses=error_responses(PARAMETERS, WRITER_ERRORS, JobNotFound, JobFinished),
 )
 async def cancel(job_id: str, user_id: UserId, gen3d: Gen3dDep) -> Envelope[JobStatus]:
     return ok(await gen3d.cancel(job_id, user_id))

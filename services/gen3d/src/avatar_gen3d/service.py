@@ -39,6 +39,7 @@ from avatar_gen3d.schemas import (
     QueueDepth,
 )
 from avatar_gen3d.settings import Gen3dSettings
+from avatar_shared.pages import TIME, Page
 
 
 def parse_options(raw: str | None) -> Gen3dOptions:
@@ -110,8 +111,8 @@ class Gen3dService:
     async def jobs(self, user_id: str, before: float | None, limit: int) -> JobPage:
         """Newest first, from just before `before` (the cursor: the submission time of the
         previous page's last job)."""
-        listed = await self.book.page(user_id, before, limit + 1)
-        ids = [job_id for job_id, _ in listed[:limit]]
+        listed = Page.of(await self.book.page(user_id, before, limit + 1), limit)
+        ids = listed.items
         cancelled = await self.book.cancelled(ids)
         page = []
         for job_id, job in zip(ids, await self.queue.jobs(ids), strict=True):
@@ -119,8 +120,7 @@ class Gen3dService:
                 await self.book.forget(job_id, user_id)
                 continue
             page.append(status_of(job, cancelled=job_id in cancelled))
-        more = len(listed) > limit
-        return JobPage(jobs=page, next_cursor=repr(listed[limit - 1][1]) if more else None)
+        return JobPage(jobs=page, next_cursor=TIME.next_of(listed))
 
     async def cancel(self, job_id: str, user_id: str) -> JobStatus:
         """A queued job leaves the queue; a running one is stopped by its worker within about

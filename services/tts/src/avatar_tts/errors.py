@@ -6,7 +6,8 @@ from avatar_shared.errors import (
     NamedNotFound,
     NotFound,
     ServiceUnavailable,
-    upstream_errors,
+    UpstreamError,
+    UpstreamTimeout,
 )
 
 
@@ -22,7 +23,7 @@ class AudioNotFound(NotFound):
 class FileIdTaken(Conflict):
     """A URL of ours never changes what it serves (it is cached as immutable)."""
 
-    code = "file_id_taken"
+    code, message = "file_id_taken", "file_id '…' is already in use; ids are never reused."
 
     def __init__(self, file_id: str) -> None:
         super().__init__(f"file_id '{file_id}' is already in use; ids are never reused.")
@@ -33,9 +34,19 @@ class TtsRejected(AppError):
     status_code, code, message = 422, "tts_rejected", "The speech server refused the request."
 
 
-# Unreachable (503), too slow (504: no next bytes within TTS_TIMEOUT_S, or another request
-# still making the same speech), failed (502: an error answer or broken off).
-TtsUnavailable, TtsTimeout, TtsError = upstream_errors("tts", "The speech server")
+# Unreachable.
+class TtsUnavailable(ServiceUnavailable):
+    code, message = "tts_unavailable", "The speech server is unreachable."
+
+
+# Too slow: no next bytes within TTS_TIMEOUT_S, or another request still making the same speech.
+class TtsTimeout(UpstreamTimeout):
+    code, message = "tts_timeout", "The speech server did not answer in time."
+
+
+# Failed: an error answer, or broken off.
+class TtsError(UpstreamError):
+    code, message = "tts_error", "The speech server failed."
 
 
 # No synthesis slot of this replica came free within TTS_QUEUE_WAIT_S.

@@ -2,20 +2,44 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from avatar_shared.envelope import Envelope, ok
-from avatar_shared.errors import ERROR_RESPONSES
-from avatar_shared.identity import UserId
+from avatar_shared.errors import COMMON, JSON_BODY, PARAMETERS, STORE_WRITES, error_responses
+from avatar_shared.identity import CALLER_ERRORS, WRITER_ERRORS, UserId
+from avatar_shared.rate import RATE_ERRORS
 from avatar_tts.audio import CONTENT_TYPES
 from avatar_tts.deps import SpeakerDep, SpeechDep
-from avatar_tts.errors import AudioNotFound
+from avatar_tts.errors import (
+    AudioNotFound,
+    FileIdTaken,
+    TtsBusy,
+    TtsError,
+    TtsRejected,
+    TtsTimeout,
+    TtsUnavailable,
+    VoiceNotFound,
+)
 from avatar_tts.schemas import SpeechFile, TtsRequest, VoiceList
 
-router = APIRouter(tags=["tts"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["tts"], responses=error_responses(COMMON))
+
+# What making speech can answer, besides the request's own errors.
+SPEECH_ERRORS = (
+    VoiceNotFound,
+    FileIdTaken,
+    TtsRejected,
+    TtsBusy,
+    TtsError,
+    TtsUnavailable,
+    TtsTimeout,
+)
 
 
 @router.post(
     "/api/tts",
     response_model=Envelope[SpeechFile],
-    responses={200: {"content": {t: {} for t in CONTENT_TYPES.values()}}},
+    responses={
+        200: {"content": {t: {} for t in CONTENT_TYPES.values()}},
+        **error_responses(JSON_BODY, WRITER_ERRORS, RATE_ERRORS, SPEECH_ERRORS, STORE_WRITES),
+    },
 )
 async def synthesize(
     body: TtsRequest, caller: SpeakerDep, speech: SpeechDep
@@ -40,6 +64,7 @@ async def list_voices(speech: SpeechDep) -> Envelope[VoiceList]:
 @router.get(
     "/mnt/user_assets/{user_id}/audio/{file_name}",
     summary="A stored audio file (its owner's only: 404 to everyone else)",
+    responses=error_responses(PARAMETERS, CALLER_ERRORS, AudioNotFound),
 )
 async def user_asset(
     user_id: str, file_name: str, speech: SpeechDep, caller: UserId

@@ -5,6 +5,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from avatar_shared.json_types import SOME_TEXT, JsonInt
+from avatar_shared.speech import MAX_SPEECH_CHARS
 
 # The language codes GPT-SoVITS api_v2 accepts.
 Language = Literal[
@@ -15,7 +16,7 @@ Language = Literal[
 class TtsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    text: str = Field(min_length=1, max_length=1000, pattern=SOME_TEXT)
+    text: str = Field(min_length=1, max_length=MAX_SPEECH_CHARS, pattern=SOME_TEXT)
     voice_id: str = Field("default", min_length=1, max_length=64, pattern=SOME_TEXT)
     text_lang: Language = "ko"
     prompt_lang: Language = "ko"

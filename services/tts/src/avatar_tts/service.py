@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from avatar_shared.gate import Gate
 from avatar_shared.locks import LockTimeout
-from avatar_shared.metrics import TTS_CACHE, upstream_call
+from avatar_shared.metrics import upstream_call
 from avatar_shared.rate import Caller, RateLimit
 from avatar_shared.reloading_file import ReloadingFile
 from avatar_shared.streaming import primed
@@ -23,6 +23,7 @@ from avatar_shared.timestamps import utc_now
 from avatar_tts.engines import SpeechEngine, Synthesis, make_engines
 from avatar_tts.errors import AudioNotFound, FileIdTaken, TtsBusy, TtsTimeout, VoiceNotFound
 from avatar_tts.files import AudioFolder, StoredAudio, audio_url
+from avatar_tts.metrics import TTS_CACHE
 from avatar_tts.retention import Retention
 from avatar_tts.schemas import SpeechFile, TtsRequest, VoiceList
 from avatar_tts.settings import TtsSettings

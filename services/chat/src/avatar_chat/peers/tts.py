@@ -6,9 +6,7 @@ import httpx
 
 from avatar_shared.identity import Identity
 from avatar_shared.peers import PeerClient, PeerError, PeerRejected, PeerUnavailable
-
-# The longest text tts takes in one request (its TtsRequest.text): longer replies are cut.
-MAX_TEXT_CHARS = 1000
+from avatar_shared.speech import MAX_SPEECH_CHARS
 
 
 def audio_url(user_id: str, file_id: str) -> str:
@@ -43,7 +41,10 @@ class TtsClient:
         """The audio_url of `text` spoken in `voice_id` (the default voice when None), stored
         as the caller's (tts checks the forwarded credentials again); `PeerError` when tts
         cannot."""
-        body: dict[str, object] = {"text": text[:MAX_TEXT_CHARS], "streaming_mode": streaming_mode}
+        body: dict[str, object] = {
+            "text": text[:MAX_SPEECH_CHARS],  # a longer reply is cut to what tts takes
+            "streaming_mode": streaming_mode,
+        }
         if voice_id:
             body["voice_id"] = voice_id
         if file_id:
