@@ -1,6 +1,8 @@
 """The gateway's routes (make run's routers.yml and services.yml, compose's labels, the
 Kubernetes IngressRoute) are what `make routes` renders from the registry of apps: a hand
-edit of any of them, or a registry change without `make routes`, fails here."""
+edit of any of them, or a registry change without `make routes`, fails here. (In compose.yml
+only the `x-routes` section is generated; that each app's service takes its labels from it is
+tests/deploy/test_compose.py's check.)"""
 
 import pytest
 

@@ -153,7 +153,8 @@ class SessionStore:
             if end > read_from
             else []
         )
-        # Not strict: a turn recorded meanwhile may have trimmed the list.
+        # Not strict: a turn recorded meanwhile may have trimmed the list (the page is then
+        # short and says it is the oldest; the next read is whole again).
         numbered = zip(reversed(raw), range(end - 1, read_from - 1, -1), strict=False)
         page = Page.of(numbered, limit)  # newest first
         start = max(first_kept, end - limit)

@@ -9,7 +9,6 @@ import logging
 from typing import Any
 
 from avatar_chat.errors import LlmError
-from avatar_shared.errors import UpstreamError  # LlmError's type (upstream_errors makes it)
 
 
 def json_object(text: str | bytes, what: str) -> dict[str, Any]:
@@ -26,7 +25,7 @@ def json_object(text: str | bytes, what: str) -> dict[str, Any]:
 log = logging.getLogger("avatar.llm")
 
 
-def failed(says: object, status: int | None = None) -> UpstreamError:
+def failed(says: object, status: int | None = None) -> LlmError:
     """A 502 for a failure the server reported (`says`: its text or its error object); what
     it said goes to the log."""
     text = says if isinstance(says, str) else upstream_text(says)
@@ -69,5 +68,5 @@ def token_count(body: dict[str, Any], key: str) -> int:
     return value
 
 
-def malformed(what: str) -> UpstreamError:
+def malformed(what: str) -> LlmError:
     return LlmError(f"The language model server sent a malformed {what}.")
