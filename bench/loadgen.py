@@ -40,6 +40,7 @@ def bench_stack(
             env_overrides={
                 "GATEWAY_LOG_LEVEL": "ERROR",
                 "CHAT_RATE_PER_MIN": "1000000",
+                "TTS_RATE_PER_MIN": "1000000",
                 "MAX_CONCURRENT_USERS": "1000000",
                 **(env or {}),
             },
