@@ -17,9 +17,10 @@ import httpx
 import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from avatar_devstack.environment import REPO_ROOT
@@ -333,8 +334,22 @@ def through_the_provider(browser: WebDriver, login: str) -> None:
         if fields := browser.find_elements(By.NAME, "login"):
             fields[0].send_keys(login)
             browser.find_element(By.NAME, "password").send_keys("any")
-        browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        submit = browser.find_element(By.CSS_SELECTOR, "form button[type=submit]")
+        submit.click()
+        # Until the next page replaces this one: meanwhile this form is still found, and
+        # typing into it as it goes fails (element not interactable).
+        until(browser, lambda _, clicked=submit: gone(clicked))
     raise AssertionError(f"sign-in did not come back: {browser.current_url}")
+
+
+def gone(element: WebElement) -> bool:
+    """The element's page has been replaced (Chromium says so as a stale element, or as a node
+    no longer in the document)."""
+    try:
+        element.is_enabled()
+    except WebDriverException:
+        return True
+    return False
 
 
 def test_sign_in_through_the_demo_provider_and_out(browser):
