@@ -11,8 +11,12 @@ Specs: character-card-spec-v2 (`character_book`), character-card-spec-v3 (`use_r
 ids, `@@decorators` at the start of an entry's content).
 """
 
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import regex
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 MAX_ENTRIES = 500
@@ -61,3 +65,216 @@ class Lorebook(BaseModel):
     recursive_scanning: StrictBool | None = None
     extensions: dict[str, Any] = Field(default_factory=dict)
     entries: list[LoreEntry] = Field(default_factory=list, max_length=MAX_ENTRIES)
+
+
+# --- activation -----------------------------------------------------------------------------
+
+REGEX_TIMEOUT_S = 0.01  # per key and text: a pattern that backtracks for longer is dropped
+MAX_RECURSION = 3  # rounds of recursive scanning past the first
+DECORATOR = re.compile(r"@@(\w+)(?:[ \t]+(\S+))?")
+ROLES = ("system", "user", "assistant")
+Place = Literal["before_char", "after_char", "depth"]
+Reason = Literal["disabled", "secondary_key_missing", "budget", "bad_regex"]
+
+
+@dataclass(frozen=True)
+class Fired:
+    """An entry that goes into the prompt, and where."""
+
+    index: int  # its place in the book's entries
+    entry: LoreEntry
+    key: str  # the key that matched ("" for a constant entry)
+    place: Place
+    depth: int  # with place "depth": how many messages from the end
+    role: str  # with place "depth": the message's role
+    text: str  # its content without decorators
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An entry that matched, or was constant, but was left out, and why."""
+
+    index: int
+    entry: LoreEntry
+    reason: Reason
+
+
+@dataclass(frozen=True)
+class Activation:
+    fired: list[Fired]  # in insertion order
+    skipped: list[Skipped]
+
+
+def activate(
+    book: Lorebook, texts: list[str], scan_depth: int, budget: int, tokens: Callable[[str], int]
+) -> Activation:
+    """The entries `texts` (the conversation's messages, newest last) activate. The book's
+    `scan_depth` and `token_budget`, where it sets them, win over the callers' defaults."""
+    depth = book.scan_depth if book.scan_depth is not None else scan_depth
+    window = "\n".join(texts[-(depth + 1) :]) if texts else ""  # the new message, then older
+    matched, skipped = _matches(book, window)
+    if book.recursive_scanning:
+        _scan_recursively(book, matched, skipped)
+    budget = book.token_budget if book.token_budget is not None else budget
+    fired = [_fired(book.entries[i], i, key, tokens) for i, key in matched.items()]
+    kept, over = _within(fired, budget)
+    skipped += [Skipped(f.index, f.entry, "budget") for f in over]
+    kept.sort(key=lambda f: (f.entry.insertion_order, f.index))
+    return Activation(kept, sorted(skipped, key=lambda s: s.index))
+
+
+def _matches(
+    book: Lorebook, text: str, skip: Iterable[int] = ()
+) -> tuple[dict[int, str], list[Skipped]]:
+    matched: dict[int, str] = {}
+    skipped: list[Skipped] = []
+    for index, entry in enumerate(book.entries):
+        if index in skip:
+            continue
+        if not entry.enabled:
+            if entry.constant or _first_match(entry, entry.keys, text):
+                skipped.append(Skipped(index, entry, "disabled"))
+            continue
+        try:
+            key = "" if entry.constant else _first_match(entry, entry.keys, text)
+            if key is None:
+                continue
+            if entry.selective and entry.secondary_keys and not entry.constant:
+                if _first_match(entry, entry.secondary_keys, text) is None:
+                    skipped.append(Skipped(index, entry, "secondary_key_missing"))
+                    continue
+        except BadRegex:
+            skipped.append(Skipped(index, entry, "bad_regex"))
+            continue
+        matched[index] = key
+    return matched, skipped
+
+
+def _scan_recursively(book: Lorebook, matched: dict[int, str], skipped: list[Skipped]) -> None:
+    """Activated content may activate other entries, a few rounds deep, none twice."""
+    new = dict(matched)
+    for _ in range(MAX_RECURSION):
+        text = "\n".join(strip_decorators(book.entries[i].content)[0] for i in new)
+        done = set(matched) | {s.index for s in skipped}
+        new, more_skipped = _matches(book, text, skip=done)
+        new = {i: k for i, k in new.items() if not book.entries[i].constant}
+        matched.update(new)
+        skipped += [s for s in more_skipped if s.index not in done]
+        if not new:
+            return
+
+
+def _within(fired: list[Fired], budget: int) -> tuple[list[Fired], list[Fired]]:
+    """The entries that fit `budget` tokens: when they do not all fit, those of the lowest
+    priority go first (then the latest in insertion order)."""
+    by_worth = sorted(
+        fired, key=lambda f: (-(f.entry.priority or 0), f.entry.insertion_order, f.index)
+    )
+    kept, over, used = [], [], 0
+    for item in by_worth:
+        if used + item.tokens <= budget:
+            kept.append(item)
+            used += item.tokens
+        else:
+            over.append(item)
+    return kept, over
+
+
+def _fired(entry: LoreEntry, index: int, key: str, tokens: Callable[[str], int]) -> Fired:
+    text, decorators = strip_decorators(entry.content)
+    depth = _depth(entry, decorators)
+    role = decorators.get("role", "system")
+    place: Place = "depth" if depth is not None else (entry.position or "before_char")
+    return Fired(
+        index, entry, key, place, depth or 0, role if role in ROLES else "system", text,
+        tokens(text),
+    )  # fmt: skip
+
+
+def _depth(entry: LoreEntry, decorators: dict[str, str]) -> int | None:
+    """`@@depth N`, else SillyTavern's `extensions.depth` where its position says "at depth"
+    (4); a value that is not a small number counts as none."""
+    value: object = decorators.get("depth")
+    if value is None and entry.extensions.get("position") == 4:
+        value = entry.extensions.get("depth")
+    try:
+        depth = int(str(value))
+    except ValueError:
+        return None
+    return depth if 0 <= depth <= MAX_SCAN_DEPTH else None
+
+
+def strip_decorators(content: str) -> tuple[str, dict[str, str]]:
+    """V3 decorators are the `@@name value` lines that open an entry's content: they say how
+    to insert it, and are not part of it. Unknown ones are read and ignored."""
+    decorators: dict[str, str] = {}
+    lines = content.split("\n")
+    while lines and (found := DECORATOR.fullmatch(lines[0].strip())):
+        decorators[found.group(1).lower()] = found.group(2) or ""
+        lines.pop(0)
+    return "\n".join(lines).strip(), decorators
+
+
+# --- matching a key -------------------------------------------------------------------------
+
+
+class BadRegex(Exception):
+    """A regex key that does not compile, or runs past REGEX_TIMEOUT_S."""
+
+
+def _first_match(entry: LoreEntry, keys: list[str], text: str) -> str | None:
+    for key in keys:
+        if key.strip() and _key_matches(entry, key, text):
+            return key
+    return None
+
+
+def _key_matches(entry: LoreEntry, key: str, text: str) -> bool:
+    pattern = _as_regex(key, bool(entry.use_regex), bool(entry.case_sensitive))
+    if pattern is not None:
+        return _search(pattern, text)
+    if not entry.case_sensitive:
+        key, text = key.casefold(), text.casefold()
+    if EAST_ASIAN.search(key):
+        return key in text  # Korean particles attach to nouns: "숲" fires on "숲에서"
+    return _whole_word_in(key.strip(), text)
+
+
+EAST_ASIAN = re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u9fff\uac00-\ud7af]")
+SLASHED = re.compile(r"/(.+)/([a-z]*)", re.DOTALL)
+
+
+def _as_regex(key: str, use_regex: bool, case_sensitive: bool) -> "regex.Pattern[str] | None":
+    """A regex key (`use_regex`, or written `/pattern/flags`) compiled; None for a plain one."""
+    slashed = SLASHED.fullmatch(key)
+    if not use_regex and not slashed:
+        return None
+    source, flags = (slashed.group(1), slashed.group(2)) if slashed else (key, "")
+    options = 0 if case_sensitive and "i" not in flags else regex.IGNORECASE
+    options |= regex.MULTILINE if "m" in flags else 0
+    options |= regex.DOTALL if "s" in flags else 0
+    try:
+        return regex.compile(source, options)
+    except (regex.error, OverflowError) as exc:
+        raise BadRegex(str(exc)) from exc
+
+
+def _search(pattern: "regex.Pattern[str]", text: str) -> bool:
+    try:
+        return pattern.search(text, timeout=REGEX_TIMEOUT_S) is not None
+    except TimeoutError as exc:
+        raise BadRegex("too slow") from exc
+
+
+def _whole_word_in(key: str, text: str) -> bool:
+    """`key` in `text` with no letter or digit touching it on either side."""
+    start = text.find(key)
+    while start != -1:
+        end = start + len(key)
+        before = text[start - 1] if start else " "
+        after = text[end] if end < len(text) else " "
+        if not before.isalnum() and not after.isalnum():
+            return True
+        start = text.find(key, start + 1)
+    return False

@@ -1,0 +1,146 @@
+"""Lorebook activation, rule by rule, and Seraphina's own book from SillyTavern."""
+
+import json
+import time
+from base64 import b64decode
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from avatar_shared.lorebook import MAX_KEY_CHARS, Lorebook, activate, strip_decorators
+
+SERAPHINA = Path(__file__).parents[3] / "shared" / "testdata" / "cards" / "default_Seraphina.png"
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def book(*entries: dict, **fields: object) -> Lorebook:
+    return Lorebook.model_validate({"entries": list(entries), **fields})
+
+
+def entry(keys: list[str], content: str = "lore", **fields: object) -> dict:
+    return {"keys": keys, "content": content, **fields}
+
+
+def fired(lore: Lorebook, *texts: str, depth: int = 4, budget: int = 10_000) -> list[str]:
+    return [f.text for f in activate(lore, list(texts), depth, budget, words).fired]
+
+
+def seraphina_book() -> Lorebook:
+    """The book inside SillyTavern's default card (a PNG tEXt chunk `chara`, base64 JSON)."""
+    png = SERAPHINA.read_bytes()
+    start = png.index(b"chara\x00") + len(b"chara\x00")
+    length = int.from_bytes(png[start - 14 : start - 10], "big")  # the chunk's length field
+    card = json.loads(b64decode(png[start : start - 6 + length]))
+    return Lorebook.model_validate(card["data"]["character_book"])
+
+
+def test_seraphinas_forest_entry_fires_on_a_recent_forest_and_names_its_key():
+    lore = seraphina_book()
+    activation = activate(lore, ["Hello there.", "Tell me about this forest?"], 4, 1000, words)
+    assert [(f.index, f.key, f.place) for f in activation.fired] == [(0, "forest", "before_char")]
+    assert "Eldoria is here, all of the woods" in activation.fired[0].text
+    assert activate(lore, ["Hello there.", "How are you?"], 4, 1000, words).fired == []
+
+
+def test_only_the_last_scan_depth_messages_and_the_new_one_are_read():
+    lore = book(entry(["dragon"], "dragons"))
+    history = ["a dragon!", "one", "two", "three"]
+    assert fired(lore, *history, "hi", depth=4) == ["dragons"]
+    assert fired(lore, *history, "hi", depth=3) == []
+    assert fired(book(entry(["dragon"], "d"), scan_depth=0), "a dragon", "hi", depth=4) == []
+
+
+def test_keys_match_whatever_the_case_unless_the_entry_says_otherwise():
+    assert fired(book(entry(["Dragon"])), "a DRAGON") == ["lore"]
+    assert fired(book(entry(["Dragon"], case_sensitive=True)), "a DRAGON") == []
+    assert fired(book(entry(["Dragon"], case_sensitive=True)), "a Dragon") == ["lore"]
+
+
+def test_latin_keys_match_whole_words_and_korean_keys_match_inside_words():
+    assert fired(book(entry(["wood"])), "into the woodland") == []
+    assert fired(book(entry(["wood"])), "into the wood, quickly") == ["lore"]
+    assert fired(book(entry(["magical forest"])), "a Magical Forest!") == ["lore"]
+    assert fired(book(entry(["숲"])), "숲에서 길을 잃었어") == ["lore"]  # a particle attached
+    assert fired(book(entry(["거북선"])), "거북선은 어떻게 만들었나요?") == ["lore"]
+    assert fired(book(entry(["ドラゴン"])), "ドラゴンが来た") == ["lore"]
+
+
+def test_a_selective_entry_needs_a_secondary_key_too_and_says_so_when_it_lacks_one():
+    lore = book(entry(["castle"], selective=True, secondary_keys=["night", "밤"]))
+    assert fired(lore, "the castle at night") == ["lore"]
+    assert fired(lore, "밤의 castle") == ["lore"]
+    activation = activate(lore, ["the castle by day"], 4, 100, words)
+    assert activation.fired == [] and [s.reason for s in activation.skipped] == [
+        "secondary_key_missing"
+    ]
+
+
+def test_constant_entries_are_always_in_and_disabled_ones_never():
+    lore = book(
+        entry([], "always", constant=True),
+        entry(["dragon"], "off", enabled=False),
+        entry([], "off too", constant=True, enabled=False),
+    )
+    activation = activate(lore, ["a dragon"], 4, 100, words)
+    assert [f.text for f in activation.fired] == ["always"]
+    assert [(s.index, s.reason) for s in activation.skipped] == [(1, "disabled"), (2, "disabled")]
+
+
+def test_insertion_order_orders_and_priority_decides_what_the_budget_keeps():
+    lore = book(
+        entry(["a"], "first two", insertion_order=20, priority=1),
+        entry(["a"], "kept three words", insertion_order=10, priority=9),
+        entry(["a"], "low", insertion_order=5, priority=0),
+    )
+    assert fired(lore, "a") == ["low", "kept three words", "first two"]
+    activation = activate(lore, ["a"], 4, 5, words)
+    assert [f.text for f in activation.fired] == ["kept three words", "first two"]
+    assert [(s.index, s.reason) for s in activation.skipped] == [(2, "budget")]
+    tight = activate(book(entry(["a"], "one two", token_budget=None)), ["a"], 4, 1, words)
+    assert tight.fired == [] and tight.skipped[0].reason == "budget"
+    assert fired(book(entry(["a"], "one two"), token_budget=2), "a", budget=1) == ["one two"]
+
+
+def test_recursive_scanning_follows_activated_content_without_repeats_and_stops():
+    chain = [entry([f"k{i}"], f"k{i + 1} text") for i in range(8)]
+    lore = book(*chain, recursive_scanning=True)
+    assert fired(lore, "k0") == ["k1 text", "k2 text", "k3 text", "k4 text"]  # 3 rounds past
+    assert fired(book(*chain), "k0") == ["k1 text"]  # only when the book asks
+    loop = book(entry(["a"], "b"), entry(["b"], "a"), recursive_scanning=True)
+    assert fired(loop, "a") == ["b", "a"]
+
+
+def test_regex_keys_match_and_a_catastrophic_pattern_is_bounded():
+    assert fired(book(entry(["/drag(on|ons)/i"])), "DRAGONS everywhere") == ["lore"]
+    assert fired(book(entry(["^k\\d+$"], use_regex=True)), "k42") == ["lore"]
+    hostile = book(entry(["/(a+)+$/"], "never"), entry(["a"], "plain"))
+    started = time.perf_counter()
+    activation = activate(hostile, ["a" * 5000 + "! a"], 4, 100, words)
+    assert time.perf_counter() - started < 1
+    assert [f.text for f in activation.fired] == ["plain"]
+    assert [(s.index, s.reason) for s in activation.skipped] == [(0, "bad_regex")]
+    broken = activate(book(entry(["/(unclosed/"])), ["x"], 4, 100, words)
+    assert [s.reason for s in broken.skipped] == ["bad_regex"]
+
+
+def test_decorators_place_an_entry_at_a_depth_with_a_role_and_are_not_its_text():
+    lore = book(entry(["a"], "@@depth 2\n@@role user\n@@unknown x\nthe lore"))
+    [item] = activate(lore, ["a"], 4, 100, words).fired
+    assert (item.place, item.depth, item.role, item.text) == ("depth", 2, "user", "the lore")
+    sillytavern = book(entry(["a"], "t", extensions={"position": 4, "depth": 3}))
+    [item] = activate(sillytavern, ["a"], 4, 100, words).fired
+    assert (item.place, item.depth, item.role) == ("depth", 3, "system")
+    assert strip_decorators("no decorators\n@@depth 1") == ("no decorators\n@@depth 1", {})
+
+
+def test_books_are_bounded_and_keep_what_they_do_not_know():
+    with pytest.raises(ValidationError):
+        book(entry(["k" * (MAX_KEY_CHARS + 1)]))
+    with pytest.raises(ValidationError):
+        book(entry(["a"], enabled="yes"))  # strict: a string is not a boolean
+    raw = {"entries": [{"keys": ["a"], "content": "x", "st_extra": 1}], "other": {"y": 2}}
+    assert Lorebook.model_validate(raw).model_dump(exclude_unset=True) == raw
