@@ -24,17 +24,21 @@ import httpx
 from loadgen import RawClient, bench_stack, cpu_seconds, percentile, rss_by_service, throughput
 from redis.asyncio import Redis
 
-from avatar_chat.context.persona import build_system_prompt
+from avatar_chat.prompt.builder import CharacterCard, Limits, Scene, UserPersona, build_prompt
 from avatar_devstack.ports import Ports
 from avatar_devstack.stack import Stack
 
 PERSONA = "밝고 명랑한 10대 소녀 캐릭터. 반말을 사용하며 귀엽게 말함."
 USER = {"role": "user", "content": "안녕! 오늘 뭐 했어?"}
 MODEL = "gemma-3-27b-it"
+# The system message chat builds for CHAT (a persona alone: no lore, no examples).
+SYSTEM = build_prompt(
+    CharacterCard(PERSONA), UserPersona("User"), Scene(), [USER], Limits(8192, 2048, 4), len
+).system
 CHAT = {"messages": [USER], "persona": PERSONA, "model": MODEL, "tts_enabled": False}
 DIRECT = {
     "model": MODEL,
-    "messages": [{"role": "system", "content": build_system_prompt(PERSONA)}, USER],
+    "messages": [{"role": "system", "content": SYSTEM}, USER],
     "stream": False,
 }
 TARGET_OVERHEAD_MS, TARGET_SHARE, TARGET_IDLE_MB = 1.5, 0.35, 80

@@ -138,7 +138,9 @@ async def test_streamed_deltas_add_up_to_the_done_event(chat):
         "context_truncated",
         "tts_error",
         "audio_urls",
+        "context",  # the receipt of what the model saw
     }
+    assert done["context"]["tokens"]["history"] > 0 and done["context"]["lore"] == []
     history = (await chat.get(f"/api/chat/sessions/{done['session_id']}")).json()["data"]
     assert history["messages"][-1]["content"] == done["content"]
 

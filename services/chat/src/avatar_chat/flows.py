@@ -23,11 +23,21 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from avatar_chat.context.persona import build_system_prompt
 from avatar_chat.context.planner import Context, Conversation
 from avatar_chat.context.tokens import TokenEstimator, learn_calibration
 from avatar_chat.llm import LlmReply, LlmRequest
-from avatar_chat.schemas import ChatReply, ChatRequest, Usage, check_limits
+from avatar_chat.prompt.builder import Limits, Prompt, Scene, UserPersona, build_prompt
+from avatar_chat.schemas import (
+    ChatReply,
+    ChatRequest,
+    LoreLeftOut,
+    LoreUsed,
+    PromptReceipt,
+    PromptTokens,
+    Scenario,
+    Usage,
+    check_limits,
+)
 from avatar_chat.service import ChatService
 from avatar_chat.store import SessionState, TurnRecord
 from avatar_shared.errors import AppError
@@ -44,6 +54,7 @@ class Turn:
     voice_id: str | None
     llm_request: LlmRequest
     context: Context  # how the conversation was fitted into the window
+    receipt: PromptReceipt  # what the model saw, for the reply
 
     def record(self, reply: LlmReply) -> TurnRecord:
         """The finished turn, as the session stores it."""
@@ -70,6 +81,7 @@ class Turn:
             context_summarized=self.context.summarized,
             context_truncated=self.context.truncated,
             tts_error=tts_error,
+            context=self.receipt,
         )
 
 
@@ -141,24 +153,77 @@ async def _checked(chat: ChatService, body: ChatRequest) -> tuple[str, bool]:
 async def _planned(
     chat: ChatService, body: ChatRequest, session_id: str, is_new: bool, caller: Caller
 ) -> Turn:
-    """The character and the session loaded, and the conversation fitted into the window."""
-    model = body.model or chat.settings.default_model
-    persona, voice_id = await chat.persona(body)
+    """The character and the session loaded, the prompt built from them, and the
+    conversation fitted into the window around it."""
+    settings, model = chat.settings, body.model or chat.settings.default_model
+    card, voice_id = await chat.character(body)
     # A new id has no owner yet; anyone else's session is reported as missing.
     state = SessionState() if is_new else await chat.sessions.load(session_id, caller.user_id)
     window = await chat.windows.tokens(model)
+    turns = [{"role": m.role, "content": m.content} for m in body.messages]
+    estimate = TokenEstimator(state.calibration(model))
+    limits = Limits(
+        room=int(window * settings.summary_trigger_ratio)
+        - body.max_tokens
+        - estimate.messages([{"role": "system", "content": ""}, *turns]),
+        lore_budget=int(window * settings.lore_budget_ratio),
+        scan_depth=settings.lore_scan_depth,
+    )
+    user = UserPersona(settings.default_user_name)
+    prompt = build_prompt(card, user, _scene(body.scenario), turns, limits, estimate.text)
     talk = Conversation(
         session_id=session_id,
-        system=build_system_prompt(persona, body.scenario),
-        turns=[{"role": m.role, "content": m.content} for m in body.messages],
+        system=prompt.system,
+        turns=turns,
         model=model,
         max_tokens=body.max_tokens,
         window=window,
-        estimate=TokenEstimator(state.calibration(model)),
+        estimate=estimate,
+        reserved=prompt.reserved,
     )
     context = await chat.context.fit(talk, state.summaries)
-    request = LlmRequest(model, context.messages, body.temperature, body.max_tokens, window)
-    return Turn(body, session_id, voice_id, request, context)
+    messages = prompt.finish(context.messages)
+    request = LlmRequest(model, messages, body.temperature, body.max_tokens, window)
+    receipt = _receipt(prompt, context, estimate, body.max_tokens)
+    return Turn(body, session_id, voice_id, request, context, receipt)
+
+
+def _scene(scenario: Scenario | None) -> Scene:
+    if scenario is None:
+        return Scene()
+    return Scene(scenario.opponent or "", scenario.situation or "", scenario.background or "")
+
+
+def _receipt(
+    prompt: Prompt, context: Context, estimate: TokenEstimator, max_tokens: int
+) -> PromptReceipt:
+    """What the model saw, by part, from the built prompt and how it was fitted."""
+    system, *turns = context.messages
+    summary = estimate.text(system["content"]) - estimate.text(prompt.system)
+    return PromptReceipt(
+        tokens=PromptTokens(
+            **prompt.tokens,
+            summary=max(summary, 0) if context.covered else 0,
+            history=estimate.messages(turns),
+            reserved=max_tokens,
+        ),
+        lore=[
+            LoreUsed(
+                entry=f.entry.label,
+                index=f.index,
+                key=f.key,
+                place=f.place,
+                depth=f.depth if f.place == "depth" else None,
+                tokens=f.tokens,
+            )
+            for f in prompt.lore.fired
+        ],
+        lore_left_out=[
+            LoreLeftOut(entry=s.entry.label, index=s.index, reason=s.reason)
+            for s in prompt.lore.skipped
+        ],
+        examples_left_out=prompt.examples_dropped,
+    )
 
 
 @asynccontextmanager

@@ -96,6 +96,47 @@ class Usage(BaseModel):
     completion_tokens: int
 
 
+class PromptTokens(BaseModel):
+    """Estimated tokens of each part of the prompt (the LLM's own count of the whole is
+    `usage.prompt_tokens`)."""
+
+    system: int = Field(description="The rules: the card's system prompt, or ours.")
+    character: int = Field(description="The character's description, personality, scenario.")
+    persona: int = Field(description="The user's persona.")
+    lore: int = Field(description="The lorebook entries that fired.")
+    examples: int = Field(description="The example dialogue kept.")
+    summary: int = Field(description="The summary of older turns.")
+    history: int = Field(description="The conversation's turns sent.")
+    reserved: int = Field(description="Kept free for the reply (max_tokens).")
+
+
+class LoreUsed(BaseModel):
+    entry: str = Field(description="The entry's name, else its comment, else its id.")
+    index: int = Field(description="Its place in the lorebook's entries, from 0.")
+    key: str = Field(description="The key that matched (empty for a constant entry).")
+    place: Literal["before_char", "after_char", "depth"]
+    depth: int | None = Field(description="With place `depth`: messages from the end.")
+    tokens: int
+
+
+class LoreLeftOut(BaseModel):
+    entry: str
+    index: int
+    reason: Literal["disabled", "secondary_key_missing", "budget", "bad_regex"] = Field(
+        description="Matched (or constant) but left out: disabled, its secondary key missing, "
+        "past the lore's token budget, or a regex key that does not compile or ran too long."
+    )
+
+
+class PromptReceipt(BaseModel):
+    """What the model saw: the parts of the prompt and the lore that went into it."""
+
+    tokens: PromptTokens
+    lore: list[LoreUsed]
+    lore_left_out: list[LoreLeftOut]
+    examples_left_out: int = Field(description="Example dialogue blocks left out for room.")
+
+
 class ChatReply(BaseModel):
     content: str
     usage: Usage
@@ -113,6 +154,7 @@ class ChatReply(BaseModel):
     audio_urls: list[str] | None = Field(
         None, description="Streamed replies with realtime speech: each sentence's audio, in order."
     )
+    context: PromptReceipt | None = Field(None, description="What the model saw.")
 
 
 class ModelInfo(BaseModel):

@@ -1,6 +1,8 @@
 """The chat domain's parts, and its reads and writes: sessions, characters and models. A
 turn itself, which uses these parts in order, is `flows`."""
 
+from dataclasses import replace
+
 import aiohttp
 import httpx
 from redis.asyncio import Redis
@@ -15,6 +17,7 @@ from avatar_chat.llm.windows import ContextWindows
 from avatar_chat.metrics import LLM_TOKENS
 from avatar_chat.peers.characters import CharacterDirectory
 from avatar_chat.peers.tts import TtsClient
+from avatar_chat.prompt.builder import CharacterCard
 from avatar_chat.schemas import ChatRequest, ModelInfo, SessionHistory
 from avatar_chat.settings import ChatSettings
 from avatar_chat.speech.voicing import ReplyVoice
@@ -58,15 +61,18 @@ class ChatService:
     async def models(self) -> list[ModelInfo]:
         return await self.catalog.models()
 
-    async def persona(self, body: ChatRequest) -> tuple[str, str | None]:
-        """The persona to play and the voice to speak it with."""
-        persona, voice_id = body.persona, None
+    async def character(self, body: ChatRequest) -> tuple[CharacterCard, str | None]:
+        """The character to play and the voice to speak it with: the request's `persona` is
+        its description; a `character_id` adds everything else the character has."""
+        card, voice_id = CharacterCard(description=body.persona or ""), None
         if body.character_id:
-            character = await self.characters.get(body.character_id)
-            persona, voice_id = persona or character.persona, character.voice_id
-        if not persona:
+            profile = await self.characters.get(body.character_id)
+            card, voice_id = profile.card, profile.voice_id
+            if body.persona:
+                card = replace(card, description=body.persona)
+        if not card.description:
             raise ValidationFailed(f"character_id: character '{body.character_id}' has no persona")
-        return persona, voice_id
+        return card, voice_id
 
     async def record(self, session_id: str, user_id: str, turn: TurnRecord) -> None:
         await self.sessions.record_turn(session_id, user_id, turn)

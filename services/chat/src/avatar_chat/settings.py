@@ -70,3 +70,9 @@ class ChatSettings(ServiceSettings):
     """How long the model list is reused."""
     character_cache_s: float = Field(30.0, ge=0)
     """How long a character fetched from the characters service is reused."""
+    default_user_name: str = Field("User", min_length=1, max_length=100)
+    """`{{user}}` in prompts when the user chose no persona of their own."""
+    lore_scan_depth: int = Field(4, ge=0, le=100)
+    """Recent messages (besides the new one) scanned for lorebook keys, unless the book says."""
+    lore_budget_ratio: float = Field(0.25, gt=0, le=1)
+    """Share of the context window lore may take, unless the book sets a token budget."""

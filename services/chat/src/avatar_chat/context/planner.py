@@ -65,6 +65,7 @@ class Conversation:
     max_tokens: int  # kept free for the reply
     window: int  # the model's context window, in tokens
     estimate: TokenEstimator  # calibrated for this session and model
+    reserved: int = 0  # tokens of what goes around the turns besides the system message
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class ContextPlanner:
         """The messages to send: the conversation whole while it is short, else with its
         older turns summarized (`cached`: the session's summaries as loaded)."""
         check_room(talk)
-        trigger = int(talk.window * self.settings.summary_trigger_ratio) - talk.max_tokens
+        trigger = trigger_tokens(talk, self.settings.summary_trigger_ratio)
         whole = [with_summary(talk.system, NO_SUMMARY), *talk.turns]
         if talk.estimate.messages(whole) < trigger:
             return Context(whole, summarized=False, truncated=False, covered=0)
@@ -104,7 +105,7 @@ class ContextPlanner:
         summarized = False
         if aged > summary.covered and talk.estimate.messages(with_cached) >= trigger:
             summary, summarized = await self._summarize(talk, summary, digests, aged)
-        limit = int(talk.window * (1 - HEADROOM)) - talk.max_tokens
+        limit = int(talk.window * (1 - HEADROOM)) - talk.max_tokens - talk.reserved
         return assemble(talk, summary, limit, summarized)
 
     def _aged(self, turns: list[Message]) -> int:
@@ -187,11 +188,16 @@ class ContextPlanner:
         return content
 
 
+def trigger_tokens(talk: Conversation, ratio: float) -> int:
+    """What the system message and the turns may take before they are due for summarizing."""
+    return int(talk.window * ratio) - talk.max_tokens - talk.reserved
+
+
 def check_room(talk: Conversation) -> None:
     """The system message, the new message and the reply must fit the window at all: no
     summary can make room for them."""
     first_and_last = [with_summary(talk.system, NO_SUMMARY), talk.turns[-1]]
-    needed = talk.estimate.messages(first_and_last) + talk.max_tokens
+    needed = talk.estimate.messages(first_and_last) + talk.max_tokens + talk.reserved
     if needed > talk.window:
         raise ValidationFailed(
             f"max_tokens: the persona, the last message and max_tokens ({talk.max_tokens}) "

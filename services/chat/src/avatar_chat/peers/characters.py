@@ -1,11 +1,15 @@
-"""The characters service: a character's persona and voice (`GET /api/characters/{id}`),
+"""The characters service: a character's prompt fields and voice (`GET /api/characters/{id}`),
 cached briefly in this process."""
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import httpx
+from pydantic import ValidationError
 
+from avatar_chat.prompt.builder import CharacterCard
+from avatar_shared.lorebook import Lorebook
 from avatar_shared.peers import PeerClient, PeerRejected, PeerUnavailable
 from avatar_shared.ttl_cache import KeyedTtlCache
 
@@ -16,7 +20,7 @@ MAX_CACHED = 1024
 @dataclass(frozen=True)
 class CharacterProfile:
     id: str
-    persona: str
+    card: CharacterCard  # its `persona` is the card's description
     voice_id: str | None
 
 
@@ -37,7 +41,27 @@ class CharacterDirectory:
                 raise  # its own 404 character_not_found, relayed as it is
             raise PeerUnavailable("characters", f"refused the request: {exc.message}") from exc
         try:
-            profile = CharacterProfile(data["id"], data["persona"], data.get("voice_id"))
-        except (KeyError, TypeError, AttributeError) as exc:
+            profile = CharacterProfile(data["id"], _card(data), data.get("voice_id"))
+        except (KeyError, TypeError, AttributeError, ValidationError) as exc:
             raise PeerUnavailable("characters", "sent a malformed character") from exc
         return profile, self.ttl_s
+
+
+def _card(data: dict[str, Any]) -> CharacterCard:
+    """The prompt fields of a character as the characters service sends it (a field it does
+    not send is empty)."""
+    texts = {
+        field: str(data.get(source) or "")
+        for field, source in (
+            ("name", "name"),
+            ("nickname", "nickname"),
+            ("personality", "personality"),
+            ("scenario", "scenario"),
+            ("examples", "sample_dialogue"),
+            ("system_prompt", "system_prompt"),
+            ("post_history_instructions", "post_history_instructions"),
+        )
+    }
+    book = data.get("lorebook")
+    lorebook = Lorebook.model_validate(book) if book else None
+    return CharacterCard(description=str(data["persona"]), lorebook=lorebook, **texts)

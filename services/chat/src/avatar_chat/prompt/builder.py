@@ -1,0 +1,206 @@
+"""The role-play prompt, in its documented order (docs/services.md, "The role-play prompt"):
+
+1. one system message: the card's `system_prompt` with `{{original}}` as our role-play rules
+   (ours alone when it has none); lore placed `before_char`; the character (name,
+   description, personality); the scenario (the request's fields over the card's); lore
+   placed `after_char`; the user's persona; the example dialogue, its blocks marked as
+   examples (the first dropped first when room runs short); the planner adds the summary;
+2. the conversation, with lore that asks for a depth inserted that many messages from the
+   end, in its role;
+3. `post_history_instructions` as the last system message.
+
+Examples stay inside the first system message so that after it user and assistant turns
+alternate, as some chat templates insist. Everything here counts toward the window: the
+planner fits the conversation around the parts built here (`Prompt.reserved`).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from avatar_chat.prompt.examples import example_blocks
+from avatar_chat.prompt.macros import Macros
+from avatar_shared.lorebook import Activation, Fired, Lorebook, activate
+
+Message = dict[str, str]
+
+ROLEPLAY_RULES = """\
+You are role-playing the character described below. Stay in character at all times:
+- Speak as the character, in the first person, with the character's personality, knowledge
+  and speech style exactly as the description gives them (formal or casual speech, verbal
+  habits, tone).
+- Reply in the language the user writes in.
+- Never say or imply that you are an AI, a language model or an assistant, and never step
+  out of the role to comment on it, even when asked to.
+- Keep replies conversational: say what the character would say in this moment."""
+
+
+@dataclass(frozen=True)
+class CharacterCard:
+    """What a prompt takes of a character (a stored one, or the request's `persona`)."""
+
+    description: str
+    name: str = ""
+    nickname: str = ""
+    personality: str = ""
+    scenario: str = ""
+    examples: str = ""  # the card's mes_example, our sample_dialogue
+    system_prompt: str = ""
+    post_history_instructions: str = ""
+    lorebook: Lorebook | None = None
+
+
+@dataclass(frozen=True)
+class UserPersona:
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Scene:
+    """The request's scenario: `opponent` is the character as the user's screen names it."""
+
+    opponent: str = ""
+    situation: str = ""
+    background: str = ""
+
+
+@dataclass(frozen=True)
+class Limits:
+    room: int  # tokens the system message may take before the prompt is due for summarizing
+    lore_budget: int  # tokens for lore, unless the book sets its own
+    scan_depth: int  # messages scanned for lore keys, unless the book sets its own
+
+
+@dataclass(frozen=True)
+class Prompt:
+    system: str  # the first system message, before the planner adds a summary
+    depth_lore: list[Fired]  # inserted into the conversation once it is fitted
+    after: list[Message]  # the last messages (post-history instructions)
+    tokens: dict[str, int]  # per part, for the receipt
+    lore: Activation
+    examples_dropped: int  # example blocks left out for room
+    macros: Macros
+    reserved: int = field(default=0)  # tokens of the parts outside the system message
+
+    def finish(self, fitted: list[Message]) -> list[Message]:
+        """The fitted messages (system first) with depth lore and the last messages added."""
+        messages = list(fitted)
+        for item in sorted(self.depth_lore, key=lambda f: -f.depth):
+            at = max(1, len(messages) - item.depth)
+            messages.insert(at, {"role": item.role, "content": self.macros.expand(item.text)})
+        return messages + self.after
+
+
+def build_prompt(
+    card: CharacterCard,
+    user: UserPersona,
+    scene: Scene,
+    turns: list[Message],
+    limits: Limits,
+    tokens: Callable[[str], int],
+) -> Prompt:
+    macros = Macros(
+        char=card.nickname or card.name or scene.opponent or "Character", user=user.name
+    )
+    lore = activate(
+        card.lorebook or Lorebook(),
+        [t["content"] for t in turns],
+        limits.scan_depth,
+        limits.lore_budget,
+        tokens,
+    )
+    placed = {p: _lore_text(lore, p, macros) for p in ("before_char", "after_char")}
+    parts = {
+        "system": macros.with_original(ROLEPLAY_RULES).expand(card.system_prompt) or ROLEPLAY_RULES,
+        "lore_before": placed["before_char"],
+        "character": _character(card, macros),
+        "scenario": _scenario(card, scene, macros),
+        "lore_after": placed["after_char"],
+        "persona": _persona(user, macros),
+    }
+    after = _after(card, macros)
+    depth_lore = [f for f in lore.fired if f.place == "depth"]
+    reserved = sum(tokens(m["content"]) for m in after) + sum(f.tokens for f in depth_lore)
+    used = sum(tokens(p) for p in parts.values() if p) + reserved
+    examples, dropped = _examples(card.examples, macros, limits.room - used, tokens)
+    system = "\n\n".join(p for p in [*parts.values(), examples] if p)
+    counted = {
+        "system": tokens(parts["system"]),
+        "character": tokens(parts["character"]) + _count(parts["scenario"], tokens),
+        "persona": _count(parts["persona"], tokens),
+        "lore": sum(f.tokens for f in lore.fired),
+        "examples": _count(examples, tokens),
+    }
+    return Prompt(system, depth_lore, after, counted, lore, dropped, macros, reserved)
+
+
+def _count(text: str, tokens: Callable[[str], int]) -> int:
+    return tokens(text) if text else 0
+
+
+def _character(card: CharacterCard, macros: Macros) -> str:
+    text = f"# Character: {macros.char}\n{macros.expand(card.description.strip())}"
+    if card.personality.strip():
+        text += f"\n\n# Personality\n{macros.expand(card.personality.strip())}"
+    return text
+
+
+def _scenario(card: CharacterCard, scene: Scene, macros: Macros) -> str:
+    situation = scene.situation.strip() or macros.expand(card.scenario.strip())
+    lines = [
+        f"- {label}: {value}"
+        for label, value in (
+            ("Your name on the user's screen", scene.opponent.strip()),
+            ("Situation", situation),
+            ("Background", scene.background.strip()),
+        )
+        if value
+    ]
+    return "# Scenario\n" + "\n".join(lines) if lines else ""
+
+
+def _persona(user: UserPersona, macros: Macros) -> str:
+    if not user.description.strip():
+        return ""
+    return f"# The user: {user.name}\n{macros.expand(user.description.strip())}"
+
+
+def _lore_text(lore: Activation, place: str, macros: Macros) -> str:
+    texts = [macros.expand(f.text) for f in lore.fired if f.place == place and f.text]
+    return "# Lore\n" + "\n\n".join(texts) if texts else ""
+
+
+def _examples(
+    text: str, macros: Macros, room: int, tokens: Callable[[str], int]
+) -> tuple[str, int]:
+    """The example dialogue that fits `room`, from its last block back; and how many blocks
+    were left out."""
+    blocks = [
+        "<START>\n"
+        + "\n".join(
+            f"{macros.user if turn.role == 'user' else macros.char}: {macros.expand(turn.content)}"
+            for turn in block
+        )
+        for block in example_blocks(text)
+    ]
+    heading = (
+        f"# Example dialogue\nHow {macros.char} speaks, in earlier scenes: examples only, "
+        "not part of this conversation."
+    )
+    kept: list[str] = []
+    room -= tokens(heading)
+    for block in reversed(blocks):
+        cost = tokens(block)
+        if cost > room:
+            break
+        kept.insert(0, block)
+        room -= cost
+    if not kept:
+        return "", len(blocks)
+    return heading + "\n" + "\n".join(kept), len(blocks) - len(kept)
+
+
+def _after(card: CharacterCard, macros: Macros) -> list[Message]:
+    """The card's post-history instructions: `{{original}}` is the frontend's own, none."""
+    text = macros.with_original("").expand(card.post_history_instructions).strip()
+    return [{"role": "system", "content": text}] if text else []

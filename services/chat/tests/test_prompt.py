@@ -1,0 +1,152 @@
+"""The role-play prompt builder, part by part and in order (a pure function: no stack)."""
+
+from avatar_chat.prompt.builder import (
+    ROLEPLAY_RULES,
+    CharacterCard,
+    Limits,
+    Scene,
+    UserPersona,
+    build_prompt,
+)
+from avatar_chat.prompt.examples import example_blocks
+from avatar_chat.prompt.macros import Macros
+from avatar_shared.lorebook import Lorebook
+
+PERSONA = "밝고 명랑한 10대 소녀 캐릭터. 반말을 사용하며 귀엽게 말함."
+ROOMY = Limits(room=100_000, lore_budget=10_000, scan_depth=4)
+USER = UserPersona("민지")
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def said(*texts: str) -> list[dict[str, str]]:
+    roles = ["user", "assistant"]
+    return [{"role": roles[i % 2], "content": t} for i, t in enumerate(texts)][-len(texts) :]
+
+
+def build(card: CharacterCard, *texts: str, scene: Scene | None = None, limits: Limits = ROOMY):
+    return build_prompt(card, USER, scene or Scene(), said(*texts), limits, words)
+
+
+def test_a_persona_alone_gets_our_rules_and_the_character():
+    prompt = build(CharacterCard(PERSONA), "안녕")
+    assert prompt.system.startswith(ROLEPLAY_RULES)
+    assert f"# Character: Character\n{PERSONA}" in prompt.system
+    assert (
+        "Stay in character" in prompt.system
+        and "Never say or imply that you are an AI" in prompt.system
+    )
+    assert "# Scenario" not in prompt.system and prompt.after == []
+
+
+def test_the_cards_system_prompt_wraps_our_rules_through_original():
+    card = CharacterCard(PERSONA, name="Seraphina", system_prompt="Be kind.\n{{ORIGINAL}}\nEnd.")
+    prompt = build(card, "hi")
+    assert prompt.system.startswith(f"Be kind.\n{ROLEPLAY_RULES}\nEnd.")
+    alone = build(CharacterCard(PERSONA, system_prompt="Only {{char}}'s rules."), "hi")
+    assert alone.system.startswith("Only Character's rules.") and ROLEPLAY_RULES not in alone.system
+
+
+def test_the_parts_come_in_the_documented_order():
+    book = Lorebook.model_validate(
+        {
+            "entries": [
+                {"keys": ["forest"], "content": "BEFORE lore", "position": "before_char"},
+                {"keys": ["forest"], "content": "AFTER lore", "position": "after_char"},
+            ]
+        }
+    )
+    card = CharacterCard(
+        "DESCRIPTION of {{char}}",
+        name="Seraphina",
+        personality="PERSONALITY",
+        scenario="CARD SCENARIO with <USER>",
+        examples="<START>\n{{user}}: EXAMPLE question\n{{char}}: EXAMPLE answer",
+        lorebook=book,
+    )
+    user = UserPersona("민지", "PERSONA of {{user}}")
+    prompt = build_prompt(card, user, Scene(), said("the forest?"), ROOMY, words)
+    order = [
+        ROLEPLAY_RULES[:20], "BEFORE lore", "# Character: Seraphina", "DESCRIPTION of Seraphina",
+        "PERSONALITY", "CARD SCENARIO with 민지", "AFTER lore", "# The user: 민지",
+        "PERSONA of 민지", "<START>\n민지: EXAMPLE question\nSeraphina: EXAMPLE answer",
+    ]  # fmt: skip
+    places = [prompt.system.index(part) for part in order]
+    assert places == sorted(places)
+
+
+def test_opponent_names_the_character_not_the_user_and_request_scenario_wins():
+    card = CharacterCard(PERSONA, scenario="The card's own scene")
+    scene = Scene(opponent="헤르미온느 그레인저", situation="호그와트 도서관에서 만남")
+    prompt = build(card, "안녕", scene=scene)
+    assert "# Character: 헤르미온느 그레인저" in prompt.system  # {{char}} from opponent
+    assert "- Your name on the user's screen: 헤르미온느 그레인저" in prompt.system
+    assert "talking with" not in prompt.system
+    assert "- Situation: 호그와트 도서관에서 만남" in prompt.system
+    assert "The card's own scene" not in prompt.system
+    named = build(CharacterCard(PERSONA, name="Hermione", nickname="Mione"), "hi", scene=scene)
+    assert "# Character: Mione" in named.system  # the V3 nickname first
+
+
+def test_macros_are_case_insensitive_with_their_old_forms():
+    macros = Macros(char="Seraphina", user="민지", original="RULES")
+    text = "{{Char}} meets {{USER}}; <BOT> and <user>; {{original}}; {{other}}"
+    assert macros.expand(text) == "Seraphina meets 민지; Seraphina and 민지; RULES; {{other}}"
+
+
+def test_example_dialogue_splits_into_blocks_of_turns():
+    text = "intro line\n<START>\n{{user}}: hi\n{{char}}: hello\nsecond line\n<start>\n<BOT>: alone"
+    blocks = example_blocks(text)
+    assert [[(t.role, t.content) for t in block] for block in blocks] == [
+        [("assistant", "intro line")],
+        [("user", "hi"), ("assistant", "hello\nsecond line")],
+        [("assistant", "alone")],
+    ]
+
+
+def test_examples_go_first_block_first_when_room_runs_short():
+    examples = "<START>\n{{char}}: " + "old " * 50 + "\n<START>\n{{char}}: new scene"
+    card = CharacterCard(PERSONA, examples=examples)
+    roomy = build(card, "hi")
+    assert "old old" in roomy.system and "new scene" in roomy.system
+    room = words(roomy.system) - 40  # not enough for the long first block
+    short = build(card, "hi", limits=Limits(room, 10_000, 4))
+    assert "old old" not in short.system and "new scene" in short.system
+    assert short.examples_dropped == 1 and short.tokens["examples"] < roomy.tokens["examples"]
+    none = build(card, "hi", limits=Limits(10, 10_000, 4))
+    assert "# Example dialogue" not in none.system and none.examples_dropped == 2
+
+
+def test_post_history_instructions_come_last_and_depth_lore_sits_at_its_depth():
+    book = Lorebook.model_validate(
+        {"entries": [{"keys": ["sword"], "content": "@@depth 2\n@@role user\nSWORD lore"}]}
+    )
+    card = CharacterCard(
+        PERSONA, post_history_instructions="Stay brief, {{user}}. {{original}}", lorebook=book
+    )
+    prompt = build(card, "a sword?", "yes", "more")
+    fitted = [{"role": "system", "content": prompt.system}, *said("a sword?", "yes", "more")]
+    messages = prompt.finish(fitted)
+    assert messages[-1] == {"role": "system", "content": "Stay brief, 민지."}
+    # Depth 2: before the last two messages of the conversation.
+    assert messages[-4] == {"role": "user", "content": "SWORD lore"}
+    assert "SWORD" not in prompt.system
+    assert prompt.reserved == words("Stay brief, 민지.") + words("SWORD lore")
+
+
+def test_lore_counts_and_the_receipt_parts_add_up():
+    book = Lorebook.model_validate(
+        {
+            "entries": [
+                {"keys": ["숲"], "content": "숲의 전설", "name": "forest"},
+                {"keys": ["성"], "content": "성의 전설", "enabled": False},
+            ]
+        }
+    )
+    prompt = build(CharacterCard(PERSONA, lorebook=book), "숲에서 성을 봤어")
+    assert [(f.entry.label, f.key) for f in prompt.lore.fired] == [("forest", "숲")]
+    assert [s.reason for s in prompt.lore.skipped] == ["disabled"]
+    assert prompt.tokens["lore"] == words("숲의 전설")
+    assert sum(prompt.tokens.values()) <= words(prompt.system)
