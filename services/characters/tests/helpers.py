@@ -20,8 +20,9 @@ SERAPHINA = REPO_ROOT.parent / "shared" / "testdata" / "cards" / "default_Seraph
 ALICE = as_user("alice")
 
 
-def characters_app(redis_url: str, presets_file: Path, **overrides):
-    """The characters app, where `as_user(name)` speaks as that user."""
+def characters_app(redis_url: str, presets_file: Path, real_identity: bool = False, **overrides):
+    """The characters app, where `as_user(name)` speaks as that user (`real_identity`: where
+    callers are who their cookie or token says, as through the gateway)."""
     settings = CharactersSettings(
         redis_url=redis_url,
         characters_file=str(presets_file),
@@ -29,7 +30,8 @@ def characters_app(redis_url: str, presets_file: Path, **overrides):
         **{"character_writes_per_min": 10_000, **overrides},  # the rate has its own test
     )
     app = create_app(settings)
-    app.dependency_overrides[current_identity] = identity_from_test_header
+    if not real_identity:
+        app.dependency_overrides[current_identity] = identity_from_test_header
     return app
 
 
@@ -61,3 +63,21 @@ def png_chunks(png: bytes) -> dict[str, dict]:
             found[keyword.decode()] = json.loads(base64.b64decode(text))
         offset += 12 + length
     return found
+
+
+def persona(name: str = "여행자", description: str = "숲을 지나는 젊은 약초꾼.", **more) -> dict:
+    """A body for POST or PUT /api/personas."""
+    return {"name": name, "description": description, **more}
+
+
+async def every_page(client, path: str, key: str, headers: dict, limit: int) -> list[list[dict]]:
+    """Every page of a listing, following `next_cursor` until there is none."""
+    pages, cursor = [], ""
+    while True:
+        answer = await client.get(f"{path}?limit={limit}{cursor}", headers=headers)
+        assert answer.status_code == 200, answer.text
+        data = answer.json()["data"]
+        pages.append(data[key])
+        if data["next_cursor"] is None:
+            return pages
+        cursor = f"&cursor={data['next_cursor']}"

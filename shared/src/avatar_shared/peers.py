@@ -45,9 +45,10 @@ class PeerClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = httpx.USE_CLIENT_DEFAULT if timeout_s is None else timeout_s
 
-    async def get(self, path: str) -> Any:
-        """The `data` of the envelope of `GET {base_url}{path}`."""
-        return await self._call("GET", path)
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> Any:
+        """The `data` of the envelope of `GET {base_url}{path}`; `headers` as for `post`
+        (an owner-only read: the caller's `Identity.forward_headers`)."""
+        return await self._call("GET", path, headers=headers)
 
     async def post(
         self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None

@@ -77,8 +77,9 @@ SERVICES: tuple[AppSpec, ...] = (
         streams=True, gpu_bound=True,
     ),
     _service(
-        "characters", "CharactersSettings", 8013, ("/api/characters",),
-        "Preset and user-made characters; Character Card V2/V3 import and export.",
+        "characters", "CharactersSettings", 8013, ("/api/characters", "/api/personas"),
+        "Preset and user-made characters; Character Card V2/V3 import and export; user "
+        "personas.",
     ),
     _service(
         "gen3d", "Gen3dSettings", 8014, ("/api/generate",),

@@ -1,10 +1,12 @@
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from avatar_characters.deps import CharactersState
+from avatar_characters.personas.routes import router as personas_router
+from avatar_characters.personas.service import PersonaService
 from avatar_characters.presets import PresetCatalog
-from avatar_characters.routes import router
+from avatar_characters.routes import router as characters_router
 from avatar_characters.service import CharacterService
 from avatar_characters.settings import CharactersSettings
 from avatar_shared.app import create_service_app
@@ -17,6 +19,10 @@ def create_app(settings: CharactersSettings | None = None) -> FastAPI:
 
     async def characters_state(base: BaseState) -> AsyncIterator[CharactersState]:
         service = CharacterService(settings, base["redis"], base["http"], presets)
-        yield CharactersState(characters=service)
+        personas = PersonaService(settings, base["redis"])
+        yield CharactersState(characters=service, personas=personas)
 
+    router = APIRouter()
+    router.include_router(characters_router)
+    router.include_router(personas_router)
     return create_service_app("characters", settings, router, state=characters_state)

@@ -5,6 +5,7 @@ from typing import Annotated, TypedDict
 from fastapi import Depends, Request
 
 from avatar_characters.listing import ListQuery, list_query
+from avatar_characters.personas.service import PersonaService
 from avatar_characters.service import CharacterService
 from avatar_characters.store import PageKey
 from avatar_shared.pages import INDEX, TIME_AND_ID
@@ -16,10 +17,15 @@ class CharactersState(TypedDict):
     """What the characters lifespan adds to the base state (see app.py)."""
 
     characters: CharacterService
+    personas: PersonaService
 
 
 async def _characters(request: Request) -> CharacterService:
     return lifespan_state(request, CharactersState)["characters"]
+
+
+async def _personas(request: Request) -> PersonaService:
+    return lifespan_state(request, CharactersState)["personas"]
 
 
 async def _writer(caller: CallerDep, request: Request) -> str:
@@ -29,9 +35,10 @@ async def _writer(caller: CallerDep, request: Request) -> str:
 
 
 CharactersDep = Annotated[CharacterService, Depends(_characters)]
+PersonasDep = Annotated[PersonaService, Depends(_personas)]
 Listing = Annotated[ListQuery, Depends(list_query)]
 # Cursors are keyset positions (avatar_shared.pages): a preset's place in the presets file; a
-# user character's creation time and id.
+# user character's (or persona's) creation time and id.
 PresetCursor = Annotated[int | None, Depends(INDEX.query())]
 OwnCursor = Annotated[PageKey | None, Depends(TIME_AND_ID.query())]
 # The user id of a write's caller, after CHARACTER_WRITES_PER_MIN allowed it.

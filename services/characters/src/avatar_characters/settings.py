@@ -14,6 +14,12 @@ class CharactersSettings(ServiceSettings):
     """Most characters one user may keep; past it a create or import is 409 quota_exceeded."""
     max_character_bytes_per_user: int = Field(50_000_000, gt=0)
     """Most bytes one user's characters and imported cards may take in Redis."""
+    max_personas_per_user: int = Field(50, gt=0)
+    """Most user personas (/api/personas) one user may keep; past it a create is 409
+    quota_exceeded."""
+    max_persona_bytes_per_user: int = Field(1_000_000, gt=0)
+    """Most bytes one user's personas may take in Redis (50 personas of the longest
+    description take about 650 kB)."""
     character_writes_per_min: int = Field(20, gt=0)
-    """Character writes (create, import, change, delete) one user (or anonymous address)
-    may make a minute, else 429 rate_limited."""
+    """Character and persona writes (create, import, change, delete) one user (or anonymous
+    address) may make a minute, else 429 rate_limited."""

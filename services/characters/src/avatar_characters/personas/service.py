@@ -1,0 +1,39 @@
+"""User personas: the caller's own, read and written by their owner only."""
+
+from redis.asyncio import Redis
+
+from avatar_characters.owned import PageKey
+from avatar_characters.personas.schemas import Persona, PersonaFields, PersonaPage
+from avatar_characters.personas.store import PersonaStore
+from avatar_characters.settings import CharactersSettings
+from avatar_shared.pages import TIME_AND_ID
+
+
+class PersonaService:
+    def __init__(self, settings: CharactersSettings, redis: Redis) -> None:
+        self.store = PersonaStore(
+            redis, settings.max_personas_per_user, settings.max_persona_bytes_per_user
+        )
+
+    async def list(self, user_id: str, after: PageKey | None, limit: int) -> PersonaPage:
+        page = await self.store.page(user_id, after, limit)
+        personas = [Persona.model_validate(p) for p in page.items]
+        return PersonaPage(personas=personas, next_cursor=TIME_AND_ID.next_of(page))
+
+    async def get(self, persona_id: str, user_id: str) -> Persona:
+        return Persona.model_validate(await self.store.get(persona_id, user_id))
+
+    async def create(self, user_id: str, fields: PersonaFields) -> Persona:
+        created = await self.store.create(
+            user_id, fields.name, fields.description, bool(fields.is_default)
+        )
+        return Persona.model_validate(created)
+
+    async def replace(self, persona_id: str, user_id: str, fields: PersonaFields) -> Persona:
+        replaced = await self.store.replace(
+            persona_id, user_id, fields.name, fields.description, fields.is_default
+        )
+        return Persona.model_validate(replaced)
+
+    async def delete(self, persona_id: str, user_id: str) -> None:
+        await self.store.delete(persona_id, user_id)

@@ -1,0 +1,104 @@
+"""User personas in Redis: owned records (../owned.py, the same piece and quotas user
+characters are kept with) under the `personas` namespace, and each user's default.
+
+Keys:
+- `personas:item:{id}`: a persona as JSON (name, description, owner, times);
+- `personas:owner:{user_id}`: the user's persona ids scored by creation time, newest first;
+- `personas:bytes:{user_id}`: the bytes the user's personas take;
+- `personas:default:{user_id}`: the id of the user's default persona, if they chose one.
+
+A persona's `is_default` is read from that one key, never stored in the persona: making one
+the default is a single SET, so at most one is the default whatever writes race, and no other
+persona has to be rewritten. The key is set only while the persona exists (a script checks)
+and deleted with it, so it never outlives it. A user's keys are bounded by the quotas
+(MAX_PERSONAS_PER_USER records, MAX_PERSONA_BYTES_PER_USER bytes) and three more.
+"""
+
+import json
+from typing import Any
+
+from redis.asyncio import Redis
+
+from avatar_characters.owned import Kind, OwnedRecords, PageKey, Quota
+from avatar_characters.personas.errors import PersonaNotFound, PersonaQuotaExceeded
+from avatar_characters.personas.schemas import ID_PREFIX
+from avatar_shared.pages import Page
+
+# KEYS: the persona's item, the owner's default. ARGV: its id. Only while it exists.
+SET_DEFAULT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('SET', KEYS[2], ARGV[1]) end
+"""
+# KEYS: the owner's default. ARGV: the persona's id. Only if it is the default.
+CLEAR_DEFAULT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+"""
+
+PERSONAS = Kind(
+    namespace="personas",
+    id_prefix=ID_PREFIX,
+    not_found=PersonaNotFound,
+    not_owner=PersonaNotFound,  # not confirmed to others: the same 404 as a missing one
+)
+
+
+def default_key(user_id: str) -> str:
+    return f"personas:default:{user_id}"
+
+
+class PersonaStore:
+    def __init__(self, redis: Redis, max_count: int, max_bytes: int) -> None:
+        self.redis = redis
+        quota = Quota(max_count, max_bytes, "personas", PersonaQuotaExceeded)
+        self.records = OwnedRecords(redis, PERSONAS, quota)
+        self._set_default = redis.register_script(SET_DEFAULT)
+        self._clear_default = redis.register_script(CLEAR_DEFAULT)
+
+    async def create(
+        self, user_id: str, name: str, description: str, is_default: bool
+    ) -> dict[str, Any]:
+        persona = await self.records.create(user_id, {"name": name, "description": description})
+        if is_default:
+            await self._choose(persona["id"], user_id, True)
+        return {**persona, "is_default": is_default}
+
+    async def get(self, persona_id: str, user_id: str) -> dict[str, Any]:
+        """The caller's persona; PersonaNotFound when it is not there or not theirs."""
+        raw, default = await self.redis.mget(
+            [self.records.item_key(persona_id), default_key(user_id)]
+        )
+        persona = self.records.owned_by(json.loads(raw) if raw else None, persona_id, user_id)
+        return {**persona, "is_default": default == persona_id}
+
+    async def replace(
+        self, persona_id: str, user_id: str, name: str, description: str, is_default: bool | None
+    ) -> dict[str, Any]:
+        """New name and description; the default chosen or given up when `is_default` says,
+        else left as it is."""
+        persona = await self.records.update(
+            persona_id, user_id, lambda _: {"name": name, "description": description}
+        )
+        if is_default is None:
+            is_default = await self.redis.get(default_key(user_id)) == persona_id
+        else:
+            await self._choose(persona_id, user_id, is_default)
+        return {**persona, "is_default": is_default}
+
+    async def _choose(self, persona_id: str, user_id: str, is_default: bool) -> None:
+        if is_default:
+            keys = [self.records.item_key(persona_id), default_key(user_id)]
+            await self._set_default(keys=keys, args=[persona_id])
+        else:
+            await self._clear_default(keys=[default_key(user_id)], args=[persona_id])
+
+    async def delete(self, persona_id: str, user_id: str) -> None:
+        await self.records.delete(persona_id, user_id)
+        await self._choose(persona_id, user_id, False)
+
+    async def page(
+        self, user_id: str, after: PageKey | None, limit: int
+    ) -> Page[dict[str, Any], PageKey]:
+        """A page of the user's personas, newest first, from just after `after`."""
+        default = await self.redis.get(default_key(user_id))
+        return await self.records.page_owned(
+            user_id, after, limit, lambda p: {**p, "is_default": p["id"] == default}
+        )
