@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from avatar_chat.context.planner import Context, Conversation
 from avatar_chat.context.tokens import TokenEstimator, learn_calibration
 from avatar_chat.llm import LlmReply, LlmRequest
-from avatar_chat.prompt.builder import Limits, Prompt, Scene, UserPersona, build_prompt
+from avatar_chat.prompt.builder import Limits, Prompt, Scene, build_prompt
 from avatar_chat.schemas import (
     ChatReply,
     ChatRequest,
@@ -169,7 +169,7 @@ async def _planned(
         lore_budget=int(window * settings.lore_budget_ratio),
         scan_depth=settings.lore_scan_depth,
     )
-    user = UserPersona(settings.default_user_name)
+    user = await chat.user_persona(body, caller.identity)
     prompt = build_prompt(card, user, _scene(body.scenario), turns, limits, estimate.text)
     talk = Conversation(
         session_id=session_id,

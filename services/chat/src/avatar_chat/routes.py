@@ -40,9 +40,15 @@ router = APIRouter(prefix="/api/chat", tags=["chat"], responses=error_responses(
 
 # What asking the LLM can answer (the model list, a reply).
 LLM_ERRORS = (LlmError, LlmUnavailable, LlmTimeout)
-# The persona of a `character_id`, from the characters service: its 404 is passed on.
+# The `character_id` and `user_persona_id`, from the characters service: its 404s are passed on.
 CHARACTER_ERRORS = (
     PeerRejected("characters", 404, "character_not_found", "Character '…' does not exist."),
+    PeerRejected(
+        "characters",
+        404,
+        "persona_not_found",
+        "Persona '…' does not exist among yours (see GET /api/personas).",
+    ),
     PeerUnavailable("characters", "is unreachable or failed"),
 )
 

@@ -56,6 +56,12 @@ class ChatRequest(BaseModel):
     persona: str | None = Field(None, max_length=8000)
     character_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     scenario: Scenario | None = None
+    user_persona_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="One of the caller's user personas (`/api/personas`): its name is "
+        "`{{user}}`, its description goes into the system message.",
+    )
     session_id: UUID | None = None
     temperature: StrictFloat = Field(0.7, ge=0, le=2)
     max_tokens: JsonInt = Field(512, ge=1, le=4096)

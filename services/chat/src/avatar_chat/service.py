@@ -17,13 +17,14 @@ from avatar_chat.llm.windows import ContextWindows
 from avatar_chat.metrics import LLM_TOKENS
 from avatar_chat.peers.characters import CharacterDirectory
 from avatar_chat.peers.tts import TtsClient
-from avatar_chat.prompt.builder import CharacterCard
+from avatar_chat.prompt.builder import CharacterCard, UserPersona
 from avatar_chat.schemas import ChatRequest, ModelInfo, SessionHistory
 from avatar_chat.settings import ChatSettings
 from avatar_chat.speech.voicing import ReplyVoice
 from avatar_chat.store import SessionStore, TurnRecord
 from avatar_shared.errors import ValidationFailed
 from avatar_shared.gate import Gate
+from avatar_shared.identity import Identity
 from avatar_shared.rate import Caller
 
 
@@ -73,6 +74,12 @@ class ChatService:
         if not card.description:
             raise ValidationFailed(f"character_id: character '{body.character_id}' has no persona")
         return card, voice_id
+
+    async def user_persona(self, body: ChatRequest, caller: Identity) -> UserPersona:
+        """Who the user plays: their persona named by `user_persona_id`, else a name alone."""
+        if body.user_persona_id is None:
+            return UserPersona(self.settings.default_user_name)
+        return await self.characters.user_persona(body.user_persona_id, caller)
 
     async def record(self, session_id: str, user_id: str, turn: TurnRecord) -> None:
         await self.sessions.record_turn(session_id, user_id, turn)

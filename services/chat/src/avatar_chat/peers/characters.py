@@ -1,5 +1,6 @@
 """The characters service: a character's prompt fields and voice (`GET /api/characters/{id}`),
-cached briefly in this process."""
+cached briefly in this process; and a caller's user persona (`GET /api/personas/{id}`, an
+owner-only read made with the caller's credentials, never cached: it is one caller's)."""
 
 from dataclasses import dataclass
 from typing import Any
@@ -8,7 +9,8 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from avatar_chat.prompt.builder import CharacterCard
+from avatar_chat.prompt.builder import CharacterCard, UserPersona
+from avatar_shared.identity import Identity
 from avatar_shared.lorebook import Lorebook
 from avatar_shared.peers import PeerClient, PeerRejected, PeerUnavailable
 from avatar_shared.ttl_cache import KeyedTtlCache
@@ -33,13 +35,23 @@ class CharacterDirectory:
     async def get(self, character_id: str) -> CharacterProfile:
         return await self._cache.get(character_id, lambda: self._fetch(character_id))
 
-    async def _fetch(self, character_id: str) -> tuple[CharacterProfile, float]:
+    async def user_persona(self, persona_id: str, caller: Identity) -> UserPersona:
+        data = await self._read(f"/api/personas/{quote(persona_id, safe='')}", caller)
         try:
-            data = await self.peer.get(f"/api/characters/{quote(character_id, safe='')}")
+            return UserPersona(str(data["name"]), str(data.get("description") or ""))
+        except (KeyError, TypeError) as exc:
+            raise PeerUnavailable("characters", "sent a malformed persona") from exc
+
+    async def _read(self, path: str, caller: Identity | None = None) -> Any:
+        try:
+            return await self.peer.get(path, headers=caller.forward_headers if caller else None)
         except PeerRejected as exc:
             if exc.status_code == 404:
-                raise  # its own 404 character_not_found, relayed as it is
+                raise  # its own 404 (character_not_found, persona_not_found), relayed as is
             raise PeerUnavailable("characters", f"refused the request: {exc.message}") from exc
+
+    async def _fetch(self, character_id: str) -> tuple[CharacterProfile, float]:
+        data = await self._read(f"/api/characters/{quote(character_id, safe='')}")
         try:
             profile = CharacterProfile(data["id"], _card(data), data.get("voice_id"))
         except (KeyError, TypeError, AttributeError, ValidationError) as exc:
