@@ -157,7 +157,9 @@ async def _planned(
         estimate=TokenEstimator(state.calibration(model)),
     )
     context = await chat.context.fit(talk, state.summaries)
-    request = LlmRequest(model, context.messages, body.temperature, body.max_tokens, window)
+    request = LlmRequest(
+        model, context.messages, body.temperature, body.max_tokens, window, body.sampling()
+    )
     return Turn(body, session_id, voice_id, request, context)
 
 
