@@ -187,3 +187,57 @@ async def test_fail_status_and_latency() -> None:
     assert failed.status_code == 503 and "error" in failed.json()
     n_tokens = answered.json()["eval_count"]
     assert elapsed >= 0.2 + (n_tokens - 1) / 200 - 0.02
+
+
+STOP_TEXT = "Tell me about the STOPHERE nebula"
+
+
+async def test_stop_cuts_the_streamed_and_whole_reply_before_the_stop_text(url: str) -> None:
+    body = chat_body(STOP_TEXT, options={"stop": ["STOPHERE", "never-written"]})
+    _, lines = await stream_lines(url, body)
+    async with httpx.AsyncClient(base_url=url) as client:
+        whole = (await client.post("/api/chat", json={**body, "stream": False})).json()
+
+    streamed = "".join(line["message"]["content"] for line in lines)
+    assert streamed.endswith('You said: "Tell me about the')
+    assert "STOPHERE" not in streamed and "nebula" not in streamed
+    assert whole["message"]["content"] == streamed
+    assert lines[-1]["done_reason"] == whole["done_reason"] == "stop"
+    assert whole["eval_count"] == count_tokens(streamed)
+
+
+async def test_sampling_options_are_recorded_under_ollamas_names(
+    url: str, app_and_url: tuple[Any, str]
+) -> None:
+    options = {
+        "temperature": 0.3,
+        "num_ctx": 2048,
+        "top_p": 0.9,
+        "top_k": 0,
+        "min_p": 0.05,
+        "repeat_penalty": 1.1,
+        "presence_penalty": -0.5,
+        "frequency_penalty": 0.5,
+        "seed": 42,
+        "stop": ["\nUser:"],
+    }
+    async with httpx.AsyncClient(base_url=url) as client:
+        await client.post("/api/chat", json=chat_body("hi", stream=False, options=options))
+        await client.post("/api/chat", json=chat_body("hi", stream=False))
+
+    with_options, without = app_and_url[0].state.recorder.prompts
+    assert with_options.sampling == {
+        k: v for k, v in options.items() if k not in ("temperature", "num_ctx")
+    }
+    assert without.sampling == {}
+
+
+@pytest.mark.parametrize(
+    "options", [{"stop": "User:"}, {"stop": [1]}, {"top_k": 1.5}, {"seed": "1"}, {"top_p": "x"}]
+)
+async def test_badly_typed_sampling_options_are_400(url: str, options: dict[str, Any]) -> None:
+    async with httpx.AsyncClient(base_url=url) as client:
+        response = await client.post("/api/chat", json=chat_body("hi", options=options))
+
+    assert response.status_code == 400
+    assert "error" in response.json()

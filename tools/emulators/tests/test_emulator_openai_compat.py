@@ -163,3 +163,80 @@ async def test_fail_status_injection() -> None:
 
     assert response.status_code == 429
     assert response.json()["error"]["type"] == "RateLimitError"
+
+
+STOP_MESSAGES = [{"role": "user", "content": "Where is the STOPHERE teapot?"}]
+
+
+async def test_stop_cuts_the_streamed_and_whole_reply_before_the_stop_text(url: str) -> None:
+    body = {"model": MODEL, "messages": STOP_MESSAGES, "stop": ["never-written", "STOPHERE"]}
+    events = await sse_events(url, {**body, "stream": True})
+    async with httpx.AsyncClient(base_url=url, headers=AUTH) as client:
+        whole = (await client.post("/v1/chat/completions", json=body)).json()
+
+    streamed = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1])
+    assert streamed.endswith('You said: "Where is the')
+    assert "STOPHERE" not in streamed and "teapot" not in streamed
+    assert whole["choices"][0]["message"]["content"] == streamed
+    finish = events[-2]["choices"][0]
+    assert finish["finish_reason"] == whole["choices"][0]["finish_reason"] == "stop"
+    assert finish["stop_reason"] == whole["choices"][0]["stop_reason"] == "STOPHERE"
+    assert whole["usage"]["completion_tokens"] == count_tokens(streamed)
+
+
+async def test_a_single_stop_string_is_taken() -> None:
+    app = create_app(OpenAICompatConfig())
+    transport = httpx.ASGITransport(app=app)
+    body = {"model": MODEL, "messages": STOP_MESSAGES, "stop": "STOPHERE", "top_k": -1}
+    async with httpx.AsyncClient(transport=transport, base_url="http://e") as client:
+        data = (await client.post("/v1/chat/completions", json=body)).json()
+
+    assert data["choices"][0]["message"]["content"].endswith('"Where is the')
+    assert app.state.recorder.last.sampling == {"stop": "STOPHERE", "top_k": -1}
+
+
+async def test_sampling_fields_are_recorded_under_their_names() -> None:
+    app = create_app(OpenAICompatConfig())
+    transport = httpx.ASGITransport(app=app)
+    sampling = {
+        "top_p": 0.9,
+        "top_k": 40,
+        "min_p": 0.05,
+        "repetition_penalty": 1.1,
+        "presence_penalty": -0.5,
+        "frequency_penalty": 0.5,
+        "seed": 42,
+        "stop": ["\nUser:"],
+    }
+    body = {"model": MODEL, "messages": MESSAGES, "temperature": 0.3}
+    async with httpx.AsyncClient(transport=transport, base_url="http://e") as client:
+        await client.post("/v1/chat/completions", json={**body, **sampling})
+        await client.post("/v1/chat/completions", json=body)
+
+    with_sampling, without = app.state.recorder.prompts
+    assert with_sampling.sampling == sampling
+    assert without.sampling == {}
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"top_p": 0},
+        {"top_p": 1.5},
+        {"top_k": -2},
+        {"top_k": 1.5},
+        {"min_p": 2},
+        {"repetition_penalty": 0},
+        {"presence_penalty": 3},
+        {"frequency_penalty": "1"},
+        {"seed": "1"},
+        {"stop": [1]},
+    ],
+)
+async def test_sampling_fields_vllm_refuses_are_400(url: str, field: dict[str, Any]) -> None:
+    body = {"model": MODEL, "messages": MESSAGES, **field}
+    async with httpx.AsyncClient(base_url=url, headers=AUTH) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "BadRequestError"

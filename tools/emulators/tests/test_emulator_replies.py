@@ -7,7 +7,9 @@ from avatar_emulators.replies import (
     build_reply,
     count_prompt_tokens,
     count_tokens,
+    cut_at_stop,
     fit_to_context,
+    parse_stop,
     split_reply,
 )
 
@@ -40,3 +42,21 @@ def test_reply_tokens_rebuild_the_reply() -> None:
     assert "".join(split_reply(reply)) == reply
     assert len(split_reply(reply)) == count_tokens(reply)
     assert "hello world" in reply
+
+
+def test_reply_is_cut_before_the_earliest_stop_sequence() -> None:
+    assert cut_at_stop("one two three two", ["three", "two"]) == ("one ", "two")
+    assert cut_at_stop("one two", ["four"]) == ("one two", None)
+    assert cut_at_stop("one two", []) == ("one two", None)
+
+
+def test_stop_is_a_string_or_strings() -> None:
+    assert parse_stop(None) == []
+    assert parse_stop("User:") == ["User:"]
+    assert parse_stop(["a", "", "b"]) == ["a", "b"]
+    for bad in (3, ["a", 1], {"a": 1}):
+        try:
+            parse_stop(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} was taken")

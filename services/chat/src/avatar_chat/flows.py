@@ -19,7 +19,7 @@ they hold for that conversation whatever becomes of the reply.)
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from redis.exceptions import RedisError
 
@@ -183,7 +183,11 @@ async def _planned(
     )
     context = await chat.context.fit(talk, state.summaries)
     messages = prompt.finish(context.messages)
-    request = LlmRequest(model, messages, body.temperature, body.max_tokens, window)
+    sampling = body.sampling()
+    # The model must not write the user's lines: it stops where one would begin.
+    stop = dict.fromkeys((f"\n{prompt.macros.user}:", *sampling.stop))  # in order, once each
+    sampling = replace(sampling, stop=tuple(stop))
+    request = LlmRequest(model, messages, body.temperature, body.max_tokens, window, sampling)
     receipt = _receipt(prompt, context, estimate, body.max_tokens)
     return Turn(body, session_id, voice_id, request, context, receipt)
 

@@ -12,7 +12,10 @@ counts whitespace-separated words; a prompt costs ``count_tokens(content) + 4`` 
 reply streams one word per chunk, so ``eval_count`` is the number of content chunks. Like Ollama,
 when the prompt exceeds ``options.num_ctx`` (default ``OllamaConfig.default_num_ctx``) the oldest
 non-system messages are silently dropped (system messages and the last message are kept);
-``options.num_predict`` caps the reply (``done_reason: "length"``).
+``options.num_predict`` caps the reply (``done_reason: "length"``). ``options.stop`` (an array of
+strings) ends the reply before the first stop sequence it holds, and the stop text is not sent,
+as Ollama's runner does; the other sampling options (``SAMPLING_OPTIONS``) are type-checked and
+recorded (``PromptRecord.sampling``), and do not change the reply.
 
 Test hooks: ``app.state.recorder`` (a ``PromptRecorder``) and ``GET``/``DELETE /_emulator/prompts``.
 Failure injection: the model ``emulator-error-midstream`` streams a few chunks, then the line
@@ -44,6 +47,7 @@ from avatar_emulators.replies import (
     build_reply,
     count_prompt_tokens,
     count_tokens,
+    cut_at_stop,
     fit_to_context,
     limit_tokens,
     split_reply,
@@ -53,6 +57,18 @@ from avatar_emulators.replies import (
 )
 
 __all__ = ["OllamaConfig", "PromptRecord", "PromptRecorder", "count_tokens", "create_app"]
+
+# The sampling options recorded, under Ollama's names (docs/api.md, "Generate request (With
+# options)"), and the type each must have.
+INT_SAMPLING_OPTIONS = ("top_k", "seed")
+FLOAT_SAMPLING_OPTIONS = (
+    "top_p",
+    "min_p",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+)
+SAMPLING_OPTIONS = (*INT_SAMPLING_OPTIONS, *FLOAT_SAMPLING_OPTIONS, "stop")
 
 # Ollama reports a model load time; the emulator has nothing to load, so it reports a constant.
 LOAD_DURATION_NS = 1_000_000
@@ -87,6 +103,8 @@ class ChatRequest:
     num_ctx: int
     num_predict: int | None
     temperature: float | None
+    stop: list[str]
+    sampling: dict[str, Any]  # the sampling options received (SAMPLING_OPTIONS)
 
 
 def _canonical(name: str) -> str:
@@ -114,6 +132,23 @@ def _float_option(options: dict[str, Any], name: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise OllamaError(400, f"option {name} must be a number")
     return float(value)
+
+
+def _stop_option(options: dict[str, Any]) -> list[str]:
+    value = options.get("stop")
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise OllamaError(400, "option stop must be an array of strings")
+    return [s for s in value if s]
+
+
+def _sampling_options(options: dict[str, Any]) -> dict[str, Any]:
+    for name in INT_SAMPLING_OPTIONS:
+        _int_option(options, name)
+    for name in FLOAT_SAMPLING_OPTIONS:
+        _float_option(options, name)
+    return {name: options[name] for name in SAMPLING_OPTIONS if name in options}
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -153,6 +188,8 @@ def _parse_chat_request(body: dict[str, Any], default_num_ctx: int) -> ChatReque
         num_ctx=num_ctx,
         num_predict=_int_option(options, "num_predict"),
         temperature=_float_option(options, "temperature"),
+        stop=_stop_option(options),
+        sampling=_sampling_options(options),
     )
 
 
@@ -297,6 +334,7 @@ def _fit_and_record(req: ChatRequest, recorder: PromptRecorder) -> tuple[list[Me
             prompt_tokens=prompt_tokens,
             options=req.options,
             stream=req.stream,
+            sampling=req.sampling,
         )
     )
     return used, prompt_tokens
@@ -319,8 +357,8 @@ async def _answer(
     record: PromptRecord,
 ) -> Response:
     """Generate the reply and send it as an NDJSON stream or as one JSON object."""
-    reply = split_reply(build_reply(used, req.model, req.temperature))
-    tokens, cut = limit_tokens(reply, req.num_predict)
+    reply, _ = cut_at_stop(build_reply(used, req.model, req.temperature), req.stop)
+    tokens, cut = limit_tokens(split_reply(reply), req.num_predict)
     done_reason = "length" if cut else "stop"
     if req.stream:
         stream = _stream_chat(

@@ -15,6 +15,11 @@ Token rule (shared with the Ollama emulator, see ``avatar_emulators.replies``): 
 counts whitespace-separated words; a prompt costs ``count_tokens(content) + 4`` per message; one
 content delta is one token, so ``completion_tokens`` is the number of content deltas. Like vLLM,
 a prompt plus ``max_tokens`` longer than ``max_model_len`` is rejected with 400 (no truncation).
+``stop`` (a string or an array of strings) ends the reply before the first stop sequence it
+holds (``finish_reason: "stop"``, ``stop_reason``: the sequence), and the stop text is not sent,
+as vLLM does by default (``include_stop_str_in_output: false``); the other sampling fields
+(``SAMPLING_FIELDS``: OpenAI's and vLLM's extra ``top_k``, ``min_p``, ``repetition_penalty``) are
+checked as vLLM checks them and recorded (``PromptRecord.sampling``), and do not change the reply.
 
 Test hooks: ``app.state.recorder`` (a ``PromptRecorder``) and ``GET``/``DELETE /_emulator/prompts``.
 Failure injection: the model ``emulator-error-midstream`` streams a few deltas, then
@@ -27,7 +32,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +50,9 @@ from avatar_emulators.replies import (
     build_reply,
     count_prompt_tokens,
     count_tokens,
+    cut_at_stop,
     limit_tokens,
+    parse_stop,
     split_reply,
     validate_messages,
     wait_before_token,
@@ -67,6 +74,21 @@ _ERROR_TYPES = {
     429: "RateLimitError",
     500: "InternalServerError",
     503: "ServiceUnavailableError",
+}
+
+
+# The sampling fields recorded, and the values vLLM's SamplingParams refuses (a 400), with
+# its words.
+_FLOAT_FIELDS = ("top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
+_INT_FIELDS = ("top_k", "seed")
+SAMPLING_FIELDS = (*_FLOAT_FIELDS, *_INT_FIELDS, "stop")
+_VLLM_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "top_p": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "min_p": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "repetition_penalty": (lambda v: v > 0, "must be greater than zero"),
+    "presence_penalty": (lambda v: -2 <= v <= 2, "must be in [-2, 2]"),
+    "frequency_penalty": (lambda v: -2 <= v <= 2, "must be in [-2, 2]"),
+    "top_k": (lambda v: v >= -1, "must be 0 (disable), or at least 1"),
 }
 
 
@@ -111,6 +133,24 @@ class CompletionRequest:
     max_tokens: int | None
     temperature: float | None
     options: dict[str, Any]
+    stop: list[str]
+    sampling: dict[str, Any]  # the sampling fields received (SAMPLING_FIELDS)
+
+
+def _sampling(body: dict[str, Any]) -> dict[str, Any]:
+    """The sampling fields received, refused (400) where vLLM refuses them."""
+    for name in (*_FLOAT_FIELDS, *_INT_FIELDS):
+        value = body.get(name)
+        if value is None:
+            continue
+        number = name in _FLOAT_FIELDS
+        if isinstance(value, bool) or not isinstance(value, int | float if number else int):
+            kind = "a number" if number else "an integer"
+            raise OpenAIError(400, f"{name} must be {kind}, got {value!r}.")
+        accepts, words = _VLLM_RANGES.get(name, (lambda _: True, ""))
+        if not accepts(value):
+            raise OpenAIError(400, f"{name} {words}, got {value}.")
+    return {name: body[name] for name in SAMPLING_FIELDS if name in body}
 
 
 def _optional_positive_int(body: dict[str, Any], name: str) -> int | None:
@@ -166,7 +206,16 @@ def _parse_request(body: Any) -> CompletionRequest:
         max_tokens=max_tokens,
         temperature=None if temperature is None else float(temperature),
         options={k: v for k, v in body.items() if k not in ("model", "messages", "stream")},
+        stop=_stop(body),
+        sampling=_sampling(body),
     )
+
+
+def _stop(body: dict[str, Any]) -> list[str]:
+    try:
+        return parse_stop(body.get("stop"))
+    except ValueError as exc:
+        raise OpenAIError(400, str(exc)) from exc
 
 
 def _check_context(prompt_tokens: int, max_tokens: int | None, max_model_len: int) -> None:
@@ -200,15 +249,23 @@ class _Completion:
     finish_reason: str
     prompt_tokens: int
     include_usage: bool
+    stop_reason: str | None = None  # the stop sequence that ended the reply, as vLLM reports
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        stop_reason = self.stop_reason if finish_reason else None
         chunk: dict[str, Any] = {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
             "choices": [
-                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+                {
+                    "index": 0,
+                    "delta": delta,
+                    "logprobs": None,
+                    "finish_reason": finish_reason,
+                    "stop_reason": stop_reason,
+                }
             ],
         }
         if self.include_usage:
@@ -235,6 +292,7 @@ class _Completion:
                     "message": message,
                     "logprobs": None,
                     "finish_reason": self.finish_reason,
+                    "stop_reason": self.stop_reason,
                 }
             ],
             "usage": _usage(self.prompt_tokens, len(self.tokens)),
@@ -370,13 +428,13 @@ def _prompt_record(req: CompletionRequest, prompt_tokens: int) -> PromptRecord:
         prompt_tokens=prompt_tokens,
         options=req.options,
         stream=req.stream,
+        sampling=req.sampling,
     )
 
 
 def _new_completion(req: CompletionRequest, prompt_tokens: int) -> _Completion:
-    tokens, cut = limit_tokens(
-        split_reply(build_reply(req.messages, req.model, req.temperature)), req.max_tokens
-    )
+    reply, stopped_by = cut_at_stop(build_reply(req.messages, req.model, req.temperature), req.stop)
+    tokens, cut = limit_tokens(split_reply(reply), req.max_tokens)
     return _Completion(
         id=f"chatcmpl-{uuid.uuid4().hex}",
         created=int(time.time()),
@@ -385,4 +443,5 @@ def _new_completion(req: CompletionRequest, prompt_tokens: int) -> _Completion:
         finish_reason="length" if cut else "stop",
         prompt_tokens=prompt_tokens,
         include_usage=req.include_usage,
+        stop_reason=None if cut else stopped_by,
     )

@@ -8,7 +8,8 @@ Token rule (fixed, used by every emulator and by tests):
       ``count_tokens(reply)``.
 
 Replies are deterministic: they depend only on the model name, the messages and the temperature,
-so tests can assert on them.
+so tests can assert on them. Stop sequences are honoured as Ollama and vLLM do: the reply ends
+before the first stop sequence it holds, and the stop text is not sent (streamed or not).
 """
 
 from __future__ import annotations
@@ -116,6 +117,26 @@ def build_reply(messages: Sequence[Message], model: str, temperature: float | No
     return " ".join(" ".join(sentences).split())
 
 
+def parse_stop(value: Any) -> list[str]:
+    """A `stop` field: one string or an array of strings (absent: none); raises ValueError."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise ValueError("stop must be a string or an array of strings")
+    return [s for s in value if s]
+
+
+def cut_at_stop(reply: str, stop: Sequence[str]) -> tuple[str, str | None]:
+    """The reply up to the earliest stop sequence in it (left out), and the one that matched."""
+    found = [(reply.find(s), s) for s in stop if s in reply]
+    if not found:
+        return reply, None
+    index, matched = min(found)
+    return reply[:index], matched
+
+
 def split_reply(reply: str) -> list[str]:
     """Split a reply into stream tokens (one per word, each but the first with a leading space)."""
     words = reply.split()
@@ -166,6 +187,9 @@ class PromptRecord:
     # Content tokens actually sent when streaming: a reader that went away stops the count,
     # which lets tests see that a client's disconnect reached the emulator.
     tokens_sent: int = 0
+    # The sampling controls received, under the server's own names (Ollama: from `options`;
+    # OpenAI-compatible: top-level fields); those not sent are absent.
+    sampling: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -182,6 +206,11 @@ class PromptRecorder:
 
     def clear(self) -> None:
         self.prompts.clear()
+
+    @property
+    def last(self) -> PromptRecord:
+        """The latest prompt received (IndexError when there is none)."""
+        return self.prompts[-1]
 
 
 @dataclass

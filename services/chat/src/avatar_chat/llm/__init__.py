@@ -4,12 +4,12 @@ context window, and the health check."""
 
 import aiohttp
 
-from avatar_chat.llm.base import LlmClient, LlmReply, LlmRequest, open_llm_http
+from avatar_chat.llm.base import LlmClient, LlmReply, LlmRequest, Sampling, open_llm_http
 from avatar_chat.llm.ollama import OllamaClient
 from avatar_chat.llm.openai_compat import OpenAICompatClient
 from avatar_chat.settings import ChatSettings
 
-__all__ = ["LlmClient", "LlmReply", "LlmRequest", "make_llm_client", "open_llm_http"]
+__all__ = ["LlmClient", "LlmReply", "LlmRequest", "Sampling", "make_llm_client", "open_llm_http"]
 
 
 def make_llm_client(settings: ChatSettings, http: aiohttp.ClientSession) -> LlmClient:

@@ -25,12 +25,28 @@ from avatar_shared.metrics import upstream_call
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """The optional generation controls of a request. None (and no stop sequences) means the
+    server's own default: the field is not sent. Each provider maps them to its own names."""
+
+    top_p: float | None = None
+    top_k: int | None = None  # 0: off
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()  # the server stops before any of them and leaves it out
+
+
+@dataclass(frozen=True)
 class LlmRequest:
     model: str
     messages: list[dict[str, str]]  # the system message first
     temperature: float
     max_tokens: int
     context_tokens: int  # the window planned for: sent to Ollama as num_ctx
+    sampling: Sampling = Sampling()  # summaries: the server's defaults
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from avatar_chat.llm.base import LlmClient, LlmReply, LlmRequest, StreamPiece
+from avatar_chat.llm.base import LlmClient, LlmReply, LlmRequest, Sampling, StreamPiece
 from avatar_chat.llm.wire import failed, json_object, malformed, positive_int, token_count
 
 
@@ -27,6 +27,7 @@ class OllamaClient(LlmClient):
                 "temperature": request.temperature,
                 "num_predict": request.max_tokens,
                 "num_ctx": request.context_tokens,
+                **_sampling_options(request.sampling),
             },
         }
 
@@ -54,6 +55,22 @@ class OllamaClient(LlmClient):
         if not isinstance(info, dict):
             return None
         return positive_int(info.get(f"{info.get('general.architecture')}.context_length"))
+
+
+def _sampling_options(sampling: Sampling) -> dict[str, Any]:
+    """The generation controls given, under Ollama's option names (docs/api.md, "Generate
+    request (With options)"): its repetition penalty is `repeat_penalty`."""
+    options = {
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k,  # 0 turns it off, as the request's 0 means
+        "min_p": sampling.min_p,
+        "repeat_penalty": sampling.repetition_penalty,
+        "presence_penalty": sampling.presence_penalty,
+        "frequency_penalty": sampling.frequency_penalty,
+        "seed": sampling.seed,
+        "stop": list(sampling.stop) or None,
+    }
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def _content(body: dict[str, Any]) -> str | None:

@@ -3,7 +3,7 @@ ending `data: [DONE]` when streaming), GET /v1/models. The base URL may carry a 
 
 from typing import Any
 
-from avatar_chat.llm.base import LlmClient, LlmReply, LlmRequest, StreamPiece
+from avatar_chat.llm.base import LlmClient, LlmReply, LlmRequest, Sampling, StreamPiece
 from avatar_chat.llm.wire import failed, json_object, malformed, positive_int, token_count
 
 
@@ -29,6 +29,7 @@ class OpenAICompatClient(LlmClient):
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
             "stream": stream,
+            **_sampling_fields(request.sampling),
         }
         if stream:  # usage arrives in a last chunk only when asked for
             payload["stream_options"] = {"include_usage": True}
@@ -67,6 +68,24 @@ class OpenAICompatClient(LlmClient):
             if isinstance(entry, dict) and entry.get("id") == model:
                 return positive_int(entry.get("max_model_len"))
         return None
+
+
+def _sampling_fields(sampling: Sampling) -> dict[str, Any]:
+    """The generation controls given: OpenAI's own fields, and vLLM's extra sampling
+    parameters `top_k`, `min_p`, `repetition_penalty` (a server without them may refuse them;
+    they are sent only when the request sets them)."""
+    fields = {
+        "top_p": sampling.top_p,
+        "presence_penalty": sampling.presence_penalty,
+        "frequency_penalty": sampling.frequency_penalty,
+        "seed": sampling.seed,
+        "stop": list(sampling.stop) or None,
+        # Off is -1 for every vLLM; 0 only for the newer ones (older ones refuse 0).
+        "top_k": -1 if sampling.top_k == 0 else sampling.top_k,
+        "min_p": sampling.min_p,
+        "repetition_penalty": sampling.repetition_penalty,
+    }
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _counts(usage: object) -> tuple[int, int]:
