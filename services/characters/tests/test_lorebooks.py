@@ -110,7 +110,7 @@ def test_the_card_schema_points_at_the_lorebook_schema(redis_url):
     book = body["content"]["application/json"]["schema"]["properties"]["data"]["properties"][
         "character_book"
     ]
-    ref = book["anyOf"][0]["$ref"].removeprefix("#/components/schemas/")
+    ref = book["anyOf"][0]["allOf"][0]["$ref"].removeprefix("#/components/schemas/")
     assert "entries" in document["components"]["schemas"][ref]["properties"]
     answer = document["paths"]["/api/characters/{character_id}/lorebook"]["get"]["responses"]
     assert answer["200"]["content"]["application/json"]["schema"]["$ref"].endswith(

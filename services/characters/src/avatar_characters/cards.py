@@ -39,6 +39,7 @@ V2, V3 = "chara_card_v2", "chara_card_v3"
 _TEXT = {"type": ["string", "null"]}
 _LIST = {"type": ["array", "null"]}
 _SOME_TEXT = {"type": "string", "pattern": SOME_TEXT}
+LOREBOOK_REF = "#/components/schemas/Lorebook"  # the lorebook routes put it in the document
 # Card fields that become one of our text fields, cut to its limit (the card keeps them whole).
 CUT_FIELDS = {
     "creator_notes": "description",
@@ -74,7 +75,10 @@ CARD_SCHEMA = {
                 **{key: _LIST for key in LIST_FIELDS},
                 "extensions": {"type": ["object", "null"]},
                 "character_book": {
-                    "anyOf": [{"$ref": "#/components/schemas/Lorebook"}, {"type": "null"}]
+                    "anyOf": [
+                        {"allOf": [{"$ref": LOREBOOK_REF}], "required": ["entries"]},
+                        {"type": "null"},
+                    ]
                 },
             },
             "anyOf": [
