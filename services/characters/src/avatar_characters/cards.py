@@ -8,15 +8,26 @@ reader prefers `ccv3` when both are present). Pure functions: bytes in, bytes or
 import base64
 import binascii
 import copy
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from avatar_characters.errors import BadCard, CardTooLarge
 from avatar_characters.png import PNG_SIGNATURE, check_dimensions, chunks_of, text_chunks
-from avatar_characters.schemas import MAX_TAG_CHARS, MAX_TAGS, max_length
+from avatar_characters.schemas import (
+    MAX_GREETINGS,
+    MAX_PROMPT_CHARS,
+    MAX_TAG_CHARS,
+    MAX_TAGS,
+    max_length,
+)
+from avatar_shared.errors import describe_errors
 from avatar_shared.json_types import SOME_TEXT
+from avatar_shared.lorebook import Lorebook
 
 MAX_CARD_BYTES = 10 * 1024 * 1024
 MAX_DEPTH = 32  # nesting of the card's JSON: deeper breaks copying it (RecursionError)
@@ -28,13 +39,29 @@ V2, V3 = "chara_card_v2", "chara_card_v3"
 _TEXT = {"type": ["string", "null"]}
 _LIST = {"type": ["array", "null"]}
 _SOME_TEXT = {"type": "string", "pattern": SOME_TEXT}
-# What `read_card` accepts as JSON, for the OpenAPI document. (Two rules it cannot say: the
-# persona, description and personality joined, is at most 8000 characters; nesting is at
-# most MAX_DEPTH levels.) Fields beyond these are kept whole for export.
+LOREBOOK_REF = "#/components/schemas/Lorebook"  # the lorebook routes put it in the document
+# Card fields that become one of our text fields, cut to its limit (the card keeps them whole).
+CUT_FIELDS = {
+    "creator_notes": "description",
+    "mes_example": "sample_dialogue",
+    "scenario": "scenario",
+    "first_mes": "first_message",
+    "personality": "personality",
+    "system_prompt": "system_prompt",
+    "post_history_instructions": "post_history_instructions",
+    "nickname": "nickname",
+}
+# What `read_card` accepts as JSON, for the OpenAPI document. (Two rules it cannot say: a card
+# without a description has its personality as the persona, at most 8000 characters; nesting
+# is at most MAX_DEPTH levels.) Fields beyond these are kept whole for export.
 CARD_SCHEMA = {
     "type": "object",
     "description": "A Character Card V2 or V3 (character-card-spec-v2/v3). Its description "
-    "and personality, joined, become the persona: at most 8000 characters.",
+    "becomes the persona (at most 8000 characters; the personality when it has no "
+    "description); personality, scenario, first_mes, alternate_greetings, mes_example, "
+    "system_prompt, post_history_instructions and V3's nickname become the fields of the same "
+    "meaning (longer texts are cut to their limits, the card keeps them whole for export), and "
+    "character_book the lorebook (refused when it breaks the Lorebook schema).",
     "required": ["spec", "data"],
     "properties": {
         "spec": {"enum": [V2, V3]},
@@ -44,14 +71,14 @@ CARD_SCHEMA = {
             "properties": {
                 "name": {**_SOME_TEXT, "maxLength": max_length("name")},
                 "description": {**_TEXT, "maxLength": max_length("persona")},
-                "personality": {**_TEXT, "maxLength": max_length("persona")},
-                **{key: _TEXT for key in ("creator_notes", "mes_example", "scenario", "first_mes")},
+                **{key: _TEXT for key in CUT_FIELDS},
                 **{key: _LIST for key in LIST_FIELDS},
                 "extensions": {"type": ["object", "null"]},
                 "character_book": {
-                    "type": ["object", "null"],
-                    "required": ["entries"],
-                    "properties": {"entries": {"type": "array", "items": {"type": "object"}}},
+                    "anyOf": [
+                        {"allOf": [{"$ref": LOREBOOK_REF}], "required": ["entries"]},
+                        {"type": "null"},
+                    ]
                 },
             },
             "anyOf": [
@@ -150,8 +177,9 @@ def import_card(card: dict[str, Any]) -> ImportedCard:
     data = card.get("data")
     if not isinstance(data, dict):
         raise BadCard("The card has no 'data' object.")
-    name = _text(data, "name")
-    persona = "\n\n".join(p for p in (_text(data, "description"), _text(data, "personality")) if p)
+    name, description = _text(data, "name"), _text(data, "description")
+    # The description is the persona; a card with a personality alone makes that the persona.
+    persona = description or _text(data, "personality")
     if not name or not persona:
         raise BadCard("The card needs a name and a description or personality.")
     for field, value in (("name", name), ("persona", persona)):
@@ -160,25 +188,66 @@ def import_card(card: dict[str, Any]) -> ImportedCard:
     tags = data.get("tags") or []
     if not isinstance(tags, list):
         raise BadCard("The card's 'tags' is not a list.")
-    # Display fields are cut to our limits; the stored card keeps the full text for export.
-    longer = {
-        "description": _text(data, "creator_notes"),
-        "sample_dialogue": _text(data, "mes_example"),
-        "scenario": _text(data, "scenario"),
-        "first_message": _text(data, "first_mes"),
-    }
+    # Text fields are cut to our limits; the stored card keeps the full text for export.
+    cut = {field: _text(data, key)[: max_length(field)] for key, field in CUT_FIELDS.items()}
+    if not description:
+        cut["personality"] = ""  # it is the persona already
     fields = {
         "name": name,
         "persona": persona,
-        **{field: text[: max_length(field)] for field, text in longer.items()},
+        **cut,
         "tags": [t.strip()[:MAX_TAG_CHARS] for t in tags if isinstance(t, str) and t.strip()][
             :MAX_TAGS
         ],
+        "alternate_greetings": _greetings(data.get("alternate_greetings") or []),
+        "lorebook": _lorebook(data.get("character_book")),
     }
     return ImportedCard(fields, copy.deepcopy(card))
 
 
+def _greetings(greetings: list[Any]) -> list[str]:
+    texts = (g.strip()[:MAX_PROMPT_CHARS] for g in greetings if isinstance(g, str))
+    return [g for g in texts if g][:MAX_GREETINGS]
+
+
+def _lorebook(book: object) -> Lorebook | None:
+    if book is None:
+        return None
+    try:
+        return Lorebook.model_validate(book)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("character_book", *e["loc"])} for e in exc.errors()]
+        raise BadCard(f"The card's lorebook is invalid: {describe_errors(errors)}.") from exc
+
+
+def book_digest(book: dict[str, Any] | None) -> str | None:
+    """What tells an export whether a lorebook was changed since import (the book itself is
+    not kept a second time for that)."""
+    if book is None:
+        return None
+    canonical = json.dumps(book, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 # --- writing a card -----------------------------------------------------------------------
+
+
+# Our fields and the card fields they are written back to.
+CARD_KEYS = {
+    "name": "name",
+    "persona": "description",
+    "personality": "personality",
+    "description": "creator_notes",
+    "sample_dialogue": "mes_example",
+    "scenario": "scenario",
+    "first_message": "first_mes",
+    "alternate_greetings": "alternate_greetings",
+    "system_prompt": "system_prompt",
+    "post_history_instructions": "post_history_instructions",
+    "nickname": "nickname",
+    "tags": "tags",
+}
+LIST_OF = ("alternate_greetings", "tags")
 
 
 def export_card(character: dict[str, Any], spec: str = V3) -> dict[str, Any]:
@@ -187,24 +256,24 @@ def export_card(character: dict[str, Any], spec: str = V3) -> dict[str, Any]:
     card = copy.deepcopy(character.get("card") or {})
     data = card.setdefault("data", {})
     imported = character.get("imported_fields") or {}
-    ours = {
-        "name": ("name",),
-        "persona": ("description", "personality"),
-        "description": ("creator_notes",),
-        "sample_dialogue": ("mes_example",),
-        "scenario": ("scenario",),
-        "first_message": ("first_mes",),
-    }
-    for field, card_keys in ours.items():
-        value = character.get(field) or ""
-        if field not in imported or imported[field] != value:
-            data[card_keys[0]] = value
-            for other in card_keys[1:]:
-                data[other] = ""  # persona now lives in description alone
-    if imported.get("tags") != character.get("tags"):
-        data["tags"] = list(character.get("tags") or [])
-    for key, empty in (("personality", ""), ("scenario", ""), ("first_mes", ""),
-                       ("mes_example", ""), ("creator_notes", ""), ("system_prompt", ""),
+    for field, key in CARD_KEYS.items():
+        value = copy.deepcopy(character.get(field))
+        if value is None:
+            value = [] if field in LIST_OF else ""
+        if field in imported:
+            if imported[field] != value:  # changed since the import: the edit wins
+                data[key] = value
+        elif value:  # set here; empty, the card's own is kept (imported before the field was)
+            data[key] = value
+    legacy = imported and "personality" not in imported and not character.get("personality")
+    if legacy and imported.get("persona") != character.get("persona"):
+        # Imported when the persona was the description and personality joined: an edited
+        # persona replaces both.
+        data["personality"] = ""
+    _export_book(data, character.get("lorebook"), imported)
+    for key, empty in (("description", ""), ("personality", ""), ("scenario", ""),
+                       ("first_mes", ""), ("mes_example", ""), ("creator_notes", ""),
+                       ("system_prompt", ""),
                        ("post_history_instructions", ""), ("alternate_greetings", []),
                        ("tags", []), ("creator", ""), ("character_version", ""),
                        ("extensions", {})):  # fmt: skip
@@ -215,6 +284,20 @@ def export_card(character: dict[str, Any], spec: str = V3) -> dict[str, Any]:
     else:
         card.update(spec=V2, spec_version="2.0")
     return card
+
+
+def _export_book(
+    data: dict[str, Any], book: dict[str, Any] | None, imported: dict[str, Any]
+) -> None:
+    """The card keeps the book it came with unless the lorebook was changed since."""
+    if "lorebook" in imported and imported["lorebook"] == book_digest(book):
+        return
+    if "lorebook" not in imported and book is None:
+        return  # never had one here (or imported before lorebooks were read)
+    if book is None:
+        data.pop("character_book", None)
+    else:
+        data["character_book"] = copy.deepcopy(book)
 
 
 def _complete_for_v3(data: dict[str, Any], updated_at: str | None) -> None:

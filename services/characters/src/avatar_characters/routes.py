@@ -23,6 +23,7 @@ from avatar_characters.schemas import (
     CharacterPage,
     CharacterPatch,
     Deleted,
+    LorebookEnvelope,
 )
 from avatar_shared.envelope import Envelope, ok
 from avatar_shared.errors import (
@@ -35,6 +36,7 @@ from avatar_shared.errors import (
     error_responses,
 )
 from avatar_shared.identity import CALLER_ERRORS, WRITER_ERRORS, UserId
+from avatar_shared.lorebook import Lorebook
 from avatar_shared.rate import RATE_ERRORS
 
 router = APIRouter(prefix="/api/characters", tags=["characters"], responses=error_responses(COMMON))
@@ -182,6 +184,28 @@ async def patch(
     character_id: str, body: CharacterPatch, chars: CharactersDep, user_id: WriterId
 ) -> Envelope[Character]:
     return ok(await chars.patch(character_id, user_id, body))
+
+
+@router.get(
+    "/{character_id}/lorebook",
+    response_model=LorebookEnvelope,
+    summary="The character's lorebook (an empty one when it has none)",
+    responses=error_responses(PARAMETERS, CharacterNotFound, STORE),
+)
+async def get_lorebook(character_id: str, chars: CharactersDep) -> LorebookEnvelope:
+    return LorebookEnvelope(data=await chars.lorebook(character_id))
+
+
+@router.put(
+    "/{character_id}/lorebook",
+    response_model=LorebookEnvelope,
+    summary="Replace the character's lorebook (Card V2 character_book, V3 additions)",
+    responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, QuotaExceeded),
+)
+async def replace_lorebook(
+    character_id: str, body: Lorebook, chars: CharactersDep, user_id: WriterId
+) -> LorebookEnvelope:
+    return LorebookEnvelope(data=await chars.replace_lorebook(character_id, user_id, body))
 
 
 @router.delete(

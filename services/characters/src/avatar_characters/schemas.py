@@ -2,14 +2,30 @@
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, create_model, field_validator
 from pydantic.fields import FieldInfo
 
+from avatar_shared.envelope import Envelope
 from avatar_shared.json_types import SOME_TEXT
+from avatar_shared.lorebook import Lorebook
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 MAX_TAGS, MAX_TAG_CHARS = 20, 30
 Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS, pattern=SOME_TEXT)]
+MAX_GREETINGS, MAX_PROMPT_CHARS = 20, 4000
+Greeting = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS, pattern=SOME_TEXT)]
+
+# A lorebook as it was sent: the fields it set and nothing else (no nulls for what it left
+# out), so what is stored, answered and exported is the book that came in. (The serializer
+# has no return annotation on purpose: the document then keeps describing a Lorebook.)
+StoredBook = Annotated[
+    Lorebook,
+    PlainSerializer(lambda book, info: book.model_dump(mode=info.mode, exclude_unset=True)),
+]
+
+
+def empty_book() -> Lorebook:
+    return Lorebook(entries=[])  # set, so that it is answered as {"entries": []}
 
 
 # An http(s) URL or a site-relative path; empty clears it.
@@ -33,15 +49,31 @@ class CharacterFields(BaseModel):
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     sample_dialogue: str = Field("", max_length=4000)
     image_url: str | None = Field(None, max_length=2000, pattern=IMAGE_URL)
-    # Kept from an imported Character Card (its scenario and first message). Not in API.md:
-    # a PUT that leaves them out keeps their values (see CharacterService.replace).
-    scenario: str = Field("", max_length=4000)
-    first_message: str = Field("", max_length=4000)
+    # The rest of a Character Card's prompt fields (API.md, "Role-play prompt"); the chat
+    # service reads them from GET /api/characters/{id}. Not in the character object of
+    # API.md: a PUT that leaves them out keeps their values (see CharacterService.replace).
+    scenario: str = Field("", max_length=MAX_PROMPT_CHARS)
+    first_message: str = Field("", max_length=MAX_PROMPT_CHARS)  # the card's first_mes
+    personality: str = Field("", max_length=MAX_PROMPT_CHARS)
+    alternate_greetings: list[Greeting] = Field(default_factory=list, max_length=MAX_GREETINGS)
+    system_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    post_history_instructions: str = Field("", max_length=MAX_PROMPT_CHARS)
+    nickname: str = Field("", max_length=100)  # V3: {{char}} when set
+    lorebook: StoredBook | None = None  # the card's character_book
 
     _image_url = field_validator("image_url")(_empty_is_none)
 
 
-CARD_ONLY_FIELDS = ("scenario", "first_message")
+CARD_ONLY_FIELDS = (
+    "scenario",
+    "first_message",
+    "personality",
+    "alternate_greetings",
+    "system_prompt",
+    "post_history_instructions",
+    "nickname",
+    "lorebook",
+)
 
 
 def max_length(field: str) -> int:
@@ -57,6 +89,8 @@ def max_length(field: str) -> int:
 def _patch_field(field: FieldInfo) -> tuple[Any, None]:
     """The field with the same type and limits, but optional (null only where the type
     allows it: `image_url`, where it means "none")."""
+    if not field.metadata:
+        return field.annotation, None
     return Annotated[field.annotation, *field.metadata], None
 
 
@@ -93,3 +127,8 @@ class CharacterPage(BaseModel):
 class Deleted(BaseModel):
     id: str
     deleted: bool
+
+
+class LorebookEnvelope(Envelope[StoredBook]):
+    """A lorebook answered as it is stored (named, where Envelope[StoredBook] would be named
+    after its serializer)."""

@@ -8,7 +8,7 @@ import httpx
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from avatar_characters.cards import V2, V3, export_card, import_card, read_card
+from avatar_characters.cards import V2, V3, book_digest, export_card, import_card, read_card
 from avatar_characters.errors import CharacterNotFound, PresetReadOnly
 from avatar_characters.listing import ListQuery, stored_page
 from avatar_characters.peers.tts import VoiceDirectory
@@ -20,10 +20,12 @@ from avatar_characters.schemas import (
     CharacterFields,
     CharacterPage,
     CharacterPatch,
+    empty_book,
 )
 from avatar_characters.settings import CharactersSettings
 from avatar_characters.store import CharacterStore, PageKey
 from avatar_shared.errors import ValidationFailed, describe_errors
+from avatar_shared.lorebook import Lorebook
 from avatar_shared.rate import RateLimit
 
 
@@ -88,12 +90,21 @@ class CharacterService:
         return Character.model_validate(await self.store.create(user_id, fields.model_dump()))
 
     async def replace(self, character_id: str, user_id: str, fields: CharacterFields) -> Character:
-        # Card-kept fields are not in API.md: a frontend's PUT leaves them out and keeps them.
+        # The card's prompt fields are not in API.md's character object: a frontend's PUT
+        # leaves them out and keeps them (sent, they are replaced, as every other field).
         keep = {f for f in CARD_ONLY_FIELDS if f not in fields.model_fields_set}
         return await self._update(character_id, user_id, fields.model_dump(exclude=keep))
 
     async def patch(self, character_id: str, user_id: str, patch: CharacterPatch) -> Character:
         return await self._update(character_id, user_id, patch.model_dump(exclude_unset=True))
+
+    async def lorebook(self, character_id: str) -> Lorebook:
+        """The character's lorebook, or an empty one."""
+        return (await self.get(character_id)).lorebook or empty_book()
+
+    async def replace_lorebook(self, character_id: str, user_id: str, book: Lorebook) -> Lorebook:
+        changed = await self._update(character_id, user_id, {"lorebook": book})
+        return changed.lorebook or empty_book()
 
     async def _update(self, character_id: str, user_id: str, changes: dict[str, Any]) -> Character:
         if self.presets.get(character_id) is not None:
@@ -102,7 +113,8 @@ class CharacterService:
             await self.voices.check(changes["voice_id"])
 
         def apply(current: dict[str, Any]) -> dict[str, Any]:
-            editable = {f: current.get(f) for f in CharacterFields.model_fields}
+            # (A record from before a field existed leaves it out: its default.)
+            editable = {f: current[f] for f in CharacterFields.model_fields if f in current}
             try:  # the result is validated whole, so PATCH obeys the same limits as POST
                 merged = CharacterFields.model_validate({**editable, **changes})
             except ValidationError as exc:
@@ -122,6 +134,8 @@ class CharacterService:
         # What the card's fields became here (after trimming), so that the export can tell
         # which ones the user has changed since.
         as_imported = fields.model_dump(include=set(imported.fields))
+        # The book is kept in the record and in the card already: a digest tells the change.
+        as_imported["lorebook"] = book_digest(as_imported["lorebook"])
         record = {**fields.model_dump(), "imported_fields": as_imported}
         return Character.model_validate(await self.store.create(user_id, record, imported.card))
 

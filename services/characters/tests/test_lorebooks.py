@@ -1,0 +1,168 @@
+"""A character's lorebook on its own (GET/PUT /api/characters/{id}/lorebook), and the
+greetings, examples and lorebooks every preset carries."""
+
+import re
+
+import pytest
+
+from avatar_characters.app import create_app
+from avatar_characters.settings import CharactersSettings
+from avatar_shared.lorebook import Lorebook
+from tests.helpers import as_user
+
+from .helpers import ALICE, SERAPHINA, original_seraphina, upload
+
+BOB = as_user("bob")
+NEW = {"name": "나만의 캐릭터", "persona": "조용하고 다정한 도서관 사서."}
+BOOK = {
+    "name": "도서관",
+    "scan_depth": 6,
+    "entries": [
+        {"keys": ["서고"], "content": "지하 서고에는 금서가 있다.", "position": "after_char"},
+        {"keys": ["/사서+/i"], "use_regex": True, "content": "x", "extensions": {"depth": 2}},
+    ],
+}
+
+
+async def own_character(characters, **fields) -> str:
+    response = await characters.post("/api/characters", json={**NEW, **fields}, headers=ALICE)
+    return f"/api/characters/{response.json()['data']['id']}"
+
+
+async def test_a_character_without_a_book_answers_an_empty_one(characters):
+    path = await own_character(characters)
+    response = await characters.get(f"{path}/lorebook", headers=BOB)  # readable by anyone
+    assert response.status_code == 200
+    assert response.json() == {"success": True, "data": {"entries": []}}
+
+
+async def test_the_owner_replaces_the_book_and_it_is_answered_as_sent(characters):
+    path = await own_character(characters)
+    stored = await characters.put(f"{path}/lorebook", json=BOOK, headers=ALICE)
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["data"] == BOOK
+    assert (await characters.get(f"{path}/lorebook")).json()["data"] == BOOK
+    assert (await characters.get(path)).json()["data"]["lorebook"] == BOOK
+    exported = (await characters.get(f"{path}/export")).json()["data"]["character_book"]
+    assert exported["entries"][0]["content"] == BOOK["entries"][0]["content"]
+
+
+async def test_an_imported_books_round_trip_is_exact(characters):
+    imported = (await upload(characters, "s.png", SERAPHINA.read_bytes())).json()["data"]
+    path = f"/api/characters/{imported['id']}/lorebook"
+    book = (await characters.get(path)).json()["data"]
+    assert book == original_seraphina()["data"]["character_book"]
+    assert (await characters.put(path, json=book, headers=ALICE)).json()["data"] == book
+
+
+async def test_only_the_owner_may_replace_a_book(characters):
+    path = await own_character(characters, lorebook=BOOK)
+    refused = await characters.put(f"{path}/lorebook", json={"entries": []}, headers=BOB)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "not_owner"
+    assert (await characters.get(f"{path}/lorebook")).json()["data"] == BOOK
+
+
+async def test_preset_books_are_read_only(characters):
+    book = (await characters.get("/api/characters/hermione/lorebook")).json()["data"]
+    assert len(book["entries"]) >= 3
+    refused = await characters.put("/api/characters/hermione/lorebook", json={"entries": []})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "preset_read_only"
+    assert (await characters.get("/api/characters/hermione/lorebook")).json()["data"] == book
+
+
+async def test_missing_characters_have_no_book(characters):
+    for response in (
+        await characters.get("/api/characters/usr_0000000000000000/lorebook"),
+        await characters.put("/api/characters/usr_0000000000000000/lorebook", json=BOOK),
+    ):
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "character_not_found"
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"entries": 5}, "entries"),
+        ([], "body"),
+        ({"entries": [{"keys": ["k" * 201]}]}, "entries.0.keys.0"),
+        ({"entries": [{"keys": ["k"] * 65}]}, "entries.0.keys"),
+        ({"entries": [{"content": "c" * 8001}]}, "entries.0.content"),
+        ({"entries": [{"enabled": "yes"}]}, "entries.0.enabled"),
+        ({"entries": [{"position": "middle"}]}, "entries.0.position"),
+        ({"entries": [{}] * 501}, "entries"),
+        ({"entries": [], "token_budget": -1}, "token_budget"),
+        ({"entries": [], "scan_depth": 101}, "scan_depth"),
+    ],
+)
+async def test_an_invalid_book_is_422_and_changes_nothing(characters, body, says):
+    path = await own_character(characters, lorebook=BOOK)
+    before = (await characters.get(path)).json()["data"]
+    response = await characters.put(f"{path}/lorebook", json=body, headers=ALICE)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "validation_error" and says in error["message"]
+    assert (await characters.get(path)).json()["data"] == before
+
+
+def test_the_card_schema_points_at_the_lorebook_schema(redis_url):
+    document = create_app(CharactersSettings(redis_url=redis_url)).openapi()
+    body = document["paths"]["/api/characters/import"]["post"]["requestBody"]
+    book = body["content"]["application/json"]["schema"]["properties"]["data"]["properties"][
+        "character_book"
+    ]
+    ref = book["anyOf"][0]["allOf"][0]["$ref"].removeprefix("#/components/schemas/")
+    assert "entries" in document["components"]["schemas"][ref]["properties"]
+    answer = document["paths"]["/api/characters/{character_id}/lorebook"]["get"]["responses"]
+    assert answer["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/LorebookEnvelope"
+    )
+
+
+# --- the presets ---------------------------------------------------------------------------
+
+HANGUL = re.compile(r"[가-힣]")
+EXAMPLE_LINE = re.compile(r"^(<START>|\{\{user\}\}: .+|\{\{char\}\}: .+)$")
+
+
+async def test_every_preset_has_a_greeting_examples_and_a_lorebook(characters):
+    presets = (await characters.get("/api/characters/presets")).json()["data"]["characters"]
+    assert len(presets) >= 6
+    for preset in presets:
+        name = preset["id"]
+        assert HANGUL.search(preset["first_message"]), name
+        assert 1 <= len(preset["alternate_greetings"]) <= 2, name
+        assert all(HANGUL.search(g) for g in preset["alternate_greetings"]), name
+        examples = preset["sample_dialogue"]
+        assert examples.startswith("<START>\n") and examples.count("<START>") >= 2, name
+        assert all(EXAMPLE_LINE.match(line) for line in examples.split("\n")), name
+        assert "{{user}}: " in examples and "{{char}}: " in examples, name
+
+        book = Lorebook.model_validate(preset["lorebook"])  # what chat will read it as
+        assert 3 <= len(book.entries) <= 5, name
+        keys = [key for entry in book.entries for key in entry.keys]
+        assert len(keys) == len(set(keys)), name
+        for entry in book.entries:
+            assert any(HANGUL.search(key) for key in entry.keys), (name, entry.keys)
+            assert entry.enabled is True and entry.content and HANGUL.search(entry.content)
+            assert entry.position in ("before_char", "after_char")
+            assert isinstance(entry.insertion_order, int) and entry.keys, name
+        lore = (await characters.get(f"/api/characters/{name}/lorebook")).json()["data"]
+        assert lore == preset["lorebook"]
+
+
+@pytest.mark.parametrize(
+    ("preset", "key"),
+    [
+        ("hermione", "도서관"),
+        ("hermione", "그리핀도르"),
+        ("hermione", "윙가디움 레비오사"),
+        ("yi_sun_sin", "명량"),
+        ("yi_sun_sin", "거북선"),
+        ("yi_sun_sin", "한산도"),
+        ("sejong", "훈민정음"),
+        ("sherlock", "베이커가"),
+    ],
+)
+async def test_presets_know_their_worlds(characters, preset, key):
+    book = (await characters.get(f"/api/characters/{preset}/lorebook")).json()["data"]
+    assert any(key in entry["keys"] for entry in book["entries"])
