@@ -8,6 +8,8 @@ Where a helper lives: one used by a single service's tests goes in that service'
 the helpers they need from these modules; no test imports from a conftest.
 """
 
+import base64
+import json
 import logging
 import os
 import socket
@@ -16,11 +18,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import Request
 from prometheus_client.parser import text_string_to_metric_families
 
+from avatar_devstack.environment import REPO_ROOT
 from avatar_devstack.ports import Ports
 from avatar_devstack.settings import StackSettings
 from avatar_devstack.stack import Stack
@@ -116,3 +120,14 @@ def own_stack(name: str, env: dict[str, str], replicas: dict[str, int] | None = 
         )
         with stack:
             yield stack
+
+
+SERAPHINA_PNG = REPO_ROOT.parent / "shared" / "testdata" / "cards" / "default_Seraphina.png"
+
+
+def seraphina_card() -> dict[str, Any]:
+    """SillyTavern's default card as JSON: the base64 text of its PNG's `chara` chunk."""
+    png = SERAPHINA_PNG.read_bytes()
+    start = png.index(b"chara\x00") + len(b"chara\x00")
+    length = int.from_bytes(png[start - 14 : start - 10], "big")  # the chunk's length field
+    return json.loads(base64.b64decode(png[start : start - 6 + length]))

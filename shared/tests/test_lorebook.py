@@ -1,16 +1,12 @@
 """Lorebook activation, rule by rule, and Seraphina's own book from SillyTavern."""
 
-import json
 import time
-from base64 import b64decode
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from avatar_shared.lorebook import MAX_KEY_CHARS, Lorebook, activate, strip_decorators
-
-SERAPHINA = Path(__file__).parents[3] / "shared" / "testdata" / "cards" / "default_Seraphina.png"
+from tests.helpers import seraphina_card
 
 
 def words(text: str) -> int:
@@ -30,12 +26,7 @@ def fired(lore: Lorebook, *texts: str, depth: int = 4, budget: int = 10_000) -> 
 
 
 def seraphina_book() -> Lorebook:
-    """The book inside SillyTavern's default card (a PNG tEXt chunk `chara`, base64 JSON)."""
-    png = SERAPHINA.read_bytes()
-    start = png.index(b"chara\x00") + len(b"chara\x00")
-    length = int.from_bytes(png[start - 14 : start - 10], "big")  # the chunk's length field
-    card = json.loads(b64decode(png[start : start - 6 + length]))
-    return Lorebook.model_validate(card["data"]["character_book"])
+    return Lorebook.model_validate(seraphina_card()["data"]["character_book"])
 
 
 def test_seraphinas_forest_entry_fires_on_a_recent_forest_and_names_its_key():
