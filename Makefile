@@ -50,6 +50,7 @@ test-fuzz:
 # Latency benchmarks, each against a baseline measured in the same run (see bench/).
 bench:
 	$(UV) run --frozen python bench/chat_overhead.py
+	$(UV) run --frozen python bench/prompt_build.py
 	$(UV) run --frozen python bench/characters_read.py
 	$(UV) run --frozen python bench/tts_speech.py
 	$(UV) run --frozen python bench/chat_limits.py

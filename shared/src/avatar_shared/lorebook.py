@@ -14,6 +14,7 @@ ids, `@@decorators` at the start of an entry's content).
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property, lru_cache, partial
 from typing import Annotated, Any, Literal
 
 import regex
@@ -66,6 +67,12 @@ class Lorebook(BaseModel):
     extensions: dict[str, Any] = Field(default_factory=dict)
     entries: list[LoreEntry] = Field(default_factory=list, max_length=MAX_ENTRIES)
 
+    @cached_property
+    def keyed(self) -> "list[KeyedEntry]":
+        """The entries with their keys' matchers, made once per book (a book is read again
+        on every turn of a conversation)."""
+        return [KeyedEntry.of(entry) for entry in self.entries]
+
 
 # --- activation -----------------------------------------------------------------------------
 
@@ -113,7 +120,7 @@ def activate(
     `scan_depth` and `token_budget`, where it sets them, win over the callers' defaults."""
     depth = book.scan_depth if book.scan_depth is not None else scan_depth
     window = "\n".join(texts[-(depth + 1) :]) if texts else ""  # the new message, then older
-    matched, skipped = _matches(book, window)
+    matched, skipped = _matches(book, Scanned.of(window))
     if book.recursive_scanning:
         _scan_recursively(book, matched, skipped)
     budget = book.token_budget if book.token_budget is not None else budget
@@ -125,23 +132,23 @@ def activate(
 
 
 def _matches(
-    book: Lorebook, text: str, skip: Iterable[int] = ()
+    book: Lorebook, text: "Scanned", skip: Iterable[int] = ()
 ) -> tuple[dict[int, str], list[Skipped]]:
     matched: dict[int, str] = {}
     skipped: list[Skipped] = []
-    for index, entry in enumerate(book.entries):
+    for index, keyed in enumerate(book.keyed):
+        entry = keyed.entry
         if index in skip:
             continue
-        if not entry.enabled:
-            if entry.constant or _first_match(entry, entry.keys, text):
-                skipped.append(Skipped(index, entry, "disabled"))
-            continue
         try:
-            key = "" if entry.constant else _first_match(entry, entry.keys, text)
+            key = "" if entry.constant else first_match(keyed.keys, text)
             if key is None:
                 continue
-            if entry.selective and entry.secondary_keys and not entry.constant:
-                if _first_match(entry, entry.secondary_keys, text) is None:
+            if not entry.enabled:
+                skipped.append(Skipped(index, entry, "disabled"))
+                continue
+            if entry.selective and keyed.secondary_keys and not entry.constant:
+                if first_match(keyed.secondary_keys, text) is None:
                     skipped.append(Skipped(index, entry, "secondary_key_missing"))
                     continue
         except BadRegex:
@@ -157,7 +164,7 @@ def _scan_recursively(book: Lorebook, matched: dict[int, str], skipped: list[Ski
     for _ in range(MAX_RECURSION):
         text = "\n".join(strip_decorators(book.entries[i].content)[0] for i in new)
         done = set(matched) | {s.index for s in skipped}
-        new, more_skipped = _matches(book, text, skip=done)
+        new, more_skipped = _matches(book, Scanned.of(text), skip=done)
         new = {i: k for i, k in new.items() if not book.entries[i].constant}
         matched.update(new)
         skipped += [s for s in more_skipped if s.index not in done]
@@ -223,22 +230,75 @@ class BadRegex(Exception):
     """A regex key that does not compile, or runs past REGEX_TIMEOUT_S."""
 
 
-def _first_match(entry: LoreEntry, keys: list[str], text: str) -> str | None:
-    for key in keys:
-        if key.strip() and _key_matches(entry, key, text):
+@dataclass(frozen=True)
+class Scanned:
+    """A text keys are matched in, and its case-folded form (made once, for every key)."""
+
+    text: str
+    folded: str
+
+    @classmethod
+    def of(cls, text: str) -> "Scanned":
+        return cls(text, text.casefold())
+
+
+Matcher = Callable[[Scanned], bool]
+
+
+# A key, what must occur in the case-folded text for it to match (None: a regex key; it
+# is a cheap test that rules out most keys before their matcher runs), and its matcher.
+KeyTest = tuple[str, str | None, Matcher]
+
+
+@dataclass(frozen=True)
+class KeyedEntry:
+    entry: LoreEntry
+    keys: list[KeyTest]
+    secondary_keys: list[KeyTest]
+
+    @classmethod
+    def of(cls, entry: LoreEntry) -> "KeyedEntry":
+        def tests(keys: list[str]) -> list[KeyTest]:
+            flags = bool(entry.use_regex), bool(entry.case_sensitive)
+            return [
+                (key, _needle(key, entry.use_regex), _matcher(key, *flags))
+                for key in keys
+                if key.strip()
+            ]
+
+        return cls(entry, tests(entry.keys), tests(entry.secondary_keys))
+
+
+def first_match(keys: list[KeyTest], text: Scanned) -> str | None:
+    """The first key found in `text`."""
+    for key, needle, matches in keys:
+        if (needle is None or needle in text.folded) and matches(text):
             return key
     return None
 
 
-def _key_matches(entry: LoreEntry, key: str, text: str) -> bool:
-    pattern = _as_regex(key, bool(entry.use_regex), bool(entry.case_sensitive))
+def _needle(key: str, use_regex: bool | None) -> str | None:
+    return None if use_regex or SLASHED.fullmatch(key) else key.strip().casefold()
+
+
+@lru_cache(maxsize=8192)  # books are read again on every turn: each key is analysed once
+def _matcher(key: str, use_regex: bool, case_sensitive: bool) -> Matcher:
+    try:
+        pattern = _as_regex(key, use_regex, case_sensitive)
+    except BadRegex as exc:
+        return partial(_refuse, str(exc))  # left out with its reason whenever it is tried
     if pattern is not None:
-        return _search(pattern, text)
-    if not entry.case_sensitive:
-        key, text = key.casefold(), text.casefold()
-    if EAST_ASIAN.search(key):
-        return key in text  # Korean particles attach to nouns: "숲" fires on "숲에서"
-    return _whole_word_in(key.strip(), text)
+        return lambda scanned: _search(pattern, scanned.text)
+    if not case_sensitive:
+        key = key.casefold()
+    inside_words = bool(EAST_ASIAN.search(key))  # Korean particles attach: "숲" in "숲에서"
+    key = key if inside_words else key.strip()
+
+    def matches(scanned: Scanned) -> bool:
+        text = scanned.text if case_sensitive else scanned.folded
+        return key in text if inside_words else _whole_word_in(key, text)
+
+    return matches
 
 
 EAST_ASIAN = re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u9fff\uac00-\ud7af]")
@@ -258,6 +318,10 @@ def _as_regex(key: str, use_regex: bool, case_sensitive: bool) -> "regex.Pattern
         return regex.compile(source, options)
     except (regex.error, OverflowError) as exc:
         raise BadRegex(str(exc)) from exc
+
+
+def _refuse(why: str, _: Scanned) -> bool:
+    raise BadRegex(why)
 
 
 def _search(pattern: "regex.Pattern[str]", text: str) -> bool:
