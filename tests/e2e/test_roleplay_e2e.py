@@ -31,6 +31,7 @@ async def test_seraphinas_whole_card_reaches_the_model(stack, gateway):
         "system_prompt": "{{original}}\nThis is a story set in Eldoria.",
         "post_history_instructions": "Answer as {{char}}, briefly, to <USER>. {{original}}",
         "sample_dialogue": "<START>\n{{user}}: Who are you?\n{{char}}: I am {{char}}.",
+        "generation": {"temperature": 0.3, "top_p": 0.8, "stop": ["###"]},
     }
     patched = await gateway.patch(f"/api/characters/{seraphina['id']}", json=edits, headers=origin)
     assert patched.status_code == 200, patched.text
@@ -64,6 +65,9 @@ async def test_seraphinas_whole_card_reaches_the_model(stack, gateway):
     assert "{{" not in system["content"] and "<USER>" not in system["content"]
     assert conversation == [{"role": "user", "content": "Hello. Where am I?"}]
     assert last == {"role": "system", "content": "Answer as Seraphina, briefly, to Mina."}
+    # The character's generation defaults, and the stop before a line of the user's.
+    assert asked["options"]["temperature"] == 0.3
+    assert asked["sampling"] == {"top_p": 0.8, "stop": ["\nMina:", "###"]}
 
     await forget_prompts(stack)
     body["messages"] = [
@@ -71,7 +75,7 @@ async def test_seraphinas_whole_card_reaches_the_model(stack, gateway):
         {"role": "assistant", "content": quiet.json()["data"]["content"]},
         {"role": "user", "content": "Tell me about this forest."},
     ]
-    forest = await gateway.post("/api/chat", json=body)
+    forest = await gateway.post("/api/chat", json=body | {"top_p": 0.5, "temperature": 0.9})
     assert forest.status_code == 200, forest.text
     receipt = forest.json()["data"]["context"]
     assert [(e["index"], e["key"], e["place"]) for e in receipt["lore"]] == [
@@ -80,6 +84,7 @@ async def test_seraphinas_whole_card_reaches_the_model(stack, gateway):
     assert receipt["tokens"]["lore"] > 0 and receipt["tokens"]["examples"] > 0
     [asked] = await llm_prompts(stack)
     assert "Eldoria is here, all of the woods" in asked["messages_received"][0]["content"]
+    assert asked["options"]["temperature"] == 0.9 and asked["sampling"]["top_p"] == 0.5
     assert asked["messages_received"][-1]["content"].startswith("Answer as Seraphina")
 
 

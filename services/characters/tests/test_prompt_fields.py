@@ -71,6 +71,18 @@ async def test_patch_changes_any_subset(characters):
     ] == book
 
 
+async def test_generation_defaults_are_kept_like_the_card_fields(characters):
+    defaults = {"temperature": 0.3, "top_p": 0.8, "stop": ["###"]}
+    created = await characters.post("/api/characters", json={**NEW, "generation": defaults})
+    character = created.json()["data"]
+    assert {k: v for k, v in character["generation"].items() if v is not None} == defaults
+    path = f"/api/characters/{character['id']}"
+    kept = (await characters.put(path, json=NEW)).json()["data"]  # a PUT that leaves it out
+    assert kept["generation"] == character["generation"]
+    cleared = (await characters.patch(path, json={"generation": None})).json()["data"]
+    assert cleared["generation"] is None
+
+
 LONG = "가" * 4001
 
 
@@ -92,6 +104,10 @@ LONG = "가" * 4001
         {"lorebook": {"entries": [{"position": "somewhere"}]}},
         {"lorebook": {"entries": [{}] * 501}},
         {"lorebook": {"scan_depth": -1, "entries": []}},
+        {"generation": {"top_p": 5}},
+        {"generation": {"temperature": 2.5}},
+        {"generation": {"stop": "###"}},
+        {"generation": {"typical_p": 0.9}},  # not a control we send
     ],
 )
 async def test_over_the_limits_is_422_for_create_put_and_patch(characters, redis, fields):

@@ -8,6 +8,7 @@ from pydantic.fields import FieldInfo
 from avatar_shared.envelope import Envelope
 from avatar_shared.json_types import SOME_TEXT
 from avatar_shared.lorebook import Lorebook
+from avatar_shared.sampling import GenerationDefaults
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 MAX_TAGS, MAX_TAG_CHARS = 20, 30
@@ -60,6 +61,8 @@ class CharacterFields(BaseModel):
     post_history_instructions: str = Field("", max_length=MAX_PROMPT_CHARS)
     nickname: str = Field("", max_length=100)  # V3: {{char}} when set
     lorebook: StoredBook | None = None  # the card's character_book
+    # Generation controls chat uses where a request leaves them out (not part of a card).
+    generation: GenerationDefaults | None = None
 
     _image_url = field_validator("image_url")(_empty_is_none)
 
@@ -73,6 +76,7 @@ CARD_ONLY_FIELDS = (
     "post_history_instructions",
     "nickname",
     "lorebook",
+    "generation",
 )
 
 

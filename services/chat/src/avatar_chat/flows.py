@@ -183,11 +183,12 @@ async def _planned(
     )
     context = await chat.context.fit(talk, state.summaries)
     messages = prompt.finish(context.messages)
-    sampling = body.sampling()
+    sampling = body.sampling(card.generation)
     # The model must not write the user's lines: it stops where one would begin.
     stop = dict.fromkeys((f"\n{prompt.macros.user}:", *sampling.stop))  # in order, once each
     sampling = replace(sampling, stop=tuple(stop))
-    request = LlmRequest(model, messages, body.temperature, body.max_tokens, window, sampling)
+    temperature = body.temperature_with(card.generation)
+    request = LlmRequest(model, messages, temperature, body.max_tokens, window, sampling)
     receipt = _receipt(prompt, context, estimate, body.max_tokens)
     return Turn(body, session_id, voice_id, request, context, receipt)
 

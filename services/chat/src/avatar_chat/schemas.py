@@ -1,7 +1,7 @@
 """Request and response models of the chat endpoints, as API.md states them, and the checks
 of the limits that depend on settings (message count and lengths: `check_limits`)."""
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -17,6 +17,7 @@ from avatar_chat.llm.base import Sampling
 from avatar_chat.settings import ChatSettings
 from avatar_shared.errors import ValidationFailed
 from avatar_shared.json_types import JsonInt
+from avatar_shared.sampling import GenerationDefaults, SamplingControls
 
 
 class ChatMessage(BaseModel):
@@ -35,14 +36,7 @@ class Scenario(BaseModel):
     background: str | None = Field(None, max_length=2000)
 
 
-# The largest seed every server takes (a signed 32-bit integer).
-MAX_SEED = 2**31 - 1
-
-_ABSENT = " Absent: the model server's default (the field is not sent)."
-StopText = Annotated[str, Field(min_length=1, max_length=50)]
-
-
-class ChatRequest(BaseModel):
+class ChatRequest(SamplingControls):
     # A persona, or a character whose persona is used: one of the two must be given.
     model_config = ConfigDict(
         extra="forbid",
@@ -81,60 +75,6 @@ class ChatRequest(BaseModel):
     stream: StrictBool = Field(
         False, description="Answer text/event-stream: delta events, then done."
     )
-    # Generation controls (out of range: 422).
-    top_p: StrictFloat | None = Field(
-        None,
-        gt=0,
-        le=1,
-        description="Nucleus sampling: the probability mass kept, (0, 1]." + _ABSENT,
-    )
-    top_k: JsonInt | None = Field(
-        None,
-        ge=0,
-        le=1000,
-        description="Sample from the k likeliest tokens, 0-1000; 0: off." + _ABSENT,
-    )
-    min_p: StrictFloat | None = Field(
-        None,
-        ge=0,
-        le=1,
-        description="Leave out tokens less likely than this share of the "
-        "likeliest one's probability, 0-1." + _ABSENT,
-    )
-    repetition_penalty: StrictFloat | None = Field(
-        None,
-        ge=0.5,
-        le=2,
-        description="Multiplicative penalty on tokens already used "
-        "(1: none), 0.5-2; Ollama calls it repeat_penalty." + _ABSENT,
-    )
-    presence_penalty: StrictFloat | None = Field(
-        None,
-        ge=-2,
-        le=2,
-        description="Additive penalty on tokens already used, -2 to 2." + _ABSENT,
-    )
-    frequency_penalty: StrictFloat | None = Field(
-        None,
-        ge=-2,
-        le=2,
-        description="Additive penalty growing with how often a token was "
-        "already used, -2 to 2." + _ABSENT,
-    )
-    seed: JsonInt | None = Field(
-        None,
-        ge=0,
-        le=MAX_SEED,
-        description="Sampling seed, 0 to 2^31-1, for repeatable replies "
-        "(as far as the model server makes them so)." + _ABSENT,
-    )
-    stop: list[StopText] | None = Field(
-        None,
-        max_length=8,
-        description="At most 8 stop sequences of 1-50 characters: the reply "
-        "ends before the first one the model writes, which is not part of it (nor of the "
-        "streamed deltas, nor of the speech)." + _ABSENT,
-    )
 
     @model_validator(mode="after")
     def _last_message_is_the_users(self) -> "ChatRequest":
@@ -142,18 +82,21 @@ class ChatRequest(BaseModel):
             raise ValueError("the last message must come from the user")
         return self
 
-    def sampling(self) -> Sampling:
-        """The generation controls, as the LLM clients take them."""
-        return Sampling(
-            top_p=self.top_p,
-            top_k=self.top_k,
-            min_p=self.min_p,
-            repetition_penalty=self.repetition_penalty,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
-            seed=self.seed,
-            stop=tuple(self.stop or ()),
-        )
+    def sampling(self, defaults: GenerationDefaults | None = None) -> Sampling:
+        """The generation controls, as the LLM clients take them: the request's, else the
+        character's `defaults` for those it leaves out."""
+        controls = self.model_dump(include=set(SamplingControls.model_fields))
+        if defaults is not None:
+            for name, value in defaults.model_dump(include=set(controls)).items():
+                if controls[name] is None:
+                    controls[name] = value
+        return Sampling(**{**controls, "stop": tuple(controls["stop"] or ())})
+
+    def temperature_with(self, defaults: GenerationDefaults | None) -> float:
+        """The request's temperature when it sends one, else the character's, else 0.7."""
+        if "temperature" in self.model_fields_set or defaults is None:
+            return self.temperature
+        return self.temperature if defaults.temperature is None else defaults.temperature
 
 
 def check_limits(body: ChatRequest, settings: ChatSettings) -> None:

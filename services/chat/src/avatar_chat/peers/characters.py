@@ -13,6 +13,7 @@ from avatar_chat.prompt.builder import CharacterCard, UserPersona
 from avatar_shared.identity import Identity
 from avatar_shared.lorebook import Lorebook
 from avatar_shared.peers import PeerClient, PeerRejected, PeerUnavailable
+from avatar_shared.sampling import GenerationDefaults
 from avatar_shared.ttl_cache import KeyedTtlCache
 
 # Characters are named by clients: the cache must not grow with every id tried.
@@ -74,6 +75,10 @@ def _card(data: dict[str, Any]) -> CharacterCard:
             ("post_history_instructions", "post_history_instructions"),
         )
     }
-    book = data.get("lorebook")
-    lorebook = Lorebook.model_validate(book) if book else None
-    return CharacterCard(description=str(data["persona"]), lorebook=lorebook, **texts)
+    book, generation = data.get("lorebook"), data.get("generation")
+    return CharacterCard(
+        description=str(data["persona"]),
+        lorebook=Lorebook.model_validate(book) if book else None,
+        generation=GenerationDefaults.model_validate(generation) if generation else None,
+        **texts,
+    )

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from avatar_chat.prompt.examples import example_blocks
 from avatar_chat.prompt.macros import Macros
 from avatar_shared.lorebook import Activation, Fired, Lorebook, activate
+from avatar_shared.sampling import GenerationDefaults
 
 Message = dict[str, str]
 
@@ -47,6 +48,7 @@ class CharacterCard:
     system_prompt: str = ""
     post_history_instructions: str = ""
     lorebook: Lorebook | None = None
+    generation: GenerationDefaults | None = None  # used where a request leaves a control out
 
 
 @dataclass(frozen=True)
