@@ -34,6 +34,13 @@ async def _writer(caller: CallerDep, request: Request) -> str:
     return caller.user_id
 
 
+async def _lore_tester(caller: CallerDep, request: Request) -> str:
+    """The caller of a lorebook test, once the test is counted against their rate (a POST:
+    the same-origin rule of writes holds, and AUTH_REQUIRED asks for a sign-in)."""
+    await (await _characters(request)).lore_tests.hit(caller.key)
+    return caller.user_id
+
+
 CharactersDep = Annotated[CharacterService, Depends(_characters)]
 PersonasDep = Annotated[PersonaService, Depends(_personas)]
 Listing = Annotated[ListQuery, Depends(list_query)]
@@ -43,3 +50,5 @@ PresetCursor = Annotated[int | None, Depends(INDEX.query())]
 OwnCursor = Annotated[PageKey | None, Depends(TIME_AND_ID.query())]
 # The user id of a write's caller, after CHARACTER_WRITES_PER_MIN allowed it.
 WriterId = Annotated[str, Depends(_writer)]
+# The user id of a lorebook test's caller, after LORE_TESTS_PER_MIN allowed it.
+LoreTesterId = Annotated[str, Depends(_lore_tester)]

@@ -1,6 +1,13 @@
 """Every error of the characters service, each with the status and code of the envelope."""
 
-from avatar_shared.errors import AppError, BadRequest, Conflict, Forbidden, NamedNotFound
+from avatar_shared.errors import (
+    AppError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NamedNotFound,
+    ServiceUnavailable,
+)
 
 
 class CharacterNotFound(NamedNotFound):
@@ -52,3 +59,8 @@ class UnknownFormFields(AppError):
 
     def __init__(self, names: list[str]) -> None:
         super().__init__(f"The form has fields this endpoint does not take: {', '.join(names)}.")
+
+
+class LorebookTestsBusy(ServiceUnavailable):
+    code = "lorebook_tests_busy"
+    message = "Too many lorebook tests are running; try again in a moment."

@@ -1,14 +1,23 @@
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import UploadFile
 
 from avatar_characters.cards import CARD_SCHEMA, MAX_CARD_BYTES
-from avatar_characters.deps import CharactersDep, Listing, OwnCursor, PresetCursor, WriterId
+from avatar_characters.deps import (
+    CharactersDep,
+    Listing,
+    LoreTesterId,
+    OwnCursor,
+    PersonasDep,
+    PresetCursor,
+    WriterId,
+)
 from avatar_characters.errors import (
     BadCard,
     CardTooLarge,
     CharacterNotFound,
+    LorebookTestsBusy,
     MissingCardFile,
     NotYourCharacter,
     PresetReadOnly,
@@ -17,13 +26,17 @@ from avatar_characters.errors import (
     UnknownVoice,
     UnsupportedCardUpload,
 )
+from avatar_characters.personas.errors import PersonaNotFound
 from avatar_characters.schemas import (
     Character,
     CharacterFields,
     CharacterPage,
     CharacterPatch,
     Deleted,
+    Greetings,
     LorebookEnvelope,
+    LorebookTestBody,
+    LorebookTestResult,
 )
 from avatar_shared.envelope import Envelope, ok
 from avatar_shared.errors import (
@@ -41,6 +54,8 @@ from avatar_shared.rate import RATE_ERRORS
 
 router = APIRouter(prefix="/api/characters", tags=["characters"], responses=error_responses(COMMON))
 
+# As chat's `user_persona_id` takes it.
+PERSONA_ID = r"^[A-Za-z0-9_-]{1,64}$"
 # Every write is the caller's, counted against their rate.
 WRITE_ERRORS = (WRITER_ERRORS, RATE_ERRORS, STORE_WRITES)
 # A change to a character that exists: the caller's own, not a preset.
@@ -206,6 +221,45 @@ async def replace_lorebook(
     character_id: str, body: Lorebook, chars: CharactersDep, user_id: WriterId
 ) -> LorebookEnvelope:
     return LorebookEnvelope(data=await chars.replace_lorebook(character_id, user_id, body))
+
+
+@router.get(
+    "/{character_id}/greetings",
+    response_model=Envelope[Greetings],
+    summary="The greeting and its alternates, with {{char}} and {{user}} expanded for the caller",
+    responses=error_responses(PARAMETERS, CALLER_ERRORS, CharacterNotFound, PersonaNotFound, STORE),
+)
+async def greetings(
+    character_id: str,
+    chars: CharactersDep,
+    personas: PersonasDep,
+    user_id: UserId,
+    user_persona_id: Annotated[
+        str | None,
+        Query(
+            pattern=PERSONA_ID,
+            description="One of the caller's personas (`/api/personas`): its name is "
+            "`{{user}}`; left out, DEFAULT_USER_NAME is.",
+        ),
+    ] = None,
+) -> Envelope[Greetings]:
+    character = await chars.get(character_id)
+    persona = None if user_persona_id is None else await personas.get(user_persona_id, user_id)
+    return ok(chars.greetings(character, None if persona is None else persona.name))
+
+
+@router.post(
+    "/{character_id}/lorebook/test",
+    response_model=Envelope[LorebookTestResult],
+    summary="Which lorebook entries a conversation would activate, and why (no LLM is called)",
+    responses=error_responses(
+        JSON_BODY, WRITER_ERRORS, RATE_ERRORS, CharacterNotFound, LorebookTestsBusy, STORE
+    ),
+)
+async def lorebook_test(
+    character_id: str, body: LorebookTestBody, chars: CharactersDep, _: LoreTesterId
+) -> Envelope[LorebookTestResult]:
+    return ok(await chars.test_lorebook(character_id, body))
 
 
 @router.delete(

@@ -1,13 +1,13 @@
 """The character object of API.md, and the limits every write must respect."""
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, create_model, field_validator
 from pydantic.fields import FieldInfo
 
 from avatar_shared.envelope import Envelope
-from avatar_shared.json_types import SOME_TEXT
-from avatar_shared.lorebook import Lorebook
+from avatar_shared.json_types import SOME_TEXT, JsonInt
+from avatar_shared.lorebook import MAX_SCAN_DEPTH, MAX_TOKEN_BUDGET, Lorebook, Reason
 from avatar_shared.sampling import GenerationDefaults
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -136,3 +136,79 @@ class Deleted(BaseModel):
 class LorebookEnvelope(Envelope[StoredBook]):
     """A lorebook answered as it is stored (named, where Envelope[StoredBook] would be named
     after its serializer)."""
+
+
+class ShownGreeting(BaseModel):
+    index: int = Field(
+        description="Which greeting: 0 is the card's `first_message`, n its "
+        "`alternate_greetings[n-1]` (the same numbers whichever are left out as empty)."
+    )
+    text: str = Field(description="With `{{char}}`, `{{user}}`, `<BOT>`, `<USER>` expanded.")
+
+
+class Greetings(BaseModel):
+    greetings: list[ShownGreeting] = Field(
+        description="The greeting, then the alternates; empty ones left out."
+    )
+
+
+# --- the lorebook test: POST /api/characters/{id}/lorebook/test ------------------------------
+
+MAX_TEST_MESSAGES, MAX_TEST_MESSAGE_CHARS = 200, 8000
+
+
+class LoreTestMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=MAX_TEST_MESSAGE_CHARS)
+
+
+class LorebookTestBody(BaseModel):
+    """A conversation to try the character's lorebook on (no LLM is called)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[LoreTestMessage] = Field(
+        min_length=1,
+        max_length=MAX_TEST_MESSAGES,
+        description="The conversation, oldest first; the last is the new message.",
+    )
+    scan_depth: JsonInt | None = Field(
+        None,
+        ge=0,
+        le=MAX_SCAN_DEPTH,
+        description="Recent messages scanned besides the last; left out: the book's "
+        "`scan_depth`, else LORE_SCAN_DEPTH. Sent, it wins over the book's (to try a value).",
+    )
+    token_budget: JsonInt | None = Field(
+        None,
+        ge=0,
+        le=MAX_TOKEN_BUDGET,
+        description="Tokens of lore let in; left out: the book's `token_budget`, else "
+        "LORE_TEST_TOKEN_BUDGET. Sent, it wins over the book's.",
+    )
+
+
+# The same fields as chat's receipt (`context.lore`, `context.lore_left_out`).
+class LoreFired(BaseModel):
+    index: int = Field(description="Its place in the lorebook's entries, from 0.")
+    entry: str = Field(description="The entry's name, else its comment, else its id.")
+    key: str = Field(description="The key that matched (empty for a constant entry).")
+    place: Literal["before_char", "after_char", "depth"]
+    depth: int | None = Field(description="With place `depth`: messages from the end.")
+    tokens: int = Field(description="Its content's estimated tokens (see the docs).")
+
+
+class LoreLeftOut(BaseModel):
+    index: int
+    entry: str
+    reason: Reason = Field(
+        description="Matched (or constant) but left out: disabled, its secondary key missing, "
+        "past the lore's token budget, or a regex key that does not compile or ran too long."
+    )
+
+
+class LorebookTestResult(BaseModel):
+    fired: list[LoreFired] = Field(description="What would go into the prompt, in its order.")
+    left_out: list[LoreLeftOut]

@@ -1,5 +1,6 @@
 """The characters domain: presets and user characters behind one set of operations."""
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from avatar_characters.cards import V2, V3, book_digest, export_card, import_card, read_card
-from avatar_characters.errors import CharacterNotFound, PresetReadOnly
+from avatar_characters.errors import CharacterNotFound, LorebookTestsBusy, PresetReadOnly
 from avatar_characters.listing import ListQuery, stored_page
 from avatar_characters.peers.tts import VoiceDirectory
 from avatar_characters.png import PNG_SIGNATURE, placeholder_png, png_with_cards
@@ -20,13 +21,28 @@ from avatar_characters.schemas import (
     CharacterFields,
     CharacterPage,
     CharacterPatch,
+    Greetings,
+    LorebookTestBody,
+    LorebookTestResult,
+    LoreFired,
+    LoreLeftOut,
+    ShownGreeting,
     empty_book,
 )
 from avatar_characters.settings import CharactersSettings
 from avatar_characters.store import CharacterStore, PageKey
 from avatar_shared.errors import ValidationFailed, describe_errors
-from avatar_shared.lorebook import Lorebook
+from avatar_shared.gate import Gate
+from avatar_shared.lorebook import Activation, Lorebook, activate
+from avatar_shared.macros import Macros
 from avatar_shared.rate import RateLimit
+from avatar_shared.token_estimate import default_tokens
+
+# Lorebook tests running at once in this replica; more wait up to LORE_TEST_WAIT_S, then 503.
+# A test's cost grows with the book and the text scanned: a 500-entry book of 64 keys each
+# over 101 messages of 8000 characters takes about 20 s of CPU here, so a few callers within
+# their rate must not take every core.
+LORE_TESTS_IN_FLIGHT, LORE_TEST_WAIT_S = 2, 5.0
 
 
 class CharacterService:
@@ -49,6 +65,15 @@ class CharacterService:
             "character writes",
             "a minute",
         )
+        # A lorebook test is a read, but one that costs CPU in proportion to the book and the
+        # messages sent (regex keys included): counted like writes, on a rate of its own.
+        self.lore_tests = RateLimit(
+            redis, "lorebook-tests", settings.lore_tests_per_min, 60, "lorebook tests", "a minute"
+        )
+        self.lore_test_slots = Gate(LORE_TESTS_IN_FLIGHT, LORE_TEST_WAIT_S, LorebookTestsBusy)
+        self.default_user_name = settings.default_user_name
+        self.lore_scan_depth = settings.lore_scan_depth
+        self.lore_test_token_budget = settings.lore_test_token_budget
         self.voices = VoiceDirectory(http, settings.tts_url, settings.voices_cache_s)
         self.images_dir = Path(settings.images_dir) if settings.images_dir else None
 
@@ -106,6 +131,44 @@ class CharacterService:
         changed = await self._update(character_id, user_id, {"lorebook": book})
         return changed.lorebook or empty_book()
 
+    def greetings(self, character: Character, user_name: str | None) -> Greetings:
+        """The character's greeting, then its alternates, expanded for a user called
+        `user_name` (None: DEFAULT_USER_NAME); the stored fields stay as they are."""
+        macros = Macros(
+            char=character.nickname or character.name, user=user_name or self.default_user_name
+        )
+        texts = [character.first_message, *character.alternate_greetings]
+        shown = [
+            ShownGreeting(index=i, text=macros.expand(text))
+            for i, text in enumerate(texts)
+            if text.strip()
+        ]
+        return Greetings(greetings=shown)
+
+    async def test_lorebook(self, character_id: str, body: LorebookTestBody) -> LorebookTestResult:
+        """Which entries of the character's lorebook `body.messages` would activate, and
+        why the others that matched were left out; nothing is stored, no LLM is called."""
+        book = (await self.get(character_id)).lorebook
+        if book is None or not book.entries:
+            return LorebookTestResult(fired=[], left_out=[])
+        # The request's values win over the book's (activate lets the book's win over ours).
+        tried = {"scan_depth": body.scan_depth, "token_budget": body.token_budget}
+        if overrides := {k: v for k, v in tried.items() if v is not None}:
+            book = book.model_copy(update=overrides)
+        texts = [m.content for m in body.messages]
+        # In a worker thread: a large book with regex keys may take a while, and the event
+        # loop keeps serving the other requests meanwhile.
+        async with self.lore_test_slots.slot():
+            activation = await asyncio.to_thread(
+                activate,
+                book,
+                texts,
+                self.lore_scan_depth,
+                self.lore_test_token_budget,
+                default_tokens,
+            )
+        return _lore_result(activation)
+
     async def _update(self, character_id: str, user_id: str, changes: dict[str, Any]) -> Character:
         if self.presets.get(character_id) is not None:
             raise PresetReadOnly()
@@ -156,3 +219,21 @@ class CharacterService:
             return None
         data = path.read_bytes()
         return data if data.startswith(PNG_SIGNATURE) else None
+
+
+def _lore_result(activation: Activation) -> LorebookTestResult:
+    fired = [
+        LoreFired(
+            index=f.index,
+            entry=f.entry.label,
+            key=f.key,
+            place=f.place,
+            depth=f.depth if f.place == "depth" else None,
+            tokens=f.tokens,
+        )
+        for f in activation.fired
+    ]
+    left_out = [
+        LoreLeftOut(index=s.index, entry=s.entry.label, reason=s.reason) for s in activation.skipped
+    ]
+    return LorebookTestResult(fired=fired, left_out=left_out)

@@ -23,3 +23,15 @@ class CharactersSettings(ServiceSettings):
     character_writes_per_min: int = Field(20, gt=0)
     """Character and persona writes (create, import, change, delete) one user (or anonymous
     address) may make a minute, else 429 rate_limited."""
+    default_user_name: str = Field("User", min_length=1, max_length=100)
+    """`{{user}}` in greetings when the caller names no persona of their own. Must match
+    chat's DEFAULT_USER_NAME (the same variable, read by both), so a greeting shows the name
+    the prompt uses."""
+    lore_scan_depth: int = Field(4, ge=0, le=100)
+    """Recent messages (besides the new one) scanned for lorebook keys, unless the book says:
+    the same variable as chat's, so a lorebook test scans what a chat would."""
+    lore_test_token_budget: int = Field(2048, ge=0, le=1_000_000)
+    """Tokens of lore a lorebook test (POST /api/characters/{id}/lorebook/test) lets in when
+    neither the request nor the book sets a budget (chat's is a share of the model's window)."""
+    lore_tests_per_min: int = Field(30, gt=0)
+    """Lorebook tests one user (or anonymous address) may run a minute, else 429 rate_limited."""
