@@ -9,8 +9,8 @@ from avatar_chat.prompt.builder import (
     build_prompt,
 )
 from avatar_chat.prompt.examples import example_blocks
-from avatar_chat.prompt.macros import Macros
 from avatar_shared.lorebook import Lorebook
+from avatar_shared.macros import Macros
 
 PERSONA = "밝고 명랑한 10대 소녀 캐릭터. 반말을 사용하며 귀엽게 말함."
 ROOMY = Limits(room=100_000, lore_budget=10_000, scan_depth=4)

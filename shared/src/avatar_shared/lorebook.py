@@ -112,6 +112,44 @@ class Activation:
     fired: list[Fired]  # in insertion order
     skipped: list[Skipped]
 
+    def report(self) -> "tuple[list[LoreUsed], list[LoreLeftOut]]":
+        """The activation as a receipt's lists (chat's reply, the lorebook dry run)."""
+        used = [
+            LoreUsed(
+                index=f.index,
+                entry=f.entry.label,
+                key=f.key,
+                place=f.place,
+                depth=f.depth if f.place == "depth" else None,
+                tokens=f.tokens,
+            )
+            for f in self.fired
+        ]
+        left_out = [
+            LoreLeftOut(index=s.index, entry=s.entry.label, reason=s.reason) for s in self.skipped
+        ]
+        return used, left_out
+
+
+class LoreUsed(BaseModel):
+    """An entry that went into the prompt, and where."""
+
+    index: int = Field(description="Its place in the lorebook's entries, from 0.")
+    entry: str = Field(description="The entry's name, else its comment, else its id.")
+    key: str = Field(description="The key that matched (empty for a constant entry).")
+    place: Place
+    depth: int | None = Field(description="With place `depth`: messages from the end.")
+    tokens: int = Field(description="Its content's estimated tokens.")
+
+
+class LoreLeftOut(BaseModel):
+    index: int
+    entry: str
+    reason: Reason = Field(
+        description="Matched (or constant) but left out: disabled, its secondary key missing, "
+        "past the lore's token budget, or a regex key that does not compile or ran too long."
+    )
+
 
 def activate(
     book: Lorebook, texts: list[str], scan_depth: int, budget: int, tokens: Callable[[str], int]

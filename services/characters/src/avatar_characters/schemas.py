@@ -7,7 +7,13 @@ from pydantic.fields import FieldInfo
 
 from avatar_shared.envelope import Envelope
 from avatar_shared.json_types import SOME_TEXT, JsonInt
-from avatar_shared.lorebook import MAX_SCAN_DEPTH, MAX_TOKEN_BUDGET, Lorebook, Reason
+from avatar_shared.lorebook import (
+    MAX_SCAN_DEPTH,
+    MAX_TOKEN_BUDGET,
+    Lorebook,
+    LoreLeftOut,
+    LoreUsed,
+)
 from avatar_shared.sampling import GenerationDefaults
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -191,24 +197,6 @@ class LorebookTestBody(BaseModel):
 
 
 # The same fields as chat's receipt (`context.lore`, `context.lore_left_out`).
-class LoreFired(BaseModel):
-    index: int = Field(description="Its place in the lorebook's entries, from 0.")
-    entry: str = Field(description="The entry's name, else its comment, else its id.")
-    key: str = Field(description="The key that matched (empty for a constant entry).")
-    place: Literal["before_char", "after_char", "depth"]
-    depth: int | None = Field(description="With place `depth`: messages from the end.")
-    tokens: int = Field(description="Its content's estimated tokens (see the docs).")
-
-
-class LoreLeftOut(BaseModel):
-    index: int
-    entry: str
-    reason: Reason = Field(
-        description="Matched (or constant) but left out: disabled, its secondary key missing, "
-        "past the lore's token budget, or a regex key that does not compile or ran too long."
-    )
-
-
 class LorebookTestResult(BaseModel):
-    fired: list[LoreFired] = Field(description="What would go into the prompt, in its order.")
+    fired: list[LoreUsed] = Field(description="What would go into the prompt, in its order.")
     left_out: list[LoreLeftOut]

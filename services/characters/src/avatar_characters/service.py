@@ -24,8 +24,6 @@ from avatar_characters.schemas import (
     Greetings,
     LorebookTestBody,
     LorebookTestResult,
-    LoreFired,
-    LoreLeftOut,
     ShownGreeting,
     empty_book,
 )
@@ -222,18 +220,5 @@ class CharacterService:
 
 
 def _lore_result(activation: Activation) -> LorebookTestResult:
-    fired = [
-        LoreFired(
-            index=f.index,
-            entry=f.entry.label,
-            key=f.key,
-            place=f.place,
-            depth=f.depth if f.place == "depth" else None,
-            tokens=f.tokens,
-        )
-        for f in activation.fired
-    ]
-    left_out = [
-        LoreLeftOut(index=s.index, entry=s.entry.label, reason=s.reason) for s in activation.skipped
-    ]
+    fired, left_out = activation.report()
     return LorebookTestResult(fired=fired, left_out=left_out)

@@ -30,8 +30,6 @@ from avatar_chat.prompt.builder import Limits, Prompt, Scene, build_prompt
 from avatar_chat.schemas import (
     ChatReply,
     ChatRequest,
-    LoreLeftOut,
-    LoreUsed,
     PromptReceipt,
     PromptTokens,
     Scenario,
@@ -204,6 +202,7 @@ def _receipt(
 ) -> PromptReceipt:
     """What the model saw, by part, from the built prompt and how it was fitted."""
     system, *turns = context.messages
+    lore, left_out = prompt.lore.report()
     summary = estimate.text(system["content"]) - estimate.text(prompt.system)
     return PromptReceipt(
         tokens=PromptTokens(
@@ -212,21 +211,8 @@ def _receipt(
             history=estimate.messages(turns),
             reserved=max_tokens,
         ),
-        lore=[
-            LoreUsed(
-                entry=f.entry.label,
-                index=f.index,
-                key=f.key,
-                place=f.place,
-                depth=f.depth if f.place == "depth" else None,
-                tokens=f.tokens,
-            )
-            for f in prompt.lore.fired
-        ],
-        lore_left_out=[
-            LoreLeftOut(entry=s.entry.label, index=s.index, reason=s.reason)
-            for s in prompt.lore.skipped
-        ],
+        lore=lore,
+        lore_left_out=left_out,
         examples_left_out=prompt.examples_dropped,
     )
 

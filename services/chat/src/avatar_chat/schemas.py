@@ -17,6 +17,7 @@ from avatar_chat.llm.base import Sampling
 from avatar_chat.settings import ChatSettings
 from avatar_shared.errors import ValidationFailed
 from avatar_shared.json_types import JsonInt
+from avatar_shared.lorebook import LoreLeftOut, LoreUsed
 from avatar_shared.sampling import GenerationDefaults, SamplingControls
 
 
@@ -132,24 +133,6 @@ class PromptTokens(BaseModel):
     summary: int = Field(description="The summary of older turns.")
     history: int = Field(description="The conversation's turns sent.")
     reserved: int = Field(description="Kept free for the reply (max_tokens).")
-
-
-class LoreUsed(BaseModel):
-    entry: str = Field(description="The entry's name, else its comment, else its id.")
-    index: int = Field(description="Its place in the lorebook's entries, from 0.")
-    key: str = Field(description="The key that matched (empty for a constant entry).")
-    place: Literal["before_char", "after_char", "depth"]
-    depth: int | None = Field(description="With place `depth`: messages from the end.")
-    tokens: int
-
-
-class LoreLeftOut(BaseModel):
-    entry: str
-    index: int
-    reason: Literal["disabled", "secondary_key_missing", "budget", "bad_regex"] = Field(
-        description="Matched (or constant) but left out: disabled, its secondary key missing, "
-        "past the lore's token budget, or a regex key that does not compile or ran too long."
-    )
 
 
 class PromptReceipt(BaseModel):

@@ -8,8 +8,9 @@ model's tokenizer compares with that default, its calibration; the estimate stay
 script-aware, so a prompt of English role-play rules cannot teach it to undercount Korean.
 """
 
-import re
 from collections.abc import Sequence
+
+from avatar_shared.token_estimate import default_tokens
 
 # Chat templates wrap each message in role markers; a few tokens per message, at most.
 MESSAGE_OVERHEAD_TOKENS = 4
@@ -17,14 +18,7 @@ MESSAGE_OVERHEAD_TOKENS = 4
 # only the uncached part of the prompt, say. No tokenizer is cheaper than a quarter of the
 # default or dearer than twice it.
 MIN_CALIBRATION, MAX_CALIBRATION = 0.25, 2.0
-_WIDE = re.compile(
-    r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]"
-)
-
-
-def default_tokens(text: str) -> int:
-    wide = len(_WIDE.findall(text))
-    return wide + -(-(len(text) - wide) // 3)
+__all__ = ["MESSAGE_OVERHEAD_TOKENS", "TokenEstimator", "default_tokens", "learn_calibration"]
 
 
 class TokenEstimator:

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from avatar_chat.prompt.examples import example_blocks
-from avatar_chat.prompt.macros import Macros
 from avatar_shared.lorebook import Activation, Fired, Lorebook, activate
+from avatar_shared.macros import Macros
 from avatar_shared.sampling import GenerationDefaults
 
 Message = dict[str, str]
