@@ -4,6 +4,9 @@ spoken sentence gets a playable <audio>; a Character Card dropped in appears in 
 3D job reaches 100% and model-viewer (vendored, not from a CDN) loads the GLB, and a newer job
 takes the progress bar over; refusals (a turn's, a sentence's speech) are shown in words; the
 labels switch between Korean and English; the speech limit is the served OpenAPI document's.
+Role-play: a preset's greeting opens the conversation, its arrows go through the alternates,
+and the one shown is the first message the LLM received; the receipt under a reply lists the
+lore that fired; a persona made in the page is who the character talks with.
 A screenshot of each step goes to var/test-artifacts/playground/."""
 
 import base64
@@ -368,3 +371,125 @@ def test_sign_in_through_the_demo_provider_and_out(browser):
         browser.find_element(By.ID, "sign-out").click()
         until(browser, lambda b: who.get_attribute("data-state") == "anonymous")
         assert browser.find_element(By.ID, "sign-in").is_displayed()
+
+
+def llm_prompt(stack: Stack) -> list[dict]:
+    """The messages of the last request the LLM emulator received."""
+    url = f"{stack.emulator_url('ollama')}/_emulator/prompts"
+    return httpx.get(url, trust_env=False).json()[-1]["messages_received"]
+
+
+def forget_prompts(stack: Stack) -> None:
+    httpx.delete(f"{stack.emulator_url('ollama')}/_emulator/prompts", trust_env=False)
+
+
+def talk_with(browser: WebDriver, character_id: str) -> WebElement:
+    """The character chosen (a new conversation, no speech) and its greeting, once shown."""
+    Select(browser.find_element(By.ID, "tts-mode")).select_by_value("off")
+    browser.find_element(By.CSS_SELECTOR, f"li[data-id='{character_id}'] button").click()
+    browser.find_element(By.ID, "new-session").click()  # the same character, opened again
+    return until(browser, lambda b: b.find_element(By.CSS_SELECTOR, "#messages li.greeting"))
+
+
+def reply_done(browser: WebDriver) -> WebElement:
+    return until(
+        browser, lambda b: b.find_element(By.CSS_SELECTOR, "#messages li.assistant[data-done]")
+    )
+
+
+def macro_pattern(greeting: str) -> re.Pattern[str]:
+    """A raw greeting as a pattern its expanded text matches (whatever {{user}} became)."""
+    parts = re.split(r"\{\{(?:user|char)\}\}", greeting, flags=re.IGNORECASE)
+    return re.compile(".+?".join(map(re.escape, parts)), re.DOTALL)
+
+
+def test_a_presets_greeting_opens_the_conversation_and_is_what_the_model_saw(stack, playground):
+    hermione = httpx.get(f"{stack.gateway_url}/api/characters/hermione", trust_env=False).json()[
+        "data"
+    ]
+    greetings = [hermione["first_message"], *hermione["alternate_greetings"]]
+    assert len(greetings) == 3
+    greeting = talk_with(playground, "hermione")
+    text = greeting.find_element(By.CLASS_NAME, "text")
+    count = greeting.find_element(By.CLASS_NAME, "count")
+    assert (text.text, count.text) == (greetings[0], "1/3")
+    assert not playground.find_elements(By.CSS_SELECTOR, "#messages li.assistant")
+    greeting.find_element(By.CLASS_NAME, "nextGreeting").click()
+    assert count.text == "2/3" and macro_pattern(greetings[1]).fullmatch(text.text), text.text
+    assert "{{" not in text.text
+    greeting.find_element(By.CLASS_NAME, "previousGreeting").click()
+    greeting.find_element(By.CLASS_NAME, "previousGreeting").click()  # round to the last
+    assert count.text == "3/3" and macro_pattern(greetings[2]).fullmatch(text.text), text.text
+    shown = text.text
+    screenshot(playground, "7-greeting")
+
+    forget_prompts(stack)
+    say(playground, "안녕, 헤르미온느!")
+    reply_done(playground)
+    # Fixed once the user has said something: no arrows, the same text.
+    assert not greeting.find_elements(By.CLASS_NAME, "greeting-nav")
+    assert text.text == shown
+    system, first, *rest = llm_prompt(stack)
+    assert system["role"] == "system"
+    assert first == {"role": "assistant", "content": shown}
+    assert rest[0] == {"role": "user", "content": "안녕, 헤르미온느!"}
+    # And in every later turn of the conversation.
+    forget_prompts(stack)
+    say(playground, "오늘 뭐 했어?")
+    until(
+        playground, lambda b: len(b.find_elements(By.CSS_SELECTOR, "li.assistant[data-done]")) == 2
+    )
+    assert llm_prompt(stack)[1] == {"role": "assistant", "content": shown}
+
+
+def test_the_receipt_under_a_reply_lists_the_lore_that_fired(playground):
+    talk_with(playground, "hermione")
+    say(playground, "도서관에서 무슨 책 읽고 있었어?")
+    reply = reply_done(playground)
+    receipt = reply.find_element(By.CSS_SELECTOR, "details.receipt")
+    assert receipt.get_attribute("open") is None  # collapsed
+    summary = receipt.find_element(By.TAG_NAME, "summary")
+    assert summary.text in ("모델이 본 것", "What the model saw")
+    summary.click()
+    tokens = {
+        row.find_element(By.TAG_NAME, "th").text: int(row.find_element(By.TAG_NAME, "td").text)
+        for row in receipt.find_elements(By.CSS_SELECTOR, "table.tokens tbody tr")
+    }
+    assert len(tokens) == 8 and all(n >= 0 for n in tokens.values()), tokens
+    fired = [
+        [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+        for row in receipt.find_elements(By.CSS_SELECTOR, "table.lore-fired tbody tr")
+    ]
+    assert ["호그와트 도서관", "도서관"] in [entry[:2] for entry in fired], fired
+    assert "examples-left-out" in receipt.get_attribute("innerHTML")
+    playground.execute_script("arguments[0].scrollIntoView({block: 'end'})", receipt)
+    screenshot(playground, "8-receipt")
+    # Its words switch language with the page's.
+    before = summary.text
+    playground.find_element(By.ID, "language").click()
+    assert {before, summary.text} == {"모델이 본 것", "What the model saw"}
+    assert playground.execute_script(EMPTY_LABELS) == []
+    playground.find_element(By.ID, "language").click()
+    assert playground.execute_script(EMPTY_LABELS) == []
+
+
+def test_a_persona_made_in_the_page_is_who_the_character_talks_with(stack, playground):
+    name = f"미나{len(playground.find_elements(By.CSS_SELECTOR, '#persona-select option'))}"
+    playground.find_element(By.CSS_SELECTOR, ".persona summary").click()
+    form = playground.find_element(By.ID, "persona-form")
+    form.find_element(By.NAME, "name").send_keys(name)
+    form.find_element(By.NAME, "description").send_keys("호그와트에 막 전학 온 학생.")
+    form.find_element(By.TAG_NAME, "button").click()
+    select = Select(playground.find_element(By.ID, "persona-select"))
+    until(playground, lambda b: select.first_selected_option.text == name)
+    # The greetings for this persona: its name is {{user}} (Hermione's second says it).
+    greeting = talk_with(playground, "hermione")
+    greeting.find_element(By.CLASS_NAME, "nextGreeting").click()
+    assert f"{name}!" in greeting.find_element(By.CLASS_NAME, "text").text
+
+    forget_prompts(stack)
+    say(playground, "안녕! 나 기억해?")
+    reply_done(playground)
+    system = llm_prompt(stack)[0]["content"]
+    assert f"# The user: {name}\n호그와트에 막 전학 온 학생." in system, system
+    screenshot(playground, "9-persona")

@@ -27,3 +27,15 @@ export async function api(path, options = {}) {
 export const postJson = (path, body) => api(path, {
   method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
 });
+
+// Every item of a listing, through all its pages (each answers next_cursor until the last).
+export async function everyItem(path, field) {
+  const items = [];
+  let cursor = null;
+  do {
+    const page = await api(cursor ? `${path}?cursor=${encodeURIComponent(cursor)}` : path);
+    items.push(...page[field]);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return items;
+}

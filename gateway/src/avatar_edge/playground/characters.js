@@ -1,7 +1,7 @@
 // The caller's characters and the presets: listed, chosen, imported from a Character Card,
 // created from the form.
 
-import { api, postJson } from "./api.js";
+import { api, everyItem, postJson } from "./api.js";
 import { talkWith } from "./chat.js";
 import { t } from "./i18n.js";
 import { $, notify } from "./page.js";
@@ -31,25 +31,15 @@ function characterItem(character) {
   return item;
 }
 
-// Every page of a listing (each answers next_cursor until the last).
-async function everyCharacter(path) {
-  const characters = [];
-  let cursor = null;
-  do {
-    const page = await api(cursor ? `${path}?cursor=${encodeURIComponent(cursor)}` : path);
-    characters.push(...page.characters);
-    cursor = page.next_cursor;
-  } while (cursor);
-  return characters;
-}
-
 // The lists, drawn again (in the page's language); the first preset is chosen if none is.
 export async function loadCharacters() {
   try {
-    const [own, presets] = await Promise.all([everyCharacter("/api/characters"), everyCharacter("/api/characters/presets")]);
+    const [own, presets] = await Promise.all([
+      everyItem("/api/characters", "characters"), everyItem("/api/characters/presets", "characters"),
+    ]);
     $("own-list").replaceChildren(...own.map(characterItem));
     $("preset-list").replaceChildren(...presets.map(characterItem));
-    if (!chosen && presets.length) chooseCharacter(presets[0]);
+    if (!chosen && presets.length) await chooseCharacter(presets[0]);
   } catch (error) {
     notify(t("failed"), error);
   }
@@ -60,13 +50,14 @@ export async function loadVoices() {
   $("voice-select").replaceChildren(...voices.map((voice) => new Option(voice.name, voice.id, voice.id === fallback)));
 }
 
-// Choosing a character (or none) starts a new conversation with it.
+// Choosing a character (or none) starts a new conversation with it (settled once its
+// greeting is shown).
 export function chooseCharacter(character) {
   chosen = character;
   for (const item of document.querySelectorAll(".character-list li")) {
     item.classList.toggle("selected", item.dataset.id === character?.id);
   }
-  talkWith(character);
+  return talkWith(character);
 }
 
 async function importCard(file) {

@@ -3,8 +3,11 @@
 
 import { api, ApiError, failure, postJson } from "./api.js";
 import { Conversation } from "./conversation.js";
+import { fixGreeting, greetingItem, greetingsFor } from "./greeting.js";
 import { t } from "./i18n.js";
 import { $, notify } from "./page.js";
+import { chosenPersona } from "./personas.js";
+import { receiptDetails } from "./receipt.js";
 import { speechParts } from "./speech.js";
 import { serverSentEvents } from "./sse.js";
 
@@ -13,13 +16,41 @@ const DELAY_MS = 1000; // tts_delay_ms of delayed speech
 let conversation = new Conversation(null);
 
 // A new conversation with `character` (null: nobody): whatever the last one still had under
-// way stops, and its messages and players leave the page.
+// way stops, and its messages and players leave the page. It opens with the character's
+// greeting (the promise settles once it is shown).
 export function talkWith(character) {
   conversation.end();
   conversation = new Conversation(character);
   $("chat-character").textContent = character?.name ?? "-";
   $("messages").replaceChildren();
   $("speech").replaceChildren();
+  return greet(conversation);
+}
+
+// The greeting, for the persona chosen now, shown as the first message (again: the same
+// alternate, expanded for another persona), until the user has said something.
+function greet(talk) {
+  talk.opening = (async () => {
+    if (!talk.character) return;
+    const asked = (talk.greetingsAsked += 1); // only the latest answer is shown
+    let greetings = [];
+    try {
+      greetings = await greetingsFor(talk.character, chosenPersona());
+    } catch (error) {
+      if (!talk.over) notify(t("failed"), error);
+    }
+    if (talk.over || talk.greetingFixed || asked !== talk.greetingsAsked) return;
+    talk.greetings = greetings;
+    talk.greetingIndex = Math.min(talk.greetingIndex, Math.max(greetings.length - 1, 0));
+    $("messages").querySelector("li.greeting")?.remove();
+    if (talk.greeting) $("messages").prepend(greetingItem(talk));
+  })();
+  return talk.opening;
+}
+
+// Another persona chosen: the greeting says its name, if it is not fixed yet.
+export function personaChanged() {
+  if (!conversation.greetingFixed) greet(conversation);
 }
 
 export async function newSession() {
@@ -56,14 +87,18 @@ function playButton(talk, item, text) {
 
 async function sendTurn(talk, text) {
   const mode = $("tts-mode").value;
+  const persona = chosenPersona();
+  talk.greetingFixed = true; // the user has said something: this greeting it is
+  fixGreeting($("messages").querySelector("li.greeting"));
   talk.messages.push({ role: "user", content: text });
   addMessage("user", text);
   const reply = addMessage("assistant", "");
   reply.dataset.deltas = "0";
   const body = {
-    messages: talk.messages, character_id: talk.character.id, stream: true,
+    messages: talk.sent, character_id: talk.character.id, stream: true,
     tts_enabled: mode !== "off", tts_mode: mode === "off" ? "realtime" : mode, tts_delay_ms: DELAY_MS,
     ...(talk.sessionId ? { session_id: talk.sessionId } : {}),
+    ...(persona ? { user_persona_id: persona.id } : {}),
   };
   const response = await fetch("/api/chat", {
     method: "POST", credentials: "same-origin", signal: talk.signal,
@@ -94,9 +129,11 @@ function finishTurn(talk, reply, data, mode) {
   reply.dataset.done = "true";
   talk.sessionId = data.session_id;
   talk.messages.push({ role: "assistant", content: data.content });
+  if (mode === "on_click") playButton(talk, reply, data.content);
+  const receipt = receiptDetails(data.context);
+  if (receipt) reply.append(receipt);
   if (data.context_summarized) addMessage("note", t("summarized")).dataset.kind = "summarized";
   if (mode === "delayed" && data.audio_url) talk.speakLater(data.audio_url, DELAY_MS);
-  if (mode === "on_click") playButton(talk, reply, data.content);
 }
 
 // The turn did not happen: not sent again, its text back in the box to try again.
@@ -118,6 +155,8 @@ export async function submitTurn(event) {
   input.value = "";
   $("chat-send").disabled = true;
   try {
+    await talk.opening; // the greeting it answers is the one shown
+    if (talk.over) return;
     await sendTurn(talk, text);
   } catch (error) {
     if (!talk.over) { // else a new conversation abandoned it: nothing to say

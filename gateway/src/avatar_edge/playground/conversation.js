@@ -1,6 +1,7 @@
-// One conversation with a character: its session, its messages, and all it still has under
-// way (the reply being streamed, the sentences waiting their turn to be spoken, delayed
-// speech being looked for). end() stops all of that at once, through its one AbortSignal.
+// One conversation with a character: its session, its greeting and messages, and all it
+// still has under way (the reply being streamed, the sentences waiting their turn to be
+// spoken, delayed speech being looked for). end() stops all of that at once, through its one
+// AbortSignal.
 
 import { t } from "./i18n.js";
 import { $, notify, sleep } from "./page.js";
@@ -24,6 +25,21 @@ export class Conversation {
     this.character = character; // null: nobody chosen yet
     this.sessionId = null;
     this.messages = []; // sent with each turn (the server keeps the history too)
+    this.greetings = []; // the character's, expanded: the first message and the alternates
+    this.greetingIndex = 0; // the one shown (‹ › change it until the user has said something)
+    this.greetingFixed = false;
+    this.greetingsAsked = 0; // how many times they were asked for (another persona: again)
+    this.opening = Promise.resolve(); // settles once the greeting is shown (or there is none)
+  }
+
+  get greeting() {
+    return this.greetings[this.greetingIndex] ?? null;
+  }
+
+  // What each turn sends: the greeting (part of what the model sees), then the turns.
+  get sent() {
+    const greeting = this.greeting;
+    return greeting ? [{ role: "assistant", content: greeting }, ...this.messages] : this.messages;
   }
 
   get voiceId() {

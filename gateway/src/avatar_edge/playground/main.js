@@ -3,10 +3,11 @@
 
 import { loadWho, showSignInError, showWho, signOut } from "./account.js";
 import { cardChosen, cardDrop, chooseCharacter, createCharacter, loadCharacters, loadVoices } from "./characters.js";
-import { newSession, submitTurn } from "./chat.js";
+import { newSession, personaChanged, submitTurn } from "./chat.js";
 import { configureViewer, submitJob, viewerFailed, viewerLoaded } from "./gen3d.js";
 import { applyLabels, switchLanguage } from "./i18n.js";
 import { $ } from "./page.js";
+import { createPersona, loadPersonas } from "./personas.js";
 import { loadSpeechLimit } from "./speech.js";
 
 function relabel() {
@@ -17,8 +18,9 @@ function relabel() {
 
 async function signedOut() {
   await signOut();
-  // Another caller now: their own characters and conversations, not the last user's.
+  // Another caller now: their own characters, personas and conversations, not the last user's.
   chooseCharacter(null);
+  await loadPersonas();
   await loadCharacters();
 }
 
@@ -33,17 +35,20 @@ function init() {
   for (const [type, listener] of Object.entries(cardDrop)) $("drop-zone").addEventListener(type, listener);
   $("create-form").addEventListener("submit", createCharacter);
   $("new-session").addEventListener("click", newSession);
+  $("persona-select").addEventListener("change", personaChanged);
+  $("persona-form").addEventListener("submit", createPersona);
   $("chat-form").addEventListener("submit", submitTurn);
   $("gen3d-form").addEventListener("submit", submitJob);
   $("viewer").addEventListener("load", viewerLoaded);
   $("viewer").addEventListener("error", viewerFailed);
 }
 
-// What the page shows first: who is here, the characters, the voices, the speech limit.
+// What the page shows first: who is here, their personas, the characters (the first preset's
+// greeting, for the default persona), the voices, the speech limit.
 async function start() {
   showSignInError();
   await loadWho();
-  await Promise.all([loadCharacters(), loadVoices(), loadSpeechLimit()]);
+  await Promise.all([loadPersonas().then(loadCharacters), loadVoices(), loadSpeechLimit()]);
   document.body.dataset.ready = "true";
 }
 
