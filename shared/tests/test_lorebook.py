@@ -93,7 +93,9 @@ def test_insertion_order_orders_and_priority_decides_what_the_budget_keeps():
     assert [(s.index, s.reason) for s in activation.skipped] == [(2, "budget")]
     tight = activate(book(entry(["a"], "one two", token_budget=None)), ["a"], 4, 1, words)
     assert tight.fired == [] and tight.skipped[0].reason == "budget"
-    assert fired(book(entry(["a"], "one two"), token_budget=2), "a", budget=1) == ["one two"]
+    # A book may ask for less than the caller gives (its share of the window), not more.
+    assert fired(book(entry(["a"], "one two"), token_budget=1), "a", budget=10) == []
+    assert fired(book(entry(["a"], "one two"), token_budget=99), "a", budget=1) == []
 
 
 def test_recursive_scanning_follows_activated_content_without_repeats_and_stops():
@@ -114,8 +116,9 @@ def test_regex_keys_match_and_a_catastrophic_pattern_is_bounded():
     assert time.perf_counter() - started < 1
     assert [f.text for f in activation.fired] == ["plain"]
     assert [(s.index, s.reason) for s in activation.skipped] == [(0, "bad_regex")]
-    broken = activate(book(entry(["/(unclosed/"])), ["x"], 4, 100, words)
-    assert [s.reason for s in broken.skipped] == ["bad_regex"]
+    with pytest.raises(ValidationError, match="does not compile"):
+        book(entry(["/(unclosed/"]))  # refused when stored, so never tried
+    assert fired(book(entry(["/usr/bin"])), "see /usr/bin now") == ["lore"]  # no regex: no flags
 
 
 def test_decorators_place_an_entry_at_a_depth_with_a_role_and_are_not_its_text():
@@ -126,6 +129,17 @@ def test_decorators_place_an_entry_at_a_depth_with_a_role_and_are_not_its_text()
     [item] = activate(sillytavern, ["a"], 4, 100, words).fired
     assert (item.place, item.depth, item.role) == ("depth", 3, "system")
     assert strip_decorators("no decorators\n@@depth 1") == ("no decorators\n@@depth 1", {})
+
+
+def test_a_scan_is_bounded_in_keys_content_and_time():
+    with pytest.raises(ValidationError, match="keys in all"):
+        book(*[entry([f"k{i}-{j}" for j in range(60)]) for i in range(40)])
+    with pytest.raises(ValidationError, match="characters"):
+        book(*[entry(["k"], "c" * 8000) for _ in range(30)])
+    many = book(*[entry([f"w{i}", "a" * 50]) for i in range(400)])
+    started = time.perf_counter()
+    activate(many, ["a " * 20_000], 4, 100, words)  # every key tried over a long text
+    assert time.perf_counter() - started < 0.5
 
 
 def test_books_are_bounded_and_keep_what_they_do_not_know():

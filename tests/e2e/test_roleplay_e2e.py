@@ -64,7 +64,8 @@ async def test_seraphinas_whole_card_reaches_the_model(stack, gateway):
     assert "Eldoria is here, all of the woods" not in system["content"]  # no forest yet
     assert "{{" not in system["content"] and "<USER>" not in system["content"]
     assert conversation == [{"role": "user", "content": "Hello. Where am I?"}]
-    assert last == {"role": "system", "content": "Answer as Seraphina, briefly, to Mina."}
+    assert last["role"] == "system"  # post-history instructions, {{original}} our rules
+    assert last["content"].startswith("Answer as Seraphina, briefly, to Mina. You are role-")
     # The character's generation defaults, and the stop before a line of the user's.
     assert asked["options"]["temperature"] == 0.3
     assert asked["sampling"] == {"top_p": 0.8, "stop": ["\nMina:", "###"]}

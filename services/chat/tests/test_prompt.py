@@ -129,11 +129,11 @@ def test_post_history_instructions_come_last_and_depth_lore_sits_at_its_depth():
     prompt = build(card, "a sword?", "yes", "more")
     fitted = [{"role": "system", "content": prompt.system}, *said("a sword?", "yes", "more")]
     messages = prompt.finish(fitted)
-    assert messages[-1] == {"role": "system", "content": "Stay brief, 민지."}
+    assert messages[-1] == {"role": "system", "content": f"Stay brief, 민지. {ROLEPLAY_RULES}"}
     # Depth 2: before the last two messages of the conversation.
     assert messages[-4] == {"role": "user", "content": "SWORD lore"}
     assert "SWORD" not in prompt.system
-    assert prompt.reserved == words("Stay brief, 민지.") + words("SWORD lore")
+    assert prompt.reserved == words(messages[-1]["content"]) + words("SWORD lore")
 
 
 def test_lore_counts_and_the_receipt_parts_add_up():

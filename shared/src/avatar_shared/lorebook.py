@@ -11,17 +11,27 @@ Specs: character-card-spec-v2 (`character_book`), character-card-spec-v3 (`use_r
 ids, `@@decorators` at the start of an entry's content).
 """
 
+import logging
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cached_property, lru_cache, partial
+from functools import cached_property, partial
 from typing import Annotated, Any, Literal
 
 import regex
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+
+from avatar_shared.token_estimate import WIDE
+
+log = logging.getLogger("avatar.lorebook")
 
 MAX_ENTRIES = 500
 MAX_KEYS = 64  # per list: keys, secondary_keys
+MAX_BOOK_KEYS = 2000  # in all the entries: each is tried on every turn
+MAX_BOOK_CHARS = 200_000  # of all the entries' content: a book is kept with its character
+MAX_LABEL_CHARS = 100  # how much of a name or comment a receipt shows
+DEPTH_KEYS = ("position", "depth")  # SillyTavern's extensions that place an entry at a depth
 MAX_KEY_CHARS = 200  # a regex key too: a long pattern is refused before it is compiled
 MAX_CONTENT_CHARS = 8000
 MAX_NAME_CHARS = 200
@@ -53,7 +63,8 @@ class LoreEntry(BaseModel):
     @property
     def label(self) -> str:
         """How a receipt names the entry: its name, else its comment, else its id."""
-        return self.name or self.comment or ("" if self.id is None else str(self.id))
+        label = self.name or self.comment or ("" if self.id is None else str(self.id))
+        return label[:MAX_LABEL_CHARS]
 
 
 class Lorebook(BaseModel):
@@ -67,6 +78,34 @@ class Lorebook(BaseModel):
     extensions: dict[str, Any] = Field(default_factory=dict)
     entries: list[LoreEntry] = Field(default_factory=list, max_length=MAX_ENTRIES)
 
+    @model_validator(mode="after")
+    def _bounded_and_compilable(self) -> "Lorebook":
+        """What bounds a turn's work: keys and content in all, and every regex key compiles
+        (a stored book never holds one that cannot run)."""
+        keys = [(e, k) for e in self.entries for k in [*e.keys, *e.secondary_keys]]
+        if len(keys) > MAX_BOOK_KEYS:
+            raise ValueError(f"a lorebook has at most {MAX_BOOK_KEYS} keys in all")
+        if sum(len(e.content) for e in self.entries) > MAX_BOOK_CHARS:
+            raise ValueError(f"a lorebook's entries hold at most {MAX_BOOK_CHARS} characters")
+        for entry, key in keys:
+            try:
+                _as_regex(key, bool(entry.use_regex), bool(entry.case_sensitive))
+            except BadRegex as exc:
+                raise ValueError(f"the regex key {key[:50]!r} does not compile: {exc}") from exc
+        return self
+
+    def for_prompt(self) -> "Lorebook":
+        """The book without what no prompt uses (other frontends' fields and extensions), to
+        keep in memory beside a character."""
+        used = set(LoreEntry.model_fields) - {"extensions"}
+        entries = [
+            entry.model_dump(include=used)
+            | {"extensions": {k: entry.extensions[k] for k in DEPTH_KEYS if k in entry.extensions}}
+            for entry in self.entries
+        ]
+        fields = self.model_dump(include={"scan_depth", "token_budget", "recursive_scanning"})
+        return Lorebook.model_validate({**fields, "entries": entries})
+
     @cached_property
     def keyed(self) -> "list[KeyedEntry]":
         """The entries with their keys' matchers, made once per book (a book is read again
@@ -78,6 +117,9 @@ class Lorebook(BaseModel):
 
 REGEX_TIMEOUT_S = 0.01  # per key and text: a pattern that backtracks for longer is dropped
 MAX_RECURSION = 3  # rounds of recursive scanning past the first
+MAX_RECURSION_CHARS = 20_000  # of activated content scanned in one round
+# A turn's whole scan: past it, the entries not yet tried are not tried (and it is logged).
+ACTIVATION_DEADLINE_S = 0.05
 DECORATOR = re.compile(r"@@(\w+)(?:[ \t]+(\S+))?")
 ROLES = ("system", "user", "assistant")
 Place = Literal["before_char", "after_char", "depth"]
@@ -158,10 +200,12 @@ def activate(
     `scan_depth` and `token_budget`, where it sets them, win over the callers' defaults."""
     depth = book.scan_depth if book.scan_depth is not None else scan_depth
     window = "\n".join(texts[-(depth + 1) :]) if texts else ""  # the new message, then older
-    matched, skipped = _matches(book, Scanned.of(window))
+    deadline = time.monotonic() + ACTIVATION_DEADLINE_S
+    matched, skipped = _matches(book, Scanned.of(window), deadline)
     if book.recursive_scanning:
-        _scan_recursively(book, matched, skipped)
-    budget = book.token_budget if book.token_budget is not None else budget
+        _scan_recursively(book, matched, skipped, deadline)
+    if book.token_budget is not None:  # a book may ask for less than the callers give, not more
+        budget = min(budget, book.token_budget)
     fired = [_fired(book.entries[i], i, key, tokens) for i, key in matched.items()]
     kept, over = _within(fired, budget)
     skipped += [Skipped(f.index, f.entry, "budget") for f in over]
@@ -170,7 +214,7 @@ def activate(
 
 
 def _matches(
-    book: Lorebook, text: "Scanned", skip: Iterable[int] = ()
+    book: Lorebook, text: "Scanned", deadline: float, skip: Iterable[int] = ()
 ) -> tuple[dict[int, str], list[Skipped]]:
     matched: dict[int, str] = {}
     skipped: list[Skipped] = []
@@ -178,6 +222,9 @@ def _matches(
         entry = keyed.entry
         if index in skip:
             continue
+        if time.monotonic() > deadline:
+            log.warning("lorebook scan cut short at entry %d of %d", index, len(book.entries))
+            break
         try:
             key = "" if entry.constant else first_match(keyed.keys, text)
             if key is None:
@@ -196,13 +243,16 @@ def _matches(
     return matched, skipped
 
 
-def _scan_recursively(book: Lorebook, matched: dict[int, str], skipped: list[Skipped]) -> None:
+def _scan_recursively(
+    book: Lorebook, matched: dict[int, str], skipped: list[Skipped], deadline: float
+) -> None:
     """Activated content may activate other entries, a few rounds deep, none twice."""
     new = dict(matched)
     for _ in range(MAX_RECURSION):
         text = "\n".join(strip_decorators(book.entries[i].content)[0] for i in new)
         done = set(matched) | {s.index for s in skipped}
-        new, more_skipped = _matches(book, Scanned.of(text), skip=done)
+        scanned = Scanned.of(text[:MAX_RECURSION_CHARS])
+        new, more_skipped = _matches(book, scanned, deadline, skip=done)
         new = {i: k for i, k in new.items() if not book.entries[i].constant}
         matched.update(new)
         skipped += [s for s in more_skipped if s.index not in done]
@@ -319,7 +369,6 @@ def _needle(key: str, use_regex: bool | None) -> str | None:
     return None if use_regex or SLASHED.fullmatch(key) else key.strip().casefold()
 
 
-@lru_cache(maxsize=8192)  # books are read again on every turn: each key is analysed once
 def _matcher(key: str, use_regex: bool, case_sensitive: bool) -> Matcher:
     try:
         pattern = _as_regex(key, use_regex, case_sensitive)
@@ -327,20 +376,16 @@ def _matcher(key: str, use_regex: bool, case_sensitive: bool) -> Matcher:
         return partial(_refuse, str(exc))  # left out with its reason whenever it is tried
     if pattern is not None:
         return lambda scanned: _search(pattern, scanned.text)
-    if not case_sensitive:
-        key = key.casefold()
-    inside_words = bool(EAST_ASIAN.search(key))  # Korean particles attach: "숲" in "숲에서"
-    key = key if inside_words else key.strip()
-
-    def matches(scanned: Scanned) -> bool:
-        text = scanned.text if case_sensitive else scanned.folded
-        return key in text if inside_words else _whole_word_in(key, text)
-
-    return matches
+    key = key.strip() if case_sensitive else key.strip().casefold()
+    if WIDE.search(key):  # Korean particles attach to nouns: "숲" fires on "숲에서"
+        return lambda scanned: key in (scanned.text if case_sensitive else scanned.folded)
+    whole_word = re.compile(rf"(?<!\w){re.escape(key)}(?!\w)")  # linear, and in C
+    return lambda scanned: bool(
+        whole_word.search(scanned.text if case_sensitive else scanned.folded)
+    )
 
 
-EAST_ASIAN = re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u9fff\uac00-\ud7af]")
-SLASHED = re.compile(r"/(.+)/([a-z]*)", re.DOTALL)
+SLASHED = re.compile(r"/(.+)/([imsu]*)", re.DOTALL)  # "/usr/bin" is no regex: b, n no flags
 
 
 def _as_regex(key: str, use_regex: bool, case_sensitive: bool) -> "regex.Pattern[str] | None":
@@ -367,16 +412,3 @@ def _search(pattern: "regex.Pattern[str]", text: str) -> bool:
         return pattern.search(text, timeout=REGEX_TIMEOUT_S) is not None
     except TimeoutError as exc:
         raise BadRegex("too slow") from exc
-
-
-def _whole_word_in(key: str, text: str) -> bool:
-    """`key` in `text` with no letter or digit touching it on either side."""
-    start = text.find(key)
-    while start != -1:
-        end = start + len(key)
-        before = text[start - 1] if start else " "
-        after = text[end] if end < len(text) else " "
-        if not before.isalnum() and not after.isalnum():
-            return True
-        start = text.find(key, start + 1)
-    return False

@@ -160,10 +160,12 @@ async def _planned(
     window = await chat.windows.tokens(model)
     turns = [{"role": m.role, "content": m.content} for m in body.messages]
     estimate = TokenEstimator(state.calibration(model))
+    # Room for the system message's parts: the turns count as they will once summarized
+    # (else a long conversation would leave its examples out for good).
+    summarized = estimate.messages(turns[-settings.keep_recent_turns :])
+    history = min(estimate.messages(turns), summarized + settings.summary_max_tokens)
     limits = Limits(
-        room=int(window * settings.summary_trigger_ratio)
-        - body.max_tokens
-        - estimate.messages([{"role": "system", "content": ""}, *turns]),
+        room=int(window * settings.summary_trigger_ratio) - body.max_tokens - history,
         lore_budget=int(window * settings.lore_budget_ratio),
         scan_depth=settings.lore_scan_depth,
     )

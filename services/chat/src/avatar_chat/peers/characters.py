@@ -16,8 +16,9 @@ from avatar_shared.peers import PeerClient, PeerRejected, PeerUnavailable
 from avatar_shared.sampling import GenerationDefaults
 from avatar_shared.ttl_cache import KeyedTtlCache
 
-# Characters are named by clients: the cache must not grow with every id tried.
-MAX_CACHED = 1024
+# Characters are named by clients: the cache must not grow with every id tried. A character
+# with its lorebook may hold up to about 200,000 characters of lore (MAX_BOOK_CHARS).
+MAX_CACHED = 256
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,14 @@ def _card(data: dict[str, Any]) -> CharacterCard:
     book, generation = data.get("lorebook"), data.get("generation")
     return CharacterCard(
         description=str(data["persona"]),
-        lorebook=Lorebook.model_validate(book) if book else None,
-        generation=GenerationDefaults.model_validate(generation) if generation else None,
+        lorebook=Lorebook.model_validate(book).for_prompt() if book else None,
+        generation=_generation(generation) if generation else None,
         **texts,
     )
+
+
+def _generation(defaults: dict[str, Any]) -> GenerationDefaults:
+    """A character's generation defaults, those this version knows (a newer characters
+    service may send more)."""
+    known = {k: v for k, v in defaults.items() if k in GenerationDefaults.model_fields}
+    return GenerationDefaults.model_validate(known)

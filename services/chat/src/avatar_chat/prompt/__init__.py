@@ -1,2 +1,3 @@
 """The role-play prompt: a character, the user, the scenario and the lore made into messages
-(pure functions). `builder` holds the order; `macros` and `examples` its two text parts."""
+(pure functions). `builder` holds the order, `examples` reads example dialogue; the macros are
+`avatar_shared.macros`, shared with the characters service's greetings."""

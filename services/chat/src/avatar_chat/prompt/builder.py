@@ -7,11 +7,15 @@
    examples (the first dropped first when room runs short); the planner adds the summary;
 2. the conversation, with lore that asks for a depth inserted that many messages from the
    end, in its role;
-3. `post_history_instructions` as the last system message.
+3. `post_history_instructions` (`{{original}}`: our rules) as the last system message.
 
-Examples stay inside the first system message so that after it user and assistant turns
-alternate, as some chat templates insist. Everything here counts toward the window: the
-planner fits the conversation around the parts built here (`Prompt.reserved`).
+Examples stay inside the first system message, so they never break the alternation of user
+and assistant turns that some chat templates insist on (Gemma's on vLLM). Lore placed at a
+depth and post-history instructions are messages of their own, as the cards ask: a card that
+uses them needs a template that takes a system message after the first.
+
+Everything here counts toward the window: the planner fits the conversation around the parts
+built here (`Prompt.reserved`).
 """
 
 from collections.abc import Callable
@@ -109,11 +113,12 @@ def build_prompt(
         [t["content"] for t in turns],
         limits.scan_depth,
         limits.lore_budget,
-        tokens,
+        lambda text: tokens(macros.expand(text)),  # counted as the model will see it
     )
     placed = {p: _lore_text(lore, p, macros) for p in ("before_char", "after_char")}
     parts = {
-        "system": macros.with_original(ROLEPLAY_RULES).expand(card.system_prompt) or ROLEPLAY_RULES,
+        "system": macros.with_original(ROLEPLAY_RULES).expand(card.system_prompt.strip())
+        or ROLEPLAY_RULES,
         "lore_before": placed["before_char"],
         "character": _character(card, macros),
         "scenario": _scenario(card, scene, macros),
@@ -148,9 +153,9 @@ def _character(card: CharacterCard, macros: Macros) -> str:
 
 
 def _scenario(card: CharacterCard, scene: Scene, macros: Macros) -> str:
-    situation = scene.situation.strip() or macros.expand(card.scenario.strip())
+    situation = scene.situation.strip() or card.scenario.strip()
     lines = [
-        f"- {label}: {value}"
+        f"- {label}: {macros.expand(value)}"
         for label, value in (
             ("Your name on the user's screen", scene.opponent.strip()),
             ("Situation", situation),
@@ -203,6 +208,7 @@ def _examples(
 
 
 def _after(card: CharacterCard, macros: Macros) -> list[Message]:
-    """The card's post-history instructions: `{{original}}` is the frontend's own, none."""
-    text = macros.with_original("").expand(card.post_history_instructions).strip()
+    """The card's post-history instructions; their `{{original}}` is our role-play rules too,
+    as API.md has it."""
+    text = macros.with_original(ROLEPLAY_RULES).expand(card.post_history_instructions).strip()
     return [{"role": "system", "content": text}] if text else []
