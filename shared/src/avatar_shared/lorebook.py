@@ -120,6 +120,7 @@ MAX_RECURSION = 3  # rounds of recursive scanning past the first
 MAX_RECURSION_CHARS = 20_000  # of activated content scanned in one round
 # A turn's whole scan: past it, the entries not yet tried are not tried (and it is logged).
 ACTIVATION_DEADLINE_S = 0.05
+DEADLINE_EVERY = 8  # entries between two looks at the clock
 DECORATOR = re.compile(r"@@(\w+)(?:[ \t]+(\S+))?")
 ROLES = ("system", "user", "assistant")
 Place = Literal["before_char", "after_char", "depth"]
@@ -222,7 +223,7 @@ def _matches(
         entry = keyed.entry
         if index in skip:
             continue
-        if time.monotonic() > deadline:
+        if index % DEADLINE_EVERY == 0 and time.monotonic() > deadline:
             log.warning("lorebook scan cut short at entry %d of %d", index, len(book.entries))
             break
         try:
@@ -359,8 +360,9 @@ class KeyedEntry:
 
 def first_match(keys: list[KeyTest], text: Scanned) -> str | None:
     """The first key found in `text`."""
+    folded = text.folded
     for key, needle, matches in keys:
-        if (needle is None or needle in text.folded) and matches(text):
+        if (needle is None or needle in folded) and matches(text):
             return key
     return None
 
