@@ -112,6 +112,26 @@ class Lorebook(BaseModel):
         on every turn of a conversation)."""
         return [KeyedEntry.of(entry) for entry in self.entries]
 
+    @cached_property
+    def needles(self) -> "tuple[list[tuple[str, int]], list[int]]":
+        """(needle, entry) for every plain primary key, and the entries tried whatever the
+        text (constant ones, and those with a regex key): what a scan narrows down with."""
+        plain: list[tuple[str, int]] = []
+        always: list[int] = []
+        for index, keyed in enumerate(self.keyed):
+            if keyed.entry.constant or any(needle is None for _, needle, _ in keyed.keys):
+                always.append(index)
+            else:
+                plain += [(needle, index) for _, needle, _ in keyed.keys if needle is not None]
+        return plain, always
+
+    def candidates(self, text: "Scanned") -> list[int]:
+        """The entries that may match `text`: a plain key matches only where its case-folded
+        form occurs, which one pass over the needles tells (most entries end there)."""
+        plain, always = self.needles
+        folded = text.folded
+        return sorted({index for needle, index in plain if needle in folded}.union(always))
+
 
 # --- activation -----------------------------------------------------------------------------
 
@@ -120,7 +140,6 @@ MAX_RECURSION = 3  # rounds of recursive scanning past the first
 MAX_RECURSION_CHARS = 20_000  # of activated content scanned in one round
 # A turn's whole scan: past it, the entries not yet tried are not tried (and it is logged).
 ACTIVATION_DEADLINE_S = 0.05
-DEADLINE_EVERY = 8  # entries between two looks at the clock
 DECORATOR = re.compile(r"@@(\w+)(?:[ \t]+(\S+))?")
 ROLES = ("system", "user", "assistant")
 Place = Literal["before_char", "after_char", "depth"]
@@ -219,11 +238,12 @@ def _matches(
 ) -> tuple[dict[int, str], list[Skipped]]:
     matched: dict[int, str] = {}
     skipped: list[Skipped] = []
-    for index, keyed in enumerate(book.keyed):
+    for index in book.candidates(text):
+        keyed = book.keyed[index]
         entry = keyed.entry
         if index in skip:
             continue
-        if index % DEADLINE_EVERY == 0 and time.monotonic() > deadline:
+        if time.monotonic() > deadline:
             log.warning("lorebook scan cut short at entry %d of %d", index, len(book.entries))
             break
         try:
