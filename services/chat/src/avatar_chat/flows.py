@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from avatar_chat.context.planner import Context, Conversation
 from avatar_chat.context.tokens import TokenEstimator, learn_calibration
 from avatar_chat.llm import LlmReply, LlmRequest
+from avatar_chat.prompt.alternation import alternating
 from avatar_chat.prompt.builder import Limits, Prompt, Scene, build_prompt
 from avatar_chat.schemas import (
     ChatReply,
@@ -183,6 +184,8 @@ async def _planned(
     )
     context = await chat.context.fit(talk, state.summaries)
     messages = prompt.finish(context.messages)
+    if settings.llm_alternate_roles:
+        messages = alternating(messages)
     sampling = body.sampling(card.generation)
     # The model must not write the user's lines: it stops where one would begin.
     stop = dict.fromkeys((f"\n{prompt.macros.user}:", *sampling.stop))  # in order, once each

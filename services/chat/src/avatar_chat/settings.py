@@ -76,3 +76,7 @@ class ChatSettings(ServiceSettings):
     """Recent messages (besides the new one) scanned for lorebook keys, unless the book says."""
     lore_budget_ratio: float = Field(0.25, gt=0, le=1)
     """Share of the context window lore may take, unless the book sets a token budget."""
+    llm_alternate_roles: bool = False
+    """Reshape prompts for chat templates that take one system message and then strictly
+    alternating turns, the user's first (Gemma's on vLLM): later system messages become
+    notes on user turns, a greeting first gets an opening user turn."""

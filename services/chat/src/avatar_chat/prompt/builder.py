@@ -11,8 +11,8 @@
 
 Examples stay inside the first system message, so they never break the alternation of user
 and assistant turns that some chat templates insist on (Gemma's on vLLM). Lore placed at a
-depth and post-history instructions are messages of their own, as the cards ask: a card that
-uses them needs a template that takes a system message after the first.
+depth and post-history instructions are messages of their own, as the cards ask;
+`alternation` reshapes them for templates that refuse that (LLM_ALTERNATE_ROLES).
 
 Everything here counts toward the window: the planner fits the conversation around the parts
 built here (`Prompt.reserved`).
