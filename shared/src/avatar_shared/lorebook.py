@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cached_property, partial
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import regex
@@ -392,10 +392,8 @@ def _needle(key: str, use_regex: bool | None) -> str | None:
 
 
 def _matcher(key: str, use_regex: bool, case_sensitive: bool) -> Matcher:
-    try:
-        pattern = _as_regex(key, use_regex, case_sensitive)
-    except BadRegex as exc:
-        return partial(_refuse, str(exc))  # left out with its reason whenever it is tried
+    # A regex key compiles: the book's validation made sure of it.
+    pattern = _as_regex(key, use_regex, case_sensitive)
     if pattern is not None:
         return lambda scanned: _search(pattern, scanned.text)
     key = key.strip() if case_sensitive else key.strip().casefold()
@@ -423,10 +421,6 @@ def _as_regex(key: str, use_regex: bool, case_sensitive: bool) -> "regex.Pattern
         return regex.compile(source, options)
     except (regex.error, OverflowError) as exc:
         raise BadRegex(str(exc)) from exc
-
-
-def _refuse(why: str, _: Scanned) -> bool:
-    raise BadRegex(why)
 
 
 def _search(pattern: "regex.Pattern[str]", text: str) -> bool:
