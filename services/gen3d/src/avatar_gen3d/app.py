@@ -6,7 +6,7 @@ from redis.exceptions import RedisError
 
 from avatar_gen3d.backends.health import gen3d_check, reachable_check
 from avatar_gen3d.deps import Gen3dState
-from avatar_gen3d.jobs import open_queue
+from avatar_gen3d.jobs import open_queues
 from avatar_gen3d.metrics import GEN3D_QUEUE
 from avatar_gen3d.routes import router
 from avatar_gen3d.service import Gen3dService
@@ -18,18 +18,22 @@ from avatar_shared.state import BaseState, lifespan_state
 
 def create_app(settings: Gen3dSettings | None = None) -> FastAPI:
     settings = settings or Gen3dSettings()
-    queue = open_queue(settings)
+    queues = open_queues(settings)
 
     async def gen3d_state(base: BaseState) -> AsyncIterator[Gen3dState]:
-        await queue.connect()
+        for queue in queues.values():
+            await queue.connect()
         try:
-            yield Gen3dState(gen3d=Gen3dService(settings, base["redis"], queue))
+            gen3d = Gen3dService(settings, base["redis"], queues)
+            await gen3d.recover()
+            yield Gen3dState(gen3d=gen3d)
         finally:
-            with suppress(RedisError, OSError):  # stopping while Redis is gone is fine
-                await queue.disconnect()
+            for queue in queues.values():
+                with suppress(RedisError, OSError):  # stopping while Redis is gone is fine
+                    await queue.disconnect()
 
     upstream_checks = {
-        "gen3d": gen3d_check(settings, queue),
+        "gen3d": gen3d_check(settings, queues[settings.gen3d_backend]),
         "style": reachable_check(settings.style_base_url),
     }
 

@@ -1,6 +1,6 @@
 """Every error of the gen3d service, each with the status and code of the envelope."""
 
-from avatar_shared.errors import AppError, Conflict, NamedNotFound, ValidationFailed
+from avatar_shared.errors import AppError, Conflict, Forbidden, NamedNotFound, ValidationFailed
 
 
 class UnsupportedImage(AppError):
@@ -29,10 +29,18 @@ class UnusableImage(ValidationFailed):
 
 class QueueFull(AppError):
     status_code, code = 503, "queue_full"
-    message = "Too much 3D work is waiting; try again shortly."
+    message = "Too much 3D work is waiting for this backend; try again shortly."
 
     def __init__(self) -> None:
         super().__init__(headers={"Retry-After": "60"})
+
+
+class SignInRequired(Forbidden):
+    code = "sign_in_required"
+    message = (
+        "The hunyuan3d backend (GPU) is for signed-in users: sign in to use it, or choose the "
+        "relief backend, which is open to everyone."
+    )
 
 
 class CorruptImage(ValidationFailed):
@@ -63,9 +71,14 @@ class TooManyJobs(AppError):
     status_code, code = 429, "too_many_jobs"
     message = "As many jobs of yours wait or run as may at once; try again when one ends."
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, of_address: bool = False) -> None:
+        whose = (
+            "from your network address without sign-in (every anonymous visitor there together)"
+            if of_address
+            else "of yours"
+        )
         super().__init__(
-            f"At most {limit} jobs of yours may wait or run at once; try again when one ends.",
+            f"At most {limit} jobs {whose} may wait or run at once; try again when one ends.",
             headers={"Retry-After": "30"},
         )
 

@@ -1,10 +1,19 @@
 """Uploaded pictures: what they are is decided by decoding them, never by the file name or
 the declared type; size in pixels is checked from the header before any decoding, so a
-decompression bomb costs nothing."""
+decompression bomb costs nothing.
+
+Decoding is what costs memory (4 bytes a pixel and more, whatever the file's size), so a
+picture is decoded reduced to at most `max_side` pixels on its longer side: a JPEG straight
+at 1/2, 1/4 or 1/8 scale from its DCT coefficients (`draft`: the full-size picture is never
+held), other formats whole and then reduced (`resize` with a reducing gap: a box average by
+a whole factor first). Nothing downstream needs more: the stored input and a model's
+texture are no larger. (The service bounds how many are decoded at once: DECODE_CONCURRENCY.)
+"""
 
 import io
 import struct
 import warnings
+from typing import IO
 
 from PIL import Image, UnidentifiedImageError
 
@@ -13,14 +22,35 @@ from avatar_gen3d.errors import CorruptImage, ImageTooLarge, UnsupportedImage, U
 FORMATS = ("PNG", "JPEG", "WEBP")
 MIN_SIDE = 16  # pixels: anything smaller has no subject to model
 MAX_ASPECT = 20  # a strip thinner than this has no shape either
+# Modes `resize` would treat as colour indices (nearest neighbour only): made colours first.
+INDEXED = ("1", "P")
 
 
-def checked_picture(data: bytes, max_pixels: int) -> Image.Image:
-    """The decoded picture, or UnsupportedImage (415), ImageTooLarge or CorruptImage (422)."""
+def fitted(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """`size` scaled down (never up) so its longer side is at most `max_side`."""
+    width, height = size
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def jpeg_scale(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """What to ask of a JPEG's `draft`: the least of its reductions (1, 2, 4, 8) that fits
+    `max_side`, or 8. (`draft` takes the largest reduction whose size is at least the one
+    asked, so the floor of each side is asked.)"""
+    for scale in (1, 2, 4, 8):
+        if -(-max(size) // scale) <= max_side:
+            break
+    return size[0] // scale, size[1] // scale
+
+
+def checked_picture(data: bytes | IO[bytes], max_pixels: int, max_side: int) -> Image.Image:
+    """The decoded picture, at most `max_side` pixels on its longer side, or
+    UnsupportedImage (415), ImageTooLarge or CorruptImage (422)."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            picture = Image.open(io.BytesIO(data), formats=FORMATS)
+            picture: Image.Image = Image.open(source, formats=FORMATS)
     except UnidentifiedImageError as exc:
         raise UnsupportedImage() from exc
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
@@ -33,7 +63,13 @@ def checked_picture(data: bytes, max_pixels: int) -> Image.Image:
     if min(width, height) < MIN_SIDE or max(width, height) > MAX_ASPECT * min(width, height):
         raise UnusableImage(width, height)
     try:
+        picture.draft(None, jpeg_scale(picture.size, max_side))  # the others ignore it
         picture.load()
+        if max(picture.size) > max_side:
+            if picture.mode in INDEXED:
+                picture = picture.convert("RGBA")
+            target = fitted(picture.size, max_side)
+            picture = picture.resize(target, Image.Resampling.LANCZOS, reducing_gap=2.0)
     except (OSError, ValueError, SyntaxError) as exc:
         raise CorruptImage() from exc
     return picture

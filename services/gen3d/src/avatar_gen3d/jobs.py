@@ -1,31 +1,44 @@
-"""The job queue (saq, in Redis) as the API and the workers both use it.
+"""The job queues (saq, in Redis) as the API and the workers both use them.
 
-saq keeps each job (status, attempts, heartbeat, our progress in `meta`) under its own keys
-and sweeps jobs whose worker stopped sending heartbeats: retried while attempts remain,
-else failed. Its per-job defaults (10 s timeout, 1 attempt, 600 s ttl) are wrong for 3D
-work, so every job is enqueued with the settings' values.
+One saq queue per backend (`QUEUE_NAMES`), each with its own cap on waiting jobs and its own
+workers, so a full GPU queue never refuses or delays relief jobs. saq keeps each job (status,
+attempts, heartbeat, our progress in `meta`) under its own keys and sweeps jobs whose worker
+stopped sending heartbeats: retried while attempts remain, else failed. Its per-job defaults
+(10 s timeout, 1 attempt, 600 s ttl) are wrong for 3D work, so every job is enqueued with
+the settings' values.
+
+Fair turns (`FairQueue`): a new job waits in its holder's own list, not in saq's single
+first-come list, and a worker takes the next holder's oldest job in turn, so one holder's
+tenth job never goes before another's first (the holder: a signed-in user, or the client
+address of anonymous callers, whose ids are free to make).
 
 Our own keys:
 - `gen3d:owner:{job_id}`: the user who submitted it (kept as long as the job).
-- `gen3d:active:{user_id}`: sorted set of the user's jobs not finished yet, by the time
-  their place was taken (the per-user cap).
+- `gen3d:active:{user_id or holder}`: sorted set of the jobs not finished yet, by the time
+  their place was taken (the caps per user and, for anonymous callers, per address).
 - `gen3d:jobs:{user_id}`: sorted set of all the user's jobs by submission time (the listing).
 - `gen3d:cancelled:{job_id}`: set when its owner cancelled it.
 - `gen3d:durations:{backend}`: the last 20 durations (s), for `estimated_time`.
+- `saq:{queue}:wait:{holder}`, `saq:{queue}:ring`, `saq:{queue}:waiting`, `saq:{queue}:wake`:
+  the fair turns (see FairQueue).
 """
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from saq import Job, Queue
+from saq import Job
 from saq.job import Status
+from saq.queue.redis import RedisQueue
 
-from avatar_gen3d.schemas import JobState
+from avatar_gen3d.errors import QueueFull
+from avatar_gen3d.schemas import Backend, JobState
 from avatar_gen3d.settings import Gen3dSettings
 
-QUEUE_NAME = "gen3d"
+# relief keeps the name of the single queue of earlier versions: their jobs stay readable.
+QUEUE_NAMES: dict[Backend, str] = {"relief": "gen3d", "hunyuan3d": "gen3d-hunyuan3d"}
 FUNCTION = "generate"
 DEFAULT_DURATION_S = 30.0  # a guess until a backend has finished jobs
 FINAL = {Status.COMPLETE, Status.FAILED, Status.ABORTED}
@@ -41,9 +54,143 @@ STATUS_OF: dict[Status, JobState] = {
 LOST = "작업이 중단되었습니다. 다시 시도해 주세요."  # the worker died and no attempts were left
 CANCELLED = "취소되었습니다."
 
+# KEYS: incomplete, the job, its abort mark, ring, the holder's wait list, waiting, wake.
+# ARGV: the job serialized, holder, cap. Returns 1 when queued, 0 when the job is known
+# already (saq's rule), -1 when `cap` jobs wait already.
+_ENQUEUE = """
+if redis.call('ZSCORE', KEYS[1], KEYS[2]) or redis.call('EXISTS', KEYS[3]) == 1 then
+  return 0
+end
+if tonumber(redis.call('GET', KEYS[6]) or '0') >= tonumber(ARGV[3]) then return -1 end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[1], 0, KEYS[2])
+if redis.call('RPUSH', KEYS[5], KEYS[2]) == 1 then redis.call('RPUSH', KEYS[4], ARGV[2]) end
+redis.call('INCR', KEYS[6])
+redis.call('RPUSH', KEYS[7], 1)
+redis.call('LTRIM', KEYS[7], -8, -1)
+redis.call('EXPIRE', KEYS[7], 60)
+return 1
+"""
 
-def open_queue(settings: Gen3dSettings) -> Queue:
-    return Queue.from_url(settings.redis_url, name=QUEUE_NAME)
+# KEYS: queued, active, ring, waiting. ARGV: the prefix of wait lists. The id of the job
+# moved to `active` (as saq's own dequeue does), or false.
+_TAKE = """
+local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+if id then return id end
+local holder = redis.call('LPOP', KEYS[3])
+if not holder then return false end
+local wait = ARGV[1] .. holder
+id = redis.call('LPOP', wait)
+if redis.call('EXISTS', wait) == 1 then redis.call('RPUSH', KEYS[3], holder) end
+if not id then return false end
+redis.call('RPUSH', KEYS[2], id)
+if redis.call('DECR', KEYS[4]) <= 0 then redis.call('DEL', KEYS[4]) end
+return id
+"""
+
+# KEYS: the holder's wait list, ring, waiting. ARGV: job id, holder. 1 when the job was
+# waiting (and now is not), else 0.
+_UNWAIT = """
+if redis.call('LREM', KEYS[1], 0, ARGV[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('LREM', KEYS[2], 0, ARGV[2]) end
+if redis.call('DECR', KEYS[3]) <= 0 then redis.call('DEL', KEYS[3]) end
+return 1
+"""
+
+
+def holder_of(job: Job) -> str:
+    """Whose turn a job waits for; jobs of earlier versions name none: their user's."""
+    kwargs = job.kwargs or {}
+    return str(kwargs.get("holder") or kwargs.get("user_id") or "")
+
+
+class FairQueue(RedisQueue):
+    """A saq queue whose new jobs are taken one holder at a time, in turn.
+
+    A holder's jobs wait in `wait:{holder}` (oldest first) and `ring` lists each holder with
+    a job waiting once; a worker pops the ring's first holder, takes their oldest job and
+    puts them back at the end if more wait. `waiting` counts the jobs in all wait lists (the
+    cap is checked in the same script that adds one, so parallel submissions cannot pass it
+    together), and `wake` holds a token per new job for idle workers to block on. Retries
+    saq puts back in its own `queued` list are taken first: they already had their turn.
+    Each step is one script: any number of workers and API replicas share the turns.
+
+    Relies on saq 0.26's RedisQueue internals (the lock file pins it): `_enqueue`,
+    `dequeue`, `abort` and `count` are the ones replaced."""
+
+    def __init__(self, redis: Redis, name: str, cap: int) -> None:
+        super().__init__(redis, name=name)
+        self.cap = cap
+        self._ring, self._waiting = self.namespace("ring"), self.namespace("waiting")
+        self._wake = self.namespace("wake")
+        self._fair_enqueue = redis.register_script(_ENQUEUE)
+        self._take = redis.register_script(_TAKE)
+        self._unwait = redis.register_script(_UNWAIT)
+
+    def _wait_list(self, holder: str) -> str:
+        return self.namespace(f"wait:{holder}")
+
+    async def _enqueue(self, job: Job) -> Job | None:
+        holder = holder_of(job)
+        keys = [
+            self._incomplete, job.id, job.abort_id, self._ring, self._wait_list(holder),
+            self._waiting, self._wake,
+        ]  # fmt: skip
+        queued = await self._fair_enqueue(keys=keys, args=[self.serialize(job), holder, self.cap])
+        if queued == -1:
+            raise QueueFull()
+        return job if queued == 1 else None
+
+    async def dequeue(
+        self,
+        timeout: float = 0.0,  # noqa: ASYNC109  (saq's signature)
+        poll_interval: float = 0.0,
+    ) -> Job | None:
+        """The next job in turn; waits for one up to `timeout` seconds (0: for ever), woken
+        by new jobs and looking again every second (for retries saq puts back)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout > 0 else None
+        while True:
+            keys = [self._queued, self._active, self._ring, self._waiting]
+            job_id = await self._take(keys=keys, args=[self.namespace("wait:")])
+            if job_id is not None:
+                return await self._get_job_by_id(job_id)
+            wait = 1.0 if deadline is None else min(1.0, deadline - loop.time())
+            if wait <= 0:
+                return None
+            await self.redis.blpop([self._wake], timeout=wait)  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
+
+    async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
+        """A job still waiting for its turn leaves its list and ends at once; any other is
+        saq's to abort (taken off its lists, or stopped by its worker)."""
+        holder = holder_of(job)
+        keys = [self._wait_list(holder), self._ring, self._waiting]
+        if await self._unwait(keys=keys, args=[job.id, holder]):
+            await self.finish(job, Status.ABORTED, error=error)
+            return
+        await super().abort(job, error, ttl)
+
+    async def count(self, kind: Any) -> int:
+        if kind == "queued":  # saq's list (retries) and the wait lists
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.llen(self._queued)
+                pipe.get(self._waiting)
+                retries, waiting = await pipe.execute()
+            return int(retries) + int(waiting or 0)
+        return await super().count(kind)
+
+
+def open_queue(settings: Gen3dSettings, backend: Backend) -> FairQueue:
+    caps: dict[Backend, int] = {
+        "relief": settings.max_waiting_jobs_relief,
+        "hunyuan3d": settings.max_waiting_jobs_hunyuan3d,
+    }
+    redis = Redis.from_url(settings.redis_url)  # bytes, as saq reads its records
+    return FairQueue(redis, name=QUEUE_NAMES[backend], cap=caps[backend])
+
+
+def open_queues(settings: Gen3dSettings) -> dict[Backend, FairQueue]:
+    return {backend: open_queue(settings, backend) for backend in QUEUE_NAMES}
 
 
 def job_settings(settings: Gen3dSettings) -> dict[str, Any]:
@@ -71,18 +218,28 @@ def progress_of(job: Job) -> Progress:
     return Progress(percent, meta.get("step"), error if job.status in FINAL else None)
 
 
+# KEYS: the place sets (the user's, and an anonymous caller's address's). ARGV: job id, ttl,
+# now, then each set's cap. 0 when a place was taken in every set, else the (1-based) index
+# of a full set, and no place taken.
 _CLAIM = """
-redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-if redis.call('ZCARD', KEYS[1]) > tonumber(ARGV[2]) then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  return 0
+for i, key in ipairs(KEYS) do
+  if redis.call('ZCARD', key) >= tonumber(ARGV[3 + i]) then return i end
 end
-return 1
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key, ARGV[3], ARGV[1])
+  redis.call('EXPIRE', key, ARGV[2])
+end
+return 0
 """
 # A place taken this long ago whose job is not in the queue belongs to a submission that
 # died halfway; younger ones may be submissions still storing their picture.
 CLAIM_GRACE_S = 60
+
+
+def places_of(user_id: str, holder: str) -> list[str]:
+    """The sets a job takes a place in: its user's, and its holder's when that is another
+    (the client address of an anonymous caller)."""
+    return [f"gen3d:active:{key}" for key in dict.fromkeys((user_id, holder))]
 
 
 class JobBook:
@@ -91,15 +248,15 @@ class JobBook:
     def __init__(self, redis: Redis, ttl_s: int) -> None:
         self.redis, self.ttl_s = redis, ttl_s
 
-    async def claim(self, job_id: str, user_id: str, cap: int) -> bool:
-        """A place among the user's unfinished jobs, if fewer than `cap` are taken; one
-        script, so parallel submissions cannot all slip under the cap."""
-        key = f"gen3d:active:{user_id}"
+    async def claim(self, job_id: str, caps: dict[str, int]) -> str | None:
+        """A place in each set of `caps` (place key -> cap), or the key of one that is full
+        (then none is taken); one script, so parallel submissions cannot all slip under."""
+        keys = list(caps)
         # redis-py types async commands as "Awaitable[T] | T"
-        claimed = await self.redis.eval(  # type: ignore[misc]
-            _CLAIM, 1, key, job_id, cap, self.ttl_s, time.time()
+        full = await self.redis.eval(  # type: ignore[misc]
+            _CLAIM, len(keys), *keys, job_id, self.ttl_s, time.time(), *caps.values()
         )
-        return bool(claimed)
+        return keys[int(full) - 1] if full else None
 
     async def add(self, job_id: str, user_id: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -134,15 +291,20 @@ class JobBook:
         owner: str | None = await self.redis.get(f"gen3d:owner:{job_id}")
         return owner
 
-    async def active(self, user_id: str) -> list[tuple[str, float]]:
-        """The user's places, each with the time it was taken."""
-        places: list[tuple[str, float]] = await self.redis.zrange(
-            f"gen3d:active:{user_id}", 0, -1, withscores=True
-        )
-        return places
+    async def active(self, places: str) -> list[tuple[str, float]]:
+        """The places taken in one set, each job with the time its place was taken."""
+        taken: list[tuple[str, float]] = await self.redis.zrange(places, 0, -1, withscores=True)
+        return taken
 
-    async def finished(self, job_id: str, user_id: str) -> None:
-        await self.redis.zrem(f"gen3d:active:{user_id}", job_id)
+    async def finished(self, job_id: str, user_id: str, holder: str) -> None:
+        """The job gives its places back."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for places in places_of(user_id, holder):
+                pipe.zrem(places, job_id)
+            await pipe.execute()
+
+    async def free(self, places: str, job_id: str) -> None:
+        await self.redis.zrem(places, job_id)
 
     async def took(self, backend: str, seconds: float) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -12,6 +12,7 @@ from avatar_gen3d.errors import (
     JobNotFound,
     QueueFull,
     ResultNotFound,
+    SignInRequired,
     TooManyJobs,
     UnsupportedImage,
     UnusableImage,
@@ -29,14 +30,15 @@ from avatar_shared.errors import (
 )
 from avatar_shared.identity import CALLER_ERRORS, WRITER_ERRORS, UserId
 from avatar_shared.pages import TIME
+from avatar_shared.rate import RATE_ERRORS, CallerDep
 
 router = APIRouter(prefix="/api/generate", tags=["gen3d"], responses=error_responses(COMMON))
 
-# What an upload can answer: the picture and options checked, room in the queue and in the
-# caller's share of it.
+# What an upload can answer: the picture and options checked, the backend open to the caller,
+# their rate, room in the backend's queue and in the caller's share of it.
 UPLOAD_ERRORS = (
     (UnsupportedImage, ImageTooLarge, UnusableImage, CorruptImage, InvalidOptions),
-    (TooManyJobs, QueueFull),
+    (SignInRequired, *RATE_ERRORS, TooManyJobs, QueueFull),
 )
 
 
@@ -49,7 +51,7 @@ UPLOAD_ERRORS = (
 )
 async def generate(
     image: Annotated[UploadFile, File(description="A PNG, JPEG or WebP picture")],
-    user_id: UserId,
+    caller: CallerDep,
     gen3d: Gen3dDep,
     options: Annotated[
         str | None,
@@ -60,7 +62,8 @@ async def generate(
         ),
     ] = None,
 ) -> Envelope[JobAccepted]:
-    return ok(await gen3d.submit(user_id, await image.read(), options))
+    # The upload as Starlette spooled it (to disk past 1 MB): decoded from there, never copied.
+    return ok(await gen3d.submit(caller, image.file, options))
 
 
 @router.get(

@@ -1,14 +1,19 @@
-"""3D generation: an uploaded picture becomes a job in the queue, a worker makes it a GLB."""
+"""3D generation: an uploaded picture becomes a job in its backend's queue, a worker makes it
+a GLB."""
 
 import asyncio
+import logging
 import shutil
 import time
 import uuid
+from contextlib import suppress
 from pathlib import Path
+from typing import IO
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
-from saq import Job, Queue
+from redis.exceptions import RedisError
+from saq import Job
 
 from avatar_gen3d.errors import (
     InvalidOptions,
@@ -16,9 +21,10 @@ from avatar_gen3d.errors import (
     JobNotFound,
     QueueFull,
     ResultNotFound,
+    SignInRequired,
     TooManyJobs,
 )
-from avatar_gen3d.files import JobFolder
+from avatar_gen3d.files import JobFolder, job_folders
 from avatar_gen3d.images import as_png, checked_picture
 from avatar_gen3d.jobs import (
     CANCELLED,
@@ -26,11 +32,16 @@ from avatar_gen3d.jobs import (
     FINAL,
     FUNCTION,
     STATUS_OF,
+    FairQueue,
     JobBook,
+    holder_of,
     job_settings,
+    places_of,
     progress_of,
 )
+from avatar_gen3d.retention import Retention
 from avatar_gen3d.schemas import (
+    Backend,
     Gen3dOptions,
     JobAccepted,
     JobPage,
@@ -40,6 +51,9 @@ from avatar_gen3d.schemas import (
 )
 from avatar_gen3d.settings import Gen3dSettings
 from avatar_shared.pages import TIME, Page
+from avatar_shared.rate import Caller, RateLimit
+
+log = logging.getLogger("avatar.gen3d")
 
 
 def parse_options(raw: str | None) -> Gen3dOptions:
@@ -70,40 +84,105 @@ def status_of(job: Job, cancelled: bool) -> JobStatus:
     )
 
 
-class Gen3dService:
-    def __init__(self, settings: Gen3dSettings, redis: Redis, queue: Queue) -> None:
-        self.settings, self.queue = settings, queue
-        self.book = JobBook(redis, settings.job_ttl_s)
+def holder(caller: Caller) -> str:
+    """Whose share a job uses (its turn in the queue, its files' bytes): a signed-in user's
+    own; anonymous callers share their client address's, since their ids cost nothing."""
+    return caller.address_key or caller.user_id
 
-    async def submit(self, user_id: str, image: bytes, options_json: str | None) -> JobAccepted:
-        """Room is taken before the picture is decoded (decoding costs memory), and given
-        back if anything after fails: a refused upload leaves nothing behind."""
+
+class Gen3dService:
+    def __init__(
+        self, settings: Gen3dSettings, redis: Redis, queues: dict[Backend, FairQueue]
+    ) -> None:
+        self.settings, self.queues = settings, queues
+        self.book = JobBook(redis, settings.job_ttl_s)
+        self.retention = Retention(
+            redis,
+            settings.gen3d_max_bytes,
+            settings.gen3d_max_bytes_per_user,
+            settings.gen3d_max_age_s,
+        )
+        self.rate = RateLimit(
+            redis, "gen3d", settings.gen3d_rate_per_hour, 3600, "3D jobs", "an hour"
+        )
+        self.address_rate = RateLimit(
+            redis,
+            "gen3d-address",
+            settings.gen3d_rate_per_hour_per_address,
+            3600,
+            "3D jobs from one network address without sign-in",
+            "an hour",
+        )
+        # Each decode holds a picture in memory (4 bytes a pixel and more): bounded per process.
+        self._decoding = asyncio.Semaphore(settings.decode_concurrency)
+
+    async def submit(
+        self, caller: Caller, image: IO[bytes], options_json: str | None
+    ) -> JobAccepted:
+        """Checks that cost nothing come first (options, backend, room, rates), then the
+        picture is decoded; anything refused after its room was taken gives it back: a
+        refused upload leaves nothing behind (but its count in the rates)."""
         options = parse_options(options_json)
-        job_id = await self._take_room(user_id)
-        folder = JobFolder(self.settings.assets_dir, user_id, job_id)
+        backend = self.backend_for(caller, options)
+        queue = self.queues[backend]
+        if await queue.count("queued") >= queue.cap:  # early: the enqueue checks it again
+            raise QueueFull()
+        share = holder(caller)
+        job_id = await self._take_room(caller, share)
+        folder = JobFolder(self.settings.assets_dir, caller.user_id, job_id)
         try:
-            await asyncio.to_thread(self._store_input, image, folder)
-            await self.book.add(job_id, user_id)
-            kwargs = {"user_id": user_id, "job_id": job_id, "options": options.model_dump()}
-            await self.queue.enqueue(FUNCTION, key=job_id, **job_settings(self.settings), **kwargs)
+            # Counted once there is room: a picture refused later counts (decoding it was
+            # the cost), a submission refused for want of room does not.
+            if caller.address_key is not None:
+                await self.address_rate.hit(caller.address_key)
+            await self.rate.hit(caller.key)
+            size = await self._store_input(image, folder)
+            await self.retention.kept(folder.path, size, share)
+            await self.book.add(job_id, caller.user_id)
+            kwargs = {
+                "user_id": caller.user_id,
+                "job_id": job_id,
+                "holder": share,
+                # The backend as decided here: a worker's own default must not change it.
+                "options": options.model_copy(update={"backend": backend}).model_dump(),
+            }
+            await queue.enqueue(FUNCTION, key=job_id, **job_settings(self.settings), **kwargs)
         except BaseException:
-            await self.book.finished(job_id, user_id)
+            with suppress(RedisError, OSError):
+                await self.book.finished(job_id, caller.user_id, share)
+                await self.retention.remove(folder.path)
             await asyncio.to_thread(shutil.rmtree, folder.path, True)
             raise
-        backend = options.backend or self.settings.gen3d_backend
         return JobAccepted(
             job_id=job_id,
             status_url=f"/api/generate/status/{job_id}",
             estimated_time=await self._estimate(backend),
         )
 
-    def _store_input(self, image: bytes, folder: JobFolder) -> None:
-        """Checks the upload by decoding it and keeps it as PNG (in a thread: CPU work)."""
-        folder.write("input.png", as_png(checked_picture(image, self.settings.max_image_pixels)))
+    def backend_for(self, caller: Caller, options: Gen3dOptions) -> Backend:
+        """The GPU backend is for signed-in users only (hours of GPU are not for free ids);
+        an anonymous caller's job that names no backend goes to relief."""
+        if caller.identity.signed_in:
+            return options.backend or self.settings.gen3d_backend
+        if options.backend == "hunyuan3d":
+            raise SignInRequired()
+        return "relief"
+
+    async def _store_input(self, image: IO[bytes], folder: JobFolder) -> int:
+        """Checks the upload by decoding it (reduced) and keeps it as PNG; its bytes."""
+        async with self._decoding:
+            return await asyncio.to_thread(self._decode_and_store, image, folder)
+
+    def _decode_and_store(self, image: IO[bytes], folder: JobFolder) -> int:
+        settings = self.settings
+        picture = checked_picture(image, settings.max_image_pixels, settings.max_picture_side)
+        png = as_png(picture)
+        folder.write("input.png", png)
+        return len(png)
 
     async def status(self, job_id: str, user_id: str) -> JobStatus:
         await self._owned(job_id, user_id)
-        job = await self.queue.job(job_id)
+        job = await self._job(job_id)
         if job is None:
             raise JobNotFound(job_id)
         return status_of(job, cancelled=bool(await self.book.cancelled([job_id])))
@@ -115,7 +194,7 @@ class Gen3dService:
         ids = listed.items
         cancelled = await self.book.cancelled(ids)
         page = []
-        for job_id, job in zip(ids, await self.queue.jobs(ids), strict=True):
+        for job_id, job in zip(ids, await self._jobs(ids), strict=True):
             if job is None:  # its record expired (JOB_TTL_S)
                 await self.book.forget(job_id, user_id)
                 continue
@@ -123,15 +202,20 @@ class Gen3dService:
         return JobPage(jobs=page, next_cursor=TIME.next_of(listed))
 
     async def cancel(self, job_id: str, user_id: str) -> JobStatus:
-        """A queued job leaves the queue; a running one is stopped by its worker within about
-        a second. Either way it ends as `failed` with the error "취소되었습니다."."""
+        """A waiting job leaves its queue; a running one is stopped by its worker within about
+        a second. Either way it ends as `failed` with the error "취소되었습니다." and its files
+        go. (A job already sent to the Hunyuan3D server runs there to its end: that server
+        cannot cancel; only our worker stops waiting for it.)"""
         await self._owned(job_id, user_id)
-        job = await self.queue.job(job_id)
+        job = await self._job(job_id)
         if job is None or job.status in FINAL or await self.book.cancelled([job_id]):
             raise JobFinished(job_id)
         await self.book.cancel(job_id)
-        await self.queue.abort(job, error="cancelled")
-        await self.book.finished(job_id, user_id)
+        assert job.queue is not None  # set by the queue that read it
+        await job.queue.abort(job, error="cancelled")
+        await self.book.finished(job_id, user_id, holder_of(job))
+        if job.status in FINAL:  # it had not started: no worker will clean up after it
+            await self.retention.remove(JobFolder(self.settings.assets_dir, user_id, job_id).path)
         return status_of(job, cancelled=True)
 
     async def result(self, job_id: str, user_id: str, kind: str) -> Path:
@@ -142,36 +226,74 @@ class Gen3dService:
         return path
 
     async def queue_depth(self) -> QueueDepth:
-        info = await self.queue.info()
+        infos = [await queue.info() for queue in self.queues.values()]
         return QueueDepth(
-            queued=info["queued"], running=info["active"], workers=len(info["workers"])
+            queued=sum(info["queued"] for info in infos),
+            running=sum(info["active"] for info in infos),
+            # Every worker process serves every backend (one saq worker for each).
+            workers=max(len(info["workers"]) for info in infos),
         )
+
+    async def recover(self) -> None:
+        """At start: the retention index is rebuilt from the folders if Redis lost it. Best
+        effort: a Redis that is down now does not stop the service from starting."""
+        try:
+            if await self.retention.lost():
+                folders = await asyncio.to_thread(job_folders, self.settings.assets_dir)
+                await self.retention.rebuild(folders)
+                if folders:
+                    log.info("retention index rebuilt: %d job folders", len(folders))
+        except RedisError as exc:
+            log.warning("retention index not checked (Redis unavailable): %s", exc)
+
+    async def _job(self, job_id: str) -> Job | None:
+        for queue in self.queues.values():
+            if (job := await queue.job(job_id)) is not None:
+                return job
+        return None
+
+    async def _jobs(self, job_ids: list[str]) -> list[Job | None]:
+        """Each job from whichever queue holds it (one read per queue)."""
+        found: list[Job | None] = [None] * len(job_ids)
+        for queue in self.queues.values():
+            for i, job in enumerate(await queue.jobs(job_ids)):
+                found[i] = found[i] or job
+        return found
 
     async def _owned(self, job_id: str, user_id: str) -> None:
         """404, not 403, to others: job ids are not confirmed to strangers."""
         if await self.book.owner(job_id) != user_id:
             raise JobNotFound(job_id)
 
-    async def _take_room(self, user_id: str) -> str:
-        """A new job id with its place among the user's unfinished jobs, or 429; 503 when
-        the whole queue is full (anonymous ids are free to make: this bounds them all)."""
-        if await self.queue.count("queued") >= self.settings.max_waiting_jobs:
-            raise QueueFull()
-        places = await self.book.active(user_id)
-        jobs = await self.queue.jobs([job_id for job_id, _ in places])
-        for (job_id, taken_at), job in zip(places, jobs, strict=True):
-            lost = job is None and time.time() - taken_at > CLAIM_GRACE_S
-            if lost or (job is not None and job.status in FINAL):  # ended without saying so
-                await self.book.finished(job_id, user_id)
+    async def _take_room(self, caller: Caller, share: str) -> str:
+        """A new job id with its place among the user's unfinished jobs (and, for anonymous
+        callers, among their address's), or 429."""
+        places = places_of(caller.user_id, share)
+        for key in places:
+            await self._free_ended_places(key)
+        caps = {places[0]: self.settings.max_queued_jobs_per_user}
+        if len(places) > 1:
+            caps[places[1]] = self.settings.max_queued_jobs_per_address
         job_id = str(uuid.uuid4())
-        if not await self.book.claim(job_id, user_id, self.settings.max_queued_jobs_per_user):
-            raise TooManyJobs(self.settings.max_queued_jobs_per_user)
+        full = await self.book.claim(job_id, caps)
+        if full is not None:
+            raise TooManyJobs(caps[full], of_address=full != places[0])
         return job_id
 
-    async def _estimate(self, backend: str) -> int:
+    async def _free_ended_places(self, key: str) -> None:
+        """Places of jobs that ended without giving theirs back (their worker died), or of
+        submissions that died halfway, are free again."""
+        taken = await self.book.active(key)
+        jobs = await self._jobs([job_id for job_id, _ in taken])
+        for (job_id, taken_at), job in zip(taken, jobs, strict=True):
+            lost = job is None and time.time() - taken_at > CLAIM_GRACE_S
+            if lost or (job is not None and job.status in FINAL):
+                await self.book.free(key, job_id)
+
+    async def _estimate(self, backend: Backend) -> int:
         """Seconds: the jobs ahead and this one (already queued), at the backend's recent
         pace, one at a time per worker."""
-        info = await self.queue.info()  # counts and workers in one read
+        info = await self.queues[backend].info()  # counts and workers in one read
         waiting = info["queued"] + info["active"]
         rounds = max(1, -(-waiting // max(1, len(info["workers"]))))  # ceil: this job's round
         return max(1, round(await self.book.typical_duration(backend) * rounds))

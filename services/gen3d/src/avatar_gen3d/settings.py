@@ -6,7 +6,8 @@ from avatar_shared.settings import ServiceSettings
 
 class Gen3dSettings(ServiceSettings):
     gen3d_backend: Backend = "relief"
-    """Backend for jobs that name none: relief (CPU, built in) or hunyuan3d (GPU server)."""
+    """Backend for jobs that name none: relief (CPU, built in) or hunyuan3d (GPU server;
+    anonymous callers' jobs that name none go to relief, see below)."""
     gen3d_base_url: str = ""
     """Hunyuan3D-2 api_server; empty means not configured (health: disabled)."""
     style_base_url: str = ""
@@ -15,14 +16,40 @@ class Gen3dSettings(ServiceSettings):
     """Where per-user files are stored (audio in `<user>/audio/`, 3D jobs in `<user>/3d/`)."""
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)
     """Larger uploads are refused with 413 as they stream in."""
-    max_image_pixels: int = Field(4096 * 4096, gt=0)
-    """Pictures with more pixels are refused with 422 before they are decoded."""
+    max_image_pixels: int = Field(4096 * 3072, gt=0)
+    """Pictures with more pixels are refused with 422 before they are decoded (a PNG or WebP
+    is decoded whole: about 4 bytes a pixel while it is reduced)."""
+    max_picture_side: int = Field(2048, ge=64)
+    """Pictures are decoded reduced to at most this many pixels on their longer side; the
+    stored input and a model's texture are no larger."""
+    decode_concurrency: int = Field(2, ge=1)
+    """Uploads one API process decodes at once (each holds a decoded picture); others wait."""
     max_queued_jobs_per_user: int = Field(3, ge=1)
     """Jobs one user may have queued or running at once (429 beyond)."""
-    max_waiting_jobs: int = Field(200, ge=1)
-    """Jobs waiting in the whole queue at most (503 beyond): bounds all callers together."""
+    max_queued_jobs_per_address: int = Field(5, ge=1)
+    """Jobs anonymous callers of one client address may have queued or running at once, all
+    their ids together (429 beyond)."""
+    gen3d_rate_per_hour: int = Field(20, ge=1)
+    """Jobs one caller may submit an hour (429 with Retry-After beyond)."""
+    gen3d_rate_per_hour_per_address: int = Field(30, ge=1)
+    """Jobs anonymous callers of one client address may submit an hour, all their ids
+    together (429 with Retry-After beyond)."""
+    max_waiting_jobs_relief: int = Field(200, ge=1)
+    """Jobs waiting for the relief backend at most (503 beyond), all callers together."""
+    max_waiting_jobs_hunyuan3d: int = Field(20, ge=1)
+    """Jobs waiting for the hunyuan3d backend at most (503 beyond), all callers together: a
+    full GPU queue does not refuse relief jobs."""
+    max_mesh_resolution: int = Field(256, ge=64, le=512)
+    """The `resolution` option is capped at this (relief: grid cells on the long side;
+    hunyuan3d: its octree resolution), bounding a model's size."""
+    hunyuan_face_count: int = Field(40000, ge=1000)
+    """Faces of a textured Hunyuan3D model at most (its `face_count`)."""
     hunyuan_deadline_s: float = Field(480.0, gt=0)
-    """Longest wait for Hunyuan3D-2's result (it never reports a failure by itself)."""
+    """Longest wait for Hunyuan3D-2's result from the moment a job was sent, across attempts
+    (it never reports a failure by itself, and a job sent is never sent again)."""
+    hunyuan_concurrency: int = Field(1, ge=1)
+    """Jobs one worker process has on the Hunyuan3D server at once (the server runs every
+    job it is sent at the same time)."""
     job_timeout_s: int = Field(600, gt=0)
     """Longest one attempt of a job may run."""
     job_retries: int = Field(3, ge=1)
@@ -32,4 +59,13 @@ class Gen3dSettings(ServiceSettings):
     job_ttl_s: int = Field(7 * 24 * 3600, gt=0)
     """How long a finished job's status is kept."""
     worker_concurrency: int = Field(1, ge=1)
-    """Jobs one worker process runs at once (the relief backend uses one core each)."""
+    """Relief jobs one worker process runs at once (each uses one core)."""
+    gen3d_max_bytes: int = Field(5 * 1024**3, gt=0)
+    """3D files (inputs and results) kept in all; past it the largest holder's oldest job's
+    files go."""
+    gen3d_max_bytes_per_user: int = Field(200 * 1024**2, gt=0)
+    """3D files one user (an anonymous caller: their client address) keeps; past it their
+    own oldest job's files go."""
+    gen3d_max_age_s: float = Field(7 * 24 * 3600, gt=0)
+    """A job's files are removed this long after they were written (a job's status outlives
+    them by at most JOB_TTL_S)."""

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -25,14 +26,16 @@ from typing import Any
 import httpx
 from PIL import Image
 from redis.asyncio import Redis
-from saq import Job, Queue, Worker
+from saq import Job, Worker
 
-from avatar_gen3d.backends.base import Backend, BackendFailed
+from avatar_gen3d.backends.base import SAVING, Backend, BackendFailed, BackendGaveUp
 from avatar_gen3d.backends.hunyuan3d import Hunyuan3DBackend
 from avatar_gen3d.backends.relief import ReliefBackend
 from avatar_gen3d.errors import BadInput, JobCancelled
 from avatar_gen3d.files import JobFolder
-from avatar_gen3d.jobs import FUNCTION, JobBook, open_queue
+from avatar_gen3d.jobs import FUNCTION, FairQueue, JobBook, open_queues
+from avatar_gen3d.retention import Retention
+from avatar_gen3d.schemas import Backend as BackendName
 from avatar_gen3d.schemas import Gen3dOptions
 from avatar_gen3d.settings import Gen3dSettings
 from avatar_shared.app import open_http_client
@@ -44,39 +47,75 @@ FAILED_TO_MAKE = "3D 모델을 만들지 못했습니다."
 
 
 async def generate(
-    ctx: dict[str, Any], *, user_id: str, job_id: str, options: dict[str, Any]
+    ctx: dict[str, Any],
+    *,
+    user_id: str,
+    job_id: str,
+    options: dict[str, Any],
+    holder: str | None = None,  # absent from jobs of earlier versions: their user's
 ) -> str:
     job: Job = ctx["job"]
     settings: Gen3dSettings = ctx["settings"]
     book: JobBook = ctx["book"]
-    chosen = Gen3dOptions.model_validate(options)
+    retention: Retention = ctx["retention"]
+    holder = holder or user_id
+    chosen = capped(Gen3dOptions.model_validate(options), settings)
     backend: Backend = ctx["backends"][chosen.backend or settings.gen3d_backend]
     folder = JobFolder(settings.assets_dir, user_id, job_id)
     started = time.monotonic()
+    notes = JobNotes(job)
     report = reporter(job, book)
     try:
         async with heartbeats(job, settings.job_heartbeat_s / 3):
-            model = await backend.generate(await read_input(folder), chosen, report)
-            await report((100, "GLB 파일 저장 중..."))  # a cancel that came meanwhile wins
+            picture = await read_input(folder)
+            model = await backend.generate(picture, chosen, report, notes)
+            await report((100, SAVING[1]))  # a cancel that came meanwhile wins
             await asyncio.to_thread(folder.write, "model.glb", model.glb)
             await asyncio.to_thread(folder.write, "preview.png", model.preview_png)
+            await asyncio.to_thread(folder.drop_input)
     except JobCancelled:
         job.retries = 0  # its owner has the answer already ("취소되었습니다.")
-        await book.finished(job_id, user_id)
+        await book.finished(job_id, user_id, holder)
+        await retention.remove(folder.path)
         raise
-    except BadInput as exc:
-        job.retries = 0  # nothing another attempt could change
-        await fail(job, book, user_id, str(exc))
+    except (BadInput, BackendGaveUp) as exc:
+        job.retries = 0  # nothing another attempt could change, or worse
+        await fail(job, book, user_id, holder, str(exc))
+        await retention.remove(folder.path)
         raise
     except Exception as exc:
         if job.attempts >= job.retries:  # the last attempt: say why it ended
             why = str(exc) if isinstance(exc, BackendFailed) else FAILED_TO_MAKE
-            await fail(job, book, user_id, why)
+            await fail(job, book, user_id, holder, why)
+            await retention.remove(folder.path)
         raise
-    await job.update(meta={"progress": 100, "step": None})
+    await job.update(meta={**(job.meta or {}), "progress": 100, "step": None})
     await book.took(backend.name, time.monotonic() - started)
-    await book.finished(job_id, user_id)
+    await book.finished(job_id, user_id, holder)
+    await retention.kept(folder.path, await asyncio.to_thread(folder.size), holder)
     return job_id
+
+
+def capped(options: Gen3dOptions, settings: Gen3dSettings) -> Gen3dOptions:
+    """The options within MAX_MESH_RESOLUTION (a model's size grows with its square)."""
+    resolution = min(options.resolution, settings.max_mesh_resolution)
+    return options.model_copy(update={"resolution": resolution})
+
+
+class JobNotes:
+    """A backend's notes, kept in the job's record (`meta`): saq saves the record as it is
+    when it retries the job, and its sweep reads it back from Redis, so every later attempt
+    sees them."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def get(self, name: str) -> Any:
+        return (self.job.meta or {}).get("notes", {}).get(name)
+
+    async def keep(self, **values: Any) -> None:
+        meta = self.job.meta or {}
+        await self.job.update(meta={**meta, "notes": {**meta.get("notes", {}), **values}})
 
 
 async def read_input(folder: JobFolder) -> Image.Image:
@@ -97,15 +136,16 @@ def reporter(job: Job, book: JobBook) -> Callable[[tuple[int, str]], Awaitable[N
         if await book.cancelled([job.key]):
             raise JobCancelled()
         percent, step = stage
-        reached = int((job.meta or {}).get("progress", 0))
-        await job.update(meta={"progress": max(percent, reached), "step": step})
+        meta = job.meta or {}
+        reached = int(meta.get("progress", 0))
+        await job.update(meta={**meta, "progress": max(percent, reached), "step": step})
 
     return report
 
 
-async def fail(job: Job, book: JobBook, user_id: str, message: str) -> None:
+async def fail(job: Job, book: JobBook, user_id: str, holder: str, message: str) -> None:
     await job.update(meta={**(job.meta or {}), "error": message})
-    await book.finished(job.key, user_id)
+    await book.finished(job.key, user_id, holder)
 
 
 @contextlib.asynccontextmanager
@@ -128,62 +168,94 @@ def sweep_every_s(settings: Gen3dSettings) -> int:
     return max(2, settings.job_heartbeat_s // 2)
 
 
-def build_worker(
-    settings: Gen3dSettings, redis: Redis, queue: Queue, http: httpx.AsyncClient
-) -> Worker[Any]:
+def build_workers(
+    settings: Gen3dSettings,
+    redis: Redis,
+    queues: dict[BackendName, FairQueue],
+    http: httpx.AsyncClient,
+) -> list[Worker[Any]]:
+    """One saq worker per backend, each on its backend's queue with its own concurrency: a
+    relief job takes a core, a hunyuan3d job a place on the GPU server."""
     book = JobBook(redis, settings.job_ttl_s)
+    retention = Retention(
+        redis, settings.gen3d_max_bytes, settings.gen3d_max_bytes_per_user, settings.gen3d_max_age_s
+    )
     hunyuan = Hunyuan3DBackend(
         http,
         settings.gen3d_base_url,
         settings.hunyuan_deadline_s,
         typical_s=lambda: book.typical_duration("hunyuan3d"),
+        face_count=settings.hunyuan_face_count,
     )
 
     async def startup(ctx: dict[str, Any]) -> None:
-        ctx["settings"], ctx["book"] = settings, book
+        ctx["settings"], ctx["book"], ctx["retention"] = settings, book, retention
         ctx["backends"] = {"relief": ReliefBackend(), "hunyuan3d": hunyuan}
 
-    return Worker(
-        queue,
-        # Named after its host, so `--alive` finds its own container's worker (no ":" in it:
-        # saq reads the id back as the text after the last one).
-        id=f"{os.getpid()}@{socket.gethostname()}",
-        functions=[(FUNCTION, generate)],
-        concurrency=settings.worker_concurrency,
-        startup=startup,
-        # saq's PartialTimersDict (total=False) still requires the keys it inherits
-        timers={"sweep": sweep_every_s(settings)},  # type: ignore[arg-type]
-    )
+    concurrency: dict[BackendName, int] = {
+        "relief": settings.worker_concurrency,
+        "hunyuan3d": settings.hunyuan_concurrency,
+    }
+    workers: list[Worker[Any]] = []
+    for backend, queue in queues.items():
+        worker: Worker[Any] = Worker(
+            queue,
+            # Named after its host, so `--alive` finds its own container's workers (no ":"
+            # in it: saq reads the id back as the text after the last one).
+            id=f"{os.getpid()}-{backend}@{socket.gethostname()}",
+            functions=[(FUNCTION, generate)],
+            concurrency=concurrency[backend],
+            startup=startup,
+            # saq's PartialTimersDict (total=False) still requires the keys it inherits
+            timers={"sweep": sweep_every_s(settings)},  # type: ignore[arg-type]
+        )
+        worker.SIGNALS = []  # each would take the signals from the last: run() stops them all
+        workers.append(worker)
+    return workers
 
 
 async def run() -> None:
     settings = Gen3dSettings()
     configure_logging("gen3d-worker", settings.log_level)
-    queue = open_queue(settings)
+    queues = open_queues(settings)
     upstream = httpx.Timeout(30.0, connect=3.0)
     async with (
         open_redis(settings.redis_url, settings.redis_timeout_s) as redis,
         open_http_client(upstream) as http,
     ):
-        await queue.connect()
-        # saq sweeps once as it starts, at the moment its first dequeue has moved a job to
-        # the active list but not yet marked it active, and then aborts and retries that
-        # healthy job (tobymao/saq#277). Sweeping here first, before any dequeue, takes
-        # the sweep lock for one period, so that start-up sweep finds nothing to do.
-        await queue.sweep(sweep_every_s(settings))
+        for queue in queues.values():
+            await queue.connect()
+            # saq sweeps once as it starts, at the moment its first dequeue has moved a job
+            # to the active list but not yet marked it active, and then aborts and retries
+            # that healthy job (tobymao/saq#277). Sweeping here first, before any dequeue,
+            # takes the sweep lock for one period, so that start-up sweep finds nothing.
+            await queue.sweep(sweep_every_s(settings))
         logger.info("gen3d worker starting")
-        await build_worker(settings, redis, queue, http).start()  # until SIGINT/SIGTERM
+        workers = build_workers(settings, redis, queues, http)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        running = [asyncio.create_task(worker.start()) for worker in workers]
+        await stop.wait()
+        for worker in workers:
+            await worker.stop()
+        await asyncio.gather(*running, return_exceptions=True)
 
 
 async def alive(settings: Gen3dSettings, host: str) -> bool:
-    """Whether the queue lists a worker of `host` (the --alive health check)."""
-    queue = open_queue(settings)
-    await queue.connect()
+    """Whether every queue lists a worker of `host` (the --alive health check)."""
+    queues = open_queues(settings)
     try:
-        workers = (await queue.info())["workers"]
+        for queue in queues.values():
+            await queue.connect()
+            workers = (await queue.info())["workers"]
+            if not any(worker_id.endswith(f"@{host}") for worker_id in workers):
+                return False
+        return True
     finally:
-        await queue.disconnect()
-    return any(worker_id.endswith(f"@{host}") for worker_id in workers)
+        for queue in queues.values():
+            await queue.disconnect()
 
 
 if __name__ == "__main__":

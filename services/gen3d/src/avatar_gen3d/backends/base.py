@@ -2,8 +2,8 @@
 reporting progress as it goes."""
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from PIL import Image
 
@@ -22,7 +22,35 @@ class BackendFailed(Exception):
     is for people and becomes the job's `error` when no attempts are left."""
 
 
+class BackendGaveUp(BackendFailed):
+    """A failure another attempt would only make worse (the GPU server still runs the job
+    and would be sent it again): the job fails at once, not retried."""
+
+
 Report = Callable[[tuple[int, str]], Awaitable[None]]
+
+
+class Notes(Protocol):
+    """What a backend keeps across a job's attempts (the worker keeps it in the job's record,
+    so an attempt after a crash or a retry finds it)."""
+
+    def get(self, name: str) -> Any: ...
+
+    async def keep(self, **values: Any) -> None: ...
+
+
+@dataclass
+class FreshNotes:
+    """Notes of a job with no earlier attempt that keeps them only in memory (for a
+    backend used outside the queue)."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str) -> Any:
+        return self.values.get(name)
+
+    async def keep(self, **values: Any) -> None:
+        self.values.update(values)
 
 
 @dataclass(frozen=True)
@@ -34,7 +62,10 @@ class Model:
 class Backend(Protocol):
     name: str
 
-    async def generate(self, picture: Image.Image, options: Gen3dOptions, report: Report) -> Model:
-        """Raises BadInput for a picture it cannot use (never retried); any other error is
-        taken as transient and retried."""
+    async def generate(
+        self, picture: Image.Image, options: Gen3dOptions, report: Report, notes: Notes
+    ) -> Model:
+        """Raises BadInput for a picture it cannot use and BackendGaveUp when trying again
+        would do harm (neither is retried); any other error is taken as transient and
+        retried."""
         ...

@@ -2,9 +2,18 @@
 
 `POST /send` starts a generation and answers `{uid}`; `GET /status/{uid}` answers
 `{"status": "processing"}` until `{"status": "completed", "model_base64"}`. The server has
-no failed state (an exception in its thread leaves the job "processing" forever) and reports
-no progress, so this backend keeps its own deadline and estimates progress from the time
-elapsed against recent durations. Its errors elsewhere are 404 `{"text", "error_code": 1}`.
+no failed state (an exception in its thread leaves the job "processing" forever; so does an
+unknown uid), reports no progress, and cannot cancel: every `/send` runs in a thread of its
+own to its end. So this backend keeps its own deadline and estimates progress from the time
+elapsed against recent durations; its errors elsewhere are 404 `{"text", "error_code": 1}`.
+
+A job is sent once: the uid and the time it was sent are kept in the job's notes, and a later
+attempt (after a network error, a crash or a restart of our worker) waits for that same uid
+rather than sending the picture again, which would set a second GPU run going beside the
+first. Past the deadline, counted from the send, the job fails for good (BackendGaveUp).
+What bounds a model's size is sent with it: `octree_resolution` (the mesh's grid, capped by
+MAX_MESH_RESOLUTION) and, for a textured model, `face_count` (HUNYUAN_FACE_COUNT); its texture
+is the paint pipeline's own 2048 px.
 """
 
 import asyncio
@@ -19,7 +28,17 @@ import httpx
 import trimesh
 from PIL import Image
 
-from avatar_gen3d.backends.base import ANALYZING, MESHING, SAVING, BackendFailed, Model, Report
+from avatar_gen3d.backends.base import (
+    ANALYZING,
+    MESHING,
+    SAVING,
+    BackendFailed,
+    BackendGaveUp,
+    FreshNotes,
+    Model,
+    Notes,
+    Report,
+)
 from avatar_gen3d.schemas import Gen3dOptions
 
 UNREACHABLE = "3D 생성 서버에 연결할 수 없습니다."
@@ -37,17 +56,30 @@ class Hunyuan3DBackend:
         deadline_s: float,
         typical_s: Callable[[], Awaitable[float]],
         poll_s: float = 1.0,
+        face_count: int = 40000,
     ) -> None:
         self.http, self.base_url = http, base_url.rstrip("/")
         self.deadline_s, self.typical_s, self.poll_s = deadline_s, typical_s, poll_s
+        self.face_count = face_count
 
-    async def generate(self, picture: Image.Image, options: Gen3dOptions, report: Report) -> Model:
+    async def generate(
+        self,
+        picture: Image.Image,
+        options: Gen3dOptions,
+        report: Report,
+        notes: Notes | None = None,
+    ) -> Model:
+        notes = notes or FreshNotes()
         await report(ANALYZING)
-        png = io.BytesIO()
-        picture.convert("RGBA").save(png, format="PNG")
-        uid = await self._send(png.getvalue(), options)
+        uid, sent_at = notes.get("hunyuan_uid"), notes.get("hunyuan_sent_at")
+        if not isinstance(uid, str) or not isinstance(sent_at, (int, float)):
+            png = io.BytesIO()
+            picture.convert("RGBA").save(png, format="PNG")
+            uid = await self._send(png.getvalue(), options)
+            sent_at = time.time()
+            await notes.keep(hunyuan_uid=uid, hunyuan_sent_at=sent_at)
         await report(MESHING)
-        glb = await self._wait_for(uid, report)
+        glb = await self._wait_for(uid, sent_at, report)
         await report(SAVING)
         preview = io.BytesIO()
         thumbnail = picture.copy()
@@ -63,7 +95,7 @@ class Hunyuan3DBackend:
             "num_inference_steps": 5,
             "guidance_scale": 5.0,
             "texture": options.texture,
-            "face_count": 40000,
+            "face_count": self.face_count,
             "type": "glb",
         }
         answer = await self._call("POST", "/send", json=body)
@@ -72,10 +104,11 @@ class Hunyuan3DBackend:
             raise BackendFailed(BAD_RESULT)
         return uid
 
-    async def _wait_for(self, uid: str, report: Report) -> bytes:
-        started = time.monotonic()
+    async def _wait_for(self, uid: str, sent_at: float, report: Report) -> bytes:
+        """The model, polled for until the deadline counted from the send (wall-clock time:
+        the send may have been an earlier attempt's, in another process)."""
         typical = max(1.0, await self.typical_s())
-        while (elapsed := time.monotonic() - started) < self.deadline_s:
+        while (elapsed := time.time() - sent_at) < self.deadline_s:
             answer = await self._call("GET", f"/status/{uid}")
             if answer.get("status") == "completed":
                 return self._model(answer.get("model_base64"))
@@ -83,7 +116,7 @@ class Hunyuan3DBackend:
             estimate = 40 + min(45, int(45 * elapsed / typical))
             await report((estimate, MESHING[1]))
             await asyncio.sleep(self.poll_s)
-        raise BackendFailed(NO_RESULT)
+        raise BackendGaveUp(NO_RESULT)
 
     @staticmethod
     def _model(model_base64: object) -> bytes:

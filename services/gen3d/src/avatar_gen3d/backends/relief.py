@@ -7,7 +7,8 @@ model weights.
    from luminance, smoothed.
 3. Mesh: the front surface over the foreground grid, a flat back, and side walls along the
    silhouette, so the solid is closed; the picture is the texture of every face.
-4. A binary glTF 2.0 (GLB) written by trimesh.
+4. A binary glTF 2.0 (GLB) written by trimesh, its texture a JPEG (a PNG of a photo is
+   several times larger) no larger than the stored input (MAX_PICTURE_SIDE).
 """
 
 import asyncio
@@ -25,6 +26,7 @@ from avatar_gen3d.backends.base import (
     SAVING,
     TEXTURING,
     Model,
+    Notes,
     Report,
 )
 from avatar_gen3d.errors import BadInput
@@ -117,8 +119,10 @@ def textured_glb(
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
     used = np.unique(faces)  # the order remove_unreferenced_vertices keeps
     mesh.remove_unreferenced_vertices()
+    colours = picture.convert("RGB")
+    colours.format = "JPEG"  # trimesh writes a texture marked JPEG as JPEG, any other as PNG
     material = trimesh.visual.material.PBRMaterial(
-        baseColorTexture=picture.convert("RGB") if texture else None,
+        baseColorTexture=colours if texture else None,
         baseColorFactor=None if texture else [200, 200, 200, 255],
     )
     mesh.visual = trimesh.visual.TextureVisuals(uv=uv[used], material=material)
@@ -138,7 +142,13 @@ class ReliefBackend:
 
     name = "relief"
 
-    async def generate(self, picture: Image.Image, options: Gen3dOptions, report: Report) -> Model:
+    async def generate(
+        self,
+        picture: Image.Image,
+        options: Gen3dOptions,
+        report: Report,
+        notes: Notes | None = None,  # nothing to keep across attempts: each starts afresh
+    ) -> Model:
         await report(ANALYZING)
         image = picture.convert("RGBA")
         small = image.copy()
