@@ -50,10 +50,15 @@ from avatar_gen3d.schemas import (
     QueueDepth,
 )
 from avatar_gen3d.settings import Gen3dSettings
+from avatar_shared.budget import Budget
 from avatar_shared.pages import TIME, Page
 from avatar_shared.rate import Caller, RateLimit
 
 log = logging.getLogger("avatar.gen3d")
+# What one job's records take in Redis, charged to the global "jobs" budget: saq's record
+# (options, progress, notes: about 1 KB), our owner, listing, places and cancel keys, and
+# Redis's overhead per key. A fixed charge: a job's records do not grow with its picture.
+JOB_RECORD_BYTES = 4096
 
 
 def parse_options(raw: str | None) -> Gen3dOptions:
@@ -113,6 +118,7 @@ class Gen3dService:
             "3D jobs from one network address without sign-in",
             "an hour",
         )
+        self.budget = Budget(redis, "jobs", settings.redis_maxmemory_bytes)
         # Each decode holds a picture in memory (4 bytes a pixel and more): bounded per process.
         self._decoding = asyncio.Semaphore(settings.decode_concurrency)
 
@@ -130,12 +136,16 @@ class Gen3dService:
         share = holder(caller)
         job_id = await self._take_room(caller, share)
         folder = JobFolder(self.settings.assets_dir, caller.user_id, job_id)
+        reserved = False
         try:
             # Counted once there is room: a picture refused later counts (decoding it was
             # the cost), a submission refused for want of room does not.
             if caller.address_key is not None:
                 await self.address_rate.hit(caller.address_key)
             await self.rate.hit(caller.key)
+            # Charged per job until its records expire (they are never deleted sooner).
+            await self.budget.reserve(job_id, JOB_RECORD_BYTES, time.time() + self._lifetime())
+            reserved = True
             size = await self._store_input(image, folder)
             await self.retention.kept(folder.path, size, share)
             await self.book.add(job_id, caller.user_id)
@@ -150,6 +160,8 @@ class Gen3dService:
         except BaseException:
             with suppress(RedisError, OSError):
                 await self.book.finished(job_id, caller.user_id, share)
+                if reserved:
+                    await self.budget.release(job_id, JOB_RECORD_BYTES)
                 await self.retention.remove(folder.path)
             await asyncio.to_thread(shutil.rmtree, folder.path, True)
             raise
@@ -158,6 +170,12 @@ class Gen3dService:
             status_url=f"/api/generate/status/{job_id}",
             estimated_time=await self._estimate(backend),
         )
+
+    def _lifetime(self) -> float:
+        """How long a job's records may live at most: every attempt run to its timeout, then
+        JOB_TTL_S once it ended."""
+        settings = self.settings
+        return settings.job_timeout_s * settings.job_retries + settings.job_ttl_s
 
     def backend_for(self, caller: Caller, options: Gen3dOptions) -> Backend:
         """The GPU backend is for signed-in users only (hours of GPU are not for free ids);
