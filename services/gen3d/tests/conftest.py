@@ -11,7 +11,8 @@ from avatar_gen3d.settings import Gen3dSettings
 
 
 @pytest.fixture
-def settings(redis_url, tmp_path) -> Gen3dSettings:
+def settings(redis_url, redis, tmp_path) -> Gen3dSettings:
+    """On a flushed Redis (`redis`): every test starts with empty queues."""
     return Gen3dSettings(redis_url=redis_url, assets_dir=str(tmp_path / "assets"))
 
 

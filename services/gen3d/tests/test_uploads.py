@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from avatar_gen3d.app import create_app
+from avatar_gen3d.images import checked_picture
 from tests.helpers import returning_visitor
 
 from .helpers import picture
@@ -66,6 +67,7 @@ async def test_a_picture_is_accepted_at_once(gen3d, settings, fmt):
         (b"GIF89a" + b"\0" * 64, "cat.gif", 415, "unsupported_image"),
         (png_claiming(100_000, 100_000), "bomb.png", 422, "image_too_large"),
         (png_claiming(5000, 5000), "big.png", 422, "image_too_large"),
+        (png_claiming(4096, 4096), "big.png", 422, "image_too_large"),  # over 12.6 MP
         (picture()[:300], "cut.png", 422, "corrupt_image"),
         (picture()[:20], "header.png", 422, "corrupt_image"),  # cut inside its header
         (picture(fmt="JPEG")[:400], "cut.jpg", 422, "corrupt_image"),
@@ -158,3 +160,18 @@ async def test_a_full_queue_refuses_everyone(app_client, settings):
         refused = await post(newcomer, picture())
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_full"
     assert refused.headers["Retry-After"]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+async def test_a_big_picture_is_kept_reduced(gen3d, settings, fmt):
+    response = await post(gen3d, picture((4096, 3072), fmt=fmt))
+    assert response.status_code == 202, response.text
+    (stored,) = [path for path in files_in(settings.assets_dir) if path.name == "input.png"]
+    assert max(Image.open(stored).size) <= settings.max_picture_side
+
+
+def test_a_big_jpeg_is_decoded_at_a_reduced_scale():
+    decoded = checked_picture(picture((4000, 3000), fmt="JPEG"), 4000 * 3000, 2048)
+    # Half scale straight from the file (JPEG's draft), not decoded whole and resampled to
+    # 2048x1536: the full 4000x3000 picture was never held.
+    assert decoded.size == (2000, 1500)

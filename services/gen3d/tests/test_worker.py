@@ -1,14 +1,26 @@
 """The worker, run in-process against the same Redis as the API: a job completes and gives
-its place back; bad input fails at once, for people to read, and is not retried."""
+its place back; bad input fails at once, for people to read, and is not retried; nor is a GPU
+job the server never finished (sending it again would run it twice there); a model's mesh
+is capped."""
 
 import asyncio
+import io
 import socket
 
+import trimesh
+
+from avatar_emulators.hunyuan3d import Hunyuan3DConfig
+from avatar_emulators.hunyuan3d import create_app as hunyuan3d_server
+from avatar_emulators.server import serve_in_thread
+from avatar_gen3d.app import create_app
+from avatar_gen3d.backends.hunyuan3d import NO_RESULT
 from avatar_gen3d.files import JobFolder
 from avatar_gen3d.jobs import JobBook, open_queue
 from avatar_gen3d.worker import alive
+from avatar_shared.identity import current_identity
+from tests.helpers import as_user, identity_from_test_header
 
-from .helpers import picture, running_worker, until_finished
+from .helpers import picture, post, running_worker, serving, until_finished
 
 
 async def submit(client) -> str:
@@ -49,3 +61,35 @@ async def test_alive_while_a_worker_of_this_host_reports(settings, redis):
             await asyncio.sleep(0.05)
         assert await alive(settings, host)
         assert not await alive(settings, f"{host}-another-container")
+
+
+async def test_a_gpu_job_the_server_never_finishes_fails_once_and_is_not_sent_again(
+    settings, redis
+):
+    with serve_in_thread(hunyuan3d_server(Hunyuan3DConfig(fail=True))) as url:
+        config = settings.model_copy(
+            update={"gen3d_base_url": url, "hunyuan_deadline_s": 0.5, "job_retries": 3}
+        )
+        app = create_app(config)
+        app.dependency_overrides[current_identity] = identity_from_test_header
+        async with serving(app) as clients, clients(headers=as_user("alice")) as api:
+            job_id = (await post(api, options={"backend": "hunyuan3d"})).json()["data"]["job_id"]
+            async with running_worker(config, redis):
+                status = await until_finished(api, job_id)
+    assert (status["status"], status["error"]) == ("failed", NO_RESULT)
+    job = await open_queue(config, "hunyuan3d").job(job_id)
+    assert job.attempts == 1  # three were allowed
+
+
+async def test_the_mesh_resolution_is_capped(gen3d, settings, redis):
+    async def faces(resolution: int) -> int:
+        options = {"resolution": resolution}
+        job_id = (await post(gen3d, picture((400, 400)), options=options)).json()["data"]["job_id"]
+        assert (await until_finished(gen3d, job_id))["status"] == "completed"
+        glb = (await gen3d.get(f"/api/generate/result/{job_id}.glb")).content
+        (mesh,) = trimesh.load(io.BytesIO(glb), file_type="glb").geometry.values()
+        return len(mesh.faces)
+
+    async with running_worker(settings, redis):
+        capped, asked_more = await faces(settings.max_mesh_resolution), await faces(512)
+    assert asked_more == capped

@@ -65,6 +65,10 @@ async def generate(
     started = time.monotonic()
     notes = JobNotes(job)
     report = reporter(job, book)
+    if await asyncio.to_thread(folder.result("glb").is_file):
+        # An attempt that saq's sweep started beside one that went on to finish (see run()):
+        # the job is done, and its input is gone.
+        return job_id
     try:
         async with heartbeats(job, settings.job_heartbeat_s / 3):
             picture = await read_input(folder)
