@@ -175,3 +175,17 @@ def test_a_big_jpeg_is_decoded_at_a_reduced_scale():
     # Half scale straight from the file (JPEG's draft), not decoded whole and resampled to
     # 2048x1536: the full 4000x3000 picture was never held.
     assert decoded.size == (2000, 1500)
+
+
+async def test_the_openapi_document_says_an_image_is_a_picture_and_options_json(gen3d):
+    document = (await gen3d.get("/openapi.json")).json()
+    body = document["paths"]["/api/generate"]["post"]["requestBody"]["content"]
+    encoding = body["multipart/form-data"]["encoding"]
+    assert encoding["image"]["contentType"] == "image/png, image/jpeg, image/webp"
+    assert encoding["options"]["contentType"] == "application/json"
+    form = document["components"]["schemas"]["Body_generate_api_generate_post"]
+    options, null = form["properties"]["options"]["anyOf"]
+    assert options["type"] == "object" and set(options["properties"]) == {
+        "backend", "resolution", "texture", "seed",
+    }  # fmt: skip
+    assert null == {"type": "null"}

@@ -1,4 +1,4 @@
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
@@ -18,7 +18,7 @@ from avatar_gen3d.errors import (
     UnusableImage,
 )
 from avatar_gen3d.files import RESULT_FILES
-from avatar_gen3d.schemas import JobAccepted, JobPage, JobStatus, QueueDepth
+from avatar_gen3d.schemas import Gen3dOptions, JobAccepted, JobPage, JobStatus, QueueDepth
 from avatar_shared.envelope import Envelope, ok
 from avatar_shared.errors import (
     COMMON,
@@ -40,6 +40,32 @@ UPLOAD_ERRORS = (
     (UnsupportedImage, ImageTooLarge, UnusableImage, CorruptImage, InvalidOptions),
     (SignInRequired, *RATE_ERRORS, TooManyJobs, QueueFull),
 )
+PICTURE_TYPES = "image/png, image/jpeg, image/webp"
+
+
+def _options_schema(schema: dict[str, Any]) -> None:
+    """The `options` part as what it holds: a Gen3dOptions object, sent as JSON text (the
+    body's `encoding` says application/json), rather than any string."""
+    schema.clear()
+    schema["anyOf"] = [Gen3dOptions.model_json_schema(), {"type": "null"}]
+    schema["description"] = "Gen3dOptions as JSON; absent or null: the defaults."
+
+
+# What JSON Schema alone cannot say of the upload's parts: `image` is a picture of one of
+# these types (anything else is refused: 415, or 422 when damaged, too large or too small),
+# `options` is JSON. A contract fuzzer reads these to send pictures and JSON, not any bytes.
+UPLOAD_ENCODING = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "encoding": {
+                    "image": {"contentType": PICTURE_TYPES},
+                    "options": {"contentType": "application/json"},
+                }
+            }
+        }
+    }
+}
 
 
 @router.post(
@@ -48,19 +74,16 @@ UPLOAD_ERRORS = (
     status_code=202,
     summary="Start making a 3D model of a picture (answers at once; a worker does the work)",
     responses=error_responses(FORM_BODY, WRITER_ERRORS, UPLOAD_ERRORS, STORE_WRITES),
+    openapi_extra=UPLOAD_ENCODING,
 )
 async def generate(
-    image: Annotated[UploadFile, File(description="A PNG, JPEG or WebP picture")],
+    image: Annotated[
+        UploadFile,
+        File(description="A PNG, JPEG or WebP picture, at least 16 px a side (see encoding)"),
+    ],
     caller: CallerDep,
     gen3d: Gen3dDep,
-    options: Annotated[
-        str | None,
-        Form(
-            description="A JSON object (the Gen3dOptions schema): backend, resolution "
-            "(64-512), texture, seed",
-            json_schema_extra={"format": "gen3d-options"},
-        ),
-    ] = None,
+    options: Annotated[str | None, Form(json_schema_extra=_options_schema)] = None,
 ) -> Envelope[JobAccepted]:
     # The upload as Starlette spooled it (to disk past 1 MB): decoded from there, never copied.
     return ok(await gen3d.submit(caller, image.file, options))
