@@ -1,6 +1,6 @@
 """3D generation end to end under the real stack: the picture goes up through the gateway,
 the gen3d worker process (a separate process, as `make run` starts it) makes the GLB, and
-the owner downloads it."""
+the owner downloads it. GPU (hunyuan3d) jobs are a signed-in user's."""
 
 import asyncio
 import io
@@ -10,8 +10,11 @@ import signal
 import time
 
 import httpx
+import pytest
 import trimesh
 from PIL import Image, ImageDraw
+
+from tests.e2e.oidc_browser import browser, sign_in
 
 
 def portrait(size: int = 1024) -> bytes:
@@ -42,6 +45,14 @@ async def follow(client: httpx.AsyncClient, status_url: str, limit_s: float = 60
             return seen
         await asyncio.sleep(0.02)
     raise AssertionError(f"not finished in {limit_s}s: {seen[-1]}")
+
+
+@pytest.fixture
+async def signed_in(stack):
+    """A client of the gateway signed in (the GPU backend is for signed-in users only)."""
+    async with browser(stack) as client:
+        await sign_in(client, "gpu-user")
+        yield client
 
 
 async def test_a_picture_becomes_a_textured_glb_for_its_owner_only(stack, gateway):
@@ -77,7 +88,8 @@ async def test_a_picture_becomes_a_textured_glb_for_its_owner_only(stack, gatewa
             assert (await stranger.get(path)).status_code == 404
 
 
-async def test_a_worker_killed_mid_job_leaves_no_job_stuck(stack, gateway):
+async def test_a_worker_killed_mid_job_leaves_no_job_stuck(stack, signed_in):
+    gateway = signed_in
     job = await submit(gateway, backend="hunyuan3d")  # the emulator takes 3 s per model
     deadline = time.monotonic() + 20
     while (await gateway.get(job["status_url"])).json()["data"]["progress"] < 40:
@@ -95,7 +107,8 @@ async def test_a_worker_killed_mid_job_leaves_no_job_stuck(stack, gateway):
     assert trimesh.load(io.BytesIO(glb.content), file_type="glb").geometry
 
 
-async def test_a_running_job_is_cancelled_and_its_worker_stops(gateway):
+async def test_a_running_job_is_cancelled_and_its_worker_stops(signed_in):
+    gateway = signed_in
     job = await submit(gateway, backend="hunyuan3d")  # the emulator takes 3 s per model
     deadline = time.monotonic() + 20
     while (await gateway.get(job["status_url"])).json()["data"]["status"] != "processing":

@@ -2,7 +2,8 @@
 against the demo stack through the gateway. A chat turn streams into the page and its first
 spoken sentence gets a playable <audio>; a Character Card dropped in appears in the list; a
 3D job reaches 100% and model-viewer (vendored, not from a CDN) loads the GLB, and a newer job
-takes the progress bar over; refusals (a turn's, a sentence's speech) are shown in words; the
+takes the progress bar over (GPU jobs, so signed in); an anonymous visitor who asks for the GPU
+is told why and offered sign-in; refusals (a turn's, a sentence's speech) are shown in words; the
 labels switch between Korean and English; the speech limit is the served OpenAPI document's.
 Role-play: a preset's greeting opens the conversation, its arrows go through the alternates,
 and the one shown is the first message the LLM received; the receipt under a reply lists the
@@ -13,7 +14,7 @@ import base64
 import io
 import json
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -28,6 +29,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from avatar_devstack.environment import REPO_ROOT
 from avatar_devstack.stack import Stack
+from tests.e2e.oidc_browser import browser as http_browser
+from tests.e2e.oidc_browser import sign_in
 from tests.helpers import own_stack
 
 ARTIFACTS = REPO_ROOT / "var" / "test-artifacts" / "playground"
@@ -172,11 +175,28 @@ def make_3d(browser: WebDriver, picture: Path) -> None:
     browser.find_element(By.CSS_SELECTOR, "#gen3d-form button").click()
 
 
+@pytest.fixture
+async def signed_in(playground, stack) -> AsyncIterator[WebDriver]:
+    """The playground signed in: the shared stack's sign-in returns to another frontend, so
+    the access token of an HTTP sign-in is handed to the browser as its cookie (taken back
+    afterwards: the browser is the session's)."""
+    async with http_browser(stack) as client:
+        await sign_in(client, "gpu-user")
+        token = client.cookies["access_token"]
+    playground.add_cookie({"name": "access_token", "value": token, "path": "/"})
+    open_playground(playground, stack)
+    who = playground.find_element(By.ID, "who")
+    until(playground, lambda _: who.get_attribute("data-state") == "signed-in")
+    yield playground
+    playground.delete_cookie("access_token")
+
+
 def viewer_loaded(browser: WebDriver) -> bool:
     return browser.find_element(By.ID, "viewer").get_attribute("data-loaded") == "true"
 
 
-def test_a_3d_job_reaches_100_and_model_viewer_loads_it(playground, tmp_path):
+def test_a_3d_job_reaches_100_and_model_viewer_loads_it(signed_in, tmp_path):
+    playground = signed_in
     make_3d(playground, avatar_picture(tmp_path / "avatar.png"))
     steps = set()  # what the page showed while the job was under way (the job's own words)
 
@@ -211,8 +231,9 @@ STATUS_POLLS = """
 """
 
 
-def test_a_newer_3d_job_takes_the_progress_bar_over(playground, tmp_path):
+def test_a_newer_3d_job_takes_the_progress_bar_over(signed_in, tmp_path):
     """The first job is no longer followed once a second is submitted: one bar, one job."""
+    playground = signed_in
     picture = avatar_picture(tmp_path / "avatar.png")
     make_3d(playground, picture)
     until(playground, lambda b: b.execute_script(STATUS_POLLS))  # the first is being followed
@@ -223,6 +244,19 @@ def test_a_newer_3d_job_takes_the_progress_bar_over(playground, tmp_path):
     later = {url for url, start in playground.execute_script(STATUS_POLLS) if start > submitted}
     assert later and not later & first, (first, later)
     assert playground.find_element(By.ID, "gen3d-progress").get_attribute("value") == "100"
+
+
+def test_an_anonymous_visitor_asking_for_the_gpu_is_told_why_and_offered_sign_in(
+    playground, tmp_path
+):
+    make_3d(playground, avatar_picture(tmp_path / "avatar.png"))
+    notice = playground.find_element(By.ID, "notice")
+    until(playground, lambda _: notice.get_attribute("data-code") == "sign_in_required")
+    assert "sign" in notice.text.lower()  # the server's reason, in words
+    offer = playground.find_element(By.ID, "gen3d-sign-in")
+    assert offer.is_displayed() and "/api/auth/google/login" in offer.get_attribute("href")
+    assert "GPU" in playground.find_element(By.ID, "gen3d-step").text  # why, by the button
+    screenshot(playground, "3-3d-gpu-needs-sign-in")
 
 
 # The labels the page left empty (i18n.js is their only source: the HTML has no words).

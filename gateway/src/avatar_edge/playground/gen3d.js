@@ -1,5 +1,6 @@
 // 3D: a picture sent to /api/generate, its job followed on the progress bar, the GLB shown
-// in <model-viewer>.
+// in <model-viewer>. The GPU backend is for signed-in users: an anonymous visitor who asks
+// for it is told why, with a way to sign in right there.
 
 import { api, ApiError } from "./api.js";
 import { t } from "./i18n.js";
@@ -62,6 +63,20 @@ export async function submitJob(event) {
     viewer.hidden = false;
     viewer.src = job.result_url;
   } catch (error) {
-    if (!signal.aborted) notify(t("failed"), error); // else a newer job has the bar
+    if (signal.aborted) return; // a newer job has the bar
+    if (error.code === "sign_in_required") offerSignIn();
+    notify(t("failed"), error);
   }
+}
+
+// Why the GPU was refused, and the sign-in that opens it, where the job's steps show.
+function offerSignIn() {
+  $("gen3d-progress").hidden = true;
+  const step = $("gen3d-step");
+  const signIn = document.createElement("a");
+  signIn.className = "button";
+  signIn.id = "gen3d-sign-in";
+  signIn.href = "/api/auth/google/login?next=%2Fplayground%2F";
+  signIn.textContent = t("signIn");
+  step.replaceChildren(`${t("gpuNeedsSignIn")} `, signIn);
 }

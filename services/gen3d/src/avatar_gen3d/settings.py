@@ -6,8 +6,8 @@ from avatar_shared.settings import ServiceSettings
 
 class Gen3dSettings(ServiceSettings):
     gen3d_backend: Backend = "relief"
-    """Backend for jobs that name none: relief (CPU, built in) or hunyuan3d (GPU server;
-    anonymous callers' jobs that name none go to relief, see below)."""
+    """Backend for jobs that name none: relief (CPU, built in) or hunyuan3d (GPU server, for
+    signed-in users only: anonymous callers' jobs that name none go to relief)."""
     gen3d_base_url: str = ""
     """Hunyuan3D-2 api_server; empty means not configured (health: disabled)."""
     style_base_url: str = ""
