@@ -7,6 +7,11 @@
 2. Queue throughput through the gateway: 50 small jobs with 1 worker and with 2 workers
    (target: 2 workers >= 1.7x one).
 3. `POST /api/generate` through the gateway against `GET /` (it must not wait on the work).
+4. Memory: N (12) uploads of 4096x3072 pictures at once (half a 50 KB PNG, which decodes to
+   48 MB, half a photo-like JPEG), through the gateway, all made into models by one worker:
+   the peak RSS (VmHWM) of the gen3d API process and of the worker, against their idle RSS,
+   with the defaults and with pictures decoded whole (no reduction, no decode bound: what
+   the API did before), so the Kubernetes and compose limits can be set from it.
 
     make bench            (or: uv run python bench/gen3d.py)
 """
@@ -22,11 +27,11 @@ import sys
 import time
 
 import httpx
-from loadgen import bench_stack, client, percentile, row
+from loadgen import bench_stack, client, percentile, row, rss_by_service
 from PIL import Image, ImageDraw
 from saq import Queue
 
-from avatar_gen3d.jobs import QUEUE_NAME
+from avatar_gen3d.jobs import QUEUE_NAMES
 
 ONE_CORE = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 JOB_ENV = {"MAX_QUEUED_JOBS_PER_USER": "1000", "JOB_HEARTBEAT_S": "20"}
@@ -55,7 +60,7 @@ def relief_once(size: int, baseline: bool) -> dict:
         return None
 
     started = time.perf_counter()
-    picture = checked_picture(data, 4096 * 4096)
+    picture = checked_picture(data, 4096 * 4096, 2048)
     if baseline:
         as_png(picture)
     else:
@@ -116,7 +121,7 @@ async def throughput(workers: int, jobs: int) -> float:
             ids = await submit(http, stack.gateway_url, jobs)
             stack.start_gen3d_workers(workers)
             await drained(http, stack.gateway_url, jobs)
-        queue = Queue.from_url(stack.env["REDIS_URL"], name=QUEUE_NAME)
+        queue = Queue.from_url(stack.env["REDIS_URL"], name=QUEUE_NAMES["relief"])
         done = await queue.jobs(ids)
         await queue.disconnect()
         span_ms = max(job.completed for job in done) - min(job.started for job in done)
@@ -141,14 +146,86 @@ async def submit_latency(requests: int) -> str:
     return row("POST /api/generate", 1, base, measured, "GET /")
 
 
+def large(fmt: str) -> bytes:
+    """A 4096x3072 picture (the largest MAX_IMAGE_PIXELS lets in): flat colours as a PNG
+    (a small file that decodes whole), a graded photo-like one as a JPEG."""
+    image = Image.linear_gradient("L").resize((4096, 3072)).convert("RGB")
+    if fmt == "PNG":
+        image = Image.new("RGB", (4096, 3072), (240, 240, 236))
+    ImageDraw.Draw(image).ellipse((1024, 384, 3072, 2688), fill=(190, 90, 70))
+    out = io.BytesIO()
+    image.save(out, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+WHOLE = {  # the API as it was: pictures decoded whole, any number at once, finer meshes
+    "MAX_PICTURE_SIDE": "8192",
+    "DECODE_CONCURRENCY": "1000",
+    "MAX_IMAGE_PIXELS": str(4096 * 4096),
+    "MAX_MESH_RESOLUTION": "512",
+}
+
+
+async def peak_memory(uploads: int, env: dict[str, str]) -> tuple[dict[str, float], ...]:
+    """Idle and peak RSS (MB) of the gen3d API process and its worker around `uploads`
+    simultaneous uploads of large pictures, each made into a model (resolution 512 asked)."""
+    pictures = [large("PNG" if i % 2 else "JPEG") for i in range(uploads)]
+    with bench_stack(emulators=False, env={**JOB_ENV, **env}) as stack:
+        idle = rss_by_service(stack)
+        async with client() as http:
+            options = {"options": json.dumps({"resolution": 512})}
+            # One visitor: its cookie first, so the uploads at once are all its jobs.
+            await http.get(f"{stack.gateway_url}/api/generate/jobs")
+
+            async def upload(data: bytes) -> str:
+                files = {"image": ("p", data, "application/octet-stream")}
+                url = f"{stack.gateway_url}/api/generate"
+                answer = await http.post(url, files=files, data=options)
+                assert answer.status_code == 202, answer.text
+                return str(answer.json()["data"]["job_id"])
+
+            await asyncio.gather(*(upload(data) for data in pictures))
+            after_uploads = rss_by_service(stack, "VmHWM")
+            await drained(http, stack.gateway_url, uploads)
+        peak = rss_by_service(stack, "VmHWM")
+    mb = lambda kib: kib / 1024  # noqa: E731
+    api = next(name for name in idle if name.startswith("gen3d") and "worker" not in name)
+    worker = next(name for name in idle if name.startswith("gen3d-worker"))
+    return (
+        {"api": mb(idle[api]), "worker": mb(idle[worker])},
+        {"api": mb(after_uploads[api]), "worker": mb(peak[worker])},
+    )
+
+
+def memory_table(uploads: int) -> list[str]:
+    lines = [f"memory, {uploads} uploads of 4096x3072 pictures at once, then their models; MB"]
+    configurations = (
+        ("pictures decoded whole", WHOLE),
+        ("defaults", {}),
+        ("DECODE_CONCURRENCY=1", {"DECODE_CONCURRENCY": "1"}),
+    )
+    for label, env in configurations:
+        idle, peak = asyncio.run(peak_memory(uploads, env))
+        lines.append(
+            f"{label:<24} API idle {idle['api']:6.1f} peak {peak['api']:6.1f} | "
+            f"worker idle {idle['worker']:6.1f} peak {peak['worker']:6.1f}"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--one", nargs=2, metavar=("SIZE", "KIND"), help=argparse.SUPPRESS)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--uploads", type=int, default=12)
+    parser.add_argument("--memory-only", action="store_true")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(relief_once(int(args.one[0]), args.one[1] == "png")))
+        return
+    if args.memory_only:
+        print("\n".join(memory_table(args.uploads)))
         return
     lines = relief_table(args.runs)
     one = asyncio.run(throughput(1, args.jobs))
@@ -158,6 +235,7 @@ def main() -> None:
         f"2 workers {two:.1f} jobs/s, ratio {two / one:.2f}x"
     )
     lines.append(asyncio.run(submit_latency(200)) + "  (ms)")
+    lines += memory_table(args.uploads)
     print("\n".join(lines))
 
 
