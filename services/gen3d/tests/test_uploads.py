@@ -14,7 +14,7 @@ from avatar_gen3d.app import create_app
 from avatar_gen3d.images import checked_picture
 from tests.helpers import returning_visitor
 
-from .helpers import picture
+from .helpers import picture, serving
 
 
 async def post(client, data: bytes, name: str = "a.png", options: str | None = None, **kw):
@@ -189,3 +189,16 @@ async def test_the_openapi_document_says_an_image_is_a_picture_and_options_json(
         "backend", "resolution", "texture", "seed",
     }  # fmt: skip
     assert null == {"type": "null"}
+
+
+async def test_a_full_jobs_budget_refuses_new_jobs_and_keeps_nothing_of_them(settings, redis):
+    # 5% of 100 KB for 3D job records (4 KiB each): room for one job.
+    tiny = settings.model_copy(update={"redis_maxmemory": "100kb"})
+    async with serving(create_app(tiny)) as clients:
+        async with clients("127.0.0.2") as first:
+            assert (await post(first, picture())).status_code == 202
+        async with clients("127.0.0.3") as second:
+            refused = await post(second, picture())
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "storage_full"
+    assert len([p for p in files_in(tiny.assets_dir) if p.name == "input.png"]) == 1
+    assert len(await redis.keys("gen3d:owner:*")) == 1
