@@ -2,8 +2,10 @@
 (no worker runs here, so every job stays queued)."""
 
 import pytest
+from saq.job import Status
 
 from avatar_gen3d.app import create_app
+from avatar_gen3d.jobs import open_queue
 
 from .helpers import picture
 
@@ -66,3 +68,14 @@ async def test_the_estimate_counts_the_jobs_ahead(roomy):
         estimates.append(response.json()["data"]["estimated_time"])
     # No finished job yet: 30 s a job (the guess), one worker assumed, each job behind the last.
     assert estimates == [30, 60, 90]
+
+
+async def test_a_place_whose_job_ended_without_giving_it_back_is_free_again(gen3d, settings):
+    jobs = [await submit(gen3d) for _ in range(settings.max_queued_jobs_per_user)]
+    queue = open_queue(settings, "relief")
+    job = await queue.job(jobs[0])
+    # What saq's sweep does to a job whose worker died on its last attempt: it ends there,
+    # and nobody tells our book that its place is free.
+    await queue.finish(job, Status.ABORTED, error="swept")
+    response = await gen3d.post("/api/generate", files={"image": ("a.png", picture())})
+    assert response.status_code == 202, response.text

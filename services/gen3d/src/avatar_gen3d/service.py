@@ -285,28 +285,33 @@ class Gen3dService:
 
     async def _take_room(self, caller: Caller, share: str) -> str:
         """A new job id with its place among the user's unfinished jobs (and, for anonymous
-        callers, among their address's), or 429."""
+        callers, among their address's), or 429. A full set is looked through (once) for
+        places that should have been given back before the caller is refused: the usual
+        submission costs one script, not a read of every job in the sets."""
         places = places_of(caller.user_id, share)
-        for key in places:
-            await self._free_ended_places(key)
         caps = {places[0]: self.settings.max_queued_jobs_per_user}
         if len(places) > 1:
             caps[places[1]] = self.settings.max_queued_jobs_per_address
         job_id = str(uuid.uuid4())
         full = await self.book.claim(job_id, caps)
+        if full is not None and await self._free_ended_places(full):
+            full = await self.book.claim(job_id, caps)
         if full is not None:
             raise TooManyJobs(caps[full], of_address=full != places[0])
         return job_id
 
-    async def _free_ended_places(self, key: str) -> None:
+    async def _free_ended_places(self, key: str) -> bool:
         """Places of jobs that ended without giving theirs back (their worker died), or of
-        submissions that died halfway, are free again."""
+        submissions that died halfway, are free again; whether there were any."""
         taken = await self.book.active(key)
         jobs = await self._jobs([job_id for job_id, _ in taken])
+        freed = False
         for (job_id, taken_at), job in zip(taken, jobs, strict=True):
             lost = job is None and time.time() - taken_at > CLAIM_GRACE_S
             if lost or (job is not None and job.status in FINAL):
                 await self.book.free(key, job_id)
+                freed = True
+        return freed
 
     async def _estimate(self, backend: Backend) -> int:
         """Seconds: the jobs ahead and this one (already queued), at the backend's recent

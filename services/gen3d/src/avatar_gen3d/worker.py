@@ -65,7 +65,7 @@ async def generate(
     started = time.monotonic()
     notes = JobNotes(job)
     report = reporter(job, book)
-    if await asyncio.to_thread(folder.result("glb").is_file):
+    if await asyncio.to_thread(folder.result("png").is_file):  # written last, after the GLB
         # An attempt that saq's sweep started beside one that went on to finish (see run()):
         # the job is done, and its input is gone.
         return job_id
