@@ -1,6 +1,7 @@
 """Card imports that must be refused before they cost anything or break an export later:
 deep nesting, wrongly typed spec fields, PNGs of countless chunks, broken JSON."""
 
+import base64
 import json
 import struct
 import zlib
@@ -49,4 +50,43 @@ async def test_bad_json_cards_are_refused(characters, redis, content, says):
     response = await upload(characters, "card.json", content)
     assert response.status_code == 422, response.text
     assert says in response.json()["error"]["message"]
+    assert await redis.keys("characters:*") == []
+
+
+LONE = "\ud800"  # half of a UTF-16 pair: valid in a JSON escape, not encodable as UTF-8
+
+
+def escaped(card: dict) -> bytes:
+    """The card's JSON with every non-ASCII character escaped, lone surrogates included."""
+    return json.dumps(card).encode()
+
+
+def in_png(card: dict) -> bytes:
+    base = placeholder_png("x", 8)
+    text = b"chara\0" + base64.b64encode(escaped(card))
+    chunk = (
+        struct.pack(">I", len(text))
+        + b"tEXt"
+        + text
+        + struct.pack(">I", zlib.crc32(b"tEXt" + text))
+    )
+    return base[:-12] + chunk + base[-12:]
+
+
+@pytest.mark.parametrize(
+    "card",
+    [
+        v3_card(name=f"Aria{LONE}"),
+        v3_card(creator_notes=f"notes {LONE}"),
+        v3_card(extensions={f"key{LONE}": 1}),
+        v3_card(extensions={"deep": [{"x": LONE}]}),
+    ],
+    ids=["name", "notes", "extension key", "nested value"],
+)
+@pytest.mark.parametrize("wrapped", [escaped, in_png], ids=["json", "png"])
+async def test_a_lone_surrogate_is_an_invalid_card_not_a_500(characters, redis, card, wrapped):
+    response = await upload(characters, "card", wrapped(card))
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_card" and "UTF-16" in error["message"]
     assert await redis.keys("characters:*") == []

@@ -122,21 +122,39 @@ def card_from_json(raw: bytes) -> dict[str, Any]:
 def _as_object(card: object) -> dict[str, Any]:
     if not isinstance(card, dict):
         raise BadCard("The card is not a JSON object.")
-    _check_depth(card)
+    _check_shape(card)
     _check_types(card.get("data"))
     return card
 
 
-def _check_depth(value: object) -> None:
-    """Without recursion: the point is that the card may be too deep to recurse into."""
+def _check_shape(value: object) -> None:
+    """Nesting and text, without recursion: the point is that the card may be too deep to
+    recurse into."""
     pending = [(value, 1)]
     while pending:
         item, depth = pending.pop()
         if depth > MAX_DEPTH:
             raise BadCard(f"The card is nested deeper than {MAX_DEPTH} levels.")
-        if isinstance(item, dict | list):
-            children = item.values() if isinstance(item, dict) else item
-            pending.extend((child, depth + 1) for child in children)
+        if isinstance(item, str):
+            _check_text(item)
+        elif isinstance(item, dict):
+            for key in item:
+                _check_text(key)
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+
+
+def _check_text(text: str) -> None:
+    """JSON may escape half of a UTF-16 pair alone (`\\ud800`); no UTF-8 text holds one, so
+    such a card could be neither validated nor stored."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise BadCard(
+            "The card has text that is not Unicode: a lone UTF-16 surrogate "
+            f"({text[exc.start]!r} at character {exc.start})."
+        ) from exc
 
 
 def _check_types(data: object) -> None:
