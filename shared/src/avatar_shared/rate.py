@@ -36,7 +36,9 @@ def caller_key(identity: Identity) -> str:
     dropping the cookie on every request does not buy a fresh budget each time."""
     if not identity.new_anonymous:
         return identity.user_id
-    return address_key(identity.address)
+    # Not `address_key`: a budget counted per caller and per address must not count a
+    # cookie-less caller twice in one key.
+    return f"ip:{identity.address}"
 
 
 def address_key(address: str) -> str:
