@@ -404,3 +404,22 @@ async def test_signed_in_users_of_one_address_are_not_counted_together(
             for name in ("alice", "bob") * 2
         ]
     assert [a.status_code for a in answers] == [200] * 4
+
+
+async def test_audio_whose_makers_file_went_stays_and_is_counted_for_its_keeper(
+    app_client, redis_url, redis, tmp_path, emulator
+):
+    settings = speech_settings(redis_url, tmp_path, emulator[0], assets_max_files_per_user=1)
+    async with (
+        app_client(create_app(settings), address="10.0.0.1") as maker,
+        app_client(create_app(settings), address="10.0.0.9") as keeper,
+    ):
+        returning_visitor(maker), returning_visitor(keeper)
+        made = await speak(maker, SAME_SIZE[0])
+        kept = await speak(keeper, SAME_SIZE[0])  # a name of the same audio
+        newer = await speak(maker, SAME_SIZE[1])  # the maker's one file now: the first went
+        download = await keeper.get(kept["audio_url"])
+    assert not stored(tmp_path, made["audio_url"]).exists()
+    assert download.status_code == 200 and len(download.content) == made["file_size"]
+    assert int(await redis.get("tts:bytes")) == distinct_bytes(tmp_path) == 2 * newer["file_size"]
+    assert await redis.zscore("tts:usage", "addr:10.0.0.9") == made["file_size"]
