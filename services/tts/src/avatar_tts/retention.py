@@ -7,11 +7,13 @@ together: ids cost nothing, so one holder per id would let one client hold many 
 Bytes. A cache hit is a hard link to audio already on disk (files.py): a new name, no new
 bytes. So each audio (an inode) is counted once, in the folder's total and in the share of
 the one holder who pays for it: whoever made it, and once their file is gone while other
-names remain, the holder of the most recently used of those (someone who keeps it pays).
+names remain, the holder of the most recently used of those (someone who keeps it pays; their
+own limits apply from their next new file, the folder's at once).
 A name costs its holder no bytes, but it is a file among their ASSETS_MAX_FILES_PER_USER and
 an entry in the index.
 
-Redis keys (the script names them; a holder's and an inode's keys are known only inside it):
+Redis keys (named inside the scripts, where a holder's and an inode's become known: one
+Redis, not a cluster):
 - `tts:files`: path -> last use, every file (name);
 - `tts:link-of`: path -> "{inode} {holder}";
 - `tts:inodes`: inode -> "{size} {path of the file whose holder pays}";
