@@ -147,5 +147,7 @@ def test_books_are_bounded_and_keep_what_they_do_not_know():
         book(entry(["k" * (MAX_KEY_CHARS + 1)]))
     with pytest.raises(ValidationError):
         book(entry(["a"], enabled="yes"))  # strict: a string is not a boolean
+    with pytest.raises(ValidationError):
+        book(entry(["a"], id=False))  # nor a boolean an id (the schema says int or string)
     raw = {"entries": [{"keys": ["a"], "content": "x", "st_extra": 1}], "other": {"y": 2}}
     assert Lorebook.model_validate(raw).model_dump(exclude_unset=True) == raw

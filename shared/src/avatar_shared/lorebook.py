@@ -20,7 +20,7 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import regex
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from avatar_shared.token_estimate import WIDE
 
@@ -48,11 +48,11 @@ class LoreEntry(BaseModel):
     content: str = Field("", max_length=MAX_CONTENT_CHARS)
     extensions: dict[str, Any] = Field(default_factory=dict)
     enabled: StrictBool = True
-    insertion_order: int = 100  # lower first, among the entries of one place
+    insertion_order: StrictInt = 100  # lower first, among the entries of one place
     case_sensitive: StrictBool | None = None
     name: str | None = Field(None, max_length=MAX_NAME_CHARS)
-    priority: int | None = None  # when the budget is short, the lowest goes first
-    id: int | str | None = None
+    priority: StrictInt | None = None  # when the budget is short, the lowest goes first
+    id: StrictInt | StrictStr | None = None  # strict: `false` is no id (JSON Schema agrees)
     comment: str | None = Field(None, max_length=MAX_CONTENT_CHARS)
     selective: StrictBool | None = None  # a secondary key must match too
     secondary_keys: list[Key] = Field(default_factory=list, max_length=MAX_KEYS)
@@ -72,8 +72,8 @@ class Lorebook(BaseModel):
 
     name: str | None = Field(None, max_length=MAX_NAME_CHARS)
     description: str | None = Field(None, max_length=MAX_CONTENT_CHARS)
-    scan_depth: int | None = Field(None, ge=0, le=MAX_SCAN_DEPTH)
-    token_budget: int | None = Field(None, ge=0, le=MAX_TOKEN_BUDGET)
+    scan_depth: StrictInt | None = Field(None, ge=0, le=MAX_SCAN_DEPTH)
+    token_budget: StrictInt | None = Field(None, ge=0, le=MAX_TOKEN_BUDGET)
     recursive_scanning: StrictBool | None = None
     extensions: dict[str, Any] = Field(default_factory=dict)
     entries: list[LoreEntry] = Field(default_factory=list, max_length=MAX_ENTRIES)
