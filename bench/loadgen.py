@@ -42,6 +42,10 @@ def bench_stack(
                 "CHAT_RATE_PER_MIN": "1000000",
                 "TTS_RATE_PER_MIN": "1000000",
                 "MAX_CONCURRENT_USERS": "1000000",
+                # Its clients all come from one address (and a burst from one caller).
+                "MAX_SESSIONS_PER_ADDRESS": "1000000",
+                "LLM_CALLS_PER_USER": "1000000",
+                "LLM_CALLS_PER_ADDRESS": "1000000",
                 **(env or {}),
             },
             emulator_args=emulator_args,

@@ -29,16 +29,40 @@ class WriteTimedStream(StreamingResponse):
         self.write_timeout_s = write_timeout_s
 
     async def stream_response(self, send: Send) -> None:
-        async def timed(message: Message) -> None:
-            async with asyncio.timeout(self.write_timeout_s):
-                await send(message)
+        """The stream, each send watched: a timer every half timeout looks at the send in
+        progress, and one that began too long ago ends the stream (a timer per send would
+        cost 5 us on every event; this costs a clock read)."""
+        loop = asyncio.get_running_loop()
+        limit_s = self.write_timeout_s
+        sending_since: float | None = None  # when the send in progress began
+        deadline = asyncio.timeout(None)
+        watcher: asyncio.TimerHandle
 
+        async def watched(message: Message) -> None:
+            nonlocal sending_since
+            sending_since = loop.time()
+            await send(message)
+            sending_since = None
+            if deadline.when() is not None:  # the watch saw this one waiting
+                deadline.reschedule(None)
+
+        def watch() -> None:
+            nonlocal watcher
+            if sending_since is not None:
+                deadline.reschedule(sending_since + limit_s)
+            watcher = loop.call_later(limit_s / 2, watch)
+
+        watcher = loop.call_later(limit_s / 2, watch)
         try:
-            await super().stream_response(timed)
+            async with deadline:
+                try:
+                    await super().stream_response(watched)
+                finally:
+                    watcher.cancel()
         except TimeoutError:
-            log.warning(
-                "streamed reply ended: its client took nothing for %s s", self.write_timeout_s
-            )
+            if not deadline.expired():
+                raise
+            log.warning("streamed reply ended: its client took nothing for %s s", limit_s)
             # The events stopped at a yield: closing them releases what the turn holds.
             # Returning with the response unfinished makes the server close the connection.
             await self.events.aclose()
