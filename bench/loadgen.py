@@ -42,7 +42,11 @@ def bench_stack(
                 "CHAT_RATE_PER_MIN": "1000000",
                 "TTS_RATE_PER_MIN": "1000000",
                 "MAX_CONCURRENT_USERS": "1000000",
-                # Its clients all come from one address (and a burst from one caller).
+                # Its simulated users are anonymous ids of one address (and a burst is one
+                # caller's).
+                "ANON_IDS_PER_ADDRESS": "1000000",
+                "MAX_CHARACTERS_PER_ADDRESS": "1000000",
+                "MAX_CHARACTER_BYTES_PER_ADDRESS": "1000000000",
                 "MAX_SESSIONS_PER_ADDRESS": "1000000",
                 "LLM_CALLS_PER_USER": "1000000",
                 "LLM_CALLS_PER_ADDRESS": "1000000",

@@ -30,6 +30,7 @@ async def who(identity: CallerIdentity) -> dict[str, object]:
         "user_id": identity.user_id,
         "signed_in": identity.signed_in,
         "address": identity.address,
+        "forward": identity.forward_headers,
     }
 
 

@@ -91,3 +91,21 @@ async def cookieless(client):
     """A request without the anonymous cookie, as a client dropping it every time."""
     client.cookies.clear()
     return await client.get("/who")
+
+
+async def test_a_peer_call_counts_the_callers_address_which_a_client_cannot_forge(
+    app_client, redis_url, auth_url
+):
+    app = probe_app(redis_url, auth_url)
+    async with app_client(app, address="203.0.113.20") as client:
+        mine = await client.get("/who")
+    async with app_client(app, address="10.1.2.3") as peer:  # chat calling tts, say
+        peer.cookies.update(client.cookies)
+        signed = mine.json()["forward"]["X-Avatar-Client-Address"]
+        on_behalf = await peer.get("/who", headers={"X-Avatar-Client-Address": signed})
+        forged = signed.replace("203.0.113.20", "198.51.100.1")
+        refused = await peer.get("/who", headers={"X-Avatar-Client-Address": forged})
+        unsigned = await peer.get("/who", headers={"X-Avatar-Client-Address": "198.51.100.1"})
+    assert on_behalf.json()["address"] == "203.0.113.20"
+    assert on_behalf.json()["user_id"] == mine.json()["user_id"]
+    assert refused.json()["address"] == unsigned.json()["address"] == "10.1.2.3"

@@ -13,7 +13,7 @@ import pytest
 
 from avatar_emulators import gpt_sovits
 from avatar_emulators.server import serve_in_thread
-from avatar_shared.identity import current_identity
+from avatar_shared.identity import ANON_COOKIE, current_identity
 from avatar_tts.app import create_app
 from avatar_tts.settings import TtsSettings
 from tests.helpers import (
@@ -63,8 +63,8 @@ async def test_one_callers_audio_does_not_push_out_anothers(
         assets_max_bytes=700_000,  # room for four of these files
     )
     async with (
-        app_client(create_app(settings)) as victim,
-        app_client(create_app(settings)) as flood,
+        app_client(create_app(settings), address="10.0.0.9") as victim,
+        app_client(create_app(settings), address="10.0.0.1") as flood,
     ):
         returning_visitor(victim)
         kept = (await victim.post("/api/tts", json={"text": f"{LONG} 내 것"})).json()["data"]
@@ -221,11 +221,205 @@ async def test_an_index_of_an_older_version_is_rebuilt_at_start(
 ):
     settings = speech_settings(redis_url, tmp_path, emulator[0])
     old = await speak_as_one_visitor(app_client, settings, [f"{LONG} {n}" for n in range(2)])
-    # What the previous version kept: files and a total, no holders (and a stale total).
-    await redis.delete("tts:holder-of", "tts:usage", *await redis.keys("tts:held:*"))
+    # What the previous version kept: files, holders and a total counting every name (stale
+    # here), and none of the index of inodes.
+    await redis.delete("tts:link-of", "tts:inodes", *await redis.keys("tts:links:*"))
+    await redis.hset(
+        "tts:holder-of", mapping={str(stored(tmp_path, o["audio_url"])): "1 x" for o in old}
+    )
     await redis.set("tts:bytes", 10_000_000)
     full = settings.model_copy(update={"assets_max_bytes": 400_000})  # two files, not three
     (new,) = await speak_as_one_visitor(app_client, full, [f"{LONG} new"])
     assert not stored(tmp_path, old[0]["audio_url"]).exists()  # the oldest went
     assert stored(tmp_path, old[1]["audio_url"]).exists()
     assert stored(tmp_path, new["audio_url"]).exists()  # not evicted by a stale total
+
+
+# Texts of one length: their audio is of one size.
+SAME_SIZE = [f"{LONG} {n}" for n in range(10)]
+
+
+async def speak(client, text: str, **fields) -> dict:
+    response = await client.post("/api/tts", json={"text": text, **fields})
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+def distinct_bytes(folder: Path) -> int:
+    """The bytes the audio files under `folder` take on disk: each file (inode) once, however
+    many names (hard links) it has."""
+    inodes = {}
+    for path in folder.rglob("*.wav"):
+        inodes[path.stat().st_ino] = path.stat().st_size
+    return sum(inodes.values())
+
+
+async def test_cache_hits_of_two_ids_cannot_evict_anothers_audio(
+    app_client, redis_url, tmp_path, emulator
+):
+    roomy = speech_settings(redis_url, tmp_path, emulator[0])
+    async with (
+        app_client(create_app(roomy), address="10.0.0.9") as victim,
+        app_client(create_app(roomy), address="10.0.0.1") as first_id,
+    ):
+        returning_visitor(victim), returning_visitor(first_id)
+        kept = [await speak(victim, text) for text in SAME_SIZE[:2]]
+        theirs = await speak(first_id, SAME_SIZE[2])
+    size = theirs["file_size"]
+    # Three files are on disk; room for three and a half.
+    tight = roomy.model_copy(update={"assets_max_bytes": int(3.5 * size)})
+    async with app_client(create_app(tight), address="10.0.0.1") as second_id:
+        returning_visitor(second_id)
+        links = [
+            await speak(second_id, SAME_SIZE[2], file_id=f"another-name-{n:04}") for n in range(3)
+        ]
+    assert all(stored(tmp_path, k["audio_url"]).exists() for k in kept)
+    assert all(link["cached"] for link in links)  # names for the same audio, no new bytes
+    assert distinct_bytes(tmp_path) == 3 * size <= tight.assets_max_bytes
+    assert all(stored(tmp_path, link["audio_url"]).exists() for link in links)
+
+
+async def test_many_ids_of_one_address_are_one_holder(app_client, redis_url, tmp_path, emulator):
+    roomy = speech_settings(redis_url, tmp_path, emulator[0])
+    async with app_client(create_app(roomy), address="10.0.0.9") as victim:
+        returning_visitor(victim)
+        kept = [await speak(victim, text) for text in SAME_SIZE[:2]]
+    # Room for four and a half files; the address's ids make three.
+    tight = roomy.model_copy(update={"assets_max_bytes": int(4.5 * kept[0]["file_size"])})
+    flood = []
+    for text in SAME_SIZE[2:5]:
+        async with app_client(create_app(tight), address="10.0.0.1") as fresh_id:
+            returning_visitor(fresh_id)
+            flood.append(await speak(fresh_id, text))
+    assert all(stored(tmp_path, k["audio_url"]).exists() for k in kept)
+    # The address holds the most: its own oldest went.
+    assert [stored(tmp_path, f["audio_url"]).exists() for f in flood] == [False, True, True]
+
+
+async def test_bytes_are_counted_once_per_audio_and_links_cost_no_share(
+    app_client, redis_url, redis, tmp_path, emulator
+):
+    roomy = speech_settings(redis_url, tmp_path, emulator[0])
+    async with app_client(create_app(roomy), address="10.0.0.9") as other:
+        returning_visitor(other)
+        popular = await speak(other, SAME_SIZE[0])
+    # One file of the caller's own and a half: the names below are no files of theirs.
+    tight = roomy.model_copy(update={"assets_max_bytes_per_user": int(1.5 * popular["file_size"])})
+    async with app_client(create_app(tight), address="10.0.0.1") as caller:
+        returning_visitor(caller)
+        own = await speak(caller, SAME_SIZE[1])
+        links = [
+            await speak(caller, SAME_SIZE[0], file_id=f"a-name-of-mine-{n:04}") for n in range(3)
+        ]
+    everything = [popular, own, *links]
+    assert all(stored(tmp_path, f["audio_url"]).exists() for f in everything)
+    assert int(await redis.get("tts:bytes")) == distinct_bytes(tmp_path) == 2 * own["file_size"]
+
+
+async def test_a_caller_holds_a_bounded_number_of_files(app_client, redis_url, tmp_path, emulator):
+    settings = speech_settings(redis_url, tmp_path, emulator[0], assets_max_files_per_user=3)
+    async with (
+        app_client(create_app(settings), address="10.0.0.9") as other,
+        app_client(create_app(settings), address="10.0.0.1") as tts,
+    ):
+        returning_visitor(other), returning_visitor(tts)
+        await speak(other, SHORT)
+        names = [await speak(tts, SHORT, file_id=f"one-more-name-{n:04}") for n in range(4)]
+    # Names cost no bytes, but each is a file and an index entry: the oldest went.
+    assert [stored(tmp_path, n["audio_url"]).exists() for n in names] == [False, True, True, True]
+
+
+async def test_a_full_audio_index_refuses_new_audio_and_keeps_serving(
+    app_client, redis_url, tmp_path, emulator
+):
+    roomy = speech_settings(redis_url, tmp_path, emulator[0])
+    async with app_client(create_app(roomy), address="10.0.0.1") as tts:
+        returning_visitor(tts)
+        cookie = tts.cookies[ANON_COOKIE]
+        kept = await speak(tts, SHORT)
+    # A Redis so small that the audio index's share has no room for one more file.
+    tiny = roomy.model_copy(update={"redis_maxmemory": "32kb"})
+    async with app_client(create_app(tiny), address="10.0.0.1") as tts:
+        tts.cookies.set(ANON_COOKIE, cookie)  # the same visitor
+        refused = await tts.post("/api/tts", json={"text": LONG})
+        again = await tts.post("/api/tts", json={"text": SHORT})
+        download = await tts.get(kept["audio_url"])
+    async with app_client(create_app(tiny), address="10.0.0.2") as other:
+        returning_visitor(other)
+        link = await other.post("/api/tts", json={"text": SHORT})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (503, "storage_full")
+    assert (link.status_code, link.json()["error"]["code"]) == (503, "storage_full")
+    assert again.status_code == 200 and again.json()["data"]["file_id"] == kept["file_id"]
+    assert download.status_code == 200
+    assert [p.name for p in tmp_path.rglob("*.*")] == [Path(kept["audio_url"]).name]
+
+
+async def test_a_full_audio_index_makes_room_from_the_holder_of_the_most_files(
+    app_client, redis_url, tmp_path, emulator
+):
+    # The audio index's share (3%) has room for the entries of three files (3 KB each).
+    settings = speech_settings(redis_url, tmp_path, emulator[0], redis_maxmemory="342kb")
+    async with (
+        app_client(create_app(settings), address="10.0.0.9") as victim,
+        app_client(create_app(settings), address="10.0.0.1") as flood,
+    ):
+        returning_visitor(victim), returning_visitor(flood)
+        first = await speak(victim, SHORT)
+        flooded = [await speak(flood, f"{SHORT} {n}") for n in range(3)]
+        second = await speak(victim, LONG)
+    assert stored(tmp_path, first["audio_url"]).exists()
+    assert stored(tmp_path, second["audio_url"]).exists()
+    assert [stored(tmp_path, f["audio_url"]).exists() for f in flooded] == [False, False, True]
+
+
+async def test_anonymous_ids_of_one_address_share_a_speech_rate(
+    app_client, redis_url, tmp_path, emulator
+):
+    settings = speech_settings(redis_url, tmp_path, emulator[0], tts_rate_per_min_per_address=3)
+    app = create_app(settings)
+    async with (
+        app_client(app, address="10.0.0.1") as first_id,
+        app_client(app, address="10.0.0.1") as second_id,
+        app_client(app, address="10.0.0.2") as elsewhere,
+    ):
+        returning_visitor(first_id), returning_visitor(second_id), returning_visitor(elsewhere)
+        answers = [
+            await c.post("/api/tts", json={"text": SHORT}) for c in (first_id, second_id) * 2
+        ]
+        other = await elsewhere.post("/api/tts", json={"text": SHORT})
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert answers[3].json()["error"]["code"] == "rate_limited"
+    assert other.status_code == 200
+
+
+async def test_signed_in_users_of_one_address_are_not_counted_together(
+    app_client, redis_url, tmp_path, emulator
+):
+    settings = speech_settings(redis_url, tmp_path, emulator[0], tts_rate_per_min_per_address=3)
+    app = create_app(settings)
+    app.dependency_overrides[current_identity] = identity_from_test_header
+    async with app_client(app) as tts:
+        answers = [
+            await tts.post("/api/tts", json={"text": SHORT}, headers=as_user(name))
+            for name in ("alice", "bob") * 2
+        ]
+    assert [a.status_code for a in answers] == [200] * 4
+
+
+async def test_audio_whose_makers_file_went_stays_and_is_counted_for_its_keeper(
+    app_client, redis_url, redis, tmp_path, emulator
+):
+    settings = speech_settings(redis_url, tmp_path, emulator[0], assets_max_files_per_user=1)
+    async with (
+        app_client(create_app(settings), address="10.0.0.1") as maker,
+        app_client(create_app(settings), address="10.0.0.9") as keeper,
+    ):
+        returning_visitor(maker), returning_visitor(keeper)
+        made = await speak(maker, SAME_SIZE[0])
+        kept = await speak(keeper, SAME_SIZE[0])  # a name of the same audio
+        newer = await speak(maker, SAME_SIZE[1])  # the maker's one file now: the first went
+        download = await keeper.get(kept["audio_url"])
+    assert not stored(tmp_path, made["audio_url"]).exists()
+    assert download.status_code == 200 and len(download.content) == made["file_size"]
+    assert int(await redis.get("tts:bytes")) == distinct_bytes(tmp_path) == 2 * newer["file_size"]
+    assert await redis.zscore("tts:usage", "addr:10.0.0.9") == made["file_size"]

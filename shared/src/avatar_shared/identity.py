@@ -18,7 +18,10 @@ Every service resolves the caller through `current_identity` (route signatures u
   under the same key, no cookie set): a client dropping its cookie cannot buy fresh budgets,
   and a household behind one NAT still gets ids of its own for a busy hour.
 - Every identity carries its client address group (`client_address`): anonymous callers are
-  counted per address as well as per id (see `rate.Caller.address_key`).
+  counted per address as well as per id (see `rate.Caller.address_key`). A service calling a
+  peer on a caller's behalf sends the caller's address along, signed under ANON_ID_SECRET
+  (`X-Avatar-Client-Address`), so the peer counts the caller, not the calling service; an
+  unsigned or badly signed one is ignored (a client cannot pick its address).
 - A client-settable header (X-User-Id and the like) is never trusted.
 - Writes (unsafe methods) that carry our cookies from a foreign `Origin` are refused (403):
   form and multipart posts need no CORS preflight, so CORS alone would not stop them.
@@ -56,6 +59,7 @@ ACCESS_COOKIE = "access_token"
 ANON_COOKIE = "anon_id"
 ANON_PREFIX = "anon-"
 SHARED_ANON_PREFIX = "anon-shared-"  # an address's shared anonymous id (see the docstring)
+ADDRESS_HEADER = "X-Avatar-Client-Address"  # a peer call's caller address, signed
 MINT_WINDOW_S = 3600
 ANON_COOKIE_MAX_AGE_S = 365 * 24 * 3600
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -129,6 +133,15 @@ class AnonymousIds:
         anon_id = ANON_PREFIX + secrets.token_urlsafe(16)
         return anon_id, f"{anon_id}.{self._signature(anon_id)}"
 
+    def signed_address(self, address: str) -> str:
+        return f"{address} {self._signature('address:' + address)}"
+
+    def address_of(self, signed: str) -> str | None:
+        """The address a peer signed (see `signed_address`), or None if the signature fails."""
+        address, _, signature = signed.rpartition(" ")
+        expected = self._signature("address:" + address).encode()
+        return address if hmac.compare_digest(signature.encode(), expected) else None
+
     def shared(self, address: str) -> tuple[str, str]:
         """The shared anonymous id of a client address, and its cookie value: the same for
         every request from there (only ANON_ID_SECRET's holder can tell it from another)."""
@@ -160,7 +173,7 @@ class IdentityResolver:
         if writes:
             self.check_origin(request)
         token = self.token_of(request)
-        address = client_address(request)
+        address = self.address_of(request)
         if token is not None:
             return await self._signed_in(request, token, address)
         if writes and self.auth_required:
@@ -194,7 +207,8 @@ class IdentityResolver:
         if await self.redis.exists(revoked_key(claims.jti)):
             self._drop_stale_cookie(request, token)
             raise TokenRevoked()
-        return Identity(claims.sub, True, {"Authorization": f"Bearer {token}"}, address=address)
+        forward = self._forward({"Authorization": f"Bearer {token}"}, address)
+        return Identity(claims.sub, True, forward, address=address)
 
     def _drop_stale_cookie(self, request: Request, token: str) -> None:
         """A browser whose cookie went bad gets it deleted with the 401, so its next request
@@ -206,14 +220,27 @@ class IdentityResolver:
         cookie = request.cookies.get(ANON_COOKIE)
         anon_id = self.anonymous.verify(cookie) if cookie else None
         if anon_id is not None:
-            return Identity(anon_id, False, {"Cookie": f"{ANON_COOKIE}={cookie}"}, address=address)
+            forward = self._forward({"Cookie": f"{ANON_COOKIE}={cookie}"}, address)
+            return Identity(anon_id, False, forward, address=address)
         if not await self._may_mint(address):
             anon_id, cookie = self.anonymous.shared(address)
-            return Identity(anon_id, False, {"Cookie": f"{ANON_COOKIE}={cookie}"}, address=address)
+            forward = self._forward({"Cookie": f"{ANON_COOKIE}={cookie}"}, address)
+            return Identity(anon_id, False, forward, address=address)
         anon_id, cookie = self.anonymous.mint()
         set_cookie(request, cookie_header(ANON_COOKIE, cookie, ANON_COOKIE_MAX_AGE_S, self.secure))
-        forward = {"Cookie": f"{ANON_COOKIE}={cookie}"}
+        forward = self._forward({"Cookie": f"{ANON_COOKIE}={cookie}"}, address)
         return Identity(anon_id, False, forward, new_anonymous=True, address=address)
+
+    def address_of(self, request: Request) -> str:
+        """The caller's address group: the one a peer service signed for the caller it
+        speaks for, else the client's own (`client_address`)."""
+        signed = request.headers.get(ADDRESS_HEADER)
+        address = self.anonymous.address_of(signed) if signed else None
+        return address if address is not None else client_address(request)
+
+    def _forward(self, credentials: dict[str, str], address: str) -> dict[str, str]:
+        """How a peer is called for this caller: its credentials and its signed address."""
+        return {**credentials, ADDRESS_HEADER: self.anonymous.signed_address(address)}
 
     async def _may_mint(self, address: str) -> bool:
         """Counts a mint against the address's hourly allowance. Redis unreachable: no (the

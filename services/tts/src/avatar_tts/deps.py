@@ -20,11 +20,16 @@ async def _speech(request: Request) -> SpeechService:
 
 
 async def _speaker(caller: CallerDep, request: Request) -> Caller:
-    """The caller of a speech request, once it is counted against their rate."""
-    await (await _speech(request)).rate.hit(caller.key)
+    """The caller of a speech request, once it is counted against their rate, and an
+    anonymous caller's against their address's too (ids cost nothing)."""
+    speech = await _speech(request)
+    if caller.address_key is not None:
+        await speech.address_rate.hit(caller.address_key)
+    await speech.rate.hit(caller.key)
     return caller
 
 
 SpeechDep = Annotated[SpeechService, Depends(_speech)]
-# The caller of `POST /api/tts`, after TTS_RATE_PER_MIN allowed the request.
+# The caller of `POST /api/tts`, after TTS_RATE_PER_MIN (and for an anonymous caller
+# TTS_RATE_PER_MIN_PER_ADDRESS) allowed the request.
 SpeakerDep = Annotated[Caller, Depends(_speaker)]

@@ -27,6 +27,17 @@ SAFE_FILE = re.compile(r"^[A-Za-z0-9_-]{8,64}\.(wav|ogg|aac|raw)$")
 
 
 @dataclass(frozen=True)
+class DiskFile:
+    """An audio file found on disk (for rebuilding the retention index)."""
+
+    path: Path
+    owner: str
+    size: int
+    last_use: float  # its last change
+    inode: str  # `inode_of`: the same for every name (hard link) of the audio
+
+
+@dataclass(frozen=True)
 class StoredAudio:
     path: Path
     media_type: str
@@ -78,15 +89,15 @@ class AudioFolder:
             await asyncio.to_thread(writer.temp.unlink, missing_ok=True)
             raise
 
-    def audio_files(self) -> list[tuple[Path, str, int, float]]:
-        """Every audio file on disk: its path, owner, size and last change (for rebuilding
-        the retention index when Redis lost it)."""
+    def audio_files(self) -> list[DiskFile]:
+        """Every audio file on disk (for rebuilding the retention index when Redis lost it)."""
         found = []
         for path in self.root.glob("*/audio/*"):
             if SAFE_USER.match(path.parent.parent.name) and SAFE_FILE.match(path.name):
                 with suppress(FileNotFoundError):  # another replica evicted it meanwhile
                     stat = path.stat()
-                    found.append((path, path.parent.parent.name, stat.st_size, stat.st_mtime))
+                    owner = path.parent.parent.name
+                    found.append(DiskFile(path, owner, stat.st_size, stat.st_mtime, inode_of(stat)))
         return found
 
     def remove_stale_parts(self, older_than_s: float) -> int:
@@ -106,6 +117,14 @@ class AudioFolder:
     async def own_copy(self, audio: StoredAudio, user_id: str, file_id: str | None) -> Path:
         """`audio` under the user's folder: named `file_id`, or a new id."""
         return await asyncio.to_thread(_link, audio, self.of(user_id), file_id)
+
+
+def inode_of(stat: os.stat_result) -> str:
+    """Which audio a file is, the same for all its names (hard links): its inode number,
+    with its last change so that a number the file system reuses for new audio is another.
+    Not the device: replicas on several machines may see one shared volume as different
+    devices."""
+    return f"{stat.st_ino}-{stat.st_mtime_ns}"
 
 
 def audio_url(user_id: str, path: Path) -> str:

@@ -13,6 +13,8 @@ import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from avatar_shared.budget import Budget
+from avatar_shared.errors import StorageFull
 from avatar_shared.gate import Gate
 from avatar_shared.locks import LockTimeout
 from avatar_shared.metrics import upstream_call
@@ -24,7 +26,7 @@ from avatar_tts.engines import SpeechEngine, Synthesis, make_engines
 from avatar_tts.errors import AudioNotFound, FileIdTaken, TtsBusy, TtsTimeout, VoiceNotFound
 from avatar_tts.files import AudioFolder, StoredAudio, audio_url
 from avatar_tts.metrics import TTS_CACHE
-from avatar_tts.retention import Retention
+from avatar_tts.retention import Retention, holder_of
 from avatar_tts.schemas import SpeechFile, TtsRequest, VoiceList
 from avatar_tts.settings import TtsSettings
 from avatar_tts.store import LOCK_S, SpeechStore, cache_key
@@ -51,12 +53,22 @@ class SpeechService:
         self.folder = AudioFolder(Path(settings.assets_dir))
         self.retention = Retention(
             redis,
+            Budget(redis, "audio", settings.redis_maxmemory_bytes),
             settings.assets_max_bytes,
             settings.assets_max_bytes_per_user,
+            settings.assets_max_files_per_user,
             settings.assets_max_age_s,
         )
         self.rate = RateLimit(
             redis, "tts", settings.tts_rate_per_min, 60, "speech requests", "a minute"
+        )
+        self.address_rate = RateLimit(
+            redis,
+            "tts-address",
+            settings.tts_rate_per_min_per_address,
+            60,
+            "speech requests from one network address without sign-in",
+            "a minute",
         )
         self.gate = Gate(settings.tts_max_in_flight, settings.tts_queue_wait_s, TtsBusy)
         self.wait_s = settings.tts_timeout_s  # longest wait for another request's same speech
@@ -187,6 +199,7 @@ class SpeechService:
         """Synthesize into a new file and cache it, passing each chunk on as it arrives;
         the stored audio ends up in `result`. The caller holds the key's lock; the engine
         gets one of this replica's slots."""
+        await self.retention.make_room()  # a full index refuses before the engine works
         async with self.gate.slot(), self.folder.new_file(caller.user_id, job.media_type) as out:
             with upstream_call("tts"):
                 async for chunk in engine.speak(job):
@@ -194,7 +207,7 @@ class SpeechService:
                     yield chunk
         assert out.stored is not None  # set when the block ends without an error
         try:
-            await self.retention.kept(out.stored.path, out.stored.size, caller.key)
+            await self.retention.kept(out.stored.path, holder_of(caller))
             await self.store.remember(key, out.stored)
         except BaseException:  # not indexed, so never evicted: it must not stay
             await asyncio.to_thread(out.stored.path.unlink, True)
@@ -211,8 +224,13 @@ class SpeechService:
         file_id: str | None,
     ) -> SpeechFile:
         own = await self._own_file(caller.user_id, key, audio, file_id)
+        try:
+            await self.retention.kept(own, holder_of(caller))
+        except StorageFull:  # a new name the index has no room for: not indexed, not kept
+            if own != audio.path:
+                await asyncio.to_thread(own.unlink, True)
+            raise
         await self.store.set_users_file_id(caller.user_id, key, own.stem)
-        await self.retention.kept(own, audio.size, caller.key)
         return SpeechFile(
             audio_url=audio_url(caller.user_id, own),
             file_id=own.stem,

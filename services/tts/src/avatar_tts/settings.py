@@ -17,8 +17,13 @@ class TtsSettings(ServiceSettings):
     assets_max_bytes: int = Field(2 * 1024**3, gt=0)
     """Audio kept on disk at most; past it the largest holder's least recently used goes."""
     assets_max_bytes_per_user: int = Field(100 * 1024**2, gt=0)
-    """Audio one user (or anonymous address) holds at most; past it their own least recently
-    used goes."""
+    """Audio one user (anonymous callers: all of one client address together) holds at most,
+    each audio counted once (a cache hit's name of someone else's audio costs nothing); past
+    it their own least recently used goes."""
+    assets_max_files_per_user: int = Field(2000, gt=0)
+    """Audio files one user (anonymous callers: one client address) holds at most, cache
+    hits' names included (each is a file and an index entry in Redis); past it their own
+    least recently used goes."""
     assets_max_age_s: float = Field(30 * 24 * 3600, gt=0)
     """Audio unused this long is deleted."""
     voices_file: str = ""
@@ -27,8 +32,11 @@ class TtsSettings(ServiceSettings):
     tts_timeout_s: float = Field(60.0, gt=0)
     """Longest wait for the speech server's next bytes."""
     tts_rate_per_min: int = Field(120, gt=0)
-    """Speech requests one user (or anonymous address) may make a minute (chat's spoken
+    """Speech requests one user (or anonymous id) may make a minute (chat's spoken
     sentences included), else 429 rate_limited."""
+    tts_rate_per_min_per_address: int = Field(240, gt=0)
+    """Speech requests anonymous callers of one client address may make a minute, all their
+    ids together, else 429 rate_limited."""
     tts_max_in_flight: int = Field(4, gt=0)
     """Syntheses one tts replica runs at once; more wait in line."""
     tts_queue_wait_s: float = Field(10.0, gt=0)

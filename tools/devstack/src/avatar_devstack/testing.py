@@ -104,6 +104,7 @@ def stack() -> Iterator[Stack]:
             "MAX_REQUEST_BODY_BYTES": "65536",
             # The suite is one client making many sessions: the limits have their own tests.
             "CHAT_RATE_PER_MIN": "100000",
+            "TTS_RATE_PER_MIN_PER_ADDRESS": "100000",
             "MAX_CONCURRENT_USERS": "100000",
             "ANON_IDS_PER_ADDRESS": "100000",
             # A dead gen3d worker is noticed within seconds, not the default 20.
