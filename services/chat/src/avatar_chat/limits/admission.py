@@ -91,9 +91,10 @@ if not budget_fits(KEYS[7], 1, tonumber(ARGV[12])) then
   return {'storage', ''}
 end
 
--- A share's least recently used session gives its place to the new one. A share may name
--- sessions that lost their place through the other share: they no longer count.
+-- A full share's least recently used session gives its place to the new one. A share may
+-- name sessions that lost their place through the other share: they no longer count.
 local function make_room(share, share_cap)
+  if redis.call('ZCARD', share) < share_cap then return end
   for _, held in ipairs(redis.call('ZRANGE', share, 0, -1)) do
     if not redis.call('ZSCORE', active, held) then redis.call('ZREM', share, held) end
   end
