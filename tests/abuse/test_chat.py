@@ -51,21 +51,22 @@ async def test_ids_minted_at_one_address_hold_no_more_than_its_share_of_places(a
         for attacker in attackers:
             returning_visitor(attacker)
             made.append([await attacker.post("/api/chat", json=ask()) for _ in range(3)])
-        victims = []
-        for n in range(PLACES - ADDRESS_SHARE):  # every other place, each from an address
-            async with client_from(url, f"127.0.41.{n + 1}") as victim:
-                victims.append(await victim.post("/api/chat", json=ask()))
-                await forget(victim, victims[-1:])
-        for attacker, sessions in zip(attackers, made, strict=True):
-            await forget(attacker, sessions)
+        victims = [  # every other place at once, each from an address of its own
+            await clients.enter_async_context(client_from(url, f"127.0.41.{n + 1}"))
+            for n in range(PLACES - ADDRESS_SHARE)
+        ]
+        admitted = [await victim.post("/api/chat", json=ask()) for victim in victims]
+        owned = zip(attackers + victims, made + [[r] for r in admitted], strict=True)
+        for client, sessions in owned:
+            await forget(client, sessions)
     assert {r.status_code for sessions in made for r in sessions} == {200}  # older ones gave way
-    assert [r.status_code for r in victims] == [200] * (PLACES - ADDRESS_SHARE)
+    assert [r.status_code for r in admitted] == [200] * (PLACES - ADDRESS_SHARE)
 
 
 def stalled_stream(gateway_url: str, address: str, cookie: str) -> socket.socket:
-    """From `address`, a streamed request for the emulator's long reply (megabytes), its
-    response's head read, then nothing more (a small receive buffer: the gateway's and the
-    chat's sends soon block). The socket, for the caller to close."""
+    """From `address`, a streamed request for the emulator's long reply (megabytes), sent
+    from a socket with a small receive buffer that reads nothing unless told (the gateway's
+    and the chat's sends soon block). The socket, for the caller to close."""
     body = json.dumps(ask(model=LONG_REPLY_MODEL, max_tokens=4096, stream=True)).encode()
     gateway = urlsplit(gateway_url)
     client = socket.socket()
@@ -82,6 +83,7 @@ def stalled_stream(gateway_url: str, address: str, cookie: str) -> socket.socket
 
 
 def status_of(stream: socket.socket) -> int:
+    """The response's status, from the first bytes of its head (nothing more is read)."""
     return int(stream.recv(32).split(b" ")[1])
 
 
