@@ -42,13 +42,17 @@ def bench_stack(
                 "CHAT_RATE_PER_MIN": "1000000",
                 "TTS_RATE_PER_MIN": "1000000",
                 "MAX_CONCURRENT_USERS": "1000000",
-                # Its simulated users are anonymous ids of one address.
+                # Its simulated users are anonymous ids of one address (and a burst is one
+                # caller's).
                 "ANON_IDS_PER_ADDRESS": "1000000",
                 "MAX_CHARACTERS_PER_ADDRESS": "1000000",
                 "MAX_CHARACTER_BYTES_PER_ADDRESS": "1000000000",
                 "GEN3D_RATE_PER_HOUR": "1000000",
                 "GEN3D_RATE_PER_HOUR_PER_ADDRESS": "1000000",
                 "MAX_QUEUED_JOBS_PER_ADDRESS": "1000000",
+                "MAX_SESSIONS_PER_ADDRESS": "1000000",
+                "LLM_CALLS_PER_USER": "1000000",
+                "LLM_CALLS_PER_ADDRESS": "1000000",
                 **(env or {}),
             },
             emulator_args=emulator_args,

@@ -102,7 +102,12 @@ def silent_server() -> Iterator[str]:
 
 
 @contextmanager
-def own_stack(name: str, env: dict[str, str], replicas: dict[str, int] | None = None):
+def own_stack(
+    name: str,
+    env: dict[str, str],
+    replicas: dict[str, int] | None = None,
+    emulator_args: dict[str, list[str]] | None = None,
+):
     """A whole stack with the emulators for one test module, when the shared `stack` will
     not do (other limits, several replicas, or faults that must not reach other tests).
     Its data, logs and assets live in a folder of its own, gone afterwards."""
@@ -117,6 +122,7 @@ def own_stack(name: str, env: dict[str, str], replicas: dict[str, int] | None = 
                 "GATEWAY_LOG_LEVEL": "WARN",
                 **env,
             },
+            emulator_args=emulator_args,
         )
         with stack:
             yield stack

@@ -8,10 +8,14 @@ from collections.abc import Iterator
 import pytest
 
 from avatar_devstack.stack import Stack
+from avatar_emulators.replies import DEFAULT_MODELS, LONG_REPLY_MODEL
 from tests.helpers import own_stack
 
 
 @pytest.fixture(scope="session")
 def abuse_stack() -> Iterator[Stack]:
-    with own_stack("abuse", {"MAX_REQUEST_BODY_BYTES": str(2 * 1024 * 1024)}) as stack:
+    # The LLM also serves the emulators' long-reply model (for clients that stop reading).
+    models = [arg for model in (*DEFAULT_MODELS, LONG_REPLY_MODEL) for arg in ("--model", model)]
+    env = {"MAX_REQUEST_BODY_BYTES": str(2 * 1024 * 1024)}
+    with own_stack("abuse", env, emulator_args={"ollama": models}) as stack:
         yield stack

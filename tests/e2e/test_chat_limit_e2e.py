@@ -27,9 +27,13 @@ def limited() -> Iterator[Stack]:
     env = {
         "MAX_CONCURRENT_USERS": str(LIMIT),
         "ACTIVE_SESSION_IDLE_S": str(IDLE_S),
-        # One client address sends the whole burst: its own rate and share are no limit.
+        # One client address sends the whole burst: its own rate and shares are no limit.
         "CHAT_RATE_PER_MIN": "100000",
         "MAX_SESSIONS_PER_USER": "100000",
+        "MAX_SESSIONS_PER_ADDRESS": "100000",
+        "LLM_CALLS_PER_USER": "100000",
+        "LLM_CALLS_PER_ADDRESS": "100000",
+        "ANON_IDS_PER_ADDRESS": "100000",
         "LLM_QUEUE_WAIT_S": "60",  # admitted requests may queue for the LLM
     }
     with own_stack("limit", env, replicas={"chat": 2}) as stack:

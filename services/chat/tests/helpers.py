@@ -11,11 +11,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi import Request
+
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.ports import free_port
 from avatar_emulators import ollama, openai_compat
 from avatar_emulators.replies import ChatEmulatorConfig, PromptRecorder
 from avatar_emulators.server import serve_in_thread
+from avatar_shared.identity import Identity
+from tests.helpers import TEST_USER_HEADER
 
 PERSONA = "밝고 명랑한 10대 소녀 캐릭터. 반말을 사용하며 귀엽게 말함."
 
@@ -76,3 +80,26 @@ def chat_settings(redis_url: str, **llm: object) -> ChatSettings:
     return ChatSettings(
         redis_url=redis_url, characters_url=f"http://127.0.0.1:{free_port()}", **llm
     )
+
+
+TEST_ADDRESS_HEADER = "X-Test-Address"
+TEST_ANONYMOUS_HEADER = "X-Test-Anonymous"
+
+
+async def callers_from_test_headers(request: Request) -> Identity:
+    """Stands in for `current_identity` where a test speaks as callers of chosen client
+    addresses: `as_anonymous(name, address)`, `as_signed_in(name, address)`, and
+    `as_user(name)` (signed in, no address)."""
+    return Identity(
+        request.headers.get(TEST_USER_HEADER, "anon-x"),
+        signed_in=TEST_ANONYMOUS_HEADER not in request.headers,
+        address=request.headers.get(TEST_ADDRESS_HEADER, "-"),
+    )
+
+
+def as_anonymous(name: str, address: str) -> dict[str, str]:
+    return {**as_signed_in(name, address), TEST_ANONYMOUS_HEADER: "1"}
+
+
+def as_signed_in(name: str, address: str) -> dict[str, str]:
+    return {TEST_USER_HEADER: name, TEST_ADDRESS_HEADER: address}

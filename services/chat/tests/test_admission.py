@@ -10,7 +10,13 @@ from avatar_devstack.ports import free_port
 from avatar_shared.identity import current_identity
 from tests.helpers import as_user, identity_from_test_header
 
-from .helpers import ask, emulated_llm
+from .helpers import (
+    as_anonymous,
+    as_signed_in,
+    ask,
+    callers_from_test_headers,
+    emulated_llm,
+)
 
 
 def limited(redis_url: str, backend, limit: int, idle_s: int = 300, **extra) -> ChatSettings:
@@ -202,3 +208,92 @@ async def test_a_users_share_holds_while_their_sessions_stay_in_use(app_client, 
         other = await new_session(chat, "bob")
     assert second.status_code == 200
     assert other.status_code == 200  # alice holds one place of the two, not both
+
+
+def with_test_callers(settings: ChatSettings):
+    """The app, where `as_anonymous(name, address)` speaks as an anonymous id of that address
+    and `as_user(name)` as a signed-in user."""
+    app = create_app(settings)
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    return app
+
+
+async def test_many_ids_of_one_address_hold_at_most_its_share_of_places(
+    app_client, redis, redis_url, backend
+):
+    settings = limited(redis_url, backend, 10, max_sessions_per_address=4)
+    async with app_client(with_test_callers(settings)) as chat:
+        attacker = [  # 7 ids x 3 sessions, as in the audit
+            await chat.post(
+                "/api/chat",
+                json=ask("hi", tts_enabled=False),
+                headers=as_anonymous(f"anon-attacker-{n // 3}", "10.0.0.66"),
+            )
+            for n in range(21)
+        ]
+        victims = [
+            await chat.post(
+                "/api/chat",
+                json=ask("hi", tts_enabled=False),
+                headers=as_anonymous(f"anon-victim-{n}", f"10.0.1.{n}"),
+            )
+            for n in range(6)
+        ]
+        full = await new_session(chat)
+    assert {r.status_code for r in attacker} == {200}  # each new session took an older place
+    assert await redis.zcard("chat:active-of:addr:10.0.0.66") == 4
+    assert [r.status_code for r in victims] == [200] * 6  # the other 6 places are theirs
+    assert full.status_code == 503 and full.json()["error"]["code"] == "too_many_users"
+
+
+async def test_signed_in_users_are_not_counted_by_address(app_client, redis, redis_url, backend):
+    settings = limited(redis_url, backend, 10, max_sessions_per_address=2)
+    async with app_client(with_test_callers(settings)) as chat:  # an office behind one NAT
+        office = [
+            await chat.post(
+                "/api/chat",
+                json=ask("hi", tts_enabled=False),
+                headers=as_signed_in(f"colleague-{n}", "10.0.0.7"),
+            )
+            for n in range(6)
+        ]
+    assert [r.status_code for r in office] == [200] * 6
+    assert await redis.zcard("chat:active") == 6  # none took another's place
+
+
+async def test_retry_after_says_when_the_least_recently_used_place_frees(
+    app_client, redis_url, backend
+):
+    async with app_client(with_test_users(limited(redis_url, backend, 1, idle_s=300))) as chat:
+        assert (await new_session(chat)).status_code == 200
+        refused = await new_session(chat)
+    # The one session was used a moment ago: it goes idle in (just under) 300 s.
+    assert 295 <= int(refused.headers["Retry-After"]) <= 300
+    assert "unless it is used again" in refused.json()["error"]["message"]
+
+
+async def test_a_full_conversations_budget_refuses_new_turns_and_keeps_the_rest(
+    app_client, redis_url, backend
+):
+    # REDIS_MAXMEMORY 400 KB: conversations may fill a quarter of it, about 100 KB.
+    settings = limited(redis_url, backend, 100, redis_maxmemory="400kb")
+    big = ask("x" * 8000, tts_enabled=False)  # about 25 KB stored a turn
+    async with app_client(with_test_users(settings)) as chat:
+        stored = []
+        for _ in range(10):
+            response = await chat.post("/api/chat", json=big, headers=as_user("alice"))
+            if response.status_code != 200:
+                break
+            stored.append(response.json()["data"]["session_id"])
+        asked = len(backend.recorder.prompts)
+        refused = await chat.post("/api/chat", json=ask("hi"), headers=as_user("bob"))
+        untouched = backend.recorder.prompts[asked:]
+        read = await chat.get(f"/api/chat/sessions/{stored[0]}", headers=as_user("alice"))
+        await chat.delete(f"/api/chat/sessions/{stored[0]}", headers=as_user("alice"))
+        after_delete = await chat.post("/api/chat", json=ask("hi"), headers=as_user("bob"))
+    assert 3 <= len(stored) <= 5
+    assert response.status_code == 503 and response.json()["error"]["code"] == "storage_full"
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "storage_full"
+    assert untouched == []  # refused before the LLM was asked
+    assert read.status_code == 200 and len(read.json()["data"]["messages"]) == 2
+    assert after_delete.status_code == 200

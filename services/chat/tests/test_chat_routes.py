@@ -72,6 +72,21 @@ async def test_session_history_grows_turn_by_turn(chat):
     assert history["model"] == "gemma-3-27b-it"
 
 
+async def test_a_conversation_ending_with_the_character_asks_it_to_speak_again(chat, backend):
+    first = (await chat.post("/api/chat", json=ask("안녕"))).json()["data"]
+    conversation = [
+        {"role": "user", "content": "안녕"},
+        {"role": "assistant", "content": first["content"]},
+    ]
+    body = {"messages": conversation, "persona": PERSONA, "session_id": first["session_id"]}
+    again = await chat.post("/api/chat", json=body)
+    assert again.status_code == 200, again.text
+    assert backend.recorder.last.messages_received[-1]["role"] == "assistant"
+    history = (await chat.get(f"/api/chat/sessions/{first['session_id']}")).json()["data"]
+    assert [m["role"] for m in history["messages"]] == ["user", "assistant", "assistant"]
+    assert history["messages"][-1]["content"] == again.json()["data"]["content"]
+
+
 async def test_deleted_session_is_gone(chat, redis):
     session_id = (await chat.post("/api/chat", json=ask("hi"))).json()["data"]["session_id"]
     deleted = await chat.delete(f"/api/chat/sessions/{session_id}")
@@ -95,7 +110,6 @@ def _msgs(*roles: str) -> list[dict]:
     "body",
     [
         {"messages": [], "persona": PERSONA},
-        {"messages": _msgs("user", "assistant"), "persona": PERSONA},
         {"messages": _msgs("system", "user"), "persona": PERSONA},
         {"messages": [{"role": "user", "content": ""}], "persona": PERSONA},
         ask("hi", temperature=2.5),

@@ -82,3 +82,20 @@ async def test_a_reply_that_cannot_fit_the_window_is_refused_up_front(app_client
     assert response.status_code == 422
     assert "context window of 1200" in response.json()["error"]["message"]
     assert backend.recorder.prompts == []
+
+
+async def test_summary_calls_count_in_the_callers_chat_rate(app_client, redis_url):
+    with emulated_llm("ollama") as backend:
+        settings = settings_for(redis_url, backend, chat_rate_per_min=3)
+        async with app_client(create_app(settings)) as chat:
+            returning_visitor(chat)
+            talk = Conversation(chat, backend.recorder)
+            long_history(talk, 60)  # needs more summary calls than the rate has room for
+            reply = await talk.resend()
+            next_turn = await chat.post("/api/chat", json=talk.body())
+
+    summary_calls = [r for r in backend.recorder.prompts if is_summary_call(r)]
+    assert len(summary_calls) == 2  # the turn itself and two summary calls: 3 a minute
+    assert reply["context_truncated"] is True  # the rest waits for a later turn
+    assert next_turn.status_code == 429
+    assert next_turn.json()["error"]["code"] == "rate_limited"

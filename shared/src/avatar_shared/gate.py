@@ -1,8 +1,14 @@
 """A cap on calls in flight from this replica to a GPU upstream (the LLM, the speech server),
 so a burst queues briefly instead of piling onto the GPU; a call that cannot start within
-`wait_s` gets the service's own 503 (`busy`, with Retry-After)."""
+`wait_s` gets the service's own 503 (`busy`, with Retry-After).
+
+Waiting calls are served fairly across callers, not first come: each caller has a queue of
+its own (first come within it), and a freed place goes to the next caller in turn
+(round-robin), so one caller's tenth call never goes before another caller's first. A call
+that names no caller waits in one shared queue, first come."""
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,23 +17,58 @@ from avatar_shared.errors import AppError
 
 class Gate:
     def __init__(self, max_in_flight: int, wait_s: float, busy: type[AppError]) -> None:
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self.free = max_in_flight
         self.wait_s = wait_s
         self.busy = busy
+        # Callers with calls waiting, in turn order (a dict keeps insertion order): each
+        # caller's waiting calls, first come first.
+        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """One call's place, held for the block. A free place is taken at once: only a wait
-        needs a timer (`wait_for` would start a task for every call)."""
-        if self._slots.locked():
-            try:
-                async with asyncio.timeout(self.wait_s):
-                    await self._slots.acquire()
-            except TimeoutError as exc:
-                raise self.busy(headers={"Retry-After": "1"}) from exc
+    async def slot(self, caller: str = "") -> AsyncIterator[None]:
+        """One call's place, held for the block. A free place is taken at once (no timer
+        and no queue: only a wait needs them)."""
+        if self.free > 0:
+            self.free -= 1
         else:
-            await self._slots.acquire()
+            await self._wait(caller)
         try:
             yield
         finally:
-            self._slots.release()
+            self._release()
+
+    async def _wait(self, caller: str) -> None:
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(caller, deque()).append(turn)
+        try:
+            async with asyncio.timeout(self.wait_s):
+                await turn
+        except BaseException as exc:  # timed out, or the caller went away
+            if turn.done() and not turn.cancelled():
+                self._release()  # handed a place at the same moment: pass it on
+            else:
+                self._leave(caller, turn)
+            if isinstance(exc, TimeoutError):
+                raise self.busy(headers={"Retry-After": "1"}) from exc
+            raise
+
+    def _leave(self, caller: str, turn: asyncio.Future[None]) -> None:
+        queue = self._waiting.get(caller)
+        if queue is not None and turn in queue:
+            queue.remove(turn)
+            if not queue:
+                del self._waiting[caller]
+
+    def _release(self) -> None:
+        """A place is free: it goes to the first waiting call of the caller whose turn it
+        is, and that caller goes to the back of the line."""
+        while self._waiting:
+            caller = next(iter(self._waiting))
+            queue = self._waiting.pop(caller)
+            turn = queue.popleft()
+            if queue:
+                self._waiting[caller] = queue  # back of the line
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.free += 1

@@ -8,11 +8,11 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Strict
 
 
-def _integral_float(value: Any) -> Any:
+def integral_float(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-JsonInt = Annotated[int, BeforeValidator(_integral_float), Strict()]
+JsonInt = Annotated[int, BeforeValidator(integral_float), Strict()]
 
 # A character that str.strip() keeps (its white space set, written out so that Python, the
 # validator's Rust regex and a client's ECMAScript regex all read the same set): text with it

@@ -3,15 +3,19 @@ a character may carry as its defaults. One model, so the ranges are written once
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictFloat
 
-from avatar_shared.json_types import JsonInt
+from avatar_shared.json_types import integral_float
 
 # The largest seed every server takes (a signed 32-bit integer).
 MAX_SEED = 2**31 - 1
 
 _ABSENT = " Absent: the model server's default (the field is not sent)."
 StopText = Annotated[str, Field(min_length=1, max_length=50)]
+# Optional integers' bounds sit inside their type: given to the field of a `JsonInt | None`,
+# they would reach the JSON Schema as "ge"/"le", which no client reads.
+TopK = Annotated[int, Field(ge=0, le=1000), BeforeValidator(integral_float), Strict()]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED), BeforeValidator(integral_float), Strict()]
 
 
 class SamplingControls(BaseModel):
@@ -23,10 +27,8 @@ class SamplingControls(BaseModel):
         le=1,
         description="Nucleus sampling: the probability mass kept, (0, 1]." + _ABSENT,
     )
-    top_k: JsonInt | None = Field(
+    top_k: TopK | None = Field(
         None,
-        ge=0,
-        le=1000,
         description="Sample from the k likeliest tokens, 0-1000; 0: off." + _ABSENT,
     )
     min_p: StrictFloat | None = Field(
@@ -56,10 +58,8 @@ class SamplingControls(BaseModel):
         description="Additive penalty growing with how often a token was "
         "already used, -2 to 2." + _ABSENT,
     )
-    seed: JsonInt | None = Field(
+    seed: Seed | None = Field(
         None,
-        ge=0,
-        le=MAX_SEED,
         description="Sampling seed, 0 to 2^31-1, for repeatable replies "
         "(as far as the model server makes them so)." + _ABSENT,
     )

@@ -1,16 +1,17 @@
 """A chat turn (`POST /api/chat`), top to bottom, in the order it happens:
 
 1. check the request's sizes and its model (offered ones only, from a cached list);
-2. admit it: the caller's rate, the concurrent-session limit and the caller's share of it, in
-   one atomic step. A new session's place is provisional until its turn succeeds; nothing
-   else is spent on a request that is refused;
+2. admit it: the caller's rate, their turns in flight (a lease), room for conversations,
+   the concurrent-session limit and the caller's (and address's) share of it, in one atomic
+   step. A new session's place is provisional until its turn succeeds; nothing else is
+   spent on a request that is refused;
 3. load the session and the character, and plan the prompt: the conversation fitted into
    the model's window, older turns summarized when due;
-4. generate in one of this replica's LLM slots (a streamed reply is spoken per sentence as
-   it comes);
-5. record the turn, and speak a whole reply;
-6. release: leaving the blocks gives back the slot, and a failed new session's place and
-   summaries.
+4. generate in one of this replica's LLM slots, waiting in the caller's line for one (a
+   streamed reply is spoken per sentence as it comes);
+5. record the turn (which ends its lease), and speak a whole reply;
+6. release: leaving the blocks gives back the slot, and a failed turn's lease, its new
+   session's place and summaries.
 
 No turn is stored before the reply succeeded. (Summaries made on the way are cached at once:
 they hold for that conversation whatever becomes of the reply.)
@@ -56,12 +57,12 @@ class Turn:
     receipt: PromptReceipt  # what the model saw, for the reply
 
     def record(self, reply: LlmReply) -> TurnRecord:
-        """The finished turn, as the session stores it."""
+        """The finished turn, as the session stores it: the user's new message (none when
+        the conversation ended with the character's: it spoke again) and the reply."""
+        last = self.body.messages[-1]
+        said = [{"role": "user", "content": last.content}] if last.role == "user" else []
         return TurnRecord(
-            exchanged=[
-                {"role": "user", "content": self.body.messages[-1].content},
-                {"role": "assistant", "content": reply.content},
-            ],
+            exchanged=[*said, {"role": "assistant", "content": reply.content}],
             model=self.llm_request.model,
             prompt_tokens=reply.prompt_tokens,
             completion_tokens=reply.completion_tokens,
@@ -87,18 +88,20 @@ class Turn:
 async def reply_turn(chat: ChatService, body: ChatRequest, caller: Caller) -> ChatReply:
     session_id, is_new = await _checked(chat, body)
     async with (
-        chat.admission.provisional(session_id, caller.key),
+        chat.admission.turn(session_id, caller) as lease,
         _undone_on_failure(chat, session_id, is_new),
     ):
         turn = await _planned(chat, body, session_id, is_new, caller)
-        async with chat.gate.slot():
+        async with chat.gate.slot(caller.key):
             reply = await chat.llm.complete(turn.llm_request)
-        await chat.record(session_id, caller.user_id, turn.record(reply))
+        await chat.record(session_id, caller.identity, turn.record(reply), lease)
         speech = await chat.voice.speak(body, turn.voice_id, reply.content, caller.identity)
     return turn.answer(reply, *speech)
 
 
-async def stream_turn(chat: ChatService, body: ChatRequest, caller: Caller) -> AsyncIterator[bytes]:
+async def stream_turn(
+    chat: ChatService, body: ChatRequest, caller: Caller
+) -> AsyncGenerator[bytes, None]:
     """The SSE events of a streamed turn, once its first one is ready: a request that fails
     up front (bad input, LLM down, unknown model) gets an ordinary error response; a failure
     after that ends the stream with an `error` event. However the stream ends (a client's
@@ -111,12 +114,12 @@ async def _stream_events(
 ) -> AsyncGenerator[bytes, None]:
     session_id, is_new = await _checked(chat, body)
     async with (
-        chat.admission.provisional(session_id, caller.key),
+        chat.admission.turn(session_id, caller) as lease,
         _undone_on_failure(chat, session_id, is_new),
     ):
         turn = await _planned(chat, body, session_id, is_new, caller)
         async with (
-            chat.gate.slot(),
+            chat.gate.slot(caller.key),
             aclosing(chat.llm.stream(turn.llm_request)) as upstream,
             chat.voice.speaker(body, turn.voice_id, caller.identity) as speaker,
         ):
@@ -129,7 +132,7 @@ async def _stream_events(
                     yield sse("audio", event)
             async for event in speaker.rest():
                 yield sse("audio", event)
-        await chat.record(session_id, caller.user_id, turn.record(reply))
+        await chat.record(session_id, caller.identity, turn.record(reply), lease)
         speech: tuple[str | None, str | None] = (None, None)
         if not speaker.speaks:  # delayed speech: the URL its audio will have
             speech = await chat.voice.speak(body, turn.voice_id, reply.content, caller.identity)
@@ -181,6 +184,7 @@ async def _planned(
         window=window,
         estimate=estimate,
         reserved=prompt.reserved,
+        caller=caller.key,
     )
     context = await chat.context.fit(talk, state.summaries)
     messages = prompt.finish(context.messages)
@@ -236,7 +240,9 @@ async def _undone_on_failure(
         raise
 
 
-async def _error_event_on_failure(events: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+async def _error_event_on_failure(
+    events: AsyncGenerator[bytes, None],
+) -> AsyncGenerator[bytes, None]:
     try:
         async with aclosing(events):
             async for event in events:

@@ -2,7 +2,6 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
 
 from avatar_chat.deps import ChatDep
 from avatar_chat.errors import (
@@ -15,6 +14,7 @@ from avatar_chat.errors import (
     TooManyUsers,
 )
 from avatar_chat.flows import reply_turn, stream_turn
+from avatar_chat.limits.stalled import WriteTimedStream
 from avatar_chat.schemas import (
     SSE_RESPONSE,
     ChatReply,
@@ -71,10 +71,11 @@ CHARACTER_ERRORS = (
 )
 async def chat(
     body: ChatRequest, chat: ChatDep, caller: CallerDep
-) -> Envelope[ChatReply] | StreamingResponse:
+) -> Envelope[ChatReply] | WriteTimedStream:
     if body.stream:
         events = await stream_turn(chat, body, caller)
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        timeout_s = chat.settings.stream_write_timeout_s
+        return WriteTimedStream(events, timeout_s, "text/event-stream", SSE_HEADERS)
     return ok(await reply_turn(chat, body, caller))
 
 

@@ -10,7 +10,6 @@ from pydantic import (
     Field,
     StrictBool,
     StrictFloat,
-    model_validator,
 )
 
 from avatar_chat.llm.base import Sampling
@@ -53,7 +52,10 @@ class ChatRequest(SamplingControls):
     )
 
     messages: list[ChatMessage] = Field(
-        min_length=1, description="The conversation so far; the last message is the user's."
+        min_length=1,
+        description="The conversation so far, usually ending with the user's new message; "
+        "one ending with the character's (assistant) message asks the character to speak "
+        "again (only the reply is added to the session).",
     )
     # Empty counts as absent: the character's persona is used (as API.md says).
     persona: str | None = Field(None, max_length=8000)
@@ -76,12 +78,6 @@ class ChatRequest(SamplingControls):
     stream: StrictBool = Field(
         False, description="Answer text/event-stream: delta events, then done."
     )
-
-    @model_validator(mode="after")
-    def _last_message_is_the_users(self) -> "ChatRequest":
-        if self.messages[-1].role != "user":
-            raise ValueError("the last message must come from the user")
-        return self
 
     def sampling(self, defaults: GenerationDefaults | None = None) -> Sampling:
         """The generation controls, as the LLM clients take them: the request's, else the

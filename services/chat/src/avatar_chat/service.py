@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from avatar_chat.context.planner import ContextPlanner
 from avatar_chat.context.summaries import SummaryStore
 from avatar_chat.errors import LlmBusy
-from avatar_chat.limits.admission import Admission
+from avatar_chat.limits.admission import RATE_WINDOW_S, Admission, Lease, Limits
 from avatar_chat.llm import make_llm_client
 from avatar_chat.llm.model_catalog import ModelCatalog
 from avatar_chat.llm.windows import ContextWindows
@@ -22,10 +22,11 @@ from avatar_chat.schemas import ChatRequest, ModelInfo, SessionHistory
 from avatar_chat.settings import ChatSettings
 from avatar_chat.speech.voicing import ReplyVoice
 from avatar_chat.store import SessionStore, TurnRecord
+from avatar_shared.budget import Budget
 from avatar_shared.errors import ValidationFailed
 from avatar_shared.gate import Gate
 from avatar_shared.identity import Identity
-from avatar_shared.rate import Caller
+from avatar_shared.rate import Caller, RateLimit
 
 
 class ChatService:
@@ -39,22 +40,27 @@ class ChatService:
         """`http` reaches the peer services, `llm_http` the LLM server (its own timeouts)."""
         self.settings = settings
         self.llm = llm = make_llm_client(settings, llm_http)
-        self.sessions = SessionStore(redis, settings.session_ttl_s, settings.max_stored_messages)
+        conversations = Budget(redis, "conversations", settings.redis_maxmemory_bytes)
+        self.sessions = SessionStore(
+            redis,
+            conversations,
+            settings.session_ttl_s,
+            settings.max_stored_messages,
+            (settings.max_stored_bytes, settings.anon_max_stored_bytes),
+        )
         self.characters = CharacterDirectory(
             http, settings.characters_url, settings.character_cache_s
         )
         self.voice = ReplyVoice(TtsClient(http, settings.tts_url, settings.tts_timeout_s))
-        self.admission = Admission(
-            redis,
-            settings.max_concurrent_users,
-            settings.active_session_idle_s,
-            settings.max_sessions_per_user,
-            settings.chat_rate_per_min,
-        )
+        self.admission = Admission(redis, admission_limits(settings), conversations)
         self.gate = Gate(settings.llm_max_in_flight, settings.llm_queue_wait_s, LlmBusy)
         self.windows = ContextWindows(llm, settings.llm_context_tokens, settings.models_cache_s)
         self.summaries = SummaryStore(redis, settings.session_ttl_s, settings.summary_timeout_s + 5)
-        self.context = ContextPlanner(llm, self.gate, self.summaries, settings)
+        # A summary call is LLM work its caller causes: it counts in their chat rate.
+        summary_rate = RateLimit(
+            redis, "chat", settings.chat_rate_per_min, RATE_WINDOW_S, "chat requests", "a minute"
+        )
+        self.context = ContextPlanner(llm, self.gate, self.summaries, summary_rate, settings)
         self.catalog = ModelCatalog(
             llm, settings.default_model, settings.offered_models, settings.models_cache_s
         )
@@ -81,8 +87,11 @@ class ChatService:
             return UserPersona(self.settings.default_user_name)
         return await self.characters.user_persona(body.user_persona_id, caller)
 
-    async def record(self, session_id: str, user_id: str, turn: TurnRecord) -> None:
-        await self.sessions.record_turn(session_id, user_id, turn)
+    async def record(
+        self, session_id: str, caller: Identity, turn: TurnRecord, lease: Lease
+    ) -> None:
+        """Stores the turn, and ends its lease (the LLM work is done)."""
+        await self.sessions.record_turn(session_id, caller, turn, lease)
         LLM_TOKENS.labels(turn.model, "prompt").inc(max(0, turn.prompt_tokens))
         LLM_TOKENS.labels(turn.model, "completion").inc(max(0, turn.completion_tokens))
 
@@ -94,4 +103,26 @@ class ChatService:
 
     async def delete_session(self, session_id: str, caller: Caller) -> None:
         await self.sessions.delete(session_id, caller.user_id)
-        await self.admission.release(session_id, caller.key)  # its place goes to the next user
+        await self.admission.release(session_id, caller)  # its place goes to the next user
+
+
+def admission_limits(settings: ChatSettings) -> Limits:
+    # A turn's lease lasts as long as a turn can: summarizing, waiting for a slot, the
+    # reply, its speech, a stalled client's last send.
+    lease_s = (
+        settings.summary_timeout_s
+        + settings.llm_queue_wait_s
+        + settings.llm_total_timeout_s
+        + settings.tts_timeout_s
+        + settings.stream_write_timeout_s
+    )
+    return Limits(
+        sessions=settings.max_concurrent_users,
+        idle_s=settings.active_session_idle_s,
+        sessions_per_user=settings.max_sessions_per_user,
+        sessions_per_address=settings.max_sessions_per_address,
+        rate_per_min=settings.chat_rate_per_min,
+        calls_per_user=settings.llm_calls_per_user,
+        calls_per_address=settings.llm_calls_per_address,
+        lease_s=lease_s,
+    )

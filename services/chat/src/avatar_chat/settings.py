@@ -51,19 +51,38 @@ class ChatSettings(ServiceSettings):
     max_stored_messages: int = Field(1000, ge=2)
     """Most messages a session keeps as its history; older ones are dropped (the client
     sends the conversation itself, so replies do not depend on them)."""
+    max_stored_bytes: int = Field(1024 * 1024, ge=64 * 1024)
+    """Most bytes of messages a signed-in user's session keeps as its history; the oldest
+    go first (the latest turn is always kept)."""
+    anon_max_stored_bytes: int = Field(256 * 1024, ge=64 * 1024)
+    """The same for an anonymous caller's session."""
     tts_timeout_s: float = Field(60.0, gt=0)
     """Longest wait for the tts service to speak a reply."""
     llm_max_in_flight: int = Field(8, gt=0)
-    """LLM calls one chat replica runs at once; more wait in line."""
+    """LLM calls one chat replica runs at once; more wait in line, each caller's in turn."""
     llm_queue_wait_s: float = Field(10.0, gt=0)
     """Longest a call waits in line before 503 llm_busy."""
+    llm_calls_per_user: int = Field(2, gt=0)
+    """Chat requests one user (or anonymous id) may have answered at once, across every
+    replica; more get 429 rate_limited."""
+    llm_calls_per_address: int = Field(3, gt=0)
+    """The same for all anonymous callers of one client address together."""
+    llm_max_line_bytes: int = Field(64 * 1024, ge=1024)
+    """Longest line of a streamed answer the LLM server may send; a longer one ends the
+    reply with 502 llm_error."""
+    stream_write_timeout_s: float = Field(10.0, gt=0)
+    """A streamed reply whose client has not taken its next event for this long (the send
+    blocks: the client stopped reading) is ended, and its LLM slot given back."""
     chat_rate_per_min: int = Field(30, gt=0)
     """Chat requests one user (or anonymous address) may make a minute."""
     max_concurrent_users: int = Field(20, gt=0)
     """Most chat sessions active at once, across every replica."""
     max_sessions_per_user: int = Field(3, gt=0)
-    """Most of those one user (or anonymous address) holds; their next new session takes the
+    """Most of those one user (or anonymous id) holds; their next new session takes the
     place of their least recently used one."""
+    max_sessions_per_address: int = Field(6, gt=0)
+    """Most of those all anonymous callers of one client address hold together; a new
+    session past it takes the place of the address's least recently used one."""
     active_session_idle_s: int = Field(300, gt=0)
     """A session idle this long no longer counts as active."""
     models_cache_s: float = Field(30.0, ge=0)

@@ -7,8 +7,14 @@ Keys (all expire after `SESSION_TTL_S` without use):
   (messages ever recorded), and `calibration:{model}` (learned from the LLM's counts, see
   `context.tokens`).
 - `chat:session:{id}:messages`: list of JSON messages {role, content, at}, oldest first: the
-  last MAX_STORED_MESSAGES of them (the client sends the conversation itself; the list is
-  its history to show, read a page at a time).
+  newest of them, at most MAX_STORED_MESSAGES and MAX_STORED_BYTES (ANON_MAX_STORED_BYTES
+  for an anonymous owner), the latest turn always (the client sends the conversation
+  itself; the list is its history to show, read a page at a time). The hash's
+  `stored_bytes` counts them.
+- the conversations budget (avatar_shared.budget): each session is a holder (`chat:{id}`)
+  charged for its messages' bytes plus SESSION_OVERHEAD, expiring with it. Admission refuses
+  turns while the budget is full, so what is recorded was admitted with room (it may pass
+  the limit by the turns in flight at that moment).
 - `chat:session:{id}:summaries`: the summary cache (see `context.summaries`).
 
 Turns are written only after a reply succeeded, so a failed request leaves none. (Summaries
@@ -24,6 +30,9 @@ from redis.asyncio import Redis
 
 from avatar_chat.context.summaries import Summary, parse_summaries, summaries_key
 from avatar_chat.errors import SessionNotFound
+from avatar_chat.limits.admission import LEASE_FUNCTIONS, Lease
+from avatar_shared.budget import BUDGET_FUNCTIONS, Budget
+from avatar_shared.identity import Identity
 from avatar_shared.pages import Page
 from avatar_shared.timestamps import utc_now
 
@@ -36,25 +45,76 @@ def _messages_key(session_id: str) -> str:
     return f"chat:session:{session_id}:messages"
 
 
-# Appends one turn atomically and in one round trip; refuses (returns 0) when another user
-# owns the session. KEYS: meta, messages, summaries. ARGV: user, model, now, prompt tokens,
-# completion tokens, ttl, summary_covered, calibration field, its value ('' when none was
-# learned), messages kept at most, then the messages as JSON.
-RECORD_TURN = """
-local owner = redis.call('HGET', KEYS[1], 'owner')
+def _holder(session_id: str) -> str:
+    """The session, as the conversations budget holds it."""
+    return f"chat:{session_id}"
+
+
+# Bytes a session is charged beyond its messages: its hash and keys.
+SESSION_OVERHEAD = 1024
+
+
+# Appends one turn atomically and in one round trip, and ends the turn's lease (see
+# limits.admission); refuses (returns 0) when another user owns the session. The history
+# keeps the newest messages within the caps on messages and bytes (the turn just recorded
+# always), and the session is charged to the conversations budget for what it keeps.
+# KEYS: meta, messages, summaries, the budget's total, held, until, then the lease sets.
+# ARGV: user, model, now, prompt tokens, completion tokens, ttl, summary_covered,
+# calibration field, its value ('' when none was learned), messages kept at most, bytes kept
+# at most, the budget's holder, the lease id, then the messages as JSON.
+RECORD_TURN = (
+    BUDGET_FUNCTIONS
+    + LEASE_FUNCTIONS
+    + """
+local meta, messages = KEYS[1], KEYS[2]
+lease_end(KEYS, 7, ARGV[13])
+local owner = redis.call('HGET', meta, 'owner')
 if owner and owner ~= ARGV[1] then return 0 end
-if not owner then redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'created_at', ARGV[3]) end
-redis.call('HSET', KEYS[1], 'model', ARGV[2], 'updated_at', ARGV[3],
+if not owner then redis.call('HSET', meta, 'owner', ARGV[1], 'created_at', ARGV[3]) end
+redis.call('HSET', meta, 'model', ARGV[2], 'updated_at', ARGV[3],
   'last_prompt_tokens', ARGV[4], 'summary_covered', ARGV[7])
-if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], ARGV[8], ARGV[9]) end
-redis.call('HINCRBY', KEYS[1], 'prompt_tokens', ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'completion_tokens', ARGV[5])
-redis.call('HINCRBY', KEYS[1], 'message_count', #ARGV - 10)
-redis.call('RPUSH', KEYS[2], unpack(ARGV, 11))
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[10]), -1)
+if ARGV[9] ~= '' then redis.call('HSET', meta, ARGV[8], ARGV[9]) end
+redis.call('HINCRBY', meta, 'prompt_tokens', ARGV[4])
+redis.call('HINCRBY', meta, 'completion_tokens', ARGV[5])
+local new = #ARGV - 13
+redis.call('HINCRBY', meta, 'message_count', new)
+local stored = tonumber(redis.call('HGET', meta, 'stored_bytes') or '-1')
+if stored < 0 then  -- a session stored before the byte cap: counted once
+  stored = 0
+  for _, kept in ipairs(redis.call('LRANGE', messages, 0, -1)) do stored = stored + #kept end
+end
+for i = 14, #ARGV do stored = stored + #ARGV[i] end
+local count = redis.call('RPUSH', messages, unpack(ARGV, 14))
+while count > new and (count > tonumber(ARGV[10]) or stored > tonumber(ARGV[11])) do
+  stored = stored - #redis.call('LPOP', messages)
+  count = count - 1
+end
+redis.call('HSET', meta, 'stored_bytes', stored)
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+local holder = ARGV[12]
+local charged = stored + SESSION_OVERHEAD
+local before = tonumber(redis.call('HGET', KEYS[5], holder) or '0')
+local clock = redis.call('TIME')
+local expires = tonumber(clock[1]) + tonumber(ARGV[6])
+budget_hold(KEYS[4], KEYS[5], KEYS[6], holder, charged - before, expires)
+redis.call('ZADD', KEYS[6], 'XX', expires, holder)  -- renewed with the keys' TTL
+return 1
+""".replace("SESSION_OVERHEAD", str(SESSION_OVERHEAD))
+)
+
+# Deletes a session of its owner's and gives its bytes back to the budget; 0 when there is
+# none of theirs. KEYS: meta, messages, summaries, the budget's total, held, until.
+# ARGV: user, the budget's holder.
+DELETE = (
+    BUDGET_FUNCTIONS
+    + """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+local held = tonumber(redis.call('HGET', KEYS[5], ARGV[2]) or '0')
+budget_hold(KEYS[4], KEYS[5], KEYS[6], ARGV[2], -held, 'inf')
 return 1
 """
+)
 
 
 @dataclass(frozen=True)
@@ -86,11 +146,22 @@ def _calibration_field(model: str) -> str:
 
 
 class SessionStore:
-    def __init__(self, redis: Redis, ttl_s: int, max_messages: int = 1000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        budget: Budget,
+        ttl_s: int,
+        max_messages: int = 1000,
+        max_bytes: tuple[int, int] = (1024 * 1024, 256 * 1024),
+    ) -> None:
+        """`max_bytes`: what a signed-in user's session keeps, and an anonymous caller's."""
         self.redis = redis
+        self.budget = budget
         self.ttl_s = ttl_s
         self.max_messages = max_messages
+        self.max_bytes = max_bytes
         self._record_turn = redis.register_script(RECORD_TURN)
+        self._delete = redis.register_script(DELETE)
 
     async def load(self, session_id: str, user_id: str) -> SessionState:
         """The caller's session in one round trip; empty for a new id; 404 for anyone else's."""
@@ -102,18 +173,18 @@ class SessionStore:
             raise SessionNotFound(session_id)
         return SessionState(meta, parse_summaries(summaries))
 
-    async def check_owner(self, session_id: str, user_id: str) -> None:
-        """Passes for a new session id or one of the caller's; 404 for anyone else's."""
-        owner = await self.redis.hget(_meta_key(session_id), "owner")  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
-        if owner is not None and owner != user_id:
-            raise SessionNotFound(session_id)
-
-    async def record_turn(self, session_id: str, user_id: str, turn: TurnRecord) -> None:
+    async def record_turn(
+        self, session_id: str, owner: Identity, turn: TurnRecord, lease: Lease | None = None
+    ) -> None:
+        """Stores the turn and ends its `lease` (given by the admission), in one step."""
         now = utc_now()
+        signed_in, anonymous = self.max_bytes
+        keys = [_meta_key(session_id), _messages_key(session_id), summaries_key(session_id)]
+        keys += [*self.budget.keys, *(lease.keys if lease else ())]
         recorded = await self._record_turn(
-            keys=[_meta_key(session_id), _messages_key(session_id), summaries_key(session_id)],
+            keys=keys,
             args=[
-                user_id,
+                owner.user_id,
                 turn.model,
                 now,
                 turn.prompt_tokens,
@@ -123,6 +194,9 @@ class SessionStore:
                 _calibration_field(turn.model),
                 "" if turn.calibration is None else f"{turn.calibration:.4f}",
                 self.max_messages,
+                signed_in if owner.signed_in else anonymous,
+                _holder(session_id),
+                lease.id if lease else "",
                 *(json.dumps({**m, "at": now}, ensure_ascii=False) for m in turn.exchanged),
             ],
         )
@@ -182,7 +256,8 @@ class SessionStore:
         }
 
     async def delete(self, session_id: str, user_id: str) -> None:
-        await self.check_owner(session_id, user_id)
-        keys = _meta_key(session_id), _messages_key(session_id), summaries_key(session_id)
-        if not await self.redis.delete(*keys):
+        keys = [_meta_key(session_id), _messages_key(session_id), summaries_key(session_id)]
+        keys += self.budget.keys
+        deleted = await self._delete(keys=keys, args=[user_id, _holder(session_id)])
+        if not deleted:
             raise SessionNotFound(session_id)

@@ -107,9 +107,14 @@ def stack() -> Iterator[Stack]:
             "TTS_RATE_PER_MIN_PER_ADDRESS": "100000",
             "MAX_CONCURRENT_USERS": "100000",
             "ANON_IDS_PER_ADDRESS": "100000",
+            "MAX_CHARACTERS_PER_ADDRESS": "100000",
+            "MAX_CHARACTER_BYTES_PER_ADDRESS": "1000000000",
             "GEN3D_RATE_PER_HOUR": "100000",
             "GEN3D_RATE_PER_HOUR_PER_ADDRESS": "100000",
             "MAX_QUEUED_JOBS_PER_ADDRESS": "100000",
+            "MAX_SESSIONS_PER_ADDRESS": "100000",
+            "LLM_CALLS_PER_USER": "100000",
+            "LLM_CALLS_PER_ADDRESS": "100000",
             # A dead gen3d worker is noticed within seconds, not the default 20.
             "JOB_HEARTBEAT_S": "2",
             # The sign-in tests' frontend (tests/e2e/oidc_browser.FRONTEND), not the gateway.

@@ -40,6 +40,7 @@ from avatar_emulators.replies import (
     ERROR_MIDSTREAM_AFTER_TOKENS,
     ERROR_MIDSTREAM_MESSAGE,
     ERROR_MIDSTREAM_MODEL,
+    LONG_REPLY_MODEL,
     ChatEmulatorConfig,
     Message,
     PromptRecord,
@@ -257,7 +258,8 @@ def create_app(config: OllamaConfig | None = None) -> FastAPI:
     started_at = _now()
 
     def require_model(name: str) -> None:
-        known = {_canonical(m) for m in config.models} | {_canonical(ERROR_MIDSTREAM_MODEL)}
+        special = (ERROR_MIDSTREAM_MODEL, LONG_REPLY_MODEL)
+        known = {_canonical(m) for m in [*config.models, *special]}
         if _canonical(name) not in known:
             raise OllamaError(404, f"model '{name}' not found")
 

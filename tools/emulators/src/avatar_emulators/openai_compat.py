@@ -43,6 +43,7 @@ from avatar_emulators.replies import (
     ERROR_MIDSTREAM_AFTER_TOKENS,
     ERROR_MIDSTREAM_MESSAGE,
     ERROR_MIDSTREAM_MODEL,
+    LONG_REPLY_MODEL,
     ChatEmulatorConfig,
     Message,
     PromptRecord,
@@ -359,7 +360,7 @@ def _build_router(config: OpenAICompatConfig) -> APIRouter:
             raise OpenAIError(401, "Unauthorized: missing or invalid API key")
 
     def require_model(name: str) -> None:
-        if name not in config.models and name != ERROR_MIDSTREAM_MODEL:
+        if name not in config.models and name not in (ERROR_MIDSTREAM_MODEL, LONG_REPLY_MODEL):
             raise OpenAIError(404, f"The model `{name}` does not exist.")
 
     @router.get("/health")

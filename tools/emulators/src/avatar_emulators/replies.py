@@ -26,6 +26,12 @@ DEFAULT_MODELS: tuple[str, ...] = ("gemma-3-27b-it", "dolphin-2.9-8b")
 ERROR_MIDSTREAM_MODEL = "emulator-error-midstream"
 ERROR_MIDSTREAM_AFTER_TOKENS = 3
 ERROR_MIDSTREAM_MESSAGE = "emulator: injected failure in the middle of the stream"
+# A model name every LLM emulator accepts (served only where listed, e.g. `--model`): its
+# reply is LONG_REPLY_WORDS words of LONG_REPLY_WORD_CHARS characters each (up to max_tokens
+# of them), megabytes when streamed, for tests of clients that stop reading and of line caps.
+LONG_REPLY_MODEL = "emulator-long-reply"
+LONG_REPLY_WORDS = 4096
+LONG_REPLY_WORD_CHARS = 8192
 
 Message = dict[str, Any]
 
@@ -92,7 +98,12 @@ def _first_words(text: str, limit: int) -> str:
 
 
 def build_reply(messages: Sequence[Message], model: str, temperature: float | None) -> str:
-    """A deterministic, several-sentence reply that visibly depends on the input."""
+    """A deterministic, several-sentence reply that visibly depends on the input (for
+    LONG_REPLY_MODEL, a long run of long words)."""
+    if model == LONG_REPLY_MODEL:
+        return " ".join(
+            f"{n:05d}".ljust(LONG_REPLY_WORD_CHARS, "x") for n in range(LONG_REPLY_WORDS)
+        )
     last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
     user_text = message_text(last_user) if last_user else ""
     system = next((m for m in messages if m.get("role") == "system"), None)

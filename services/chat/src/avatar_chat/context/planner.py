@@ -7,7 +7,8 @@ character's), carried in the system message. Summaries come from the cache (`sum
 whenever one still matches the conversation; a new one extends the longest matching one with
 only the newly aged turns, in as many LLM calls as the window needs. Summarizing must never
 fail the chat: when it cannot be done, the oldest turns that do not fit are dropped instead
-and the reply says so; the summary is tried again on the next request.
+and the reply says so; the summary is tried again on the next request. Each summary call
+counts in the caller's chat rate (CHAT_RATE_PER_MIN): past it, the same.
 
 The trigger ratio leaves room for the conversation to grow between summaries; what is sent
 is only cut when it would not fit the window itself (less a small headroom, as estimates are
@@ -34,6 +35,7 @@ from avatar_chat.llm import LlmClient, LlmRequest
 from avatar_chat.settings import ChatSettings
 from avatar_shared.errors import AppError, ValidationFailed
 from avatar_shared.gate import Gate
+from avatar_shared.rate import RateLimit
 from avatar_shared.timestamps import utc_now
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class Conversation:
     window: int  # the model's context window, in tokens
     estimate: TokenEstimator  # calibrated for this session and model
     reserved: int = 0  # tokens of what goes around the turns besides the system message
+    caller: str = ""  # whose rate a summary call counts in, and whose turn it waits in line
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,17 @@ def with_summary(system: str, summary: Summary) -> Message:
 
 class ContextPlanner:
     def __init__(
-        self, llm: LlmClient, gate: Gate, store: SummaryStore, settings: ChatSettings
+        self,
+        llm: LlmClient,
+        gate: Gate,
+        store: SummaryStore,
+        rate: RateLimit,
+        settings: ChatSettings,
     ) -> None:
         self.llm = llm
         self.gate = gate
         self.store = store
+        self.rate = rate  # the caller's chat rate
         self.settings = settings
 
     async def fit(self, talk: Conversation, cached: dict[int, Summary]) -> Context:
@@ -180,7 +189,10 @@ class ContextPlanner:
             max_tokens=self.settings.summary_max_tokens,
             context_tokens=talk.window,
         )
-        async with self.gate.slot():
+        # LLM work the caller causes (an edit early in a long conversation makes every
+        # summary after it stale): past their rate, the summary waits for a later turn.
+        await self.rate.hit(talk.caller)
+        async with self.gate.slot(talk.caller):
             reply = await self.llm.complete(summary_request)
         content = whole_sentences(reply.content.strip())
         if not content:

@@ -2,136 +2,276 @@
 request may go on to the LLM. In order:
 
 1. the caller's request rate (CHAT_RATE_PER_MIN, a moving minute);
-2. the concurrent-session limit: at most MAX_CONCURRENT_USERS sessions active at once
+2. the caller's turns in flight: at most LLM_CALLS_PER_USER of one caller's turns are being
+   answered at once, and at most LLM_CALLS_PER_ADDRESS of all anonymous callers of one
+   client address (ids are free, an address is not). Each admitted turn holds a lease, its
+   id in `chat:calls-of:{caller}` (and `chat:calls-of:{address}`) scored by when it expires
+   (the longest a turn can take), so a replica that dies mid-turn leaks nothing: its leases
+   run out. A turn gives its lease back when it is recorded (`turn_recorded`, inside the
+   store's script: no extra round trip) or fails;
+3. the conversations budget (avatar_shared.budget): when stored conversations fill their
+   share of Redis, a turn (which would store more) is refused with 503 `storage_full` before
+   the LLM is asked, so no reply is generated that could not be kept;
+4. the concurrent-session limit: at most MAX_CONCURRENT_USERS sessions active at once
    (`chat:active`: session id -> last seen). A session idle ACTIVE_SESSION_IDLE_S stops
    counting; an active one goes on; a new one needs room;
-3. the caller's own share of it: at most MAX_SESSIONS_PER_USER active sessions
-   (`chat:active-of:{caller}`). A caller's new session past that takes the place of their
-   least recently used one, so one client cannot fill the limit for everyone else.
+5. the caller's own share of it: at most MAX_SESSIONS_PER_USER active sessions
+   (`chat:active-of:{caller}`), and for anonymous callers at most MAX_SESSIONS_PER_ADDRESS
+   of all the ids of their client address together (`chat:active-of:addr:{address}`). A new
+   session past either takes the place of the least recently used one of that share, so
+   one client (however many ids it mints) cannot fill the limit for everyone else.
 
-The rate is counted only for an admitted request: a request refused for want of room costs
-the caller nothing. The whole step is one Lua script, with Redis's own clock, so it is exact
-under a burst from many replicas. Redis unreachable: refused (fail closed), so a broken
-limiter can never let the GPU be overrun; it recovers by itself when Redis returns.
+A refused request costs the caller nothing (no rate, no lease). The whole step is one Lua
+script, with Redis's own clock, so it is exact under a burst from many replicas. Redis
+unreachable: refused (fail closed), so a broken limiter can never let the GPU be overrun;
+it recovers by itself when Redis returns.
 
-The caller is `avatar_shared.rate.caller_key`: dropping the anonymous cookie on every request
-buys neither a fresh rate budget nor a fresh set of sessions.
+The caller is `avatar_shared.rate.Caller`: dropping the anonymous cookie on every request
+buys neither a fresh rate budget nor a fresh set of sessions, and minting ids buys no more
+of the address's share.
 """
 
 import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 from redis.typing import EncodableT
 
 from avatar_chat.errors import TooManyUsers
-from avatar_shared.rate import LimiterUnavailable, rate_limited
+from avatar_shared.budget import BUDGET_FUNCTIONS, Budget
+from avatar_shared.rate import Caller, LimiterUnavailable, RateLimited, rate_limited
 from avatar_shared.windows import RATE_FUNCTIONS, nonce, window_key
 
 ACTIVE = "chat:active"
 RATE_WINDOW_S = 60
 
-# KEYS: the active set, the caller's sessions, the caller's rate window.
-# ARGV: session, idle seconds, limit, per-caller cap, rate limit, rate window, nonce.
-# Returns {'admitted', 1 if the session was added now else 0}, {'rate', wait} or {'full', wait}.
+# KEYS: the active set, the caller's sessions, the caller's rate window, the address's
+# sessions, the caller's leases, the address's leases, then the conversations budget (total,
+# held, until). For a signed-in caller, the address's keys are the caller's own, unused.
+# ARGV: session, idle seconds, limit, per-caller cap, rate limit, rate window, nonce (the
+# rate hit's and the lease's id), per-address cap (0: not counted by address), leases per
+# caller, leases per address, lease seconds, the budget's limit in bytes.
+# Returns {'admitted', 1 if the session was added now else 0}, {'rate', wait},
+# {'calls', 'user' or 'address'}, {'storage', ''} or {'full', wait}.
 ADMIT = (
     RATE_FUNCTIONS
+    + BUDGET_FUNCTIONS
     + """
-local active, mine, rate = KEYS[1], KEYS[2], KEYS[3]
+local active, mine, rate, ours = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local calls, our_calls = KEYS[5], KEYS[6]
 local session, idle, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local cap, per_window, window = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local id, address_cap = ARGV[7], tonumber(ARGV[8])
+local calls_cap, address_calls_cap = tonumber(ARGV[9]), tonumber(ARGV[10])
+local lease_s = tonumber(ARGV[11])
+local by_address = address_cap > 0
 local now = redis_now()
+
 local wait = rate_wait(rate, per_window, window, now)
 if wait > 0 then
   return {'rate', tostring(wait)}
 end
+redis.call('ZREMRANGEBYSCORE', calls, '-inf', now)  -- leases of turns that never ended
+if redis.call('ZCARD', calls) >= calls_cap then
+  return {'calls', 'user'}
+end
+if by_address then
+  redis.call('ZREMRANGEBYSCORE', our_calls, '-inf', now)
+  if redis.call('ZCARD', our_calls) >= address_calls_cap then
+    return {'calls', 'address'}
+  end
+end
+budget_sweep(KEYS[7], KEYS[8], KEYS[9], now)
+if not budget_fits(KEYS[7], 1, tonumber(ARGV[12])) then
+  return {'storage', ''}
+end
+
+-- A full share's least recently used session gives its place to the new one. A share may
+-- name sessions that lost their place through the other share: they no longer count.
+local function make_room(share, share_cap)
+  if redis.call('ZCARD', share) < share_cap then return end
+  for _, held in ipairs(redis.call('ZRANGE', share, 0, -1)) do
+    if not redis.call('ZSCORE', active, held) then redis.call('ZREM', share, held) end
+  end
+  if redis.call('ZCARD', share) >= share_cap then
+    local replaced = redis.call('ZRANGE', share, 0, 0)[1]
+    redis.call('ZREM', active, replaced)
+    redis.call('ZREM', mine, replaced)
+    redis.call('ZREM', ours, replaced)
+  end
+end
+
 redis.call('ZREMRANGEBYSCORE', active, '-inf', now - idle)
 redis.call('ZREMRANGEBYSCORE', mine, '-inf', now - idle)
+if by_address then redis.call('ZREMRANGEBYSCORE', ours, '-inf', now - idle) end
 local added = 0
 if redis.call('ZSCORE', active, session) then
   -- XX: only a session this caller added is theirs to replace later.
   redis.call('ZADD', mine, 'XX', now, session)
+  if by_address then redis.call('ZADD', ours, 'XX', now, session) end
 else
-  if redis.call('ZCARD', mine) >= cap then
-    local replaced = redis.call('ZRANGE', mine, 0, 0)[1]
-    redis.call('ZREM', active, replaced)
-    redis.call('ZREM', mine, replaced)
-  end
+  make_room(mine, cap)
+  if by_address then make_room(ours, address_cap) end
   if redis.call('ZCARD', active) >= limit then
     local oldest = redis.call('ZRANGE', active, 0, 0, 'WITHSCORES')
     return {'full', tostring(tonumber(oldest[2]) + idle - now)}
   end
   redis.call('ZADD', mine, now, session)
+  if by_address then redis.call('ZADD', ours, now, session) end
   added = 1
 end
 redis.call('EXPIRE', mine, idle)  -- lives while any of the caller's sessions is in use
+if by_address then redis.call('EXPIRE', ours, idle) end
 redis.call('ZADD', active, now, session)
-rate_count(rate, window, now, ARGV[7])
+rate_count(rate, window, now, id)
+redis.call('ZADD', calls, now + lease_s, id)
+redis.call('EXPIRE', calls, math.ceil(lease_s))
+if by_address then
+  redis.call('ZADD', our_calls, now + lease_s, id)
+  redis.call('EXPIRE', our_calls, math.ceil(lease_s))
+end
 return {'admitted', added}
 """
 )
 
+# Ends a turn's lease: the id is removed from each of the lease sets given. For scripts that
+# end a turn (the store's record): KEYS from `Lease.keys`, the id from `Lease.id`.
+LEASE_FUNCTIONS = """
+local function lease_end(keys, first, id)
+  for i = first, #keys do redis.call('ZREM', keys[i], id) end
+end
+"""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """An admitted turn's place among the caller's (and address's) turns in flight."""
+
+    id: str
+    keys: tuple[str, ...]  # the lease sets holding it
+
+
+@dataclass(frozen=True)
+class Ticket:
+    added: bool  # the session was added to the active ones now (this request's to give back)
+    lease: Lease
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The admission's numbers (from the settings)."""
+
+    sessions: int  # MAX_CONCURRENT_USERS
+    idle_s: int
+    sessions_per_user: int
+    sessions_per_address: int
+    rate_per_min: int
+    calls_per_user: int
+    calls_per_address: int
+    lease_s: float  # the longest a turn can take: its lease runs out then
+
 
 class Admission:
-    def __init__(
-        self, redis: Redis, limit: int, idle_s: int, per_caller: int, rate_per_min: int
-    ) -> None:
+    def __init__(self, redis: Redis, limits: Limits, budget: Budget) -> None:
         self.redis = redis
-        self.limit, self.idle_s, self.per_caller = limit, idle_s, per_caller
-        self.rate_per_min = rate_per_min
+        self.limits = limits
+        self.budget = budget
         self._admit = redis.register_script(ADMIT)
 
-    async def admit(self, session_id: str, caller: str) -> bool:
-        """Admits the request, counting it against the caller's rate; True when its session
-        was added to the active ones now (and so is this request's to give back)."""
-        keys = [ACTIVE, sessions_of(caller), window_key("chat", caller)]
-        args: list[EncodableT] = [session_id, self.idle_s, self.limit, self.per_caller]
+    async def admit(self, session_id: str, caller: Caller) -> Ticket:
+        """Admits the request, counting it against the caller's rate and giving it a lease."""
+        limits, address = self.limits, caller.address_key
+        mine, ours = caller.key, address or caller.key
+        leases = (calls_of(mine), *([calls_of(ours)] if address else []))
+        keys = [ACTIVE, sessions_of(mine), window_key("chat", mine), sessions_of(ours)]
+        keys += [calls_of(mine), calls_of(ours), *self.budget.keys]
+        lease_id = nonce()
+        args: list[EncodableT] = [session_id, limits.idle_s, limits.sessions]
+        args += [limits.sessions_per_user, limits.rate_per_min, RATE_WINDOW_S, lease_id]
+        args += [limits.sessions_per_address if address else 0, limits.calls_per_user]
+        args += [limits.calls_per_address, limits.lease_s, self.budget.limit]
         try:
-            result = await self._admit(
-                keys=keys, args=[*args, self.rate_per_min, RATE_WINDOW_S, nonce()]
-            )
+            outcome, detail = await self._admit(keys=keys, args=args)  # replies decoded: str
         except (RedisError, OSError) as exc:
             raise LimiterUnavailable() from exc
-        outcome, detail = result  # the shared pool decodes replies to str
         if outcome == "admitted":
-            return int(detail) == 1
+            return Ticket(int(detail) == 1, Lease(lease_id, leases))
         if outcome == "rate":
-            raise rate_limited(float(detail), self.rate_per_min, "chat requests", "a minute")
+            raise rate_limited(float(detail), limits.rate_per_min, "chat requests", "a minute")
+        if outcome == "calls":
+            raise self._too_many_calls(detail == "address")
+        if outcome == "storage":
+            raise self.budget.full()
         retry_after = max(1, math.ceil(float(detail)))
         raise TooManyUsers(
-            f"{self.limit} chat sessions are active, the most at once; "
-            f"try again in {retry_after} s.",
+            f"{limits.sessions} chat sessions are active, the most at once. The least "
+            f"recently used one stops counting in {retry_after} s unless it is used again; "
+            "try again then.",
             headers={"Retry-After": str(retry_after)},
         )
 
+    def _too_many_calls(self, by_address: bool) -> RateLimited:
+        whose = (
+            f"{self.limits.calls_per_address} of this address's anonymous callers together"
+            if by_address
+            else f"{self.limits.calls_per_user} of yours"
+        )
+        # When one of them ends is not known: Retry-After is a polling interval.
+        return RateLimited(
+            f"At most {whose} chat requests are answered at once; try again when one of "
+            "them has finished.",
+            headers={"Retry-After": "1"},
+        )
+
     @asynccontextmanager
-    async def provisional(self, session_id: str, caller: str) -> AsyncIterator[None]:
-        """Admitted for the block, and kept after it. A session added by this request whose
-        turn fails in the block does not exist: its place goes back at once, so an LLM outage
-        (or a client naming session ids it does not own) cannot fill the limit."""
-        added = await self.admit(session_id, caller)
+    async def turn(self, session_id: str, caller: Caller) -> AsyncIterator[Lease]:
+        """Admitted for the block: its lease, which the turn's record ends. A turn that fails
+        in the block gives its lease back, and a session added by it its place: such a
+        session does not exist, so an LLM outage (or a client naming session ids it does not
+        own) cannot fill the limit."""
+        ticket = await self.admit(session_id, caller)
         try:
-            yield
+            yield ticket.lease
         except BaseException:
-            if added:
-                with suppress(RedisError):  # else it expires by itself
-                    await self.release(session_id, caller)
+            with suppress(RedisError):  # else they expire by themselves
+                await self._give_back(ticket, session_id, caller)
             raise
+
+    async def _give_back(self, ticket: Ticket, session_id: str, caller: Caller) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in ticket.lease.keys:
+                pipe.zrem(key, ticket.lease.id)
+            if ticket.added:
+                self._release(pipe, session_id, caller)
+            await pipe.execute()
 
     async def active(self) -> int:
         """Sessions that count now (those idle too long are trimmed at the next admission)."""
-        active: int = await self.redis.zcount(ACTIVE, f"({time.time() - self.idle_s}", "+inf")
+        since = time.time() - self.limits.idle_s
+        active: int = await self.redis.zcount(ACTIVE, f"({since}", "+inf")
         return active
 
-    async def release(self, session_id: str, caller: str) -> None:
+    async def release(self, session_id: str, caller: Caller) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrem(ACTIVE, session_id)
-            pipe.zrem(sessions_of(caller), session_id)
+            self._release(pipe, session_id, caller)
             await pipe.execute()
+
+    @staticmethod
+    def _release(pipe: Pipeline, session_id: str, caller: Caller) -> None:
+        pipe.zrem(ACTIVE, session_id)
+        pipe.zrem(sessions_of(caller.key), session_id)
+        if caller.address_key:
+            pipe.zrem(sessions_of(caller.address_key), session_id)
 
 
 def sessions_of(caller: str) -> str:
     return f"chat:active-of:{caller}"
+
+
+def calls_of(caller: str) -> str:
+    return f"chat:calls-of:{caller}"

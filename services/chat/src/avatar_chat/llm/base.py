@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import LineTooLong
 
 from avatar_chat.errors import LlmError, LlmTimeout, LlmUnavailable, ModelNotFound
 from avatar_chat.llm.wire import failed, json_object, malformed, upstream_message
@@ -146,15 +147,17 @@ class LlmClient(ABC):
     async def _stream_lines(
         self, url: str, payload: dict[str, Any], model: str
     ) -> AsyncGenerator[str, None]:
-        """The response body line by line. The total timeout is checked between lines (an
-        asyncio.timeout cannot span the yields of a generator); each wait is bounded by the
-        read timeout. Closing the generator closes the upstream request."""
+        """The response body line by line, each at most LLM_MAX_LINE_BYTES (a longer one is a
+        502: no line grows without bound in memory). The total timeout is checked between
+        lines (an asyncio.timeout cannot span the yields of a generator); each wait is
+        bounded by the read timeout. Closing the generator closes the upstream request."""
         deadline = asyncio.get_running_loop().time() + self.settings.llm_total_timeout_s
+        limit = self.settings.llm_max_line_bytes
         with upstream_call("llm"), llm_failures():
             async with self.http.post(url, json=payload, headers=self._headers()) as response:
                 if response.status >= 400:
                     check_status(response.status, await response.read(), model)
-                async for line in response.content:  # split at b"\n"
+                while line := await _line(response.content, limit):  # b"": the end
                     if asyncio.get_running_loop().time() > deadline:
                         raise LlmTimeout()
                     if line.strip():
@@ -162,6 +165,16 @@ class LlmClient(ABC):
 
     def _headers(self) -> dict[str, str]:
         return {}
+
+
+async def _line(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The next line of a streamed answer (split at b"\\n"), at most `limit` bytes."""
+    try:
+        return await content.readline(max_line_length=limit)
+    except LineTooLong as exc:
+        raise LlmError(
+            f"The language model server sent a stream line longer than {limit} bytes."
+        ) from exc
 
 
 def open_llm_http(settings: ChatSettings) -> aiohttp.ClientSession:

@@ -1,0 +1,201 @@
+"""Who gets the LLM: at most LLM_CALLS_PER_USER turns of one caller in flight (and
+LLM_CALLS_PER_ADDRESS of one address's anonymous callers), counted in Redis with leases that
+end with the turn; the replica's waiting calls served caller by caller; a streamed reply whose
+client stopped reading ended after STREAM_WRITE_TIMEOUT_S; LLM stream lines capped."""
+
+import asyncio
+import json
+import socket
+from contextlib import closing
+
+import httpx
+
+from avatar_chat.app import create_app
+from avatar_chat.errors import LlmBusy
+from avatar_chat.settings import ChatSettings
+from avatar_devstack.ports import free_port
+from avatar_emulators.replies import DEFAULT_MODELS, LONG_REPLY_MODEL
+from avatar_emulators.server import serve_in_thread
+from avatar_shared.gate import Gate
+from avatar_shared.identity import ANON_COOKIE, current_identity
+from tests.helpers import as_user, returning_visitor
+
+from .helpers import PERSONA, as_anonymous, ask, callers_from_test_headers, emulated_llm
+
+
+def settings_for(redis_url: str, backend, **extra) -> ChatSettings:
+    return ChatSettings(
+        redis_url=redis_url,
+        tts_url=f"http://127.0.0.1:{free_port()}",
+        characters_url=f"http://127.0.0.1:{free_port()}",
+        chat_rate_per_min=10_000,
+        **extra,
+        **backend.settings,
+    )
+
+
+def with_test_callers(settings: ChatSettings):
+    app = create_app(settings)
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    return app
+
+
+async def turn(chat, headers: dict[str, str], **extra) -> httpx.Response:
+    return await chat.post("/api/chat", json=ask("hi", tts_enabled=False, **extra), headers=headers)
+
+
+async def test_one_caller_cannot_take_every_llm_slot(app_client, redis_url):
+    with emulated_llm("ollama", first_token_latency_s=0.5) as slow:
+        settings = settings_for(redis_url, slow, llm_max_in_flight=8, llm_calls_per_user=2)
+        async with app_client(with_test_callers(settings)) as chat:
+            theirs = [turn(chat, as_user("mallory")) for _ in range(8)]
+            *flood, victim = await asyncio.gather(*theirs, turn(chat, as_user("alice")))
+            after = await turn(chat, as_user("mallory"))  # their turns ended: leases too
+    statuses = sorted(r.status_code for r in flood)
+    assert statuses == [200, 200] + [429] * 6
+    refused = next(r for r in flood if r.status_code == 429)
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert "At most 2 of yours" in refused.json()["error"]["message"]
+    assert victim.status_code == 200
+    assert after.status_code == 200
+
+
+async def test_one_addresses_anonymous_ids_share_their_llm_calls(app_client, redis_url):
+    with emulated_llm("ollama", first_token_latency_s=0.5) as slow:
+        settings = settings_for(redis_url, slow, llm_calls_per_user=2, llm_calls_per_address=3)
+        async with app_client(with_test_callers(settings)) as chat:
+            ids = [turn(chat, as_anonymous(f"anon-{n}", "10.0.0.66")) for n in range(6)]
+            *flood, other = await asyncio.gather(
+                *ids, turn(chat, as_anonymous("anon-z", "10.9.9.9"))
+            )
+    assert sorted(r.status_code for r in flood) == [200] * 3 + [429] * 3
+    refused = next(r for r in flood if r.status_code == 429)
+    assert "3 of this address's anonymous callers" in refused.json()["error"]["message"]
+    assert other.status_code == 200
+
+
+async def test_a_failed_turn_gives_its_lease_back(app_client, redis_url):
+    down = {"ollama_base_url": f"http://127.0.0.1:{free_port()}"}
+    with emulated_llm("ollama") as backend:
+        settings = settings_for(redis_url, backend, llm_calls_per_user=1)
+        settings = settings.model_copy(update=down)
+        async with app_client(with_test_callers(settings)) as chat:
+            failed = [await turn(chat, as_user("alice")) for _ in range(3)]
+    assert [r.json()["error"]["code"] for r in failed] == ["llm_unavailable"] * 3
+
+
+async def test_waiting_calls_take_free_slots_caller_by_caller():
+    gate = Gate(1, 5.0, LlmBusy)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def call(caller: str, name: str) -> None:
+        async with gate.slot(caller):
+            order.append(name)
+            await release.wait()
+
+    holder = asyncio.create_task(call("first", "holder"))
+    await asyncio.sleep(0)
+    waiting = []
+    for caller, name in [("a", "a1"), ("a", "a2"), ("a", "a3"), ("b", "b1"), ("c", "c1")]:
+        waiting.append(asyncio.create_task(call(caller, name)))
+        await asyncio.sleep(0)  # queued in this order
+    release.set()
+    await asyncio.gather(holder, *waiting)
+    assert order == ["holder", "a1", "b1", "c1", "a2", "a3"]
+
+
+async def test_a_call_that_gives_up_waiting_leaves_no_slot_behind():
+    gate = Gate(1, 0.05, LlmBusy)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with gate.slot("a"):
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await asyncio.sleep(0)
+    refused = await asyncio.gather(*(_try(gate, "b") for _ in range(3)))
+    release.set()
+    await holder
+    assert refused == [False] * 3
+    assert await _try(gate, "c") and gate.free == 1  # one place, free again
+
+
+async def _try(gate: Gate, caller: str) -> bool:
+    try:
+        async with gate.slot(caller):
+            return True
+    except LlmBusy:
+        return False
+
+
+async def test_a_streaming_client_that_stops_reading_gives_its_slot_back(
+    redis, redis_url, backend_name
+):
+    with emulated_llm(backend_name, models=[*DEFAULT_MODELS, LONG_REPLY_MODEL]) as backend:
+        settings = settings_for(
+            redis_url, backend, llm_calls_per_user=1, stream_write_timeout_s=1.0
+        )
+        with serve_in_thread(create_app(settings), lifespan="on") as url:
+            async with httpx.AsyncClient(base_url=url) as client:
+                returning_visitor(client)
+                cookie = f"{ANON_COOKIE}={client.cookies[ANON_COOKIE]}"
+                with closing(stalled_stream(url, cookie)):
+                    held = await turn(client, {})
+                    admitted = await first_admitted(client)
+    assert held.status_code == 429  # the stalled stream holds the caller's one lease
+    assert admitted.status_code == 200, admitted.text
+
+
+def stalled_stream(url: str, cookie: str) -> socket.socket:
+    """A client that asks for a long streamed reply, reads the response's head, then stops
+    reading (with a small receive buffer, so the server's sends soon block)."""
+    body = json.dumps(
+        {
+            "messages": [{"role": "user", "content": "hi"}],
+            "persona": PERSONA,
+            "model": LONG_REPLY_MODEL,
+            "max_tokens": 4096,
+            "stream": True,
+            "tts_enabled": False,
+        }
+    ).encode()
+    host, port = url.removeprefix("http://").split(":")
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect((host, int(port)))
+    head = (
+        f"POST /api/chat HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Cookie: {cookie}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    client.sendall(head.encode() + body)
+    assert client.recv(64).startswith(b"HTTP/1.1 200"), "the stream did not start"
+    return client
+
+
+async def first_admitted(client: httpx.AsyncClient, attempts: int = 60) -> httpx.Response:
+    """The caller's requests, once a second, until one is admitted (or the last refusal)."""
+    for _ in range(attempts):
+        response = await turn(client, {})
+        if response.status_code != 429:
+            return response
+        await asyncio.sleep(1)
+    return response
+
+
+async def test_an_over_long_stream_line_ends_the_reply_with_a_502(
+    app_client, redis_url, backend_name
+):
+    with emulated_llm(backend_name, models=[*DEFAULT_MODELS, LONG_REPLY_MODEL]) as backend:
+        settings = settings_for(redis_url, backend, llm_max_line_bytes=4096)
+        async with app_client(create_app(settings)) as chat:
+            returning_visitor(chat)
+            response = await chat.post(
+                "/api/chat", json=ask("hi", model=LONG_REPLY_MODEL, stream=True, tts_enabled=False)
+            )
+            after = await chat.post("/api/chat", json=ask("hi", tts_enabled=False))
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "llm_error"
+    assert "longer than 4096 bytes" in response.json()["error"]["message"]
+    assert after.status_code == 200  # nothing was left held
