@@ -38,13 +38,8 @@ for media_type, picture in {
 
 
 # Rules JSON Schema cannot state (the operations' descriptions do), applied to the cases meant
-<<<<<<< HEAD
-# to be valid: chat's conversation ends with the user's message; a card's persona (its
-# description, else its personality) fits the persona's limit; a card upload is a real card.
-=======
 # to be valid: a card's persona (its description, else its personality) fits the persona's
-# limit; uploads are real files.
->>>>>>> wt-chat
+# limit; a card upload is a real card (pictures for 3D come from the media types above).
 @schemathesis.hook
 def filter_case(context, case) -> bool:
     if case._meta is None or case._meta.generation.mode != GenerationMode.POSITIVE:
