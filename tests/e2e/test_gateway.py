@@ -168,6 +168,22 @@ async def test_health_probes_are_not_public(gateway, path):
     assert response.json()["error"]["code"] == "not_found"
 
 
+async def test_the_3d_queue_is_for_the_stack_not_the_public(stack, gateway):
+    """Its depth and workers are read by the edge's health and the dev runner, on gen3d's own
+    address; through the gateway the path is no one's, and the public document omits it."""
+    for method in ("GET", "HEAD", "POST"):
+        response = await gateway.request(method, "/api/generate/queue")
+        assert response.status_code == 404, (method, response.text)
+        if method != "HEAD":
+            assert response.json()["error"]["code"] == "not_found"
+    async with httpx.AsyncClient(trust_env=False) as direct:
+        queue = await direct.get(f"{stack.app_url('gen3d')}/api/generate/queue")
+    assert queue.status_code == 200 and queue.json()["data"]["workers"] >= 1
+    document = (await gateway.get("/api/openapi.json")).json()
+    assert "/api/generate/queue" not in document["paths"]
+    assert "/api/generate/status/{job_id}" in document["paths"]
+
+
 @pytest.mark.parametrize("path", ["/", "/api/health", "/api/tts/voices", "/no/such/path"])
 async def test_every_response_carries_the_security_headers(gateway, path):
     headers = (await gateway.get(path)).headers

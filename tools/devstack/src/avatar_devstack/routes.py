@@ -32,8 +32,10 @@ COMPOSE_START, COMPOSE_END = "# routes:start", "# routes:end"
 STREAMED = ("security-headers", "cors", "retry-elsewhere")
 BUFFERED = ("security-headers", "cors", "too-large-as-envelope", "body-limit", "retry-elsewhere")
 # The probes and metrics of every app are for the load balancer, the dev runner and
-# Prometheus, not for the public: the edge answers them with its 404 envelope.
-INTERNAL_PATHS = ("/healthz", "/readyz", "/upstreamz", "/ping", "/metrics")
+# Prometheus, not for the public: the edge answers them with its 404 envelope, as it does the
+# paths the registry marks internal (AppSpec.internal_paths).
+PROBE_PATHS = ("/healthz", "/readyz", "/upstreamz", "/ping", "/metrics")
+INTERNAL_PATHS = (*PROBE_PATHS, *(path for app in APPS for path in app.internal_paths))
 HEALTH_PATH, HEALTH_TIMEOUT = "/healthz", "2s"
 DEFAULT_HEALTH_INTERVAL = StackSettings.model_fields["gateway_healthcheck_interval"].default
 CONTAINER_PORT = 8000  # every app's, in its image
@@ -79,7 +81,8 @@ def routes() -> tuple[Route, ...]:
     probes = Route(
         "internal-probes", EDGE, " || ".join(f"Path(`{p}`)" for p in INTERNAL_PATHS),
         ("security-headers", "not-routed"), priority=10000,
-        why="Every app's probes and metrics are not public: the edge's 404 envelope.",
+        why="Every app's probes and metrics, and the registry's internal paths, are not "
+        "public: the edge's 404 envelope.",
     )  # fmt: skip
     edge = Route(
         "edge", EDGE, rule(EDGE.prefixes), BUFFERED, priority=1,
