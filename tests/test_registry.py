@@ -20,11 +20,12 @@ def routed_prefixes() -> dict[str, set[str]]:
     }
 
 
-# The one router that is no app's: it keeps the apps' probes and metrics, and the paths the
-# registry marks internal, from the public.
+# The routers that are no app's own: one keeps the apps' probes and metrics, and the paths the
+# registry marks internal, from the public; one gives the edge's playground page its policy.
 PROBES = {
     "internal-probes": {"/healthz", "/readyz", "/upstreamz", "/ping", "/metrics"}
-    | {path for spec in APPS for path in spec.internal_paths}
+    | {path for spec in APPS for path in spec.internal_paths},
+    "playground": {"/playground"},
 }
 
 

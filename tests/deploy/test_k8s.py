@@ -150,14 +150,17 @@ def test_production_keeps_two_replicas_of_every_service():
 
 def ingress_routers(overlay: str) -> dict[str, dict]:
     """The IngressRoute's routes as routers.yml spells routers, by their service's name
-    (the edge has two: its catch-all and the probes' 404)."""
+    (the edge has three: its catch-all, the probes' 404 and the playground page)."""
     (route,) = objects(overlay, "IngressRoute").values()
     routers = {}
     for rule in route["spec"]["routes"]:
         (service,) = rule["services"]
         name = service["name"]
-        if "not-routed@file" in [m["name"] for m in rule["middlewares"]]:
+        middlewares = [m["name"] for m in rule["middlewares"]]
+        if "not-routed@file" in middlewares:
             name = "internal-probes"
+        elif "playground-csp@file" in middlewares:
+            name = "playground"
         routers[name] = {
             "rule": rule["match"],
             "service": service["name"],

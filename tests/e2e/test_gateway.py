@@ -184,7 +184,9 @@ async def test_the_3d_queue_is_for_the_stack_not_the_public(stack, gateway):
     assert "/api/generate/status/{job_id}" in document["paths"]
 
 
-@pytest.mark.parametrize("path", ["/", "/api/health", "/api/tts/voices", "/no/such/path"])
+@pytest.mark.parametrize(
+    "path", ["/", "/api/health", "/api/tts/voices", "/no/such/path", "/playground/"]
+)
 async def test_every_response_carries_the_security_headers(gateway, path):
     headers = (await gateway.get(path)).headers
     assert headers["x-content-type-options"] == "nosniff"
@@ -193,6 +195,16 @@ async def test_every_response_carries_the_security_headers(gateway, path):
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
     assert "server" not in headers  # no uvicorn banner
     assert "strict-transport-security" not in headers  # http here: HSTS only for https
+
+
+async def test_the_playground_page_has_a_policy_of_its_own(gateway):
+    """Its files and calls only, this origin's; the API's answers keep the default policy."""
+    page = (await gateway.get("/playground/")).headers["content-security-policy"]
+    assert "default-src 'self'" in page and "object-src 'none'" in page
+    script = (await gateway.get("/playground/main.js")).headers["content-security-policy"]
+    assert script == page
+    api = (await gateway.get("/api/health")).headers["content-security-policy"]
+    assert api == "frame-ancestors 'none'"
 
 
 async def test_metrics_are_on_internal_ports_only(stack, gateway):

@@ -37,6 +37,7 @@ BUFFERED = ("security-headers", "cors", "too-large-as-envelope", "body-limit", "
 PROBE_PATHS = ("/healthz", "/readyz", "/upstreamz", "/ping", "/metrics")
 INTERNAL_PATHS = (*PROBE_PATHS, *(path for app in APPS for path in app.internal_paths))
 HEALTH_PATH, HEALTH_TIMEOUT = "/healthz", "2s"
+PLAYGROUND = "/playground/"  # the edge's page, under a policy of its own (rules.yml)
 DEFAULT_HEALTH_INTERVAL = StackSettings.model_fields["gateway_healthcheck_interval"].default
 CONTAINER_PORT = 8000  # every app's, in its image
 
@@ -84,11 +85,15 @@ def routes() -> tuple[Route, ...]:
         why="Every app's probes and metrics, and the registry's internal paths, are not "
         "public: the edge's 404 envelope.",
     )  # fmt: skip
+    playground = Route(
+        "playground", EDGE, rule((PLAYGROUND,)), ("playground-csp", *BUFFERED),
+        why="The playground page: its own Content-Security-Policy over the default one.",
+    )  # fmt: skip
     edge = Route(
         "edge", EDGE, rule(EDGE.prefixes), BUFFERED, priority=1,
         why="The edge's own pages, and the JSON error envelope for every path no app claims.",
     )  # fmt: skip
-    return (*(_service_route(app) for app in SERVICES), probes, edge)
+    return (*(_service_route(app) for app in SERVICES), probes, playground, edge)
 
 
 def _quoted(value: object) -> str:

@@ -124,6 +124,13 @@ def stack() -> Iterator[Stack]:
 
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+CSP_WATCH = """
+    window.cspViolations = [];
+    document.addEventListener("securitypolicyviolation", (event) => {
+        const where = `${event.sourceFile}:${event.lineNumber}`;
+        window.cspViolations.push(`${event.effectiveDirective} ${event.blockedURI} at ${where}`);
+    });
+"""
 
 
 @pytest.fixture(scope="session")
@@ -147,6 +154,9 @@ def browser() -> Iterator[webdriver.Chrome]:
     ):  # fmt: skip
         options.add_argument(flag)
     driver = webdriver.Chrome(service=ChromeService(str(CHROMEDRIVER)), options=options)
+    # What each page's Content-Security-Policy refused, from its first script on (read with
+    # tests/helpers.csp_violations): a page that needs more than its policy allows shows it.
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CSP_WATCH})
     try:
         yield driver
     finally:
