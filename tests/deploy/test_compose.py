@@ -130,6 +130,16 @@ def test_every_service_has_a_healthcheck(name):
     assert not service.get("healthcheck", {}).get("disable")
 
 
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_container_s_log_is_rotated(name):
+    """Docker's default json-file driver keeps a container's whole log: a flood of requests
+    (the gateway's access log) or of errors would fill the host's disk."""
+    logging = SERVICES[name]["logging"]
+    assert logging["driver"] == "json-file"
+    assert re.fullmatch(r"\d+[km]", logging["options"]["max-size"])
+    assert int(logging["options"]["max-file"]) >= 1
+
+
 def test_start_waits_for_health():
     for spec in APPS:
         assert SERVICES[spec.name]["depends_on"]["redis"] == {"condition": "service_healthy"}

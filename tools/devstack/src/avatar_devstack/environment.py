@@ -30,6 +30,8 @@ def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> di
         GATEWAY_LOG_LEVEL=settings.gateway_log_level,
         GATEWAY_HEALTHCHECK_INTERVAL=settings.gateway_healthcheck_interval,
         GATEWAY_RESPONSE_TIMEOUT=settings.gateway_response_timeout,
+        GATEWAY_READ_TIMEOUT=settings.gateway_read_timeout,
+        GATEWAY_IN_FLIGHT_PER_ADDRESS=str(settings.gateway_in_flight_per_address),
         FRONTEND_ORIGINS=settings.frontend_origins,
         MAX_REQUEST_BODY_BYTES=str(settings.max_request_body_bytes),
         PUBLIC_BASE_URL=settings.public_base_url or f"http://localhost:{ports.gateway}",

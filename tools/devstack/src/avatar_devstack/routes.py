@@ -27,10 +27,12 @@ COMPOSE_FILE = REPO_ROOT / "deploy" / "compose.yml"
 # compose.yml holds much more than routes: only the lines between these are rendered here.
 COMPOSE_START, COMPOSE_END = "# routes:start", "# routes:end"
 
-# Every router's middlewares. The buffered ones add the body limit (buffering, which would
-# hold a streamed response back) and its 413 in the JSON error envelope.
-STREAMED = ("security-headers", "cors", "retry-elsewhere")
-BUFFERED = ("security-headers", "cors", "too-large-as-envelope", "body-limit", "retry-elsewhere")
+# Every router's middlewares: the security headers and CORS on every answer (the refusals of
+# the ones after them too), then the per-address limit. The buffered ones add the body limit
+# (buffering, which would hold a streamed response back) and its 413 in the JSON error envelope.
+FIRST = ("security-headers", "cors", "in-flight-per-address")
+STREAMED = (*FIRST, "retry-elsewhere")
+BUFFERED = (*FIRST, "too-large-as-envelope", "body-limit", "retry-elsewhere")
 # The probes and metrics of every app are for the load balancer, the dev runner and
 # Prometheus, not for the public: the edge answers them with its 404 envelope, as it does the
 # paths the registry marks internal (AppSpec.internal_paths).
@@ -81,7 +83,7 @@ def routes() -> tuple[Route, ...]:
     every prefix, and the edge's catch-all loses to every other rule."""
     probes = Route(
         "internal-probes", EDGE, " || ".join(f"Path(`{p}`)" for p in INTERNAL_PATHS),
-        ("security-headers", "not-routed"), priority=10000,
+        ("security-headers", "in-flight-per-address", "not-routed"), priority=10000,
         why="Every app's probes and metrics, and the registry's internal paths, are not "
         "public: the edge's 404 envelope.",
     )  # fmt: skip

@@ -82,7 +82,7 @@ class Stack:
         self.redis_maxmemory = settings.redis_maxmemory
         env = stack_env(ports, settings, dict(os.environ))
         self.env = {**env, **dev_secrets(data_dir / "run"), **(env_overrides or {})}
-        self.supervisor = Supervisor(log_dir)
+        self.supervisor = Supervisor(log_dir, settings.dev_log_max_mb * 1024 * 1024)
 
     @property
     def gateway_url(self) -> str:
