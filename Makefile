@@ -3,7 +3,7 @@ SHELL := /bin/bash
 # uv from PATH, else the copy `make install` puts in .tools/ (installed from PyPI).
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: install run demo test test-unit test-fuzz lint format bench config-docs routes deploy-secrets vendor clean
+.PHONY: install run demo test test-unit test-abuse test-fuzz lint format bench config-docs routes deploy-secrets vendor clean
 
 install:
 	@if ! command -v uv >/dev/null 2>&1 && [ ! -x .tools/bin/uv ]; then \
@@ -41,6 +41,11 @@ test: lint
 # conftest.py); a real Redis still starts. `make test` (what CI runs) runs everything.
 test-unit:
 	$(UV) run --frozen pytest -m "not stack"
+
+# A hostile client's attacks on the real stack (part of `make test` too): per-address
+# fairness, budgets, the gateway's limits (tests/abuse).
+test-abuse:
+	$(UV) run --frozen pytest tests/abuse
 
 # The long contract fuzz: schemathesis, >= 2,000 generated requests through the gateway.
 test-fuzz:

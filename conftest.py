@@ -12,6 +12,7 @@ import pytest
 pytest_plugins = ["avatar_devstack.testing"]
 
 E2E = Path(__file__).parent / "tests" / "e2e"
+ABUSE = Path(__file__).parent / "tests" / "abuse"  # `make test-abuse`: a hostile client's attacks
 # The fixtures that start the whole stack (`gateway` asks for `stack`) or a browser.
 STACK_FIXTURES = {"stack", "browser"}
 
@@ -23,5 +24,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     a test elsewhere that starts Traefik or the like carries `@pytest.mark.stack` itself
     (tests/deploy/test_images.py)."""
     for item in items:
-        if item.path.is_relative_to(E2E) or STACK_FIXTURES & set(item.fixturenames):
+        end_to_end = item.path.is_relative_to(E2E) or item.path.is_relative_to(ABUSE)
+        if end_to_end or STACK_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.stack)

@@ -42,6 +42,10 @@ def bench_stack(
                 "CHAT_RATE_PER_MIN": "1000000",
                 "TTS_RATE_PER_MIN": "1000000",
                 "MAX_CONCURRENT_USERS": "1000000",
+                # Its simulated users are anonymous ids of one address.
+                "ANON_IDS_PER_ADDRESS": "1000000",
+                "MAX_CHARACTERS_PER_ADDRESS": "1000000",
+                "MAX_CHARACTER_BYTES_PER_ADDRESS": "1000000000",
                 **(env or {}),
             },
             emulator_args=emulator_args,

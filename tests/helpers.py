@@ -122,6 +122,13 @@ def own_stack(name: str, env: dict[str, str], replicas: dict[str, int] | None = 
             yield stack
 
 
+def client_from(base_url: str, address: str, **kwargs: Any) -> httpx.AsyncClient:
+    """A client whose requests come from `address` (any 127.x.y.z works on Linux loopback):
+    the gateway and the services see that client address, as they would see another host."""
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    return httpx.AsyncClient(base_url=base_url, transport=transport, trust_env=False, **kwargs)
+
+
 SERAPHINA_PNG = REPO_ROOT.parent / "shared" / "testdata" / "cards" / "default_Seraphina.png"
 
 

@@ -5,7 +5,7 @@ import asyncio
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel
 
 from avatar_devstack.ports import free_port
@@ -13,6 +13,7 @@ from avatar_shared.app import create_service_app
 from avatar_shared.errors import Conflict
 from avatar_shared.health import DISABLED, HEALTHY, UNHEALTHY, Status, probe_url
 from avatar_shared.settings import SharedSettings
+from avatar_shared.state import BaseState, lifespan_state
 
 router = APIRouter()
 JSON_TYPE = {"content-type": "application/json"}
@@ -57,6 +58,13 @@ async def upstream_500() -> None:
 @router.get("/down-upstream")
 async def down_upstream() -> None:
     raise httpx.ConnectError("connection refused")
+
+
+@router.post("/remember")
+async def remember(request: Request) -> dict:
+    """A plain Redis write (not a script), as most stores do."""
+    await lifespan_state(request, BaseState)["redis"].set("remembered", "x" * 1000)
+    return {"success": True}
 
 
 async def _always(status: Status) -> Status:
@@ -180,3 +188,16 @@ async def test_readyz_fails_fast_without_redis(app_client):
     async with app_client(app) as client:
         response = await asyncio.wait_for(client.get("/readyz"), timeout=5)
     assert_envelope(response, 503, "not_ready")
+
+
+async def test_a_full_redis_refusing_a_plain_command_is_storage_full(app_client, redis_url, redis):
+    async with app_client(make_app(redis_url)) as client:
+        used = int((await redis.info("memory"))["used_memory"])
+        await redis.config_set("maxmemory-policy", "noeviction")
+        await redis.config_set("maxmemory", used)
+        try:
+            refused = await client.post("/remember")
+        finally:
+            await redis.config_set("maxmemory", 0)
+    assert_envelope(refused, 503, "storage_full")
+    assert await redis.get("remembered") is None

@@ -26,7 +26,11 @@ probe_routes = APIRouter()
 @probe_routes.get("/who")
 @probe_routes.post("/who")
 async def who(identity: CallerIdentity) -> dict[str, object]:
-    return {"user_id": identity.user_id, "signed_in": identity.signed_in}
+    return {
+        "user_id": identity.user_id,
+        "signed_in": identity.signed_in,
+        "address": identity.address,
+    }
 
 
 def start_auth(redis_url: str, keys_file: Path, port: int = 0):

@@ -47,3 +47,47 @@ async def test_auth_required_refuses_anonymous_writes_only(app_client, redis_url
         assert (await probe.get("/who")).status_code == 200
         refused = await probe.post("/who")
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "login_required"
+
+
+async def test_an_address_mints_a_limited_number_of_ids_then_shares_one(
+    app_client, redis_url, auth_url
+):
+    app = probe_app(redis_url, auth_url, anon_ids_per_address=3)
+    async with app_client(app, address="203.0.113.7") as crowd:
+        fresh = [(await cookieless(crowd)).json()["user_id"] for _ in range(3)]
+        past = [await cookieless(crowd) for _ in range(2)]
+    assert len(set(fresh)) == 3  # a household gets ids of its own...
+    shared = {response.json()["user_id"] for response in past}
+    assert len(shared) == 1 and not shared & set(fresh)  # ...then the address's shared id
+    assert all("anon_id=" not in " ".join(set_cookies(r)) for r in past)  # not kept by them
+    async with app_client(app, address="198.51.100.9") as neighbour:
+        assert (await neighbour.get("/who")).json()["user_id"] not in shared | set(fresh)
+        assert set_cookies(await cookieless(neighbour))  # its own allowance
+
+
+async def test_a_returning_caller_keeps_its_id_past_the_address_allowance(
+    app_client, redis_url, auth_url
+):
+    app = probe_app(redis_url, auth_url, anon_ids_per_address=1)
+    async with app_client(app, address="203.0.113.8") as visitor:
+        mine = (await visitor.get("/who")).json()["user_id"]
+        kept = dict(visitor.cookies)
+        await cookieless(visitor)  # someone else there: the last mint, then the shared id
+        assert (await cookieless(visitor)).json()["user_id"].startswith("anon-shared-")
+        visitor.cookies.update(kept)
+        assert (await visitor.get("/who")).json()["user_id"] == mine
+
+
+async def test_ipv6_callers_are_grouped_by_their_64(app_client, redis_url, auth_url):
+    app = probe_app(redis_url, auth_url, anon_ids_per_address=1)
+    async with app_client(app, address="2001:db8:1:2::10") as first:
+        assert (await first.get("/who")).json()["address"] == "2001:db8:1:2::/64"
+    async with app_client(app, address="2001:db8:1:2:ffff::1") as rotated:
+        response = await rotated.get("/who")
+    assert response.json()["user_id"].startswith("anon-shared-")  # same /64: allowance spent
+
+
+async def cookieless(client):
+    """A request without the anonymous cookie, as a client dropping it every time."""
+    client.cookies.clear()
+    return await client.get("/who")

@@ -1,6 +1,7 @@
 """Card imports that must be refused before they cost anything or break an export later:
 deep nesting, wrongly typed spec fields, PNGs of countless chunks, broken JSON."""
 
+import base64
 import json
 import struct
 import zlib
@@ -50,3 +51,66 @@ async def test_bad_json_cards_are_refused(characters, redis, content, says):
     assert response.status_code == 422, response.text
     assert says in response.json()["error"]["message"]
     assert await redis.keys("characters:*") == []
+
+
+LONE = "\ud800"  # half of a UTF-16 pair: valid in a JSON escape, not encodable as UTF-8
+
+
+def escaped(card: dict) -> bytes:
+    """The card's JSON with every non-ASCII character escaped, lone surrogates included."""
+    return json.dumps(card).encode()
+
+
+def in_png(card: dict) -> bytes:
+    return with_chunk(
+        placeholder_png("x", 8), b"tEXt", b"chara\0" + base64.b64encode(escaped(card))
+    )
+
+
+@pytest.mark.parametrize(
+    "card",
+    [
+        v3_card(name=f"Aria{LONE}"),
+        v3_card(creator_notes=f"notes {LONE}"),
+        v3_card(extensions={f"key{LONE}": 1}),
+        v3_card(extensions={"deep": [{"x": LONE}]}),
+    ],
+    ids=["name", "notes", "extension key", "nested value"],
+)
+@pytest.mark.parametrize("wrapped", [escaped, in_png], ids=["json", "png"])
+async def test_a_lone_surrogate_is_an_invalid_card_not_a_500(characters, redis, card, wrapped):
+    response = await upload(characters, "card", wrapped(card))
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_card" and "UTF-16" in error["message"]
+    assert await redis.keys("characters:*") == []
+
+
+def with_chunk(png: bytes, kind: bytes, data: bytes) -> bytes:
+    """`png` with one more chunk before IEND."""
+    chunk = struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return png[:-12] + chunk + png[-12:]
+
+
+def bulky(card: dict, size: int) -> dict:
+    return {**card, "data": {**card["data"], "extensions": {"bulk": "x" * size}}}
+
+
+async def test_a_card_of_more_than_a_megabyte_of_json_is_refused(characters, redis):
+    too_big = bulky(v3_card(), 1_000_000)
+    as_json = await upload(characters, "card.json", json.dumps(too_big).encode())
+    as_png = await upload(characters, "card.png", in_png(too_big))
+    fits = await upload(characters, "card.json", json.dumps(bulky(v3_card(), 900_000)).encode())
+    for refused in (as_json, as_png):
+        assert refused.status_code == 413, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "card_too_large" and "at most 1000000" in error["message"]
+    assert fits.status_code == 201
+
+
+async def test_a_pngs_picture_does_not_count_and_is_not_stored(characters, redis):
+    # 3 MB of picture data (an ancillary chunk stands for it) around a small card.
+    picture = with_chunk(in_png(v3_card()), b"zzZz", b"\0" * 3_000_000)
+    imported = await upload(characters, "card.png", picture)
+    assert imported.status_code == 201, imported.text
+    assert int(await redis.get("characters:bytes:alice")) < 10_000

@@ -8,7 +8,7 @@ from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
 from avatar_emulators.replies import count_prompt_tokens, count_tokens
 from avatar_shared.identity import current_identity
-from tests.helpers import identity_from_test_header
+from tests.helpers import identity_from_test_header, returning_visitor
 
 from .helpers import PERSONA, ask, read_events
 
@@ -113,6 +113,7 @@ def _msgs(*roles: str) -> list[dict]:
     ],
 )
 async def test_bad_requests_get_422_and_change_nothing(chat, backend, redis, body):
+    returning_visitor(chat)  # with its cookie: no id is minted (a mint is counted)
     response = await chat.post("/api/chat", json=body)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "validation_error"

@@ -7,6 +7,8 @@ user name's), besides what the request adds."""
 
 import pytest
 
+from tests.helpers import returning_visitor
+
 from .helpers import ask, read_events
 
 USERS_LINE = "\nUser:"
@@ -95,6 +97,7 @@ async def test_all_controls_together_in_a_streamed_turn(chat, backend):
     ],
 )
 async def test_out_of_range_controls_are_422_and_spend_nothing(chat, backend, redis, extra):
+    returning_visitor(chat)  # with its cookie: no id is minted (a mint is counted)
     response = await chat.post("/api/chat", json=ask("hi", **extra))
     assert response.status_code == 422, response.text
     error = response.json()["error"]

@@ -202,10 +202,18 @@ async def _redis_error(_: Request, exc: Exception) -> JSONResponse:
 async def _redis_refused(request: Request, exc: Exception) -> JSONResponse:
     """Redis answered with an error. Out of memory (maxmemory with `noeviction`, inside a
     script too) is a full store, not a bug: the write did not happen, reads still work."""
-    if "OOM" in str(exc) or "MISCONF" in str(exc):  # out of memory, or its disk is full
+    if is_storage_full(exc):
         logger.error("redis refuses writes: %s", exc)
         return _storage_full()
     return await _unhandled(request, exc)
+
+
+def is_storage_full(exc: Exception) -> bool:
+    """Redis refused a write for want of room: out of memory (redis-py strips the `OOM` of a
+    plain command's error into the type; a script's error keeps it in the text), or its disk
+    is full (MISCONF)."""
+    text = str(exc)
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM" in text or "MISCONF" in text
 
 
 async def _os_error(request: Request, exc: Exception) -> JSONResponse:

@@ -12,6 +12,13 @@ Every service resolves the caller through `current_identity` (route signatures u
   call, signed with HMAC-SHA256 under ANON_ID_SECRET and kept in the HttpOnly `anon_id`
   cookie. Any service checks it locally (no call to auth per request). A missing or
   tampered cookie gets a fresh id: an anonymous id grants nothing but its own data.
+- Fresh ids are free to ask for, so each client address may mint ANON_IDS_PER_ADDRESS an
+  hour (counted in Redis, for every replica). Past that, a caller without a cookie is its
+  address's shared anonymous id (the same for every such request, derived from the address
+  under the same key, no cookie set): a client dropping its cookie cannot buy fresh budgets,
+  and a household behind one NAT still gets ids of its own for a busy hour.
+- Every identity carries its client address group (`client_address`): anonymous callers are
+  counted per address as well as per id (see `rate.Caller.address_key`).
 - A client-settable header (X-User-Id and the like) is never trusted.
 - Writes (unsafe methods) that carry our cookies from a foreign `Origin` are refused (403):
   form and multipart posts need no CORS preflight, so CORS alone would not stop them.
@@ -20,6 +27,7 @@ Every service resolves the caller through `current_identity` (route signatures u
 import base64
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -27,6 +35,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,10 +50,13 @@ from avatar_shared.logs import user_id_var
 from avatar_shared.settings import ServiceSettings
 from avatar_shared.state import BaseState, lifespan_state
 from avatar_shared.tokens import KeysUnavailable, TokenInvalid, TokenVerifier, revoked_key
+from avatar_shared.windows import HIT, nonce, window_key
 
 ACCESS_COOKIE = "access_token"
 ANON_COOKIE = "anon_id"
 ANON_PREFIX = "anon-"
+SHARED_ANON_PREFIX = "anon-shared-"  # an address's shared anonymous id (see the docstring)
+MINT_WINDOW_S = 3600
 ANON_COOKIE_MAX_AGE_S = 365 * 24 * 3600
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _SET_COOKIES = "identity_set_cookies"  # request-state key read by IdentityCookieMiddleware
@@ -89,6 +101,8 @@ class Identity:
     # How a service calls a peer on this caller's behalf (the peer verifies it again).
     forward_headers: dict[str, str] = field(default_factory=dict)
     new_anonymous: bool = False  # minted by this request: no cookie came in
+    # The client's address group (`client_address`): whose per-address budgets apply.
+    address: str = "-"
 
 
 def cookie_header(name: str, value: str, max_age: int, secure: bool) -> str:
@@ -115,6 +129,13 @@ class AnonymousIds:
         anon_id = ANON_PREFIX + secrets.token_urlsafe(16)
         return anon_id, f"{anon_id}.{self._signature(anon_id)}"
 
+    def shared(self, address: str) -> tuple[str, str]:
+        """The shared anonymous id of a client address, and its cookie value: the same for
+        every request from there (only ANON_ID_SECRET's holder can tell it from another)."""
+        digest = hmac.new(self.secret, b"address:" + address.encode(), hashlib.sha256).digest()
+        anon_id = SHARED_ANON_PREFIX + base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+        return anon_id, f"{anon_id}.{self._signature(anon_id)}"
+
     def verify(self, cookie_value: str) -> str | None:
         anon_id, _, signature = cookie_value.partition(".")
         if not anon_id.startswith(ANON_PREFIX):
@@ -131,17 +152,20 @@ class IdentityResolver:
         self.allowed_origins = settings.allowed_origins
         self.secure = settings.secure_cookies
         self.auth_required = settings.auth_required
+        self.mints_per_address = settings.anon_ids_per_address
+        self._mint = redis.register_script(HIT)
 
     async def resolve(self, request: Request) -> Identity:
         writes = request.method not in SAFE_METHODS
         if writes:
             self.check_origin(request)
         token = self.token_of(request)
+        address = client_address(request)
         if token is not None:
-            return await self._signed_in(request, token)
+            return await self._signed_in(request, token, address)
         if writes and self.auth_required:
             raise LoginRequired()
-        return self._anonymous(request)
+        return await self._anonymous(request, address)
 
     def check_origin(self, request: Request) -> None:
         origin = request.headers.get("origin")
@@ -159,7 +183,7 @@ class IdentityResolver:
             return token.strip()
         return request.cookies.get(ACCESS_COOKIE)
 
-    async def _signed_in(self, request: Request, token: str) -> Identity:
+    async def _signed_in(self, request: Request, token: str, address: str) -> Identity:
         try:
             claims = await self.verifier.verify(token)
         except KeysUnavailable as exc:
@@ -170,7 +194,7 @@ class IdentityResolver:
         if await self.redis.exists(revoked_key(claims.jti)):
             self._drop_stale_cookie(request, token)
             raise TokenRevoked()
-        return Identity(claims.sub, True, {"Authorization": f"Bearer {token}"})
+        return Identity(claims.sub, True, {"Authorization": f"Bearer {token}"}, address=address)
 
     def _drop_stale_cookie(self, request: Request, token: str) -> None:
         """A browser whose cookie went bad gets it deleted with the 401, so its next request
@@ -178,14 +202,45 @@ class IdentityResolver:
         if request.cookies.get(ACCESS_COOKIE) == token:
             set_cookie(request, cookie_header(ACCESS_COOKIE, "", 0, self.secure))
 
-    def _anonymous(self, request: Request) -> Identity:
+    async def _anonymous(self, request: Request, address: str) -> Identity:
         cookie = request.cookies.get(ANON_COOKIE)
         anon_id = self.anonymous.verify(cookie) if cookie else None
         if anon_id is not None:
-            return Identity(anon_id, False, {"Cookie": f"{ANON_COOKIE}={cookie}"})
+            return Identity(anon_id, False, {"Cookie": f"{ANON_COOKIE}={cookie}"}, address=address)
+        if not await self._may_mint(address):
+            anon_id, cookie = self.anonymous.shared(address)
+            return Identity(anon_id, False, {"Cookie": f"{ANON_COOKIE}={cookie}"}, address=address)
         anon_id, cookie = self.anonymous.mint()
         set_cookie(request, cookie_header(ANON_COOKIE, cookie, ANON_COOKIE_MAX_AGE_S, self.secure))
-        return Identity(anon_id, False, {"Cookie": f"{ANON_COOKIE}={cookie}"}, new_anonymous=True)
+        forward = {"Cookie": f"{ANON_COOKIE}={cookie}"}
+        return Identity(anon_id, False, forward, new_anonymous=True, address=address)
+
+    async def _may_mint(self, address: str) -> bool:
+        """Counts a mint against the address's hourly allowance. Redis unreachable: no (the
+        caller is the shared id; it can store nothing then anyway)."""
+        key = window_key("anon-mint", address)
+        try:
+            wait = await self._mint(
+                keys=[key], args=[self.mints_per_address, MINT_WINDOW_S, nonce()]
+            )
+        except (RedisError, OSError):
+            return False
+        return float(wait) == 0
+
+
+def client_address(request: Request) -> str:
+    """The client's address group: an IPv4 address, or an IPv6 /64 (one subscriber's
+    usual allocation, so rotating through it buys nothing). uvicorn takes the client address
+    from the gateway's X-Forwarded-For, trusted from the gateway's address only, so a client
+    cannot pick it."""
+    host = request.client.host if request.client else "-"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
 
 
 def set_cookie(request: Request, header: str) -> None:

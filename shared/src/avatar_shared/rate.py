@@ -1,61 +1,18 @@
-"""Per-caller request rates, counted in Redis so every replica shares them.
-
-A rate is a moving window: at most `limit` hits in any `window_s` seconds. Each caller's hits
-are one sorted set, `rate:{name}:{caller}` (member: a random nonce, score: the time by
-Redis's own clock), trimmed on
-every check and expiring with the window, so a key holds at most `limit` entries and idle
-callers leave nothing behind. A refused hit is not counted.
-
-The Lua functions below are shared: `RateLimit` runs them alone, and a service that must
-count a hit only when another check passes too (chat's admission) runs them inside its own
-script, so the two decisions are one atomic step.
-"""
+"""Per-caller request rates, counted in Redis so every replica shares them (the moving
+windows themselves are in windows.py): `RateLimit` for one kind of request, `Caller` for
+whose budgets a request uses (the id, and for an anonymous caller its address too)."""
 
 import math
-import secrets
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from avatar_shared.errors import Answerable, AppError, ServiceUnavailable
 from avatar_shared.identity import CallerIdentity, Identity
-
-# rate_wait(key, limit, window, now): seconds until a hit is allowed, 0 when it is now.
-# rate_count(key, window, now, nonce): counts a hit.
-RATE_FUNCTIONS = """
-local function rate_wait(key, limit, window, now)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  if redis.call('ZCARD', key) < limit then
-    return 0
-  end
-  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  return tonumber(oldest[2]) + window - now
-end
-local function rate_count(key, window, now, nonce)
-  redis.call('ZADD', key, now, nonce)
-  redis.call('PEXPIRE', key, math.ceil(window * 1000))
-end
-local function redis_now()
-  local clock = redis.call('TIME')
-  return tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-end
-"""
-
-# KEYS[1] the caller's window; ARGV: limit, window seconds, nonce. Returns the wait (0: counted).
-HIT = (
-    RATE_FUNCTIONS
-    + """
-local now = redis_now()
-local wait = rate_wait(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now)
-if wait == 0 then
-  rate_count(KEYS[1], tonumber(ARGV[2]), now, ARGV[3])
-end
-return tostring(wait)
-"""
-)
+from avatar_shared.windows import HIT, nonce, window_key
 
 
 class RateLimited(AppError):
@@ -73,15 +30,20 @@ class LimiterUnavailable(ServiceUnavailable):
 RATE_ERRORS: tuple[Answerable, ...] = (RateLimited, LimiterUnavailable)
 
 
-def caller_key(identity: Identity, request: Request) -> str:
+def caller_key(identity: Identity) -> str:
     """Whose budget a request uses: the user id, anonymous ids included. A caller who brought
     no anonymous id (a fresh one was just minted) is counted by the client address, so
     dropping the cookie on every request does not buy a fresh budget each time."""
     if not identity.new_anonymous:
         return identity.user_id
-    # uvicorn takes the client address from the gateway's X-Forwarded-For (trusted from the
-    # gateway's address only), so a client cannot pick it.
-    return f"ip:{request.client.host if request.client else '-'}"
+    # Not `address_key`: a budget counted per caller and per address must not count a
+    # cookie-less caller twice in one key.
+    return f"ip:{identity.address}"
+
+
+def address_key(address: str) -> str:
+    """The budgets every anonymous caller from one address group shares."""
+    return f"addr:{address}"
 
 
 @dataclass(frozen=True)
@@ -93,21 +55,19 @@ class Caller:
     def user_id(self) -> str:
         return self.identity.user_id
 
+    @property
+    def address_key(self) -> str | None:
+        """For an anonymous caller, the key of its address's shared budgets (counted over all
+        the ids minted there, which cost nothing); None for a signed-in one (an account is
+        not free, and an office of signed-in users shares one address)."""
+        return None if self.identity.signed_in else address_key(self.identity.address)
 
-async def _caller(identity: CallerIdentity, request: Request) -> Caller:
-    return Caller(identity, caller_key(identity, request))
+
+async def _caller(identity: CallerIdentity) -> Caller:
+    return Caller(identity, caller_key(identity))
 
 
 CallerDep = Annotated[Caller, Depends(_caller)]
-
-
-def window_key(name: str, caller: str) -> str:
-    return f"rate:{name}:{caller}"
-
-
-def nonce() -> str:
-    """A hit's member in the window: unique, so two hits in one microsecond are both counted."""
-    return secrets.token_hex(8)
 
 
 def rate_limited(wait_s: float, limit: int, what: str, per: str) -> RateLimited:

@@ -43,6 +43,15 @@ class SharedSettings(BaseSettings):
     """Log level of the JSON logs."""
     max_request_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
     """Larger request bodies are refused with 413."""
+    redis_maxmemory: str = Field("1gb", pattern=r"(?i)^\d+(b|k|kb|m|mb|g|gb)?$")
+    """Memory Redis may use (Redis's units: 1gb = 1024^3 bytes; `make run` starts its Redis
+    with it). Past it writes fail (503) and nothing is evicted (`noeviction`). Each kind of
+    user data may fill its share of it (avatar_shared.budget), leaving room for sessions and
+    limits."""
+
+    @property
+    def redis_maxmemory_bytes(self) -> int:
+        return redis_bytes(self.redis_maxmemory)
 
 
 class _PeerUrlsBase(BaseSettings):
@@ -81,6 +90,25 @@ else:
     )
 
 
+REDIS_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1024,
+    "m": 10**6,
+    "mb": 1024**2,
+    "g": 10**9,
+    "gb": 1024**3,
+}
+
+
+def redis_bytes(size: str) -> int:
+    """A size as redis.conf writes it ("1gb", "200mb", "512") in bytes."""
+    text = size.strip().lower()
+    digits = text.rstrip("bkmg")
+    return int(digits) * REDIS_UNITS[text[len(digits) :]]
+
+
 def origin_of(url: str) -> str:
     """An origin as browsers send it: scheme://host[:port], the default port left out."""
     parts = urlsplit(url.strip())
@@ -108,6 +136,11 @@ class ServiceSettings(SharedSettings, PeerUrls):
     """`aud` of the access tokens auth signs."""
     jwks_refresh_floor_s: float = Field(10.0, ge=0)
     """Shortest gap between two fetches of auth's public keys for an unknown key id."""
+    anon_ids_per_address: int = Field(60, ge=1)
+    """Anonymous ids one client address may be given an hour; past it, a caller without a
+    cookie is the address's shared anonymous id."""
+    anon_data_ttl_s: int = Field(14 * 24 * 3600, ge=60)
+    """What an anonymous user stores (characters, personas) expires this long after its last use."""
 
     @property
     def allowed_origins(self) -> frozenset[str]:

@@ -29,7 +29,7 @@ from avatar_shared.errors import describe_errors
 from avatar_shared.json_types import SOME_TEXT
 from avatar_shared.lorebook import Lorebook
 
-MAX_CARD_BYTES = 10 * 1024 * 1024
+MAX_CARD_BYTES = 10 * 1024 * 1024  # the file: a PNG's picture and its card
 MAX_DEPTH = 32  # nesting of the card's JSON: deeper breaks copying it (RecursionError)
 # Fields of the V2/V3 specs that other code walks, with the JSON type each must have.
 LIST_FIELDS = ("tags", "alternate_greetings", "group_only_greetings")
@@ -99,7 +99,7 @@ class ImportedCard:
 # --- reading a card -----------------------------------------------------------------------
 
 
-def card_from_png(png: bytes) -> dict[str, Any]:
+def card_from_png(png: bytes, max_json_bytes: int) -> dict[str, Any]:
     chunks = chunks_of(png)
     check_dimensions(chunks)
     texts = text_chunks(chunks)
@@ -107,12 +107,18 @@ def card_from_png(png: bytes) -> dict[str, Any]:
     if encoded is None:
         raise BadCard("The PNG image carries no character card (no 'chara' or 'ccv3' chunk).")
     try:
-        return _as_object(json.loads(base64.b64decode(encoded, validate=True)))
-    except (binascii.Error, ValueError, RecursionError) as exc:
+        raw = base64.b64decode(encoded, validate=True)
+    except binascii.Error as exc:
+        raise BadCard("The card chunk is not valid base64-encoded JSON.") from exc
+    _check_size(raw, max_json_bytes)
+    try:
+        return _as_object(json.loads(raw))
+    except (ValueError, RecursionError) as exc:
         raise BadCard("The card chunk is not valid base64-encoded JSON.") from exc
 
 
-def card_from_json(raw: bytes) -> dict[str, Any]:
+def card_from_json(raw: bytes, max_json_bytes: int) -> dict[str, Any]:
+    _check_size(raw, max_json_bytes)
     try:
         return _as_object(json.loads(raw))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -122,21 +128,39 @@ def card_from_json(raw: bytes) -> dict[str, Any]:
 def _as_object(card: object) -> dict[str, Any]:
     if not isinstance(card, dict):
         raise BadCard("The card is not a JSON object.")
-    _check_depth(card)
+    _check_shape(card)
     _check_types(card.get("data"))
     return card
 
 
-def _check_depth(value: object) -> None:
-    """Without recursion: the point is that the card may be too deep to recurse into."""
+def _check_shape(value: object) -> None:
+    """Nesting and text, without recursion: the point is that the card may be too deep to
+    recurse into."""
     pending = [(value, 1)]
     while pending:
         item, depth = pending.pop()
         if depth > MAX_DEPTH:
             raise BadCard(f"The card is nested deeper than {MAX_DEPTH} levels.")
-        if isinstance(item, dict | list):
-            children = item.values() if isinstance(item, dict) else item
-            pending.extend((child, depth + 1) for child in children)
+        if isinstance(item, str):
+            _check_text(item)
+        elif isinstance(item, dict):
+            for key in item:
+                _check_text(key)
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+
+
+def _check_text(text: str) -> None:
+    """JSON may escape half of a UTF-16 pair alone (`\\ud800`); no UTF-8 text holds one, so
+    such a card could be neither validated nor stored."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise BadCard(
+            "The card has text that is not Unicode: a lone UTF-16 surrogate "
+            f"({text[exc.start]!r} at character {exc.start})."
+        ) from exc
 
 
 def _check_types(data: object) -> None:
@@ -155,10 +179,23 @@ def _check_types(data: object) -> None:
         raise BadCard("The card's 'character_book' needs 'entries', a list of objects.")
 
 
-def read_card(raw: bytes) -> dict[str, Any]:
+def _check_size(card_json: bytes, max_json_bytes: int) -> None:
+    """The card is kept whole (for a lossless export), so its JSON is what it costs."""
+    if len(card_json) > max_json_bytes:
+        raise CardTooLarge(
+            f"The card's JSON is {len(card_json)} bytes; at most {max_json_bytes} are taken "
+            "(a PNG's picture does not count)."
+        )
+
+
+def read_card(raw: bytes, max_json_bytes: int) -> dict[str, Any]:
+    """The card in a PNG or a JSON file of at most MAX_CARD_BYTES, its JSON at most
+    `max_json_bytes`."""
     if len(raw) > MAX_CARD_BYTES:
         raise CardTooLarge(f"The card is larger than {MAX_CARD_BYTES} bytes.")
-    return card_from_png(raw) if raw.startswith(PNG_SIGNATURE) else card_from_json(raw)
+    if raw.startswith(PNG_SIGNATURE):
+        return card_from_png(raw, max_json_bytes)
+    return card_from_json(raw, max_json_bytes)
 
 
 def _text(data: dict[str, Any], key: str) -> str:

@@ -5,6 +5,7 @@ from typing import Annotated, TypedDict
 from fastapi import Depends, Request
 
 from avatar_characters.listing import ListQuery, list_query
+from avatar_characters.owned import Owner
 from avatar_characters.personas.service import PersonaService
 from avatar_characters.service import CharacterService
 from avatar_characters.store import PageKey
@@ -28,10 +29,11 @@ async def _personas(request: Request) -> PersonaService:
     return lifespan_state(request, CharactersState)["personas"]
 
 
-async def _writer(caller: CallerDep, request: Request) -> str:
-    """The caller of a write, once the write is counted against their rate."""
+async def _writer(caller: CallerDep, request: Request) -> Owner:
+    """The caller of a write, once the write is counted against their rate: the owner of
+    what it stores (an anonymous one with their client address, whose budgets they share)."""
     await (await _characters(request)).writes.hit(caller.key)
-    return caller.user_id
+    return Owner(caller.user_id, caller.address_key)
 
 
 async def _lore_tester(caller: CallerDep, request: Request) -> str:
@@ -48,7 +50,7 @@ Listing = Annotated[ListQuery, Depends(list_query)]
 # user character's (or persona's) creation time and id.
 PresetCursor = Annotated[int | None, Depends(INDEX.query())]
 OwnCursor = Annotated[PageKey | None, Depends(TIME_AND_ID.query())]
-# The user id of a write's caller, after CHARACTER_WRITES_PER_MIN allowed it.
-WriterId = Annotated[str, Depends(_writer)]
+# A write's caller, after CHARACTER_WRITES_PER_MIN allowed it.
+Writer = Annotated[Owner, Depends(_writer)]
 # The user id of a lorebook test's caller, after LORE_TESTS_PER_MIN allowed it.
 LoreTesterId = Annotated[str, Depends(_lore_tester)]

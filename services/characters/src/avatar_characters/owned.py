@@ -1,4 +1,4 @@
-"""Records a user owns in Redis, under a count and a byte quota: the one piece user characters
+"""Records a user owns in Redis, under count and byte quotas: the one piece user characters
 (store.py) and user personas (personas/store.py) are both kept with.
 
 Keys, under a namespace `ns` (`characters`, `personas`):
@@ -7,14 +7,31 @@ Keys, under a namespace `ns` (`characters`, `personas`):
   for (characters: the raw card an import came from; personas have none);
 - `{ns}:owner:{user_id}`: the user's ids scored by creation time (Unix seconds), so a listing
   is pages of this set, newest first;
-- `{ns}:bytes:{user_id}`: the bytes the user's records and attachments take (deleted at 0).
+- `{ns}:bytes:{user_id}`: the bytes the user's records and attachments take (deleted at 0);
+- `{ns}:address-of:{user_id}`: for an anonymous user, the client address (`addr:…`) their
+  records count against: the one they first stored from, so moving neither frees that
+  address's budget nor escapes it;
+- `{ns}:address:{address}`: the anonymous users whose records count against that address;
+- `{ns}:renewed:{user_id}`: an anonymous user's keys were renewed within the hour.
 
-Every write that changes sizes is one script or one WATCHed transaction, so the count and
-byte quotas hold exactly under concurrent writes, and no write ever overwrites another's.
-A user's keys are bounded by the quotas: at most `count` records and attachments, one set and
-one counter.
+Anonymous ids cost nothing, so an anonymous user keeps less than a signed-in one (its own
+quotas), every anonymous user of one client address together keeps at most the address's
+quotas, and what they keep expires: every key of theirs (and of the kind's `extra_keys`)
+expires at one moment, ANON_DATA_TTL_S plus up to RENEW_EVERY_S after their last use. A
+write renews them all; a read does when they were not renewed in the last RENEW_EVERY_S (a
+marker key), so a read costs one cheap script call. Signed-in users' keys are kept.
+
+Every kind also holds its share of the data store (avatar_shared.budget): a write that would
+pass it is 503 storage_full, and the owner's holding there is their byte counter (anonymous
+ones with their expiry, so expired data gives its bytes back).
+
+Every write that changes sizes is one script, so the quotas and the budget hold exactly under
+concurrent writes, and no write ever overwrites another's (an update is a compare-and-set).
+The scripts name an owner's keys themselves (a record's keys are only known from the owner's
+set): one Redis server, as everywhere in this project, not a cluster.
 """
 
+import hashlib
 import json
 import secrets
 import time
@@ -23,84 +40,304 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
+from redis.exceptions import OutOfMemoryError
+from redis.typing import EncodableT
 
 from avatar_characters.errors import QuotaExceeded
-from avatar_shared.errors import AppError
+from avatar_shared.budget import BUDGET_FUNCTIONS, Budget
+from avatar_shared.errors import AppError, ValidationFailed
+from avatar_shared.identity import ANON_PREFIX
 from avatar_shared.pages import Page
 from avatar_shared.timestamps import utc_now
 
 MAX_BATCH = 256  # most records read at once while a filtered listing fills its page
+RENEW_EVERY_S = 3600  # a read renews an anonymous user's keys at most this often
 
-# KEYS: item, attachment, owner set, bytes. ARGV: record, attachment ('' for none), id, score,
-# count quota, byte quota. Returns 'ok', 'collision', 'count' or 'bytes'.
-CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'collision' end
-if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return 'count' end
-local size = #ARGV[1] + #ARGV[2]
-if tonumber(redis.call('GET', KEYS[4]) or '0') + size > tonumber(ARGV[6]) then
-  return 'bytes'
+# What every write script starts with. KEYS: the kind's budget (total, held, until).
+# ARGV: ns, attachment, extra owner keys (space-separated), the user id, the client address
+# key of an anonymous user ('' for a signed-in one), the data's lifetime (s), the renewal
+# period (s), the budget's limit; then each script's own.
+OWNED_FUNCTIONS = (
+    BUDGET_FUNCTIONS
+    + """
+local ns, att, holder, address = ARGV[1], ARGV[2], ARGV[4], ARGV[5]
+local anonymous = address ~= ''
+local owner_key, bytes_key = ns .. ':owner:' .. holder, ns .. ':bytes:' .. holder
+local pin_key, marker_key = ns .. ':address-of:' .. holder, ns .. ':renewed:' .. holder
+local now = tonumber(redis.call('TIME')[1])
+local expires_at = now + tonumber(ARGV[6])
+local expires = anonymous and expires_at or 'inf'
+local limit = tonumber(ARGV[8])
+local function item_key(id) return ns .. ':item:' .. id end
+local function attachment_key(id) return ns .. ':' .. att .. ':' .. id end
+local function address_key(at) return ns .. ':address:' .. at end
+local function counted(key) return tonumber(redis.call('GET', key) or '0') end
+
+-- Records made before byte counters existed have none: counted from the records, once.
+local function seed()
+  if redis.call('EXISTS', bytes_key) == 1 then return end
+  local size = 0
+  for _, id in ipairs(redis.call('ZRANGE', owner_key, 0, -1)) do
+    size = size + redis.call('STRLEN', item_key(id)) + redis.call('STRLEN', attachment_key(id))
+  end
+  if size > 0 then redis.call('SET', bytes_key, size) end
 end
-redis.call('SET', KEYS[1], ARGV[1])
-if #ARGV[2] > 0 then redis.call('SET', KEYS[2], ARGV[2]) end
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
-redis.call('INCRBY', KEYS[4], size)
+
+-- The budget holds what the owner's counter says: nothing for data that expired before a
+-- sweep gave it back, all of it for records made before the budget.
+local function reconcile()
+  local held = tonumber(redis.call('HGET', KEYS[2], holder) or '0')
+  local size = counted(bytes_key)
+  if held ~= size then budget_hold(KEYS[1], KEYS[2], KEYS[3], holder, size - held, expires) end
+end
+
+-- The records and bytes every anonymous user of address `at` keeps; users with no records
+-- left (deleted or expired) leave its set. The writer's own records count even before the
+-- writer joins the set.
+local function address_usage(at)
+  local count, size, mine = 0, 0, false
+  for _, user in ipairs(redis.call('SMEMBERS', address_key(at))) do
+    local records = redis.call('ZCARD', ns .. ':owner:' .. user)
+    if records == 0 then
+      redis.call('SREM', address_key(at), user)
+    else
+      count, size = count + records, size + counted(ns .. ':bytes:' .. user)
+      mine = mine or user == holder
+    end
+  end
+  if not mine then
+    count, size = count + redis.call('ZCARD', owner_key), size + counted(bytes_key)
+  end
+  return count, size
+end
+
+-- The address an anonymous writer's records count against: theirs from before, else this one.
+local function address_of() return redis.call('GET', pin_key) or address end
+
+local function join(at)
+  redis.call('SET', pin_key, at)
+  redis.call('SADD', address_key(at), holder)
+end
+
+-- Every key of an anonymous owner expires at one moment, as does their holding in the
+-- budget; their address's set expires last (with one lifetime, the latest renewal is the
+-- latest expiry).
+local function renew()
+  for _, id in ipairs(redis.call('ZRANGE', owner_key, 0, -1)) do
+    redis.call('EXPIREAT', item_key(id), expires_at)
+    redis.call('EXPIREAT', attachment_key(id), expires_at)
+  end
+  for extra in string.gmatch(ARGV[3], '%S+') do
+    redis.call('EXPIREAT', ns .. ':' .. extra .. ':' .. holder, expires_at)
+  end
+  for _, key in ipairs({owner_key, bytes_key, pin_key}) do
+    redis.call('EXPIREAT', key, expires_at)
+  end
+  local at = redis.call('GET', pin_key)
+  if at then redis.call('EXPIREAT', address_key(at), expires_at) end
+  redis.call('ZADD', KEYS[3], 'XX', expires_at, holder)
+  redis.call('SET', marker_key, '1', 'EX', ARGV[7])
+end
+"""
+)
+
+# ARGV after the common ones: record, attachment ('' for none), id, score, count quota,
+# byte quota, the address's count quota, the address's byte quota.
+# Returns 'ok', 'collision', 'count', 'bytes', 'address_count', 'address_bytes' or 'full'.
+CREATE = (
+    OWNED_FUNCTIONS
+    + """
+local record, attachment, id = ARGV[9], ARGV[10], ARGV[11]
+if redis.call('EXISTS', item_key(id)) == 1 then return 'collision' end
+seed()
+budget_sweep(KEYS[1], KEYS[2], KEYS[3], now)
+reconcile()
+if redis.call('ZCARD', owner_key) >= tonumber(ARGV[13]) then return 'count' end
+local size = #record + #attachment
+if counted(bytes_key) + size > tonumber(ARGV[14]) then return 'bytes' end
+local at = anonymous and address_of() or ''
+if anonymous then
+  local count, used = address_usage(at)
+  if count >= tonumber(ARGV[15]) then return 'address_count' end
+  if used + size > tonumber(ARGV[16]) then return 'address_bytes' end
+end
+if not budget_fits(KEYS[1], size, limit) then return 'full' end
+redis.call('SET', item_key(id), record)
+if #attachment > 0 then redis.call('SET', attachment_key(id), attachment) end
+redis.call('ZADD', owner_key, ARGV[12], id)
+redis.call('INCRBY', bytes_key, size)
+budget_hold(KEYS[1], KEYS[2], KEYS[3], holder, size, expires)
+if anonymous then
+  join(at)
+  renew()
+end
 return 'ok'
 """
+)
 
-# KEYS: item, attachment, owner set, bytes. ARGV: id. Gives the bytes back exactly once,
-# however many deletes race.
-DELETE = """
-local size = redis.call('STRLEN', KEYS[1]) + redis.call('STRLEN', KEYS[2])
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('ZREM', KEYS[3], ARGV[1])
-if redis.call('DECRBY', KEYS[4], size) <= 0 then redis.call('DEL', KEYS[4]) end
+# ARGV after the common ones: the SHA-1 of the record as read, the changed record, its id,
+# the byte quota, the address's byte quota. Written only if the record is still as read,
+# else 'changed' (read again and retry); 'ok', 'bytes', 'address_bytes' or 'full'.
+UPDATE = (
+    OWNED_FUNCTIONS
+    + """
+local record, id = ARGV[10], ARGV[11]
+local current = redis.call('GET', item_key(id))
+if not current or redis.sha1hex(current) ~= ARGV[9] then return 'changed' end
+seed()
+budget_sweep(KEYS[1], KEYS[2], KEYS[3], now)
+reconcile()
+local growth = #record - #current
+local at = anonymous and address_of() or ''
+if growth > 0 then
+  if counted(bytes_key) + growth > tonumber(ARGV[12]) then return 'bytes' end
+  if anonymous then
+    local _, used = address_usage(at)
+    if used + growth > tonumber(ARGV[13]) then return 'address_bytes' end
+  end
+  if not budget_fits(KEYS[1], growth, limit) then return 'full' end
+end
+redis.call('SET', item_key(id), record, 'KEEPTTL')
+if redis.call('INCRBY', bytes_key, growth) <= 0 then redis.call('DEL', bytes_key) end
+reconcile()
+if anonymous then
+  join(at)
+  renew()
+end
+return 'ok'
 """
+)
+
+# ARGV after the common ones: the id. Gives the bytes back exactly once, however many
+# deletes race.
+DELETE = (
+    OWNED_FUNCTIONS
+    + """
+local id = ARGV[9]
+seed()
+local size = redis.call('STRLEN', item_key(id)) + redis.call('STRLEN', attachment_key(id))
+redis.call('DEL', item_key(id), attachment_key(id))
+redis.call('ZREM', owner_key, id)
+if redis.call('DECRBY', bytes_key, size) <= 0 then redis.call('DEL', bytes_key) end
+budget_sweep(KEYS[1], KEYS[2], KEYS[3], now)
+reconcile()
+if anonymous then renew() end
+"""
+)
+
+# A read of an anonymous owner's records: renews their keys unless done within the period.
+# No marker for an owner with no records (a visitor who only looks stores nothing).
+RENEW = (
+    OWNED_FUNCTIONS
+    + """
+if redis.call('EXISTS', marker_key) == 1 or redis.call('EXISTS', owner_key) == 0 then
+  return 0
+end
+renew()
+return 1
+"""
+)
 
 PageKey = tuple[float, str]  # (creation score, id): where a page of a listing ends
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Quota:
-    """What one user may keep of a kind of record: `count` records, `bytes` bytes (records
-    and attachments); past either, a write raises `error` (409 quota_exceeded), naming the
-    records as `noun` ("characters")."""
+class Owner:
+    """Whose records: the user, and for an anonymous one the key of their client address
+    (`Caller.address_key`; None for a signed-in user)."""
 
+    user_id: str
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class Quota:
     count: int
     bytes: int
+
+
+class NotUnicode(ValidationFailed):
+    message = "The text holds a lone UTF-16 surrogate (half of a pair), which is not Unicode."
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """What may be kept of a kind of record: by one signed-in user, by one anonymous user, and
+    by every anonymous user of one client address together; past one, a write raises `error`
+    (409 quota_exceeded), naming the records as `noun` ("characters")."""
+
+    signed_in: Quota
+    anonymous: Quota
+    address: Quota
     noun: str
     error: type[QuotaExceeded] = QuotaExceeded
 
-    def exceeded(self, which: str) -> QuotaExceeded:
-        """The error of the quota `which` ('count' or 'bytes')."""
-        if which == "count":
+    def of(self, owner: Owner) -> Quota:
+        return self.signed_in if owner.address is None else self.anonymous
+
+    def exceeded(self, which: str, owner: Owner) -> QuotaExceeded:
+        """The error of the quota `which` (a script's answer) for `owner`."""
+        noun, together = self.noun, "the most they may; sign in to keep more, or delete one first."
+        if which == "address_count":
             return self.error(
-                f"You have {self.count} {self.noun}, the most one user may keep; delete one first."
+                f"Anonymous users from your network address keep {self.address.count} {noun} "
+                f"together, {together}"
             )
+        if which == "address_bytes":
+            return self.error(
+                "Anonymous users from your network address would keep more than "
+                f"{self.address.bytes} bytes of {noun} together, {together}"
+            )
+        quota = self.of(owner)
+        who, then = "one user", "delete one first."
+        if owner.address is not None:
+            who, then = "an anonymous user", "sign in to keep more, or delete one first."
+        if which == "count":
+            return self.error(f"You have {quota.count} {noun}, the most {who} may keep; {then}")
         return self.error(
-            f"Your {self.noun} would take more than {self.bytes} bytes, the most one user "
-            "may keep; delete one first."
+            f"Your {noun} would take more than {quota.bytes} bytes, the most {who} may keep; "
+            + then
         )
 
 
 @dataclass(frozen=True)
 class Kind:
     """A kind of owned record: its key namespace, the prefix of its ids, what its attachment
-    key is called, and the errors of an id that is not there or not the caller's."""
+    key is called, the owner's other keys of the kind (`{ns}:{extra}:{user_id}`, expiring with
+    their records), and the errors of an id that is not there or not the caller's."""
 
     namespace: str
     id_prefix: str
     not_found: Callable[[str], AppError]  # of the id asked for
     not_owner: Callable[[str], AppError]
     attachment: str = "attachment"
+    extra_keys: tuple[str, ...] = ()
+
+
+def encoded(record: dict[str, Any]) -> str:
+    """`record` as stored: JSON text that must encode as UTF-8 (JSON may carry a lone
+    surrogate, `\\ud800`, where a free-form object takes anything)."""
+    raw = json.dumps(record, ensure_ascii=False)
+    try:
+        raw.encode()
+    except UnicodeEncodeError as exc:
+        raise NotUnicode() from exc
+    return raw
 
 
 class OwnedRecords:
-    def __init__(self, redis: Redis, kind: Kind, quota: Quota) -> None:
-        self.redis, self.kind, self.quota = redis, kind, quota
+    def __init__(
+        self, redis: Redis, kind: Kind, quotas: Quotas, budget: Budget, anon_data_ttl_s: int
+    ) -> None:
+        self.redis, self.kind, self.quotas, self.budget = redis, kind, quotas, budget
+        # Renewed at most every RENEW_EVERY_S, so kept that much longer: at least the TTL
+        # after the last use.
+        self.data_lifetime_s = anon_data_ttl_s + RENEW_EVERY_S
         self._create = redis.register_script(CREATE)
+        self._update = redis.register_script(UPDATE)
         self._delete = redis.register_script(DELETE)
+        self._renew = redis.register_script(RENEW)
 
     def item_key(self, record_id: str) -> str:
         return f"{self.kind.namespace}:item:{record_id}"
@@ -114,36 +351,48 @@ class OwnedRecords:
     def bytes_key(self, user_id: str) -> str:
         return f"{self.kind.namespace}:bytes:{user_id}"
 
-    def _keys(self, record_id: str, user_id: str) -> list[str]:
+    def _common(self, owner: Owner) -> list[EncodableT]:
+        """The ARGV every script starts with (OWNED_FUNCTIONS)."""
         return [
-            self.item_key(record_id),
-            self.attachment_key(record_id),
-            self.owner_key(user_id),
-            self.bytes_key(user_id),
+            self.kind.namespace,
+            self.kind.attachment,
+            " ".join(self.kind.extra_keys),
+            owner.user_id,
+            owner.address or "",
+            self.data_lifetime_s,
+            RENEW_EVERY_S,
+            self.budget.limit,
         ]
 
+    def _refusal(self, outcome: str, owner: Owner) -> AppError:
+        return self.budget.full() if outcome == "full" else self.quotas.exceeded(outcome, owner)
+
     async def create(
-        self, user_id: str, fields: dict[str, Any], attachment: dict[str, Any] | None = None
+        self, owner: Owner, fields: dict[str, Any], attachment: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Stores `fields` as a new record of the user's (with its id, owner and times), or
-        raises the quota's error and stores nothing."""
+        """Stores `fields` as a new record of the owner's (with its id, owner and times), or
+        raises the quota's (or the budget's) error and stores nothing."""
         now = utc_now()
         record = {
             **fields,
             "id": self.kind.id_prefix + secrets.token_hex(8),
-            "owner": user_id,
+            "owner": owner.user_id,
             "created_at": now,
             "updated_at": now,
         }
-        raw = json.dumps(record, ensure_ascii=False)
-        extra = "" if attachment is None else json.dumps(attachment, ensure_ascii=False)
-        keys = self._keys(record["id"], user_id)
-        args = [raw, extra, record["id"], time.time(), self.quota.count, self.quota.bytes]
-        outcome = await self._create(keys=keys, args=args)
+        raw = encoded(record)
+        extra = "" if attachment is None else encoded(attachment)
+        quota, address = self.quotas.of(owner), self.quotas.address
+        args = [
+            *self._common(owner),
+            *(raw, extra, record["id"], time.time(), quota.count, quota.bytes),
+            *(address.count, address.bytes),
+        ]
+        outcome = await self._create(keys=self.budget.keys, args=args)
         if outcome == "collision":  # 64 random bits colliding: refuse rather than overwrite
             raise RuntimeError(f"{self.kind.namespace} id collision")
         if outcome != "ok":
-            raise self.quota.exceeded(outcome)
+            raise self._refusal(outcome, owner)
         return record
 
     async def get(self, record_id: str) -> dict[str, Any] | None:
@@ -168,35 +417,40 @@ class OwnedRecords:
         return record
 
     async def update(
-        self, record_id: str, user_id: str, apply: Callable[[dict[str, Any]], dict[str, Any]]
+        self, record_id: str, owner: Owner, apply: Callable[[dict[str, Any]], dict[str, Any]]
     ) -> dict[str, Any]:
-        """Read, change with `apply`, write back; retried if another write came in between
-        (optimistic WATCH), so concurrent updates never lose one another's changes. A record
-        that grows past the byte quota is the quota's error, and nothing changes."""
-        key, used_key = self.item_key(record_id), self.bytes_key(user_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key, used_key)
-                    raw = await pipe.get(key)
-                    current = self.owned_by(json.loads(raw) if raw else None, record_id, user_id)
-                    updated = {**current, **apply(current), "updated_at": utc_now()}
-                    record = json.dumps(updated, ensure_ascii=False)
-                    growth = len(record.encode()) - len(raw.encode())
-                    used = int(await pipe.get(used_key) or 0)
-                    if growth > 0 and used + growth > self.quota.bytes:
-                        raise self.quota.exceeded("bytes")
-                    pipe.multi()
-                    pipe.set(key, record)
-                    pipe.incrby(used_key, growth)
-                    await pipe.execute()
-                    return updated
-                except WatchError:
-                    continue
+        """Read, change with `apply`, write back if no other write came in between (else read
+        again), so concurrent updates never lose one another's changes. A record that grows
+        past a quota or the budget is its error, and nothing changes."""
+        quota, address = self.quotas.of(owner), self.quotas.address
+        while True:
+            raw = await self.redis.get(self.item_key(record_id))
+            current = self.owned_by(json.loads(raw) if raw else None, record_id, owner.user_id)
+            updated = {**current, **apply(current), "updated_at": utc_now()}
+            read_as = hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()
+            args = [
+                *self._common(owner),
+                *(read_as, encoded(updated), record_id, quota.bytes, address.bytes),
+            ]
+            outcome = await self._update(keys=self.budget.keys, args=args)
+            if outcome == "ok":
+                return updated
+            if outcome != "changed":
+                raise self._refusal(outcome, owner)
 
-    async def delete(self, record_id: str, user_id: str) -> None:
-        await self.owned(record_id, user_id)
-        await self._delete(keys=self._keys(record_id, user_id), args=[record_id])
+    async def delete(self, record_id: str, owner: Owner) -> None:
+        await self.owned(record_id, owner.user_id)
+        await self._delete(keys=self.budget.keys, args=[*self._common(owner), record_id])
+
+    async def renew(self, user_id: str) -> None:
+        """Called on a read of the user's records: an anonymous user's keep living (see the
+        module's docstring). A full Redis does not fail the read."""
+        if not user_id.startswith(ANON_PREFIX):
+            return
+        try:
+            await self._renew(keys=self.budget.keys, args=self._common(Owner(user_id)))
+        except OutOfMemoryError:
+            pass  # renewed by a later use
 
     async def page_owned(
         self,

@@ -11,7 +11,7 @@ from avatar_characters.deps import (
     OwnCursor,
     PersonasDep,
     PresetCursor,
-    WriterId,
+    Writer,
 )
 from avatar_characters.errors import (
     BadCard,
@@ -94,10 +94,8 @@ async def list_own(
     status_code=201,
     responses=error_responses(JSON_BODY, WRITE_ERRORS, UnknownVoice, QuotaExceeded),
 )
-async def create(
-    body: CharacterFields, chars: CharactersDep, user_id: WriterId
-) -> Envelope[Character]:
-    return ok(await chars.create(user_id, body))
+async def create(body: CharacterFields, chars: CharactersDep, owner: Writer) -> Envelope[Character]:
+    return ok(await chars.create(owner, body))
 
 
 @router.post(
@@ -129,10 +127,8 @@ async def create(
         }
     },
 )
-async def import_card(
-    request: Request, chars: CharactersDep, user_id: WriterId
-) -> Envelope[Character]:
-    return ok(await chars.import_card(user_id, await _card_bytes(request)))
+async def import_card(request: Request, chars: CharactersDep, owner: Writer) -> Envelope[Character]:
+    return ok(await chars.import_card(owner, await _card_bytes(request)))
 
 
 async def _card_bytes(request: Request) -> bytes:
@@ -184,9 +180,9 @@ async def export(
     responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, UnknownVoice, QuotaExceeded),
 )
 async def replace(
-    character_id: str, body: CharacterFields, chars: CharactersDep, user_id: WriterId
+    character_id: str, body: CharacterFields, chars: CharactersDep, owner: Writer
 ) -> Envelope[Character]:
-    return ok(await chars.replace(character_id, user_id, body))
+    return ok(await chars.replace(character_id, owner, body))
 
 
 @router.patch(
@@ -196,9 +192,9 @@ async def replace(
     responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, UnknownVoice, QuotaExceeded),
 )
 async def patch(
-    character_id: str, body: CharacterPatch, chars: CharactersDep, user_id: WriterId
+    character_id: str, body: CharacterPatch, chars: CharactersDep, owner: Writer
 ) -> Envelope[Character]:
-    return ok(await chars.patch(character_id, user_id, body))
+    return ok(await chars.patch(character_id, owner, body))
 
 
 @router.get(
@@ -218,9 +214,9 @@ async def get_lorebook(character_id: str, chars: CharactersDep) -> LorebookEnvel
     responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, QuotaExceeded),
 )
 async def replace_lorebook(
-    character_id: str, body: Lorebook, chars: CharactersDep, user_id: WriterId
+    character_id: str, body: Lorebook, chars: CharactersDep, owner: Writer
 ) -> LorebookEnvelope:
-    return LorebookEnvelope(data=await chars.replace_lorebook(character_id, user_id, body))
+    return LorebookEnvelope(data=await chars.replace_lorebook(character_id, owner, body))
 
 
 @router.get(
@@ -267,6 +263,6 @@ async def lorebook_test(
     response_model=Envelope[Deleted],
     responses=error_responses(PARAMETERS, WRITE_ERRORS, CHANGE_ERRORS),
 )
-async def delete(character_id: str, chars: CharactersDep, user_id: WriterId) -> Envelope[Deleted]:
-    await chars.delete(character_id, user_id)
+async def delete(character_id: str, chars: CharactersDep, owner: Writer) -> Envelope[Deleted]:
+    await chars.delete(character_id, owner)
     return ok(Deleted(id=character_id, deleted=True))

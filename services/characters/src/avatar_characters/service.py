@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from avatar_characters.cards import V2, V3, book_digest, export_card, import_card, read_card
 from avatar_characters.errors import CharacterNotFound, LorebookTestsBusy, PresetReadOnly
 from avatar_characters.listing import ListQuery, stored_page
+from avatar_characters.owned import Owner
 from avatar_characters.peers.tts import VoiceDirectory
 from avatar_characters.png import PNG_SIGNATURE, placeholder_png, png_with_cards
 from avatar_characters.presets import PresetCatalog
@@ -52,9 +53,8 @@ class CharacterService:
         presets: PresetCatalog,
     ) -> None:
         self.presets = presets
-        self.store = CharacterStore(
-            redis, settings.max_characters_per_user, settings.max_character_bytes_per_user
-        )
+        self.store = CharacterStore(redis, settings)
+        self.max_card_json_bytes = settings.max_card_json_bytes
         self.writes = RateLimit(
             redis,
             "character-writes",
@@ -85,6 +85,7 @@ class CharacterService:
             character = Character.model_validate(record)
             return character if listing.keeps(character) else None
 
+        await self.store.renew(user_id)
         return stored_page(await self.store.page_owned(user_id, after, listing.limit, select))
 
     async def get(self, character_id: str) -> Character:
@@ -106,27 +107,28 @@ class CharacterService:
         stored = await self.store.get(character_id)
         if stored is None:
             raise CharacterNotFound(character_id)
+        await self.store.renew(stored["owner"])  # in use (a chat reads it): kept
         return stored
 
-    async def create(self, user_id: str, fields: CharacterFields) -> Character:
+    async def create(self, owner: Owner, fields: CharacterFields) -> Character:
         await self.voices.check(fields.voice_id)
-        return Character.model_validate(await self.store.create(user_id, fields.model_dump()))
+        return Character.model_validate(await self.store.create(owner, fields.model_dump()))
 
-    async def replace(self, character_id: str, user_id: str, fields: CharacterFields) -> Character:
+    async def replace(self, character_id: str, owner: Owner, fields: CharacterFields) -> Character:
         # The card's prompt fields are not in API.md's character object: a frontend's PUT
         # leaves them out and keeps them (sent, they are replaced, as every other field).
         keep = {f for f in CARD_ONLY_FIELDS if f not in fields.model_fields_set}
-        return await self._update(character_id, user_id, fields.model_dump(exclude=keep))
+        return await self._update(character_id, owner, fields.model_dump(exclude=keep))
 
-    async def patch(self, character_id: str, user_id: str, patch: CharacterPatch) -> Character:
-        return await self._update(character_id, user_id, patch.model_dump(exclude_unset=True))
+    async def patch(self, character_id: str, owner: Owner, patch: CharacterPatch) -> Character:
+        return await self._update(character_id, owner, patch.model_dump(exclude_unset=True))
 
     async def lorebook(self, character_id: str) -> Lorebook:
         """The character's lorebook, or an empty one."""
         return (await self.get(character_id)).lorebook or empty_book()
 
-    async def replace_lorebook(self, character_id: str, user_id: str, book: Lorebook) -> Lorebook:
-        changed = await self._update(character_id, user_id, {"lorebook": book})
+    async def replace_lorebook(self, character_id: str, owner: Owner, book: Lorebook) -> Lorebook:
+        changed = await self._update(character_id, owner, {"lorebook": book})
         return changed.lorebook or empty_book()
 
     def greetings(self, character: Character, user_name: str | None) -> Greetings:
@@ -167,7 +169,7 @@ class CharacterService:
             )
         return _lore_result(activation)
 
-    async def _update(self, character_id: str, user_id: str, changes: dict[str, Any]) -> Character:
+    async def _update(self, character_id: str, owner: Owner, changes: dict[str, Any]) -> Character:
         if self.presets.get(character_id) is not None:
             raise PresetReadOnly()
         if "voice_id" in changes:
@@ -182,15 +184,15 @@ class CharacterService:
                 raise ValidationFailed(describe_errors(exc.errors())) from exc
             return merged.model_dump()
 
-        return Character.model_validate(await self.store.update(character_id, user_id, apply))
+        return Character.model_validate(await self.store.update(character_id, owner, apply))
 
-    async def delete(self, character_id: str, user_id: str) -> None:
+    async def delete(self, character_id: str, owner: Owner) -> None:
         if self.presets.get(character_id) is not None:
             raise PresetReadOnly()
-        await self.store.delete(character_id, user_id)
+        await self.store.delete(character_id, owner)
 
-    async def import_card(self, user_id: str, raw: bytes) -> Character:
-        imported = import_card(read_card(raw))
+    async def import_card(self, owner: Owner, raw: bytes) -> Character:
+        imported = import_card(read_card(raw, self.max_card_json_bytes))
         fields = CharacterFields.model_validate(imported.fields)
         # What the card's fields became here (after trimming), so that the export can tell
         # which ones the user has changed since.
@@ -198,7 +200,7 @@ class CharacterService:
         # The book is kept in the record and in the card already: a digest tells the change.
         as_imported["lorebook"] = book_digest(as_imported["lorebook"])
         record = {**fields.model_dump(), "imported_fields": as_imported}
-        return Character.model_validate(await self.store.create(user_id, record, imported.card))
+        return Character.model_validate(await self.store.create(owner, record, imported.card))
 
     async def export(self, character_id: str, as_png: bool) -> bytes:
         character = await self.get_with_card(character_id)

@@ -7,7 +7,9 @@ Keys:
 - `characters:card:{id}`: the raw card it was imported from, read only on export;
 - `characters:owner:{user_id}`: the user's character ids scored by creation time (Unix
   seconds), so a listing is pages of this set, newest first;
-- `characters:bytes:{user_id}`: the bytes the user's characters and cards take.
+- `characters:bytes:{user_id}`: the bytes the user's characters and cards take;
+- and, for anonymous users, the keys of owned.py that count them per client address and
+  renew what they keep.
 """
 
 from typing import Any
@@ -15,8 +17,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from avatar_characters.errors import CharacterNotFound, NotYourCharacter
-from avatar_characters.owned import Kind, OwnedRecords, Quota
+from avatar_characters.owned import Kind, OwnedRecords, Owner, Quota, Quotas
 from avatar_characters.owned import PageKey as PageKey  # re-exported: listing, deps
+from avatar_characters.settings import CharactersSettings
+from avatar_shared.budget import Budget
 
 USER_ID_PREFIX = "usr_"  # presets may not use it, so the two kinds of id never collide
 
@@ -30,13 +34,27 @@ CHARACTERS = Kind(
 
 
 class CharacterStore(OwnedRecords):
-    def __init__(self, redis: Redis, max_count: int, max_bytes: int) -> None:
-        super().__init__(redis, CHARACTERS, Quota(max_count, max_bytes, "characters"))
+    def __init__(self, redis: Redis, settings: CharactersSettings) -> None:
+        quotas = Quotas(
+            signed_in=Quota(
+                settings.max_characters_per_user, settings.max_character_bytes_per_user
+            ),
+            anonymous=Quota(
+                settings.max_characters_per_anonymous_user,
+                settings.max_character_bytes_per_anonymous_user,
+            ),
+            address=Quota(
+                settings.max_characters_per_address, settings.max_character_bytes_per_address
+            ),
+            noun="characters",
+        )
+        budget = Budget(redis, "characters", settings.redis_maxmemory_bytes)
+        super().__init__(redis, CHARACTERS, quotas, budget, settings.anon_data_ttl_s)
 
     async def create(
-        self, user_id: str, fields: dict[str, Any], card: dict[str, Any] | None = None
+        self, owner: Owner, fields: dict[str, Any], card: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        return await super().create(user_id, {**fields, "is_preset": False}, card)
+        return await super().create(owner, {**fields, "is_preset": False}, card)
 
     async def card(self, character_id: str) -> dict[str, Any] | None:
         """The raw card a character was imported from, if it was."""

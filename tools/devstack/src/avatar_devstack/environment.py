@@ -34,6 +34,8 @@ def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> di
         GATEWAY_IN_FLIGHT_PER_ADDRESS=str(settings.gateway_in_flight_per_address),
         FRONTEND_ORIGINS=settings.frontend_origins,
         MAX_REQUEST_BODY_BYTES=str(settings.max_request_body_bytes),
+        # Redis's own limit, and what the services derive their user-data budgets from.
+        REDIS_MAXMEMORY=settings.redis_maxmemory,
         PUBLIC_BASE_URL=settings.public_base_url or f"http://localhost:{ports.gateway}",
     )
     for name, port in ports.apps.items():

@@ -38,6 +38,3 @@ class StackSettings(SharedSettings, PeerUrls):
     """Port of the demo OpenID provider that `make demo` starts."""
     data_dir: str = "var"
     """Where `make run` keeps Redis data and runtime files."""
-    redis_maxmemory: str = "1gb"
-    """Memory the dev runner's Redis may use. Past it writes fail (503) and nothing is evicted
-    (`noeviction`): every key expires, is bounded, or is user data, never to be dropped."""

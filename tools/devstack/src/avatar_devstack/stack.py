@@ -79,7 +79,6 @@ class Stack:
         self.oidc_args = oidc_args or []
         self.gen3d_workers = gen3d_workers
         self.data_dir = data_dir
-        self.redis_maxmemory = settings.redis_maxmemory
         env = stack_env(ports, settings, dict(os.environ))
         self.env = {**env, **dev_secrets(data_dir / "run"), **(env_overrides or {})}
         self.supervisor = Supervisor(log_dir, settings.dev_log_max_mb * 1024 * 1024)
@@ -154,7 +153,7 @@ class Stack:
             "--save", "60 1",
             "--appendonly", "yes",
             "--appendfsync", "everysec",
-            "--maxmemory", self.redis_maxmemory,
+            "--maxmemory", self.env["REDIS_MAXMEMORY"],
             "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
         child = self.supervisor.start("redis", argv, self.env)

@@ -41,7 +41,7 @@ os.environ.setdefault("ANON_ID_SECRET", secrets.token_urlsafe(32))
 # The second OpenID client the stack's demo provider knows (for cross-client attacks).
 OTHER_OIDC_CLIENT = ("another-app", secrets.token_urlsafe(16))
 
-AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
+AppClient = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 @pytest.fixture(scope="session")
@@ -72,14 +72,19 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 def app_client(redis: Redis) -> AppClient:
-    """`async with app_client(create_app(settings)) as client:` (settings must carry redis_url)."""
+    """`async with app_client(create_app(settings)) as client:` (settings must carry redis_url);
+    `address=` is the client address the app sees (127.0.0.1 by default)."""
 
     @asynccontextmanager
-    async def open_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async def open_client(
+        app: FastAPI, address: str = "127.0.0.1"
+    ) -> AsyncIterator[httpx.AsyncClient]:
         async with app.router.lifespan_context(app) as state:
             # raise_app_exceptions=False: clients see the 500 envelope, as over the network.
             transport = httpx.ASGITransport(
-                app=with_lifespan_state(app, state or {}), raise_app_exceptions=False
+                app=with_lifespan_state(app, state or {}),
+                raise_app_exceptions=False,
+                client=(address, 50000),
             )
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 yield client
@@ -100,6 +105,7 @@ def stack() -> Iterator[Stack]:
             # The suite is one client making many sessions: the limits have their own tests.
             "CHAT_RATE_PER_MIN": "100000",
             "MAX_CONCURRENT_USERS": "100000",
+            "ANON_IDS_PER_ADDRESS": "100000",
             # A dead gen3d worker is noticed within seconds, not the default 20.
             "JOB_HEARTBEAT_S": "2",
             # The sign-in tests' frontend (tests/e2e/oidc_browser.FRONTEND), not the gateway.

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from avatar_characters.deps import OwnCursor, PersonasDep, WriterId
+from avatar_characters.deps import OwnCursor, PersonasDep, Writer
 from avatar_characters.personas.errors import PersonaNotFound, PersonaQuotaExceeded
 from avatar_characters.personas.schemas import Persona, PersonaFields, PersonaPage
 from avatar_characters.schemas import Deleted
@@ -48,10 +48,8 @@ async def list_own(
     status_code=201,
     responses=error_responses(JSON_BODY, WRITE_ERRORS, PersonaQuotaExceeded),
 )
-async def create(
-    body: PersonaFields, personas: PersonasDep, user_id: WriterId
-) -> Envelope[Persona]:
-    return ok(await personas.create(user_id, body))
+async def create(body: PersonaFields, personas: PersonasDep, owner: Writer) -> Envelope[Persona]:
+    return ok(await personas.create(owner, body))
 
 
 @router.get(
@@ -71,9 +69,9 @@ async def get_one(persona_id: str, personas: PersonasDep, user_id: UserId) -> En
     responses=error_responses(JSON_BODY, WRITE_ERRORS, PersonaNotFound, PersonaQuotaExceeded),
 )
 async def replace(
-    persona_id: str, body: PersonaFields, personas: PersonasDep, user_id: WriterId
+    persona_id: str, body: PersonaFields, personas: PersonasDep, owner: Writer
 ) -> Envelope[Persona]:
-    return ok(await personas.replace(persona_id, user_id, body))
+    return ok(await personas.replace(persona_id, owner, body))
 
 
 @router.delete(
@@ -81,6 +79,6 @@ async def replace(
     response_model=Envelope[Deleted],
     responses=error_responses(PARAMETERS, WRITE_ERRORS, PersonaNotFound),
 )
-async def delete(persona_id: str, personas: PersonasDep, user_id: WriterId) -> Envelope[Deleted]:
-    await personas.delete(persona_id, user_id)
+async def delete(persona_id: str, personas: PersonasDep, owner: Writer) -> Envelope[Deleted]:
+    await personas.delete(persona_id, owner)
     return ok(Deleted(id=persona_id, deleted=True))

@@ -2,7 +2,7 @@
 
 from redis.asyncio import Redis
 
-from avatar_characters.owned import PageKey
+from avatar_characters.owned import Owner, PageKey
 from avatar_characters.personas.schemas import Persona, PersonaFields, PersonaPage
 from avatar_characters.personas.store import PersonaStore
 from avatar_characters.settings import CharactersSettings
@@ -11,9 +11,7 @@ from avatar_shared.pages import TIME_AND_ID
 
 class PersonaService:
     def __init__(self, settings: CharactersSettings, redis: Redis) -> None:
-        self.store = PersonaStore(
-            redis, settings.max_personas_per_user, settings.max_persona_bytes_per_user
-        )
+        self.store = PersonaStore(redis, settings)
 
     async def list(self, user_id: str, after: PageKey | None, limit: int) -> PersonaPage:
         page = await self.store.page(user_id, after, limit)
@@ -23,17 +21,17 @@ class PersonaService:
     async def get(self, persona_id: str, user_id: str) -> Persona:
         return Persona.model_validate(await self.store.get(persona_id, user_id))
 
-    async def create(self, user_id: str, fields: PersonaFields) -> Persona:
+    async def create(self, owner: Owner, fields: PersonaFields) -> Persona:
         created = await self.store.create(
-            user_id, fields.name, fields.description, bool(fields.is_default)
+            owner, fields.name, fields.description, bool(fields.is_default)
         )
         return Persona.model_validate(created)
 
-    async def replace(self, persona_id: str, user_id: str, fields: PersonaFields) -> Persona:
+    async def replace(self, persona_id: str, owner: Owner, fields: PersonaFields) -> Persona:
         replaced = await self.store.replace(
-            persona_id, user_id, fields.name, fields.description, fields.is_default
+            persona_id, owner, fields.name, fields.description, fields.is_default
         )
         return Persona.model_validate(replaced)
 
-    async def delete(self, persona_id: str, user_id: str) -> None:
-        await self.store.delete(persona_id, user_id)
+    async def delete(self, persona_id: str, owner: Owner) -> None:
+        await self.store.delete(persona_id, owner)

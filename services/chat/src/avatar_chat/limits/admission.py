@@ -28,13 +28,8 @@ from redis.exceptions import RedisError
 from redis.typing import EncodableT
 
 from avatar_chat.errors import TooManyUsers
-from avatar_shared.rate import (
-    RATE_FUNCTIONS,
-    LimiterUnavailable,
-    nonce,
-    rate_limited,
-    window_key,
-)
+from avatar_shared.rate import LimiterUnavailable, rate_limited
+from avatar_shared.windows import RATE_FUNCTIONS, nonce, window_key
 
 ACTIVE = "chat:active"
 RATE_WINDOW_S = 60
