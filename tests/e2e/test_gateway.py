@@ -207,6 +207,35 @@ async def test_the_playground_page_has_a_policy_of_its_own(gateway):
     assert api == "frame-ancestors 'none'"
 
 
+async def until_answer(client: httpx.AsyncClient, path: str, done) -> httpx.Response:
+    """GETs `path` until the answer is `done` (or gives up after ~10 s)."""
+    for _ in range(100):
+        response = await client.get(path)
+        if done(response):
+            break
+        await asyncio.sleep(0.1)
+    return response
+
+
+async def test_a_service_with_no_replica_up_answers_in_the_envelope(stack, gateway):
+    """Not Traefik's plain "no available server": the edge's 503, once the health checks see
+    every replica gone; the other services answer on."""
+    try:
+        stack.stop_child("auth")
+        gone = await until_answer(gateway, "/api/auth/me", lambda r: r.status_code == 503)
+        assert gone.status_code == 503, gone.text
+        assert gone.json()["error"]["code"] == "service_unavailable"
+        assert int(gone.headers["retry-after"]) > 0
+        assert "auth" in gone.json()["error"]["message"]
+        posted = await gateway.post("/api/auth/logout", headers={"Origin": FRONTEND})
+        assert posted.status_code == 503 and posted.json()["error"]["code"] == "service_unavailable"
+        assert (await gateway.get("/api/characters/presets")).status_code == 200
+    finally:
+        stack.start_app("auth")
+    back = await until_answer(gateway, "/api/auth/me", lambda r: r.status_code != 503)
+    assert back.status_code == 401 and back.json()["error"]["code"] == "not_signed_in"
+
+
 async def test_metrics_are_on_internal_ports_only(stack, gateway):
     await gateway.get("/api/characters/presets")
     async with httpx.AsyncClient(trust_env=False) as direct:

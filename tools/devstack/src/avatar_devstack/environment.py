@@ -27,6 +27,7 @@ def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> di
         GATEWAY_PROVIDERS=json.dumps(
             {"file": {"directory": str(GATEWAY_CONFIG_DIR / "dynamic"), "watch": False}}
         ),
+        GATEWAY_APPS_PROVIDER="file",  # the apps' load balancers: services.yml's
         GATEWAY_LOG_LEVEL=settings.gateway_log_level,
         GATEWAY_HEALTHCHECK_INTERVAL=settings.gateway_healthcheck_interval,
         GATEWAY_RESPONSE_TIMEOUT=settings.gateway_response_timeout,

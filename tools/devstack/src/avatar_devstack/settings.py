@@ -20,9 +20,9 @@ class StackSettings(SharedSettings, PeerUrls):
     gateway_log_level: str = "WARN"
     """Traefik's own log level."""
     gateway_in_flight_per_address: int = Field(100, gt=0)
-    """Requests one client address (an IPv6 client's /64) may have under way at the gateway at
-    once; past it the gateway answers 429 at once. Room for a household or office behind one
-    NAT: a browser holds up to 6 connections, a chat stream one of them."""
+    """Requests one client address (an IPv6 client's /64) may have under way at once on each
+    of the gateway's routes (Traefik counts per route: chat, tts, characters, gen3d, auth, the
+    edge's); past it the gateway answers 429 at once. Room for an office behind one NAT."""
     gateway_read_timeout: str = "30s"
     """Longest the gateway waits for a whole request, headers and body: a client that sends
     them slowly (or never) is cut off. Traefik has no timeout for headers alone, so this also

@@ -186,6 +186,10 @@ class Stack:
             child, lambda: _http_ok(f"{local_url(port)}/healthz")
         )
 
+    def start_app(self, name: str, replica: int = 1) -> None:
+        """Starts a replica of an app again (after `stop_child`), and waits until it is up."""
+        self._start_app(name, self.ports.app_ports(name)[replica - 1], replica)()
+
     def start_gen3d_workers(self, count: int) -> None:
         """Workers of the 3D job queue: not apps (no port), they take jobs from Redis. Started
         together; ready once gen3d counts as many workers as are running (a worker killed

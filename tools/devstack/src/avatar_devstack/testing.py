@@ -106,6 +106,7 @@ def stack() -> Iterator[Stack]:
             "CHAT_RATE_PER_MIN": "100000",
             "MAX_CONCURRENT_USERS": "100000",
             "ANON_IDS_PER_ADDRESS": "100000",
+            "SIGN_IN_STARTS_PER_MIN": "100000",
             # A dead gen3d worker is noticed within seconds, not the default 20.
             "JOB_HEARTBEAT_S": "2",
             # The sign-in tests' frontend (tests/e2e/oidc_browser.FRONTEND), not the gateway.
