@@ -46,6 +46,8 @@ def bench_stack(
                 "ANON_IDS_PER_ADDRESS": "1000000",
                 "MAX_CHARACTERS_PER_ADDRESS": "1000000",
                 "MAX_CHARACTER_BYTES_PER_ADDRESS": "1000000000",
+                # and its requests under way, hundreds at once, all come from that address.
+                "GATEWAY_IN_FLIGHT_PER_ADDRESS": "1000000",
                 **(env or {}),
             },
             emulator_args=emulator_args,
