@@ -30,6 +30,8 @@ def limited() -> Iterator[Stack]:
         # One client address sends the whole burst: its own rate and share are no limit.
         "CHAT_RATE_PER_MIN": "100000",
         "MAX_SESSIONS_PER_USER": "100000",
+        "ANON_IDS_PER_ADDRESS": "100000",  # each of its sessions' callers an id of its own
+        "GATEWAY_IN_FLIGHT_PER_ADDRESS": "100000",  # the whole burst under way at once
         "LLM_QUEUE_WAIT_S": "60",  # admitted requests may queue for the LLM
     }
     with own_stack("limit", env, replicas={"chat": 2}) as stack:
