@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from avatar_devstack.environment import ONE_ADDRESS
 from avatar_devstack.ports import Ports
 from avatar_devstack.settings import StackSettings
 from avatar_devstack.stack import Stack
@@ -44,15 +45,9 @@ def bench_stack(
                 "MAX_CONCURRENT_USERS": "1000000",
                 # Its simulated users are anonymous ids of one address (and a burst is one
                 # caller's).
-                "ANON_IDS_PER_ADDRESS": "1000000",
-                "MAX_CHARACTERS_PER_ADDRESS": "1000000",
-                "MAX_CHARACTER_BYTES_PER_ADDRESS": "1000000000",
+                **ONE_ADDRESS,
                 "GEN3D_RATE_PER_HOUR": "1000000",
-                "GEN3D_RATE_PER_HOUR_PER_ADDRESS": "1000000",
-                "MAX_QUEUED_JOBS_PER_ADDRESS": "1000000",
-                "MAX_SESSIONS_PER_ADDRESS": "1000000",
                 "LLM_CALLS_PER_USER": "1000000",
-                "LLM_CALLS_PER_ADDRESS": "1000000",
                 **(env or {}),
             },
             emulator_args=emulator_args,

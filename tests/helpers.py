@@ -144,3 +144,11 @@ def seraphina_card() -> dict[str, Any]:
     start = png.index(b"chara\x00") + len(b"chara\x00")
     length = int.from_bytes(png[start - 14 : start - 10], "big")  # the chunk's length field
     return json.loads(base64.b64decode(png[start : start - 6 + length]))
+
+
+def csp_violations(browser: Any) -> list[str]:
+    """What the open page's Content-Security-Policy refused so far: "<directive> <what>" each
+    (the `browser` fixture records them from the page's first script on)."""
+    found: list[str] = browser.execute_script("return window.cspViolations ?? null")
+    assert found is not None, "the page was not opened in the browser fixture's browser"
+    return found

@@ -20,8 +20,13 @@ def routed_prefixes() -> dict[str, set[str]]:
     }
 
 
-# The one router that is no app's: it keeps the apps' probes and metrics from the public.
-PROBES = {"internal-probes": {"/healthz", "/readyz", "/upstreamz", "/ping", "/metrics"}}
+# The routers that are no app's own: one keeps the apps' probes and metrics, and the paths the
+# registry marks internal, from the public; one gives the edge's playground page its policy.
+PROBES = {
+    "internal-probes": {"/healthz", "/readyz", "/upstreamz", "/ping", "/metrics"}
+    | {path for spec in APPS for path in spec.internal_paths},
+    "playground": {"/playground"},
+}
 
 
 def test_the_gateway_routes_each_app_its_prefixes_and_no_more():
@@ -55,3 +60,11 @@ def test_a_service_limits_request_bodies_itself_when_it_streams(spec, redis_url)
         m.kwargs["max_bytes"] for m in app.user_middleware if m.cls is BodySizeLimitMiddleware
     }
     assert (12345 in limits) == spec.streams
+
+
+@pytest.mark.parametrize("spec", SERVICES, ids=lambda spec: spec.name)
+def test_an_internal_path_is_one_the_app_serves(spec, redis_url):
+    """An internal path keeps one of the app's own paths from the public: a typo would leave
+    the real path public and hide nothing."""
+    paths = set(service_app(spec, redis_url).openapi()["paths"])
+    assert set(spec.internal_paths) <= paths

@@ -86,3 +86,34 @@ async def test_unknown_path_gets_the_envelope(app_client, redis_url):
         response = await client.get("/no/such/thing")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "service"),
+    [
+        ("GET", "/api/chat", "chat"),
+        ("POST", "/api/chat/sessions/x", "chat"),
+        ("GET", "/mnt/user_assets/u/audio/a.wav", "tts"),
+        ("PUT", "/api/characters/c", "characters"),
+        ("DELETE", "/api/generate/j", "gen3d"),
+        ("GET", "/api/auth/me", "auth"),
+    ],
+)
+async def test_a_service_s_path_reaching_the_edge_means_no_replica_is_up(
+    app_client, redis_url, method, path, service
+):
+    """The gateway sends a service's paths here only when none of its replicas can take them."""
+    async with app_client(create_app(lonely_edge(redis_url))) as client:
+        response = await client.request(method, path)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert service in response.json()["error"]["message"]
+    assert int(response.headers["retry-after"]) > 0
+
+
+@pytest.mark.parametrize("path", ["/api/chatroom", "/api/auth", "/mnt/user_assets"])
+async def test_a_path_beside_a_service_s_is_still_no_one_s(app_client, redis_url, path):
+    async with app_client(create_app(lonely_edge(redis_url))) as client:
+        response = await client.get(path)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"

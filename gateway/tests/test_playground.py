@@ -1,10 +1,12 @@
 """The playground's files as the edge serves them: the page and its ES modules, model-viewer as
 the lock pins it (vendored, never from a CDN), and the way back from sign-in."""
 
+import base64
+import hashlib
 import json
 import re
 
-from avatar_devstack.environment import REPO_ROOT
+from avatar_devstack.environment import GATEWAY_CONFIG_DIR, REPO_ROOT
 from avatar_edge.app import create_app
 from avatar_edge.routes import PLAYGROUND_DIR
 from avatar_edge.settings import EdgeSettings
@@ -111,3 +113,15 @@ async def test_sign_in_comes_back_to_the_playground_and_never_elsewhere(app_clie
         failed = await client.get("/auth/callback", params={"error": "access_denied"})
     assert (done.status_code, done.headers["location"]) == (302, "/playground/")
     assert failed.headers["location"] == "/playground/?sign_in_error=access_denied"
+
+
+def test_the_page_s_policy_allows_the_vendored_model_viewer_s_own_style():
+    """model-viewer renders one inline <style> into its shadow root; the page's policy allows
+    that style by its hash (rules.yml's playground-csp), so a `make vendor` that changes it
+    must change the policy too, or the viewer would show unstyled."""
+    viewer = (PLAYGROUND_DIR / "vendor" / "model-viewer.min.js").read_text(encoding="utf-8")
+    (style,) = re.findall(r"<style>(.*?)</style>", viewer, re.S)
+    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    rules = (GATEWAY_CONFIG_DIR / "dynamic" / "rules.yml").read_text()
+    policy = rules[rules.index("playground-csp:") :].split("\n    not-routed:")[0]
+    assert f"'sha256-{digest}'" in policy

@@ -29,6 +29,7 @@ def _section_names(template: str, section: str) -> set[str]:
 _RULES = (DYNAMIC_DIR / "rules.yml").read_text()
 RULE_MIDDLEWARES = _section_names(_RULES, "middlewares")
 RULE_TRANSPORTS = _section_names(_RULES, "serversTransports")
+RULE_SERVICES = _section_names(_RULES, "services")  # the edge's, and each service's failover
 
 
 def transport_of(app: str) -> str:

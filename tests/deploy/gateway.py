@@ -54,6 +54,7 @@ def entry_point_env(providers: dict, run_dir: Path, extra: dict[str, str]) -> Ga
         "GATEWAY_PORT": str(port),
         "GATEWAY_METRICS_ADDRESS": metrics,
         "GATEWAY_LOG_LEVEL": "INFO",
+        "GATEWAY_READ_TIMEOUT": "30s",  # the image's (deploy/gateway.Dockerfile)
     }
     return Gateway(f"http://127.0.0.1:{port}", f"http://{metrics}", env)
 

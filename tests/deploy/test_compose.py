@@ -17,6 +17,7 @@ from tests.deploy.expected import (
     DEPLOY_DIR,
     NATIVE_ROUTERS,
     RULE_MIDDLEWARES,
+    RULE_SERVICES,
     RULE_TRANSPORTS,
     SECRET_VARIABLES,
     compose_default,
@@ -42,7 +43,7 @@ def label_routers() -> dict[str, dict]:
     return {
         name: {
             "rule": labels["rule"],
-            "service": labels["service"],
+            "service": without_provider(labels["service"]),
             "middlewares": [without_provider(m) for m in labels["middlewares"].split(",")],
             **({"priority": int(labels["priority"])} if "priority" in labels else {}),
             **(
@@ -107,6 +108,9 @@ def test_labels_name_only_rules_the_shared_file_defines():
         if key.endswith(".serverstransport")
     }
     assert transports <= RULE_TRANSPORTS
+    shared = {r["service"] for r in label_routers().values() if r["service"] not in SERVICES}
+    assert shared <= RULE_SERVICES  # each service's failover
+    assert shared == {f"{spec.name}-or-unavailable" for spec in APPS if spec.name != "edge"}
 
 
 def test_the_gateway_reads_labels_and_the_shared_rules_only():
@@ -128,6 +132,16 @@ def test_every_service_has_a_healthcheck(name):
     service = SERVICES[name]
     assert "healthcheck" in service or image_has_healthcheck(service)
     assert not service.get("healthcheck", {}).get("disable")
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_container_s_log_is_rotated(name):
+    """Docker's default json-file driver keeps a container's whole log: a flood of requests
+    (the gateway's access log) or of errors would fill the host's disk."""
+    logging = SERVICES[name]["logging"]
+    assert logging["driver"] == "json-file"
+    assert re.fullmatch(r"\d+[km]", logging["options"]["max-size"])
+    assert int(logging["options"]["max-file"]) >= 1
 
 
 def test_start_waits_for_health():

@@ -11,8 +11,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from avatar_devstack.routes import FAILOVER_SUFFIX
 from avatar_devstack.stack import find_binary
-from avatar_shared.registry import APPS
+from avatar_shared.registry import APPS, SERVICES
 from tests.deploy.expected import (
     DEPLOY_DIR,
     DYNAMIC_DIR,
@@ -148,19 +149,27 @@ def test_production_keeps_two_replicas_of_every_service():
             assert deployment["spec"]["replicas"] >= 2, name
 
 
+SERVICE_NAMES = {spec.name for spec in SERVICES}
+
+
 def ingress_routers(overlay: str) -> dict[str, dict]:
     """The IngressRoute's routes as routers.yml spells routers, by their service's name
-    (the edge has two: its catch-all and the probes' 404)."""
+    (the edge has three: its catch-all, the probes' 404 and the playground page). A route
+    leads to its app's Service where routers.yml names the app's failover: a Service with
+    no ready pod has no route, so its paths reach the edge as a failover's would."""
     (route,) = objects(overlay, "IngressRoute").values()
     routers = {}
     for rule in route["spec"]["routes"]:
         (service,) = rule["services"]
         name = service["name"]
-        if "not-routed@file" in [m["name"] for m in rule["middlewares"]]:
+        middlewares = [m["name"] for m in rule["middlewares"]]
+        if "not-routed@file" in middlewares:
             name = "internal-probes"
+        elif "playground-csp@file" in middlewares:
+            name = "playground"
         routers[name] = {
             "rule": rule["match"],
-            "service": service["name"],
+            "service": service["name"] + (FAILOVER_SUFFIX if name in SERVICE_NAMES else ""),
             "middlewares": [without_provider(m["name"]) for m in rule["middlewares"]],
             **({"priority": rule["priority"]} if "priority" in rule else {}),
             **({"observability": rule["observability"]} if "observability" in rule else {}),

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from avatar_devstack.environment import ONE_ADDRESS
 from avatar_devstack.stack import Stack
 from tests.helpers import own_stack
 
@@ -30,10 +31,8 @@ def limited() -> Iterator[Stack]:
         # One client address sends the whole burst: its own rate and shares are no limit.
         "CHAT_RATE_PER_MIN": "100000",
         "MAX_SESSIONS_PER_USER": "100000",
-        "MAX_SESSIONS_PER_ADDRESS": "100000",
         "LLM_CALLS_PER_USER": "100000",
-        "LLM_CALLS_PER_ADDRESS": "100000",
-        "ANON_IDS_PER_ADDRESS": "100000",
+        **ONE_ADDRESS,  # the whole burst comes from one address, all of it under way at once
         "LLM_QUEUE_WAIT_S": "60",  # admitted requests may queue for the LLM
     }
     with own_stack("limit", env, replicas={"chat": 2}) as stack:

@@ -10,6 +10,7 @@ end, with no Docker engine on this machine.
 import secrets
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -211,3 +212,34 @@ def test_the_shared_rules_apply_as_under_make_run(compose):
     assert preflight.headers["Access-Control-Allow-Origin"] == origin
     assert preflight.headers["Access-Control-Allow-Credentials"] == "true"
     assert client.get("/").headers["X-Content-Type-Options"] == "nosniff"
+
+
+def until(condition, attempts: int = 100) -> None:
+    for _ in range(attempts):  # Traefik rebuilds its configuration on the Docker event
+        if condition():
+            return
+        time.sleep(0.1)
+
+
+def no_replica(client: httpx.Client) -> None:
+    until(lambda: client.get("/api/characters").status_code == 503)
+    gone = client.get("/api/characters")
+    assert gone.status_code == 503, gone.text
+    assert gone.json()["error"]["code"] == "service_unavailable"
+    assert "retry-after" in gone.headers
+
+
+def test_a_service_with_no_replica_up_answers_in_the_envelope(compose):
+    """Not Traefik's plain "no available server", nor the catch-all's 404: the edge's 503,
+    whether Traefik's own health check finds the one replica dead while Docker still counts
+    it (the failover of rules.yml), or Docker reports it gone (its route goes, and its paths
+    reach the edge). A new replica takes them again."""
+    project, client = compose
+    _, child = project.running[f"{PROJECT}-characters-1"]
+    project.supervisor.stop(child)  # dead, but the engine has not noticed yet
+    no_replica(client)
+    project.stop("characters", 1)
+    no_replica(client)
+    project.up("characters", 2)
+    until(lambda: client.get("/api/characters").status_code == 200)
+    assert client.get("/api/characters").status_code == 200

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from avatar_devstack.environment import ONE_ADDRESS
 from avatar_devstack.stack import Stack
 from tests.helpers import own_stack
 
@@ -25,14 +26,10 @@ def faulty() -> Iterator[Stack]:
         "CHAT_RATE_PER_MIN": "1000000",
         "MAX_CONCURRENT_USERS": "1000000",
         "MAX_SESSIONS_PER_USER": "1000000",
-        "MAX_SESSIONS_PER_ADDRESS": "1000000",
         "LLM_CALLS_PER_USER": "1000000",
-        "LLM_CALLS_PER_ADDRESS": "1000000",
         "CHARACTER_WRITES_PER_MIN": "1000000",
         "MAX_CHARACTERS_PER_USER": "1000000",
-        "MAX_CHARACTERS_PER_ADDRESS": "1000000",
-        "MAX_CHARACTER_BYTES_PER_ADDRESS": "1000000000",
-        "ANON_IDS_PER_ADDRESS": "1000000",
+        **ONE_ADDRESS,
         "GATEWAY_LOG_LEVEL": "ERROR",
     }
     with own_stack("faults", env, replicas={"chat": 2}) as stack:

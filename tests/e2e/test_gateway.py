@@ -168,7 +168,25 @@ async def test_health_probes_are_not_public(gateway, path):
     assert response.json()["error"]["code"] == "not_found"
 
 
-@pytest.mark.parametrize("path", ["/", "/api/health", "/api/tts/voices", "/no/such/path"])
+async def test_the_3d_queue_is_for_the_stack_not_the_public(stack, gateway):
+    """Its depth and workers are read by the edge's health and the dev runner, on gen3d's own
+    address; through the gateway the path is no one's, and the public document omits it."""
+    for method in ("GET", "HEAD", "POST"):
+        response = await gateway.request(method, "/api/generate/queue")
+        assert response.status_code == 404, (method, response.text)
+        if method != "HEAD":
+            assert response.json()["error"]["code"] == "not_found"
+    async with httpx.AsyncClient(trust_env=False) as direct:
+        queue = await direct.get(f"{stack.app_url('gen3d')}/api/generate/queue")
+    assert queue.status_code == 200 and queue.json()["data"]["workers"] >= 1
+    document = (await gateway.get("/api/openapi.json")).json()
+    assert "/api/generate/queue" not in document["paths"]
+    assert "/api/generate/status/{job_id}" in document["paths"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/api/health", "/api/tts/voices", "/no/such/path", "/playground/"]
+)
 async def test_every_response_carries_the_security_headers(gateway, path):
     headers = (await gateway.get(path)).headers
     assert headers["x-content-type-options"] == "nosniff"
@@ -177,6 +195,45 @@ async def test_every_response_carries_the_security_headers(gateway, path):
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
     assert "server" not in headers  # no uvicorn banner
     assert "strict-transport-security" not in headers  # http here: HSTS only for https
+
+
+async def test_the_playground_page_has_a_policy_of_its_own(gateway):
+    """Its files and calls only, this origin's; the API's answers keep the default policy."""
+    page = (await gateway.get("/playground/")).headers["content-security-policy"]
+    assert "default-src 'self'" in page and "object-src 'none'" in page
+    script = (await gateway.get("/playground/main.js")).headers["content-security-policy"]
+    assert script == page
+    api = (await gateway.get("/api/health")).headers["content-security-policy"]
+    assert api == "frame-ancestors 'none'"
+
+
+async def until_answer(client: httpx.AsyncClient, path: str, done) -> httpx.Response:
+    """GETs `path` until the answer is `done` (or gives up after ~10 s)."""
+    for _ in range(100):
+        response = await client.get(path)
+        if done(response):
+            break
+        await asyncio.sleep(0.1)
+    return response
+
+
+async def test_a_service_with_no_replica_up_answers_in_the_envelope(stack, gateway):
+    """Not Traefik's plain "no available server": the edge's 503, once the health checks see
+    every replica gone; the other services answer on."""
+    try:
+        stack.stop_child("auth")
+        gone = await until_answer(gateway, "/api/auth/me", lambda r: r.status_code == 503)
+        assert gone.status_code == 503, gone.text
+        assert gone.json()["error"]["code"] == "service_unavailable"
+        assert int(gone.headers["retry-after"]) > 0
+        assert "auth" in gone.json()["error"]["message"]
+        posted = await gateway.post("/api/auth/logout", headers={"Origin": FRONTEND})
+        assert posted.status_code == 503 and posted.json()["error"]["code"] == "service_unavailable"
+        assert (await gateway.get("/api/characters/presets")).status_code == 200
+    finally:
+        stack.start_app("auth")
+    back = await until_answer(gateway, "/api/auth/me", lambda r: r.status_code != 503)
+    assert back.status_code == 401 and back.json()["error"]["code"] == "not_signed_in"
 
 
 async def test_metrics_are_on_internal_ports_only(stack, gateway):

@@ -1,10 +1,14 @@
 """The gateway alone (real Traefik with the project's config) in front of small stand-in
 replicas: streamed responses pass through unbuffered, and load balancing skips a replica
-whose health check fails."""
+whose health check fails. One client address may not hold every connection: a request never
+finished is cut off, and past its share of requests under way an address is refused while
+others are served."""
 
 import asyncio
+import socket
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,6 +24,10 @@ from avatar_devstack.stack import Stack
 from avatar_emulators.server import serve_in_thread
 
 EVENT_GAP_S = 1.0
+READ_TIMEOUT_S = 2
+IN_FLIGHT = 4  # per client address
+# Requests the stand-in replicas hold, by service (they run in this process).
+HANGING: Counter[str] = Counter()
 
 
 def replica(name: str) -> FastAPI:
@@ -35,7 +43,11 @@ def replica(name: str) -> FastAPI:
 
     @app.get("/api/{service}/hang")
     async def hang(service: str) -> dict:
-        await asyncio.sleep(30)
+        HANGING[service] += 1
+        try:
+            await asyncio.sleep(30)
+        finally:
+            HANGING[service] -= 1
         return {}
 
     @app.get("/api/{service}/stream")
@@ -43,6 +55,17 @@ def replica(name: str) -> FastAPI:
         async def events() -> AsyncIterator[bytes]:
             yield b"event: delta\ndata: first\n\n"
             await asyncio.sleep(EVENT_GAP_S)
+            yield b"event: done\ndata: last\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/api/{service}/slow")
+    async def slow(service: str, body: dict) -> StreamingResponse:
+        """A reply that streams for longer than the gateway waits for a request."""
+
+        async def events() -> AsyncIterator[bytes]:
+            yield b"event: delta\ndata: first\n\n"
+            await asyncio.sleep(READ_TIMEOUT_S + 1)
             yield b"event: done\ndata: last\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
@@ -67,6 +90,8 @@ def replicas() -> Iterator[tuple[Stack, dict[str, ExitStack]]]:
                 "CHARACTERS_URLS": urls[0],
                 "GATEWAY_RESPONSE_TIMEOUT": "1s",
                 "GATEWAY_HEALTHCHECK_INTERVAL": "300ms",
+                "GATEWAY_READ_TIMEOUT": f"{READ_TIMEOUT_S}s",
+                "GATEWAY_IN_FLIGHT_PER_ADDRESS": str(IN_FLIGHT),
             },
         )
         stack.start_gateway()
@@ -115,3 +140,57 @@ async def test_a_hung_service_gets_a_gateway_timeout(replicas):
         response = await client.get("/api/characters/hang")
     assert response.status_code == 504
     assert time.perf_counter() - started < 5
+
+
+def from_address(stack: Stack, address: str) -> httpx.AsyncClient:
+    """A client whose connections come from `address` (any 127.x.y.z is this machine)."""
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    return httpx.AsyncClient(base_url=stack.gateway_url, transport=transport, trust_env=False)
+
+
+def test_a_request_never_finished_is_cut_off(replicas):
+    """A client that starts a request and never ends its headers (or body) holds a connection
+    (a file descriptor of the gateway's) only until the read timeout."""
+    stack, _ = replicas
+    with socket.create_connection(("127.0.0.1", stack.ports.gateway)) as connection:
+        connection.sendall(b"GET /api/chat/whoami HTTP/1.1\r\nHost: localhost\r\n")
+        connection.settimeout(READ_TIMEOUT_S * 5)
+        assert connection.recv(1024) == b""  # closed by the gateway, unanswered
+
+
+async def test_a_streamed_reply_outlasts_the_read_timeout(replicas):
+    """The read timeout bounds reading the request, not the reply: a chat turn streams on."""
+    stack, _ = replicas
+    async with httpx.AsyncClient(base_url=stack.gateway_url, trust_env=False) as client:
+        started = time.perf_counter()
+        async with client.stream("POST", "/api/chat/slow", json={"message": "hi"}) as response:
+            lines = [line async for line in response.aiter_lines() if line.startswith("data:")]
+    assert lines == ["data: first", "data: last"]
+    assert time.perf_counter() - started > READ_TIMEOUT_S
+
+
+async def test_an_address_past_its_share_under_way_is_refused_while_another_is_served(replicas):
+    stack, _ = replicas
+    async with from_address(stack, "127.0.0.3") as hog, from_address(stack, "127.0.0.2") as other:
+        held = [asyncio.create_task(hog.get("/api/chat/hang")) for _ in range(IN_FLIGHT)]
+        try:
+            for _ in range(100):  # until every held request is under way, at a replica
+                if HANGING["chat"] == IN_FLIGHT:
+                    break
+                await asyncio.sleep(0.05)
+            assert HANGING["chat"] == IN_FLIGHT
+            refused = await hog.get("/api/chat/whoami")
+            assert refused.status_code == 429, refused.text
+            assert refused.headers["x-content-type-options"] == "nosniff"
+            served = await other.get("/api/chat/whoami")
+            assert served.status_code == 200 and served.json()["replica"] in {"a", "b"}
+        finally:
+            for request in held:
+                request.cancel()
+            await asyncio.gather(*held, return_exceptions=True)
+        # Its requests done, the address is served again.
+        for _ in range(100):
+            if (await hog.get("/api/chat/whoami")).status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+        assert (await hog.get("/api/chat/whoami")).status_code == 200

@@ -14,7 +14,7 @@ import base64
 import io
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -31,7 +31,7 @@ from avatar_devstack.environment import REPO_ROOT
 from avatar_devstack.stack import Stack
 from tests.e2e.oidc_browser import browser as http_browser
 from tests.e2e.oidc_browser import sign_in
-from tests.helpers import own_stack
+from tests.helpers import csp_violations, own_stack
 
 ARTIFACTS = REPO_ROOT / "var" / "test-artifacts" / "playground"
 CARD = REPO_ROOT.parent / "shared" / "testdata" / "cards" / "default_Seraphina.png"
@@ -71,9 +71,11 @@ def say(browser: WebDriver, text: str) -> None:
 
 
 @pytest.fixture
-def playground(stack, browser) -> WebDriver:
+def playground(stack, browser) -> Iterator[WebDriver]:
     open_playground(browser, stack)
-    return browser
+    yield browser
+    # Whatever the test did, the page's Content-Security-Policy allowed all of it.
+    assert csp_violations(browser) == []
 
 
 # Records the reply's length each time it changes before it is done: text that grows while
@@ -527,3 +529,38 @@ def test_a_persona_made_in_the_page_is_who_the_character_talks_with(stack, playg
     system = llm_prompt(stack)[0]["content"]
     assert f"# The user: {name}\n호그와트에 막 전학 온 학생." in system, system
     screenshot(playground, "9-persona")
+
+
+# model-viewer's decoders as three runs them: WebAssembly compiled in a worker made from a
+# blob. Answers "compiled", or why not.
+DECODER_IN_A_WORKER = """
+    const done = arguments[arguments.length - 1];
+    const source = `onmessage = async (event) => {
+        try { await WebAssembly.compile(event.data); postMessage("compiled"); }
+        catch (error) { postMessage(String(error)); }
+    };`;
+    try {
+        const blob = new Blob([source], {type: "text/javascript"});
+        const worker = new Worker(URL.createObjectURL(blob));
+        worker.onmessage = (event) => done(event.data);
+        fetch("/playground/vendor/draco/draco_decoder.wasm")
+            .then((response) => response.arrayBuffer())
+            .then((wasm) => worker.postMessage(wasm, [wasm]), (error) => done(String(error)));
+    } catch (error) { done(String(error)); }
+"""
+INJECT_SCRIPT = """
+    const script = document.createElement("script");
+    script.textContent = "window.injected = true";
+    document.head.append(script);
+    return window.injected ?? false;
+"""
+
+
+def test_the_page_runs_under_a_policy_that_refuses_what_is_not_its_own(stack, browser):
+    open_playground(browser, stack)
+    assert browser.execute_async_script(DECODER_IN_A_WORKER) == "compiled"
+    assert csp_violations(browser) == []
+    # A script that is not one of the page's files (as an injection would add) does not run.
+    assert browser.execute_script(INJECT_SCRIPT) is False
+    (refused,) = csp_violations(browser)
+    assert refused.startswith("script-src-elem inline")

@@ -1,3 +1,4 @@
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from urllib.parse import urlencode
 
@@ -7,7 +8,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Red
 
 from avatar_edge.deps import HealthDep, OpenApiDep
 from avatar_edge.openapi_source import TITLE
-from avatar_shared.errors import error_response
+from avatar_shared.errors import NotFound, error_response
+from avatar_shared.registry import SERVICES, AppSpec
 
 router = APIRouter(tags=["system"])
 
@@ -74,3 +76,52 @@ async def gateway_error(status: int) -> JSONResponse:
     if status == 413:
         return error_response(413, "payload_too_large", "The request body is too large.")
     return error_response(404, "not_found", "No such error page.")
+
+
+# A service's paths reach the edge only when no replica of the service can take them: Traefik
+# fails over to the edge when every replica's health check fails (make run, compose), and has
+# no route to a service with no ready replica (Kubernetes, compose), so its paths fall to the
+# edge's catch-all. Either way the caller gets this, not Traefik's plain "no available server"
+# nor the catch-all's 404. A replica back up is seen within a health-check interval or two.
+UNAVAILABLE_RETRY_AFTER_S = 5
+EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _no_replica(spec: AppSpec) -> Callable[[], Awaitable[JSONResponse]]:
+    async def no_replica() -> JSONResponse:
+        return error_response(
+            503, "service_unavailable",
+            f"The {spec.name} service has no replica available right now; try again shortly.",
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+        )  # fmt: skip
+
+    return no_replica
+
+
+def service_paths(prefixes: tuple[str, ...]) -> list[str]:
+    """The edge's route paths matching what the gateway routes for these prefixes (see
+    AppSpec.prefixes): a prefix and everything below it, or below it only when it ends in /."""
+    paths = []
+    for prefix in prefixes:
+        if not prefix.endswith("/"):
+            paths.append(prefix)
+        paths.append(f"{prefix.rstrip('/')}/{{rest:path}}")
+    return paths
+
+
+async def _no_one_s() -> JSONResponse:
+    raise NotFound()
+
+
+for _spec in SERVICES:
+    for _path in service_paths(_spec.prefixes):
+        router.add_api_route(
+            _path, _no_replica(_spec), methods=EVERY_METHOD, include_in_schema=False
+        )
+    for _prefix in _spec.prefixes:
+        if _prefix.endswith("/"):
+            # Only the paths below it are the service's: the prefix itself stays no one's
+            # (404), rather than a redirect to the service's path with the slash.
+            router.add_api_route(
+                _prefix.rstrip("/"), _no_one_s, methods=EVERY_METHOD, include_in_schema=False
+            )

@@ -32,6 +32,10 @@ class AppSpec:
     # The gateway logs its requests. Not auth's: the sign-in callback's query holds the OAuth
     # code (auth logs those requests itself, by path without the query).
     access_logs: bool = True
+    # Paths below its prefixes that are for the stack itself (the edge's health, the dev
+    # runner), never for the public: the gateway answers them with the edge's 404 and the
+    # merged OpenAPI document leaves them out. Peers call them on the app's own address.
+    internal_paths: tuple[str, ...] = ()
 
     @property
     def factory(self) -> str:
@@ -49,6 +53,7 @@ def _service(
     streams: bool = False,
     gpu_bound: bool = False,
     access_logs: bool = True,
+    internal_paths: tuple[str, ...] = (),
 ) -> AppSpec:
     return AppSpec(
         name=name,
@@ -62,6 +67,7 @@ def _service(
         streams=streams,
         gpu_bound=gpu_bound,
         access_logs=access_logs,
+        internal_paths=internal_paths,
     )
 
 
@@ -84,6 +90,8 @@ SERVICES: tuple[AppSpec, ...] = (
     _service(
         "gen3d", "Gen3dSettings", 8014, ("/api/generate",),
         "Turns a picture into a 3D avatar (GLB) in a background job.",
+        # The queue's depth and workers: the edge's /api/health and the dev runner read it.
+        internal_paths=("/api/generate/queue",),
     ),
     _service(
         "auth", "AuthSettings", 8015, ("/api/auth/",),

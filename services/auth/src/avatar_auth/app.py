@@ -22,9 +22,11 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
     async def auth_state(base: BaseState) -> AsyncIterator[AuthState]:
         verifier = TokenVerifier(LocalKeys(keys.keys), keys.issuer, keys.audience)
         identity = IdentityResolver(settings, verifier, base["redis"])
-        yield AuthState(
-            auth=AuthService(settings, base["redis"], keys, identity), identity=identity
-        )
+        auth = AuthService(settings, base["redis"], keys, identity)
+        try:
+            yield AuthState(auth=auth, identity=identity)
+        finally:
+            await auth.close()
 
     async def sign_in_check(client: httpx.AsyncClient) -> Status:
         if not settings.sign_in_enabled:

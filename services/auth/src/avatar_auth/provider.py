@@ -7,7 +7,11 @@ holding its `state`: authlib accepts a callback only when the browser's own sess
 that state (RFC 6749 §10.12, login CSRF), and that session is rebuilt from the cookie alone.
 
 authlib speaks HTTP through httpx2 (its maintained successor of httpx; with plain httpx it
-warns that support is going), so provider failures arrive as httpx2 errors.
+warns that support is going), so provider failures arrive as httpx2 errors. authlib makes an
+HTTP client for every call (every sign-in start) and closes it after; each would load the
+system's CA certificates anew (about 25 ms of CPU: a burst of sign-in starts held auth's one
+event loop long enough to fail its health checks). So every one of them is given the same
+transport (`SharedTransport`: one connection pool, one TLS context), made once.
 """
 
 import logging
@@ -72,9 +76,27 @@ class RedisStateCache:
         await self.redis.delete(f"auth:login:{key}")
 
 
+class SharedTransport(httpx2.AsyncBaseTransport):
+    """The provider's one transport, lent to each client authlib makes: their closing (at the
+    end of every call) leaves it open; `close` closes it, at shutdown."""
+
+    def __init__(self) -> None:
+        self._transport = httpx2.AsyncHTTPTransport(trust_env=False)
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        return await self._transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        pass  # a client authlib made is done with it; the transport goes on
+
+    async def close(self) -> None:
+        await self._transport.aclose()
+
+
 class OpenIdProvider:
     def __init__(self, settings: AuthSettings, redis: Redis) -> None:
         self.redirect_uri = settings.redirect_uri
+        self.transport = SharedTransport()
         oauth = OAuth(cache=RedisStateCache(redis))
         self.client = oauth.register(
             CLIENT_NAME,
@@ -86,9 +108,13 @@ class OpenIdProvider:
                 "code_challenge_method": "S256",
                 "timeout": settings.oidc_timeout_s,
                 "trust_env": False,
+                "transport": self.transport,
             },
         )
         self.client.framework.expires_in = settings.login_timeout_s
+
+    async def close(self) -> None:
+        await self.transport.close()
 
     async def start(self, next_path: str | None) -> tuple[str, str]:
         """The provider URL to send the browser to, and the state to bind it with."""

@@ -14,7 +14,13 @@ from avatar_auth.errors import (
 from avatar_auth.schemas import User
 from avatar_auth.service import NEXT_PATH
 from avatar_shared.errors import COMMON, STORE, error_responses
-from avatar_shared.identity import CALLER_ERRORS, CallerIdentity, CrossOriginRefused
+from avatar_shared.identity import (
+    CALLER_ERRORS,
+    CallerIdentity,
+    CrossOriginRefused,
+    client_address,
+)
+from avatar_shared.rate import RATE_ERRORS
 from avatar_shared.tokens import JWKS_PATH
 
 router = APIRouter(prefix="/api/auth", tags=["auth"], responses=error_responses(COMMON))
@@ -31,10 +37,11 @@ REDIRECT: dict[int | str, dict[str, Any]] = {
     response_class=RedirectResponse,
     responses={
         **REDIRECT,
-        **error_responses(InvalidNext, SignInDisabled, ProviderUnavailable, STORE),
+        **error_responses(InvalidNext, RATE_ERRORS, SignInDisabled, ProviderUnavailable, STORE),
     },
 )
 async def google_login(
+    request: Request,
     auth: AuthDep,
     next_path: Annotated[
         str | None,
@@ -46,7 +53,7 @@ async def google_login(
         ),
     ] = None,
 ) -> Response:
-    return await auth.login(next_path)
+    return await auth.login(next_path, client_address(request))
 
 
 @router.get(

@@ -22,6 +22,7 @@ from avatar_shared.identity import (
     InvalidToken,
     cookie_header,
 )
+from avatar_shared.rate import RateLimit
 from avatar_shared.tokens import SigningKeys, TokenInvalid
 
 logger = logging.getLogger("avatar.auth")
@@ -55,13 +56,24 @@ class AuthService:
         self.settings, self.keys, self.identity = settings, keys, identity
         self.users = UserStore(redis)
         self.provider = OpenIdProvider(settings, redis) if settings.sign_in_enabled else None
+        # Each start keeps its state in Redis for LOGIN_TIMEOUT_S and costs a provider round.
+        self.starts = RateLimit(
+            redis, "sign-in", settings.sign_in_starts_per_min, 60, "sign-in starts",
+            "a minute from one address",
+        )  # fmt: skip
         self.frontend = settings.frontend_url.rstrip("/")
         self.secure = settings.secure_cookies
 
-    async def login(self, next_path: str | None) -> Response:
+    async def close(self) -> None:
+        if self.provider is not None:
+            await self.provider.close()
+
+    async def login(self, next_path: str | None, address: str) -> Response:
+        """`address`: the client's address group (`client_address`), whose starts are counted."""
         next_path = checked_next(next_path)
         if self.provider is None:
             raise SignInDisabled()
+        await self.starts.hit(address)
         url, state = await self.provider.start(next_path)
         response = RedirectResponse(url, status_code=302)
         binding = cookie_header(STATE_COOKIE, state, self.settings.login_timeout_s, self.secure)

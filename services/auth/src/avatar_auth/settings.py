@@ -18,6 +18,10 @@ class AuthSettings(ServiceSettings):
     """Longest wait for the OpenID provider (discovery, token, keys)."""
     login_timeout_s: int = Field(600, gt=0)
     """How long a started sign-in may take before its state expires."""
+    sign_in_starts_per_min: int = Field(30, gt=0)
+    """Sign-ins one client address (an IPv6 client's /64) may start a minute; past it 429 with
+    Retry-After. Each start keeps its state in Redis for LOGIN_TIMEOUT_S. Room for an office
+    behind one NAT signing in at once."""
     signing_keys_file: str = ""
     """Private JWK Set (RS256) that signs access tokens: the first key signs, later ones (the
     previous keys) still verify. Empty: a key made at start-up (refused when ENV=production)."""

@@ -16,6 +16,25 @@ GATEWAY_CONFIG_DIR = REPO_ROOT / "gateway" / "traefik"
 OIDC_PROVIDER_DIR = REPO_ROOT / "tools" / "oidc-provider"
 
 
+# For a stack whose many callers are all one client address (the test suite's shared stack, a
+# load generator): every allowance counted per address, lifted. The per-caller limits are
+# each such stack's own choice.
+ONE_ADDRESS = {
+    "ANON_IDS_PER_ADDRESS": "1000000",
+    "GATEWAY_IN_FLIGHT_PER_ADDRESS": "1000000",
+    "SIGN_IN_STARTS_PER_MIN": "1000000",
+    "MAX_SESSIONS_PER_ADDRESS": "1000000",
+    "LLM_CALLS_PER_ADDRESS": "1000000",
+    "TTS_RATE_PER_MIN_PER_ADDRESS": "1000000",
+    "MAX_CHARACTERS_PER_ADDRESS": "1000000",
+    "MAX_CHARACTER_BYTES_PER_ADDRESS": str(10**12),
+    "MAX_PERSONAS_PER_ADDRESS": "1000000",
+    "MAX_PERSONA_BYTES_PER_ADDRESS": str(10**12),
+    "GEN3D_RATE_PER_HOUR_PER_ADDRESS": "1000000",
+    "MAX_QUEUED_JOBS_PER_ADDRESS": "1000000",
+}
+
+
 def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> dict[str, str]:
     """The environment every child gets: where everything else listens."""
     env = dict(base)
@@ -27,9 +46,12 @@ def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> di
         GATEWAY_PROVIDERS=json.dumps(
             {"file": {"directory": str(GATEWAY_CONFIG_DIR / "dynamic"), "watch": False}}
         ),
+        GATEWAY_APPS_PROVIDER="file",  # the apps' load balancers: services.yml's
         GATEWAY_LOG_LEVEL=settings.gateway_log_level,
         GATEWAY_HEALTHCHECK_INTERVAL=settings.gateway_healthcheck_interval,
         GATEWAY_RESPONSE_TIMEOUT=settings.gateway_response_timeout,
+        GATEWAY_READ_TIMEOUT=settings.gateway_read_timeout,
+        GATEWAY_IN_FLIGHT_PER_ADDRESS=str(settings.gateway_in_flight_per_address),
         FRONTEND_ORIGINS=settings.frontend_origins,
         MAX_REQUEST_BODY_BYTES=str(settings.max_request_body_bytes),
         # Redis's own limit, and what the services derive their user-data budgets from.

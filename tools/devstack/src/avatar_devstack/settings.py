@@ -1,3 +1,5 @@
+from pydantic import Field
+
 from avatar_shared.registry import EDGE
 from avatar_shared.settings import PeerUrls, SharedSettings
 
@@ -17,6 +19,17 @@ class StackSettings(SharedSettings, PeerUrls):
     """Longest the gateway waits for a service's answer (not chat/tts)."""
     gateway_log_level: str = "WARN"
     """Traefik's own log level."""
+    gateway_in_flight_per_address: int = Field(100, gt=0)
+    """Requests one client address (an IPv6 client's /64) may have under way at once on each
+    of the gateway's routes (Traefik counts per route: chat, tts, characters, gen3d, auth, the
+    edge's); past it the gateway answers 429 at once. Room for an office behind one NAT."""
+    gateway_read_timeout: str = "30s"
+    """Longest the gateway waits for a whole request, headers and body: a client that sends
+    them slowly (or never) is cut off. Traefik has no timeout for headers alone, so this also
+    bounds uploads: a 10 MiB one needs at least 2.8 Mbit/s. Streamed replies are not bounded."""
+    dev_log_max_mb: int = Field(20, gt=0)
+    """Where the dev runner writes each process's output to a file (tests, benchmarks), that
+    file is cut past this size, its earlier part kept as `<name>.log.1`."""
     frontend_origins: str = "http://localhost:3000"
     """Comma-separated origins allowed to call with credentials (CORS)."""
     public_base_url: str = ""

@@ -81,7 +81,7 @@ class Stack:
         self.data_dir = data_dir
         env = stack_env(ports, settings, dict(os.environ))
         self.env = {**env, **dev_secrets(data_dir / "run"), **(env_overrides or {})}
-        self.supervisor = Supervisor(log_dir)
+        self.supervisor = Supervisor(log_dir, settings.dev_log_max_mb * 1024 * 1024)
 
     @property
     def gateway_url(self) -> str:
@@ -185,6 +185,10 @@ class Stack:
         return lambda: self.supervisor.wait_ready(
             child, lambda: _http_ok(f"{local_url(port)}/healthz")
         )
+
+    def start_app(self, name: str, replica: int = 1) -> None:
+        """Starts a replica of an app again (after `stop_child`), and waits until it is up."""
+        self._start_app(name, self.ports.app_ports(name)[replica - 1], replica)()
 
     def start_gen3d_workers(self, count: int) -> None:
         """Workers of the 3D job queue: not apps (no port), they take jobs from Redis. Started

@@ -4,20 +4,26 @@ Each child runs in its own process group so stopping it also stops anything it s
 (uvicorn workers, for instance), and a terminal's Ctrl-C reaches only this supervisor,
 which then stops the children. On Linux each child also gets SIGTERM if the supervisor dies
 without cleaning up (even by SIGKILL), so no stack outlives its runner.
+
+A child's output written to a file is bounded: past `max_log_bytes` the file is cut (see
+`cap_logs`), so a child that floods its log (Traefik when out of file descriptors logs every
+failed accept) cannot fill the disk.
 """
 
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+LOG_CHECK_S = 1.0  # how often the log files' sizes are checked
 
 
 def _die_with_parent() -> None:
@@ -38,29 +44,41 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, log_dir: Path | None = None) -> None:
-        """With `log_dir`, each child's output goes to `<log_dir>/<name>.log`; else inherited."""
+    def __init__(self, log_dir: Path | None = None, max_log_bytes: int | None = None) -> None:
+        """With `log_dir`, each child's output goes to `<log_dir>/<name>.log`; else inherited.
+        With `max_log_bytes` too, each such file is cut past that size (`cap_logs`), checked
+        every LOG_CHECK_S by a thread of the supervisor's."""
         self.log_dir = log_dir
+        self.max_log_bytes = max_log_bytes
         self.children: list[Child] = []
+        self._done_keeping = threading.Event()
+        self._keeper: threading.Thread | None = None
 
     def start(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> Child:
         log_path = self.log_dir / f"{name}.log" if self.log_dir else None
-        output: IO[bytes] | None = open(log_path, "wb") if log_path else None
+        # Append mode: after a cut (`cap_logs`) the child writes at the file's new end, not at
+        # its old offset past it.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+        output = os.open(log_path, flags, 0o644) if log_path else None
         try:
             process = subprocess.Popen(
                 list(argv),
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
-                stderr=subprocess.STDOUT if output else None,
+                stderr=subprocess.STDOUT if output is not None else None,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
         finally:
-            if output:
-                output.close()  # the child holds its own descriptor
+            if output is not None:
+                os.close(output)  # the child holds its own descriptor
         child = Child(name, process, log_path)
         self.children.append(child)
+        if log_path and self.max_log_bytes and not (self._keeper and self._keeper.is_alive()):
+            self._done_keeping = threading.Event()
+            self._keeper = threading.Thread(target=self._keep_logs, name="logs", daemon=True)
+            self._keeper.start()
         return child
 
     def wait_ready(self, child: Child, ready: Callable[[], bool], timeout_s: float = 30) -> None:
@@ -74,6 +92,26 @@ class Supervisor:
                 return
             time.sleep(0.1)
         raise ChildFailed(f"{child.name} was not ready within {timeout_s:.0f}s{self._tail(child)}")
+
+    def cap_logs(self) -> None:
+        """Each child's log file past `max_log_bytes` is cut: what it holds becomes
+        `<name>.log.1` (the one before is dropped) and it starts again empty. A line the
+        child writes between the copy and the cut is lost."""
+        if not self.max_log_bytes:
+            return
+        for child in list(self.children):  # the list changes under other threads
+            path = child.log_path
+            try:
+                if path is None or path.stat().st_size <= self.max_log_bytes:
+                    continue
+                shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+                os.truncate(path, 0)
+            except FileNotFoundError:
+                continue  # its folder is being removed: the stack is gone
+
+    def _keep_logs(self) -> None:
+        while not self._done_keeping.wait(LOG_CHECK_S):
+            self.cap_logs()
 
     def dead(self) -> list[Child]:
         return [c for c in self.children if c.process.poll() is not None]
@@ -101,6 +139,7 @@ class Supervisor:
                 self._signal(child, signal.SIGKILL)
                 child.process.wait()
         self.children.clear()
+        self._done_keeping.set()
 
     @staticmethod
     def _signal(child: Child, sig: signal.Signals) -> None:

@@ -29,6 +29,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as ChromeService
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from avatar_devstack.environment import ONE_ADDRESS
 from avatar_devstack.ports import Ports, free_port, port_open
 from avatar_devstack.settings import StackSettings
 from avatar_devstack.stack import Stack, find_binary
@@ -104,17 +105,10 @@ def stack() -> Iterator[Stack]:
             "MAX_REQUEST_BODY_BYTES": "65536",
             # The suite is one client making many sessions: the limits have their own tests.
             "CHAT_RATE_PER_MIN": "100000",
-            "TTS_RATE_PER_MIN_PER_ADDRESS": "100000",
             "MAX_CONCURRENT_USERS": "100000",
-            "ANON_IDS_PER_ADDRESS": "100000",
-            "MAX_CHARACTERS_PER_ADDRESS": "100000",
-            "MAX_CHARACTER_BYTES_PER_ADDRESS": "1000000000",
+            **ONE_ADDRESS,  # the whole suite comes from 127.0.0.1
             "GEN3D_RATE_PER_HOUR": "100000",
-            "GEN3D_RATE_PER_HOUR_PER_ADDRESS": "100000",
-            "MAX_QUEUED_JOBS_PER_ADDRESS": "100000",
-            "MAX_SESSIONS_PER_ADDRESS": "100000",
             "LLM_CALLS_PER_USER": "100000",
-            "LLM_CALLS_PER_ADDRESS": "100000",
             # A dead gen3d worker is noticed within seconds, not the default 20.
             "JOB_HEARTBEAT_S": "2",
             # The sign-in tests' frontend (tests/e2e/oidc_browser.FRONTEND), not the gateway.
@@ -139,6 +133,13 @@ def stack() -> Iterator[Stack]:
 
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+CSP_WATCH = """
+    window.cspViolations = [];
+    document.addEventListener("securitypolicyviolation", (event) => {
+        const where = `${event.sourceFile}:${event.lineNumber}`;
+        window.cspViolations.push(`${event.effectiveDirective} ${event.blockedURI} at ${where}`);
+    });
+"""
 
 
 @pytest.fixture(scope="session")
@@ -162,6 +163,9 @@ def browser() -> Iterator[webdriver.Chrome]:
     ):  # fmt: skip
         options.add_argument(flag)
     driver = webdriver.Chrome(service=ChromeService(str(CHROMEDRIVER)), options=options)
+    # What each page's Content-Security-Policy refused, from its first script on (read with
+    # tests/helpers.csp_violations): a page that needs more than its policy allows shows it.
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CSP_WATCH})
     try:
         yield driver
     finally:
