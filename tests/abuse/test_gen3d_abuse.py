@@ -1,14 +1,17 @@
 """3D generation against a hostile client, with the production defaults: one address cannot
 fill the queue (anonymous ids are free, so the address is counted) nor reach the GPU, and a
-neighbour's job is still taken and made; a big picture leaves a small result and no input."""
+neighbour's job is still taken and made; a big picture leaves a small result and no input;
+many big pictures at once fit the API pod's memory limit."""
 
 import asyncio
 import io
 from pathlib import Path
 
 import httpx
+import yaml
 from PIL import Image, ImageDraw
 
+from avatar_devstack.environment import REPO_ROOT
 from tests.helpers import client_from
 
 RATE_PER_ADDRESS = 30  # GEN3D_RATE_PER_HOUR_PER_ADDRESS's default
@@ -85,3 +88,31 @@ async def test_a_big_picture_leaves_a_small_result_and_no_input(abuse_stack):
     # Was 110 MB for a 3.3 MB upload (a 55 MB input and a 55 MB GLB); now the texture is a
     # JPEG of at most 2048 px and the mesh capped (256 cells: about 4 MB at most).
     assert sum(kept.values()) < 8 * 1024 * 1024, kept
+
+
+def memory_limit_mib(manifest: str) -> int:
+    """The container's memory limit in a Kubernetes manifest of deploy/k8s/base (in Mi)."""
+    document = yaml.safe_load((REPO_ROOT / "deploy" / "k8s" / "base" / manifest).read_text())
+    (container,) = document["spec"]["template"]["spec"]["containers"]
+    return int(container["resources"]["limits"]["memory"].removesuffix("Mi"))
+
+
+def peak_rss_mib(stack, name: str) -> float:
+    """The highest resident memory the stack's process `name` has had (VmHWM), in MiB."""
+    (child,) = [c for c in stack.supervisor.children if c.name == name]
+    status = Path(f"/proc/{child.process.pid}/status").read_text()
+    line = next(ln for ln in status.splitlines() if ln.startswith("VmHWM"))
+    return int(line.split()[1]) / 1024
+
+
+async def test_many_large_pictures_at_once_fit_the_api_pods_memory_limit(abuse_stack):
+    # A 4096x3072 picture compresses to tens of KB yet decodes to 36 MB of pixels: twelve
+    # at once, from twelve addresses (each has its own places), once took the API to 950 MB.
+    picture = photo((4096, 3072))
+    clients = [client_from(abuse_stack.gateway_url, f"127.0.62.{n}") for n in range(1, 13)]
+    try:
+        answers = await asyncio.gather(*(submit(client, picture) for client in clients))
+    finally:
+        await asyncio.gather(*(client.aclose() for client in clients))
+    assert [a.status_code for a in answers] == [202] * 12, [a.text for a in answers]
+    assert peak_rss_mib(abuse_stack, "gen3d") < memory_limit_mib("gen3d.yaml")

@@ -29,6 +29,8 @@ def faulty() -> Iterator[Stack]:
         "LLM_CALLS_PER_USER": "1000000",
         "CHARACTER_WRITES_PER_MIN": "1000000",
         "MAX_CHARACTERS_PER_USER": "1000000",
+        "MAX_CHARACTERS_PER_ANONYMOUS_USER": "1000000",
+        "MAX_CHARACTER_BYTES_PER_ANONYMOUS_USER": str(10**12),
         **ONE_ADDRESS,
         "GATEWAY_LOG_LEVEL": "ERROR",
     }
