@@ -1,7 +1,8 @@
 """Chat against a hostile client, on the real stack with the production defaults
 (MAX_CONCURRENT_USERS 20, MAX_SESSIONS_PER_USER 3, MAX_SESSIONS_PER_ADDRESS 6,
-LLM_MAX_IN_FLIGHT 8, LLM_CALLS_PER_USER 2, STREAM_WRITE_TIMEOUT_S 10): ids minted at one
-address buy no more than the address's share of chat places; one caller's parallel requests
+LLM_MAX_IN_FLIGHT 8, LLM_CALLS_PER_USER 2, STREAM_WRITE_TIMEOUT_S 10,
+MAX_STORED_SESSIONS_PER_ADDRESS 20): ids minted at one address buy no more than the
+address's share of chat places, nor of stored conversations; one caller's parallel requests
 do not take every LLM slot; a streaming client that stops reading gives its slot back.
 
 Each test speaks from addresses of its own (127.0.40-49.x) and deletes the sessions it
@@ -15,12 +16,13 @@ from contextlib import AsyncExitStack, ExitStack, contextmanager
 from urllib.parse import urlsplit
 
 import httpx
+from redis.asyncio import Redis
 
 from avatar_emulators.replies import LONG_REPLY_MODEL
 from avatar_shared.identity import ANON_COOKIE
 from tests.helpers import client_from, returning_visitor
 
-PLACES, ADDRESS_SHARE, CALLS_PER_USER = 20, 6, 2
+PLACES, ADDRESS_SHARE, CALLS_PER_USER, STORED_PER_ADDRESS = 20, 6, 2, 20
 PERSONA = "A cheerful librarian."
 
 
@@ -128,3 +130,43 @@ async def test_a_streaming_client_that_stops_reading_gives_its_slots_back(abuse_
     assert statuses == [200] * CALLS_PER_USER
     assert held.status_code == 429  # the stalled streams hold both of the caller's leases
     assert admitted.status_code == 200, admitted.text  # they were ended, their slots freed
+
+
+async def test_ids_of_one_address_keep_no_more_than_its_stored_conversations(abuse_stack):
+    url = abuse_stack.gateway_url
+    async with AsyncExitStack() as clients:
+        victim = await clients.enter_async_context(client_from(url, "127.0.44.2"))
+        returning_visitor(victim)
+        victims = [await victim.post("/api/chat", json=ask())]
+        attackers = [  # 4 ids of one address, 7 new conversations each
+            await clients.enter_async_context(client_from(url, "127.0.44.1")) for _ in range(4)
+        ]
+        made = []
+        for attacker in attackers:
+            returning_visitor(attacker)
+            made.append([await attacker.post("/api/chat", json=ask()) for _ in range(7)])
+        ids = [r.json()["data"]["session_id"] for sessions in made for r in sessions]
+        async with Redis.from_url(abuse_stack.env["REDIS_URL"], decode_responses=True) as redis:
+            kept = [await redis.exists(f"chat:session:{session}") for session in ids]
+            held = await redis.hmget("budget:conversations:held", [f"chat:{i}" for i in ids])
+        first = victims[0].json()["data"]
+        more = [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": first["content"]},
+            {"role": "user", "content": "and then?"},
+        ]
+        conversation = first["session_id"]
+        victims.append(
+            await victim.post("/api/chat", json=ask(messages=more, session_id=conversation))
+        )
+        history = await victim.get(f"/api/chat/sessions/{conversation}")
+        for client, sessions in zip(attackers, made, strict=True):
+            await forget(client, sessions)
+        await forget(victim, victims[:1])
+    assert {r.status_code for sessions in made for r in sessions} == {200}
+    evicted = len(ids) - STORED_PER_ADDRESS
+    assert kept == [0] * evicted + [1] * STORED_PER_ADDRESS  # the oldest went
+    # ... and their bytes went back to the conversations budget everyone shares.
+    assert [size is None for size in held] == [True] * evicted + [False] * STORED_PER_ADDRESS
+    assert victims[1].status_code == 200, victims[1].text  # the neighbour's goes on
+    assert history.json()["data"]["message_count"] == 4

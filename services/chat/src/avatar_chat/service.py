@@ -47,6 +47,7 @@ class ChatService:
             settings.session_ttl_s,
             settings.max_stored_messages,
             (settings.max_stored_bytes, settings.anon_max_stored_bytes),
+            (settings.max_stored_sessions_per_user, settings.max_stored_sessions_per_address),
         )
         self.characters = CharacterDirectory(
             http, settings.characters_url, settings.character_cache_s

@@ -56,6 +56,12 @@ class ChatSettings(ServiceSettings):
     go first (the latest turn is always kept)."""
     anon_max_stored_bytes: int = Field(256 * 1024, ge=64 * 1024)
     """The same for an anonymous caller's session."""
+    max_stored_sessions_per_user: int = Field(200, gt=0)
+    """Most stored chat sessions (conversations kept for SESSION_TTL_S) one signed-in user
+    keeps; their next new one deletes their least recently used one."""
+    max_stored_sessions_per_address: int = Field(20, gt=0)
+    """The same for all anonymous callers of one client address together (ids are free: a
+    cap per id would bound nothing)."""
     tts_timeout_s: float = Field(60.0, gt=0)
     """Longest wait for the tts service to speak a reply."""
     llm_max_in_flight: int = Field(8, gt=0)
