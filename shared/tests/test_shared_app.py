@@ -7,6 +7,7 @@ import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel
+from redis.asyncio import ConnectionPool, Redis
 
 from avatar_devstack.ports import free_port
 from avatar_shared.app import create_service_app
@@ -65,6 +66,23 @@ async def remember(request: Request) -> dict:
     """A plain Redis write (not a script), as most stores do."""
     await lifespan_state(request, BaseState)["redis"].set("remembered", "x" * 1000)
     return {"success": True}
+
+
+class DyingPool(ConnectionPool):
+    """A pool whose connection died under uvloop: what redis-py passes on from its write."""
+
+    async def get_connection(self, *args, **kwargs):
+        raise RuntimeError("unable to perform operation on <TCPTransport>; the handler is closed")
+
+
+@router.get("/redis-connection-died")
+async def redis_connection_died() -> None:
+    await Redis(connection_pool=DyingPool()).get("x")
+
+
+@router.get("/our-runtime-error")
+async def our_runtime_error() -> None:
+    raise RuntimeError("a bug of ours")
 
 
 async def _always(status: Status) -> Status:
@@ -201,3 +219,11 @@ async def test_a_full_redis_refusing_a_plain_command_is_storage_full(app_client,
             await redis.config_set("maxmemory", 0)
     assert_envelope(refused, 503, "storage_full")
     assert await redis.get("remembered") is None
+
+
+async def test_a_redis_connection_dying_under_uvloop_is_redis_unavailable(app_client, redis_url):
+    async with app_client(make_app(redis_url)) as client:
+        died = await client.get("/redis-connection-died")
+        ours = await client.get("/our-runtime-error")
+    assert_envelope(died, 503, "redis_unavailable")
+    assert_envelope(ours, 500, "internal_error")

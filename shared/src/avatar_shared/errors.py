@@ -225,6 +225,24 @@ async def _os_error(request: Request, exc: Exception) -> JSONResponse:
     return await _unhandled(request, exc)
 
 
+async def _runtime_error(request: Request, exc: Exception) -> JSONResponse:
+    """uvloop raises RuntimeError ("... the handler is closed"), not an OSError, when Redis's
+    connection dies under a write (redis-py passes it on as it is): Redis unavailable, not a
+    bug of ours. Any other RuntimeError is one."""
+    if _raised_in_redis_client(exc):
+        return await _redis_error(request, exc)
+    return await _unhandled(request, exc)
+
+
+def _raised_in_redis_client(exc: BaseException) -> bool:
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_globals.get("__name__", "").startswith("redis."):
+            return True
+        frame = frame.tb_next
+    return False
+
+
 def _storage_full() -> JSONResponse:
     return _answer(StorageFull())
 
@@ -258,6 +276,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(redis.exceptions.TimeoutError, _redis_error)
     app.add_exception_handler(redis.exceptions.ResponseError, _redis_refused)
     app.add_exception_handler(OSError, _os_error)
+    app.add_exception_handler(RuntimeError, _runtime_error)
     app.add_exception_handler(httpx.TimeoutException, _upstream_timeout)
     app.add_exception_handler(httpx.ConnectError, _upstream_unreachable)
     app.add_exception_handler(httpx.TransportError, _upstream_broken)
