@@ -211,6 +211,9 @@ def test_redis_keeps_every_write_within_a_second_and_never_evicts():
     flags = dict(zip(redis["command"][1::2], redis["command"][2::2], strict=True))
     assert flags["--appendonly"] == "yes" and flags["--appendfsync"] == "everysec"
     assert flags["--maxmemory-policy"] == "noeviction"
+    # The services' user-data budgets are shares of what this Redis may hold.
+    for spec in APPS:
+        assert SERVICES[spec.name]["environment"]["REDIS_MAXMEMORY"] == flags["--maxmemory"]
     assert "redis-data:/data" in redis["volumes"] and "redis-data" in COMPOSE["volumes"]
     assert "ports" not in redis
 

@@ -14,6 +14,7 @@ import yaml
 from avatar_devstack.routes import FAILOVER_SUFFIX
 from avatar_devstack.stack import find_binary
 from avatar_shared.registry import APPS, SERVICES
+from avatar_shared.settings import redis_bytes
 from tests.deploy.expected import (
     DEPLOY_DIR,
     DYNAMIC_DIR,
@@ -242,11 +243,14 @@ def test_dev_runs_a_durable_redis_in_the_cluster():
     assert flags["--appendonly"] == "yes" and flags["--appendfsync"] == "everysec"
     assert flags["--maxmemory-policy"] == "noeviction"
     assert config("dev")["REDIS_URL"] == "redis://redis:6379/0"
+    # The services' user-data budgets are shares of what this Redis may hold.
+    assert config("dev")["REDIS_MAXMEMORY"] == flags["--maxmemory"]
 
 
 def test_prod_speaks_to_a_managed_redis():
     assert "StatefulSet" not in {obj["kind"] for obj in rendered("prod")}
     assert config("prod")["REDIS_URL"].startswith(("redis://", "rediss://"))
+    assert redis_bytes(config("prod")["REDIS_MAXMEMORY"]) > 0  # the budgets' base, stated
     gateway = objects("prod", "Service")["gateway"]["spec"]
     # The callers' own addresses reach the gateway (anonymous limits key on them).
     assert (gateway["type"], gateway["externalTrafficPolicy"]) == ("LoadBalancer", "Local")

@@ -56,13 +56,19 @@ async def test_an_address_mints_a_limited_number_of_ids_then_shares_one(
     async with app_client(app, address="203.0.113.7") as crowd:
         fresh = [(await cookieless(crowd)).json()["user_id"] for _ in range(3)]
         past = [await cookieless(crowd) for _ in range(2)]
+        crowd.cookies.clear()
+        write = await crowd.post("/who")
     assert len(set(fresh)) == 3  # a household gets ids of its own...
     shared = {response.json()["user_id"] for response in past}
-    assert len(shared) == 1 and not shared & set(fresh)  # ...then the address's shared id
+    assert len(shared) == 1 and not shared & set(fresh)  # ...then reads as the address's
     assert all("anon_id=" not in " ".join(set_cookies(r)) for r in past)  # not kept by them
+    # A shared id's data would be every neighbour's to read and change: it writes nothing.
+    assert write.status_code == 429 and write.json()["error"]["code"] == "rate_limited"
+    assert 3000 < int(write.headers["Retry-After"]) <= 3600  # when the first id's hour ends
     async with app_client(app, address="198.51.100.9") as neighbour:
         assert (await neighbour.get("/who")).json()["user_id"] not in shared | set(fresh)
         assert set_cookies(await cookieless(neighbour))  # its own allowance
+        assert (await neighbour.post("/who")).status_code == 200
 
 
 async def test_a_returning_caller_keeps_its_id_past_the_address_allowance(

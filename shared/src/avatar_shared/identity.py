@@ -13,10 +13,12 @@ Every service resolves the caller through `current_identity` (route signatures u
   cookie. Any service checks it locally (no call to auth per request). A missing or
   tampered cookie gets a fresh id: an anonymous id grants nothing but its own data.
 - Fresh ids are free to ask for, so each client address may mint ANON_IDS_PER_ADDRESS an
-  hour (counted in Redis, for every replica). Past that, a caller without a cookie is its
-  address's shared anonymous id (the same for every such request, derived from the address
-  under the same key, no cookie set): a client dropping its cookie cannot buy fresh budgets,
-  and a household behind one NAT still gets ids of its own for a busy hour.
+  hour (counted in Redis, for every replica). Past that, a caller without a cookie reads as
+  its address's shared anonymous id (the same for every such request, derived from the
+  address under the same key, no cookie set) and its writes are 429 with Retry-After (what a
+  shared id stored, every neighbour could read and change): a client dropping its cookie
+  cannot buy fresh budgets, and a household behind one NAT still gets ids of its own for a
+  busy hour.
 - Every identity carries its client address group (`client_address`): anonymous callers are
   counted per address as well as per id (see `rate.Caller.address_key`). A service calling a
   peer on a caller's behalf sends the caller's address along, signed under ANON_ID_SECRET
@@ -31,6 +33,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import math
 import secrets
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -44,6 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from avatar_shared.errors import (
     Answerable,
+    AppError,
     Forbidden,
     RedisUnavailable,
     ServiceUnavailable,
@@ -78,6 +82,11 @@ class LoginRequired(Unauthorized):
     code, message = "login_required", "Sign in to do this."
 
 
+class AnonymousIdsSpent(AppError):
+    status_code, code = 429, "rate_limited"
+    message = "This address has been given its anonymous ids for now; sign in, or try again later."
+
+
 class CrossOriginRefused(Forbidden):
     code, message = "cross_origin_refused", "Writes from another site's page are not accepted."
 
@@ -95,7 +104,12 @@ CALLER_ERRORS: tuple[Answerable, ...] = (
     AuthUnavailable,
     RedisUnavailable,
 )
-WRITER_ERRORS: tuple[Answerable, ...] = (*CALLER_ERRORS, LoginRequired, CrossOriginRefused)
+WRITER_ERRORS: tuple[Answerable, ...] = (
+    *CALLER_ERRORS,
+    LoginRequired,
+    CrossOriginRefused,
+    AnonymousIdsSpent,
+)
 
 
 @dataclass(frozen=True)
@@ -145,7 +159,9 @@ class AnonymousIds:
     def shared(self, address: str) -> tuple[str, str]:
         """The shared anonymous id of a client address, and its cookie value: the same for
         every request from there (only ANON_ID_SECRET's holder can tell it from another)."""
-        digest = hmac.new(self.secret, b"address:" + address.encode(), hashlib.sha256).digest()
+        # Its own label: the shared id is shown to clients (as an owner), the address's
+        # signature (`signed_address`) never is, so no part of one may be the other.
+        digest = hmac.new(self.secret, b"shared-id:" + address.encode(), hashlib.sha256).digest()
         anon_id = SHARED_ANON_PREFIX + base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
         return anon_id, f"{anon_id}.{self._signature(anon_id)}"
 
@@ -222,7 +238,9 @@ class IdentityResolver:
         if anon_id is not None:
             forward = self._forward({"Cookie": f"{ANON_COOKIE}={cookie}"}, address)
             return Identity(anon_id, False, forward, address=address)
-        if not await self._may_mint(address):
+        if (wait := await self._mint_wait(address)) > 0:
+            if request.method not in SAFE_METHODS:
+                raise self._ids_spent(wait)
             anon_id, cookie = self.anonymous.shared(address)
             forward = self._forward({"Cookie": f"{ANON_COOKIE}={cookie}"}, address)
             return Identity(anon_id, False, forward, address=address)
@@ -242,17 +260,28 @@ class IdentityResolver:
         """How a peer is called for this caller: its credentials and its signed address."""
         return {**credentials, ADDRESS_HEADER: self.anonymous.signed_address(address)}
 
-    async def _may_mint(self, address: str) -> bool:
-        """Counts a mint against the address's hourly allowance. Redis unreachable: no (the
-        caller is the shared id; it can store nothing then anyway)."""
+    async def _mint_wait(self, address: str) -> float:
+        """Counts a mint against the address's hourly allowance: 0 when counted, else the
+        seconds until one is free. Redis unreachable: a minute (the caller is the shared id
+        for reads; writes could store nothing then anyway)."""
         key = window_key("anon-mint", address)
         try:
             wait = await self._mint(
                 keys=[key], args=[self.mints_per_address, MINT_WINDOW_S, nonce()]
             )
         except (RedisError, OSError):
-            return False
-        return float(wait) == 0
+            return 60.0
+        return float(wait)
+
+    def _ids_spent(self, wait: float) -> AnonymousIdsSpent:
+        """The shared id may read but not write: what it stored, every cookie-less neighbour
+        behind the address could read, change and delete."""
+        retry_after = max(1, math.ceil(wait))
+        return AnonymousIdsSpent(
+            f"This address has been given {self.mints_per_address} anonymous ids this hour; "
+            f"sign in, or try again in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 def client_address(request: Request) -> str:
