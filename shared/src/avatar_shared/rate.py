@@ -9,10 +9,11 @@ from typing import Annotated
 from fastapi import Depends
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.typing import EncodableT
 
 from avatar_shared.errors import Answerable, AppError, ServiceUnavailable
 from avatar_shared.identity import CallerIdentity, Identity
-from avatar_shared.windows import HIT, nonce, window_key
+from avatar_shared.windows import HIT, RATE_FUNCTIONS, nonce, window_key
 
 
 class RateLimited(AppError):
@@ -102,3 +103,60 @@ class RateLimit:
             raise LimiterUnavailable() from exc
         if float(wait) > 0:
             raise rate_limited(float(wait), self.limit, self.what, self.per)
+
+
+# KEYS: the caller's window, then the address's (none for a signed-in caller). ARGV: the
+# caller's limit, the address's, window seconds, nonce. Returns {'ok', 0}, {'caller', wait} or
+# {'address', wait}; a hit is counted in both windows or in neither.
+HIT_CALLER_AND_ADDRESS = (
+    RATE_FUNCTIONS
+    + """
+local now, window = redis_now(), tonumber(ARGV[3])
+local wait = rate_wait(KEYS[1], tonumber(ARGV[1]), window, now)
+if wait > 0 then return {'caller', tostring(wait)} end
+if KEYS[2] then
+  local address_wait = rate_wait(KEYS[2], tonumber(ARGV[2]), window, now)
+  if address_wait > 0 then return {'address', tostring(address_wait)} end
+  rate_count(KEYS[2], window, now, ARGV[4])
+end
+rate_count(KEYS[1], window, now, ARGV[4])
+return {'ok', '0'}
+"""
+)
+
+
+class CallerRate:
+    """A rate per caller and, for an anonymous one, per client address too (every id minted
+    there together: ids are free): at most `limit` hits per caller and `per_address` per
+    address in `window_s` seconds, checked and counted in one step, so a hit refused by
+    one window costs nothing in the other. Windows `rate:{name}:{caller}` and
+    `rate:{name}-address:{address}`."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        name: str,
+        limits: tuple[int, int],
+        window_s: int,
+        what: str,
+        per: str,
+    ) -> None:
+        self.name, (self.limit, self.per_address), self.window_s = name, limits, window_s
+        self.what, self.per = what, per
+        self._hit = redis.register_script(HIT_CALLER_AND_ADDRESS)
+
+    async def hit(self, caller: Caller) -> None:
+        """Counts one hit for `caller`, or raises 429 `rate_limited` with Retry-After."""
+        keys = [window_key(self.name, caller.key)]
+        if caller.address_key is not None:
+            keys.append(window_key(f"{self.name}-address", caller.address_key))
+        args: list[EncodableT] = [self.limit, self.per_address, self.window_s, nonce()]
+        try:
+            refused, wait = await self._hit(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailable() from exc
+        if refused == "caller":
+            raise rate_limited(float(wait), self.limit, self.what, self.per)
+        if refused == "address":
+            what = f"{self.what} from one network address without sign-in"
+            raise rate_limited(float(wait), self.per_address, what, self.per)

@@ -52,7 +52,7 @@ from avatar_gen3d.schemas import (
 from avatar_gen3d.settings import Gen3dSettings
 from avatar_shared.budget import Budget
 from avatar_shared.pages import TIME, Page
-from avatar_shared.rate import Caller, RateLimit
+from avatar_shared.rate import Caller, CallerRate
 
 log = logging.getLogger("avatar.gen3d")
 # What one job's records take in Redis, charged to the global "jobs" budget: saq's record
@@ -107,17 +107,8 @@ class Gen3dService:
             settings.gen3d_max_bytes_per_user,
             settings.gen3d_max_age_s,
         )
-        self.rate = RateLimit(
-            redis, "gen3d", settings.gen3d_rate_per_hour, 3600, "3D jobs", "an hour"
-        )
-        self.address_rate = RateLimit(
-            redis,
-            "gen3d-address",
-            settings.gen3d_rate_per_hour_per_address,
-            3600,
-            "3D jobs from one network address without sign-in",
-            "an hour",
-        )
+        limits = (settings.gen3d_rate_per_hour, settings.gen3d_rate_per_hour_per_address)
+        self.rate = CallerRate(redis, "gen3d", limits, 3600, "3D jobs", "an hour")
         self.budget = Budget(redis, "jobs", settings.redis_maxmemory_bytes)
         # Each decode holds a picture in memory (4 bytes a pixel and more): bounded per process.
         self._decoding = asyncio.Semaphore(settings.decode_concurrency)
@@ -140,9 +131,7 @@ class Gen3dService:
         try:
             # Counted once there is room: a picture refused later counts (decoding it was
             # the cost), a submission refused for want of room does not.
-            if caller.address_key is not None:
-                await self.address_rate.hit(caller.address_key)
-            await self.rate.hit(caller.key)
+            await self.rate.hit(caller)
             # Charged per job until its records expire (they are never deleted sooner).
             await self.budget.reserve(job_id, JOB_RECORD_BYTES, time.time() + self._lifetime())
             reserved = True

@@ -22,10 +22,7 @@ async def _speech(request: Request) -> SpeechService:
 async def _speaker(caller: CallerDep, request: Request) -> Caller:
     """The caller of a speech request, once it is counted against their rate, and an
     anonymous caller's against their address's too (ids cost nothing)."""
-    speech = await _speech(request)
-    if caller.address_key is not None:
-        await speech.address_rate.hit(caller.address_key)
-    await speech.rate.hit(caller.key)
+    await (await _speech(request)).rate.hit(caller)
     return caller
 
 

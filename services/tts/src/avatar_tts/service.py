@@ -18,7 +18,7 @@ from avatar_shared.errors import StorageFull
 from avatar_shared.gate import Gate
 from avatar_shared.locks import LockTimeout
 from avatar_shared.metrics import upstream_call
-from avatar_shared.rate import Caller, RateLimit
+from avatar_shared.rate import Caller, CallerRate
 from avatar_shared.reloading_file import ReloadingFile
 from avatar_shared.streaming import primed
 from avatar_shared.timestamps import utc_now
@@ -59,17 +59,8 @@ class SpeechService:
             settings.assets_max_files_per_user,
             settings.assets_max_age_s,
         )
-        self.rate = RateLimit(
-            redis, "tts", settings.tts_rate_per_min, 60, "speech requests", "a minute"
-        )
-        self.address_rate = RateLimit(
-            redis,
-            "tts-address",
-            settings.tts_rate_per_min_per_address,
-            60,
-            "speech requests from one network address without sign-in",
-            "a minute",
-        )
+        limits = (settings.tts_rate_per_min, settings.tts_rate_per_min_per_address)
+        self.rate = CallerRate(redis, "tts", limits, 60, "speech requests", "a minute")
         self.gate = Gate(settings.tts_max_in_flight, settings.tts_queue_wait_s, TtsBusy)
         self.wait_s = settings.tts_timeout_s  # longest wait for another request's same speech
 
