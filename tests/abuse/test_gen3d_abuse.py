@@ -92,8 +92,9 @@ async def test_a_big_picture_leaves_a_small_result_and_no_input(abuse_stack):
 
 def memory_limit_mib(manifest: str) -> int:
     """The container's memory limit in a Kubernetes manifest of deploy/k8s/base (in Mi)."""
-    document = yaml.safe_load((REPO_ROOT / "deploy" / "k8s" / "base" / manifest).read_text())
-    (container,) = document["spec"]["template"]["spec"]["containers"]
+    documents = yaml.safe_load_all((REPO_ROOT / "deploy" / "k8s" / "base" / manifest).read_text())
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return int(container["resources"]["limits"]["memory"].removesuffix("Mi"))
 
 
