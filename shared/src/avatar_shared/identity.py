@@ -294,9 +294,11 @@ def client_address(request: Request) -> str:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return host
-    if ip.version == 6 and ip.ipv4_mapped is None:
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # an IPv4 client on a dual-stack socket
+            return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
+    return str(ip)
 
 
 def set_cookie(request: Request, header: str) -> None:
