@@ -168,14 +168,21 @@ async def heartbeats(job: Job, every_s: float) -> AsyncIterator[None]:
         ticker.cancel()
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None under another C library (musl, macOS)."""
-    name = ctypes.util.find_library("c")
-    trim: Callable[[int], int] | None = getattr(ctypes.CDLL(name), "malloc_trim", None)
-    return trim
+LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
+# glibc's, or None under another C library (musl, macOS).
+MALLOC_TRIM: Callable[[int], int] | None = getattr(LIBC, "malloc_trim", None)
+MALLOPT: Callable[[int, int], int] | None = getattr(LIBC, "mallopt", None)
+M_MMAP_THRESHOLD = -3
+LARGE_BUFFER_BYTES = 128 * 1024
 
 
-MALLOC_TRIM = _malloc_trim()
+def pin_mmap_threshold() -> None:
+    """Large buffers (a job's pictures, mesh arrays, GLB) mapped on their own, always: glibc
+    otherwise raises the threshold after the first one is freed, and later ones land in its
+    heaps, which fragment and are seldom handed back whole. Mapped, each goes back to the
+    system the moment it is freed."""
+    if MALLOPT is not None:
+        MALLOPT(M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES)
 
 
 async def release_memory(ctx: dict[str, Any]) -> None:
@@ -248,6 +255,7 @@ def build_workers(
 async def run() -> None:
     settings = Gen3dSettings()
     configure_logging("gen3d-worker", settings.log_level)
+    pin_mmap_threshold()
     queues = open_queues(settings)
     upstream = httpx.Timeout(30.0, connect=3.0)
     async with (
