@@ -6,6 +6,7 @@ service runs): the greeting and sign-in parts are in tests/e2e/test_conversation
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,8 @@ from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.ports import free_port
 from avatar_emulators.server import serve_in_thread
-from avatar_shared.identity import current_identity
+from avatar_shared.adoption import ADOPT_PATH, Adoption, signature_headers
+from avatar_shared.identity import AnonymousIds, current_identity
 
 from .helpers import PERSONA, as_anonymous, as_signed_in, callers_from_test_headers, emulated_llm
 
@@ -435,3 +437,62 @@ async def test_import_of_a_sillytavern_chat_needs_a_character(client, backend):
     assert refused.status_code == 422 and "Line 2" in refused.json()["error"]["message"]
     listed = (await client.get("/api/chat/sessions", headers=ALICE)).json()["data"]
     assert listed["conversations"] == []
+
+
+# --- signing in keeps what the browser made (avatar_shared.adoption) ---------------------------
+
+SIGNER = AnonymousIds(os.environ["ANON_ID_SECRET"].encode())
+BROWSER = as_anonymous("anon-browser1", "10.0.0.7")
+
+
+async def adopt(client, from_id: str, to: str, signed: bool = True) -> httpx.Response:
+    """The call auth makes at a sign-in, signed as auth signs it."""
+    adoption = Adoption(from_id=from_id, to=to)
+    headers = signature_headers(SIGNER, adoption) if signed else {}
+    return await client.post(ADOPT_PATH, json=adoption.body(), headers=headers)
+
+
+async def test_signing_in_moves_the_browsers_conversations(client, backend, redis):
+    kept = (await start(client, who=BROWSER))["session_id"]
+    await say(client, kept, "익명일 때 한 말", who=BROWSER)
+    record = {"messages": [{"role": "user", "content": "hi"}], "persona": PERSONA}
+    recorded = await client.post("/api/chat", json=record, headers=BROWSER)
+    client_session = recorded.json()["data"]["session_id"]
+    stranger = (await start(client, who=as_anonymous("anon-other", "10.0.0.8")))["session_id"]
+
+    refused = await adopt(client, "anon-browser1", "alice", signed=False)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "not_a_peer"
+    answer = await adopt(client, "anon-browser1", "alice")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"] == {"conversations": {"moved": 2, "kept": 0}}
+
+    listed = (await client.get("/api/chat/sessions", headers=ALICE)).json()["data"]
+    assert {c["session_id"] for c in listed["conversations"]} == {kept, client_session}
+    assert len(await messages_of(client, kept)) == 2  # readable (and steerable) as alice
+    await say(client, kept, "로그인 후", who=ALICE)
+    assert await redis.ttl(f"chat:session:{kept}") == -1  # kept until deleted now
+    assert await redis.ttl(f"chat:session:{client_session}") > 0  # a record still expires
+    gone = await client.get(f"/api/chat/sessions/{kept}", headers=BROWSER)
+    assert gone.status_code == 404
+    assert (await client.get("/api/chat/sessions", headers=BROWSER)).json()["data"][
+        "conversations"
+    ] == []
+    again = await adopt(client, "anon-browser1", "alice")
+    assert again.json()["data"] == {"conversations": {"moved": 0, "kept": 0}}
+    other = await client.get(f"/api/chat/sessions/{stranger}", headers=ALICE)
+    assert other.status_code == 404  # another browser's stayed its own
+
+
+async def test_what_does_not_fit_the_account_stays_anonymous(app_client, redis_url, backend):
+    app = create_app(settings_for(redis_url, backend.settings, max_conversations_per_user=2))
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with app_client(app) as client:
+        await start(client)  # alice has one already
+        made = [(await start(client, who=BROWSER))["session_id"] for _ in range(2)]
+        answer = await adopt(client, "anon-browser1", "alice")
+        assert answer.json()["data"] == {"conversations": {"moved": 1, "kept": 1}}
+        # The older moved; the newer is still the browser's.
+        assert (await client.get(f"/api/chat/sessions/{made[0]}", headers=ALICE)).status_code == 200
+        assert (
+            await client.get(f"/api/chat/sessions/{made[1]}", headers=BROWSER)
+        ).status_code == 200

@@ -62,7 +62,8 @@ Scrape = Callable[[Request], Awaitable[None]]
 
 
 def observe_request(service: str, scope: Scope, status: int, seconds: float) -> None:
-    route = getattr(scope.get("route"), "path", None) or "unmatched"
+    # The template as the OpenAPI document writes it (`{session_id}`, not `{session_id:uuid}`).
+    route = getattr(scope.get("route"), "path_format", None) or "unmatched"
     method = scope["method"]
     HTTP_REQUESTS.labels(service, method, route, str(status)).inc()
     HTTP_LATENCY.labels(service, method, route).observe(seconds)

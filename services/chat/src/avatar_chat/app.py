@@ -1,12 +1,13 @@
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 
+from avatar_chat.adoption import router as adoption_router
 from avatar_chat.deps import ChatState
 from avatar_chat.llm import open_llm_http
 from avatar_chat.llm.health import llm_check
 from avatar_chat.metrics import CHAT_ACTIVE_SESSIONS
-from avatar_chat.routes import router
+from avatar_chat.routes import router as chat_router
 from avatar_chat.service import ChatService
 from avatar_chat.settings import ChatSettings
 from avatar_shared.app import create_service_app
@@ -25,6 +26,9 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
         CHAT_ACTIVE_SESSIONS.set(await chat.admission.active())
 
     checks = {"llm": llm_check(settings)}
+    router = APIRouter()
+    router.include_router(chat_router)
+    router.include_router(adoption_router)  # a peer's call at sign-in, not public
     return create_service_app(
         "chat",
         settings,

@@ -60,6 +60,7 @@ from avatar_chat.errors import (
 )
 from avatar_chat.limits.admission import ACTIVE, Lease
 from avatar_chat.store_scripts import (
+    ADOPT,
     CREATE,
     DELETE,
     KEPT,
@@ -196,6 +197,7 @@ class SessionStore:
         self._mutate = redis.register_script(MUTATE)
         self._rename = redis.register_script(RENAME)
         self._delete = redis.register_script(DELETE)
+        self._adopt = redis.register_script(ADOPT)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -493,6 +495,35 @@ class SessionStore:
                 pipe.hset(summaries_key(target), mapping=kept)
                 pipe.expire(summaries_key(target), self.ttl_s)
                 await pipe.execute()
+
+    async def adopt(self, anonymous_id: str, account: str) -> tuple[int, int]:
+        """Moves the anonymous id's sessions to the account (signing in keeps what the
+        browser made), each in one step: how many moved, and how many stayed (past the
+        account's quotas, or generating a reply right now)."""
+        library = _library(anonymous_id)
+        members = await self.redis.zrange(library, 0, -1)  # oldest activity first
+        moved = stayed = 0
+        for session_id in members:
+            keys = [_meta_key(session_id), f"{KEPT}{account}", _stored_of(account)]
+            outcome = await self._adopt(
+                keys=[*keys, *self.budget.keys, ACTIVE],
+                args=[
+                    anonymous_id,
+                    account,
+                    session_id,
+                    *self.caps.kept,
+                    self.caps.sessions[0],
+                    self.ttl_s,
+                    self.caps.library,
+                ],
+            )
+            if outcome == "moved":
+                moved += 1
+            elif outcome == "kept":
+                stayed += 1
+            else:  # expired meanwhile: it leaves the library
+                await self.redis.zrem(library, session_id)
+        return moved, stayed
 
     async def delete(self, session_id: str, user_id: str) -> None:
         keys = [_meta_key(session_id), *self.budget.keys]

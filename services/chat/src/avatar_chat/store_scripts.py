@@ -351,3 +351,52 @@ session_forget(ARGV[2], KEYS[2], KEYS[3], KEYS[4])
 return 1
 """
 )
+
+# Moves one session of an anonymous id's to an account (signing in keeps what the browser
+# made, avatar_shared.adoption): a server conversation becomes a kept one within the account's
+# quota; a client's record joins the account's expiring sessions while they have room. Past
+# either, or while a reply for it is generated, it stays the anonymous id's (and expiring).
+# KEYS: meta, the account's kept counts, the account's stored sessions, the budget's total,
+# held, until, the active sessions. ARGV: 1 the anonymous id, 2 the account, 3 the session
+# id, 4 kept count at most, 5 kept bytes at most, 6 expiring sessions at most, 7 ttl,
+# 8 library bound.
+# Returns 'moved', 'kept' or 'gone' (expired, or no longer the anonymous id's).
+ADOPT = _named(
+    FUNCTIONS
+    + """
+local meta, kept, stored_of = KEYS[1], KEYS[2], KEYS[3]
+local from, to, id, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[7])
+if redis.call('HGET', meta, 'owner') ~= from then return 'gone' end
+if redis.call('EXISTS', meta .. ':busy') == 1 then return 'kept' end
+local now = clock()
+local server = redis.call('HGET', meta, 'mode') == 'server'
+local stored = tonumber(redis.call('HGET', meta, 'stored_bytes') or '0')
+if server then
+  local count = tonumber(redis.call('HGET', kept, 'count') or '0')
+  local bytes = tonumber(redis.call('HGET', kept, 'bytes') or '0')
+  if count >= tonumber(ARGV[4]) or bytes + stored > tonumber(ARGV[5]) then return 'kept' end
+else
+  redis.call('ZREMRANGEBYSCORE', stored_of, '-inf', now)
+  if redis.call('ZCARD', stored_of) >= tonumber(ARGV[6]) then return 'kept' end
+end
+for _, key in ipairs(library_keys(meta)) do redis.call('ZREM', key, id) end
+local holder = redis.call('HGET', meta, 'holder')
+if holder then redis.call('ZREM', 'STORED_OF' .. holder, id) end
+redis.call('HSET', meta, 'owner', to)
+local expires = now + ttl
+if server then
+  redis.call('HDEL', meta, 'holder')
+  redis.call('HSET', meta, 'kept', '1', 'stored_bytes', 0)
+  redis.call('HINCRBY', kept, 'count', 1)
+  expires = 'inf'
+else
+  holder_take(id, to, tonumber(ARGV[6]), stored_of, KEYS[7], now, expires,
+    KEYS[4], KEYS[5], KEYS[6])
+end
+session_charge(id, stored, expires, KEYS[4], KEYS[5], KEYS[6])
+session_expire(meta, ttl)
+library_touch(meta, id, redis.call('HGET', meta, 'active_at') or tostring(now), 0,
+  tonumber(ARGV[8]))
+return 'moved'
+"""
+)
