@@ -385,6 +385,9 @@ async def test_signed_in_conversations_are_kept_anonymous_ones_expire(client, ba
     assert await redis.ttl(f"chat:session:{kept}") == -1
     assert await redis.ttl(f"chat:session:{kept}:messages") == -1
     assert await redis.ttl(f"chat:session:{anonymous}") > 0
+    # The list of what is kept is kept too; an anonymous caller's expires with its sessions.
+    assert await redis.ttl("chat:library:alice") == -1
+    assert await redis.ttl("chat:library:anon-1") > 0
 
 
 async def test_the_signed_in_quota_refuses_the_next_conversation(app_client, redis_url, backend):

@@ -345,8 +345,8 @@ async def _planned(
     messages = prompt.finish(context.messages)
     continues = steer.kind == "continue"
     if continues:  # the reply being continued ends the prompt, after what follows it
-        messages.remove(context.messages[-1])
-        messages.append(context.messages[-1])
+        at = max(i for i, message in enumerate(messages) if message is context.messages[-1])
+        messages.append(messages.pop(at))
     if settings.llm_alternate_roles:
         messages = alternating(messages)
     sampling = options.sampling(card.generation)

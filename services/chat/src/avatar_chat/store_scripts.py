@@ -8,6 +8,7 @@ this project, not a cluster): a session evicted or listed is found by the script
 
 from avatar_chat.limits.admission import LEASE_FUNCTIONS, sessions_of
 from avatar_shared.budget import BUDGET_FUNCTIONS
+from avatar_shared.identity import ANON_PREFIX
 
 SESSION_OVERHEAD = 1024  # bytes a session is charged beyond its messages: its hash and keys
 META = "chat:session:"
@@ -40,8 +41,11 @@ end
 
 -- Lists the session at `active_at` (Unix seconds), pinned ones first. A library past `bound`
 -- members sheds those of expired sessions, oldest first; an anonymous owner's library expires
--- with its newest session (`ttl` > 0).
+-- with its newest session (`ttl` seconds from now), an account's never (it lists what is
+-- kept until deleted).
 local function library_touch(meta, id, active_at, ttl, bound)
+  local anonymous = string.sub(redis.call('HGET', meta, 'owner') or '', 1, #'ANON_PREFIX')
+    == 'ANON_PREFIX'
   redis.call('HSET', meta, 'active_at', active_at)
   local score = tonumber(active_at)
   if redis.call('HGET', meta, 'pinned') == '1' then score = score + PIN_BOOST end
@@ -52,7 +56,7 @@ local function library_touch(meta, id, active_at, ttl, bound)
         if redis.call('EXISTS', meta_of(member)) == 0 then redis.call('ZREM', key, member) end
       end
     end
-    if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+    if anonymous and ttl > 0 then redis.call('EXPIRE', key, ttl) end
   end
 end
 
@@ -153,6 +157,7 @@ def _named(script: str) -> str:
         ("LIBRARY", LIBRARY),
         ("KEPT", KEPT),
         ("META", META),
+        ("ANON_PREFIX", ANON_PREFIX),
     ):
         script = script.replace(placeholder, value)
     return script
