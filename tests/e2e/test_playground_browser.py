@@ -29,6 +29,7 @@ from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from avatar_devstack.environment import REPO_ROOT
@@ -751,3 +752,54 @@ def test_a_reload_brings_the_conversation_back(stack, playground):
     # And then the conversation goes on.
     say(playground, "세 번째 이야기")
     reply_done(playground, 3)
+
+
+EXPORTED_CHAT = """
+    const done = arguments[arguments.length - 1];
+    fetch(document.getElementById("export-chat").href).then((r) => r.text()).then(done, String);
+"""
+
+
+def texts_shown(browser: WebDriver) -> list[str]:
+    return [text_of(item) for item in browser.find_elements(By.CSS_SELECTOR, "#messages li")]
+
+
+def test_branch_export_import_and_delete(stack, playground, tmp_path):
+    talk_with(playground, "hermione")
+    session = shown_session(playground)
+    say(playground, "첫 번째 질문")
+    reply_done(playground)
+    say(playground, "두 번째 질문")
+    reply_done(playground, 2)
+    texts = texts_shown(playground)
+    # A branch from the first reply: a new conversation with the messages up to it, shown.
+    first_reply = playground.find_elements(By.CSS_SELECTOR, "#messages li.assistant")[0]
+    first_reply.find_element(By.CLASS_NAME, "branch").click()
+    branch = until(
+        playground, lambda b: (shown := shown_session(b)) not in (None, session) and shown
+    )
+    until(playground, lambda b: texts_shown(b) == texts[:3])
+    listed = playground.find_elements(By.CSS_SELECTOR, "#conversation-list li")
+    assert {session, branch} <= {item.get_attribute("data-session") for item in listed}
+
+    # Its export (a SillyTavern chat file: a header line, then a line per message), imported
+    # again: another conversation, the same messages.
+    exported = playground.execute_async_script(EXPORTED_CHAT)
+    lines = [json.loads(line) for line in exported.splitlines() if line.strip()]
+    assert [line["mes"] for line in lines[1:]] == texts[:3], lines
+    chat_file = tmp_path / "branch.jsonl"
+    chat_file.write_text(exported, encoding="utf-8")
+    playground.find_element(By.ID, "import-chat").send_keys(str(chat_file))
+    imported = until(
+        playground, lambda b: (shown := shown_session(b)) not in (None, branch) and shown
+    )
+    until(playground, lambda b: texts_shown(b) == texts[:3])
+    screenshot(playground, "15-imported")
+
+    # A message deleted (after the confirmation) is gone, also after a reload.
+    last = playground.find_elements(By.CSS_SELECTOR, "#messages li")[-1]
+    last.find_element(By.CLASS_NAME, "remove").click()
+    WebDriverWait(playground, WAIT_S).until(expected_conditions.alert_is_present()).accept()
+    until(playground, lambda b: texts_shown(b) == texts[:2])
+    reopen(playground, stack, imported)
+    assert texts_shown(playground) == texts[:2]

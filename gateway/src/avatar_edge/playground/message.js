@@ -70,7 +70,8 @@ export function fillItem(item, talk, index, speechOnClick) {
   const opening = index === 0 && message.role === "assistant";
   const reply = message.role === "assistant" && !opening;
   const streaming = talk.streaming?.message === message;
-  const [text, mark, nav, actions, extras] = item.children;
+  const part = (name) => item.querySelector(`:scope > .${name}`); // an editor may be among them
+  const [text, mark, nav, actions, extras] = ["text", "interrupted-mark", "swipe-nav", "actions", "extras"].map(part);
   item.className = opening ? "greeting" : message.role;
   item.dataset.messageId = message.id ?? "";
   if (streaming) delete item.dataset.done;
