@@ -166,15 +166,30 @@ async def test_a_client_that_leaves_stops_the_upstream(redis_url, redis, backend
             async with httpx.AsyncClient(base_url=url, trust_env=False) as chat:
                 body = ask("길게 말해줘", stream=True)
                 async with chat.stream("POST", "/api/chat", json=body) as response:
-                    async for line in response.aiter_lines():
+                    lines = response.aiter_lines()
+                    async for line in lines:
                         if line.startswith("event: delta"):
+                            seen = json.loads((await anext(lines)).removeprefix("data: "))
                             break  # leave after the first delta
-            await asyncio.sleep(1.0)
-            sent = backend.recorder.prompts[-1].tokens_sent
-            await asyncio.sleep(1.0)
-            assert backend.recorder.prompts[-1].tokens_sent == sent  # nothing more generated
+                await asyncio.sleep(1.0)
+                sent = backend.recorder.prompts[-1].tokens_sent
+                await asyncio.sleep(1.0)
+                assert backend.recorder.prompts[-1].tokens_sent == sent  # nothing more generated
+                session = await only_session(redis)
+                history = (await chat.get(f"/api/chat/sessions/{session}")).json()["data"]
     assert sent < 40  # of a reply of well over 50 tokens at 20/s
-    assert await redis.keys("chat:session*") == []
+    # What the client was sent is recorded, marked interrupted: it starts with what it read,
+    # and holds no more than was generated.
+    user, reply = history["messages"]
+    assert user["content"] == "길게 말해줘" and not user["interrupted"]
+    assert reply["interrupted"] is True
+    assert reply["content"].startswith(seen["content"])
+    assert len(reply["content"].split()) <= sent
+
+
+async def only_session(redis) -> str:
+    [key] = [k for k in await redis.keys("chat:session:*") if k.count(":") == 2]
+    return key.rsplit(":", 1)[1]
 
 
 def odd_usage_server() -> FastAPI:

@@ -6,6 +6,7 @@ its refusals are relayed as it gave them (an unknown `character_id`: the charact
 """
 
 from avatar_shared.errors import (
+    Conflict,
     NamedNotFound,
     NotFound,
     ServiceUnavailable,
@@ -60,3 +61,40 @@ class LlmBusy(ServiceUnavailable):
 # Unknown, expired, or another user's (ids are not disclosed).
 class SessionNotFound(NamedNotFound):
     code, what = "session_not_found", "Chat session"
+
+
+# --- conversations kept on the server -------------------------------------------------------
+
+
+class MessageNotFound(NamedNotFound):
+    code, what = "message_not_found", "Message"
+
+
+# A change (a turn, an edit, a swipe...) while a reply for the same conversation is generated:
+# the reply was planned from the conversation as it was.
+class ConversationBusy(Conflict):
+    code = "conversation_busy"
+    message = "A reply for this conversation is being generated; try again when it has ended."
+
+
+# Steering a session whose history its client sends (`messages`): the server's copy of it is
+# a record, not the conversation.
+class NotAConversation(Conflict):
+    code = "not_a_conversation"
+    message = (
+        "This session's history is sent by its client (`messages`); only conversations "
+        "started on the server (POST /api/chat/sessions, branch, import) can be steered."
+    )
+
+
+# A kept conversation is never trimmed: past its caps it takes no more.
+class ConversationFull(Conflict):
+    code, message = "conversation_full", "This conversation holds as much as it may."
+
+
+class NothingToSteer(Conflict):
+    code, message = "nothing_to_steer", "The conversation has no reply to act on."
+
+
+class QuotaExceeded(Conflict):
+    code, message = "quota_exceeded", "You keep as many conversations as you may."

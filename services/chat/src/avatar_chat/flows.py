@@ -13,64 +13,140 @@
 6. release: leaving the blocks gives back the slot, and a failed turn's lease, its new
    session's place and summaries.
 
-No turn is stored before the reply succeeded. (Summaries made on the way are cached at once:
-they hold for that conversation whatever becomes of the reply.)
+A turn is one of four kinds (`Steer`): a client's (it sends the conversation, `messages`),
+or, on a conversation kept on the server, a new message, a regenerate (a new alternate for
+the last reply) or a continue (the last reply extended). A server conversation's turn holds
+it from admission to record: changes meanwhile answer 409.
+
+No turn is stored before the reply succeeded, except a streamed reply its client stopped:
+what was sent is recorded, marked interrupted (the history matches what the user saw).
+(Summaries made on the way are cached at once: they hold for that conversation whatever
+becomes of the reply.)
 """
 
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass, replace
+from typing import Literal
 
+import anyio
 from redis.exceptions import RedisError
 
 from avatar_chat.context.planner import Context, Conversation
 from avatar_chat.context.tokens import TokenEstimator, learn_calibration
+from avatar_chat.conversations import messages as msgs
+from avatar_chat.errors import ConversationFull, NothingToSteer
+from avatar_chat.limits.admission import Lease
 from avatar_chat.llm import LlmReply, LlmRequest
 from avatar_chat.prompt.alternation import alternating
 from avatar_chat.prompt.builder import Limits, Prompt, Scene, build_prompt
 from avatar_chat.schemas import (
     ChatReply,
     ChatRequest,
+    GenerationOptions,
     PromptReceipt,
     PromptTokens,
     Scenario,
     Usage,
     check_limits,
 )
-from avatar_chat.service import ChatService
+from avatar_chat.service import ChatService, Setup
 from avatar_chat.store import SessionState, TurnRecord
 from avatar_shared.errors import AppError
 from avatar_shared.rate import Caller
 from avatar_shared.streaming import primed, sse
+from avatar_shared.timestamps import utc_now
+
+Kind = Literal["client", "message", "regenerate", "continue"]
+RECORD_ON_STOP_S = 5.0  # the longest a stopped stream waits to record what it sent
+
+
+@dataclass(frozen=True)
+class Steer:
+    """What a turn asks for: its kind, its options, and (a server conversation's) its id and
+    the user's new message."""
+
+    kind: Kind
+    options: GenerationOptions
+    session_id: str | None = None
+    message: str | None = None
+
+    @classmethod
+    def of(cls, body: ChatRequest) -> "Steer":
+        if body.on_server:
+            return cls("message", body, str(body.session_id), body.message)
+        return cls("client", body, None if body.session_id is None else str(body.session_id))
+
+    @property
+    def on_server(self) -> bool:
+        return self.kind != "client"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a turn sends to the model and how its reply changes the stored conversation."""
+
+    turns: list[dict[str, str]]  # the conversation the prompt is built from
+    setup: Setup
+    last: tuple[str, msgs.Message] | None = None  # regenerate, continue: the reply acted on
 
 
 @dataclass(frozen=True)
 class Turn:
     """A planned turn: what the LLM gets, and what it came from."""
 
-    body: ChatRequest
+    steer: Steer
+    plan: Plan
     session_id: str
     voice_id: str | None
     llm_request: LlmRequest
     context: Context  # how the conversation was fitted into the window
     receipt: PromptReceipt  # what the model saw, for the reply
+    max_swipes: int = 20  # MAX_SWIPES: a reply's alternates
 
-    def record(self, reply: LlmReply) -> TurnRecord:
-        """The finished turn, as the session stores it: the user's new message (none when
-        the conversation ended with the character's: it spoke again) and the reply."""
-        last = self.body.messages[-1]
-        said = [{"role": "user", "content": last.content}] if last.role == "user" else []
+    def record(self, reply: LlmReply, interrupted: bool = False) -> TurnRecord:
+        """The finished turn, as the session stores it: the messages it adds (the user's new
+        one, none when a client's conversation ended with the character's: it spoke again),
+        or the reply it changes (a new alternate; a longer text)."""
+        now, kind, text = utc_now(), self.steer.kind, reply.content
+        exchanged: list[dict[str, object]] = []
+        replaced = None
+        if kind == "client":
+            last = self.plan.turns[-1]
+            if last["role"] == "user":
+                exchanged.append(msgs.new_message("user", last["content"], now))
+        elif kind == "message":
+            exchanged.append(msgs.new_message("user", self.steer.message or "", now))
+        if self.plan.last is None:
+            exchanged.append(msgs.new_message("assistant", text, now, interrupted))
+        else:
+            raw, message = self.plan.last
+            if kind == "continue":
+                message = msgs.extended(message, text, now, interrupted)
+            else:
+                message = msgs.with_alternate(message, text, now, interrupted, self.max_swipes)
+            replaced = (raw, message)
         return TurnRecord(
-            exchanged=[*said, {"role": "assistant", "content": reply.content}],
+            exchanged=exchanged,
             model=self.llm_request.model,
             prompt_tokens=reply.prompt_tokens,
             completion_tokens=reply.completion_tokens,
             summary_covered=self.context.covered,
             calibration=learn_calibration(self.llm_request.messages, reply.prompt_tokens),
+            replaced=replaced,
+            character_id=self.plan.setup.character_id,
         )
 
-    def answer(self, reply: LlmReply, audio_url: str | None, tts_error: str | None) -> ChatReply:
+    def answer(
+        self,
+        reply: LlmReply,
+        record: TurnRecord,
+        audio_url: str | None,
+        tts_error: str | None,
+    ) -> ChatReply:
+        stored = record.replaced[1] if record.replaced else record.exchanged[-1]
+        users = [m for m in record.exchanged if m["role"] == "user"]
         return ChatReply(
             content=reply.content,
             usage=Usage(
@@ -82,105 +158,184 @@ class Turn:
             context_truncated=self.context.truncated,
             tts_error=tts_error,
             context=self.receipt,
+            message_id=str(stored["id"]),
+            user_message_id=str(users[-1]["id"]) if users else None,
+            swipe_id=int(stored.get("swipe_id", 0)),
         )
 
 
-async def reply_turn(chat: ChatService, body: ChatRequest, caller: Caller) -> ChatReply:
-    session_id, is_new = await _checked(chat, body)
+async def reply_turn(chat: ChatService, steer: Steer, caller: Caller) -> ChatReply:
+    session_id, is_new = await _checked(chat, steer)
     async with (
-        chat.admission.turn(session_id, caller) as lease,
+        chat.admission.turn(session_id, caller, hold=steer.on_server) as lease,
         _undone_on_failure(chat, session_id, is_new),
     ):
-        turn = await _planned(chat, body, session_id, is_new, caller)
+        turn = await _planned(chat, steer, session_id, is_new, caller)
         async with chat.gate.slot(caller.key):
             reply = await chat.llm.complete(turn.llm_request)
-        await chat.record(session_id, caller.identity, turn.record(reply), lease)
-        speech = await chat.voice.speak(body, turn.voice_id, reply.content, caller.identity)
-    return turn.answer(reply, *speech)
+        record = turn.record(reply)
+        await chat.record(session_id, caller.identity, record, lease)
+        speech = await chat.voice.speak(
+            steer.options, turn.voice_id, reply.content, caller.identity
+        )
+    return turn.answer(reply, record, *speech)
 
 
 async def stream_turn(
-    chat: ChatService, body: ChatRequest, caller: Caller
+    chat: ChatService, steer: Steer, caller: Caller
 ) -> AsyncGenerator[bytes, None]:
     """The SSE events of a streamed turn, once its first one is ready: a request that fails
     up front (bad input, LLM down, unknown model) gets an ordinary error response; a failure
     after that ends the stream with an `error` event. However the stream ends (a client's
-    disconnect included), the upstream request is closed and what the turn held released."""
-    return _error_event_on_failure(await primed(_stream_events(chat, body, caller)))
+    disconnect included), the upstream request is closed and what the turn held released;
+    a client that stopped it has what it was sent recorded, marked interrupted."""
+    return _error_event_on_failure(await primed(_stream_events(chat, steer, caller)))
 
 
 async def _stream_events(
-    chat: ChatService, body: ChatRequest, caller: Caller
+    chat: ChatService, steer: Steer, caller: Caller
 ) -> AsyncGenerator[bytes, None]:
-    session_id, is_new = await _checked(chat, body)
+    session_id, is_new = await _checked(chat, steer)
+    options = steer.options
     async with (
-        chat.admission.turn(session_id, caller) as lease,
+        chat.admission.turn(session_id, caller, hold=steer.on_server) as lease,
         _undone_on_failure(chat, session_id, is_new),
     ):
-        turn = await _planned(chat, body, session_id, is_new, caller)
-        async with (
-            chat.gate.slot(caller.key),
-            aclosing(chat.llm.stream(turn.llm_request)) as upstream,
-            chat.voice.speaker(body, turn.voice_id, caller.identity) as speaker,
-        ):
-            async for item in upstream:
-                if isinstance(item, LlmReply):  # the last item: the whole reply
-                    reply = item
-                    break
-                yield sse("delta", {"content": item})
-                for event in speaker.said(item):
+        turn = await _planned(chat, steer, session_id, is_new, caller)
+        sent: list[str] = []  # the deltas the client was given
+        try:
+            async with (
+                chat.gate.slot(caller.key),
+                aclosing(chat.llm.stream(turn.llm_request)) as upstream,
+                chat.voice.speaker(options, turn.voice_id, caller.identity) as speaker,
+            ):
+                async for item in upstream:
+                    if isinstance(item, LlmReply):  # the last item: the whole reply
+                        reply = item
+                        break
+                    yield sse("delta", {"content": item})
+                    sent.append(item)
+                    for event in speaker.said(item):
+                        yield sse("audio", event)
+                async for event in speaker.rest():
                     yield sse("audio", event)
-            async for event in speaker.rest():
-                yield sse("audio", event)
-        await chat.record(session_id, caller.identity, turn.record(reply), lease)
+        except (GeneratorExit, anyio.get_cancelled_exc_class()):
+            if sent:
+                await _record_stopped(chat, turn, "".join(sent), caller, lease)
+            raise
+        record = turn.record(reply)
+        await chat.record(session_id, caller.identity, record, lease)
         speech: tuple[str | None, str | None] = (None, None)
         if not speaker.speaks:  # delayed speech: the URL its audio will have
-            speech = await chat.voice.speak(body, turn.voice_id, reply.content, caller.identity)
-    done = turn.answer(reply, *speech)
+            speech = await chat.voice.speak(options, turn.voice_id, reply.content, caller.identity)
+    done = turn.answer(reply, record, *speech)
     if speaker.speaks:
         done.audio_urls = speaker.urls
     yield sse("done", done.model_dump())
 
 
-async def _checked(chat: ChatService, body: ChatRequest) -> tuple[str, bool]:
+async def _record_stopped(
+    chat: ChatService, turn: Turn, text: str, caller: Caller, lease: Lease
+) -> None:
+    """Records what a stopped stream sent, marked interrupted: shielded from the
+    cancellation that stopped it, within RECORD_ON_STOP_S (a failure is not the client's:
+    it has gone)."""
+    reply = LlmReply(text, 0, 0)
+    with anyio.CancelScope(shield=True), anyio.move_on_after(RECORD_ON_STOP_S):
+        with suppress(AppError, RedisError):
+            await chat.record(turn.session_id, caller.identity, turn.record(reply, True), lease)
+
+
+async def _checked(chat: ChatService, steer: Steer) -> tuple[str, bool]:
     """The session id of a well-formed turn for an offered model, and whether it is new. (A
     cached model list: a model the server lacks costs the caller neither rate nor session.)"""
-    check_limits(body, chat.settings)
-    await chat.catalog.require(body.model or chat.settings.default_model)
-    if body.session_id is None:
+    if isinstance(steer.options, ChatRequest):
+        check_limits(steer.options, chat.settings)
+    await chat.catalog.require(steer.options.model or chat.settings.default_model)
+    if steer.session_id is None:
         return str(uuid.uuid4()), True
-    return str(body.session_id), False
+    return steer.session_id, False
+
+
+async def _plan(chat: ChatService, steer: Steer, state: SessionState, caller: Caller) -> Plan:
+    """The conversation a turn is planned from: the client's, or the stored one as the kind
+    of turn takes it."""
+    if steer.kind == "client":
+        body = steer.options
+        assert isinstance(body, ChatRequest) and body.messages is not None
+        turns = [{"role": m.role, "content": m.content} for m in body.messages]
+        setup = Setup(body.persona, body.character_id, body.scenario, body.user_persona_id)
+        return Plan(turns, setup)
+    stored, setup = state.messages, Setup.stored(state.meta)
+    _check_room(chat, steer, state, caller)
+    if steer.kind == "message":
+        said = {"role": "user", "content": steer.message or ""}
+        return Plan([*msgs.turns(stored), said], setup)
+    last = stored[-1] if stored else None
+    if steer.kind == "regenerate" and last is not None and last["role"] == "user":
+        return Plan(msgs.turns(stored), setup)  # the reply it never got
+    if last is None or last["role"] != "assistant":
+        raise NothingToSteer("The conversation does not end with a reply to act on.")
+    if steer.kind == "continue":
+        return Plan(msgs.turns(stored), setup, (state.raw[-1], last))
+    if len(stored) == 1:  # the opening greeting alone
+        raise NothingToSteer(
+            "The greeting's alternates are the character's greetings: choose one with "
+            "PUT /api/chat/sessions/{session_id}/messages/{message_id}/swipe."
+        )
+    return Plan(msgs.turns(stored[:-1]), setup, (state.raw[-1], last))
+
+
+def _check_room(chat: ChatService, steer: Steer, state: SessionState, caller: Caller) -> None:
+    """A conversation kept on the server is never trimmed: one that is full takes no more
+    turns (before the LLM is asked: a reply that could not be kept is never generated)."""
+    settings, signed_in = chat.settings, caller.identity.signed_in
+    max_bytes = settings.max_stored_bytes if signed_in else settings.anon_max_stored_bytes
+    adds = 2 if steer.kind == "message" else 1
+    stored = int(state.meta.get("stored_bytes", 0)) + len((steer.message or "").encode())
+    if len(state.raw) + adds > settings.max_stored_messages or stored >= max_bytes:
+        raise ConversationFull(
+            f"This conversation holds as much as it may ({settings.max_stored_messages} "
+            f"messages, {max_bytes} bytes): branch from a recent message, delete some, or "
+            "start a new one."
+        )
 
 
 async def _planned(
-    chat: ChatService, body: ChatRequest, session_id: str, is_new: bool, caller: Caller
+    chat: ChatService, steer: Steer, session_id: str, is_new: bool, caller: Caller
 ) -> Turn:
     """The character and the session loaded, the prompt built from them, and the
     conversation fitted into the window around it."""
-    settings, model = chat.settings, body.model or chat.settings.default_model
-    card, voice_id = await chat.character(body)
+    settings, options = chat.settings, steer.options
+    model = options.model or settings.default_model
     # A new id has no owner yet; anyone else's session is reported as missing.
-    state = SessionState() if is_new else await chat.sessions.load(session_id, caller.user_id)
+    state = (
+        SessionState()
+        if is_new
+        else await chat.sessions.load(session_id, caller.user_id, with_messages=steer.on_server)
+    )
+    plan = await _plan(chat, steer, state, caller)
+    card, voice_id = await chat.character(plan.setup)
     window = await chat.windows.tokens(model)
-    turns = [{"role": m.role, "content": m.content} for m in body.messages]
+    turns = plan.turns
     estimate = TokenEstimator(state.calibration(model))
     # Room for the system message's parts: the turns count as they will once summarized
     # (else a long conversation would leave its examples out for good).
     summarized = estimate.messages(turns[-settings.keep_recent_turns :])
     history = min(estimate.messages(turns), summarized + settings.summary_max_tokens)
     limits = Limits(
-        room=int(window * settings.summary_trigger_ratio) - body.max_tokens - history,
+        room=int(window * settings.summary_trigger_ratio) - options.max_tokens - history,
         lore_budget=int(window * settings.lore_budget_ratio),
         scan_depth=settings.lore_scan_depth,
     )
-    user = await chat.user_persona(body, caller.identity)
-    prompt = build_prompt(card, user, _scene(body.scenario), turns, limits, estimate.text)
+    user = await chat.user_persona(plan.setup, caller.identity)
+    prompt = build_prompt(card, user, _scene(plan.setup.scenario), turns, limits, estimate.text)
     talk = Conversation(
         session_id=session_id,
         system=prompt.system,
         turns=turns,
         model=model,
-        max_tokens=body.max_tokens,
+        max_tokens=options.max_tokens,
         window=window,
         estimate=estimate,
         reserved=prompt.reserved,
@@ -188,16 +343,22 @@ async def _planned(
     )
     context = await chat.context.fit(talk, state.summaries)
     messages = prompt.finish(context.messages)
+    continues = steer.kind == "continue"
+    if continues:  # the reply being continued ends the prompt, after what follows it
+        messages.remove(context.messages[-1])
+        messages.append(context.messages[-1])
     if settings.llm_alternate_roles:
         messages = alternating(messages)
-    sampling = body.sampling(card.generation)
+    sampling = options.sampling(card.generation)
     # The model must not write the user's lines: it stops where one would begin.
     stop = dict.fromkeys((f"\n{prompt.macros.user}:", *sampling.stop))  # in order, once each
     sampling = replace(sampling, stop=tuple(stop))
-    temperature = body.temperature_with(card.generation)
-    request = LlmRequest(model, messages, temperature, body.max_tokens, window, sampling)
-    receipt = _receipt(prompt, context, estimate, body.max_tokens)
-    return Turn(body, session_id, voice_id, request, context, receipt)
+    temperature = options.temperature_with(card.generation)
+    request = LlmRequest(
+        model, messages, temperature, options.max_tokens, window, sampling, continues
+    )
+    receipt = _receipt(prompt, context, estimate, options.max_tokens)
+    return Turn(steer, plan, session_id, voice_id, request, context, receipt, settings.max_swipes)
 
 
 def _scene(scenario: Scenario | None) -> Scene:

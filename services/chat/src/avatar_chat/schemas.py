@@ -8,6 +8,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     StrictBool,
     StrictFloat,
 )
@@ -36,38 +37,11 @@ class Scenario(BaseModel):
     background: str | None = Field(None, max_length=2000)
 
 
-class ChatRequest(SamplingControls):
-    # A persona, or a character whose persona is used: one of the two must be given.
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "anyOf": [
-                {
-                    "required": ["persona"],
-                    "properties": {"persona": {"type": "string", "minLength": 1}},
-                },
-                {"required": ["character_id"], "properties": {"character_id": {"type": "string"}}},
-            ]
-        },
-    )
+class GenerationOptions(SamplingControls):
+    """How a reply is generated and spoken: what every call that makes one takes."""
 
-    messages: list[ChatMessage] = Field(
-        min_length=1,
-        description="The conversation so far, usually ending with the user's new message; "
-        "one ending with the character's (assistant) message asks the character to speak "
-        "again (only the reply is added to the session).",
-    )
-    # Empty counts as absent: the character's persona is used (as API.md says).
-    persona: str | None = Field(None, max_length=8000)
-    character_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    scenario: Scenario | None = None
-    user_persona_id: str | None = Field(
-        None,
-        pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="One of the caller's user personas (`/api/personas`): its name is "
-        "`{{user}}`, its description goes into the system message.",
-    )
-    session_id: UUID | None = None
+    model_config = ConfigDict(extra="forbid")
+
     temperature: StrictFloat = Field(0.7, ge=0, le=2)
     max_tokens: JsonInt = Field(512, ge=1, le=4096)
     model: str | None = Field(None, min_length=1, max_length=200)
@@ -96,7 +70,75 @@ class ChatRequest(SamplingControls):
         return self.temperature if defaults.temperature is None else defaults.temperature
 
 
+# Who a conversation is played with: fixed when it starts (on the server), or sent with each
+# turn (the client's `messages`).
+_SETUP = ("persona", "character_id", "scenario", "user_persona_id")
+_PERSONA_OR_CHARACTER: list[JsonValue] = [
+    {"required": ["persona"], "properties": {"persona": {"type": "string", "minLength": 1}}},
+    {"required": ["character_id"], "properties": {"character_id": {"type": "string"}}},
+]
+
+
+class ChatRequest(GenerationOptions):
+    # Either the client's conversation (`messages`, with a persona or a character), or a new
+    # message for a conversation kept on the server (`session_id` + `message` alone).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["messages"],
+                    "not": {"required": ["message"]},
+                    "anyOf": _PERSONA_OR_CHARACTER,
+                },
+                {
+                    "required": ["session_id", "message"],
+                    "not": {"anyOf": [{"required": [n]} for n in ("messages", *_SETUP)]},
+                },
+            ]
+        },
+    )
+
+    messages: list[ChatMessage] | None = Field(
+        None,
+        min_length=1,
+        description="The conversation so far, usually ending with the user's new message; "
+        "one ending with the character's (assistant) message asks the character to speak "
+        "again (only the reply is added to the session). Not with `message`.",
+    )
+    message: str | None = Field(
+        None,
+        min_length=1,
+        description="The user's new message for the conversation `session_id` kept on the "
+        "server (POST /api/chat/sessions): it is added to the stored conversation, which is "
+        "what the model sees. Not with `messages`.",
+    )
+    # Empty counts as absent: the character's persona is used (as API.md says).
+    persona: str | None = Field(None, max_length=8000)
+    character_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    scenario: Scenario | None = None
+    user_persona_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="One of the caller's user personas (`/api/personas`): its name is "
+        "`{{user}}`, its description goes into the system message.",
+    )
+    session_id: UUID | None = None
+
+    @property
+    def on_server(self) -> bool:
+        """A message for a conversation kept on the server."""
+        return self.message is not None
+
+
 def check_limits(body: ChatRequest, settings: ChatSettings) -> None:
+    if body.on_server:
+        _check_server_turn(body, settings)
+        return
+    if body.messages is None:
+        raise ValidationFailed(
+            "messages: send the conversation (messages), or a session_id and a message"
+        )
     if not body.persona and not body.character_id:
         raise ValidationFailed("persona: give a persona or a character_id")
     if len(body.messages) > settings.max_messages:
@@ -110,6 +152,24 @@ def check_limits(body: ChatRequest, settings: ChatSettings) -> None:
         raise ValidationFailed(
             f"messages: at most {settings.max_total_chars} characters in all are allowed"
         )
+
+
+def _check_server_turn(body: ChatRequest, settings: ChatSettings) -> None:
+    if body.session_id is None:
+        raise ValidationFailed("session_id: a message goes to a conversation: name it")
+    if body.messages is not None:
+        raise ValidationFailed("messages: send either messages or a message, not both")
+    for name in _SETUP:
+        if getattr(body, name):
+            raise ValidationFailed(
+                f"{name}: a conversation kept on the server keeps what it was started with"
+            )
+    check_message(body.message or "", "message", settings)
+
+
+def check_message(content: str, where: str, settings: ChatSettings) -> None:
+    if len(content) > settings.max_message_chars:
+        raise ValidationFailed(f"{where}: at most {settings.max_message_chars} characters")
 
 
 class Usage(BaseModel):
@@ -158,6 +218,15 @@ class ChatReply(BaseModel):
         None, description="Streamed replies with realtime speech: each sentence's audio, in order."
     )
     context: PromptReceipt | None = Field(None, description="What the model saw.")
+    message_id: str | None = Field(
+        None, description="The reply's message id in the stored conversation."
+    )
+    user_message_id: str | None = Field(
+        None, description="The id the user's message was stored with (when one was)."
+    )
+    swipe_id: int | None = Field(
+        None, description="Which alternate of its message the reply is (regenerate: the new one)."
+    )
 
 
 class ModelInfo(BaseModel):
@@ -170,9 +239,18 @@ class ModelList(BaseModel):
 
 
 class StoredMessage(BaseModel):
+    id: str
     role: Literal["user", "assistant"]
-    content: str
+    content: str = Field(description="The text shown: for a reply, its alternate shown.")
     at: str
+    interrupted: bool = Field(
+        description="Cut short: its client stopped the stream; this is what was sent."
+    )
+    swipes: list[str] | None = Field(
+        description="A reply's alternates (regenerate adds one), at least its own text; "
+        "null for the user's messages."
+    )
+    swipe_id: int | None = Field(description="Which of `swipes` is shown.")
 
 
 class SessionSummary(BaseModel):
@@ -183,16 +261,37 @@ class SessionSummary(BaseModel):
     created_at: str
 
 
-class SessionHistory(BaseModel):
+class Conversation(BaseModel):
+    """A session as the conversation list shows it."""
+
     session_id: str
-    model: str | None
+    title: str | None = Field(
+        description="Set by PATCH, else the first user message, cut; null before one."
+    )
+    character_id: str | None
+    user_persona_id: str | None
+    message_count: int = Field(description="Messages recorded in the session, in all.")
+    preview: str | None = Field(description="The last message, cut.")
     created_at: str | None
     updated_at: str | None
+    pinned: bool
+    mode: Literal["server", "client"] = Field(
+        description="`server`: kept on the server and steered there; `client`: its client "
+        "sends the history (`messages`), the server keeps a record of it."
+    )
+
+
+class ConversationPage(BaseModel):
+    conversations: list[Conversation]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
+
+
+class SessionHistory(Conversation):
+    model: str | None
     usage: Usage
-    message_count: int = Field(description="Messages recorded in the session, in all.")
     messages: list[StoredMessage] = Field(
-        description="A page of them, oldest first: by default the latest. Only the last "
-        "MAX_STORED_MESSAGES are kept."
+        description="A page of them, oldest first: by default the latest. A client's record "
+        "keeps only the last MAX_STORED_MESSAGES."
     )
     first_message: int = Field(description="The number of the page's first message (from 0).")
     next_before: int | None = Field(
@@ -202,6 +301,63 @@ class SessionHistory(BaseModel):
     summary: SessionSummary | None = Field(
         description="The summary of older turns the last reply was given, if any."
     )
+
+
+class StartConversation(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": _PERSONA_OR_CHARACTER})
+
+    character_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    persona: str | None = Field(
+        None, max_length=8000, description="The character's description (over the character's)."
+    )
+    user_persona_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    scenario: Scenario | None = None
+    title: str | None = Field(None, min_length=1, max_length=100)
+    greeting: JsonInt = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Which greeting opens it: 0 the character's first message, n its n-th "
+        "alternate greeting (all of them are the opening message's alternates).",
+    )
+
+
+class ConversationChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    title: str | None = Field(None, min_length=1, max_length=100)
+    pinned: StrictBool | None = Field(None, description="Pinned conversations list first.")
+
+
+class MessageEdit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = Field(min_length=1)
+
+
+class SwipeChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    index: JsonInt = Field(ge=0, le=1000, description="Which alternate to show, from 0.")
+
+
+class BranchPoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message_id: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="The branch holds the messages up to and with this one.",
+    )
+
+
+class MessageDeleted(BaseModel):
+    message_id: str
+    deleted: bool
+
+
+class Released(BaseModel):
+    session_id: str
+    released: bool
 
 
 class Deleted(BaseModel):

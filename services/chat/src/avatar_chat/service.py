@@ -1,7 +1,7 @@
 """The chat domain's parts, and its reads and writes: sessions, characters and models. A
 turn itself, which uses these parts in order, is `flows`."""
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import aiohttp
 import httpx
@@ -18,7 +18,7 @@ from avatar_chat.metrics import LLM_TOKENS
 from avatar_chat.peers.characters import CharacterDirectory
 from avatar_chat.peers.tts import TtsClient
 from avatar_chat.prompt.builder import CharacterCard, UserPersona
-from avatar_chat.schemas import ChatRequest, ModelInfo, SessionHistory
+from avatar_chat.schemas import ModelInfo, Scenario, SessionHistory
 from avatar_chat.settings import ChatSettings
 from avatar_chat.speech.voicing import ReplyVoice
 from avatar_chat.store import SessionStore, TurnRecord
@@ -48,6 +48,7 @@ class ChatService:
             settings.max_stored_messages,
             (settings.max_stored_bytes, settings.anon_max_stored_bytes),
             (settings.max_stored_sessions_per_user, settings.max_stored_sessions_per_address),
+            (settings.max_conversations_per_user, settings.max_conversation_bytes_per_user),
         )
         self.characters = CharacterDirectory(
             http, settings.characters_url, settings.character_cache_s
@@ -57,11 +58,12 @@ class ChatService:
         self.gate = Gate(settings.llm_max_in_flight, settings.llm_queue_wait_s, LlmBusy)
         self.windows = ContextWindows(llm, settings.llm_context_tokens, settings.models_cache_s)
         self.summaries = SummaryStore(redis, settings.session_ttl_s, settings.summary_timeout_s + 5)
-        # A summary call is LLM work its caller causes: it counts in their chat rate.
-        summary_rate = RateLimit(
+        # A summary call is LLM work its caller causes: it counts in their chat rate, as
+        # starting a conversation does.
+        self.chat_rate = RateLimit(
             redis, "chat", settings.chat_rate_per_min, RATE_WINDOW_S, "chat requests", "a minute"
         )
-        self.context = ContextPlanner(llm, self.gate, self.summaries, summary_rate, settings)
+        self.context = ContextPlanner(llm, self.gate, self.summaries, self.chat_rate, settings)
         self.catalog = ModelCatalog(
             llm, settings.default_model, settings.offered_models, settings.models_cache_s
         )
@@ -69,24 +71,24 @@ class ChatService:
     async def models(self) -> list[ModelInfo]:
         return await self.catalog.models()
 
-    async def character(self, body: ChatRequest) -> tuple[CharacterCard, str | None]:
-        """The character to play and the voice to speak it with: the request's `persona` is
+    async def character(self, setup: "Setup") -> tuple[CharacterCard, str | None]:
+        """The character to play and the voice to speak it with: the setup's `persona` is
         its description; a `character_id` adds everything else the character has."""
-        card, voice_id = CharacterCard(description=body.persona or ""), None
-        if body.character_id:
-            profile = await self.characters.get(body.character_id)
+        card, voice_id = CharacterCard(description=setup.persona or ""), None
+        if setup.character_id:
+            profile = await self.characters.get(setup.character_id)
             card, voice_id = profile.card, profile.voice_id
-            if body.persona:
-                card = replace(card, description=body.persona)
+            if setup.persona:
+                card = replace(card, description=setup.persona)
         if not card.description:
-            raise ValidationFailed(f"character_id: character '{body.character_id}' has no persona")
+            raise ValidationFailed(f"character_id: character '{setup.character_id}' has no persona")
         return card, voice_id
 
-    async def user_persona(self, body: ChatRequest, caller: Identity) -> UserPersona:
+    async def user_persona(self, setup: "Setup", caller: Identity) -> UserPersona:
         """Who the user plays: their persona named by `user_persona_id`, else a name alone."""
-        if body.user_persona_id is None:
+        if setup.user_persona_id is None:
             return UserPersona(self.settings.default_user_name)
-        return await self.characters.user_persona(body.user_persona_id, caller)
+        return await self.characters.user_persona(setup.user_persona_id, caller)
 
     async def record(
         self, session_id: str, caller: Identity, turn: TurnRecord, lease: Lease
@@ -105,6 +107,41 @@ class ChatService:
     async def delete_session(self, session_id: str, caller: Caller) -> None:
         await self.sessions.delete(session_id, caller.user_id)
         await self.admission.release(session_id, caller)  # its place goes to the next user
+
+    async def release(self, session_id: str, caller: Caller) -> None:
+        """Frees the session's active place; the conversation stays."""
+        await self.sessions.owned(session_id, caller.user_id)
+        await self.admission.release(session_id, caller)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Who a conversation is played with: sent with each turn of a client's conversation,
+    stored with a conversation kept on the server."""
+
+    persona: str | None = None  # the character's description, over the character's own
+    character_id: str | None = None
+    scenario: Scenario | None = None
+    user_persona_id: str | None = None
+
+    @classmethod
+    def stored(cls, meta: dict[str, str]) -> "Setup":
+        scenario = meta.get("scenario")
+        return cls(
+            meta.get("persona") or None,
+            meta.get("character_id") or None,
+            Scenario.model_validate_json(scenario) if scenario else None,
+            meta.get("user_persona_id") or None,
+        )
+
+    def fields(self) -> dict[str, str]:
+        """As the session's hash keeps it (empty ones are not stored)."""
+        return {
+            "persona": self.persona or "",
+            "character_id": self.character_id or "",
+            "scenario": self.scenario.model_dump_json(exclude_none=True) if self.scenario else "",
+            "user_persona_id": self.user_persona_id or "",
+        }
 
 
 def admission_limits(settings: ChatSettings) -> Limits:

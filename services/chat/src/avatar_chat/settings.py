@@ -47,7 +47,8 @@ class ChatSettings(ServiceSettings):
     max_total_chars: int = Field(100_000, gt=0)
     """Longest conversation one request may carry, in characters."""
     session_ttl_s: int = Field(7 * 24 * 3600, gt=0)
-    """A chat session idle this long is forgotten."""
+    """A chat session idle this long is forgotten (a signed-in user's conversations kept on the
+    server stay until deleted)."""
     max_stored_messages: int = Field(1000, ge=2)
     """Most messages a session keeps as its history; older ones are dropped (the client
     sends the conversation itself, so replies do not depend on them)."""
@@ -62,6 +63,15 @@ class ChatSettings(ServiceSettings):
     max_stored_sessions_per_address: int = Field(20, gt=0)
     """The same for all anonymous callers of one client address together (ids are free: a
     cap per id would bound nothing)."""
+    max_conversations_per_user: int = Field(1000, gt=0)
+    """Most conversations kept on the server (POST /api/chat/sessions, branches, imports) one
+    signed-in user keeps; they stay until deleted, and one more answers 409 quota_exceeded.
+    (An anonymous caller's expire after SESSION_TTL_S and count in
+    MAX_STORED_SESSIONS_PER_ADDRESS.)"""
+    max_conversation_bytes_per_user: int = Field(32 * 1024 * 1024, ge=1024 * 1024)
+    """Most bytes of messages those conversations of one signed-in user hold together."""
+    max_swipes: int = Field(20, ge=2, le=1000)
+    """Most alternates a reply keeps (regenerate adds one); past it, the oldest goes."""
     tts_timeout_s: float = Field(60.0, gt=0)
     """Longest wait for the tts service to speak a reply."""
     llm_max_in_flight: int = Field(8, gt=0)

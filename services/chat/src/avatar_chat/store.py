@@ -1,70 +1,110 @@
 """Chat sessions in Redis, owned by the chat service.
 
-Keys (all expire after `SESSION_TTL_S` without use):
-- `chat:session:{id}`: hash of owner, model, created_at, updated_at, prompt_tokens,
-  completion_tokens (the LLM's own counts, summed over the session), last_prompt_tokens,
-  summary_covered (messages folded into the summary the last turn used), message_count
-  (messages ever recorded), `calibration:{model}` (learned from the LLM's counts, see
-  `context.tokens`), and holder (whose stored sessions it counts in, below).
-- `chat:session:{id}:messages`: list of JSON messages {role, content, at}, oldest first: the
-  newest of them, at most MAX_STORED_MESSAGES and MAX_STORED_BYTES (ANON_MAX_STORED_BYTES
-  for an anonymous owner), the latest turn always (the client sends the conversation
-  itself; the list is its history to show, read a page at a time). The hash's
-  `stored_bytes` counts them.
-- the conversations budget (avatar_shared.budget): each session is a holder (`chat:{id}`)
-  charged for its messages' bytes plus SESSION_OVERHEAD, expiring with it. Admission refuses
-  turns while the budget is full, so what is recorded was admitted with room (it may pass
-  the limit by the turns in flight at that moment).
-- `chat:session:{id}:summaries`: the summary cache (see `context.summaries`).
-- `chat:stored-of:{holder}`: the stored sessions of one holder, a signed-in user (their id)
-  or, for anonymous callers, their client address (`addr:{address}`, all its ids together:
-  ids are free), each scored by when it expires (so the least recently used comes first);
-  expired ones leave it at the holder's next write, and the key expires with its newest.
-  At most MAX_STORED_SESSIONS_PER_USER (MAX_STORED_SESSIONS_PER_ADDRESS): a new session
-  past it deletes the holder's least recently used one, its bytes given back and its active
-  place freed, so one client cannot fill the conversations budget for everyone.
+A session is either a record of a client's conversation (its client sends `messages`; mode
+`client`) or a conversation kept on the server (mode `server`: started by POST
+/api/chat/sessions, a branch or an import; its stored messages are the conversation).
 
-Turns are written only after a reply succeeded, so a failed request leaves none. (Summaries
-are cached as soon as they are made; a new session whose first reply failed drops its own.)
-Another user's session is reported as missing, never as forbidden: ids are not disclosed.
+Keys:
+- `chat:session:{id}`: hash of owner, mode, model, created_at, updated_at, active_at (Unix
+  seconds of the last change, the library's order), prompt_tokens, completion_tokens (the
+  LLM's own counts, summed), last_prompt_tokens, summary_covered (messages folded into the
+  summary the last turn used), message_count, stored_bytes, `calibration:{model}` (see
+  `context.tokens`), holder (below), title, preview (the last message, cut), pinned, and
+  what a server conversation is played with: character_id, user_persona_id, persona,
+  scenario (JSON), branched_from; kept ('1': kept until deleted).
+- `chat:session:{id}:messages`: list of JSON messages, oldest first (`conversations.messages`
+  has their form). A client's record keeps the newest MAX_STORED_MESSAGES within
+  MAX_STORED_BYTES (ANON_MAX_STORED_BYTES for an anonymous owner); a server conversation is
+  never trimmed: a turn or edit past those caps is refused (409 `conversation_full`).
+- `chat:session:{id}:summaries`: the summary cache (see `context.summaries`).
+- `chat:session:{id}:busy`: the lease id of the turn generating a reply for a server
+  conversation (see `limits.admission`); while it exists, every change answers 409.
+- Expiry: every key of a session expires SESSION_TTL_S after its last use, except a signed-in
+  owner's server conversation, which is kept until deleted (its summaries are a cache and
+  still expire), counted in `chat:kept:{user}` (count, bytes) within
+  MAX_CONVERSATIONS_PER_USER and MAX_CONVERSATION_BYTES_PER_USER (409 `quota_exceeded`).
+- `chat:stored-of:{holder}`: the expiring sessions of one holder, a signed-in user (their id)
+  or, for anonymous callers, their client address (`addr:{address}`, all its ids together:
+  ids are free), each scored by when it expires. At most MAX_STORED_SESSIONS_PER_USER
+  (MAX_STORED_SESSIONS_PER_ADDRESS): a new one past it deletes the holder's least recently
+  used one, its bytes given back and its active place freed.
+- `chat:library:{owner}` and `chat:library:{owner}:{character_id}`: the owner's sessions by
+  last activity (pinned ones first), for `GET /api/chat/sessions`. A session that expired
+  leaves them when they are read past it, or swept when they outgrow what the owner may
+  keep; an anonymous owner's expire with its newest session.
+- the conversations budget (avatar_shared.budget): each session is a holder (`chat:{id}`)
+  charged for its messages' bytes plus SESSION_OVERHEAD, until it expires.
+
+Turns are written only after a reply succeeded (or, streamed, was stopped by its client: what
+was sent, marked interrupted), so a failed request leaves none. Another user's session is
+reported as missing, never as forbidden: ids are not disclosed.
 """
 
 import json
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 
 from avatar_chat.context.summaries import Summary, parse_summaries, summaries_key
-from avatar_chat.errors import SessionNotFound
-from avatar_chat.limits.admission import ACTIVE, LEASE_FUNCTIONS, Lease, sessions_of
-from avatar_shared.budget import BUDGET_FUNCTIONS, Budget
+from avatar_chat.conversations import messages as msgs
+from avatar_chat.conversations.ids import new_message_id
+from avatar_chat.errors import (
+    ConversationBusy,
+    ConversationFull,
+    NotAConversation,
+    QuotaExceeded,
+    SessionNotFound,
+)
+from avatar_chat.limits.admission import ACTIVE, Lease
+from avatar_chat.store_scripts import (
+    CREATE,
+    DELETE,
+    KEPT,
+    LIBRARY,
+    META,
+    MUTATE,
+    RECORD_TURN,
+    RENAME,
+    SESSION_OVERHEAD,
+    STORED_OF,
+)
+from avatar_shared.budget import Budget
 from avatar_shared.identity import Identity
 from avatar_shared.pages import Page
 from avatar_shared.rate import address_key
 from avatar_shared.timestamps import utc_now
 
-# Bytes a session is charged beyond its messages: its hash and keys.
-SESSION_OVERHEAD = 1024
-STORED_OF = "chat:stored-of:"
+__all__ = ["SESSION_OVERHEAD", "SessionState", "SessionStore", "TurnRecord"]
+
+TITLE_CHARS = 60  # a title made from the first user message
+# Fields of a session's hash that a conversation listing shows.
+LISTED = (
+    *("title", "character_id", "user_persona_id", "message_count", "preview"),
+    *("created_at", "updated_at", "pinned", "mode", "active_at"),
+)
 
 
 def _meta_key(session_id: str) -> str:
-    return f"chat:session:{session_id}"
+    return f"{META}{session_id}"
 
 
 def _messages_key(session_id: str) -> str:
-    return f"chat:session:{session_id}:messages"
+    return f"{META}{session_id}:messages"
 
 
-def _budget_holder(session_id: str) -> str:
-    """The session, as the conversations budget holds it."""
-    return f"chat:{session_id}"
+def busy_key(session_id: str) -> str:
+    return f"{META}{session_id}:busy"
 
 
 def _stored_of(holder: str) -> str:
-    """The stored sessions of a holder (`_stored_holder`): id -> when it expires."""
     return f"{STORED_OF}{holder}"
+
+
+def _library(owner: str, character_id: str | None = None) -> str:
+    return f"{LIBRARY}{owner}" + (f":{character_id}" if character_id else "")
 
 
 def _stored_holder(owner: Identity) -> str:
@@ -73,146 +113,60 @@ def _stored_holder(owner: Identity) -> str:
     return owner.user_id if owner.signed_in else address_key(owner.address)
 
 
-# Forgets a session: its keys, its holder's count of it, and its bytes given back to the
-# conversations budget. Its keys are named from its id here (one Redis server, as everywhere
-# in this project, not a cluster): an evicted session is found by the script, not the caller.
-FORGET_FUNCTIONS = (
-    BUDGET_FUNCTIONS
-    + """
-local function session_forget(id, budget_total, budget_held, budget_until)
-  local meta = 'META' .. id
-  local holder = redis.call('HGET', meta, 'holder')
-  if holder then redis.call('ZREM', 'STORED_OF' .. holder, id) end
-  redis.call('DEL', meta, meta .. ':messages', meta .. ':summaries')
-  local charged = 'BUDGET_HOLDER' .. id
-  local size = tonumber(redis.call('HGET', budget_held, charged) or '0')
-  budget_hold(budget_total, budget_held, budget_until, charged, -size, 'inf')
-end
-""".replace("META", _meta_key(""))
-    .replace("STORED_OF", STORED_OF)
-    .replace("BUDGET_HOLDER", _budget_holder(""))
-)
-
-# Appends one turn atomically and in one round trip, and ends the turn's lease (see
-# limits.admission); refuses (returns 0) when another user owns the session. The history
-# keeps the newest messages within the caps on messages and bytes (the turn just recorded
-# always), and the session is charged to the conversations budget for what it keeps. The
-# session is one of its holder's stored sessions (scored by when it expires: the least
-# recently used first); a session new to them past their cap deletes their least recently
-# used one (and frees its active place: see limits.admission), never anyone else's.
-# KEYS: meta, messages, summaries, the budget's total, held, until, the holder's stored
-# sessions, the active sessions, then the lease sets.
-# ARGV: user, model, now, prompt tokens, completion tokens, ttl, summary_covered,
-# calibration field, its value ('' when none was learned), messages kept at most, bytes kept
-# at most, the budget's holder, the lease id, the session id, the holder, the holder's
-# stored sessions at most, then the messages as JSON.
-RECORD_TURN = (
-    FORGET_FUNCTIONS
-    + LEASE_FUNCTIONS
-    + """
-local meta, messages, stored_of, active = KEYS[1], KEYS[2], KEYS[7], KEYS[8]
-local session, holder, holder_cap = ARGV[14], ARGV[15], tonumber(ARGV[16])
-local first_message = 17
-lease_end(KEYS, 9, ARGV[13])
-local owner = redis.call('HGET', meta, 'owner')
-if owner and owner ~= ARGV[1] then return 0 end
-if not owner then redis.call('HSET', meta, 'owner', ARGV[1], 'created_at', ARGV[3]) end
-local clock = redis.call('TIME')  -- to the microsecond: it orders the holder's sessions
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
-local expires = now + tonumber(ARGV[6])
-
--- The holder's count: expired sessions leave it; a session new to it past the cap makes
--- room by deleting the holder's least recently used one.
-local was = redis.call('HGET', meta, 'holder')
-if was and was ~= holder then  -- an anonymous id's session continued from another address
-  redis.call('ZREM', 'STORED_OF' .. was, session)
-end
-redis.call('HSET', meta, 'holder', holder)
-redis.call('ZREMRANGEBYSCORE', stored_of, '-inf', now)
-if not redis.call('ZSCORE', stored_of, session) then
-  while redis.call('ZCARD', stored_of) >= holder_cap do
-    local oldest = redis.call('ZRANGE', stored_of, 0, 0)[1]
-    local its = 'META' .. oldest
-    if redis.call('HGET', its, 'holder') == holder then  -- only ever the holder's own
-      local its_owner = redis.call('HGET', its, 'owner')
-      session_forget(oldest, KEYS[4], KEYS[5], KEYS[6])
-      redis.call('ZREM', active, oldest)  -- its place, and in the shares that count it
-      if its_owner then redis.call('ZREM', 'ACTIVE_OF' .. its_owner, oldest) end
-      redis.call('ZREM', 'ACTIVE_OF' .. holder, oldest)
-    end
-    redis.call('ZREM', stored_of, oldest)
-  end
-end
-redis.call('ZADD', stored_of, expires, session)
-redis.call('EXPIRE', stored_of, ARGV[6])  -- the newest member expires last: with it
-
-redis.call('HSET', meta, 'model', ARGV[2], 'updated_at', ARGV[3],
-  'last_prompt_tokens', ARGV[4], 'summary_covered', ARGV[7])
-if ARGV[9] ~= '' then redis.call('HSET', meta, ARGV[8], ARGV[9]) end
-redis.call('HINCRBY', meta, 'prompt_tokens', ARGV[4])
-redis.call('HINCRBY', meta, 'completion_tokens', ARGV[5])
-local new = #ARGV - first_message + 1
-redis.call('HINCRBY', meta, 'message_count', new)
-local stored = tonumber(redis.call('HGET', meta, 'stored_bytes') or '-1')
-if stored < 0 then  -- a session stored before the byte cap: counted once
-  stored = 0
-  for _, kept in ipairs(redis.call('LRANGE', messages, 0, -1)) do stored = stored + #kept end
-end
-for i = first_message, #ARGV do stored = stored + #ARGV[i] end
-local count = redis.call('RPUSH', messages, unpack(ARGV, first_message))
-while count > new and (count > tonumber(ARGV[10]) or stored > tonumber(ARGV[11])) do
-  stored = stored - #redis.call('LPOP', messages)
-  count = count - 1
-end
-redis.call('HSET', meta, 'stored_bytes', stored)
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
-local charged_as = ARGV[12]
-local charged = stored + SESSION_OVERHEAD
-local before = tonumber(redis.call('HGET', KEYS[5], charged_as) or '0')
-budget_hold(KEYS[4], KEYS[5], KEYS[6], charged_as, charged - before, expires)
-redis.call('ZADD', KEYS[6], 'XX', expires, charged_as)  -- renewed with the keys' TTL
-return 1
-""".replace("SESSION_OVERHEAD", str(SESSION_OVERHEAD))
-    .replace("META", _meta_key(""))
-    .replace("STORED_OF", STORED_OF)
-    .replace("ACTIVE_OF", sessions_of(""))
-)
-
-# Deletes a session of its owner's, gives its bytes back to the budget and takes it out of
-# its holder's count; 0 when there is none of theirs. KEYS: meta, the budget's total, held,
-# until. ARGV: user, the session id.
-DELETE = (
-    FORGET_FUNCTIONS
-    + """
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-session_forget(ARGV[2], KEYS[2], KEYS[3], KEYS[4])
-return 1
-"""
-)
-
-
 @dataclass(frozen=True)
 class SessionState:
-    """What planning a turn needs from the stored session."""
+    """What planning a turn needs from the stored session (and, for a server conversation,
+    its messages)."""
 
     meta: dict[str, str] = field(default_factory=dict)
     summaries: dict[int, Summary] = field(default_factory=dict)
+    raw: list[str] = field(default_factory=list)  # the messages as stored, JSON
 
     def calibration(self, model: str) -> float | None:
         value = self.meta.get(_calibration_field(model))
         return float(value) if value else None
 
+    @property
+    def messages(self) -> list[msgs.Message]:
+        return [json.loads(item) for item in self.raw]
+
+    @property
+    def is_conversation(self) -> bool:
+        return self.meta.get("mode") == "server"
+
 
 @dataclass(frozen=True)
 class TurnRecord:
-    """One finished turn, as `record_turn` stores it."""
+    """One finished turn, as `record_turn` stores it: messages to append (an id and a time
+    are given to those without), or the last message replaced (`replaced`: as it was read,
+    and its new form)."""
 
-    exchanged: list[dict[str, str]]
+    exchanged: list[dict[str, Any]]
     model: str
     prompt_tokens: int
     completion_tokens: int
     summary_covered: int
     calibration: float | None
+    replaced: tuple[str, msgs.Message] | None = None
+    character_id: str | None = None  # a client's record: the character it talks with
+
+
+@dataclass(frozen=True)
+class Caps:
+    """How much sessions may hold (from the settings)."""
+
+    messages: int = 1000  # MAX_STORED_MESSAGES
+    bytes: tuple[int, int] = (1024 * 1024, 256 * 1024)  # signed in, anonymous
+    sessions: tuple[int, int] = (200, 20)  # stored (expiring) per user, per address
+    kept: tuple[int, int] = (1000, 32 * 1024 * 1024)  # kept per user: count, bytes
+
+    def bytes_for(self, owner_signed_in: bool) -> int:
+        return self.bytes[0] if owner_signed_in else self.bytes[1]
+
+    @property
+    def library(self) -> int:
+        """Members a library holds before it sheds expired ones."""
+        return self.kept[0] + self.sessions[0]
 
 
 def _calibration_field(model: str) -> str:
@@ -228,61 +182,47 @@ class SessionStore:
         max_messages: int = 1000,
         max_bytes: tuple[int, int] = (1024 * 1024, 256 * 1024),
         max_sessions: tuple[int, int] = (200, 20),
+        max_kept: tuple[int, int] = (1000, 32 * 1024 * 1024),
     ) -> None:
         """`max_bytes`: what a signed-in user's session keeps, and an anonymous caller's;
-        `max_sessions`: the stored sessions a signed-in user keeps, and an anonymous address."""
+        `max_sessions`: the expiring sessions a signed-in user keeps, and an anonymous
+        address; `max_kept`: a signed-in user's kept conversations, count and bytes."""
         self.redis = redis
         self.budget = budget
         self.ttl_s = ttl_s
-        self.max_messages = max_messages
-        self.max_bytes = max_bytes
-        self.max_sessions = max_sessions
+        self.caps = Caps(max_messages, max_bytes, max_sessions, max_kept)
         self._record_turn = redis.register_script(RECORD_TURN)
+        self._create = redis.register_script(CREATE)
+        self._mutate = redis.register_script(MUTATE)
+        self._rename = redis.register_script(RENAME)
         self._delete = redis.register_script(DELETE)
 
-    async def load(self, session_id: str, user_id: str) -> SessionState:
-        """The caller's session in one round trip; empty for a new id; 404 for anyone else's."""
+    # --- reads ---------------------------------------------------------------------------
+
+    async def load(
+        self, session_id: str, user_id: str, with_messages: bool = False
+    ) -> SessionState:
+        """The caller's session in one round trip; empty for a new id; 404 for anyone else's.
+        `with_messages`: a server conversation, with its messages (404 when there is none)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(_meta_key(session_id))
             pipe.hgetall(summaries_key(session_id))
-            meta, summaries = await pipe.execute()
-        if meta.get("owner", user_id) != user_id:
+            if with_messages:
+                pipe.lrange(_messages_key(session_id), 0, -1)
+            meta, summaries, *raw = await pipe.execute()
+        if meta.get("owner", user_id) != user_id or (with_messages and not meta):
             raise SessionNotFound(session_id)
-        return SessionState(meta, parse_summaries(summaries))
+        state = SessionState(meta, parse_summaries(summaries), raw[0] if raw else [])
+        if with_messages and not state.is_conversation:
+            raise NotAConversation()
+        return state
 
-    async def record_turn(
-        self, session_id: str, owner: Identity, turn: TurnRecord, lease: Lease | None = None
-    ) -> None:
-        """Stores the turn and ends its `lease` (given by the admission), in one step."""
-        now = utc_now()
-        signed_in, anonymous = self.max_bytes
-        keys = [_meta_key(session_id), _messages_key(session_id), summaries_key(session_id)]
-        holder = _stored_holder(owner)
-        keys += [*self.budget.keys, _stored_of(holder), ACTIVE, *(lease.keys if lease else ())]
-        recorded = await self._record_turn(
-            keys=keys,
-            args=[
-                owner.user_id,
-                turn.model,
-                now,
-                turn.prompt_tokens,
-                turn.completion_tokens,
-                self.ttl_s,
-                turn.summary_covered,
-                _calibration_field(turn.model),
-                "" if turn.calibration is None else f"{turn.calibration:.4f}",
-                self.max_messages,
-                signed_in if owner.signed_in else anonymous,
-                _budget_holder(session_id),
-                lease.id if lease else "",
-                session_id,
-                holder,
-                self.max_sessions[0] if owner.signed_in else self.max_sessions[1],
-                *(json.dumps({**m, "at": now}, ensure_ascii=False) for m in turn.exchanged),
-            ],
-        )
-        if not recorded:
+    async def owned(self, session_id: str, user_id: str) -> dict[str, str]:
+        """The caller's session's hash; 404 when there is none of theirs."""
+        meta: dict[str, str] = await self.redis.hgetall(_meta_key(session_id))  # type: ignore[misc]  # redis-py: "Awaitable[T] | T"
+        if not meta or meta.get("owner") != user_id:
             raise SessionNotFound(session_id)
+        return meta
 
     async def history(
         self, session_id: str, user_id: str, limit: int, before: int | None
@@ -314,17 +254,18 @@ class SessionStore:
         page = Page.of(numbered, limit)  # newest first
         start = max(first_kept, end - limit)
         summary = parse_summaries(summaries).get(int(meta.get("summary_covered", 0)))
+        shown = [
+            msgs.public(json.loads(item), start + n) for n, item in enumerate(reversed(page.items))
+        ]
         return {
-            "session_id": session_id,
+            **listed(session_id, meta),
             "model": meta.get("model"),
-            "created_at": meta.get("created_at"),
-            "updated_at": meta.get("updated_at"),
             "usage": {
                 "prompt_tokens": int(meta.get("prompt_tokens", 0)),
                 "completion_tokens": int(meta.get("completion_tokens", 0)),
             },
             "message_count": count,
-            "messages": [json.loads(item) for item in reversed(page.items)],
+            "messages": shown,
             "first_message": start,
             "next_before": page.next,
             "last_prompt_tokens": int(meta.get("last_prompt_tokens", 0)),
@@ -336,8 +277,243 @@ class SessionStore:
             },
         }
 
+    async def library(
+        self,
+        user_id: str,
+        character_id: str | None,
+        limit: int,
+        after: tuple[float, str] | None,
+    ) -> Page[dict[str, Any], tuple[float, str]]:
+        """A page of the owner's sessions, pinned first, then the most recently active
+        (`after`: the position of the previous page's last one). Sessions that expired
+        leave the library as they are met."""
+        key = _library(user_id, character_id)
+        found: list[tuple[dict[str, Any], tuple[float, str]]] = []
+        top: float | str = "+inf" if after is None else after[0]
+        while len(found) <= limit:
+            # Ties (the same microsecond) are rare: a few more than the page are read.
+            wanted = limit + 1 - len(found) + 8
+            members = await self.redis.zrevrangebyscore(
+                key, top, "-inf", start=0, num=wanted, withscores=True
+            )
+            if after is not None:
+                members = [
+                    (m, s) for m, s in members if s < after[0] or (s == after[0] and m < after[1])
+                ]
+            if not members:
+                break
+            found += await self._listed(key, members)
+            after = (members[-1][1], members[-1][0])
+            top = after[0]
+        return Page.of(found, limit)
+
+    async def _listed(
+        self, key: str, members: Sequence[tuple[str, float]]
+    ) -> list[tuple[dict[str, Any], tuple[float, str]]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for member, _ in members:
+                pipe.hmget(_meta_key(member), ["owner", *LISTED])
+            metas = await pipe.execute()
+        found, gone = [], []
+        for (member, score), values in zip(members, metas, strict=True):
+            if values[0] is None:
+                gone.append(member)
+                continue
+            found.append(
+                (listed(member, dict(zip(LISTED, values[1:], strict=True))), (score, member))
+            )
+        if gone:
+            await self.redis.zrem(key, *gone)
+        return found
+
+    # --- writes --------------------------------------------------------------------------
+
+    async def record_turn(
+        self, session_id: str, owner: Identity, turn: TurnRecord, lease: Lease | None = None
+    ) -> None:
+        """Stores the turn and ends its `lease` (given by the admission), in one step."""
+        now = utc_now()
+        appended = [{"id": new_message_id(), **m, "at": m.get("at", now)} for m in turn.exchanged]
+        replaced, replacement = turn.replaced or ("", None)
+        last = appended[-1] if appended else replacement
+        first_user = next((m["content"] for m in appended if m["role"] == "user"), "")
+        keys = [_meta_key(session_id), _messages_key(session_id), summaries_key(session_id)]
+        holder = _stored_holder(owner)
+        keys += [*self.budget.keys, _stored_of(holder), ACTIVE, busy_key(session_id)]
+        keys += lease.keys if lease else ()
+        recorded = await self._record_turn(
+            keys=keys,
+            args=[
+                owner.user_id,
+                turn.model,
+                now,
+                turn.prompt_tokens,
+                turn.completion_tokens,
+                self.ttl_s,
+                turn.summary_covered,
+                _calibration_field(turn.model),
+                "" if turn.calibration is None else f"{turn.calibration:.4f}",
+                self.caps.messages,
+                self.caps.bytes_for(owner.signed_in),
+                lease.id if lease else "",
+                session_id,
+                holder,
+                self.caps.sessions[0] if owner.signed_in else self.caps.sessions[1],
+                replaced,
+                msgs.encode(replacement) if replacement else "",
+                msgs.cut(first_user, TITLE_CHARS),
+                msgs.preview([last]) if last else "",
+                turn.character_id or "",
+                self.caps.library,
+                *(msgs.encode(m) for m in appended),
+            ],
+        )
+        if recorded == 0:
+            raise SessionNotFound(session_id)
+        if recorded == -1:
+            raise ConversationBusy("The conversation changed while the reply was generated.")
+
+    async def create(
+        self,
+        owner: Identity,
+        fields: dict[str, str],
+        opening: list[msgs.Message],
+    ) -> str:
+        """A new server conversation of `owner`'s with its `opening` messages and `fields`
+        (what it is played with); its id. A signed-in owner's is kept, within their quota."""
+        session_id = str(uuid.uuid4())
+        holder = "" if owner.signed_in else _stored_holder(owner)
+        encoded = [msgs.encode(m) for m in opening]
+        if (
+            sum(map(len, encoded)) > self.caps.bytes_for(owner.signed_in)
+            or len(encoded) > self.caps.messages
+        ):
+            raise ConversationFull(
+                f"A conversation holds at most {self.caps.messages} messages and "
+                f"{self.caps.bytes_for(owner.signed_in)} bytes of them."
+            )
+        fields = {k: v for k, v in fields.items() if v}
+        if opening:
+            fields["preview"] = msgs.preview(opening)
+        pairs = [item for pair in fields.items() for item in pair]
+        keys = [_meta_key(session_id), _messages_key(session_id), *self.budget.keys]
+        keys += [_stored_of(holder or owner.user_id), ACTIVE, f"{KEPT}{owner.user_id}"]
+        outcome, *detail = await self._create(
+            keys=keys,
+            args=[
+                session_id,
+                owner.user_id,
+                utc_now(),
+                self.ttl_s,
+                holder,
+                self.caps.sessions[1],
+                *self.caps.kept,
+                self.budget.limit,
+                self.caps.library,
+                len(pairs),
+                *pairs,
+                *encoded,
+            ],
+        )
+        if outcome == "storage":
+            raise self.budget.full()
+        if outcome == "quota":
+            count, size = self.caps.kept
+            raise QuotaExceeded(
+                f"You keep {count} conversations, the most one user may; delete one first."
+                if detail[0] == "count"
+                else f"Your conversations hold {size} bytes, the most one user may; "
+                "delete one first."
+            )
+        return session_id
+
+    async def change_message(
+        self,
+        session_id: str,
+        owner: Identity,
+        index: int,
+        before: str,
+        after: msgs.Message | None,
+        remaining: list[msgs.Message],
+    ) -> None:
+        """Replaces the message at `index` (as read: `before`) with `after`, or deletes it
+        (`after` None); `remaining`: the conversation afterwards (for its preview)."""
+        keys = [_meta_key(session_id), _messages_key(session_id), busy_key(session_id)]
+        outcome = await self._mutate(
+            keys=[*keys, *self.budget.keys],
+            args=[
+                owner.user_id,
+                session_id,
+                index,
+                before,
+                msgs.encode(after) if after else "",
+                self.caps.bytes_for(owner.signed_in),
+                utc_now(),
+                self.ttl_s,
+                msgs.preview(remaining),
+                self.budget.limit,
+                self.caps.library,
+            ],
+        )
+        if outcome == "missing":
+            raise SessionNotFound(session_id)
+        if outcome == "client":
+            raise NotAConversation()
+        if outcome in ("busy", "changed"):  # changed: by a turn that just ended
+            raise ConversationBusy()
+        if outcome == "full":
+            raise ConversationFull(
+                f"A conversation holds at most {self.caps.bytes_for(owner.signed_in)} bytes "
+                "of messages; this edit would pass it."
+            )
+        if outcome == "storage":
+            raise self.budget.full()
+
+    async def rename(
+        self, session_id: str, user_id: str, title: str | None, pinned: bool | None
+    ) -> dict[str, Any]:
+        pin = "" if pinned is None else ("1" if pinned else "0")
+        done = await self._rename(
+            keys=[_meta_key(session_id)],
+            args=[user_id, session_id, title or "", pin, self.ttl_s, self.caps.library],
+        )
+        if not done:
+            raise SessionNotFound(session_id)
+        return listed(session_id, await self.owned(session_id, user_id))
+
+    async def copy_summaries(self, source: str, target: str, covering_at_most: int) -> None:
+        """A branch shares the summaries of its prefix (they match it by digest)."""
+        kept = {
+            n: value
+            for n, value in (await self.redis.hgetall(summaries_key(source))).items()  # type: ignore[misc]
+            if n.isdigit() and int(n) <= covering_at_most
+        }
+        if kept:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(summaries_key(target), mapping=kept)
+                pipe.expire(summaries_key(target), self.ttl_s)
+                await pipe.execute()
+
     async def delete(self, session_id: str, user_id: str) -> None:
         keys = [_meta_key(session_id), *self.budget.keys]
         deleted = await self._delete(keys=keys, args=[user_id, session_id])
-        if not deleted:
+        if deleted == 0:
             raise SessionNotFound(session_id)
+        if deleted == -1:
+            raise ConversationBusy()
+
+
+def listed(session_id: str, meta: Mapping[str, str | None]) -> dict[str, Any]:
+    """A session as the conversation list shows it."""
+    return {
+        "session_id": session_id,
+        "title": meta.get("title") or None,
+        "character_id": meta.get("character_id") or None,
+        "user_persona_id": meta.get("user_persona_id") or None,
+        "message_count": int(meta.get("message_count") or 0),
+        "preview": meta.get("preview") or None,
+        "created_at": meta.get("created_at"),
+        "updated_at": meta.get("updated_at"),
+        "pinned": meta.get("pinned") == "1",
+        "mode": meta.get("mode") or "client",
+    }

@@ -175,6 +175,20 @@ def _include_usage(body: dict[str, Any], stream: bool) -> bool:
     return bool(options.get("include_usage", False))
 
 
+def _check_continuation(body: dict[str, Any], messages: list[Message]) -> None:
+    """vLLM's chat-template extensions (vllm/entrypoints/openai/protocol.py): continuing the
+    final message excludes a generation prompt (which defaults to true), and what is
+    continued must be the assistant's."""
+    if body.get("continue_final_message") is True:
+        if body.get("add_generation_prompt", True) is not False:
+            raise OpenAIError(
+                400,
+                "Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
+            )
+        if messages[-1].get("role") != "assistant":
+            raise OpenAIError(400, "continue_final_message needs a final assistant message")
+
+
 def _parse_request(body: Any) -> CompletionRequest:
     if not isinstance(body, dict):
         raise OpenAIError(400, "request body must be a JSON object")
@@ -195,6 +209,7 @@ def _parse_request(body: Any) -> CompletionRequest:
         isinstance(temperature, bool) or not isinstance(temperature, int | float)
     ):
         raise OpenAIError(400, "temperature must be a number")
+    _check_continuation(body, messages)
     # max_completion_tokens is the newer spelling of max_tokens and wins when both are given.
     max_tokens = _optional_positive_int(body, "max_completion_tokens")
     if max_tokens is None:

@@ -21,6 +21,11 @@ request may go on to the LLM. In order:
    session past either takes the place of the least recently used one of that share, so
    one client (however many ids it mints) cannot fill the limit for everyone else.
 
+A turn of a conversation kept on the server (`hold`) must be its owner's (else 404, as if it
+did not exist) and holds it (`chat:session:{id}:busy`, the lease id, expiring with the lease)
+until it is recorded or fails: a second turn, an edit or a delete meanwhile answers 409
+`conversation_busy`, as the reply is planned from the conversation as it was.
+
 A refused request costs the caller nothing (no rate, no lease). The whole step is one Lua
 script, with Redis's own clock, so it is exact under a burst from many replicas. Redis
 unreachable: refused (fail closed), so a broken limiter can never let the GPU be overrun;
@@ -42,7 +47,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 from redis.typing import EncodableT
 
-from avatar_chat.errors import TooManyUsers
+from avatar_chat.errors import ConversationBusy, SessionNotFound, TooManyUsers
 from avatar_shared.budget import BUDGET_FUNCTIONS, Budget
 from avatar_shared.rate import Caller, LimiterUnavailable, RateLimited, rate_limited
 from avatar_shared.windows import RATE_FUNCTIONS, nonce, window_key
@@ -52,12 +57,15 @@ RATE_WINDOW_S = 60
 
 # KEYS: the active set, the caller's sessions, the caller's rate window, the address's
 # sessions, the caller's leases, the address's leases, then the conversations budget (total,
-# held, until). For a signed-in caller, the address's keys are the caller's own, unused.
+# held, until), the session's busy key and hash. For a signed-in caller, the address's keys
+# are the caller's own, unused.
 # ARGV: session, idle seconds, limit, per-caller cap, rate limit, rate window, nonce (the
 # rate hit's and the lease's id), per-address cap (0: not counted by address), leases per
-# caller, leases per address, lease seconds, the budget's limit in bytes.
-# Returns {'admitted', 1 if the session was added now else 0}, {'rate', wait},
-# {'calls', 'user' or 'address'}, {'storage', ''} or {'full', wait}.
+# caller, leases per address, lease seconds, the budget's limit in bytes, '1' to hold the
+# conversation (else ''), the caller's user id.
+# Returns {'admitted', 1 if the session was added now else 0}, {'missing', ''},
+# {'busy', ''}, {'rate', wait}, {'calls', 'user' or 'address'}, {'storage', ''} or
+# {'full', wait}.
 ADMIT = (
     RATE_FUNCTIONS
     + BUDGET_FUNCTIONS
@@ -70,6 +78,11 @@ local id, address_cap = ARGV[7], tonumber(ARGV[8])
 local calls_cap, address_calls_cap = tonumber(ARGV[9]), tonumber(ARGV[10])
 local lease_s = tonumber(ARGV[11])
 local by_address = address_cap > 0
+local hold = ARGV[13] == '1'
+if hold then
+  if redis.call('HGET', KEYS[11], 'owner') ~= ARGV[14] then return {'missing', ''} end
+  if redis.call('EXISTS', KEYS[10]) == 1 then return {'busy', ''} end
+end
 local now = redis_now()
 
 local wait = rate_wait(rate, per_window, window, now)
@@ -135,12 +148,18 @@ if by_address then
   redis.call('ZADD', our_calls, now + lease_s, id)
   redis.call('EXPIRE', our_calls, math.ceil(lease_s))
 end
+if hold then redis.call('SET', KEYS[10], id, 'PX', math.ceil(lease_s * 1000)) end
 return {'admitted', added}
 """
 )
 
 # Ends a turn's lease: the id is removed from each of the lease sets given. For scripts that
 # end a turn (the store's record): KEYS from `Lease.keys`, the id from `Lease.id`.
+# Ends a turn's hold on its conversation, if it still has it. KEYS: busy. ARGV: the lease id.
+LET_GO = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+"""
+
 LEASE_FUNCTIONS = """
 local function lease_end(keys, first, id)
   for i = first, #keys do redis.call('ZREM', keys[i], id) end
@@ -154,6 +173,7 @@ class Lease:
 
     id: str
     keys: tuple[str, ...]  # the lease sets holding it
+    holds: str | None = None  # the busy key of the conversation it holds
 
 
 @dataclass(frozen=True)
@@ -182,25 +202,34 @@ class Admission:
         self.limits = limits
         self.budget = budget
         self._admit = redis.register_script(ADMIT)
+        self._let_go = redis.register_script(LET_GO)
 
-    async def admit(self, session_id: str, caller: Caller) -> Ticket:
-        """Admits the request, counting it against the caller's rate and giving it a lease."""
+    async def admit(self, session_id: str, caller: Caller, hold: bool = False) -> Ticket:
+        """Admits the request, counting it against the caller's rate and giving it a lease;
+        `hold`: a turn of a server conversation, which it holds (see above)."""
         limits, address = self.limits, caller.address_key
         mine, ours = caller.key, address or caller.key
         leases = (calls_of(mine), *([calls_of(ours)] if address else []))
         keys = [ACTIVE, sessions_of(mine), window_key("chat", mine), sessions_of(ours)]
         keys += [calls_of(mine), calls_of(ours), *self.budget.keys]
+        busy, meta = f"chat:session:{session_id}:busy", f"chat:session:{session_id}"
+        keys += [busy, meta]
         lease_id = nonce()
         args: list[EncodableT] = [session_id, limits.idle_s, limits.sessions]
         args += [limits.sessions_per_user, limits.rate_per_min, RATE_WINDOW_S, lease_id]
         args += [limits.sessions_per_address if address else 0, limits.calls_per_user]
         args += [limits.calls_per_address, limits.lease_s, self.budget.limit]
+        args += ["1" if hold else "", caller.user_id]
         try:
             outcome, detail = await self._admit(keys=keys, args=args)  # replies decoded: str
         except (RedisError, OSError) as exc:
             raise LimiterUnavailable() from exc
         if outcome == "admitted":
-            return Ticket(int(detail) == 1, Lease(lease_id, leases))
+            return Ticket(int(detail) == 1, Lease(lease_id, leases, busy if hold else None))
+        if outcome == "missing":
+            raise SessionNotFound(session_id)
+        if outcome == "busy":
+            raise ConversationBusy()
         if outcome == "rate":
             raise rate_limited(float(detail), limits.rate_per_min, "chat requests", "a minute")
         if outcome == "calls":
@@ -229,12 +258,14 @@ class Admission:
         )
 
     @asynccontextmanager
-    async def turn(self, session_id: str, caller: Caller) -> AsyncIterator[Lease]:
+    async def turn(
+        self, session_id: str, caller: Caller, hold: bool = False
+    ) -> AsyncIterator[Lease]:
         """Admitted for the block: its lease, which the turn's record ends. A turn that fails
         in the block gives its lease back, and a session added by it its place: such a
         session does not exist, so an LLM outage (or a client naming session ids it does not
         own) cannot fill the limit."""
-        ticket = await self.admit(session_id, caller)
+        ticket = await self.admit(session_id, caller, hold)
         try:
             yield ticket.lease
         except BaseException:
@@ -246,6 +277,8 @@ class Admission:
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in ticket.lease.keys:
                 pipe.zrem(key, ticket.lease.id)
+            if ticket.lease.holds:
+                await self._let_go(keys=[ticket.lease.holds], args=[ticket.lease.id], client=pipe)
             if ticket.added:
                 self._release(pipe, session_id, caller)
             await pipe.execute()

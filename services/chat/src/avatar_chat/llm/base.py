@@ -48,6 +48,8 @@ class LlmRequest:
     max_tokens: int
     context_tokens: int  # the window planned for: sent to Ollama as num_ctx
     sampling: Sampling = Sampling()  # summaries: the server's defaults
+    # The last message is the character's, to be continued rather than answered.
+    continues: bool = False
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ class OpenAICompatClient(LlmClient):
         }
         if stream:  # usage arrives in a last chunk only when asked for
             payload["stream_options"] = {"include_usage": True}
+        if request.continues:  # vLLM's chat template extensions (its protocol.py)
+            payload["continue_final_message"], payload["add_generation_prompt"] = True, False
         return payload
 
     def parse_reply(self, body: dict[str, Any]) -> LlmReply:

@@ -44,6 +44,20 @@ class CharacterDirectory:
         except (KeyError, TypeError) as exc:
             raise PeerUnavailable("characters", "sent a malformed persona") from exc
 
+    async def greetings(
+        self, character_id: str, persona_id: str | None, caller: Identity
+    ) -> list[tuple[int, str]]:
+        """The character's greetings as (number, text), expanded for the caller's persona (the
+        first message is number 0, alternates from 1; empty ones left out)."""
+        path = f"/api/characters/{quote(character_id, safe='')}/greetings"
+        if persona_id:
+            path += f"?user_persona_id={quote(persona_id, safe='')}"
+        data = await self._read(path, caller)
+        try:
+            return [(int(g["index"]), str(g["text"])) for g in data["greetings"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PeerUnavailable("characters", "sent malformed greetings") from exc
+
     async def _read(self, path: str, caller: Identity | None = None) -> Any:
         try:
             return await self.peer.get(path, headers=caller.forward_headers if caller else None)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from avatar_chat.peers.tts import TtsClient, audio_url, failure_text, new_file_id
-from avatar_chat.schemas import ChatRequest
+from avatar_chat.schemas import GenerationOptions
 from avatar_chat.speech.speaker import SentenceSpeaker
 from avatar_shared.identity import Identity
 from avatar_shared.peers import PeerError
@@ -22,7 +22,7 @@ class ReplyVoice:
         self._pending: set[asyncio.Task[None]] = set()  # keeps background tasks alive
 
     async def speak(
-        self, body: ChatRequest, voice_id: str | None, text: str, caller: Identity
+        self, body: GenerationOptions, voice_id: str | None, text: str, caller: Identity
     ) -> tuple[str | None, str | None]:
         """(audio_url, tts_error) for a whole reply."""
         if not body.tts_enabled or body.tts_mode == "on_click":
@@ -36,7 +36,7 @@ class ReplyVoice:
 
     @asynccontextmanager
     async def speaker(
-        self, body: ChatRequest, voice_id: str | None, caller: Identity
+        self, body: GenerationOptions, voice_id: str | None, caller: Identity
     ) -> AsyncIterator[SentenceSpeaker]:
         """For a streamed reply: speech that follows the text, per sentence (with realtime
         speech; else a speaker that says nothing). What it has not delivered when the block
@@ -51,7 +51,7 @@ class ReplyVoice:
             speaker.cancel()
 
     def _speak_later(
-        self, text: str, voice_id: str | None, body: ChatRequest, caller: Identity
+        self, text: str, voice_id: str | None, body: GenerationOptions, caller: Identity
     ) -> str:
         """The URL now, the audio after `tts_delay_ms` (until then the URL answers 404)."""
         file_id = new_file_id()

@@ -1,0 +1,1 @@
+"""Stored conversations: message ids, and SillyTavern chat files to import and export."""

@@ -1,0 +1,187 @@
+"""What the conversation endpoints do, besides generating (regenerate and continue are turns:
+`flows`): start, branch, import and export a conversation; edit, delete and swipe its
+messages. Each acts on the caller's own conversation (another's is 404) and changes it in one
+compare-and-set step that refuses while a reply for it is being generated (409)."""
+
+import json
+from typing import Any
+
+from avatar_chat.conversations import messages as msgs
+from avatar_chat.conversations import sillytavern
+from avatar_chat.conversations.upload import file_limit
+from avatar_chat.errors import MessageNotFound
+from avatar_chat.schemas import (
+    ConversationChange,
+    MessageEdit,
+    SessionHistory,
+    StartConversation,
+    check_message,
+)
+from avatar_chat.service import ChatService, Setup
+from avatar_chat.store import SessionState
+from avatar_shared.errors import ValidationFailed
+from avatar_shared.rate import Caller
+from avatar_shared.timestamps import utc_now
+
+FIRST_PAGE = 100  # messages a start, branch or import answers with
+
+
+async def start(chat: ChatService, body: StartConversation, caller: Caller) -> SessionHistory:
+    """A new conversation opened by the chosen greeting, the character's other greetings its
+    alternates (as SillyTavern shows them)."""
+    await chat.chat_rate.hit(caller.key)
+    setup = Setup(body.persona, body.character_id, body.scenario, body.user_persona_id)
+    await chat.character(setup)  # it exists and can be played
+    await chat.user_persona(setup, caller.identity)  # the caller's own, if named
+    opening = []
+    if body.character_id:
+        greetings = await chat.characters.greetings(
+            body.character_id, body.user_persona_id, caller.identity
+        )
+        opening = _opening(greetings, body.greeting)
+    elif body.greeting:
+        raise ValidationFailed("greeting: a conversation without a character has no greetings")
+    fields = {**setup.fields(), "title": body.title or ""}
+    session_id = await chat.sessions.create(caller.identity, fields, opening)
+    return await history(chat, session_id, caller)
+
+
+def _opening(greetings: list[tuple[int, str]], chosen: int) -> list[msgs.Message]:
+    if not greetings:
+        if chosen:
+            raise ValidationFailed("greeting: this character has no greetings")
+        return []
+    numbers = [number for number, _ in greetings]
+    if chosen not in numbers:
+        raise ValidationFailed(f"greeting: this character's greetings are {numbers}")
+    now = utc_now()
+    alternates = [{"content": text, "at": now} for _, text in greetings]
+    first = msgs.new_message("assistant", alternates[0]["content"], now)
+    return [msgs.showing(first, alternates, numbers.index(chosen))]
+
+
+async def branch(
+    chat: ChatService, session_id: str, message_id: str, caller: Caller
+) -> SessionHistory:
+    """A new conversation holding this one's messages up to and with `message_id`, played
+    with the same character and persona, sharing the summaries of that prefix."""
+    await chat.chat_rate.hit(caller.key)
+    state = await _conversation(chat, session_id, caller)
+    index = _index_of(state, message_id)
+    meta = state.meta
+    fields = {**Setup.stored(meta).fields(), "title": meta.get("title", "")}
+    fields["branched_from"] = session_id
+    kept = state.messages[: index + 1]
+    new_id = await chat.sessions.create(caller.identity, fields, kept)
+    await chat.sessions.copy_summaries(session_id, new_id, len(kept))
+    return await history(chat, new_id, caller)
+
+
+async def edit(
+    chat: ChatService, session_id: str, message_id: str, change: MessageEdit, caller: Caller
+) -> dict[str, Any]:
+    check_message(change.content, "content", chat.settings)
+    return await _replace(
+        chat, session_id, message_id, caller, lambda m: msgs.with_content(m, change.content)
+    )
+
+
+async def swipe(
+    chat: ChatService, session_id: str, message_id: str, index: int, caller: Caller
+) -> dict[str, Any]:
+    def chosen(message: msgs.Message) -> msgs.Message:
+        try:
+            return msgs.with_swipe(message, index)
+        except IndexError:
+            count = len(msgs.alternates(message))
+            raise ValidationFailed(f"index: this message has {count} alternates, from 0") from None
+
+    return await _replace(chat, session_id, message_id, caller, chosen)
+
+
+async def delete_message(
+    chat: ChatService, session_id: str, message_id: str, caller: Caller
+) -> None:
+    state = await _conversation(chat, session_id, caller)
+    index = _index_of(state, message_id)
+    remaining = state.messages[:index] + state.messages[index + 1 :]
+    await chat.sessions.change_message(
+        session_id, caller.identity, index, state.raw[index], None, remaining
+    )
+
+
+async def _replace(
+    chat: ChatService, session_id: str, message_id: str, caller: Caller, change: Any
+) -> dict[str, Any]:
+    state = await _conversation(chat, session_id, caller)
+    index = _index_of(state, message_id)
+    stored = state.messages
+    changed = change(stored[index])
+    stored[index] = changed
+    await chat.sessions.change_message(
+        session_id, caller.identity, index, state.raw[index], changed, stored
+    )
+    return msgs.public(changed, index)
+
+
+async def rename(
+    chat: ChatService, session_id: str, change: ConversationChange, caller: Caller
+) -> dict[str, Any]:
+    if change.title is None and change.pinned is None:
+        raise ValidationFailed("give a title, pinned, or both")
+    return await chat.sessions.rename(session_id, caller.user_id, change.title, change.pinned)
+
+
+async def export(chat: ChatService, session_id: str, caller: Caller) -> tuple[str, bytes]:
+    """The conversation as SillyTavern's chat JSONL, and a file name for it."""
+    state = await _conversation(chat, session_id, caller)
+    setup = Setup.stored(state.meta)
+    card, _ = await chat.character(setup)
+    user = await chat.user_persona(setup, caller.identity)
+    character = card.nickname or card.name or "Character"
+    created = state.meta.get("created_at") or utc_now()
+    data = sillytavern.export_jsonl(user.name, character, created, state.messages)
+    return f"{_file_stem(character)} - {created[:10]}.jsonl", data
+
+
+async def import_chat(
+    chat: ChatService, data: bytes, setup: Setup, caller: Caller
+) -> SessionHistory:
+    """A SillyTavern chat file as a new conversation with the named character."""
+    await chat.chat_rate.hit(caller.key)
+    settings = chat.settings
+    limits = sillytavern.ImportLimits(
+        max_bytes=file_limit(settings),
+        max_messages=settings.max_stored_messages,
+        max_message_chars=settings.max_message_chars,
+        max_swipes=settings.max_swipes,
+    )
+    chat_file = sillytavern.import_jsonl(data, limits)
+    await chat.character(setup)
+    await chat.user_persona(setup, caller.identity)
+    first_user = next((m["content"] for m in chat_file.messages if m["role"] == "user"), "")
+    fields = {**setup.fields(), "title": msgs.cut(first_user, 60)}
+    session_id = await chat.sessions.create(caller.identity, fields, chat_file.messages)
+    return await history(chat, session_id, caller)
+
+
+async def history(chat: ChatService, session_id: str, caller: Caller) -> SessionHistory:
+    page = await chat.sessions.history(session_id, caller.user_id, FIRST_PAGE, None)
+    return SessionHistory.model_validate(page)
+
+
+async def _conversation(chat: ChatService, session_id: str, caller: Caller) -> SessionState:
+    return await chat.sessions.load(session_id, caller.user_id, with_messages=True)
+
+
+def _index_of(state: SessionState, message_id: str) -> int:
+    for index, raw in enumerate(state.raw):
+        if json.loads(raw).get("id") == message_id:
+            return index
+    raise MessageNotFound(message_id)
+
+
+def _file_stem(name: str) -> str:
+    """A name safe in a Content-Disposition header and on every file system."""
+    kept = "".join(c if c.isalnum() or c in " _-" else "_" for c in name).strip()
+    return kept[:60] or "chat"

@@ -1,0 +1,437 @@
+"""Conversations kept on the server (issue 26), through the chat app against a real Redis and
+the LLM emulators: a turn with `session_id` + `message`, regenerate and swipes, edit, delete,
+continue, branch, interrupted replies, 409 while a reply is generated, the library, and
+export and import. Conversations here are played with a `persona` alone (no characters
+service runs): the greeting and sign-in parts are in tests/e2e/test_conversations_e2e.py."""
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from avatar_chat.app import create_app
+from avatar_chat.settings import ChatSettings
+from avatar_devstack.ports import free_port
+from avatar_emulators.server import serve_in_thread
+from avatar_shared.identity import current_identity
+
+from .helpers import PERSONA, as_anonymous, as_signed_in, callers_from_test_headers, emulated_llm
+
+ST_CHAT = Path(__file__).parent / "data" / "sillytavern_chat.jsonl"
+ALICE = as_signed_in("alice", "10.0.0.1")
+BOB = as_signed_in("bob", "10.0.0.2")
+
+
+def settings_for(redis_url: str, backend_settings: dict, **extra: object) -> ChatSettings:
+    return ChatSettings(
+        redis_url=redis_url,
+        characters_url=f"http://127.0.0.1:{free_port()}",
+        tts_url=f"http://127.0.0.1:{free_port()}",
+        chat_rate_per_min=10_000,
+        **backend_settings,
+        **extra,
+    )
+
+
+@pytest.fixture
+async def client(app_client, redis_url, backend):
+    app = create_app(settings_for(redis_url, backend.settings))
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with app_client(app) as client:
+        yield client
+
+
+async def start(client: httpx.AsyncClient, who=ALICE, **extra) -> dict:
+    response = await client.post(
+        "/api/chat/sessions", json={"persona": PERSONA, **extra}, headers=who
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["data"]
+
+
+async def say(client, session_id: str, text: str, who=ALICE, **extra) -> dict:
+    body = {"session_id": session_id, "message": text, "tts_enabled": False, **extra}
+    response = await client.post("/api/chat", json=body, headers=who)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+async def messages_of(client, session_id: str, who=ALICE) -> list[dict]:
+    response = await client.get(f"/api/chat/sessions/{session_id}", headers=who)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]["messages"]
+
+
+def seen(backend) -> list[dict]:
+    """The conversation the model last received, without the system message."""
+    return [m for m in backend.recorder.last.messages_received if m["role"] != "system"]
+
+
+async def test_a_turn_needs_only_the_new_message(client, backend):
+    session = (await start(client))["session_id"]
+    first = await say(client, session, "안녕! 나는 민수야.")
+    second = await say(client, session, "내 이름 기억해?")
+    assert [m["content"] for m in seen(backend)] == [
+        "안녕! 나는 민수야.",
+        first["content"],
+        "내 이름 기억해?",
+    ]
+    stored = await messages_of(client, session)
+    assert [m["id"] for m in stored] == [
+        first["user_message_id"],
+        first["message_id"],
+        second["user_message_id"],
+        second["message_id"],
+    ]
+    assert stored[-1]["content"] == second["content"] and stored[-1]["swipes"] == [
+        second["content"]
+    ]
+
+
+async def test_messages_and_message_together_or_neither_are_refused(client, backend):
+    session = (await start(client))["session_id"]
+    both = {"session_id": session, "message": "hi", "messages": [{"role": "user", "content": "x"}]}
+    neither = {"session_id": session, "persona": PERSONA}
+    setup_too = {"session_id": session, "message": "hi", "persona": "someone else"}
+    for body in (both, neither, setup_too):
+        response = await client.post("/api/chat", json=body, headers=ALICE)
+        assert response.status_code == 422, body
+        assert response.json()["error"]["code"] == "validation_error"
+    assert await messages_of(client, session) == []  # nothing was added
+    assert backend.recorder.prompts == []
+
+
+async def test_another_users_conversation_is_not_found(client, backend):
+    session = (await start(client))["session_id"]
+    await say(client, session, "비밀 이야기")
+    [message] = [m for m in await messages_of(client, session) if m["role"] == "user"]
+    attempts = [
+        ("POST", "/api/chat", {"session_id": session, "message": "hi"}),
+        ("GET", f"/api/chat/sessions/{session}", None),
+        ("POST", f"/api/chat/sessions/{session}/regenerate", {}),
+        ("POST", f"/api/chat/sessions/{session}/continue", {}),
+        ("PATCH", f"/api/chat/sessions/{session}/messages/{message['id']}", {"content": "x"}),
+        ("DELETE", f"/api/chat/sessions/{session}/messages/{message['id']}", None),
+        ("POST", f"/api/chat/sessions/{session}/branch", {"message_id": message["id"]}),
+        ("GET", f"/api/chat/sessions/{session}/export", None),
+        ("PATCH", f"/api/chat/sessions/{session}", {"title": "mine now"}),
+        ("POST", f"/api/chat/sessions/{session}/release", None),
+        ("DELETE", f"/api/chat/sessions/{session}", None),
+    ]
+    calls = len(backend.recorder.prompts)
+    for method, path, body in attempts:
+        response = await client.request(method, path, json=body, headers=BOB)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["error"]["code"] == "session_not_found"
+    assert len(backend.recorder.prompts) == calls  # no LLM work for a stranger
+    assert (await messages_of(client, session))[0]["content"] == "비밀 이야기"
+
+
+async def test_regenerate_keeps_the_alternates_and_a_swipe_chooses(client, backend):
+    session = (await start(client))["session_id"]
+    first = await say(client, session, "이야기 하나 해줘")
+    again = await client.post(
+        f"/api/chat/sessions/{session}/regenerate",
+        json={"temperature": 1.3, "tts_enabled": False},
+        headers=ALICE,
+    )
+    assert again.status_code == 200, again.text
+    second = again.json()["data"]
+    # The model saw the conversation without the reply being replaced.
+    assert [m["content"] for m in seen(backend)] == ["이야기 하나 해줘"]
+    assert second["message_id"] == first["message_id"] and second["swipe_id"] == 1
+    assert second["content"] != first["content"]  # another temperature, another reply
+    reply = (await messages_of(client, session))[-1]
+    assert reply["swipes"] == [first["content"], second["content"]]
+    assert reply["content"] == second["content"] and reply["swipe_id"] == 1
+
+    chosen = await client.put(
+        f"/api/chat/sessions/{session}/messages/{reply['id']}/swipe",
+        json={"index": 0},
+        headers=ALICE,
+    )
+    assert chosen.status_code == 200, chosen.text
+    assert chosen.json()["data"]["content"] == first["content"]
+    await say(client, session, "그 다음은?")
+    assert seen(backend)[1]["content"] == first["content"]  # the chosen one is what the model sees
+    out_of_range = await client.put(
+        f"/api/chat/sessions/{session}/messages/{reply['id']}/swipe",
+        json={"index": 2},
+        headers=ALICE,
+    )
+    assert out_of_range.status_code == 422
+    assert "2 alternates" in out_of_range.json()["error"]["message"]
+
+
+async def test_past_max_swipes_the_oldest_alternate_goes(app_client, redis_url, backend):
+    app = create_app(settings_for(redis_url, backend.settings, max_swipes=2))
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with app_client(app) as client:
+        session = (await start(client))["session_id"]
+        first = await say(client, session, "hi")
+        replies = [first["content"]]
+        for temperature in (0.9, 1.1):
+            response = await client.post(
+                f"/api/chat/sessions/{session}/regenerate",
+                json={"temperature": temperature, "tts_enabled": False},
+                headers=ALICE,
+            )
+            replies.append(response.json()["data"]["content"])
+        reply = (await messages_of(client, session))[-1]
+    assert reply["swipes"] == replies[1:] and reply["swipe_id"] == 1
+
+
+async def test_an_edit_is_what_the_model_sees_next(client, backend):
+    session = (await start(client))["session_id"]
+    first = await say(client, session, "내 이름은 민수야")
+    edited = await client.patch(
+        f"/api/chat/sessions/{session}/messages/{first['user_message_id']}",
+        json={"content": "내 이름은 지훈이야"},
+        headers=ALICE,
+    )
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["data"]["content"] == "내 이름은 지훈이야"
+    await say(client, session, "내 이름이 뭐지?")
+    assert seen(backend)[0]["content"] == "내 이름은 지훈이야"
+    missing = await client.patch(
+        f"/api/chat/sessions/{session}/messages/nosuchmessage",
+        json={"content": "x"},
+        headers=ALICE,
+    )
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "message_not_found"
+
+
+async def test_a_deleted_message_is_gone_from_history_and_prompt(client, backend):
+    session = (await start(client))["session_id"]
+    first = await say(client, session, "첫 번째")
+    await say(client, session, "두 번째")
+    deleted = await client.delete(
+        f"/api/chat/sessions/{session}/messages/{first['message_id']}", headers=ALICE
+    )
+    assert deleted.status_code == 200, deleted.text
+    stored = await messages_of(client, session)
+    assert first["message_id"] not in [m["id"] for m in stored] and len(stored) == 3
+    history = (await client.get(f"/api/chat/sessions/{session}", headers=ALICE)).json()["data"]
+    assert history["message_count"] == 3
+    await say(client, session, "세 번째")
+    assert first["content"] not in [m["content"] for m in seen(backend)]
+
+
+async def test_continue_extends_the_last_reply(client, backend):
+    session = (await start(client))["session_id"]
+    first = await say(client, session, "길게 이야기해줘", max_tokens=5)
+    response = await client.post(
+        f"/api/chat/sessions/{session}/continue",
+        json={"max_tokens": 5, "tts_enabled": False},
+        headers=ALICE,
+    )
+    assert response.status_code == 200, response.text
+    more = response.json()["data"]
+    # The request ends with the reply being continued.
+    last = backend.recorder.last
+    assert last.messages_received[-1] == {"role": "assistant", "content": first["content"]}
+    if backend.name == "vllm":
+        assert last.options["continue_final_message"] is True
+        assert last.options["add_generation_prompt"] is False
+    reply = (await messages_of(client, session))[-1]
+    assert reply["id"] == first["message_id"] and len(reply["swipes"]) == 1
+    assert reply["content"] == first["content"] + more["content"]
+
+
+async def test_nothing_to_regenerate_or_continue(client, backend):
+    session = (await start(client))["session_id"]
+    for action in ("regenerate", "continue"):
+        response = await client.post(
+            f"/api/chat/sessions/{session}/{action}", json={}, headers=ALICE
+        )
+        assert response.status_code == 409, response.text
+        assert response.json()["error"]["code"] == "nothing_to_steer"
+    assert backend.recorder.prompts == []
+
+
+async def test_a_branch_holds_the_prefix_only(client, backend):
+    session = (await start(client))["session_id"]
+    first = await say(client, session, "갈림길 전")
+    await say(client, session, "원래 길")
+    response = await client.post(
+        f"/api/chat/sessions/{session}/branch",
+        json={"message_id": first["message_id"]},
+        headers=ALICE,
+    )
+    assert response.status_code == 201, response.text
+    branch = response.json()["data"]
+    assert branch["session_id"] != session
+    assert [m["content"] for m in branch["messages"]] == ["갈림길 전", first["content"]]
+    await say(client, branch["session_id"], "새 길")
+    assert "원래 길" not in [m["content"] for m in seen(backend)]
+    assert len(await messages_of(client, session)) == 4  # the original is untouched
+
+
+async def test_a_change_while_a_reply_is_generated_is_409(app_client, redis_url, backend_name):
+    with emulated_llm(backend_name, tokens_per_second=10) as slow:
+        app = create_app(settings_for(redis_url, slow.settings))
+        app.dependency_overrides[current_identity] = callers_from_test_headers
+        async with app_client(app) as client:
+            session = (await start(client))["session_id"]
+            body = {"session_id": session, "message": "천천히", "tts_enabled": False}
+            turn = asyncio.create_task(client.post("/api/chat", json=body, headers=ALICE))
+            while not slow.recorder.prompts:  # the turn has reached the LLM  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            for method, path, data in (
+                ("POST", "/api/chat", {"session_id": session, "message": "또"}),
+                ("POST", f"/api/chat/sessions/{session}/regenerate", {}),
+                ("DELETE", f"/api/chat/sessions/{session}", None),
+            ):
+                response = await client.request(method, path, json=data, headers=ALICE)
+                assert response.status_code == 409, (path, response.text)
+                assert response.json()["error"]["code"] == "conversation_busy"
+            assert (await turn).status_code == 200
+            assert len(await messages_of(client, session)) == 2  # the one turn, recorded
+            assert (await say(client, session, "이제 돼?"))["content"]  # free again
+
+
+async def test_a_stopped_stream_is_recorded_as_interrupted(redis_url, backend_name):
+    with emulated_llm(backend_name, tokens_per_second=20) as slow:
+        app = create_app(settings_for(redis_url, slow.settings))
+        app.dependency_overrides[current_identity] = callers_from_test_headers
+        # A real server: a client that leaves is a closed connection.
+        with serve_in_thread(app, lifespan="on") as url:
+            async with httpx.AsyncClient(base_url=url, trust_env=False) as client:
+                await stopped_stream_is_recorded(client)
+
+
+async def stopped_stream_is_recorded(client: httpx.AsyncClient) -> None:
+    session = (await start(client))["session_id"]
+    body = {"session_id": session, "message": "길게 말해줘", "stream": True}
+    async with client.stream("POST", "/api/chat", json=body, headers=ALICE) as response:
+        lines = response.aiter_lines()
+        async for line in lines:
+            if line.startswith("event: delta"):
+                shown = json.loads((await anext(lines)).removeprefix("data: "))
+                break
+    for _ in range(100):  # the record happens as the stream is torn down
+        stored = await messages_of(client, session)
+        if len(stored) == 2:
+            break
+        await asyncio.sleep(0.05)
+    user, reply = stored
+    assert user["content"] == "길게 말해줘"
+    assert reply["interrupted"] is True and reply["content"].startswith(shown["content"])
+    # Free again: a continue finishes it, and it is no longer cut short.
+    response = await client.post(
+        f"/api/chat/sessions/{session}/continue",
+        json={"max_tokens": 3, "tts_enabled": False},
+        headers=ALICE,
+    )
+    assert response.status_code == 200, response.text
+    assert (await messages_of(client, session))[-1]["interrupted"] is False
+
+
+async def test_the_library_lists_pages_filters_and_pins(client, backend):
+    made = [(await start(client, title=f"chat {n}"))["session_id"] for n in range(5)]
+    await say(client, made[1], "다시 왔어")  # the most recent activity
+    listed = await client.get("/api/chat/sessions?limit=2", headers=ALICE)
+    page = listed.json()["data"]
+    assert [c["session_id"] for c in page["conversations"]] == [made[1], made[4]]
+    assert page["conversations"][0]["preview"] and page["conversations"][0]["message_count"] == 2
+    rest = await client.get(
+        f"/api/chat/sessions?limit=10&cursor={page['next_cursor']}", headers=ALICE
+    )
+    expected = [made[3], made[2], made[0]]
+    assert [c["session_id"] for c in rest.json()["data"]["conversations"]] == expected
+    pinned = await client.patch(
+        f"/api/chat/sessions/{made[0]}", json={"pinned": True, "title": "즐겨찾기"}, headers=ALICE
+    )
+    assert pinned.status_code == 200 and pinned.json()["data"]["title"] == "즐겨찾기"
+    first = (await client.get("/api/chat/sessions?limit=1", headers=ALICE)).json()["data"]
+    assert first["conversations"][0]["session_id"] == made[0]
+    assert (await client.get("/api/chat/sessions", headers=BOB)).json()["data"][
+        "conversations"
+    ] == []
+    deleted = await client.delete(f"/api/chat/sessions/{made[2]}", headers=ALICE)
+    assert deleted.status_code == 200
+    everything = (await client.get("/api/chat/sessions?limit=100", headers=ALICE)).json()["data"]
+    assert made[2] not in [c["session_id"] for c in everything["conversations"]]
+
+
+async def test_titles_come_from_the_first_user_message(client, backend):
+    session = (await start(client))["session_id"]
+    await say(client, session, "오늘은 " + "아주 " * 30 + "긴 하루였어")
+    [listed] = (await client.get("/api/chat/sessions", headers=ALICE)).json()["data"][
+        "conversations"
+    ]
+    assert listed["title"].startswith("오늘은 아주") and len(listed["title"]) <= 60
+
+
+async def test_release_frees_the_place_and_keeps_the_chat(client, backend, redis):
+    session = (await start(client))["session_id"]
+    await say(client, session, "안녕")
+    assert await redis.zscore("chat:active", session) is not None
+    released = await client.post(f"/api/chat/sessions/{session}/release", headers=ALICE)
+    assert released.status_code == 200, released.text
+    assert await redis.zscore("chat:active", session) is None
+    assert len(await messages_of(client, session)) == 2
+
+
+async def test_signed_in_conversations_are_kept_anonymous_ones_expire(client, backend, redis):
+    kept = (await start(client))["session_id"]
+    anonymous = (await start(client, who=as_anonymous("anon-1", "10.0.0.9")))["session_id"]
+    await say(client, kept, "hi")
+    assert await redis.ttl(f"chat:session:{kept}") == -1
+    assert await redis.ttl(f"chat:session:{kept}:messages") == -1
+    assert await redis.ttl(f"chat:session:{anonymous}") > 0
+
+
+async def test_the_signed_in_quota_refuses_the_next_conversation(app_client, redis_url, backend):
+    app = create_app(settings_for(redis_url, backend.settings, max_conversations_per_user=2))
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with app_client(app) as client:
+        first = (await start(client))["session_id"]
+        await start(client)
+        refused = await client.post("/api/chat/sessions", json={"persona": PERSONA}, headers=ALICE)
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "quota_exceeded"
+        assert (await start(client, who=BOB))["session_id"]  # another user's quota is their own
+        await client.delete(f"/api/chat/sessions/{first}", headers=ALICE)
+        assert (await start(client))["session_id"]  # a deletion gives room back
+
+
+async def test_export_then_import_gives_the_same_conversation(client, backend):
+    session = (await start(client))["session_id"]
+    await say(client, session, "첫 인사")
+    await client.post(
+        f"/api/chat/sessions/{session}/regenerate",
+        json={"temperature": 1.2, "tts_enabled": False},
+        headers=ALICE,
+    )
+    exported = await client.get(f"/api/chat/sessions/{session}/export", headers=ALICE)
+    assert exported.status_code == 200, exported.text
+    assert exported.headers["content-type"].startswith("application/jsonl")
+    lines = [json.loads(line) for line in exported.text.splitlines()]
+    assert {"user_name", "character_name"} <= set(lines[0])
+    assert [line["is_user"] for line in lines[1:]] == [True, False]
+    assert len(lines[2]["swipes"]) == 2 and lines[2]["swipe_id"] == 1
+
+
+async def test_import_of_a_sillytavern_chat_needs_a_character(client, backend):
+    # No characters service runs here: the file is read and the character is then asked for.
+    files = {"file": ("chat.jsonl", ST_CHAT.read_bytes(), "application/jsonl")}
+    without = await client.post("/api/chat/sessions/import", files=files, headers=ALICE)
+    assert without.status_code == 422
+    assert "character_id" in without.json()["error"]["message"]
+    broken = {
+        "file": (
+            "chat.jsonl",
+            b'{"user_name": "a", "character_name": "b"}\n{oops',
+            "application/jsonl",
+        )
+    }
+    refused = await client.post(
+        "/api/chat/sessions/import", files=broken, data={"character_id": "x"}, headers=ALICE
+    )
+    assert refused.status_code == 422 and "Line 2" in refused.json()["error"]["message"]
+    listed = (await client.get("/api/chat/sessions", headers=ALICE)).json()["data"]
+    assert listed["conversations"] == []
