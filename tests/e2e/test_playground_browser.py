@@ -20,6 +20,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -754,9 +755,11 @@ def test_a_reload_brings_the_conversation_back(stack, playground):
     reply_done(playground, 3)
 
 
+# The export link's download: its file name (Content-Disposition), and its text.
 EXPORTED_CHAT = """
     const done = arguments[arguments.length - 1];
-    fetch(document.getElementById("export-chat").href).then((r) => r.text()).then(done, String);
+    fetch(document.getElementById("export-chat").href)
+        .then(async (r) => done([r.headers.get("Content-Disposition"), await r.text()]), String);
 """
 
 
@@ -784,7 +787,9 @@ def test_branch_export_import_and_delete(stack, playground, tmp_path):
 
     # Its export (a SillyTavern chat file: a header line, then a line per message), imported
     # again: another conversation, the same messages.
-    exported = playground.execute_async_script(EXPORTED_CHAT)
+    disposition, exported = playground.execute_async_script(EXPORTED_CHAT)
+    # Named after the character, in Hangul (RFC 6266's filename*: headers are Latin-1).
+    assert "filename*=UTF-8''" + quote("헤르미온느 그레인저") in disposition, disposition
     lines = [json.loads(line) for line in exported.splitlines() if line.strip()]
     assert [line["mes"] for line in lines[1:]] == texts[:3], lines
     chat_file = tmp_path / "branch.jsonl"
