@@ -8,7 +8,7 @@ import pytest
 
 from avatar_devstack.routes import services_yml
 from avatar_shared.body_limit import BodySizeLimitMiddleware
-from avatar_shared.registry import APPS, SERVICES, load
+from avatar_shared.registry import APPS, PEER_PREFIX, SERVICES, load
 from tests.deploy.expected import NATIVE_ROUTERS
 
 
@@ -20,11 +20,13 @@ def routed_prefixes() -> dict[str, set[str]]:
     }
 
 
-# The routers that are no app's own: one keeps the apps' probes and metrics, and the paths the
-# registry marks internal, from the public; one gives the edge's playground page its policy.
+# The routers that are no app's own: one keeps the apps' probes and metrics, the paths the
+# registry marks internal and the services' calls to one another (below PEER_PREFIX) from the
+# public; one gives the edge's playground page its policy.
 PROBES = {
     "internal-probes": {"/healthz", "/readyz", "/upstreamz", "/ping", "/metrics"}
-    | {path for spec in APPS for path in spec.internal_paths},
+    | {path for spec in APPS for path in spec.internal_paths}
+    | {PEER_PREFIX.rstrip("/")},
     "playground": {"/playground"},
 }
 

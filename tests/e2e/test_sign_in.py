@@ -3,9 +3,11 @@
 
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from tests.e2e.oidc_browser import FRONTEND, browser, sign_in
+from tests.helpers import own_stack
 
 
 def _query(response) -> dict[str, str]:
@@ -93,3 +95,67 @@ async def test_next_cannot_leave_the_frontend(gateway, next_path):
     response = await gateway.get("/api/auth/google/login", params={"next": next_path})
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_next"
+
+
+async def test_signing_in_keeps_what_the_browser_made_anonymously(stack):
+    """An anonymous browser makes a character and a persona, signs in: they are the
+    account's, kept (no anonymous expiry), and the anonymous id no longer has them."""
+    async with browser(stack) as client:
+        made = await client.post("/api/characters", json={"name": "로아", "persona": "여행자."})
+        chosen = await client.post(
+            "/api/personas", json={"name": "나", "description": "약초꾼.", "is_default": True}
+        )
+        assert made.status_code == 201 and chosen.status_code == 201, (made.text, chosen.text)
+        anonymous_cookie = client.cookies["anon_id"]
+        await sign_in(client, "grace")
+        me = (await client.get("/api/auth/me")).json()
+        characters = (await client.get("/api/characters")).json()["data"]["characters"]
+        personas = (await client.get("/api/personas")).json()["data"]["personas"]
+    async with browser(stack) as anonymous:
+        anonymous.cookies.set("anon_id", anonymous_cookie)
+        left = (await anonymous.get("/api/characters")).json()["data"]["characters"]
+        left_personas = (await anonymous.get("/api/personas")).json()["data"]["personas"]
+    character, persona = made.json()["data"], chosen.json()["data"]
+    assert [(c["id"], c["owner"]) for c in characters] == [(character["id"], me["id"])]
+    assert [(p["id"], p["owner"], p["is_default"]) for p in personas] == [
+        (persona["id"], me["id"], True)
+    ]
+    assert left == [] and left_personas == []
+
+
+async def test_the_adoption_call_is_for_peers_only(stack, gateway):
+    """No client reaches it through the gateway (the edge's 404), and on the service's own
+    port it is refused without a peer's signature."""
+    body = {"from": "anon-someone", "to": "mallory"}
+    through_gateway = await gateway.post("/internal/accounts/adopt", json=body)
+    async with httpx.AsyncClient(trust_env=False) as direct:
+        on_its_port = await direct.post(
+            f"{stack.app_url('characters')}/internal/accounts/adopt", json=body
+        )
+    assert through_gateway.status_code == 404
+    assert through_gateway.json()["error"]["code"] == "not_found"
+    assert on_its_port.status_code == 403
+    assert on_its_port.json()["error"]["code"] == "not_a_peer"
+    document = (await gateway.get("/api/openapi.json")).json()
+    assert not [path for path in document["paths"] if path.startswith("/internal/")]
+
+
+async def test_when_everything_moved_the_browser_drops_its_anonymous_id():
+    """With nothing left with the anonymous id (here only the characters service is asked,
+    and its quotas take everything), the sign-in deletes the id's cookie: signed out again,
+    the browser is a new anonymous user, who owns none of it. (The shared stack asks chat too,
+    whose answer decides there.)"""
+    env = {"FRONTEND_URL": FRONTEND, "ADOPT_PEERS": "characters"}
+    with own_stack("adopt-everything", env) as only_characters:
+        async with browser(only_characters) as client:
+            made = await client.post("/api/characters", json={"name": "로아", "persona": "."})
+            anonymous_id = made.json()["data"]["owner"]
+            done = await sign_in(client, "heidi")
+            dropped = [c for c in done.headers.get_list("set-cookie") if c.startswith("anon_id=")]
+            mine = (await client.get("/api/characters")).json()["data"]["characters"]
+            await client.post("/api/auth/logout")
+            again = await client.get("/api/characters")
+    assert dropped and "Max-Age=0" in dropped[0]
+    assert [c["id"] for c in mine] == [made.json()["data"]["id"]]
+    assert again.json()["data"]["characters"] == []
+    assert client.cookies["anon_id"].partition(".")[0] != anonymous_id  # a fresh id

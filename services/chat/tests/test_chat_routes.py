@@ -154,6 +154,9 @@ async def test_streamed_deltas_add_up_to_the_done_event(chat):
         "tts_error",
         "audio_urls",
         "context",  # the receipt of what the model saw
+        "message_id",  # the reply, as the session stored it
+        "user_message_id",
+        "swipe_id",
     }
     assert done["context"]["tokens"]["history"] > 0 and done["context"]["lore"] == []
     history = (await chat.get(f"/api/chat/sessions/{done['session_id']}")).json()["data"]

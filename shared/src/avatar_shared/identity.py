@@ -147,13 +147,19 @@ class AnonymousIds:
         anon_id = ANON_PREFIX + secrets.token_urlsafe(16)
         return anon_id, f"{anon_id}.{self._signature(anon_id)}"
 
+    def peer_signature(self, purpose: str, message: str) -> str:
+        """A service's signature of `message` for `purpose` (a fixed word: `address`,
+        `adopt`): the label makes it worthless as an id's signature or for another purpose.
+        Only the holders of ANON_ID_SECRET (our services) can make one."""
+        return self._signature(f"{purpose}:{message}")
+
     def signed_address(self, address: str) -> str:
-        return f"{address} {self._signature('address:' + address)}"
+        return f"{address} {self.peer_signature('address', address)}"
 
     def address_of(self, signed: str) -> str | None:
         """The address a peer signed (see `signed_address`), or None if the signature fails."""
         address, _, signature = signed.rpartition(" ")
-        expected = self._signature("address:" + address).encode()
+        expected = self.peer_signature("address", address).encode()
         return address if hmac.compare_digest(signature.encode(), expected) else None
 
     def shared(self, address: str) -> tuple[str, str]:

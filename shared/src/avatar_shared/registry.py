@@ -99,6 +99,11 @@ SERVICES: tuple[AppSpec, ...] = (
         access_logs=False,
     ),
 )  # fmt: skip
+# The services' calls to one another that are no caller's (the same path on every service
+# that answers it, e.g. avatar_shared.adoption's `/internal/accounts/adopt`): outside every
+# public prefix, and kept off the gateway all the same (its 404, as for the probes), so that
+# only a peer on the backend network reaches them; each also checks the call is a peer's.
+PEER_PREFIX = "/internal/"
 # The gateway's own app: /, the docs, the aggregate health, and every path no service claims.
 EDGE = AppSpec(
     name="edge",

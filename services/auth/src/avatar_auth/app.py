@@ -22,7 +22,7 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
     async def auth_state(base: BaseState) -> AsyncIterator[AuthState]:
         verifier = TokenVerifier(LocalKeys(keys.keys), keys.issuer, keys.audience)
         identity = IdentityResolver(settings, verifier, base["redis"])
-        auth = AuthService(settings, base["redis"], keys, identity)
+        auth = AuthService(settings, base["redis"], keys, identity, base["http"])
         try:
             yield AuthState(auth=auth, identity=identity)
         finally:

@@ -1,15 +1,18 @@
-"""Sign-in with an OpenID provider, the users, and the access tokens every service verifies."""
+"""Sign-in with an OpenID provider, the users, and the access tokens every service verifies;
+at a sign-in, what the browser made anonymously moves to the account (adoption.py)."""
 
 import logging
 import re
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 from fastapi import Request
 from fastapi.responses import RedirectResponse
 from redis.asyncio import Redis
 from starlette.responses import Response
 
+from avatar_auth.adoption import Adopter
 from avatar_auth.errors import InvalidNext, NotSignedIn, SignInDisabled
 from avatar_auth.provider import STATE_COOKIE, OpenIdProvider, SignInFailed
 from avatar_auth.schemas import User
@@ -17,6 +20,8 @@ from avatar_auth.settings import AuthSettings
 from avatar_auth.store import UserStore
 from avatar_shared.identity import (
     ACCESS_COOKIE,
+    ANON_COOKIE,
+    SHARED_ANON_PREFIX,
     Identity,
     IdentityResolver,
     InvalidToken,
@@ -52,8 +57,10 @@ class AuthService:
         redis: Redis,
         keys: SigningKeys,
         identity: IdentityResolver,
+        http: httpx.AsyncClient,
     ) -> None:
         self.settings, self.keys, self.identity = settings, keys, identity
+        self.adopter = Adopter(settings, http, identity.anonymous)
         self.users = UserStore(redis)
         self.provider = OpenIdProvider(settings, redis) if settings.sign_in_enabled else None
         # Each start keeps its state in Redis for LOGIN_TIMEOUT_S and costs a provider round.
@@ -96,7 +103,21 @@ class AuthService:
         response = self._back_from_sign_in({"next": account.next_path} if account.next_path else {})
         cookie = cookie_header(ACCESS_COOKIE, token, self.settings.token_lifetime_s, self.secure)
         response.headers.append("set-cookie", cookie)
+        if await self._adopt_anonymous_data(request, user["id"]):
+            # Nothing is left with the anonymous id: the browser drops it, and gets a fresh
+            # one if it is used anonymously again (after signing out). Otherwise it keeps it,
+            # so what stayed is still its own, and the next sign-in asks the peers again.
+            response.headers.append("set-cookie", cookie_header(ANON_COOKIE, "", 0, self.secure))
         return response
+
+    async def _adopt_anonymous_data(self, request: Request, user_id: str) -> bool:
+        """What the browser's anonymous id keeps moves to the account (avatar_auth.adoption);
+        True when every peer moved all of it. No valid anonymous cookie: nothing to move."""
+        cookie = request.cookies.get(ANON_COOKIE)
+        anon_id = self.identity.anonymous.verify(cookie) if cookie else None
+        if anon_id is None or anon_id.startswith(SHARED_ANON_PREFIX):
+            return False
+        return await self.adopter.adopt(anon_id, user_id)
 
     def _back_from_sign_in(self, query: dict[str, str]) -> Response:
         response = self._to_frontend("/auth/callback", query)

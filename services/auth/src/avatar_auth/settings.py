@@ -1,5 +1,6 @@
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
+from avatar_shared.registry import SERVICES
 from avatar_shared.settings import ServiceSettings
 
 GOOGLE_DISCOVERY_URL = "https://accounts.google.com/.well-known/openid-configuration"
@@ -27,6 +28,29 @@ class AuthSettings(ServiceSettings):
     previous keys) still verify. Empty: a key made at start-up (refused when ENV=production)."""
     token_lifetime_s: int = Field(7 * 24 * 3600, gt=0)
     """Lifetime of an access token and of its cookie."""
+    adopt_peers: str = "characters,chat"
+    """Services (comma-separated names) asked at each sign-in to move what the browser's
+    anonymous id keeps to the account (POST /internal/accounts/adopt at each one's URL
+    setting: CHARACTERS_URL, CHAT_URL...); empty: nothing moves. A peer that fails is logged
+    and the sign-in goes on."""
+    adopt_timeout_s: float = Field(5.0, gt=0)
+    """Longest wait for each of ADOPT_PEERS at a sign-in (they are asked at once); past it the
+    sign-in goes on, and what that peer did not move stays anonymous until the next one."""
+
+    @field_validator("adopt_peers")
+    @classmethod
+    def _known_services(cls, value: str) -> str:
+        known = {spec.name for spec in SERVICES}
+        unknown = [name for name in _names(value) if name not in known]
+        if unknown:
+            raise ValueError(f"not services of the registry: {', '.join(unknown)}")
+        return value
+
+    @property
+    def adopt_peer_urls(self) -> dict[str, str]:
+        """Each of ADOPT_PEERS' base URL, by name."""
+        urls = self.service_urls()
+        return {name: urls[name] for name in _names(self.adopt_peers)}
 
     @property
     def redirect_uri(self) -> str:
@@ -36,3 +60,7 @@ class AuthSettings(ServiceSettings):
     @property
     def sign_in_enabled(self) -> bool:
         return bool(self.google_client_id)
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]

@@ -2,6 +2,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
 
+from avatar_characters.adoption import router as adoption_router
 from avatar_characters.deps import CharactersState
 from avatar_characters.personas.routes import router as personas_router
 from avatar_characters.personas.service import PersonaService
@@ -25,4 +26,5 @@ def create_app(settings: CharactersSettings | None = None) -> FastAPI:
     router = APIRouter()
     router.include_router(characters_router)
     router.include_router(personas_router)
+    router.include_router(adoption_router)  # a peer's call at sign-in, not public
     return create_service_app("characters", settings, router, state=characters_state)

@@ -19,7 +19,9 @@ quotas), every anonymous user of one client address together keeps at most the a
 quotas, and what they keep expires: every key of theirs (and of the kind's `extra_keys`)
 expires at one moment, ANON_DATA_TTL_S plus up to RENEW_EVERY_S after their last use. A
 write renews them all; a read does when they were not renewed in the last RENEW_EVERY_S (a
-marker key), so a read costs one cheap script call. Signed-in users' keys are kept.
+marker key), so a read costs one cheap script call. Signed-in users' keys are kept. When
+an anonymous user signs in, their records move to the account (`adopt`, one script per
+record, under the account's quotas; avatar_shared.adoption); what does not fit stays theirs.
 
 Every kind also holds its share of the data store (avatar_shared.budget): a write that would
 pass it is 503 storage_full, and the owner's holding there is their byte counter (anonymous
@@ -44,6 +46,7 @@ from redis.exceptions import OutOfMemoryError
 from redis.typing import EncodableT
 
 from avatar_characters.errors import QuotaExceeded
+from avatar_shared.adoption import KindMoved
 from avatar_shared.budget import BUDGET_FUNCTIONS, Budget
 from avatar_shared.errors import AppError, ValidationFailed
 from avatar_shared.identity import ANON_PREFIX
@@ -74,14 +77,15 @@ local function address_key(at) return ns .. ':address:' .. at end
 local function counted(key) return tonumber(redis.call('GET', key) or '0') end
 
 -- Records made before byte counters existed have none: counted from the records, once.
-local function seed()
-  if redis.call('EXISTS', bytes_key) == 1 then return end
+local function seed_of(owner, bytes)
+  if redis.call('EXISTS', bytes) == 1 then return end
   local size = 0
-  for _, id in ipairs(redis.call('ZRANGE', owner_key, 0, -1)) do
+  for _, id in ipairs(redis.call('ZRANGE', owner, 0, -1)) do
     size = size + redis.call('STRLEN', item_key(id)) + redis.call('STRLEN', attachment_key(id))
   end
-  if size > 0 then redis.call('SET', bytes_key, size) end
+  if size > 0 then redis.call('SET', bytes, size) end
 end
+local function seed() seed_of(owner_key, bytes_key) end
 
 -- The budget holds what the owner's counter says: nothing for data that expired before a
 -- sweep gave it back, all of it for records made before the budget.
@@ -238,6 +242,48 @@ return 1
 """
 )
 
+# Moves one record of an anonymous user's to a signed-in one (the common ARGV are the
+# account's, so `holder` is the account and `expires` is 'inf'), at sign-in
+# (avatar_shared.adoption). ARGV after the common ones: the anonymous id, the record's id, the
+# SHA-1 of the record as read, the record with its new owner, the account's count quota, its
+# byte quota. Returns 'ok'; 'gone' (not the anonymous user's any more: moved already, or
+# deleted); 'changed' (read again and retry); or 'count', 'bytes', 'full' (it stays theirs).
+ADOPT = (
+    OWNED_FUNCTIONS
+    + """
+local from, id, read_as, record = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local from_owner, from_bytes = ns .. ':owner:' .. from, ns .. ':bytes:' .. from
+local score = redis.call('ZSCORE', from_owner, id)
+local current = redis.call('GET', item_key(id))
+if not score or not current then return 'gone' end
+if redis.sha1hex(current) ~= read_as then return 'changed' end
+seed()
+seed_of(from_owner, from_bytes)
+budget_sweep(KEYS[1], KEYS[2], KEYS[3], now)
+reconcile()
+local attached = redis.call('STRLEN', attachment_key(id))
+local old_size, size = #current + attached, #record + attached
+if redis.call('ZCARD', owner_key) >= tonumber(ARGV[13]) then return 'count' end
+if counted(bytes_key) + size > tonumber(ARGV[14]) then return 'bytes' end
+if not budget_fits(KEYS[1], size - old_size, limit) then return 'full' end
+-- A SET without KEEPTTL drops the record's expiry, as PERSIST does its attachment's: an
+-- account's records are kept until deleted. Its creation score goes with it (listing order).
+redis.call('SET', item_key(id), record)
+redis.call('PERSIST', attachment_key(id))
+redis.call('ZREM', from_owner, id)
+redis.call('ZADD', owner_key, score, id)
+redis.call('INCRBY', bytes_key, size)
+if redis.call('DECRBY', from_bytes, old_size) <= 0 then redis.call('DEL', from_bytes) end
+-- The bytes change holders in the kind's budget: the anonymous user's holding (and its
+-- expiry) shrinks, the account's grows and is kept.
+budget_hold(KEYS[1], KEYS[2], KEYS[3], from, -old_size, 'inf')
+budget_hold(KEYS[1], KEYS[2], KEYS[3], holder, size, expires)
+return 'ok'
+"""
+)
+# What an adoption's script answers for a record that stays the anonymous user's.
+DOES_NOT_FIT = frozenset({"count", "bytes", "full"})
+
 PageKey = tuple[float, str]  # (creation score, id): where a page of a listing ends
 T = TypeVar("T")
 
@@ -338,6 +384,7 @@ class OwnedRecords:
         self._update = redis.register_script(UPDATE)
         self._delete = redis.register_script(DELETE)
         self._renew = redis.register_script(RENEW)
+        self._adopt = redis.register_script(ADOPT)
 
     def item_key(self, record_id: str) -> str:
         return f"{self.kind.namespace}:item:{record_id}"
@@ -441,6 +488,37 @@ class OwnedRecords:
     async def delete(self, record_id: str, owner: Owner) -> None:
         await self.owned(record_id, owner.user_id)
         await self._delete(keys=self.budget.keys, args=[*self._common(owner), record_id])
+
+    async def adopt(self, from_id: str, to_id: str) -> KindMoved:
+        """Moves the anonymous user `from_id`'s records to the signed-in user `to_id`, oldest
+        first, each in one script (see ADOPT): what passes the account's quotas or the kind's
+        budget stays the anonymous user's, with its expiry. A record moved (or deleted) by a
+        call racing this one is counted by neither."""
+        moved = kept = 0
+        # Bounded by the anonymous quotas (MAX_..._PER_ANONYMOUS_USER records).
+        for record_id in await self.redis.zrange(self.owner_key(from_id), 0, -1):
+            outcome = await self._adopt_one(record_id, from_id, to_id)
+            moved += outcome == "ok"
+            kept += outcome in DOES_NOT_FIT
+        return KindMoved(moved=moved, kept=kept)
+
+    async def _adopt_one(self, record_id: str, from_id: str, to_id: str) -> str:
+        quota = self.quotas.signed_in
+        while True:  # until no write came in between the read and the move
+            raw = await self.redis.get(self.item_key(record_id))
+            record = json.loads(raw) if raw else None
+            if record is None or record["owner"] != from_id:
+                return "gone"
+            # updated_at stays: the record's content is as its maker left it.
+            moved = encoded({**record, "owner": to_id})
+            read_as = hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()
+            args = [
+                *self._common(Owner(to_id)),
+                *(from_id, record_id, read_as, moved, quota.count, quota.bytes),
+            ]
+            outcome = str(await self._adopt(keys=self.budget.keys, args=args))
+            if outcome != "changed":
+                return outcome
 
     async def renew(self, user_id: str) -> None:
         """Called on a read of the user's records: an anonymous user's keep living (see the

@@ -30,6 +30,7 @@ from avatar_characters.schemas import (
 )
 from avatar_characters.settings import CharactersSettings
 from avatar_characters.store import CharacterStore, PageKey
+from avatar_shared.adoption import KindMoved
 from avatar_shared.errors import ValidationFailed, describe_errors
 from avatar_shared.gate import Gate
 from avatar_shared.lorebook import Activation, Lorebook, activate
@@ -190,6 +191,11 @@ class CharacterService:
         if self.presets.get(character_id) is not None:
             raise PresetReadOnly()
         await self.store.delete(character_id, owner)
+
+    async def adopt(self, from_id: str, to_id: str) -> KindMoved:
+        """At sign-in: the anonymous user's characters become the account's (their ids stay,
+        so chats and links to them go on)."""
+        return await self.store.adopt(from_id, to_id)
 
     async def import_card(self, owner: Owner, raw: bytes) -> Character:
         imported = import_card(read_card(raw, self.max_card_json_bytes))

@@ -185,7 +185,7 @@ async def import_conversation(
 
 
 @router.get(
-    "/sessions/{session_id}",
+    "/sessions/{session_id:uuid}",
     response_model=Envelope[SessionHistory],
     responses=error_responses(PARAMETERS, CALLER_ERRORS, SessionNotFound),
 )
@@ -200,7 +200,7 @@ async def get_session(
 
 
 @router.patch(
-    "/sessions/{session_id}",
+    "/sessions/{session_id:uuid}",
     response_model=Envelope[Conversation],
     summary="Rename or pin a conversation",
     responses=error_responses(JSON_BODY, WRITER_ERRORS, SessionNotFound),
@@ -213,7 +213,7 @@ async def change_conversation(
 
 
 @router.delete(
-    "/sessions/{session_id}",
+    "/sessions/{session_id:uuid}",
     response_model=Envelope[Deleted],
     responses=error_responses(PARAMETERS, WRITER_ERRORS, SessionNotFound, ConversationBusy),
 )
@@ -225,7 +225,7 @@ async def delete_session(
 
 
 @router.post(
-    "/sessions/{session_id}/release",
+    "/sessions/{session_id:uuid}/release",
     response_model=Envelope[Released],
     summary="Free the session's place among the active ones; the conversation stays",
     responses=error_responses(PARAMETERS, WRITER_ERRORS, SessionNotFound),
@@ -238,7 +238,7 @@ async def release_session(
 
 
 @router.post(
-    "/sessions/{session_id}/regenerate",
+    "/sessions/{session_id:uuid}/regenerate",
     response_model=Envelope[ChatReply],
     summary="A new alternate for the last reply (the earlier ones kept); streams like chat",
     responses={
@@ -253,7 +253,7 @@ async def regenerate(
 
 
 @router.post(
-    "/sessions/{session_id}/continue",
+    "/sessions/{session_id:uuid}/continue",
     response_model=Envelope[ChatReply],
     summary="Extend the last reply; `content` and the deltas are the new text only",
     responses={
@@ -268,7 +268,7 @@ async def continue_reply(
 
 
 @router.put(
-    "/sessions/{session_id}/messages/{message_id}/swipe",
+    "/sessions/{session_id:uuid}/messages/{message_id}/swipe",
     response_model=Envelope[StoredMessage],
     summary="Choose which alternate of a message is shown (and seen by the model)",
     responses=error_responses(JSON_BODY, *MESSAGE_ERRORS),
@@ -281,7 +281,7 @@ async def choose_swipe(
 
 
 @router.patch(
-    "/sessions/{session_id}/messages/{message_id}",
+    "/sessions/{session_id:uuid}/messages/{message_id}",
     response_model=Envelope[StoredMessage],
     summary="Edit a message (a reply: its alternate shown)",
     responses=error_responses(JSON_BODY, *MESSAGE_ERRORS),
@@ -294,7 +294,7 @@ async def edit_message(
 
 
 @router.delete(
-    "/sessions/{session_id}/messages/{message_id}",
+    "/sessions/{session_id:uuid}/messages/{message_id}",
     response_model=Envelope[MessageDeleted],
     responses=error_responses(PARAMETERS, *MESSAGE_ERRORS),
 )
@@ -306,7 +306,7 @@ async def delete_message(
 
 
 @router.post(
-    "/sessions/{session_id}/branch",
+    "/sessions/{session_id:uuid}/branch",
     response_model=Envelope[SessionHistory],
     status_code=201,
     summary="A new conversation from this one's messages up to and with `message_id`",
@@ -319,7 +319,7 @@ async def branch(
 
 
 @router.get(
-    "/sessions/{session_id}/export",
+    "/sessions/{session_id:uuid}/export",
     summary="The conversation as a SillyTavern chat file (JSONL)",
     response_class=Response,
     responses={

@@ -6,6 +6,7 @@ from avatar_characters.owned import Owner, PageKey
 from avatar_characters.personas.schemas import Persona, PersonaFields, PersonaPage
 from avatar_characters.personas.store import PersonaStore
 from avatar_characters.settings import CharactersSettings
+from avatar_shared.adoption import KindMoved
 from avatar_shared.pages import TIME_AND_ID
 
 
@@ -35,3 +36,7 @@ class PersonaService:
 
     async def delete(self, persona_id: str, owner: Owner) -> None:
         await self.store.delete(persona_id, owner)
+
+    async def adopt(self, from_id: str, to_id: str) -> KindMoved:
+        """At sign-in: the anonymous user's personas (and default) become the account's."""
+        return await self.store.adopt(from_id, to_id)

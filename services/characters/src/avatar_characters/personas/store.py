@@ -14,7 +14,8 @@ the default is a single SET, so at most one is the default whatever writes race,
 persona has to be rewritten. The key is set only while the persona exists (a script checks)
 and deleted with it (and expires with it), so it never outlives it. A user's keys are bounded
 by the quotas (MAX_PERSONAS_PER_USER records, MAX_PERSONA_BYTES_PER_USER bytes; less for an
-anonymous user) and a few more.
+anonymous user) and a few more. At sign-in an anonymous user's personas, and their default,
+move to the account (`adopt`).
 """
 
 import json
@@ -26,6 +27,7 @@ from avatar_characters.owned import Kind, OwnedRecords, Owner, PageKey, Quota, Q
 from avatar_characters.personas.errors import PersonaNotFound, PersonaQuotaExceeded
 from avatar_characters.personas.schemas import ID_PREFIX
 from avatar_characters.settings import CharactersSettings
+from avatar_shared.adoption import KindMoved
 from avatar_shared.budget import Budget
 from avatar_shared.pages import Page
 
@@ -41,6 +43,17 @@ end
 # KEYS: the owner's default. ARGV: the persona's id. Only if it is the default.
 CLEAR_DEFAULT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+"""
+# At sign-in, once the anonymous user's personas moved (OwnedRecords.adopt). KEYS: the
+# anonymous user's default, the account's default, the account's persona ids. Their default,
+# if it moved, becomes the account's unless the account chose one (kept until deleted, as the
+# account's personas are); it is no longer theirs either way.
+ADOPT_DEFAULT = """
+local chosen = redis.call('GET', KEYS[1])
+if chosen and redis.call('ZSCORE', KEYS[3], chosen) then
+  redis.call('SET', KEYS[2], chosen, 'NX')
+  redis.call('DEL', KEYS[1])
+end
 """
 
 PERSONAS = Kind(
@@ -75,6 +88,7 @@ class PersonaStore:
         self.records = OwnedRecords(redis, PERSONAS, quotas, budget, settings.anon_data_ttl_s)
         self._set_default = redis.register_script(SET_DEFAULT)
         self._clear_default = redis.register_script(CLEAR_DEFAULT)
+        self._adopt_default = redis.register_script(ADOPT_DEFAULT)
 
     async def create(
         self, owner: Owner, name: str, description: str, is_default: bool
@@ -118,6 +132,14 @@ class PersonaStore:
     async def delete(self, persona_id: str, owner: Owner) -> None:
         await self.records.delete(persona_id, owner)
         await self._choose(persona_id, owner.user_id, False)
+
+    async def adopt(self, from_id: str, to_id: str) -> KindMoved:
+        """The anonymous user's personas become the account's, as far as its quotas allow,
+        and their default with them (see ADOPT_DEFAULT)."""
+        moved = await self.records.adopt(from_id, to_id)
+        keys = [default_key(from_id), default_key(to_id), self.records.owner_key(to_id)]
+        await self._adopt_default(keys=keys)
+        return moved
 
     async def page(
         self, user_id: str, after: PageKey | None, limit: int
