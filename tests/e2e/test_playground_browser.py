@@ -615,6 +615,13 @@ def text_of(item: WebElement) -> str:
     return item.find_element(By.CLASS_NAME, "text").text
 
 
+def texts_shown(browser: WebDriver) -> list[str]:
+    """The messages' texts, read at once (an item that goes meanwhile cannot be half read)."""
+    return browser.execute_script(
+        "return [...document.querySelectorAll('#messages li .text')].map((t) => t.innerText)"
+    )
+
+
 def reopen(browser: WebDriver, stack: Stack, session_id: str) -> None:
     """The page loaded again (a reload), once it shows that conversation again."""
     browser.refresh()
@@ -735,13 +742,12 @@ def test_a_reload_brings_the_conversation_back(stack, playground):
     reply_done(playground)
     say(playground, "두 번째 이야기")
     reply_done(playground, 2)
-    texts = [text_of(item) for item in playground.find_elements(By.CSS_SELECTOR, "#messages li")]
+    texts = texts_shown(playground)
     assert len(texts) == 5  # the greeting, two turns
     assert f"conversation={session}" in playground.current_url
 
     reopen(playground, stack, session)
-    shown = [text_of(item) for item in playground.find_elements(By.CSS_SELECTOR, "#messages li")]
-    assert shown == texts
+    assert texts_shown(playground) == texts
     assert playground.find_element(By.ID, "chat-character").text == "헤르미온느 그레인저"
     listed = playground.find_element(By.CSS_SELECTOR, "#conversation-list li.selected")
     assert listed.get_attribute("data-session") == session
@@ -761,10 +767,6 @@ EXPORTED_CHAT = """
     fetch(document.getElementById("export-chat").href)
         .then(async (r) => done([r.headers.get("Content-Disposition"), await r.text()]), String);
 """
-
-
-def texts_shown(browser: WebDriver) -> list[str]:
-    return [text_of(item) for item in browser.find_elements(By.CSS_SELECTOR, "#messages li")]
 
 
 def test_branch_export_import_and_delete(stack, playground, tmp_path):
