@@ -29,7 +29,9 @@ async def test_the_page_and_its_files_are_served(app_client, redis_url):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert '<script type="module" src="/playground/main.js">' in page.text
     assert {"main.js", "api.js", "sse.js", "i18n.js", "chat.js", "gen3d.js"} <= set(scripts)
-    assert {"greeting.js", "personas.js", "receipt.js"} <= set(scripts)
+    assert {"message.js", "personas.js", "receipt.js", "conversations.js", "reply.js"} <= set(
+        scripts
+    )
     for name, script in scripts.items():
         assert script.status_code == 200, name
         assert script.headers["content-type"].startswith(JAVASCRIPT), name
@@ -56,20 +58,28 @@ def test_the_labels_have_one_source():
 
 def test_every_label_the_modules_name_is_in_both_languages():
     """The words the modules put on the page themselves (t("key"), the receipt's labelled
-    elements and its tables of labels) come from i18n.js too, in Korean and in English."""
+    elements and its tables of labels, the buttons of a message) come from i18n.js too, in
+    Korean and in English."""
     labels = (PLAYGROUND_DIR / "i18n.js").read_text()
     named = set()
     for path in OWN_FILES:
         if path.suffix == ".js" and path.name != "i18n.js":
             text = path.read_text()
             named |= set(re.findall(r'\bt\("(\w+)"\)', text))
-            named |= set(re.findall(r'(?:labelled\("\w+",|dataset\.i18n =|arrow\() ?"(\w+)"', text))
+            named |= set(
+                re.findall(
+                    r'(?:labelled\("\w+",|dataset\.i18n =|arrow\(|actionButton\() ?"(\w+)"', text
+                )
+            )
     receipt = (PLAYGROUND_DIR / "receipt.js").read_text()
     named |= set(re.findall(r'\b\w+: "(\w+)"', receipt))  # PARTS, PLACES, REASONS
     for heads in re.findall(r"""table\("[\w-]+", \[([^\]]*)\]""", receipt):
         named |= set(re.findall(r'"(\w+)"', heads))
     assert {"modelSaw", "partLore", "placeBeforeChar", "reasonBudget", "noPersona"} <= named
-    assert {"loreKey", "loreReason", "nextGreeting"} <= named
+    assert {"loreKey", "loreReason", "nextSwipe", "save", "interrupted"} <= named
+    message = (PLAYGROUND_DIR / "message.js").read_text()
+    (actions,) = re.findall(r"const ACTIONS = \[([^\]]*)\]", message)  # its buttons' labels
+    named |= set(re.findall(r'"(\w+)"', actions))
     for key in named:
         assert len(re.findall(rf"\b{key}:", labels)) == 2, key
 

@@ -8,6 +8,10 @@ labels switch between Korean and English; the speech limit is the served OpenAPI
 Role-play: a preset's greeting opens the conversation, its arrows go through the alternates,
 and the one shown is the first message the LLM received; the receipt under a reply lists the
 lore that fired; a persona made in the page is who the character talks with.
+Conversations kept on the server: a regenerated reply's alternates are chosen with the arrows
+(and the choice is kept), an edited message is what the next turn sends, continue makes the
+last reply grow, a stopped reply is marked interrupted, and a reload brings the conversation
+back.
 A screenshot of each step goes to var/test-artifacts/playground/."""
 
 import base64
@@ -16,6 +20,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -25,6 +30,7 @@ from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from avatar_devstack.environment import REPO_ROOT
@@ -78,27 +84,43 @@ def playground(stack, browser) -> Iterator[WebDriver]:
     assert csp_violations(browser) == []
 
 
-# Records the reply's length each time it changes before it is done: text that grows while
-# the reply is still streaming, not one block at the end.
+# Records the last reply's text length each time it changes before it is done: text that
+# grows while the reply is still streaming, not one block at the end.
 WATCH_REPLY = """
     window.replyLengths = [];
     new MutationObserver(() => {
         const reply = document.querySelector("#messages li.assistant:last-of-type");
-        if (reply && !reply.dataset.done) window.replyLengths.push(reply.textContent.length);
+        if (reply && !reply.dataset.done) {
+            window.replyLengths.push(reply.querySelector(".text").textContent.length);
+        }
     }).observe(document.getElementById("messages"),
                {subtree: true, childList: true, characterData: true});
 """
 
 
+def shown_session(browser: WebDriver) -> str | None:
+    """The session id of the conversation the page shows (none while one is being opened)."""
+    return browser.find_element(By.ID, "messages").get_attribute("data-session")
+
+
+def new_conversation(browser: WebDriver) -> str:
+    """A new conversation with the character shown (the new-conversation button), once shown:
+    its session id."""
+    before = until(browser, shown_session)
+    browser.find_element(By.ID, "new-session").click()
+    return until(browser, lambda b: (shown := shown_session(b)) != before and shown)
+
+
 def test_a_chat_turn_streams_in_and_its_first_sentence_gets_a_playable_audio(playground):
     Select(playground.find_element(By.ID, "tts-mode")).select_by_value("realtime")
+    new_conversation(playground)
     playground.execute_script(WATCH_REPLY)
     say(playground, "안녕! 오늘 뭐 하고 지냈어?")
     reply = until(playground, lambda b: b.find_element(By.CSS_SELECTOR, "#messages li.assistant"))
     until(playground, lambda b: reply.get_attribute("data-done") == "true")
     growing = [n for n in playground.execute_script("return window.replyLengths") if n]
     assert len(set(growing)) >= 3 and growing == sorted(growing), growing
-    assert len(reply.text) >= max(growing)
+    assert len(reply.find_element(By.CLASS_NAME, "text").text) >= max(growing)
     first = until(playground, lambda b: b.find_element(By.CSS_SELECTOR, "#speech audio"))
     assert "/mnt/user_assets/" in first.get_attribute("src")
     # Playable: the browser fetched and decoded it (HAVE_ENOUGH_DATA), with a duration.
@@ -284,14 +306,18 @@ def test_labels_switch_between_korean_and_english(playground):
 
 def test_refusals_are_shown_in_words(browser):
     """One spoken sentence a minute: the reply's later sentences get tts's refusal (the audio
-    event's tts_error, a string) and the page says it. One turn a minute: the second turn's
-    refusal is said with its Retry-After."""
-    limits = {"CHAT_RATE_PER_MIN": "1", "TTS_RATE_PER_MIN": "1"}
+    event's tts_error, a string) and the page says it. Two chat requests a minute (the page
+    starts its conversation with one): the second turn's refusal is said with its
+    Retry-After."""
+    limits = {"CHAT_RATE_PER_MIN": "2", "TTS_RATE_PER_MIN": "1"}
     with own_stack("playground-limits", limits) as limited:
         open_playground(browser, limited)
+        until(browser, shown_session)  # started: the first of the two
         Select(browser.find_element(By.ID, "tts-mode")).select_by_value("realtime")
         say(browser, "첫 번째")
-        until(browser, lambda b: b.find_element(By.CSS_SELECTOR, "#messages li[data-done]"))
+        until(
+            browser, lambda b: b.find_element(By.CSS_SELECTOR, "#messages li.assistant[data-done]")
+        )
         notice = browser.find_element(By.ID, "notice")
         assert "The tts service answered 429" in notice.text, notice.text
         screenshot(browser, "5-speech-refused")
@@ -420,16 +446,24 @@ def forget_prompts(stack: Stack) -> None:
 
 
 def talk_with(browser: WebDriver, character_id: str) -> WebElement:
-    """The character chosen (a new conversation, no speech) and its greeting, once shown."""
+    """The character chosen, a new conversation with them (no speech), and its greeting."""
     Select(browser.find_element(By.ID, "tts-mode")).select_by_value("off")
     browser.find_element(By.CSS_SELECTOR, f"li[data-id='{character_id}'] button").click()
-    browser.find_element(By.ID, "new-session").click()  # the same character, opened again
+    # Their latest conversation is shown first (or a new one): then another, new.
+    messages = browser.find_element(By.ID, "messages")
+    until(browser, lambda b: messages.get_attribute("data-character") == character_id)
+    new_conversation(browser)
     return until(browser, lambda b: b.find_element(By.CSS_SELECTOR, "#messages li.greeting"))
 
 
-def reply_done(browser: WebDriver) -> WebElement:
+def reply_done(browser: WebDriver, count: int = 1) -> WebElement:
+    """The conversation's `count`-th reply, once it is done."""
+    done = "#messages li.assistant[data-done]"
     return until(
-        browser, lambda b: b.find_element(By.CSS_SELECTOR, "#messages li.assistant[data-done]")
+        browser,
+        lambda b: (
+            (found := b.find_elements(By.CSS_SELECTOR, done))[count - 1 :] and found[count - 1]
+        ),
     )
 
 
@@ -450,20 +484,25 @@ def test_a_presets_greeting_opens_the_conversation_and_is_what_the_model_saw(sta
     count = greeting.find_element(By.CLASS_NAME, "count")
     assert (text.text, count.text) == (greetings[0], "1/3")
     assert not playground.find_elements(By.CSS_SELECTOR, "#messages li.assistant")
-    greeting.find_element(By.CLASS_NAME, "nextGreeting").click()
-    assert count.text == "2/3" and macro_pattern(greetings[1]).fullmatch(text.text), text.text
+    # Each arrow asks the server to show another alternate (PUT .../swipe), then shows it.
+    greeting.find_element(By.CLASS_NAME, "nextSwipe").click()
+    until(playground, lambda _: count.text == "2/3")
+    assert macro_pattern(greetings[1]).fullmatch(text.text), text.text
     assert "{{" not in text.text
-    greeting.find_element(By.CLASS_NAME, "previousGreeting").click()
-    greeting.find_element(By.CLASS_NAME, "previousGreeting").click()  # round to the last
-    assert count.text == "3/3" and macro_pattern(greetings[2]).fullmatch(text.text), text.text
+    greeting.find_element(By.CLASS_NAME, "previousSwipe").click()
+    until(playground, lambda _: count.text == "1/3")
+    greeting.find_element(By.CLASS_NAME, "previousSwipe").click()  # round to the last
+    until(playground, lambda _: count.text == "3/3")
+    assert macro_pattern(greetings[2]).fullmatch(text.text), text.text
     shown = text.text
     screenshot(playground, "7-greeting")
 
     forget_prompts(stack)
     say(playground, "안녕, 헤르미온느!")
     reply_done(playground)
-    # Fixed once the user has said something: no arrows, the same text.
-    assert not greeting.find_elements(By.CLASS_NAME, "greeting-nav")
+    # As SillyTavern: arrows on the last message only, so none once the user has said
+    # something; the same text.
+    assert not greeting.find_element(By.CLASS_NAME, "swipe-nav").is_displayed()
     assert text.text == shown
     system, first, *rest = llm_prompt(stack)
     assert system["role"] == "system"
@@ -472,9 +511,7 @@ def test_a_presets_greeting_opens_the_conversation_and_is_what_the_model_saw(sta
     # And in every later turn of the conversation.
     forget_prompts(stack)
     say(playground, "오늘 뭐 했어?")
-    until(
-        playground, lambda b: len(b.find_elements(By.CSS_SELECTOR, "li.assistant[data-done]")) == 2
-    )
+    reply_done(playground, 2)
     assert llm_prompt(stack)[1] == {"role": "assistant", "content": shown}
 
 
@@ -520,8 +557,9 @@ def test_a_persona_made_in_the_page_is_who_the_character_talks_with(stack, playg
     until(playground, lambda b: select.first_selected_option.text == name)
     # The greetings for this persona: its name is {{user}} (Hermione's second says it).
     greeting = talk_with(playground, "hermione")
-    greeting.find_element(By.CLASS_NAME, "nextGreeting").click()
-    assert f"{name}!" in greeting.find_element(By.CLASS_NAME, "text").text
+    greeting.find_element(By.CLASS_NAME, "nextSwipe").click()
+    text = greeting.find_element(By.CLASS_NAME, "text")
+    until(playground, lambda _: f"{name}!" in text.text)
 
     forget_prompts(stack)
     say(playground, "안녕! 나 기억해?")
@@ -564,3 +602,211 @@ def test_the_page_runs_under_a_policy_that_refuses_what_is_not_its_own(stack, br
     assert browser.execute_script(INJECT_SCRIPT) is False
     (refused,) = csp_violations(browser)
     assert refused.startswith("script-src-elem inline")
+
+
+# --- conversations kept on the server ------------------------------------------------------
+
+
+def last_reply(browser: WebDriver) -> WebElement:
+    return browser.find_elements(By.CSS_SELECTOR, "#messages li.assistant")[-1]
+
+
+def text_of(item: WebElement) -> str:
+    return item.find_element(By.CLASS_NAME, "text").text
+
+
+def texts_shown(browser: WebDriver) -> list[str]:
+    """The messages' texts, read at once (an item that goes meanwhile cannot be half read)."""
+    return browser.execute_script(
+        "return [...document.querySelectorAll('#messages li .text')].map((t) => t.innerText)"
+    )
+
+
+def reopen(browser: WebDriver, stack: Stack, session_id: str) -> None:
+    """The page loaded again (a reload), once it shows that conversation again."""
+    browser.refresh()
+    until(browser, lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+    until(browser, lambda b: shown_session(b) == session_id)
+
+
+def test_a_regenerated_reply_s_alternates_are_chosen_and_the_choice_is_kept(stack, playground):
+    talk_with(playground, "hermione")
+    session = shown_session(playground)
+    say(playground, "오늘 도서관에 갈래?")
+    first = text_of(reply_done(playground))
+    reply = last_reply(playground)
+    count = reply.find_element(By.CLASS_NAME, "count")
+    assert not count.is_displayed()  # one alternate: no arrows
+    # Another temperature, so the emulator's regenerated reply reads differently.
+    playground.find_element(By.ID, "temperature").send_keys("1.3")
+    reply.find_element(By.CLASS_NAME, "regenerate").click()
+    until(playground, lambda _: count.text == "2/2" and reply.get_attribute("data-done"))
+    second = text_of(reply)
+    assert second != first and "temperature is 1.3" in second, second
+    screenshot(playground, "10-regenerated")
+    reply.find_element(By.CLASS_NAME, "previousSwipe").click()
+    until(playground, lambda _: count.text == "1/2")
+    assert text_of(reply) == first
+
+    reopen(playground, stack, session)
+    reply = until(playground, lambda b: last_reply(b))
+    assert reply.find_element(By.CLASS_NAME, "count").text == "1/2"
+    assert text_of(reply) == first
+    # The arrows go round: past the first, the last.
+    reply.find_element(By.CLASS_NAME, "previousSwipe").click()
+    until(playground, lambda _: text_of(reply) == second)
+
+
+def test_an_edited_message_is_kept_and_is_what_the_next_turn_sends(stack, playground):
+    talk_with(playground, "hermione")
+    session = shown_session(playground)
+    say(playground, "처음에 쓴 질문")
+    reply_done(playground)
+    asked = playground.find_element(By.CSS_SELECTOR, "#messages li.user")
+    asked.find_element(By.CLASS_NAME, "edit").click()
+    box = asked.find_element(By.CSS_SELECTOR, ".editor textarea")
+    box.clear()
+    box.send_keys("고쳐 쓴 질문")
+    asked.find_element(By.CSS_SELECTOR, ".editor .save").click()
+    until(playground, lambda _: text_of(asked) == "고쳐 쓴 질문")
+    assert not asked.find_elements(By.CLASS_NAME, "editor")
+    screenshot(playground, "11-edited")
+
+    reopen(playground, stack, session)
+    asked = until(playground, lambda b: b.find_element(By.CSS_SELECTOR, "#messages li.user"))
+    assert text_of(asked) == "고쳐 쓴 질문"
+    forget_prompts(stack)
+    say(playground, "그다음 질문")
+    reply_done(playground, 2)
+    sent = [m for m in llm_prompt(stack) if m["role"] == "user"]
+    assert {"role": "user", "content": "고쳐 쓴 질문"} in sent, sent
+    assert all("처음에 쓴 질문" not in m["content"] for m in sent), sent
+
+
+def test_continue_makes_the_last_reply_grow(stack, playground):
+    talk_with(playground, "hermione")
+    say(playground, "이야기를 하나 들려줘")
+    reply = reply_done(playground)
+    before = text_of(reply)
+    playground.execute_script(WATCH_REPLY)
+    forget_prompts(stack)
+    reply.find_element(By.CLASS_NAME, "continueReply").click()
+    until(playground, lambda _: reply.get_attribute("data-done") and text_of(reply) != before)
+    after = text_of(reply)
+    assert after.startswith(before) and len(after) > len(before), after
+    # It grew as the new text streamed in, from what was there.
+    growing = [n for n in playground.execute_script("return window.replyLengths") if n]
+    assert len(set(growing)) >= 3 and growing == sorted(growing) and growing[0] >= len(before)
+    # The model was asked to go on from the reply as it was.
+    assert llm_prompt(stack)[-1] == {"role": "assistant", "content": before}
+    assert len(playground.find_elements(By.CSS_SELECTOR, "#messages li.assistant")) == 1
+    screenshot(playground, "12-continued")
+
+
+# Clicks the stop button as soon as the last reply has some text (the emulator's reply takes
+# a second: a click from the test could come too late).
+STOP_AT_FIRST_TEXT = """
+    const watching = new MutationObserver(() => {
+        const reply = document.querySelector("#messages li.assistant:last-of-type");
+        if (reply && !reply.dataset.done && reply.querySelector(".text").textContent) {
+            watching.disconnect();
+            document.getElementById("stop").click();
+        }
+    });
+    watching.observe(document.getElementById("messages"),
+                     {subtree: true, childList: true, characterData: true});
+"""
+
+
+def test_a_stopped_reply_is_kept_as_far_as_it_came_marked_interrupted(stack, playground):
+    talk_with(playground, "hermione")
+    session = shown_session(playground)
+    playground.execute_script(STOP_AT_FIRST_TEXT)
+    say(playground, "긴 이야기를 해줘")
+    mark = "#messages li.assistant[data-done] .interrupted-mark"
+    until(playground, lambda b: b.find_element(By.CSS_SELECTOR, mark).is_displayed())
+    cut = text_of(last_reply(playground))
+    assert cut and "Use this text only for tests" not in cut, cut  # not the whole reply
+    assert playground.find_element(By.ID, "chat-send").is_enabled()
+    screenshot(playground, "13-interrupted")
+    reopen(playground, stack, session)
+    reply = until(playground, lambda b: last_reply(b))
+    assert reply.find_element(By.CLASS_NAME, "interrupted-mark").is_displayed()
+    assert text_of(reply) == cut
+
+
+def test_a_reload_brings_the_conversation_back(stack, playground):
+    talk_with(playground, "hermione")
+    session = shown_session(playground)
+    say(playground, "첫 번째 이야기")
+    reply_done(playground)
+    say(playground, "두 번째 이야기")
+    reply_done(playground, 2)
+    texts = texts_shown(playground)
+    assert len(texts) == 5  # the greeting, two turns
+    assert f"conversation={session}" in playground.current_url
+
+    reopen(playground, stack, session)
+    assert texts_shown(playground) == texts
+    assert playground.find_element(By.ID, "chat-character").text == "헤르미온느 그레인저"
+    listed = playground.find_element(By.CSS_SELECTOR, "#conversation-list li.selected")
+    assert listed.get_attribute("data-session") == session
+    screenshot(playground, "14-reloaded")
+    # The address alone brings it back too (a link, another tab with no storage of it).
+    playground.execute_script("localStorage.removeItem('playground.conversation')")
+    playground.get(f"{stack.env['PUBLIC_BASE_URL']}/playground/?conversation={session}")
+    until(playground, lambda b: shown_session(b) == session)
+    # And then the conversation goes on.
+    say(playground, "세 번째 이야기")
+    reply_done(playground, 3)
+
+
+# The export link's download: its file name (Content-Disposition), and its text.
+EXPORTED_CHAT = """
+    const done = arguments[arguments.length - 1];
+    fetch(document.getElementById("export-chat").href)
+        .then(async (r) => done([r.headers.get("Content-Disposition"), await r.text()]), String);
+"""
+
+
+def test_branch_export_import_and_delete(stack, playground, tmp_path):
+    talk_with(playground, "hermione")
+    session = shown_session(playground)
+    say(playground, "첫 번째 질문")
+    reply_done(playground)
+    say(playground, "두 번째 질문")
+    reply_done(playground, 2)
+    texts = texts_shown(playground)
+    # A branch from the first reply: a new conversation with the messages up to it, shown.
+    first_reply = playground.find_elements(By.CSS_SELECTOR, "#messages li.assistant")[0]
+    first_reply.find_element(By.CLASS_NAME, "branch").click()
+    branch = until(
+        playground, lambda b: (shown := shown_session(b)) not in (None, session) and shown
+    )
+    until(playground, lambda b: texts_shown(b) == texts[:3])
+    listed = playground.find_elements(By.CSS_SELECTOR, "#conversation-list li")
+    assert {session, branch} <= {item.get_attribute("data-session") for item in listed}
+
+    # Its export (a SillyTavern chat file: a header line, then a line per message), imported
+    # again: another conversation, the same messages.
+    disposition, exported = playground.execute_async_script(EXPORTED_CHAT)
+    # Named after the character, in Hangul (RFC 6266's filename*: headers are Latin-1).
+    assert "filename*=UTF-8''" + quote("헤르미온느 그레인저") in disposition, disposition
+    lines = [json.loads(line) for line in exported.splitlines() if line.strip()]
+    assert [line["mes"] for line in lines[1:]] == texts[:3], lines
+    chat_file = tmp_path / "branch.jsonl"
+    chat_file.write_text(exported, encoding="utf-8")
+    playground.find_element(By.ID, "import-chat").send_keys(str(chat_file))
+    imported = until(
+        playground, lambda b: (shown := shown_session(b)) not in (None, branch) and shown
+    )
+    until(playground, lambda b: texts_shown(b) == texts[:3])
+    screenshot(playground, "15-imported")
+
+    # A message deleted (after the confirmation) is gone, also after a reload.
+    last = playground.find_elements(By.CSS_SELECTOR, "#messages li")[-1]
+    last.find_element(By.CLASS_NAME, "remove").click()
+    WebDriverWait(playground, WAIT_S).until(expected_conditions.alert_is_present()).accept()
+    until(playground, lambda b: texts_shown(b) == texts[:2])
+    reopen(playground, stack, imported)
+    assert texts_shown(playground) == texts[:2]

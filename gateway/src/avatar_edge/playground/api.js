@@ -24,16 +24,19 @@ export async function api(path, options = {}) {
   return body.data ?? body; // /api/auth/me and /api/openapi.json answer without the envelope
 }
 
-export const postJson = (path, body) => api(path, {
-  method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+export const sendJson = (method, path, body) => api(path, {
+  method, headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
 });
+
+export const postJson = (path, body) => sendJson("POST", path, body);
 
 // Every item of a listing, through all its pages (each answers next_cursor until the last).
 export async function everyItem(path, field) {
   const items = [];
   let cursor = null;
   do {
-    const page = await api(cursor ? `${path}?cursor=${encodeURIComponent(cursor)}` : path);
+    const join = path.includes("?") ? "&" : "?"; // the path may have a query of its own
+    const page = await api(cursor ? `${path}${join}cursor=${encodeURIComponent(cursor)}` : path);
     items.push(...page[field]);
     cursor = page.next_cursor;
   } while (cursor);

@@ -3,6 +3,7 @@
 
 import { api, everyItem, postJson } from "./api.js";
 import { talkWith } from "./chat.js";
+import { lastConversation } from "./conversations.js";
 import { t } from "./i18n.js";
 import { $, notify } from "./page.js";
 
@@ -31,7 +32,16 @@ function characterItem(character) {
   return item;
 }
 
-// The lists, drawn again (in the page's language); the first preset is chosen if none is.
+// A character by id: the listed one, else asked for (it may be someone else's public one);
+// null when it is gone.
+async function characterById(id, listed) {
+  return listed.find((character) => character.id === id)
+    ?? api(`/api/characters/${encodeURIComponent(id)}`).catch(() => null);
+}
+
+// The lists, drawn again (in the page's language). When nobody is chosen yet: the character
+// of the conversation the page showed last, and that conversation (a reload brings it back),
+// else the first preset.
 export async function loadCharacters() {
   try {
     const [own, presets] = await Promise.all([
@@ -39,7 +49,11 @@ export async function loadCharacters() {
     ]);
     $("own-list").replaceChildren(...own.map(characterItem));
     $("preset-list").replaceChildren(...presets.map(characterItem));
-    if (!chosen && presets.length) await chooseCharacter(presets[0]);
+    if (chosen) return;
+    const last = await lastConversation();
+    const character = last?.character_id && await characterById(last.character_id, [...own, ...presets]);
+    if (character) await chooseCharacter(character, last.session_id);
+    else if (presets.length) await chooseCharacter(presets[0]);
   } catch (error) {
     notify(t("failed"), error);
   }
@@ -50,14 +64,14 @@ export async function loadVoices() {
   $("voice-select").replaceChildren(...voices.map((voice) => new Option(voice.name, voice.id, voice.id === fallback)));
 }
 
-// Choosing a character (or none) starts a new conversation with it (settled once its
-// greeting is shown).
-export function chooseCharacter(character) {
+// Choosing a character (or none) shows a conversation with it: `sessionId`, else their
+// latest, else a new one (settled once it is shown).
+export function chooseCharacter(character, sessionId = null) {
   chosen = character;
   for (const item of document.querySelectorAll(".character-list li")) {
     item.classList.toggle("selected", item.dataset.id === character?.id);
   }
-  return talkWith(character);
+  return talkWith(character, sessionId);
 }
 
 async function importCard(file) {

@@ -1,169 +1,227 @@
-// The chat: a turn streamed in from /api/chat (text and, by the speech mode, its audio),
-// one conversation at a time.
+// The chat: the chosen character's conversation as the chat service stores it, shown one at
+// a time, and what can be done to its messages (their alternates, edit, delete, branch).
+// The replies themselves stream in through reply.js.
 
-import { api, ApiError, failure, postJson } from "./api.js";
+import { api, postJson, sendJson } from "./api.js";
 import { Conversation } from "./conversation.js";
-import { fixGreeting, greetingItem, greetingsFor } from "./greeting.js";
+import { listConversations, rememberConversation } from "./conversations.js";
 import { t } from "./i18n.js";
+import { fillItem, messageItem, openEditor } from "./message.js";
 import { $, notify } from "./page.js";
 import { chosenPersona } from "./personas.js";
-import { receiptDetails } from "./receipt.js";
+import { continueReply, regenerate } from "./reply.js";
 import { speechParts } from "./speech.js";
-import { serverSentEvents } from "./sse.js";
-
-const DELAY_MS = 1000; // tts_delay_ms of delayed speech
 
 let conversation = new Conversation(null);
 
-// A new conversation with `character` (null: nobody): whatever the last one still had under
-// way stops, and its messages and players leave the page. It opens with the character's
-// greeting (the promise settles once it is shown).
-export function talkWith(character) {
+export const current = () => conversation;
+
+const sessionPath = (talk, rest = "") => `${conversationPath(talk.sessionId)}${rest}`;
+const conversationPath = (sessionId) => `/api/chat/sessions/${encodeURIComponent(sessionId)}`;
+
+// Whatever the conversation shown still had under way stops, and its messages and players
+// leave the page: this one (with `character`, null: nobody) takes its place.
+function replace(character) {
   conversation.end();
   conversation = new Conversation(character);
   $("chat-character").textContent = character?.name ?? "-";
   $("messages").replaceChildren();
   $("speech").replaceChildren();
-  return greet(conversation);
+  $("export-chat").hidden = true;
+  delete $("messages").dataset.session;
+  return conversation;
 }
 
-// The greeting, for the persona chosen now, shown as the first message (again: the same
-// alternate, expanded for another persona), until the user has said something.
-function greet(talk) {
+// `load()`'s conversation (a promise of the sessions endpoints' answer) shown with
+// `character`: talk.opening settles once it is (or it failed, said in the notice).
+function showWhenLoaded(character, load) {
+  const talk = replace(character);
   talk.opening = (async () => {
-    if (!talk.character) return;
-    const asked = (talk.greetingsAsked += 1); // only the latest answer is shown
-    let greetings = [];
     try {
-      greetings = await greetingsFor(talk.character, chosenPersona());
+      const data = await load(talk);
+      if (!talk.over) await show(talk, data);
     } catch (error) {
       if (!talk.over) notify(t("failed"), error);
     }
-    if (talk.over || talk.greetingFixed || asked !== talk.greetingsAsked) return;
-    talk.greetings = greetings;
-    talk.greetingIndex = Math.min(talk.greetingIndex, Math.max(greetings.length - 1, 0));
-    $("messages").querySelector("li.greeting")?.remove();
-    if (talk.greeting) $("messages").prepend(greetingItem(talk));
   })();
   return talk.opening;
 }
 
-// Another persona chosen: the greeting says its name, if it is not fixed yet.
-export function personaChanged() {
-  if (!conversation.greetingFixed) greet(conversation);
+// A conversation with `character`: the one asked for, else their latest, else a new one
+// (which opens with the character's greeting). No character: none, and none remembered.
+export function talkWith(character, sessionId = null) {
+  if (!character) {
+    replace(null);
+    rememberConversation(null);
+    return listConversations(null);
+  }
+  return showWhenLoaded(character, async () => {
+    const id = sessionId ?? (await listConversations(character))[0]?.session_id;
+    return id ? loadConversation(id) : startConversation(character);
+  });
 }
 
-export async function newSession() {
-  const { sessionId, character } = conversation;
-  if (sessionId) await api(`/api/chat/sessions/${sessionId}`, { method: "DELETE" }).catch(() => {});
-  talkWith(character);
+export function openConversation(sessionId) {
+  return showWhenLoaded(conversation.character, () => loadConversation(sessionId));
 }
 
-function addMessage(role, text) {
-  const item = document.createElement("li");
-  item.className = role;
-  item.textContent = text;
-  $("messages").append(item);
-  item.scrollIntoView({ block: "end" });
-  return item;
+// A conversation just made (a branch, an import): its answer shown (all of it: the answer
+// holds its latest messages only).
+export function showMade(data) {
+  const whole = () => (data.next_before == null ? data : loadConversation(data.session_id));
+  return showWhenLoaded(conversation.character, whole);
 }
 
-function playButton(talk, item, text) {
-  const button = document.createElement("button");
-  button.type = "button";
-  button.textContent = t("play");
-  button.addEventListener("click", async () => {
+// The new-conversation button: another conversation with the same character, for the persona
+// chosen now (the earlier ones stay in the list).
+export function newSession() {
+  const { character } = conversation;
+  if (!character) return notify(t("pickCharacter"));
+  return showWhenLoaded(character, () => startConversation(character));
+}
+
+// The list's ×: the conversation goes; when it was the one shown, the character's latest
+// (or a new one) takes its place.
+export async function deleteConversation(sessionId) {
+  if (!confirm(t("confirmRemoveChat"))) return;
+  const { character } = conversation;
+  try {
+    await api(conversationPath(sessionId), { method: "DELETE" });
+    if (conversation.sessionId === sessionId) await talkWith(character);
+    else await listConversations(character, conversation.sessionId);
+  } catch (error) {
+    notify(t("failed"), error);
+  }
+}
+
+function startConversation(character) {
+  const persona = chosenPersona();
+  return postJson("/api/chat/sessions", {
+    character_id: character.id, ...(persona ? { user_persona_id: persona.id } : {}),
+  });
+}
+
+// The whole conversation: the sessions endpoint answers the latest page; older pages are put
+// in front until the oldest kept.
+export async function loadConversation(sessionId) {
+  const path = `${conversationPath(sessionId)}?limit=200`;
+  const data = await api(path);
+  for (let page = data; page.next_before != null;) {
+    page = await api(`${path}&before=${page.next_before}`);
+    data.messages.unshift(...page.messages);
+  }
+  return data;
+}
+
+async function show(talk, data) {
+  talk.sessionId = data.session_id;
+  talk.messages = data.messages;
+  $("messages").dataset.session = data.session_id;
+  $("messages").dataset.character = talk.character.id;
+  Object.assign($("export-chat"), { href: sessionPath(talk, "/export"), hidden: false });
+  draw(talk);
+  rememberConversation(talk.sessionId);
+  await listConversations(talk.character, talk.sessionId);
+}
+
+// The server's messages now, merged into those shown: a message it already had keeps its
+// object (and so its item and what came with it).
+export function merge(talk, messages) {
+  const known = new Map(talk.messages.map((message) => [message.id, message]));
+  talk.messages = messages.map((message) => Object.assign(known.get(message.id) ?? {}, message));
+  draw(talk);
+}
+
+// Every message's item drawn as its message is now, in order. Items of messages no longer
+// there go, except a turn marked unsent (it stays until the next turn).
+export function draw(talk) {
+  const list = $("messages");
+  const onClick = $("tts-mode").value === "on_click";
+  const items = talk.messages.map((message, index) => {
+    if (!talk.items.has(message)) talk.items.set(message, messageItem((...args) => act(talk, ...args)));
+    return fillItem(talk.items.get(message), talk, index, onClick);
+  });
+  items.forEach((item, index) => {
+    if (list.children[index] !== item) list.insertBefore(item, list.children[index] ?? null);
+  });
+  for (const stale of [...list.children].slice(items.length)) {
+    if (!stale.classList.contains("unsent")) stale.remove();
+  }
+  $("chat-send").disabled = talk.busy;
+  $("stop").hidden = !talk.busy;
+}
+
+// A redraw of the conversation shown (the speech mode changed: its play buttons).
+export const redraw = () => draw(conversation);
+
+// What a message's buttons do. Each asks the server, and shows its answer (a refusal, such as
+// conversation_busy while a reply is being made, is said in the notice).
+async function act(talk, name, item, ...args) {
+  const message = talk.messages.find((each) => talk.items.get(each) === item);
+  if (!message || talk.busy || talk.over) return;
+  const path = sessionPath(talk, `/messages/${encodeURIComponent(message.id)}`);
+  // A change of this conversation, shown once made (the list too: its preview); true if it was.
+  const change = async (request) => {
     try {
-      for (const part of speechParts(text)) {
-        const made = await postJson("/api/tts", { text: part, voice_id: talk.voiceId });
-        talk.speak(made.audio_url, part);
-      }
+      await request();
+      if (talk.over) return true;
+      draw(talk);
+      listConversations(talk.character, talk.sessionId);
+      return true;
+    } catch (error) {
+      if (!talk.over) notify(t("failed"), error);
+      return false;
+    }
+  };
+  if (name === "swipe") {
+    const count = message.swipes.length;
+    const index = ((message.swipe_id ?? 0) + args[0] + count) % count;
+    await change(async () => Object.assign(message, await sendJson("PUT", `${path}/swipe`, { index })));
+  } else if (name === "edit") {
+    const close = (form) => { form.remove(); draw(talk); };
+    openEditor(item, message.content, (content) => change(async () => {
+      Object.assign(message, await sendJson("PATCH", path, { content }));
+    }), close);
+  } else if (name === "remove") {
+    if (!confirm(t("confirmRemove"))) return;
+    await change(async () => {
+      await api(path, { method: "DELETE" });
+      talk.messages = talk.messages.filter((each) => each !== message);
+    });
+  } else if (name === "branch") {
+    try {
+      await showMade(await postJson(sessionPath(talk, "/branch"), { message_id: message.id }));
     } catch (error) {
       notify(t("failed"), error);
     }
-  });
-  item.append(" ", button);
-}
-
-async function sendTurn(talk, text) {
-  const mode = $("tts-mode").value;
-  const persona = chosenPersona();
-  talk.greetingFixed = true; // the user has said something: this greeting it is
-  fixGreeting($("messages").querySelector("li.greeting"));
-  talk.messages.push({ role: "user", content: text });
-  addMessage("user", text);
-  const reply = addMessage("assistant", "");
-  reply.dataset.deltas = "0";
-  const body = {
-    messages: talk.sent, character_id: talk.character.id, stream: true,
-    tts_enabled: mode !== "off", tts_mode: mode === "off" ? "realtime" : mode, tts_delay_ms: DELAY_MS,
-    ...(talk.sessionId ? { session_id: talk.sessionId } : {}),
-    ...(persona ? { user_persona_id: persona.id } : {}),
-  };
-  const response = await fetch("/api/chat", {
-    method: "POST", credentials: "same-origin", signal: talk.signal,
-    headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
-    body: JSON.stringify(body),
-  });
-  if (!response.ok) throw await failure(response); // 429, 503...: before any text
-  for await (const { event, data } of serverSentEvents(response)) {
-    if (event === "delta") {
-      reply.textContent += data.content;
-      reply.dataset.deltas = String(Number(reply.dataset.deltas) + 1);
-    } else if (event === "audio") {
-      // No audio_url: tts_error is why, in words (a string).
-      if (data.audio_url) talk.speak(data.audio_url, data.text);
-      else notify(`${t("speechFailed")} ${data.tts_error ?? data.text}`);
-    } else if (event === "done") {
-      if (!talk.over) finishTurn(talk, reply, data, mode);
-      return;
-    } else if (event === "error") {
-      throw new ApiError(502, data.code, data.message, null);
-    }
+  } else if (name === "regenerate" || name === "answer") {
+    await regenerate(talk);
+  } else if (name === "continueReply") {
+    await continueReply(talk);
+  } else if (name === "play") {
+    await speak(talk, message.content);
   }
-  throw new ApiError(502, "cut_off", t("cutOff"), null); // the stream ended without `done`
 }
 
-function finishTurn(talk, reply, data, mode) {
-  reply.textContent = data.content;
-  reply.dataset.done = "true";
-  talk.sessionId = data.session_id;
-  talk.messages.push({ role: "assistant", content: data.content });
-  if (mode === "on_click") playButton(talk, reply, data.content);
-  const receipt = receiptDetails(data.context);
-  if (receipt) reply.append(receipt);
-  if (data.context_summarized) addMessage("note", t("summarized")).dataset.kind = "summarized";
-  if (mode === "delayed" && data.audio_url) talk.speakLater(data.audio_url, DELAY_MS);
-}
-
-// The turn did not happen: not sent again, its text back in the box to try again.
-function unsent(talk, text) {
-  talk.messages.pop();
-  const [asked, reply] = [...$("messages").children].slice(-2);
-  asked.classList.add("unsent");
-  if (!reply.textContent) reply.remove();
-  if (!$("chat-input").value) $("chat-input").value = text;
-}
-
-export async function submitTurn(event) {
-  event.preventDefault();
-  const talk = conversation;
-  if (!talk.character) return notify(t("pickCharacter"));
-  const input = $("chat-input");
-  const text = input.value.trim();
-  if (!text) return;
-  input.value = "";
-  $("chat-send").disabled = true;
+// Speech on click: the message's text, in parts /api/tts takes.
+async function speak(talk, text) {
   try {
-    await talk.opening; // the greeting it answers is the one shown
-    if (talk.over) return;
-    await sendTurn(talk, text);
-  } catch (error) {
-    if (!talk.over) { // else a new conversation abandoned it: nothing to say
-      unsent(talk, text);
-      notify(t("failed"), error);
+    for (const part of speechParts(text)) {
+      const made = await postJson("/api/tts", { text: part, voice_id: talk.voiceId });
+      talk.speak(made.audio_url, part);
     }
-  } finally {
-    $("chat-send").disabled = false;
+  } catch (error) {
+    notify(t("failed"), error);
   }
+}
+
+// Another persona chosen: a conversation nobody has said anything in yet is made again for
+// it (its greeting says the persona's name); one under way keeps whom it was started with.
+export async function personaChanged() {
+  const talk = conversation;
+  await talk.opening;
+  const untouched = !talk.messages.some((message) => message.role === "user");
+  if (talk.over || !talk.sessionId || talk.busy || !untouched) return;
+  await api(sessionPath(talk), { method: "DELETE" }).catch(() => {});
+  await newSession();
 }

@@ -1,7 +1,7 @@
-// One conversation with a character: its session, its greeting and messages, and all it
-// still has under way (the reply being streamed, the sentences waiting their turn to be
-// spoken, delayed speech being looked for). end() stops all of that at once, through its one
-// AbortSignal.
+// One conversation with a character, as the chat service stores it: its session, its
+// messages as the server last gave them, and all it still has under way (the reply being
+// streamed, the sentences waiting their turn to be spoken, delayed speech being looked for).
+// end() stops all of that at once, through its one AbortSignal.
 
 import { t } from "./i18n.js";
 import { $, notify, sleep } from "./page.js";
@@ -23,23 +23,16 @@ export class Conversation {
 
   constructor(character) {
     this.character = character; // null: nobody chosen yet
-    this.sessionId = null;
-    this.messages = []; // sent with each turn (the server keeps the history too)
-    this.greetings = []; // the character's, expanded: the first message and the alternates
-    this.greetingIndex = 0; // the one shown (‹ › change it until the user has said something)
-    this.greetingFixed = false;
-    this.greetingsAsked = 0; // how many times they were asked for (another persona: again)
-    this.opening = Promise.resolve(); // settles once the greeting is shown (or there is none)
+    this.sessionId = null; // once it is shown
+    this.messages = []; // public messages, oldest first (a reply also keeps what came with it)
+    this.items = new WeakMap(); // each message's <li>, drawn again in place as it changes
+    this.streaming = null; // {message, text} while a reply streams into `message`
+    this.stopper = null; // the AbortController of that stream (the stop button)
+    this.opening = Promise.resolve(); // settles once the conversation is shown
   }
 
-  get greeting() {
-    return this.greetings[this.greetingIndex] ?? null;
-  }
-
-  // What each turn sends: the greeting (part of what the model sees), then the turns.
-  get sent() {
-    const greeting = this.greeting;
-    return greeting ? [{ role: "assistant", content: greeting }, ...this.messages] : this.messages;
+  get busy() {
+    return this.streaming !== null;
   }
 
   get voiceId() {

@@ -3,11 +3,13 @@
 
 import { loadWho, showSignInError, showWho, signOut } from "./account.js";
 import { cardChosen, cardDrop, chooseCharacter, createCharacter, loadCharacters, loadVoices } from "./characters.js";
-import { newSession, personaChanged, submitTurn } from "./chat.js";
+import { newSession, personaChanged, redraw } from "./chat.js";
+import { importChosen } from "./conversations.js";
 import { configureViewer, submitJob, viewerFailed, viewerLoaded } from "./gen3d.js";
 import { applyLabels, switchLanguage } from "./i18n.js";
 import { $ } from "./page.js";
 import { createPersona, loadPersonas } from "./personas.js";
+import { stopReply, submitTurn } from "./reply.js";
 import { loadSpeechLimit } from "./speech.js";
 
 function relabel() {
@@ -35,16 +37,20 @@ function init() {
   for (const [type, listener] of Object.entries(cardDrop)) $("drop-zone").addEventListener(type, listener);
   $("create-form").addEventListener("submit", createCharacter);
   $("new-session").addEventListener("click", newSession);
+  $("import-chat").addEventListener("change", importChosen);
+  $("tts-mode").addEventListener("change", redraw); // speech on click: the play buttons
   $("persona-select").addEventListener("change", personaChanged);
   $("persona-form").addEventListener("submit", createPersona);
   $("chat-form").addEventListener("submit", submitTurn);
+  $("stop").addEventListener("click", stopReply);
   $("gen3d-form").addEventListener("submit", submitJob);
   $("viewer").addEventListener("load", viewerLoaded);
   $("viewer").addEventListener("error", viewerFailed);
 }
 
-// What the page shows first: who is here, their personas, the characters (the first preset's
-// greeting, for the default persona), the voices, the speech limit.
+// What the page shows first: who is here, their personas, the characters (the conversation
+// shown last, else the first preset's latest, else a new one for the default persona), the
+// voices, the speech limit.
 async function start() {
   showSignInError();
   await loadWho();

@@ -1,6 +1,6 @@
 // "I am": the caller's user personas (who the character is talking with), chosen in a select
-// and created with a small form. The chosen one goes with every chat turn (user_persona_id)
-// and with the greetings query: its name is {{user}}.
+// and created with a small form. The chosen one goes with each new conversation
+// (user_persona_id; the conversation keeps it): its name is {{user}}.
 
 import { everyItem, postJson } from "./api.js";
 import { t } from "./i18n.js";

@@ -1,5 +1,6 @@
 from collections.abc import Awaitable
 from typing import Annotated
+from urllib.parse import quote
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -329,5 +330,8 @@ async def branch(
 )
 async def export_conversation(session_id: Session, chat: ChatDep, caller: CallerDep) -> Response:
     filename, data = await actions.export(chat, str(session_id), caller)
-    disposition = f'attachment; filename="{filename}"'
+    # Headers are Latin-1: a name in Hangul (the presets') goes as RFC 6266's filename*
+    # (UTF-8, percent-encoded), with an ASCII stand-in for clients that read only filename.
+    plain = filename.encode("ascii", "replace").decode().replace("?", "_")
+    disposition = f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename)}"
     return Response(data, media_type=JSONL, headers={"Content-Disposition": disposition})
