@@ -499,3 +499,52 @@ async def test_what_does_not_fit_the_account_stays_anonymous(app_client, redis_u
         assert (
             await client.get(f"/api/chat/sessions/{made[1]}", headers=BROWSER)
         ).status_code == 200
+
+
+async def test_a_conversation_generating_a_reply_is_never_evicted(app_client, redis_url, redis):
+    # An anonymous address keeps 2 sessions; a third makes room, but not by taking the one
+    # whose reply is being generated.
+    with emulated_llm("ollama", tokens_per_second=10) as slow:
+        settings = settings_for(redis_url, slow.settings, max_stored_sessions_per_address=2)
+        app = create_app(settings)
+        app.dependency_overrides[current_identity] = callers_from_test_headers
+        async with app_client(app) as client:
+            busy = (await start(client, who=BROWSER))["session_id"]
+            other = (await start(client, who=BROWSER))["session_id"]
+            body = {"session_id": busy, "message": "천천히", "tts_enabled": False}
+            turn = asyncio.create_task(client.post("/api/chat", json=body, headers=BROWSER))
+            while not slow.recorder.prompts:  # the turn has reached the LLM  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            await start(client, who=BROWSER)
+            assert (await turn).status_code == 200
+            assert len(await messages_of(client, busy, who=BROWSER)) == 2
+            gone = await client.get(f"/api/chat/sessions/{other}", headers=BROWSER)
+            assert gone.status_code == 404  # the least recently used one that was free
+    for key in await redis.keys("chat:session:*"):
+        assert await redis.ttl(key) > 0, key  # an anonymous caller's: nothing kept for good
+
+
+async def test_a_turn_sent_as_messages_cannot_write_into_a_kept_conversation(client, backend):
+    session = (await start(client))["session_id"]
+    body = {"session_id": session, "messages": [{"role": "user", "content": "x"}]}
+    response = await client.post("/api/chat", json={**body, "persona": PERSONA}, headers=ALICE)
+    assert response.status_code == 422
+    assert "`message`" in response.json()["error"]["message"]
+    assert await messages_of(client, session) == []
+
+
+async def test_a_full_byte_quota_refuses_growth_but_not_shrinking(client, backend, redis):
+    session = (await start(client))["session_id"]
+    first = await say(client, session, "짧은 말")
+    # Alice's other kept conversations hold all but 10 bytes of her quota: less than the
+    # new message.
+    await redis.hset("chat:kept:alice", "bytes", 32 * 1024 * 1024 - 10)
+    turn = {"session_id": session, "message": "한 마디 더", "tts_enabled": False}
+    refused = await client.post("/api/chat", json=turn, headers=ALICE)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "quota_exceeded"
+    path = f"/api/chat/sessions/{session}/messages/{first['message_id']}"
+    longer = await client.patch(path, json={"content": "길게 " * 100}, headers=ALICE)
+    assert longer.status_code == 409 and longer.json()["error"]["code"] == "quota_exceeded"
+    shorter = await client.patch(path, json={"content": "응"}, headers=ALICE)
+    assert shorter.status_code == 200, shorter.text
+    assert len(await messages_of(client, session)) == 2

@@ -52,7 +52,7 @@ from avatar_chat.schemas import (
     check_limits,
 )
 from avatar_chat.service import ChatService, Setup
-from avatar_chat.store import SessionState, TurnRecord
+from avatar_chat.store import SessionState, TurnRecord, kept_on_server
 from avatar_shared.errors import AppError
 from avatar_shared.rate import Caller
 from avatar_shared.streaming import primed, sse
@@ -136,6 +136,7 @@ class Turn:
             calibration=learn_calibration(self.llm_request.messages, reply.prompt_tokens),
             replaced=replaced,
             character_id=self.plan.setup.character_id,
+            on_server=self.steer.on_server,
         )
 
     def answer(
@@ -242,8 +243,11 @@ async def _record_stopped(
     it has gone)."""
     reply = LlmReply(text, 0, 0)
     with anyio.CancelScope(shield=True), anyio.move_on_after(RECORD_ON_STOP_S):
-        with suppress(AppError, RedisError):
+        try:
             await chat.record(turn.session_id, caller.identity, turn.record(reply, True), lease)
+        except (AppError, RedisError):  # not recorded: the conversation is not held either
+            with suppress(RedisError):
+                await chat.admission.let_go(lease)
 
 
 async def _checked(chat: ChatService, steer: Steer) -> tuple[str, bool]:
@@ -261,19 +265,23 @@ async def _plan(chat: ChatService, steer: Steer, state: SessionState, caller: Ca
     """The conversation a turn is planned from: the client's, or the stored one as the kind
     of turn takes it."""
     if steer.kind == "client":
+        if state.is_conversation:
+            raise kept_on_server()
         body = steer.options
         assert isinstance(body, ChatRequest) and body.messages is not None
         turns = [{"role": m.role, "content": m.content} for m in body.messages]
         setup = Setup(body.persona, body.character_id, body.scenario, body.user_persona_id)
         return Plan(turns, setup)
     stored, setup = state.messages, Setup.stored(state.meta)
-    _check_room(chat, steer, state, caller)
     if steer.kind == "message":
+        _check_room(chat, state, caller, adds=2, more=steer.message or "")
         said = {"role": "user", "content": steer.message or ""}
         return Plan([*msgs.turns(stored), said], setup)
     last = stored[-1] if stored else None
     if steer.kind == "regenerate" and last is not None and last["role"] == "user":
+        _check_room(chat, state, caller, adds=1)
         return Plan(msgs.turns(stored), setup)  # the reply it never got
+    _check_room(chat, state, caller, adds=0)
     if last is None or last["role"] != "assistant":
         raise NothingToSteer("The conversation does not end with a reply to act on.")
     if steer.kind == "continue":
@@ -286,13 +294,20 @@ async def _plan(chat: ChatService, steer: Steer, state: SessionState, caller: Ca
     return Plan(msgs.turns(stored[:-1]), setup, (state.raw[-1], last))
 
 
-def _check_room(chat: ChatService, steer: Steer, state: SessionState, caller: Caller) -> None:
-    """A conversation kept on the server is never trimmed: one that is full takes no more
-    turns (before the LLM is asked: a reply that could not be kept is never generated)."""
+def _check_room(
+    chat: ChatService, state: SessionState, caller: Caller, adds: int, more: str = ""
+) -> None:
+    """A conversation kept on the server is never trimmed: one that is full (or whose
+    owner's kept conversations hold their quota) takes no more turns, before the LLM is
+    asked: a reply that could not be kept is never generated. `adds`: messages the turn adds,
+    `more`: the user's new text."""
     settings, signed_in = chat.settings, caller.identity.signed_in
     max_bytes = settings.max_stored_bytes if signed_in else settings.anon_max_stored_bytes
-    adds = 2 if steer.kind == "message" else 1
-    stored = int(state.meta.get("stored_bytes", 0)) + len((steer.message or "").encode())
+    stored = int(state.meta.get("stored_bytes", 0)) + len(more.encode())
+    if state.meta.get("kept") == "1" and (
+        state.kept_bytes + len(more.encode()) >= settings.max_conversation_bytes_per_user
+    ):
+        raise chat.sessions.kept_bytes_spent()
     if len(state.raw) + adds > settings.max_stored_messages or stored >= max_bytes:
         raise ConversationFull(
             f"This conversation holds as much as it may ({settings.max_stored_messages} "

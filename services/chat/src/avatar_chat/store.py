@@ -73,10 +73,20 @@ from avatar_chat.store_scripts import (
     STORED_OF,
 )
 from avatar_shared.budget import Budget
+from avatar_shared.errors import ValidationFailed
 from avatar_shared.identity import Identity
 from avatar_shared.pages import Page
 from avatar_shared.rate import address_key
 from avatar_shared.timestamps import utc_now
+
+
+def kept_on_server() -> ValidationFailed:
+    """A client's turn (`messages`) naming a conversation kept on the server."""
+    return ValidationFailed(
+        "messages: this session is a conversation kept on the server: send its new message "
+        "as `message` (without `messages`)"
+    )
+
 
 __all__ = ["SESSION_OVERHEAD", "SessionState", "SessionStore", "TurnRecord"]
 
@@ -122,6 +132,7 @@ class SessionState:
     meta: dict[str, str] = field(default_factory=dict)
     summaries: dict[int, Summary] = field(default_factory=dict)
     raw: list[str] = field(default_factory=list)  # the messages as stored, JSON
+    kept_bytes: int = 0  # what the owner's kept conversations hold together
 
     def calibration(self, model: str) -> float | None:
         value = self.meta.get(_calibration_field(model))
@@ -150,6 +161,7 @@ class TurnRecord:
     calibration: float | None
     replaced: tuple[str, msgs.Message] | None = None
     character_id: str | None = None  # a client's record: the character it talks with
+    on_server: bool = False  # a turn of a conversation kept on the server
 
 
 @dataclass(frozen=True)
@@ -211,10 +223,12 @@ class SessionStore:
             pipe.hgetall(summaries_key(session_id))
             if with_messages:
                 pipe.lrange(_messages_key(session_id), 0, -1)
-            meta, summaries, *raw = await pipe.execute()
+                pipe.hget(f"{KEPT}{user_id}", "bytes")
+            meta, summaries, *more = await pipe.execute()
         if meta.get("owner", user_id) != user_id or (with_messages and not meta):
             raise SessionNotFound(session_id)
-        state = SessionState(meta, parse_summaries(summaries), raw[0] if raw else [])
+        raw, kept_bytes = (more[0], int(more[1] or 0)) if more else ([], 0)
+        state = SessionState(meta, parse_summaries(summaries), raw, kept_bytes)
         if with_messages and not state.is_conversation:
             raise NotAConversation()
         return state
@@ -304,13 +318,13 @@ class SessionStore:
                 ]
             if not members:
                 break
-            found += await self._listed(key, members)
+            found += await self._listed(user_id, key, members)
             after = (members[-1][1], members[-1][0])
             top = after[0]
         return Page.of(found, limit)
 
     async def _listed(
-        self, key: str, members: Sequence[tuple[str, float]]
+        self, owner: str, key: str, members: Sequence[tuple[str, float]]
     ) -> list[tuple[dict[str, Any], tuple[float, str]]]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for member, _ in members:
@@ -318,7 +332,7 @@ class SessionStore:
             metas = await pipe.execute()
         found, gone = [], []
         for (member, score), values in zip(members, metas, strict=True):
-            if values[0] is None:
+            if values[0] != owner:  # expired (or its id is another's now)
                 gone.append(member)
                 continue
             found.append(
@@ -367,6 +381,7 @@ class SessionStore:
                 msgs.preview([last]) if last else "",
                 turn.character_id or "",
                 self.caps.library,
+                "1" if turn.on_server else "",
                 *(msgs.encode(m) for m in appended),
             ],
         )
@@ -374,6 +389,8 @@ class SessionStore:
             raise SessionNotFound(session_id)
         if recorded == -1:
             raise ConversationBusy("The conversation changed while the reply was generated.")
+        if recorded == -2:
+            raise kept_on_server()
 
     async def create(
         self,
@@ -387,7 +404,7 @@ class SessionStore:
         holder = "" if owner.signed_in else _stored_holder(owner)
         encoded = [msgs.encode(m) for m in opening]
         if (
-            sum(map(len, encoded)) > self.caps.bytes_for(owner.signed_in)
+            sum(len(e.encode()) for e in encoded) > self.caps.bytes_for(owner.signed_in)
             or len(encoded) > self.caps.messages
         ):
             raise ConversationFull(
@@ -420,14 +437,19 @@ class SessionStore:
         if outcome == "storage":
             raise self.budget.full()
         if outcome == "quota":
-            count, size = self.caps.kept
-            raise QuotaExceeded(
-                f"You keep {count} conversations, the most one user may; delete one first."
-                if detail[0] == "count"
-                else f"Your conversations hold {size} bytes, the most one user may; "
-                "delete one first."
-            )
+            if detail[0] == "count":
+                raise QuotaExceeded(
+                    f"You keep {self.caps.kept[0]} conversations, the most one user may; "
+                    "delete one first."
+                )
+            raise self.kept_bytes_spent()
         return session_id
+
+    def kept_bytes_spent(self) -> QuotaExceeded:
+        return QuotaExceeded(
+            f"Your conversations hold {self.caps.kept[1]} bytes, the most one user may; "
+            "delete one (or some messages) first."
+        )
 
     async def change_message(
         self,
@@ -442,7 +464,7 @@ class SessionStore:
         (`after` None); `remaining`: the conversation afterwards (for its preview)."""
         keys = [_meta_key(session_id), _messages_key(session_id), busy_key(session_id)]
         outcome = await self._mutate(
-            keys=[*keys, *self.budget.keys],
+            keys=[*keys, *self.budget.keys, f"{KEPT}{owner.user_id}"],
             args=[
                 owner.user_id,
                 session_id,
@@ -455,8 +477,11 @@ class SessionStore:
                 msgs.preview(remaining),
                 self.budget.limit,
                 self.caps.library,
+                self.caps.kept[1],
             ],
         )
+        if outcome == "quota":
+            raise self.kept_bytes_spent()
         if outcome == "missing":
             raise SessionNotFound(session_id)
         if outcome == "client":

@@ -92,7 +92,9 @@ local function session_forget(id, budget_total, budget_held, budget_until)
   redis.call('DEL', meta, meta .. ':messages', meta .. ':summaries', meta .. ':busy')
   local charged = 'BUDGET_HOLDER' .. id
   local size = tonumber(redis.call('HGET', budget_held, charged) or '0')
-  budget_hold(budget_total, budget_held, budget_until, charged, -size, 'inf')
+  if size > 0 then  -- 0 - size, not -size: Lua writes -0 for 0, which Redis refuses
+    budget_hold(budget_total, budget_held, budget_until, charged, 0 - size, 'inf')
+  end
 end
 
 -- Makes the session one of its holder's stored (expiring) sessions, scored by when it
@@ -108,17 +110,24 @@ local function holder_take(id, holder, cap, stored_of, active, now, expires, bt,
   redis.call('HSET', meta, 'holder', holder)
   redis.call('ZREMRANGEBYSCORE', stored_of, '-inf', now)
   if not redis.call('ZSCORE', stored_of, id) then
-    while redis.call('ZCARD', stored_of) >= cap do
-      local oldest = redis.call('ZRANGE', stored_of, 0, 0)[1]
+    local members = redis.call('ZRANGE', stored_of, 0, -1)
+    local count, next_one = #members, 1
+    while count >= cap and next_one <= #members do
+      local oldest = members[next_one]
+      next_one = next_one + 1
       local its = meta_of(oldest)
-      if redis.call('HGET', its, 'holder') == holder then
-        local its_owner = redis.call('HGET', its, 'owner')
-        session_forget(oldest, bt, bh, bu)
-        redis.call('ZREM', active, oldest)  -- its place, and in the shares that count it
-        if its_owner then redis.call('ZREM', 'ACTIVE_OF' .. its_owner, oldest) end
-        redis.call('ZREM', 'ACTIVE_OF' .. holder, oldest)
+      -- One generating a reply is passed over: it is in use (its turn would be lost).
+      if redis.call('EXISTS', its .. ':busy') == 0 then
+        if redis.call('HGET', its, 'holder') == holder then
+          local its_owner = redis.call('HGET', its, 'owner')
+          session_forget(oldest, bt, bh, bu)
+          redis.call('ZREM', active, oldest)  -- its place, and in the shares that count it
+          if its_owner then redis.call('ZREM', 'ACTIVE_OF' .. its_owner, oldest) end
+          redis.call('ZREM', 'ACTIVE_OF' .. holder, oldest)
+        end
+        redis.call('ZREM', stored_of, oldest)
+        count = count - 1
       end
-      redis.call('ZREM', stored_of, oldest)
     end
   end
   redis.call('ZADD', stored_of, expires, id)
@@ -175,23 +184,32 @@ def _named(script: str) -> str:
 # kept at most, 11 bytes kept at most, 12 the lease id, 13 the session id, 14 the holder,
 # 15 the holder's stored sessions at most, 16 the replaced last message ('' none), 17 its
 # replacement, 18 title ('' keeps it), 19 preview, 20 character id ('' none), 21 library
-# bound, then the appended messages as JSON.
+# bound, 22 '1' for a turn of a server conversation, then the appended messages as JSON.
+# Nothing is written (but the lease's end) unless every check passed: a server turn's
+# conversation must still exist (it may have been deleted or evicted meanwhile), and a
+# client's turn may not write into one.
 RECORD_TURN = _named(
     FUNCTIONS
     + """
 local meta, messages, busy = KEYS[1], KEYS[2], KEYS[9]
 local id, ttl = ARGV[13], tonumber(ARGV[6])
-local first_message = 22
+local first_message = 23
 lease_end(KEYS, 10, ARGV[12])
 if redis.call('GET', busy) == ARGV[12] then redis.call('DEL', busy) end
 local owner = redis.call('HGET', meta, 'owner')
 if owner and owner ~= ARGV[1] then return 0 end
+local server = redis.call('HGET', meta, 'mode') == 'server'
+if ARGV[22] == '1' then
+  if not server then return 0 end  -- deleted or evicted while the reply was generated
+elseif server then
+  return -2
+end
+if ARGV[16] ~= '' and redis.call('LINDEX', messages, -1) ~= ARGV[16] then return -1 end
 if not owner then
   redis.call('HSET', meta, 'owner', ARGV[1], 'created_at', ARGV[3])
   if ARGV[20] ~= '' then redis.call('HSET', meta, 'character_id', ARGV[20]) end
 end
 local kept = redis.call('HGET', meta, 'kept') == '1'
-local server = redis.call('HGET', meta, 'mode') == 'server'
 local now = clock()
 local expires = now + ttl
 if kept then expires = 'inf' else
@@ -204,7 +222,6 @@ if stored < 0 then  -- a session stored before the byte cap: counted once
   for _, one in ipairs(redis.call('LRANGE', messages, 0, -1)) do stored = stored + #one end
 end
 if ARGV[16] ~= '' then
-  if redis.call('LINDEX', messages, -1) ~= ARGV[16] then return -1 end
   redis.call('LSET', messages, -1, ARGV[17])
   stored = stored + #ARGV[17] - #ARGV[16]
 end
@@ -264,14 +281,14 @@ if kept then
   if bytes + stored > tonumber(ARGV[8]) then return {'quota', 'bytes'} end
   redis.call('HINCRBY', KEYS[8], 'count', 1)
 end
-redis.call('HSET', meta, 'owner', ARGV[2], 'created_at', ARGV[3], 'updated_at', ARGV[3],
-  'mode', 'server', 'message_count', #ARGV - fields_end)
-if kept then redis.call('HSET', meta, 'kept', '1') end
-if fields_end > 11 then redis.call('HSET', meta, unpack(ARGV, 12, fields_end)) end
 if not kept then
   holder_take(id, ARGV[5], tonumber(ARGV[6]), KEYS[6], KEYS[7], now, expires,
     KEYS[3], KEYS[4], KEYS[5])
 end
+redis.call('HSET', meta, 'owner', ARGV[2], 'created_at', ARGV[3], 'updated_at', ARGV[3],
+  'mode', 'server', 'message_count', #ARGV - fields_end)
+if kept then redis.call('HSET', meta, 'kept', '1') end
+if fields_end > 11 then redis.call('HSET', meta, unpack(ARGV, 12, fields_end)) end
 if #ARGV > fields_end then redis.call('RPUSH', messages, unpack(ARGV, fields_end + 1)) end
 session_charge(id, stored, expires, KEYS[3], KEYS[4], KEYS[5])
 session_expire(meta, ttl)
@@ -283,11 +300,11 @@ return {'created'}
 # Changes one message of a conversation: replaces it (edit, swipe) or removes it (delete),
 # provided it is still what the caller read (compare and set: the list is read, changed in
 # Python, written here) and no reply is being generated for the conversation.
-# KEYS: meta, messages, busy, the budget's total, held, until.
+# KEYS: meta, messages, busy, the budget's total, held, until, the owner's kept counts.
 # ARGV: 1 user, 2 the session id, 3 the message's index, 4 the message as read, 5 its
 # replacement ('' deletes it), 6 bytes kept at most, 7 now (ISO), 8 ttl, 9 preview, 10 the
-# budget's limit, 11 library bound.
-# Returns 'ok', 'missing', 'client', 'busy', 'changed', 'full' or 'storage'.
+# budget's limit, 11 library bound, 12 the owner's kept bytes at most.
+# Returns 'ok', 'missing', 'client', 'busy', 'changed', 'full', 'quota' or 'storage'.
 MUTATE = _named(
     FUNCTIONS
     + """
@@ -306,6 +323,10 @@ if after == '' then
 else
   local grows = #after - #before
   if stored + grows > tonumber(ARGV[6]) then return 'full' end
+  if grows > 0 and redis.call('HGET', meta, 'kept') == '1' and
+      tonumber(redis.call('HGET', KEYS[7], 'bytes') or '0') + grows > tonumber(ARGV[12]) then
+    return 'quota'
+  end
   budget_sweep(KEYS[4], KEYS[5], KEYS[6], now)
   if not budget_fits(KEYS[4], grows, tonumber(ARGV[10])) then return 'storage' end
   redis.call('LSET', messages, index, after)
@@ -318,7 +339,12 @@ end
 redis.call('HSET', meta, 'updated_at', ARGV[7], 'preview', ARGV[9])
 local ttl = tonumber(ARGV[8])
 local expires = now + ttl
-if redis.call('HGET', meta, 'kept') == '1' then expires = 'inf' end
+local holder = redis.call('HGET', meta, 'holder')
+if redis.call('HGET', meta, 'kept') == '1' then
+  expires = 'inf'
+elseif holder then  -- in use: its holder counts it until it expires
+  redis.call('ZADD', 'STORED_OF' .. holder, 'XX', expires, ARGV[2])
+end
 session_charge(ARGV[2], stored, expires, KEYS[4], KEYS[5], KEYS[6])
 session_expire(meta, ttl)
 library_touch(meta, ARGV[2], now, ttl, tonumber(ARGV[11]))

@@ -283,6 +283,11 @@ class Admission:
                 self._release(pipe, session_id, caller)
             await pipe.execute()
 
+    async def let_go(self, lease: Lease) -> None:
+        """Ends the lease's hold on its conversation (a turn that will not be recorded)."""
+        if lease.holds:
+            await self._let_go(keys=[lease.holds], args=[lease.id])
+
     async def active(self) -> int:
         """Sessions that count now (those idle too long are trimmed at the next admission)."""
         since = time.time() - self.limits.idle_s
