@@ -548,3 +548,46 @@ async def test_a_full_byte_quota_refuses_growth_but_not_shrinking(client, backen
     shorter = await client.patch(path, json={"content": "응"}, headers=ALICE)
     assert shorter.status_code == 200, shorter.text
     assert len(await messages_of(client, session)) == 2
+
+
+async def test_a_reply_stopped_at_its_start_keeps_the_users_message(redis_url):
+    with emulated_llm("ollama", first_token_latency_s=1.0, tokens_per_second=20) as slow:
+        app = create_app(settings_for(redis_url, slow.settings))
+        app.dependency_overrides[current_identity] = callers_from_test_headers
+        with serve_in_thread(app, lifespan="on") as url:
+            async with httpx.AsyncClient(base_url=url, trust_env=False) as client:
+                session = (await start(client))["session_id"]
+                body = {"session_id": session, "message": "대답 전에 멈춰", "stream": True}
+                with pytest.raises(httpx.ReadTimeout):  # the user stops before any text
+                    await client.post("/api/chat", json=body, headers=ALICE, timeout=0.3)
+                for _ in range(60):  # the server notices when the first text cannot be sent
+                    stored = await messages_of(client, session)
+                    if stored:
+                        break
+                    await asyncio.sleep(0.1)
+                # The message is kept; a reply, if its first word left before the server saw
+                # the client gone, is kept as far as it was sent, marked interrupted.
+                assert (stored[0]["role"], stored[0]["content"]) == ("user", "대답 전에 멈춰")
+                assert all(m["interrupted"] for m in stored[1:]) and len(stored) <= 2
+                # Then a regenerate gives it a whole reply.
+                answer = await client.post(
+                    f"/api/chat/sessions/{session}/regenerate",
+                    json={"tts_enabled": False},
+                    headers=ALICE,
+                )
+                assert answer.status_code == 200, answer.text
+                _, reply = await messages_of(client, session)
+                assert reply["role"] == "assistant" and not reply["interrupted"]
+
+
+async def test_an_accounts_list_sheds_its_expired_records(app_client, redis_url, backend, redis):
+    app = create_app(settings_for(redis_url, backend.settings, session_ttl_s=1))
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with app_client(app) as client:
+        record = {"messages": [{"role": "user", "content": "hi"}], "persona": PERSONA}
+        first = (await client.post("/api/chat", json=record, headers=ALICE)).json()["data"]
+        assert await redis.zscore("chat:library:alice", first["session_id"]) is not None
+        await asyncio.sleep(1.2)  # it expires
+        await client.post("/api/chat", json=record, headers=ALICE)  # alice's next record
+    assert await redis.zscore("chat:library:alice", first["session_id"]) is None
+    assert await redis.zcard("chat:library:alice") == 1

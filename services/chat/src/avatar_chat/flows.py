@@ -118,15 +118,15 @@ class Turn:
                 exchanged.append(msgs.new_message("user", last["content"], now))
         elif kind == "message":
             exchanged.append(msgs.new_message("user", self.steer.message or "", now))
-        if self.plan.last is None:
-            exchanged.append(msgs.new_message("assistant", text, now, interrupted))
-        else:
+        if self.plan.last is not None:
             raw, message = self.plan.last
             if kind == "continue":
                 message = msgs.extended(message, text, now, interrupted)
             else:
                 message = msgs.with_alternate(message, text, now, interrupted, self.max_swipes)
             replaced = (raw, message)
+        elif text or not interrupted:  # a reply stopped before its first word is none
+            exchanged.append(msgs.new_message("assistant", text, now, interrupted))
         return TurnRecord(
             exchanged=exchanged,
             model=self.llm_request.model,
@@ -221,7 +221,8 @@ async def _stream_events(
                 async for event in speaker.rest():
                     yield sse("audio", event)
         except (GeneratorExit, anyio.get_cancelled_exc_class()):
-            if sent:
+            # Stopped before any text: the user's new message is still theirs to keep.
+            if sent or steer.kind == "message":
                 await _record_stopped(chat, turn, "".join(sent), caller, lease)
             raise
         record = turn.record(reply)

@@ -27,11 +27,14 @@ Keys:
   or, for anonymous callers, their client address (`addr:{address}`, all its ids together:
   ids are free), each scored by when it expires. At most MAX_STORED_SESSIONS_PER_USER
   (MAX_STORED_SESSIONS_PER_ADDRESS): a new one past it deletes the holder's least recently
-  used one, its bytes given back and its active place freed.
+  used one, its bytes given back and its active place freed. An address's expires with its
+  newest session; an account's stays (bounded by its cap), so that the sessions that expired
+  leave the account's library at its next write.
 - `chat:library:{owner}` and `chat:library:{owner}:{character_id}`: the owner's sessions by
   last activity (pinned ones first), for `GET /api/chat/sessions`. A session that expired
-  leaves them when they are read past it, or swept when they outgrow what the owner may
-  keep; an anonymous owner's expire with its newest session.
+  leaves them when they are read past it, when its account next writes (above), or swept
+  when they outgrow what the owner may keep; an anonymous owner's expire with its newest
+  session.
 - the conversations budget (avatar_shared.budget): each session is a holder (`chat:{id}`)
   charged for its messages' bytes plus SESSION_OVERHEAD, until it expires.
 

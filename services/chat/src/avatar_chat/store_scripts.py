@@ -9,6 +9,7 @@ this project, not a cluster): a session evicted or listed is found by the script
 from avatar_chat.limits.admission import LEASE_FUNCTIONS, sessions_of
 from avatar_shared.budget import BUDGET_FUNCTIONS
 from avatar_shared.identity import ANON_PREFIX
+from avatar_shared.rate import address_key
 
 SESSION_OVERHEAD = 1024  # bytes a session is charged beyond its messages: its hash and keys
 META = "chat:session:"
@@ -108,6 +109,11 @@ local function holder_take(id, holder, cap, stored_of, active, now, expires, bt,
     redis.call('ZREM', 'STORED_OF' .. was, id)
   end
   redis.call('HSET', meta, 'holder', holder)
+  -- Expired sessions leave the count, and an account's list (an address's count, and an
+  -- anonymous caller's list, expire with their newest session).
+  local account = string.sub(holder, 1, #'ADDRESS_KEY') ~= 'ADDRESS_KEY'
+  local expired = redis.call('ZRANGEBYSCORE', stored_of, '-inf', now)
+  if #expired > 0 and account then redis.call('ZREM', 'LIBRARY' .. holder, unpack(expired)) end
   redis.call('ZREMRANGEBYSCORE', stored_of, '-inf', now)
   if not redis.call('ZSCORE', stored_of, id) then
     local members = redis.call('ZRANGE', stored_of, 0, -1)
@@ -131,7 +137,7 @@ local function holder_take(id, holder, cap, stored_of, active, now, expires, bt,
     end
   end
   redis.call('ZADD', stored_of, expires, id)
-  redis.call('EXPIRE', stored_of, math.ceil(expires - now))  -- with its newest member
+  if not account then redis.call('EXPIRE', stored_of, math.ceil(expires - now)) end
 end
 
 -- The session's keys expire `ttl` seconds from now, or never (a kept conversation; its
@@ -167,6 +173,7 @@ def _named(script: str) -> str:
         ("KEPT", KEPT),
         ("META", META),
         ("ANON_PREFIX", ANON_PREFIX),
+        ("ADDRESS_KEY", address_key("")),
     ):
         script = script.replace(placeholder, value)
     return script
