@@ -15,6 +15,7 @@ KEEP = 16
 PERSONA = "A cheerful librarian who remembers every reader's favourite books."
 SUMMARY_MARK = SUMMARY_INSTRUCTIONS.split("\n", 1)[0]
 NEW_PART = "New part of the conversation:\n"
+SUMMARY_HEADING = "# What happened so far\n"
 
 
 def settings_for(redis_url: str, backend, **overrides: Any) -> ChatSettings:
@@ -39,6 +40,12 @@ def is_summary_call(record: PromptRecord) -> bool:
     return record.messages_received[0]["content"].startswith(SUMMARY_MARK)
 
 
+def summary_in(record: PromptRecord) -> str | None:
+    """The summary a chat call's system message carries (None: none)."""
+    parts = record.messages_received[0]["content"].split(SUMMARY_HEADING, 1)
+    return parts[1] if len(parts) == 2 else None
+
+
 def transcript(record: PromptRecord) -> list[str]:
     """The turns a summary call was asked to fold in, one line each."""
     return record.messages_received[-1]["content"].split(NEW_PART, 1)[1].split("\n")
@@ -57,8 +64,13 @@ class Conversation:
     session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     turns: list[dict[str, str]] = field(default_factory=list)
     replies: list[dict[str, Any]] = field(default_factory=list)
-    # Per request: the emulator records it caused (summary calls first, then the chat call).
+    # Per request: the emulator records made while it ran (summary calls, its own or made
+    # in the background, and its chat call).
     calls: list[list[PromptRecord]] = field(default_factory=list)
+
+    def chat_call(self, request: int) -> PromptRecord:
+        """What the model was sent for the reply of `request`."""
+        return next(r for r in reversed(self.calls[request]) if not is_summary_call(r))
 
     async def say(self, text: str) -> dict[str, Any]:
         self.turns.append({"role": "user", "content": text})

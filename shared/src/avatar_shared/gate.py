@@ -5,7 +5,11 @@ so a burst queues briefly instead of piling onto the GPU; a call that cannot sta
 Waiting calls are served fairly across callers, not first come: each caller has a queue of
 its own (first come within it), and a freed place goes to the next caller in turn
 (round-robin), so one caller's tenth call never goes before another caller's first. A call
-that names no caller waits in one shared queue, first come."""
+that names no caller waits in one shared queue, first come.
+
+A background call (work no user waits for, such as a summary made ahead) waits behind all
+of them: a freed place goes to it only when no other call waits. It still holds one of the
+places while it runs, so the cap is never exceeded."""
 
 import asyncio
 from collections import deque
@@ -23,29 +27,37 @@ class Gate:
         # Callers with calls waiting, in turn order (a dict keeps insertion order): each
         # caller's waiting calls, first come first.
         self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
+        self._background: deque[asyncio.Future[None]] = deque()  # first come first
 
     @asynccontextmanager
-    async def slot(self, caller: str = "") -> AsyncIterator[None]:
+    async def slot(self, caller: str = "", background: bool = False) -> AsyncIterator[None]:
         """One call's place, held for the block. A free place is taken at once (no timer
-        and no queue: only a wait needs them)."""
+        and no queue: only a wait needs them; a place is free only when no call waits).
+        `background`: the call waits behind every other waiting call."""
         if self.free > 0:
             self.free -= 1
         else:
-            await self._wait(caller)
+            await self._wait(caller, background)
         try:
             yield
         finally:
             self._release()
 
-    async def _wait(self, caller: str) -> None:
+    async def _wait(self, caller: str, background: bool) -> None:
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(caller, deque()).append(turn)
+        if background:
+            self._background.append(turn)
+        else:
+            self._waiting.setdefault(caller, deque()).append(turn)
         try:
             async with asyncio.timeout(self.wait_s):
                 await turn
         except BaseException as exc:  # timed out, or the caller went away
             if turn.done() and not turn.cancelled():
                 self._release()  # handed a place at the same moment: pass it on
+            elif background:
+                if turn in self._background:
+                    self._background.remove(turn)
             else:
                 self._leave(caller, turn)
             if isinstance(exc, TimeoutError):
@@ -61,13 +73,19 @@ class Gate:
 
     def _release(self) -> None:
         """A place is free: it goes to the first waiting call of the caller whose turn it
-        is, and that caller goes to the back of the line."""
+        is, and that caller goes to the back of the line; with none waiting, to the first
+        background call."""
         while self._waiting:
             caller = next(iter(self._waiting))
             queue = self._waiting.pop(caller)
             turn = queue.popleft()
             if queue:
                 self._waiting[caller] = queue  # back of the line
+            if not turn.done():
+                turn.set_result(None)
+                return
+        while self._background:
+            turn = self._background.popleft()
             if not turn.done():
                 turn.set_result(None)
                 return

@@ -19,7 +19,11 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
 
     async def chat_state(base: BaseState) -> AsyncIterator[ChatState]:
         async with open_llm_http(settings) as llm_http:
-            yield ChatState(chat=ChatService(settings, base["redis"], base["http"], llm_http))
+            chat = ChatService(settings, base["redis"], base["http"], llm_http)
+            try:
+                yield ChatState(chat=chat)
+            finally:  # its background summaries end before Redis and the LLM client close
+                await chat.context.close()
 
     async def scrape(request: Request) -> None:
         chat = lifespan_state(request, ChatState)["chat"]

@@ -9,7 +9,8 @@
    the model's window, older turns summarized when due;
 4. generate in one of this replica's LLM slots, waiting in the caller's line for one (a
    streamed reply is spoken per sentence as it comes);
-5. record the turn (which ends its lease), and speak a whole reply;
+5. record the turn (which ends its lease), start summarizing the conversation ahead in the
+   background if it has grown long (SUMMARY_AHEAD_RATIO), and speak a whole reply;
 6. release: leaving the blocks gives back the slot, and a failed turn's lease, its new
    session's place and summaries.
 
@@ -103,7 +104,16 @@ class Turn:
     llm_request: LlmRequest
     context: Context  # how the conversation was fitted into the window
     receipt: PromptReceipt  # what the model saw, for the reply
+    talk: Conversation  # the conversation as the planner took it
     max_swipes: int = 20  # MAX_SWIPES: a reply's alternates
+
+    def replied(self, reply: LlmReply) -> Conversation:
+        """The conversation with its reply, as the next turn will bring it (a continued
+        reply is longer, not one more: only aged turns are summarized, never the last)."""
+        if self.steer.kind == "continue":
+            return self.talk
+        said = {"role": "assistant", "content": reply.content}
+        return replace(self.talk, turns=[*self.talk.turns, said])
 
     def record(self, reply: LlmReply, interrupted: bool = False) -> TurnRecord:
         """The finished turn, as the session stores it: the messages it adds (the user's new
@@ -176,6 +186,7 @@ async def reply_turn(chat: ChatService, steer: Steer, caller: Caller) -> ChatRep
             reply = await chat.llm.complete(turn.llm_request)
         record = turn.record(reply)
         await chat.record(session_id, caller.identity, record, lease)
+        chat.context.summarize_ahead(turn.replied(reply))
         speech = await chat.voice.speak(
             steer.options, turn.voice_id, reply.content, caller.identity
         )
@@ -227,6 +238,7 @@ async def _stream_events(
             raise
         record = turn.record(reply)
         await chat.record(session_id, caller.identity, record, lease)
+        chat.context.summarize_ahead(turn.replied(reply))
         speech: tuple[str | None, str | None] = (None, None)
         if not speaker.speaks:  # delayed speech: the URL its audio will have
             speech = await chat.voice.speak(options, turn.voice_id, reply.content, caller.identity)
@@ -356,6 +368,7 @@ async def _planned(
         estimate=estimate,
         reserved=prompt.reserved,
         caller=caller.key,
+        covered_before=int(state.meta.get("summary_covered", 0)),
     )
     context = await chat.context.fit(talk, state.summaries)
     messages = prompt.finish(context.messages)
@@ -374,7 +387,9 @@ async def _planned(
         model, messages, temperature, options.max_tokens, window, sampling, continues
     )
     receipt = _receipt(prompt, context, estimate, options.max_tokens)
-    return Turn(steer, plan, session_id, voice_id, request, context, receipt, settings.max_swipes)
+    return Turn(
+        steer, plan, session_id, voice_id, request, context, receipt, talk, settings.max_swipes
+    )
 
 
 def _scene(scenario: Scenario | None) -> Scene:

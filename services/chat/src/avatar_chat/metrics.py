@@ -4,11 +4,22 @@
 from prometheus_client import Counter, Gauge
 
 LLM_TOKENS = Counter(
-    "avatar_llm_tokens_total", "Tokens the LLM server reported, by kind.", ["model", "kind"]
+    "avatar_llm_tokens_total",
+    "Tokens the LLM server reported, by kind (prompt and completion of replies; "
+    "summary_prompt and summary_completion of summary calls).",
+    ["model", "kind"],
 )
 # Brought up to date before each scrape (see app.py).
 CHAT_ACTIVE_SESSIONS = Gauge(
     "avatar_chat_active_sessions",
     "Chat sessions counted by the concurrent-user limit.",
     multiprocess_mode="mostrecent",
+)
+# A summary made in the background after a reply ("ahead") or by a turn that could not do
+# without it ("in_turn"); a failed one is retried after a later reply (or by a later turn);
+# a skipped one (ahead) was in another request's or replica's hands, or made meanwhile.
+SUMMARIES = Counter(
+    "avatar_chat_summaries_total",
+    "Summaries of older turns, by when they were made and outcome.",
+    ["when", "outcome"],
 )

@@ -32,6 +32,10 @@ class ChatSettings(ServiceSettings):
     summary_trigger_ratio: float = Field(0.8, gt=0.1, le=1)
     """Older turns are summarized when a prompt plus max_tokens would reach this share of the
     context window."""
+    summary_ahead_ratio: float = Field(0.6, ge=0, lt=1)
+    """After a reply, a conversation past this share of the context window has its older
+    turns summarized in the background, so no turn waits for its summary (0: off, a turn
+    summarizes when it reaches SUMMARY_TRIGGER_RATIO)."""
     keep_recent_turns: int = Field(16, ge=2)
     """Most recent messages kept verbatim when older ones are summarized."""
     summary_max_tokens: int = Field(512, ge=32)

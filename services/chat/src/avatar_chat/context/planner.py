@@ -14,6 +14,15 @@ The trigger ratio leaves room for the conversation to grow between summaries; wh
 is only cut when it would not fit the window itself (less a small headroom, as estimates are
 not exact). Cuts fall before a user's turn, as some chat templates (Gemma's on vLLM) insist
 on user and assistant turns alternating.
+
+Summarizing ahead (SUMMARY_AHEAD_RATIO, 0 = off): after a reply, a conversation past that
+lower share of the window has its aged turns summarized in the background, so the turn that
+reaches the trigger finds its summary ready. A turn then waits for a summary only when its
+prompt would not fit the window without one (the background one failed, or lags behind); on
+the way it uses the newest ready summary that matches. A background summary waits behind
+every chat turn for its LLM slot, runs one per session at a time across replicas (the
+session's lock, tried once: a held one means someone is on it), and its failure changes
+nothing for the user: the next reply tries again.
 """
 
 import asyncio
@@ -32,9 +41,11 @@ from avatar_chat.context.summaries import (
 )
 from avatar_chat.context.tokens import TokenEstimator
 from avatar_chat.llm import LlmClient, LlmRequest
+from avatar_chat.metrics import LLM_TOKENS, SUMMARIES
 from avatar_chat.settings import ChatSettings
 from avatar_shared.errors import AppError, ValidationFailed
 from avatar_shared.gate import Gate
+from avatar_shared.locks import LockTimeout
 from avatar_shared.rate import RateLimit
 from avatar_shared.timestamps import utc_now
 
@@ -54,6 +65,10 @@ SUMMARY_TEMPERATURE = 0.3  # faithful rather than creative
 HEADROOM = 0.05  # of the window, kept free for estimation error
 SENTENCE_END = re.compile(r"[.!?。！？…][\"')\]」』]*\s*$")
 MIN_BLOCK_TOKENS = 64  # below this, a summary call could not take even one short turn
+# Background summaries one replica runs at once: each holds an LLM slot only when no chat
+# turn waits for one, but a burst of long conversations must not pile up tasks without end
+# (past it, a conversation is summarized after a later reply, or by its turn if it must).
+MAX_AHEAD_TASKS = 64
 
 
 @dataclass(frozen=True)
@@ -69,12 +84,13 @@ class Conversation:
     estimate: TokenEstimator  # calibrated for this session and model
     reserved: int = 0  # tokens of what goes around the turns besides the system message
     caller: str = ""  # whose rate a summary call counts in, and whose turn it waits in line
+    covered_before: int = 0  # turns the summary of the session's previous reply covered
 
 
 @dataclass(frozen=True)
 class Context:
     messages: list[Message]  # what the LLM gets, the system message first
-    summarized: bool  # this request made (part of) the summary it uses
+    summarized: bool  # the prompt uses a newer summary than the previous reply's did
     truncated: bool  # turns were dropped because they did not fit
     covered: int  # turns folded into the summary used (0: none)
 
@@ -99,6 +115,7 @@ class ContextPlanner:
         self.store = store
         self.rate = rate  # the caller's chat rate
         self.settings = settings
+        self._ahead: set[asyncio.Task[None]] = set()  # background summaries running
 
     async def fit(self, talk: Conversation, cached: dict[int, Summary]) -> Context:
         """The messages to send: the conversation whole while it is short, else with its
@@ -111,11 +128,45 @@ class ContextPlanner:
         digests, aged = prefix_digests(talk.turns), self._aged(talk.turns)
         summary = best_match(cached, digests, aged)
         with_cached = [with_summary(talk.system, summary), *talk.turns[summary.covered :]]
-        summarized = False
-        if aged > summary.covered and talk.estimate.messages(with_cached) >= trigger:
-            summary, summarized = await self._summarize(talk, summary, digests, aged)
         limit = int(talk.window * (1 - HEADROOM)) - talk.max_tokens - talk.reserved
-        return assemble(talk, summary, limit, summarized)
+        # Summarized ahead, a turn waits only for a summary it cannot do without; else (off)
+        # as soon as its prompt reaches the trigger, as before.
+        due = limit if self.settings.summary_ahead_ratio else trigger
+        made = False
+        if aged > summary.covered and talk.estimate.messages(with_cached) >= due:
+            summary, made = await self._summarize(talk, summary, digests, aged)
+        return assemble(talk, summary, limit, made)
+
+    def summarize_ahead(self, talk: Conversation) -> None:
+        """After a reply is recorded (`talk`: the conversation with the reply): when it is
+        past SUMMARY_AHEAD_RATIO of the window, its aged turns are summarized in a background
+        task, so a later turn finds the summary ready."""
+        ratio = self.settings.summary_ahead_ratio
+        whole = [with_summary(talk.system, NO_SUMMARY), *talk.turns]
+        if not ratio or talk.estimate.messages(whole) < trigger_tokens(talk, ratio):
+            return
+        if len(self._ahead) >= MAX_AHEAD_TASKS:
+            log.info("summary of session %s left for later: too many running", talk.session_id)
+            return
+        task = asyncio.create_task(self._ahead_of(talk), name=f"summary-{talk.session_id}")
+        self._ahead.add(task)
+        task.add_done_callback(self._ahead.discard)
+
+    async def _ahead_of(self, talk: Conversation) -> None:
+        """The background summary, from the summaries stored by then."""
+        digests, aged = prefix_digests(talk.turns), self._aged(talk.turns)
+        try:
+            await self._summarize(talk, NO_SUMMARY, digests, aged, ahead=True)
+        except Exception:  # a bug: no one awaits this task to hear of it otherwise
+            SUMMARIES.labels("ahead", "failed").inc()
+            log.exception("summary of session %s failed", talk.session_id)
+
+    async def close(self) -> None:
+        """At shutdown: the background summaries stop (their locks expire by themselves, and
+        a later reply makes what they did not)."""
+        for task in self._ahead:
+            task.cancel()
+        await asyncio.gather(*self._ahead, return_exceptions=True)
 
     def _aged(self, turns: list[Message]) -> int:
         """How many turns are old enough to summarize: all but the most recent
@@ -126,30 +177,58 @@ class ContextPlanner:
         return max(cut, 0)
 
     async def _summarize(
-        self, talk: Conversation, summary: Summary, digests: list[str], aged: int
+        self,
+        talk: Conversation,
+        summary: Summary,
+        digests: list[str],
+        aged: int,
+        ahead: bool = False,
     ) -> tuple[Summary, bool]:
         """Extends `summary` to cover `aged` turns, under the session's lock. Returns the
         longest matching summary there is afterwards and whether this request made one; a
-        failure is logged and keeps whatever progress was made."""
-        made = False
+        failure is logged and keeps whatever progress was made. `ahead`: in the background,
+        only if the lock is free (else someone is on it) and the conversation still needs it
+        with the summaries stored by then."""
+        made, when = False, "ahead" if ahead else "in_turn"
         try:
             async with asyncio.timeout(self.settings.summary_timeout_s):
-                async with self.store.lock(talk.session_id):
+                async with self.store.lock(talk.session_id, wait=not ahead):
                     known = await self.store.load(talk.session_id)  # the last holder's work
                     found = best_match(known, digests, aged)
                     summary = found if found.exists else summary
+                    if ahead and not self._due_ahead(talk, summary):
+                        SUMMARIES.labels(when, "skipped").inc()  # made meanwhile, say
+                        return summary, False
                     while summary.covered < aged:
                         block = self._next_block(talk, summary, aged)
-                        content = await self._ask(talk, summary, block)
+                        content = await self._ask(talk, summary, block, ahead)
                         start, end = summary.covered, summary.covered + len(block)
                         summary, made = Summary(end, digests[end], content, utc_now()), True
                         await self.store.save(talk.session_id, summary, known, base=start)
+        except LockTimeout:
+            if ahead:  # another request or replica is summarizing it: theirs will do
+                SUMMARIES.labels(when, "skipped").inc()
+            else:  # waited the whole SUMMARY_TIMEOUT_S for another's summary
+                SUMMARIES.labels(when, "failed").inc()
+                log.warning("summarizing session %s: its lock stayed held", talk.session_id)
         except (AppError, TimeoutError, RedisError, CannotSummarize) as exc:
             why = str(exc) or type(exc).__name__  # a timeout says nothing by itself
+            SUMMARIES.labels(when, "failed").inc()
             log.warning(
-                "summarizing session %s failed (retried next time): %s", talk.session_id, why
+                "summarizing session %s failed (retried next time, %s): %s",
+                talk.session_id,
+                when,
+                why,
             )
+        if made:
+            SUMMARIES.labels(when, "made").inc()
         return summary, made
+
+    def _due_ahead(self, talk: Conversation, summary: Summary) -> bool:
+        """Whether the conversation, with `summary`, has grown past SUMMARY_AHEAD_RATIO."""
+        with_summary_ = [with_summary(talk.system, summary), *talk.turns[summary.covered :]]
+        ahead = trigger_tokens(talk, self.settings.summary_ahead_ratio)
+        return talk.estimate.messages(with_summary_) >= ahead
 
     def _instructions(self) -> Message:
         words = self.settings.summary_max_tokens // 3  # Korean costs 2-3 tokens a word
@@ -179,7 +258,9 @@ class ContextPlanner:
             lines.pop()
         return lines
 
-    async def _ask(self, talk: Conversation, summary: Summary, block: list[str]) -> str:
+    async def _ask(
+        self, talk: Conversation, summary: Summary, block: list[str], ahead: bool
+    ) -> str:
         earlier = f"Summary so far:\n{summary.content}\n\n" if summary.exists else ""
         prompt = earlier + "New part of the conversation:\n" + "\n".join(block)
         summary_request = LlmRequest(
@@ -192,8 +273,11 @@ class ContextPlanner:
         # LLM work the caller causes (an edit early in a long conversation makes every
         # summary after it stale): past their rate, the summary waits for a later turn.
         await self.rate.hit(talk.caller)
-        async with self.gate.slot(talk.caller):
+        # In the background, behind every chat turn waiting for a slot: users go first.
+        async with self.gate.slot(talk.caller, background=ahead):
             reply = await self.llm.complete(summary_request)
+        LLM_TOKENS.labels(talk.model, "summary_prompt").inc(max(0, reply.prompt_tokens))
+        LLM_TOKENS.labels(talk.model, "summary_completion").inc(max(0, reply.completion_tokens))
         content = whole_sentences(reply.content.strip())
         if not content:
             raise CannotSummarize("the model answered an empty summary")
@@ -218,9 +302,10 @@ def check_room(talk: Conversation) -> None:
         )
 
 
-def assemble(talk: Conversation, summary: Summary, limit: int, summarized: bool) -> Context:
+def assemble(talk: Conversation, summary: Summary, limit: int, made: bool) -> Context:
     """The summary and the turns after it, less the oldest of those that do not fit within
-    `limit` tokens (cut before a user's turn); last of all, the summary itself."""
+    `limit` tokens (cut before a user's turn); last of all, the summary itself. `made`: this
+    request made the summary (after an edit, one may cover no more than the last one did)."""
     covered, estimate = summary.covered, talk.estimate
     head, kept = with_summary(talk.system, summary), talk.turns[covered:]
     start = 0
@@ -229,7 +314,8 @@ def assemble(talk: Conversation, summary: Summary, limit: int, summarized: bool)
     without_summary = summary.exists and estimate.messages([head, *kept[start:]]) >= limit
     if without_summary:
         head, covered = with_summary(talk.system, NO_SUMMARY), 0
-    return Context([head, *kept[start:]], summarized, start > 0 or without_summary, covered)
+    newer = covered > 0 and (made or covered > talk.covered_before)
+    return Context([head, *kept[start:]], newer, start > 0 or without_summary, covered)
 
 
 def next_user_turn(turns: list[Message], index: int) -> int:

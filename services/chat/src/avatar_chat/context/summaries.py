@@ -108,12 +108,13 @@ class SummaryStore:
     async def forget(self, session_id: str) -> None:
         await self.redis.delete(summaries_key(session_id))
 
-    def lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
-        """Held while a session is summarized, so two of its requests never both summarize.
-        It expires on its own if its holder dies."""
+    def lock(self, session_id: str, wait: bool = True) -> AbstractAsyncContextManager[None]:
+        """Held while a session is summarized, so two of its requests (or replicas) never
+        both summarize. It expires on its own if its holder dies. `wait=False`: one try
+        (LockTimeout when held)."""
         return redis_lock(
             self.redis,
             f"chat:session:{session_id}:summary-lock",
             expire_s=self.lock_s,
-            wait_s=self.lock_s,
+            wait_s=self.lock_s if wait else 0,
         )
