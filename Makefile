@@ -60,6 +60,7 @@ bench:
 	$(UV) run --frozen python bench/tts_speech.py
 	$(UV) run --frozen python bench/chat_limits.py
 	$(UV) run --frozen python bench/conversations.py
+	$(UV) run --frozen python bench/conversation_summaries.py
 	$(UV) run --frozen python bench/identity.py
 	$(UV) run --frozen python bench/gen3d.py
 	$(UV) run --frozen python bench/soak.py
