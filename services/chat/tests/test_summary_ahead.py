@@ -155,6 +155,25 @@ async def test_two_replicas_make_one_summary_not_two(app_client, redis, redis_ur
     assert len(summary_calls) == 1 and len(stored) == 1
 
 
+async def test_a_session_deleted_meanwhile_gets_no_summary_back(app_client, redis, redis_url):
+    # The summary call takes 0.3 s: the session is deleted while it is being made.
+    with emulated_llm("ollama", first_token_latency_s=0.3) as backend:
+        async with app_client(create_app(settings_for(redis_url, backend, **AHEAD))) as chat:
+            talk = Conversation(chat, backend.recorder)
+            long_history(talk, 6)
+
+            async def reply_then_delete() -> int:
+                await talk.resend()
+                return (await chat.delete(f"/api/chat/sessions/{talk.session_id}")).status_code
+
+            ended = ahead_counted(chat, ("made", "skipped", "failed"), 1)
+            deleted, summary_ended = await asyncio.gather(reply_then_delete(), ended)
+
+    assert deleted == 200 and summary_ended
+    assert any(is_summary_call(r) for r in backend.recorder.prompts)  # it was being made
+    assert await redis.exists(summaries_key(talk.session_id)) == 0
+
+
 async def test_a_background_call_waits_behind_every_waiting_call_within_the_cap():
     gate = Gate(2, 5.0, LlmBusy)
     order: list[str] = []

@@ -17,7 +17,8 @@ CHAT_ACTIVE_SESSIONS = Gauge(
 )
 # A summary made in the background after a reply ("ahead") or by a turn that could not do
 # without it ("in_turn"); a failed one is retried after a later reply (or by a later turn);
-# a skipped one (ahead) was in another request's or replica's hands, or made meanwhile.
+# a skipped one (ahead) was in another request's or replica's hands, made meanwhile, or its
+# session was deleted meanwhile.
 SUMMARIES = Counter(
     "avatar_chat_summaries_total",
     "Summaries of older turns, by when they were made and outcome.",

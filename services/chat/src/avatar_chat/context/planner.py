@@ -203,8 +203,13 @@ class ContextPlanner:
                         block = self._next_block(talk, summary, aged)
                         content = await self._ask(talk, summary, block, ahead)
                         start, end = summary.covered, summary.covered + len(block)
-                        summary, made = Summary(end, digests[end], content, utc_now()), True
-                        await self.store.save(talk.session_id, summary, known, base=start)
+                        made_now = Summary(end, digests[end], content, utc_now())
+                        if not await self.store.save(
+                            talk.session_id, made_now, known, base=start, if_session=ahead
+                        ):
+                            SUMMARIES.labels(when, "skipped").inc()
+                            break  # deleted meanwhile: nothing to summarize for
+                        summary, made = made_now, True
         except LockTimeout:
             if ahead:  # another request or replica is summarizing it: theirs will do
                 SUMMARIES.labels(when, "skipped").inc()

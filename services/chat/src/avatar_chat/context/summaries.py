@@ -22,9 +22,24 @@ from avatar_shared.locks import redis_lock
 # Older summaries are kept only to survive edits a little way back; beyond that, a rebuild.
 KEPT_SUMMARIES = 6
 
+# A summary made in the background is stored only while its session exists: one deleted
+# meanwhile must not get its summaries back (for as long as a session's time to live).
+# KEYS: the session's hash, its summaries; ARGV: field, value, ttl, stale fields...
+SAVE_IF_SESSION = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 4, #ARGV do redis.call('HDEL', KEYS[2], ARGV[i]) end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
 
 def summaries_key(session_id: str) -> str:
     return f"chat:session:{session_id}:summaries"
+
+
+def session_key(session_id: str) -> str:
+    return f"chat:session:{session_id}"  # the session's hash (store.py)
 
 
 @dataclass(frozen=True)
@@ -79,31 +94,44 @@ class SummaryStore:
         self.redis = redis
         self.ttl_s = ttl_s
         self.lock_s = lock_s
+        self._save_if_session = redis.register_script(SAVE_IF_SESSION)
 
     async def load(self, session_id: str) -> dict[int, Summary]:
         key = summaries_key(session_id)
         return parse_summaries(await self.redis.hgetall(key))  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
 
     async def save(
-        self, session_id: str, summary: Summary, known: dict[int, Summary], base: int
-    ) -> None:
+        self,
+        session_id: str,
+        summary: Summary,
+        known: dict[int, Summary],
+        base: int,
+        if_session: bool = False,
+    ) -> bool:
         """Stores `summary` (which extends the one covering `base` messages) and drops what
         it replaces: summaries past `base` (stale after an edit) and the oldest beyond
-        KEPT_SUMMARIES."""
+        KEPT_SUMMARIES. `if_session`: only if the session exists (False when it does not)."""
         stale = [n for n in known if n > base]
         current = sorted([n for n in known if n <= base] + [summary.covered])
         stale += current[:-KEPT_SUMMARIES]
         value = {k: v for k, v in asdict(summary).items() if k != "covered"}
-        key = summaries_key(session_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if stale:
-                pipe.hdel(key, *map(str, stale))
-            pipe.hset(key, str(summary.covered), json.dumps(value, ensure_ascii=False))
-            pipe.expire(key, self.ttl_s)
-            await pipe.execute()
+        key, encoded = summaries_key(session_id), json.dumps(value, ensure_ascii=False)
+        if if_session:
+            keys = [session_key(session_id), key]
+            args: list[str | int] = [summary.covered, encoded, self.ttl_s, *stale]
+            if not await self._save_if_session(keys=keys, args=args):
+                return False
+        else:  # a turn's own: a new session's hash is written with its first reply
+            async with self.redis.pipeline(transaction=True) as pipe:
+                if stale:
+                    pipe.hdel(key, *map(str, stale))
+                pipe.hset(key, str(summary.covered), encoded)
+                pipe.expire(key, self.ttl_s)
+                await pipe.execute()
         known.update({summary.covered: summary})
         for n in stale:
             known.pop(n, None)
+        return True
 
     async def forget(self, session_id: str) -> None:
         await self.redis.delete(summaries_key(session_id))
