@@ -187,10 +187,11 @@ def test_a_stopped_replica_leaves_and_a_new_one_joins_once_healthy(compose):
     assert project.served("chat", 4, SESSION_ROUTE) == 0
 
     project.healthy("chat", 4)
-    for _ in range(50):  # Traefik rebuilds its configuration on the health event
+    for _ in range(100):  # Traefik rebuilds its configuration on the health event
         ask_sessions(client, 4)
         if project.served("chat", 4, SESSION_ROUTE) > 0:
             break
+        time.sleep(0.1)  # a busy machine takes a moment longer to reload it
     assert project.served("chat", 4, SESSION_ROUTE) > 0
 
 
