@@ -8,11 +8,14 @@ import json
 import re
 
 import httpx
+import pytest
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from avatar_chat.app import create_app
 from avatar_chat.context.summaries import summaries_key
 from avatar_chat.errors import LlmBusy
+from avatar_chat.settings import ChatSettings
 from avatar_shared.gate import Gate
 from tests.helpers import returning_visitor
 
@@ -205,3 +208,9 @@ async def test_a_background_call_waits_behind_every_waiting_call_within_the_cap(
     await asyncio.gather(*holders, *waiting)
     assert order == ["holder0", "holder1", "a1", "b1", "a2", "summary1", "summary2"]
     assert most == 2 and gate.free == 2
+
+
+def test_summarizing_ahead_must_come_before_the_trigger():
+    with pytest.raises(ValidationError, match="SUMMARY_AHEAD_RATIO"):
+        ChatSettings(summary_ahead_ratio=0.8, summary_trigger_ratio=0.8)
+    assert ChatSettings(summary_ahead_ratio=0, summary_trigger_ratio=0.5).summary_ahead_ratio == 0

@@ -1,6 +1,6 @@
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from avatar_shared.settings import ServiceSettings
 
@@ -35,7 +35,7 @@ class ChatSettings(ServiceSettings):
     summary_ahead_ratio: float = Field(0.6, ge=0, lt=1)
     """After a reply, a conversation past this share of the context window has its older
     turns summarized in the background, so no turn waits for its summary (0: off, a turn
-    summarizes when it reaches SUMMARY_TRIGGER_RATIO)."""
+    summarizes when it reaches SUMMARY_TRIGGER_RATIO). Below SUMMARY_TRIGGER_RATIO."""
     keep_recent_turns: int = Field(16, ge=2)
     """Most recent messages kept verbatim when older ones are summarized."""
     summary_max_tokens: int = Field(512, ge=32)
@@ -119,3 +119,13 @@ class ChatSettings(ServiceSettings):
     """Reshape prompts for chat templates that take one system message and then strictly
     alternating turns, the user's first (Gemma's on vLLM): later system messages become
     notes on user turns, a greeting first gets an opening user turn."""
+
+    @model_validator(mode="after")
+    def _ahead_before_the_trigger(self) -> "ChatSettings":
+        # Ahead at or past the trigger would never run before a turn had to wait anyway.
+        if self.summary_ahead_ratio >= self.summary_trigger_ratio:
+            raise ValueError(
+                f"SUMMARY_AHEAD_RATIO ({self.summary_ahead_ratio}) must be below "
+                f"SUMMARY_TRIGGER_RATIO ({self.summary_trigger_ratio}), or 0 (off)"
+            )
+        return self
