@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Mapping
 
+import anyio
 from fastapi.responses import StreamingResponse
 from starlette.types import Message, Send
 
@@ -63,6 +64,10 @@ class WriteTimedStream(StreamingResponse):
             if not deadline.expired():
                 raise
             log.warning("streamed reply ended: its client took nothing for %s s", limit_s)
-            # The events stopped at a yield: closing them releases what the turn holds.
             # Returning with the response unfinished makes the server close the connection.
-            await self.events.aclose()
+        finally:
+            # However the stream ended (a client gone mid-send included, when the events
+            # stopped at a yield), they are closed now, not whenever the garbage collector
+            # gets to them: that releases what the turn holds and records what was sent.
+            with anyio.CancelScope(shield=True):
+                await self.events.aclose()
