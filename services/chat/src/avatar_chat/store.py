@@ -93,7 +93,6 @@ def kept_on_server() -> ValidationFailed:
 
 __all__ = ["SESSION_OVERHEAD", "SessionState", "SessionStore", "TurnRecord"]
 
-TITLE_CHARS = 60  # a title made from the first user message
 # Fields of a session's hash that a conversation listing shows.
 LISTED = (
     *("title", "character_id", "user_persona_id", "message_count", "preview"),
@@ -355,7 +354,6 @@ class SessionStore:
         appended = [{"id": new_message_id(), **m, "at": m.get("at", now)} for m in turn.exchanged]
         replaced, replacement = turn.replaced or ("", None)
         last = appended[-1] if appended else replacement
-        first_user = next((m["content"] for m in appended if m["role"] == "user"), "")
         keys = [_meta_key(session_id), _messages_key(session_id), summaries_key(session_id)]
         holder = _stored_holder(owner)
         keys += [*self.budget.keys, _stored_of(holder), ACTIVE, busy_key(session_id)]
@@ -380,7 +378,7 @@ class SessionStore:
                 self.caps.sessions[0] if owner.signed_in else self.caps.sessions[1],
                 replaced,
                 msgs.encode(replacement) if replacement else "",
-                msgs.cut(first_user, TITLE_CHARS),
+                msgs.title(appended),
                 msgs.preview([last]) if last else "",
                 turn.character_id or "",
                 self.caps.library,

@@ -159,8 +159,7 @@ async def import_chat(
     chat_file = sillytavern.import_jsonl(data, limits)
     await chat.character(setup)
     await chat.user_persona(setup, caller.identity)
-    first_user = next((m["content"] for m in chat_file.messages if m["role"] == "user"), "")
-    fields = {**setup.fields(), "title": msgs.cut(first_user, 60)}
+    fields = {**setup.fields(), "title": msgs.title(chat_file.messages)}
     session_id = await chat.sessions.create(caller.identity, fields, chat_file.messages)
     return await history(chat, session_id, caller)
 

@@ -107,6 +107,15 @@ def turns(messages: list[Message]) -> list[dict[str, str]]:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
+TITLE_CHARS = 60  # a title made from the first user message
+
+
+def title(messages: list[Message]) -> str:
+    """A conversation's title when it is given none: its first user message, cut."""
+    first = next((m["content"] for m in messages if m["role"] == "user"), "")
+    return cut(first, TITLE_CHARS)
+
+
 def preview(messages: list[Message], chars: int = 120) -> str:
     """The last message's text, cut to `chars` (for the conversation list)."""
     return cut(messages[-1]["content"], chars) if messages else ""
