@@ -133,10 +133,12 @@ def ms(samples: list[float], q: int) -> float:
 
 
 async def flame_graph(stack: Stack, svg: Path, seconds: float) -> None:
-    """py-spy samples the (first) chat replica under the c=32 load into a flame graph."""
+    """py-spy samples the (first) chat replica under the c=32 load into a flame graph (or
+    into py-spy's raw collapsed stacks, for a path ending in .txt)."""
     await asyncio.sleep(1.5)  # past the load's warm-up
     pid = next(c.process.pid for c in stack.supervisor.children if c.name == "chat")
     argv = ["py-spy", "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200"]
+    argv += ["--format", "raw" if svg.suffix == ".txt" else "flamegraph"]
     spy = await asyncio.create_subprocess_exec(
         *argv, "-o", str(svg), stdout=asyncio.subprocess.DEVNULL
     )

@@ -6,7 +6,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -150,24 +150,42 @@ class RawClient:
 
     async def send(self) -> tuple[int, bytes]:
         """(status, body) of one request on this client's connection."""
+        status, head = await self._start()
+        if b"transfer-encoding: chunked" not in head:
+            return status, await self._sized(head)
+        return status, b"".join([chunk async for chunk in self._chunks()])
+
+    async def send_streamed(self, marker: bytes) -> tuple[int, list[tuple[float, int]]]:
+        """(status, and for each chunk of a streamed (chunked) answer that holds `marker`:
+        when it arrived, and how many times it holds it). A chunk is what the server wrote
+        at once: one SSE event, or events it sent together."""
+        status, head = await self._start()
+        if b"transfer-encoding: chunked" not in head:  # an error's whole answer
+            return status, [(time.perf_counter(), (await self._sized(head)).count(marker))]
+        return status, [
+            (time.perf_counter(), found)
+            async for chunk in self._chunks()
+            if (found := chunk.count(marker))
+        ]
+
+    async def _start(self) -> tuple[int, bytes]:
+        """Sends the request: (status, the answer's head in lower case)."""
         if self.reader is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         self.writer.write(self.request)
         head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        lower = head.lower()
-        if b"transfer-encoding: chunked" in lower:
-            return status, await self._chunked()
-        length = int(lower.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
-        return status, await self.reader.readexactly(length)
+        return int(head[9:12]), head.lower()
 
-    async def _chunked(self) -> bytes:
+    async def _sized(self, head: bytes) -> bytes:
         assert self.reader is not None
-        body = bytearray()
+        length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+        return await self.reader.readexactly(length)
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        assert self.reader is not None
         while size := int((await self.reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16):
-            body += await self.reader.readexactly(size + 2)
+            yield (await self.reader.readexactly(size + 2))[:-2]
         await self.reader.readuntil(b"\r\n")  # the end of the last (empty) chunk
-        return bytes(body)
 
     def close(self) -> None:
         if self.reader is not None:

@@ -4,10 +4,11 @@ A streamed response cannot change its status once its first byte is out, so a st
 started first (`primed`): whatever fails before its first item (bad input, an upstream that is
 down) is still an ordinary error response."""
 
-import json
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TypeVar
+
+import orjson
 
 T = TypeVar("T")
 
@@ -38,5 +39,6 @@ async def _nothing() -> AsyncGenerator[T, None]:
 
 
 def sse(event: str, data: object) -> bytes:
-    """One server-sent event whose data is JSON."""
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+    """One server-sent event whose data is JSON (UTF-8, compact). orjson: a streamed reply
+    sends one event per delta, and the stdlib's encoder cost five times as much."""
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"

@@ -28,6 +28,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--first-token-latency", type=float, default=0.0, metavar="S")
     parser.add_argument("--tokens-per-second", type=float, default=0.0, metavar="N")
+    parser.add_argument(
+        "--reply-words", type=int, default=0, metavar="N", help="llm: every reply N words long"
+    )
     parser.add_argument("--api-key", default=None, metavar="K", help="openai only")
     parser.add_argument("--path-prefix", default="", metavar="P", help="openai only")
     parser.add_argument(
@@ -66,6 +69,7 @@ def build_app(args: argparse.Namespace) -> FastAPI:
     common: dict[str, Any] = {
         "first_token_latency_s": args.first_token_latency,
         "tokens_per_second": args.tokens_per_second,
+        "reply_words": args.reply_words,
         "fail_status": args.fail_status,
     }
     if args.model:

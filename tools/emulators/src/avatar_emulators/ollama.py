@@ -50,6 +50,7 @@ from avatar_emulators.replies import (
     count_tokens,
     cut_at_stop,
     fit_to_context,
+    lengthened,
     limit_tokens,
     split_reply,
     validate_messages,
@@ -359,7 +360,8 @@ async def _answer(
     record: PromptRecord,
 ) -> Response:
     """Generate the reply and send it as an NDJSON stream or as one JSON object."""
-    reply, _ = cut_at_stop(build_reply(used, req.model, req.temperature), req.stop)
+    reply = lengthened(build_reply(used, req.model, req.temperature), config.reply_words)
+    reply, _ = cut_at_stop(reply, req.stop)
     tokens, cut = limit_tokens(split_reply(reply), req.num_predict)
     done_reason = "length" if cut else "stop"
     if req.stream:

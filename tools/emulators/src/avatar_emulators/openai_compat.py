@@ -52,6 +52,7 @@ from avatar_emulators.replies import (
     count_prompt_tokens,
     count_tokens,
     cut_at_stop,
+    lengthened,
     limit_tokens,
     parse_stop,
     split_reply,
@@ -411,7 +412,7 @@ def _build_router(config: OpenAICompatConfig) -> APIRouter:
         config.recorder.record(_prompt_record(req, prompt_tokens))
         if config.fail_status is not None:
             raise OpenAIError(config.fail_status, "emulator: injected failure (fail_status)")
-        completion = _new_completion(req, prompt_tokens)
+        completion = _new_completion(req, prompt_tokens, config.reply_words)
         if req.stream:
             stream = _stream(config, completion, config.recorder.prompts[-1])
             return StreamingResponse(stream, media_type="text/event-stream")
@@ -448,8 +449,9 @@ def _prompt_record(req: CompletionRequest, prompt_tokens: int) -> PromptRecord:
     )
 
 
-def _new_completion(req: CompletionRequest, prompt_tokens: int) -> _Completion:
-    reply, stopped_by = cut_at_stop(build_reply(req.messages, req.model, req.temperature), req.stop)
+def _new_completion(req: CompletionRequest, prompt_tokens: int, words: int) -> _Completion:
+    reply = lengthened(build_reply(req.messages, req.model, req.temperature), words)
+    reply, stopped_by = cut_at_stop(reply, req.stop)
     tokens, cut = limit_tokens(split_reply(reply), req.max_tokens)
     return _Completion(
         id=f"chatcmpl-{uuid.uuid4().hex}",

@@ -128,6 +128,14 @@ def build_reply(messages: Sequence[Message], model: str, temperature: float | No
     return " ".join(" ".join(sentences).split())
 
 
+def lengthened(reply: str, words: int) -> str:
+    """`reply` cut or repeated, word by word, to exactly `words` words (0: as it is)."""
+    if words <= 0:
+        return reply
+    own = reply.split()
+    return " ".join(own[i % len(own)] for i in range(words))
+
+
 def parse_stop(value: Any) -> list[str]:
     """A `stop` field: one string or an array of strings (absent: none); raises ValueError."""
     if value is None:
@@ -231,6 +239,8 @@ class ChatEmulatorConfig:
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     first_token_latency_s: float = 0.0
     tokens_per_second: float = 0.0  # 0 = no delay between tokens
+    # When set, every reply is this many words long (for benchmarks of long streams).
+    reply_words: int = 0
     # When set, every inference request fails with this HTTP status (failure injection).
     fail_status: int | None = None
     recorder: PromptRecorder = field(default_factory=PromptRecorder)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiohttp.http_exceptions import LineTooLong
 
 from avatar_chat.errors import LlmError, LlmTimeout, LlmUnavailable, ModelNotFound
 from avatar_chat.llm.wire import failed, json_object, malformed, upstream_message
@@ -87,7 +86,7 @@ class LlmClient(ABC):
         """The whole reply of a non-streamed answer."""
 
     @abstractmethod
-    def parse_line(self, line: str) -> StreamPiece:
+    def parse_line(self, line: bytes) -> StreamPiece:
         """One line of a streamed answer (an error the server reports in it raises)."""
 
     async def complete(self, request: LlmRequest) -> LlmReply:
@@ -96,21 +95,36 @@ class LlmClient(ABC):
 
     async def stream(self, request: LlmRequest) -> AsyncGenerator[str | LlmReply, None]:
         """Text deltas as the model produces them, then one LlmReply with the whole reply.
-        Closing the stream closes the upstream request."""
+        The lines that arrived together give one delta (a busy replica catches up in one
+        event rather than many; a line is never held back for a later one). Closing the
+        stream closes the upstream request."""
         parts: list[str] = []
         counts = (0, 0)  # a server that reports none: counts of 0
-        lines = self._stream_lines(self.chat_url, self.payload(request, True), request.model)
-        async with aclosing(lines):
-            async for line in lines:
-                piece = self.parse_line(line)
-                if piece.text:
-                    parts.append(piece.text)
-                    yield piece.text
-                counts = piece.counts or counts
-                if piece.done:
-                    yield LlmReply("".join(parts), *counts)
-                    return
+        batches = self._stream_lines(self.chat_url, self.payload(request, True), request.model)
+        async with aclosing(batches):
+            async for lines in batches:
+                pieces, failure = self._parsed(lines)
+                if text := "".join(piece.text for piece in pieces):
+                    parts.append(text)
+                    yield text
+                if failure:  # after the text that came before it
+                    raise failure
+                for piece in pieces:
+                    counts = piece.counts or counts
+                    if piece.done:
+                        yield LlmReply("".join(parts), *counts)
+                        return
         raise LlmError(self.unfinished)
+
+    def _parsed(self, lines: list[bytes]) -> tuple[list[StreamPiece], LlmError | None]:
+        """The pieces `lines` say, up to the first that fails, and its failure."""
+        pieces = []
+        for line in lines:
+            try:
+                pieces.append(self.parse_line(line))
+            except LlmError as exc:
+                return pieces, exc
+        return pieces, None
 
     @abstractmethod
     async def model_names(self) -> list[str]: ...
@@ -148,35 +162,54 @@ class LlmClient(ABC):
 
     async def _stream_lines(
         self, url: str, payload: dict[str, Any], model: str
-    ) -> AsyncGenerator[str, None]:
-        """The response body line by line, each at most LLM_MAX_LINE_BYTES (a longer one is a
-        502: no line grows without bound in memory). The total timeout is checked between
-        lines (an asyncio.timeout cannot span the yields of a generator); each wait is
-        bounded by the read timeout. Closing the generator closes the upstream request."""
+    ) -> AsyncGenerator[list[bytes], None]:
+        """The response body's non-blank lines, as many at a time as have arrived, each at
+        most LLM_MAX_LINE_BYTES (a longer one is a 502: no line grows without bound in
+        memory). The total timeout is checked between reads (an asyncio.timeout cannot span
+        the yields of a generator); each wait is bounded by the read timeout. Closing the
+        generator closes the upstream request."""
         deadline = asyncio.get_running_loop().time() + self.settings.llm_total_timeout_s
-        limit = self.settings.llm_max_line_bytes
+        lines = _Lines(self.settings.llm_max_line_bytes)
         with upstream_call("llm"), llm_failures():
             async with self.http.post(url, json=payload, headers=self._headers()) as response:
                 if response.status >= 400:
                     check_status(response.status, await response.read(), model)
-                while line := await _line(response.content, limit):  # b"": the end
+                while data := await response.content.readany():  # b"": the end
                     if asyncio.get_running_loop().time() > deadline:
                         raise LlmTimeout()
-                    if line.strip():
-                        yield line.decode(errors="replace")  # as httpx's lines were
+                    if complete := lines.feed(data):
+                        yield complete
+                if last := lines.end():
+                    yield last
 
     def _headers(self) -> dict[str, str]:
         return {}
 
 
-async def _line(content: aiohttp.StreamReader, limit: int) -> bytes:
-    """The next line of a streamed answer (split at b"\\n"), at most `limit` bytes."""
-    try:
-        return await content.readline(max_line_length=limit)
-    except LineTooLong as exc:
-        raise LlmError(
-            f"The language model server sent a stream line longer than {limit} bytes."
-        ) from exc
+class _Lines:
+    """Splits a stream into its lines (at b"\\n"), however its reads cut them; a line longer
+    than `limit` bytes is a 502."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.partial = b""  # the start of a line whose end has not arrived
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The non-blank lines `data` completes."""
+        *complete, self.partial = (self.partial + data).split(b"\n")
+        if len(self.partial) > self.limit or any(len(line) > self.limit for line in complete):
+            raise LlmError(
+                f"The language model server sent a stream line longer than {self.limit} bytes."
+            )
+        return [line for line in complete if line.strip()]
+
+    def end(self) -> list[bytes]:
+        """The last line, when the stream did not end with a line break."""
+        last, self.partial = self.partial, b""
+        return [last] if last.strip() else []
+
+
+OUTSIDE_THE_GATE = 8
 
 
 def open_llm_http(settings: ChatSettings) -> aiohttp.ClientSession:
@@ -187,7 +220,11 @@ def open_llm_http(settings: ChatSettings) -> aiohttp.ClientSession:
         connect=settings.llm_connect_timeout_s,  # a free connection, or a new one
         sock_read=settings.llm_read_timeout_s,
     )
-    return aiohttp.ClientSession(timeout=timeout, trust_env=False)
+    # Room for every call the gate lets through (LLM_MAX_IN_FLIGHT) and a few outside it
+    # (model lists, health): aiohttp's own default of 100 made calls past it wait for a
+    # connection until they timed out.
+    connector = aiohttp.TCPConnector(limit=settings.llm_max_in_flight + OUTSIDE_THE_GATE)
+    return aiohttp.ClientSession(timeout=timeout, trust_env=False, connector=connector)
 
 
 @contextmanager

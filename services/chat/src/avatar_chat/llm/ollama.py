@@ -37,7 +37,7 @@ class OllamaClient(LlmClient):
             raise malformed("reply (no message content)")
         return LlmReply(content, *_counts(body))
 
-    def parse_line(self, line: str) -> StreamPiece:
+    def parse_line(self, line: bytes) -> StreamPiece:
         chunk = json_object(line, "stream line")
         if "error" in chunk:  # Ollama reports failures mid-stream in-band, with status 200
             raise failed(chunk)

@@ -46,11 +46,11 @@ class OpenAICompatClient(LlmClient):
             raise malformed("reply (no message content)")
         return LlmReply(content, *_counts(body.get("usage")))
 
-    def parse_line(self, line: str) -> StreamPiece:
-        if not line.startswith("data:"):
+    def parse_line(self, line: bytes) -> StreamPiece:
+        if not line.startswith(b"data:"):
             return StreamPiece()  # SSE comments and other fields carry nothing for us
-        data = line.removeprefix("data:").strip()
-        if data == "[DONE]":
+        data = line.removeprefix(b"data:").strip()
+        if data == b"[DONE]":
             return StreamPiece(done=True)
         chunk = json_object(data, "stream chunk")
         if "error" in chunk:
