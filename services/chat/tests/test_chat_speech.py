@@ -2,6 +2,7 @@
 through the GPT-SoVITS emulator."""
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -114,3 +115,47 @@ async def test_sentence_speech_failures_do_not_break_the_stream(app_client, redi
     audio = [data for kind, data in events if kind == "audio"]
     assert events[-1][0] == "done" and audio
     assert all(a["audio_url"] is None and "unreachable" in a["tts_error"] for a in audio)
+
+
+async def test_with_streamed_speech_the_first_sentence_plays_while_it_is_made(
+    redis, redis_url, backend, tmp_path
+):
+    # GPT-SoVITS streams (tts_streaming_mode 2): the first sentence's audio event comes once
+    # its speech has begun, and its audio_url serves the audio as it is made.
+    pace = gpt_sovits.GptSovitsConfig(chunk_delay_s=0.1)
+    with (
+        serve_in_thread(gpt_sovits.create_app(pace)) as sovits,
+        serve_in_thread(
+            tts_app(
+                TtsSettings(redis_url=redis_url, assets_dir=str(tmp_path), tts_base_url=sovits)
+            ),
+            lifespan="on",
+        ) as tts_url,
+        serve_in_thread(
+            create_app(ChatSettings(redis_url=redis_url, tts_url=tts_url, **backend.settings)),
+            lifespan="on",
+        ) as chat_url,
+    ):
+        async with httpx.AsyncClient(trust_env=False, timeout=30) as http:  # one browser
+            body = ask("이야기 해줘", stream=True, tts_mode="realtime", tts_streaming_mode=2)
+            async with http.stream("POST", f"{chat_url}/api/chat", json=body) as reply:
+                first = await _first_audio_event(reply)
+            async with http.stream("GET", f"{tts_url}{first['audio_url']}") as audio:
+                being_made = audio.headers["cache-control"] == "no-store"
+                streamed = await audio.aread()
+            whole = await http.get(f"{tts_url}{first['audio_url']}")
+    assert first["index"] == 0 and first.get("tts_error") is None
+    assert being_made and streamed[:4] == b"RIFF"
+    assert "immutable" in whole.headers["cache-control"]
+    assert streamed[44:] == whole.content[44:] and len(whole.content) > 44
+
+
+async def _first_audio_event(response: httpx.Response) -> dict:
+    kind = None
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            kind = line.removeprefix("event: ")
+        elif kind == "audio" and line.startswith("data: "):
+            event: dict = json.loads(line.removeprefix("data: "))
+            return event
+    raise AssertionError("no audio event")

@@ -5,7 +5,6 @@ import asyncio
 import io
 import wave
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import mutagen
@@ -14,24 +13,10 @@ import pytest
 from avatar_devstack.ports import free_port
 from avatar_emulators import gpt_sovits
 from avatar_emulators.server import serve_in_thread
-from avatar_shared.identity import current_identity
-from avatar_tts.app import create_app
 from avatar_tts.settings import TtsSettings
-from tests.helpers import (
-    identity_from_test_header,
-    logged,
-)
+from tests.helpers import logged
 
-from .helpers import LONG, SHORT, stored
-
-
-def make_app(redis_url: str, assets: Path, tts_base_url: str):
-    app = create_app(
-        TtsSettings(redis_url=redis_url, assets_dir=str(assets), tts_base_url=tts_base_url)
-    )
-
-    app.dependency_overrides[current_identity] = identity_from_test_header
-    return app
+from .helpers import LONG, SHORT, make_app, stored
 
 
 @pytest.fixture

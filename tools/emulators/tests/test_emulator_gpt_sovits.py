@@ -171,3 +171,23 @@ async def test_fail_status_and_latency() -> None:
     assert response.json()["message"] == "tts failed"
     assert elapsed >= 0.15
     assert app.state.recorder.requests[0].status == 500
+
+
+@pytest.mark.parametrize("pieces", [0, 2])
+async def test_a_stream_sends_nothing_before_its_first_piece_and_can_break_off(
+    pieces: int,
+) -> None:
+    # api_v2 writes the WAV header when the model yields its first audio: a model that fails
+    # before that has sent its status, and no byte.
+    config = GptSovitsConfig(stream_chunk_s=0.25, fail_after_chunks=pieces)
+    text = "A streamed sentence that lasts long enough to need several chunks."
+    received = b""
+    with serve_in_thread(create_app(config)) as base_url:
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            body = {**BASE, "text": text, "streaming_mode": 3}
+            with pytest.raises(httpx.RemoteProtocolError):
+                async with client.stream("POST", "/tts", json=body) as response:
+                    assert response.status_code == 200
+                    async for piece in response.aiter_raw():
+                        received += piece
+    assert len(received) == (44 + pieces * 0.25 * 32000 * 2 if pieces else 0)

@@ -23,7 +23,10 @@ def create_app(settings: TtsSettings | None = None) -> FastAPI:
         async with open_http_client(engine_timeout) as engine_http:
             speech = SpeechService(settings, base["redis"], engine_http, voices)
             await speech.recover()
-            yield TtsState(speech=speech)
+            try:
+                yield TtsState(speech=speech)
+            finally:
+                await speech.close()
 
     checks = {"tts": default_voice_check(settings, voices)}
     return create_service_app("tts", settings, router, state=tts_state, upstream_checks=checks)

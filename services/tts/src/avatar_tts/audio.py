@@ -1,5 +1,6 @@
-"""Audio file facts: content types, duration and size (read with mutagen), and the repair
-of a streamed WAV, whose header GPT-SoVITS writes before it knows the length."""
+"""Audio file facts: content types, duration and size (read with mutagen), and the sizes in a
+streamed WAV's header, which GPT-SoVITS writes before it knows the length: open-ended while
+the file is written (so what is there already plays), the real ones once it is whole."""
 
 import struct
 from pathlib import Path
@@ -9,6 +10,9 @@ import mutagen
 CONTENT_TYPES = {"wav": "audio/wav", "ogg": "audio/ogg", "aac": "audio/aac", "raw": "audio/L16"}
 # `raw` is headerless 16-bit mono PCM; GPT-SoVITS v1/v2 speak at 32 kHz.
 RAW_BYTES_PER_SECOND = 32_000 * 2
+# The size a WAV being written claims: "to the end of the stream" to players (ffmpeg, so
+# Chromium, and Firefox read it so), where api_v2's 0 could mean "no audio".
+OPEN_ENDED = 0xFFFFFFFF
 
 
 def duration_s(path: Path, media_type: str) -> float:
@@ -40,3 +44,22 @@ def fix_streamed_wav(path: Path) -> None:
                 wav.write(struct.pack("<I", size - 8))
                 return
             offset += 8 + chunk_size + (chunk_size & 1)
+
+
+def open_ended_wav(head: bytes) -> bytes | None:
+    """The first bytes of a streamed WAV with its RIFF and data sizes set to OPEN_ENDED; None
+    while the data chunk's header is not all there yet. Anything but a WAV comes back as is."""
+    if len(head) < 12:
+        return None
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return head
+    offset = 12
+    while offset + 8 <= len(head):
+        chunk_id, chunk_size = struct.unpack_from("<4sI", head, offset)
+        if chunk_id == b"data":
+            patched = bytearray(head)
+            struct.pack_into("<I", patched, 4, OPEN_ENDED)
+            struct.pack_into("<I", patched, offset + 4, OPEN_ENDED)
+            return bytes(patched)
+        offset += 8 + chunk_size + (chunk_size & 1)
+    return None

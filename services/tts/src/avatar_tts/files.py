@@ -1,29 +1,34 @@
 """The audio files on disk: `{ASSETS_DIR}/{user_id}/audio/{file_id}.{ext}`, served as
 `/mnt/user_assets/{user_id}/audio/{file_id}.{ext}`.
 
-A new file is written under a temporary name and renamed when whole, so a reader sees the
-whole file or none. A second user gets the same content under their own path (a hard link),
-so no URL reveals another user.
+A new file is written as `{file_id}.{ext}.part`, flushed chunk by chunk, and renamed to its
+own name when whole: a download of the own name finds the whole file, or the part while it is
+written (`follow` streams it as it grows: the speech plays while it is being made), or
+nothing. A second user gets the same content under their own path (a hard link), so no URL
+reveals another user.
 """
 
 import asyncio
 import os
 import re
 import secrets
-import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from avatar_tts.audio import duration_s, fix_streamed_wav
-from avatar_tts.errors import FileIdTaken
+from avatar_tts.audio import duration_s, fix_streamed_wav, open_ended_wav
+from avatar_tts.errors import FileIdTaken, TtsError
 
 # Names this service gives out; anything else (`..`, encoded dots, slashes) is not a file.
 SAFE_USER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SAFE_FILE = re.compile(r"^[A-Za-z0-9_-]{8,64}\.(wav|ogg|aac|raw)$")
+PART = ".part"  # the suffix of a file being written
+MAX_WAV_HEAD = 4096  # a WAV whose data chunk starts later is written as it comes
+FOLLOW_POLL_S = 0.02  # how often `follow` looks for more bytes
+READ_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -46,14 +51,28 @@ class StoredAudio:
 
 
 class AudioWriter:
-    """One new file being written; `stored` is set once it is whole."""
+    """One new file being written, each chunk flushed for readers (`follow`); `stored` is set
+    once it is whole. A WAV's header goes out open-ended, so what is there already plays."""
 
     def __init__(self, out: BinaryIO, temp: Path, final: Path, media_type: str) -> None:
         self.out, self.temp, self.final, self.media_type = out, temp, final, media_type
         self.stored: StoredAudio | None = None
+        self._head: bytes | None = b"" if media_type == "wav" else None  # until it is written
 
     def write(self, chunk: bytes) -> None:
+        if self._head is not None:
+            self._head += chunk
+            header = open_ended_wav(self._head)
+            if header is None and len(self._head) < MAX_WAV_HEAD:
+                return  # the header is not all there yet
+            chunk, self._head = header or self._head, None
         self.out.write(chunk)
+        self.out.flush()
+
+    def close(self) -> None:
+        if self._head:  # a stream too short for a whole header
+            self.out.write(self._head)
+        self.out.close()
 
 
 class AudioFolder:
@@ -73,17 +92,30 @@ class AudioFolder:
         inside = path.is_relative_to(self.of(user_id).resolve())
         return path if inside and path.is_file() else None
 
+    def being_written(self, user_id: str, file_name: str) -> Path | None:
+        """The part of the user's file of that name while it is being written."""
+        if not (SAFE_USER.match(user_id) and SAFE_FILE.match(file_name)):
+            return None
+        part = (self.of(user_id) / (file_name + PART)).resolve()
+        inside = part.is_relative_to(self.of(user_id).resolve())
+        return part if inside and part.is_file() else None
+
     @asynccontextmanager
-    async def new_file(self, user_id: str, media_type: str) -> AsyncIterator[AudioWriter]:
-        """A file written in the block: made whole when it ends, removed if it fails."""
+    async def new_file(
+        self, user_id: str, media_type: str, file_id: str | None = None
+    ) -> AsyncIterator[AudioWriter]:
+        """A file written in the block (named `file_id`, else a new id): made whole when it
+        ends, removed if it fails."""
         folder = self.of(user_id)
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-        descriptor, temp_name = tempfile.mkstemp(dir=folder, suffix=".part")
-        final = folder / f"{new_file_id()}.{media_type}"
-        writer = AudioWriter(os.fdopen(descriptor, "wb"), Path(temp_name), final, media_type)
+        final = folder / f"{file_id or new_file_id()}.{media_type}"
+        temp = final.with_name(final.name + PART)
+        writer = AudioWriter(await asyncio.to_thread(temp.open, "xb"), temp, final, media_type)
         try:
-            with writer.out:
+            try:
                 yield writer
+            finally:
+                writer.close()
             writer.stored = await asyncio.to_thread(_finish, writer)
         except BaseException:
             await asyncio.to_thread(writer.temp.unlink, missing_ok=True)
@@ -125,6 +157,40 @@ def inode_of(stat: os.stat_result) -> str:
     Not the device: replicas on several machines may see one shared volume as different
     devices."""
     return f"{stat.st_ino}-{stat.st_mtime_ns}"
+
+
+async def follow(part: Path, idle_s: float) -> AsyncGenerator[bytes, None] | None:
+    """The bytes of a file being written (`part`), as they are written, until it is whole
+    (renamed to its own name): None when there is no such part any more. A writer that gives
+    up (the part removed, no whole file) or writes nothing for `idle_s` breaks the stream
+    off with TtsError, so that the reader's copy is seen to be incomplete."""
+    try:
+        source = await asyncio.to_thread(part.open, "rb")
+    except FileNotFoundError:  # whole, or given up, since it was looked for
+        return None
+    return _follow(source, part, part.with_name(part.name.removesuffix(PART)), idle_s)
+
+
+async def _follow(
+    source: BinaryIO, part: Path, final: Path, idle_s: float
+) -> AsyncGenerator[bytes, None]:
+    with source:  # the file, whatever its name: a rename does not change what it reads
+        quiet_since = time.monotonic()
+        while True:
+            if chunk := await asyncio.to_thread(source.read, READ_BYTES):
+                yield chunk
+                quiet_since = time.monotonic()
+                continue
+            if await asyncio.to_thread(part.exists):  # still being written
+                if time.monotonic() - quiet_since > idle_s:
+                    raise TtsError("The audio being made stopped growing.")
+                await asyncio.sleep(FOLLOW_POLL_S)
+                continue
+            if not await asyncio.to_thread(final.exists):
+                raise TtsError("The speech server failed while this audio was being made.")
+            while chunk := await asyncio.to_thread(source.read, READ_BYTES):
+                yield chunk  # whole: what is left, then the end
+            return
 
 
 def audio_url(user_id: str, path: Path) -> str:

@@ -45,6 +45,10 @@ async def synthesize(
     body: TtsRequest, caller: SpeakerDep, speech: SpeechDep
 ) -> Envelope[SpeechFile] | Response:
     job = speech.synthesis(body)
+    if body.early:
+        early = await speech.speak_early(caller, job)
+        if early is not None:
+            return ok(early)
     if body.return_binary and body.streaming_mode > 0:
         audio = await speech.speak_streaming(caller, job)
         if audio is not None:
@@ -63,16 +67,20 @@ async def list_voices(speech: SpeechDep) -> Envelope[VoiceList]:
 
 @router.get(
     "/mnt/user_assets/{user_id}/audio/{file_name}",
-    summary="A stored audio file (its owner's only: 404 to everyone else)",
+    summary="A stored audio file (its owner's only: 404 to everyone else); while its speech "
+    "is still being made, its bytes as they are written",
     responses=error_responses(PARAMETERS, CALLER_ERRORS, AudioNotFound),
 )
-async def user_asset(
-    user_id: str, file_name: str, speech: SpeechDep, caller: UserId
-) -> FileResponse:
+async def user_asset(user_id: str, file_name: str, speech: SpeechDep, caller: UserId) -> Response:
     if user_id != caller:
         raise AudioNotFound()  # not 403: another user's file ids are not confirmed either
+    extension = file_name.rsplit(".", 1)[-1]
+    if (growing := await speech.being_made(user_id, file_name)) is not None:
+        # Its speech is still being made: the bytes as they are written (not kept: the whole
+        # file, with its real length in the header, is served once it is done).
+        headers = {"Cache-Control": "no-store"}
+        return StreamingResponse(growing, media_type=CONTENT_TYPES[extension], headers=headers)
     path = await speech.user_file(user_id, file_name)
-    extension = file_name.rsplit(".", 1)[1]
     # File ids are never reused, so the content behind a URL never changes.
     headers = {"Cache-Control": "private, max-age=31536000, immutable"}
     return FileResponse(path, media_type=CONTENT_TYPES[extension], headers=headers)

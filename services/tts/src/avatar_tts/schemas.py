@@ -29,6 +29,19 @@ class TtsRequest(BaseModel):
         description="Store the audio under this id (beyond API.md: lets the chat service "
         "hand out an audio_url before the speech exists, for tts_mode=delayed).",
     )
+    progressive: StrictBool = Field(
+        False,
+        description="With streaming_mode > 0, and neither return_binary nor file_id: answer "
+        "as soon as the speech server's stream has begun, with complete=false; the audio_url "
+        "then serves the audio as it is made (beyond API.md: lets the chat service's first "
+        "spoken sentence play sooner).",
+    )
+
+    @property
+    def early(self) -> bool:
+        """Whether the answer may come before the audio is whole (see `progressive`)."""
+        progressive = self.progressive and self.streaming_mode > 0
+        return progressive and not self.return_binary and self.file_id is None
 
 
 class SpeechFile(BaseModel):
@@ -40,6 +53,12 @@ class SpeechFile(BaseModel):
     voice_id: str
     created_at: str
     cached: bool
+    complete: bool = Field(
+        True,
+        description="False in a progressive answer: the file is still being made, its "
+        "audio_url serves it as it grows (a WAV's header then claims an open-ended length), "
+        "and duration and file_size are 0 (beyond API.md).",
+    )
 
 
 class Voice(BaseModel):

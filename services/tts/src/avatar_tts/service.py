@@ -1,11 +1,12 @@
 """Speech with a cache: the same text in the same voice with the same settings is made once,
 across replicas (`store`), written to disk (`files`), and then served from there; the folder
-is kept within its limits by `retention`."""
+is kept within its limits by `retention`. Speech the engine streams can be answered as soon as
+its first audio is on disk (`speak_early`): its file is then served as it grows."""
 
 import asyncio
 import logging
 import math
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from avatar_shared.streaming import primed
 from avatar_shared.timestamps import utc_now
 from avatar_tts.engines import SpeechEngine, Synthesis, make_engines
 from avatar_tts.errors import AudioNotFound, FileIdTaken, TtsBusy, TtsTimeout, VoiceNotFound
-from avatar_tts.files import AudioFolder, StoredAudio, audio_url
+from avatar_tts.files import AudioFolder, StoredAudio, audio_url, follow, new_file_id
 from avatar_tts.metrics import TTS_CACHE
 from avatar_tts.retention import Retention, holder_of
 from avatar_tts.schemas import SpeechFile, TtsRequest, VoiceList
@@ -63,6 +64,7 @@ class SpeechService:
         self.rate = CallerRate(redis, "tts", limits, 60, "speech requests", "a minute")
         self.gate = Gate(settings.tts_max_in_flight, settings.tts_queue_wait_s, TtsBusy)
         self.wait_s = settings.tts_timeout_s  # longest wait for another request's same speech
+        self._finishing: set[asyncio.Task[None]] = set()  # speech answered early, still made
 
     def voice_list(self) -> VoiceList:
         return self.voices.get().public()
@@ -102,12 +104,70 @@ class SpeechService:
         except LockTimeout:  # another request is making it
             return None
 
+    async def speak_early(self, caller: Caller, job: Synthesis) -> SpeechFile | None:
+        """The answer as soon as the engine's stream has begun and its first bytes are on
+        disk, when this call is the one to make the speech: its audio_url then serves the
+        audio as it is written (`being_made`), and the rest is made, stored and cached in the
+        background. None when it is cached or being made (then use `speak`). A failure before
+        the first audio is the call's own error; a later one leaves no file and no cache."""
+        engine, key = self._engine_and_key(job)
+        if await self.store.cached(key) is not None:
+            return None
+        file_id = new_file_id()
+        try:
+            audio = await primed(self._stream_made_here(key, caller, job, engine, file_id))
+        except LockTimeout:  # another request is making it
+            return None
+        task = asyncio.create_task(self._finish_early(audio, file_id))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        TTS_CACHE.labels("made").inc()
+        path = self.folder.of(caller.user_id) / f"{file_id}.{job.media_type}"
+        return SpeechFile(
+            audio_url=audio_url(caller.user_id, path),
+            file_id=file_id,
+            duration=0.0,
+            file_size=0,
+            format=job.media_type,
+            voice_id=job.voice.id,
+            created_at=utc_now(),
+            cached=False,
+            complete=False,
+        )
+
+    async def being_made(self, user_id: str, file_name: str) -> AsyncIterator[bytes] | None:
+        """A file of the user's that is still being written, as it is written (see
+        `files.follow`); None when there is none (then it is whole, or there is no such
+        file)."""
+        part = await asyncio.to_thread(self.folder.being_written, user_id, file_name)
+        return None if part is None else await follow(part, self.wait_s)
+
+    async def close(self) -> None:
+        """At shutdown: speech still being made is given up (its part file removed)."""
+        for task in list(self._finishing):
+            task.cancel()
+        await asyncio.gather(*self._finishing, return_exceptions=True)
+
+    async def _finish_early(self, audio: AsyncGenerator[bytes, None], file_id: str) -> None:
+        try:
+            async with aclosing(audio):
+                async for _ in audio:
+                    pass
+        except Exception as exc:  # nobody waits for it: the log says why
+            log.warning("speech %s answered early was not finished: %r", file_id, exc)
+
     async def _stream_made_here(
-        self, key: str, caller: Caller, job: Synthesis, engine: SpeechEngine
+        self,
+        key: str,
+        caller: Caller,
+        job: Synthesis,
+        engine: SpeechEngine,
+        file_id: str | None = None,
     ) -> AsyncGenerator[bytes, None]:
         async with self.store.making(key, wait_s=0):  # held until the stream ends, however
             result: list[StoredAudio] = []
-            async with aclosing(self._produce(key, caller, job, engine, result)) as audio:
+            made = self._produce(key, caller, job, engine, result, file_id)
+            async with aclosing(made) as audio:
                 async for chunk in audio:
                     yield chunk
             await self._file_for(caller, key, result[0], job.voice.id, False, None)
@@ -186,12 +246,14 @@ class SpeechService:
         job: Synthesis,
         engine: SpeechEngine,
         result: list[StoredAudio],
+        file_id: str | None = None,
     ) -> AsyncGenerator[bytes, None]:
-        """Synthesize into a new file and cache it, passing each chunk on as it arrives;
-        the stored audio ends up in `result`. The caller holds the key's lock; the engine
-        gets one of this replica's slots."""
+        """Synthesize into a new file (named `file_id`, else a new id) and cache it, passing
+        each chunk on once it is on disk; the stored audio ends up in `result`. The caller
+        holds the key's lock; the engine gets one of this replica's slots."""
         await self.retention.make_room()  # a full index refuses before the engine works
-        async with self.gate.slot(), self.folder.new_file(caller.user_id, job.media_type) as out:
+        new_file = self.folder.new_file(caller.user_id, job.media_type, file_id)
+        async with self.gate.slot(), new_file as out:
             with upstream_call("tts"):
                 async for chunk in engine.speak(job):
                     out.write(chunk)

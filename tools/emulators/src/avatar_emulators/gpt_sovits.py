@@ -11,13 +11,18 @@ Audio rule (fixed, so tests can assert on it): a quiet 220 Hz tone, 16-bit mono 
 ``max(min_duration_s, len(text) * seconds_per_char) / speed_factor`` seconds. ``media_type``:
 ``wav`` (default), ``ogg`` (Vorbis), ``aac`` (ADTS, as api_v2's ffmpeg packs it), ``raw`` (bare
 little-endian PCM). ``streaming_mode`` 1-3 (or ``true``) stream the audio
-in ``stream_chunk_s`` pieces, ``chunk_delay_s`` apart; for wav, like api_v2, the stream starts
-with a WAV header that claims 0 frames, followed by raw PCM. Deviation: malformed field values are
-400 ``{"message"}`` here rather than FastAPI's 422, and reference audio files are never opened.
+in ``stream_chunk_s`` pieces, each once it is "made" (``real_time_factor`` of its length, or
+``chunk_delay_s``, after the one before); for wav, like api_v2, a WAV header that claims 0 frames
+comes with the first piece (api_v2 writes it when the model yields its first audio), and every
+piece is raw PCM. Deviations: malformed field values are 400 ``{"message"}`` here rather than
+FastAPI's 422, reference audio files are never opened, and mode 1 streams fixed pieces too (api_v2
+yields one piece per text fragment there).
 
 Test hooks: ``app.state.recorder`` (a ``TtsRecorder``) and ``GET``/``DELETE /_emulator/requests``.
 Failure injection: ``GptSovitsConfig.fail_status`` answers every valid request with that status
-and api_v2's ``{"message": "tts failed", "Exception": ...}`` body.
+and api_v2's ``{"message": "tts failed", "Exception": ...}`` body; ``fail_after_chunks`` breaks
+a stream off after that many pieces, as api_v2 does when the model fails mid-stream (its status
+and first bytes are out: the connection just ends).
 """
 
 from __future__ import annotations
@@ -112,6 +117,7 @@ class GptSovitsConfig:
     version: str = "v2"
     languages: tuple[str, ...] = V2_LANGUAGES
     fail_status: int | None = None
+    fail_after_chunks: int | None = None  # a stream breaks off after this many pieces
     recorder: TtsRecorder = field(default_factory=TtsRecorder)
 
 
@@ -286,16 +292,21 @@ def encode(pcm: np.ndarray, sample_rate: int, media_type: str) -> bytes:
 async def _stream_audio(
     pcm: np.ndarray, media_type: str, config: GptSovitsConfig
 ) -> AsyncIterator[bytes]:
-    """api_v2's streaming: for wav a 0-frame header first, then every chunk as raw PCM."""
-    if media_type == "wav":
-        # The total length is unknown when streaming starts, so the header claims 0 frames.
-        yield encode_wav(pcm[:0], config.sample_rate)
+    """api_v2's streaming: each chunk once it is made; for wav a 0-frame header with the
+    first, and every chunk as raw PCM."""
+    header = media_type == "wav"
+    if header:
         media_type = "raw"
     step = max(1, round(config.stream_chunk_s * config.sample_rate))
     pause = max(config.chunk_delay_s, config.real_time_factor * config.stream_chunk_s)
     for index, start in enumerate(range(0, len(pcm), step)):
         if pause > 0 and (index or config.real_time_factor):
             await asyncio.sleep(pause)
+        if config.fail_after_chunks is not None and index >= config.fail_after_chunks:
+            raise RuntimeError("emulator: injected failure in the middle of the stream")
+        if header and index == 0:
+            # The total length is unknown when streaming starts, so the header claims 0 frames.
+            yield encode_wav(pcm[:0], config.sample_rate)
         # ogg chunks are each a complete file, as api_v2 packs every chunk on its own.
         yield encode(pcm[start : start + step], config.sample_rate, media_type)
 
