@@ -116,11 +116,12 @@ local function holder_take(id, holder, cap, stored_of, active, now, expires, bt,
   if #expired > 0 and account then redis.call('ZREM', 'LIBRARY' .. holder, unpack(expired)) end
   redis.call('ZREMRANGEBYSCORE', stored_of, '-inf', now)
   if not redis.call('ZSCORE', stored_of, id) then
-    local members = redis.call('ZRANGE', stored_of, 0, -1)
-    local count, next_one = #members, 1
-    while count >= cap and next_one <= #members do
-      local oldest = members[next_one]
-      next_one = next_one + 1
+    -- Read one by one, oldest first, only when over the cap: reading the whole list on
+    -- every new session cost each turn time in proportion to the holder's sessions.
+    local count, passed_over = redis.call('ZCARD', stored_of), 0
+    while count >= cap do
+      local oldest = redis.call('ZRANGE', stored_of, passed_over, passed_over)[1]
+      if not oldest then break end
       local its = meta_of(oldest)
       -- One generating a reply is passed over: it is in use (its turn would be lost).
       if redis.call('EXISTS', its .. ':busy') == 0 then
@@ -133,6 +134,8 @@ local function holder_take(id, holder, cap, stored_of, active, now, expires, bt,
         end
         redis.call('ZREM', stored_of, oldest)
         count = count - 1
+      else
+        passed_over = passed_over + 1
       end
     end
   end
