@@ -12,7 +12,9 @@ turn; the run checks that every answered request left its session in Redis. The 
 raised, not removed: one load generator must not measure the refusals.
 
 Targets: c=1 p50 of chat minus the direct call <= 1.5 ms, for the whole reply and for the
-first streamed delta; c=32 chat throughput >= 35% of `GET /`. Idle RSS <= 80 MB per service.
+first streamed delta; the chat service's own CPU per request at c=32 <= 500 us (issue 27: on
+two shared cores, throughput against `GET /` measures the emulator and the load generator
+too, so it is reported, not judged). Idle RSS <= 80 MB per service.
 """
 
 import argparse
@@ -41,7 +43,7 @@ DIRECT = {
     "messages": [{"role": "system", "content": SYSTEM}, USER],
     "stream": False,
 }
-TARGET_OVERHEAD_MS, TARGET_SHARE, TARGET_IDLE_MB = 1.5, 0.35, 80
+TARGET_OVERHEAD_MS, TARGET_CHAT_CPU_US, TARGET_IDLE_MB = 1.5, 500, 80
 
 
 class Paths:
@@ -63,10 +65,14 @@ class Paths:
         return [RawClient(url, "POST", CHAT, cookie=cookie) for cookie in self.cookies[:count]]
 
 
-async def visitor_cookie(http: httpx.AsyncClient, gateway: str) -> str:
-    """A returning visitor's cookie: what its first chat request was given."""
-    response = await http.post(f"{gateway}/api/chat", json=CHAT)
+async def visitor_cookie(gateway: str) -> str:
+    """A returning visitor's cookie: what its first chat request was given. (A client of
+    its own: a shared one would send the first visitor's cookie along, and every later
+    visitor would be given none.)"""
+    async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
+        response = await http.post(f"{gateway}/api/chat", json=CHAT)
     response.raise_for_status()
+    assert response.cookies, "a new visitor was given no cookie"
     return "; ".join(f"{name}={value}" for name, value in response.cookies.items())
 
 
@@ -150,8 +156,7 @@ async def measure(
 ) -> list[str]:
     idle = rss_by_service(stack)
     private = rss_by_service(stack, "RssAnon")
-    async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
-        cookies = [await visitor_cookie(http, stack.gateway_url) for _ in range(32)]
+    cookies = [await visitor_cookie(stack.gateway_url) for _ in range(32)]
     paths = Paths(stack, cookies)
     named = {"direct": paths.direct, "home": paths.home, "chat": paths.chat}
     before = await sessions_recorded(stack)
@@ -169,6 +174,7 @@ async def measure(
     first = await first_deltas(stack, cookies[0], 200)
     return [
         *report(replicas, single, loaded, first, idle, peak, recorded),
+        _chat_cpu(cpu["chat"]),
         "idle private (anonymous) memory MB: "
         + ", ".join(f"{n} {kib / 1024:.0f}" for n, kib in private.items()),
         *(
@@ -211,8 +217,7 @@ def report(replicas, single, loaded, first, idle, peak, recorded) -> list[str]:
                  f"<= {TARGET_OVERHEAD_MS}"),
         _verdict("first delta overhead p50", first_overhead, "ms",
                  first_overhead <= TARGET_OVERHEAD_MS, f"<= {TARGET_OVERHEAD_MS}"),
-        _verdict("c=32 chat / GET / throughput", share * 100, "%", share >= TARGET_SHARE,
-                 f">= {TARGET_SHARE * 100:.0f}"),
+        f"{'c=32 chat / GET / throughput':<38}{share * 100:9.2f} %   (reported, not a target)",
         f"turns recorded: {recorded} new sessions in Redis for "
         f"{len(single['chat'][1]) + len(loaded['chat'][1])} measured chat requests (and warm-ups)",
         "idle RSS MB: " + ", ".join(f"{n} {kib / 1024:.0f}" for n, kib in idle.items())
@@ -221,6 +226,13 @@ def report(replicas, single, loaded, first, idle, peak, recorded) -> list[str]:
         "chat RSS MB under c=32: " + ", ".join(f"{n} {kib / 1024:.0f}" for n, kib in peak.items()),
     ]  # fmt: skip
     return lines
+
+
+def _chat_cpu(spent: dict[str, float]) -> str:
+    """The chat replicas' CPU per request (each replica served its share of the requests)."""
+    us = sum(us for name, us in spent.items() if name.split("-")[0] == "chat")
+    return _verdict("chat CPU per request at c=32", us, "us", us <= TARGET_CHAT_CPU_US,
+                    f"<= {TARGET_CHAT_CPU_US}")  # fmt: skip
 
 
 def _verdict(what: str, value: float, unit: str, met: bool, target: str) -> str:

@@ -21,7 +21,6 @@ import time
 from itertools import pairwise
 from pathlib import Path
 
-import httpx
 from chat_overhead import flame_graph, visitor_cookie
 from loadgen import RawClient, bench_stack, cpu_seconds, percentile
 
@@ -83,11 +82,8 @@ class Streams:
 
 
 async def measure(stack: Stack, streams: int, seconds: float, profile: Path | None) -> list[str]:
-    async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
-        # At once: each first reply takes the emulator's 4.5 s.
-        cookies = await asyncio.gather(
-            *(visitor_cookie(http, stack.gateway_url) for _ in range(streams))
-        )
+    # At once: each first reply takes the emulator's 4.5 s.
+    cookies = await asyncio.gather(*(visitor_cookie(stack.gateway_url) for _ in range(streams)))
     load = Streams(stack, cookies)
     running = asyncio.create_task(load.run(seconds + 6))
     await asyncio.sleep(5)  # warm-up: every stream past its first reply
