@@ -152,8 +152,10 @@ async def test_each_delta_leaves_as_it_arrives(redis_url):
                 async for line in response.aiter_lines():
                     if line.startswith("event: delta"):
                         sent_by_each_delta.append(backend.recorder.prompts[-1].tokens_sent)
-    tokens = len(sent_by_each_delta)
-    assert tokens > 10 and min(sent_by_each_delta) < tokens // 2
+    # Delta i arrived while the model had sent about i + 1 tokens (a few more at most: the
+    # recorder counts ahead of the socket, and a busy machine reads late), never all of them.
+    assert len(sent_by_each_delta) > 10
+    assert max(sent - index for index, sent in enumerate(sent_by_each_delta)) <= 4
 
 
 async def test_streamed_deltas_add_up_to_the_done_event(chat):

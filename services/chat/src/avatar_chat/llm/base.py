@@ -117,13 +117,16 @@ class LlmClient(ABC):
         raise LlmError(self.unfinished)
 
     def _parsed(self, lines: list[bytes]) -> tuple[list[StreamPiece], LlmError | None]:
-        """The pieces `lines` say, up to the first that fails, and its failure."""
+        """The pieces `lines` say up to the server's end of the answer (whatever follows it
+        is not the answer's), or up to the first line that fails, and its failure."""
         pieces = []
         for line in lines:
             try:
                 pieces.append(self.parse_line(line))
             except LlmError as exc:
                 return pieces, exc
+            if pieces[-1].done:
+                break
         return pieces, None
 
     @abstractmethod

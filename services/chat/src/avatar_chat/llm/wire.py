@@ -20,10 +20,22 @@ def json_object(text: str | bytes, what: str) -> dict[str, Any]:
     try:
         body = orjson.loads(text)
     except ValueError as exc:
-        raise malformed(f"{what} (not JSON)") from exc
+        body = _with_bad_bytes_replaced(text, exc, what)
     if not isinstance(body, dict):
         raise malformed(f"{what} (not a JSON object)")
     return body
+
+
+def _with_bad_bytes_replaced(text: str | bytes, error: ValueError, what: str) -> Any:
+    """JSON whose only fault is bytes that are not UTF-8 (a server that cut a Korean
+    character at a token boundary) is read with U+FFFD in their place, as a text decoder
+    would: one odd character rather than a failed reply."""
+    if not isinstance(text, bytes):
+        raise malformed(f"{what} (not JSON)") from error
+    try:
+        return orjson.loads(text.decode(errors="replace"))
+    except ValueError as exc:
+        raise malformed(f"{what} (not JSON)") from exc
 
 
 log = logging.getLogger("avatar.llm")
