@@ -8,6 +8,10 @@ a second, 128 tokens a reply. CPU comes from /proc for every process, the load g
 own included: it reads the raw HTTP/1.1 stream and counts `event: delta` per chunk, so it
 costs less than what it measures.
 
+Beside it, the same load on bench/bare_relay.py (a bare ASGI app relaying the same emulator
+with the same server, client and JSON library, called directly) shows the least a relay in
+Python costs per delta on this machine.
+
 Targets: chat's CPU per delivered delta <= 0.75x Traefik's; the p99 gap between a stream's
 deltas <= 1.5x the emulator's pace (1/30 s).
 
@@ -17,13 +21,19 @@ deltas <= 1.5x the emulator's pace (1/30 s).
 
 import argparse
 import asyncio
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
 
 from chat_overhead import flame_graph, visitor_cookie
-from loadgen import RawClient, bench_stack, cpu_seconds, percentile
+from loadgen import RawClient, bench_stack, cpu_seconds, percentile, process_seconds
 
+from avatar_devstack.ports import free_port, port_open
 from avatar_devstack.stack import Stack
 
 TOKENS_PER_S, REPLY_TOKENS = 30, 128
@@ -51,8 +61,7 @@ class Streams:
     """`count` clients streaming replies back to back; the gaps between each stream's deltas
     (a delta that came in the same chunk as the one before it: a gap of 0)."""
 
-    def __init__(self, stack: Stack, cookies: list[str]) -> None:
-        url = f"{stack.gateway_url}/api/chat"
+    def __init__(self, url: str, cookies: list[str | None]) -> None:
         self.clients = [RawClient(url, "POST", BODY, cookie=cookie) for cookie in cookies]
         self.deltas = 0
         self.gaps: list[float] = []
@@ -84,26 +93,64 @@ class Streams:
 async def measure(stack: Stack, streams: int, seconds: float, profile: Path | None) -> list[str]:
     # At once: each first reply takes the emulator's 4.5 s.
     cookies = await asyncio.gather(*(visitor_cookie(stack.gateway_url) for _ in range(streams)))
-    load = Streams(stack, cookies)
+    load = Streams(f"{stack.gateway_url}/api/chat", list(cookies))
+    profiled = flame_graph(stack, profile, seconds) if profile else asyncio.sleep(seconds)
+    spent = await costed(load, seconds, profiled, lambda: cpu_seconds(stack))
+    with bare_relay(stack) as (url, pid):
+        floor = Streams(url, [None] * streams)
+        relay = await costed(floor, seconds, asyncio.sleep(seconds), lambda: cpu_pid(pid))
+    return report(streams, load, spent, relay["bare relay"])
+
+
+async def costed(
+    load: Streams, seconds: float, meanwhile: Awaitable[object], cpu: Callable[[], dict]
+) -> dict[str, float]:
+    """Runs `load` and, past its warm-up, what happens `meanwhile`: the CPU each process
+    spent per delta delivered in that time (microseconds)."""
     running = asyncio.create_task(load.run(seconds + 6))
     await asyncio.sleep(5)  # warm-up: every stream past its first reply
     load.measuring = True
-    before = cpu_seconds(stack)
-    await (flame_graph(stack, profile, seconds) if profile else asyncio.sleep(seconds))
-    after = cpu_seconds(stack)
+    before = cpu()
+    await meanwhile
+    after = cpu()
     load.measuring = False
     await running
-    spent = {name: (after[name] - before[name]) * 1e6 / load.deltas for name in after}
-    return report(streams, load, spent)
+    return {name: (after[name] - before[name]) * 1e6 / load.deltas for name in after}
 
 
-def report(streams: int, load: Streams, spent: dict[str, float]) -> list[str]:
+@contextmanager
+def bare_relay(stack: Stack) -> Iterator[tuple[str, int]]:
+    """bare_relay.py on a free port, asking the stack's Ollama emulator: (its URL, its pid)."""
+    port = free_port()
+    env = {**os.environ, "OLLAMA_URL": stack.emulator_url("ollama")}
+    argv = [sys.executable, "-m", "uvicorn", "bare_relay:app", "--port", str(port)]
+    relay = subprocess.Popen(
+        [*argv, "--no-access-log", "--log-level", "warning"], cwd=Path(__file__).parent, env=env
+    )
+    try:
+        while not port_open(port):
+            if relay.poll() is not None:
+                raise RuntimeError("bare_relay.py did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/", relay.pid
+    finally:
+        relay.terminate()
+        relay.wait()
+
+
+def cpu_pid(pid: int) -> dict[str, float]:
+    return {"bare relay": process_seconds(pid), "load generator": process_seconds(os.getpid())}
+
+
+def report(streams: int, load: Streams, spent: dict[str, float], floor: float) -> list[str]:
     chat = sum(us for name, us in spent.items() if name.split("-")[0] == "chat")
     traefik = spent["traefik"]
     gap_p50, gap_p99 = percentile(load.gaps, 50), percentile(load.gaps, 99)
     return [
         f"{streams} concurrent streams: {load.deltas} deltas measured; CPU us per delta: "
         + ", ".join(f"{name} {us:.0f}" for name, us in sorted(spent.items()) if us >= 1),
+        f"  a bare Python relay (bench/bare_relay.py, called directly, same load): {floor:.0f} us"
+        f" per delta, {floor / traefik:.2f}x Traefik's: the floor of a relay in Python here",
         _verdict(
             f"chat / Traefik CPU per delta, {streams} streams",
             chat / traefik,

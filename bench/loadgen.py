@@ -78,12 +78,13 @@ def cpu_seconds(stack: Stack) -> dict[str, float]:
     generator's own process included (as `load generator`)."""
     pids = {child.name: child.process.pid for child in stack.supervisor.children}
     pids["load generator"] = os.getpid()
-    ticks = os.sysconf("SC_CLK_TCK")
-    used = {}
-    for name, pid in pids.items():
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        used[name] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return used
+    return {name: process_seconds(pid) for name, pid in pids.items()}
+
+
+def process_seconds(pid: int) -> float:
+    """CPU time (user + system) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def client() -> httpx.AsyncClient:
