@@ -229,3 +229,25 @@ async def test_a_part_written_by_another_replica_is_followed_to_its_end(redis, r
                     if len(received) == len(HEADER) + 3000:
                         part.rename(part.with_suffix(""))
     assert received == HEADER + b"\x01\x00" * 1000 + b"\x02\x00" * 500
+
+
+async def test_shutdown_finishes_the_speech_whose_url_was_handed_out(redis, redis_url, tmp_path):
+    with tts_server(redis_url, tmp_path, chunk_delay_s=0.02) as (url, _):
+        async with client(url) as tts:
+            data = (await tts.post("/api/tts", json=PROGRESSIVE)).json()["data"]
+    # The replica stopped right after answering: it finished the audio first.
+    assert data["complete"] is False
+    final = stored(tmp_path, data["audio_url"])
+    assert final.exists() and len(pcm_of(final.read_bytes())) > 0
+    assert list(tmp_path.rglob("*.part")) == []
+    assert await redis.keys("tts:cache:*") != []
+
+
+async def test_shutdown_gives_up_what_is_not_finished_within_its_wait(redis, redis_url, tmp_path):
+    settings = {"tts_shutdown_wait_s": 0.0}
+    with tts_server(redis_url, tmp_path, settings, chunk_delay_s=CHUNK_DELAY_S) as (url, _):
+        async with client(url) as tts:
+            data = (await tts.post("/api/tts", json=PROGRESSIVE)).json()["data"]
+    assert data["complete"] is False
+    assert not stored(tmp_path, data["audio_url"]).exists()
+    assert list(tmp_path.rglob("*.part")) == []

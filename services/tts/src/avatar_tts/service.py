@@ -67,6 +67,7 @@ class SpeechService:
         self.gate = Gate(settings.tts_max_in_flight, settings.tts_queue_wait_s, TtsBusy)
         self.wait_s = settings.tts_timeout_s  # longest wait for another request's same speech
         self._finishing: set[asyncio.Task[None]] = set()  # speech answered early, still made
+        self.shutdown_wait_s = settings.tts_shutdown_wait_s
         self._sweeping: asyncio.Task[None] | None = None
 
     def voice_list(self) -> VoiceList:
@@ -152,7 +153,11 @@ class SpeechService:
         self._sweeping = asyncio.create_task(self._sweep_parts())
 
     async def close(self) -> None:
-        """At shutdown: speech still being made is given up (its part file removed)."""
+        """At shutdown: speech answered early (its URL handed out) is given the time to be
+        finished (`tts_shutdown_wait_s`); what is still being made then is given up (its part
+        file removed)."""
+        if self._finishing:
+            await asyncio.wait(set(self._finishing), timeout=self.shutdown_wait_s)
         tasks = [*self._finishing, *([self._sweeping] if self._sweeping else [])]
         for task in tasks:
             task.cancel()
