@@ -1,7 +1,7 @@
 """Speech with a cache: the same text in the same voice with the same settings is made once,
 across replicas (`store`), written to disk (`files`), and then served from there; the folder
 is kept within its limits by `retention`. Speech the engine streams can be answered as soon as
-its first audio is on disk (`speak_early`): its file is then served as it grows."""
+its stream has begun (`speak_early`): its file is then served as it grows."""
 
 import asyncio
 import logging
@@ -109,11 +109,12 @@ class SpeechService:
             return None
 
     async def speak_early(self, caller: Caller, job: Synthesis) -> SpeechFile | None:
-        """The answer as soon as the engine's stream has begun and its first bytes are on
-        disk, when this call is the one to make the speech: its audio_url then serves the
-        audio as it is written (`being_made`), and the rest is made, stored and cached in the
-        background. None when it is cached or being made (then use `speak`). A failure before
-        the first audio is the call's own error; a later one leaves no file and no cache."""
+        """The answer as soon as the engine's stream has begun and its first piece is on
+        disk (perhaps only a WAV's header), when this call is the one to make the speech: its
+        audio_url then serves the audio as it is written (`being_made`), and the rest is made,
+        stored and cached in the background. None when it is cached or being made (then use
+        `speak`). A failure before the first audio is the call's own error; a later one
+        leaves no file and no cache."""
         engine, key = self._engine_and_key(job)
         if await self.store.cached(key) is not None:
             return None
