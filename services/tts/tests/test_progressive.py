@@ -185,7 +185,7 @@ async def test_a_part_whose_writer_is_gone_is_a_404_and_is_swept(redis, redis_ur
         part = a_part(tmp_path, "dead-writer-0123456789", last_write_ago_s=30)
         async with client(url) as tts:
             dead = await tts.get("/mnt/user_assets/anonymous/audio/dead-writer-0123456789.wav")
-            for _ in range(100):  # swept by the running replica, not only at start
+            for _ in range(300):  # swept by the running replica (every 5.5 s), not at start
                 if not part.exists():
                     break
                 await asyncio.sleep(0.1)

@@ -36,6 +36,7 @@ from avatar_tts.voices import VoicesFile
 log = logging.getLogger("avatar.tts")
 
 WAIT_POLL_S = 0.05  # how often a request waiting for another's speech looks in the cache
+STALE_MARGIN_S = 5.0  # a part's writer is gone past tts_timeout_s and this without a write
 
 
 class SpeechService:
@@ -52,8 +53,10 @@ class SpeechService:
         self.default_engine = settings.tts_engine
         self.store = SpeechStore(redis, ttl_s=max(1, math.ceil(settings.assets_max_age_s)))
         # A live writer writes at least every tts_timeout_s (else the engine's read times
-        # out and it gives up): a part not written for longer is stale.
-        self.folder = AudioFolder(Path(settings.assets_dir), idle_s=settings.tts_timeout_s)
+        # out and it gives up; its part is made just before the engine is asked, whose
+        # connect may take STALE_MARGIN_S more): a part not written for longer is stale.
+        idle_s = settings.tts_timeout_s + STALE_MARGIN_S
+        self.folder = AudioFolder(Path(settings.assets_dir), idle_s=idle_s)
         self.retention = Retention(
             redis,
             Budget(redis, "audio", settings.redis_maxmemory_bytes),
