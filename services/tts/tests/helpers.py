@@ -21,11 +21,13 @@ def stored(tmp_path: Path, audio_url: str) -> Path:
     return tmp_path / audio_url.removeprefix("/mnt/user_assets/")
 
 
-def make_app(redis_url: str, assets: Path, tts_base_url: str) -> FastAPI:
-    """The tts app on that Redis, assets folder and speech server; callers are named by the
-    X-Test-User header (`tests.helpers.as_user`)."""
+def make_app(redis_url: str, assets: Path, tts_base_url: str, **settings: float) -> FastAPI:
+    """The tts app on that Redis, assets folder and speech server (and other `settings`);
+    callers are named by the X-Test-User header (`tests.helpers.as_user`)."""
     app = create_app(
-        TtsSettings(redis_url=redis_url, assets_dir=str(assets), tts_base_url=tts_base_url)
+        TtsSettings(
+            redis_url=redis_url, assets_dir=str(assets), tts_base_url=tts_base_url, **settings
+        )
     )
     app.dependency_overrides[current_identity] = identity_from_test_header
     return app

@@ -4,7 +4,9 @@ each on a port of their own), a real Redis and a real assets folder."""
 
 import asyncio
 import io
+import os
 import struct
+import time
 import wave
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -27,12 +29,16 @@ PROGRESSIVE = {"text": SLOW_TEXT, "streaming_mode": 2, "progressive": True}
 
 @contextmanager
 def tts_server(
-    redis_url: str, assets: Path, **emulator: float | int
+    redis_url: str, assets: Path, settings: dict[str, float] | None = None, **emulator: float | int
 ) -> Iterator[tuple[str, gpt_sovits.GptSovitsConfig]]:
+    """The tts app (with `settings`) and the GPT-SoVITS emulator (with `emulator`'s); the tts
+    app is shut down (its lifespan ended) when the block exits."""
     config = gpt_sovits.GptSovitsConfig(**emulator)  # type: ignore[arg-type]
     with (
         serve_in_thread(gpt_sovits.create_app(config)) as sovits,
-        serve_in_thread(make_app(redis_url, assets, sovits), lifespan="on") as url,
+        serve_in_thread(
+            make_app(redis_url, assets, sovits, **(settings or {})), lifespan="on"
+        ) as url,
     ):
         yield url, config
 
@@ -155,3 +161,93 @@ async def test_a_binary_answer_or_a_chosen_id_comes_as_before(redis, redis_url, 
         data = response.json()["data"]
         assert data["complete"] is True and data["file_id"] == extra["file_id"]
         assert data["file_size"] == stored(tmp_path, data["audio_url"]).stat().st_size
+
+
+# A part as a writer leaves it: an open-ended WAV header, then some audio.
+HEADER = b"RIFF\xff\xff\xff\xffWAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 32000, 64000, 2, 16)
+HEADER += b"data\xff\xff\xff\xff"
+
+
+def a_part(assets: Path, file_id: str, last_write_ago_s: float = 0.0) -> Path:
+    """`{file_id}.wav.part` of the default test user, as a writer (not this app) left it."""
+    part = assets / "anonymous" / "audio" / f"{file_id}.wav.part"
+    part.parent.mkdir(parents=True, exist_ok=True)
+    part.write_bytes(HEADER + b"\x01\x00" * 1000)
+    written = time.time() - last_write_ago_s
+    os.utime(part, (written, written))
+    return part
+
+
+async def test_a_part_whose_writer_is_gone_is_a_404_and_is_swept(redis, redis_url, tmp_path):
+    # A replica killed mid-synthesis: its part was last written longer ago than the idle
+    # limit (tts_timeout_s: its writer would have given up by then).
+    with tts_server(redis_url, tmp_path, {"tts_timeout_s": 0.5}) as (url, _):
+        part = a_part(tmp_path, "dead-writer-0123456789", last_write_ago_s=30)
+        async with client(url) as tts:
+            dead = await tts.get("/mnt/user_assets/anonymous/audio/dead-writer-0123456789.wav")
+            for _ in range(300):  # swept by the running replica (every 5.5 s), not at start
+                if not part.exists():
+                    break
+                await asyncio.sleep(0.1)
+    assert (dead.status_code, dead.json()["error"]["code"]) == (404, "not_found")
+    assert not part.exists()
+
+
+async def test_a_reader_gives_up_once_the_part_stops_growing(redis, redis_url, tmp_path):
+    # The idle limit is the default 60 s: the reader must not wait it out from its own start,
+    # only from the part's last write (here made long past while the reader follows it).
+    with tts_server(redis_url, tmp_path) as (url, _):
+        part = a_part(tmp_path, "stopped-writer-0123456789")
+        async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=10) as tts:
+            received = b""
+            with pytest.raises(httpx.RemoteProtocolError):  # broken off: seen incomplete
+                async with tts.stream(
+                    "GET", "/mnt/user_assets/anonymous/audio/stopped-writer-0123456789.wav"
+                ) as response:
+                    assert response.headers["cache-control"] == "no-store"
+                    async for chunk in response.aiter_bytes():
+                        received += chunk
+                        os.utime(part, (time.time() - 120, time.time() - 120))
+    assert received.startswith(HEADER)
+
+
+async def test_a_part_written_by_another_replica_is_followed_to_its_end(redis, redis_url, tmp_path):
+    # No write of this replica wakes the reader: it looks for more on its own, and ends when
+    # the part is renamed to its own name.
+    with tts_server(redis_url, tmp_path) as (url, _):
+        part = a_part(tmp_path, "other-replica-0123456789")
+        async with client(url) as tts:
+            received = b""
+            async with tts.stream(
+                "GET", "/mnt/user_assets/anonymous/audio/other-replica-0123456789.wav"
+            ) as response:
+                async for chunk in response.aiter_bytes():
+                    if not received:  # it has begun: more comes, then the whole file
+                        with part.open("ab") as out:
+                            out.write(b"\x02\x00" * 500)
+                    received += chunk
+                    if len(received) == len(HEADER) + 3000:
+                        part.rename(part.with_suffix(""))
+    assert received == HEADER + b"\x01\x00" * 1000 + b"\x02\x00" * 500
+
+
+async def test_shutdown_finishes_the_speech_whose_url_was_handed_out(redis, redis_url, tmp_path):
+    with tts_server(redis_url, tmp_path, chunk_delay_s=0.02) as (url, _):
+        async with client(url) as tts:
+            data = (await tts.post("/api/tts", json=PROGRESSIVE)).json()["data"]
+    # The replica stopped right after answering: it finished the audio first.
+    assert data["complete"] is False
+    final = stored(tmp_path, data["audio_url"])
+    assert final.exists() and len(pcm_of(final.read_bytes())) > 0
+    assert list(tmp_path.rglob("*.part")) == []
+    assert await redis.keys("tts:cache:*") != []
+
+
+async def test_shutdown_gives_up_what_is_not_finished_within_its_wait(redis, redis_url, tmp_path):
+    settings = {"tts_shutdown_wait_s": 0.0}
+    with tts_server(redis_url, tmp_path, settings, chunk_delay_s=CHUNK_DELAY_S) as (url, _):
+        async with client(url) as tts:
+            data = (await tts.post("/api/tts", json=PROGRESSIVE)).json()["data"]
+    assert data["complete"] is False
+    assert not stored(tmp_path, data["audio_url"]).exists()
+    assert list(tmp_path.rglob("*.part")) == []

@@ -22,7 +22,7 @@ def create_app(settings: TtsSettings | None = None) -> FastAPI:
     async def tts_state(base: BaseState) -> AsyncIterator[TtsState]:
         async with open_http_client(engine_timeout) as engine_http:
             speech = SpeechService(settings, base["redis"], engine_http, voices)
-            await speech.recover()
+            await speech.start()
             try:
                 yield TtsState(speech=speech)
             finally:

@@ -4,8 +4,10 @@
 A new file is written as `{file_id}.{ext}.part`, flushed chunk by chunk, and renamed to its
 own name when whole: a download of the own name finds the whole file, or the part while it is
 written (`follow` streams it as it grows: the speech plays while it is being made), or
-nothing. A second user gets the same content under their own path (a hard link), so no URL
-reveals another user.
+nothing. A part is judged by its own last write: one not written for the idle limit (its
+writer died, say a replica killed mid-synthesis) is stale: not served, and swept. A second
+user gets the same content under their own path (a hard link), so no URL reveals another
+user.
 """
 
 import asyncio
@@ -13,6 +15,7 @@ import os
 import re
 import secrets
 import time
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -27,7 +30,9 @@ SAFE_USER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SAFE_FILE = re.compile(r"^[A-Za-z0-9_-]{8,64}\.(wav|ogg|aac|raw)$")
 PART = ".part"  # the suffix of a file being written
 MAX_WAV_HEAD = 4096  # a WAV whose data chunk starts later is written as it comes
-FOLLOW_POLL_S = 0.02  # how often `follow` looks for more bytes
+# How often `follow` looks for more bytes when no write on this replica woke it (the writer
+# may be another replica on the shared volume).
+FOLLOW_POLL_S = 0.2
 READ_BYTES = 64 * 1024
 
 
@@ -50,12 +55,35 @@ class StoredAudio:
     size: int
 
 
+class Wakeups:
+    """Wakes this replica's readers of a part (`follow`) when its writer writes, finishes or
+    gives up. An event per part, kept only while a reader waits on it."""
+
+    def __init__(self) -> None:
+        self._events: weakref.WeakValueDictionary[Path, asyncio.Event] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def event(self, part: Path) -> asyncio.Event:
+        """Set by the part's next change: taken before looking, so none is missed."""
+        if (event := self._events.get(part)) is None:
+            event = self._events[part] = asyncio.Event()
+        return event
+
+    def changed(self, part: Path) -> None:
+        if (event := self._events.pop(part, None)) is not None:
+            event.set()
+
+
 class AudioWriter:
     """One new file being written, each chunk flushed for readers (`follow`); `stored` is set
     once it is whole. A WAV's header goes out open-ended, so what is there already plays."""
 
-    def __init__(self, out: BinaryIO, temp: Path, final: Path, media_type: str) -> None:
+    def __init__(
+        self, out: BinaryIO, temp: Path, final: Path, media_type: str, wakeups: Wakeups
+    ) -> None:
         self.out, self.temp, self.final, self.media_type = out, temp, final, media_type
+        self.wakeups = wakeups
         self.stored: StoredAudio | None = None
         self._head: bytes | None = b"" if media_type == "wav" else None  # until it is written
 
@@ -68,6 +96,7 @@ class AudioWriter:
             chunk, self._head = header or self._head, None
         self.out.write(chunk)
         self.out.flush()
+        self.wakeups.changed(self.temp)
 
     def close(self) -> None:
         if self._head:  # a stream too short for a whole header
@@ -76,8 +105,10 @@ class AudioWriter:
 
 
 class AudioFolder:
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path, idle_s: float) -> None:
+        """`idle_s`: a part not written for longer is stale (its writer is gone)."""
+        self.root, self.idle_s = root, idle_s
+        self.wakeups = Wakeups()
 
     def of(self, user_id: str) -> Path:
         return self.root / user_id / "audio"
@@ -93,12 +124,17 @@ class AudioFolder:
         return path if inside and path.is_file() else None
 
     def being_written(self, user_id: str, file_name: str) -> Path | None:
-        """The part of the user's file of that name while it is being written."""
+        """The part of the user's file of that name while it is being written: None when
+        there is none, or it is stale (its writer is gone: the file failed)."""
         if not (SAFE_USER.match(user_id) and SAFE_FILE.match(file_name)):
             return None
         part = (self.of(user_id) / (file_name + PART)).resolve()
-        inside = part.is_relative_to(self.of(user_id).resolve())
-        return part if inside and part.is_file() else None
+        if not part.is_relative_to(self.of(user_id).resolve()):
+            return None
+        try:
+            return None if is_stale(part.stat(), self.idle_s) else part
+        except FileNotFoundError:
+            return None
 
     @asynccontextmanager
     async def new_file(
@@ -110,7 +146,8 @@ class AudioFolder:
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
         final = folder / f"{file_id or new_file_id()}.{media_type}"
         temp = final.with_name(final.name + PART)
-        writer = AudioWriter(await asyncio.to_thread(temp.open, "xb"), temp, final, media_type)
+        out = await asyncio.to_thread(temp.open, "xb")
+        writer = AudioWriter(out, temp, final, media_type, self.wakeups)
         try:
             try:
                 yield writer
@@ -120,6 +157,8 @@ class AudioFolder:
         except BaseException:
             await asyncio.to_thread(writer.temp.unlink, missing_ok=True)
             raise
+        finally:
+            self.wakeups.changed(temp)  # whole or given up: its readers look
 
     def audio_files(self) -> list[DiskFile]:
         """Every audio file on disk (for rebuilding the retention index when Redis lost it)."""
@@ -132,16 +171,49 @@ class AudioFolder:
                     found.append(DiskFile(path, owner, stat.st_size, stat.st_mtime, inode_of(stat)))
         return found
 
-    def remove_stale_parts(self, older_than_s: float) -> int:
-        """Half-written files left by a process that died mid-synthesis. Younger ones may be
-        another replica's work in progress."""
-        removed, cutoff = 0, time.time() - older_than_s
+    def remove_stale_parts(self) -> int:
+        """Half-written files left by a process that died mid-synthesis: not written for the
+        idle limit. Fresher ones are work in progress (this replica's or another's)."""
+        removed = 0
         for path in self.root.glob("*/audio/*.part"):
             with suppress(FileNotFoundError):  # another replica finished it meanwhile
-                if path.stat().st_mtime < cutoff:
+                if is_stale(path.stat(), self.idle_s):
                     path.unlink(missing_ok=True)
                     removed += 1
         return removed
+
+    async def follow(self, part: Path) -> AsyncGenerator[bytes, None] | None:
+        """The bytes of a file being written (`part`), as they are written, until it is
+        whole (renamed to its own name): None when there is no such part any more. A writer
+        that gives up (the part removed, no whole file) or whose part has not been written
+        for the idle limit breaks the stream off with TtsError, so that the reader's copy is
+        seen to be incomplete."""
+        try:
+            source = await asyncio.to_thread(part.open, "rb")
+        except FileNotFoundError:  # whole, or given up, since it was looked for
+            return None
+        return self._follow(source, part)
+
+    async def _follow(self, source: BinaryIO, part: Path) -> AsyncGenerator[bytes, None]:
+        final = part.with_name(part.name.removesuffix(PART))
+        with source:  # the file, whatever its name: a rename does not change what it reads
+            while True:
+                changed = self.wakeups.event(part)  # before reading: no write is missed
+                if chunk := await asyncio.to_thread(source.read, READ_BYTES):
+                    yield chunk
+                    continue
+                state = await asyncio.to_thread(_part_state, part, final, self.idle_s)
+                if state == "growing":  # woken by this replica's writer, else a poll
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), FOLLOW_POLL_S)
+                    continue
+                if state == "stale":
+                    raise TtsError("The audio being made stopped growing.")
+                if state == "failed":
+                    raise TtsError("The speech server failed while this audio was being made.")
+                while chunk := await asyncio.to_thread(source.read, READ_BYTES):
+                    yield chunk  # whole: what is left, then the end
+                return
 
     def taken(self, user_id: str, file_id: str) -> bool:
         return any(self.of(user_id).glob(f"{file_id}.*"))
@@ -159,38 +231,17 @@ def inode_of(stat: os.stat_result) -> str:
     return f"{stat.st_ino}-{stat.st_mtime_ns}"
 
 
-async def follow(part: Path, idle_s: float) -> AsyncGenerator[bytes, None] | None:
-    """The bytes of a file being written (`part`), as they are written, until it is whole
-    (renamed to its own name): None when there is no such part any more. A writer that gives
-    up (the part removed, no whole file) or writes nothing for `idle_s` breaks the stream
-    off with TtsError, so that the reader's copy is seen to be incomplete."""
+def is_stale(part: os.stat_result, idle_s: float) -> bool:
+    """A part not written for longer than `idle_s`: its writer is gone (a live one writes
+    at least that often, or gives up: the engine's read timeout)."""
+    return time.time() - part.st_mtime > idle_s
+
+
+def _part_state(part: Path, final: Path, idle_s: float) -> str:
     try:
-        source = await asyncio.to_thread(part.open, "rb")
-    except FileNotFoundError:  # whole, or given up, since it was looked for
-        return None
-    return _follow(source, part, part.with_name(part.name.removesuffix(PART)), idle_s)
-
-
-async def _follow(
-    source: BinaryIO, part: Path, final: Path, idle_s: float
-) -> AsyncGenerator[bytes, None]:
-    with source:  # the file, whatever its name: a rename does not change what it reads
-        quiet_since = time.monotonic()
-        while True:
-            if chunk := await asyncio.to_thread(source.read, READ_BYTES):
-                yield chunk
-                quiet_since = time.monotonic()
-                continue
-            if await asyncio.to_thread(part.exists):  # still being written
-                if time.monotonic() - quiet_since > idle_s:
-                    raise TtsError("The audio being made stopped growing.")
-                await asyncio.sleep(FOLLOW_POLL_S)
-                continue
-            if not await asyncio.to_thread(final.exists):
-                raise TtsError("The speech server failed while this audio was being made.")
-            while chunk := await asyncio.to_thread(source.read, READ_BYTES):
-                yield chunk  # whole: what is left, then the end
-            return
+        return "stale" if is_stale(part.stat(), idle_s) else "growing"
+    except FileNotFoundError:
+        return "whole" if final.exists() else "failed"
 
 
 def audio_url(user_id: str, path: Path) -> str:

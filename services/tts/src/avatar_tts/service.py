@@ -1,7 +1,7 @@
 """Speech with a cache: the same text in the same voice with the same settings is made once,
 across replicas (`store`), written to disk (`files`), and then served from there; the folder
 is kept within its limits by `retention`. Speech the engine streams can be answered as soon as
-its first audio is on disk (`speak_early`): its file is then served as it grows."""
+its stream has begun (`speak_early`): its file is then served as it grows."""
 
 import asyncio
 import logging
@@ -25,17 +25,18 @@ from avatar_shared.streaming import primed
 from avatar_shared.timestamps import utc_now
 from avatar_tts.engines import SpeechEngine, Synthesis, make_engines
 from avatar_tts.errors import AudioNotFound, FileIdTaken, TtsBusy, TtsTimeout, VoiceNotFound
-from avatar_tts.files import AudioFolder, StoredAudio, audio_url, follow, new_file_id
+from avatar_tts.files import AudioFolder, StoredAudio, audio_url, new_file_id
 from avatar_tts.metrics import TTS_CACHE
 from avatar_tts.retention import Retention, holder_of
 from avatar_tts.schemas import SpeechFile, TtsRequest, VoiceList
 from avatar_tts.settings import TtsSettings
-from avatar_tts.store import LOCK_S, SpeechStore, cache_key
+from avatar_tts.store import SpeechStore, cache_key
 from avatar_tts.voices import VoicesFile
 
 log = logging.getLogger("avatar.tts")
 
 WAIT_POLL_S = 0.05  # how often a request waiting for another's speech looks in the cache
+STALE_MARGIN_S = 5.0  # a part's writer is gone past tts_timeout_s and this without a write
 
 
 class SpeechService:
@@ -51,7 +52,11 @@ class SpeechService:
         self.engines = make_engines(settings, engine_http)
         self.default_engine = settings.tts_engine
         self.store = SpeechStore(redis, ttl_s=max(1, math.ceil(settings.assets_max_age_s)))
-        self.folder = AudioFolder(Path(settings.assets_dir))
+        # A live writer writes at least every tts_timeout_s (else the engine's read times
+        # out and it gives up; its part is made just before the engine is asked, whose
+        # connect may take STALE_MARGIN_S more): a part not written for longer is stale.
+        idle_s = settings.tts_timeout_s + STALE_MARGIN_S
+        self.folder = AudioFolder(Path(settings.assets_dir), idle_s=idle_s)
         self.retention = Retention(
             redis,
             Budget(redis, "audio", settings.redis_maxmemory_bytes),
@@ -65,6 +70,8 @@ class SpeechService:
         self.gate = Gate(settings.tts_max_in_flight, settings.tts_queue_wait_s, TtsBusy)
         self.wait_s = settings.tts_timeout_s  # longest wait for another request's same speech
         self._finishing: set[asyncio.Task[None]] = set()  # speech answered early, still made
+        self.shutdown_wait_s = settings.tts_shutdown_wait_s
+        self._sweeping: asyncio.Task[None] | None = None
 
     def voice_list(self) -> VoiceList:
         return self.voices.get().public()
@@ -105,11 +112,12 @@ class SpeechService:
             return None
 
     async def speak_early(self, caller: Caller, job: Synthesis) -> SpeechFile | None:
-        """The answer as soon as the engine's stream has begun and its first bytes are on
-        disk, when this call is the one to make the speech: its audio_url then serves the
-        audio as it is written (`being_made`), and the rest is made, stored and cached in the
-        background. None when it is cached or being made (then use `speak`). A failure before
-        the first audio is the call's own error; a later one leaves no file and no cache."""
+        """The answer as soon as the engine's stream has begun and its first piece is on
+        disk (perhaps only a WAV's header), when this call is the one to make the speech: its
+        audio_url then serves the audio as it is written (`being_made`), and the rest is made,
+        stored and cached in the background. None when it is cached or being made (then use
+        `speak`). A failure before the first audio is the call's own error; a later one
+        leaves no file and no cache."""
         engine, key = self._engine_and_key(job)
         if await self.store.cached(key) is not None:
             return None
@@ -140,13 +148,33 @@ class SpeechService:
         `files.follow`); None when there is none (then it is whole, or there is no such
         file)."""
         part = await asyncio.to_thread(self.folder.being_written, user_id, file_name)
-        return None if part is None else await follow(part, self.wait_s)
+        return None if part is None else await self.folder.follow(part)
+
+    async def start(self) -> None:
+        """At start: `recover`, then stale parts swept every idle limit (on every replica:
+        the one whose writer died may never come back)."""
+        await self.recover()
+        self._sweeping = asyncio.create_task(self._sweep_parts())
 
     async def close(self) -> None:
-        """At shutdown: speech still being made is given up (its part file removed)."""
-        for task in list(self._finishing):
+        """At shutdown: speech answered early (its URL handed out) is given the time to be
+        finished (`tts_shutdown_wait_s`); what is still being made then is given up (its part
+        file removed)."""
+        if self._finishing:
+            await asyncio.wait(set(self._finishing), timeout=self.shutdown_wait_s)
+        tasks = [*self._finishing, *([self._sweeping] if self._sweeping else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._finishing, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _sweep_parts(self) -> None:
+        while True:
+            await asyncio.sleep(self.folder.idle_s)
+            try:
+                if removed := await asyncio.to_thread(self.folder.remove_stale_parts):
+                    log.info("%d stale partial files removed", removed)
+            except OSError as exc:  # the volume, for a moment: the next sweep tries again
+                log.warning("stale partial files not swept: %r", exc)
 
     async def _finish_early(self, audio: AsyncGenerator[bytes, None], file_id: str) -> None:
         try:
@@ -185,10 +213,10 @@ class SpeechService:
         return path
 
     async def recover(self) -> None:
-        """At start: half-written files of a process that died are removed, and the
-        retention index is rebuilt from the folder if Redis lost it. Best effort: a Redis
+        """At start: half-written files of a process that died (stale parts) are removed, and
+        the retention index is rebuilt from the folder if Redis lost it. Best effort: a Redis
         that is down now does not stop the service from starting."""
-        removed = await asyncio.to_thread(self.folder.remove_stale_parts, LOCK_S)
+        removed = await asyncio.to_thread(self.folder.remove_stale_parts)
         restored = 0
         try:
             if await self.retention.lost():

@@ -31,6 +31,10 @@ class TtsSettings(ServiceSettings):
 
     tts_timeout_s: float = Field(60.0, gt=0)
     """Longest wait for the speech server's next bytes."""
+    tts_shutdown_wait_s: float = Field(20.0, ge=0)
+    """At shutdown, longest wait for speech answered early (its URL handed out) to be
+    finished before it is given up; keep it well inside the termination grace period
+    (Kubernetes: 30 s by default)."""
     tts_rate_per_min: int = Field(120, gt=0)
     """Speech requests one user (or anonymous id) may make a minute (chat's spoken
     sentences included), else 429 rate_limited."""
