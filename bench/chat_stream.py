@@ -69,11 +69,11 @@ class Streams:
 
     async def run(self, seconds: float) -> None:
         deadline = time.perf_counter() + seconds
-        await asyncio.gather(*(self._one(raw, deadline) for raw in self.clients))
+        await asyncio.gather(*(self._one(raw, n, deadline) for n, raw in enumerate(self.clients)))
 
-    async def _one(self, raw: RawClient, deadline: float) -> None:
+    async def _one(self, raw: RawClient, n: int, deadline: float) -> None:
         # Staggered starts: streams that begin together would keep their deltas in step.
-        await asyncio.sleep(PACE_S * (self.clients.index(raw) % 16) / 16)
+        await asyncio.sleep(PACE_S * (n % 16) / 16)
         try:
             while time.perf_counter() < deadline:
                 status, marked = await raw.send_streamed(DELTA)

@@ -37,10 +37,12 @@ class TtsClient:
         voice_id: str | None,
         streaming_mode: int,
         file_id: str | None = None,
+        progressive: bool = False,
     ) -> str:
         """The audio_url of `text` spoken in `voice_id` (the default voice when None), stored
         as the caller's (tts checks the forwarded credentials again); `PeerError` when tts
-        cannot."""
+        cannot. `progressive` (with streaming_mode > 0): the URL once the speech has begun,
+        serving the audio as it is made (its duration and size not known yet)."""
         body: dict[str, object] = {
             "text": text[:MAX_SPEECH_CHARS],  # a longer reply is cut to what tts takes
             "streaming_mode": streaming_mode,
@@ -49,6 +51,8 @@ class TtsClient:
             body["voice_id"] = voice_id
         if file_id:
             body["file_id"] = file_id
+        if progressive:
+            body["progressive"] = True
         data = await self.peer.post("/api/tts", body, headers=caller.forward_headers)
         url = data.get("audio_url") if isinstance(data, dict) else None
         if not isinstance(url, str):

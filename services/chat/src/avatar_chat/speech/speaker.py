@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 from avatar_chat.peers.tts import TtsClient, failure_text
 from avatar_chat.speech.sentences import SentenceSplitter
 from avatar_shared.identity import Identity
-from avatar_shared.peers import PeerError, PeerUnavailable
-from avatar_shared.speech import MAX_SPEECH_CHARS
+from avatar_shared.peers import PeerError
 
 
 class SentenceSpeaker:
@@ -69,29 +68,11 @@ class SentenceSpeaker:
     async def _speak(self, sentence: str, early: bool) -> tuple[str | None, str | None]:
         async with self.slots:
             try:
-                if early:
-                    return await self._speak_early(sentence), None
                 return await self.tts.speak(
-                    self.caller, sentence, self.voice_id, self.streaming_mode
+                    self.caller, sentence, self.voice_id, self.streaming_mode, progressive=early
                 ), None
             except PeerError as exc:
                 return None, failure_text(exc)
-
-    async def _speak_early(self, sentence: str) -> str:
-        """`TtsClient.speak` with tts's `progressive` answer: the audio_url once the speech
-        has begun (the file is served as it grows; its duration and size are not known yet)."""
-        body: dict[str, object] = {
-            "text": sentence[:MAX_SPEECH_CHARS],
-            "streaming_mode": self.streaming_mode,
-            "progressive": True,
-        }
-        if self.voice_id:
-            body["voice_id"] = self.voice_id
-        data = await self.tts.peer.post("/api/tts", body, headers=self.caller.forward_headers)
-        url = data.get("audio_url") if isinstance(data, dict) else None
-        if not isinstance(url, str):
-            raise PeerUnavailable("tts", "sent a malformed answer")
-        return url
 
     def _event(self, outcome: tuple[str | None, str | None]) -> dict[str, object]:
         url, error = outcome
