@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from avatar_characters.owned import RENEW_EVERY_S
 from avatar_shared.identity import AnonymousIds
+from avatar_shared.owned import RENEW_EVERY_S
 from tests.helpers import as_user, returning_visitor
 
 from .helpers import characters_app, persona

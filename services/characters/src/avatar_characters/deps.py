@@ -5,10 +5,10 @@ from typing import Annotated, TypedDict
 from fastapi import Depends, Request
 
 from avatar_characters.listing import ListQuery, list_query
-from avatar_characters.owned import Owner
 from avatar_characters.personas.service import PersonaService
 from avatar_characters.service import CharacterService
 from avatar_characters.store import PageKey
+from avatar_shared.owned import Owner
 from avatar_shared.pages import INDEX, TIME_AND_ID
 from avatar_shared.rate import CallerDep
 from avatar_shared.state import lifespan_state

@@ -12,7 +12,6 @@ from redis.asyncio import Redis
 from avatar_characters.cards import V2, V3, book_digest, export_card, import_card, read_card
 from avatar_characters.errors import CharacterNotFound, LorebookTestsBusy, PresetReadOnly
 from avatar_characters.listing import ListQuery, stored_page
-from avatar_characters.owned import Owner
 from avatar_characters.peers.tts import VoiceDirectory
 from avatar_characters.png import PNG_SIGNATURE, placeholder_png, png_with_cards
 from avatar_characters.presets import PresetCatalog
@@ -35,6 +34,7 @@ from avatar_shared.errors import ValidationFailed, describe_errors
 from avatar_shared.gate import Gate
 from avatar_shared.lorebook import Activation, Lorebook, activate
 from avatar_shared.macros import Macros
+from avatar_shared.owned import Owner
 from avatar_shared.rate import RateLimit
 from avatar_shared.token_estimate import default_tokens
 

@@ -1,4 +1,4 @@
-"""User-made characters in Redis, owned by the characters service: owned records (owned.py)
+"""User-made characters in Redis, owned by the characters service: owned records (avatar_shared.owned)
 under the `characters` namespace, with their count and byte quotas.
 
 Keys:
@@ -8,7 +8,7 @@ Keys:
 - `characters:owner:{user_id}`: the user's character ids scored by creation time (Unix
   seconds), so a listing is pages of this set, newest first;
 - `characters:bytes:{user_id}`: the bytes the user's characters and cards take;
-- and, for anonymous users, the keys of owned.py that count them per client address and
+- and, for anonymous users, the keys of avatar_shared.owned that count them per client address and
   renew what they keep.
 """
 
@@ -16,11 +16,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from avatar_characters.errors import CharacterNotFound, NotYourCharacter
-from avatar_characters.owned import Kind, OwnedRecords, Owner, Quota, Quotas
-from avatar_characters.owned import PageKey as PageKey  # re-exported: listing, deps
+from avatar_characters.errors import CharacterNotFound, NotYourCharacter, QuotaExceeded
 from avatar_characters.settings import CharactersSettings
 from avatar_shared.budget import Budget
+from avatar_shared.owned import Kind, OwnedRecords, Owner, Quota, Quotas
+from avatar_shared.owned import PageKey as PageKey  # re-exported: listing, deps
 
 USER_ID_PREFIX = "usr_"  # presets may not use it, so the two kinds of id never collide
 
@@ -47,6 +47,7 @@ class CharacterStore(OwnedRecords):
                 settings.max_characters_per_address, settings.max_character_bytes_per_address
             ),
             noun="characters",
+            error=QuotaExceeded,
         )
         budget = Budget(redis, "characters", settings.redis_maxmemory_bytes)
         super().__init__(redis, CHARACTERS, quotas, budget, settings.anon_data_ttl_s)

@@ -2,11 +2,11 @@
 
 from redis.asyncio import Redis
 
-from avatar_characters.owned import Owner, PageKey
 from avatar_characters.personas.schemas import Persona, PersonaFields, PersonaPage
 from avatar_characters.personas.store import PersonaStore
 from avatar_characters.settings import CharactersSettings
 from avatar_shared.adoption import KindMoved
+from avatar_shared.owned import Owner, PageKey
 from avatar_shared.pages import TIME_AND_ID
 
 

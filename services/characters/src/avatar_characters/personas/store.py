@@ -1,4 +1,4 @@
-"""User personas in Redis: owned records (../owned.py, the same piece and quotas user
+"""User personas in Redis: owned records (avatar_shared.owned, the same piece and quotas user
 characters are kept with) under the `personas` namespace, and each user's default.
 
 Keys:
@@ -6,7 +6,7 @@ Keys:
 - `personas:owner:{user_id}`: the user's persona ids scored by creation time, newest first;
 - `personas:bytes:{user_id}`: the bytes the user's personas take;
 - `personas:default:{user_id}`: the id of the user's default persona, if they chose one;
-- and, for anonymous users, the keys of ../owned.py that count them per client address and
+- and, for anonymous users, the keys of avatar_shared.owned that count them per client address and
   renew what they keep (the default key expires with their personas).
 
 A persona's `is_default` is read from that one key, never stored in the persona: making one
@@ -23,12 +23,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from avatar_characters.owned import Kind, OwnedRecords, Owner, PageKey, Quota, Quotas
 from avatar_characters.personas.errors import PersonaNotFound, PersonaQuotaExceeded
 from avatar_characters.personas.schemas import ID_PREFIX
 from avatar_characters.settings import CharactersSettings
 from avatar_shared.adoption import KindMoved
 from avatar_shared.budget import Budget
+from avatar_shared.owned import Kind, OwnedRecords, Owner, PageKey, Quota, Quotas
 from avatar_shared.pages import Page
 
 # KEYS: the persona's item, the owner's default. ARGV: its id. Only while it exists, and

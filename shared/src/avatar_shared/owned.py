@@ -1,7 +1,8 @@
 """Records a user owns in Redis, under count and byte quotas: the one piece user characters
-(store.py) and user personas (personas/store.py) are both kept with.
+and user personas (the characters service) and long-term memories (the chat service) are
+all kept with.
 
-Keys, under a namespace `ns` (`characters`, `personas`):
+Keys, under a namespace `ns` (`characters`, `personas`, `memories`):
 - `{ns}:item:{id}`: a record as JSON;
 - `{ns}:{attachment}:{id}`: a large companion of the record kept apart, read only when asked
   for (characters: the raw card an import came from; personas have none);
@@ -45,7 +46,6 @@ from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
 from redis.typing import EncodableT
 
-from avatar_characters.errors import QuotaExceeded
 from avatar_shared.adoption import KindMoved
 from avatar_shared.budget import BUDGET_FUNCTIONS, Budget
 from avatar_shared.errors import AppError, ValidationFailed
@@ -317,12 +317,12 @@ class Quotas:
     anonymous: Quota
     address: Quota
     noun: str
-    error: type[QuotaExceeded] = QuotaExceeded
+    error: type[AppError]  # 409 quota_exceeded, in the kind's words
 
     def of(self, owner: Owner) -> Quota:
         return self.signed_in if owner.address is None else self.anonymous
 
-    def exceeded(self, which: str, owner: Owner) -> QuotaExceeded:
+    def exceeded(self, which: str, owner: Owner) -> AppError:
         """The error of the quota `which` (a script's answer) for `owner`."""
         noun, together = self.noun, "the most they may; sign in to keep more, or delete one first."
         if which == "address_count":
