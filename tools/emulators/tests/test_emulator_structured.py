@@ -192,6 +192,7 @@ def test_make_reply_builds_json_around_the_ordinary_reply() -> None:
         {"type": "array", "maxItems": -1},
         {"$ref": "#/$defs/Missing"},
         {"$ref": "https://example.com/schema.json"},
+        {"$ref": ["#"]},
     ],
 )
 def test_malformed_schemas_are_refused(schema: Any) -> None:

@@ -108,10 +108,11 @@ def _check(schema: Any, root: Any, seen_refs: set[str], depth: int) -> None:
     kinds = kinds if isinstance(kinds, list) else [kinds]
     if not kinds or any(kind not in TYPES for kind in kinds):
         raise SchemaError(f"unknown type {schema.get('type')!r}")
-    for ref in [schema["$ref"]] if "$ref" in schema else []:
-        if ref not in seen_refs:  # a recursive schema refers to itself: check it once
-            seen_refs.add(ref)
-            _check(_pointer(root, ref), root, seen_refs, depth + 1)
+    if "$ref" in schema:
+        target = _pointer(root, schema["$ref"])  # refuses what is not a local reference
+        if schema["$ref"] not in seen_refs:  # a recursive schema: check each target once
+            seen_refs.add(schema["$ref"])
+            _check(target, root, seen_refs, depth + 1)
     for sub in _subschemas(schema):
         _check(sub, root, seen_refs, depth + 1)
     required = schema.get("required", [])
