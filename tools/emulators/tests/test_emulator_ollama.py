@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 
 from avatar_emulators.ollama import OllamaConfig, create_app
@@ -241,3 +242,124 @@ async def test_badly_typed_sampling_options_are_400(url: str, options: dict[str,
 
     assert response.status_code == 400
     assert "error" in response.json()
+
+
+# Structured outputs: `format` is "json" or a JSON schema; the items are scripted by the prompt.
+FACTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "summary": {"type": "string"},
+        "facts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "text": {"type": "string"},
+                    "importance": {"type": "integer"},
+                    "private": {"type": "boolean"},
+                },
+                "required": ["text", "importance"],
+            },
+        },
+    },
+    "required": ["summary", "facts"],
+}
+FACTS_PROMPT = (
+    "Extract the new facts. [[text=Mira flies a red shuttle; importance=3]] "
+    "[[text=Mira hates rain; private=true]] [[text=Mira flies a red shuttle; importance=3]]"
+)
+
+
+async def post_chat(url: str, body: dict[str, Any]) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=url) as client:
+        return await client.post("/api/chat", json=body)
+
+
+async def test_a_schema_format_answers_json_that_validates(
+    url: str, app_and_url: tuple[Any, str]
+) -> None:
+    response = await post_chat(url, chat_body(FACTS_PROMPT, stream=False, format=FACTS_SCHEMA))
+    plain = await post_chat(url, chat_body(FACTS_PROMPT, stream=False))
+
+    data = response.json()
+    content = json.loads(data["message"]["content"])
+    jsonschema.validate(content, FACTS_SCHEMA)
+    assert content["facts"] == [
+        {"text": "Mira flies a red shuttle", "importance": 3, "private": False},
+        {"text": "Mira hates rain", "importance": 0, "private": True},
+    ]
+    assert content["summary"] == plain.json()["message"]["content"]
+    assert data["done_reason"] == "stop"
+    assert data["eval_count"] == count_tokens(data["message"]["content"])
+    with_format, without = app_and_url[0].state.recorder.prompts
+    assert with_format.format == FACTS_SCHEMA and without.format is None
+
+
+async def test_a_structured_reply_streams_like_any_reply(url: str) -> None:
+    _, lines = await stream_lines(url, chat_body(FACTS_PROMPT, format=FACTS_SCHEMA))
+    whole = await post_chat(url, chat_body(FACTS_PROMPT, stream=False, format=FACTS_SCHEMA))
+
+    chunks, final = lines[:-1], lines[-1]
+    streamed = "".join(c["message"]["content"] for c in chunks)
+    assert len(chunks) > 10
+    assert streamed == whole.json()["message"]["content"]
+    jsonschema.validate(json.loads(streamed), FACTS_SCHEMA)
+    assert final["done"] is True and final["done_reason"] == "stop"
+    assert final["eval_count"] == len(chunks) == count_tokens(streamed)
+
+
+async def test_num_predict_cuts_a_structured_reply_into_invalid_json(url: str) -> None:
+    options = {"num_predict": 8}
+    body = chat_body(FACTS_PROMPT, stream=False, format=FACTS_SCHEMA, options=options)
+    data = (await post_chat(url, body)).json()
+    _, lines = await stream_lines(url, {**body, "stream": True})
+
+    content = data["message"]["content"]
+    assert data["done_reason"] == lines[-1]["done_reason"] == "length"
+    assert data["eval_count"] == count_tokens(content) == 8
+    assert content.startswith('{"summary": "This reply')
+    assert "".join(line["message"]["content"] for line in lines) == content
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(content)  # a model that ran out of tokens: truncated JSON
+
+
+async def test_json_format_answers_the_reply_and_items_as_an_object(url: str) -> None:
+    json_mode = await post_chat(url, chat_body(FACTS_PROMPT, stream=False, format="json"))
+    plain = await post_chat(url, chat_body(FACTS_PROMPT, stream=False))
+
+    assert json.loads(json_mode.json()["message"]["content"]) == {
+        "content": plain.json()["message"]["content"],
+        "items": [
+            {"text": "Mira flies a red shuttle", "importance": "3"},
+            {"text": "Mira hates rain", "private": "true"},
+        ],
+    }
+
+
+@pytest.mark.parametrize("unset", [None, ""])
+async def test_null_and_empty_format_mean_no_format(url: str, unset: Any) -> None:
+    with_unset = await post_chat(url, chat_body("Hello", stream=False, format=unset))
+    plain = await post_chat(url, chat_body("Hello", stream=False))
+
+    assert with_unset.json()["message"]["content"] == plain.json()["message"]["content"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("yaml", 'invalid format: "\\"yaml\\""; expected "json" or a valid JSON Schema object'),
+        ([1, 2], 'invalid format: "[1,2]"; expected "json" or a valid JSON Schema object'),
+        ({"type": "objekt"}, "invalid JSON schema in format"),
+    ],
+)
+async def test_an_invalid_format_is_a_500_before_any_token(
+    url: str, value: Any, error: str, stream: bool
+) -> None:
+    # Ollama's runner refuses the format before generating (llm/server.go), and streamResponse
+    # sends an error that comes before any content with its status (500), as JSON.
+    response = await post_chat(url, chat_body("Hello", stream=stream, format=value))
+
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == {"error": error}

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 
 from avatar_emulators.openai_compat import OpenAICompatConfig, create_app
@@ -240,3 +241,151 @@ async def test_sampling_fields_vllm_refuses_are_400(url: str, field: dict[str, A
 
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "BadRequestError"
+
+
+# Structured outputs: response_format json_schema / json_object; items scripted by the prompt.
+FACTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "summary": {"type": "string"},
+        "facts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "text": {"type": "string"},
+                    "confidence": {"type": "number"},
+                    "topic": {"type": "string", "enum": ["household", "guests"]},
+                },
+                "required": ["text", "confidence", "topic"],
+            },
+        },
+    },
+    "required": ["summary", "facts"],
+}
+SCHEMA_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {"name": "facts", "schema": FACTS_SCHEMA, "strict": True},
+}
+FACT_MESSAGES = [
+    MESSAGES[0],
+    {
+        "role": "user",
+        "content": "The teapot [[text=teapot is in the pantry; confidence=0.9]] "
+        "[[text=guests at eight; topic=guests; confidence=1]]",
+    },
+]
+
+
+async def complete(body: dict[str, Any]) -> httpx.Response:
+    app = create_app(OpenAICompatConfig())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://e") as client:
+        return await client.post("/v1/chat/completions", json={"model": MODEL, **body})
+
+
+async def test_a_json_schema_answers_json_that_validates() -> None:
+    app = create_app(OpenAICompatConfig())
+    transport = httpx.ASGITransport(app=app)
+    body = {"model": MODEL, "messages": FACT_MESSAGES}
+    async with httpx.AsyncClient(transport=transport, base_url="http://e") as client:
+        structured = await client.post(
+            "/v1/chat/completions", json={**body, "response_format": SCHEMA_FORMAT}
+        )
+        plain = await client.post("/v1/chat/completions", json=body)
+
+    data = structured.json()
+    content = json.loads(data["choices"][0]["message"]["content"])
+    jsonschema.validate(content, FACTS_SCHEMA)
+    assert content["facts"] == [
+        {"text": "teapot is in the pantry", "confidence": 0.9, "topic": "household"},
+        {"text": "guests at eight", "confidence": 1, "topic": "guests"},
+    ]
+    assert content["summary"] == plain.json()["choices"][0]["message"]["content"]
+    assert data["choices"][0]["finish_reason"] == "stop"
+    text = data["choices"][0]["message"]["content"]
+    assert data["usage"]["completion_tokens"] == count_tokens(text)
+    with_format, without = app.state.recorder.prompts
+    assert with_format.format == SCHEMA_FORMAT and without.format is None
+
+
+async def test_a_structured_reply_streams_with_usage(url: str) -> None:
+    body = {"model": MODEL, "messages": FACT_MESSAGES, "response_format": SCHEMA_FORMAT}
+    events = await sse_events(
+        url, {**body, "stream": True, "stream_options": {"include_usage": True}}
+    )
+    async with httpx.AsyncClient(base_url=url, headers=AUTH) as client:
+        whole = (await client.post("/v1/chat/completions", json=body)).json()
+
+    assert events[-1] == "[DONE]"
+    chunks, usage = events[:-2], events[-2]["usage"]
+    deltas = [c["choices"][0]["delta"].get("content", "") for c in chunks]
+    streamed = "".join(deltas)
+    assert streamed == whole["choices"][0]["message"]["content"]
+    jsonschema.validate(json.loads(streamed), FACTS_SCHEMA)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert usage["completion_tokens"] == len([d for d in deltas if d]) == count_tokens(streamed)
+
+
+async def test_max_tokens_cuts_a_structured_reply_into_invalid_json() -> None:
+    body = {"messages": FACT_MESSAGES, "response_format": SCHEMA_FORMAT, "max_tokens": 6}
+    data = (await complete(body)).json()
+
+    content = data["choices"][0]["message"]["content"]
+    assert data["choices"][0]["finish_reason"] == "length"
+    assert data["usage"]["completion_tokens"] == count_tokens(content) == 6
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(content)  # a model that ran out of tokens: truncated JSON
+
+
+async def test_json_object_and_text_formats() -> None:
+    json_mode = await complete(
+        {"messages": FACT_MESSAGES, "response_format": {"type": "json_object"}}
+    )
+    text_mode = await complete({"messages": FACT_MESSAGES, "response_format": {"type": "text"}})
+    plain = await complete({"messages": FACT_MESSAGES})
+    # OpenAI's reference makes json_schema.schema optional: without it, any JSON object.
+    no_schema = await complete(
+        {
+            "messages": FACT_MESSAGES,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x"}},
+        }
+    )
+
+    reply = plain.json()["choices"][0]["message"]["content"]
+    assert text_mode.json()["choices"][0]["message"]["content"] == reply
+    expected = {
+        "content": reply,
+        "items": [
+            {"text": "teapot is in the pantry", "confidence": "0.9"},
+            {"text": "guests at eight", "topic": "guests", "confidence": "1"},
+        ],
+    }
+    for response in (json_mode, no_schema):
+        assert json.loads(response.json()["choices"][0]["message"]["content"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("response_format", "words"),
+    [
+        ({"type": "json_schema"}, "the 'json_schema' field must be provided"),
+        ({"type": "object"}, "Input should be 'text', 'json_object' or 'json_schema'"),
+        ("json", "must be an object"),
+        ({"type": "json_schema", "json_schema": {"schema": FACTS_SCHEMA}}, "name"),
+        ({"type": "json_schema", "json_schema": {"name": "x", "strict": "yes"}}, "strict"),
+        (
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}},
+            "schema",
+        ),
+    ],
+)
+async def test_a_malformed_response_format_is_a_400_naming_it(
+    response_format: Any, words: str
+) -> None:
+    response = await complete({"messages": MESSAGES, "response_format": response_format})
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "BadRequestError" and error["code"] == 400
+    assert error["param"] == "response_format"
+    assert words in error["message"]

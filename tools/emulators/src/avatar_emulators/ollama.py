@@ -17,6 +17,14 @@ strings) ends the reply before the first stop sequence it holds, and the stop te
 as Ollama's runner does; the other sampling options (``SAMPLING_OPTIONS``) are type-checked and
 recorded (``PromptRecord.sampling``), and do not change the reply.
 
+Structured outputs: ``format`` is ``"json"`` (any JSON object) or a JSON schema, and the reply's
+``message.content`` is JSON text that follows it, scripted by the prompt (the convention is in
+``avatar_emulators.replies``); ``null`` and ``""`` mean no format. As Ollama's runner
+(llm/server.go, ``Completion``) and ``streamResponse`` (server/routes.go) answer, any other value
+is a 500 ``{"error": "invalid format: <the value, quoted>; expected \"json\" or a valid JSON
+Schema object"}`` and a schema it cannot follow a 500 ``{"error": "invalid JSON schema in
+format"}``, streamed or not (the error comes before any token).
+
 Test hooks: ``app.state.recorder`` (a ``PromptRecorder``) and ``GET``/``DELETE /_emulator/prompts``.
 Failure injection: the model ``emulator-error-midstream`` streams a few chunks, then the line
 ``{"error": ...}`` with status 200 (as Ollama does for errors after streaming began; a 500 when not
@@ -45,18 +53,18 @@ from avatar_emulators.replies import (
     Message,
     PromptRecord,
     PromptRecorder,
-    build_reply,
     count_prompt_tokens,
     count_tokens,
     cut_at_stop,
     fit_to_context,
-    lengthened,
     limit_tokens,
+    make_reply,
     split_reply,
     validate_messages,
     wait_before_token,
     wait_for_whole_reply,
 )
+from avatar_emulators.structured import JsonOutput, SchemaError, check_schema
 
 __all__ = ["OllamaConfig", "PromptRecord", "PromptRecorder", "count_tokens", "create_app"]
 
@@ -107,6 +115,7 @@ class ChatRequest:
     temperature: float | None
     stop: list[str]
     sampling: dict[str, Any]  # the sampling options received (SAMPLING_OPTIONS)
+    format: Any  # the `format` field as received (checked when answering, as Ollama does)
 
 
 def _canonical(name: str) -> str:
@@ -192,7 +201,29 @@ def _parse_chat_request(body: dict[str, Any], default_num_ctx: int) -> ChatReque
         temperature=_float_option(options, "temperature"),
         stop=_stop_option(options),
         sampling=_sampling_options(options),
+        format=body.get("format"),
     )
+
+
+def _output_format(value: Any) -> JsonOutput | None:
+    """`format` read as Ollama's runner reads it (llm/server.go): null and "" mean none, "json"
+    any JSON, an object a JSON schema; anything else is refused with a 500."""
+    if value is None or value == "":
+        return None
+    if value == "json":
+        return JsonOutput()
+    if not isinstance(value, dict):
+        # Go's %q of the raw JSON value as sent (here re-serialised compactly).
+        raw = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        quoted = json.dumps(raw, ensure_ascii=False)
+        raise OllamaError(
+            500, f'invalid format: {quoted}; expected "json" or a valid JSON Schema object'
+        )
+    try:
+        check_schema(value)
+    except SchemaError as exc:
+        raise OllamaError(500, "invalid JSON schema in format") from exc
+    return JsonOutput(value)
 
 
 def _chunk(model: str, content: str) -> dict[str, Any]:
@@ -338,6 +369,7 @@ def _fit_and_record(req: ChatRequest, recorder: PromptRecorder) -> tuple[list[Me
             options=req.options,
             stream=req.stream,
             sampling=req.sampling,
+            format=req.format,
         )
     )
     return used, prompt_tokens
@@ -360,7 +392,11 @@ async def _answer(
     record: PromptRecord,
 ) -> Response:
     """Generate the reply and send it as an NDJSON stream or as one JSON object."""
-    reply = lengthened(build_reply(used, req.model, req.temperature), config.reply_words)
+    output = _output_format(req.format)  # refused before any token, as Ollama does
+    try:
+        reply = make_reply(used, req.model, req.temperature, config.reply_words, output)
+    except SchemaError as exc:
+        raise OllamaError(500, "invalid JSON schema in format") from exc
     reply, _ = cut_at_stop(reply, req.stop)
     tokens, cut = limit_tokens(split_reply(reply), req.num_predict)
     done_reason = "length" if cut else "stop"

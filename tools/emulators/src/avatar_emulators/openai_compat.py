@@ -21,6 +21,16 @@ as vLLM does by default (``include_stop_str_in_output: false``); the other sampl
 (``SAMPLING_FIELDS``: OpenAI's and vLLM's extra ``top_k``, ``min_p``, ``repetition_penalty``) are
 checked as vLLM checks them and recorded (``PromptRecord.sampling``), and do not change the reply.
 
+Structured outputs: ``response_format`` ``{"type": "json_object"}`` (any JSON object) or
+``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`` makes the reply's
+content JSON text that follows it, scripted by the prompt (the convention is in
+``avatar_emulators.replies``); ``{"type": "text"}`` is the ordinary reply, and a ``json_schema``
+without ``schema`` (optional in OpenAI's reference) is answered like ``json_object``. A
+malformed ``response_format`` is a 400 ``BadRequestError`` with ``param: "response_format"``,
+as vLLM's request validation answers (``ChatCompletionRequest.validate_response_format``: "When
+response_format type is 'json_schema', the 'json_schema' field must be provided."); a schema
+the emulator cannot follow is a 400 too (vLLM refuses one its grammar backend cannot compile).
+
 Test hooks: ``app.state.recorder`` (a ``PromptRecorder``) and ``GET``/``DELETE /_emulator/prompts``.
 Failure injection: the model ``emulator-error-midstream`` streams a few deltas, then
 ``data: {"error": {...}}`` and ``data: [DONE]`` (a 500 when not streaming);
@@ -48,18 +58,18 @@ from avatar_emulators.replies import (
     Message,
     PromptRecord,
     PromptRecorder,
-    build_reply,
     count_prompt_tokens,
     count_tokens,
     cut_at_stop,
-    lengthened,
     limit_tokens,
+    make_reply,
     parse_stop,
     split_reply,
     validate_messages,
     wait_before_token,
     wait_for_whole_reply,
 )
+from avatar_emulators.structured import JsonOutput, SchemaError, check_schema
 
 __all__ = [
     "OpenAICompatConfig",
@@ -107,10 +117,11 @@ class OpenAICompatConfig(ChatEmulatorConfig):
 class OpenAIError(Exception):
     """An error answered in the OpenAI/vLLM shape."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.param = param  # the request field at fault, where vLLM names one
 
     def body(self) -> dict[str, Any]:
         error_type = _ERROR_TYPES.get(self.status, "InternalServerError")
@@ -118,7 +129,7 @@ class OpenAIError(Exception):
             "error": {
                 "message": self.message,
                 "type": error_type,
-                "param": None,
+                "param": self.param,
                 "code": self.status,
             }
         }
@@ -137,6 +148,7 @@ class CompletionRequest:
     options: dict[str, Any]
     stop: list[str]
     sampling: dict[str, Any]  # the sampling fields received (SAMPLING_FIELDS)
+    output: JsonOutput | None = None  # what response_format asks for (None: plain text)
 
 
 def _sampling(body: dict[str, Any]) -> dict[str, Any]:
@@ -225,7 +237,52 @@ def _parse_request(body: Any) -> CompletionRequest:
         options={k: v for k, v in body.items() if k not in ("model", "messages", "stream")},
         stop=_stop(body),
         sampling=_sampling(body),
+        output=_response_format(body.get("response_format")),
     )
+
+
+def _bad_format(message: str) -> OpenAIError:
+    return OpenAIError(400, message, param="response_format")
+
+
+def _response_format(value: Any) -> JsonOutput | None:
+    """`response_format` checked as vLLM's ResponseFormat model and validator check it."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _bad_format("response_format must be an object")
+    kind = value.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return JsonOutput()
+    if kind != "json_schema":
+        raise _bad_format(
+            f"response_format.type: Input should be 'text', 'json_object' or 'json_schema', "
+            f"got {kind!r}."
+        )
+    spec = value.get("json_schema")
+    if spec is None:
+        raise _bad_format(
+            "When response_format type is 'json_schema', the 'json_schema' field must be provided."
+        )
+    return _json_schema_format(spec)
+
+
+def _json_schema_format(spec: Any) -> JsonOutput:
+    """The `json_schema` object: a name (required), an optional schema and strict flag."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise _bad_format("response_format.json_schema.name: Field required (a string).")
+    if not isinstance(spec.get("strict", False), bool | None):
+        raise _bad_format("response_format.json_schema.strict must be a boolean.")
+    schema = spec.get("schema")
+    if schema is None:
+        return JsonOutput()  # the schema is optional in OpenAI's reference
+    try:
+        check_schema(schema)
+    except SchemaError as exc:
+        raise _bad_format(f"Invalid JSON schema in response_format: {exc}.") from exc
+    return JsonOutput(schema)
 
 
 def _stop(body: dict[str, Any]) -> list[str]:
@@ -446,11 +503,15 @@ def _prompt_record(req: CompletionRequest, prompt_tokens: int) -> PromptRecord:
         options=req.options,
         stream=req.stream,
         sampling=req.sampling,
+        format=req.options.get("response_format"),
     )
 
 
 def _new_completion(req: CompletionRequest, prompt_tokens: int, words: int) -> _Completion:
-    reply = lengthened(build_reply(req.messages, req.model, req.temperature), words)
+    try:
+        reply = make_reply(req.messages, req.model, req.temperature, words, req.output)
+    except SchemaError as exc:
+        raise _bad_format(f"Invalid JSON schema in response_format: {exc}.") from exc
     reply, stopped_by = cut_at_stop(reply, req.stop)
     tokens, cut = limit_tokens(split_reply(reply), req.max_tokens)
     return _Completion(

@@ -10,6 +10,31 @@ Token rule (fixed, used by every emulator and by tests):
 Replies are deterministic: they depend only on the model name, the messages and the temperature,
 so tests can assert on them. Stop sequences are honoured as Ollama and vLLM do: the reply ends
 before the first stop sequence it holds, and the stop text is not sent (streamed or not).
+
+Structured outputs (Ollama ``format``, OpenAI ``response_format``; see
+``avatar_emulators.structured``) are deterministic too, and scripted by the prompt:
+    * Every ``[[name=value; name2=value2]]`` in the LAST user message is one scripted item: pairs
+      separated by ``;``, split at the first ``=``, name and value stripped (a value holds any
+      character but ``;`` and ``]]``; a repeated name: the last counts; an item without pairs
+      is skipped). Identical items count once.
+    * With a JSON schema, the content is JSON text valid against it. Each array of objects gets
+      one object per item, in order; an object's properties come from the item's pairs by name,
+      converted to the property's type (integer/number parsed, boolean "true"/"false"; a value
+      that does not parse, or an enum value not in the enum, is sent as given, as a misbehaving
+      model would). Properties the item does not give, required or optional, get their type's
+      default: "" / 0 / false / [] / an object of defaults / null, or the const or first enum
+      value. An array of anything else gets each item's first value. With no items, arrays are
+      empty (padded to ``minItems`` with defaults; cut at ``maxItems``). A string outside the
+      items (e.g. ``summary`` beside ``facts``) is the ordinary reply text (``build_reply``).
+    * Without a schema (Ollama ``"json"``, OpenAI ``json_object``) the content is
+      ``{"content": <the ordinary reply text>}``, plus ``"items": [{pairs}, ...]`` if there are
+      items.
+    * The JSON text uses ``json.dumps``' default separators and ``ensure_ascii=False``, so the
+      token rule holds (whitespace inside strings other than single spaces is written as a
+      JSON escape). The reply cap (``num_predict`` / ``max_tokens``) still cuts it word by
+      word: the content is then truncated, invalid JSON, as from a real model that ran out of
+      tokens (``done_reason`` / ``finish_reason`` "length"); stop sequences apply as usual.
+    * ``PromptRecord.format`` holds the request's ``format`` / ``response_format`` as received.
 """
 
 from __future__ import annotations
@@ -19,6 +44,8 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from avatar_emulators.structured import JsonOutput, structured_content
 
 MESSAGE_OVERHEAD_TOKENS = 4
 DEFAULT_MODELS: tuple[str, ...] = ("gemma-3-27b-it", "dolphin-2.9-8b")
@@ -97,6 +124,12 @@ def _first_words(text: str, limit: int) -> str:
     return " ".join(words[:limit]) + suffix
 
 
+def last_user_text(messages: Sequence[Message]) -> str:
+    """Text of the last user message ("" when there is none)."""
+    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+    return message_text(last_user) if last_user else ""
+
+
 def build_reply(messages: Sequence[Message], model: str, temperature: float | None) -> str:
     """A deterministic, several-sentence reply that visibly depends on the input (for
     LONG_REPLY_MODEL, a long run of long words)."""
@@ -104,8 +137,7 @@ def build_reply(messages: Sequence[Message], model: str, temperature: float | No
         return " ".join(
             f"{n:05d}".ljust(LONG_REPLY_WORD_CHARS, "x") for n in range(LONG_REPLY_WORDS)
         )
-    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
-    user_text = message_text(last_user) if last_user else ""
+    user_text = last_user_text(messages)
     system = next((m for m in messages if m.get("role") == "system"), None)
     persona = _first_words(message_text(system), 8) if system else ""
     last_words = user_text.split()[-6:]
@@ -134,6 +166,21 @@ def lengthened(reply: str, words: int) -> str:
         return reply
     own = reply.split()
     return " ".join(own[i % len(own)] for i in range(words))
+
+
+def make_reply(
+    messages: Sequence[Message],
+    model: str,
+    temperature: float | None,
+    reply_words: int = 0,
+    output: JsonOutput | None = None,
+) -> str:
+    """The whole reply before stop sequences and the token cap: the deterministic text
+    (lengthened to `reply_words`), or the JSON that `output` asks for, built around it."""
+    reply = lengthened(build_reply(messages, model, temperature), reply_words)
+    if output is None:
+        return reply
+    return structured_content(output, reply, last_user_text(messages))
 
 
 def parse_stop(value: Any) -> list[str]:
@@ -209,6 +256,9 @@ class PromptRecord:
     # The sampling controls received, under the server's own names (Ollama: from `options`;
     # OpenAI-compatible: top-level fields); those not sent are absent.
     sampling: dict[str, Any] = field(default_factory=dict)
+    # The structured-output request as received (Ollama: `format`; OpenAI-compatible:
+    # `response_format`); None when the request had none.
+    format: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
