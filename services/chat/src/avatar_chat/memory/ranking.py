@@ -1,0 +1,165 @@
+"""Which long-term memories are relevant to a chat turn: Okapi BM25 over the memories' terms,
+indexed once per set of memories and queried with the last messages of the conversation.
+
+Terms. A text is NFKC-normalized and casefolded, then cut into runs of letters and digits of
+one script:
+- Latin (and any other script with spaces between words) and digits: words. A short list of
+  English function words (`STOP_WORDS`) is dropped: they occur in nearly every memory and
+  message, add little to a score, and lengthen every posting walk. English plurals and third
+  persons are folded by Harman's "S" stemmer ("dogs" and "dog", "likes" and "like").
+- Hangul: syllable bigrams ("민수는" -> "민수", "수는"; a one-syllable run is its own term).
+  Korean attaches its particles to the word ("민수는", "민수가", "민수를"), so whole runs
+  would rarely match across sentences; bigrams share the stem ("민수") whatever particle
+  follows, and a compound matches its parts. They need no dictionary, no model and no
+  dependency, and cost a few microseconds per message. A morphological analyzer (kiwipiepy)
+  separates particles exactly but is a native dependency with a model to load, and takes
+  milliseconds per turn where the whole ranking has a budget of two; the noise bigrams
+  ("수는") carry little weight, since the common ones have a low IDF.
+- Chinese characters and kana: one term per character (each is close to a word already).
+
+Scores. BM25 with k1 = 1.2, b = 0.75 and IDF = ln(1 + (N - df + 0.5) / (df + 0.5)) over the
+unpinned memories; a query term counts once, however often the conversation repeats it. As a
+term's weight in a memory then depends on the memory alone, `build` computes it for every
+(term, memory) posting, and `rank` only adds up the postings of the query's terms.
+"""
+
+import math
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from itertools import compress
+from operator import attrgetter
+from typing import Generic, Protocol, TypeVar
+
+__all__ = ["STOP_WORDS", "MemoryIndex", "Rankable", "terms"]
+
+K1, B = 1.2, 0.75
+# English words too common to tell one memory from another (most memories are about "the
+# user"); "s" and "t" are what is left of "user's" and "don't" once the apostrophe splits them.
+STOP_WORDS = frozenset(
+    "a an the is are was were be am of to in on at for with and or but it its "
+    "this that i me my you your user s t".split()
+)
+_HANGUL = "\uac00-\ud7a3"  # precomposed syllables (NFKC composes conjoining jamo into them)
+_IDEOGRAPHS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # kana, CJK ideographs
+# One match per run of a script: group 1 a Hangul run, 2 an ideograph or kana, 3 a word of
+# any other letters and digits (not a non-word character, nor the underscore, nor those two).
+_RUNS = re.compile(rf"([{_HANGUL}]+)|([{_IDEOGRAPHS}])|([^\W_{_HANGUL}{_IDEOGRAPHS}]+)")
+
+
+class Rankable(Protocol):
+    id: str  # unique memory id
+    text: str  # the fact
+    pinned: bool
+    at: str  # ISO-8601 UTC time it was learned or last confirmed (newer wins ties)
+
+
+M = TypeVar("M", bound=Rankable)
+
+
+def terms(text: str) -> list[str]:
+    """The index terms of a text: NFKC-normalized and casefolded, Hangul runs as syllable
+    bigrams, Chinese characters and kana one by one, other words whole (English stop words
+    dropped, plurals folded); in the order they occur, repeats kept."""
+    found: list[str] = []
+    for hangul, ideograph, word in _RUNS.findall(unicodedata.normalize("NFKC", text).casefold()):
+        if hangul:
+            found += _bigrams(hangul)
+        elif ideograph:
+            found.append(ideograph)
+        elif word not in STOP_WORDS:
+            found.append(_s_stem(word))
+    return found
+
+
+def _bigrams(run: str) -> list[str]:
+    # map over the run and its shift pairs neighbours without a Python-level loop.
+    return list(map(str.__add__, run, run[1:])) if len(run) > 1 else [run]
+
+
+def _s_stem(word: str) -> str:
+    """Harman's "S" stemmer (1991): -ies -> -y, -es -> -e, -s -> -, with its exceptions.
+    Short words are left alone ("bus", "gas", "yes")."""
+    if len(word) <= 3 or word[-1] != "s":
+        return word
+    if word.endswith("ies") and not word.endswith(("eies", "aies")):
+        return word[:-3] + "y"
+    if word.endswith("es") and not word.endswith(("aes", "ees", "oes")):
+        return word[:-1]
+    if word.endswith(("us", "ss")):
+        return word
+    return word[:-1]
+
+
+class MemoryIndex(Generic[M]):
+    """The memories of one (user, character), indexed for ranking; immutable once built.
+    Build it again when the memories change."""
+
+    def __init__(
+        self, pinned: list[M], unpinned: list[M], postings: dict[str, tuple[list[int], list[float]]]
+    ) -> None:
+        self._pinned = pinned  # newest first
+        self._unpinned = unpinned  # newest first: a document's number is its recency
+        self._postings = postings  # term -> (documents, each one's BM25 weight for the term)
+
+    @classmethod
+    def build(cls, memories: Sequence[M]) -> "MemoryIndex[M]":
+        # Newest first (then by id, for a stable order): ties in rank keep this order.
+        newest_first = sorted(memories, key=attrgetter("at", "id"), reverse=True)
+        unpinned = [m for m in newest_first if not m.pinned]
+        pinned = [m for m in newest_first if m.pinned]
+        return cls(pinned, unpinned, _postings([terms(m.text) for m in unpinned]))
+
+    def rank(self, query: str) -> list[tuple[M, float]]:
+        """Unpinned memories with a BM25 score > 0 for `query`, best first (ties: newer first)."""
+        scores = self._scores(query)
+        # Documents are numbered newest first, and the sort is stable: ties stay newest first.
+        ranked = list(compress(range(len(scores)), scores))
+        ranked.sort(key=scores.__getitem__, reverse=True)
+        return [(self._unpinned[d], scores[d]) for d in ranked]
+
+    def choose(self, query: str, budget: int, cost: Callable[[str], int]) -> list[M]:
+        """What goes into the prompt: every pinned memory first (always, even past the budget;
+        newest first), then ranked ones while their cost (cost(m.text) tokens each) fits what is
+        left of `budget`; a memory too large is skipped and smaller later ones still tried.
+        Result in prompt order: pinned first, then by rank."""
+        chosen = list(self._pinned)
+        left = budget - sum(cost(m.text) for m in chosen)
+        if left < 0:  # the pinned ones have taken it all
+            return chosen
+        for memory, _ in self.rank(query):
+            size = cost(memory.text)
+            if size <= left:
+                chosen.append(memory)
+                left -= size
+        return chosen
+
+    def _scores(self, query: str) -> list[float]:
+        """Each unpinned memory's score, by document number (0: shares no query term)."""
+        scores = [0.0] * len(self._unpinned)
+        # Each distinct query term once (set intersection: only terms some memory has).
+        for term in self._postings.keys() & terms(query):
+            documents, weights = self._postings[term]
+            for document, weight in zip(documents, weights, strict=True):
+                scores[document] += weight
+        return scores
+
+
+def _postings(documents: list[list[str]]) -> dict[str, tuple[list[int], list[float]]]:
+    """term -> (the documents that have it, in order, and its BM25 weight in each)."""
+    if not documents:
+        return {}
+    average = sum(map(len, documents)) / len(documents)
+    counts: dict[str, dict[int, int]] = {}
+    for number, document in enumerate(documents):
+        for term in document:
+            in_term = counts.setdefault(term, {})
+            in_term[number] = in_term.get(number, 0) + 1
+    # The length normalization of each document: k1 * (1 - b + b * |d| / avgdl).
+    norms = [K1 * (1 - B + B * len(d) / average) for d in documents]
+    postings = {}
+    for term, frequencies in counts.items():
+        idf = math.log(1 + (len(documents) - len(frequencies) + 0.5) / (len(frequencies) + 0.5))
+        weights = [idf * f * (K1 + 1) / (f + norms[d]) for d, f in frequencies.items()]
+        postings[term] = (list(frequencies), weights)
+    return postings
