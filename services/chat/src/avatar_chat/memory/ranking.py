@@ -101,6 +101,14 @@ class MemoryIndex(Generic[M]):
         self._pinned = pinned  # newest first
         self._unpinned = unpinned  # newest first: a document's number is its recency
         self._postings = postings  # term -> (documents, each one's BM25 weight for the term)
+        # What `choose`'s cost function says of each memory, for the function last passed:
+        # once the budget is nearly spent, the walk down the ranking goes on for smaller
+        # memories, and costing 2,000 texts again each turn takes longer than ranking them.
+        self._cost: Callable[[str], int] | None = None
+        self._costs: list[int] = []  # by document number
+        self._pinned_cost = 0
+        # The smallest cost of an unpinned memory: when less is left, none can fit any more.
+        self._cheapest = 0
 
     @classmethod
     def build(cls, memories: Sequence[M]) -> "MemoryIndex[M]":
@@ -113,26 +121,38 @@ class MemoryIndex(Generic[M]):
     def rank(self, query: str) -> list[tuple[M, float]]:
         """Unpinned memories with a BM25 score > 0 for `query`, best first (ties: newer first)."""
         scores = self._scores(query)
-        # Documents are numbered newest first, and the sort is stable: ties stay newest first.
-        ranked = list(compress(range(len(scores)), scores))
-        ranked.sort(key=scores.__getitem__, reverse=True)
-        return [(self._unpinned[d], scores[d]) for d in ranked]
+        return [(self._unpinned[d], scores[d]) for d in _best_first(scores)]
 
     def choose(self, query: str, budget: int, cost: Callable[[str], int]) -> list[M]:
         """What goes into the prompt: every pinned memory first (always, even past the budget;
         newest first), then ranked ones while their cost (cost(m.text) tokens each) fits what is
         left of `budget`; a memory too large is skipped and smaller later ones still tried.
-        Result in prompt order: pinned first, then by rank."""
+        Result in prompt order: pinned first, then by rank.
+
+        `cost` must depend on the text alone: the index remembers what it said of each memory
+        while the same function (by ==: a bound method of the same estimator counts as the
+        same) is passed, turn after turn."""
+        costs = self._costs_of(cost)
         chosen = list(self._pinned)
-        left = budget - sum(cost(m.text) for m in chosen)
-        if left < 0:  # the pinned ones have taken it all
+        left = budget - self._pinned_cost
+        if left < self._cheapest:  # the pinned ones have taken it all
             return chosen
-        for memory, _ in self.rank(query):
-            size = cost(memory.text)
-            if size <= left:
-                chosen.append(memory)
-                left -= size
+        for document in _best_first(self._scores(query)):
+            if costs[document] <= left:
+                chosen.append(self._unpinned[document])
+                left -= costs[document]
+                if left < self._cheapest:
+                    break
         return chosen
+
+    def _costs_of(self, cost: Callable[[str], int]) -> list[int]:
+        """Each unpinned memory's cost, by document number: asked of `cost` the first time it
+        is passed (a few microseconds per memory), then kept while the same one is."""
+        if cost != self._cost:
+            self._cost, self._costs = cost, [cost(m.text) for m in self._unpinned]
+            self._pinned_cost = sum(cost(m.text) for m in self._pinned)
+            self._cheapest = min(self._costs, default=0)
+        return self._costs
 
     def _scores(self, query: str) -> list[float]:
         """Each unpinned memory's score, by document number (0: shares no query term)."""
@@ -143,6 +163,14 @@ class MemoryIndex(Generic[M]):
             for document, weight in zip(documents, weights, strict=True):
                 scores[document] += weight
         return scores
+
+
+def _best_first(scores: list[float]) -> list[int]:
+    """The documents with a score, best first. They are numbered newest first and the sort is
+    stable: ties stay newest first."""
+    ranked = list(compress(range(len(scores)), scores))
+    ranked.sort(key=scores.__getitem__, reverse=True)
+    return ranked
 
 
 def _postings(documents: list[list[str]]) -> dict[str, tuple[list[int], list[float]]]:
