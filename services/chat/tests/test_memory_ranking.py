@@ -120,3 +120,13 @@ def test_terms_of_korean_are_syllable_bigrams_and_of_english_words():
     assert terms("민수는 빵") == ["민수", "수는", "빵"]
     assert terms("The User's DOGS, ｆｕｌｌ-width") == ["dog", "full", "width"]
     assert terms("東京") == ["東", "京"]
+
+
+def test_another_cost_function_is_asked_again():
+    """The index remembers costs per cost function: a new estimate (say, after the model's
+    tokenizer was learned) must not be answered with the old one's figures."""
+    memories = [Memory(f"m{i}", f"User likes jazz record {i}") for i in range(10)]
+    index = MemoryIndex.build(memories)
+    assert len(index.choose("jazz", budget=12, cost=words)) == 2
+    assert len(index.choose("jazz", budget=12, cost=lambda text: 2 * words(text))) == 1
+    assert len(index.choose("jazz", budget=12, cost=lambda text: 1)) == 10

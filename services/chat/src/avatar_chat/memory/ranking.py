@@ -11,10 +11,13 @@ one script:
   Korean attaches its particles to the word ("민수는", "민수가", "민수를"), so whole runs
   would rarely match across sentences; bigrams share the stem ("민수") whatever particle
   follows, and a compound matches its parts. They need no dictionary, no model and no
-  dependency, and cost a few microseconds per message. A morphological analyzer (kiwipiepy)
-  separates particles exactly but is a native dependency with a model to load, and takes
-  milliseconds per turn where the whole ranking has a budget of two; the noise bigrams
-  ("수는") carry little weight, since the common ones have a low IDF.
+  dependency, and cut a 2,000-character query in about 0.3 ms. Measured against kiwipiepy
+  0.24, a morphological analyzer that separates particles exactly (it installs from PyPI
+  wheels, with a 105 MB model package), on a hand-labelled set of 30 Korean memories and 63
+  chat lines (bench/memory_terms.py): the wanted memory ranked first for 90.5% of the lines
+  with bigrams against 85.7% with its content morphemes (MRR 0.921 against 0.905), and
+  kiwipiepy took 4-17 ms to cut an 800-2,000 character query, where a whole turn's ranking
+  has 2 ms. The noise bigrams ("수는") weigh little: the common ones have a low IDF.
 - Chinese characters and kana: one term per character (each is close to a word already).
 
 Scores. BM25 with k1 = 1.2, b = 0.75 and IDF = ln(1 + (N - df + 0.5) / (df + 0.5)) over the
@@ -88,8 +91,8 @@ def _s_stem(word: str) -> str:
 
 
 class MemoryIndex(Generic[M]):
-    """The memories of one (user, character), indexed for ranking; immutable once built.
-    Build it again when the memories change."""
+    """The memories of one (user, character), indexed for ranking: build it again when they
+    change (the index keeps the objects it was given, and their terms as they were then)."""
 
     def __init__(
         self, pinned: list[M], unpinned: list[M], postings: dict[str, tuple[list[int], list[float]]]
