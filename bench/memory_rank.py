@@ -19,6 +19,7 @@ import argparse
 import random
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from loadgen import percentile
@@ -100,9 +101,9 @@ def memories(count: int, pinned: int, rng: random.Random) -> list[Memory]:
 
 
 def message(rng: random.Random) -> str:
-    """One role-play message, 5-60 words, mostly Korean, some English."""
+    """One role-play message, 5-90 words, mostly Korean, some English."""
     words = []
-    for _ in range(rng.randint(5, 60)):
+    for _ in range(rng.randint(5, 90)):
         kind = rng.random()
         if kind < 0.45:
             words.append(rng.choice(KO_CHAT))
@@ -128,9 +129,8 @@ def naive_scan(folded: list[tuple[Memory, str]], query: str) -> list[Memory]:
     return [m for c, m in sorted(counts, key=lambda x: x[0], reverse=True) if c]
 
 
-def timed(call: object, samples: int) -> list[float]:
+def timed(call: Callable[[int], object], samples: int) -> list[float]:
     """`samples` timings (s) of `call(i)` for i = 0, 1, ..."""
-    assert callable(call)
     taken = []
     for i in range(samples):
         started = time.perf_counter()
@@ -187,11 +187,12 @@ def main() -> None:
     scanned = timed(lambda i: naive_scan(folded, turns[i % len(turns)]), args.scans)
     shared = sum(len(index.rank(q)) for q in turns) / len(turns)
     picked = sum(len(index.choose(q, args.budget, cost)) for q in turns) / len(turns)
-    length = sum(map(len, turns)) / len(turns)
+    lengths = sorted(map(len, turns))
 
     print(
         f"memory ranking: {args.memories} memories ({args.pinned} pinned), queries of 6 "
-        f"messages ({length:.0f} characters on average); ms"
+        f"messages ({lengths[0]}-{lengths[-1]} characters, median {lengths[len(lengths) // 2]})"
+        "; ms"
     )
     c50, c99 = row(f"(a) choose, built index, {args.turns} turns", chosen)
     row(f"    the first with a new cost function, {args.builds}", first)
