@@ -57,6 +57,7 @@ bench:
 	$(UV) run --frozen python bench/chat_overhead.py
 	$(UV) run --frozen python bench/chat_stream.py
 	$(UV) run --frozen python bench/prompt_build.py
+	$(UV) run --frozen python bench/memory_rank.py
 	$(UV) run --frozen python bench/characters_read.py
 	$(UV) run --frozen python bench/tts_speech.py
 	$(UV) run --frozen python bench/chat_limits.py

@@ -1,0 +1,1 @@
+"""Long-term memories: what a character learned about its user, kept per (user, character)."""
