@@ -467,7 +467,7 @@ async def test_signing_in_moves_the_browsers_conversations(client, backend, redi
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "not_a_peer"
     answer = await adopt(client, "anon-browser1", "alice")
     assert answer.status_code == 200, answer.text
-    assert answer.json()["data"] == {"conversations": {"moved": 2, "kept": 0}}
+    assert answer.json()["data"]["conversations"] == {"moved": 2, "kept": 0}
 
     listed = (await client.get("/api/chat/sessions", headers=ALICE)).json()["data"]
     assert {c["session_id"] for c in listed["conversations"]} == {kept, client_session}
@@ -481,7 +481,7 @@ async def test_signing_in_moves_the_browsers_conversations(client, backend, redi
         "conversations"
     ] == []
     again = await adopt(client, "anon-browser1", "alice")
-    assert again.json()["data"] == {"conversations": {"moved": 0, "kept": 0}}
+    assert again.json()["data"]["conversations"] == {"moved": 0, "kept": 0}
     other = await client.get(f"/api/chat/sessions/{stranger}", headers=ALICE)
     assert other.status_code == 404  # another browser's stayed its own
 
@@ -493,7 +493,7 @@ async def test_what_does_not_fit_the_account_stays_anonymous(app_client, redis_u
         await start(client)  # alice has one already
         made = [(await start(client, who=BROWSER))["session_id"] for _ in range(2)]
         answer = await adopt(client, "anon-browser1", "alice")
-        assert answer.json()["data"] == {"conversations": {"moved": 1, "kept": 1}}
+        assert answer.json()["data"]["conversations"] == {"moved": 1, "kept": 1}
         # The older moved; the newer is still the browser's.
         assert (await client.get(f"/api/chat/sessions/{made[0]}", headers=ALICE)).status_code == 200
         assert (

@@ -1,5 +1,5 @@
 """Global budgets per kind of user data: the Redis room each kind (characters, personas,
-conversations, the audio index, 3D jobs) may fill, a share of REDIS_MAXMEMORY (`SHARES`).
+memories, conversations, the audio index, 3D jobs) may fill, a share of REDIS_MAXMEMORY (`SHARES`).
 
 Per-user quotas bound one caller; these bound everyone together, so that many callers (or
 many addresses) filling one kind cannot take the room sessions, rate windows and admission
@@ -33,6 +33,7 @@ from avatar_shared.errors import StorageFull
 SHARES = {
     "characters": 0.25,
     "personas": 0.02,
+    "memories": 0.03,
     "conversations": 0.25,
     "audio": 0.03,
     "jobs": 0.05,

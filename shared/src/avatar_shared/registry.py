@@ -73,8 +73,9 @@ def _service(
 
 SERVICES: tuple[AppSpec, ...] = (
     _service(
-        "chat", "ChatSettings", 8011, ("/api/chat",),
-        "Role-play conversations with characters over Ollama or vLLM.",
+        "chat", "ChatSettings", 8011, ("/api/chat", "/api/memories"),
+        "Role-play conversations with characters over Ollama or vLLM, and what the "
+        "characters remember of their users.",
         streams=True, gpu_bound=True,
     ),
     _service(

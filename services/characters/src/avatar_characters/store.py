@@ -1,5 +1,5 @@
-"""User-made characters in Redis, owned by the characters service: owned records (avatar_shared.owned)
-under the `characters` namespace, with their count and byte quotas.
+"""User-made characters in Redis, owned by the characters service: owned records
+(avatar_shared.owned) under the `characters` namespace, with their count and byte quotas.
 
 Keys:
 - `characters:item:{id}`: a character as JSON, without its raw Character Card, so reading one

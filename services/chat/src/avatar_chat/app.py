@@ -6,6 +6,7 @@ from avatar_chat.adoption import router as adoption_router
 from avatar_chat.deps import ChatState
 from avatar_chat.llm import open_llm_http
 from avatar_chat.llm.health import llm_check
+from avatar_chat.memory.routes import router as memory_router
 from avatar_chat.metrics import CHAT_ACTIVE_SESSIONS
 from avatar_chat.routes import router as chat_router
 from avatar_chat.service import ChatService
@@ -20,9 +21,12 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
     async def chat_state(base: BaseState) -> AsyncIterator[ChatState]:
         async with open_llm_http(settings) as llm_http:
             chat = ChatService(settings, base["redis"], base["http"], llm_http)
+            # Quiet conversations are read for memories by whichever replica sweeps first.
+            chat.learner.start_sweeping()
             try:
                 yield ChatState(chat=chat)
-            finally:  # its background summaries end before Redis and the LLM client close
+            finally:  # background work ends before Redis and the LLM client close
+                await chat.learner.close()
                 await chat.context.close()
 
     async def scrape(request: Request) -> None:
@@ -32,6 +36,7 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
     checks = {"llm": llm_check(settings)}
     router = APIRouter()
     router.include_router(chat_router)
+    router.include_router(memory_router)
     router.include_router(adoption_router)  # a peer's call at sign-in, not public
     return create_service_app(
         "chat",

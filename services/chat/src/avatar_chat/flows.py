@@ -25,6 +25,7 @@ what was sent is recorded, marked interrupted (the history matches what the user
 becomes of the reply.)
 """
 
+import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager, suppress
@@ -40,12 +41,18 @@ from avatar_chat.conversations import messages as msgs
 from avatar_chat.errors import ConversationFull, NothingToSteer
 from avatar_chat.limits.admission import Lease
 from avatar_chat.llm import LlmReply, LlmRequest
+from avatar_chat.memory.learning import JobDraft
+from avatar_chat.memory.ranking import MemoryIndex
+from avatar_chat.memory.recall import visible
+from avatar_chat.memory.schemas import MemoryMode
+from avatar_chat.memory.store import Remembered
 from avatar_chat.prompt.alternation import alternating
 from avatar_chat.prompt.builder import Limits, Prompt, Scene, build_prompt
 from avatar_chat.schemas import (
     ChatReply,
     ChatRequest,
     GenerationOptions,
+    MemoryUsed,
     PromptReceipt,
     PromptTokens,
     Scenario,
@@ -58,6 +65,8 @@ from avatar_shared.errors import AppError
 from avatar_shared.rate import Caller
 from avatar_shared.streaming import primed, sse
 from avatar_shared.timestamps import utc_now
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["client", "message", "regenerate", "continue"]
 RECORD_ON_STOP_S = 5.0  # the longest a stopped stream waits to record what it sent
@@ -106,6 +115,7 @@ class Turn:
     receipt: PromptReceipt  # what the model saw, for the reply
     talk: Conversation  # the conversation as the planner took it
     max_swipes: int = 20  # MAX_SWIPES: a reply's alternates
+    meta: dict[str, str] | None = None  # the session's hash as the turn found it
 
     def replied(self, reply: LlmReply) -> Conversation:
         """The conversation with its reply, as the next turn will bring it (a continued
@@ -114,6 +124,20 @@ class Turn:
             return self.talk
         said = {"role": "assistant", "content": reply.content}
         return replace(self.talk, turns=[*self.talk.turns, said])
+
+    def learning(self, record: TurnRecord) -> JobDraft | None:
+        """What reading this conversation for memories needs, when it learns."""
+        if self.talk.learning is None:
+            return None
+        stored = record.replaced[1] if record.replaced else record.exchanged[-1]
+        return replace(self.talk.learning, last_message_id=str(stored["id"]))
+
+    def said(self, reply: LlmReply, record: TurnRecord) -> list[dict[str, str]]:
+        """The conversation as it now stands (a continued reply: its whole text)."""
+        turns = self.replied(reply).turns
+        if self.steer.kind == "continue" and record.replaced:
+            turns = [*turns[:-1], {"role": "assistant", "content": record.replaced[1]["content"]}]
+        return turns
 
     def record(self, reply: LlmReply, interrupted: bool = False) -> TurnRecord:
         """The finished turn, as the session stores it: the messages it adds (the user's new
@@ -187,6 +211,7 @@ async def reply_turn(chat: ChatService, steer: Steer, caller: Caller) -> ChatRep
         record = turn.record(reply)
         await chat.record(session_id, caller.identity, record, lease)
         chat.context.summarize_ahead(turn.replied(reply))
+        await _learn(chat, turn, reply, record)
         speech = await chat.voice.speak(
             steer.options, turn.voice_id, reply.content, caller.identity
         )
@@ -239,6 +264,7 @@ async def _stream_events(
         record = turn.record(reply)
         await chat.record(session_id, caller.identity, record, lease)
         chat.context.summarize_ahead(turn.replied(reply))
+        await _learn(chat, turn, reply, record)
         speech: tuple[str | None, str | None] = (None, None)
         if not speaker.speaks:  # delayed speech: the URL its audio will have
             speech = await chat.voice.speak(options, turn.voice_id, reply.content, caller.identity)
@@ -246,6 +272,18 @@ async def _stream_events(
     if speaker.speaks:
         done.audio_urls = speaker.urls
     yield sse("done", done.model_dump())
+
+
+async def _learn(chat: ChatService, turn: Turn, reply: LlmReply, record: TurnRecord) -> None:
+    """Reads the conversation for memories in the background when due (its failure is not
+    the turn's: the reply is recorded, and a later turn tries again)."""
+    draft = turn.learning(record)
+    if draft is None:
+        return
+    try:
+        await chat.learner.after_turn(draft, turn.said(reply, record), turn.meta or {})
+    except RedisError as exc:
+        log.warning("memory reading of session %s not scheduled: %s", turn.session_id, exc)
 
 
 async def _record_stopped(
@@ -355,9 +393,15 @@ async def _planned(
         room=int(window * settings.summary_trigger_ratio) - options.max_tokens - history,
         lore_budget=int(window * settings.lore_budget_ratio),
         scan_depth=settings.lore_scan_depth,
+        memory_budget=int(window * settings.memory_budget_ratio),
+        memory_query=settings.memory_query_messages,
     )
     user = await chat.user_persona(plan.setup, caller.identity)
-    prompt = build_prompt(card, user, _scene(plan.setup.scenario), turns, limits, estimate.text)
+    mode = _memory_mode(steer, state)
+    memories = await _memories(chat, plan, mode, state, session_id, caller)
+    prompt = build_prompt(
+        card, user, _scene(plan.setup.scenario), turns, limits, estimate.text, memories
+    )
     talk = Conversation(
         session_id=session_id,
         system=prompt.system,
@@ -369,6 +413,7 @@ async def _planned(
         reserved=prompt.reserved,
         caller=caller.key,
         covered_before=int(state.meta.get("summary_covered", 0)),
+        learning=_draft(plan, mode, state.meta, session_id, caller, model, window),
     )
     context = await chat.context.fit(talk, state.summaries)
     messages = prompt.finish(context.messages)
@@ -388,8 +433,66 @@ async def _planned(
     )
     receipt = _receipt(prompt, context, estimate, options.max_tokens)
     return Turn(
-        steer, plan, session_id, voice_id, request, context, receipt, talk, settings.max_swipes
+        steer,
+        plan,
+        session_id,
+        voice_id,
+        request,
+        context,
+        receipt,
+        talk,
+        settings.max_swipes,
+        state.meta,
     )
+
+
+def _draft(
+    plan: Plan,
+    mode: MemoryMode,
+    meta: dict[str, str],
+    session_id: str,
+    caller: Caller,
+    model: str,
+    window: int,
+) -> JobDraft | None:
+    """What reading the conversation for memories will need, when its memory learns."""
+    character_id = plan.setup.character_id
+    if mode != "on" or not character_id:
+        return None
+    root = meta.get("root") or session_id
+    key, address = caller.key, caller.address_key
+    return JobDraft(
+        session_id, caller.user_id, address, key, character_id, root, None, model, window
+    )
+
+
+def _memory_mode(steer: Steer, state: SessionState) -> MemoryMode:
+    """A server conversation's own mode; a client's turn says it (default: on)."""
+    if steer.on_server:
+        mode = state.meta.get("memory") or "on"
+    else:
+        assert isinstance(steer.options, ChatRequest)
+        mode = steer.options.memory or "on"
+    return "read_only" if mode == "read_only" else "off" if mode == "off" else "on"
+
+
+async def _memories(
+    chat: ChatService,
+    plan: Plan,
+    mode: MemoryMode,
+    state: SessionState,
+    session_id: str,
+    caller: Caller,
+) -> MemoryIndex[Remembered] | None:
+    """The memories this conversation may use: its character's, of its user (none when its
+    memory is off or it has no character)."""
+    character_id = plan.setup.character_id
+    if mode == "off" or not character_id:
+        return None
+    recalled = await chat.memories.recall(caller.user_id, character_id)
+    if not recalled.memories:
+        return None
+    return visible(recalled, state.meta.get("root") or session_id, plan.turns)
 
 
 def _scene(scenario: Scenario | None) -> Scene:
@@ -415,6 +518,7 @@ def _receipt(
         lore=lore,
         lore_left_out=left_out,
         examples_left_out=prompt.examples_dropped,
+        memories=[MemoryUsed(id=m.id, text=m.text, pinned=m.pinned) for m in prompt.memories],
     )
 
 

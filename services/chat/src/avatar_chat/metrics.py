@@ -24,3 +24,10 @@ SUMMARIES = Counter(
     "Summaries of older turns, by when they were made and outcome.",
     ["when", "outcome"],
 )
+
+MEMORY_LEARNING = Counter(
+    "avatar_chat_memory_learning_total",
+    "Readings of a conversation for long-term memories, by outcome (learned, nothing, "
+    "malformed, failed, skipped; with_summary: listed by a summary made ahead).",
+    ["outcome"],
+)

@@ -14,6 +14,7 @@ from pydantic import (
 )
 
 from avatar_chat.llm.base import Sampling
+from avatar_chat.memory.schemas import MemoryMode
 from avatar_chat.settings import ChatSettings
 from avatar_shared.errors import ValidationFailed
 from avatar_shared.json_types import JsonInt
@@ -124,6 +125,12 @@ class ChatRequest(GenerationOptions):
         "`{{user}}`, its description goes into the system message.",
     )
     session_id: UUID | None = None
+    memory: MemoryMode | None = Field(
+        None,
+        description="Long-term memory for this client's conversation (with a "
+        "`character_id`): `on` (the default) uses and learns, `read_only` uses, `off` "
+        "neither. A conversation kept on the server has its own (PATCH its session).",
+    )
 
     @property
     def on_server(self) -> bool:
@@ -159,7 +166,7 @@ def _check_server_turn(body: ChatRequest, settings: ChatSettings) -> None:
         raise ValidationFailed("session_id: a message goes to a conversation: name it")
     if body.messages is not None:
         raise ValidationFailed("messages: send either messages or a message, not both")
-    for name in _SETUP:
+    for name in (*_SETUP, "memory"):
         if getattr(body, name):
             raise ValidationFailed(
                 f"{name}: a conversation kept on the server keeps what it was started with"
@@ -186,9 +193,16 @@ class PromptTokens(BaseModel):
     persona: int = Field(description="The user's persona.")
     lore: int = Field(description="The lorebook entries that fired.")
     examples: int = Field(description="The example dialogue kept.")
+    memories: int = Field(0, description="What the character remembers of the user.")
     summary: int = Field(description="The summary of older turns.")
     history: int = Field(description="The conversation's turns sent.")
     reserved: int = Field(description="Kept free for the reply (max_tokens).")
+
+
+class MemoryUsed(BaseModel):
+    id: str
+    text: str
+    pinned: bool
 
 
 class PromptReceipt(BaseModel):
@@ -198,6 +212,11 @@ class PromptReceipt(BaseModel):
     lore: list[LoreUsed]
     lore_left_out: list[LoreLeftOut]
     examples_left_out: int = Field(description="Example dialogue blocks left out for room.")
+    memories: list[MemoryUsed] = Field(
+        default_factory=list,
+        description="The long-term memories in the prompt (/api/memories): pinned ones, then "
+        "the most relevant to the last messages.",
+    )
 
 
 class ChatReply(BaseModel):
@@ -279,6 +298,10 @@ class Conversation(BaseModel):
         description="`server`: kept on the server and steered there; `client`: its client "
         "sends the history (`messages`), the server keeps a record of it."
     )
+    memory: MemoryMode = Field(
+        "on",
+        description="Long-term memory: `on` uses and learns, `read_only` uses, `off` neither.",
+    )
 
 
 class ConversationPage(BaseModel):
@@ -320,6 +343,12 @@ class StartConversation(BaseModel):
         description="Which greeting opens it: 0 the character's first message, n its n-th "
         "alternate greeting (all of them are the opening message's alternates).",
     )
+    memory: MemoryMode = Field(
+        "on",
+        description="Long-term memory: `on` uses what the character remembers of you and "
+        "learns more, `read_only` uses it and learns nothing (trying something out), `off` "
+        "neither.",
+    )
 
 
 class ConversationChange(BaseModel):
@@ -327,6 +356,7 @@ class ConversationChange(BaseModel):
 
     title: str | None = Field(None, min_length=1, max_length=100)
     pinned: StrictBool | None = Field(None, description="Pinned conversations list first.")
+    memory: MemoryMode | None = Field(None, description="Its long-term memory mode.")
 
 
 class MessageEdit(BaseModel):

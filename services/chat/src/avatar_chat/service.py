@@ -14,6 +14,8 @@ from avatar_chat.limits.admission import RATE_WINDOW_S, Admission, Lease, Limits
 from avatar_chat.llm import make_llm_client
 from avatar_chat.llm.model_catalog import ModelCatalog
 from avatar_chat.llm.windows import ContextWindows
+from avatar_chat.memory.learning import MemoryLearner
+from avatar_chat.memory.store import MemoryStore
 from avatar_chat.metrics import LLM_TOKENS
 from avatar_chat.peers.characters import CharacterDirectory
 from avatar_chat.peers.tts import TtsClient
@@ -63,7 +65,19 @@ class ChatService:
         self.chat_rate = RateLimit(
             redis, "chat", settings.chat_rate_per_min, RATE_WINDOW_S, "chat requests", "a minute"
         )
-        self.context = ContextPlanner(llm, self.gate, self.summaries, self.chat_rate, settings)
+        self.memories = MemoryStore(redis, settings)
+        self.learner = MemoryLearner(redis, llm, self.gate, self.memories, self.chat_rate, settings)
+        self.context = ContextPlanner(
+            llm, self.gate, self.summaries, self.chat_rate, settings, self.learner
+        )
+        self.memory_writes = RateLimit(
+            redis,
+            "memory-writes",
+            settings.memory_writes_per_min,
+            RATE_WINDOW_S,
+            "memory writes",
+            "a minute",
+        )
         self.catalog = ModelCatalog(
             llm, settings.default_model, settings.offered_models, settings.models_cache_s
         )

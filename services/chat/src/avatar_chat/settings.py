@@ -115,6 +115,35 @@ class ChatSettings(ServiceSettings):
     """Recent messages (besides the new one) scanned for lorebook keys, unless the book says."""
     lore_budget_ratio: float = Field(0.25, gt=0, le=1)
     """Share of the context window lore may take, unless the book sets a token budget."""
+    memory_learn_every: int = Field(8, ge=2, le=1000)
+    """Long-term memory: a conversation's new messages are read for facts once this many
+    have come since the last reading (or when it goes idle), in the background."""
+    memory_idle_s: int = Field(300, ge=1)
+    """A conversation with messages not yet read for facts, quiet this long, is read."""
+    memory_learn_max_tokens: int = Field(512, ge=64)
+    """Length budget of the model's answer when it lists the facts it learned."""
+    memory_budget_ratio: float = Field(0.1, gt=0, le=0.5)
+    """Share of the context window the memories in a prompt may take (pinned ones always go
+    in)."""
+    memory_query_messages: int = Field(6, ge=1, le=100)
+    """The last messages memories are ranked against at each turn."""
+    memory_max_chars: int = Field(500, ge=20, le=4000)
+    """Longest memory, in characters."""
+    max_memories_per_user: int = Field(2000, gt=0)
+    """Most memories one signed-in user keeps, over all characters; past it a new one is 409
+    quota_exceeded (a learned one is not stored)."""
+    max_memory_bytes_per_user: int = Field(2 * 1024 * 1024, gt=0)
+    """Most bytes one signed-in user's memories may take in Redis."""
+    max_memories_per_anonymous_user: int = Field(200, gt=0)
+    """Most memories one anonymous user keeps."""
+    max_memory_bytes_per_anonymous_user: int = Field(200 * 1024, gt=0)
+    """Most bytes one anonymous user's memories may take."""
+    max_memories_per_address: int = Field(1000, gt=0)
+    """Most memories every anonymous user of one client address keeps together."""
+    max_memory_bytes_per_address: int = Field(1024 * 1024, gt=0)
+    """Most bytes the memories of every anonymous user of one client address take together."""
+    memory_writes_per_min: int = Field(60, gt=0)
+    """Memory writes (POST, PATCH, DELETE /api/memories) one user may make a minute."""
     llm_alternate_roles: bool = False
     """Reshape prompts for chat templates that take one system message and then strictly
     alternating turns, the user's first (Gemma's on vLLM): later system messages become

@@ -11,7 +11,10 @@ Keys:
   summary the last turn used), message_count, stored_bytes, `calibration:{model}` (see
   `context.tokens`), holder (below), title, preview (the last message, cut), pinned, and
   what a server conversation is played with: character_id, user_persona_id, persona,
-  scenario (JSON), branched_from; kept ('1': kept until deleted).
+  scenario (JSON), branched_from; kept ('1': kept until deleted); memory (its long-term
+  memory mode: on, read_only, off; absent: on), root (the conversation a branch comes from
+  first; absent: itself), memory_marks (how far it was read for memories:
+  `memory.learning`).
 - `chat:session:{id}:messages`: list of JSON messages, oldest first (`conversations.messages`
   has their form). A client's record keeps the newest MAX_STORED_MESSAGES within
   MAX_STORED_BYTES (ANON_MAX_STORED_BYTES for an anonymous owner); a server conversation is
@@ -96,7 +99,7 @@ __all__ = ["SESSION_OVERHEAD", "SessionState", "SessionStore", "TurnRecord"]
 # Fields of a session's hash that a conversation listing shows.
 LISTED = (
     *("title", "character_id", "user_persona_id", "message_count", "preview"),
-    *("created_at", "updated_at", "pinned", "mode", "active_at"),
+    *("created_at", "updated_at", "pinned", "mode", "active_at", "memory"),
 )
 
 
@@ -498,13 +501,17 @@ class SessionStore:
             raise self.budget.full()
 
     async def rename(
-        self, session_id: str, user_id: str, title: str | None, pinned: bool | None
+        self,
+        session_id: str,
+        user_id: str,
+        title: str | None,
+        pinned: bool | None,
+        memory: str | None = None,
     ) -> dict[str, Any]:
         pin = "" if pinned is None else ("1" if pinned else "0")
-        done = await self._rename(
-            keys=[_meta_key(session_id)],
-            args=[user_id, session_id, title or "", pin, self.ttl_s, self.caps.library],
-        )
+        args: list[str | int] = [user_id, session_id, title or "", pin, self.ttl_s]
+        args += [self.caps.library, memory or ""]
+        done = await self._rename(keys=[_meta_key(session_id)], args=args)
         if not done:
             raise SessionNotFound(session_id)
         return listed(session_id, await self.owned(session_id, user_id))
@@ -573,4 +580,5 @@ def listed(session_id: str, meta: Mapping[str, str | None]) -> dict[str, Any]:
         "updated_at": meta.get("updated_at"),
         "pinned": meta.get("pinned") == "1",
         "mode": meta.get("mode") or "client",
+        "memory": meta.get("memory") or "on",
     }

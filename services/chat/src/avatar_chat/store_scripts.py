@@ -362,9 +362,9 @@ return 'ok'
 """
 )
 
-# Renames or pins a conversation of the owner's: 0 when there is none of theirs.
-# KEYS: meta. ARGV: user, the session id, title ('' keeps it), pinned ('1', '0', '' keeps
-# it), ttl, library bound.
+# Renames or pins a conversation of the owner's, or sets its memory mode: 0 when there is
+# none of theirs. KEYS: meta. ARGV: user, the session id, title ('' keeps it), pinned ('1',
+# '0', '' keeps it), ttl, library bound, memory ('' keeps it).
 RENAME = _named(
     FUNCTIONS
     + """
@@ -372,6 +372,7 @@ local meta = KEYS[1]
 if redis.call('HGET', meta, 'owner') ~= ARGV[1] then return 0 end
 if ARGV[3] ~= '' then redis.call('HSET', meta, 'title', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSET', meta, 'pinned', ARGV[4]) end
+if ARGV[7] ~= '' then redis.call('HSET', meta, 'memory', ARGV[7]) end
 local ttl = 0
 if redis.call('HGET', meta, 'kept') ~= '1' then ttl = tonumber(ARGV[5]) end
 local active_at = redis.call('HGET', meta, 'active_at') or tostring(clock())

@@ -22,7 +22,9 @@ prompt would not fit the window without one (the background one failed, or lags 
 the way it uses the newest ready summary that matches. A background summary waits behind
 every chat turn for its LLM slot, runs one per session at a time across replicas (the
 session's lock, tried once: a held one means someone is on it), and its failure changes
-nothing for the user: the next reply tries again.
+nothing for the user: the next reply tries again. When the conversation's long-term memory is
+on (`Conversation.learning`), the same call also lists the facts of the turns it summarizes
+(`memory.learning`): one call does both.
 """
 
 import asyncio
@@ -30,6 +32,7 @@ import logging
 import re
 from dataclasses import dataclass
 
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from avatar_chat.context.summaries import (
@@ -41,6 +44,14 @@ from avatar_chat.context.summaries import (
 )
 from avatar_chat.context.tokens import TokenEstimator
 from avatar_chat.llm import LlmClient, LlmRequest
+from avatar_chat.memory.learning import (
+    ALSO_FACTS,
+    SUMMARY_AND_FACTS_SCHEMA,
+    JobDraft,
+    LearnedFact,
+    MemoryLearner,
+    SummaryAndFacts,
+)
 from avatar_chat.metrics import LLM_TOKENS, SUMMARIES
 from avatar_chat.settings import ChatSettings
 from avatar_shared.errors import AppError, ValidationFailed
@@ -85,6 +96,7 @@ class Conversation:
     reserved: int = 0  # tokens of what goes around the turns besides the system message
     caller: str = ""  # whose rate a summary call counts in, and whose turn it waits in line
     covered_before: int = 0  # turns the summary of the session's previous reply covered
+    learning: JobDraft | None = None  # memory on: a summary made ahead lists facts too
 
 
 @dataclass(frozen=True)
@@ -109,8 +121,10 @@ class ContextPlanner:
         store: SummaryStore,
         rate: RateLimit,
         settings: ChatSettings,
+        learner: MemoryLearner | None = None,
     ) -> None:
         self.llm = llm
+        self.learner = learner  # takes the facts a summary made ahead lists
         self.gate = gate
         self.store = store
         self.rate = rate  # the caller's chat rate
@@ -201,7 +215,7 @@ class ContextPlanner:
                         return summary, False
                     while summary.covered < aged:
                         block = self._next_block(talk, summary, aged)
-                        content = await self._ask(talk, summary, block, ahead)
+                        content, facts = await self._ask(talk, summary, block, ahead)
                         start, end = summary.covered, summary.covered + len(block)
                         made_now = Summary(end, digests[end], content, utc_now())
                         if not await self.store.save(
@@ -210,6 +224,8 @@ class ContextPlanner:
                             SUMMARIES.labels(when, "skipped").inc()
                             break  # deleted meanwhile: nothing to summarize for
                         summary, made = made_now, True
+                        if facts is not None and self.learner and talk.learning:
+                            await self.learner.take(talk.learning, digests, start, end, facts)
         except LockTimeout:
             if ahead:  # another request or replica is summarizing it: theirs will do
                 SUMMARIES.labels(when, "skipped").inc()
@@ -235,9 +251,10 @@ class ContextPlanner:
         ahead = trigger_tokens(talk, self.settings.summary_ahead_ratio)
         return talk.estimate.messages(with_summary_) >= ahead
 
-    def _instructions(self) -> Message:
+    def _instructions(self, with_facts: bool = False) -> Message:
         words = self.settings.summary_max_tokens // 3  # Korean costs 2-3 tokens a word
-        return {"role": "system", "content": SUMMARY_INSTRUCTIONS.format(words=words)}
+        text = SUMMARY_INSTRUCTIONS.format(words=words)
+        return {"role": "system", "content": text + ALSO_FACTS if with_facts else text}
 
     def _next_block(self, talk: Conversation, summary: Summary, aged: int) -> list[str]:
         """Transcript lines of the next aged turns, as many as one summary call can take
@@ -265,15 +282,19 @@ class ContextPlanner:
 
     async def _ask(
         self, talk: Conversation, summary: Summary, block: list[str], ahead: bool
-    ) -> str:
+    ) -> tuple[str, list[LearnedFact] | None]:
+        """The summary extended with `block`, and (memory on, ahead) the facts it holds."""
+        with_facts = ahead and talk.learning is not None and self.learner is not None
         earlier = f"Summary so far:\n{summary.content}\n\n" if summary.exists else ""
         prompt = earlier + "New part of the conversation:\n" + "\n".join(block)
+        facts_tokens = self.settings.memory_learn_max_tokens if with_facts else 0
         summary_request = LlmRequest(
             model=talk.model,
-            messages=[self._instructions(), {"role": "user", "content": prompt}],
+            messages=[self._instructions(with_facts), {"role": "user", "content": prompt}],
             temperature=SUMMARY_TEMPERATURE,
-            max_tokens=self.settings.summary_max_tokens,
+            max_tokens=self.settings.summary_max_tokens + facts_tokens,
             context_tokens=talk.window,
+            schema=SUMMARY_AND_FACTS_SCHEMA if with_facts else None,
         )
         # LLM work the caller causes (an edit early in a long conversation makes every
         # summary after it stale): past their rate, the summary waits for a later turn.
@@ -283,10 +304,17 @@ class ContextPlanner:
             reply = await self.llm.complete(summary_request)
         LLM_TOKENS.labels(talk.model, "summary_prompt").inc(max(0, reply.prompt_tokens))
         LLM_TOKENS.labels(talk.model, "summary_completion").inc(max(0, reply.completion_tokens))
-        content = whole_sentences(reply.content.strip())
+        text, facts = reply.content, None
+        if with_facts:
+            try:
+                answer = SummaryAndFacts.model_validate_json(reply.content)
+            except ValidationError as exc:
+                raise CannotSummarize(f"malformed summary and facts: {exc}") from exc
+            text, facts = answer.summary, answer.facts
+        content = whole_sentences(text.strip())
         if not content:
             raise CannotSummarize("the model answered an empty summary")
-        return content
+        return content, facts
 
 
 def trigger_tokens(talk: Conversation, ratio: float) -> int:

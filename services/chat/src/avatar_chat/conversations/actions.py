@@ -4,8 +4,12 @@ messages. Each acts on the caller's own conversation (another's is 404) and chan
 compare-and-set step that refuses while a reply for it is being generated (409)."""
 
 import json
+import logging
 from typing import Any
 
+from redis.exceptions import RedisError
+
+from avatar_chat.context.summaries import prefix_digests
 from avatar_chat.conversations import messages as msgs
 from avatar_chat.conversations import sillytavern
 from avatar_chat.conversations.upload import file_limit
@@ -19,11 +23,14 @@ from avatar_chat.schemas import (
 )
 from avatar_chat.service import ChatService, Setup
 from avatar_chat.store import SessionState
-from avatar_shared.errors import ValidationFailed
+from avatar_shared.errors import AppError, ValidationFailed
+from avatar_shared.owned import Owner
 from avatar_shared.rate import Caller
 from avatar_shared.timestamps import utc_now
 
 FIRST_PAGE = 100  # messages a start, branch or import answers with
+
+log = logging.getLogger(__name__)
 
 
 async def start(chat: ChatService, body: StartConversation, caller: Caller) -> SessionHistory:
@@ -41,7 +48,7 @@ async def start(chat: ChatService, body: StartConversation, caller: Caller) -> S
         opening = _opening(greetings, body.greeting)
     elif body.greeting:
         raise ValidationFailed("greeting: a conversation without a character has no greetings")
-    fields = {**setup.fields(), "title": body.title or ""}
+    fields = {**setup.fields(), "title": body.title or "", "memory": body.memory}
     session_id = await chat.sessions.create(caller.identity, fields, opening)
     return await history(chat, session_id, caller)
 
@@ -71,6 +78,9 @@ async def branch(
     meta = state.meta
     fields = {**Setup.stored(meta).fields(), "title": meta.get("title", "")}
     fields["branched_from"] = session_id
+    # A branch is of its conversation's lineage: memories learned past its message stay out.
+    fields["root"] = meta.get("root") or session_id
+    fields["memory"] = meta.get("memory", "")
     kept = state.messages[: index + 1]
     new_id = await chat.sessions.create(caller.identity, fields, kept)
     await chat.sessions.copy_summaries(session_id, new_id, len(kept))
@@ -108,6 +118,7 @@ async def delete_message(
     await chat.sessions.change_message(
         session_id, caller.identity, index, state.raw[index], None, remaining
     )
+    await _forget_edited(chat, session_id, state, remaining, caller)
 
 
 async def _replace(
@@ -121,15 +132,40 @@ async def _replace(
     await chat.sessions.change_message(
         session_id, caller.identity, index, state.raw[index], changed, stored
     )
+    await _forget_edited(chat, session_id, state, stored, caller)
     return msgs.public(changed, index)
+
+
+async def _forget_edited(
+    chat: ChatService,
+    session_id: str,
+    state: SessionState,
+    now: list[msgs.Message],
+    caller: Caller,
+) -> None:
+    """What the character learned from the messages an edit or a delete took away is
+    forgotten (the edit stands if that fails: the memories are then left out of this
+    conversation's lineage by their digests, and forgotten at its next reading)."""
+    character_id = state.meta.get("character_id")
+    if not character_id:
+        return
+    try:
+        recalled = await chat.memories.recall(caller.user_id, character_id)
+        digests = prefix_digests(msgs.turns(now))
+        owner = Owner(caller.user_id, caller.address_key)
+        await chat.learner.forget_edited(owner, session_id, recalled.memories, 0, digests)
+    except (AppError, RedisError) as exc:
+        log.warning("memories of edited session %s not forgotten: %s", session_id, exc)
 
 
 async def rename(
     chat: ChatService, session_id: str, change: ConversationChange, caller: Caller
 ) -> dict[str, Any]:
-    if change.title is None and change.pinned is None:
-        raise ValidationFailed("give a title, pinned, or both")
-    return await chat.sessions.rename(session_id, caller.user_id, change.title, change.pinned)
+    if change.title is None and change.pinned is None and change.memory is None:
+        raise ValidationFailed("give a title, pinned or memory")
+    return await chat.sessions.rename(
+        session_id, caller.user_id, change.title, change.pinned, change.memory
+    )
 
 
 async def export(chat: ChatService, session_id: str, caller: Caller) -> tuple[str, bytes]:

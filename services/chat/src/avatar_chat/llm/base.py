@@ -49,6 +49,9 @@ class LlmRequest:
     sampling: Sampling = Sampling()  # summaries: the server's defaults
     # The last message is the character's, to be continued rather than answered.
     continues: bool = False
+    # The reply must be JSON matching this JSON Schema (the servers' structured outputs:
+    # Ollama's `format`, OpenAI's `response_format`); None: text.
+    schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,9 @@ class OllamaClient(LlmClient):
         return f"{self._base}/api/chat"
 
     def payload(self, request: LlmRequest, stream: bool) -> dict[str, Any]:
+        structured = {} if request.schema is None else {"format": request.schema}
         return {
+            **structured,  # docs/api.md, "Request (Structured outputs)"
             "model": request.model,
             "messages": request.messages,
             "stream": stream,

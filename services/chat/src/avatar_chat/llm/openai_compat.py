@@ -33,6 +33,11 @@ class OpenAICompatClient(LlmClient):
         }
         if stream:  # usage arrives in a last chunk only when asked for
             payload["stream_options"] = {"include_usage": True}
+        if request.schema is not None:  # structured outputs, as OpenAI's API names them
+            payload["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": request.schema, "strict": True},
+            }
         if request.continues:  # vLLM's chat template extensions (its protocol.py)
             payload["continue_final_message"], payload["add_generation_prompt"] = True, False
         return payload

@@ -3,7 +3,9 @@
 1. one system message: the card's `system_prompt` with `{{original}}` as our role-play rules
    (ours alone when it has none); lore placed `before_char`; the character (name,
    description, personality); the scenario (the request's fields over the card's); lore
-   placed `after_char`; the user's persona; the example dialogue, its blocks marked as
+   placed `after_char`; the user's persona; what the character remembers of the user (its
+   long-term memories most relevant to the last messages, pinned ones always, within
+   MEMORY_BUDGET_RATIO of the window); the example dialogue, its blocks marked as
    examples (the first dropped first when room runs short); the planner adds the summary;
 2. the conversation, with lore that asks for a depth inserted that many messages from the
    end, in its role;
@@ -21,6 +23,9 @@ built here (`Prompt.reserved`).
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from avatar_chat.memory.ranking import MemoryIndex
+from avatar_chat.memory.recall import line_of, query, section
+from avatar_chat.memory.store import Remembered
 from avatar_chat.prompt.examples import example_blocks
 from avatar_shared.lorebook import Activation, Fired, Lorebook, activate
 from avatar_shared.macros import Macros
@@ -75,6 +80,8 @@ class Limits:
     room: int  # tokens the system message may take before the prompt is due for summarizing
     lore_budget: int  # tokens for lore, unless the book sets its own
     scan_depth: int  # messages scanned for lore keys, unless the book sets its own
+    memory_budget: int = 0  # tokens for memories besides the pinned ones
+    memory_query: int = 6  # the last messages memories are ranked against
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ class Prompt:
     examples_dropped: int  # example blocks left out for room
     macros: Macros
     reserved: int = field(default=0)  # tokens of the parts outside the system message
+    memories: list[Remembered] = field(default_factory=list)  # those the prompt holds
 
     def finish(self, fitted: list[Message]) -> list[Message]:
         """The fitted messages (system first) with depth lore and the last messages added."""
@@ -104,6 +112,7 @@ def build_prompt(
     turns: list[Message],
     limits: Limits,
     tokens: Callable[[str], int],
+    memories: MemoryIndex[Remembered] | None = None,
 ) -> Prompt:
     macros = Macros(
         char=card.nickname or card.name or scene.opponent or "Character", user=user.name
@@ -116,6 +125,15 @@ def build_prompt(
         lambda text: tokens(macros.expand(text)),  # counted as the model will see it
     )
     placed = {p: _lore_text(lore, p, macros) for p in ("before_char", "after_char")}
+    remembered = (
+        memories.choose(
+            query(turns, limits.memory_query),
+            limits.memory_budget,
+            lambda text: tokens(line_of(text)),
+        )
+        if memories is not None
+        else []
+    )
     parts = {
         "system": macros.with_original(ROLEPLAY_RULES).expand(card.system_prompt.strip())
         or ROLEPLAY_RULES,
@@ -124,6 +142,7 @@ def build_prompt(
         "scenario": _scenario(card, scene, macros),
         "lore_after": placed["after_char"],
         "persona": _persona(user, macros),
+        "memories": section(remembered, macros.char, macros.user),
     }
     after = _after(card, macros)
     depth_lore = [f for f in lore.fired if f.place == "depth"]
@@ -137,8 +156,9 @@ def build_prompt(
         "persona": _count(parts["persona"], tokens),
         "lore": sum(f.tokens for f in lore.fired),
         "examples": _count(examples, tokens),
+        "memories": _count(parts["memories"], tokens),
     }
-    return Prompt(system, depth_lore, after, counted, lore, dropped, macros, reserved)
+    return Prompt(system, depth_lore, after, counted, lore, dropped, macros, reserved, remembered)
 
 
 def _count(text: str, tokens: Callable[[str], int]) -> int:

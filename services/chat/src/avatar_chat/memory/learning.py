@@ -1,0 +1,523 @@
+"""Learning long-term memories from conversations, in the background, at bounded cost.
+
+After a turn of a conversation whose memory is `on` (and that has a character), its messages
+not yet read are read for facts: at once (a background task) when MEMORY_LEARN_EVERY of
+them have come, else when it has been quiet for MEMORY_IDLE_S (a job in Redis that any
+replica's sweeper takes). A reading is one LLM call that waits behind every chat turn for
+its slot, counts in the caller's chat rate as a summary call does, and answers JSON that
+must match `FACTS_SCHEMA` (the servers' structured outputs). It never delays a reply.
+
+What the answer says is checked before anything is stored: a malformed answer stores
+nothing. Each fact is then merged into the user's memories of the character:
+- a fact for a slot (`key`) a learned memory already fills replaces that memory's text, the
+  older text kept in its history (a contradiction; the same fact said again only moves its
+  origin);
+- a near-duplicate of any memory (most of its terms shared) is not stored twice;
+- else it is a new memory, within the user's quota (past it, nothing more is stored).
+
+Branches and edits: a reading marks how far it read (`memory_marks`, as (messages, digest)
+in the session's hash). A conversation edited before that point is read again from the last
+mark that still matches, and the memories learned from what was edited away are forgotten
+(`forget_edited`); at a prompt, a memory learned in the conversation's own lineage (the
+conversation, the one it branched from, their branches) is used only while the
+conversation still holds the messages it was learned from (`memory.recall.visible`).
+
+Keys: `chat:memory:due` (session ids scored by when they go idle) and
+`chat:memory:job:{session_id}` (what reading it needs: its owner, character, lineage and
+the unread messages with their digests; expires a while after it is due); the session's
+reading lock `chat:session:{id}:memory-lock`; the lock of merges into one user's memories of
+one character, `memories:merge:{user_id}:{character_id}`.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from contextlib import suppress
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from avatar_chat.context.summaries import prefix_digests
+from avatar_chat.context.tokens import TokenEstimator
+from avatar_chat.llm import LlmClient, LlmRequest
+from avatar_chat.memory.ranking import MemoryIndex, terms
+from avatar_chat.memory.schemas import Kind
+from avatar_chat.memory.store import MemoryStore, Origin, Remembered
+from avatar_chat.metrics import LLM_TOKENS, MEMORY_LEARNING
+from avatar_chat.settings import ChatSettings
+from avatar_shared.errors import AppError
+from avatar_shared.gate import Gate
+from avatar_shared.locks import LockTimeout, redis_lock
+from avatar_shared.owned import Owner
+from avatar_shared.rate import RateLimit
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, str]
+
+LEARN_INSTRUCTIONS = """\
+You keep the long-term memory a role-play character has of its user. Read the new part of
+their conversation and list the facts worth remembering in later conversations: the user's
+name and nicknames, their relationships, promises and plans, likes and dislikes, and the
+state of the world they share. One short sentence per fact, in the language of the
+conversation, about the user or their shared story (not what the character said of itself).
+Give each fact a `key`: the slot it fills, short lowercase words joined by dots or
+underscores (user.name, user.likes.food, promise.picnic). A newer fact for a slot replaces
+the older one, so reuse a known fact's key when the new part changes that fact. Do not list
+known facts again unless they changed. Answer with JSON only."""
+KINDS = ["name", "relationship", "promise", "preference", "world", "other"]
+MAX_FACTS = 16  # facts one reading may store
+FACTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "facts": {
+            "type": "array",
+            "maxItems": MAX_FACTS,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "key": {"type": "string"},
+                    "kind": {"type": "string", "enum": KINDS},
+                    "text": {"type": "string"},
+                },
+                "required": ["key", "kind", "text"],
+                "additionalProperties": False,
+            },
+        }
+    },
+    "required": ["facts"],
+    "additionalProperties": False,
+}
+# A summary made ahead for a conversation whose memory is on lists the facts too (one call).
+ALSO_FACTS = """
+Also list the facts of the new part worth remembering in later conversations, as `facts`:
+the user's name and nicknames, relationships, promises and plans, likes and dislikes, the
+state of their shared world; one short sentence each, with a `key` naming the slot it fills
+(user.name, user.likes.food). Answer with JSON only: the summary as `summary`, and `facts`."""
+SUMMARY_AND_FACTS_SCHEMA: dict[str, Any] = {
+    **FACTS_SCHEMA,
+    "properties": {"summary": {"type": "string"}, **FACTS_SCHEMA["properties"]},
+    "required": ["summary", "facts"],
+}
+LEARN_TEMPERATURE = 0.2  # faithful rather than creative
+KNOWN_SHOWN = 30  # known facts shown to a reading, the most relevant to what it reads
+NEAR_DUPLICATE = 0.8  # share of terms two facts have in common to be one
+KEPT_MARKS = 6  # readings a session remembers (to resume after an edit)
+MERGE_LOCK_S = 10.0  # a merge is a few Redis writes; its lock outlives no replica longer
+MAX_TASKS = 64  # readings one replica runs at once; more wait for a later turn
+SWEEP_BATCH = 8  # idle conversations a sweep takes at once
+SPEAKERS = {"user": "User", "assistant": "Character"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """What reading a conversation needs, from the turn that made it due."""
+
+    session_id: str
+    user_id: str
+    address: str | None  # an anonymous owner's address key: their memories' quotas
+    caller: str  # whose rate and whose line in the gate
+    character_id: str
+    root: str
+    start: int  # messages read before (the unread ones follow)
+    turns: list[Message]  # the unread messages
+    digests: list[str]  # digests[i]: the conversation up to message start + i
+    last_message_id: str | None
+    model: str
+    window: int
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.user_id, self.address)
+
+
+class LearnedFact(BaseModel):
+    key: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    kind: Kind
+    text: str = Field(min_length=1)
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _slot(cls, value: object) -> object:
+        # Models write "User name" as often as "user.name": one slot either way.
+        return "_".join(value.lower().split()) if isinstance(value, str) else value
+
+
+class LearnedFacts(BaseModel):
+    facts: list[LearnedFact] = Field(max_length=MAX_FACTS)
+
+
+class SummaryAndFacts(LearnedFacts):
+    summary: str
+
+
+def read_marks(meta: dict[str, str]) -> list[tuple[int, str]]:
+    try:
+        return [(int(n), str(d)) for n, d in json.loads(meta.get("memory_marks") or "[]")]
+    except (ValueError, TypeError):
+        return []
+
+
+def resume_at(marks: list[tuple[int, str]], digests: list[str]) -> int:
+    """How many messages of this conversation were read: the last mark it still holds."""
+    held = [n for n, d in marks if n < len(digests) and digests[n] == d]
+    return max(held, default=0)
+
+
+def similarity(a: str, b: str) -> float:
+    """Share of terms two texts have in common (Jaccard)."""
+    left, right = set(terms(a)), set(terms(b))
+    return len(left & right) / len(left | right) if left or right else 1.0
+
+
+class MemoryLearner:
+    def __init__(
+        self,
+        redis: Redis,
+        llm: LlmClient,
+        gate: Gate,
+        store: MemoryStore,
+        rate: RateLimit,
+        settings: ChatSettings,
+    ) -> None:
+        self.redis = redis
+        self.llm = llm
+        self.gate = gate
+        self.store = store
+        self.rate = rate
+        self.settings = settings
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+        self._mark = redis.register_script(SAVE_MARK)
+
+    # --- after a turn --------------------------------------------------------------------
+
+    async def after_turn(
+        self, job_of: "JobDraft", turns: list[Message], meta: dict[str, str]
+    ) -> None:
+        """A turn was recorded (`turns`: the conversation with its reply): read its unread
+        messages now if enough came, else when it goes quiet."""
+        digests = prefix_digests(turns)
+        start = resume_at(read_marks(meta), digests)
+        job = job_of.at(start, turns[start:], digests[start:])
+        if len(job.turns) >= self.settings.memory_learn_every:
+            await self.redis.zrem(DUE, job.session_id)  # read now, not again when quiet
+            self.start(job)
+        elif job.turns:
+            await self._due_later(job)
+
+    def start(self, job: Job) -> None:
+        if len(self._tasks) >= MAX_TASKS:
+            log.info("memory reading of session %s left for later: too many", job.session_id)
+            return
+        task = asyncio.create_task(self._read_safely(job), name=f"memory-{job.session_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _due_later(self, job: Job) -> None:
+        due = time.time() + self.settings.memory_idle_s
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(job_key(job.session_id), json.dumps(asdict(job)), ex=self._job_ttl_s)
+            pipe.zadd(DUE, {job.session_id: due})
+            await pipe.execute()
+
+    @property
+    def _job_ttl_s(self) -> int:
+        return self.settings.memory_idle_s + 3600  # long enough to be swept, then gone
+
+    # --- quiet conversations -------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """Reads the conversations that went quiet: each taken by one replica (the first to
+        remove it from the due set). How many were taken."""
+        due = await self.redis.zrangebyscore(DUE, "-inf", time.time(), start=0, num=SWEEP_BATCH)
+        taken = 0
+        for session_id in due:
+            if not await self.redis.zrem(DUE, session_id):
+                continue  # another replica's
+            raw = await self.redis.getdel(job_key(session_id))
+            if raw:
+                taken += 1
+                self.start(Job(**json.loads(raw)))
+        return taken
+
+    def start_sweeping(self) -> None:
+        """Sweeps every half MEMORY_IDLE_S (at most 30 s) until `close`."""
+        every_s = min(self.settings.memory_idle_s / 2, 30.0)
+        self._sweeper = asyncio.create_task(self._sweep_until_closed(every_s))
+
+    async def _sweep_until_closed(self, every_s: float) -> None:
+        # A stop flag, not only the cancellation: a cancellation that lands inside a Redis
+        # call can be absorbed by the client, and the loop must end all the same.
+        while not self._closed.is_set():
+            try:
+                await self.sweep()
+            except RedisError as exc:
+                log.warning("memory sweep failed (tried again): %s", exc)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), every_s)
+
+    async def close(self) -> None:
+        """At shutdown: the sweeps and the readings stop (a reading's lock expires by itself,
+        and its messages are read at a later turn)."""
+        self._closed.set()
+        running = [*self._tasks, *([self._sweeper] if self._sweeper else [])]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+    # --- a reading -----------------------------------------------------------------------
+
+    async def _read_safely(self, job: Job) -> None:
+        try:
+            outcome = await self.read(job)
+        except Exception:  # a bug: no one awaits this task to hear of it otherwise
+            outcome = "failed"
+            log.exception("memory reading of session %s failed", job.session_id)
+        MEMORY_LEARNING.labels(outcome).inc()
+
+    async def read(self, job: Job) -> str:
+        """One reading of the job's unread messages, under the session's lock (tried once: a
+        held one means another replica is on it). Its outcome, for the metric."""
+        lock = f"chat:session:{job.session_id}:memory-lock"
+        try:
+            async with redis_lock(
+                self.redis, lock, expire_s=self.settings.summary_timeout_s + 5, wait_s=0
+            ):
+                async with asyncio.timeout(self.settings.summary_timeout_s):
+                    return await self._read(job)
+        except LockTimeout:
+            return "skipped"
+        except (AppError, TimeoutError, RedisError) as exc:
+            log.warning("memory reading of session %s failed: %s", job.session_id, exc or "")
+            return "failed"
+
+    async def _read(self, job: Job) -> str:
+        job = await self._still_unread(job)
+        if not job.turns:
+            return "skipped"  # read meanwhile (a quiet conversation's job, say)
+        owner = job.owner
+        recalled = await self.store.recall(job.user_id, job.character_id)
+        await self.forget_edited(owner, job.session_id, recalled.memories, job.start, job.digests)
+        block = self._block(job)
+        end = job.start + len(block)
+        transcript = "\n".join(f"{SPEAKERS[t['role']]}: {t['content']}" for t in block)
+        known = MemoryIndex.build(recalled.memories).choose(transcript, 10**9, lambda _: 0)
+        answer = await self._ask(job, transcript, known[:KNOWN_SHOWN])
+        origin = Origin(
+            job.session_id,
+            job.last_message_id if end == job.start + len(job.turns) else None,
+            job.root,
+            end,
+            job.digests[end - job.start],
+        )
+        try:
+            facts = LearnedFacts.model_validate_json(answer).facts
+        except ValidationError as exc:
+            log.warning("memory reading of session %s: malformed answer: %s", job.session_id, exc)
+            await self._marked(job.session_id, origin)  # read: the same text would fail again
+            return "malformed"
+        stored = await self._merge(owner, job.character_id, facts, origin)
+        await self._marked(job.session_id, origin)
+        return "learned" if stored else "nothing"
+
+    async def _still_unread(self, job: Job) -> Job:
+        """The job less the messages another reading has read since it was made."""
+        meta_key = f"chat:session:{job.session_id}"
+        raw: str | None = await self.redis.hget(meta_key, "memory_marks")  # type: ignore[misc]  # redis-py: "Awaitable[T] | T"
+        marks = read_marks({"memory_marks": raw or ""})
+        read = max(
+            (
+                n
+                for n, digest in marks
+                if job.start <= n < job.start + len(job.digests)
+                and job.digests[n - job.start] == digest
+            ),
+            default=job.start,
+        )
+        skip = read - job.start
+        return replace(job, start=read, turns=job.turns[skip:], digests=job.digests[skip:])
+
+    def _block(self, job: Job) -> list[Message]:
+        """The unread messages one call can take, from the first (a message too long for a
+        call alone is taken whole: the server truncates, as it would a summary's)."""
+        room = int(job.window * self.settings.summary_trigger_ratio)
+        room -= self.settings.memory_learn_max_tokens + 1000  # instructions and known facts
+        estimate, taken = TokenEstimator(None), list[Message]()
+        for turn in job.turns:
+            room -= estimate.text(turn["content"]) + 4
+            if taken and room < 0:
+                break
+            taken.append(turn)
+        return taken
+
+    async def _ask(self, job: Job, transcript: str, known: list[Remembered]) -> str:
+        shown = "\n".join(f"- [{m.key or 'user'}] {m.text}" for m in known) or "(none yet)"
+        prompt = f"Known facts:\n{shown}\n\nNew part of the conversation:\n{transcript}"
+        request = LlmRequest(
+            model=job.model,
+            messages=[
+                {"role": "system", "content": LEARN_INSTRUCTIONS},
+                {"role": "user", "content": prompt},
+            ],
+            temperature=LEARN_TEMPERATURE,
+            max_tokens=self.settings.memory_learn_max_tokens,
+            context_tokens=job.window,
+            schema=FACTS_SCHEMA,
+        )
+        await self.rate.hit(job.caller)  # LLM work the caller causes, as a summary is
+        async with self.gate.slot(job.caller, background=True):  # behind every chat turn
+            reply = await self.llm.complete(request)
+        LLM_TOKENS.labels(job.model, "memory_prompt").inc(max(0, reply.prompt_tokens))
+        LLM_TOKENS.labels(job.model, "memory_completion").inc(max(0, reply.completion_tokens))
+        return reply.content
+
+    async def _merge(
+        self, owner: Owner, character_id: str, facts: list[LearnedFact], origin: Origin
+    ) -> int:
+        """Stores what is new of `facts`; how many memories it wrote. One merge at a time
+        per (user, character), across replicas: two conversations read at once must not
+        both store the same new fact."""
+        lock = f"memories:merge:{owner.user_id}:{character_id}"
+        async with redis_lock(self.redis, lock, expire_s=MERGE_LOCK_S, wait_s=MERGE_LOCK_S):
+            return await self._merged(owner, character_id, facts, origin)
+
+    async def _merged(
+        self, owner: Owner, character_id: str, facts: list[LearnedFact], origin: Origin
+    ) -> int:
+        memories = list((await self.store.recall(owner.user_id, character_id)).memories)
+        written = 0
+        for fact in facts:
+            text = fact.text.strip()[: self.settings.memory_max_chars]
+            same_slot = next(
+                (m for m in memories if m.source == "learned" and m.key == fact.key), None
+            )
+            if same_slot is not None:
+                if similarity(same_slot.text, text) < NEAR_DUPLICATE:
+                    text_now = text
+                else:
+                    text_now = same_slot.text  # the same fact said again
+                await self.store.relearn(same_slot.id, owner, text_now, origin)
+                written += 1
+                continue
+            if any(similarity(m.text, text) >= NEAR_DUPLICATE for m in memories):
+                continue  # known already (the user's own, or learned under another key)
+            try:
+                record = await self.store.create(
+                    owner, character_id, text, learned=(fact.kind, fact.key, origin)
+                )
+            except AppError as exc:  # the quota, or the memories' share of Redis
+                log.info("memories of %s not stored: %s", owner.user_id, exc.message)
+                break
+            memories.append(Remembered.of(record))
+            written += 1
+        return written
+
+    async def take(
+        self, draft: "JobDraft", digests: list[str], start: int, end: int, facts: list[LearnedFact]
+    ) -> None:
+        """The facts a summary made ahead listed for messages `start` to `end` (`digests`:
+        the conversation's). Those messages count as read when nothing before them is unread."""
+        origin = Origin(draft.session_id, None, draft.root, end, digests[end])
+        owner = Owner(draft.user_id, draft.address)
+        await self._merge(owner, draft.character_id, facts, origin)
+        MEMORY_LEARNING.labels("with_summary").inc()
+        raw: str | None = await self.redis.hget(f"chat:session:{draft.session_id}", "memory_marks")  # type: ignore[misc]  # redis-py: "Awaitable[T] | T"
+        read = resume_at(read_marks({"memory_marks": raw or ""}), digests)
+        if start <= read < end:
+            await self._marked(draft.session_id, origin)
+
+    async def forget_edited(
+        self,
+        owner: Owner,
+        session_id: str,
+        memories: list[Remembered],
+        start: int,
+        digests: list[str],
+    ) -> None:
+        """Forgets the memories learned in this conversation from messages it no longer
+        holds (edited or deleted since). `digests[i]`: its messages up to `start` + i."""
+        gone = [
+            m.id
+            for m in memories
+            if m.origin is not None
+            and m.origin.session_id == session_id
+            and not holds(start, digests, m.origin)
+        ]
+        await self.store.forget(gone, owner)
+
+    async def _marked(self, session_id: str, origin: Origin) -> None:
+        """Remembers how far the session was read (only while the session exists)."""
+        await self._mark(
+            keys=[f"chat:session:{session_id}"],
+            args=[origin.covered, origin.digest, KEPT_MARKS],
+        )
+
+
+def holds(start: int, digests: list[str], origin: Origin) -> bool:
+    """Whether a conversation (`digests[i]`: its messages up to `start` + i) still holds the
+    messages `origin` was read from; before `start` the last matching mark vouches."""
+    at = origin.covered - start
+    if at < 0:
+        return True
+    return at < len(digests) and digests[at] == origin.digest
+
+
+@dataclass(frozen=True)
+class JobDraft:
+    """A job but for what depends on how far its conversation was read."""
+
+    session_id: str
+    user_id: str
+    address: str | None
+    caller: str
+    character_id: str
+    root: str
+    last_message_id: str | None
+    model: str
+    window: int
+
+    def at(self, start: int, turns: list[Message], digests: list[str]) -> Job:
+        return Job(
+            self.session_id,
+            self.user_id,
+            self.address,
+            self.caller,
+            self.character_id,
+            self.root,
+            start,
+            turns,
+            digests,
+            self.last_message_id,
+            self.model,
+            self.window,
+        )
+
+
+DUE = "chat:memory:due"
+
+
+def job_key(session_id: str) -> str:
+    return f"chat:memory:job:{session_id}"
+
+
+# KEYS: the session's hash. ARGV: messages read, their digest, marks kept. Appends the mark
+# (a later reading of an edited conversation drops the marks past it) while the session
+# exists.
+SAVE_MARK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local marks = cjson.decode(redis.call('HGET', KEYS[1], 'memory_marks') or '[]')
+local kept = {}
+for _, mark in ipairs(marks) do
+  if tonumber(mark[1]) < tonumber(ARGV[1]) then table.insert(kept, mark) end
+end
+table.insert(kept, {tonumber(ARGV[1]), ARGV[2]})
+while #kept > tonumber(ARGV[3]) do table.remove(kept, 1) end
+redis.call('HSET', KEYS[1], 'memory_marks', cjson.encode(kept))
+return 1
+"""

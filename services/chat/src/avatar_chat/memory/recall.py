@@ -1,0 +1,39 @@
+"""Memories at a turn: which the conversation may see, what they are ranked against, and the
+part of the system message they make (the prompt builder places it)."""
+
+from avatar_chat.context.summaries import prefix_digests
+from avatar_chat.memory.learning import holds
+from avatar_chat.memory.ranking import MemoryIndex
+from avatar_chat.memory.store import Recalled, Remembered
+
+Message = dict[str, str]
+
+
+def visible(recalled: Recalled, root: str, turns: list[Message]) -> MemoryIndex[Remembered]:
+    """The memories a conversation may use: all, but those learned in its own lineage (it,
+    the conversation it branched from, their other branches) only while it holds the
+    messages they were learned from (`root`: its lineage, `turns`: its messages). A memory
+    of another branch's future, or of an edited-away message, stays out."""
+    own = [m for m in recalled.memories if m.origin is not None and m.origin.root == root]
+    digests = prefix_digests(turns) if own else []
+    hidden = {m.id for m in own if m.origin is not None and not holds(0, digests, m.origin)}
+    if not hidden:  # the usual case: the index of this version, built once
+        return recalled.index
+    return MemoryIndex.build([m for m in recalled.memories if m.id not in hidden])
+
+
+def query(turns: list[Message], messages: int) -> str:
+    """What memories are ranked against: the last messages of the conversation."""
+    return "\n".join(turn["content"] for turn in turns[-messages:])
+
+
+def line_of(text: str) -> str:
+    """A memory as the prompt lists it."""
+    return f"- {text}"
+
+
+def section(chosen: list[Remembered], char: str, user: str) -> str:
+    if not chosen:
+        return ""
+    heading = f"# What {char} remembers about {user}"
+    return heading + "\n" + "\n".join(line_of(m.text) for m in chosen)

@@ -1,0 +1,284 @@
+"""Long-term memories in Redis: owned records (avatar_shared.owned, the piece characters and
+personas are kept with) under the `memories` namespace, with the same quotas per signed-in
+user, anonymous user and client address, the same expiry of an anonymous user's, and the
+same move to the account at sign-in.
+
+Keys:
+- `memories:item:{id}`: a memory as JSON: character_id, text, pinned, source (`user`,
+  `learned`), kind, key (the slot a learned fact fills), where it was learned (session_id,
+  message_id, root: the conversation's first ancestor, covered: how many of its messages had
+  been read, digest: exactly which, as `context.summaries.prefix_digests` has it), history
+  (its earlier texts), owner and times;
+- `memories:owner:{user_id}`, `memories:bytes:{user_id}` and an anonymous user's address
+  keys (avatar_shared.owned);
+- `memories:version:{user_id}`: a token that changes with every write of the user's
+  memories, so a replica reuses what it read of them (and the index it ranks them with) until
+  it changes: a turn costs one GET, not a read of every memory. It expires with an anonymous
+  user's memories.
+"""
+
+import json
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from avatar_chat.memory.errors import MemoryNotFound, MemoryQuotaExceeded
+from avatar_chat.memory.ranking import MemoryIndex
+from avatar_chat.memory.schemas import ID_PREFIX
+from avatar_chat.settings import ChatSettings
+from avatar_shared.adoption import KindMoved
+from avatar_shared.budget import Budget
+from avatar_shared.owned import Kind, OwnedRecords, Owner, PageKey, Quota, Quotas
+from avatar_shared.pages import Page
+from avatar_shared.timestamps import utc_now
+
+MEMORIES = Kind(
+    namespace="memories",
+    id_prefix=ID_PREFIX,
+    not_found=MemoryNotFound,
+    not_owner=MemoryNotFound,  # not confirmed to others: the same 404 as a missing one
+    extra_keys=("version",),
+)
+HISTORY_KEPT = 5  # earlier texts a memory keeps
+RECALLED_KEPT = 512  # (user, character) pairs whose memories a replica keeps read
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a learned fact was read: the conversation, its last message read, and exactly
+    which messages those were."""
+
+    session_id: str
+    message_id: str | None
+    root: str  # the conversation's first ancestor (itself, unless it is a branch)
+    covered: int
+    digest: str
+
+
+@dataclass  # not frozen: `ranking.Rankable` asks for plain attributes
+class Remembered:
+    """A memory as a prompt and the learning use it."""
+
+    id: str
+    text: str
+    pinned: bool
+    at: str  # last written: newer wins ties in ranking
+    source: str
+    key: str | None = None
+    origin: Origin | None = None
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> "Remembered":
+        origin = None
+        if record.get("session_id"):
+            origin = Origin(
+                record["session_id"],
+                record.get("message_id"),
+                record.get("root") or record["session_id"],
+                int(record.get("covered", 0)),
+                str(record.get("digest", "")),
+            )
+        return cls(
+            record["id"],
+            record["text"],
+            bool(record.get("pinned")),
+            record["updated_at"],
+            record.get("source", "user"),
+            record.get("key"),
+            origin,
+        )
+
+
+@dataclass
+class Recalled:
+    """One user's memories of one character, as read at one version, and their index."""
+
+    memories: list[Remembered]
+    _index: MemoryIndex[Remembered] | None = field(default=None, repr=False)
+
+    @property
+    def index(self) -> MemoryIndex[Remembered]:
+        if self._index is None:  # built once per version, on its first turn
+            self._index = MemoryIndex.build(self.memories)
+        return self._index
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored memory as the API shows it."""
+    return {
+        "id": record["id"],
+        "character_id": record["character_id"],
+        "text": record["text"],
+        "pinned": bool(record.get("pinned")),
+        "source": record.get("source", "user"),
+        "kind": record.get("kind", "other"),
+        "key": record.get("key"),
+        "session_id": record.get("session_id"),
+        "message_id": record.get("message_id"),
+        "history": record.get("history", []),
+        "created_at": record["created_at"],
+        "updated_at": record["updated_at"],
+    }
+
+
+def with_text(record: dict[str, Any], text: str) -> dict[str, Any]:
+    """The fields that give `record` a new text, the old one kept in its history."""
+    if text == record["text"]:
+        return {}
+    earlier = [*record.get("history", []), {"text": record["text"], "until": utc_now()}]
+    return {"text": text, "history": earlier[-HISTORY_KEPT:]}
+
+
+class MemoryStore:
+    def __init__(self, redis: Redis, settings: ChatSettings) -> None:
+        self.redis = redis
+        quotas = Quotas(
+            signed_in=Quota(settings.max_memories_per_user, settings.max_memory_bytes_per_user),
+            anonymous=Quota(
+                settings.max_memories_per_anonymous_user,
+                settings.max_memory_bytes_per_anonymous_user,
+            ),
+            address=Quota(settings.max_memories_per_address, settings.max_memory_bytes_per_address),
+            noun="memories",
+            error=MemoryQuotaExceeded,
+        )
+        budget = Budget(redis, "memories", settings.redis_maxmemory_bytes)
+        self.records = OwnedRecords(redis, MEMORIES, quotas, budget, settings.anon_data_ttl_s)
+        self._recalled: OrderedDict[tuple[str, str], tuple[str, Recalled]] = OrderedDict()
+
+    @staticmethod
+    def version_key(user_id: str) -> str:
+        return f"memories:version:{user_id}"
+
+    # --- writes --------------------------------------------------------------------------
+
+    async def create(
+        self,
+        owner: Owner,
+        character_id: str,
+        text: str,
+        pinned: bool = False,
+        learned: tuple[str, str | None, Origin] | None = None,
+    ) -> dict[str, Any]:
+        """A new memory; `learned`: its kind, key and origin (else the user wrote it)."""
+        fields: dict[str, Any] = {
+            "character_id": character_id,
+            "text": text,
+            "pinned": pinned,
+            "source": "user",
+            "kind": "other",
+            "key": None,
+            "history": [],
+        }
+        if learned is not None:
+            kind, key, origin = learned
+            fields |= {"source": "learned", "kind": kind, "key": key, **_origin_fields(origin)}
+        record = await self.records.create(owner, fields)
+        await self._changed(owner)
+        return record
+
+    async def change(
+        self, memory_id: str, owner: Owner, text: str | None, pinned: bool | None
+    ) -> dict[str, Any]:
+        """The user's edit: a new text (the old one kept in its history), pinned or not."""
+
+        def apply(record: dict[str, Any]) -> dict[str, Any]:
+            changes = with_text(record, text) if text is not None else {}
+            return changes if pinned is None else {**changes, "pinned": pinned}
+
+        record = await self.records.update(memory_id, owner, apply)
+        await self._changed(owner)
+        return record
+
+    async def relearn(self, memory_id: str, owner: Owner, text: str, origin: Origin) -> None:
+        """A learned fact said again, or said anew for the same slot: its text (if new) and
+        where it was last learned."""
+        await self.records.update(
+            memory_id, owner, lambda record: {**with_text(record, text), **_origin_fields(origin)}
+        )
+        await self._changed(owner)
+
+    async def delete(self, memory_id: str, owner: Owner) -> None:
+        await self.records.delete(memory_id, owner)
+        await self._changed(owner)
+
+    async def forget(self, memory_ids: list[str], owner: Owner) -> None:
+        """Deletes the owner's memories that are still there (learned ones edited away)."""
+        for memory_id in memory_ids:
+            try:
+                await self.records.delete(memory_id, owner)
+            except MemoryNotFound:
+                continue  # deleted meanwhile
+        if memory_ids:
+            await self._changed(owner)
+
+    async def adopt(self, from_id: str, to_id: str) -> KindMoved:
+        moved = await self.records.adopt(from_id, to_id)
+        for user_id in (from_id, to_id):
+            await self._changed(Owner(user_id))
+        return moved
+
+    async def _changed(self, owner: Owner) -> None:
+        """A new version: every replica reads the user's memories afresh (an anonymous
+        user's version expires with their memories)."""
+        key, token = self.version_key(owner.user_id), secrets.token_hex(8)
+        if owner.address is None:
+            await self.redis.set(key, token)
+        else:
+            await self.redis.set(key, token, ex=self.records.data_lifetime_s)
+
+    # --- reads ---------------------------------------------------------------------------
+
+    async def get(self, memory_id: str, user_id: str) -> dict[str, Any]:
+        record = await self.records.owned(memory_id, user_id)
+        await self.records.renew(user_id)
+        return record
+
+    async def page(
+        self, user_id: str, character_id: str | None, after: PageKey | None, limit: int
+    ) -> Page[dict[str, Any], PageKey]:
+        """A page of the user's memories (of one character), newest first."""
+        await self.records.renew(user_id)
+        return await self.records.page_owned(
+            user_id,
+            after,
+            limit,
+            lambda r: public(r) if character_id in (None, r["character_id"]) else None,
+        )
+
+    async def recall(self, user_id: str, character_id: str) -> Recalled:
+        """The user's memories of the character: read again only when they changed."""
+        version = await self.redis.get(self.version_key(user_id)) or ""
+        pair = (user_id, character_id)
+        cached = self._recalled.get(pair)
+        if cached is not None and cached[0] == version:
+            self._recalled.move_to_end(pair)
+            return cached[1]
+        recalled = Recalled([Remembered.of(r) for r in await self._all(user_id, character_id)])
+        self._recalled[pair] = (version, recalled)
+        self._recalled.move_to_end(pair)
+        while len(self._recalled) > RECALLED_KEPT:
+            self._recalled.popitem(last=False)
+        return recalled
+
+    async def _all(self, user_id: str, character_id: str) -> list[dict[str, Any]]:
+        """Every memory of the user's of the character (bounded by their quota)."""
+        ids = await self.redis.zrange(self.records.owner_key(user_id), 0, -1)
+        if not ids:
+            return []
+        raws = await self.redis.mget([self.records.item_key(i) for i in ids])
+        records = (json.loads(raw) for raw in raws if raw)
+        return [r for r in records if r.get("character_id") == character_id]
+
+
+def _origin_fields(origin: Origin) -> dict[str, Any]:
+    return {
+        "session_id": origin.session_id,
+        "message_id": origin.message_id,
+        "root": origin.root,
+        "covered": origin.covered,
+        "digest": origin.digest,
+    }

@@ -1,0 +1,455 @@
+"""Long-term memories (issue 28), through the chat app against a real Redis, the real
+characters service (its presets: hermione, sherlock) and the LLM emulators, whose structured
+answers the test scripts: a user message holding `[[key=...; kind=...; text=...]]` is what
+"the model" reads out of it as a fact (avatar_emulators.structured).
+
+Covered: the API (owner only, pages, edits with history, pins, quotas); facts learned in one
+conversation reaching a new one with the same character, and not another character or user;
+a contradiction replacing; pinned ones always in; read-only and off; a malformed answer
+storing nothing; a quiet conversation read; edits and branches."""
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from avatar_characters.app import create_app as characters_app
+from avatar_characters.settings import CharactersSettings
+from avatar_chat.app import create_app
+from avatar_chat.settings import ChatSettings
+from avatar_devstack.ports import free_port
+from avatar_emulators.server import serve_in_thread
+from avatar_shared.adoption import ADOPT_PATH, Adoption, signature_headers
+from avatar_shared.identity import AnonymousIds, current_identity
+
+from .helpers import (
+    Backend,
+    as_anonymous,
+    as_signed_in,
+    callers_from_test_headers,
+    emulated_llm,
+)
+
+ALICE = as_signed_in("alice", "10.0.0.1")
+BOB = as_signed_in("bob", "10.0.0.2")
+LEARN_EVERY = 4  # messages: two turns
+
+
+def fact(key: str, text: str, kind: str = "preference") -> str:
+    """A fact as the emulator's scripted model reads it out of a message."""
+    return f"[[key={key}; kind={kind}; text={text}]]"
+
+
+@pytest.fixture(scope="module")
+def characters_url(redis_url: str) -> Iterator[str]:
+    app = characters_app(CharactersSettings(redis_url=redis_url))
+    with serve_in_thread(app, lifespan="on") as url:
+        yield url
+
+
+def settings_for(redis_url: str, characters_url: str, backend: Backend, **extra: Any) -> Any:
+    return ChatSettings(
+        redis_url=redis_url,
+        characters_url=characters_url,
+        tts_url=f"http://127.0.0.1:{free_port()}",
+        chat_rate_per_min=10_000,
+        **{"memory_learn_every": LEARN_EVERY, "memory_idle_s": 600, **backend.settings, **extra},
+    )
+
+
+@pytest.fixture
+async def client(
+    app_client, redis_url, characters_url, backend
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings_for(redis_url, characters_url, backend))
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with app_client(app) as client:
+        yield client
+
+
+async def start(client, who=ALICE, character_id: str = "hermione", **extra) -> str:
+    body = {"character_id": character_id, **extra}
+    response = await client.post("/api/chat/sessions", json=body, headers=who)
+    assert response.status_code == 201, response.text
+    return response.json()["data"]["session_id"]
+
+
+async def say(client, session_id: str, text: str, who=ALICE) -> dict:
+    body = {"session_id": session_id, "message": text, "tts_enabled": False}
+    response = await client.post("/api/chat", json=body, headers=who)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+async def memories(client, who=ALICE, **query: str) -> list[dict]:
+    response = await client.get("/api/memories", params=query, headers=who)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]["memories"]
+
+
+async def learned(client, count: int, who=ALICE, **query: str) -> list[dict]:
+    """The caller's learned memories once there are `count` (learning runs in the
+    background: waited for, up to a generous deadline)."""
+    deadline = time.monotonic() + 20
+    while True:
+        found = [m for m in await memories(client, who, **query) if m["source"] == "learned"]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.05)
+
+
+async def idle(backend: Backend, seconds: float = 1.5) -> None:
+    """Waits until no call has reached the LLM for `seconds` (background work done)."""
+    seen = -1
+    while seen != len(backend.recorder.prompts):
+        seen = len(backend.recorder.prompts)
+        await asyncio.sleep(seconds)
+
+
+def last_system(backend: Backend) -> str:
+    replies = [p for p in backend.recorder.prompts if p.format is None]
+    return replies[-1].messages_received[0]["content"]
+
+
+# --- the API ---------------------------------------------------------------------------------
+
+
+async def test_a_user_adds_lists_edits_pins_and_deletes_memories(client):
+    made = []
+    for n in range(5):
+        body = {"character_id": "hermione", "text": f"  기억 {n}  ", "pinned": n == 0}
+        response = await client.post("/api/memories", json=body, headers=ALICE)
+        assert response.status_code == 201, response.text
+        made.append(response.json()["data"])
+    assert made[0]["text"] == "기억 0" and made[0]["pinned"] and made[0]["source"] == "user"
+    other = await client.post(
+        "/api/memories", json={"character_id": "sherlock", "text": "탐정"}, headers=ALICE
+    )
+    assert other.status_code == 201
+
+    first = await client.get("/api/memories?character_id=hermione&limit=2", headers=ALICE)
+    page = first.json()["data"]
+    assert [m["text"] for m in page["memories"]] == ["기억 4", "기억 3"]  # newest first
+    rest = await client.get(
+        f"/api/memories?character_id=hermione&limit=10&cursor={page['next_cursor']}",
+        headers=ALICE,
+    )
+    assert [m["text"] for m in rest.json()["data"]["memories"]] == ["기억 2", "기억 1", "기억 0"]
+    assert rest.json()["data"]["next_cursor"] is None
+    assert len(await memories(client)) == 6  # every character's
+
+    memory_id = made[1]["id"]
+    edited = await client.patch(
+        f"/api/memories/{memory_id}", json={"text": "고친 기억", "pinned": True}, headers=ALICE
+    )
+    assert edited.status_code == 200, edited.text
+    data = edited.json()["data"]
+    assert data["text"] == "고친 기억" and data["pinned"]
+    assert [h["text"] for h in data["history"]] == ["기억 1"]
+
+    deleted = await client.delete(f"/api/memories/{memory_id}", headers=ALICE)
+    assert deleted.json()["data"] == {"memory_id": memory_id, "deleted": True}
+    gone = await client.get(f"/api/memories/{memory_id}", headers=ALICE)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "memory_not_found"
+
+
+async def test_another_users_memories_are_not_found_and_unchanged(client):
+    made = await client.post(
+        "/api/memories", json={"character_id": "hermione", "text": "앨리스의 비밀"}, headers=ALICE
+    )
+    memory_id = made.json()["data"]["id"]
+    for response in (
+        await client.get(f"/api/memories/{memory_id}", headers=BOB),
+        await client.patch(f"/api/memories/{memory_id}", json={"text": "x"}, headers=BOB),
+        await client.delete(f"/api/memories/{memory_id}", headers=BOB),
+    ):
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "memory_not_found"
+    assert await memories(client, BOB) == []
+    [kept] = await memories(client)
+    assert kept["text"] == "앨리스의 비밀"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"character_id": "hermione", "text": ""}, 422, "validation_error"),
+        ({"character_id": "hermione", "text": "x" * 501}, 422, "validation_error"),
+        ({"character_id": "hermione", "text": "x", "extra": 1}, 422, "validation_error"),
+        ({"character_id": "../etc", "text": "x"}, 422, "validation_error"),
+        ({"character_id": "nobody-here", "text": "x"}, 404, "character_not_found"),
+    ],
+)
+async def test_bad_memories_are_refused_and_nothing_is_stored(client, body, status, code):
+    response = await client.post("/api/memories", json=body, headers=ALICE)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert await memories(client) == []
+
+
+async def test_memories_past_the_quota_are_409(app_client, redis_url, characters_url, backend):
+    app = create_app(settings_for(redis_url, characters_url, backend, max_memories_per_user=3))
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with app_client(app) as client:
+        for n in range(3):
+            body = {"character_id": "hermione", "text": f"사실 {n}"}
+            assert (await client.post("/api/memories", json=body, headers=ALICE)).status_code == 201
+        body = {"character_id": "sherlock", "text": "하나 더"}
+        refused = await client.post("/api/memories", json=body, headers=ALICE)
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "quota_exceeded"
+        assert len(await memories(client)) == 3
+        # Bob's quota is his own.
+        assert (await client.post("/api/memories", json=body, headers=BOB)).status_code == 201
+
+
+# --- learning and using ----------------------------------------------------------------------
+
+
+async def test_what_one_conversation_teaches_reaches_the_next_with_that_character_only(
+    client, backend
+):
+    first = await start(client)
+    await say(
+        client, first, "안녕! 나는 민수야. " + fact("user.name", "The user's name is Minsu", "name")
+    )
+    await say(client, first, "나는 재즈를 좋아해. " + fact("user.likes.music", "Minsu loves jazz"))
+    [jazz, name] = sorted(await learned(client, 2), key=lambda m: m["key"])
+    assert name["text"] == "The user's name is Minsu" and name["kind"] == "name"
+    assert jazz["key"] == "user.likes.music" and jazz["session_id"] == first
+    reading = [p for p in backend.recorder.prompts if p.format is not None]
+    assert len(reading) == 1  # both facts in one reading of the four messages
+    assert "나는 재즈를 좋아해" in reading[0].messages_received[-1]["content"]
+
+    second = await start(client)
+    reply = await say(client, second, "오늘 뭐 듣고 싶어? jazz 얘기 하자.")
+    system = last_system(backend)
+    assert "# What 헤르미온느 그레인저 remembers about User" in system
+    assert "- Minsu loves jazz" in system
+    used = {m["text"] for m in reply["context"]["memories"]}
+    assert "Minsu loves jazz" in used
+    assert reply["context"]["tokens"]["memories"] > 0
+
+    other_character = await start(client, character_id="sherlock")
+    reply = await say(client, other_character, "jazz 얘기 하자, Minsu.")
+    assert "Minsu" not in last_system(backend) and reply["context"]["memories"] == []
+    bobs = await start(client, who=BOB)
+    reply = await say(client, bobs, "jazz 얘기 하자, Minsu.", who=BOB)
+    assert "Minsu" not in last_system(backend) and reply["context"]["memories"] == []
+
+
+async def test_the_learning_call_asks_for_structured_facts_behind_the_turns(client, backend):
+    session = await start(client)
+    await say(client, session, "첫 인사")
+    await say(client, session, "둘째 말 " + fact("user.mood", "The user is tired today"))
+    await learned(client, 1)
+    [reading] = [p for p in backend.recorder.prompts if p.format is not None]
+    schema = reading.format if backend.name == "ollama" else reading.format["json_schema"]["schema"]
+    assert schema["required"] == ["facts"]
+    assert reading.messages_received[0]["role"] == "system"
+    assert "long-term memory" in reading.messages_received[0]["content"]
+
+
+async def test_a_newer_fact_for_the_same_slot_replaces_the_older(client):
+    session = await start(client)
+    await say(
+        client, session, "내 이름은 민수. " + fact("user.name", "The user is called Minsu", "name")
+    )
+    await say(client, session, "그렇구나.")
+    [before] = await learned(client, 1)
+    await say(
+        client, session, "사실 지수야. " + fact("user.name", "The user is called Jisu", "name")
+    )
+    await say(client, session, "미안해.")
+    deadline = time.monotonic() + 20
+    while (await learned(client, 1))[0]["text"] != "The user is called Jisu":
+        assert time.monotonic() < deadline, "the newer fact never replaced the older"
+        await asyncio.sleep(0.05)
+    [after] = await learned(client, 1)
+    assert after["id"] == before["id"]
+    assert [h["text"] for h in after["history"]] == ["The user is called Minsu"]
+
+
+async def test_a_fact_said_again_under_another_slot_is_not_stored_twice(client, backend):
+    session = await start(client)
+    await say(client, session, "하나 " + fact("user.pet", "The user has a cat named Nabi"))
+    await say(client, session, "둘")
+    await learned(client, 1)
+    await say(client, session, "셋 " + fact("pets.cat", "the user has a cat named nabi"))
+    await say(client, session, "넷")
+    await idle(backend)
+    assert [m["text"] for m in await learned(client, 2)] == ["The user has a cat named Nabi"]
+
+
+async def test_a_pinned_memory_is_always_in_and_others_only_when_relevant(client, backend):
+    body = {"character_id": "hermione", "text": "The user is allergic to peanuts", "pinned": True}
+    assert (await client.post("/api/memories", json=body, headers=ALICE)).status_code == 201
+    for n in range(30):
+        body = {"character_id": "hermione", "text": f"The user visited city number {n} once"}
+        assert (await client.post("/api/memories", json=body, headers=ALICE)).status_code == 201
+    session = await start(client)
+    reply = await say(client, session, "What a lovely library!")
+    system = last_system(backend)
+    assert "- The user is allergic to peanuts" in system
+    assert "city number" not in system  # nothing about the library
+    assert [m["text"] for m in reply["context"]["memories"]] == ["The user is allergic to peanuts"]
+    reply = await say(client, session, "Remember city number 17?")
+    texts = [m["text"] for m in reply["context"]["memories"]]
+    assert texts[0] == "The user is allergic to peanuts"
+    assert texts[1] == "The user visited city number 17 once"  # the best match first
+
+
+async def test_read_only_uses_memories_and_learns_nothing_and_off_uses_none(client, backend):
+    body = {"character_id": "hermione", "text": "The user plays the violin"}
+    assert (await client.post("/api/memories", json=body, headers=ALICE)).status_code == 201
+    trying = await start(client, memory="read_only")
+    reply = await say(client, trying, "violin? " + fact("user.job", "The user is a pilot"))
+    assert [m["text"] for m in reply["context"]["memories"]] == ["The user plays the violin"]
+    await say(client, trying, "violin " + fact("user.home", "The user lives on the moon"))
+    await idle(backend)
+    assert [p for p in backend.recorder.prompts if p.format is not None] == []
+    assert await learned(client, 0) == []
+
+    off = await start(client, memory="off")
+    reply = await say(client, off, "violin?")
+    assert reply["context"]["memories"] == [] and "violin" not in last_system(backend)
+    # A conversation's mode can be changed, and its list shows it.
+    changed = await client.patch(f"/api/chat/sessions/{off}", json={"memory": "on"}, headers=ALICE)
+    assert changed.status_code == 200 and changed.json()["data"]["memory"] == "on"
+    reply = await say(client, off, "violin?")
+    assert [m["text"] for m in reply["context"]["memories"]] == ["The user plays the violin"]
+
+
+async def test_a_malformed_answer_stores_nothing(client, backend):
+    session = await start(client)
+    await say(client, session, "하나 " + fact("user.food", "The user likes kimchi", kind="gossip"))
+    await say(client, session, "둘 " + fact("user.drink", "The user likes tea"))
+    await idle(backend)
+    assert len([p for p in backend.recorder.prompts if p.format is not None]) == 1
+    assert await learned(client, 0) == []  # one bad fact: the whole answer is refused
+
+
+async def test_a_quiet_conversation_is_read_without_waiting_for_more_messages(
+    app_client, redis_url, characters_url, backend
+):
+    app = create_app(settings_for(redis_url, characters_url, backend, memory_idle_s=1))
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with app_client(app) as client:
+        session = await start(client)
+        await say(client, session, "잠깐 " + fact("user.city", "The user lives in Busan"))
+        [memory] = await learned(client, 1)
+        assert memory["text"] == "The user lives in Busan"
+
+
+# --- edits and branches ------------------------------------------------------------------------
+
+
+async def messages_of(client, session_id: str) -> list[dict]:
+    response = await client.get(f"/api/chat/sessions/{session_id}", headers=ALICE)
+    return response.json()["data"]["messages"]
+
+
+async def test_a_fact_edited_away_is_forgotten(client):
+    session = await start(client)
+    said = await say(client, session, "나는 " + fact("user.age", "The user is 40 years old"))
+    await say(client, session, "그래")
+    assert len(await learned(client, 1)) == 1
+    edited = await client.patch(
+        f"/api/chat/sessions/{session}/messages/{said['user_message_id']}",
+        json={"content": "나는 비밀이야"},
+        headers=ALICE,
+    )
+    assert edited.status_code == 200, edited.text
+    assert await learned(client, 0) == []
+
+
+async def test_a_branch_does_not_know_what_its_source_learned_after_the_branch_point(
+    client, backend
+):
+    source = await start(client)
+    await say(client, source, "처음 " + fact("user.name", "The user is Minsu", "name"))
+    read_up_to_here = await say(client, source, "응")
+    await learned(client, 1)
+    await say(client, source, "나중 " + fact("user.secret", "Minsu hides a dragon egg"))
+    await say(client, source, "쉿 dragon egg")
+    assert len(await learned(client, 2)) == 2
+
+    # A fact belongs to the reading that found it: the branch holds the first reading's
+    # messages, not the second's.
+    response = await client.post(
+        f"/api/chat/sessions/{source}/branch",
+        json={"message_id": read_up_to_here["message_id"]},
+        headers=ALICE,
+    )
+    assert response.status_code == 201, response.text
+    branch = response.json()["data"]["session_id"]
+    reply = await say(client, branch, "Minsu dragon egg?")
+    used = [m["text"] for m in reply["context"]["memories"]]
+    assert "The user is Minsu" in used  # learned before the branch point
+    assert "Minsu hides a dragon egg" not in used and "dragon egg" not in last_system(backend)
+    # A new conversation (not of that lineage) knows both.
+    fresh = await start(client)
+    reply = await say(client, fresh, "Minsu dragon egg?")
+    assert {m["text"] for m in reply["context"]["memories"]} == {
+        "The user is Minsu",
+        "Minsu hides a dragon egg",
+    }
+
+
+# --- signing in ----------------------------------------------------------------------------------
+
+SIGNER = AnonymousIds(os.environ["ANON_ID_SECRET"].encode())
+
+
+async def test_signing_in_moves_the_browsers_memories(client, redis):
+    browser = as_anonymous("anon-browser9", "10.0.0.9")
+    body = {"character_id": "hermione", "text": "익명일 때 알려 준 것"}
+    assert (await client.post("/api/memories", json=body, headers=browser)).status_code == 201
+    assert 0 < await redis.ttl("memories:owner:anon-browser9")  # anonymous: it expires
+    adoption = Adoption(from_id="anon-browser9", to="alice")
+    answer = await client.post(
+        ADOPT_PATH, json=adoption.body(), headers=signature_headers(SIGNER, adoption)
+    )
+    assert answer.json()["data"]["memories"] == {"moved": 1, "kept": 0}
+    assert [m["text"] for m in await memories(client)] == ["익명일 때 알려 준 것"]
+    assert await memories(client, browser) == []
+
+
+# --- one call for a summary and the facts --------------------------------------------------------
+
+
+async def test_a_summary_made_ahead_lists_the_facts_too(app_client, redis_url, characters_url):
+    with emulated_llm("ollama") as backend:
+        settings = settings_for(
+            redis_url,
+            characters_url,
+            backend,
+            llm_context_tokens=3072,
+            keep_recent_turns=4,
+            summary_ahead_ratio=0.3,
+            summary_trigger_ratio=0.8,
+            memory_learn_every=1000,  # only the summary's call reads facts here
+        )
+        app = create_app(settings)
+        app.dependency_overrides[current_identity] = callers_from_test_headers
+        async with app_client(app) as client:
+            said = "I keep telling stories about the old library by the river. " * 12
+            turns = [{"role": "user", "content": "안녕 " + fact("user.pet", "The user has a cat")}]
+            body: dict = {"character_id": "hermione", "tts_enabled": False}
+            for n in range(8):
+                body["messages"] = turns
+                response = await client.post("/api/chat", json=body, headers=ALICE)
+                assert response.status_code == 200, response.text
+                body["session_id"] = response.json()["data"]["session_id"]
+                reply = response.json()["data"]["content"]
+                turns += [{"role": "assistant", "content": reply}]
+                turns += [{"role": "user", "content": f"{n}: {said}"}]
+            found = await learned(client, 1)
+    assert [m["text"] for m in found] == ["The user has a cat"]
+    structured = [p for p in backend.recorder.prompts if p.format is not None]
+    assert structured and all("summary" in p.format["properties"] for p in structured)
+    assert structured[0].messages_received[0]["content"].startswith("You keep the memory")
