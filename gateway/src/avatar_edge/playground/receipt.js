@@ -7,7 +7,8 @@ import { t } from "./i18n.js";
 // The parts of the prompt, in its order, with their labels.
 const PARTS = {
   system: "partSystem", character: "partCharacter", persona: "partPersona", lore: "partLore",
-  examples: "partExamples", summary: "partSummary", history: "partHistory", reserved: "partReserved",
+  examples: "partExamples", memories: "partMemories", summary: "partSummary", history: "partHistory",
+  reserved: "partReserved",
 };
 const PLACES = { before_char: "placeBeforeChar", after_char: "placeAfterChar", depth: "placeDepth" };
 const REASONS = {
@@ -87,6 +88,19 @@ export function receiptDetails(context) {
     details.append(table("lore-left-out", ["loreEntry", "loreReason"], leftOut.map((entry) => row(
       cell("td", entry.entry), labelled("td", REASONS[entry.reason], entry.reason),
     ))));
+  }
+
+  const memories = context.memories ?? [];
+  if (memories.length) {
+    details.append(labelled("h4", "memoriesUsed"));
+    const list = document.createElement("ul");
+    list.className = "memories-used";
+    list.append(...memories.map((memory) => {
+      const item = labelled("li", null, memory.text);
+      if (memory.pinned) item.prepend(labelled("span", "pinnedMemory"), " ");
+      return item;
+    }));
+    details.append(list);
   }
 
   const examples = document.createElement("p");
