@@ -282,7 +282,7 @@ async def test_a_fact_said_again_under_another_slot_is_not_stored_twice(client, 
     await say(client, session, "셋 " + fact("pets.cat", "the user has a cat named nabi"))
     await say(client, session, "넷")
     await idle(backend)
-    assert [m["text"] for m in await learned(client, 2)] == ["The user has a cat named Nabi"]
+    assert [m["text"] for m in await memories(client)] == ["The user has a cat named Nabi"]
 
 
 async def test_a_pinned_memory_is_always_in_and_others_only_when_relevant(client, backend):

@@ -43,7 +43,7 @@ from avatar_chat.limits.admission import Lease
 from avatar_chat.llm import LlmReply, LlmRequest
 from avatar_chat.memory.learning import JobDraft
 from avatar_chat.memory.ranking import MemoryIndex
-from avatar_chat.memory.recall import visible
+from avatar_chat.memory.recall import LineCost, visible
 from avatar_chat.memory.schemas import MemoryMode
 from avatar_chat.memory.store import Remembered
 from avatar_chat.prompt.alternation import alternating
@@ -211,7 +211,7 @@ async def reply_turn(chat: ChatService, steer: Steer, caller: Caller) -> ChatRep
         record = turn.record(reply)
         await chat.record(session_id, caller.identity, record, lease)
         chat.context.summarize_ahead(turn.replied(reply))
-        await _learn(chat, turn, reply, record)
+        _learn(chat, turn, reply, record)
         speech = await chat.voice.speak(
             steer.options, turn.voice_id, reply.content, caller.identity
         )
@@ -264,7 +264,7 @@ async def _stream_events(
         record = turn.record(reply)
         await chat.record(session_id, caller.identity, record, lease)
         chat.context.summarize_ahead(turn.replied(reply))
-        await _learn(chat, turn, reply, record)
+        _learn(chat, turn, reply, record)
         speech: tuple[str | None, str | None] = (None, None)
         if not speaker.speaks:  # delayed speech: the URL its audio will have
             speech = await chat.voice.speak(options, turn.voice_id, reply.content, caller.identity)
@@ -274,16 +274,12 @@ async def _stream_events(
     yield sse("done", done.model_dump())
 
 
-async def _learn(chat: ChatService, turn: Turn, reply: LlmReply, record: TurnRecord) -> None:
+def _learn(chat: ChatService, turn: Turn, reply: LlmReply, record: TurnRecord) -> None:
     """Reads the conversation for memories in the background when due (its failure is not
     the turn's: the reply is recorded, and a later turn tries again)."""
     draft = turn.learning(record)
-    if draft is None:
-        return
-    try:
-        await chat.learner.after_turn(draft, turn.said(reply, record), turn.meta or {})
-    except RedisError as exc:
-        log.warning("memory reading of session %s not scheduled: %s", turn.session_id, exc)
+    if draft is not None:
+        chat.learner.after_turn(draft, turn.said(reply, record), turn.meta or {})
 
 
 async def _record_stopped(
@@ -399,9 +395,8 @@ async def _planned(
     user = await chat.user_persona(plan.setup, caller.identity)
     mode = _memory_mode(steer, state)
     memories = await _memories(chat, plan, mode, state, session_id, caller)
-    prompt = build_prompt(
-        card, user, _scene(plan.setup.scenario), turns, limits, estimate.text, memories
-    )
+    scene, memory_cost = _scene(plan.setup.scenario), LineCost(estimate.calibration)
+    prompt = build_prompt(card, user, scene, turns, limits, estimate.text, memories, memory_cost)
     talk = Conversation(
         session_id=session_id,
         system=prompt.system,

@@ -33,6 +33,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Coroutine
 from contextlib import suppress
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -197,27 +198,42 @@ class MemoryLearner:
 
     # --- after a turn --------------------------------------------------------------------
 
-    async def after_turn(
-        self, job_of: "JobDraft", turns: list[Message], meta: dict[str, str]
-    ) -> None:
-        """A turn was recorded (`turns`: the conversation with its reply): read its unread
-        messages now if enough came, else when it goes quiet."""
+    def after_turn(self, job_of: "JobDraft", turns: list[Message], meta: dict[str, str]) -> None:
+        """A turn was recorded (`turns`: the conversation with its reply, `meta`: its
+        session's hash before the turn): in the background, off the reply's path, its unread
+        messages are read now if enough came, else scheduled for when it goes quiet."""
+        self._background(self._after(job_of, turns, meta), job_of.session_id)
+
+    async def _after(self, job_of: "JobDraft", turns: list[Message], meta: dict[str, str]) -> None:
         digests = prefix_digests(turns)
         start = resume_at(read_marks(meta), digests)
         job = job_of.at(start, turns[start:], digests[start:])
         if len(job.turns) >= self.settings.memory_learn_every:
             await self.redis.zrem(DUE, job.session_id)  # read now, not again when quiet
-            self.start(job)
+            await self._read_safely(job)
         elif job.turns:
             await self._due_later(job)
 
     def start(self, job: Job) -> None:
+        self._background(self._read_safely(job), job.session_id)
+
+    def _background(self, work: Coroutine[Any, Any, None], session_id: str) -> None:
         if len(self._tasks) >= MAX_TASKS:
-            log.info("memory reading of session %s left for later: too many", job.session_id)
+            work.close()
+            log.info("memory reading of session %s left for later: too many", session_id)
             return
-        task = asyncio.create_task(self._read_safely(job), name=f"memory-{job.session_id}")
+        task = asyncio.create_task(self._logged(work, session_id), name=f"memory-{session_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _logged(work: Coroutine[Any, Any, None], session_id: str) -> None:
+        try:
+            await work
+        except RedisError as exc:  # scheduling failed: a later turn schedules it again
+            log.warning("memory reading of session %s not scheduled: %s", session_id, exc)
+        except Exception:  # a bug: no one awaits this task to hear of it otherwise
+            log.exception("memory reading of session %s failed", session_id)
 
     async def _due_later(self, job: Job) -> None:
         due = time.time() + self.settings.memory_idle_s

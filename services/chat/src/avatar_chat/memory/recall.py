@@ -1,7 +1,10 @@
 """Memories at a turn: which the conversation may see, what they are ranked against, and the
 part of the system message they make (the prompt builder places it)."""
 
+from dataclasses import dataclass
+
 from avatar_chat.context.summaries import prefix_digests
+from avatar_chat.context.tokens import TokenEstimator
 from avatar_chat.memory.learning import holds
 from avatar_chat.memory.ranking import MemoryIndex
 from avatar_chat.memory.store import Recalled, Remembered
@@ -30,6 +33,18 @@ def query(turns: list[Message], messages: int) -> str:
 def line_of(text: str) -> str:
     """A memory as the prompt lists it."""
     return f"- {text}"
+
+
+@dataclass(frozen=True)
+class LineCost:
+    """A memory's tokens as the prompt lists it, by a session's calibration. Equal costs for
+    equal calibrations: an index keeps the costs it priced for an equal one (`MemoryIndex`
+    reprices only for a different cost), so a turn does not price every memory again."""
+
+    calibration: float
+
+    def __call__(self, text: str) -> int:
+        return TokenEstimator(self.calibration).text(line_of(text))
 
 
 def section(chosen: list[Remembered], char: str, user: str) -> str:

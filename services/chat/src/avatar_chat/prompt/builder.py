@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from avatar_chat.memory.ranking import MemoryIndex
-from avatar_chat.memory.recall import line_of, query, section
+from avatar_chat.memory.recall import LineCost, query, section
 from avatar_chat.memory.store import Remembered
 from avatar_chat.prompt.examples import example_blocks
 from avatar_shared.lorebook import Activation, Fired, Lorebook, activate
@@ -42,6 +42,9 @@ You are role-playing the character described below. Stay in character at all tim
 - Never say or imply that you are an AI, a language model or an assistant, and never step
   out of the role to comment on it, even when asked to.
 - Keep replies conversational: say what the character would say in this moment."""
+
+
+UNCALIBRATED = LineCost(1.0)  # what memories cost in a session that has learned nothing yet
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,10 @@ def build_prompt(
     limits: Limits,
     tokens: Callable[[str], int],
     memories: MemoryIndex[Remembered] | None = None,
+    memory_cost: LineCost = UNCALIBRATED,
 ) -> Prompt:
+    """`memories`: the conversation's, chosen by their relevance to the last turns, each
+    costing `memory_cost` (the session's calibration of `tokens`)."""
     macros = Macros(
         char=card.nickname or card.name or scene.opponent or "Character", user=user.name
     )
@@ -126,11 +132,7 @@ def build_prompt(
     )
     placed = {p: _lore_text(lore, p, macros) for p in ("before_char", "after_char")}
     remembered = (
-        memories.choose(
-            query(turns, limits.memory_query),
-            limits.memory_budget,
-            lambda text: tokens(line_of(text)),
-        )
+        memories.choose(query(turns, limits.memory_query), limits.memory_budget, memory_cost)
         if memories is not None
         else []
     )
