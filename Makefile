@@ -55,6 +55,7 @@ test-fuzz:
 # Latency benchmarks, each against a baseline measured in the same run (see bench/).
 bench:
 	$(UV) run --frozen python bench/chat_overhead.py
+	$(UV) run --frozen python bench/memory_turn.py
 	$(UV) run --frozen python bench/chat_stream.py
 	$(UV) run --frozen python bench/prompt_build.py
 	$(UV) run --frozen python bench/memory_rank.py
