@@ -167,3 +167,10 @@ def bm25(documents: list[list[str]], query: set[str]) -> list[float]:
             score += idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * len(document) / average))
         scores.append(score)
     return scores
+
+
+def test_memories_without_a_term_are_never_ranked():
+    memories = [Memory("void", "The user is..."), Memory("pin", "!!!", pinned=True)]
+    index = MemoryIndex.build(memories)
+    assert index.rank("the user is here") == []
+    assert [m.id for m in index.choose("the user is here", 100, words)] == ["pin"]

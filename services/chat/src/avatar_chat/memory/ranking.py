@@ -180,12 +180,13 @@ class _Postings:
     def __init__(self, documents: list[list[str]]) -> None:
         self.size = len(documents)
         weights = _weights(documents)
-        # No memory's score can overflow its field: none exceeds the sum of its own weights.
+        # No memory's score can overflow its field: none exceeds the sum of its own weights,
+        # which the scale makes half a field at most (the other half: room for rounding up).
         totals = [0.0] * self.size
         for by_document in weights.values():
             for document, weight in by_document.items():
                 totals[document] += weight
-        self.scale = 2**31 / max(totals, default=1.0)
+        self.scale = 2**31 / (max(totals, default=0.0) or 1.0)
         self.packed: dict[str, int] = {}
         self.sparse: dict[str, tuple[list[int], list[int]]] = {}
         for term, by_document in weights.items():
@@ -219,7 +220,8 @@ def _weights(documents: list[list[str]]) -> dict[str, dict[int, float]]:
     """term -> {document: the term's BM25 weight in it}."""
     if not documents:
         return {}
-    average = sum(map(len, documents)) / len(documents)
+    # (1 when no memory has a term: "I am", "...!": the norms must not divide by 0.)
+    average = sum(map(len, documents)) / len(documents) or 1.0
     counts: dict[str, dict[int, int]] = {}
     for number, document in enumerate(documents):
         for term in document:
