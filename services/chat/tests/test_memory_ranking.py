@@ -1,6 +1,7 @@
 """Ranking long-term memories for a chat turn (avatar_chat.memory.ranking): what a user would
 notice, a fact about them coming back when the talk turns to it, within the prompt's budget."""
 
+import math
 from dataclasses import dataclass
 
 from avatar_chat.memory.ranking import MemoryIndex, terms
@@ -130,3 +131,46 @@ def test_another_cost_function_is_asked_again():
     assert len(index.choose("jazz", budget=12, cost=words)) == 2
     assert len(index.choose("jazz", budget=12, cost=lambda text: 2 * words(text))) == 1
     assert len(index.choose("jazz", budget=12, cost=lambda text: 1)) == 10
+
+
+def test_a_term_many_memories_share_ranks_them_all_newest_first_on_ties():
+    """More than 48 memories with a term: their postings are packed (the common bigrams' way)."""
+    memories = [
+        Memory(f"m{i:02d}", f"User likes jazz record {i:02d}", at=f"2026-01-01T00:{i:02d}:00Z")
+        for i in range(60)
+    ]
+    memories.append(Memory("blues", "User likes jazz and blues", at="2025-01-01T00:00:00Z"))
+    ranked = ranked_ids(memories, "jazz or blues?")
+    assert ranked == ["blues"] + [f"m{i:02d}" for i in reversed(range(60))]
+
+
+def test_scores_are_okapi_bm25():
+    texts = [f"민수는 재즈를 좋아해 {'jazz ' * (i % 3)}record {i % 7}" for i in range(80)]
+    texts += ["User has a cat", "고양이가 좋아"]
+    index = MemoryIndex.build([Memory(f"m{i}", t) for i, t in enumerate(texts)])
+    query = "민수가 좋아하는 jazz record 3"
+    expected = bm25([terms(t) for t in texts], set(terms(query)))
+    for memory, score in index.rank(query):
+        assert abs(score - expected[int(memory.id[1:])]) < 1e-5
+
+
+def bm25(documents: list[list[str]], query: set[str]) -> list[float]:
+    """Okapi BM25 (k1 1.2, b 0.75), each query term once: the reference."""
+    average = sum(map(len, documents)) / len(documents)
+    scores = []
+    for document in documents:
+        score = 0.0
+        for term in query & set(document):
+            df = sum(term in d for d in documents)
+            idf = math.log(1 + (len(documents) - df + 0.5) / (df + 0.5))
+            tf = document.count(term)
+            score += idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * len(document) / average))
+        scores.append(score)
+    return scores
+
+
+def test_memories_without_a_term_are_never_ranked():
+    memories = [Memory("void", "The user is..."), Memory("pin", "!!!", pinned=True)]
+    index = MemoryIndex.build(memories)
+    assert index.rank("the user is here") == []
+    assert [m.id for m in index.choose("the user is here", 100, words)] == ["pin"]
