@@ -42,10 +42,8 @@ from avatar_chat.errors import ConversationFull, NothingToSteer
 from avatar_chat.limits.admission import Lease
 from avatar_chat.llm import LlmReply, LlmRequest
 from avatar_chat.memory.learning import JobDraft
-from avatar_chat.memory.ranking import MemoryIndex
-from avatar_chat.memory.recall import LineCost, visible
+from avatar_chat.memory.recall import LineCost, Visible, visible
 from avatar_chat.memory.schemas import MemoryMode
-from avatar_chat.memory.store import Remembered
 from avatar_chat.prompt.alternation import alternating
 from avatar_chat.prompt.builder import Limits, Prompt, Scene, build_prompt
 from avatar_chat.schemas import (
@@ -478,7 +476,7 @@ async def _memories(
     state: SessionState,
     session_id: str,
     caller: Caller,
-) -> MemoryIndex[Remembered] | None:
+) -> Visible | None:
     """The memories this conversation may use: its character's, of its user (none when its
     memory is off or it has no character)."""
     character_id = plan.setup.character_id

@@ -45,7 +45,7 @@ from redis.exceptions import RedisError
 from avatar_chat.context.summaries import prefix_digests
 from avatar_chat.context.tokens import TokenEstimator
 from avatar_chat.llm import LlmClient, LlmRequest
-from avatar_chat.memory.ranking import MemoryIndex, terms
+from avatar_chat.memory.ranking import terms
 from avatar_chat.memory.schemas import Kind
 from avatar_chat.memory.store import MemoryStore, Origin, Remembered
 from avatar_chat.metrics import LLM_TOKENS, MEMORY_LEARNING
@@ -323,7 +323,7 @@ class MemoryLearner:
         block = self._block(job)
         end = job.start + len(block)
         transcript = "\n".join(f"{SPEAKERS[t['role']]}: {t['content']}" for t in block)
-        known = MemoryIndex.build(recalled.memories).choose(transcript, 10**9, lambda _: 0)
+        known = recalled.index.choose(transcript, 10**9, _free)
         answer = await self._ask(job, transcript, known[:KNOWN_SHOWN])
         origin = Origin(
             job.session_id,
@@ -473,6 +473,11 @@ class MemoryLearner:
             keys=[f"chat:session:{session_id}"],
             args=[origin.covered, origin.digest, KEPT_MARKS],
         )
+
+
+def _free(_: str) -> int:
+    """No cost: every known fact relevant to a reading is a candidate to show it."""
+    return 0
 
 
 def holds(start: int, digests: list[str], origin: Origin) -> bool:

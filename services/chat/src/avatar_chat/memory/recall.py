@@ -12,24 +12,6 @@ from avatar_chat.memory.store import Recalled, Remembered
 Message = dict[str, str]
 
 
-def visible(recalled: Recalled, root: str, turns: list[Message]) -> MemoryIndex[Remembered]:
-    """The memories a conversation may use: all, but those learned in its own lineage (it,
-    the conversation it branched from, their other branches) only while it holds the
-    messages they were learned from (`root`: its lineage, `turns`: its messages). A memory
-    of another branch's future, or of an edited-away message, stays out."""
-    own = [m for m in recalled.memories if m.origin is not None and m.origin.root == root]
-    digests = prefix_digests(turns) if own else []
-    hidden = {m.id for m in own if m.origin is not None and not holds(0, digests, m.origin)}
-    if not hidden:  # the usual case: the index of this version, built once
-        return recalled.index
-    return MemoryIndex.build([m for m in recalled.memories if m.id not in hidden])
-
-
-def query(turns: list[Message], messages: int) -> str:
-    """What memories are ranked against: the last messages of the conversation."""
-    return "\n".join(turn["content"] for turn in turns[-messages:])
-
-
 def line_of(text: str) -> str:
     """A memory as the prompt lists it."""
     return f"- {text}"
@@ -45,6 +27,46 @@ class LineCost:
 
     def __call__(self, text: str) -> int:
         return TokenEstimator(self.calibration).text(line_of(text))
+
+
+def visible(recalled: Recalled, root: str, turns: list[Message]) -> "Visible":
+    """The memories a conversation may use: all, but those learned in its own lineage (it,
+    the conversation it branched from, their other branches) only while it holds the
+    messages they were learned from (`root`: its lineage, `turns`: its messages). A memory
+    of another branch's future, or of an edited-away message, stays out."""
+    own = [m for m in recalled.memories if m.origin is not None and m.origin.root == root]
+    digests = prefix_digests(turns) if own else []
+    hidden = [m for m in own if m.origin is not None and not holds(0, digests, m.origin)]
+    return Visible(recalled.index, hidden)
+
+
+@dataclass(frozen=True)
+class Visible:
+    """The index of a version of the memories, less those this conversation may not see."""
+
+    index: MemoryIndex[Remembered]
+    hidden: list[Remembered]
+
+    def choose(self, query: str, budget: int, cost: LineCost) -> list[Remembered]:
+        """As `MemoryIndex.choose`, without the hidden ones: the index chooses with their
+        room added, and the rest is held to the budget again (rebuilding an index per
+        conversation would cost more than the turn)."""
+        if not self.hidden:
+            return self.index.choose(query, budget, cost)
+        ids = {m.id for m in self.hidden}
+        room = budget + sum(cost(m.text) for m in self.hidden)
+        chosen, left = [], budget
+        for memory in self.index.choose(query, room, cost):
+            if memory.id in ids or (not memory.pinned and cost(memory.text) > left):
+                continue
+            left -= 0 if memory.pinned else cost(memory.text)
+            chosen.append(memory)
+        return chosen
+
+
+def query(turns: list[Message], messages: int) -> str:
+    """What memories are ranked against: the last messages of the conversation."""
+    return "\n".join(turn["content"] for turn in turns[-messages:])
 
 
 def section(chosen: list[Remembered], char: str, user: str) -> str:

@@ -17,6 +17,7 @@ Keys:
   user's memories.
 """
 
+import asyncio
 import json
 import secrets
 from collections import OrderedDict
@@ -92,18 +93,12 @@ class Remembered:
         )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Recalled:
     """One user's memories of one character, as read at one version, and their index."""
 
     memories: list[Remembered]
-    _index: MemoryIndex[Remembered] | None = field(default=None, repr=False)
-
-    @property
-    def index(self) -> MemoryIndex[Remembered]:
-        if self._index is None:  # built once per version, on its first turn
-            self._index = MemoryIndex.build(self.memories)
-        return self._index
+    index: MemoryIndex[Remembered] = field(repr=False)
 
 
 def public(record: dict[str, Any]) -> dict[str, Any]:
@@ -257,7 +252,10 @@ class MemoryStore:
         if cached is not None and cached[0] == version:
             self._recalled.move_to_end(pair)
             return cached[1]
-        recalled = Recalled([Remembered.of(r) for r in await self._all(user_id, character_id)])
+        memories = [Remembered.of(r) for r in await self._all(user_id, character_id)]
+        # Indexing 2,000 memories takes some 50 ms: in a thread, not on the event loop that
+        # streams everyone's replies. Once per version.
+        recalled = Recalled(memories, await asyncio.to_thread(MemoryIndex.build, memories))
         self._recalled[pair] = (version, recalled)
         self._recalled.move_to_end(pair)
         while len(self._recalled) > RECALLED_KEPT:

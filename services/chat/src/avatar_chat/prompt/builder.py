@@ -23,8 +23,7 @@ built here (`Prompt.reserved`).
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from avatar_chat.memory.ranking import MemoryIndex
-from avatar_chat.memory.recall import LineCost, query, section
+from avatar_chat.memory.recall import LineCost, Visible, query, section
 from avatar_chat.memory.store import Remembered
 from avatar_chat.prompt.examples import example_blocks
 from avatar_shared.lorebook import Activation, Fired, Lorebook, activate
@@ -115,7 +114,7 @@ def build_prompt(
     turns: list[Message],
     limits: Limits,
     tokens: Callable[[str], int],
-    memories: MemoryIndex[Remembered] | None = None,
+    memories: Visible | None = None,
     memory_cost: LineCost = UNCALIBRATED,
 ) -> Prompt:
     """`memories`: the conversation's, chosen by their relevance to the last turns, each
