@@ -10,6 +10,7 @@ storing nothing; a quiet conversation read; edits and branches."""
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -40,8 +41,10 @@ LEARN_EVERY = 4  # messages: two turns
 
 
 def fact(key: str, text: str, kind: str = "preference") -> str:
-    """A fact as the emulator's scripted model reads it out of a message."""
-    return f"[[key={key}; kind={kind}; text={text}]]"
+    """A fact as the emulator's scripted model reads it out of a message; words follow it,
+    as the emulator's reply reads a message's last six words backwards (a fact among them
+    would come back cut and mixed with the next line's)."""
+    return f"[[key={key}; kind={kind}; text={text}]] 오늘 날씨가 정말 좋네 그치 응"
 
 
 @pytest.fixture(scope="module")
@@ -417,6 +420,7 @@ async def test_signing_in_moves_the_browsers_memories(client, redis):
     assert answer.json()["data"]["memories"] == {"moved": 1, "kept": 0}
     assert [m["text"] for m in await memories(client)] == ["익명일 때 알려 준 것"]
     assert await memories(client, browser) == []
+    assert 0 < await redis.ttl("memories:version:anon-browser9")  # nothing of theirs stays
 
 
 # --- one call for a summary and the facts --------------------------------------------------------
@@ -453,3 +457,144 @@ async def test_a_summary_made_ahead_lists_the_facts_too(app_client, redis_url, c
     structured = [p for p in backend.recorder.prompts if p.format is not None]
     assert structured and all("summary" in p.format["properties"] for p in structured)
     assert structured[0].messages_received[0]["content"].startswith("You keep the memory")
+
+
+# --- what the review found: branches, edits while queued, modes switched back, pins ---------
+
+
+async def outcome_count(client, outcome: str) -> float:
+    """avatar_chat_memory_learning_total{outcome=...} from the app's /metrics."""
+    text = (await client.get("/metrics")).text
+    found = re.search(rf'avatar_chat_memory_learning_total\{{outcome="{outcome}"\}} (\S+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
+async def counted(client, outcome: str, at_least: float) -> bool:
+    deadline = time.monotonic() + 20
+    while await outcome_count(client, outcome) < at_least:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def test_chatting_in_a_branch_leaves_the_sources_memories_to_it(client, backend):
+    source = await start(client)
+    await say(client, source, "처음 " + fact("user.name", "The user is Minsu", "name"))
+    read_here = await say(client, source, "응 Minsu")
+    [memory] = await learned(client, 1)
+    response = await client.post(
+        f"/api/chat/sessions/{source}/branch",
+        json={"message_id": read_here["message_id"]},
+        headers=ALICE,
+    )
+    branch = response.json()["data"]["session_id"]
+    await say(client, branch, "브랜치 Minsu " + fact("user.name", "The user is Minsu"))
+    await say(client, branch, "또 " + fact("user.food", "Minsu likes bibimbap"))
+    assert {m["text"] for m in await learned(client, 2)} == {
+        "The user is Minsu",
+        "Minsu likes bibimbap",
+    }
+    # The branch read only its own messages: the fact said again kept its origin.
+    readings = [p for p in backend.recorder.prompts if p.format is not None]
+    assert "처음" not in readings[-1].messages_received[-1]["content"]
+    [kept] = [m for m in await learned(client, 2) if m["key"] == "user.name"]
+    assert kept["session_id"] == source and kept["id"] == memory["id"]
+    reply = await say(client, source, "Minsu?")
+    assert "The user is Minsu" in [m["text"] for m in reply["context"]["memories"]]
+
+
+async def test_an_edit_or_a_delete_while_a_reading_waits_teaches_nothing(
+    app_client, redis_url, characters_url, backend, redis
+):
+    app = create_app(settings_for(redis_url, characters_url, backend, memory_idle_s=2))
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with app_client(app) as client:
+        edited = await start(client)
+        said = await say(client, edited, "비밀 " + fact("user.secret", "The user owns a yacht"))
+        deleted = await start(client)
+        await say(client, deleted, "비밀 " + fact("user.hobby", "The user collects stamps"))
+        deadline = time.monotonic() + 10  # both wait to go quiet (scheduled after the reply)
+        while await redis.zcard("chat:memory:due") < 2 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        assert await redis.zcard("chat:memory:due") == 2
+        patched = await client.patch(
+            f"/api/chat/sessions/{edited}/messages/{said['user_message_id']}",
+            json={"content": "아무것도 아니야"},
+            headers=ALICE,
+        )
+        assert patched.status_code == 200
+        assert (
+            await client.delete(f"/api/chat/sessions/{deleted}", headers=ALICE)
+        ).status_code == 200
+        assert await redis.zcard("chat:memory:due") == 0
+        assert await redis.keys("chat:memory:job:*") == []
+        # A third conversation, said and left quiet, is read: the sweeper works meanwhile.
+        third = await start(client)
+        await say(client, third, "진짜 " + fact("user.city", "The user lives in Daegu"))
+        assert [m["text"] for m in await learned(client, 1)] == ["The user lives in Daegu"]
+
+
+async def test_what_was_said_in_read_only_is_not_learned_once_memory_is_back_on(client, backend):
+    session = await start(client, memory="read_only")
+    await say(client, session, "시험 " + fact("user.job", "The user is an astronaut"))
+    await say(client, session, "그냥 해 본 말")
+    changed = await client.patch(
+        f"/api/chat/sessions/{session}", json={"memory": "on"}, headers=ALICE
+    )
+    assert changed.json()["data"]["memory"] == "on"
+    await say(client, session, "이제 진짜 " + fact("user.pet", "The user has a parrot"))
+    await say(client, session, "정말이야")
+    assert [m["text"] for m in await learned(client, 1)] == ["The user has a parrot"]
+    [reading] = [p for p in backend.recorder.prompts if p.format is not None]
+    assert "astronaut" not in reading.messages_received[-1]["content"]
+
+
+async def test_a_malformed_reading_is_counted_and_stores_nothing(client):
+    session = await start(client)
+    await say(client, session, "하나 " + fact("User Name!", "The user is Dana", kind="name"))
+    await say(client, session, "둘")
+    assert await counted(client, "malformed", 1)
+    assert await memories(client) == []
+
+
+async def test_a_memory_the_user_changed_is_theirs_learning_leaves_it(client):
+    session = await start(client)
+    said = await say(client, session, "나 " + fact("user.age", "The user is 30"))
+    await say(client, session, "응")
+    [memory] = await learned(client, 1)
+    pinned = await client.patch(
+        f"/api/memories/{memory['id']}", json={"pinned": True}, headers=ALICE
+    )
+    assert pinned.json()["data"]["source"] == "user"
+    await say(client, session, "사실 " + fact("user.age", "The user is 31"))
+    await say(client, session, "응응")
+    assert await counted(client, "learned", 2)
+    texts = {m["text"] for m in await memories(client)}
+    assert "The user is 30" in texts  # not replaced: it is the user's now
+    await client.patch(
+        f"/api/chat/sessions/{session}/messages/{said['user_message_id']}",
+        json={"content": "나 비밀"},
+        headers=ALICE,
+    )
+    assert "The user is 30" in {m["text"] for m in await memories(client)}  # not forgotten
+
+
+async def test_pins_per_character_are_bounded(app_client, redis_url, characters_url, backend):
+    app = create_app(settings_for(redis_url, characters_url, backend, max_pinned_memories=2))
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with app_client(app) as client:
+        for n in range(2):
+            body = {"character_id": "hermione", "text": f"고정 {n}", "pinned": True}
+            assert (await client.post("/api/memories", json=body, headers=ALICE)).status_code == 201
+        body = {"character_id": "hermione", "text": "하나 더", "pinned": True}
+        refused = await client.post("/api/memories", json=body, headers=ALICE)
+        assert (
+            refused.status_code == 409 and "unpin one first" in refused.json()["error"]["message"]
+        )
+        loose = await client.post("/api/memories", json={**body, "pinned": False}, headers=ALICE)
+        memory_id = loose.json()["data"]["id"]
+        pin = await client.patch(f"/api/memories/{memory_id}", json={"pinned": True}, headers=ALICE)
+        assert pin.status_code == 409
+        other = {"character_id": "sherlock", "text": "다른 캐릭터", "pinned": True}
+        assert (await client.post("/api/memories", json=other, headers=ALICE)).status_code == 201

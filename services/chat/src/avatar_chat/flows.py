@@ -41,7 +41,7 @@ from avatar_chat.conversations import messages as msgs
 from avatar_chat.errors import ConversationFull, NothingToSteer
 from avatar_chat.limits.admission import Lease
 from avatar_chat.llm import LlmReply, LlmRequest
-from avatar_chat.memory.learning import JobDraft
+from avatar_chat.memory.learning import JobDraft, read_marks
 from avatar_chat.memory.recall import LineCost, Visible, visible
 from avatar_chat.memory.schemas import MemoryMode
 from avatar_chat.prompt.alternation import alternating
@@ -278,6 +278,8 @@ def _learn(chat: ChatService, turn: Turn, reply: LlmReply, record: TurnRecord) -
     draft = turn.learning(record)
     if draft is not None:
         chat.learner.after_turn(draft, turn.said(reply, record), turn.meta or {})
+    elif turn.plan.setup.character_id:  # read_only, off: what it says is never learned
+        chat.learner.mark_read(turn.session_id, turn.said(reply, record))
 
 
 async def _record_stopped(
@@ -452,20 +454,20 @@ def _draft(
     character_id = plan.setup.character_id
     if mode != "on" or not character_id:
         return None
-    root = meta.get("root") or session_id
+    root, marks = meta.get("root") or session_id, tuple(read_marks(meta))
     key, address = caller.key, caller.address_key
     return JobDraft(
-        session_id, caller.user_id, address, key, character_id, root, None, model, window
+        session_id, caller.user_id, address, key, character_id, root, None, model, window, marks
     )
 
 
 def _memory_mode(steer: Steer, state: SessionState) -> MemoryMode:
-    """A server conversation's own mode; a client's turn says it (default: on)."""
-    if steer.on_server:
-        mode = state.meta.get("memory") or "on"
-    else:
+    """The conversation's own mode (PATCH sets it); a client's turn may say it (default:
+    on)."""
+    mode = state.meta.get("memory") or "on"
+    if not steer.on_server:
         assert isinstance(steer.options, ChatRequest)
-        mode = steer.options.memory or "on"
+        mode = steer.options.memory or mode
     return "read_only" if mode == "read_only" else "off" if mode == "off" else "on"
 
 

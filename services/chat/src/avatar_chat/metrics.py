@@ -28,6 +28,7 @@ SUMMARIES = Counter(
 MEMORY_LEARNING = Counter(
     "avatar_chat_memory_learning_total",
     "Readings of a conversation for long-term memories, by outcome (learned, nothing, "
-    "malformed, failed, skipped; with_summary: listed by a summary made ahead).",
+    "malformed, failed, skipped, stale: the conversation changed meanwhile; with_summary: "
+    "listed by a summary made ahead).",
     ["outcome"],
 )

@@ -121,6 +121,7 @@ class ChatService:
     async def delete_session(self, session_id: str, caller: Caller) -> None:
         await self.sessions.delete(session_id, caller.user_id)
         await self.admission.release(session_id, caller)  # its place goes to the next user
+        await self.learner.drop_job(session_id)  # nothing of it is read any more
 
     async def release(self, session_id: str, caller: Caller) -> None:
         """Frees the session's active place; the conversation stays."""

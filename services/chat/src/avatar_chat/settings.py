@@ -142,6 +142,9 @@ class ChatSettings(ServiceSettings):
     """Most memories every anonymous user of one client address keeps together."""
     max_memory_bytes_per_address: int = Field(1024 * 1024, gt=0)
     """Most bytes the memories of every anonymous user of one client address take together."""
+    max_pinned_memories: int = Field(20, ge=0, le=200)
+    """Most memories of one character a user may pin: pinned ones go into every prompt,
+    whatever their length, so they must fit the window with everything else."""
     memory_writes_per_min: int = Field(60, gt=0)
     """Memory writes (POST, PATCH, DELETE /api/memories) one user may make a minute."""
     llm_alternate_roles: bool = False

@@ -28,6 +28,7 @@ on (`Conversation.learning`), the same call also lists the facts of the turns it
 """
 
 import asyncio
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ from avatar_chat.memory.learning import (
     LearnedFact,
     MemoryLearner,
     SummaryAndFacts,
+    resume_at,
 )
 from avatar_chat.metrics import LLM_TOKENS, SUMMARIES
 from avatar_chat.settings import ChatSettings
@@ -215,8 +217,11 @@ class ContextPlanner:
                         return summary, False
                     while summary.covered < aged:
                         block = self._next_block(talk, summary, aged)
-                        content, facts = await self._ask(talk, summary, block, ahead)
                         start, end = summary.covered, summary.covered + len(block)
+                        # Facts too when the block holds messages memory has not read.
+                        draft = talk.learning if ahead and self.learner else None
+                        unread = draft is not None and resume_at(list(draft.marks), digests) < end
+                        content, facts = await self._ask(talk, summary, block, ahead, unread)
                         made_now = Summary(end, digests[end], content, utc_now())
                         if not await self.store.save(
                             talk.session_id, made_now, known, base=start, if_session=ahead
@@ -281,10 +286,14 @@ class ContextPlanner:
         return lines
 
     async def _ask(
-        self, talk: Conversation, summary: Summary, block: list[str], ahead: bool
+        self,
+        talk: Conversation,
+        summary: Summary,
+        block: list[str],
+        ahead: bool,
+        with_facts: bool = False,
     ) -> tuple[str, list[LearnedFact] | None]:
-        """The summary extended with `block`, and (memory on, ahead) the facts it holds."""
-        with_facts = ahead and talk.learning is not None and self.learner is not None
+        """The summary extended with `block`, and (`with_facts`) the facts it holds."""
         earlier = f"Summary so far:\n{summary.content}\n\n" if summary.exists else ""
         prompt = earlier + "New part of the conversation:\n" + "\n".join(block)
         facts_tokens = self.settings.memory_learn_max_tokens if with_facts else 0
@@ -306,15 +315,28 @@ class ContextPlanner:
         LLM_TOKENS.labels(talk.model, "summary_completion").inc(max(0, reply.completion_tokens))
         text, facts = reply.content, None
         if with_facts:
-            try:
-                answer = SummaryAndFacts.model_validate_json(reply.content)
-            except ValidationError as exc:
-                raise CannotSummarize(f"malformed summary and facts: {exc}") from exc
-            text, facts = answer.summary, answer.facts
+            text, facts = summary_and_facts(reply.content)
         content = whole_sentences(text.strip())
         if not content:
             raise CannotSummarize("the model answered an empty summary")
         return content, facts
+
+
+def summary_and_facts(answer: str) -> tuple[str, list[LearnedFact] | None]:
+    """A combined answer's summary, and its facts when they are well formed (facts that are
+    not never cost the summary: they are read again by the memory's own reading)."""
+    try:
+        both = SummaryAndFacts.model_validate_json(answer)
+    except ValidationError:
+        try:
+            summary = json.loads(answer).get("summary")
+        except (ValueError, AttributeError):
+            summary = None
+        if not isinstance(summary, str):
+            raise CannotSummarize("the model's summary and facts were not JSON") from None
+        log.warning("a summary's facts were malformed: left for the memory's reading")
+        return summary, None
+    return both.summary, both.facts
 
 
 def trigger_tokens(talk: Conversation, ratio: float) -> int:

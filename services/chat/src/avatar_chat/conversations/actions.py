@@ -14,6 +14,7 @@ from avatar_chat.conversations import messages as msgs
 from avatar_chat.conversations import sillytavern
 from avatar_chat.conversations.upload import file_limit
 from avatar_chat.errors import MessageNotFound
+from avatar_chat.memory.learning import read_marks
 from avatar_chat.schemas import (
     ConversationChange,
     MessageEdit,
@@ -81,6 +82,9 @@ async def branch(
     # A branch is of its conversation's lineage: memories learned past its message stay out.
     fields["root"] = meta.get("root") or session_id
     fields["memory"] = meta.get("memory", "")
+    # What was read of the prefix counts as read in the branch too: not read again there.
+    marks = [[n, d] for n, d in read_marks(meta) if n <= index + 1]
+    fields["memory_marks"] = json.dumps(marks) if marks else ""
     kept = state.messages[: index + 1]
     new_id = await chat.sessions.create(caller.identity, fields, kept)
     await chat.sessions.copy_summaries(session_id, new_id, len(kept))
@@ -150,11 +154,12 @@ async def _forget_edited(
     if not character_id:
         return
     try:
+        await chat.learner.drop_job(session_id)  # its messages are read again at a later turn
         recalled = await chat.memories.recall(caller.user_id, character_id)
         digests = prefix_digests(msgs.turns(now))
         owner = Owner(caller.user_id, caller.address_key)
         await chat.learner.forget_edited(owner, session_id, recalled.memories, 0, digests)
-    except (AppError, RedisError) as exc:
+    except (AppError, RedisError, ValueError) as exc:
         log.warning("memories of edited session %s not forgotten: %s", session_id, exc)
 
 

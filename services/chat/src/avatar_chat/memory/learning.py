@@ -45,7 +45,8 @@ from redis.exceptions import RedisError
 from avatar_chat.context.summaries import prefix_digests
 from avatar_chat.context.tokens import TokenEstimator
 from avatar_chat.llm import LlmClient, LlmRequest
-from avatar_chat.memory.ranking import terms
+from avatar_chat.memory.errors import MemoryQuotaExceeded
+from avatar_chat.memory.ranking import MemoryIndex, terms
 from avatar_chat.memory.schemas import Kind
 from avatar_chat.memory.store import MemoryStore, Origin, Remembered
 from avatar_chat.metrics import LLM_TOKENS, MEMORY_LEARNING
@@ -70,6 +71,7 @@ Give each fact a `key`: the slot it fills, short lowercase words joined by dots 
 underscores (user.name, user.likes.food, promise.picnic). A newer fact for a slot replaces
 the older one, so reuse a known fact's key when the new part changes that fact. Do not list
 known facts again unless they changed. Answer with JSON only."""
+KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"  # a slot: user.name, promise.picnic
 KINDS = ["name", "relationship", "promise", "preference", "world", "other"]
 MAX_FACTS = 16  # facts one reading may store
 FACTS_SCHEMA: dict[str, Any] = {
@@ -81,7 +83,7 @@ FACTS_SCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "properties": {
-                    "key": {"type": "string"},
+                    "key": {"type": "string", "pattern": KEY_PATTERN},
                     "kind": {"type": "string", "enum": KINDS},
                     "text": {"type": "string"},
                 },
@@ -110,7 +112,7 @@ NEAR_DUPLICATE = 0.8  # share of terms two facts have in common to be one
 KEPT_MARKS = 6  # readings a session remembers (to resume after an edit)
 MERGE_LOCK_S = 10.0  # a merge is a few Redis writes; its lock outlives no replica longer
 MAX_TASKS = 64  # readings one replica runs at once; more wait for a later turn
-SWEEP_BATCH = 8  # idle conversations a sweep takes at once
+SWEEP_AGAIN_S = 1.0  # after a sweep that took some, the next one, while there is room
 SPEAKERS = {"user": "User", "assistant": "Character"}
 
 
@@ -137,7 +139,7 @@ class Job:
 
 
 class LearnedFact(BaseModel):
-    key: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    key: str = Field(pattern=KEY_PATTERN)
     kind: Kind
     text: str = Field(min_length=1)
 
@@ -210,18 +212,32 @@ class MemoryLearner:
         job = job_of.at(start, turns[start:], digests[start:])
         if len(job.turns) >= self.settings.memory_learn_every:
             await self.redis.zrem(DUE, job.session_id)  # read now, not again when quiet
-            await self._read_safely(job)
+            self.start(job)
         elif job.turns:
             await self._due_later(job)
 
+    def mark_read(self, session_id: str, turns: list[Message]) -> None:
+        """A turn of a conversation whose memory does not learn (read_only, off): its messages
+        count as read, so turning learning back on never teaches what was tried out."""
+        end = len(turns)
+        work = self._marked(session_id, end, prefix_digests(turns)[end])
+        self._background(work, session_id)
+
+    async def drop_job(self, session_id: str) -> None:
+        """The conversation changed (an edit, a delete) or is gone: a reading waiting for it
+        to go quiet would read messages it no longer holds."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(DUE, session_id)
+            pipe.delete(job_key(session_id))
+            await pipe.execute()
+
     def start(self, job: Job) -> None:
+        if len(self._tasks) >= MAX_TASKS:  # read at a later turn, or when quiet again
+            log.info("memory reading of session %s left for later: too many", job.session_id)
+            return
         self._background(self._read_safely(job), job.session_id)
 
     def _background(self, work: Coroutine[Any, Any, None], session_id: str) -> None:
-        if len(self._tasks) >= MAX_TASKS:
-            work.close()
-            log.info("memory reading of session %s left for later: too many", session_id)
-            return
         task = asyncio.create_task(self._logged(work, session_id), name=f"memory-{session_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -249,17 +265,26 @@ class MemoryLearner:
     # --- quiet conversations -------------------------------------------------------------
 
     async def sweep(self) -> int:
-        """Reads the conversations that went quiet: each taken by one replica (the first to
-        remove it from the due set). How many were taken."""
-        due = await self.redis.zrangebyscore(DUE, "-inf", time.time(), start=0, num=SWEEP_BATCH)
+        """Reads the conversations that went quiet, as many as this replica has room for:
+        each taken by one replica (the first to remove it from the due set). Entries whose
+        job expired unswept are dropped. How many were taken."""
+        now = time.time()
+        await self.redis.zremrangebyscore(DUE, "-inf", now - self._job_ttl_s)
+        room = MAX_TASKS - len(self._tasks)
+        due = await self.redis.zrangebyscore(DUE, "-inf", now, start=0, num=max(room, 0))
         taken = 0
         for session_id in due:
             if not await self.redis.zrem(DUE, session_id):
                 continue  # another replica's
             raw = await self.redis.getdel(job_key(session_id))
-            if raw:
+            try:
+                job = Job(**json.loads(raw)) if raw else None
+            except (ValueError, TypeError):  # written by another version: read at a later turn
+                log.warning("memory job of session %s unreadable, dropped", session_id)
+                continue
+            if job is not None:
                 taken += 1
-                self.start(Job(**json.loads(raw)))
+                self.start(job)
         return taken
 
     def start_sweeping(self) -> None:
@@ -271,12 +296,17 @@ class MemoryLearner:
         # A stop flag, not only the cancellation: a cancellation that lands inside a Redis
         # call can be absorbed by the client, and the loop must end all the same.
         while not self._closed.is_set():
+            taken = 0
             try:
-                await self.sweep()
+                taken = await self.sweep()
             except RedisError as exc:
                 log.warning("memory sweep failed (tried again): %s", exc)
+            except Exception:  # a bug: the sweeps must go on for every other conversation
+                log.exception("memory sweep failed (tried again)")
+            # A sweep that took some means more may be due: sweep again soon, while there is room.
+            pause = SWEEP_AGAIN_S if taken and len(self._tasks) < MAX_TASKS else every_s
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._closed.wait(), every_s)
+                await asyncio.wait_for(self._closed.wait(), pause)
 
     async def close(self) -> None:
         """At shutdown: the sweeps and the readings stop (a reading's lock expires by itself,
@@ -317,14 +347,17 @@ class MemoryLearner:
         job = await self._still_unread(job)
         if not job.turns:
             return "skipped"  # read meanwhile (a quiet conversation's job, say)
-        owner = job.owner
         recalled = await self.store.recall(job.user_id, job.character_id)
-        await self.forget_edited(owner, job.session_id, recalled.memories, job.start, job.digests)
+        own = [m for m in recalled.memories if m.origin and m.origin.session_id == job.session_id]
+        await self.forget_edited(job.owner, job.session_id, own, job.start, job.digests)
         block = self._block(job)
         end = job.start + len(block)
-        transcript = "\n".join(f"{SPEAKERS[t['role']]}: {t['content']}" for t in block)
-        known = recalled.index.choose(transcript, 10**9, _free)
-        answer = await self._ask(job, transcript, known[:KNOWN_SHOWN])
+        known = [m for m in recalled.memories if _seen_by(job, m)]
+        transcript = _transcript(block)
+        ranked = MemoryIndex.build(known).choose(transcript, 10**9, _free)[:KNOWN_SHOWN]
+        answer = await self._ask(job, transcript, ranked)
+        if not await self._still_current(job, end):
+            return "stale"  # edited or deleted meanwhile: what was read is no longer said
         origin = Origin(
             job.session_id,
             job.last_message_id if end == job.start + len(job.turns) else None,
@@ -336,11 +369,27 @@ class MemoryLearner:
             facts = LearnedFacts.model_validate_json(answer).facts
         except ValidationError as exc:
             log.warning("memory reading of session %s: malformed answer: %s", job.session_id, exc)
-            await self._marked(job.session_id, origin)  # read: the same text would fail again
+            await self._marked(job.session_id, origin.covered, origin.digest)  # same text fails
             return "malformed"
-        stored = await self._merge(owner, job.character_id, facts, origin)
-        await self._marked(job.session_id, origin)
+        stored = await self._merge(job, facts, origin)
+        await self._marked(job.session_id, origin.covered, origin.digest)
         return "learned" if stored else "nothing"
+
+    async def _still_current(self, job: Job, end: int) -> bool:
+        """Whether the conversation still exists and (kept on the server) still holds the
+        messages read: an edit or a delete during the call voids the reading."""
+        meta_key = f"chat:session:{job.session_id}"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(meta_key, "mode")
+            pipe.lrange(f"{meta_key}:messages", 0, end - 1)
+            mode, raws = await pipe.execute()
+        if mode is None:
+            return False
+        if mode != "server":
+            return True  # a client's record: its client holds the conversation
+        stored = [json.loads(raw) for raw in raws]
+        turns = [{"role": m["role"], "content": m["content"]} for m in stored]
+        return len(turns) == end and prefix_digests(turns)[end] == job.digests[end - job.start]
 
     async def _still_unread(self, job: Job) -> Job:
         """The job less the messages another reading has read since it was made."""
@@ -393,46 +442,57 @@ class MemoryLearner:
         LLM_TOKENS.labels(job.model, "memory_completion").inc(max(0, reply.completion_tokens))
         return reply.content
 
-    async def _merge(
-        self, owner: Owner, character_id: str, facts: list[LearnedFact], origin: Origin
-    ) -> int:
+    async def _merge(self, job: "Job | JobDraft", facts: list[LearnedFact], origin: Origin) -> int:
         """Stores what is new of `facts`; how many memories it wrote. One merge at a time
         per (user, character), across replicas: two conversations read at once must not
         both store the same new fact."""
-        lock = f"memories:merge:{owner.user_id}:{character_id}"
+        lock = f"memories:merge:{job.user_id}:{job.character_id}"
         async with redis_lock(self.redis, lock, expire_s=MERGE_LOCK_S, wait_s=MERGE_LOCK_S):
-            return await self._merged(owner, character_id, facts, origin)
+            return await self._merged(job, facts, origin)
 
-    async def _merged(
-        self, owner: Owner, character_id: str, facts: list[LearnedFact], origin: Origin
-    ) -> int:
-        memories = list((await self.store.recall(owner.user_id, character_id)).memories)
+    async def _merged(self, job: "Job | JobDraft", facts: list[LearnedFact], origin: Origin) -> int:
+        """Each fact against the memories this conversation sees (another branch's are not
+        its timeline: a fact of its own is a memory of its own, not a change of theirs)."""
+        owner = Owner(job.user_id, job.address)
+        recalled = await self.store.recall(job.user_id, job.character_id)
+        memories = [m for m in recalled.memories if _seen_by(job, m)]
         written = 0
         for fact in facts:
-            text = fact.text.strip()[: self.settings.memory_max_chars]
-            same_slot = next(
-                (m for m in memories if m.source == "learned" and m.key == fact.key), None
-            )
-            if same_slot is not None:
-                if similarity(same_slot.text, text) < NEAR_DUPLICATE:
-                    text_now = text
-                else:
-                    text_now = same_slot.text  # the same fact said again
-                await self.store.relearn(same_slot.id, owner, text_now, origin)
-                written += 1
-                continue
-            if any(similarity(m.text, text) >= NEAR_DUPLICATE for m in memories):
-                continue  # known already (the user's own, or learned under another key)
             try:
-                record = await self.store.create(
-                    owner, character_id, text, learned=(fact.kind, fact.key, origin)
-                )
-            except AppError as exc:  # the quota, or the memories' share of Redis
+                made = await self._merge_one(owner, job.character_id, fact, origin, memories)
+            except MemoryQuotaExceeded as exc:
                 log.info("memories of %s not stored: %s", owner.user_id, exc.message)
                 break
-            memories.append(Remembered.of(record))
-            written += 1
+            except AppError as exc:  # deleted meanwhile, the memories' share of Redis full
+                log.info("a memory of %s not stored: %s", owner.user_id, exc.message)
+                continue
+            if made is not None:
+                written += 1
+                memories = [m for m in memories if m.id != made.id] + [made]
         return written
+
+    async def _merge_one(
+        self,
+        owner: Owner,
+        character_id: str,
+        fact: LearnedFact,
+        origin: Origin,
+        memories: list[Remembered],
+    ) -> Remembered | None:
+        """The memory `fact` wrote (None: nothing new)."""
+        text = fact.text.strip()[: self.settings.memory_max_chars]
+        slot = next((m for m in memories if m.source == "learned" and m.key == fact.key), None)
+        if slot is not None:
+            if similarity(slot.text, text) >= NEAR_DUPLICATE:
+                return None  # the same fact said again: it keeps where it was first learned
+            await self.store.relearn(slot.id, owner, text, origin)  # a newer value
+            return replace(slot, text=text, origin=origin)
+        if any(similarity(m.text, text) >= NEAR_DUPLICATE for m in memories):
+            return None  # known already (the user's own, or learned under another key)
+        record = await self.store.create(
+            owner, character_id, text, learned=(fact.kind, fact.key, origin)
+        )
+        return Remembered.of(record)
 
     async def take(
         self, draft: "JobDraft", digests: list[str], start: int, end: int, facts: list[LearnedFact]
@@ -440,13 +500,10 @@ class MemoryLearner:
         """The facts a summary made ahead listed for messages `start` to `end` (`digests`:
         the conversation's). Those messages count as read when nothing before them is unread."""
         origin = Origin(draft.session_id, None, draft.root, end, digests[end])
-        owner = Owner(draft.user_id, draft.address)
-        await self._merge(owner, draft.character_id, facts, origin)
+        await self._merge(draft, facts, origin)
         MEMORY_LEARNING.labels("with_summary").inc()
-        raw: str | None = await self.redis.hget(f"chat:session:{draft.session_id}", "memory_marks")  # type: ignore[misc]  # redis-py: "Awaitable[T] | T"
-        read = resume_at(read_marks({"memory_marks": raw or ""}), digests)
-        if start <= read < end:
-            await self._marked(draft.session_id, origin)
+        if start <= resume_at(list(draft.marks), digests) < end:
+            await self._marked(draft.session_id, origin.covered, origin.digest)
 
     async def forget_edited(
         self,
@@ -461,18 +518,33 @@ class MemoryLearner:
         gone = [
             m.id
             for m in memories
-            if m.origin is not None
+            if m.source == "learned"
+            and m.origin is not None
             and m.origin.session_id == session_id
             and not holds(start, digests, m.origin)
         ]
         await self.store.forget(gone, owner)
 
-    async def _marked(self, session_id: str, origin: Origin) -> None:
+    async def _marked(self, session_id: str, covered: int, digest: str) -> None:
         """Remembers how far the session was read (only while the session exists)."""
-        await self._mark(
-            keys=[f"chat:session:{session_id}"],
-            args=[origin.covered, origin.digest, KEPT_MARKS],
-        )
+        await self._mark(keys=[f"chat:session:{session_id}"], args=[covered, digest, KEPT_MARKS])
+
+
+def _seen_by(job: "Job | JobDraft", memory: Remembered) -> bool:
+    """Whether the conversation of `job` sees `memory`: any but another branch's future (a
+    summary's facts, `JobDraft`: all, as its turn's planner saw them)."""
+    origin = memory.origin
+    if origin is None or origin.root != job.root or isinstance(job, JobDraft):
+        return True
+    return holds(job.start, job.digests, origin)
+
+
+def _transcript(block: list[Message]) -> str:
+    """The messages as the model reads them: each quoted, so a message cannot pass a line
+    of its own off as the user's (a card's greeting is its author's, not the user's)."""
+    return "\n".join(
+        f"{SPEAKERS[t['role']]}: {json.dumps(t['content'], ensure_ascii=False)}" for t in block
+    )
 
 
 def _free(_: str) -> int:
@@ -502,6 +574,7 @@ class JobDraft:
     last_message_id: str | None
     model: str
     window: int
+    marks: tuple[tuple[int, str], ...] = ()  # how far it was read, as the turn found it
 
     def at(self, start: int, turns: list[Message], digests: list[str]) -> Job:
         return Job(

@@ -83,6 +83,8 @@ async def list_memories(
 async def add_memory(body: NewMemory, chat: ChatDep, owner: Writer) -> Envelope[Memory]:
     _check_length(chat, body.text)
     await chat.characters.get(body.character_id)  # it exists (404 character_not_found)
+    if body.pinned:
+        await _check_pins(chat, owner.user_id, body.character_id)
     record = await chat.memories.create(owner, body.character_id, body.text, body.pinned)
     return ok(Memory.model_validate(public(record)))
 
@@ -109,6 +111,10 @@ async def change_memory(
         raise ValidationFailed("give a text, pinned, or both")
     if body.text is not None:
         _check_length(chat, body.text)
+    if body.pinned:
+        memory = await chat.memories.get(memory_id, owner.user_id)
+        if not memory.get("pinned"):
+            await _check_pins(chat, owner.user_id, memory["character_id"])
     record = await chat.memories.change(memory_id, owner, body.text, body.pinned)
     return ok(Memory.model_validate(public(record)))
 
@@ -123,6 +129,15 @@ async def delete_memory(
 ) -> Envelope[MemoryDeleted]:
     await chat.memories.delete(memory_id, owner)
     return ok(MemoryDeleted(memory_id=memory_id, deleted=True))
+
+
+async def _check_pins(chat: ChatService, user_id: str, character_id: str) -> None:
+    most = chat.settings.max_pinned_memories
+    if await chat.memories.pinned_count(user_id, character_id) >= most:
+        raise MemoryQuotaExceeded(
+            f"You pin {most} memories of this character, the most one may (pinned ones go "
+            "into every prompt): unpin one first."
+        )
 
 
 def _check_length(chat: ChatService, text: str) -> None:

@@ -44,7 +44,9 @@ MEMORIES = Kind(
     extra_keys=("version",),
 )
 HISTORY_KEPT = 5  # earlier texts a memory keeps
-RECALLED_KEPT = 512  # (user, character) pairs whose memories a replica keeps read
+# What a replica keeps read (and indexed): at most this many memories, of the (user,
+# character) pairs used last. An index of 2,000 long memories takes some megabytes.
+RECALLED_MEMORIES = 20_000
 
 
 @dataclass(frozen=True)
@@ -178,11 +180,15 @@ class MemoryStore:
     async def change(
         self, memory_id: str, owner: Owner, text: str | None, pinned: bool | None
     ) -> dict[str, Any]:
-        """The user's edit: a new text (the old one kept in its history), pinned or not."""
+        """The user's edit: a new text (the old one kept in its history), pinned or not. A
+        learned memory the user changed is theirs from then on (`source` user): learning
+        never replaces nor forgets it."""
 
         def apply(record: dict[str, Any]) -> dict[str, Any]:
             changes = with_text(record, text) if text is not None else {}
-            return changes if pinned is None else {**changes, "pinned": pinned}
+            if pinned is not None:
+                changes["pinned"] = pinned
+            return {**changes, "source": "user"}
 
         record = await self.records.update(memory_id, owner, apply)
         await self._changed(owner)
@@ -191,9 +197,13 @@ class MemoryStore:
     async def relearn(self, memory_id: str, owner: Owner, text: str, origin: Origin) -> None:
         """A learned fact said again, or said anew for the same slot: its text (if new) and
         where it was last learned."""
-        await self.records.update(
-            memory_id, owner, lambda record: {**with_text(record, text), **_origin_fields(origin)}
-        )
+
+        def apply(record: dict[str, Any]) -> dict[str, Any]:
+            if record.get("source") != "learned":  # the user took it over meanwhile
+                return {}
+            return {**with_text(record, text), **_origin_fields(origin)}
+
+        await self.records.update(memory_id, owner, apply)
         await self._changed(owner)
 
     async def delete(self, memory_id: str, owner: Owner) -> None:
@@ -203,24 +213,27 @@ class MemoryStore:
     async def forget(self, memory_ids: list[str], owner: Owner) -> None:
         """Deletes the owner's memories that are still there (learned ones edited away)."""
         for memory_id in memory_ids:
+            record = await self.records.get(memory_id)
+            if record is None or record.get("source") != "learned":
+                continue  # deleted, or taken over by the user, meanwhile
             try:
                 await self.records.delete(memory_id, owner)
             except MemoryNotFound:
-                continue  # deleted meanwhile
+                continue
         if memory_ids:
             await self._changed(owner)
 
     async def adopt(self, from_id: str, to_id: str) -> KindMoved:
         moved = await self.records.adopt(from_id, to_id)
-        for user_id in (from_id, to_id):
-            await self._changed(Owner(user_id))
+        await self._changed(Owner(to_id))
+        await self._changed(Owner(from_id), anonymous=True)
         return moved
 
-    async def _changed(self, owner: Owner) -> None:
+    async def _changed(self, owner: Owner, anonymous: bool = False) -> None:
         """A new version: every replica reads the user's memories afresh (an anonymous
         user's version expires with their memories)."""
         key, token = self.version_key(owner.user_id), secrets.token_hex(8)
-        if owner.address is None:
+        if owner.address is None and not anonymous:
             await self.redis.set(key, token)
         else:
             await self.redis.set(key, token, ex=self.records.data_lifetime_s)
@@ -258,8 +271,9 @@ class MemoryStore:
         recalled = Recalled(memories, await asyncio.to_thread(MemoryIndex.build, memories))
         self._recalled[pair] = (version, recalled)
         self._recalled.move_to_end(pair)
-        while len(self._recalled) > RECALLED_KEPT:
-            self._recalled.popitem(last=False)
+        kept = sum(len(r.memories) for _, r in self._recalled.values())
+        while kept > RECALLED_MEMORIES and len(self._recalled) > 1:
+            kept -= len(self._recalled.popitem(last=False)[1][1].memories)
         return recalled
 
     async def _all(self, user_id: str, character_id: str) -> list[dict[str, Any]]:
@@ -268,8 +282,29 @@ class MemoryStore:
         if not ids:
             return []
         raws = await self.redis.mget([self.records.item_key(i) for i in ids])
-        records = (json.loads(raw) for raw in raws if raw)
-        return [r for r in records if r.get("character_id") == character_id]
+        found = []
+        for raw in raws:
+            record = _readable(raw)
+            if record is not None and record.get("character_id") == character_id:
+                found.append(record)
+        return found
+
+    async def pinned_count(self, user_id: str, character_id: str) -> int:
+        recalled = await self.recall(user_id, character_id)
+        return sum(m.pinned for m in recalled.memories)
+
+
+def _readable(raw: str | None) -> dict[str, Any] | None:
+    """A stored memory, or None for one that is gone or cannot be read (skipped, not a
+    failed turn)."""
+    if not raw:
+        return None
+    try:
+        record = json.loads(raw)
+        Remembered.of(record)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _origin_fields(origin: Origin) -> dict[str, Any]:
