@@ -21,7 +21,7 @@ import asyncio
 import json
 import secrets
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -308,10 +308,4 @@ def _readable(raw: str | None) -> dict[str, Any] | None:
 
 
 def _origin_fields(origin: Origin) -> dict[str, Any]:
-    return {
-        "session_id": origin.session_id,
-        "message_id": origin.message_id,
-        "root": origin.root,
-        "covered": origin.covered,
-        "digest": origin.digest,
-    }
+    return asdict(origin)  # as a record keeps it: session_id, message_id, root, covered, digest
