@@ -9,6 +9,7 @@ a contradiction replacing; pinned ones always in; read-only and off; a malformed
 storing nothing; a quiet conversation read; edits and branches."""
 
 import asyncio
+import json
 import os
 import re
 import time
@@ -21,6 +22,7 @@ import pytest
 from avatar_characters.app import create_app as characters_app
 from avatar_characters.settings import CharactersSettings
 from avatar_chat.app import create_app
+from avatar_chat.memory.learning import SAVE_MARK
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.ports import free_port
 from avatar_emulators.server import serve_in_thread
@@ -598,3 +600,59 @@ async def test_pins_per_character_are_bounded(app_client, redis_url, characters_
         assert pin.status_code == 409
         other = {"character_id": "sherlock", "text": "다른 캐릭터", "pinned": True}
         assert (await client.post("/api/memories", json=other, headers=ALICE)).status_code == 201
+
+
+async def test_a_clients_conversation_is_read_and_learned(client, backend):
+    turns = [{"role": "user", "content": "안녕 " + fact("user.team", "The user roots for Doosan")}]
+    body: dict = {"character_id": "hermione", "tts_enabled": False}
+    for text in ("두 번째", "세 번째"):
+        body["messages"] = turns
+        response = await client.post("/api/chat", json=body, headers=ALICE)
+        assert response.status_code == 200, response.text
+        body["session_id"] = response.json()["data"]["session_id"]
+        turns = [*turns, {"role": "assistant", "content": response.json()["data"]["content"]}]
+        turns.append({"role": "user", "content": text})
+    [memory] = await learned(client, 1)
+    assert memory["text"] == "The user roots for Doosan"
+    assert memory["session_id"] == body["session_id"]
+
+
+async def test_a_branch_that_says_otherwise_leaves_its_sources_fact_alone(client, backend):
+    source = await start(client)
+    first = await say(client, source, "안녕")
+    await say(client, source, "이름 " + fact("user.name", "The user is called Minsu", "name"))
+    await say(client, source, "Minsu 맞아")
+    [minsu] = await learned(client, 1)
+    response = await client.post(
+        f"/api/chat/sessions/{source}/branch",
+        json={"message_id": first["message_id"]},
+        headers=ALICE,
+    )
+    branch = response.json()["data"]["session_id"]
+    await say(client, branch, "하나 " + fact("user.mood", "The user feels brave today"))
+    await say(client, branch, "둘")
+    await learned(client, 2)  # the branch's first reading
+    await say(client, branch, "셋 " + fact("user.name", "The user is called Jisu", "name"))
+    await say(client, branch, "넷")
+    found = await learned(client, 3)  # its second: a memory of its own for the same slot
+    assert {m["text"] for m in found} == {
+        "The user is called Minsu",
+        "The user feels brave today",
+        "The user is called Jisu",
+    }
+    [kept] = [m for m in found if m["id"] == minsu["id"]]
+    assert kept["text"] == "The user is called Minsu" and kept["session_id"] == source
+    reply = await say(client, source, "Minsu?")
+    assert "The user is called Minsu" in [m["text"] for m in reply["context"]["memories"]]
+    assert "Jisu" not in last_system(backend)
+
+
+async def test_a_lower_reading_mark_never_undoes_a_higher_one(client, redis):
+    session = await start(client)
+    await say(client, session, "하나")
+    script = redis.register_script(SAVE_MARK)
+    await script(keys=[f"chat:session:{session}"], args=[8, "d8", 12])
+    await script(keys=[f"chat:session:{session}"], args=[4, "d4", 12])
+    await script(keys=[f"chat:session:{session}"], args=[8, "d8b", 12])
+    marks = json.loads(await redis.hget(f"chat:session:{session}", "memory_marks"))
+    assert marks == [[4, "d4"], [8, "d8b"]]

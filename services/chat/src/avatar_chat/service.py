@@ -1,11 +1,13 @@
 """The chat domain's parts, and its reads and writes: sessions, characters and models. A
 turn itself, which uses these parts in order, is `flows`."""
 
+from contextlib import suppress
 from dataclasses import dataclass, replace
 
 import aiohttp
 import httpx
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from avatar_chat.context.planner import ContextPlanner
 from avatar_chat.context.summaries import SummaryStore
@@ -121,7 +123,8 @@ class ChatService:
     async def delete_session(self, session_id: str, caller: Caller) -> None:
         await self.sessions.delete(session_id, caller.user_id)
         await self.admission.release(session_id, caller)  # its place goes to the next user
-        await self.learner.drop_job(session_id)  # nothing of it is read any more
+        with suppress(RedisError):  # else its reading finds it gone, and learns nothing
+            await self.learner.drop_job(session_id)
 
     async def release(self, session_id: str, caller: Caller) -> None:
         """Frees the session's active place; the conversation stays."""

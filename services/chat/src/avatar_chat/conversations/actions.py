@@ -158,7 +158,9 @@ async def _forget_edited(
         recalled = await chat.memories.recall(caller.user_id, character_id)
         digests = prefix_digests(msgs.turns(now))
         owner = Owner(caller.user_id, caller.address_key)
-        await chat.learner.forget_edited(owner, session_id, recalled.memories, 0, digests)
+        memories = recalled.memories
+        await chat.learner.forget_edited(owner, character_id, session_id, memories, None, digests)
+        await chat.learner.prune_marks(session_id, digests)
     except (AppError, RedisError, ValueError) as exc:
         log.warning("memories of edited session %s not forgotten: %s", session_id, exc)
 

@@ -33,8 +33,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Coroutine
-from contextlib import suppress
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -109,7 +109,7 @@ SUMMARY_AND_FACTS_SCHEMA: dict[str, Any] = {
 LEARN_TEMPERATURE = 0.2  # faithful rather than creative
 KNOWN_SHOWN = 30  # known facts shown to a reading, the most relevant to what it reads
 NEAR_DUPLICATE = 0.8  # share of terms two facts have in common to be one
-KEPT_MARKS = 6  # readings a session remembers (to resume after an edit)
+KEPT_MARKS = 12  # readings a session remembers (to resume after an edit)
 MERGE_LOCK_S = 10.0  # a merge is a few Redis writes; its lock outlives no replica longer
 MAX_TASKS = 64  # readings one replica runs at once; more wait for a later turn
 SWEEP_AGAIN_S = 1.0  # after a sweep that took some, the next one, while there is room
@@ -210,11 +210,10 @@ class MemoryLearner:
         digests = prefix_digests(turns)
         start = resume_at(read_marks(meta), digests)
         job = job_of.at(start, turns[start:], digests[start:])
-        if len(job.turns) >= self.settings.memory_learn_every:
+        if len(job.turns) >= self.settings.memory_learn_every and self.start(job):
             await self.redis.zrem(DUE, job.session_id)  # read now, not again when quiet
-            self.start(job)
         elif job.turns:
-            await self._due_later(job)
+            await self._due_later(job)  # no room now: when it is quiet, then
 
     def mark_read(self, session_id: str, turns: list[Message]) -> None:
         """A turn of a conversation whose memory does not learn (read_only, off): its messages
@@ -231,11 +230,13 @@ class MemoryLearner:
             pipe.delete(job_key(session_id))
             await pipe.execute()
 
-    def start(self, job: Job) -> None:
-        if len(self._tasks) >= MAX_TASKS:  # read at a later turn, or when quiet again
+    def start(self, job: Job) -> bool:
+        """Reads the job in the background, if this replica has room (else False)."""
+        if len(self._tasks) >= MAX_TASKS:
             log.info("memory reading of session %s left for later: too many", job.session_id)
-            return
+            return False
         self._background(self._read_safely(job), job.session_id)
+        return True
 
     def _background(self, work: Coroutine[Any, Any, None], session_id: str) -> None:
         task = asyncio.create_task(self._logged(work, session_id), name=f"memory-{session_id}")
@@ -274,6 +275,8 @@ class MemoryLearner:
         due = await self.redis.zrangebyscore(DUE, "-inf", now, start=0, num=max(room, 0))
         taken = 0
         for session_id in due:
+            if len(self._tasks) >= MAX_TASKS:
+                break  # left due: the next sweep takes it
             if not await self.redis.zrem(DUE, session_id):
                 continue  # another replica's
             raw = await self.redis.getdel(job_key(session_id))
@@ -347,20 +350,23 @@ class MemoryLearner:
         job = await self._still_unread(job)
         if not job.turns:
             return "skipped"  # read meanwhile (a quiet conversation's job, say)
+        end_of_job = job.start + len(job.turns)
+        whole = await self._digests(job)
+        if whole is GONE or not _holds_job(job, whole, end_of_job):
+            return "stale"  # deleted, or edited since the job was made
+        full = whole if isinstance(whole, list) else None
         recalled = await self.store.recall(job.user_id, job.character_id)
-        own = [m for m in recalled.memories if m.origin and m.origin.session_id == job.session_id]
-        await self.forget_edited(job.owner, job.session_id, own, job.start, job.digests)
+        memories = recalled.memories
+        await self.forget_edited(job.owner, job.character_id, job.session_id, memories, job, full)
         block = self._block(job)
         end = job.start + len(block)
-        known = [m for m in recalled.memories if _seen_by(job, m)]
+        known = [m for m in recalled.memories if _seen_by(job, m, full)]
         transcript = _transcript(block)
         ranked = MemoryIndex.build(known).choose(transcript, 10**9, _free)[:KNOWN_SHOWN]
         answer = await self._ask(job, transcript, ranked)
-        if not await self._still_current(job, end):
-            return "stale"  # edited or deleted meanwhile: what was read is no longer said
         origin = Origin(
             job.session_id,
-            job.last_message_id if end == job.start + len(job.turns) else None,
+            job.last_message_id if end == end_of_job else None,
             job.root,
             end,
             job.digests[end - job.start],
@@ -371,25 +377,31 @@ class MemoryLearner:
             log.warning("memory reading of session %s: malformed answer: %s", job.session_id, exc)
             await self._marked(job.session_id, origin.covered, origin.digest)  # same text fails
             return "malformed"
-        stored = await self._merge(job, facts, origin)
+
+        async def still_current() -> bool:
+            return _holds_job(job, await self._digests(job), end)
+
+        stored = await self._merge(job, facts, origin, full, still_current)
+        if stored is None:
+            return "stale"  # edited or deleted during the call: what was read is not said
         await self._marked(job.session_id, origin.covered, origin.digest)
         return "learned" if stored else "nothing"
 
-    async def _still_current(self, job: Job, end: int) -> bool:
-        """Whether the conversation still exists and (kept on the server) still holds the
-        messages read: an edit or a delete during the call voids the reading."""
+    async def _digests(self, job: "Job | JobDraft") -> "list[str] | Gone | None":
+        """The conversation as stored now: GONE when deleted; for a conversation kept on the
+        server, the digests of its messages from the first (None: a client's record, whose
+        client holds the conversation)."""
         meta_key = f"chat:session:{job.session_id}"
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(meta_key, "mode")
-            pipe.lrange(f"{meta_key}:messages", 0, end - 1)
-            mode, raws = await pipe.execute()
-        if mode is None:
-            return False
+            pipe.hmget(meta_key, ["owner", "mode"])
+            pipe.lrange(f"{meta_key}:messages", 0, -1)
+            (owner, mode), raws = await pipe.execute()
+        if owner is None:
+            return GONE
         if mode != "server":
-            return True  # a client's record: its client holds the conversation
+            return None
         stored = [json.loads(raw) for raw in raws]
-        turns = [{"role": m["role"], "content": m["content"]} for m in stored]
-        return len(turns) == end and prefix_digests(turns)[end] == job.digests[end - job.start]
+        return prefix_digests([{"role": m["role"], "content": m["content"]} for m in stored])
 
     async def _still_unread(self, job: Job) -> Job:
         """The job less the messages another reading has read since it was made."""
@@ -442,20 +454,40 @@ class MemoryLearner:
         LLM_TOKENS.labels(job.model, "memory_completion").inc(max(0, reply.completion_tokens))
         return reply.content
 
-    async def _merge(self, job: "Job | JobDraft", facts: list[LearnedFact], origin: Origin) -> int:
-        """Stores what is new of `facts`; how many memories it wrote. One merge at a time
-        per (user, character), across replicas: two conversations read at once must not
-        both store the same new fact."""
-        lock = f"memories:merge:{job.user_id}:{job.character_id}"
-        async with redis_lock(self.redis, lock, expire_s=MERGE_LOCK_S, wait_s=MERGE_LOCK_S):
-            return await self._merged(job, facts, origin)
+    def _merge_lock(self, user_id: str, character_id: str) -> AbstractAsyncContextManager[None]:
+        """One merge (or forgetting) at a time per (user, character), across replicas: two
+        conversations read at once must not both store one new fact, and an edit's
+        forgetting must not pass a merge of what it edited away."""
+        lock = f"memories:merge:{user_id}:{character_id}"
+        return redis_lock(self.redis, lock, expire_s=MERGE_LOCK_S, wait_s=MERGE_LOCK_S)
 
-    async def _merged(self, job: "Job | JobDraft", facts: list[LearnedFact], origin: Origin) -> int:
+    async def _merge(
+        self,
+        job: "Job | JobDraft",
+        facts: list[LearnedFact],
+        origin: Origin,
+        full: list[str] | None,
+        still_current: Callable[[], Awaitable[bool]] | None = None,
+    ) -> int | None:
+        """Stores what is new of `facts`: how many memories it wrote; None when the
+        conversation changed (`still_current`, asked under the lock) and nothing was."""
+        async with self._merge_lock(job.user_id, job.character_id):
+            if still_current is not None and not await still_current():
+                return None
+            return await self._merged(job, facts, origin, full)
+
+    async def _merged(
+        self,
+        job: "Job | JobDraft",
+        facts: list[LearnedFact],
+        origin: Origin,
+        full: list[str] | None,
+    ) -> int:
         """Each fact against the memories this conversation sees (another branch's are not
         its timeline: a fact of its own is a memory of its own, not a change of theirs)."""
         owner = Owner(job.user_id, job.address)
         recalled = await self.store.recall(job.user_id, job.character_id)
-        memories = [m for m in recalled.memories if _seen_by(job, m)]
+        memories = [m for m in recalled.memories if _seen_by(job, m, full)]
         written = 0
         for fact in facts:
             try:
@@ -485,7 +517,8 @@ class MemoryLearner:
         if slot is not None:
             if similarity(slot.text, text) >= NEAR_DUPLICATE:
                 return None  # the same fact said again: it keeps where it was first learned
-            await self.store.relearn(slot.id, owner, text, origin)  # a newer value
+            if not await self.store.relearn(slot.id, owner, text, origin):  # a newer value
+                return None  # the user took it over meanwhile
             return replace(slot, text=text, origin=origin)
         if any(similarity(m.text, text) >= NEAR_DUPLICATE for m in memories):
             return None  # known already (the user's own, or learned under another key)
@@ -500,43 +533,79 @@ class MemoryLearner:
         """The facts a summary made ahead listed for messages `start` to `end` (`digests`:
         the conversation's). Those messages count as read when nothing before them is unread."""
         origin = Origin(draft.session_id, None, draft.root, end, digests[end])
-        await self._merge(draft, facts, origin)
+        await self._merge(draft, facts, origin, digests)
         MEMORY_LEARNING.labels("with_summary").inc()
-        if start <= resume_at(list(draft.marks), digests) < end:
+        raw: str | None = await self.redis.hget(f"chat:session:{draft.session_id}", "memory_marks")  # type: ignore[misc]  # redis-py: "Awaitable[T] | T"
+        if start <= resume_at(read_marks({"memory_marks": raw or ""}), digests) < end:
             await self._marked(draft.session_id, origin.covered, origin.digest)
 
     async def forget_edited(
         self,
         owner: Owner,
+        character_id: str,
         session_id: str,
         memories: list[Remembered],
-        start: int,
-        digests: list[str],
+        job: "Job | None",
+        full: list[str] | None,
     ) -> None:
         """Forgets the memories learned in this conversation from messages it no longer
-        holds (edited or deleted since). `digests[i]`: its messages up to `start` + i."""
+        holds (edited or deleted since): by its digests from the first message (`full`),
+        else by the job's from its start."""
         gone = [
             m.id
             for m in memories
             if m.source == "learned"
             and m.origin is not None
             and m.origin.session_id == session_id
-            and not holds(start, digests, m.origin)
+            and not _held(m.origin, job, full)
         ]
-        await self.store.forget(gone, owner)
+        if gone:
+            async with self._merge_lock(owner.user_id, character_id):
+                await self.store.forget(gone, owner)
+
+    async def prune_marks(self, session_id: str, full: list[str]) -> None:
+        """After an edit: the marks the conversation no longer holds go (else marks of a
+        longer past would crowd out the ones that count)."""
+        meta_key = f"chat:session:{session_id}"
+        raw: str | None = await self.redis.hget(meta_key, "memory_marks")  # type: ignore[misc]  # redis-py: "Awaitable[T] | T"
+        marks = read_marks({"memory_marks": raw or ""})
+        kept = [[n, d] for n, d in marks if n < len(full) and full[n] == d]
+        if len(kept) < len(marks):
+            await self.redis.hset(meta_key, "memory_marks", json.dumps(kept))  # type: ignore[misc]  # redis-py: "Awaitable[T] | T"
 
     async def _marked(self, session_id: str, covered: int, digest: str) -> None:
         """Remembers how far the session was read (only while the session exists)."""
         await self._mark(keys=[f"chat:session:{session_id}"], args=[covered, digest, KEPT_MARKS])
 
 
-def _seen_by(job: "Job | JobDraft", memory: Remembered) -> bool:
-    """Whether the conversation of `job` sees `memory`: any but another branch's future (a
-    summary's facts, `JobDraft`: all, as its turn's planner saw them)."""
+def _seen_by(job: "Job | JobDraft", memory: Remembered, full: list[str] | None) -> bool:
+    """Whether the conversation of `job` sees `memory`: any but a learned one of its own
+    lineage whose messages it does not hold (another branch's future, an edited-away fact).
+    `full`: its digests from the first message, when known."""
     origin = memory.origin
-    if origin is None or origin.root != job.root or isinstance(job, JobDraft):
+    if memory.source != "learned" or origin is None or origin.root != job.root:
+        return True
+    return _held(origin, job if isinstance(job, Job) else None, full)
+
+
+def _held(origin: Origin, job: "Job | None", full: list[str] | None) -> bool:
+    """Whether the conversation holds the messages `origin` was read from: by its digests
+    from the first message, else by the job's (before the job's start its marks vouch,
+    which they do only for its own messages: a client's record has no branches)."""
+    if full is not None:
+        return holds(0, full, origin)
+    if job is None:
         return True
     return holds(job.start, job.digests, origin)
+
+
+def _holds_job(job: "Job", whole: "list[str] | Gone | None", end: int) -> bool:
+    """Whether the stored conversation still holds the job's messages up to `end`."""
+    if whole is GONE:
+        return False
+    if not isinstance(whole, list):
+        return True  # a client's record
+    return end < len(whole) and whole[end] == job.digests[end - job.start]
 
 
 def _transcript(block: list[Message]) -> str:
@@ -596,21 +665,35 @@ class JobDraft:
 DUE = "chat:memory:due"
 
 
+class Gone:
+    """A conversation deleted since its job was made."""
+
+
+GONE = Gone()
+
+
 def job_key(session_id: str) -> str:
     return f"chat:memory:job:{session_id}"
 
 
-# KEYS: the session's hash. ARGV: messages read, their digest, marks kept. Appends the mark
-# (a later reading of an edited conversation drops the marks past it) while the session
-# exists.
+# KEYS: the session's hash. ARGV: messages read, their digest, marks kept. Puts the mark in
+# its place by count (one of the same count is replaced; marks past it stay: a reading that
+# ends below a later one, or a turn's mark of what memory must not learn, is never undone)
+# while the session exists; the lowest go past the count kept.
 SAVE_MARK = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local marks = cjson.decode(redis.call('HGET', KEYS[1], 'memory_marks') or '[]')
-local kept = {}
+local at, kept = tonumber(ARGV[1]), {}
+local placed = false
 for _, mark in ipairs(marks) do
-  if tonumber(mark[1]) < tonumber(ARGV[1]) then table.insert(kept, mark) end
+  local n = tonumber(mark[1])
+  if not placed and n >= at then
+    table.insert(kept, {at, ARGV[2]})
+    placed = true
+  end
+  if n ~= at then table.insert(kept, mark) end
 end
-table.insert(kept, {tonumber(ARGV[1]), ARGV[2]})
+if not placed then table.insert(kept, {at, ARGV[2]}) end
 while #kept > tonumber(ARGV[3]) do table.remove(kept, 1) end
 redis.call('HSET', KEYS[1], 'memory_marks', cjson.encode(kept))
 return 1

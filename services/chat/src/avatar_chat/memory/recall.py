@@ -34,7 +34,11 @@ def visible(recalled: Recalled, root: str, turns: list[Message]) -> "Visible":
     the conversation it branched from, their other branches) only while it holds the
     messages they were learned from (`root`: its lineage, `turns`: its messages). A memory
     of another branch's future, or of an edited-away message, stays out."""
-    own = [m for m in recalled.memories if m.origin is not None and m.origin.root == root]
+    own = [
+        m
+        for m in recalled.memories
+        if m.source == "learned" and m.origin is not None and m.origin.root == root
+    ]
     digests = prefix_digests(turns) if own else []
     hidden = [m for m in own if m.origin is not None and not holds(0, digests, m.origin)]
     return Visible(recalled.index, hidden)

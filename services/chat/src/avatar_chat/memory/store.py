@@ -188,23 +188,23 @@ class MemoryStore:
             changes = with_text(record, text) if text is not None else {}
             if pinned is not None:
                 changes["pinned"] = pinned
-            return {**changes, "source": "user"}
+            return {**changes, "source": "user", "key": None}  # no slot a fact may take
 
         record = await self.records.update(memory_id, owner, apply)
         await self._changed(owner)
         return record
 
-    async def relearn(self, memory_id: str, owner: Owner, text: str, origin: Origin) -> None:
-        """A learned fact said again, or said anew for the same slot: its text (if new) and
-        where it was last learned."""
-
-        def apply(record: dict[str, Any]) -> dict[str, Any]:
-            if record.get("source") != "learned":  # the user took it over meanwhile
-                return {}
-            return {**with_text(record, text), **_origin_fields(origin)}
-
-        await self.records.update(memory_id, owner, apply)
+    async def relearn(self, memory_id: str, owner: Owner, text: str, origin: Origin) -> bool:
+        """A learned fact said anew for its slot: its new text and where it was learned.
+        False (nothing written) when the user took the memory over meanwhile."""
+        record = await self.records.get(memory_id)
+        if record is None or record.get("source") != "learned":
+            return False
+        await self.records.update(
+            memory_id, owner, lambda current: {**with_text(current, text), **_origin_fields(origin)}
+        )
         await self._changed(owner)
+        return True
 
     async def delete(self, memory_id: str, owner: Owner) -> None:
         await self.records.delete(memory_id, owner)
@@ -271,9 +271,10 @@ class MemoryStore:
         recalled = Recalled(memories, await asyncio.to_thread(MemoryIndex.build, memories))
         self._recalled[pair] = (version, recalled)
         self._recalled.move_to_end(pair)
-        kept = sum(len(r.memories) for _, r in self._recalled.values())
+        # Each pair counts one memory at least: pairs without memories must not pile up.
+        kept = sum(max(len(r.memories), 1) for _, r in self._recalled.values())
         while kept > RECALLED_MEMORIES and len(self._recalled) > 1:
-            kept -= len(self._recalled.popitem(last=False)[1][1].memories)
+            kept -= max(len(self._recalled.popitem(last=False)[1][1].memories), 1)
         return recalled
 
     async def _all(self, user_id: str, character_id: str) -> list[dict[str, Any]]:
@@ -301,10 +302,12 @@ def _readable(raw: str | None) -> dict[str, Any] | None:
         return None
     try:
         record = json.loads(raw)
+        if not isinstance(record, dict):
+            return None
         Remembered.of(record)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    return record if isinstance(record, dict) else None
+    return record
 
 
 def _origin_fields(origin: Origin) -> dict[str, Any]:
