@@ -90,6 +90,15 @@ async def say(client, session_id: str, text: str, who=ALICE) -> dict:
     return response.json()["data"]
 
 
+async def branch_at(client, session_id: str, message_id: str) -> str:
+    point = {"message_id": message_id}
+    response = await client.post(
+        f"/api/chat/sessions/{session_id}/branch", json=point, headers=ALICE
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["data"]["session_id"]
+
+
 async def memories(client, who=ALICE, **query: str) -> list[dict]:
     response = await client.get("/api/memories", params=query, headers=who)
     assert response.status_code == 200, response.text
@@ -385,13 +394,7 @@ async def test_a_branch_does_not_know_what_its_source_learned_after_the_branch_p
 
     # A fact belongs to the reading that found it: the branch holds the first reading's
     # messages, not the second's.
-    response = await client.post(
-        f"/api/chat/sessions/{source}/branch",
-        json={"message_id": read_up_to_here["message_id"]},
-        headers=ALICE,
-    )
-    assert response.status_code == 201, response.text
-    branch = response.json()["data"]["session_id"]
+    branch = await branch_at(client, source, read_up_to_here["message_id"])
     reply = await say(client, branch, "Minsu dragon egg?")
     used = [m["text"] for m in reply["context"]["memories"]]
     assert "The user is Minsu" in used  # learned before the branch point
@@ -485,12 +488,7 @@ async def test_chatting_in_a_branch_leaves_the_sources_memories_to_it(client, ba
     await say(client, source, "처음 " + fact("user.name", "The user is Minsu", "name"))
     read_here = await say(client, source, "응 Minsu")
     [memory] = await learned(client, 1)
-    response = await client.post(
-        f"/api/chat/sessions/{source}/branch",
-        json={"message_id": read_here["message_id"]},
-        headers=ALICE,
-    )
-    branch = response.json()["data"]["session_id"]
+    branch = await branch_at(client, source, read_here["message_id"])
     await say(client, branch, "브랜치 Minsu " + fact("user.name", "The user is Minsu"))
     await say(client, branch, "또 " + fact("user.food", "Minsu likes bibimbap"))
     assert {m["text"] for m in await learned(client, 2)} == {
@@ -623,12 +621,7 @@ async def test_a_branch_that_says_otherwise_leaves_its_sources_fact_alone(client
     await say(client, source, "이름 " + fact("user.name", "The user is called Minsu", "name"))
     await say(client, source, "Minsu 맞아")
     [minsu] = await learned(client, 1)
-    response = await client.post(
-        f"/api/chat/sessions/{source}/branch",
-        json={"message_id": first["message_id"]},
-        headers=ALICE,
-    )
-    branch = response.json()["data"]["session_id"]
+    branch = await branch_at(client, source, first["message_id"])
     await say(client, branch, "하나 " + fact("user.mood", "The user feels brave today"))
     await say(client, branch, "둘")
     await learned(client, 2)  # the branch's first reading

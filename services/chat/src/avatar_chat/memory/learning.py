@@ -578,14 +578,21 @@ class MemoryLearner:
         await self._mark(keys=[f"chat:session:{session_id}"], args=[covered, digest, KEPT_MARKS])
 
 
+def lineage_origin(memory: Remembered, root: str) -> Origin | None:
+    """Where a memory learned in the lineage `root` was read; None for any other memory
+    (the user's, another lineage's), which every conversation of the lineage sees."""
+    origin = memory.origin
+    if memory.source != "learned" or origin is None or origin.root != root:
+        return None
+    return origin
+
+
 def _seen_by(job: "Job | JobDraft", memory: Remembered, full: list[str] | None) -> bool:
     """Whether the conversation of `job` sees `memory`: any but a learned one of its own
     lineage whose messages it does not hold (another branch's future, an edited-away fact).
     `full`: its digests from the first message, when known."""
-    origin = memory.origin
-    if memory.source != "learned" or origin is None or origin.root != job.root:
-        return True
-    return _held(origin, job if isinstance(job, Job) else None, full)
+    origin = lineage_origin(memory, job.root)
+    return origin is None or _held(origin, job if isinstance(job, Job) else None, full)
 
 
 def _held(origin: Origin, job: "Job | None", full: list[str] | None) -> bool:

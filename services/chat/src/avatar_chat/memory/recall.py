@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from avatar_chat.context.summaries import prefix_digests
 from avatar_chat.context.tokens import TokenEstimator
-from avatar_chat.memory.learning import holds
+from avatar_chat.memory.learning import holds, lineage_origin
 from avatar_chat.memory.ranking import MemoryIndex
 from avatar_chat.memory.store import Recalled, Remembered
 
@@ -34,13 +34,9 @@ def visible(recalled: Recalled, root: str, turns: list[Message]) -> "Visible":
     the conversation it branched from, their other branches) only while it holds the
     messages they were learned from (`root`: its lineage, `turns`: its messages). A memory
     of another branch's future, or of an edited-away message, stays out."""
-    own = [
-        m
-        for m in recalled.memories
-        if m.source == "learned" and m.origin is not None and m.origin.root == root
-    ]
-    digests = prefix_digests(turns) if own else []
-    hidden = [m for m in own if m.origin is not None and not holds(0, digests, m.origin)]
+    own = [(m, o) for m in recalled.memories if (o := lineage_origin(m, root)) is not None]
+    digests = prefix_digests(turns) if own else []  # hashing the conversation only if needed
+    hidden = [m for m, origin in own if not holds(0, digests, origin)]
     return Visible(recalled.index, hidden)
 
 
