@@ -1,6 +1,7 @@
 """The chat path (issue 14): the gateway + chat service against calling the LLM emulator
 directly, and against the edge's `GET /` through the same gateway, all in the same run, with
-the emulator answering at once. Once with one chat replica, once with two.
+the emulator answering at once. Once with one chat replica, once with two. The direct call is
+the very request chat makes of the LLM (read back from the emulator), options included.
 
     make bench            (or: uv run python bench/chat_overhead.py --seconds 5)
     uv run python bench/chat_overhead.py --profile chat.svg    (py-spy's flame graph too)
@@ -23,38 +24,30 @@ import time
 from pathlib import Path
 
 import httpx
+import uvloop
+from library_floor import library_floor
 from loadgen import RawClient, bench_stack, cpu_seconds, percentile, rss_by_service, throughput
 from redis.asyncio import Redis
 
-from avatar_chat.prompt.builder import CharacterCard, Limits, Scene, UserPersona, build_prompt
 from avatar_devstack.ports import Ports
 from avatar_devstack.stack import Stack
 
 PERSONA = "밝고 명랑한 10대 소녀 캐릭터. 반말을 사용하며 귀엽게 말함."
 USER = {"role": "user", "content": "안녕! 오늘 뭐 했어?"}
 MODEL = "gemma-3-27b-it"
-# The system message chat builds for CHAT (a persona alone: no lore, no examples).
-SYSTEM = build_prompt(
-    CharacterCard(PERSONA), UserPersona("User"), Scene(), [USER], Limits(8192, 2048, 4), len
-).system
 CHAT = {"messages": [USER], "persona": PERSONA, "model": MODEL, "tts_enabled": False}
-DIRECT = {
-    "model": MODEL,
-    "messages": [{"role": "system", "content": SYSTEM}, USER],
-    "stream": False,
-}
 TARGET_OVERHEAD_MS, TARGET_CHAT_CPU_US, TARGET_IDLE_MB = 1.5, 500, 80
 
 
 class Paths:
     """The three requests of the table: each method gives `count` keep-alive clients."""
 
-    def __init__(self, stack: Stack, cookies: list[str]) -> None:
-        self.stack, self.cookies = stack, cookies
+    def __init__(self, stack: Stack, cookies: list[str], direct: dict) -> None:
+        self.stack, self.cookies, self.direct_body = stack, cookies, direct
 
     def direct(self, count: int) -> list[RawClient]:
         url = f"{self.stack.emulator_url('ollama')}/api/chat"
-        return [RawClient(url, "POST", DIRECT) for _ in range(count)]
+        return [RawClient(url, "POST", self.direct_body) for _ in range(count)]
 
     def home(self, count: int) -> list[RawClient]:
         url = f"{self.stack.gateway_url}/"
@@ -63,6 +56,18 @@ class Paths:
     def chat(self, count: int) -> list[RawClient]:
         url = f"{self.stack.gateway_url}/api/chat"
         return [RawClient(url, "POST", CHAT, cookie=cookie) for cookie in self.cookies[:count]]
+
+
+async def chat_sends(stack: Stack) -> dict:
+    """The non-streamed request chat makes of the LLM for CHAT, as the emulator received it
+    (its prompt recorder): the direct call is the same call, options and stop included."""
+    emulator = stack.emulator_url("ollama")
+    async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
+        (await http.delete(f"{emulator}/_emulator/prompts")).raise_for_status()
+        (await http.post(f"{stack.gateway_url}/api/chat", json=CHAT)).raise_for_status()
+        sent = (await http.get(f"{emulator}/_emulator/prompts")).json()[-1]
+    body = {"model": sent["model"], "messages": sent["messages_received"], "stream": False}
+    return {**body, "options": sent["options"]}
 
 
 async def visitor_cookie(gateway: str) -> str:
@@ -104,11 +109,13 @@ def first_delta(http: httpx.AsyncClient, url: str, body: dict):
     return call
 
 
-async def first_deltas(stack: Stack, cookie: str, requests: int) -> tuple[list[float], list[float]]:
+async def first_deltas(
+    stack: Stack, cookie: str, direct_body: dict, requests: int
+) -> tuple[list[float], list[float]]:
     headers = {"Cookie": cookie}
     async with httpx.AsyncClient(trust_env=False, timeout=30, headers=headers) as http:
         direct = first_delta(
-            http, f"{stack.emulator_url('ollama')}/api/chat", {**DIRECT, "stream": True}
+            http, f"{stack.emulator_url('ollama')}/api/chat", {**direct_body, "stream": True}
         )
         via = first_delta(http, f"{stack.gateway_url}/api/chat", {**CHAT, "stream": True})
         samples: dict[str, list[float]] = {"direct": [], "via": []}
@@ -152,12 +159,17 @@ async def flame_graph(stack: Stack, svg: Path, seconds: float) -> None:
 
 
 async def measure(
-    stack: Stack, seconds: float, replicas: int, profile: Path | None = None
+    stack: Stack,
+    seconds: float,
+    replicas: int,
+    direct: dict,
+    floor: dict,
+    profile: Path | None = None,
 ) -> list[str]:
     idle = rss_by_service(stack)
     private = rss_by_service(stack, "RssAnon")
     cookies = [await visitor_cookie(stack.gateway_url) for _ in range(32)]
-    paths = Paths(stack, cookies)
+    paths = Paths(stack, cookies, direct)
     named = {"direct": paths.direct, "home": paths.home, "chat": paths.chat}
     before = await sessions_recorded(stack)
     single = {name: (await costed(stack, make(1), seconds))[0] for name, make in named.items()}
@@ -171,10 +183,11 @@ async def measure(
     loaded["chat"], cpu["chat"] = await chat_run
     # Every answered chat request, warm-ups included, started a session of its own.
     recorded = await sessions_recorded(stack) - before
-    first = await first_deltas(stack, cookies[0], 200)
+    first = await first_deltas(stack, cookies[0], direct, 200)
     return [
         *report(replicas, single, loaded, first, idle, peak, recorded),
         _chat_cpu(cpu["chat"]),
+        _floor(floor, cpu["home"]["edge"], cpu["chat"]),
         "idle private (anonymous) memory MB: "
         + ", ".join(f"{n} {kib / 1024:.0f}" for n, kib in private.items()),
         *(
@@ -235,6 +248,20 @@ def _chat_cpu(spent: dict[str, float]) -> str:
                     f"<= {TARGET_CHAT_CPU_US}")  # fmt: skip
 
 
+def _floor(floor: dict, edge_us: float, spent: dict[str, float]) -> str:
+    """What the libraries alone cost per chat request (bench/library_floor.py), beside the
+    target: the edge's `GET /` stands for FastAPI and the middlewares."""
+    least = edge_us + sum(floor.values())
+    chat = sum(us for name, us in spent.items() if name.split("-")[0] == "chat")
+    parts = ", ".join(f"{name} {us:.0f}" for name, us in floor.items())
+    return (
+        f"{'the libraries alone, per chat request':<38}{least:9.2f} us  (FastAPI and the "
+        f"middlewares, as the edge's GET / {edge_us:.0f}; Redis scripts and the LLM call: "
+        f"{parts}); chat spends {chat / least:.1f}x it; the target is "
+        f"{TARGET_CHAT_CPU_US / least:.2f}x it"
+    )
+
+
 def _verdict(what: str, value: float, unit: str, met: bool, target: str) -> str:
     return f"{what:<38}{value:9.2f} {unit:<3} target {target}: {'met' if met else 'NOT met'}"
 
@@ -250,7 +277,10 @@ def main() -> None:
         ports = Ports.free(emulators=True, replicas={"chat": replicas})
         with bench_stack(emulators=True, ports=ports) as stack:
             profile = args.profile if replicas == 1 else None
-            lines = asyncio.run(measure(stack, args.seconds, replicas, profile))
+            direct = asyncio.run(chat_sends(stack))
+            llm_url = f"{stack.emulator_url('ollama')}/api/chat"
+            floor = uvloop.run(library_floor(stack.env["REDIS_URL"], llm_url, direct, 3000))
+            lines = asyncio.run(measure(stack, args.seconds, replicas, direct, floor, profile))
         print("\n".join(lines), end="\n\n", flush=True)
 
 

@@ -63,6 +63,11 @@ def rss_by_service(stack: Stack, field: str = "VmRSS") -> dict[str, int]:
     `field="RssAnon"`: only its private part (RSS also counts the pages of shared libraries,
     which every service maps from the same files)."""
     memory = {}
+    if dead := stack.supervisor.dead():  # an exited process's /proc has no memory lines
+        child = dead[0]
+        raise RuntimeError(
+            f"{child.name} exited with {child.process.returncode}{stack.supervisor.tail(child)}"
+        )
     for child in stack.supervisor.children:
         if child.name.startswith(("emulator", "redis", "gateway", "oidc")):
             continue

@@ -86,12 +86,12 @@ class Supervisor:
         while time.monotonic() < deadline:
             if child.process.poll() is not None:
                 raise ChildFailed(
-                    f"{child.name} exited with {child.process.returncode}{self._tail(child)}"
+                    f"{child.name} exited with {child.process.returncode}{self.tail(child)}"
                 )
             if ready():
                 return
             time.sleep(0.1)
-        raise ChildFailed(f"{child.name} was not ready within {timeout_s:.0f}s{self._tail(child)}")
+        raise ChildFailed(f"{child.name} was not ready within {timeout_s:.0f}s{self.tail(child)}")
 
     def cap_logs(self) -> None:
         """Each child's log file past `max_log_bytes` is cut: what it holds becomes
@@ -149,7 +149,8 @@ class Supervisor:
             pass  # already gone
 
     @staticmethod
-    def _tail(child: Child, lines: int = 15) -> str:
+    def tail(child: Child, lines: int = 15) -> str:
+        """The last lines of the child's log, to print with what went wrong with it."""
         if not child.log_path or not child.log_path.exists():
             return ""
         text = child.log_path.read_text(errors="replace").splitlines()[-lines:]
