@@ -737,3 +737,39 @@ async def test_a_branch_keeps_what_was_said_in_read_only_unread(client, backend)
     assert [m["text"] for m in await learned(client, 1)] == ["The user has a parrot"]
     await idle(backend)
     assert "parrot" in readings(backend) and "astronaut" not in readings(backend)
+
+
+async def test_a_summary_made_ahead_lists_no_facts_of_a_block_said_in_read_only(
+    app_client, redis_url, characters_url
+):
+    with emulated_llm("ollama") as backend:
+        settings = settings_for(
+            redis_url,
+            characters_url,
+            backend,
+            llm_context_tokens=3072,
+            keep_recent_turns=4,
+            summary_ahead_ratio=0.3,
+            summary_trigger_ratio=0.8,
+            memory_learn_every=1000,  # only the summary's call could read facts here
+        )
+        app = create_app(settings)
+        app.dependency_overrides[current_identity] = callers_from_test_headers
+        async with app_client(app) as client:
+            session = await start(client, memory="read_only")
+            await say(client, session, "안녕 " + fact("user.job", "The user is an astronaut"))
+            await set_memory(client, session, "on")
+            said = "I keep telling stories about the old library by the river. " * 12
+            for n in range(8):
+                await say(client, session, f"{n}: {said}")
+            await idle(backend)
+            found = await memories(client)
+    summarized = [
+        p.messages_received[-1]["content"]
+        for p in backend.recorder.prompts
+        if p.messages_received[0]["content"].startswith("You keep the memory of a long")
+    ]
+    assert any("astronaut" in prompt for prompt in summarized)  # its block was summarized
+    assert "astronaut" not in readings(backend)  # without asking for its facts
+    assert readings(backend)  # a later block's summary asked for them
+    assert found == []
