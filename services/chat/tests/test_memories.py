@@ -649,3 +649,127 @@ async def test_a_lower_reading_mark_never_undoes_a_higher_one(client, redis):
     await script(keys=[f"chat:session:{session}"], args=[8, "d8b", 12])
     marks = json.loads(await redis.hget(f"chat:session:{session}", "memory_marks"))
     assert marks == [[4, "d4"], [8, "d8b"]]
+
+
+# --- what is said while memory is read_only or off is flagged, never read ---------------------
+
+
+def readings(backend: Backend) -> str:
+    """Everything the memory's readings (and summaries with facts) were sent to read."""
+    return "\n".join(
+        p.messages_received[-1]["content"] for p in backend.recorder.prompts if p.format is not None
+    )
+
+
+async def set_memory(client, session_id: str, mode: str) -> None:
+    changed = await client.patch(
+        f"/api/chat/sessions/{session_id}", json={"memory": mode}, headers=ALICE
+    )
+    assert changed.status_code == 200 and changed.json()["data"]["memory"] == mode
+
+
+async def change_message(client, session_id: str, message_id: str, how: str) -> None:
+    url = f"/api/chat/sessions/{session_id}/messages/{message_id}"
+    if how == "edit":
+        response = await client.patch(url, json={"content": "고쳐 쓴 인사"}, headers=ALICE)
+    else:
+        response = await client.delete(url, headers=ALICE)
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("how", ["edit", "delete"])
+async def test_an_edit_before_a_read_only_stretch_never_teaches_what_was_said_in_it(
+    client, backend, how
+):
+    session = await start(client)
+    first = await say(client, session, "안녕")
+    await say(client, session, "반가워")
+    await idle(backend)  # read up to here (nothing to learn)
+    await set_memory(client, session, "read_only")
+    await say(client, session, "비밀 " + fact("user.job", "The user is an astronaut"))
+    await say(client, session, "그냥 해 본 말")
+    await set_memory(client, session, "on")
+    # Before the read_only stretch: every reading mark past it is void.
+    await change_message(client, session, first["user_message_id"], how)
+    await say(client, session, "이제 진짜 " + fact("user.pet", "The user has a parrot"))
+    assert [m["text"] for m in await learned(client, 1)] == ["The user has a parrot"]
+    await idle(backend)
+    assert "parrot" in readings(backend) and "astronaut" not in readings(backend)
+    assert [m["text"] for m in await memories(client)] == ["The user has a parrot"]
+
+
+async def test_a_reply_regenerated_in_read_only_is_never_read(client, backend, redis):
+    session = await start(client)
+    first = await say(client, session, "안녕")
+    await say(client, session, "반가워")
+    await idle(backend)
+    await set_memory(client, session, "read_only")
+    again = await client.post(
+        f"/api/chat/sessions/{session}/regenerate",
+        json={"temperature": 1.37, "tts_enabled": False},
+        headers=ALICE,
+    )
+    assert again.status_code == 200, again.text
+    assert "1.37" in again.json()["data"]["content"]  # the emulator says its temperature
+    raws = await redis.lrange(f"chat:session:{session}:messages", 0, -1)
+    flags = [bool(json.loads(raw).get("unlearned")) for raw in raws]
+    assert flags == [False, False, False, False, True]  # the regenerated reply alone
+    assert all("unlearned" not in m for m in await messages_of(client, session))
+    await set_memory(client, session, "on")
+    await change_message(client, session, first["user_message_id"], "edit")
+    await say(client, session, "이제 진짜 " + fact("user.pet", "The user has a parrot"))
+    assert [m["text"] for m in await learned(client, 1)] == ["The user has a parrot"]
+    await idle(backend)
+    assert "parrot" in readings(backend) and "1.37" not in readings(backend)
+
+
+async def test_a_branch_keeps_what_was_said_in_read_only_unread(client, backend):
+    source = await start(client)
+    await say(client, source, "안녕")
+    await set_memory(client, source, "read_only")
+    secret = await say(client, source, "비밀 " + fact("user.job", "The user is an astronaut"))
+    branch = await branch_at(client, source, secret["message_id"])
+    await set_memory(client, branch, "on")
+    first = (await messages_of(client, branch))[1]
+    assert first["content"] == "안녕"
+    await change_message(client, branch, first["id"], "edit")
+    await say(client, branch, "이제 진짜 " + fact("user.pet", "The user has a parrot"))
+    assert [m["text"] for m in await learned(client, 1)] == ["The user has a parrot"]
+    await idle(backend)
+    assert "parrot" in readings(backend) and "astronaut" not in readings(backend)
+
+
+async def test_a_summary_made_ahead_lists_no_facts_of_a_block_said_in_read_only(
+    app_client, redis_url, characters_url
+):
+    with emulated_llm("ollama") as backend:
+        settings = settings_for(
+            redis_url,
+            characters_url,
+            backend,
+            llm_context_tokens=3072,
+            keep_recent_turns=4,
+            summary_ahead_ratio=0.3,
+            summary_trigger_ratio=0.8,
+            memory_learn_every=1000,  # only the summary's call could read facts here
+        )
+        app = create_app(settings)
+        app.dependency_overrides[current_identity] = callers_from_test_headers
+        async with app_client(app) as client:
+            session = await start(client, memory="read_only")
+            await say(client, session, "안녕 " + fact("user.job", "The user is an astronaut"))
+            await set_memory(client, session, "on")
+            said = "I keep telling stories about the old library by the river. " * 12
+            for n in range(8):
+                await say(client, session, f"{n}: {said}")
+            await idle(backend)
+            found = await memories(client)
+    summarized = [
+        p.messages_received[-1]["content"]
+        for p in backend.recorder.prompts
+        if p.messages_received[0]["content"].startswith("You keep the memory of a long")
+    ]
+    assert any("astronaut" in prompt for prompt in summarized)  # its block was summarized
+    assert "astronaut" not in readings(backend)  # without asking for its facts
+    assert readings(backend)  # a later block's summary asked for them
+    assert found == []

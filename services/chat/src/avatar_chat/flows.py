@@ -98,6 +98,9 @@ class Plan:
     turns: list[dict[str, str]]  # the conversation the prompt is built from
     setup: Setup
     last: tuple[str, msgs.Message] | None = None  # regenerate, continue: the reply acted on
+    # Positions in `turns` of stored messages flagged `unlearned` (never read for memories):
+    # kept apart, as `turns` go to the LLM as they are.
+    unlearned: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -114,14 +117,35 @@ class Turn:
     talk: Conversation  # the conversation as the planner took it
     max_swipes: int = 20  # MAX_SWIPES: a reply's alternates
     meta: dict[str, str] | None = None  # the session's hash as the turn found it
+    learns: bool = True  # the conversation's memory is on (not read_only, not off)
+
+    @property
+    def flags(self) -> bool:
+        """Whether what this turn says is stored flagged `unlearned`: its memory is read_only
+        or off, on a conversation kept on the server (a client's record holds no flags)."""
+        return not self.learns and self.steer.on_server
+
+    def unread(self) -> frozenset[int]:
+        """Positions, in the conversation with its reply (`replied`, `said`), of the messages
+        memory never reads: the stored ones flagged, and what this turn flags (a reply
+        regenerated or continued keeps its flag)."""
+        size = len(self.plan.turns) + (self.steer.kind != "continue")
+        new = set[int]()
+        if self.plan.last is not None and self.plan.last[1].get("unlearned"):
+            new.add(size - 1)
+        if self.flags:
+            new.add(size - 1)  # the reply
+            if self.steer.kind == "message":
+                new.add(size - 2)  # the user's new message
+        return self.plan.unlearned | new
 
     def replied(self, reply: LlmReply) -> Conversation:
         """The conversation with its reply, as the next turn will bring it (a continued
         reply is longer, not one more: only aged turns are summarized, never the last)."""
         if self.steer.kind == "continue":
-            return self.talk
+            return replace(self.talk, unlearned=self.unread())
         said = {"role": "assistant", "content": reply.content}
-        return replace(self.talk, turns=[*self.talk.turns, said])
+        return replace(self.talk, turns=[*self.talk.turns, said], unlearned=self.unread())
 
     def learning(self, record: TurnRecord) -> JobDraft | None:
         """What reading this conversation for memories needs, when it learns."""
@@ -140,7 +164,8 @@ class Turn:
     def record(self, reply: LlmReply, interrupted: bool = False) -> TurnRecord:
         """The finished turn, as the session stores it: the messages it adds (the user's new
         one, none when a client's conversation ended with the character's: it spoke again),
-        or the reply it changes (a new alternate; a longer text)."""
+        or the reply it changes (a new alternate; a longer text). Memory read_only or off:
+        each is flagged `unlearned`, never read for memories."""
         now, kind, text = utc_now(), self.steer.kind, reply.content
         exchanged: list[dict[str, object]] = []
         replaced = None
@@ -156,9 +181,11 @@ class Turn:
                 message = msgs.extended(message, text, now, interrupted)
             else:
                 message = msgs.with_alternate(message, text, now, interrupted, self.max_swipes)
-            replaced = (raw, message)
+            replaced = (raw, msgs.unlearned(message) if self.flags else message)
         elif text or not interrupted:  # a reply stopped before its first word is none
             exchanged.append(msgs.new_message("assistant", text, now, interrupted))
+        if self.flags:
+            exchanged = [msgs.unlearned(message) for message in exchanged]
         return TurnRecord(
             exchanged=exchanged,
             model=self.llm_request.model,
@@ -277,7 +304,7 @@ def _learn(chat: ChatService, turn: Turn, reply: LlmReply, record: TurnRecord) -
     the turn's: the reply is recorded, and a later turn tries again)."""
     draft = turn.learning(record)
     if draft is not None:
-        chat.learner.after_turn(draft, turn.said(reply, record), turn.meta or {})
+        chat.learner.after_turn(draft, turn.said(reply, record), turn.meta or {}, turn.unread())
     elif turn.plan.setup.character_id:  # read_only, off: what it says is never learned
         chat.learner.mark_read(turn.session_id, turn.said(reply, record))
 
@@ -323,22 +350,24 @@ async def _plan(chat: ChatService, steer: Steer, state: SessionState, caller: Ca
     if steer.kind == "message":
         _check_room(chat, state, caller, adds=2, more=steer.message or "")
         said = {"role": "user", "content": steer.message or ""}
-        return Plan([*msgs.turns(stored), said], setup)
+        return Plan([*msgs.turns(stored), said], setup, unlearned=msgs.flagged(stored))
     last = stored[-1] if stored else None
     if steer.kind == "regenerate" and last is not None and last["role"] == "user":
         _check_room(chat, state, caller, adds=1)
-        return Plan(msgs.turns(stored), setup)  # the reply it never got
+        # The reply it never got.
+        return Plan(msgs.turns(stored), setup, unlearned=msgs.flagged(stored))
     _check_room(chat, state, caller, adds=0)
     if last is None or last["role"] != "assistant":
         raise NothingToSteer("The conversation does not end with a reply to act on.")
     if steer.kind == "continue":
-        return Plan(msgs.turns(stored), setup, (state.raw[-1], last))
+        return Plan(msgs.turns(stored), setup, (state.raw[-1], last), msgs.flagged(stored))
     if len(stored) == 1:  # the opening greeting alone
         raise NothingToSteer(
             "The greeting's alternates are the character's greetings: choose one with "
             "PUT /api/chat/sessions/{session_id}/messages/{message_id}/swipe."
         )
-    return Plan(msgs.turns(stored[:-1]), setup, (state.raw[-1], last))
+    earlier = stored[:-1]
+    return Plan(msgs.turns(earlier), setup, (state.raw[-1], last), msgs.flagged(earlier))
 
 
 def _check_room(
@@ -409,6 +438,7 @@ async def _planned(
         caller=caller.key,
         covered_before=int(state.meta.get("summary_covered", 0)),
         learning=_draft(plan, mode, state.meta, session_id, caller, model, window),
+        unlearned=plan.unlearned,
     )
     context = await chat.context.fit(talk, state.summaries)
     messages = prompt.finish(context.messages)
@@ -438,6 +468,7 @@ async def _planned(
         talk,
         settings.max_swipes,
         state.meta,
+        learns=mode == "on",
     )
 
 

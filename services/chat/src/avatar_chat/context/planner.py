@@ -24,7 +24,8 @@ every chat turn for its LLM slot, runs one per session at a time across replicas
 session's lock, tried once: a held one means someone is on it), and its failure changes
 nothing for the user: the next reply tries again. When the conversation's long-term memory is
 on (`Conversation.learning`), the same call also lists the facts of the turns it summarizes
-(`memory.learning`): one call does both.
+(`memory.learning`): one call does both, unless the turns it summarizes hold a message said
+while memory was read_only or off (flagged `unlearned`): then the summary alone.
 """
 
 import asyncio
@@ -99,6 +100,9 @@ class Conversation:
     caller: str = ""  # whose rate a summary call counts in, and whose turn it waits in line
     covered_before: int = 0  # turns the summary of the session's previous reply covered
     learning: JobDraft | None = None  # memory on: a summary made ahead lists facts too
+    # Positions in `turns` of messages said while memory was read_only or off (flagged
+    # `unlearned`): a block holding one is summarized without facts.
+    unlearned: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -218,9 +222,13 @@ class ContextPlanner:
                     while summary.covered < aged:
                         block = self._next_block(talk, summary, aged)
                         start, end = summary.covered, summary.covered + len(block)
-                        # Facts too when the block holds messages memory has not read.
+                        # Facts too when the block holds messages memory has not read, and
+                        # none it must never read (the summary alone: the reading leaves
+                        # those out).
                         draft = talk.learning if ahead and self.learner else None
                         unread = draft is not None and resume_at(list(draft.marks), digests) < end
+                        if any(start <= n < end for n in talk.unlearned):
+                            unread = False
                         content, facts = await self._ask(talk, summary, block, ahead, unread)
                         made_now = Summary(end, digests[end], content, utc_now())
                         if not await self.store.save(

@@ -2,7 +2,8 @@
 session list holds (one per message, oldest first):
 
     {"id", "role": "user"|"assistant", "content", "at", "interrupted": true (only when true),
-     "swipes": [{"content", "at", "interrupted"?}, ...], "swipe_id": n}
+     "swipes": [{"content", "at", "interrupted"?}, ...], "swipe_id": n,
+     "unlearned": true (only when true)}
 
 `swipes` (an assistant message's alternates) is there only once it has more than one; the
 top-level `content`, `at` and `interrupted` are then those of the alternate shown,
@@ -10,6 +11,11 @@ top-level `content`, `at` and `interrupted` are then those of the alternate show
 drops the oldest (never the one shown). Messages stored before ids existed have none: they
 are given `m{number}` when read (such sessions are records of a client's history and are not
 steered).
+
+`unlearned`: the message was said (or regenerated, or continued) while the conversation's
+memory was read_only or off, and is never read for memories, whatever the reading marks say.
+It is the message's own: an edit, a swipe, a new alternate keep it, a branch copies it, a
+delete takes it away; the API and the SillyTavern export never show it.
 """
 
 import json
@@ -100,6 +106,16 @@ def public(message: Message, number: int) -> dict[str, Any]:
         "swipes": [a["content"] for a in alternates(message)] if assistant else None,
         "swipe_id": message.get("swipe_id", 0) if assistant else None,
     }
+
+
+def unlearned(message: Message) -> Message:
+    """`message` flagged: said while memory was read_only or off, never read for memories."""
+    return {**message, "unlearned": True}
+
+
+def flagged(messages: list[Message]) -> frozenset[int]:
+    """The positions of the messages flagged `unlearned` (in `turns(messages)` too)."""
+    return frozenset(n for n, m in enumerate(messages) if m.get("unlearned"))
 
 
 def turns(messages: list[Message]) -> list[dict[str, str]]:

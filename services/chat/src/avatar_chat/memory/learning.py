@@ -22,6 +22,13 @@ mark that still matches, and the memories learned from what was edited away are 
 conversation, the one it branched from, their branches) is used only while the
 conversation still holds the messages it was learned from (`memory.recall.visible`).
 
+What is said while the memory is read_only or off is never learned: a turn then marks its
+messages read (`mark_read`), and they are stored flagged `unlearned`
+(`conversations.messages`), so a reading leaves them out of what it reads whatever the
+marks say (an edit before them voids the marks past it; an edit keeps a flag, a branch
+copies it). The marks and digests count every message; only the transcript drops flagged
+ones.
+
 Keys: `chat:memory:due` (session ids scored by when they go idle) and
 `chat:memory:job:{session_id}` (what reading it needs: its owner, character, lineage and
 the unread messages with their digests; expires a while after it is due); the session's
@@ -129,6 +136,7 @@ class Job:
     start: int  # messages read before (the unread ones follow)
     turns: list[Message]  # the unread messages
     digests: list[str]  # digests[i]: the conversation up to message start + i
+    unlearned: list[int]  # numbers (from the first) of messages never read: left out
     last_message_id: str | None
     model: str
     window: int
@@ -200,16 +208,30 @@ class MemoryLearner:
 
     # --- after a turn --------------------------------------------------------------------
 
-    def after_turn(self, job_of: "JobDraft", turns: list[Message], meta: dict[str, str]) -> None:
+    def after_turn(
+        self,
+        job_of: "JobDraft",
+        turns: list[Message],
+        meta: dict[str, str],
+        unlearned: frozenset[int],
+    ) -> None:
         """A turn was recorded (`turns`: the conversation with its reply, `meta`: its
-        session's hash before the turn): in the background, off the reply's path, its unread
-        messages are read now if enough came, else scheduled for when it goes quiet."""
-        self._background(self._after(job_of, turns, meta), job_of.session_id)
+        session's hash before the turn, `unlearned`: the positions in `turns` of messages
+        never read): in the background, off the reply's path, its unread messages are read
+        now if enough came, else scheduled for when it goes quiet."""
+        self._background(self._after(job_of, turns, meta, unlearned), job_of.session_id)
 
-    async def _after(self, job_of: "JobDraft", turns: list[Message], meta: dict[str, str]) -> None:
+    async def _after(
+        self,
+        job_of: "JobDraft",
+        turns: list[Message],
+        meta: dict[str, str],
+        unlearned: frozenset[int],
+    ) -> None:
         digests = prefix_digests(turns)
         start = resume_at(read_marks(meta), digests)
-        job = job_of.at(start, turns[start:], digests[start:])
+        never = sorted(n for n in unlearned if n >= start)
+        job = job_of.at(start, turns[start:], digests[start:], never)
         if len(job.turns) >= self.settings.memory_learn_every and self.start(job):
             await self.redis.zrem(DUE, job.session_id)  # read now, not again when quiet
         elif job.turns:
@@ -282,7 +304,9 @@ class MemoryLearner:
             raw = await self.redis.getdel(job_key(session_id))
             try:
                 job = Job(**json.loads(raw)) if raw else None
-            except (ValueError, TypeError):  # written by another version: read at a later turn
+            except (ValueError, TypeError):
+                # Written by another version (one without `unlearned`, say): read at a later
+                # turn, with what it holds flagged.
                 log.warning("memory job of session %s unreadable, dropped", session_id)
                 continue
             if job is not None:
@@ -360,8 +384,13 @@ class MemoryLearner:
         await self.forget_edited(job.owner, job.character_id, job.session_id, memories, job, full)
         block = self._block(job)
         end = job.start + len(block)
+        never = set(job.unlearned)
+        read = [turn for n, turn in enumerate(block, job.start) if n not in never]
+        if not read:  # all said while memory was read_only or off: read, nothing to learn
+            await self._marked(job.session_id, end, job.digests[end - job.start])
+            return "nothing"
         known = [m for m in recalled.memories if _seen_by(job, m, full)]
-        transcript = _transcript(block)
+        transcript = _transcript(read)
         ranked = MemoryIndex.build(known).choose(transcript, 10**9, _free)[:KNOWN_SHOWN]
         answer = await self._ask(job, transcript, ranked)
         origin = Origin(
@@ -652,7 +681,7 @@ class JobDraft:
     window: int
     marks: tuple[tuple[int, str], ...] = ()  # how far it was read, as the turn found it
 
-    def at(self, start: int, turns: list[Message], digests: list[str]) -> Job:
+    def at(self, start: int, turns: list[Message], digests: list[str], unlearned: list[int]) -> Job:
         return Job(
             self.session_id,
             self.user_id,
@@ -663,6 +692,7 @@ class JobDraft:
             start,
             turns,
             digests,
+            unlearned,
             self.last_message_id,
             self.model,
             self.window,
