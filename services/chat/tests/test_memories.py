@@ -698,6 +698,28 @@ async def test_an_edit_before_a_read_only_stretch_never_teaches_what_was_said_in
     assert [m["text"] for m in await memories(client)] == ["The user has a parrot"]
 
 
+async def test_an_edit_written_while_memory_is_read_only_is_never_read(client, backend, redis):
+    session = await start(client)
+    first = await say(client, session, "안녕")
+    await say(client, session, "반가워")
+    await idle(backend)
+    await set_memory(client, session, "read_only")
+    edited = await client.patch(
+        f"/api/chat/sessions/{session}/messages/{first['user_message_id']}",
+        json={"content": "비밀 " + fact("user.job", "The user is an astronaut")},
+        headers=ALICE,
+    )
+    assert edited.status_code == 200, edited.text
+    assert "unlearned" not in edited.json()["data"]
+    await set_memory(client, session, "on")
+    await say(client, session, "이제 진짜 " + fact("user.pet", "The user has a parrot"))
+    assert [m["text"] for m in await learned(client, 1)] == ["The user has a parrot"]
+    await idle(backend)
+    assert "parrot" in readings(backend) and "astronaut" not in readings(backend)
+    raws = await redis.lrange(f"chat:session:{session}:messages", 0, -1)
+    assert json.loads(raws[1]).get("unlearned") is True  # the edited user message
+
+
 async def test_a_reply_regenerated_in_read_only_is_never_read(client, backend, redis):
     session = await start(client)
     first = await say(client, session, "안녕")

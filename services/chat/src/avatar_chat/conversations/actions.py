@@ -96,7 +96,7 @@ async def edit(
 ) -> dict[str, Any]:
     check_message(change.content, "content", chat.settings)
     return await _replace(
-        chat, session_id, message_id, caller, lambda m: msgs.with_content(m, change.content)
+        chat, session_id, message_id, caller, lambda m: msgs.with_content(m, change.content), True
     )
 
 
@@ -126,12 +126,21 @@ async def delete_message(
 
 
 async def _replace(
-    chat: ChatService, session_id: str, message_id: str, caller: Caller, change: Any
+    chat: ChatService,
+    session_id: str,
+    message_id: str,
+    caller: Caller,
+    change: Any,
+    writes: bool = False,
 ) -> dict[str, Any]:
+    """`writes`: the change is new text (an edit, not a swipe's choice), which is flagged
+    `unlearned` when written while the conversation's memory is read_only or off."""
     state = await _conversation(chat, session_id, caller)
     index = _index_of(state, message_id)
     stored = state.messages
     changed = change(stored[index])
+    if writes and state.meta.get("memory") in ("read_only", "off"):
+        changed = msgs.unlearned(changed)
     stored[index] = changed
     await chat.sessions.change_message(
         session_id, caller.identity, index, state.raw[index], changed, stored

@@ -12,10 +12,10 @@ drops the oldest (never the one shown). Messages stored before ids existed have 
 are given `m{number}` when read (such sessions are records of a client's history and are not
 steered).
 
-`unlearned`: the message was said (or regenerated, or continued) while the conversation's
-memory was read_only or off, and is never read for memories, whatever the reading marks say.
-It is the message's own: an edit, a swipe, a new alternate keep it, a branch copies it, a
-delete takes it away; the API and the SillyTavern export never show it.
+`unlearned`: the message was said (or regenerated, continued, edited) while the
+conversation's memory was read_only or off, and is never read for memories, whatever the
+reading marks say. It is the message's own: an edit, a swipe, a new alternate keep it, a
+branch copies it, a delete takes it away; the API and the SillyTavern export never show it.
 """
 
 import json
