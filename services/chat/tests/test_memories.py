@@ -9,6 +9,7 @@ a contradiction replacing; pinned ones always in; read-only and off; a malformed
 storing nothing; a quiet conversation read; edits and branches."""
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -431,7 +432,12 @@ async def test_signing_in_moves_the_browsers_memories(client, redis):
 # --- one call for a summary and the facts --------------------------------------------------------
 
 
-async def test_a_summary_made_ahead_lists_the_facts_too(app_client, redis_url, characters_url):
+@contextlib.asynccontextmanager
+async def summarizing_ahead(
+    app_client, redis_url: str, characters_url: str
+) -> AsyncIterator[tuple[Any, Backend]]:
+    """A client of a chat whose summaries are made ahead early, in a small window, and whose
+    readings never come on their own: only a summary's call could read facts."""
     with emulated_llm("ollama") as backend:
         settings = settings_for(
             redis_url,
@@ -441,23 +447,28 @@ async def test_a_summary_made_ahead_lists_the_facts_too(app_client, redis_url, c
             keep_recent_turns=4,
             summary_ahead_ratio=0.3,
             summary_trigger_ratio=0.8,
-            memory_learn_every=1000,  # only the summary's call reads facts here
+            memory_learn_every=1000,
         )
         app = create_app(settings)
         app.dependency_overrides[current_identity] = callers_from_test_headers
         async with app_client(app) as client:
-            said = "I keep telling stories about the old library by the river. " * 12
-            turns = [{"role": "user", "content": "안녕 " + fact("user.pet", "The user has a cat")}]
-            body: dict = {"character_id": "hermione", "tts_enabled": False}
-            for n in range(8):
-                body["messages"] = turns
-                response = await client.post("/api/chat", json=body, headers=ALICE)
-                assert response.status_code == 200, response.text
-                body["session_id"] = response.json()["data"]["session_id"]
-                reply = response.json()["data"]["content"]
-                turns += [{"role": "assistant", "content": reply}]
-                turns += [{"role": "user", "content": f"{n}: {said}"}]
-            found = await learned(client, 1)
+            yield client, backend
+
+
+async def test_a_summary_made_ahead_lists_the_facts_too(app_client, redis_url, characters_url):
+    async with summarizing_ahead(app_client, redis_url, characters_url) as (client, backend):
+        said = "I keep telling stories about the old library by the river. " * 12
+        turns = [{"role": "user", "content": "안녕 " + fact("user.pet", "The user has a cat")}]
+        body: dict = {"character_id": "hermione", "tts_enabled": False}
+        for n in range(8):
+            body["messages"] = turns
+            response = await client.post("/api/chat", json=body, headers=ALICE)
+            assert response.status_code == 200, response.text
+            body["session_id"] = response.json()["data"]["session_id"]
+            reply = response.json()["data"]["content"]
+            turns += [{"role": "assistant", "content": reply}]
+            turns += [{"role": "user", "content": f"{n}: {said}"}]
+        found = await learned(client, 1)
     assert [m["text"] for m in found] == ["The user has a cat"]
     structured = [p for p in backend.recorder.prompts if p.format is not None]
     assert structured and all("summary" in p.format["properties"] for p in structured)
@@ -661,6 +672,25 @@ def readings(backend: Backend) -> str:
     )
 
 
+async def read_then_read_only(client, backend: Backend) -> tuple[str, dict]:
+    """A conversation whose first exchange was read (nothing to learn in it), its memory then
+    set to read_only; and that first turn's answer."""
+    session = await start(client)
+    first = await say(client, session, "안녕")
+    await say(client, session, "반가워")
+    await idle(backend)
+    await set_memory(client, session, "read_only")
+    return session, first
+
+
+async def learns_only_what_is_said_now(client, backend: Backend, session: str, unread: str) -> None:
+    """With memory back on, a new fact is learned, and what `unread` names was never read."""
+    await say(client, session, "이제 진짜 " + fact("user.pet", "The user has a parrot"))
+    assert [m["text"] for m in await learned(client, 1)] == ["The user has a parrot"]
+    await idle(backend)
+    assert "parrot" in readings(backend) and unread not in readings(backend)
+
+
 async def set_memory(client, session_id: str, mode: str) -> None:
     changed = await client.patch(
         f"/api/chat/sessions/{session_id}", json={"memory": mode}, headers=ALICE
@@ -681,29 +711,18 @@ async def change_message(client, session_id: str, message_id: str, how: str) -> 
 async def test_an_edit_before_a_read_only_stretch_never_teaches_what_was_said_in_it(
     client, backend, how
 ):
-    session = await start(client)
-    first = await say(client, session, "안녕")
-    await say(client, session, "반가워")
-    await idle(backend)  # read up to here (nothing to learn)
-    await set_memory(client, session, "read_only")
+    session, first = await read_then_read_only(client, backend)
     await say(client, session, "비밀 " + fact("user.job", "The user is an astronaut"))
     await say(client, session, "그냥 해 본 말")
     await set_memory(client, session, "on")
     # Before the read_only stretch: every reading mark past it is void.
     await change_message(client, session, first["user_message_id"], how)
-    await say(client, session, "이제 진짜 " + fact("user.pet", "The user has a parrot"))
-    assert [m["text"] for m in await learned(client, 1)] == ["The user has a parrot"]
-    await idle(backend)
-    assert "parrot" in readings(backend) and "astronaut" not in readings(backend)
+    await learns_only_what_is_said_now(client, backend, session, "astronaut")
     assert [m["text"] for m in await memories(client)] == ["The user has a parrot"]
 
 
 async def test_an_edit_written_while_memory_is_read_only_is_never_read(client, backend, redis):
-    session = await start(client)
-    first = await say(client, session, "안녕")
-    await say(client, session, "반가워")
-    await idle(backend)
-    await set_memory(client, session, "read_only")
+    session, first = await read_then_read_only(client, backend)
     edited = await client.patch(
         f"/api/chat/sessions/{session}/messages/{first['user_message_id']}",
         json={"content": "비밀 " + fact("user.job", "The user is an astronaut")},
@@ -712,20 +731,13 @@ async def test_an_edit_written_while_memory_is_read_only_is_never_read(client, b
     assert edited.status_code == 200, edited.text
     assert "unlearned" not in edited.json()["data"]
     await set_memory(client, session, "on")
-    await say(client, session, "이제 진짜 " + fact("user.pet", "The user has a parrot"))
-    assert [m["text"] for m in await learned(client, 1)] == ["The user has a parrot"]
-    await idle(backend)
-    assert "parrot" in readings(backend) and "astronaut" not in readings(backend)
+    await learns_only_what_is_said_now(client, backend, session, "astronaut")
     raws = await redis.lrange(f"chat:session:{session}:messages", 0, -1)
     assert json.loads(raws[1]).get("unlearned") is True  # the edited user message
 
 
 async def test_a_reply_regenerated_in_read_only_is_never_read(client, backend, redis):
-    session = await start(client)
-    first = await say(client, session, "안녕")
-    await say(client, session, "반가워")
-    await idle(backend)
-    await set_memory(client, session, "read_only")
+    session, first = await read_then_read_only(client, backend)
     again = await client.post(
         f"/api/chat/sessions/{session}/regenerate",
         json={"temperature": 1.37, "tts_enabled": False},
@@ -739,10 +751,7 @@ async def test_a_reply_regenerated_in_read_only_is_never_read(client, backend, r
     assert all("unlearned" not in m for m in await messages_of(client, session))
     await set_memory(client, session, "on")
     await change_message(client, session, first["user_message_id"], "edit")
-    await say(client, session, "이제 진짜 " + fact("user.pet", "The user has a parrot"))
-    assert [m["text"] for m in await learned(client, 1)] == ["The user has a parrot"]
-    await idle(backend)
-    assert "parrot" in readings(backend) and "1.37" not in readings(backend)
+    await learns_only_what_is_said_now(client, backend, session, "1.37")
 
 
 async def test_a_branch_keeps_what_was_said_in_read_only_unread(client, backend):
@@ -755,37 +764,21 @@ async def test_a_branch_keeps_what_was_said_in_read_only_unread(client, backend)
     first = (await messages_of(client, branch))[1]
     assert first["content"] == "안녕"
     await change_message(client, branch, first["id"], "edit")
-    await say(client, branch, "이제 진짜 " + fact("user.pet", "The user has a parrot"))
-    assert [m["text"] for m in await learned(client, 1)] == ["The user has a parrot"]
-    await idle(backend)
-    assert "parrot" in readings(backend) and "astronaut" not in readings(backend)
+    await learns_only_what_is_said_now(client, backend, branch, "astronaut")
 
 
 async def test_a_summary_made_ahead_lists_no_facts_of_a_block_said_in_read_only(
     app_client, redis_url, characters_url
 ):
-    with emulated_llm("ollama") as backend:
-        settings = settings_for(
-            redis_url,
-            characters_url,
-            backend,
-            llm_context_tokens=3072,
-            keep_recent_turns=4,
-            summary_ahead_ratio=0.3,
-            summary_trigger_ratio=0.8,
-            memory_learn_every=1000,  # only the summary's call could read facts here
-        )
-        app = create_app(settings)
-        app.dependency_overrides[current_identity] = callers_from_test_headers
-        async with app_client(app) as client:
-            session = await start(client, memory="read_only")
-            await say(client, session, "안녕 " + fact("user.job", "The user is an astronaut"))
-            await set_memory(client, session, "on")
-            said = "I keep telling stories about the old library by the river. " * 12
-            for n in range(8):
-                await say(client, session, f"{n}: {said}")
-            await idle(backend)
-            found = await memories(client)
+    async with summarizing_ahead(app_client, redis_url, characters_url) as (client, backend):
+        session = await start(client, memory="read_only")
+        await say(client, session, "안녕 " + fact("user.job", "The user is an astronaut"))
+        await set_memory(client, session, "on")
+        said = "I keep telling stories about the old library by the river. " * 12
+        for n in range(8):
+            await say(client, session, f"{n}: {said}")
+        await idle(backend)
+        found = await memories(client)
     summarized = [
         p.messages_received[-1]["content"]
         for p in backend.recorder.prompts
