@@ -786,5 +786,70 @@ async def test_a_summary_made_ahead_lists_no_facts_of_a_block_said_in_read_only(
     ]
     assert any("astronaut" in prompt for prompt in summarized)  # its block was summarized
     assert "astronaut" not in readings(backend)  # without asking for its facts
-    assert readings(backend)  # a later block's summary asked for them
     assert found == []
+
+
+async def test_no_summary_lists_facts_once_the_summary_so_far_holds_a_read_only_turn(
+    app_client, redis_url, characters_url
+):
+    """A later block holds no flagged message, but its call sees the summary so far."""
+    async with summarizing_ahead(app_client, redis_url, characters_url) as (client, backend):
+        session = await start(client, memory="read_only")
+        greeting = (await messages_of(client, session))[0]
+        await change_message(client, session, greeting["id"], "delete")
+        await say(client, session, "비밀 " + fact("user.job", "The user is an astronaut"))
+        await set_memory(client, session, "on")
+        said = "I keep telling stories about the old library by the river. " * 12
+        for n in range(8):
+            await say(client, session, f"{n}: {said}")
+        await idle(backend)
+        found = await memories(client)
+    assert "astronaut" not in readings(backend)
+    assert found == []
+
+
+async def client_turn(client, body: dict, turns: list[dict], mode: str) -> list[dict]:
+    """One turn of a client's conversation (it sends the whole history); the history with
+    the reply."""
+    body.update(messages=turns, memory=mode)
+    response = await client.post("/api/chat", json=body, headers=ALICE)
+    assert response.status_code == 200, response.text
+    body["session_id"] = response.json()["data"]["session_id"]
+    return [*turns, {"role": "assistant", "content": response.json()["data"]["content"]}]
+
+
+async def test_a_clients_read_only_turn_is_not_read_by_a_summary_made_ahead(
+    app_client, redis_url, characters_url
+):
+    async with summarizing_ahead(app_client, redis_url, characters_url) as (client, backend):
+        said = "I keep telling stories about the old library by the river. " * 12
+        turns = [
+            {"role": "user", "content": "비밀 " + fact("user.job", "The user is an astronaut")}
+        ]
+        body: dict = {"character_id": "hermione", "tts_enabled": False}
+        turns = await client_turn(client, body, turns, "read_only")
+        for n in range(8):
+            turns = await client_turn(
+                client, body, [*turns, {"role": "user", "content": f"{n}: {said}"}], "on"
+            )
+        await idle(backend)
+        found = await memories(client)
+    assert "astronaut" not in readings(backend)
+    assert found == []
+
+
+async def test_a_client_that_changes_its_history_never_has_its_read_only_turns_read(
+    client, backend
+):
+    body: dict = {"character_id": "hermione", "tts_enabled": False}
+    turns = await client_turn(client, body, [{"role": "user", "content": "안녕"}], "on")
+    secret = {"role": "user", "content": "비밀 " + fact("user.job", "The user is an astronaut")}
+    turns = await client_turn(client, body, [*turns, secret], "read_only")
+    await idle(backend)  # its marks saved
+    turns[0] = {"role": "user", "content": "고쳐 쓴 인사"}  # the client changes its first message
+    now = {"role": "user", "content": "이제 " + fact("user.pet", "The user has a parrot")}
+    turns = await client_turn(client, body, [*turns, now], "on")
+    await client_turn(client, body, [*turns, {"role": "user", "content": "그리고"}], "on")
+    assert [m["text"] for m in await learned(client, 1)] == ["The user has a parrot"]
+    await idle(backend)
+    assert "parrot" in readings(backend) and "astronaut" not in readings(backend)

@@ -437,7 +437,7 @@ async def _planned(
         reserved=prompt.reserved,
         caller=caller.key,
         covered_before=int(state.meta.get("summary_covered", 0)),
-        learning=_draft(plan, mode, state.meta, session_id, caller, model, window),
+        learning=_draft(plan, mode, state.meta, session_id, caller, model, window, steer),
         unlearned=plan.unlearned,
     )
     context = await chat.context.fit(talk, state.summaries)
@@ -480,6 +480,7 @@ def _draft(
     caller: Caller,
     model: str,
     window: int,
+    steer: Steer,
 ) -> JobDraft | None:
     """What reading the conversation for memories will need, when its memory learns."""
     character_id = plan.setup.character_id
@@ -487,8 +488,21 @@ def _draft(
         return None
     root, marks = meta.get("root") or session_id, tuple(read_marks(meta))
     key, address = caller.key, caller.address_key
+    paused_at = int(meta.get("memory_paused_at") or 0)
+    floor = 0 if steer.on_server else paused_at  # a server's messages carry their flags
     return JobDraft(
-        session_id, caller.user_id, address, key, character_id, root, None, model, window, marks
+        session_id,
+        caller.user_id,
+        address,
+        key,
+        character_id,
+        root,
+        None,
+        model,
+        window,
+        marks,
+        paused_at,
+        floor,
     )
 
 

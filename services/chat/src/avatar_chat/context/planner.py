@@ -24,8 +24,9 @@ every chat turn for its LLM slot, runs one per session at a time across replicas
 session's lock, tried once: a held one means someone is on it), and its failure changes
 nothing for the user: the next reply tries again. When the conversation's long-term memory is
 on (`Conversation.learning`), the same call also lists the facts of the turns it summarizes
-(`memory.learning`): one call does both, unless the turns it summarizes hold a message said
-while memory was read_only or off (flagged `unlearned`): then the summary alone.
+(`memory.learning`): one call does both, unless the conversation ever held a turn whose
+memory did not learn (read_only, off: `memory_paused_at`, or a message flagged `unlearned`):
+then the summary alone, as the call sees the summary so far, which may hold what was said.
 """
 
 import asyncio
@@ -223,11 +224,11 @@ class ContextPlanner:
                         block = self._next_block(talk, summary, aged)
                         start, end = summary.covered, summary.covered + len(block)
                         # Facts too when the block holds messages memory has not read, and
-                        # none it must never read (the summary alone: the reading leaves
-                        # those out).
+                        # the conversation never held one it must never read: the call also
+                        # sees the summary so far, which holds all before the block.
                         draft = talk.learning if ahead and self.learner else None
                         unread = draft is not None and resume_at(list(draft.marks), digests) < end
-                        if any(start <= n < end for n in talk.unlearned):
+                        if draft is None or draft.paused_at or any(n < end for n in talk.unlearned):
                             unread = False
                         content, facts = await self._ask(talk, summary, block, ahead, unread)
                         made_now = Summary(end, digests[end], content, utc_now())

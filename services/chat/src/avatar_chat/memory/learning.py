@@ -27,7 +27,8 @@ messages read (`mark_read`), and they are stored flagged `unlearned`
 (`conversations.messages`), so a reading leaves them out of what it reads whatever the
 marks say (an edit before them voids the marks past it; an edit keeps a flag, a branch
 copies it). The marks and digests count every message; only the transcript drops flagged
-ones.
+ones. A client's conversation carries no flags: it is never read below `memory_paused_at`,
+the end of its last turn that did not learn (kept by `SAVE_MARK`).
 
 Keys: `chat:memory:due` (session ids scored by when they go idle) and
 `chat:memory:job:{session_id}` (what reading it needs: its owner, character, lineage and
@@ -48,6 +49,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.typing import EncodableT
 
 from avatar_chat.context.summaries import prefix_digests
 from avatar_chat.context.tokens import TokenEstimator
@@ -229,7 +231,7 @@ class MemoryLearner:
         unlearned: frozenset[int],
     ) -> None:
         digests = prefix_digests(turns)
-        start = resume_at(read_marks(meta), digests)
+        start = max(resume_at(read_marks(meta), digests), job_of.floor)
         never = sorted(n for n in unlearned if n >= start)
         job = job_of.at(start, turns[start:], digests[start:], never)
         if len(job.turns) >= self.settings.memory_learn_every and self.start(job):
@@ -241,7 +243,7 @@ class MemoryLearner:
         """A turn of a conversation whose memory does not learn (read_only, off): its messages
         count as read, so turning learning back on never teaches what was tried out."""
         end = len(turns)
-        work = self._marked(session_id, end, prefix_digests(turns)[end])
+        work = self._marked(session_id, end, prefix_digests(turns)[end], paused=True)
         self._background(work, session_id)
 
     async def drop_job(self, session_id: str) -> None:
@@ -305,8 +307,8 @@ class MemoryLearner:
             try:
                 job = Job(**json.loads(raw)) if raw else None
             except (ValueError, TypeError):
-                # Written by another version (one without `unlearned`, say): read at a later
-                # turn, with what it holds flagged.
+                # Written by another version (one without `unlearned`, say): dropped; its
+                # messages are read by the conversation's next turn, flags and all.
                 log.warning("memory job of session %s unreadable, dropped", session_id)
                 continue
             if job is not None:
@@ -602,9 +604,13 @@ class MemoryLearner:
         if len(kept) < len(marks):
             await self.redis.hset(meta_key, "memory_marks", json.dumps(kept))  # type: ignore[misc]  # redis-py: "Awaitable[T] | T"
 
-    async def _marked(self, session_id: str, covered: int, digest: str) -> None:
-        """Remembers how far the session was read (only while the session exists)."""
-        await self._mark(keys=[f"chat:session:{session_id}"], args=[covered, digest, KEPT_MARKS])
+    async def _marked(
+        self, session_id: str, covered: int, digest: str, paused: bool = False
+    ) -> None:
+        """Remembers how far the session was read (only while the session exists); `paused`:
+        by a turn whose memory did not learn, whose end is also kept as `memory_paused_at`."""
+        args: list[EncodableT] = [covered, digest, KEPT_MARKS, "1" if paused else ""]
+        await self._mark(keys=[f"chat:session:{session_id}"], args=args)
 
 
 def lineage_origin(memory: Remembered, root: str) -> Origin | None:
@@ -680,6 +686,11 @@ class JobDraft:
     model: str
     window: int
     marks: tuple[tuple[int, str], ...] = ()  # how far it was read, as the turn found it
+    # The end of the last turn whose memory did not learn (`memory_paused_at`; 0: none).
+    paused_at: int = 0
+    # A client's conversation is never read below `paused_at`: its messages carry no flags,
+    # and a client that changes its earlier history voids the marks past the change.
+    floor: int = 0
 
     def at(self, start: int, turns: list[Message], digests: list[str], unlearned: list[int]) -> Job:
         return Job(
@@ -733,5 +744,9 @@ end
 if not placed then table.insert(kept, {at, ARGV[2]}) end
 while #kept > tonumber(ARGV[3]) do table.remove(kept, 1) end
 redis.call('HSET', KEYS[1], 'memory_marks', cjson.encode(kept))
+if ARGV[4] == '1' then  -- read while memory did not learn: how far it ever went, kept
+  local paused = tonumber(redis.call('HGET', KEYS[1], 'memory_paused_at') or '0')
+  if at > paused then redis.call('HSET', KEYS[1], 'memory_paused_at', at) end
+end
 return 1
 """
