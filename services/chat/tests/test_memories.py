@@ -767,11 +767,17 @@ async def test_a_branch_keeps_what_was_said_in_read_only_unread(client, backend)
     await learns_only_what_is_said_now(client, backend, branch, "astronaut")
 
 
-async def test_a_summary_made_ahead_lists_no_facts_of_a_block_said_in_read_only(
-    app_client, redis_url, characters_url
+@pytest.mark.parametrize("greeting", ["kept", "deleted"])
+async def test_a_summary_made_ahead_lists_no_facts_once_a_turn_was_said_in_read_only(
+    app_client, redis_url, characters_url, greeting
 ):
+    """Neither of the block said in read_only, nor of a later one, whose call sees the
+    summary so far (with the greeting deleted, the read_only words open the first summary)."""
     async with summarizing_ahead(app_client, redis_url, characters_url) as (client, backend):
         session = await start(client, memory="read_only")
+        if greeting == "deleted":
+            opening = (await messages_of(client, session))[0]
+            await change_message(client, session, opening["id"], "delete")
         await say(client, session, "안녕 " + fact("user.job", "The user is an astronaut"))
         await set_memory(client, session, "on")
         said = "I keep telling stories about the old library by the river. " * 12
@@ -786,25 +792,6 @@ async def test_a_summary_made_ahead_lists_no_facts_of_a_block_said_in_read_only(
     ]
     assert any("astronaut" in prompt for prompt in summarized)  # its block was summarized
     assert "astronaut" not in readings(backend)  # without asking for its facts
-    assert found == []
-
-
-async def test_no_summary_lists_facts_once_the_summary_so_far_holds_a_read_only_turn(
-    app_client, redis_url, characters_url
-):
-    """A later block holds no flagged message, but its call sees the summary so far."""
-    async with summarizing_ahead(app_client, redis_url, characters_url) as (client, backend):
-        session = await start(client, memory="read_only")
-        greeting = (await messages_of(client, session))[0]
-        await change_message(client, session, greeting["id"], "delete")
-        await say(client, session, "비밀 " + fact("user.job", "The user is an astronaut"))
-        await set_memory(client, session, "on")
-        said = "I keep telling stories about the old library by the river. " * 12
-        for n in range(8):
-            await say(client, session, f"{n}: {said}")
-        await idle(backend)
-        found = await memories(client)
-    assert "astronaut" not in readings(backend)
     assert found == []
 
 
