@@ -102,7 +102,7 @@ class Conversation:
     covered_before: int = 0  # turns the summary of the session's previous reply covered
     learning: JobDraft | None = None  # memory on: a summary made ahead lists facts too
     # Positions in `turns` of messages said while memory was read_only or off (flagged
-    # `unlearned`): a block holding one is summarized without facts.
+    # `unlearned`): a summary made ahead of a block with one before its end lists no facts.
     unlearned: frozenset[int] = frozenset()
 
 
@@ -227,9 +227,12 @@ class ContextPlanner:
                         # the conversation never held one it must never read: the call also
                         # sees the summary so far, which holds all before the block.
                         draft = talk.learning if ahead and self.learner else None
-                        unread = draft is not None and resume_at(list(draft.marks), digests) < end
-                        if draft is None or draft.paused_at or any(n < end for n in talk.unlearned):
-                            unread = False
+                        unread = (
+                            draft is not None
+                            and not draft.paused_at
+                            and not any(n < end for n in talk.unlearned)
+                            and resume_at(list(draft.marks), digests) < end
+                        )
                         content, facts = await self._ask(talk, summary, block, ahead, unread)
                         made_now = Summary(end, digests[end], content, utc_now())
                         if not await self.store.save(
