@@ -278,6 +278,7 @@ async def test_a_change_while_a_reply_is_generated_is_409(app_client, redis_url,
         app.dependency_overrides[current_identity] = callers_from_test_headers
         async with app_client(app) as client:
             session = (await start(client))["session_id"]
+            conversation = f"/api/chat/sessions/{session}"
             body = {"session_id": session, "message": "천천히", "tts_enabled": False}
             turn = asyncio.create_task(client.post("/api/chat", json=body, headers=ALICE))
             while not slow.recorder.prompts:  # the turn has reached the LLM  # noqa: ASYNC110
@@ -286,11 +287,18 @@ async def test_a_change_while_a_reply_is_generated_is_409(app_client, redis_url,
                 ("POST", "/api/chat", {"session_id": session, "message": "또"}),
                 ("POST", f"/api/chat/sessions/{session}/regenerate", {}),
                 ("DELETE", f"/api/chat/sessions/{session}", None),
+                # The turn was planned learning: read_only must not begin in its middle.
+                ("PATCH", conversation, {"memory": "read_only", "title": "새"}),
             ):
                 response = await client.request(method, path, json=data, headers=ALICE)
                 assert response.status_code == 409, (path, response.text)
                 assert response.json()["error"]["code"] == "conversation_busy"
+            for same_mode in ({"title": "이름만"}, {"memory": "on"}):  # no new mode: answered
+                response = await client.patch(conversation, json=same_mode, headers=ALICE)
+                assert response.status_code == 200, response.text
             assert (await turn).status_code == 200
+            after = (await client.patch(conversation, json={"pinned": True}, headers=ALICE)).json()
+            assert (after["data"]["memory"], after["data"]["title"]) == ("on", "이름만")
             assert len(await messages_of(client, session)) == 2  # the one turn, recorded
             assert (await say(client, session, "이제 돼?"))["content"]  # free again
 

@@ -202,8 +202,8 @@ async def get_session(
 @router.patch(
     "/sessions/{session_id:uuid}",
     response_model=Envelope[Conversation],
-    summary="Rename or pin a conversation",
-    responses=error_responses(JSON_BODY, WRITER_ERRORS, SessionNotFound),
+    summary="Rename or pin a conversation, or set its memory mode",
+    responses=error_responses(JSON_BODY, WRITER_ERRORS, SessionNotFound, ConversationBusy),
 )
 async def change_conversation(
     session_id: Session, body: ConversationChange, chat: ChatDep, caller: CallerDep

@@ -512,8 +512,13 @@ class SessionStore:
         args: list[str | int] = [user_id, session_id, title or "", pin, self.ttl_s]
         args += [self.caps.library, memory or ""]
         done = await self._rename(keys=[_meta_key(session_id)], args=args)
-        if not done:
+        if done == 0:
             raise SessionNotFound(session_id)
+        if done == -1:
+            raise ConversationBusy(
+                "A reply for this conversation is being generated with its memory as it is; "
+                "change the memory mode when the reply has ended."
+            )
         return listed(session_id, await self.owned(session_id, user_id))
 
     async def copy_summaries(self, source: str, target: str, covering_at_most: int) -> None:

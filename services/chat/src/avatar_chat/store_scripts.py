@@ -363,13 +363,21 @@ return 'ok'
 )
 
 # Renames or pins a conversation of the owner's, or sets its memory mode: 0 when there is
-# none of theirs. KEYS: meta. ARGV: user, the session id, title ('' keeps it), pinned ('1',
-# '0', '' keeps it), ttl, library bound, memory ('' keeps it).
+# none of theirs, -1 (nothing changed) for a new memory mode while a reply is generated: that
+# turn was planned with the mode it found, and what it says is stored as that mode has it
+# (flagged or not), so read_only must not begin in its middle. KEYS: meta. ARGV: user, the
+# session id, title ('' keeps it), pinned ('1', '0', '' keeps it), ttl, library bound, memory
+# ('' keeps it).
 RENAME = _named(
     FUNCTIONS
     + """
 local meta = KEYS[1]
 if redis.call('HGET', meta, 'owner') ~= ARGV[1] then return 0 end
+local mode = redis.call('HGET', meta, 'memory')
+if not mode or mode == '' then mode = 'on' end
+if ARGV[7] ~= '' and ARGV[7] ~= mode and redis.call('EXISTS', meta .. ':busy') == 1 then
+  return -1
+end
 if ARGV[3] ~= '' then redis.call('HSET', meta, 'title', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSET', meta, 'pinned', ARGV[4]) end
 if ARGV[7] ~= '' then redis.call('HSET', meta, 'memory', ARGV[7]) end
