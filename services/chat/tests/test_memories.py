@@ -611,6 +611,26 @@ async def test_pins_per_character_are_bounded(app_client, redis_url, characters_
         assert (await client.post("/api/memories", json=other, headers=ALICE)).status_code == 201
 
 
+async def test_concurrent_pins_do_not_pass_the_bound(
+    app_client, redis_url, characters_url, backend
+):
+    app = create_app(settings_for(redis_url, characters_url, backend, max_pinned_memories=2))
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with app_client(app) as client:
+        loose = {"character_id": "hermione", "text": "고정 전", "pinned": False}
+        unpinned = await client.post("/api/memories", json=loose, headers=ALICE)
+        pin_it = f"/api/memories/{unpinned.json()['data']['id']}"
+        new = [{**loose, "text": f"고정 {n}", "pinned": True} for n in range(5)]
+        answers = await asyncio.gather(
+            client.patch(pin_it, json={"pinned": True}, headers=ALICE),
+            *(client.post("/api/memories", json=body, headers=ALICE) for body in new),
+        )
+        pinned = [a for a in answers if a.status_code in (200, 201)]
+        assert len(pinned) == 2, [a.text for a in answers]
+        assert all(a.status_code == 409 for a in answers if a not in pinned)
+        assert sum(m["pinned"] for m in await memories(client)) == 2
+
+
 async def test_a_clients_conversation_is_read_and_learned(client, backend):
     turns = [{"role": "user", "content": "안녕 " + fact("user.team", "The user roots for Doosan")}]
     body: dict = {"character_id": "hermione", "tts_enabled": False}

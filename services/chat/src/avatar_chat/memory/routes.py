@@ -2,6 +2,8 @@
 404): listed by character, written by hand (added, edited, pinned, deleted) besides what the
 character learns in conversations (`learning`)."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -83,9 +85,9 @@ async def list_memories(
 async def add_memory(body: NewMemory, chat: ChatDep, owner: Writer) -> Envelope[Memory]:
     _check_length(chat, body.text)
     await chat.characters.get(body.character_id)  # it exists (404 character_not_found)
-    if body.pinned:
-        await _check_pins(chat, owner.user_id, body.character_id)
-    record = await chat.memories.create(owner, body.character_id, body.text, body.pinned)
+    pinning = body.character_id if body.pinned else None
+    async with _room_for_a_pin(chat, owner.user_id, pinning):
+        record = await chat.memories.create(owner, body.character_id, body.text, body.pinned)
     return ok(Memory.model_validate(public(record)))
 
 
@@ -111,11 +113,11 @@ async def change_memory(
         raise ValidationFailed("give a text, pinned, or both")
     if body.text is not None:
         _check_length(chat, body.text)
+    pinning = None
     if body.pinned:
-        memory = await chat.memories.get(memory_id, owner.user_id)
-        if not memory.get("pinned"):
-            await _check_pins(chat, owner.user_id, memory["character_id"])
-    record = await chat.memories.change(memory_id, owner, body.text, body.pinned)
+        pinning = (await chat.memories.get(memory_id, owner.user_id))["character_id"]
+    async with _room_for_a_pin(chat, owner.user_id, pinning, memory_id):
+        record = await chat.memories.change(memory_id, owner, body.text, body.pinned)
     return ok(Memory.model_validate(public(record)))
 
 
@@ -131,13 +133,26 @@ async def delete_memory(
     return ok(MemoryDeleted(memory_id=memory_id, deleted=True))
 
 
-async def _check_pins(chat: ChatService, user_id: str, character_id: str) -> None:
-    most = chat.settings.max_pinned_memories
-    if await chat.memories.pinned_count(user_id, character_id) >= most:
-        raise MemoryQuotaExceeded(
-            f"You pin {most} memories of this character, the most one may (pinned ones go "
-            "into every prompt): unpin one first."
-        )
+@asynccontextmanager
+async def _room_for_a_pin(
+    chat: ChatService, user_id: str, character_id: str | None, memory_id: str | None = None
+) -> AsyncIterator[None]:
+    """For the block's write, which pins a memory of `character_id` (None: pins none; a
+    `memory_id` already pinned: not one more), when the character's pins are within their bound:
+    checked and written under the pin lock, so concurrent pins cannot pass it together."""
+    if character_id is None:
+        yield
+        return
+    async with chat.memories.pinning(user_id, character_id):
+        memories = chat.memories
+        pinned = memory_id is not None and (await memories.get(memory_id, user_id))["pinned"]
+        most = chat.settings.max_pinned_memories
+        if not pinned and await memories.pinned_count(user_id, character_id) >= most:
+            raise MemoryQuotaExceeded(
+                f"You pin {most} memories of this character, the most one may (pinned ones go "
+                "into every prompt): unpin one first."
+            )
+        yield
 
 
 def _check_length(chat: ChatService, text: str) -> None:

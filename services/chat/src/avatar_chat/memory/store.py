@@ -11,6 +11,9 @@ Keys:
   (its earlier texts), owner and times;
 - `memories:owner:{user_id}`, `memories:bytes:{user_id}` and an anonymous user's address
   keys (avatar_shared.owned);
+- `memories:pinning:{user_id}:{character_id}`: the lock one pin holds while it checks the
+  bound of pinned memories and writes (it expires: a replica that dies holding it holds it no
+  longer);
 - `memories:version:{user_id}`: a token that changes with every write of the user's
   memories, so a replica reuses what it read of them (and the index it ranks them with) until
   it changes: a turn costs one GET, not a read of every memory. It expires with an anonymous
@@ -21,10 +24,13 @@ import asyncio
 import json
 import secrets
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import LockError
 
 from avatar_chat.memory.errors import MemoryNotFound, MemoryQuotaExceeded
 from avatar_chat.memory.ranking import MemoryIndex
@@ -32,6 +38,7 @@ from avatar_chat.memory.schemas import ID_PREFIX
 from avatar_chat.settings import ChatSettings
 from avatar_shared.adoption import KindMoved
 from avatar_shared.budget import Budget
+from avatar_shared.errors import RedisUnavailable
 from avatar_shared.owned import Kind, OwnedRecords, Owner, PageKey, Quota, Quotas
 from avatar_shared.pages import Page
 from avatar_shared.timestamps import utc_now
@@ -47,6 +54,7 @@ HISTORY_KEPT = 5  # earlier texts a memory keeps
 # What a replica keeps read (and indexed): at most this many memories, of the (user,
 # character) pairs used last. An index of 2,000 long memories takes some megabytes.
 RECALLED_MEMORIES = 20_000
+PIN_LOCK_S = 5.0  # the longest one pin holds its lock (a check and a write: milliseconds)
 
 
 @dataclass(frozen=True)
@@ -228,6 +236,20 @@ class MemoryStore:
         await self._changed(Owner(to_id))
         await self._changed(Owner(from_id), anonymous=True)
         return moved
+
+    @asynccontextmanager
+    async def pinning(self, user_id: str, character_id: str) -> AsyncIterator[None]:
+        """One pin at a time of the user's memories of the character, across replicas: the
+        check of the bound and the write it allows are one step."""
+        key = f"memories:pinning:{user_id}:{character_id}"
+        lock = self.redis.lock(key, timeout=PIN_LOCK_S, blocking_timeout=PIN_LOCK_S + 1)
+        if not await lock.acquire():  # held past its expiry: only a stalled store does that
+            raise RedisUnavailable()
+        try:
+            yield
+        finally:
+            with suppress(LockError):  # expired meanwhile: nothing of ours to release
+                await lock.release()
 
     async def _changed(self, owner: Owner, anonymous: bool = False) -> None:
         """A new version: every replica reads the user's memories afresh (an anonymous
