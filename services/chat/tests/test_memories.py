@@ -825,6 +825,50 @@ async def client_turn(client, body: dict, turns: list[dict], mode: str) -> list[
     return [*turns, {"role": "assistant", "content": response.json()["data"]["content"]}]
 
 
+async def test_a_stopped_stream_in_read_only_is_never_learned(
+    redis_url, characters_url, backend_name
+):
+    with emulated_llm(backend_name, tokens_per_second=20) as slow:
+        app = create_app(settings_for(redis_url, characters_url, slow))
+        app.dependency_overrides[current_identity] = callers_from_test_headers
+        # A real server: a client that stops a stream closes its connection.
+        with serve_in_thread(app, lifespan="on") as url:
+            async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=30) as client:
+                body: dict = {"character_id": "hermione", "tts_enabled": False}
+                turns = await client_turn(client, body, [{"role": "user", "content": "안녕"}], "on")
+                secret = {
+                    "role": "user",
+                    "content": "비밀 " + fact("user.job", "The user is an astronaut"),
+                }
+                shown = await stopped_after_a_delta(
+                    client,
+                    {**body, "messages": [*turns, secret], "memory": "read_only", "stream": True},
+                )
+                await idle(slow)  # the stopped turn recorded, its marks saved
+                turns = [*turns, secret, {"role": "assistant", "content": shown}]
+                now = {
+                    "role": "user",
+                    "content": "이제 " + fact("user.pet", "The user has a parrot"),
+                }
+                turns = await client_turn(client, body, [*turns, now], "on")
+                await client_turn(
+                    client, body, [*turns, {"role": "user", "content": "그리고"}], "on"
+                )
+                assert [m["text"] for m in await learned(client, 1)] == ["The user has a parrot"]
+                await idle(slow)
+    assert "parrot" in readings(slow) and "astronaut" not in readings(slow)
+
+
+async def stopped_after_a_delta(client: httpx.AsyncClient, body: dict) -> str:
+    """A streamed turn its client stops after the first delta; that delta's text."""
+    async with client.stream("POST", "/api/chat", json=body, headers=ALICE) as response:
+        lines = response.aiter_lines()
+        async for line in lines:
+            if line == "event: delta":
+                return json.loads((await anext(lines)).removeprefix("data: "))["content"]
+    raise AssertionError("the stream ended before a delta")
+
+
 async def test_a_clients_read_only_turn_is_not_read_by_a_summary_made_ahead(
     app_client, redis_url, characters_url
 ):

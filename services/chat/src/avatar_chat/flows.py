@@ -314,11 +314,14 @@ async def _record_stopped(
 ) -> None:
     """Records what a stopped stream sent, marked interrupted: shielded from the
     cancellation that stopped it, within RECORD_ON_STOP_S (a failure is not the client's:
-    it has gone)."""
+    it has gone). Memory treats it as any recorded turn: read_only or off, it is marked
+    read (a client's conversation has no flags: else the next reading would learn it)."""
     reply = LlmReply(text, 0, 0)
     with anyio.CancelScope(shield=True), anyio.move_on_after(RECORD_ON_STOP_S):
         try:
-            await chat.record(turn.session_id, caller.identity, turn.record(reply, True), lease)
+            record = turn.record(reply, True)
+            await chat.record(turn.session_id, caller.identity, record, lease)
+            _learn(chat, turn, reply, record)
         except (AppError, RedisError):  # not recorded: the conversation is not held either
             with suppress(RedisError):
                 await chat.admission.let_go(lease)
