@@ -105,6 +105,15 @@ async def test_messages_and_message_together_or_neither_are_refused(client, back
     assert backend.recorder.prompts == []
 
 
+@pytest.mark.parametrize("body", [{}, {"persona": ""}, {"title": "무제"}])
+async def test_a_conversation_without_a_character_is_refused_saying_what_to_give(client, body):
+    response = await client.post("/api/chat/sessions", json=body, headers=ALICE)
+    assert response.status_code == 422, response.text
+    assert "give a persona or a character_id" in response.json()["error"]["message"]
+    listed = await client.get("/api/chat/sessions", headers=ALICE)
+    assert listed.json()["data"]["conversations"] == []  # nothing was started
+
+
 async def test_another_users_conversation_is_not_found(client, backend):
     session = (await start(client))["session_id"]
     await say(client, session, "비밀 이야기")
@@ -167,7 +176,10 @@ async def test_regenerate_keeps_the_alternates_and_a_swipe_chooses(client, backe
     assert "2 alternates" in out_of_range.json()["error"]["message"]
 
 
-async def test_past_max_swipes_the_oldest_alternate_goes(app_client, redis_url, backend):
+@pytest.mark.parametrize("chosen", [None, 0], ids=["the newest shown", "the first chosen"])
+async def test_past_max_swipes_the_oldest_alternate_goes_never_the_chosen_one(
+    app_client, redis_url, backend, chosen
+):
     app = create_app(settings_for(redis_url, backend.settings, max_swipes=2))
     app.dependency_overrides[current_identity] = callers_from_test_headers
     async with app_client(app) as client:
@@ -175,6 +187,10 @@ async def test_past_max_swipes_the_oldest_alternate_goes(app_client, redis_url, 
         first = await say(client, session, "hi")
         replies = [first["content"]]
         for temperature in (0.9, 1.1):
+            if chosen is not None and temperature == 1.1:  # the user swipes back first
+                path = f"/api/chat/sessions/{session}/messages/{first['message_id']}/swipe"
+                swiped = await client.put(path, json={"index": chosen}, headers=ALICE)
+                assert swiped.json()["data"]["content"] == replies[chosen]
             response = await client.post(
                 f"/api/chat/sessions/{session}/regenerate",
                 json={"temperature": temperature, "tts_enabled": False},
@@ -182,7 +198,8 @@ async def test_past_max_swipes_the_oldest_alternate_goes(app_client, redis_url, 
             )
             replies.append(response.json()["data"]["content"])
         reply = (await messages_of(client, session))[-1]
-    assert reply["swipes"] == replies[1:] and reply["swipe_id"] == 1
+    kept = [replies[1], replies[2]] if chosen is None else [replies[chosen], replies[2]]
+    assert reply["swipes"] == kept and reply["swipe_id"] == 1
 
 
 async def test_an_edit_is_what_the_model_sees_next(client, backend):

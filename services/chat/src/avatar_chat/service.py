@@ -96,6 +96,8 @@ class ChatService:
             card, voice_id = profile.card, profile.voice_id
             if setup.persona:
                 card = replace(card, description=setup.persona)
+        if not setup.character_id and not card.description:
+            raise ValidationFailed("give a persona or a character_id")
         if not card.description:
             raise ValidationFailed(f"character_id: character '{setup.character_id}' has no persona")
         return card, voice_id

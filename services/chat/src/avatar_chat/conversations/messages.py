@@ -64,9 +64,21 @@ def showing(message: Message, swipes: list[dict[str, Any]], index: int) -> Messa
 def with_alternate(
     message: Message, content: str, at: str, interrupted: bool, max_swipes: int
 ) -> Message:
-    """A new alternate, shown; the oldest goes past `max_swipes` (the new one is the last)."""
-    swipes = [*alternates(message), _alternate(content, at, interrupted)][-max_swipes:]
+    """A new alternate, shown; past `max_swipes` the oldest goes, never the one the user
+    had chosen (the new one is the last)."""
+    swipes = [*alternates(message), _alternate(content, at, interrupted)]
+    swipes, _ = newest(swipes, message.get("swipe_id", 0), max_swipes)
     return showing(message, swipes, len(swipes) - 1)
+
+
+def newest(swipes: list[dict[str, Any]], shown: int, most: int) -> tuple[list[dict[str, Any]], int]:
+    """At most `most` (2 or more) alternates: the shown one and the newest others, in their
+    order; and where the shown one is then."""
+    if len(swipes) <= most:
+        return swipes, shown
+    others = [index for index in range(len(swipes)) if index != shown]
+    kept = sorted([shown, *others[len(others) - (most - 1) :]])
+    return [swipes[index] for index in kept], kept.index(shown)
 
 
 def with_swipe(message: Message, index: int) -> Message:

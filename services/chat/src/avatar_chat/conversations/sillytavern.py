@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from avatar_chat.conversations import messages as msgs
 from avatar_chat.conversations.ids import new_message_id
 from avatar_shared.errors import ValidationFailed
 from avatar_shared.timestamps import utc_now
@@ -276,18 +277,7 @@ def _alternates(
         if _interrupted(details.get("extra")):
             alternate["interrupted"] = True
         alternates.append(alternate)
-    return _newest(alternates, swipe_id, limits.max_swipes)
-
-
-def _newest(
-    alternates: list[dict[str, Any]], shown: int, most: int
-) -> tuple[list[dict[str, Any]], int]:
-    """At most `most` alternates: the shown one and the newest others, in their order."""
-    if len(alternates) <= most:
-        return alternates, shown
-    others = [index for index in range(len(alternates)) if index != shown]
-    kept = sorted([shown, *others[len(others) - (most - 1) :]])
-    return [alternates[index] for index in kept], kept.index(shown)
+    return msgs.newest(alternates, swipe_id, limits.max_swipes)
 
 
 def _interrupted(extra: object) -> bool:
