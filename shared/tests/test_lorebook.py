@@ -151,3 +151,78 @@ def test_books_are_bounded_and_keep_what_they_do_not_know():
         book(entry(["a"], id=False))  # nor a boolean an id (the schema says int or string)
     raw = {"entries": [{"keys": ["a"], "content": "x", "st_extra": 1}], "other": {"y": 2}}
     assert Lorebook.model_validate(raw).model_dump(exclude_unset=True) == raw
+
+
+# --- SillyTavern's exports: its own settings in `extensions`, as chat keeps the book --------
+
+
+def st_entry(keys: list[str], content: str = "lore", **extensions: object) -> dict:
+    """An entry as SillyTavern's card export writes it: `use_regex: true` on every one, its
+    settings in `extensions` (null: the frontend's default)."""
+    written = {"position": 1, "depth": 4, "selectiveLogic": 0, "display_index": 0, "role": 0}
+    written |= {"case_sensitive": None, "match_whole_words": None}
+    return entry(keys, content, use_regex=True, extensions=written | extensions)
+
+
+def as_chat_keeps(*entries: dict) -> Lorebook:
+    return book(*entries).for_prompt()
+
+
+def test_a_sillytavern_export_reads_keys_as_regexes_only_when_slashed():
+    lore = as_chat_keeps(st_entry(["*hugs*", "[OOC]"], "plain"), st_entry(["/drag(on|ons)/i"]))
+    assert fired(lore, "hello there, how are you") == []  # [OOC] is no character class
+    assert fired(lore, "*hugs* you") == ["plain"]
+    assert fired(lore, "[OOC] back in five") == ["plain"]
+    assert fired(lore, "DRAGONS everywhere") == ["lore"]
+    # Other V3 entries with `use_regex` keep it: every key a regex, compiled when stored.
+    assert fired(book(entry(["[OOC]"], use_regex=True)), "hello there") == ["lore"]
+    with pytest.raises(ValidationError, match="does not compile"):
+        book(entry(["*hugs*"], use_regex=True))
+
+
+def test_sillytavern_selective_logic_reads_the_secondary_keys_its_four_ways():
+    texts = ["the castle", "the castle at night", "the castle at night in a storm"]
+    fires_with_none_one_both = {
+        "AND_ANY": [False, True, True],
+        "NOT_ALL": [True, True, False],
+        "NOT_ANY": [True, False, False],
+        "AND_ALL": [False, False, True],
+    }
+    for logic, (name, fires) in enumerate(fires_with_none_one_both.items()):
+        castle = st_entry(["castle"], selectiveLogic=logic)
+        lore = as_chat_keeps(castle | {"selective": True, "secondary_keys": ["night", "storm"]})
+        for text, expected in zip(texts, fires, strict=True):
+            activation = activate(lore, [text], 4, 100, words)
+            assert (len(activation.fired), [s.reason for s in activation.skipped]) == (
+                (1, []) if expected else (0, ["secondary_key_missing"])
+            ), (name, text)
+
+
+def test_a_slashed_regex_key_ignores_case_only_with_its_i_flag():
+    assert fired(book(entry(["/\\bMay\\b/"])), "you may go now") == []
+    assert fired(book(entry(["/\\bMay\\b/"])), "May is the queen") == ["lore"]
+    assert fired(book(entry(["/\\bmay\\b/i"])), "MAY I?") == ["lore"]
+    assert fired(book(entry(["/\\bmay\\b/i"], case_sensitive=True)), "MAY I?") == ["lore"]
+
+
+def test_sillytavern_case_and_whole_word_settings_win_over_our_defaults_when_set():
+    assert fired(as_chat_keeps(st_entry(["dragon"])), "two dragons") == []  # null: ours
+    assert fired(as_chat_keeps(st_entry(["dragon"], match_whole_words=False)), "two dragons") == [
+        "lore"
+    ]
+    assert fired(as_chat_keeps(st_entry(["숲"], match_whole_words=True)), "숲에서 쉬자") == []
+    assert fired(as_chat_keeps(st_entry(["숲"], match_whole_words=True)), "숲 속에서") == ["lore"]
+    assert fired(as_chat_keeps(st_entry(["Rose"], case_sensitive=True)), "a rose") == []
+    assert fired(as_chat_keeps(st_entry(["Rose"], case_sensitive=True)), "Rose said") == ["lore"]
+    lenient = st_entry(["Rose"], case_sensitive=False) | {"case_sensitive": True}
+    assert fired(as_chat_keeps(lenient), "a rose") == ["lore"]  # SillyTavern reads its own
+
+
+def test_a_sillytavern_depth_entry_keeps_its_role_unless_a_decorator_says_otherwise():
+    def role(content: str, st_role: int) -> str:
+        lore = as_chat_keeps(st_entry(["gate"], content, position=4, depth=0, role=st_role))
+        [item] = activate(lore, ["open the gate"], 4, 100, words).fired
+        return item.role
+
+    assert [role("creak", r) for r in (0, 1, 2)] == ["system", "user", "assistant"]
+    assert role("@@role system\ncreak", 2) == "system"

@@ -150,3 +150,22 @@ def test_lore_counts_and_the_receipt_parts_add_up():
     assert [s.reason for s in prompt.lore.skipped] == ["disabled"]
     assert prompt.tokens["lore"] == words("숲의 전설")
     assert sum(prompt.tokens.values()) <= words(prompt.system)
+
+
+def test_lore_keys_with_macros_fire_on_the_names_of_this_prompt():
+    book = Lorebook.model_validate(
+        {
+            "entries": [
+                {"keys": ["{{user}}"], "content": "{{user}} is the heir of the north."},
+                {"keys": ["{{CHAR}}"], "content": "{{char}} guards the gate."},
+                {"keys": ["gate"], "selective": True, "secondary_keys": ["<USER>"],
+                 "content": "The gate knows {{user}}."},
+            ]
+        }
+    )  # fmt: skip
+    card = CharacterCard(PERSONA, name="Seraphina", lorebook=book)
+    prompt = build(card, "Seraphina, open the gate for 민지?")
+    assert [f.text for f in prompt.lore.fired] == [e.content for e in book.entries]
+    jisoo = UserPersona("Jisoo")
+    other = build_prompt(card, jisoo, Scene(), said("민지 at the gate"), ROOMY, words)
+    assert other.lore.fired == []  # the names of this prompt, not of an earlier one

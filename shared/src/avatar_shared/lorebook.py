@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 import regex
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
+from avatar_shared.macros import MACRO
 from avatar_shared.token_estimate import WIDE
 
 log = logging.getLogger("avatar.lorebook")
@@ -31,7 +32,11 @@ MAX_KEYS = 64  # per list: keys, secondary_keys
 MAX_BOOK_KEYS = 2000  # in all the entries: each is tried on every turn
 MAX_BOOK_CHARS = 200_000  # of all the entries' content: a book is kept with its character
 MAX_LABEL_CHARS = 100  # how much of a name or comment a receipt shows
-DEPTH_KEYS = ("position", "depth")  # SillyTavern's extensions that place an entry at a depth
+# SillyTavern's extensions a prompt reads: where an entry goes (at a depth, in a role), how its
+# secondary keys count, and how its keys match.
+PROMPT_EXTENSIONS = (
+    "position", "depth", "role", "selectiveLogic", "case_sensitive", "match_whole_words"
+)  # fmt: skip
 MAX_KEY_CHARS = 200  # a regex key too: a long pattern is refused before it is compiled
 MAX_CONTENT_CHARS = 8000
 MAX_NAME_CHARS = 200
@@ -39,6 +44,9 @@ MAX_SCAN_DEPTH = 100
 MAX_TOKEN_BUDGET = 1_000_000
 
 Key = Annotated[str, Field(max_length=MAX_KEY_CHARS)]
+
+# SillyTavern's `selectiveLogic`: how an entry's secondary keys count (world_info_logic).
+AND_ANY, NOT_ALL, NOT_ANY, AND_ALL = range(4)
 
 
 class LoreEntry(BaseModel):
@@ -59,6 +67,33 @@ class LoreEntry(BaseModel):
     constant: StrictBool | None = None  # always in
     position: Literal["before_char", "after_char"] | None = None
     use_regex: StrictBool | None = None  # V3: every key is a regular expression
+
+    @property
+    def every_key_a_regex(self) -> bool:
+        """V3's `use_regex`. SillyTavern writes `use_regex: true` on every entry it exports,
+        yet reads a key as a regex only when written `/pattern/flags`; its entries are told
+        by the `selectiveLogic` its export always writes (convertWorldInfoToCharacterBook)."""
+        return bool(self.use_regex) and "selectiveLogic" not in self.extensions
+
+    @property
+    def keys_case_sensitive(self) -> bool:
+        """SillyTavern's own setting when it has one (it reads no other), else V2's field."""
+        setting = self._st_setting("case_sensitive")
+        return bool(self.case_sensitive) if setting is None else setting
+
+    @property
+    def whole_words(self) -> bool | None:
+        """SillyTavern's `match_whole_words`; None: by the key's script (see _matcher)."""
+        return self._st_setting("match_whole_words")
+
+    @property
+    def selective_logic(self) -> int:
+        logic = self.extensions.get("selectiveLogic")
+        return logic if type(logic) is int and AND_ANY <= logic <= AND_ALL else AND_ANY
+
+    def _st_setting(self, name: str) -> bool | None:
+        value = self.extensions.get(name)
+        return value if isinstance(value, bool) else None  # null: the frontend's default
 
     @property
     def label(self) -> str:
@@ -89,7 +124,7 @@ class Lorebook(BaseModel):
             raise ValueError(f"a lorebook's entries hold at most {MAX_BOOK_CHARS} characters")
         for entry, key in keys:
             try:
-                _as_regex(key, bool(entry.use_regex), bool(entry.case_sensitive))
+                _as_regex(key, entry)
             except BadRegex as exc:
                 raise ValueError(f"the regex key {key[:50]!r} does not compile: {exc}") from exc
         return self
@@ -100,7 +135,7 @@ class Lorebook(BaseModel):
         used = set(LoreEntry.model_fields) - {"extensions"}
         entries = [
             entry.model_dump(include=used)
-            | {"extensions": {k: entry.extensions[k] for k in DEPTH_KEYS if k in entry.extensions}}
+            | {"extensions": {k: v for k, v in entry.extensions.items() if k in PROMPT_EXTENSIONS}}
             for entry in self.entries
         ]
         fields = self.model_dump(include={"scan_depth", "token_budget", "recursive_scanning"})
@@ -113,13 +148,34 @@ class Lorebook(BaseModel):
         return [KeyedEntry.of(entry) for entry in self.entries]
 
     @cached_property
+    def with_macros(self) -> list[int]:
+        """The entries with a macro in a key: their matchers are made for each prompt's
+        names (rare: the others' are made once per book)."""
+        return [
+            index
+            for index, entry in enumerate(self.entries)
+            if any(MACRO.search(key) for key in [*entry.keys, *entry.secondary_keys])
+        ]
+
+    def keyed_for(self, expand: Callable[[str], str] | None) -> "list[KeyedEntry]":
+        """The entries' matchers with `expand` (a prompt's macros) applied to the keys."""
+        if expand is None or not self.with_macros:
+            return self.keyed
+        keyed = list(self.keyed)
+        for index in self.with_macros:
+            keyed[index] = KeyedEntry.of(self.entries[index], expand)
+        return keyed
+
+    @cached_property
     def needles(self) -> "tuple[list[tuple[str, int]], list[int]]":
         """(needle, entry) for every plain primary key, and the entries tried whatever the
-        text (constant ones, and those with a regex key): what a scan narrows down with."""
+        text (constant ones, those with a regex key or a macro): what a scan narrows down
+        with."""
         plain: list[tuple[str, int]] = []
         always: list[int] = []
         for index, keyed in enumerate(self.keyed):
-            if keyed.entry.constant or any(needle is None for _, needle, _ in keyed.keys):
+            regex_key = any(needle is None for _, needle, _ in keyed.keys)
+            if keyed.entry.constant or regex_key or index in self.with_macros:
                 always.append(index)
             else:
                 plain += [(needle, index) for _, needle, _ in keyed.keys if needle is not None]
@@ -208,22 +264,31 @@ class LoreLeftOut(BaseModel):
     index: int
     entry: str
     reason: Reason = Field(
-        description="Matched (or constant) but left out: disabled, its secondary key missing, "
-        "past the lore's token budget, or a regex key that does not compile or ran too long."
+        description="Matched (or constant) but left out: disabled, its secondary keys not "
+        "found as it asks (any, else SillyTavern's `selectiveLogic`), past the lore's token "
+        "budget, or a regex key that does not compile or ran too long."
     )
 
 
 def activate(
-    book: Lorebook, texts: list[str], scan_depth: int, budget: int, tokens: Callable[[str], int]
+    book: Lorebook,
+    texts: list[str],
+    scan_depth: int,
+    budget: int,
+    tokens: Callable[[str], int],
+    expand: Callable[[str], str] | None = None,
 ) -> Activation:
     """The entries `texts` (the conversation's messages, newest last) activate. The book's
-    `scan_depth` and `token_budget`, where it sets them, win over the callers' defaults."""
+    `scan_depth` and `token_budget`, where it sets them, win over the callers' defaults.
+    `expand` gives keys' macros their names (`{{char}}` fires on the character's name), as
+    SillyTavern does."""
     depth = book.scan_depth if book.scan_depth is not None else scan_depth
     window = "\n".join(texts[-(depth + 1) :]) if texts else ""  # the new message, then older
     deadline = time.monotonic() + ACTIVATION_DEADLINE_S
-    matched, skipped = _matches(book, Scanned.of(window), deadline)
+    keyed = book.keyed_for(expand)
+    matched, skipped = _matches(book, keyed, Scanned.of(window), deadline)
     if book.recursive_scanning:
-        _scan_recursively(book, matched, skipped, deadline)
+        _scan_recursively(book, keyed, matched, skipped, deadline)
     if book.token_budget is not None:  # a book may ask for less than the callers give, not more
         budget = min(budget, book.token_budget)
     fired = [_fired(book.entries[i], i, key, tokens) for i, key in matched.items()]
@@ -234,12 +299,16 @@ def activate(
 
 
 def _matches(
-    book: Lorebook, text: "Scanned", deadline: float, skip: Iterable[int] = ()
+    book: Lorebook,
+    keyed_entries: "list[KeyedEntry]",
+    text: "Scanned",
+    deadline: float,
+    skip: Iterable[int] = (),
 ) -> tuple[dict[int, str], list[Skipped]]:
     matched: dict[int, str] = {}
     skipped: list[Skipped] = []
     for index in book.candidates(text):
-        keyed = book.keyed[index]
+        keyed = keyed_entries[index]
         entry = keyed.entry
         if index in skip:
             continue
@@ -254,7 +323,7 @@ def _matches(
                 skipped.append(Skipped(index, entry, "disabled"))
                 continue
             if entry.selective and keyed.secondary_keys and not entry.constant:
-                if first_match(keyed.secondary_keys, text) is None:
+                if not secondary_keys_agree(keyed, text):
                     skipped.append(Skipped(index, entry, "secondary_key_missing"))
                     continue
         except BadRegex:
@@ -265,7 +334,11 @@ def _matches(
 
 
 def _scan_recursively(
-    book: Lorebook, matched: dict[int, str], skipped: list[Skipped], deadline: float
+    book: Lorebook,
+    keyed: "list[KeyedEntry]",
+    matched: dict[int, str],
+    skipped: list[Skipped],
+    deadline: float,
 ) -> None:
     """Activated content may activate other entries, a few rounds deep, none twice."""
     new = dict(matched)
@@ -273,7 +346,7 @@ def _scan_recursively(
         text = "\n".join(strip_decorators(book.entries[i].content)[0] for i in new)
         done = set(matched) | {s.index for s in skipped}
         scanned = Scanned.of(text[:MAX_RECURSION_CHARS])
-        new, more_skipped = _matches(book, scanned, deadline, skip=done)
+        new, more_skipped = _matches(book, keyed, scanned, deadline, skip=done)
         new = {i: k for i, k in new.items() if not book.entries[i].constant}
         matched.update(new)
         skipped += [s for s in more_skipped if s.index not in done]
@@ -300,12 +373,17 @@ def _within(fired: list[Fired], budget: int) -> tuple[list[Fired], list[Fired]]:
 def _fired(entry: LoreEntry, index: int, key: str, tokens: Callable[[str], int]) -> Fired:
     text, decorators = strip_decorators(entry.content)
     depth = _depth(entry, decorators)
-    role = decorators.get("role", "system")
     place: Place = "depth" if depth is not None else (entry.position or "before_char")
-    return Fired(
-        index, entry, key, place, depth or 0, role if role in ROLES else "system", text,
-        tokens(text),
-    )  # fmt: skip
+    return Fired(index, entry, key, place, depth or 0, _role(entry, decorators), text, tokens(text))
+
+
+def _role(entry: LoreEntry, decorators: dict[str, str]) -> str:
+    """`@@role`, else SillyTavern's `extensions.role` (0 system, 1 user, 2 assistant)."""
+    role = decorators.get("role")
+    if role is None:
+        number = entry.extensions.get("role")
+        role = ROLES[number] if type(number) is int and 0 <= number < len(ROLES) else "system"
+    return role if role in ROLES else "system"
 
 
 def _depth(entry: LoreEntry, decorators: dict[str, str]) -> int | None:
@@ -366,13 +444,15 @@ class KeyedEntry:
     secondary_keys: list[KeyTest]
 
     @classmethod
-    def of(cls, entry: LoreEntry) -> "KeyedEntry":
+    def of(cls, entry: LoreEntry, expand: Callable[[str], str] | None = None) -> "KeyedEntry":
+        """`expand`: a prompt's macros, for keys that name `{{char}}` or `{{user}}`; the
+        receipt names the key as written."""
+
         def tests(keys: list[str]) -> list[KeyTest]:
-            flags = bool(entry.use_regex), bool(entry.case_sensitive)
             return [
-                (key, _needle(key, entry.use_regex), _matcher(key, *flags))
+                (key, _needle(expanded, entry), _matcher(expanded, entry))
                 for key in keys
-                if key.strip()
+                if (expanded := expand(key) if expand else key).strip()
             ]
 
         return cls(entry, tests(entry.keys), tests(entry.secondary_keys))
@@ -380,24 +460,45 @@ class KeyedEntry:
 
 def first_match(keys: list[KeyTest], text: Scanned) -> str | None:
     """The first key found in `text`."""
-    folded = text.folded
-    for key, needle, matches in keys:
-        if (needle is None or needle in folded) and matches(text):
-            return key
-    return None
+    return next((test[0] for test in keys if _found(test, text)), None)
 
 
-def _needle(key: str, use_regex: bool | None) -> str | None:
-    return None if use_regex or SLASHED.fullmatch(key) else key.strip().casefold()
+def secondary_keys_agree(keyed: KeyedEntry, text: Scanned) -> bool:
+    """An entry's secondary keys, as SillyTavern's `selectiveLogic` counts them."""
+    found = (_found(test, text) for test in keyed.secondary_keys)
+    logic = keyed.entry.selective_logic
+    if logic == NOT_ALL:
+        return not all(found)
+    if logic == NOT_ANY:
+        return not any(found)
+    if logic == AND_ALL:
+        return all(found)
+    return any(found)
 
 
-def _matcher(key: str, use_regex: bool, case_sensitive: bool) -> Matcher:
-    # A regex key compiles: the book's validation made sure of it.
-    pattern = _as_regex(key, use_regex, case_sensitive)
+def _found(test: KeyTest, text: Scanned) -> bool:
+    _, needle, matches = test
+    return (needle is None or needle in text.folded) and matches(text)
+
+
+def _needle(key: str, entry: LoreEntry) -> str | None:
+    regex_key = entry.every_key_a_regex or SLASHED.fullmatch(key)
+    return None if regex_key else key.strip().casefold()
+
+
+def _matcher(key: str, entry: LoreEntry) -> Matcher:
+    try:
+        pattern = _as_regex(key, entry)
+    except BadRegex as exc:  # a stored key compiles; one whose macros were expanded may not
+        return _never_runs(exc)
     if pattern is not None:
         return lambda scanned: _search(pattern, scanned.text)
+    case_sensitive = entry.keys_case_sensitive
     key = key.strip() if case_sensitive else key.strip().casefold()
-    if WIDE.search(key):  # Korean particles attach to nouns: "숲" fires on "숲에서"
+    whole_words = entry.whole_words
+    if whole_words is None:  # Korean particles attach to nouns: "숲" fires on "숲에서"
+        whole_words = not WIDE.search(key)
+    if not whole_words:
         return lambda scanned: key in (scanned.text if case_sensitive else scanned.folded)
     whole_word = re.compile(rf"(?<!\w){re.escape(key)}(?!\w)")  # linear, and in C
     return lambda scanned: bool(
@@ -405,16 +506,29 @@ def _matcher(key: str, use_regex: bool, case_sensitive: bool) -> Matcher:
     )
 
 
+def _never_runs(error: "BadRegex") -> Matcher:
+    def refuse(scanned: Scanned) -> bool:
+        raise error
+
+    return refuse
+
+
 SLASHED = re.compile(r"/(.+)/([imsu]*)", re.DOTALL)  # "/usr/bin" is no regex: b, n no flags
 
 
-def _as_regex(key: str, use_regex: bool, case_sensitive: bool) -> "regex.Pattern[str] | None":
-    """A regex key (`use_regex`, or written `/pattern/flags`) compiled; None for a plain one."""
+def _as_regex(key: str, entry: LoreEntry) -> "regex.Pattern[str] | None":
+    """A regex key (written `/pattern/flags`, or any key of a `use_regex` entry) compiled;
+    None for a plain one. Written with slashes, its flags alone say whether case counts, as
+    in SillyTavern (a JavaScript RegExp)."""
     slashed = SLASHED.fullmatch(key)
-    if not use_regex and not slashed:
+    if not entry.every_key_a_regex and not slashed:
         return None
-    source, flags = (slashed.group(1), slashed.group(2)) if slashed else (key, "")
-    options = 0 if case_sensitive and "i" not in flags else regex.IGNORECASE
+    if slashed:
+        source, flags = slashed.group(1), slashed.group(2)
+        ignore_case = "i" in flags
+    else:
+        source, flags, ignore_case = key, "", not entry.keys_case_sensitive
+    options = regex.IGNORECASE if ignore_case else 0
     options |= regex.MULTILINE if "m" in flags else 0
     options |= regex.DOTALL if "s" in flags else 0
     try:

@@ -128,6 +128,7 @@ def build_prompt(
         limits.scan_depth,
         limits.lore_budget,
         lambda text: tokens(macros.expand(text)),  # counted as the model will see it
+        macros.expand,  # a key `{{char}}` fires on the character's name
     )
     placed = {p: _lore_text(lore, p, macros) for p in ("before_char", "after_char")}
     remembered = (
