@@ -7,11 +7,14 @@ service runs): the greeting and sign-in parts are in tests/e2e/test_conversation
 import asyncio
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from avatar_characters.app import create_app as characters_app
+from avatar_characters.settings import CharactersSettings
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.ports import free_port
@@ -27,14 +30,21 @@ BOB = as_signed_in("bob", "10.0.0.2")
 
 
 def settings_for(redis_url: str, backend_settings: dict, **extra: object) -> ChatSettings:
+    nobody = f"http://127.0.0.1:{free_port()}"  # the characters service, unless given
     return ChatSettings(
-        redis_url=redis_url,
-        characters_url=f"http://127.0.0.1:{free_port()}",
-        tts_url=f"http://127.0.0.1:{free_port()}",
+        **{"redis_url": redis_url, "characters_url": nobody, "tts_url": nobody, **extra},
         chat_rate_per_min=10_000,
         **backend_settings,
-        **extra,
     )
+
+
+@pytest.fixture(scope="module")
+def characters_url(redis_url: str) -> Iterator[str]:
+    """The real characters service, its callers as the tests name them."""
+    characters = characters_app(CharactersSettings(redis_url=redis_url))
+    characters.dependency_overrides[current_identity] = callers_from_test_headers
+    with serve_in_thread(characters, lifespan="on") as url:
+        yield url
 
 
 @pytest.fixture
@@ -444,6 +454,100 @@ async def test_export_then_import_gives_the_same_conversation(client, backend):
     assert {"user_name", "character_name"} <= set(lines[0])
     assert [line["is_user"] for line in lines[1:]] == [True, False]
     assert len(lines[2]["swipes"]) == 2 and lines[2]["swipe_id"] == 1
+
+
+async def test_a_reply_longer_than_a_user_message_may_be_is_exported_imported_and_edited(
+    app_client, redis_url, backend, characters_url
+):
+    """MAX_MESSAGE_CHARS bounds what a user writes; a reply may be longer (max_tokens,
+    continue), and stays a conversation one can export, import back, edit and send."""
+    settings = settings_for(
+        redis_url, backend.settings, characters_url=characters_url, max_message_chars=200
+    )
+    app = create_app(settings)
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with app_client(app) as client:
+        session = (await start(client, character_id="hermione", persona=None))["session_id"]
+        reply = (await say(client, session, "hi"))["content"]
+        assert len(reply) > 200  # the emulator's replies are longer
+        exported = await client.get(f"/api/chat/sessions/{session}/export", headers=ALICE)
+        files = {"file": ("chat.jsonl", exported.content, "application/jsonl")}
+        form = {"character_id": "hermione"}
+        back = await client.post("/api/chat/sessions/import", files=files, data=form, headers=ALICE)
+        assert back.status_code == 201, back.text
+        said, answered = back.json()["data"]["messages"][-2:]
+        assert answered["content"] == reply
+        path = f"/api/chat/sessions/{back.json()['data']['session_id']}/messages"
+        shorter = await client.patch(
+            f"{path}/{answered['id']}", json={"content": reply[:-1]}, headers=ALICE
+        )
+        assert shorter.status_code == 200, shorter.text
+        too_long = await client.patch(
+            f"{path}/{said['id']}", json={"content": "가" * 201}, headers=ALICE
+        )
+        assert too_long.status_code == 422
+        history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": reply}]
+        body = {"character_id": "hermione", "tts_enabled": False}
+        sent = await client.post(
+            "/api/chat",
+            json={**body, "messages": [*history, {"role": "user", "content": "또"}]},
+            headers=ALICE,
+        )
+        assert sent.status_code == 200, sent.text
+        refused = await client.post(
+            "/api/chat",
+            json={**body, "messages": [*history, {"role": "user", "content": "가" * 201}]},
+            headers=ALICE,
+        )
+        assert refused.status_code == 422 and "messages.2.content" in refused.text
+
+
+async def test_a_conversation_whose_character_was_deleted_can_still_be_exported(
+    app_client, redis_url, backend, characters_url
+):
+    settings = settings_for(
+        redis_url, backend.settings, characters_url=characters_url, character_cache_s=0
+    )
+    app = create_app(settings)
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with (
+        app_client(app) as client,
+        httpx.AsyncClient(base_url=characters_url, trust_env=False) as characters_api,
+    ):
+        made = await characters_api.post(
+            "/api/characters", json={"name": "Doomed", "persona": "A doomed bard."}, headers=BOB
+        )
+        character_id = made.json()["data"]["id"]
+        session = (await start(client, character_id=character_id, persona=None))["session_id"]
+        said = await say(client, session, "기억해 줘")
+        deleted = await characters_api.delete(f"/api/characters/{character_id}", headers=BOB)
+        assert deleted.status_code == 200, deleted.text  # its owner, not the player, deleted it
+        exported = await client.get(f"/api/chat/sessions/{session}/export", headers=ALICE)
+    assert exported.status_code == 200, exported.text
+    header, *lines = [json.loads(line) for line in exported.text.splitlines()]
+    assert (header["user_name"], header["character_name"]) == ("User", "Character")
+    assert [line["mes"] for line in lines] == ["기억해 줘", said["content"]]
+
+
+async def test_an_imported_chat_keeps_its_creation_date(
+    app_client, redis_url, backend, characters_url
+):
+    app = create_app(settings_for(redis_url, backend.settings, characters_url=characters_url))
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with app_client(app) as client:
+        files = {"file": ("chat.jsonl", ST_CHAT.read_bytes(), "application/jsonl")}
+        form = {"character_id": "hermione"}
+        imported = await client.post(
+            "/api/chat/sessions/import", files=files, data=form, headers=ALICE
+        )
+        assert imported.status_code == 201, imported.text
+        session = imported.json()["data"]["session_id"]
+        listed = (await client.get("/api/chat/sessions", headers=ALICE)).json()["data"]
+        exported = await client.get(f"/api/chat/sessions/{session}/export", headers=ALICE)
+    [conversation] = listed["conversations"]
+    assert conversation["created_at"] == "2024-09-28T19:02:36.000Z"  # the file's, as UTC
+    header = json.loads(exported.text.splitlines()[0])
+    assert header["create_date"] == json.loads(ST_CHAT.read_text().splitlines()[0])["create_date"]
 
 
 async def test_import_of_a_sillytavern_chat_needs_a_character(client, backend):

@@ -151,10 +151,8 @@ def check_limits(body: ChatRequest, settings: ChatSettings) -> None:
     if len(body.messages) > settings.max_messages:
         raise ValidationFailed(f"messages: at most {settings.max_messages} messages are allowed")
     for index, message in enumerate(body.messages):
-        if len(message.content) > settings.max_message_chars:
-            raise ValidationFailed(
-                f"messages.{index}.content: at most {settings.max_message_chars} characters"
-            )
+        if message.role == "user":  # a reply may be longer (continued): max_total_chars bounds it
+            check_message(message.content, f"messages.{index}.content", settings)
     if sum(len(m.content) for m in body.messages) > settings.max_total_chars:
         raise ValidationFailed(
             f"messages: at most {settings.max_total_chars} characters in all are allowed"
@@ -175,6 +173,8 @@ def _check_server_turn(body: ChatRequest, settings: ChatSettings) -> None:
 
 
 def check_message(content: str, where: str, settings: ChatSettings) -> None:
+    """What a user writes is at most MAX_MESSAGE_CHARS (a reply is bounded by the
+    conversation's caps only: max_tokens and continue can make it longer)."""
     if len(content) > settings.max_message_chars:
         raise ValidationFailed(f"{where}: at most {settings.max_message_chars} characters")
 

@@ -47,7 +47,8 @@ class ChatSettings(ServiceSettings):
     max_messages: int = Field(200, gt=0)
     """Most messages one chat request may carry."""
     max_message_chars: int = Field(8000, gt=0)
-    """Longest single message, in characters."""
+    """Longest message a user writes, in characters (a new one, an edit, one in a client's
+    history or an import); the character's replies are bounded by the conversation's caps."""
     max_total_chars: int = Field(100_000, gt=0)
     """Longest conversation one request may carry, in characters."""
     session_ttl_s: int = Field(7 * 24 * 3600, gt=0)

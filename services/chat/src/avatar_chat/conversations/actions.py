@@ -5,6 +5,7 @@ compare-and-set step that refuses while a reply for it is being generated (409).
 
 import json
 import logging
+from contextlib import suppress
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -26,6 +27,7 @@ from avatar_chat.service import ChatService, Setup
 from avatar_chat.store import SessionState
 from avatar_shared.errors import AppError, ValidationFailed
 from avatar_shared.owned import Owner
+from avatar_shared.peers import PeerRejected
 from avatar_shared.rate import Caller
 from avatar_shared.timestamps import utc_now
 
@@ -94,10 +96,13 @@ async def branch(
 async def edit(
     chat: ChatService, session_id: str, message_id: str, change: MessageEdit, caller: Caller
 ) -> dict[str, Any]:
-    check_message(change.content, "content", chat.settings)
-    return await _replace(
-        chat, session_id, message_id, caller, lambda m: msgs.with_content(m, change.content), True
-    )
+
+    def edited(message: msgs.Message) -> msgs.Message:
+        if message["role"] == "user":  # a reply is bounded by the conversation's bytes
+            check_message(change.content, "content", chat.settings)
+        return msgs.with_content(message, change.content)
+
+    return await _replace(chat, session_id, message_id, caller, edited, True)
 
 
 async def swipe(
@@ -187,13 +192,23 @@ async def rename(
 async def export(chat: ChatService, session_id: str, caller: Caller) -> tuple[str, bytes]:
     """The conversation as SillyTavern's chat JSONL, and a file name for it."""
     state = await _conversation(chat, session_id, caller)
-    setup = Setup.stored(state.meta)
-    card, _ = await chat.character(setup)
-    user = await chat.user_persona(setup, caller.identity)
-    character = card.nickname or card.name or "Character"
+    user, character = await _names(chat, Setup.stored(state.meta), caller)
     created = state.meta.get("created_at") or utc_now()
-    data = sillytavern.export_jsonl(user.name, character, created, state.messages)
+    data = sillytavern.export_jsonl(user, character, created, state.messages)
     return f"{_file_stem(character)} - {created[:10]}.jsonl", data
+
+
+async def _names(chat: ChatService, setup: Setup, caller: Caller) -> tuple[str, str]:
+    """The user's and the character's names for an export. A character or persona deleted
+    since (anyone may play another's character) leaves a default name: the conversation is
+    still the user's to take."""
+    character, user = "Character", chat.settings.default_user_name
+    with suppress(PeerRejected):  # its 404: other failures answer as they are
+        card, _ = await chat.character(setup)
+        character = card.nickname or card.name or character
+    with suppress(PeerRejected):
+        user = (await chat.user_persona(setup, caller.identity)).name
+    return user, character
 
 
 async def import_chat(
@@ -212,6 +227,8 @@ async def import_chat(
     await chat.character(setup)
     await chat.user_persona(setup, caller.identity)
     fields = {**setup.fields(), "title": msgs.title(chat_file.messages)}
+    if chat_file.created_at:  # the chat's own date, kept through an export
+        fields["created_at"] = chat_file.created_at
     session_id = await chat.sessions.create(caller.identity, fields, chat_file.messages)
     return await history(chat, session_id, caller)
 

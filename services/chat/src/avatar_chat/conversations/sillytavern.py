@@ -35,8 +35,10 @@ Our rules:
   and field): a file over max_bytes, not UTF-8 (a BOM is fine), a line that is not a JSON
   object (blank lines are skipped, as ST does), a first line without string `user_name` and
   `character_name`, a read field of the wrong type (`mes` and `swipes` strings, `is_user`
-  and `is_system` booleans, `extra` an object, `swipe_info` a list), a text over
-  max_message_chars or with half a UTF-16 pair alone, a `swipe_id` outside `swipes`
+  and `is_system` booleans, `extra` an object, `swipe_info` a list), a user's message over
+  max_message_chars (the character's replies are as long as the file and the conversation's
+  caps allow: ours can be longer, continued), a text with half a UTF-16 pair alone, a
+  `swipe_id` outside `swipes`
   (clamping would show a text the user did not choose), more than max_messages messages,
   or none at all (nothing to continue).
 - Skipped: `is_system` and narrator messages (no role of ours fits, and ST leaves them out
@@ -79,8 +81,11 @@ _BOM = b"\xef\xbb\xbf"
 class ImportLimits:
     max_bytes: int
     max_messages: int
-    max_message_chars: int
+    max_message_chars: int  # a user's message
     max_swipes: int  # alternates kept per reply, at least 1
+
+    def chars_of(self, is_user: bool) -> int | None:
+        return self.max_message_chars if is_user else None
 
 
 @dataclass(frozen=True)
@@ -228,7 +233,7 @@ def _our_message(
     message: dict[str, Any] = {
         "id": new_message_id(),
         "role": "user" if line["is_user"] else "assistant",
-        "content": _text(number, line.get("mes"), "mes", limits.max_message_chars),
+        "content": _text(number, line.get("mes"), "mes", limits.chars_of(line["is_user"])),
         "at": _read_date(line.get("send_date")) or now,
     }
     if line["is_user"]:
@@ -253,10 +258,7 @@ def _alternates(
         return [shown], 0
     if not isinstance(swipes, list):
         raise _bad(number, "'swipes' must be a list of strings")
-    texts = [
-        _text(number, text, f"swipes[{i}]", limits.max_message_chars)
-        for i, text in enumerate(swipes)
-    ]
+    texts = [_text(number, text, f"swipes[{i}]") for i, text in enumerate(swipes)]
     swipe_id = line.get("swipe_id")
     if type(swipe_id) is not int or not 0 <= swipe_id < len(texts):  # bool is no index either
         raise _bad(number, f"'swipe_id' must be an integer from 0 to {len(texts) - 1}")

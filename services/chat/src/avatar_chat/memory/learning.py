@@ -266,6 +266,8 @@ class MemoryLearner:
         task = asyncio.create_task(self._logged(work, session_id), name=f"memory-{session_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # Cancelled at shutdown before it ran, `work` was never started: closed, not warned of.
+        task.add_done_callback(lambda _: work.close())
 
     @staticmethod
     async def _logged(work: Coroutine[Any, Any, None], session_id: str) -> None:
