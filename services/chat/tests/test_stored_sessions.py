@@ -1,7 +1,8 @@
 """How many stored conversations one holder keeps: a signed-in user, or for anonymous callers
 their client address (all its ids together). Past the cap, the holder's least recently used
-conversation is deleted, never anyone else's, and its bytes go back to the conversations
-budget. Straight against the store and a real Redis, then through the app (admission too)."""
+conversation is deleted (of an address's, the caller's own first), never another holder's,
+and its bytes go back to the conversations budget. Straight against the store and a real
+Redis, then through the app (admission too)."""
 
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
@@ -43,12 +44,26 @@ async def test_an_addresss_conversation_past_its_cap_evicts_its_own_oldest_only(
     await store.record_turn("neighbour", anonymous("anon-n", NEIGHBOUR), said("n"))
     # A signed-in user behind the same address is not counted by it.
     await store.record_turn("colleague", Identity("alice", True, address=HERE), said("c"))
-    for n in range(4):  # two ids of one address: one holder
-        await store.record_turn(f"mine-{n}", anonymous(f"anon-{n % 2}", HERE), said("x" * 500))
+    for n in range(4):
+        await store.record_turn(f"mine-{n}", anonymous("anon-a", HERE), said("x" * 500))
     assert not await stored(redis, "mine-0")
     assert await redis.exists("chat:session:mine-0:messages", "chat:session:mine-0:summaries") == 0
     assert [await stored(redis, f"mine-{n}") for n in range(1, 4)] == [True] * 3
     assert await stored(redis, "neighbour") and await stored(redis, "colleague")
+    assert await redis.zcard(f"chat:stored-of:addr:{HERE}") == 3
+
+
+async def test_an_id_past_its_addresss_cap_evicts_its_own_before_its_neighbours(redis):
+    """The ids of one address share its cap; one makes room with its own conversations while
+    it has any, and takes the address's oldest only when it has none (the cap holds)."""
+    store = store_of(redis, per_address=3)
+    await store.record_turn("victims", anonymous("anon-v", HERE), said("my story"))
+    for n in range(5):
+        await store.record_turn(f"theirs-{n}", anonymous("anon-n", HERE), said("n"))
+    assert await stored(redis, "victims")
+    assert [await stored(redis, f"theirs-{n}") for n in range(5)] == [False] * 3 + [True] * 2
+    await store.record_turn("newcomers", anonymous("anon-z", HERE), said("z"))  # holds none
+    assert not await stored(redis, "victims")  # the address's least recently used
     assert await redis.zcard(f"chat:stored-of:addr:{HERE}") == 3
 
 

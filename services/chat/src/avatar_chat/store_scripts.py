@@ -98,11 +98,29 @@ local function session_forget(id, budget_total, budget_held, budget_until)
   end
 end
 
--- Makes the session one of its holder's stored (expiring) sessions, scored by when it
--- expires: expired ones leave the count; a session new to it past `cap` makes room by
--- deleting the holder's least recently used one (never anyone else's), whose active place
--- goes with it.
-local function holder_take(id, holder, cap, stored_of, active, now, expires, bt, bh, bu)
+-- The stored session to make room with: one no longer the holder's (gone, or moved) at no
+-- cost; else the oldest not generating a reply (its turn would be lost), the `owner`'s own
+-- first: an address's anonymous ids share its cap, and one takes another's only when it has
+-- none of its own. Read one by one, oldest first: an account's own oldest is the first.
+local function evictable(stored_of, holder, owner)
+  local fallback, index = nil, 0
+  while true do
+    local member = redis.call('ZRANGE', stored_of, index, index)[1]
+    if not member then return fallback end
+    local its = meta_of(member)
+    if redis.call('HGET', its, 'holder') ~= holder then return member end
+    if redis.call('EXISTS', its .. ':busy') == 0 then
+      if redis.call('HGET', its, 'owner') == owner then return member end
+      fallback = fallback or member
+    end
+    index = index + 1
+  end
+end
+
+-- Makes the session (of `owner`'s) one of its holder's stored (expiring) sessions, scored by
+-- when it expires: expired ones leave the count; a session new to it past `cap` makes room
+-- by deleting one of the holder's (`evictable`), whose active place goes with it.
+local function holder_take(id, holder, owner, cap, stored_of, active, now, expires, bt, bh, bu)
   local meta = meta_of(id)
   local was = redis.call('HGET', meta, 'holder')
   if was and was ~= holder then  -- an anonymous id's session continued from another address
@@ -116,27 +134,20 @@ local function holder_take(id, holder, cap, stored_of, active, now, expires, bt,
   if #expired > 0 and account then redis.call('ZREM', 'LIBRARY' .. holder, unpack(expired)) end
   redis.call('ZREMRANGEBYSCORE', stored_of, '-inf', now)
   if not redis.call('ZSCORE', stored_of, id) then
-    -- Read one by one, oldest first, only when over the cap: reading the whole list on
-    -- every new session cost each turn time in proportion to the holder's sessions.
-    local count, passed_over = redis.call('ZCARD', stored_of), 0
+    local count = redis.call('ZCARD', stored_of)
     while count >= cap do
-      local oldest = redis.call('ZRANGE', stored_of, passed_over, passed_over)[1]
-      if not oldest then break end
+      local oldest = evictable(stored_of, holder, owner)
+      if not oldest then break end  -- every one is generating a reply
       local its = meta_of(oldest)
-      -- One generating a reply is passed over: it is in use (its turn would be lost).
-      if redis.call('EXISTS', its .. ':busy') == 0 then
-        if redis.call('HGET', its, 'holder') == holder then
-          local its_owner = redis.call('HGET', its, 'owner')
-          session_forget(oldest, bt, bh, bu)
-          redis.call('ZREM', active, oldest)  -- its place, and in the shares that count it
-          if its_owner then redis.call('ZREM', 'ACTIVE_OF' .. its_owner, oldest) end
-          redis.call('ZREM', 'ACTIVE_OF' .. holder, oldest)
-        end
-        redis.call('ZREM', stored_of, oldest)
-        count = count - 1
-      else
-        passed_over = passed_over + 1
+      if redis.call('HGET', its, 'holder') == holder then
+        local its_owner = redis.call('HGET', its, 'owner')
+        session_forget(oldest, bt, bh, bu)
+        redis.call('ZREM', active, oldest)  -- its place, and in the shares that count it
+        if its_owner then redis.call('ZREM', 'ACTIVE_OF' .. its_owner, oldest) end
+        redis.call('ZREM', 'ACTIVE_OF' .. holder, oldest)
       end
+      redis.call('ZREM', stored_of, oldest)
+      count = count - 1
     end
   end
   redis.call('ZADD', stored_of, expires, id)
@@ -223,7 +234,7 @@ local kept = redis.call('HGET', meta, 'kept') == '1'
 local now = clock()
 local expires = now + ttl
 if kept then expires = 'inf' else
-  holder_take(id, ARGV[14], tonumber(ARGV[15]), KEYS[7], KEYS[8], now, expires,
+  holder_take(id, ARGV[14], ARGV[1], tonumber(ARGV[15]), KEYS[7], KEYS[8], now, expires,
     KEYS[4], KEYS[5], KEYS[6])
 end
 local stored = tonumber(redis.call('HGET', meta, 'stored_bytes') or '-1')
@@ -292,7 +303,7 @@ if kept then
   redis.call('HINCRBY', KEYS[8], 'count', 1)
 end
 if not kept then
-  holder_take(id, ARGV[5], tonumber(ARGV[6]), KEYS[6], KEYS[7], now, expires,
+  holder_take(id, ARGV[5], ARGV[2], tonumber(ARGV[6]), KEYS[6], KEYS[7], now, expires,
     KEYS[3], KEYS[4], KEYS[5])
 end
 redis.call('HSET', meta, 'owner', ARGV[2], 'created_at', ARGV[3], 'updated_at', ARGV[3],
@@ -440,7 +451,7 @@ if server then
   redis.call('HINCRBY', kept, 'count', 1)
   expires = 'inf'
 else
-  holder_take(id, to, tonumber(ARGV[6]), stored_of, KEYS[7], now, expires,
+  holder_take(id, to, to, tonumber(ARGV[6]), stored_of, KEYS[7], now, expires,
     KEYS[4], KEYS[5], KEYS[6])
 end
 session_charge(id, stored, expires, KEYS[4], KEYS[5], KEYS[6])
