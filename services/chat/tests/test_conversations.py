@@ -330,6 +330,32 @@ async def test_a_change_while_a_reply_is_generated_is_409(app_client, redis_url,
             assert (await say(client, session, "이제 돼?"))["content"]  # free again
 
 
+async def test_a_clients_record_deleted_while_its_turn_runs_stays_deleted(
+    app_client, redis_url, backend_name
+):
+    with emulated_llm(backend_name, tokens_per_second=10) as slow:
+        app = create_app(settings_for(redis_url, slow.settings))
+        app.dependency_overrides[current_identity] = callers_from_test_headers
+        async with app_client(app) as client:
+            said = [{"role": "user", "content": "처음"}]
+            body = {"persona": PERSONA, "tts_enabled": False, "messages": said, "max_tokens": 2}
+            first = (await client.post("/api/chat", json=body, headers=ALICE)).json()["data"]
+            session = first["session_id"]
+            said = [*said, {"role": "assistant", "content": first["content"]}]
+            said.append({"role": "user", "content": "다음"})
+            again = {**body, "session_id": session, "messages": said, "max_tokens": 20}
+            turn = asyncio.create_task(client.post("/api/chat", json=again, headers=ALICE))
+            while len(slow.recorder.prompts) < 2:  # the turn has reached the LLM  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            deleted = await client.delete(f"/api/chat/sessions/{session}", headers=ALICE)
+            assert deleted.status_code == 200, deleted.text  # a client's turn does not hold it
+            answered = await turn
+            assert answered.status_code == 404, answered.text  # the deletion stands
+            assert answered.json()["error"]["code"] == "session_not_found"
+            after = await client.get(f"/api/chat/sessions/{session}", headers=ALICE)
+            assert after.status_code == 404, after.text
+
+
 async def test_a_stopped_stream_is_recorded_as_interrupted(redis_url, backend_name):
     with emulated_llm(backend_name, tokens_per_second=20) as slow:
         app = create_app(settings_for(redis_url, slow.settings))

@@ -196,6 +196,7 @@ class Turn:
             replaced=replaced,
             character_id=self.plan.setup.character_id,
             on_server=self.steer.on_server,
+            found=bool(self.meta),
         )
 
     def answer(

@@ -167,6 +167,7 @@ class TurnRecord:
     replaced: tuple[str, msgs.Message] | None = None
     character_id: str | None = None  # a client's record: the character it talks with
     on_server: bool = False  # a turn of a conversation kept on the server
+    found: bool = False  # a client's record that was there when the turn began
 
 
 @dataclass(frozen=True)
@@ -385,7 +386,7 @@ class SessionStore:
                 msgs.preview([last]) if last else "",
                 turn.character_id or "",
                 self.caps.library,
-                "1" if turn.on_server else "",
+                "1" if turn.on_server else ("found" if turn.found else ""),
                 *(msgs.encode(m) for m in appended),
             ],
         )

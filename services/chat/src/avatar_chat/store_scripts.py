@@ -205,10 +205,12 @@ def _named(script: str) -> str:
 # kept at most, 11 bytes kept at most, 12 the lease id, 13 the session id, 14 the holder,
 # 15 the holder's stored sessions at most, 16 the replaced last message ('' none), 17 its
 # replacement, 18 title ('' keeps it), 19 preview, 20 character id ('' none), 21 library
-# bound, 22 '1' for a turn of a server conversation, then the appended messages as JSON.
+# bound, 22 '1' for a turn of a server conversation ('found': a client's record the turn
+# found), then the appended messages as JSON.
 # Nothing is written (but the lease's end) unless every check passed: a server turn's
-# conversation must still exist (it may have been deleted or evicted meanwhile), and a
-# client's turn may not write into one.
+# conversation, and a client's record the turn found, must still exist (either may have been
+# deleted or evicted meanwhile: a deletion stands), and a client's turn may not write into a
+# server conversation.
 RECORD_TURN = _named(
     FUNCTIONS
     + """
@@ -224,6 +226,8 @@ if ARGV[22] == '1' then
   if not server then return 0 end  -- deleted or evicted while the reply was generated
 elseif server then
   return -2
+elseif ARGV[22] == 'found' and not owner then
+  return 0  -- a client's record, deleted or evicted meanwhile: not made anew
 end
 if ARGV[16] ~= '' and redis.call('LINDEX', messages, -1) ~= ARGV[16] then return -1 end
 if not owner then
