@@ -26,11 +26,10 @@ from avatar_characters.schemas import (
     max_length,
 )
 from avatar_shared.errors import describe_errors
-from avatar_shared.json_types import SOME_TEXT
+from avatar_shared.json_types import SOME_TEXT, check_json_shape
 from avatar_shared.lorebook import Lorebook
 
 MAX_CARD_BYTES = 10 * 1024 * 1024  # the file: a PNG's picture and its card
-MAX_DEPTH = 32  # nesting of the card's JSON: deeper breaks copying it (RecursionError)
 # Fields of the V2/V3 specs that other code walks, with the JSON type each must have.
 LIST_FIELDS = ("tags", "alternate_greetings", "group_only_greetings")
 V2, V3 = "chara_card_v2", "chara_card_v3"
@@ -53,7 +52,7 @@ CUT_FIELDS = {
 }
 # What `read_card` accepts as JSON, for the OpenAPI document. (Two rules it cannot say: a card
 # without a description has its personality as the persona, at most 8000 characters; nesting
-# is at most MAX_DEPTH levels.) Fields beyond these are kept whole for export.
+# is at most MAX_JSON_DEPTH levels.) Fields beyond these are kept whole for export.
 CARD_SCHEMA = {
     "type": "object",
     "description": "A Character Card V2 or V3 (character-card-spec-v2/v3). Its description "
@@ -133,22 +132,11 @@ def _as_object(card: object) -> dict[str, Any]:
     return card
 
 
-def _check_shape(value: object) -> None:
-    """Nesting and text, without recursion: the point is that the card may be too deep to
-    recurse into."""
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if depth > MAX_DEPTH:
-            raise BadCard(f"The card is nested deeper than {MAX_DEPTH} levels.")
-        if isinstance(item, str):
-            _check_text(item)
-        elif isinstance(item, dict):
-            for key in item:
-                _check_text(key)
-            pending.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            pending.extend((child, depth + 1) for child in item)
+def _check_shape(card: dict[str, Any]) -> None:
+    try:
+        check_json_shape(card, "The card", on_text=_check_text)
+    except ValueError as exc:
+        raise BadCard(f"{exc}.") from exc
 
 
 def _check_text(text: str) -> None:
