@@ -55,8 +55,10 @@ def empty_book() -> Lorebook:
     return Lorebook(entries=[])  # set, so that it is answered as {"entries": []}
 
 
-# An http(s) URL or a site-relative path; empty clears it.
-IMAGE_URL = r"^(|https?://.+|/([^/].*)?)$"
+# An http(s) URL or a site-relative path; empty clears it. No control characters: a NUL
+# breaks every file path made of it (the PNG export reads local images).
+_CONTROL = r"\x00-\x1f\x7f"
+IMAGE_URL = rf"^(|https?://[^{_CONTROL}]+|/([^/{_CONTROL}][^{_CONTROL}]*)?)$"
 
 
 def _empty_is_none(value: str | None) -> str | None:

@@ -222,7 +222,10 @@ class CharacterService:
         """The character's own image when it is a local PNG under IMAGES_DIR."""
         if not (self.images_dir and image_url and image_url.startswith("/images/")):
             return None
-        path = (self.images_dir / image_url.removeprefix("/images/")).resolve()
+        try:
+            path = (self.images_dir / image_url.removeprefix("/images/")).resolve()
+        except ValueError:  # a NUL, in an image_url stored before they were refused
+            return None
         if not path.is_relative_to(self.images_dir.resolve()) or not path.is_file():
             return None
         data = path.read_bytes()
