@@ -193,6 +193,18 @@ async def test_long_and_null_card_fields_are_accepted(characters):
     assert exported.json()["data"]["first_mes"] == card["data"]["first_mes"]  # kept whole
 
 
+async def test_a_books_numbers_written_as_floats_are_taken(characters):
+    """V2 types these `number`; 100.0 is an integer in JSON Schema's words (was refused)."""
+    entry = {"keys": ["a"], "content": "b", "insertion_order": 100.0, "priority": 10.0}
+    book = {"scan_depth": 4.0, "token_budget": 500.0, "entries": [entry]}
+    created = await characters.post(
+        "/api/characters/import", json=v3_card(character_book=book), headers=ALICE
+    )
+    assert created.status_code == 201, created.text
+    taken = created.json()["data"]["lorebook"]
+    assert (taken["scan_depth"], taken["entries"][0]["insertion_order"]) == (4, 100)
+
+
 async def test_a_stored_image_url_that_is_no_path_exports_the_placeholder(
     app_client, redis, redis_url, presets_file, tmp_path
 ):
