@@ -193,6 +193,24 @@ async def test_long_and_null_card_fields_are_accepted(characters):
     assert exported.json()["data"]["first_mes"] == card["data"]["first_mes"]  # kept whole
 
 
+@pytest.mark.parametrize(
+    "encode",
+    [
+        base64.encodebytes,  # lines of 76 characters, as MIME encoders write them
+        lambda card: base64.b64encode(card).rstrip(b"="),
+    ],
+    ids=["line breaks", "no padding"],
+)
+async def test_a_card_chunk_is_read_as_other_readers_read_it(characters, encode):
+    """SillyTavern's reader (Node's Buffer.from) skips line breaks and takes base64 without
+    its padding; such cards were refused as not base64."""
+    card = json.dumps(v3_card()).encode()
+    card += b" " * (1 - len(card) % 3)  # not a multiple of 3 bytes: base64 pads it
+    response = await upload(characters, "card.png", _png_with_text(b"chara", encode(card)))
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["name"] == "Aria"
+
+
 async def test_a_books_numbers_written_as_floats_are_taken(characters):
     """V2 types these `number`; 100.0 is an integer in JSON Schema's words (was refused)."""
     entry = {"keys": ["a"], "content": "b", "insertion_order": 100.0, "priority": 10.0}

@@ -106,7 +106,7 @@ def card_from_png(png: bytes, max_json_bytes: int) -> dict[str, Any]:
     if encoded is None:
         raise BadCard("The PNG image carries no character card (no 'chara' or 'ccv3' chunk).")
     try:
-        raw = base64.b64decode(encoded, validate=True)
+        raw = base64.b64decode(_as_strict_base64(encoded), validate=True)
     except binascii.Error as exc:
         raise BadCard("The card chunk is not valid base64-encoded JSON.") from exc
     _check_size(raw, max_json_bytes)
@@ -114,6 +114,13 @@ def card_from_png(png: bytes, max_json_bytes: int) -> dict[str, Any]:
         return _as_object(json.loads(raw))
     except (ValueError, RecursionError) as exc:
         raise BadCard("The card chunk is not valid base64-encoded JSON.") from exc
+
+
+def _as_strict_base64(text: bytes) -> bytes:
+    """Other readers (SillyTavern's, Node's Buffer.from) skip line breaks and take base64
+    without its `=` padding: so do we, and nothing else is let through."""
+    bare = b"".join(text.split())  # ASCII white space: MIME encoders break lines
+    return bare + b"=" * (-len(bare) % 4)
 
 
 def card_from_json(raw: bytes, max_json_bytes: int) -> dict[str, Any]:
