@@ -11,7 +11,7 @@ from avatar_characters.settings import CharactersSettings
 from avatar_shared.lorebook import Lorebook
 from tests.helpers import as_user
 
-from .helpers import ALICE, SERAPHINA, original_seraphina, upload
+from .helpers import ALICE, SERAPHINA, original_seraphina, png_chunks, upload
 
 BOB = as_user("bob")
 NEW = {"name": "나만의 캐릭터", "persona": "조용하고 다정한 도서관 사서."}
@@ -168,6 +168,21 @@ async def test_a_character_with_such_a_book_is_422_too(characters, redis, method
     assert len(await redis.zrange("characters:owner:alice", 0, -1)) == 1
     assert (await characters.get(path)).json()["data"]["lorebook"] is None
     await assert_readable(characters, path)
+
+
+async def test_an_exported_book_has_the_fields_the_specs_require(characters):
+    """V2 and V3 require a book's `extensions` and each entry's keys, content, extensions,
+    enabled and insertion_order (V3: use_regex too); the stored book stays as it was sent."""
+    path = await own_character(characters)
+    book = {"entries": [{"keys": ["서고"], "content": "지하 서고에는 금서가 있다."}]}
+    assert (await characters.put(f"{path}/lorebook", json=book, headers=ALICE)).status_code == 200
+    v3 = (await characters.get(f"{path}/export")).json()["data"]["character_book"]
+    png = (await characters.get(f"{path}/export?format=png")).content
+    v2 = png_chunks(png)["chara"]["data"]["character_book"]
+    entry = {"extensions": {}, "enabled": True, "insertion_order": 100, **book["entries"][0]}
+    assert v3 == {"extensions": {}, "entries": [{**entry, "use_regex": False}]}
+    assert v2 == {"extensions": {}, "entries": [entry]}
+    assert (await characters.get(f"{path}/lorebook")).json()["data"] == book
 
 
 def test_the_card_schema_points_at_the_lorebook_schema(redis_url):

@@ -27,7 +27,7 @@ from avatar_characters.schemas import (
 )
 from avatar_shared.errors import describe_errors
 from avatar_shared.json_types import SOME_TEXT, check_json_shape
-from avatar_shared.lorebook import Lorebook
+from avatar_shared.lorebook import Lorebook, LoreEntry
 
 MAX_CARD_BYTES = 10 * 1024 * 1024  # the file: a PNG's picture and its card
 # Fields of the V2/V3 specs that other code walks, with the JSON type each must have.
@@ -280,6 +280,12 @@ CARD_KEYS = {
     "tags": "tags",
 }
 LIST_OF = ("alternate_greetings", "tags")
+# What both specs require of a lorebook's entries, with our model's defaults (V3 adds
+# `use_regex`).
+ENTRY_REQUIRED = {
+    key: LoreEntry.model_fields[key].get_default(call_default_factory=True)
+    for key in ("keys", "content", "extensions", "enabled", "insertion_order")
+}
 
 
 def export_card(character: dict[str, Any], spec: str = V3) -> dict[str, Any]:
@@ -303,6 +309,7 @@ def export_card(character: dict[str, Any], spec: str = V3) -> dict[str, Any]:
         # persona replaces both.
         data["personality"] = ""
     _export_book(data, character.get("lorebook"), imported)
+    _complete_book(data.get("character_book"), spec)
     for key, empty in (("description", ""), ("personality", ""), ("scenario", ""),
                        ("first_mes", ""), ("mes_example", ""), ("creator_notes", ""),
                        ("system_prompt", ""),
@@ -332,14 +339,22 @@ def _export_book(
         data["character_book"] = copy.deepcopy(book)
 
 
+def _complete_book(book: object, spec: str) -> None:
+    """Add what the specs require of a book and its entries (a stored book keeps only the
+    fields it was sent with), as the defaults a reader assumes; nothing there changes."""
+    if not isinstance(book, dict):
+        return
+    book.setdefault("extensions", {})
+    required = ENTRY_REQUIRED | ({"use_regex": False} if spec == V3 else {})
+    for entry in book.get("entries") or []:
+        if isinstance(entry, dict):
+            for key, default in required.items():
+                entry.setdefault(key, copy.deepcopy(default))
+
+
 def _complete_for_v3(data: dict[str, Any], updated_at: str | None) -> None:
     """Add what V3 requires and V2 lacks; nothing already there changes."""
     data.setdefault("group_only_greetings", [])
-    book = data.get("character_book")
-    for entry in book.get("entries") or [] if isinstance(book, dict) else []:
-        if isinstance(entry, dict):
-            entry.setdefault("use_regex", False)
-            entry.setdefault("extensions", {})
     if updated_at:  # V3: exporters should set it, in Unix seconds
         stamp = datetime.fromisoformat(updated_at.replace("Z", "+00:00"))
         data["modification_date"] = int(stamp.timestamp())
