@@ -14,8 +14,12 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from avatar_characters.errors import CharacterNotFound
+from avatar_characters.settings import CharactersSettings
+from avatar_characters.store import CharacterStore
 from avatar_shared.adoption import ADOPT_PATH, SIGNATURE_HEADER, Adoption, signature_headers
 from avatar_shared.identity import AnonymousIds
+from avatar_shared.owned import Owner
 from tests.helpers import as_user, returning_visitor
 
 from .helpers import characters_app, persona
@@ -267,3 +271,24 @@ async def test_a_body_that_is_no_adoption_is_422(characters, body):
 async def test_the_call_is_in_no_openapi_document(characters):
     document = (await characters.get("/openapi.json")).json()
     assert not [path for path in document["paths"] if "internal" in path]
+
+
+async def test_a_delete_racing_a_sign_in_leaves_the_account_whole(redis, redis_url):
+    """The delete checks the owner, then its script deletes: a sign-in moving the record in
+    between made the script delete the account's record and leave its id and bytes counted
+    in the account (a ghost in every listing and quota)."""
+    store = CharacterStore(redis, CharactersSettings(redis_url=redis_url))
+    record = await store.create(Owner("anon-1", "addr:127.0.0.1"), character("러너"))
+    checked = store.owned
+
+    async def checked_then_signed_in(record_id: str, user_id: str) -> dict:
+        found = await checked(record_id, user_id)
+        await store.adopt("anon-1", "account-1")  # the sign-in lands here
+        return found
+
+    store.owned = checked_then_signed_in  # type: ignore[method-assign]
+    with pytest.raises(CharacterNotFound):  # as for any record that is not there
+        await store.delete(record["id"], Owner("anon-1", "addr:127.0.0.1"))
+    size = await redis.strlen(store.item_key(record["id"]))
+    assert await redis.zrange(store.owner_key("account-1"), 0, -1) == [record["id"]]
+    assert size > 0 and int(await redis.get(store.bytes_key("account-1"))) == size

@@ -44,6 +44,9 @@ async def test_a_png_of_many_tiny_chunks_is_refused(characters, redis):
         # Imported, then every export failed (was a 500).
         (json.dumps(v3_card(character_book={"entries": 5})).encode(), "character_book"),
         (json.dumps(v3_card(tags="a,b")).encode(), "'tags' is not a list"),
+        # Python's parser takes them; stored, they were exported as bare NaN (not JSON).
+        (json.dumps(v3_card(extensions={"x": float("nan")})).encode(), "NaN or Infinity"),
+        (json.dumps(v3_card(extensions={"x": 1e999})).encode(), "NaN or Infinity"),
     ],
 )
 async def test_bad_json_cards_are_refused(characters, redis, content, says):

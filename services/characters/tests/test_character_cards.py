@@ -10,7 +10,15 @@ import pytest
 from avatar_characters.cards import MAX_CARD_BYTES
 from avatar_characters.png import placeholder_png, png_with_cards
 
-from .helpers import ALICE, SERAPHINA, original_seraphina, png_chunks, upload, v3_card
+from .helpers import (
+    ALICE,
+    SERAPHINA,
+    characters_app,
+    original_seraphina,
+    png_chunks,
+    upload,
+    v3_card,
+)
 
 
 def assert_keeps(original: object, exported: object, where: str = "card") -> None:
@@ -183,3 +191,50 @@ async def test_long_and_null_card_fields_are_accepted(characters):
     assert 3990 < len(character["first_message"]) <= 4000 and character["description"] == ""
     exported = await characters.get(f"/api/characters/{character['id']}/export")
     assert exported.json()["data"]["first_mes"] == card["data"]["first_mes"]  # kept whole
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        base64.encodebytes,  # lines of 76 characters, as MIME encoders write them
+        lambda card: base64.b64encode(card).rstrip(b"="),
+    ],
+    ids=["line breaks", "no padding"],
+)
+async def test_a_card_chunk_is_read_as_other_readers_read_it(characters, encode):
+    """SillyTavern's reader (Node's Buffer.from) skips line breaks and takes base64 without
+    its padding; such cards were refused as not base64."""
+    card = json.dumps(v3_card()).encode()
+    card += b" " * (1 - len(card) % 3)  # not a multiple of 3 bytes: base64 pads it
+    response = await upload(characters, "card.png", _png_with_text(b"chara", encode(card)))
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["name"] == "Aria"
+
+
+async def test_a_books_numbers_written_as_floats_are_taken(characters):
+    """V2 types these `number`; 100.0 is an integer in JSON Schema's words (was refused)."""
+    entry = {"keys": ["a"], "content": "b", "insertion_order": 100.0, "priority": 10.0}
+    book = {"scan_depth": 4.0, "token_budget": 500.0, "entries": [entry]}
+    created = await characters.post(
+        "/api/characters/import", json=v3_card(character_book=book), headers=ALICE
+    )
+    assert created.status_code == 201, created.text
+    taken = created.json()["data"]["lorebook"]
+    assert (taken["scan_depth"], taken["entries"][0]["insertion_order"]) == (4, 100)
+
+
+async def test_a_stored_image_url_that_is_no_path_exports_the_placeholder(
+    app_client, redis, redis_url, presets_file, tmp_path
+):
+    """A NUL in an image_url (refused now, taken before) made the PNG export a 500."""
+    (tmp_path / "images").mkdir()
+    app = characters_app(redis_url, presets_file, images_dir=str(tmp_path / "images"))
+    async with app_client(app) as client:
+        made = await client.post("/api/characters", json={"name": "Aria", "persona": "A bard."})
+        character_id = made.json()["data"]["id"]
+        key = f"characters:item:{character_id}"
+        stored = json.loads(await redis.get(key))
+        await redis.set(key, json.dumps({**stored, "image_url": "/images/a\u0000b.png"}))
+        exported = await client.get(f"/api/characters/{character_id}/export?format=png")
+    assert exported.status_code == 200, exported.text[:300]
+    assert png_chunks(exported.content)["ccv3"]["data"]["name"] == "Aria"

@@ -117,6 +117,9 @@ async def test_missing_characters_are_404(characters):
         {**NEW, "voice_id": "Not A Slug!"},
         {**NEW, "image_url": "javascript:alert(1)"},
         {**NEW, "image_url": "//evil.example/x.png"},
+        # A NUL broke the PNG export (a file path) with IMAGES_DIR set.
+        {**NEW, "image_url": "/images/a\u0000b.png"},
+        {**NEW, "image_url": "https://example.com/a\u001fb.png"},
         {**NEW, "is_preset": True},
         {**NEW, "owner": "bob"},
     ],

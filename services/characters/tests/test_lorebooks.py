@@ -1,6 +1,7 @@
 """A character's lorebook on its own (GET/PUT /api/characters/{id}/lorebook), and the
 greetings, examples and lorebooks every preset carries."""
 
+import json
 import re
 
 import pytest
@@ -10,7 +11,7 @@ from avatar_characters.settings import CharactersSettings
 from avatar_shared.lorebook import Lorebook
 from tests.helpers import as_user
 
-from .helpers import ALICE, SERAPHINA, original_seraphina, upload
+from .helpers import ALICE, SERAPHINA, original_seraphina, png_chunks, upload
 
 BOB = as_user("bob")
 NEW = {"name": "나만의 캐릭터", "persona": "조용하고 다정한 도서관 사서."}
@@ -102,6 +103,86 @@ async def test_an_invalid_book_is_422_and_changes_nothing(characters, body, says
     error = response.json()["error"]
     assert error["code"] == "validation_error" and says in error["message"]
     assert (await characters.get(path)).json()["data"] == before
+
+
+def nested(levels: int) -> object:
+    value: object = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+def book_with(extension: str) -> str:
+    """A book's JSON with `extension` (JSON text) in an entry's extensions."""
+    return '{"entries": [{"keys": ["k"], "content": "c", "extensions": {"x": ' + extension + "}}]}"
+
+
+# Free-form JSON in a book that could be stored but not answered: too deep for pydantic's
+# serializer (the character, its book and the owner's listing were 500s from then on; 600
+# levels broke the export too), or numbers answered as null and exported as bare NaN.
+UNSTORABLE = {
+    "deep entry extension": (book_with(json.dumps(nested(600))), "nested deeper than 32"),
+    "deep book extension": (
+        json.dumps({"entries": [], "extensions": {"x": nested(300)}}),
+        "nested deeper than 32",
+    ),
+    "NaN": (book_with("NaN"), "NaN or Infinity"),
+    "Infinity in an extra field": ('{"entries": [{"weight": -Infinity}]}', "NaN or Infinity"),
+}
+
+
+async def assert_readable(characters, *paths: str) -> None:
+    for url in (*paths, "/api/characters"):
+        response = await characters.get(url, headers=ALICE)
+        assert response.status_code == 200, (url, response.text[:300])
+
+
+@pytest.mark.parametrize(("book", "says"), UNSTORABLE.values(), ids=UNSTORABLE.keys())
+async def test_a_book_that_could_not_be_answered_is_422_and_not_stored(characters, book, says):
+    path = await own_character(characters, lorebook=BOOK)
+    before = (await characters.get(path)).json()["data"]
+    response = await characters.put(
+        f"{path}/lorebook", content=book, headers={**ALICE, "content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text[:300]
+    error = response.json()["error"]
+    assert error["code"] == "validation_error" and says in error["message"]
+    assert (await characters.get(path)).json()["data"] == before
+    await assert_readable(characters, path, f"{path}/lorebook", f"{path}/export")
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch"])
+@pytest.mark.parametrize(("book", "says"), UNSTORABLE.values(), ids=UNSTORABLE.keys())
+async def test_a_character_with_such_a_book_is_422_too(characters, redis, method, book, says):
+    path = await own_character(characters)
+    url = "/api/characters" if method == "post" else path
+    fields = "" if method == "patch" else f"{json.dumps(NEW)[1:-1]}, "
+    response = await characters.request(
+        method,
+        url,
+        content=f'{{{fields}"lorebook": {book}}}',
+        headers={**ALICE, "content-type": "application/json"},
+    )
+    assert response.status_code == 422, response.text[:300]
+    assert says in response.json()["error"]["message"]
+    assert len(await redis.zrange("characters:owner:alice", 0, -1)) == 1
+    assert (await characters.get(path)).json()["data"]["lorebook"] is None
+    await assert_readable(characters, path)
+
+
+async def test_an_exported_book_has_the_fields_the_specs_require(characters):
+    """V2 and V3 require a book's `extensions` and each entry's keys, content, extensions,
+    enabled and insertion_order (V3: use_regex too); the stored book stays as it was sent."""
+    path = await own_character(characters)
+    book = {"entries": [{"keys": ["서고"], "content": "지하 서고에는 금서가 있다."}]}
+    assert (await characters.put(f"{path}/lorebook", json=book, headers=ALICE)).status_code == 200
+    v3 = (await characters.get(f"{path}/export")).json()["data"]["character_book"]
+    png = (await characters.get(f"{path}/export?format=png")).content
+    v2 = png_chunks(png)["chara"]["data"]["character_book"]
+    entry = {"extensions": {}, "enabled": True, "insertion_order": 100, **book["entries"][0]}
+    assert v3 == {"extensions": {}, "entries": [{**entry, "use_regex": False}]}
+    assert v2 == {"extensions": {}, "entries": [entry]}
+    assert (await characters.get(f"{path}/lorebook")).json()["data"] == book
 
 
 def test_the_card_schema_points_at_the_lorebook_schema(redis_url):

@@ -20,8 +20,19 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import regex
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
+from avatar_shared.json_types import JsonInt, integral_float
 from avatar_shared.macros import MACRO
 from avatar_shared.token_estimate import WIDE
 
@@ -44,6 +55,14 @@ MAX_SCAN_DEPTH = 100
 MAX_TOKEN_BUDGET = 1_000_000
 
 Key = Annotated[str, Field(max_length=MAX_KEY_CHARS)]
+# JsonInt with bounds, written ahead of its validator so that the JSON Schema shows them
+# (given to the field of a `JsonInt | None`, they reach it as "ge"/"le", which no client reads).
+ScanDepth = Annotated[
+    int, Field(ge=0, le=MAX_SCAN_DEPTH), BeforeValidator(integral_float), Strict()
+]
+TokenBudget = Annotated[
+    int, Field(ge=0, le=MAX_TOKEN_BUDGET), BeforeValidator(integral_float), Strict()
+]
 
 # SillyTavern's `selectiveLogic`: how an entry's secondary keys count (world_info_logic).
 AND_ANY, NOT_ALL, NOT_ANY, AND_ALL = range(4)
@@ -56,10 +75,10 @@ class LoreEntry(BaseModel):
     content: str = Field("", max_length=MAX_CONTENT_CHARS)
     extensions: dict[str, Any] = Field(default_factory=dict)
     enabled: StrictBool = True
-    insertion_order: StrictInt = 100  # lower first, among the entries of one place
+    insertion_order: JsonInt = 100  # lower first, among the entries of one place
     case_sensitive: StrictBool | None = None
     name: str | None = Field(None, max_length=MAX_NAME_CHARS)
-    priority: StrictInt | None = None  # when the budget is short, the lowest goes first
+    priority: JsonInt | None = None  # when the budget is short, the lowest goes first
     id: StrictInt | StrictStr | None = None  # strict: `false` is no id (JSON Schema agrees)
     comment: str | None = Field(None, max_length=MAX_CONTENT_CHARS)
     selective: StrictBool | None = None  # a secondary key must match too
@@ -107,8 +126,8 @@ class Lorebook(BaseModel):
 
     name: str | None = Field(None, max_length=MAX_NAME_CHARS)
     description: str | None = Field(None, max_length=MAX_CONTENT_CHARS)
-    scan_depth: StrictInt | None = Field(None, ge=0, le=MAX_SCAN_DEPTH)
-    token_budget: StrictInt | None = Field(None, ge=0, le=MAX_TOKEN_BUDGET)
+    scan_depth: ScanDepth | None = None
+    token_budget: TokenBudget | None = None
     recursive_scanning: StrictBool | None = None
     extensions: dict[str, Any] = Field(default_factory=dict)
     entries: list[LoreEntry] = Field(default_factory=list, max_length=MAX_ENTRIES)

@@ -213,11 +213,13 @@ return 'ok'
 )
 
 # ARGV after the common ones: the id. Gives the bytes back exactly once, however many
-# deletes race.
+# deletes race. Returns 'ok', or 'gone' when the record is not the caller's any more (a
+# sign-in moved it, or another delete came first, since the caller's check of the owner).
 DELETE = (
     OWNED_FUNCTIONS
     + """
 local id = ARGV[9]
+if not redis.call('ZSCORE', owner_key, id) then return 'gone' end
 seed()
 local size = redis.call('STRLEN', item_key(id)) + redis.call('STRLEN', attachment_key(id))
 redis.call('DEL', item_key(id), attachment_key(id))
@@ -226,6 +228,7 @@ if redis.call('DECRBY', bytes_key, size) <= 0 then redis.call('DEL', bytes_key) 
 budget_sweep(KEYS[1], KEYS[2], KEYS[3], now)
 reconcile()
 if anonymous then renew() end
+return 'ok'
 """
 )
 
@@ -487,7 +490,9 @@ class OwnedRecords:
 
     async def delete(self, record_id: str, owner: Owner) -> None:
         await self.owned(record_id, owner.user_id)
-        await self._delete(keys=self.budget.keys, args=[*self._common(owner), record_id])
+        args = [*self._common(owner), record_id]
+        if await self._delete(keys=self.budget.keys, args=args) == "gone":
+            raise self.kind.not_found(record_id)  # gone from the caller since the check
 
     async def adopt(self, from_id: str, to_id: str) -> KindMoved:
         """Moves the anonymous user `from_id`'s records to the signed-in user `to_id`, oldest

@@ -26,11 +26,10 @@ from avatar_characters.schemas import (
     max_length,
 )
 from avatar_shared.errors import describe_errors
-from avatar_shared.json_types import SOME_TEXT
-from avatar_shared.lorebook import Lorebook
+from avatar_shared.json_types import SOME_TEXT, check_json_shape
+from avatar_shared.lorebook import Lorebook, LoreEntry
 
 MAX_CARD_BYTES = 10 * 1024 * 1024  # the file: a PNG's picture and its card
-MAX_DEPTH = 32  # nesting of the card's JSON: deeper breaks copying it (RecursionError)
 # Fields of the V2/V3 specs that other code walks, with the JSON type each must have.
 LIST_FIELDS = ("tags", "alternate_greetings", "group_only_greetings")
 V2, V3 = "chara_card_v2", "chara_card_v3"
@@ -53,7 +52,7 @@ CUT_FIELDS = {
 }
 # What `read_card` accepts as JSON, for the OpenAPI document. (Two rules it cannot say: a card
 # without a description has its personality as the persona, at most 8000 characters; nesting
-# is at most MAX_DEPTH levels.) Fields beyond these are kept whole for export.
+# is at most MAX_JSON_DEPTH levels.) Fields beyond these are kept whole for export.
 CARD_SCHEMA = {
     "type": "object",
     "description": "A Character Card V2 or V3 (character-card-spec-v2/v3). Its description "
@@ -107,7 +106,7 @@ def card_from_png(png: bytes, max_json_bytes: int) -> dict[str, Any]:
     if encoded is None:
         raise BadCard("The PNG image carries no character card (no 'chara' or 'ccv3' chunk).")
     try:
-        raw = base64.b64decode(encoded, validate=True)
+        raw = base64.b64decode(_as_strict_base64(encoded), validate=True)
     except binascii.Error as exc:
         raise BadCard("The card chunk is not valid base64-encoded JSON.") from exc
     _check_size(raw, max_json_bytes)
@@ -115,6 +114,13 @@ def card_from_png(png: bytes, max_json_bytes: int) -> dict[str, Any]:
         return _as_object(json.loads(raw))
     except (ValueError, RecursionError) as exc:
         raise BadCard("The card chunk is not valid base64-encoded JSON.") from exc
+
+
+def _as_strict_base64(text: bytes) -> bytes:
+    """Other readers (SillyTavern's, Node's Buffer.from) skip line breaks and take base64
+    without its `=` padding: so do we, and nothing else is let through."""
+    bare = b"".join(text.split())  # ASCII white space: MIME encoders break lines
+    return bare + b"=" * (-len(bare) % 4)
 
 
 def card_from_json(raw: bytes, max_json_bytes: int) -> dict[str, Any]:
@@ -133,22 +139,11 @@ def _as_object(card: object) -> dict[str, Any]:
     return card
 
 
-def _check_shape(value: object) -> None:
-    """Nesting and text, without recursion: the point is that the card may be too deep to
-    recurse into."""
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if depth > MAX_DEPTH:
-            raise BadCard(f"The card is nested deeper than {MAX_DEPTH} levels.")
-        if isinstance(item, str):
-            _check_text(item)
-        elif isinstance(item, dict):
-            for key in item:
-                _check_text(key)
-            pending.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            pending.extend((child, depth + 1) for child in item)
+def _check_shape(card: dict[str, Any]) -> None:
+    try:
+        check_json_shape(card, "The card", on_text=_check_text)
+    except ValueError as exc:
+        raise BadCard(f"{exc}.") from exc
 
 
 def _check_text(text: str) -> None:
@@ -285,6 +280,12 @@ CARD_KEYS = {
     "tags": "tags",
 }
 LIST_OF = ("alternate_greetings", "tags")
+# What both specs require of a lorebook's entries, with our model's defaults (V3 adds
+# `use_regex`).
+ENTRY_REQUIRED = {
+    key: LoreEntry.model_fields[key].get_default(call_default_factory=True)
+    for key in ("keys", "content", "extensions", "enabled", "insertion_order")
+}
 
 
 def export_card(character: dict[str, Any], spec: str = V3) -> dict[str, Any]:
@@ -308,6 +309,7 @@ def export_card(character: dict[str, Any], spec: str = V3) -> dict[str, Any]:
         # persona replaces both.
         data["personality"] = ""
     _export_book(data, character.get("lorebook"), imported)
+    _complete_book(data.get("character_book"), spec)
     for key, empty in (("description", ""), ("personality", ""), ("scenario", ""),
                        ("first_mes", ""), ("mes_example", ""), ("creator_notes", ""),
                        ("system_prompt", ""),
@@ -337,14 +339,22 @@ def _export_book(
         data["character_book"] = copy.deepcopy(book)
 
 
+def _complete_book(book: object, spec: str) -> None:
+    """Add what the specs require of a book and its entries (a stored book keeps only the
+    fields it was sent with), as the defaults a reader assumes; nothing there changes."""
+    if not isinstance(book, dict):
+        return
+    book.setdefault("extensions", {})
+    required = ENTRY_REQUIRED | ({"use_regex": False} if spec == V3 else {})
+    for entry in book.get("entries") or []:
+        if isinstance(entry, dict):
+            for key, default in required.items():
+                entry.setdefault(key, copy.deepcopy(default))
+
+
 def _complete_for_v3(data: dict[str, Any], updated_at: str | None) -> None:
     """Add what V3 requires and V2 lacks; nothing already there changes."""
     data.setdefault("group_only_greetings", [])
-    book = data.get("character_book")
-    for entry in book.get("entries") or [] if isinstance(book, dict) else []:
-        if isinstance(entry, dict):
-            entry.setdefault("use_regex", False)
-            entry.setdefault("extensions", {})
     if updated_at:  # V3: exporters should set it, in Unix seconds
         stamp = datetime.fromisoformat(updated_at.replace("Z", "+00:00"))
         data["modification_date"] = int(stamp.timestamp())

@@ -63,11 +63,15 @@ def png_with_cards(png: bytes, cards: dict[str, dict[str, Any]]) -> bytes:
         if not (kind == b"tEXt" and data.split(b"\0", 1)[0].lower() in (b"chara", b"ccv3"))
     ]
     encoded = [
-        (b"tEXt", keyword.encode() + b"\0" + base64.b64encode(json.dumps(card).encode()))
+        (b"tEXt", keyword.encode() + b"\0" + base64.b64encode(_card_json(card)))
         for keyword, card in cards.items()
     ]
     body = kept[:-1] + encoded + kept[-1:]
     return PNG_SIGNATURE + b"".join(_chunk(kind, data) for kind, data in body)
+
+
+def _card_json(card: dict[str, Any]) -> bytes:
+    return json.dumps(card, allow_nan=False).encode()  # never a bare NaN: not JSON
 
 
 def placeholder_png(seed: str, size: int = 256) -> bytes:

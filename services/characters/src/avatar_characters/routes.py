@@ -37,6 +37,7 @@ from avatar_characters.schemas import (
     LorebookEnvelope,
     LorebookTestBody,
     LorebookTestResult,
+    SentBook,
 )
 from avatar_shared.envelope import Envelope, ok
 from avatar_shared.errors import (
@@ -49,7 +50,6 @@ from avatar_shared.errors import (
     error_responses,
 )
 from avatar_shared.identity import CALLER_ERRORS, WRITER_ERRORS, UserId
-from avatar_shared.lorebook import Lorebook
 from avatar_shared.rate import RATE_ERRORS
 
 router = APIRouter(prefix="/api/characters", tags=["characters"], responses=error_responses(COMMON))
@@ -214,7 +214,7 @@ async def get_lorebook(character_id: str, chars: CharactersDep) -> LorebookEnvel
     responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, QuotaExceeded),
 )
 async def replace_lorebook(
-    character_id: str, body: Lorebook, chars: CharactersDep, owner: Writer
+    character_id: str, body: SentBook, chars: CharactersDep, owner: Writer
 ) -> LorebookEnvelope:
     return LorebookEnvelope(data=await chars.replace_lorebook(character_id, owner, body))
 

@@ -2,11 +2,19 @@
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    create_model,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 
 from avatar_shared.envelope import Envelope
-from avatar_shared.json_types import SOME_TEXT, JsonInt
+from avatar_shared.json_types import SOME_TEXT, JsonInt, check_json_shape
 from avatar_shared.lorebook import (
     MAX_SCAN_DEPTH,
     MAX_TOKEN_BUDGET,
@@ -31,12 +39,26 @@ StoredBook = Annotated[
 ]
 
 
+def _storable(book: Any) -> Any:
+    """A book's extensions and extra fields take any JSON: what is too deep for pydantic's
+    serializer or holds NaN could be stored but never answered (or exported) again."""
+    check_json_shape(book, "a lorebook")
+    return book
+
+
+# A lorebook a client sends. (Not checked on reads: a book stored before the check keeps
+# being answered.)
+SentBook = Annotated[StoredBook, BeforeValidator(_storable)]
+
+
 def empty_book() -> Lorebook:
     return Lorebook(entries=[])  # set, so that it is answered as {"entries": []}
 
 
-# An http(s) URL or a site-relative path; empty clears it.
-IMAGE_URL = r"^(|https?://.+|/([^/].*)?)$"
+# An http(s) URL or a site-relative path; empty clears it. No control characters: a NUL
+# breaks every file path made of it (the PNG export reads local images).
+_CONTROL = r"\x00-\x1f\x7f"
+IMAGE_URL = rf"^(|https?://[^{_CONTROL}]+|/([^/{_CONTROL}][^{_CONTROL}]*)?)$"
 
 
 def _empty_is_none(value: str | None) -> str | None:
@@ -66,7 +88,7 @@ class CharacterFields(BaseModel):
     system_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     post_history_instructions: str = Field("", max_length=MAX_PROMPT_CHARS)
     nickname: str = Field("", max_length=100)  # V3: {{char}} when set
-    lorebook: StoredBook | None = None  # the card's character_book
+    lorebook: SentBook | None = None  # the card's character_book
     # Generation controls chat uses where a request leaves them out (not part of a card).
     generation: GenerationDefaults | None = None
 
@@ -122,6 +144,7 @@ else:
 class Character(CharacterFields):
     model_config = ConfigDict(extra="ignore")  # stored extras (the raw card) stay inside
 
+    lorebook: StoredBook | None = None  # as stored (see SentBook)
     id: str
     is_preset: bool
     owner: str | None = None

@@ -211,7 +211,9 @@ class CharacterService:
     async def export(self, character_id: str, as_png: bool) -> bytes:
         character = await self.get_with_card(character_id)
         if not as_png:
-            return json.dumps(export_card(character, V3), ensure_ascii=False).encode()
+            # allow_nan=False: never a bare NaN, which strict JSON parsers refuse.
+            card = export_card(character, V3)
+            return json.dumps(card, ensure_ascii=False, allow_nan=False).encode()
         portrait = self._portrait(character.get("image_url")) or placeholder_png(character_id)
         cards = {"chara": export_card(character, V2), "ccv3": export_card(character, V3)}
         return png_with_cards(portrait, cards)
@@ -220,7 +222,10 @@ class CharacterService:
         """The character's own image when it is a local PNG under IMAGES_DIR."""
         if not (self.images_dir and image_url and image_url.startswith("/images/")):
             return None
-        path = (self.images_dir / image_url.removeprefix("/images/")).resolve()
+        try:
+            path = (self.images_dir / image_url.removeprefix("/images/")).resolve()
+        except ValueError:  # a NUL, in an image_url stored before they were refused
+            return None
         if not path.is_relative_to(self.images_dir.resolve()) or not path.is_file():
             return None
         data = path.read_bytes()
