@@ -226,7 +226,8 @@ async def test_a_books_numbers_written_as_floats_are_taken(characters):
 async def test_a_stored_image_url_that_is_no_path_exports_the_placeholder(
     app_client, redis, redis_url, presets_file, tmp_path
 ):
-    """A NUL in an image_url (refused now, taken before) made the PNG export a 500."""
+    """A NUL in an image_url (refused now, taken before) made the PNG export a 500; it is
+    still answered as stored."""
     (tmp_path / "images").mkdir()
     app = characters_app(redis_url, presets_file, images_dir=str(tmp_path / "images"))
     async with app_client(app) as client:
@@ -236,5 +237,9 @@ async def test_a_stored_image_url_that_is_no_path_exports_the_placeholder(
         stored = json.loads(await redis.get(key))
         await redis.set(key, json.dumps({**stored, "image_url": "/images/a\u0000b.png"}))
         exported = await client.get(f"/api/characters/{character_id}/export?format=png")
+        read = await client.get(f"/api/characters/{character_id}")
+        listed = await client.get("/api/characters")
     assert exported.status_code == 200, exported.text[:300]
     assert png_chunks(exported.content)["ccv3"]["data"]["name"] == "Aria"
+    assert read.status_code == 200 and read.json()["data"]["image_url"] == "/images/a\u0000b.png"
+    assert listed.status_code == 200, listed.text

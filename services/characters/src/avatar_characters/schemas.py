@@ -145,6 +145,7 @@ class Character(CharacterFields):
     model_config = ConfigDict(extra="ignore")  # stored extras (the raw card) stay inside
 
     lorebook: StoredBook | None = None  # as stored (see SentBook)
+    image_url: str | None = None  # as stored: one taken before IMAGE_URL refused more
     id: str
     is_preset: bool
     owner: str | None = None
