@@ -183,6 +183,11 @@ async def test_an_exported_book_has_the_fields_the_specs_require(characters):
     assert v3 == {"extensions": {}, "entries": [{**entry, "use_regex": False}]}
     assert v2 == {"extensions": {}, "entries": [entry]}
     assert (await characters.get(f"{path}/lorebook")).json()["data"] == book
+    named_only = {"name": "세계"}
+    named = await characters.put(f"{path}/lorebook", json=named_only, headers=ALICE)
+    assert named.status_code == 200, named.text
+    v3 = (await characters.get(f"{path}/export")).json()["data"]["character_book"]
+    assert v3 == {**named_only, "extensions": {}, "entries": []}
 
 
 def test_the_card_schema_points_at_the_lorebook_schema(redis_url):
@@ -247,3 +252,21 @@ async def test_every_preset_has_a_greeting_examples_and_a_lorebook(characters):
 async def test_presets_know_their_worlds(characters, preset, key):
     book = (await characters.get(f"/api/characters/{preset}/lorebook")).json()["data"]
     assert any(key in entry["keys"] for entry in book["entries"])
+
+
+async def test_a_book_stored_with_nan_before_it_was_refused_exports_it_as_null(characters, redis):
+    path = await own_character(characters, lorebook=BOOK)
+    key = f"characters:item:{path.rsplit('/', 1)[1]}"
+    record = json.loads(await redis.get(key))
+    record["lorebook"]["extensions"] = {"weight": float("nan")}  # as taken before
+    await redis.set(key, json.dumps(record), keepttl=True)
+    as_json = await characters.get(f"{path}/export", headers=ALICE)
+    as_png = await characters.get(f"{path}/export?format=png", headers=ALICE)
+    assert as_json.status_code == 200, as_json.text[:300]
+    strictly = json.loads(as_json.text, parse_constant=lambda bare: pytest.fail(bare))
+    book = strictly["data"]["character_book"]
+    assert book["extensions"] == {"weight": None}
+    assert as_png.status_code == 200
+    assert png_chunks(as_png.content)["ccv3"]["data"]["character_book"]["extensions"] == {
+        "weight": None
+    }

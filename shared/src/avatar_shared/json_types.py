@@ -3,6 +3,7 @@ numbers, no 0/1 for booleans (pydantic's lax mode would take them, so a request 
 document calls invalid would pass), and integers written as `1.0`, which JSON Schema counts
 as integers. And the shape stored free-form JSON must keep (check_json_shape)."""
 
+import json
 import math
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -49,3 +50,13 @@ def check_json_shape(
             pending.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, list):
             pending.extend((child, depth + 1) for child in item)
+
+
+def strict_json(value: object, **dumps: Any) -> str:
+    """`value` as JSON that strict parsers read: a NaN or Infinity (stored before
+    check_json_shape refused them) is written null, as a read answers it, never bare."""
+    try:
+        return json.dumps(value, allow_nan=False, **dumps)
+    except ValueError:
+        lenient = json.loads(json.dumps(value), parse_constant=lambda _: None)
+        return json.dumps(lenient, allow_nan=False, **dumps)

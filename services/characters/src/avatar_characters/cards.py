@@ -345,6 +345,7 @@ def _complete_book(book: object, spec: str) -> None:
     if not isinstance(book, dict):
         return
     book.setdefault("extensions", {})
+    book.setdefault("entries", [])  # a book sent without any
     required = ENTRY_REQUIRED | ({"use_regex": False} if spec == V3 else {})
     for entry in book.get("entries") or []:
         if isinstance(entry, dict):

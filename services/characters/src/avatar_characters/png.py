@@ -2,12 +2,12 @@
 a tEXt chunk), checked for size before anything is decoded."""
 
 import base64
-import json
 import struct
 import zlib
 from typing import Any
 
 from avatar_characters.errors import BadCard, CardTooLarge
+from avatar_shared.json_types import strict_json
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PIXELS = 4096 * 4096  # a card portrait; anything larger is refused before decoding
@@ -71,7 +71,7 @@ def png_with_cards(png: bytes, cards: dict[str, dict[str, Any]]) -> bytes:
 
 
 def _card_json(card: dict[str, Any]) -> bytes:
-    return json.dumps(card, allow_nan=False).encode()  # never a bare NaN: not JSON
+    return strict_json(card).encode()
 
 
 def placeholder_png(seed: str, size: int = 256) -> bytes:

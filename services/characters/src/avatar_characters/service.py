@@ -1,7 +1,6 @@
 """The characters domain: presets and user characters behind one set of operations."""
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from avatar_characters.store import CharacterStore, PageKey
 from avatar_shared.adoption import KindMoved
 from avatar_shared.errors import ValidationFailed, describe_errors
 from avatar_shared.gate import Gate
+from avatar_shared.json_types import strict_json
 from avatar_shared.lorebook import Activation, Lorebook, activate
 from avatar_shared.macros import Macros
 from avatar_shared.owned import Owner
@@ -211,9 +211,7 @@ class CharacterService:
     async def export(self, character_id: str, as_png: bool) -> bytes:
         character = await self.get_with_card(character_id)
         if not as_png:
-            # allow_nan=False: never a bare NaN, which strict JSON parsers refuse.
-            card = export_card(character, V3)
-            return json.dumps(card, ensure_ascii=False, allow_nan=False).encode()
+            return strict_json(export_card(character, V3), ensure_ascii=False).encode()
         portrait = self._portrait(character.get("image_url")) or placeholder_png(character_id)
         cards = {"chara": export_card(character, V2), "ccv3": export_card(character, V3)}
         return png_with_cards(portrait, cards)
