@@ -210,8 +210,13 @@ def test_sillytavern_case_and_whole_word_settings_win_over_our_defaults_when_set
     assert fired(as_chat_keeps(st_entry(["dragon"], match_whole_words=False)), "two dragons") == [
         "lore"
     ]
-    assert fired(as_chat_keeps(st_entry(["숲"], match_whole_words=True)), "숲에서 쉬자") == []
-    assert fired(as_chat_keeps(st_entry(["숲"], match_whole_words=True)), "숲 속에서") == ["lore"]
+    # SillyTavern's whole words: bounded by what is no ASCII word character (JavaScript's
+    # \W), so a Korean key still fires before its particle; a key of words, anywhere.
+    whole = {"match_whole_words": True}
+    assert fired(as_chat_keeps(st_entry(["dragon"], **whole)), "two dragons") == []
+    assert fired(as_chat_keeps(st_entry(["dragon"], **whole)), "a dragon!") == ["lore"]
+    assert fired(as_chat_keeps(st_entry(["숲"], **whole)), "숲에서 쉬자") == ["lore"]
+    assert fired(as_chat_keeps(st_entry(["red dragon"], **whole)), "red dragons") == ["lore"]
     assert fired(as_chat_keeps(st_entry(["Rose"], case_sensitive=True)), "a rose") == []
     assert fired(as_chat_keeps(st_entry(["Rose"], case_sensitive=True)), "Rose said") == ["lore"]
     lenient = st_entry(["Rose"], case_sensitive=False) | {"case_sensitive": True}

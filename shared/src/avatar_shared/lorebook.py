@@ -514,15 +514,25 @@ def _matcher(key: str, entry: LoreEntry) -> Matcher:
         return lambda scanned: _search(pattern, scanned.text)
     case_sensitive = entry.keys_case_sensitive
     key = key.strip() if case_sensitive else key.strip().casefold()
-    whole_words = entry.whole_words
-    if whole_words is None:  # Korean particles attach to nouns: "숲" fires on "숲에서"
-        whole_words = not WIDE.search(key)
-    if not whole_words:
+    if entry.whole_words is None:  # ours: Korean particles attach, "숲" fires on "숲에서"
+        bounded = None if WIDE.search(key) else rf"(?<!\w){re.escape(key)}(?!\w)"
+    else:  # SillyTavern's own setting, as it reads it
+        bounded = _sillytavern_whole_word(key) if entry.whole_words else None
+    if bounded is None:
         return lambda scanned: key in (scanned.text if case_sensitive else scanned.folded)
-    whole_word = re.compile(rf"(?<!\w){re.escape(key)}(?!\w)")  # linear, and in C
+    whole_word = re.compile(bounded)  # linear, and in C
     return lambda scanned: bool(
         whole_word.search(scanned.text if case_sensitive else scanned.folded)
     )
+
+
+def _sillytavern_whole_word(key: str) -> str | None:
+    """SillyTavern's whole-word match (matchKeys): a key of several words is found anywhere;
+    one word needs a boundary on each side that is no ASCII letter, digit or underscore (its
+    JavaScript \\W), so "숲" is a whole word in "숲에서" there too."""
+    if len(key.split()) > 1:
+        return None
+    return rf"(?<![A-Za-z0-9_]){re.escape(key)}(?![A-Za-z0-9_])"
 
 
 def _never_runs(error: "BadRegex") -> Matcher:
