@@ -98,6 +98,17 @@ def test_insertion_order_orders_and_priority_decides_what_the_budget_keeps():
     assert fired(book(entry(["a"], "one two"), token_budget=99), "a", budget=1) == []
 
 
+def test_without_priorities_the_budget_keeps_the_highest_insertion_order_as_sillytavern_does():
+    """SillyTavern: a higher order is a higher priority (and goes closer to the end)."""
+    lore = book(
+        entry(["a"], "late and kept", insertion_order=900),
+        entry(["a"], "early dropped", insertion_order=10),
+    )
+    activation = activate(lore, ["a"], 4, 3, words)
+    assert [f.text for f in activation.fired] == ["late and kept"]
+    assert [(s.index, s.reason) for s in activation.skipped] == [(1, "budget")]
+
+
 def test_recursive_scanning_follows_activated_content_without_repeats_and_stops():
     chain = [entry([f"k{i}"], f"k{i + 1} text") for i in range(8)]
     lore = book(*chain, recursive_scanning=True)

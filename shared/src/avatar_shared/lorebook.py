@@ -375,9 +375,10 @@ def _scan_recursively(
 
 def _within(fired: list[Fired], budget: int) -> tuple[list[Fired], list[Fired]]:
     """The entries that fit `budget` tokens: when they do not all fit, those of the lowest
-    priority go first (then the latest in insertion order)."""
+    priority go first, then (as in SillyTavern, whose cards set no priority) the lowest in
+    insertion order."""
     by_worth = sorted(
-        fired, key=lambda f: (-(f.entry.priority or 0), f.entry.insertion_order, f.index)
+        fired, key=lambda f: (-(f.entry.priority or 0), -f.entry.insertion_order, f.index)
     )
     kept, over, used = [], [], 0
     for item in by_worth:
