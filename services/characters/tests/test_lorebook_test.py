@@ -214,3 +214,10 @@ async def test_tests_past_the_replicas_slots_are_503(
         busy = next(a for a in answers if a.status_code == 503)
         assert busy.json()["error"]["code"] == "lorebook_tests_busy"
         assert busy.headers["Retry-After"] == "1"
+
+
+async def test_keys_naming_the_character_or_the_user_fire_on_their_names(characters):
+    path = await own_character(characters, keys=["{{char}}", "{{user}}"], content="names")
+    for said in ("Aria, sing!", "I am User."):
+        assert [f["key"] for f in (await tried(characters, path, say(said)))["fired"]], said
+    assert (await tried(characters, path, say("Nobody here.")))["fired"] == []

@@ -149,9 +149,12 @@ class CharacterService:
     async def test_lorebook(self, character_id: str, body: LorebookTestBody) -> LorebookTestResult:
         """Which entries of the character's lorebook `body.messages` would activate, and
         why the others that matched were left out; nothing is stored, no LLM is called."""
-        book = (await self.get(character_id)).lorebook
+        character = await self.get(character_id)
+        book = character.lorebook
         if book is None or not book.entries:
             return LorebookTestResult(fired=[], left_out=[])
+        # Keys' {{char}} and {{user}} as chat fills them for a user without a persona.
+        names = Macros(char=character.nickname or character.name, user=self.default_user_name)
         # The request's values win over the book's (activate lets the book's win over ours).
         tried = {"scan_depth": body.scan_depth, "token_budget": body.token_budget}
         if overrides := {k: v for k, v in tried.items() if v is not None}:
@@ -167,6 +170,7 @@ class CharacterService:
                 self.lore_scan_depth,
                 self.lore_test_token_budget,
                 default_tokens,
+                names.expand,
             )
         return _lore_result(activation)
 
