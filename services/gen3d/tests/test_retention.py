@@ -2,14 +2,20 @@
 cancelled), and job folders are kept within an age, each holder's bytes and all bytes, the
 largest holder giving back first."""
 
+import asyncio
 import io
 import os
+import threading
 import time
 from pathlib import Path
 
 import trimesh
+from saq.job import Status
 
 from avatar_gen3d.app import create_app
+from avatar_gen3d.backends import relief
+from avatar_gen3d.backends.relief import foreground
+from avatar_gen3d.jobs import open_queue
 from avatar_gen3d.retention import FILES, Retention
 
 from .helpers import picture, post, running_worker, serving, until_finished
@@ -48,6 +54,37 @@ async def test_a_cancelled_or_failed_job_leaves_no_files(gen3d, settings, redis)
     async with running_worker(settings, redis):
         assert (await until_finished(gen3d, broken))["status"] == "failed"
     assert not job_folder(settings, user, broken).exists()
+    assert int(await redis.get("gen3d:bytes") or 0) == 0
+
+
+async def test_a_job_cancelled_in_the_middle_of_a_long_step_leaves_no_files(
+    gen3d, settings, redis, monkeypatch
+):
+    entered, release = threading.Event(), threading.Event()
+
+    def held_step(image):
+        entered.set()
+        release.wait(10)
+        return foreground(image)
+
+    # A step that lasts until the test lets it go: the only way to hold a job inside one, so
+    # that saq's abort stops the task there, before the next report would see the cancel.
+    monkeypatch.setattr(relief, "foreground", held_step)
+    job_id = (await post(gen3d)).json()["data"]["job_id"]
+    user = await redis.get(f"gen3d:owner:{job_id}")
+    queue = open_queue(settings, "relief")
+    try:
+        async with running_worker(settings, redis):
+            assert await asyncio.to_thread(entered.wait, 10)
+            assert (await gen3d.delete(f"/api/generate/{job_id}")).status_code == 200
+            for _ in range(100):  # saq's worker looks for aborts every second
+                if (await queue.job(job_id)).status == Status.ABORTED:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await queue.job(job_id)).status == Status.ABORTED
+    finally:
+        release.set()
+    assert not job_folder(settings, user, job_id).exists()
     assert int(await redis.get("gen3d:bytes") or 0) == 0
 
 
