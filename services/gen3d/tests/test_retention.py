@@ -1,6 +1,6 @@
 """3D files do not pile up: a job's input goes once it has its result (or has failed, or was
 cancelled), and job folders are kept within an age, each holder's bytes and all bytes, the
-largest holder giving back first."""
+largest holder giving back first; the input of a job not finished yet counts, but stays."""
 
 import asyncio
 import io
@@ -10,13 +10,15 @@ import time
 from pathlib import Path
 
 import trimesh
+from PIL import Image
 from saq.job import Status
 
 from avatar_gen3d.app import create_app
 from avatar_gen3d.backends import relief
 from avatar_gen3d.backends.relief import foreground
+from avatar_gen3d.images import as_png
 from avatar_gen3d.jobs import open_queue
-from avatar_gen3d.retention import FILES, Retention
+from avatar_gen3d.retention import FILES, USAGE, Retention
 
 from .helpers import picture, post, running_worker, serving, until_finished
 
@@ -112,6 +114,23 @@ async def test_a_users_oldest_results_go_past_their_bytes(settings, redis):
         kept = await api.get(f"/api/generate/result/{second}.glb")
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "result_not_found"
     assert kept.status_code == 200
+
+
+async def test_the_input_of_a_job_not_finished_yet_is_never_removed_for_bytes(
+    app_client, settings, redis
+):
+    one_input = len(as_png(Image.open(io.BytesIO(picture()))))  # as stored
+    tight = settings.model_copy(update={"gen3d_max_bytes_per_user": int(one_input * 1.5)})
+    async with app_client(create_app(tight)) as api:
+        first = (await post(api)).json()["data"]["job_id"]
+        second = (await post(api)).json()["data"]["job_id"]  # over the holder's bytes now
+        user = await redis.get(f"gen3d:owner:{first}")
+        assert files_of(job_folder(settings, user, first)) == {"input.png"}
+        ((_, held),) = await redis.zrange(USAGE, 0, -1, withscores=True)
+        assert held == 2 * one_input  # both inputs count against their holder
+        async with running_worker(tight, redis):
+            finished = [await until_finished(api, job_id) for job_id in (first, second)]
+    assert [status["status"] for status in finished] == ["completed", "completed"]
 
 
 def folder_of(root: Path, name: str, size: int) -> Path:

@@ -136,7 +136,7 @@ class Gen3dService:
             await self.budget.reserve(job_id, JOB_RECORD_BYTES, time.time() + self._lifetime())
             reserved = True
             size = await self._store_input(image, folder)
-            await self.retention.kept(folder.path, size, share)
+            await self.retention.kept(folder.path, size, share, finished=False)
             await self.book.add(job_id, caller.user_id)
             kwargs = {
                 "user_id": caller.user_id,
