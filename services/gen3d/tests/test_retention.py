@@ -1,16 +1,24 @@
 """3D files do not pile up: a job's input goes once it has its result (or has failed, or was
 cancelled), and job folders are kept within an age, each holder's bytes and all bytes, the
-largest holder giving back first."""
+largest holder giving back first; the input of a job not finished yet counts, but stays."""
 
+import asyncio
 import io
 import os
+import threading
 import time
 from pathlib import Path
 
 import trimesh
+from PIL import Image
+from saq.job import Status
 
 from avatar_gen3d.app import create_app
-from avatar_gen3d.retention import FILES, Retention
+from avatar_gen3d.backends import relief
+from avatar_gen3d.backends.relief import foreground
+from avatar_gen3d.images import as_png
+from avatar_gen3d.jobs import open_queue
+from avatar_gen3d.retention import FILES, USAGE, Retention
 
 from .helpers import picture, post, running_worker, serving, until_finished
 
@@ -51,6 +59,37 @@ async def test_a_cancelled_or_failed_job_leaves_no_files(gen3d, settings, redis)
     assert int(await redis.get("gen3d:bytes") or 0) == 0
 
 
+async def test_a_job_cancelled_in_the_middle_of_a_long_step_leaves_no_files(
+    gen3d, settings, redis, monkeypatch
+):
+    entered, release = threading.Event(), threading.Event()
+
+    def held_step(image):
+        entered.set()
+        release.wait(10)
+        return foreground(image)
+
+    # A step that lasts until the test lets it go: the only way to hold a job inside one, so
+    # that saq's abort stops the task there, before the next report would see the cancel.
+    monkeypatch.setattr(relief, "foreground", held_step)
+    job_id = (await post(gen3d)).json()["data"]["job_id"]
+    user = await redis.get(f"gen3d:owner:{job_id}")
+    queue = open_queue(settings, "relief")
+    try:
+        async with running_worker(settings, redis):
+            assert await asyncio.to_thread(entered.wait, 10)
+            assert (await gen3d.delete(f"/api/generate/{job_id}")).status_code == 200
+            for _ in range(100):  # saq's worker looks for aborts every second
+                if (await queue.job(job_id)).status == Status.ABORTED:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await queue.job(job_id)).status == Status.ABORTED
+    finally:
+        release.set()
+    assert not job_folder(settings, user, job_id).exists()
+    assert int(await redis.get("gen3d:bytes") or 0) == 0
+
+
 async def test_a_users_oldest_results_go_past_their_bytes(settings, redis):
     async def make_one(config) -> str:
         async with serving(create_app(config)) as clients, clients() as api:
@@ -75,6 +114,23 @@ async def test_a_users_oldest_results_go_past_their_bytes(settings, redis):
         kept = await api.get(f"/api/generate/result/{second}.glb")
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "result_not_found"
     assert kept.status_code == 200
+
+
+async def test_the_input_of_a_job_not_finished_yet_is_never_removed_for_bytes(
+    app_client, settings, redis
+):
+    one_input = len(as_png(Image.open(io.BytesIO(picture()))))  # as stored
+    tight = settings.model_copy(update={"gen3d_max_bytes_per_user": int(one_input * 1.5)})
+    async with app_client(create_app(tight)) as api:
+        first = (await post(api)).json()["data"]["job_id"]
+        second = (await post(api)).json()["data"]["job_id"]  # over the holder's bytes now
+        user = await redis.get(f"gen3d:owner:{first}")
+        assert files_of(job_folder(settings, user, first)) == {"input.png"}
+        ((_, held),) = await redis.zrange(USAGE, 0, -1, withscores=True)
+        assert held == 2 * one_input  # both inputs count against their holder
+        async with running_worker(tight, redis):
+            finished = [await until_finished(api, job_id) for job_id in (first, second)]
+    assert [status["status"] for status in finished] == ["completed", "completed"]
 
 
 def folder_of(root: Path, name: str, size: int) -> Path:

@@ -2,13 +2,14 @@
 nothing behind: no file, no job."""
 
 import asyncio
+import io
 import json
 import struct
 import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from avatar_gen3d.app import create_app
 from avatar_gen3d.images import checked_picture
@@ -175,6 +176,29 @@ def test_a_big_jpeg_is_decoded_at_a_reduced_scale():
     # Half scale straight from the file (JPEG's draft), not decoded whole and resampled to
     # 2048x1536: the full 4000x3000 picture was never held.
     assert decoded.size == (2000, 1500)
+
+
+def phone_photo() -> bytes:
+    """A JPEG as a phone stores a portrait photo: its pixels landscape (400x200, the top of
+    the scene on the left, drawn red), with EXIF Orientation 6 saying "turn a quarter right
+    to show it", as every viewer does."""
+    image = Image.new("RGB", (400, 200), (40, 60, 200))
+    ImageDraw.Draw(image).rectangle((0, 0, 199, 199), fill=(200, 40, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    out = io.BytesIO()
+    image.save(out, format="JPEG", exif=exif)
+    return out.getvalue()
+
+
+async def test_a_phone_photo_is_kept_the_way_up_it_is_shown(gen3d, settings):
+    response = await post(gen3d, phone_photo(), name="photo.jpg")
+    assert response.status_code == 202, response.text
+    (stored,) = [path for path in files_in(settings.assets_dir) if path.name == "input.png"]
+    kept = Image.open(stored).convert("RGB")
+    assert kept.size == (200, 400)  # portrait, as shown, not modelled lying on its side
+    top, bottom = kept.getpixel((100, 50)), kept.getpixel((100, 350))
+    assert top[0] > 150 > top[2] and bottom[2] > 150 > bottom[0]  # the scene's top is up
 
 
 async def test_the_openapi_document_says_an_image_is_a_picture_and_options_json(gen3d):

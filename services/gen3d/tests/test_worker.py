@@ -1,21 +1,24 @@
 """The worker, run in-process against the same Redis as the API: a job completes and gives
 its place back; bad input fails at once, for people to read, and is not retried; nor is a GPU
-job the server never finished (sending it again would run it twice there); a model's mesh
-is capped."""
+job the server never finished (sending it again would run it twice there); a job cancelled
+while it waits for a retry ends there; a model's mesh is capped."""
 
 import asyncio
 import io
 import socket
 
 import trimesh
+from saq.job import Status
 
+from avatar_devstack.ports import free_port
 from avatar_emulators.hunyuan3d import Hunyuan3DConfig
 from avatar_emulators.hunyuan3d import create_app as hunyuan3d_server
 from avatar_emulators.server import serve_in_thread
+from avatar_gen3d import service
 from avatar_gen3d.app import create_app
 from avatar_gen3d.backends.hunyuan3d import NO_RESULT
 from avatar_gen3d.files import JobFolder
-from avatar_gen3d.jobs import JobBook, open_queue
+from avatar_gen3d.jobs import JobBook, job_settings, open_queue
 from avatar_gen3d.worker import alive
 from avatar_shared.identity import current_identity
 from tests.helpers import as_user, identity_from_test_header
@@ -93,3 +96,40 @@ async def test_the_mesh_resolution_is_capped(gen3d, settings, redis):
     async with running_worker(settings, redis):
         capped, asked_more = await faces(settings.max_mesh_resolution), await faces(512)
     assert asked_more == capped
+
+
+async def test_a_job_cancelled_while_it_waits_for_its_retry_ends_and_leaves_nothing(
+    settings, redis, monkeypatch
+):
+    # Its retry a minute away, not saq's jittered 0-2 s: the only way to hold the job in its
+    # wait for a retry (saq keeps it scheduled, QUEUED) long enough to cancel it there.
+    monkeypatch.setattr(
+        service,
+        "job_settings",
+        lambda s: {**job_settings(s), "retry_delay": 60.0, "retry_backoff": False},
+    )
+    config = settings.model_copy(
+        update={"gen3d_base_url": f"http://127.0.0.1:{free_port()}", "job_retries": 3}
+    )  # a server that is down: a failure worth another attempt
+    app = create_app(config)
+    app.dependency_overrides[current_identity] = identity_from_test_header
+    queue = open_queue(config, "hunyuan3d")
+    async with serving(app) as clients, clients(headers=as_user("alice")) as api:
+        job_id = (await post(api, options={"backend": "hunyuan3d"})).json()["data"]["job_id"]
+        async with running_worker(config, redis):
+            for _ in range(200):
+                job = await queue.job(job_id)
+                if job.attempts == 1 and job.status == Status.QUEUED:
+                    break
+                await asyncio.sleep(0.02)
+            assert (job.attempts, job.status) == (1, Status.QUEUED), "no retry waited for"
+            assert (await api.delete(f"/api/generate/{job_id}")).status_code == 200
+            job = await queue.job(job_id)
+            assert job.status == Status.ABORTED  # ended, not left ABORTING for ever
+            assert 0 < await redis.ttl(job.id) <= config.job_ttl_s  # and expires like any
+            assert not JobFolder(config.assets_dir, "alice", job_id).path.exists()
+            assert int(await redis.get("gen3d:bytes") or 0) == 0
+            # Once the cancel mark (kept JOB_TTL_S) is gone, the record alone says so too.
+            await redis.delete(f"gen3d:cancelled:{job_id}")
+            listed = (await api.get("/api/generate/jobs")).json()["data"]["jobs"]
+    assert [(j["job_id"], j["status"]) for j in listed] == [(job_id, "failed")]

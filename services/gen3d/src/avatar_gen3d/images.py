@@ -15,7 +15,7 @@ import struct
 import warnings
 from typing import IO
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from avatar_gen3d.errors import CorruptImage, ImageTooLarge, UnsupportedImage, UnusableImage
 
@@ -65,6 +65,9 @@ def checked_picture(data: bytes | IO[bytes], max_pixels: int, max_side: int) -> 
     try:
         picture.draft(None, jpeg_scale(picture.size, max_side))  # the others ignore it
         picture.load()
+        # The way up it is shown: a phone stores a portrait photo's pixels landscape and says
+        # so in EXIF (Orientation), which the stored PNG no longer carries.
+        ImageOps.exif_transpose(picture, in_place=True)
         if max(picture.size) > max_side:
             if picture.mode in INDEXED:
                 picture = picture.convert("RGBA")

@@ -97,6 +97,15 @@ if redis.call('DECR', KEYS[3]) <= 0 then redis.call('DEL', KEYS[3]) end
 return 1
 """
 
+# KEYS: incomplete. ARGV: job id. 1 when the job waited for a retry (saq scheduled it at a
+# time to come: a score above 0; a running or queued job's is 0) and now does not, else 0.
+_UNSCHEDULE = """
+local at = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
+if at <= 0 then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+
 
 def holder_of(job: Job) -> str:
     """Whose turn a job waits for; jobs of earlier versions name none: their user's."""
@@ -126,6 +135,7 @@ class FairQueue(RedisQueue):
         self._fair_enqueue = redis.register_script(_ENQUEUE)
         self._take = redis.register_script(_TAKE)
         self._unwait = redis.register_script(_UNWAIT)
+        self._unschedule = redis.register_script(_UNSCHEDULE)
 
     def _wait_list(self, holder: str) -> str:
         return self.namespace(f"wait:{holder}")
@@ -161,11 +171,15 @@ class FairQueue(RedisQueue):
             await self.redis.blpop([self._wake], timeout=wait)  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
 
     async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
-        """A job still waiting for its turn leaves its list and ends at once; any other is
-        saq's to abort (taken off its lists, or stopped by its worker)."""
+        """A job still waiting for its turn, or for its retry, leaves its list and ends at
+        once; any other is saq's to abort (taken off its lists, or stopped by its worker).
+        (saq's own abort would leave a job waiting for its retry ABORTING for ever: no worker
+        holds it to finish it, and the record has no TTL.)"""
         holder = holder_of(job)
         keys = [self._wait_list(holder), self._ring, self._waiting]
-        if await self._unwait(keys=keys, args=[job.id, holder]):
+        if await self._unwait(keys=keys, args=[job.id, holder]) or await self._unschedule(
+            keys=[self._incomplete], args=[job.id]
+        ):
             await self.finish(job, Status.ABORTED, error=error)
             return
         await super().abort(job, error, ttl)

@@ -3,9 +3,12 @@
 A job's folder (`files.JobFolder`) is the unit: counted when its input is stored, counted
 again when its results replace the input (the worker removes the input), and removed whole.
 Each is charged to its job's holder: a signed-in user, or the client address of anonymous
-callers (their ids are free to make; the address is not). Redis keys:
+callers (their ids are free to make; the address is not). The input of a job not finished
+yet counts against its holder but is never removed for bytes (its job would fail): it
+pushes out their finished jobs' files instead, and a holder has few such jobs at once
+(MAX_QUEUED_JOBS_PER_USER, _PER_ADDRESS). Redis keys:
 - `gen3d:files`: folder -> when last written (Unix seconds), every folder;
-- `gen3d:held:{holder}`: the holder's folders -> when last written;
+- `gen3d:held:{holder}`: the holder's folders of finished jobs -> when last written;
 - `gen3d:holder-of`: folder -> "{bytes} {holder}";
 - `gen3d:usage`: holder -> bytes held (a sorted set: the largest holder is one read);
 - `gen3d:bytes`: the bytes of every folder.
@@ -15,7 +18,8 @@ After each write, folders are removed until none of these applies:
 2. all folders hold more than GEN3D_MAX_BYTES: the oldest of the largest holder;
 3. the oldest folder of all is older than GEN3D_MAX_AGE_S.
 So one caller's files push out their own first, and no caller can push out another's while
-holding less than them. A removed job's status stays; its result answers 404.
+holding less than them. A rule whose holder has no finished job's folder left removes
+nothing. A removed job's status stays; its result answers 404.
 """
 
 import asyncio
@@ -35,15 +39,16 @@ def held(holder: str) -> str:
     return f"gen3d:held:{holder}"
 
 
-# KEYS: files, total, holder-of, usage, held(holder). ARGV: folder, bytes, holder, now.
-# A folder counted before is counted again at its new size (its results replaced its input).
+# KEYS: files, total, holder-of, usage, held(holder). ARGV: folder, bytes, holder, now, 1 if
+# its job is finished (else 0: not listed in held(), so not removed for bytes). A folder
+# counted before is counted again at its new size (its results replaced its input).
 KEEP = """
 local entry = redis.call('HGET', KEYS[3], ARGV[1])
 local before = entry and tonumber(string.match(entry, '^(%d+)')) or 0
 local change = tonumber(ARGV[2]) - before
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2] .. ' ' .. ARGV[3])
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
-redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
+if ARGV[5] == '1' then redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1]) end
 redis.call('ZINCRBY', KEYS[4], change, ARGV[3])
 redis.call('INCRBY', KEYS[2], change)
 """
@@ -80,11 +85,12 @@ class Retention:
         self._keep = redis.register_script(KEEP)
         self._forget = redis.register_script(FORGET)
 
-    async def kept(self, folder: Path, size: int, holder: str) -> None:
+    async def kept(self, folder: Path, size: int, holder: str, *, finished: bool = True) -> None:
         """`folder` was just written for `holder` and holds `size` bytes: count it, then make
-        room."""
+        room. The folder of a job not `finished` (its input) is counted, not removed for
+        bytes, until it is kept again as finished."""
         keys = [FILES, TOTAL, HOLDER_OF, USAGE, held(holder)]
-        await self._keep(keys=keys, args=[str(folder), size, holder, time.time()])
+        await self._keep(keys=keys, args=[str(folder), size, holder, time.time(), int(finished)])
         await self.evict(holder)
 
     async def remove(self, folder: Path) -> None:
@@ -105,7 +111,7 @@ class Retention:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for folder, holder, size, written in folders[start : start + 500]:
                     keys = [FILES, TOTAL, HOLDER_OF, USAGE, held(holder)]
-                    args: list[str | int | float] = [str(folder), size, holder, written]
+                    args: list[str | int | float] = [str(folder), size, holder, written, 1]
                     await self._keep(keys=keys, args=args, client=pipe)
                 await pipe.execute()
         for holder in {holder for _, holder, _, _ in folders}:
@@ -127,13 +133,14 @@ class Retention:
             pipe.zrevrange(USAGE, 0, 0)
             pipe.zrange(FILES, 0, 0, withscores=True)
             holders_bytes, total, largest, oldest = await pipe.execute()
+        victim = None
         if (holders_bytes or 0) > self.max_bytes_per_holder:
-            return await self._oldest_of(holder)
-        if int(total or 0) > self.max_bytes and largest:
-            return await self._oldest_of(largest[0])
-        if oldest and oldest[0][1] < time.time() - self.max_age_s:
-            return str(oldest[0][0]), ""
-        return None
+            victim = await self._oldest_of(holder)
+        if victim is None and int(total or 0) > self.max_bytes and largest:
+            victim = await self._oldest_of(largest[0])
+        if victim is None and oldest and oldest[0][1] < time.time() - self.max_age_s:
+            victim = str(oldest[0][0]), ""
+        return victim
 
     async def _oldest_of(self, holder: str) -> tuple[str, str] | None:
         oldest = await self.redis.zrange(held(holder), 0, 0)

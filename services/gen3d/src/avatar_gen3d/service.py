@@ -136,7 +136,7 @@ class Gen3dService:
             await self.budget.reserve(job_id, JOB_RECORD_BYTES, time.time() + self._lifetime())
             reserved = True
             size = await self._store_input(image, folder)
-            await self.retention.kept(folder.path, size, share)
+            await self.retention.kept(folder.path, size, share, finished=False)
             await self.book.add(job_id, caller.user_id)
             kwargs = {
                 "user_id": caller.user_id,
@@ -221,7 +221,9 @@ class Gen3dService:
         assert job.queue is not None  # set by the queue that read it
         await job.queue.abort(job, error="cancelled")
         await self.book.finished(job_id, user_id, holder_of(job))
-        if job.status in FINAL:  # it had not started: no worker will clean up after it
+        # Ended by the abort (it waited for its turn or for a retry): no worker holds it to
+        # clean up after it. A running job's worker removes its files as it stops.
+        if job.status in FINAL:
             await self.retention.remove(JobFolder(self.settings.assets_dir, user_id, job_id).path)
         return status_of(job, cancelled=True)
 

@@ -84,6 +84,12 @@ async def generate(
         await book.finished(job_id, user_id, holder)
         await retention.remove(folder.path)
         raise
+    except asyncio.CancelledError:
+        # saq's abort stops a cancelled job in the middle of a step, before its next report
+        # sees the mark; without the mark it is the worker shutting down (the job is retried).
+        if await book.cancelled([job_id]):
+            await retention.remove(folder.path)
+        raise
     except (BadInput, BackendGaveUp) as exc:
         job.retries = 0  # nothing another attempt could change, or worse
         await fail(job, book, user_id, holder, str(exc))
