@@ -281,7 +281,7 @@ class SpeechService:
         holds the key's lock; the engine gets one of this replica's slots."""
         await self.retention.make_room()  # a full index refuses before the engine works
         new_file = self.folder.new_file(caller.user_id, job.media_type, file_id)
-        async with self.gate.slot(), new_file as out:
+        async with self.gate.slot(caller.key), new_file as out:  # fair across callers
             with upstream_call("tts"):
                 async for chunk in engine.speak(job):
                     out.write(chunk)
