@@ -3,6 +3,7 @@ a real Redis and a real assets folder."""
 
 import asyncio
 import io
+import json
 import wave
 from collections.abc import AsyncIterator
 
@@ -14,6 +15,7 @@ from avatar_devstack.ports import free_port
 from avatar_emulators import gpt_sovits
 from avatar_emulators.server import serve_in_thread
 from avatar_tts.settings import TtsSettings
+from avatar_tts.voices import SHIPPED_VOICES
 from tests.helpers import logged
 
 from .helpers import LONG, SHORT, make_app, stored
@@ -204,3 +206,24 @@ async def test_cache_and_user_entries_expire_with_their_files(tts, redis):
     max_age = int(TtsSettings.model_fields["assets_max_age_s"].default)
     for key in keys:
         assert 0 < await redis.ttl(key) <= max_age  # no entry outlives the audio it names
+
+
+async def test_a_voices_own_prompt_lang_is_used_unless_the_request_sends_one(
+    app_client, redis_url, tmp_path, emulator
+):
+    voices = json.loads(SHIPPED_VOICES.read_text())
+    english = {"ref_audio_path": "en.wav", "prompt_text": "Hello there.", "prompt_lang": "en"}
+    voices["voices"].append(
+        {"id": "english", "name": "e", "language": "en", "description": "", "gpt_sovits": english}
+    )
+    voices_file = tmp_path / "voices.json"
+    voices_file.write_text(json.dumps(voices))
+    app = make_app(redis_url, tmp_path / "assets", emulator[0], voices_file=str(voices_file))
+    body = {"text": "Hi.", "voice_id": "english", "text_lang": "en"}
+    async with app_client(app) as tts:
+        voices_own = (await tts.post("/api/tts", json=body)).json()["data"]  # as chat sends it
+        sent_en = (await tts.post("/api/tts", json={**body, "prompt_lang": "en"})).json()["data"]
+        sent_ko = (await tts.post("/api/tts", json={**body, "prompt_lang": "ko"})).json()["data"]
+    made = [r.params["prompt_lang"] for r in emulator[1].recorder.requests if r.status == 200]
+    assert made == ["en", "ko"]
+    assert [voices_own["cached"], sent_en["cached"], sent_ko["cached"]] == [False, True, False]

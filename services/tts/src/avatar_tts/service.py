@@ -80,8 +80,10 @@ class SpeechService:
         voice = self.voices.get().find(body.voice_id)
         if voice is None:
             raise VoiceNotFound(body.voice_id)
+        # A prompt_lang the request did not send is the voice's own (its reference clip's).
+        prompt_lang = body.prompt_lang if "prompt_lang" in body.model_fields_set else None
         return Synthesis(
-            body.text, voice, body.text_lang, body.prompt_lang, body.media_type, body.streaming_mode
+            body.text, voice, body.text_lang, prompt_lang, body.media_type, body.streaming_mode
         )
 
     async def speak(self, caller: Caller, job: Synthesis, file_id: str | None = None) -> SpeechFile:
