@@ -188,6 +188,21 @@ async def test_streamed_binary_arrives_before_synthesis_ends_and_is_kept(redis_u
     assert len([r for r in config.recorder.requests if r.status == 200]) == 1
 
 
+async def test_streamed_binary_is_kept_under_a_chosen_file_id(tts, tmp_path, emulator):
+    file_id = "streamed-id-0123456789"
+    body = {"text": LONG, "return_binary": True, "streaming_mode": 1, "file_id": file_id}
+    streamed = await tts.post("/api/tts", json=body)
+    assert streamed.status_code == 200 and streamed.content[:4] == b"RIFF"
+    served = await tts.get(f"/mnt/user_assets/anonymous/audio/{file_id}.wav")
+    assert served.status_code == 200
+    with wave.open(io.BytesIO(served.content)) as audio:
+        assert audio.getnframes() > 0
+    made = synth_count(emulator)
+    again = await tts.post("/api/tts", json={**body, "text": SHORT})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "file_id_taken"
+    assert synth_count(emulator) == made  # refused before any synthesis
+
+
 async def test_a_chosen_file_id_is_never_reused(tts, tmp_path, emulator):
     file_id = "chosen-id-0123456789"
     first = (await tts.post("/api/tts", json={"text": SHORT, "file_id": file_id})).json()
