@@ -4,8 +4,11 @@ a real Redis and a real assets folder."""
 import asyncio
 import io
 import json
+import os
+import tempfile
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import mutagen
@@ -14,9 +17,10 @@ import pytest
 from avatar_devstack.ports import free_port
 from avatar_emulators import gpt_sovits
 from avatar_emulators.server import serve_in_thread
+from avatar_tts.files import AudioFolder, StoredAudio
 from avatar_tts.settings import TtsSettings
 from avatar_tts.voices import SHIPPED_VOICES
-from tests.helpers import logged
+from tests.helpers import as_user, logged
 
 from .helpers import LONG, SHORT, make_app, stored
 
@@ -29,6 +33,20 @@ async def tts(app_client, redis_url, tmp_path, emulator) -> AsyncIterator[httpx.
 
 def synth_count(emulator) -> int:
     return len([r for r in emulator[1].recorder.requests if r.status == 200])
+
+
+@pytest.fixture(params=["one file system", "another file system"])
+def bobs_folder(request, tmp_path) -> Iterator[None]:
+    """Bob's audio folder on the assets' file system (a second name for cached audio is a
+    hard link) or on another one (a copy: /dev/shm, linked in)."""
+    if request.param == "one file system":
+        yield
+        return
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as other:
+        if os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+            pytest.skip("/dev/shm is on the same file system as the test's folder")
+        (tmp_path / "bob").symlink_to(other, target_is_directory=True)
+        yield
 
 
 async def test_speech_is_stored_as_valid_audio(tts, tmp_path):
@@ -78,6 +96,36 @@ async def test_another_user_gets_the_cached_audio_under_their_own_path(tts, tmp_
         stored(tmp_path, a["audio_url"]).read_bytes()
         == stored(tmp_path, b["audio_url"]).read_bytes()
     )
+
+
+async def test_a_cache_hit_evicted_before_it_is_linked_is_made_again(
+    tts, tmp_path, emulator, monkeypatch, bobs_folder
+):
+    alice = (await tts.post("/api/tts", json={"text": SHORT}, headers=as_user("alice"))).json()
+    own_copy = AudioFolder.own_copy
+
+    async def evicted_first(
+        folder: AudioFolder, audio: StoredAudio, user_id: str, file_id: str | None
+    ) -> Path:
+        # Patched only to hit the race window: another request's retention evicts the cached
+        # audio after this request's cache lookup found it, before its own name is made.
+        monkeypatch.setattr(AudioFolder, "own_copy", own_copy)  # once
+        audio.path.unlink()
+        return await own_copy(folder, audio, user_id, file_id)
+
+    monkeypatch.setattr(AudioFolder, "own_copy", evicted_first)
+    file_id = "bobs-chosen-id-0123456789"
+    body = {"text": SHORT, "file_id": file_id}
+    bob = await tts.post("/api/tts", json=body, headers=as_user("bob"))
+    assert bob.status_code == 200, bob.text
+    data = bob.json()["data"]
+    assert data["cached"] is False and synth_count(emulator) == 2  # a miss after all: made again
+    served = await tts.get(data["audio_url"], headers=as_user("bob"))
+    assert served.status_code == 200 and len(served.content) == data["file_size"]
+    assert served.content == stored(tmp_path, data["audio_url"]).read_bytes()
+    with wave.open(io.BytesIO(served.content)) as audio:
+        assert audio.getnframes() > 0
+    assert data["file_size"] == alice["data"]["file_size"]  # the same speech
 
 
 async def test_identical_requests_at_once_synthesize_once(tts, emulator):

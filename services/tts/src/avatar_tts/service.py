@@ -25,7 +25,7 @@ from avatar_shared.streaming import primed
 from avatar_shared.timestamps import utc_now
 from avatar_tts.engines import SpeechEngine, Synthesis, make_engines
 from avatar_tts.errors import AudioNotFound, FileIdTaken, TtsBusy, TtsTimeout, VoiceNotFound
-from avatar_tts.files import AudioFolder, StoredAudio, audio_url, new_file_id
+from avatar_tts.files import AudioFolder, AudioGone, StoredAudio, audio_url, new_file_id
 from avatar_tts.metrics import TTS_CACHE
 from avatar_tts.retention import Retention, holder_of
 from avatar_tts.schemas import SpeechFile, TtsRequest, VoiceList
@@ -89,11 +89,22 @@ class SpeechService:
     async def speak(self, caller: Caller, job: Synthesis, file_id: str | None = None) -> SpeechFile:
         await self._refuse_taken(caller, file_id)
         engine, key = self._engine_and_key(job)
-        audio, made_here = await self.store.cached(key), False
-        if audio is None:
-            audio, made_here = await self._synthesize_once(key, caller, job, engine)
-        TTS_CACHE.labels("made" if made_here else "hit").inc()
-        return await self._file_for(caller, key, audio, job.voice.id, not made_here, file_id)
+        evicted = False
+        while True:
+            audio, made_here = await self.store.cached(key), False
+            if audio is None:
+                audio, made_here = await self._synthesize_once(key, caller, job, engine)
+            try:
+                speech = await self._file_for(
+                    caller, key, audio, job.voice.id, not made_here, file_id
+                )
+            except AudioGone as exc:  # evicted (another request's retention) since it was found
+                if evicted:  # again, at once: the folder has no room to keep it
+                    raise StorageFull("The audio folder is full; try again later.") from exc
+                evicted = True
+                continue  # a cache miss after all: made again
+            TTS_CACHE.labels("made" if made_here else "hit").inc()
+            return speech
 
     async def speak_streaming(
         self, caller: Caller, job: Synthesis, file_id: str | None = None
