@@ -3,8 +3,12 @@ a real Redis and a real assets folder."""
 
 import asyncio
 import io
+import json
+import os
+import tempfile
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import mutagen
@@ -13,8 +17,10 @@ import pytest
 from avatar_devstack.ports import free_port
 from avatar_emulators import gpt_sovits
 from avatar_emulators.server import serve_in_thread
+from avatar_tts.files import AudioFolder, StoredAudio
 from avatar_tts.settings import TtsSettings
-from tests.helpers import logged
+from avatar_tts.voices import SHIPPED_VOICES
+from tests.helpers import as_user, logged
 
 from .helpers import LONG, SHORT, make_app, stored
 
@@ -27,6 +33,20 @@ async def tts(app_client, redis_url, tmp_path, emulator) -> AsyncIterator[httpx.
 
 def synth_count(emulator) -> int:
     return len([r for r in emulator[1].recorder.requests if r.status == 200])
+
+
+@pytest.fixture(params=["one file system", "another file system"])
+def bobs_folder(request, tmp_path) -> Iterator[None]:
+    """Bob's audio folder on the assets' file system (a second name for cached audio is a
+    hard link) or on another one (a copy: /dev/shm, linked in)."""
+    if request.param == "one file system":
+        yield
+        return
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as other:
+        if os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+            pytest.skip("/dev/shm is on the same file system as the test's folder")
+        (tmp_path / "bob").symlink_to(other, target_is_directory=True)
+        yield
 
 
 async def test_speech_is_stored_as_valid_audio(tts, tmp_path):
@@ -76,6 +96,36 @@ async def test_another_user_gets_the_cached_audio_under_their_own_path(tts, tmp_
         stored(tmp_path, a["audio_url"]).read_bytes()
         == stored(tmp_path, b["audio_url"]).read_bytes()
     )
+
+
+async def test_a_cache_hit_evicted_before_it_is_linked_is_made_again(
+    tts, tmp_path, emulator, monkeypatch, bobs_folder
+):
+    alice = (await tts.post("/api/tts", json={"text": SHORT}, headers=as_user("alice"))).json()
+    own_copy = AudioFolder.own_copy
+
+    async def evicted_first(
+        folder: AudioFolder, audio: StoredAudio, user_id: str, file_id: str | None
+    ) -> Path:
+        # Patched only to hit the race window: another request's retention evicts the cached
+        # audio after this request's cache lookup found it, before its own name is made.
+        monkeypatch.setattr(AudioFolder, "own_copy", own_copy)  # once
+        audio.path.unlink()
+        return await own_copy(folder, audio, user_id, file_id)
+
+    monkeypatch.setattr(AudioFolder, "own_copy", evicted_first)
+    file_id = "bobs-chosen-id-0123456789"
+    body = {"text": SHORT, "file_id": file_id}
+    bob = await tts.post("/api/tts", json=body, headers=as_user("bob"))
+    assert bob.status_code == 200, bob.text
+    data = bob.json()["data"]
+    assert data["cached"] is False and synth_count(emulator) == 2  # a miss after all: made again
+    served = await tts.get(data["audio_url"], headers=as_user("bob"))
+    assert served.status_code == 200 and len(served.content) == data["file_size"]
+    assert served.content == stored(tmp_path, data["audio_url"]).read_bytes()
+    with wave.open(io.BytesIO(served.content)) as audio:
+        assert audio.getnframes() > 0
+    assert data["file_size"] == alice["data"]["file_size"]  # the same speech
 
 
 async def test_identical_requests_at_once_synthesize_once(tts, emulator):
@@ -186,6 +236,21 @@ async def test_streamed_binary_arrives_before_synthesis_ends_and_is_kept(redis_u
     assert len([r for r in config.recorder.requests if r.status == 200]) == 1
 
 
+async def test_streamed_binary_is_kept_under_a_chosen_file_id(tts, tmp_path, emulator):
+    file_id = "streamed-id-0123456789"
+    body = {"text": LONG, "return_binary": True, "streaming_mode": 1, "file_id": file_id}
+    streamed = await tts.post("/api/tts", json=body)
+    assert streamed.status_code == 200 and streamed.content[:4] == b"RIFF"
+    served = await tts.get(f"/mnt/user_assets/anonymous/audio/{file_id}.wav")
+    assert served.status_code == 200
+    with wave.open(io.BytesIO(served.content)) as audio:
+        assert audio.getnframes() > 0
+    made = synth_count(emulator)
+    again = await tts.post("/api/tts", json={**body, "text": SHORT})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "file_id_taken"
+    assert synth_count(emulator) == made  # refused before any synthesis
+
+
 async def test_a_chosen_file_id_is_never_reused(tts, tmp_path, emulator):
     file_id = "chosen-id-0123456789"
     first = (await tts.post("/api/tts", json={"text": SHORT, "file_id": file_id})).json()
@@ -204,3 +269,24 @@ async def test_cache_and_user_entries_expire_with_their_files(tts, redis):
     max_age = int(TtsSettings.model_fields["assets_max_age_s"].default)
     for key in keys:
         assert 0 < await redis.ttl(key) <= max_age  # no entry outlives the audio it names
+
+
+async def test_a_voices_own_prompt_lang_is_used_unless_the_request_sends_one(
+    app_client, redis_url, tmp_path, emulator
+):
+    voices = json.loads(SHIPPED_VOICES.read_text())
+    english = {"ref_audio_path": "en.wav", "prompt_text": "Hello there.", "prompt_lang": "en"}
+    voices["voices"].append(
+        {"id": "english", "name": "e", "language": "en", "description": "", "gpt_sovits": english}
+    )
+    voices_file = tmp_path / "voices.json"
+    voices_file.write_text(json.dumps(voices))
+    app = make_app(redis_url, tmp_path / "assets", emulator[0], voices_file=str(voices_file))
+    body = {"text": "Hi.", "voice_id": "english", "text_lang": "en"}
+    async with app_client(app) as tts:
+        voices_own = (await tts.post("/api/tts", json=body)).json()["data"]  # as chat sends it
+        sent_en = (await tts.post("/api/tts", json={**body, "prompt_lang": "en"})).json()["data"]
+        sent_ko = (await tts.post("/api/tts", json={**body, "prompt_lang": "ko"})).json()["data"]
+    made = [r.params["prompt_lang"] for r in emulator[1].recorder.requests if r.status == 200]
+    assert made == ["en", "ko"]
+    assert [voices_own["cached"], sent_en["cached"], sent_ko["cached"]] == [False, True, False]

@@ -135,6 +135,28 @@ async def test_syntheses_beyond_the_cap_wait_briefly_then_get_busy(app_client, r
             assert all(r.json()["error"]["code"] == "tts_busy" for r in busy)
 
 
+async def test_one_callers_burst_does_not_starve_another_at_the_cap(
+    app_client, redis_url, tmp_path, emulator
+):
+    settings = speech_settings(
+        redis_url, tmp_path, emulator[0], tts_max_in_flight=1, tts_queue_wait_s=1.0
+    )
+    app = create_app(settings)
+    app.dependency_overrides[current_identity] = identity_from_test_header
+    async with app_client(app) as tts:
+        burst = [
+            asyncio.create_task(
+                tts.post("/api/tts", json={"text": f"{SHORT} {n}"}, headers=as_user("alice"))
+            )
+            for n in range(8)
+        ]
+        await asyncio.sleep(0.05)  # all of Alice's are waiting before Bob's one comes
+        bob = await tts.post("/api/tts", json={"text": LONG}, headers=as_user("bob"))
+        alice = await asyncio.gather(*burst)
+    assert bob.status_code == 200, bob.text  # the next turn is Bob's, not Alice's second
+    assert 503 in [r.status_code for r in alice]  # the burst was more than the wait allows
+
+
 async def test_old_audio_expires(app_client, redis_url, tmp_path, emulator):
     settings = speech_settings(redis_url, tmp_path, emulator[0], assets_max_age_s=0.5)
     async with app_client(create_app(settings)) as tts:

@@ -11,9 +11,11 @@ user.
 """
 
 import asyncio
+import errno
 import os
 import re
 import secrets
+import shutil
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -45,6 +47,10 @@ class DiskFile:
     size: int
     last_use: float  # its last change
     inode: str  # `inode_of`: the same for every name (hard link) of the audio
+
+
+class AudioGone(Exception):
+    """The audio to give a new name was removed meanwhile (evicted by another request)."""
 
 
 @dataclass(frozen=True)
@@ -219,7 +225,8 @@ class AudioFolder:
         return any(self.of(user_id).glob(f"{file_id}.*"))
 
     async def own_copy(self, audio: StoredAudio, user_id: str, file_id: str | None) -> Path:
-        """`audio` under the user's folder: named `file_id`, or a new id."""
+        """`audio` under the user's folder: named `file_id`, or a new id (AudioGone when it
+        was evicted since it was found)."""
         return await asyncio.to_thread(_link, audio, self.of(user_id), file_id)
 
 
@@ -263,16 +270,34 @@ def _finish(writer: AudioWriter) -> StoredAudio:
 
 
 def _link(audio: StoredAudio, folder: Path, file_id: str | None) -> Path:
-    """A new name for the audio; a `file_id` the caller chose must be new too."""
+    """A new name for the audio; a `file_id` the caller chose must be new too. AudioGone when
+    the audio is no longer there (evicted since it was found): nothing is made then."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{file_id or new_file_id()}.{audio.media_type}"
     if target == audio.path:
         return target
     try:
-        os.link(audio.path, target)
+        try:
+            os.link(audio.path, target)
+        except OSError as exc:  # another file system, or too many names: a copy serves as well
+            if exc.errno not in (errno.EXDEV, errno.EMLINK):
+                raise
+            _copy(audio.path, target)
     except FileExistsError as exc:
         raise FileIdTaken(file_id or target.stem) from exc
-    except OSError:  # another file system: a copy serves as well, made exclusively
-        with open(target, "xb") as out:
-            out.write(audio.path.read_bytes())
+    except FileNotFoundError as exc:
+        raise AudioGone(audio.path) from exc
     return target
+
+
+def _copy(source: Path, target: Path) -> None:
+    """`source` as the new file `target`: whole, or not there at all (an empty or partial
+    file would be served, as immutable, under a URL that is never reused)."""
+    with source.open("rb") as audio:  # gone: raises before the target exists
+        out = target.open("xb")
+        try:
+            with out:
+                shutil.copyfileobj(audio, out)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise

@@ -50,7 +50,7 @@ async def synthesize(
         if early is not None:
             return ok(early)
     if body.return_binary and body.streaming_mode > 0:
-        audio = await speech.speak_streaming(caller, job)
+        audio = await speech.speak_streaming(caller, job, body.file_id)
         if audio is not None:
             return StreamingResponse(audio, media_type=CONTENT_TYPES[body.media_type])
     stored = await speech.speak(caller, job, body.file_id)

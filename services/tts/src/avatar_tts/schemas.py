@@ -19,7 +19,11 @@ class TtsRequest(BaseModel):
     text: str = Field(min_length=1, max_length=MAX_SPEECH_CHARS, pattern=SOME_TEXT)
     voice_id: str = Field("default", min_length=1, max_length=64, pattern=SOME_TEXT)
     text_lang: Language = "ko"
-    prompt_lang: Language = "ko"
+    prompt_lang: Language = Field(
+        "ko",
+        description="The language of the voice's reference clip; when not sent, the voice's "
+        'own setting ("ko" for every shipped voice).',
+    )
     streaming_mode: JsonInt = Field(0, ge=0, le=3)
     return_binary: StrictBool = False
     media_type: Literal["wav", "ogg", "aac", "raw"] = "wav"

@@ -25,7 +25,7 @@ from avatar_shared.streaming import primed
 from avatar_shared.timestamps import utc_now
 from avatar_tts.engines import SpeechEngine, Synthesis, make_engines
 from avatar_tts.errors import AudioNotFound, FileIdTaken, TtsBusy, TtsTimeout, VoiceNotFound
-from avatar_tts.files import AudioFolder, StoredAudio, audio_url, new_file_id
+from avatar_tts.files import AudioFolder, AudioGone, StoredAudio, audio_url, new_file_id
 from avatar_tts.metrics import TTS_CACHE
 from avatar_tts.retention import Retention, holder_of
 from avatar_tts.schemas import SpeechFile, TtsRequest, VoiceList
@@ -80,34 +80,46 @@ class SpeechService:
         voice = self.voices.get().find(body.voice_id)
         if voice is None:
             raise VoiceNotFound(body.voice_id)
+        # A prompt_lang the request did not send is the voice's own (its reference clip's).
+        prompt_lang = body.prompt_lang if "prompt_lang" in body.model_fields_set else None
         return Synthesis(
-            body.text, voice, body.text_lang, body.prompt_lang, body.media_type, body.streaming_mode
+            body.text, voice, body.text_lang, prompt_lang, body.media_type, body.streaming_mode
         )
 
     async def speak(self, caller: Caller, job: Synthesis, file_id: str | None = None) -> SpeechFile:
-        if file_id is not None and await asyncio.to_thread(
-            self.folder.taken, caller.user_id, file_id
-        ):
-            raise FileIdTaken(file_id)  # before any synthesis: nothing to make
+        await self._refuse_taken(caller, file_id)
         engine, key = self._engine_and_key(job)
-        audio, made_here = await self.store.cached(key), False
-        if audio is None:
-            audio, made_here = await self._synthesize_once(key, caller, job, engine)
-        TTS_CACHE.labels("made" if made_here else "hit").inc()
-        return await self._file_for(caller, key, audio, job.voice.id, not made_here, file_id)
+        evicted = False
+        while True:
+            audio, made_here = await self.store.cached(key), False
+            if audio is None:
+                audio, made_here = await self._synthesize_once(key, caller, job, engine)
+            try:
+                speech = await self._file_for(
+                    caller, key, audio, job.voice.id, not made_here, file_id
+                )
+            except AudioGone as exc:  # evicted (another request's retention) since it was found
+                if evicted:  # again, at once: the folder has no room to keep it
+                    raise StorageFull("The audio folder is full; try again later.") from exc
+                evicted = True
+                continue  # a cache miss after all: made again
+            TTS_CACHE.labels("made" if made_here else "hit").inc()
+            return speech
 
     async def speak_streaming(
-        self, caller: Caller, job: Synthesis
+        self, caller: Caller, job: Synthesis, file_id: str | None = None
     ) -> AsyncGenerator[bytes, None] | None:
-        """The audio as the engine produces it, stored and cached on the way, when this call
-        is the one to make it; None when it is cached or being made (then use `speak`). It
-        has started when it is returned, so a failure up front is an ordinary error response;
-        a client that leaves ends the synthesis too."""
+        """The audio as the engine produces it, stored (also under `file_id`, if given) and
+        cached on the way, when this call is the one to make it; None when it is cached or
+        being made (then use `speak`). It has started when it is returned, so a failure up
+        front is an ordinary error response; a client that leaves ends the synthesis too."""
+        await self._refuse_taken(caller, file_id)
         engine, key = self._engine_and_key(job)
         if await self.store.cached(key) is not None:
             return None
         try:
-            return await primed(self._stream_made_here(key, caller, job, engine))
+            made = self._stream_made_here(key, caller, job, engine, own_id=file_id)
+            return await primed(made)
         except LockTimeout:  # another request is making it
             return None
 
@@ -191,14 +203,17 @@ class SpeechService:
         job: Synthesis,
         engine: SpeechEngine,
         file_id: str | None = None,
+        own_id: str | None = None,
     ) -> AsyncGenerator[bytes, None]:
+        """Made into a file named `file_id` (else a new id), then also given the caller's
+        `own_id` if asked for (a link: exclusive, like `speak`'s)."""
         async with self.store.making(key, wait_s=0):  # held until the stream ends, however
             result: list[StoredAudio] = []
             made = self._produce(key, caller, job, engine, result, file_id)
             async with aclosing(made) as audio:
                 async for chunk in audio:
                     yield chunk
-            await self._file_for(caller, key, result[0], job.voice.id, False, None)
+            await self._file_for(caller, key, result[0], job.voice.id, False, own_id)
 
     async def user_file(self, user_id: str, file_name: str) -> Path:
         """A stored file, for download; counts as a use when Redis can take note (the file
@@ -232,6 +247,13 @@ class SpeechService:
 
     def path_of(self, user_id: str, speech: SpeechFile) -> Path:
         return self.folder.of(user_id) / f"{speech.file_id}.{speech.format}"
+
+    async def _refuse_taken(self, caller: Caller, file_id: str | None) -> None:
+        """A file_id the caller used before is refused before any synthesis: nothing to make."""
+        if file_id is not None and await asyncio.to_thread(
+            self.folder.taken, caller.user_id, file_id
+        ):
+            raise FileIdTaken(file_id)
 
     def _engine_and_key(self, job: Synthesis) -> tuple[SpeechEngine, str]:
         engine = self.engines[job.voice.engine or self.default_engine]
@@ -281,7 +303,7 @@ class SpeechService:
         holds the key's lock; the engine gets one of this replica's slots."""
         await self.retention.make_room()  # a full index refuses before the engine works
         new_file = self.folder.new_file(caller.user_id, job.media_type, file_id)
-        async with self.gate.slot(), new_file as out:
+        async with self.gate.slot(caller.key), new_file as out:  # fair across callers
             with upstream_call("tts"):
                 async for chunk in engine.speak(job):
                     out.write(chunk)

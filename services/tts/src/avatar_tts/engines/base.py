@@ -14,7 +14,7 @@ class Synthesis:
     text: str
     voice: VoiceEntry
     text_lang: str
-    prompt_lang: str
+    prompt_lang: str | None  # None: the voice's own
     media_type: str
     streaming_mode: int
 
