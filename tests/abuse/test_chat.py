@@ -164,9 +164,11 @@ async def test_ids_of_one_address_keep_no_more_than_its_stored_conversations(abu
             await forget(client, sessions)
         await forget(victim, victims[:1])
     assert {r.status_code for sessions in made for r in sessions} == {200}
-    evicted = len(ids) - STORED_PER_ADDRESS
-    assert kept == [0] * evicted + [1] * STORED_PER_ADDRESS  # the oldest went
-    # ... and their bytes went back to the conversations budget everyone shares.
-    assert [size is None for size in held] == [True] * evicted + [False] * STORED_PER_ADDRESS
+    assert sum(kept) == STORED_PER_ADDRESS
+    # The ids share the address's cap: each ends with an equal share, its newest.
+    share = STORED_PER_ADDRESS // len(attackers)
+    assert kept == ([0] * (7 - share) + [1] * share) * len(attackers)
+    # ... and the evicted ones' bytes went back to the conversations budget everyone shares.
+    assert [size is None for size in held] == [not k for k in kept]
     assert victims[1].status_code == 200, victims[1].text  # the neighbour's goes on
     assert history.json()["data"]["message_count"] == 4

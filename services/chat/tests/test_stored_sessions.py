@@ -1,8 +1,8 @@
 """How many stored conversations one holder keeps: a signed-in user, or for anonymous callers
 their client address (all its ids together). Past the cap, the holder's least recently used
-conversation is deleted (of an address's, the caller's own first), never another holder's,
-and its bytes go back to the conversations budget. Straight against the store and a real
-Redis, then through the app (admission too)."""
+conversation is deleted (of an address's, that of the id holding the most), never another
+holder's, and its bytes go back to the conversations budget. Straight against the store and a
+real Redis, then through the app (admission too)."""
 
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
@@ -53,18 +53,20 @@ async def test_an_addresss_conversation_past_its_cap_evicts_its_own_oldest_only(
     assert await redis.zcard(f"chat:stored-of:addr:{HERE}") == 3
 
 
-async def test_an_id_past_its_addresss_cap_evicts_its_own_before_its_neighbours(redis):
-    """The ids of one address share its cap; one makes room with its own conversations while
-    it has any, and takes the address's oldest only when it has none (the cap holds)."""
-    store = store_of(redis, per_address=3)
+async def test_the_id_holding_most_of_an_addresss_conversations_gives_up_its_own_first(redis):
+    """The ids of one address share its cap: past it, the oldest of the id holding the most
+    there goes, so a neighbour's one conversation outlives another's many, and a newcomer
+    takes room from whoever holds the most (the cap holds)."""
+    store = store_of(redis, per_address=4)
     await store.record_turn("victims", anonymous("anon-v", HERE), said("my story"))
-    for n in range(5):
+    for n in range(6):
         await store.record_turn(f"theirs-{n}", anonymous("anon-n", HERE), said("n"))
     assert await stored(redis, "victims")
-    assert [await stored(redis, f"theirs-{n}") for n in range(5)] == [False] * 3 + [True] * 2
+    assert [await stored(redis, f"theirs-{n}") for n in range(6)] == [False] * 3 + [True] * 3
     await store.record_turn("newcomers", anonymous("anon-z", HERE), said("z"))  # holds none
-    assert not await stored(redis, "victims")  # the address's least recently used
-    assert await redis.zcard(f"chat:stored-of:addr:{HERE}") == 3
+    assert await stored(redis, "victims") and await stored(redis, "newcomers")
+    assert [await stored(redis, f"theirs-{n}") for n in range(3, 6)] == [False, True, True]
+    assert await redis.zcard(f"chat:stored-of:addr:{HERE}") == 4
 
 
 async def test_an_evicted_conversation_gives_its_bytes_back(redis):

@@ -67,7 +67,8 @@ class ChatSettings(ServiceSettings):
     keeps; their next new one deletes their least recently used one."""
     max_stored_sessions_per_address: int = Field(20, gt=0)
     """The same for all anonymous callers of one client address together (ids are free: a
-    cap per id would bound nothing); an id past it loses its own least recently used first."""
+    cap per id would bound nothing); past it, the id holding the most there loses its least
+    recently used first."""
     max_conversations_per_user: int = Field(1000, gt=0)
     """Most conversations kept on the server (POST /api/chat/sessions, branches, imports) one
     signed-in user keeps; they stay until deleted, and one more answers 409 quota_exceeded.

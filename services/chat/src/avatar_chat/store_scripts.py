@@ -98,23 +98,42 @@ local function session_forget(id, budget_total, budget_held, budget_until)
   end
 end
 
--- The stored session to make room with: one no longer the holder's (gone, or moved) at no
--- cost; else the oldest not generating a reply (its turn would be lost), the `owner`'s own
--- first: an address's anonymous ids share its cap, and one takes another's only when it has
--- none of its own. Read one by one, oldest first: an account's own oldest is the first.
-local function evictable(stored_of, holder, owner)
-  local fallback, index = nil, 0
-  while true do
-    local member = redis.call('ZRANGE', stored_of, index, index)[1]
-    if not member then return fallback end
+-- The stored session to make room with: one no longer the holder's (gone, or moved) costs
+-- nothing; else the oldest not generating a reply (its turn would be lost). An account's are
+-- all its own. An address's anonymous ids share its cap: the oldest of the id holding the
+-- most there goes (the incoming session counted as its owner's), so one that keeps many gives
+-- up its own before a neighbour that keeps few, and a newcomer has room to grow to an equal
+-- share. (An account reads one by one, oldest first; an address's are few: read at once.)
+local function evictable(stored_of, holder, owner, account)
+  if account then
+    local index = 0
+    while true do
+      local member = redis.call('ZRANGE', stored_of, index, index)[1]
+      if not member then return nil end
+      local its = meta_of(member)
+      if redis.call('HGET', its, 'holder') ~= holder then return member end
+      if redis.call('EXISTS', its .. ':busy') == 0 then return member end
+      index = index + 1
+    end
+  end
+  local held, oldest, at = {[owner] = 1}, {}, {}
+  for index, member in ipairs(redis.call('ZRANGE', stored_of, 0, -1)) do
     local its = meta_of(member)
     if redis.call('HGET', its, 'holder') ~= holder then return member end
-    if redis.call('EXISTS', its .. ':busy') == 0 then
-      if redis.call('HGET', its, 'owner') == owner then return member end
-      fallback = fallback or member
+    local its_owner = redis.call('HGET', its, 'owner') or ''
+    held[its_owner] = (held[its_owner] or 0) + 1
+    if not oldest[its_owner] and redis.call('EXISTS', its .. ':busy') == 0 then
+      oldest[its_owner], at[its_owner] = member, index
     end
-    index = index + 1
   end
+  local most = nil  -- the id holding the most; of equals, the one whose oldest is oldest
+  for its_owner in pairs(oldest) do
+    if not most or held[its_owner] > held[most]
+        or (held[its_owner] == held[most] and at[its_owner] < at[most]) then
+      most = its_owner
+    end
+  end
+  return most and oldest[most]
 end
 
 -- Makes the session (of `owner`'s) one of its holder's stored (expiring) sessions, scored by
@@ -136,7 +155,7 @@ local function holder_take(id, holder, owner, cap, stored_of, active, now, expir
   if not redis.call('ZSCORE', stored_of, id) then
     local count = redis.call('ZCARD', stored_of)
     while count >= cap do
-      local oldest = evictable(stored_of, holder, owner)
+      local oldest = evictable(stored_of, holder, owner, account)
       if not oldest then break end  -- every one is generating a reply
       local its = meta_of(oldest)
       if redis.call('HGET', its, 'holder') == holder then
