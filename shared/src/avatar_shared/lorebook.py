@@ -375,8 +375,9 @@ def _scan_recursively(
 
 def _within(fired: list[Fired], budget: int) -> tuple[list[Fired], list[Fired]]:
     """The entries that fit `budget` tokens: when they do not all fit, those of the lowest
-    priority go first, then (as in SillyTavern, whose cards set no priority) the lowest in
-    insertion order."""
+    priority go first, then (in SillyTavern's order, whose cards set no priority) the lowest
+    in insertion order. Unlike SillyTavern, which stops at the first that does not fit, a
+    smaller one further down that still fits is kept."""
     by_worth = sorted(
         fired, key=lambda f: (-(f.entry.priority or 0), -f.entry.insertion_order, f.index)
     )
