@@ -242,3 +242,40 @@ def test_a_sillytavern_depth_entry_keeps_its_role_unless_a_decorator_says_otherw
 
     assert [role("creak", r) for r in (0, 1, 2)] == ["system", "user", "assistant"]
     assert role("@@role system\ncreak", 2) == "system"
+
+
+def test_a_sillytavern_slashed_key_that_javascript_refuses_is_plain_text_as_there():
+    # SillyTavern's parseRegexFromString gives null for these, and the key is then matched
+    # as written; the card is imported, not refused.
+    lore = as_chat_keeps(st_entry(["/([/"], "broken"), st_entry(["/sword/ii"], "twice"))
+    assert fired(lore, "a sword and a shield") == []
+    assert fired(lore, "she typed /([/ again") == ["broken"]
+    assert fired(lore, "the flag /sword/ii stays text") == ["twice"]
+    # Anyone else's slashed key means a regex: one that does not compile is refused.
+    with pytest.raises(ValidationError, match="does not compile"):
+        book(entry(["/([/"]))
+
+
+def test_a_sillytavern_regex_key_may_carry_javascripts_g_flag():
+    lore = as_chat_keeps(st_entry(["/\\bdragons?\\b/gi"]))
+    assert fired(lore, "A Dragon lands") == ["lore"]
+    assert fired(lore, "dragonfly") == []
+
+
+def test_sillytavern_selective_logic_it_does_not_know_never_fires_its_entry():
+    def outcome(logic: object, secondary: list[str], text: str) -> tuple[int, list[str]]:
+        castle = st_entry(["castle"], selectiveLogic=logic)
+        lore = as_chat_keeps(castle | {"selective": True, "secondary_keys": secondary})
+        activation = activate(lore, [text], 4, 100, words)
+        return len(activation.fired), [s.reason for s in activation.skipped]
+
+    missing = (0, ["secondary_key_missing"])
+    assert outcome(7, ["night"], "the castle at night") == missing
+    assert outcome("0", ["night"], "the castle at night") == missing  # JavaScript's ===
+    assert outcome(True, ["night"], "the castle at night") == missing
+    assert outcome(None, ["night"], "the castle at night") == (1, [])  # null: AND ANY
+    assert outcome(1.0, ["night"], "the castle at noon") == (1, [])  # NOT ALL, as 1
+    # A blank secondary key is one never found, as SillyTavern counts it.
+    assert outcome(0, [""], "the castle") == missing
+    assert outcome(2, [""], "the castle") == (1, [])
+    assert outcome(0, ["", "night"], "the castle at night") == (1, [])

@@ -92,7 +92,7 @@ class LoreEntry(BaseModel):
         """V3's `use_regex`. SillyTavern writes `use_regex: true` on every entry it exports,
         yet reads a key as a regex only when written `/pattern/flags`; its entries are told
         by the `selectiveLogic` its export always writes (convertWorldInfoToCharacterBook)."""
-        return bool(self.use_regex) and "selectiveLogic" not in self.extensions
+        return bool(self.use_regex) and not self.written_by_sillytavern
 
     @property
     def keys_case_sensitive(self) -> bool:
@@ -106,9 +106,21 @@ class LoreEntry(BaseModel):
         return self._st_setting("match_whole_words")
 
     @property
-    def selective_logic(self) -> int:
+    def written_by_sillytavern(self) -> bool:
+        """SillyTavern's card export writes `selectiveLogic` on every entry it converts
+        (convertWorldInfoToCharacterBook): its keys are then read as SillyTavern reads them."""
+        return "selectiveLogic" in self.extensions
+
+    @property
+    def selective_logic(self) -> int | None:
+        """SillyTavern's `selectiveLogic` (absent or null: AND ANY). None for a value it knows
+        none of: it compares with `===`, so such an entry never fires on its secondary keys."""
         logic = self.extensions.get("selectiveLogic")
-        return logic if type(logic) is int and AND_ANY <= logic <= AND_ALL else AND_ANY
+        if logic is None:
+            return AND_ANY
+        if isinstance(logic, bool) or logic not in (AND_ANY, NOT_ALL, NOT_ANY, AND_ALL):
+            return None
+        return int(logic)  # JSON's 1.0 is JavaScript's 1
 
     def _st_setting(self, name: str) -> bool | None:
         value = self.extensions.get(name)
@@ -470,13 +482,13 @@ class KeyedEntry:
         receipt names the key as written."""
 
         def tests(keys: list[str]) -> list[KeyTest]:
-            return [
-                (key, _needle(expanded, entry), _matcher(expanded, entry))
-                for key in keys
-                if (expanded := expand(key) if expand else key).strip()
-            ]
+            expanded = [(key, expand(key) if expand else key) for key in keys]
+            return [(key, *_key_test(text, entry)) for key, text in expanded]
 
-        return cls(entry, tests(entry.keys), tests(entry.secondary_keys))
+        primary = [test for test in tests(entry.keys) if test[1] != ""]  # a blank one: never
+        # A blank secondary key is one that is never found, as in SillyTavern (it counts the
+        # list's length, then finds no blank): under NOT ANY it does not stop the entry.
+        return cls(entry, primary, tests(entry.secondary_keys))
 
 
 def first_match(keys: list[KeyTest], text: Scanned) -> str | None:
@@ -488,6 +500,8 @@ def secondary_keys_agree(keyed: KeyedEntry, text: Scanned) -> bool:
     """An entry's secondary keys, as SillyTavern's `selectiveLogic` counts them."""
     found = (_found(test, text) for test in keyed.secondary_keys)
     logic = keyed.entry.selective_logic
+    if logic is None:
+        return False
     if logic == NOT_ALL:
         return not all(found)
     if logic == NOT_ANY:
@@ -502,18 +516,21 @@ def _found(test: KeyTest, text: Scanned) -> bool:
     return (needle is None or needle in text.folded) and matches(text)
 
 
-def _needle(key: str, entry: LoreEntry) -> str | None:
-    regex_key = entry.every_key_a_regex or SLASHED.fullmatch(key)
-    return None if regex_key else key.strip().casefold()
-
-
-def _matcher(key: str, entry: LoreEntry) -> Matcher:
+def _key_test(key: str, entry: LoreEntry) -> tuple[str | None, Matcher]:
+    """What must occur in the case-folded text for `key` to match (None for a regex key, ""
+    for a blank one), and its matcher."""
+    if not key.strip():
+        return "", _never
     try:
         pattern = _as_regex(key, entry)
     except BadRegex as exc:  # a stored key compiles; one whose macros were expanded may not
-        return _never_runs(exc)
+        return None, _never_runs(exc)
     if pattern is not None:
-        return lambda scanned: _search(pattern, scanned.text)
+        return None, lambda scanned: _search(pattern, scanned.text)
+    return key.strip().casefold(), _plain_matcher(key, entry)
+
+
+def _plain_matcher(key: str, entry: LoreEntry) -> Matcher:
     case_sensitive = entry.keys_case_sensitive
     key = key.strip() if case_sensitive else key.strip().casefold()
     if entry.whole_words is None:  # ours: Korean particles attach, "숲" fires on "숲에서"
@@ -537,6 +554,10 @@ def _sillytavern_whole_word(key: str) -> str | None:
     return rf"(?<![A-Za-z0-9_]){re.escape(key)}(?![A-Za-z0-9_])"
 
 
+def _never(scanned: Scanned) -> bool:
+    return False
+
+
 def _never_runs(error: "BadRegex") -> Matcher:
     def refuse(scanned: Scanned) -> bool:
         raise error
@@ -545,13 +566,23 @@ def _never_runs(error: "BadRegex") -> Matcher:
 
 
 SLASHED = re.compile(r"/(.+)/([imsu]*)", re.DOTALL)  # "/usr/bin" is no regex: b, n no flags
+# As SillyTavern tells a regex key (parseRegexFromString), with JavaScript's `g` (nothing for a
+# test) but not `y` (sticky: anchored where SillyTavern's scan text starts, which ours does not).
+SILLYTAVERN_SLASHED = re.compile(r"/(.+)/([gimsu]*)", re.DOTALL)
+
+
+def _slashed(key: str, entry: LoreEntry) -> "re.Match[str] | None":
+    pattern = SILLYTAVERN_SLASHED if entry.written_by_sillytavern else SLASHED
+    return pattern.fullmatch(key)
 
 
 def _as_regex(key: str, entry: LoreEntry) -> "regex.Pattern[str] | None":
     """A regex key (written `/pattern/flags`, or any key of a `use_regex` entry) compiled;
     None for a plain one. Written with slashes, its flags alone say whether case counts, as
-    in SillyTavern (a JavaScript RegExp)."""
-    slashed = SLASHED.fullmatch(key)
+    in SillyTavern (a JavaScript RegExp). In an entry SillyTavern wrote, a slashed key that
+    JavaScript would refuse is plain text, as SillyTavern reads it; in any other, it is
+    refused (BadRegex), since its writer meant a regex."""
+    slashed = _slashed(key, entry)
     if not entry.every_key_a_regex and not slashed:
         return None
     if slashed:
@@ -559,12 +590,17 @@ def _as_regex(key: str, entry: LoreEntry) -> "regex.Pattern[str] | None":
         ignore_case = "i" in flags
     else:
         source, flags, ignore_case = key, "", not entry.keys_case_sensitive
+    read_as_sillytavern = slashed and entry.written_by_sillytavern
+    if read_as_sillytavern and len(set(flags)) < len(flags):
+        return None  # JavaScript refuses a repeated flag
     options = regex.IGNORECASE if ignore_case else 0
     options |= regex.MULTILINE if "m" in flags else 0
     options |= regex.DOTALL if "s" in flags else 0
     try:
         return regex.compile(source, options)
     except (regex.error, OverflowError) as exc:
+        if read_as_sillytavern:
+            return None
         raise BadRegex(str(exc)) from exc
 
 
