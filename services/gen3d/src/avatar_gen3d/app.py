@@ -1,14 +1,15 @@
 from collections.abc import AsyncIterator
 from contextlib import suppress
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from redis.exceptions import RedisError
 
+from avatar_gen3d.adoption import router as adoption_router
 from avatar_gen3d.backends.health import gen3d_check, reachable_check
 from avatar_gen3d.deps import Gen3dState
 from avatar_gen3d.jobs import open_queues
 from avatar_gen3d.metrics import GEN3D_QUEUE
-from avatar_gen3d.routes import router
+from avatar_gen3d.routes import router as gen3d_router
 from avatar_gen3d.service import Gen3dService
 from avatar_gen3d.settings import Gen3dSettings
 from avatar_shared.app import create_service_app
@@ -43,6 +44,9 @@ def create_app(settings: Gen3dSettings | None = None) -> FastAPI:
         GEN3D_QUEUE.labels("queued").set(depth.queued)
         GEN3D_QUEUE.labels("running").set(depth.running)
 
+    router = APIRouter()
+    router.include_router(gen3d_router)
+    router.include_router(adoption_router)  # a peer's call at sign-in, not public
     app = create_service_app(
         "gen3d",
         settings,

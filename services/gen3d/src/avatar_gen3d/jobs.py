@@ -19,6 +19,8 @@ Our own keys:
 - `gen3d:jobs:{user_id}`: sorted set of all the user's jobs by submission time (the listing).
 - `gen3d:cancelled:{job_id}`: set when its owner cancelled it.
 - `gen3d:durations:{backend}`: the last 20 durations (s), for `estimated_time`.
+- `gen3d:moving`: job id -> the anonymous id it was adopted from, while its folder has not
+  been renamed to its new owner's yet (see `service.Gen3dService.adopt`).
 - `saq:{queue}:wait:{holder}`, `saq:{queue}:ring`, `saq:{queue}:waiting`, `saq:{queue}:wake`:
   the fair turns (see FairQueue).
 """
@@ -34,6 +36,7 @@ from saq.job import Status
 from saq.queue.redis import RedisQueue
 
 from avatar_gen3d.errors import QueueFull
+from avatar_gen3d.retention import FILES, HOLDER_OF, USAGE, held
 from avatar_gen3d.schemas import Backend, JobState
 from avatar_gen3d.settings import Gen3dSettings
 
@@ -256,11 +259,68 @@ def places_of(user_id: str, holder: str) -> list[str]:
     return [f"gen3d:active:{key}" for key in dict.fromkeys((user_id, holder))]
 
 
+MOVING = "gen3d:moving"
+# What `JobBook.move` did: the job was not `from`'s (moved already, or never), it moved and
+# has no files counted (none left, or being removed by retention), it moved and its folder
+# is to be renamed (it is listed in MOVING), or it stayed: it would pass the account's bytes.
+NOT_THEIRS, MOVED_NO_FILES, MOVED, KEPT = 0, 1, 2, -1
+
+# KEYS: the job's owner, from's listing, to's listing, retention's files, holder-of, usage,
+# moving. ARGV: job id, from, to, its folder now, its folder to be, the prefix of retention's
+# held(), the account's cap of bytes, the listing's ttl. One job from `from` to `to`, in one
+# step (see `JobBook.move`).
+_MOVE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+local entry = redis.call('HGET', KEYS[5], ARGV[4])
+local size, holder
+if entry then
+  size, holder = string.match(entry, '^(%d+) (.*)$')
+  size = tonumber(size)
+  local used = tonumber(redis.call('ZSCORE', KEYS[6], ARGV[3]) or '0')
+  if used + size > tonumber(ARGV[7]) then return -1 end
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[3])
+end
+local at = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if at then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[3], at, ARGV[1])
+  if redis.call('TTL', KEYS[3]) < tonumber(ARGV[8]) then
+    redis.call('EXPIRE', KEYS[3], ARGV[8])
+  end
+end
+if not entry then return 1 end
+redis.call('HDEL', KEYS[5], ARGV[4])
+redis.call('HSET', KEYS[5], ARGV[5], size .. ' ' .. ARGV[3])
+local written = redis.call('ZSCORE', KEYS[4], ARGV[4])
+if written then
+  redis.call('ZREM', KEYS[4], ARGV[4])
+  redis.call('ZADD', KEYS[4], written, ARGV[5])
+end
+local finished = redis.call('ZSCORE', ARGV[6] .. holder, ARGV[4])
+if finished then
+  redis.call('ZREM', ARGV[6] .. holder, ARGV[4])
+  redis.call('ZADD', ARGV[6] .. ARGV[3], finished, ARGV[5])
+end
+if tonumber(redis.call('ZINCRBY', KEYS[6], -size, holder)) <= 0 then
+  redis.call('ZREM', KEYS[6], holder)
+end
+redis.call('ZINCRBY', KEYS[6], size, ARGV[3])
+redis.call('HSET', KEYS[7], ARGV[1], ARGV[2])
+return 2
+"""
+
+
 class JobBook:
     """Who owns which job, who has how many running, and how long jobs take."""
 
     def __init__(self, redis: Redis, ttl_s: int) -> None:
         self.redis, self.ttl_s = redis, ttl_s
+        self._move = redis.register_script(_MOVE)
 
     async def claim(self, job_id: str, caps: dict[str, int]) -> str | None:
         """A place in each set of `caps` (place key -> cap), or the key of one that is full
@@ -287,6 +347,41 @@ class JobBook:
             f"gen3d:jobs:{user_id}", top, "-inf", start=0, num=limit, withscores=True
         )
         return jobs
+
+    async def every(self, user_id: str) -> list[str]:
+        """All the user's jobs, oldest first."""
+        jobs: list[str] = await self.redis.zrange(f"gen3d:jobs:{user_id}", 0, -1)
+        return jobs
+
+    async def move(
+        self, job_id: str, from_id: str, to: str, folders: tuple[str, str], cap_bytes: int
+    ) -> int:
+        """A finished job of `from_id` becomes `to`'s in one script: its owner (its expiry
+        kept), its place in the listings (its score kept: the listing's order holds), and,
+        when retention counts its folder, that entry: re-keyed to the folder to be (the
+        second of `folders`), its bytes taken off its holder (the anonymous caller's address)
+        and charged to `to`, unless they would pass `cap_bytes` of `to`'s: then nothing
+        changes (KEPT). A folder that moves is listed in MOVING until `moved` says it was
+        renamed. NOT_THEIRS, MOVED_NO_FILES, MOVED or KEPT."""
+        keys = [
+            f"gen3d:owner:{job_id}", f"gen3d:jobs:{from_id}", f"gen3d:jobs:{to}", FILES,
+            HOLDER_OF, USAGE, MOVING,
+        ]  # fmt: skip
+        old, new = folders
+        args: list[str | int] = [job_id, from_id, to, old, new, held(""), cap_bytes, self.ttl_s]
+        return int(await self._move(keys=keys, args=args))
+
+    async def moving(self) -> dict[str, str]:
+        """Jobs whose folder is still to be renamed: job id -> the id it was adopted from."""
+        pending: dict[str, str] = await self.redis.hgetall(MOVING)  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
+        return pending
+
+    async def moving_from(self, job_id: str) -> str | None:
+        from_id: str | None = await self.redis.hget(MOVING, job_id)  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
+        return from_id
+
+    async def moved(self, job_id: str) -> None:
+        await self.redis.hdel(MOVING, job_id)  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
 
     async def forget(self, job_id: str, user_id: str) -> None:
         """A job whose record expired leaves the listing too."""

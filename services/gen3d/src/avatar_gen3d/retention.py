@@ -98,6 +98,10 @@ class Retention:
         await self._forget(keys=[FILES, TOTAL, HOLDER_OF, USAGE], args=[str(folder), held(""), ""])
         await asyncio.to_thread(shutil.rmtree, folder, True)
 
+    async def counts(self, folder: Path) -> bool:
+        """Whether `folder` is indexed (not removed, nor being removed, by retention)."""
+        return bool(await self.redis.hexists(HOLDER_OF, str(folder)))  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
+
     async def lost(self) -> bool:
         """Redis has no index of the folders (it lost its data, or an older version kept
         none): it must be rebuilt from the disk."""

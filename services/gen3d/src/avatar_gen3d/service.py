@@ -1,5 +1,22 @@
 """3D generation: an uploaded picture becomes a job in its backend's queue, a worker makes it
-a GLB."""
+a GLB.
+
+Signing in (`adopt`, avatar_shared.adoption): an anonymous id's finished jobs become the
+account's, each in two steps, in this order:
+1. one script (`JobBook.move`) changes its owner, its listing and its retention entry (now
+   keyed by the account's folder, its bytes charged to the account) and lists it in
+   `gen3d:moving`;
+2. its folder is renamed to the account's (one atomic rename), and it leaves `gen3d:moving`.
+A crash between the two leaves a job the account owns whose folder still has the anonymous
+id's name: it is listed in `gen3d:moving`, so the next read of its result, the next
+adoption call and the next start of the API rename it (`_finish_move`); the account reads it
+either way (its status at once, its files from that rename on), and the anonymous id reads
+it no more. The other order could leave the anonymous id owning a job whose folder has gone.
+Retention may remove the folder at any moment: before step 1 the script finds no entry (the
+job moves, its files do not: retention is removing them); between the two, it removes the
+account's (not yet renamed) folder from its index, and the rename that follows sees that and
+removes the folder it just renamed.
+"""
 
 import asyncio
 import logging
@@ -31,6 +48,9 @@ from avatar_gen3d.jobs import (
     CLAIM_GRACE_S,
     FINAL,
     FUNCTION,
+    KEPT,
+    MOVED,
+    NOT_THEIRS,
     STATUS_OF,
     FairQueue,
     JobBook,
@@ -50,6 +70,7 @@ from avatar_gen3d.schemas import (
     QueueDepth,
 )
 from avatar_gen3d.settings import Gen3dSettings
+from avatar_shared.adoption import KindMoved
 from avatar_shared.budget import Budget
 from avatar_shared.pages import TIME, Page
 from avatar_shared.rate import Caller, CallerRate
@@ -87,6 +108,13 @@ def status_of(job: Job, cancelled: bool) -> JobStatus:
         result_url=f"/api/generate/result/{job.key}.glb" if status == "completed" else None,
         error=CANCELLED if cancelled else progress.error,
     )
+
+
+def rename_folder(old: Path, new: Path) -> None:
+    """`old` becomes `new` in one step; nothing when `old` is gone (renamed already)."""
+    new.parent.mkdir(parents=True, exist_ok=True)
+    with suppress(FileNotFoundError):
+        old.rename(new)
 
 
 def holder(caller: Caller) -> str:
@@ -231,8 +259,61 @@ class Gen3dService:
         await self._owned(job_id, user_id)
         path = JobFolder(self.settings.assets_dir, user_id, job_id).result(kind)
         if not await asyncio.to_thread(path.is_file):
-            raise ResultNotFound(job_id)
+            # Adopted, and its folder not renamed yet (a crash halfway): renamed now.
+            if (from_id := await self.book.moving_from(job_id)) is not None:
+                await self._finish_move(job_id, from_id, user_id)
+            if not await asyncio.to_thread(path.is_file):
+                raise ResultNotFound(job_id)
         return path
+
+    async def adopt(self, from_id: str, to: str) -> KindMoved:
+        """At a sign-in: `from_id`'s finished jobs (completed or failed) become `to`'s, oldest
+        first, each whole (see the module's docstring). A job not finished stays (its worker
+        writes into the folder its arguments name), as does one whose files would pass
+        GEN3D_MAX_BYTES_PER_USER of the account's: both are counted `kept`."""
+        await self.finish_moves()
+        ids = await self.book.every(from_id)
+        moved = kept = 0
+        for job_id, job in zip(ids, await self._jobs(ids), strict=True):
+            if job is None:  # its record expired (JOB_TTL_S)
+                await self.book.forget(job_id, from_id)
+                continue
+            if job.status not in FINAL:
+                kept += 1
+                continue
+            old, new = self._folders(job_id, from_id, to)
+            outcome = await self.book.move(
+                job_id, from_id, to, (str(old), str(new)), self.retention.max_bytes_per_holder
+            )
+            if outcome == KEPT:
+                kept += 1
+            elif outcome != NOT_THEIRS:  # another call moved it meanwhile
+                moved += 1
+                if outcome == MOVED:
+                    await self._finish_move(job_id, from_id, to)
+        return KindMoved(moved=moved, kept=kept)
+
+    async def finish_moves(self) -> None:
+        """Renames the folders of adopted jobs that a crash left with their old name."""
+        for job_id, from_id in (await self.book.moving()).items():
+            to = await self.book.owner(job_id)
+            if to is None:  # expired since
+                await self.book.moved(job_id)
+                continue
+            await self._finish_move(job_id, from_id, to)
+
+    def _folders(self, job_id: str, from_id: str, to: str) -> tuple[Path, Path]:
+        """The job's folder as `from_id`'s, and as `to`'s."""
+        assets = self.settings.assets_dir
+        return JobFolder(assets, from_id, job_id).path, JobFolder(assets, to, job_id).path
+
+    async def _finish_move(self, job_id: str, from_id: str, to: str) -> None:
+        """Step 2 of an adoption: the folder renamed (by another replica already, perhaps)."""
+        old, new = self._folders(job_id, from_id, to)
+        await asyncio.to_thread(rename_folder, old, new)
+        await self.book.moved(job_id)
+        if not await self.retention.counts(new):  # retention removed it meanwhile
+            await asyncio.to_thread(shutil.rmtree, new, True)
 
     async def queue_depth(self) -> QueueDepth:
         infos = [await queue.info() for queue in self.queues.values()]
@@ -247,6 +328,7 @@ class Gen3dService:
         """At start: the retention index is rebuilt from the folders if Redis lost it. Best
         effort: a Redis that is down now does not stop the service from starting."""
         try:
+            await self.finish_moves()
             if await self.retention.lost():
                 folders = await asyncio.to_thread(job_folders, self.settings.assets_dir)
                 await self.retention.rebuild(folders)

@@ -1,0 +1,274 @@
+"""Signing in keeps the 3D avatars the browser made (avatar_shared.adoption): the peer call
+`POST /internal/accounts/adopt` moves an anonymous id's finished 3D jobs to an account (listed,
+their status and result files served to it, their bytes charged to it), leaves the unfinished
+ones where they are, moves each once, and only when a service of ours signed it.
+
+Anonymous callers are who their cookie says (as through the gateway); signed-in ones speak
+through a second app over the same Redis and assets folder (`as_user`). Auth's side is tested
+in services/auth/tests/test_adoption.py."""
+
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from avatar_gen3d import service
+from avatar_gen3d.app import create_app
+from avatar_gen3d.retention import FILES, HOLDER_OF, TOTAL, USAGE
+from avatar_shared.adoption import ADOPT_PATH, SIGNATURE_HEADER, Adoption, signature_headers
+from avatar_shared.identity import AnonymousIds, current_identity
+from tests.helpers import as_user, identity_from_test_header, returning_visitor
+
+from .helpers import post, running_worker, serving, until_finished
+
+SIGNER = AnonymousIds(os.environ["ANON_ID_SECRET"].encode())
+ALICE = as_user("alice")
+ADDRESS = "addr:127.0.0.1"  # the retention holder of the browser's jobs (its address)
+
+
+def signed_in_app(settings):
+    """The app with every caller signed in as the user its X-Test-User header names."""
+    app = create_app(settings)
+    app.dependency_overrides[current_identity] = identity_from_test_header
+    return app
+
+
+@asynccontextmanager
+async def apps(settings) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """An anonymous browser (by its cookie, at 127.0.0.1) and signed-in users, over one Redis
+    and one assets folder."""
+    async with AsyncExitStack() as stack:
+        browsers = await stack.enter_async_context(serving(create_app(settings)))
+        accounts = await stack.enter_async_context(serving(signed_in_app(settings)))
+        browser = await stack.enter_async_context(browsers())
+        account = await stack.enter_async_context(accounts())
+        yield browser, account
+
+
+async def adopt(client, from_id: str, to: str, headers: dict | None = None) -> httpx.Response:
+    """The call auth makes at a sign-in, signed as auth signs it unless `headers` say."""
+    adoption = Adoption(from_id=from_id, to=to)
+    sent = signature_headers(SIGNER, adoption) if headers is None else headers
+    return await client.post(ADOPT_PATH, json=adoption.body(), headers=sent)
+
+
+async def submit(client, **kw) -> str:
+    answer = await post(client, **kw)
+    assert answer.status_code == 202, answer.text
+    return answer.json()["data"]["job_id"]
+
+
+async def finished(client, settings, redis, **kw) -> str:
+    """A job of the caller's, run to its end by a worker."""
+    job_id = await submit(client, **kw)
+    async with running_worker(settings, redis):
+        assert (await until_finished(client, job_id, **kw))["status"] == "completed"
+    return job_id
+
+
+async def listed(client, **kw) -> list[str]:
+    answer = await client.get("/api/generate/jobs", **kw)
+    assert answer.status_code == 200, answer.text
+    return [job["job_id"] for job in answer.json()["data"]["jobs"]]
+
+
+async def served(client, job_id: str, **kw) -> list[int]:
+    """The status codes of the job's status and its two result files."""
+    paths = [f"/api/generate/status/{job_id}"] + [
+        f"/api/generate/result/{job_id}.{kind}" for kind in ("glb", "png")
+    ]
+    return [(await client.get(path, **kw)).status_code for path in paths]
+
+
+def folder(settings, user: str, job_id: str) -> Path:
+    return Path(settings.assets_dir) / user / "3d" / job_id
+
+
+async def test_a_browsers_finished_jobs_become_the_accounts(settings, redis):
+    async with apps(settings) as (browser, account):
+        anon_id = returning_visitor(browser)
+        first = await finished(browser, settings, redis)
+        alices_own = await finished(account, settings, redis, headers=ALICE)
+        second = await finished(browser, settings, redis)
+        glb = (await browser.get(f"/api/generate/result/{first}.glb")).content
+        answer = await adopt(browser, anon_id, "alice")
+        alices = await listed(account, headers=ALICE)
+        to_alice = [await served(account, job, headers=ALICE) for job in (first, second)]
+        alices_glb = (await account.get(f"/api/generate/result/{first}.glb", headers=ALICE)).content
+        left = await listed(browser)
+        to_the_browser = [await served(browser, job) for job in (first, second)]
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"success": True, "data": {"3d_jobs": {"moved": 2, "kept": 0}}}
+    # Newest first, as they were made: the adopted jobs keep their place beside alice's own.
+    assert alices == [second, alices_own, first]
+    assert to_alice == [[200, 200, 200]] * 2 and alices_glb == glb
+    assert left == [] and to_the_browser == [[404, 404, 404]] * 2
+    assert not folder(settings, anon_id, first).exists()
+
+
+async def test_an_unfinished_job_stays_until_the_next_sign_in(settings, redis):
+    async with apps(settings) as (browser, account):
+        anon_id = returning_visitor(browser)
+        waiting = await submit(browser)
+        answer = await adopt(browser, anon_id, "alice")
+        to_alice = await served(account, waiting, headers=ALICE)
+        async with running_worker(settings, redis):  # its worker writes the browser's folder
+            done = await until_finished(browser, waiting)
+        still_the_browsers = await listed(browser)
+        later = await adopt(browser, anon_id, "alice")
+        alices = await listed(account, headers=ALICE)
+        then_to_alice = await served(account, waiting, headers=ALICE)
+    assert answer.json()["data"] == {"3d_jobs": {"moved": 0, "kept": 1}}
+    assert to_alice == [404, 404, 404]
+    assert done["status"] == "completed" and still_the_browsers == [waiting]
+    assert later.json()["data"] == {"3d_jobs": {"moved": 1, "kept": 0}}
+    assert alices == [waiting] and then_to_alice == [200, 200, 200]
+
+
+async def test_a_second_call_moves_nothing_more(settings, redis):
+    async with apps(settings) as (browser, account):
+        anon_id = returning_visitor(browser)
+        job_id = await finished(browser, settings, redis)
+        once = await adopt(browser, anon_id, "alice")
+        again = await adopt(browser, anon_id, "alice")
+        elsewhere = await adopt(browser, anon_id, "bob")
+        alices = await listed(account, headers=ALICE)
+        bobs = await listed(account, headers=as_user("bob"))
+        to_alice = await served(account, job_id, headers=ALICE)
+    assert once.json()["data"] == {"3d_jobs": {"moved": 1, "kept": 0}}
+    assert again.json()["data"] == elsewhere.json()["data"] == {"3d_jobs": {"moved": 0, "kept": 0}}
+    assert alices == [job_id] and bobs == [] and to_alice == [200, 200, 200]
+
+
+def _signed(signer: AnonymousIds, from_id: str, to: str, **kwargs) -> dict[str, str]:
+    return signature_headers(signer, Adoption(from_id=from_id, to=to), **kwargs)
+
+
+# What a caller that is not a peer may send, made for the browser's anonymous id and cookie;
+# each is sent as a call moving that id's jobs to mallory's account.
+NOT_A_PEER = {
+    "none": lambda anon_id, cookie: {},
+    "garbage": lambda anon_id, cookie: {SIGNATURE_HEADER: "not a signature"},
+    "forged": lambda anon_id, cookie: {SIGNATURE_HEADER: f"{int(time.time()) + 60} {'A' * 43}"},
+    "for-another-account": lambda anon_id, cookie: _signed(SIGNER, anon_id, "alice"),
+    "expired": lambda anon_id, cookie: _signed(SIGNER, anon_id, "mallory", now=time.time() - 61),
+    "another-key": lambda anon_id, cookie: _signed(AnonymousIds(b"k" * 32), anon_id, "mallory"),
+    "its-cookie": lambda anon_id, cookie: {"Cookie": f"anon_id={cookie}"},
+}
+
+
+@pytest.mark.parametrize("case", NOT_A_PEER)
+async def test_only_a_peer_may_call_it(settings, redis, case):
+    async with apps(settings) as (browser, account):
+        anon_id = returning_visitor(browser)
+        job_id = await finished(browser, settings, redis)
+        headers = NOT_A_PEER[case](anon_id, browser.cookies["anon_id"])
+        refused = await adopt(browser, anon_id, "mallory", headers=headers)
+        still = await served(browser, job_id)
+        to_mallory = await served(account, job_id, headers=as_user("mallory"))
+        signed = await adopt(browser, anon_id, "mallory")  # the same call, signed: it moves
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "not_a_peer"
+    assert still == [200, 200, 200] and to_mallory == [404, 404, 404]
+    assert signed.json()["data"]["3d_jobs"] == {"moved": 1, "kept": 0}
+
+
+async def job_bytes(settings, redis) -> int:
+    """What one job's files take (the same picture makes the same model), measured on a
+    Redis and folder left empty again."""
+    async with apps(settings) as (_browser, account):
+        await finished(account, settings, redis, headers=as_user("measure"))
+    size = int(await redis.zscore(USAGE, "measure"))
+    await redis.flushdb()
+    shutil.rmtree(settings.assets_dir)
+    return size
+
+
+async def test_what_would_pass_the_accounts_bytes_stays_anonymous(settings, redis):
+    # Room for one job's files and a half: alice's own job leaves none for the browser's.
+    size = await job_bytes(settings, redis)
+    small = settings.model_copy(update={"gen3d_max_bytes_per_user": size * 3 // 2})
+    async with apps(small) as (browser, account):
+        anon_id = returning_visitor(browser)
+        alices_own = await finished(account, small, redis, headers=ALICE)
+        the_browsers = await finished(browser, small, redis)
+        answer = await adopt(browser, anon_id, "alice")
+        alices = await listed(account, headers=ALICE)
+        to_alice = await served(account, alices_own, headers=ALICE)
+        still = await served(browser, the_browsers)
+    assert answer.json()["data"] == {"3d_jobs": {"moved": 0, "kept": 1}}
+    assert alices == [alices_own] and to_alice == [200, 200, 200]
+    assert still == [200, 200, 200]
+    assert await redis.zscore(USAGE, "alice") == size  # never over its bound
+
+
+async def test_the_address_gets_the_room_of_what_moved_back(settings, redis):
+    # Room for one job's files and a half per holder: had the adopted files stayed counted
+    # against the browser's address, its next job would push them out of alice's account.
+    size = await job_bytes(settings, redis)
+    small = settings.model_copy(update={"gen3d_max_bytes_per_user": size * 3 // 2})
+    async with apps(small) as (browser, account):
+        anon_id = returning_visitor(browser)
+        adopted = await finished(browser, small, redis)
+        await adopt(browser, anon_id, "alice")
+        returning_visitor(browser)  # signed out, the browser is anonymous again
+        next_one = await finished(browser, small, redis)
+        to_alice = await served(account, adopted, headers=ALICE)
+        to_the_browser = await served(browser, next_one)
+    assert to_alice == [200, 200, 200] and to_the_browser == [200, 200, 200]
+    assert await redis.zscore(USAGE, ADDRESS) == size
+    assert await redis.zscore(USAGE, "alice") == size
+
+
+async def test_a_crash_before_the_rename_leaves_the_job_the_accounts(settings, redis, monkeypatch):
+    def crash(old: Path, new: Path) -> None:
+        raise OSError("the process died here")
+
+    async with apps(settings) as (browser, account):
+        anon_id = returning_visitor(browser)
+        job_id = await finished(browser, settings, redis)
+        with monkeypatch.context() as patched:
+            patched.setattr(service, "rename_folder", crash)
+            answer = await adopt(browser, anon_id, "alice")
+        to_the_browser = await served(browser, job_id)
+        to_alice = await served(account, job_id, headers=ALICE)  # renamed as it is read
+    assert answer.status_code == 500
+    assert to_the_browser == [404, 404, 404] and to_alice == [200, 200, 200]
+    assert folder(settings, "alice", job_id).is_dir()
+    assert not folder(settings, anon_id, job_id).exists()
+    assert await redis.hlen("gen3d:moving") == 0
+
+
+async def test_a_restart_finishes_a_move_a_crash_left_halfway(settings, redis, monkeypatch):
+    def crash(old: Path, new: Path) -> None:
+        raise OSError("the process died here")
+
+    async with apps(settings) as (browser, _account):
+        anon_id = returning_visitor(browser)
+        job_id = await finished(browser, settings, redis)
+        monkeypatch.setattr(service, "rename_folder", crash)
+        await adopt(browser, anon_id, "alice")
+        monkeypatch.undo()
+    assert not folder(settings, "alice", job_id).exists()
+    async with apps(settings):  # started again: renamed at once
+        pass
+    assert folder(settings, "alice", job_id).is_dir()
+    assert await redis.hlen("gen3d:moving") == 0
+
+
+async def test_a_rebuilt_retention_index_charges_a_moved_folder_to_the_account(settings, redis):
+    async with apps(settings) as (browser, _account):
+        anon_id = returning_visitor(browser)
+        await finished(browser, settings, redis)
+        await adopt(browser, anon_id, "alice")
+    size = await redis.zscore(USAGE, "alice")
+    await redis.delete(FILES, TOTAL, HOLDER_OF, USAGE)  # Redis lost the index
+    async with apps(settings):  # rebuilt from the disk as the API starts
+        pass
+    assert size and await redis.zscore(USAGE, "alice") == size
+    assert await redis.zscore(USAGE, anon_id) is None
