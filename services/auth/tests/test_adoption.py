@@ -4,11 +4,13 @@ yet, is logged and the others go on. The peers here are real services on real po
 characters service, and one that does not serve the call (as chat before it joins). The whole
 sign-in through the gateway: tests/e2e/test_sign_in.py."""
 
+import io
 import os
 from contextlib import contextmanager
 
 import httpx
 import pytest
+from PIL import Image
 from pydantic import ValidationError
 
 from avatar_auth.adoption import Adopter
@@ -17,6 +19,8 @@ from avatar_characters.app import create_app as characters_app
 from avatar_characters.settings import CharactersSettings
 from avatar_devstack.ports import free_port
 from avatar_emulators.server import serve_in_thread
+from avatar_gen3d.app import create_app as gen3d_app
+from avatar_gen3d.settings import Gen3dSettings
 from avatar_shared.app import open_http_client
 from avatar_shared.identity import AnonymousIds
 from tests.helpers import logged
@@ -96,6 +100,33 @@ async def test_a_peer_without_the_call_or_down_is_logged_and_the_others_move(
     assert failures == {"chat": "not_found", "tts": "tts_unavailable"}
 
 
+async def test_gen3d_is_asked_by_default(redis_url, redis, tmp_path):
+    """A browser's 3D job, not finished at its sign-in: gen3d is asked (by default), answers
+    that it stays, and the anonymous id keeps it until the next sign-in."""
+    config = Gen3dSettings(redis_url=redis_url, assets_dir=str(tmp_path / "assets"))
+    with (
+        characters_service(redis_url) as characters,
+        serve_in_thread(gen3d_app(config), lifespan="on") as gen3d,
+    ):
+        anon_id, cookie = AnonymousIds(SECRET).mint()
+        picture = io.BytesIO()
+        Image.new("RGB", (320, 240), (200, 60, 50)).save(picture, format="PNG")
+        async with httpx.AsyncClient(base_url=gen3d, cookies={"anon_id": cookie}) as browser:
+            files = {"image": ("a.png", picture.getvalue(), "image/png")}
+            assert (await browser.post("/api/generate", files=files)).status_code == 202
+        settings = AuthSettings(
+            redis_url=redis_url,
+            characters_url=characters,
+            chat_url=characters,  # any service: chat's answer is not what is tested here
+            gen3d_url=gen3d,
+        )
+        with logged("avatar.auth.adoption") as records:
+            everything = await adopted(settings, anon_id, "user-1")
+    assert everything is False  # the unfinished job stays the anonymous id's
+    kinds = {r.fields["peer"]: r.fields.get("kinds") for r in records}
+    assert kinds["gen3d"] == {"3d_jobs": {"moved": 0, "kept": 1}}
+
+
 async def test_what_stayed_anonymous_means_not_everything(redis_url, redis):
     with characters_service(redis_url, max_characters_per_user=1) as characters:
         anon_id, made = await anonymous_characters(characters, 2)
@@ -118,6 +149,7 @@ async def test_no_peers_move_nothing(redis_url, redis):
 
 
 def test_peers_must_be_services_of_the_registry(redis_url):
-    assert list(AuthSettings(redis_url=redis_url).adopt_peer_urls) == ["characters", "chat"]
+    default = ["characters", "chat", "gen3d"]
+    assert list(AuthSettings(redis_url=redis_url).adopt_peer_urls) == default
     with pytest.raises(ValidationError, match="not services of the registry: edge, chatt"):
         AuthSettings(redis_url=redis_url, adopt_peers="characters, edge,chatt")

@@ -28,11 +28,11 @@ class AuthSettings(ServiceSettings):
     previous keys) still verify. Empty: a key made at start-up (refused when ENV=production)."""
     token_lifetime_s: int = Field(7 * 24 * 3600, gt=0)
     """Lifetime of an access token and of its cookie."""
-    adopt_peers: str = "characters,chat"
+    adopt_peers: str = "characters,chat,gen3d"
     """Services (comma-separated names) asked at each sign-in to move what the browser's
     anonymous id keeps to the account (POST /internal/accounts/adopt at each one's URL
-    setting: CHARACTERS_URL, CHAT_URL...); empty: nothing moves. A peer that fails is logged
-    and the sign-in goes on."""
+    setting: CHARACTERS_URL, CHAT_URL, GEN3D_URL...); empty: nothing moves. A peer that fails
+    is logged and the sign-in goes on."""
     adopt_timeout_s: float = Field(5.0, gt=0)
     """Longest wait for each of ADOPT_PEERS at a sign-in (they are asked at once); past it the
     sign-in goes on, and what that peer did not move stays anonymous until the next one."""
