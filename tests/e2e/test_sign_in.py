@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from tests.e2e.oidc_browser import FRONTEND, browser, sign_in
+from tests.e2e.test_gen3d_e2e import follow, submit
 from tests.helpers import own_stack
 
 
@@ -121,6 +122,27 @@ async def test_signing_in_keeps_what_the_browser_made_anonymously(stack):
         (persona["id"], me["id"], True)
     ]
     assert left == [] and left_personas == []
+
+
+async def test_signing_in_keeps_the_3d_avatar_the_browser_made(stack):
+    """An anonymous browser's finished 3D job is the account's after it signs in (the default
+    ADOPT_PEERS ask gen3d): listed, its model served at the same URL; the anonymous id, asked
+    again, gets 404."""
+    async with browser(stack) as client:
+        job = await submit(client)
+        assert (await follow(client, job["status_url"]))[-1]["status"] == "completed"
+        result_url = f"/api/generate/result/{job['job_id']}.glb"
+        glb = (await client.get(result_url)).content
+        anonymous_cookie = client.cookies["anon_id"]
+        await sign_in(client, "ada")
+        listed = (await client.get("/api/generate/jobs")).json()["data"]["jobs"]
+        theirs = await client.get(result_url)
+    async with browser(stack) as anonymous:
+        anonymous.cookies.set("anon_id", anonymous_cookie)
+        left = await anonymous.get(result_url)
+    assert [j["job_id"] for j in listed] == [job["job_id"]]
+    assert theirs.status_code == 200 and theirs.content == glb
+    assert left.status_code == 404
 
 
 async def test_the_adoption_call_is_for_peers_only(stack, gateway):
