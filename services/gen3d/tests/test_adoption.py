@@ -272,3 +272,16 @@ async def test_a_rebuilt_retention_index_charges_a_moved_folder_to_the_account(s
         pass
     assert size and await redis.zscore(USAGE, "alice") == size
     assert await redis.zscore(USAGE, anon_id) is None
+
+
+async def test_a_cancelled_job_moves_as_failed_without_files(settings, redis):
+    async with apps(settings) as (browser, account):
+        anon_id = returning_visitor(browser)
+        job_id = await submit(browser)
+        assert (await browser.delete(f"/api/generate/{job_id}")).status_code == 200
+        answer = await adopt(browser, anon_id, "alice")
+        status = (await account.get(f"/api/generate/status/{job_id}", headers=ALICE)).json()
+    assert answer.json()["data"] == {"3d_jobs": {"moved": 1, "kept": 0}}
+    assert status["data"]["status"] == "failed" and status["data"]["error"] == "취소되었습니다."
+    assert not folder(settings, "alice", job_id).exists()
+    assert not folder(settings, anon_id, job_id).exists()

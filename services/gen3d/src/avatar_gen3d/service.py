@@ -273,6 +273,7 @@ class Gen3dService:
         GEN3D_MAX_BYTES_PER_USER of the account's: both are counted `kept`."""
         await self.finish_moves()
         ids = await self.book.every(from_id)
+        cancelled = await self.book.cancelled(ids)
         moved = kept = 0
         for job_id, job in zip(ids, await self._jobs(ids), strict=True):
             if job is None:  # its record expired (JOB_TTL_S)
@@ -282,6 +283,10 @@ class Gen3dService:
                 kept += 1
                 continue
             old, new = self._folders(job_id, from_id, to)
+            if job_id in cancelled:
+                # Its files go (`cancel` removes them just after the abort ends the job):
+                # removed now, so none can move out of that removal's way.
+                await self.retention.remove(old)
             outcome = await self.book.move(
                 job_id, from_id, to, (str(old), str(new)), self.retention.max_bytes_per_holder
             )
