@@ -16,7 +16,7 @@ install:
 		npm ci --prefix tools/oidc-provider --no-audit --no-fund --loglevel=error; \
 		npm ci --prefix tools/playground-vendor --no-audit --no-fund --loglevel=error; \
 	else \
-		echo "node/npm not found: make run works, but make demo's sign-in and make test need Node 20+"; \
+		echo "node/npm not found: make run and make demo work (the demo without sign-in), but make test needs Node 20+"; \
 	fi
 
 run:
