@@ -5,10 +5,23 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
 .PHONY: install run demo test test-unit test-abuse test-fuzz lint format bench config-docs routes deploy-secrets vendor clean
 
+# uv from PyPI: with python3's pip, else (Debian/Ubuntu's python3 has none) with the pip of a
+# throwaway virtual environment (the venv module, python3-venv there).
 install:
 	@if ! command -v uv >/dev/null 2>&1 && [ ! -x .tools/bin/uv ]; then \
 		echo "uv not found: installing it from PyPI into .tools/"; \
-		python3 -m pip install --quiet --target .tools uv; \
+		if python3 -m pip --version >/dev/null 2>&1; then \
+			python3 -m pip install --quiet --target .tools uv; \
+		elif python3 -m venv .tools/pip-venv >/dev/null 2>&1; then \
+			echo "python3 has no pip: using a virtual environment's"; \
+			.tools/pip-venv/bin/python -m pip install --quiet --target .tools uv \
+				&& rm -rf .tools/pip-venv || { rm -rf .tools/pip-venv; exit 1; }; \
+		else \
+			rm -rf .tools/pip-venv; \
+			echo "python3 has neither pip nor venv: install uv (https://docs.astral.sh/uv/)," \
+				"or python3-venv (Debian/Ubuntu: apt install python3-venv)" >&2; \
+			exit 1; \
+		fi; \
 	fi
 	$(UV) sync --frozen
 	@# The demo OpenID provider (make demo, the sign-in tests) runs on Node; make run needs none.
@@ -16,7 +29,7 @@ install:
 		npm ci --prefix tools/oidc-provider --no-audit --no-fund --loglevel=error; \
 		npm ci --prefix tools/playground-vendor --no-audit --no-fund --loglevel=error; \
 	else \
-		echo "node/npm not found: make run works, but make demo's sign-in and make test need Node 20+"; \
+		echo "node/npm not found: make run and make demo work (the demo without sign-in), but make test needs Node 20+"; \
 	fi
 
 run:

@@ -10,9 +10,10 @@ from ipaddress import ip_address, ip_network
 import jsonschema
 import pytest
 import yaml
+from dotenv import dotenv_values
 
 from avatar_devstack.environment import REPO_ROOT
-from avatar_shared.registry import APPS
+from avatar_shared.registry import APPS, load
 from tests.deploy.expected import (
     DEPLOY_DIR,
     NATIVE_ROUTERS,
@@ -30,7 +31,7 @@ SCHEMA = REPO_ROOT.parent / "shared" / "schemas" / "compose-spec.json"
 COMPOSE = yaml.safe_load((DEPLOY_DIR / "compose.yml").read_text())
 SERVICES: dict[str, dict] = COMPOSE["services"]
 # Where the GPU upstreams answer by default: the `demo` emulators and the `gpu` containers.
-UPSTREAM_VARIABLES = ["OLLAMA_BASE_URL", "TTS_BASE_URL", "GEN3D_BASE_URL"]
+UPSTREAM_VARIABLES = {"OLLAMA_BASE_URL": "chat", "TTS_BASE_URL": "tts", "GEN3D_BASE_URL": "gen3d"}
 
 
 def label_routers() -> dict[str, dict]:
@@ -229,19 +230,23 @@ def test_user_assets_are_shared_only_by_the_services_that_own_them():
     assert "ASSETS_DIR=/data/user_assets" in dockerfile  # where the volume is mounted
 
 
-@pytest.mark.parametrize("profile", ["demo", "gpu"])
-def test_each_upstream_profile_answers_at_the_apps_default_addresses(profile):
-    answering = set()
+def answering(profile: str) -> set[str]:
+    """The names that answer in the backend network under --profile `profile`."""
+    names = set()
     for name, service in SERVICES.items():
         if profile in service.get("profiles", []):
-            answering.add(name)
+            names.add(name)
             networks = service["networks"]
             if isinstance(networks, dict):
-                answering |= set(networks["backend"].get("aliases", []))
-    environment = SERVICES["chat"]["environment"]
-    for variable in UPSTREAM_VARIABLES:
-        host = re.search(r"http://([\w-]+):", environment[variable])[1]
-        assert host in answering, f"{variable}: nothing answers at {host} under --profile {profile}"
+                names |= set(networks["backend"].get("aliases", []))
+    return names
+
+
+@pytest.mark.parametrize("profile", ["demo", "gpu"])
+def test_each_upstream_profile_answers_at_the_apps_default_addresses(profile):
+    for variable, reader in UPSTREAM_VARIABLES.items():
+        host = re.search(r"http://([\w-]+):", SERVICES[reader]["environment"][variable])[1]
+        assert host in answering(profile), f"{variable}: nothing answers at {host} ({profile})"
 
 
 def test_the_gpu_profile_reserves_a_gpu_for_each_upstream():
@@ -250,3 +255,85 @@ def test_the_gpu_profile_reserves_a_gpu_for_each_upstream():
     for service in gpu:
         (device,) = service["deploy"]["resources"]["reservations"]["devices"]
         assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+
+
+# --- The documented quick start: `cp .env.example deploy/.env` (docs/operations.md).
+DOCUMENTED_ENV = {k: v or "" for k, v in dotenv_values(REPO_ROOT / ".env.example").items()}
+# Addresses a browser is sent to, not ones a container calls: localhost is right for them.
+BROWSER_FACING = {"PUBLIC_BASE_URL", "FRONTEND_URL", "FRONTEND_ORIGINS"}
+LOOPBACK = re.compile(r"//(localhost|127\.\d+\.\d+\.\d+|\[::1\])[:/]|//(localhost|127\.0\.0\.1)$")
+
+
+def interpolate(value: object, variables: dict[str, str]) -> str:
+    """Compose's interpolation of one value: `${NAME}`, `${NAME:-default}` (default when
+    unset or empty), `${NAME-default}` (when unset), `$$` for a plain `$`."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match[0] == "$$":
+            return "$"
+        name, operator, default = match["name"], match["operator"], match["default"] or ""
+        got = variables.get(name)
+        if operator == ":-":
+            return got or default
+        if operator == "-":
+            return default if got is None else got
+        return got or ""
+
+    pattern = r"\$\$|\$\{(?P<name>\w+)(?:(?P<operator>:?-)(?P<default>[^}]*))?\}"
+    return re.sub(pattern, substitute, str(value))
+
+
+def container_environment(name: str, dotenv: dict[str, str]) -> dict[str, str]:
+    """What a service's container gets with `dotenv` as deploy/.env: its env_file, then its
+    `environment` (which wins), interpolated from that same file."""
+    service = SERVICES[name]
+    environment = {k: interpolate(v, dotenv) for k, v in service.get("environment", {}).items()}
+    return {**dotenv, **environment}
+
+
+def reads(spec, variable: str) -> bool:
+    return variable.lower() in load(spec.settings_class).model_fields
+
+
+@pytest.mark.parametrize("spec", APPS, ids=lambda spec: spec.name)
+def test_with_the_documented_env_no_app_calls_its_own_container(spec):
+    """Every address an app calls, with .env.example copied to deploy/.env as the docs say:
+    make run's loopback addresses (the GPU upstreams', the peers') would reach the container
+    itself."""
+    environment = container_environment(spec.name, DOCUMENTED_ENV)
+    calls = {
+        variable: value
+        for variable, value in environment.items()
+        if variable.endswith("_URL") and variable not in BROWSER_FACING and reads(spec, variable)
+    }
+    assert calls  # the peers at least
+    loopback = {variable: value for variable, value in calls.items() if LOOPBACK.search(value)}
+    assert not loopback
+
+
+@pytest.mark.parametrize("profile", ["demo", "gpu"])
+def test_with_the_documented_env_each_upstream_profile_is_reached(profile):
+    for variable, reader in UPSTREAM_VARIABLES.items():
+        url = container_environment(reader, DOCUMENTED_ENV)[variable]
+        host = re.search(r"http://([\w-]+):", url)[1]
+        assert host in answering(profile), f"{variable}: {url} under --profile {profile}"
+
+
+def test_with_the_documented_env_speech_is_local_unless_a_gpu_server_is_said():
+    """As make run without emulators: no GPT-SoVITS server is configured, so the local engine
+    speaks (TTS_ENGINE=gpt-sovits in the copied .env is make run's setting, not compose's)."""
+    assert container_environment("tts", DOCUMENTED_ENV)["TTS_ENGINE"] == "local"
+    gpu_box = {
+        **DOCUMENTED_ENV,
+        "DEPLOY_TTS_ENGINE": "gpt-sovits",
+        "GPU_BOX_TTS_URL": "http://gpu-box.lan:9880",
+        "GPU_BOX_OLLAMA_URL": "http://gpu-box.lan:11434",
+        "GPU_BOX_VLLM_URL": "http://gpu-box.lan:8002",
+        "GPU_BOX_GEN3D_URL": "http://gpu-box.lan:8081",
+    }
+    tts = container_environment("tts", gpu_box)
+    assert (tts["TTS_ENGINE"], tts["TTS_BASE_URL"]) == ("gpt-sovits", "http://gpu-box.lan:9880")
+    chat = container_environment("chat", gpu_box)
+    assert chat["OLLAMA_BASE_URL"] == "http://gpu-box.lan:11434"
+    assert chat["VLLM_BASE_URL"] == "http://gpu-box.lan:8002"
+    assert container_environment("gen3d", gpu_box)["GEN3D_BASE_URL"] == "http://gpu-box.lan:8081"

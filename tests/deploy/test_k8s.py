@@ -10,9 +10,11 @@ from functools import cache
 import kubernetes_validate
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 
 from avatar_devstack.routes import FAILOVER_SUFFIX
 from avatar_devstack.stack import find_binary
+from avatar_edge.app import create_app
 from avatar_shared.registry import APPS, SERVICES
 from avatar_shared.settings import redis_bytes
 from tests.deploy.expected import (
@@ -84,7 +86,9 @@ def test_each_app_is_probed_limited_and_locked_down(overlay, spec):
     untagged = re.sub(r":[\w.-]+$", "", app["image"])
     assert untagged.endswith(f"avatar-forge/{spec.name}")
     assert app["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert app["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    # The edge stays ready without Redis (see test_the_edge_stays_ready_without_redis).
+    ready = "/healthz" if spec.name == "edge" else "/readyz"
+    assert app["readinessProbe"]["httpGet"] == {"path": ready, "port": "http"}
     assert {"name": "http", "containerPort": 8000} in app["ports"]
     service = objects(overlay, "Service")[spec.name]
     assert service["spec"]["ports"][0]["targetPort"] == "http"
@@ -205,6 +209,36 @@ def test_the_gateway_reads_its_own_namespace_only(overlay):
     providers = yaml.safe_load(env["GATEWAY_PROVIDERS"])
     assert providers["file"] == {"filename": "/etc/traefik/dynamic/rules.yml"}
     assert providers["kubernetesCRD"]["namespaces"] == ["$(POD_NAMESPACE)"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_service_with_no_ready_pod_falls_through_to_the_edge(overlay):
+    """Traefik's kubernetesCRD provider drops a route whose Service has no ready pod
+    (allowEmptyServices false, its default): that service's paths then reach the edge's
+    catch-all, which answers them with the 503 envelope. allowEmptyServices would keep the
+    route and answer Traefik's own plain-text 503 instead (no envelope, spec/API.md). This
+    holds only while the edge itself stays ready, Redis or not (the test below)."""
+    env = {
+        e["name"]: e.get("value")
+        for e in container(objects(overlay, "Deployment")["gateway"])["env"]
+    }
+    providers = yaml.safe_load(env["GATEWAY_PROVIDERS"])
+    assert providers["kubernetesCRD"].get("allowEmptyServices", False) is False
+    catch_all = ingress_routers(overlay)["edge"]
+    assert (catch_all["rule"], catch_all["service"]) == ("PathPrefix(`/`)", "edge")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_edge_stays_ready_without_redis(overlay, monkeypatch):
+    """/readyz fails while Redis is down: were it the edge's readiness, the edge's Service
+    would empty with every other one, and /api/health and the catch-all with it. Its
+    readiness path answers 200 with Redis unreachable."""
+    probe = container(objects(overlay, "Deployment")["edge"])["readinessProbe"]["httpGet"]
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
+    monkeypatch.setenv("REDIS_TIMEOUT_S", "0.2")
+    with TestClient(create_app()) as client:
+        assert client.get("/readyz").status_code == 503  # Redis is indeed unreachable
+        assert client.get(probe["path"]).status_code == 200
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -8,12 +8,13 @@ import argparse
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
 from avatar_devstack.ports import Ports
 from avatar_devstack.settings import StackSettings
-from avatar_devstack.stack import Stack
+from avatar_devstack.stack import MissingBinary, Stack, oidc_provider_unavailable
 from avatar_devstack.supervisor import ChildFailed
 
 
@@ -32,7 +33,13 @@ def main() -> int:
     )
     args = parser.parse_args()
     settings = StackSettings()
-    stack = Stack(Ports.from_settings(settings, args.demo), settings, Path(settings.data_dir))
+    ports = Ports.from_settings(settings, args.demo)
+    if ports.oidc_provider and (reason := oidc_provider_unavailable()):
+        # The rest of the demo needs no Node: it runs, anonymous only.
+        warning = f"warning: {reason}: the demo starts without its OpenID provider"
+        print(f"{warning}, so sign-in is unavailable", file=sys.stderr, flush=True)
+        ports = replace(ports, oidc_provider=None)
+    stack = Stack(ports, settings, Path(settings.data_dir))
     for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: terminal closed
         signal.signal(stop_signal, _raise_stop)
     try:
@@ -43,7 +50,7 @@ def main() -> int:
         for child in dead:
             print(f"{child.name} died (exit code {child.process.returncode})", file=sys.stderr)
         return 1
-    except ChildFailed as exc:
+    except (ChildFailed, MissingBinary) as exc:
         print(f"could not start the stack: {exc}", file=sys.stderr)
         return 1
     except _Stop as stop:

@@ -30,12 +30,28 @@ def render_static_config(env: dict[str, str], out_dir: Path) -> Path:
     return out
 
 
+class MissingBinary(FileNotFoundError):
+    """A program the stack runs is not installed."""
+
+
 def find_binary(name: str) -> str:
     """From PATH, else next to this interpreter (where PyPI packages install their binaries)."""
     found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if not found:
-        raise FileNotFoundError(f"{name} not found: run `make install` first")
+        raise MissingBinary(f"{name} not found: run `make install` first")
     return found
+
+
+def oidc_provider_unavailable() -> str | None:
+    """Why the demo OpenID provider cannot run on this machine (None: it can). It is the only
+    part of the stack that needs Node; `make install` installs its package when npm is there."""
+    try:
+        find_binary("node")
+    except MissingBinary:
+        return "node not found (Node 20+, then `make install`)"
+    if not (OIDC_PROVIDER_DIR / "node_modules").is_dir():
+        return "the demo OpenID provider is not installed (`make install` with npm)"
+    return None
 
 
 def routes_loaded(gateway_url: str) -> bool:
