@@ -297,6 +297,7 @@ async def _stream_events(
     done = turn.answer(reply, record, *speech)
     if speaker.speaks:
         done.audio_urls = speaker.urls
+        done.tts_error = speaker.failure  # no sentence could be spoken
     yield sse("done", done.model_dump())
 
 
