@@ -48,6 +48,22 @@ async def test_slow_llm_is_504_within_the_timeout(app_client, redis_url, backend
     assert streamed.status_code == 504
 
 
+async def test_a_streamed_reply_slower_than_the_total_timeout_is_504_within_it(
+    app_client, redis_url, backend_name
+):
+    """LLM_TOTAL_TIMEOUT_S bounds a stream as it does a whole reply, however long the read
+    timeout lets one wait for bytes: the first token comes at 8 s, the total is 1 s."""
+    with emulated_llm(backend_name, first_token_latency_s=8) as backend:
+        timeouts = {"llm_total_timeout_s": 1.0, "llm_read_timeout_s": 30.0}
+        settings = chat_settings(redis_url, **backend.settings, **timeouts)
+        async with app_client(create_app(settings)) as chat:
+            started = time.perf_counter()
+            streamed = await chat.post("/api/chat", json=ask("hi", stream=True))
+            elapsed = time.perf_counter() - started
+    assert (streamed.status_code, streamed.json()["error"]["code"]) == (504, "llm_timeout")
+    assert elapsed < 5  # well under the 8 s of the first token
+
+
 async def test_unknown_model_is_404_naming_it(chat):
     response = await chat.post("/api/chat", json=ask("hi", model="no-such-model"))
     assert response.status_code == 404
