@@ -25,6 +25,7 @@ from avatar_shared.errors import (
 from avatar_shared.locks import LockTimeout, redis_lock
 from avatar_shared.pages import INDEX, TIME, TIME_AND_ID, Page
 from avatar_shared.peers import PeerClient, PeerRejected, PeerUnavailable
+from avatar_shared.streaming import primed
 from avatar_shared.ttl_cache import KeyedTtlCache, TtlCache
 from avatar_tts.errors import TtsError, TtsTimeout, TtsUnavailable
 
@@ -247,3 +248,55 @@ def test_a_cursor_reads_back_the_position_it_wrote(cursor, position):
     assert re.fullmatch(cursor.pattern, written)
     assert cursor.read(written) == position
     assert cursor.next_of(Page(["item"])) is None
+
+
+async def test_a_stream_whose_client_leaves_before_its_first_item_is_closed_at_once():
+    """Before the first item no response exists to notice the client gone: `primed` watches
+    the request's channel, and a disconnect closes the stream where it waits (its cleanup,
+    awaits included, runs), and the result has nothing."""
+    left, cleaned = asyncio.Event(), []
+
+    async def slow_items():
+        try:
+            await asyncio.sleep(30)  # a model that takes long to start
+            yield "never"
+        finally:
+            await asyncio.sleep(0)  # a release that awaits (a Redis call)
+            cleaned.append(True)
+
+    async def receive() -> dict:
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    asyncio.get_running_loop().call_later(0.05, left.set)
+    async with asyncio.timeout(10):  # well under the stream's 30 s
+        rest = await primed(slow_items(), receive)
+    assert [item async for item in rest] == [] and cleaned == [True]
+    assert asyncio.current_task().cancelling() == 0  # nothing left pending on the caller
+
+
+async def test_a_primed_stream_whose_client_stays_is_left_whole():
+    """The watch ends with the first item: it took no message from the channel, and the
+    stream goes on; a failure before the first item is the stream's own."""
+    received = []
+
+    async def receive() -> dict:
+        await asyncio.Event().wait()  # the client stays
+        received.append("a message")
+        return {"type": "http.disconnect"}
+
+    async def items():
+        await asyncio.sleep(0.01)
+        yield 1
+        await asyncio.sleep(0.01)
+        yield 2
+
+    rest = await primed(items(), receive)
+    assert [item async for item in rest] == [1, 2] and received == []
+
+    async def failing():
+        raise TimeoutError("the upstream's own")
+        yield
+
+    with pytest.raises(TimeoutError, match="the upstream's own"):
+        await primed(failing(), receive)

@@ -97,7 +97,7 @@ async def test_a_streamed_reply_is_spoken_sentence_by_sentence(chat, tts):
     assert [a["index"] for a in audio] == list(range(len(audio)))
     assert " ".join(a["text"] for a in audio).split() == done["content"].split()
     assert done["audio_urls"] == [a["audio_url"] for a in audio]
-    assert done["audio_url"] is None
+    assert done["audio_url"] is None and done["tts_error"] is None
     for event in audio:
         assert (await tts.get(event["audio_url"], headers=same_browser(chat))).content[
             :4
@@ -115,6 +115,23 @@ async def test_sentence_speech_failures_do_not_break_the_stream(app_client, redi
     audio = [data for kind, data in events if kind == "audio"]
     assert events[-1][0] == "done" and audio
     assert all(a["audio_url"] is None and "unreachable" in a["tts_error"] for a in audio)
+
+
+async def test_a_streamed_reply_none_of_whose_sentences_could_be_spoken_says_why_in_done(
+    app_client, redis_url, backend
+):
+    """A client reading `done` alone tells "speech failed" from "no speech asked", as with
+    a reply that is not streamed."""
+    settings = ChatSettings(
+        redis_url=redis_url, tts_url=f"http://127.0.0.1:{free_port()}", **backend.settings
+    )
+    async with app_client(create_app(settings)) as chat:
+        body = ask("이야기 해줘", stream=True, tts_mode="realtime")
+        async with chat.stream("POST", "/api/chat", json=body) as response:
+            events = await read_events(response)
+    kind, done = events[-1]
+    assert kind == "done" and done["audio_urls"] == [] and done["audio_url"] is None
+    assert "unreachable" in done["tts_error"]
 
 
 async def test_with_streamed_speech_the_first_sentence_plays_while_it_is_made(

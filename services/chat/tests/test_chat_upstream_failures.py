@@ -19,9 +19,18 @@ from avatar_devstack.ports import free_port
 from avatar_devstack.testing import with_lifespan_state
 from avatar_emulators.replies import DEFAULT_MODELS, ERROR_MIDSTREAM_MESSAGE, ERROR_MIDSTREAM_MODEL
 from avatar_emulators.server import serve_in_thread
+from avatar_shared.identity import current_identity
 from tests.helpers import logged
 
-from .helpers import FAST_TIMEOUTS, ask, chat_settings, emulated_llm, read_events
+from .helpers import (
+    FAST_TIMEOUTS,
+    as_signed_in,
+    ask,
+    callers_from_test_headers,
+    chat_settings,
+    emulated_llm,
+    read_events,
+)
 
 
 async def test_connection_refused_is_503(app_client, redis_url, backend_name):
@@ -46,6 +55,22 @@ async def test_slow_llm_is_504_within_the_timeout(app_client, redis_url, backend
     assert (response.status_code, response.json()["error"]["code"]) == (504, "llm_timeout")
     assert elapsed < 2
     assert streamed.status_code == 504
+
+
+async def test_a_streamed_reply_slower_than_the_total_timeout_is_504_within_it(
+    app_client, redis_url, backend_name
+):
+    """LLM_TOTAL_TIMEOUT_S bounds a stream as it does a whole reply, however long the read
+    timeout lets one wait for bytes: the first token comes at 8 s, the total is 1 s."""
+    with emulated_llm(backend_name, first_token_latency_s=8) as backend:
+        timeouts = {"llm_total_timeout_s": 1.0, "llm_read_timeout_s": 30.0}
+        settings = chat_settings(redis_url, **backend.settings, **timeouts)
+        async with app_client(create_app(settings)) as chat:
+            started = time.perf_counter()
+            streamed = await chat.post("/api/chat", json=ask("hi", stream=True))
+            elapsed = time.perf_counter() - started
+    assert (streamed.status_code, streamed.json()["error"]["code"]) == (504, "llm_timeout")
+    assert elapsed < 5  # well under the 8 s of the first token
 
 
 async def test_unknown_model_is_404_naming_it(chat):
@@ -261,3 +286,34 @@ async def test_a_client_gone_before_the_first_byte_leaves_no_llm_slot_taken(
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as chat:
             response = await chat.post("/api/chat", json=ask("and now?"))
     assert response.status_code == 200, response.text  # not 503 llm_busy: the slot is free
+
+
+async def test_a_client_gone_while_waiting_for_the_first_token_frees_its_slot(
+    redis_url, backend_name
+):
+    """No response exists before the first token, so the server watches for the client
+    meanwhile: one that leaves while the model is slow to start (4 s here) gives back its
+    LLM slot and closes the upstream request at once, not when that token comes."""
+    with emulated_llm(backend_name, first_token_latency_s=4) as slow:
+        settings = chat_settings(
+            redis_url,
+            llm_max_in_flight=1,
+            llm_queue_wait_s=2,
+            chat_rate_per_min=10_000,
+            **slow.settings,
+        )
+        app = create_app(settings)
+        app.dependency_overrides[current_identity] = callers_from_test_headers
+        alice, bob = as_signed_in("alice", "10.0.0.1"), as_signed_in("bob", "10.0.0.2")
+        with serve_in_thread(app, lifespan="on") as url:
+            async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=30) as client:
+                body = ask("hi", stream=True, tts_enabled=False)
+                leaving = asyncio.create_task(client.post("/api/chat", json=body, headers=alice))
+                deadline = time.monotonic() + 10
+                while not slow.recorder.prompts:  # it holds the only slot, waiting for a token
+                    assert time.monotonic() < deadline, "the request never reached the LLM"
+                    await asyncio.sleep(0.02)
+                leaving.cancel()  # the connection is closed: the client is gone
+                other = await client.post("/api/chat", json=body, headers=bob)
+    assert other.status_code == 200, other.text  # not 503 llm_busy after 2 s in line
+    assert slow.recorder.prompts[0].tokens_sent == 0  # the first upstream request was closed

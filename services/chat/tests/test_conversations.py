@@ -393,6 +393,34 @@ async def stopped_stream_is_recorded(client: httpx.AsyncClient) -> None:
     assert (await messages_of(client, session))[-1]["interrupted"] is False
 
 
+async def test_a_stopped_stream_keeps_the_sessions_last_prompt_count(redis_url, backend_name):
+    """The LLM server reports no counts for a reply it was stopped in: the session keeps the
+    last count it has, not 0 (the prompt was sent)."""
+    with emulated_llm(backend_name, tokens_per_second=20) as slow:
+        app = create_app(settings_for(redis_url, slow.settings))
+        app.dependency_overrides[current_identity] = callers_from_test_headers
+        with serve_in_thread(app, lifespan="on") as url:
+            async with httpx.AsyncClient(base_url=url, trust_env=False) as client:
+                session = (await start(client))["session_id"]
+                await say(client, session, "안녕", max_tokens=3)
+                path = f"/api/chat/sessions/{session}"
+                before = (await client.get(path, headers=ALICE)).json()["data"]
+                body = {"session_id": session, "message": "길게 말해줘", "stream": True}
+                async with client.stream("POST", "/api/chat", json=body, headers=ALICE) as r:
+                    async for line in r.aiter_lines():
+                        if line.startswith("event: delta"):
+                            break  # the user stops it
+                for _ in range(100):  # the record happens as the stream is torn down
+                    after = (await client.get(path, headers=ALICE)).json()["data"]
+                    if after["messages"][-1]["interrupted"]:
+                        break
+                    await asyncio.sleep(0.05)
+    assert after["messages"][-1]["interrupted"] is True
+    assert before["last_prompt_tokens"] > 0
+    assert after["last_prompt_tokens"] == before["last_prompt_tokens"]
+    assert after["usage"] == before["usage"]  # the stopped reply's tokens were never counted
+
+
 async def test_the_library_lists_pages_filters_and_pins(client, backend):
     made = [(await start(client, title=f"chat {n}"))["session_id"] for n in range(5)]
     await say(client, made[1], "다시 왔어")  # the most recent activity

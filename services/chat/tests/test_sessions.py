@@ -44,6 +44,15 @@ async def test_another_users_session_is_invisible_and_untouched(redis):
     assert history["usage"] == {"prompt_tokens": 10, "completion_tokens": 2}
 
 
+async def test_a_turn_without_counts_keeps_the_last_prompt_count(redis):
+    store = store_of(redis, ttl_s=60)
+    await store.record_turn("s1", ALICE, turn(10, 2))
+    await store.record_turn("s1", ALICE, turn(0, 0))  # a stopped stream: the server said none
+    history = await store.history("s1", "alice", 100, None)
+    assert history["last_prompt_tokens"] == 10
+    assert history["usage"] == {"prompt_tokens": 10, "completion_tokens": 2}
+
+
 async def test_sessions_expire_when_idle(redis):
     store = store_of(redis, ttl_s=60)
     await store.record_turn("s2", ALICE, turn(1, 1))

@@ -4,6 +4,7 @@ server writes chosen bytes, read by read, over a real socket."""
 
 import asyncio
 import json
+import time
 
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
@@ -26,8 +27,9 @@ DONE = json.dumps({"model": MODEL, "done": True, "prompt_eval_count": 9, "eval_c
 DONE_LINE = DONE.encode() + b"\n"
 
 
-def scripted_ollama(reads: list[bytes]) -> FastAPI:
-    """Ollama's chat API answering every streamed chat with `reads`, each written apart."""
+def scripted_ollama(reads: list[bytes], gap_s: float = 0.05) -> FastAPI:
+    """Ollama's chat API answering every streamed chat with `reads`, each written apart
+    (`gap_s` after the one before)."""
     app = FastAPI()
 
     @app.get("/api/tags")
@@ -39,16 +41,18 @@ def scripted_ollama(reads: list[bytes]) -> FastAPI:
         async def written():
             for data in reads:
                 yield data
-                await asyncio.sleep(0.05)  # the next write is a read of its own
+                await asyncio.sleep(gap_s)  # the next write is a read of its own
 
         return StreamingResponse(written(), media_type="application/x-ndjson")
 
     return app
 
 
-async def streamed(app_client, redis_url, reads: list[bytes]) -> list[tuple[str, dict]]:
-    with serve_in_thread(scripted_ollama(reads)) as url:
-        settings = chat_settings(redis_url, llm_service="ollama", ollama_base_url=url)
+async def streamed(
+    app_client, redis_url, reads: list[bytes], gap_s: float = 0.05, **timeouts: float
+) -> list[tuple[str, dict]]:
+    with serve_in_thread(scripted_ollama(reads, gap_s)) as url:
+        settings = chat_settings(redis_url, llm_service="ollama", ollama_base_url=url, **timeouts)
         async with app_client(create_app(settings)) as chat:
             body = ask("안녕", stream=True, tts_enabled=False)
             async with chat.stream("POST", "/api/chat", json=body) as response:
@@ -87,3 +91,18 @@ async def test_bytes_that_are_not_utf8_become_one_replacement_character(app_clie
     events = await streamed(app_client, redis_url, [broken, DONE_LINE])
     assert events[-1][0] == "done"
     assert events[-1][1]["content"] == "가\ufffd"
+
+
+async def test_a_stream_that_stalls_past_the_total_timeout_ends_with_a_timeout_event(
+    app_client, redis_url
+):
+    """LLM_TOTAL_TIMEOUT_S bounds the whole stream, however long the read timeout lets one
+    wait for the next bytes: here the rest comes 8 s after the first words, the total is 1 s."""
+    reads = [line("처음"), line(" 늦은 말") + DONE_LINE]
+    timeouts = {"llm_total_timeout_s": 1.0, "llm_read_timeout_s": 30.0}
+    started = time.perf_counter()
+    events = await streamed(app_client, redis_url, reads, gap_s=8, **timeouts)
+    elapsed = time.perf_counter() - started
+    assert text_of(events) == "처음"
+    assert events[-1][0] == "error" and events[-1][1]["code"] == "llm_timeout"
+    assert elapsed < 5  # well under the 8 s of the rest

@@ -34,6 +34,7 @@ from typing import Literal
 
 import anyio
 from redis.exceptions import RedisError
+from starlette.types import Receive
 
 from avatar_chat.context.planner import Context, Conversation
 from avatar_chat.context.tokens import TokenEstimator, learn_calibration
@@ -245,14 +246,16 @@ async def reply_turn(chat: ChatService, steer: Steer, caller: Caller) -> ChatRep
 
 
 async def stream_turn(
-    chat: ChatService, steer: Steer, caller: Caller
+    chat: ChatService, steer: Steer, caller: Caller, receive: Receive | None = None
 ) -> AsyncGenerator[bytes, None]:
     """The SSE events of a streamed turn, once its first one is ready: a request that fails
     up front (bad input, LLM down, unknown model) gets an ordinary error response; a failure
     after that ends the stream with an `error` event. However the stream ends (a client's
-    disconnect included), the upstream request is closed and what the turn held released;
-    a client that stopped it has what it was sent recorded, marked interrupted."""
-    return _error_event_on_failure(await primed(_stream_events(chat, steer, caller)))
+    disconnect included, while the first event is awaited too: `receive` is watched), the
+    upstream request is closed and what the turn held released; a client that stopped it
+    has what it was sent recorded, marked interrupted."""
+    events = _stream_events(chat, steer, caller)
+    return _error_event_on_failure(await primed(events, receive))
 
 
 async def _stream_events(
@@ -297,6 +300,7 @@ async def _stream_events(
     done = turn.answer(reply, record, *speech)
     if speaker.speaks:
         done.audio_urls = speaker.urls
+        done.tts_error = speaker.failure  # no sentence could be spoken
     yield sse("done", done.model_dump())
 
 

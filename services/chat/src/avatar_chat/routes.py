@@ -103,11 +103,12 @@ STEER_ERRORS = (NotAConversation, ConversationBusy, ConversationFull)
 
 
 def _answered(
-    steer: Steer, chat: ChatService, caller: Caller
+    steer: Steer, chat: ChatService, caller: Caller, request: Request
 ) -> Awaitable[Envelope[ChatReply] | WriteTimedStream]:
     async def answer() -> Envelope[ChatReply] | WriteTimedStream:
         if steer.options.stream:
-            events = await stream_turn(chat, steer, caller)
+            # The body is read: until the response starts, the turn watches for the client.
+            events = await stream_turn(chat, steer, caller, request.receive)
             timeout_s = chat.settings.stream_write_timeout_s
             return WriteTimedStream(events, timeout_s, "text/event-stream", SSE_HEADERS)
         return ok(await reply_turn(chat, steer, caller))
@@ -121,9 +122,9 @@ def _answered(
     responses={**SSE_RESPONSE, **error_responses(JSON_BODY, *TURN_ERRORS, STEER_ERRORS)},
 )
 async def chat(
-    body: ChatRequest, chat: ChatDep, caller: CallerDep
+    body: ChatRequest, chat: ChatDep, caller: CallerDep, request: Request
 ) -> Envelope[ChatReply] | WriteTimedStream:
-    return await _answered(Steer.of(body), chat, caller)
+    return await _answered(Steer.of(body), chat, caller, request)
 
 
 @router.get("/models", response_model=Envelope[ModelList], responses=error_responses(LLM_ERRORS))
@@ -247,9 +248,9 @@ async def release_session(
     },
 )
 async def regenerate(
-    session_id: Session, body: GenerationOptions, chat: ChatDep, caller: CallerDep
+    session_id: Session, body: GenerationOptions, chat: ChatDep, caller: CallerDep, request: Request
 ) -> Envelope[ChatReply] | WriteTimedStream:
-    return await _answered(Steer("regenerate", body, str(session_id)), chat, caller)
+    return await _answered(Steer("regenerate", body, str(session_id)), chat, caller, request)
 
 
 @router.post(
@@ -262,9 +263,9 @@ async def regenerate(
     },
 )
 async def continue_reply(
-    session_id: Session, body: GenerationOptions, chat: ChatDep, caller: CallerDep
+    session_id: Session, body: GenerationOptions, chat: ChatDep, caller: CallerDep, request: Request
 ) -> Envelope[ChatReply] | WriteTimedStream:
-    return await _answered(Steer("continue", body, str(session_id)), chat, caller)
+    return await _answered(Steer("continue", body, str(session_id)), chat, caller, request)
 
 
 @router.put(

@@ -231,7 +231,9 @@ class ChatReply(BaseModel):
         "window and could not be summarized this time.",
     )
     tts_error: str | None = Field(
-        None, description="Why no speech was made, when speech was asked for and failed."
+        None,
+        description="Why no speech was made, when speech was asked for and failed (a "
+        "streamed reply spoken by sentence: when none of its sentences could be spoken).",
     )
     audio_urls: list[str] | None = Field(
         None, description="Streamed replies with realtime speech: each sentence's audio, in order."

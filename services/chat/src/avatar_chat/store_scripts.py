@@ -219,7 +219,7 @@ def _named(script: str) -> str:
 # kept conversation is never trimmed (turns past its caps are refused before they begin).
 # KEYS: meta, messages, summaries, the budget's total, held, until, the holder's stored
 # sessions, the active sessions, busy, then the lease sets.
-# ARGV: 1 user, 2 model, 3 now (ISO), 4 prompt tokens, 5 completion tokens, 6 ttl,
+# ARGV: 1 user, 2 model, 3 now (ISO), 4 prompt tokens (0: not counted), 5 completion tokens, 6 ttl,
 # 7 summary_covered, 8 calibration field, 9 its value ('' when none was learned), 10 messages
 # kept at most, 11 bytes kept at most, 12 the lease id, 13 the session id, 14 the holder,
 # 15 the holder's stored sessions at most, 16 the replaced last message ('' none), 17 its
@@ -270,7 +270,9 @@ if ARGV[16] ~= '' then
   stored = stored + #ARGV[17] - #ARGV[16]
 end
 redis.call('HSET', meta, 'model', ARGV[2], 'updated_at', ARGV[3],
-  'last_prompt_tokens', ARGV[4], 'summary_covered', ARGV[7], 'preview', ARGV[19])
+  'summary_covered', ARGV[7], 'preview', ARGV[19])
+-- No count (a stopped stream's, a server that reports none): the last one stands.
+if tonumber(ARGV[4]) > 0 then redis.call('HSET', meta, 'last_prompt_tokens', ARGV[4]) end
 if ARGV[9] ~= '' then redis.call('HSET', meta, ARGV[8], ARGV[9]) end
 if ARGV[18] ~= '' then redis.call('HSETNX', meta, 'title', ARGV[18]) end
 redis.call('HINCRBY', meta, 'prompt_tokens', ARGV[4])

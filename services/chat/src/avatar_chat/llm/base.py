@@ -12,7 +12,7 @@ request), aiohttp 0.12 ms."""
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Iterator
-from contextlib import aclosing, contextmanager
+from contextlib import AsyncExitStack, aclosing, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,18 +171,33 @@ class LlmClient(ABC):
     ) -> AsyncGenerator[list[bytes], None]:
         """The response body's non-blank lines, as many at a time as have arrived, each at
         most LLM_MAX_LINE_BYTES (a longer one is a 502: no line grows without bound in
-        memory). The total timeout is checked between reads (an asyncio.timeout cannot span
-        the yields of a generator); each wait is bounded by the read timeout. Closing the
-        generator closes the upstream request."""
-        deadline = asyncio.get_running_loop().time() + self.settings.llm_total_timeout_s
+        memory). The whole stream is bounded by the total timeout: the request and each wait
+        for bytes end with it (an asyncio.timeout cannot span the yields of a generator, so
+        each wait has its own). Closing the generator closes the upstream request."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.llm_total_timeout_s
+        read_timeout_s = self.settings.llm_read_timeout_s
         lines = _Lines(self.settings.llm_max_line_bytes)
         with upstream_call("llm"), llm_failures():
-            async with self.http.post(url, json=payload, headers=self._headers()) as response:
-                if response.status >= 400:
-                    check_status(response.status, await response.read(), model)
-                while data := await response.content.readany():  # b"": the end
-                    if asyncio.get_running_loop().time() > deadline:
+            async with AsyncExitStack() as request:
+                async with asyncio.timeout_at(deadline):
+                    post = self.http.post(url, json=payload, headers=self._headers())
+                    response = await request.enter_async_context(post)
+                    if response.status >= 400:
+                        check_status(response.status, await response.read(), model)
+                while True:
+                    left_s = deadline - loop.time()
+                    if left_s <= 0:
                         raise LlmTimeout()
+                    # The read timeout bounds the waits the total time outlasts: a timer is
+                    # armed only for the last ones (not on every read of the hottest call).
+                    if left_s < read_timeout_s:
+                        async with asyncio.timeout(left_s):
+                            data = await response.content.readany()
+                    else:
+                        data = await response.content.readany()
+                    if not data:  # the end
+                        break
                     if complete := lines.feed(data):
                         yield complete
                 if last := lines.end():
@@ -220,7 +235,8 @@ OUTSIDE_THE_GATE = 8
 
 def open_llm_http(settings: ChatSettings) -> aiohttp.ClientSession:
     """One pooled session per process for every LLM call. The read timeout bounds each wait
-    for bytes; the total one is the callers' (`asyncio.timeout`, or a deadline in a stream)."""
+    for bytes; the total one is the callers' (`asyncio.timeout`, or one per wait of a
+    stream)."""
     timeout = aiohttp.ClientTimeout(
         total=None,
         connect=settings.llm_connect_timeout_s,  # a free connection, or a new one

@@ -34,6 +34,7 @@ class SentenceSpeaker:
         self.pending: list[tuple[str, asyncio.Task[tuple[str | None, str | None]]]] = []
         self.sent = 0
         self.urls: list[str] = []
+        self.errors: list[str] = []  # why the sentences delivered without audio have none
 
     def said(self, text: str) -> list[dict[str, object]]:
         """Takes the next text of the reply; returns the `audio` events whose turn has come
@@ -54,6 +55,14 @@ class SentenceSpeaker:
                 self._start(sentence)
         while self.sent < len(self.pending):
             yield self._event(await self.pending[self.sent][1])
+
+    @property
+    def failure(self) -> str | None:
+        """Why the reply has no speech, for `done.tts_error`: when no sentence delivered got
+        audio and at least one failed, their reasons (each once)."""
+        if self.urls or not self.errors:
+            return None
+        return "; ".join(dict.fromkeys(self.errors))
 
     def cancel(self) -> None:
         for _, task in self.pending[self.sent :]:
@@ -83,6 +92,7 @@ class SentenceSpeaker:
         }
         if error:
             event["tts_error"] = error
+            self.errors.append(error)
         if url:
             self.urls.append(url)
         self.sent += 1
