@@ -443,6 +443,7 @@ async def _planned(
         covered_before=int(state.meta.get("summary_covered", 0)),
         learning=_draft(plan, mode, state.meta, session_id, caller, model, window, steer),
         unlearned=plan.unlearned,
+        existed=bool(state.meta),
     )
     context = await chat.context.fit(talk, state.summaries)
     messages = prompt.finish(context.messages)
@@ -570,13 +571,16 @@ def _receipt(
 async def _undone_on_failure(
     chat: ChatService, session_id: str, is_new: bool
 ) -> AsyncIterator[None]:
-    """A new session whose turn fails leaves no summary behind."""
+    """A turn that fails leaves no summary of a session that does not exist: a new one, one
+    whose client chose its id, or one deleted during the turn."""
     try:
         yield
     except BaseException:
-        if is_new:
-            with suppress(RedisError):  # else they expire by themselves
+        with suppress(RedisError):  # else they expire by themselves
+            if is_new:
                 await chat.summaries.forget(session_id)
+            else:
+                await chat.summaries.forget_orphan(session_id)
         raise
 
 

@@ -104,6 +104,7 @@ class Conversation:
     # Positions in `turns` of messages said while memory was read_only or off (flagged
     # `unlearned`): a summary made ahead of a block with one before its end lists no facts.
     unlearned: frozenset[int] = frozenset()
+    existed: bool = False  # the session's hash was there when the turn began
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,11 @@ class ContextPlanner:
                         content, facts = await self._ask(talk, summary, block, ahead, unread)
                         made_now = Summary(end, digests[end], content, utc_now())
                         if not await self.store.save(
-                            talk.session_id, made_now, known, base=start, if_session=ahead
+                            talk.session_id,
+                            made_now,
+                            known,
+                            base=start,
+                            if_session=ahead or talk.existed,
                         ):
                             SUMMARIES.labels(when, "skipped").inc()
                             break  # deleted meanwhile: nothing to summarize for
