@@ -443,6 +443,7 @@ async def _planned(
         estimate=estimate,
         reserved=prompt.reserved,
         caller=caller.key,
+        address=caller.address_key,
         covered_before=int(state.meta.get("summary_covered", 0)),
         learning=_draft(plan, mode, state.meta, session_id, caller, model, window, steer),
         unlearned=plan.unlearned,

@@ -68,9 +68,11 @@ class ChatService:
             redis, "chat", settings.chat_rate_per_min, RATE_WINDOW_S, "chat requests", "a minute"
         )
         self.memories = MemoryStore(redis, settings)
-        self.learner = MemoryLearner(redis, llm, self.gate, self.memories, self.chat_rate, settings)
+        self.learner = MemoryLearner(
+            redis, llm, self.gate, self.memories, self.chat_rate, settings, self.admission
+        )
         self.context = ContextPlanner(
-            llm, self.gate, self.summaries, self.chat_rate, settings, self.learner
+            llm, self.gate, self.summaries, self.chat_rate, settings, self.learner, self.admission
         )
         self.memory_writes = RateLimit(
             redis,

@@ -11,7 +11,9 @@ request may go on to the LLM. In order:
    its lease, and its hold below, are renewed every quarter of their length, so they last
    until it ends however long its speech takes, and expire soon after a replica dies. A turn
    gives its lease back when it is recorded (`turn_recorded`, inside the store's script: no
-   extra round trip) or fails;
+   extra round trip) or fails. Background work the caller caused (a summary made ahead, a
+   memory reading: `background`) holds a lease in the same sets while it runs, so it counts
+   against the caller's share; when the share is full, it is put off (left for later);
 3. the conversations budget (avatar_shared.budget): when stored conversations fill their
    share of Redis, a turn (which would store more) is refused with 503 `storage_full` before
    the LLM is asked, so no reply is generated that could not be kept;
@@ -187,6 +189,25 @@ end
 """
 )
 
+# A background call's lease, if each of its caller's lease sets has room. KEYS: the lease
+# sets; ARGV: the lease id, lease seconds, then each set's cap. Returns 1 if taken, else 0.
+TAKE = (
+    RATE_FUNCTIONS
+    + """
+local id, lease_s = ARGV[1], tonumber(ARGV[2])
+local now = redis_now()
+for i = 1, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[2 + i]) then return 0 end
+end
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], now + lease_s, id)
+  redis.call('EXPIRE', KEYS[i], math.ceil(lease_s))
+end
+return 1
+"""
+)
+
 LEASE_FUNCTIONS = """
 local function lease_end(keys, first, id)
   for i = first, #keys do redis.call('ZREM', keys[i], id) end
@@ -231,6 +252,7 @@ class Admission:
         self._admit = redis.register_script(ADMIT)
         self._let_go = redis.register_script(LET_GO)
         self._renew = redis.register_script(RENEW)
+        self._take = redis.register_script(TAKE)
         self._renewing: set[asyncio.Task[None]] = set()
 
     async def admit(self, session_id: str, caller: Caller, hold: bool = False) -> Ticket:
@@ -304,6 +326,31 @@ class Admission:
             raise
 
     @asynccontextmanager
+    async def background(self, caller: str, address: str | None) -> AsyncIterator[bool]:
+        """A place among the caller's calls in flight (`caller`: its key; `address`: an
+        anonymous caller's address key) for background work it caused, held for the block:
+        False when the caller (or its address) has none free, and the work is put off."""
+        keys = (calls_of(caller), *([calls_of(address)] if address else []))
+        caps = [self.limits.calls_per_user, *([self.limits.calls_per_address] if address else [])]
+        lease = Lease(nonce(), keys)
+        try:
+            taken = await self._take(keys=keys, args=[lease.id, self.limits.lease_s, *caps])
+        except (RedisError, OSError):
+            taken = 0  # fail closed: the work waits for a later turn
+        if not taken:
+            yield False
+            return
+        try:
+            async with self._renewed(lease):
+                yield True
+        finally:
+            with suppress(RedisError, OSError):  # else it expires by itself
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.zrem(key, lease.id)
+                    await pipe.execute()
+
+    @asynccontextmanager
     async def _renewed(self, lease: Lease) -> AsyncIterator[None]:
         """The lease (and its hold) renewed while the block runs."""
         task = asyncio.create_task(self._renew_every(lease))
@@ -354,6 +401,10 @@ class Admission:
         pipe.zrem(sessions_of(caller.key), session_id)
         if caller.address_key:
             pipe.zrem(sessions_of(caller.address_key), session_id)
+
+
+class PutOff(Exception):
+    """Background work waits for later: its caller's calls in flight are at their cap."""
 
 
 def sessions_of(caller: str) -> str:
