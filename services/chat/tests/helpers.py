@@ -32,6 +32,7 @@ class Backend:
     name: str
     recorder: PromptRecorder
     settings: dict[str, Any]
+    config: ChatEmulatorConfig | None = None  # read per request: a test may change it
 
 
 @contextmanager
@@ -56,7 +57,7 @@ def emulated_llm(name: str, **config: Any) -> Iterator[Backend]:
                 "vllm_api_key": VLLM_KEY,
             }
         )
-        yield Backend(name, emulator.recorder, settings)
+        yield Backend(name, emulator.recorder, settings, emulator)
 
 
 def ask(text: str, **extra) -> dict:

@@ -1,6 +1,7 @@
 """What the summarization tests share: a chat app with a small window over an LLM emulator,
 and a conversation that grows turn by turn."""
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,15 @@ def user_line(i: int) -> str:
 
 def is_summary_call(record: PromptRecord) -> bool:
     return record.messages_received[0]["content"].startswith(SUMMARY_MARK)
+
+
+async def summary_calls_started(recorder: PromptRecorder, n: int) -> bool:
+    """Whether `n` summary calls have reached the LLM (waited for, 10 s at most)."""
+    for _ in range(1000):
+        if sum(1 for r in recorder.prompts if is_summary_call(r)) >= n:
+            return True
+        await asyncio.sleep(0.01)
+    return False
 
 
 def summary_in(record: PromptRecord) -> str | None:

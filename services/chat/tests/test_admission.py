@@ -3,6 +3,7 @@ MAX_SESSIONS_PER_USER of them one user's, and a request rate per user counted on
 admitted requests."""
 
 import asyncio
+from pathlib import Path
 
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
@@ -301,3 +302,24 @@ async def test_a_full_conversations_budget_refuses_new_turns_and_keeps_the_rest(
     assert untouched == []  # refused before the LLM was asked
     assert read.status_code == 200 and len(read.json()["data"]["messages"]) == 2
     assert after_delete.status_code == 200
+
+
+async def test_each_anonymous_id_of_an_address_has_its_own_request_rate(app_client, redis_url):
+    """CHAT_RATE_PER_MIN is counted per anonymous id (only a caller without one by address),
+    and the configuration reference says so."""
+    with emulated_llm("ollama") as backend:
+        app = create_app(limited(redis_url, backend, 20, chat_rate_per_min=2))
+        app.dependency_overrides[current_identity] = callers_from_test_headers
+        async with app_client(app) as chat:
+
+            async def turn(name: str) -> int:
+                headers = as_anonymous(name, "10.9.9.9")
+                body = ask("hi", tts_enabled=False)
+                return (await chat.post("/api/chat", json=body, headers=headers)).status_code
+
+            statuses = [await turn(f"anon-{n % 3}") for n in range(6)]
+            third = await turn("anon-0")
+    assert statuses == [200] * 6 and third == 429  # each id: its own 2 a minute
+    reference = Path(__file__).parents[3] / "docs" / "configuration.md"
+    line = next(x for x in reference.read_text().splitlines() if "`CHAT_RATE_PER_MIN`" in x)
+    assert "anonymous id" in line and "anonymous address" not in line, line

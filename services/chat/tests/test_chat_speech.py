@@ -3,6 +3,7 @@ through the GPT-SoVITS emulator."""
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
 
 import httpx
@@ -16,7 +17,7 @@ from avatar_emulators.server import serve_in_thread
 from avatar_tts.app import create_app as tts_app
 from avatar_tts.settings import TtsSettings
 
-from .helpers import ask, read_events
+from .helpers import ask, emulated_llm, read_events
 
 
 @pytest.fixture
@@ -176,3 +177,105 @@ async def _first_audio_event(response: httpx.Response) -> dict:
             event: dict = json.loads(line.removeprefix("data: "))
             return event
     raise AssertionError("no audio event")
+
+
+def _tts_held(release: threading.Event, most_s: float):
+    """A tts service whose every answer waits until `release` is set (`most_s` at most)."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/api/tts")
+    async def speak() -> dict:
+        await asyncio.to_thread(release.wait, most_s)
+        return {"success": True, "data": {"audio_url": "/mnt/user_assets/x/audio/y.wav"}}
+
+    return app
+
+
+async def _first_delta(lines) -> None:
+    async for line in lines:
+        if line.startswith("data: "):
+            return
+
+
+async def test_a_streamed_reply_gives_its_llm_slot_back_while_its_speech_is_made(redis_url):
+    """The model has written the reply, its last sentences are still being spoken: the one
+    LLM slot is free, and another user's turn is answered meanwhile (not 503 llm_busy)."""
+    release = threading.Event()
+    with (
+        emulated_llm("ollama") as backend,
+        serve_in_thread(_tts_held(release, 30.0)) as tts,
+    ):
+        settings = ChatSettings(
+            redis_url=redis_url,
+            characters_url=f"http://127.0.0.1:{free_port()}",
+            tts_url=tts,
+            chat_rate_per_min=10_000,
+            llm_max_in_flight=1,
+            llm_queue_wait_s=5.0,  # ample for the emulator to finish writing
+            **backend.settings,
+        )
+        with serve_in_thread(create_app(settings), lifespan="on") as url:
+            async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=60) as chat:
+                body = ask("이야기 해줘", stream=True, tts_mode="realtime")
+                async with chat.stream("POST", "/api/chat", json=body) as streaming:
+                    lines = streaming.aiter_lines()
+                    await _first_delta(lines)  # under way; its speech waits for `release`
+                    try:
+                        other = await chat.post("/api/chat", json=ask("hi", tts_enabled=False))
+                    finally:
+                        release.set()
+                    rest = [line async for line in lines]
+    assert other.status_code == 200, other.json()
+    kinds = [line for line in rest if line.startswith("event: ")]
+    assert "event: audio" in kinds and kinds[-1] == "event: done"
+    assert kinds.index("event: audio") > max(
+        (i for i, k in enumerate(kinds) if k == "event: delta"), default=-1
+    )
+
+
+async def test_a_long_spoken_reply_keeps_its_conversation_busy_until_it_is_recorded(redis_url):
+    """A server conversation's streamed reply whose speech outlasts the turn's lease (5 s
+    here): its hold and lease are renewed while it speaks, so a second turn meanwhile is 409
+    conversation_busy, and the history keeps the turns in the order they were said."""
+    release = threading.Event()
+    with (
+        emulated_llm("ollama", reply_words=400) as backend,
+        serve_in_thread(_tts_held(release, 0.5)) as tts,
+    ):
+        settings = ChatSettings(
+            redis_url=redis_url,
+            characters_url=f"http://127.0.0.1:{free_port()}",
+            tts_url=tts,
+            chat_rate_per_min=10_000,
+            tts_timeout_s=1.0,
+            summary_timeout_s=0.5,
+            llm_queue_wait_s=0.5,
+            llm_total_timeout_s=2.0,
+            stream_write_timeout_s=1.0,  # lease: 5 s
+            **backend.settings,
+        )
+        with serve_in_thread(create_app(settings), lifespan="on") as url:
+            async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=60) as chat:
+                created = await chat.post("/api/chat/sessions", json={"persona": "A bard."})
+                assert created.status_code == 201, created.text
+                sid = created.json()["data"]["session_id"]
+                body = {"session_id": sid, "message": "sing", "stream": True,
+                        "tts_mode": "realtime", "max_tokens": 1000}  # fmt: skip
+                later = {"session_id": sid, "message": "later", "tts_enabled": False}
+                async with chat.stream("POST", "/api/chat", json=body) as streaming:
+                    lines = streaming.aiter_lines()
+                    await _first_delta(lines)
+                    await asyncio.sleep(6)  # past the lease; its speech still being made
+                    during = await chat.post("/api/chat", json=later)
+                    rest = [line async for line in lines]
+                after = await chat.post("/api/chat", json=later)
+                history = (await chat.get(f"/api/chat/sessions/{sid}")).json()["data"]
+    audio = sum(1 for line in rest if line == "event: audio")
+    assert audio > 24 and rest[-3] == "event: done", rest[-3:]  # spoke for over 6 s
+    assert during.status_code == 409, during.json()
+    assert during.json()["error"]["code"] == "conversation_busy"
+    assert after.status_code == 200, after.json()
+    said = [m["content"] for m in history["messages"] if m["role"] == "user"]
+    assert said == ["sing", "later"]

@@ -21,6 +21,8 @@ from avatar_shared.identity import ANON_COOKIE, current_identity
 from tests.helpers import as_user, returning_visitor
 
 from .helpers import PERSONA, as_anonymous, ask, callers_from_test_headers, emulated_llm
+from .summarizing import Conversation, long_history, summary_calls_started
+from .summarizing import settings_for as summarizing
 
 
 def settings_for(redis_url: str, backend, **extra) -> ChatSettings:
@@ -199,3 +201,32 @@ async def test_an_over_long_stream_line_ends_the_reply_with_a_502(
     assert response.json()["error"]["code"] == "llm_error"
     assert "longer than 4096 bytes" in response.json()["error"]["message"]
     assert after.status_code == 200  # nothing was left held
+
+
+async def test_a_callers_summary_made_ahead_counts_among_their_calls_in_flight(
+    app_client, redis_url
+):
+    """A summary made ahead is LLM work its caller caused: it holds one of their
+    LLM_CALLS_PER_USER while it runs, so their next turn meanwhile is 429 (not one more
+    call), while another caller's turn goes on."""
+    with emulated_llm("ollama", tokens_per_second=20) as backend:  # a summary: ~3 s
+        settings = summarizing(
+            redis_url, backend, llm_max_in_flight=3, llm_queue_wait_s=0.5,
+            llm_calls_per_user=1, keep_recent_turns=4, summary_ahead_ratio=0.4,
+        )  # fmt: skip
+        async with app_client(create_app(settings)) as chat:
+            returning_visitor(chat)  # one browser, known from the first request
+            talks = [Conversation(chat, backend.recorder) for _ in range(2)]
+            for talk in talks:
+                long_history(talk, 6)
+            first = await chat.post("/api/chat", json=talks[0].body() | {"max_tokens": 1})
+            assert first.status_code == 200, first.text
+            assert await summary_calls_started(backend.recorder, 1)
+            again = await chat.post("/api/chat", json=talks[1].body() | {"max_tokens": 1})
+            hers = dict(chat.cookies)
+            chat.cookies.clear()  # someone else
+            other = await chat.post("/api/chat", json=ask("hi", tts_enabled=False, max_tokens=1))
+            chat.cookies.update(hers)
+    assert again.status_code == 429, again.text
+    assert again.json()["error"]["code"] == "rate_limited"
+    assert other.status_code == 200, other.json()

@@ -904,3 +904,36 @@ async def test_a_client_that_changes_its_history_never_has_its_read_only_turns_r
     assert [m["text"] for m in await learned(client, 1)] == ["The user has a parrot"]
     await idle(backend)
     assert "parrot" in readings(backend) and "astronaut" not in readings(backend)
+
+
+async def test_a_reading_waits_while_the_users_calls_in_flight_are_at_their_cap(
+    app_client, redis_url, characters_url, backend, redis
+):
+    """A memory reading is one of its caller's LLM calls (LLM_CALLS_PER_USER): while all of
+    them are taken it is put off (the conversation read when quiet again), then learns."""
+    settings = settings_for(
+        redis_url, characters_url, backend, memory_idle_s=1, llm_calls_per_user=1
+    )
+    app = create_app(settings)
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with app_client(app) as client:
+
+        async def skipped() -> float:
+            text = (await client.get("/metrics")).text
+            found = re.search(r'avatar_chat_memory_learning_total\{outcome="skipped"\} (\S+)', text)
+            return float(found.group(1)) if found else 0.0
+
+        session = await start(client)
+        before = await skipped()
+        await say(client, session, "잠깐 " + fact("user.city", "The user lives in Busan"))
+        # Another call of hers in flight (another replica's turn, say): her one place is taken.
+        await redis.zadd("chat:calls-of:alice", {"elsewhere": time.time() + 60})
+        deadline = time.monotonic() + 20
+        while await skipped() == before and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        put_off = await skipped() > before
+        nothing_yet = await memories(client)
+        await redis.zrem("chat:calls-of:alice", "elsewhere")
+        [memory] = await learned(client, 1)
+    assert put_off and nothing_yet == []
+    assert memory["text"] == "The user lives in Busan"

@@ -19,8 +19,15 @@ from avatar_chat.settings import ChatSettings
 from avatar_shared.gate import Gate
 from tests.helpers import returning_visitor
 
-from .helpers import emulated_llm, read_events
-from .summarizing import Conversation, is_summary_call, long_history, settings_for, summary_in
+from .helpers import ask, emulated_llm, read_events
+from .summarizing import (
+    Conversation,
+    is_summary_call,
+    long_history,
+    settings_for,
+    summary_calls_started,
+    summary_in,
+)
 
 AHEAD = {"keep_recent_turns": 4, "summary_ahead_ratio": 0.4}
 # A user's turn long enough to take the next prompt past the trigger (0.8 of the window),
@@ -208,6 +215,52 @@ async def test_a_background_call_waits_behind_every_waiting_call_within_the_cap(
     await asyncio.gather(*holders, *waiting)
     assert order == ["holder0", "holder1", "a1", "b1", "a2", "summary1", "summary2"]
     assert most == 2 and gate.free == 2
+
+
+async def test_summaries_made_ahead_leave_a_slot_for_a_users_turn(app_client, redis_url):
+    """Background summaries hold at most all the LLM slots but one: two long conversations'
+    summaries on a 2-slot replica, and a new user's turn still gets a slot at once."""
+    with emulated_llm("ollama", first_token_latency_s=1.0) as backend:
+        settings = settings_for(
+            redis_url, backend, llm_max_in_flight=2, llm_queue_wait_s=0.5, **AHEAD
+        )
+        async with app_client(create_app(settings)) as chat:
+            returning_visitor(chat)  # one browser, two long conversations
+            talks = [Conversation(chat, backend.recorder) for _ in range(2)]
+            for talk in talks:
+                long_history(talk, 6)
+            await asyncio.gather(*(t.resend() for t in talks))  # each starts a summary
+            assert await summary_calls_started(backend.recorder, 1)
+            returning_visitor(chat)  # someone else
+            other = await chat.post("/api/chat", json=ask("hi", tts_enabled=False))
+    assert other.status_code == 200, other.json()
+
+
+async def test_background_calls_hold_at_most_all_slots_but_one():
+    gate = Gate(3, 5.0, LlmBusy)
+    release = asyncio.Event()
+    running: list[str] = []
+
+    async def call(name: str, background: bool) -> None:
+        async with gate.slot(name, background=background):
+            running.append(name)
+            await release.wait()
+
+    summaries = [asyncio.create_task(call(f"summary{n}", True)) for n in range(3)]
+    await asyncio.sleep(0)
+    user = asyncio.create_task(call("user", False))
+    await asyncio.sleep(0)
+    assert sorted(running) == ["summary0", "summary1", "user"]  # the third waits
+    release.set()
+    await asyncio.gather(*summaries, user)
+    assert len(running) == 4 and gate.free == 3
+
+
+async def test_with_one_slot_background_work_still_runs():
+    gate = Gate(1, 5.0, LlmBusy)
+    async with gate.slot("s", background=True):
+        pass
+    assert gate.free == 1
 
 
 def test_summarizing_ahead_must_come_before_the_trigger():

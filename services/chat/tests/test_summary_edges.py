@@ -6,6 +6,7 @@ import asyncio
 import pytest
 
 from avatar_chat.app import create_app
+from avatar_chat.context.summaries import summaries_key
 from avatar_emulators.replies import count_prompt_tokens
 from tests.helpers import returning_visitor
 
@@ -16,6 +17,7 @@ from .summarizing import (
     is_summary_call,
     long_history,
     settings_for,
+    summary_calls_started,
     transcript,
     user_line,
 )
@@ -100,3 +102,50 @@ async def test_summary_calls_count_in_the_callers_chat_rate(app_client, redis_ur
     assert reply["context_truncated"] is True  # the rest waits for a later turn
     assert next_turn.status_code == 429
     assert next_turn.json()["error"]["code"] == "rate_limited"
+
+
+async def test_a_conversation_deleted_during_its_turns_summary_gets_no_summary_back(
+    app_client, redis, redis_url
+):
+    """A turn's own summary is saved only while its session exists: a client's record
+    deleted during the summary call keeps no summary (nothing could delete it later)."""
+    with emulated_llm("ollama", first_token_latency_s=0.5) as backend:
+        settings = settings_for(redis_url, backend, summary_ahead_ratio=0)
+        async with app_client(create_app(settings)) as chat:
+            talk = Conversation(chat, backend.recorder)
+            await talk.say(user_line(0))  # the record exists
+            long_history(talk, 30)  # the next turn is past the trigger: it summarizes
+
+            async def delete_during_the_summary() -> int:
+                assert await summary_calls_started(backend.recorder, 1)
+                return (await chat.delete(f"/api/chat/sessions/{talk.session_id}")).status_code
+
+            turn, deleted = await asyncio.gather(
+                chat.post("/api/chat", json=talk.body()), delete_during_the_summary()
+            )
+            left = await redis.exists(summaries_key(talk.session_id))
+            meta = await redis.exists(f"chat:session:{talk.session_id}")
+    assert deleted == 200 and turn.status_code == 404, (deleted, turn.text)
+    assert meta == 0 and left == 0
+
+
+async def test_a_failed_first_turn_with_a_chosen_id_leaves_no_summary(app_client, redis, redis_url):
+    """A client's first turn under an id of its choosing summarizes, then its reply fails:
+    no session was stored, and neither is its summary."""
+    with emulated_llm("ollama", first_token_latency_s=0.5) as backend:
+        async with app_client(create_app(settings_for(redis_url, backend))) as chat:
+            talk = Conversation(chat, backend.recorder)
+            long_history(talk, 30)
+
+            async def fail_the_reply() -> None:
+                # The first summary is saved when the second is asked for: the reply fails.
+                assert await summary_calls_started(backend.recorder, 2)
+                assert backend.config is not None
+                backend.config.fail_status = 500
+
+            turn, _ = await asyncio.gather(
+                chat.post("/api/chat", json=talk.body()), fail_the_reply()
+            )
+            left = await redis.exists(summaries_key(talk.session_id))
+    assert turn.status_code >= 500 and any(is_summary_call(r) for r in backend.recorder.prompts)
+    assert left == 0

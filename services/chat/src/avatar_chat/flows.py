@@ -8,7 +8,8 @@
 3. load the session and the character, and plan the prompt: the conversation fitted into
    the model's window, older turns summarized when due;
 4. generate in one of this replica's LLM slots, waiting in the caller's line for one (a
-   streamed reply is spoken per sentence as it comes);
+   streamed reply is spoken per sentence as it comes; the slot is given back when the model
+   has written, before the last sentences' speech is awaited);
 5. record the turn (which ends its lease), start summarizing the conversation ahead in the
    background if it has grown long (SUMMARY_AHEAD_RATIO), and speak a whole reply;
 6. release: leaving the blocks gives back the slot, and a failed turn's lease, its new
@@ -270,19 +271,21 @@ async def _stream_events(
         turn = await _planned(chat, steer, session_id, is_new, caller)
         sent: list[str] = []  # the deltas the client was given
         try:
-            async with (
-                chat.gate.slot(caller.key),
-                aclosing(chat.llm.stream(turn.llm_request)) as upstream,
-                chat.voice.speaker(options, turn.voice_id, caller.identity) as speaker,
-            ):
-                async for item in upstream:
-                    if isinstance(item, LlmReply):  # the last item: the whole reply
-                        reply = item
-                        break
-                    yield sse("delta", {"content": item})
-                    sent.append(item)
-                    for event in speaker.said(item):
-                        yield sse("audio", event)
+            async with chat.voice.speaker(options, turn.voice_id, caller.identity) as speaker:
+                async with (
+                    chat.gate.slot(caller.key),
+                    aclosing(chat.llm.stream(turn.llm_request)) as upstream,
+                ):
+                    async for item in upstream:
+                        if isinstance(item, LlmReply):  # the last item: the whole reply
+                            reply = item
+                            break
+                        yield sse("delta", {"content": item})
+                        sent.append(item)
+                        for event in speaker.said(item):
+                            yield sse("audio", event)
+                # The model has written: its slot (and the upstream) goes while the speech
+                # of the last sentences is awaited.
                 async for event in speaker.rest():
                     yield sse("audio", event)
         except (GeneratorExit, anyio.get_cancelled_exc_class()):
@@ -444,9 +447,11 @@ async def _planned(
         estimate=estimate,
         reserved=prompt.reserved,
         caller=caller.key,
+        address=caller.address_key,
         covered_before=int(state.meta.get("summary_covered", 0)),
         learning=_draft(plan, mode, state.meta, session_id, caller, model, window, steer),
         unlearned=plan.unlearned,
+        existed=bool(state.meta),
     )
     context = await chat.context.fit(talk, state.summaries)
     messages = prompt.finish(context.messages)
@@ -574,13 +579,16 @@ def _receipt(
 async def _undone_on_failure(
     chat: ChatService, session_id: str, is_new: bool
 ) -> AsyncIterator[None]:
-    """A new session whose turn fails leaves no summary behind."""
+    """A turn that fails leaves no summary of a session that does not exist: a new one, one
+    whose client chose its id, or one deleted during the turn."""
     try:
         yield
     except BaseException:
-        if is_new:
-            with suppress(RedisError):  # else they expire by themselves
+        with suppress(RedisError):  # else they expire by themselves
+            if is_new:
                 await chat.summaries.forget(session_id)
+            else:
+                await chat.summaries.forget_orphan(session_id)
         raise
 
 

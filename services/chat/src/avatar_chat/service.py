@@ -68,9 +68,11 @@ class ChatService:
             redis, "chat", settings.chat_rate_per_min, RATE_WINDOW_S, "chat requests", "a minute"
         )
         self.memories = MemoryStore(redis, settings)
-        self.learner = MemoryLearner(redis, llm, self.gate, self.memories, self.chat_rate, settings)
+        self.learner = MemoryLearner(
+            redis, llm, self.gate, self.memories, self.chat_rate, settings, self.admission
+        )
         self.context = ContextPlanner(
-            llm, self.gate, self.summaries, self.chat_rate, settings, self.learner
+            llm, self.gate, self.summaries, self.chat_rate, settings, self.learner, self.admission
         )
         self.memory_writes = RateLimit(
             redis,
@@ -165,8 +167,10 @@ class Setup:
 
 
 def admission_limits(settings: ChatSettings) -> Limits:
-    # A turn's lease lasts as long as a turn can: summarizing, waiting for a slot, the
-    # reply, its speech, a stalled client's last send.
+    # A turn's lease lasts as long as a turn's steps can: summarizing, waiting for a slot,
+    # the reply, its speech, a stalled client's last send. It is renewed while the turn
+    # runs (a streamed reply's speech, sentence by sentence, can take longer): this is how
+    # long it outlives a replica that dies.
     lease_s = (
         settings.summary_timeout_s
         + settings.llm_queue_wait_s

@@ -96,7 +96,8 @@ class ChatSettings(ServiceSettings):
     """A streamed reply whose client has not taken its next event for this long (the send
     blocks: the client stopped reading) is ended, and its LLM slot given back."""
     chat_rate_per_min: int = Field(30, gt=0)
-    """Chat requests one user (or anonymous address) may make a minute."""
+    """Chat requests one user (or anonymous id) may make a minute; a caller without an id is
+    counted by client address."""
     max_concurrent_users: int = Field(20, gt=0)
     """Most chat sessions active at once, across every replica."""
     max_sessions_per_user: int = Field(3, gt=0)

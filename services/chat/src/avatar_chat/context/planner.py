@@ -20,7 +20,9 @@ lower share of the window has its aged turns summarized in the background, so th
 reaches the trigger finds its summary ready. A turn then waits for a summary only when its
 prompt would not fit the window without one (the background one failed, or lags behind); on
 the way it uses the newest ready summary that matches. A background summary waits behind
-every chat turn for its LLM slot, runs one per session at a time across replicas (the
+every chat turn for its LLM slot (background work holds at most all the slots but one), holds
+one of its caller's calls in flight (LLM_CALLS_PER_USER, LLM_CALLS_PER_ADDRESS: at the cap,
+it is left for a later reply), runs one per session at a time across replicas (the
 session's lock, tried once: a held one means someone is on it), and its failure changes
 nothing for the user: the next reply tries again. When the conversation's long-term memory is
 on (`Conversation.learning`), the same call also lists the facts of the turns it summarizes
@@ -33,6 +35,7 @@ import asyncio
 import json
 import logging
 import re
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -46,6 +49,7 @@ from avatar_chat.context.summaries import (
     prefix_digests,
 )
 from avatar_chat.context.tokens import TokenEstimator
+from avatar_chat.limits.admission import Admission, PutOff
 from avatar_chat.llm import LlmClient, LlmRequest
 from avatar_chat.memory.learning import (
     ALSO_FACTS,
@@ -99,11 +103,13 @@ class Conversation:
     estimate: TokenEstimator  # calibrated for this session and model
     reserved: int = 0  # tokens of what goes around the turns besides the system message
     caller: str = ""  # whose rate a summary call counts in, and whose turn it waits in line
+    address: str | None = None  # an anonymous caller's address key: its calls in flight
     covered_before: int = 0  # turns the summary of the session's previous reply covered
     learning: JobDraft | None = None  # memory on: a summary made ahead lists facts too
     # Positions in `turns` of messages said while memory was read_only or off (flagged
     # `unlearned`): a summary made ahead of a block with one before its end lists no facts.
     unlearned: frozenset[int] = frozenset()
+    existed: bool = False  # the session's hash was there when the turn began
 
 
 @dataclass(frozen=True)
@@ -129,8 +135,10 @@ class ContextPlanner:
         rate: RateLimit,
         settings: ChatSettings,
         learner: MemoryLearner | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.llm = llm
+        self.admission = admission  # a summary made ahead counts in its caller's calls
         self.learner = learner  # takes the facts a summary made ahead lists
         self.gate = gate
         self.store = store
@@ -236,13 +244,19 @@ class ContextPlanner:
                         content, facts = await self._ask(talk, summary, block, ahead, unread)
                         made_now = Summary(end, digests[end], content, utc_now())
                         if not await self.store.save(
-                            talk.session_id, made_now, known, base=start, if_session=ahead
+                            talk.session_id,
+                            made_now,
+                            known,
+                            base=start,
+                            if_session=ahead or talk.existed,
                         ):
                             SUMMARIES.labels(when, "skipped").inc()
                             break  # deleted meanwhile: nothing to summarize for
                         summary, made = made_now, True
                         if facts is not None and self.learner and talk.learning:
                             await self.learner.take(talk.learning, digests, start, end, facts)
+        except PutOff:  # the caller's calls in flight are at their cap: a later reply's
+            SUMMARIES.labels(when, "skipped").inc()
         except LockTimeout:
             if ahead:  # another request or replica is summarizing it: theirs will do
                 SUMMARIES.labels(when, "skipped").inc()
@@ -261,6 +275,13 @@ class ContextPlanner:
         if made:
             SUMMARIES.labels(when, "made").inc()
         return summary, made
+
+    def _share(self, talk: Conversation, ahead: bool) -> AbstractAsyncContextManager[bool]:
+        """A summary made ahead holds one of its caller's calls in flight (a turn's own
+        summary is within the turn's)."""
+        if not ahead or self.admission is None:
+            return nullcontext(True)
+        return self.admission.background(talk.caller, talk.address)
 
     def _due_ahead(self, talk: Conversation, summary: Summary) -> bool:
         """Whether the conversation, with `summary`, has grown past SUMMARY_AHEAD_RATIO."""
@@ -317,12 +338,15 @@ class ContextPlanner:
             context_tokens=talk.window,
             schema=SUMMARY_AND_FACTS_SCHEMA if with_facts else None,
         )
-        # LLM work the caller causes (an edit early in a long conversation makes every
-        # summary after it stale): past their rate, the summary waits for a later turn.
-        await self.rate.hit(talk.caller)
-        # In the background, behind every chat turn waiting for a slot: users go first.
-        async with self.gate.slot(talk.caller, background=ahead):
-            reply = await self.llm.complete(summary_request)
+        async with self._share(talk, ahead) as taken:
+            if not taken:  # the caller's calls in flight are at their cap
+                raise PutOff()
+            # LLM work the caller causes (an edit early in a long conversation makes every
+            # summary after it stale): past their rate, the summary waits for a later turn.
+            await self.rate.hit(talk.caller)
+            # In the background, behind every chat turn waiting for a slot: users go first.
+            async with self.gate.slot(talk.caller, background=ahead):
+                reply = await self.llm.complete(summary_request)
         LLM_TOKENS.labels(talk.model, "summary_prompt").inc(max(0, reply.prompt_tokens))
         LLM_TOKENS.labels(talk.model, "summary_completion").inc(max(0, reply.completion_tokens))
         text, facts = reply.content, None

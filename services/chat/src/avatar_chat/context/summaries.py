@@ -33,6 +33,11 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
+# A failed turn's summaries go when their session does not exist. KEYS: the hash, summaries.
+FORGET_ORPHAN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+"""
+
 
 def summaries_key(session_id: str) -> str:
     return f"chat:session:{session_id}:summaries"
@@ -95,6 +100,7 @@ class SummaryStore:
         self.ttl_s = ttl_s
         self.lock_s = lock_s
         self._save_if_session = redis.register_script(SAVE_IF_SESSION)
+        self._forget_orphan = redis.register_script(FORGET_ORPHAN)
 
     async def load(self, session_id: str) -> dict[int, Summary]:
         key = summaries_key(session_id)
@@ -110,7 +116,9 @@ class SummaryStore:
     ) -> bool:
         """Stores `summary` (which extends the one covering `base` messages) and drops what
         it replaces: summaries past `base` (stale after an edit) and the oldest beyond
-        KEPT_SUMMARIES. `if_session`: only if the session exists (False when it does not)."""
+        KEPT_SUMMARIES. `if_session`: only if the session exists (False when it does not):
+        a background summary's, and a turn's own when its session existed (deleted during the
+        turn, it must not get its summaries back)."""
         stale = [n for n in known if n > base]
         current = sorted([n for n in known if n <= base] + [summary.covered])
         stale += current[:-KEPT_SUMMARIES]
@@ -121,7 +129,7 @@ class SummaryStore:
             args: list[str | int] = [summary.covered, encoded, self.ttl_s, *stale]
             if not await self._save_if_session(keys=keys, args=args):
                 return False
-        else:  # a turn's own: a new session's hash is written with its first reply
+        else:  # a new session's turn: its hash is written with its first reply
             async with self.redis.pipeline(transaction=True) as pipe:
                 if stale:
                     pipe.hdel(key, *map(str, stale))
@@ -135,6 +143,10 @@ class SummaryStore:
 
     async def forget(self, session_id: str) -> None:
         await self.redis.delete(summaries_key(session_id))
+
+    async def forget_orphan(self, session_id: str) -> None:
+        """Drops the session's summaries if the session itself does not exist."""
+        await self._forget_orphan(keys=[session_key(session_id), summaries_key(session_id)])
 
     def lock(self, session_id: str, wait: bool = True) -> AbstractAsyncContextManager[None]:
         """Held while a session is summarized, so two of its requests (or replicas) never

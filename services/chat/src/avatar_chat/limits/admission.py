@@ -7,8 +7,13 @@ request may go on to the LLM. In order:
    client address (ids are free, an address is not). Each admitted turn holds a lease, its
    id in `chat:calls-of:{caller}` (and `chat:calls-of:{address}`) scored by when it expires
    (the longest a turn can take), so a replica that dies mid-turn leaks nothing: its leases
-   run out. A turn gives its lease back when it is recorded (`turn_recorded`, inside the
-   store's script: no extra round trip) or fails;
+   run out. While the turn runs (its reply, the speech of a streamed reply's sentences)
+   its lease, and its hold below, are renewed every quarter of their length, so they last
+   until it ends however long its speech takes, and expire soon after a replica dies. A turn
+   gives its lease back when it is recorded (`turn_recorded`, inside the store's script: no
+   extra round trip) or fails. Background work the caller caused (a summary made ahead, a
+   memory reading: `background`) holds a lease in the same sets while it runs, so it counts
+   against the caller's share; when the share is full, it is put off (left for later);
 3. the conversations budget (avatar_shared.budget): when stored conversations fill their
    share of Redis, a turn (which would store more) is refused with 503 `storage_full` before
    the LLM is asked, so no reply is generated that could not be kept;
@@ -36,6 +41,7 @@ buys neither a fresh rate budget nor a fresh set of sessions, and minting ids bu
 of the address's share.
 """
 
+import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
@@ -160,6 +166,48 @@ LET_GO = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 """
 
+# Renews a running turn's lease and hold, if they are still its own. KEYS: busy (when ARGV[3]
+# is '1'), then the lease sets. ARGV: the lease id, lease seconds, '1' if it holds busy.
+RENEW = (
+    RATE_FUNCTIONS
+    + """
+local id, lease_s = ARGV[1], tonumber(ARGV[2])
+local first = 1
+if ARGV[3] == '1' then
+  first = 2
+  if redis.call('GET', KEYS[1]) == id then
+    redis.call('PEXPIRE', KEYS[1], math.ceil(lease_s * 1000))
+  end
+end
+local now = redis_now()
+for i = first, #KEYS do
+  if redis.call('ZSCORE', KEYS[i], id) then
+    redis.call('ZADD', KEYS[i], now + lease_s, id)
+    redis.call('EXPIRE', KEYS[i], math.ceil(lease_s))
+  end
+end
+"""
+)
+
+# A background call's lease, if each of its caller's lease sets has room. KEYS: the lease
+# sets; ARGV: the lease id, lease seconds, then each set's cap. Returns 1 if taken, else 0.
+TAKE = (
+    RATE_FUNCTIONS
+    + """
+local id, lease_s = ARGV[1], tonumber(ARGV[2])
+local now = redis_now()
+for i = 1, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[2 + i]) then return 0 end
+end
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], now + lease_s, id)
+  redis.call('EXPIRE', KEYS[i], math.ceil(lease_s))
+end
+return 1
+"""
+)
+
 LEASE_FUNCTIONS = """
 local function lease_end(keys, first, id)
   for i = first, #keys do redis.call('ZREM', keys[i], id) end
@@ -203,6 +251,9 @@ class Admission:
         self.budget = budget
         self._admit = redis.register_script(ADMIT)
         self._let_go = redis.register_script(LET_GO)
+        self._renew = redis.register_script(RENEW)
+        self._take = redis.register_script(TAKE)
+        self._renewing: set[asyncio.Task[None]] = set()
 
     async def admit(self, session_id: str, caller: Caller, hold: bool = False) -> Ticket:
         """Admits the request, counting it against the caller's rate and giving it a lease;
@@ -267,11 +318,56 @@ class Admission:
         own) cannot fill the limit."""
         ticket = await self.admit(session_id, caller, hold)
         try:
-            yield ticket.lease
+            async with self._renewed(ticket.lease):
+                yield ticket.lease
         except BaseException:
             with suppress(RedisError):  # else they expire by themselves
                 await self._give_back(ticket, session_id, caller)
             raise
+
+    @asynccontextmanager
+    async def background(self, caller: str, address: str | None) -> AsyncIterator[bool]:
+        """A place among the caller's calls in flight (`caller`: its key; `address`: an
+        anonymous caller's address key) for background work it caused, held for the block:
+        False when the caller (or its address) has none free, and the work is put off."""
+        keys = (calls_of(caller), *([calls_of(address)] if address else []))
+        caps = [self.limits.calls_per_user, *([self.limits.calls_per_address] if address else [])]
+        lease = Lease(nonce(), keys)
+        try:
+            taken = await self._take(keys=keys, args=[lease.id, self.limits.lease_s, *caps])
+        except (RedisError, OSError):
+            taken = 0  # fail closed: the work waits for a later turn
+        if not taken:
+            yield False
+            return
+        try:
+            async with self._renewed(lease):
+                yield True
+        finally:
+            with suppress(RedisError, OSError):  # else it expires by itself
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.zrem(key, lease.id)
+                    await pipe.execute()
+
+    @asynccontextmanager
+    async def _renewed(self, lease: Lease) -> AsyncIterator[None]:
+        """The lease (and its hold) renewed while the block runs."""
+        task = asyncio.create_task(self._renew_every(lease))
+        self._renewing.add(task)
+        task.add_done_callback(self._renewing.discard)
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    async def _renew_every(self, lease: Lease) -> None:
+        keys = [*([lease.holds] if lease.holds else []), *lease.keys]
+        args: list[EncodableT] = [lease.id, self.limits.lease_s, "1" if lease.holds else ""]
+        while True:
+            await asyncio.sleep(self.limits.lease_s / 4)
+            with suppress(RedisError, OSError):  # tried again; else they expire
+                await self._renew(keys=keys, args=args)
 
     async def _give_back(self, ticket: Ticket, session_id: str, caller: Caller) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -305,6 +401,10 @@ class Admission:
         pipe.zrem(sessions_of(caller.key), session_id)
         if caller.address_key:
             pipe.zrem(sessions_of(caller.address_key), session_id)
+
+
+class PutOff(Exception):
+    """Background work waits for later: its caller's calls in flight are at their cap."""
 
 
 def sessions_of(caller: str) -> str:

@@ -4,7 +4,8 @@ After a turn of a conversation whose memory is `on` (and that has a character), 
 not yet read are read for facts: at once (a background task) when MEMORY_LEARN_EVERY of
 them have come, else when it has been quiet for MEMORY_IDLE_S (a job in Redis that any
 replica's sweeper takes). A reading is one LLM call that waits behind every chat turn for
-its slot, counts in the caller's chat rate as a summary call does, and answers JSON that
+its slot, counts in the caller's chat rate and calls in flight as a summary call does (at
+the cap of the latter, it is put off until the conversation goes quiet), and answers JSON that
 must match `FACTS_SCHEMA` (the servers' structured outputs). It never delays a reply.
 
 What the answer says is checked before anything is stored: a malformed answer stores
@@ -42,7 +43,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from contextlib import AbstractAsyncContextManager, suppress
+from contextlib import AbstractAsyncContextManager, nullcontext, suppress
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -53,6 +54,7 @@ from redis.typing import EncodableT
 
 from avatar_chat.context.summaries import prefix_digests
 from avatar_chat.context.tokens import TokenEstimator
+from avatar_chat.limits.admission import Admission, PutOff
 from avatar_chat.llm import LlmClient, LlmRequest
 from avatar_chat.memory.errors import MemoryQuotaExceeded
 from avatar_chat.memory.ranking import MemoryIndex, terms
@@ -196,9 +198,11 @@ class MemoryLearner:
         store: MemoryStore,
         rate: RateLimit,
         settings: ChatSettings,
+        admission: Admission | None = None,
     ) -> None:
         self.redis = redis
         self.llm = llm
+        self.admission = admission  # a reading counts in its caller's calls in flight
         self.gate = gate
         self.store = store
         self.rate = rate
@@ -370,6 +374,10 @@ class MemoryLearner:
                     return await self._read(job)
         except LockTimeout:
             return "skipped"
+        except PutOff:  # the caller's calls in flight are at their cap: when it is quiet
+            with suppress(RedisError):  # else a later turn schedules it again
+                await self._due_later(job)
+            return "skipped"
         except (AppError, TimeoutError, RedisError) as exc:
             log.warning("memory reading of session %s failed: %s", job.session_id, exc or "")
             return "failed"
@@ -480,9 +488,17 @@ class MemoryLearner:
             context_tokens=job.window,
             schema=FACTS_SCHEMA,
         )
-        await self.rate.hit(job.caller)  # LLM work the caller causes, as a summary is
-        async with self.gate.slot(job.caller, background=True):  # behind every chat turn
-            reply = await self.llm.complete(request)
+        share = (
+            self.admission.background(job.caller, job.address)
+            if self.admission
+            else nullcontext(True)
+        )
+        async with share as taken:  # one of the caller's calls in flight, as a turn is
+            if not taken:
+                raise PutOff()
+            await self.rate.hit(job.caller)  # LLM work the caller causes, as a summary is
+            async with self.gate.slot(job.caller, background=True):  # behind every turn
+                reply = await self.llm.complete(request)
         LLM_TOKENS.labels(job.model, "memory_prompt").inc(max(0, reply.prompt_tokens))
         LLM_TOKENS.labels(job.model, "memory_completion").inc(max(0, reply.completion_tokens))
         return reply.content
