@@ -44,10 +44,22 @@ def is_summary_call(record: PromptRecord) -> bool:
 async def summary_calls_started(recorder: PromptRecorder, n: int) -> bool:
     """Whether `n` summary calls have reached the LLM (waited for, 10 s at most)."""
     for _ in range(1000):
-        if sum(1 for r in recorder.prompts if is_summary_call(r)) >= n:
+        if len(summary_calls(recorder)) >= n:
             return True
         await asyncio.sleep(0.01)
     return False
+
+
+def summary_calls(recorder: PromptRecorder) -> list[PromptRecord]:
+    return [r for r in recorder.prompts if is_summary_call(r)]
+
+
+async def idle(recorder: PromptRecorder, seconds: float = 1.5) -> None:
+    """Waits until no call has reached the LLM for `seconds` (background work started)."""
+    seen = -1
+    while seen != len(recorder.prompts):
+        seen = len(recorder.prompts)
+        await asyncio.sleep(seconds)
 
 
 def summary_in(record: PromptRecord) -> str | None:

@@ -12,8 +12,11 @@ request may go on to the LLM. In order:
    until it ends however long its speech takes, and expire soon after a replica dies. A turn
    gives its lease back when it is recorded (`turn_recorded`, inside the store's script: no
    extra round trip) or fails. Background work the caller caused (a summary made ahead, a
-   memory reading: `background`) holds a lease in the same sets while it runs, so it counts
-   against the caller's share; when the share is full, it is put off (left for later);
+   memory reading: `background`) takes only a place the caller's turns leave free: it holds
+   a lease of its own (`chat:bg-of:{caller}`, and of the address) while it runs, and is put
+   off (left for later) when the caller's turns and background work together are at the
+   share. A turn does not count background work: what the caller caused in the background
+   never makes their own next turn wait or be refused;
 3. the conversations budget (avatar_shared.budget): when stored conversations fill their
    share of Redis, a turn (which would store more) is refused with 503 `storage_full` before
    the LLM is asked, so no reply is generated that could not be kept;
@@ -189,18 +192,22 @@ end
 """
 )
 
-# A background call's lease, if each of its caller's lease sets has room. KEYS: the lease
-# sets; ARGV: the lease id, lease seconds, then each set's cap. Returns 1 if taken, else 0.
+# A background call's lease, if the caller's (and its address's) turns and background calls
+# together leave a place. KEYS: pairs of (turns' lease set, background lease set); ARGV: the
+# lease id, lease seconds, then each pair's cap. Returns 1 if taken (in the background sets),
+# else 0.
 TAKE = (
     RATE_FUNCTIONS
     + """
 local id, lease_s = ARGV[1], tonumber(ARGV[2])
 local now = redis_now()
-for i = 1, #KEYS do
+for i = 1, #KEYS, 2 do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[2 + i]) then return 0 end
+  redis.call('ZREMRANGEBYSCORE', KEYS[i + 1], '-inf', now)
+  local used = redis.call('ZCARD', KEYS[i]) + redis.call('ZCARD', KEYS[i + 1])
+  if used >= tonumber(ARGV[3 + (i - 1) / 2]) then return 0 end
 end
-for i = 1, #KEYS do
+for i = 2, #KEYS, 2 do
   redis.call('ZADD', KEYS[i], now + lease_s, id)
   redis.call('EXPIRE', KEYS[i], math.ceil(lease_s))
 end
@@ -329,12 +336,14 @@ class Admission:
     async def background(self, caller: str, address: str | None) -> AsyncIterator[bool]:
         """A place among the caller's calls in flight (`caller`: its key; `address`: an
         anonymous caller's address key) for background work it caused, held for the block:
-        False when the caller (or its address) has none free, and the work is put off."""
-        keys = (calls_of(caller), *([calls_of(address)] if address else []))
+        False when the caller (or its address) has none free, and the work is put off. The
+        place is one the caller's turns leave free, and their turns do not count it."""
+        holders = (caller, *([address] if address else []))
+        pairs = [key for holder in holders for key in (calls_of(holder), background_of(holder))]
         caps = [self.limits.calls_per_user, *([self.limits.calls_per_address] if address else [])]
-        lease = Lease(nonce(), keys)
+        lease = Lease(nonce(), tuple(background_of(holder) for holder in holders))
         try:
-            taken = await self._take(keys=keys, args=[lease.id, self.limits.lease_s, *caps])
+            taken = await self._take(keys=pairs, args=[lease.id, self.limits.lease_s, *caps])
         except (RedisError, OSError):
             taken = 0  # fail closed: the work waits for a later turn
         if not taken:
@@ -346,7 +355,7 @@ class Admission:
         finally:
             with suppress(RedisError, OSError):  # else it expires by itself
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for key in keys:
+                    for key in lease.keys:
                         pipe.zrem(key, lease.id)
                     await pipe.execute()
 
@@ -409,6 +418,10 @@ class PutOff(Exception):
 
 def sessions_of(caller: str) -> str:
     return f"chat:active-of:{caller}"
+
+
+def background_of(caller: str) -> str:
+    return f"chat:bg-of:{caller}"
 
 
 def calls_of(caller: str) -> str:
