@@ -42,3 +42,19 @@ def test_every_operation_lists_its_error_statuses_with_the_envelope(redis_url, s
                 schema = response["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/ErrorEnvelope"}, where
                 assert response["description"].startswith("- `"), (where, status)
+
+
+@pytest.mark.parametrize("service", [spec.name for spec in SERVICES])
+async def test_a_method_not_allowed_names_the_ones_that_are(app_client, redis_url, service):
+    """RFC 9110: a 405 lists, in Allow, the methods the resource takes (a client or a developer
+    reading it learns what to send instead)."""
+    app = make(service, redis_url)
+    paths = {p: {m.upper() for m in item} for p, item in app.openapi()["paths"].items()}
+    path, methods = next((p, m) for p, m in sorted(paths.items()) if "{" not in p)
+    wrong = next(m for m in ("PUT", "PATCH", "DELETE", "POST") if m not in methods)
+    async with app_client(app) as client:
+        response = await client.request(wrong, path)
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    allowed = {m.strip() for m in response.headers["allow"].split(",")}
+    assert methods <= allowed and wrong not in allowed, (path, response.headers["allow"])

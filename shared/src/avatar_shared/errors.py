@@ -184,14 +184,20 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route takes at this path. (Starlette's 405 names only the first
-    matching route's, though GET and DELETE of one path are often two routes.)"""
-    allowed: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        methods = getattr(route, "methods", None)
-        if match is not Match.NONE and methods:
-            allowed |= methods
-    return sorted(allowed)
+    matching route's, though GET and DELETE of one path are often two routes.) Each method is
+    tried against the routes as they match, not read from a `methods` attribute: an included
+    router is one route object of its own, with no methods (FastAPI 0.16x)."""
+    routing_keys = {"endpoint", "route", "path_params", "router", "fastapi"}
+    scope = {k: v for k, v in request.scope.items() if k not in routing_keys}
+    allowed = set()
+    for method in _METHODS:
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.add(method)
+    return [method for method in _METHODS if method in allowed]
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 async def _redis_error(_: Request, exc: Exception) -> JSONResponse:
