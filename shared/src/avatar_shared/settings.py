@@ -40,7 +40,8 @@ class SharedSettings(BaseSettings):
     redis_timeout_s: float = Field(1.0, gt=0)
     """Connect and command timeout for Redis calls."""
     log_level: str = "INFO"
-    """Log level of the JSON logs."""
+    """Log level of the JSON logs. Each request writes an access line at INFO, but the health
+    probes (`/healthz`, `/readyz`, asked every second or so), whose lines are DEBUG."""
     max_request_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
     """Larger request bodies are refused with 413."""
     redis_maxmemory: str = Field("1gb", pattern=r"(?i)^\d+(b|k|kb|m|mb|g|gb)?$")
