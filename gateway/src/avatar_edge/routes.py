@@ -48,15 +48,30 @@ async def swagger_ui() -> HTMLResponse:
     )
 
 
+# ReDoc's page may load nothing from another origin: its sidebar's "API docs by Redocly" logo
+# is an image on cdn.redoc.ly, which the GPU LAN may not reach (and a reader's browser would
+# tell that host who reads our docs). The page's own policy (a <meta>, as the gateway's
+# Content-Security-Policy header is its own) allows this origin only, and images from data:;
+# refused, the logo hides itself (ReDoc drops it when it fails to load). ReDoc styles itself
+# with <style> elements it makes, and runs its search in a worker made from a blob.
+REDOC_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
 @router.get("/redoc", response_class=HTMLResponse, summary="ReDoc of the whole API")
 async def redoc() -> HTMLResponse:
-    return get_redoc_html(
+    page = get_redoc_html(
         openapi_url="/api/openapi.json",
         title=f"{TITLE} - ReDoc",
         redoc_js_url=f"{DOCS_ASSETS_PATH}/redoc.standalone.js",
         redoc_favicon_url=f"{DOCS_ASSETS_PATH}/favicon.png",
         with_google_fonts=False,
     )
+    policy = f'<meta http-equiv="Content-Security-Policy" content="{REDOC_CSP}">'
+    html = bytes(page.body).decode().replace("<head>", f"<head>\n    {policy}", 1)
+    return HTMLResponse(html)
 
 
 @router.get("/auth/callback", include_in_schema=False)
