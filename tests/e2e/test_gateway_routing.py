@@ -22,10 +22,13 @@ from avatar_devstack.ports import Ports
 from avatar_devstack.settings import StackSettings
 from avatar_devstack.stack import Stack
 from avatar_emulators.server import serve_in_thread
+from avatar_shared.settings import origin_of
 
 EVENT_GAP_S = 1.0
 READ_TIMEOUT_S = 2
 IN_FLIGHT = 4  # per client address
+# FRONTEND_ORIGINS as an operator may write it: URLs, not bare origins.
+FRONTEND_ORIGINS = " http://localhost:3000/ , HTTPS://App.Example.COM:443/chat/"
 # Requests the stand-in replicas hold, by service (they run in this process).
 HANGING: Counter[str] = Counter()
 
@@ -92,6 +95,7 @@ def replicas() -> Iterator[tuple[Stack, dict[str, ExitStack]]]:
                 "GATEWAY_HEALTHCHECK_INTERVAL": "300ms",
                 "GATEWAY_READ_TIMEOUT": f"{READ_TIMEOUT_S}s",
                 "GATEWAY_IN_FLIGHT_PER_ADDRESS": str(IN_FLIGHT),
+                "FRONTEND_ORIGINS": FRONTEND_ORIGINS,
             },
         )
         stack.start_gateway()
@@ -194,3 +198,20 @@ async def test_an_address_past_its_share_under_way_is_refused_while_another_is_s
                 break
             await asyncio.sleep(0.05)
         assert (await hog.get("/api/chat/whoami")).status_code == 200
+
+
+@pytest.mark.parametrize("origin", ["http://localhost:3000", "https://app.example.com"])
+async def test_the_gateway_allows_the_frontend_origins_the_services_allow(replicas, origin):
+    """FRONTEND_ORIGINS written as URLs (a trailing slash, a path, capitals, the default port):
+    the services read each as its origin; the gateway's CORS must allow the same origins."""
+    stack, _ = replicas
+    assert origin in {origin_of(url) for url in FRONTEND_ORIGINS.split(",")}
+    async with httpx.AsyncClient(base_url=stack.gateway_url, trust_env=False) as client:
+        preflight = await client.options(
+            "/api/chat/whoami",
+            headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+        )
+        simple = await client.get("/api/chat/whoami", headers={"Origin": origin})
+    assert preflight.headers.get("access-control-allow-origin") == origin
+    assert preflight.headers.get("access-control-allow-credentials") == "true"
+    assert simple.headers.get("access-control-allow-origin") == origin

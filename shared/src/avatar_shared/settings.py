@@ -126,7 +126,9 @@ class ServiceSettings(SharedSettings, PeerUrls):
     public_base_url: str = "http://localhost:8000"
     """The gateway as browsers see it: https makes cookies Secure; its origin may write."""
     frontend_origins: str = "http://localhost:3000"
-    """Comma-separated origins allowed to call with credentials (CORS) and to write."""
+    """Comma-separated origins allowed to call with credentials (CORS) and to write; each is read
+    as its origin, by the services and the gateway alike (`http://localhost:3000/` is
+    `http://localhost:3000`)."""
     anon_id_secret: SecretStr = Field(min_length=32)
     """Key that signs anonymous ids (shared by every service; no default: `make run` makes one)."""
     auth_required: bool = False
