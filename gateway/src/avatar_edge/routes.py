@@ -83,16 +83,6 @@ async def back_from_sign_in(error: str | None = None) -> RedirectResponse:
     return RedirectResponse(f"{PLAYGROUND_PATH}/{query}", status_code=302)
 
 
-@router.api_route(
-    "/_errors/{status}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
-)
-async def gateway_error(status: int) -> JSONResponse:
-    """Traefik's errors middleware fetches this to replace its plain-text error pages."""
-    if status == 413:
-        return error_response(413, "payload_too_large", "The request body is too large.")
-    return error_response(404, "not_found", "No such error page.")
-
-
 # A service's paths reach the edge only when no replica of the service can take them: Traefik
 # fails over to the edge when every replica's health check fails (make run, compose), and has
 # no route to a service with no ready replica (Kubernetes, compose), so its paths fall to the
