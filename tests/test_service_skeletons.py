@@ -1,5 +1,7 @@
 """Every service starts and serves its health pair and its schema."""
 
+import re
+
 import pytest
 from fastapi import FastAPI
 
@@ -47,14 +49,22 @@ def test_every_operation_lists_its_error_statuses_with_the_envelope(redis_url, s
 @pytest.mark.parametrize("service", [spec.name for spec in SERVICES])
 async def test_a_method_not_allowed_names_the_ones_that_are(app_client, redis_url, service):
     """RFC 9110: a 405 lists, in Allow, the methods the resource takes (a client or a developer
-    reading it learns what to send instead)."""
+    reading it learns what to send instead): exactly those its operations document, also where
+    a path such as /api/characters/import could be read as /api/characters/{character_id}."""
     app = make(service, redis_url)
-    paths = {p: {m.upper() for m in item} for p, item in app.openapi()["paths"].items()}
-    path, methods = next((p, m) for p, m in sorted(paths.items()) if "{" not in p)
-    wrong = next(m for m in ("PUT", "PATCH", "DELETE", "POST") if m not in methods)
+    documented = {
+        re.sub(r"\{[^}]+\}", "x1", path): {method.upper() for method in item}
+        for path, item in app.openapi()["paths"].items()
+    }
+    refused = []
     async with app_client(app) as client:
-        response = await client.request(wrong, path)
-    assert response.status_code == 405
-    assert response.json()["error"]["code"] == "method_not_allowed"
-    allowed = {m.strip() for m in response.headers["allow"].split(",")}
-    assert methods <= allowed and wrong not in allowed, (path, response.headers["allow"])
+        for path, methods in sorted(documented.items()):
+            response = await client.options(path)
+            if response.status_code != 405:
+                continue  # a path a route below another's takes with any method
+            refused.append(path)
+            assert response.json()["error"]["code"] == "method_not_allowed"
+            assert response.headers["allow"] == ", ".join(
+                m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE") if m in methods
+            ), path
+    assert refused

@@ -12,7 +12,7 @@ them per operation, status by status, with their codes and messages.
 
 import errno
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -21,7 +21,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from avatar_shared.envelope import ErrorBody, ErrorEnvelope
 
@@ -183,18 +182,35 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route takes at this path. (Starlette's 405 names only the first
-    matching route's, though GET and DELETE of one path are often two routes.) Each method is
-    tried against the routes as they match, not read from a `methods` attribute: an included
-    router is one route object of its own, with no methods (FastAPI 0.16x)."""
-    routing_keys = {"endpoint", "route", "path_params", "router", "fastapi"}
-    scope = {k: v for k, v in request.scope.items() if k not in routing_keys}
-    allowed = set()
-    for method in _METHODS:
-        probe = {**scope, "method": method}
-        if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
-            allowed.add(method)
+    """The methods the resource at this path takes: those of the routes of the most specific
+    path matching it (`/api/characters/import` is its own resource, not one of
+    `/api/characters/{character_id}`), every route of that path together (GET and DELETE of
+    one path are often two routes, and Starlette's own 405 names only the first's)."""
+    path = request.scope["path"]
+    root = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    matching = [
+        route
+        for route in _every_route(request.app.router.routes)
+        if getattr(route, "methods", None) and route.path_regex.match(path)
+    ]
+    if not matching:
+        return []
+    resource = min((route.path for route in matching), key=lambda p: p.count("{"))
+    allowed = set().union(*(route.methods for route in matching if route.path == resource))
     return [method for method in _METHODS if method in allowed]
+
+
+def _every_route(routes: Iterable[Any]) -> Iterator[Any]:
+    """The routes as they are served: an included router is one route object with no methods of
+    its own (FastAPI 0.16x), its routes (prefixed) behind `effective_route_contexts`."""
+    for route in routes:
+        inner = getattr(route, "effective_route_contexts", None)
+        if callable(inner):
+            yield from inner()
+        elif hasattr(route, "path_regex"):
+            yield route
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
