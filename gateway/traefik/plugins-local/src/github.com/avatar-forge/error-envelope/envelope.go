@@ -6,7 +6,8 @@
 // Retry-After) as well as Traefik's. This one tells them apart by their body's type: an error
 // status whose Content-Type is not JSON is Traefik's own (its proxy's 502 and 504, the
 // in-flight limit's 429, the body limit's 413, the read timeout's 499) and is replaced; a JSON
-// one is a service's and passes unchanged.
+// one is a service's and passes unchanged. A request whose body could not be read whole (cut
+// off by the read timeout) is answered 408 request_timeout, whichever status Traefik chose.
 //
 // Run by Traefik's Go interpreter (a local plugin, traefik.yml's experimental.localPlugins):
 // the response writer it wraps is not seen by Traefik as a Flusher, so it flushes each write
@@ -16,6 +17,7 @@ package envelope
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -44,7 +46,28 @@ func New(_ context.Context, next http.Handler, config *Config, _ string) (http.H
 }
 
 func (e *Envelope) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
-	e.next.ServeHTTP(&writer{ResponseWriter: rw, config: e.config}, req)
+	w := &writer{ResponseWriter: rw, config: e.config}
+	if req.Body != nil && req.Body != http.NoBody {
+		w.body = &body{ReadCloser: req.Body}
+		req.Body = w.body
+	}
+	e.next.ServeHTTP(w, req)
+}
+
+// body notes whether reading the request's body failed: the client stopped sending it, or the
+// read timeout (GATEWAY_READ_TIMEOUT) cut it off. Traefik then answers 499, or 502 or 504 as
+// if the service had failed, depending on which error it sees first.
+type body struct {
+	io.ReadCloser
+	failed bool
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.failed = true
+	}
+	return n, err
 }
 
 type answer struct {
@@ -100,6 +123,7 @@ func (e *writer) answerFor(status int) answer {
 type writer struct {
 	http.ResponseWriter
 	config   *Config
+	body     *body
 	wrote    bool
 	replaced bool
 }
@@ -119,6 +143,9 @@ func (e *writer) WriteHeader(status int) {
 		return
 	}
 	e.replaced = true
+	if e.body != nil && e.body.failed {
+		status = http.StatusRequestTimeout // the request never arrived whole: not the service's fault
+	}
 	found := e.answerFor(status)
 	body, _ := json.Marshal(map[string]any{
 		"success": false,
