@@ -1,5 +1,7 @@
 """Every service starts and serves its health pair and its schema."""
 
+import re
+
 import pytest
 from fastapi import FastAPI
 
@@ -42,3 +44,27 @@ def test_every_operation_lists_its_error_statuses_with_the_envelope(redis_url, s
                 schema = response["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/ErrorEnvelope"}, where
                 assert response["description"].startswith("- `"), (where, status)
+
+
+@pytest.mark.parametrize("service", [spec.name for spec in SERVICES])
+async def test_a_method_not_allowed_names_the_ones_that_are(app_client, redis_url, service):
+    """RFC 9110: a 405 lists, in Allow, the methods the resource takes (a client or a developer
+    reading it learns what to send instead): exactly those its operations document, also where
+    a path such as /api/characters/import could be read as /api/characters/{character_id}."""
+    app = make(service, redis_url)
+    documented = {
+        re.sub(r"\{[^}]+\}", "x1", path): {method.upper() for method in item}
+        for path, item in app.openapi()["paths"].items()
+    }
+    refused = []
+    async with app_client(app) as client:
+        for path, methods in sorted(documented.items()):
+            response = await client.options(path)
+            if response.status_code != 405:
+                continue  # a path a route below another's takes with any method
+            refused.append(path)
+            assert response.json()["error"]["code"] == "method_not_allowed"
+            assert response.headers["allow"] == ", ".join(
+                m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE") if m in methods
+            ), path
+    assert refused

@@ -1,6 +1,7 @@
 """The edge on its own, with every service down: it must still answer, fast and honestly."""
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -79,6 +80,28 @@ async def test_openapi_with_services_down_is_still_a_document(app_client, redis_
         "/docs",
         "/redoc",
     }
+
+
+# Sources that stay on the page's own origin (or in the page itself).
+OWN_SOURCES = {"'self'", "'none'", "'unsafe-inline'", "data:", "blob:"}
+
+
+async def test_redoc_may_load_nothing_from_another_origin(app_client, redis_url):
+    """The GPU LAN may have no internet: ReDoc's page (its Redocly logo was on a CDN) allows
+    this origin only, for every kind of request, and links nothing from elsewhere."""
+    async with app_client(create_app(lonely_edge(redis_url))) as client:
+        page = (await client.get("/redoc")).text
+    policies = re.findall(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page)
+    assert policies, "the page has no policy of its own"
+    directives = {
+        name: sources
+        for name, *sources in (part.split() for part in policies[0].split(";") if part.strip())
+    }
+    assert "default-src" in directives
+    fetches = {n: s for n, s in directives.items() if n.endswith("-src")}
+    assert all(set(sources) <= OWN_SOURCES for sources in fetches.values()), fetches
+    linked = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert linked and all(url.startswith("/") for url in linked), linked
 
 
 async def test_unknown_path_gets_the_envelope(app_client, redis_url):

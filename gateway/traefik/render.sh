@@ -17,4 +17,6 @@ for name in $(grep -o '\${[A-Z_]*}' "$config_dir/traefik.yml" | tr -d '${}' | so
   escaped=$(printf '%s' "$value" | sed 's/[\\|&]/\\&/g')
   sed -i "s|\${$name}|$escaped|g" "$rendered"
 done
+# Traefik reads its local plugins (plugins-local/, see traefik.yml) from its working directory.
+cd "$config_dir"
 exec traefik --configFile="$rendered"

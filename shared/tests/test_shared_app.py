@@ -2,6 +2,7 @@
 ids, the body limit for streaming services, and the health probes, over a real Redis."""
 
 import asyncio
+import logging
 
 import httpx
 import pytest
@@ -167,6 +168,23 @@ async def test_request_id_is_kept_or_made(app_client, redis_url):
     assert len(made.headers["X-Request-ID"]) == 32
     assert unsafe.headers["X-Request-ID"] != "bad id\twith tab"
     assert undecodable.status_code == 409 and len(undecodable.headers["X-Request-ID"]) == 32
+
+
+async def test_health_probes_write_no_access_line_at_info(app_client, redis_url):
+    """The gateway probes /healthz every second: at the usual level (INFO) the probes must not
+    fill the log, while every other request still writes its line."""
+    lines: list[logging.LogRecord] = []
+    catcher = logging.Handler(logging.INFO)
+    catcher.emit = lines.append  # type: ignore[method-assign]
+    access = logging.getLogger("avatar.access")
+    async with app_client(make_app(redis_url)) as client:
+        access.addHandler(catcher)
+        try:
+            for path in ("/healthz", "/readyz", "/conflict"):
+                await client.get(path)
+        finally:
+            access.removeHandler(catcher)
+    assert [line.fields["path"] for line in lines] == ["/conflict"]  # type: ignore[attr-defined]
 
 
 async def test_streaming_services_refuse_large_bodies(app_client, redis_url):

@@ -4,6 +4,8 @@ the project (the fastapi-offline wheel), so the GPU LAN sees the operations list
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.helpers import csp_violations
+
 LOAD_S = 20
 
 
@@ -24,3 +26,11 @@ def test_redoc_lists_the_operations_offline(stack, browser):
     assert "/api/chat/models" in browser.find_element(By.TAG_NAME, "body").get_attribute(
         "textContent"
     )
+    # Nothing from another origin: its Redocly logo (cdn.redoc.ly) is refused by the page's
+    # policy, and drops out, and nothing the page needs is refused.
+    sources = browser.execute_script(
+        "return [...document.querySelectorAll('img, script, link')].map(e => e.src || e.href)"
+    )
+    assert all(url.startswith(stack.gateway_url) for url in sources), sources
+    refused = csp_violations(browser)
+    assert all(v.startswith("img-src https://cdn.redoc.ly/") for v in refused), refused

@@ -5,27 +5,43 @@ finished is cut off, and past its share of requests under way an address is refu
 others are served."""
 
 import asyncio
+import json
 import socket
+import struct
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from avatar_devstack.ports import Ports
 from avatar_devstack.settings import StackSettings
 from avatar_devstack.stack import Stack
 from avatar_emulators.server import serve_in_thread
+from avatar_shared.errors import error_response
+from avatar_shared.settings import origin_of
 
 EVENT_GAP_S = 1.0
 READ_TIMEOUT_S = 2
 IN_FLIGHT = 4  # per client address
+# FRONTEND_ORIGINS as an operator may write it: URLs, not bare origins.
+FRONTEND_ORIGINS = " http://localhost:3000/ , HTTPS://App.Example.COM:443/chat/"
+BODY_LIMIT = 65536  # the gateway's, for the routers it buffers
+# Errors the services answer themselves: the gateway must pass them on unchanged.
+OWN_ERRORS = {
+    429: ("rate_limited", "Too many messages; wait a little.", {"Retry-After": "17"}),
+    502: ("llm_error", "The language model failed: out of memory.", None),
+    503: ("llm_busy", "Every model slot is taken.", {"Retry-After": "9"}),
+    504: ("upstream_timeout", "The language model took too long.", None),
+    413: ("card_too_large", "The card's JSON is at most 1000 bytes.", None),
+}
 # Requests the stand-in replicas hold, by service (they run in this process).
 HANGING: Counter[str] = Counter()
 
@@ -50,6 +66,12 @@ def replica(name: str) -> FastAPI:
             HANGING[service] -= 1
         return {}
 
+    @app.api_route("/api/{service}/own/{status}", methods=["GET", "POST"])
+    async def own_error(service: str, status: int) -> JSONResponse:
+        """A service's own error, as chat's 502 llm_error or its 429 with Retry-After."""
+        code, message, headers = OWN_ERRORS[status]
+        return error_response(status, code, message, headers=headers)
+
     @app.get("/api/{service}/stream")
     async def stream(service: str) -> StreamingResponse:
         async def events() -> AsyncIterator[bytes]:
@@ -73,10 +95,39 @@ def replica(name: str) -> FastAPI:
     return app
 
 
+@contextmanager
+def crashing_replica() -> Iterator[str]:
+    """A replica that passes its health check but dies on every other request it reads: its
+    connection drops with no answer (a crash mid-request), so the gateway has none to give."""
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+                data += chunk
+            if data.startswith(b"GET /healthz"):
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            else:  # reset, not a clean close
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    def serve(server: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        threading.Thread(target=serve, args=(server,), daemon=True).start()
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
 @pytest.fixture(scope="module")
 def replicas() -> Iterator[tuple[Stack, dict[str, ExitStack]]]:
     stops = {name: ExitStack() for name in ("a", "b")}
     urls = [stops[name].enter_context(serve_in_thread(replica(name))) for name in stops]
+    crashing = stops["a"].enter_context(crashing_replica())
     servers = ",".join(urls)
     with tempfile.TemporaryDirectory(prefix="avatar-gateway-") as tmp:
         stack = Stack(
@@ -88,10 +139,13 @@ def replicas() -> Iterator[tuple[Stack, dict[str, ExitStack]]]:
                 "CHAT_URLS": servers,
                 "TTS_URLS": servers,
                 "CHARACTERS_URLS": urls[0],
+                "GEN3D_URLS": crashing,
                 "GATEWAY_RESPONSE_TIMEOUT": "1s",
                 "GATEWAY_HEALTHCHECK_INTERVAL": "300ms",
                 "GATEWAY_READ_TIMEOUT": f"{READ_TIMEOUT_S}s",
                 "GATEWAY_IN_FLIGHT_PER_ADDRESS": str(IN_FLIGHT),
+                "FRONTEND_ORIGINS": FRONTEND_ORIGINS,
+                "MAX_REQUEST_BODY_BYTES": str(BODY_LIMIT),
             },
         )
         stack.start_gateway()
@@ -140,6 +194,69 @@ async def test_a_hung_service_gets_a_gateway_timeout(replicas):
         response = await client.get("/api/characters/hang")
     assert response.status_code == 504
     assert time.perf_counter() - started < 5
+    assert_envelope(response, "service_timeout", "took too long")
+
+
+def assert_envelope(response: httpx.Response, code: str, words: str) -> None:
+    """The API's error envelope (shared/spec/API.md), with a message a person can act on."""
+    assert response.headers["content-type"] == "application/json", response.text
+    body = response.json()
+    assert body["success"] is False and body["error"]["code"] == code, body
+    assert words in body["error"]["message"], body
+
+
+async def test_a_replica_that_dies_mid_request_gets_a_bad_gateway_envelope(replicas):
+    stack, _ = replicas
+    async with httpx.AsyncClient(base_url=stack.gateway_url, trust_env=False) as client:
+        response = await client.post("/api/generate", json={"prompt": "a cat"})
+    assert response.status_code == 502
+    assert_envelope(response, "service_unreachable", "could not be reached")
+
+
+@pytest.mark.parametrize("status", sorted(OWN_ERRORS))
+@pytest.mark.parametrize("service", ["chat", "characters"])  # streamed, buffered
+async def test_a_service_s_own_errors_reach_the_client_unchanged(replicas, service, status):
+    """Traefik's errors middleware would replace these with its own page: the services' codes,
+    messages and Retry-After must come through as they were sent."""
+    stack, _ = replicas
+    code, message, headers = OWN_ERRORS[status]
+    async with httpx.AsyncClient(base_url=stack.gateway_url, trust_env=False) as client:
+        response = await client.post(f"/api/{service}/own/{status}", json={"card": "x"})
+    assert response.status_code == status
+    assert response.json() == {"success": False, "error": {"code": code, "message": message}}
+    assert response.headers.get("retry-after") == (headers or {}).get("Retry-After")
+
+
+def raw_exchange(stack: Stack, head: bytes, pause_s: float = 0.0, rest: bytes = b"") -> bytes:
+    """Whatever the gateway answers to these bytes (sent in two parts, `pause_s` apart)."""
+    with socket.create_connection(("127.0.0.1", stack.ports.gateway)) as conn:
+        conn.sendall(head)
+        if pause_s:
+            time.sleep(pause_s)
+            with suppress(OSError):
+                conn.sendall(rest)
+        conn.settimeout(READ_TIMEOUT_S * 5)
+        answer = b""
+        with suppress(OSError):
+            while chunk := conn.recv(65536):
+                answer += chunk
+        return answer
+
+
+@pytest.mark.parametrize("service", ["chat", "characters"])  # streamed, buffered
+def test_an_upload_cut_off_by_the_read_timeout_gets_a_request_timeout_envelope(replicas, service):
+    """A client still sending its body when GATEWAY_READ_TIMEOUT ends (a picture on a slow
+    uplink) learns why: 408 in the envelope, not Traefik's bare 499."""
+    stack, _ = replicas
+    head = (
+        f"POST /api/{service}/slow HTTP/1.1\r\nHost: localhost\r\n"
+        'Content-Type: application/json\r\nContent-Length: 20\r\n\r\n{"a": '
+    ).encode()
+    answer = raw_exchange(stack, head, pause_s=READ_TIMEOUT_S + 1, rest=b'"bbbbbbbbbbbb"}')
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 408"), answer[:300]
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["error"]["code"] == "request_timeout" and "in time" in body["error"]["message"]
 
 
 def from_address(stack: Stack, address: str) -> httpx.AsyncClient:
@@ -182,6 +299,8 @@ async def test_an_address_past_its_share_under_way_is_refused_while_another_is_s
             refused = await hog.get("/api/chat/whoami")
             assert refused.status_code == 429, refused.text
             assert refused.headers["x-content-type-options"] == "nosniff"
+            assert_envelope(refused, "too_many_requests_in_flight", "under way at once")
+            assert int(refused.headers["retry-after"]) >= 1
             served = await other.get("/api/chat/whoami")
             assert served.status_code == 200 and served.json()["replica"] in {"a", "b"}
         finally:
@@ -194,3 +313,33 @@ async def test_an_address_past_its_share_under_way_is_refused_while_another_is_s
                 break
             await asyncio.sleep(0.05)
         assert (await hog.get("/api/chat/whoami")).status_code == 200
+
+
+@pytest.mark.parametrize("origin", ["http://localhost:3000", "https://app.example.com"])
+async def test_the_gateway_allows_the_frontend_origins_the_services_allow(replicas, origin):
+    """FRONTEND_ORIGINS written as URLs (a trailing slash, a path, capitals, the default port):
+    the services read each as its origin; the gateway's CORS must allow the same origins."""
+    stack, _ = replicas
+    assert origin in {origin_of(url) for url in FRONTEND_ORIGINS.split(",")}
+    async with httpx.AsyncClient(base_url=stack.gateway_url, trust_env=False) as client:
+        preflight = await client.options(
+            "/api/chat/whoami",
+            headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+        )
+        simple = await client.get("/api/chat/whoami", headers={"Origin": origin})
+    assert preflight.headers.get("access-control-allow-origin") == origin
+    assert preflight.headers.get("access-control-allow-credentials") == "true"
+    assert simple.headers.get("access-control-allow-origin") == origin
+
+
+async def test_a_body_past_the_gateway_s_own_limit_gets_its_413_envelope(replicas):
+    """Under the limit, a service's own 413 (card_too_large) comes through, as above; past it,
+    the gateway refuses the body itself, in the envelope, naming its limit."""
+    stack, _ = replicas
+    async with httpx.AsyncClient(base_url=stack.gateway_url, trust_env=False) as client:
+        response = await client.post(
+            "/api/characters/own/413", content=b"x" * (BODY_LIMIT + 1),
+            headers={"content-type": "application/json"},
+        )  # fmt: skip
+    assert response.status_code == 413
+    assert_envelope(response, "payload_too_large", f"larger than {BODY_LIMIT} bytes")

@@ -48,15 +48,30 @@ async def swagger_ui() -> HTMLResponse:
     )
 
 
+# ReDoc's page may load nothing from another origin: its sidebar's "API docs by Redocly" logo
+# is an image on cdn.redoc.ly, which the GPU LAN may not reach (and a reader's browser would
+# tell that host who reads our docs). The page's own policy (a <meta>, as the gateway's
+# Content-Security-Policy header is its own) allows this origin only, and images from data:;
+# refused, the logo hides itself (ReDoc drops it when it fails to load). ReDoc styles itself
+# with <style> elements it makes, and runs its search in a worker made from a blob.
+REDOC_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
 @router.get("/redoc", response_class=HTMLResponse, summary="ReDoc of the whole API")
 async def redoc() -> HTMLResponse:
-    return get_redoc_html(
+    page = get_redoc_html(
         openapi_url="/api/openapi.json",
         title=f"{TITLE} - ReDoc",
         redoc_js_url=f"{DOCS_ASSETS_PATH}/redoc.standalone.js",
         redoc_favicon_url=f"{DOCS_ASSETS_PATH}/favicon.png",
         with_google_fonts=False,
     )
+    policy = f'<meta http-equiv="Content-Security-Policy" content="{REDOC_CSP}">'
+    html = bytes(page.body).decode().replace("<head>", f"<head>\n    {policy}", 1)
+    return HTMLResponse(html)
 
 
 @router.get("/auth/callback", include_in_schema=False)
@@ -66,16 +81,6 @@ async def back_from_sign_in(error: str | None = None) -> RedirectResponse:
     names, so this is no open redirect."""
     query = f"?{urlencode({'sign_in_error': error})}" if error else ""
     return RedirectResponse(f"{PLAYGROUND_PATH}/{query}", status_code=302)
-
-
-@router.api_route(
-    "/_errors/{status}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
-)
-async def gateway_error(status: int) -> JSONResponse:
-    """Traefik's errors middleware fetches this to replace its plain-text error pages."""
-    if status == 413:
-        return error_response(413, "payload_too_large", "The request body is too large.")
-    return error_response(404, "not_found", "No such error page.")
 
 
 # A service's paths reach the edge only when no replica of the service can take them: Traefik

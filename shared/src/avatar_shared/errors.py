@@ -12,7 +12,7 @@ them per operation, status by status, with their codes and messages.
 
 import errno
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -21,7 +21,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from avatar_shared.envelope import ErrorBody, ErrorEnvelope
 
@@ -183,15 +182,38 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route takes at this path. (Starlette's 405 names only the first
-    matching route's, though GET and DELETE of one path are often two routes.)"""
-    allowed: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        methods = getattr(route, "methods", None)
-        if match is not Match.NONE and methods:
-            allowed |= methods
-    return sorted(allowed)
+    """The methods the resource at this path takes: those of the routes of the most specific
+    path matching it (`/api/characters/import` is its own resource, not one of
+    `/api/characters/{character_id}`), every route of that path together (GET and DELETE of
+    one path are often two routes, and Starlette's own 405 names only the first's)."""
+    path = request.scope["path"]
+    root = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    matching = [
+        route
+        for route in _every_route(request.app.router.routes)
+        if getattr(route, "methods", None) and route.path_regex.match(path)
+    ]
+    if not matching:
+        return []
+    resource = min((route.path for route in matching), key=lambda p: p.count("{"))
+    allowed = set().union(*(route.methods for route in matching if route.path == resource))
+    return [method for method in _METHODS if method in allowed]
+
+
+def _every_route(routes: Iterable[Any]) -> Iterator[Any]:
+    """The routes as they are served: an included router is one route object with no methods of
+    its own (FastAPI 0.16x), its routes (prefixed) behind `effective_route_contexts`."""
+    for route in routes:
+        inner = getattr(route, "effective_route_contexts", None)
+        if callable(inner):
+            yield from inner()
+        elif hasattr(route, "path_regex"):
+            yield route
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 async def _redis_error(_: Request, exc: Exception) -> JSONResponse:

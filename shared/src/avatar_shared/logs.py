@@ -28,6 +28,9 @@ user_id_var: ContextVar[str | None] = ContextVar("user_id", default=None)
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 access_logger = logging.getLogger("avatar.access")
+# The health probes: the gateway and the orchestrators ask every second or so, so their access
+# lines are debug, not info (they were most of `make run`'s output). Their metrics stay.
+QUIET_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -101,7 +104,8 @@ class RequestContextMiddleware:
         finally:
             seconds = time.perf_counter() - started
             observe_request(self.service, scope, status, seconds)
-            access_logger.info(
+            access_logger.log(
+                logging.DEBUG if scope["path"] in QUIET_PATHS else logging.INFO,
                 "request",
                 extra={
                     "fields": {

@@ -40,7 +40,8 @@ class SharedSettings(BaseSettings):
     redis_timeout_s: float = Field(1.0, gt=0)
     """Connect and command timeout for Redis calls."""
     log_level: str = "INFO"
-    """Log level of the JSON logs."""
+    """Log level of the JSON logs. Each request writes an access line at INFO, but the health
+    probes (`/healthz`, `/readyz`, asked every second or so), whose lines are DEBUG."""
     max_request_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
     """Larger request bodies are refused with 413."""
     redis_maxmemory: str = Field("1gb", pattern=r"(?i)^\d+(b|k|kb|m|mb|g|gb)?$")
@@ -125,7 +126,9 @@ class ServiceSettings(SharedSettings, PeerUrls):
     public_base_url: str = "http://localhost:8000"
     """The gateway as browsers see it: https makes cookies Secure; its origin may write."""
     frontend_origins: str = "http://localhost:3000"
-    """Comma-separated origins allowed to call with credentials (CORS) and to write."""
+    """Comma-separated origins allowed to call with credentials (CORS) and to write; each is read
+    as its origin, by the services and the gateway alike (`http://localhost:3000/` is
+    `http://localhost:3000`)."""
     anon_id_secret: SecretStr = Field(min_length=32)
     """Key that signs anonymous ids (shared by every service; no default: `make run` makes one)."""
     auth_required: bool = False

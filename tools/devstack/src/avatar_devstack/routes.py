@@ -33,11 +33,12 @@ FAILOVER_START, FAILOVER_END = "    # failover:start", "    # failover:end"
 FAILOVER_SUFFIX = "-or-unavailable"
 
 # Every router's middlewares: the security headers and CORS on every answer (the refusals of
-# the ones after them too), then the per-address limit. The buffered ones add the body limit
-# (buffering, which would hold a streamed response back) and its 413 in the JSON error envelope.
-FIRST = ("security-headers", "cors", "in-flight-per-address")
+# the ones after them too), the gateway's own errors in the JSON error envelope (the services'
+# own pass unchanged), then the per-address limit. The buffered ones add the body limit
+# (buffering, which would hold a streamed response back).
+FIRST = ("security-headers", "cors", "error-envelope", "in-flight-per-address")
 STREAMED = (*FIRST, "retry-elsewhere")
-BUFFERED = (*FIRST, "too-large-as-envelope", "body-limit", "retry-elsewhere")
+BUFFERED = (*FIRST, "body-limit", "retry-elsewhere")
 # The probes and metrics of every app are for the load balancer, the dev runner and
 # Prometheus, not for the public: the edge answers them with its 404 envelope, as it does the
 # paths the registry marks internal (AppSpec.internal_paths) and the services' calls to one
@@ -98,7 +99,8 @@ def routes() -> tuple[Route, ...]:
     every prefix, and the edge's catch-all loses to every other rule."""
     probes = Route(
         "internal-probes", EDGE, INTERNAL_RULE,
-        ("security-headers", "in-flight-per-address", "not-routed"), priority=10000,
+        ("security-headers", "error-envelope", "in-flight-per-address", "not-routed"),
+        priority=10000,
         why="Every app's probes and metrics, the registry's internal paths and the services' "
         "calls to one another are not public: the edge's 404 envelope.",
     )  # fmt: skip

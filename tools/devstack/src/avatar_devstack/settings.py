@@ -31,7 +31,9 @@ class StackSettings(SharedSettings, PeerUrls):
     """Where the dev runner writes each process's output to a file (tests, benchmarks), that
     file is cut past this size, its earlier part kept as `<name>.log.1`."""
     frontend_origins: str = "http://localhost:3000"
-    """Comma-separated origins allowed to call with credentials (CORS)."""
+    """Comma-separated origins allowed to call with credentials (CORS); each is read
+    as its origin, by the services and the gateway alike (`http://localhost:3000/` is
+    `http://localhost:3000`)."""
     public_base_url: str = ""
     """The gateway as browsers see it; empty: http://localhost:<gateway_port>."""
     oidc_provider_port: int = 9000

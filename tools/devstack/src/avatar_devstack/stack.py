@@ -259,7 +259,8 @@ class Stack:
         run_dir.mkdir(parents=True, exist_ok=True)
         config = render_static_config(self.env, run_dir)
         argv = [find_binary("traefik"), f"--configFile={config}"]
-        child = self.supervisor.start("traefik", argv, self.env)
+        # In its configuration's folder: Traefik reads its local plugins from there (traefik.yml).
+        child = self.supervisor.start("traefik", argv, self.env, cwd=GATEWAY_CONFIG_DIR)
         self.supervisor.wait_ready(child, self._gateway_routes_loaded)
 
     def _gateway_routes_loaded(self) -> bool:

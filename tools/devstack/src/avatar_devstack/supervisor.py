@@ -54,7 +54,9 @@ class Supervisor:
         self._done_keeping = threading.Event()
         self._keeper: threading.Thread | None = None
 
-    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> Child:
+    def start(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
+    ) -> Child:
         log_path = self.log_dir / f"{name}.log" if self.log_dir else None
         # Append mode: after a cut (`cap_logs`) the child writes at the file's new end, not at
         # its old offset past it.
@@ -64,6 +66,7 @@ class Supervisor:
             process = subprocess.Popen(
                 list(argv),
                 env=dict(env),
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT if output is not None else None,

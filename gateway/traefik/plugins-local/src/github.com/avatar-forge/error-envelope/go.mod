@@ -1,0 +1,3 @@
+module github.com/avatar-forge/error-envelope
+
+go 1.22
