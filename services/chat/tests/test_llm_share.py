@@ -150,6 +150,42 @@ async def test_a_streaming_client_that_stops_reading_gives_its_slot_back(
     assert admitted.status_code == 200, admitted.text
 
 
+async def test_a_new_session_whose_stalled_stream_was_recorded_keeps_its_active_place(
+    redis, redis_url, backend_name
+):
+    """A client that stops reading a new session's stream has what it was sent recorded; the
+    session then exists, and is active as any other: its place is not given back to the
+    next newcomer as a failed turn's would be."""
+    with emulated_llm(backend_name, models=[*DEFAULT_MODELS, LONG_REPLY_MODEL]) as backend:
+        settings = settings_for(
+            redis_url, backend, max_concurrent_users=1, stream_write_timeout_s=1.0
+        )
+        with serve_in_thread(create_app(settings), lifespan="on") as url:
+            async with httpx.AsyncClient(base_url=url) as client:
+                returning_visitor(client)
+                cookie = f"{ANON_COOKIE}={client.cookies[ANON_COOKIE]}"
+                with closing(stalled_stream(url, cookie)):
+                    stopped = await recorded_session(redis)
+                    active = await redis.zrange("chat:active", 0, -1)
+                    client.cookies.clear()  # someone else, new
+                    newcomer = await turn(client, {})
+    assert stopped in active, active
+    assert newcomer.status_code == 503, newcomer.text
+    assert newcomer.json()["error"]["code"] == "too_many_users"
+
+
+async def recorded_session(redis) -> str:
+    """The one session stored, once its stopped stream is recorded and its lease gone."""
+    for _ in range(300):
+        stored = [k for k in await redis.keys("chat:session:*") if k.count(":") == 2]
+        in_flight = await redis.keys("chat:calls-of:*")
+        if stored and not any([await redis.zcard(key) for key in in_flight]):
+            [key] = stored
+            return str(key).rsplit(":", 1)[1]
+        await asyncio.sleep(0.05)
+    raise AssertionError("the stopped stream was never recorded")
+
+
 def stalled_stream(url: str, cookie: str) -> socket.socket:
     """A client that asks for a long streamed reply, reads the response's head, then stops
     reading (with a small receive buffer, so the server's sends soon block)."""

@@ -288,10 +288,15 @@ async def _stream_events(
                 # of the last sentences is awaited.
                 async for event in speaker.rest():
                     yield sse("audio", event)
-        except (GeneratorExit, anyio.get_cancelled_exc_class()):
+        except (GeneratorExit, anyio.get_cancelled_exc_class()) as stop:
             # Stopped before any text: the user's new message is still theirs to keep.
-            if sent or steer.kind == "message":
-                await _record_stopped(chat, turn, "".join(sent), caller, lease)
+            kept = bool(sent) or steer.kind == "message"
+            if kept and await _record_stopped(chat, turn, "".join(sent), caller, lease):
+                if isinstance(stop, GeneratorExit):
+                    # Recorded, so not a failure: the session keeps its active place and
+                    # its summaries. (A cancellation must go on; its give-back is
+                    # cancelled with it.)
+                    return
             raise
         record = turn.record(reply)
         await chat.record(session_id, caller.identity, record, lease)
@@ -319,20 +324,23 @@ def _learn(chat: ChatService, turn: Turn, reply: LlmReply, record: TurnRecord) -
 
 async def _record_stopped(
     chat: ChatService, turn: Turn, text: str, caller: Caller, lease: Lease
-) -> None:
+) -> bool:
     """Records what a stopped stream sent, marked interrupted: shielded from the
     cancellation that stopped it, within RECORD_ON_STOP_S (a failure is not the client's:
     it has gone). Memory treats it as any recorded turn: read_only or off, it is marked
-    read (a client's conversation has no flags: else the next reading would learn it)."""
+    read (a client's conversation has no flags: else the next reading would learn it).
+    Whether it was recorded."""
     reply = LlmReply(text, 0, 0)
     with anyio.CancelScope(shield=True), anyio.move_on_after(RECORD_ON_STOP_S):
         try:
             record = turn.record(reply, True)
             await chat.record(turn.session_id, caller.identity, record, lease)
             _learn(chat, turn, reply, record)
+            return True
         except (AppError, RedisError):  # not recorded: the conversation is not held either
             with suppress(RedisError):
                 await chat.admission.let_go(lease)
+    return False
 
 
 async def _checked(chat: ChatService, steer: Steer) -> tuple[str, bool]:

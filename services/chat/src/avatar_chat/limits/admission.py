@@ -322,7 +322,8 @@ class Admission:
         """Admitted for the block: its lease, which the turn's record ends. A turn that fails
         in the block gives its lease back, and a session added by it its place: such a
         session does not exist, so an LLM outage (or a client naming session ids it does not
-        own) cannot fill the limit."""
+        own) cannot fill the limit. (A stream its client stopped, once recorded, ends the
+        block as a turn that succeeded: that session exists.)"""
         ticket = await self.admit(session_id, caller, hold)
         try:
             async with self._renewed(ticket.lease):
