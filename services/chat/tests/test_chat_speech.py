@@ -5,6 +5,7 @@ import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +18,7 @@ from avatar_emulators.server import serve_in_thread
 from avatar_tts.app import create_app as tts_app
 from avatar_tts.settings import TtsSettings
 
-from .helpers import ask, emulated_llm, read_events
+from .helpers import Backend, ask, emulated_llm, read_events
 
 
 @pytest.fixture
@@ -199,6 +200,18 @@ async def _first_delta(lines) -> None:
             return
 
 
+def speaking(redis_url: str, backend: Backend, tts: str, **extra: Any) -> ChatSettings:
+    """Chat speaking through `tts`, its LLM `backend`."""
+    return ChatSettings(
+        redis_url=redis_url,
+        characters_url=f"http://127.0.0.1:{free_port()}",
+        tts_url=tts,
+        chat_rate_per_min=10_000,
+        **extra,
+        **backend.settings,
+    )
+
+
 async def test_a_streamed_reply_gives_its_llm_slot_back_while_its_speech_is_made(redis_url):
     """The model has written the reply, its last sentences are still being spoken: the one
     LLM slot is free, and another user's turn is answered meanwhile (not 503 llm_busy)."""
@@ -207,14 +220,12 @@ async def test_a_streamed_reply_gives_its_llm_slot_back_while_its_speech_is_made
         emulated_llm("ollama") as backend,
         serve_in_thread(_tts_held(release, 30.0)) as tts,
     ):
-        settings = ChatSettings(
-            redis_url=redis_url,
-            characters_url=f"http://127.0.0.1:{free_port()}",
-            tts_url=tts,
-            chat_rate_per_min=10_000,
+        settings = speaking(
+            redis_url,
+            backend,
+            tts,
             llm_max_in_flight=1,
             llm_queue_wait_s=5.0,  # ample for the emulator to finish writing
-            **backend.settings,
         )
         with serve_in_thread(create_app(settings), lifespan="on") as url:
             async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=60) as chat:
@@ -244,17 +255,15 @@ async def test_a_long_spoken_reply_keeps_its_conversation_busy_until_it_is_recor
         emulated_llm("ollama", reply_words=400) as backend,
         serve_in_thread(_tts_held(release, 0.5)) as tts,
     ):
-        settings = ChatSettings(
-            redis_url=redis_url,
-            characters_url=f"http://127.0.0.1:{free_port()}",
-            tts_url=tts,
-            chat_rate_per_min=10_000,
+        settings = speaking(
+            redis_url,
+            backend,
+            tts,
             tts_timeout_s=1.0,
             summary_timeout_s=0.5,
             llm_queue_wait_s=0.5,
             llm_total_timeout_s=2.0,
             stream_write_timeout_s=1.0,  # lease: 5 s
-            **backend.settings,
         )
         with serve_in_thread(create_app(settings), lifespan="on") as url:
             async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=60) as chat:
