@@ -11,6 +11,7 @@ import struct
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -257,6 +258,30 @@ def test_an_upload_cut_off_by_the_read_timeout_gets_a_request_timeout_envelope(r
     assert status_line.startswith(b"HTTP/1.1 408"), answer[:300]
     body = json.loads(rest.partition(b"\r\n\r\n")[2])
     assert body["error"]["code"] == "request_timeout" and "in time" in body["error"]["message"]
+
+
+async def test_a_client_that_gives_up_is_logged_as_gone_not_as_a_timeout(replicas):
+    """Only an upload the read timeout cut off is answered 408: a client that leaves before
+    its answer stays Traefik's 499 in the access log, so operators can tell the two apart."""
+    stack, _ = replicas
+    marker = uuid.uuid4().hex
+    async with httpx.AsyncClient(base_url=stack.gateway_url, trust_env=False) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get("/api/tts/hang", headers={"X-Request-Id": marker}, timeout=1)
+    assert (await access_log_line(stack, marker))["DownstreamStatus"] == 499
+
+
+async def access_log_line(stack: Stack, marker: str) -> dict:
+    """Traefik's access log line of the request whose X-Request-Id is `marker`."""
+    log = next(child.log_path for child in stack.supervisor.children if child.name == "traefik")
+    assert log is not None
+    for _ in range(200):
+        for line in log.read_text().splitlines():
+            if marker in line and '"DownstreamStatus"' in line:
+                found: dict = json.loads(line)
+                return found
+        await asyncio.sleep(0.05)
+    raise AssertionError("no access log line for the request")
 
 
 def from_address(stack: Stack, address: str) -> httpx.AsyncClient:

@@ -733,7 +733,7 @@ async def test_a_full_byte_quota_refuses_growth_but_not_shrinking(client, backen
     assert len(await messages_of(client, session)) == 2
 
 
-async def test_a_reply_stopped_at_its_start_keeps_the_users_message(redis_url):
+async def test_a_reply_stopped_at_its_start_keeps_the_users_message(redis_url, redis):
     with emulated_llm("ollama", first_token_latency_s=1.0, tokens_per_second=20) as slow:
         app = create_app(settings_for(redis_url, slow.settings))
         app.dependency_overrides[current_identity] = callers_from_test_headers
@@ -752,6 +752,9 @@ async def test_a_reply_stopped_at_its_start_keeps_the_users_message(redis_url):
                 # the client gone, is kept as far as it was sent, marked interrupted.
                 assert (stored[0]["role"], stored[0]["content"]) == ("user", "대답 전에 멈춰")
                 assert all(m["interrupted"] for m in stored[1:]) and len(stored) <= 2
+                # Recorded, it is no failed turn: it keeps its active place.
+                await no_turn_in_flight(redis)
+                assert session in await redis.zrange("chat:active", 0, -1)
                 # Then a regenerate gives it a whole reply.
                 answer = await client.post(
                     f"/api/chat/sessions/{session}/regenerate",
@@ -761,6 +764,16 @@ async def test_a_reply_stopped_at_its_start_keeps_the_users_message(redis_url):
                 assert answer.status_code == 200, answer.text
                 _, reply = await messages_of(client, session)
                 assert reply["role"] == "assistant" and not reply["interrupted"]
+
+
+async def no_turn_in_flight(redis) -> None:
+    """Waits until every turn's lease has ended (a stopped one's teardown is over)."""
+    for _ in range(200):
+        leases = await redis.keys("chat:calls-of:*")
+        if not any([await redis.zcard(key) for key in leases]):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("a turn is still in flight")
 
 
 async def test_an_accounts_list_sheds_its_expired_records(app_client, redis_url, backend, redis):

@@ -231,7 +231,7 @@ async def reply_turn(chat: ChatService, steer: Steer, caller: Caller) -> ChatRep
     session_id, is_new = await _checked(chat, steer)
     async with (
         chat.admission.turn(session_id, caller, hold=steer.on_server) as lease,
-        _undone_on_failure(chat, session_id, is_new),
+        _undone_on_failure(chat, session_id),
     ):
         turn = await _planned(chat, steer, session_id, is_new, caller)
         async with chat.gate.slot(caller.key):
@@ -266,7 +266,7 @@ async def _stream_events(
     options = steer.options
     async with (
         chat.admission.turn(session_id, caller, hold=steer.on_server) as lease,
-        _undone_on_failure(chat, session_id, is_new),
+        _undone_on_failure(chat, session_id),
     ):
         turn = await _planned(chat, steer, session_id, is_new, caller)
         sent: list[str] = []  # the deltas the client was given
@@ -288,15 +288,11 @@ async def _stream_events(
                 # of the last sentences is awaited.
                 async for event in speaker.rest():
                     yield sse("audio", event)
-        except (GeneratorExit, anyio.get_cancelled_exc_class()) as stop:
-            # Stopped before any text: the user's new message is still theirs to keep.
-            kept = bool(sent) or steer.kind == "message"
-            if kept and await _record_stopped(chat, turn, "".join(sent), caller, lease):
-                if isinstance(stop, GeneratorExit):
-                    # Recorded, so not a failure: the session keeps its active place and
-                    # its summaries. (A cancellation must go on; its give-back is
-                    # cancelled with it.)
-                    return
+        except (GeneratorExit, anyio.get_cancelled_exc_class()):
+            # Stopped before any text: the user's new message is still theirs to keep. Once
+            # recorded, the session keeps its place and its summaries (they see it exists).
+            if sent or steer.kind == "message":
+                await _record_stopped(chat, turn, "".join(sent), caller, lease)
             raise
         record = turn.record(reply)
         await chat.record(session_id, caller.identity, record, lease)
@@ -324,23 +320,20 @@ def _learn(chat: ChatService, turn: Turn, reply: LlmReply, record: TurnRecord) -
 
 async def _record_stopped(
     chat: ChatService, turn: Turn, text: str, caller: Caller, lease: Lease
-) -> bool:
+) -> None:
     """Records what a stopped stream sent, marked interrupted: shielded from the
     cancellation that stopped it, within RECORD_ON_STOP_S (a failure is not the client's:
     it has gone). Memory treats it as any recorded turn: read_only or off, it is marked
-    read (a client's conversation has no flags: else the next reading would learn it).
-    Whether it was recorded."""
+    read (a client's conversation has no flags: else the next reading would learn it)."""
     reply = LlmReply(text, 0, 0)
     with anyio.CancelScope(shield=True), anyio.move_on_after(RECORD_ON_STOP_S):
         try:
             record = turn.record(reply, True)
             await chat.record(turn.session_id, caller.identity, record, lease)
             _learn(chat, turn, reply, record)
-            return True
         except (AppError, RedisError):  # not recorded: the conversation is not held either
             with suppress(RedisError):
                 await chat.admission.let_go(lease)
-    return False
 
 
 async def _checked(chat: ChatService, steer: Steer) -> tuple[str, bool]:
@@ -584,19 +577,15 @@ def _receipt(
 
 
 @asynccontextmanager
-async def _undone_on_failure(
-    chat: ChatService, session_id: str, is_new: bool
-) -> AsyncIterator[None]:
+async def _undone_on_failure(chat: ChatService, session_id: str) -> AsyncIterator[None]:
     """A turn that fails leaves no summary of a session that does not exist: a new one, one
-    whose client chose its id, or one deleted during the turn."""
+    whose client chose its id, or one deleted during the turn. (A stopped stream that was
+    recorded made its session exist: its summaries stay.)"""
     try:
         yield
     except BaseException:
         with suppress(RedisError):  # else they expire by themselves
-            if is_new:
-                await chat.summaries.forget(session_id)
-            else:
-                await chat.summaries.forget_orphan(session_id)
+            await chat.summaries.forget_orphan(session_id)
         raise
 
 

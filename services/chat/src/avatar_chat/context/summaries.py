@@ -141,9 +141,6 @@ class SummaryStore:
             known.pop(n, None)
         return True
 
-    async def forget(self, session_id: str) -> None:
-        await self.redis.delete(summaries_key(session_id))
-
     async def forget_orphan(self, session_id: str) -> None:
         """Drops the session's summaries if the session itself does not exist."""
         await self._forget_orphan(keys=[session_key(session_id), summaries_key(session_id)])

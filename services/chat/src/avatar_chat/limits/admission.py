@@ -169,6 +169,24 @@ LET_GO = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 """
 
+# Gives back what a failed turn took, unless its record ended its lease first: a stream its
+# client stopped is recorded, then its stop goes on as an exception, and that session exists
+# (it keeps its place). KEYS: the lease sets (ARGV[2] of them), the busy key (when ARGV[3] is
+# '1'), then the session sets it was added to, if any. ARGV: the lease id, the count of lease
+# sets, '1' if it holds busy, the session id.
+GIVE_BACK = """
+local id, n = ARGV[1], tonumber(ARGV[2])
+if not redis.call('ZSCORE', KEYS[1], id) then return 0 end
+for i = 1, n do redis.call('ZREM', KEYS[i], id) end
+local first = n + 1
+if ARGV[3] == '1' then
+  if redis.call('GET', KEYS[first]) == id then redis.call('DEL', KEYS[first]) end
+  first = first + 1
+end
+for i = first, #KEYS do redis.call('ZREM', KEYS[i], ARGV[4]) end
+return 1
+"""
+
 # Renews a running turn's lease and hold, if they are still its own. KEYS: busy (when ARGV[3]
 # is '1'), then the lease sets. ARGV: the lease id, lease seconds, '1' if it holds busy.
 RENEW = (
@@ -258,6 +276,7 @@ class Admission:
         self.budget = budget
         self._admit = redis.register_script(ADMIT)
         self._let_go = redis.register_script(LET_GO)
+        self._give_back_script = redis.register_script(GIVE_BACK)
         self._renew = redis.register_script(RENEW)
         self._take = redis.register_script(TAKE)
         self._renewing: set[asyncio.Task[None]] = set()
@@ -322,8 +341,8 @@ class Admission:
         """Admitted for the block: its lease, which the turn's record ends. A turn that fails
         in the block gives its lease back, and a session added by it its place: such a
         session does not exist, so an LLM outage (or a client naming session ids it does not
-        own) cannot fill the limit. (A stream its client stopped, once recorded, ends the
-        block as a turn that succeeded: that session exists.)"""
+        own) cannot fill the limit. A turn whose record ended its lease gives nothing back
+        (a stopped stream is recorded, then its stop goes on): that session exists."""
         ticket = await self.admit(session_id, caller, hold)
         try:
             async with self._renewed(ticket.lease):
@@ -380,14 +399,12 @@ class Admission:
                 await self._renew(keys=keys, args=args)
 
     async def _give_back(self, ticket: Ticket, session_id: str, caller: Caller) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in ticket.lease.keys:
-                pipe.zrem(key, ticket.lease.id)
-            if ticket.lease.holds:
-                await self._let_go(keys=[ticket.lease.holds], args=[ticket.lease.id], client=pipe)
-            if ticket.added:
-                self._release(pipe, session_id, caller)
-            await pipe.execute()
+        lease = ticket.lease
+        keys = [*lease.keys, *([lease.holds] if lease.holds else [])]
+        if ticket.added:
+            keys += session_sets(caller)
+        args: list[EncodableT] = [lease.id, len(lease.keys), "1" if lease.holds else "", session_id]
+        await self._give_back_script(keys=keys, args=args)
 
     async def let_go(self, lease: Lease) -> None:
         """Ends the lease's hold on its conversation (a turn that will not be recorded)."""
@@ -407,14 +424,19 @@ class Admission:
 
     @staticmethod
     def _release(pipe: Pipeline, session_id: str, caller: Caller) -> None:
-        pipe.zrem(ACTIVE, session_id)
-        pipe.zrem(sessions_of(caller.key), session_id)
-        if caller.address_key:
-            pipe.zrem(sessions_of(caller.address_key), session_id)
+        for key in session_sets(caller):
+            pipe.zrem(key, session_id)
 
 
 class PutOff(Exception):
     """Background work waits for later: its caller's calls in flight are at their cap."""
+
+
+def session_sets(caller: Caller) -> list[str]:
+    """Where an active session of the caller's counts: the whole limit, the caller's share,
+    and an anonymous caller's address's."""
+    address = [sessions_of(caller.address_key)] if caller.address_key else []
+    return [ACTIVE, sessions_of(caller.key), *address]
 
 
 def sessions_of(caller: str) -> str:

@@ -142,6 +142,12 @@ func (e *writer) WriteHeader(status int) {
 		e.ResponseWriter.WriteHeader(status)
 		return
 	}
+	if status == 499 && (e.body == nil || !e.body.failed) {
+		// The client went away before its answer: nobody reads one, and the access log and
+		// the metrics keep saying so (a 408 would read as a slow upload).
+		e.ResponseWriter.WriteHeader(status)
+		return
+	}
 	e.replaced = true
 	if e.body != nil && e.body.failed {
 		status = http.StatusRequestTimeout // the request never arrived whole: not the service's fault
