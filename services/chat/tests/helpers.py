@@ -5,6 +5,7 @@ A helper used by one service's tests lives in its tests/helpers.py (summarizing.
 summarization tests' own); one shared across directories in the top-level tests/helpers.py.
 Tests never import from a conftest."""
 
+import asyncio
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,3 +105,13 @@ def as_anonymous(name: str, address: str) -> dict[str, str]:
 
 def as_signed_in(name: str, address: str) -> dict[str, str]:
     return {TEST_USER_HEADER: name, TEST_ADDRESS_HEADER: address}
+
+
+async def no_turn_in_flight(redis: Any) -> None:
+    """Waits until every turn's lease has ended (a stopped one's teardown is over)."""
+    for _ in range(200):
+        leases = await redis.keys("chat:calls-of:*")
+        if not any([await redis.zcard(key) for key in leases]):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("a turn is still in flight")

@@ -22,7 +22,14 @@ from avatar_emulators.server import serve_in_thread
 from avatar_shared.adoption import ADOPT_PATH, Adoption, signature_headers
 from avatar_shared.identity import AnonymousIds, current_identity
 
-from .helpers import PERSONA, as_anonymous, as_signed_in, callers_from_test_headers, emulated_llm
+from .helpers import (
+    PERSONA,
+    as_anonymous,
+    as_signed_in,
+    callers_from_test_headers,
+    emulated_llm,
+    no_turn_in_flight,
+)
 
 ST_CHAT = Path(__file__).parent / "data" / "sillytavern_chat.jsonl"
 ALICE = as_signed_in("alice", "10.0.0.1")
@@ -764,16 +771,6 @@ async def test_a_reply_stopped_at_its_start_keeps_the_users_message(redis_url, r
                 assert answer.status_code == 200, answer.text
                 _, reply = await messages_of(client, session)
                 assert reply["role"] == "assistant" and not reply["interrupted"]
-
-
-async def no_turn_in_flight(redis) -> None:
-    """Waits until every turn's lease has ended (a stopped one's teardown is over)."""
-    for _ in range(200):
-        leases = await redis.keys("chat:calls-of:*")
-        if not any([await redis.zcard(key) for key in leases]):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("a turn is still in flight")
 
 
 async def test_an_accounts_list_sheds_its_expired_records(app_client, redis_url, backend, redis):

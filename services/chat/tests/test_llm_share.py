@@ -6,7 +6,9 @@ client stopped reading ended after STREAM_WRITE_TIMEOUT_S; LLM stream lines capp
 import asyncio
 import json
 import socket
-from contextlib import closing
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
+from typing import Any
 
 import httpx
 
@@ -20,7 +22,14 @@ from avatar_shared.gate import Gate
 from avatar_shared.identity import ANON_COOKIE, current_identity
 from tests.helpers import as_user, returning_visitor
 
-from .helpers import PERSONA, as_anonymous, ask, callers_from_test_headers, emulated_llm
+from .helpers import (
+    PERSONA,
+    as_anonymous,
+    ask,
+    callers_from_test_headers,
+    emulated_llm,
+    no_turn_in_flight,
+)
 from .summarizing import Conversation, idle, long_history, summary_calls, summary_calls_started
 from .summarizing import settings_for as summarizing
 
@@ -135,17 +144,9 @@ async def _try(gate: Gate, caller: str) -> bool:
 async def test_a_streaming_client_that_stops_reading_gives_its_slot_back(
     redis, redis_url, backend_name
 ):
-    with emulated_llm(backend_name, models=[*DEFAULT_MODELS, LONG_REPLY_MODEL]) as backend:
-        settings = settings_for(
-            redis_url, backend, llm_calls_per_user=1, stream_write_timeout_s=1.0
-        )
-        with serve_in_thread(create_app(settings), lifespan="on") as url:
-            async with httpx.AsyncClient(base_url=url) as client:
-                returning_visitor(client)
-                cookie = f"{ANON_COOKIE}={client.cookies[ANON_COOKIE]}"
-                with closing(stalled_stream(url, cookie)):
-                    held = await turn(client, {})
-                    admitted = await first_admitted(client)
+    async with stalled_visitor(redis_url, backend_name, llm_calls_per_user=1) as client:
+        held = await turn(client, {})
+        admitted = await first_admitted(client)
     assert held.status_code == 429  # the stalled stream holds the caller's one lease
     assert admitted.status_code == 200, admitted.text
 
@@ -156,34 +157,33 @@ async def test_a_new_session_whose_stalled_stream_was_recorded_keeps_its_active_
     """A client that stops reading a new session's stream has what it was sent recorded; the
     session then exists, and is active as any other: its place is not given back to the
     next newcomer as a failed turn's would be."""
-    with emulated_llm(backend_name, models=[*DEFAULT_MODELS, LONG_REPLY_MODEL]) as backend:
-        settings = settings_for(
-            redis_url, backend, max_concurrent_users=1, stream_write_timeout_s=1.0
-        )
-        with serve_in_thread(create_app(settings), lifespan="on") as url:
-            async with httpx.AsyncClient(base_url=url) as client:
-                returning_visitor(client)
-                cookie = f"{ANON_COOKIE}={client.cookies[ANON_COOKIE]}"
-                with closing(stalled_stream(url, cookie)):
-                    stopped = await recorded_session(redis)
-                    active = await redis.zrange("chat:active", 0, -1)
-                    client.cookies.clear()  # someone else, new
-                    newcomer = await turn(client, {})
+    async with stalled_visitor(redis_url, backend_name, max_concurrent_users=1) as client:
+        await no_turn_in_flight(redis)  # the stalled stream was stopped, and recorded
+        [stopped] = [
+            k.rsplit(":", 1)[1] for k in await redis.keys("chat:session:*") if k.count(":") == 2
+        ]
+        active = await redis.zrange("chat:active", 0, -1)
+        client.cookies.clear()  # someone else, new
+        newcomer = await turn(client, {})
     assert stopped in active, active
     assert newcomer.status_code == 503, newcomer.text
     assert newcomer.json()["error"]["code"] == "too_many_users"
 
 
-async def recorded_session(redis) -> str:
-    """The one session stored, once its stopped stream is recorded and its lease gone."""
-    for _ in range(300):
-        stored = [k for k in await redis.keys("chat:session:*") if k.count(":") == 2]
-        in_flight = await redis.keys("chat:calls-of:*")
-        if stored and not any([await redis.zcard(key) for key in in_flight]):
-            [key] = stored
-            return str(key).rsplit(":", 1)[1]
-        await asyncio.sleep(0.05)
-    raise AssertionError("the stopped stream was never recorded")
+@asynccontextmanager
+async def stalled_visitor(
+    redis_url: str, backend_name: str, **extra: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A returning visitor's client, whose long streamed reply it has stopped reading: the
+    stream is stopped once a send has waited 1 s (STREAM_WRITE_TIMEOUT_S)."""
+    with emulated_llm(backend_name, models=[*DEFAULT_MODELS, LONG_REPLY_MODEL]) as backend:
+        settings = settings_for(redis_url, backend, stream_write_timeout_s=1.0, **extra)
+        with serve_in_thread(create_app(settings), lifespan="on") as url:
+            async with httpx.AsyncClient(base_url=url) as client:
+                returning_visitor(client)
+                cookie = f"{ANON_COOKIE}={client.cookies[ANON_COOKIE]}"
+                with closing(stalled_stream(url, cookie)):
+                    yield client
 
 
 def stalled_stream(url: str, cookie: str) -> socket.socket:
