@@ -15,7 +15,8 @@ import os
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from avatar_devstack.environment import REPO_ROOT
 from avatar_devstack.ports import Ports
 from avatar_devstack.settings import StackSettings
 from avatar_devstack.stack import Stack
+from avatar_shared.adoption import SIGNATURE_HEADER, Adoption, signature_headers
 from avatar_shared.identity import ANON_COOKIE, AnonymousIds, Identity
 
 TEST_USER_HEADER = "X-Test-User"
@@ -152,3 +154,34 @@ def csp_violations(browser: Any) -> list[str]:
     found: list[str] = browser.execute_script("return window.cspViolations ?? null")
     assert found is not None, "the page was not opened in the browser fixture's browser"
     return found
+
+
+def peer_signer() -> AnonymousIds:
+    """What signs the services' peer calls in tests (the suite's ANON_ID_SECRET)."""
+    return AnonymousIds(os.environ["ANON_ID_SECRET"].encode())
+
+
+def signed_adoption(signer: AnonymousIds, from_id: str, to: str, **kwargs: Any) -> dict[str, str]:
+    return signature_headers(signer, Adoption(from_id=from_id, to=to), **kwargs)
+
+
+# What a caller that is not a peer may send to a service's adoption call, made for the
+# browser's anonymous id and cookie; each is sent as a call moving that id's data to
+# mallory's account.
+NOT_A_PEER: dict[str, Callable[[str, str], dict[str, str]]] = {
+    "none": lambda anon_id, cookie: {},
+    "garbage": lambda anon_id, cookie: {SIGNATURE_HEADER: "not a signature"},
+    "forged": lambda anon_id, cookie: {SIGNATURE_HEADER: f"{int(time.time()) + 60} {'A' * 43}"},
+    "another-calls": lambda anon_id, cookie: signed_adoption(
+        peer_signer(), "anon-someone-else", "mallory"
+    ),
+    "for-another-account": lambda anon_id, cookie: signed_adoption(peer_signer(), anon_id, "alice"),
+    "expired": lambda anon_id, cookie: signed_adoption(
+        peer_signer(), anon_id, "mallory", now=time.time() - 61
+    ),
+    "another-key": lambda anon_id, cookie: signed_adoption(
+        AnonymousIds(b"k" * 32), anon_id, "mallory"
+    ),
+    # The id's own cookie (what the browser holds) is no peer's signature.
+    "its-cookie": lambda anon_id, cookie: {"Cookie": f"anon_id={cookie}"},
+}

@@ -8,8 +8,6 @@ through the gateway, are tested in services/auth/tests/test_adoption.py and
 tests/e2e/test_sign_in.py."""
 
 import asyncio
-import os
-import time
 from contextlib import asynccontextmanager
 
 import pytest
@@ -17,15 +15,14 @@ import pytest
 from avatar_characters.errors import CharacterNotFound
 from avatar_characters.settings import CharactersSettings
 from avatar_characters.store import CharacterStore
-from avatar_shared.adoption import ADOPT_PATH, SIGNATURE_HEADER, Adoption, signature_headers
-from avatar_shared.identity import AnonymousIds
+from avatar_shared.adoption import ADOPT_PATH
 from avatar_shared.owned import Owner
-from tests.helpers import as_user, returning_visitor
+from tests.helpers import NOT_A_PEER, as_user, peer_signer, returning_visitor, signed_adoption
 
 from .helpers import characters_app, persona
 from .test_quotas import card_of
 
-SIGNER = AnonymousIds(os.environ["ANON_ID_SECRET"].encode())
+SIGNER = peer_signer()
 ALICE, BOB = as_user("alice"), as_user("bob")
 
 
@@ -40,9 +37,8 @@ async def apps(app_client, redis_url, presets_file, **settings):
 
 async def adopt(client, from_id: str, to: str, headers: dict | None = None):
     """The call auth makes at a sign-in, signed as auth signs it unless `headers` say."""
-    adoption = Adoption(from_id=from_id, to=to)
-    sent = signature_headers(SIGNER, adoption) if headers is None else headers
-    return await client.post(ADOPT_PATH, json=adoption.body(), headers=sent)
+    sent = signed_adoption(SIGNER, from_id, to) if headers is None else headers
+    return await client.post(ADOPT_PATH, json={"from": from_id, "to": to}, headers=sent)
 
 
 async def make(client, path: str, body: dict, headers: dict | None = None) -> dict:
@@ -217,25 +213,6 @@ async def test_moving_gives_the_browsers_address_its_room_back(app_client, redis
         returning_visitor(browser)  # signed out, the browser is anonymous again
         after = await browser.post("/api/characters", json=character("셋"))
     assert full.status_code == 409 and after.status_code == 201
-
-
-def _signed(signer: AnonymousIds, from_id: str, to: str, **kwargs) -> dict[str, str]:
-    return signature_headers(signer, Adoption(from_id=from_id, to=to), **kwargs)
-
-
-# What a caller that is not a peer may send, made for the browser's anonymous id and cookie;
-# each is sent as a call moving that id's data to mallory's account.
-NOT_A_PEER = {
-    "none": lambda anon_id, cookie: {},
-    "garbage": lambda anon_id, cookie: {SIGNATURE_HEADER: "not a signature"},
-    "forged": lambda anon_id, cookie: {SIGNATURE_HEADER: f"{int(time.time()) + 60} {'A' * 43}"},
-    "another-calls": lambda anon_id, cookie: _signed(SIGNER, "anon-someone-else", "mallory"),
-    "for-another-account": lambda anon_id, cookie: _signed(SIGNER, anon_id, "alice"),
-    "expired": lambda anon_id, cookie: _signed(SIGNER, anon_id, "mallory", now=time.time() - 61),
-    "another-key": lambda anon_id, cookie: _signed(AnonymousIds(b"k" * 32), anon_id, "mallory"),
-    # The id's own cookie (what the browser holds) is no peer's signature.
-    "its-cookie": lambda anon_id, cookie: {"Cookie": f"anon_id={cookie}"},
-}
 
 
 @pytest.mark.parametrize("case", NOT_A_PEER)

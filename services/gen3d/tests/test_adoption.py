@@ -7,9 +7,7 @@ Anonymous callers are who their cookie says (as through the gateway); signed-in 
 through a second app over the same Redis and assets folder (`as_user`). Auth's side is tested
 in services/auth/tests/test_adoption.py."""
 
-import os
 import shutil
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -20,13 +18,20 @@ import pytest
 from avatar_gen3d import service
 from avatar_gen3d.app import create_app
 from avatar_gen3d.retention import FILES, HOLDER_OF, TOTAL, USAGE
-from avatar_shared.adoption import ADOPT_PATH, SIGNATURE_HEADER, Adoption, signature_headers
-from avatar_shared.identity import AnonymousIds, current_identity
-from tests.helpers import as_user, identity_from_test_header, returning_visitor
+from avatar_shared.adoption import ADOPT_PATH
+from avatar_shared.identity import current_identity
+from tests.helpers import (
+    NOT_A_PEER,
+    as_user,
+    identity_from_test_header,
+    peer_signer,
+    returning_visitor,
+    signed_adoption,
+)
 
 from .helpers import post, running_worker, serving, until_finished
 
-SIGNER = AnonymousIds(os.environ["ANON_ID_SECRET"].encode())
+SIGNER = peer_signer()
 ALICE = as_user("alice")
 ADDRESS = "addr:127.0.0.1"  # the retention holder of the browser's jobs (its address)
 
@@ -52,9 +57,8 @@ async def apps(settings) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncCl
 
 async def adopt(client, from_id: str, to: str, headers: dict | None = None) -> httpx.Response:
     """The call auth makes at a sign-in, signed as auth signs it unless `headers` say."""
-    adoption = Adoption(from_id=from_id, to=to)
-    sent = signature_headers(SIGNER, adoption) if headers is None else headers
-    return await client.post(ADOPT_PATH, json=adoption.body(), headers=sent)
+    sent = signed_adoption(SIGNER, from_id, to) if headers is None else headers
+    return await client.post(ADOPT_PATH, json={"from": from_id, "to": to}, headers=sent)
 
 
 async def submit(client, **kw) -> str:
@@ -143,23 +147,6 @@ async def test_a_second_call_moves_nothing_more(settings, redis):
     assert once.json()["data"] == {"3d_jobs": {"moved": 1, "kept": 0}}
     assert again.json()["data"] == elsewhere.json()["data"] == {"3d_jobs": {"moved": 0, "kept": 0}}
     assert alices == [job_id] and bobs == [] and to_alice == [200, 200, 200]
-
-
-def _signed(signer: AnonymousIds, from_id: str, to: str, **kwargs) -> dict[str, str]:
-    return signature_headers(signer, Adoption(from_id=from_id, to=to), **kwargs)
-
-
-# What a caller that is not a peer may send, made for the browser's anonymous id and cookie;
-# each is sent as a call moving that id's jobs to mallory's account.
-NOT_A_PEER = {
-    "none": lambda anon_id, cookie: {},
-    "garbage": lambda anon_id, cookie: {SIGNATURE_HEADER: "not a signature"},
-    "forged": lambda anon_id, cookie: {SIGNATURE_HEADER: f"{int(time.time()) + 60} {'A' * 43}"},
-    "for-another-account": lambda anon_id, cookie: _signed(SIGNER, anon_id, "alice"),
-    "expired": lambda anon_id, cookie: _signed(SIGNER, anon_id, "mallory", now=time.time() - 61),
-    "another-key": lambda anon_id, cookie: _signed(AnonymousIds(b"k" * 32), anon_id, "mallory"),
-    "its-cookie": lambda anon_id, cookie: {"Cookie": f"anon_id={cookie}"},
-}
 
 
 @pytest.mark.parametrize("case", NOT_A_PEER)
