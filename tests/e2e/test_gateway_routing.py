@@ -33,7 +33,7 @@ EVENT_GAP_S = 1.0
 READ_TIMEOUT_S = 2
 IN_FLIGHT = 4  # per client address
 # FRONTEND_ORIGINS as an operator may write it: URLs, not bare origins.
-FRONTEND_ORIGINS = " http://localhost:3000/ , HTTPS://App.Example.COM:443/chat/"
+FRONTEND_ORIGINS = " http://localhost:3000/ , HTTPS://App.Example.COM:443/chat/, http://[::1]:3000/"
 BODY_LIMIT = 65536  # the gateway's, for the routers it buffers
 # Errors the services answer themselves: the gateway must pass them on unchanged.
 OWN_ERRORS = {
@@ -340,10 +340,13 @@ async def test_an_address_past_its_share_under_way_is_refused_while_another_is_s
         assert (await hog.get("/api/chat/whoami")).status_code == 200
 
 
-@pytest.mark.parametrize("origin", ["http://localhost:3000", "https://app.example.com"])
+@pytest.mark.parametrize(
+    "origin", ["http://localhost:3000", "https://app.example.com", "http://[::1]:3000"]
+)
 async def test_the_gateway_allows_the_frontend_origins_the_services_allow(replicas, origin):
-    """FRONTEND_ORIGINS written as URLs (a trailing slash, a path, capitals, the default port):
-    the services read each as its origin; the gateway's CORS must allow the same origins."""
+    """FRONTEND_ORIGINS written as URLs (a trailing slash, a path, capitals, the default port,
+    an IPv6 address in brackets): the services read each as its origin; the gateway's CORS
+    must allow the same origins."""
     stack, _ = replicas
     assert origin in {origin_of(url) for url in FRONTEND_ORIGINS.split(",")}
     async with httpx.AsyncClient(base_url=stack.gateway_url, trust_env=False) as client:

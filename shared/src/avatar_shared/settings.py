@@ -115,7 +115,9 @@ def origin_of(url: str) -> str:
     parts = urlsplit(url.strip())
     default = {"http": 80, "https": 443}.get(parts.scheme)
     port = f":{parts.port}" if parts.port and parts.port != default else ""
-    return f"{parts.scheme}://{parts.hostname}{port}"
+    # An IPv6 address keeps its brackets, as a browser's Origin (and the gateway's CORS) has them.
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    return f"{parts.scheme}://{host}{port}"
 
 
 class ServiceSettings(SharedSettings, PeerUrls):
