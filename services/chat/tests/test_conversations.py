@@ -676,6 +676,38 @@ async def test_signing_in_moves_the_browsers_conversations(client, backend, redi
     assert other.status_code == 404  # another browser's stayed its own
 
 
+async def test_signing_in_during_a_client_kept_turn_keeps_its_conversation_anonymous(
+    app_client, redis_url
+):
+    # A turn of a conversation the client keeps does not hold it; signing in meanwhile must
+    # not move it, or the turn's record (the anonymous id's) is refused and the reply lost.
+    with emulated_llm("ollama", tokens_per_second=10) as slow:
+        app = create_app(settings_for(redis_url, slow.settings))
+        app.dependency_overrides[current_identity] = callers_from_test_headers
+        async with app_client(app) as client:
+            first = {"messages": [{"role": "user", "content": "hi"}], "persona": PERSONA}
+            made = await client.post("/api/chat", json=first, headers=BROWSER)
+            session = made.json()["data"]["session_id"]
+            history = [*first["messages"], {"role": "assistant", "content": "answer"}]
+            more = {**first, "session_id": session, "tts_enabled": False}
+            more["messages"] = [*history, {"role": "user", "content": "천천히"}]
+            fresh = {**first, "tts_enabled": False}  # a conversation its turn starts
+            turns = [
+                asyncio.create_task(client.post("/api/chat", json=body, headers=BROWSER))
+                for body in (more, fresh)
+            ]
+            while len(slow.recorder.prompts) < 3:  # both turns have reached the LLM  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            answer = await adopt(client, "anon-browser1", "alice")
+            assert answer.json()["data"]["conversations"] == {"moved": 0, "kept": 2}
+            for turn in turns:
+                assert (await turn).status_code == 200
+            assert len(await messages_of(client, session, who=BROWSER)) == 4
+            again = await adopt(client, "anon-browser1", "alice")  # the next sign-in
+            assert again.json()["data"]["conversations"] == {"moved": 2, "kept": 0}
+            assert len(await messages_of(client, session)) == 4
+
+
 async def test_what_does_not_fit_the_account_stays_anonymous(app_client, redis_url, backend):
     app = create_app(settings_for(redis_url, backend.settings, max_conversations_per_user=2))
     app.dependency_overrides[current_identity] = callers_from_test_headers
@@ -712,6 +744,32 @@ async def test_a_conversation_generating_a_reply_is_never_evicted(app_client, re
             assert gone.status_code == 404  # the least recently used one that was free
     for key in await redis.keys("chat:session:*"):
         assert await redis.ttl(key) > 0, key  # an anonymous caller's: nothing kept for good
+
+
+async def test_a_branch_never_evicts_the_conversation_it_is_made_from(
+    app_client, redis_url, backend
+):
+    # An anonymous address keeps 2 sessions; a branch of the least recently written one makes
+    # room by taking the other, not its own source (whose messages past the branch point
+    # would be lost for good).
+    settings = settings_for(redis_url, backend.settings, max_stored_sessions_per_address=2)
+    app = create_app(settings)
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with app_client(app) as client:
+        source = (await start(client, who=BROWSER))["session_id"]
+        other = (await start(client, who=BROWSER))["session_id"]
+        point = await say(client, source, "갈림길 전", who=BROWSER)
+        await say(client, source, "원래 길", who=BROWSER)
+        await say(client, other, "나중에 쓴 대화", who=BROWSER)  # the source is now the oldest
+        branch = await client.post(
+            f"/api/chat/sessions/{source}/branch",
+            json={"message_id": point["message_id"]},
+            headers=BROWSER,
+        )
+        assert branch.status_code == 201, branch.text
+        assert len(await messages_of(client, source, who=BROWSER)) == 4
+        gone = await client.get(f"/api/chat/sessions/{other}", headers=BROWSER)
+        assert gone.status_code == 404
 
 
 async def test_a_turn_sent_as_messages_cannot_write_into_a_kept_conversation(client, backend):

@@ -64,7 +64,7 @@ from avatar_chat.errors import (
     QuotaExceeded,
     SessionNotFound,
 )
-from avatar_chat.limits.admission import ACTIVE, Lease
+from avatar_chat.limits.admission import ACTIVE, Lease, calls_of, session_of_lease
 from avatar_chat.store_scripts import (
     ADOPT,
     CREATE,
@@ -402,9 +402,12 @@ class SessionStore:
         owner: Identity,
         fields: dict[str, str],
         opening: list[msgs.Message],
+        spare: str = "",
     ) -> str:
         """A new server conversation of `owner`'s with its `opening` messages and `fields`
-        (what it is played with); its id. A signed-in owner's is kept, within their quota."""
+        (what it is played with); its id. A signed-in owner's is kept, within their quota;
+        an anonymous owner's may take the place of their oldest, never of `spare` (the
+        conversation a branch is made from)."""
         session_id = str(uuid.uuid4())
         holder = "" if owner.signed_in else _stored_holder(owner)
         encoded = [msgs.encode(m) for m in opening]
@@ -434,6 +437,7 @@ class SessionStore:
                 *self.caps.kept,
                 self.budget.limit,
                 self.caps.library,
+                spare,
                 len(pairs),
                 *pairs,
                 *encoded,
@@ -538,14 +542,15 @@ class SessionStore:
     async def adopt(self, anonymous_id: str, account: str) -> tuple[int, int]:
         """Moves the anonymous id's sessions to the account (signing in keeps what the
         browser made), each in one step: how many moved, and how many stayed (past the
-        account's quotas, or generating a reply right now)."""
+        account's quotas, or with a turn under way right now; a turn starting a conversation
+        the client keeps counts too, as its record will be the anonymous id's)."""
         library = _library(anonymous_id)
         members = await self.redis.zrange(library, 0, -1)  # oldest activity first
         moved = stayed = 0
         for session_id in members:
             keys = [_meta_key(session_id), f"{KEPT}{account}", _stored_of(account)]
             outcome = await self._adopt(
-                keys=[*keys, *self.budget.keys, ACTIVE],
+                keys=[*keys, *self.budget.keys, ACTIVE, calls_of(anonymous_id)],
                 args=[
                     anonymous_id,
                     account,
@@ -562,7 +567,13 @@ class SessionStore:
                 stayed += 1
             else:  # expired meanwhile: it leaves the library
                 await self.redis.zrem(library, session_id)
-        return moved, stayed
+        return moved, stayed + len(await self._turning(anonymous_id) - set(members))
+
+    async def _turning(self, caller: str) -> set[str]:
+        """The conversations `caller` has a turn under way for."""
+        seconds, micros = await self.redis.time()
+        leases = await self.redis.zrangebyscore(calls_of(caller), seconds + micros / 1e6, "+inf")
+        return {session_of_lease(lease) for lease in leases}
 
     async def delete(self, session_id: str, user_id: str) -> None:
         keys = [_meta_key(session_id), *self.budget.keys]

@@ -104,25 +104,28 @@ end
 -- most there goes (the incoming session counted as its owner's), so one that keeps many gives
 -- up its own before a neighbour that keeps few, and a newcomer has room to grow to an equal
 -- share. (An account reads one by one, oldest first; an address's are few: read at once.)
-local function evictable(stored_of, holder, owner, account)
+-- `spare` (or nil) is never chosen: the conversation a branch is made from.
+local function evictable(stored_of, holder, owner, account, spare)
   if account then
     local index = 0
     while true do
       local member = redis.call('ZRANGE', stored_of, index, index)[1]
       if not member then return nil end
       local its = meta_of(member)
-      if redis.call('HGET', its, 'holder') ~= holder then return member end
-      if redis.call('EXISTS', its .. ':busy') == 0 then return member end
+      if member ~= spare then
+        if redis.call('HGET', its, 'holder') ~= holder then return member end
+        if redis.call('EXISTS', its .. ':busy') == 0 then return member end
+      end
       index = index + 1
     end
   end
   local held, oldest, at = {[owner] = 1}, {}, {}
   for index, member in ipairs(redis.call('ZRANGE', stored_of, 0, -1)) do
     local its = meta_of(member)
-    if redis.call('HGET', its, 'holder') ~= holder then return member end
+    if member ~= spare and redis.call('HGET', its, 'holder') ~= holder then return member end
     local its_owner = redis.call('HGET', its, 'owner') or ''
     held[its_owner] = (held[its_owner] or 0) + 1
-    if not oldest[its_owner] and redis.call('EXISTS', its .. ':busy') == 0 then
+    if not oldest[its_owner] and member ~= spare and redis.call('EXISTS', its .. ':busy') == 0 then
       oldest[its_owner], at[its_owner] = member, index
     end
   end
@@ -138,8 +141,9 @@ end
 
 -- Makes the session (of `owner`'s) one of its holder's stored (expiring) sessions, scored by
 -- when it expires: expired ones leave the count; a session new to it past `cap` makes room
--- by deleting one of the holder's (`evictable`), whose active place goes with it.
-local function holder_take(id, holder, owner, cap, stored_of, active, now, expires, bt, bh, bu)
+-- by deleting one of the holder's (`evictable`, never `spare`), whose active place goes with it.
+local function holder_take(id, holder, owner, cap, stored_of, active, now, expires, bt, bh, bu,
+                           spare)
   local meta = meta_of(id)
   local was = redis.call('HGET', meta, 'holder')
   if was and was ~= holder then  -- an anonymous id's session continued from another address
@@ -155,8 +159,8 @@ local function holder_take(id, holder, owner, cap, stored_of, active, now, expir
   if not redis.call('ZSCORE', stored_of, id) then
     local count = redis.call('ZCARD', stored_of)
     while count >= cap do
-      local oldest = evictable(stored_of, holder, owner, account)
-      if not oldest then break end  -- every one is generating a reply
+      local oldest = evictable(stored_of, holder, owner, account, spare)
+      if not oldest then break end  -- every one is generating a reply, or spared
       local its = meta_of(oldest)
       if redis.call('HGET', its, 'holder') == holder then
         local its_owner = redis.call('HGET', its, 'owner')
@@ -301,15 +305,16 @@ return 1
 # KEYS: meta, messages, the budget's total, held, until, the holder's stored sessions, the
 # active sessions, the owner's kept counts.
 # ARGV: 1 id, 2 owner, 3 now (ISO), 4 ttl, 5 holder ('' when kept), 6 holder cap, 7 kept count
-# at most, 8 kept bytes at most, 9 the budget's limit, 10 library bound, 11 how many field
-# names and values follow, then those, then the messages as JSON.
+# at most, 8 kept bytes at most, 9 the budget's limit, 10 library bound, 11 the session not
+# to evict to make room (a branch's source, or ''), 12 how many field names and values
+# follow, then those, then the messages as JSON.
 # Returns {'created'}, {'storage'} or {'quota', 'count'|'bytes'}.
 CREATE = _named(
     FUNCTIONS
     + """
 local meta, messages = KEYS[1], KEYS[2]
 local id, ttl = ARGV[1], tonumber(ARGV[4])
-local fields_end = 11 + tonumber(ARGV[11])
+local fields_end = 12 + tonumber(ARGV[12])
 local stored = 0
 for i = fields_end + 1, #ARGV do stored = stored + #ARGV[i] end
 local now = clock()
@@ -329,12 +334,12 @@ if kept then
 end
 if not kept then
   holder_take(id, ARGV[5], ARGV[2], tonumber(ARGV[6]), KEYS[6], KEYS[7], now, expires,
-    KEYS[3], KEYS[4], KEYS[5])
+    KEYS[3], KEYS[4], KEYS[5], ARGV[11])
 end
 redis.call('HSET', meta, 'owner', ARGV[2], 'created_at', ARGV[3], 'updated_at', ARGV[3],
   'mode', 'server', 'message_count', #ARGV - fields_end)
 if kept then redis.call('HSET', meta, 'kept', '1') end
-if fields_end > 11 then redis.call('HSET', meta, unpack(ARGV, 12, fields_end)) end
+if fields_end > 12 then redis.call('HSET', meta, unpack(ARGV, 13, fields_end)) end
 if #ARGV > fields_end then redis.call('RPUSH', messages, unpack(ARGV, fields_end + 1)) end
 session_charge(id, stored, expires, KEYS[3], KEYS[4], KEYS[5])
 session_expire(meta, ttl)
@@ -441,11 +446,13 @@ return 1
 # Moves one session of an anonymous id's to an account (signing in keeps what the browser
 # made, avatar_shared.adoption): a server conversation becomes a kept one within the account's
 # quota; a client's record joins the account's expiring sessions while they have room. Past
-# either, or while a reply for it is generated, it stays the anonymous id's (and expiring).
+# either, or while a turn for it is under way (a server conversation's holds it; a client's
+# is named by the turn's lease, admission.turn_lease), it stays the anonymous id's (and
+# expiring): the turn's record would be refused as another's.
 # KEYS: meta, the account's kept counts, the account's stored sessions, the budget's total,
-# held, until, the active sessions. ARGV: 1 the anonymous id, 2 the account, 3 the session
-# id, 4 kept count at most, 5 kept bytes at most, 6 expiring sessions at most, 7 ttl,
-# 8 library bound.
+# held, until, the active sessions, the anonymous id's turn leases. ARGV: 1 the anonymous
+# id, 2 the account, 3 the session id, 4 kept count at most, 5 kept bytes at most,
+# 6 expiring sessions at most, 7 ttl, 8 library bound.
 # Returns 'moved', 'kept' or 'gone' (expired, or no longer the anonymous id's).
 ADOPT = _named(
     FUNCTIONS
@@ -455,6 +462,9 @@ local from, to, id, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[7])
 if redis.call('HGET', meta, 'owner') ~= from then return 'gone' end
 if redis.call('EXISTS', meta .. ':busy') == 1 then return 'kept' end
 local now = clock()
+for _, lease in ipairs(redis.call('ZRANGEBYSCORE', KEYS[8], now, '+inf')) do
+  if string.sub(lease, -(#id + 1)) == ':' .. id then return 'kept' end
+end
 local server = redis.call('HGET', meta, 'mode') == 'server'
 local stored = tonumber(redis.call('HGET', meta, 'stored_bytes') or '0')
 if server then

@@ -88,7 +88,7 @@ async def branch(
     marks = [[n, d] for n, d in read_marks(meta) if n <= index + 1]
     fields["memory_marks"] = json.dumps(marks) if marks else ""
     kept = state.messages[: index + 1]
-    new_id = await chat.sessions.create(caller.identity, fields, kept)
+    new_id = await chat.sessions.create(caller.identity, fields, kept, spare=session_id)
     await chat.sessions.copy_summaries(session_id, new_id, len(kept))
     return await history(chat, new_id, caller)
 

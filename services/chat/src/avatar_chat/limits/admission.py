@@ -291,7 +291,7 @@ class Admission:
         keys += [calls_of(mine), calls_of(ours), *self.budget.keys]
         busy, meta = f"chat:session:{session_id}:busy", f"chat:session:{session_id}"
         keys += [busy, meta]
-        lease_id = nonce()
+        lease_id = turn_lease(session_id)
         args: list[EncodableT] = [session_id, limits.idle_s, limits.sessions]
         args += [limits.sessions_per_user, limits.rate_per_min, RATE_WINDOW_S, lease_id]
         args += [limits.sessions_per_address if address else 0, limits.calls_per_user]
@@ -449,3 +449,13 @@ def background_of(caller: str) -> str:
 
 def calls_of(caller: str) -> str:
     return f"chat:calls-of:{caller}"
+
+
+def turn_lease(session_id: str) -> str:
+    """A turn's lease id: a nonce naming its conversation, so that signing in can tell which
+    of an anonymous id's conversations have a turn under way (store_scripts.ADOPT)."""
+    return f"{nonce()}:{session_id}"
+
+
+def session_of_lease(lease_id: str) -> str:
+    return lease_id.rpartition(":")[2]
