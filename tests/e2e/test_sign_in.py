@@ -145,6 +145,27 @@ async def test_signing_in_keeps_the_3d_avatar_the_browser_made(stack):
     assert left.status_code == 404
 
 
+async def test_3d_jobs_still_running_at_sign_in_become_the_accounts_as_they_end(stack):
+    """The browser signs in just after its uploads, while its jobs wait or run (the stack's
+    one worker runs one relief job at a time: the third waits for the first two, longer
+    than a sign-in takes): the account follows each to its end, then lists them and gets
+    their models at the same URLs; the anonymous id, asked again, gets 404."""
+    async with browser(stack) as client:
+        jobs = [await submit(client) for _ in range(3)]
+        anonymous_cookie = client.cookies["anon_id"]
+        await sign_in(client, "grete")
+        ended = [(await follow(client, job["status_url"]))[-1]["status"] for job in jobs]
+        listed = (await client.get("/api/generate/jobs")).json()["data"]["jobs"]
+        theirs = [await client.get(f"/api/generate/result/{job['job_id']}.glb") for job in jobs]
+    async with browser(stack) as anonymous:
+        anonymous.cookies.set("anon_id", anonymous_cookie)
+        left = [(await anonymous.get(job["status_url"])).status_code for job in jobs]
+    assert ended == ["completed"] * 3
+    assert [j["job_id"] for j in listed] == [job["job_id"] for job in reversed(jobs)]
+    assert [(r.status_code, r.content[:4]) for r in theirs] == [(200, b"glTF")] * 3
+    assert left == [404] * 3
+
+
 async def test_the_adoption_call_is_for_peers_only(stack, gateway):
     """No client reaches it through the gateway (the edge's 404), and on the service's own
     port it is refused without a peer's signature."""

@@ -102,7 +102,8 @@ async def test_a_peer_without_the_call_or_down_is_logged_and_the_others_move(
 
 async def test_gen3d_is_asked_by_default(redis_url, redis, tmp_path):
     """A browser's 3D job, not finished at its sign-in: gen3d is asked (by default), answers
-    that it stays, and the anonymous id keeps it until the next sign-in."""
+    that it stays for now (it moves as it ends: gen3d's tests), so the browser keeps its
+    anonymous id."""
     config = Gen3dSettings(redis_url=redis_url, assets_dir=str(tmp_path / "assets"))
     with (
         characters_service(redis_url) as characters,
@@ -122,7 +123,7 @@ async def test_gen3d_is_asked_by_default(redis_url, redis, tmp_path):
         )
         with logged("avatar.auth.adoption") as records:
             everything = await adopted(settings, anon_id, "user-1")
-    assert everything is False  # the unfinished job stays the anonymous id's
+    assert everything is False  # the unfinished job is the anonymous id's until it ends
     kinds = {r.fields["peer"]: r.fields.get("kinds") for r in records}
     assert kinds["gen3d"] == {"3d_jobs": {"moved": 0, "kept": 1}}
 

@@ -1,12 +1,14 @@
 """Signing in keeps the 3D avatars the browser made (avatar_shared.adoption): the peer call
 `POST /internal/accounts/adopt` moves an anonymous id's finished 3D jobs to an account (listed,
-their status and result files served to it, their bytes charged to it), leaves the unfinished
-ones where they are, moves each once, and only when a service of ours signed it.
+their status and result files served to it, their bytes charged to it), and the unfinished
+ones as they end (a worker that dies halfway leaves the move to be finished later), moves
+each once, and only when a service of ours signed it.
 
 Anonymous callers are who their cookie says (as through the gateway); signed-in ones speak
 through a second app over the same Redis and assets folder (`as_user`). Auth's side is tested
 in services/auth/tests/test_adoption.py."""
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -15,8 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from avatar_gen3d import service
+from avatar_gen3d import moves
 from avatar_gen3d.app import create_app
+from avatar_gen3d.files import folder_size
+from avatar_gen3d.jobs import ADOPTING, JobBook
 from avatar_gen3d.retention import FILES, HOLDER_OF, TOTAL, USAGE
 from avatar_shared.adoption import ADOPT_PATH
 from avatar_shared.identity import current_identity
@@ -89,6 +93,15 @@ async def served(client, job_id: str, **kw) -> list[int]:
     return [(await client.get(path, **kw)).status_code for path in paths]
 
 
+async def until_no_promise(redis) -> None:
+    """Until no job is promised to an account (the worker has made the move's first step)."""
+    for _ in range(200):
+        if not await redis.hlen(ADOPTING):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("a promise was never kept")
+
+
 def folder(settings, user: str, job_id: str) -> Path:
     return Path(settings.assets_dir) / user / "3d" / job_id
 
@@ -115,23 +128,29 @@ async def test_a_browsers_finished_jobs_become_the_accounts(settings, redis):
     assert not folder(settings, anon_id, first).exists()
 
 
-async def test_an_unfinished_job_stays_until_the_next_sign_in(settings, redis):
+async def test_a_job_unfinished_at_the_sign_in_becomes_the_accounts_as_it_ends(settings, redis):
     async with apps(settings) as (browser, account):
         anon_id = returning_visitor(browser)
-        waiting = await submit(browser)
+        job_id = await submit(browser)  # no worker yet: it waits, as one running would
         answer = await adopt(browser, anon_id, "alice")
-        to_alice = await served(account, waiting, headers=ALICE)
+        meanwhile = await account.get(f"/api/generate/status/{job_id}", headers=ALICE)
         async with running_worker(settings, redis):  # its worker writes the browser's folder
-            done = await until_finished(browser, waiting)
-        still_the_browsers = await listed(browser)
-        later = await adopt(browser, anon_id, "alice")
+            done = await until_finished(account, job_id, headers=ALICE)
         alices = await listed(account, headers=ALICE)
-        then_to_alice = await served(account, waiting, headers=ALICE)
+        to_alice = await served(account, job_id, headers=ALICE)
+        left = await listed(browser)
+        to_the_browser = await served(browser, job_id)
+    # The anonymous id's until it ends: counted `kept`, so the browser keeps its id meanwhile.
     assert answer.json()["data"] == {"3d_jobs": {"moved": 0, "kept": 1}}
-    assert to_alice == [404, 404, 404]
-    assert done["status"] == "completed" and still_the_browsers == [waiting]
-    assert later.json()["data"] == {"3d_jobs": {"moved": 1, "kept": 0}}
-    assert alices == [waiting] and then_to_alice == [200, 200, 200]
+    assert meanwhile.status_code == 200 and meanwhile.json()["data"]["status"] == "queued"
+    assert done["status"] == "completed"
+    assert alices == [job_id] and to_alice == [200, 200, 200]
+    assert left == [] and to_the_browser == [404, 404, 404]
+    assert not folder(settings, anon_id, job_id).exists()
+    alices_bytes = folder_size(folder(settings, "alice", job_id))
+    assert alices_bytes > 0 and await redis.zscore(USAGE, "alice") == alices_bytes
+    assert await redis.zscore(USAGE, ADDRESS) is None  # the address got its room back
+    assert await redis.hlen(ADOPTING) == 0
 
 
 async def test_a_second_call_moves_nothing_more(settings, redis):
@@ -194,6 +213,49 @@ async def test_what_would_pass_the_accounts_bytes_stays_anonymous(settings, redi
     assert await redis.zscore(USAGE, "alice") == size  # never over its bound
 
 
+async def test_a_job_that_fails_after_the_sign_in_moves_as_failed(settings, redis):
+    async with apps(settings) as (browser, account):
+        anon_id = returning_visitor(browser)
+        job_id = await submit(browser)
+        folder(settings, anon_id, job_id).joinpath("input.png").write_bytes(b"damaged on disk")
+        await adopt(browser, anon_id, "alice")
+        async with running_worker(settings, redis):
+            status = await until_finished(account, job_id, headers=ALICE)
+        alices = await listed(account, headers=ALICE)
+        left = await listed(browser)
+    assert (status["status"], status["error"]) == ("failed", "입력 이미지를 읽을 수 없습니다.")
+    assert alices == [job_id] and left == []
+    assert not folder(settings, "alice", job_id).exists()
+    assert not folder(settings, anon_id, job_id).exists()
+    assert await redis.hlen(ADOPTING) == 0
+
+
+async def test_an_unfinished_job_that_would_pass_the_accounts_bytes_stays_anonymous(
+    settings, redis
+):
+    # Room for one job's files and a half: alice's own job leaves none for the browser's.
+    size = await job_bytes(settings, redis)
+    small = settings.model_copy(update={"gen3d_max_bytes_per_user": size * 3 // 2})
+    async with apps(small) as (browser, account):
+        anon_id = returning_visitor(browser)
+        alices_own = await finished(account, small, redis, headers=ALICE)
+        job_id = await submit(browser)
+        answer = await adopt(browser, anon_id, "alice")
+        async with running_worker(small, redis):
+            done = await until_finished(browser, job_id)
+        to_alice = await served(account, job_id, headers=ALICE)
+        alices = await listed(account, headers=ALICE)
+        still = await served(browser, job_id)
+        the_browsers = await listed(browser)
+    assert answer.json()["data"] == {"3d_jobs": {"moved": 0, "kept": 1}}
+    assert done["status"] == "completed"
+    assert to_alice == [404, 404, 404] and alices == [alices_own]
+    assert still == [200, 200, 200] and the_browsers == [job_id]
+    assert await redis.zscore(USAGE, "alice") == size  # never over its bound
+    assert await redis.zscore(USAGE, ADDRESS) == size
+    assert await redis.hlen(ADOPTING) == 0
+
+
 async def test_the_address_gets_the_room_of_what_moved_back(settings, redis):
     # Room for one job's files and a half per holder: had the adopted files stayed counted
     # against the browser's address, its next job would push them out of alice's account.
@@ -220,7 +282,7 @@ async def test_a_crash_before_the_rename_leaves_the_job_the_accounts(settings, r
         anon_id = returning_visitor(browser)
         job_id = await finished(browser, settings, redis)
         with monkeypatch.context() as patched:
-            patched.setattr(service, "rename_folder", crash)
+            patched.setattr(moves, "rename_folder", crash)
             answer = await adopt(browser, anon_id, "alice")
         to_the_browser = await served(browser, job_id)
         to_alice = await served(account, job_id, headers=ALICE)  # renamed as it is read
@@ -238,7 +300,7 @@ async def test_a_restart_finishes_a_move_a_crash_left_halfway(settings, redis, m
     async with apps(settings) as (browser, _account):
         anon_id = returning_visitor(browser)
         job_id = await finished(browser, settings, redis)
-        monkeypatch.setattr(service, "rename_folder", crash)
+        monkeypatch.setattr(moves, "rename_folder", crash)
         await adopt(browser, anon_id, "alice")
         monkeypatch.undo()
     assert not folder(settings, "alice", job_id).exists()
@@ -246,6 +308,50 @@ async def test_a_restart_finishes_a_move_a_crash_left_halfway(settings, redis, m
         pass
     assert folder(settings, "alice", job_id).is_dir()
     assert await redis.hlen("gen3d:moving") == 0
+
+
+# Where a worker dies after its job ended, and what finishes the move it did not make.
+CRASHES = {
+    "before-the-move": (JobBook, "move"),  # the job is final, its promise not kept
+    "before-the-rename": (moves, "rename_folder"),  # the account's, its folder not renamed
+}
+
+
+@pytest.mark.parametrize("finisher", ["the-accounts-read", "a-sign-in", "a-restart"])
+@pytest.mark.parametrize("crash", CRASHES)
+async def test_a_move_a_worker_left_halfway_is_finished_later(
+    settings, redis, monkeypatch, crash, finisher
+):
+    def died(*args: object) -> None:
+        raise OSError("the process died here")
+
+    async with apps(settings) as (browser, account):
+        anon_id = returning_visitor(browser)
+        job_id = await submit(browser)
+        await adopt(browser, anon_id, "alice")
+        with monkeypatch.context() as patched:
+            patched.setattr(*CRASHES[crash], died)
+            async with running_worker(settings, redis):
+                if crash == "before-the-move":
+                    assert (await until_finished(browser, job_id))["status"] == "completed"
+                else:  # until step 1 is made: the browser's reads answer 404 from then on
+                    await until_no_promise(redis)
+        if finisher == "the-accounts-read":
+            await account.get(f"/api/generate/result/{job_id}.glb", headers=ALICE)
+        elif finisher == "a-sign-in":
+            await adopt(browser, anon_id, "alice")
+        else:
+            async with apps(settings):  # started again (another replica): moved at once
+                pass
+        assert await redis.hlen(ADOPTING) == 0 and await redis.hlen("gen3d:moving") == 0
+        assert folder(settings, "alice", job_id).is_dir()
+        assert not folder(settings, anon_id, job_id).exists()
+        to_alice = await served(account, job_id, headers=ALICE)
+        alices = await listed(account, headers=ALICE)
+        to_the_browser = await served(browser, job_id)
+    assert to_alice == [200, 200, 200] and alices == [job_id]
+    assert to_the_browser == [404, 404, 404]
+    assert await redis.zscore(USAGE, "alice") == folder_size(folder(settings, "alice", job_id))
 
 
 async def test_a_rebuilt_retention_index_charges_a_moved_folder_to_the_account(settings, redis):
@@ -272,3 +378,22 @@ async def test_a_cancelled_job_moves_as_failed_without_files(settings, redis):
     assert status["data"]["status"] == "failed" and status["data"]["error"] == "취소되었습니다."
     assert not folder(settings, "alice", job_id).exists()
     assert not folder(settings, anon_id, job_id).exists()
+
+
+async def test_the_account_may_cancel_a_job_it_is_to_have(settings, redis):
+    async with apps(settings) as (browser, account):
+        anon_id = returning_visitor(browser)
+        job_id = await submit(browser)
+        await adopt(browser, anon_id, "alice")
+        cancelled = await account.delete(f"/api/generate/{job_id}", headers=ALICE)
+        status = (await account.get(f"/api/generate/status/{job_id}", headers=ALICE)).json()
+        alices = await listed(account, headers=ALICE)
+        left = await listed(browser)
+    assert cancelled.status_code == 200, cancelled.text
+    assert status["data"]["status"] == "failed" and status["data"]["error"] == "취소되었습니다."
+    assert alices == [job_id] and left == []
+    assert not folder(settings, "alice", job_id).exists()
+    assert not folder(settings, anon_id, job_id).exists()
+    # Its places (the browser's, its address's) given back, as its submitter held them.
+    assert not await redis.exists(f"gen3d:active:{anon_id}", f"gen3d:active:{ADDRESS}")
+    assert await redis.hlen(ADOPTING) == 0

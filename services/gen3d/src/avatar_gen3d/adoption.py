@@ -1,8 +1,10 @@
-"""The gen3d service's part of signing in (avatar_shared.adoption): the finished 3D jobs an
-anonymous browser made become the account's: listed, their status and their results served
-to it (at the same URLs), their files charged to it in retention. A job not finished yet, or
-whose files would pass the account's GEN3D_MAX_BYTES_PER_USER, stays the anonymous id's
-(`kept`). How each job moves, and what a crash halfway leaves: `service.Gen3dService`.
+"""The gen3d service's part of signing in (avatar_shared.adoption): the 3D jobs an anonymous
+browser made become the account's: listed, their status and their results served to it (at
+the same URLs), their files charged to it in retention. A finished job moves at once; one
+queued or running moves as it ends (until then the anonymous id's, counted `kept`, its
+status readable by the account too). A job whose files would pass the account's
+GEN3D_MAX_BYTES_PER_USER stays the anonymous id's (`kept`). How each job moves, and what a
+crash halfway leaves: `service`'s docstring.
 
 A peer's call only (auth's, at a sign-in): not in the OpenAPI document, not routed by the
 gateway, and refused (403 not_a_peer) without a valid peer signature. Not counted against

@@ -21,6 +21,10 @@ Our own keys:
 - `gen3d:durations:{backend}`: the last 20 durations (s), for `estimated_time`.
 - `gen3d:moving`: job id -> the anonymous id it was adopted from, while its folder has not
   been renamed to its new owner's yet (see `service.Gen3dService.adopt`).
+- `gen3d:adopting`: job id -> the account a sign-in promised it to, while it was queued or
+  running: it moves once it ends (see `service`'s docstring). A job has one entry at most,
+  and only unfinished ones get one, so it stays small; the hash expires a job's lifetime
+  after the last promise (none outlives its job).
 - `saq:{queue}:wait:{holder}`, `saq:{queue}:ring`, `saq:{queue}:waiting`, `saq:{queue}:wake`:
   the fair turns (see FairQueue).
 """
@@ -114,6 +118,12 @@ def holder_of(job: Job) -> str:
     """Whose turn a job waits for; jobs of earlier versions name none: their user's."""
     kwargs = job.kwargs or {}
     return str(kwargs.get("holder") or kwargs.get("user_id") or "")
+
+
+def submitter_of(job: Job) -> str:
+    """Who submitted a job: whose folder its worker writes and whose places it holds (its
+    owner too, until a sign-in moves it)."""
+    return str((job.kwargs or {}).get("user_id") or "")
 
 
 class FairQueue(RedisQueue):
@@ -259,17 +269,19 @@ def places_of(user_id: str, holder: str) -> list[str]:
     return [f"gen3d:active:{key}" for key in dict.fromkeys((user_id, holder))]
 
 
-MOVING = "gen3d:moving"
+MOVING, ADOPTING = "gen3d:moving", "gen3d:adopting"
 # What `JobBook.move` did: the job was not `from`'s (moved already, or never), it moved and
 # has no files counted (none left, or being removed by retention), it moved and its folder
 # is to be renamed (it is listed in MOVING), or it stayed: it would pass the account's bytes.
 NOT_THEIRS, MOVED_NO_FILES, MOVED, KEPT = 0, 1, 2, -1
 
 # KEYS: the job's owner, from's listing, to's listing, retention's files, holder-of, usage,
-# moving. ARGV: job id, from, to, its folder now, its folder to be, the prefix of retention's
-# held(), the account's cap of bytes, the listing's ttl. One job from `from` to `to`, in one
-# step (see `JobBook.move`).
+# moving, adopting. ARGV: job id, from, to, its folder now, its folder to be, the prefix of
+# retention's held(), the account's cap of bytes, the listing's ttl. One job from `from` to
+# `to`, in one step (see `JobBook.move`); a promise of the job is settled by it, whatever
+# the outcome.
 _MOVE = """
+redis.call('HDEL', KEYS[8], ARGV[1])
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
 local entry = redis.call('HGET', KEYS[5], ARGV[4])
 local size, holder
@@ -362,10 +374,11 @@ class JobBook:
         second of `folders`), its bytes taken off its holder (the anonymous caller's address)
         and charged to `to`, unless they would pass `cap_bytes` of `to`'s: then nothing
         changes (KEPT). A folder that moves is listed in MOVING until `moved` says it was
-        renamed. NOT_THEIRS, MOVED_NO_FILES, MOVED or KEPT."""
+        renamed. The job's promise (ADOPTING), if any, goes in the same step: it is kept, or
+        void. NOT_THEIRS, MOVED_NO_FILES, MOVED or KEPT."""
         keys = [
             f"gen3d:owner:{job_id}", f"gen3d:jobs:{from_id}", f"gen3d:jobs:{to}", FILES,
-            HOLDER_OF, USAGE, MOVING,
+            HOLDER_OF, USAGE, MOVING, ADOPTING,
         ]  # fmt: skip
         old, new = folders
         args: list[str | int] = [job_id, from_id, to, old, new, held(""), cap_bytes, self.ttl_s]
@@ -383,6 +396,28 @@ class JobBook:
     async def moved(self, job_id: str) -> None:
         await self.redis.hdel(MOVING, job_id)  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
 
+    async def promise(self, job_id: str, to: str, lifetime_s: float) -> None:
+        """An unfinished job is to move to `to` once it ends (a later sign-in's promise
+        replaces an earlier one's: the browser is that account's now). The hash lives
+        `lifetime_s` past this promise, a job's longest life: its entries outlive no job."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(ADOPTING, job_id, to)
+            pipe.expire(ADOPTING, int(lifetime_s))
+            await pipe.execute()
+
+    async def promised_to(self, job_id: str) -> str | None:
+        to: str | None = await self.redis.hget(ADOPTING, job_id)  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
+        return to
+
+    async def promises(self) -> dict[str, str]:
+        """Jobs promised at a sign-in and not moved yet: job id -> the account."""
+        promised: dict[str, str] = await self.redis.hgetall(ADOPTING)  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
+        return promised
+
+    async def unpromise(self, job_id: str) -> None:
+        """The job's record expired: there is nothing left to move."""
+        await self.redis.hdel(ADOPTING, job_id)  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
+
     async def forget(self, job_id: str, user_id: str) -> None:
         """A job whose record expired leaves the listing too."""
         await self.redis.zrem(f"gen3d:jobs:{user_id}", job_id)
@@ -399,6 +434,15 @@ class JobBook:
     async def owner(self, job_id: str) -> str | None:
         owner: str | None = await self.redis.get(f"gen3d:owner:{job_id}")
         return owner
+
+    async def owner_and_promise(self, job_id: str) -> tuple[str | None, str | None]:
+        """The job's owner and the account it is promised to, read in one step: a move
+        between two reads could show the job as neither's."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(f"gen3d:owner:{job_id}")
+            pipe.hget(ADOPTING, job_id)
+            owner, to = await pipe.execute()
+        return owner, to
 
     async def active(self, places: str) -> list[tuple[str, float]]:
         """The places taken in one set, each job with the time its place was taken."""

@@ -1,21 +1,34 @@
 """3D generation: an uploaded picture becomes a job in its backend's queue, a worker makes it
 a GLB.
 
-Signing in (`adopt`, avatar_shared.adoption): an anonymous id's finished jobs become the
-account's, each in two steps, in this order:
+Signing in (`adopt`, avatar_shared.adoption): an anonymous id's jobs become the account's.
+A finished one moves at once (`moves.Mover.move`), in two steps, in this order:
 1. one script (`JobBook.move`) changes its owner, its listing and its retention entry (now
    keyed by the account's folder, its bytes charged to the account) and lists it in
    `gen3d:moving`;
 2. its folder is renamed to the account's (one atomic rename), and it leaves `gen3d:moving`.
 A crash between the two leaves a job the account owns whose folder still has the anonymous
 id's name: it is listed in `gen3d:moving`, so the next read of its result, the next
-adoption call and the next start of the API rename it (`_finish_move`); the account reads it
+adoption call and the next start of the API rename it (`finish_moves`); the account reads it
 either way (its status at once, its files from that rename on), and the anonymous id reads
 it no more. The other order could leave the anonymous id owning a job whose folder has gone.
 Retention may remove the folder at any moment: before step 1 the script finds no entry (the
 job moves, its files do not: retention is removing them); between the two, it removes the
 account's (not yet renamed) folder from its index, and the rename that follows sees that and
 removes the folder it just renamed.
+
+A job still queued or running cannot move yet: its worker writes the folder its arguments
+name. The sign-in promises it to the account instead (`gen3d:adopting`: job id -> account),
+and whoever ends it makes the same two steps right after: the worker once saq has marked
+the job final (its after-job hook), or `cancel` for a job that ends there. Until then the
+job is the anonymous id's (its listing, its places, its folder, its bytes) and the account
+reads it too (`_owned`). The account's bytes are checked at the move, as for a finished
+job: one whose files would pass them stays the anonymous id's; step 1 settles the promise
+either way. A crash between the job's end and step 1 (or saq's sweep failing a job whose
+worker died, which no hook sees) leaves an ended job promised: the account's next read of
+it, the next adoption call and the next start move it (`finish_moves`); a crash after step
+1 is the case above. The sign-in promises first and reads the job again after: one that
+ended meanwhile, its worker having looked for a promise before there was one, moves then.
 """
 
 import asyncio
@@ -49,7 +62,6 @@ from avatar_gen3d.jobs import (
     FINAL,
     FUNCTION,
     KEPT,
-    MOVED,
     NOT_THEIRS,
     STATUS_OF,
     FairQueue,
@@ -58,7 +70,9 @@ from avatar_gen3d.jobs import (
     job_settings,
     places_of,
     progress_of,
+    submitter_of,
 )
+from avatar_gen3d.moves import Mover
 from avatar_gen3d.retention import Retention
 from avatar_gen3d.schemas import (
     Backend,
@@ -110,13 +124,6 @@ def status_of(job: Job, cancelled: bool) -> JobStatus:
     )
 
 
-def rename_folder(old: Path, new: Path) -> None:
-    """`old` becomes `new` in one step; nothing when `old` is gone (renamed already)."""
-    new.parent.mkdir(parents=True, exist_ok=True)
-    with suppress(FileNotFoundError):
-        old.rename(new)
-
-
 def holder(caller: Caller) -> str:
     """Whose share a job uses (its turn in the queue, its files' bytes): a signed-in user's
     own; anonymous callers share their client address's, since their ids cost nothing."""
@@ -135,6 +142,7 @@ class Gen3dService:
             settings.gen3d_max_bytes_per_user,
             settings.gen3d_max_age_s,
         )
+        self.mover = Mover(self.book, self.retention, settings.assets_dir)
         limits = (settings.gen3d_rate_per_hour, settings.gen3d_rate_per_hour_per_address)
         self.rate = CallerRate(redis, "gen3d", limits, 3600, "3D jobs", "an hour")
         self.budget = Budget(redis, "jobs", settings.redis_maxmemory_bytes)
@@ -240,7 +248,8 @@ class Gen3dService:
         """A waiting job leaves its queue; a running one is stopped by its worker within about
         a second. Either way it ends as `failed` with the error "취소되었습니다." and its files
         go. (A job already sent to the Hunyuan3D server runs there to its end: that server
-        cannot cancel; only our worker stops waiting for it.)"""
+        cannot cancel; only our worker stops waiting for it.) The account a sign-in promised
+        the job to may cancel it too; it moves to that account as it ends."""
         await self._owned(job_id, user_id)
         job = await self._job(job_id)
         if job is None or job.status in FINAL or await self.book.cancelled([job_id]):
@@ -248,11 +257,14 @@ class Gen3dService:
         await self.book.cancel(job_id)
         assert job.queue is not None  # set by the queue that read it
         await job.queue.abort(job, error="cancelled")
-        await self.book.finished(job_id, user_id, holder_of(job))
+        submitter = submitter_of(job)  # its places and folder, whoever cancels it
+        await self.book.finished(job_id, submitter, holder_of(job))
         # Ended by the abort (it waited for its turn or for a retry): no worker holds it to
-        # clean up after it. A running job's worker removes its files as it stops.
+        # clean up after it, nor to move it. A running job's worker does both as it stops.
         if job.status in FINAL:
-            await self.retention.remove(JobFolder(self.settings.assets_dir, user_id, job_id).path)
+            folder = JobFolder(self.settings.assets_dir, submitter, job_id)
+            await self.retention.remove(folder.path)
+            await self.mover.keep_promise(job)
         return status_of(job, cancelled=True)
 
     async def result(self, job_id: str, user_id: str, kind: str) -> Path:
@@ -261,16 +273,17 @@ class Gen3dService:
         if not await asyncio.to_thread(path.is_file):
             # Adopted, and its folder not renamed yet (a crash halfway): renamed now.
             if (from_id := await self.book.moving_from(job_id)) is not None:
-                await self._finish_move(job_id, from_id, user_id)
+                await self.mover.finish_move(job_id, from_id, user_id)
             if not await asyncio.to_thread(path.is_file):
                 raise ResultNotFound(job_id)
         return path
 
     async def adopt(self, from_id: str, to: str) -> KindMoved:
-        """At a sign-in: `from_id`'s finished jobs (completed or failed) become `to`'s, oldest
-        first, each whole (see the module's docstring). A job not finished stays (its worker
-        writes into the folder its arguments name), as does one whose files would pass
-        GEN3D_MAX_BYTES_PER_USER of the account's: both are counted `kept`."""
+        """At a sign-in: `from_id`'s jobs become `to`'s, oldest first, each whole (see the
+        module's docstring). A finished one (completed or failed) moves now; one queued or
+        running is promised to `to` and moves as it ends. Counted `kept`: a promised job (the
+        anonymous id's until it ends, so the browser keeps its id meanwhile), and one whose
+        files would pass GEN3D_MAX_BYTES_PER_USER of the account's."""
         await self.finish_moves()
         ids = await self.book.every(from_id)
         cancelled = await self.book.cancelled(ids)
@@ -279,46 +292,43 @@ class Gen3dService:
             if job is None:  # its record expired (JOB_TTL_S)
                 await self.book.forget(job_id, from_id)
                 continue
-            if job.status not in FINAL:
-                kept += 1
-                continue
-            old, new = self._folders(job_id, from_id, to)
-            if job_id in cancelled:
-                # Its files go (`cancel` removes them just after the abort ends the job):
-                # removed now, so none can move out of that removal's way.
-                await self.retention.remove(old)
-            outcome = await self.book.move(
-                job_id, from_id, to, (str(old), str(new)), self.retention.max_bytes_per_holder
-            )
-            if outcome == KEPT:
+            outcome: int | None
+            if job.status in FINAL:
+                outcome = await self.mover.move(job_id, from_id, to, job_id in cancelled)
+            else:
+                outcome = await self._promise(job_id, to)
+            if outcome is None or outcome == KEPT:
                 kept += 1
             elif outcome != NOT_THEIRS:  # another call moved it meanwhile
                 moved += 1
-                if outcome == MOVED:
-                    await self._finish_move(job_id, from_id, to)
         return KindMoved(moved=moved, kept=kept)
 
+    async def _promise(self, job_id: str, to: str) -> int | None:
+        """An unfinished job is promised to `to`, then read again: one that ended meanwhile
+        (its worker looked for a promise before there was one) moves now. What
+        `JobBook.move` did, or None: it moves as it ends."""
+        await self.book.promise(job_id, to, self._lifetime())
+        job = await self._job(job_id)
+        if job is None or job.status not in FINAL:
+            return None
+        return await self.mover.keep_promise(job)
+
     async def finish_moves(self) -> None:
-        """Renames the folders of adopted jobs that a crash left with their old name."""
+        """Moves what a crash left halfway: ended jobs still promised to an account (their
+        worker died first, or saq's sweep ended them), then adopted jobs' folders that still
+        have their old name."""
+        promised = list(await self.book.promises())
+        for job_id, job in zip(promised, await self._jobs(promised), strict=True):
+            if job is None:  # expired since
+                await self.book.unpromise(job_id)
+            elif job.status in FINAL:
+                await self.mover.keep_promise(job)
         for job_id, from_id in (await self.book.moving()).items():
             to = await self.book.owner(job_id)
             if to is None:  # expired since
                 await self.book.moved(job_id)
                 continue
-            await self._finish_move(job_id, from_id, to)
-
-    def _folders(self, job_id: str, from_id: str, to: str) -> tuple[Path, Path]:
-        """The job's folder as `from_id`'s, and as `to`'s."""
-        assets = self.settings.assets_dir
-        return JobFolder(assets, from_id, job_id).path, JobFolder(assets, to, job_id).path
-
-    async def _finish_move(self, job_id: str, from_id: str, to: str) -> None:
-        """Step 2 of an adoption: the folder renamed (by another replica already, perhaps)."""
-        old, new = self._folders(job_id, from_id, to)
-        await asyncio.to_thread(rename_folder, old, new)
-        await self.book.moved(job_id)
-        if not await self.retention.counts(new):  # retention removed it meanwhile
-            await asyncio.to_thread(shutil.rmtree, new, True)
+            await self.mover.finish_move(job_id, from_id, to)
 
     async def queue_depth(self) -> QueueDepth:
         infos = [await queue.info() for queue in self.queues.values()]
@@ -357,9 +367,26 @@ class Gen3dService:
         return found
 
     async def _owned(self, job_id: str, user_id: str) -> None:
-        """404, not 403, to others: job ids are not confirmed to strangers."""
-        if await self.book.owner(job_id) != user_id:
-            raise JobNotFound(job_id)
+        """404, not 403, to others: job ids are not confirmed to strangers. A job a sign-in
+        promised to the caller is theirs too, while it runs and once it moved."""
+        owner, promised_to = await self.book.owner_and_promise(job_id)
+        if owner == user_id:
+            return
+        if promised_to == user_id and await self._keeps_promise(job_id, user_id):
+            return
+        raise JobNotFound(job_id)
+
+    async def _keeps_promise(self, job_id: str, to: str) -> bool:
+        """Whether a job promised to `to` is theirs: while it runs, yes; once it ended, it
+        moves (now, if a crash kept its worker from it) and is, unless it stayed anonymous
+        (its files would pass the account's bytes)."""
+        job = await self._job(job_id)
+        if job is None:
+            return False
+        if job.status in FINAL:
+            await self.mover.keep_promise(job)
+            return await self.book.owner(job_id) == to
+        return True
 
     async def _take_room(self, caller: Caller, share: str) -> str:
         """A new job id with its place among the user's unfinished jobs (and, for anonymous

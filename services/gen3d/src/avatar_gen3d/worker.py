@@ -5,7 +5,8 @@ A job reads its input, runs the backend, and writes `model.glb` and `preview.png
 `progress` and `current_step` as it goes. Those reports double as heartbeats; between them a
 ticker keeps sending heartbeats, so only a worker that died (or hung) goes silent, and saq's
 sweep then hands its job to another attempt. Bad input fails at once; anything else is
-retried with backoff until the job's attempts run out.
+retried with backoff until the job's attempts run out. A job a sign-in promised to an
+account moves to it as it ends (`after_job`; see `service`'s docstring).
 
 `python -m avatar_gen3d.worker --alive` is a container's health check: it exits 0 while a
 worker of this host (container, pod) is listed by the queue, that is, keeps reporting to
@@ -35,7 +36,8 @@ from avatar_gen3d.backends.hunyuan3d import Hunyuan3DBackend
 from avatar_gen3d.backends.relief import ReliefBackend
 from avatar_gen3d.errors import BadInput, JobCancelled
 from avatar_gen3d.files import JobFolder
-from avatar_gen3d.jobs import FUNCTION, FairQueue, JobBook, open_queues
+from avatar_gen3d.jobs import FINAL, FUNCTION, FairQueue, JobBook, open_queues
+from avatar_gen3d.moves import Mover
 from avatar_gen3d.retention import Retention
 from avatar_gen3d.schemas import Backend as BackendName
 from avatar_gen3d.schemas import Gen3dOptions
@@ -67,7 +69,7 @@ async def generate(
     started = time.monotonic()
     notes = JobNotes(job)
     report = reporter(job, book)
-    if await asyncio.to_thread(folder.result("png").is_file):  # written last, after the GLB
+    if await written_before(folder, book, settings.assets_dir, job_id, user_id):
         # An attempt that saq's sweep started beside one that went on to finish (see run()):
         # the job is done, and its input is gone.
         return job_id
@@ -106,6 +108,19 @@ async def generate(
     await book.finished(job_id, user_id, holder)
     await retention.kept(folder.path, await asyncio.to_thread(folder.size), holder)
     return job_id
+
+
+async def written_before(
+    folder: JobFolder, book: JobBook, assets_dir: str, job_id: str, user_id: str
+) -> bool:
+    """Whether an earlier attempt wrote the job's result (the preview, written last): in
+    its folder, or in its owner's now, if a sign-in moved the job since it ended."""
+    if await asyncio.to_thread(folder.result("png").is_file):
+        return True
+    owner = await book.owner(job_id)
+    if owner is None or owner == user_id:
+        return False
+    return await asyncio.to_thread(JobFolder(assets_dir, owner, job_id).result("png").is_file)
 
 
 def capped(options: Gen3dOptions, settings: Gen3dSettings) -> Gen3dOptions:
@@ -191,8 +206,21 @@ def pin_mmap_threshold() -> None:
         MALLOPT(M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES)
 
 
+async def after_job(ctx: dict[str, Any]) -> None:
+    """saq's after_process hook, run once an attempt is over and the job's record says how:
+    a job that ended moves to the account a sign-in promised it to, if any (a crash before
+    that is finished later: see `service`'s docstring); then its memory goes back."""
+    job: Job = ctx["job"]
+    mover: Mover = ctx["mover"]
+    try:
+        if job.status in FINAL:
+            await mover.keep_promise(job)
+    finally:
+        await release_memory(ctx)
+
+
 async def release_memory(ctx: dict[str, Any]) -> None:
-    """Gives the memory a job freed back to the system (saq's after_process hook).
+    """Gives the memory a job freed back to the system (after each job: `after_job`).
 
     A relief job allocates large buffers (decoded pictures, mesh arrays, the GLB) in the
     default executor's threads and frees them when it ends, but glibc keeps freed memory in
@@ -231,8 +259,11 @@ def build_workers(
         face_count=settings.hunyuan_face_count,
     )
 
+    mover = Mover(book, retention, settings.assets_dir)
+
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["settings"], ctx["book"], ctx["retention"] = settings, book, retention
+        ctx["mover"] = mover
         ctx["backends"] = {"relief": ReliefBackend(), "hunyuan3d": hunyuan}
 
     concurrency: dict[BackendName, int] = {
@@ -249,7 +280,7 @@ def build_workers(
             functions=[(FUNCTION, generate)],
             concurrency=concurrency[backend],
             startup=startup,
-            after_process=release_memory,
+            after_process=after_job,
             # saq's PartialTimersDict (total=False) still requires the keys it inherits
             timers={"sweep": sweep_every_s(settings)},  # type: ignore[arg-type]
         )
