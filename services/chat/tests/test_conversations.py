@@ -781,6 +781,23 @@ async def test_a_turn_sent_as_messages_cannot_write_into_a_kept_conversation(cli
     assert await messages_of(client, session) == []
 
 
+async def test_a_full_byte_quota_never_refuses_choosing_a_stored_alternate(client, redis):
+    session = (await start(client))["session_id"]
+    reply = await say(client, session, "짧은 말")
+    regenerate = f"/api/chat/sessions/{session}/regenerate"
+    assert (await client.post(regenerate, json={}, headers=ALICE)).status_code == 200
+    message = f"/api/chat/sessions/{session}/messages/{reply['message_id']}"
+    longer = "길게 " * 100
+    edited = await client.patch(message, json={"content": longer}, headers=ALICE)
+    assert edited.status_code == 200, edited.text  # the second alternate, shown
+    shorter = await client.put(f"{message}/swipe", json={"index": 0}, headers=ALICE)
+    assert shorter.status_code == 200, shorter.text
+    await redis.hset("chat:kept:alice", "bytes", 32 * 1024 * 1024 - 10)  # her quota spent
+    back = await client.put(f"{message}/swipe", json={"index": 1}, headers=ALICE)
+    assert back.status_code == 200, back.text
+    assert (await messages_of(client, session))[-1]["content"] == longer
+
+
 async def test_a_full_byte_quota_refuses_growth_but_not_shrinking(client, backend, redis):
     session = (await start(client))["session_id"]
     first = await say(client, session, "짧은 말")

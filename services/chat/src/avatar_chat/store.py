@@ -468,9 +468,11 @@ class SessionStore:
         before: str,
         after: msgs.Message | None,
         remaining: list[msgs.Message],
+        choice: bool = False,
     ) -> None:
         """Replaces the message at `index` (as read: `before`) with `after`, or deletes it
-        (`after` None); `remaining`: the conversation afterwards (for its preview)."""
+        (`after` None); `remaining`: the conversation afterwards (for its preview). `choice`:
+        `after` only shows another stored alternate (a swipe), never refused for bytes."""
         keys = [_meta_key(session_id), _messages_key(session_id), busy_key(session_id)]
         outcome = await self._mutate(
             keys=[*keys, *self.budget.keys, f"{KEPT}{owner.user_id}"],
@@ -487,6 +489,7 @@ class SessionStore:
                 self.budget.limit,
                 self.caps.library,
                 self.caps.kept[1],
+                "1" if choice else "",
             ],
         )
         if outcome == "quota":

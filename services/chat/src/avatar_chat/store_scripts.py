@@ -354,7 +354,10 @@ return {'created'}
 # KEYS: meta, messages, busy, the budget's total, held, until, the owner's kept counts.
 # ARGV: 1 user, 2 the session id, 3 the message's index, 4 the message as read, 5 its
 # replacement ('' deletes it), 6 bytes kept at most, 7 now (ISO), 8 ttl, 9 preview, 10 the
-# budget's limit, 11 library bound, 12 the owner's kept bytes at most.
+# budget's limit, 11 library bound, 12 the owner's kept bytes at most, 13 '1' when the change
+# only shows another of the message's stored alternates (a swipe): never refused for the
+# conversation's or the owner's bytes, though the shown text is stored twice (it passes them
+# by one alternate at most, and the next growth is refused as ever).
 # Returns 'ok', 'missing', 'client', 'busy', 'changed', 'full', 'quota' or 'storage'.
 MUTATE = _named(
     FUNCTIONS
@@ -373,8 +376,9 @@ if after == '' then
   stored = stored - #before
 else
   local grows = #after - #before
-  if stored + grows > tonumber(ARGV[6]) then return 'full' end
-  if grows > 0 and redis.call('HGET', meta, 'kept') == '1' and
+  local choice = ARGV[13] == '1'
+  if not choice and stored + grows > tonumber(ARGV[6]) then return 'full' end
+  if not choice and grows > 0 and redis.call('HGET', meta, 'kept') == '1' and
       tonumber(redis.call('HGET', KEYS[7], 'bytes') or '0') + grows > tonumber(ARGV[12]) then
     return 'quota'
   end

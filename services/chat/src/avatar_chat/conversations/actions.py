@@ -148,7 +148,7 @@ async def _replace(
         changed = msgs.unlearned(changed)
     stored[index] = changed
     await chat.sessions.change_message(
-        session_id, caller.identity, index, state.raw[index], changed, stored
+        session_id, caller.identity, index, state.raw[index], changed, stored, choice=not writes
     )
     await _forget_edited(chat, session_id, state, stored, caller)
     return msgs.public(changed, index)
