@@ -107,6 +107,26 @@ async def test_a_signed_out_token_is_refused(probe, auth_url, signer, redis_url)
     assert response.status_code == 401 and response.json()["error"]["code"] == "token_revoked"
 
 
+async def test_a_logout_with_a_bearer_token_and_a_cookie_signs_out_both(probe, auth_url, signer):
+    by_cookie, by_header = signer.issue("user-13"), signer.issue("user-13")
+    async with httpx.AsyncClient(base_url=auth_url, trust_env=False) as browser:
+        browser.cookies.set("access_token", by_cookie)
+        await browser.post("/api/auth/logout", headers=bearer(by_header))
+    for token in (by_cookie, by_header):
+        response = await probe.get("/who", headers=bearer(token))
+        assert response.status_code == 401 and response.json()["error"]["code"] == "token_revoked"
+
+
+async def test_a_logout_with_a_bad_bearer_token_still_signs_out_the_cookie(probe, auth_url, signer):
+    token = signer.issue("user-14")
+    async with httpx.AsyncClient(base_url=auth_url, trust_env=False) as browser:
+        browser.cookies.set("access_token", token)
+        out = await browser.post("/api/auth/logout", headers=bearer("not-a-jwt"))
+    assert out.status_code == 303
+    response = await probe.get("/who", headers=bearer(token))
+    assert response.status_code == 401 and response.json()["error"]["code"] == "token_revoked"
+
+
 async def test_rotation_the_previous_key_verifies_and_a_new_kid_is_fetched(
     app_client, redis_url, tmp_path, keys_file, signer
 ):

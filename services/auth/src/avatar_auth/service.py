@@ -131,21 +131,27 @@ class AuthService:
         return User.model_validate(user)
 
     async def logout(self, request: Request) -> Response:
-        """Always ends in the redirect: a token that is already bad is simply dropped."""
+        """Always ends in the redirect: a token that is already bad is simply dropped. Both
+        the Bearer token and the cookie's are revoked: the cookie is deleted by this
+        response, but a copy of it must not go on working either."""
         self.identity.check_origin(request)
-        try:
-            token = self.identity.token_of(request)
-        except InvalidToken:
-            token = None
-        if token:
+        for token in self._tokens_of(request):
             try:
                 claims = await self.identity.verifier.verify(token)
-                await self.users.revoke(claims.jti, claims.exp)
             except TokenInvalid:
-                pass
+                continue  # not ours, or already expired: nothing to revoke
+            await self.users.revoke(claims.jti, claims.exp)
         response = self._to_frontend("/", {}, status_code=303)
         response.headers.append("set-cookie", cookie_header(ACCESS_COOKIE, "", 0, self.secure))
         return response
+
+    def _tokens_of(self, request: Request) -> set[str]:
+        """The request's access tokens: the Bearer one (if well formed) and the cookie's."""
+        try:
+            bearer = self.identity.token_of(request)
+        except InvalidToken:
+            bearer = None
+        return {token for token in (bearer, request.cookies.get(ACCESS_COOKIE)) if token}
 
     def jwks(self) -> dict[str, Any]:
         return self.keys.public_jwks()
