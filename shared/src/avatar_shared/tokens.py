@@ -29,7 +29,7 @@ logger = logging.getLogger("avatar.tokens")
 ALGORITHM = "RS256"
 JWKS_PATH = "/api/auth/.well-known/jwks.json"
 LEEWAY_S = 30  # clock skew allowed on exp; a revocation outlives exp by as much
-JWKS_MAX_AGE_S = 300.0  # fetched keys are fetched again after this (JWKS_MAX_AGE_S, a setting)
+JWKS_MAX_AGE_S = 300.0  # fetched keys are fetched again after this (the setting's default)
 
 
 def revoked_key(jti: str) -> str:
@@ -151,7 +151,7 @@ class RemoteJwks:
 
     async def _refresh(self, kid: str) -> None:
         """A fetch that fails leaves a known kid verifiable with the cached keys: an auth
-        outage must not make every signed-in request 503 once the cache is due (the cached
+        outage must not answer a signed-in request 503 each time the cache is due (the cached
         set is the last one auth published; a key withdrawn since could not be learned of
         while auth is down anyway). An unknown kid cannot be judged then (KeysUnavailable).
         Logged once per outage, not per request."""
