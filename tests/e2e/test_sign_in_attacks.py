@@ -112,6 +112,8 @@ def auth_behind(proxy: TokenEndpointProxy, stack, client_id: str, secret: str) -
             oidc_discovery_url=f"{proxy.url}/.well-known/openid-configuration",
             google_client_id=client_id,
             google_client_secret=secret,
+            # It counts sign-in starts in the stack's Redis, where the suite's are counted too.
+            sign_in_starts_per_min=int(stack.env["SIGN_IN_STARTS_PER_MIN"]),
         )
         with serve_in_thread(auth_app(settings), lifespan="on") as url:
             yield url
