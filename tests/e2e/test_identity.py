@@ -102,6 +102,28 @@ async def test_a_cross_site_multipart_import_is_refused_and_stores_nothing(peopl
     assert allowed.status_code == 201, allowed.text
 
 
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/characters/import", "file"),
+        ("/api/chat/sessions/import", "file"),
+        ("/api/generate", "image"),
+    ],
+)
+async def test_a_cross_site_form_post_plants_nothing_in_a_new_browser(stack, path, field):
+    """Login CSRF: another site's auto-submitted form, in a browser without our cookies yet,
+    would be given a fresh anonymous id holding the attacker's data (and at sign-in, the
+    victim's account would adopt it)."""
+    upload = {field: ("card.json", json.dumps(CARD).encode(), "application/json")}
+    cross_site = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+    async with browser(stack) as victim:
+        refused = await victim.post(path, files=upload, headers=cross_site)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "cross_origin_refused"
+        assert not refused.headers.get_list("set-cookie") and not victim.cookies
+        assert await own_count(victim) == 0
+
+
 async def test_the_oauth_code_is_never_logged(stack):
     async with browser(stack) as client:
         started = await client.get("/api/auth/google/login")

@@ -6,7 +6,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.e2e.oidc_browser import FRONTEND, browser, sign_in
+from avatar_auth.provider import PENDING_SIGN_INS
+from tests.e2e.oidc_browser import FRONTEND, browser, sign_in, walk
 from tests.e2e.test_gen3d_e2e import follow, submit
 from tests.helpers import own_stack
 
@@ -73,6 +74,30 @@ async def test_an_unverified_email_is_refused_and_nothing_is_issued(stack):
         assert (await client.get("/api/auth/me")).status_code == 401
 
 
+def pending_sign_ins(client: httpx.AsyncClient) -> list[str]:
+    return [name for name in client.cookies if name.startswith("auth_login_state")]
+
+
+async def test_sign_ins_started_in_two_tabs_both_finish(stack):
+    async with browser(stack) as client:
+        first = await client.get("/api/auth/google/login")
+        second = await client.get("/api/auth/google/login", params={"next": "/second"})
+        for started, query in ((first, {}), (second, {"next": "/second"})):
+            done = await walk(client, started, "two-tabs")
+            assert _query(done) == query
+            assert (await client.get("/api/auth/me")).status_code == 200
+        assert not pending_sign_ins(client)  # each callback spent its own binding
+
+
+async def test_a_browser_keeps_a_few_pending_sign_ins_and_drops_the_oldest(stack):
+    async with browser(stack) as client:
+        starts = [await client.get("/api/auth/google/login") for _ in range(PENDING_SIGN_INS + 1)]
+        assert len(pending_sign_ins(client)) == PENDING_SIGN_INS  # cookies are few per site
+        assert _query(await walk(client, starts[0], "many-tabs")) == {"error": "state_mismatch"}
+        for started in starts[1:]:
+            assert _query(await walk(client, started, "many-tabs")) == {}
+
+
 @pytest.mark.parametrize(
     ("error", "own_state", "expected"),
     [
@@ -83,8 +108,8 @@ async def test_an_unverified_email_is_refused_and_nothing_is_issued(stack):
 )
 async def test_a_provider_error_reaches_the_frontend_as_a_code(stack, error, own_state, expected):
     async with browser(stack) as client:
-        await client.get("/api/auth/google/login")
-        state = client.cookies["auth_login_state"] if own_state else "someone-elses"
+        started = await client.get("/api/auth/google/login")
+        state = _query(started)["state"] if own_state else "someone-elses"
         response = await client.get(
             "/api/auth/google/callback", params={"error": error, "state": state}
         )

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from avatar_auth.app import create_app as auth_app
+from avatar_auth.provider import state_cookie
 from avatar_auth.settings import AuthSettings
 from avatar_devstack.testing import OTHER_OIDC_CLIENT
 from avatar_emulators.server import serve_in_thread
@@ -64,7 +65,8 @@ async def test_a_callback_works_once(stack):
         first = await client.get(callback)
         assert frontend_error(first) is None and "access_token" in client.cookies
         client.cookies.delete("access_token")
-        client.cookies.set("auth_login_state", parse_qs(urlsplit(callback).query)["state"][0])
+        state = parse_qs(urlsplit(callback).query)["state"][0]
+        client.cookies.set(state_cookie(state), f"1.{state}")  # as the start had set it
         replay = await client.get(callback)
         assert frontend_error(replay) == "state_mismatch"
         assert "access_token" not in client.cookies
@@ -110,6 +112,8 @@ def auth_behind(proxy: TokenEndpointProxy, stack, client_id: str, secret: str) -
             oidc_discovery_url=f"{proxy.url}/.well-known/openid-configuration",
             google_client_id=client_id,
             google_client_secret=secret,
+            # It counts sign-in starts in the stack's Redis, where the suite's are counted too.
+            sign_in_starts_per_min=int(stack.env["SIGN_IN_STARTS_PER_MIN"]),
         )
         with serve_in_thread(auth_app(settings), lifespan="on") as url:
             yield url

@@ -42,6 +42,27 @@ async def test_writes_with_our_cookies_from_a_foreign_page_are_refused(probe):
     assert (await probe.post("/who")).status_code == 200  # not a browser: no Origin
 
 
+async def test_writes_from_a_foreign_page_are_refused_before_an_id_is_minted(probe):
+    """Login CSRF: a cross-site form post from a browser with no cookie yet would be given an
+    anonymous id (Set-Cookie on that navigation) holding what the attacker posted."""
+    foreign = [
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},  # a sandboxed frame, or a post redirected across sites
+        {"Sec-Fetch-Site": "cross-site"},  # a browser's word for it when it sends no Origin
+    ]
+    for headers in foreign:
+        refused = await probe.post("/who", headers=headers)
+        assert refused.status_code == 403, headers
+        assert refused.json()["error"]["code"] == "cross_origin_refused"
+        assert not set_cookies(refused) and not probe.cookies  # nothing minted
+    # Reads are not refused, and our own pages and callers that are not browsers still write.
+    assert (await probe.get("/who", headers={"Origin": "https://evil.example"})).status_code == 200
+    probe.cookies.clear()
+    for headers in ({"Origin": FRONTEND}, {"Sec-Fetch-Site": "same-site"}, {}):
+        assert (await probe.post("/who", headers=headers)).status_code == 200, headers
+        probe.cookies.clear()
+
+
 async def test_auth_required_refuses_anonymous_writes_only(app_client, redis_url, auth_url):
     async with app_client(probe_app(redis_url, auth_url, auth_required=True)) as probe:
         assert (await probe.get("/who")).status_code == 200

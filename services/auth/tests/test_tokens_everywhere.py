@@ -11,11 +11,12 @@ import time
 import httpx
 import pytest
 from joserfc import jwt
-from joserfc.jwk import RSAKey
+from joserfc.jwk import KeySet, RSAKey
 
 from avatar_auth.store import UserStore
 from avatar_devstack.ports import free_port
 from avatar_shared.tokens import SigningKeys, generate_key, read_key_set, write_key_set
+from tests.helpers import logged
 
 from .helpers import AUDIENCE, ISSUER, bearer, probe_app, set_cookies, start_auth
 
@@ -106,6 +107,26 @@ async def test_a_signed_out_token_is_refused(probe, auth_url, signer, redis_url)
     assert response.status_code == 401 and response.json()["error"]["code"] == "token_revoked"
 
 
+async def test_a_logout_with_a_bearer_token_and_a_cookie_signs_out_both(probe, auth_url, signer):
+    by_cookie, by_header = signer.issue("user-13"), signer.issue("user-13")
+    async with httpx.AsyncClient(base_url=auth_url, trust_env=False) as browser:
+        browser.cookies.set("access_token", by_cookie)
+        await browser.post("/api/auth/logout", headers=bearer(by_header))
+    for token in (by_cookie, by_header):
+        response = await probe.get("/who", headers=bearer(token))
+        assert response.status_code == 401 and response.json()["error"]["code"] == "token_revoked"
+
+
+async def test_a_logout_with_a_bad_bearer_token_still_signs_out_the_cookie(probe, auth_url, signer):
+    token = signer.issue("user-14")
+    async with httpx.AsyncClient(base_url=auth_url, trust_env=False) as browser:
+        browser.cookies.set("access_token", token)
+        out = await browser.post("/api/auth/logout", headers=bearer("not-a-jwt"))
+    assert out.status_code == 303
+    response = await probe.get("/who", headers=bearer(token))
+    assert response.status_code == 401 and response.json()["error"]["code"] == "token_revoked"
+
+
 async def test_rotation_the_previous_key_verifies_and_a_new_kid_is_fetched(
     app_client, redis_url, tmp_path, keys_file, signer
 ):
@@ -147,3 +168,25 @@ async def test_tokens_need_auth_reachable_once(app_client, redis_url, signer):
 async def test_a_revocation_outlives_the_token_by_the_clock_leeway(redis):
     await UserStore(redis).revoke("j-9", int(time.time()) + 5)
     assert await redis.ttl("auth:revoked:j-9") > 30
+
+
+async def test_known_keys_outlive_auth_when_they_are_due_a_fetch(
+    app_client, redis_url, keys_file, signer
+):
+    token = signer.issue("user-11")
+    stranger = SigningKeys(KeySet([generate_key()]), ISSUER, AUDIENCE, 3600)
+    port = free_port()
+    # Max age 0: every request is past it, so each one tries auth again first.
+    app = probe_app(redis_url, f"http://127.0.0.1:{port}", jwks_max_age_s=0, jwks_refresh_floor_s=0)
+    async with app_client(app) as probe:
+        with start_auth(redis_url, keys_file, port):
+            assert (await probe.get("/who", headers=bearer(token))).status_code == 200
+        # auth is down: the token's kid is in the cached set, so it still verifies...
+        with logged("avatar.tokens") as records:
+            for _ in range(2):
+                response = await probe.get("/who", headers=bearer(token))
+                assert response.json()["user_id"] == "user-11", response.text
+        assert len(records) == 1  # the outage is logged once, not once a request
+        # ...but a kid the cache does not know cannot be judged.
+        unknown = await probe.get("/who", headers=bearer(stranger.issue("user-12")))
+    assert unknown.status_code == 503 and unknown.json()["error"]["code"] == "auth_unavailable"

@@ -55,7 +55,9 @@ def open_http_client(timeout: httpx.Timeout = INTERNAL_HTTP_TIMEOUT) -> httpx.As
 def remote_identity(
     settings: ServiceSettings, redis: Redis, http: httpx.AsyncClient
 ) -> IdentityResolver:
-    keys = RemoteJwks(http, settings.auth_url, settings.jwks_refresh_floor_s)
+    keys = RemoteJwks(
+        http, settings.auth_url, settings.jwks_refresh_floor_s, settings.jwks_max_age_s
+    )
     verifier = TokenVerifier(keys, settings.token_issuer, settings.token_audience)
     return IdentityResolver(settings, verifier, redis)
 

@@ -25,7 +25,8 @@ Every service resolves the caller through `current_identity` (route signatures u
   (`X-Avatar-Client-Address`), so the peer counts the caller, not the calling service; an
   unsigned or badly signed one is ignored (a client cannot pick its address).
 - A client-settable header (X-User-Id and the like) is never trusted.
-- Writes (unsafe methods) that carry our cookies from a foreign `Origin` are refused (403):
+- Writes (unsafe methods) from a foreign `Origin` (or, without one, `Sec-Fetch-Site:
+  cross-site`) are refused (403) before anything is minted, with our cookies or without:
   form and multipart posts need no CORS preflight, so CORS alone would not stop them.
 """
 
@@ -203,9 +204,18 @@ class IdentityResolver:
         return await self._anonymous(request, address)
 
     def check_origin(self, request: Request) -> None:
+        """A write from another site's page is refused, with our cookies or without: one
+        from a browser with none yet would be given an anonymous id (Set-Cookie on that
+        navigation) holding what the other site posted, which a later sign-in makes the
+        victim's account's (login CSRF). An Origin decides (`null` included: a sandboxed
+        frame, a post redirected across sites); without one, a browser's `Sec-Fetch-Site:
+        cross-site` does. Neither header (curl, a peer service): not a browser's page."""
         origin = request.headers.get("origin")
-        has_ours = ACCESS_COOKIE in request.cookies or ANON_COOKIE in request.cookies
-        if has_ours and origin is not None and origin.rstrip("/") not in self.allowed_origins:
+        if origin is not None:
+            foreign = origin.rstrip("/") not in self.allowed_origins
+        else:
+            foreign = request.headers.get("sec-fetch-site") == "cross-site"
+        if foreign:
             raise CrossOriginRefused()
 
     @staticmethod

@@ -141,6 +141,9 @@ class ServiceSettings(SharedSettings, PeerUrls):
     """`aud` of the access tokens auth signs."""
     jwks_refresh_floor_s: float = Field(10.0, ge=0)
     """Shortest gap between two fetches of auth's public keys for an unknown key id."""
+    jwks_max_age_s: float = Field(300.0, ge=0)
+    """Auth's public keys are fetched again after this, so a newly published key is seen (auth
+    unreachable then: the cached keys go on verifying the tokens they know)."""
     anon_ids_per_address: int = Field(60, ge=1)
     """Anonymous ids one client address may be given an hour; past it, a caller without a
     cookie is the address's shared anonymous id."""

@@ -12,6 +12,7 @@ RSA verification costs about 30 µs here, signing only happens at sign-in.
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,10 +24,12 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, RSAKey
 
+logger = logging.getLogger("avatar.tokens")
+
 ALGORITHM = "RS256"
 JWKS_PATH = "/api/auth/.well-known/jwks.json"
 LEEWAY_S = 30  # clock skew allowed on exp; a revocation outlives exp by as much
-JWKS_MAX_AGE_S = 300  # fetched keys are fetched again after this, so a published key is seen
+JWKS_MAX_AGE_S = 300.0  # fetched keys are fetched again after this (the setting's default)
 
 
 def revoked_key(jti: str) -> str:
@@ -105,34 +108,63 @@ class LocalKeys:
 
 
 class RemoteJwks:
-    """Every other service: auth's JWKS, cached for JWKS_MAX_AGE_S; fetched again at once
-    for an unknown `kid`, but at most once per `refresh_floor_s`, so tokens with made-up
-    kids cannot hammer auth. One fetch at a time: concurrent requests wait for it rather
-    than judge a new key by the old set.
+    """Every other service: auth's JWKS, cached for `max_age_s` (JWKS_MAX_AGE_S); fetched
+    again at once for an unknown `kid`, but at most once per `refresh_floor_s`, so tokens
+    with made-up kids cannot hammer auth. One fetch at a time: concurrent requests wait for
+    it rather than judge a new key by the old set. Auth unreachable when the cache is due:
+    the cached keys go on verifying the kids they hold.
 
     Rotation: publish the new key second in auth's set, wait JWKS_MAX_AGE_S (every service
     has it then), then move it first so it signs; drop the old key a token lifetime later."""
 
-    def __init__(self, http: httpx.AsyncClient, auth_url: str, refresh_floor_s: float) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        auth_url: str,
+        refresh_floor_s: float,
+        max_age_s: float = JWKS_MAX_AGE_S,
+    ) -> None:
         self.http, self.url, self.refresh_floor_s = http, auth_url + JWKS_PATH, refresh_floor_s
+        self.max_age_s = max_age_s
         self.keys: KeySet | None = None
         self.fetched_at = float("-inf")
         self.fetching = asyncio.Lock()
+        self.stale = False  # the last fetch failed and the cached keys were kept
 
     async def key_set(self, kid: str) -> KeySet:
         if not self._fresh_with(kid):
             async with self.fetching:
                 since = time.monotonic() - self.fetched_at
                 if not self._fresh_with(kid) and since >= self.refresh_floor_s:
-                    await self._fetch()
+                    await self._refresh(kid)
         if self.keys is None:
             raise KeysUnavailable("no signing keys fetched yet")
         return self.keys
 
     def _fresh_with(self, kid: str) -> bool:
-        if self.keys is None or time.monotonic() - self.fetched_at > JWKS_MAX_AGE_S:
+        if time.monotonic() - self.fetched_at > self.max_age_s:
             return False
-        return any(key.kid == kid for key in self.keys.keys)
+        return self._knows(kid)
+
+    def _knows(self, kid: str) -> bool:
+        return self.keys is not None and any(key.kid == kid for key in self.keys.keys)
+
+    async def _refresh(self, kid: str) -> None:
+        """A fetch that fails leaves a known kid verifiable with the cached keys: an auth
+        outage must not answer a signed-in request 503 each time the cache is due (the cached
+        set is the last one auth published; a key withdrawn since could not be learned of
+        while auth is down anyway). An unknown kid cannot be judged then (KeysUnavailable).
+        Logged once per outage, not per request."""
+        try:
+            await self._fetch()
+        except KeysUnavailable as exc:
+            if not self._knows(kid):
+                raise
+            if not self.stale:
+                logger.warning("auth's public keys not fetched, the cached ones kept: %s", exc)
+            self.stale = True
+        else:
+            self.stale = False
 
     async def _fetch(self) -> None:
         self.fetched_at = time.monotonic()

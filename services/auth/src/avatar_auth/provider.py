@@ -3,8 +3,9 @@
 Authorization code flow with PKCE (S256), `state` and `nonce`. What a started sign-in must
 remember (state, nonce, PKCE verifier, `next`) lives in Redis, so any auth replica can finish
 a sign-in another started. The browser that started it is bound to it by an HttpOnly cookie
-holding its `state`: authlib accepts a callback only when the browser's own session marks
-that state (RFC 6749 §10.12, login CSRF), and that session is rebuilt from the cookie alone.
+holding its `state` (one per pending sign-in, so several tabs may sign in at once): authlib
+accepts a callback only when the browser's own session marks that state (RFC 6749 §10.12,
+login CSRF), and that session is rebuilt from the callback's own cookie alone.
 
 authlib speaks HTTP through httpx2 (its maintained successor of httpx; with plain httpx it
 warns that support is going), so provider failures arrive as httpx2 errors. authlib makes an
@@ -14,7 +15,9 @@ event loop long enough to fail its health checks). So every one of them is given
 transport (`SharedTransport`: one connection pool, one TLS context), made once.
 """
 
+import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +35,12 @@ from avatar_auth.settings import AuthSettings
 logger = logging.getLogger("avatar.auth")
 
 CLIENT_NAME = "google"
+# One cookie per pending sign-in, `auth_login_state_<8 hex of its state>`: a browser may have
+# started sign-ins in several tabs, and each must finish. At most PENDING_SIGN_INS of them
+# (a site's cookies are few): a further start drops the oldest. Value: `<n>.<state>`, n
+# counting this browser's starts, so the oldest is known without trusting clocks.
 STATE_COOKIE = "auth_login_state"
+PENDING_SIGN_INS = 4
 # The provider's own error codes (RFC 6749 §4.1.2.1, OpenID Connect Core §3.1.2.6) that are
 # passed on to the frontend as they are; any other becomes `provider_error`.
 PROVIDER_ERRORS = frozenset(
@@ -130,10 +138,10 @@ class OpenIdProvider:
         await self.client.framework.set_state_data(None, state, data)
         return url, state
 
-    async def finish(self, request: Request, bound_state: str | None) -> Account:
+    async def finish(self, request: Request) -> Account:
         """The account of a callback, or `SignInFailed` with the code the frontend gets."""
         state = request.query_params.get("state", "")
-        session = _browser_session(bound_state)
+        session = _browser_session(bound_state(request.cookies, state))
         data = await self.client.framework.get_state_data(session, state)
         if not data:
             raise SignInFailed("state_mismatch", "state not started by this browser, or expired")
@@ -175,6 +183,36 @@ class OpenIdProvider:
             "iss": {"essential": True, "values": [metadata["issuer"]]},
             "aud": {"essential": True, "values": [self.client.client_id]},
         }
+
+
+def state_cookie(state: str) -> str:
+    """The name of the cookie binding `state` to the browser that started it."""
+    return f"{STATE_COOKIE}_{hashlib.sha256(state.encode()).hexdigest()[:8]}"
+
+
+def bound_state(cookies: Mapping[str, str], state: str) -> str | None:
+    """The state this browser's cookie for `state` holds: `state` itself if this browser
+    started that sign-in (else None, or another state: authlib then finds no match)."""
+    _, _, bound = cookies.get(state_cookie(state), "").partition(".")
+    return bound or None
+
+
+def state_binding(cookies: Mapping[str, str], state: str) -> tuple[str, str, list[str]]:
+    """A new start's cookie (name, value) and the names of the pending ones it drops: the
+    oldest, so that PENDING_SIGN_INS remain with it."""
+    pending = sorted(
+        (_start_number(value), name)
+        for name, value in cookies.items()
+        if name.startswith(f"{STATE_COOKIE}_")
+    )
+    number = pending[-1][0] + 1 if pending else 1
+    dropped = [name for _, name in pending[: max(0, len(pending) - PENDING_SIGN_INS + 1)]]
+    return state_cookie(state), f"{number}.{state}", dropped
+
+
+def _start_number(value: str) -> int:
+    number, _, _ = value.partition(".")
+    return int(number) if number.isdecimal() and len(number) < 10 else 0  # the client's
 
 
 def _browser_session(bound_state: str | None) -> dict[str, Any]:

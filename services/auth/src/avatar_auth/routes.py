@@ -18,7 +18,6 @@ from avatar_shared.identity import (
     CALLER_ERRORS,
     CallerIdentity,
     CrossOriginRefused,
-    client_address,
 )
 from avatar_shared.rate import RATE_ERRORS
 from avatar_shared.tokens import JWKS_PATH
@@ -53,7 +52,7 @@ async def google_login(
         ),
     ] = None,
 ) -> Response:
-    return await auth.login(next_path, client_address(request))
+    return await auth.login(request, next_path)
 
 
 @router.get(

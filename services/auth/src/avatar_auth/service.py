@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from avatar_auth.adoption import Adopter
 from avatar_auth.errors import InvalidNext, NotSignedIn, SignInDisabled
-from avatar_auth.provider import STATE_COOKIE, OpenIdProvider, SignInFailed
+from avatar_auth.provider import OpenIdProvider, SignInFailed, state_binding, state_cookie
 from avatar_auth.schemas import User
 from avatar_auth.settings import AuthSettings
 from avatar_auth.store import UserStore
@@ -25,6 +25,7 @@ from avatar_shared.identity import (
     Identity,
     IdentityResolver,
     InvalidToken,
+    client_address,
     cookie_header,
 )
 from avatar_shared.rate import RateLimit
@@ -75,16 +76,19 @@ class AuthService:
         if self.provider is not None:
             await self.provider.close()
 
-    async def login(self, next_path: str | None, address: str) -> Response:
-        """`address`: the client's address group (`client_address`), whose starts are counted."""
+    async def login(self, request: Request, next_path: str | None) -> Response:
+        """Starts are counted per client address group (`client_address`)."""
         next_path = checked_next(next_path)
         if self.provider is None:
             raise SignInDisabled()
-        await self.starts.hit(address)
+        await self.starts.hit(client_address(request))
         url, state = await self.provider.start(next_path)
         response = RedirectResponse(url, status_code=302)
-        binding = cookie_header(STATE_COOKIE, state, self.settings.login_timeout_s, self.secure)
+        name, value, dropped = state_binding(request.cookies, state)
+        binding = cookie_header(name, value, self.settings.login_timeout_s, self.secure)
         response.headers.append("set-cookie", binding)
+        for old in dropped:
+            response.headers.append("set-cookie", cookie_header(old, "", 0, self.secure))
         return response
 
     async def callback(self, request: Request) -> Response:
@@ -93,14 +97,15 @@ class AuthService:
         if self.provider is None:
             raise SignInDisabled()
         try:
-            account = await self.provider.finish(request, request.cookies.get(STATE_COOKIE))
+            account = await self.provider.finish(request)
         except SignInFailed as failure:
             logger.warning("sign-in failed", extra={"fields": {"reason": str(failure)}})
-            return self._back_from_sign_in({"error": failure.code})
+            return self._back_from_sign_in(request, {"error": failure.code})
         user = await self.users.signed_in(PROVIDER, account.sub, account.profile)
         token = self.keys.issue(user["id"])
         logger.info("signed in", extra={"fields": {"signed_in_user": user["id"]}})
-        response = self._back_from_sign_in({"next": account.next_path} if account.next_path else {})
+        query = {"next": account.next_path} if account.next_path else {}
+        response = self._back_from_sign_in(request, query)
         cookie = cookie_header(ACCESS_COOKIE, token, self.settings.token_lifetime_s, self.secure)
         response.headers.append("set-cookie", cookie)
         if await self._adopt_anonymous_data(request, user["id"]):
@@ -119,9 +124,11 @@ class AuthService:
             return False
         return await self.adopter.adopt(anon_id, user_id)
 
-    def _back_from_sign_in(self, query: dict[str, str]) -> Response:
+    def _back_from_sign_in(self, request: Request, query: dict[str, str]) -> Response:
+        """The callback's own binding is spent; the browser's other pending sign-ins stay."""
         response = self._to_frontend("/auth/callback", query)
-        response.headers.append("set-cookie", cookie_header(STATE_COOKIE, "", 0, self.secure))
+        spent = state_cookie(request.query_params.get("state", ""))
+        response.headers.append("set-cookie", cookie_header(spent, "", 0, self.secure))
         return response
 
     async def me(self, identity: Identity) -> User:
@@ -131,21 +138,27 @@ class AuthService:
         return User.model_validate(user)
 
     async def logout(self, request: Request) -> Response:
-        """Always ends in the redirect: a token that is already bad is simply dropped."""
+        """Always ends in the redirect: a token that is already bad is simply dropped. Both
+        the Bearer token and the cookie's are revoked: the cookie is deleted by this
+        response, but a copy of it must not go on working either."""
         self.identity.check_origin(request)
-        try:
-            token = self.identity.token_of(request)
-        except InvalidToken:
-            token = None
-        if token:
+        for token in self._tokens_of(request):
             try:
                 claims = await self.identity.verifier.verify(token)
-                await self.users.revoke(claims.jti, claims.exp)
             except TokenInvalid:
-                pass
+                continue  # not ours, or already expired: nothing to revoke
+            await self.users.revoke(claims.jti, claims.exp)
         response = self._to_frontend("/", {}, status_code=303)
         response.headers.append("set-cookie", cookie_header(ACCESS_COOKIE, "", 0, self.secure))
         return response
+
+    def _tokens_of(self, request: Request) -> set[str]:
+        """The request's access tokens: the Bearer one (if well formed) and the cookie's."""
+        try:
+            bearer = self.identity.token_of(request)
+        except InvalidToken:
+            bearer = None
+        return {token for token in (bearer, request.cookies.get(ACCESS_COOKIE)) if token}
 
     def jwks(self) -> dict[str, Any]:
         return self.keys.public_jwks()
