@@ -32,7 +32,7 @@ from avatar_shared.adoption import KindMoved
 from avatar_shared.errors import ValidationFailed, describe_errors
 from avatar_shared.gate import Gate
 from avatar_shared.json_types import strict_json
-from avatar_shared.lorebook import Activation, Lorebook, activate
+from avatar_shared.lorebook import STORED, Activation, Lorebook, activate
 from avatar_shared.macros import Macros
 from avatar_shared.owned import Owner
 from avatar_shared.rate import RateLimit
@@ -83,7 +83,7 @@ class CharacterService:
         self, user_id: str, listing: ListQuery, after: PageKey | None
     ) -> CharacterPage:
         def select(record: dict[str, Any]) -> Character | None:
-            character = Character.model_validate(record)
+            character = Character.model_validate(record, context=STORED)
             return character if listing.keeps(character) else None
 
         await self.store.renew(user_id)
@@ -93,7 +93,7 @@ class CharacterService:
         preset = self.presets.get(character_id)  # the hot path: no Redis, no copying
         if preset is not None:
             return preset
-        return Character.model_validate(await self._user_character(character_id))
+        return Character.model_validate(await self._user_character(character_id), context=STORED)
 
     async def get_with_card(self, character_id: str) -> dict[str, Any]:
         """The full record, with the raw card a user character was imported from."""
@@ -113,7 +113,8 @@ class CharacterService:
 
     async def create(self, owner: Owner, fields: CharacterFields) -> Character:
         await self.voices.check(fields.voice_id)
-        return Character.model_validate(await self.store.create(owner, fields.model_dump()))
+        created = await self.store.create(owner, fields.model_dump())
+        return Character.model_validate(created, context=STORED)
 
     async def replace(self, character_id: str, owner: Owner, fields: CharacterFields) -> Character:
         # The card's prompt fields are not in API.md's character object: a frontend's PUT
@@ -183,13 +184,16 @@ class CharacterService:
         def apply(current: dict[str, Any]) -> dict[str, Any]:
             # (A record from before a field existed leaves it out: its default.)
             editable = {f: current[f] for f in CharacterFields.model_fields if f in current}
-            try:  # the result is validated whole, so PATCH obeys the same limits as POST
-                merged = CharacterFields.model_validate({**editable, **changes})
+            # The result is validated whole, so PATCH obeys the same limits as POST; books
+            # are not checked again (the stored one was when written, a changed one as sent).
+            try:
+                merged = CharacterFields.model_validate({**editable, **changes}, context=STORED)
             except ValidationError as exc:
                 raise ValidationFailed(describe_errors(exc.errors())) from exc
             return merged.model_dump()
 
-        return Character.model_validate(await self.store.update(character_id, owner, apply))
+        updated = await self.store.update(character_id, owner, apply)
+        return Character.model_validate(updated, context=STORED)
 
     async def delete(self, character_id: str, owner: Owner) -> None:
         if self.presets.get(character_id) is not None:
@@ -210,7 +214,8 @@ class CharacterService:
         # The book is kept in the record and in the card already: a digest tells the change.
         as_imported["lorebook"] = book_digest(as_imported["lorebook"])
         record = {**fields.model_dump(), "imported_fields": as_imported}
-        return Character.model_validate(await self.store.create(owner, record, imported.card))
+        created = await self.store.create(owner, record, imported.card)
+        return Character.model_validate(created, context=STORED)
 
     async def export(self, character_id: str, as_png: bool) -> bytes:
         character = await self.get_with_card(character_id)
