@@ -294,6 +294,7 @@ def export_card(character: dict[str, Any], spec: str = V3) -> dict[str, Any]:
     card = copy.deepcopy(character.get("card") or {})
     data = card.setdefault("data", {})
     imported = character.get("imported_fields") or {}
+    persona_was_personality = _persona_was_personality(data, imported)
     for field, key in CARD_KEYS.items():
         value = copy.deepcopy(character.get(field))
         if value is None:
@@ -303,11 +304,11 @@ def export_card(character: dict[str, Any], spec: str = V3) -> dict[str, Any]:
                 data[key] = value
         elif value:  # set here; empty, the card's own is kept (imported before the field was)
             data[key] = value
-    legacy = imported and "personality" not in imported and not character.get("personality")
-    if legacy and imported.get("persona") != character.get("persona"):
-        # Imported when the persona was the description and personality joined: an edited
-        # persona replaces both.
-        data["personality"] = ""
+    if persona_was_personality and not character.get("personality"):
+        if imported.get("persona") != character.get("persona"):
+            # The persona was the card's personality (or, imported before the personality was
+            # a field, the description and personality joined): an edited persona replaces it.
+            data["personality"] = ""
     _export_book(data, character.get("lorebook"), imported)
     _complete_book(data.get("character_book"), spec)
     for key, empty in (("description", ""), ("personality", ""), ("scenario", ""),
@@ -323,6 +324,17 @@ def export_card(character: dict[str, Any], spec: str = V3) -> dict[str, Any]:
     else:
         card.update(spec=V2, spec_version="2.0")
     return card
+
+
+def _persona_was_personality(data: dict[str, Any], imported: dict[str, Any]) -> bool:
+    """Whether the card's personality went into the persona on import: a card without a
+    description, or a character imported when the persona joined both (no personality)."""
+    if not imported:
+        return False
+    description = data.get("description")
+    return not (isinstance(description, str) and description.strip()) or (
+        "personality" not in imported
+    )
 
 
 def _export_book(
