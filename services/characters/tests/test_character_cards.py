@@ -193,6 +193,24 @@ async def test_long_and_null_card_fields_are_accepted(characters):
     assert exported.json()["data"]["first_mes"] == card["data"]["first_mes"]  # kept whole
 
 
+@pytest.mark.parametrize("field", ["description", "personality"])
+async def test_a_long_description_is_cut_for_the_persona_and_kept_whole_in_the_card(
+    characters, field
+):
+    """Long descriptions are common on Chub and SillyTavern: the persona takes the first 8000
+    characters (the personality's, for a card without a description), the export all."""
+    long = "긴 설명. " * 2000  # 12,000 characters
+    card = v3_card(**{"description": "", field: long})
+    created = await characters.post("/api/characters/import", json=card, headers=ALICE)
+    assert created.status_code == 201, created.text[:300]
+    character = created.json()["data"]
+    assert character["persona"] == long[:8000].strip()
+    path = f"/api/characters/{character['id']}"
+    renamed = await characters.patch(path, json={"name": "새 이름"}, headers=ALICE)
+    assert renamed.status_code == 200
+    assert (await characters.get(f"{path}/export")).json()["data"][field] == long
+
+
 @pytest.mark.parametrize(
     "encode",
     [

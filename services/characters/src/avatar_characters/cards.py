@@ -51,12 +51,12 @@ CUT_FIELDS = {
     "nickname": "nickname",
 }
 # What `read_card` accepts as JSON, for the OpenAPI document. (Two rules it cannot say: a card
-# without a description has its personality as the persona, at most 8000 characters; nesting
-# is at most MAX_JSON_DEPTH levels.) Fields beyond these are kept whole for export.
+# without a description has its personality as the persona; nesting is at most MAX_JSON_DEPTH
+# levels.) Fields beyond these are kept whole for export.
 CARD_SCHEMA = {
     "type": "object",
     "description": "A Character Card V2 or V3 (character-card-spec-v2/v3). Its description "
-    "becomes the persona (at most 8000 characters; the personality when it has no "
+    "becomes the persona (its first 8000 characters; the personality when it has no "
     "description); personality, scenario, first_mes, alternate_greetings, mes_example, "
     "system_prompt, post_history_instructions and V3's nickname become the fields of the same "
     "meaning (longer texts are cut to their limits, the card keeps them whole for export), and "
@@ -69,7 +69,7 @@ CARD_SCHEMA = {
             "required": ["name"],
             "properties": {
                 "name": {**_SOME_TEXT, "maxLength": max_length("name")},
-                "description": {**_TEXT, "maxLength": max_length("persona")},
+                "description": _TEXT,
                 **{key: _TEXT for key in CUT_FIELDS},
                 **{key: _LIST for key in LIST_FIELDS},
                 "extensions": {"type": ["object", "null"]},
@@ -211,12 +211,12 @@ def import_card(card: dict[str, Any]) -> ImportedCard:
         raise BadCard("The card has no 'data' object.")
     name, description = _text(data, "name"), _text(data, "description")
     # The description is the persona; a card with a personality alone makes that the persona.
-    persona = description or _text(data, "personality")
+    # Long ones are common (Chub, SillyTavern): cut like the other fields, kept whole in the card.
+    persona = (description or _text(data, "personality"))[: max_length("persona")].strip()
     if not name or not persona:
         raise BadCard("The card needs a name and a description or personality.")
-    for field, value in (("name", name), ("persona", persona)):
-        if len(value) > max_length(field):
-            raise BadCard(f"The card's {field} is longer than {max_length(field)} characters.")
+    if len(name) > max_length("name"):
+        raise BadCard(f"The card's name is longer than {max_length('name')} characters.")
     tags = data.get("tags") or []
     if not isinstance(tags, list):
         raise BadCard("The card's 'tags' is not a list.")
