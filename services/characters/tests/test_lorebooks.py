@@ -325,3 +325,26 @@ async def test_a_stored_book_is_read_without_compiling_its_regex_keys_again(char
     tried = {"messages": [{"role": "user", "content": "사서"}]}
     tested = await characters.post(f"{path}/lorebook/test", json=tried, headers=ALICE)
     assert [s["reason"] for s in tested.json()["data"]["left_out"]] == ["bad_regex"]
+
+
+async def test_a_cards_oversized_entry_is_cut_in_the_lorebook_and_kept_whole_in_the_export(
+    characters,
+):
+    """One long entry (or a RisuAI entry's long name) no longer refuses the whole card: the
+    working lorebook cuts it to the limits, the stored card keeps the book whole."""
+    long_entry = {"keys": ["용"], "content": "용의 역사. " * 1000, "name": "이름" * 150}
+    book = {"name": "세계" * 150, "entries": [long_entry, {"keys": ["숲"], "content": "숲"}]}
+    imported = await characters.post(
+        "/api/characters/import", json=v3_card(character_book=book), headers=ALICE
+    )
+    assert imported.status_code == 201, imported.text[:300]
+    path = f"/api/characters/{imported.json()['data']['id']}"
+    working = (await characters.get(f"{path}/lorebook")).json()["data"]
+    assert working["entries"][0]["content"] == long_entry["content"][:8000]
+    assert working["entries"][0]["name"] == long_entry["name"][:200]
+    assert working["name"] == book["name"][:200] and working["entries"][1] == book["entries"][1]
+    exported = (await characters.get(f"{path}/export")).json()["data"]["character_book"]
+    assert exported["name"] == book["name"]
+    assert [(e["content"], e.get("name")) for e in exported["entries"]] == [
+        (e["content"], e.get("name")) for e in book["entries"]
+    ]

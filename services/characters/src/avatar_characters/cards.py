@@ -27,7 +27,7 @@ from avatar_characters.schemas import (
 )
 from avatar_shared.errors import describe_errors
 from avatar_shared.json_types import SOME_TEXT, check_json_shape
-from avatar_shared.lorebook import Lorebook, LoreEntry
+from avatar_shared.lorebook import MAX_CONTENT_CHARS, MAX_NAME_CHARS, Lorebook, LoreEntry
 
 MAX_CARD_BYTES = 10 * 1024 * 1024  # the file: a PNG's picture and its card
 # Fields of the V2/V3 specs that other code walks, with the JSON type each must have.
@@ -60,7 +60,8 @@ CARD_SCHEMA = {
     "description); personality, scenario, first_mes, alternate_greetings, mes_example, "
     "system_prompt, post_history_instructions and V3's nickname become the fields of the same "
     "meaning (longer texts are cut to their limits, the card keeps them whole for export), and "
-    "character_book the lorebook (refused when it breaks the Lorebook schema).",
+    "character_book the lorebook (its texts over the Lorebook schema's lengths are cut; refused "
+    "when it breaks the schema otherwise).",
     "required": ["spec", "data"],
     "properties": {
         "spec": {"enum": [V2, V3]},
@@ -242,14 +243,33 @@ def _greetings(greetings: list[Any]) -> list[str]:
     return [g for g in texts if g][:MAX_GREETINGS]
 
 
+# A book's texts the lorebook model bounds, cut to fit on import (as the card's fields are):
+# one long entry, or RisuAI's long entry names, no longer refuse the whole card.
+BOOK_TEXTS = {"name": MAX_NAME_CHARS, "description": MAX_CONTENT_CHARS}
+ENTRY_TEXTS = {"content": MAX_CONTENT_CHARS, "comment": MAX_CONTENT_CHARS, "name": MAX_NAME_CHARS}
+
+
 def _lorebook(book: object) -> Lorebook | None:
+    """The working lorebook: the card's book with texts over the model's limits cut (the
+    stored card keeps the whole book, which an export writes back until the lorebook is
+    changed)."""
     if book is None:
         return None
+    if isinstance(book, dict) and isinstance(book.get("entries"), list):
+        entries = [_cut(e, ENTRY_TEXTS) if isinstance(e, dict) else e for e in book["entries"]]
+        book = {**_cut(book, BOOK_TEXTS), "entries": entries}
     try:
         return Lorebook.model_validate(book)
     except ValidationError as exc:
         errors = [{**e, "loc": ("character_book", *e["loc"])} for e in exc.errors()]
         raise BadCard(f"The card's lorebook is invalid: {describe_errors(errors)}.") from exc
+
+
+def _cut(fields: dict[str, Any], limits: dict[str, int]) -> dict[str, Any]:
+    return {
+        key: value[: limits[key]] if key in limits and isinstance(value, str) else value
+        for key, value in fields.items()
+    }
 
 
 def book_digest(book: dict[str, Any] | None) -> str | None:
