@@ -112,6 +112,19 @@ async def test_ccv3_is_preferred_over_chara(characters):
     assert (await upload(characters, "c.png", png)).json()["data"]["name"] == "New"
 
 
+@pytest.mark.parametrize("keyword", ["ccv3", "chara"])
+async def test_of_two_chunks_of_one_keyword_the_first_is_read_as_sillytavern_does(
+    characters, keyword
+):
+    """SillyTavern's character-card-parser.js takes the first chunk of each keyword."""
+    spec = "chara_card_v3" if keyword == "ccv3" else "chara_card_v2"
+    first, second = ({"spec": spec, "data": {"name": n, "description": "d"}} for n in "AB")
+    chunks = [_text_chunk(keyword.encode(), _b64(card)) for card in (first, second)]
+    base = placeholder_png("x", 8)
+    png = base[:-12] + b"".join(chunks) + base[-12:]
+    assert (await upload(characters, "c.png", png)).json()["data"]["name"] == "A"
+
+
 def _huge_png() -> bytes:
     png = bytearray(placeholder_png("x", 8))
     png[16:24] = struct.pack(">II", 100_000, 100_000)  # IHDR width and height
@@ -120,10 +133,13 @@ def _huge_png() -> bytes:
 
 def _png_with_text(keyword: bytes, text: bytes) -> bytes:
     base = placeholder_png("x", 8)
+    return base[:-12] + _text_chunk(keyword, text) + base[-12:]
+
+
+def _text_chunk(keyword: bytes, text: bytes) -> bytes:
     chunk_data = keyword + b"\0" + text
     chunk = struct.pack(">I", len(chunk_data)) + b"tEXt" + chunk_data
-    chunk += struct.pack(">I", zlib.crc32(b"tEXt" + chunk_data) & 0xFFFFFFFF)
-    return base[:-12] + chunk + base[-12:]
+    return chunk + struct.pack(">I", zlib.crc32(b"tEXt" + chunk_data) & 0xFFFFFFFF)
 
 
 WRONG_SPEC = {"spec": "chara_card_v9", "data": {}}
