@@ -209,6 +209,27 @@ async def test_long_and_null_card_fields_are_accepted(characters):
     assert exported.json()["data"]["first_mes"] == card["data"]["first_mes"]  # kept whole
 
 
+async def test_null_or_wrongly_typed_spec_fields_are_exported_as_the_specs_type_them(characters):
+    """Cards in the wild carry null for empty fields; the V2 and V3 specs require a string, an
+    array or an object there, and strict readers refuse anything else."""
+    nulls = ("first_mes", "creator_notes", "scenario", "system_prompt", "alternate_greetings")
+    card = v3_card(**dict.fromkeys(nulls), tags=None, extensions=None, creator=7)
+    card["data"] |= {"character_version": None, "group_only_greetings": None}
+    card["data"] |= {"character_book": None, "mes_example": None}
+    created = await characters.post("/api/characters/import", json=card, headers=ALICE)
+    assert created.status_code == 201, created.text[:300]
+    path = f"/api/characters/{created.json()['data']['id']}/export"
+    v3 = (await characters.get(path)).json()["data"]
+    v2 = png_chunks((await characters.get(f"{path}?format=png")).content)["chara"]["data"]
+    for data in (v3, v2):
+        for key in ("first_mes", "creator_notes", "scenario", "system_prompt", "mes_example"):
+            assert data[key] == "", key
+        assert (data["creator"], data["character_version"]) == ("", "")
+        assert (data["tags"], data["alternate_greetings"], data["extensions"]) == ([], [], {})
+        assert "character_book" not in data
+    assert v3["group_only_greetings"] == []
+
+
 @pytest.mark.parametrize("field", ["description", "personality"])
 async def test_a_long_description_is_cut_for_the_persona_and_kept_whole_in_the_card(
     characters, field

@@ -331,13 +331,7 @@ def export_card(character: dict[str, Any], spec: str = V3) -> dict[str, Any]:
             data["personality"] = ""
     _export_book(data, character.get("lorebook"), imported)
     _complete_book(data.get("character_book"), spec)
-    for key, empty in (("description", ""), ("personality", ""), ("scenario", ""),
-                       ("first_mes", ""), ("mes_example", ""), ("creator_notes", ""),
-                       ("system_prompt", ""),
-                       ("post_history_instructions", ""), ("alternate_greetings", []),
-                       ("tags", []), ("creator", ""), ("character_version", ""),
-                       ("extensions", {})):  # fmt: skip
-        data.setdefault(key, copy.deepcopy(empty))
+    _complete_data(data, spec)
     if spec == V3:
         _complete_for_v3(data, character.get("updated_at"))
         card.update(spec=V3, spec_version="3.0")
@@ -355,6 +349,30 @@ def _persona_was_personality(data: dict[str, Any], imported: dict[str, Any]) -> 
     return not (isinstance(description, str) and description.strip()) or (
         "personality" not in imported
     )
+
+
+# What both specs require of a card's data, by type (V3 adds `group_only_greetings`).
+REQUIRED_TEXTS = (
+    "name", "description", "personality", "scenario", "first_mes", "mes_example",
+    "creator_notes", "system_prompt", "post_history_instructions", "creator", "character_version",
+)  # fmt: skip
+REQUIRED_LISTS = ("alternate_greetings", "tags")
+
+
+def _complete_data(data: dict[str, Any], spec: str) -> None:
+    """Give a field the specs require, when missing, null or of another type (cards in the
+    wild carry null for empty fields), the empty value of its type: strict readers refuse
+    anything else. A list keeps its strings; a null `character_book` (optional) is left out."""
+    for key in REQUIRED_TEXTS:
+        if not isinstance(data.get(key), str):
+            data[key] = ""
+    for key in (*REQUIRED_LISTS, *(("group_only_greetings",) if spec == V3 else ())):
+        value = data.get(key)
+        data[key] = [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+    if not isinstance(data.get("extensions"), dict):
+        data["extensions"] = {}
+    if "character_book" in data and data["character_book"] is None:
+        del data["character_book"]
 
 
 def _export_book(
@@ -386,8 +404,7 @@ def _complete_book(book: object, spec: str) -> None:
 
 
 def _complete_for_v3(data: dict[str, Any], updated_at: str | None) -> None:
-    """Add what V3 requires and V2 lacks; nothing already there changes."""
-    data.setdefault("group_only_greetings", [])
+    """Add what V3 requires and V2 lacks (`group_only_greetings`: _complete_data)."""
     if updated_at:  # V3: exporters should set it, in Unix seconds
         stamp = datetime.fromisoformat(updated_at.replace("Z", "+00:00"))
         data["modification_date"] = int(stamp.timestamp())
