@@ -209,6 +209,35 @@ async def test_long_and_null_card_fields_are_accepted(characters):
     assert exported.json()["data"]["first_mes"] == card["data"]["first_mes"]  # kept whole
 
 
+V1_CARD = {
+    "name": "Old",
+    "description": "An old V1 card.",
+    "personality": "quiet",
+    "scenario": "a tavern",
+    "first_mes": "Hello, {{user}}.",
+    "mes_example": "<START>\n{{char}}: Hm.",
+}
+
+
+@pytest.mark.parametrize("as_png", [False, True], ids=["json", "png"])
+async def test_a_v1_card_is_imported_as_sillytavern_imports_it(characters, as_png):
+    """Character Card V1 (spec_v1.md): the six fields at the top level, no `spec`; read into a
+    V2 card's data, as SillyTavern's v1 import does."""
+    if as_png:
+        response = await upload(characters, "v1.png", _png_with_text(b"chara", _b64(V1_CARD)))
+    else:
+        response = await characters.post("/api/characters/import", json=V1_CARD, headers=ALICE)
+    assert response.status_code == 201, response.text[:300]
+    character = response.json()["data"]
+    assert (character["name"], character["persona"]) == ("Old", "An old V1 card.")
+    assert (character["personality"], character["scenario"]) == ("quiet", "a tavern")
+    assert character["first_message"] == "Hello, {{user}}."
+    assert character["sample_dialogue"] == V1_CARD["mes_example"]
+    exported = (await characters.get(f"/api/characters/{character['id']}/export")).json()
+    assert exported["spec"] == "chara_card_v3"
+    assert {key: exported["data"][key] for key in V1_CARD} == V1_CARD
+
+
 async def test_null_or_wrongly_typed_spec_fields_are_exported_as_the_specs_type_them(characters):
     """Cards in the wild carry null for empty fields; the V2 and V3 specs require a string, an
     array or an object there, and strict readers refuse anything else."""

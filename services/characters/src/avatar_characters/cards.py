@@ -1,4 +1,5 @@
-"""Character Card V2 and V3 (the role-play ecosystem's exchange format), as JSON or in PNG.
+"""Character Card V2 and V3 (the role-play ecosystem's exchange format), as JSON or in PNG;
+a V1 card (its fields at the top level, no `spec`) is read as a V2 one.
 
 Specs: character-card-spec-v2 (`spec: chara_card_v2`, the card as base64 JSON in a PNG tEXt
 chunk named `chara`) and character-card-spec-v3 (`spec: chara_card_v3`, chunk `ccv3`; a V3
@@ -61,7 +62,9 @@ CARD_SCHEMA = {
     "system_prompt, post_history_instructions and V3's nickname become the fields of the same "
     "meaning (longer texts are cut to their limits, the card keeps them whole for export), and "
     "character_book the lorebook (its texts over the Lorebook schema's lengths are cut; refused "
-    "when it breaks the schema otherwise).",
+    "when it breaks the schema otherwise). A V1 card (name, description, personality, "
+    "scenario, first_mes and mes_example at the top level, no spec) is read as a V2 card "
+    "whose data it is.",
     "required": ["spec", "data"],
     "properties": {
         "spec": {"enum": [V2, V3]},
@@ -136,8 +139,18 @@ def _as_object(card: object) -> dict[str, Any]:
     if not isinstance(card, dict):
         raise BadCard("The card is not a JSON object.")
     _check_shape(card)
+    card = _v2_of_v1(card)
     _check_types(card.get("data"))
     return card
+
+
+def _v2_of_v1(card: dict[str, Any]) -> dict[str, Any]:
+    """A Character Card V1 (spec_v1.md: name, description, personality, scenario, first_mes
+    and mes_example at the top level, no `spec`) as a V2 card with those fields, and whatever
+    else it carries, in its data: SillyTavern imports one (its v1 branch), and so it exports."""
+    if "spec" in card or "data" in card or "name" not in card:
+        return card
+    return {"spec": V2, "spec_version": "2.0", "data": card}
 
 
 def _check_shape(card: dict[str, Any]) -> None:
