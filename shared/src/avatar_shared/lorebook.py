@@ -54,7 +54,7 @@ MAX_KEY_CHARS = 200  # a regex key too: a long pattern is refused before it is c
 # grows without bound, `(?:a{100}){100}` costs about 1.4 MB and 2 ms. A regex key is refused
 # before it is compiled when one of its counts ({n}, {m,n}, {m,}) is over MAX_REPEAT or its
 # repeats unroll to more than MAX_KEY_REPEATS copies; a book's regex keys unroll to at most
-# MAX_BOOK_REPEATS in all (about 14 MB and 0.2 s to compile them all).
+# MAX_BOOK_REPEATS in all (about 15 MB and 30 ms to compile them all).
 MAX_REPEAT = 1000
 MAX_KEY_REPEATS = 10_000
 MAX_BOOK_REPEATS = 100_000
@@ -642,8 +642,9 @@ def _as_regex(key: str, entry: LoreEntry) -> "regex.Pattern[str] | None":
 
 
 def _compiled(found: RegexKey) -> "regex.Pattern[str]":
-    """Costed before it is compiled (CostlyRegex past the bounds); compiling takes at most a
-    few milliseconds then, so it runs where it is called."""
+    """Costed before it is compiled (CostlyRegex past the bounds): a key then compiles in a
+    few milliseconds at most (a whole book of long keys may take a second or two: callers
+    that can run it in a worker thread do)."""
     _repeats(found.source)
     try:
         return regex.compile(found.source, found.options)

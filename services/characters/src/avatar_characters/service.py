@@ -8,7 +8,15 @@ import httpx
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from avatar_characters.cards import V2, V3, book_digest, export_card, import_card, read_card
+from avatar_characters.cards import (
+    V2,
+    V3,
+    ImportedCard,
+    book_digest,
+    export_card,
+    import_card,
+    read_card,
+)
 from avatar_characters.errors import CharacterNotFound, LorebookTestsBusy, PresetReadOnly
 from avatar_characters.listing import ListQuery, stored_page
 from avatar_characters.peers.tts import VoiceDirectory
@@ -206,8 +214,12 @@ class CharacterService:
         return await self.store.adopt(from_id, to_id)
 
     async def import_card(self, owner: Owner, raw: bytes) -> Character:
-        imported = import_card(read_card(raw, self.max_card_json_bytes))
-        fields = CharacterFields.model_validate(imported.fields)
+        # In a worker thread: a book of 2,000 regex keys takes a second or two to compile, and
+        # the event loop keeps serving the other requests meanwhile.
+        imported = await asyncio.to_thread(_imported, raw, self.max_card_json_bytes)
+        # The book is checked already (pydantic runs its validator again on a model it is
+        # given): its keys are not compiled a second time.
+        fields = CharacterFields.model_validate(imported.fields, context=STORED)
         # What the card's fields became here (after trimming), so that the export can tell
         # which ones the user has changed since.
         as_imported = fields.model_dump(include=set(imported.fields))
@@ -237,6 +249,10 @@ class CharacterService:
             return None
         data = path.read_bytes()
         return data if data.startswith(PNG_SIGNATURE) else None
+
+
+def _imported(raw: bytes, max_card_json_bytes: int) -> ImportedCard:
+    return import_card(read_card(raw, max_card_json_bytes))
 
 
 def _lore_result(activation: Activation) -> LorebookTestResult:
