@@ -319,6 +319,7 @@ def test_a_stored_book_is_read_back_without_compiling_its_regex_keys():
     bounds refuse never runs (nor is it compiled) when a scan meets it."""
     stored = {"entries": [entry(["/(unclosed/"], "broken"), entry([BOMB], "bomb")]}
     lore = Lorebook.model_validate(stored, context=STORED)
+    assert lore.for_prompt().entries == lore.entries  # what chat keeps: not checked again
     activation = activate(lore, ["(unclosed aaaa"], 4, 100, words)
     assert activation.fired == []
     assert [(s.index, s.reason) for s in activation.skipped] == [(0, "bad_regex"), (1, "bad_regex")]

@@ -184,7 +184,8 @@ class Lorebook(BaseModel):
             for entry in self.entries
         ]
         fields = self.model_dump(include={"scan_depth", "token_budget", "recursive_scanning"})
-        return Lorebook.model_validate({**fields, "entries": entries})
+        # Checked already: its regex keys are not compiled again (a turn compiles them).
+        return Lorebook.model_validate({**fields, "entries": entries}, context=STORED)
 
     @cached_property
     def keyed(self) -> "list[KeyedEntry]":
