@@ -6,7 +6,13 @@ import pytest
 from pydantic import ValidationError
 
 from avatar_shared import lorebook
-from avatar_shared.lorebook import MAX_KEY_CHARS, Lorebook, activate, strip_decorators
+from avatar_shared.lorebook import (
+    MAX_KEY_CHARS,
+    STORED,
+    Lorebook,
+    activate,
+    strip_decorators,
+)
 from tests.helpers import seraphina_card
 
 
@@ -283,3 +289,37 @@ def test_sillytavern_selective_logic_it_does_not_know_never_fires_its_entry():
     assert outcome(0, [""], "the castle") == missing
     assert outcome(2, [""], "the castle") == (1, [])
     assert outcome(0, ["", "night"], "the castle at night") == (1, [])
+
+
+# The regex module unrolls counted repeats as it compiles: this 22-character key grew without
+# bound (MemoryError, or the process killed). Its counts alone refuse it, at no cost.
+BOMB = "/(?:a{65535}){65535}/"
+
+
+def test_a_regex_key_that_would_cost_too_much_to_compile_is_refused_before_it_is():
+    for key in (BOMB, "/a{1001}/", "/(?:a{101}){100}/", "/(?:[ab]{11}){1000}/", "^x{2000,}"):
+        with pytest.raises(ValidationError, match="too costly"):
+            book(entry([key], use_regex=not key.startswith("/")))
+    within = book(entry(["/x{1000}/", "/(?:a{100}){100}z/", "/\\p{L}{3}/", "{{char}}"]))
+    assert fired(within, "a" * 10_000 + "z") == ["lore"]
+    # Each key within its bounds, but the book's keys unroll to more in all.
+    many = [entry([f"/(?:a{{100}}){{100}}{n}/"]) for n in range(11)]
+    with pytest.raises(ValidationError, match="100000 copies in all"):
+        book(*many)
+
+
+def test_a_sillytavern_regex_key_too_costly_to_compile_is_plain_text_as_one_it_refuses():
+    lore = as_chat_keeps(st_entry([BOMB], "bomb"), st_entry(["/a{1001}/i"], "costly"))
+    assert fired(lore, "a" * 2000) == []
+    assert fired(lore, f"she typed {BOMB} and /a{{1001}}/i") == ["bomb", "costly"]
+
+
+def test_a_stored_book_is_read_back_without_compiling_its_regex_keys():
+    """Checked when written; one stored before a bound was set stays readable, and a key the
+    bounds refuse never runs (nor is it compiled) when a scan meets it."""
+    stored = {"entries": [entry(["/(unclosed/"], "broken"), entry([BOMB], "bomb")]}
+    lore = Lorebook.model_validate(stored, context=STORED)
+    assert lore.for_prompt().entries == lore.entries  # what chat keeps: not checked again
+    activation = activate(lore, ["(unclosed aaaa"], 4, 100, words)
+    assert activation.fired == []
+    assert [(s.index, s.reason) for s in activation.skipped] == [(0, "bad_regex"), (1, "bad_regex")]

@@ -112,6 +112,19 @@ async def test_ccv3_is_preferred_over_chara(characters):
     assert (await upload(characters, "c.png", png)).json()["data"]["name"] == "New"
 
 
+@pytest.mark.parametrize("keyword", ["ccv3", "chara"])
+async def test_of_two_chunks_of_one_keyword_the_first_is_read_as_sillytavern_does(
+    characters, keyword
+):
+    """SillyTavern's character-card-parser.js takes the first chunk of each keyword."""
+    spec = "chara_card_v3" if keyword == "ccv3" else "chara_card_v2"
+    first, second = ({"spec": spec, "data": {"name": n, "description": "d"}} for n in "AB")
+    chunks = [_text_chunk(keyword.encode(), _b64(card)) for card in (first, second)]
+    base = placeholder_png("x", 8)
+    png = base[:-12] + b"".join(chunks) + base[-12:]
+    assert (await upload(characters, "c.png", png)).json()["data"]["name"] == "A"
+
+
 def _huge_png() -> bytes:
     png = bytearray(placeholder_png("x", 8))
     png[16:24] = struct.pack(">II", 100_000, 100_000)  # IHDR width and height
@@ -120,10 +133,13 @@ def _huge_png() -> bytes:
 
 def _png_with_text(keyword: bytes, text: bytes) -> bytes:
     base = placeholder_png("x", 8)
+    return base[:-12] + _text_chunk(keyword, text) + base[-12:]
+
+
+def _text_chunk(keyword: bytes, text: bytes) -> bytes:
     chunk_data = keyword + b"\0" + text
     chunk = struct.pack(">I", len(chunk_data)) + b"tEXt" + chunk_data
-    chunk += struct.pack(">I", zlib.crc32(b"tEXt" + chunk_data) & 0xFFFFFFFF)
-    return base[:-12] + chunk + base[-12:]
+    return chunk + struct.pack(">I", zlib.crc32(b"tEXt" + chunk_data) & 0xFFFFFFFF)
 
 
 WRONG_SPEC = {"spec": "chara_card_v9", "data": {}}
@@ -191,6 +207,74 @@ async def test_long_and_null_card_fields_are_accepted(characters):
     assert 3990 < len(character["first_message"]) <= 4000 and character["description"] == ""
     exported = await characters.get(f"/api/characters/{character['id']}/export")
     assert exported.json()["data"]["first_mes"] == card["data"]["first_mes"]  # kept whole
+
+
+V1_CARD = {
+    "name": "Old",
+    "description": "An old V1 card.",
+    "personality": "quiet",
+    "scenario": "a tavern",
+    "first_mes": "Hello, {{user}}.",
+    "mes_example": "<START>\n{{char}}: Hm.",
+}
+
+
+@pytest.mark.parametrize("as_png", [False, True], ids=["json", "png"])
+async def test_a_v1_card_is_imported_as_sillytavern_imports_it(characters, as_png):
+    """Character Card V1 (spec_v1.md): the six fields at the top level, no `spec`; read into a
+    V2 card's data, as SillyTavern's v1 import does."""
+    if as_png:
+        response = await upload(characters, "v1.png", _png_with_text(b"chara", _b64(V1_CARD)))
+    else:
+        response = await characters.post("/api/characters/import", json=V1_CARD, headers=ALICE)
+    assert response.status_code == 201, response.text[:300]
+    character = response.json()["data"]
+    assert (character["name"], character["persona"]) == ("Old", "An old V1 card.")
+    assert (character["personality"], character["scenario"]) == ("quiet", "a tavern")
+    assert character["first_message"] == "Hello, {{user}}."
+    assert character["sample_dialogue"] == V1_CARD["mes_example"]
+    exported = (await characters.get(f"/api/characters/{character['id']}/export")).json()
+    assert exported["spec"] == "chara_card_v3"
+    assert {key: exported["data"][key] for key in V1_CARD} == V1_CARD
+
+
+async def test_null_or_wrongly_typed_spec_fields_are_exported_as_the_specs_type_them(characters):
+    """Cards in the wild carry null for empty fields; the V2 and V3 specs require a string, an
+    array or an object there, and strict readers refuse anything else."""
+    nulls = ("first_mes", "creator_notes", "scenario", "system_prompt", "alternate_greetings")
+    card = v3_card(**dict.fromkeys(nulls), tags=None, extensions=None, creator=7)
+    card["data"] |= {"character_version": None, "group_only_greetings": None}
+    card["data"] |= {"character_book": None, "mes_example": None}
+    created = await characters.post("/api/characters/import", json=card, headers=ALICE)
+    assert created.status_code == 201, created.text[:300]
+    path = f"/api/characters/{created.json()['data']['id']}/export"
+    v3 = (await characters.get(path)).json()["data"]
+    v2 = png_chunks((await characters.get(f"{path}?format=png")).content)["chara"]["data"]
+    for data in (v3, v2):
+        for key in ("first_mes", "creator_notes", "scenario", "system_prompt", "mes_example"):
+            assert data[key] == "", key
+        assert (data["creator"], data["character_version"]) == ("", "")
+        assert (data["tags"], data["alternate_greetings"], data["extensions"]) == ([], [], {})
+        assert "character_book" not in data
+    assert v3["group_only_greetings"] == []
+
+
+@pytest.mark.parametrize("field", ["description", "personality"])
+async def test_a_long_description_is_cut_for_the_persona_and_kept_whole_in_the_card(
+    characters, field
+):
+    """Long descriptions are common on Chub and SillyTavern: the persona takes the first 8000
+    characters (the personality's, for a card without a description), the export all."""
+    long = "긴 설명. " * 2000  # 12,000 characters
+    card = v3_card(**{"description": "", field: long})
+    created = await characters.post("/api/characters/import", json=card, headers=ALICE)
+    assert created.status_code == 201, created.text[:300]
+    character = created.json()["data"]
+    assert character["persona"] == long[:8000].strip()
+    path = f"/api/characters/{character['id']}"
+    renamed = await characters.patch(path, json={"name": "새 이름"}, headers=ALICE)
+    assert renamed.status_code == 200
+    assert (await characters.get(f"{path}/export")).json()["data"][field] == long
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from avatar_characters.settings import CharactersSettings
 from avatar_shared.lorebook import Lorebook
 from tests.helpers import as_user
 
-from .helpers import ALICE, SERAPHINA, original_seraphina, png_chunks, upload
+from .helpers import ALICE, SERAPHINA, original_seraphina, png_chunks, upload, v3_card
 
 BOB = as_user("bob")
 NEW = {"name": "나만의 캐릭터", "persona": "조용하고 다정한 도서관 사서."}
@@ -270,3 +270,81 @@ async def test_a_book_stored_with_nan_before_it_was_refused_exports_it_as_null(c
     assert png_chunks(as_png.content)["ccv3"]["data"]["character_book"]["extensions"] == {
         "weight": None
     }
+
+
+# 22 characters the regex module unrolled without bound as it compiled (a bare 500 after
+# gigabytes, or the process killed); refused from its counts alone, before it is compiled.
+BOMB = "/(?:a{65535}){65535}/"
+
+
+@pytest.mark.parametrize("key", [BOMB, "/(?:a{101}){100}/"])
+async def test_a_regex_key_too_costly_to_compile_is_422_on_every_write(characters, redis, key):
+    path = await own_character(characters)
+    book = {"entries": [{"keys": [key], "content": "x"}]}
+    answers = [
+        await characters.put(f"{path}/lorebook", json=book, headers=ALICE),
+        await characters.patch(path, json={"lorebook": book}, headers=ALICE),
+        await characters.post("/api/characters", json={**NEW, "lorebook": book}, headers=ALICE),
+        await characters.post(
+            "/api/characters/import", json=v3_card(character_book=book), headers=ALICE
+        ),
+    ]
+    for response in answers:
+        assert response.status_code == 422, response.text[:300]
+        assert "too costly" in response.json()["error"]["message"]
+    assert len(await redis.zrange("characters:owner:alice", 0, -1)) == 1
+
+
+async def test_a_sillytavern_card_with_such_a_key_imports_it_as_plain_text(characters):
+    st_entry = {"keys": [BOMB], "content": "x", "use_regex": True}
+    st_entry |= {"extensions": {"selectiveLogic": 0}, "enabled": True, "insertion_order": 1}
+    book = {"entries": [st_entry]}
+    imported = await characters.post(
+        "/api/characters/import", json=v3_card(character_book=book), headers=ALICE
+    )
+    assert imported.status_code == 201, imported.text[:300]
+    path = f"/api/characters/{imported.json()['data']['id']}"
+    exported = (await characters.get(f"{path}/export", headers=ALICE)).json()
+    assert exported["data"]["character_book"]["entries"][0]["keys"] == [BOMB]
+    tried = {"messages": [{"role": "user", "content": f"I typed {BOMB}"}]}
+    fired = await characters.post(f"{path}/lorebook/test", json=tried, headers=ALICE)
+    assert [f["key"] for f in fired.json()["data"]["fired"]] == [BOMB]
+
+
+async def test_a_stored_book_is_read_without_compiling_its_regex_keys_again(characters, redis):
+    """Checked when it was written: reads (a listing reads many books) do not compile its
+    keys again, and a book stored before a rule refused a key stays readable."""
+    path = await own_character(characters, lorebook=BOOK)
+    key = f"characters:item:{path.rsplit('/', 1)[1]}"
+    record = json.loads(await redis.get(key))
+    record["lorebook"]["entries"][1]["keys"] = ["/(unclosed/", "/a{1001}/"]  # as taken before
+    await redis.set(key, json.dumps(record), keepttl=True)
+    await assert_readable(characters, path, f"{path}/lorebook", f"{path}/export")
+    renamed = await characters.patch(path, json={"name": "새 이름"}, headers=ALICE)
+    assert renamed.status_code == 200, renamed.text[:300]
+    tried = {"messages": [{"role": "user", "content": "사서"}]}
+    tested = await characters.post(f"{path}/lorebook/test", json=tried, headers=ALICE)
+    assert [s["reason"] for s in tested.json()["data"]["left_out"]] == ["bad_regex"]
+
+
+async def test_a_cards_oversized_entry_is_cut_in_the_lorebook_and_kept_whole_in_the_export(
+    characters,
+):
+    """One long entry (or a RisuAI entry's long name) no longer refuses the whole card: the
+    working lorebook cuts it to the limits, the stored card keeps the book whole."""
+    long_entry = {"keys": ["용"], "content": "용의 역사. " * 1000, "name": "이름" * 150}
+    book = {"name": "세계" * 150, "entries": [long_entry, {"keys": ["숲"], "content": "숲"}]}
+    imported = await characters.post(
+        "/api/characters/import", json=v3_card(character_book=book), headers=ALICE
+    )
+    assert imported.status_code == 201, imported.text[:300]
+    path = f"/api/characters/{imported.json()['data']['id']}"
+    working = (await characters.get(f"{path}/lorebook")).json()["data"]
+    assert working["entries"][0]["content"] == long_entry["content"][:8000]
+    assert working["entries"][0]["name"] == long_entry["name"][:200]
+    assert working["name"] == book["name"][:200] and working["entries"][1] == book["entries"][1]
+    exported = (await characters.get(f"{path}/export")).json()["data"]["character_book"]
+    assert exported["name"] == book["name"]
+    assert [(e["content"], e.get("name")) for e in exported["entries"]] == [
+        (e["content"], e.get("name")) for e in book["entries"]
+    ]

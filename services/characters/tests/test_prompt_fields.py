@@ -219,6 +219,20 @@ async def test_a_card_with_a_personality_alone_makes_it_the_persona(characters):
     assert exported["data"]["personality"] == "shy, kind" and exported["data"]["description"] == ""
 
 
+async def test_an_edited_persona_made_of_the_personality_replaces_it_in_the_export(characters):
+    """The persona came from the card's personality: edited, it is written as the description,
+    and the old personality (which it replaces) no longer contradicts it."""
+    card = {"spec": "chara_card_v2", "data": {"name": "P", "description": "", "personality": "shy"}}
+    character = (await characters.post("/api/characters/import", json=card)).json()["data"]
+    path = f"/api/characters/{character['id']}"
+    assert (await characters.patch(path, json={"persona": "Bold and loud."})).status_code == 200
+    exported = (await characters.get(f"{path}/export")).json()["data"]
+    assert (exported["description"], exported["personality"]) == ("Bold and loud.", "")
+    assert (await characters.patch(path, json={"personality": "bold"})).status_code == 200
+    exported = (await characters.get(f"{path}/export")).json()["data"]
+    assert (exported["description"], exported["personality"]) == ("Bold and loud.", "bold")
+
+
 @pytest.mark.parametrize(
     ("book", "says"),
     [

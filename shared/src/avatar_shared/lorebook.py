@@ -29,6 +29,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    ValidationInfo,
     model_validator,
 )
 
@@ -49,6 +50,14 @@ PROMPT_EXTENSIONS = (
     "position", "depth", "role", "selectiveLogic", "case_sensitive", "match_whole_words"
 )  # fmt: skip
 MAX_KEY_CHARS = 200  # a regex key too: a long pattern is refused before it is compiled
+# The regex module unrolls counted repeats as it compiles: `(?:a{65535}){65535}` (22 characters)
+# grows without bound, `(?:a{100}){100}` costs about 1.4 MB and 2 ms. A regex key is refused
+# before it is compiled when one of its counts ({n}, {m,n}, {m,}) is over MAX_REPEAT or its
+# repeats unroll to more than MAX_KEY_REPEATS copies; a book's regex keys unroll to at most
+# MAX_BOOK_REPEATS in all (about 15 MB and 30 ms to compile them all).
+MAX_REPEAT = 1000
+MAX_KEY_REPEATS = 10_000
+MAX_BOOK_REPEATS = 100_000
 MAX_CONTENT_CHARS = 8000
 MAX_NAME_CHARS = 200
 MAX_SCAN_DEPTH = 100
@@ -133,6 +142,12 @@ class LoreEntry(BaseModel):
         return label[:MAX_LABEL_CHARS]
 
 
+# The validation context of a book read back from the store (`model_validate(..., context=
+# STORED)`): it was checked whole when it was written.
+STORED_KEY = "stored_lorebook"
+STORED = {STORED_KEY: True}
+
+
 class Lorebook(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -145,19 +160,18 @@ class Lorebook(BaseModel):
     entries: list[LoreEntry] = Field(default_factory=list, max_length=MAX_ENTRIES)
 
     @model_validator(mode="after")
-    def _bounded_and_compilable(self) -> "Lorebook":
-        """What bounds a turn's work: keys and content in all, and every regex key compiles
-        (a stored book never holds one that cannot run)."""
+    def _bounded_and_compilable(self, info: ValidationInfo) -> "Lorebook":
+        """What bounds a turn's work: keys and content in all, and every regex key compiles,
+        at a bounded cost (a stored book never holds one that cannot run). A book read back
+        from the store (context STORED) was checked when it was written: its regex keys are
+        not compiled again (a listing reads many books; a turn compiles what it uses)."""
         keys = [(e, k) for e in self.entries for k in [*e.keys, *e.secondary_keys]]
         if len(keys) > MAX_BOOK_KEYS:
             raise ValueError(f"a lorebook has at most {MAX_BOOK_KEYS} keys in all")
         if sum(len(e.content) for e in self.entries) > MAX_BOOK_CHARS:
             raise ValueError(f"a lorebook's entries hold at most {MAX_BOOK_CHARS} characters")
-        for entry, key in keys:
-            try:
-                _as_regex(key, entry)
-            except BadRegex as exc:
-                raise ValueError(f"the regex key {key[:50]!r} does not compile: {exc}") from exc
+        if not (info.context or {}).get(STORED_KEY):
+            _check_regex_keys(keys)
         return self
 
     def for_prompt(self) -> "Lorebook":
@@ -170,7 +184,8 @@ class Lorebook(BaseModel):
             for entry in self.entries
         ]
         fields = self.model_dump(include={"scan_depth", "token_budget", "recursive_scanning"})
-        return Lorebook.model_validate({**fields, "entries": entries})
+        # Checked already: its regex keys are not compiled again (a turn compiles them).
+        return Lorebook.model_validate({**fields, "entries": entries}, context=STORED)
 
     @cached_property
     def keyed(self) -> "list[KeyedEntry]":
@@ -450,6 +465,10 @@ class BadRegex(Exception):
     """A regex key that does not compile, or runs past REGEX_TIMEOUT_S."""
 
 
+class CostlyRegex(BadRegex):
+    """A regex key that would cost too much to compile (see MAX_REPEAT)."""
+
+
 @dataclass(frozen=True)
 class Scanned:
     """A text keys are matched in, and its case-folded form (made once, for every key)."""
@@ -576,12 +595,20 @@ def _slashed(key: str, entry: LoreEntry) -> "re.Match[str] | None":
     return pattern.fullmatch(key)
 
 
-def _as_regex(key: str, entry: LoreEntry) -> "regex.Pattern[str] | None":
-    """A regex key (written `/pattern/flags`, or any key of a `use_regex` entry) compiled;
-    None for a plain one. Written with slashes, its flags alone say whether case counts, as
-    in SillyTavern (a JavaScript RegExp). In an entry SillyTavern wrote, a slashed key that
-    JavaScript would refuse is plain text, as SillyTavern reads it; in any other, it is
-    refused (BadRegex), since its writer meant a regex."""
+@dataclass(frozen=True)
+class RegexKey:
+    """A key read as a regex: its pattern, the regex module's options, and whether it is read
+    as SillyTavern reads it (lenient: a pattern it cannot use is plain text, not refused)."""
+
+    source: str
+    options: int
+    lenient: bool
+
+
+def _regex_key(key: str, entry: LoreEntry) -> RegexKey | None:
+    """A regex key (written `/pattern/flags`, or any key of a `use_regex` entry); None for a
+    plain one. Written with slashes, its flags alone say whether case counts, as in
+    SillyTavern (a JavaScript RegExp)."""
     slashed = _slashed(key, entry)
     if not entry.every_key_a_regex and not slashed:
         return None
@@ -590,18 +617,135 @@ def _as_regex(key: str, entry: LoreEntry) -> "regex.Pattern[str] | None":
         ignore_case = "i" in flags
     else:
         source, flags, ignore_case = key, "", not entry.keys_case_sensitive
-    read_as_sillytavern = slashed and entry.written_by_sillytavern
-    if read_as_sillytavern and len(set(flags)) < len(flags):
+    lenient = bool(slashed) and entry.written_by_sillytavern
+    if lenient and len(set(flags)) < len(flags):
         return None  # JavaScript refuses a repeated flag
     options = regex.IGNORECASE if ignore_case else 0
     options |= regex.MULTILINE if "m" in flags else 0
     options |= regex.DOTALL if "s" in flags else 0
+    return RegexKey(source, options, lenient)
+
+
+def _as_regex(key: str, entry: LoreEntry) -> "regex.Pattern[str] | None":
+    """A regex key compiled; None for a plain one. In an entry SillyTavern wrote, a slashed
+    key it could not use (JavaScript refuses it, or it costs too much here) is plain text,
+    as SillyTavern reads one JavaScript refuses; in any other, it is refused (BadRegex),
+    since its writer meant a regex."""
+    found = _regex_key(key, entry)
+    if found is None:
+        return None
     try:
-        return regex.compile(source, options)
-    except (regex.error, OverflowError) as exc:
-        if read_as_sillytavern:
+        return _compiled(found)
+    except BadRegex:
+        if found.lenient:
             return None
+        raise
+
+
+def _compiled(found: RegexKey) -> "regex.Pattern[str]":
+    """Costed before it is compiled (CostlyRegex past the bounds): a key then compiles in a
+    few milliseconds at most (a whole book of long keys may take a second or two: callers
+    that can run it in a worker thread do)."""
+    _repeats(found.source)
+    try:
+        return regex.compile(found.source, found.options)
+    except (regex.error, OverflowError) as exc:
         raise BadRegex(str(exc)) from exc
+    except (MemoryError, RecursionError) as exc:  # past what the bounds foresee: refused
+        raise CostlyRegex(f"compiling it takes too much memory ({type(exc).__name__})") from exc
+
+
+def _check_regex_keys(keys: list[tuple[LoreEntry, str]]) -> None:
+    """Every regex key is costed, then (the book's total within MAX_BOOK_REPEATS) compiled:
+    ValueError for one that is refused."""
+    regexes = [(key, found) for entry, key in keys if (found := _regex_key(key, entry))]
+    total = 0
+    for key, found in regexes:
+        try:
+            total += _repeats(found.source)
+        except CostlyRegex as exc:
+            if not found.lenient:  # a lenient one is plain text: it costs nothing
+                raise ValueError(f"the regex key {key[:50]!r} is too costly: {exc}") from exc
+    if total > MAX_BOOK_REPEATS:
+        raise ValueError(
+            f"a lorebook's regex keys unroll their counted repeats ({{n}}) to at most "
+            f"{MAX_BOOK_REPEATS} copies in all; these unroll to {total}"
+        )
+    for key, found in regexes:
+        try:
+            _compiled(found)
+        except CostlyRegex as exc:
+            if not found.lenient:
+                raise ValueError(f"the regex key {key[:50]!r} is too costly: {exc}") from exc
+        except BadRegex as exc:
+            if not found.lenient:
+                raise ValueError(f"the regex key {key[:50]!r} does not compile: {exc}") from exc
+
+
+# A counted repeat as the regex module reads one: {n}, {m,n}, {m,}, {,n}.
+COUNTED = re.compile(r"\{(\d*)(,?)(\d*)\}")
+# What opens a group past its "(" and is no item of it: ?:, ?i), ?<name>, ?=, ?<! ...
+GROUP_PREFIX = re.compile(r"\?(?:P?<[^>]*>|<[=!]|[:=!>|]|[\w^-]*:?)")
+NAMED_ESCAPE = re.compile(r"\\[pPNx]\{[^}]*\}")  # \p{Greek}, \N{...}, \x{263a}: no repeat
+
+
+def _repeats(source: str) -> int:
+    """How many copies `source`'s counted repeats add when the regex module unrolls them:
+    what a count repeats (an item, or a group's items and their own copies) times the count
+    less one, nested repeats multiplied. CostlyRegex past MAX_REPEAT or MAX_KEY_REPEATS. A
+    reading of the pattern that may count more than the regex module makes (a `{` in a
+    comment, say), never less."""
+    inside = [0]  # per open group: its items and the copies made of them
+    added = 0  # copies made in all
+    size, at = 1, 0  # what a count would repeat: an item, or a group
+    while at < len(source):
+        char, step = source[at], 1
+        if named := NAMED_ESCAPE.match(source, at):
+            step = len(named[0])
+        elif char == "\\":
+            step = 2
+        elif char == "[":
+            step = _set_end(source, at) - at
+        elif char == "(":
+            inside.append(0)
+            prefix = GROUP_PREFIX.match(source, at + 1)
+            size, at = 1, prefix.end() if prefix else at + 1
+            continue
+        elif char == ")" and len(inside) > 1:
+            size = max(inside.pop(), 1)
+            inside[-1] += size
+            at += 1
+            continue
+        elif (counted := COUNTED.match(source, at)) and (counted[1] or counted[3]):
+            count = max(int(counted[1] or 0), int(counted[3] or 0))
+            if count > MAX_REPEAT:
+                raise CostlyRegex(f"a count of {count} (at most {MAX_REPEAT})")
+            copies = size * max(count - 1, 0)
+            inside[-1] += copies
+            added += copies
+            size, at = size * max(count, 1), counted.end()
+            continue
+        elif char in "*+?|":  # no item: * + ? (a count's lazy ? too) repeat no more
+            at += 1
+            continue
+        inside[-1] += 1  # an item: a character, an escape, a set
+        size, at = 1, at + step
+    if added > MAX_KEY_REPEATS:
+        raise CostlyRegex(
+            f"its counted repeats unroll to {added} copies (at most {MAX_KEY_REPEATS})"
+        )
+    return added
+
+
+def _set_end(source: str, at: int) -> int:
+    """Where the set opened at `at` ends (its first `]` may be a member). A nested set or a
+    POSIX class ends it early here: what follows is then read as pattern, counted more."""
+    at += 1
+    at += source.startswith("^", at)
+    at += source.startswith("]", at)
+    while at < len(source) and source[at] != "]":
+        at += 2 if source[at] == "\\" else 1
+    return at + 1
 
 
 def _search(pattern: "regex.Pattern[str]", text: str) -> bool:

@@ -1,4 +1,5 @@
-"""Character Card V2 and V3 (the role-play ecosystem's exchange format), as JSON or in PNG.
+"""Character Card V2 and V3 (the role-play ecosystem's exchange format), as JSON or in PNG;
+a V1 card (its fields at the top level, no `spec`) is read as a V2 one.
 
 Specs: character-card-spec-v2 (`spec: chara_card_v2`, the card as base64 JSON in a PNG tEXt
 chunk named `chara`) and character-card-spec-v3 (`spec: chara_card_v3`, chunk `ccv3`; a V3
@@ -27,7 +28,7 @@ from avatar_characters.schemas import (
 )
 from avatar_shared.errors import describe_errors
 from avatar_shared.json_types import SOME_TEXT, check_json_shape
-from avatar_shared.lorebook import Lorebook, LoreEntry
+from avatar_shared.lorebook import MAX_CONTENT_CHARS, MAX_NAME_CHARS, Lorebook, LoreEntry
 
 MAX_CARD_BYTES = 10 * 1024 * 1024  # the file: a PNG's picture and its card
 # Fields of the V2/V3 specs that other code walks, with the JSON type each must have.
@@ -51,16 +52,19 @@ CUT_FIELDS = {
     "nickname": "nickname",
 }
 # What `read_card` accepts as JSON, for the OpenAPI document. (Two rules it cannot say: a card
-# without a description has its personality as the persona, at most 8000 characters; nesting
-# is at most MAX_JSON_DEPTH levels.) Fields beyond these are kept whole for export.
+# without a description has its personality as the persona; nesting is at most MAX_JSON_DEPTH
+# levels.) Fields beyond these are kept whole for export.
 CARD_SCHEMA = {
     "type": "object",
     "description": "A Character Card V2 or V3 (character-card-spec-v2/v3). Its description "
-    "becomes the persona (at most 8000 characters; the personality when it has no "
+    "becomes the persona (its first 8000 characters; the personality when it has no "
     "description); personality, scenario, first_mes, alternate_greetings, mes_example, "
     "system_prompt, post_history_instructions and V3's nickname become the fields of the same "
     "meaning (longer texts are cut to their limits, the card keeps them whole for export), and "
-    "character_book the lorebook (refused when it breaks the Lorebook schema).",
+    "character_book the lorebook (its texts over the Lorebook schema's lengths are cut; refused "
+    "when it breaks the schema otherwise). A V1 card (name, description, personality, "
+    "scenario, first_mes and mes_example at the top level, no spec) is read as a V2 card "
+    "whose data it is.",
     "required": ["spec", "data"],
     "properties": {
         "spec": {"enum": [V2, V3]},
@@ -69,7 +73,7 @@ CARD_SCHEMA = {
             "required": ["name"],
             "properties": {
                 "name": {**_SOME_TEXT, "maxLength": max_length("name")},
-                "description": {**_TEXT, "maxLength": max_length("persona")},
+                "description": _TEXT,
                 **{key: _TEXT for key in CUT_FIELDS},
                 **{key: _LIST for key in LIST_FIELDS},
                 "extensions": {"type": ["object", "null"]},
@@ -135,8 +139,18 @@ def _as_object(card: object) -> dict[str, Any]:
     if not isinstance(card, dict):
         raise BadCard("The card is not a JSON object.")
     _check_shape(card)
+    card = _v2_of_v1(card)
     _check_types(card.get("data"))
     return card
+
+
+def _v2_of_v1(card: dict[str, Any]) -> dict[str, Any]:
+    """A Character Card V1 (spec_v1.md: name, description, personality, scenario, first_mes
+    and mes_example at the top level, no `spec`) as a V2 card with those fields, and whatever
+    else it carries, in its data: SillyTavern imports one (its v1 branch), and so it exports."""
+    if "spec" in card or "data" in card or "name" not in card:
+        return card
+    return {"spec": V2, "spec_version": "2.0", "data": card}
 
 
 def _check_shape(card: dict[str, Any]) -> None:
@@ -211,12 +225,12 @@ def import_card(card: dict[str, Any]) -> ImportedCard:
         raise BadCard("The card has no 'data' object.")
     name, description = _text(data, "name"), _text(data, "description")
     # The description is the persona; a card with a personality alone makes that the persona.
-    persona = description or _text(data, "personality")
+    # Long ones are common (Chub, SillyTavern): cut like the other fields, kept whole in the card.
+    persona = (description or _text(data, "personality"))[: max_length("persona")].strip()
     if not name or not persona:
         raise BadCard("The card needs a name and a description or personality.")
-    for field, value in (("name", name), ("persona", persona)):
-        if len(value) > max_length(field):
-            raise BadCard(f"The card's {field} is longer than {max_length(field)} characters.")
+    if len(name) > max_length("name"):
+        raise BadCard(f"The card's name is longer than {max_length('name')} characters.")
     tags = data.get("tags") or []
     if not isinstance(tags, list):
         raise BadCard("The card's 'tags' is not a list.")
@@ -242,14 +256,33 @@ def _greetings(greetings: list[Any]) -> list[str]:
     return [g for g in texts if g][:MAX_GREETINGS]
 
 
+# A book's texts the lorebook model bounds, cut to fit on import (as the card's fields are):
+# one long entry, or RisuAI's long entry names, no longer refuse the whole card.
+BOOK_TEXTS = {"name": MAX_NAME_CHARS, "description": MAX_CONTENT_CHARS}
+ENTRY_TEXTS = {"content": MAX_CONTENT_CHARS, "comment": MAX_CONTENT_CHARS, "name": MAX_NAME_CHARS}
+
+
 def _lorebook(book: object) -> Lorebook | None:
+    """The working lorebook: the card's book with texts over the model's limits cut (the
+    stored card keeps the whole book, which an export writes back until the lorebook is
+    changed)."""
     if book is None:
         return None
+    if isinstance(book, dict) and isinstance(book.get("entries"), list):
+        entries = [_cut(e, ENTRY_TEXTS) if isinstance(e, dict) else e for e in book["entries"]]
+        book = {**_cut(book, BOOK_TEXTS), "entries": entries}
     try:
         return Lorebook.model_validate(book)
     except ValidationError as exc:
         errors = [{**e, "loc": ("character_book", *e["loc"])} for e in exc.errors()]
         raise BadCard(f"The card's lorebook is invalid: {describe_errors(errors)}.") from exc
+
+
+def _cut(fields: dict[str, Any], limits: dict[str, int]) -> dict[str, Any]:
+    return {
+        key: value[: limits[key]] if key in limits and isinstance(value, str) else value
+        for key, value in fields.items()
+    }
 
 
 def book_digest(book: dict[str, Any] | None) -> str | None:
@@ -294,6 +327,7 @@ def export_card(character: dict[str, Any], spec: str = V3) -> dict[str, Any]:
     card = copy.deepcopy(character.get("card") or {})
     data = card.setdefault("data", {})
     imported = character.get("imported_fields") or {}
+    persona_was_personality = _persona_was_personality(data, imported)
     for field, key in CARD_KEYS.items():
         value = copy.deepcopy(character.get(field))
         if value is None:
@@ -303,26 +337,55 @@ def export_card(character: dict[str, Any], spec: str = V3) -> dict[str, Any]:
                 data[key] = value
         elif value:  # set here; empty, the card's own is kept (imported before the field was)
             data[key] = value
-    legacy = imported and "personality" not in imported and not character.get("personality")
-    if legacy and imported.get("persona") != character.get("persona"):
-        # Imported when the persona was the description and personality joined: an edited
-        # persona replaces both.
-        data["personality"] = ""
+    if persona_was_personality and not character.get("personality"):
+        if imported.get("persona") != character.get("persona"):
+            # The persona was the card's personality (or, imported before the personality was
+            # a field, the description and personality joined): an edited persona replaces it.
+            data["personality"] = ""
     _export_book(data, character.get("lorebook"), imported)
     _complete_book(data.get("character_book"), spec)
-    for key, empty in (("description", ""), ("personality", ""), ("scenario", ""),
-                       ("first_mes", ""), ("mes_example", ""), ("creator_notes", ""),
-                       ("system_prompt", ""),
-                       ("post_history_instructions", ""), ("alternate_greetings", []),
-                       ("tags", []), ("creator", ""), ("character_version", ""),
-                       ("extensions", {})):  # fmt: skip
-        data.setdefault(key, copy.deepcopy(empty))
+    _complete_data(data, spec)
     if spec == V3:
         _complete_for_v3(data, character.get("updated_at"))
         card.update(spec=V3, spec_version="3.0")
     else:
         card.update(spec=V2, spec_version="2.0")
     return card
+
+
+def _persona_was_personality(data: dict[str, Any], imported: dict[str, Any]) -> bool:
+    """Whether the card's personality went into the persona on import: a card without a
+    description, or a character imported when the persona joined both (no personality)."""
+    if not imported:
+        return False
+    description = data.get("description")
+    return not (isinstance(description, str) and description.strip()) or (
+        "personality" not in imported
+    )
+
+
+# What both specs require of a card's data, by type (V3 adds `group_only_greetings`).
+REQUIRED_TEXTS = (
+    "name", "description", "personality", "scenario", "first_mes", "mes_example",
+    "creator_notes", "system_prompt", "post_history_instructions", "creator", "character_version",
+)  # fmt: skip
+REQUIRED_LISTS = ("alternate_greetings", "tags")
+
+
+def _complete_data(data: dict[str, Any], spec: str) -> None:
+    """Give a field the specs require, when missing, null or of another type (cards in the
+    wild carry null for empty fields), the empty value of its type: strict readers refuse
+    anything else. A list keeps its strings; a null `character_book` (optional) is left out."""
+    for key in REQUIRED_TEXTS:
+        if not isinstance(data.get(key), str):
+            data[key] = ""
+    for key in (*REQUIRED_LISTS, *(("group_only_greetings",) if spec == V3 else ())):
+        value = data.get(key)
+        data[key] = [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+    if not isinstance(data.get("extensions"), dict):
+        data["extensions"] = {}
+    if "character_book" in data and data["character_book"] is None:
+        del data["character_book"]
 
 
 def _export_book(
@@ -354,8 +417,7 @@ def _complete_book(book: object, spec: str) -> None:
 
 
 def _complete_for_v3(data: dict[str, Any], updated_at: str | None) -> None:
-    """Add what V3 requires and V2 lacks; nothing already there changes."""
-    data.setdefault("group_only_greetings", [])
+    """Add what V3 requires and V2 lacks (`group_only_greetings`: _complete_data)."""
     if updated_at:  # V3: exporters should set it, in Unix seconds
         stamp = datetime.fromisoformat(updated_at.replace("Z", "+00:00"))
         data["modification_date"] = int(stamp.timestamp())

@@ -42,11 +42,13 @@ def check_dimensions(chunks: list[tuple[bytes, bytes]]) -> None:
 
 
 def text_chunks(chunks: list[tuple[bytes, bytes]]) -> dict[str, bytes]:
-    texts = {}
+    """The text of each tEXt keyword: the first chunk of it, as SillyTavern's reader
+    (character-card-parser.js) takes it, so that a PNG with two gives the same card there."""
+    texts: dict[str, bytes] = {}
     for kind, data in chunks:
         if kind == b"tEXt" and b"\0" in data:
             keyword, text = data.split(b"\0", 1)
-            texts[keyword.decode("latin-1").lower()] = text
+            texts.setdefault(keyword.decode("latin-1").lower(), text)
     return texts
 
 

@@ -204,7 +204,7 @@ async def patch(
     responses=error_responses(PARAMETERS, CharacterNotFound, STORE),
 )
 async def get_lorebook(character_id: str, chars: CharactersDep) -> LorebookEnvelope:
-    return LorebookEnvelope(data=await chars.lorebook(character_id))
+    return LorebookEnvelope.of(await chars.lorebook(character_id))
 
 
 @router.put(
@@ -216,7 +216,7 @@ async def get_lorebook(character_id: str, chars: CharactersDep) -> LorebookEnvel
 async def replace_lorebook(
     character_id: str, body: SentBook, chars: CharactersDep, owner: Writer
 ) -> LorebookEnvelope:
-    return LorebookEnvelope(data=await chars.replace_lorebook(character_id, owner, body))
+    return LorebookEnvelope.of(await chars.replace_lorebook(character_id, owner, body))
 
 
 @router.get(

@@ -18,6 +18,7 @@ from avatar_shared.json_types import SOME_TEXT, JsonInt, check_json_shape
 from avatar_shared.lorebook import (
     MAX_SCAN_DEPTH,
     MAX_TOKEN_BUDGET,
+    STORED,
     Lorebook,
     LoreLeftOut,
     LoreUsed,
@@ -166,6 +167,12 @@ class Deleted(BaseModel):
 class LorebookEnvelope(Envelope[StoredBook]):
     """A lorebook answered as it is stored (named, where Envelope[StoredBook] would be named
     after its serializer)."""
+
+    @classmethod
+    def of(cls, book: Lorebook) -> "LorebookEnvelope":
+        """`book`, checked already (pydantic runs its validator again on a model it is
+        given): its regex keys are not compiled again."""
+        return cls.model_validate({"data": book}, context=STORED)
 
 
 class ShownGreeting(BaseModel):

@@ -8,7 +8,15 @@ import httpx
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from avatar_characters.cards import V2, V3, book_digest, export_card, import_card, read_card
+from avatar_characters.cards import (
+    V2,
+    V3,
+    ImportedCard,
+    book_digest,
+    export_card,
+    import_card,
+    read_card,
+)
 from avatar_characters.errors import CharacterNotFound, LorebookTestsBusy, PresetReadOnly
 from avatar_characters.listing import ListQuery, stored_page
 from avatar_characters.peers.tts import VoiceDirectory
@@ -32,7 +40,7 @@ from avatar_shared.adoption import KindMoved
 from avatar_shared.errors import ValidationFailed, describe_errors
 from avatar_shared.gate import Gate
 from avatar_shared.json_types import strict_json
-from avatar_shared.lorebook import Activation, Lorebook, activate
+from avatar_shared.lorebook import STORED, Activation, Lorebook, activate
 from avatar_shared.macros import Macros
 from avatar_shared.owned import Owner
 from avatar_shared.rate import RateLimit
@@ -83,7 +91,7 @@ class CharacterService:
         self, user_id: str, listing: ListQuery, after: PageKey | None
     ) -> CharacterPage:
         def select(record: dict[str, Any]) -> Character | None:
-            character = Character.model_validate(record)
+            character = Character.model_validate(record, context=STORED)
             return character if listing.keeps(character) else None
 
         await self.store.renew(user_id)
@@ -93,7 +101,7 @@ class CharacterService:
         preset = self.presets.get(character_id)  # the hot path: no Redis, no copying
         if preset is not None:
             return preset
-        return Character.model_validate(await self._user_character(character_id))
+        return Character.model_validate(await self._user_character(character_id), context=STORED)
 
     async def get_with_card(self, character_id: str) -> dict[str, Any]:
         """The full record, with the raw card a user character was imported from."""
@@ -113,7 +121,8 @@ class CharacterService:
 
     async def create(self, owner: Owner, fields: CharacterFields) -> Character:
         await self.voices.check(fields.voice_id)
-        return Character.model_validate(await self.store.create(owner, fields.model_dump()))
+        created = await self.store.create(owner, fields.model_dump())
+        return Character.model_validate(created, context=STORED)
 
     async def replace(self, character_id: str, owner: Owner, fields: CharacterFields) -> Character:
         # The card's prompt fields are not in API.md's character object: a frontend's PUT
@@ -183,13 +192,16 @@ class CharacterService:
         def apply(current: dict[str, Any]) -> dict[str, Any]:
             # (A record from before a field existed leaves it out: its default.)
             editable = {f: current[f] for f in CharacterFields.model_fields if f in current}
-            try:  # the result is validated whole, so PATCH obeys the same limits as POST
-                merged = CharacterFields.model_validate({**editable, **changes})
+            # The result is validated whole, so PATCH obeys the same limits as POST; books
+            # are not checked again (the stored one was when written, a changed one as sent).
+            try:
+                merged = CharacterFields.model_validate({**editable, **changes}, context=STORED)
             except ValidationError as exc:
                 raise ValidationFailed(describe_errors(exc.errors())) from exc
             return merged.model_dump()
 
-        return Character.model_validate(await self.store.update(character_id, owner, apply))
+        updated = await self.store.update(character_id, owner, apply)
+        return Character.model_validate(updated, context=STORED)
 
     async def delete(self, character_id: str, owner: Owner) -> None:
         if self.presets.get(character_id) is not None:
@@ -202,15 +214,20 @@ class CharacterService:
         return await self.store.adopt(from_id, to_id)
 
     async def import_card(self, owner: Owner, raw: bytes) -> Character:
-        imported = import_card(read_card(raw, self.max_card_json_bytes))
-        fields = CharacterFields.model_validate(imported.fields)
+        # In a worker thread: a book of 2,000 regex keys takes a second or two to compile, and
+        # the event loop keeps serving the other requests meanwhile.
+        imported = await asyncio.to_thread(_imported, raw, self.max_card_json_bytes)
+        # The book is checked already (pydantic runs its validator again on a model it is
+        # given): its keys are not compiled a second time.
+        fields = CharacterFields.model_validate(imported.fields, context=STORED)
         # What the card's fields became here (after trimming), so that the export can tell
         # which ones the user has changed since.
         as_imported = fields.model_dump(include=set(imported.fields))
         # The book is kept in the record and in the card already: a digest tells the change.
         as_imported["lorebook"] = book_digest(as_imported["lorebook"])
         record = {**fields.model_dump(), "imported_fields": as_imported}
-        return Character.model_validate(await self.store.create(owner, record, imported.card))
+        created = await self.store.create(owner, record, imported.card)
+        return Character.model_validate(created, context=STORED)
 
     async def export(self, character_id: str, as_png: bool) -> bytes:
         character = await self.get_with_card(character_id)
@@ -232,6 +249,10 @@ class CharacterService:
             return None
         data = path.read_bytes()
         return data if data.startswith(PNG_SIGNATURE) else None
+
+
+def _imported(raw: bytes, max_card_json_bytes: int) -> ImportedCard:
+    return import_card(read_card(raw, max_card_json_bytes))
 
 
 def _lore_result(activation: Activation) -> LorebookTestResult:
