@@ -590,6 +590,44 @@ async def test_a_conversation_whose_character_was_deleted_can_still_be_exported(
     assert [line["mes"] for line in lines] == ["기억해 줘", said["content"]]
 
 
+async def test_a_book_stored_before_the_regex_bounds_still_plays_without_that_key(
+    app_client, redis_url, redis, backend, characters_url
+):
+    """A regex key the bounds now refuse, in a book stored before them: characters checked
+    the book when it was written, so chat reads it as checked and does not compile the key
+    (which could take gigabytes); the turn skips that entry and uses the others."""
+    settings = settings_for(
+        redis_url, backend.settings, characters_url=characters_url, character_cache_s=0
+    )
+    app = create_app(settings)
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with (
+        app_client(app) as client,
+        httpx.AsyncClient(base_url=characters_url, trust_env=False) as characters_api,
+    ):
+        made = await characters_api.post(
+            "/api/characters", json={"name": "Sage", "persona": "An old sage."}, headers=ALICE
+        )
+        character_id = made.json()["data"]["id"]
+        entries = [
+            {"keys": ["sword"], "content": "SWORD LORE"},
+            {"keys": ["/bomb/"], "content": "BOMB LORE"},
+        ]
+        book = await characters_api.put(
+            f"/api/characters/{character_id}/lorebook", json={"entries": entries}, headers=ALICE
+        )
+        assert book.status_code == 200, book.text
+        item = json.loads(await redis.get(f"characters:item:{character_id}"))
+        item["lorebook"]["entries"][1]["keys"] = ["/(?:a{65535}){65535}/"]  # stored long ago
+        await redis.set(f"characters:item:{character_id}", json.dumps(item))
+        said = [{"role": "user", "content": "the sword and aaaa"}]
+        body = {"character_id": character_id, "messages": said, "tts_enabled": False}
+        turn = await client.post("/api/chat", json=body, headers=ALICE)
+    assert turn.status_code == 200, turn.text
+    system = backend.recorder.last.messages_received[0]["content"]
+    assert "SWORD LORE" in system and "BOMB LORE" not in system
+
+
 async def test_an_imported_chat_keeps_its_creation_date(
     app_client, redis_url, backend, characters_url
 ):

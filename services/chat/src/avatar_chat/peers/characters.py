@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from avatar_chat.prompt.builder import CharacterCard, UserPersona
 from avatar_shared.identity import Identity
-from avatar_shared.lorebook import Lorebook
+from avatar_shared.lorebook import STORED, Lorebook
 from avatar_shared.peers import PeerClient, PeerRejected, PeerUnavailable
 from avatar_shared.sampling import GenerationDefaults
 from avatar_shared.ttl_cache import KeyedTtlCache
@@ -93,7 +93,9 @@ def _card(data: dict[str, Any]) -> CharacterCard:
     book, generation = data.get("lorebook"), data.get("generation")
     return CharacterCard(
         description=str(data["persona"]),
-        lorebook=Lorebook.model_validate(book).for_prompt() if book else None,
+        # Checked whole by characters when it was written: its regex keys are not compiled
+        # here (on the event loop, for every cache miss); a turn compiles those it uses.
+        lorebook=Lorebook.model_validate(book, context=STORED).for_prompt() if book else None,
         generation=_generation(generation) if generation else None,
         **texts,
     )
