@@ -261,8 +261,8 @@ async def test_an_index_of_an_older_version_is_rebuilt_at_start(
 SAME_SIZE = [f"{LONG} {n}" for n in range(10)]
 
 
-async def speak(client, text: str, **fields) -> dict:
-    response = await client.post("/api/tts", json={"text": text, **fields})
+async def speak(client, text: str, headers: dict | None = None, **fields) -> dict:
+    response = await client.post("/api/tts", json={"text": text, **fields}, headers=headers)
     assert response.status_code == 200, response.text
     return response.json()["data"]
 
@@ -445,3 +445,52 @@ async def test_audio_whose_makers_file_went_stays_and_is_counted_for_its_keeper(
     assert download.status_code == 200 and len(download.content) == made["file_size"]
     assert int(await redis.get("tts:bytes")) == distinct_bytes(tmp_path) == 2 * newer["file_size"]
     assert await redis.zscore("tts:usage", "addr:10.0.0.9") == made["file_size"]
+
+
+async def entries_of(redis) -> tuple[list[str], dict[str, str]]:
+    """The speech cache's Redis entries: the paths its cache entries name, and each user
+    entry's `{user}:{file_id}`."""
+    cache = [await redis.hget(k, "path") async for k in redis.scan_iter("tts:cache:*")]
+    users = {}
+    async for k in redis.scan_iter("tts:user:*"):
+        users[k] = f"{k.split(':')[2]}:{await redis.get(k)}"
+    return cache, users
+
+
+def on_disk(tmp_path: Path) -> set[str]:
+    return {f"{p.parent.parent.name}:{p.stem}" for p in tmp_path.glob("*/audio/*.*")}
+
+
+async def test_evicted_audio_takes_its_cache_and_user_entries_along(
+    app_client, redis_url, redis, tmp_path, emulator
+):
+    settings = speech_settings(redis_url, tmp_path, emulator[0], assets_max_files_per_user=2)
+    made = await speak_as_one_visitor(app_client, settings, [f"{SHORT} {n}" for n in range(6)])
+    cache, users = await entries_of(redis)
+    assert len(on_disk(tmp_path)) == 2
+    # Entries of only the two files kept: Redis does not grow with the audio evicted.
+    assert sorted(cache) == sorted(str(stored(tmp_path, m["audio_url"])) for m in made[-2:])
+    assert sorted(users.values()) == sorted(on_disk(tmp_path))
+
+
+async def test_a_cache_entry_moves_to_a_name_its_audio_still_has(
+    app_client, redis_url, redis, tmp_path, emulator
+):
+    app = create_app(speech_settings(redis_url, tmp_path, emulator[0], assets_max_files_per_user=1))
+    app.dependency_overrides[current_identity] = identity_from_test_header
+    async with app_client(app) as tts:
+        alices = await speak(tts, SHORT, headers=as_user("alice"))  # made
+        bobs = await speak(tts, SHORT, headers=as_user("bob"))  # a name (hard link) of it
+        await speak(tts, LONG, headers=as_user("alice"))  # Alice's one file: hers went
+        assert not stored(tmp_path, alices["audio_url"]).exists()
+        cache, users = await entries_of(redis)
+        assert str(stored(tmp_path, bobs["audio_url"])) in cache  # the audio is still there
+        assert sorted(users.values()) == sorted(on_disk(tmp_path))
+        carols = await speak(tts, SHORT, headers=as_user("carol"))
+        assert carols["cached"] is True  # a hit: Bob's name of the audio serves as the cache's
+        for user in ("bob", "carol"):  # the last names of the audio go
+            await speak(tts, LONG, headers=as_user(user))
+    cache, users = await entries_of(redis)
+    assert len(on_disk(tmp_path)) == 3 and len(cache) == 1  # LONG's only
+    assert sorted(users.values()) == sorted(on_disk(tmp_path))
+    assert len([r for r in emulator[1].recorder.requests if r.status == 200]) == 2

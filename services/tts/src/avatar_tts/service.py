@@ -310,7 +310,7 @@ class SpeechService:
                     yield chunk
         assert out.stored is not None  # set when the block ends without an error
         try:
-            await self.retention.kept(out.stored.path, holder_of(caller))
+            await self.retention.kept(out.stored.path, holder_of(caller), key)
             await self.store.remember(key, out.stored)
         except BaseException:  # not indexed, so never evicted: it must not stay
             await asyncio.to_thread(out.stored.path.unlink, True)
@@ -328,12 +328,12 @@ class SpeechService:
     ) -> SpeechFile:
         own = await self._own_file(caller.user_id, key, audio, file_id)
         try:
-            await self.retention.kept(own, holder_of(caller))
+            await self.retention.kept(own, holder_of(caller), key)
         except StorageFull:  # a new name the index has no room for: not indexed, not kept
             if own != audio.path:
                 await asyncio.to_thread(own.unlink, True)
             raise
-        await self.store.set_users_file_id(caller.user_id, key, own.stem)
+        await self.store.set_users_file(caller.user_id, key, own)
         return SpeechFile(
             audio_url=audio_url(caller.user_id, own),
             file_id=own.stem,
