@@ -179,6 +179,21 @@ async def test_speech_server_failures(app_client, redis_url, tmp_path):
     assert list(tmp_path.rglob("*.*")) == []
 
 
+async def test_a_failure_inside_the_speech_server_is_502_with_its_exception_in_the_log(
+    app_client, redis_url, tmp_path
+):
+    # api_v2 answers every failure of its pipeline (CUDA out of memory, a reference clip it
+    # cannot read) with 400 {"message": "tts failed", "Exception": ...}: not the request's fault.
+    config = gpt_sovits.GptSovitsConfig(fail_status=400)
+    with serve_in_thread(gpt_sovits.create_app(config)) as url, logged("avatar") as records:
+        async with app_client(make_app(redis_url, tmp_path, url)) as tts:
+            failed = await tts.post("/api/tts", json={"text": SHORT})
+    assert (failed.status_code, failed.json()["error"]["code"]) == (502, "tts_error")
+    assert "injected failure" not in failed.text
+    assert any("injected failure" in r.getMessage() for r in records)  # the Exception field
+    assert list(tmp_path.rglob("*.*")) == []
+
+
 async def test_the_speech_servers_own_texts_stay_in_the_log(tts):
     # GPT-SoVITS's 400 texts name its checks (and, for other errors, its internals).
     with logged("avatar") as records:
