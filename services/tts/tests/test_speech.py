@@ -5,6 +5,7 @@ import asyncio
 import io
 import json
 import os
+import struct
 import tempfile
 import wave
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,7 @@ import pytest
 from avatar_devstack.ports import free_port
 from avatar_emulators import gpt_sovits
 from avatar_emulators.server import serve_in_thread
+from avatar_tts.audio import OPEN_ENDED
 from avatar_tts.files import AudioFolder, StoredAudio
 from avatar_tts.settings import TtsSettings
 from avatar_tts.voices import SHIPPED_VOICES
@@ -249,6 +251,21 @@ async def test_streamed_binary_arrives_before_synthesis_ends_and_is_kept(redis_u
     assert arrivals[0] < arrivals[-1] / 2  # the first bytes long before the last
     assert again["data"]["cached"] is True
     assert len([r for r in config.recorder.requests if r.status == 200]) == 1
+
+
+async def test_a_streamed_wav_goes_out_with_the_header_its_file_gets(tts, tmp_path):
+    # api_v2's first piece is a header claiming 0 bytes of audio: "no audio" to a player.
+    body = {"text": LONG, "return_binary": True, "streaming_mode": 2}
+    streamed = (await tts.post("/api/tts", json=body)).content
+    (path,) = tmp_path.glob("*/audio/*.wav")
+    whole = path.read_bytes()
+    data_at = streamed.find(b"data")
+    assert struct.unpack_from("<I", streamed, 4)[0] == OPEN_ENDED  # to the end of the stream
+    assert struct.unpack_from("<I", streamed, data_at + 4)[0] == OPEN_ENDED
+    assert (
+        streamed[8:data_at] == whole[8:data_at] and streamed[data_at + 8 :] == whole[data_at + 8 :]
+    )
+    assert struct.unpack_from("<I", whole, data_at + 4)[0] == len(whole) - data_at - 8
 
 
 async def test_streamed_binary_is_kept_under_a_chosen_file_id(tts, tmp_path, emulator):

@@ -83,7 +83,8 @@ class Wakeups:
 
 class AudioWriter:
     """One new file being written, each chunk flushed for readers (`follow`); `stored` is set
-    once it is whole. A WAV's header goes out open-ended, so what is there already plays."""
+    once it is whole. A WAV's header goes out open-ended, so what is there already plays: the
+    bytes to pass on as they come are those `write` and `end` return, the file's own."""
 
     def __init__(
         self, out: BinaryIO, temp: Path, final: Path, media_type: str, wakeups: Wakeups
@@ -93,19 +94,28 @@ class AudioWriter:
         self.stored: StoredAudio | None = None
         self._head: bytes | None = b"" if media_type == "wav" else None  # until it is written
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes) -> bytes:
+        """Writes `chunk`; returns what it wrote (none while a WAV's header is not all there,
+        then the header as patched with what followed it)."""
         if self._head is not None:
             self._head += chunk
             header = open_ended_wav(self._head)
             if header is None and len(self._head) < MAX_WAV_HEAD:
-                return  # the header is not all there yet
+                return b""  # the header is not all there yet
             chunk, self._head = header or self._head, None
         self.out.write(chunk)
         self.out.flush()
         self.wakeups.changed(self.temp)
+        return chunk
+
+    def end(self) -> bytes:
+        """At the end of the stream: writes what `write` held back (a stream too short for
+        a whole WAV header) and returns it."""
+        head, self._head = self._head or b"", None
+        return self.write(head) if head else b""
 
     def close(self) -> None:
-        if self._head:  # a stream too short for a whole header
+        if self._head:  # a stream too short for a whole header, not ended by `end`
             self.out.write(self._head)
         self.out.close()
 

@@ -306,8 +306,10 @@ class SpeechService:
         async with self.gate.slot(caller.key), new_file as out:  # fair across callers
             with upstream_call("tts"):
                 async for chunk in engine.speak(job):
-                    out.write(chunk)
-                    yield chunk
+                    if written := out.write(chunk):  # a WAV's header as its file has it
+                        yield written
+            if rest := out.end():
+                yield rest
         assert out.stored is not None  # set when the block ends without an error
         try:
             await self.retention.kept(out.stored.path, holder_of(caller), key)
