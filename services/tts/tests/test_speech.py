@@ -77,6 +77,15 @@ async def test_other_formats_and_streamed_wav_have_a_duration(tts, media_type, s
     assert data["duration"] > 1
 
 
+@pytest.mark.parametrize("media_type", ["ogg", "wav", "raw"])
+async def test_streamed_audio_lasts_as_long_as_all_its_pieces(tts, emulator, media_type):
+    # api_v2 packs each streamed piece of ogg as an Ogg file of its own: the file is a chain.
+    body = {"text": LONG, "media_type": media_type, "streaming_mode": 2}
+    data = (await tts.post("/api/tts", json=body)).json()["data"]
+    spoken = gpt_sovits.audio_duration_s(LONG, 1.0, emulator[1])
+    assert data["duration"] == pytest.approx(spoken, abs=0.05)
+
+
 async def test_a_repeat_is_a_cache_hit(tts, emulator):
     first = (await tts.post("/api/tts", json={"text": SHORT})).json()["data"]
     again = (await tts.post("/api/tts", json={"text": f"  {SHORT}  "})).json()["data"]
