@@ -494,3 +494,38 @@ async def test_a_cache_entry_moves_to_a_name_its_audio_still_has(
     assert len(on_disk(tmp_path)) == 3 and len(cache) == 1  # LONG's only
     assert sorted(users.values()) == sorted(on_disk(tmp_path))
     assert len([r for r in emulator[1].recorder.requests if r.status == 200]) == 2
+
+
+async def test_a_users_folder_goes_with_their_last_file(app_client, redis_url, tmp_path, emulator):
+    settings = speech_settings(redis_url, tmp_path, emulator[0], assets_max_files_per_user=1)
+    for n in range(3):
+        async with app_client(create_app(settings)) as tts:
+            returning_visitor(tts)  # a new id each time, of one address: the same holder
+            last = await speak(tts, f"{SHORT} {n}")
+    # The ids before lost their one file to the last one's: no folders of theirs are left.
+    assert list(tmp_path.iterdir()) == [stored(tmp_path, last["audio_url"]).parent.parent]
+
+
+async def test_a_folder_removed_as_it_is_made_is_made_again(
+    app_client, redis_url, tmp_path, emulator, monkeypatch
+):
+    make_folder, removed = Path.mkdir, set()
+
+    def removed_at_once(folder: Path, *args, **kwargs) -> None:
+        # The race window: another request's eviction removes the folder, empty, just after
+        # this request made it and before it writes there (once per folder).
+        make_folder(folder, *args, **kwargs)
+        if folder.name == "audio" and folder not in removed:
+            removed.add(folder)
+            folder.rmdir(), folder.parent.rmdir()
+
+    monkeypatch.setattr(Path, "mkdir", removed_at_once)
+    app = create_app(speech_settings(redis_url, tmp_path, emulator[0]))
+    app.dependency_overrides[current_identity] = identity_from_test_header
+    async with app_client(app) as tts:
+        made = await speak(tts, SHORT, headers=as_user("alice"))  # a new file
+        linked = await speak(tts, SHORT, headers=as_user("bob"))  # a new name of it
+    assert linked["cached"] is True
+    assert stored(tmp_path, made["audio_url"]).exists()
+    assert stored(tmp_path, linked["audio_url"]).exists()
+    assert len([r for r in emulator[1].recorder.requests if r.status == 200]) == 1

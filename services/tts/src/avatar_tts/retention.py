@@ -55,7 +55,7 @@ from redis.typing import EncodableT
 
 from avatar_shared.budget import BUDGET_FUNCTIONS, Budget
 from avatar_shared.rate import Caller
-from avatar_tts.files import DiskFile, inode_of
+from avatar_tts.files import DiskFile, inode_of, remove
 
 FILES, LINK_OF, INODES, USAGE, COUNT, TOTAL, KEY_OF = (
     "tts:files",
@@ -307,7 +307,7 @@ class Retention:
         if await self._forget(
             keys=self.budget.keys, args=[path, holder, user_id, file_id]
         ):  # one replica wins each file
-            await asyncio.to_thread(_remove, Path(path))
+            await asyncio.to_thread(remove, Path(path))
 
     async def _next_victim(self, holder: str) -> tuple[str, str] | None:
         """The next file to evict and its holder, or None when all is within the limits."""
@@ -332,7 +332,3 @@ class Retention:
     async def _oldest_of(self, prefix: str, holder: str) -> tuple[str, str] | None:
         oldest = await self.redis.zrange(f"{prefix}{holder}", 0, 0)
         return (oldest[0], holder) if oldest else None
-
-
-def _remove(path: Path) -> None:
-    path.unlink(missing_ok=True)
