@@ -166,6 +166,20 @@ async def test_old_audio_expires(app_client, redis_url, tmp_path, emulator):
     assert not stored(tmp_path, old["audio_url"]).exists()
 
 
+async def test_old_audio_expires_when_no_new_audio_is_made(
+    app_client, redis_url, redis, tmp_path, emulator
+):
+    settings = speech_settings(redis_url, tmp_path, emulator[0], assets_max_age_s=0.5)
+    async with app_client(create_app(settings)) as tts:
+        old = stored(tmp_path, (await speak(tts, SHORT))["audio_url"])
+        for _ in range(100):  # the periodic sweep's turn, whenever it comes
+            if not old.exists():
+                break
+            await asyncio.sleep(0.1)
+        assert not old.exists()  # nobody made new audio: the sweep applied the age rule
+    assert await redis.keys("tts:cache:*") == [] and await redis.zcard("tts:files") == 0
+
+
 async def speak_as_one_visitor(app_client, settings: TtsSettings, texts: list[str]) -> list:
     """A start of the service, in which one returning visitor has `texts` spoken."""
     async with app_client(create_app(settings)) as tts:

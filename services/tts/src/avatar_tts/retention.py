@@ -33,7 +33,8 @@ After each new file, files are evicted until none of these applies:
 2. its holder pays more than ASSETS_MAX_BYTES_PER_USER: the least recently used they pay for;
 3. the folder holds more than ASSETS_MAX_BYTES: the least recently used the largest payer
    pays for;
-4. the least recently used file of all is older than ASSETS_MAX_AGE_S.
+4. the least recently used file of all is older than ASSETS_MAX_AGE_S (also applied by the
+   service's periodic sweep, `expire`, so old audio goes when no new audio is made).
 A new file the audio budget has no room for first makes room: the least recently used file
 of the holder of the most files goes. Only when the budget is smaller than one new audio's
 entries is new audio refused (503 storage_full); reads go on either way.
@@ -291,6 +292,11 @@ class Retention:
         while (victim := await self._next_victim(holder)) is not None:
             await self._evict(*victim)
 
+    async def expire(self) -> None:
+        """Evicts the files unused for longer than the age limit."""
+        while (victim := await self._expired()) is not None:
+            await self._evict(*victim)
+
     async def _keep_one(
         self, path: Path, inode: str, size: int, holder: str, key: str, now: float
     ) -> int:
@@ -316,18 +322,22 @@ class Retention:
             pipe.zscore(USAGE, holder)
             pipe.get(TOTAL)
             pipe.zrevrange(USAGE, 0, 0)
-            pipe.zrange(FILES, 0, 0, withscores=True)
-            files, paid, total, largest, oldest = await pipe.execute()
+            files, paid, total, largest = await pipe.execute()
         if (files or 0) > self.max_files_per_holder:
             return await self._oldest_of(PER_HOLDER[0], holder)
         if (paid or 0) > self.max_bytes_per_holder:
             return await self._oldest_of(PER_HOLDER[1], holder)
         if int(total or 0) > self.max_bytes and largest:
             return await self._oldest_of(PER_HOLDER[1], largest[0])
-        if oldest and oldest[0][1] < time.time() - self.max_age_s:
-            entry = await self.redis.hget(LINK_OF, oldest[0][0])  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
-            return oldest[0][0], entry.split(" ", 1)[1] if entry else ""
-        return None
+        return await self._expired()
+
+    async def _expired(self) -> tuple[str, str] | None:
+        """The least recently used file of all and its holder, if older than the age limit."""
+        oldest = await self.redis.zrange(FILES, 0, 0, withscores=True)
+        if not oldest or oldest[0][1] >= time.time() - self.max_age_s:
+            return None
+        entry = await self.redis.hget(LINK_OF, oldest[0][0])  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
+        return oldest[0][0], entry.split(" ", 1)[1] if entry else ""
 
     async def _oldest_of(self, prefix: str, holder: str) -> tuple[str, str] | None:
         oldest = await self.redis.zrange(f"{prefix}{holder}", 0, 0)

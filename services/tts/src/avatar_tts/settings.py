@@ -25,7 +25,8 @@ class TtsSettings(ServiceSettings):
     hits' names included (each is a file and an index entry in Redis); past it their own
     least recently used goes."""
     assets_max_age_s: float = Field(30 * 24 * 3600, gt=0)
-    """Audio unused this long is deleted."""
+    """Audio unused this long is deleted (checked after each new file and by each replica's
+    sweep, every TTS_TIMEOUT_S + 5 s, or this age if shorter)."""
     voices_file: str = ""
     """Voices file; empty means the voices.json shipped with the service."""
 
