@@ -4,7 +4,8 @@ spoken sentence gets a playable <audio>; a Character Card dropped in appears in 
 3D job reaches 100% and model-viewer (vendored, not from a CDN) loads the GLB, and a newer job
 takes the progress bar over (GPU jobs, so signed in); an anonymous visitor who asks for the GPU
 is told why and offered sign-in; refusals (a turn's, a sentence's speech) are shown in words; the
-labels switch between Korean and English; the speech limit is the served OpenAPI document's.
+labels switch between Korean and English; the speech limit is the served OpenAPI document's; a
+character made in the page gets the default voice chosen (or none sent, without a voice list).
 Role-play: a preset's greeting opens the conversation, its arrows go through the alternates,
 and the one shown is the first message the LLM received; the receipt under a reply lists the
 lore that fired; a persona made in the page is who the character talks with.
@@ -35,6 +36,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from avatar_devstack.environment import REPO_ROOT
 from avatar_devstack.stack import Stack
+from avatar_tts.voices import SHIPPED_VOICES
 from tests.e2e.oidc_browser import browser as http_browser
 from tests.e2e.oidc_browser import sign_in
 from tests.helpers import csp_violations, own_stack
@@ -158,6 +160,39 @@ DROP = """
     files.items.add(new File([text], "dropped.json", {type: "application/json"}));
     zone.dispatchEvent(new DragEvent("drop", {dataTransfer: files, bubbles: true}));
 """
+
+
+@pytest.fixture(scope="module")
+def default_voice_last(tmp_path_factory) -> Iterator[Stack]:
+    """A stack whose voices file lists the default voice last (another one first)."""
+    voices = json.loads(SHIPPED_VOICES.read_text())
+    voices["voices"].reverse()
+    path = tmp_path_factory.mktemp("voices") / "voices.json"
+    path.write_text(json.dumps(voices))
+    with own_stack("voices", {"VOICES_FILE": str(path)}) as stack:
+        yield stack
+
+
+def make_character(browser: WebDriver, name: str) -> None:
+    form = browser.find_element(By.ID, "create-form")
+    if not form.is_displayed():
+        browser.find_element(By.CSS_SELECTOR, "details:has(#create-form) > summary").click()
+    form.find_element(By.NAME, "name").send_keys(name)
+    form.find_element(By.NAME, "persona").send_keys("A quiet lighthouse keeper.")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    until(browser, lambda b: name in b.find_element(By.ID, "own-list").text)
+
+
+def test_a_character_made_in_the_page_has_the_default_voice(default_voice_last, browser):
+    open_playground(browser, default_voice_last)
+    voice = Select(browser.find_element(By.ID, "voice-select"))
+    assert voice.options[0].get_attribute("value") != "default"
+    assert voice.first_selected_option.get_attribute("value") == "default"  # chosen, not first
+    make_character(browser, "Keeper with a voice")
+    # Without a voice list (it failed to load: none listed), the service's default is asked for.
+    browser.execute_script("document.getElementById('voice-select').replaceChildren()")
+    make_character(browser, "Keeper without a voice list")
+    assert csp_violations(browser) == []
 
 
 def test_character_cards_chosen_or_dropped_in_appear_in_the_list(playground, tmp_path):

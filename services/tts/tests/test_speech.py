@@ -5,6 +5,7 @@ import asyncio
 import io
 import json
 import os
+import struct
 import tempfile
 import wave
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,7 @@ import pytest
 from avatar_devstack.ports import free_port
 from avatar_emulators import gpt_sovits
 from avatar_emulators.server import serve_in_thread
+from avatar_tts.audio import OPEN_ENDED
 from avatar_tts.files import AudioFolder, StoredAudio
 from avatar_tts.settings import TtsSettings
 from avatar_tts.voices import SHIPPED_VOICES
@@ -73,6 +75,15 @@ async def test_other_formats_and_streamed_wav_have_a_duration(tts, media_type, s
     data = (await tts.post("/api/tts", json=body)).json()["data"]
     assert data["format"] == media_type and data["audio_url"].endswith(f".{media_type}")
     assert data["duration"] > 1
+
+
+@pytest.mark.parametrize("media_type", ["ogg", "wav", "raw"])
+async def test_streamed_audio_lasts_as_long_as_all_its_pieces(tts, emulator, media_type):
+    # api_v2 packs each streamed piece of ogg as an Ogg file of its own: the file is a chain.
+    body = {"text": LONG, "media_type": media_type, "streaming_mode": 2}
+    data = (await tts.post("/api/tts", json=body)).json()["data"]
+    spoken = gpt_sovits.audio_duration_s(LONG, 1.0, emulator[1])
+    assert data["duration"] == pytest.approx(spoken, abs=0.05)
 
 
 async def test_a_repeat_is_a_cache_hit(tts, emulator):
@@ -179,6 +190,21 @@ async def test_speech_server_failures(app_client, redis_url, tmp_path):
     assert list(tmp_path.rglob("*.*")) == []
 
 
+async def test_a_failure_inside_the_speech_server_is_502_with_its_exception_in_the_log(
+    app_client, redis_url, tmp_path
+):
+    # api_v2 answers every failure of its pipeline (CUDA out of memory, a reference clip it
+    # cannot read) with 400 {"message": "tts failed", "Exception": ...}: not the request's fault.
+    config = gpt_sovits.GptSovitsConfig(fail_status=400)
+    with serve_in_thread(gpt_sovits.create_app(config)) as url, logged("avatar") as records:
+        async with app_client(make_app(redis_url, tmp_path, url)) as tts:
+            failed = await tts.post("/api/tts", json={"text": SHORT})
+    assert (failed.status_code, failed.json()["error"]["code"]) == (502, "tts_error")
+    assert "injected failure" not in failed.text
+    assert any("injected failure" in r.getMessage() for r in records)  # the Exception field
+    assert list(tmp_path.rglob("*.*")) == []
+
+
 async def test_the_speech_servers_own_texts_stay_in_the_log(tts):
     # GPT-SoVITS's 400 texts name its checks (and, for other errors, its internals).
     with logged("avatar") as records:
@@ -234,6 +260,21 @@ async def test_streamed_binary_arrives_before_synthesis_ends_and_is_kept(redis_u
     assert arrivals[0] < arrivals[-1] / 2  # the first bytes long before the last
     assert again["data"]["cached"] is True
     assert len([r for r in config.recorder.requests if r.status == 200]) == 1
+
+
+async def test_a_streamed_wav_goes_out_with_the_header_its_file_gets(tts, tmp_path):
+    # api_v2's first piece is a header claiming 0 bytes of audio: "no audio" to a player.
+    body = {"text": LONG, "return_binary": True, "streaming_mode": 2}
+    streamed = (await tts.post("/api/tts", json=body)).content
+    (path,) = tmp_path.glob("*/audio/*.wav")
+    whole = path.read_bytes()
+    data_at = streamed.find(b"data")
+    assert struct.unpack_from("<I", streamed, 4)[0] == OPEN_ENDED  # to the end of the stream
+    assert struct.unpack_from("<I", streamed, data_at + 4)[0] == OPEN_ENDED
+    assert (
+        streamed[8:data_at] == whole[8:data_at] and streamed[data_at + 8 :] == whole[data_at + 8 :]
+    )
+    assert struct.unpack_from("<I", whole, data_at + 4)[0] == len(whole) - data_at - 8
 
 
 async def test_streamed_binary_is_kept_under_a_chosen_file_id(tts, tmp_path, emulator):

@@ -166,6 +166,20 @@ async def test_old_audio_expires(app_client, redis_url, tmp_path, emulator):
     assert not stored(tmp_path, old["audio_url"]).exists()
 
 
+async def test_old_audio_expires_when_no_new_audio_is_made(
+    app_client, redis_url, redis, tmp_path, emulator
+):
+    settings = speech_settings(redis_url, tmp_path, emulator[0], assets_max_age_s=0.5)
+    async with app_client(create_app(settings)) as tts:
+        old = stored(tmp_path, (await speak(tts, SHORT))["audio_url"])
+        for _ in range(100):  # the periodic sweep's turn, whenever it comes
+            if not old.exists():
+                break
+            await asyncio.sleep(0.1)
+        assert not old.exists()  # nobody made new audio: the sweep applied the age rule
+    assert await redis.keys("tts:cache:*") == [] and await redis.zcard("tts:files") == 0
+
+
 async def speak_as_one_visitor(app_client, settings: TtsSettings, texts: list[str]) -> list:
     """A start of the service, in which one returning visitor has `texts` spoken."""
     async with app_client(create_app(settings)) as tts:
@@ -261,8 +275,8 @@ async def test_an_index_of_an_older_version_is_rebuilt_at_start(
 SAME_SIZE = [f"{LONG} {n}" for n in range(10)]
 
 
-async def speak(client, text: str, **fields) -> dict:
-    response = await client.post("/api/tts", json={"text": text, **fields})
+async def speak(client, text: str, headers: dict | None = None, **fields) -> dict:
+    response = await client.post("/api/tts", json={"text": text, **fields}, headers=headers)
     assert response.status_code == 200, response.text
     return response.json()["data"]
 
@@ -445,3 +459,87 @@ async def test_audio_whose_makers_file_went_stays_and_is_counted_for_its_keeper(
     assert download.status_code == 200 and len(download.content) == made["file_size"]
     assert int(await redis.get("tts:bytes")) == distinct_bytes(tmp_path) == 2 * newer["file_size"]
     assert await redis.zscore("tts:usage", "addr:10.0.0.9") == made["file_size"]
+
+
+async def entries_of(redis) -> tuple[list[str], dict[str, str]]:
+    """The speech cache's Redis entries: the paths its cache entries name, and each user
+    entry's `{user}:{file_id}`."""
+    cache = [await redis.hget(k, "path") async for k in redis.scan_iter("tts:cache:*")]
+    users = {}
+    async for k in redis.scan_iter("tts:user:*"):
+        users[k] = f"{k.split(':')[2]}:{await redis.get(k)}"
+    return cache, users
+
+
+def on_disk(tmp_path: Path) -> set[str]:
+    return {f"{p.parent.parent.name}:{p.stem}" for p in tmp_path.glob("*/audio/*.*")}
+
+
+async def test_evicted_audio_takes_its_cache_and_user_entries_along(
+    app_client, redis_url, redis, tmp_path, emulator
+):
+    settings = speech_settings(redis_url, tmp_path, emulator[0], assets_max_files_per_user=2)
+    made = await speak_as_one_visitor(app_client, settings, [f"{SHORT} {n}" for n in range(6)])
+    cache, users = await entries_of(redis)
+    assert len(on_disk(tmp_path)) == 2
+    # Entries of only the two files kept: Redis does not grow with the audio evicted.
+    assert sorted(cache) == sorted(str(stored(tmp_path, m["audio_url"])) for m in made[-2:])
+    assert sorted(users.values()) == sorted(on_disk(tmp_path))
+
+
+async def test_a_cache_entry_moves_to_a_name_its_audio_still_has(
+    app_client, redis_url, redis, tmp_path, emulator
+):
+    app = create_app(speech_settings(redis_url, tmp_path, emulator[0], assets_max_files_per_user=1))
+    app.dependency_overrides[current_identity] = identity_from_test_header
+    async with app_client(app) as tts:
+        alices = await speak(tts, SHORT, headers=as_user("alice"))  # made
+        bobs = await speak(tts, SHORT, headers=as_user("bob"))  # a name (hard link) of it
+        await speak(tts, LONG, headers=as_user("alice"))  # Alice's one file: hers went
+        assert not stored(tmp_path, alices["audio_url"]).exists()
+        cache, users = await entries_of(redis)
+        assert str(stored(tmp_path, bobs["audio_url"])) in cache  # the audio is still there
+        assert sorted(users.values()) == sorted(on_disk(tmp_path))
+        carols = await speak(tts, SHORT, headers=as_user("carol"))
+        assert carols["cached"] is True  # a hit: Bob's name of the audio serves as the cache's
+        for user in ("bob", "carol"):  # the last names of the audio go
+            await speak(tts, LONG, headers=as_user(user))
+    cache, users = await entries_of(redis)
+    assert len(on_disk(tmp_path)) == 3 and len(cache) == 1  # LONG's only
+    assert sorted(users.values()) == sorted(on_disk(tmp_path))
+    assert len([r for r in emulator[1].recorder.requests if r.status == 200]) == 2
+
+
+async def test_a_users_folder_goes_with_their_last_file(app_client, redis_url, tmp_path, emulator):
+    settings = speech_settings(redis_url, tmp_path, emulator[0], assets_max_files_per_user=1)
+    for n in range(3):
+        async with app_client(create_app(settings)) as tts:
+            returning_visitor(tts)  # a new id each time, of one address: the same holder
+            last = await speak(tts, f"{SHORT} {n}")
+    # The ids before lost their one file to the last one's: no folders of theirs are left.
+    assert list(tmp_path.iterdir()) == [stored(tmp_path, last["audio_url"]).parent.parent]
+
+
+async def test_a_folder_removed_as_it_is_made_is_made_again(
+    app_client, redis_url, tmp_path, emulator, monkeypatch
+):
+    make_folder, removed = Path.mkdir, set()
+
+    def removed_at_once(folder: Path, *args, **kwargs) -> None:
+        # The race window: another request's eviction removes the folder, empty, just after
+        # this request made it and before it writes there (once per folder).
+        make_folder(folder, *args, **kwargs)
+        if folder.name == "audio" and folder not in removed:
+            removed.add(folder)
+            folder.rmdir(), folder.parent.rmdir()
+
+    monkeypatch.setattr(Path, "mkdir", removed_at_once)
+    app = create_app(speech_settings(redis_url, tmp_path, emulator[0]))
+    app.dependency_overrides[current_identity] = identity_from_test_header
+    async with app_client(app) as tts:
+        made = await speak(tts, SHORT, headers=as_user("alice"))  # a new file
+        linked = await speak(tts, SHORT, headers=as_user("bob"))  # a new name of it
+    assert linked["cached"] is True
+    assert stored(tmp_path, made["audio_url"]).exists()
+    assert stored(tmp_path, linked["audio_url"]).exists()
+    assert len([r for r in emulator[1].recorder.requests if r.status == 200]) == 1

@@ -138,6 +138,14 @@ async def test_api_v2_error_messages(url: str, fields: dict[str, Any], message: 
     assert response.json() == {"message": message}
 
 
+async def test_a_failure_of_the_pipeline_is_api_v2s_tts_failed(url: str) -> None:
+    # api_v2 checks no speed_factor: its pipeline fails on 0, answered like any exception.
+    response = await tts(url, text="Hello.", speed_factor=0)
+
+    assert response.status_code == 400
+    assert response.json()["message"] == "tts failed" and response.json()["Exception"]
+
+
 async def test_aac_is_adts_audio(url: str) -> None:
     response = await tts(url, text="Hello.", media_type="aac")
 

@@ -61,7 +61,10 @@ export async function loadCharacters() {
 
 export async function loadVoices() {
   const { voices, default_voice_id: fallback } = await api("/api/tts/voices").catch(() => ({ voices: [] }));
-  $("voice-select").replaceChildren(...voices.map((voice) => new Option(voice.name, voice.id, voice.id === fallback)));
+  // Selected now (the 4th argument), not only after a reset (the 3rd): options added to a
+  // select leave its first chosen.
+  const option = (voice) => new Option(voice.name, voice.id, voice.id === fallback, voice.id === fallback);
+  $("voice-select").replaceChildren(...voices.map(option));
 }
 
 // Choosing a character (or none) shows a conversation with it: `sessionId`, else their
@@ -110,6 +113,7 @@ export const cardDrop = {
 export async function createCharacter(event) {
   event.preventDefault();
   const fields = Object.fromEntries(new FormData(event.target));
+  if (!fields.voice_id) delete fields.voice_id; // no voice list (it failed to load): the default
   try {
     const character = await postJson("/api/characters", fields);
     notify(`${t("created")} ${character.name}`);

@@ -2,6 +2,7 @@
 streamed WAV's header, which GPT-SoVITS writes before it knows the length: open-ended while
 the file is written (so what is there already plays), the real ones once it is whole."""
 
+import io
 import struct
 from pathlib import Path
 
@@ -18,12 +19,35 @@ OPEN_ENDED = 0xFFFFFFFF
 def duration_s(path: Path, media_type: str) -> float:
     if media_type == "raw":
         return round(path.stat().st_size / RAW_BYTES_PER_SECOND, 3)
+    if media_type == "ogg":
+        # Streamed, api_v2 packs each piece as an Ogg file of its own, sent back to back: a
+        # chain of streams, of which mutagen reads the first.
+        data = path.read_bytes()
+        return round(sum(_length(io.BytesIO(link)) for link in ogg_chain(data)), 3)
+    return round(_length(path), 3)
+
+
+def _length(audio: Path | io.BytesIO) -> float:
     try:
-        info = mutagen.File(path)
+        info = mutagen.File(audio)
     except mutagen.MutagenError:
         info = None
     length = getattr(getattr(info, "info", None), "length", None)
-    return round(float(length), 3) if length else 0.0
+    return float(length) if length else 0.0
+
+
+def ogg_chain(data: bytes) -> list[bytes]:
+    """The streams of a chained Ogg file, one after another: each begins with a page marked
+    "beginning of stream". The whole file as one when its pages cannot be followed."""
+    starts, offset = [], 0
+    while offset < len(data):
+        if data[offset : offset + 4] != b"OggS" or offset + 27 > len(data):
+            return [data]
+        segments = data[offset + 27 : offset + 27 + data[offset + 26]]
+        if data[offset + 5] & 0x02:  # the first page of a stream
+            starts.append(offset)
+        offset += 27 + len(segments) + sum(segments)
+    return [data[a:b] for a, b in zip(starts, [*starts[1:], len(data)], strict=True)] or [data]
 
 
 def fix_streamed_wav(path: Path) -> None:

@@ -7,7 +7,8 @@ written (`follow` streams it as it grows: the speech plays while it is being mad
 nothing. A part is judged by its own last write: one not written for the idle limit (its
 writer died, say a replica killed mid-synthesis) is stale: not served, and swept. A second
 user gets the same content under their own path (a hard link), so no URL reveals another
-user.
+user. A user's folders go with their last file (`remove`): whatever writes there makes its
+folder again if it went meanwhile (`_in_folder`).
 """
 
 import asyncio
@@ -18,11 +19,11 @@ import secrets
 import shutil
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from avatar_tts.audio import duration_s, fix_streamed_wav, open_ended_wav
 from avatar_tts.errors import FileIdTaken, TtsError
@@ -32,10 +33,12 @@ SAFE_USER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SAFE_FILE = re.compile(r"^[A-Za-z0-9_-]{8,64}\.(wav|ogg|aac|raw)$")
 PART = ".part"  # the suffix of a file being written
 MAX_WAV_HEAD = 4096  # a WAV whose data chunk starts later is written as it comes
+FOLDER_TRIES = 3  # a folder removed (emptied by an eviction) this often as it was made: fail
 # How often `follow` looks for more bytes when no write on this replica woke it (the writer
 # may be another replica on the shared volume).
 FOLLOW_POLL_S = 0.2
 READ_BYTES = 64 * 1024
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,8 @@ class Wakeups:
 
 class AudioWriter:
     """One new file being written, each chunk flushed for readers (`follow`); `stored` is set
-    once it is whole. A WAV's header goes out open-ended, so what is there already plays."""
+    once it is whole. A WAV's header goes out open-ended, so what is there already plays: the
+    bytes to pass on as they come are those `write` and `end` return, the file's own."""
 
     def __init__(
         self, out: BinaryIO, temp: Path, final: Path, media_type: str, wakeups: Wakeups
@@ -93,19 +97,28 @@ class AudioWriter:
         self.stored: StoredAudio | None = None
         self._head: bytes | None = b"" if media_type == "wav" else None  # until it is written
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes) -> bytes:
+        """Writes `chunk`; returns what it wrote (none while a WAV's header is not all there,
+        then the header as patched with what followed it)."""
         if self._head is not None:
             self._head += chunk
             header = open_ended_wav(self._head)
             if header is None and len(self._head) < MAX_WAV_HEAD:
-                return  # the header is not all there yet
+                return b""  # the header is not all there yet
             chunk, self._head = header or self._head, None
         self.out.write(chunk)
         self.out.flush()
         self.wakeups.changed(self.temp)
+        return chunk
+
+    def end(self) -> bytes:
+        """At the end of the stream: writes what `write` held back (a stream too short for
+        a whole WAV header) and returns it."""
+        head, self._head = self._head or b"", None
+        return self.write(head) if head else b""
 
     def close(self) -> None:
-        if self._head:  # a stream too short for a whole header
+        if self._head:  # a stream too short for a whole header, not ended by `end`
             self.out.write(self._head)
         self.out.close()
 
@@ -148,11 +161,9 @@ class AudioFolder:
     ) -> AsyncIterator[AudioWriter]:
         """A file written in the block (named `file_id`, else a new id): made whole when it
         ends, removed if it fails."""
-        folder = self.of(user_id)
-        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-        final = folder / f"{file_id or new_file_id()}.{media_type}"
+        final = self.of(user_id) / f"{file_id or new_file_id()}.{media_type}"
         temp = final.with_name(final.name + PART)
-        out = await asyncio.to_thread(temp.open, "xb")
+        out = await asyncio.to_thread(_in_folder, lambda: temp.open("xb"), temp)
         writer = AudioWriter(out, temp, final, media_type, self.wakeups)
         try:
             try:
@@ -269,25 +280,52 @@ def _finish(writer: AudioWriter) -> StoredAudio:
     )
 
 
+def remove(path: Path) -> None:
+    """Removes an audio file, then its folder and its user's if that left them empty."""
+    path.unlink(missing_ok=True)
+    for folder in (path.parent, path.parent.parent):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (other files, one just written), gone already: left
+            return
+
+
+def _in_folder(make: Callable[[], T], target: Path) -> T:
+    """`make()` of `target`, with its folder made first, and again when it went before
+    `make` wrote there (another request's eviction removed it, empty: `remove`)."""
+    for _ in range(FOLDER_TRIES - 1):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return make()
+        except FileNotFoundError:
+            if target.parent.is_dir():
+                raise  # not the folder: what `make` reads is gone
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return make()
+
+
 def _link(audio: StoredAudio, folder: Path, file_id: str | None) -> Path:
     """A new name for the audio; a `file_id` the caller chose must be new too. AudioGone when
     the audio is no longer there (evicted since it was found): nothing is made then."""
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{file_id or new_file_id()}.{audio.media_type}"
     if target == audio.path:
         return target
     try:
-        try:
-            os.link(audio.path, target)
-        except OSError as exc:  # another file system, or too many names: a copy serves as well
-            if exc.errno not in (errno.EXDEV, errno.EMLINK):
-                raise
-            _copy(audio.path, target)
+        _in_folder(lambda: _new_name(audio.path, target), target)
     except FileExistsError as exc:
         raise FileIdTaken(file_id or target.stem) from exc
     except FileNotFoundError as exc:
         raise AudioGone(audio.path) from exc
     return target
+
+
+def _new_name(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError as exc:  # another file system, or too many names: a copy serves as well
+        if exc.errno not in (errno.EXDEV, errno.EMLINK):
+            raise
+        _copy(source, target)
 
 
 def _copy(source: Path, target: Path) -> None:

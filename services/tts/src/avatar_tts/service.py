@@ -71,6 +71,9 @@ class SpeechService:
         self.wait_s = settings.tts_timeout_s  # longest wait for another request's same speech
         self._finishing: set[asyncio.Task[None]] = set()  # speech answered early, still made
         self.shutdown_wait_s = settings.tts_shutdown_wait_s
+        # How often stale parts and old audio are swept: every idle limit, or the age limit
+        # when it is shorter, so that audio does not outlive it by more than that.
+        self.sweep_s = min(idle_s, settings.assets_max_age_s)
         self._sweeping: asyncio.Task[None] | None = None
 
     def voice_list(self) -> VoiceList:
@@ -164,9 +167,10 @@ class SpeechService:
 
     async def start(self) -> None:
         """At start: `recover`, then stale parts swept every idle limit (on every replica:
-        the one whose writer died may never come back)."""
+        the one whose writer died may never come back), and audio past ASSETS_MAX_AGE_S
+        evicted (else only new audio would evict it)."""
         await self.recover()
-        self._sweeping = asyncio.create_task(self._sweep_parts())
+        self._sweeping = asyncio.create_task(self._sweep())
 
     async def close(self) -> None:
         """At shutdown: speech answered early (its URL handed out) is given the time to be
@@ -179,14 +183,18 @@ class SpeechService:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _sweep_parts(self) -> None:
+    async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(self.folder.idle_s)
+            await asyncio.sleep(self.sweep_s)
             try:
                 if removed := await asyncio.to_thread(self.folder.remove_stale_parts):
                     log.info("%d stale partial files removed", removed)
             except OSError as exc:  # the volume, for a moment: the next sweep tries again
                 log.warning("stale partial files not swept: %r", exc)
+            try:
+                await self.retention.expire()
+            except (RedisError, OSError) as exc:  # likewise, or Redis
+                log.warning("old audio not swept: %r", exc)
 
     async def _finish_early(self, audio: AsyncGenerator[bytes, None], file_id: str) -> None:
         try:
@@ -306,11 +314,13 @@ class SpeechService:
         async with self.gate.slot(caller.key), new_file as out:  # fair across callers
             with upstream_call("tts"):
                 async for chunk in engine.speak(job):
-                    out.write(chunk)
-                    yield chunk
+                    if written := out.write(chunk):  # a WAV's header as its file has it
+                        yield written
+            if rest := out.end():
+                yield rest
         assert out.stored is not None  # set when the block ends without an error
         try:
-            await self.retention.kept(out.stored.path, holder_of(caller))
+            await self.retention.kept(out.stored.path, holder_of(caller), key)
             await self.store.remember(key, out.stored)
         except BaseException:  # not indexed, so never evicted: it must not stay
             await asyncio.to_thread(out.stored.path.unlink, True)
@@ -328,12 +338,12 @@ class SpeechService:
     ) -> SpeechFile:
         own = await self._own_file(caller.user_id, key, audio, file_id)
         try:
-            await self.retention.kept(own, holder_of(caller))
+            await self.retention.kept(own, holder_of(caller), key)
         except StorageFull:  # a new name the index has no room for: not indexed, not kept
             if own != audio.path:
                 await asyncio.to_thread(own.unlink, True)
             raise
-        await self.store.set_users_file_id(caller.user_id, key, own.stem)
+        await self.store.set_users_file(caller.user_id, key, own)
         return SpeechFile(
             audio_url=audio_url(caller.user_id, own),
             file_id=own.stem,

@@ -25,7 +25,8 @@ class TtsSettings(ServiceSettings):
     hits' names included (each is a file and an index entry in Redis); past it their own
     least recently used goes."""
     assets_max_age_s: float = Field(30 * 24 * 3600, gt=0)
-    """Audio unused this long is deleted."""
+    """Audio unused this long is deleted (checked after each new file and by each replica's
+    sweep, every TTS_TIMEOUT_S + 5 s, or this age if shorter)."""
     voices_file: str = ""
     """Voices file; empty means the voices.json shipped with the service."""
 
@@ -42,6 +43,9 @@ class TtsSettings(ServiceSettings):
     """Speech requests anonymous callers of one client address may make a minute, all their
     ids together, else 429 rate_limited."""
     tts_max_in_flight: int = Field(4, gt=0)
-    """Syntheses one tts replica runs at once; more wait in line."""
+    """Syntheses one tts replica runs at once; more wait in line. GPT-SoVITS api_v2 keeps one
+    prompt cache (the reference voice) per server, so syntheses in different voices that run
+    at once on one server may come out in each other's voice (upstream issue
+    RVC-Boss/GPT-SoVITS#740): with one GPT-SoVITS server, set 1 and run one tts replica."""
     tts_queue_wait_s: float = Field(10.0, gt=0)
     """Longest a synthesis waits in line before 503 tts_busy."""

@@ -20,7 +20,9 @@ yields one piece per text fragment there).
 
 Test hooks: ``app.state.recorder`` (a ``TtsRecorder``) and ``GET``/``DELETE /_emulator/requests``.
 Failure injection: ``GptSovitsConfig.fail_status`` answers every valid request with that status
-and api_v2's ``{"message": "tts failed", "Exception": ...}`` body; ``fail_after_chunks`` breaks
+and api_v2's ``{"message": "tts failed", "Exception": ...}`` body (api_v2's own status for it
+is 400, the same as its parameter checks': any exception of its pipeline, CUDA out of memory or
+a reference clip it cannot read, is answered so); ``fail_after_chunks`` breaks
 a stream off after that many pieces, as api_v2 does when the model fails mid-stream (its status
 and first bytes are out: the connection just ends).
 """
@@ -230,8 +232,6 @@ def check_tts_params(params: dict[str, Any], config: GptSovitsConfig) -> None:
         raise TtsError(f"text_split_method:{params['text_split_method']} is not supported")
     if params["streaming_mode"] not in (0, 1, 2, 3):
         raise TtsError("the value of streaming_mode must be 0, 1, 2, 3(int) or true/false(bool)")
-    if params["speed_factor"] <= 0:
-        raise TtsError("speed_factor must be greater than 0")
 
 
 def audio_duration_s(text: str, speed_factor: float, config: GptSovitsConfig) -> float:
@@ -373,6 +373,13 @@ async def _handle_tts(raw: dict[str, Any], config: GptSovitsConfig) -> Response:
     if config.latency_s > 0:
         await asyncio.sleep(config.latency_s)
     if config.fail_status is not None:
-        body = {"message": "tts failed", "Exception": "emulator: injected failure (fail_status)"}
-        return JSONResponse(body, status_code=config.fail_status)
+        return _pipeline_failed("emulator: injected failure (fail_status)", config.fail_status)
+    if params["speed_factor"] <= 0:  # api_v2 checks no speed: its pipeline fails on it
+        return _pipeline_failed(f"speed_factor {params['speed_factor']} is not a speed", 400)
     return await _tts_response(params, config)
+
+
+def _pipeline_failed(exception: str, status: int) -> Response:
+    """api_v2's answer to any exception of its pipeline (its `tts_handle`): 400 with the
+    exception's text."""
+    return JSONResponse({"message": "tts failed", "Exception": exception}, status_code=status)

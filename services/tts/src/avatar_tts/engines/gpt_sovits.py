@@ -50,15 +50,26 @@ class GptSovitsEngine(SpeechEngine):
             raise TtsError("The speech server broke off its answer.") from exc
 
 
+# api_v2's answer to any failure of its pipeline (CUDA out of memory, a reference clip it
+# cannot read...), a 400 like its parameter checks' but with the error in "Exception".
+PIPELINE_FAILED = "tts failed"
+
+
 def _failure(response: httpx.Response) -> Exception:
     """What the server said goes to the log, never to the client: it can name paths and
     models of the GPU box."""
     try:
-        message = str(json.loads(response.content).get("message", ""))
+        body = json.loads(response.content)
+        message, exception = str(body.get("message", "")), str(body.get("Exception", ""))
     except (ValueError, AttributeError):
-        message = response.text[:200]
-    log.warning("speech server answered %d: %s", response.status_code, message[:500])
-    if response.status_code == 400:  # api_v2's answer to parameters it cannot use
+        message, exception = response.text[:200], ""
+    log.warning(
+        "speech server answered %d: %s%s",
+        response.status_code,
+        message[:500],
+        f": {exception[:1000]}" if exception else "",
+    )
+    if response.status_code == 400 and message != PIPELINE_FAILED:  # its parameter checks
         return TtsRejected(
             "The speech server cannot make speech with these parameters (text_lang, "
             "prompt_lang, media_type, streaming_mode)."
