@@ -187,7 +187,7 @@ def test_alternates_take_their_own_dates_and_interruptions_from_swipe_info():
 )
 def test_past_max_swipes_a_reply_keeps_the_shown_and_the_newest(count, shown, kept, swipe_id):
     limits = ImportLimits(**{**LIMITS.__dict__, "max_swipes": 4})
-    [message] = imported(rerolled(count, shown), limits=limits)
+    _, message = imported(user(), rerolled(count, shown), limits=limits)
     assert [s["content"] for s in message["swipes"]] == kept
     assert message["swipe_id"] == swipe_id
     assert message["content"] == f"take {shown}"
@@ -195,8 +195,19 @@ def test_past_max_swipes_a_reply_keeps_the_shown_and_the_newest(count, shown, ke
 
 def test_with_max_swipes_1_only_the_shown_text_is_kept():
     limits = ImportLimits(**{**LIMITS.__dict__, "max_swipes": 1})
-    [message] = imported(rerolled(3, 1), limits=limits)
+    _, message = imported(user(), rerolled(3, 1), limits=limits)
     assert message["content"] == "take 1" and "swipes" not in message
+
+
+def test_an_opening_keeps_every_greeting_of_its_card():
+    """A chat's first reply is its opening: its alternates are the card's greetings (a first
+    message and up to 20 alternate greetings), kept whole past max_swipes, as our export of
+    such an opening writes them."""
+    opening, later = rerolled(21, 20), rerolled(21, 20)
+    first, _, second = imported(opening, user(), later)
+    assert [s["content"] for s in first["swipes"]] == [f"take {i}" for i in range(21)]
+    assert first["swipe_id"] == 20
+    assert len(second["swipes"]) == LIMITS.max_swipes
 
 
 def test_what_ours_does_not_use_is_skipped_or_left():

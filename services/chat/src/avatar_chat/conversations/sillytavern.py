@@ -44,7 +44,10 @@ Our rules:
 - Skipped: `is_system` and narrator messages (no role of ours fits, and ST leaves them out
   of the prompt too), and swipes on a user message. The shown text is `mes`, as in ST.
 - Past max_swipes alternates, a reply keeps the shown one and the newest others (ST adds new
-  ones at the end): a chat rerolled many times still imports, minus its oldest rejects.
+  ones at the end): a chat rerolled many times still imports, minus its oldest rejects. A
+  chat's first message, when the character's, is its opening: its alternates are the card's
+  greetings (ST swipes through them there rather than generate), and it keeps up to
+  OPENING_GREETINGS of them, as many as an opening of ours holds.
 """
 
 import json
@@ -58,6 +61,10 @@ from avatar_chat.conversations.ids import new_message_id
 from avatar_shared.errors import ValidationFailed
 from avatar_shared.timestamps import utc_now
 
+# An opening's alternates: a card's first message and at most 20 alternate greetings (the
+# characters service's MAX_GREETINGS), all of which an opening of ours holds
+# (conversations.actions). An imported chat's opening keeps as many.
+OPENING_GREETINGS = 21
 MONTHS = (
     "January", "February", "March", "April", "May", "June",
     "July", "August", "September", "October", "November", "December",
@@ -189,7 +196,7 @@ def import_jsonl(data: bytes, limits: ImportLimits) -> ChatFile:
     now = utc_now()
     messages: list[dict[str, Any]] = []
     for number, line in rows[1:]:
-        message = _our_message(number, line, limits, now)
+        message = _our_message(number, line, limits, now, opening=not messages)
         if message is None:
             continue
         if len(messages) == limits.max_messages:
@@ -216,9 +223,10 @@ def _json_object(number: int, line: str) -> dict[str, Any]:
 
 
 def _our_message(
-    number: int, line: dict[str, Any], limits: ImportLimits, now: str
+    number: int, line: dict[str, Any], limits: ImportLimits, now: str, opening: bool
 ) -> dict[str, Any] | None:
-    """The line as our stored message, or None for a line we skip."""
+    """The line as our stored message, or None for a line we skip; `opening`: it is the
+    chat's first (a reply there holds the card's greetings)."""
     extra = line.get("extra")
     if extra is not None and not isinstance(extra, dict):
         raise _bad(number, "'extra' must be an object")
@@ -240,16 +248,18 @@ def _our_message(
         return message
     if _interrupted(extra):
         message["interrupted"] = True
-    alternates, shown = _alternates(number, line, limits, message)
+    kept = max(limits.max_swipes, OPENING_GREETINGS) if opening else limits.max_swipes
+    alternates, shown = _alternates(number, line, kept, message)
     if len(alternates) > 1:
         message["swipes"], message["swipe_id"] = alternates, shown
     return message
 
 
 def _alternates(
-    number: int, line: dict[str, Any], limits: ImportLimits, message: dict[str, Any]
+    number: int, line: dict[str, Any], kept: int, message: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], int]:
-    """A reply's alternates in our form, and the index of the shown one (the message)."""
+    """A reply's alternates in our form (at most `kept`), and the index of the shown one
+    (the message)."""
     swipes = line.get("swipes")
     shown: dict[str, Any] = {
         key: message[key] for key in ("content", "at", "interrupted") if key in message
@@ -279,7 +289,7 @@ def _alternates(
         if _interrupted(details.get("extra")):
             alternate["interrupted"] = True
         alternates.append(alternate)
-    return msgs.newest(alternates, swipe_id, limits.max_swipes)
+    return msgs.newest(alternates, swipe_id, kept)
 
 
 def _interrupted(extra: object) -> bool:
