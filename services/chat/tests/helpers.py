@@ -91,10 +91,14 @@ TEST_ANONYMOUS_HEADER = "X-Test-Anonymous"
 async def callers_from_test_headers(request: Request) -> Identity:
     """Stands in for `current_identity` where a test speaks as callers of chosen client
     addresses: `as_anonymous(name, address)`, `as_signed_in(name, address)`, and
-    `as_user(name)` (signed in, no address)."""
+    `as_user(name)` (signed in, no address). Forwarded to a peer that stands in the same way
+    (the characters service in some tests), they name the same caller there, as the caller's
+    credentials do in production."""
+    test_headers = (TEST_USER_HEADER, TEST_ANONYMOUS_HEADER, TEST_ADDRESS_HEADER)
     return Identity(
         request.headers.get(TEST_USER_HEADER, "anon-x"),
         signed_in=TEST_ANONYMOUS_HEADER not in request.headers,
+        forward_headers={h: request.headers[h] for h in test_headers if h in request.headers},
         address=request.headers.get(TEST_ADDRESS_HEADER, "-"),
     )
 

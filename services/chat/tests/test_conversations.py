@@ -628,6 +628,38 @@ async def test_a_book_stored_before_the_regex_bounds_still_plays_without_that_ke
     assert "SWORD LORE" in system and "BOMB LORE" not in system
 
 
+async def test_a_conversation_whose_persona_was_deleted_goes_on_as_the_default_user(
+    app_client, redis_url, backend, characters_url
+):
+    settings = settings_for(redis_url, backend.settings, characters_url=characters_url)
+    app = create_app(settings)
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with (
+        app_client(app) as client,
+        httpx.AsyncClient(base_url=characters_url, trust_env=False) as characters_api,
+    ):
+        made = await characters_api.post(
+            "/api/personas", json={"name": "Aldric", "description": "A knight."}, headers=ALICE
+        )
+        persona_id = made.json()["data"]["id"]
+        session = (await start(client, user_persona_id=persona_id))["session_id"]
+        await say(client, session, "첫 마디")
+        assert "Aldric" in backend.recorder.last.messages_received[0]["content"]
+        assert backend.recorder.last.sampling["stop"] == ["\nAldric:"]
+        gone = await characters_api.delete(f"/api/personas/{persona_id}", headers=ALICE)
+        assert gone.status_code == 200, gone.text
+        turn = {"session_id": session, "message": "아직 여기 있어", "tts_enabled": False}
+        answered = await client.post("/api/chat", json=turn, headers=ALICE)
+        assert answered.status_code == 200, answered.text
+        assert "Aldric" not in backend.recorder.last.messages_received[0]["content"]
+        assert backend.recorder.last.sampling["stop"] == [f"\n{settings.default_user_name}:"]
+        named = {"messages": [{"role": "user", "content": "hi"}], "persona": PERSONA}
+        refused = await client.post(
+            "/api/chat", json={**named, "user_persona_id": persona_id}, headers=ALICE
+        )
+        assert refused.status_code == 404  # a request naming it is told it is gone
+
+
 async def test_an_imported_chat_keeps_its_creation_date(
     app_client, redis_url, backend, characters_url
 ):

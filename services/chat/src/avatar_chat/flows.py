@@ -433,7 +433,7 @@ async def _planned(
         memory_budget=int(window * settings.memory_budget_ratio),
         memory_query=settings.memory_query_messages,
     )
-    user = await chat.user_persona(plan.setup, caller.identity)
+    user = await chat.user_persona(plan.setup, caller.identity, stored=steer.kind != "client")
     mode = _memory_mode(steer, state)
     memories = await _memories(chat, plan, mode, state, session_id, caller)
     scene, memory_cost = _scene(plan.setup.scenario), LineCost(estimate.calibration)

@@ -30,6 +30,7 @@ from avatar_shared.budget import Budget
 from avatar_shared.errors import ValidationFailed
 from avatar_shared.gate import Gate
 from avatar_shared.identity import Identity
+from avatar_shared.peers import PeerRejected
 from avatar_shared.rate import Caller, RateLimit
 
 
@@ -104,11 +105,21 @@ class ChatService:
             raise ValidationFailed(f"character_id: character '{setup.character_id}' has no persona")
         return card, voice_id
 
-    async def user_persona(self, setup: "Setup", caller: Identity) -> UserPersona:
-        """Who the user plays: their persona named by `user_persona_id`, else a name alone."""
+    async def user_persona(
+        self, setup: "Setup", caller: Identity, stored: bool = False
+    ) -> UserPersona:
+        """Who the user plays: their persona named by `user_persona_id`, else a name alone.
+        `stored`: the setup of a conversation kept on the server, whose persona may have been
+        deleted since (or stayed an anonymous id's at a sign-in): then the name alone, so
+        the conversation goes on, as its export names it. Named by a request: its 404."""
         if setup.user_persona_id is None:
             return UserPersona(self.settings.default_user_name)
-        return await self.characters.user_persona(setup.user_persona_id, caller)
+        try:
+            return await self.characters.user_persona(setup.user_persona_id, caller)
+        except PeerRejected:  # its 404 (other refusals are PeerUnavailable)
+            if not stored:
+                raise
+            return UserPersona(self.settings.default_user_name)
 
     async def record(
         self, session_id: str, caller: Identity, turn: TurnRecord, lease: Lease
