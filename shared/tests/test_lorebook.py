@@ -13,6 +13,7 @@ from avatar_shared.lorebook import (
     activate,
     strip_decorators,
 )
+from avatar_shared.macros import Macros
 from tests.helpers import seraphina_card
 
 
@@ -323,3 +324,47 @@ def test_a_stored_book_is_read_back_without_compiling_its_regex_keys():
     activation = activate(lore, ["(unclosed aaaa"], 4, 100, words)
     assert activation.fired == []
     assert [(s.index, s.reason) for s in activation.skipped] == [(0, "bad_regex"), (1, "bad_regex")]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "/(?x)(?:(?:a{1000}) {1000})/",  # verbose: the space holds no element
+        "/(?:(?:a{1000})(?#note){1000})/",  # a comment holds none
+        "/(?:(?:a{1000})(?i){1000})/",  # nor inline flags
+        "/(?x)(?:a{1 0 0 0}){1 0 0 0}/",  # verbose reads spaced digits as a count
+    ],
+)
+def test_a_group_javascript_does_not_know_cannot_hide_a_count_from_the_cost(key):
+    """What the regex module reads as no element (verbose spaces, comments, inline flags)
+    moves a count onto the group before it: each of these unrolls to a million copies."""
+    with pytest.raises(ValidationError, match="too costly"):
+        book(entry([key]))
+    assert fired(as_chat_keeps(st_entry([key], "plain")), f"the key {key}") == ["plain"]
+
+
+def test_a_name_in_a_regex_key_is_matched_as_written():
+    """A macro's name is literal text in a regex key: its `(`, `.` or `{1000}` neither change
+    the pattern nor what it costs."""
+    lore = book(entry(["/{{char}} is here/"], "arrived"), entry(["/x<BOT>y/"], "braced"))
+    names = Macros(char="Dr. Who (b){1000}", user="User").expand
+
+    def fired_for(text: str) -> list[str]:
+        return [f.text for f in activate(lore, [text], 4, 10_000, words, names).fired]
+
+    assert fired_for("Dr. Who (b){1000} is here") == ["arrived"]
+    assert fired_for("DrX Who b is here") == []
+    assert fired_for("x" + "Dr. Who (b){1000}" + "y") == ["braced"]
+
+
+def test_a_prepared_book_s_first_scan_tries_every_entry():
+    """A large book's matchers are made before its scan's deadline starts (chat prepares
+    the book it keeps): the first scan of a fresh book finds its lore like any other."""
+
+    def regex_keys(n: int) -> list[str]:
+        return [f"/\\b{word}{n}_{i}(s|es)?\\b/i" for word in ("castle", "river") for i in range(8)]
+
+    many = [entry(regex_keys(n), f"lore {n}") for n in range(100)]
+    fresh = Lorebook.model_validate({"entries": [*many, entry(["sword"], "SWORD LORE")]})
+    kept = Lorebook.model_validate(fresh.model_dump(), context=STORED).for_prompt()
+    assert fired(kept, "I draw my sword") == ["SWORD LORE"]

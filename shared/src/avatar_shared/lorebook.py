@@ -187,6 +187,13 @@ class Lorebook(BaseModel):
         # Checked already: its regex keys are not compiled again (a turn compiles them).
         return Lorebook.model_validate({**fields, "entries": entries}, context=STORED)
 
+    def prepared(self) -> "Lorebook":
+        """The book with its keys' matchers made (compiled): a caller that keeps the book
+        (chat, with its character) makes them once, in a worker thread, so that no scan
+        compiles them on an event loop or within its deadline."""
+        _ = self.needles  # made from self.keyed
+        return self
+
     @cached_property
     def keyed(self) -> "list[KeyedEntry]":
         """The entries with their keys' matchers, made once per book (a book is read again
@@ -330,8 +337,8 @@ def activate(
     SillyTavern does."""
     depth = book.scan_depth if book.scan_depth is not None else scan_depth
     window = "\n".join(texts[-(depth + 1) :]) if texts else ""  # the new message, then older
+    keyed = book.keyed_for(expand)  # before the deadline: the scan's time is the scan's
     deadline = time.monotonic() + ACTIVATION_DEADLINE_S
-    keyed = book.keyed_for(expand)
     matched, skipped = _matches(book, keyed, Scanned.of(window), deadline)
     if book.recursive_scanning:
         _scan_recursively(book, keyed, matched, skipped, deadline)
@@ -501,13 +508,24 @@ class KeyedEntry:
         receipt names the key as written."""
 
         def tests(keys: list[str]) -> list[KeyTest]:
-            expanded = [(key, expand(key) if expand else key) for key in keys]
+            expanded = [(key, _expanded(key, entry, expand)) for key in keys]
             return [(key, *_key_test(text, entry)) for key, text in expanded]
 
         primary = [test for test in tests(entry.keys) if test[1] != ""]  # a blank one: never
         # A blank secondary key is one that is never found, as in SillyTavern (it counts the
         # list's length, then finds no blank): under NOT ANY it does not stop the entry.
         return cls(entry, primary, tests(entry.secondary_keys))
+
+
+def _expanded(key: str, entry: LoreEntry, expand: Callable[[str], str] | None) -> str:
+    """`key` with its macros given their names; in a regex key, as literal text: a name
+    holding `(`, `{1000}` or `.` must not change what the pattern is, nor what it costs
+    (the book's bounds were checked on the key as written)."""
+    if expand is None:
+        return key
+    if _regex_key(key, entry) is None:
+        return expand(key)
+    return MACRO.sub(lambda found: regex.escape(expand(found[0])), key)
 
 
 def first_match(keys: list[KeyTest], text: Scanned) -> str | None:
@@ -648,7 +666,9 @@ def _compiled(found: RegexKey) -> "regex.Pattern[str]":
     that can run it in a worker thread do)."""
     _repeats(found.source)
     try:
-        return regex.compile(found.source, found.options)
+        # Not kept in the module's cache (500 patterns, each up to a megabyte or so at the
+        # bounds, held for good): a book keeps its own matchers (`Lorebook.keyed`).
+        return regex.compile(found.source, found.options, cache_pattern=False)
     except (regex.error, OverflowError) as exc:
         raise BadRegex(str(exc)) from exc
     except (MemoryError, RecursionError) as exc:  # past what the bounds foresee: refused
@@ -684,8 +704,9 @@ def _check_regex_keys(keys: list[tuple[LoreEntry, str]]) -> None:
 
 # A counted repeat as the regex module reads one: {n}, {m,n}, {m,}, {,n}.
 COUNTED = re.compile(r"\{(\d*)(,?)(\d*)\}")
-# What opens a group past its "(" and is no item of it: ?:, ?i), ?<name>, ?=, ?<! ...
-GROUP_PREFIX = re.compile(r"\?(?:P?<[^>]*>|<[=!]|[:=!>|]|[\w^-]*:?)")
+# What opens a group past its "(" and is no item of it, of what JavaScript knows: ?:, ?=, ?!,
+# ?<=, ?<!, ?<name>.
+GROUP_PREFIX = re.compile(r"\?(?:<[=!]|[:=!]|<[A-Za-z_$][\w$]*>)")
 NAMED_ESCAPE = re.compile(r"\\[pPNx]\{[^}]*\}")  # \p{Greek}, \N{...}, \x{263a}: no repeat
 
 
@@ -708,8 +729,7 @@ def _repeats(source: str) -> int:
             step = _set_end(source, at) - at
         elif char == "(":
             inside.append(0)
-            prefix = GROUP_PREFIX.match(source, at + 1)
-            size, at = 1, prefix.end() if prefix else at + 1
+            size, at = 1, _group_start(source, at)
             continue
         elif char == ")" and len(inside) > 1:
             size = max(inside.pop(), 1)
@@ -735,6 +755,18 @@ def _repeats(source: str) -> int:
             f"its counted repeats unroll to {added} copies (at most {MAX_KEY_REPEATS})"
         )
     return added
+
+
+def _group_start(source: str, at: int) -> int:
+    """Where the items of the group opened at `at` start. CostlyRegex for a group JavaScript
+    does not know: inline flags (verbose mode reads spaced digits as a count), comments,
+    atomic groups, recursion... hold no element, so a count after one repeats what came
+    before it, past what this reading counts. No SillyTavern key needs them."""
+    if prefix := GROUP_PREFIX.match(source, at + 1):
+        return prefix.end()
+    if source.startswith("?", at + 1):
+        raise CostlyRegex(f"it opens a group JavaScript does not know: {source[at : at + 4]}")
+    return at + 1
 
 
 def _set_end(source: str, at: int) -> int:

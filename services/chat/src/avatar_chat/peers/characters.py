@@ -2,6 +2,7 @@
 cached briefly in this process; and a caller's user persona (`GET /api/personas/{id}`, an
 owner-only read made with the caller's credentials, never cached: it is one caller's)."""
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -69,7 +70,10 @@ class CharacterDirectory:
     async def _fetch(self, character_id: str) -> tuple[CharacterProfile, float]:
         data = await self._read(f"/api/characters/{quote(character_id, safe='')}")
         try:
-            profile = CharacterProfile(data["id"], _card(data), data.get("voice_id"))
+            # In a worker thread: its lorebook's keys are compiled there (`prepared`), not
+            # on the event loop nor within a turn's scan deadline.
+            card = await asyncio.to_thread(_card, data)
+            profile = CharacterProfile(data["id"], card, data.get("voice_id"))
         except (KeyError, TypeError, AttributeError, ValidationError) as exc:
             raise PeerUnavailable("characters", "sent a malformed character") from exc
         return profile, self.ttl_s
@@ -93,9 +97,11 @@ def _card(data: dict[str, Any]) -> CharacterCard:
     book, generation = data.get("lorebook"), data.get("generation")
     return CharacterCard(
         description=str(data["persona"]),
-        # Checked whole by characters when it was written: its regex keys are not compiled
-        # here (on the event loop, for every cache miss); a turn compiles those it uses.
-        lorebook=Lorebook.model_validate(book, context=STORED).for_prompt() if book else None,
+        # Checked whole by characters when it was written: read as checked (a key refused
+        # since is never compiled), its matchers made once for as long as it is cached.
+        lorebook=(
+            Lorebook.model_validate(book, context=STORED).for_prompt().prepared() if book else None
+        ),
         generation=_generation(generation) if generation else None,
         **texts,
     )
