@@ -356,8 +356,9 @@ return {'created'}
 # replacement ('' deletes it), 6 bytes kept at most, 7 now (ISO), 8 ttl, 9 preview, 10 the
 # budget's limit, 11 library bound, 12 the owner's kept bytes at most, 13 '1' when the change
 # only shows another of the message's stored alternates (a swipe): never refused for the
-# conversation's or the owner's bytes, though the shown text is stored twice (it passes them
-# by one alternate at most, and the next growth is refused as ever).
+# conversation's or the owner's bytes, though the shown text is stored twice (swipes to
+# longer alternates may pass them, each message by its longest alternate: at most twice
+# what its alternates hold, all stored within them; the next growth is refused as ever).
 # Returns 'ok', 'missing', 'client', 'busy', 'changed', 'full', 'quota' or 'storage'.
 MUTATE = _named(
     FUNCTIONS
