@@ -448,8 +448,20 @@ def test_chat_keeps_sillytaverns_activation_settings_of_an_entry():
     settings = {
         "useProbability": True, "probability": 10, "group": "g", "group_override": True,
         "group_weight": 5, "prevent_recursion": True, "exclude_recursion": True,
-        "delay_until_recursion": 2,
+        "delay_until_recursion": 2, "use_group_scoring": True,
     }  # fmt: skip
     kept_book = as_chat_keeps(st_entry(["k"], "x", **settings, vectorized=False))
     assert settings.items() <= kept_book.entries[0].extensions.items()
     assert "vectorized" not in kept_book.entries[0].extensions
+
+
+def test_group_scoring_leaves_out_the_entries_that_match_fewer_keys_before_the_draw():
+    lore = as_chat_keeps(
+        st_entry(["phone"], "one key", group="mood", use_group_scoring=True),
+        st_entry(["phone", "rings"], "two keys", group="mood", use_group_scoring=True),
+        st_entry(["phone"], "unscored", group="mood"),  # null: SillyTavern's default, off
+    )
+    seen = {tuple(kept(lore, "the phone rings", seed=seed)) for seed in range(30)}
+    assert seen == {("two keys",), ("unscored",)}
+    activation = activate(lore, ["the phone rings"], 4, 100, words, None, random.Random(0))
+    assert (0, "group") in [(s.index, s.reason) for s in activation.skipped]

@@ -50,7 +50,7 @@ MAX_LABEL_CHARS = 100  # how much of a name or comment a receipt shows
 # inclusion group) and how it takes part in recursive scanning.
 PROMPT_EXTENSIONS = (
     "position", "depth", "role", "selectiveLogic", "case_sensitive", "match_whole_words",
-    "useProbability", "probability", "group", "group_override", "group_weight",
+    "useProbability", "probability", "group", "group_override", "group_weight", "use_group_scoring",
     "prevent_recursion", "exclude_recursion", "delay_until_recursion",
 )  # fmt: skip
 GROUP_WEIGHT = 100  # SillyTavern's DEFAULT_WEIGHT, an entry's `group_weight` when it has none
@@ -156,6 +156,11 @@ class LoreEntry(BaseModel):
     @property
     def group_override(self) -> bool:
         return bool(self._st_setting("group_override"))
+
+    @property
+    def group_scoring(self) -> bool:
+        """SillyTavern's `use_group_scoring` (null: its global setting, off by default)."""
+        return bool(self._st_setting("use_group_scoring"))
 
     @property
     def group_weight(self) -> float:
@@ -392,7 +397,8 @@ def activate(
     waiting = {i: key for i, key in matched.items() if book.entries[i].delayed}
     skipped = [s for s in skipped if not s.entry.delayed or s.reason == "disabled"]
     rng = random.Random() if rng is None else rng
-    matched, left_out = _kept(book, {i: k for i, k in matched.items() if i not in waiting}, {}, rng)
+    first = {i: k for i, k in matched.items() if i not in waiting}
+    matched, left_out = _kept(book, first, {}, rng, _scorer(keyed, Scanned.of(window)))
     skipped += left_out
     if book.recursive_scanning:
         _scan_recursively(book, keyed, matched, skipped, deadline, rng, waiting)
@@ -475,7 +481,7 @@ def _scan_recursively(
         found = {i: k for i, k in found.items() if _by_content(book.entries[i])}
         found = dict(sorted((waiting | found).items()))
         waiting = {}
-        new, left_out = _kept(book, found, matched, rng)
+        new, left_out = _kept(book, found, matched, rng, _scorer(keyed, scanned))
         matched.update(new)
         skipped += [
             s for s in more_skipped if s.index not in done | set(found) and _by_content(s.entry)
@@ -489,11 +495,15 @@ def _by_content(entry: LoreEntry) -> bool:
 
 
 def _kept(
-    book: Lorebook, found: dict[int, str], activated: dict[int, str], rng: random.Random
+    book: Lorebook,
+    found: dict[int, str],
+    activated: dict[int, str],
+    rng: random.Random,
+    score: Callable[[int], int],
 ) -> tuple[dict[int, str], list[Skipped]]:
     """Of the entries a round of scanning activated, those that go in, as SillyTavern keeps
     them (checkWorldInfo): one of each inclusion group, then each by its probability."""
-    losers = _group_losers(book, list(found), activated, rng)
+    losers = _group_losers(book, list(found), activated, rng, score)
     kept: dict[int, str] = {}
     skipped = [Skipped(i, book.entries[i], "group") for i in sorted(losers)]
     for index, key in found.items():
@@ -509,7 +519,11 @@ def _kept(
 
 
 def _group_losers(
-    book: Lorebook, found: list[int], activated: dict[int, str], rng: random.Random
+    book: Lorebook,
+    found: list[int],
+    activated: dict[int, str],
+    rng: random.Random,
+    score: Callable[[int], int],
 ) -> set[int]:
     """The entries of an inclusion group that go out (filterByInclusionGroups): all of a group
     one of whose entries went in at an earlier round, else all but one. An entry in several
@@ -524,9 +538,51 @@ def _group_losers(
         if name in taken:
             losers.update(members)
         elif len(members) > 1:
+            outscored = _outscored(book, members, score)
+            members = [i for i in members if i not in outscored]
             winner = _group_winner([book.entries[i] for i in members], rng)
             losers.update(i for n, i in enumerate(members) if n != winner)
+            losers.update(outscored)
     return losers
+
+
+def _outscored(book: Lorebook, members: list[int], score: Callable[[int], int]) -> set[int]:
+    """SillyTavern's group scoring (filterGroupsByScoring), asked by an entry's
+    `use_group_scoring`: those that ask for it and match fewer keys than the best of the
+    group go out before the draw."""
+    scored = [i for i in members if book.entries[i].group_scoring]
+    if not scored:
+        return set()
+    scores = {i: score(i) for i in members}
+    best = max(scores.values())
+    return {i for i in scored if scores[i] < best}
+
+
+def _scorer(keyed: "list[KeyedEntry]", text: "Scanned") -> Callable[[int], int]:
+    return lambda index: _score(keyed[index], text)
+
+
+def _score(keyed: "KeyedEntry", text: "Scanned") -> int:
+    """How many of an entry's keys `text` holds, as SillyTavern scores it
+    (WorldInfoBuffer.getScore): its secondary keys count too under AND ANY, and under AND ALL
+    when all are found. A regex key that fails counts as not found."""
+    if not keyed.keys:
+        return 0
+    primary, secondary = _found_count(keyed.keys, text), _found_count(keyed.secondary_keys, text)
+    logic = keyed.entry.selective_logic
+    if logic == AND_ANY or (logic == AND_ALL and secondary == len(keyed.secondary_keys)):
+        return primary + secondary
+    return primary
+
+
+def _found_count(keys: "list[KeyTest]", text: "Scanned") -> int:
+    count = 0
+    for test in keys:
+        try:
+            count += _found(test, text)
+        except BadRegex:
+            pass
+    return count
 
 
 def _group_winner(entries: list[LoreEntry], rng: random.Random) -> int:
