@@ -1,5 +1,6 @@
 """Lorebook activation, rule by rule, and Seraphina's own book from SillyTavern."""
 
+import random
 import time
 
 import pytest
@@ -368,3 +369,144 @@ def test_a_prepared_book_s_first_scan_tries_every_entry():
     fresh = Lorebook.model_validate({"entries": [*many, entry(["sword"], "SWORD LORE")]})
     kept = Lorebook.model_validate(fresh.model_dump(), context=STORED).for_prompt()
     assert fired(kept, "I draw my sword") == ["SWORD LORE"]
+
+
+# --- SillyTavern's settings for an activated entry: probability, groups, recursion --------
+
+
+def kept(lore: Lorebook, *texts: str, seed: int = 0) -> list[str]:
+    activation = activate(lore, list(texts), 4, 10_000, words, None, random.Random(seed))
+    return [f.text for f in activation.fired]
+
+
+def recursive(*entries: dict) -> Lorebook:
+    return book(*entries, recursive_scanning=True).for_prompt()
+
+
+def test_a_books_own_scan_depth_counts_as_sillytaverns_the_new_message_among_them():
+    lore = lambda depth: book(entry(["dragon"], "dragons"), scan_depth=depth)  # noqa: E731
+    assert fired(lore(1), "a dragon", "hi") == []  # the new message alone
+    assert fired(lore(1), "hi", "a dragon") == ["dragons"]
+    assert fired(lore(2), "a dragon", "hi") == ["dragons"]
+    assert fired(lore(2), "a dragon", "one", "hi") == []
+    assert fired(lore(5), "a dragon", "hi") == ["dragons"]  # fewer messages than the depth
+    constant = book(entry([], "always", constant=True), scan_depth=0)
+    assert fired(constant, "hi") == ["always"]
+
+
+def test_probability_zero_never_goes_in_and_a_hundred_always_with_the_reason():
+    lore = as_chat_keeps(
+        st_entry(["phone"], "never", useProbability=True, probability=0),
+        st_entry(["phone"], "always", useProbability=True, probability=100),
+        st_entry(["phone"], "unrolled", useProbability=False, probability=0),
+        st_entry(["phone"], "plain"),
+    )
+    for seed in range(50):
+        assert kept(lore, "the phone", seed=seed) == ["always", "unrolled", "plain"]
+    activation = activate(lore, ["the phone"], 4, 100, words)
+    assert [(s.index, s.reason) for s in activation.skipped] == [(0, "probability")]
+
+
+def test_a_probability_is_rolled_with_the_rng_given_so_a_seed_replays_it():
+    lore = as_chat_keeps(st_entry(["phone"], "maybe", useProbability=True, probability=50))
+    rolls = [kept(lore, "the phone", seed=seed) for seed in range(40)]
+    assert 5 < rolls.count(["maybe"]) < 35
+    assert rolls == [kept(lore, "the phone", seed=seed) for seed in range(40)]
+    constant = as_chat_keeps(st_entry([], "c", constant=True, probability=0))
+    assert kept(constant, "hi") == []  # constant, yet rolled, as in SillyTavern
+
+
+def test_an_inclusion_group_lets_in_exactly_one_of_its_activated_entries_by_weight():
+    lore = as_chat_keeps(
+        st_entry(["phone"], "busy", group="mood"),
+        st_entry(["phone"], "free", group="mood, calls"),
+        st_entry(["phone"], "weightless", group="mood", group_weight=0),
+        st_entry(["phone"], "alone", group="other"),
+    )
+    seen = set()
+    for seed in range(40):
+        texts = kept(lore, "the phone", seed=seed)
+        mood = [t for t in texts if t in ("busy", "free", "weightless")]
+        assert len(mood) == 1 and "alone" in texts
+        seen.add(mood[0])
+    assert seen == {"busy", "free"}
+    activation = activate(lore, ["the phone"], 4, 100, words, None, random.Random(1))
+    assert {s.reason for s in activation.skipped} == {"group"}
+    assert len(activation.skipped) == 2
+
+
+def test_group_override_lets_in_the_highest_insertion_order_of_the_group():
+    lore = as_chat_keeps(
+        st_entry(["phone"], "low", group="mood", group_override=True),
+        {**st_entry(["phone"], "high", group="mood", group_override=True), "insertion_order": 200},
+        {**st_entry(["phone"], "heavy", group="mood", group_weight=1000), "insertion_order": 900},
+    )
+    for seed in range(20):
+        assert kept(lore, "the phone", seed=seed) == ["high"]
+
+
+def test_prevent_recursion_content_activates_nothing_else():
+    lore = recursive(
+        st_entry(["phone"], "a dragon calls", prevent_recursion=True),
+        st_entry(["dragon"], "dragons hoard gold"),
+    )
+    assert kept(lore, "the phone") == ["a dragon calls"]
+    assert kept(lore, "the phone and a dragon") == ["a dragon calls", "dragons hoard gold"]
+
+
+def test_exclude_recursion_entries_fire_on_the_messages_but_never_on_content():
+    lore = recursive(
+        st_entry(["phone"], "a dragon calls"),
+        st_entry(["dragon"], "dragons hoard gold", exclude_recursion=True),
+    )
+    assert kept(lore, "the phone") == ["a dragon calls"]
+    assert kept(lore, "a dragon") == ["dragons hoard gold"]
+
+
+def test_delay_until_recursion_entries_wait_for_a_round_of_recursion():
+    lore = recursive(
+        st_entry(["phone"], "a dragon calls"),
+        st_entry(["dragon"], "dragons hoard gold", delay_until_recursion=True),
+        st_entry(["gold"], "gold glitters", delay_until_recursion=1),
+    )
+    assert kept(lore, "a dragon") == []  # nothing to recurse on: no round of recursion
+    assert kept(lore, "the phone") == ["a dragon calls", "dragons hoard gold", "gold glitters"]
+    # In the round, the messages may activate it too (SillyTavern scans them again).
+    castle = st_entry(["castle"], "castles stand", delay_until_recursion=True)
+    lore = recursive(st_entry(["phone"], "it rings"), castle)
+    assert kept(lore, "the castle") == []
+    assert kept(lore, "the phone at the castle") == ["it rings", "castles stand"]
+    assert kept(book(castle).for_prompt(), "the phone at the castle") == []  # no recursion
+
+
+def test_a_group_with_an_entry_in_keeps_out_its_entries_content_activates_later():
+    lore = recursive(
+        st_entry(["phone"], "a dragon calls", group="mood"),
+        st_entry(["dragon"], "dragons hoard gold", group="mood"),
+    )
+    activation = activate(lore, ["the phone"], 4, 100, words, None, random.Random(0))
+    assert [f.text for f in activation.fired] == ["a dragon calls"]
+    assert [(s.index, s.reason) for s in activation.skipped] == [(1, "group")]
+
+
+def test_chat_keeps_sillytaverns_activation_settings_of_an_entry():
+    settings = {
+        "useProbability": True, "probability": 10, "group": "g", "group_override": True,
+        "group_weight": 5, "prevent_recursion": True, "exclude_recursion": True,
+        "delay_until_recursion": 2, "use_group_scoring": True,
+    }  # fmt: skip
+    kept_book = as_chat_keeps(st_entry(["k"], "x", **settings, vectorized=False))
+    assert settings.items() <= kept_book.entries[0].extensions.items()
+    assert "vectorized" not in kept_book.entries[0].extensions
+
+
+def test_group_scoring_leaves_out_the_entries_that_match_fewer_keys_before_the_draw():
+    lore = as_chat_keeps(
+        st_entry(["phone"], "one key", group="mood", use_group_scoring=True),
+        st_entry(["phone", "rings"], "two keys", group="mood", use_group_scoring=True),
+        st_entry(["phone"], "unscored", group="mood"),  # null: SillyTavern's default, off
+    )
+    seen = {tuple(kept(lore, "the phone rings", seed=seed)) for seed in range(30)}
+    assert seen == {("two keys",), ("unscored",)}
+    activation = activate(lore, ["the phone rings"], 4, 100, words, None, random.Random(0))
+    assert (0, "group") in [(s.index, s.reason) for s in activation.skipped]

@@ -69,7 +69,9 @@ async def test_only_the_recent_messages_are_scanned_unless_the_request_says(char
     path = await seraphina(characters)
     old_forest = say("the forest", "one", "two", "three", "four", "five")
     assert (await tried(characters, path, old_forest))["fired"] == []  # LORE_SCAN_DEPTH 4
-    deeper = await tried(characters, path, {**old_forest, "scan_depth": 5})
+    # Counted as a book's own (SillyTavern's): the last 6 messages, the new one among them.
+    assert (await tried(characters, path, {**old_forest, "scan_depth": 5}))["fired"] == []
+    deeper = await tried(characters, path, {**old_forest, "scan_depth": 6})
     assert [f["key"] for f in deeper["fired"]] == ["forest"]
 
 

@@ -169,3 +169,25 @@ def test_lore_keys_with_macros_fire_on_the_names_of_this_prompt():
     jisoo = UserPersona("Jisoo")
     other = build_prompt(card, jisoo, Scene(), said("민지 at the gate"), ROOMY, words)
     assert other.lore.fired == []  # the names of this prompt, not of an earlier one
+
+
+def test_lores_probabilities_and_groups_are_rolled_with_the_limits_seed():
+    group = {"group": "weather", "selectiveLogic": 0}
+    book = Lorebook.model_validate(
+        {
+            "entries": [
+                {"keys": ["sky"], "content": f"The sky is {sky}.", "extensions": group}
+                for sky in ("grey", "blue", "red", "green")
+            ]
+        }
+    )
+    card = CharacterCard(PERSONA, lorebook=book)
+
+    def sky(seed: int) -> list[str]:
+        limits = Limits(room=100_000, lore_budget=10_000, scan_depth=4, lore_seed=seed)
+        return [f.text for f in build(card, "the sky", limits=limits).lore.fired]
+
+    skies = [sky(seed) for seed in range(12)]
+    assert all(len(fired) == 1 for fired in skies)  # one of the group
+    assert skies == [sky(seed) for seed in range(12)]  # a seed replays its turn's lore
+    assert len({fired[0] for fired in skies}) > 1

@@ -12,6 +12,7 @@ ids, `@@decorators` at the start of an entry's content).
 """
 
 import logging
+import random
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -45,10 +46,14 @@ MAX_BOOK_KEYS = 2000  # in all the entries: each is tried on every turn
 MAX_BOOK_CHARS = 200_000  # of all the entries' content: a book is kept with its character
 MAX_LABEL_CHARS = 100  # how much of a name or comment a receipt shows
 # SillyTavern's extensions a prompt reads: where an entry goes (at a depth, in a role), how its
-# secondary keys count, and how its keys match.
+# secondary keys count, how its keys match, whether an activated entry goes in (its chance, its
+# inclusion group) and how it takes part in recursive scanning.
 PROMPT_EXTENSIONS = (
-    "position", "depth", "role", "selectiveLogic", "case_sensitive", "match_whole_words"
+    "position", "depth", "role", "selectiveLogic", "case_sensitive", "match_whole_words",
+    "useProbability", "probability", "group", "group_override", "group_weight", "use_group_scoring",
+    "prevent_recursion", "exclude_recursion", "delay_until_recursion",
 )  # fmt: skip
+GROUP_WEIGHT = 100  # SillyTavern's DEFAULT_WEIGHT, an entry's `group_weight` when it has none
 MAX_KEY_CHARS = 200  # a regex key too: a long pattern is refused before it is compiled
 # The regex module unrolls counted repeats as it compiles: `(?:a{65535}){65535}` (22 characters)
 # grows without bound, `(?:a{100}){100}` costs about 1.4 MB and 2 ms. A regex key is refused
@@ -131,9 +136,62 @@ class LoreEntry(BaseModel):
             return None
         return int(logic)  # JSON's 1.0 is JavaScript's 1
 
+    @property
+    def chance(self) -> float | None:
+        """SillyTavern's `useProbability` and `probability`: the chance in 100 that the entry,
+        once activated, goes in; None: always. As convertCharacterBook reads them, absent they
+        are true and 100, and a `probability` that is no number counts as absent."""
+        use = self.extensions.get("useProbability")
+        chance = self._st_number("probability")
+        if (use is not None and use in (False, 0, "")) or chance is None or chance >= 100:
+            return None
+        return chance
+
+    @property
+    def groups(self) -> list[str]:
+        """SillyTavern's inclusion `group`: names split on commas (filterByInclusionGroups)."""
+        group = self.extensions.get("group")
+        return [name for name in re.split(r",\s*", group) if name] if isinstance(group, str) else []
+
+    @property
+    def group_override(self) -> bool:
+        return bool(self._st_setting("group_override"))
+
+    @property
+    def group_scoring(self) -> bool:
+        """SillyTavern's `use_group_scoring` (null: its global setting, off by default)."""
+        return bool(self._st_setting("use_group_scoring"))
+
+    @property
+    def group_weight(self) -> float:
+        """Its chance in its group's roll; a negative weight counts as none."""
+        weight = self._st_number("group_weight")
+        return GROUP_WEIGHT if weight is None else max(weight, 0.0)
+
+    @property
+    def prevents_recursion(self) -> bool:
+        """SillyTavern's `prevent_recursion`: its content activates no other entry."""
+        return bool(self._st_setting("prevent_recursion"))
+
+    @property
+    def excludes_recursion(self) -> bool:
+        """SillyTavern's `exclude_recursion`: only the messages activate it, no entry's content."""
+        return bool(self._st_setting("exclude_recursion"))
+
+    @property
+    def delayed(self) -> bool:
+        """SillyTavern's `delay_until_recursion` (true, or a level from 1): activated only in a
+        round of recursive scanning. Its levels are not told apart here."""
+        delay = self.extensions.get("delay_until_recursion")
+        return delay is True or bool(self._st_number("delay_until_recursion"))
+
     def _st_setting(self, name: str) -> bool | None:
         value = self.extensions.get(name)
         return value if isinstance(value, bool) else None  # null: the frontend's default
+
+    def _st_number(self, name: str) -> float | None:
+        value = self.extensions.get(name)
+        return float(value) if isinstance(value, int | float) and type(value) is not bool else None
 
     @property
     def label(self) -> str:
@@ -252,7 +310,7 @@ ACTIVATION_DEADLINE_S = 0.05
 DECORATOR = re.compile(r"@@(\w+)(?:[ \t]+(\S+))?")
 ROLES = ("system", "user", "assistant")
 Place = Literal["before_char", "after_char", "depth"]
-Reason = Literal["disabled", "secondary_key_missing", "budget", "bad_regex"]
+Reason = Literal["disabled", "secondary_key_missing", "budget", "bad_regex", "probability", "group"]
 
 
 @dataclass(frozen=True)
@@ -319,7 +377,8 @@ class LoreLeftOut(BaseModel):
     reason: Reason = Field(
         description="Matched (or constant) but left out: disabled, its secondary keys not "
         "found as it asks (any, else SillyTavern's `selectiveLogic`), past the lore's token "
-        "budget, or a regex key that does not compile or ran too long."
+        "budget, a regex key that does not compile or ran too long, its SillyTavern "
+        "`probability` roll failed, or another entry of its inclusion `group` went in."
     )
 
 
@@ -330,18 +389,26 @@ def activate(
     budget: int,
     tokens: Callable[[str], int],
     expand: Callable[[str], str] | None = None,
+    rng: random.Random | None = None,
 ) -> Activation:
     """The entries `texts` (the conversation's messages, newest last) activate. The book's
     `scan_depth` and `token_budget`, where it sets them, win over the callers' defaults.
     `expand` gives keys' macros their names (`{{char}}` fires on the character's name), as
-    SillyTavern does."""
-    depth = book.scan_depth if book.scan_depth is not None else scan_depth
-    window = "\n".join(texts[-(depth + 1) :]) if texts else ""  # the new message, then older
+    SillyTavern does. `rng` rolls SillyTavern's probabilities and inclusion groups (seeded,
+    a turn can be replayed; None: a fresh one)."""
+    window = _window(book, texts, scan_depth)
     keyed = book.keyed_for(expand)  # before the deadline: the scan's time is the scan's
     deadline = time.monotonic() + ACTIVATION_DEADLINE_S
     matched, skipped = _matches(book, keyed, Scanned.of(window), deadline)
+    # A delayed entry waits for a round of recursion (the messages may activate it there).
+    waiting = {i: key for i, key in matched.items() if book.entries[i].delayed}
+    skipped = [s for s in skipped if not s.entry.delayed or s.reason == "disabled"]
+    rng = random.Random() if rng is None else rng
+    first = {i: k for i, k in matched.items() if i not in waiting}
+    matched, left_out = _kept(book, first, {}, rng, _scorer(keyed, Scanned.of(window)))
+    skipped += left_out
     if book.recursive_scanning:
-        _scan_recursively(book, keyed, matched, skipped, deadline)
+        _scan_recursively(book, keyed, matched, skipped, deadline, rng, waiting)
     if book.token_budget is not None:  # a book may ask for less than the callers give, not more
         budget = min(budget, book.token_budget)
     fired = [_fired(book.entries[i], i, key, tokens) for i, key in matched.items()]
@@ -349,6 +416,15 @@ def activate(
     skipped += [Skipped(f.index, f.entry, "budget") for f in over]
     kept.sort(key=lambda f: (f.entry.insertion_order, f.index))
     return Activation(kept, sorted(skipped, key=lambda s: s.index))
+
+
+def _window(book: Lorebook, texts: list[str], scan_depth: int) -> str:
+    """The messages keys are looked for in. A book's own `scan_depth` counts as SillyTavern's
+    (WorldInfoBuffer.get: the last N messages, the new one among them; 0, none: only constant
+    entries and recursion); the callers' (LORE_SCAN_DEPTH) is the new message and as many
+    before it."""
+    count = book.scan_depth if book.scan_depth is not None else scan_depth + 1
+    return "\n".join(texts[max(len(texts) - count, 0) :]) if count else ""
 
 
 def _matches(
@@ -392,19 +468,144 @@ def _scan_recursively(
     matched: dict[int, str],
     skipped: list[Skipped],
     deadline: float,
+    rng: random.Random,
+    waiting: dict[int, str],
 ) -> None:
-    """Activated content may activate other entries, a few rounds deep, none twice."""
+    """Activated content may activate other entries, a few rounds deep, none twice. As in
+    SillyTavern (checkWorldInfo): the content of a `prevent_recursion` entry is not scanned,
+    an `exclude_recursion` entry is not activated by content, and a delayed one (`waiting`,
+    which the messages activated) goes in at the first round, if there is one (SillyTavern
+    scans the messages again with the content)."""
     new = dict(matched)
     for _ in range(MAX_RECURSION):
-        text = "\n".join(strip_decorators(book.entries[i].content)[0] for i in new)
+        recursing = [i for i in new if not book.entries[i].prevents_recursion]
+        if not recursing:
+            return
+        text = "\n".join(strip_decorators(book.entries[i].content)[0] for i in recursing)
         done = set(matched) | {s.index for s in skipped}
         scanned = Scanned.of(text[:MAX_RECURSION_CHARS])
-        new, more_skipped = _matches(book, keyed, scanned, deadline, skip=done)
-        new = {i: k for i, k in new.items() if not book.entries[i].constant}
+        found, more_skipped = _matches(book, keyed, scanned, deadline, skip=done)
+        found = {i: k for i, k in found.items() if _by_content(book.entries[i])}
+        found = dict(sorted((waiting | found).items()))
+        waiting = {}
+        new, left_out = _kept(book, found, matched, rng, _scorer(keyed, scanned))
         matched.update(new)
-        skipped += [s for s in more_skipped if s.index not in done]
-        if not new:
-            return
+        skipped += [
+            s for s in more_skipped if s.index not in done | set(found) and _by_content(s.entry)
+        ]
+        skipped += left_out
+
+
+def _by_content(entry: LoreEntry) -> bool:
+    """Whether another entry's content may activate it (a constant one is in already)."""
+    return not entry.constant and not entry.excludes_recursion
+
+
+def _kept(
+    book: Lorebook,
+    found: dict[int, str],
+    activated: dict[int, str],
+    rng: random.Random,
+    score: Callable[[int], int],
+) -> tuple[dict[int, str], list[Skipped]]:
+    """Of the entries a round of scanning activated, those that go in, as SillyTavern keeps
+    them (checkWorldInfo): one of each inclusion group, then each by its probability."""
+    losers = _group_losers(book, list(found), activated, rng, score)
+    kept: dict[int, str] = {}
+    skipped = [Skipped(i, book.entries[i], "group") for i in sorted(losers)]
+    for index, key in found.items():
+        entry = book.entries[index]
+        if index in losers:
+            continue
+        # SillyTavern's roll passes at `roll <= probability`: `<` makes 0 never, not almost.
+        if entry.chance is not None and rng.random() * 100 >= entry.chance:
+            skipped.append(Skipped(index, entry, "probability"))
+        else:
+            kept[index] = key
+    return kept, skipped
+
+
+def _group_losers(
+    book: Lorebook,
+    found: list[int],
+    activated: dict[int, str],
+    rng: random.Random,
+    score: Callable[[int], int],
+) -> set[int]:
+    """The entries of an inclusion group that go out (filterByInclusionGroups): all of a group
+    one of whose entries went in at an earlier round, else all but one. An entry in several
+    groups is out when it loses in any."""
+    groups: dict[str, list[int]] = {}
+    for index in found:
+        for name in book.entries[index].groups:
+            groups.setdefault(name, []).append(index)
+    taken = {name for index in activated for name in book.entries[index].groups}
+    losers: set[int] = set()
+    for name, members in groups.items():
+        if name in taken:
+            losers.update(members)
+        elif len(members) > 1:
+            outscored = _outscored(book, members, score)
+            members = [i for i in members if i not in outscored]
+            winner = _group_winner([book.entries[i] for i in members], rng)
+            losers.update(i for n, i in enumerate(members) if n != winner)
+            losers.update(outscored)
+    return losers
+
+
+def _outscored(book: Lorebook, members: list[int], score: Callable[[int], int]) -> set[int]:
+    """SillyTavern's group scoring (filterGroupsByScoring), asked by an entry's
+    `use_group_scoring`: those that ask for it and match fewer keys than the best of the
+    group go out before the draw."""
+    scored = [i for i in members if book.entries[i].group_scoring]
+    if not scored:
+        return set()
+    scores = {i: score(i) for i in members}
+    best = max(scores.values())
+    return {i for i in scored if scores[i] < best}
+
+
+def _scorer(keyed: "list[KeyedEntry]", text: "Scanned") -> Callable[[int], int]:
+    return lambda index: _score(keyed[index], text)
+
+
+def _score(keyed: "KeyedEntry", text: "Scanned") -> int:
+    """How many of an entry's keys `text` holds, as SillyTavern scores it
+    (WorldInfoBuffer.getScore): its secondary keys count too under AND ANY, and under AND ALL
+    when all are found. A regex key that fails counts as not found."""
+    if not keyed.keys:
+        return 0
+    primary, secondary = _found_count(keyed.keys, text), _found_count(keyed.secondary_keys, text)
+    logic = keyed.entry.selective_logic
+    if logic == AND_ANY or (logic == AND_ALL and secondary == len(keyed.secondary_keys)):
+        return primary + secondary
+    return primary
+
+
+def _found_count(keys: "list[KeyTest]", text: "Scanned") -> int:
+    count = 0
+    for test in keys:
+        try:
+            count += _found(test, text)
+        except BadRegex:
+            pass
+    return count
+
+
+def _group_winner(entries: list[LoreEntry], rng: random.Random) -> int:
+    """Which of a group's entries goes in: of those with `group_override`, the highest in
+    `insertion_order` (SillyTavern's `order`; the first of equals), else one drawn at random,
+    weighted by `group_weight`."""
+    overriding = [n for n, entry in enumerate(entries) if entry.group_override]
+    if overriding:
+        return min(overriding, key=lambda n: -entries[n].insertion_order)
+    weights = [entry.group_weight for entry in entries]
+    roll = rng.random() * sum(weights)
+    for n, weight in enumerate(weights):
+        roll -= weight
+        if roll < 0:
+            return n
+    return 0 if not sum(weights) else len(weights) - 1  # all weigh nothing: the first, as there
 
 
 def _within(fired: list[Fired], budget: int) -> tuple[list[Fired], list[Fired]]:

@@ -13,7 +13,7 @@ const PARTS = {
 const PLACES = { before_char: "placeBeforeChar", after_char: "placeAfterChar", depth: "placeDepth" };
 const REASONS = {
   disabled: "reasonDisabled", secondary_key_missing: "reasonSecondaryKey", budget: "reasonBudget",
-  bad_regex: "reasonBadRegex",
+  bad_regex: "reasonBadRegex", probability: "reasonProbability", group: "reasonGroup",
 };
 
 // An element with a label (a key of i18n.js), or with the given text when there is no label

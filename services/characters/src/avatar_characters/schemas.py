@@ -215,8 +215,9 @@ class LorebookTestBody(BaseModel):
         None,
         ge=0,
         le=MAX_SCAN_DEPTH,
-        description="Recent messages scanned besides the last; left out: the book's "
-        "`scan_depth`, else LORE_SCAN_DEPTH. Sent, it wins over the book's (to try a value).",
+        description="Recent messages scanned, the last among them (a book's `scan_depth`, "
+        "as SillyTavern counts it: 0 scans none). Left out: the book's `scan_depth`, else "
+        "the last and LORE_SCAN_DEPTH before it. Sent, it wins over the book's (to try a value).",
     )
     token_budget: JsonInt | None = Field(
         None,

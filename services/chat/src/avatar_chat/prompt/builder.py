@@ -20,6 +20,7 @@ Everything here counts toward the window: the planner fits the conversation arou
 built here (`Prompt.reserved`).
 """
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -84,6 +85,7 @@ class Limits:
     scan_depth: int  # messages scanned for lore keys, unless the book sets its own
     memory_budget: int = 0  # tokens for memories besides the pinned ones
     memory_query: int = 6  # the last messages memories are ranked against
+    lore_seed: int | None = None  # rolls lore's probabilities and groups (the request's seed)
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ def build_prompt(
         limits.lore_budget,
         lambda text: tokens(macros.expand(text)),  # counted as the model will see it
         macros.expand,  # a key `{{char}}` fires on the character's name
+        random.Random(limits.lore_seed),  # None: seeded afresh
     )
     placed = {p: _lore_text(lore, p, macros) for p in ("before_char", "after_char")}
     remembered = (
