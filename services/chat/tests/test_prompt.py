@@ -9,6 +9,7 @@ from avatar_chat.prompt.builder import (
     build_prompt,
 )
 from avatar_chat.prompt.examples import example_blocks
+from avatar_chat.schemas import PromptTokens
 from avatar_shared.lorebook import Lorebook
 from avatar_shared.macros import Macros
 
@@ -169,3 +170,22 @@ def test_lore_keys_with_macros_fire_on_the_names_of_this_prompt():
     jisoo = UserPersona("Jisoo")
     other = build_prompt(card, jisoo, Scene(), said("민지 at the gate"), ROOMY, words)
     assert other.lore.fired == []  # the names of this prompt, not of an earlier one
+
+
+def test_the_receipt_counts_the_post_history_instructions_and_adds_up_to_what_is_sent():
+    book = Lorebook.model_validate(
+        {"entries": [{"keys": ["sword"], "content": "@@depth 1\nSWORD lore of {{char}}"}]}
+    )
+    card = CharacterCard(
+        PERSONA, post_history_instructions="Stay brief, {{user}}. {{original}}", lorebook=book
+    )
+    turns = said("a sword?")
+    prompt = build_prompt(card, USER, Scene(), turns, ROOMY, words)
+    messages = prompt.finish([{"role": "system", "content": prompt.system}, *turns])
+    assert prompt.tokens["post_history"] == words(f"Stay brief, 민지. {ROLEPLAY_RULES}")
+    around_turns = [m for m in messages if m not in turns]
+    assert sum(prompt.tokens.values()) == sum(words(m["content"]) for m in around_turns)
+    receipt = PromptTokens(**prompt.tokens, summary=0, history=0, reserved=0)
+    assert receipt.post_history == prompt.tokens["post_history"]  # the reply carries it
+    assert build(CharacterCard(PERSONA), "hi").tokens["post_history"] == 0
+

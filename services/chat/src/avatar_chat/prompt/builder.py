@@ -159,6 +159,7 @@ def build_prompt(
         "lore": sum(f.tokens for f in lore.fired),
         "examples": _count(examples, tokens),
         "memories": _count(parts["memories"], tokens),
+        "post_history": sum(tokens(m["content"]) for m in after),
     }
     return Prompt(system, depth_lore, after, counted, lore, dropped, macros, reserved, remembered)
 
