@@ -189,3 +189,23 @@ def test_the_receipt_counts_the_post_history_instructions_and_adds_up_to_what_is
     assert receipt.post_history == prompt.tokens["post_history"]  # the reply carries it
     assert build(CharacterCard(PERSONA), "hi").tokens["post_history"] == 0
 
+
+def test_lore_entries_that_are_only_decorators_are_left_out():
+    book = Lorebook.model_validate(
+        {
+            "entries": [
+                {"keys": ["x"], "constant": True, "content": "@@depth 0\n@@role assistant\n"},
+                {"keys": ["x"], "constant": True, "content": "@@position before_char\n  "},
+                {"keys": ["x"], "constant": True, "content": "", "position": "after_char"},
+                {"keys": ["x"], "constant": True, "content": "@@depth 2\nKEPT lore"},
+            ]
+        }
+    )
+    turns = said("hello")
+    prompt = build_prompt(CharacterCard(PERSONA, lorebook=book), USER, Scene(), turns, ROOMY, words)
+    messages = prompt.finish([{"role": "system", "content": prompt.system}, *turns])
+    assert all(m["content"].strip() for m in messages)
+    assert messages[-1] == turns[-1] and "# Lore" not in prompt.system
+    used, _ = prompt.lore.report()
+    assert [u.index for u in used] == [3]
+    assert prompt.tokens["lore"] == words("KEPT lore") and prompt.reserved == words("KEPT lore")

@@ -21,7 +21,7 @@ built here (`Prompt.reserved`).
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from avatar_chat.memory.recall import LineCost, Visible, query, section
 from avatar_chat.memory.store import Remembered
@@ -122,13 +122,15 @@ def build_prompt(
     macros = Macros(
         char=card.nickname or card.name or scene.opponent or "Character", user=user.name
     )
-    lore = activate(
-        card.lorebook or Lorebook(),
-        [t["content"] for t in turns],
-        limits.scan_depth,
-        limits.lore_budget,
-        lambda text: tokens(macros.expand(text)),  # counted as the model will see it
-        macros.expand,  # a key `{{char}}` fires on the character's name
+    lore = _with_text(
+        activate(
+            card.lorebook or Lorebook(),
+            [t["content"] for t in turns],
+            limits.scan_depth,
+            limits.lore_budget,
+            lambda text: tokens(macros.expand(text)),  # counted as the model will see it
+            macros.expand,  # a key `{{char}}` fires on the character's name
+        )
     )
     placed = {p: _lore_text(lore, p, macros) for p in ("before_char", "after_char")}
     remembered = (
@@ -195,8 +197,15 @@ def _persona(user: UserPersona, macros: Macros) -> str:
     return f"# The user: {user.name}\n{macros.expand(user.description.strip())}"
 
 
+def _with_text(lore: Activation) -> Activation:
+    """The activation less the entries that fired with nothing to say (only decorators): at a
+    depth one would be an empty message (last, an empty assistant's turn the model continues
+    as its reply), and the receipt would list what the model never saw."""
+    return replace(lore, fired=[f for f in lore.fired if f.text.strip()])
+
+
 def _lore_text(lore: Activation, place: str, macros: Macros) -> str:
-    texts = [macros.expand(f.text) for f in lore.fired if f.place == place and f.text]
+    texts = [macros.expand(f.text) for f in lore.fired if f.place == place]
     return "# Lore\n" + "\n\n".join(texts) if texts else ""
 
 
