@@ -1,5 +1,6 @@
 """The role-play prompt builder, part by part and in order (a pure function: no stack)."""
 
+from avatar_chat.context.tokens import MESSAGE_OVERHEAD_TOKENS
 from avatar_chat.prompt.builder import (
     ROLEPLAY_RULES,
     CharacterCard,
@@ -134,7 +135,9 @@ def test_post_history_instructions_come_last_and_depth_lore_sits_at_its_depth():
     # Depth 2: before the last two messages of the conversation.
     assert messages[-4] == {"role": "user", "content": "SWORD lore"}
     assert "SWORD" not in prompt.system
-    assert prompt.reserved == words(messages[-1]["content"]) + words("SWORD lore")
+    # Each a message of its own, with its role markers.
+    overhead = 2 * MESSAGE_OVERHEAD_TOKENS
+    assert prompt.reserved == words(messages[-1]["content"]) + words("SWORD lore") + overhead
 
 
 def test_lore_counts_and_the_receipt_parts_add_up():
@@ -208,4 +211,7 @@ def test_lore_entries_that_are_only_decorators_are_left_out():
     assert messages[-1] == turns[-1] and "# Lore" not in prompt.system
     used, _ = prompt.lore.report()
     assert [u.index for u in used] == [3]
-    assert prompt.tokens["lore"] == words("KEPT lore") and prompt.reserved == words("KEPT lore")
+    assert (
+        prompt.tokens["lore"] == words("KEPT lore")
+        and prompt.reserved == words("KEPT lore") + MESSAGE_OVERHEAD_TOKENS
+    )

@@ -382,14 +382,16 @@ def trigger_tokens(talk: Conversation, ratio: float) -> int:
 
 def check_room(talk: Conversation) -> None:
     """The system message, the new message and the reply must fit the window at all: no
-    summary can make room for them."""
+    summary can make room for them. Less the headroom `assemble` keeps, as it never cuts
+    the new message: else what passed here could be sent larger than the window holds."""
     first_and_last = [with_summary(talk.system, NO_SUMMARY), talk.turns[-1]]
     needed = talk.estimate.messages(first_and_last) + talk.max_tokens + talk.reserved
-    if needed > talk.window:
+    room = int(talk.window * (1 - HEADROOM))
+    if needed > room:
         raise ValidationFailed(
             f"max_tokens: the persona, the last message and max_tokens ({talk.max_tokens}) "
-            f"need about {needed} tokens, more than the model's context window of "
-            f"{talk.window}"
+            f"need about {needed} tokens, more than the {room} the model's context window of "
+            f"{talk.window} leaves"
         )
 
 

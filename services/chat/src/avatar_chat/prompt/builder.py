@@ -23,6 +23,7 @@ built here (`Prompt.reserved`).
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from avatar_chat.context.tokens import MESSAGE_OVERHEAD_TOKENS
 from avatar_chat.memory.recall import LineCost, Visible, query, section
 from avatar_chat.memory.store import Remembered
 from avatar_chat.prompt.examples import example_blocks
@@ -150,7 +151,10 @@ def build_prompt(
     }
     after = _after(card, macros)
     depth_lore = [f for f in lore.fired if f.place == "depth"]
-    reserved = sum(tokens(m["content"]) for m in after) + sum(f.tokens for f in depth_lore)
+    # Messages of their own: each with its role markers, as the planner counts the turns.
+    reserved = sum(tokens(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in after) + sum(
+        f.tokens + MESSAGE_OVERHEAD_TOKENS for f in depth_lore
+    )
     used = sum(tokens(p) for p in parts.values() if p) + reserved
     examples, dropped = _examples(card.examples, macros, limits.room - used, tokens)
     system = "\n\n".join(p for p in [*parts.values(), examples] if p)
