@@ -215,3 +215,24 @@ def test_lore_entries_that_are_only_decorators_are_left_out():
         prompt.tokens["lore"] == words("KEPT lore")
         and prompt.reserved == words("KEPT lore") + MESSAGE_OVERHEAD_TOKENS
     )
+
+
+def test_example_lines_may_name_their_speakers_and_start_anywhere_as_in_sillytavern():
+    text = (
+        "<START>\nSeraphina: Welcome, traveller.\n민지: Where am I?\nSeraphina: In my glade."
+        "\n<START>{{user}}: hi\nSera: hello <start> Seraphina: alone\nseraphina: not a name"
+    )
+    blocks = example_blocks(text, ("Seraphina", "Sera"), "민지")
+    assert [[(t.role, t.content) for t in block] for block in blocks] == [
+        [
+            ("assistant", "Welcome, traveller."),
+            ("user", "Where am I?"),
+            ("assistant", "In my glade."),
+        ],
+        [("user", "hi"), ("assistant", "hello")],
+        [("assistant", "alone\nseraphina: not a name")],  # names as written, as there
+    ]
+    card = CharacterCard(PERSONA, name="Seraphina", nickname="Sera", examples=text)
+    system = build(card, "hi").system
+    assert "Seraphina: Seraphina:" not in system and "<START>{{user}}" not in system
+    assert "<START>\n민지: hi\nSera: hello\n<START>" in system

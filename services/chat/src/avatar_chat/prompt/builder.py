@@ -156,7 +156,8 @@ def build_prompt(
         f.tokens + MESSAGE_OVERHEAD_TOKENS for f in depth_lore
     )
     used = sum(tokens(p) for p in parts.values() if p) + reserved
-    examples, dropped = _examples(card.examples, macros, limits.room - used, tokens)
+    names = (macros.char, card.name)  # a line may open with either
+    examples, dropped = _examples(card.examples, names, macros, limits.room - used, tokens)
     system = "\n\n".join(p for p in [*parts.values(), examples] if p)
     counted = {
         "system": tokens(parts["system"]),
@@ -214,7 +215,7 @@ def _lore_text(lore: Activation, place: str, macros: Macros) -> str:
 
 
 def _examples(
-    text: str, macros: Macros, room: int, tokens: Callable[[str], int]
+    text: str, names: tuple[str, ...], macros: Macros, room: int, tokens: Callable[[str], int]
 ) -> tuple[str, int]:
     """The example dialogue that fits `room`, from its last block back; and how many blocks
     were left out."""
@@ -224,7 +225,7 @@ def _examples(
             f"{macros.user if turn.role == 'user' else macros.char}: {macros.expand(turn.content)}"
             for turn in block
         )
-        for block in example_blocks(text)
+        for block in example_blocks(text, names, macros.user)
     ]
     heading = (
         f"# Example dialogue\nHow {macros.char} speaks, in earlier scenes: examples only, "
