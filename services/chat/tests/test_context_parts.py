@@ -1,6 +1,13 @@
-"""The pieces of context fitting on their own: token estimates and the summary cache."""
+"""The pieces of context fitting on their own: token estimates, the summary cache and the
+room a prompt needs."""
 
-from avatar_chat.context.planner import Conversation, assemble, whole_sentences
+from avatar_chat.context.planner import (
+    HEADROOM,
+    Conversation,
+    assemble,
+    check_room,
+    whole_sentences,
+)
 from avatar_chat.context.summaries import (
     KEPT_SUMMARIES,
     NO_SUMMARY,
@@ -13,8 +20,11 @@ from avatar_chat.context.summaries import (
 from avatar_chat.context.tokens import TokenEstimator, default_tokens, learn_calibration
 from avatar_chat.llm import make_llm_client, open_llm_http
 from avatar_chat.llm.windows import ContextWindows
+from avatar_chat.prompt.builder import CharacterCard, Limits, Scene, UserPersona, build_prompt
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.ports import free_port
+from avatar_shared.errors import ValidationFailed
+from avatar_shared.lorebook import Lorebook
 
 from .helpers import emulated_llm
 
@@ -90,6 +100,39 @@ def test_cuts_fall_before_a_users_turn_and_the_summary_goes_last():
     squeezed = assemble(talk, summary, 2 * per_turn, False)
     assert squeezed.messages == [{"role": "system", "content": "system"}, turns[-1]]
     assert squeezed.truncated and squeezed.covered == 0
+
+
+def test_a_prompt_that_passes_the_room_check_fits_the_window_less_the_reply():
+    """Lore at a depth and post-history instructions are messages of their own: with their
+    role markers and the headroom assemble keeps, a prompt check_room lets through is never
+    larger than the window less max_tokens, however long the new message is."""
+    entries = [
+        {"keys": ["x"], "constant": True, "content": f"@@depth 1\nlore {i}"} for i in range(12)
+    ]
+    card = CharacterCard(
+        "A guard of the north gate.",
+        name="Guard",
+        post_history_instructions="Stay brief.",
+        lorebook=Lorebook.model_validate({"entries": entries}),
+    )
+    estimate, window, max_tokens = TokenEstimator(), 1000, 200
+    limits = Limits(room=window, lore_budget=window, scan_depth=4)
+    limit = int(window * (1 - HEADROOM)) - max_tokens  # as fit has it, before `reserved`
+    passed = 0
+    for words in range(0, 2000, 3):
+        turns = [{"role": "user", "content": "word " * words}]
+        prompt = build_prompt(card, UserPersona("User"), Scene(), turns, limits, estimate.text)
+        talk = Conversation(
+            "s", prompt.system, turns, "m", max_tokens, window, estimate, prompt.reserved
+        )
+        try:
+            check_room(talk)
+        except ValidationFailed:
+            continue
+        passed += 1
+        sent = prompt.finish(assemble(talk, NO_SUMMARY, limit - talk.reserved, False).messages)
+        assert estimate.messages(sent) <= limit
+    assert passed  # the room check let some through
 
 
 def test_a_summary_cut_short_by_max_tokens_keeps_its_whole_sentences():

@@ -475,6 +475,49 @@ async def test_a_summary_made_ahead_lists_the_facts_too(app_client, redis_url, c
     assert structured[0].messages_received[0]["content"].startswith("You keep the memory")
 
 
+async def test_a_summary_made_ahead_with_facts_fits_the_window_with_their_answer(
+    app_client, redis_url, characters_url
+):
+    """The call that also lists facts asks for their answer too (MEMORY_LEARN_MAX_TOKENS)
+    and says more: its block of turns is smaller, so the call fits the window a model
+    server refuses to pass (vLLM: prompt plus max_tokens past max_model_len is a 400)."""
+    window = 2048
+    with emulated_llm("vllm", max_model_len=window) as backend:
+        settings = settings_for(
+            redis_url,
+            characters_url,
+            backend,
+            llm_context_tokens=window,
+            keep_recent_turns=4,
+            summary_max_tokens=64,
+            memory_learn_max_tokens=1024,
+            summary_ahead_ratio=0.3,
+            memory_learn_every=1000,
+        )
+        app = create_app(settings)
+        app.dependency_overrides[current_identity] = callers_from_test_headers
+        async with app_client(app) as client:
+            turns = [{"role": "user", "content": "안녕 " + fact("user.pet", "The user has a cat")}]
+            body: dict = {"character_id": "hermione", "tts_enabled": False, "max_tokens": 64}
+            said = "I keep telling stories about the old library by the river. " * 6
+            # The first turn teaches the estimate the model's tokens; after each later reply a
+            # summary is made ahead (or left for the next while the turn holds the call).
+            for n in range(4):
+                body["messages"] = turns
+                response = await client.post("/api/chat", json=body, headers=ALICE)
+                assert response.status_code == 200, response.text
+                body["session_id"] = response.json()["data"]["session_id"]
+                turns += [{"role": "assistant", "content": response.json()["data"]["content"]}]
+                for i in range(14 if n == 0 else 0):  # history new to the server, aged at once
+                    turns += [{"role": "user", "content": f"{i}: {said}"}]
+                    turns += [{"role": "assistant", "content": "A fine story."}]
+                turns += [{"role": "user", "content": "And then?"}]
+            found = await learned(client, 1)
+    assert [m["text"] for m in found] == ["The user has a cat"]
+    structured = [p for p in backend.recorder.prompts if p.format is not None]
+    assert structured and all(p.prompt_tokens + 64 + 1024 <= window for p in structured)
+
+
 # --- what the review found: branches, edits while queued, modes switched back, pins ---------
 
 

@@ -1,5 +1,6 @@
 """The role-play prompt builder, part by part and in order (a pure function: no stack)."""
 
+from avatar_chat.context.tokens import MESSAGE_OVERHEAD_TOKENS
 from avatar_chat.prompt.builder import (
     ROLEPLAY_RULES,
     CharacterCard,
@@ -9,6 +10,7 @@ from avatar_chat.prompt.builder import (
     build_prompt,
 )
 from avatar_chat.prompt.examples import example_blocks
+from avatar_chat.schemas import PromptTokens
 from avatar_shared.lorebook import Lorebook
 from avatar_shared.macros import Macros
 
@@ -133,7 +135,9 @@ def test_post_history_instructions_come_last_and_depth_lore_sits_at_its_depth():
     # Depth 2: before the last two messages of the conversation.
     assert messages[-4] == {"role": "user", "content": "SWORD lore"}
     assert "SWORD" not in prompt.system
-    assert prompt.reserved == words(messages[-1]["content"]) + words("SWORD lore")
+    # Each a message of its own, with its role markers.
+    overhead = 2 * MESSAGE_OVERHEAD_TOKENS
+    assert prompt.reserved == words(messages[-1]["content"]) + words("SWORD lore") + overhead
 
 
 def test_lore_counts_and_the_receipt_parts_add_up():
@@ -191,3 +195,66 @@ def test_lores_probabilities_and_groups_are_rolled_with_the_limits_seed():
     assert all(len(fired) == 1 for fired in skies)  # one of the group
     assert skies == [sky(seed) for seed in range(12)]  # a seed replays its turn's lore
     assert len({fired[0] for fired in skies}) > 1
+
+
+def test_the_receipt_counts_the_post_history_instructions_and_adds_up_to_what_is_sent():
+    book = Lorebook.model_validate(
+        {"entries": [{"keys": ["sword"], "content": "@@depth 1\nSWORD lore of {{char}}"}]}
+    )
+    card = CharacterCard(
+        PERSONA, post_history_instructions="Stay brief, {{user}}. {{original}}", lorebook=book
+    )
+    turns = said("a sword?")
+    prompt = build_prompt(card, USER, Scene(), turns, ROOMY, words)
+    messages = prompt.finish([{"role": "system", "content": prompt.system}, *turns])
+    assert prompt.tokens["post_history"] == words(f"Stay brief, 민지. {ROLEPLAY_RULES}")
+    around_turns = [m for m in messages if m not in turns]
+    assert sum(prompt.tokens.values()) == sum(words(m["content"]) for m in around_turns)
+    receipt = PromptTokens(**prompt.tokens, summary=0, history=0, reserved=0)
+    assert receipt.post_history == prompt.tokens["post_history"]  # the reply carries it
+    assert build(CharacterCard(PERSONA), "hi").tokens["post_history"] == 0
+
+
+def test_lore_entries_that_are_only_decorators_are_left_out():
+    book = Lorebook.model_validate(
+        {
+            "entries": [
+                {"keys": ["x"], "constant": True, "content": "@@depth 0\n@@role assistant\n"},
+                {"keys": ["x"], "constant": True, "content": "@@position before_char\n  "},
+                {"keys": ["x"], "constant": True, "content": "", "position": "after_char"},
+                {"keys": ["x"], "constant": True, "content": "@@depth 2\nKEPT lore"},
+            ]
+        }
+    )
+    turns = said("hello")
+    prompt = build_prompt(CharacterCard(PERSONA, lorebook=book), USER, Scene(), turns, ROOMY, words)
+    messages = prompt.finish([{"role": "system", "content": prompt.system}, *turns])
+    assert all(m["content"].strip() for m in messages)
+    assert messages[-1] == turns[-1] and "# Lore" not in prompt.system
+    used, _ = prompt.lore.report()
+    assert [u.index for u in used] == [3]
+    assert (
+        prompt.tokens["lore"] == words("KEPT lore")
+        and prompt.reserved == words("KEPT lore") + MESSAGE_OVERHEAD_TOKENS
+    )
+
+
+def test_example_lines_may_name_their_speakers_and_start_anywhere_as_in_sillytavern():
+    text = (
+        "<START>\nSeraphina: Welcome, traveller.\n민지: Where am I?\nSeraphina: In my glade."
+        "\n<START>{{user}}: hi\nSera: hello <start> Seraphina: alone\nseraphina: not a name"
+    )
+    blocks = example_blocks(text, ("Seraphina", "Sera"), "민지")
+    assert [[(t.role, t.content) for t in block] for block in blocks] == [
+        [
+            ("assistant", "Welcome, traveller."),
+            ("user", "Where am I?"),
+            ("assistant", "In my glade."),
+        ],
+        [("user", "hi"), ("assistant", "hello")],
+        [("assistant", "alone\nseraphina: not a name")],  # names as written, as there
+    ]
+    card = CharacterCard(PERSONA, name="Seraphina", nickname="Sera", examples=text)
+    system = build(card, "hi").system
+    assert "Seraphina: Seraphina:" not in system and "<START>{{user}}" not in system
+    assert "<START>\n민지: hi\nSera: hello\n<START>" in system

@@ -8,7 +8,7 @@ import { t } from "./i18n.js";
 const PARTS = {
   system: "partSystem", character: "partCharacter", persona: "partPersona", lore: "partLore",
   examples: "partExamples", memories: "partMemories", summary: "partSummary", history: "partHistory",
-  reserved: "partReserved",
+  post_history: "partPostHistory", reserved: "partReserved",
 };
 const PLACES = { before_char: "placeBeforeChar", after_char: "placeAfterChar", depth: "placeDepth" };
 const REASONS = {

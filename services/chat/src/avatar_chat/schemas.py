@@ -196,6 +196,9 @@ class PromptTokens(BaseModel):
     memories: int = Field(0, description="What the character remembers of the user.")
     summary: int = Field(description="The summary of older turns.")
     history: int = Field(description="The conversation's turns sent.")
+    post_history: int = Field(
+        0, description="The card's post-history instructions, the last message sent."
+    )
     reserved: int = Field(description="Kept free for the reply (max_tokens).")
 
 

@@ -229,15 +229,17 @@ class ContextPlanner:
                         SUMMARIES.labels(when, "skipped").inc()  # made meanwhile, say
                         return summary, False
                     while summary.covered < aged:
-                        block = self._next_block(talk, summary, aged)
-                        start, end = summary.covered, summary.covered + len(block)
                         # Facts too when the block holds messages memory has not read, and
                         # the conversation never held one it must never read: the call also
-                        # sees the summary so far, which holds all before the block.
+                        # sees the summary so far, which holds all before the block. A call
+                        # that may ask for them leaves room for their answer.
                         draft = talk.learning if ahead and self.learner else None
+                        may_learn = draft is not None and not draft.paused_at
+                        block = self._next_block(talk, summary, aged, may_learn)
+                        start, end = summary.covered, summary.covered + len(block)
                         unread = (
                             draft is not None
-                            and not draft.paused_at
+                            and may_learn
                             and not any(n < end for n in talk.unlearned)
                             and resume_at(list(draft.marks), digests) < end
                         )
@@ -294,13 +296,23 @@ class ContextPlanner:
         text = SUMMARY_INSTRUCTIONS.format(words=words)
         return {"role": "system", "content": text + ALSO_FACTS if with_facts else text}
 
-    def _next_block(self, talk: Conversation, summary: Summary, aged: int) -> list[str]:
+    def _answer_tokens(self, with_facts: bool) -> int:
+        """max_tokens of a summary call: the summary's, and the facts' when it lists them."""
+        facts = self.settings.memory_learn_max_tokens if with_facts else 0
+        return self.settings.summary_max_tokens + facts
+
+    def _next_block(
+        self, talk: Conversation, summary: Summary, aged: int, with_facts: bool = False
+    ) -> list[str]:
         """Transcript lines of the next aged turns, as many as one summary call can take
-        within the trigger share of the window, ending before a user's turn (a single turn
-        too long for a call is clipped)."""
-        fixed = [self._instructions(), {"role": "user", "content": summary.content}]
-        room = int(talk.window * self.settings.summary_trigger_ratio)
-        room -= self.settings.summary_max_tokens + talk.estimate.messages(fixed)
+        within the trigger share of the window (less the headroom for estimation error, at
+        a ratio near 1: a model server refuses a call past its window), with its answer
+        (`with_facts`: the facts' too) and instructions; ending before a user's turn (a single
+        turn too long for a call is clipped)."""
+        fixed = [self._instructions(with_facts), {"role": "user", "content": summary.content}]
+        share = min(self.settings.summary_trigger_ratio, 1 - HEADROOM)
+        room = int(talk.window * share)
+        room -= self._answer_tokens(with_facts) + talk.estimate.messages(fixed)
         if room < MIN_BLOCK_TOKENS:
             raise CannotSummarize(f"{talk.window}-token window is too small")
         start = summary.covered
@@ -329,12 +341,11 @@ class ContextPlanner:
         """The summary extended with `block`, and (`with_facts`) the facts it holds."""
         earlier = f"Summary so far:\n{summary.content}\n\n" if summary.exists else ""
         prompt = earlier + "New part of the conversation:\n" + "\n".join(block)
-        facts_tokens = self.settings.memory_learn_max_tokens if with_facts else 0
         summary_request = LlmRequest(
             model=talk.model,
             messages=[self._instructions(with_facts), {"role": "user", "content": prompt}],
             temperature=SUMMARY_TEMPERATURE,
-            max_tokens=self.settings.summary_max_tokens + facts_tokens,
+            max_tokens=self._answer_tokens(with_facts),
             context_tokens=talk.window,
             schema=SUMMARY_AND_FACTS_SCHEMA if with_facts else None,
         )
@@ -382,14 +393,16 @@ def trigger_tokens(talk: Conversation, ratio: float) -> int:
 
 def check_room(talk: Conversation) -> None:
     """The system message, the new message and the reply must fit the window at all: no
-    summary can make room for them."""
+    summary can make room for them. Less the headroom `assemble` keeps, as it never cuts
+    the new message: else what passed here could be sent larger than the window holds."""
     first_and_last = [with_summary(talk.system, NO_SUMMARY), talk.turns[-1]]
     needed = talk.estimate.messages(first_and_last) + talk.max_tokens + talk.reserved
-    if needed > talk.window:
+    room = int(talk.window * (1 - HEADROOM))
+    if needed > room:
         raise ValidationFailed(
             f"max_tokens: the persona, the last message and max_tokens ({talk.max_tokens}) "
-            f"need about {needed} tokens, more than the model's context window of "
-            f"{talk.window}"
+            f"need about {needed} tokens, more than the {room} the model's context window of "
+            f"{talk.window} leaves"
         )
 
 

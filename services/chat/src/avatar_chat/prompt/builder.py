@@ -22,8 +22,9 @@ built here (`Prompt.reserved`).
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from avatar_chat.context.tokens import MESSAGE_OVERHEAD_TOKENS
 from avatar_chat.memory.recall import LineCost, Visible, query, section
 from avatar_chat.memory.store import Remembered
 from avatar_chat.prompt.examples import example_blocks
@@ -124,14 +125,16 @@ def build_prompt(
     macros = Macros(
         char=card.nickname or card.name or scene.opponent or "Character", user=user.name
     )
-    lore = activate(
-        card.lorebook or Lorebook(),
-        [t["content"] for t in turns],
-        limits.scan_depth,
-        limits.lore_budget,
-        lambda text: tokens(macros.expand(text)),  # counted as the model will see it
-        macros.expand,  # a key `{{char}}` fires on the character's name
-        random.Random(limits.lore_seed),  # None: seeded afresh
+    lore = _with_text(
+        activate(
+            card.lorebook or Lorebook(),
+            [t["content"] for t in turns],
+            limits.scan_depth,
+            limits.lore_budget,
+            lambda text: tokens(macros.expand(text)),  # counted as the model will see it
+            macros.expand,  # a key `{{char}}` fires on the character's name
+            random.Random(limits.lore_seed),  # None: seeded afresh
+        )
     )
     placed = {p: _lore_text(lore, p, macros) for p in ("before_char", "after_char")}
     remembered = (
@@ -151,9 +154,13 @@ def build_prompt(
     }
     after = _after(card, macros)
     depth_lore = [f for f in lore.fired if f.place == "depth"]
-    reserved = sum(tokens(m["content"]) for m in after) + sum(f.tokens for f in depth_lore)
+    # Messages of their own: each with its role markers, as the planner counts the turns.
+    reserved = sum(tokens(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in after) + sum(
+        f.tokens + MESSAGE_OVERHEAD_TOKENS for f in depth_lore
+    )
     used = sum(tokens(p) for p in parts.values() if p) + reserved
-    examples, dropped = _examples(card.examples, macros, limits.room - used, tokens)
+    names = (macros.char, card.name)  # a line may open with either
+    examples, dropped = _examples(card.examples, names, macros, limits.room - used, tokens)
     system = "\n\n".join(p for p in [*parts.values(), examples] if p)
     counted = {
         "system": tokens(parts["system"]),
@@ -162,6 +169,7 @@ def build_prompt(
         "lore": sum(f.tokens for f in lore.fired),
         "examples": _count(examples, tokens),
         "memories": _count(parts["memories"], tokens),
+        "post_history": sum(tokens(m["content"]) for m in after),
     }
     return Prompt(system, depth_lore, after, counted, lore, dropped, macros, reserved, remembered)
 
@@ -197,13 +205,20 @@ def _persona(user: UserPersona, macros: Macros) -> str:
     return f"# The user: {user.name}\n{macros.expand(user.description.strip())}"
 
 
+def _with_text(lore: Activation) -> Activation:
+    """The activation less the entries that fired with nothing to say (only decorators): at a
+    depth one would be an empty message (last, an empty assistant's turn the model continues
+    as its reply), and the receipt would list what the model never saw."""
+    return replace(lore, fired=[f for f in lore.fired if f.text.strip()])
+
+
 def _lore_text(lore: Activation, place: str, macros: Macros) -> str:
-    texts = [macros.expand(f.text) for f in lore.fired if f.place == place and f.text]
+    texts = [macros.expand(f.text) for f in lore.fired if f.place == place]
     return "# Lore\n" + "\n\n".join(texts) if texts else ""
 
 
 def _examples(
-    text: str, macros: Macros, room: int, tokens: Callable[[str], int]
+    text: str, names: tuple[str, ...], macros: Macros, room: int, tokens: Callable[[str], int]
 ) -> tuple[str, int]:
     """The example dialogue that fits `room`, from its last block back; and how many blocks
     were left out."""
@@ -213,7 +228,7 @@ def _examples(
             f"{macros.user if turn.role == 'user' else macros.char}: {macros.expand(turn.content)}"
             for turn in block
         )
-        for block in example_blocks(text)
+        for block in example_blocks(text, names, macros.user)
     ]
     heading = (
         f"# Example dialogue\nHow {macros.char} speaks, in earlier scenes: examples only, "
