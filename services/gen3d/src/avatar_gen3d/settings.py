@@ -42,6 +42,10 @@ class Gen3dSettings(ServiceSettings):
     max_mesh_resolution: int = Field(256, ge=64, le=512)
     """The `resolution` option is capped at this (relief: grid cells on the long side;
     hunyuan3d: its octree resolution), bounding a model's size."""
+    hunyuan_texture: bool = False
+    """Whether the Hunyuan3D server textures models (api_server.py started with --enable_tex;
+    deploy/gpu's image is not): off, jobs are sent shape only whatever their `texture` option
+    (that server never finishes a textured job it cannot paint: it stays "processing")."""
     hunyuan_face_count: int = Field(40000, ge=1000)
     """Faces of a textured Hunyuan3D model at most (its `face_count`)."""
     hunyuan_deadline_s: float = Field(480.0, gt=0)

@@ -257,6 +257,7 @@ def build_workers(
         settings.hunyuan_deadline_s,
         typical_s=lambda: book.typical_duration("hunyuan3d"),
         face_count=settings.hunyuan_face_count,
+        texture=settings.hunyuan_texture,
     )
 
     mover = Mover(book, retention, settings.assets_dir)
