@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 from saq import Job
 from saq.job import Status
 from saq.queue.redis import RedisQueue
@@ -185,17 +186,70 @@ class FairQueue(RedisQueue):
 
     async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
         """A job still waiting for its turn, or for its retry, leaves its list and ends at
-        once; any other is saq's to abort (taken off its lists, or stopped by its worker).
-        (saq's own abort would leave a job waiting for its retry ABORTING for ever: no worker
-        holds it to finish it, and the record has no TTL.)"""
+        once; any other is marked ABORTING for its worker to stop (saq's sweep calls this
+        too). (saq's own abort would leave a job waiting for its retry ABORTING for ever: no
+        worker holds it to finish it, and the record has no TTL.)"""
+        if not await self._unqueue(job, error):
+            await self._mark_aborting(job, error, ttl, cancel=False)
+
+    async def cancel(self, job: Job, error: str, ttl: float = 5) -> bool:
+        """`abort` for its owner: whether it was cancelled (False: it had ended, and `job`
+        says how). Never retried after; one whose worker is gone (its heartbeat stale) ends
+        here, and a running one stays in `active` so that saq's sweep ends it if its worker
+        dies before it could stop it (saq's abort takes it off: nothing would end it)."""
+        if await self._unqueue(job, error):
+            return True
+        if not await self._mark_aborting(job, error, ttl, cancel=True):
+            return False
+        if job.stuck:  # no live worker holds it
+            await self.finish(job, Status.ABORTED, error=error)
+        return True
+
+    async def _unqueue(self, job: Job, error: str) -> bool:
+        """Whether the job waited for its turn or for its retry, and ended there now."""
         holder = holder_of(job)
         keys = [self._wait_list(holder), self._ring, self._waiting]
         if await self._unwait(keys=keys, args=[job.id, holder]) or await self._unschedule(
             keys=[self._incomplete], args=[job.id]
         ):
             await self.finish(job, Status.ABORTED, error=error)
-            return
-        await super().abort(job, error, ttl)
+            return True
+        return False
+
+    async def _mark_aborting(self, job: Job, error: str, ttl: float, cancel: bool) -> bool:
+        """saq's abort, on the record as it is now (WATCHed, `job` made that): one that ended
+        meanwhile stays as it ended (saq's would write ABORTING over COMPLETE) and False is
+        answered. The ABORTING record keeps the job's TTL, so nothing outlives it. A
+        cancelled job gets no retry, and stays in `active` for the sweep."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(job.id)
+                    stored = self.deserialize(await pipe.get(job.id))
+                    if stored is None or stored.status in FINAL:
+                        job.replace(stored or job)
+                        return False
+                    job.replace(stored)
+                    if job.status != Status.ABORTING:  # the first abort's reason stays
+                        job.status, job.error = Status.ABORTING, error
+                    if cancel:
+                        job.retries = 0
+                    pipe.multi()
+                    pipe.lrem(self._queued, 0, job.id)
+                    pipe.zrem(self._incomplete, job.id)
+                    pipe.set(job.id, self.serialize(job), ex=job.ttl if job.ttl > 0 else None)
+                    pipe.setex(job.abort_id, max(1, round(ttl)), error)
+                    pipe.publish(job.id, job.status)
+                    if not cancel:
+                        pipe.lrem(self._active, 0, job.id)
+                    dequeued, *_ = await pipe.execute()
+                    break
+                except WatchError:  # written meanwhile (a report, its end): read it again
+                    continue
+        if dequeued:  # it waited in saq's list for a retry: nobody else ends it
+            await self.finish(job, Status.ABORTED, error=error)
+            await self.redis.delete(job.abort_id)
+        return True
 
     async def count(self, kind: Any) -> int:
         if kind == "queued":  # saq's list (retries) and the wait lists
@@ -424,6 +478,10 @@ class JobBook:
 
     async def cancel(self, job_id: str) -> None:
         await self.redis.set(f"gen3d:cancelled:{job_id}", "1", ex=self.ttl_s)
+
+    async def uncancel(self, job_id: str) -> None:
+        """A cancel that came as its job ended by itself: the job is as it ended."""
+        await self.redis.delete(f"gen3d:cancelled:{job_id}")
 
     async def cancelled(self, job_ids: list[str]) -> set[str]:
         if not job_ids:

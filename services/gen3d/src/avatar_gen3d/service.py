@@ -254,13 +254,17 @@ class Gen3dService:
         job = await self._job(job_id)
         if job is None or job.status in FINAL or await self.book.cancelled([job_id]):
             raise JobFinished(job_id)
-        await self.book.cancel(job_id)
-        assert job.queue is not None  # set by the queue that read it
-        await job.queue.abort(job, error="cancelled")
+        await self.book.cancel(job_id)  # first: its worker stops at the mark
+        assert isinstance(job.queue, FairQueue)  # set by the queue that read it
+        if not await job.queue.cancel(job, error="cancelled"):  # it ended meanwhile, by itself
+            await self.book.uncancel(job_id)
+            raise JobFinished(job_id)
         submitter = submitter_of(job)  # its places and folder, whoever cancels it
         await self.book.finished(job_id, submitter, holder_of(job))
-        # Ended by the abort (it waited for its turn or for a retry): no worker holds it to
-        # clean up after it, nor to move it. A running job's worker does both as it stops.
+        # Ended by the cancel (it waited for its turn or for a retry, or its worker is gone):
+        # no worker holds it to clean up after it, nor to move it. A running job's worker
+        # does both as it stops (if it dies first, saq's sweep ends the job, never retried,
+        # and its files are left to the retention rules).
         if job.status in FINAL:
             folder = JobFolder(self.settings.assets_dir, submitter, job_id)
             await self.retention.remove(folder.path)
