@@ -201,6 +201,29 @@ async def test_a_phone_photo_is_kept_the_way_up_it_is_shown(gen3d, settings):
     assert top[0] > 150 > top[2] and bottom[2] > 150 > bottom[0]  # the scene's top is up
 
 
+def phone_photo_with_broken_exif() -> bytes:
+    """A photo whose EXIF (Orientation 6, a maker, dates) four flipped bytes broke, as a fuzzer
+    found it: Pillow reads the Orientation but fails as it writes the EXIF back."""
+    image = Image.new("RGB", (64, 48), (100, 150, 200))
+    exif = image.getexif()
+    exif[0x0112], exif[0x010F], exif[0x0132], exif[0x011A] = 6, "Maker", "2024:01:01 00:00:00", 72.0
+    exif.get_ifd(0x8769)[0x9003] = "2024:01:01 00:00:00"
+    out = io.BytesIO()
+    image.save(out, format="JPEG", exif=exif.tobytes())
+    data = bytearray(out.getvalue())
+    at = data.find(b"Exif\0\0")
+    for offset, byte in ((17, 0x20), (71, 0x87), (74, 0xBC), (100, 0xAE)):
+        data[at + offset] = byte
+    return bytes(data)
+
+
+async def test_a_photo_with_broken_exif_is_kept_the_way_up_it_says(gen3d, settings):
+    response = await post(gen3d, phone_photo_with_broken_exif(), name="photo.jpg")
+    assert response.status_code == 202, response.text
+    (stored,) = [path for path in files_in(settings.assets_dir) if path.name == "input.png"]
+    assert Image.open(stored).size == (48, 64)  # its Orientation still read
+
+
 async def test_the_openapi_document_says_an_image_is_a_picture_and_options_json(gen3d):
     document = (await gen3d.get("/openapi.json")).json()
     body = document["paths"]["/api/generate"]["post"]["requestBody"]["content"]

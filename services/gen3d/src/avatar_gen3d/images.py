@@ -15,7 +15,7 @@ import struct
 import warnings
 from typing import IO
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from avatar_gen3d.errors import CorruptImage, ImageTooLarge, UnsupportedImage, UnusableImage
 
@@ -24,6 +24,17 @@ MIN_SIDE = 16  # pixels: anything smaller has no subject to model
 MAX_ASPECT = 20  # a strip thinner than this has no shape either
 # Modes `resize` would treat as colour indices (nearest neighbour only): made colours first.
 INDEXED = ("1", "P")
+ORIENTATION = 0x0112  # the EXIF tag
+# What turns a picture stored in each EXIF orientation the way up it is shown.
+UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def fitted(size: tuple[int, int], max_side: int) -> tuple[int, int]:
@@ -41,6 +52,19 @@ def jpeg_scale(size: tuple[int, int], max_side: int) -> tuple[int, int]:
         if -(-max(size) // scale) <= max_side:
             break
     return size[0] // scale, size[1] // scale
+
+
+def upright(picture: Image.Image) -> Image.Image:
+    """The picture the way up it is shown: a phone stores a portrait photo's pixels landscape
+    and says so in EXIF (Orientation), which the stored PNG no longer carries. Only the tag
+    is read (ImageOps.exif_transpose writes the whole EXIF back, which fails on a damaged
+    block); a block too damaged to read leaves the picture as it is stored."""
+    try:
+        orientation = picture.getexif().get(ORIENTATION)
+    except Exception:  # Pillow's EXIF reader fails in many ways on damaged data
+        return picture
+    method = UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    return picture if method is None else picture.transpose(method)
 
 
 def checked_picture(data: bytes | IO[bytes], max_pixels: int, max_side: int) -> Image.Image:
@@ -65,9 +89,7 @@ def checked_picture(data: bytes | IO[bytes], max_pixels: int, max_side: int) -> 
     try:
         picture.draft(None, jpeg_scale(picture.size, max_side))  # the others ignore it
         picture.load()
-        # The way up it is shown: a phone stores a portrait photo's pixels landscape and says
-        # so in EXIF (Orientation), which the stored PNG no longer carries.
-        ImageOps.exif_transpose(picture, in_place=True)
+        picture = upright(picture)
         if max(picture.size) > max_side:
             if picture.mode in INDEXED:
                 picture = picture.convert("RGBA")
