@@ -86,6 +86,32 @@ async def test_bad_pictures_are_refused_and_nothing_kept(
     await assert_nothing_kept(redis, settings)
 
 
+def progressive_jpeg(repeats: int = 0) -> bytes:
+    """A progressive JPEG (about ten scans), its last scan then repeated `repeats` times: each
+    scan is decoded in full again, so a few KB of repeats cost seconds of CPU each."""
+    out = io.BytesIO()
+    Image.open(io.BytesIO(picture())).save(out, format="JPEG", progressive=True)
+    data = out.getvalue()
+    markers = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] in (0xC4, 0xDA)]
+    scans = [i for i in markers if data[i + 1] == 0xDA]
+    last = next(i for i in markers if i > scans[-2])  # the last scan with its tables
+    end = data.rindex(b"\xff\xd9")
+    return data[:end] + data[last:end] * repeats + data[end:]
+
+
+async def test_a_progressive_jpeg_is_accepted(gen3d):
+    response = await post(gen3d, progressive_jpeg(), name="a.jpg")
+    assert response.status_code == 202, response.text
+
+
+async def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(gen3d, redis, settings):
+    response = await post(gen3d, progressive_jpeg(repeats=200), name="a.jpg")
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "too_many_scans" and "scans" in error["message"]
+    await assert_nothing_kept(redis, settings)
+
+
 @pytest.mark.parametrize(
     "options",
     ['{"resolution": 10}', '{"colour": "red"}', "not json", '{"backend": "magic"}', "[1]"],

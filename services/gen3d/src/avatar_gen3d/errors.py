@@ -27,6 +27,17 @@ class UnusableImage(ValidationFailed):
         )
 
 
+class TooManyScans(ValidationFailed):
+    code = "too_many_scans"
+    message = "image is a JPEG of too many scans to decode."
+
+    def __init__(self, scans: int, max_scans: int) -> None:
+        super().__init__(
+            f"image is a JPEG of {scans} or more scans; at most {max_scans} are decoded "
+            "(a progressive JPEG has about 10): save it again as an ordinary JPEG or a PNG."
+        )
+
+
 class QueueFull(AppError):
     status_code, code = 503, "queue_full"
     message = "Too much 3D work is waiting for this backend; try again shortly."
