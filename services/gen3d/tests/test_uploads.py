@@ -8,6 +8,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
@@ -84,6 +85,24 @@ async def test_bad_pictures_are_refused_and_nothing_kept(
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
     await assert_nothing_kept(redis, settings)
+
+
+def sixteen_bit_grey_png() -> bytes:
+    """A 16-bit greyscale PNG (a scanner's, a render's): mid grey, a dark ellipse."""
+    shades = np.full((240, 320), 32768, dtype=np.uint16)
+    rows, cols = np.ogrid[:240, :320]
+    shades[((rows - 120) / 80) ** 2 + ((cols - 160) / 100) ** 2 <= 1] = 8192
+    out = io.BytesIO()
+    Image.fromarray(shades).save(out, format="PNG")
+    return out.getvalue()
+
+
+async def test_a_16_bit_png_keeps_its_shades(gen3d, settings):
+    response = await post(gen3d, sixteen_bit_grey_png())
+    assert response.status_code == 202, response.text
+    (stored,) = [path for path in files_in(settings.assets_dir) if path.name == "input.png"]
+    kept = Image.open(stored).convert("L")
+    assert kept.getpixel((5, 5)) == 128 and kept.getpixel((160, 120)) == 32  # not all white
 
 
 def progressive_jpeg(repeats: int = 0) -> bytes:

@@ -78,6 +78,14 @@ def jpeg_scans(source: IO[bytes], most: int) -> int:
     return count
 
 
+def eight_bit(picture: Image.Image) -> Image.Image:
+    """A 16-bit greyscale PNG (modes I;16..., or I) scaled to 8 bits (L): every conversion to
+    a colour mode clips its 0-65535 shades at 255, which keeps almost nothing but white."""
+    if not picture.mode.startswith("I"):
+        return picture
+    return picture.convert("I").point(lambda shade: shade / 256).convert("L")
+
+
 def upright(picture: Image.Image) -> Image.Image:
     """The picture the way up it is shown: a phone stores a portrait photo's pixels landscape
     and says so in EXIF (Orientation), which the stored PNG no longer carries. Only the tag
@@ -115,7 +123,7 @@ def checked_picture(data: bytes | IO[bytes], max_pixels: int, max_side: int) -> 
     try:
         picture.draft(None, jpeg_scale(picture.size, max_side))  # the others ignore it
         picture.load()
-        picture = upright(picture)
+        picture = eight_bit(upright(picture))
         if max(picture.size) > max_side:
             if picture.mode in INDEXED:
                 picture = picture.convert("RGBA")
