@@ -1,6 +1,13 @@
 """Every error of the gen3d service, each with the status and code of the envelope."""
 
-from avatar_shared.errors import AppError, Conflict, Forbidden, NamedNotFound, ValidationFailed
+from avatar_shared.errors import (
+    AppError,
+    Conflict,
+    Forbidden,
+    NamedNotFound,
+    ServiceUnavailable,
+    ValidationFailed,
+)
 
 
 class UnsupportedImage(AppError):
@@ -44,6 +51,14 @@ class QueueFull(AppError):
 
     def __init__(self) -> None:
         super().__init__(headers={"Retry-After": "60"})
+
+
+class BackendNotConfigured(ServiceUnavailable):
+    code = "backend_not_configured"
+    message = (
+        "The hunyuan3d backend (GPU) is not configured on this server (GEN3D_BASE_URL is "
+        "empty): choose the relief backend."
+    )
 
 
 class SignInRequired(Forbidden):

@@ -46,6 +46,7 @@ from redis.exceptions import RedisError
 from saq import Job
 
 from avatar_gen3d.errors import (
+    BackendNotConfigured,
     InvalidOptions,
     JobFinished,
     JobNotFound,
@@ -204,12 +205,16 @@ class Gen3dService:
 
     def backend_for(self, caller: Caller, options: Gen3dOptions) -> Backend:
         """The GPU backend is for signed-in users only (hours of GPU are not for free ids);
-        an anonymous caller's job that names no backend goes to relief."""
-        if caller.identity.signed_in:
-            return options.backend or self.settings.gen3d_backend
-        if options.backend == "hunyuan3d":
-            raise SignInRequired()
-        return "relief"
+        an anonymous caller's job that names no backend goes to relief. Without a GPU
+        server configured it is refused at once (its jobs would fail after every attempt)."""
+        if not caller.identity.signed_in:
+            if options.backend == "hunyuan3d":
+                raise SignInRequired()
+            return "relief"
+        backend = options.backend or self.settings.gen3d_backend
+        if backend == "hunyuan3d" and not self.settings.gen3d_base_url:
+            raise BackendNotConfigured()
+        return backend
 
     async def _store_input(self, image: IO[bytes], folder: JobFolder) -> int:
         """Checks the upload by decoding it (reduced) and keeps it as PNG; its bytes."""

@@ -9,7 +9,8 @@ class Gen3dSettings(ServiceSettings):
     """Backend for jobs that name none: relief (CPU, built in) or hunyuan3d (GPU server, for
     signed-in users only: anonymous callers' jobs that name none go to relief)."""
     gen3d_base_url: str = ""
-    """Hunyuan3D-2 api_server; empty means not configured (health: disabled)."""
+    """Hunyuan3D-2 api_server; empty means not configured (health: disabled; hunyuan3d jobs
+    refused with 503 backend_not_configured)."""
     style_base_url: str = ""
     """Image style server; empty means not configured (health: disabled)."""
     assets_dir: str = "var/user_assets"
