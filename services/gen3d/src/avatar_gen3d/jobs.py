@@ -24,7 +24,9 @@ Our own keys:
 - `gen3d:adopting`: job id -> the account a sign-in promised it to, while it was queued or
   running: it moves once it ends (see `service`'s docstring). A job has one entry at most,
   and only unfinished ones get one, so it stays small; the hash expires a job's lifetime
-  after the last promise (none outlives its job).
+  after the last promise, renewed as any job starts or ends: a job's lifetime does not
+  count its wait for its turn, so a promise kept only from the promise would lapse under a
+  long queue (none outlives its job but by that wait).
 - `saq:{queue}:wait:{holder}`, `saq:{queue}:ring`, `saq:{queue}:waiting`, `saq:{queue}:wake`:
   the fair turns (see FairQueue).
 """
@@ -274,6 +276,12 @@ def open_queues(settings: Gen3dSettings) -> dict[Backend, FairQueue]:
     return {backend: open_queue(settings, backend) for backend in QUEUE_NAMES}
 
 
+def job_lifetime_s(settings: Gen3dSettings) -> float:
+    """How long a job's records may live at most once it started: every attempt run to its
+    timeout, then JOB_TTL_S once it ended (its wait for its turn is not counted)."""
+    return settings.job_timeout_s * settings.job_retries + settings.job_ttl_s
+
+
 def job_settings(settings: Gen3dSettings) -> dict[str, Any]:
     return {
         "timeout": settings.job_timeout_s,
@@ -458,6 +466,11 @@ class JobBook:
             pipe.hset(ADOPTING, job_id, to)
             pipe.expire(ADOPTING, int(lifetime_s))
             await pipe.execute()
+
+    async def renew_promises(self, lifetime_s: float) -> None:
+        """The promises live `lifetime_s` from now (as a job starts or ends: one promised
+        may have waited its turn longer than its lifetime; a missing hash stays missing)."""
+        await self.redis.expire(ADOPTING, int(lifetime_s))
 
     async def promised_to(self, job_id: str) -> str | None:
         to: str | None = await self.redis.hget(ADOPTING, job_id)  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"

@@ -68,6 +68,7 @@ from avatar_gen3d.jobs import (
     FairQueue,
     JobBook,
     holder_of,
+    job_lifetime_s,
     job_settings,
     places_of,
     progress_of,
@@ -198,10 +199,7 @@ class Gen3dService:
         )
 
     def _lifetime(self) -> float:
-        """How long a job's records may live at most: every attempt run to its timeout, then
-        JOB_TTL_S once it ended."""
-        settings = self.settings
-        return settings.job_timeout_s * settings.job_retries + settings.job_ttl_s
+        return job_lifetime_s(self.settings)
 
     def backend_for(self, caller: Caller, options: Gen3dOptions) -> Backend:
         """The GPU backend is for signed-in users only (hours of GPU are not for free ids);
