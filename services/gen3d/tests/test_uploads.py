@@ -198,7 +198,8 @@ async def test_parallel_submissions_cannot_pass_the_cap_together(gen3d, settings
 
 
 async def test_a_full_queue_refuses_everyone(app_client, settings):
-    small = settings.model_copy(update={"max_waiting_jobs_relief": 2})
+    # All of it open to anonymous callers (their own share: test_fairness.py).
+    small = settings.model_copy(update={"max_waiting_jobs_relief": 2, "anonymous_queue_share": 1.0})
     for _ in range(2):
         async with app_client(create_app(small)) as someone:  # two different visitors
             assert (await post(someone, picture())).status_code == 202

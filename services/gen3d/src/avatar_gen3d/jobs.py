@@ -27,8 +27,8 @@ Our own keys:
   after the last promise, renewed as any job starts or ends: a job's lifetime does not
   count its wait for its turn, so a promise kept only from the promise would lapse under a
   long queue (none outlives its job but by that wait).
-- `saq:{queue}:wait:{holder}`, `saq:{queue}:ring`, `saq:{queue}:waiting`, `saq:{queue}:wake`:
-  the fair turns (see FairQueue).
+- `saq:{queue}:wait:{holder}`, `saq:{queue}:ring`, `saq:{queue}:waiting`,
+  `saq:{queue}:anonymous`, `saq:{queue}:wake`: the fair turns (see FairQueue).
 """
 
 import asyncio
@@ -46,6 +46,7 @@ from avatar_gen3d.errors import QueueFull
 from avatar_gen3d.retention import FILES, HOLDER_OF, USAGE, held
 from avatar_gen3d.schemas import Backend, JobState
 from avatar_gen3d.settings import Gen3dSettings
+from avatar_shared.rate import address_key
 
 # relief keeps the name of the single queue of earlier versions: their jobs stay readable.
 QUEUE_NAMES: dict[Backend, str] = {"relief": "gen3d", "hunyuan3d": "gen3d-hunyuan3d"}
@@ -61,17 +62,34 @@ STATUS_OF: dict[Status, JobState] = {
     Status.FAILED: "failed",
     Status.ABORTED: "failed",
 }
+ANONYMOUS_PREFIX = address_key("")  # anonymous callers' holders (the scripts' 'addr:')
 LOST = "작업이 중단되었습니다. 다시 시도해 주세요."  # the worker died and no attempts were left
 CANCELLED = "취소되었습니다."
 
-# KEYS: incomplete, the job, its abort mark, ring, the holder's wait list, waiting, wake.
-# ARGV: the job serialized, holder, cap. Returns 1 when queued, 0 when the job is known
-# already (saq's rule), -1 when `cap` jobs wait already.
-_ENQUEUE = """
+# Anonymous callers' holders (their address's key, `addr:...`): their waiting jobs are also
+# counted in `anonymous`, capped lower than the queue (signed-in users keep room).
+_ANONYMOUS = """
+local function anonymous(holder) return string.sub(holder, 1, 5) == 'addr:' end
+local function uncount(key)
+  if redis.call('DECR', key) <= 0 then redis.call('DEL', key) end
+end
+"""
+
+# KEYS: incomplete, the job, its abort mark, ring, the holder's wait list, waiting, wake,
+# anonymous. ARGV: the job serialized, holder, cap, anonymous callers' cap. Returns 1 when
+# queued, 0 when the job is known already (saq's rule), -1 when `cap` jobs wait already (or,
+# the holder anonymous, their cap of them).
+_ENQUEUE = (
+    _ANONYMOUS
+    + """
 if redis.call('ZSCORE', KEYS[1], KEYS[2]) or redis.call('EXISTS', KEYS[3]) == 1 then
   return 0
 end
 if tonumber(redis.call('GET', KEYS[6]) or '0') >= tonumber(ARGV[3]) then return -1 end
+if anonymous(ARGV[2]) then
+  if tonumber(redis.call('GET', KEYS[8]) or '0') >= tonumber(ARGV[4]) then return -1 end
+  redis.call('INCR', KEYS[8])
+end
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[1], 0, KEYS[2])
 if redis.call('RPUSH', KEYS[5], KEYS[2]) == 1 then redis.call('RPUSH', KEYS[4], ARGV[2]) end
@@ -81,10 +99,13 @@ redis.call('LTRIM', KEYS[7], -8, -1)
 redis.call('EXPIRE', KEYS[7], 60)
 return 1
 """
+)
 
-# KEYS: queued, active, ring, waiting. ARGV: the prefix of wait lists. The id of the job
-# moved to `active` (as saq's own dequeue does), or false.
-_TAKE = """
+# KEYS: queued, active, ring, waiting, anonymous. ARGV: the prefix of wait lists. The id of
+# the job moved to `active` (as saq's own dequeue does), or false.
+_TAKE = (
+    _ANONYMOUS
+    + """
 local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
 if id then return id end
 local holder = redis.call('LPOP', KEYS[3])
@@ -94,18 +115,24 @@ id = redis.call('LPOP', wait)
 if redis.call('EXISTS', wait) == 1 then redis.call('RPUSH', KEYS[3], holder) end
 if not id then return false end
 redis.call('RPUSH', KEYS[2], id)
-if redis.call('DECR', KEYS[4]) <= 0 then redis.call('DEL', KEYS[4]) end
+uncount(KEYS[4])
+if anonymous(holder) then uncount(KEYS[5]) end
 return id
 """
+)
 
-# KEYS: the holder's wait list, ring, waiting. ARGV: job id, holder. 1 when the job was
-# waiting (and now is not), else 0.
-_UNWAIT = """
+# KEYS: the holder's wait list, ring, waiting, anonymous. ARGV: job id, holder. 1 when the
+# job was waiting (and now is not), else 0.
+_UNWAIT = (
+    _ANONYMOUS
+    + """
 if redis.call('LREM', KEYS[1], 0, ARGV[1]) == 0 then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('LREM', KEYS[2], 0, ARGV[2]) end
-if redis.call('DECR', KEYS[3]) <= 0 then redis.call('DEL', KEYS[3]) end
+uncount(KEYS[3])
+if anonymous(ARGV[2]) then uncount(KEYS[4]) end
 return 1
 """
+)
 
 # KEYS: incomplete. ARGV: job id. 1 when the job waited for a retry (saq scheduled it at a
 # time to come: a score above 0; a running or queued job's is 0) and now does not, else 0.
@@ -139,14 +166,18 @@ class FairQueue(RedisQueue):
     together), and `wake` holds a token per new job for idle workers to block on. Retries
     saq puts back in its own `queued` list are taken first: they already had their turn.
     Each step is one script: any number of workers and API replicas share the turns.
+    Anonymous callers' jobs (holders `addr:...`) are also counted in `anonymous`, capped at
+    `anonymous_cap`: addresses are cheap (an IPv6 /56 is 256 of them), so they alone never
+    fill the queue for signed-in users.
 
     Relies on saq 0.26's RedisQueue internals (the lock file pins it): `_enqueue`,
     `dequeue`, `abort` and `count` are the ones replaced."""
 
-    def __init__(self, redis: Redis, name: str, cap: int) -> None:
+    def __init__(self, redis: Redis, name: str, cap: int, anonymous_cap: int) -> None:
         super().__init__(redis, name=name)
-        self.cap = cap
+        self.cap, self.anonymous_cap = cap, anonymous_cap
         self._ring, self._waiting = self.namespace("ring"), self.namespace("waiting")
+        self._anonymous = self.namespace("anonymous")
         self._wake = self.namespace("wake")
         self._fair_enqueue = redis.register_script(_ENQUEUE)
         self._take = redis.register_script(_TAKE)
@@ -160,9 +191,10 @@ class FairQueue(RedisQueue):
         holder = holder_of(job)
         keys = [
             self._incomplete, job.id, job.abort_id, self._ring, self._wait_list(holder),
-            self._waiting, self._wake,
+            self._waiting, self._wake, self._anonymous,
         ]  # fmt: skip
-        queued = await self._fair_enqueue(keys=keys, args=[self.serialize(job), holder, self.cap])
+        args = [self.serialize(job), holder, self.cap, self.anonymous_cap]
+        queued = await self._fair_enqueue(keys=keys, args=args)
         if queued == -1:
             raise QueueFull()
         return job if queued == 1 else None
@@ -177,7 +209,7 @@ class FairQueue(RedisQueue):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout > 0 else None
         while True:
-            keys = [self._queued, self._active, self._ring, self._waiting]
+            keys = [self._queued, self._active, self._ring, self._waiting, self._anonymous]
             job_id = await self._take(keys=keys, args=[self.namespace("wait:")])
             if job_id is not None:
                 return await self._get_job_by_id(job_id)
@@ -210,7 +242,7 @@ class FairQueue(RedisQueue):
     async def _unqueue(self, job: Job, error: str) -> bool:
         """Whether the job waited for its turn or for its retry, and ended there now."""
         holder = holder_of(job)
-        keys = [self._wait_list(holder), self._ring, self._waiting]
+        keys = [self._wait_list(holder), self._ring, self._waiting, self._anonymous]
         if await self._unwait(keys=keys, args=[job.id, holder]) or await self._unschedule(
             keys=[self._incomplete], args=[job.id]
         ):
@@ -253,6 +285,13 @@ class FairQueue(RedisQueue):
             await self.redis.delete(job.abort_id)
         return True
 
+    async def full_for(self, holder: str) -> bool:
+        """Whether a job of `holder` would find no room (checked again as it is queued)."""
+        if holder.startswith(ANONYMOUS_PREFIX):
+            if int(await self.redis.get(self._anonymous) or 0) >= self.anonymous_cap:
+                return True
+        return await self.count("queued") >= self.cap
+
     async def count(self, kind: Any) -> int:
         if kind == "queued":  # saq's list (retries) and the wait lists
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -269,7 +308,10 @@ def open_queue(settings: Gen3dSettings, backend: Backend) -> FairQueue:
         "hunyuan3d": settings.max_waiting_jobs_hunyuan3d,
     }
     redis = Redis.from_url(settings.redis_url)  # bytes, as saq reads its records
-    return FairQueue(redis, name=QUEUE_NAMES[backend], cap=caps[backend])
+    anonymous_cap = max(1, int(caps[backend] * settings.anonymous_queue_share))
+    return FairQueue(
+        redis, name=QUEUE_NAMES[backend], cap=caps[backend], anonymous_cap=anonymous_cap
+    )
 
 
 def open_queues(settings: Gen3dSettings) -> dict[Backend, FairQueue]:

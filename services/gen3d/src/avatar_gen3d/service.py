@@ -160,9 +160,9 @@ class Gen3dService:
         options = parse_options(options_json)
         backend = self.backend_for(caller, options)
         queue = self.queues[backend]
-        if await queue.count("queued") >= queue.cap:  # early: the enqueue checks it again
-            raise QueueFull()
         share = holder(caller)
+        if await queue.full_for(share):  # early: the enqueue checks it again
+            raise QueueFull()
         job_id = await self._take_room(caller, share)
         folder = JobFolder(self.settings.assets_dir, caller.user_id, job_id)
         reserved = False

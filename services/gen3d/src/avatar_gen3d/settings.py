@@ -37,6 +37,10 @@ class Gen3dSettings(ServiceSettings):
     together (429 with Retry-After beyond)."""
     max_waiting_jobs_relief: int = Field(200, ge=1)
     """Jobs waiting for the relief backend at most (503 beyond), all callers together."""
+    anonymous_queue_share: float = Field(0.5, gt=0, le=1)
+    """Share of each backend's waiting places anonymous callers' jobs may take, all of them
+    together (503 to them beyond): addresses cost little (an IPv6 /56 is 256 of them), so
+    signed-in users keep the rest."""
     max_waiting_jobs_hunyuan3d: int = Field(20, ge=1)
     """Jobs waiting for the hunyuan3d backend at most (503 beyond), all callers together: a
     full GPU queue does not refuse relief jobs."""
