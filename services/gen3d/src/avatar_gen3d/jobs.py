@@ -235,7 +235,9 @@ class FairQueue(RedisQueue):
             return True
         if not await self._mark_aborting(job, error, ttl, cancel=True):
             return False
-        if job.stuck:  # no live worker holds it
+        # No live worker holds it (one never started is about to be: saq's `stuck` counts
+        # its timeout from 0 then).
+        if job.started and job.stuck:
             await self.finish(job, Status.ABORTED, error=error)
         return True
 
