@@ -20,7 +20,8 @@ RUN git clone https://github.com/Tencent/Hunyuan3D-2.git . \
     && pip install --no-cache-dir -r requirements.txt \
     && pip install --no-cache-dir -e . \
     && mkdir gradio_cache && chown hunyuan gradio_cache
-# Shape only (no --enable_tex): texturing needs the renderer extensions built for the GPU.
+# Shape only (no --enable_tex): texturing needs the renderer extensions built for the GPU. So
+# gen3d's HUNYUAN_TEXTURE stays off (its default): a textured job never ends on this server.
 USER 10001:10001
 EXPOSE 8081
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10m --retries=3 \

@@ -397,3 +397,14 @@ async def test_the_account_may_cancel_a_job_it_is_to_have(settings, redis):
     # Its places (the browser's, its address's) given back, as its submitter held them.
     assert not await redis.exists(f"gen3d:active:{anon_id}", f"gen3d:active:{ADDRESS}")
     assert await redis.hlen(ADOPTING) == 0
+
+
+async def test_promises_last_while_jobs_still_run(settings, redis):
+    # A job promised long ago, still waiting its turn (a full queue, or its workers down a
+    # while): the promises' expiry, set at the last promise, is near.
+    async with apps(settings) as (browser, _):
+        await redis.hset(ADOPTING, "a-job-still-waiting", "alice")
+        await redis.expire(ADOPTING, 60)
+        returning_visitor(browser)
+        await finished(browser, settings, redis)  # any job run meanwhile
+    assert await redis.ttl(ADOPTING) > 60  # renewed: a job's lifetime from now

@@ -12,6 +12,12 @@ from tests.helpers import as_user, identity_from_test_header, returning_visitor
 from .helpers import picture, post, running_worker, serving, until_finished
 
 
+@pytest.fixture
+def settings(settings):
+    """With a GPU server said to be there (none runs: no worker takes the jobs here)."""
+    return settings.model_copy(update={"gen3d_base_url": "http://gpu-box.invalid:8081"})
+
+
 def signed_in_app(settings):
     """The app with every caller signed in as the user its X-Test-User header names."""
     app = create_app(settings)
@@ -90,3 +96,40 @@ async def test_with_the_gpu_as_default_anonymous_jobs_go_to_relief(settings, sig
     assert response.status_code == 202, response.text
     job = await open_queue(gpu_default, queue).job(response.json()["data"]["job_id"])
     assert job is not None and job.kwargs["options"]["backend"] == queue
+
+
+@pytest.mark.parametrize("default", ["relief", "hunyuan3d"])
+async def test_the_gpu_backend_is_refused_at_once_where_no_server_is_configured(
+    settings, redis, default
+):
+    unconfigured = settings.model_copy(update={"gen3d_base_url": "", "gen3d_backend": default})
+    options = {"backend": "hunyuan3d"} if default == "relief" else {}
+    async with serving(signed_in_app(unconfigured)) as clients, clients() as api:
+        refused = await post(api, options=options, headers=as_user("someone"))
+    assert refused.status_code == 503, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "backend_not_configured" and "GEN3D_BASE_URL" in error["message"]
+    assert await redis.keys("gen3d:*") == [] and await redis.keys("saq:*") == []
+
+
+async def test_anonymous_callers_leave_signed_in_users_room_in_the_queue(settings, redis):
+    # Anonymous ids and addresses cost little (one IPv6 /56 holds 256 /64s): at most half of
+    # the waiting places are theirs, and a place given back is theirs again.
+    small = settings.model_copy(update={"max_waiting_jobs_relief": 4})
+    async with serving(signed_in_app(small)) as users, serving(create_app(small)) as browsers:
+        anonymous = []
+        for n in range(3):
+            async with browsers(f"2001:db8:0:{n}::1") as browser:
+                anonymous.append(await post(browser))
+        async with users() as api:
+            signed_in = [await post(api, headers=as_user(user)) for user in ("u1", "u2")]
+        async with browsers("2001:db8:0:0::1") as browser:
+            browser.cookies = anonymous[0].cookies
+            job_id = anonymous[0].json()["data"]["job_id"]
+            assert (await browser.delete(f"/api/generate/{job_id}")).status_code == 200
+        async with browsers("2001:db8:0:9::1") as browser:
+            again = await post(browser)
+    assert [r.status_code for r in anonymous] == [202, 202, 503]
+    assert anonymous[2].json()["error"]["code"] == "queue_full"
+    assert [r.status_code for r in signed_in] == [202, 202]
+    assert again.status_code == 202, again.text

@@ -3,8 +3,10 @@
 
 import pytest
 from saq.job import Status
+from saq.utils import now
 
 from avatar_gen3d.app import create_app
+from avatar_gen3d.files import JobFolder
 from avatar_gen3d.jobs import open_queue
 
 from .helpers import picture
@@ -79,3 +81,54 @@ async def test_a_place_whose_job_ended_without_giving_it_back_is_free_again(gen3
     await queue.finish(job, Status.ABORTED, error="swept")
     response = await gen3d.post("/api/generate", files={"image": ("a.png", picture())})
     assert response.status_code == 202, response.text
+
+
+async def taken_by_a_worker_that_dies(queue, stale: bool):
+    """A running job as a worker leaves it when it dies (killed, OOM) just after taking it:
+    ACTIVE, in saq's `active` list, its heartbeat fresh (or long stale)."""
+    job = await queue.dequeue(timeout=1)
+    job.started, job.attempts = now(), job.attempts + 1  # as saq's worker starts it
+    await job.update(status=Status.ACTIVE)
+    if stale:
+        job.touched -= 1000 * (job.heartbeat + 1)
+        await queue.redis.set(job.id, queue.serialize(job))
+    return job
+
+
+async def test_cancelling_a_job_whose_worker_is_gone_ends_it_at_once(gen3d, settings, redis):
+    job_id = await submit(gen3d)
+    queue = open_queue(settings, "relief")
+    await taken_by_a_worker_that_dies(queue, stale=True)
+    cancelled = await gen3d.delete(f"/api/generate/{job_id}")
+    assert cancelled.json()["data"]["error"] == "취소되었습니다."
+    job = await queue.job(job_id)
+    assert job.status == Status.ABORTED  # not left ABORTING for ever
+    assert 0 < await redis.ttl(job.id) <= settings.job_ttl_s
+    assert int(await redis.get("gen3d:bytes") or 0) == 0  # its input is gone
+    user = await redis.get(f"gen3d:owner:{job_id}")
+    assert not JobFolder(settings.assets_dir, user, job_id).path.exists()
+
+
+async def test_a_job_cancelled_as_its_worker_died_is_ended_by_the_sweep(gen3d, settings, redis):
+    job_id = await submit(gen3d)
+    queue = open_queue(settings, "relief")
+    await taken_by_a_worker_that_dies(queue, stale=False)  # died before its heartbeat is due
+    assert (await gen3d.delete(f"/api/generate/{job_id}")).status_code == 200
+    await queue.sweep(lock=1, abort=0.1)  # saq's, as a worker runs it every few seconds
+    job = await queue.job(job_id)
+    assert job.status == Status.ABORTED and job.attempts == 1  # ended, never retried
+    assert 0 < await redis.ttl(job.id) <= settings.job_ttl_s
+    await redis.delete(f"gen3d:cancelled:{job_id}")  # its mark gone: the record says so too
+    status = (await gen3d.get(f"/api/generate/status/{job_id}")).json()["data"]
+    assert status["status"] == "failed"
+
+
+async def test_a_cancel_never_overwrites_a_job_that_ended_meanwhile(gen3d, settings, redis):
+    job_id = await submit(gen3d)
+    queue = open_queue(settings, "relief")
+    read = await taken_by_a_worker_that_dies(queue, stale=False)  # as the cancel read it
+    await queue.finish(await queue.job(job_id), Status.COMPLETE)  # then its worker finished
+    await queue.abort(read, error="cancelled")
+    job = await queue.job(job_id)
+    assert job.status == Status.COMPLETE
+    assert 0 < await redis.ttl(job.id) <= settings.job_ttl_s

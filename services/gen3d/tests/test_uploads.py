@@ -8,6 +8,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
@@ -86,6 +87,50 @@ async def test_bad_pictures_are_refused_and_nothing_kept(
     await assert_nothing_kept(redis, settings)
 
 
+def sixteen_bit_grey_png() -> bytes:
+    """A 16-bit greyscale PNG (a scanner's, a render's): mid grey, a dark ellipse."""
+    shades = np.full((240, 320), 32768, dtype=np.uint16)
+    rows, cols = np.ogrid[:240, :320]
+    shades[((rows - 120) / 80) ** 2 + ((cols - 160) / 100) ** 2 <= 1] = 8192
+    out = io.BytesIO()
+    Image.fromarray(shades).save(out, format="PNG")
+    return out.getvalue()
+
+
+async def test_a_16_bit_png_keeps_its_shades(gen3d, settings):
+    response = await post(gen3d, sixteen_bit_grey_png())
+    assert response.status_code == 202, response.text
+    (stored,) = [path for path in files_in(settings.assets_dir) if path.name == "input.png"]
+    kept = Image.open(stored).convert("L")
+    assert kept.getpixel((5, 5)) == 128 and kept.getpixel((160, 120)) == 32  # not all white
+
+
+def progressive_jpeg(repeats: int = 0) -> bytes:
+    """A progressive JPEG (about ten scans), its last scan then repeated `repeats` times: each
+    scan is decoded in full again, so a few KB of repeats cost seconds of CPU each."""
+    out = io.BytesIO()
+    Image.open(io.BytesIO(picture())).save(out, format="JPEG", progressive=True)
+    data = out.getvalue()
+    markers = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] in (0xC4, 0xDA)]
+    scans = [i for i in markers if data[i + 1] == 0xDA]
+    last = next(i for i in markers if i > scans[-2])  # the last scan with its tables
+    end = data.rindex(b"\xff\xd9")
+    return data[:end] + data[last:end] * repeats + data[end:]
+
+
+async def test_a_progressive_jpeg_is_accepted(gen3d):
+    response = await post(gen3d, progressive_jpeg(), name="a.jpg")
+    assert response.status_code == 202, response.text
+
+
+async def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(gen3d, redis, settings):
+    response = await post(gen3d, progressive_jpeg(repeats=200), name="a.jpg")
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "too_many_scans" and "scans" in error["message"]
+    await assert_nothing_kept(redis, settings)
+
+
 @pytest.mark.parametrize(
     "options",
     ['{"resolution": 10}', '{"colour": "red"}', "not json", '{"backend": "magic"}', "[1]"],
@@ -153,7 +198,8 @@ async def test_parallel_submissions_cannot_pass_the_cap_together(gen3d, settings
 
 
 async def test_a_full_queue_refuses_everyone(app_client, settings):
-    small = settings.model_copy(update={"max_waiting_jobs_relief": 2})
+    # All of it open to anonymous callers (their own share: test_fairness.py).
+    small = settings.model_copy(update={"max_waiting_jobs_relief": 2, "anonymous_queue_share": 1.0})
     for _ in range(2):
         async with app_client(create_app(small)) as someone:  # two different visitors
             assert (await post(someone, picture())).status_code == 202
@@ -199,6 +245,30 @@ async def test_a_phone_photo_is_kept_the_way_up_it_is_shown(gen3d, settings):
     assert kept.size == (200, 400)  # portrait, as shown, not modelled lying on its side
     top, bottom = kept.getpixel((100, 50)), kept.getpixel((100, 350))
     assert top[0] > 150 > top[2] and bottom[2] > 150 > bottom[0]  # the scene's top is up
+
+
+def phone_photo_with_broken_exif() -> bytes:
+    """A photo whose EXIF (Orientation 6, a maker, dates) four flipped bytes broke, as a fuzzer
+    found it: Pillow reads the Orientation but fails as it writes the EXIF back."""
+    image = Image.new("RGB", (64, 48), (100, 150, 200))
+    exif = image.getexif()
+    exif[0x0112], exif[0x010F], exif[0x0132], exif[0x011A] = 6, "Maker", "2024:01:01 00:00:00", 72.0
+    exif.get_ifd(0x8769)[0x9003] = "2024:01:01 00:00:00"
+    out = io.BytesIO()
+    image.save(out, format="JPEG", exif=exif.tobytes())
+    data = bytearray(out.getvalue())
+    at = data.find(b"Exif\0\0")
+    for offset, byte in ((17, 0x20), (71, 0x87), (74, 0xBC), (100, 0xAE)):
+        data[at + offset] = byte
+    return bytes(data)
+
+
+@pytest.mark.filterwarnings("ignore:Tag data larger than file")  # Pillow's, on that EXIF
+async def test_a_photo_with_broken_exif_is_kept_the_way_up_it_says(gen3d, settings):
+    response = await post(gen3d, phone_photo_with_broken_exif(), name="photo.jpg")
+    assert response.status_code == 202, response.text
+    (stored,) = [path for path in files_in(settings.assets_dir) if path.name == "input.png"]
+    assert Image.open(stored).size == (48, 64)  # its Orientation still read
 
 
 async def test_the_openapi_document_says_an_image_is_a_picture_and_options_json(gen3d):

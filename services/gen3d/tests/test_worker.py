@@ -84,6 +84,36 @@ async def test_a_gpu_job_the_server_never_finishes_fails_once_and_is_not_sent_ag
     assert job.attempts == 1  # three were allowed
 
 
+async def gpu_model(config, redis) -> trimesh.Trimesh:
+    """A signed-in user's default GPU job (`texture` not said: true) run to its end."""
+    app = create_app(config)
+    app.dependency_overrides[current_identity] = identity_from_test_header
+    async with serving(app) as clients, clients(headers=as_user("alice")) as api:
+        job_id = (await post(api, options={"backend": "hunyuan3d"})).json()["data"]["job_id"]
+        async with running_worker(config, redis):
+            status = await until_finished(api, job_id)
+        assert (status["status"], status["error"]) == ("completed", None)
+        glb = (await api.get(f"/api/generate/result/{job_id}.glb")).content
+    (mesh,) = trimesh.load(io.BytesIO(glb), file_type="glb").geometry.values()
+    return mesh
+
+
+async def test_a_default_gpu_job_completes_on_a_shape_only_server(settings, redis):
+    # As deploy/gpu's image: api_server.py without --enable_tex, which never finishes a job
+    # that asks for a texture (HUNYUAN_TEXTURE off: none asked).
+    with serve_in_thread(hunyuan3d_server(Hunyuan3DConfig(latency_s=0.2))) as url:
+        config = settings.model_copy(update={"gen3d_base_url": url, "hunyuan_deadline_s": 30})
+        mesh = await gpu_model(config, redis)
+    assert len(mesh.faces) > 0 and not isinstance(mesh.visual, trimesh.visual.TextureVisuals)
+
+
+async def test_a_server_with_enable_tex_textures_when_hunyuan_texture_says_so(settings, redis):
+    with serve_in_thread(hunyuan3d_server(Hunyuan3DConfig(enable_tex=True))) as url:
+        update = {"gen3d_base_url": url, "hunyuan_deadline_s": 30, "hunyuan_texture": True}
+        mesh = await gpu_model(settings.model_copy(update=update), redis)
+    assert mesh.visual.material.baseColorTexture is not None
+
+
 async def test_the_mesh_resolution_is_capped(gen3d, settings, redis):
     async def faces(resolution: int) -> int:
         options = {"resolution": resolution}

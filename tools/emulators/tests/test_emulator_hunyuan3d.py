@@ -19,11 +19,25 @@ def image_b64() -> str:
 
 
 def test_generate_answers_the_glb_itself():
-    with serve_in_thread(create_app()) as url:
+    with serve_in_thread(create_app(Hunyuan3DConfig(enable_tex=True))) as url:
         response = httpx.post(f"{url}/generate", json={"image": image_b64(), "texture": True})
     assert response.status_code == 200
     (mesh,) = trimesh.load(io.BytesIO(response.content), file_type="glb").geometry.values()
     assert len(mesh.faces) > 0 and mesh.visual.material.baseColorTexture is not None
+
+
+def test_a_server_without_enable_tex_models_shapes_and_never_finishes_a_textured_send():
+    """As api_server.py started without --enable_tex (deploy/gpu's image): no paint pipeline,
+    so `texture` true raises in the server (404 from /generate, "processing" for ever)."""
+    with serve_in_thread(create_app()) as url:
+        textured = httpx.post(f"{url}/generate", json={"image": image_b64(), "texture": True})
+        shape = httpx.post(f"{url}/generate", json={"image": image_b64(), "texture": False})
+        uid = httpx.post(f"{url}/send", json={"image": image_b64(), "texture": True}).json()["uid"]
+        time.sleep(0.3)
+        pending = httpx.get(f"{url}/status/{uid}").json()
+    assert textured.status_code == 404 and textured.json()["error_code"] == 1
+    assert shape.status_code == 200 and shape.content[:4] == b"glTF"
+    assert pending == {"status": "processing"}
 
 
 def test_generate_fails_as_the_server_does():

@@ -1,6 +1,13 @@
 """Every error of the gen3d service, each with the status and code of the envelope."""
 
-from avatar_shared.errors import AppError, Conflict, Forbidden, NamedNotFound, ValidationFailed
+from avatar_shared.errors import (
+    AppError,
+    Conflict,
+    Forbidden,
+    NamedNotFound,
+    ServiceUnavailable,
+    ValidationFailed,
+)
 
 
 class UnsupportedImage(AppError):
@@ -27,12 +34,31 @@ class UnusableImage(ValidationFailed):
         )
 
 
+class TooManyScans(ValidationFailed):
+    code = "too_many_scans"
+    message = "image is a JPEG of too many scans to decode."
+
+    def __init__(self, scans: int, max_scans: int) -> None:
+        super().__init__(
+            f"image is a JPEG of {scans} or more scans; at most {max_scans} are decoded "
+            "(a progressive JPEG has about 10): save it again as an ordinary JPEG or a PNG."
+        )
+
+
 class QueueFull(AppError):
     status_code, code = 503, "queue_full"
     message = "Too much 3D work is waiting for this backend; try again shortly."
 
     def __init__(self) -> None:
         super().__init__(headers={"Retry-After": "60"})
+
+
+class BackendNotConfigured(ServiceUnavailable):
+    code = "backend_not_configured"
+    message = (
+        "The hunyuan3d backend (GPU) is not configured on this server (GEN3D_BASE_URL is "
+        "empty): choose the relief backend."
+    )
 
 
 class SignInRequired(Forbidden):

@@ -24,9 +24,11 @@ Our own keys:
 - `gen3d:adopting`: job id -> the account a sign-in promised it to, while it was queued or
   running: it moves once it ends (see `service`'s docstring). A job has one entry at most,
   and only unfinished ones get one, so it stays small; the hash expires a job's lifetime
-  after the last promise (none outlives its job).
-- `saq:{queue}:wait:{holder}`, `saq:{queue}:ring`, `saq:{queue}:waiting`, `saq:{queue}:wake`:
-  the fair turns (see FairQueue).
+  after the last promise, renewed as any job starts or ends: a job's lifetime does not
+  count its wait for its turn, so a promise kept only from the promise would lapse under a
+  long queue (none outlives its job but by that wait).
+- `saq:{queue}:wait:{holder}`, `saq:{queue}:ring`, `saq:{queue}:waiting`,
+  `saq:{queue}:anonymous`, `saq:{queue}:wake`: the fair turns (see FairQueue).
 """
 
 import asyncio
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 from saq import Job
 from saq.job import Status
 from saq.queue.redis import RedisQueue
@@ -43,6 +46,7 @@ from avatar_gen3d.errors import QueueFull
 from avatar_gen3d.retention import FILES, HOLDER_OF, USAGE, held
 from avatar_gen3d.schemas import Backend, JobState
 from avatar_gen3d.settings import Gen3dSettings
+from avatar_shared.rate import address_key
 
 # relief keeps the name of the single queue of earlier versions: their jobs stay readable.
 QUEUE_NAMES: dict[Backend, str] = {"relief": "gen3d", "hunyuan3d": "gen3d-hunyuan3d"}
@@ -58,17 +62,34 @@ STATUS_OF: dict[Status, JobState] = {
     Status.FAILED: "failed",
     Status.ABORTED: "failed",
 }
+ANONYMOUS_PREFIX = address_key("")  # anonymous callers' holders (the scripts' 'addr:')
 LOST = "작업이 중단되었습니다. 다시 시도해 주세요."  # the worker died and no attempts were left
 CANCELLED = "취소되었습니다."
 
-# KEYS: incomplete, the job, its abort mark, ring, the holder's wait list, waiting, wake.
-# ARGV: the job serialized, holder, cap. Returns 1 when queued, 0 when the job is known
-# already (saq's rule), -1 when `cap` jobs wait already.
-_ENQUEUE = """
+# Anonymous callers' holders (their address's key, `addr:...`): their waiting jobs are also
+# counted in `anonymous`, capped lower than the queue (signed-in users keep room).
+_ANONYMOUS = """
+local function anonymous(holder) return string.sub(holder, 1, 5) == 'addr:' end
+local function uncount(key)
+  if redis.call('DECR', key) <= 0 then redis.call('DEL', key) end
+end
+"""
+
+# KEYS: incomplete, the job, its abort mark, ring, the holder's wait list, waiting, wake,
+# anonymous. ARGV: the job serialized, holder, cap, anonymous callers' cap. Returns 1 when
+# queued, 0 when the job is known already (saq's rule), -1 when `cap` jobs wait already (or,
+# the holder anonymous, their cap of them).
+_ENQUEUE = (
+    _ANONYMOUS
+    + """
 if redis.call('ZSCORE', KEYS[1], KEYS[2]) or redis.call('EXISTS', KEYS[3]) == 1 then
   return 0
 end
 if tonumber(redis.call('GET', KEYS[6]) or '0') >= tonumber(ARGV[3]) then return -1 end
+if anonymous(ARGV[2]) then
+  if tonumber(redis.call('GET', KEYS[8]) or '0') >= tonumber(ARGV[4]) then return -1 end
+  redis.call('INCR', KEYS[8])
+end
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[1], 0, KEYS[2])
 if redis.call('RPUSH', KEYS[5], KEYS[2]) == 1 then redis.call('RPUSH', KEYS[4], ARGV[2]) end
@@ -78,10 +99,13 @@ redis.call('LTRIM', KEYS[7], -8, -1)
 redis.call('EXPIRE', KEYS[7], 60)
 return 1
 """
+)
 
-# KEYS: queued, active, ring, waiting. ARGV: the prefix of wait lists. The id of the job
-# moved to `active` (as saq's own dequeue does), or false.
-_TAKE = """
+# KEYS: queued, active, ring, waiting, anonymous. ARGV: the prefix of wait lists. The id of
+# the job moved to `active` (as saq's own dequeue does), or false.
+_TAKE = (
+    _ANONYMOUS
+    + """
 local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
 if id then return id end
 local holder = redis.call('LPOP', KEYS[3])
@@ -91,18 +115,24 @@ id = redis.call('LPOP', wait)
 if redis.call('EXISTS', wait) == 1 then redis.call('RPUSH', KEYS[3], holder) end
 if not id then return false end
 redis.call('RPUSH', KEYS[2], id)
-if redis.call('DECR', KEYS[4]) <= 0 then redis.call('DEL', KEYS[4]) end
+uncount(KEYS[4])
+if anonymous(holder) then uncount(KEYS[5]) end
 return id
 """
+)
 
-# KEYS: the holder's wait list, ring, waiting. ARGV: job id, holder. 1 when the job was
-# waiting (and now is not), else 0.
-_UNWAIT = """
+# KEYS: the holder's wait list, ring, waiting, anonymous. ARGV: job id, holder. 1 when the
+# job was waiting (and now is not), else 0.
+_UNWAIT = (
+    _ANONYMOUS
+    + """
 if redis.call('LREM', KEYS[1], 0, ARGV[1]) == 0 then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('LREM', KEYS[2], 0, ARGV[2]) end
-if redis.call('DECR', KEYS[3]) <= 0 then redis.call('DEL', KEYS[3]) end
+uncount(KEYS[3])
+if anonymous(ARGV[2]) then uncount(KEYS[4]) end
 return 1
 """
+)
 
 # KEYS: incomplete. ARGV: job id. 1 when the job waited for a retry (saq scheduled it at a
 # time to come: a score above 0; a running or queued job's is 0) and now does not, else 0.
@@ -136,14 +166,18 @@ class FairQueue(RedisQueue):
     together), and `wake` holds a token per new job for idle workers to block on. Retries
     saq puts back in its own `queued` list are taken first: they already had their turn.
     Each step is one script: any number of workers and API replicas share the turns.
+    Anonymous callers' jobs (holders `addr:...`) are also counted in `anonymous`, capped at
+    `anonymous_cap`: addresses are cheap (an IPv6 /56 is 256 of them), so they alone never
+    fill the queue for signed-in users.
 
     Relies on saq 0.26's RedisQueue internals (the lock file pins it): `_enqueue`,
     `dequeue`, `abort` and `count` are the ones replaced."""
 
-    def __init__(self, redis: Redis, name: str, cap: int) -> None:
+    def __init__(self, redis: Redis, name: str, cap: int, anonymous_cap: int) -> None:
         super().__init__(redis, name=name)
-        self.cap = cap
+        self.cap, self.anonymous_cap = cap, anonymous_cap
         self._ring, self._waiting = self.namespace("ring"), self.namespace("waiting")
+        self._anonymous = self.namespace("anonymous")
         self._wake = self.namespace("wake")
         self._fair_enqueue = redis.register_script(_ENQUEUE)
         self._take = redis.register_script(_TAKE)
@@ -157,9 +191,10 @@ class FairQueue(RedisQueue):
         holder = holder_of(job)
         keys = [
             self._incomplete, job.id, job.abort_id, self._ring, self._wait_list(holder),
-            self._waiting, self._wake,
+            self._waiting, self._wake, self._anonymous,
         ]  # fmt: skip
-        queued = await self._fair_enqueue(keys=keys, args=[self.serialize(job), holder, self.cap])
+        args = [self.serialize(job), holder, self.cap, self.anonymous_cap]
+        queued = await self._fair_enqueue(keys=keys, args=args)
         if queued == -1:
             raise QueueFull()
         return job if queued == 1 else None
@@ -174,7 +209,7 @@ class FairQueue(RedisQueue):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout > 0 else None
         while True:
-            keys = [self._queued, self._active, self._ring, self._waiting]
+            keys = [self._queued, self._active, self._ring, self._waiting, self._anonymous]
             job_id = await self._take(keys=keys, args=[self.namespace("wait:")])
             if job_id is not None:
                 return await self._get_job_by_id(job_id)
@@ -185,17 +220,79 @@ class FairQueue(RedisQueue):
 
     async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
         """A job still waiting for its turn, or for its retry, leaves its list and ends at
-        once; any other is saq's to abort (taken off its lists, or stopped by its worker).
-        (saq's own abort would leave a job waiting for its retry ABORTING for ever: no worker
-        holds it to finish it, and the record has no TTL.)"""
+        once; any other is marked ABORTING for its worker to stop (saq's sweep calls this
+        too). (saq's own abort would leave a job waiting for its retry ABORTING for ever: no
+        worker holds it to finish it, and the record has no TTL.)"""
+        if not await self._unqueue(job, error):
+            await self._mark_aborting(job, error, ttl, cancel=False)
+
+    async def cancel(self, job: Job, error: str, ttl: float = 5) -> bool:
+        """`abort` for its owner: whether it was cancelled (False: it had ended, and `job`
+        says how). Never retried after; one whose worker is gone (its heartbeat stale) ends
+        here, and a running one stays in `active` so that saq's sweep ends it if its worker
+        dies before it could stop it (saq's abort takes it off: nothing would end it)."""
+        if await self._unqueue(job, error):
+            return True
+        if not await self._mark_aborting(job, error, ttl, cancel=True):
+            return False
+        # No live worker holds it (one never started is about to be: saq's `stuck` counts
+        # its timeout from 0 then).
+        if job.started and job.stuck:
+            await self.finish(job, Status.ABORTED, error=error)
+        return True
+
+    async def _unqueue(self, job: Job, error: str) -> bool:
+        """Whether the job waited for its turn or for its retry, and ended there now."""
         holder = holder_of(job)
-        keys = [self._wait_list(holder), self._ring, self._waiting]
+        keys = [self._wait_list(holder), self._ring, self._waiting, self._anonymous]
         if await self._unwait(keys=keys, args=[job.id, holder]) or await self._unschedule(
             keys=[self._incomplete], args=[job.id]
         ):
             await self.finish(job, Status.ABORTED, error=error)
-            return
-        await super().abort(job, error, ttl)
+            return True
+        return False
+
+    async def _mark_aborting(self, job: Job, error: str, ttl: float, cancel: bool) -> bool:
+        """saq's abort, on the record as it is now (WATCHed, `job` made that): one that ended
+        meanwhile stays as it ended (saq's would write ABORTING over COMPLETE) and False is
+        answered. The ABORTING record keeps the job's TTL, so nothing outlives it. A
+        cancelled job gets no retry, and stays in `active` for the sweep."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(job.id)
+                    stored = self.deserialize(await pipe.get(job.id))
+                    if stored is None or stored.status in FINAL:
+                        job.replace(stored or job)
+                        return False
+                    job.replace(stored)
+                    if job.status != Status.ABORTING:  # the first abort's reason stays
+                        job.status, job.error = Status.ABORTING, error
+                    if cancel:
+                        job.retries = 0
+                    pipe.multi()
+                    pipe.lrem(self._queued, 0, job.id)
+                    pipe.zrem(self._incomplete, job.id)
+                    pipe.set(job.id, self.serialize(job), ex=job.ttl if job.ttl > 0 else None)
+                    pipe.setex(job.abort_id, max(1, round(ttl)), error)
+                    pipe.publish(job.id, job.status)
+                    if not cancel:
+                        pipe.lrem(self._active, 0, job.id)
+                    dequeued, *_ = await pipe.execute()
+                    break
+                except WatchError:  # written meanwhile (a report, its end): read it again
+                    continue
+        if dequeued:  # it waited in saq's list for a retry: nobody else ends it
+            await self.finish(job, Status.ABORTED, error=error)
+            await self.redis.delete(job.abort_id)
+        return True
+
+    async def full_for(self, holder: str) -> bool:
+        """Whether a job of `holder` would find no room (checked again as it is queued)."""
+        if holder.startswith(ANONYMOUS_PREFIX):
+            if int(await self.redis.get(self._anonymous) or 0) >= self.anonymous_cap:
+                return True
+        return await self.count("queued") >= self.cap
 
     async def count(self, kind: Any) -> int:
         if kind == "queued":  # saq's list (retries) and the wait lists
@@ -213,11 +310,20 @@ def open_queue(settings: Gen3dSettings, backend: Backend) -> FairQueue:
         "hunyuan3d": settings.max_waiting_jobs_hunyuan3d,
     }
     redis = Redis.from_url(settings.redis_url)  # bytes, as saq reads its records
-    return FairQueue(redis, name=QUEUE_NAMES[backend], cap=caps[backend])
+    anonymous_cap = max(1, int(caps[backend] * settings.anonymous_queue_share))
+    return FairQueue(
+        redis, name=QUEUE_NAMES[backend], cap=caps[backend], anonymous_cap=anonymous_cap
+    )
 
 
 def open_queues(settings: Gen3dSettings) -> dict[Backend, FairQueue]:
     return {backend: open_queue(settings, backend) for backend in QUEUE_NAMES}
+
+
+def job_lifetime_s(settings: Gen3dSettings) -> float:
+    """How long a job's records may live at most once it started: every attempt run to its
+    timeout, then JOB_TTL_S once it ended (its wait for its turn is not counted)."""
+    return settings.job_timeout_s * settings.job_retries + settings.job_ttl_s
 
 
 def job_settings(settings: Gen3dSettings) -> dict[str, Any]:
@@ -405,6 +511,11 @@ class JobBook:
             pipe.expire(ADOPTING, int(lifetime_s))
             await pipe.execute()
 
+    async def renew_promises(self, lifetime_s: float) -> None:
+        """The promises live `lifetime_s` from now (as a job starts or ends: one promised
+        may have waited its turn longer than its lifetime; a missing hash stays missing)."""
+        await self.redis.expire(ADOPTING, int(lifetime_s))
+
     async def promised_to(self, job_id: str) -> str | None:
         to: str | None = await self.redis.hget(ADOPTING, job_id)  # type: ignore[misc]  # redis-py types async commands "Awaitable[T] | T"
         return to
@@ -424,6 +535,10 @@ class JobBook:
 
     async def cancel(self, job_id: str) -> None:
         await self.redis.set(f"gen3d:cancelled:{job_id}", "1", ex=self.ttl_s)
+
+    async def uncancel(self, job_id: str) -> None:
+        """A cancel that came as its job ended by itself: the job is as it ended."""
+        await self.redis.delete(f"gen3d:cancelled:{job_id}")
 
     async def cancelled(self, job_ids: list[str]) -> set[str]:
         if not job_ids:

@@ -17,7 +17,9 @@ class Gen3dOptions(BaseModel):
 
     backend: Backend | None = Field(None, description="Default: the server's GEN3D_BACKEND.")
     resolution: JsonInt = Field(256, ge=64, le=512, description="Mesh grid cells on the long side.")
-    texture: StrictBool = Field(True, description="The picture as the model's texture.")
+    texture: StrictBool = Field(
+        True, description="The picture as the model's texture (hunyuan3d: if HUNYUAN_TEXTURE)."
+    )
     seed: JsonInt = Field(1234, ge=0, le=2**31 - 1, description="For generative backends.")
 
 

@@ -46,6 +46,7 @@ from redis.exceptions import RedisError
 from saq import Job
 
 from avatar_gen3d.errors import (
+    BackendNotConfigured,
     InvalidOptions,
     JobFinished,
     JobNotFound,
@@ -67,6 +68,7 @@ from avatar_gen3d.jobs import (
     FairQueue,
     JobBook,
     holder_of,
+    job_lifetime_s,
     job_settings,
     places_of,
     progress_of,
@@ -158,9 +160,9 @@ class Gen3dService:
         options = parse_options(options_json)
         backend = self.backend_for(caller, options)
         queue = self.queues[backend]
-        if await queue.count("queued") >= queue.cap:  # early: the enqueue checks it again
-            raise QueueFull()
         share = holder(caller)
+        if await queue.full_for(share):  # early: the enqueue checks it again
+            raise QueueFull()
         job_id = await self._take_room(caller, share)
         folder = JobFolder(self.settings.assets_dir, caller.user_id, job_id)
         reserved = False
@@ -197,19 +199,20 @@ class Gen3dService:
         )
 
     def _lifetime(self) -> float:
-        """How long a job's records may live at most: every attempt run to its timeout, then
-        JOB_TTL_S once it ended."""
-        settings = self.settings
-        return settings.job_timeout_s * settings.job_retries + settings.job_ttl_s
+        return job_lifetime_s(self.settings)
 
     def backend_for(self, caller: Caller, options: Gen3dOptions) -> Backend:
         """The GPU backend is for signed-in users only (hours of GPU are not for free ids);
-        an anonymous caller's job that names no backend goes to relief."""
-        if caller.identity.signed_in:
-            return options.backend or self.settings.gen3d_backend
-        if options.backend == "hunyuan3d":
-            raise SignInRequired()
-        return "relief"
+        an anonymous caller's job that names no backend goes to relief. Without a GPU
+        server configured it is refused at once (its jobs would fail after every attempt)."""
+        if not caller.identity.signed_in:
+            if options.backend == "hunyuan3d":
+                raise SignInRequired()
+            return "relief"
+        backend = options.backend or self.settings.gen3d_backend
+        if backend == "hunyuan3d" and not self.settings.gen3d_base_url:
+            raise BackendNotConfigured()
+        return backend
 
     async def _store_input(self, image: IO[bytes], folder: JobFolder) -> int:
         """Checks the upload by decoding it (reduced) and keeps it as PNG; its bytes."""
@@ -254,13 +257,17 @@ class Gen3dService:
         job = await self._job(job_id)
         if job is None or job.status in FINAL or await self.book.cancelled([job_id]):
             raise JobFinished(job_id)
-        await self.book.cancel(job_id)
-        assert job.queue is not None  # set by the queue that read it
-        await job.queue.abort(job, error="cancelled")
+        await self.book.cancel(job_id)  # first: its worker stops at the mark
+        assert isinstance(job.queue, FairQueue)  # set by the queue that read it
+        if not await job.queue.cancel(job, error="cancelled"):  # it ended meanwhile, by itself
+            await self.book.uncancel(job_id)
+            raise JobFinished(job_id)
         submitter = submitter_of(job)  # its places and folder, whoever cancels it
         await self.book.finished(job_id, submitter, holder_of(job))
-        # Ended by the abort (it waited for its turn or for a retry): no worker holds it to
-        # clean up after it, nor to move it. A running job's worker does both as it stops.
+        # Ended by the cancel (it waited for its turn or for a retry, or its worker is gone):
+        # no worker holds it to clean up after it, nor to move it. A running job's worker
+        # does both as it stops (if it dies first, saq's sweep ends the job, never retried,
+        # and its files are left to the retention rules).
         if job.status in FINAL:
             folder = JobFolder(self.settings.assets_dir, submitter, job_id)
             await self.retention.remove(folder.path)

@@ -9,7 +9,8 @@ class Gen3dSettings(ServiceSettings):
     """Backend for jobs that name none: relief (CPU, built in) or hunyuan3d (GPU server, for
     signed-in users only: anonymous callers' jobs that name none go to relief)."""
     gen3d_base_url: str = ""
-    """Hunyuan3D-2 api_server; empty means not configured (health: disabled)."""
+    """Hunyuan3D-2 api_server; empty means not configured (health: disabled; hunyuan3d jobs
+    refused with 503 backend_not_configured)."""
     style_base_url: str = ""
     """Image style server; empty means not configured (health: disabled)."""
     assets_dir: str = "var/user_assets"
@@ -36,12 +37,20 @@ class Gen3dSettings(ServiceSettings):
     together (429 with Retry-After beyond)."""
     max_waiting_jobs_relief: int = Field(200, ge=1)
     """Jobs waiting for the relief backend at most (503 beyond), all callers together."""
+    anonymous_queue_share: float = Field(0.5, gt=0, le=1)
+    """Share of each backend's waiting places anonymous callers' jobs may take, all of them
+    together (503 to them beyond): addresses cost little (an IPv6 /56 is 256 of them), so
+    signed-in users keep the rest."""
     max_waiting_jobs_hunyuan3d: int = Field(20, ge=1)
     """Jobs waiting for the hunyuan3d backend at most (503 beyond), all callers together: a
     full GPU queue does not refuse relief jobs."""
     max_mesh_resolution: int = Field(256, ge=64, le=512)
     """The `resolution` option is capped at this (relief: grid cells on the long side;
     hunyuan3d: its octree resolution), bounding a model's size."""
+    hunyuan_texture: bool = False
+    """Whether the Hunyuan3D server textures models (api_server.py started with --enable_tex;
+    deploy/gpu's image is not): off, jobs are sent shape only whatever their `texture` option
+    (that server never finishes a textured job it cannot paint: it stays "processing")."""
     hunyuan_face_count: int = Field(40000, ge=1000)
     """Faces of a textured Hunyuan3D model at most (its `face_count`)."""
     hunyuan_deadline_s: float = Field(480.0, gt=0)

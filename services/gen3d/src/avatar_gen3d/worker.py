@@ -36,7 +36,7 @@ from avatar_gen3d.backends.hunyuan3d import Hunyuan3DBackend
 from avatar_gen3d.backends.relief import ReliefBackend
 from avatar_gen3d.errors import BadInput, JobCancelled
 from avatar_gen3d.files import JobFolder
-from avatar_gen3d.jobs import FINAL, FUNCTION, FairQueue, JobBook, open_queues
+from avatar_gen3d.jobs import FINAL, FUNCTION, FairQueue, JobBook, job_lifetime_s, open_queues
 from avatar_gen3d.moves import Mover
 from avatar_gen3d.retention import Retention
 from avatar_gen3d.schemas import Backend as BackendName
@@ -69,6 +69,7 @@ async def generate(
     started = time.monotonic()
     notes = JobNotes(job)
     report = reporter(job, book)
+    await book.renew_promises(job_lifetime_s(settings))  # this one's, or one still waiting
     if await written_before(folder, book, settings.assets_dir, job_id, user_id):
         # An attempt that saq's sweep started beside one that went on to finish (see run()):
         # the job is done, and its input is gone.
@@ -213,6 +214,8 @@ async def after_job(ctx: dict[str, Any]) -> None:
     job: Job = ctx["job"]
     mover: Mover = ctx["mover"]
     try:
+        book: JobBook = ctx["book"]
+        await book.renew_promises(job_lifetime_s(ctx["settings"]))
         if job.status in FINAL:
             await mover.keep_promise(job)
     finally:
@@ -257,6 +260,7 @@ def build_workers(
         settings.hunyuan_deadline_s,
         typical_s=lambda: book.typical_duration("hunyuan3d"),
         face_count=settings.hunyuan_face_count,
+        texture=settings.hunyuan_texture,
     )
 
     mover = Mover(book, retention, settings.assets_dir)

@@ -47,6 +47,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="F",
         help="gpt-sovits: seconds of synthesis per second of audio",
     )
+    parser.add_argument(
+        "--enable-tex",
+        action="store_true",
+        help="hunyuan3d: textures as the real server started with --enable_tex (else shape only)",
+    )
     return parser.parse_args(argv)
 
 
@@ -54,7 +59,9 @@ def build_app(args: argparse.Namespace) -> FastAPI:
     """Turn the command-line options into the chosen emulator's config and app."""
     if args.kind == "hunyuan3d":
         config = hunyuan3d.Hunyuan3DConfig(
-            latency_s=args.first_token_latency, fail=args.fail_status is not None
+            latency_s=args.first_token_latency,
+            fail=args.fail_status is not None,
+            enable_tex=args.enable_tex,
         )
         return hunyuan3d.create_app(config)
     if args.kind == "gpt-sovits":

@@ -12,7 +12,10 @@ Follows Tencent/Hunyuan3D-2's ``api_server.py`` (default port 8081):
   server has no failed state (so callers need their own deadline).
 
 The model: a box as deep as the picture is wide and tall in proportion, textured with the
-picture when ``texture`` is true, made after ``latency_s`` seconds. A picture that does not
+picture when ``texture`` is true, made after ``latency_s`` seconds. Texturing needs the server
+started with ``--enable_tex`` (``Hunyuan3DConfig.enable_tex``): without it, as by default, the
+server has no paint pipeline and a request with ``texture`` true raises (AttributeError), so
+``/generate`` answers 404 and a ``/send`` stays "processing" forever. A picture that does not
 decode fails as the real server fails (ValueError in ``load_image_from_base64``).
 Failure injection: ``Hunyuan3DConfig.fail`` makes every generation raise.
 """
@@ -42,10 +45,13 @@ __all__ = ["Hunyuan3DConfig", "create_app", "make_model"]
 class Hunyuan3DConfig:
     latency_s: float = 0.0  # how long one generation takes
     fail: bool = False  # every generation raises, as a CUDA error would on the real server
+    enable_tex: bool = False  # the real server's --enable_tex: without it, shape only
 
 
-def make_model(params: dict) -> bytes:
-    """The GLB for a request, or ValueError as the real server raises it."""
+def make_model(params: dict, enable_tex: bool = False) -> bytes:
+    """The GLB for a request, or ValueError as the real server raises it; AttributeError for
+    a textured one to a server started without ``--enable_tex`` (its `pipeline_tex` is only
+    made with it)."""
     try:
         image = Image.open(io.BytesIO(base64.b64decode(params["image"]))).convert("RGB")
     except Exception as exc:  # the real server lets any decoding error through
@@ -53,6 +59,8 @@ def make_model(params: dict) -> bytes:
     width, height = image.size
     box = trimesh.creation.box(extents=(1.0, height / max(width, height), 0.5))
     if params.get("texture", False):
+        if not enable_tex:
+            raise AttributeError("'ModelWorker' object has no attribute 'pipeline_tex'")
         uv = np.column_stack([box.vertices[:, 0] + 0.5, box.vertices[:, 1] / box.extents[1] + 0.5])
         box.visual = trimesh.visual.TextureVisuals(uv=uv, image=image)
     return box.export(file_type="glb")
@@ -67,7 +75,7 @@ def create_app(config: Hunyuan3DConfig | None = None) -> FastAPI:
         time.sleep(config.latency_s)
         if config.fail:
             raise RuntimeError("CUDA out of memory (emulated)")
-        return make_model(params)
+        return make_model(params, config.enable_tex)
 
     def generate_in_background(uid: str, params: dict) -> None:
         try:

@@ -13,7 +13,9 @@ rather than sending the picture again, which would set a second GPU run going be
 first. Past the deadline, counted from the send, the job fails for good (BackendGaveUp).
 What bounds a model's size is sent with it: `octree_resolution` (the mesh's grid, capped by
 MAX_MESH_RESOLUTION) and, for a textured model, `face_count` (HUNYUAN_FACE_COUNT); its texture
-is the paint pipeline's own 2048 px.
+is the paint pipeline's own 2048 px. A texture is asked for only of a server said to paint
+(`texture`: HUNYUAN_TEXTURE): one started without --enable_tex has no paint pipeline, and a
+textured job raises in its thread, "processing" for ever; there a job is a shape only.
 """
 
 import asyncio
@@ -57,10 +59,11 @@ class Hunyuan3DBackend:
         typical_s: Callable[[], Awaitable[float]],
         poll_s: float = 1.0,
         face_count: int = 40000,
+        texture: bool = False,
     ) -> None:
         self.http, self.base_url = http, base_url.rstrip("/")
         self.deadline_s, self.typical_s, self.poll_s = deadline_s, typical_s, poll_s
-        self.face_count = face_count
+        self.face_count, self.texture = face_count, texture
 
     async def generate(
         self,
@@ -94,7 +97,7 @@ class Hunyuan3DBackend:
             "octree_resolution": options.resolution,
             "num_inference_steps": 5,
             "guidance_scale": 5.0,
-            "texture": options.texture,
+            "texture": options.texture and self.texture,  # a shape-only server never ends one
             "face_count": self.face_count,
             "type": "glb",
         }
