@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 from collections.abc import Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -52,6 +53,19 @@ def characters_url(redis_url: str) -> Iterator[str]:
     characters.dependency_overrides[current_identity] = callers_from_test_headers
     with serve_in_thread(characters, lifespan="on") as url:
         yield url
+
+
+@asynccontextmanager
+async def chat_and_characters(app_client, redis_url, backend, characters_url, **extra):
+    """Chat speaking to the real characters service, a client of each, and chat's settings."""
+    settings = settings_for(redis_url, backend.settings, characters_url=characters_url, **extra)
+    app = create_app(settings)
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with (
+        app_client(app) as client,
+        httpx.AsyncClient(base_url=characters_url, trust_env=False) as characters_api,
+    ):
+        yield client, characters_api, settings
 
 
 @pytest.fixture
@@ -566,15 +580,9 @@ async def test_a_reply_longer_than_a_user_message_may_be_is_exported_imported_an
 async def test_a_conversation_whose_character_was_deleted_can_still_be_exported(
     app_client, redis_url, backend, characters_url
 ):
-    settings = settings_for(
-        redis_url, backend.settings, characters_url=characters_url, character_cache_s=0
-    )
-    app = create_app(settings)
-    app.dependency_overrides[current_identity] = callers_from_test_headers
-    async with (
-        app_client(app) as client,
-        httpx.AsyncClient(base_url=characters_url, trust_env=False) as characters_api,
-    ):
+    async with chat_and_characters(
+        app_client, redis_url, backend, characters_url, character_cache_s=0
+    ) as (client, characters_api, _):
         made = await characters_api.post(
             "/api/characters", json={"name": "Doomed", "persona": "A doomed bard."}, headers=BOB
         )
@@ -596,15 +604,9 @@ async def test_a_book_stored_before_the_regex_bounds_still_plays_without_that_ke
     """A regex key the bounds now refuse, in a book stored before them: characters checked
     the book when it was written, so chat reads it as checked and does not compile the key
     (which could take gigabytes); the turn skips that entry and uses the others."""
-    settings = settings_for(
-        redis_url, backend.settings, characters_url=characters_url, character_cache_s=0
-    )
-    app = create_app(settings)
-    app.dependency_overrides[current_identity] = callers_from_test_headers
-    async with (
-        app_client(app) as client,
-        httpx.AsyncClient(base_url=characters_url, trust_env=False) as characters_api,
-    ):
+    async with chat_and_characters(
+        app_client, redis_url, backend, characters_url, character_cache_s=0
+    ) as (client, characters_api, _):
         made = await characters_api.post(
             "/api/characters", json={"name": "Sage", "persona": "An old sage."}, headers=ALICE
         )
@@ -631,12 +633,10 @@ async def test_a_book_stored_before_the_regex_bounds_still_plays_without_that_ke
 async def test_a_conversation_whose_persona_was_deleted_goes_on_as_the_default_user(
     app_client, redis_url, backend, characters_url
 ):
-    settings = settings_for(redis_url, backend.settings, characters_url=characters_url)
-    app = create_app(settings)
-    app.dependency_overrides[current_identity] = callers_from_test_headers
-    async with (
-        app_client(app) as client,
-        httpx.AsyncClient(base_url=characters_url, trust_env=False) as characters_api,
+    async with chat_and_characters(app_client, redis_url, backend, characters_url) as (
+        client,
+        characters_api,
+        settings,
     ):
         made = await characters_api.post(
             "/api/personas", json={"name": "Aldric", "description": "A knight."}, headers=ALICE
