@@ -566,7 +566,8 @@ def test_the_receipt_under_a_reply_lists_the_lore_that_fired(playground):
         row.find_element(By.TAG_NAME, "th").text: int(row.find_element(By.TAG_NAME, "td").text)
         for row in receipt.find_elements(By.CSS_SELECTOR, "table.tokens tbody tr")
     }
-    assert len(tokens) == 9 and all(n >= 0 for n in tokens.values()), tokens
+    assert len(tokens) == 10 and all(n >= 0 for n in tokens.values()), tokens
+    assert {"마지막 지시", "Post-history instructions"} & set(tokens), tokens
     fired = [
         [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
         for row in receipt.find_elements(By.CSS_SELECTOR, "table.lore-fired tbody tr")
