@@ -510,3 +510,26 @@ def test_group_scoring_leaves_out_the_entries_that_match_fewer_keys_before_the_d
     assert seen == {("two keys",), ("unscored",)}
     activation = activate(lore, ["the phone rings"], 4, 100, words, None, random.Random(0))
     assert (0, "group") in [(s.index, s.reason) for s in activation.skipped]
+
+
+@pytest.mark.parametrize(
+    "key", ["/(?:(?:a{100}){e<=0}{100}){e<=0}{100}/", "/(?:a{100}){i}{100}/", "/(?:ab){1<=e<=2}/"]
+)
+def test_a_fuzzy_constraint_cannot_hide_a_count_from_the_cost(key):
+    """The regex module reads `{e<=0}` as a fuzzy constraint holding no element: a count
+    after it repeats the group before it (the first key unrolls to a million copies)."""
+    with pytest.raises(ValidationError, match="too costly"):
+        book(entry([key]))
+
+
+def test_a_name_never_makes_a_plain_key_a_regex():
+    """A plain `{{user}}` key fires on the user's name as text, even a name written like a
+    regex key (it would otherwise be compiled, at whatever cost)."""
+    lore = book(entry(["{{user}}"], "named"))
+    names = Macros(char="Sage", user="/(?:a{100}){100}/").expand
+
+    def fired_for(text: str) -> list[str]:
+        return [f.text for f in activate(lore, [text], 4, 10_000, words, names).fired]
+
+    assert fired_for("a" * 10_000) == []
+    assert fired_for("I am /(?:a{100}){100}/ indeed") == ["named"]

@@ -710,7 +710,10 @@ class KeyedEntry:
 
         def tests(keys: list[str]) -> list[KeyTest]:
             expanded = [(key, _expanded(key, entry, expand)) for key in keys]
-            return [(key, *_key_test(text, entry)) for key, text in expanded]
+            return [
+                (key, *_key_test(text, entry, plain=_regex_key(key, entry) is None))
+                for key, text in expanded
+            ]
 
         primary = [test for test in tests(entry.keys) if test[1] != ""]  # a blank one: never
         # A blank secondary key is one that is never found, as in SillyTavern (it counts the
@@ -754,13 +757,14 @@ def _found(test: KeyTest, text: Scanned) -> bool:
     return (needle is None or needle in text.folded) and matches(text)
 
 
-def _key_test(key: str, entry: LoreEntry) -> tuple[str | None, Matcher]:
+def _key_test(key: str, entry: LoreEntry, plain: bool = False) -> tuple[str | None, Matcher]:
     """What must occur in the case-folded text for `key` to match (None for a regex key, ""
-    for a blank one), and its matcher."""
+    for a blank one), and its matcher. `plain`: a plain key as written, whose macros were
+    expanded: plain text whatever a name made it look like (a persona named `/(a{1000})/`)."""
     if not key.strip():
         return "", _never
     try:
-        pattern = _as_regex(key, entry)
+        pattern = None if plain else _as_regex(key, entry)
     except BadRegex as exc:  # a stored key compiles; one whose macros were expanded may not
         return None, _never_runs(exc)
     if pattern is not None:
@@ -905,6 +909,8 @@ def _check_regex_keys(keys: list[tuple[LoreEntry, str]]) -> None:
 
 # A counted repeat as the regex module reads one: {n}, {m,n}, {m,}, {,n}.
 COUNTED = re.compile(r"\{(\d*)(,?)(\d*)\}")
+# What the regex module may read as a fuzzy constraint: braces naming an error kind or a bound.
+FUZZY = re.compile(r"\{[^}]*[deis<][^}]*\}")
 # What opens a group past its "(" and is no item of it, of what JavaScript knows: ?:, ?=, ?!,
 # ?<=, ?<!, ?<name>.
 GROUP_PREFIX = re.compile(r"\?(?:<[=!]|[:=!]|<[A-Za-z_$][\w$]*>)")
@@ -917,6 +923,7 @@ def _repeats(source: str) -> int:
     less one, nested repeats multiplied. CostlyRegex past MAX_REPEAT or MAX_KEY_REPEATS. A
     reading of the pattern that may count more than the regex module makes (a `{` in a
     comment, say), never less."""
+    source = MACRO.sub("x", source)  # a macro's name is literal text there (`_expanded`)
     inside = [0]  # per open group: its items and the copies made of them
     added = 0  # copies made in all
     size, at = 1, 0  # what a count would repeat: an item, or a group
@@ -937,6 +944,10 @@ def _repeats(source: str) -> int:
             inside[-1] += size
             at += 1
             continue
+        elif FUZZY.match(source, at):
+            # The regex module's fuzzy constraint ({e<=0}, {i}): no element of its own, so a
+            # count after it repeats what came before it. JavaScript has none.
+            raise CostlyRegex(f"a fuzzy constraint JavaScript does not know: {source[at : at + 8]}")
         elif (counted := COUNTED.match(source, at)) and (counted[1] or counted[3]):
             count = max(int(counted[1] or 0), int(counted[3] or 0))
             if count > MAX_REPEAT:

@@ -118,7 +118,9 @@ def checked_picture(data: bytes | IO[bytes], max_pixels: int, max_side: int) -> 
         raise ImageTooLarge(max_pixels, (width, height))
     if min(width, height) < MIN_SIDE or max(width, height) > MAX_ASPECT * min(width, height):
         raise UnusableImage(width, height)
-    if picture.format == "JPEG" and (scans := jpeg_scans(source, MAX_JPEG_SCANS)) > MAX_JPEG_SCANS:
+    # MPO: a JPEG with more pictures (many phones' photos), read by the same decoder.
+    jpeg = picture.format in ("JPEG", "MPO")
+    if jpeg and (scans := jpeg_scans(source, MAX_JPEG_SCANS)) > MAX_JPEG_SCANS:
         raise TooManyScans(scans, MAX_JPEG_SCANS)
     try:
         picture.draft(None, jpeg_scale(picture.size, max_side))  # the others ignore it
