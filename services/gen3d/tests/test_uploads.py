@@ -123,8 +123,24 @@ async def test_a_progressive_jpeg_is_accepted(gen3d):
     assert response.status_code == 202, response.text
 
 
-async def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(gen3d, redis, settings):
-    response = await post(gen3d, progressive_jpeg(repeats=200), name="a.jpg")
+def as_mpo(jpeg: bytes) -> bytes:
+    """The JPEG with an MPF segment saying it holds two pictures (as many phones' photos
+    do): Pillow then opens it as an MPO, read by the same decoder."""
+    out = io.BytesIO()
+    still = Image.open(io.BytesIO(picture()))
+    still.save(out, format="MPO", save_all=True, append_images=[still])
+    data = out.getvalue()
+    at = data.index(b"\xff\xe2")  # an APP2 segment: its length, then "MPF"
+    while data[at + 4 : at + 8] != b"MPF\x00":
+        at = data.index(b"\xff\xe2", at + 2)
+    segment = data[at : at + 2 + int.from_bytes(data[at + 2 : at + 4], "big")]
+    return jpeg[:2] + segment + jpeg[2:]
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+async def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(gen3d, redis, settings, wrapped):
+    bomb = progressive_jpeg(repeats=200)
+    response = await post(gen3d, as_mpo(bomb) if wrapped else bomb, name="a.jpg")
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["code"] == "too_many_scans" and "scans" in error["message"]
