@@ -4,6 +4,7 @@ a real Redis and a real assets folder."""
 import asyncio
 import io
 import json
+import math
 import os
 import struct
 import tempfile
@@ -18,7 +19,7 @@ import pytest
 from avatar_devstack.ports import free_port
 from avatar_emulators import gpt_sovits
 from avatar_emulators.server import serve_in_thread
-from avatar_tts.audio import OPEN_ENDED
+from avatar_tts.audio import OPEN_ENDED, duration_s
 from avatar_tts.files import AudioFolder, StoredAudio
 from avatar_tts.settings import TtsSettings
 from avatar_tts.voices import SHIPPED_VOICES
@@ -77,13 +78,56 @@ async def test_other_formats_and_streamed_wav_have_a_duration(tts, media_type, s
     assert data["duration"] > 1
 
 
-@pytest.mark.parametrize("media_type", ["ogg", "wav", "raw"])
+@pytest.mark.parametrize("media_type", ["ogg", "wav", "raw", "aac"])
 async def test_streamed_audio_lasts_as_long_as_all_its_pieces(tts, emulator, media_type):
-    # api_v2 packs each streamed piece of ogg as an Ogg file of its own: the file is a chain.
+    # api_v2 packs each streamed piece of ogg or aac as a file of its own: the file is a chain.
     body = {"text": LONG, "media_type": media_type, "streaming_mode": 2}
     data = (await tts.post("/api/tts", json=body)).json()["data"]
-    spoken = gpt_sovits.audio_duration_s(LONG, 1.0, emulator[1])
-    assert data["duration"] == pytest.approx(spoken, abs=0.05)
+    config = emulator[1]
+    spoken = gpt_sovits.audio_duration_s(LONG, 1.0, config)
+    if media_type != "aac":
+        assert data["duration"] == pytest.approx(spoken, abs=0.05)
+        return
+    # An ADTS stream does not record the padding that fills its last frame: each piece may
+    # be up to a frame (1024 samples) long, never short.
+    pieces = math.ceil(spoken / config.stream_chunk_s)
+    assert spoken - 0.001 <= data["duration"] <= spoken + pieces * 1024 / config.sample_rate
+
+
+@pytest.mark.parametrize(("version", "rate"), [("v3", 24000), ("v4", 48000)])
+@pytest.mark.parametrize("streaming_mode", [0, 2])
+async def test_raw_audio_lasts_as_long_at_the_servers_rate(
+    app_client, redis_url, tmp_path, version, rate, streaming_mode
+):
+    # Raw PCM says nothing of its rate: TTS_SAMPLE_RATE tells the model's (v3 24 kHz, v4 48).
+    config = gpt_sovits.GptSovitsConfig(sample_rate=rate, languages=("ko",), version=version)
+    body = {"text": LONG, "media_type": "raw", "streaming_mode": streaming_mode}
+    with serve_in_thread(gpt_sovits.create_app(config)) as url:
+        app = make_app(redis_url, tmp_path, url, tts_sample_rate=rate)
+        async with app_client(app) as tts:
+            data = (await tts.post("/api/tts", json=body)).json()["data"]
+            served = await tts.get(data["audio_url"])
+            binary = await tts.post("/api/tts", json={**body, "return_binary": True})
+    assert data["duration"] == pytest.approx(gpt_sovits.audio_duration_s(LONG, 1.0, config))
+    # Little-endian, as api_v2 sends it (numpy's int16): never audio/L16, big-endian by RFC.
+    raw_type = f"audio/x-raw; format=S16LE; rate={rate}; channels=1"
+    assert served.headers["content-type"] == binary.headers["content-type"] == raw_type
+    assert served.content == binary.content
+
+
+async def test_aac_pieces_each_encoded_alone_last_as_long_as_their_samples(tmp_path):
+    # Real encoder output (libavcodec's AAC, which api_v2's ffmpeg runs), one encoder per
+    # piece as api_v2 streams: each piece has its own priming frame. Pieces of whole frames
+    # leave no padding, so the sum is exact.
+    config = gpt_sovits.GptSovitsConfig(sample_rate=24000)
+    pcm = gpt_sovits.synthesize(LONG, 1.0, config)[: 1024 * 40]
+    pieces = [pcm[:8192], pcm[8192:30720], pcm[30720:]]
+    path = tmp_path / "streamed.aac"
+    path.write_bytes(b"".join(gpt_sovits.encode_aac(p, 24000) for p in pieces))
+    assert duration_s(path, "aac", 32000) == pytest.approx(1024 * 40 / 24000, abs=0.001)
+    whole = tmp_path / "whole.aac"
+    whole.write_bytes(gpt_sovits.encode_aac(pcm, 24000))
+    assert duration_s(whole, "aac", 32000) == pytest.approx(1024 * 40 / 24000, abs=0.001)
 
 
 async def test_a_repeat_is_a_cache_hit(tts, emulator):

@@ -1,6 +1,7 @@
-"""Audio file facts: content types, duration and size (read with mutagen), and the sizes in a
-streamed WAV's header, which GPT-SoVITS writes before it knows the length: open-ended while
-the file is written (so what is there already plays), the real ones once it is whole."""
+"""Audio file facts: content types, duration and size (read with mutagen, or counted where
+mutagen cannot know: raw PCM, streamed AAC), and the sizes in a streamed WAV's header, which
+GPT-SoVITS writes before it knows the length: open-ended while the file is written (so what is
+there already plays), the real ones once it is whole."""
 
 import io
 import struct
@@ -8,17 +9,30 @@ from pathlib import Path
 
 import mutagen
 
-CONTENT_TYPES = {"wav": "audio/wav", "ogg": "audio/ogg", "aac": "audio/aac", "raw": "audio/L16"}
-# `raw` is headerless 16-bit mono PCM; GPT-SoVITS v1/v2 speak at 32 kHz.
-RAW_BYTES_PER_SECOND = 32_000 * 2
+# The formats' media types without their parameters (`content_type` adds raw's).
+CONTENT_TYPES = {"wav": "audio/wav", "ogg": "audio/ogg", "aac": "audio/aac", "raw": "audio/x-raw"}
+ADTS_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+AAC_FRAME = 1024  # samples in an AAC frame (a raw data block); also libavcodec's priming
+ID_FIL = 6  # the syntax element libavcodec opens a stream's first frame with, naming itself
 # The size a WAV being written claims: "to the end of the stream" to players (ffmpeg, so
 # Chromium, and Firefox read it so), where api_v2's 0 could mean "no audio".
 OPEN_ENDED = 0xFFFFFFFF
 
 
-def duration_s(path: Path, media_type: str) -> float:
+def content_type(media_type: str, raw_rate: int) -> str:
+    """`raw` is api_v2's bare PCM: 16-bit mono, little-endian (numpy's int16 as it is), at
+    the model's rate; never audio/L16, which is big-endian by definition (RFC 2586, 3551)."""
     if media_type == "raw":
-        return round(path.stat().st_size / RAW_BYTES_PER_SECOND, 3)
+        return f"audio/x-raw; format=S16LE; rate={raw_rate}; channels=1"
+    return CONTENT_TYPES[media_type]
+
+
+def duration_s(path: Path, media_type: str, raw_rate: int) -> float:
+    """`raw_rate`: the speech server's sample rate (TTS_SAMPLE_RATE): raw PCM says it nowhere."""
+    if media_type == "raw":
+        return round(path.stat().st_size / (2 * raw_rate), 3)
+    if media_type == "aac" and (length := adts_length(path.read_bytes())) is not None:
+        return round(length, 3)
     if media_type == "ogg":
         # Streamed, api_v2 packs each piece as an Ogg file of its own, sent back to back: a
         # chain of streams, of which mutagen reads the first.
@@ -34,6 +48,36 @@ def _length(audio: Path | io.BytesIO) -> float:
         info = None
     length = getattr(getattr(info, "info", None), "length", None)
     return float(length) if length else 0.0
+
+
+def adts_length(data: bytes) -> float | None:
+    """The length of ADTS AAC as api_v2 makes it (ffmpeg's encoder, libavcodec); None when it
+    is not ADTS. Streamed, each piece is packed by an ffmpeg of its own: an ADTS stream whose
+    first frame is the encoder's priming (one frame) and names libavcodec (a FIL element
+    "Lavc..."), sent back to back, so every piece's priming is left out, not just the first's
+    (mutagen counts them all and the padding: 15% long for api_v2's pieces). The padding that
+    fills a piece's last frame is recorded nowhere: each piece may come out up to a frame long."""
+    offset, frames, streams, rate = 0, 0, 0, 0
+    while offset < len(data):
+        head = data[offset : offset + 7]
+        if len(head) < 7 or head[0] != 0xFF or head[1] & 0xF6 != 0xF0:
+            return None  # not an ADTS frame header
+        if (index := head[2] >> 2 & 0x0F) >= len(ADTS_RATES):
+            return None
+        rate = ADTS_RATES[index]
+        size = (head[3] & 0x03) << 11 | head[4] << 3 | head[5] >> 5
+        start = offset + (7 if head[1] & 0x01 else 9)  # 9: with a CRC
+        if size < start - offset:
+            return None
+        frames += (head[6] & 0x03) + 1
+        block = data[start : start + 7]
+        if block and block[0] >> 5 == ID_FIL and b"Lavc" in block[2:7]:
+            streams += 1
+        offset += size
+    if not frames:
+        return None
+    # Without libavcodec's mark: one stream, its priming taken to be libavcodec's all the same.
+    return (frames - max(streams, 1)) * AAC_FRAME / rate
 
 
 def ogg_chain(data: bytes) -> list[bytes]:

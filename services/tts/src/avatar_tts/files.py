@@ -124,9 +124,10 @@ class AudioWriter:
 
 
 class AudioFolder:
-    def __init__(self, root: Path, idle_s: float) -> None:
-        """`idle_s`: a part not written for longer is stale (its writer is gone)."""
-        self.root, self.idle_s = root, idle_s
+    def __init__(self, root: Path, idle_s: float, raw_rate: int) -> None:
+        """`idle_s`: a part not written for longer is stale (its writer is gone); `raw_rate`:
+        the sample rate of raw PCM (for its duration)."""
+        self.root, self.idle_s, self.raw_rate = root, idle_s, raw_rate
         self.wakeups = Wakeups()
 
     def of(self, user_id: str) -> Path:
@@ -170,7 +171,7 @@ class AudioFolder:
                 yield writer
             finally:
                 writer.close()
-            writer.stored = await asyncio.to_thread(_finish, writer)
+            writer.stored = await asyncio.to_thread(_finish, writer, self.raw_rate)
         except BaseException:
             await asyncio.to_thread(writer.temp.unlink, missing_ok=True)
             raise
@@ -270,13 +271,16 @@ def new_file_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def _finish(writer: AudioWriter) -> StoredAudio:
+def _finish(writer: AudioWriter, raw_rate: int) -> StoredAudio:
     if writer.media_type == "wav":
         fix_streamed_wav(writer.temp)
     writer.temp.replace(writer.final)  # atomic: a reader sees the whole file or none
     final = writer.final
     return StoredAudio(
-        final, writer.media_type, duration_s(final, writer.media_type), final.stat().st_size
+        final,
+        writer.media_type,
+        duration_s(final, writer.media_type, raw_rate),
+        final.stat().st_size,
     )
 
 

@@ -5,7 +5,7 @@ from avatar_shared.envelope import Envelope, ok
 from avatar_shared.errors import COMMON, JSON_BODY, PARAMETERS, STORE_WRITES, error_responses
 from avatar_shared.identity import CALLER_ERRORS, WRITER_ERRORS, UserId
 from avatar_shared.rate import RATE_ERRORS
-from avatar_tts.audio import CONTENT_TYPES
+from avatar_tts.audio import CONTENT_TYPES, content_type
 from avatar_tts.deps import SpeakerDep, SpeechDep
 from avatar_tts.errors import (
     AudioNotFound,
@@ -52,11 +52,13 @@ async def synthesize(
     if body.return_binary and body.streaming_mode > 0:
         audio = await speech.speak_streaming(caller, job, body.file_id)
         if audio is not None:
-            return StreamingResponse(audio, media_type=CONTENT_TYPES[body.media_type])
+            return StreamingResponse(
+                audio, media_type=content_type(body.media_type, speech.raw_rate)
+            )
     stored = await speech.speak(caller, job, body.file_id)
     if body.return_binary:
         path = speech.path_of(caller.user_id, stored)
-        return FileResponse(path, media_type=CONTENT_TYPES[stored.format])
+        return FileResponse(path, media_type=content_type(stored.format, speech.raw_rate))
     return ok(stored)
 
 
@@ -79,8 +81,10 @@ async def user_asset(user_id: str, file_name: str, speech: SpeechDep, caller: Us
         # Its speech is still being made: the bytes as they are written (not kept: the whole
         # file, with its real length in the header, is served once it is done).
         headers = {"Cache-Control": "no-store"}
-        return StreamingResponse(growing, media_type=CONTENT_TYPES[extension], headers=headers)
+        return StreamingResponse(
+            growing, media_type=content_type(extension, speech.raw_rate), headers=headers
+        )
     path = await speech.user_file(user_id, file_name)
     # File ids are never reused, so the content behind a URL never changes.
     headers = {"Cache-Control": "private, max-age=31536000, immutable"}
-    return FileResponse(path, media_type=CONTENT_TYPES[extension], headers=headers)
+    return FileResponse(path, media_type=content_type(extension, speech.raw_rate), headers=headers)

@@ -56,7 +56,8 @@ class SpeechService:
         # out and it gives up; its part is made just before the engine is asked, whose
         # connect may take STALE_MARGIN_S more): a part not written for longer is stale.
         idle_s = settings.tts_timeout_s + STALE_MARGIN_S
-        self.folder = AudioFolder(Path(settings.assets_dir), idle_s=idle_s)
+        self.raw_rate = settings.tts_sample_rate  # raw PCM's: it says it nowhere
+        self.folder = AudioFolder(Path(settings.assets_dir), idle_s, self.raw_rate)
         self.retention = Retention(
             redis,
             Budget(redis, "audio", settings.redis_maxmemory_bytes),

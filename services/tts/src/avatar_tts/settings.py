@@ -12,6 +12,11 @@ class TtsSettings(ServiceSettings):
     """GPT-SoVITS api_v2 server."""
     tts_api_path: str = "/tts"
     """Path of GPT-SoVITS's synthesis endpoint."""
+    tts_sample_rate: int = Field(32000, gt=0)
+    """Sample rate of the GPT-SoVITS server's model: 32000 for v1, v2 and v2Pro, 24000 for v3
+    (48000 only with its super_sampling, which this service never asks for), 48000 for v4.
+    api_v2 says it nowhere for `raw` audio (bare PCM; wav, ogg and aac carry their own), so
+    raw audio's duration and content type (`rate=`) take it from here."""
     assets_dir: str = "var/user_assets"
     """Where per-user files are stored (audio in `<user>/audio/`, 3D jobs in `<user>/3d/`)."""
     assets_max_bytes: int = Field(2 * 1024**3, gt=0)
