@@ -536,6 +536,25 @@ def test_a_name_never_makes_a_plain_key_a_regex():
     assert fired_for("I am /(?:a{100}){100}/ indeed") == ["named"]
 
 
+def test_a_delayed_entry_no_round_of_recursion_came_for_is_left_out_as_delayed():
+    castle = st_entry(["castle"], "castles stand", delay_until_recursion=True)
+    gate = {
+        **st_entry(["gate"], "gates open", delay_until_recursion=1),
+        "selective": True,
+        "secondary_keys": ["key"],
+    }
+
+    def left_out(lore: Lorebook, text: str) -> list[tuple[int, str]]:
+        return [(s.index, s.reason) for s in activate(lore, [text], 4, 100, words).skipped]
+
+    assert left_out(book(castle).for_prompt(), "the castle") == [(0, "delayed")]  # no recursion
+    lore = recursive(st_entry(["phone"], "it rings"), castle, gate)
+    assert left_out(lore, "the castle") == [(1, "delayed")]  # nothing activated to recurse on
+    assert left_out(lore, "the phone at the castle") == []  # its round came: it is in
+    # Left out on the messages for another reason, it says that one.
+    assert left_out(lore, "the gate") == [(2, "secondary_key_missing")]
+
+
 def test_group_scoring_past_the_scans_deadline_tries_no_more_entries(monkeypatch):
     """Scoring runs every key of a group's entries: past the deadline it scores none, and
     the entries it did not score are not tried, as the scan leaves the entries it had no

@@ -310,7 +310,9 @@ ACTIVATION_DEADLINE_S = 0.05
 DECORATOR = re.compile(r"@@(\w+)(?:[ \t]+(\S+))?")
 ROLES = ("system", "user", "assistant")
 Place = Literal["before_char", "after_char", "depth"]
-Reason = Literal["disabled", "secondary_key_missing", "budget", "bad_regex", "probability", "group"]
+Reason = Literal[
+    "disabled", "secondary_key_missing", "budget", "bad_regex", "probability", "group", "delayed"
+]
 
 
 @dataclass(frozen=True)
@@ -378,7 +380,9 @@ class LoreLeftOut(BaseModel):
         description="Matched (or constant) but left out: disabled, its secondary keys not "
         "found as it asks (any, else SillyTavern's `selectiveLogic`), past the lore's token "
         "budget, a regex key that does not compile or ran too long, its SillyTavern "
-        "`probability` roll failed, or another entry of its inclusion `group` went in."
+        "`probability` roll failed, another entry of its inclusion `group` went in, or "
+        "(`delayed`) its `delay_until_recursion` waited for a round of recursive scanning "
+        "that never came."
     )
 
 
@@ -402,6 +406,7 @@ def activate(
     matched, skipped = _matches(book, keyed, Scanned.of(window), deadline)
     # A delayed entry waits for a round of recursion (the messages may activate it there).
     waiting = {i: key for i, key in matched.items() if book.entries[i].delayed}
+    held = [s for s in skipped if s.entry.delayed and s.reason != "disabled"]
     skipped = [s for s in skipped if not s.entry.delayed or s.reason == "disabled"]
     rng = random.Random() if rng is None else rng
     first = {i: k for i, k in matched.items() if i not in waiting}
@@ -409,7 +414,12 @@ def activate(
     matched, left_out = _kept(book, first, {}, rng, scorer)
     skipped += left_out
     if book.recursive_scanning:
-        _scan_recursively(book, keyed, matched, skipped, deadline, rng, waiting)
+        waiting = _scan_recursively(book, keyed, matched, skipped, deadline, rng, waiting)
+    # What the messages activated but no round of recursion came for, and what they left
+    # out that no round told of again: every entry they touched says why it is not in.
+    skipped += [Skipped(i, book.entries[i], "delayed") for i in waiting]
+    told = set(matched) | {s.index for s in skipped}
+    skipped += [s for s in held if s.index not in told]
     if book.token_budget is not None:  # a book may ask for less than the callers give, not more
         budget = min(budget, book.token_budget)
     fired = [_fired(book.entries[i], i, key, tokens) for i, key in matched.items()]
@@ -471,17 +481,17 @@ def _scan_recursively(
     deadline: float,
     rng: random.Random,
     waiting: dict[int, str],
-) -> None:
+) -> dict[int, str]:
     """Activated content may activate other entries, a few rounds deep, none twice. As in
     SillyTavern (checkWorldInfo): the content of a `prevent_recursion` entry is not scanned,
     an `exclude_recursion` entry is not activated by content, and a delayed one (`waiting`,
     which the messages activated) goes in at the first round, if there is one (SillyTavern
-    scans the messages again with the content)."""
+    scans the messages again with the content). Returns those of `waiting` no round came for."""
     new = dict(matched)
     for _ in range(MAX_RECURSION):
         recursing = [i for i in new if not book.entries[i].prevents_recursion]
         if not recursing:
-            return
+            return waiting
         text = "\n".join(strip_decorators(book.entries[i].content)[0] for i in recursing)
         done = set(matched) | {s.index for s in skipped}
         scanned = Scanned.of(text[:MAX_RECURSION_CHARS])
@@ -495,6 +505,7 @@ def _scan_recursively(
             s for s in more_skipped if s.index not in done | set(found) and _by_content(s.entry)
         ]
         skipped += left_out
+    return waiting
 
 
 def _by_content(entry: LoreEntry) -> bool:
