@@ -630,6 +630,55 @@ async def test_a_book_stored_before_the_regex_bounds_still_plays_without_that_ke
     assert "SWORD LORE" in system and "BOMB LORE" not in system
 
 
+async def test_with_a_fixed_seed_each_turn_rolls_its_lore_and_a_replay_rolls_the_same(
+    app_client, redis_url, backend, characters_url
+):
+    """SillyTavern rolls an entry's `probability` on every turn: with the request's seed
+    fixed, a 50% entry goes in on some turns and not on others (it went in on all or none),
+    the same conversation played again rolls the same, and a regenerate of a turn rolls
+    what that turn rolled."""
+    async with chat_and_characters(app_client, redis_url, backend, characters_url) as (
+        client,
+        characters_api,
+        _,
+    ):
+        made = await characters_api.post(
+            "/api/characters", json={"name": "Sage", "persona": "An old sage."}, headers=ALICE
+        )
+        character_id = made.json()["data"]["id"]
+        chance = {"useProbability": True, "probability": 50}
+        entries = [{"keys": ["phone"], "content": "PHONE LORE", "extensions": chance}]
+        book = await characters_api.put(
+            f"/api/characters/{character_id}/lorebook", json={"entries": entries}, headers=ALICE
+        )
+        assert book.status_code == 200, book.text
+
+        def rang(reply: dict) -> bool:
+            receipt = reply["context"]
+            if not receipt["lore"]:
+                assert [e["reason"] for e in receipt["lore_left_out"]] == ["probability"]
+            return bool(receipt["lore"])
+
+        async def play() -> tuple[str, list[bool]]:
+            session = await start(client, character_id=character_id, persona=None)
+            said = [
+                await say(client, session["session_id"], f"the phone, {n}", seed=7)
+                for n in range(16)
+            ]
+            return session["session_id"], [rang(reply) for reply in said]
+
+        session, rolls = await play()
+        assert 0 < rolls.count(True) < len(rolls)
+        assert (await play())[1] == rolls
+        again = await client.post(
+            f"/api/chat/sessions/{session}/regenerate",
+            json={"seed": 7, "tts_enabled": False},
+            headers=ALICE,
+        )
+        assert again.status_code == 200, again.text
+        assert rang(again.json()["data"]) == rolls[-1]
+
+
 async def test_a_conversation_whose_persona_was_deleted_goes_on_as_the_default_user(
     app_client, redis_url, backend, characters_url
 ):

@@ -432,7 +432,7 @@ async def _planned(
         scan_depth=settings.lore_scan_depth,
         memory_budget=int(window * settings.memory_budget_ratio),
         memory_query=settings.memory_query_messages,
-        lore_seed=options.sampling(card.generation).seed,  # the same seed replays the same lore
+        lore_seed=options.sampling(card.generation).seed,  # with a seed, a turn replays its lore
     )
     user = await chat.user_persona(plan.setup, caller.identity, stored=steer.kind != "client")
     mode = _memory_mode(steer, state)
