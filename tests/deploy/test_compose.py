@@ -15,6 +15,8 @@ from dotenv import dotenv_values
 from avatar_devstack.environment import REPO_ROOT
 from avatar_shared.registry import APPS, load
 from tests.deploy.expected import (
+    BUFFERED_ON_DISK_BYTES,
+    BUFFERED_PER_ADDRESS,
     DEPLOY_DIR,
     NATIVE_ROUTERS,
     RULE_MIDDLEWARES,
@@ -205,6 +207,20 @@ def test_replica_counts_are_settings_that_outlast_the_next_up(name):
     replicas = SERVICES[name]["deploy"]["replicas"]
     variable = re.fullmatch(r"\$\{(\w+)_REPLICAS:-1\}", replicas)[1]
     assert variable == name.upper().replace("-", "_")
+
+
+def test_the_gateway_s_tmp_holds_one_address_s_uploads_under_way():
+    """The body limit holds each body whole, past its first bytes in a file under /tmp: a
+    tmpfs, which is memory, so it has a size, one that one address's uploads fit."""
+    gateway = SERVICES["gateway"]
+    (tmpfs,) = gateway["tmpfs"]
+    size = re.fullmatch(r"/tmp:size=(\d+)([kmg])", tmpfs)
+    assert size, tmpfs
+    assert gateway["read_only"] is True
+    tmp_bytes = int(size[1]) * 1024 ** ("kmg".index(size[2]) + 1)
+    environment = gateway["environment"]
+    assert compose_default(environment["MAX_REQUEST_BODY_BYTES"]) == str(BUFFERED_ON_DISK_BYTES)
+    assert BUFFERED_PER_ADDRESS * BUFFERED_ON_DISK_BYTES <= tmp_bytes
 
 
 def test_redis_keeps_every_write_within_a_second_and_never_evicts():
