@@ -185,6 +185,27 @@ def test_auth_reads_its_signing_keys_from_the_secret():
     assert SERVICES["auth"]["environment"]["SIGNING_KEYS_FILE"] == "/run/secrets/auth_signing_keys"
 
 
+def test_fixed_addresses_are_outside_the_range_docker_hands_out():
+    """Docker gives a container with no fixed address the next free one of `ip_range`, or of
+    the whole subnet when there is none, from its start: Redis, started first, would take
+    the gateway's 172.30.0.2 and the gateway would fail to start (docker/compose#10926)."""
+    (ipam,) = COMPOSE["networks"]["backend"]["ipam"]["config"]
+    subnet = ip_network(compose_default(ipam["subnet"]))
+    handed_out = ip_network(compose_default(ipam["ip_range"]))
+    assert handed_out.subnet_of(subnet)
+    fixed = [
+        ip_address(compose_default(network["ipv4_address"]))
+        for service in SERVICES.values()
+        if isinstance(service.get("networks"), dict)
+        for network in service["networks"].values()
+        if network and "ipv4_address" in network
+    ]
+    assert fixed  # the gateway's at least
+    for address in fixed:
+        assert address in subnet and address not in handed_out
+        assert address not in (subnet.network_address + 1, subnet.broadcast_address)
+
+
 def test_apps_believe_forwarded_addresses_from_the_gateway_alone():
     gateway = SERVICES["gateway"]["networks"]["backend"]["ipv4_address"]
     subnet = COMPOSE["networks"]["backend"]["ipam"]["config"][0]["subnet"]
