@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from avatar_chat.settings import ChatSettings
 from avatar_devstack.deploy_secrets import MAKERS
 from avatar_devstack.environment import GATEWAY_CONFIG_DIR, REPO_ROOT
 from avatar_devstack.routes import transport
@@ -84,3 +85,12 @@ BUFFERED_ON_DISK_BYTES = _rule_default("MAX_REQUEST_BODY_BYTES")
 # and about 110 KiB per request under way (its connection, buffers, Go's garbage).
 TRAEFIK_IDLE_BYTES = 100 * 1000**2
 TRAEFIK_PER_REQUEST_BYTES = 110 * 1024
+
+
+# The longest a chat reply may take with the defaults: it may summarize, wait for a model
+# slot, be written and have its last sentence spoken (as the gateway's wait for it,
+# tests/test_gateway_timeouts.py). A chat replica told to stop must be given longer.
+LONGEST_CHAT_REPLY_S = sum(
+    ChatSettings.model_fields[step].default
+    for step in ("summary_timeout_s", "llm_queue_wait_s", "llm_total_timeout_s", "tts_timeout_s")
+)

@@ -18,6 +18,7 @@ from tests.deploy.expected import (
     BUFFERED_ON_DISK_BYTES,
     BUFFERED_PER_ADDRESS,
     DEPLOY_DIR,
+    LONGEST_CHAT_REPLY_S,
     NATIVE_ROUTERS,
     RULE_MIDDLEWARES,
     RULE_SERVICES,
@@ -242,6 +243,13 @@ def test_the_gateway_s_tmp_holds_one_address_s_uploads_under_way():
     environment = gateway["environment"]
     assert compose_default(environment["MAX_REQUEST_BODY_BYTES"]) == str(BUFFERED_ON_DISK_BYTES)
     assert BUFFERED_PER_ADDRESS * BUFFERED_ON_DISK_BYTES <= tmp_bytes
+
+
+def test_a_stopped_chat_replica_finishes_its_replies_first():
+    """`up` after a change, or a lower CHAT_REPLICAS, stops replicas mid-reply: Docker kills
+    one after its grace period (10 s by default), before the longest reply is done."""
+    grace = re.fullmatch(r"(\d+)s", SERVICES["chat"]["stop_grace_period"])
+    assert grace and int(grace[1]) > LONGEST_CHAT_REPLY_S
 
 
 def test_redis_keeps_every_write_within_a_second_and_never_evicts():

@@ -23,6 +23,7 @@ from tests.deploy.expected import (
     BUFFERED_PER_ADDRESS,
     DEPLOY_DIR,
     DYNAMIC_DIR,
+    LONGEST_CHAT_REPLY_S,
     NATIVE_ROUTERS,
     RULE_MIDDLEWARES,
     RULE_TRANSPORTS,
@@ -132,6 +133,14 @@ def test_the_gateway_states_every_setting_its_static_file_needs(overlay):
     placeholders = set(re.findall(r"\$\{(\w+)\}", (DYNAMIC_DIR.parent / "traefik.yml").read_text()))
     gateway = container(objects(overlay, "Deployment")["gateway"])
     assert placeholders <= {e["name"] for e in gateway["env"]}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_chat_replica_told_to_stop_finishes_its_replies_first(overlay):
+    """Scale-down and rolling updates stop a replica mid-reply: Kubernetes kills it after
+    its grace period (30 s by default), before the longest reply is done."""
+    pod = objects(overlay, "Deployment")["chat"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > LONGEST_CHAT_REPLY_S
 
 
 def quantity(value: str) -> int:
