@@ -212,8 +212,21 @@ def test_apps_believe_forwarded_addresses_from_the_gateway_alone():
     subnet = COMPOSE["networks"]["backend"]["ipam"]["config"][0]["subnet"]
     assert ip_address(compose_default(gateway)) in ip_network(compose_default(subnet))
     for spec in APPS:
-        assert SERVICES[spec.name]["environment"]["FORWARDED_ALLOW_IPS"] == gateway
+        environment = container_environment(spec.name, {})
+        assert environment["FORWARDED_ALLOW_IPS"] == compose_default(gateway)
         assert SERVICES[spec.name]["networks"] == ["backend"]
+
+
+def test_behind_a_tls_proxy_the_gateway_and_the_apps_believe_it():
+    """The gateway keys its in-flight limit on the address a trusted proxy forwards; the apps
+    see that proxy's address after the client's in X-Forwarded-For, so they must believe it
+    as well, or every client behind it would be one address to them."""
+    dotenv = {"GATEWAY_TRUSTED_PROXIES": "172.30.0.1,2001:db8::/64"}
+    gateway = container_environment("gateway", dotenv)
+    assert gateway["GATEWAY_TRUSTED_PROXIES"] == "172.30.0.1,2001:db8::/64"
+    for spec in APPS:
+        allowed = container_environment(spec.name, dotenv)["FORWARDED_ALLOW_IPS"]
+        assert allowed == "172.30.0.2,172.30.0.1,2001:db8::/64"
 
 
 @pytest.mark.parametrize("name", [*(spec.name for spec in APPS), "gen3d-worker"])
@@ -311,7 +324,8 @@ LOOPBACK = re.compile(r"//(localhost|127\.\d+\.\d+\.\d+|\[::1\])[:/]|//(localhos
 
 def interpolate(value: object, variables: dict[str, str]) -> str:
     """Compose's interpolation of one value: `${NAME}`, `${NAME:-default}` (default when
-    unset or empty), `${NAME-default}` (when unset), `$$` for a plain `$`."""
+    unset or empty), `${NAME-default}` (when unset), `${NAME:+other}` (other when set and
+    not empty), `$$` for a plain `$`."""
 
     def substitute(match: re.Match[str]) -> str:
         if match[0] == "$$":
@@ -322,9 +336,11 @@ def interpolate(value: object, variables: dict[str, str]) -> str:
             return got or default
         if operator == "-":
             return default if got is None else got
+        if operator == ":+":
+            return default if got else ""
         return got or ""
 
-    pattern = r"\$\$|\$\{(?P<name>\w+)(?:(?P<operator>:?-)(?P<default>[^}]*))?\}"
+    pattern = r"\$\$|\$\{(?P<name>\w+)(?:(?P<operator>:?-|:\+)(?P<default>[^}]*))?\}"
     return re.sub(pattern, substitute, str(value))
 
 
