@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from avatar_devstack.ports import Ports
@@ -57,6 +57,10 @@ def replica(name: str) -> FastAPI:
     @app.get("/api/{service}/whoami")
     async def whoami(service: str) -> dict:
         return {"replica": name}
+
+    @app.get("/api/{service}/headers")
+    async def headers(service: str, request: Request) -> dict:
+        return dict(request.headers)
 
     @app.get("/api/{service}/hang")
     async def hang(service: str) -> dict:
@@ -371,6 +375,22 @@ async def test_a_body_past_the_gateway_s_own_limit_gets_its_413_envelope(replica
         )  # fmt: skip
     assert response.status_code == 413
     assert_envelope(response, "payload_too_large", f"larger than {BODY_LIMIT} bytes")
+
+
+# Headers only our services send one another, each checked by its signature.
+PEER_HEADERS = {"X-Avatar-Client-Address": "198.51.100.1 0 forged", "X-Avatar-Peer-Signature": "0 x"}
+
+
+@pytest.mark.parametrize("service", ["chat", "characters"])  # streamed, buffered
+async def test_headers_only_peers_send_never_come_from_a_client(replicas, service):
+    stack, _ = replicas
+    async with httpx.AsyncClient(base_url=stack.gateway_url, trust_env=False) as client:
+        response = await client.get(
+            f"/api/{service}/headers", headers={**PEER_HEADERS, "X-Request-ID": "kept-1"}
+        )
+    seen = response.json()
+    assert not {name.lower() for name in PEER_HEADERS} & set(seen), seen
+    assert seen["x-request-id"] == "kept-1"
 
 
 PROXY = "127.0.0.5"  # a TLS proxy in front of the gateway, as an operator declares it
