@@ -6,6 +6,7 @@ others are served."""
 
 import asyncio
 import json
+import re
 import socket
 import struct
 import tempfile
@@ -378,7 +379,10 @@ async def test_a_body_past_the_gateway_s_own_limit_gets_its_413_envelope(replica
 
 
 # Headers only our services send one another, each checked by its signature.
-PEER_HEADERS = {"X-Avatar-Client-Address": "198.51.100.1 0 forged", "X-Avatar-Peer-Signature": "0 x"}
+PEER_HEADERS = {
+    "X-Avatar-Client-Address": "198.51.100.1 0 forged",
+    "X-Avatar-Peer-Signature": "0 x",
+}
 
 
 @pytest.mark.parametrize("service", ["chat", "characters"])  # streamed, buffered
@@ -391,6 +395,24 @@ async def test_headers_only_peers_send_never_come_from_a_client(replicas, servic
     seen = response.json()
     assert not {name.lower() for name in PEER_HEADERS} & set(seen), seen
     assert seen["x-request-id"] == "kept-1"
+
+
+async def test_every_answer_says_its_request_id_the_gateway_s_errors_too(replicas):
+    """A client that sent no X-Request-ID can still quote one: the gateway gives each request
+    one, which the service sees, and says it on the answer, its own errors included."""
+    stack, _ = replicas
+    async with httpx.AsyncClient(base_url=stack.gateway_url, trust_env=False) as client:
+        served = await client.get("/api/chat/headers")
+        failed = await client.post("/api/generate", json={"prompt": "a cat"})  # 502, Traefik's
+        unsafe = await client.get("/api/chat/headers", headers={"X-Request-ID": "a b"})
+    made = served.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", made) and served.json()["x-request-id"] == made
+    assert failed.status_code == 502
+    assert re.fullmatch(r"[0-9a-f]{32}", failed.headers["x-request-id"])
+    assert failed.headers["x-request-id"] != made
+    # One the services would not keep is replaced, as they would replace it.
+    assert re.fullmatch(r"[0-9a-f]{32}", unsafe.headers["x-request-id"])
+    assert unsafe.json()["x-request-id"] == unsafe.headers["x-request-id"]
 
 
 PROXY = "127.0.0.5"  # a TLS proxy in front of the gateway, as an operator declares it
