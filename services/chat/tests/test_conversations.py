@@ -681,25 +681,45 @@ async def test_an_imported_chat_keeps_its_creation_date(
     assert header["create_date"] == json.loads(ST_CHAT.read_text().splitlines()[0])["create_date"]
 
 
-async def test_import_of_a_sillytavern_chat_needs_a_character(client, backend):
-    # No characters service runs here: the file is read and the character is then asked for.
-    files = {"file": ("chat.jsonl", ST_CHAT.read_bytes(), "application/jsonl")}
-    without = await client.post("/api/chat/sessions/import", files=files, headers=ALICE)
-    assert without.status_code == 422
-    assert "character_id" in without.json()["error"]["message"]
-    broken = {
-        "file": (
-            "chat.jsonl",
-            b'{"user_name": "a", "character_name": "b"}\n{oops',
-            "application/jsonl",
-        )
-    }
-    refused = await client.post(
-        "/api/chat/sessions/import", files=broken, data={"character_id": "x"}, headers=ALICE
+async def test_import_of_a_sillytavern_chat_needs_a_character(
+    app_client, redis_url, backend, characters_url
+):
+    """The character and the caller's quota are checked before the file is read (reading a
+    big file is the costly part): a file that would be refused for its content gets the
+    character's 404, or the quota's 409, instead."""
+    settings = settings_for(
+        redis_url, backend.settings, characters_url=characters_url, max_conversations_per_user=1
     )
-    assert refused.status_code == 422 and "Line 2" in refused.json()["error"]["message"]
-    listed = (await client.get("/api/chat/sessions", headers=ALICE)).json()["data"]
-    assert listed["conversations"] == []
+    app = create_app(settings)
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    broken = b'{"user_name": "a", "character_name": "b"}\n{oops'
+    async with app_client(app) as client:
+
+        async def imported(data: bytes, who=ALICE, **form: str) -> httpx.Response:
+            files = {"file": ("chat.jsonl", data, "application/jsonl")}
+            return await client.post(
+                "/api/chat/sessions/import", files=files, data=form, headers=who
+            )
+
+        without = await imported(ST_CHAT.read_bytes())
+        assert without.status_code == 422
+        assert "character_id" in without.json()["error"]["message"]
+        unknown = await imported(broken, character_id="nobody-such")
+        assert unknown.status_code == 404, unknown.text
+        assert "nobody-such" in unknown.json()["error"]["message"]
+        refused = await imported(broken, character_id="hermione")
+        assert refused.status_code == 422 and "Line 2" in refused.json()["error"]["message"]
+        listed = (await client.get("/api/chat/sessions", headers=ALICE)).json()["data"]
+        assert listed["conversations"] == []
+
+        assert (await start(client))["session_id"]  # alice's one conversation: her quota
+        full = await imported(broken, character_id="hermione")
+        assert full.status_code == 409 and full.json()["error"]["code"] == "quota_exceeded"
+        # An anonymous caller keeps no quota (their oldest makes room): the file is read.
+        anonymous = await imported(
+            broken, who=as_anonymous("anon-1", "10.0.0.5"), character_id="hermione"
+        )
+        assert anonymous.status_code == 422
 
 
 # --- signing in keeps what the browser made (avatar_shared.adoption) ---------------------------
