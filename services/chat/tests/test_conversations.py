@@ -7,17 +7,21 @@ service runs): the greeting and sign-in parts are in tests/e2e/test_conversation
 import asyncio
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from avatar_characters.app import create_app as characters_app
 from avatar_characters.settings import CharactersSettings
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
+from avatar_chat.store import SessionStore
 from avatar_devstack.ports import free_port
 from avatar_emulators.server import serve_in_thread
 from avatar_shared.adoption import ADOPT_PATH, Adoption, signature_headers
@@ -440,6 +444,68 @@ async def test_a_stopped_stream_keeps_the_sessions_last_prompt_count(redis_url, 
     assert before["last_prompt_tokens"] > 0
     assert after["last_prompt_tokens"] == before["last_prompt_tokens"]
     assert after["usage"] == before["usage"]  # the stopped reply's tokens were never counted
+
+
+class HearsDisconnects:
+    """ASGI middleware: sets `gone` when the server hears that a `POST /api/chat` client has
+    left, in the step in which Starlette cancels that client's stream."""
+
+    def __init__(self, app: ASGIApp, gone: threading.Event) -> None:
+        self.app, self.gone = app, gone
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def heard() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.gone.set()
+            return message
+
+        chat = scope["type"] == "http" and scope["path"] == "/api/chat"
+        await self.app(scope, heard if chat else receive, send)
+
+
+@pytest.mark.parametrize("saved", [True, False])
+async def test_a_client_leaving_while_its_whole_reply_is_saved_loses_nothing(
+    redis_url, redis, monkeypatch, saved
+):
+    """The user closes the stream as the finished reply is being saved (made to last until
+    the server has heard them leave): the reply is kept whole, and the conversation and the
+    user's place among their turns in flight are free at once (not held for the turn's
+    lease, minutes, answering 409 conversation_busy). A save that fails then (Redis lost
+    for a moment) still frees them."""
+    recording, gone = threading.Event(), threading.Event()
+    record_turn = SessionStore.record_turn
+
+    async def recorded_once_the_client_left(self, *args, **kwargs):
+        recording.set()
+        await asyncio.to_thread(gone.wait, 10)  # an await at which a cancellation lands
+        if not saved:
+            raise RedisConnectionError("lost for a moment")
+        return await record_turn(self, *args, **kwargs)
+
+    monkeypatch.setattr(SessionStore, "record_turn", recorded_once_the_client_left)
+    with emulated_llm("ollama") as backend:
+        app = create_app(settings_for(redis_url, backend.settings))
+        app.dependency_overrides[current_identity] = callers_from_test_headers
+        app.add_middleware(HearsDisconnects, gone=gone)
+        with serve_in_thread(app, lifespan="on") as url:
+            async with httpx.AsyncClient(base_url=url, trust_env=False) as client:
+                session = (await start(client))["session_id"]
+                body = {"session_id": session, "message": "짧게", "stream": True,
+                        "tts_enabled": False, "max_tokens": 3}  # fmt: skip
+                async with client.stream("POST", "/api/chat", json=body, headers=ALICE):
+                    assert await asyncio.to_thread(recording.wait, 10)
+                assert await asyncio.to_thread(gone.wait, 10)  # the user has left
+                await no_turn_in_flight(redis)
+                stored = await messages_of(client, session)
+                if saved:
+                    said, reply = stored
+                    assert said["content"] == "짧게"
+                    assert reply["interrupted"] is False and reply["content"]
+                else:
+                    assert stored == []
+                monkeypatch.setattr(SessionStore, "record_turn", record_turn)
+                assert (await say(client, session, "다음", max_tokens=3))["content"]
 
 
 async def test_the_library_lists_pages_filters_and_pins(client, backend):

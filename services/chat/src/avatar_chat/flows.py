@@ -295,7 +295,10 @@ async def _stream_events(
                 await _record_stopped(chat, turn, "".join(sent), caller, lease)
             raise
         record = turn.record(reply)
-        await chat.record(session_id, caller.identity, record, lease)
+        # A client that leaves now (Starlette cancels the stream) must not cancel the save:
+        # the reply would be lost whole and the conversation held until the lease ran out.
+        with anyio.CancelScope(shield=True):
+            await chat.record(session_id, caller.identity, record, lease)
         chat.context.summarize_ahead(turn.replied(reply))
         _learn(chat, turn, reply, record)
         speech: tuple[str | None, str | None] = (None, None)
@@ -585,7 +588,8 @@ async def _undone_on_failure(chat: ChatService, session_id: str) -> AsyncIterato
     try:
         yield
     except BaseException:
-        with suppress(RedisError):  # else they expire by themselves
+        # Shielded: a stream's cancellation (its client left) fires at every await after it.
+        with anyio.CancelScope(shield=True), suppress(RedisError):  # else they expire
             await chat.summaries.forget_orphan(session_id)
         raise
 

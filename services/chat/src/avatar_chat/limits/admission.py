@@ -51,6 +51,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
+import anyio
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
@@ -348,7 +349,10 @@ class Admission:
             async with self._renewed(ticket.lease):
                 yield ticket.lease
         except BaseException:
-            with suppress(RedisError):  # else they expire by themselves
+            # Shielded: a stream's cancellation (its client left) fires at every await after
+            # it, and the lease and hold would stay until they expire (LLM_CALLS_PER_USER
+            # places, and the conversation answering 409, for minutes).
+            with anyio.CancelScope(shield=True), suppress(RedisError):  # else they expire
                 await self._give_back(ticket, session_id, caller)
             raise
 
