@@ -324,6 +324,22 @@ async def test_a_branch_holds_the_prefix_only(client, backend):
     assert len(await messages_of(client, session)) == 4  # the original is untouched
 
 
+async def test_a_turn_waits_a_moment_for_its_conversation_to_be_let_go(client, redis):
+    """Stop, then send at once: the stopped reply is still being saved for a few ms, holding
+    the conversation (here a hold that lasts 0.3 s). The next turn waits for it rather than
+    answer 409; held for longer than it waits, it is 409 with Retry-After."""
+    session = (await start(client))["session_id"]
+    busy = f"chat:session:{session}:busy"
+    await redis.set(busy, "a-stopped-turn-being-saved", px=300)
+    assert (await say(client, session, "바로 다음"))["content"]
+    await redis.set(busy, "a-long-turn", ex=60)
+    body = {"session_id": session, "message": "또", "tts_enabled": False}
+    refused = await client.post("/api/chat", json=body, headers=ALICE)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "conversation_busy"
+    assert refused.headers["retry-after"] == "1"
+
+
 async def test_a_change_while_a_reply_is_generated_is_409(app_client, redis_url, backend_name):
     with emulated_llm(backend_name, tokens_per_second=10) as slow:
         app = create_app(settings_for(redis_url, slow.settings))
@@ -345,6 +361,7 @@ async def test_a_change_while_a_reply_is_generated_is_409(app_client, redis_url,
                 response = await client.request(method, path, json=data, headers=ALICE)
                 assert response.status_code == 409, (path, response.text)
                 assert response.json()["error"]["code"] == "conversation_busy"
+                assert response.headers["retry-after"] == "1"
             for same_mode in ({"title": "이름만"}, {"memory": "on"}):  # no new mode: answered
                 response = await client.patch(conversation, json=same_mode, headers=ALICE)
                 assert response.status_code == 200, response.text
