@@ -347,7 +347,9 @@ async def test_a_change_while_a_reply_is_generated_is_409(app_client, redis_url,
         async with app_client(app) as client:
             session = (await start(client))["session_id"]
             conversation = f"/api/chat/sessions/{session}"
+            # 4 s at 10 tokens/s: it outlasts the changes below, of which a turn waits 1 s.
             body = {"session_id": session, "message": "천천히", "tts_enabled": False}
+            body["max_tokens"] = 40
             turn = asyncio.create_task(client.post("/api/chat", json=body, headers=ALICE))
             while not slow.recorder.prompts:  # the turn has reached the LLM  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
@@ -369,7 +371,7 @@ async def test_a_change_while_a_reply_is_generated_is_409(app_client, redis_url,
             after = (await client.patch(conversation, json={"pinned": True}, headers=ALICE)).json()
             assert (after["data"]["memory"], after["data"]["title"]) == ("on", "이름만")
             assert len(await messages_of(client, session)) == 2  # the one turn, recorded
-            assert (await say(client, session, "이제 돼?"))["content"]  # free again
+            assert (await say(client, session, "이제 돼?", max_tokens=5))["content"]  # free again
 
 
 async def test_a_clients_record_deleted_while_its_turn_runs_stays_deleted(
