@@ -48,6 +48,7 @@ from redis.typing import EncodableT
 
 from avatar_shared.adoption import KindMoved
 from avatar_shared.budget import BUDGET_FUNCTIONS, Budget
+from avatar_shared.changes import announce
 from avatar_shared.errors import AppError, ValidationFailed
 from avatar_shared.identity import ANON_PREFIX
 from avatar_shared.pages import Page
@@ -354,7 +355,9 @@ class Quotas:
 class Kind:
     """A kind of owned record: its key namespace, the prefix of its ids, what its attachment
     key is called, the owner's other keys of the kind (`{ns}:{extra}:{user_id}`, expiring with
-    their records), and the errors of an id that is not there or not the caller's."""
+    their records), the errors of an id that is not there or not the caller's, and the channel
+    a record's id is announced on when it changes, is deleted or moves (avatar_shared.changes;
+    None: no one caches the kind elsewhere)."""
 
     namespace: str
     id_prefix: str
@@ -362,6 +365,7 @@ class Kind:
     not_owner: Callable[[str], AppError]
     attachment: str = "attachment"
     extra_keys: tuple[str, ...] = ()
+    changes: str | None = None
 
 
 def encoded(record: dict[str, Any]) -> str:
@@ -484,6 +488,7 @@ class OwnedRecords:
             ]
             outcome = await self._update(keys=self.budget.keys, args=args)
             if outcome == "ok":
+                await self._announce(record_id)
                 return updated
             if outcome != "changed":
                 raise self._refusal(outcome, owner)
@@ -493,6 +498,7 @@ class OwnedRecords:
         args = [*self._common(owner), record_id]
         if await self._delete(keys=self.budget.keys, args=args) == "gone":
             raise self.kind.not_found(record_id)  # gone from the caller since the check
+        await self._announce(record_id)
 
     async def adopt(self, from_id: str, to_id: str) -> KindMoved:
         """Moves the anonymous user `from_id`'s records to the signed-in user `to_id`, oldest
@@ -522,8 +528,14 @@ class OwnedRecords:
                 *(from_id, record_id, read_as, moved, quota.count, quota.bytes),
             ]
             outcome = str(await self._adopt(keys=self.budget.keys, args=args))
+            if outcome == "ok":
+                await self._announce(record_id)  # its owner is another
             if outcome != "changed":
                 return outcome
+
+    async def _announce(self, record_id: str) -> None:
+        if self.kind.changes is not None:
+            await announce(self.redis, self.kind.changes, record_id)
 
     async def renew(self, user_id: str) -> None:
         """Called on a read of the user's records: an anonymous user's keep living (see the
