@@ -17,7 +17,12 @@ from avatar_characters.cards import (
     import_card,
     read_card,
 )
-from avatar_characters.errors import CharacterNotFound, LorebookTestsBusy, PresetReadOnly
+from avatar_characters.errors import (
+    CharacterNotFound,
+    CharacterTooLarge,
+    LorebookTestsBusy,
+    PresetReadOnly,
+)
 from avatar_characters.listing import ListQuery, stored_page
 from avatar_characters.peers.tts import VoiceDirectory
 from avatar_characters.png import PNG_SIGNATURE, placeholder_png, png_with_cards
@@ -121,7 +126,9 @@ class CharacterService:
 
     async def create(self, owner: Owner, fields: CharacterFields) -> Character:
         await self.voices.check(fields.voice_id)
-        created = await self.store.create(owner, fields.model_dump())
+        record = fields.model_dump()
+        self._check_size(record)
+        created = await self.store.create(owner, record)
         return Character.model_validate(created, context=STORED)
 
     async def replace(self, character_id: str, owner: Owner, fields: CharacterFields) -> Character:
@@ -188,6 +195,7 @@ class CharacterService:
             raise PresetReadOnly()
         if "voice_id" in changes:
             await self.voices.check(changes["voice_id"])
+        card = await self.store.card(character_id)  # never changes after the import
 
         def apply(current: dict[str, Any]) -> dict[str, Any]:
             # (A record from before a field existed leaves it out: its default.)
@@ -198,10 +206,21 @@ class CharacterService:
                 merged = CharacterFields.model_validate({**editable, **changes}, context=STORED)
             except ValidationError as exc:
                 raise ValidationFailed(describe_errors(exc.errors())) from exc
-            return merged.model_dump()
+            fields = merged.model_dump()
+            self._check_size({**current, **fields, **({"card": card} if card else {})}, current)
+            return fields
 
         updated = await self.store.update(character_id, owner, apply)
         return Character.model_validate(updated, context=STORED)
+
+    def _check_size(self, record: dict[str, Any], before: dict[str, Any] | None = None) -> None:
+        """A character is at most what an import takes, measured as its export (the card
+        JSON it would be imported back from), so that every character can make the round
+        trip. Its lorebook's `extensions` take any JSON: without this, megabytes. One stored
+        larger before this check may still change in ways that do not make it larger."""
+        size = _card_size(record)
+        if size > self.max_card_json_bytes and (before is None or size > _card_size(before)):
+            raise CharacterTooLarge(size, self.max_card_json_bytes)
 
     async def delete(self, character_id: str, owner: Owner) -> None:
         if self.presets.get(character_id) is not None:
@@ -253,6 +272,10 @@ class CharacterService:
 
 def _imported(raw: bytes, max_card_json_bytes: int) -> ImportedCard:
     return import_card(read_card(raw, max_card_json_bytes))
+
+
+def _card_size(record: dict[str, Any]) -> int:
+    return len(strict_json(export_card(record, V3), ensure_ascii=False).encode())
 
 
 def _lore_result(activation: Activation) -> LorebookTestResult:
