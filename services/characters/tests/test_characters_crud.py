@@ -3,12 +3,16 @@
 import asyncio
 import json
 import os
+import time
 
 import pytest
+from redis import Redis as SyncRedis
 
 from avatar_characters.app import create_app
 from avatar_characters.presets import PresetError
 from avatar_characters.settings import CharactersSettings
+from avatar_characters.store import CharacterStore
+from avatar_shared.owned import Owner
 from tests.helpers import as_user
 
 ALICE, BOB = as_user("alice"), as_user("bob")
@@ -215,3 +219,50 @@ async def test_pages_do_not_shift_when_characters_are_added(characters):
     second = (await characters.get(f"/api/characters?limit=2&cursor={first['next_cursor']}")).json()
     names = [c["name"] for c in first["characters"] + second["data"]["characters"]]
     assert names == ["c2", "c1", "c0"]
+
+
+@pytest.mark.parametrize("scores", ["distinct", "tied"])
+@pytest.mark.parametrize("race", ["create", "delete"])
+async def test_a_filtered_listing_neither_repeats_nor_skips_when_a_write_lands_meanwhile(
+    redis, redis_url, race, scores
+):
+    """A listing that filters reads the owner set in batches; a character created or deleted
+    between two batches of one request must not shift the next batch (by an offset it did:
+    one repeated, or one skipped and never listed). Records made in the same instant (one
+    score) are ordered by id, and paged through as well."""
+    store = CharacterStore(redis, CharactersSettings(redis_url=redis_url))
+    owned = store.owner_key("carol")
+    for _ in range(12):
+        await store.create(Owner("carol"), {})
+    if scores == "tied":
+        await redis.zadd(owned, dict.fromkeys(await redis.zrange(owned, 0, -1), 1000.0))
+    # Named by their place in the listing (p0 first); every other one is filtered out.
+    listed = await redis.zrevrange(owned, 0, -1)
+    for place, record_id in enumerate(listed):
+        record = {"name": f"p{place}", "keep": place % 2 == 1, "owner": "carol"}
+        await redis.set(store.item_key(record_id), json.dumps(record))
+    writer = SyncRedis.from_url(redis_url, decode_responses=True)
+
+    def land_a_write() -> None:
+        """Another request's write, made while this listing reads its first batch."""
+        if race == "create":
+            record = {"name": "new", "keep": True, "owner": "carol"}
+            writer.set(store.item_key("usr_new"), json.dumps(record))
+            writer.zadd(owned, {"usr_new": time.time() + 60})
+        else:  # two of the first batch, read already (and filtered out)
+            for record_id in listed[0], listed[2]:
+                writer.zrem(owned, record_id)
+                writer.delete(store.item_key(record_id))
+
+    calls = 0
+
+    def select(record: dict) -> str | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            land_a_write()
+        return record["name"] if record["keep"] else None
+
+    page = await store.page_owned("carol", None, 3, select)
+    writer.close()
+    assert page.items == ["p1", "p3", "p5"]

@@ -558,16 +558,22 @@ class OwnedRecords:
         (None: left out), newest first, from just after `after`. Reads the owner set in
         batches (the first one the page's size and one more, each next one twice as large)
         until one more than the page is found, so a page costs about what it holds, not what
-        the user has."""
+        the user has. Every batch starts where the last one ended by its position (score and
+        id), never by an offset: a record created or deleted meanwhile neither repeats one
+        nor skips one."""
         found: list[tuple[T, PageKey]] = []
-        top, offset, size = ("+inf" if after is None else after[0]), 0, limit + 1
+        position, size = after, limit + 1
+        # Records at `position`'s score read already (they come first in a batch read from
+        # that score): the batch reads that many more, so ties never hold it in place.
+        seen_ties = 0
         while True:
+            top = "+inf" if position is None else position[0]
+            wanted = size + seen_ties
             batch = await self.redis.zrevrangebyscore(
-                self.owner_key(user_id), top, "-inf", start=offset, num=size, withscores=True
+                self.owner_key(user_id), top, "-inf", start=0, num=wanted, withscores=True
             )
-            offset += len(batch)
-            # Ties with the cursor's score come first; those at or above its id were sent.
-            fresh = [(i, s) for i, s in batch if after is None or (s, i) < after]
+            # Ties with the position's score come first; those at or above its id were read.
+            fresh = [(i, s) for i, s in batch if position is None or (s, i) < position]
             raws = await self.redis.mget([self.item_key(i) for i, _ in fresh]) if fresh else []
             for (record_id, score), raw in zip(fresh, raws, strict=True):
                 if raw is None or (item := select(json.loads(raw))) is None:
@@ -575,6 +581,10 @@ class OwnedRecords:
                 found.append((item, (score, record_id)))
                 if len(found) > limit:
                     return Page.of(found, limit)
-            if len(batch) < size:
+            if len(batch) < wanted:
                 return Page.of(found, limit)
+            if fresh:
+                position = (fresh[-1][1], fresh[-1][0])
+            at = position
+            seen_ties = sum(1 for i, s in batch if at and s == at[0] and (s, i) >= at)
             size = min(size * 2, MAX_BATCH)
