@@ -266,3 +266,32 @@ async def test_a_filtered_listing_neither_repeats_nor_skips_when_a_write_lands_m
     page = await store.page_owned("carol", None, 3, select)
     writer.close()
     assert page.items == ["p1", "p3", "p5"]
+
+
+@pytest.mark.parametrize("method", ["put", "patch"])
+async def test_the_object_get_answered_may_be_sent_back_edited(characters, method):
+    """API.md's character object has read-only keys (id, is_preset, owner, timestamps): a
+    client that edits what GET answered and sends it back is heard, the read-only keys left
+    as they are whatever it says; a key the object does not have is still refused."""
+    made = await characters.post("/api/characters", json=NEW, headers=ALICE)
+    path = f"/api/characters/{made.json()['data']['id']}"
+    read = (await characters.get(path)).json()["data"]
+    sent = {
+        **read,
+        "name": "새 이름",
+        "id": "usr_someone_else",
+        "is_preset": True,
+        "owner": "bob",
+        "created_at": "2000-01-01T00:00:00Z",
+    }
+    changed = await characters.request(method, path, json=sent, headers=ALICE)
+    assert changed.status_code == 200, changed.text
+    now = (await characters.get(path)).json()["data"]
+    assert now["name"] == "새 이름"
+    kept = ("id", "is_preset", "owner", "created_at")
+    assert {k: now[k] for k in kept} == {k: read[k] for k in kept}
+    assert now == changed.json()["data"]
+
+    unknown = await characters.request(method, path, json={**read, "colour": "red"}, headers=ALICE)
+    assert unknown.status_code == 422, unknown.text
+    assert "colour" in unknown.json()["error"]["message"]

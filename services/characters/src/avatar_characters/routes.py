@@ -32,6 +32,7 @@ from avatar_characters.schemas import (
     CharacterFields,
     CharacterPage,
     CharacterPatch,
+    CharacterReplacement,
     Deleted,
     Greetings,
     LorebookEnvelope,
@@ -60,6 +61,8 @@ PERSONA_ID = r"^[A-Za-z0-9_-]{1,64}$"
 WRITE_ERRORS = (WRITER_ERRORS, RATE_ERRORS, STORE_WRITES)
 # A change to a character that exists: the caller's own, not a preset.
 CHANGE_ERRORS = (CharacterNotFound, NotYourCharacter, PresetReadOnly)
+# A character written: its voice, the caller's quotas, its size (what an import takes).
+CHARACTER_WRITE_ERRORS = (UnknownVoice, QuotaExceeded, CardTooLarge)
 # A card import takes JSON or a form (the route reads the body itself).
 CARD_ERRORS = (
     FORM_BODY,
@@ -92,7 +95,7 @@ async def list_own(
     "",
     response_model=Envelope[Character],
     status_code=201,
-    responses=error_responses(JSON_BODY, WRITE_ERRORS, UnknownVoice, QuotaExceeded),
+    responses=error_responses(JSON_BODY, WRITE_ERRORS, CHARACTER_WRITE_ERRORS),
 )
 async def create(body: CharacterFields, chars: CharactersDep, owner: Writer) -> Envelope[Character]:
     return ok(await chars.create(owner, body))
@@ -177,10 +180,10 @@ async def export(
     "/{character_id}",
     response_model=Envelope[Character],
     summary="Replace every editable field",
-    responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, UnknownVoice, QuotaExceeded),
+    responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, CHARACTER_WRITE_ERRORS),
 )
 async def replace(
-    character_id: str, body: CharacterFields, chars: CharactersDep, owner: Writer
+    character_id: str, body: CharacterReplacement, chars: CharactersDep, owner: Writer
 ) -> Envelope[Character]:
     return ok(await chars.replace(character_id, owner, body))
 
@@ -189,7 +192,7 @@ async def replace(
     "/{character_id}",
     response_model=Envelope[Character],
     summary="Change some fields",
-    responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, UnknownVoice, QuotaExceeded),
+    responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, CHARACTER_WRITE_ERRORS),
 )
 async def patch(
     character_id: str, body: CharacterPatch, chars: CharactersDep, owner: Writer
@@ -211,7 +214,7 @@ async def get_lorebook(character_id: str, chars: CharactersDep) -> LorebookEnvel
     "/{character_id}/lorebook",
     response_model=LorebookEnvelope,
     summary="Replace the character's lorebook (Card V2 character_book, V3 additions)",
-    responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, QuotaExceeded),
+    responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, QuotaExceeded, CardTooLarge),
 )
 async def replace_lorebook(
     character_id: str, body: SentBook, chars: CharactersDep, owner: Writer

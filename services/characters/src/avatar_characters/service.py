@@ -29,6 +29,7 @@ from avatar_characters.png import PNG_SIGNATURE, placeholder_png, png_with_cards
 from avatar_characters.presets import PresetCatalog
 from avatar_characters.schemas import (
     CARD_ONLY_FIELDS,
+    READ_ONLY_FIELDS,
     Character,
     CharacterFields,
     CharacterPage,
@@ -135,10 +136,12 @@ class CharacterService:
         # The card's prompt fields are not in API.md's character object: a frontend's PUT
         # leaves them out and keeps them (sent, they are replaced, as every other field).
         keep = {f for f in CARD_ONLY_FIELDS if f not in fields.model_fields_set}
-        return await self._update(character_id, owner, fields.model_dump(exclude=keep))
+        changes = fields.model_dump(exclude=keep | READ_ONLY_FIELDS)
+        return await self._update(character_id, owner, changes)
 
     async def patch(self, character_id: str, owner: Owner, patch: CharacterPatch) -> Character:
-        return await self._update(character_id, owner, patch.model_dump(exclude_unset=True))
+        changes = patch.model_dump(exclude_unset=True, exclude=READ_ONLY_FIELDS)
+        return await self._update(character_id, owner, changes)
 
     async def lorebook(self, character_id: str) -> Lorebook:
         """The character's lorebook, or an empty one."""
@@ -275,7 +278,9 @@ def _imported(raw: bytes, max_card_json_bytes: int) -> ImportedCard:
 
 
 def _card_size(record: dict[str, Any]) -> int:
-    return len(strict_json(export_card(record, V3), ensure_ascii=False).encode())
+    # (A lone surrogate is counted, not refused here: storing it is 422, saying so.)
+    card = strict_json(export_card(record, V3), ensure_ascii=False)
+    return len(card.encode(errors="surrogatepass"))
 
 
 def _lore_result(activation: Activation) -> LorebookTestResult:
