@@ -295,3 +295,50 @@ async def test_the_object_get_answered_may_be_sent_back_edited(characters, metho
     unknown = await characters.request(method, path, json={**read, "colour": "red"}, headers=ALICE)
     assert unknown.status_code == 422, unknown.text
     assert "colour" in unknown.json()["error"]["message"]
+
+
+async def test_a_write_made_from_a_stale_read_is_412_when_it_says_which_version_it_read(
+    characters,
+):
+    """Two tabs read the same character: the first write wins, and one of the other's that
+    sends If-Match with the ETag it read is refused, instead of silently undoing the first.
+    Without If-Match a write goes through, as it always did."""
+    made = await characters.post("/api/characters", json=NEW, headers=ALICE)
+    path = f"/api/characters/{made.json()['data']['id']}"
+    read = await characters.get(path)
+    stale = read.headers["etag"]
+    first = await characters.patch(path, json={"name": "A"}, headers={**ALICE, "If-Match": stale})
+    assert first.status_code == 200, first.text
+    current = first.headers["etag"]
+    assert current != stale and (await characters.get(path)).headers["etag"] == current
+
+    late = {**ALICE, "If-Match": stale}
+    for method, url, body in [
+        ("put", path, {**NEW, "name": "B"}),
+        ("patch", path, {"name": "B"}),
+        ("put", f"{path}/lorebook", {"entries": []}),
+        ("delete", path, None),
+    ]:
+        refused = await characters.request(method, url, json=body, headers=late)
+        assert refused.status_code == 412, (method, url, refused.text)
+        assert refused.json()["error"]["code"] == "precondition_failed"
+    after = await characters.get(path)
+    assert after.json()["data"] == first.json()["data"] and after.headers["etag"] == current
+    weak = await characters.patch(
+        path, json={"name": "B"}, headers={**ALICE, "If-Match": f"W/{current}"}
+    )
+    assert weak.status_code == 412  # If-Match compares strongly: a weak tag never matches
+
+    book = await characters.put(
+        f"{path}/lorebook",
+        json={"entries": []},
+        headers={**ALICE, "If-Match": f'"other", {current}'},
+    )
+    assert book.status_code == 200, book.text
+    unconditional = await characters.patch(path, json={"name": "C"}, headers=ALICE)
+    assert unconditional.status_code == 200 and unconditional.headers["etag"] != current
+    gone = await characters.delete(
+        path, headers={**ALICE, "If-Match": unconditional.headers["etag"]}
+    )
+    assert gone.status_code == 200, gone.text
+    assert (await characters.get(path)).status_code == 404

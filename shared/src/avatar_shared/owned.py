@@ -38,7 +38,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -49,7 +49,7 @@ from redis.typing import EncodableT
 from avatar_shared.adoption import KindMoved
 from avatar_shared.budget import BUDGET_FUNCTIONS, Budget
 from avatar_shared.changes import announce
-from avatar_shared.errors import AppError, ValidationFailed
+from avatar_shared.errors import AppError, PreconditionFailed, ValidationFailed
 from avatar_shared.identity import ANON_PREFIX
 from avatar_shared.pages import Page
 from avatar_shared.timestamps import utc_now
@@ -213,14 +213,19 @@ return 'ok'
 """
 )
 
-# ARGV after the common ones: the id. Gives the bytes back exactly once, however many
-# deletes race. Returns 'ok', or 'gone' when the record is not the caller's any more (a
-# sign-in moved it, or another delete came first, since the caller's check of the owner).
+# ARGV after the common ones: the id, and the SHA-1 of the record as read when the caller
+# asked for that version ('' for any). Gives the bytes back exactly once, however many
+# deletes race. Returns 'ok'; 'changed' (not that version any more: read again); or 'gone'
+# when the record is not the caller's any more (a sign-in moved it, or another delete came
+# first, since the caller's check of the owner).
 DELETE = (
     OWNED_FUNCTIONS
     + """
 local id = ARGV[9]
 if not redis.call('ZSCORE', owner_key, id) then return 'gone' end
+if ARGV[10] ~= '' and redis.sha1hex(redis.call('GET', item_key(id)) or '') ~= ARGV[10] then
+  return 'changed'
+end
 seed()
 local size = redis.call('STRLEN', item_key(id)) + redis.call('STRLEN', attachment_key(id))
 redis.call('DEL', item_key(id), attachment_key(id))
@@ -379,6 +384,19 @@ def encoded(record: dict[str, Any]) -> str:
     return raw
 
 
+def version_of(raw: str) -> str:
+    """The version of a record stored as `raw` (its ETag): the SHA-1 the scripts compare."""
+    return hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()
+
+
+def check_version(raw: str, expected: Collection[str] | None) -> str:
+    """The version of `raw`, if it is one of `expected` (None: any), else 412."""
+    version = version_of(raw)
+    if expected is not None and version not in expected:
+        raise PreconditionFailed()
+    return version
+
+
 class OwnedRecords:
     def __init__(
         self, redis: Redis, kind: Kind, quotas: Quotas, budget: Budget, anon_data_ttl_s: int
@@ -453,6 +471,16 @@ class OwnedRecords:
         raw = await self.redis.get(self.item_key(record_id))
         return json.loads(raw) if raw else None
 
+    async def get_versioned(self, record_id: str) -> tuple[dict[str, Any], str] | None:
+        """The record and its version (`version_of`), for an ETag."""
+        raw = await self.redis.get(self.item_key(record_id))
+        return (json.loads(raw), version_of(raw)) if raw else None
+
+    @staticmethod
+    def version(record: dict[str, Any]) -> str:
+        """The version of `record` as `update` stored it."""
+        return version_of(encoded(record))
+
     async def attachment_of(self, record_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(self.attachment_key(record_id))
         return json.loads(raw) if raw else None
@@ -471,17 +499,22 @@ class OwnedRecords:
         return record
 
     async def update(
-        self, record_id: str, owner: Owner, apply: Callable[[dict[str, Any]], dict[str, Any]]
+        self,
+        record_id: str,
+        owner: Owner,
+        apply: Callable[[dict[str, Any]], dict[str, Any]],
+        expected: Collection[str] | None = None,
     ) -> dict[str, Any]:
         """Read, change with `apply`, write back if no other write came in between (else read
         again), so concurrent updates never lose one another's changes. A record that grows
-        past a quota or the budget is its error, and nothing changes."""
+        past a quota or the budget is its error, and nothing changes. `expected`: the
+        versions the caller read (If-Match); another one is 412 and nothing changes."""
         quota, address = self.quotas.of(owner), self.quotas.address
         while True:
             raw = await self.redis.get(self.item_key(record_id))
             current = self.owned_by(json.loads(raw) if raw else None, record_id, owner.user_id)
+            read_as = check_version(raw, expected)
             updated = {**current, **apply(current), "updated_at": utc_now()}
-            read_as = hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()
             args = [
                 *self._common(owner),
                 *(read_as, encoded(updated), record_id, quota.bytes, address.bytes),
@@ -493,11 +526,24 @@ class OwnedRecords:
             if outcome != "changed":
                 raise self._refusal(outcome, owner)
 
-    async def delete(self, record_id: str, owner: Owner) -> None:
-        await self.owned(record_id, owner.user_id)
-        args = [*self._common(owner), record_id]
-        if await self._delete(keys=self.budget.keys, args=args) == "gone":
-            raise self.kind.not_found(record_id)  # gone from the caller since the check
+    async def delete(
+        self, record_id: str, owner: Owner, expected: Collection[str] | None = None
+    ) -> None:
+        """Deletes the owner's record; `expected` as for `update`."""
+        while True:
+            read_as = ""
+            if expected is None:
+                await self.owned(record_id, owner.user_id)
+            else:
+                raw = await self.redis.get(self.item_key(record_id))
+                self.owned_by(json.loads(raw) if raw else None, record_id, owner.user_id)
+                read_as = check_version(raw, expected)
+            args = [*self._common(owner), record_id, read_as]
+            outcome = await self._delete(keys=self.budget.keys, args=args)
+            if outcome == "gone":
+                raise self.kind.not_found(record_id)  # gone from the caller since the check
+            if outcome == "ok":
+                break
         await self._announce(record_id)
 
     async def adopt(self, from_id: str, to_id: str) -> KindMoved:
@@ -522,7 +568,7 @@ class OwnedRecords:
                 return "gone"
             # updated_at stays: the record's content is as its maker left it.
             moved = encoded({**record, "owner": to_id})
-            read_as = hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()
+            read_as = version_of(raw)
             args = [
                 *self._common(Owner(to_id)),
                 *(from_id, record_id, read_as, moved, quota.count, quota.bytes),
