@@ -54,6 +54,26 @@ async def test_anonymous_ids_of_one_address_take_one_turn_together(settings, red
     assert taken.index(theirs) == 1  # right after the first of the address's three
 
 
+async def test_anonymous_callers_of_one_ipv6_site_take_one_turn_together(settings, redis):
+    # Each /64 is an address of its own, and a /48 site holds 65,536 of them: turns go by
+    # the site, so its many addresses do not take many turns each round.
+    site = []
+    async with serving(create_app(settings)) as clients:
+        for n in range(3):  # three /64s of 2001:db8:7::/48
+            async with clients(f"2001:db8:7:{n}::1") as browser:
+                response = await post(browser)
+                site.append((response.json()["data"]["job_id"], response.cookies))
+        async with clients("2001:db8:8::1") as neighbour:
+            theirs = (await post(neighbour)).json()["data"]["job_id"]
+        # One of the site's waiting jobs is cancelled: it leaves its site's turn.
+        async with clients("2001:db8:7:1::1") as browser:
+            browser.cookies = site[1][1]
+            assert (await browser.delete(f"/api/generate/{site[1][0]}")).status_code == 200
+    queue = open_queue(settings, "relief")
+    taken = [(await queue.dequeue(timeout=1)).key for _ in range(3)]
+    assert taken == [site[0][0], theirs, site[2][0]]  # the neighbour's went second
+
+
 async def test_a_full_gpu_queue_does_not_refuse_relief_jobs(settings):
     small = settings.model_copy(update={"max_waiting_jobs_hunyuan3d": 2})
     gpu = {"backend": "hunyuan3d"}
@@ -113,21 +133,22 @@ async def test_the_gpu_backend_is_refused_at_once_where_no_server_is_configured(
 
 
 async def test_anonymous_callers_leave_signed_in_users_room_in_the_queue(settings, redis):
-    # Anonymous ids and addresses cost little (one IPv6 /56 holds 256 /64s): at most half of
-    # the waiting places are theirs, and a place given back is theirs again.
+    # Anonymous ids and addresses cost little (one IPv6 /48 holds 65,536 /64s, and sites are
+    # not scarce either): at most half of the waiting places are theirs, and a place given
+    # back is theirs again.
     small = settings.model_copy(update={"max_waiting_jobs_relief": 4})
     async with serving(signed_in_app(small)) as users, serving(create_app(small)) as browsers:
         anonymous = []
         for n in range(3):
-            async with browsers(f"2001:db8:0:{n}::1") as browser:
+            async with browsers(f"2001:db8:{n}::1") as browser:
                 anonymous.append(await post(browser))
         async with users() as api:
             signed_in = [await post(api, headers=as_user(user)) for user in ("u1", "u2")]
-        async with browsers("2001:db8:0:0::1") as browser:
+        async with browsers("2001:db8:0::1") as browser:
             browser.cookies = anonymous[0].cookies
             job_id = anonymous[0].json()["data"]["job_id"]
             assert (await browser.delete(f"/api/generate/{job_id}")).status_code == 200
-        async with browsers("2001:db8:0:9::1") as browser:
+        async with browsers("2001:db8:9::1") as browser:
             again = await post(browser)
     assert [r.status_code for r in anonymous] == [202, 202, 503]
     assert anonymous[2].json()["error"]["code"] == "queue_full"

@@ -1,7 +1,8 @@
 """The worker, run in-process against the same Redis as the API: a job completes and gives
-its place back; bad input fails at once, for people to read, and is not retried; nor is a GPU
-job the server never finished (sending it again would run it twice there); a job cancelled
-while it waits for a retry ends there; a model's mesh is capped."""
+its places back (an anonymous IPv6 caller's site's too); bad input fails at once, for people
+to read, and is not retried; nor is a GPU job the server never finished (sending it again
+would run it twice there); a job cancelled while it waits for a retry ends there; a model's
+mesh is capped."""
 
 import asyncio
 import io
@@ -40,6 +41,18 @@ async def test_a_job_completes_and_gives_its_place_back(gen3d, settings, redis):
     book = JobBook(redis, settings.job_ttl_s)
     assert await book.active(f"gen3d:active:{user}") == []
     assert await book.typical_duration("relief") < 30  # its own duration, not the guess
+
+
+async def test_an_ipv6_sites_job_completes_and_gives_the_sites_place_back(settings, redis):
+    async with serving(create_app(settings)) as clients, clients("2001:db8:5:100::1") as api:
+        job_id = (await post(api)).json()["data"]["job_id"]
+        site = "gen3d:active:addr:2001:db8:5::/48"
+        book = JobBook(redis, settings.job_ttl_s)
+        assert [job for job, _ in await book.active(site)] == [job_id]
+        async with running_worker(settings, redis):
+            status = await until_finished(api, job_id)
+    assert status["status"] == "completed", status
+    assert await book.active(site) == []
 
 
 async def test_bad_input_fails_at_once_and_is_not_retried(gen3d, settings, redis):

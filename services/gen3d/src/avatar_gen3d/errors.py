@@ -97,12 +97,20 @@ class TooManyJobs(AppError):
     status_code, code = 429, "too_many_jobs"
     message = "As many jobs of yours wait or run as may at once; try again when one ends."
 
-    def __init__(self, limit: int, of_address: bool = False) -> None:
-        whose = (
-            "from your network address without sign-in (every anonymous visitor there together)"
-            if of_address
-            else "of yours"
-        )
+    def __init__(
+        self, limit: int, of_address: bool = False, site_prefix: int | None = None
+    ) -> None:
+        if site_prefix is not None:
+            whose = (
+                "from your network without sign-in (every anonymous visitor of its IPv6 "
+                f"/{site_prefix} together)"
+            )
+        elif of_address:
+            whose = (
+                "from your network address without sign-in (every anonymous visitor there together)"
+            )
+        else:
+            whose = "of yours"
         super().__init__(
             f"At most {limit} jobs {whose} may wait or run at once; try again when one ends.",
             headers={"Retry-After": "30"},

@@ -10,12 +10,14 @@ the settings' values.
 Fair turns (`FairQueue`): a new job waits in its holder's own list, not in saq's single
 first-come list, and a worker takes the next holder's oldest job in turn, so one holder's
 tenth job never goes before another's first (the holder: a signed-in user, or the client
-address of anonymous callers, whose ids are free to make).
+address of anonymous callers, whose ids are free to make). An anonymous IPv6 caller's turn is
+its site's (`turn_of`): a /48 holds 65,536 /64s, each an address of its own.
 
 Our own keys:
 - `gen3d:owner:{job_id}`: the user who submitted it (kept as long as the job).
-- `gen3d:active:{user_id or holder}`: sorted set of the jobs not finished yet, by the time
-  their place was taken (the caps per user and, for anonymous callers, per address).
+- `gen3d:active:{user_id, holder or site}`: sorted set of the jobs not finished yet, by the
+  time their place was taken (the caps per user and, for anonymous callers, per address and
+  per IPv6 site).
 - `gen3d:jobs:{user_id}`: sorted set of all the user's jobs by submission time (the listing).
 - `gen3d:cancelled:{job_id}`: set when its owner cancelled it.
 - `gen3d:completing:{job_id}`: set when its worker has its result (files written) and is to
@@ -30,7 +32,7 @@ Our own keys:
   after the last promise, renewed as any job starts or ends: a job's lifetime does not
   count its wait for its turn, so a promise kept only from the promise would lapse under a
   long queue (none outlives its job but by that wait).
-- `saq:{queue}:wait:{holder}`, `saq:{queue}:ring`, `saq:{queue}:waiting`,
+- `saq:{queue}:wait:{holder or site}`, `saq:{queue}:ring`, `saq:{queue}:waiting`,
   `saq:{queue}:anonymous`, `saq:{queue}:wake`: the fair turns (see FairQueue).
 """
 
@@ -69,8 +71,8 @@ ANONYMOUS_PREFIX = address_key("")  # anonymous callers' holders (the scripts' '
 LOST = "작업이 중단되었습니다. 다시 시도해 주세요."  # the worker died and no attempts were left
 CANCELLED = "취소되었습니다."
 
-# Anonymous callers' holders (their address's key, `addr:...`): their waiting jobs are also
-# counted in `anonymous`, capped lower than the queue (signed-in users keep room).
+# Anonymous callers' turns (their address's or site's key, `addr:...`): their waiting jobs are
+# also counted in `anonymous`, capped lower than the queue (signed-in users keep room).
 _ANONYMOUS = """
 local function anonymous(holder) return string.sub(holder, 1, 5) == 'addr:' end
 local function uncount(key)
@@ -78,10 +80,10 @@ local function uncount(key)
 end
 """
 
-# KEYS: incomplete, the job, its abort mark, ring, the holder's wait list, waiting, wake,
-# anonymous. ARGV: the job serialized, holder, cap, anonymous callers' cap. Returns 1 when
+# KEYS: incomplete, the job, its abort mark, ring, the turn's wait list, waiting, wake,
+# anonymous. ARGV: the job serialized, its turn, cap, anonymous callers' cap. Returns 1 when
 # queued, 0 when the job is known already (saq's rule), -1 when `cap` jobs wait already (or,
-# the holder anonymous, their cap of them).
+# the turn anonymous, their cap of them).
 _ENQUEUE = (
     _ANONYMOUS
     + """
@@ -124,7 +126,7 @@ return id
 """
 )
 
-# KEYS: the holder's wait list, ring, waiting, anonymous. ARGV: job id, holder. 1 when the
+# KEYS: the turn's wait list, ring, waiting, anonymous. ARGV: job id, its turn. 1 when the
 # job was waiting (and now is not), else 0.
 _UNWAIT = (
     _ANONYMOUS
@@ -153,6 +155,16 @@ def holder_of(job: Job) -> str:
     return str(kwargs.get("holder") or kwargs.get("user_id") or "")
 
 
+def site_of(job: Job) -> str | None:
+    """The site of an anonymous IPv6 caller's job (`service.caller_site`), else None."""
+    return (job.kwargs or {}).get("site") or None
+
+
+def turn_of(job: Job) -> str:
+    """Whose turn a job waits for: its holder's, or its site's (one turn for all its /64s)."""
+    return site_of(job) or holder_of(job)
+
+
 def submitter_of(job: Job) -> str:
     """Who submitted a job: whose folder its worker writes and whose places it holds (its
     owner too, until a sign-in moves it)."""
@@ -164,12 +176,14 @@ class FairQueue(RedisQueue):
 
     A holder's jobs wait in `wait:{holder}` (oldest first) and `ring` lists each holder with
     a job waiting once; a worker pops the ring's first holder, takes their oldest job and
-    puts them back at the end if more wait. `waiting` counts the jobs in all wait lists (the
-    cap is checked in the same script that adds one, so parallel submissions cannot pass it
-    together), and `wake` holds a token per new job for idle workers to block on. Retries
-    saq puts back in its own `queued` list are taken first: they already had their turn.
+    puts them back at the end if more wait (an anonymous IPv6 caller's jobs wait as their
+    site's, `turn_of`: the holder here is the site). `waiting` counts the jobs in all wait
+    lists (the cap is checked in the same script that adds one, so parallel submissions
+    cannot pass it together), and `wake` holds a token per new job for idle workers to block
+    on. Retries saq puts back in its own `queued` list are taken first: they already had
+    their turn.
     Each step is one script: any number of workers and API replicas share the turns.
-    Anonymous callers' jobs (holders `addr:...`) are also counted in `anonymous`, capped at
+    Anonymous callers' jobs (turns `addr:...`) are also counted in `anonymous`, capped at
     `anonymous_cap`: addresses are cheap (an IPv6 /56 is 256 of them), so they alone never
     fill the queue for signed-in users.
 
@@ -191,12 +205,12 @@ class FairQueue(RedisQueue):
         return self.namespace(f"wait:{holder}")
 
     async def _enqueue(self, job: Job) -> Job | None:
-        holder = holder_of(job)
+        turn = turn_of(job)
         keys = [
-            self._incomplete, job.id, job.abort_id, self._ring, self._wait_list(holder),
+            self._incomplete, job.id, job.abort_id, self._ring, self._wait_list(turn),
             self._waiting, self._wake, self._anonymous,
         ]  # fmt: skip
-        args = [self.serialize(job), holder, self.cap, self.anonymous_cap]
+        args = [self.serialize(job), turn, self.cap, self.anonymous_cap]
         queued = await self._fair_enqueue(keys=keys, args=args)
         if queued == -1:
             raise QueueFull()
@@ -246,9 +260,9 @@ class FairQueue(RedisQueue):
 
     async def _unqueue(self, job: Job, error: str) -> bool:
         """Whether the job waited for its turn or for its retry, and ended there now."""
-        holder = holder_of(job)
-        keys = [self._wait_list(holder), self._ring, self._waiting, self._anonymous]
-        if await self._unwait(keys=keys, args=[job.id, holder]) or await self._unschedule(
+        turn = turn_of(job)
+        keys = [self._wait_list(turn), self._ring, self._waiting, self._anonymous]
+        if await self._unwait(keys=keys, args=[job.id, turn]) or await self._unschedule(
             keys=[self._incomplete], args=[job.id]
         ):
             await self.finish(job, Status.ABORTED, error=error)
@@ -307,15 +321,33 @@ class FairQueue(RedisQueue):
         return await super().count(kind)
 
 
-def open_queue(settings: Gen3dSettings, backend: Backend) -> FairQueue:
+def waiting_cap(settings: Gen3dSettings, backend: Backend) -> int:
     caps: dict[Backend, int] = {
         "relief": settings.max_waiting_jobs_relief,
         "hunyuan3d": settings.max_waiting_jobs_hunyuan3d,
     }
+    return caps[backend]
+
+
+def anonymous_cap(settings: Gen3dSettings, backend: Backend) -> int:
+    """The waiting places of a backend anonymous callers' jobs may take, all together."""
+    return max(1, int(waiting_cap(settings, backend) * settings.anonymous_queue_share))
+
+
+def site_cap(settings: Gen3dSettings) -> int:
+    """Unfinished jobs of one anonymous IPv6 site: MAX_QUEUED_JOBS_PER_SITE, but at most half
+    of anonymous callers' waiting places for relief (the backend open to them), so one site
+    never takes them all whatever the settings say."""
+    return min(settings.max_queued_jobs_per_site, max(1, anonymous_cap(settings, "relief") // 2))
+
+
+def open_queue(settings: Gen3dSettings, backend: Backend) -> FairQueue:
     redis = Redis.from_url(settings.redis_url)  # bytes, as saq reads its records
-    anonymous_cap = max(1, int(caps[backend] * settings.anonymous_queue_share))
     return FairQueue(
-        redis, name=QUEUE_NAMES[backend], cap=caps[backend], anonymous_cap=anonymous_cap
+        redis,
+        name=QUEUE_NAMES[backend],
+        cap=waiting_cap(settings, backend),
+        anonymous_cap=anonymous_cap(settings, backend),
     )
 
 
@@ -354,9 +386,9 @@ def progress_of(job: Job) -> Progress:
     return Progress(percent, meta.get("step"), error if job.status in FINAL else None)
 
 
-# KEYS: the place sets (the user's, and an anonymous caller's address's). ARGV: job id, ttl,
-# now, then each set's cap. 0 when a place was taken in every set, else the (1-based) index
-# of a full set, and no place taken.
+# KEYS: the place sets (the user's, and an anonymous caller's address's and site's). ARGV:
+# job id, ttl, now, then each set's cap. 0 when a place was taken in every set, else the
+# (1-based) index of a full set, and no place taken.
 _CLAIM = """
 for i, key in ipairs(KEYS) do
   if redis.call('ZCARD', key) >= tonumber(ARGV[3 + i]) then return i end
@@ -372,10 +404,11 @@ return 0
 CLAIM_GRACE_S = 60
 
 
-def places_of(user_id: str, holder: str) -> list[str]:
-    """The sets a job takes a place in: its user's, and its holder's when that is another
-    (the client address of an anonymous caller)."""
-    return [f"gen3d:active:{key}" for key in dict.fromkeys((user_id, holder))]
+def places_of(user_id: str, holder: str, site: str | None = None) -> list[str]:
+    """The sets a job takes a place in: its user's, its holder's when that is another (the
+    client address of an anonymous caller), and an anonymous IPv6 caller's site's."""
+    keys = dict.fromkeys((user_id, holder, site or holder))
+    return [f"gen3d:active:{key}" for key in keys]
 
 
 MOVING, ADOPTING = "gen3d:moving", "gen3d:adopting"
@@ -588,10 +621,12 @@ class JobBook:
         taken: list[tuple[str, float]] = await self.redis.zrange(places, 0, -1, withscores=True)
         return taken
 
-    async def finished(self, job_id: str, user_id: str, holder: str) -> None:
+    async def finished(
+        self, job_id: str, user_id: str, holder: str, site: str | None = None
+    ) -> None:
         """The job gives its places back."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for places in places_of(user_id, holder):
+            for places in places_of(user_id, holder, site):
                 pipe.zrem(places, job_id)
             await pipe.execute()
 

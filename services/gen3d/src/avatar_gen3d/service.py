@@ -32,6 +32,7 @@ ended meanwhile, its worker having looked for a promise before there was one, mo
 """
 
 import asyncio
+import ipaddress
 import logging
 import shutil
 import time
@@ -73,6 +74,8 @@ from avatar_gen3d.jobs import (
     job_settings,
     places_of,
     progress_of,
+    site_cap,
+    site_of,
     submitter_of,
 )
 from avatar_gen3d.moves import Mover
@@ -90,7 +93,7 @@ from avatar_gen3d.settings import Gen3dSettings
 from avatar_shared.adoption import KindMoved
 from avatar_shared.budget import Budget
 from avatar_shared.pages import TIME, Page
-from avatar_shared.rate import Caller, CallerRate
+from avatar_shared.rate import Caller, CallerRate, address_key
 
 log = logging.getLogger("avatar.gen3d")
 # What one job's records take in Redis, charged to the global "jobs" budget: saq's record
@@ -134,6 +137,22 @@ def holder(caller: Caller) -> str:
     return caller.address_key or caller.user_id
 
 
+def caller_site(caller: Caller, prefix: int) -> str | None:
+    """An anonymous IPv6 caller's site: the /`prefix` network around its /64, whose /64s
+    (a home's /56 is 256 of them) share one cap of places and one turn. None for anyone
+    else: IPv4 addresses are not grouped (a /24 holds unrelated customers), and at 64 the
+    site is the address."""
+    if caller.identity.signed_in:
+        return None
+    try:
+        network = ipaddress.ip_network(caller.identity.address)
+    except ValueError:  # no address known ("-")
+        return None
+    if network.version != 6 or network.prefixlen <= prefix:
+        return None
+    return address_key(str(network.supernet(new_prefix=prefix)))
+
+
 class Gen3dService:
     def __init__(
         self, settings: Gen3dSettings, redis: Redis, queues: dict[Backend, FairQueue]
@@ -163,9 +182,10 @@ class Gen3dService:
         backend = self.backend_for(caller, options)
         queue = self.queues[backend]
         share = holder(caller)
+        site = caller_site(caller, self.settings.anonymous_ipv6_site_prefix)
         if await queue.full_for(share):  # early: the enqueue checks it again
             raise QueueFull()
-        job_id = await self._take_room(caller, share)
+        job_id = await self._take_room(caller, share, site)
         folder = JobFolder(self.settings.assets_dir, caller.user_id, job_id)
         reserved = False
         try:
@@ -185,10 +205,13 @@ class Gen3dService:
                 # The backend as decided here: a worker's own default must not change it.
                 "options": options.model_copy(update={"backend": backend}).model_dump(),
             }
+            if site is not None:  # its places and its turn, for all its /64s together
+                # (named only then: a worker of an earlier version runs other jobs as before)
+                kwargs["site"] = site
             await queue.enqueue(FUNCTION, key=job_id, **job_settings(self.settings), **kwargs)
         except BaseException:
             with suppress(RedisError, OSError):
-                await self.book.finished(job_id, caller.user_id, share)
+                await self.book.finished(job_id, caller.user_id, share, site)
                 if reserved:
                     await self.budget.release(job_id, JOB_RECORD_BYTES)
                 await self.retention.remove(folder.path)
@@ -275,7 +298,7 @@ class Gen3dService:
                 await self.book.uncancel(job_id)
                 raise JobFinished(job_id)
         submitter = submitter_of(job)  # its places and folder, whoever cancels it
-        await self.book.finished(job_id, submitter, holder_of(job))
+        await self.book.finished(job_id, submitter, holder_of(job), site_of(job))
         # Ended by the cancel (it waited for its turn or for a retry, or its worker is gone):
         # no worker holds it to clean up after it, nor to move it. A running job's worker
         # does both as it stops (if it dies first, saq's sweep ends the job, never retried,
@@ -407,21 +430,24 @@ class Gen3dService:
             return await self.book.owner(job_id) == to
         return True
 
-    async def _take_room(self, caller: Caller, share: str) -> str:
+    async def _take_room(self, caller: Caller, share: str, site: str | None) -> str:
         """A new job id with its place among the user's unfinished jobs (and, for anonymous
-        callers, among their address's), or 429. A full set is looked through (once) for
-        places that should have been given back before the caller is refused: the usual
-        submission costs one script, not a read of every job in the sets."""
-        places = places_of(caller.user_id, share)
-        caps = {places[0]: self.settings.max_queued_jobs_per_user}
-        if len(places) > 1:
-            caps[places[1]] = self.settings.max_queued_jobs_per_address
+        callers, among their address's and their IPv6 site's), or 429. A full set is looked
+        through (once) for places that should have been given back before the caller is
+        refused: the usual submission costs one script, not a read of every job in the sets."""
+        settings = self.settings
+        # In places_of's order: the user's, the address's, the site's (each only if any).
+        places = places_of(caller.user_id, share, site)
+        limits = (settings.max_queued_jobs_per_user, settings.max_queued_jobs_per_address)
+        caps = dict(zip(places, (*limits, site_cap(settings)), strict=False))
         job_id = str(uuid.uuid4())
         full = await self.book.claim(job_id, caps)
         if full is not None and await self._free_ended_places(full):
             full = await self.book.claim(job_id, caps)
         if full is not None:
-            raise TooManyJobs(caps[full], of_address=full != places[0])
+            which = places.index(full)
+            prefix = settings.anonymous_ipv6_site_prefix if which == 2 else None
+            raise TooManyJobs(caps[full], of_address=which == 1, site_prefix=prefix)
         return job_id
 
     async def _free_ended_places(self, key: str) -> bool:

@@ -30,6 +30,17 @@ class Gen3dSettings(ServiceSettings):
     max_queued_jobs_per_address: int = Field(5, ge=1)
     """Jobs anonymous callers of one client address may have queued or running at once, all
     their ids together (429 beyond)."""
+    max_queued_jobs_per_site: int = Field(10, ge=1)
+    """Jobs anonymous callers of one IPv6 site (its ANONYMOUS_IPV6_SITE_PREFIX network) may
+    have queued or running at once, all its /64s together (429 beyond): a home's /56 holds
+    256 /64s, each an address with MAX_QUEUED_JOBS_PER_ADDRESS of its own. Never more than
+    half of anonymous callers' waiting places for relief (ANONYMOUS_QUEUE_SHARE of
+    MAX_WAITING_JOBS_RELIEF), whatever this says: one site never takes them all. IPv4
+    addresses are not grouped (a /24 holds unrelated customers)."""
+    anonymous_ipv6_site_prefix: int = Field(48, ge=32, le=64)
+    """The prefix length of an anonymous IPv6 caller's site, whose /64s share
+    MAX_QUEUED_JOBS_PER_SITE and one turn in the queue: 48 (a site's usual allocation, a
+    home's /56 within it); 64 turns the site cap off (the site is the address)."""
     gen3d_rate_per_hour: int = Field(20, ge=1)
     """Jobs one caller may submit an hour (429 with Retry-After beyond)."""
     gen3d_rate_per_hour_per_address: int = Field(30, ge=1)

@@ -57,6 +57,7 @@ async def generate(
     job_id: str,
     options: dict[str, Any],
     holder: str | None = None,  # absent from jobs of earlier versions: their user's
+    site: str | None = None,  # an anonymous IPv6 caller's (absent from earlier versions)
 ) -> str:
     job: Job = ctx["job"]
     settings: Gen3dSettings = ctx["settings"]
@@ -88,7 +89,7 @@ async def generate(
                 raise JobCancelled()
     except JobCancelled:
         job.retries = 0  # its owner has the answer already ("취소되었습니다.")
-        await book.finished(job_id, user_id, holder)
+        await book.finished(job_id, user_id, holder, site)
         await retention.remove(folder.path)
         raise
     except asyncio.CancelledError:
@@ -99,18 +100,18 @@ async def generate(
         raise
     except (BadInput, BackendGaveUp) as exc:
         job.retries = 0  # nothing another attempt could change, or worse
-        await fail(job, book, user_id, holder, str(exc))
+        await fail(job, book, user_id, holder, site, str(exc))
         await retention.remove(folder.path)
         raise
     except Exception as exc:
         if job.attempts >= job.retries:  # the last attempt: say why it ended
             why = str(exc) if isinstance(exc, BackendFailed) else FAILED_TO_MAKE
-            await fail(job, book, user_id, holder, why)
+            await fail(job, book, user_id, holder, site, why)
             await retention.remove(folder.path)
         raise
     await job.update(meta={**(job.meta or {}), "progress": 100, "step": None})
     await book.took(backend.name, time.monotonic() - started)
-    await book.finished(job_id, user_id, holder)
+    await book.finished(job_id, user_id, holder, site)
     await retention.kept(folder.path, await asyncio.to_thread(folder.size), holder)
     return job_id
 
@@ -175,9 +176,11 @@ def reporter(job: Job, book: JobBook) -> Callable[[tuple[int, str]], Awaitable[N
     return report
 
 
-async def fail(job: Job, book: JobBook, user_id: str, holder: str, message: str) -> None:
+async def fail(
+    job: Job, book: JobBook, user_id: str, holder: str, site: str | None, message: str
+) -> None:
     await job.update(meta={**(job.meta or {}), "error": message})
-    await book.finished(job.key, user_id, holder)
+    await book.finished(job.key, user_id, holder, site)
 
 
 @contextlib.asynccontextmanager
