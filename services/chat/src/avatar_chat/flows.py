@@ -143,11 +143,15 @@ class Turn:
 
     def replied(self, reply: LlmReply) -> Conversation:
         """The conversation with its reply, as the next turn will bring it (a continued
-        reply is longer, not one more: only aged turns are summarized, never the last)."""
+        reply is longer, not one more: only aged turns are summarized, never the last). Its
+        estimate is the one this reply's count teaches, as the next turn's is: the turn's own
+        may be the default, whose overcount leaves a summary made ahead no room."""
+        learned = learn_calibration(self.llm_request.messages, reply.prompt_tokens)
+        talk = replace(self.talk, estimate=TokenEstimator(learned)) if learned else self.talk
         if self.steer.kind == "continue":
-            return replace(self.talk, unlearned=self.unread())
+            return replace(talk, unlearned=self.unread())
         said = {"role": "assistant", "content": reply.content}
-        return replace(self.talk, turns=[*self.talk.turns, said], unlearned=self.unread())
+        return replace(talk, turns=[*talk.turns, said], unlearned=self.unread())
 
     def learning(self, record: TurnRecord) -> JobDraft | None:
         """What reading this conversation for memories needs, when it learns."""
