@@ -107,6 +107,32 @@ async def test_a_prompt_the_model_refuses_as_too_long_is_planned_again_by_its_co
     assert sent.prompt_tokens + 64 <= WINDOW
 
 
+async def test_a_prompt_refused_again_when_planned_again_says_it_no_longer_fits(
+    app_client, redis_url, characters_url
+):
+    """Planned again by the model's count, a prompt can still be refused (what was cut cost
+    the model less than what is left: here a last message of one-letter words): the turn
+    is not planned a third time, and answers a 413 saying the conversation no longer fits
+    (it was a 502 `llm_error`)."""
+    async with summarizing_ahead(app_client, redis_url, characters_url, WINDOW) as (
+        client,
+        backend,
+    ):
+        body: dict = {"character_id": "hermione", "tts_enabled": False, "max_tokens": 64}
+        hello = {"role": "user", "content": "Hello there!"}
+        status, first = await turn(client, body, [hello])
+        assert status == 200, first
+        said = {"role": "assistant", "content": first["data"]["content"]}
+        calls = len(backend.recorder.prompts)
+        status, refused = await turn(
+            client, body, [hello, said, {"role": "user", "content": "o " * 1800}]
+        )
+    assert status == 413, refused
+    assert refused["error"]["code"] == "context_too_long"
+    assert "no longer fits" in refused["error"]["message"]
+    assert len(backend.recorder.prompts) == calls  # both refused: no reply was made
+
+
 async def test_a_stream_the_model_refuses_as_too_long_says_the_conversation_no_longer_fits(
     app_client, redis_url, characters_url
 ):
