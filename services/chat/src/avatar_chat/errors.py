@@ -6,6 +6,7 @@ its refusals are relayed as it gave them (an unknown `character_id`: the charact
 """
 
 from avatar_shared.errors import (
+    AppError,
     Conflict,
     NamedNotFound,
     NotFound,
@@ -30,6 +31,21 @@ class LlmTimeout(UpstreamTimeout):
 # Failed: an error answer, broken off, or malformed.
 class LlmError(UpstreamError):
     code, message = "llm_error", "The language model server failed."
+
+
+# The model server refused the prompt as longer than its context window (vLLM and other
+# OpenAI-compatible servers: a 400 that says how many tokens it counted). A turn is planned
+# again once by that count (flows.py); refused again, or not planned again, this is the answer.
+class ContextTooLong(AppError):
+    status_code, code = 413, "context_too_long"
+    message = (
+        "This conversation no longer fits the model's context window: lower max_tokens, "
+        "shorten the last message, or start a new conversation."
+    )
+
+    def __init__(self, prompt_tokens: int | None = None) -> None:
+        super().__init__()
+        self.prompt_tokens = prompt_tokens  # the model server's count of the prompt, if it said
 
 
 class ModelNotFound(NotFound):

@@ -41,7 +41,7 @@ from starlette.types import Receive
 from avatar_chat.context.planner import Context, Conversation
 from avatar_chat.context.tokens import TokenEstimator, learn_calibration
 from avatar_chat.conversations import messages as msgs
-from avatar_chat.errors import ConversationFull, NothingToSteer
+from avatar_chat.errors import ContextTooLong, ConversationFull, NothingToSteer
 from avatar_chat.limits.admission import Lease
 from avatar_chat.llm import LlmReply, LlmRequest
 from avatar_chat.memory.learning import JobDraft, read_marks
@@ -144,11 +144,15 @@ class Turn:
 
     def replied(self, reply: LlmReply) -> Conversation:
         """The conversation with its reply, as the next turn will bring it (a continued
-        reply is longer, not one more: only aged turns are summarized, never the last)."""
+        reply is longer, not one more: only aged turns are summarized, never the last). Its
+        estimate is the one this reply's count teaches, as the next turn's is: the turn's own
+        may be the default, whose overcount leaves a summary made ahead no room."""
+        learned = learn_calibration(self.llm_request.messages, reply.prompt_tokens)
+        talk = replace(self.talk, estimate=TokenEstimator(learned)) if learned else self.talk
         if self.steer.kind == "continue":
-            return replace(self.talk, unlearned=self.unread())
+            return replace(talk, unlearned=self.unread())
         said = {"role": "assistant", "content": reply.content}
-        return replace(self.talk, turns=[*self.talk.turns, said], unlearned=self.unread())
+        return replace(talk, turns=[*talk.turns, said], unlearned=self.unread())
 
     def learning(self, record: TurnRecord) -> JobDraft | None:
         """What reading this conversation for memories needs, when it learns."""
@@ -235,8 +239,14 @@ async def reply_turn(chat: ChatService, steer: Steer, caller: Caller) -> ChatRep
         _undone_on_failure(chat, session_id),
     ):
         turn = await _planned(chat, steer, session_id, is_new, caller)
-        async with chat.gate.slot(caller.key):
-            reply = await chat.llm.complete(turn.llm_request)
+        try:
+            async with chat.gate.slot(caller.key):
+                reply = await chat.llm.complete(turn.llm_request)
+        except ContextTooLong as refused:  # the estimate undercounted: once more, by its count
+            recount = _recounted(turn, refused)
+            turn = await _planned(chat, steer, session_id, is_new, caller, recount)
+            async with chat.gate.slot(caller.key):
+                reply = await chat.llm.complete(turn.llm_request)
         record = turn.record(reply)
         await chat.record(session_id, caller.identity, record, lease)
         chat.context.summarize_ahead(turn.replied(reply))
@@ -316,6 +326,18 @@ async def _stream_events(
         done.audio_urls = speaker.urls
         done.tts_error = speaker.failure  # no sentence could be spoken
     yield sse("done", done.model_dump())
+
+
+def _recounted(turn: Turn, refused: ContextTooLong) -> float:
+    """The calibration the model server's count of a prompt it refused teaches: with it, the
+    turn is planned again (summarized, trimmed) to fit. The refusal stands when the server
+    gave no count, or one the estimate already matched (planned again, the prompt would not
+    change)."""
+    counted = refused.prompt_tokens
+    learned = counted and learn_calibration(turn.llm_request.messages, counted)
+    if not learned or learned <= turn.talk.estimate.calibration:
+        raise refused
+    return learned
 
 
 def _learn(chat: ChatService, turn: Turn, reply: LlmReply, record: TurnRecord) -> None:
@@ -422,10 +444,16 @@ def _check_room(
 
 
 async def _planned(
-    chat: ChatService, steer: Steer, session_id: str, is_new: bool, caller: Caller
+    chat: ChatService,
+    steer: Steer,
+    session_id: str,
+    is_new: bool,
+    caller: Caller,
+    calibration: float | None = None,
 ) -> Turn:
     """The character and the session loaded, the prompt built from them, and the
-    conversation fitted into the window around it."""
+    conversation fitted into the window around it (`calibration`: the estimate's, instead
+    of the session's)."""
     settings, options = chat.settings, steer.options
     model = options.model or settings.default_model
     # A new id has no owner yet; anyone else's session is reported as missing.
@@ -438,7 +466,7 @@ async def _planned(
     card, voice_id = await chat.character(plan.setup)
     window = await chat.windows.tokens(model)
     turns = plan.turns
-    estimate = TokenEstimator(state.calibration(model))
+    estimate = TokenEstimator(calibration or state.calibration(model))
     # Room for the system message's parts: the turns count as they will once summarized
     # (else a long conversation would leave its examples out for good).
     summarized = estimate.messages(turns[-settings.keep_recent_turns :])

@@ -10,6 +10,7 @@ from avatar_chat.conversations import actions
 from avatar_chat.conversations.upload import IMPORT_BODY, JSONL, UPLOAD_ERRORS, read_import
 from avatar_chat.deps import ChatDep
 from avatar_chat.errors import (
+    ContextTooLong,
     ConversationBusy,
     ConversationFull,
     LlmBusy,
@@ -93,7 +94,7 @@ MESSAGE_ERRORS = (
 TURN_ERRORS = (
     WRITER_ERRORS,
     RATE_ERRORS,
-    (TooManyUsers, ModelNotFound, SessionNotFound, LlmBusy),
+    (TooManyUsers, ModelNotFound, SessionNotFound, LlmBusy, ContextTooLong),
     LLM_ERRORS,
     CHARACTER_ERRORS,
     STORE_WRITES,

@@ -19,7 +19,13 @@ from typing import Any
 import aiohttp
 
 from avatar_chat.errors import LlmError, LlmTimeout, LlmUnavailable, ModelNotFound
-from avatar_chat.llm.wire import failed, json_object, malformed, upstream_message
+from avatar_chat.llm.wire import (
+    context_refused,
+    failed,
+    json_object,
+    malformed,
+    upstream_message,
+)
 from avatar_chat.settings import ChatSettings
 from avatar_shared.metrics import upstream_call
 
@@ -268,4 +274,6 @@ def check_status(status: int, body: bytes, model: str | None) -> None:
         return
     if status == 404 and model:
         raise ModelNotFound(model)
+    if status == 400 and (refused := context_refused(body)):
+        raise refused
     raise failed(upstream_message(body), status)

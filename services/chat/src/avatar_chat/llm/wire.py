@@ -6,11 +6,12 @@ paths and internals of the GPU box. The client gets the code and a message of ou
 
 import json
 import logging
+import re
 from typing import Any
 
 import orjson
 
-from avatar_chat.errors import LlmError
+from avatar_chat.errors import ContextTooLong, LlmError
 
 
 def json_object(text: str | bytes, what: str) -> dict[str, Any]:
@@ -49,6 +50,23 @@ def failed(says: object, status: int | None = None) -> LlmError:
     if status is None:
         return LlmError("The language model server failed while answering.")
     return LlmError(f"The language model server answered {status}.")
+
+
+# vLLM's refusal of a prompt past its window names the prompt's count: "This model's maximum
+# context length is L tokens. However, you requested N tokens (P in the messages, M in the
+# completion)..." (older), "... However, your request has P input tokens..." or "... and your
+# request has P input tokens (M > L - P)." (newer).
+PROMPT_COUNT = re.compile(r"(\d+) in the messages|request has (\d+) input tokens")
+
+
+def context_refused(body: bytes) -> ContextTooLong | None:
+    """A 400's body read as a refusal of the prompt's length (None: it is something else)."""
+    text = upstream_message(body)
+    if "maximum context length" not in text:
+        return None
+    log.warning("language model server refused the prompt's length: %s", text[:500])
+    found = PROMPT_COUNT.search(text)
+    return ContextTooLong(int(found.group(1) or found.group(2)) if found else None)
 
 
 def upstream_message(body: bytes) -> str:
