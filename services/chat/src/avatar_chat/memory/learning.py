@@ -597,9 +597,10 @@ class MemoryLearner:
         job: "Job | None",
         full: list[str] | None,
     ) -> None:
-        """Forgets the memories learned in this conversation from messages it no longer
-        holds (edited or deleted since): by its digests from the first message (`full`),
-        else by the job's from its start."""
+        """Forgets what this conversation taught from messages it no longer holds (edited or
+        deleted since): by its digests from the first message (`full`), else by the job's
+        from its start. A memory it relearned goes back to what it said before (another
+        conversation's text stays); one it first learned goes."""
         gone = [
             m.id
             for m in memories
@@ -609,8 +610,12 @@ class MemoryLearner:
             and not _held(m.origin, job, full)
         ]
         if gone:
+
+            def edited_away(origin: Origin) -> bool:
+                return origin.session_id == session_id and not _held(origin, job, full)
+
             async with self._merge_lock(owner.user_id, character_id):
-                await self.store.forget(gone, owner)
+                await self.store.forget(gone, owner, edited_away)
 
     async def prune_marks(self, session_id: str, full: list[str]) -> None:
         """After an edit: the marks the conversation no longer holds go (else marks of a

@@ -24,13 +24,13 @@ import asyncio
 import json
 import secrets
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import LockError
+from redis.exceptions import LockError, WatchError
 
 from avatar_chat.memory.errors import MemoryNotFound, MemoryQuotaExceeded
 from avatar_chat.memory.ranking import MemoryIndex
@@ -83,15 +83,6 @@ class Remembered:
 
     @classmethod
     def of(cls, record: dict[str, Any]) -> "Remembered":
-        origin = None
-        if record.get("session_id"):
-            origin = Origin(
-                record["session_id"],
-                record.get("message_id"),
-                record.get("root") or record["session_id"],
-                int(record.get("covered", 0)),
-                str(record.get("digest", "")),
-            )
         return cls(
             record["id"],
             record["text"],
@@ -99,8 +90,22 @@ class Remembered:
             record["updated_at"],
             record.get("source", "user"),
             record.get("key"),
-            origin,
+            origin_of(record),
         )
+
+
+def origin_of(fields: dict[str, Any]) -> Origin | None:
+    """Where a record (or an earlier text in its history) was learned; None: not learned, or
+    kept before history remembered it."""
+    if not fields.get("session_id"):
+        return None
+    return Origin(
+        fields["session_id"],
+        fields.get("message_id"),
+        fields.get("root") or fields["session_id"],
+        int(fields.get("covered", 0)),
+        str(fields.get("digest", "")),
+    )
 
 
 @dataclass(frozen=True)
@@ -203,14 +208,23 @@ class MemoryStore:
         return record
 
     async def relearn(self, memory_id: str, owner: Owner, text: str, origin: Origin) -> bool:
-        """A learned fact said anew for its slot: its new text and where it was learned.
-        False (nothing written) when the user took the memory over meanwhile."""
-        record = await self.records.get(memory_id)
-        if record is None or record.get("source") != "learned":
+        """A learned fact said anew for its slot: its new text and where it was learned (the
+        older text kept in its history with where that was learned, which an edit of this
+        conversation may bring back). False (nothing written) when the user took the memory
+        over meanwhile: checked in the write itself, so a user's edit is never overwritten."""
+
+        def apply(current: dict[str, Any]) -> dict[str, Any]:
+            if current.get("source") != "learned":
+                raise _TakenOver()
+            changes = with_text(current, text)
+            if changes and (earlier := origin_of(current)) is not None:
+                changes["history"][-1]["origin"] = _origin_fields(earlier)
+            return {**changes, **_origin_fields(origin)}
+
+        try:
+            await self.records.update(memory_id, owner, apply)
+        except (_TakenOver, MemoryNotFound):
             return False
-        await self.records.update(
-            memory_id, owner, lambda current: {**with_text(current, text), **_origin_fields(origin)}
-        )
         await self._changed(owner)
         return True
 
@@ -218,18 +232,45 @@ class MemoryStore:
         await self.records.delete(memory_id, owner)
         await self._changed(owner)
 
-    async def forget(self, memory_ids: list[str], owner: Owner) -> None:
-        """Deletes the owner's memories that are still there (learned ones edited away)."""
+    async def forget(
+        self, memory_ids: list[str], owner: Owner, gone: Callable[[Origin], bool]
+    ) -> None:
+        """Forgets what the owner's learned memories took from messages that are `gone` (edited
+        away): each goes back to its latest earlier text not learned from them (another
+        conversation's, say), else is deleted. One the user took over meanwhile is left (checked
+        in the write itself)."""
         for memory_id in memory_ids:
-            record = await self.records.get(memory_id)
-            if record is None or record.get("source") != "learned":
-                continue  # deleted, or taken over by the user, meanwhile
             try:
-                await self.records.delete(memory_id, owner)
-            except MemoryNotFound:
+                await self.records.update(memory_id, owner, lambda r: _reverted(r, gone))
+            except (_TakenOver, MemoryNotFound):
                 continue
+            except _NothingEarlier:
+                await self._delete_learned(memory_id, owner)
         if memory_ids:
             await self._changed(owner)
+
+    async def _delete_learned(self, memory_id: str, owner: Owner) -> None:
+        """Deletes the memory if it is still a learned one of the owner's: the check and the
+        delete in one transaction (a user's edit in between makes it theirs, kept)."""
+        key = self.records.item_key(memory_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    record = _readable(await pipe.get(key))
+                    if (
+                        record is None
+                        or record.get("owner") != owner.user_id
+                        or record.get("source") != "learned"
+                    ):
+                        return
+                    pipe.multi()
+                    args = [*self.records._common(owner), memory_id]
+                    await self.records._delete(keys=self.records.budget.keys, args=args, client=pipe)
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue  # written in between: looked at again
 
     async def adopt(self, from_id: str, to_id: str) -> KindMoved:
         moved = await self.records.adopt(from_id, to_id)
@@ -330,6 +371,33 @@ def _readable(raw: str | None) -> dict[str, Any] | None:
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return record
+
+
+class _TakenOver(Exception):
+    """The user took a learned memory over (edited it): learning leaves it."""
+
+
+class _NothingEarlier(Exception):
+    """No earlier text of a memory stands once the messages its text came from are gone."""
+
+
+def _reverted(record: dict[str, Any], gone: Callable[[Origin], bool]) -> dict[str, Any]:
+    """The fields that take a learned memory back to its latest text not learned from the
+    `gone` messages, with where that was learned (an earlier text kept before history said
+    where stays, learned nowhere in particular)."""
+    if record.get("source") != "learned":
+        raise _TakenOver()
+    origin = origin_of(record)
+    if origin is None or not gone(origin):
+        return {}  # relearned elsewhere meanwhile
+    history = record.get("history", [])
+    for at in range(len(history) - 1, -1, -1):
+        earlier = history[at].get("origin") or {}
+        back = origin_of(earlier)
+        if back is None or not gone(back):
+            unknown = dict.fromkeys(("session_id", "message_id", "root", "covered", "digest"))
+            return {"text": history[at]["text"], "history": history[:at], **unknown, **earlier}
+    raise _NothingEarlier()
 
 
 def _origin_fields(origin: Origin) -> dict[str, Any]:

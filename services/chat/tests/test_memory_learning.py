@@ -1,0 +1,59 @@
+"""Long-term memories learned across conversations, through the chat app against a real
+Redis, the real characters service and the LLM emulators (the helpers and fixtures of
+`test_memories`): what an edit forgets, how a corrected fact replaces, readings across a
+sign-in, readings that fail, races with the user's own writes, adoption's pins, and text
+that cannot make a memory."""
+
+import asyncio
+import time
+
+from .test_memories import (  # noqa: F401  # fixtures, used by name
+    ALICE,
+    characters_url,
+    client,
+    fact,
+    idle,
+    learned,
+    memories,
+    say,
+    start,
+)
+
+
+async def until_text(client, text: str) -> dict:
+    """The one learned memory once it reads `text` (learning runs in the background)."""
+    deadline = time.monotonic() + 20
+    while True:
+        found = await learned(client, 1)
+        if found and found[0]["text"] == text or time.monotonic() > deadline:
+            return found[0]
+        await asyncio.sleep(0.05)
+
+
+# --- what an edit forgets ------------------------------------------------------------------------
+
+
+async def test_deleting_a_message_keeps_what_another_conversation_taught(client, backend):
+    first = await start(client)
+    await say(client, first, "내 이름은 민수 " + fact("user.name", "The user is called Minsu", "name"))
+    await say(client, first, "그래")
+    [minsu] = await learned(client, 1)
+    second = await start(client)
+    said = await say(client, second, "사실 지수야 " + fact("user.name", "The user is called Jisu", "name"))
+    await say(client, second, "응")
+    jisu = await until_text(client, "The user is called Jisu")
+    assert jisu["id"] == minsu["id"]  # the same slot, relearned
+
+    # The second conversation's message goes: what it taught goes, what the first taught stays.
+    deleted = await client.delete(
+        f"/api/chat/sessions/{second}/messages/{said['user_message_id']}", headers=ALICE
+    )
+    assert deleted.status_code == 200, deleted.text
+    await idle(backend)
+    [back] = await memories(client)
+    assert (back["id"], back["text"], back["session_id"]) == (
+        minsu["id"],
+        "The user is called Minsu",
+        first,
+    )
+    assert back["history"] == []
