@@ -57,3 +57,20 @@ async def test_deleting_a_message_keeps_what_another_conversation_taught(client,
         first,
     )
     assert back["history"] == []
+
+
+# --- a corrected fact ----------------------------------------------------------------------------
+
+
+async def test_a_corrected_fact_for_its_slot_replaces_however_alike(client):
+    session = await start(client)
+    await say(client, session, "내 생일 " + fact("user.birthday", "민수의 생일은 3월 3일이다"))
+    await say(client, session, "그래")
+    [first] = await learned(client, 1)
+    # One word of six differs: most terms shared, yet a new value for the slot.
+    await say(client, session, "아 틀렸다, 5월이야 " + fact("user.birthday", "민수의 생일은 5월 3일이다"))
+    await say(client, session, "기억해줘")
+    corrected = await until_text(client, "민수의 생일은 5월 3일이다")
+    assert corrected["id"] == first["id"]
+    assert corrected["text"] == "민수의 생일은 5월 3일이다"
+    assert [h["text"] for h in corrected["history"]] == ["민수의 생일은 3월 3일이다"]

@@ -10,9 +10,9 @@ must match `FACTS_SCHEMA` (the servers' structured outputs). It never delays a r
 
 What the answer says is checked before anything is stored: a malformed answer stores
 nothing. Each fact is then merged into the user's memories of the character:
-- a fact for a slot (`key`) a learned memory already fills replaces that memory's text, the
-  older text kept in its history (a contradiction; the same fact said again only moves its
-  origin);
+- a fact for a slot (`key`) a learned memory already fills replaces that memory's text when
+  it says anything else (a correction, however alike), the older text kept in its history;
+  the same fact said again (case and spacing aside) changes nothing;
 - a near-duplicate of any memory (most of its terms shared) is not stored twice;
 - else it is a new memory, within the user's quota (past it, nothing more is stored).
 
@@ -564,8 +564,10 @@ class MemoryLearner:
         text = fact.text.strip()[: self.settings.memory_max_chars]
         slot = next((m for m in memories if m.source == "learned" and m.key == fact.key), None)
         if slot is not None:
-            if similarity(slot.text, text) >= NEAR_DUPLICATE:
-                return None  # the same fact said again: it keeps where it was first learned
+            # Any change is a new value (a birthday's month: one term of six), not a near
+            # duplicate; the same fact said again keeps where it was first learned.
+            if _normalized(slot.text) == _normalized(text):
+                return None
             if not await self.store.relearn(slot.id, owner, text, origin):  # a newer value
                 return None  # the user took it over meanwhile
             return replace(slot, text=text, origin=origin)
@@ -671,6 +673,11 @@ def _holds_job(job: "Job", whole: "list[str] | Gone | None", end: int) -> bool:
     if not isinstance(whole, list):
         return True  # a client's record
     return end < len(whole) and whole[end] == job.digests[end - job.start]
+
+
+def _normalized(text: str) -> str:
+    """A fact's text as compared for a change: case and spacing aside."""
+    return " ".join(text.casefold().split())
 
 
 def _transcript(block: list[Message]) -> str:
