@@ -7,8 +7,14 @@ that cannot make a memory."""
 import asyncio
 import time
 
+from avatar_chat.app import create_app
+from avatar_shared.adoption import ADOPT_PATH, Adoption, signature_headers
+from avatar_shared.identity import current_identity
+
+from .helpers import as_anonymous, callers_from_test_headers
 from .test_memories import (  # noqa: F401  # fixtures, used by name
     ALICE,
+    SIGNER,
     characters_url,
     client,
     fact,
@@ -16,6 +22,7 @@ from .test_memories import (  # noqa: F401  # fixtures, used by name
     learned,
     memories,
     say,
+    settings_for,
     start,
 )
 
@@ -74,3 +81,26 @@ async def test_a_corrected_fact_for_its_slot_replaces_however_alike(client):
     assert corrected["id"] == first["id"]
     assert corrected["text"] == "민수의 생일은 5월 3일이다"
     assert [h["text"] for h in corrected["history"]] == ["민수의 생일은 3월 3일이다"]
+
+
+# --- signing in ------------------------------------------------------------------------------------
+
+
+async def test_a_reading_waiting_at_sign_in_teaches_the_account(
+    app_client, redis_url, characters_url, backend
+):
+    app = create_app(settings_for(redis_url, characters_url, backend, memory_idle_s=1))
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    browser = as_anonymous("anon-waiting1", "10.0.0.77")
+    async with app_client(app) as client:
+        session = await start(client, who=browser)
+        # Two messages, fewer than a reading takes at once: it waits for a quiet conversation.
+        await say(client, session, "안녕 " + fact("user.name", "The user is Minsu", "name"), browser)
+        adoption = Adoption(from_id="anon-waiting1", to="alice")
+        answer = await client.post(
+            ADOPT_PATH, json=adoption.body(), headers=signature_headers(SIGNER, adoption)
+        )
+        assert answer.json()["data"]["conversations"]["moved"] == 1
+        [fact_learned] = await learned(client, 1)  # read once quiet, after the sign-in
+        assert fact_learned["text"] == "The user is Minsu"
+        assert await memories(client, browser) == []

@@ -383,7 +383,7 @@ class MemoryLearner:
             return "failed"
 
     async def _read(self, job: Job) -> str:
-        job = await self._still_unread(job)
+        job = await self._still_unread(await self._owned_now(job))
         if not job.turns:
             return "skipped"  # read meanwhile (a quiet conversation's job, say)
         end_of_job = job.start + len(job.turns)
@@ -429,20 +429,29 @@ class MemoryLearner:
         return "learned" if stored else "nothing"
 
     async def _digests(self, job: "Job | JobDraft") -> "list[str] | Gone | None":
-        """The conversation as stored now: GONE when deleted; for a conversation kept on the
-        server, the digests of its messages from the first (None: a client's record, whose
-        client holds the conversation)."""
+        """The conversation as stored now: GONE when deleted (or no longer the job's owner's:
+        adopted at a sign-in); for a conversation kept on the server, the digests of its
+        messages from the first (None: a client's record, whose client holds the
+        conversation)."""
         meta_key = f"chat:session:{job.session_id}"
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(meta_key, ["owner", "mode"])
             pipe.lrange(f"{meta_key}:messages", 0, -1)
             (owner, mode), raws = await pipe.execute()
-        if owner is None:
+        if owner != job.user_id:
             return GONE
         if mode != "server":
             return None
         stored = [json.loads(raw) for raw in raws]
         return prefix_digests([{"role": m["role"], "content": m["content"]} for m in stored])
+
+    async def _owned_now(self, job: Job) -> Job:
+        """The job as its conversation's owner now has it: a browser that signed in since it
+        was made (the conversation adopted) has it read for the account, into its memories."""
+        owner: str | None = await self.redis.hget(f"chat:session:{job.session_id}", "owner")  # type: ignore[misc]  # redis-py: "Awaitable[T] | T"
+        if owner is None or owner == job.user_id:
+            return job
+        return replace(job, user_id=owner, address=None, caller=owner)  # a signed-in caller
 
     async def _still_unread(self, job: Job) -> Job:
         """The job less the messages another reading has read since it was made."""
