@@ -185,8 +185,22 @@ def resume_at(marks: list[tuple[int, str]], digests: list[str]) -> int:
 
 def similarity(a: str, b: str) -> float:
     """Share of terms two texts have in common (Jaccard)."""
-    left, right = set(terms(a)), set(terms(b))
-    return len(left & right) / len(left | right) if left or right else 1.0
+    return _shared(frozenset(terms(a)), frozenset(terms(b)))
+
+
+def _shared(left: frozenset[str], right: frozenset[str]) -> float:
+    common = len(left & right)
+    return common / (len(left) + len(right) - common) if left or right else 1.0
+
+
+def _near_duplicate(known: list[frozenset[str]], fact: frozenset[str]) -> bool:
+    """Whether most of the fact's terms (and most of a memory's) are one memory's."""
+    return any(_shared(memory, fact) >= NEAR_DUPLICATE for memory in known)
+
+
+def _most_relevant(known: list[Remembered], transcript: str) -> list[Remembered]:
+    """The known facts a reading is shown: the most relevant to what it reads."""
+    return MemoryIndex.build(known).choose(transcript, 10**9, _free)[:KNOWN_SHOWN]
 
 
 class MemoryLearner:
@@ -403,7 +417,7 @@ class MemoryLearner:
             return "nothing"
         known = [m for m in recalled.memories if _seen_by(job, m, full)]
         transcript = _transcript(read)
-        ranked = MemoryIndex.build(known).choose(transcript, 10**9, _free)[:KNOWN_SHOWN]
+        ranked = await asyncio.to_thread(_most_relevant, known, transcript)  # off the loop
         answer = await self._ask(job, transcript, ranked)
         origin = Origin(
             job.session_id,
@@ -546,10 +560,13 @@ class MemoryLearner:
         owner = Owner(job.user_id, job.address)
         recalled = await self.store.recall(job.user_id, job.character_id)
         memories = [m for m in recalled.memories if _seen_by(job, m, full)]
+        # Each memory's terms once per merge, in a thread (the terms of 2,000 memories for each
+        # of 16 facts, on the event loop, stalled every reply's stream for half a second).
+        known = await asyncio.to_thread(lambda: {m.id: frozenset(terms(m.text)) for m in memories})
         written = 0
         for fact in facts:
             try:
-                made = await self._merge_one(owner, job.character_id, fact, origin, memories)
+                made = await self._merge_one(owner, job.character_id, fact, origin, memories, known)
             except MemoryQuotaExceeded as exc:
                 log.info("memories of %s not stored: %s", owner.user_id, exc.message)
                 break
@@ -559,6 +576,7 @@ class MemoryLearner:
             if made is not None:
                 written += 1
                 memories = [m for m in memories if m.id != made.id] + [made]
+                known[made.id] = frozenset(terms(made.text))
         return written
 
     async def _merge_one(
@@ -568,8 +586,9 @@ class MemoryLearner:
         fact: LearnedFact,
         origin: Origin,
         memories: list[Remembered],
+        known: dict[str, frozenset[str]],
     ) -> Remembered | None:
-        """The memory `fact` wrote (None: nothing new)."""
+        """The memory `fact` wrote (None: nothing new); `known`: the terms of `memories`."""
         text = fact.text.strip()[: self.settings.memory_max_chars]
         slot = next((m for m in memories if m.source == "learned" and m.key == fact.key), None)
         if slot is not None:
@@ -580,7 +599,7 @@ class MemoryLearner:
             if not await self.store.relearn(slot.id, owner, text, origin):  # a newer value
                 return None  # the user took it over meanwhile
             return replace(slot, text=text, origin=origin)
-        if any(similarity(m.text, text) >= NEAR_DUPLICATE for m in memories):
+        if await asyncio.to_thread(_near_duplicate, list(known.values()), frozenset(terms(text))):
             return None  # known already (the user's own, or learned under another key)
         record = await self.store.create(
             owner, character_id, text, learned=(fact.kind, fact.key, origin)
