@@ -8,6 +8,7 @@ import asyncio
 import time
 
 from avatar_chat.app import create_app
+from avatar_chat.memory.learning import DUE, MAX_TRIES
 from avatar_shared.adoption import ADOPT_PATH, Adoption, signature_headers
 from avatar_shared.identity import current_identity
 
@@ -17,10 +18,12 @@ from .test_memories import (  # noqa: F401  # fixtures, used by name
     SIGNER,
     characters_url,
     client,
+    counted,
     fact,
     idle,
     learned,
     memories,
+    outcome_count,
     say,
     settings_for,
     start,
@@ -104,3 +107,44 @@ async def test_a_reading_waiting_at_sign_in_teaches_the_account(
         [fact_learned] = await learned(client, 1)  # read once quiet, after the sign-in
         assert fact_learned["text"] == "The user is Minsu"
         assert await memories(client, browser) == []
+
+
+# --- a reading that fails ----------------------------------------------------------------------
+
+
+def rate_limited_chat(app_client, redis_url, characters_url, backend):
+    """A chat whose caller may make 3 chat requests a minute: a conversation started and two
+    turns use them up, so the reading the second turn starts is refused (429 for a turn)."""
+    settings = settings_for(redis_url, characters_url, backend, memory_idle_s=1)
+    app = create_app(settings.model_copy(update={"chat_rate_per_min": 3}))
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    return app_client(app)
+
+
+async def test_a_failed_reading_is_tried_again_once_quiet(
+    app_client, redis_url, characters_url, backend, redis
+):
+    async with rate_limited_chat(app_client, redis_url, characters_url, backend) as client:
+        failed = await outcome_count(client, "failed")
+        session = await start(client)
+        await say(client, session, "내 이름은 민수 " + fact("user.name", "The user is Minsu", "name"))
+        await say(client, session, "그래")
+        assert await counted(client, "failed", failed + 1)  # rate limited
+        await redis.delete("rate:chat:alice")  # the minute has passed
+        [minsu] = await learned(client, 1)
+        assert minsu["text"] == "The user is Minsu"
+
+
+async def test_a_reading_that_keeps_failing_is_given_up(
+    app_client, redis_url, characters_url, backend, redis
+):
+    async with rate_limited_chat(app_client, redis_url, characters_url, backend) as client:
+        failed = await outcome_count(client, "failed")
+        session = await start(client)
+        await say(client, session, "내 이름은 민수 " + fact("user.name", "The user is Minsu", "name"))
+        await say(client, session, "그래")
+        # The first try and MAX_TRIES - 1 more, each once quiet; none after the last.
+        assert await counted(client, "failed", failed + MAX_TRIES)
+        assert await redis.zscore(DUE, session) is None
+        assert not await redis.exists(f"chat:memory:job:{session}")
+        assert await learned(client, 0) == []

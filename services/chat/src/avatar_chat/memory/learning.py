@@ -123,6 +123,10 @@ NEAR_DUPLICATE = 0.8  # share of terms two facts have in common to be one
 KEPT_MARKS = 12  # readings a session remembers (to resume after an edit)
 MERGE_LOCK_S = 10.0  # a merge is a few Redis writes; its lock outlives no replica longer
 MAX_TASKS = 64  # readings one replica runs at once; more wait for a later turn
+# Readings of one job, the failed ones tried again each MEMORY_IDLE_S: a conversation whose
+# reading always fails (an answer always too slow, say) does not cost a call for ever; its
+# messages are read again at its next turn.
+MAX_TRIES = 3
 SWEEP_AGAIN_S = 1.0  # after a sweep that took some, the next one, while there is room
 SPEAKERS = {"user": "User", "assistant": "Character"}
 
@@ -144,6 +148,7 @@ class Job:
     last_message_id: str | None
     model: str
     window: int
+    tries: int = 0  # readings of it that failed (rate limited, the LLM failing, too slow)
 
     @property
     def owner(self) -> Owner:
@@ -394,6 +399,9 @@ class MemoryLearner:
             return "skipped"
         except (AppError, TimeoutError, RedisError) as exc:
             log.warning("memory reading of session %s failed: %s", job.session_id, exc or "")
+            if job.tries + 1 < MAX_TRIES:  # when it is quiet again; not for ever
+                with suppress(RedisError):  # else a later turn schedules it again
+                    await self._due_later(replace(job, tries=job.tries + 1))
             return "failed"
 
     async def _read(self, job: Job) -> str:
