@@ -5,10 +5,16 @@ sign-in, readings that fail, races with the user's own writes, adoption's pins, 
 that cannot make a memory."""
 
 import asyncio
+import secrets
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from avatar_chat.app import create_app
 from avatar_chat.memory.learning import DUE, MAX_TRIES
+from avatar_chat.memory.store import MemoryStore, Origin
+from avatar_chat.settings import ChatSettings
+from avatar_shared.owned import Owner
 from avatar_shared.adoption import ADOPT_PATH, Adoption, signature_headers
 from avatar_shared.identity import current_identity
 
@@ -148,3 +154,58 @@ async def test_a_reading_that_keeps_failing_is_given_up(
         assert await redis.zscore(DUE, session) is None
         assert not await redis.exists(f"chat:memory:job:{session}")
         assert await learned(client, 0) == []
+
+
+# --- learning and the user's own writes at once ----------------------------------------------------
+
+
+class EditAfterRead:
+    """A Redis client whose first read of `key` is followed at once by `then`: the user's
+    edit landing between learning's look at a memory and its write."""
+
+    def __init__(self, redis: Any, key: str, then: Callable[[], Awaitable[Any]]) -> None:
+        self._redis, self._key, self._then = redis, key, then
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._redis, name)
+
+    async def get(self, key: str) -> Any:
+        value = await self._redis.get(key)
+        if key == self._key and self._then is not None:
+            then, self._then = self._then, None
+            await then()
+        return value
+
+
+async def a_learned_memory(redis_url: str, redis: Any) -> tuple[MemoryStore, Owner, str]:
+    """A learned memory, in a store whose next read of it lets the user edit it first."""
+    settings = ChatSettings(redis_url=redis_url)
+    learning, user = MemoryStore(redis, settings), MemoryStore(redis, settings)
+    owner = Owner(f"racer-{secrets.token_hex(4)}")
+    origin = Origin("s-1", None, "s-1", 2, "digest")
+    record = await learning.create(
+        owner, "hermione", "The user is Minsu", learned=("name", "user.name", origin)
+    )
+    memory_id = record["id"]
+
+    async def users_edit() -> None:
+        await user.change(memory_id, owner, "내 이름은 지수", None)
+
+    key = learning.records.item_key(memory_id)
+    learning.records.redis = EditAfterRead(redis, key, users_edit)
+    return learning, owner, memory_id
+
+
+async def test_a_users_edit_during_a_relearning_stands(redis_url, redis):
+    learning, owner, memory_id = await a_learned_memory(redis_url, redis)
+    origin = Origin("s-2", None, "s-2", 4, "another")
+    assert not await learning.relearn(memory_id, owner, "The user is Jisu", origin)
+    record = await learning.get(memory_id, owner.user_id)
+    assert (record["text"], record["source"]) == ("내 이름은 지수", "user")
+
+
+async def test_a_users_edit_during_a_forgetting_stands(redis_url, redis):
+    learning, owner, memory_id = await a_learned_memory(redis_url, redis)
+    await learning.forget([memory_id], owner, lambda origin: True)
+    record = await learning.get(memory_id, owner.user_id)
+    assert (record["text"], record["source"]) == ("내 이름은 지수", "user")
