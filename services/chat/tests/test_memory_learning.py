@@ -95,6 +95,29 @@ async def test_a_corrected_fact_for_its_slot_replaces_however_alike(client):
 # --- signing in ------------------------------------------------------------------------------------
 
 
+async def test_signing_in_keeps_the_pins_within_their_bound(
+    app_client, redis_url, characters_url, backend
+):
+    app = create_app(settings_for(redis_url, characters_url, backend, max_pinned_memories=3))
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    browser = as_anonymous("anon-pins2", "10.0.0.78")
+    async with app_client(app) as client:
+        for who, whose in ((ALICE, "account"), (browser, "browser")):
+            for n in range(3):
+                body = {"character_id": "hermione", "text": f"{whose} pin {n}", "pinned": True}
+                made = await client.post("/api/memories", json=body, headers=who)
+                assert made.status_code == 201, made.text
+        adoption = Adoption(from_id="anon-pins2", to="alice")
+        answer = await client.post(
+            ADOPT_PATH, json=adoption.body(), headers=signature_headers(SIGNER, adoption)
+        )
+        assert answer.json()["data"]["memories"] == {"moved": 3, "kept": 0}
+        # All moved; the account's own pins stay pinned, the browser's past the bound do not.
+        mine = await memories(client)
+        assert len(mine) == 6
+        assert sorted(m["text"] for m in mine if m["pinned"]) == [f"account pin {n}" for n in range(3)]
+
+
 async def test_a_reading_waiting_at_sign_in_teaches_the_account(
     app_client, redis_url, characters_url, backend
 ):

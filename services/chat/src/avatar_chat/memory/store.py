@@ -158,6 +158,7 @@ class MemoryStore:
         budget = Budget(redis, "memories", settings.redis_maxmemory_bytes)
         self.records = OwnedRecords(redis, MEMORIES, quotas, budget, settings.anon_data_ttl_s)
         self._recalled: OrderedDict[tuple[str, str], tuple[str, Recalled]] = OrderedDict()
+        self.max_pinned = settings.max_pinned_memories
 
     @staticmethod
     def version_key(user_id: str) -> str:
@@ -273,10 +274,37 @@ class MemoryStore:
                     continue  # written in between: looked at again
 
     async def adopt(self, from_id: str, to_id: str) -> KindMoved:
+        """Moves an anonymous user's memories to the account at sign-in; those pinned past
+        the account's bound of pins (MAX_PINNED_MEMORIES a character) move unpinned."""
+        brought = set(await self.redis.zrange(self.records.owner_key(from_id), 0, -1))
         moved = await self.records.adopt(from_id, to_id)
         await self._changed(Owner(to_id))
         await self._changed(Owner(from_id), anonymous=True)
+        if brought:
+            await self._unpin_past_bound(Owner(to_id), brought)
         return moved
+
+    async def _unpin_past_bound(self, owner: Owner, brought: set[str]) -> None:
+        """Unpins the `brought` memories past the bound of pins of their character: the
+        account's own pins first, then the newest brought ones."""
+        characters = {m["character_id"] for m in await self._every(owner.user_id) if m.get("pinned")}
+        for character_id in characters:
+            async with self.pinning(owner.user_id, character_id):  # as a pin's check is
+                pinned = [
+                    r for r in await self._all(owner.user_id, character_id) if r.get("pinned")
+                ]
+                if len(pinned) <= self.max_pinned:
+                    continue
+                newest_brought = sorted(
+                    (r for r in pinned if r["id"] in brought),
+                    key=lambda r: r["updated_at"],
+                    reverse=True,
+                )
+                room = max(self.max_pinned - (len(pinned) - len(newest_brought)), 0)
+                for record in newest_brought[room:]:
+                    with suppress(MemoryNotFound):  # deleted meanwhile
+                        await self.records.update(record["id"], owner, lambda _: {"pinned": False})
+            await self._changed(owner)
 
     @asynccontextmanager
     async def pinning(self, user_id: str, character_id: str) -> AsyncIterator[None]:
@@ -342,16 +370,15 @@ class MemoryStore:
 
     async def _all(self, user_id: str, character_id: str) -> list[dict[str, Any]]:
         """Every memory of the user's of the character (bounded by their quota)."""
+        return [r for r in await self._every(user_id) if r.get("character_id") == character_id]
+
+    async def _every(self, user_id: str) -> list[dict[str, Any]]:
+        """Every memory of the user's (bounded by their quota)."""
         ids = await self.redis.zrange(self.records.owner_key(user_id), 0, -1)
         if not ids:
             return []
         raws = await self.redis.mget([self.records.item_key(i) for i in ids])
-        found = []
-        for raw in raws:
-            record = _readable(raw)
-            if record is not None and record.get("character_id") == character_id:
-                found.append(record)
-        return found
+        return [record for raw in raws if (record := _readable(raw)) is not None]
 
     async def pinned_count(self, user_id: str, character_id: str) -> int:
         recalled = await self.recall(user_id, character_id)
