@@ -47,7 +47,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext, suppress
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT
@@ -58,7 +58,7 @@ from avatar_chat.limits.admission import Admission, PutOff
 from avatar_chat.llm import LlmClient, LlmRequest
 from avatar_chat.memory.errors import MemoryQuotaExceeded
 from avatar_chat.memory.ranking import MemoryIndex, terms
-from avatar_chat.memory.schemas import Kind
+from avatar_chat.memory.schemas import Kind, MemoryText
 from avatar_chat.memory.store import MemoryStore, Origin, Remembered
 from avatar_chat.metrics import LLM_TOKENS, MEMORY_LEARNING
 from avatar_chat.settings import ChatSettings
@@ -156,9 +156,11 @@ class Job:
 
 
 class LearnedFact(BaseModel):
+    model_config = ConfigDict(str_strip_whitespace=True)  # a text of blanks is no fact
+
     key: str = Field(pattern=KEY_PATTERN)
     kind: Kind
-    text: str = Field(min_length=1)
+    text: MemoryText = Field(min_length=1)
 
     @field_validator("key", mode="before")
     @classmethod

@@ -1,8 +1,9 @@
 """The memory object of `/api/memories`, and what its writes take."""
 
-from typing import Literal
+import unicodedata
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
 from avatar_shared.json_types import SOME_TEXT
 
@@ -12,6 +13,24 @@ CHARACTER_ID = r"^[A-Za-z0-9_-]{1,64}$"
 Kind = Literal["name", "relationship", "promise", "preference", "world", "other"]
 # `on`: used and learned; `read_only`: used, nothing learned; `off`: neither.
 MemoryMode = Literal["on", "read_only", "off"]
+
+
+# Characters that show nothing: format characters (zero-width space, joiners, BOM: category
+# Cf) and the blank "letters" (Hangul fillers, the blank Braille pattern).
+BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def visible_text(text: str) -> str:
+    """A memory's text: no control characters (a line break aside: the prompt puts a memory on
+    one line), and something a reader sees."""
+    if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in text):
+        raise ValueError("no control characters")
+    if all(c.isspace() or c in BLANKS or unicodedata.category(c) == "Cf" for c in text):
+        raise ValueError("some visible text")
+    return text
+
+
+MemoryText = Annotated[str, AfterValidator(visible_text)]
 
 
 class Earlier(BaseModel):
@@ -48,7 +67,9 @@ class NewMemory(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     character_id: str = Field(pattern=CHARACTER_ID, description="Whom it is remembered by.")
-    text: str = Field(min_length=1, pattern=SOME_TEXT, description="The fact, one sentence.")
+    text: MemoryText = Field(
+        min_length=1, pattern=SOME_TEXT, description="The fact, one sentence."
+    )
     pinned: StrictBool = False
 
 
@@ -57,7 +78,7 @@ class MemoryChange(BaseModel):
         extra="forbid", str_strip_whitespace=True, json_schema_extra={"minProperties": 1}
     )
 
-    text: str | None = Field(None, min_length=1, pattern=SOME_TEXT)
+    text: MemoryText | None = Field(None, min_length=1, pattern=SOME_TEXT)
     pinned: StrictBool | None = None
 
 
