@@ -13,20 +13,21 @@ from typing import Any
 import pytest
 
 from avatar_chat.app import create_app
+from avatar_chat.context.summaries import summaries_key
 from avatar_chat.memory.learning import DUE, MAX_TRIES, LearnedFacts
 from avatar_chat.memory.recall import section
 from avatar_chat.memory.store import MemoryStore, Origin, Remembered
 from avatar_chat.settings import ChatSettings
-from avatar_shared.owned import Owner
 from avatar_shared.adoption import ADOPT_PATH, Adoption, signature_headers
 from avatar_shared.identity import current_identity
+from avatar_shared.locks import redis_lock
+from avatar_shared.owned import Owner
 
-from .helpers import as_anonymous, callers_from_test_headers
-from .test_memories import (  # noqa: F401  # fixtures, used by name
+from . import test_memories
+from .helpers import as_anonymous, callers_from_test_headers, emulated_llm
+from .test_memories import (
     ALICE,
     SIGNER,
-    characters_url,
-    client,
     counted,
     fact,
     idle,
@@ -38,27 +39,35 @@ from .test_memories import (  # noqa: F401  # fixtures, used by name
     start,
 )
 
+# The fixtures of test_memories, by name: the characters service, and a client of the chat.
+characters_url, client = test_memories.characters_url, test_memories.client
+LONG = "I keep telling stories about the old library by the river. " * 30
+
 
 async def until_text(client, text: str) -> dict:
     """The one learned memory once it reads `text` (learning runs in the background)."""
     deadline = time.monotonic() + 20
     while True:
         found = await learned(client, 1)
-        if found and found[0]["text"] == text or time.monotonic() > deadline:
+        if (found and found[0]["text"] == text) or time.monotonic() > deadline:
             return found[0]
         await asyncio.sleep(0.05)
 
 
-# --- what an edit forgets ------------------------------------------------------------------------
+# --- what an edit forgets ---------------------------------------------------------------------
 
 
 async def test_deleting_a_message_keeps_what_another_conversation_taught(client, backend):
     first = await start(client)
-    await say(client, first, "내 이름은 민수 " + fact("user.name", "The user is called Minsu", "name"))
+    await say(
+        client, first, "내 이름은 민수 " + fact("user.name", "The user is called Minsu", "name")
+    )
     await say(client, first, "그래")
     [minsu] = await learned(client, 1)
     second = await start(client)
-    said = await say(client, second, "사실 지수야 " + fact("user.name", "The user is called Jisu", "name"))
+    said = await say(
+        client, second, "사실 지수야 " + fact("user.name", "The user is called Jisu", "name")
+    )
     await say(client, second, "응")
     jisu = await until_text(client, "The user is called Jisu")
     assert jisu["id"] == minsu["id"]  # the same slot, relearned
@@ -78,7 +87,7 @@ async def test_deleting_a_message_keeps_what_another_conversation_taught(client,
     assert back["history"] == []
 
 
-# --- a corrected fact ----------------------------------------------------------------------------
+# --- a corrected fact -------------------------------------------------------------------------
 
 
 async def test_a_corrected_fact_for_its_slot_replaces_however_alike(client):
@@ -87,7 +96,9 @@ async def test_a_corrected_fact_for_its_slot_replaces_however_alike(client):
     await say(client, session, "그래")
     [first] = await learned(client, 1)
     # One word of six differs: most terms shared, yet a new value for the slot.
-    await say(client, session, "아 틀렸다, 5월이야 " + fact("user.birthday", "민수의 생일은 5월 3일이다"))
+    await say(
+        client, session, "아 틀렸다, 5월이야 " + fact("user.birthday", "민수의 생일은 5월 3일이다")
+    )
     await say(client, session, "기억해줘")
     corrected = await until_text(client, "민수의 생일은 5월 3일이다")
     assert corrected["id"] == first["id"]
@@ -95,7 +106,7 @@ async def test_a_corrected_fact_for_its_slot_replaces_however_alike(client):
     assert [h["text"] for h in corrected["history"]] == ["민수의 생일은 3월 3일이다"]
 
 
-# --- signing in ------------------------------------------------------------------------------------
+# --- signing in -------------------------------------------------------------------------------
 
 
 async def test_signing_in_keeps_the_pins_within_their_bound(
@@ -118,7 +129,9 @@ async def test_signing_in_keeps_the_pins_within_their_bound(
         # All moved; the account's own pins stay pinned, the browser's past the bound do not.
         mine = await memories(client)
         assert len(mine) == 6
-        assert sorted(m["text"] for m in mine if m["pinned"]) == [f"account pin {n}" for n in range(3)]
+        assert sorted(m["text"] for m in mine if m["pinned"]) == [
+            f"account pin {n}" for n in range(3)
+        ]
 
 
 async def test_a_reading_waiting_at_sign_in_teaches_the_account(
@@ -130,7 +143,9 @@ async def test_a_reading_waiting_at_sign_in_teaches_the_account(
     async with app_client(app) as client:
         session = await start(client, who=browser)
         # Two messages, fewer than a reading takes at once: it waits for a quiet conversation.
-        await say(client, session, "안녕 " + fact("user.name", "The user is Minsu", "name"), browser)
+        await say(
+            client, session, "안녕 " + fact("user.name", "The user is Minsu", "name"), browser
+        )
         adoption = Adoption(from_id="anon-waiting1", to="alice")
         answer = await client.post(
             ADOPT_PATH, json=adoption.body(), headers=signature_headers(SIGNER, adoption)
@@ -141,7 +156,7 @@ async def test_a_reading_waiting_at_sign_in_teaches_the_account(
         assert await memories(client, browser) == []
 
 
-# --- a reading that fails ----------------------------------------------------------------------
+# --- a reading that fails ---------------------------------------------------------------------
 
 
 def rate_limited_chat(app_client, redis_url, characters_url, backend):
@@ -159,7 +174,9 @@ async def test_a_failed_reading_is_tried_again_once_quiet(
     async with rate_limited_chat(app_client, redis_url, characters_url, backend) as client:
         failed = await outcome_count(client, "failed")
         session = await start(client)
-        await say(client, session, "내 이름은 민수 " + fact("user.name", "The user is Minsu", "name"))
+        await say(
+            client, session, "내 이름은 민수 " + fact("user.name", "The user is Minsu", "name")
+        )
         await say(client, session, "그래")
         assert await counted(client, "failed", failed + 1)  # rate limited
         await redis.delete("rate:chat:alice")  # the minute has passed
@@ -173,7 +190,9 @@ async def test_a_reading_that_keeps_failing_is_given_up(
     async with rate_limited_chat(app_client, redis_url, characters_url, backend) as client:
         failed = await outcome_count(client, "failed")
         session = await start(client)
-        await say(client, session, "내 이름은 민수 " + fact("user.name", "The user is Minsu", "name"))
+        await say(
+            client, session, "내 이름은 민수 " + fact("user.name", "The user is Minsu", "name")
+        )
         await say(client, session, "그래")
         # The first try and MAX_TRIES - 1 more, each once quiet; none after the last.
         assert await counted(client, "failed", failed + MAX_TRIES)
@@ -182,7 +201,7 @@ async def test_a_reading_that_keeps_failing_is_given_up(
         assert await learned(client, 0) == []
 
 
-# --- learning and the user's own writes at once ----------------------------------------------------
+# --- learning and the user's own writes at once -----------------------------------------------
 
 
 class EditAfterRead:
@@ -237,7 +256,7 @@ async def test_a_users_edit_during_a_forgetting_stands(redis_url, redis):
     assert (record["text"], record["source"]) == ("내 이름은 지수", "user")
 
 
-# --- text that cannot make a memory ----------------------------------------------------------------
+# --- text that cannot make a memory -----------------------------------------------------------
 
 NOTHING_VISIBLE = ["\u200b", "\u3164", " \u200b\ufeff ", "\u2060\u115f"]
 CONTROL = ["a\u0000b", "a\u001bb", "a\u007fb"]
@@ -269,4 +288,49 @@ async def test_a_memory_of_several_lines_is_one_line_of_the_prompt(client):
 
 def test_a_learned_fact_of_blanks_is_malformed():
     with pytest.raises(ValueError):
-        LearnedFacts.model_validate_json('{"facts": [{"key": "a", "kind": "other", "text": "   "}]}')
+        LearnedFacts.model_validate_json(
+            '{"facts": [{"key": "a", "kind": "other", "text": "   "}]}'
+        )
+
+
+# --- facts a summary made ahead lists ---------------------------------------------------------
+
+
+async def test_a_summary_made_ahead_teaches_nothing_of_a_message_deleted_meanwhile(
+    app_client, redis_url, characters_url, redis
+):
+    with emulated_llm("ollama") as backend:
+        settings = settings_for(
+            redis_url,
+            characters_url,
+            backend,
+            llm_context_tokens=3072,
+            keep_recent_turns=2,
+            summary_ahead_ratio=0.3,
+            summary_trigger_ratio=0.8,
+            memory_learn_every=1000,  # only a summary's call reads facts
+        )
+        app = create_app(settings)
+        app.dependency_overrides[current_identity] = callers_from_test_headers
+        async with app_client(app) as client:
+            stale = await outcome_count(client, "stale")
+            session = await start(client)
+            said = await say(client, session, "안녕 " + fact("user.pet", "The user has a cat"))
+            await say(client, session, LONG)  # a summary made ahead: of the greeting
+            await idle(backend)
+            # Its next one holds the fact: its merge waits for the lock this test holds.
+            lock = "memories:merge:alice:hermione"
+            async with redis_lock(redis, lock, expire_s=30, wait_s=1):
+                await say(client, session, LONG)
+                deadline = time.monotonic() + 20
+                while max(map(int, await redis.hkeys(summaries_key(session))), default=0) < 3:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.02)
+                # The summary is made: while its facts wait, the message with the fact goes.
+                deleted = await client.delete(
+                    f"/api/chat/sessions/{session}/messages/{said['user_message_id']}",
+                    headers=ALICE,
+                )
+                assert deleted.status_code == 200, deleted.text
+            assert await counted(client, "stale", stale + 1)  # its facts came, and were void
+            assert await memories(client) == []

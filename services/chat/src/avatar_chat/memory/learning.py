@@ -620,9 +620,19 @@ class MemoryLearner:
         self, draft: "JobDraft", digests: list[str], start: int, end: int, facts: list[LearnedFact]
     ) -> None:
         """The facts a summary made ahead listed for messages `start` to `end` (`digests`:
-        the conversation's). Those messages count as read when nothing before them is unread."""
+        the conversation's). Those messages count as read when nothing before them is unread.
+        Nothing is stored when they changed during the call (edited, deleted), as a reading's."""
         origin = Origin(draft.session_id, None, draft.root, end, digests[end])
-        await self._merge(draft, facts, origin, digests)
+
+        async def still_current() -> bool:
+            whole = await self._digests(draft)
+            if not isinstance(whole, list):
+                return whole is not GONE  # a client's record holds what its client sent
+            return end < len(whole) and whole[end] == digests[end]
+
+        if await self._merge(draft, facts, origin, digests, still_current) is None:
+            MEMORY_LEARNING.labels("stale").inc()
+            return
         MEMORY_LEARNING.labels("with_summary").inc()
         raw: str | None = await self.redis.hget(f"chat:session:{draft.session_id}", "memory_marks")  # type: ignore[misc]  # redis-py: "Awaitable[T] | T"
         if start <= resume_at(read_marks({"memory_marks": raw or ""}), digests) < end:

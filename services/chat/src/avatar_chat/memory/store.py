@@ -267,7 +267,9 @@ class MemoryStore:
                         return
                     pipe.multi()
                     args = [*self.records._common(owner), memory_id]
-                    await self.records._delete(keys=self.records.budget.keys, args=args, client=pipe)
+                    await self.records._delete(
+                        keys=self.records.budget.keys, args=args, client=pipe
+                    )
                     await pipe.execute()
                     return
                 except WatchError:
@@ -287,7 +289,9 @@ class MemoryStore:
     async def _unpin_past_bound(self, owner: Owner, brought: set[str]) -> None:
         """Unpins the `brought` memories past the bound of pins of their character: the
         account's own pins first, then the newest brought ones."""
-        characters = {m["character_id"] for m in await self._every(owner.user_id) if m.get("pinned")}
+        characters = {
+            m["character_id"] for m in await self._every(owner.user_id) if m.get("pinned")
+        }
         for character_id in characters:
             async with self.pinning(owner.user_id, character_id):  # as a pin's check is
                 pinned = [
