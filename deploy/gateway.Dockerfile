@@ -6,7 +6,8 @@
 FROM traefik:v3.7
 COPY gateway/traefik/ /etc/traefik/
 ENV GATEWAY_CONFIG_DIR=/etc/traefik GATEWAY_PORT=8000 GATEWAY_METRICS_ADDRESS=:8090 \
-    GATEWAY_LOG_LEVEL=WARN GATEWAY_READ_TIMEOUT=30s GATEWAY_RENDERED_CONFIG=/tmp/traefik.yml
+    GATEWAY_LOG_LEVEL=WARN GATEWAY_READ_TIMEOUT=30s GATEWAY_RENDERED_CONFIG=/tmp/traefik.yml \
+    GATEWAY_TRUSTED_PROXIES=""
 # Not root: it binds unprivileged ports, and reads Docker through a socket proxy (compose)
 # or the Kubernetes API (a service account), never a mounted socket.
 USER 65532:65532

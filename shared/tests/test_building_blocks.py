@@ -183,6 +183,27 @@ async def test_a_keyed_cache_stays_within_its_size_and_expires_entries():
     assert computed[-2:] == ["z", "z"]  # expired at once: computed again
 
 
+async def test_a_keyed_value_forgotten_is_computed_again_even_while_it_was_being_read():
+    """A change announced while the old value is being fetched must not leave that old value
+    cached: it is answered to the caller that asked, and fetched again by the next."""
+    versions: list[int] = []
+    cache: KeyedTtlCache[str, int] = KeyedTtlCache(max_entries=4)
+
+    async def compute() -> tuple[int, float]:
+        versions.append(len(versions) + 1)
+        if len(versions) == 1:
+            cache.forget("k")  # the change lands while the first read is under way
+        return versions[-1], 60.0
+
+    assert await cache.get("k", compute) == 1
+    assert await cache.get("k", compute) == 2
+    assert await cache.get("k", compute) == 2  # kept, now
+    cache.forget("k")
+    assert await cache.get("k", compute) == 3
+    cache.clear()
+    assert await cache.get("k", compute) == 4
+
+
 @pytest.mark.parametrize(
     ("errors", "prefix", "server"),
     [

@@ -2,6 +2,7 @@
 
 import random
 import time
+from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
@@ -533,3 +534,50 @@ def test_a_name_never_makes_a_plain_key_a_regex():
 
     assert fired_for("a" * 10_000) == []
     assert fired_for("I am /(?:a{100}){100}/ indeed") == ["named"]
+
+
+def test_a_delayed_entry_no_round_of_recursion_came_for_is_left_out_as_delayed():
+    castle = st_entry(["castle"], "castles stand", delay_until_recursion=True)
+    gate = {
+        **st_entry(["gate"], "gates open", delay_until_recursion=1),
+        "selective": True,
+        "secondary_keys": ["key"],
+    }
+
+    def left_out(lore: Lorebook, text: str) -> list[tuple[int, str]]:
+        return [(s.index, s.reason) for s in activate(lore, [text], 4, 100, words).skipped]
+
+    assert left_out(book(castle).for_prompt(), "the castle") == [(0, "delayed")]  # no recursion
+    lore = recursive(st_entry(["phone"], "it rings"), castle, gate)
+    assert left_out(lore, "the castle") == [(1, "delayed")]  # nothing activated to recurse on
+    assert left_out(lore, "the phone at the castle") == []  # its round came: it is in
+    # Left out on the messages for another reason, it says that one.
+    assert left_out(lore, "the gate") == [(2, "secondary_key_missing")]
+
+
+def test_group_scoring_past_the_scans_deadline_tries_no_more_entries(monkeypatch):
+    """Scoring runs every key of a group's entries: past the deadline it scores none, and
+    the entries it did not score are not tried, as the scan leaves the entries it had no
+    time for (not in, and not in the receipt)."""
+    lore = as_chat_keeps(
+        st_entry(["phone"], "one key", group="mood", use_group_scoring=True),
+        st_entry(["phone", "rings"], "two keys", group="mood", use_group_scoring=True),
+        st_entry(["phone"], "sunny", group="weather"),
+        st_entry(["phone"], "rainy", group="weather"),
+        st_entry(["phone"], "alone"),
+    )
+    now = [0.0]  # the scan's clock: its time is spent once every entry is matched
+    monkeypatch.setattr(lorebook, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    matches = lorebook._matches
+
+    def matched_then_late(*args: object, **kwargs: object) -> object:
+        found = matches(*args, **kwargs)
+        now[0] = 1.0
+        return found
+
+    monkeypatch.setattr(lorebook, "_matches", matched_then_late)
+    activation = activate(lore, ["the phone rings"], 4, 100, words, None, random.Random(0))
+    fired_texts = [f.text for f in activation.fired]
+    assert "alone" in fired_texts and not {"one key", "two keys"} & set(fired_texts)
+    assert len({"sunny", "rainy"} & set(fired_texts)) == 1  # a group without scoring draws
+    assert [s.reason for s in activation.skipped] == ["group"]  # the other of the weather

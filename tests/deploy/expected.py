@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from avatar_chat.settings import ChatSettings
 from avatar_devstack.deploy_secrets import MAKERS
 from avatar_devstack.environment import GATEWAY_CONFIG_DIR, REPO_ROOT
 from avatar_devstack.routes import transport
@@ -63,3 +64,33 @@ def compose_default(value: str) -> str:
 
 def dockerfiles() -> list[Path]:
     return sorted(DEPLOY_DIR.rglob("*Dockerfile"))
+
+
+def _rule_default(variable: str) -> int:
+    """A setting's default in rules.yml's template (`env "NAME" | default "N"`)."""
+    return int(re.search(rf'env "{variable}" \| default "(\d+)"', _RULES)[1])
+
+
+# What one client address may have buffered by the gateway at once, at the defaults: each
+# router with the body limit counts GATEWAY_IN_FLIGHT_PER_ADDRESS requests of its own, and
+# each holds its body whole before sending it on, its first memRequestBodyBytes in memory,
+# the rest in a file under /tmp, MAX_REQUEST_BODY_BYTES at most.
+BUFFERED_PER_ADDRESS = _rule_default("GATEWAY_IN_FLIGHT_PER_ADDRESS") * sum(
+    "body-limit" in router["middlewares"] for router in NATIVE_ROUTERS.values()
+)
+BUFFERED_IN_MEMORY_BYTES = int(re.search(r"memRequestBodyBytes: (\d+)", _RULES)[1])
+BUFFERED_ON_DISK_BYTES = _rule_default("MAX_REQUEST_BODY_BYTES")
+# The gateway's own memory beside the bodies, measured with real Traefik (a probe holding
+# 500 uploads from one address, docs/operations.md#gateway-memory-and-uploads): 97 MB idle,
+# and about 110 KiB per request under way (its connection, buffers, Go's garbage).
+TRAEFIK_IDLE_BYTES = 100 * 1000**2
+TRAEFIK_PER_REQUEST_BYTES = 110 * 1024
+
+
+# The longest a chat reply may take with the defaults: it may summarize, wait for a model
+# slot, be written and have its last sentence spoken (as the gateway's wait for it,
+# tests/test_gateway_timeouts.py). A chat replica told to stop must be given longer.
+LONGEST_CHAT_REPLY_S = sum(
+    ChatSettings.model_fields[step].default
+    for step in ("summary_timeout_s", "llm_queue_wait_s", "llm_total_timeout_s", "tts_timeout_s")
+)

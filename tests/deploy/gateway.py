@@ -55,6 +55,7 @@ def entry_point_env(providers: dict, run_dir: Path, extra: dict[str, str]) -> Ga
         "GATEWAY_METRICS_ADDRESS": metrics,
         "GATEWAY_LOG_LEVEL": "INFO",
         "GATEWAY_READ_TIMEOUT": "30s",  # the image's (deploy/gateway.Dockerfile)
+        "GATEWAY_TRUSTED_PROXIES": "",  # the image's
     }
     return Gateway(f"http://127.0.0.1:{port}", f"http://{metrics}", env)
 

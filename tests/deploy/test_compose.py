@@ -15,7 +15,10 @@ from dotenv import dotenv_values
 from avatar_devstack.environment import REPO_ROOT
 from avatar_shared.registry import APPS, load
 from tests.deploy.expected import (
+    BUFFERED_ON_DISK_BYTES,
+    BUFFERED_PER_ADDRESS,
     DEPLOY_DIR,
+    LONGEST_CHAT_REPLY_S,
     NATIVE_ROUTERS,
     RULE_MIDDLEWARES,
     RULE_SERVICES,
@@ -183,13 +186,47 @@ def test_auth_reads_its_signing_keys_from_the_secret():
     assert SERVICES["auth"]["environment"]["SIGNING_KEYS_FILE"] == "/run/secrets/auth_signing_keys"
 
 
+def test_fixed_addresses_are_outside_the_range_docker_hands_out():
+    """Docker gives a container with no fixed address the next free one of `ip_range`, or of
+    the whole subnet when there is none, from its start: Redis, started first, would take
+    the gateway's 172.30.0.2 and the gateway would fail to start (docker/compose#10926)."""
+    (ipam,) = COMPOSE["networks"]["backend"]["ipam"]["config"]
+    subnet = ip_network(compose_default(ipam["subnet"]))
+    handed_out = ip_network(compose_default(ipam["ip_range"]))
+    assert handed_out.subnet_of(subnet)
+    fixed = [
+        ip_address(compose_default(network["ipv4_address"]))
+        for service in SERVICES.values()
+        if isinstance(service.get("networks"), dict)
+        for network in service["networks"].values()
+        if network and "ipv4_address" in network
+    ]
+    assert fixed  # the gateway's at least
+    for address in fixed:
+        assert address in subnet and address not in handed_out
+        assert address not in (subnet.network_address + 1, subnet.broadcast_address)
+
+
 def test_apps_believe_forwarded_addresses_from_the_gateway_alone():
     gateway = SERVICES["gateway"]["networks"]["backend"]["ipv4_address"]
     subnet = COMPOSE["networks"]["backend"]["ipam"]["config"][0]["subnet"]
     assert ip_address(compose_default(gateway)) in ip_network(compose_default(subnet))
     for spec in APPS:
-        assert SERVICES[spec.name]["environment"]["FORWARDED_ALLOW_IPS"] == gateway
+        environment = container_environment(spec.name, {})
+        assert environment["FORWARDED_ALLOW_IPS"] == compose_default(gateway)
         assert SERVICES[spec.name]["networks"] == ["backend"]
+
+
+def test_behind_a_tls_proxy_the_gateway_and_the_apps_believe_it():
+    """The gateway keys its in-flight limit on the address a trusted proxy forwards; the apps
+    see that proxy's address after the client's in X-Forwarded-For, so they must believe it
+    as well, or every client behind it would be one address to them."""
+    dotenv = {"GATEWAY_TRUSTED_PROXIES": "172.30.0.1,2001:db8::/64"}
+    gateway = container_environment("gateway", dotenv)
+    assert gateway["GATEWAY_TRUSTED_PROXIES"] == "172.30.0.1,2001:db8::/64"
+    for spec in APPS:
+        allowed = container_environment(spec.name, dotenv)["FORWARDED_ALLOW_IPS"]
+        assert allowed == "172.30.0.2,172.30.0.1,2001:db8::/64"
 
 
 @pytest.mark.parametrize("name", [*(spec.name for spec in APPS), "gen3d-worker"])
@@ -205,6 +242,27 @@ def test_replica_counts_are_settings_that_outlast_the_next_up(name):
     replicas = SERVICES[name]["deploy"]["replicas"]
     variable = re.fullmatch(r"\$\{(\w+)_REPLICAS:-1\}", replicas)[1]
     assert variable == name.upper().replace("-", "_")
+
+
+def test_the_gateway_s_tmp_holds_one_address_s_uploads_under_way():
+    """The body limit holds each body whole, past its first bytes in a file under /tmp: a
+    tmpfs, which is memory, so it has a size, one that one address's uploads fit."""
+    gateway = SERVICES["gateway"]
+    (tmpfs,) = gateway["tmpfs"]
+    size = re.fullmatch(r"/tmp:size=(\d+)([kmg])", tmpfs)
+    assert size, tmpfs
+    assert gateway["read_only"] is True
+    tmp_bytes = int(size[1]) * 1024 ** ("kmg".index(size[2]) + 1)
+    environment = gateway["environment"]
+    assert compose_default(environment["MAX_REQUEST_BODY_BYTES"]) == str(BUFFERED_ON_DISK_BYTES)
+    assert BUFFERED_PER_ADDRESS * BUFFERED_ON_DISK_BYTES <= tmp_bytes
+
+
+def test_a_stopped_chat_replica_finishes_its_replies_first():
+    """`up` after a change, or a lower CHAT_REPLICAS, stops replicas mid-reply: Docker kills
+    one after its grace period (10 s by default), before the longest reply is done."""
+    grace = re.fullmatch(r"(\d+)s", SERVICES["chat"]["stop_grace_period"])
+    assert grace and int(grace[1]) > LONGEST_CHAT_REPLY_S
 
 
 def test_redis_keeps_every_write_within_a_second_and_never_evicts():
@@ -266,7 +324,8 @@ LOOPBACK = re.compile(r"//(localhost|127\.\d+\.\d+\.\d+|\[::1\])[:/]|//(localhos
 
 def interpolate(value: object, variables: dict[str, str]) -> str:
     """Compose's interpolation of one value: `${NAME}`, `${NAME:-default}` (default when
-    unset or empty), `${NAME-default}` (when unset), `$$` for a plain `$`."""
+    unset or empty), `${NAME-default}` (when unset), `${NAME:+other}` (other when set and
+    not empty), `$$` for a plain `$`."""
 
     def substitute(match: re.Match[str]) -> str:
         if match[0] == "$$":
@@ -277,9 +336,11 @@ def interpolate(value: object, variables: dict[str, str]) -> str:
             return got or default
         if operator == "-":
             return default if got is None else got
+        if operator == ":+":
+            return default if got else ""
         return got or ""
 
-    pattern = r"\$\$|\$\{(?P<name>\w+)(?:(?P<operator>:?-)(?P<default>[^}]*))?\}"
+    pattern = r"\$\$|\$\{(?P<name>\w+)(?:(?P<operator>:?-|:\+)(?P<default>[^}]*))?\}"
     return re.sub(pattern, substitute, str(value))
 
 

@@ -18,12 +18,18 @@ from avatar_edge.app import create_app
 from avatar_shared.registry import APPS, SERVICES
 from avatar_shared.settings import redis_bytes
 from tests.deploy.expected import (
+    BUFFERED_IN_MEMORY_BYTES,
+    BUFFERED_ON_DISK_BYTES,
+    BUFFERED_PER_ADDRESS,
     DEPLOY_DIR,
     DYNAMIC_DIR,
+    LONGEST_CHAT_REPLY_S,
     NATIVE_ROUTERS,
     RULE_MIDDLEWARES,
     RULE_TRANSPORTS,
     SECRET_VARIABLES,
+    TRAEFIK_IDLE_BYTES,
+    TRAEFIK_PER_REQUEST_BYTES,
     keys_read_by,
     transport_of,
     without_provider,
@@ -127,6 +133,36 @@ def test_the_gateway_states_every_setting_its_static_file_needs(overlay):
     placeholders = set(re.findall(r"\$\{(\w+)\}", (DYNAMIC_DIR.parent / "traefik.yml").read_text()))
     gateway = container(objects(overlay, "Deployment")["gateway"])
     assert placeholders <= {e["name"] for e in gateway["env"]}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_chat_replica_told_to_stop_finishes_its_replies_first(overlay):
+    """Scale-down and rolling updates stop a replica mid-reply: Kubernetes kills it after
+    its grace period (30 s by default), before the longest reply is done."""
+    pod = objects(overlay, "Deployment")["chat"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > LONGEST_CHAT_REPLY_S
+
+
+def quantity(value: str) -> int:
+    """A Kubernetes quantity in bytes: 256Mi, 5Gi."""
+    number, unit = re.fullmatch(r"(\d+)([KMGT]i)?", value).groups()
+    return int(number) * 1024 ** (" KMGT".index(unit[0]) if unit else 0)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_one_address_s_uploads_under_way_fit_the_gateway_s_memory_and_tmp(overlay):
+    """The body limit holds each body whole before sending it on: one address's uploads under
+    way (its share on each buffering router) must not take the gateway past its memory
+    limit (at 1 MiB in memory each, 500 of them took it from 97 to 710 MB), nor past its
+    /tmp, where the rest of each body waits."""
+    assert not {"GATEWAY_IN_FLIGHT_PER_ADDRESS", "MAX_REQUEST_BODY_BYTES"} & set(config(overlay))
+    deployment = objects(overlay, "Deployment")["gateway"]
+    memory = quantity(container(deployment)["resources"]["limits"]["memory"])
+    held = BUFFERED_PER_ADDRESS * (BUFFERED_IN_MEMORY_BYTES + TRAEFIK_PER_REQUEST_BYTES)
+    assert TRAEFIK_IDLE_BYTES + held <= memory
+    (tmp,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp"]
+    assert BUFFERED_PER_ADDRESS * BUFFERED_ON_DISK_BYTES <= quantity(tmp["emptyDir"]["sizeLimit"])
+    assert "medium" not in tmp["emptyDir"]  # the node's disk: not counted as the pod's memory
 
 
 def test_users_files_are_shared_across_nodes_in_prod_and_on_one_node_in_dev():

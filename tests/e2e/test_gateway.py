@@ -88,6 +88,23 @@ async def test_simple_request_from_the_frontend_carries_cors_headers(gateway):
     assert "X-Request-ID" in response.headers["access-control-expose-headers"]
 
 
+async def test_the_frontend_may_send_if_match_and_read_an_etag(gateway):
+    """A character's writes take If-Match with the ETag its reads answer (a lost-update
+    guard): a browser on another origin may send the one and read the other."""
+    preflight = await gateway.options(
+        "/api/characters/usr_0000000000000000",
+        headers={
+            "Origin": FRONTEND,
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": "content-type,if-match",
+        },
+    )
+    assert preflight.status_code == 200
+    assert "if-match" in preflight.headers["access-control-allow-headers"].lower()
+    response = await gateway.get("/api/health", headers={"Origin": FRONTEND})
+    assert "ETag" in response.headers["access-control-expose-headers"]
+
+
 @pytest.mark.parametrize(
     ("method", "path", "kwargs", "status", "code"),
     [

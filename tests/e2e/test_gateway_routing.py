@@ -6,6 +6,7 @@ others are served."""
 
 import asyncio
 import json
+import re
 import socket
 import struct
 import tempfile
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from avatar_devstack.ports import Ports
@@ -57,6 +58,10 @@ def replica(name: str) -> FastAPI:
     @app.get("/api/{service}/whoami")
     async def whoami(service: str) -> dict:
         return {"replica": name}
+
+    @app.get("/api/{service}/headers")
+    async def headers(service: str, request: Request) -> dict:
+        return dict(request.headers)
 
     @app.get("/api/{service}/hang")
     async def hang(service: str) -> dict:
@@ -371,3 +376,102 @@ async def test_a_body_past_the_gateway_s_own_limit_gets_its_413_envelope(replica
         )  # fmt: skip
     assert response.status_code == 413
     assert_envelope(response, "payload_too_large", f"larger than {BODY_LIMIT} bytes")
+
+
+# Headers only our services send one another, each checked by its signature.
+PEER_HEADERS = {
+    "X-Avatar-Client-Address": "198.51.100.1 0 forged",
+    "X-Avatar-Peer-Signature": "0 x",
+}
+
+
+@pytest.mark.parametrize("service", ["chat", "characters"])  # streamed, buffered
+async def test_headers_only_peers_send_never_come_from_a_client(replicas, service):
+    stack, _ = replicas
+    async with httpx.AsyncClient(base_url=stack.gateway_url, trust_env=False) as client:
+        response = await client.get(
+            f"/api/{service}/headers", headers={**PEER_HEADERS, "X-Request-ID": "kept-1"}
+        )
+    seen = response.json()
+    assert not {name.lower() for name in PEER_HEADERS} & set(seen), seen
+    assert seen["x-request-id"] == "kept-1"
+
+
+async def test_every_answer_says_its_request_id_the_gateway_s_errors_too(replicas):
+    """A client that sent no X-Request-ID can still quote one: the gateway gives each request
+    one, which the service sees, and says it on the answer, its own errors included."""
+    stack, _ = replicas
+    async with httpx.AsyncClient(base_url=stack.gateway_url, trust_env=False) as client:
+        served = await client.get("/api/chat/headers")
+        failed = await client.post("/api/generate", json={"prompt": "a cat"})  # 502, Traefik's
+        unsafe = await client.get("/api/chat/headers", headers={"X-Request-ID": "a b"})
+    made = served.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", made) and served.json()["x-request-id"] == made
+    assert failed.status_code == 502
+    assert re.fullmatch(r"[0-9a-f]{32}", failed.headers["x-request-id"])
+    assert failed.headers["x-request-id"] != made
+    # One the services would not keep is replaced, as they would replace it.
+    assert re.fullmatch(r"[0-9a-f]{32}", unsafe.headers["x-request-id"])
+    assert unsafe.json()["x-request-id"] == unsafe.headers["x-request-id"]
+
+
+PROXY = "127.0.0.5"  # a TLS proxy in front of the gateway, as an operator declares it
+
+
+@pytest.fixture(scope="module")
+def behind_a_proxy() -> Iterator[Stack]:
+    """A gateway whose clients all come through a trusted proxy (GATEWAY_TRUSTED_PROXIES)."""
+    with (
+        serve_in_thread(replica("p")) as url,
+        tempfile.TemporaryDirectory(prefix="avatar-gateway-") as tmp,
+    ):
+        stack = Stack(
+            Ports.free(emulators=False),
+            StackSettings(),
+            data_dir=Path(tmp),
+            log_dir=Path(tmp),
+            env_overrides={
+                "CHAT_URLS": url,
+                "GATEWAY_HEALTHCHECK_INTERVAL": "300ms",
+                "GATEWAY_IN_FLIGHT_PER_ADDRESS": str(IN_FLIGHT),
+                "GATEWAY_TRUSTED_PROXIES": f"{PROXY}/32, 2001:db8::/64",
+            },
+        )
+        stack.start_gateway()
+        try:
+            yield stack
+        finally:
+            stack.stop()
+
+
+async def test_behind_a_trusted_proxy_each_client_has_its_own_share(behind_a_proxy):
+    """Every connection is the proxy's: counted by it, one busy user would hold every other
+    user's share. Counted by the address the proxy forwards, one user past its share is
+    refused and another is served; a client around the proxy cannot pick that address."""
+    stack = behind_a_proxy
+    busy, other = {"X-Forwarded-For": "198.51.100.7"}, {"X-Forwarded-For": "198.51.100.8"}
+    async with from_address(stack, PROXY) as proxy, from_address(stack, "127.0.0.3") as around:
+        held = [
+            asyncio.create_task(proxy.get("/api/memories/hang", headers=busy))
+            for _ in range(IN_FLIGHT)
+        ]
+        # What a client reaching the gateway directly says of itself is not believed.
+        held += [
+            asyncio.create_task(around.get("/api/memories/hang", headers=other))
+            for _ in range(IN_FLIGHT)
+        ]
+        try:
+            for _ in range(100):  # until every held request is under way, at the replica
+                if HANGING["memories"] >= 2 * IN_FLIGHT:
+                    break
+                await asyncio.sleep(0.05)
+            assert HANGING["memories"] >= 2 * IN_FLIGHT
+            refused = await proxy.get("/api/chat/whoami", headers=busy)
+            assert refused.status_code == 429, refused.text
+            assert_envelope(refused, "too_many_requests_in_flight", "under way at once")
+            served = await proxy.get("/api/chat/whoami", headers=other)
+            assert served.status_code == 200, served.text
+        finally:
+            for request in held:
+                request.cancel()
+            await asyncio.gather(*held, return_exceptions=True)

@@ -3,12 +3,16 @@
 import asyncio
 import json
 import os
+import time
 
 import pytest
+from redis import Redis as SyncRedis
 
 from avatar_characters.app import create_app
 from avatar_characters.presets import PresetError
 from avatar_characters.settings import CharactersSettings
+from avatar_characters.store import CharacterStore
+from avatar_shared.owned import Owner
 from tests.helpers import as_user
 
 ALICE, BOB = as_user("alice"), as_user("bob")
@@ -215,3 +219,126 @@ async def test_pages_do_not_shift_when_characters_are_added(characters):
     second = (await characters.get(f"/api/characters?limit=2&cursor={first['next_cursor']}")).json()
     names = [c["name"] for c in first["characters"] + second["data"]["characters"]]
     assert names == ["c2", "c1", "c0"]
+
+
+@pytest.mark.parametrize("scores", ["distinct", "tied"])
+@pytest.mark.parametrize("race", ["create", "delete"])
+async def test_a_filtered_listing_neither_repeats_nor_skips_when_a_write_lands_meanwhile(
+    redis, redis_url, race, scores
+):
+    """A listing that filters reads the owner set in batches; a character created or deleted
+    between two batches of one request must not shift the next batch (by an offset it did:
+    one repeated, or one skipped and never listed). Records made in the same instant (one
+    score) are ordered by id, and paged through as well."""
+    store = CharacterStore(redis, CharactersSettings(redis_url=redis_url))
+    owned = store.owner_key("carol")
+    for _ in range(12):
+        await store.create(Owner("carol"), {})
+    if scores == "tied":
+        await redis.zadd(owned, dict.fromkeys(await redis.zrange(owned, 0, -1), 1000.0))
+    # Named by their place in the listing (p0 first); every other one is filtered out.
+    listed = await redis.zrevrange(owned, 0, -1)
+    for place, record_id in enumerate(listed):
+        record = {"name": f"p{place}", "keep": place % 2 == 1, "owner": "carol"}
+        await redis.set(store.item_key(record_id), json.dumps(record))
+    writer = SyncRedis.from_url(redis_url, decode_responses=True)
+
+    def land_a_write() -> None:
+        """Another request's write, made while this listing reads its first batch."""
+        if race == "create":
+            record = {"name": "new", "keep": True, "owner": "carol"}
+            writer.set(store.item_key("usr_new"), json.dumps(record))
+            writer.zadd(owned, {"usr_new": time.time() + 60})
+        else:  # two of the first batch, read already (and filtered out)
+            for record_id in listed[0], listed[2]:
+                writer.zrem(owned, record_id)
+                writer.delete(store.item_key(record_id))
+
+    calls = 0
+
+    def select(record: dict) -> str | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            land_a_write()
+        return record["name"] if record["keep"] else None
+
+    page = await store.page_owned("carol", None, 3, select)
+    writer.close()
+    assert page.items == ["p1", "p3", "p5"]
+
+
+@pytest.mark.parametrize("method", ["put", "patch"])
+async def test_the_object_get_answered_may_be_sent_back_edited(characters, method):
+    """API.md's character object has read-only keys (id, is_preset, owner, timestamps): a
+    client that edits what GET answered and sends it back is heard, the read-only keys left
+    as they are whatever it says; a key the object does not have is still refused."""
+    made = await characters.post("/api/characters", json=NEW, headers=ALICE)
+    path = f"/api/characters/{made.json()['data']['id']}"
+    read = (await characters.get(path)).json()["data"]
+    sent = {
+        **read,
+        "name": "새 이름",
+        "id": "usr_someone_else",
+        "is_preset": True,
+        "owner": "bob",
+        "created_at": "2000-01-01T00:00:00Z",
+    }
+    changed = await characters.request(method, path, json=sent, headers=ALICE)
+    assert changed.status_code == 200, changed.text
+    now = (await characters.get(path)).json()["data"]
+    assert now["name"] == "새 이름"
+    kept = ("id", "is_preset", "owner", "created_at")
+    assert {k: now[k] for k in kept} == {k: read[k] for k in kept}
+    assert now == changed.json()["data"]
+
+    unknown = await characters.request(method, path, json={**read, "colour": "red"}, headers=ALICE)
+    assert unknown.status_code == 422, unknown.text
+    assert "colour" in unknown.json()["error"]["message"]
+
+
+async def test_a_write_made_from_a_stale_read_is_412_when_it_says_which_version_it_read(
+    characters,
+):
+    """Two tabs read the same character: the first write wins, and one of the other's that
+    sends If-Match with the ETag it read is refused, instead of silently undoing the first.
+    Without If-Match a write goes through, as it always did."""
+    made = await characters.post("/api/characters", json=NEW, headers=ALICE)
+    path = f"/api/characters/{made.json()['data']['id']}"
+    read = await characters.get(path)
+    stale = read.headers["etag"]
+    first = await characters.patch(path, json={"name": "A"}, headers={**ALICE, "If-Match": stale})
+    assert first.status_code == 200, first.text
+    current = first.headers["etag"]
+    assert current != stale and (await characters.get(path)).headers["etag"] == current
+
+    late = {**ALICE, "If-Match": stale}
+    for method, url, body in [
+        ("put", path, {**NEW, "name": "B"}),
+        ("patch", path, {"name": "B"}),
+        ("put", f"{path}/lorebook", {"entries": []}),
+        ("delete", path, None),
+    ]:
+        refused = await characters.request(method, url, json=body, headers=late)
+        assert refused.status_code == 412, (method, url, refused.text)
+        assert refused.json()["error"]["code"] == "precondition_failed"
+    after = await characters.get(path)
+    assert after.json()["data"] == first.json()["data"] and after.headers["etag"] == current
+    weak = await characters.patch(
+        path, json={"name": "B"}, headers={**ALICE, "If-Match": f"W/{current}"}
+    )
+    assert weak.status_code == 412  # If-Match compares strongly: a weak tag never matches
+
+    book = await characters.put(
+        f"{path}/lorebook",
+        json={"entries": []},
+        headers={**ALICE, "If-Match": f'"other", {current}'},
+    )
+    assert book.status_code == 200, book.text
+    unconditional = await characters.patch(path, json={"name": "C"}, headers=ALICE)
+    assert unconditional.status_code == 200 and unconditional.headers["etag"] != current
+    gone = await characters.delete(
+        path, headers={**ALICE, "If-Match": unconditional.headers["etag"]}
+    )
+    assert gone.status_code == 200, gone.text
+    assert (await characters.get(path)).status_code == 404

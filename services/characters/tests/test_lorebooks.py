@@ -348,3 +348,32 @@ async def test_a_cards_oversized_entry_is_cut_in_the_lorebook_and_kept_whole_in_
     assert [(e["content"], e.get("name")) for e in exported["entries"]] == [
         (e["content"], e.get("name")) for e in book["entries"]
     ]
+
+
+def book_of(blob_chars: int) -> dict:
+    """A one-entry book whose `extensions` (any JSON) hold `blob_chars` characters."""
+    return {"entries": [{"keys": ["k"], "content": "c", "extensions": {"blob": "x" * blob_chars}}]}
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "lorebook"])
+async def test_a_character_larger_than_an_import_takes_is_413_on_every_write(
+    characters, redis, method
+):
+    """MAX_CARD_JSON_BYTES (1 MB) bounds what an import takes: a character made larger by
+    any other write could not be imported back from its own export."""
+    path = await own_character(characters, lorebook=BOOK)
+    before = (await characters.get(path)).json()["data"]
+    book = book_of(1_100_000)
+    url, body = {
+        "post": ("/api/characters", {**NEW, "lorebook": book}),
+        "put": (path, {**NEW, "lorebook": book}),
+        "patch": (path, {"lorebook": book}),
+        "lorebook": (f"{path}/lorebook", book),
+    }[method]
+    verb = "put" if method == "lorebook" else method
+    response = await characters.request(verb, url, json=body, headers=ALICE)
+    assert response.status_code == 413, response.text[:300]
+    error = response.json()["error"]
+    assert error["code"] == "card_too_large" and "1000000" in error["message"]
+    assert len(await redis.zrange("characters:owner:alice", 0, -1)) == 1
+    assert (await characters.get(path)).json()["data"] == before

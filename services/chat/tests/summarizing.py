@@ -2,6 +2,7 @@
 and a conversation that grows turn by turn."""
 
 import asyncio
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,16 @@ def settings_for(redis_url: str, backend, **overrides: Any) -> ChatSettings:
         **backend.settings,
     }
     return ChatSettings(**(values | overrides))
+
+
+async def summary_count(chat: Any, when: str, outcome: str) -> float:
+    """avatar_chat_summaries_total{when=..., outcome=...} from the app's /metrics."""
+    text = (await chat.get("/metrics")).text
+    pattern = rf'avatar_chat_summaries_total\{{outcome="{outcome}",when="{when}"\}} (\S+)'
+    found = re.search(pattern, text) or re.search(
+        rf'avatar_chat_summaries_total\{{when="{when}",outcome="{outcome}"\}} (\S+)', text
+    )
+    return float(found.group(1)) if found else 0.0
 
 
 def user_line(i: int) -> str:

@@ -18,7 +18,7 @@ from avatar_emulators.server import serve_in_thread
 from avatar_tts.app import create_app as tts_app
 from avatar_tts.settings import TtsSettings
 
-from .helpers import Backend, ask, emulated_llm, read_events
+from .helpers import Backend, ask, emulated_llm, no_turn_in_flight, read_events
 
 
 @pytest.fixture
@@ -235,6 +235,40 @@ async def test_a_streamed_reply_gives_its_llm_slot_back_while_its_speech_is_made
     assert kinds.index("event: audio") > max(
         (i for i, k in enumerate(kinds) if k == "event: delta"), default=-1
     )
+
+
+async def test_a_reply_written_whole_is_kept_whole_when_the_user_leaves_during_its_speech(
+    redis_url, redis
+):
+    """The model has written the whole reply; its last sentences are still being spoken when
+    the user closes the stream: the reply is saved complete (not marked interrupted), with
+    its token counts."""
+    release = threading.Event()
+    with (
+        emulated_llm("ollama") as backend,
+        serve_in_thread(_tts_held(release, 30.0)) as tts,
+    ):
+        settings = speaking(redis_url, backend, tts, llm_max_in_flight=1, llm_queue_wait_s=5.0)
+        with serve_in_thread(create_app(settings), lifespan="on") as url:
+            async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=60) as chat:
+                created = await chat.post("/api/chat/sessions", json={"persona": "A bard."})
+                sid = created.json()["data"]["session_id"]
+                body = {"session_id": sid, "message": "sing", "stream": True,
+                        "tts_mode": "realtime"}  # fmt: skip
+                try:
+                    async with chat.stream("POST", "/api/chat", json=body) as streaming:
+                        await _first_delta(streaming.aiter_lines())
+                        # Answered once the one LLM slot is free: the reply is written.
+                        other = await chat.post("/api/chat", json=ask("hi", tts_enabled=False))
+                        assert other.status_code == 200, other.text
+                finally:  # the user has left during its speech
+                    release.set()
+                await no_turn_in_flight(redis)
+                history = (await chat.get(f"/api/chat/sessions/{sid}")).json()["data"]
+    said, reply = history["messages"]
+    assert said["content"] == "sing"
+    assert reply["interrupted"] is False and reply["content"]
+    assert history["usage"]["completion_tokens"] > 0
 
 
 async def test_a_long_spoken_reply_keeps_its_conversation_busy_until_it_is_recorded(redis_url):

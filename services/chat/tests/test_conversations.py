@@ -7,17 +7,21 @@ service runs): the greeting and sign-in parts are in tests/e2e/test_conversation
 import asyncio
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from avatar_characters.app import create_app as characters_app
 from avatar_characters.settings import CharactersSettings
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
+from avatar_chat.store import SessionStore
 from avatar_devstack.ports import free_port
 from avatar_emulators.server import serve_in_thread
 from avatar_shared.adoption import ADOPT_PATH, Adoption, signature_headers
@@ -320,6 +324,22 @@ async def test_a_branch_holds_the_prefix_only(client, backend):
     assert len(await messages_of(client, session)) == 4  # the original is untouched
 
 
+async def test_a_turn_waits_a_moment_for_its_conversation_to_be_let_go(client, redis):
+    """Stop, then send at once: the stopped reply is still being saved for a few ms, holding
+    the conversation (here a hold that lasts 0.3 s). The next turn waits for it rather than
+    answer 409; held for longer than it waits, it is 409 with Retry-After."""
+    session = (await start(client))["session_id"]
+    busy = f"chat:session:{session}:busy"
+    await redis.set(busy, "a-stopped-turn-being-saved", px=300)
+    assert (await say(client, session, "바로 다음"))["content"]
+    await redis.set(busy, "a-long-turn", ex=60)
+    body = {"session_id": session, "message": "또", "tts_enabled": False}
+    refused = await client.post("/api/chat", json=body, headers=ALICE)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "conversation_busy"
+    assert refused.headers["retry-after"] == "1"
+
+
 async def test_a_change_while_a_reply_is_generated_is_409(app_client, redis_url, backend_name):
     with emulated_llm(backend_name, tokens_per_second=10) as slow:
         app = create_app(settings_for(redis_url, slow.settings))
@@ -327,7 +347,9 @@ async def test_a_change_while_a_reply_is_generated_is_409(app_client, redis_url,
         async with app_client(app) as client:
             session = (await start(client))["session_id"]
             conversation = f"/api/chat/sessions/{session}"
+            # 4 s at 10 tokens/s: it outlasts the changes below, of which a turn waits 1 s.
             body = {"session_id": session, "message": "천천히", "tts_enabled": False}
+            body["max_tokens"] = 40
             turn = asyncio.create_task(client.post("/api/chat", json=body, headers=ALICE))
             while not slow.recorder.prompts:  # the turn has reached the LLM  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
@@ -341,6 +363,7 @@ async def test_a_change_while_a_reply_is_generated_is_409(app_client, redis_url,
                 response = await client.request(method, path, json=data, headers=ALICE)
                 assert response.status_code == 409, (path, response.text)
                 assert response.json()["error"]["code"] == "conversation_busy"
+                assert response.headers["retry-after"] == "1"
             for same_mode in ({"title": "이름만"}, {"memory": "on"}):  # no new mode: answered
                 response = await client.patch(conversation, json=same_mode, headers=ALICE)
                 assert response.status_code == 200, response.text
@@ -348,7 +371,7 @@ async def test_a_change_while_a_reply_is_generated_is_409(app_client, redis_url,
             after = (await client.patch(conversation, json={"pinned": True}, headers=ALICE)).json()
             assert (after["data"]["memory"], after["data"]["title"]) == ("on", "이름만")
             assert len(await messages_of(client, session)) == 2  # the one turn, recorded
-            assert (await say(client, session, "이제 돼?"))["content"]  # free again
+            assert (await say(client, session, "이제 돼?", max_tokens=5))["content"]  # free again
 
 
 async def test_a_clients_record_deleted_while_its_turn_runs_stays_deleted(
@@ -440,6 +463,68 @@ async def test_a_stopped_stream_keeps_the_sessions_last_prompt_count(redis_url, 
     assert before["last_prompt_tokens"] > 0
     assert after["last_prompt_tokens"] == before["last_prompt_tokens"]
     assert after["usage"] == before["usage"]  # the stopped reply's tokens were never counted
+
+
+class HearsDisconnects:
+    """ASGI middleware: sets `gone` when the server hears that a `POST /api/chat` client has
+    left, in the step in which Starlette cancels that client's stream."""
+
+    def __init__(self, app: ASGIApp, gone: threading.Event) -> None:
+        self.app, self.gone = app, gone
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def heard() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.gone.set()
+            return message
+
+        chat = scope["type"] == "http" and scope["path"] == "/api/chat"
+        await self.app(scope, heard if chat else receive, send)
+
+
+@pytest.mark.parametrize("saved", [True, False])
+async def test_a_client_leaving_while_its_whole_reply_is_saved_loses_nothing(
+    redis_url, redis, monkeypatch, saved
+):
+    """The user closes the stream as the finished reply is being saved (made to last until
+    the server has heard them leave): the reply is kept whole, and the conversation and the
+    user's place among their turns in flight are free at once (not held for the turn's
+    lease, minutes, answering 409 conversation_busy). A save that fails then (Redis lost
+    for a moment) still frees them."""
+    recording, gone = threading.Event(), threading.Event()
+    record_turn = SessionStore.record_turn
+
+    async def recorded_once_the_client_left(self, *args, **kwargs):
+        recording.set()
+        await asyncio.to_thread(gone.wait, 10)  # an await at which a cancellation lands
+        if not saved:
+            raise RedisConnectionError("lost for a moment")
+        return await record_turn(self, *args, **kwargs)
+
+    monkeypatch.setattr(SessionStore, "record_turn", recorded_once_the_client_left)
+    with emulated_llm("ollama") as backend:
+        app = create_app(settings_for(redis_url, backend.settings))
+        app.dependency_overrides[current_identity] = callers_from_test_headers
+        app.add_middleware(HearsDisconnects, gone=gone)
+        with serve_in_thread(app, lifespan="on") as url:
+            async with httpx.AsyncClient(base_url=url, trust_env=False) as client:
+                session = (await start(client))["session_id"]
+                body = {"session_id": session, "message": "짧게", "stream": True,
+                        "tts_enabled": False, "max_tokens": 3}  # fmt: skip
+                async with client.stream("POST", "/api/chat", json=body, headers=ALICE):
+                    assert await asyncio.to_thread(recording.wait, 10)
+                assert await asyncio.to_thread(gone.wait, 10)  # the user has left
+                await no_turn_in_flight(redis)
+                stored = await messages_of(client, session)
+                if saved:
+                    said, reply = stored
+                    assert said["content"] == "짧게"
+                    assert reply["interrupted"] is False and reply["content"]
+                else:
+                    assert stored == []
+                monkeypatch.setattr(SessionStore, "record_turn", record_turn)
+                assert (await say(client, session, "다음", max_tokens=3))["content"]
 
 
 async def test_the_library_lists_pages_filters_and_pins(client, backend):
@@ -630,6 +715,55 @@ async def test_a_book_stored_before_the_regex_bounds_still_plays_without_that_ke
     assert "SWORD LORE" in system and "BOMB LORE" not in system
 
 
+async def test_with_a_fixed_seed_each_turn_rolls_its_lore_and_a_replay_rolls_the_same(
+    app_client, redis_url, backend, characters_url
+):
+    """SillyTavern rolls an entry's `probability` on every turn: with the request's seed
+    fixed, a 50% entry goes in on some turns and not on others (it went in on all or none),
+    the same conversation played again rolls the same, and a regenerate of a turn rolls
+    what that turn rolled."""
+    async with chat_and_characters(app_client, redis_url, backend, characters_url) as (
+        client,
+        characters_api,
+        _,
+    ):
+        made = await characters_api.post(
+            "/api/characters", json={"name": "Sage", "persona": "An old sage."}, headers=ALICE
+        )
+        character_id = made.json()["data"]["id"]
+        chance = {"useProbability": True, "probability": 50}
+        entries = [{"keys": ["phone"], "content": "PHONE LORE", "extensions": chance}]
+        book = await characters_api.put(
+            f"/api/characters/{character_id}/lorebook", json={"entries": entries}, headers=ALICE
+        )
+        assert book.status_code == 200, book.text
+
+        def rang(reply: dict) -> bool:
+            receipt = reply["context"]
+            if not receipt["lore"]:
+                assert [e["reason"] for e in receipt["lore_left_out"]] == ["probability"]
+            return bool(receipt["lore"])
+
+        async def play() -> tuple[str, list[bool]]:
+            session = await start(client, character_id=character_id, persona=None)
+            said = [
+                await say(client, session["session_id"], f"the phone, {n}", seed=7)
+                for n in range(16)
+            ]
+            return session["session_id"], [rang(reply) for reply in said]
+
+        session, rolls = await play()
+        assert 0 < rolls.count(True) < len(rolls)
+        assert (await play())[1] == rolls
+        again = await client.post(
+            f"/api/chat/sessions/{session}/regenerate",
+            json={"seed": 7, "tts_enabled": False},
+            headers=ALICE,
+        )
+        assert again.status_code == 200, again.text
+        assert rang(again.json()["data"]) == rolls[-1]
+
+
 async def test_a_conversation_whose_persona_was_deleted_goes_on_as_the_default_user(
     app_client, redis_url, backend, characters_url
 ):
@@ -681,25 +815,45 @@ async def test_an_imported_chat_keeps_its_creation_date(
     assert header["create_date"] == json.loads(ST_CHAT.read_text().splitlines()[0])["create_date"]
 
 
-async def test_import_of_a_sillytavern_chat_needs_a_character(client, backend):
-    # No characters service runs here: the file is read and the character is then asked for.
-    files = {"file": ("chat.jsonl", ST_CHAT.read_bytes(), "application/jsonl")}
-    without = await client.post("/api/chat/sessions/import", files=files, headers=ALICE)
-    assert without.status_code == 422
-    assert "character_id" in without.json()["error"]["message"]
-    broken = {
-        "file": (
-            "chat.jsonl",
-            b'{"user_name": "a", "character_name": "b"}\n{oops',
-            "application/jsonl",
-        )
-    }
-    refused = await client.post(
-        "/api/chat/sessions/import", files=broken, data={"character_id": "x"}, headers=ALICE
+async def test_import_of_a_sillytavern_chat_needs_a_character(
+    app_client, redis_url, backend, characters_url
+):
+    """The character and the caller's quota are checked before the file is read (reading a
+    big file is the costly part): a file that would be refused for its content gets the
+    character's 404, or the quota's 409, instead."""
+    settings = settings_for(
+        redis_url, backend.settings, characters_url=characters_url, max_conversations_per_user=1
     )
-    assert refused.status_code == 422 and "Line 2" in refused.json()["error"]["message"]
-    listed = (await client.get("/api/chat/sessions", headers=ALICE)).json()["data"]
-    assert listed["conversations"] == []
+    app = create_app(settings)
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    broken = b'{"user_name": "a", "character_name": "b"}\n{oops'
+    async with app_client(app) as client:
+
+        async def imported(data: bytes, who=ALICE, **form: str) -> httpx.Response:
+            files = {"file": ("chat.jsonl", data, "application/jsonl")}
+            return await client.post(
+                "/api/chat/sessions/import", files=files, data=form, headers=who
+            )
+
+        without = await imported(ST_CHAT.read_bytes())
+        assert without.status_code == 422
+        assert "character_id" in without.json()["error"]["message"]
+        unknown = await imported(broken, character_id="nobody-such")
+        assert unknown.status_code == 404, unknown.text
+        assert "nobody-such" in unknown.json()["error"]["message"]
+        refused = await imported(broken, character_id="hermione")
+        assert refused.status_code == 422 and "Line 2" in refused.json()["error"]["message"]
+        listed = (await client.get("/api/chat/sessions", headers=ALICE)).json()["data"]
+        assert listed["conversations"] == []
+
+        assert (await start(client))["session_id"]  # alice's one conversation: her quota
+        full = await imported(broken, character_id="hermione")
+        assert full.status_code == 409 and full.json()["error"]["code"] == "quota_exceeded"
+        # An anonymous caller keeps no quota (their oldest makes room): the file is read.
+        anonymous = await imported(
+            broken, who=as_anonymous("anon-1", "10.0.0.5"), character_id="hermione"
+        )
+        assert anonymous.status_code == 422
 
 
 # --- signing in keeps what the browser made (avatar_shared.adoption) ---------------------------

@@ -37,6 +37,7 @@ from .helpers import (
     callers_from_test_headers,
     emulated_llm,
 )
+from .summarizing import is_summary_call, summary_count
 
 ALICE = as_signed_in("alice", "10.0.0.1")
 BOB = as_signed_in("bob", "10.0.0.2")
@@ -434,20 +435,31 @@ async def test_signing_in_moves_the_browsers_memories(client, redis):
 
 @contextlib.asynccontextmanager
 async def summarizing_ahead(
-    app_client, redis_url: str, characters_url: str
+    app_client,
+    redis_url: str,
+    characters_url: str,
+    window: int | None = None,
+    reply_words: int = 0,
+    **overrides: Any,
 ) -> AsyncIterator[tuple[Any, Backend]]:
     """A client of a chat whose summaries are made ahead early, in a small window, and whose
-    readings never come on their own: only a summary's call could read facts."""
-    with emulated_llm("ollama") as backend:
+    readings never come on their own: only a summary's call could read facts. `window`: a
+    vLLM that refuses a call past it (else Ollama's 3,072); `reply_words`: the length of
+    every answer of the model (0: its usual); `overrides`: settings."""
+    llm, server = ("vllm", {"max_model_len": window}) if window else ("ollama", {})
+    with emulated_llm(llm, reply_words=reply_words, **server) as backend:
         settings = settings_for(
             redis_url,
             characters_url,
             backend,
-            llm_context_tokens=3072,
-            keep_recent_turns=4,
-            summary_ahead_ratio=0.3,
-            summary_trigger_ratio=0.8,
-            memory_learn_every=1000,
+            **{
+                "llm_context_tokens": window or 3072,
+                "keep_recent_turns": 4,
+                "summary_ahead_ratio": 0.3,
+                "summary_trigger_ratio": 0.8,
+                "memory_learn_every": 1000,
+                **overrides,
+            },
         )
         app = create_app(settings)
         app.dependency_overrides[current_identity] = callers_from_test_headers
@@ -482,40 +494,67 @@ async def test_a_summary_made_ahead_with_facts_fits_the_window_with_their_answer
     and says more: its block of turns is smaller, so the call fits the window a model
     server refuses to pass (vLLM: prompt plus max_tokens past max_model_len is a 400)."""
     window = 2048
-    with emulated_llm("vllm", max_model_len=window) as backend:
-        settings = settings_for(
-            redis_url,
-            characters_url,
-            backend,
-            llm_context_tokens=window,
-            keep_recent_turns=4,
-            summary_max_tokens=64,
-            memory_learn_max_tokens=1024,
-            summary_ahead_ratio=0.3,
-            memory_learn_every=1000,
-        )
-        app = create_app(settings)
-        app.dependency_overrides[current_identity] = callers_from_test_headers
-        async with app_client(app) as client:
-            turns = [{"role": "user", "content": "안녕 " + fact("user.pet", "The user has a cat")}]
-            body: dict = {"character_id": "hermione", "tts_enabled": False, "max_tokens": 64}
-            said = "I keep telling stories about the old library by the river. " * 6
-            # The first turn teaches the estimate the model's tokens; after each later reply a
-            # summary is made ahead (or left for the next while the turn holds the call).
-            for n in range(4):
-                body["messages"] = turns
-                response = await client.post("/api/chat", json=body, headers=ALICE)
-                assert response.status_code == 200, response.text
-                body["session_id"] = response.json()["data"]["session_id"]
-                turns += [{"role": "assistant", "content": response.json()["data"]["content"]}]
-                for i in range(14 if n == 0 else 0):  # history new to the server, aged at once
-                    turns += [{"role": "user", "content": f"{i}: {said}"}]
-                    turns += [{"role": "assistant", "content": "A fine story."}]
-                turns += [{"role": "user", "content": "And then?"}]
-            found = await learned(client, 1)
+    async with summarizing_ahead(
+        app_client,
+        redis_url,
+        characters_url,
+        window,
+        summary_max_tokens=64,
+        memory_learn_max_tokens=1024,
+    ) as (client, backend):
+        turns = [{"role": "user", "content": "안녕 " + fact("user.pet", "The user has a cat")}]
+        body: dict = {"character_id": "hermione", "tts_enabled": False, "max_tokens": 64}
+        said = "I keep telling stories about the old library by the river. " * 6
+        # The first turn teaches the estimate the model's tokens; after each later reply a
+        # summary is made ahead (or left for the next while the turn holds the call).
+        for n in range(4):
+            body["messages"] = turns
+            response = await client.post("/api/chat", json=body, headers=ALICE)
+            assert response.status_code == 200, response.text
+            body["session_id"] = response.json()["data"]["session_id"]
+            turns += [{"role": "assistant", "content": response.json()["data"]["content"]}]
+            for i in range(14 if n == 0 else 0):  # history new to the server, aged at once
+                turns += [{"role": "user", "content": f"{i}: {said}"}]
+                turns += [{"role": "assistant", "content": "A fine story."}]
+            turns += [{"role": "user", "content": "And then?"}]
+        found = await learned(client, 1)
     assert [m["text"] for m in found] == ["The user has a cat"]
     structured = [p for p in backend.recorder.prompts if p.format is not None]
     assert structured and all(p.prompt_tokens + 64 + 1024 <= window for p in structured)
+
+
+async def test_a_long_summary_so_far_is_extended_ahead_without_the_facts(
+    app_client, redis_url, characters_url
+):
+    """Past a long summary so far, a call that also lists facts leaves no room for turns in
+    a 2,048-token window (both answers, 512 tokens each): the summary made ahead goes on
+    alone (their facts left for the memory's own reading), so the next turn does not wait
+    to make it."""
+    # Every answer 900 words: a summary listed with facts takes most of their 1,024 tokens.
+    async with summarizing_ahead(app_client, redis_url, characters_url, 2048, reply_words=900) as (
+        client,
+        backend,
+    ):
+        body: dict = {"character_id": "hermione", "tts_enabled": False, "max_tokens": 64}
+        turns = [{"role": "user", "content": "안녕 " + fact("user.pet", "The user has a cat")}]
+        turns = await client_turn(client, body, turns, "on")  # teaches the estimate
+        failed = await summary_count(client, "ahead", "failed")
+        said = "I keep telling stories about the old library by the river. " * 6
+        for i in range(20):  # history new to the server, near the window: aged at once
+            turns += [{"role": "user", "content": f"{i}: {said}"}]
+            turns += [{"role": "assistant", "content": "A fine story."}]
+        turns = await client_turn(client, body, [*turns, {"role": "user", "content": "So?"}], "on")
+        await idle(backend)  # its summary made ahead, in as many calls as it takes
+        failed = await summary_count(client, "ahead", "failed") - failed
+        in_turn = await summary_count(client, "in_turn", "made")
+        await client_turn(client, body, [*turns, {"role": "user", "content": "And then?"}], "on")
+        made_in_turn = await summary_count(client, "in_turn", "made") - in_turn
+        found = await learned(client, 1)
+    assert made_in_turn == 0  # the turn did not wait for a summary of its own
+    assert failed == 0
+    assert [m["text"] for m in found] == ["The user has a cat"]  # the first call's facts
+    summaries = [p for p in backend.recorder.prompts if is_summary_call(p)]
+    assert any(p.format is None for p in summaries)  # later ones, the summary alone
 
 
 # --- what the review found: branches, edits while queued, modes switched back, pins ---------

@@ -197,6 +197,29 @@ def test_lores_probabilities_and_groups_are_rolled_with_the_limits_seed():
     assert len({fired[0] for fired in skies}) > 1
 
 
+def test_with_a_fixed_seed_each_turn_rolls_its_lore_afresh_and_a_replay_rolls_the_same():
+    """SillyTavern rolls an entry's probability on every turn: with the request's seed fixed,
+    a 50% entry fires on some turns and not on others, and a turn played again (a
+    regenerate, a swipe, a continue: the same user messages) fires what it fired."""
+    chance = {"useProbability": True, "probability": 50, "selectiveLogic": 0}
+    book = Lorebook.model_validate(
+        {"entries": [{"keys": ["phone"], "content": "It rings.", "extensions": chance}]}
+    )
+    card = CharacterCard(PERSONA, lorebook=book)
+    limits = Limits(room=100_000, lore_budget=10_000, scan_depth=4, lore_seed=7)
+
+    def rings(*texts: str) -> bool:
+        return [f.text for f in build(card, *texts, limits=limits).lore.fired] == ["It rings."]
+
+    talk = [text for turn in range(20) for text in (f"the phone, {turn}", "a reply")]
+    turns = [talk[: 2 * turn + 1] for turn in range(20)]  # each ends with its user message
+    fired = [rings(*said) for said in turns]
+    assert 0 < fired.count(True) < 20
+    assert fired == [rings(*said) for said in turns]  # the same turns, the same lore
+    # Continued: its reply ends the conversation; it is still that turn.
+    assert [rings(*said, "a reply") for said in turns] == fired
+
+
 def test_the_receipt_counts_the_post_history_instructions_and_adds_up_to_what_is_sent():
     book = Lorebook.model_validate(
         {"entries": [{"keys": ["sword"], "content": "@@depth 1\nSWORD lore of {{char}}"}]}

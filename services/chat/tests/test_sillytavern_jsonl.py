@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from avatar_chat.conversations.sillytavern import ImportLimits, export_jsonl, import_jsonl
+from avatar_chat.conversations.sillytavern import (
+    OPENING_GREETINGS,
+    ImportLimits,
+    export_jsonl,
+    import_jsonl,
+)
 from avatar_shared.errors import ValidationFailed
 from avatar_shared.timestamps import utc_now
 
@@ -191,6 +196,30 @@ def test_past_max_swipes_a_reply_keeps_the_shown_and_the_newest(count, shown, ke
     assert [s["content"] for s in message["swipes"]] == kept
     assert message["swipe_id"] == swipe_id
     assert message["content"] == f"take {shown}"
+
+
+def test_alternates_past_those_kept_are_dropped_unread():
+    """Only the alternates kept are read: a reply rerolled without end costs no more than one
+    at max_swipes, and a broken old alternate (SillyTavern's import reads none of them) does
+    not refuse the file it would have been dropped from."""
+    limits = ImportLimits(**{**LIMITS.__dict__, "max_swipes": 4})
+    line = rerolled(12, 11)
+    line["swipes"][0:3] = [7, None, "\ud800"]
+    line["swipe_info"] = [{"send_date": "May 1, 2025 9:00am"}, "not info", None]
+    # JSON.stringify writes half a UTF-16 pair escaped, as json.dumps does by default.
+    _, message = import_jsonl(jsonl(HEADER, user(), json.dumps(line)), limits).messages
+    assert [s["content"] for s in message["swipes"]] == [f"take {i}" for i in range(8, 12)]
+    assert message["swipe_id"] == 3
+    opening = rerolled(OPENING_GREETINGS + 3, 0)
+    opening["swipes"][1] = {"not": "text"}
+    first, _ = imported(opening, user())
+    assert len(first["swipes"]) == OPENING_GREETINGS
+    assert "take 1" not in [s["content"] for s in first["swipes"]]
+    kept_broken = rerolled(12, 0)
+    kept_broken["swipes"][11] = 7  # the newest is kept: still read, still refused
+    assert refusal(jsonl(HEADER, user(), kept_broken), limits) == (
+        "Line 3: 'swipes[11]' must be a string."
+    )
 
 
 def test_with_max_swipes_1_only_the_shown_text_is_kept():

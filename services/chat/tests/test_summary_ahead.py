@@ -5,7 +5,6 @@ a timed assertion."""
 
 import asyncio
 import json
-import re
 
 import httpx
 import pytest
@@ -26,6 +25,7 @@ from .summarizing import (
     long_history,
     settings_for,
     summary_calls_started,
+    summary_count,
     summary_in,
 )
 
@@ -50,12 +50,7 @@ async def summaries_of(redis: Redis, session_id: str) -> dict[str, str]:
 
 async def ahead_count(chat: httpx.AsyncClient, outcome: str) -> float:
     """avatar_chat_summaries_total{when="ahead", outcome=...} from the app's /metrics."""
-    text = (await chat.get("/metrics")).text
-    pattern = rf'avatar_chat_summaries_total\{{outcome="{outcome}",when="ahead"\}} (\S+)'
-    found = re.search(pattern, text) or re.search(
-        rf'avatar_chat_summaries_total\{{when="ahead",outcome="{outcome}"\}} (\S+)', text
-    )
-    return float(found.group(1)) if found else 0.0
+    return await summary_count(chat, "ahead", outcome)
 
 
 async def ahead_counted(chat: httpx.AsyncClient, outcomes: tuple[str, ...], more: float) -> bool:

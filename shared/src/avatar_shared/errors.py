@@ -83,6 +83,13 @@ class Conflict(AppError):
     status_code, code, message = 409, "conflict", "Conflicts with the current state."
 
 
+class PreconditionFailed(AppError):
+    """An If-Match naming none of the versions the record has now (another write came first)."""
+
+    status_code, code = 412, "precondition_failed"
+    message = "It has changed since it was read (If-Match names another version); read it again."
+
+
 class ValidationFailed(AppError):
     """A rule that depends on settings (limits), checked after the model parsed."""
 

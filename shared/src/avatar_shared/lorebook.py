@@ -310,7 +310,9 @@ ACTIVATION_DEADLINE_S = 0.05
 DECORATOR = re.compile(r"@@(\w+)(?:[ \t]+(\S+))?")
 ROLES = ("system", "user", "assistant")
 Place = Literal["before_char", "after_char", "depth"]
-Reason = Literal["disabled", "secondary_key_missing", "budget", "bad_regex", "probability", "group"]
+Reason = Literal[
+    "disabled", "secondary_key_missing", "budget", "bad_regex", "probability", "group", "delayed"
+]
 
 
 @dataclass(frozen=True)
@@ -378,7 +380,9 @@ class LoreLeftOut(BaseModel):
         description="Matched (or constant) but left out: disabled, its secondary keys not "
         "found as it asks (any, else SillyTavern's `selectiveLogic`), past the lore's token "
         "budget, a regex key that does not compile or ran too long, its SillyTavern "
-        "`probability` roll failed, or another entry of its inclusion `group` went in."
+        "`probability` roll failed, another entry of its inclusion `group` went in, or "
+        "(`delayed`) its `delay_until_recursion` waited for a round of recursive scanning "
+        "that never came."
     )
 
 
@@ -402,13 +406,20 @@ def activate(
     matched, skipped = _matches(book, keyed, Scanned.of(window), deadline)
     # A delayed entry waits for a round of recursion (the messages may activate it there).
     waiting = {i: key for i, key in matched.items() if book.entries[i].delayed}
+    held = [s for s in skipped if s.entry.delayed and s.reason != "disabled"]
     skipped = [s for s in skipped if not s.entry.delayed or s.reason == "disabled"]
     rng = random.Random() if rng is None else rng
     first = {i: k for i, k in matched.items() if i not in waiting}
-    matched, left_out = _kept(book, first, {}, rng, _scorer(keyed, Scanned.of(window)))
+    scorer = _scorer(keyed, Scanned.of(window), deadline)
+    matched, left_out = _kept(book, first, {}, rng, scorer)
     skipped += left_out
     if book.recursive_scanning:
-        _scan_recursively(book, keyed, matched, skipped, deadline, rng, waiting)
+        waiting = _scan_recursively(book, keyed, matched, skipped, deadline, rng, waiting)
+    # What the messages activated but no round of recursion came for, and what they left
+    # out that no round told of again: every entry they touched says why it is not in.
+    skipped += [Skipped(i, book.entries[i], "delayed") for i in waiting]
+    told = set(matched) | {s.index for s in skipped}
+    skipped += [s for s in held if s.index not in told]
     if book.token_budget is not None:  # a book may ask for less than the callers give, not more
         budget = min(budget, book.token_budget)
     fired = [_fired(book.entries[i], i, key, tokens) for i, key in matched.items()]
@@ -470,17 +481,17 @@ def _scan_recursively(
     deadline: float,
     rng: random.Random,
     waiting: dict[int, str],
-) -> None:
+) -> dict[int, str]:
     """Activated content may activate other entries, a few rounds deep, none twice. As in
     SillyTavern (checkWorldInfo): the content of a `prevent_recursion` entry is not scanned,
     an `exclude_recursion` entry is not activated by content, and a delayed one (`waiting`,
     which the messages activated) goes in at the first round, if there is one (SillyTavern
-    scans the messages again with the content)."""
+    scans the messages again with the content). Returns those of `waiting` no round came for."""
     new = dict(matched)
     for _ in range(MAX_RECURSION):
         recursing = [i for i in new if not book.entries[i].prevents_recursion]
         if not recursing:
-            return
+            return waiting
         text = "\n".join(strip_decorators(book.entries[i].content)[0] for i in recursing)
         done = set(matched) | {s.index for s in skipped}
         scanned = Scanned.of(text[:MAX_RECURSION_CHARS])
@@ -488,12 +499,13 @@ def _scan_recursively(
         found = {i: k for i, k in found.items() if _by_content(book.entries[i])}
         found = dict(sorted((waiting | found).items()))
         waiting = {}
-        new, left_out = _kept(book, found, matched, rng, _scorer(keyed, scanned))
+        new, left_out = _kept(book, found, matched, rng, _scorer(keyed, scanned, deadline))
         matched.update(new)
         skipped += [
             s for s in more_skipped if s.index not in done | set(found) and _by_content(s.entry)
         ]
         skipped += left_out
+    return waiting
 
 
 def _by_content(entry: LoreEntry) -> bool:
@@ -506,16 +518,20 @@ def _kept(
     found: dict[int, str],
     activated: dict[int, str],
     rng: random.Random,
-    score: Callable[[int], int],
+    score: "Scorer",
 ) -> tuple[dict[int, str], list[Skipped]]:
     """Of the entries a round of scanning activated, those that go in, as SillyTavern keeps
-    them (checkWorldInfo): one of each inclusion group, then each by its probability."""
-    losers = _group_losers(book, list(found), activated, rng, score)
+    them (checkWorldInfo): one of each inclusion group, then each by its probability. One
+    whose group's scoring did not reach it before the scan's deadline is not tried, as
+    `_matches` leaves one it had no time for: not in, and not in the receipt (logged)."""
+    losers, unscored = _group_losers(book, list(found), activated, rng, score)
+    if unscored:
+        log.warning("lorebook group scoring cut short: %d entries not tried", len(unscored))
     kept: dict[int, str] = {}
     skipped = [Skipped(i, book.entries[i], "group") for i in sorted(losers)]
     for index, key in found.items():
         entry = book.entries[index]
-        if index in losers:
+        if index in losers or index in unscored:
             continue
         # SillyTavern's roll passes at `roll <= probability`: `<` makes 0 never, not almost.
         if entry.chance is not None and rng.random() * 100 >= entry.chance:
@@ -530,43 +546,59 @@ def _group_losers(
     found: list[int],
     activated: dict[int, str],
     rng: random.Random,
-    score: Callable[[int], int],
-) -> set[int]:
+    score: "Scorer",
+) -> tuple[set[int], set[int]]:
     """The entries of an inclusion group that go out (filterByInclusionGroups): all of a group
     one of whose entries went in at an earlier round, else all but one. An entry in several
-    groups is out when it loses in any."""
+    groups is out when it loses in any. Besides, those its scoring had no time for (see
+    `_scorer`), left out of the draw."""
     groups: dict[str, list[int]] = {}
     for index in found:
         for name in book.entries[index].groups:
             groups.setdefault(name, []).append(index)
     taken = {name for index in activated for name in book.entries[index].groups}
     losers: set[int] = set()
+    unscored: set[int] = set()
     for name, members in groups.items():
         if name in taken:
             losers.update(members)
         elif len(members) > 1:
-            outscored = _outscored(book, members, score)
-            members = [i for i in members if i not in outscored]
+            outscored, late = _outscored(book, members, score)
+            members = [i for i in members if i not in outscored and i not in late]
             winner = _group_winner([book.entries[i] for i in members], rng)
             losers.update(i for n, i in enumerate(members) if n != winner)
             losers.update(outscored)
-    return losers
+            unscored.update(late)
+    return losers, unscored - losers  # a loser of one group is out whatever another's
 
 
-def _outscored(book: Lorebook, members: list[int], score: Callable[[int], int]) -> set[int]:
+def _outscored(book: Lorebook, members: list[int], score: "Scorer") -> tuple[set[int], set[int]]:
     """SillyTavern's group scoring (filterGroupsByScoring), asked by an entry's
     `use_group_scoring`: those that ask for it and match fewer keys than the best of the
-    group go out before the draw."""
+    group go out before the draw. Besides, the members not scored before the deadline: they
+    are out of the contest (the best is of those scored)."""
     scored = [i for i in members if book.entries[i].group_scoring]
     if not scored:
-        return set()
+        return set(), set()
     scores = {i: score(i) for i in members}
-    best = max(scores.values())
-    return {i for i in scored if scores[i] < best}
+    known = {i: s for i, s in scores.items() if s is not None}
+    best = max(known.values(), default=0)
+    return {i for i in scored if i in known and known[i] < best}, set(scores) - set(known)
 
 
-def _scorer(keyed: "list[KeyedEntry]", text: "Scanned") -> Callable[[int], int]:
-    return lambda index: _score(keyed[index], text)
+# An entry's score (`_score`), None past the scan's deadline: it was not scored.
+Scorer = Callable[[int], int | None]
+
+
+def _scorer(keyed: "list[KeyedEntry]", text: "Scanned", deadline: float) -> Scorer:
+    """Scoring runs every key of every member of a group (regex keys too): a large book may
+    spend the scan's time there, so past its deadline an entry is not scored, as `_matches`
+    tries no more entries past it."""
+
+    def score(index: int) -> int | None:
+        return None if time.monotonic() > deadline else _score(keyed[index], text)
+
+    return score
 
 
 def _score(keyed: "KeyedEntry", text: "Scanned") -> int:

@@ -38,7 +38,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -48,7 +48,8 @@ from redis.typing import EncodableT
 
 from avatar_shared.adoption import KindMoved
 from avatar_shared.budget import BUDGET_FUNCTIONS, Budget
-from avatar_shared.errors import AppError, ValidationFailed
+from avatar_shared.changes import announce
+from avatar_shared.errors import AppError, PreconditionFailed, ValidationFailed
 from avatar_shared.identity import ANON_PREFIX
 from avatar_shared.pages import Page
 from avatar_shared.timestamps import utc_now
@@ -212,14 +213,19 @@ return 'ok'
 """
 )
 
-# ARGV after the common ones: the id. Gives the bytes back exactly once, however many
-# deletes race. Returns 'ok', or 'gone' when the record is not the caller's any more (a
-# sign-in moved it, or another delete came first, since the caller's check of the owner).
+# ARGV after the common ones: the id, and the SHA-1 of the record as read when the caller
+# asked for that version ('' for any). Gives the bytes back exactly once, however many
+# deletes race. Returns 'ok'; 'changed' (not that version any more: read again); or 'gone'
+# when the record is not the caller's any more (a sign-in moved it, or another delete came
+# first, since the caller's check of the owner).
 DELETE = (
     OWNED_FUNCTIONS
     + """
 local id = ARGV[9]
 if not redis.call('ZSCORE', owner_key, id) then return 'gone' end
+if ARGV[10] ~= '' and redis.sha1hex(redis.call('GET', item_key(id)) or '') ~= ARGV[10] then
+  return 'changed'
+end
 seed()
 local size = redis.call('STRLEN', item_key(id)) + redis.call('STRLEN', attachment_key(id))
 redis.call('DEL', item_key(id), attachment_key(id))
@@ -354,7 +360,9 @@ class Quotas:
 class Kind:
     """A kind of owned record: its key namespace, the prefix of its ids, what its attachment
     key is called, the owner's other keys of the kind (`{ns}:{extra}:{user_id}`, expiring with
-    their records), and the errors of an id that is not there or not the caller's."""
+    their records), the errors of an id that is not there or not the caller's, and the channel
+    a record's id is announced on when it changes, is deleted or moves (avatar_shared.changes;
+    None: no one caches the kind elsewhere)."""
 
     namespace: str
     id_prefix: str
@@ -362,6 +370,7 @@ class Kind:
     not_owner: Callable[[str], AppError]
     attachment: str = "attachment"
     extra_keys: tuple[str, ...] = ()
+    changes: str | None = None
 
 
 def encoded(record: dict[str, Any]) -> str:
@@ -373,6 +382,19 @@ def encoded(record: dict[str, Any]) -> str:
     except UnicodeEncodeError as exc:
         raise NotUnicode() from exc
     return raw
+
+
+def version_of(raw: str) -> str:
+    """The version of a record stored as `raw` (its ETag): the SHA-1 the scripts compare."""
+    return hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()
+
+
+def check_version(raw: str, expected: Collection[str] | None) -> str:
+    """The version of `raw`, if it is one of `expected` (None: any), else 412."""
+    version = version_of(raw)
+    if expected is not None and version not in expected:
+        raise PreconditionFailed()
+    return version
 
 
 class OwnedRecords:
@@ -449,6 +471,16 @@ class OwnedRecords:
         raw = await self.redis.get(self.item_key(record_id))
         return json.loads(raw) if raw else None
 
+    async def get_versioned(self, record_id: str) -> tuple[dict[str, Any], str] | None:
+        """The record and its version (`version_of`), for an ETag."""
+        raw = await self.redis.get(self.item_key(record_id))
+        return (json.loads(raw), version_of(raw)) if raw else None
+
+    @staticmethod
+    def version(record: dict[str, Any]) -> str:
+        """The version of `record` as `update` stored it."""
+        return version_of(encoded(record))
+
     async def attachment_of(self, record_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(self.attachment_key(record_id))
         return json.loads(raw) if raw else None
@@ -467,32 +499,52 @@ class OwnedRecords:
         return record
 
     async def update(
-        self, record_id: str, owner: Owner, apply: Callable[[dict[str, Any]], dict[str, Any]]
+        self,
+        record_id: str,
+        owner: Owner,
+        apply: Callable[[dict[str, Any]], dict[str, Any]],
+        expected: Collection[str] | None = None,
     ) -> dict[str, Any]:
         """Read, change with `apply`, write back if no other write came in between (else read
         again), so concurrent updates never lose one another's changes. A record that grows
-        past a quota or the budget is its error, and nothing changes."""
+        past a quota or the budget is its error, and nothing changes. `expected`: the
+        versions the caller read (If-Match); another one is 412 and nothing changes."""
         quota, address = self.quotas.of(owner), self.quotas.address
         while True:
             raw = await self.redis.get(self.item_key(record_id))
             current = self.owned_by(json.loads(raw) if raw else None, record_id, owner.user_id)
+            read_as = check_version(raw, expected)
             updated = {**current, **apply(current), "updated_at": utc_now()}
-            read_as = hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()
             args = [
                 *self._common(owner),
                 *(read_as, encoded(updated), record_id, quota.bytes, address.bytes),
             ]
             outcome = await self._update(keys=self.budget.keys, args=args)
             if outcome == "ok":
+                await self._announce(record_id)
                 return updated
             if outcome != "changed":
                 raise self._refusal(outcome, owner)
 
-    async def delete(self, record_id: str, owner: Owner) -> None:
-        await self.owned(record_id, owner.user_id)
-        args = [*self._common(owner), record_id]
-        if await self._delete(keys=self.budget.keys, args=args) == "gone":
-            raise self.kind.not_found(record_id)  # gone from the caller since the check
+    async def delete(
+        self, record_id: str, owner: Owner, expected: Collection[str] | None = None
+    ) -> None:
+        """Deletes the owner's record; `expected` as for `update`."""
+        while True:
+            read_as = ""
+            if expected is None:
+                await self.owned(record_id, owner.user_id)
+            else:
+                raw = await self.redis.get(self.item_key(record_id))
+                self.owned_by(json.loads(raw) if raw else None, record_id, owner.user_id)
+                read_as = check_version(raw, expected)
+            args = [*self._common(owner), record_id, read_as]
+            outcome = await self._delete(keys=self.budget.keys, args=args)
+            if outcome == "gone":
+                raise self.kind.not_found(record_id)  # gone from the caller since the check
+            if outcome == "ok":
+                break
+        await self._announce(record_id)
 
     async def adopt(self, from_id: str, to_id: str) -> KindMoved:
         """Moves the anonymous user `from_id`'s records to the signed-in user `to_id`, oldest
@@ -516,14 +568,20 @@ class OwnedRecords:
                 return "gone"
             # updated_at stays: the record's content is as its maker left it.
             moved = encoded({**record, "owner": to_id})
-            read_as = hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()
+            read_as = version_of(raw)
             args = [
                 *self._common(Owner(to_id)),
                 *(from_id, record_id, read_as, moved, quota.count, quota.bytes),
             ]
             outcome = str(await self._adopt(keys=self.budget.keys, args=args))
+            if outcome == "ok":
+                await self._announce(record_id)  # its owner is another
             if outcome != "changed":
                 return outcome
+
+    async def _announce(self, record_id: str) -> None:
+        if self.kind.changes is not None:
+            await announce(self.redis, self.kind.changes, record_id)
 
     async def renew(self, user_id: str) -> None:
         """Called on a read of the user's records: an anonymous user's keep living (see the
@@ -546,16 +604,22 @@ class OwnedRecords:
         (None: left out), newest first, from just after `after`. Reads the owner set in
         batches (the first one the page's size and one more, each next one twice as large)
         until one more than the page is found, so a page costs about what it holds, not what
-        the user has."""
+        the user has. Every batch starts where the last one ended by its position (score and
+        id), never by an offset: a record created or deleted meanwhile neither repeats one
+        nor skips one."""
         found: list[tuple[T, PageKey]] = []
-        top, offset, size = ("+inf" if after is None else after[0]), 0, limit + 1
+        position, size = after, limit + 1
+        # Records at `position`'s score read already (they come first in a batch read from
+        # that score): the batch reads that many more, so ties never hold it in place.
+        seen_ties = 0
         while True:
+            top = "+inf" if position is None else position[0]
+            wanted = size + seen_ties
             batch = await self.redis.zrevrangebyscore(
-                self.owner_key(user_id), top, "-inf", start=offset, num=size, withscores=True
+                self.owner_key(user_id), top, "-inf", start=0, num=wanted, withscores=True
             )
-            offset += len(batch)
-            # Ties with the cursor's score come first; those at or above its id were sent.
-            fresh = [(i, s) for i, s in batch if after is None or (s, i) < after]
+            # Ties with the position's score come first; those at or above its id were read.
+            fresh = [(i, s) for i, s in batch if position is None or (s, i) < position]
             raws = await self.redis.mget([self.item_key(i) for i, _ in fresh]) if fresh else []
             for (record_id, score), raw in zip(fresh, raws, strict=True):
                 if raw is None or (item := select(json.loads(raw))) is None:
@@ -563,6 +627,10 @@ class OwnedRecords:
                 found.append((item, (score, record_id)))
                 if len(found) > limit:
                     return Page.of(found, limit)
-            if len(batch) < size:
+            if len(batch) < wanted:
                 return Page.of(found, limit)
+            if fresh:
+                position = (fresh[-1][1], fresh[-1][0])
+            at = position
+            seen_ties = sum(1 for i, s in batch if at and s == at[0] and (s, i) >= at)
             size = min(size * 2, MAX_BATCH)

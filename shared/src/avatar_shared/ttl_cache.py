@@ -7,7 +7,8 @@
   grow it without bound.
 
 `compute` returns the value and how many seconds it stays valid (0: not reused; a failure
-raises and caches nothing).
+raises and caches nothing). A `KeyedTtlCache` entry can also be dropped before it expires
+(`forget`, `clear`: the source said it changed).
 """
 
 import asyncio
@@ -52,15 +53,30 @@ class KeyedTtlCache(Generic[K, T]):
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self._entries: OrderedDict[K, tuple[T, float]] = OrderedDict()
+        self._forgotten = 0  # counts `forget` and `clear` calls
 
     async def get(self, key: K, compute: Compute[T]) -> T:
         entry = self._entries.get(key)
         if entry is not None and time.monotonic() < entry[1]:
             self._entries.move_to_end(key)
             return entry[0]
+        forgotten = self._forgotten
         value, ttl_s = await compute()
+        if forgotten != self._forgotten:
+            # Something changed while this was read: it may be the value from before the
+            # change, so it is returned but not kept.
+            return value
         self._entries[key] = (value, time.monotonic() + ttl_s)
         self._entries.move_to_end(key)
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
         return value
+
+    def forget(self, key: K) -> None:
+        """Drops `key`'s value: the next `get` computes it again."""
+        self._forgotten += 1
+        self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._forgotten += 1
+        self._entries.clear()

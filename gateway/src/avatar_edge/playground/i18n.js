@@ -33,7 +33,8 @@ const LABELS = {
     placeBeforeChar: "캐릭터 앞", placeAfterChar: "캐릭터 뒤", placeDepth: "대화 속, 끝에서",
     reasonDisabled: "꺼져 있음", reasonSecondaryKey: "보조 키가 없음", reasonBudget: "토큰 예산 초과",
     reasonBadRegex: "잘못된 정규식", reasonProbability: "확률에서 빠짐",
-    reasonGroup: "같은 그룹의 다른 항목이 들어감", examplesLeftOut: "빠진 예시 대화",
+    reasonGroup: "같은 그룹의 다른 항목이 들어감", reasonDelayed: "재귀 검색 차례가 오지 않음",
+    examplesLeftOut: "빠진 예시 대화",
   },
   en: {
     playground: "Playground", signIn: "Sign in", signOut: "Sign out", anonymous: "Anonymous",
@@ -69,7 +70,8 @@ const LABELS = {
     placeDepth: "in the conversation, from the end",
     reasonDisabled: "disabled", reasonSecondaryKey: "secondary key missing", reasonBudget: "past the token budget",
     reasonBadRegex: "bad regex", reasonProbability: "its probability roll failed",
-    reasonGroup: "another of its group went in", examplesLeftOut: "Example blocks left out",
+    reasonGroup: "another of its group went in", reasonDelayed: "no round of recursion came",
+    examplesLeftOut: "Example blocks left out",
   },
 };
 

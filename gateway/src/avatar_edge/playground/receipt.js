@@ -14,6 +14,7 @@ const PLACES = { before_char: "placeBeforeChar", after_char: "placeAfterChar", d
 const REASONS = {
   disabled: "reasonDisabled", secondary_key_missing: "reasonSecondaryKey", budget: "reasonBudget",
   bad_regex: "reasonBadRegex", probability: "reasonProbability", group: "reasonGroup",
+  delayed: "reasonDelayed",
 };
 
 // An element with a label (a key of i18n.js), or with the given text when there is no label

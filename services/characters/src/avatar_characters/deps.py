@@ -2,7 +2,7 @@
 
 from typing import Annotated, TypedDict
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from avatar_characters.listing import ListQuery, list_query
 from avatar_characters.personas.service import PersonaService
@@ -43,6 +43,24 @@ async def _lore_tester(caller: CallerDep, request: Request) -> str:
     return caller.user_id
 
 
+async def _if_match(
+    if_match: Annotated[
+        str | None,
+        Header(
+            description="Change it only if it is still the version read: its ETag (from "
+            "GET, PUT or PATCH); another answers 412 precondition_failed. Left out, or `*`: "
+            "whatever it is now."
+        ),
+    ] = None,
+) -> frozenset[str] | None:
+    """The versions an If-Match header names (strong entity tags; a weak one never matches,
+    RFC 9110), or None when any will do."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    tags = (tag.strip() for tag in if_match.split(","))
+    return frozenset(t[1:-1] for t in tags if len(t) >= 2 and t[0] == t[-1] == '"')
+
+
 CharactersDep = Annotated[CharacterService, Depends(_characters)]
 PersonasDep = Annotated[PersonaService, Depends(_personas)]
 Listing = Annotated[ListQuery, Depends(list_query)]
@@ -50,6 +68,8 @@ Listing = Annotated[ListQuery, Depends(list_query)]
 # user character's (or persona's) creation time and id.
 PresetCursor = Annotated[int | None, Depends(INDEX.query())]
 OwnCursor = Annotated[PageKey | None, Depends(TIME_AND_ID.query())]
+# The versions a write's If-Match names (None: any): a change to another is 412.
+IfMatchDep = Annotated[frozenset[str] | None, Depends(_if_match)]
 # A write's caller, after CHARACTER_WRITES_PER_MIN allowed it.
 Writer = Annotated[Owner, Depends(_writer)]
 # The user id of a lorebook test's caller, after LORE_TESTS_PER_MIN allowed it.

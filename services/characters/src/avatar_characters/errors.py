@@ -39,6 +39,17 @@ class CardTooLarge(AppError):
     status_code, code, message = 413, "card_too_large", "The character card is too large."
 
 
+class CharacterTooLarge(CardTooLarge):
+    """A write whose character could not be imported back: its card (the export) would pass
+    MAX_CARD_JSON_BYTES."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"The character would be {size} bytes of card JSON (as exported); at most {limit} "
+            "are kept, as many as an import takes. Make its lorebook or texts smaller."
+        )
+
+
 class UnsupportedCardUpload(AppError):
     status_code, code = 415, "unsupported_media_type"
     message = "Send the card as multipart/form-data (field 'file') or as an application/json body."

@@ -1,4 +1,4 @@
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import UploadFile
@@ -6,6 +6,7 @@ from starlette.datastructures import UploadFile
 from avatar_characters.cards import CARD_SCHEMA, MAX_CARD_BYTES
 from avatar_characters.deps import (
     CharactersDep,
+    IfMatchDep,
     Listing,
     LoreTesterId,
     OwnCursor,
@@ -32,6 +33,7 @@ from avatar_characters.schemas import (
     CharacterFields,
     CharacterPage,
     CharacterPatch,
+    CharacterReplacement,
     Deleted,
     Greetings,
     LorebookEnvelope,
@@ -47,10 +49,21 @@ from avatar_shared.errors import (
     PARAMETERS,
     STORE,
     STORE_WRITES,
+    PreconditionFailed,
     error_responses,
 )
 from avatar_shared.identity import CALLER_ERRORS, WRITER_ERRORS, UserId
 from avatar_shared.rate import RATE_ERRORS
+
+T = TypeVar("T")
+
+
+def _tagged(response: Response, answer: T, version: str | None) -> T:
+    """`answer`, its character's version sent as its ETag (If-Match takes it back)."""
+    if version is not None:
+        response.headers["ETag"] = f'"{version}"'
+    return answer
+
 
 router = APIRouter(prefix="/api/characters", tags=["characters"], responses=error_responses(COMMON))
 
@@ -58,8 +71,11 @@ router = APIRouter(prefix="/api/characters", tags=["characters"], responses=erro
 PERSONA_ID = r"^[A-Za-z0-9_-]{1,64}$"
 # Every write is the caller's, counted against their rate.
 WRITE_ERRORS = (WRITER_ERRORS, RATE_ERRORS, STORE_WRITES)
-# A change to a character that exists: the caller's own, not a preset.
-CHANGE_ERRORS = (CharacterNotFound, NotYourCharacter, PresetReadOnly)
+# A change to a character that exists: the caller's own, not a preset, as the caller read it
+# (when If-Match says which version that was).
+CHANGE_ERRORS = (CharacterNotFound, NotYourCharacter, PresetReadOnly, PreconditionFailed)
+# A character written: its voice, the caller's quotas, its size (what an import takes).
+CHARACTER_WRITE_ERRORS = (UnknownVoice, QuotaExceeded, CardTooLarge)
 # A card import takes JSON or a form (the route reads the body itself).
 CARD_ERRORS = (
     FORM_BODY,
@@ -92,7 +108,7 @@ async def list_own(
     "",
     response_model=Envelope[Character],
     status_code=201,
-    responses=error_responses(JSON_BODY, WRITE_ERRORS, UnknownVoice, QuotaExceeded),
+    responses=error_responses(JSON_BODY, WRITE_ERRORS, CHARACTER_WRITE_ERRORS),
 )
 async def create(body: CharacterFields, chars: CharactersDep, owner: Writer) -> Envelope[Character]:
     return ok(await chars.create(owner, body))
@@ -151,8 +167,11 @@ async def _card_bytes(request: Request) -> bytes:
     response_model=Envelope[Character],
     responses=error_responses(PARAMETERS, CharacterNotFound, STORE),
 )
-async def get_one(character_id: str, chars: CharactersDep) -> Envelope[Character]:
-    return ok(await chars.get(character_id))
+async def get_one(
+    character_id: str, chars: CharactersDep, response: Response
+) -> Envelope[Character]:
+    character, version = await chars.get_versioned(character_id)
+    return ok(_tagged(response, character, version))
 
 
 @router.get(
@@ -177,24 +196,34 @@ async def export(
     "/{character_id}",
     response_model=Envelope[Character],
     summary="Replace every editable field",
-    responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, UnknownVoice, QuotaExceeded),
+    responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, CHARACTER_WRITE_ERRORS),
 )
 async def replace(
-    character_id: str, body: CharacterFields, chars: CharactersDep, owner: Writer
+    character_id: str,
+    body: CharacterReplacement,
+    chars: CharactersDep,
+    owner: Writer,
+    if_match: IfMatchDep,
+    response: Response,
 ) -> Envelope[Character]:
-    return ok(await chars.replace(character_id, owner, body))
+    return ok(_tagged(response, *await chars.replace(character_id, owner, body, if_match)))
 
 
 @router.patch(
     "/{character_id}",
     response_model=Envelope[Character],
     summary="Change some fields",
-    responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, UnknownVoice, QuotaExceeded),
+    responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, CHARACTER_WRITE_ERRORS),
 )
 async def patch(
-    character_id: str, body: CharacterPatch, chars: CharactersDep, owner: Writer
+    character_id: str,
+    body: CharacterPatch,
+    chars: CharactersDep,
+    owner: Writer,
+    if_match: IfMatchDep,
+    response: Response,
 ) -> Envelope[Character]:
-    return ok(await chars.patch(character_id, owner, body))
+    return ok(_tagged(response, *await chars.patch(character_id, owner, body, if_match)))
 
 
 @router.get(
@@ -211,12 +240,18 @@ async def get_lorebook(character_id: str, chars: CharactersDep) -> LorebookEnvel
     "/{character_id}/lorebook",
     response_model=LorebookEnvelope,
     summary="Replace the character's lorebook (Card V2 character_book, V3 additions)",
-    responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, QuotaExceeded),
+    responses=error_responses(JSON_BODY, WRITE_ERRORS, CHANGE_ERRORS, QuotaExceeded, CardTooLarge),
 )
 async def replace_lorebook(
-    character_id: str, body: SentBook, chars: CharactersDep, owner: Writer
+    character_id: str,
+    body: SentBook,
+    chars: CharactersDep,
+    owner: Writer,
+    if_match: IfMatchDep,
+    response: Response,
 ) -> LorebookEnvelope:
-    return LorebookEnvelope.of(await chars.replace_lorebook(character_id, owner, body))
+    book, version = await chars.replace_lorebook(character_id, owner, body, if_match)
+    return LorebookEnvelope.of(_tagged(response, book, version))
 
 
 @router.get(
@@ -263,6 +298,8 @@ async def lorebook_test(
     response_model=Envelope[Deleted],
     responses=error_responses(PARAMETERS, WRITE_ERRORS, CHANGE_ERRORS),
 )
-async def delete(character_id: str, chars: CharactersDep, owner: Writer) -> Envelope[Deleted]:
-    await chars.delete(character_id, owner)
+async def delete(
+    character_id: str, chars: CharactersDep, owner: Writer, if_match: IfMatchDep
+) -> Envelope[Deleted]:
+    await chars.delete(character_id, owner, if_match)
     return ok(Deleted(id=character_id, deleted=True))

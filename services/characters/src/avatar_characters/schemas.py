@@ -96,6 +96,27 @@ class CharacterFields(BaseModel):
     _image_url = field_validator("image_url")(_empty_is_none)
 
 
+IGNORED = "Read-only: taken and ignored, so that the object GET answered may be sent back."
+
+
+class SentBack(BaseModel):
+    """The read-only keys of API.md's character object. A client may PUT (or PATCH) the object
+    GET answered, edited: these are taken, checked for their type, and change nothing."""
+
+    id: str | None = Field(None, description=IGNORED)
+    is_preset: bool | None = Field(None, description=IGNORED)
+    owner: str | None = Field(None, description=IGNORED)
+    created_at: str | None = Field(None, description=IGNORED)
+    updated_at: str | None = Field(None, description=IGNORED)
+
+
+READ_ONLY_FIELDS = set(SentBack.model_fields)
+
+
+class CharacterReplacement(CharacterFields, SentBack):
+    """PUT's body: every editable field, and the read-only ones if sent back (ignored)."""
+
+
 CARD_ONLY_FIELDS = (
     "scenario",
     "first_message",
@@ -139,6 +160,7 @@ else:
         __config__=ConfigDict(extra="forbid", str_strip_whitespace=True),
         __validators__={"_image_url": field_validator("image_url")(_empty_is_none)},
         **{name: _patch_field(f) for name, f in CharacterFields.model_fields.items()},
+        **{name: (f.annotation, f) for name, f in SentBack.model_fields.items()},
     )
 
 

@@ -17,13 +17,19 @@ from avatar_characters.cards import (
     import_card,
     read_card,
 )
-from avatar_characters.errors import CharacterNotFound, LorebookTestsBusy, PresetReadOnly
+from avatar_characters.errors import (
+    CharacterNotFound,
+    CharacterTooLarge,
+    LorebookTestsBusy,
+    PresetReadOnly,
+)
 from avatar_characters.listing import ListQuery, stored_page
 from avatar_characters.peers.tts import VoiceDirectory
 from avatar_characters.png import PNG_SIGNATURE, placeholder_png, png_with_cards
 from avatar_characters.presets import PresetCatalog
 from avatar_characters.schemas import (
     CARD_ONLY_FIELDS,
+    READ_ONLY_FIELDS,
     Character,
     CharacterFields,
     CharacterPage,
@@ -45,6 +51,8 @@ from avatar_shared.macros import Macros
 from avatar_shared.owned import Owner
 from avatar_shared.rate import RateLimit
 from avatar_shared.token_estimate import default_tokens
+
+IfMatch = frozenset[str] | None  # the versions an If-Match names; None: any
 
 # Lorebook tests running at once in this replica; more wait up to LORE_TEST_WAIT_S, then 503.
 # A test's cost grows with the book and the text scanned: a 500-entry book of 64 keys each
@@ -98,48 +106,66 @@ class CharacterService:
         return stored_page(await self.store.page_owned(user_id, after, listing.limit, select))
 
     async def get(self, character_id: str) -> Character:
+        return (await self.get_versioned(character_id))[0]
+
+    async def get_versioned(self, character_id: str) -> tuple[Character, str | None]:
+        """The character and its version (its ETag; None for a preset, which no one writes)."""
         preset = self.presets.get(character_id)  # the hot path: no Redis, no copying
         if preset is not None:
-            return preset
-        return Character.model_validate(await self._user_character(character_id), context=STORED)
+            return preset, None
+        stored, version = await self._user_character(character_id)
+        return Character.model_validate(stored, context=STORED), version
 
     async def get_with_card(self, character_id: str) -> dict[str, Any]:
         """The full record, with the raw card a user character was imported from."""
         preset = self.presets.get(character_id)
         if preset is not None:
             return preset.model_dump()
-        stored = await self._user_character(character_id)
+        stored, _ = await self._user_character(character_id)
         # Characters imported before cards had their own key keep theirs in the record.
         return {**stored, "card": await self.store.card(character_id) or stored.get("card")}
 
-    async def _user_character(self, character_id: str) -> dict[str, Any]:
-        stored = await self.store.get(character_id)
-        if stored is None:
+    async def _user_character(self, character_id: str) -> tuple[dict[str, Any], str]:
+        found = await self.store.get_versioned(character_id)
+        if found is None:
             raise CharacterNotFound(character_id)
-        await self.store.renew(stored["owner"])  # in use (a chat reads it): kept
-        return stored
+        await self.store.renew(found[0]["owner"])  # in use (a chat reads it): kept
+        return found
 
     async def create(self, owner: Owner, fields: CharacterFields) -> Character:
         await self.voices.check(fields.voice_id)
-        created = await self.store.create(owner, fields.model_dump())
+        record = fields.model_dump()
+        self._check_size(record)
+        created = await self.store.create(owner, record)
         return Character.model_validate(created, context=STORED)
 
-    async def replace(self, character_id: str, owner: Owner, fields: CharacterFields) -> Character:
+    # The writes below take `if_match`, the versions the caller read (If-Match; None: any),
+    # and answer the character with its new version.
+
+    async def replace(
+        self, character_id: str, owner: Owner, fields: CharacterFields, if_match: IfMatch = None
+    ) -> tuple[Character, str]:
         # The card's prompt fields are not in API.md's character object: a frontend's PUT
         # leaves them out and keeps them (sent, they are replaced, as every other field).
         keep = {f for f in CARD_ONLY_FIELDS if f not in fields.model_fields_set}
-        return await self._update(character_id, owner, fields.model_dump(exclude=keep))
+        changes = fields.model_dump(exclude=keep | READ_ONLY_FIELDS)
+        return await self._update(character_id, owner, changes, if_match)
 
-    async def patch(self, character_id: str, owner: Owner, patch: CharacterPatch) -> Character:
-        return await self._update(character_id, owner, patch.model_dump(exclude_unset=True))
+    async def patch(
+        self, character_id: str, owner: Owner, patch: CharacterPatch, if_match: IfMatch = None
+    ) -> tuple[Character, str]:
+        changes = patch.model_dump(exclude_unset=True, exclude=READ_ONLY_FIELDS)
+        return await self._update(character_id, owner, changes, if_match)
 
     async def lorebook(self, character_id: str) -> Lorebook:
         """The character's lorebook, or an empty one."""
         return (await self.get(character_id)).lorebook or empty_book()
 
-    async def replace_lorebook(self, character_id: str, owner: Owner, book: Lorebook) -> Lorebook:
-        changed = await self._update(character_id, owner, {"lorebook": book})
-        return changed.lorebook or empty_book()
+    async def replace_lorebook(
+        self, character_id: str, owner: Owner, book: Lorebook, if_match: IfMatch = None
+    ) -> tuple[Lorebook, str]:
+        changed, version = await self._update(character_id, owner, {"lorebook": book}, if_match)
+        return changed.lorebook or empty_book(), version
 
     def greetings(self, character: Character, user_name: str | None) -> Greetings:
         """The character's greeting, then its alternates, expanded for a user called
@@ -183,11 +209,14 @@ class CharacterService:
             )
         return _lore_result(activation)
 
-    async def _update(self, character_id: str, owner: Owner, changes: dict[str, Any]) -> Character:
+    async def _update(
+        self, character_id: str, owner: Owner, changes: dict[str, Any], if_match: IfMatch
+    ) -> tuple[Character, str]:
         if self.presets.get(character_id) is not None:
             raise PresetReadOnly()
         if "voice_id" in changes:
             await self.voices.check(changes["voice_id"])
+        card = await self.store.card(character_id)  # never changes after the import
 
         def apply(current: dict[str, Any]) -> dict[str, Any]:
             # (A record from before a field existed leaves it out: its default.)
@@ -198,15 +227,26 @@ class CharacterService:
                 merged = CharacterFields.model_validate({**editable, **changes}, context=STORED)
             except ValidationError as exc:
                 raise ValidationFailed(describe_errors(exc.errors())) from exc
-            return merged.model_dump()
+            fields = merged.model_dump()
+            self._check_size({**current, **fields, **({"card": card} if card else {})}, current)
+            return fields
 
-        updated = await self.store.update(character_id, owner, apply)
-        return Character.model_validate(updated, context=STORED)
+        updated = await self.store.update(character_id, owner, apply, if_match)
+        return Character.model_validate(updated, context=STORED), self.store.version(updated)
 
-    async def delete(self, character_id: str, owner: Owner) -> None:
+    def _check_size(self, record: dict[str, Any], before: dict[str, Any] | None = None) -> None:
+        """A character is at most what an import takes, measured as its export (the card
+        JSON it would be imported back from), so that every character can make the round
+        trip. Its lorebook's `extensions` take any JSON: without this, megabytes. One stored
+        larger before this check may still change in ways that do not make it larger."""
+        size = _card_size(record)
+        if size > self.max_card_json_bytes and (before is None or size > _card_size(before)):
+            raise CharacterTooLarge(size, self.max_card_json_bytes)
+
+    async def delete(self, character_id: str, owner: Owner, if_match: IfMatch = None) -> None:
         if self.presets.get(character_id) is not None:
             raise PresetReadOnly()
-        await self.store.delete(character_id, owner)
+        await self.store.delete(character_id, owner, if_match)
 
     async def adopt(self, from_id: str, to_id: str) -> KindMoved:
         """At sign-in: the anonymous user's characters become the account's (their ids stay,
@@ -253,6 +293,12 @@ class CharacterService:
 
 def _imported(raw: bytes, max_card_json_bytes: int) -> ImportedCard:
     return import_card(read_card(raw, max_card_json_bytes))
+
+
+def _card_size(record: dict[str, Any]) -> int:
+    # (A lone surrogate is counted, not refused here: storing it is 422, saying so.)
+    card = strict_json(export_card(record, V3), ensure_ascii=False)
+    return len(card.encode(errors="surrogatepass"))
 
 
 def _lore_result(activation: Activation) -> LorebookTestResult:

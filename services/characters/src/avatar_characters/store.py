@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from avatar_characters.errors import CharacterNotFound, NotYourCharacter, QuotaExceeded
 from avatar_characters.settings import CharactersSettings
 from avatar_shared.budget import Budget
+from avatar_shared.changes import CHARACTERS_CHANGED
 from avatar_shared.owned import Kind, OwnedRecords, Owner, Quota, Quotas
 from avatar_shared.owned import PageKey as PageKey  # re-exported: listing, deps
 
@@ -30,6 +31,7 @@ CHARACTERS = Kind(
     not_found=CharacterNotFound,
     not_owner=lambda _: NotYourCharacter(),
     attachment="card",
+    changes=CHARACTERS_CHANGED,  # chat caches characters: it drops one that changed
 )
 
 

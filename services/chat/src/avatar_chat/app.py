@@ -23,9 +23,11 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
             chat = ChatService(settings, base["redis"], base["http"], llm_http)
             # Quiet conversations are read for memories by whichever replica sweeps first.
             chat.learner.start_sweeping()
+            chat.characters.follow_changes(base["redis"])
             try:
                 yield ChatState(chat=chat)
             finally:  # background work ends before Redis and the LLM client close
+                await chat.characters.close()
                 await chat.learner.close()
                 await chat.context.close()
 

@@ -74,7 +74,14 @@ class MessageNotFound(NamedNotFound):
 # the reply was planned from the conversation as it was.
 class ConversationBusy(Conflict):
     code = "conversation_busy"
-    message = "A reply for this conversation is being generated; try again when it has ended."
+    message = (
+        "A reply for this conversation is being generated (or one just stopped is being "
+        "saved); try again when it has ended."
+    )
+
+    def __init__(self, message: str | None = None) -> None:
+        # When the turn ends is not known: Retry-After is a polling interval.
+        super().__init__(message, headers={"Retry-After": "1"})
 
 
 # Steering a session whose history its client sends (`messages`): the server's copy of it is

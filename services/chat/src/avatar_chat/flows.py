@@ -21,7 +21,8 @@ the last reply) or a continue (the last reply extended). A server conversation's
 it from admission to record: changes meanwhile answer 409.
 
 No turn is stored before the reply succeeded, except a streamed reply its client stopped:
-what was sent is recorded, marked interrupted (the history matches what the user saw).
+what was sent is recorded, marked interrupted (the history matches what the user saw); one
+the model had written whole (its last sentences still spoken) is recorded whole.
 (Summaries made on the way are cached at once: they hold for that conversation whatever
 becomes of the reply.)
 """
@@ -270,6 +271,7 @@ async def _stream_events(
     ):
         turn = await _planned(chat, steer, session_id, is_new, caller)
         sent: list[str] = []  # the deltas the client was given
+        reply: LlmReply | None = None  # the model has written it all
         try:
             async with chat.voice.speaker(options, turn.voice_id, caller.identity) as speaker:
                 async with (
@@ -289,13 +291,21 @@ async def _stream_events(
                 async for event in speaker.rest():
                     yield sse("audio", event)
         except (GeneratorExit, anyio.get_cancelled_exc_class()):
-            # Stopped before any text: the user's new message is still theirs to keep. Once
-            # recorded, the session keeps its place and its summaries (they see it exists).
-            if sent or steer.kind == "message":
-                await _record_stopped(chat, turn, "".join(sent), caller, lease)
+            # Stopped while the last sentences were spoken: the reply was written whole (and
+            # sent), so it is kept whole, with its counts. Stopped before any text: the
+            # user's new message is still theirs to keep. Once recorded, the session keeps
+            # its place and its summaries (they see it exists).
+            if reply is not None:
+                await _record_stopped(chat, turn, reply, caller, lease, interrupted=False)
+            elif sent or steer.kind == "message":
+                await _record_stopped(chat, turn, LlmReply("".join(sent), 0, 0), caller, lease)
             raise
+        assert reply is not None  # the upstream's last item
         record = turn.record(reply)
-        await chat.record(session_id, caller.identity, record, lease)
+        # A client that leaves now (Starlette cancels the stream) must not cancel the save:
+        # the reply would be lost whole and the conversation held until the lease ran out.
+        with anyio.CancelScope(shield=True):
+            await chat.record(session_id, caller.identity, record, lease)
         chat.context.summarize_ahead(turn.replied(reply))
         _learn(chat, turn, reply, record)
         speech: tuple[str | None, str | None] = (None, None)
@@ -319,17 +329,24 @@ def _learn(chat: ChatService, turn: Turn, reply: LlmReply, record: TurnRecord) -
 
 
 async def _record_stopped(
-    chat: ChatService, turn: Turn, text: str, caller: Caller, lease: Lease
+    chat: ChatService,
+    turn: Turn,
+    reply: LlmReply,
+    caller: Caller,
+    lease: Lease,
+    interrupted: bool = True,
 ) -> None:
-    """Records what a stopped stream sent, marked interrupted: shielded from the
-    cancellation that stopped it, within RECORD_ON_STOP_S (a failure is not the client's:
-    it has gone). Memory treats it as any recorded turn: read_only or off, it is marked
-    read (a client's conversation has no flags: else the next reading would learn it)."""
-    reply = LlmReply(text, 0, 0)
+    """Records what a stopped stream sent, marked `interrupted` unless the model had written
+    it all: shielded from the cancellation that stopped it, within RECORD_ON_STOP_S (a
+    failure is not the client's: it has gone). Memory treats it as any recorded turn:
+    read_only or off, it is marked read (a client's conversation has no flags: else the next
+    reading would learn it)."""
     with anyio.CancelScope(shield=True), anyio.move_on_after(RECORD_ON_STOP_S):
         try:
-            record = turn.record(reply, True)
+            record = turn.record(reply, interrupted)
             await chat.record(turn.session_id, caller.identity, record, lease)
+            if not interrupted:
+                chat.context.summarize_ahead(turn.replied(reply))
             _learn(chat, turn, reply, record)
         except (AppError, RedisError):  # not recorded: the conversation is not held either
             with suppress(RedisError):
@@ -432,7 +449,7 @@ async def _planned(
         scan_depth=settings.lore_scan_depth,
         memory_budget=int(window * settings.memory_budget_ratio),
         memory_query=settings.memory_query_messages,
-        lore_seed=options.sampling(card.generation).seed,  # the same seed replays the same lore
+        lore_seed=options.sampling(card.generation).seed,  # with a seed, a turn replays its lore
     )
     user = await chat.user_persona(plan.setup, caller.identity, stored=steer.kind != "client")
     mode = _memory_mode(steer, state)
@@ -585,7 +602,8 @@ async def _undone_on_failure(chat: ChatService, session_id: str) -> AsyncIterato
     try:
         yield
     except BaseException:
-        with suppress(RedisError):  # else they expire by themselves
+        # Shielded: a stream's cancellation (its client left) fires at every await after it.
+        with anyio.CancelScope(shield=True), suppress(RedisError):  # else they expire
             await chat.summaries.forget_orphan(session_id)
         raise
 

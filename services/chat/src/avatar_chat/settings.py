@@ -111,7 +111,9 @@ class ChatSettings(ServiceSettings):
     models_cache_s: float = Field(30.0, ge=0)
     """How long the model list is reused."""
     character_cache_s: float = Field(30.0, ge=0)
-    """How long a character fetched from the characters service is reused."""
+    """Longest a character fetched from the characters service is reused: one that changes is
+    dropped at once when characters announces it (Redis channel `characters:changed`), so this
+    bounds only what a replica out of touch with that channel may miss."""
     default_user_name: str = Field("User", min_length=1, max_length=100)
     """`{{user}}` in prompts when the user chose no persona of their own."""
     lore_scan_depth: int = Field(4, ge=0, le=100)

@@ -447,12 +447,27 @@ class SessionStore:
             raise self.budget.full()
         if outcome == "quota":
             if detail[0] == "count":
-                raise QuotaExceeded(
-                    f"You keep {self.caps.kept[0]} conversations, the most one user may; "
-                    "delete one first."
-                )
+                raise self._kept_count_spent()
             raise self.kept_bytes_spent()
         return session_id
+
+    async def check_room(self, owner: Identity) -> None:
+        """409 when a signed-in owner's kept conversations already hold their quota (count or
+        bytes), so that no new one could be kept: asked before costly work (reading an
+        import). `create` decides, atomically, with what the new one holds."""
+        if not owner.signed_in:  # an anonymous owner's newest takes the place of its oldest
+            return
+        kept = await self.redis.hmget(f"{KEPT}{owner.user_id}", ["count", "bytes"])  # type: ignore[misc]  # redis-py: "Awaitable[T] | T"
+        count, stored = (int(value or 0) for value in kept)
+        if count >= self.caps.kept[0]:
+            raise self._kept_count_spent()
+        if stored >= self.caps.kept[1]:
+            raise self.kept_bytes_spent()
+
+    def _kept_count_spent(self) -> QuotaExceeded:
+        return QuotaExceeded(
+            f"You keep {self.caps.kept[0]} conversations, the most one user may; delete one first."
+        )
 
     def kept_bytes_spent(self) -> QuotaExceeded:
         return QuotaExceeded(

@@ -18,6 +18,9 @@ Our own keys:
   their place was taken (the caps per user and, for anonymous callers, per address).
 - `gen3d:jobs:{user_id}`: sorted set of all the user's jobs by submission time (the listing).
 - `gen3d:cancelled:{job_id}`: set when its owner cancelled it.
+- `gen3d:completing:{job_id}`: set when its worker has its result (files written) and is to
+  complete it. This mark and the cancel's are each set only while the other is not (`_FIRST`):
+  whichever comes first decides how a job ends when its cancel meets its end.
 - `gen3d:durations:{backend}`: the last 20 durations (s), for `estimated_time`.
 - `gen3d:moving`: job id -> the anonymous id it was adopted from, while its folder has not
   been renamed to its new owner's yet (see `service.Gen3dService.adopt`).
@@ -433,12 +436,24 @@ return 2
 """
 
 
+# KEYS: this side's mark (a cancel's or a completion's), the other side's. ARGV: ttl. 1 when
+# this side's mark is set now, 0 when the other side's came first, 2 when this side's was
+# there already. One script: a cancel and a completion never both pass.
+_FIRST = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 1 end
+return 2
+"""
+FIRST, SECOND = 1, 0  # what _FIRST answers (2: this side's mark was there)
+
+
 class JobBook:
     """Who owns which job, who has how many running, and how long jobs take."""
 
     def __init__(self, redis: Redis, ttl_s: int) -> None:
         self.redis, self.ttl_s = redis, ttl_s
         self._move = redis.register_script(_MOVE)
+        self._first = redis.register_script(_FIRST)
 
     async def claim(self, job_id: str, caps: dict[str, int]) -> str | None:
         """A place in each set of `caps` (place key -> cap), or the key of one that is full
@@ -533,11 +548,20 @@ class JobBook:
         """A job whose record expired leaves the listing too."""
         await self.redis.zrem(f"gen3d:jobs:{user_id}", job_id)
 
-    async def cancel(self, job_id: str) -> None:
-        await self.redis.set(f"gen3d:cancelled:{job_id}", "1", ex=self.ttl_s)
+    async def cancel(self, job_id: str) -> bool:
+        """Marks the job cancelled; False when its worker is completing it (it has its
+        result), or another cancel marked it first: this one changes nothing."""
+        keys = [f"gen3d:cancelled:{job_id}", f"gen3d:completing:{job_id}"]
+        return int(await self._first(keys=keys, args=[self.ttl_s])) == FIRST
+
+    async def completing(self, job_id: str) -> bool:
+        """Marks the job as completing (its result written); False when its owner cancelled
+        it first: it is cancelled, its result not kept. Said again by a later attempt: True."""
+        keys = [f"gen3d:completing:{job_id}", f"gen3d:cancelled:{job_id}"]
+        return int(await self._first(keys=keys, args=[self.ttl_s])) != SECOND
 
     async def uncancel(self, job_id: str) -> None:
-        """A cancel that came as its job ended by itself: the job is as it ended."""
+        """A cancel that came as its job completed by itself: the job is as it ended."""
         await self.redis.delete(f"gen3d:cancelled:{job_id}")
 
     async def cancelled(self, job_ids: list[str]) -> set[str]:

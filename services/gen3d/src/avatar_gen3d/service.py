@@ -44,6 +44,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from saq import Job
+from saq.job import Status
 
 from avatar_gen3d.errors import (
     BackendNotConfigured,
@@ -93,8 +94,9 @@ from avatar_shared.rate import Caller, CallerRate
 
 log = logging.getLogger("avatar.gen3d")
 # What one job's records take in Redis, charged to the global "jobs" budget: saq's record
-# (options, progress, notes: about 1 KB), our owner, listing, places and cancel keys, and
-# Redis's overhead per key. A fixed charge: a job's records do not grow with its picture.
+# (options, progress, notes: about 1 KB), our owner, listing, places, cancel and completing
+# keys, and Redis's overhead per key. A fixed charge: a job's records do not grow with its
+# picture.
 JOB_RECORD_BYTES = 4096
 
 
@@ -250,18 +252,28 @@ class Gen3dService:
     async def cancel(self, job_id: str, user_id: str) -> JobStatus:
         """A waiting job leaves its queue; a running one is stopped by its worker within about
         a second. Either way it ends as `failed` with the error "취소되었습니다." and its files
-        go. (A job already sent to the Hunyuan3D server runs there to its end: that server
-        cannot cancel; only our worker stops waiting for it.) The account a sign-in promised
+        go. When the cancel meets the job's end, the marks decide (`JobBook.cancel`): a job
+        whose worker has its result already completes (409), any other is cancelled, also
+        one that stopped or failed as the cancel came. (A job already sent to the Hunyuan3D
+        server runs there to its end: that server cannot cancel; only our worker stops
+        waiting for it.) The account a sign-in promised
         the job to may cancel it too; it moves to that account as it ends."""
         await self._owned(job_id, user_id)
         job = await self._job(job_id)
         if job is None or job.status in FINAL or await self.book.cancelled([job_id]):
             raise JobFinished(job_id)
-        await self.book.cancel(job_id)  # first: its worker stops at the mark
-        assert isinstance(job.queue, FairQueue)  # set by the queue that read it
-        if not await job.queue.cancel(job, error="cancelled"):  # it ended meanwhile, by itself
-            await self.book.uncancel(job_id)
+        # First: its worker stops at the mark. False when its worker has its result already
+        # (it is completing), or another cancel came first.
+        if not await self.book.cancel(job_id):
             raise JobFinished(job_id)
+        assert isinstance(job.queue, FairQueue)  # set by the queue that read it
+        if not await job.queue.cancel(job, error="cancelled"):
+            # It ended meanwhile. Completed (by an attempt that found its result written, or
+            # one of an earlier version): it stays so. Else its worker stopped at the mark,
+            # or it failed in that instant: it is cancelled (its files go below).
+            if job.status == Status.COMPLETE:
+                await self.book.uncancel(job_id)
+                raise JobFinished(job_id)
         submitter = submitter_of(job)  # its places and folder, whoever cancels it
         await self.book.finished(job_id, submitter, holder_of(job))
         # Ended by the cancel (it waited for its turn or for a retry, or its worker is gone):

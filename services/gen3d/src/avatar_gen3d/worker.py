@@ -82,6 +82,10 @@ async def generate(
             await asyncio.to_thread(folder.write, "model.glb", model.glb)
             await asyncio.to_thread(folder.write, "preview.png", model.preview_png)
             await asyncio.to_thread(folder.drop_input)
+            # Its result is in: from this mark on a cancel answers that it finished. A cancel
+            # that marked it first (after the last report's look) wins: its files go.
+            if not await book.completing(job_id):
+                raise JobCancelled()
     except JobCancelled:
         job.retries = 0  # its owner has the answer already ("취소되었습니다.")
         await book.finished(job_id, user_id, holder)

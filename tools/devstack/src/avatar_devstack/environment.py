@@ -53,6 +53,7 @@ def stack_env(ports: Ports, settings: StackSettings, base: dict[str, str]) -> di
         GATEWAY_RESPONSE_TIMEOUT=settings.gateway_response_timeout,
         GATEWAY_READ_TIMEOUT=settings.gateway_read_timeout,
         GATEWAY_IN_FLIGHT_PER_ADDRESS=str(settings.gateway_in_flight_per_address),
+        GATEWAY_TRUSTED_PROXIES=settings.gateway_trusted_proxies,
         FRONTEND_ORIGINS=settings.frontend_origins,
         MAX_REQUEST_BODY_BYTES=str(settings.max_request_body_bytes),
         # Redis's own limit, and what the services derive their user-data budgets from.

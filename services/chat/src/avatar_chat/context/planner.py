@@ -29,6 +29,8 @@ on (`Conversation.learning`), the same call also lists the facts of the turns it
 (`memory.learning`): one call does both, unless the conversation ever held a turn whose
 memory did not learn (read_only, off: `memory_paused_at`, or a message flagged `unlearned`):
 then the summary alone, as the call sees the summary so far, which may hold what was said.
+The summary alone too when the summary so far leaves the call no room for the facts' answer
+(a small window): the memory's own reading lists them later.
 """
 
 import asyncio
@@ -232,9 +234,15 @@ class ContextPlanner:
                         # Facts too when the block holds messages memory has not read, and
                         # the conversation never held one it must never read: the call also
                         # sees the summary so far, which holds all before the block. A call
-                        # that may ask for them leaves room for their answer.
+                        # that may ask for them leaves room for their answer; when a long
+                        # summary so far leaves too little, the summary alone (the memory's
+                        # own reading lists the facts), rather than no summary at all.
                         draft = talk.learning if ahead and self.learner else None
-                        may_learn = draft is not None and not draft.paused_at
+                        may_learn = (
+                            draft is not None
+                            and not draft.paused_at
+                            and self._room(talk, summary, with_facts=True) >= MIN_BLOCK_TOKENS
+                        )
                         block = self._next_block(talk, summary, aged, may_learn)
                         start, end = summary.covered, summary.covered + len(block)
                         unread = (
@@ -301,18 +309,23 @@ class ContextPlanner:
         facts = self.settings.memory_learn_max_tokens if with_facts else 0
         return self.settings.summary_max_tokens + facts
 
+    def _room(self, talk: Conversation, summary: Summary, with_facts: bool) -> int:
+        """Tokens of turns one summary call extending `summary` can take within the trigger
+        share of the window (less the headroom for estimation error, at a ratio near 1: a
+        model server refuses a call past its window), with its answer (`with_facts`: the
+        facts' too) and instructions."""
+        fixed = [self._instructions(with_facts), {"role": "user", "content": summary.content}]
+        share = min(self.settings.summary_trigger_ratio, 1 - HEADROOM)
+        answer_and_fixed = self._answer_tokens(with_facts) + talk.estimate.messages(fixed)
+        return int(talk.window * share) - answer_and_fixed
+
     def _next_block(
         self, talk: Conversation, summary: Summary, aged: int, with_facts: bool = False
     ) -> list[str]:
         """Transcript lines of the next aged turns, as many as one summary call can take
-        within the trigger share of the window (less the headroom for estimation error, at
-        a ratio near 1: a model server refuses a call past its window), with its answer
-        (`with_facts`: the facts' too) and instructions; ending before a user's turn (a single
-        turn too long for a call is clipped)."""
-        fixed = [self._instructions(with_facts), {"role": "user", "content": summary.content}]
-        share = min(self.settings.summary_trigger_ratio, 1 - HEADROOM)
-        room = int(talk.window * share)
-        room -= self._answer_tokens(with_facts) + talk.estimate.messages(fixed)
+        (`_room`); ending before a user's turn (a single turn too long for a call is
+        clipped)."""
+        room = self._room(talk, summary, with_facts)
         if room < MIN_BLOCK_TOKENS:
             raise CannotSummarize(f"{talk.window}-token window is too small")
         start = summary.covered

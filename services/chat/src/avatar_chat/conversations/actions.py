@@ -8,6 +8,7 @@ import logging
 from contextlib import suppress
 from typing import Any
 
+import anyio
 from redis.exceptions import RedisError
 
 from avatar_chat.context.summaries import prefix_digests
@@ -214,8 +215,13 @@ async def _names(chat: ChatService, setup: Setup, caller: Caller) -> tuple[str, 
 async def import_chat(
     chat: ChatService, data: bytes, setup: Setup, caller: Caller
 ) -> SessionHistory:
-    """A SillyTavern chat file as a new conversation with the named character."""
+    """A SillyTavern chat file as a new conversation with the named character. What can be
+    refused without reading the file is asked first; the file (up to twice MAX_STORED_BYTES
+    of JSON) is read in a worker thread, so that other requests' streams go on meanwhile."""
     await chat.chat_rate.hit(caller.key)
+    await chat.character(setup)
+    await chat.user_persona(setup, caller.identity)
+    await chat.sessions.check_room(caller.identity)
     settings = chat.settings
     limits = sillytavern.ImportLimits(
         max_bytes=file_limit(settings),
@@ -223,9 +229,7 @@ async def import_chat(
         max_message_chars=settings.max_message_chars,
         max_swipes=settings.max_swipes,
     )
-    chat_file = sillytavern.import_jsonl(data, limits)
-    await chat.character(setup)
-    await chat.user_persona(setup, caller.identity)
+    chat_file = await anyio.to_thread.run_sync(sillytavern.import_jsonl, data, limits)
     fields = {**setup.fields(), "title": msgs.title(chat_file.messages)}
     if chat_file.created_at:  # the chat's own date, kept through an export
         fields["created_at"] = chat_file.created_at

@@ -44,7 +44,8 @@ Our rules:
 - Skipped: `is_system` and narrator messages (no role of ours fits, and ST leaves them out
   of the prompt too), and swipes on a user message. The shown text is `mes`, as in ST.
 - Past max_swipes alternates, a reply keeps the shown one and the newest others (ST adds new
-  ones at the end): a chat rerolled many times still imports, minus its oldest rejects. A
+  ones at the end): a chat rerolled many times still imports, minus its oldest rejects,
+  which are dropped unread (ST's own import checks none: one broken refuses nothing). A
   chat's first message, when the character's, is its opening: its alternates are the card's
   greetings (ST swipes through them there rather than generate), and it keeps up to
   OPENING_GREETINGS of them, as many as an opening of ours holds.
@@ -56,7 +57,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from avatar_chat.conversations import messages as msgs
 from avatar_chat.conversations.ids import new_message_id
 from avatar_shared.errors import ValidationFailed
 from avatar_shared.timestamps import utc_now
@@ -268,18 +268,21 @@ def _alternates(
         return [shown], 0
     if not isinstance(swipes, list):
         raise _bad(number, "'swipes' must be a list of strings")
-    texts = [_text(number, text, f"swipes[{i}]") for i, text in enumerate(swipes)]
     swipe_id = line.get("swipe_id")
-    if type(swipe_id) is not int or not 0 <= swipe_id < len(texts):  # bool is no index either
-        raise _bad(number, f"'swipe_id' must be an integer from 0 to {len(texts) - 1}")
+    if type(swipe_id) is not int or not 0 <= swipe_id < len(swipes):  # bool is no index either
+        raise _bad(number, f"'swipe_id' must be an integer from 0 to {len(swipes) - 1}")
     info = line.get("swipe_info")
     if info is None:
         info = []
     if not isinstance(info, list):
         raise _bad(number, "'swipe_info' must be a list")
 
+    # Only the alternates kept are read: those past them are dropped unread (a line may
+    # hold hundreds of thousands in a file within max_bytes).
+    picked = _kept(len(swipes), swipe_id, kept)
     alternates: list[dict[str, Any]] = []
-    for index, text in enumerate(texts):
+    for index in picked:
+        text = _text(number, swipes[index], f"swipes[{index}]")
         if index == swipe_id:  # what ST shows is `mes`, with its date and extra
             alternates.append(shown)
             continue
@@ -289,7 +292,14 @@ def _alternates(
         if _interrupted(details.get("extra")):
             alternate["interrupted"] = True
         alternates.append(alternate)
-    return msgs.newest(alternates, swipe_id, kept)
+    return alternates, picked.index(swipe_id)
+
+
+def _kept(count: int, shown: int, most: int) -> list[int]:
+    """The indexes of the alternates kept of `count` (messages.newest's choice): the shown
+    one and the newest others, at most `most` in all, in order."""
+    newest = [index for index in range(max(count - most, 0), count) if index != shown]
+    return sorted([shown, *newest[max(len(newest) - (most - 1), 0) :]])
 
 
 def _interrupted(extra: object) -> bool:

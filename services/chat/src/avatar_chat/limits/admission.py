@@ -32,7 +32,9 @@ request may go on to the LLM. In order:
 A turn of a conversation kept on the server (`hold`) must be its owner's (else 404, as if it
 did not exist) and holds it (`chat:session:{id}:busy`, the lease id, expiring with the lease)
 until it is recorded or fails: a second turn, an edit or a delete meanwhile answers 409
-`conversation_busy`, as the reply is planned from the conversation as it was.
+`conversation_busy`, as the reply is planned from the conversation as it was. A turn that
+finds it held waits up to BUSY_WAIT_S for the hold to end first (a stopped reply is saved
+just after its stop, when the user's next message often comes).
 
 A refused request costs the caller nothing (no rate, no lease). The whole step is one Lua
 script, with Redis's own clock, so it is exact under a burst from many replicas. Redis
@@ -51,6 +53,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
+import anyio
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
@@ -63,6 +66,11 @@ from avatar_shared.windows import RATE_FUNCTIONS, nonce, window_key
 
 ACTIVE = "chat:active"
 RATE_WINDOW_S = 60
+# How long a turn waits for its conversation's previous turn to let it go before answering
+# 409: a reply stopped by its client is saved in a few ms after the stop, and the user's
+# next message often comes in that instant. How often the hold is looked at meanwhile.
+BUSY_WAIT_S = 1.0
+BUSY_POLL_S = 0.02
 
 # KEYS: the active set, the caller's sessions, the caller's rate window, the address's
 # sessions, the caller's leases, the address's leases, then the conversations budget (total,
@@ -299,6 +307,8 @@ class Admission:
         args += ["1" if hold else "", caller.user_id]
         try:
             outcome, detail = await self._admit(keys=keys, args=args)  # replies decoded: str
+            if outcome == "busy" and await self._let_go_soon(busy):
+                outcome, detail = await self._admit(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise LimiterUnavailable() from exc
         if outcome == "admitted":
@@ -320,6 +330,16 @@ class Admission:
             "try again then.",
             headers={"Retry-After": str(retry_after)},
         )
+
+    async def _let_go_soon(self, busy: str) -> bool:
+        """Whether the conversation's hold (`busy`) ends within BUSY_WAIT_S. (A refused
+        admission costs nothing: waiting, then asking again, is free.)"""
+        with anyio.move_on_after(BUSY_WAIT_S):
+            # Polled: the turn letting go may be another replica's.
+            while await self.redis.exists(busy):  # noqa: ASYNC110
+                await asyncio.sleep(BUSY_POLL_S)
+            return True
+        return False
 
     def _too_many_calls(self, by_address: bool) -> RateLimited:
         whose = (
@@ -348,7 +368,10 @@ class Admission:
             async with self._renewed(ticket.lease):
                 yield ticket.lease
         except BaseException:
-            with suppress(RedisError):  # else they expire by themselves
+            # Shielded: a stream's cancellation (its client left) fires at every await after
+            # it, and the lease and hold would stay until they expire (LLM_CALLS_PER_USER
+            # places, and the conversation answering 409, for minutes).
+            with anyio.CancelScope(shield=True), suppress(RedisError):  # else they expire
                 await self._give_back(ticket, session_id, caller)
             raise
 

@@ -1,6 +1,8 @@
 """The characters service: a character's prompt fields and voice (`GET /api/characters/{id}`),
-cached briefly in this process; and a caller's user persona (`GET /api/personas/{id}`, an
-owner-only read made with the caller's credentials, never cached: it is one caller's)."""
+cached in this process until characters announces a change of it (avatar_shared.changes) or
+for CHARACTER_CACHE_S at most (while that channel is out of reach); and a caller's user
+persona (`GET /api/personas/{id}`, an owner-only read made with the caller's credentials, never
+cached: it is one caller's)."""
 
 import asyncio
 from dataclasses import dataclass
@@ -9,8 +11,10 @@ from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
+from redis.asyncio import Redis
 
 from avatar_chat.prompt.builder import CharacterCard, UserPersona
+from avatar_shared.changes import CHARACTERS_CHANGED, ChangeFeed
 from avatar_shared.identity import Identity
 from avatar_shared.lorebook import STORED, Lorebook
 from avatar_shared.peers import PeerClient, PeerRejected, PeerUnavailable
@@ -34,6 +38,17 @@ class CharacterDirectory:
         self.peer = PeerClient(http, "characters", characters_url)
         self.ttl_s = ttl_s
         self._cache: KeyedTtlCache[str, CharacterProfile] = KeyedTtlCache(MAX_CACHED)
+        self._feed: ChangeFeed | None = None
+
+    def follow_changes(self, redis: Redis) -> None:
+        """From now until `close`: a character edited, deleted or moved at a sign-in is
+        dropped from the cache as soon as characters says so."""
+        self._feed = ChangeFeed(redis, CHARACTERS_CHANGED, self._cache.forget, self._cache.clear)
+        self._feed.start()
+
+    async def close(self) -> None:
+        if self._feed is not None:
+            await self._feed.close()
 
     async def get(self, character_id: str) -> CharacterProfile:
         return await self._cache.get(character_id, lambda: self._fetch(character_id))

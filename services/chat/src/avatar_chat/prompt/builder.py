@@ -86,7 +86,7 @@ class Limits:
     scan_depth: int  # messages scanned for lore keys, unless the book sets its own
     memory_budget: int = 0  # tokens for memories besides the pinned ones
     memory_query: int = 6  # the last messages memories are ranked against
-    lore_seed: int | None = None  # rolls lore's probabilities and groups (the request's seed)
+    lore_seed: int | None = None  # rolls lore's probabilities and groups, with the turn
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def build_prompt(
             limits.lore_budget,
             lambda text: tokens(macros.expand(text)),  # counted as the model will see it
             macros.expand,  # a key `{{char}}` fires on the character's name
-            random.Random(limits.lore_seed),  # None: seeded afresh
+            _lore_rng(limits.lore_seed, turns),
         )
     )
     placed = {p: _lore_text(lore, p, macros) for p in ("before_char", "after_char")}
@@ -172,6 +172,17 @@ def build_prompt(
         "post_history": sum(tokens(m["content"]) for m in after),
     }
     return Prompt(system, depth_lore, after, counted, lore, dropped, macros, reserved, remembered)
+
+
+def _lore_rng(seed: int | None, turns: list[Message]) -> random.Random:
+    """What rolls lore's probabilities and groups: SillyTavern rolls on every turn, so a
+    fixed seed (the request's or the card's) is mixed with the turn, its number the user
+    messages so far. A regenerate, a swipe or a continue of a turn (the same user messages)
+    replays its lore; the next turn rolls afresh. No seed: seeded afresh."""
+    if seed is None:
+        return random.Random()
+    turn = sum(message["role"] == "user" for message in turns)
+    return random.Random(f"{seed}:{turn}")  # a str seeds through SHA-512: same in every process
 
 
 def _count(text: str, tokens: Callable[[str], int]) -> int:

@@ -9,6 +9,11 @@
 // one is a service's and passes unchanged. A request whose body could not be read whole (cut
 // off by the read timeout) is answered 408 request_timeout, whichever status Traefik chose.
 //
+// Every request gets an X-Request-ID, and every response says it: the client's own when it
+// sent a harmless one, else a new one (as the services do, avatar_shared.logs), set on the
+// request so the service and the access log use it too. So the gateway's own errors carry
+// one a client can quote, as the services' answers do.
+//
 // Run by Traefik's Go interpreter (a local plugin, traefik.yml's experimental.localPlugins):
 // the response writer it wraps is not seen by Traefik as a Flusher, so it flushes each write
 // itself, or streamed replies (SSE, audio) would be held back.
@@ -16,6 +21,8 @@ package envelope
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -45,13 +52,44 @@ func New(_ context.Context, next http.Handler, config *Config, _ string) (http.H
 	return &Envelope{next: next, config: config}, nil
 }
 
+// RequestIDHeader is the header the services read and echo their request id in.
+const RequestIDHeader = "X-Request-ID"
+
 func (e *Envelope) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
-	w := &writer{ResponseWriter: rw, config: e.config}
+	id := req.Header.Get(RequestIDHeader)
+	if !safeRequestID(id) {
+		id = newRequestID()
+		req.Header.Set(RequestIDHeader, id)
+	}
+	w := &writer{ResponseWriter: rw, config: e.config, requestID: id}
 	if req.Body != nil && req.Body != http.NoBody {
 		w.body = &body{ReadCloser: req.Body}
 		req.Body = w.body
 	}
 	e.next.ServeHTTP(w, req)
+}
+
+// safeRequestID is avatar_shared.logs' rule: 1 to 128 of A-Z a-z 0-9 . _ : -, else the
+// services would replace it with their own, and the client could not quote it.
+func safeRequestID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, c := range id {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			strings.ContainsRune("._:-", c)
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// newRequestID is 32 hex digits, as the services make theirs.
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // body notes whether reading the request's body failed: the client stopped sending it, or the
@@ -122,10 +160,11 @@ func (e *writer) answerFor(status int) answer {
 
 type writer struct {
 	http.ResponseWriter
-	config   *Config
-	body     *body
-	wrote    bool
-	replaced bool
+	config    *Config
+	body      *body
+	requestID string
+	wrote     bool
+	replaced  bool
 }
 
 func (e *writer) WriteHeader(status int) {
@@ -138,6 +177,9 @@ func (e *writer) WriteHeader(status int) {
 	}
 	e.wrote = true
 	header := e.Header()
+	if header.Get(RequestIDHeader) == "" { // the service's echo, else ours
+		header.Set(RequestIDHeader, e.requestID)
+	}
 	if status < 400 || strings.Contains(header.Get("Content-Type"), "json") {
 		e.ResponseWriter.WriteHeader(status)
 		return
