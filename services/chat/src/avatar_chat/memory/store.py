@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import LockError, WatchError
+from redis.exceptions import LockError
 
 from avatar_chat.memory.errors import MemoryNotFound, MemoryQuotaExceeded
 from avatar_chat.memory.ranking import MemoryIndex
@@ -38,8 +38,16 @@ from avatar_chat.memory.schemas import ID_PREFIX
 from avatar_chat.settings import ChatSettings
 from avatar_shared.adoption import KindMoved
 from avatar_shared.budget import Budget
-from avatar_shared.errors import RedisUnavailable
-from avatar_shared.owned import Kind, OwnedRecords, Owner, PageKey, Quota, Quotas
+from avatar_shared.errors import PreconditionFailed, RedisUnavailable
+from avatar_shared.owned import (
+    Kind,
+    OwnedRecords,
+    Owner,
+    PageKey,
+    Quota,
+    Quotas,
+    version_of,
+)
 from avatar_shared.pages import Page
 from avatar_shared.timestamps import utc_now
 
@@ -251,29 +259,25 @@ class MemoryStore:
             await self._changed(owner)
 
     async def _delete_learned(self, memory_id: str, owner: Owner) -> None:
-        """Deletes the memory if it is still a learned one of the owner's: the check and the
-        delete in one transaction (a user's edit in between makes it theirs, kept)."""
-        key = self.records.item_key(memory_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    record = _readable(await pipe.get(key))
-                    if (
-                        record is None
-                        or record.get("owner") != owner.user_id
-                        or record.get("source") != "learned"
-                    ):
-                        return
-                    pipe.multi()
-                    args = [*self.records._common(owner), memory_id]
-                    await self.records._delete(
-                        keys=self.records.budget.keys, args=args, client=pipe
-                    )
-                    await pipe.execute()
-                    return
-                except WatchError:
-                    continue  # written in between: looked at again
+        """Deletes the memory if it is still a learned one of the owner's: deleted only as
+        read (a user's edit in between makes it theirs, kept)."""
+        while True:
+            raw = await self.redis.get(self.records.item_key(memory_id))
+            record = _readable(raw)
+            if (
+                raw is None
+                or record is None
+                or record.get("owner") != owner.user_id
+                or record.get("source") != "learned"
+            ):
+                return
+            try:
+                await self.records.delete(memory_id, owner, expected=[version_of(raw)])
+                return
+            except PreconditionFailed:
+                continue  # written in between: looked at again
+            except MemoryNotFound:
+                return
 
     async def adopt(self, from_id: str, to_id: str) -> KindMoved:
         """Moves an anonymous user's memories to the account at sign-in; those pinned past
