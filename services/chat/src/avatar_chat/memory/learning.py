@@ -10,9 +10,9 @@ must match `FACTS_SCHEMA` (the servers' structured outputs). It never delays a r
 
 What the answer says is checked before anything is stored: a malformed answer stores
 nothing. Each fact is then merged into the user's memories of the character:
-- a fact for a slot (`key`) a learned memory already fills replaces that memory's text, the
-  older text kept in its history (a contradiction; the same fact said again only moves its
-  origin);
+- a fact for a slot (`key`) a learned memory already fills replaces that memory's text when
+  it says anything else (a correction, however alike), the older text kept in its history;
+  the same fact said again (case and spacing aside) changes nothing;
 - a near-duplicate of any memory (most of its terms shared) is not stored twice;
 - else it is a new memory, within the user's quota (past it, nothing more is stored).
 
@@ -47,7 +47,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext, suppress
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT
@@ -58,7 +58,7 @@ from avatar_chat.limits.admission import Admission, PutOff
 from avatar_chat.llm import LlmClient, LlmRequest
 from avatar_chat.memory.errors import MemoryQuotaExceeded
 from avatar_chat.memory.ranking import MemoryIndex, terms
-from avatar_chat.memory.schemas import Kind
+from avatar_chat.memory.schemas import Kind, MemoryText
 from avatar_chat.memory.store import MemoryStore, Origin, Remembered
 from avatar_chat.metrics import LLM_TOKENS, MEMORY_LEARNING
 from avatar_chat.settings import ChatSettings
@@ -123,6 +123,10 @@ NEAR_DUPLICATE = 0.8  # share of terms two facts have in common to be one
 KEPT_MARKS = 12  # readings a session remembers (to resume after an edit)
 MERGE_LOCK_S = 10.0  # a merge is a few Redis writes; its lock outlives no replica longer
 MAX_TASKS = 64  # readings one replica runs at once; more wait for a later turn
+# Readings of one job, the failed ones tried again each MEMORY_IDLE_S: a conversation whose
+# reading always fails (an answer always too slow, say) does not cost a call for ever; its
+# messages are read again at its next turn.
+MAX_TRIES = 3
 SWEEP_AGAIN_S = 1.0  # after a sweep that took some, the next one, while there is room
 SPEAKERS = {"user": "User", "assistant": "Character"}
 
@@ -144,6 +148,7 @@ class Job:
     last_message_id: str | None
     model: str
     window: int
+    tries: int = 0  # readings of it that failed (rate limited, the LLM failing, too slow)
 
     @property
     def owner(self) -> Owner:
@@ -151,9 +156,11 @@ class Job:
 
 
 class LearnedFact(BaseModel):
+    model_config = ConfigDict(str_strip_whitespace=True)  # a text of blanks is no fact
+
     key: str = Field(pattern=KEY_PATTERN)
     kind: Kind
-    text: str = Field(min_length=1)
+    text: MemoryText = Field(min_length=1)
 
     @field_validator("key", mode="before")
     @classmethod
@@ -185,8 +192,22 @@ def resume_at(marks: list[tuple[int, str]], digests: list[str]) -> int:
 
 def similarity(a: str, b: str) -> float:
     """Share of terms two texts have in common (Jaccard)."""
-    left, right = set(terms(a)), set(terms(b))
-    return len(left & right) / len(left | right) if left or right else 1.0
+    return _shared(frozenset(terms(a)), frozenset(terms(b)))
+
+
+def _shared(left: frozenset[str], right: frozenset[str]) -> float:
+    common = len(left & right)
+    return common / (len(left) + len(right) - common) if left or right else 1.0
+
+
+def _near_duplicate(known: list[frozenset[str]], fact: frozenset[str]) -> bool:
+    """Whether most of the fact's terms (and most of a memory's) are one memory's."""
+    return any(_shared(memory, fact) >= NEAR_DUPLICATE for memory in known)
+
+
+def _most_relevant(known: list[Remembered], transcript: str) -> list[Remembered]:
+    """The known facts a reading is shown: the most relevant to what it reads."""
+    return MemoryIndex.build(known).choose(transcript, 10**9, _free)[:KNOWN_SHOWN]
 
 
 class MemoryLearner:
@@ -380,10 +401,13 @@ class MemoryLearner:
             return "skipped"
         except (AppError, TimeoutError, RedisError) as exc:
             log.warning("memory reading of session %s failed: %s", job.session_id, exc or "")
+            if job.tries + 1 < MAX_TRIES:  # when it is quiet again; not for ever
+                with suppress(RedisError):  # else a later turn schedules it again
+                    await self._due_later(replace(job, tries=job.tries + 1))
             return "failed"
 
     async def _read(self, job: Job) -> str:
-        job = await self._still_unread(job)
+        job = await self._still_unread(await self._owned_now(job))
         if not job.turns:
             return "skipped"  # read meanwhile (a quiet conversation's job, say)
         end_of_job = job.start + len(job.turns)
@@ -403,7 +427,7 @@ class MemoryLearner:
             return "nothing"
         known = [m for m in recalled.memories if _seen_by(job, m, full)]
         transcript = _transcript(read)
-        ranked = MemoryIndex.build(known).choose(transcript, 10**9, _free)[:KNOWN_SHOWN]
+        ranked = await asyncio.to_thread(_most_relevant, known, transcript)  # off the loop
         answer = await self._ask(job, transcript, ranked)
         origin = Origin(
             job.session_id,
@@ -429,20 +453,29 @@ class MemoryLearner:
         return "learned" if stored else "nothing"
 
     async def _digests(self, job: "Job | JobDraft") -> "list[str] | Gone | None":
-        """The conversation as stored now: GONE when deleted; for a conversation kept on the
-        server, the digests of its messages from the first (None: a client's record, whose
-        client holds the conversation)."""
+        """The conversation as stored now: GONE when deleted (or no longer the job's owner's:
+        adopted at a sign-in); for a conversation kept on the server, the digests of its
+        messages from the first (None: a client's record, whose client holds the
+        conversation)."""
         meta_key = f"chat:session:{job.session_id}"
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(meta_key, ["owner", "mode"])
             pipe.lrange(f"{meta_key}:messages", 0, -1)
             (owner, mode), raws = await pipe.execute()
-        if owner is None:
+        if owner != job.user_id:
             return GONE
         if mode != "server":
             return None
         stored = [json.loads(raw) for raw in raws]
         return prefix_digests([{"role": m["role"], "content": m["content"]} for m in stored])
+
+    async def _owned_now(self, job: Job) -> Job:
+        """The job as its conversation's owner now has it: a browser that signed in since it
+        was made (the conversation adopted) has it read for the account, into its memories."""
+        owner: str | None = await self.redis.hget(f"chat:session:{job.session_id}", "owner")  # type: ignore[misc]  # redis-py: "Awaitable[T] | T"
+        if owner is None or owner == job.user_id:
+            return job
+        return replace(job, user_id=owner, address=None, caller=owner)  # a signed-in caller
 
     async def _still_unread(self, job: Job) -> Job:
         """The job less the messages another reading has read since it was made."""
@@ -537,10 +570,13 @@ class MemoryLearner:
         owner = Owner(job.user_id, job.address)
         recalled = await self.store.recall(job.user_id, job.character_id)
         memories = [m for m in recalled.memories if _seen_by(job, m, full)]
+        # Each memory's terms once per merge, in a thread (the terms of 2,000 memories for each
+        # of 16 facts, on the event loop, stalled every reply's stream for half a second).
+        known = await asyncio.to_thread(lambda: {m.id: frozenset(terms(m.text)) for m in memories})
         written = 0
         for fact in facts:
             try:
-                made = await self._merge_one(owner, job.character_id, fact, origin, memories)
+                made = await self._merge_one(owner, job.character_id, fact, origin, memories, known)
             except MemoryQuotaExceeded as exc:
                 log.info("memories of %s not stored: %s", owner.user_id, exc.message)
                 break
@@ -550,6 +586,7 @@ class MemoryLearner:
             if made is not None:
                 written += 1
                 memories = [m for m in memories if m.id != made.id] + [made]
+                known[made.id] = frozenset(terms(made.text))
         return written
 
     async def _merge_one(
@@ -559,17 +596,20 @@ class MemoryLearner:
         fact: LearnedFact,
         origin: Origin,
         memories: list[Remembered],
+        known: dict[str, frozenset[str]],
     ) -> Remembered | None:
-        """The memory `fact` wrote (None: nothing new)."""
+        """The memory `fact` wrote (None: nothing new); `known`: the terms of `memories`."""
         text = fact.text.strip()[: self.settings.memory_max_chars]
         slot = next((m for m in memories if m.source == "learned" and m.key == fact.key), None)
         if slot is not None:
-            if similarity(slot.text, text) >= NEAR_DUPLICATE:
-                return None  # the same fact said again: it keeps where it was first learned
+            # Any change is a new value (a birthday's month: one term of six), not a near
+            # duplicate; the same fact said again keeps where it was first learned.
+            if _normalized(slot.text) == _normalized(text):
+                return None
             if not await self.store.relearn(slot.id, owner, text, origin):  # a newer value
                 return None  # the user took it over meanwhile
             return replace(slot, text=text, origin=origin)
-        if any(similarity(m.text, text) >= NEAR_DUPLICATE for m in memories):
+        if await asyncio.to_thread(_near_duplicate, list(known.values()), frozenset(terms(text))):
             return None  # known already (the user's own, or learned under another key)
         record = await self.store.create(
             owner, character_id, text, learned=(fact.kind, fact.key, origin)
@@ -580,9 +620,19 @@ class MemoryLearner:
         self, draft: "JobDraft", digests: list[str], start: int, end: int, facts: list[LearnedFact]
     ) -> None:
         """The facts a summary made ahead listed for messages `start` to `end` (`digests`:
-        the conversation's). Those messages count as read when nothing before them is unread."""
+        the conversation's). Those messages count as read when nothing before them is unread.
+        Nothing is stored when they changed during the call (edited, deleted), as a reading's."""
         origin = Origin(draft.session_id, None, draft.root, end, digests[end])
-        await self._merge(draft, facts, origin, digests)
+
+        async def still_current() -> bool:
+            whole = await self._digests(draft)
+            if not isinstance(whole, list):
+                return whole is not GONE  # a client's record holds what its client sent
+            return end < len(whole) and whole[end] == digests[end]
+
+        if await self._merge(draft, facts, origin, digests, still_current) is None:
+            MEMORY_LEARNING.labels("stale").inc()
+            return
         MEMORY_LEARNING.labels("with_summary").inc()
         raw: str | None = await self.redis.hget(f"chat:session:{draft.session_id}", "memory_marks")  # type: ignore[misc]  # redis-py: "Awaitable[T] | T"
         if start <= resume_at(read_marks({"memory_marks": raw or ""}), digests) < end:
@@ -597,9 +647,10 @@ class MemoryLearner:
         job: "Job | None",
         full: list[str] | None,
     ) -> None:
-        """Forgets the memories learned in this conversation from messages it no longer
-        holds (edited or deleted since): by its digests from the first message (`full`),
-        else by the job's from its start."""
+        """Forgets what this conversation taught from messages it no longer holds (edited or
+        deleted since): by its digests from the first message (`full`), else by the job's
+        from its start. A memory it relearned goes back to what it said before (another
+        conversation's text stays); one it first learned goes."""
         gone = [
             m.id
             for m in memories
@@ -609,8 +660,12 @@ class MemoryLearner:
             and not _held(m.origin, job, full)
         ]
         if gone:
+
+            def edited_away(origin: Origin) -> bool:
+                return origin.session_id == session_id and not _held(origin, job, full)
+
             async with self._merge_lock(owner.user_id, character_id):
-                await self.store.forget(gone, owner)
+                await self.store.forget(gone, owner, edited_away)
 
     async def prune_marks(self, session_id: str, full: list[str]) -> None:
         """After an edit: the marks the conversation no longer holds go (else marks of a
@@ -666,6 +721,11 @@ def _holds_job(job: "Job", whole: "list[str] | Gone | None", end: int) -> bool:
     if not isinstance(whole, list):
         return True  # a client's record
     return end < len(whole) and whole[end] == job.digests[end - job.start]
+
+
+def _normalized(text: str) -> str:
+    """A fact's text as compared for a change: case and spacing aside."""
+    return " ".join(text.casefold().split())
 
 
 def _transcript(block: list[Message]) -> str:

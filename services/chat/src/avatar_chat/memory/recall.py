@@ -13,8 +13,9 @@ Message = dict[str, str]
 
 
 def line_of(text: str) -> str:
-    """A memory as the prompt lists it."""
-    return f"- {text}"
+    """A memory as the prompt lists it: one line whatever its text holds (a line of its own
+    could pass for a heading of the system message)."""
+    return f"- {' '.join(text.split())}"
 
 
 @dataclass(frozen=True)

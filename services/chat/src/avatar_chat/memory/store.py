@@ -24,7 +24,7 @@ import asyncio
 import json
 import secrets
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -38,8 +38,16 @@ from avatar_chat.memory.schemas import ID_PREFIX
 from avatar_chat.settings import ChatSettings
 from avatar_shared.adoption import KindMoved
 from avatar_shared.budget import Budget
-from avatar_shared.errors import RedisUnavailable
-from avatar_shared.owned import Kind, OwnedRecords, Owner, PageKey, Quota, Quotas
+from avatar_shared.errors import PreconditionFailed, RedisUnavailable
+from avatar_shared.owned import (
+    Kind,
+    OwnedRecords,
+    Owner,
+    PageKey,
+    Quota,
+    Quotas,
+    version_of,
+)
 from avatar_shared.pages import Page
 from avatar_shared.timestamps import utc_now
 
@@ -83,15 +91,6 @@ class Remembered:
 
     @classmethod
     def of(cls, record: dict[str, Any]) -> "Remembered":
-        origin = None
-        if record.get("session_id"):
-            origin = Origin(
-                record["session_id"],
-                record.get("message_id"),
-                record.get("root") or record["session_id"],
-                int(record.get("covered", 0)),
-                str(record.get("digest", "")),
-            )
         return cls(
             record["id"],
             record["text"],
@@ -99,8 +98,22 @@ class Remembered:
             record["updated_at"],
             record.get("source", "user"),
             record.get("key"),
-            origin,
+            origin_of(record),
         )
+
+
+def origin_of(fields: dict[str, Any]) -> Origin | None:
+    """Where a record (or an earlier text in its history) was learned; None: not learned, or
+    kept before history remembered it."""
+    if not fields.get("session_id"):
+        return None
+    return Origin(
+        fields["session_id"],
+        fields.get("message_id"),
+        fields.get("root") or fields["session_id"],
+        int(fields.get("covered", 0)),
+        str(fields.get("digest", "")),
+    )
 
 
 @dataclass(frozen=True)
@@ -153,6 +166,7 @@ class MemoryStore:
         budget = Budget(redis, "memories", settings.redis_maxmemory_bytes)
         self.records = OwnedRecords(redis, MEMORIES, quotas, budget, settings.anon_data_ttl_s)
         self._recalled: OrderedDict[tuple[str, str], tuple[str, Recalled]] = OrderedDict()
+        self.max_pinned = settings.max_pinned_memories
 
     @staticmethod
     def version_key(user_id: str) -> str:
@@ -203,14 +217,23 @@ class MemoryStore:
         return record
 
     async def relearn(self, memory_id: str, owner: Owner, text: str, origin: Origin) -> bool:
-        """A learned fact said anew for its slot: its new text and where it was learned.
-        False (nothing written) when the user took the memory over meanwhile."""
-        record = await self.records.get(memory_id)
-        if record is None or record.get("source") != "learned":
+        """A learned fact said anew for its slot: its new text and where it was learned (the
+        older text kept in its history with where that was learned, which an edit of this
+        conversation may bring back). False (nothing written) when the user took the memory
+        over meanwhile: checked in the write itself, so a user's edit is never overwritten."""
+
+        def apply(current: dict[str, Any]) -> dict[str, Any]:
+            if current.get("source") != "learned":
+                raise _TakenOver()
+            changes = with_text(current, text)
+            if changes and (earlier := origin_of(current)) is not None:
+                changes["history"][-1]["origin"] = _origin_fields(earlier)
+            return {**changes, **_origin_fields(origin)}
+
+        try:
+            await self.records.update(memory_id, owner, apply)
+        except (_TakenOver, MemoryNotFound):
             return False
-        await self.records.update(
-            memory_id, owner, lambda current: {**with_text(current, text), **_origin_fields(origin)}
-        )
         await self._changed(owner)
         return True
 
@@ -218,24 +241,78 @@ class MemoryStore:
         await self.records.delete(memory_id, owner)
         await self._changed(owner)
 
-    async def forget(self, memory_ids: list[str], owner: Owner) -> None:
-        """Deletes the owner's memories that are still there (learned ones edited away)."""
+    async def forget(
+        self, memory_ids: list[str], owner: Owner, gone: Callable[[Origin], bool]
+    ) -> None:
+        """Forgets what the owner's learned memories took from messages that are `gone` (edited
+        away): each goes back to its latest earlier text not learned from them (another
+        conversation's, say), else is deleted. One the user took over meanwhile is left (checked
+        in the write itself)."""
         for memory_id in memory_ids:
-            record = await self.records.get(memory_id)
-            if record is None or record.get("source") != "learned":
-                continue  # deleted, or taken over by the user, meanwhile
             try:
-                await self.records.delete(memory_id, owner)
-            except MemoryNotFound:
+                await self.records.update(memory_id, owner, lambda r: _reverted(r, gone))
+            except (_TakenOver, MemoryNotFound):
                 continue
+            except _NothingEarlier:
+                await self._delete_learned(memory_id, owner)
         if memory_ids:
             await self._changed(owner)
 
+    async def _delete_learned(self, memory_id: str, owner: Owner) -> None:
+        """Deletes the memory if it is still a learned one of the owner's: deleted only as
+        read (a user's edit in between makes it theirs, kept)."""
+        while True:
+            raw = await self.redis.get(self.records.item_key(memory_id))
+            record = _readable(raw)
+            if (
+                raw is None
+                or record is None
+                or record.get("owner") != owner.user_id
+                or record.get("source") != "learned"
+            ):
+                return
+            try:
+                await self.records.delete(memory_id, owner, expected=[version_of(raw)])
+                return
+            except PreconditionFailed:
+                continue  # written in between: looked at again
+            except MemoryNotFound:
+                return
+
     async def adopt(self, from_id: str, to_id: str) -> KindMoved:
+        """Moves an anonymous user's memories to the account at sign-in; those pinned past
+        the account's bound of pins (MAX_PINNED_MEMORIES a character) move unpinned."""
+        brought = set(await self.redis.zrange(self.records.owner_key(from_id), 0, -1))
         moved = await self.records.adopt(from_id, to_id)
         await self._changed(Owner(to_id))
         await self._changed(Owner(from_id), anonymous=True)
+        if brought:
+            await self._unpin_past_bound(Owner(to_id), brought)
         return moved
+
+    async def _unpin_past_bound(self, owner: Owner, brought: set[str]) -> None:
+        """Unpins the `brought` memories past the bound of pins of their character: the
+        account's own pins first, then the newest brought ones."""
+        characters = {
+            m["character_id"] for m in await self._every(owner.user_id) if m.get("pinned")
+        }
+        for character_id in characters:
+            async with self.pinning(owner.user_id, character_id):  # as a pin's check is
+                pinned = [
+                    r for r in await self._all(owner.user_id, character_id) if r.get("pinned")
+                ]
+                if len(pinned) <= self.max_pinned:
+                    continue
+                newest_brought = sorted(
+                    (r for r in pinned if r["id"] in brought),
+                    key=lambda r: r["updated_at"],
+                    reverse=True,
+                )
+                room = max(self.max_pinned - (len(pinned) - len(newest_brought)), 0)
+                for record in newest_brought[room:]:
+                    with suppress(MemoryNotFound):  # deleted meanwhile
+                        await self.records.update(record["id"], owner, lambda _: {"pinned": False})
+            await self._changed(owner)
 
     @asynccontextmanager
     async def pinning(self, user_id: str, character_id: str) -> AsyncIterator[None]:
@@ -301,16 +378,15 @@ class MemoryStore:
 
     async def _all(self, user_id: str, character_id: str) -> list[dict[str, Any]]:
         """Every memory of the user's of the character (bounded by their quota)."""
+        return [r for r in await self._every(user_id) if r.get("character_id") == character_id]
+
+    async def _every(self, user_id: str) -> list[dict[str, Any]]:
+        """Every memory of the user's (bounded by their quota)."""
         ids = await self.redis.zrange(self.records.owner_key(user_id), 0, -1)
         if not ids:
             return []
         raws = await self.redis.mget([self.records.item_key(i) for i in ids])
-        found = []
-        for raw in raws:
-            record = _readable(raw)
-            if record is not None and record.get("character_id") == character_id:
-                found.append(record)
-        return found
+        return [record for raw in raws if (record := _readable(raw)) is not None]
 
     async def pinned_count(self, user_id: str, character_id: str) -> int:
         recalled = await self.recall(user_id, character_id)
@@ -330,6 +406,33 @@ def _readable(raw: str | None) -> dict[str, Any] | None:
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return record
+
+
+class _TakenOver(Exception):
+    """The user took a learned memory over (edited it): learning leaves it."""
+
+
+class _NothingEarlier(Exception):
+    """No earlier text of a memory stands once the messages its text came from are gone."""
+
+
+def _reverted(record: dict[str, Any], gone: Callable[[Origin], bool]) -> dict[str, Any]:
+    """The fields that take a learned memory back to its latest text not learned from the
+    `gone` messages, with where that was learned (an earlier text kept before history said
+    where stays, learned nowhere in particular)."""
+    if record.get("source") != "learned":
+        raise _TakenOver()
+    origin = origin_of(record)
+    if origin is None or not gone(origin):
+        return {}  # relearned elsewhere meanwhile
+    history = record.get("history", [])
+    for at in range(len(history) - 1, -1, -1):
+        earlier = history[at].get("origin") or {}
+        back = origin_of(earlier)
+        if back is None or not gone(back):
+            unknown = dict.fromkeys(("session_id", "message_id", "root", "covered", "digest"))
+            return {"text": history[at]["text"], "history": history[:at], **unknown, **earlier}
+    raise _NothingEarlier()
 
 
 def _origin_fields(origin: Origin) -> dict[str, Any]:
