@@ -151,6 +151,49 @@ async def test_one_default_at_a_time(characters, redis):
     assert await default_ids(characters, BOB) == [bobs["id"]]  # each caller has their own
 
 
+async def test_the_callers_default_is_read_at_default(characters):
+    none = await characters.get("/api/personas/default", headers=ALICE)
+    assert none.status_code == 404 and none.json()["error"]["code"] == "no_default_persona"
+    await make(characters, name="첫째")
+    chosen = await make(characters, name="둘째", is_default=True)
+    await make(characters, headers=BOB, name="밥", is_default=True)
+    read = await characters.get("/api/personas/default", headers=ALICE)
+    assert read.json() == {"success": True, "data": chosen}  # the caller's, not another's
+    await characters.delete(f"/api/personas/{chosen['id']}", headers=ALICE)
+    gone = await characters.get("/api/personas/default", headers=ALICE)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "no_default_persona"
+
+
+async def test_put_takes_back_the_object_get_answered(characters):
+    """A client edits what GET answered and sends it whole: the read-only keys are ignored
+    (not 422), `is_default` is written, and an unknown key is still 422."""
+    made = await make(characters, name="여행자")
+    path = f"/api/personas/{made['id']}"
+    sent = {
+        **made,
+        "id": "per_other",
+        "owner": "mallory",
+        "created_at": "2000-01-01T00:00:00Z",
+        "updated_at": "2000-01-01T00:00:00Z",
+        "name": "기사",
+        "is_default": True,
+    }
+    replaced = await characters.put(path, json=sent, headers=ALICE)
+    assert replaced.status_code == 200, replaced.text
+    changed = replaced.json()["data"]
+    assert (changed["id"], changed["owner"], changed["created_at"]) == (
+        made["id"],
+        "alice",
+        made["created_at"],
+    )
+    assert (changed["name"], changed["is_default"]) == ("기사", True)
+    assert changed["updated_at"] != sent["updated_at"]
+    unknown = await characters.put(path, json={**made, "color": "red"}, headers=ALICE)
+    assert unknown.status_code == 422
+    wrong_type = await characters.put(path, json={**made, "owner": 7}, headers=ALICE)
+    assert wrong_type.status_code == 422
+
+
 async def test_concurrent_choices_leave_exactly_one_default(characters):
     made = [await make(characters, name=f"#{index}") for index in range(12)]
     await asyncio.gather(

@@ -6,11 +6,15 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
+from avatar_characters.app import create_app as characters_app
+from avatar_characters.settings import CharactersSettings
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
 from avatar_devstack.ports import free_port
+from avatar_emulators.server import serve_in_thread
+from avatar_shared.identity import current_identity
 
-from .helpers import Backend, emulated_llm
+from .helpers import Backend, callers_from_test_headers, emulated_llm
 
 
 @pytest.fixture(params=["ollama", "vllm"])
@@ -22,6 +26,17 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 def backend(backend_name: str) -> Iterator[Backend]:
     with emulated_llm(backend_name) as backend:
         yield backend
+
+
+@pytest.fixture(scope="module")
+def characters_url(redis_url: str) -> Iterator[str]:
+    """The real characters service, its callers as the tests name them (chat asks it for
+    characters, personas, greetings, and the caller's default persona when a conversation it
+    keeps starts)."""
+    characters = characters_app(CharactersSettings(redis_url=redis_url))
+    characters.dependency_overrides[current_identity] = callers_from_test_headers
+    with serve_in_thread(characters, lifespan="on") as url:
+        yield url
 
 
 @pytest.fixture

@@ -195,10 +195,9 @@ def speaking(redis_url: str, backend: Backend, tts: str, **extra: Any) -> ChatSe
     """Chat speaking through `tts`, its LLM `backend`."""
     return ChatSettings(
         redis_url=redis_url,
-        characters_url=f"http://127.0.0.1:{free_port()}",
         tts_url=tts,
         chat_rate_per_min=10_000,
-        **extra,
+        **{"characters_url": f"http://127.0.0.1:{free_port()}", **extra},
         **backend.settings,
     )
 
@@ -238,7 +237,7 @@ async def test_a_streamed_reply_gives_its_llm_slot_back_while_its_speech_is_made
 
 
 async def test_a_reply_written_whole_is_kept_whole_when_the_user_leaves_during_its_speech(
-    redis_url, redis
+    redis_url, redis, characters_url
 ):
     """The model has written the whole reply; its last sentences are still being spoken when
     the user closes the stream: the reply is saved complete (not marked interrupted), with
@@ -248,7 +247,14 @@ async def test_a_reply_written_whole_is_kept_whole_when_the_user_leaves_during_i
         emulated_llm("ollama") as backend,
         serve_in_thread(_tts_held(release, 30.0)) as tts,
     ):
-        settings = speaking(redis_url, backend, tts, llm_max_in_flight=1, llm_queue_wait_s=5.0)
+        settings = speaking(
+            redis_url,
+            backend,
+            tts,
+            characters_url=characters_url,  # asked for the caller's default persona at start
+            llm_max_in_flight=1,
+            llm_queue_wait_s=5.0,
+        )
         with serve_in_thread(create_app(settings), lifespan="on") as url:
             async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=60) as chat:
                 created = await chat.post("/api/chat/sessions", json={"persona": "A bard."})
@@ -271,7 +277,9 @@ async def test_a_reply_written_whole_is_kept_whole_when_the_user_leaves_during_i
     assert history["usage"]["completion_tokens"] > 0
 
 
-async def test_a_long_spoken_reply_keeps_its_conversation_busy_until_it_is_recorded(redis_url):
+async def test_a_long_spoken_reply_keeps_its_conversation_busy_until_it_is_recorded(
+    redis_url, characters_url
+):
     """A server conversation's streamed reply whose speech outlasts the turn's lease (5 s
     here): its hold and lease are renewed while it speaks, so a second turn meanwhile is 409
     conversation_busy, and the history keeps the turns in the order they were said."""
@@ -284,6 +292,7 @@ async def test_a_long_spoken_reply_keeps_its_conversation_busy_until_it_is_recor
             redis_url,
             backend,
             tts,
+            characters_url=characters_url,
             tts_timeout_s=1.0,
             summary_timeout_s=0.5,
             llm_queue_wait_s=0.5,

@@ -1,14 +1,15 @@
 """Conversations kept on the server (issue 26), through the chat app against a real Redis and
 the LLM emulators: a turn with `session_id` + `message`, regenerate and swipes, edit, delete,
 continue, branch, interrupted replies, 409 while a reply is generated, the library, and
-export and import. Conversations here are played with a `persona` alone (no characters
-service runs): the greeting and sign-in parts are in tests/e2e/test_conversations_e2e.py."""
+export and import. Conversations here are mostly played with a `persona` alone; the real
+characters service runs beside chat (a start asks it for the caller's default persona), and
+some tests play its characters and personas: the greeting and sign-in parts are in
+tests/e2e/test_conversations_e2e.py."""
 
 import asyncio
 import json
 import os
 import threading
-from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -17,8 +18,6 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from avatar_characters.app import create_app as characters_app
-from avatar_characters.settings import CharactersSettings
 from avatar_chat.app import create_app
 from avatar_chat.settings import ChatSettings
 from avatar_chat.store import SessionStore
@@ -41,28 +40,23 @@ ALICE = as_signed_in("alice", "10.0.0.1")
 BOB = as_signed_in("bob", "10.0.0.2")
 
 
-def settings_for(redis_url: str, backend_settings: dict, **extra: object) -> ChatSettings:
-    nobody = f"http://127.0.0.1:{free_port()}"  # the characters service, unless given
+def settings_for(
+    redis_url: str, backend_settings: dict, characters_url: str, **extra: object
+) -> ChatSettings:
+    """Chat's settings, speaking to the characters service at `characters_url` (a start asks
+    it for the caller's default persona)."""
+    nobody = f"http://127.0.0.1:{free_port()}"
     return ChatSettings(
-        **{"redis_url": redis_url, "characters_url": nobody, "tts_url": nobody, **extra},
+        **{"redis_url": redis_url, "characters_url": characters_url, "tts_url": nobody, **extra},
         chat_rate_per_min=10_000,
         **backend_settings,
     )
 
 
-@pytest.fixture(scope="module")
-def characters_url(redis_url: str) -> Iterator[str]:
-    """The real characters service, its callers as the tests name them."""
-    characters = characters_app(CharactersSettings(redis_url=redis_url))
-    characters.dependency_overrides[current_identity] = callers_from_test_headers
-    with serve_in_thread(characters, lifespan="on") as url:
-        yield url
-
-
 @asynccontextmanager
 async def chat_and_characters(app_client, redis_url, backend, characters_url, **extra):
     """Chat speaking to the real characters service, a client of each, and chat's settings."""
-    settings = settings_for(redis_url, backend.settings, characters_url=characters_url, **extra)
+    settings = settings_for(redis_url, backend.settings, characters_url, **extra)
     app = create_app(settings)
     app.dependency_overrides[current_identity] = callers_from_test_headers
     async with (
@@ -73,8 +67,18 @@ async def chat_and_characters(app_client, redis_url, backend, characters_url, **
 
 
 @pytest.fixture
-async def client(app_client, redis_url, backend):
-    app = create_app(settings_for(redis_url, backend.settings))
+async def client(app_client, redis_url, backend, characters_url):
+    """Chat, asking the characters service for the caller's default persona at each start."""
+    app = create_app(settings_for(redis_url, backend.settings, characters_url))
+    app.dependency_overrides[current_identity] = callers_from_test_headers
+    async with app_client(app) as client:
+        yield client
+
+
+@pytest.fixture
+async def client_without_characters(app_client, redis_url, backend):
+    nobody = f"http://127.0.0.1:{free_port()}"
+    app = create_app(settings_for(redis_url, backend.settings, nobody))
     app.dependency_overrides[current_identity] = callers_from_test_headers
     async with app_client(app) as client:
         yield client
@@ -213,9 +217,9 @@ async def test_regenerate_keeps_the_alternates_and_a_swipe_chooses(client, backe
 
 @pytest.mark.parametrize("chosen", [None, 0], ids=["the newest shown", "the first chosen"])
 async def test_past_max_swipes_the_oldest_alternate_goes_never_the_chosen_one(
-    app_client, redis_url, backend, chosen
+    app_client, redis_url, characters_url, backend, chosen
 ):
-    app = create_app(settings_for(redis_url, backend.settings, max_swipes=2))
+    app = create_app(settings_for(redis_url, backend.settings, characters_url, max_swipes=2))
     app.dependency_overrides[current_identity] = callers_from_test_headers
     async with app_client(app) as client:
         session = (await start(client))["session_id"]
@@ -340,9 +344,11 @@ async def test_a_turn_waits_a_moment_for_its_conversation_to_be_let_go(client, r
     assert refused.headers["retry-after"] == "1"
 
 
-async def test_a_change_while_a_reply_is_generated_is_409(app_client, redis_url, backend_name):
+async def test_a_change_while_a_reply_is_generated_is_409(
+    app_client, redis_url, characters_url, backend_name
+):
     with emulated_llm(backend_name, tokens_per_second=10) as slow:
-        app = create_app(settings_for(redis_url, slow.settings))
+        app = create_app(settings_for(redis_url, slow.settings, characters_url))
         app.dependency_overrides[current_identity] = callers_from_test_headers
         async with app_client(app) as client:
             session = (await start(client))["session_id"]
@@ -375,10 +381,10 @@ async def test_a_change_while_a_reply_is_generated_is_409(app_client, redis_url,
 
 
 async def test_a_clients_record_deleted_while_its_turn_runs_stays_deleted(
-    app_client, redis_url, backend_name
+    app_client, redis_url, characters_url, backend_name
 ):
     with emulated_llm(backend_name, tokens_per_second=10) as slow:
-        app = create_app(settings_for(redis_url, slow.settings))
+        app = create_app(settings_for(redis_url, slow.settings, characters_url))
         app.dependency_overrides[current_identity] = callers_from_test_headers
         async with app_client(app) as client:
             said = [{"role": "user", "content": "처음"}]
@@ -400,9 +406,9 @@ async def test_a_clients_record_deleted_while_its_turn_runs_stays_deleted(
             assert after.status_code == 404, after.text
 
 
-async def test_a_stopped_stream_is_recorded_as_interrupted(redis_url, backend_name):
+async def test_a_stopped_stream_is_recorded_as_interrupted(redis_url, characters_url, backend_name):
     with emulated_llm(backend_name, tokens_per_second=20) as slow:
-        app = create_app(settings_for(redis_url, slow.settings))
+        app = create_app(settings_for(redis_url, slow.settings, characters_url))
         app.dependency_overrides[current_identity] = callers_from_test_headers
         # A real server: a client that leaves is a closed connection.
         with serve_in_thread(app, lifespan="on") as url:
@@ -437,11 +443,13 @@ async def stopped_stream_is_recorded(client: httpx.AsyncClient) -> None:
     assert (await messages_of(client, session))[-1]["interrupted"] is False
 
 
-async def test_a_stopped_stream_keeps_the_sessions_last_prompt_count(redis_url, backend_name):
+async def test_a_stopped_stream_keeps_the_sessions_last_prompt_count(
+    redis_url, characters_url, backend_name
+):
     """The LLM server reports no counts for a reply it was stopped in: the session keeps the
     last count it has, not 0 (the prompt was sent)."""
     with emulated_llm(backend_name, tokens_per_second=20) as slow:
-        app = create_app(settings_for(redis_url, slow.settings))
+        app = create_app(settings_for(redis_url, slow.settings, characters_url))
         app.dependency_overrides[current_identity] = callers_from_test_headers
         with serve_in_thread(app, lifespan="on") as url:
             async with httpx.AsyncClient(base_url=url, trust_env=False) as client:
@@ -485,7 +493,7 @@ class HearsDisconnects:
 
 @pytest.mark.parametrize("saved", [True, False])
 async def test_a_client_leaving_while_its_whole_reply_is_saved_loses_nothing(
-    redis_url, redis, monkeypatch, saved
+    redis_url, characters_url, redis, monkeypatch, saved
 ):
     """The user closes the stream as the finished reply is being saved (made to last until
     the server has heard them leave): the reply is kept whole, and the conversation and the
@@ -504,7 +512,7 @@ async def test_a_client_leaving_while_its_whole_reply_is_saved_loses_nothing(
 
     monkeypatch.setattr(SessionStore, "record_turn", recorded_once_the_client_left)
     with emulated_llm("ollama") as backend:
-        app = create_app(settings_for(redis_url, backend.settings))
+        app = create_app(settings_for(redis_url, backend.settings, characters_url))
         app.dependency_overrides[current_identity] = callers_from_test_headers
         app.add_middleware(HearsDisconnects, gone=gone)
         with serve_in_thread(app, lifespan="on") as url:
@@ -585,8 +593,12 @@ async def test_signed_in_conversations_are_kept_anonymous_ones_expire(client, ba
     assert await redis.ttl("chat:library:anon-1") > 0
 
 
-async def test_the_signed_in_quota_refuses_the_next_conversation(app_client, redis_url, backend):
-    app = create_app(settings_for(redis_url, backend.settings, max_conversations_per_user=2))
+async def test_the_signed_in_quota_refuses_the_next_conversation(
+    app_client, redis_url, characters_url, backend
+):
+    app = create_app(
+        settings_for(redis_url, backend.settings, characters_url, max_conversations_per_user=2)
+    )
     app.dependency_overrides[current_identity] = callers_from_test_headers
     async with app_client(app) as client:
         first = (await start(client))["session_id"]
@@ -794,10 +806,89 @@ async def test_a_conversation_whose_persona_was_deleted_goes_on_as_the_default_u
         assert refused.status_code == 404  # a request naming it is told it is gone
 
 
+async def test_a_conversation_kept_here_is_played_as_the_default_persona_it_started_with(
+    app_client, redis_url, redis, backend, characters_url
+):
+    """SillyTavern plays a new chat as the user's default persona: a conversation started
+    or imported without `user_persona_id` keeps the caller's default one (its greeting and
+    its prompt's {{user}}), and goes on as it when another is chosen later; a persona named
+    wins; no default is DEFAULT_USER_NAME; a client's turn uses only what it names."""
+    async with chat_and_characters(app_client, redis_url, backend, characters_url) as (
+        client,
+        characters_api,
+        settings,
+    ):
+        card = {"name": "Sage", "persona": "An old sage.", "first_message": "Hello, {{user}}."}
+        made = await characters_api.post("/api/characters", json=card, headers=ALICE)
+        character_id = made.json()["data"]["id"]
+
+        async def persona(name: str, **more) -> str:
+            body = {"name": name, "description": "A traveller.", **more}
+            created = await characters_api.post("/api/personas", json=body, headers=ALICE)
+            assert created.status_code == 201, created.text
+            return created.json()["data"]["id"]
+
+        def user_seen() -> str:
+            """The {{user}} of the model's last prompt (its stop sequence is that name)."""
+            [stop] = backend.recorder.last.sampling["stop"]
+            return stop.strip("\n:")
+
+        aldric = await persona("Aldric", is_default=True)
+        first = await start(client, character_id=character_id, persona=None)
+        assert first["user_persona_id"] == aldric
+        assert first["messages"][0]["content"] == "Hello, Aldric."
+        await say(client, first["session_id"], "첫 마디")
+        assert user_seen() == "Aldric"
+        assert "Aldric" in backend.recorder.last.messages_received[0]["content"]
+
+        brenna = await persona("Brenna", is_default=True)  # another default, chosen later
+        await say(client, first["session_id"], "아직 나야")
+        assert user_seen() == "Aldric"  # the conversation keeps the one it started with
+        branch = await client.post(
+            f"/api/chat/sessions/{first['session_id']}/branch",
+            json={"message_id": first["messages"][0]["id"]},
+            headers=ALICE,
+        )
+        assert branch.json()["data"]["user_persona_id"] == aldric  # so does a branch of it
+        second = await start(client, character_id=character_id, persona=None)
+        assert second["user_persona_id"] == brenna
+        assert second["messages"][0]["content"] == "Hello, Brenna."
+        named = await start(client, character_id=character_id, persona=None, user_persona_id=aldric)
+        assert named["messages"][0]["content"] == "Hello, Aldric."  # a persona named wins
+
+        files = {"file": ("chat.jsonl", ST_CHAT.read_bytes(), "application/jsonl")}
+        form = {"character_id": character_id}
+        imported = await client.post(
+            "/api/chat/sessions/import", files=files, data=form, headers=ALICE
+        )
+        assert imported.json()["data"]["user_persona_id"] == brenna
+
+        bobs = await start(client, BOB, character_id=character_id, persona=None)
+        assert bobs["user_persona_id"] is None  # Bob has no default
+        assert bobs["messages"][0]["content"] == f"Hello, {settings.default_user_name}."
+
+        # A client's conversation names its persona with each turn (no lookup per turn).
+        said = [{"role": "user", "content": "hi"}]
+        body = {"messages": said, "character_id": character_id, "tts_enabled": False}
+        answered = await client.post("/api/chat", json=body, headers=ALICE)
+        assert answered.status_code == 200, answered.text
+        assert user_seen() == settings.default_user_name
+
+
+async def test_a_start_is_refused_while_characters_is_out_of_reach(client_without_characters):
+    """The caller's default persona cannot be learned: the conversation is not started as
+    someone else (503, as for a character that cannot be read)."""
+    response = await client_without_characters.post(
+        "/api/chat/sessions", json={"persona": PERSONA}, headers=ALICE
+    )
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "characters_unavailable"
+
+
 async def test_an_imported_chat_keeps_its_creation_date(
     app_client, redis_url, backend, characters_url
 ):
-    app = create_app(settings_for(redis_url, backend.settings, characters_url=characters_url))
+    app = create_app(settings_for(redis_url, backend.settings, characters_url))
     app.dependency_overrides[current_identity] = callers_from_test_headers
     async with app_client(app) as client:
         files = {"file": ("chat.jsonl", ST_CHAT.read_bytes(), "application/jsonl")}
@@ -901,12 +992,12 @@ async def test_signing_in_moves_the_browsers_conversations(client, backend, redi
 
 
 async def test_signing_in_during_a_client_kept_turn_keeps_its_conversation_anonymous(
-    app_client, redis_url
+    app_client, redis_url, characters_url
 ):
     # A turn of a conversation the client keeps does not hold it; signing in meanwhile must
     # not move it, or the turn's record (the anonymous id's) is refused and the reply lost.
     with emulated_llm("ollama", tokens_per_second=10) as slow:
-        app = create_app(settings_for(redis_url, slow.settings))
+        app = create_app(settings_for(redis_url, slow.settings, characters_url))
         app.dependency_overrides[current_identity] = callers_from_test_headers
         async with app_client(app) as client:
             first = {"messages": [{"role": "user", "content": "hi"}], "persona": PERSONA}
@@ -932,8 +1023,12 @@ async def test_signing_in_during_a_client_kept_turn_keeps_its_conversation_anony
             assert len(await messages_of(client, session)) == 4
 
 
-async def test_what_does_not_fit_the_account_stays_anonymous(app_client, redis_url, backend):
-    app = create_app(settings_for(redis_url, backend.settings, max_conversations_per_user=2))
+async def test_what_does_not_fit_the_account_stays_anonymous(
+    app_client, redis_url, characters_url, backend
+):
+    app = create_app(
+        settings_for(redis_url, backend.settings, characters_url, max_conversations_per_user=2)
+    )
     app.dependency_overrides[current_identity] = callers_from_test_headers
     async with app_client(app) as client:
         await start(client)  # alice has one already
@@ -947,11 +1042,15 @@ async def test_what_does_not_fit_the_account_stays_anonymous(app_client, redis_u
         ).status_code == 200
 
 
-async def test_a_conversation_generating_a_reply_is_never_evicted(app_client, redis_url, redis):
+async def test_a_conversation_generating_a_reply_is_never_evicted(
+    app_client, redis_url, characters_url, redis
+):
     # An anonymous address keeps 2 sessions; a third makes room, but not by taking the one
     # whose reply is being generated.
     with emulated_llm("ollama", tokens_per_second=10) as slow:
-        settings = settings_for(redis_url, slow.settings, max_stored_sessions_per_address=2)
+        settings = settings_for(
+            redis_url, slow.settings, characters_url, max_stored_sessions_per_address=2
+        )
         app = create_app(settings)
         app.dependency_overrides[current_identity] = callers_from_test_headers
         async with app_client(app) as client:
@@ -971,12 +1070,14 @@ async def test_a_conversation_generating_a_reply_is_never_evicted(app_client, re
 
 
 async def test_a_branch_never_evicts_the_conversation_it_is_made_from(
-    app_client, redis_url, backend
+    app_client, redis_url, characters_url, backend
 ):
     # An anonymous address keeps 2 sessions; a branch of the least recently written one makes
     # room by taking the other, not its own source (whose messages past the branch point
     # would be lost for good).
-    settings = settings_for(redis_url, backend.settings, max_stored_sessions_per_address=2)
+    settings = settings_for(
+        redis_url, backend.settings, characters_url, max_stored_sessions_per_address=2
+    )
     app = create_app(settings)
     app.dependency_overrides[current_identity] = callers_from_test_headers
     async with app_client(app) as client:
@@ -1039,9 +1140,11 @@ async def test_a_full_byte_quota_refuses_growth_but_not_shrinking(client, backen
     assert len(await messages_of(client, session)) == 2
 
 
-async def test_a_reply_stopped_at_its_start_keeps_the_users_message(redis_url, redis):
+async def test_a_reply_stopped_at_its_start_keeps_the_users_message(
+    redis_url, characters_url, redis
+):
     with emulated_llm("ollama", first_token_latency_s=1.0, tokens_per_second=20) as slow:
-        app = create_app(settings_for(redis_url, slow.settings))
+        app = create_app(settings_for(redis_url, slow.settings, characters_url))
         app.dependency_overrides[current_identity] = callers_from_test_headers
         with serve_in_thread(app, lifespan="on") as url:
             async with httpx.AsyncClient(base_url=url, trust_env=False) as client:
@@ -1072,8 +1175,10 @@ async def test_a_reply_stopped_at_its_start_keeps_the_users_message(redis_url, r
                 assert reply["role"] == "assistant" and not reply["interrupted"]
 
 
-async def test_an_accounts_list_sheds_its_expired_records(app_client, redis_url, backend, redis):
-    app = create_app(settings_for(redis_url, backend.settings, session_ttl_s=1))
+async def test_an_accounts_list_sheds_its_expired_records(
+    app_client, redis_url, characters_url, backend, redis
+):
+    app = create_app(settings_for(redis_url, backend.settings, characters_url, session_ttl_s=1))
     app.dependency_overrides[current_identity] = callers_from_test_headers
     async with app_client(app) as client:
         record = {"messages": [{"role": "user", "content": "hi"}], "persona": PERSONA}

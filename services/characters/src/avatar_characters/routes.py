@@ -270,12 +270,15 @@ async def greetings(
         Query(
             pattern=PERSONA_ID,
             description="One of the caller's personas (`/api/personas`): its name is "
-            "`{{user}}`; left out, DEFAULT_USER_NAME is.",
+            "`{{user}}`; left out, the caller's default persona's is, else DEFAULT_USER_NAME.",
         ),
     ] = None,
 ) -> Envelope[Greetings]:
     character = await chars.get(character_id)
-    persona = None if user_persona_id is None else await personas.get(user_persona_id, user_id)
+    if user_persona_id is None:  # as a new conversation is played: as the default persona
+        persona = await personas.get_default(user_id)
+    else:
+        persona = await personas.get(user_persona_id, user_id)
     return ok(chars.greetings(character, None if persona is None else persona.name))
 
 

@@ -99,15 +99,21 @@ class CharacterFields(BaseModel):
 IGNORED = "Read-only: taken and ignored, so that the object GET answered may be sent back."
 
 
-class SentBack(BaseModel):
-    """The read-only keys of API.md's character object. A client may PUT (or PATCH) the object
-    GET answered, edited: these are taken, checked for their type, and change nothing."""
+class OwnedSentBack(BaseModel):
+    """The read-only keys of an owned record (a character, a user persona). A client may PUT
+    (or PATCH) the object GET answered, edited: these are taken, checked for their type, and
+    change nothing."""
 
     id: str | None = Field(None, description=IGNORED)
-    is_preset: bool | None = Field(None, description=IGNORED)
     owner: str | None = Field(None, description=IGNORED)
     created_at: str | None = Field(None, description=IGNORED)
     updated_at: str | None = Field(None, description=IGNORED)
+
+
+class SentBack(OwnedSentBack):
+    """The read-only keys of API.md's character object."""
+
+    is_preset: bool | None = Field(None, description=IGNORED)
 
 
 READ_ONLY_FIELDS = set(SentBack.model_fields)

@@ -122,7 +122,9 @@ class ChatRequest(GenerationOptions):
         None,
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="One of the caller's user personas (`/api/personas`): its name is "
-        "`{{user}}`, its description goes into the system message.",
+        "`{{user}}`, its description goes into the system message. Left out of a client's "
+        "turn, `{{user}}` is DEFAULT_USER_NAME (the default persona is not looked up per "
+        "turn: send it).",
     )
     session_id: UUID | None = None
     memory: MemoryMode | None = Field(
@@ -338,7 +340,13 @@ class StartConversation(BaseModel):
     persona: str | None = Field(
         None, max_length=8000, description="The character's description (over the character's)."
     )
-    user_persona_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    user_persona_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="One of the caller's user personas (`/api/personas`). Left out, the "
+        "caller's default persona, if any: kept with the conversation (a default chosen "
+        "later does not change it).",
+    )
     scenario: Scenario | None = None
     title: str | None = Field(None, min_length=1, max_length=100)
     greeting: JsonInt = Field(

@@ -121,6 +121,16 @@ class ChatService:
                 raise
             return UserPersona(self.settings.default_user_name)
 
+    async def bound_persona(self, setup: "Setup", caller: Identity) -> "Setup":
+        """The setup a conversation kept on the server starts with: the persona it names, else
+        the caller's default one (if any), bound to the conversation then, as SillyTavern
+        binds a persona when a chat is created: choosing another default later does not
+        change it. (A client's conversation names its persona with each turn: no lookup.)"""
+        if setup.user_persona_id is not None:
+            return setup
+        default = await self.characters.default_persona_id(caller)
+        return replace(setup, user_persona_id=default)
+
     async def record(
         self, session_id: str, caller: Identity, turn: TurnRecord, lease: Lease
     ) -> None:

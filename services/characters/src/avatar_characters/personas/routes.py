@@ -5,8 +5,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from avatar_characters.deps import OwnCursor, PersonasDep, Writer
-from avatar_characters.personas.errors import PersonaNotFound, PersonaQuotaExceeded
-from avatar_characters.personas.schemas import Persona, PersonaFields, PersonaPage
+from avatar_characters.personas.errors import (
+    NoDefaultPersona,
+    PersonaNotFound,
+    PersonaQuotaExceeded,
+)
+from avatar_characters.personas.schemas import (
+    Persona,
+    PersonaFields,
+    PersonaPage,
+    PersonaReplacement,
+)
 from avatar_characters.schemas import Deleted
 from avatar_shared.envelope import Envelope, ok
 from avatar_shared.errors import (
@@ -52,6 +61,21 @@ async def create(body: PersonaFields, personas: PersonasDep, owner: Writer) -> E
     return ok(await personas.create(owner, body))
 
 
+# Before `/{persona_id}`, so that "default" is not read as an id (ids are "per_…" anyway).
+@router.get(
+    "/default",
+    response_model=Envelope[Persona],
+    summary="The caller's default persona (chat reads it so, with the caller's credentials, "
+    "when a conversation it keeps starts without a user_persona_id)",
+    responses=error_responses(READ_ERRORS, NoDefaultPersona),
+)
+async def get_default(personas: PersonasDep, user_id: UserId) -> Envelope[Persona]:
+    persona = await personas.get_default(user_id)
+    if persona is None:
+        raise NoDefaultPersona()
+    return ok(persona)
+
+
 @router.get(
     "/{persona_id}",
     response_model=Envelope[Persona],
@@ -65,11 +89,12 @@ async def get_one(persona_id: str, personas: PersonasDep, user_id: UserId) -> En
 @router.put(
     "/{persona_id}",
     response_model=Envelope[Persona],
-    summary="Replace its name and description (and choose or give up the default)",
+    summary="Replace its name and description (and choose or give up the default); the "
+    "read-only keys GET answered may be sent back, and are ignored",
     responses=error_responses(JSON_BODY, WRITE_ERRORS, PersonaNotFound, PersonaQuotaExceeded),
 )
 async def replace(
-    persona_id: str, body: PersonaFields, personas: PersonasDep, owner: Writer
+    persona_id: str, body: PersonaReplacement, personas: PersonasDep, owner: Writer
 ) -> Envelope[Persona]:
     return ok(await personas.replace(persona_id, owner, body))
 

@@ -2,6 +2,7 @@
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from avatar_characters.schemas import OwnedSentBack
 from avatar_shared.json_types import SOME_TEXT
 
 ID_PREFIX = "per_"
@@ -23,6 +24,10 @@ class PersonaFields(BaseModel):
         description="Make it the caller's default persona (clears it on the others), or not. "
         "Left out: not the default on POST, unchanged on PUT.",
     )
+
+
+class PersonaReplacement(PersonaFields, OwnedSentBack):
+    """PUT's body: the fields, and the read-only keys GET answered if sent back (ignored)."""
 
 
 class Persona(BaseModel):

@@ -22,6 +22,10 @@ class PersonaService:
     async def get(self, persona_id: str, user_id: str) -> Persona:
         return Persona.model_validate(await self.store.get(persona_id, user_id))
 
+    async def get_default(self, user_id: str) -> Persona | None:
+        found = await self.store.get_default(user_id)
+        return None if found is None else Persona.model_validate(found)
+
     async def create(self, owner: Owner, fields: PersonaFields) -> Persona:
         created = await self.store.create(
             owner, fields.name, fields.description, bool(fields.is_default)

@@ -107,6 +107,16 @@ class PersonaStore:
         await self.records.renew(user_id)
         return {**persona, "is_default": default == persona_id}
 
+    async def get_default(self, user_id: str) -> dict[str, Any] | None:
+        """The user's default persona, or None when they chose none."""
+        persona_id = await self.redis.get(default_key(user_id))
+        if persona_id is None:
+            return None
+        try:
+            return await self.get(persona_id, user_id)
+        except PersonaNotFound:  # deleted between the two reads: it is no longer the default
+            return None
+
     async def replace(
         self, persona_id: str, owner: Owner, name: str, description: str, is_default: bool | None
     ) -> dict[str, Any]:

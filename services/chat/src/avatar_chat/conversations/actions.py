@@ -39,15 +39,17 @@ log = logging.getLogger(__name__)
 
 async def start(chat: ChatService, body: StartConversation, caller: Caller) -> SessionHistory:
     """A new conversation opened by the chosen greeting, the character's other greetings its
-    alternates (as SillyTavern shows them)."""
+    alternates (as SillyTavern shows them), played as the persona named or the caller's
+    default one (`bound_persona`)."""
     await chat.chat_rate.hit(caller.key)
     setup = Setup(body.persona, body.character_id, body.scenario, body.user_persona_id)
     await chat.character(setup)  # it exists and can be played
     await chat.user_persona(setup, caller.identity)  # the caller's own, if named
+    setup = await chat.bound_persona(setup, caller.identity)  # else their default, if any
     opening = []
     if body.character_id:
         greetings = await chat.characters.greetings(
-            body.character_id, body.user_persona_id, caller.identity
+            body.character_id, setup.user_persona_id, caller.identity
         )
         opening = _opening(greetings, body.greeting)
     elif body.greeting:
@@ -221,6 +223,7 @@ async def import_chat(
     await chat.chat_rate.hit(caller.key)
     await chat.character(setup)
     await chat.user_persona(setup, caller.identity)
+    setup = await chat.bound_persona(setup, caller.identity)
     await chat.sessions.check_room(caller.identity)
     settings = chat.settings
     limits = sillytavern.ImportLimits(

@@ -44,7 +44,12 @@ IMPORT_BODY: dict[str, Any] = {
                         "pattern": ID.pattern,
                         "description": "The character the conversation is played with.",
                     },
-                    "user_persona_id": {"type": "string", "pattern": ID.pattern},
+                    "user_persona_id": {
+                        "type": "string",
+                        "pattern": ID.pattern,
+                        "description": "One of the caller's personas; left out, their "
+                        "default one, if any, kept with the conversation.",
+                    },
                 },
                 "required": ["file", "character_id"],
                 "additionalProperties": False,

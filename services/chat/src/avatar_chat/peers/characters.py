@@ -1,8 +1,8 @@
 """The characters service: a character's prompt fields and voice (`GET /api/characters/{id}`),
 cached in this process until characters announces a change of it (avatar_shared.changes) or
 for CHARACTER_CACHE_S at most (while that channel is out of reach); and a caller's user
-persona (`GET /api/personas/{id}`, an owner-only read made with the caller's credentials, never
-cached: it is one caller's)."""
+persona (`GET /api/personas/{id}`, or `/default` their default one: owner-only reads made with
+the caller's credentials, never cached: they are one caller's)."""
 
 import asyncio
 from dataclasses import dataclass
@@ -57,6 +57,21 @@ class CharacterDirectory:
         data = await self._read(f"/api/personas/{quote(persona_id, safe='')}", caller)
         try:
             return UserPersona(str(data["name"]), str(data.get("description") or ""))
+        except (KeyError, TypeError) as exc:
+            raise PeerUnavailable("characters", "sent a malformed persona") from exc
+
+    async def default_persona_id(self, caller: Identity) -> str | None:
+        """The id of the caller's default persona (`GET /api/personas/default`, read with the
+        caller's credentials), None when they chose none."""
+        try:
+            data = await self._read("/api/personas/default", caller)
+        except PeerRejected as exc:
+            if exc.code == "no_default_persona":
+                return None
+            # Another 404 (a characters service without the route) is not the caller's fault.
+            raise PeerUnavailable("characters", f"refused the request: {exc.message}") from exc
+        try:
+            return str(data["id"])
         except (KeyError, TypeError) as exc:
             raise PeerUnavailable("characters", "sent a malformed persona") from exc
 
