@@ -218,6 +218,9 @@ def test_with_a_fixed_seed_each_turn_rolls_its_lore_afresh_and_a_replay_rolls_th
     assert fired == [rings(*said) for said in turns]  # the same turns, the same lore
     # Continued: its reply ends the conversation; it is still that turn.
     assert [rings(*said, "a reply") for said in turns] == fired
+    # A client sending only its last few messages: their number stays, its new one changes.
+    window = [said[-5:] for said in turns[3:]]
+    assert 0 < [rings(*said) for said in window].count(True) < len(window)
 
 
 def test_the_receipt_counts_the_post_history_instructions_and_adds_up_to_what_is_sent():

@@ -176,13 +176,17 @@ def build_prompt(
 
 def _lore_rng(seed: int | None, turns: list[Message]) -> random.Random:
     """What rolls lore's probabilities and groups: SillyTavern rolls on every turn, so a
-    fixed seed (the request's or the card's) is mixed with the turn, its number the user
-    messages so far. A regenerate, a swipe or a continue of a turn (the same user messages)
-    replays its lore; the next turn rolls afresh. No seed: seeded afresh."""
+    fixed seed (the request's or the card's) is mixed with the turn: the number of user
+    messages so far and the last one's text (a client sending only its last few messages
+    keeps their number; its new message still changes the roll). A regenerate, a swipe or a
+    continue of a turn (the same user messages) replays its lore; the next turn rolls
+    afresh. No seed: seeded afresh."""
     if seed is None:
         return random.Random()
-    turn = sum(message["role"] == "user" for message in turns)
-    return random.Random(f"{seed}:{turn}")  # a str seeds through SHA-512: same in every process
+    said = [message["content"] for message in turns if message["role"] == "user"]
+    last = said[-1] if said else ""
+    # A str seeds through SHA-512: the same in every process.
+    return random.Random(f"{seed}:{len(said)}:{last}")
 
 
 def _count(text: str, tokens: Callable[[str], int]) -> int:
