@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from avatar_chat.conversations.sillytavern import (
+    MAX_CONTAINERS,
     OPENING_GREETINGS,
     ImportLimits,
     export_jsonl,
@@ -222,6 +223,20 @@ def test_alternates_past_those_kept_are_dropped_unread():
     )
 
 
+def test_a_file_of_countless_empty_lists_is_refused_before_it_is_parsed():
+    """`[],[],...` in 2 MiB opens a million lists: a parse of seconds holding the GIL (every
+    stream of the replica waits) and tens of MB; no chat opens that many."""
+    data = jsonl(HEADER, user(), {**rerolled(2, 0), "swipe_info": [[]] * MAX_CONTAINERS})
+    opened = data.count(b"[") + data.count(b"{")
+    assert refusal(data) == (
+        f"The chat file opens {opened} JSON lists and objects; at most {MAX_CONTAINERS} are taken."
+    )
+    # A long chat's are far from it: each line opens a few.
+    limits = ImportLimits(**{**LIMITS.__dict__, "max_messages": 2000})
+    long_chat = [message for _ in range(1000) for message in (user(), rerolled(3, 1))]
+    assert len(import_jsonl(jsonl(HEADER, *long_chat), limits).messages) == 2000
+
+
 def test_with_max_swipes_1_only_the_shown_text_is_kept():
     limits = ImportLimits(**{**LIMITS.__dict__, "max_swipes": 1})
     _, message = imported(user(), rerolled(3, 1), limits=limits)
@@ -279,7 +294,7 @@ def test_a_file_not_utf8_is_refused_at_its_line():
     ("lines", "says"),
     [
         ([HEADER, user(), '{"name": "민준", "mes": '], "Line 3: the line is not valid JSON."),
-        ([HEADER, "[" * 100_000 + "]" * 100_000], "Line 2: the line is not valid JSON."),
+        ([HEADER, "[" * 50_000 + "]" * 50_000], "Line 2: the line is not valid JSON."),
         ([HEADER, user(), ["a list"]], "Line 3: the line is not a JSON object."),
     ],
 )

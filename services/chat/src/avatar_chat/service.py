@@ -5,6 +5,7 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 
 import aiohttp
+import anyio
 import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -61,6 +62,9 @@ class ChatService:
         self.voice = ReplyVoice(TtsClient(http, settings.tts_url, settings.tts_timeout_s))
         self.admission = Admission(redis, admission_limits(settings), conversations)
         self.gate = Gate(settings.llm_max_in_flight, settings.llm_queue_wait_s, LlmBusy)
+        # Chat files are read one at a time: a file's parse holds its whole tree in memory
+        # (tens of MB for a hostile 2 MiB one), and threads would only take turns at the GIL.
+        self.import_parsing = anyio.CapacityLimiter(1)
         self.windows = ContextWindows(llm, settings.llm_context_tokens, settings.models_cache_s)
         self.summaries = SummaryStore(redis, settings.session_ttl_s, settings.summary_timeout_s + 5)
         # A summary call is LLM work its caller causes: it counts in their chat rate, as

@@ -232,7 +232,9 @@ async def import_chat(
         max_message_chars=settings.max_message_chars,
         max_swipes=settings.max_swipes,
     )
-    chat_file = await anyio.to_thread.run_sync(sillytavern.import_jsonl, data, limits)
+    chat_file = await anyio.to_thread.run_sync(
+        sillytavern.import_jsonl, data, limits, limiter=chat.import_parsing
+    )
     fields = {**setup.fields(), "title": msgs.title(chat_file.messages)}
     if chat_file.created_at:  # the chat's own date, kept through an export
         fields["created_at"] = chat_file.created_at

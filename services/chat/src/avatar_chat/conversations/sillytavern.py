@@ -84,6 +84,11 @@ _HUMANIZED = re.compile(
 _BOM = b"\xef\xbb\xbf"
 
 
+# JSON lists and objects a chat file may open (brackets in its text count too): a long
+# SillyTavern chat opens a few per message (its swipes, their dates and extras).
+MAX_CONTAINERS = 100_000
+
+
 @dataclass(frozen=True)
 class ImportLimits:
     max_bytes: int
@@ -170,6 +175,13 @@ def import_jsonl(data: bytes, limits: ImportLimits) -> ChatFile:
             f"The chat file is {len(data)} bytes; at most {limits.max_bytes} are taken."
         )
     data = data.removeprefix(_BOM)  # Windows editors write one; it is no reason to refuse
+    # Counted before parsing: a file of empty lists and objects (`[],[],...`) costs seconds
+    # of a parse that holds the GIL, so every stream of this replica, and tens of MB.
+    if (opened := data.count(b"[") + data.count(b"{")) > MAX_CONTAINERS:
+        raise ValidationFailed(
+            f"The chat file opens {opened} JSON lists and objects; at most {MAX_CONTAINERS} "
+            "are taken."
+        )
     try:
         text = data.decode()
     except UnicodeDecodeError as exc:
