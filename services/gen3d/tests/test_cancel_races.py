@@ -184,3 +184,23 @@ async def test_of_two_cancels_at_once_one_ends_the_job_and_the_other_answers_409
     answers = await asyncio.gather(*(gen3d.delete(f"/api/generate/{job_id}") for _ in "ab"))
     assert sorted(a.status_code for a in answers) == [200, 409]
     assert await status_of(gen3d, job_id) == CANCELLED  # the loser took no mark away
+
+
+async def test_a_cancel_that_came_before_a_retry_found_the_result_written_wins(
+    gen3d, settings, redis
+):
+    """An attempt that died with its result written but not marked in (the preview written
+    last, `completing` not reached): the next attempt finds it written. A cancel that came
+    in between (its mark set first) wins there too: nothing kept, nothing charged."""
+    job_id = (await post(gen3d)).json()["data"]["job_id"]
+    user = await redis.get(f"gen3d:owner:{job_id}")
+    folder = JobFolder(settings.assets_dir, user, job_id)
+    folder.write("model.glb", b"glTF")  # what the attempt that died left
+    folder.write("preview.png", b"\x89PNG")
+    assert await JobBook(redis, settings.job_ttl_s).cancel(job_id)  # the cancel's first step
+    async with running_worker(settings, redis):
+        final = await ended(open_queue(settings, "relief"), job_id)
+    assert final != Status.COMPLETE
+    assert await status_of(gen3d, job_id) == CANCELLED
+    assert not folder.path.exists()
+    assert int(await redis.get("gen3d:bytes") or 0) == 0

@@ -71,11 +71,14 @@ async def generate(
     notes = JobNotes(job)
     report = reporter(job, book)
     await book.renew_promises(job_lifetime_s(settings))  # this one's, or one still waiting
-    if await written_before(folder, book, settings.assets_dir, job_id, user_id):
-        # An attempt that saq's sweep started beside one that went on to finish (see run()):
-        # the job is done, and its input is gone.
-        return job_id
     try:
+        if await written_before(folder, book, settings.assets_dir, job_id, user_id):
+            # An attempt that saq's sweep started beside one that went on to finish (see
+            # run()), or after one that died having written it: the job is done, and its
+            # input is gone; unless a cancel marked it before its result was marked in.
+            if not await book.completing(job_id):
+                raise JobCancelled()
+            return job_id
         async with heartbeats(job, settings.job_heartbeat_s / 3):
             picture = await read_input(folder)
             model = await backend.generate(picture, chosen, report, notes)
