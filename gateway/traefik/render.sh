@@ -13,6 +13,15 @@ for name in $(grep -o '\${[A-Z_]*}' "$config_dir/traefik.yml" | tr -d '${}' | so
     exit 1
   fi
   eval "value=\${$name}"
+  if [ "$name" = GATEWAY_TRUSTED_PROXIES ]; then
+    # Items of a YAML list: each quoted (one starting with "::" would not parse bare), split
+    # on commas or spaces; an address or range is hex digits, dots, colons and a slash.
+    if printf '%s' "$value" | grep -q '[^0-9A-Fa-f.:/, ]'; then
+      echo "gateway: GATEWAY_TRUSTED_PROXIES holds something not an address or range" >&2
+      exit 1
+    fi
+    value=$(printf '%s' "$value" | tr ', ' '\n\n' | sed '/^$/d; s/.*/"&"/' | paste -sd, -)
+  fi
   # The value goes into sed's replacement: escape its own special characters first.
   escaped=$(printf '%s' "$value" | sed 's/[\\|&]/\\&/g')
   sed -i "s|\${$name}|$escaped|g" "$rendered"

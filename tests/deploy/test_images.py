@@ -7,10 +7,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from docker.utils.build import exclude_paths
 
 from avatar_devstack.ports import free_port
-from avatar_devstack.stack import find_binary
+from avatar_devstack.stack import find_binary, render_static_config
 from avatar_devstack.supervisor import Supervisor
 from avatar_shared.registry import APPS
 from tests.deploy.expected import DEPLOY_DIR, dockerfiles
@@ -140,6 +141,40 @@ def test_the_gateway_image_entry_point_starts_traefik_with_the_environment_s_pro
         assert healthcheck.returncode == 0, healthcheck.stdout + healthcheck.stderr
     finally:
         supervisor.stop_all()
+
+
+@pytest.mark.stack  # starts Traefik: left out of make test-unit
+@pytest.mark.parametrize(
+    "proxies", ["::ffff:10.0.0.0/104 10.1.0.0/16", "10.0.0.0/8, 2001:db8::/32,", " "]
+)
+def test_the_gateway_starts_with_any_list_of_trusted_proxies(proxies, tmp_path):
+    """Spaces or commas between them, and a range starting with "::", which YAML would not
+    read bare: each goes in quoted, and Traefik starts."""
+    gateway = entry_point_env(providers_of(compose_gateway_environment()), tmp_path, {})
+    gateway.env["GATEWAY_TRUSTED_PROXIES"] = proxies
+    supervisor = Supervisor(tmp_path)
+    try:
+        supervisor.wait_ready(start_entry_point(supervisor, gateway), lambda: ping_answers(gateway))
+    finally:
+        supervisor.stop_all()
+    # The dev runner (`make run`) renders the same list the same way.
+    (tmp_path / "dev").mkdir()
+    dev = yaml.safe_load(render_static_config(gateway.env, tmp_path / "dev").read_text())
+    image = yaml.safe_load((tmp_path / "traefik.yml").read_text())
+    trusted = image["entryPoints"]["web"]["forwardedHeaders"]["trustedIPs"]
+    assert trusted == dev["entryPoints"]["web"]["forwardedHeaders"]["trustedIPs"]
+    assert trusted[2:] == [item for item in proxies.replace(",", " ").split() if item]
+
+
+def test_the_gateway_entry_point_refuses_trusted_proxies_that_are_no_addresses(tmp_path):
+    gateway = entry_point_env(providers_of(compose_gateway_environment()), tmp_path, {})
+    gateway.env["GATEWAY_TRUSTED_PROXIES"] = '10.0.0.1"], evil: ["x'
+    result = subprocess.run(
+        ["sh", str(RENDER)], env=gateway.env, capture_output=True, text=True, timeout=10,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "GATEWAY_TRUSTED_PROXIES holds something not an address or range" in result.stderr
 
 
 def test_the_gateway_entry_point_names_a_missing_setting(tmp_path):

@@ -24,10 +24,10 @@ class StackSettings(SharedSettings, PeerUrls):
     of the gateway's routes (Traefik counts per route: chat, tts, characters, gen3d, auth, the
     edge's); past it the gateway answers 429 at once. Room for an office behind one NAT."""
     gateway_trusted_proxies: str = ""
-    """Comma-separated addresses or CIDR ranges of proxies in front of the gateway (a
-    TLS-terminating one): the gateway believes their X-Forwarded-For, and counts a client's
-    requests under way by the address they append there rather than by the proxy's own.
-    Every client must then come through them. Add them to FORWARDED_ALLOW_IPS as well."""
+    """Addresses or CIDR ranges (separated by commas or spaces) of proxies in front of the
+    gateway (a TLS-terminating one): the gateway believes their X-Forwarded-For, and counts a
+    client's requests under way by the address they append there rather than by the proxy's
+    own. Every client must then come through them. Add them to FORWARDED_ALLOW_IPS as well."""
     gateway_read_timeout: str = "30s"
     """Longest the gateway waits for a whole request, headers and body: a client that sends
     them slowly (or never) is cut off. Traefik has no timeout for headers alone, so this also

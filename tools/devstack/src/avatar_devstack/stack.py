@@ -4,6 +4,7 @@ it through `Stack`, so they exercise the same wiring.
 """
 
 import os
+import re
 import shutil
 import string
 import sys
@@ -23,11 +24,21 @@ TRAEFIK_NO_ROUTE = "404 page not found\n"
 
 
 def render_static_config(env: dict[str, str], out_dir: Path) -> Path:
-    """Traefik's static file cannot read the environment itself: fill its ${NAME}s here."""
+    """Traefik's static file cannot read the environment itself: fill its ${NAME}s here (as
+    gateway/traefik/render.sh does in the image)."""
     template = string.Template((GATEWAY_CONFIG_DIR / "traefik.yml").read_text())
+    proxies = yaml_items(env.get("GATEWAY_TRUSTED_PROXIES", ""))
     out = out_dir / "traefik.yml"
-    out.write_text(template.substitute(env))
+    out.write_text(template.substitute({**env, "GATEWAY_TRUSTED_PROXIES": proxies}))
     return out
+
+
+def yaml_items(addresses: str) -> str:
+    """Addresses or ranges, split on commas or spaces, as items of a YAML list: each quoted
+    (one starting with "::" would not parse bare)."""
+    if re.search(r"[^0-9A-Fa-f.:/, ]", addresses):
+        raise ValueError(f"GATEWAY_TRUSTED_PROXIES: {addresses!r} is not addresses or ranges")
+    return ", ".join(f'"{item}"' for item in re.split(r"[,\s]+", addresses) if item)
 
 
 class MissingBinary(FileNotFoundError):
