@@ -232,8 +232,11 @@ async def patch(
     summary="The character's lorebook (an empty one when it has none)",
     responses=error_responses(PARAMETERS, CharacterNotFound, STORE),
 )
-async def get_lorebook(character_id: str, chars: CharactersDep) -> LorebookEnvelope:
-    return LorebookEnvelope.of(await chars.lorebook(character_id))
+async def get_lorebook(
+    character_id: str, chars: CharactersDep, response: Response
+) -> LorebookEnvelope:
+    # The character's version: a lorebook editor sends it back in PUT's If-Match.
+    return LorebookEnvelope.of(_tagged(response, *await chars.lorebook(character_id)))
 
 
 @router.put(

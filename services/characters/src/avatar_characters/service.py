@@ -157,9 +157,10 @@ class CharacterService:
         changes = patch.model_dump(exclude_unset=True, exclude=READ_ONLY_FIELDS)
         return await self._update(character_id, owner, changes, if_match)
 
-    async def lorebook(self, character_id: str) -> Lorebook:
-        """The character's lorebook, or an empty one."""
-        return (await self.get(character_id)).lorebook or empty_book()
+    async def lorebook(self, character_id: str) -> tuple[Lorebook, str | None]:
+        """The character's lorebook, or an empty one, and the character's version."""
+        character, version = await self.get_versioned(character_id)
+        return character.lorebook or empty_book(), version
 
     async def replace_lorebook(
         self, character_id: str, owner: Owner, book: Lorebook, if_match: IfMatch = None
