@@ -10,7 +10,7 @@ import pytest
 
 from avatar_characters.png import placeholder_png
 
-from .helpers import upload, v3_card
+from .helpers import ALICE, characters_app, upload, v3_card
 
 
 def deeply_nested(levels: int) -> dict:
@@ -117,3 +117,61 @@ async def test_a_pngs_picture_does_not_count_and_is_not_stored(characters, redis
     imported = await upload(characters, "card.png", picture)
     assert imported.status_code == 201, imported.text
     assert int(await redis.get("characters:bytes:alice")) < 10_000
+
+
+def minimal_book(entries: int) -> bytes:
+    """A card whose lorebook has `entries` entries of keys and content alone: its export adds
+    to each the fields the specs require (enabled, insertion_order, extensions, use_regex)."""
+    book = {"entries": [{"keys": [f"k{i}"], "content": "c"} for i in range(entries)]}
+    return json.dumps(v3_card(character_book=book), separators=(",", ":")).encode()
+
+
+async def test_a_card_whose_export_would_pass_the_cap_is_refused_at_import(
+    app_client, redis_url, presets_file, redis
+):
+    """A card of at most MAX_CARD_JSON_BYTES that would export larger made a character no
+    edit could be saved for (each was 413) and whose export no import took back."""
+    card = minimal_book(120)
+    assert len(card) < 4_000  # the card alone would be taken
+    app = characters_app(redis_url, presets_file, max_card_json_bytes=4_000)
+    async with app_client(app) as characters:
+        refused = await upload(characters, "card.json", card)
+    assert refused.status_code == 413, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "card_too_large"
+    assert "exported" in error["message"] and "at most 4000" in error["message"]
+    assert await redis.keys("characters:*") == []
+
+
+async def test_a_card_is_taken_when_its_export_fits_the_cap_exactly(
+    app_client, redis_url, presets_file
+):
+    card = minimal_book(120)
+    async with app_client(characters_app(redis_url, presets_file)) as characters:
+        made = await upload(characters, "card.json", card)
+        exported = await characters.get(f"/api/characters/{made.json()['data']['id']}/export")
+    size = len(exported.content)
+    for cap, status in [(size - 1, 413), (size, 201)]:
+        app = characters_app(redis_url, presets_file, max_card_json_bytes=cap)
+        async with app_client(app) as characters:
+            assert (await upload(characters, "card.json", card)).status_code == status
+
+
+async def test_a_character_over_a_lowered_cap_may_change_without_growing(
+    app_client, redis_url, presets_file
+):
+    """An imported character over MAX_CARD_JSON_BYTES (lowered since, or imported before
+    its export was measured) is measured with its card before an edit as after it: a rename
+    that keeps its size is saved (it was 413, the size before counted without the card)."""
+    async with app_client(characters_app(redis_url, presets_file)) as characters:
+        made = await upload(characters, "card.json", minimal_book(120))
+    path = f"/api/characters/{made.json()['data']['id']}"
+    app = characters_app(redis_url, presets_file, max_card_json_bytes=4_000)
+    async with app_client(app) as characters:
+        renamed = await characters.patch(path, json={"name": "Bria"}, headers=ALICE)
+        unchanged = await characters.patch(path, json={"tags": []}, headers=ALICE)
+        grown = await characters.patch(path, json={"name": "Bria the Bard"}, headers=ALICE)
+        exported = (await characters.get(f"{path}/export")).json()["data"]
+    assert [renamed.status_code, unchanged.status_code] == [200, 200], renamed.text
+    assert grown.status_code == 413 and grown.json()["error"]["code"] == "card_too_large"
+    assert exported["name"] == "Bria"

@@ -52,19 +52,23 @@ async def test_the_callers_persona_is_user_and_the_nickname_is_char(characters):
     ]
 
 
-async def test_without_a_persona_named_the_callers_default_is_user(characters):
+async def test_without_a_persona_named_user_is_the_default_user_name_even_for_a_default(
+    characters,
+):
+    """As chat plays {{user}} for a client that names no persona (its client mode sends the
+    messages, not a persona): a greeting shown then kept as the first message greets the
+    same user the model is told of. Chat names the default persona a conversation it keeps
+    was started with."""
     path = await own_character(characters)
     named = await characters.post("/api/personas", json=persona("기사"), headers=ALICE)
     body = persona("여행자", is_default=True)
     await characters.post("/api/personas", json=body, headers=ALICE)
     texts = [g["text"] for g in await shown(characters, path)]
-    assert texts[1] == "Aria bows to 여행자."
-    chosen = named.json()["data"]["id"]  # a persona named wins over the default
+    assert texts[1] == "Aria bows to User."
+    chosen = named.json()["data"]["id"]
     assert [g["text"] for g in await shown(characters, path, user_persona_id=chosen)][1] == (
         "Aria bows to 기사."
     )
-    others = [g["text"] for g in await shown(characters, path, headers=BOB)]
-    assert others[1] == "Aria bows to User."  # Bob has no default
 
 
 async def test_another_callers_persona_is_not_found(characters):

@@ -56,6 +56,23 @@ async def test_an_imported_books_round_trip_is_exact(characters):
     assert (await characters.put(path, json=book, headers=ALICE)).json()["data"] == book
 
 
+async def test_the_book_is_read_with_the_version_its_replacement_takes_back(characters):
+    """A lorebook editor sends If-Match with the ETag its GET answered (it had none), the
+    character's version, so a replacement made from a stale read is 412."""
+    path = await own_character(characters, lorebook=BOOK)
+    read = await characters.get(f"{path}/lorebook")
+    version = read.headers["etag"]
+    assert version == (await characters.get(path)).headers["etag"]
+    sent = {**ALICE, "If-Match": version}
+    first = await characters.put(f"{path}/lorebook", json={"entries": []}, headers=sent)
+    assert first.status_code == 200, first.text
+    assert (await characters.get(f"{path}/lorebook")).headers["etag"] == first.headers["etag"]
+    stale = await characters.put(f"{path}/lorebook", json=BOOK, headers=sent)
+    assert stale.status_code == 412 and stale.json()["error"]["code"] == "precondition_failed"
+    preset = await characters.get("/api/characters/sherlock/lorebook")
+    assert preset.status_code == 200 and "etag" not in preset.headers  # no one writes it
+
+
 async def test_only_the_owner_may_replace_a_book(characters):
     path = await own_character(characters, lorebook=BOOK)
     refused = await characters.put(f"{path}/lorebook", json={"entries": []}, headers=BOB)

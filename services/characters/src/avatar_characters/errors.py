@@ -50,6 +50,18 @@ class CharacterTooLarge(CardTooLarge):
         )
 
 
+class ImportTooLarge(CardTooLarge):
+    """A card within MAX_CARD_JSON_BYTES whose character would export larger (the specs'
+    required fields filled in): it could not be imported back, nor edited."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"The character this card makes would be {size} bytes of card JSON as exported "
+            f"(the fields the specs require added, to each lorebook entry too); at most {limit} "
+            "are taken. Make its lorebook or texts smaller."
+        )
+
+
 class UnsupportedCardUpload(AppError):
     status_code, code = 415, "unsupported_media_type"
     message = "Send the card as multipart/form-data (field 'file') or as an application/json body."

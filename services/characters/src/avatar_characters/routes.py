@@ -232,8 +232,11 @@ async def patch(
     summary="The character's lorebook (an empty one when it has none)",
     responses=error_responses(PARAMETERS, CharacterNotFound, STORE),
 )
-async def get_lorebook(character_id: str, chars: CharactersDep) -> LorebookEnvelope:
-    return LorebookEnvelope.of(await chars.lorebook(character_id))
+async def get_lorebook(
+    character_id: str, chars: CharactersDep, response: Response
+) -> LorebookEnvelope:
+    # The character's version: a lorebook editor sends it back in PUT's If-Match.
+    return LorebookEnvelope.of(_tagged(response, *await chars.lorebook(character_id)))
 
 
 @router.put(
@@ -270,15 +273,15 @@ async def greetings(
         Query(
             pattern=PERSONA_ID,
             description="One of the caller's personas (`/api/personas`): its name is "
-            "`{{user}}`; left out, the caller's default persona's is, else DEFAULT_USER_NAME.",
+            "`{{user}}`; left out, DEFAULT_USER_NAME is (as chat plays a client that names "
+            "none), even when the caller has a default persona: name it to greet as it.",
         ),
     ] = None,
 ) -> Envelope[Greetings]:
     character = await chars.get(character_id)
-    if user_persona_id is None:  # as a new conversation is played: as the default persona
-        persona = await personas.get_default(user_id)
-    else:
-        persona = await personas.get(user_persona_id, user_id)
+    # Not the default persona when none is named: chat's client mode plays such a user as
+    # DEFAULT_USER_NAME, and the greeting must greet the user the model is told of.
+    persona = None if user_persona_id is None else await personas.get(user_persona_id, user_id)
     return ok(chars.greetings(character, None if persona is None else persona.name))
 
 

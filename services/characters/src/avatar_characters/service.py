@@ -20,6 +20,7 @@ from avatar_characters.cards import (
 from avatar_characters.errors import (
     CharacterNotFound,
     CharacterTooLarge,
+    ImportTooLarge,
     LorebookTestsBusy,
     PresetReadOnly,
 )
@@ -50,6 +51,7 @@ from avatar_shared.lorebook import STORED, Activation, Lorebook, activate
 from avatar_shared.macros import Macros
 from avatar_shared.owned import Owner
 from avatar_shared.rate import RateLimit
+from avatar_shared.timestamps import utc_now
 from avatar_shared.token_estimate import default_tokens
 
 IfMatch = frozenset[str] | None  # the versions an If-Match names; None: any
@@ -157,9 +159,10 @@ class CharacterService:
         changes = patch.model_dump(exclude_unset=True, exclude=READ_ONLY_FIELDS)
         return await self._update(character_id, owner, changes, if_match)
 
-    async def lorebook(self, character_id: str) -> Lorebook:
-        """The character's lorebook, or an empty one."""
-        return (await self.get(character_id)).lorebook or empty_book()
+    async def lorebook(self, character_id: str) -> tuple[Lorebook, str | None]:
+        """The character's lorebook, or an empty one, and the character's version."""
+        character, version = await self.get_versioned(character_id)
+        return character.lorebook or empty_book(), version
 
     async def replace_lorebook(
         self, character_id: str, owner: Owner, book: Lorebook, if_match: IfMatch = None
@@ -218,6 +221,10 @@ class CharacterService:
             await self.voices.check(changes["voice_id"])
         card = await self.store.card(character_id)  # never changes after the import
 
+        def with_card(record: dict[str, Any]) -> dict[str, Any]:
+            # As it is exported: the record alone lacks the card, kept apart.
+            return {**record, "card": card} if card else record
+
         def apply(current: dict[str, Any]) -> dict[str, Any]:
             # (A record from before a field existed leaves it out: its default.)
             editable = {f: current[f] for f in CharacterFields.model_fields if f in current}
@@ -228,7 +235,7 @@ class CharacterService:
             except ValidationError as exc:
                 raise ValidationFailed(describe_errors(exc.errors())) from exc
             fields = merged.model_dump()
-            self._check_size({**current, **fields, **({"card": card} if card else {})}, current)
+            self._check_size(with_card({**current, **fields}), with_card(current))
             return fields
 
         updated = await self.store.update(character_id, owner, apply, if_match)
@@ -266,6 +273,13 @@ class CharacterService:
         # The book is kept in the record and in the card already: a digest tells the change.
         as_imported["lorebook"] = book_digest(as_imported["lorebook"])
         record = {**fields.model_dump(), "imported_fields": as_imported}
+        # Its export, not the card alone, is what is measured: the fields the specs require
+        # are added to every entry of its book, so a card just under MAX_CARD_JSON_BYTES can
+        # export over it, and such a character could be neither edited nor imported back.
+        # (updated_at: the modification date the export writes, its length any time's.)
+        size = _card_size({**record, "card": imported.card, "updated_at": utc_now()})
+        if size > self.max_card_json_bytes:
+            raise ImportTooLarge(size, self.max_card_json_bytes)
         created = await self.store.create(owner, record, imported.card)
         return Character.model_validate(created, context=STORED)
 

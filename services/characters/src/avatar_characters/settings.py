@@ -13,8 +13,9 @@ class CharactersSettings(ServiceSettings):
     max_card_json_bytes: int = Field(1_000_000, gt=0)
     """Largest Character Card an import takes, in bytes of its JSON (in a PNG, the text of
     its card chunk: the picture is not stored and does not count); else 413 card_too_large.
-    Every other write of a character is held to it too, measured as its export, so that any
-    character can be imported back."""
+    Every write of a character, the import too, is held to it measured as its export (which
+    adds the fields the specs require, to each lorebook entry too), so that any character
+    can be imported back."""
     max_characters_per_user: int = Field(100, gt=0)
     """Most characters one signed-in user may keep; past it a create or import is 409
     quota_exceeded."""
