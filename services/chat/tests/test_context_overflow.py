@@ -151,8 +151,18 @@ async def test_a_stream_the_model_refuses_as_too_long_says_the_conversation_no_l
 
 
 def test_each_of_vllms_refusals_of_a_long_prompt_gives_its_count():
-    """vLLM has said it three ways (older, newer; the prompt alone past the window)."""
+    """vLLM has said it several ways (older, newer, current; the prompt alone past the
+    window; a prompt it stopped counting past the window: "at least")."""
     said = [
+        "This model's maximum context length is 2048 tokens. However, you requested 2005 "
+        "tokens in the messages, Please reduce the length of the messages.",
+        "This model's maximum context length is 2048 tokens. However, you requested 64 output "
+        "tokens and your prompt contains 2005 input tokens, for a total of 2069 tokens. Please "
+        "reduce the length of the input prompt or the number of requested output tokens.",
+        "This model's maximum context length is 2048 tokens. However, you requested 64 output "
+        "tokens and your prompt contains at least 2005 input tokens, for a total of at least "
+        "2069 tokens. Please reduce the length of the input prompt or the number of requested "
+        "output tokens.",
         "This model's maximum context length is 2048 tokens. However, you requested 2069 "
         "tokens (2005 in the messages, 64 in the completion). Please reduce the length of the "
         "messages or completion.",
@@ -166,4 +176,14 @@ def test_each_of_vllms_refusals_of_a_long_prompt_gives_its_count():
         body = f'{{"error": {{"message": "{text}", "type": "BadRequestError", "code": 400}}}}'
         refused = context_refused(body.encode())
         assert refused is not None and refused.prompt_tokens == 2005, text
+    # Characters, not tokens: a refusal, but no count to plan again by.
+    characters = (
+        "This model's maximum context length is 2048 tokens. However, you requested 64 output "
+        "tokens and your prompt contains 100000 characters (more than 19840 characters, which "
+        "is the upper bound for 1984 input tokens). Please reduce the length of the input "
+        "prompt or the number of requested output tokens."
+    )
+    body = f'{{"error": {{"message": "{characters}", "code": 400}}}}'
+    refused = context_refused(body.encode())
+    assert refused is not None and refused.prompt_tokens is None
     assert context_refused(b'{"error": {"message": "temperature must be a number"}}') is None
