@@ -13,6 +13,7 @@ from avatar_characters.settings import CharactersSettings
 from avatar_chat.llm.wire import context_refused
 from avatar_emulators.server import serve_in_thread
 
+from .helpers import read_events
 from .summarizing import is_summary_call, summary_count
 from .test_memories import ALICE, idle, summarizing_ahead
 
@@ -133,17 +134,46 @@ async def test_a_prompt_refused_again_when_planned_again_says_it_no_longer_fits(
     assert len(backend.recorder.prompts) == calls  # both refused: no reply was made
 
 
-async def test_a_stream_the_model_refuses_as_too_long_says_the_conversation_no_longer_fits(
+async def test_a_stream_the_model_refuses_as_too_long_is_planned_again_by_its_count(
     app_client, redis_url, characters_url
 ):
-    """Streamed, the refusal is answered as it is: a 413 saying the conversation no longer
-    fits the window (it was a 502 `llm_error`, naming nothing the user could do)."""
-    async with summarizing_ahead(app_client, redis_url, characters_url, WINDOW) as (client, _):
+    """Streamed, the refusal comes before the first delta: the turn is planned again by the
+    server's count as a turn not streamed is, and the client gets an ordinary stream (it was
+    a 413 on every try, while the same turn not streamed was answered)."""
+    async with summarizing_ahead(app_client, redis_url, characters_url, WINDOW) as (
+        client,
+        backend,
+    ):
         body: dict = {"character_id": "hermione", "tts_enabled": False, "max_tokens": 64}
         status, first = await turn(client, body, [{"role": "user", "content": "Hello there!"}])
         assert status == 200, first
         said = {"role": "assistant", "content": first["data"]["content"]}
         body.update(stream=True, messages=[*TERSE, said, {"role": "user", "content": "So?"}])
+        async with client.stream("POST", "/api/chat", json=body, headers=ALICE) as response:
+            assert response.status_code == 200, await response.aread()
+            events = await read_events(response)
+    kinds = [kind for kind, _ in events]
+    assert "delta" in kinds and kinds[-1] == "done", events
+    done = events[-1][1]
+    assert done["context_truncated"] or done["context_summarized"]
+    [*_, sent] = [p for p in backend.recorder.prompts if not is_summary_call(p)]
+    assert sent.prompt_tokens + 64 <= WINDOW
+
+
+async def test_a_stream_refused_again_when_planned_again_says_it_no_longer_fits(
+    app_client, redis_url, characters_url
+):
+    """Streamed, a prompt refused again when planned again is answered as it is: a 413
+    saying the conversation no longer fits the window (not a 502 `llm_error`, naming nothing
+    the user could do)."""
+    async with summarizing_ahead(app_client, redis_url, characters_url, WINDOW) as (client, _):
+        body: dict = {"character_id": "hermione", "tts_enabled": False, "max_tokens": 64}
+        hello = {"role": "user", "content": "Hello there!"}
+        status, first = await turn(client, body, [hello])
+        assert status == 200, first
+        said = {"role": "assistant", "content": first["data"]["content"]}
+        last = {"role": "user", "content": "o " * 1800}
+        body.update(stream=True, messages=[hello, said, last])
         response = await client.post("/api/chat", json=body, headers=ALICE)
     assert response.status_code == 413, response.text
     assert response.json()["error"]["code"] == "context_too_long"
