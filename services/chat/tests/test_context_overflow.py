@@ -4,6 +4,8 @@ refuses (400) a prompt plus max_tokens past that, as vLLM does. Its tokens are w
 words: English prose costs about half the default estimate (one token per three characters),
 text of one-letter words three times the estimate the prose teaches."""
 
+import logging
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from avatar_characters.app import create_app as characters_app
 from avatar_characters.settings import CharactersSettings
 from avatar_chat.llm.wire import context_refused
+from avatar_emulators.openai_compat import OpenAICompatConfig
 from avatar_emulators.server import serve_in_thread
 
 from .helpers import read_events
@@ -132,6 +135,39 @@ async def test_a_prompt_refused_again_when_planned_again_says_it_no_longer_fits(
     assert refused["error"]["code"] == "context_too_long"
     assert "no longer fits" in refused["error"]["message"]
     assert len(backend.recorder.prompts) == calls  # both refused: no reply was made
+
+
+async def test_a_prompt_that_fits_the_window_as_planned_is_not_planned_again(
+    app_client, redis_url, characters_url, caplog
+):
+    """A refusal whose count and max_tokens fit the window the turn was planned for comes
+    from a server whose window is smaller (restarted with less, or an operator's setting
+    larger than the server's): planned again, the prompt would fit that window as it did,
+    so the 413 is answered at once, its one refusal the only one (it was planned again and
+    sent again, to be refused again)."""
+    llm_log = logging.getLogger("avatar.llm")
+    llm_log.addHandler(caplog.handler)
+    try:
+        async with summarizing_ahead(app_client, redis_url, characters_url, WINDOW) as (
+            client,
+            backend,
+        ):
+            body: dict = {"character_id": "hermione", "tts_enabled": False, "max_tokens": 64}
+            hello = {"role": "user", "content": "Hello there!"}
+            status, first = await turn(client, body, [hello])
+            assert status == 200, first  # the window of 2,048 known, for good
+            said = {"role": "assistant", "content": first["data"]["content"]}
+            assert isinstance(backend.config, OpenAICompatConfig)
+            backend.config.max_model_len = WINDOW // 2  # the server restarted with less
+            caplog.clear()
+            status, refused = await turn(client, body, [*TERSE[:40], said, hello])
+    finally:
+        llm_log.removeHandler(caplog.handler)
+    assert status == 413, refused
+    assert refused["error"]["code"] == "context_too_long"
+    [refusal] = [r for r in caplog.records if "refused the prompt's length" in r.getMessage()]
+    counted = int(re.findall(r"contains (\d+) input tokens", refusal.getMessage())[0])
+    assert WINDOW // 2 < counted + 64 <= WINDOW  # past the server's window, not the planned
 
 
 async def test_a_stream_the_model_refuses_as_too_long_is_planned_again_by_its_count(

@@ -367,10 +367,14 @@ async def _following(
 def _recounted(turn: Turn, refused: ContextTooLong) -> float:
     """The calibration the model server's count of a prompt it refused teaches: with it, the
     turn is planned again (summarized, trimmed) to fit. The refusal stands when the server
-    gave no count, or one the estimate already matched (planned again, the prompt would not
-    change)."""
-    counted = refused.prompt_tokens
-    learned = counted and learn_calibration(turn.llm_request.messages, counted)
+    gave no count, one the estimate already matched (planned again, the prompt would not
+    change), or one that fits the window as planned with max_tokens: the server's window is
+    smaller than that (an operator's setting larger than the server's), and a turn planned
+    again would fit the planned one, to be refused again."""
+    counted, request = refused.prompt_tokens, turn.llm_request
+    if not counted or counted + request.max_tokens <= request.context_tokens:
+        raise refused
+    learned = learn_calibration(request.messages, counted)
     if not learned or learned <= turn.talk.estimate.calibration:
         raise refused
     return learned
