@@ -29,9 +29,10 @@ becomes of the reply.)
 
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing, asynccontextmanager, suppress
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Literal
 
 import anyio
@@ -238,13 +239,13 @@ async def reply_turn(chat: ChatService, steer: Steer, caller: Caller) -> ChatRep
         chat.admission.turn(session_id, caller, hold=steer.on_server) as lease,
         _undone_on_failure(chat, session_id),
     ):
-        turn = await _planned(chat, steer, session_id, is_new, caller)
+        plan = partial(_planned, chat, steer, session_id, is_new, caller)
+        turn = await plan()
         try:
             async with chat.gate.slot(caller.key):
                 reply = await chat.llm.complete(turn.llm_request)
         except ContextTooLong as refused:  # the estimate undercounted: once more, by its count
-            recount = _recounted(turn, refused)
-            turn = await _planned(chat, steer, session_id, is_new, caller, recount)
+            turn = await plan(_recounted(turn, refused))
             async with chat.gate.slot(caller.key):
                 reply = await chat.llm.complete(turn.llm_request)
         record = turn.record(reply)
@@ -279,15 +280,13 @@ async def _stream_events(
         chat.admission.turn(session_id, caller, hold=steer.on_server) as lease,
         _undone_on_failure(chat, session_id),
     ):
-        turn = await _planned(chat, steer, session_id, is_new, caller)
+        plan = partial(_planned, chat, steer, session_id, is_new, caller)
+        turn = await plan()
         sent: list[str] = []  # the deltas the client was given
         reply: LlmReply | None = None  # the model has written it all
         try:
             async with chat.voice.speaker(options, turn.voice_id, caller.identity) as speaker:
-                async with (
-                    chat.gate.slot(caller.key),
-                    aclosing(chat.llm.stream(turn.llm_request)) as upstream,
-                ):
+                async with _streaming(chat, caller, turn, plan) as (turn, upstream):
                     async for item in upstream:
                         if isinstance(item, LlmReply):  # the last item: the whole reply
                             reply = item
@@ -328,13 +327,54 @@ async def _stream_events(
     yield sse("done", done.model_dump())
 
 
+@asynccontextmanager
+async def _streaming(
+    chat: ChatService, caller: Caller, turn: Turn, plan: Callable[[float], Awaitable[Turn]]
+) -> AsyncIterator[tuple[Turn, AsyncIterator[str | LlmReply]]]:
+    """The turn's upstream items, in the caller's gate slot, and the turn they answer. The
+    server refuses a prompt too long before the first item (a 400: nothing is sent yet), so
+    the turn is then planned again once by its count, outside the slot, as `reply_turn`
+    does, and streamed: the client gets an ordinary stream."""
+    async with AsyncExitStack() as held:
+        try:
+            items = await _opened(held, chat, caller, turn)
+        except ContextTooLong as refused:
+            await held.aclose()  # the slot, while the turn is planned again
+            turn = await plan(_recounted(turn, refused))
+            items = await _opened(held, chat, caller, turn)
+        yield turn, items
+
+
+async def _opened(
+    held: AsyncExitStack, chat: ChatService, caller: Caller, turn: Turn
+) -> AsyncIterator[str | LlmReply]:
+    """The turn's upstream items, its first one read (a refusal comes before it), held open
+    with the caller's gate slot by `held`."""
+    await held.enter_async_context(chat.gate.slot(caller.key))
+    upstream = await held.enter_async_context(aclosing(chat.llm.stream(turn.llm_request)))
+    first = await anext(upstream)
+    return await held.enter_async_context(aclosing(_following(first, upstream)))
+
+
+async def _following(
+    first: str | LlmReply, rest: AsyncIterator[str | LlmReply]
+) -> AsyncGenerator[str | LlmReply, None]:
+    yield first
+    async for item in rest:
+        yield item
+
+
 def _recounted(turn: Turn, refused: ContextTooLong) -> float:
     """The calibration the model server's count of a prompt it refused teaches: with it, the
     turn is planned again (summarized, trimmed) to fit. The refusal stands when the server
-    gave no count, or one the estimate already matched (planned again, the prompt would not
-    change)."""
-    counted = refused.prompt_tokens
-    learned = counted and learn_calibration(turn.llm_request.messages, counted)
+    gave no count, one the estimate already matched (planned again, the prompt would not
+    change), or one that fits the window as planned with max_tokens: the server's window is
+    smaller than that (an operator's setting larger than the server's), and a turn planned
+    again would fit the planned one, to be refused again."""
+    counted, request = refused.prompt_tokens, turn.llm_request
+    if not counted or counted + request.max_tokens <= request.context_tokens:
+        raise refused
+    learned = learn_calibration(request.messages, counted)
     if not learned or learned <= turn.talk.estimate.calibration:
         raise refused
     return learned

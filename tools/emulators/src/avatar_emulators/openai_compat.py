@@ -297,10 +297,11 @@ def _check_context(prompt_tokens: int, max_tokens: int | None, max_model_len: in
     if requested > max_model_len:
         raise OpenAIError(
             400,
+            # vLLM's current wording (renderers/params.py); older ones: llm/wire.py.
             f"This model's maximum context length is {max_model_len} tokens. However, you "
-            f"requested {requested} tokens ({prompt_tokens} in the messages, "
-            f"{max_tokens or 0} in the completion). Please reduce the length of the messages "
-            "or completion.",
+            f"requested {max_tokens or 0} output tokens and your prompt contains "
+            f"{prompt_tokens} input tokens, for a total of {requested} tokens. Please reduce "
+            "the length of the input prompt or the number of requested output tokens.",
         )
 
 

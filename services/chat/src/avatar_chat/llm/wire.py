@@ -54,9 +54,15 @@ def failed(says: object, status: int | None = None) -> LlmError:
 
 # vLLM's refusal of a prompt past its window names the prompt's count: "This model's maximum
 # context length is L tokens. However, you requested N tokens (P in the messages, M in the
-# completion)..." (older), "... However, your request has P input tokens..." or "... and your
-# request has P input tokens (M > L - P)." (newer).
-PROMPT_COUNT = re.compile(r"(\d+) in the messages|request has (\d+) input tokens")
+# completion)..." or "... you requested P tokens in the messages, Please reduce..." (older),
+# "... However, your request has P input tokens..." or "... and your request has P input
+# tokens (M > L - P)." (newer), "... However, you requested M output tokens and your prompt
+# contains [at least] P input tokens, for a total of..." (current; "at least": it stopped
+# counting past the window). "... your prompt contains C characters" gives no count.
+PROMPT_COUNT = re.compile(
+    r"(\d+) in the messages|(\d+) tokens in the messages|request has (\d+) input tokens"
+    r"|prompt contains (?:at least )?(\d+) input tokens"
+)
 
 
 def context_refused(body: bytes) -> ContextTooLong | None:
@@ -66,7 +72,7 @@ def context_refused(body: bytes) -> ContextTooLong | None:
         return None
     log.warning("language model server refused the prompt's length: %s", text[:500])
     found = PROMPT_COUNT.search(text)
-    return ContextTooLong(int(found.group(1) or found.group(2)) if found else None)
+    return ContextTooLong(int(next(filter(None, found.groups()))) if found else None)
 
 
 def upstream_message(body: bytes) -> str:
