@@ -246,10 +246,12 @@ async def test_a_callers_background_work_takes_only_a_place_their_turns_leave_fr
     LLM_CALLS_PER_USER only when their turns leave one, and their turns never count it. So
     while it runs their next turn is answered (not 429), and that turn's own summary ahead
     is put off (not one more call in flight), while another caller's turn goes on."""
-    with emulated_llm("ollama", tokens_per_second=20) as backend:  # a summary: ~3 s
+    # A summary: ~3 s. Made ahead at 0.2 of the window: counted as the model counted the
+    # first reply's prompt (fewer tokens than the default estimate), 6 old turns are past it.
+    with emulated_llm("ollama", tokens_per_second=20) as backend:
         settings = summarizing(
             redis_url, backend, llm_max_in_flight=3, llm_queue_wait_s=0.5,
-            llm_calls_per_user=1, keep_recent_turns=4, summary_ahead_ratio=0.4,
+            llm_calls_per_user=1, keep_recent_turns=4, summary_ahead_ratio=0.2,
         )  # fmt: skip
         async with app_client(create_app(settings)) as chat:
             returning_visitor(chat)  # one browser, known from the first request
