@@ -237,6 +237,10 @@ def test_each_of_vllms_refusals_of_a_long_prompt_gives_its_count():
         "2005).",
         "This model's maximum context length is 2048 tokens. However, your request has 2005 "
         "input tokens. Please reduce the length of the input messages.",
+        "You passed 2005 input tokens and requested 64 output tokens. However, the model's "
+        "context length is only 2048 tokens, resulting in a maximum input length of 1984 "
+        "tokens. Please reduce the length of the input prompt. (parameter=input_tokens, "
+        "value=2005)",
     ]
     for text in said:
         body = f'{{"error": {{"message": "{text}", "type": "BadRequestError", "code": 400}}}}'

@@ -61,14 +61,18 @@ def failed(says: object, status: int | None = None) -> LlmError:
 # counting past the window). "... your prompt contains C characters" gives no count.
 PROMPT_COUNT = re.compile(
     r"(\d+) in the messages|(\d+) tokens in the messages|request has (\d+) input tokens"
-    r"|prompt contains (?:at least )?(\d+) input tokens"
+    r"|prompt contains (?:at least )?(\d+) input tokens|passed (\d+) input tokens"
 )
+# How vLLM says it: "... maximum context length is L tokens ..." (most wordings), or "You
+# passed P input tokens and requested M output tokens. However, the model's context length is
+# only L tokens, resulting in a maximum input length of X tokens." (its renderer's).
+TOO_LONG = ("maximum context length", "context length is only")
 
 
 def context_refused(body: bytes) -> ContextTooLong | None:
     """A 400's body read as a refusal of the prompt's length (None: it is something else)."""
     text = upstream_message(body)
-    if "maximum context length" not in text:
+    if not any(words in text for words in TOO_LONG):
         return None
     log.warning("language model server refused the prompt's length: %s", text[:500])
     found = PROMPT_COUNT.search(text)
