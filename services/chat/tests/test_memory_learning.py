@@ -16,7 +16,7 @@ from avatar_chat.app import create_app
 from avatar_chat.context.summaries import summaries_key
 from avatar_chat.memory.learning import DUE, MAX_TRIES, LearnedFacts
 from avatar_chat.memory.recall import section
-from avatar_chat.memory.store import MemoryStore, Origin, Remembered
+from avatar_chat.memory.store import HISTORY_KEPT, MemoryStore, Origin, Remembered
 from avatar_chat.settings import ChatSettings
 from avatar_shared.adoption import ADOPT_PATH, Adoption, signature_headers
 from avatar_shared.identity import current_identity
@@ -85,6 +85,35 @@ async def test_deleting_a_message_keeps_what_another_conversation_taught(client,
         first,
     )
     assert back["history"] == []
+
+
+async def test_undoing_many_corrections_goes_back_to_what_another_conversation_taught(
+    redis_url, redis
+):
+    store = MemoryStore(redis, ChatSettings(redis_url=redis_url))
+    owner = Owner(f"u-{secrets.token_hex(4)}")
+    taught = Origin("A", None, "A", 2, "a")
+    made = await store.create(
+        owner, "hermione", "The user is Minsu", learned=("name", "user.name", taught)
+    )
+    # Conversation B corrects the slot more often than a memory keeps earlier texts...
+    for n in range(HISTORY_KEPT + 2):
+        assert await store.relearn(
+            made["id"], owner, f"The user is Jisu {n}", Origin("B", None, "B", 10 + n, f"b{n}")
+        )
+    # ... and conversation C once more.
+    assert await store.relearn(
+        made["id"], owner, "The user is Dana", Origin("C", None, "C", 3, "c")
+    )
+    record = await store.get(made["id"], owner.user_id)
+    assert len(record["history"]) == HISTORY_KEPT
+    # C's messages are edited away, then B's: what each conversation before taught comes back.
+    await store.forget([made["id"]], owner, lambda origin: origin.session_id == "C")
+    record = await store.get(made["id"], owner.user_id)
+    assert (record["text"], record["session_id"]) == (f"The user is Jisu {HISTORY_KEPT + 1}", "B")
+    await store.forget([made["id"]], owner, lambda origin: origin.session_id == "B")
+    back = await store.get(made["id"], owner.user_id)
+    assert (back["text"], back["session_id"], back["history"]) == ("The user is Minsu", "A", [])
 
 
 # --- a corrected fact -------------------------------------------------------------------------
