@@ -5,6 +5,7 @@ sign-in, readings that fail, races with the user's own writes, adoption's pins, 
 that cannot make a memory."""
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -13,8 +14,15 @@ from typing import Any
 import pytest
 
 from avatar_chat.app import create_app
-from avatar_chat.context.summaries import summaries_key
-from avatar_chat.memory.learning import DUE, MAX_TRIES, LearnedFacts
+from avatar_chat.context.summaries import prefix_digests, summaries_key
+from avatar_chat.memory.learning import (
+    DUE,
+    MAX_TRIES,
+    JobDraft,
+    LearnedFacts,
+    MemoryLearner,
+    job_key,
+)
 from avatar_chat.memory.recall import section
 from avatar_chat.memory.store import HISTORY_KEPT, MemoryStore, Origin, Remembered
 from avatar_chat.settings import ChatSettings
@@ -22,6 +30,7 @@ from avatar_shared.adoption import ADOPT_PATH, Adoption, signature_headers
 from avatar_shared.identity import current_identity
 from avatar_shared.locks import redis_lock
 from avatar_shared.owned import Owner
+from avatar_shared.rate import RateLimit
 
 from . import test_memories
 from .helpers import as_anonymous, callers_from_test_headers, emulated_llm
@@ -228,6 +237,27 @@ async def test_a_reading_that_keeps_failing_is_given_up(
         assert await redis.zscore(DUE, session) is None
         assert not await redis.exists(f"chat:memory:job:{session}")
         assert await learned(client, 0) == []
+
+
+async def test_a_failed_readings_retry_leaves_a_newer_waiting_job(redis_url, redis):
+    # A conversation of six messages; its first four were being read when the user said two
+    # more: the turn queued a job of all six to read once quiet. Then the reading failed.
+    session, user = f"s-{secrets.token_hex(4)}", f"u-{secrets.token_hex(4)}"
+    turns = [{"role": ("user", "assistant")[n % 2], "content": f"말 {n}"} for n in range(6)]
+    await redis.hset(f"chat:session:{session}", mapping={"owner": user, "mode": "server"})
+    await redis.rpush(f"chat:session:{session}:messages", *map(json.dumps, turns))
+    settings = ChatSettings(redis_url=redis_url)
+    refused = RateLimit(redis, f"chat-{session}", 1, 60, "chat requests", "a minute")
+    await refused.hit(user)  # the caller's rate is used up
+    learner = MemoryLearner(redis, None, None, MemoryStore(redis, settings), refused, settings)
+    draft = JobDraft(session, user, None, user, "hermione", session, None, "m", 2048)
+    digests = prefix_digests(turns)
+    reading = draft.at(0, turns[:4], digests[:5], [])
+    await learner._due_later(draft.at(0, turns, digests, []))  # as the newer turn did
+    assert await learner.read(reading) == "failed"  # rate limited
+    waiting = json.loads(await redis.get(job_key(session)))
+    assert len(waiting["turns"]) == 6  # the newer job stands: its last turn is read once quiet
+    assert await redis.zscore(DUE, session) is not None
 
 
 # --- learning and the user's own writes at once -----------------------------------------------

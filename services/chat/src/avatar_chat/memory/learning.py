@@ -259,10 +259,13 @@ class MemoryLearner:
         start = max(resume_at(read_marks(meta), digests), job_of.floor)
         never = sorted(n for n in unlearned if n >= start)
         job = job_of.at(start, turns[start:], digests[start:], never)
-        if len(job.turns) >= self.settings.memory_learn_every and self.start(job):
-            await self.redis.zrem(DUE, job.session_id)  # read now, not again when quiet
-        elif job.turns:
-            await self._due_later(job)  # no room now: when it is quiet, then
+        if not job.turns:
+            return
+        if len(job.turns) >= self.settings.memory_learn_every:
+            await self.drop_job(job.session_id)  # read now, not again when quiet
+            if self.start(job):
+                return
+        await self._due_later(job)  # no room now: when it is quiet, then
 
     def mark_read(self, session_id: str, turns: list[Message]) -> None:
         """A turn of a conversation whose memory does not learn (read_only, off): its messages
@@ -303,11 +306,15 @@ class MemoryLearner:
         except Exception:  # a bug: no one awaits this task to hear of it otherwise
             log.exception("memory reading of session %s failed", session_id)
 
-    async def _due_later(self, job: Job) -> None:
+    async def _due_later(self, job: Job, again: bool = False) -> None:
+        """Reads the job once the conversation is quiet. `again`: a reading put back (failed,
+        put off), which leaves a job queued since in place: that one is a later turn's, and
+        holds the reading's messages and the newer ones (a turn that starts a reading at
+        once drops the job waiting, so no older one is left to block it)."""
         due = time.time() + self.settings.memory_idle_s
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(job_key(job.session_id), json.dumps(asdict(job)), ex=self._job_ttl_s)
-            pipe.zadd(DUE, {job.session_id: due})
+            pipe.set(job_key(job.session_id), json.dumps(asdict(job)), ex=self._job_ttl_s, nx=again)
+            pipe.zadd(DUE, {job.session_id: due}, nx=again)
             await pipe.execute()
 
     @property
@@ -397,13 +404,13 @@ class MemoryLearner:
             return "skipped"
         except PutOff:  # the caller's calls in flight are at their cap: when it is quiet
             with suppress(RedisError):  # else a later turn schedules it again
-                await self._due_later(job)
+                await self._due_later(job, again=True)
             return "skipped"
         except (AppError, TimeoutError, RedisError) as exc:
             log.warning("memory reading of session %s failed: %s", job.session_id, exc or "")
             if job.tries + 1 < MAX_TRIES:  # when it is quiet again; not for ever
                 with suppress(RedisError):  # else a later turn schedules it again
-                    await self._due_later(replace(job, tries=job.tries + 1))
+                    await self._due_later(replace(job, tries=job.tries + 1), again=True)
             return "failed"
 
     async def _read(self, job: Job) -> str:
