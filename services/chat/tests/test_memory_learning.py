@@ -345,11 +345,19 @@ async def test_a_memory_of_several_lines_is_one_line_of_the_prompt(client):
     ]
 
 
-def test_a_learned_fact_of_blanks_is_malformed():
-    with pytest.raises(ValueError):
-        LearnedFacts.model_validate_json(
-            '{"facts": [{"key": "a", "kind": "other", "text": "   "}]}'
-        )
+@pytest.mark.parametrize("text", ["   ", *NOTHING_VISIBLE, *CONTROL, "Minsu\u0085likes tea"])
+def test_a_learned_fact_that_cannot_be_a_memory_is_dropped_alone(text):
+    good = {"key": "user.name", "kind": "name", "text": "The user is called Minsu"}
+    bad = {"key": "user.pet", "kind": "preference", "text": text}
+    answer = json.dumps({"facts": [bad, good]})
+    assert [f.text for f in LearnedFacts.model_validate_json(answer).facts] == [good["text"]]
+
+
+async def test_a_reading_keeps_the_facts_of_an_answer_beside_one_that_cannot_be_a_memory(client):
+    session = await start(client)
+    await say(client, session, "하나 " + fact("user.pet", "\u3164"))  # a Hangul filler alone
+    await say(client, session, "둘 " + fact("user.drink", "The user likes tea"))
+    assert [m["text"] for m in await learned(client, 1)] == ["The user likes tea"]
 
 
 # --- facts a summary made ahead lists ---------------------------------------------------------

@@ -9,7 +9,8 @@ the cap of the latter, it is put off until the conversation goes quiet), and ans
 must match `FACTS_SCHEMA` (the servers' structured outputs). It never delays a reply.
 
 What the answer says is checked before anything is stored: a malformed answer stores
-nothing. Each fact is then merged into the user's memories of the character:
+nothing, and a fact whose text cannot make a memory (blank, control characters) is dropped
+alone. Each fact is then merged into the user's memories of the character:
 - a fact for a slot (`key`) a learned memory already fills replaces that memory's text when
   it says anything else (a correction, however alike), the older text kept in its history;
   the same fact said again (case and spacing aside) changes nothing;
@@ -45,9 +46,9 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, nullcontext, suppress
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT
@@ -60,7 +61,7 @@ from avatar_chat.memory.errors import MemoryQuotaExceeded
 from avatar_chat.memory.ranking import MemoryIndex, terms
 from avatar_chat.memory.schemas import Kind, MemoryText
 from avatar_chat.memory.store import MemoryStore, Origin, Remembered
-from avatar_chat.metrics import LLM_TOKENS, MEMORY_LEARNING
+from avatar_chat.metrics import LLM_TOKENS, MEMORY_FACTS_DROPPED, MEMORY_LEARNING
 from avatar_chat.settings import ChatSettings
 from avatar_shared.errors import AppError
 from avatar_shared.gate import Gate
@@ -155,12 +156,16 @@ class Job:
         return Owner(self.user_id, self.address)
 
 
+# A learned fact's text, as the API takes a memory's (`schemas.NewMemory`).
+_MEMORY_TEXT = TypeAdapter(Annotated[MemoryText, Field(min_length=1)])
+
+
 class LearnedFact(BaseModel):
     model_config = ConfigDict(str_strip_whitespace=True)  # a text of blanks is no fact
 
     key: str = Field(pattern=KEY_PATTERN)
     kind: Kind
-    text: MemoryText = Field(min_length=1)
+    text: str  # checked by `LearnedFacts`, one fact at a time
 
     @field_validator("key", mode="before")
     @classmethod
@@ -171,6 +176,24 @@ class LearnedFact(BaseModel):
 
 class LearnedFacts(BaseModel):
     facts: list[LearnedFact] = Field(max_length=MAX_FACTS)
+
+    @field_validator("facts")
+    @classmethod
+    def _memorable(cls, facts: list[LearnedFact]) -> list[LearnedFact]:
+        """The facts whose text can make a memory: one that cannot (blank, control
+        characters: nothing the schema the server holds the model to rules out) is dropped
+        alone, not the answer's other facts. A fact off the schema (an unknown kind, a key
+        that is not a slot) still voids the whole answer: the server did not hold to it."""
+        kept = []
+        for fact in facts:
+            try:
+                _MEMORY_TEXT.validate_python(fact.text)
+            except ValidationError:
+                MEMORY_FACTS_DROPPED.inc()
+                log.warning("a learned fact (%s) dropped: its text cannot make a memory", fact.key)
+                continue
+            kept.append(fact)
+        return kept
 
 
 class SummaryAndFacts(LearnedFacts):
