@@ -42,6 +42,7 @@ from .test_memories import (
     idle,
     learned,
     memories,
+    messages_of,
     outcome_count,
     say,
     settings_for,
@@ -94,6 +95,22 @@ async def test_deleting_a_message_keeps_what_another_conversation_taught(client,
         first,
     )
     assert back["history"] == []
+
+
+async def test_a_delete_while_the_memories_are_merged_elsewhere_stands(client, redis):
+    session = await start(client)
+    said = await say(client, session, "나 " + fact("user.age", "The user is 30"))
+    await say(client, session, "응")
+    await learned(client, 1)
+    # Another replica merges into the user's memories past the lock's wait: the delete stands
+    # (what it taught stays out of this conversation by its digests), not a 500.
+    async with redis_lock(redis, "memories:merge:alice:hermione", expire_s=60, wait_s=1):
+        deleted = await client.delete(
+            f"/api/chat/sessions/{session}/messages/{said['user_message_id']}", headers=ALICE
+        )
+    assert deleted.status_code == 200, deleted.text
+    kept = await messages_of(client, session)
+    assert said["user_message_id"] not in [m["id"] for m in kept]
 
 
 async def test_undoing_many_corrections_goes_back_to_what_another_conversation_taught(
