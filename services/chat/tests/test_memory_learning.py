@@ -5,6 +5,7 @@ sign-in, readings that fail, races with the user's own writes, adoption's pins, 
 that cannot make a memory."""
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -13,15 +14,23 @@ from typing import Any
 import pytest
 
 from avatar_chat.app import create_app
-from avatar_chat.context.summaries import summaries_key
-from avatar_chat.memory.learning import DUE, MAX_TRIES, LearnedFacts
+from avatar_chat.context.summaries import prefix_digests, summaries_key
+from avatar_chat.memory.learning import (
+    DUE,
+    MAX_TRIES,
+    JobDraft,
+    LearnedFacts,
+    MemoryLearner,
+    job_key,
+)
 from avatar_chat.memory.recall import section
-from avatar_chat.memory.store import MemoryStore, Origin, Remembered
+from avatar_chat.memory.store import HISTORY_KEPT, MemoryStore, Origin, Remembered
 from avatar_chat.settings import ChatSettings
 from avatar_shared.adoption import ADOPT_PATH, Adoption, signature_headers
 from avatar_shared.identity import current_identity
 from avatar_shared.locks import redis_lock
 from avatar_shared.owned import Owner
+from avatar_shared.rate import RateLimit
 
 from . import test_memories
 from .helpers import as_anonymous, callers_from_test_headers, emulated_llm
@@ -33,6 +42,7 @@ from .test_memories import (
     idle,
     learned,
     memories,
+    messages_of,
     outcome_count,
     say,
     settings_for,
@@ -85,6 +95,51 @@ async def test_deleting_a_message_keeps_what_another_conversation_taught(client,
         first,
     )
     assert back["history"] == []
+
+
+async def test_a_delete_while_the_memories_are_merged_elsewhere_stands(client, redis):
+    session = await start(client)
+    said = await say(client, session, "나 " + fact("user.age", "The user is 30"))
+    await say(client, session, "응")
+    await learned(client, 1)
+    # Another replica merges into the user's memories past the lock's wait: the delete stands
+    # (what it taught stays out of this conversation by its digests), not a 500.
+    async with redis_lock(redis, "memories:merge:alice:hermione", expire_s=60, wait_s=1):
+        deleted = await client.delete(
+            f"/api/chat/sessions/{session}/messages/{said['user_message_id']}", headers=ALICE
+        )
+    assert deleted.status_code == 200, deleted.text
+    kept = await messages_of(client, session)
+    assert said["user_message_id"] not in [m["id"] for m in kept]
+
+
+async def test_undoing_many_corrections_goes_back_to_what_another_conversation_taught(
+    redis_url, redis
+):
+    store = MemoryStore(redis, ChatSettings(redis_url=redis_url))
+    owner = Owner(f"u-{secrets.token_hex(4)}")
+    taught = Origin("A", None, "A", 2, "a")
+    made = await store.create(
+        owner, "hermione", "The user is Minsu", learned=("name", "user.name", taught)
+    )
+    # Conversation B corrects the slot more often than a memory keeps earlier texts...
+    for n in range(HISTORY_KEPT + 2):
+        assert await store.relearn(
+            made["id"], owner, f"The user is Jisu {n}", Origin("B", None, "B", 10 + n, f"b{n}")
+        )
+    # ... and conversation C once more.
+    assert await store.relearn(
+        made["id"], owner, "The user is Dana", Origin("C", None, "C", 3, "c")
+    )
+    record = await store.get(made["id"], owner.user_id)
+    assert len(record["history"]) == HISTORY_KEPT
+    # C's messages are edited away, then B's: what each conversation before taught comes back.
+    await store.forget([made["id"]], owner, lambda origin: origin.session_id == "C")
+    record = await store.get(made["id"], owner.user_id)
+    assert (record["text"], record["session_id"]) == (f"The user is Jisu {HISTORY_KEPT + 1}", "B")
+    await store.forget([made["id"]], owner, lambda origin: origin.session_id == "B")
+    back = await store.get(made["id"], owner.user_id)
+    assert (back["text"], back["session_id"], back["history"]) == ("The user is Minsu", "A", [])
 
 
 # --- a corrected fact -------------------------------------------------------------------------
@@ -201,6 +256,27 @@ async def test_a_reading_that_keeps_failing_is_given_up(
         assert await learned(client, 0) == []
 
 
+async def test_a_failed_readings_retry_leaves_a_newer_waiting_job(redis_url, redis):
+    # A conversation of six messages; its first four were being read when the user said two
+    # more: the turn queued a job of all six to read once quiet. Then the reading failed.
+    session, user = f"s-{secrets.token_hex(4)}", f"u-{secrets.token_hex(4)}"
+    turns = [{"role": ("user", "assistant")[n % 2], "content": f"말 {n}"} for n in range(6)]
+    await redis.hset(f"chat:session:{session}", mapping={"owner": user, "mode": "server"})
+    await redis.rpush(f"chat:session:{session}:messages", *map(json.dumps, turns))
+    settings = ChatSettings(redis_url=redis_url)
+    refused = RateLimit(redis, f"chat-{session}", 1, 60, "chat requests", "a minute")
+    await refused.hit(user)  # the caller's rate is used up
+    learner = MemoryLearner(redis, None, None, MemoryStore(redis, settings), refused, settings)
+    draft = JobDraft(session, user, None, user, "hermione", session, None, "m", 2048)
+    digests = prefix_digests(turns)
+    reading = draft.at(0, turns[:4], digests[:5], [])
+    await learner._due_later(draft.at(0, turns, digests, []))  # as the newer turn did
+    assert await learner.read(reading) == "failed"  # rate limited
+    waiting = json.loads(await redis.get(job_key(session)))
+    assert len(waiting["turns"]) == 6  # the newer job stands: its last turn is read once quiet
+    assert await redis.zscore(DUE, session) is not None
+
+
 # --- learning and the user's own writes at once -----------------------------------------------
 
 
@@ -286,11 +362,19 @@ async def test_a_memory_of_several_lines_is_one_line_of_the_prompt(client):
     ]
 
 
-def test_a_learned_fact_of_blanks_is_malformed():
-    with pytest.raises(ValueError):
-        LearnedFacts.model_validate_json(
-            '{"facts": [{"key": "a", "kind": "other", "text": "   "}]}'
-        )
+@pytest.mark.parametrize("text", ["   ", *NOTHING_VISIBLE, *CONTROL, "Minsu\u0085likes tea"])
+def test_a_learned_fact_that_cannot_be_a_memory_is_dropped_alone(text):
+    good = {"key": "user.name", "kind": "name", "text": "The user is called Minsu"}
+    bad = {"key": "user.pet", "kind": "preference", "text": text}
+    answer = json.dumps({"facts": [bad, good]})
+    assert [f.text for f in LearnedFacts.model_validate_json(answer).facts] == [good["text"]]
+
+
+async def test_a_reading_keeps_the_facts_of_an_answer_beside_one_that_cannot_be_a_memory(client):
+    session = await start(client)
+    await say(client, session, "하나 " + fact("user.pet", "\u3164"))  # a Hangul filler alone
+    await say(client, session, "둘 " + fact("user.drink", "The user likes tea"))
+    assert [m["text"] for m in await learned(client, 1)] == ["The user likes tea"]
 
 
 # --- facts a summary made ahead lists ---------------------------------------------------------

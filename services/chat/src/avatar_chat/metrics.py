@@ -32,3 +32,10 @@ MEMORY_LEARNING = Counter(
     "listed by a summary made ahead).",
     ["outcome"],
 )
+# The model's answer is held to a schema, but no schema says a text must show something: a
+# blank one (or one with control characters) is dropped alone, the answer's other facts kept.
+MEMORY_FACTS_DROPPED = Counter(
+    "avatar_chat_memory_facts_dropped_total",
+    "Facts a memory reading (or a summary made ahead) listed whose text cannot make a memory "
+    "(nothing visible, control characters): dropped, the answer's other facts kept.",
+)

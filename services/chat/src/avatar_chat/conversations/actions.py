@@ -27,6 +27,7 @@ from avatar_chat.schemas import (
 from avatar_chat.service import ChatService, Setup
 from avatar_chat.store import SessionState
 from avatar_shared.errors import AppError, ValidationFailed
+from avatar_shared.locks import LockTimeout
 from avatar_shared.owned import Owner
 from avatar_shared.peers import PeerRejected
 from avatar_shared.rate import Caller
@@ -178,7 +179,7 @@ async def _forget_edited(
         memories = recalled.memories
         await chat.learner.forget_edited(owner, character_id, session_id, memories, None, digests)
         await chat.learner.prune_marks(session_id, digests)
-    except (AppError, RedisError, ValueError) as exc:
+    except (AppError, RedisError, ValueError, LockTimeout) as exc:  # the merges' lock held
         log.warning("memories of edited session %s not forgotten: %s", session_id, exc)
 
 

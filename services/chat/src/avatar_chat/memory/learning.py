@@ -9,7 +9,8 @@ the cap of the latter, it is put off until the conversation goes quiet), and ans
 must match `FACTS_SCHEMA` (the servers' structured outputs). It never delays a reply.
 
 What the answer says is checked before anything is stored: a malformed answer stores
-nothing. Each fact is then merged into the user's memories of the character:
+nothing, and a fact whose text cannot make a memory (blank, control characters) is dropped
+alone. Each fact is then merged into the user's memories of the character:
 - a fact for a slot (`key`) a learned memory already fills replaces that memory's text when
   it says anything else (a correction, however alike), the older text kept in its history;
   the same fact said again (case and spacing aside) changes nothing;
@@ -45,9 +46,9 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, nullcontext, suppress
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT
@@ -60,7 +61,7 @@ from avatar_chat.memory.errors import MemoryQuotaExceeded
 from avatar_chat.memory.ranking import MemoryIndex, terms
 from avatar_chat.memory.schemas import Kind, MemoryText
 from avatar_chat.memory.store import MemoryStore, Origin, Remembered
-from avatar_chat.metrics import LLM_TOKENS, MEMORY_LEARNING
+from avatar_chat.metrics import LLM_TOKENS, MEMORY_FACTS_DROPPED, MEMORY_LEARNING
 from avatar_chat.settings import ChatSettings
 from avatar_shared.errors import AppError
 from avatar_shared.gate import Gate
@@ -155,12 +156,16 @@ class Job:
         return Owner(self.user_id, self.address)
 
 
+# A learned fact's text, as the API takes a memory's (`schemas.NewMemory`).
+_MEMORY_TEXT = TypeAdapter(Annotated[MemoryText, Field(min_length=1)])
+
+
 class LearnedFact(BaseModel):
     model_config = ConfigDict(str_strip_whitespace=True)  # a text of blanks is no fact
 
     key: str = Field(pattern=KEY_PATTERN)
     kind: Kind
-    text: MemoryText = Field(min_length=1)
+    text: str  # checked by `LearnedFacts`, one fact at a time
 
     @field_validator("key", mode="before")
     @classmethod
@@ -171,6 +176,24 @@ class LearnedFact(BaseModel):
 
 class LearnedFacts(BaseModel):
     facts: list[LearnedFact] = Field(max_length=MAX_FACTS)
+
+    @field_validator("facts")
+    @classmethod
+    def _memorable(cls, facts: list[LearnedFact]) -> list[LearnedFact]:
+        """The facts whose text can make a memory: one that cannot (blank, control
+        characters: nothing the schema the server holds the model to rules out) is dropped
+        alone, not the answer's other facts. A fact off the schema (an unknown kind, a key
+        that is not a slot) still voids the whole answer: the server did not hold to it."""
+        kept = []
+        for fact in facts:
+            try:
+                _MEMORY_TEXT.validate_python(fact.text)
+            except ValidationError:
+                MEMORY_FACTS_DROPPED.inc()
+                log.warning("a learned fact (%s) dropped: its text cannot make a memory", fact.key)
+                continue
+            kept.append(fact)
+        return kept
 
 
 class SummaryAndFacts(LearnedFacts):
@@ -259,10 +282,13 @@ class MemoryLearner:
         start = max(resume_at(read_marks(meta), digests), job_of.floor)
         never = sorted(n for n in unlearned if n >= start)
         job = job_of.at(start, turns[start:], digests[start:], never)
-        if len(job.turns) >= self.settings.memory_learn_every and self.start(job):
-            await self.redis.zrem(DUE, job.session_id)  # read now, not again when quiet
-        elif job.turns:
-            await self._due_later(job)  # no room now: when it is quiet, then
+        if not job.turns:
+            return
+        if len(job.turns) >= self.settings.memory_learn_every:
+            await self.drop_job(job.session_id)  # read now, not again when quiet
+            if self.start(job):
+                return
+        await self._due_later(job)  # no room now: when it is quiet, then
 
     def mark_read(self, session_id: str, turns: list[Message]) -> None:
         """A turn of a conversation whose memory does not learn (read_only, off): its messages
@@ -303,11 +329,15 @@ class MemoryLearner:
         except Exception:  # a bug: no one awaits this task to hear of it otherwise
             log.exception("memory reading of session %s failed", session_id)
 
-    async def _due_later(self, job: Job) -> None:
+    async def _due_later(self, job: Job, again: bool = False) -> None:
+        """Reads the job once the conversation is quiet. `again`: a reading put back (failed,
+        put off), which leaves a job queued since in place: that one is a later turn's, and
+        holds the reading's messages and the newer ones (a turn that starts a reading at
+        once drops the job waiting, so no older one is left to block it)."""
         due = time.time() + self.settings.memory_idle_s
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(job_key(job.session_id), json.dumps(asdict(job)), ex=self._job_ttl_s)
-            pipe.zadd(DUE, {job.session_id: due})
+            pipe.set(job_key(job.session_id), json.dumps(asdict(job)), ex=self._job_ttl_s, nx=again)
+            pipe.zadd(DUE, {job.session_id: due}, nx=again)
             await pipe.execute()
 
     @property
@@ -397,13 +427,13 @@ class MemoryLearner:
             return "skipped"
         except PutOff:  # the caller's calls in flight are at their cap: when it is quiet
             with suppress(RedisError):  # else a later turn schedules it again
-                await self._due_later(job)
+                await self._due_later(job, again=True)
             return "skipped"
         except (AppError, TimeoutError, RedisError) as exc:
             log.warning("memory reading of session %s failed: %s", job.session_id, exc or "")
             if job.tries + 1 < MAX_TRIES:  # when it is quiet again; not for ever
                 with suppress(RedisError):  # else a later turn schedules it again
-                    await self._due_later(replace(job, tries=job.tries + 1))
+                    await self._due_later(replace(job, tries=job.tries + 1), again=True)
             return "failed"
 
     async def _read(self, job: Job) -> str:

@@ -142,12 +142,37 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def with_text(record: dict[str, Any], text: str) -> dict[str, Any]:
-    """The fields that give `record` a new text, the old one kept in its history."""
+def with_text(record: dict[str, Any], text: str, learned_in: str | None = None) -> dict[str, Any]:
+    """The fields that give `record` a new text, the old one kept in its history; `learned_in`:
+    the conversation a learned new text comes from (the old one is kept with where it was
+    learned, which an edit of that conversation may bring back)."""
     if text == record["text"]:
         return {}
-    earlier = [*record.get("history", []), {"text": record["text"], "until": utc_now()}]
-    return {"text": text, "history": earlier[-HISTORY_KEPT:]}
+    replaced: dict[str, Any] = {"text": record["text"], "until": utc_now()}
+    if learned_in is not None and (earlier := origin_of(record)) is not None:
+        replaced["origin"] = _origin_fields(earlier)
+    return {"text": text, "history": _bounded([*record.get("history", []), replaced], learned_in)}
+
+
+def _bounded(history: list[dict[str, Any]], learned_in: str | None) -> list[dict[str, Any]]:
+    """The last HISTORY_KEPT earlier texts, but first those undoing edits goes back to: the
+    newest not learned in `learned_in`, the newest before it not learned in its conversation,
+    and so on (a conversation that corrects a slot many times must not push out what another
+    taught: an edit of its messages would then delete the memory, not bring that back)."""
+    if learned_in is None or len(history) <= HISTORY_KEPT:
+        return history[-HISTORY_KEPT:]
+    kept, current = set[int](), learned_in
+    for at in range(len(history) - 1, -1, -1):
+        source = origin_of(history[at].get("origin") or {})
+        if source is None or source.session_id != current:
+            kept.add(at)
+            if source is None or len(kept) == HISTORY_KEPT:
+                break  # undoing stops at a text learned nowhere in particular
+            current = source.session_id
+    newest = (at for at in range(len(history) - 1, -1, -1) if at not in kept)
+    while len(kept) < HISTORY_KEPT:
+        kept.add(next(newest))
+    return [entry for at, entry in enumerate(history) if at in kept]
 
 
 class MemoryStore:
@@ -225,10 +250,7 @@ class MemoryStore:
         def apply(current: dict[str, Any]) -> dict[str, Any]:
             if current.get("source") != "learned":
                 raise _TakenOver()
-            changes = with_text(current, text)
-            if changes and (earlier := origin_of(current)) is not None:
-                changes["history"][-1]["origin"] = _origin_fields(earlier)
-            return {**changes, **_origin_fields(origin)}
+            return {**with_text(current, text, origin.session_id), **_origin_fields(origin)}
 
         try:
             await self.records.update(memory_id, owner, apply)
