@@ -399,15 +399,17 @@ async def test_a_summary_made_ahead_teaches_nothing_of_a_message_deleted_meanwhi
         async with app_client(app) as client:
             stale = await outcome_count(client, "stale")
             session = await start(client)
-            said = await say(client, session, "안녕 " + fact("user.pet", "The user has a cat"))
             await say(client, session, LONG)  # a summary made ahead: of the greeting
             await idle(backend)
-            # Its next one holds the fact: its merge waits for the lock this test holds.
+            said = await say(client, session, "안녕 " + fact("user.pet", "The user has a cat"))
+            await idle(backend)  # the next summary made ahead: of the long turn, up to the fact
+            assert await memories(client) == []
+            # The one after holds the fact: its merge waits for the lock this test holds.
             lock = "memories:merge:alice:hermione"
             async with redis_lock(redis, lock, expire_s=30, wait_s=1):
                 await say(client, session, LONG)
                 deadline = time.monotonic() + 20
-                while max(map(int, await redis.hkeys(summaries_key(session))), default=0) < 3:
+                while max(map(int, await redis.hkeys(summaries_key(session))), default=0) < 5:
                     assert time.monotonic() < deadline
                     await asyncio.sleep(0.02)
                 # The summary is made: while its facts wait, the message with the fact goes.
