@@ -166,26 +166,31 @@ def test_the_gateway_starts_with_any_list_of_trusted_proxies(proxies, tmp_path):
     assert trusted[2:] == [item for item in proxies.replace(",", " ").split() if item]
 
 
-def test_the_gateway_entry_point_refuses_trusted_proxies_that_are_no_addresses(tmp_path):
+def refusal_of_entry_point(tmp_path: Path, **env: str | None) -> str:
+    """What the image's entry point says as it refuses to start with `env` (None: unset)."""
     gateway = entry_point_env(providers_of(compose_gateway_environment()), tmp_path, {})
-    gateway.env["GATEWAY_TRUSTED_PROXIES"] = '10.0.0.1"], evil: ["x'
+    for name, value in env.items():
+        if value is None:
+            del gateway.env[name]
+        else:
+            gateway.env[name] = value
     result = subprocess.run(
         ["sh", str(RENDER)], env=gateway.env, capture_output=True, text=True, timeout=10,
         check=False,
     )  # fmt: skip
     assert result.returncode == 1
-    assert "GATEWAY_TRUSTED_PROXIES holds something not an address or range" in result.stderr
+    return result.stderr
+
+
+def test_the_gateway_entry_point_refuses_trusted_proxies_that_are_no_addresses(tmp_path):
+    said = refusal_of_entry_point(tmp_path, GATEWAY_TRUSTED_PROXIES='10.0.0.1"], evil: ["x')
+    assert "GATEWAY_TRUSTED_PROXIES holds something not an address or range" in said
 
 
 def test_the_gateway_entry_point_names_a_missing_setting(tmp_path):
-    gateway = entry_point_env(providers_of(compose_gateway_environment()), tmp_path, {})
-    del gateway.env["GATEWAY_PROVIDERS"]
-    result = subprocess.run(
-        ["sh", str(RENDER)], env=gateway.env, capture_output=True, text=True, timeout=10,
-        check=False,
-    )  # fmt: skip
-    assert result.returncode == 1
-    assert "GATEWAY_PROVIDERS is not set" in result.stderr
+    assert "GATEWAY_PROVIDERS is not set" in refusal_of_entry_point(
+        tmp_path, GATEWAY_PROVIDERS=None
+    )
 
 
 def test_the_images_run_the_python_the_project_pins():
